@@ -1,0 +1,16 @@
+// Original file: fleet/v1/worker.proto
+
+
+export interface EnrollResponse {
+  'workerId'?: (string);
+  'workerName'?: (string);
+  'clientCertificatePem'?: (string);
+  'caCertificatePem'?: (string);
+}
+
+export interface EnrollResponse__Output {
+  'workerId': (string);
+  'workerName': (string);
+  'clientCertificatePem': (string);
+  'caCertificatePem': (string);
+}

@@ -1,0 +1,13 @@
+// Original file: fleet/v1/worker.proto
+
+import type { Long } from '@grpc/proto-loader';
+
+export interface Heartbeat {
+  'sentAtUnixMs'?: (number | string | Long);
+  'runningVms'?: (number);
+}
+
+export interface Heartbeat__Output {
+  'sentAtUnixMs': (string);
+  'runningVms': (number);
+}

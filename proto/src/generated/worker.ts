@@ -1,0 +1,62 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
+
+import type { Capacity as _fleet_v1_Capacity, Capacity__Output as _fleet_v1_Capacity__Output } from './fleet/v1/Capacity';
+import type { ControllerMessage as _fleet_v1_ControllerMessage, ControllerMessage__Output as _fleet_v1_ControllerMessage__Output } from './fleet/v1/ControllerMessage';
+import type { DesiredState as _fleet_v1_DesiredState, DesiredState__Output as _fleet_v1_DesiredState__Output } from './fleet/v1/DesiredState';
+import type { EnrollRequest as _fleet_v1_EnrollRequest, EnrollRequest__Output as _fleet_v1_EnrollRequest__Output } from './fleet/v1/EnrollRequest';
+import type { EnrollResponse as _fleet_v1_EnrollResponse, EnrollResponse__Output as _fleet_v1_EnrollResponse__Output } from './fleet/v1/EnrollResponse';
+import type { Heartbeat as _fleet_v1_Heartbeat, Heartbeat__Output as _fleet_v1_Heartbeat__Output } from './fleet/v1/Heartbeat';
+import type { Hello as _fleet_v1_Hello, Hello__Output as _fleet_v1_Hello__Output } from './fleet/v1/Hello';
+import type { Ping as _fleet_v1_Ping, Ping__Output as _fleet_v1_Ping__Output } from './fleet/v1/Ping';
+import type { Platform as _fleet_v1_Platform, Platform__Output as _fleet_v1_Platform__Output } from './fleet/v1/Platform';
+import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from './fleet/v1/Pong';
+import type { Resize as _fleet_v1_Resize, Resize__Output as _fleet_v1_Resize__Output } from './fleet/v1/Resize';
+import type { SessionCancel as _fleet_v1_SessionCancel, SessionCancel__Output as _fleet_v1_SessionCancel__Output } from './fleet/v1/SessionCancel';
+import type { SessionFrame as _fleet_v1_SessionFrame, SessionFrame__Output as _fleet_v1_SessionFrame__Output } from './fleet/v1/SessionFrame';
+import type { SessionOpen as _fleet_v1_SessionOpen, SessionOpen__Output as _fleet_v1_SessionOpen__Output } from './fleet/v1/SessionOpen';
+import type { VmAssignment as _fleet_v1_VmAssignment, VmAssignment__Output as _fleet_v1_VmAssignment__Output } from './fleet/v1/VmAssignment';
+import type { VmSpec as _fleet_v1_VmSpec, VmSpec__Output as _fleet_v1_VmSpec__Output } from './fleet/v1/VmSpec';
+import type { VmStatus as _fleet_v1_VmStatus, VmStatus__Output as _fleet_v1_VmStatus__Output } from './fleet/v1/VmStatus';
+import type { VmStatusReport as _fleet_v1_VmStatusReport, VmStatusReport__Output as _fleet_v1_VmStatusReport__Output } from './fleet/v1/VmStatusReport';
+import type { Welcome as _fleet_v1_Welcome, Welcome__Output as _fleet_v1_Welcome__Output } from './fleet/v1/Welcome';
+import type { WorkerEvent as _fleet_v1_WorkerEvent, WorkerEvent__Output as _fleet_v1_WorkerEvent__Output } from './fleet/v1/WorkerEvent';
+import type { WorkerMessage as _fleet_v1_WorkerMessage, WorkerMessage__Output as _fleet_v1_WorkerMessage__Output } from './fleet/v1/WorkerMessage';
+import type { WorkerServiceClient as _fleet_v1_WorkerServiceClient, WorkerServiceDefinition as _fleet_v1_WorkerServiceDefinition } from './fleet/v1/WorkerService';
+
+type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
+  new(...args: ConstructorParameters<Constructor>): Subtype;
+};
+
+export interface ProtoGrpcType {
+  fleet: {
+    v1: {
+      Capacity: MessageTypeDefinition<_fleet_v1_Capacity, _fleet_v1_Capacity__Output>
+      ControllerMessage: MessageTypeDefinition<_fleet_v1_ControllerMessage, _fleet_v1_ControllerMessage__Output>
+      DesiredState: MessageTypeDefinition<_fleet_v1_DesiredState, _fleet_v1_DesiredState__Output>
+      EnrollRequest: MessageTypeDefinition<_fleet_v1_EnrollRequest, _fleet_v1_EnrollRequest__Output>
+      EnrollResponse: MessageTypeDefinition<_fleet_v1_EnrollResponse, _fleet_v1_EnrollResponse__Output>
+      Heartbeat: MessageTypeDefinition<_fleet_v1_Heartbeat, _fleet_v1_Heartbeat__Output>
+      Hello: MessageTypeDefinition<_fleet_v1_Hello, _fleet_v1_Hello__Output>
+      Ping: MessageTypeDefinition<_fleet_v1_Ping, _fleet_v1_Ping__Output>
+      Platform: MessageTypeDefinition<_fleet_v1_Platform, _fleet_v1_Platform__Output>
+      Pong: MessageTypeDefinition<_fleet_v1_Pong, _fleet_v1_Pong__Output>
+      PowerState: EnumTypeDefinition
+      Resize: MessageTypeDefinition<_fleet_v1_Resize, _fleet_v1_Resize__Output>
+      SessionCancel: MessageTypeDefinition<_fleet_v1_SessionCancel, _fleet_v1_SessionCancel__Output>
+      SessionFrame: MessageTypeDefinition<_fleet_v1_SessionFrame, _fleet_v1_SessionFrame__Output>
+      SessionKind: EnumTypeDefinition
+      SessionOpen: MessageTypeDefinition<_fleet_v1_SessionOpen, _fleet_v1_SessionOpen__Output>
+      VmAssignment: MessageTypeDefinition<_fleet_v1_VmAssignment, _fleet_v1_VmAssignment__Output>
+      VmPhase: EnumTypeDefinition
+      VmSpec: MessageTypeDefinition<_fleet_v1_VmSpec, _fleet_v1_VmSpec__Output>
+      VmStatus: MessageTypeDefinition<_fleet_v1_VmStatus, _fleet_v1_VmStatus__Output>
+      VmStatusReport: MessageTypeDefinition<_fleet_v1_VmStatusReport, _fleet_v1_VmStatusReport__Output>
+      Welcome: MessageTypeDefinition<_fleet_v1_Welcome, _fleet_v1_Welcome__Output>
+      WorkerEvent: MessageTypeDefinition<_fleet_v1_WorkerEvent, _fleet_v1_WorkerEvent__Output>
+      WorkerMessage: MessageTypeDefinition<_fleet_v1_WorkerMessage, _fleet_v1_WorkerMessage__Output>
+      WorkerService: SubtypeConstructor<typeof grpc.Client, _fleet_v1_WorkerServiceClient> & { service: _fleet_v1_WorkerServiceDefinition }
+    }
+  }
+}
+

@@ -1,0 +1,27 @@
+import { defineConfig } from 'vitest/config';
+
+// Two projects: fast unit tests beside the code, and end-to-end tests in test/
+// that start real processes (controller, workers) and talk real gRPC/TLS.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['apps/*/src/**/*.test.ts', 'packages/*/src/**/*.test.ts', 'proto/src/**/*.test.ts', 'prisma/src/**/*.test.ts'],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'e2e',
+          include: ['test/**/*.test.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
+          // E2E suites start several processes each; on 2 cores run them one at a time.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
