@@ -1,0 +1,58 @@
+// The REST API: fastify with TypeBox validation on every route, an OpenAPI
+// document at /v1/openapi.json, and one error shape: {error: {code, message}}.
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
+import type { ApiContext } from './context.ts';
+import { registerAuth } from './auth-hook.ts';
+import { FleetError } from '../errors.ts';
+import { vmRoutes } from './routes/vm-routes.ts';
+import { workerRoutes } from './routes/worker-routes.ts';
+import { eventRoutes } from './routes/event-routes.ts';
+import { tokenRoutes } from './routes/token-routes.ts';
+import { metaRoutes } from './routes/meta-routes.ts';
+import { CONTROLLER_VERSION } from '../version.ts';
+
+export async function buildApiServer(ctx: ApiContext, log: Logger): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Fleet controller API', version: CONTROLLER_VERSION, description: 'Manage VMs and workers. Authenticate with "Authorization: Bearer <token>".' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  app.setErrorHandler((err: FastifyError | FleetError, req, reply) => {
+    if (err instanceof FleetError) {
+      return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } });
+    }
+    if (err.validation) {
+      const where = err.validationContext ?? 'request';
+      return reply.code(400).send({ error: { code: 'invalid_request', message: `invalid ${where}: ${err.message}` } });
+    }
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+      return reply.code(err.statusCode).send({ error: { code: err.code ?? 'bad_request', message: err.message } });
+    }
+    req.log.error({ err, url: req.url, method: req.method }, 'request failed');
+    return reply.code(500).send({ error: { code: 'internal', message: 'internal error; see the controller log' } });
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }));
+
+  registerAuth(app, ctx.tokens);
+  await app.register(metaRoutes(ctx));
+  await app.register(vmRoutes(ctx));
+  await app.register(workerRoutes(ctx));
+  await app.register(eventRoutes(ctx));
+  await app.register(tokenRoutes(ctx));
+  app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

@@ -1,0 +1,24 @@
+import type { FleetDb } from '@fleet/db';
+import type { VmService } from '../vms/vm-service.ts';
+import type { WorkerService } from '../workers/worker-service.ts';
+import type { TokenService } from '../auth/token-service.ts';
+import type { EventLog } from '../events/event-log.ts';
+import type { FleetBus } from '../fleet-bus.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { SettingsService } from '../settings.ts';
+import type { ControllerInfo } from './schemas.ts';
+
+/** What route handlers may use. */
+export interface ApiContext {
+  db: FleetDb;
+  vms: VmService;
+  workers: WorkerService;
+  tokens: TokenService;
+  events: EventLog;
+  bus: FleetBus;
+  metrics: Metrics;
+  settings: SettingsService;
+  info: () => Promise<ControllerInfo>;
+  /** The address printed in enroll commands (host:port of the gRPC listener as workers should dial it). */
+  grpcAdvertiseAddress: string;
+}

@@ -1,0 +1,27 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ApiContext } from '../context.ts';
+import { ControllerInfo, SchedulerSettings, WhoAmI } from '../schemas.ts';
+import { actorOf } from '../auth-hook.ts';
+
+export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
+  return async (app) => {
+    app.get('/v1/health', { schema: { tags: ['meta'], summary: 'Liveness (no auth)', response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+    app.get('/v1/info', { config: { role: 'read' }, schema: { tags: ['meta'], response: { 200: ControllerInfo } } }, async () => ctx.info());
+    app.get('/v1/whoami', { config: { role: 'any' }, schema: { tags: ['meta'], response: { 200: WhoAmI } } }, async (req) => ({ name: req.principal!.name, roles: req.principal!.roles }));
+    app.get('/v1/settings/scheduler', { config: { role: 'read' }, schema: { tags: ['meta'], response: { 200: SchedulerSettings } } }, async () => ({ profile: await ctx.settings.schedulerProfile() }));
+    app.put('/v1/settings/scheduler', {
+      config: { role: 'admin' },
+      schema: { tags: ['meta'], summary: 'Set the scheduler profile: pack (fill busy workers first) or spread', body: SchedulerSettings, response: { 200: SchedulerSettings } },
+    }, async (req) => {
+      await ctx.settings.setSchedulerProfile(req.body.profile);
+      await ctx.events.append([{ kind: 'settings.changed', message: `scheduler profile set to ${req.body.profile} by ${actorOf(req)}`, actor: actorOf(req) }]);
+      ctx.bus.scheduleRequested();
+      return { profile: req.body.profile };
+    });
+    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+      const body = await ctx.metrics.registry.metrics();
+      return reply.header('content-type', ctx.metrics.registry.contentType).send(body);
+    });
+  };
+}

@@ -1,0 +1,265 @@
+// REST API schemas (TypeBox): fastify validates every request against them, the
+// OpenAPI document is generated from them, and the CLI imports the static types.
+import { Type, type Static } from '@sinclair/typebox';
+
+const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
+const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$';
+
+export const Name = Type.String({
+  pattern: NAME_PATTERN,
+  minLength: 1,
+  maxLength: 63,
+  description: 'lower-case letters, digits and dashes; starts and ends with a letter or digit; at most 63 characters',
+});
+
+export const Labels = Type.Record(Type.String({ pattern: LABEL_KEY_PATTERN }), Type.String({ maxLength: 253 }), {
+  maxProperties: 64,
+  description: 'string key=value pairs',
+});
+
+export const ErrorBody = Type.Object(
+  { error: Type.Object({ code: Type.String(), message: Type.String(), details: Type.Optional(Type.Unknown()) }) },
+  { $id: 'Error' },
+);
+export type ErrorBody = Static<typeof ErrorBody>;
+
+// ------------------------------------------------------------------ VMs
+
+export const VmStateSchema = Type.Union(
+  ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'].map((s) => Type.Literal(s)),
+);
+const Os = Type.Union([Type.Literal('linux'), Type.Literal('macos')]);
+const RestartPolicy = Type.Union([Type.Literal('never'), Type.Literal('on-failure')]);
+const PowerState = Type.Union([Type.Literal('running'), Type.Literal('stopped')]);
+const Driver = Type.Union([Type.Literal(''), Type.Literal('synthetic'), Type.Literal('qemu'), Type.Literal('vz')]);
+
+export const VmCreate = Type.Object(
+  {
+    name: Name,
+    image: Type.String({ minLength: 1, maxLength: 512 }),
+    os: Type.Optional(Os),
+    driver: Type.Optional(Driver),
+    cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+    memoryMib: Type.Optional(Type.Integer({ minimum: 128, maximum: 4 * 1024 * 1024 })),
+    diskGib: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
+    username: Type.Optional(Type.String({ maxLength: 64, pattern: '^[a-z_][a-z0-9_-]*$|^$' })),
+    labels: Type.Optional(Labels),
+    selector: Type.Optional(Labels),
+    priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
+    restartPolicy: Type.Optional(RestartPolicy),
+    powerState: Type.Optional(PowerState),
+  },
+  { additionalProperties: false, $id: 'VmCreate' },
+);
+export type VmCreate = Static<typeof VmCreate>;
+
+export const VmUpdate = Type.Object(
+  {
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+    cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+    memoryMib: Type.Optional(Type.Integer({ minimum: 128, maximum: 4 * 1024 * 1024 })),
+    labels: Type.Optional(Labels),
+    selector: Type.Optional(Labels),
+    priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
+    restartPolicy: Type.Optional(RestartPolicy),
+    powerState: Type.Optional(PowerState),
+  },
+  { additionalProperties: false, minProperties: 1, $id: 'VmUpdate' },
+);
+export type VmUpdate = Static<typeof VmUpdate>;
+
+export const VmObject = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    state: VmStateSchema,
+    reason: Type.String({ description: 'why the VM is in this state (e.g. why it is still pending)' }),
+    image: Type.String(),
+    os: Os,
+    driver: Type.String(),
+    cpus: Type.Integer(),
+    memoryMib: Type.Integer(),
+    diskGib: Type.Integer(),
+    username: Type.String(),
+    labels: Type.Record(Type.String(), Type.String()),
+    selector: Type.Record(Type.String(), Type.String()),
+    priority: Type.Integer(),
+    restartPolicy: RestartPolicy,
+    restartCount: Type.Integer(),
+    powerState: PowerState,
+    generation: Type.Integer(),
+    observedGeneration: Type.Integer(),
+    attempt: Type.Integer(),
+    worker: Type.Union([Type.String(), Type.Null()]),
+    ip: Type.Union([Type.String(), Type.Null()]),
+    mac: Type.Union([Type.String(), Type.Null()]),
+    createdBy: Type.String(),
+    createdAt: Type.String(),
+    updatedAt: Type.String(),
+    scheduledAt: Type.Union([Type.String(), Type.Null()]),
+    runningAt: Type.Union([Type.String(), Type.Null()]),
+    restartAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { $id: 'Vm' },
+);
+export type VmObject = Static<typeof VmObject>;
+
+export const VmListQuery = Type.Object(
+  {
+    state: Type.Optional(VmStateSchema),
+    worker: Type.Optional(Name),
+    watch: Type.Optional(Type.Boolean({ description: 'stream NDJSON {type: ADDED|MODIFIED|DELETED, vm} after the initial list' })),
+  },
+  { additionalProperties: false },
+);
+export const WatchQuery = Type.Object({ watch: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+
+// ------------------------------------------------------------------ workers
+
+export const WorkerObject = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    status: Type.Union([Type.Literal('online'), Type.Literal('offline')]),
+    connected: Type.Boolean(),
+    paused: Type.Boolean(),
+    hostname: Type.String(),
+    os: Type.String(),
+    arch: Type.String(),
+    version: Type.String(),
+    labels: Type.Record(Type.String(), Type.String()),
+    drivers: Type.Array(Type.String()),
+    capacity: Type.Object({ cpus: Type.Integer(), memoryMib: Type.Integer(), vmSlots: Type.Integer(), macosSlots: Type.Integer() }),
+    used: Type.Object({ cpus: Type.Integer(), memoryMib: Type.Integer(), vms: Type.Integer(), macosVms: Type.Integer() }),
+    lastSeenAt: Type.Union([Type.String(), Type.Null()]),
+    createdAt: Type.String(),
+  },
+  { $id: 'Worker' },
+);
+export type WorkerObject = Static<typeof WorkerObject>;
+
+// ------------------------------------------------------------------ events
+
+export const EventObject = Type.Object(
+  {
+    id: Type.Integer(),
+    at: Type.String(),
+    kind: Type.String(),
+    level: Type.String(),
+    message: Type.String(),
+    vm: Type.Union([Type.String(), Type.Null()]),
+    vmId: Type.Union([Type.String(), Type.Null()]),
+    workerId: Type.Union([Type.String(), Type.Null()]),
+    actor: Type.String(),
+    data: Type.Unknown(),
+  },
+  { $id: 'Event' },
+);
+export type EventObject = Static<typeof EventObject>;
+
+export const EventPage = Type.Object({
+  events: Type.Array(EventObject),
+  nextCursor: Type.Union([Type.Integer(), Type.Null()], { description: 'pass as ?cursor= for the next page' }),
+});
+export type EventPage = Static<typeof EventPage>;
+
+export const EventQueryString = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    cursor: Type.Optional(Type.Integer({ minimum: 0 })),
+    order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
+    vm: Type.Optional(Name),
+    worker: Type.Optional(Name),
+    kind: Type.Optional(Type.String({ maxLength: 64 })),
+    actor: Type.Optional(Type.String({ maxLength: 128 })),
+  },
+  { additionalProperties: false },
+);
+export type EventQueryString = Static<typeof EventQueryString>;
+
+// ------------------------------------------------------------------ tokens
+
+export const RoleSchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('connect'), Type.Literal('admin')]);
+
+export const TokenCreate = Type.Object(
+  {
+    name: Name,
+    roles: Type.Array(RoleSchema, { minItems: 1, uniqueItems: true }),
+    expiresInHours: Type.Optional(Type.Integer({ minimum: 1, maximum: 24 * 3650 })),
+  },
+  { additionalProperties: false, $id: 'TokenCreate' },
+);
+export type TokenCreate = Static<typeof TokenCreate>;
+
+export const TokenObject = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    roles: Type.Array(RoleSchema),
+    createdBy: Type.String(),
+    createdAt: Type.String(),
+    expiresAt: Type.Union([Type.String(), Type.Null()]),
+    lastUsedAt: Type.Union([Type.String(), Type.Null()]),
+    revokedAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { $id: 'Token' },
+);
+export type TokenObject = Static<typeof TokenObject>;
+
+export const TokenCreated = Type.Object({ token: Type.String({ description: 'shown once; store it now' }), info: TokenObject });
+export type TokenCreated = Static<typeof TokenCreated>;
+
+export const BootstrapTokenCreate = Type.Object(
+  {
+    name: Type.Optional(Name),
+    uses: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'enrollments allowed; default unlimited until expiry' })),
+    expiresInHours: Type.Optional(Type.Integer({ minimum: 1, maximum: 24 * 365, default: 24 })),
+  },
+  { additionalProperties: false, $id: 'BootstrapTokenCreate' },
+);
+export type BootstrapTokenCreate = Static<typeof BootstrapTokenCreate>;
+
+export const BootstrapTokenObject = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    usesLeft: Type.Union([Type.Integer(), Type.Null()]),
+    createdBy: Type.String(),
+    createdAt: Type.String(),
+    expiresAt: Type.Union([Type.String(), Type.Null()]),
+    lastUsedAt: Type.Union([Type.String(), Type.Null()]),
+    revokedAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { $id: 'BootstrapToken' },
+);
+export type BootstrapTokenObject = Static<typeof BootstrapTokenObject>;
+
+export const BootstrapTokenCreated = Type.Object({
+  token: Type.String(),
+  info: BootstrapTokenObject,
+  enrollCommand: Type.String({ description: 'the command to run on the new host' }),
+});
+export type BootstrapTokenCreated = Static<typeof BootstrapTokenCreated>;
+
+// ------------------------------------------------------------------ misc
+
+export const NameParam = Type.Object({ name: Name });
+export type NameParam = Static<typeof NameParam>;
+
+export const ControllerInfo = Type.Object({
+  version: Type.String(),
+  protocolVersion: Type.Integer(),
+  grpcAddress: Type.String({ description: 'host:port workers dial' }),
+  caFingerprint: Type.String({ description: 'SHA-256 of the controller CA certificate' }),
+  schedulerProfile: Type.Union([Type.Literal('pack'), Type.Literal('spread')]),
+});
+export type ControllerInfo = Static<typeof ControllerInfo>;
+
+export const SchedulerSettings = Type.Object(
+  { profile: Type.Union([Type.Literal('pack'), Type.Literal('spread')]) },
+  { additionalProperties: false },
+);
+export type SchedulerSettings = Static<typeof SchedulerSettings>;
+
+export const WhoAmI = Type.Object({ name: Type.String(), roles: Type.Array(RoleSchema) });
+export type WhoAmI = Static<typeof WhoAmI>;

@@ -1,0 +1,53 @@
+import path from 'node:path';
+import type { SchedulerProfile } from './scheduler/placement.ts';
+
+export interface ControllerOptions {
+  /** Where the database, CA, certificates and the first admin token live. */
+  dataDir: string;
+  /** Database URL; default `file:<dataDir>/fleet.db` (SQLite). */
+  databaseUrl?: string;
+  /** REST API + dashboard listener. */
+  apiHost: string;
+  apiPort: number;
+  /** gRPC (TLS) listener for workers. */
+  grpcHost: string;
+  grpcPort: number;
+  /** Extra DNS names / IPs for the gRPC server certificate. */
+  certificateNames: string[];
+  /** Operator-provided server certificate + key + CA (PEM paths); generated when absent. */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  tlsCaFile?: string;
+  /** Heartbeat cadence the controller asks workers for. */
+  heartbeatIntervalMs: number;
+  /** A worker with no heartbeat for this long is offline; its VMs fail. */
+  workerOfflineTimeoutMs: number;
+  /** Safety-net scheduler pass period (passes also run on every change). */
+  schedulerIntervalMs: number;
+  defaultSchedulerProfile: SchedulerProfile;
+  /** Token to create for the first admin instead of a random one (automation). */
+  bootstrapAdminToken?: string;
+  logLevel: string;
+}
+
+export function defaultOptions(overrides: Partial<ControllerOptions> = {}): ControllerOptions {
+  const dataDir = overrides.dataDir ?? path.join(process.env.HOME ?? '.', '.fleet-controller');
+  return {
+    dataDir,
+    apiHost: '127.0.0.1',
+    apiPort: 8080,
+    grpcHost: '0.0.0.0',
+    grpcPort: 7443,
+    certificateNames: [],
+    heartbeatIntervalMs: 5_000,
+    workerOfflineTimeoutMs: 30_000,
+    schedulerIntervalMs: 2_000,
+    defaultSchedulerProfile: 'pack',
+    logLevel: process.env.FLEET_LOG_LEVEL ?? 'info',
+    ...overrides,
+  };
+}
+
+export function databaseUrlFor(options: ControllerOptions): string {
+  return options.databaseUrl ?? `file:${path.join(options.dataDir, 'fleet.db')}`;
+}

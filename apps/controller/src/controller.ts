@@ -1,0 +1,155 @@
+// Composition root: opens the database (migrating it), loads or creates the
+// controller's TLS identity, wires services, and starts the REST API, the
+// worker gRPC server, the scheduler and liveness loops.
+import { mkdir, writeFile, chmod } from 'node:fs/promises';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
+import { PROTOCOL_VERSION } from '@fleet/proto';
+import type { Logger } from 'pino';
+import { databaseUrlFor, defaultOptions, type ControllerOptions } from './config.ts';
+import { loadOrCreateIdentity, type ControllerIdentity } from './identity/controller-identity.ts';
+import { EventLog } from './events/event-log.ts';
+import { FleetBus } from './fleet-bus.ts';
+import { Metrics } from './observability/metrics.ts';
+import { createLogger } from './observability/logger.ts';
+import { VmService } from './vms/vm-service.ts';
+import { WorkerService } from './workers/worker-service.ts';
+import { TokenService } from './auth/token-service.ts';
+import { SettingsService } from './settings.ts';
+import { SchedulerLoop } from './scheduler/scheduler-loop.ts';
+import { WorkerStreams } from './grpc/worker-streams.ts';
+import { startWorkerGrpcServer } from './grpc/worker-grpc-server.ts';
+import { buildApiServer } from './api/api-server.ts';
+import { CONTROLLER_VERSION } from './version.ts';
+import type { ApiContext } from './api/context.ts';
+
+export interface ControllerHandle {
+  apiUrl: string;
+  grpcAddress: string;
+  caFingerprint: string;
+  /** Set only on the first start of a fresh data dir (or when given by the operator). */
+  adminToken: string | null;
+  identity: ControllerIdentity;
+  db: FleetDb;
+  vms: VmService;
+  workers: WorkerService;
+  tokens: TokenService;
+  scheduler: SchedulerLoop;
+  metrics: Metrics;
+  stop(): Promise<void>;
+}
+
+export async function startController(partial: Partial<ControllerOptions> = {}, log: Logger = createLogger(partial.logLevel)): Promise<ControllerHandle> {
+  const opts = defaultOptions(partial);
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  const url = databaseUrlFor(opts);
+  const migrated = await migrateDatabase(url);
+  if (migrated.applied.length) log.info({ applied: migrated.applied }, 'database migrated');
+  const db = openDatabase({ url });
+
+  const identity = await loadOrCreateIdentity({
+    dataDir: opts.dataDir,
+    extraNames: opts.certificateNames,
+    ...(opts.tlsCertFile ? { certFile: opts.tlsCertFile } : {}),
+    ...(opts.tlsKeyFile ? { keyFile: opts.tlsKeyFile } : {}),
+    ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
+  });
+  const metrics = new Metrics();
+  const bus = new FleetBus();
+  const events = new EventLog(db);
+  const vms = new VmService(db, events, bus, metrics);
+  const streams = new WorkerStreams(db, log);
+  const workers = new WorkerService(db, events, bus, vms, metrics, log, {
+    offlineTimeoutMs: opts.workerOfflineTimeoutMs,
+    disconnect: (id, reason) => streams.disconnect(id, grpc.status.UNAVAILABLE, reason),
+  });
+  const tokens = new TokenService(db, events, identity.caFingerprint);
+  const settings = new SettingsService(db, opts.defaultSchedulerProfile);
+
+  // First start: create the admin service account and print its token once.
+  let adminToken: string | null = null;
+  if (!(await tokens.hasAnyApiToken())) {
+    const preset = opts.bootstrapAdminToken;
+    const created = await tokens.createApiToken({ name: 'admin', roles: ['admin'], ...(preset ? { presetToken: preset } : {}) }, 'controller');
+    adminToken = created.token;
+    const file = path.join(opts.dataDir, 'admin.token');
+    await writeFile(file, adminToken + '\n', { mode: 0o600 });
+    await chmod(file, 0o600);
+  }
+
+  await workers.start();
+  bus.onDesiredStateChange((workerId) => streams.markDirty(workerId));
+  const scheduler = new SchedulerLoop(db, events, bus, metrics, log.child({ component: 'scheduler' }), () => settings.schedulerProfile(), workers.isOnline, opts.schedulerIntervalMs);
+  const restartTimer = setInterval(() => void vms.requeueRestarts().catch((err) => log.error({ err }, 'restart requeue failed')), 1000);
+  restartTimer.unref();
+  const gaugeTimer = setInterval(() => void refreshVmGauges(db, metrics).catch(() => undefined), 5000);
+  gaugeTimer.unref();
+
+  const grpcServer = await startWorkerGrpcServer(
+    { db, identity, tokens, workers, vms, events, streams, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs },
+    opts.grpcHost,
+    opts.grpcPort,
+  );
+  const advertiseHost = opts.grpcHost === '0.0.0.0' || opts.grpcHost === '::' ? (opts.certificateNames[0] ?? '127.0.0.1') : opts.grpcHost;
+  const grpcAddress = `${advertiseHost}:${grpcServer.port}`;
+
+  const ctx: ApiContext = {
+    db,
+    vms,
+    workers,
+    tokens,
+    events,
+    bus,
+    metrics,
+    settings,
+    grpcAdvertiseAddress: grpcAddress,
+    info: async () => ({
+      version: CONTROLLER_VERSION,
+      protocolVersion: PROTOCOL_VERSION,
+      grpcAddress,
+      caFingerprint: identity.caFingerprint,
+      schedulerProfile: await settings.schedulerProfile(),
+    }),
+  };
+  const api = await buildApiServer(ctx, log);
+  await api.listen({ host: opts.apiHost, port: opts.apiPort });
+  const address = api.server.address();
+  const apiPort = typeof address === 'object' && address ? address.port : opts.apiPort;
+  const apiUrl = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${apiPort}`;
+  scheduler.trigger();
+  log.info({ apiUrl, grpcAddress, caFingerprint: identity.caFingerprint }, 'controller started');
+
+  let stopped = false;
+  return {
+    apiUrl,
+    grpcAddress,
+    caFingerprint: identity.caFingerprint,
+    adminToken,
+    identity,
+    db,
+    vms,
+    workers,
+    tokens,
+    scheduler,
+    metrics,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      scheduler.stop();
+      workers.stop();
+      clearInterval(restartTimer);
+      clearInterval(gaugeTimer);
+      streams.closeAll('controller shutting down');
+      grpcServer.server.forceShutdown();
+      await api.close();
+      await db.$disconnect();
+    },
+  };
+}
+
+async function refreshVmGauges(db: FleetDb, metrics: Metrics): Promise<void> {
+  const rows = await db.vm.groupBy({ by: ['state'], _count: { _all: true } });
+  metrics.vmsByState.reset();
+  for (const r of rows) metrics.vmsByState.set({ state: r.state }, r._count._all);
+}

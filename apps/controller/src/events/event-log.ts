@@ -1,0 +1,83 @@
+// The fleet's append-only event log (VM transitions, worker changes, audit
+// records). Writes go to the database; listeners (watch streams, metrics) hear
+// about each event in-process right after it is stored.
+import { EventEmitter } from 'node:events';
+import type { FleetDb, Event } from '@fleet/db';
+
+export type EventLevel = 'info' | 'warn' | 'error';
+
+export interface NewEvent {
+  kind: string;
+  message: string;
+  level?: EventLevel;
+  vmId?: string | null;
+  vmName?: string | null;
+  workerId?: string | null;
+  actor?: string;
+  data?: Record<string, unknown>;
+}
+
+export interface EventQuery {
+  vmId?: string;
+  workerId?: string;
+  kind?: string;
+  actor?: string;
+  /** Return events with id < cursor (newest first) or > cursor (oldest first). */
+  cursor?: number;
+  limit: number;
+  order: 'asc' | 'desc';
+}
+
+type Tx = Pick<FleetDb, 'event'>;
+
+export class EventLog {
+  private readonly bus = new EventEmitter();
+
+  constructor(private readonly db: FleetDb) {
+    this.bus.setMaxListeners(0);
+  }
+
+  /** Append events, inside the caller's transaction when one is given. */
+  async append(events: NewEvent[], tx: Tx = this.db): Promise<void> {
+    if (events.length === 0) return;
+    const at = new Date();
+    await tx.event.createMany({
+      data: events.map((e) => ({
+        at,
+        kind: e.kind,
+        level: e.level ?? 'info',
+        message: e.message,
+        vmId: e.vmId ?? null,
+        vmName: e.vmName ?? null,
+        workerId: e.workerId ?? null,
+        actor: e.actor ?? 'controller',
+        data: JSON.stringify(e.data ?? {}),
+      })),
+    });
+    // Listeners hear about it after the caller's transaction commits (see publish()).
+    if (tx === this.db) this.publish(events);
+  }
+
+  publish(events: NewEvent[]): void {
+    for (const e of events) this.bus.emit('event', e);
+  }
+
+  onEvent(listener: (e: NewEvent) => void): () => void {
+    this.bus.on('event', listener);
+    return () => this.bus.off('event', listener);
+  }
+
+  async query(q: EventQuery): Promise<{ events: Event[]; nextCursor: number | null }> {
+    const where = {
+      ...(q.vmId ? { vmId: q.vmId } : {}),
+      ...(q.workerId ? { workerId: q.workerId } : {}),
+      ...(q.kind ? { kind: q.kind } : {}),
+      ...(q.actor ? { actor: q.actor } : {}),
+      ...(q.cursor !== undefined ? { id: q.order === 'desc' ? { lt: q.cursor } : { gt: q.cursor } } : {}),
+    };
+    const rows = await this.db.event.findMany({ where, orderBy: { id: q.order }, take: q.limit + 1 });
+    const page = rows.slice(0, q.limit);
+    const last = page[page.length - 1];
+    return { events: page, nextCursor: rows.length > q.limit && last ? last.id : null };
+  }
+}

@@ -1,0 +1,286 @@
+// The gRPC server workers dial. One TLS port serves:
+//  - Enroll: server-authenticated TLS only; the bootstrap token authenticates;
+//  - Connect / Session: the worker's client certificate authenticates. TLS asks
+//    every client for a certificate but does not require one (Enroll has none);
+//    Connect then checks the certificate's SHA-256 against the database, so a
+//    credential is revoked by deleting/revoking its row.
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import {
+  loadFleetProto,
+  MIN_SUPPORTED_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+  type EnrollRequest__Output,
+  type EnrollResponse,
+  type WorkerMessage__Output,
+  type WorkerServiceHandlers,
+} from '@fleet/proto';
+import type { FleetDb, Worker } from '@fleet/db';
+import { signClientCsr, PkiError } from '@fleet/pki';
+import type { Logger } from 'pino';
+import type { ControllerIdentity } from '../identity/controller-identity.ts';
+import { TokenRejected, type TokenService } from '../auth/token-service.ts';
+import type { WorkerService } from '../workers/worker-service.ts';
+import type { VmService } from '../vms/vm-service.ts';
+import type { EventLog } from '../events/event-log.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { helloInfo, reportedInstances, workerEvent } from './worker-input.ts';
+import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.ts';
+import { CONTROLLER_VERSION } from '../version.ts';
+
+const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const HELLO_TIMEOUT_MS = 15_000;
+
+export interface WorkerGrpcDeps {
+  db: FleetDb;
+  identity: ControllerIdentity;
+  tokens: TokenService;
+  workers: WorkerService;
+  vms: VmService;
+  events: EventLog;
+  streams: WorkerStreams;
+  metrics: Metrics;
+  log: Logger;
+  heartbeatIntervalMs: number;
+}
+
+class StaticCertificateProvider implements grpc.experimental.CertificateProvider {
+  constructor(
+    private readonly ca: Buffer,
+    private readonly cert: Buffer,
+    private readonly key: Buffer,
+  ) {}
+  addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
+    l({ caCertificate: this.ca });
+  }
+  removeCaCertificateListener(): void {}
+  addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
+    l({ certificate: this.cert, privateKey: this.key });
+  }
+  removeIdentityCertificateListener(): void {}
+}
+
+export function serverCredentials(identity: ControllerIdentity): grpc.ServerCredentials {
+  // The chain includes the CA so an enrolling worker can find (and pin) it.
+  const chain = Buffer.from(identity.server.certPem.trimEnd() + '\n' + identity.ca.certPem);
+  const provider = new StaticCertificateProvider(Buffer.from(identity.ca.certPem), chain, Buffer.from(identity.server.keyPem));
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+}
+
+function grpcError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+}
+
+function peerFingerprint(call: { getAuthContext(): { sslPeerCertificate?: { fingerprint256?: string } } | null }): string | null {
+  const cert = call.getAuthContext()?.sslPeerCertificate;
+  if (!cert || !cert.fingerprint256) return null;
+  return cert.fingerprint256.replace(/:/g, '').toLowerCase();
+}
+
+export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
+  const { db, log } = deps;
+
+  async function enroll(req: EnrollRequest__Output): Promise<EnrollResponse> {
+    if (!NAME.test(req.name)) throw grpcError(grpc.status.INVALID_ARGUMENT, `invalid worker name ${JSON.stringify(req.name.slice(0, 80))}: use lower-case letters, digits and dashes (at most 63)`);
+    if (!req.machineId || req.machineId.length > 128) throw grpcError(grpc.status.INVALID_ARGUMENT, 'machine_id is required (at most 128 characters)');
+    if (!req.csrPem || req.csrPem.length > 16_384) throw grpcError(grpc.status.INVALID_ARGUMENT, 'csr_pem is required');
+    if (req.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION || req.protocolVersion > PROTOCOL_VERSION) {
+      throw grpcError(grpc.status.FAILED_PRECONDITION, `worker speaks protocol v${req.protocolVersion}; this controller supports v${MIN_SUPPORTED_PROTOCOL_VERSION}..v${PROTOCOL_VERSION}`);
+    }
+    const existing = await db.worker.findUnique({ where: { name: req.name } });
+    if (existing && existing.machineId !== req.machineId) {
+      throw grpcError(grpc.status.ALREADY_EXISTS, `worker name "${req.name}" is already enrolled from another machine; pick another --name or delete the old worker first (fleet worker delete ${req.name})`);
+    }
+    let bootstrap;
+    try {
+      bootstrap = await deps.tokens.consumeBootstrapToken(req.bootstrapToken);
+    } catch (err) {
+      if (err instanceof TokenRejected) throw grpcError(grpc.status.UNAUTHENTICATED, `enrollment refused: ${err.message}`);
+      throw err;
+    }
+    const workerId = existing?.id ?? randomUUID();
+    let issued;
+    try {
+      issued = await signClientCsr(deps.identity.ca, req.csrPem, { commonName: workerId });
+    } catch (err) {
+      if (err instanceof PkiError) throw grpcError(grpc.status.INVALID_ARGUMENT, err.message);
+      throw err;
+    }
+    await db.$transaction(async (tx) => {
+      if (existing) {
+        // Re-enrolling the same machine replaces its credential.
+        await tx.workerCredential.updateMany({ where: { workerId, revokedAt: null }, data: { revokedAt: new Date() } });
+      } else {
+        await tx.worker.create({ data: { id: workerId, name: req.name, machineId: req.machineId } });
+      }
+      await tx.workerCredential.create({
+        data: { id: randomUUID(), workerId, fingerprint: issued.fingerprint, serial: issued.serial, notAfter: issued.notAfter },
+      });
+    });
+    await deps.events.append([
+      {
+        kind: 'worker.enrolled',
+        message: `worker ${req.name} ${existing ? 're-enrolled' : 'enrolled'} with bootstrap token ${bootstrap.name}`,
+        workerId,
+        actor: `bootstrap-token:${bootstrap.name}`,
+      },
+    ]);
+    log.info({ worker: req.name, workerId }, existing ? 'worker re-enrolled' : 'worker enrolled');
+    return { workerId, workerName: req.name, clientCertificatePem: issued.certPem, caCertificatePem: deps.identity.ca.certPem };
+  }
+
+  async function authenticate(call: ConnectCall): Promise<Worker> {
+    const fp = peerFingerprint(call);
+    if (!fp) throw grpcError(grpc.status.UNAUTHENTICATED, 'no client certificate: enroll this worker first (fleet-worker enroll)');
+    const cred = await db.workerCredential.findUnique({ where: { fingerprint: fp }, include: { worker: true } });
+    if (!cred) throw grpcError(grpc.status.UNAUTHENTICATED, 'unknown worker credential: the worker was deleted or never enrolled here; re-enroll with fleet-worker enroll --force');
+    if (cred.revokedAt) throw grpcError(grpc.status.UNAUTHENTICATED, `the credential of worker ${cred.worker.name} was revoked; re-enroll with fleet-worker enroll --force`);
+    if (cred.notAfter.getTime() <= Date.now()) throw grpcError(grpc.status.UNAUTHENTICATED, `the credential of worker ${cred.worker.name} expired; re-enroll`);
+    return cred.worker;
+  }
+
+  function connect(call: ConnectCall): void {
+    let stream: WorkerStream | undefined;
+    let worker: Worker | undefined;
+    let helloSeen = false;
+    // Messages are handled strictly in order; a failure ends the stream with its status.
+    let chain: Promise<void> = Promise.resolve();
+    const fail = (err: unknown) => {
+      const status = (err as Partial<grpc.ServiceError>).code;
+      const details = (err as Partial<grpc.ServiceError>).details ?? (err instanceof Error ? err.message : String(err));
+      if (status === undefined) log.error({ err, worker: worker?.name }, 'worker stream failed');
+      const code = status ?? grpc.status.INTERNAL;
+      if (stream) stream.close(code, details);
+      else call.emit('error', grpcError(code, details));
+    };
+    const helloTimer = setTimeout(() => {
+      if (!helloSeen) fail(grpcError(grpc.status.DEADLINE_EXCEEDED, `no Hello within ${HELLO_TIMEOUT_MS / 1000}s`));
+    }, HELLO_TIMEOUT_MS);
+
+    const authenticated = authenticate(call).then(
+      (w) => {
+        worker = w;
+      },
+      (err) => {
+        fail(err);
+        throw err;
+      },
+    );
+
+    const handle = async (msg: WorkerMessage__Output): Promise<void> => {
+      await authenticated;
+      const w = worker!;
+      if (!helloSeen) {
+        if (msg.payload !== 'hello' || !msg.hello) throw grpcError(grpc.status.INVALID_ARGUMENT, 'the first message on Connect must be a Hello');
+        helloSeen = true;
+        clearTimeout(helloTimer);
+        const hello = helloInfo(msg.hello);
+        if (hello.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION || hello.protocolVersion > PROTOCOL_VERSION) {
+          throw grpcError(
+            grpc.status.FAILED_PRECONDITION,
+            `worker speaks protocol v${hello.protocolVersion}; this controller (${CONTROLLER_VERSION}) supports v${MIN_SUPPORTED_PROTOCOL_VERSION}..v${PROTOCOL_VERSION}: upgrade the ${hello.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION ? 'worker' : 'controller'}`,
+          );
+        }
+        if (hello.machineId && hello.machineId !== w.machineId) {
+          throw grpcError(grpc.status.PERMISSION_DENIED, `worker ${w.name} presented its credential from another machine (${hello.machineId}); re-enroll that machine`);
+        }
+        const { instances, rejected } = reportedInstances(msg.hello.vms ?? []);
+        if (rejected.length) log.warn({ worker: w.name, rejected }, 'ignored malformed VM statuses in Hello');
+        stream = new WorkerStream(w.id, w.name, call);
+        deps.streams.attach(stream);
+        deps.metrics.connectedWorkers.set(deps.streams.size);
+        await deps.workers.onHello(w, hello);
+        await deps.vms.reconcileInventory(w.id, w.name, instances);
+        stream.send({
+          welcome: {
+            protocolVersion: PROTOCOL_VERSION,
+            workerId: w.id,
+            workerName: w.name,
+            controllerVersion: CONTROLLER_VERSION,
+            heartbeatIntervalMs: deps.heartbeatIntervalMs,
+          },
+        });
+        await deps.streams.pushDesiredState(stream);
+        return;
+      }
+      deps.workers.onHeartbeat(w.id); // any message proves liveness
+      switch (msg.payload) {
+        case 'heartbeat':
+          return;
+        case 'vmStatus': {
+          const { instances, rejected } = reportedInstances(msg.vmStatus?.vms ?? []);
+          if (rejected.length) log.warn({ worker: w.name, rejected }, 'ignored malformed VM statuses');
+          await deps.vms.applyWorkerReports(w.id, w.name, instances);
+          return;
+        }
+        case 'event': {
+          if (!msg.event) return;
+          const e = workerEvent(msg.event);
+          await deps.events.append([{ ...e, workerId: w.id, actor: `worker:${w.name}` }]);
+          return;
+        }
+        case 'pong':
+          return;
+        case 'hello':
+          throw grpcError(grpc.status.INVALID_ARGUMENT, 'Hello may only be sent once per stream');
+        default:
+          // A newer worker sent a message this controller does not know: degrade, don't fail.
+          log.warn({ worker: w.name }, 'ignored a Connect message with an unknown payload (newer worker?)');
+      }
+    };
+
+    call.on('data', (msg: WorkerMessage__Output) => {
+      chain = chain.then(() => handle(msg)).catch((err) => {
+        fail(err);
+        return Promise.reject(err);
+      });
+      chain.catch(() => undefined);
+    });
+    const cleanup = () => {
+      clearTimeout(helloTimer);
+      if (stream && deps.streams.detach(stream)) {
+        deps.metrics.connectedWorkers.set(deps.streams.size);
+        void deps.workers.onDisconnect(stream.workerId).catch((err) => log.error({ err }, 'disconnect bookkeeping failed'));
+      }
+    };
+    call.on('end', () => {
+      cleanup();
+      call.end();
+    });
+    call.on('error', cleanup);
+    call.on('cancelled', cleanup);
+    call.on('close', cleanup);
+  }
+
+  return {
+    Enroll(call, callback) {
+      enroll(call.request).then(
+        (res) => callback(null, res),
+        (err) => {
+          if ((err as Partial<grpc.ServiceError>).code === undefined) log.error({ err }, 'enrollment failed');
+          callback((err as Partial<grpc.ServiceError>).code !== undefined ? (err as grpc.ServiceError) : grpcError(grpc.status.INTERNAL, 'enrollment failed; see the controller log'));
+        },
+      );
+    },
+    Connect: connect,
+    Session(call) {
+      // Remote access sessions (exec / ssh / port-forward) land with their own issue.
+      call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'sessions are not implemented by this controller yet'));
+    },
+  };
+}
+
+export async function startWorkerGrpcServer(deps: WorkerGrpcDeps, host: string, port: number): Promise<{ server: grpc.Server; port: number }> {
+  const server = new grpc.Server({
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    'grpc.max_receive_message_length': 16 * 1024 * 1024,
+  });
+  server.addService(loadFleetProto().WorkerService.service, workerHandlers(deps));
+  const bound = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(deps.identity), (err, p) => (err ? reject(err) : resolve(p)));
+  });
+  return { server, port: bound };
+}

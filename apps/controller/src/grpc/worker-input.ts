@@ -1,0 +1,81 @@
+// Everything a worker sends is untrusted input: bound it, type it, and turn it
+// into the controller's own shapes. Invalid reports are dropped with a reason,
+// never allowed to throw inside a stream handler.
+import type { Hello__Output, VmStatus__Output, WorkerEvent__Output } from '@fleet/proto';
+import type { HelloInfo } from '../workers/worker-service.ts';
+import type { ReportedInstance } from '../vms/vm-service.ts';
+import type { WorkerPhase } from '../vms/lifecycle.ts';
+
+export const MAX_REPORTS_PER_MESSAGE = 10_000;
+const PHASES: ReadonlySet<string> = new Set([
+  'VM_PHASE_STARTING',
+  'VM_PHASE_RUNNING',
+  'VM_PHASE_STOPPING',
+  'VM_PHASE_STOPPED',
+  'VM_PHASE_FAILED',
+  'VM_PHASE_GONE',
+]);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const IPV4 = /^(\d{1,3}\.){3}\d{1,3}$/;
+const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
+
+const clip = (s: string | undefined, max: number) => (s ?? '').slice(0, max);
+const uint = (v: string | number | undefined, max = Number.MAX_SAFE_INTEGER) => {
+  const n = typeof v === 'string' ? Number(v) : (v ?? 0);
+  return Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), max) : 0;
+};
+
+export function helloInfo(h: Hello__Output): HelloInfo {
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h.labels ?? {}).slice(0, 64)) labels[clip(k, 63)] = clip(v, 253);
+  return {
+    protocolVersion: h.protocolVersion,
+    version: clip(h.workerVersion, 64),
+    hostname: clip(h.hostname, 253),
+    machineId: clip(h.machineId, 128),
+    os: clip(h.platform?.os, 32),
+    arch: clip(h.platform?.arch, 32),
+    cpus: uint(h.capacity?.cpus, 4096),
+    memoryMib: uint(h.capacity?.memoryMib, 64 * 1024 * 1024),
+    vmSlots: uint(h.capacity?.vmSlots, 100_000),
+    macosSlots: uint(h.capacity?.macosSlots, 100),
+    labels,
+    drivers: (h.drivers ?? []).slice(0, 16).map((d) => clip(d, 32)),
+  };
+}
+
+export function reportedInstances(statuses: VmStatus__Output[]): { instances: ReportedInstance[]; rejected: string[] } {
+  const instances: ReportedInstance[] = [];
+  const rejected: string[] = [];
+  for (const s of statuses.slice(0, MAX_REPORTS_PER_MESSAGE)) {
+    if (!UUID.test(s.vmId)) {
+      rejected.push(`status with malformed vm id ${JSON.stringify(clip(s.vmId, 64))}`);
+      continue;
+    }
+    if (typeof s.phase !== 'string' || !PHASES.has(s.phase)) {
+      rejected.push(`status for ${s.vmId} with unknown phase ${String(s.phase)}`);
+      continue;
+    }
+    instances.push({
+      vmId: s.vmId,
+      attempt: uint(s.attempt, 1_000_000),
+      phase: s.phase as WorkerPhase,
+      observedGeneration: uint(s.observedGeneration),
+      ip: IPV4.test(s.ip) ? s.ip : '',
+      mac: MAC.test(s.mac) ? s.mac.toLowerCase() : '',
+      message: clip(s.message, 1024),
+    });
+  }
+  if (statuses.length > MAX_REPORTS_PER_MESSAGE) rejected.push(`${statuses.length - MAX_REPORTS_PER_MESSAGE} statuses over the per-message limit`);
+  return { instances, rejected };
+}
+
+export function workerEvent(e: WorkerEvent__Output): { kind: string; level: 'info' | 'warn' | 'error'; message: string; vmId: string | null } {
+  const level = e.level === 'warn' || e.level === 'error' ? e.level : 'info';
+  return {
+    kind: `worker.${clip(e.kind, 48).replace(/[^a-z0-9._-]/gi, '') || 'event'}`,
+    level,
+    message: clip(e.message, 2048),
+    vmId: UUID.test(e.vmId) ? e.vmId : null,
+  };
+}

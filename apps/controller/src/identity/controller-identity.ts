@@ -1,0 +1,76 @@
+// The controller's TLS identity: its own CA (which signs worker client
+// certificates) and the gRPC server certificate. Generated on first start and
+// kept in the data dir, or taken from operator-provided PEM files.
+import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  certificateFingerprint,
+  createCertificateAuthority,
+  issueServerCertificate,
+  type KeyAndCert,
+} from '@fleet/pki';
+
+export interface ControllerIdentity {
+  ca: KeyAndCert;
+  server: KeyAndCert;
+  /** SHA-256 of the CA certificate (what bootstrap tokens pin). */
+  caFingerprint: string;
+}
+
+export const SERVER_NAME = 'fleet-controller';
+
+async function writeSecret(file: string, content: string): Promise<void> {
+  await writeFile(file, content, { mode: 0o600 });
+  await chmod(file, 0o600);
+}
+
+export async function loadOrCreateIdentity(opts: {
+  dataDir: string;
+  extraNames: string[];
+  certFile?: string;
+  keyFile?: string;
+  caFile?: string;
+}): Promise<ControllerIdentity> {
+  const dir = path.join(opts.dataDir, 'pki');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const caCert = path.join(dir, 'ca.pem');
+  const caKey = path.join(dir, 'ca-key.pem');
+  let ca: KeyAndCert;
+  if (existsSync(caCert) && existsSync(caKey)) {
+    ca = { certPem: await readFile(caCert, 'utf8'), keyPem: await readFile(caKey, 'utf8') };
+  } else {
+    ca = await createCertificateAuthority({ commonName: `Fleet controller CA (${os.hostname()})` });
+    await writeSecret(caKey, ca.keyPem);
+    await writeFile(caCert, ca.certPem);
+  }
+
+  let server: KeyAndCert;
+  if (opts.certFile && opts.keyFile) {
+    // Operator-provided server certificate; it must chain to the CA workers pin.
+    server = { certPem: await readFile(opts.certFile, 'utf8'), keyPem: await readFile(opts.keyFile, 'utf8') };
+    if (opts.caFile) ca = { ...ca, certPem: await readFile(opts.caFile, 'utf8') };
+  } else {
+    const serverCert = path.join(dir, 'server.pem');
+    const serverKey = path.join(dir, 'server-key.pem');
+    const namesFile = path.join(dir, 'server-names.json');
+    const names = JSON.stringify([...opts.extraNames].sort());
+    const namesMatch = existsSync(namesFile) && (await readFile(namesFile, 'utf8')) === names;
+    if (existsSync(serverCert) && existsSync(serverKey) && namesMatch) {
+      server = { certPem: await readFile(serverCert, 'utf8'), keyPem: await readFile(serverKey, 'utf8') };
+    } else {
+      const ipAddresses = ['127.0.0.1', '::1', ...opts.extraNames.filter(isIpLiteral)];
+      const dnsNames = [SERVER_NAME, 'localhost', os.hostname(), ...opts.extraNames.filter((n) => !isIpLiteral(n))];
+      server = await issueServerCertificate(ca, { commonName: SERVER_NAME, dnsNames, ipAddresses });
+      await writeSecret(serverKey, server.keyPem);
+      await writeFile(serverCert, server.certPem);
+      await writeFile(namesFile, names);
+    }
+  }
+  return { ca, server, caFingerprint: certificateFingerprint(ca.certPem) };
+}
+
+function isIpLiteral(name: string): boolean {
+  return /^[0-9.]+$/.test(name) || name.includes(':');
+}

@@ -1,0 +1,96 @@
+// `fleet-controller run`: starts the controller and prints, on first start,
+// the admin token and a bootstrap token for enrolling workers.
+import { Command, InvalidArgumentError } from 'commander';
+import { startController } from './controller.ts';
+import { createLogger } from './observability/logger.ts';
+import { enrollCommand } from './api/routes/token-routes.ts';
+import { CONTROLLER_VERSION } from './version.ts';
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number 0-65535');
+  return n;
+}
+function ms(value: string): number {
+  const m = /^(\d+)(ms|s|m)$/.exec(value);
+  if (!m) throw new InvalidArgumentError('must be a duration with a unit, like 500ms, 30s or 3m');
+  const unit = { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+  return Number(m[1]) * unit;
+}
+function hostPort(value: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(value);
+  if (!m) throw new InvalidArgumentError('must be HOST:PORT');
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: port(m[2]!) };
+}
+
+const program = new Command('fleet-controller').version(CONTROLLER_VERSION).description('Fleet controller: REST API, scheduler and worker gRPC endpoint');
+
+program
+  .command('run')
+  .description('run the controller')
+  .option('--data-dir <dir>', 'database, CA and certificates live here', process.env.FLEET_DATA_DIR)
+  .option('--database-url <url>', 'database URL (default: SQLite file in the data dir)', process.env.FLEET_DATABASE_URL)
+  .option('--listen <host:port>', 'REST API listener', hostPort, { host: '127.0.0.1', port: 8080 })
+  .option('--grpc-listen <host:port>', 'worker gRPC (TLS) listener', hostPort, { host: '0.0.0.0', port: 7443 })
+  .option('--name <dns-or-ip...>', 'names/IPs workers use to reach this controller (added to the TLS certificate; the first is advertised)')
+  .option('--tls-cert <file>', 'operator-provided server certificate (PEM)')
+  .option('--tls-key <file>', 'operator-provided server key (PEM)')
+  .option('--tls-ca <file>', 'CA that signed --tls-cert (PEM)')
+  .option('--heartbeat-interval <duration>', 'how often workers send heartbeats', ms, 5_000)
+  .option('--worker-offline-timeout <duration>', 'silence after which a worker is offline and its VMs fail', ms, 30_000)
+  .option('--scheduler-profile <profile>', 'pack or spread (default for a new fleet)', 'pack')
+  .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
+  .action(async (o) => {
+    const log = createLogger(o.logLevel);
+    if (o.schedulerProfile !== 'pack' && o.schedulerProfile !== 'spread') {
+      console.error('fleet-controller: --scheduler-profile must be pack or spread');
+      process.exit(2);
+    }
+    const c = await startController(
+      {
+        ...(o.dataDir ? { dataDir: o.dataDir } : {}),
+        ...(o.databaseUrl ? { databaseUrl: o.databaseUrl } : {}),
+        apiHost: o.listen.host,
+        apiPort: o.listen.port,
+        grpcHost: o.grpcListen.host,
+        grpcPort: o.grpcListen.port,
+        certificateNames: o.name ?? [],
+        ...(o.tlsCert ? { tlsCertFile: o.tlsCert } : {}),
+        ...(o.tlsKey ? { tlsKeyFile: o.tlsKey } : {}),
+        ...(o.tlsCa ? { tlsCaFile: o.tlsCa } : {}),
+        heartbeatIntervalMs: o.heartbeatInterval,
+        workerOfflineTimeoutMs: o.workerOfflineTimeout,
+        defaultSchedulerProfile: o.schedulerProfile,
+        ...(process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN ? { bootstrapAdminToken: process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN } : {}),
+        logLevel: o.logLevel,
+      },
+      log,
+    );
+    const lines = [`Fleet controller ${CONTROLLER_VERSION}`, `  API:            ${c.apiUrl}  (OpenAPI: ${c.apiUrl}/v1/openapi.json)`, `  worker gRPC:    ${c.grpcAddress}`, `  CA fingerprint: ${c.caFingerprint}`];
+    if (c.adminToken) {
+      const boot = await c.tokens.createBootstrapToken({ name: 'initial', expiresInHours: 24 }, 'controller');
+      lines.push(
+        '',
+        `  admin token (shown once; also saved to the data dir as admin.token):`,
+        `    ${c.adminToken}`,
+        `  log in:         fleet login ${c.apiUrl} --token ${c.adminToken}`,
+        '',
+        '  enroll a worker (bootstrap token valid 24h):',
+        `    ${enrollCommand(c.grpcAddress, boot.token)}`,
+      );
+    }
+    process.stdout.write(lines.join('\n') + '\n');
+    const shutdown = async (signal: string) => {
+      log.info({ signal }, 'shutting down');
+      await c.stop();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void shutdown('SIGINT'));
+    process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  console.error(`fleet-controller: ${err instanceof Error ? err.message : String(err)}`);
+  if (process.env.FLEET_DEBUG) console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,26 @@
+// The set of VM instances a worker should hold, built from the database.
+import type { FleetDb } from '@fleet/db';
+import type { VmAssignment } from '@fleet/proto';
+import { PLACED_STATES } from './vm-service.ts';
+import { parseLabels } from './vm-view.ts';
+
+export async function desiredAssignments(db: FleetDb, workerId: string): Promise<VmAssignment[]> {
+  const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' } });
+  return vms.map((vm) => ({
+    vmId: vm.id,
+    name: vm.name,
+    attempt: vm.attempt,
+    generation: vm.generation,
+    desiredPower: vm.desiredPower === 'stopped' ? 'POWER_STATE_STOPPED' : 'POWER_STATE_RUNNING',
+    spec: {
+      image: vm.image,
+      os: vm.os,
+      cpus: vm.cpus,
+      memoryMib: vm.memoryMib,
+      diskGib: vm.diskGib,
+      labels: parseLabels(vm.labels),
+      username: vm.username,
+      driver: vm.driver,
+    },
+  }));
+}

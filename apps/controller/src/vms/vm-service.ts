@@ -1,0 +1,396 @@
+// Everything that changes a VM: operator requests (create / update / delete),
+// the scheduler's placements, and what workers report. Rules that hold here:
+//  - a worker's resources are held by an Allocation per (vm, attempt) and freed
+//    only when that worker confirms the instance is GONE (or the worker is deleted);
+//  - deletes always win: a deleting VM never goes back, and disappears once no
+//    worker holds anything for it;
+//  - every state transition is written with an event in the same transaction.
+import { randomUUID } from 'node:crypto';
+import type { FleetDb, Prisma, Vm } from '@fleet/db';
+import type { EventLog, NewEvent } from '../events/event-log.ts';
+import type { FleetBus } from '../fleet-bus.ts';
+import { conflict, isUniqueViolation, notFound } from '../errors.ts';
+import type { VmCreate, VmUpdate } from '../api/schemas.ts';
+import {
+  restartDelayMs,
+  shouldRestart,
+  stateFromWorkerPhase,
+  type RestartPolicy,
+  type VmState,
+  type WorkerPhase,
+} from './lifecycle.ts';
+import type { Metrics } from '../observability/metrics.ts';
+
+type Tx = Prisma.TransactionClient;
+
+/** States in which a VM is part of its worker's desired set. */
+export const PLACED_STATES: VmState[] = ['scheduled', 'starting', 'running', 'stopping', 'stopped'];
+
+export interface ReportedInstance {
+  vmId: string;
+  attempt: number;
+  phase: WorkerPhase;
+  observedGeneration: number;
+  ip: string;
+  mac: string;
+  message: string;
+}
+
+interface Change {
+  vm: Vm;
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+}
+
+export class VmService {
+  constructor(
+    private readonly db: FleetDb,
+    private readonly events: EventLog,
+    private readonly bus: FleetBus,
+    private readonly metrics: Metrics,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  // ---------------------------------------------------------------- reads
+
+  async get(name: string): Promise<Vm> {
+    const vm = await this.db.vm.findUnique({ where: { name } });
+    if (!vm) throw notFound('vm', name);
+    return vm;
+  }
+
+  list(filter: { state?: string; workerId?: string } = {}): Promise<Vm[]> {
+    return this.db.vm.findMany({
+      where: { ...(filter.state ? { state: filter.state } : {}), ...(filter.workerId ? { workerId: filter.workerId } : {}) },
+      orderBy: { createdAt: 'asc' },
+    });
+  }
+
+  // ---------------------------------------------------------------- operator requests
+
+  async create(spec: VmCreate, actor: string): Promise<Vm> {
+    let vm: Vm;
+    try {
+      vm = await this.db.$transaction(async (tx) => {
+        const created = await tx.vm.create({
+          data: {
+            id: randomUUID(),
+            name: spec.name,
+            state: 'pending',
+            reason: 'waiting for the scheduler',
+            image: spec.image,
+            os: spec.os ?? 'linux',
+            driver: spec.driver ?? '',
+            cpus: spec.cpus ?? 2,
+            memoryMib: spec.memoryMib ?? 4096,
+            diskGib: spec.diskGib ?? 20,
+            username: spec.username ?? '',
+            labels: JSON.stringify(spec.labels ?? {}),
+            selector: JSON.stringify(spec.selector ?? {}),
+            priority: spec.priority ?? 0,
+            restartPolicy: spec.restartPolicy ?? 'never',
+            desiredPower: spec.powerState ?? 'running',
+            createdBy: actor,
+          },
+        });
+        await this.events.append([vmEvent(created, 'vm.created', `created by ${actor}`, actor)], tx);
+        return created;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw conflict(`vm "${spec.name}" already exists`);
+      throw err;
+    }
+    this.publish([{ vm, type: 'ADDED' }], [vmEvent(vm, 'vm.created', `created by ${actor}`, actor)]);
+    this.metrics.vmsCreated.inc();
+    this.bus.scheduleRequested();
+    return vm;
+  }
+
+  async update(name: string, patch: VmUpdate, actor: string): Promise<Vm> {
+    const vm = await this.get(name);
+    if (vm.state === 'deleting') throw conflict(`vm "${name}" is being deleted`);
+    const placed = PLACED_STATES.includes(vm.state as VmState);
+    const resized =
+      (patch.cpus !== undefined && patch.cpus !== vm.cpus) || (patch.memoryMib !== undefined && patch.memoryMib !== vm.memoryMib);
+    if (placed && resized) {
+      throw conflict(`cannot change CPUs or memory of vm "${name}" while it is placed on a worker (state ${vm.state}); stop and recreate it, or change it while pending`);
+    }
+    if (patch.selector !== undefined && placed) {
+      throw conflict(`cannot change the selector of vm "${name}" while it is placed on a worker`);
+    }
+    // Spec fields the worker must apply bump the generation; metadata does not.
+    const specChanged =
+      (patch.image !== undefined && patch.image !== vm.image) ||
+      resized ||
+      (patch.powerState !== undefined && patch.powerState !== vm.desiredPower);
+    const data: Prisma.VmUpdateInput = {
+      ...(patch.image !== undefined ? { image: patch.image } : {}),
+      ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
+      ...(patch.memoryMib !== undefined ? { memoryMib: patch.memoryMib } : {}),
+      ...(patch.labels !== undefined ? { labels: JSON.stringify(patch.labels) } : {}),
+      ...(patch.selector !== undefined ? { selector: JSON.stringify(patch.selector) } : {}),
+      ...(patch.priority !== undefined ? { priority: patch.priority } : {}),
+      ...(patch.restartPolicy !== undefined ? { restartPolicy: patch.restartPolicy } : {}),
+      ...(patch.powerState !== undefined ? { desiredPower: patch.powerState } : {}),
+      ...(specChanged ? { generation: { increment: 1 } } : {}),
+    };
+    const event = vmEvent(vm, 'vm.updated', `spec updated by ${actor}: ${Object.keys(patch).join(', ')}`, actor, { patch });
+    const updated = await this.db.$transaction(async (tx) => {
+      const u = await tx.vm.update({ where: { id: vm.id }, data });
+      await this.events.append([event], tx);
+      return u;
+    });
+    this.publish([{ vm: updated, type: 'MODIFIED' }], [event]);
+    if (updated.workerId && placed) this.bus.desiredStateChanged(updated.workerId);
+    if (updated.state === 'pending') this.bus.scheduleRequested();
+    return updated;
+  }
+
+  /**
+   * Deletes win over everything. A VM no worker holds is removed at once
+   * (returns null); otherwise it becomes `deleting` until its worker confirms.
+   */
+  async delete(name: string, actor: string): Promise<Vm | null> {
+    const vm = await this.get(name);
+    const result = await this.db.$transaction(async (tx) => {
+      const held = await tx.allocation.count({ where: { vmId: vm.id } });
+      if (held === 0) {
+        await tx.vm.delete({ where: { id: vm.id } });
+        const e = vmEvent(vm, 'vm.deleted', `deleted by ${actor}`, actor);
+        await this.events.append([e], tx);
+        return { vm: null, events: [e], changes: [{ vm, type: 'DELETED' as const }] };
+      }
+      if (vm.state === 'deleting') return { vm, events: [], changes: [] };
+      const u = await tx.vm.update({
+        where: { id: vm.id },
+        data: { state: 'deleting', reason: `delete requested by ${actor}; waiting for the worker to remove it`, deleteRequestedAt: this.now() },
+      });
+      const e = vmEvent(vm, 'vm.state', `${vm.state} → deleting (requested by ${actor})`, actor, { from: vm.state, to: 'deleting' });
+      await this.events.append([e], tx);
+      return { vm: u, events: [e], changes: [{ vm: u, type: 'MODIFIED' as const }] };
+    });
+    this.publish(result.changes, result.events);
+    if (vm.workerId) this.bus.desiredStateChanged(vm.workerId);
+    return result.vm;
+  }
+
+  // ---------------------------------------------------------------- worker reports
+
+  /** Apply status reports from a worker. Reports about instances the worker no longer should hold are only used to free allocations. */
+  async applyWorkerReports(workerId: string, workerName: string, reports: ReportedInstance[]): Promise<void> {
+    if (reports.length === 0) return;
+    const ids = [...new Set(reports.map((r) => r.vmId))];
+    const vms = new Map((await this.db.vm.findMany({ where: { id: { in: ids } } })).map((v) => [v.id, v]));
+    const changes: Change[] = [];
+    const events: NewEvent[] = [];
+    const dirtyWorkers = new Set<string>();
+    let scheduleNeeded = false;
+
+    await this.db.$transaction(async (tx) => {
+      for (const report of reports) {
+        const vm = vms.get(report.vmId);
+        const current = vm && vm.workerId === workerId && vm.attempt === report.attempt;
+        if (report.phase === 'VM_PHASE_GONE') {
+          const released = await tx.allocation.deleteMany({ where: { vmId: report.vmId, attempt: report.attempt, workerId } });
+          if (released.count > 0) scheduleNeeded = true;
+          if (!vm) continue;
+          if (vm.state === 'deleting') {
+            const remaining = await tx.allocation.count({ where: { vmId: vm.id } });
+            if (remaining === 0) {
+              await tx.vm.delete({ where: { id: vm.id } });
+              events.push(vmEvent(vm, 'vm.deleted', `removed from worker ${workerName}`, `worker:${workerName}`));
+              changes.push({ vm, type: 'DELETED' });
+              vms.delete(vm.id);
+            }
+            continue;
+          }
+          if (current && vm.state !== 'failed' && vm.state !== 'pending') {
+            const failed = await this.failInTx(tx, vm, `instance disappeared from worker ${workerName}`, `worker:${workerName}`, events);
+            vms.set(vm.id, failed);
+            changes.push({ vm: failed, type: 'MODIFIED' });
+          }
+          continue;
+        }
+        if (!vm || !current) continue; // an orphan: not in the desired set, the worker will remove it
+
+        const next = stateFromWorkerPhase(vm.state as VmState, report.phase, vm.desiredPower as 'running' | 'stopped');
+        const data: Prisma.VmUpdateInput = {};
+        if (report.ip && report.ip !== vm.ip) data.ip = report.ip;
+        if (report.mac && report.mac !== vm.mac) data.mac = report.mac;
+        if (report.observedGeneration > vm.observedGeneration) data.observedGeneration = report.observedGeneration;
+        if (next && next.state === 'failed') {
+          const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data);
+          vms.set(vm.id, failed);
+          changes.push({ vm: failed, type: 'MODIFIED' });
+          dirtyWorkers.add(workerId); // drop the failed instance from the worker's desired set
+          continue;
+        }
+        if (next) {
+          data.state = next.state;
+          data.reason = next.reason ?? describeState(next.state, workerName);
+          if (next.state === 'running' && !vm.runningAt) data.runningAt = this.now();
+          if (next.state !== 'running' && next.state !== 'starting') data.ip = null;
+          events.push(
+            vmEvent(vm, 'vm.state', `${vm.state} → ${next.state} on ${workerName}${report.message ? `: ${report.message}` : ''}`, `worker:${workerName}`, {
+              from: vm.state,
+              to: next.state,
+              ip: report.ip || undefined,
+            }),
+          );
+          if (next.state === 'running') this.metrics.observeStart(vm, this.now());
+        }
+        if (Object.keys(data).length === 0) continue;
+        const updated = await tx.vm.update({ where: { id: vm.id }, data });
+        vms.set(vm.id, updated);
+        changes.push({ vm: updated, type: 'MODIFIED' });
+      }
+      await this.events.append(events, tx);
+    });
+    this.publish(changes, events);
+    for (const w of dirtyWorkers) this.bus.desiredStateChanged(w);
+    if (scheduleNeeded) this.bus.scheduleRequested();
+  }
+
+  /**
+   * A (re)connected worker said what it really holds. Free what it does not hold,
+   * fail VMs it lost, and apply the phases it reported. Returns nothing: the
+   * desired state pushed next tells the worker what to stop.
+   */
+  async reconcileInventory(workerId: string, workerName: string, held: ReportedInstance[]): Promise<void> {
+    const heldKeys = new Set(held.map((h) => `${h.vmId}/${h.attempt}`));
+    const events: NewEvent[] = [];
+    const changes: Change[] = [];
+    await this.db.$transaction(async (tx) => {
+      const allocations = await tx.allocation.findMany({ where: { workerId } });
+      const vmIds = [...new Set(allocations.map((a) => a.vmId))];
+      const vms = new Map((await tx.vm.findMany({ where: { OR: [{ id: { in: vmIds } }, { workerId }] } })).map((v) => [v.id, v]));
+      for (const a of allocations) {
+        if (heldKeys.has(`${a.vmId}/${a.attempt}`)) continue;
+        const vm = vms.get(a.vmId);
+        // Placed but not yet started: the desired state will start it; keep the slot.
+        if (vm && vm.workerId === workerId && vm.attempt === a.attempt && vm.state === 'scheduled') continue;
+        await tx.allocation.delete({ where: { id: a.id } });
+      }
+      for (const vm of vms.values()) {
+        if (vm.workerId !== workerId || heldKeys.has(`${vm.id}/${vm.attempt}`)) continue;
+        if (['starting', 'running', 'stopping', 'stopped'].includes(vm.state)) {
+          const failed = await this.failInTx(tx, vm, `worker ${workerName} reconnected without this VM (instance lost)`, `worker:${workerName}`, events);
+          changes.push({ vm: failed, type: 'MODIFIED' });
+        }
+      }
+      await this.removeSettledDeletes(tx, events, changes);
+      await this.events.append(events, tx);
+    });
+    this.publish(changes, events);
+    await this.applyWorkerReports(workerId, workerName, held.filter((h) => h.phase !== 'VM_PHASE_GONE'));
+    this.bus.scheduleRequested();
+  }
+
+  /** The worker went offline: its VMs fail (and restart elsewhere per policy). Allocations stay until it confirms. */
+  async failVmsOfLostWorker(workerId: string, reason: string): Promise<number> {
+    const events: NewEvent[] = [];
+    const changes: Change[] = [];
+    await this.db.$transaction(async (tx) => {
+      const vms = await tx.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } } });
+      for (const vm of vms) changes.push({ vm: await this.failInTx(tx, vm, reason, 'controller', events), type: 'MODIFIED' });
+      await this.events.append(events, tx);
+    });
+    this.publish(changes, events);
+    return changes.length;
+  }
+
+  /** A deleted worker holds nothing any more: its allocations are gone (cascade); fail its VMs and finish deletes. */
+  async forgetWorker(workerId: string, workerName: string, actor: string): Promise<void> {
+    const events: NewEvent[] = [];
+    const changes: Change[] = [];
+    await this.db.$transaction(async (tx) => {
+      const vms = await tx.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } } });
+      for (const vm of vms) {
+        changes.push({ vm: await this.failInTx(tx, vm, `worker ${workerName} was deleted by ${actor}`, actor, events), type: 'MODIFIED' });
+      }
+      await tx.allocation.deleteMany({ where: { workerId } });
+      await this.removeSettledDeletes(tx, events, changes);
+      await this.events.append(events, tx);
+    });
+    this.publish(changes, events);
+    this.bus.scheduleRequested();
+  }
+
+  /** Failed on-failure VMs whose backoff has passed go back to pending. */
+  async requeueRestarts(): Promise<number> {
+    const due = await this.db.vm.findMany({ where: { state: 'failed', restartAt: { lte: this.now() } } });
+    if (due.length === 0) return 0;
+    const events: NewEvent[] = [];
+    const changes: Change[] = [];
+    await this.db.$transaction(async (tx) => {
+      for (const vm of due) {
+        const res = await tx.vm.updateMany({
+          where: { id: vm.id, state: 'failed' },
+          data: { state: 'pending', workerId: null, ip: null, restartAt: null, restartCount: { increment: 1 }, reason: 'restarting after failure: waiting for the scheduler' },
+        });
+        if (res.count === 0) continue;
+        events.push(vmEvent(vm, 'vm.restart', `failed → pending (restart ${vm.restartCount + 1}, policy on-failure)`, 'controller', { from: 'failed', to: 'pending' }));
+        const updated = await tx.vm.findUnique({ where: { id: vm.id } });
+        if (updated) changes.push({ vm: updated, type: 'MODIFIED' });
+      }
+      await this.events.append(events, tx);
+    });
+    this.publish(changes, events);
+    this.bus.scheduleRequested();
+    return changes.length;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}): Promise<Vm> {
+    const restart = shouldRestart(vm.restartPolicy as RestartPolicy);
+    const restartAt = restart ? new Date(this.now().getTime() + restartDelayMs(vm.restartCount)) : null;
+    const updated = await tx.vm.update({
+      where: { id: vm.id },
+      data: { ...extra, state: 'failed', reason, ip: null, restartAt },
+    });
+    events.push(
+      vmEvent(vm, 'vm.state', `${vm.state} → failed: ${reason}${restartAt ? ` (restart at ${restartAt.toISOString()})` : ''}`, actor, {
+        from: vm.state,
+        to: 'failed',
+      }),
+    );
+    events[events.length - 1]!.level = 'error';
+    this.metrics.vmFailures.inc();
+    return updated;
+  }
+
+  /** VMs being deleted that no worker holds any more are removed for good. */
+  private async removeSettledDeletes(tx: Tx, events: NewEvent[], changes: Change[]): Promise<void> {
+    const deleting = await tx.vm.findMany({ where: { state: 'deleting' } });
+    for (const vm of deleting) {
+      if ((await tx.allocation.count({ where: { vmId: vm.id } })) > 0) continue;
+      await tx.vm.delete({ where: { id: vm.id } });
+      events.push(vmEvent(vm, 'vm.deleted', 'deleted (no worker holds it any more)', 'controller'));
+      changes.push({ vm, type: 'DELETED' });
+    }
+  }
+
+  private publish(changes: Change[], events: NewEvent[]): void {
+    this.events.publish(events);
+    for (const c of changes) this.bus.vmChanged(c);
+  }
+}
+
+export function vmEvent(vm: Pick<Vm, 'id' | 'name' | 'workerId'>, kind: string, message: string, actor: string, data?: Record<string, unknown>): NewEvent {
+  return { kind, message, vmId: vm.id, vmName: vm.name, workerId: vm.workerId, actor, ...(data ? { data } : {}) };
+}
+
+function describeState(state: VmState, workerName: string): string {
+  switch (state) {
+    case 'starting':
+      return `starting on ${workerName}`;
+    case 'running':
+      return `running on ${workerName}`;
+    case 'stopping':
+      return `stopping on ${workerName}`;
+    case 'stopped':
+      return `stopped on ${workerName}`;
+    default:
+      return '';
+  }
+}

@@ -1,0 +1,51 @@
+// How a VM row is shown through the API: JSON columns parsed, timestamps as ISO strings.
+import type { Vm } from '@fleet/db';
+import type { VmObject } from '../api/schemas.ts';
+
+export function parseLabels(json: string): Record<string, string> {
+  try {
+    const value: unknown = JSON.parse(json);
+    if (value && typeof value === 'object' && !Array.isArray(value)) {
+      return Object.fromEntries(Object.entries(value).filter((e): e is [string, string] => typeof e[1] === 'string'));
+    }
+  } catch {
+    // Stored by us, so this only happens on manual edits: show no labels rather than fail the request.
+  }
+  return {};
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function toVmObject(vm: Vm, workerName: string | null): VmObject {
+  return {
+    id: vm.id,
+    name: vm.name,
+    state: vm.state as VmObject['state'],
+    reason: vm.reason,
+    image: vm.image,
+    os: vm.os as VmObject['os'],
+    driver: vm.driver,
+    cpus: vm.cpus,
+    memoryMib: vm.memoryMib,
+    diskGib: vm.diskGib,
+    username: vm.username,
+    labels: parseLabels(vm.labels),
+    selector: parseLabels(vm.selector),
+    priority: vm.priority,
+    restartPolicy: vm.restartPolicy as VmObject['restartPolicy'],
+    restartCount: vm.restartCount,
+    powerState: vm.desiredPower as VmObject['powerState'],
+    generation: vm.generation,
+    observedGeneration: vm.observedGeneration,
+    attempt: vm.attempt,
+    worker: workerName,
+    ip: vm.ip,
+    mac: vm.mac,
+    createdBy: vm.createdBy,
+    createdAt: vm.createdAt.toISOString(),
+    updatedAt: vm.updatedAt.toISOString(),
+    scheduledAt: iso(vm.scheduledAt),
+    runningAt: iso(vm.runningAt),
+    restartAt: iso(vm.restartAt),
+  };
+}

@@ -1,0 +1,208 @@
+// Workers: what they told us in their Hello, whether they are alive, and what
+// operators do to them (drain, resume, delete). Liveness is tracked in memory
+// (a heartbeat must not cost a database write); the database gets the
+// online/offline transitions and a periodic lastSeenAt flush.
+import type { FleetDb, Worker } from '@fleet/db';
+import type { Logger } from 'pino';
+import type { EventLog } from '../events/event-log.ts';
+import type { FleetBus } from '../fleet-bus.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { VmService } from '../vms/vm-service.ts';
+import { notFound } from '../errors.ts';
+import { loadWorkerUse, toWorkerObject } from './worker-views.ts';
+import type { WorkerObject } from '../api/schemas.ts';
+
+export interface HelloInfo {
+  protocolVersion: number;
+  version: string;
+  hostname: string;
+  machineId: string;
+  os: string;
+  arch: string;
+  cpus: number;
+  memoryMib: number;
+  vmSlots: number;
+  macosSlots: number;
+  labels: Record<string, string>;
+  drivers: string[];
+}
+
+interface Liveness {
+  name: string;
+  lastSeenMs: number;
+  online: boolean;
+  connected: boolean;
+  /** lastSeenMs not yet written to the database */
+  dirty: boolean;
+}
+
+export interface WorkerServiceOptions {
+  offlineTimeoutMs: number;
+  /** Called when a worker must be disconnected (deleted, or silent too long). */
+  disconnect: (workerId: string, reason: string) => void;
+}
+
+export class WorkerService {
+  private readonly liveness = new Map<string, Liveness>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly db: FleetDb,
+    private readonly events: EventLog,
+    private readonly bus: FleetBus,
+    private readonly vms: VmService,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    private readonly opts: WorkerServiceOptions,
+  ) {}
+
+  /** Workers recorded online by a previous controller run are offline until they reconnect. */
+  async start(tickMs = 1000): Promise<void> {
+    const stale = await this.db.worker.findMany({ where: { OR: [{ status: 'online' }, { connected: true }] } });
+    const now = Date.now();
+    // Give every worker that was online a full timeout to reconnect before its VMs fail.
+    for (const w of stale) {
+      this.liveness.set(w.id, { name: w.name, lastSeenMs: now, online: true, connected: false, dirty: false });
+    }
+    await this.db.worker.updateMany({ data: { connected: false } });
+    this.timer = setInterval(() => void this.tick().catch((err) => this.log.error({ err }, 'liveness tick failed')), tickMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  isOnline = (workerId: string): boolean => this.liveness.get(workerId)?.online ?? false;
+  isConnected = (workerId: string): boolean => this.liveness.get(workerId)?.connected ?? false;
+
+  // ---------------------------------------------------------------- stream events
+
+  async onHello(worker: Worker, hello: HelloInfo): Promise<void> {
+    const wasOnline = this.isOnline(worker.id);
+    await this.db.worker.update({
+      where: { id: worker.id },
+      data: {
+        protocolVersion: hello.protocolVersion,
+        version: hello.version,
+        hostname: hello.hostname,
+        os: hello.os,
+        arch: hello.arch,
+        cpus: hello.cpus,
+        memoryMib: hello.memoryMib,
+        vmSlots: hello.vmSlots,
+        macosSlots: hello.macosSlots,
+        labels: JSON.stringify(hello.labels),
+        drivers: JSON.stringify(hello.drivers),
+        connected: true,
+        status: 'online',
+        lastSeenAt: new Date(),
+      },
+    });
+    this.liveness.set(worker.id, { name: worker.name, lastSeenMs: Date.now(), online: true, connected: true, dirty: false });
+    await this.events.append([
+      {
+        kind: wasOnline ? 'worker.connected' : 'worker.online',
+        message: `worker ${worker.name} connected (${hello.os}/${hello.arch}, ${hello.cpus} CPUs, ${hello.memoryMib} MiB, ${hello.vmSlots} VM slots, version ${hello.version || 'unknown'})`,
+        workerId: worker.id,
+        actor: `worker:${worker.name}`,
+      },
+    ]);
+    this.bus.scheduleRequested();
+  }
+
+  onHeartbeat(workerId: string): void {
+    const l = this.liveness.get(workerId);
+    if (l) {
+      l.lastSeenMs = Date.now();
+      l.dirty = true;
+    }
+  }
+
+  async onDisconnect(workerId: string): Promise<void> {
+    const l = this.liveness.get(workerId);
+    if (!l || !l.connected) return;
+    l.connected = false;
+    // Stay "online" until the heartbeat timeout: a network blip must not fail every VM.
+    await this.db.worker.updateMany({ where: { id: workerId }, data: { connected: false } });
+    await this.events.append([{ kind: 'worker.disconnected', level: 'warn', message: `worker ${l.name} disconnected`, workerId, actor: 'controller' }]);
+  }
+
+  /** Offline detection and lastSeenAt flush. Exposed for tests. */
+  async tick(now = Date.now()): Promise<void> {
+    const seen: { id: string; at: Date }[] = [];
+    for (const [id, l] of this.liveness) {
+      if (l.dirty) {
+        seen.push({ id, at: new Date(l.lastSeenMs) });
+        l.dirty = false;
+      }
+      if (l.online && now - l.lastSeenMs > this.opts.offlineTimeoutMs) {
+        l.online = false;
+        const silentS = Math.round((now - l.lastSeenMs) / 1000);
+        this.log.warn({ worker: l.name, silentS }, 'worker offline');
+        if (l.connected) this.opts.disconnect(id, 'no heartbeat within the offline timeout');
+        await this.db.worker.updateMany({ where: { id }, data: { status: 'offline', connected: false } });
+        await this.events.append([{ kind: 'worker.offline', level: 'warn', message: `worker ${l.name} is offline (no heartbeat for ${silentS}s)`, workerId: id }]);
+        const failed = await this.vms.failVmsOfLostWorker(id, `worker ${l.name} went offline (no heartbeat for ${silentS}s)`);
+        if (failed > 0) this.bus.scheduleRequested();
+      }
+    }
+    if (seen.length > 0) {
+      await this.db.$transaction(async (tx) => {
+        for (const s of seen) await tx.worker.updateMany({ where: { id: s.id }, data: { lastSeenAt: s.at } });
+      });
+    }
+    this.refreshGauges();
+  }
+
+  private refreshGauges(): void {
+    let online = 0;
+    for (const l of this.liveness.values()) if (l.online) online++;
+    this.metrics.workersByStatus.set({ status: 'online' }, online);
+  }
+
+  // ---------------------------------------------------------------- operator actions
+
+  async getByName(name: string): Promise<Worker> {
+    const w = await this.db.worker.findUnique({ where: { name } });
+    if (!w) throw notFound('worker', name);
+    return w;
+  }
+
+  async view(w: Worker): Promise<WorkerObject> {
+    const use = await loadWorkerUse(this.db, w.id);
+    return toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id));
+  }
+
+  async list(): Promise<WorkerObject[]> {
+    const [workers, use] = await Promise.all([this.db.worker.findMany({ orderBy: { name: 'asc' } }), loadWorkerUse(this.db)]);
+    return workers.map((w) => toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id)));
+  }
+
+  async setPaused(name: string, paused: boolean, actor: string): Promise<Worker> {
+    const w = await this.getByName(name);
+    const updated = await this.db.worker.update({ where: { id: w.id }, data: { paused } });
+    if (w.paused !== paused) {
+      await this.events.append([
+        {
+          kind: paused ? 'worker.drained' : 'worker.resumed',
+          message: paused ? `worker ${name} drained by ${actor}: keeps its VMs, gets no new ones` : `worker ${name} resumed by ${actor}`,
+          workerId: w.id,
+          actor,
+        },
+      ]);
+      if (!paused) this.bus.scheduleRequested();
+    }
+    return updated;
+  }
+
+  /** Remove a worker for good: revoke its credential, drop its stream, fail (and reschedule) its VMs. */
+  async delete(name: string, actor: string): Promise<void> {
+    const w = await this.getByName(name);
+    this.opts.disconnect(w.id, `worker deleted by ${actor}`);
+    this.liveness.delete(w.id);
+    await this.vms.forgetWorker(w.id, w.name, actor);
+    await this.db.worker.delete({ where: { id: w.id } });
+    await this.events.append([{ kind: 'worker.deleted', level: 'warn', message: `worker ${name} deleted by ${actor}; its credential is revoked`, workerId: w.id, actor }]);
+  }
+}

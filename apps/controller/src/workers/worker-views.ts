@@ -1,0 +1,77 @@
+// Workers as the scheduler and the API see them: capacity from the last Hello,
+// use from unreleased allocations (so a slot is busy until the worker confirms).
+import type { FleetDb, Worker } from '@fleet/db';
+import type { WorkerView } from '../scheduler/placement.ts';
+import type { WorkerObject } from '../api/schemas.ts';
+import { parseLabels } from '../vms/vm-view.ts';
+
+export interface WorkerUse {
+  cpus: number;
+  memoryMib: number;
+  vms: number;
+  macosVms: number;
+}
+
+export async function loadWorkerUse(db: FleetDb, workerId?: string): Promise<Map<string, WorkerUse>> {
+  const where = workerId ? { workerId } : {};
+  const [all, macos] = await Promise.all([
+    db.allocation.groupBy({ by: ['workerId'], where, _sum: { cpus: true, memoryMib: true }, _count: { _all: true } }),
+    db.allocation.groupBy({ by: ['workerId'], where: { ...where, macos: true }, _count: { _all: true } }),
+  ]);
+  const use = new Map<string, WorkerUse>();
+  for (const row of all) {
+    use.set(row.workerId, { cpus: row._sum.cpus ?? 0, memoryMib: row._sum.memoryMib ?? 0, vms: row._count._all, macosVms: 0 });
+  }
+  for (const row of macos) {
+    const u = use.get(row.workerId);
+    if (u) u.macosVms = row._count._all;
+  }
+  return use;
+}
+
+const NO_USE: WorkerUse = { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0 };
+
+export function parseDrivers(json: string): string[] {
+  try {
+    const v: unknown = JSON.parse(json);
+    return Array.isArray(v) ? v.filter((d): d is string => typeof d === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
+export async function loadWorkerViews(db: FleetDb, isOnline: (id: string) => boolean): Promise<WorkerView[]> {
+  const [workers, use] = await Promise.all([db.worker.findMany(), loadWorkerUse(db)]);
+  return workers.map((w) => ({
+    id: w.id,
+    name: w.name,
+    online: isOnline(w.id),
+    paused: w.paused,
+    labels: parseLabels(w.labels),
+    drivers: parseDrivers(w.drivers),
+    os: w.os,
+    arch: w.arch,
+    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots },
+    used: use.get(w.id) ?? NO_USE,
+  }));
+}
+
+export function toWorkerObject(w: Worker, use: WorkerUse | undefined, online: boolean, connected: boolean): WorkerObject {
+  return {
+    id: w.id,
+    name: w.name,
+    status: online ? 'online' : 'offline',
+    connected,
+    paused: w.paused,
+    hostname: w.hostname,
+    os: w.os,
+    arch: w.arch,
+    version: w.version,
+    labels: parseLabels(w.labels),
+    drivers: parseDrivers(w.drivers),
+    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots },
+    used: use ?? NO_USE,
+    lastSeenAt: w.lastSeenAt ? w.lastSeenAt.toISOString() : null,
+    createdAt: w.createdAt.toISOString(),
+  };
+}

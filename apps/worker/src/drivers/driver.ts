@@ -1,0 +1,108 @@
+// The VM runtime contract. The reconcile loop talks to every runtime through this
+// interface only, so it never depends on which driver runs (synthetic now; QEMU and
+// Apple Virtualization.framework later).
+//
+// Model
+// - An *instance* is one (vmId, attempt): the controller bumps `attempt` on every
+//   reschedule / restart, and a new attempt is always a fresh instance (new disk clone,
+//   new MAC). At most one instance per vmId is wanted at a time, but a driver may hold
+//   leftovers of older attempts after a crash; `list()` reports them all.
+// - Real drivers run each VM in its own "VM host process" that survives worker restarts.
+//   `list()` is how a (re)started worker re-attaches to instances that already exist;
+//   `close()` detaches without stopping anything.
+// - The reconciler never runs two operations on the same vmId at once, but operations on
+//   different vmIds run in parallel: drivers must be safe for that.
+// - Operations resolve when the transition is complete (`start` → running, `stop` →
+//   stopped, `remove` → nothing left) and reject with a `DriverError` whose message is
+//   shown to operators. Every operation is idempotent: starting a running instance,
+//   stopping a stopped one and removing a missing one all succeed.
+// - Asynchronous changes — an IP learned from DHCP, a crash, the guest powering itself
+//   off — arrive through the `subscribe()` listener as a full `InstanceStatus`.
+
+/** What the reconciler asks a driver to run. Mirrors fleet.v1.VmSpec, driver-neutral. */
+export interface InstanceSpec {
+  image: string;
+  /** Guest OS: "linux" | "macos" (empty = driver default). */
+  os: string;
+  cpus: number;
+  memoryMib: number;
+  diskGib: number;
+  labels: Record<string, string>;
+  username: string;
+}
+
+/** Identity of one instance. */
+export interface InstanceRef {
+  vmId: string;
+  attempt: number;
+}
+
+export interface CreateInstanceRequest extends InstanceRef {
+  /** Human name of the VM (for logs, host-process titles, disk bundle names). */
+  name: string;
+  /** Spec generation (uint64 as a decimal string). */
+  generation: string;
+  spec: InstanceSpec;
+}
+
+export interface UpdateInstanceRequest extends InstanceRef {
+  generation: string;
+  spec: InstanceSpec;
+}
+
+/** Lifecycle state as the driver sees it. */
+export type InstanceState = 'stopped' | 'starting' | 'running' | 'stopping' | 'failed';
+
+export interface InstanceStatus extends InstanceRef {
+  name: string;
+  state: InstanceState;
+  /** The spec generation this instance currently carries. */
+  generation: string;
+  /** Guest IPv4 address once known (DHCP lease), else undefined. */
+  ip?: string | undefined;
+  /** Guest NIC MAC address (known from creation on). */
+  mac?: string | undefined;
+  /** Human-readable detail, e.g. the failure cause. */
+  message?: string | undefined;
+}
+
+export type InstanceStatusListener = (status: InstanceStatus) => void;
+
+export interface DriverCapabilities {
+  /** Guest operating systems this runtime can run ("linux", "macos"). */
+  guestOs: readonly string[];
+  /** macOS guests allowed at once on this host (Apple's licence: 2); 0 = none. */
+  maxMacosGuests: number;
+}
+
+export interface Driver {
+  /** Runtime name as reported in Hello.drivers: "synthetic", "qemu", "vz". */
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+
+  /** Every instance this driver holds right now (re-attach at startup). */
+  list(): Promise<InstanceStatus[]>;
+  /** Prepares an instance (clone disk, allocate MAC) without starting it: state "stopped". */
+  create(request: CreateInstanceRequest): Promise<InstanceStatus>;
+  /** Boots the instance; resolves once it is running. */
+  start(ref: InstanceRef): Promise<InstanceStatus>;
+  /** Stops the instance (graceful, then forced); resolves once it is stopped. */
+  stop(ref: InstanceRef): Promise<InstanceStatus>;
+  /** Applies a new spec to a stopped instance (the reconciler stops and restarts around it). */
+  update(request: UpdateInstanceRequest): Promise<InstanceStatus>;
+  /** Deletes everything the instance holds (process, disk, leases). Missing = success. */
+  remove(ref: InstanceRef): Promise<void>;
+  /** Asynchronous status changes; returns an unsubscribe function. */
+  subscribe(listener: InstanceStatusListener): () => void;
+  /** Detaches from the runtime. Does NOT stop instances (they outlive the worker where the runtime allows). */
+  close(): Promise<void>;
+}
+
+/** A driver operation failed; `message` is meant for operators. */
+export class DriverError extends Error {
+  override readonly name = 'DriverError';
+}
+
+export function instanceKey(ref: InstanceRef): string {
+  return `${ref.vmId}#${ref.attempt}`;
+}

@@ -1,0 +1,450 @@
+// The SYNTHETIC driver: in-memory VMs with realistic delays, for development, tests and
+// load tests. Nothing is booted and no traffic is ever sent: IP and MAC addresses are
+// strings drawn from a fake per-worker pool (198.18.0.0/15, the RFC 2544 benchmarking
+// range, so they can never be mistaken for a real guest).
+//
+// Delays (base values, multiplied by `speed`; speed 0 = instant, no timers at all):
+//   create 200 ms · boot 1–3 s (deterministic per vmId/attempt) · stop 500 ms · update 100 ms
+//
+// Failure injection (deterministic) through the image name, `synthetic:<directive>[,<directive>…]`:
+//   synthetic:fail-create        create() rejects
+//   synthetic:fail-start         start() rejects after the boot delay
+//   synthetic:crash-after=<ms>   the instance crashes <ms> after reaching running (not scaled)
+//   synthetic:boot-ms=<ms>       boot takes exactly <ms> (not scaled)
+// Any other image boots normally. macOS guests (spec.os "macos") are limited to
+// `maxMacosGuests` running at once, like Virtualization.framework's licence limit.
+//
+// With `stateFile`, instances are persisted (debounced JSON) so that a new driver on the
+// same file re-attaches to them, the way real drivers re-attach to VM host processes.
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import {
+  DriverError,
+  type CreateInstanceRequest,
+  type Driver,
+  type DriverCapabilities,
+  type InstanceRef,
+  type InstanceSpec,
+  type InstanceState,
+  type InstanceStatus,
+  type InstanceStatusListener,
+  type UpdateInstanceRequest,
+} from './driver.ts';
+
+export const SYNTHETIC_DRIVER_NAME = 'synthetic';
+
+export interface SyntheticDriverOptions {
+  /** Multiplier on every built-in delay: 1 = realistic, 0.1 = ten times faster, 0 = instant. */
+  speed?: number;
+  /** Seed for the fake address pool and MACs (e.g. the worker name), so workers differ. */
+  poolSeed?: string;
+  /** Persist instances here so a restarted worker re-attaches to them. */
+  stateFile?: string;
+  /** macOS guests allowed to run at once (default 2). */
+  maxMacosGuests?: number;
+  logger?: Logger;
+}
+
+export const SYNTHETIC_DELAYS_MS = {
+  create: 200,
+  bootMin: 1000,
+  bootMax: 3000,
+  stop: 500,
+  update: 100,
+} as const;
+
+interface Directives {
+  failCreate: boolean;
+  failStart: boolean;
+  crashAfterMs?: number;
+  bootMs?: number;
+  invalid?: string;
+}
+
+interface SyntheticInstance {
+  vmId: string;
+  attempt: number;
+  name: string;
+  generation: string;
+  spec: InstanceSpec;
+  state: InstanceState;
+  message?: string | undefined;
+  /** Index into the fake address pool (kept for the instance's lifetime). */
+  poolIndex: number;
+  mac: string;
+  crashTimer?: NodeJS.Timeout | undefined;
+  /** Cancels an in-flight delay (boot/stop) when the instance is stopped or removed meanwhile. */
+  cancelDelay?: ((reason: string) => void) | undefined;
+}
+
+interface PersistedInstance {
+  vmId: string;
+  attempt: number;
+  name: string;
+  generation: string;
+  spec: InstanceSpec;
+  state: InstanceState;
+  message?: string | undefined;
+  poolIndex: number;
+  mac: string;
+}
+
+const POOL_HOSTS_PER_SUBNET = 253; // .2 … .254
+
+/** FNV-1a, 32 bit: deterministic pseudo-randomness for delays, pools and MACs. */
+export function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+export function parseSyntheticImage(image: string): Directives {
+  const directives: Directives = { failCreate: false, failStart: false };
+  if (!image.startsWith('synthetic:')) return directives;
+  for (const raw of image.slice('synthetic:'.length).split(',')) {
+    const part = raw.trim();
+    if (part === '') continue;
+    const [key, value] = part.split('=', 2) as [string, string | undefined];
+    const ms = value === undefined ? Number.NaN : Number(value);
+    if (key === 'fail-create' && value === undefined) directives.failCreate = true;
+    else if (key === 'fail-start' && value === undefined) directives.failStart = true;
+    else if (key === 'crash-after' && Number.isFinite(ms) && ms >= 0) directives.crashAfterMs = ms;
+    else if (key === 'boot-ms' && Number.isFinite(ms) && ms >= 0) directives.bootMs = ms;
+    else directives.invalid ??= part;
+  }
+  return directives;
+}
+
+export class SyntheticDriver implements Driver {
+  readonly name = SYNTHETIC_DRIVER_NAME;
+  readonly capabilities: DriverCapabilities;
+
+  readonly #speed: number;
+  readonly #seed: string;
+  readonly #stateFile: string | undefined;
+  readonly #log: Logger | undefined;
+  readonly #instances = new Map<string, SyntheticInstance>();
+  readonly #usedPool = new Set<number>();
+  readonly #listeners = new Set<InstanceStatusListener>();
+  #loaded: Promise<void> | undefined;
+  #persistTimer: NodeJS.Timeout | undefined;
+  #persistChain: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(options: SyntheticDriverOptions = {}) {
+    const speed = options.speed ?? 1;
+    if (!Number.isFinite(speed) || speed < 0) throw new DriverError(`synthetic speed must be a number >= 0, got ${speed}`);
+    this.#speed = speed;
+    this.#seed = options.poolSeed ?? 'synthetic';
+    this.#stateFile = options.stateFile;
+    this.#log = options.logger?.child({ driver: SYNTHETIC_DRIVER_NAME });
+    const maxMacosGuests = options.maxMacosGuests ?? 2;
+    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests };
+  }
+
+  async list(): Promise<InstanceStatus[]> {
+    await this.#load();
+    return [...this.#instances.values()].map((i) => this.#status(i));
+  }
+
+  async create(request: CreateInstanceRequest): Promise<InstanceStatus> {
+    await this.#load();
+    const key = keyOf(request);
+    const existing = this.#instances.get(key);
+    if (existing) return this.#status(existing);
+    const directives = parseSyntheticImage(request.spec.image);
+    await this.#delay(this.#scaled(SYNTHETIC_DELAYS_MS.create));
+    if (directives.invalid !== undefined) {
+      throw new DriverError(`synthetic image ${JSON.stringify(request.spec.image)}: unknown directive ${JSON.stringify(directives.invalid)}`);
+    }
+    if (directives.failCreate) throw new DriverError('synthetic failure injected: image synthetic:fail-create cannot be prepared');
+    const instance: SyntheticInstance = {
+      vmId: request.vmId,
+      attempt: request.attempt,
+      name: request.name,
+      generation: request.generation,
+      spec: request.spec,
+      state: 'stopped',
+      poolIndex: this.#allocatePoolIndex(),
+      mac: this.#macFor(request),
+    };
+    this.#instances.set(key, instance);
+    this.#log?.debug({ vmId: request.vmId, attempt: request.attempt }, 'synthetic instance created');
+    this.#changed(instance);
+    return this.#status(instance);
+  }
+
+  async start(ref: InstanceRef): Promise<InstanceStatus> {
+    const instance = await this.#get(ref);
+    if (instance.state === 'running') return this.#status(instance);
+    const directives = parseSyntheticImage(instance.spec.image);
+    if (instance.spec.os === 'macos') {
+      const active = [...this.#instances.values()].filter(
+        (i) => i !== instance && i.spec.os === 'macos' && (i.state === 'running' || i.state === 'starting'),
+      ).length;
+      if (active >= this.capabilities.maxMacosGuests) {
+        this.#setState(instance, 'failed', `synthetic macOS guest limit reached (${this.capabilities.maxMacosGuests} per host, like VZErrorVirtualMachineLimitExceeded)`);
+        throw new DriverError(instance.message);
+      }
+    }
+    this.#setState(instance, 'starting', undefined);
+    const bootMs = directives.bootMs ?? this.#scaled(this.#bootDelay(ref));
+    try {
+      await this.#cancellableDelay(instance, bootMs);
+    } catch (error) {
+      throw new DriverError(`synthetic start interrupted: ${(error as Error).message}`);
+    }
+    if (directives.failStart) {
+      this.#setState(instance, 'failed', 'synthetic failure injected: image synthetic:fail-start never boots');
+      throw new DriverError(instance.message);
+    }
+    this.#setState(instance, 'running', undefined);
+    if (directives.crashAfterMs !== undefined) this.#armCrash(instance, directives.crashAfterMs);
+    return this.#status(instance);
+  }
+
+  async stop(ref: InstanceRef): Promise<InstanceStatus> {
+    const instance = await this.#get(ref);
+    this.#disarmCrash(instance);
+    instance.cancelDelay?.('stopped');
+    if (instance.state === 'stopped') return this.#status(instance);
+    // A failed instance has no process left: stopping it only settles the state.
+    if (instance.state !== 'failed') {
+      this.#setState(instance, 'stopping', undefined);
+      await this.#delay(this.#scaled(SYNTHETIC_DELAYS_MS.stop));
+    }
+    if (this.#instances.get(keyOf(ref)) === instance) this.#setState(instance, 'stopped', undefined);
+    return this.#status(instance);
+  }
+
+  async update(request: UpdateInstanceRequest): Promise<InstanceStatus> {
+    const instance = await this.#get(request);
+    if (instance.state === 'running' || instance.state === 'starting') {
+      throw new DriverError('synthetic update refused: stop the instance before applying a new spec');
+    }
+    await this.#delay(this.#scaled(SYNTHETIC_DELAYS_MS.update));
+    instance.spec = request.spec;
+    instance.generation = request.generation;
+    this.#changed(instance);
+    return this.#status(instance);
+  }
+
+  async remove(ref: InstanceRef): Promise<void> {
+    await this.#load();
+    const key = keyOf(ref);
+    const instance = this.#instances.get(key);
+    if (!instance) return;
+    this.#disarmCrash(instance);
+    instance.cancelDelay?.('removed');
+    this.#instances.delete(key);
+    this.#usedPool.delete(instance.poolIndex);
+    this.#log?.debug({ vmId: ref.vmId, attempt: ref.attempt }, 'synthetic instance removed');
+    this.#schedulePersist();
+  }
+
+  subscribe(listener: InstanceStatusListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const instance of this.#instances.values()) {
+      this.#disarmCrash(instance);
+      instance.cancelDelay?.('driver closed');
+    }
+    this.#listeners.clear();
+    if (this.#persistTimer) {
+      clearTimeout(this.#persistTimer);
+      this.#persistTimer = undefined;
+    }
+    if (this.#stateFile && this.#loaded) await this.#persistNow();
+  }
+
+  /** Fake address of pool slot `index`: 198.18.0.0/15 split in /24s, one base /24 per worker seed. */
+  addressFor(index: number): string {
+    const base = fnv1a(`${this.#seed}/subnet`) % 512;
+    const subnet = (base + Math.floor(index / POOL_HOSTS_PER_SUBNET)) % 512;
+    const host = 2 + (index % POOL_HOSTS_PER_SUBNET);
+    return `198.${18 + (subnet >> 8)}.${subnet & 0xff}.${host}`;
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  #status(instance: SyntheticInstance): InstanceStatus {
+    return {
+      vmId: instance.vmId,
+      attempt: instance.attempt,
+      name: instance.name,
+      state: instance.state,
+      generation: instance.generation,
+      // The fake lease is "handed out" once the guest has booted.
+      ip: instance.state === 'running' ? this.addressFor(instance.poolIndex) : undefined,
+      mac: instance.mac,
+      message: instance.message,
+    };
+  }
+
+  #setState(instance: SyntheticInstance, state: InstanceState, message: string | undefined): void {
+    instance.state = state;
+    instance.message = message;
+    this.#changed(instance);
+  }
+
+  #changed(instance: SyntheticInstance): void {
+    this.#schedulePersist();
+    if (this.#closed || this.#instances.get(keyOf(instance)) !== instance) return;
+    const status = this.#status(instance);
+    for (const listener of this.#listeners) {
+      try {
+        listener(status);
+      } catch (error) {
+        this.#log?.error({ err: error }, 'synthetic driver status listener threw');
+      }
+    }
+  }
+
+  #armCrash(instance: SyntheticInstance, afterMs: number): void {
+    this.#disarmCrash(instance);
+    instance.crashTimer = setTimeout(() => {
+      instance.crashTimer = undefined;
+      if (instance.state !== 'running') return;
+      this.#log?.debug({ vmId: instance.vmId, attempt: instance.attempt }, 'synthetic crash injected');
+      this.#setState(instance, 'failed', `synthetic crash injected after ${afterMs} ms of running`);
+    }, afterMs);
+    instance.crashTimer.unref?.();
+  }
+
+  #disarmCrash(instance: SyntheticInstance): void {
+    if (instance.crashTimer) clearTimeout(instance.crashTimer);
+    instance.crashTimer = undefined;
+  }
+
+  async #get(ref: InstanceRef): Promise<SyntheticInstance> {
+    await this.#load();
+    const instance = this.#instances.get(keyOf(ref));
+    if (!instance) throw new DriverError(`synthetic instance ${ref.vmId} attempt ${ref.attempt} does not exist`);
+    return instance;
+  }
+
+  #scaled(ms: number): number {
+    return ms * this.#speed;
+  }
+
+  #bootDelay(ref: InstanceRef): number {
+    const span = SYNTHETIC_DELAYS_MS.bootMax - SYNTHETIC_DELAYS_MS.bootMin;
+    return SYNTHETIC_DELAYS_MS.bootMin + (fnv1a(`${ref.vmId}#${ref.attempt}/boot`) % (span + 1));
+  }
+
+  /** Waits `ms` (already scaled); 0 resolves without a timer. */
+  async #delay(ms: number): Promise<void> {
+    if (ms <= 0) return;
+    await new Promise<void>((resolve) => setTimeout(resolve, ms));
+  }
+
+  #cancellableDelay(instance: SyntheticInstance, ms: number): Promise<void> {
+    if (ms <= 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        instance.cancelDelay = undefined;
+        resolve();
+      }, ms);
+      instance.cancelDelay = (reason) => {
+        clearTimeout(timer);
+        instance.cancelDelay = undefined;
+        reject(new Error(reason));
+      };
+    });
+  }
+
+  #allocatePoolIndex(): number {
+    let index = 0;
+    while (this.#usedPool.has(index)) index++;
+    this.#usedPool.add(index);
+    return index;
+  }
+
+  #macFor(ref: InstanceRef): string {
+    const a = fnv1a(`${this.#seed}/${ref.vmId}#${ref.attempt}/mac`);
+    const b = fnv1a(`${ref.vmId}#${ref.attempt}/${this.#seed}/mac`);
+    const bytes = [0x02, (a >>> 24) & 0xff, (a >>> 16) & 0xff, (a >>> 8) & 0xff, a & 0xff, b & 0xff];
+    return bytes.map((x) => x.toString(16).padStart(2, '0')).join(':');
+  }
+
+  // ------------------------------------------------------------------ persistence
+
+  #load(): Promise<void> {
+    this.#loaded ??= this.#readState();
+    return this.#loaded;
+  }
+
+  async #readState(): Promise<void> {
+    if (!this.#stateFile) return;
+    let text: string;
+    try {
+      text = await readFile(this.#stateFile, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    let parsed: { instances?: PersistedInstance[] };
+    try {
+      parsed = JSON.parse(text) as { instances?: PersistedInstance[] };
+    } catch {
+      this.#log?.warn({ file: this.#stateFile }, 'synthetic state file is corrupt; starting empty');
+      return;
+    }
+    for (const p of parsed.instances ?? []) {
+      // A VM host process would have finished booting / stopping while the worker was away.
+      const state: InstanceState = p.state === 'starting' ? 'running' : p.state === 'stopping' ? 'stopped' : p.state;
+      const instance: SyntheticInstance = { ...p, state };
+      this.#instances.set(keyOf(instance), instance);
+      this.#usedPool.add(instance.poolIndex);
+      const crash = parseSyntheticImage(instance.spec.image).crashAfterMs;
+      if (state === 'running' && crash !== undefined) this.#armCrash(instance, crash);
+    }
+    this.#log?.info({ file: this.#stateFile, instances: this.#instances.size }, 'synthetic driver re-attached to persisted instances');
+  }
+
+  #schedulePersist(): void {
+    if (!this.#stateFile || this.#closed || this.#persistTimer) return;
+    this.#persistTimer = setTimeout(() => {
+      this.#persistTimer = undefined;
+      void this.#persistNow().catch((error: unknown) => this.#log?.warn({ err: error }, 'could not persist synthetic instances'));
+    }, 100);
+    this.#persistTimer.unref?.();
+  }
+
+  #persistNow(): Promise<void> {
+    const file = this.#stateFile;
+    if (!file) return Promise.resolve();
+    const snapshot: PersistedInstance[] = [...this.#instances.values()].map((i) => ({
+      vmId: i.vmId,
+      attempt: i.attempt,
+      name: i.name,
+      generation: i.generation,
+      spec: i.spec,
+      state: i.state,
+      message: i.message,
+      poolIndex: i.poolIndex,
+      mac: i.mac,
+    }));
+    const body = `${JSON.stringify({ driver: SYNTHETIC_DRIVER_NAME, version: 1, instances: snapshot }, null, 1)}\n`;
+    this.#persistChain = this.#persistChain.catch(() => undefined).then(async () => {
+      await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+      const tmp = `${file}.${process.pid}.tmp`;
+      await writeFile(tmp, body, { mode: 0o600 });
+      await rename(tmp, file);
+    });
+    return this.#persistChain;
+  }
+}
+
+function keyOf(ref: InstanceRef): string {
+  return `${ref.vmId}#${ref.attempt}`;
+}

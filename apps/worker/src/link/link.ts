@@ -1,0 +1,341 @@
+// The Connect stream client: one long-lived bidi stream to the controller.
+//
+// Per stream: send Hello (full state) → receive Welcome (+ heartbeat interval) and
+// DesiredStates → heartbeat, answer pings, push coalesced VmStatus reports and events.
+// When the stream ends for any reason other than a refusal, reconnect with exponential
+// backoff + full jitter and send a fresh, complete Hello (full resync).
+// UNAUTHENTICATED / PERMISSION_DENIED (unknown, revoked or deleted worker) and
+// FAILED_PRECONDITION (protocol version unsupported) end the link for good: retrying
+// cannot fix them and would only hammer the controller.
+import * as grpc from '@grpc/grpc-js';
+import {
+  loadFleetProto,
+  type ControllerMessage__Output,
+  type DesiredState__Output,
+  type Hello,
+  type VmStatus,
+  type Welcome__Output,
+  type WorkerEvent,
+  type WorkerMessage,
+  type WorkerServiceClient,
+} from '@fleet/proto';
+import type { Logger } from 'pino';
+import { Backoff, type BackoffOptions } from './backoff.ts';
+import { StatusBatcher } from './status-batcher.ts';
+
+/** DNS name in the controller's server certificate; clients always verify against it. */
+export const CONTROLLER_TLS_NAME = 'fleet-controller';
+
+/** Channel options every controller connection uses (keepalive survives idle NATs and L7 boxes). */
+export function controllerChannelOptions(extra: grpc.ChannelOptions = {}): grpc.ChannelOptions {
+  return {
+    'grpc.ssl_target_name_override': CONTROLLER_TLS_NAME,
+    'grpc.keepalive_time_ms': 20_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    // One HTTP/2 connection per worker, never shared with another worker in the same process,
+    // and no connection/backoff state inherited from a previous attempt.
+    'grpc.use_local_subchannel_pool': 1,
+    ...extra,
+  };
+}
+
+export interface LinkHandlers {
+  /** Builds the Hello for a new stream: must describe EVERY instance held (full resync). */
+  hello(): Hello;
+  onWelcome?(welcome: Welcome__Output): void;
+  onDesiredState(state: DesiredState__Output): void;
+  /** Running instances, for heartbeats. */
+  runningVms(): number;
+}
+
+export interface ControllerLinkOptions {
+  /** Controller gRPC address, host:port. */
+  address: string;
+  credentials: grpc.ChannelCredentials;
+  /** Merged over controllerChannelOptions(). */
+  channelOptions?: grpc.ChannelOptions;
+  handlers: LinkHandlers;
+  logger: Logger;
+  backoff?: BackoffOptions;
+  /** Status coalescing window (default 50 ms). */
+  statusFlushMs?: number;
+  /** Give up on a stream that has not sent Welcome after this long (default 30 s). */
+  welcomeTimeoutMs?: number;
+  /** Heartbeat interval when Welcome does not name one (default 10 s). */
+  defaultHeartbeatIntervalMs?: number;
+}
+
+export type LinkExit =
+  | { kind: 'stopped' }
+  | {
+      kind: 'fatal';
+      reason: 'credential-refused' | 'protocol-unsupported';
+      code: grpc.status;
+      details: string;
+      /** Operator-facing explanation, including what to do. */
+      message: string;
+    };
+
+interface Stream {
+  call: grpc.ClientDuplexStream<WorkerMessage, ControllerMessage__Output>;
+  client: WorkerServiceClient;
+  ended: boolean;
+  welcomedAt: number | undefined;
+  lastRevision: bigint | undefined;
+  heartbeat: NodeJS.Timeout | undefined;
+  welcomeTimer: NodeJS.Timeout | undefined;
+}
+
+export class ControllerLink {
+  readonly done: Promise<LinkExit>;
+  readonly #address: string;
+  readonly #credentials: grpc.ChannelCredentials;
+  readonly #channelOptions: grpc.ChannelOptions;
+  readonly #handlers: LinkHandlers;
+  readonly #log: Logger;
+  readonly #backoff: Backoff;
+  readonly #batcher: StatusBatcher;
+  readonly #welcomeTimeoutMs: number;
+  readonly #defaultHeartbeatMs: number;
+  #resolveDone!: (exit: LinkExit) => void;
+  #stream: Stream | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #started = false;
+  #finished = false;
+  #streamsOpened = 0;
+  #welcome: Welcome__Output | undefined;
+
+  constructor(options: ControllerLinkOptions) {
+    this.#address = options.address;
+    this.#credentials = options.credentials;
+    this.#channelOptions = controllerChannelOptions(options.channelOptions);
+    this.#handlers = options.handlers;
+    this.#log = options.logger;
+    this.#backoff = new Backoff(options.backoff);
+    this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 30_000;
+    this.#defaultHeartbeatMs = options.defaultHeartbeatIntervalMs ?? 10_000;
+    this.#batcher = new StatusBatcher(options.statusFlushMs ?? 50, (vms) => this.#write({ vmStatus: { vms } }));
+    this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+  }
+
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#open();
+  }
+
+  /** True while a stream is open (Hello sent, not yet ended). */
+  get connected(): boolean {
+    return this.#stream !== undefined && !this.#stream.ended;
+  }
+
+  /** True once the current stream got its Welcome. */
+  get welcomed(): boolean {
+    return this.#stream?.welcomedAt !== undefined && !this.#stream.ended;
+  }
+
+  /** The last Welcome received (worker id / name as the controller knows them). */
+  get welcome(): Welcome__Output | undefined {
+    return this.#welcome;
+  }
+
+  /** Streams opened so far (1 + reconnects). */
+  get streamsOpened(): number {
+    return this.#streamsOpened;
+  }
+
+  /** Queues a status change; dropped while disconnected (the next Hello carries full state). */
+  reportStatus(status: VmStatus): void {
+    if (this.connected) this.#batcher.add(status);
+  }
+
+  sendEvent(event: WorkerEvent): void {
+    if (this.connected) this.#write({ event });
+  }
+
+  /** Flushes pending statuses, half-closes the stream and closes the channel. */
+  async stop(): Promise<void> {
+    if (this.#finished) return;
+    this.#finish({ kind: 'stopped' });
+    const stream = this.#stream;
+    if (stream && !stream.ended) {
+      this.#batcher.flush();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          stream.call.cancel();
+          resolve();
+        }, 1000);
+        stream.call.once('status', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        stream.call.once('error', () => {}); // CANCELLED after our own cancel()
+        stream.call.end();
+      });
+    }
+    this.#teardown();
+  }
+
+  // ------------------------------------------------------------------ stream lifecycle
+
+  #open(): void {
+    if (this.#finished) return;
+    const { WorkerService } = loadFleetProto();
+    const client = new WorkerService(this.#address, this.#credentials, this.#channelOptions);
+    const call = client.Connect();
+    const stream: Stream = { call, client, ended: false, welcomedAt: undefined, lastRevision: undefined, heartbeat: undefined, welcomeTimer: undefined };
+    this.#stream = stream;
+    this.#streamsOpened++;
+
+    const end = (code: grpc.status, details: string): void => {
+      if (stream.ended) return;
+      stream.ended = true;
+      this.#onStreamEnd(stream, code, details);
+    };
+    call.on('data', (message: ControllerMessage__Output) => this.#onMessage(stream, message));
+    call.on('error', (error: grpc.ServiceError) => end(error.code ?? grpc.status.UNKNOWN, error.details ?? error.message));
+    call.on('status', (status: grpc.StatusObject) => end(status.code, status.details));
+
+    stream.welcomeTimer = setTimeout(() => {
+      this.#log.warn({ timeoutMs: this.#welcomeTimeoutMs }, 'controller sent no Welcome in time; reconnecting');
+      call.cancel();
+    }, this.#welcomeTimeoutMs);
+
+    // Full resync: everything we hold, in one Hello. Statuses queued for an older stream
+    // are superseded by it.
+    this.#batcher.clear();
+    const hello = this.#handlers.hello();
+    this.#log.debug({ address: this.#address, vms: hello.vms?.length ?? 0, stream: this.#streamsOpened }, 'opening Connect stream');
+    this.#write({ hello });
+  }
+
+  #onMessage(stream: Stream, message: ControllerMessage__Output): void {
+    if (stream.ended || this.#finished) return;
+    switch (message.payload) {
+      case 'welcome': {
+        const welcome = message.welcome!;
+        clearTimeout(stream.welcomeTimer);
+        stream.welcomeTimer = undefined;
+        stream.welcomedAt = Date.now();
+        this.#welcome = welcome;
+        const intervalMs = welcome.heartbeatIntervalMs > 0 ? welcome.heartbeatIntervalMs : this.#defaultHeartbeatMs;
+        clearInterval(stream.heartbeat);
+        stream.heartbeat = setInterval(() => {
+          this.#write({ heartbeat: { sentAtUnixMs: String(Date.now()), runningVms: this.#handlers.runningVms() } });
+        }, intervalMs);
+        this.#log.info(
+          { workerId: welcome.workerId, workerName: welcome.workerName, controllerVersion: welcome.controllerVersion, protocolVersion: welcome.protocolVersion, heartbeatIntervalMs: intervalMs, reconnects: this.#streamsOpened - 1 },
+          'connected to controller',
+        );
+        this.#handlers.onWelcome?.(welcome);
+        return;
+      }
+      case 'desiredState': {
+        const state = message.desiredState!;
+        const revision = parseRevision(state.revision);
+        if (stream.lastRevision !== undefined && revision < stream.lastRevision) {
+          this.#log.debug({ revision: state.revision, last: String(stream.lastRevision) }, 'ignoring out-of-date desired state');
+          return;
+        }
+        stream.lastRevision = revision;
+        this.#handlers.onDesiredState(state);
+        return;
+      }
+      case 'ping':
+        this.#write({ pong: { nonce: message.ping!.nonce } });
+        return;
+      case 'sessionOpen': {
+        const open = message.sessionOpen!;
+        this.#log.warn({ sessionId: open.sessionId, vmId: open.vmId, kind: open.kind }, 'remote-access sessions are not implemented by this worker yet');
+        this.#write({
+          event: { vmId: open.vmId, kind: 'worker.session', level: 'error', message: `session ${open.sessionId} (${open.kind}) refused: this worker does not implement sessions yet`, atUnixMs: String(Date.now()) },
+        });
+        return;
+      }
+      case 'sessionCancel':
+        this.#log.debug({ sessionId: message.sessionCancel!.sessionId }, 'session cancel for an unknown session ignored');
+        return;
+      default:
+        this.#log.warn('controller message without a known payload ignored (sent by a newer controller?)');
+    }
+  }
+
+  #onStreamEnd(stream: Stream, code: grpc.status, details: string): void {
+    clearTimeout(stream.welcomeTimer);
+    clearInterval(stream.heartbeat);
+    stream.welcomeTimer = undefined;
+    stream.heartbeat = undefined;
+    if (this.#stream === stream) this.#batcher.clear();
+    stream.client.close();
+    if (this.#finished) return;
+
+    if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
+      const message =
+        `the controller refused this worker (${grpc.status[code]}: ${details || 'no details'}): ` +
+        "this worker's credential was revoked or the worker was deleted: re-enroll with " +
+        '`fleet-worker enroll --force --controller HOST:PORT --token <bootstrap token>`';
+      this.#log.error({ code: grpc.status[code], details }, message);
+      this.#finish({ kind: 'fatal', reason: 'credential-refused', code, details, message });
+      return;
+    }
+    if (code === grpc.status.FAILED_PRECONDITION) {
+      const message =
+        `the controller does not accept this worker (FAILED_PRECONDITION: ${details || 'no details'}): ` +
+        'its protocol version is probably unsupported; upgrade the worker or the controller so their protocol ranges overlap';
+      this.#log.error({ code: grpc.status[code], details }, message);
+      this.#finish({ kind: 'fatal', reason: 'protocol-unsupported', code, details, message });
+      return;
+    }
+
+    const upForMs = stream.welcomedAt === undefined ? 0 : Date.now() - stream.welcomedAt;
+    this.#backoff.connectionEnded(upForMs);
+    const delayMs = this.#backoff.next();
+    this.#log.warn({ code: grpc.status[code] ?? code, details, upForMs, retryInMs: delayMs, failures: this.#backoff.failures }, 'controller stream ended; reconnecting');
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#open();
+    }, delayMs);
+  }
+
+  #write(message: WorkerMessage): void {
+    const stream = this.#stream;
+    if (!stream || stream.ended) return;
+    try {
+      stream.call.write(message);
+    } catch (error) {
+      this.#log.debug({ err: error }, 'write on a closing stream dropped');
+    }
+  }
+
+  #finish(exit: LinkExit): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (exit.kind === 'fatal') this.#teardown();
+    this.#resolveDone(exit);
+  }
+
+  #teardown(): void {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    this.#batcher.clear();
+    const stream = this.#stream;
+    if (!stream) return;
+    clearTimeout(stream.welcomeTimer);
+    clearInterval(stream.heartbeat);
+    if (!stream.ended) {
+      stream.ended = true;
+      stream.call.on('error', () => {});
+      stream.call.cancel();
+    }
+    stream.client.close();
+  }
+}
+
+function parseRevision(revision: string): bigint {
+  try {
+    return BigInt(revision || '0');
+  } catch {
+    return 0n;
+  }
+}

@@ -1,0 +1,456 @@
+// Desired vs actual. The controller sends the complete set of VM instances it wants on
+// this worker (level-triggered); the reconciler drives the driver until what runs matches,
+// and reports every change as a VmStatus.
+//
+// Rules (instance key = (vmId, attempt)):
+// - vmId wanted, no instance            → create; start it if desiredPower is RUNNING.
+// - instance of another attempt          → stop + remove it (report GONE for that attempt), then create.
+// - same attempt, newer generation       → stop if active, apply the spec, report observedGeneration.
+// - desiredPower STOPPED and active      → stop.   RUNNING and not running → start.
+// - vmId no longer wanted                → stop + remove, report GONE, forget.
+// - FAILED is terminal for an attempt: kept (and reported) until the controller drops it
+//   or moves to a new attempt. Restart policy belongs to the controller.
+// - GONE is reported only after the driver confirmed removal (it frees controller capacity).
+// - An instance that crashes or powers off on its own while no operation is in flight is FAILED.
+// - One operation per vmId at a time; different vmIds run in parallel up to `concurrency`.
+import { PowerState, VmPhase, type DesiredState__Output, type VmAssignment__Output, type VmStatus, type WorkerEvent } from '@fleet/proto';
+import type { Logger } from 'pino';
+import type { Driver, InstanceRef, InstanceSpec, InstanceState, InstanceStatus } from '../drivers/driver.ts';
+import { KeyedRunner } from './keyed-runner.ts';
+
+export type Phase = (typeof VmPhase)[keyof typeof VmPhase];
+
+export interface ReconcilerOptions {
+  driver: Driver;
+  logger: Logger;
+  /** Operations on different VMs running at once (default 8). */
+  concurrency?: number;
+  /** Called for every change of an instance's reported status. */
+  onStatus?: (status: VmStatus) => void;
+  /** Called for notable happenings (failures) worth a controller-side event. */
+  onEvent?: (event: WorkerEvent) => void;
+  now?: () => number;
+}
+
+interface Instance {
+  vmId: string;
+  attempt: number;
+  name: string;
+  phase: Phase;
+  observedGeneration: string;
+  ip: string;
+  mac: string;
+  message: string;
+  changedAtUnixMs: number;
+}
+
+interface InstancePatch {
+  name?: string;
+  phase?: Phase;
+  observedGeneration?: string;
+  ip?: string;
+  mac?: string;
+  message?: string;
+}
+
+const ACTIVE: ReadonlySet<Phase> = new Set<Phase>([VmPhase.VM_PHASE_STARTING, VmPhase.VM_PHASE_RUNNING, VmPhase.VM_PHASE_STOPPING]);
+
+const PHASE_OF_STATE: Record<InstanceState, Phase> = {
+  stopped: VmPhase.VM_PHASE_STOPPED,
+  starting: VmPhase.VM_PHASE_STARTING,
+  running: VmPhase.VM_PHASE_RUNNING,
+  stopping: VmPhase.VM_PHASE_STOPPING,
+  failed: VmPhase.VM_PHASE_FAILED,
+};
+
+export class Reconciler {
+  readonly #driver: Driver;
+  readonly #log: Logger;
+  readonly #onStatus: (status: VmStatus) => void;
+  readonly #onEvent: (event: WorkerEvent) => void;
+  readonly #now: () => number;
+  readonly #runner: KeyedRunner;
+  /** vmId → attempt → instance. Usually one attempt per vmId; leftovers are possible after crashes. */
+  readonly #instances = new Map<string, Map<number, Instance>>();
+  #desired: Map<string, VmAssignment__Output> | undefined;
+  #desiredRevision: string | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #closed = false;
+
+  constructor(options: ReconcilerOptions) {
+    this.#driver = options.driver;
+    this.#log = options.logger;
+    this.#onStatus = options.onStatus ?? (() => {});
+    this.#onEvent = options.onEvent ?? (() => {});
+    this.#now = options.now ?? Date.now;
+    this.#runner = new KeyedRunner({
+      concurrency: options.concurrency ?? 8,
+      run: (vmId) => this.#reconcileVm(vmId),
+      onError: (vmId, error) => this.#log.error({ err: error, vmId }, 'reconcile step crashed'),
+    });
+  }
+
+  /** Re-attaches to whatever the driver already holds. Call once, before connecting. */
+  async adopt(): Promise<void> {
+    this.#unsubscribe ??= this.#driver.subscribe((status) => this.#onDriverStatus(status));
+    const existing = await this.#driver.list();
+    for (const status of existing) {
+      if (this.#get(status.vmId, status.attempt)) continue;
+      this.#put({
+        vmId: status.vmId,
+        attempt: status.attempt,
+        name: status.name,
+        phase: PHASE_OF_STATE[status.state],
+        observedGeneration: status.generation,
+        ip: status.ip ?? '',
+        mac: status.mac ?? '',
+        message: status.message ?? '',
+        changedAtUnixMs: this.#now(),
+      });
+    }
+    if (existing.length > 0) this.#log.info({ instances: existing.length, driver: this.#driver.name }, 're-attached to existing VM instances');
+  }
+
+  /** Replaces the desired set (a full DesiredState) and reconciles everything it touches. */
+  setDesired(state: DesiredState__Output): void {
+    const desired = new Map<string, VmAssignment__Output>();
+    for (const assignment of state.vms) {
+      const previous = desired.get(assignment.vmId);
+      if (previous && previous.attempt > assignment.attempt) continue; // defensive: keep the newest attempt
+      desired.set(assignment.vmId, assignment);
+    }
+    this.#desired = desired;
+    this.#desiredRevision = state.revision;
+    this.#log.debug({ revision: state.revision, vms: desired.size }, 'desired state received');
+    this.reconcileAll();
+  }
+
+  /** Safety net: re-runs reconciliation for every wanted or held VM. No-op before the first desired state. */
+  reconcileAll(): void {
+    if (!this.#desired || this.#closed) return;
+    for (const vmId of this.#desired.keys()) this.#runner.trigger(vmId);
+    for (const vmId of this.#instances.keys()) if (!this.#desired.has(vmId)) this.#runner.trigger(vmId);
+  }
+
+  get hasDesiredState(): boolean {
+    return this.#desired !== undefined;
+  }
+
+  get desiredRevision(): string | undefined {
+    return this.#desiredRevision;
+  }
+
+  /** Status of every instance held (for Hello). */
+  snapshot(): VmStatus[] {
+    const out: VmStatus[] = [];
+    for (const byAttempt of this.#instances.values()) for (const instance of byAttempt.values()) out.push(toVmStatus(instance));
+    return out;
+  }
+
+  runningCount(): number {
+    let count = 0;
+    for (const byAttempt of this.#instances.values()) {
+      for (const instance of byAttempt.values()) if (instance.phase === VmPhase.VM_PHASE_RUNNING) count++;
+    }
+    return count;
+  }
+
+  /** Resolves once no reconcile step is running or queued. */
+  idle(): Promise<void> {
+    return this.#runner.idle();
+  }
+
+  /** Stops reconciling (waits for in-flight operations); leaves instances as they are. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#runner.close();
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
+
+  // ------------------------------------------------------------------ per-VM step
+
+  async #reconcileVm(vmId: string): Promise<void> {
+    if (this.#closed || !this.#desired) return;
+    const want = this.#desired.get(vmId);
+    const wantKey = want && assignmentKey(want);
+    const stale = (): boolean => {
+      if (this.#closed) return true;
+      const now = this.#desired?.get(vmId);
+      return (now && assignmentKey(now)) !== wantKey;
+    };
+
+    for (const instance of this.#attemptsOf(vmId)) {
+      if (want && instance.attempt === want.attempt) continue;
+      await this.#destroy(instance, want ? `replaced by attempt ${want.attempt}` : 'no longer desired');
+      if (stale()) return;
+    }
+    if (!want) return;
+
+    let instance = this.#get(vmId, want.attempt);
+    if (!instance) {
+      instance = await this.#create(want);
+      if (!instance || stale()) return;
+    }
+    if (instance.phase === VmPhase.VM_PHASE_FAILED) return;
+
+    if (BigInt(want.generation || '0') > BigInt(instance.observedGeneration || '0')) {
+      await this.#applySpec(instance, want);
+      if (stale() || instance.phase === VmPhase.VM_PHASE_FAILED) return;
+    }
+
+    if (want.desiredPower === PowerState.POWER_STATE_RUNNING) {
+      if (instance.phase !== VmPhase.VM_PHASE_RUNNING) await this.#start(instance);
+    } else if (want.desiredPower === PowerState.POWER_STATE_STOPPED) {
+      if (instance.phase !== VmPhase.VM_PHASE_STOPPED) await this.#stop(instance);
+    }
+    // POWER_STATE_UNSPECIFIED: no opinion, leave the power state alone.
+  }
+
+  async #create(want: VmAssignment__Output): Promise<Instance | undefined> {
+    const ref = { vmId: want.vmId, attempt: want.attempt };
+    const startNow = want.desiredPower === PowerState.POWER_STATE_RUNNING;
+    const base: Instance = {
+      ...ref,
+      name: want.name,
+      phase: startNow ? VmPhase.VM_PHASE_STARTING : VmPhase.VM_PHASE_STOPPED,
+      observedGeneration: want.generation,
+      ip: '',
+      mac: '',
+      message: '',
+      changedAtUnixMs: this.#now(),
+    };
+    const problem = this.#validate(want);
+    if (problem) {
+      this.#put({ ...base, phase: VmPhase.VM_PHASE_FAILED, message: problem });
+      this.#failedEvent(ref, problem);
+      return undefined;
+    }
+    // Report STARTING at once when the VM will run, so the controller sees it was taken up.
+    if (startNow) this.#put(base);
+    try {
+      const status = await this.#driver.create({ ...ref, name: want.name, generation: want.generation, spec: toInstanceSpec(want) });
+      const instance = this.#get(ref.vmId, ref.attempt);
+      if (instance) {
+        this.#update(instance, { mac: status.mac ?? '' });
+        return instance;
+      }
+      this.#put({ ...base, mac: status.mac ?? '' });
+      return this.#get(ref.vmId, ref.attempt);
+    } catch (error) {
+      const message = `create failed: ${errorMessage(error)}`;
+      const instance = this.#get(ref.vmId, ref.attempt);
+      if (instance) this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
+      else this.#put({ ...base, phase: VmPhase.VM_PHASE_FAILED, message });
+      this.#failedEvent(ref, message);
+      return undefined;
+    }
+  }
+
+  async #start(instance: Instance): Promise<void> {
+    this.#update(instance, { phase: VmPhase.VM_PHASE_STARTING, message: '' });
+    try {
+      const status = await this.#driver.start(instance);
+      this.#update(instance, { phase: VmPhase.VM_PHASE_RUNNING, ...network(status), message: '' });
+    } catch (error) {
+      const message = `start failed: ${errorMessage(error)}`;
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, ip: '', message });
+      this.#failedEvent(instance, message);
+    }
+  }
+
+  async #stop(instance: Instance): Promise<void> {
+    this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPING });
+    try {
+      const status = await this.#driver.stop(instance);
+      this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPED, ...network(status), ip: '', message: '' });
+    } catch (error) {
+      const message = `stop failed: ${errorMessage(error)}`;
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
+      this.#failedEvent(instance, message);
+    }
+  }
+
+  async #applySpec(instance: Instance, want: VmAssignment__Output): Promise<void> {
+    const problem = this.#validate(want);
+    if (problem) {
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message: problem });
+      this.#failedEvent(instance, problem);
+      return;
+    }
+    this.#log.debug({ vmId: instance.vmId, attempt: instance.attempt, from: instance.observedGeneration, to: want.generation }, 'applying new spec generation');
+    if (instance.phase !== VmPhase.VM_PHASE_STOPPED) {
+      await this.#stop(instance);
+      if (instance.phase !== VmPhase.VM_PHASE_STOPPED) return;
+    }
+    try {
+      const status = await this.#driver.update({ vmId: instance.vmId, attempt: instance.attempt, generation: want.generation, spec: toInstanceSpec(want) });
+      this.#update(instance, { observedGeneration: status.generation || want.generation, name: want.name });
+    } catch (error) {
+      const message = `applying generation ${want.generation} failed: ${errorMessage(error)}`;
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
+      this.#failedEvent(instance, message);
+    }
+  }
+
+  /** Stops and removes an instance; reports GONE only once the driver confirmed removal. */
+  async #destroy(instance: Instance, reason: string): Promise<void> {
+    this.#log.debug({ vmId: instance.vmId, attempt: instance.attempt, reason }, 'removing VM instance');
+    if (ACTIVE.has(instance.phase)) {
+      this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPING });
+    }
+    if (instance.phase !== VmPhase.VM_PHASE_STOPPED) {
+      try {
+        await this.#driver.stop(instance);
+      } catch (error) {
+        // remove() must force whatever is left; only its failure keeps the instance.
+        this.#log.warn({ err: error, vmId: instance.vmId, attempt: instance.attempt }, 'stop before remove failed');
+      }
+    }
+    try {
+      await this.#driver.remove(instance);
+    } catch (error) {
+      const message = `remove failed (will retry): ${errorMessage(error)}`;
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
+      this.#failedEvent(instance, message);
+      return;
+    }
+    this.#update(instance, { phase: VmPhase.VM_PHASE_GONE, ip: '', message: reason });
+    this.#delete(instance);
+  }
+
+  #validate(want: VmAssignment__Output): string | undefined {
+    if (!want.spec) return 'assignment carries no VM spec';
+    const driver = want.spec.driver;
+    if (driver && driver !== this.#driver.name) {
+      return `driver "${driver}" is not available on this worker (it runs "${this.#driver.name}")`;
+    }
+    const os = want.spec.os;
+    if (os && !this.#driver.capabilities.guestOs.includes(os)) {
+      return `driver "${this.#driver.name}" cannot run ${os} guests`;
+    }
+    return undefined;
+  }
+
+  // ------------------------------------------------------------------ driver events
+
+  #onDriverStatus(status: InstanceStatus): void {
+    const instance = this.#get(status.vmId, status.attempt);
+    if (!instance || instance.phase === VmPhase.VM_PHASE_GONE) return;
+    const patch: InstancePatch = network(status);
+    if (!this.#runner.isRunning(status.vmId)) {
+      // Nobody asked for this transition: it happened to the VM.
+      if (status.state === 'failed' && instance.phase !== VmPhase.VM_PHASE_FAILED) {
+        patch.phase = VmPhase.VM_PHASE_FAILED;
+        patch.ip = '';
+        patch.message = status.message || 'VM failed';
+      } else if (status.state === 'stopped' && (instance.phase === VmPhase.VM_PHASE_RUNNING || instance.phase === VmPhase.VM_PHASE_STARTING)) {
+        patch.phase = VmPhase.VM_PHASE_FAILED;
+        patch.ip = '';
+        patch.message = `VM stopped outside Fleet's control${status.message ? `: ${status.message}` : ''}`;
+      } else if (status.state === 'running' && instance.phase === VmPhase.VM_PHASE_STOPPED) {
+        patch.phase = VmPhase.VM_PHASE_RUNNING;
+        this.#runner.trigger(status.vmId); // stop it again if it should be stopped
+      }
+      if (patch.phase === VmPhase.VM_PHASE_FAILED) this.#failedEvent(instance, patch.message ?? 'VM failed');
+    }
+    this.#update(instance, patch);
+  }
+
+  // ------------------------------------------------------------------ table
+
+  #attemptsOf(vmId: string): Instance[] {
+    const byAttempt = this.#instances.get(vmId);
+    return byAttempt ? [...byAttempt.values()] : [];
+  }
+
+  #get(vmId: string, attempt: number): Instance | undefined {
+    return this.#instances.get(vmId)?.get(attempt);
+  }
+
+  #put(instance: Instance): void {
+    let byAttempt = this.#instances.get(instance.vmId);
+    if (!byAttempt) {
+      byAttempt = new Map();
+      this.#instances.set(instance.vmId, byAttempt);
+    }
+    byAttempt.set(instance.attempt, instance);
+    this.#emit(instance);
+  }
+
+  #delete(instance: Instance): void {
+    const byAttempt = this.#instances.get(instance.vmId);
+    if (!byAttempt || byAttempt.get(instance.attempt) !== instance) return;
+    byAttempt.delete(instance.attempt);
+    if (byAttempt.size === 0) this.#instances.delete(instance.vmId);
+  }
+
+  #update(instance: Instance, patch: InstancePatch): void {
+    let changed = false;
+    for (const [key, value] of Object.entries(patch) as Array<[keyof Instance, string | undefined]>) {
+      if (value === undefined || instance[key] === value) continue;
+      (instance as unknown as Record<string, unknown>)[key] = value;
+      changed = true;
+    }
+    if (!changed) return;
+    instance.changedAtUnixMs = this.#now();
+    this.#emit(instance);
+  }
+
+  #emit(instance: Instance): void {
+    if (instance.phase === VmPhase.VM_PHASE_FAILED) {
+      this.#log.warn({ vmId: instance.vmId, attempt: instance.attempt, driver: this.#driver.name, message: instance.message }, 'VM instance failed');
+    }
+    try {
+      this.#onStatus(toVmStatus(instance));
+    } catch (error) {
+      this.#log.error({ err: error }, 'status listener threw');
+    }
+  }
+
+  #failedEvent(ref: InstanceRef, message: string): void {
+    try {
+      this.#onEvent({ vmId: ref.vmId, kind: 'vm.failed', level: 'error', message: `attempt ${ref.attempt}: ${message}`, atUnixMs: String(this.#now()) });
+    } catch (error) {
+      this.#log.error({ err: error }, 'event listener threw');
+    }
+  }
+}
+
+function assignmentKey(a: VmAssignment__Output): string {
+  return `${a.attempt}/${a.generation}/${a.desiredPower}`;
+}
+
+function network(status: InstanceStatus): InstancePatch {
+  return { ip: status.ip ?? '', ...(status.mac ? { mac: status.mac } : {}) };
+}
+
+export function toVmStatus(instance: Instance): VmStatus {
+  return {
+    vmId: instance.vmId,
+    attempt: instance.attempt,
+    phase: instance.phase,
+    observedGeneration: instance.observedGeneration,
+    ip: instance.ip,
+    mac: instance.mac,
+    message: instance.message,
+    changedAtUnixMs: String(instance.changedAtUnixMs),
+  };
+}
+
+export function toInstanceSpec(want: VmAssignment__Output): InstanceSpec {
+  const spec = want.spec;
+  return {
+    image: spec?.image ?? '',
+    os: spec?.os ?? '',
+    cpus: spec?.cpus ?? 0,
+    memoryMib: Number(spec?.memoryMib ?? 0),
+    diskGib: spec?.diskGib ?? 0,
+    labels: { ...(spec?.labels ?? {}) },
+    username: spec?.username ?? '',
+  };
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

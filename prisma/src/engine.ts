@@ -1,0 +1,141 @@
+// Prisma's schema engine (migrations, diffs) compiled to WebAssembly, driven
+// through a driver adapter. Works offline: no schema-engine binary download.
+//
+// The package's own entry (`schema_engine.js`) does `import * as wasm from
+// "./schema_engine_bg.wasm"`, an ESM WebAssembly import that Node 20 only
+// accepts with --experimental-wasm-modules. We load the JS glue
+// (`schema_engine_bg.js`) ourselves, compile the .wasm with the WebAssembly
+// API and hand the instance to the glue. The instance is created once per
+// process and reused.
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
+import type {
+  MigrationDirectory,
+  MigrationList,
+  SchemaContainer,
+  SchemaEngine,
+  SchemaFilter,
+} from '@prisma/schema-engine-wasm/schema_engine_bg';
+import {
+  bindMigrationAwareSqlAdapterFactory,
+  type SqlMigrationAwareDriverAdapterFactory,
+} from '@prisma/driver-adapter-utils';
+import { readdir } from 'node:fs/promises';
+
+export type { MigrationList, SchemaContainer, SchemaEngine };
+
+const require = createRequire(import.meta.url);
+
+let ready: Promise<void> | undefined;
+
+/** Compile and instantiate the schema engine's WebAssembly module (once). */
+export function loadSchemaEngineWasm(): Promise<void> {
+  ready ??= (async () => {
+    const gluePath = require.resolve('@prisma/schema-engine-wasm/schema_engine_bg');
+    const wasmPath = path.join(path.dirname(gluePath), 'schema_engine_bg.wasm');
+    const bytes = await readFile(wasmPath);
+    // The module imports every glue function from "./schema_engine_bg.js".
+    const { instance } = await WebAssembly.instantiate(bytes, {
+      './schema_engine_bg.js': glue as unknown as WebAssembly.ModuleImports,
+    });
+    glue.__wbg_set_wasm(instance.exports);
+    const start = instance.exports['__wbindgen_start'];
+    if (typeof start === 'function') start();
+  })();
+  ready.catch(() => {
+    ready = undefined;
+  });
+  return ready;
+}
+
+/** The engine reports its log lines as JSON strings. */
+export type EngineLog = (line: string) => void;
+
+/**
+ * Start a schema engine bound to a migration-aware driver adapter factory.
+ * Call `engine.free()` when done.
+ */
+export async function startSchemaEngine(opts: {
+  schema: SchemaContainer;
+  adapterFactory: SqlMigrationAwareDriverAdapterFactory;
+  log?: EngineLog;
+}): Promise<SchemaEngine> {
+  await loadSchemaEngineWasm();
+  const log: EngineLog = opts.log ?? (() => {});
+  return glue.SchemaEngine.new(
+    { datamodels: [[opts.schema.path, opts.schema.content]] },
+    (line: unknown) => log(String(line)),
+    bindMigrationAwareSqlAdapterFactory(opts.adapterFactory),
+  );
+}
+
+export const NO_FILTER: SchemaFilter = { externalTables: [], externalEnums: [] };
+
+/** Prisma's standard migration folder name: 14-digit UTC timestamp + "_" + name. */
+export const MIGRATION_DIR_RE = /^\d{14}_[A-Za-z0-9_]+$/;
+
+/**
+ * Read a migrations folder (Prisma's standard layout: `<dir>/<timestamp>_<name>/migration.sql`
+ * and `<dir>/migration_lock.toml`) into the shape the schema engine expects.
+ * A missing folder is an empty list.
+ */
+export async function readMigrationsDir(baseDir: string): Promise<MigrationList> {
+  let entries: string[] = [];
+  try {
+    entries = (await readdir(baseDir, { withFileTypes: true }))
+      .filter((e) => e.isDirectory() && MIGRATION_DIR_RE.test(e.name))
+      .map((e) => e.name)
+      .sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const migrationDirectories: MigrationDirectory[] = await Promise.all(
+    entries.map(async (name): Promise<MigrationDirectory> => {
+      const file = path.join(baseDir, name, 'migration.sql');
+      try {
+        return {
+          path: name,
+          migrationFile: { path: 'migration.sql', content: { tag: 'ok', value: await readFile(file, 'utf8') } },
+        };
+      } catch (err) {
+        return {
+          path: name,
+          migrationFile: { path: 'migration.sql', content: { tag: 'error', value: String(err) } },
+        };
+      }
+    }),
+  );
+  let lockContent: string | null = null;
+  try {
+    lockContent = await readFile(path.join(baseDir, 'migration_lock.toml'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return {
+    baseDir,
+    lockfile: { path: 'migration_lock.toml', content: lockContent },
+    shadowDbInitScript: '',
+    migrationDirectories,
+  };
+}
+
+/**
+ * Errors from the engine arrive as plain objects or Error instances carrying a
+ * message (and sometimes a Prisma error code such as P3009). Turn them into text.
+ */
+export function engineErrorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'object' && err !== null) {
+    const o = err as Record<string, unknown>;
+    const code = typeof o['error_code'] === 'string' ? `${o['error_code']}: ` : '';
+    if (typeof o['message'] === 'string') return code + o['message'];
+    try {
+      return JSON.stringify(err);
+    } catch {
+      return String(err);
+    }
+  }
+  return String(err);
+}

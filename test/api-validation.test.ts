@@ -1,0 +1,167 @@
+// Every REST route rejects bad input with a 4xx and a message (never a 500),
+// and refuses unauthenticated and under-privileged callers with 401/403.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startController, type ControllerHandle } from '@fleet/controller';
+import { ApiClient, removeDir, tempDir } from './support/fleet-processes.ts';
+
+let controller: ControllerHandle;
+let dataDir: string;
+let admin: ApiClient;
+let reader: ApiClient;
+let writer: ApiClient;
+let connector: ApiClient;
+
+beforeAll(async () => {
+  dataDir = await tempDir('ctl-api');
+  controller = await startController({ dataDir, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', logLevel: 'silent' });
+  admin = new ApiClient(controller.apiUrl, controller.adminToken);
+  const mk = async (name: string, roles: string[]) => new ApiClient(controller.apiUrl, (await admin.ok('POST', '/v1/tokens', { name, roles })).token);
+  reader = await mk('reader', ['read']);
+  writer = await mk('writer', ['write']);
+  connector = await mk('ci-connect', ['connect']);
+  await admin.createVm({ name: 'existing', image: 'img' });
+});
+afterAll(async () => {
+  await controller?.stop();
+  await removeDir(dataDir);
+});
+
+const expectClientError = (r: { status: number; body: any }, status: number, message?: RegExp) => {
+  expect(r.status, JSON.stringify(r.body)).toBe(status);
+  expect(typeof r.body.error?.message).toBe('string');
+  expect(r.body.error.message.length).toBeGreaterThan(5);
+  if (message) expect(r.body.error.message).toMatch(message);
+};
+
+describe('authentication and roles', () => {
+  const routes: [string, string, unknown?][] = [
+    ['GET', '/v1/vms'],
+    ['POST', '/v1/vms', { name: 'x', image: 'i' }],
+    ['GET', '/v1/vms/existing'],
+    ['PATCH', '/v1/vms/existing', { priority: 1 }],
+    ['DELETE', '/v1/vms/existing'],
+    ['GET', '/v1/vms/existing/events'],
+    ['GET', '/v1/workers'],
+    ['GET', '/v1/workers/nope'],
+    ['POST', '/v1/workers/nope/drain'],
+    ['POST', '/v1/workers/nope/resume'],
+    ['DELETE', '/v1/workers/nope'],
+    ['GET', '/v1/events'],
+    ['POST', '/v1/tokens', { name: 't', roles: ['read'] }],
+    ['GET', '/v1/tokens'],
+    ['DELETE', '/v1/tokens/reader'],
+    ['POST', '/v1/bootstrap-tokens', {}],
+    ['GET', '/v1/bootstrap-tokens'],
+    ['DELETE', '/v1/bootstrap-tokens/nope'],
+    ['GET', '/v1/info'],
+    ['GET', '/v1/whoami'],
+    ['GET', '/v1/settings/scheduler'],
+    ['PUT', '/v1/settings/scheduler', { profile: 'spread' }],
+  ];
+
+  it.each(routes)('%s %s without a token is 401', async (method, path, body) => {
+    expectClientError(await admin.withToken(null).request(method, path, body), 401, /Authorization/);
+  });
+
+  it.each(routes)('%s %s with a garbage token is 401', async (method, path, body) => {
+    expectClientError(await admin.withToken('fleet_aaaaaaaaaaaa_' + 'b'.repeat(43)).request(method, path, body), 401, /unknown token/);
+  });
+
+  it('read tokens cannot write, write tokens cannot administer, connect tokens cannot read', async () => {
+    expectClientError(await reader.request('POST', '/v1/vms', { name: 'nope', image: 'i' }), 403, /lacks the "write" role/);
+    expectClientError(await reader.request('DELETE', '/v1/vms/existing'), 403);
+    expectClientError(await reader.request('POST', '/v1/workers/any/drain'), 403);
+    expectClientError(await writer.request('POST', '/v1/tokens', { name: 'escalate', roles: ['admin'] }), 403, /admin/);
+    expectClientError(await writer.request('DELETE', '/v1/workers/any'), 403);
+    expectClientError(await writer.request('PUT', '/v1/settings/scheduler', { profile: 'spread' }), 403);
+    expectClientError(await connector.request('GET', '/v1/vms'), 403);
+    expect((await reader.request('GET', '/v1/vms')).status).toBe(200);
+    expect((await writer.request('GET', '/v1/vms/existing')).status).toBe(200);
+    expect((await connector.request('GET', '/v1/whoami')).body).toEqual({ name: 'ci-connect', roles: ['connect'] });
+  });
+
+  it('a revoked token stops working at once', async () => {
+    const t = new ApiClient(controller.apiUrl, (await admin.ok('POST', '/v1/tokens', { name: 'short-lived', roles: ['read'] })).token);
+    expect((await t.request('GET', '/v1/vms')).status).toBe(200);
+    expect((await admin.request('DELETE', '/v1/tokens/short-lived')).status).toBe(204);
+    expectClientError(await t.request('GET', '/v1/vms'), 401, /revoked/);
+  });
+
+  it('health and the OpenAPI document need no token', async () => {
+    const anon = admin.withToken(null);
+    expect((await anon.request('GET', '/v1/health')).body).toEqual({ status: 'ok' });
+    const doc = (await anon.request('GET', '/v1/openapi.json')).body;
+    expect(doc.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/vms', '/v1/vms/{name}', '/v1/workers', '/v1/tokens', '/v1/bootstrap-tokens', '/v1/events']));
+  });
+});
+
+describe('bad input gets a 4xx with a message, never a 500', () => {
+  const badVmBodies: [string, unknown, RegExp][] = [
+    ['missing image', { name: 'a' }, /image/],
+    ['bad name', { name: 'Not_A_Name', image: 'i' }, /name/],
+    ['too long name', { name: 'a'.repeat(64), image: 'i' }, /name/],
+    ['negative cpus', { name: 'a', image: 'i', cpus: -1 }, /cpus/],
+    ['fractional cpus', { name: 'a', image: 'i', cpus: 1.5 }, /cpus/],
+    ['string memory', { name: 'a', image: 'i', memoryMib: 'lots' }, /memoryMib/],
+    ['unknown os', { name: 'a', image: 'i', os: 'windows' }, /os/],
+    ['unknown field', { name: 'a', image: 'i', gpus: 2 }, /additional/],
+    ['label value not a string', { name: 'a', image: 'i', labels: { k: 1 } }, /labels/],
+    ['bad restart policy', { name: 'a', image: 'i', restartPolicy: 'always' }, /restartPolicy/],
+    ['array body', [1, 2], /body/],
+    ['null body', null, /body/],
+  ];
+  it.each(badVmBodies)('POST /v1/vms with %s', async (_label, body, message) => {
+    expectClientError(await admin.request('POST', '/v1/vms', body), 400, message);
+  });
+
+  it('malformed JSON is a 400', async () => {
+    expectClientError(await admin.request('POST', '/v1/vms', undefined, '{"name": "a", '), 400);
+  });
+
+  it('duplicate VM names are a 409', async () => {
+    expectClientError(await admin.request('POST', '/v1/vms', { name: 'existing', image: 'i' }), 409, /already exists/);
+  });
+
+  it('PATCH validates too', async () => {
+    expectClientError(await admin.request('PATCH', '/v1/vms/existing', {}), 400);
+    expectClientError(await admin.request('PATCH', '/v1/vms/existing', { cpus: 0 }), 400, /cpus/);
+    expectClientError(await admin.request('PATCH', '/v1/vms/existing', { name: 'rename' }), 400);
+    expectClientError(await admin.request('PATCH', '/v1/vms/missing-vm', { priority: 3 }), 404, /missing-vm/);
+  });
+
+  it('unknown VMs, workers and tokens are 404 with their name', async () => {
+    expectClientError(await admin.request('GET', '/v1/vms/ghost'), 404, /ghost/);
+    expectClientError(await admin.request('DELETE', '/v1/vms/ghost'), 404, /ghost/);
+    expectClientError(await admin.request('GET', '/v1/vms/ghost/events'), 404, /ghost/);
+    expectClientError(await admin.request('POST', '/v1/workers/ghost/drain'), 404, /ghost/);
+    expectClientError(await admin.request('DELETE', '/v1/tokens/ghost'), 404, /ghost/);
+    expectClientError(await admin.request('DELETE', '/v1/bootstrap-tokens/ghost'), 404, /ghost/);
+    expectClientError(await admin.request('GET', '/v1/nothing-here'), 404);
+  });
+
+  it('token and bootstrap-token bodies are validated', async () => {
+    expectClientError(await admin.request('POST', '/v1/tokens', { name: 't1', roles: ['superuser'] }), 400, /roles/);
+    expectClientError(await admin.request('POST', '/v1/tokens', { name: 't1', roles: [] }), 400, /roles/);
+    expectClientError(await admin.request('POST', '/v1/tokens', { name: 'reader', roles: ['read'] }), 409);
+    expectClientError(await admin.request('POST', '/v1/bootstrap-tokens', { uses: 0 }), 400, /uses/);
+    expectClientError(await admin.request('POST', '/v1/bootstrap-tokens', { expiresInHours: 'soon' }), 400, /expiresInHours/);
+    expectClientError(await admin.request('PUT', '/v1/settings/scheduler', { profile: 'random' }), 400, /profile/);
+  });
+
+  it('query strings are validated', async () => {
+    expectClientError(await admin.request('GET', '/v1/vms?state=exploded'), 400, /state/);
+    expectClientError(await admin.request('GET', '/v1/events?limit=0'), 400, /limit/);
+    expectClientError(await admin.request('GET', '/v1/events?limit=abc'), 400, /limit/);
+    expectClientError(await admin.request('GET', '/v1/events?cursor=-5'), 400, /cursor/);
+  });
+
+  it('events page with a cursor', async () => {
+    for (let i = 0; i < 5; i++) await admin.createVm({ name: `page-${i}`, image: 'i' });
+    const first = await admin.ok('GET', '/v1/events?kind=vm.created&limit=2');
+    expect(first.events).toHaveLength(2);
+    expect(first.nextCursor).not.toBeNull();
+    const second = await admin.ok('GET', `/v1/events?kind=vm.created&limit=2&cursor=${first.nextCursor}`);
+    expect(second.events[0].id).toBeLessThan(first.events[1].id);
+  });
+});

@@ -1,0 +1,114 @@
+// A controller and two synthetic workers as separate processes: 50 VMs are
+// placed by labels, resources and macOS slots; the ones that cannot run say why.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  enrollAndRunWorker,
+  removeDir,
+  startControllerProcess,
+  tempDir,
+  waitUntil,
+  type ControllerProcess,
+  type WorkerProcess,
+} from './support/fleet-processes.ts';
+
+let controller: ControllerProcess;
+let eu: WorkerProcess;
+let us: WorkerProcess;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  const d = await tempDir('ctl-sched');
+  dirs.push(d);
+  controller = await startControllerProcess({ dataDir: d });
+  [eu, us] = await Promise.all([
+    enrollAndRunWorker(controller, { name: 'mac-eu', labels: 'pool=ci,region=eu', cpus: 24, memoryMib: 65536, vmSlots: 30, macosSlots: 2 }),
+    enrollAndRunWorker(controller, { name: 'mac-us', labels: 'pool=ci,region=us', cpus: 24, memoryMib: 65536, vmSlots: 30, macosSlots: 2 }),
+  ]);
+  dirs.push(eu.dataDir, us.dataDir);
+});
+
+afterAll(async () => {
+  await Promise.all([eu?.kill(), us?.kill()]);
+  await controller?.kill();
+  await Promise.all(dirs.map(removeDir));
+});
+
+describe('scheduling across two workers', () => {
+  it('places 50 VMs by selector, resources and macOS slots, and explains the rest', async () => {
+    const specs: Record<string, unknown>[] = [];
+    for (let i = 0; i < 20; i++) specs.push({ name: `eu-${i}`, image: 'synthetic:ok', cpus: 1, memoryMib: 1024, selector: { region: 'eu' } });
+    for (let i = 0; i < 20; i++) specs.push({ name: `us-${i}`, image: 'synthetic:ok', cpus: 1, memoryMib: 1024, selector: { region: 'us' } });
+    for (let i = 0; i < 3; i++) specs.push({ name: `macos-${i}`, image: 'synthetic:macos', os: 'macos', cpus: 1, memoryMib: 1024, selector: { region: 'eu' } });
+    for (let i = 0; i < 4; i++) specs.push({ name: `gpu-${i}`, image: 'synthetic:ok', selector: { gpu: 'true' } });
+    for (let i = 0; i < 3; i++) specs.push({ name: `huge-${i}`, image: 'synthetic:ok', cpus: 64 });
+    expect(specs).toHaveLength(50);
+    // Concurrent creates: the scheduler must never hand out one slot twice.
+    await Promise.all(specs.map((s) => controller.api.createVm(s)));
+
+    await waitUntil(async () => (await controller.api.vms()).filter((v) => v.state === 'running').length === 42, 60_000, '42 VMs running');
+    const vms = await controller.api.vms();
+    const byName = new Map(vms.map((v) => [v.name as string, v]));
+    for (let i = 0; i < 20; i++) {
+      expect(byName.get(`eu-${i}`)).toMatchObject({ state: 'running', worker: 'mac-eu' });
+      expect(byName.get(`eu-${i}`).ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      expect(byName.get(`us-${i}`)).toMatchObject({ state: 'running', worker: 'mac-us' });
+    }
+    const macos = [0, 1, 2].map((i) => byName.get(`macos-${i}`));
+    expect(macos.filter((v) => v.state === 'running')).toHaveLength(2);
+    const waitingMac = macos.find((v) => v.state === 'pending');
+    expect(waitingMac.reason).toMatch(/macOS/);
+    for (let i = 0; i < 4; i++) {
+      expect(byName.get(`gpu-${i}`).state).toBe('pending');
+      expect(byName.get(`gpu-${i}`).reason).toMatch(/selector.*gpu=true/);
+    }
+    for (let i = 0; i < 3; i++) {
+      expect(byName.get(`huge-${i}`).state).toBe('pending');
+      expect(byName.get(`huge-${i}`).reason).toMatch(/64 CPUs/);
+    }
+
+    const workers = (await controller.api.ok('GET', '/v1/workers')).workers as any[];
+    for (const w of workers) {
+      expect(w.used.vms).toBeLessThanOrEqual(w.capacity.vmSlots);
+      expect(w.used.macosVms).toBeLessThanOrEqual(w.capacity.macosSlots);
+      expect(w.used.cpus).toBeLessThanOrEqual(w.capacity.cpus);
+    }
+    expect(workers.find((w) => w.name === 'mac-eu').used).toMatchObject({ vms: 22, macosVms: 2 });
+    expect(workers.find((w) => w.name === 'mac-us').used).toMatchObject({ vms: 20, macosVms: 0 });
+
+    // Freeing a macOS slot lets the waiting macOS VM run.
+    const running = macos.find((v) => v.state === 'running');
+    await controller.api.request('DELETE', `/v1/vms/${running.name}`);
+    await waitUntil(async () => (await controller.api.vm(waitingMac.name))?.state === 'running', 30_000, 'third macOS VM running after a slot frees');
+    await waitUntil(async () => (await controller.api.vm(running.name)) === null, 30_000, 'deleted macOS VM gone');
+
+    // Every transition left an event.
+    const log = await controller.api.ok('GET', '/v1/vms/eu-0/events');
+    const transitions = log.events.map((e: { kind: string; data: { to?: string } }) => e.data.to ?? e.kind);
+    expect(transitions).toEqual(expect.arrayContaining(['vm.created', 'scheduled', 'running']));
+  });
+
+  it('a drained worker keeps its VMs and gets no new ones', async () => {
+    await controller.api.ok('POST', '/v1/workers/mac-us/drain');
+    await controller.api.createVm({ name: 'after-drain', image: 'synthetic:ok', selector: { region: 'us' } });
+    await waitUntil(async () => /paused/.test((await controller.api.vm('after-drain'))?.reason ?? ''), 20_000, 'pending reason mentions the drain');
+    expect((await controller.api.vm('us-0')).state).toBe('running');
+    await controller.api.ok('POST', '/v1/workers/mac-us/resume');
+    await waitUntil(async () => (await controller.api.vm('after-drain'))?.state === 'running', 30_000, 'after-drain running after resume');
+  });
+
+  it('deletes during scheduling always win and leave no capacity behind', async () => {
+    const before = (await controller.api.worker('mac-eu')).used.vms;
+    const names = Array.from({ length: 10 }, (_, i) => `churn-${i}`);
+    await Promise.all(
+      names.map(async (name) => {
+        await controller.api.createVm({ name, image: 'synthetic:ok', cpus: 1, memoryMib: 512, selector: { region: 'eu' } });
+        const r = await controller.api.request('DELETE', `/v1/vms/${name}`);
+        expect([202, 204]).toContain(r.status);
+      }),
+    );
+    await waitUntil(async () => (await controller.api.vms()).every((v) => !v.name.startsWith('churn-')), 30_000, 'churn VMs gone');
+    await waitUntil(async () => (await controller.api.worker('mac-eu')).used.vms === before, 30_000, 'capacity returned');
+    // Deleting again is a clean 404, not an error.
+    expect((await controller.api.request('DELETE', '/v1/vms/churn-0')).status).toBe(404);
+  });
+});
