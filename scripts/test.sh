@@ -3,6 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# PostgreSQL binaries let the @fleet/db tests run against a real throwaway server.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[test] installing Debian's postgresql (for the PostgreSQL database tests)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+      || echo "[test] WARNING: could not install postgresql; its tests will skip" >&2
+  else
+    echo "[test] WARNING: postgresql is not installed and this is not a root Debian machine; PostgreSQL tests will skip" >&2
+  fi
+fi
 echo "[test] typecheck (tsc)" >&2
 pnpm exec tsc -p tsconfig.json
 echo "[test] vitest (unit + e2e)" >&2

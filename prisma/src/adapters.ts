@@ -1,6 +1,7 @@
 // Driver adapter factories for the two providers, with Fleet's connection settings.
 import { PrismaBetterSqlite3 } from '@prisma/adapter-better-sqlite3';
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import type {
   SqlDriverAdapter,
   SqlMigrationAwareDriverAdapterFactory,
@@ -50,7 +51,9 @@ export class ManagedAdapterFactory implements SqlMigrationAwareDriverAdapterFact
   }
 
   async connectToShadowDb(): Promise<SqlDriverAdapter> {
-    return this.#track(await this.#inner.connectToShadowDb());
+    const adapter = await this.#inner.connectToShadowDb();
+    if (this.provider === 'sqlite') runScriptsViaExecuteScript(adapter);
+    return this.#track(adapter);
   }
 
   async #track(adapter: SqlDriverAdapter): Promise<SqlDriverAdapter> {
@@ -78,7 +81,55 @@ export class ManagedAdapterFactory implements SqlMigrationAwareDriverAdapterFact
   }
 }
 
+/**
+ * Workaround for Prisma 7.10's schema-engine-wasm: when it replays a migrations
+ * folder into a SQLite shadow database it sends each whole migration.sql
+ * through executeRaw, and better-sqlite3 refuses to prepare more than one
+ * statement ("The supplied SQL string contains more than one statement").
+ * Such a parameterless multi-statement call is run with executeScript instead.
+ */
+function runScriptsViaExecuteScript(adapter: SqlDriverAdapter): void {
+  const executeRaw = adapter.executeRaw.bind(adapter);
+  adapter.executeRaw = async (query) => {
+    try {
+      return await executeRaw(query);
+    } catch (err) {
+      if (query.args.length === 0 && err instanceof RangeError && /more than one statement/.test(err.message)) {
+        await adapter.executeScript(query.sql);
+        return 0;
+      }
+      throw err;
+    }
+  };
+}
+
+/** PostgreSQL's one-byte internal "char" type (pg_class.relkind, pg_constraint.contype, ...). */
+const PG_CHAR_OID = 18;
+const PG_TEXT_OID = 25;
+
+/**
+ * A pg pool for the schema engine. Workaround for @prisma/adapter-pg 7.10: it
+ * has no column type for PostgreSQL's internal "char" (OID 18) and throws
+ * "Column type 'char' could not be deserialized", which breaks the engine's
+ * catalog queries (describing a schema, e.g. the shadow database in a diff).
+ * Results are relabelled as text, which is what the values are. Prisma
+ * clients never see these catalog columns and use plain pools.
+ */
+export function schemaEnginePgPool(connectionString: string): pg.Pool {
+  const pool = new pg.Pool({ connectionString, max: 1 });
+  const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<pg.QueryResult>;
+  const relabelled = async (...args: unknown[]): Promise<pg.QueryResult> => {
+    const result = await query(...args);
+    for (const f of result.fields ?? []) if (f.dataTypeID === PG_CHAR_OID) f.dataTypeID = PG_TEXT_OID;
+    return result;
+  };
+  (pool as { query: unknown }).query = relabelled;
+  return pool;
+}
+
 export interface AdapterOptions {
+  /** For the schema engine rather than a Prisma client (see schemaEnginePgPool). */
+  forSchemaEngine?: boolean;
   /** SQLite only: busy timeout in ms (default 10 s). */
   busyTimeoutMs?: number;
   /** PostgreSQL only: pool size (default 10). */
@@ -87,14 +138,65 @@ export interface AdapterOptions {
   onPoolError?: (err: Error) => void;
 }
 
+/**
+ * SQLite files with an open Prisma-client connection in this process.
+ *
+ * better-sqlite3 is synchronous: while one connection waits for a lock (the
+ * busy timeout), the whole event loop waits with it. Two clients on one file
+ * in one process therefore deadlock until the timeout whenever one holds a
+ * write transaction across an await. Across processes the busy timeout works
+ * as intended. So: one client per SQLite file per process, enforced here.
+ */
+const openSqliteFiles = new Set<string>();
+
+class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
+  constructor(
+    inner: SqlMigrationAwareDriverAdapterFactory,
+    setup: string,
+    private readonly file: string,
+  ) {
+    super(inner, setup);
+  }
+
+  override async connect(): Promise<SqlDriverAdapter> {
+    if (openSqliteFiles.has(this.file)) {
+      throw new Error(
+        `SQLite database ${this.file} is already open in this process through another client. ` +
+          'Share one client per SQLite file per process: better-sqlite3 blocks the event loop while it ' +
+          'waits for a lock, so two clients on one file can stall each other for the whole busy timeout.',
+      );
+    }
+    openSqliteFiles.add(this.file);
+    let adapter: SqlDriverAdapter;
+    try {
+      adapter = await super.connect();
+    } catch (err) {
+      openSqliteFiles.delete(this.file);
+      throw err;
+    }
+    const dispose = adapter.dispose.bind(adapter);
+    let disposed = false;
+    adapter.dispose = async () => {
+      if (!disposed) openSqliteFiles.delete(this.file);
+      disposed = true;
+      await dispose();
+    };
+    return adapter;
+  }
+}
+
 /** A driver adapter factory for a `file:` (SQLite) or `postgresql://` URL. */
 export function adapterFactoryFor(url: string, opts: AdapterOptions = {}): ManagedAdapterFactory {
   if (providerOf(url) === 'sqlite') {
     const busy = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-    return new ManagedAdapterFactory(
-      new PrismaBetterSqlite3({ url: sqlitePath(url), timeout: busy }),
-      sqlitePragmas(busy),
-    );
+    const file = sqlitePath(url);
+    const inner = new PrismaBetterSqlite3({ url: file, timeout: busy });
+    return opts.forSchemaEngine
+      ? new ManagedAdapterFactory(inner, sqlitePragmas(busy))
+      : new SingleSqliteConnectionFactory(inner, sqlitePragmas(busy), file);
+  }
+  if (opts.forSchemaEngine) {
+    return new ManagedAdapterFactory(new PrismaPg(schemaEnginePgPool(url), { disposeExternalPool: true }));
   }
   return new ManagedAdapterFactory(
     new PrismaPg(

@@ -7,7 +7,7 @@
 // (`schema_engine_bg.js`) ourselves, compile the .wasm with the WebAssembly
 // API and hand the instance to the glue. The instance is created once per
 // process and reused.
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
@@ -22,11 +22,20 @@ import {
   bindMigrationAwareSqlAdapterFactory,
   type SqlMigrationAwareDriverAdapterFactory,
 } from '@prisma/driver-adapter-utils';
-import { readdir } from 'node:fs/promises';
 
 export type { MigrationList, SchemaContainer, SchemaEngine };
 
 const require = createRequire(import.meta.url);
+
+// The project's lib settings (ES2023, no DOM) do not declare the WebAssembly
+// JS API, so describe the one call we make.
+interface WasmApi {
+  instantiate(
+    bytes: Uint8Array,
+    imports: Record<string, Record<string, unknown>>,
+  ): Promise<{ instance: { exports: Record<string, unknown> } }>;
+}
+const wasmApi = (): WasmApi => (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 let ready: Promise<void> | undefined;
 
@@ -37,9 +46,7 @@ export function loadSchemaEngineWasm(): Promise<void> {
     const wasmPath = path.join(path.dirname(gluePath), 'schema_engine_bg.wasm');
     const bytes = await readFile(wasmPath);
     // The module imports every glue function from "./schema_engine_bg.js".
-    const { instance } = await WebAssembly.instantiate(bytes, {
-      './schema_engine_bg.js': glue as unknown as WebAssembly.ModuleImports,
-    });
+    const { instance } = await wasmApi().instantiate(bytes, { './schema_engine_bg.js': { ...glue } });
     glue.__wbg_set_wasm(instance.exports);
     const start = instance.exports['__wbindgen_start'];
     if (typeof start === 'function') start();
@@ -64,12 +71,23 @@ export async function startSchemaEngine(opts: {
 }): Promise<SchemaEngine> {
   await loadSchemaEngineWasm();
   const log: EngineLog = opts.log ?? (() => {});
-  return glue.SchemaEngine.new(
-    { datamodels: [[opts.schema.path, opts.schema.content]] },
-    (line: unknown) => log(String(line)),
-    bindMigrationAwareSqlAdapterFactory(opts.adapterFactory),
-  );
+  const bound = bindMigrationAwareSqlAdapterFactory(opts.adapterFactory);
+  let engine: SchemaEngine;
+  try {
+    engine = await glue.SchemaEngine.new(
+      { datamodels: [[opts.schema.path, opts.schema.content]] },
+      (line: unknown) => log(String(line)),
+      bound,
+    );
+  } catch (err) {
+    throw new Error(resolveParkedErrors(rawEngineErrorMessage(err), bound.errorRegistry), { cause: err });
+  }
+  registries.set(engine, bound.errorRegistry);
+  return engine;
 }
+
+/** Errors thrown by adapter code are parked in the bound factory's registry; the engine only says "External error id#N". */
+const registries = new WeakMap<SchemaEngine, ErrorRegistry>();
 
 export const NO_FILTER: SchemaFilter = { externalTables: [], externalEnums: [] };
 
@@ -125,8 +143,26 @@ export async function readMigrationsDir(baseDir: string): Promise<MigrationList>
  * Errors from the engine arrive as plain objects or Error instances carrying a
  * message (and sometimes a Prisma error code such as P3009). Turn them into text.
  */
-export function engineErrorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
+export function engineErrorMessage(err: unknown, engine?: SchemaEngine): string {
+  const text = rawEngineErrorMessage(err);
+  const registry = engine && registries.get(engine);
+  return registry ? resolveParkedErrors(text, registry) : text;
+}
+
+type ErrorRegistry = { consumeError(id: number): { error: unknown } | undefined };
+
+function resolveParkedErrors(text: string, registry: ErrorRegistry): string {
+  return text.replace(/External error id#(\d+)/g, (whole, id: string) => {
+    const parked = registry.consumeError(Number(id))?.error;
+    return parked === undefined ? whole : rawEngineErrorMessage(parked);
+  });
+}
+
+function rawEngineErrorMessage(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && /^P\d{4}$/.test(code) && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  }
   if (typeof err === 'object' && err !== null) {
     const o = err as Record<string, unknown>;
     const code = typeof o['error_code'] === 'string' ? `${o['error_code']}: ` : '';

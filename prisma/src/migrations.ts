@@ -4,12 +4,11 @@
 import { randomUUID } from 'node:crypto';
 import { PrismaBetterSqlite3 } from '@prisma/adapter-better-sqlite3';
 import { PrismaPg } from '@prisma/adapter-pg';
-import {
-  mockMigrationAwareAdapterFactory,
-  type SqlDriverAdapter,
-  type SqlMigrationAwareDriverAdapterFactory,
+import type {
+  SqlDriverAdapter,
+  SqlMigrationAwareDriverAdapterFactory,
 } from '@prisma/driver-adapter-utils';
-import { ManagedAdapterFactory } from './adapters.ts';
+import { ManagedAdapterFactory, schemaEnginePgPool } from './adapters.ts';
 import { engineErrorMessage, NO_FILTER, readMigrationsDir, startSchemaEngine } from './engine.ts';
 import { LAYOUT, readSchema, type Provider } from './providers.ts';
 
@@ -25,7 +24,7 @@ class PgShadowFactory implements SqlMigrationAwareDriverAdapterFactory {
   constructor(private readonly serverUrl: string) {}
 
   connect(): Promise<SqlDriverAdapter> {
-    return new PrismaPg({ connectionString: this.serverUrl, max: 1 }).connect();
+    return new PrismaPg(schemaEnginePgPool(this.serverUrl), { disposeExternalPool: true }).connect();
   }
 
   async connectToShadowDb(): Promise<SqlDriverAdapter> {
@@ -39,7 +38,7 @@ class PgShadowFactory implements SqlMigrationAwareDriverAdapterFactory {
     }
     const url = new URL(this.serverUrl);
     url.pathname = `/${name}`;
-    const shadow = await new PrismaPg({ connectionString: url.toString(), max: 1 }).connect();
+    const shadow = await new PrismaPg(schemaEnginePgPool(url.toString()), { disposeExternalPool: true }).connect();
     const dispose = shadow.dispose.bind(shadow);
     shadow.dispose = async () => {
       try {
@@ -66,8 +65,8 @@ export interface DiffOptions {
   /** Default: the provider's schema derived from schema.prisma. */
   schema?: string;
   /**
-   * PostgreSQL only, needed when the folder is not empty: a server where
-   * throwaway shadow databases may be created (CREATE DATABASE privilege).
+   * PostgreSQL only (required): a server where throwaway shadow databases may
+   * be created (CREATE DATABASE privilege). Nothing else on it is touched.
    */
   pgServerUrl?: string;
 }
@@ -79,17 +78,18 @@ export interface DiffOptions {
 export async function diffMigrationsToSchema(provider: Provider, opts: DiffOptions = {}): Promise<string> {
   const migrationsDir = opts.migrationsDir ?? LAYOUT[provider].migrationsDir;
   const schema = opts.schema ?? readSchema(provider);
+  // Always diff from the replayed folder (even an empty one), like `prisma migrate dev`:
+  // the shadow database starts as the server makes it (e.g. with the public schema).
   const migrationsList = await readMigrationsDir(migrationsDir);
-  const fromEmpty = migrationsList.migrationDirectories.length === 0;
+  // A folder without migrations yet has no lock file; the engine needs one to pick the connector.
+  migrationsList.lockfile.content ??= migrationLockToml(provider);
 
   let inner: SqlMigrationAwareDriverAdapterFactory;
   if (provider === 'sqlite') {
     // The shadow database is a fresh in-memory SQLite database.
     inner = new PrismaBetterSqlite3({ url: ':memory:' });
-  } else if (fromEmpty) {
-    // Diffing from nothing needs no database: a mock adapter that is never queried.
-    inner = mockMigrationAwareAdapterFactory('postgres');
   } else {
+    // The engine talks to a database of the schema's provider even to diff from nothing.
     if (!opts.pgServerUrl) {
       throw new Error('diffing the PostgreSQL migrations needs a PostgreSQL server for a shadow database (pgServerUrl)');
     }
@@ -100,7 +100,7 @@ export async function diffMigrationsToSchema(provider: Provider, opts: DiffOptio
   const engine = await startSchemaEngine({ schema: files[0]!, adapterFactory: factory });
   try {
     const result = await engine.diff({
-      from: fromEmpty ? { tag: 'empty' } : { tag: 'migrations', ...migrationsList },
+      from: { tag: 'migrations', ...migrationsList },
       to: { tag: 'schemaDatamodel', files },
       script: true,
       exitCode: null,
@@ -109,7 +109,7 @@ export async function diffMigrationsToSchema(provider: Provider, opts: DiffOptio
     const sql = result.stdout ?? '';
     return isEmptyScript(sql) ? '' : sql;
   } catch (err) {
-    throw new Error(`diffing ${provider} migrations in ${migrationsDir} against the schema failed: ${engineErrorMessage(err)}`, {
+    throw new Error(`diffing ${provider} migrations in ${migrationsDir} against the schema failed: ${engineErrorMessage(err, engine)}`, {
       cause: err,
     });
   } finally {

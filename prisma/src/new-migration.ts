@@ -9,8 +9,7 @@
 //
 // The SQLite shadow database is in memory. The PostgreSQL one needs a server:
 // FLEET_PG_SHADOW_URL (a server where this user may CREATE DATABASE), or else a
-// throwaway server is started from Debian's `postgresql` binaries. For the very
-// first migration no server is needed.
+// throwaway server is started from Debian's `postgresql` binaries (a few seconds).
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -79,7 +78,7 @@ export async function newMigration(
   try {
     for (const provider of PROVIDERS) {
       let pgServerUrl: string | undefined;
-      if (provider === 'postgresql' && pgNames.length > 0) {
+      if (provider === 'postgresql') {
         pgServerUrl = process.env['FLEET_PG_SHADOW_URL'];
         if (!pgServerUrl) {
           log('starting a throwaway PostgreSQL server for the shadow database');

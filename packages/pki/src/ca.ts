@@ -24,7 +24,6 @@ const BACKDATE_MS = 5 * 60_000;
 export function assertCommonName(cn: unknown): asserts cn is string {
   if (typeof cn !== 'string' || cn.trim().length === 0) throw new PkiError('commonName must be a non-empty string');
   if (cn.length > 64) throw new PkiError(`commonName is too long (${cn.length} characters, max 64)`);
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(cn)) throw new PkiError('commonName must not contain control characters');
 }
 

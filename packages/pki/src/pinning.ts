@@ -9,6 +9,13 @@ function endpoint(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/** OpenSSL messages are long; keep the reason ("wrong version number") and say what it likely means. */
+function describeSocketError(err: Error & { code?: string }): string {
+  const ssl = /SSL routines:[^:]*:([^:]+):/.exec(err.message);
+  if (ssl) return `TLS handshake failed (${ssl[1]}); is this the controller's gRPC TLS port?`;
+  return err.message;
+}
+
 /** DERs of the presented chain, leaf first (Node links it via issuerCertificate). */
 function presentedChain(socket: tls.TLSSocket): Buffer[] {
   const out: Buffer[] = [];
@@ -69,7 +76,7 @@ export async function fetchPinnedCaCertificate(opts: { host: string; port: numbe
         finish(new PkiError(`cannot read the TLS certificate chain from ${where}: ${(err as Error).message}`));
       }
     });
-    socket.once('error', (err) => finish(new PkiError(`cannot fetch the TLS certificate chain from ${where}: ${err.message}`, { cause: err })));
+    socket.once('error', (err) => finish(new PkiError(`cannot fetch the TLS certificate chain from ${where}: ${describeSocketError(err)}`, { cause: err })));
     socket.once('close', () => finish(new PkiError(`connection to ${where} closed before the TLS handshake completed`)));
   });
 

@@ -50,19 +50,21 @@ class StaticCertificateProvider implements grpc.experimental.CertificateProvider
     private readonly cert: Buffer,
     private readonly key: Buffer,
   ) {}
+  // grpc-js 1.14 drops an update delivered synchronously from addListener: deliver on a microtask.
   addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
-    l({ caCertificate: this.ca });
+    queueMicrotask(() => l({ caCertificate: this.ca }));
   }
   removeCaCertificateListener(): void {}
   addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
-    l({ certificate: this.cert, privateKey: this.key });
+    queueMicrotask(() => l({ certificate: this.cert, privateKey: this.key }));
   }
   removeIdentityCertificateListener(): void {}
 }
 
 export function serverCredentials(identity: ControllerIdentity): grpc.ServerCredentials {
-  // The chain includes the CA so an enrolling worker can find (and pin) it.
-  const chain = Buffer.from(identity.server.certPem.trimEnd() + '\n' + identity.ca.certPem);
+  // The chain includes the server's CA so an enrolling worker can find (and pin) it.
+  // Client certificates are checked against the controller's own signing CA.
+  const chain = Buffer.from(identity.server.certPem.trimEnd() + '\n' + identity.serverCaPem);
   const provider = new StaticCertificateProvider(Buffer.from(identity.ca.certPem), chain, Buffer.from(identity.server.keyPem));
   return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
 }
@@ -126,7 +128,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       },
     ]);
     log.info({ worker: req.name, workerId }, existing ? 'worker re-enrolled' : 'worker enrolled');
-    return { workerId, workerName: req.name, clientCertificatePem: issued.certPem, caCertificatePem: deps.identity.ca.certPem };
+    return { workerId, workerName: req.name, clientCertificatePem: issued.certPem, caCertificatePem: deps.identity.serverCaPem };
   }
 
   async function authenticate(call: ConnectCall): Promise<Worker> {

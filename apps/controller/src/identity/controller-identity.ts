@@ -13,9 +13,12 @@ import {
 } from '@fleet/pki';
 
 export interface ControllerIdentity {
+  /** The controller's own CA: signs worker client certificates. */
   ca: KeyAndCert;
   server: KeyAndCert;
-  /** SHA-256 of the CA certificate (what bootstrap tokens pin). */
+  /** The CA that signed the server certificate (the controller's own CA unless the operator brought one). */
+  serverCaPem: string;
+  /** SHA-256 of serverCaPem: what bootstrap tokens carry and workers pin. */
   caFingerprint: string;
 }
 
@@ -47,10 +50,13 @@ export async function loadOrCreateIdentity(opts: {
   }
 
   let server: KeyAndCert;
+  let serverCaPem = ca.certPem;
   if (opts.certFile && opts.keyFile) {
-    // Operator-provided server certificate; it must chain to the CA workers pin.
+    // Operator-provided server certificate; workers pin the CA that signed it
+    // (--tls-ca). Worker client certificates are still signed by our own CA.
     server = { certPem: await readFile(opts.certFile, 'utf8'), keyPem: await readFile(opts.keyFile, 'utf8') };
-    if (opts.caFile) ca = { ...ca, certPem: await readFile(opts.caFile, 'utf8') };
+    if (!opts.caFile) throw new Error('--tls-cert needs --tls-ca: the CA workers pin must be known');
+    serverCaPem = await readFile(opts.caFile, 'utf8');
   } else {
     const serverCert = path.join(dir, 'server.pem');
     const serverKey = path.join(dir, 'server-key.pem');
@@ -61,14 +67,17 @@ export async function loadOrCreateIdentity(opts: {
       server = { certPem: await readFile(serverCert, 'utf8'), keyPem: await readFile(serverKey, 'utf8') };
     } else {
       const ipAddresses = ['127.0.0.1', '::1', ...opts.extraNames.filter(isIpLiteral)];
-      const dnsNames = [SERVER_NAME, 'localhost', os.hostname(), ...opts.extraNames.filter((n) => !isIpLiteral(n))];
+      // The host name is added only when it is a valid DNS name (some machines have odd ones).
+      const host = os.hostname().toLowerCase();
+      const hostNames = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(host) ? [host] : [];
+      const dnsNames = [SERVER_NAME, 'localhost', ...hostNames, ...opts.extraNames.filter((n) => !isIpLiteral(n))];
       server = await issueServerCertificate(ca, { commonName: SERVER_NAME, dnsNames, ipAddresses });
       await writeSecret(serverKey, server.keyPem);
       await writeFile(serverCert, server.certPem);
       await writeFile(namesFile, names);
     }
   }
-  return { ca, server, caFingerprint: certificateFingerprint(ca.certPem) };
+  return { ca, server, serverCaPem, caFingerprint: certificateFingerprint(serverCaPem) };
 }
 
 function isIpLiteral(name: string): boolean {

@@ -60,7 +60,7 @@ export interface ControllerLinkOptions {
   backoff?: BackoffOptions;
   /** Status coalescing window (default 50 ms). */
   statusFlushMs?: number;
-  /** Give up on a stream that has not sent Welcome after this long (default 30 s). */
+  /** Give up on a stream that has not sent Welcome after this long (default 60 s). */
   welcomeTimeoutMs?: number;
   /** Heartbeat interval when Welcome does not name one (default 10 s). */
   defaultHeartbeatIntervalMs?: number;
@@ -113,7 +113,7 @@ export class ControllerLink {
     this.#handlers = options.handlers;
     this.#log = options.logger;
     this.#backoff = new Backoff(options.backoff);
-    this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 30_000;
+    this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 60_000;
     this.#defaultHeartbeatMs = options.defaultHeartbeatIntervalMs ?? 10_000;
     this.#batcher = new StatusBatcher(options.statusFlushMs ?? 50, (vms) => this.#write({ vmStatus: { vms } }));
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
@@ -249,7 +249,7 @@ export class ControllerLink {
         const open = message.sessionOpen!;
         this.#log.warn({ sessionId: open.sessionId, vmId: open.vmId, kind: open.kind }, 'remote-access sessions are not implemented by this worker yet');
         this.#write({
-          event: { vmId: open.vmId, kind: 'worker.session', level: 'error', message: `session ${open.sessionId} (${open.kind}) refused: this worker does not implement sessions yet`, atUnixMs: String(Date.now()) },
+          event: { vmId: open.vmId, kind: 'session', level: 'error', message: `session ${open.sessionId} (${open.kind}) refused: this worker does not implement sessions yet`, atUnixMs: String(Date.now()) },
         });
         return;
       }

@@ -15,7 +15,7 @@
 // - One operation per vmId at a time; different vmIds run in parallel up to `concurrency`.
 import { PowerState, VmPhase, type DesiredState__Output, type VmAssignment__Output, type VmStatus, type WorkerEvent } from '@fleet/proto';
 import type { Logger } from 'pino';
-import type { Driver, InstanceRef, InstanceSpec, InstanceState, InstanceStatus } from '../drivers/driver.ts';
+import { instanceKey, type Driver, type InstanceRef, type InstanceSpec, type InstanceState, type InstanceStatus } from '../drivers/driver.ts';
 import { KeyedRunner } from './keyed-runner.ts';
 
 export type Phase = (typeof VmPhase)[keyof typeof VmPhase];
@@ -76,6 +76,8 @@ export class Reconciler {
   #desiredRevision: string | undefined;
   #unsubscribe: (() => void) | undefined;
   #closed = false;
+  /** Instances (vmId#attempt) with a driver operation in flight. */
+  readonly #busy = new Set<string>();
 
   constructor(options: ReconcilerOptions) {
     this.#driver = options.driver;
@@ -106,7 +108,7 @@ export class Reconciler {
         mac: status.mac ?? '',
         message: status.message ?? '',
         changedAtUnixMs: this.#now(),
-      });
+      }, false); // reported by the next Hello
     }
     if (existing.length > 0) this.#log.info({ instances: existing.length, driver: this.#driver.name }, 're-attached to existing VM instances');
   }
@@ -196,7 +198,7 @@ export class Reconciler {
 
     if (BigInt(want.generation || '0') > BigInt(instance.observedGeneration || '0')) {
       await this.#applySpec(instance, want);
-      if (stale() || instance.phase === VmPhase.VM_PHASE_FAILED) return;
+      if (stale() || phaseOf(instance) === VmPhase.VM_PHASE_FAILED) return;
     }
 
     if (want.desiredPower === PowerState.POWER_STATE_RUNNING) {
@@ -229,7 +231,7 @@ export class Reconciler {
     // Report STARTING at once when the VM will run, so the controller sees it was taken up.
     if (startNow) this.#put(base);
     try {
-      const status = await this.#driver.create({ ...ref, name: want.name, generation: want.generation, spec: toInstanceSpec(want) });
+      const status = await this.#op(ref, () => this.#driver.create({ ...ref, name: want.name, generation: want.generation, spec: toInstanceSpec(want) }));
       const instance = this.#get(ref.vmId, ref.attempt);
       if (instance) {
         this.#update(instance, { mac: status.mac ?? '' });
@@ -250,7 +252,7 @@ export class Reconciler {
   async #start(instance: Instance): Promise<void> {
     this.#update(instance, { phase: VmPhase.VM_PHASE_STARTING, message: '' });
     try {
-      const status = await this.#driver.start(instance);
+      const status = await this.#op(instance, () => this.#driver.start(instance));
       this.#update(instance, { phase: VmPhase.VM_PHASE_RUNNING, ...network(status), message: '' });
     } catch (error) {
       const message = `start failed: ${errorMessage(error)}`;
@@ -262,7 +264,7 @@ export class Reconciler {
   async #stop(instance: Instance): Promise<void> {
     this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPING });
     try {
-      const status = await this.#driver.stop(instance);
+      const status = await this.#op(instance, () => this.#driver.stop(instance));
       this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPED, ...network(status), ip: '', message: '' });
     } catch (error) {
       const message = `stop failed: ${errorMessage(error)}`;
@@ -281,10 +283,10 @@ export class Reconciler {
     this.#log.debug({ vmId: instance.vmId, attempt: instance.attempt, from: instance.observedGeneration, to: want.generation }, 'applying new spec generation');
     if (instance.phase !== VmPhase.VM_PHASE_STOPPED) {
       await this.#stop(instance);
-      if (instance.phase !== VmPhase.VM_PHASE_STOPPED) return;
+      if (phaseOf(instance) !== VmPhase.VM_PHASE_STOPPED) return;
     }
     try {
-      const status = await this.#driver.update({ vmId: instance.vmId, attempt: instance.attempt, generation: want.generation, spec: toInstanceSpec(want) });
+      const status = await this.#op(instance, () => this.#driver.update({ vmId: instance.vmId, attempt: instance.attempt, generation: want.generation, spec: toInstanceSpec(want) }));
       this.#update(instance, { observedGeneration: status.generation || want.generation, name: want.name });
     } catch (error) {
       const message = `applying generation ${want.generation} failed: ${errorMessage(error)}`;
@@ -300,15 +302,16 @@ export class Reconciler {
       this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPING });
     }
     if (instance.phase !== VmPhase.VM_PHASE_STOPPED) {
+      const wasActive = ACTIVE.has(instance.phase);
       try {
-        await this.#driver.stop(instance);
+        await this.#op(instance, () => this.#driver.stop(instance));
       } catch (error) {
         // remove() must force whatever is left; only its failure keeps the instance.
-        this.#log.warn({ err: error, vmId: instance.vmId, attempt: instance.attempt }, 'stop before remove failed');
+        this.#log[wasActive ? 'warn' : 'debug']({ err: error, vmId: instance.vmId, attempt: instance.attempt }, 'stop before remove failed');
       }
     }
     try {
-      await this.#driver.remove(instance);
+      await this.#op(instance, () => this.#driver.remove(instance));
     } catch (error) {
       const message = `remove failed (will retry): ${errorMessage(error)}`;
       this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
@@ -332,13 +335,25 @@ export class Reconciler {
     return undefined;
   }
 
+  /** Runs one driver operation on an instance, marking it busy meanwhile. */
+  async #op<T>(ref: InstanceRef, operation: () => Promise<T>): Promise<T> {
+    const key = instanceKey(ref);
+    this.#busy.add(key);
+    try {
+      return await operation();
+    } finally {
+      this.#busy.delete(key);
+    }
+  }
+
   // ------------------------------------------------------------------ driver events
 
   #onDriverStatus(status: InstanceStatus): void {
     const instance = this.#get(status.vmId, status.attempt);
     if (!instance || instance.phase === VmPhase.VM_PHASE_GONE) return;
     const patch: InstancePatch = network(status);
-    if (!this.#runner.isRunning(status.vmId)) {
+    // While an operation runs on the instance, its result decides the phase.
+    if (!this.#busy.has(instanceKey(status))) {
       // Nobody asked for this transition: it happened to the VM.
       if (status.state === 'failed' && instance.phase !== VmPhase.VM_PHASE_FAILED) {
         patch.phase = VmPhase.VM_PHASE_FAILED;
@@ -368,14 +383,14 @@ export class Reconciler {
     return this.#instances.get(vmId)?.get(attempt);
   }
 
-  #put(instance: Instance): void {
+  #put(instance: Instance, emit = true): void {
     let byAttempt = this.#instances.get(instance.vmId);
     if (!byAttempt) {
       byAttempt = new Map();
       this.#instances.set(instance.vmId, byAttempt);
     }
     byAttempt.set(instance.attempt, instance);
-    this.#emit(instance);
+    if (emit) this.#emit(instance);
   }
 
   #delete(instance: Instance): void {
@@ -415,6 +430,11 @@ export class Reconciler {
       this.#log.error({ err: error }, 'event listener threw');
     }
   }
+}
+
+/** Reads the phase without TypeScript's narrowing (it changes across awaits). */
+function phaseOf(instance: Instance): Phase {
+  return instance.phase;
 }
 
 function assignmentKey(a: VmAssignment__Output): string {

@@ -1,0 +1,395 @@
+// A typed client for the controller's REST API (/v1). It uses Node's global
+// fetch with a timeout, maps every failure to a CliError with the exit code
+// scripts rely on, and reads `?watch=true` NDJSON streams line by line.
+//
+// Only types come from the controller package (`import type`): the CLI never
+// loads server code at runtime.
+import type {
+  BootstrapTokenCreate,
+  BootstrapTokenCreated,
+  BootstrapTokenObject,
+  ControllerInfo,
+  EventPage,
+  SchedulerSettings,
+  TokenCreate,
+  TokenCreated,
+  TokenObject,
+  VmCreate,
+  VmObject,
+  VmUpdate,
+  WhoAmI,
+  WorkerObject,
+} from '@fleet/controller/api-schemas';
+import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from '../errors.ts';
+import { formatAge } from '../output/durations.ts';
+import { CLI_VERSION } from '../version.ts';
+import { readNdjson } from './ndjson.ts';
+
+export type VmState = VmObject['state'];
+export type Role = TokenObject['roles'][number];
+
+export interface VmWatchEvent {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  vm: VmObject;
+}
+
+export interface EventQuery {
+  limit?: number | undefined;
+  cursor?: number | undefined;
+  order?: 'asc' | 'desc' | undefined;
+  vm?: string | undefined;
+  worker?: string | undefined;
+  kind?: string | undefined;
+  actor?: string | undefined;
+}
+
+export interface ApiClientOptions {
+  /** Base URL without /v1, e.g. http://127.0.0.1:8080. */
+  url: string;
+  token: string | null;
+  /** Per request (and until a watch stream's headers arrive). Default 30 s. */
+  timeoutMs?: number;
+  /** A watch stream with no bytes for this long is treated as lost (the controller sends keepalives every 15 s). Default 45 s. */
+  streamIdleMs?: number;
+  /** Aborted when the user interrupts. */
+  signal?: AbortSignal | undefined;
+}
+
+export interface WatchOptions {
+  /** Ends the stream quietly (the generator returns) when aborted: deadlines, grace periods. */
+  stop?: AbortSignal;
+}
+
+type Query = Record<string, string | number | boolean | undefined>;
+
+const HINT = 'is it running? Check the URL, or run "fleet login URL --token T"';
+
+const NETWORK_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'DNS lookup failed',
+  ECONNRESET: 'connection reset',
+  EPIPE: 'connection closed',
+  ETIMEDOUT: 'connection timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
+  UND_ERR_HEADERS_TIMEOUT: 'no response headers in time',
+  UND_ERR_SOCKET: 'connection closed unexpectedly',
+  UND_ERR_CLOSED: 'connection closed unexpectedly',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'TLS: self-signed certificate',
+  SELF_SIGNED_CERT_IN_CHAIN: 'TLS: self-signed certificate in chain',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'TLS: unable to verify the certificate',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'TLS: the certificate does not match the host name',
+  CERT_HAS_EXPIRED: 'TLS: the certificate has expired',
+  EPROTO: 'protocol error (https:// against a plain HTTP server?)',
+};
+
+/** The `code` of a network error, looking through undici's `cause` and AggregateErrors. */
+function networkCode(err: unknown, depth = 0): string | undefined {
+  if (depth > 4 || typeof err !== 'object' || err === null) return undefined;
+  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string' && e.code !== 'ERR_INVALID_STATE') return e.code;
+  const fromCause = networkCode(e.cause, depth + 1);
+  if (fromCause) return fromCause;
+  if (Array.isArray(e.errors)) for (const inner of e.errors) {
+    const c = networkCode(inner, depth + 1);
+    if (c) return c;
+  }
+  return undefined;
+}
+
+function networkReason(err: unknown): string {
+  const code = networkCode(err);
+  if (code && NETWORK_REASONS[code]) return NETWORK_REASONS[code];
+  if (code) return code;
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause instanceof Error && cause.message) return cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class ApiClient {
+  readonly url: string;
+  private readonly token: string | null;
+  private readonly timeoutMs: number;
+  private readonly streamIdleMs: number;
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(opts: ApiClientOptions) {
+    this.url = opts.url.replace(/\/+$/, '');
+    this.token = opts.token;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.streamIdleMs = opts.streamIdleMs ?? 45_000;
+    this.signal = opts.signal;
+  }
+
+  // ------------------------------------------------------------------ meta
+
+  health(): Promise<{ status: 'ok' }> {
+    return this.json('GET', '/v1/health');
+  }
+  info(): Promise<ControllerInfo> {
+    return this.json('GET', '/v1/info');
+  }
+  whoami(): Promise<WhoAmI> {
+    return this.json('GET', '/v1/whoami');
+  }
+  getScheduler(): Promise<SchedulerSettings> {
+    return this.json('GET', '/v1/settings/scheduler');
+  }
+  setScheduler(settings: SchedulerSettings): Promise<SchedulerSettings> {
+    return this.json('PUT', '/v1/settings/scheduler', { body: settings });
+  }
+
+  // ------------------------------------------------------------------ workers
+
+  listWorkers(): Promise<{ workers: WorkerObject[] }> {
+    return this.json('GET', '/v1/workers');
+  }
+  getWorker(name: string): Promise<WorkerObject> {
+    return this.json('GET', `/v1/workers/${enc(name)}`);
+  }
+  drainWorker(name: string): Promise<WorkerObject> {
+    return this.json('POST', `/v1/workers/${enc(name)}/drain`);
+  }
+  resumeWorker(name: string): Promise<WorkerObject> {
+    return this.json('POST', `/v1/workers/${enc(name)}/resume`);
+  }
+  async deleteWorker(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/workers/${enc(name)}`);
+  }
+
+  // ------------------------------------------------------------------ VMs
+
+  createVm(spec: VmCreate): Promise<VmObject> {
+    return this.json('POST', '/v1/vms', { body: spec });
+  }
+  listVms(filter: { state?: string | undefined; worker?: string | undefined } = {}): Promise<{ vms: VmObject[] }> {
+    return this.json('GET', '/v1/vms', { query: { state: filter.state, worker: filter.worker } });
+  }
+  getVm(name: string): Promise<VmObject> {
+    return this.json('GET', `/v1/vms/${enc(name)}`);
+  }
+  updateVm(name: string, patch: VmUpdate): Promise<VmObject> {
+    return this.json('PATCH', `/v1/vms/${enc(name)}`, { body: patch });
+  }
+  /** 202 with the VM (now `deleting`, the worker removes it) or 204 (removed at once: `vm` is null). */
+  async deleteVm(name: string): Promise<{ status: 202 | 204; vm: VmObject | null }> {
+    const { status, data } = await this.request<VmObject>('DELETE', `/v1/vms/${enc(name)}`);
+    return status === 202 && data ? { status: 202, vm: data } : { status: 204, vm: null };
+  }
+  vmEvents(name: string, q: Omit<EventQuery, 'vm' | 'worker' | 'actor'> = {}): Promise<EventPage> {
+    return this.json('GET', `/v1/vms/${enc(name)}/events`, { query: { ...q } });
+  }
+  events(q: EventQuery = {}): Promise<EventPage> {
+    return this.json('GET', '/v1/events', { query: { ...q } });
+  }
+
+  /** Streams changes: every existing (matching) VM as ADDED first, then changes. Ends when the controller closes the stream. */
+  watchVms(filter: { state?: string | undefined; worker?: string | undefined } = {}, opts: WatchOptions = {}): AsyncGenerator<VmWatchEvent> {
+    return this.watch('/v1/vms', { watch: true, state: filter.state, worker: filter.worker }, opts.stop);
+  }
+  /** Streams one VM: ADDED with its current state, then MODIFIED, and DELETED when it is gone. */
+  watchVm(name: string, opts: WatchOptions = {}): AsyncGenerator<VmWatchEvent> {
+    return this.watch(`/v1/vms/${enc(name)}`, { watch: true }, opts.stop);
+  }
+
+  // ------------------------------------------------------------------ tokens
+
+  createToken(body: TokenCreate): Promise<TokenCreated> {
+    return this.json('POST', '/v1/tokens', { body });
+  }
+  listTokens(): Promise<{ tokens: TokenObject[] }> {
+    return this.json('GET', '/v1/tokens');
+  }
+  async revokeToken(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/tokens/${enc(name)}`);
+  }
+  createBootstrapToken(body: BootstrapTokenCreate): Promise<BootstrapTokenCreated> {
+    return this.json('POST', '/v1/bootstrap-tokens', { body });
+  }
+  listBootstrapTokens(): Promise<{ tokens: BootstrapTokenObject[] }> {
+    return this.json('GET', '/v1/bootstrap-tokens');
+  }
+  async revokeBootstrapToken(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/bootstrap-tokens/${enc(name)}`);
+  }
+
+  // ------------------------------------------------------------------ plumbing
+
+  private async json<T>(method: string, path: string, opts: { query?: Query; body?: unknown } = {}): Promise<T> {
+    const { data } = await this.request<T>(method, path, opts);
+    if (data === undefined) throw new CliError(`${method} ${path}: the controller sent an empty response`, ExitCode.ERROR);
+    return data;
+  }
+
+  private urlFor(path: string, query?: Query): string {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== '') params.set(k, String(v));
+    const qs = params.toString();
+    return `${this.url}${path}${qs ? `?${qs}` : ''}`;
+  }
+
+  private headers(hasBody: boolean, accept: string): Record<string, string> {
+    return {
+      accept,
+      'user-agent': `fleet-cli/${CLI_VERSION}`,
+      ...(hasBody ? { 'content-type': 'application/json' } : {}),
+      ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+    };
+  }
+
+  /** Sends a request and reads the whole body, all within the timeout. */
+  async request<T>(method: string, path: string, opts: { query?: Query; body?: unknown } = {}): Promise<{ status: number; data: T | undefined }> {
+    const ac = new AbortController();
+    const onUserAbort = () => ac.abort();
+    this.signal?.addEventListener('abort', onUserAbort, { once: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, this.timeoutMs);
+    try {
+      if (this.signal?.aborted) throw new InterruptedError();
+      let res: Response;
+      let text: string;
+      try {
+        res = await fetch(this.urlFor(path, opts.query), {
+          method,
+          headers: this.headers(opts.body !== undefined, 'application/json'),
+          ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+          signal: ac.signal,
+        });
+        text = await res.text();
+      } catch (err) {
+        throw this.networkError(err, timedOut);
+      }
+      if (!res.ok) throw this.httpError(res, text);
+      if (res.status === 204 || text === '') return { status: res.status, data: undefined };
+      try {
+        return { status: res.status, data: JSON.parse(text) as T };
+      } catch {
+        throw new CliError(`${this.url} answered ${method} ${path} with something that is not JSON (HTTP ${res.status}); is it a Fleet controller?`, ExitCode.ERROR);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.signal?.removeEventListener('abort', onUserAbort);
+    }
+  }
+
+  private async *watch(path: string, query: Query, stop?: AbortSignal): AsyncGenerator<VmWatchEvent> {
+    const ac = new AbortController();
+    const onUserAbort = () => ac.abort();
+    this.signal?.addEventListener('abort', onUserAbort, { once: true });
+    stop?.addEventListener('abort', onUserAbort, { once: true });
+    let timedOut = false;
+    let stalled = false;
+    let timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, this.timeoutMs);
+    try {
+      if (this.signal?.aborted) throw new InterruptedError();
+      if (stop?.aborted) return;
+      let res: Response;
+      try {
+        res = await fetch(this.urlFor(path, query), { headers: this.headers(false, 'application/x-ndjson'), signal: ac.signal });
+      } catch (err) {
+        if (stop?.aborted && !this.signal?.aborted) return;
+        throw this.networkError(err, timedOut);
+      }
+      clearTimeout(timer);
+      if (!res.ok) {
+        let text = '';
+        try {
+          text = await res.text();
+        } catch {
+          // the status says enough
+        }
+        throw this.httpError(res, text);
+      }
+      if (!res.body) return;
+      const reader = res.body.getReader();
+      const idleMs = this.streamIdleMs;
+      async function* chunks(): AsyncGenerator<Uint8Array> {
+        for (;;) {
+          clearTimeout(timer);
+          timer = setTimeout(() => {
+            stalled = true;
+            ac.abort();
+          }, idleMs);
+          const { done, value } = await reader.read();
+          if (done) return;
+          yield value;
+        }
+      }
+      try {
+        for await (const item of readNdjson(chunks())) {
+          const line = item as { type?: unknown; vm?: unknown; error?: { message?: unknown } };
+          if (line.type === 'ERROR') {
+            const message = typeof line.error?.message === 'string' ? line.error.message : 'unknown error';
+            throw new CliError(`the controller ended the watch: ${message}`, ExitCode.ERROR);
+          }
+          if ((line.type === 'ADDED' || line.type === 'MODIFIED' || line.type === 'DELETED') && typeof line.vm === 'object' && line.vm !== null) {
+            yield line as VmWatchEvent;
+          }
+          // anything else: a newer controller's line type this CLI does not know; skip it
+        }
+      } catch (err) {
+        if (err instanceof CliError) throw err;
+        if (this.signal?.aborted) throw new InterruptedError();
+        if (stop?.aborted) return;
+        if (stalled) {
+          throw new UnreachableError(`lost the watch stream from ${this.url}: no data for ${formatAge(idleMs)} (the controller sends keepalives every 15s)`);
+        }
+        throw new UnreachableError(`lost the watch stream from ${this.url}: ${networkReason(err)}`, { cause: err });
+      }
+    } finally {
+      clearTimeout(timer);
+      this.signal?.removeEventListener('abort', onUserAbort);
+      stop?.removeEventListener('abort', onUserAbort);
+      ac.abort(); // closes the connection when the consumer stops early
+    }
+  }
+
+  private networkError(err: unknown, timedOut: boolean): CliError {
+    if (err instanceof CliError) return err;
+    if (this.signal?.aborted) return new InterruptedError();
+    if (timedOut) return new UnreachableError(`cannot reach the controller at ${this.url}: no answer within ${formatAge(this.timeoutMs)}; ${HINT}`);
+    return new UnreachableError(`cannot reach the controller at ${this.url}: ${networkReason(err)}; ${HINT}`, { cause: err });
+  }
+
+  private httpError(res: Response, text: string): ApiError {
+    let code = `http_${res.status}`;
+    let message = '';
+    let details: unknown;
+    try {
+      const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; details?: unknown } };
+      if (body.error && typeof body.error.message === 'string') {
+        message = body.error.message;
+        if (typeof body.error.code === 'string') code = body.error.code;
+        details = body.error.details;
+      }
+    } catch {
+      // not our error shape (a proxy?): fall back to the status line
+    }
+    if (!message) message = `HTTP ${res.status} ${res.statusText || ''}`.trim() + ` from ${this.url}`;
+    switch (res.status) {
+      case 401:
+        message = this.token
+          ? `authentication failed: ${message}; log in again with "fleet login URL --token T"`
+          : `not authenticated: no token configured; run "fleet login URL --token T" or set FLEET_TOKEN`;
+        break;
+      case 403:
+        message = `permission denied: ${message}`;
+        break;
+      default:
+        if (res.status >= 500) message = `the controller failed (HTTP ${res.status}): ${message}`;
+    }
+    return new ApiError(message, res.status, code, details);
+  }
+}
+
+function enc(name: string): string {
+  return encodeURIComponent(name);
+}

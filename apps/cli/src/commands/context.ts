@@ -1,0 +1,135 @@
+// `fleet login` and `fleet context list|use|delete|show`: saved controllers.
+import type { Command } from 'commander';
+import { contextNameFor, maskToken, normalizeUrl, validateContextName } from '../config/contexts.ts';
+import { UsageError } from '../errors.ts';
+import type { Runtime } from '../runtime.ts';
+
+export function registerContextCommands(program: Command, rt: Runtime): void {
+  program
+    .command('login')
+    .argument('<url>', 'controller URL, e.g. http://127.0.0.1:8080')
+    .usage('URL --token TOKEN [--context NAME]')
+    .description('check a token against a controller (GET /v1/whoami) and save both as a context, made current')
+    .addHelpText(
+      'after',
+      `
+Uses the global --token (or FLEET_TOKEN) and names the context after --context,
+or after the URL's host and port when --context is not given.
+
+Example:
+  fleet login http://127.0.0.1:8080 --token fleet_abc_s3cr3t --context local`,
+    )
+    .action(async (urlArg: string, _opts: unknown, cmd: Command) => {
+      const g = rt.globals(cmd);
+      const url = normalizeUrl(urlArg);
+      const token = g.token ?? (rt.io.env.FLEET_TOKEN || undefined);
+      if (!token) throw new UsageError('missing --token: run "fleet login URL --token T" (or set FLEET_TOKEN)');
+      const name = g.context !== undefined ? validateContextName(g.context) : contextNameFor(url);
+      const who = await rt.clientFor(url, token, cmd).whoami();
+      const config = rt.loadConfig();
+      config.contexts[name] = { url, token, user: who.name, roles: who.roles };
+      config.currentContext = name;
+      rt.saveConfig(config);
+      if (rt.isJson(cmd)) {
+        rt.json({ context: name, url, name: who.name, roles: who.roles, configPath: rt.configPath() });
+        return;
+      }
+      rt.out(`logged in to ${url} as "${who.name}" (roles: ${who.roles.join(', ') || 'none'})`);
+      rt.out(`context "${name}" is now current (saved in ${rt.configPath()})`);
+    });
+
+  program
+    .command('whoami')
+    .description('show which token the CLI uses and its roles (GET /v1/whoami)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const client = rt.client(cmd);
+      const who = await client.whoami();
+      if (rt.isJson(cmd)) return rt.json(who);
+      rt.out(`${who.name} (roles: ${who.roles.join(', ') || 'none'}) at ${client.url}`);
+    });
+
+  const context = program.command('context').description('list, switch, delete and show saved controller contexts');
+
+  context
+    .command('list')
+    .alias('ls')
+    .description('list saved contexts (* marks the current one)')
+    .action((_opts: unknown, cmd: Command) => {
+      const config = rt.loadConfig();
+      const entries = Object.entries(config.contexts);
+      if (rt.isJson(cmd)) {
+        rt.json({
+          currentContext: config.currentContext,
+          contexts: entries.map(([name, c]) => ({ name, url: c.url, user: c.user ?? null, roles: c.roles ?? [], current: name === config.currentContext })),
+        });
+        return;
+      }
+      if (entries.length === 0) {
+        rt.note('No contexts saved; run "fleet login URL --token T".');
+        return;
+      }
+      rt.table(
+        ['CURRENT', 'NAME', 'URL', 'USER', 'ROLES'],
+        entries.map(([name, c]) => [name === config.currentContext ? '*' : '', name, c.url, c.user ?? '-', (c.roles ?? []).join(',') || '-']),
+      );
+    });
+
+  context
+    .command('use')
+    .argument('<name>', 'context name')
+    .description('make a saved context the current one')
+    .action((name: string, _opts: unknown, cmd: Command) => {
+      const config = rt.loadConfig();
+      const c = config.contexts[name];
+      if (!c) throw new UsageError(`context "${name}" not found; see "fleet context list"`);
+      config.currentContext = name;
+      rt.saveConfig(config);
+      if (rt.isJson(cmd)) rt.json({ currentContext: name, url: c.url });
+      else rt.out(`switched to context "${name}" (${c.url})`);
+    });
+
+  context
+    .command('delete')
+    .alias('rm')
+    .argument('<name>', 'context name')
+    .description('forget a saved context (and its token)')
+    .action((name: string, _opts: unknown, cmd: Command) => {
+      const config = rt.loadConfig();
+      if (!config.contexts[name]) throw new UsageError(`context "${name}" not found; see "fleet context list"`);
+      delete config.contexts[name];
+      const wasCurrent = config.currentContext === name;
+      if (wasCurrent) config.currentContext = null;
+      rt.saveConfig(config);
+      if (rt.isJson(cmd)) rt.json({ deleted: name, currentContext: config.currentContext });
+      else rt.out(`deleted context "${name}"${wasCurrent ? ' (it was current; run "fleet context use NAME" to pick another)' : ''}`);
+    });
+
+  context
+    .command('show')
+    .description('show which controller and token commands will use, and where each comes from (no request is sent)')
+    .action((_opts: unknown, cmd: Command) => {
+      const t = rt.target(cmd);
+      const config = rt.loadConfig();
+      const user = t.contextName ? config.contexts[t.contextName]?.user ?? null : null;
+      if (rt.isJson(cmd)) {
+        rt.json({
+          context: t.contextName,
+          url: t.url,
+          urlSource: t.urlSource,
+          token: t.token ? maskToken(t.token) : null,
+          tokenSource: t.tokenSource,
+          user,
+          configPath: t.configPath,
+        });
+        return;
+      }
+      const src = (s: string) => (s === 'flag' ? 'from flag' : s === 'env' ? 'from environment' : s === 'context' ? 'from context' : '');
+      rt.keyValues([
+        ['Context', t.contextName ?? '(none)'],
+        ['URL', t.url ? `${t.url} (${src(t.urlSource)})` : '(not set: run "fleet login URL --token T")'],
+        ['Token', t.token ? `${maskToken(t.token)} (${src(t.tokenSource)})` : '(not set)'],
+        ['User', user ?? '-'],
+        ['Config file', t.configPath],
+      ]);
+    });
+}

@@ -1,0 +1,156 @@
+// `fleet worker list|get|drain|resume|delete`.
+import { createInterface } from 'node:readline';
+import type { Command } from 'commander';
+import type { VmObject, WorkerObject } from '@fleet/controller/api-schemas';
+import { CliError, ExitCode, UsageError } from '../errors.ts';
+import { ageOf, formatTimestamp, relativeTime } from '../output/durations.ts';
+import { formatMib } from '../output/sizes.ts';
+import { dash, formatLabels } from '../output/table.ts';
+import type { Runtime } from '../runtime.ts';
+import { validateName } from '../validate.ts';
+
+function status(rt: Runtime, w: WorkerObject): string {
+  return rt.colors.state(w.status) + (w.paused ? ',drained' : '');
+}
+
+export function workerRows(rt: Runtime, workers: WorkerObject[], wide: boolean): { headers: string[]; rows: string[][] } {
+  const now = rt.now();
+  const headers = ['NAME', 'STATUS', 'VMS', 'MACOS', 'CPUS', 'MEMORY', 'LAST SEEN', 'AGE'];
+  if (wide) headers.push('HOSTNAME', 'OS/ARCH', 'VERSION', 'DRIVERS', 'LABELS');
+  const rows = workers.map((w) => {
+    const row = [
+      w.name,
+      status(rt, w),
+      `${w.used.vms}/${w.capacity.vmSlots}`,
+      `${w.used.macosVms}/${w.capacity.macosSlots}`,
+      `${w.used.cpus}/${w.capacity.cpus}`,
+      `${formatMib(w.used.memoryMib)}/${formatMib(w.capacity.memoryMib)}`,
+      w.lastSeenAt ? relativeTime(w.lastSeenAt, now) : 'never',
+      ageOf(w.createdAt, now),
+    ];
+    if (wide) row.push(dash(w.hostname), `${w.os}/${w.arch}`, dash(w.version), w.drivers.join(',') || '-', formatLabels(w.labels));
+    return row;
+  });
+  return { headers, rows };
+}
+
+function workerDetails(rt: Runtime, w: WorkerObject): [string, string][] {
+  const now = rt.now();
+  const when = (iso: string | null) => (iso ? `${formatTimestamp(iso)} (${relativeTime(iso, now)})` : 'never');
+  return [
+    ['Name', w.name],
+    ['Status', `${rt.colors.state(w.status)}${w.connected ? ' (connected)' : ' (not connected)'}`],
+    ['Drained', w.paused ? 'yes: keeps its VMs, gets no new ones ("fleet worker resume" undoes it)' : 'no'],
+    ['Hostname', dash(w.hostname)],
+    ['OS/arch', `${w.os}/${w.arch}`],
+    ['Version', dash(w.version)],
+    ['Drivers', w.drivers.join(', ') || '-'],
+    ['Labels', formatLabels(w.labels)],
+    ['VMs', `${w.used.vms} of ${w.capacity.vmSlots} slots`],
+    ['macOS VMs', `${w.used.macosVms} of ${w.capacity.macosSlots} slots`],
+    ['CPUs', `${w.used.cpus} of ${w.capacity.cpus} in use`],
+    ['Memory', `${formatMib(w.used.memoryMib)} of ${formatMib(w.capacity.memoryMib)} in use`],
+    ['Last seen', when(w.lastSeenAt)],
+    ['Enrolled', when(w.createdAt)],
+    ['ID', w.id],
+  ];
+}
+
+async function confirm(rt: Runtime, question: string): Promise<boolean> {
+  const stdin = rt.io.stdin;
+  if (!stdin) return false;
+  rt.io.stderr.write(question);
+  const rl = createInterface({ input: stdin, terminal: false });
+  try {
+    const answer = await new Promise<string>((resolve) => {
+      rl.once('line', resolve);
+      rl.once('close', () => resolve(''));
+      rt.signal?.addEventListener('abort', () => resolve(''), { once: true });
+    });
+    return /^y(es)?$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}
+
+export function registerWorkerCommands(program: Command, rt: Runtime): void {
+  const worker = program.command('worker').description('list, inspect, drain, resume and delete workers (the Mac hosts)');
+
+  worker
+    .command('list')
+    .alias('ls')
+    .option('--wide', 'more columns: hostname, OS, version, drivers, labels')
+    .description('list workers with their capacity and use')
+    .action(async (o: { wide?: boolean }, cmd: Command) => {
+      const { workers } = await rt.client(cmd).listWorkers();
+      if (rt.isJson(cmd)) return rt.json({ workers });
+      if (workers.length === 0) return rt.note('No workers enrolled; create a bootstrap token with "fleet bootstrap-token create".');
+      const { headers, rows } = workerRows(rt, workers, o.wide === true);
+      rt.table(headers, rows);
+    });
+
+  worker
+    .command('get')
+    .argument('<name>', 'worker name')
+    .description('show a worker and the VMs placed on it')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      validateName(name, 'worker');
+      const client = rt.client(cmd);
+      const w = await client.getWorker(name);
+      if (rt.isJson(cmd)) return rt.json(w);
+      rt.keyValues(workerDetails(rt, w));
+      let vms: VmObject[] = [];
+      try {
+        vms = (await client.listVms({ worker: name })).vms;
+      } catch {
+        // the worker itself was shown
+      }
+      if (vms.length > 0) {
+        rt.out(`\nVMs (${vms.length}):`);
+        for (const v of vms) rt.out(`  ${v.name.padEnd(24)} ${rt.colors.state(v.state)}`);
+      }
+    });
+
+  worker
+    .command('drain')
+    .argument('<name>', 'worker name')
+    .description('stop placing new VMs on a worker; the VMs it runs keep running')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      validateName(name, 'worker');
+      const w = await rt.client(cmd).drainWorker(name);
+      if (rt.isJson(cmd)) return rt.json(w);
+      rt.out(`worker "${w.name}" drained: it keeps its ${w.used.vms} VM(s) and gets no new ones`);
+    });
+
+  worker
+    .command('resume')
+    .argument('<name>', 'worker name')
+    .description('let the scheduler place VMs on a drained worker again')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      validateName(name, 'worker');
+      const w = await rt.client(cmd).resumeWorker(name);
+      if (rt.isJson(cmd)) return rt.json(w);
+      rt.out(`worker "${w.name}" resumed: new VMs can be placed on it`);
+    });
+
+  worker
+    .command('delete')
+    .alias('rm')
+    .argument('<name>', 'worker name')
+    .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
+    .description("remove a worker: revokes its credential; its VMs fail and are rescheduled per their restart policy")
+    .action(async (name: string, o: { yes?: boolean }, cmd: Command) => {
+      validateName(name, 'worker');
+      const client = rt.client(cmd);
+      if (!o.yes) {
+        if (!rt.io.stdin?.isTTY) {
+          throw new UsageError(`refusing to delete worker "${name}" without --yes (it revokes the worker's credential and fails its VMs)`);
+        }
+        const ok = await confirm(rt, `Delete worker "${name}"? Its credential is revoked and its VMs fail (and are rescheduled per their restart policy). [y/N] `);
+        if (!ok) throw new CliError(`worker "${name}" not deleted`, ExitCode.ERROR);
+      }
+      await client.deleteWorker(name);
+      if (rt.isJson(cmd)) return rt.json({ deleted: name });
+      rt.out(`worker "${name}" deleted; its credential is revoked (re-enroll the host with a bootstrap token to bring it back)`);
+    });
+}

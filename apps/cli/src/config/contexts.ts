@@ -1,0 +1,181 @@
+// Contexts: named (controller URL, token) pairs saved by `fleet login`, one of
+// them current. The file holds tokens, so it is written with mode 0600 (its
+// directory 0700), atomically (temp file + rename).
+//
+// Which controller and token a command uses, highest first:
+//   --url / --token flags  >  FLEET_URL / FLEET_TOKEN  >  the context
+// where the context is --context NAME, else FLEET_CONTEXT, else the current one.
+import { chmodSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { CliError, ExitCode, UsageError } from '../errors.ts';
+
+export interface Context {
+  url: string;
+  token: string;
+  /** The token's name at login time (from /v1/whoami), for display only. */
+  user?: string;
+  roles?: string[];
+}
+
+export interface Config {
+  currentContext: string | null;
+  contexts: Record<string, Context>;
+}
+
+export type Source = 'flag' | 'env' | 'context' | 'none';
+
+export interface Target {
+  url: string | null;
+  token: string | null;
+  urlSource: Source;
+  tokenSource: Source;
+  /** The context consulted (null when there is none). */
+  contextName: string | null;
+  configPath: string;
+}
+
+export const CONTEXT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+export function configPath(env: Record<string, string | undefined>, home: string = homedir()): string {
+  if (env.FLEET_CONFIG) return env.FLEET_CONFIG;
+  const base = env.XDG_CONFIG_HOME ? env.XDG_CONFIG_HOME : join(home, '.config');
+  return join(base, 'fleet', 'config.json');
+}
+
+export function emptyConfig(): Config {
+  return { currentContext: null, contexts: {} };
+}
+
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyConfig();
+    throw new CliError(`cannot read config file ${path}: ${(err as Error).message}`, ExitCode.ERROR, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`config file ${path} is not valid JSON (${(err as Error).message}); fix or delete it`, ExitCode.ERROR);
+  }
+  if (typeof raw !== 'object' || raw === null) throw new CliError(`config file ${path} must hold a JSON object`, ExitCode.ERROR);
+  const obj = raw as { currentContext?: unknown; contexts?: unknown };
+  const config = emptyConfig();
+  if (typeof obj.currentContext === 'string') config.currentContext = obj.currentContext;
+  if (typeof obj.contexts === 'object' && obj.contexts !== null) {
+    for (const [name, value] of Object.entries(obj.contexts as Record<string, unknown>)) {
+      const c = value as Partial<Context> | null;
+      if (c && typeof c.url === 'string' && typeof c.token === 'string') {
+        config.contexts[name] = {
+          url: c.url,
+          token: c.token,
+          ...(typeof c.user === 'string' ? { user: c.user } : {}),
+          ...(Array.isArray(c.roles) ? { roles: c.roles.filter((r): r is string => typeof r === 'string') } : {}),
+        };
+      }
+    }
+  }
+  return config;
+}
+
+export function saveConfig(path: string, config: Config): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+    chmodSync(tmp, 0o600); // in case the file existed or the umask widened it
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // nothing to clean up
+    }
+    throw new CliError(`cannot write config file ${path}: ${(err as Error).message}`, ExitCode.ERROR, { cause: err });
+  }
+}
+
+/**
+ * Accepts `host:port`, `http://host:port`, `https://host/` or a URL ending in `/v1`,
+ * and returns the base URL without a trailing slash or `/v1`.
+ */
+export function normalizeUrl(input: string, flag = 'URL'): string {
+  let text = input.trim();
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) text = `http://${text}`;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`invalid ${flag} "${input}": expected a URL like http://127.0.0.1:8080`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`invalid ${flag} "${input}": only http:// and https:// are supported`);
+  }
+  if (url.search || url.hash) throw new UsageError(`invalid ${flag} "${input}": no query or fragment, please`);
+  const path = url.pathname.replace(/\/+$/, '').replace(/\/v1$/, '');
+  return `${url.protocol}//${url.host}${path}`;
+}
+
+/** A context name derived from a URL: http://127.0.0.1:8080 → 127.0.0.1-8080. */
+export function contextNameFor(url: string): string {
+  const u = new URL(url);
+  const name = `${u.hostname}${u.port ? `-${u.port}` : ''}`.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  return (name || 'default').slice(0, 63);
+}
+
+export function validateContextName(name: string): string {
+  if (!CONTEXT_NAME_PATTERN.test(name)) {
+    throw new UsageError(`invalid context name "${name}": letters, digits, ".", "_" and "-", at most 63 characters`);
+  }
+  return name;
+}
+
+export interface TargetInputs {
+  flags: { url?: string | undefined; token?: string | undefined; context?: string | undefined };
+  env: Record<string, string | undefined>;
+  config: Config;
+  configPath: string;
+}
+
+export function resolveTarget({ flags, env, config, configPath }: TargetInputs): Target {
+  const explicit = flags.context ?? (env.FLEET_CONTEXT || undefined);
+  let contextName: string | null = explicit ?? config.currentContext;
+  let context: Context | undefined;
+  if (contextName !== null) {
+    context = config.contexts[contextName];
+    if (!context) {
+      if (explicit !== undefined) {
+        const from = flags.context !== undefined ? '--context' : 'FLEET_CONTEXT';
+        throw new UsageError(`context "${contextName}" (from ${from}) not found in ${configPath}; see "fleet context list"`);
+      }
+      contextName = null; // a dangling currentContext is ignored
+    }
+  }
+  const pick = (flag: string | undefined, envValue: string | undefined, ctxValue: string | undefined): [string | null, Source] => {
+    if (flag) return [flag, 'flag'];
+    if (envValue) return [envValue, 'env'];
+    if (ctxValue) return [ctxValue, 'context'];
+    return [null, 'none'];
+  };
+  const [rawUrl, urlSource] = pick(flags.url, env.FLEET_URL, context?.url);
+  const [token, tokenSource] = pick(flags.token, env.FLEET_TOKEN, context?.token);
+  const urlFlag = urlSource === 'flag' ? '--url' : urlSource === 'env' ? 'FLEET_URL' : `the URL of context "${contextName}"`;
+  return {
+    url: rawUrl === null ? null : normalizeUrl(rawUrl, urlFlag),
+    token,
+    urlSource,
+    tokenSource,
+    contextName: context ? contextName : null,
+    configPath,
+  };
+}
+
+/** `fleet_abc123_s3cr3t` → `fleet_abc123_****` (enough to tell tokens apart). */
+export function maskToken(token: string): string {
+  const m = /^(fleet_[^_]+_)/.exec(token);
+  if (m) return `${m[1]}****`;
+  return token.length <= 8 ? '****' : `${token.slice(0, 4)}****`;
+}

@@ -1,0 +1,117 @@
+// What every command needs: output (JSON or human, colours), the config file,
+// the resolved controller target and an API client built from the global flags.
+import type { Command } from 'commander';
+import { ApiClient } from './client/api-client.ts';
+import { configPath, loadConfig, resolveTarget, saveConfig, type Config, type Target } from './config/contexts.ts';
+import { UsageError } from './errors.ts';
+import { colorEnabled, type Io } from './io.ts';
+import { makeColors, type Colors } from './output/color.ts';
+import { parseDuration } from './output/durations.ts';
+import { formatKeyValues, formatTable } from './output/table.ts';
+
+export interface GlobalOptions {
+  json?: boolean;
+  context?: string;
+  url?: string;
+  token?: string;
+  requestTimeout?: string;
+}
+
+export class Runtime {
+  readonly colors: Colors;
+
+  constructor(readonly io: Io) {
+    this.colors = makeColors(colorEnabled(io));
+  }
+
+  now(): number {
+    return this.io.now ? this.io.now() : Date.now();
+  }
+
+  get signal(): AbortSignal | undefined {
+    return this.io.signal;
+  }
+
+  out(text: string): void {
+    this.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  /** Progress and notes for people: stderr, so stdout stays clean for pipes. */
+  note(text: string): void {
+    this.io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  /** A warning or a per-item error that does not stop the command. */
+  warn(text: string): void {
+    this.io.stderr.write(`fleet: ${text}\n`);
+  }
+
+  /** --json output: one JSON document. */
+  json(value: unknown): void {
+    this.io.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  }
+
+  /** --json output of streams (watch, logs --follow): one compact JSON document per line. */
+  jsonLine(value: unknown): void {
+    this.io.stdout.write(JSON.stringify(value) + '\n');
+  }
+
+  table(headers: string[], rows: string[][]): void {
+    this.io.stdout.write(formatTable(headers, rows));
+  }
+
+  keyValues(pairs: [string, string][]): void {
+    this.io.stdout.write(formatKeyValues(pairs));
+  }
+
+  globals(cmd: Command): GlobalOptions {
+    return cmd.optsWithGlobals<GlobalOptions>();
+  }
+
+  isJson(cmd: Command): boolean {
+    return this.globals(cmd).json === true;
+  }
+
+  configPath(): string {
+    return configPath(this.io.env, this.io.homedir);
+  }
+
+  loadConfig(): Config {
+    return loadConfig(this.configPath());
+  }
+
+  saveConfig(config: Config): void {
+    saveConfig(this.configPath(), config);
+  }
+
+  target(cmd: Command): Target {
+    const g = this.globals(cmd);
+    return resolveTarget({
+      flags: { url: g.url, token: g.token, context: g.context },
+      env: this.io.env,
+      config: this.loadConfig(),
+      configPath: this.configPath(),
+    });
+  }
+
+  timeoutMs(cmd: Command): number {
+    const raw = this.globals(cmd).requestTimeout;
+    if (raw === undefined) return 30_000;
+    const ms = parseDuration(raw, '--request-timeout');
+    if (ms <= 0) throw new UsageError(`invalid --request-timeout "${raw}": must be more than 0`);
+    return ms;
+  }
+
+  clientFor(url: string, token: string | null, cmd: Command): ApiClient {
+    return new ApiClient({ url, token, timeoutMs: this.timeoutMs(cmd), signal: this.signal });
+  }
+
+  /** A client for the controller the flags, environment or context point at. */
+  client(cmd: Command): ApiClient {
+    const t = this.target(cmd);
+    if (!t.url) {
+      throw new UsageError('no controller configured: run "fleet login URL --token T", or pass --url / set FLEET_URL');
+    }
+    return this.clientFor(t.url, t.token, cmd);
+  }
+}

@@ -1,0 +1,551 @@
+// The placement planner: a pure function from (pending VMs, workers, profile)
+// to placements and a reason for every VM left pending. No I/O, no clock: the
+// scheduler loop loads the views, calls planPlacements and commits the result
+// transactionally (a placement only sticks while the VM is still pending).
+//
+// Rules
+//  - VMs are considered by priority (higher first), then creation time (FIFO),
+//    then id, so the outcome is deterministic.
+//  - A worker is eligible for a VM when it is online, not paused (draining),
+//    carries every selector label, offers the requested driver (or any driver
+//    when none is requested), and has the CPUs, memory, a VM slot and, for a
+//    macOS VM, a macOS slot free.
+//  - pack prefers the busiest eligible worker (fewest free VM slots, then least
+//    free memory), spread the least busy (most free slots, then most memory);
+//    both break ties by worker name (then id).
+//  - Placements consume capacity within the plan (on private copies; the
+//    caller's objects are never mutated), so two VMs never take the same slot.
+//  - Backfill, deliberately: when a VM does not fit, VMs after it (lower
+//    priority or younger) are still considered and may take the capacity that
+//    is left. A large high-priority VM therefore does not block the queue
+//    (no head-of-line blocking); the trade-off is that a steady stream of
+//    small VMs can keep a large one waiting. Its pending reason says what it
+//    is waiting for; reservations/preemption are not part of this planner.
+//
+// Fast path (10,000 VMs x 1,000 workers in a few milliseconds)
+//  - VMs are grouped by requirement signature (os, driver, selector). Workers
+//    are grouped into classes by what eligibility can see: online, paused,
+//    macOS-capable, the requested drivers they offer, and the label=value
+//    pairs they carry that some pending VM's selector asks for. A signature's
+//    eligible workers are found once, through an inverted index from
+//    label=value to classes, never by testing every worker for every VM.
+//  - Signatures with the same eligible workers (and the same os) share one
+//    CapacityIndex: the workers in profile order, bucketed by free slots and
+//    sorted by free memory, so a query is a few binary searches. A placement
+//    re-positions the chosen worker in each live index containing it; workers
+//    that can no longer take the smallest VM of an index leave it; indexes
+//    with no VM left to place stop being maintained; a shape that failed
+//    short-circuits every later VM at least as large.
+//  - Pending reasons are computed after the plan, once per signature for the
+//    structural causes (nothing enrolled/online/matching/unpaused) and once per
+//    signature + shape for capacity, over that signature's workers only.
+import { CapacityIndex, preferenceOrder, type FreeCapacity } from './capacity-index.ts';
+import * as reasons from './reasons.ts';
+
+export type SchedulerProfile = 'pack' | 'spread';
+
+export interface Resources {
+  cpus: number;
+  memoryMib: number;
+}
+
+export interface WorkerView {
+  id: string;
+  name: string;
+  online: boolean;
+  /** Drained by an operator: keeps its VMs, takes no new ones. */
+  paused: boolean;
+  labels: Record<string, string>;
+  /** Runtimes the worker offers: 'synthetic', 'qemu', 'vz'. */
+  drivers: string[];
+  /** Host platform: 'darwin' | 'linux', 'arm64' | 'amd64'. */
+  os: string;
+  arch: string;
+  capacity: { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number };
+  /** From unreleased allocations (a slot stays used until the worker confirms the VM is gone). */
+  used: { cpus: number; memoryMib: number; vms: number; macosVms: number };
+}
+
+export interface PendingVmView {
+  id: string;
+  name: string;
+  /** Higher first. */
+  priority: number;
+  /** FIFO within a priority (ties broken by id). */
+  createdAtMs: number;
+  cpus: number;
+  memoryMib: number;
+  /** A macOS VM needs a free macOS slot as well as a VM slot. */
+  os: 'linux' | 'macos';
+  /** The worker must carry every key=value. */
+  selector: Record<string, string>;
+  /** '' = any driver the worker has. */
+  driver: string;
+}
+
+export interface Placement {
+  vmId: string;
+  workerId: string;
+}
+
+export interface PlanResult {
+  /** In the order the VMs were considered. */
+  placements: Placement[];
+  /** vmId -> human-readable reason, for every VM not placed. */
+  pending: Map<string, string>;
+}
+
+/** The order in which pending VMs are considered: priority desc, createdAtMs asc, id asc. */
+export function comparePending(a: PendingVmView, b: PendingVmView): number {
+  if (a.priority !== b.priority) return b.priority - a.priority;
+  if (a.createdAtMs !== b.createdAtMs) return a.createdAtMs - b.createdAtMs;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** Worker name order (then id): the final tie-break of both profiles. */
+export function compareWorkerNames(a: WorkerView, b: WorkerView): number {
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** CPUs and memory must be finite and not negative; anything else can never be placed. */
+export function isValidRequest(vm: Resources): boolean {
+  return Number.isFinite(vm.cpus) && vm.cpus >= 0 && Number.isFinite(vm.memoryMib) && vm.memoryMib >= 0;
+}
+
+/** Free capacity of a worker as the views report it (may be negative when over-committed). */
+export function freeOf(w: WorkerView): { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number } {
+  return {
+    cpus: w.capacity.cpus - w.used.cpus,
+    memoryMib: w.capacity.memoryMib - w.used.memoryMib,
+    vmSlots: Math.floor(w.capacity.vmSlots) - w.used.vms,
+    macosSlots: Math.floor(w.capacity.macosSlots) - w.used.macosVms,
+  };
+}
+
+export function planPlacements(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile): PlanResult {
+  return new Planner(workers, profile).plan(vms);
+}
+
+// ---------------------------------------------------------------- internals
+
+/** Workers that look the same to every pending VM's eligibility test. */
+interface WorkerClass {
+  id: number;
+  online: boolean;
+  paused: boolean;
+  macosCapable: boolean;
+  anyDriver: boolean;
+  /** Restricted to the drivers some pending VM requests. */
+  drivers: ReadonlySet<string>;
+  /** Restricted to the label=value pairs some pending VM's selector asks for. */
+  labels: ReadonlyMap<string, string>;
+  workers: number[];
+}
+
+/** What a group of VMs asks of a worker apart from size: os, driver and selector. */
+interface Requirement {
+  key: string;
+  macos: boolean;
+  driver: string;
+  selector: [string, string][];
+  minCpus: number;
+  minMemoryMib: number;
+  /** Set when no worker can be eligible, whatever the capacity: the pending reason. */
+  structural: string | null;
+  /** Online, unpaused workers that match (capacity aside). */
+  eligible: number[];
+  /** Matching workers left out because they are paused / offline (for the reasons). */
+  pausedMatching: number;
+  offlineMatching: number;
+  index: CapacityIndex | null;
+}
+
+const SEP = '\u0000';
+const PAIR_END = '\u0001';
+
+function requirementKey(vm: PendingVmView): string {
+  const sel = vm.selector;
+  const keys = Object.keys(sel);
+  if (keys.length > 1) keys.sort();
+  let key = (vm.os === 'macos' ? 'm' : 'l') + vm.driver + PAIR_END;
+  for (const k of keys) key += k + SEP + sel[k] + PAIR_END;
+  return key;
+}
+
+class Planner {
+  private readonly n: number;
+  private readonly free: FreeCapacity;
+  private readonly spread: boolean;
+  private onlineCount = 0;
+  private classes: WorkerClass[] = [];
+  private readonly byPair = new Map<string, WorkerClass[]>();
+
+  constructor(
+    private readonly workers: readonly WorkerView[],
+    profile: SchedulerProfile,
+  ) {
+    const n = workers.length;
+    this.n = n;
+    this.spread = profile === 'spread';
+    const cpus = new Float64Array(n);
+    const memoryMib = new Float64Array(n);
+    const vmSlots = new Float64Array(n);
+    const macosSlots = new Float64Array(n);
+    const rank = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const w = workers[i]!;
+      const f = freeOf(w);
+      cpus[i] = f.cpus;
+      memoryMib[i] = f.memoryMib;
+      vmSlots[i] = f.vmSlots;
+      macosSlots[i] = f.macosSlots;
+      if (w.online) this.onlineCount++;
+    }
+    const byName = Array.from({ length: n }, (_, i) => i).sort((a, b) => compareWorkerNames(workers[a]!, workers[b]!));
+    for (let r = 0; r < n; r++) rank[byName[r]!] = r;
+    this.free = { cpus, memoryMib, vmSlots, macosSlots, rank };
+  }
+
+  plan(input: readonly PendingVmView[]): PlanResult {
+    const placements: Placement[] = [];
+    const pending = new Map<string, string>();
+    if (input.length === 0) return { placements, pending };
+
+    // 1. Order the queue and group it by requirement.
+    const vms = input.slice().sort(comparePending);
+    const reqOf: (Requirement | null)[] = new Array<Requirement | null>(vms.length).fill(null);
+    const requirements = new Map<string, Requirement>();
+    const seen = new Set<string>();
+    for (let i = 0; i < vms.length; i++) {
+      const vm = vms[i]!;
+      // A VM listed twice is planned once (the first in queue order).
+      if (seen.has(vm.id)) continue;
+      seen.add(vm.id);
+      const key = requirementKey(vm);
+      let req = requirements.get(key);
+      if (!req) {
+        const selector = Object.entries(vm.selector).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+        req = {
+          key,
+          macos: vm.os === 'macos',
+          driver: vm.driver,
+          selector,
+          minCpus: Number.POSITIVE_INFINITY,
+          minMemoryMib: Number.POSITIVE_INFINITY,
+          structural: null,
+          eligible: [],
+          pausedMatching: 0,
+          offlineMatching: 0,
+          index: null,
+        };
+        requirements.set(key, req);
+      }
+      reqOf[i] = req;
+      if (isValidRequest(vm)) {
+        if (vm.cpus < req.minCpus) req.minCpus = vm.cpus;
+        if (vm.memoryMib < req.minMemoryMib) req.minMemoryMib = vm.memoryMib;
+      }
+    }
+
+    // 2. Classes of workers, eligible workers per requirement, shared capacity indexes.
+    this.buildClasses(requirements.values());
+    const indexes = new Map<string, { index: CapacityIndex; candidates: number[] }>();
+    const eligibleByClasses = new Map<string, number[]>();
+    for (const req of requirements.values()) {
+      const classes = this.resolve(req);
+      if (!classes) continue;
+      const classKey = classes.map((c) => c.id).join(',');
+      let eligible = eligibleByClasses.get(classKey);
+      if (!eligible) {
+        eligible = [];
+        for (const c of classes) for (const w of c.workers) eligible.push(w);
+        eligibleByClasses.set(classKey, eligible);
+      }
+      req.eligible = eligible;
+      if (req.minCpus === Number.POSITIVE_INFINITY) continue; // no valid request: nothing to place
+      const indexKey = (req.macos ? 'm' : 'l') + classKey;
+      let entry = indexes.get(indexKey);
+      if (!entry) {
+        entry = { index: new CapacityIndex(this.free, req.macos, this.spread), candidates: eligible };
+        indexes.set(indexKey, entry);
+      }
+      const index = entry.index;
+      if (req.minCpus < index.minCpus) index.minCpus = req.minCpus;
+      if (req.minMemoryMib < index.minMemoryMib) index.minMemoryMib = req.minMemoryMib;
+      req.index = index;
+    }
+    for (let i = 0; i < vms.length; i++) {
+      const req = reqOf[i];
+      if (req?.index && isValidRequest(vms[i]!)) req.index.remaining++;
+    }
+    const memberships: CapacityIndex[][] = new Array<CapacityIndex[]>(this.n);
+    if (indexes.size > 0) {
+      // Hand each index its candidates in preference order: filter the global
+      // order for large candidate sets, sort small ones by position in it.
+      const order = preferenceOrder(this.free, this.spread);
+      const position = new Int32Array(this.n);
+      for (let p = 0; p < this.n; p++) position[order[p]!] = p;
+      const stamp = new Int32Array(this.n);
+      let id = 0;
+      for (const { index, candidates } of indexes.values()) {
+        let ordered: number[];
+        if (candidates.length * 16 < this.n) ordered = candidates.slice().sort((a, b) => position[a]! - position[b]!);
+        else {
+          id++;
+          for (const w of candidates) stamp[w] = id;
+          ordered = [];
+          for (let p = 0; p < this.n; p++) if (stamp[order[p]!] === id) ordered.push(order[p]!);
+        }
+        for (const w of index.build(ordered)) (memberships[w] ??= []).push(index);
+      }
+    }
+
+    // 3. Place, in queue order, with backfill (see the header).
+    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos } = this.free;
+    const wasMember: boolean[] = [];
+    const left: number[] = [];
+    for (let i = 0; i < vms.length; i++) {
+      const req = reqOf[i];
+      if (!req) continue; // duplicate id
+      const vm = vms[i]!;
+      const index = req.index;
+      if (!index || !isValidRequest(vm)) {
+        left.push(i);
+        continue;
+      }
+      const w = index.find(vm.cpus, vm.memoryMib);
+      index.remaining--;
+      if (w < 0) {
+        left.push(i);
+        continue;
+      }
+      placements.push({ vmId: vm.id, workerId: this.workers[w]!.id });
+      const ms = memberships[w]!;
+      for (let j = 0; j < ms.length; j++) {
+        const m = ms[j]!;
+        wasMember[j] = !m.retired && m.remove(w);
+      }
+      freeCpus[w] = freeCpus[w]! - vm.cpus;
+      freeMem[w] = freeMem[w]! - vm.memoryMib;
+      freeSlots[w] = freeSlots[w]! - 1;
+      if (req.macos) freeMacos[w] = freeMacos[w]! - 1;
+      for (let j = 0; j < ms.length; j++) {
+        const m = ms[j]!;
+        if (wasMember[j] && m.accepts(w)) m.insert(w);
+      }
+    }
+
+    // 4. A reason for every VM left, against the capacity the plan leaves.
+    const cache = new Map<string, string>();
+    for (const i of left) {
+      const vm = vms[i]!;
+      const req = reqOf[i]!;
+      let reason: string;
+      if (!isValidRequest(vm)) reason = reasons.invalidRequest(vm.cpus, vm.memoryMib);
+      else if (req.structural !== null) reason = req.structural;
+      else {
+        const key = `${req.key}${SEP}${vm.cpus}${SEP}${vm.memoryMib}`;
+        let cached = cache.get(key);
+        if (cached === undefined) {
+          cached = this.capacityReason(req, vm.cpus, vm.memoryMib);
+          cache.set(key, cached);
+        }
+        reason = cached;
+      }
+      pending.set(vm.id, reason);
+    }
+    return { placements, pending };
+  }
+
+  /** Group workers by everything eligibility looks at, projected onto what the pending VMs ask for. */
+  private buildClasses(requirements: Iterable<Requirement>): void {
+    // Only label=value pairs some selector asks for can make workers differ
+    // (a unique per-host label splits classes only for the hosts selected by it).
+    const usedPairs = new Map<string, Set<string>>(); // key -> values some selector asks for
+    const requestedDrivers = new Set<string>();
+    for (const r of requirements) {
+      for (const [k, v] of r.selector) {
+        const values = usedPairs.get(k);
+        if (values) values.add(v);
+        else usedPairs.set(k, new Set([v]));
+      }
+      if (r.driver) requestedDrivers.add(r.driver);
+    }
+    const byKey = new Map<string, WorkerClass>();
+    for (let i = 0; i < this.n; i++) {
+      const w = this.workers[i]!;
+      let drivers: string[] | undefined;
+      if (requestedDrivers.size > 0) {
+        for (const d of w.drivers) {
+          if (requestedDrivers.has(d) && !drivers?.includes(d)) (drivers ??= []).push(d);
+        }
+        if (drivers && drivers.length > 1) drivers.sort();
+      }
+      let labels: string[] | undefined;
+      if (usedPairs.size > 0) {
+        const wl = w.labels;
+        for (const k of Object.keys(wl)) {
+          const v = wl[k]!;
+          if (usedPairs.get(k)?.has(v)) (labels ??= []).push(k + SEP + v);
+        }
+        if (labels && labels.length > 1) labels.sort();
+      }
+      const online = w.online === true;
+      const paused = w.paused === true;
+      const macosCapable = w.capacity.macosSlots >= 1;
+      const anyDriver = w.drivers.length > 0;
+      let key = `${+online}${+paused}${+macosCapable}${+anyDriver}`;
+      if (drivers) key += drivers.join(PAIR_END);
+      key += SEP;
+      if (labels) key += labels.join(PAIR_END);
+      let cls = byKey.get(key);
+      if (!cls) {
+        const labelMap = new Map<string, string>();
+        for (const l of labels ?? []) {
+          const at = l.indexOf(SEP);
+          labelMap.set(l.slice(0, at), l.slice(at + 1));
+        }
+        cls = { id: byKey.size, online, paused, macosCapable, anyDriver, drivers: new Set(drivers), labels: labelMap, workers: [] };
+        byKey.set(key, cls);
+        for (const l of labels ?? []) {
+          const list = this.byPair.get(l);
+          if (list) list.push(cls);
+          else this.byPair.set(l, [cls]);
+        }
+      }
+      cls.workers.push(i);
+    }
+    this.classes = [...byKey.values()];
+  }
+
+  /**
+   * Find the classes of a requirement's eligible workers (capacity aside), in
+   * ascending id. Sets `structural` and returns null when there are none.
+   */
+  private resolve(req: Requirement): WorkerClass[] | null {
+    if (this.n === 0) {
+      req.structural = reasons.noWorkersEnrolled();
+      return null;
+    }
+    if (this.onlineCount === 0) {
+      req.structural = reasons.noWorkerOnline(this.n);
+      return null;
+    }
+    const sel = reasons.selectorText(req.selector);
+    // Classes carrying every selector label: start from the rarest label=value.
+    let matching: WorkerClass[];
+    if (req.selector.length === 0) matching = this.classes;
+    else {
+      let rarest: WorkerClass[] | undefined;
+      for (const [k, v] of req.selector) {
+        const list = this.byPair.get(k + SEP + v) ?? [];
+        if (!rarest || list.length < rarest.length) rarest = list;
+      }
+      matching = rarest!.filter((c) => req.selector.every(([k, v]) => c.labels.get(k) === v));
+    }
+    let online = 0;
+    let offline = 0;
+    for (const c of matching) {
+      if (c.online) online += c.workers.length;
+      else offline += c.workers.length;
+    }
+    if (online === 0) {
+      req.structural = reasons.noSelectorMatch(sel, this.onlineCount, offline);
+      return null;
+    }
+
+    const offersDriver = (c: WorkerClass) => (req.driver ? c.drivers.has(req.driver) : c.anyDriver);
+    const withDriver = matching.filter((c) => offersDriver(c));
+    if (!withDriver.some((c) => c.online)) {
+      const offered = new Set<string>();
+      for (const c of matching) if (c.online) for (const w of c.workers) for (const d of this.workers[w]!.drivers) offered.add(d);
+      const offeredOffline = withDriver.reduce((n, c) => n + c.workers.length, 0);
+      req.structural = reasons.noDriver(req.driver, sel, online, [...offered].sort(), offeredOffline);
+      return null;
+    }
+
+    const hosts = req.macos ? withDriver.filter((c) => c.macosCapable) : withDriver;
+    if (!hosts.some((c) => c.online)) {
+      req.structural = reasons.noMacosHost(withDriver.reduce((n, c) => n + (c.online ? c.workers.length : 0), 0));
+      return null;
+    }
+
+    const usable: WorkerClass[] = [];
+    let paused = 0;
+    let pausedName = '';
+    for (const c of hosts) {
+      if (!c.online) req.offlineMatching += c.workers.length;
+      else if (c.paused) {
+        paused += c.workers.length;
+        pausedName = this.workers[c.workers[0]!]!.name;
+      } else usable.push(c);
+    }
+    req.pausedMatching = paused;
+    if (usable.length === 0) {
+      req.structural = reasons.allPaused(paused, pausedName);
+      return null;
+    }
+    usable.sort((a, b) => a.id - b.id);
+    return usable;
+  }
+
+  /** Why a VM with eligible workers is still pending: it never fits, or the fitting workers are busy. */
+  private capacityReason(req: Requirement, cpus: number, memoryMib: number): string {
+    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos, rank } = this.free;
+    const extra = reasons.unavailableNote(req.pausedMatching, req.offlineMatching);
+    const largest = { cpus: Number.NEGATIVE_INFINITY, memoryMib: Number.NEGATIVE_INFINITY, vmSlots: Number.NEGATIVE_INFINITY };
+    let fitsSomewhere = false;
+    for (const w of req.eligible) {
+      const cap = this.workers[w]!.capacity;
+      if (cap.cpus > largest.cpus) largest.cpus = cap.cpus;
+      if (cap.memoryMib > largest.memoryMib) largest.memoryMib = cap.memoryMib;
+      if (cap.vmSlots > largest.vmSlots) largest.vmSlots = cap.vmSlots;
+      if (cap.cpus >= cpus && cap.memoryMib >= memoryMib && cap.vmSlots >= 1) fitsSomewhere = true;
+    }
+    if (!fitsSomewhere) return reasons.neverFits(cpus, memoryMib, largest, extra);
+
+    const matching = req.eligible.length;
+    const firstName = this.workers[req.eligible[0]!]!.name;
+    if (req.macos && req.eligible.every((w) => freeMacos[w]! < 1)) {
+      let used = 0;
+      let total = 0;
+      let uniform = true;
+      const first = req.eligible[0]!;
+      const cap0 = this.workers[first]!.capacity.macosSlots;
+      const used0 = cap0 - freeMacos[first]!;
+      for (const w of req.eligible) {
+        const cap = this.workers[w]!.capacity.macosSlots;
+        const u = cap - freeMacos[w]!;
+        used += u;
+        total += cap;
+        if (cap !== cap0 || u !== used0) uniform = false;
+      }
+      return reasons.waitingForMacosSlot(matching, firstName, used, total, uniform, extra);
+    }
+
+    // The worker closest to fitting: most requirements met, then the largest share of the request, then name.
+    let best = -1;
+    let bestMet = -1;
+    let bestShare = -1;
+    const share = (have: number, want: number) => (want <= 0 ? 1 : Math.max(0, Math.min(1, have / want)));
+    for (const w of req.eligible) {
+      const met =
+        +(freeCpus[w]! >= cpus) + +(freeMem[w]! >= memoryMib) + +(freeSlots[w]! >= 1) + (req.macos ? +(freeMacos[w]! >= 1) : 0);
+      const s = share(freeCpus[w]!, cpus) + share(freeMem[w]!, memoryMib) + share(freeSlots[w]!, 1) + (req.macos ? share(freeMacos[w]!, 1) : 0);
+      if (met > bestMet || (met === bestMet && (s > bestShare || (s === bestShare && rank[w]! < rank[best]!)))) {
+        best = w;
+        bestMet = met;
+        bestShare = s;
+      }
+    }
+    return reasons.waitingForCapacity(
+      matching,
+      cpus,
+      memoryMib,
+      req.macos,
+      { name: this.workers[best]!.name, cpus: freeCpus[best]!, memoryMib: freeMem[best]!, vmSlots: freeSlots[best]!, macosSlots: freeMacos[best]! },
+      extra,
+    );
+  }
+}

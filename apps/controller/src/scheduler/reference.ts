@@ -1,0 +1,69 @@
+// A deliberately naive O(VMs x workers) planner with the same placement rules
+// as planPlacements: every VM tests every worker. It is the oracle in the
+// property tests (the fast planner must place exactly the same VMs on exactly
+// the same workers) and the baseline in bench/scheduler.ts. Not for production:
+// its pending reasons are generic.
+import {
+  comparePending,
+  compareWorkerNames,
+  freeOf,
+  isValidRequest,
+  type PendingVmView,
+  type PlanResult,
+  type SchedulerProfile,
+  type WorkerView,
+} from './placement.ts';
+
+export function planPlacementsNaive(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile): PlanResult {
+  const free = workers.map(freeOf);
+  const spread = profile === 'spread';
+  const placements: PlanResult['placements'] = [];
+  const pending = new Map<string, string>();
+  const seen = new Set<string>();
+  // true when worker a is preferred over worker b
+  const better = (a: number, b: number): boolean => {
+    const fa = free[a]!;
+    const fb = free[b]!;
+    if (fa.vmSlots !== fb.vmSlots) return spread ? fa.vmSlots > fb.vmSlots : fa.vmSlots < fb.vmSlots;
+    if (fa.memoryMib !== fb.memoryMib) return spread ? fa.memoryMib > fb.memoryMib : fa.memoryMib < fb.memoryMib;
+    return compareWorkerNames(workers[a]!, workers[b]!) < 0;
+  };
+  for (const vm of [...vms].sort(comparePending)) {
+    if (seen.has(vm.id)) continue;
+    seen.add(vm.id);
+    if (!isValidRequest(vm)) {
+      pending.set(vm.id, 'invalid resource request');
+      continue;
+    }
+    const macos = vm.os === 'macos';
+    let best = -1;
+    for (let i = 0; i < workers.length; i++) {
+      const w = workers[i]!;
+      const f = free[i]!;
+      if (!w.online || w.paused) continue;
+      if (vm.driver ? !w.drivers.includes(vm.driver) : w.drivers.length === 0) continue;
+      if (macos && w.capacity.macosSlots < 1) continue;
+      let labelsOk = true;
+      for (const k in vm.selector) {
+        if (!Object.hasOwn(w.labels, k) || w.labels[k] !== vm.selector[k]) {
+          labelsOk = false;
+          break;
+        }
+      }
+      if (!labelsOk) continue;
+      if (f.cpus < vm.cpus || f.memoryMib < vm.memoryMib || f.vmSlots < 1 || (macos && f.macosSlots < 1)) continue;
+      if (best < 0 || better(i, best)) best = i;
+    }
+    if (best < 0) {
+      pending.set(vm.id, 'no eligible worker has room');
+      continue;
+    }
+    const f = free[best]!;
+    f.cpus -= vm.cpus;
+    f.memoryMib -= vm.memoryMib;
+    f.vmSlots -= 1;
+    if (macos) f.macosSlots -= 1;
+    placements.push({ vmId: vm.id, workerId: workers[best]!.id });
+  }
+  return { placements, pending };
+}

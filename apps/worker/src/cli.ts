@@ -1,0 +1,206 @@
+// `fleet-worker` command line: enroll | run.
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { parseLabels } from './config/labels.ts';
+import { NotEnrolledError, CredentialError } from './config/credentials.ts';
+import { AVAILABLE_DRIVERS } from './drivers/registry.ts';
+import { enrollWorker, EnrollmentError, type EnrollmentErrorCode } from './enrollment/enroll.ts';
+import { createLogger, LOG_LEVELS } from './logger.ts';
+import { WORKER_VERSION } from './version.ts';
+import { startWorker } from './worker.ts';
+
+/** Exit codes scripts can rely on (see README). */
+export const EXIT = {
+  ok: 0,
+  error: 1,
+  usage: 2,
+  refused: 3,
+  protocol: 4,
+  unreachable: 5,
+  fingerprint: 6,
+} as const;
+
+const ENROLL_EXIT: Record<EnrollmentErrorCode, number> = {
+  'already-enrolled': EXIT.usage,
+  'bad-token': EXIT.usage,
+  invalid: EXIT.usage,
+  refused: EXIT.refused,
+  'name-taken': EXIT.refused,
+  unreachable: EXIT.unreachable,
+  'fingerprint-mismatch': EXIT.fingerprint,
+  failed: EXIT.error,
+};
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+const defaultIo: CliIo = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number >= 0');
+  return n;
+}
+
+function labelsOption(value: string): Record<string, string> {
+  try {
+    return parseLabels(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+const logLevelOption = (): Option =>
+  new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).env('FLEET_LOG_LEVEL').default('info');
+
+/** Builds the program; `exit` receives the exit code of the command that ran. */
+export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void = (code) => process.exit(code)): Command {
+  const program = new Command('fleet-worker')
+    .description('Fleet worker: runs VMs on this host for a Fleet controller')
+    .version(WORKER_VERSION)
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('enroll')
+    .description('enroll this host with a controller using a bootstrap token; stores an mTLS client certificate in the data dir')
+    .requiredOption('--controller <host:port>', "controller gRPC address (TLS), e.g. fleet.example.com:7443")
+    .addOption(new Option('--token <token>', 'bootstrap token printed by the controller / `fleet token create`').env('FLEET_BOOTSTRAP_TOKEN').makeOptionMandatory())
+    .option('--name <name>', 'worker name, unique in the fleet (default: host name)')
+    .addOption(new Option('--data-dir <dir>', 'where the credential is stored (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
+    .option('--force', 'replace an existing enrollment in the data dir', false)
+    .addOption(new Option('--machine-id <id>', 'override the detected machine id (tests, many workers on one host)').hideHelp())
+    .addOption(logLevelOption().default('warn'))
+    .action(async (opts: { controller: string; token: string; name?: string; dataDir?: string; force: boolean; machineId?: string; logLevel: string }) => {
+      const logger = createLogger(opts.logLevel);
+      try {
+        const result = await enrollWorker({
+          controller: opts.controller,
+          token: opts.token,
+          force: opts.force,
+          logger,
+          ...(opts.name !== undefined ? { name: opts.name } : {}),
+          ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
+          ...(opts.machineId !== undefined ? { machineId: opts.machineId } : {}),
+        });
+        io.out(`Enrolled worker "${result.name}" (${result.workerId}) with controller ${result.controller}.`);
+        io.out(`Credentials stored in ${result.dataDir}.`);
+        io.out(`Start it with: fleet-worker run${opts.dataDir !== undefined ? ` --data-dir ${result.dataDir}` : ''}`);
+        exit(EXIT.ok);
+      } catch (error) {
+        if (error instanceof EnrollmentError) {
+          io.err(`fleet-worker enroll: ${error.message}`);
+          exit(ENROLL_EXIT[error.code]);
+          return;
+        }
+        io.err(`fleet-worker enroll: ${(error as Error).message}`);
+        exit(EXIT.error);
+      }
+    });
+
+  program
+    .command('run')
+    .description('connect to the controller and run the VMs it assigns (until SIGINT/SIGTERM)')
+    .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
+    .option('--controller <host:port>', 'override the controller address stored at enrollment')
+    .option('--labels <k=v,...>', 'labels the scheduler can select on', labelsOption)
+    .option('--cpus <n>', 'CPUs offered to VMs (default: logical CPUs)', nonNegativeInt)
+    .option('--memory-mib <n>', 'memory offered to VMs in MiB (default: total memory)', nonNegativeInt)
+    .option('--vm-slots <n>', 'VMs run at once (default: one per logical CPU)', nonNegativeInt)
+    .option('--macos-slots <n>', 'macOS guests at once (default: 2 where the driver runs macOS, else 0)', nonNegativeInt)
+    .addOption(new Option('--driver <name>', 'VM runtime').choices(AVAILABLE_DRIVERS).default('synthetic'))
+    .addOption(
+      new Option('--synthetic-speed <factor>', 'synthetic driver: multiplier on its delays (1 = realistic, 0.1 = 10x faster, 0 = instant)')
+        .argParser(nonNegativeNumber)
+        .default(1),
+    )
+    .addOption(logLevelOption())
+    .action(
+      async (opts: {
+        dataDir?: string;
+        controller?: string;
+        labels?: Record<string, string>;
+        cpus?: number;
+        memoryMib?: number;
+        vmSlots?: number;
+        macosSlots?: number;
+        driver: string;
+        syntheticSpeed: number;
+        logLevel: string;
+      }) => {
+        const logger = createLogger(opts.logLevel);
+        let handle;
+        try {
+          handle = await startWorker({
+            logger,
+            driver: opts.driver,
+            synthetic: { speed: opts.syntheticSpeed },
+            labels: opts.labels ?? {},
+            capacity: {
+              ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
+              ...(opts.memoryMib !== undefined ? { memoryMib: opts.memoryMib } : {}),
+              ...(opts.vmSlots !== undefined ? { vmSlots: opts.vmSlots } : {}),
+              ...(opts.macosSlots !== undefined ? { macosSlots: opts.macosSlots } : {}),
+            },
+            ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
+            ...(opts.controller !== undefined ? { controller: opts.controller } : {}),
+          });
+        } catch (error) {
+          io.err(`fleet-worker run: ${(error as Error).message}`);
+          exit(error instanceof NotEnrolledError || error instanceof CredentialError ? EXIT.usage : EXIT.error);
+          return;
+        }
+        const worker = handle;
+        let signalled = 0;
+        const onSignal = (signal: NodeJS.Signals): void => {
+          signalled++;
+          if (signalled > 1) exit(130);
+          logger.info({ signal }, 'stopping');
+          void worker.stop();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        const outcome = await worker.done;
+        await worker.stop();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        if (outcome.kind === 'fatal') {
+          io.err(`fleet-worker run: ${outcome.message}`);
+          logger.flush();
+          exit(outcome.reason === 'protocol-unsupported' ? EXIT.protocol : EXIT.refused);
+          return;
+        }
+        logger.flush();
+        exit(EXIT.ok);
+      },
+    );
+
+  return program;
+}
+
+/** Runs the CLI; resolves with the exit code (also passed to `exit`). */
+export async function runCli(argv: string[], io: CliIo = defaultIo, exit: (code: number) => void = (code) => process.exit(code)): Promise<void> {
+  const program = buildProgram(io, exit);
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help / --version exit 0; usage errors 2.
+      exit(error.exitCode === 0 ? EXIT.ok : EXIT.usage);
+      return;
+    }
+    io.err(`fleet-worker: ${(error as Error).message}`);
+    exit(EXIT.error);
+  }
+}

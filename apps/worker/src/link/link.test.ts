@@ -1,0 +1,210 @@
+// The Connect stream against a fake controller (real grpc-js server, insecure transport
+// injected through startWorker's `credentials`).
+import * as grpc from '@grpc/grpc-js';
+import { PowerState, PROTOCOL_VERSION, VmPhase, type VmAssignment, type VmStatus__Output } from '@fleet/proto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../logger.ts';
+import { WORKER_VERSION } from '../version.ts';
+import { startWorker, type StartWorkerOptions, type WorkerHandle } from '../worker.ts';
+import { startFakeController, type FakeController, type FakeStream } from './fake-controller.test-helper.ts';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function controller(onConnect?: (s: FakeStream) => void): Promise<FakeController> {
+  const fake = await startFakeController(onConnect ? { onConnect } : {});
+  cleanups.push(() => fake.close());
+  return fake;
+}
+
+async function worker(fake: { address: string }, extra: Partial<StartWorkerOptions> = {}): Promise<WorkerHandle> {
+  const handle = await startWorker({
+    credentials: grpc.credentials.createInsecure(),
+    controller: fake.address,
+    name: 'w1',
+    machineId: 'machine-1',
+    hostname: 'host-1',
+    labels: { pool: 'ci', arch: 'arm64' },
+    capacity: { cpus: 4, memoryMib: 8192, vmSlots: 6, macosSlots: 2 },
+    synthetic: { speed: 0 },
+    logger: silentLogger(),
+    statusFlushMs: 20,
+    backoff: { initialMs: 20, maxMs: 100 },
+    ...extra,
+  });
+  cleanups.push(() => handle.stop());
+  return handle;
+}
+
+const vm = (vmId: string, attempt = 1, image = 'ubuntu'): VmAssignment => ({
+  vmId,
+  name: `vm-${vmId}`,
+  attempt,
+  generation: '1',
+  desiredPower: PowerState.POWER_STATE_RUNNING,
+  spec: { image, os: 'linux', cpus: 1, memoryMib: 1024, diskGib: 10, labels: {}, username: 'admin', driver: '' },
+});
+
+/** Latest reported status per vmId#attempt across all vmStatus reports of a stream. */
+function reported(stream: FakeStream): Map<string, VmStatus__Output> {
+  const latest = new Map<string, VmStatus__Output>();
+  for (const report of stream.all('vmStatus')) for (const s of report.vms) latest.set(`${s.vmId}#${s.attempt}`, s);
+  return latest;
+}
+
+async function until(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('controller link', () => {
+  it('opens with a Hello describing identity, platform, capacity, labels, drivers and instances', async () => {
+    const fake = await controller();
+    await worker(fake);
+    const hello = await (await fake.stream(0)).hello();
+    expect(hello).toMatchObject({
+      protocolVersion: PROTOCOL_VERSION,
+      workerVersion: WORKER_VERSION,
+      hostname: 'host-1',
+      machineId: 'machine-1',
+      platform: { os: process.platform, arch: process.arch === 'x64' ? 'amd64' : process.arch },
+      capacity: { cpus: 4, memoryMib: '8192', vmSlots: 6, macosSlots: 2 },
+      labels: { pool: 'ci', arch: 'arm64' },
+      drivers: ['synthetic'],
+      vms: [],
+    });
+  });
+
+  it('sends heartbeats at the interval from Welcome and answers pings with the same nonce', async () => {
+    const fake = await controller((s) => s.welcome(40));
+    const w = await worker(fake);
+    const stream = await fake.stream(0);
+    await until(() => stream.all('heartbeat').length >= 3);
+    const beats = stream.all('heartbeat');
+    expect(Number(beats[0]!.sentAtUnixMs)).toBeGreaterThan(Date.now() - 10_000);
+    expect(beats[0]!.runningVms).toBe(0);
+    expect(w.connected()).toBe(true);
+    stream.send({ ping: { nonce: '18446744073709551615', sentAtUnixMs: String(Date.now()) } });
+    const pong = await stream.next((m) => m.payload === 'pong');
+    expect(pong.pong!.nonce).toBe('18446744073709551615');
+  });
+
+  it('runs the desired state and reports coalesced statuses; ignores older revisions and payload-less messages', async () => {
+    const fake = await controller((s) => s.welcome());
+    const w = await worker(fake);
+    const stream = await fake.stream(0);
+    await stream.hello();
+    stream.send({ desiredState: { revision: '5', vms: [vm('a'), vm('b')] } });
+    await until(() => reported(stream).get('a#1')?.phase === VmPhase.VM_PHASE_RUNNING && reported(stream).get('b#1')?.phase === VmPhase.VM_PHASE_RUNNING);
+    const a = reported(stream).get('a#1')!;
+    expect(a.ip).toMatch(/^198\.1[89]\./);
+    expect(a.observedGeneration).toBe('1');
+    // both VMs went STARTING → RUNNING at once: coalesced into few reports, not one per change
+    expect(stream.all('vmStatus').length).toBeLessThanOrEqual(3);
+
+    stream.send({}); // a newer controller's message this worker does not understand
+    stream.send({ desiredState: { revision: '4', vms: [] } }); // stale: must not delete anything
+    stream.send({ ping: { nonce: '7', sentAtUnixMs: '0' } });
+    await stream.next((m) => m.payload === 'pong');
+    await w.idle();
+    expect(w.instances().map((s) => s.vmId).sort()).toEqual(['a', 'b']);
+
+    stream.send({ desiredState: { revision: '6', vms: [vm('b')] } });
+    await until(() => reported(stream).get('a#1')?.phase === VmPhase.VM_PHASE_GONE);
+    expect(w.instances().map((s) => s.vmId)).toEqual(['b']);
+  });
+
+  it('reconnects after the controller drops the stream and resyncs everything in a new Hello', async () => {
+    const fake = await controller((s) => s.welcome());
+    const w = await worker(fake);
+    const first = await fake.stream(0);
+    await first.hello();
+    first.send({ desiredState: { revision: '1', vms: [vm('a'), vm('b', 3)] } });
+    await until(() => w.instances().filter((s) => s.phase === VmPhase.VM_PHASE_RUNNING).length === 2);
+
+    first.fail(grpc.status.UNAVAILABLE, 'controller restarting');
+    const second = await fake.stream(1);
+    const hello = await second.hello();
+    expect(hello.vms.map((s) => `${s.vmId}#${s.attempt}:${s.phase}`).sort()).toEqual(['a#1:VM_PHASE_RUNNING', 'b#3:VM_PHASE_RUNNING']);
+    // the new stream's revisions start over; the worker accepts them
+    second.send({ desiredState: { revision: '1', vms: [vm('a')] } });
+    await until(() => reported(second).get('b#3')?.phase === VmPhase.VM_PHASE_GONE);
+
+    second.end(); // a clean end (status OK) is also just a reason to reconnect
+    const third = await fake.stream(2);
+    expect((await third.hello()).vms.map((s) => s.vmId)).toEqual(['a']);
+    expect(w.streamsOpened()).toBe(3);
+  });
+
+  it('keeps retrying with backoff while the controller answers UNAVAILABLE, then connects', async () => {
+    const fake = await controller((s) => {
+      if (fake.streams.length <= 3) s.fail(grpc.status.UNAVAILABLE, 'not ready');
+      else s.welcome();
+    });
+    const w = await worker(fake);
+    await until(() => w.connected());
+    expect(fake.streams).toHaveLength(4);
+  });
+
+  it('keeps retrying while nothing listens, and stop() ends it cleanly', async () => {
+    const gone = await startFakeController();
+    const address = gone.address;
+    await gone.close();
+    const w = await worker({ address });
+    await until(() => w.streamsOpened() >= 3);
+    await w.stop();
+    await expect(w.done).resolves.toEqual({ kind: 'stopped' });
+  });
+
+  it('reconnects when no Welcome arrives in time', async () => {
+    const fake = await controller((s) => {
+      if (fake.streams.length > 1) s.welcome();
+    });
+    const w = await worker(fake, { welcomeTimeoutMs: 100 });
+    await until(() => w.connected());
+    expect(fake.streams).toHaveLength(2);
+  });
+
+  for (const [code, reason] of [
+    [grpc.status.UNAUTHENTICATED, 'credential-refused'],
+    [grpc.status.PERMISSION_DENIED, 'credential-refused'],
+    [grpc.status.FAILED_PRECONDITION, 'protocol-unsupported'],
+  ] as const) {
+    it(`exits for good on ${grpc.status[code]} without hammering the controller`, async () => {
+      const fake = await controller((s) => s.fail(code, code === grpc.status.FAILED_PRECONDITION ? 'protocol 1 not in [2, 3]' : 'worker revoked'));
+      const w = await worker(fake);
+      const exit = await w.done;
+      expect(exit).toMatchObject({ kind: 'fatal', reason, code });
+      if (reason === 'credential-refused') expect(exit.kind === 'fatal' && exit.message).toMatch(/revoked or the worker was deleted: re-enroll with `fleet-worker enroll --force/);
+      else expect(exit.kind === 'fatal' && exit.message).toMatch(/protocol 1 not in \[2, 3\]/);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.streams).toHaveLength(1);
+    });
+  }
+
+  it('refuses remote-access sessions it cannot serve yet with an event', async () => {
+    const fake = await controller((s) => s.welcome());
+    await worker(fake);
+    const stream = await fake.stream(0);
+    await stream.hello();
+    stream.send({ sessionOpen: { sessionId: 's-1', vmId: 'a', kind: 'SESSION_KIND_EXEC', command: ['uname'] } });
+    const event = await stream.next((m) => m.payload === 'event');
+    expect(event.event).toMatchObject({ vmId: 'a', kind: 'session', level: 'error' });
+  });
+
+  it('reports a failed VM with its message and an event', async () => {
+    const fake = await controller((s) => s.welcome());
+    await worker(fake);
+    const stream = await fake.stream(0);
+    await stream.hello();
+    stream.send({ desiredState: { revision: '1', vms: [vm('f', 1, 'synthetic:fail-start')] } });
+    await until(() => reported(stream).get('f#1')?.phase === VmPhase.VM_PHASE_FAILED);
+    expect(reported(stream).get('f#1')!.message).toMatch(/fail-start/);
+    expect((await stream.next((m) => m.payload === 'event')).event).toMatchObject({ vmId: 'f', kind: 'vm.failed' });
+  });
+});

@@ -1,0 +1,232 @@
+// Composition root: credentials + driver + reconciler + controller link = one worker.
+// Many workers can run in one process (tests, the benchmark): each holds one gRPC channel,
+// a heartbeat interval while connected, and a slow safety-net reconcile timer — nothing else
+// ticks while idle.
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { PROTOCOL_VERSION, type Hello, type VmStatus } from '@fleet/proto';
+import type { Logger } from 'pino';
+import { defaultWorkerName, detectCapacity, detectHostname, detectPlatform, type CapacityConfig } from './config/capacity.ts';
+import { CredentialStore } from './config/credentials.ts';
+import { resolveMachineId } from './config/machine-id.ts';
+import { dataDirLayout, resolveDataDir } from './config/paths.ts';
+import type { Driver } from './drivers/driver.ts';
+import { createDriver } from './drivers/registry.ts';
+import type { BackoffOptions } from './link/backoff.ts';
+import { ControllerLink, type LinkExit } from './link/link.ts';
+import { defaultLogger } from './logger.ts';
+import { Reconciler } from './reconcile/reconciler.ts';
+import { WORKER_VERSION } from './version.ts';
+
+export interface StartWorkerOptions {
+  /** Data dir holding the enrollment (default $FLEET_WORKER_DATA_DIR or ~/.fleet-worker). */
+  dataDir?: string;
+  /** Controller address override (default: the one stored at enrollment). */
+  controller?: string;
+  /**
+   * Transport override (tests: grpc.credentials.createInsecure()). Without it the worker
+   * uses the stored mTLS material. With it, the data dir is only read if `dataDir` is given,
+   * and `controller` is required when there is no enrollment.
+   */
+  credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ChannelOptions;
+  /** Identity when running without an enrollment (only with `credentials`). */
+  name?: string;
+  machineId?: string;
+  /** Hello.hostname (default os.hostname()). */
+  hostname?: string;
+  labels?: Record<string, string>;
+  /** Overrides of detected capacity. */
+  capacity?: Partial<CapacityConfig>;
+  /** Driver name (default "synthetic") or a ready driver instance (not closed by stop()). */
+  driver?: string | Driver;
+  synthetic?: {
+    /** Delay multiplier: 1 realistic (boot 1–3 s), 0.1 ten times faster, 0 instant. Default 1. */
+    speed?: number;
+    /** Persist instances in <data-dir>/synthetic/instances.json (default: true when a data dir is used). */
+    persist?: boolean;
+  };
+  /** Shared logger (a child with the worker name is derived). Default: one process-wide stderr logger. */
+  logger?: Logger;
+  /** Concurrent VM operations (default 8). */
+  concurrency?: number;
+  /** Safety-net reconcile period (default 10 s, ±10 % jitter). */
+  resyncIntervalMs?: number;
+  /** Status coalescing window (default 50 ms). */
+  statusFlushMs?: number;
+  backoff?: BackoffOptions;
+  welcomeTimeoutMs?: number;
+}
+
+export type WorkerExit = LinkExit;
+
+export interface WorkerHandle {
+  /** Worker name (from the enrollment, else `options.name`, else the host name). */
+  readonly name: string;
+  /** Worker id (from the enrollment, or Welcome once connected); undefined before either. */
+  readonly workerId: string | undefined;
+  readonly machineId: string;
+  readonly dataDir: string | undefined;
+  readonly driver: Driver;
+  /** Resolves when the worker ends: `stopped` after stop(), `fatal` on a refusal by the controller. */
+  readonly done: Promise<WorkerExit>;
+  /** A Connect stream is open and welcomed. */
+  connected(): boolean;
+  /** Streams opened so far (1 + reconnects). */
+  streamsOpened(): number;
+  /** Current status of every instance held. */
+  instances(): VmStatus[];
+  /** Resolves when no reconcile step is running or queued. */
+  idle(): Promise<void>;
+  /** Disconnects and detaches (VMs are left as they are). Idempotent. */
+  stop(): Promise<void>;
+}
+
+export async function startWorker(options: StartWorkerOptions = {}): Promise<WorkerHandle> {
+  const baseLogger = options.logger ?? defaultLogger();
+  let dataDir: string | undefined;
+  let address: string;
+  let credentials: grpc.ChannelCredentials;
+  let name: string;
+  let machineId: string;
+  let workerId: string | undefined;
+
+  if (options.credentials) {
+    dataDir = options.dataDir !== undefined ? resolveDataDir(options.dataDir) : undefined;
+    const stored = dataDir ? await new CredentialStore(dataDir).readIdentity() : undefined;
+    const controller = options.controller ?? stored?.controller;
+    if (!controller) throw new Error('startWorker: `controller` is required when credentials are injected and the data dir holds no enrollment');
+    address = controller;
+    credentials = options.credentials;
+    name = options.name ?? stored?.name ?? defaultWorkerName();
+    machineId = options.machineId ?? stored?.machineId ?? (dataDir ? await resolveMachineId(dataDir) : randomUUID());
+    workerId = stored?.workerId;
+  } else {
+    dataDir = resolveDataDir(options.dataDir);
+    const store = new CredentialStore(dataDir);
+    const stored = await store.load();
+    for (const warning of await store.audit()) baseLogger.warn({ dataDir }, warning);
+    address = options.controller ?? stored.identity.controller;
+    credentials = grpc.credentials.createSsl(Buffer.from(stored.caPem), Buffer.from(stored.keyPem), Buffer.from(stored.certPem));
+    name = stored.identity.name;
+    machineId = options.machineId ?? stored.identity.machineId;
+    workerId = stored.identity.workerId;
+  }
+
+  const log = baseLogger.child({ worker: name });
+  const ownsDriver = typeof options.driver !== 'object';
+  const driver =
+    typeof options.driver === 'object'
+      ? options.driver
+      : createDriver(options.driver ?? 'synthetic', {
+          logger: log,
+          poolSeed: `${name}/${machineId}`,
+          ...(options.synthetic?.speed !== undefined ? { syntheticSpeed: options.synthetic.speed } : {}),
+          ...(dataDir && (options.synthetic?.persist ?? true) ? { syntheticStateFile: dataDirLayout(dataDir).syntheticState } : {}),
+          ...(options.capacity?.macosSlots !== undefined ? { maxMacosGuests: options.capacity.macosSlots } : {}),
+        });
+  const capacity = detectCapacity(options.capacity ?? {}, driver.capabilities);
+  const platform = detectPlatform();
+  const hostname = options.hostname ?? detectHostname();
+  const labels = { ...(options.labels ?? {}) };
+
+  let link: ControllerLink | undefined;
+  const reconciler = new Reconciler({
+    driver,
+    logger: log,
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+    onStatus: (status) => link?.reportStatus(status),
+    onEvent: (event) => link?.sendEvent(event),
+  });
+  try {
+    await reconciler.adopt();
+  } catch (error) {
+    if (ownsDriver) await driver.close().catch(() => {});
+    throw error;
+  }
+
+  link = new ControllerLink({
+    address,
+    credentials,
+    logger: log,
+    ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
+    ...(options.backoff ? { backoff: options.backoff } : {}),
+    ...(options.statusFlushMs !== undefined ? { statusFlushMs: options.statusFlushMs } : {}),
+    ...(options.welcomeTimeoutMs !== undefined ? { welcomeTimeoutMs: options.welcomeTimeoutMs } : {}),
+    handlers: {
+      hello: (): Hello => ({
+        protocolVersion: PROTOCOL_VERSION,
+        workerVersion: WORKER_VERSION,
+        hostname,
+        machineId,
+        platform,
+        capacity,
+        labels,
+        drivers: [driver.name],
+        vms: reconciler.snapshot(),
+      }),
+      onWelcome: (welcome) => {
+        if (welcome.workerId) workerId = welcome.workerId;
+        if (welcome.workerName && welcome.workerName !== name) {
+          log.warn({ enrolledAs: name, controllerSays: welcome.workerName }, 'the controller knows this worker under another name');
+        }
+      },
+      onDesiredState: (state) => reconciler.setDesired(state),
+      runningVms: () => reconciler.runningCount(),
+    },
+  });
+
+  // Safety net: re-run reconciliation periodically (idempotent), jittered so that many
+  // workers in one process do not tick in lockstep.
+  const resyncMs = options.resyncIntervalMs ?? 10_000;
+  let resyncTimer: NodeJS.Timeout | undefined;
+  const armResync = (): void => {
+    if (resyncMs <= 0) return;
+    resyncTimer = setTimeout(() => {
+      reconciler.reconcileAll();
+      armResync();
+    }, resyncMs * (0.9 + Math.random() * 0.2));
+    resyncTimer.unref();
+  };
+  armResync();
+
+  log.info(
+    { controller: address, machineId, driver: driver.name, capacity, labels, instances: reconciler.snapshot().length, dataDir },
+    driver.name === 'synthetic' ? 'worker starting with the SYNTHETIC driver (in-memory VMs, nothing really boots)' : 'worker starting',
+  );
+  link.start();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      clearTimeout(resyncTimer);
+      resyncTimer = undefined;
+      await link.stop();
+      await reconciler.close();
+      if (ownsDriver) await driver.close();
+      log.info('worker stopped');
+    })();
+    return stopping;
+  };
+  // A refusal ends the link; stop the rest too so nothing keeps ticking.
+  void link.done.then((exit) => {
+    if (exit.kind === 'fatal') void stop();
+  });
+
+  const linkRef = link;
+  return {
+    name,
+    get workerId() {
+      return workerId;
+    },
+    machineId,
+    dataDir,
+    driver,
+    done: link.done,
+    connected: () => linkRef.welcomed,
+    streamsOpened: () => linkRef.streamsOpened,
+    instances: () => reconciler.snapshot(),
+    idle: () => reconciler.idle(),
+    stop,
+  };
+}
