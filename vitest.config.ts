@@ -19,7 +19,8 @@ export default defineConfig({
           testTimeout: 180_000,
           hookTimeout: 120_000,
           // E2E suites start several processes each; on 2 cores run them one at a time.
-          fileParallelism: false,
+          pool: 'forks',
+          poolOptions: { forks: { singleFork: true } },
         },
       },
     ],

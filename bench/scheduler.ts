@@ -31,8 +31,8 @@ function fleet(n: number, seed: number): WorkerView[] {
   for (let i = 0; i < n; i++) {
     const mac = rnd() < 0.3;
     const big = rnd() < 0.2;
-    const cpus = mac ? (big ? 24 : 10) : big ? 64 : 16;
-    const memoryMib = (mac ? (big ? 128 : 32) : big ? 256 : 64) * 1024;
+    const cpus = mac ? (big ? 24 : 12) : big ? 96 : 32;
+    const memoryMib = (mac ? (big ? 128 : 48) : big ? 384 : 96) * 1024;
     const vmSlots = mac ? 2 + Math.floor(rnd() * 3) : big ? 32 : 12;
     const labels: Record<string, string> = { region: pick(REGIONS), pool: pick(POOLS), host: `h${i}` };
     if (!mac && rnd() < 0.1) labels.gpu = 'true';

@@ -7,9 +7,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const TSX = path.join(REPO_ROOT, 'node_modules/.bin/tsx');
-const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/src/main.ts');
-const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/src/main.ts');
+// The bin wrappers register tsx inside the process itself, so a signal sent to
+// the child reaches the program (tsx's own CLI would run it in a grandchild).
+const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/bin/fleet-controller.js');
+const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 
 export async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), `fleet-e2e-${prefix}-`));
@@ -24,7 +25,7 @@ export interface RunningProcess {
 }
 
 export function startProcess(args: string[], env: Record<string, string> = {}): RunningProcess {
-  const child = spawn(TSX, args, { cwd: REPO_ROOT, env: { ...process.env, FLEET_LOG_LEVEL: process.env.FLEET_LOG_LEVEL ?? 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: { ...process.env, FLEET_LOG_LEVEL: process.env.FLEET_LOG_LEVEL ?? 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters = new Set<() => void>();
   const onData = (d: Buffer) => {

@@ -60,6 +60,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const events = new EventLog(db);
   const vms = new VmService(db, events, bus, metrics);
   const streams = new WorkerStreams(db, log);
+  vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     offlineTimeoutMs: opts.workerOfflineTimeoutMs,
     disconnect: (id, reason) => streams.disconnect(id, grpc.status.UNAVAILABLE, reason),

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_VERSION, type Hello, type VmStatus } from '@fleet/proto';
 import type { Logger } from 'pino';
+import { formatHostPort, parseHostPort } from './config/address.ts';
 import { defaultWorkerName, detectCapacity, detectHostname, detectPlatform, type CapacityConfig } from './config/capacity.ts';
 import { CredentialStore } from './config/credentials.ts';
 import { resolveMachineId } from './config/machine-id.ts';
@@ -113,6 +114,8 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     workerId = stored.identity.workerId;
   }
 
+  const { host, port } = parseHostPort(address); // clear error for a malformed --controller
+  address = formatHostPort(host, port);
   const log = baseLogger.child({ worker: name });
   const ownsDriver = typeof options.driver !== 'object';
   const driver =

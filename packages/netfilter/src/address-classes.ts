@@ -50,12 +50,15 @@ export const ADDRESS_CLASS_NAMES = [
 ] as const;
 export type AddressClassName = (typeof ADDRESS_CLASS_NAMES)[number];
 
-/** Classifies an unsigned 32-bit IPv4 address. Branches on the first octet; no allocation. */
+/**
+ * Classifies an IPv4 address given as a 32-bit number, unsigned or signed (int32) alike: only
+ * unsigned shifts are used. Branches on the first octet; no allocation.
+ */
 export function classifyIpv4(ip: number): AddressClass {
   const a = ip >>> 24;
   if (a >= 224) {
     if (a < 240) return AddressClass.MULTICAST;
-    return ip === 0xffffffff ? AddressClass.BROADCAST : AddressClass.RESERVED;
+    return (ip | 0) === -1 ? AddressClass.BROADCAST : AddressClass.RESERVED;
   }
   switch (a) {
     case 0:

@@ -28,3 +28,12 @@ export function macAt(f: Uint8Array, o: number, m: Uint8Array): boolean {
 export function isBroadcastMacAt(f: Uint8Array, o: number): boolean {
   return (f[o]! & f[o + 1]! & f[o + 2]! & f[o + 3]! & f[o + 4]! & f[o + 5]!) === 0xff;
 }
+
+/**
+ * The same four bytes as a signed 32-bit integer. The filter keeps IPv4 addresses in this form on
+ * its hot path: int32 values are small integers (Smis) in V8 on 64-bit builds, so passing them
+ * between functions never boxes a heap number (an unsigned address above 2^31 would).
+ */
+export function i32(f: Uint8Array, o: number): number {
+  return (f[o]! << 24) | (f[o + 1]! << 16) | (f[o + 2]! << 8) | f[o + 3]!;
+}

@@ -121,9 +121,10 @@ export class PrefixTable {
     this.empty = actions.length === 1 && actions[0] === RuleAction.NONE;
   }
 
-  /** Action of the longest rule prefix containing `ip` (unsigned 32-bit), or NONE. */
+  /** Action of the longest rule prefix containing `ip` (a 32-bit number, unsigned or int32), or NONE. */
   lookup(ip: number): RuleAction {
     if (this.empty) return RuleAction.NONE;
+    ip = ip >>> 0;
     const s = this.starts;
     let lo = 0;
     let hi = s.length - 1;

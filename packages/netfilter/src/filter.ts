@@ -9,7 +9,7 @@
  * Rules are listed in order in this package's README.md.
  */
 import { AddressClass, classifyIpv4 } from './address-classes.ts';
-import { isBroadcastMacAt, macAt, u16, u32 } from './bytes.ts';
+import { i32, isBroadcastMacAt, macAt, u16 } from './bytes.ts';
 import { PrefixTable, RuleAction } from './cidr.ts';
 import { type FilterConfig, type LeaseSeed, type ResolvedConfig, resolveConfig, resolveLeaseSeed } from './config.ts';
 import {
@@ -32,7 +32,8 @@ import { TcpParse, checkTcp, isConnectionOpen } from './parse/tcp.ts';
 import { UDP_HEADER, UdpParse, checkUdp } from './parse/udp.ts';
 import { REASON_NAMES, type ReasonName, VERDICT_COUNT, Verdict } from './verdict.ts';
 
-const BROADCAST_IP = 0xffffffff;
+/** 255.255.255.255 as int32: on the hot path addresses are int32 (see bytes.ts `i32`). */
+const BROADCAST_IP = -1;
 const DNS_PORT = 53;
 
 /** Live counters (typed arrays, updated in place). Index `fromVm`/`fromHost` by Verdict, `snoop` by Snoop. */
@@ -108,7 +109,7 @@ class Filter implements PacketFilter {
   readonly #gatewayIp: number;
   readonly #subnetBase: number;
   readonly #subnetMask: number;
-  readonly #servers: Uint32Array;
+  readonly #servers: Int32Array;
   readonly #rules: PrefixTable;
   readonly #tcpExposed = new PortSet();
   readonly #udpExposed = new PortSet();
@@ -126,10 +127,11 @@ class Filter implements PacketFilter {
     this.#vmMac = cfg.vmMacBytes;
     this.#hasGwMac = cfg.gatewayMacBytes !== null;
     this.#gwMac = cfg.gatewayMacBytes ?? new Uint8Array(6);
-    this.#gatewayIp = cfg.gatewayIpNumber;
-    this.#subnetBase = cfg.subnetCidr.base;
-    this.#subnetMask = (0xffffffff << (32 - cfg.subnetCidr.prefix)) >>> 0;
-    this.#servers = Uint32Array.from(cfg.dhcpServerNumbers);
+    // Addresses as int32 (see BROADCAST_IP).
+    this.#gatewayIp = cfg.gatewayIpNumber | 0;
+    this.#subnetBase = cfg.subnetCidr.base | 0;
+    this.#subnetMask = cfg.subnetCidr.prefix === 0 ? 0 : 0xffffffff << (32 - cfg.subnetCidr.prefix);
+    this.#servers = Int32Array.from(cfg.dhcpServerNumbers, (n) => n | 0);
     this.#rules = new PrefixTable(cfg.rules);
     for (const e of cfg.expose) (e.protocol === 'tcp' ? this.#tcpExposed : this.#udpExposed).add(e.vmPort);
     this.#hostAccess = cfg.hostAccess && !cfg.blockLocal;
@@ -225,15 +227,16 @@ class Filter implements PacketFilter {
     if (checkArp(f, a, len) !== ArpParse.OK) return Verdict.MALFORMED;
     if (!macAt(f, a + ARP_SHA, this.#vmMac)) return Verdict.ARP_MAC_SPOOF;
     const op = u16(f, a + ARP_OP);
-    const spa = u32(f, a + ARP_SPA);
+    const spa = i32(f, a + ARP_SPA);
     if (spa === 0) {
       // RFC 5227 probe: allowed in every lease state (Softnet dropped it after expiry).
       return op === ArpOp.REQUEST ? Verdict.PASS : Verdict.ARP_IP_SPOOF;
     }
     const lease = this.#lease;
-    if (spa !== lease.boundIp) return lease.current !== null ? Verdict.ARP_IP_SPOOF : Verdict.NO_LEASE;
+    if (!lease.bound) return Verdict.NO_LEASE;
+    if (spa !== lease.boundIp) return Verdict.ARP_IP_SPOOF;
     if (this.#blockLocal && op === ArpOp.REQUEST) {
-      const tpa = u32(f, a + ARP_TPA);
+      const tpa = i32(f, a + ARP_TPA);
       if (tpa !== this.#gatewayIp && tpa !== spa) return Verdict.LOCAL_DST;
     }
     return Verdict.PASS;
@@ -279,24 +282,25 @@ class Filter implements PacketFilter {
       }
     }
     const lease = this.#lease;
-    if (ip.src !== lease.boundIp) return lease.current !== null ? Verdict.IP_SPOOF : Verdict.NO_LEASE;
+    if (!lease.bound) return Verdict.NO_LEASE;
+    if ((ip.src | 0) !== lease.boundIp) return Verdict.IP_SPOOF;
     // Fragments are judged on the destination only: no port-based exception applies to them.
     if (frag) {
       sport = -1;
       dport = -1;
     }
-    return this.#vmDestination(ip.dst, proto, sport, dport, tcpFlags);
+    return this.#vmDestination(ip.dst | 0, proto, sport, dport, tcpFlags);
   }
 
   #vmDhcpClient(f: Uint8Array, frag: boolean, now: number): Verdict {
     if (frag) return Verdict.DHCP_BAD_CLIENT;
     const ip = this.#ip;
     const lease = this.#lease;
-    const src = ip.src;
-    if (src !== 0 && src !== lease.boundIp) return lease.current !== null ? Verdict.IP_SPOOF : Verdict.NO_LEASE;
+    const src = ip.src | 0;
+    if (src !== 0 && !(lease.bound && src === lease.boundIp)) return lease.bound ? Verdict.IP_SPOOF : Verdict.NO_LEASE;
     const l4 = ip.payloadOffset;
     if (u16(f, l4) !== DHCP_CLIENT_PORT) return Verdict.DHCP_BAD_CLIENT;
-    const dst = ip.dst;
+    const dst = ip.dst | 0;
     if (dst !== BROADCAST_IP && !this.#isServer(dst)) return Verdict.DHCP_BAD_CLIENT;
     const m = this.#dhcp;
     if (parseDhcp(f, l4 + UDP_HEADER, l4 + u16(f, l4 + 4), m) !== DhcpParse.OK) return Verdict.DHCP_BAD_CLIENT;
@@ -402,13 +406,13 @@ class Filter implements PacketFilter {
       dport = -1;
       icmp = -1;
     }
-    return this.#hostSource(ip.src, proto, sport, dport, icmp);
+    return this.#hostSource(ip.src | 0, proto, sport, dport, icmp);
   }
 
   /** DHCP server traffic towards the VM: only from trusted servers; ACK/NAK are snooped. */
   #hostDhcp(f: Uint8Array, frag: boolean, sport: number, dport: number, now: number): Verdict {
     const ip = this.#ip;
-    if (!this.#isServer(ip.src)) return Verdict.DHCP_UNTRUSTED;
+    if (!this.#isServer(ip.src | 0)) return Verdict.DHCP_UNTRUSTED;
     if (this.#hasGwMac && !macAt(f, ETH_SRC, this.#gwMac)) return Verdict.DHCP_UNTRUSTED;
     if (sport === DHCP_SERVER_PORT && dport === DHCP_CLIENT_PORT) {
       const lease = this.#lease;
@@ -447,8 +451,9 @@ class Filter implements PacketFilter {
 
   // ---------------------------------------------------------------- helpers
 
+  /** `ip` is int32. */
   #inSubnet(ip: number): boolean {
-    return ((ip & this.#subnetMask) >>> 0) === this.#subnetBase;
+    return (ip & this.#subnetMask) === this.#subnetBase;
   }
 
   #isServer(ip: number): boolean {

@@ -102,8 +102,10 @@ const MAX_DNS = 8;
 const XID_SLOTS = 8;
 
 export class LeaseTracker {
-  /** Leased address, or -1. Read per frame. */
-  boundIp = -1;
+  /** Is a lease in force? Read per frame. */
+  bound = false;
+  /** The leased address as int32 (see bytes.ts `i32`); meaningful only when `bound`. Read per frame. */
+  boundIp = 0;
   /** Time from which the lease is no longer honoured (expiresAt - skew); Infinity when there is none. */
   endAt = Number.POSITIVE_INFINITY;
   state: LeaseState = 'none';
@@ -114,7 +116,8 @@ export class LeaseTracker {
   listenerErrors = 0;
 
   readonly #cfg: ResolvedConfig;
-  readonly #dns = new Uint32Array(MAX_DNS);
+  /** DNS servers of the lease, int32. */
+  readonly #dns = new Int32Array(MAX_DNS);
   #dnsCount = 0;
   /** Ring of [xid, time] pairs of the VM's recent client messages. */
   readonly #xids = new Float64Array(XID_SLOTS * 2).fill(Number.NaN);
@@ -138,7 +141,7 @@ export class LeaseTracker {
     if (now >= this.endAt) this.#end('expired', now);
   }
 
-  /** Is `ip` a DNS server of the current lease? */
+  /** Is `ip` (int32) a DNS server of the current lease? */
   isDns(ip: number): boolean {
     const d = this.#dns;
     for (let i = 0; i < this.#dnsCount; i++) if (d[i] === ip) return true;
@@ -155,9 +158,9 @@ export class LeaseTracker {
       this.#xidNext = (i + 1) % XID_SLOTS;
       if (type !== DhcpType.INFORM && (this.state === 'none' || this.state === 'expired')) this.state = 'pending';
     } else if (type === DhcpType.RELEASE) {
-      if (this.current !== null && msg.ciaddr === this.boundIp) this.#end('release', now);
+      if (this.bound && (msg.ciaddr | 0) === this.boundIp) this.#end('release', now);
     } else if (type === DhcpType.DECLINE) {
-      if (this.current !== null && (!msg.hasRequestedIp || msg.requestedIp === this.boundIp)) this.#end('decline', now);
+      if (this.bound && (!msg.hasRequestedIp || (msg.requestedIp | 0) === this.boundIp)) this.#end('decline', now);
     }
   }
 
@@ -181,7 +184,7 @@ export class LeaseTracker {
     const type = msg.messageType;
     if (type !== DhcpType.ACK && type !== DhcpType.NAK) return Snoop.NOT_ACK;
     if (!macAt(f, msg.chaddrOffset, this.#cfg.vmMacBytes)) return Snoop.OTHER_CLIENT;
-    if (!this.#xidKnown(msg.xid, now)) return Snoop.UNKNOWN_XID;
+    if (!this.#xidKnown(msg, now)) return Snoop.UNKNOWN_XID;
     if (type === DhcpType.NAK) {
       if (this.current !== null) this.#end('nak', now);
       else if (this.state === 'pending') this.state = 'none';
@@ -212,7 +215,8 @@ export class LeaseTracker {
     return true;
   }
 
-  #xidKnown(xid: number, now: number): boolean {
+  #xidKnown(msg: DhcpMessage, now: number): boolean {
+    const xid = msg.xid;
     const x = this.#xids;
     const win = this.#cfg.dhcpTransactionMs;
     for (let i = 0; i < XID_SLOTS; i++) {
@@ -259,10 +263,11 @@ export class LeaseTracker {
     this.current = lease;
     this.last = lease;
     this.state = 'bound';
-    this.boundIp = lease.ipNumber;
+    this.bound = true;
+    this.boundIp = lease.ipNumber | 0;
     this.endAt = lease.expiresAt - this.#cfg.leaseSkewMs;
     this.#dnsCount = Math.min(dns.length, MAX_DNS);
-    for (let i = 0; i < this.#dnsCount; i++) this.#dns[i] = dns[i]!;
+    for (let i = 0; i < this.#dnsCount; i++) this.#dns[i] = dns[i]! | 0;
     if (notify) this.#emit({ lease, previous, cause, at: now });
   }
 
@@ -270,7 +275,8 @@ export class LeaseTracker {
     const previous = this.current;
     this.current = null;
     this.state = cause === 'expired' ? 'expired' : 'none';
-    this.boundIp = -1;
+    this.bound = false;
+    this.boundIp = 0;
     this.endAt = Number.POSITIVE_INFINITY;
     this.#dnsCount = 0;
     if (previous !== null) this.#emit({ lease: null, previous, cause, at: now });

@@ -1,7 +1,7 @@
 /**
  * Token bucket for VM DHCP client messages (libvirt's snooper uses 10/s, burst 50).
  * State lives in a Float64Array so updating it never allocates. Time is injected (ms); time going
- * backwards or a non-finite `now` refills nothing.
+ * backwards or a non-finite `now` refills nothing and does not move the bucket's clock.
  */
 export class TokenBucket {
   readonly #state = new Float64Array(2); // [tokens, lastMs]
@@ -18,15 +18,18 @@ export class TokenBucket {
   /** Takes one token if available. */
   take(now: number): boolean {
     const s = this.#state;
-    const last = s[1]!;
     let tokens = s[0]!;
-    const elapsed = now - last;
-    if (elapsed > 0) {
-      // NaN (first call, or a non-finite now) fails the test above: no refill.
-      tokens += elapsed * this.#perMs;
-      if (tokens > this.#burst) tokens = this.#burst;
+    if (now - now === 0) {
+      // finite now (NaN and ±Infinity fail the test above and are ignored)
+      const last = s[1]!;
+      if (last !== last) {
+        s[1] = now;
+      } else if (now > last) {
+        tokens += (now - last) * this.#perMs;
+        if (tokens > this.#burst) tokens = this.#burst;
+        s[1] = now;
+      }
     }
-    if (elapsed > 0 || last !== last) s[1] = now;
     if (tokens >= 1) {
       s[0] = tokens - 1;
       return true;

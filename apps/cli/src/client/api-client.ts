@@ -21,7 +21,7 @@ import type {
   WorkerObject,
 } from '@fleet/controller/api-schemas';
 import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from '../errors.ts';
-import { formatAge } from '../output/durations.ts';
+import { formatDuration } from '../output/durations.ts';
 import { CLI_VERSION } from '../version.ts';
 import { readNdjson } from './ndjson.ts';
 
@@ -340,7 +340,7 @@ export class ApiClient {
         if (this.signal?.aborted) throw new InterruptedError();
         if (stop?.aborted) return;
         if (stalled) {
-          throw new UnreachableError(`lost the watch stream from ${this.url}: no data for ${formatAge(idleMs)} (the controller sends keepalives every 15s)`);
+          throw new UnreachableError(`lost the watch stream from ${this.url}: no data for ${formatDuration(idleMs)} (the controller sends keepalives every 15s)`);
         }
         throw new UnreachableError(`lost the watch stream from ${this.url}: ${networkReason(err)}`, { cause: err });
       }
@@ -355,7 +355,7 @@ export class ApiClient {
   private networkError(err: unknown, timedOut: boolean): CliError {
     if (err instanceof CliError) return err;
     if (this.signal?.aborted) return new InterruptedError();
-    if (timedOut) return new UnreachableError(`cannot reach the controller at ${this.url}: no answer within ${formatAge(this.timeoutMs)}; ${HINT}`);
+    if (timedOut) return new UnreachableError(`cannot reach the controller at ${this.url}: no answer within ${formatDuration(this.timeoutMs)}; ${HINT}`);
     return new UnreachableError(`cannot reach the controller at ${this.url}: ${networkReason(err)}; ${HINT}`, { cause: err });
   }
 

@@ -12,10 +12,10 @@ export function registerVersionCommand(program: Command, rt: Runtime): void {
     .action(async (o: { client?: boolean }, cmd: Command) => {
       const json = rt.isJson(cmd);
       const target = o.client ? null : rt.target(cmd);
+      if (!json) rt.out(`client:     fleet ${CLI_VERSION}`);
       let controller: ControllerInfo | null = null;
       if (target?.url) controller = await rt.clientFor(target.url, target.token, cmd).info();
       if (json) return rt.json({ client: { version: CLI_VERSION }, controller: controller ? { url: target?.url, ...controller } : null });
-      rt.out(`client:     fleet ${CLI_VERSION}`);
       if (controller && target?.url) {
         rt.out(`controller: ${controller.version} at ${target.url} (protocol v${controller.protocolVersion}, scheduler ${controller.schedulerProfile})`);
       } else if (!o.client) {

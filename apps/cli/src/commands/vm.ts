@@ -2,11 +2,10 @@
 import type { Command } from 'commander';
 import type { EventObject, VmCreate, VmObject, VmUpdate } from '@fleet/controller/api-schemas';
 import type { ApiClient, VmWatchEvent } from '../client/api-client.ts';
-import { ApiError, CliError, ExitCode, InterruptedError, ReportedError, UnreachableError, UsageError, WaitFailedError, describeError } from '../errors.ts';
+import { ApiError, ExitCode, InterruptedError, ReportedError, UnreachableError, UsageError, WaitFailedError, describeError } from '../errors.ts';
 import { sleep } from '../io.ts';
-import { ageOf, formatAge, formatTimestamp, parseDuration, relativeTime } from '../output/durations.ts';
-import { formatGib, formatMib } from '../output/sizes.ts';
-import { parseDiskGib, parseMemoryMib } from '../output/sizes.ts';
+import { ageOf, formatAge, formatDuration, formatTimestamp, parseDuration, relativeTime } from '../output/durations.ts';
+import { formatGib, formatMib, parseDiskGib, parseMemoryMib } from '../output/sizes.ts';
 import { dash, formatLabels } from '../output/table.ts';
 import type { Runtime } from '../runtime.ts';
 import {
@@ -123,7 +122,7 @@ export async function waitForVm(
   };
   const timedOut = () =>
     new WaitFailedError(
-      `timed out after ${formatAge(timeoutMs)} waiting for vm "${name}" to be ${goal}${last ? `; it is ${describe(last)}` : ''}`,
+      `timed out after ${formatDuration(timeoutMs)} waiting for vm "${name}" to be ${goal}${last ? `; it is ${describe(last)}` : ''}`,
       last,
     );
   for (;;) {
@@ -192,7 +191,7 @@ async function waitForDeletion(rt: Runtime, client: ApiClient, name: string, tim
       throw err;
     }
     if (Date.now() >= deadline) {
-      throw new WaitFailedError(`timed out after ${formatAge(timeoutMs)} waiting for vm "${name}" to be deleted; it is ${describe(last)}`, last);
+      throw new WaitFailedError(`timed out after ${formatDuration(timeoutMs)} waiting for vm "${name}" to be deleted; it is ${describe(last)}`, last);
     }
     await sleep(Math.min(500, Math.max(0, deadline - Date.now())), rt.signal).catch(() => {
       throw new InterruptedError();
@@ -287,7 +286,7 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
         return;
       }
       const goal: WaitGoal = spec.powerState === 'stopped' ? 'stopped' : 'running';
-      if (!json) rt.note(`vm "${created.name}" created; waiting up to ${formatAge(wait)} for it to be ${goal}`);
+      if (!json) rt.note(`vm "${created.name}" created; waiting up to ${formatDuration(wait)} for it to be ${goal}`);
       try {
         const done = await waitForVm(rt, client, created.name, goal, wait, json ? () => {} : (l) => rt.note(l));
         if (json) rt.json(done);
@@ -392,19 +391,19 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
       const json = rt.isJson(cmd);
       const client = rt.client(cmd);
       const results: { name: string; result: 'deleted' | 'deleting' | 'not-found' | 'error'; vm: VmObject | null; error?: string }[] = [];
-      let firstFailure: CliError | null = null;
+      const failures: ExitCode[] = [];
       const fail = (n: string, err: unknown) => {
         if (isInterrupt(rt, err)) throw err;
         const { exitCode, message } = describeError(err);
         rt.warn(message);
         results.push({ name: n, result: 'error', vm: null, error: message });
-        firstFailure ??= err instanceof CliError ? err : new CliError(message, exitCode);
+        failures.push(exitCode);
       };
       for (const n of names) {
         try {
           const r = await client.deleteVm(n);
           if (r.status === 202 && wait !== null) {
-            if (!json) rt.note(`vm "${n}" is being deleted; waiting up to ${formatAge(wait)}`);
+            if (!json) rt.note(`vm "${n}" is being deleted; waiting up to ${formatDuration(wait)}`);
             await waitForDeletion(rt, client, n, wait);
             results.push({ name: n, result: 'deleted', vm: null });
             if (!json) rt.out(`vm "${n}" deleted`);
@@ -425,7 +424,7 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
         }
       }
       if (json) rt.json({ results });
-      if (firstFailure) throw new ReportedError((firstFailure as CliError).exitCode);
+      if (failures.length > 0) throw new ReportedError(failures[0]!);
     });
 
   vm.command('logs')

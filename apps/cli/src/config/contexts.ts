@@ -161,10 +161,14 @@ export function resolveTarget({ flags, env, config, configPath }: TargetInputs):
     return [null, 'none'];
   };
   const [rawUrl, urlSource] = pick(flags.url, env.FLEET_URL, context?.url);
-  const [token, tokenSource] = pick(flags.token, env.FLEET_TOKEN, context?.token);
   const urlFlag = urlSource === 'flag' ? '--url' : urlSource === 'env' ? 'FLEET_URL' : `the URL of context "${contextName}"`;
+  const url = rawUrl === null ? null : normalizeUrl(rawUrl, urlFlag);
+  // A context's token is only ever sent to that context's controller: never leak
+  // it to another URL given by --url or FLEET_URL.
+  const contextTokenApplies = context !== undefined && url !== null && url === normalizeUrl(context.url);
+  const [token, tokenSource] = pick(flags.token, env.FLEET_TOKEN, contextTokenApplies ? context?.token : undefined);
   return {
-    url: rawUrl === null ? null : normalizeUrl(rawUrl, urlFlag),
+    url,
     token,
     urlSource,
     tokenSource,

@@ -47,6 +47,11 @@ export function formatAge(ms: number, round = false): string {
   return `${f(h / 24)}d`;
 }
 
+/** A timeout or wait for messages: `300ms` below a second, else like formatAge. */
+export function formatDuration(ms: number): string {
+  return ms < 1000 ? `${Math.max(0, Math.round(ms))}ms` : formatAge(ms, true);
+}
+
 /** Age of an ISO timestamp relative to `now`; `-` for null. */
 export function ageOf(iso: string | null | undefined, now: number): string {
   if (!iso) return '-';

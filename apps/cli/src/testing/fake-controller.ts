@@ -13,7 +13,7 @@ export interface FakeRequest {
   body: unknown;
 }
 
-export type Handler = (req: FakeRequest, res: ServerResponse) => void | Promise<void>;
+export type Handler = (req: FakeRequest, res: ServerResponse) => unknown;
 
 export class FakeController {
   readonly requests: FakeRequest[] = [];

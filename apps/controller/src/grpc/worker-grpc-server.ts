@@ -159,18 +159,20 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       if (!helloSeen) fail(grpcError(grpc.status.DEADLINE_EXCEEDED, `no Hello within ${HELLO_TIMEOUT_MS / 1000}s`));
     }, HELLO_TIMEOUT_MS);
 
-    const authenticated = authenticate(call).then(
+    // Resolves false when refused (the stream is already ended with the reason).
+    const authenticated: Promise<boolean> = authenticate(call).then(
       (w) => {
         worker = w;
+        return true;
       },
-      (err) => {
+      (err: unknown) => {
         fail(err);
-        throw err;
+        return false;
       },
     );
 
     const handle = async (msg: WorkerMessage__Output): Promise<void> => {
-      await authenticated;
+      if (!(await authenticated)) return;
       const w = worker!;
       if (!helloSeen) {
         if (msg.payload !== 'hello' || !msg.hello) throw grpcError(grpc.status.INVALID_ARGUMENT, 'the first message on Connect must be a Hello');

@@ -12,6 +12,8 @@ export type ConnectCall = grpc.ServerDuplexStream<WorkerMessage__Output, Control
 export class WorkerStream {
   revision = 0;
   closed = false;
+  /** (vmId/attempt) keys sent to the worker in any DesiredState on this stream. */
+  readonly delivered = new Set<string>();
 
   constructor(
     readonly workerId: string,
@@ -73,6 +75,15 @@ export class WorkerStreams {
     return this.streams.get(workerId);
   }
 
+  /**
+   * True when the worker is connected and has never been told about this
+   * instance, so it cannot hold it (and will never report it GONE).
+   */
+  neverDelivered(workerId: string, vmId: string, attempt: number): boolean {
+    const s = this.streams.get(workerId);
+    return !!s && !s.closed && !s.delivered.has(`${vmId}/${attempt}`);
+  }
+
   /** Coalesce pushes: every worker marked before the next tick gets one DesiredState. */
   markDirty(workerId: string): void {
     if (!this.streams.has(workerId)) return;
@@ -84,6 +95,7 @@ export class WorkerStreams {
 
   async pushDesiredState(stream: WorkerStream): Promise<void> {
     const vms = await desiredAssignments(this.db, stream.workerId);
+    for (const vm of vms) stream.delivered.add(`${vm.vmId}/${vm.attempt}`);
     stream.revision += 1;
     stream.send({ desiredState: { revision: stream.revision, vms } });
   }

@@ -22,7 +22,7 @@
 //    small VMs can keep a large one waiting. Its pending reason says what it
 //    is waiting for; reservations/preemption are not part of this planner.
 //
-// Fast path (10,000 VMs x 1,000 workers in a few milliseconds)
+// Fast path (10,000 VMs x 1,000 workers in ~20 ms; see bench/scheduler.ts)
 //  - VMs are grouped by requirement signature (os, driver, selector). Workers
 //    are grouped into classes by what eligibility can see: online, paused,
 //    macOS-capable, the requested drivers they offer, and the label=value
@@ -38,8 +38,11 @@
 //    short-circuits every later VM at least as large.
 //  - Pending reasons are computed after the plan, once per signature for the
 //    structural causes (nothing enrolled/online/matching/unpaused) and once per
-//    signature + shape for capacity, over that signature's workers only.
+//    signature + shape for capacity, from a summary of the signature's workers
+//    built once (CapacitySummary: frontiers and sorted free capacity), so a
+//    queue with thousands of distinct shapes stays cheap.
 import { CapacityIndex, preferenceOrder, type FreeCapacity } from './capacity-index.ts';
+import { CapacitySummary } from './capacity-summary.ts';
 import * as reasons from './reasons.ts';
 
 export type SchedulerProfile = 'pack' | 'spread';
@@ -166,9 +169,11 @@ const PAIR_END = '\u0001';
 
 function requirementKey(vm: PendingVmView): string {
   const sel = vm.selector;
-  const keys = Object.keys(sel);
-  if (keys.length > 1) keys.sort();
   let key = (vm.os === 'macos' ? 'm' : 'l') + vm.driver + PAIR_END;
+  let keys: string[] | undefined;
+  for (const k in sel) if (Object.hasOwn(sel, k)) (keys ??= []).push(k);
+  if (keys === undefined) return key; // the common case: no selector, no allocation
+  if (keys.length > 1) keys.sort();
   for (const k of keys) key += k + SEP + sel[k] + PAIR_END;
   return key;
 }
@@ -180,6 +185,8 @@ class Planner {
   private onlineCount = 0;
   private classes: WorkerClass[] = [];
   private readonly byPair = new Map<string, WorkerClass[]>();
+  private readonly summaries = new Map<readonly number[], CapacitySummary>();
+  private readonly macosSummaries = new Map<readonly number[], CapacitySummary>();
 
   constructor(
     private readonly workers: readonly WorkerView[],
@@ -492,60 +499,26 @@ class Planner {
 
   /** Why a VM with eligible workers is still pending: it never fits, or the fitting workers are busy. */
   private capacityReason(req: Requirement, cpus: number, memoryMib: number): string {
-    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos, rank } = this.free;
+    const summary = this.summaryFor(req);
     const extra = reasons.unavailableNote(req.pausedMatching, req.offlineMatching);
-    const largest = { cpus: Number.NEGATIVE_INFINITY, memoryMib: Number.NEGATIVE_INFINITY, vmSlots: Number.NEGATIVE_INFINITY };
-    let fitsSomewhere = false;
-    for (const w of req.eligible) {
-      const cap = this.workers[w]!.capacity;
-      if (cap.cpus > largest.cpus) largest.cpus = cap.cpus;
-      if (cap.memoryMib > largest.memoryMib) largest.memoryMib = cap.memoryMib;
-      if (cap.vmSlots > largest.vmSlots) largest.vmSlots = cap.vmSlots;
-      if (cap.cpus >= cpus && cap.memoryMib >= memoryMib && cap.vmSlots >= 1) fitsSomewhere = true;
+    if (!summary.everFits(cpus, memoryMib)) return reasons.neverFits(cpus, memoryMib, summary.largest, extra);
+    const firstName = this.workers[summary.firstWorker()]!.name;
+    if (summary.macosFull) {
+      const { used, total, uniform } = summary.macosFull;
+      return reasons.waitingForMacosSlot(summary.matching, firstName, used, total, uniform, extra);
     }
-    if (!fitsSomewhere) return reasons.neverFits(cpus, memoryMib, largest, extra);
+    const best = summary.best(cpus, memoryMib, (w) => this.workers[w]!.name);
+    return reasons.waitingForCapacity(summary.matching, cpus, memoryMib, req.macos, best, summary.shortfall(cpus, memoryMib), extra);
+  }
 
-    const matching = req.eligible.length;
-    const firstName = this.workers[req.eligible[0]!]!.name;
-    if (req.macos && req.eligible.every((w) => freeMacos[w]! < 1)) {
-      let used = 0;
-      let total = 0;
-      let uniform = true;
-      const first = req.eligible[0]!;
-      const cap0 = this.workers[first]!.capacity.macosSlots;
-      const used0 = cap0 - freeMacos[first]!;
-      for (const w of req.eligible) {
-        const cap = this.workers[w]!.capacity.macosSlots;
-        const u = cap - freeMacos[w]!;
-        used += u;
-        total += cap;
-        if (cap !== cap0 || u !== used0) uniform = false;
-      }
-      return reasons.waitingForMacosSlot(matching, firstName, used, total, uniform, extra);
+  /** One summary per eligible set (and os), built on first use after the plan. */
+  private summaryFor(req: Requirement): CapacitySummary {
+    const cache = req.macos ? this.macosSummaries : this.summaries;
+    let summary = cache.get(req.eligible);
+    if (!summary) {
+      summary = new CapacitySummary(req.eligible, this.free, (w) => this.workers[w]!.capacity, req.macos);
+      cache.set(req.eligible, summary);
     }
-
-    // The worker closest to fitting: most requirements met, then the largest share of the request, then name.
-    let best = -1;
-    let bestMet = -1;
-    let bestShare = -1;
-    const share = (have: number, want: number) => (want <= 0 ? 1 : Math.max(0, Math.min(1, have / want)));
-    for (const w of req.eligible) {
-      const met =
-        +(freeCpus[w]! >= cpus) + +(freeMem[w]! >= memoryMib) + +(freeSlots[w]! >= 1) + (req.macos ? +(freeMacos[w]! >= 1) : 0);
-      const s = share(freeCpus[w]!, cpus) + share(freeMem[w]!, memoryMib) + share(freeSlots[w]!, 1) + (req.macos ? share(freeMacos[w]!, 1) : 0);
-      if (met > bestMet || (met === bestMet && (s > bestShare || (s === bestShare && rank[w]! < rank[best]!)))) {
-        best = w;
-        bestMet = met;
-        bestShare = s;
-      }
-    }
-    return reasons.waitingForCapacity(
-      matching,
-      cpus,
-      memoryMib,
-      req.macos,
-      { name: this.workers[best]!.name, cpus: freeCpus[best]!, memoryMib: freeMem[best]!, vmSlots: freeSlots[best]!, macosSlots: freeMacos[best]! },
-      extra,
-    );
+    return summary;
   }
 }

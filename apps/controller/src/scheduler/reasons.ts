@@ -79,11 +79,34 @@ export interface BestWorker {
   macosSlots: number;
 }
 
-export function waitingForCapacity(matching: number, cpus: number, memoryMib: number, macos: boolean, best: BestWorker, extra: string): string {
+/** How many matching workers lack each resource (a worker can lack several). */
+export interface Shortfall {
+  cpus: number;
+  memoryMib: number;
+  vmSlots: number;
+  macosSlots: number;
+}
+
+export function waitingForCapacity(
+  matching: number,
+  cpus: number,
+  memoryMib: number,
+  macos: boolean,
+  best: BestWorker,
+  short: Shortfall,
+  extra: string,
+): string {
   const need = `${plural(cpus, 'CPU')}, ${fmt(memoryMib)} MiB memory${macos ? ', a macOS slot' : ''} and a VM slot free`;
   const has = `${plural(best.cpus, 'CPU')}, ${fmt(best.memoryMib)} MiB, ${plural(best.vmSlots, 'VM slot')}${macos ? `, ${plural(best.macosSlots, 'macOS slot')}` : ''} free`;
   if (matching === 1) return `waiting for capacity: the only matching worker (${best.name}) does not have ${need} (it has ${has})${extra}`;
-  return `waiting for capacity: ${matching} matching workers, none has ${need} (best: ${best.name} has ${has})${extra}`;
+  const lacking = [
+    short.cpus > 0 ? `CPUs on ${short.cpus}` : '',
+    short.memoryMib > 0 ? `memory on ${short.memoryMib}` : '',
+    short.vmSlots > 0 ? `VM slots on ${short.vmSlots}` : '',
+    macos && short.macosSlots > 0 ? `macOS slots on ${short.macosSlots}` : '',
+  ].filter(Boolean);
+  const summary = lacking.length > 0 ? `short of ${lacking.join(', ')}; ` : '';
+  return `waiting for capacity: ${matching} matching workers, none has ${need} (${summary}best: ${best.name} has ${has})${extra}`;
 }
 
 /** Suffix naming matching workers that are left out because they are draining or offline. */

@@ -42,6 +42,9 @@ interface Change {
 }
 
 export class VmService {
+  /** Set by the composition root: whether a connected worker was never sent this instance. */
+  neverDelivered: (workerId: string, vmId: string, attempt: number) => boolean = () => false;
+
   constructor(
     private readonly db: FleetDb,
     private readonly events: EventLog,
@@ -152,6 +155,10 @@ export class VmService {
   async delete(name: string, actor: string): Promise<Vm | null> {
     const vm = await this.get(name);
     const result = await this.db.$transaction(async (tx) => {
+      if (vm.state === 'scheduled' && vm.workerId && this.neverDelivered(vm.workerId, vm.id, vm.attempt)) {
+        // Placed but never sent to its (connected) worker: nothing to wait for.
+        await tx.allocation.deleteMany({ where: { vmId: vm.id, attempt: vm.attempt, workerId: vm.workerId } });
+      }
       const held = await tx.allocation.count({ where: { vmId: vm.id } });
       if (held === 0) {
         await tx.vm.delete({ where: { id: vm.id } });

@@ -11,7 +11,8 @@
 //   synthetic:fail-start         start() rejects after the boot delay
 //   synthetic:crash-after=<ms>   the instance crashes <ms> after reaching running (not scaled)
 //   synthetic:boot-ms=<ms>       boot takes exactly <ms> (not scaled)
-// Any other image boots normally. macOS guests (spec.os "macos") are limited to
+// Anything else (other images, other words such as synthetic:ok or synthetic:macos) boots
+// normally; the guest OS comes from spec.os, not from the image name. macOS guests (spec.os "macos") are limited to
 // `maxMacosGuests` running at once, like Virtualization.framework's licence limit.
 //
 // With `stateFile`, instances are persisted (debounced JSON) so that a new driver on the
@@ -59,7 +60,8 @@ interface Directives {
   failStart: boolean;
   crashAfterMs?: number;
   bootMs?: number;
-  invalid?: string;
+  /** Words that are not directives (ignored). */
+  other: string[];
 }
 
 interface SyntheticInstance {
@@ -103,7 +105,7 @@ export function fnv1a(text: string): number {
 }
 
 export function parseSyntheticImage(image: string): Directives {
-  const directives: Directives = { failCreate: false, failStart: false };
+  const directives: Directives = { failCreate: false, failStart: false, other: [] };
   if (!image.startsWith('synthetic:')) return directives;
   for (const raw of image.slice('synthetic:'.length).split(',')) {
     const part = raw.trim();
@@ -114,7 +116,7 @@ export function parseSyntheticImage(image: string): Directives {
     else if (key === 'fail-start' && value === undefined) directives.failStart = true;
     else if (key === 'crash-after' && Number.isFinite(ms) && ms >= 0) directives.crashAfterMs = ms;
     else if (key === 'boot-ms' && Number.isFinite(ms) && ms >= 0) directives.bootMs = ms;
-    else directives.invalid ??= part;
+    else directives.other.push(part);
   }
   return directives;
 }
@@ -158,9 +160,6 @@ export class SyntheticDriver implements Driver {
     if (existing) return this.#status(existing);
     const directives = parseSyntheticImage(request.spec.image);
     await this.#delay(this.#scaled(SYNTHETIC_DELAYS_MS.create));
-    if (directives.invalid !== undefined) {
-      throw new DriverError(`synthetic image ${JSON.stringify(request.spec.image)}: unknown directive ${JSON.stringify(directives.invalid)}`);
-    }
     if (directives.failCreate) throw new DriverError('synthetic failure injected: image synthetic:fail-create cannot be prepared');
     const instance: SyntheticInstance = {
       vmId: request.vmId,

@@ -155,6 +155,25 @@ describe('Reconciler', () => {
     expect(h.driver.instances.has('a#1')).toBe(false);
   });
 
+  it('reports GONE for an assignment withdrawn before it was created (coalesced desired states)', async () => {
+    const h = await harness({ concurrency: 1 });
+    const release = h.driver.hold('create', 'busy'); // keeps the only slot busy
+    h.reconciler.setDesired(desired(vm('busy')));
+    h.reconciler.setDesired(desired(vm('busy'), vm('flash', { attempt: 3 }), vm('keep', { attempt: 1 })));
+    h.reconciler.setDesired(desired(vm('busy'), vm('keep', { attempt: 2 }))); // flash withdrawn, keep#1 replaced, before either ran
+    release();
+    await h.reconciler.idle();
+    expect(h.driver.opsFor('flash')).toEqual([]);
+    expect(h.statuses.filter((s) => s.vmId === 'flash')).toEqual([expect.objectContaining({ attempt: 3, phase: VmPhase.VM_PHASE_GONE })]);
+    expect(h.phases('keep')).toEqual(['1:GONE', '2:STARTING', '2:RUNNING']);
+    expect(h.driver.opsFor('keep')).toEqual(['create keep#2', 'start keep#2']);
+    // nothing is reported twice
+    const count = h.statuses.length;
+    h.reconciler.reconcileAll();
+    await h.reconciler.idle();
+    expect(h.statuses.length).toBe(count);
+  });
+
   it('keeps a failed instance (FAILED + message, no retries) until the controller drops it', async () => {
     const h = await harness();
     h.driver.failNext('start', 'f', 'disk image is corrupt');

@@ -11,6 +11,8 @@
 // - FAILED is terminal for an attempt: kept (and reported) until the controller drops it
 //   or moves to a new attempt. Restart policy belongs to the controller.
 // - GONE is reported only after the driver confirmed removal (it frees controller capacity).
+//   An assignment withdrawn before the worker got round to creating it is reported GONE too
+//   (the worker holds nothing for it), so the controller never waits for it.
 // - An instance that crashes or powers off on its own while no operation is in flight is FAILED.
 // - One operation per vmId at a time; different vmIds run in parallel up to `concurrency`.
 import { PowerState, VmPhase, type DesiredState__Output, type VmAssignment__Output, type VmStatus, type WorkerEvent } from '@fleet/proto';
@@ -76,6 +78,8 @@ export class Reconciler {
   #desiredRevision: string | undefined;
   #unsubscribe: (() => void) | undefined;
   #closed = false;
+  /** Assignments the controller withdrew (vmId#attempt) whose GONE is still to be reported. */
+  readonly #withdrawn = new Map<string, VmAssignment__Output>();
   /** Instances (vmId#attempt) with a driver operation in flight. */
   readonly #busy = new Set<string>();
 
@@ -121,6 +125,14 @@ export class Reconciler {
       if (previous && previous.attempt > assignment.attempt) continue; // defensive: keep the newest attempt
       desired.set(assignment.vmId, assignment);
     }
+    const previous = this.#desired;
+    if (previous) {
+      for (const [vmId, old] of previous) {
+        const now = desired.get(vmId);
+        if (!now || now.attempt !== old.attempt) this.#withdrawn.set(assignmentRef(old), old);
+      }
+    }
+    for (const assignment of desired.values()) this.#withdrawn.delete(assignmentRef(assignment));
     this.#desired = desired;
     this.#desiredRevision = state.revision;
     this.#log.debug({ revision: state.revision, vms: desired.size }, 'desired state received');
@@ -130,8 +142,10 @@ export class Reconciler {
   /** Safety net: re-runs reconciliation for every wanted or held VM. No-op before the first desired state. */
   reconcileAll(): void {
     if (!this.#desired || this.#closed) return;
-    for (const vmId of this.#desired.keys()) this.#runner.trigger(vmId);
-    for (const vmId of this.#instances.keys()) if (!this.#desired.has(vmId)) this.#runner.trigger(vmId);
+    const vmIds = new Set<string>(this.#desired.keys());
+    for (const vmId of this.#instances.keys()) vmIds.add(vmId);
+    for (const old of this.#withdrawn.values()) vmIds.add(old.vmId);
+    for (const vmId of vmIds) this.#runner.trigger(vmId);
   }
 
   get hasDesiredState(): boolean {
@@ -187,6 +201,7 @@ export class Reconciler {
       await this.#destroy(instance, want ? `replaced by attempt ${want.attempt}` : 'no longer desired');
       if (stale()) return;
     }
+    this.#reportWithdrawn(vmId);
     if (!want) return;
 
     let instance = this.#get(vmId, want.attempt);
@@ -320,6 +335,25 @@ export class Reconciler {
     }
     this.#update(instance, { phase: VmPhase.VM_PHASE_GONE, ip: '', message: reason });
     this.#delete(instance);
+    this.#withdrawn.delete(instanceKey(instance));
+  }
+
+  /** GONE for withdrawn assignments of `vmId` that never became an instance here. */
+  #reportWithdrawn(vmId: string): void {
+    for (const [key, old] of this.#withdrawn) {
+      if (old.vmId !== vmId || this.#get(old.vmId, old.attempt)) continue;
+      this.#withdrawn.delete(key);
+      this.#emitStatus({
+        vmId: old.vmId,
+        attempt: old.attempt,
+        phase: VmPhase.VM_PHASE_GONE,
+        observedGeneration: old.generation,
+        ip: '',
+        mac: '',
+        message: 'withdrawn before the worker created it',
+        changedAtUnixMs: String(this.#now()),
+      });
+    }
   }
 
   #validate(want: VmAssignment__Output): string | undefined {
@@ -416,8 +450,12 @@ export class Reconciler {
     if (instance.phase === VmPhase.VM_PHASE_FAILED) {
       this.#log.warn({ vmId: instance.vmId, attempt: instance.attempt, driver: this.#driver.name, message: instance.message }, 'VM instance failed');
     }
+    this.#emitStatus(toVmStatus(instance));
+  }
+
+  #emitStatus(status: VmStatus): void {
     try {
-      this.#onStatus(toVmStatus(instance));
+      this.#onStatus(status);
     } catch (error) {
       this.#log.error({ err: error }, 'status listener threw');
     }
@@ -435,6 +473,10 @@ export class Reconciler {
 /** Reads the phase without TypeScript's narrowing (it changes across awaits). */
 function phaseOf(instance: Instance): Phase {
   return instance.phase;
+}
+
+function assignmentRef(a: VmAssignment__Output): string {
+  return instanceKey({ vmId: a.vmId, attempt: a.attempt });
 }
 
 function assignmentKey(a: VmAssignment__Output): string {

@@ -1,0 +1,351 @@
+// `fleet vm …` against a fake controller: request bodies, --wait over the
+// NDJSON watch stream, watch output, multi-name delete, logs paging/follow.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { EventObject, VmObject } from '@fleet/controller/api-schemas';
+import { FakeController, sendJson, streamNdjson, vm } from '../testing/fake-controller.ts';
+import { runCli } from '../testing/run-cli.ts';
+
+let fake: FakeController;
+let dir: string;
+let env: Record<string, string>;
+
+beforeEach(async () => {
+  fake = await FakeController.start();
+  dir = mkdtempSync(join(tmpdir(), 'fleet-cli-vm-'));
+  env = { FLEET_URL: fake.url, FLEET_TOKEN: 'fleet_test_s3cr3t', FLEET_CONFIG: join(dir, 'config.json') };
+});
+afterEach(async () => {
+  await fake.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const fleet = (args: string[], opts: { signal?: AbortSignal; onStdout?: (s: string) => void } = {}) => runCli(args, { env, ...opts });
+
+const pending = vm('web-1', { state: 'pending', reason: 'no worker has 4 free CPUs' });
+const scheduled = vm('web-1', { state: 'scheduled', reason: 'placed on mac-1', worker: 'mac-1' });
+const running = vm('web-1', { state: 'running', reason: 'running on mac-1', worker: 'mac-1', ip: '10.0.0.5' });
+const failed = vm('web-1', { state: 'failed', reason: 'create failed: image "nope" not found', worker: 'mac-1' });
+
+const added = (v: VmObject) => ({ type: 'ADDED', vm: v });
+const modified = (v: VmObject) => ({ type: 'MODIFIED', vm: v });
+
+function event(id: number, kind: string, message: string): EventObject {
+  return { id, at: `2025-01-01T00:00:${String(id).padStart(2, '0')}.000Z`, kind, level: 'info', message, vm: 'web-1', vmId: 'id-web-1', workerId: null, actor: 'controller', data: {} };
+}
+
+describe('vm create', () => {
+  it('sends the spec built from the flags', async () => {
+    fake.on('POST', '/v1/vms', (req, res) => sendJson(res, 201, vm('web-1', req.body as Partial<VmObject>)));
+    const r = await fleet([
+      'vm', 'create', 'web-1', '--image', 'ubuntu:24.04', '--os', 'linux', '--driver', 'qemu', '--cpus', '4', '--memory', '4G',
+      '--disk', '40G', '--label', 'team=web', '--label', 'tier=fe', '--selector', 'pool=ci', '--priority', '-5',
+      '--restart', 'on-failure', '--username', 'admin', '--stopped',
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('vm "web-1" created (pending: waiting for the scheduler)\n');
+    expect(fake.requests[0]!.body).toEqual({
+      name: 'web-1',
+      image: 'ubuntu:24.04',
+      os: 'linux',
+      driver: 'qemu',
+      cpus: 4,
+      memoryMib: 4096,
+      diskGib: 40,
+      labels: { team: 'web', tier: 'fe' },
+      selector: { pool: 'ci' },
+      priority: -5,
+      restartPolicy: 'on-failure',
+      username: 'admin',
+      powerState: 'stopped',
+    });
+  });
+
+  it('--wait: follows pending → running over the watch stream and prints the IP', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) =>
+      // split lines and keepalives on purpose; the stream stays open like the real one
+      streamNdjson(res, [added(pending), 30, '\n', modified(scheduled), 30, JSON.stringify(modified(running)).slice(0, 25), 30, JSON.stringify(modified(running)).slice(25) + '\n'], true),
+    );
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('10.0.0.5\n');
+    expect(r.stderr).toBe(
+      [
+        'vm "web-1" created; waiting up to 5m for it to be running',
+        '  pending: no worker has 4 free CPUs',
+        '  scheduled: placed on mac-1',
+        '  running: running on mac-1',
+        '',
+      ].join('\n'),
+    );
+    const watch = fake.requestsTo('GET', '/v1/vms/web-1')[0]!;
+    expect(watch.query.get('watch')).toBe('true');
+    expect(watch.headers.authorization).toBe('Bearer fleet_test_s3cr3t');
+  });
+
+  it('--wait: exit 7 with the reason when the VM fails', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), 20, modified(scheduled), 20, modified(failed)], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'nope', '--wait', '1m']);
+    expect(r.code).toBe(7);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trimEnd().split('\n').at(-1)).toBe('fleet: vm "web-1" failed: create failed: image "nope" not found');
+  });
+
+  it('--wait --json: the final VM as one document, also on failure', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified(running)], true));
+    const ok = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '--json']);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual(running);
+    expect(ok.stderr).toBe('');
+
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified(failed)], true));
+    const bad = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '--json']);
+    expect(bad.code).toBe(7);
+    expect(JSON.parse(bad.stdout)).toEqual(failed);
+  });
+
+  it('--wait: keeps waiting through a failure that will be restarted', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    const willRestart = { ...failed, restartPolicy: 'on-failure' as const, restartAt: '2025-01-01T01:00:05.000Z' };
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified(willRestart), modified(pending), modified(running)], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--restart', 'on-failure', '--wait']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('10.0.0.5\n');
+    expect(r.stderr).toMatch(/failed; restarting .* \(restart policy on-failure\)/);
+  });
+
+  it('--wait: exit 7 on timeout, saying what the VM is waiting for', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending)], true));
+    const started = Date.now();
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '400ms']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/fleet: timed out after 400ms waiting for vm "web-1" to be running; it is pending: no worker has 4 free CPUs\n$/);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('--wait: exit 7 when the VM is deleted meanwhile', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), { type: 'DELETED', vm: pending }]));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/vm "web-1" was deleted while waiting for it to be running/);
+  });
+
+  it('--wait: reconnects when the controller closes the stream', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    let calls = 0;
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => {
+      calls += 1;
+      return calls === 1 ? streamNdjson(res, [added(pending)]) : streamNdjson(res, [added(running)], true);
+    });
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('10.0.0.5\n');
+    expect(calls).toBe(2);
+  });
+
+  it('--wait: a VM that runs without an IP succeeds after the grace period (bounded by --wait)', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added({ ...running, ip: null })], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '500ms']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/is running on mac-1 but reported no IP address/);
+  });
+
+  it('--stopped --wait: waits for the stopped state', async () => {
+    const stopped = vm('web-1', { state: 'stopped', reason: 'stopped on mac-1', worker: 'mac-1', powerState: 'stopped' });
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified(stopped)], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--stopped', '--wait']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/waiting up to 5m for it to be stopped/);
+  });
+
+  it('--wait: Ctrl-C exits 130', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending)], true));
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 300);
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait'], { signal: ac.signal });
+    expect(r.code).toBe(130);
+    expect(r.stderr).toMatch(/fleet: interrupted\n$/);
+  });
+});
+
+describe('vm watch', () => {
+  it('prints a line per change; the stream ending is exit 5', async () => {
+    fake.on('GET', '/v1/vms', (_req, res) =>
+      streamNdjson(res, [added(pending), '\n', JSON.stringify(modified(running)).slice(0, 40), 20, JSON.stringify(modified(running)).slice(40) + '\n', { type: 'DELETED', vm: running }]),
+    );
+    const r = await fleet(['vm', 'watch']);
+    expect(r.code).toBe(5);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toMatch(/^TIME\s+TYPE\s+NAME\s+STATE\s+WORKER\s+IP\s+REASON$/);
+    expect(lines[1]).toMatch(/^\d\d:\d\d:\d\d\s+ADDED\s+web-1\s+pending\s+-\s+-\s+no worker has 4 free CPUs$/);
+    expect(lines[2]).toMatch(/^\d\d:\d\d:\d\d\s+MODIFIED\s+web-1\s+running\s+mac-1\s+10\.0\.0\.5\s+running on mac-1$/);
+    expect(lines[3]).toMatch(/^\d\d:\d\d:\d\d\s+DELETED\s+web-1\s+running/);
+    expect(r.stderr).toBe(`fleet: the controller at ${fake.url} closed the watch stream\n`);
+    expect(fake.requests[0]!.query.get('watch')).toBe('true');
+  });
+
+  it('one VM: ends with exit 0 when it is deleted; --json prints NDJSON', async () => {
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified(running), { type: 'DELETED', vm: running }], true));
+    const r = await fleet(['vm', 'watch', 'web-1', '--json']);
+    expect(r.code).toBe(0);
+    const docs = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { type: string; vm: VmObject });
+    expect(docs.map((d) => `${d.type} ${d.vm.state}`)).toEqual(['ADDED pending', 'MODIFIED running', 'DELETED running']);
+  });
+
+  it('Ctrl-C ends a watch with exit 0', async () => {
+    fake.on('GET', '/v1/vms', (_req, res) => streamNdjson(res, [added(pending)], true));
+    const ac = new AbortController();
+    const r = await fleet(['vm', 'watch'], { signal: ac.signal, onStdout: (s) => s.includes('ADDED') && ac.abort() });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/ADDED\s+web-1/);
+  });
+
+  it('an ERROR line from the controller: exit 1 with its message', async () => {
+    fake.on('GET', '/v1/vms', (_req, res) =>
+      streamNdjson(res, [added(pending), { type: 'ERROR', error: { code: 'slow_consumer', message: 'watch stream closed: client is not reading fast enough' } }]),
+    );
+    const r = await fleet(['vm', 'watch']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('fleet: the controller ended the watch: watch stream closed: client is not reading fast enough\n');
+  });
+
+  it('an unknown VM: exit 3', async () => {
+    fake.fail('GET', '/v1/vms/nope', 404, 'not_found', 'vm "nope" not found');
+    const r = await fleet(['vm', 'watch', 'nope']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toBe('fleet: vm "nope" not found\n');
+  });
+});
+
+describe('vm delete', () => {
+  it('deletes every name, reports a missing one, and exits with its code', async () => {
+    fake.reply('DELETE', '/v1/vms/a', 204);
+    fake.fail('DELETE', '/v1/vms/b', 404, 'not_found', 'vm "b" not found');
+    fake.reply('DELETE', '/v1/vms/c', 202, vm('c', { state: 'deleting' }));
+    const r = await fleet(['vm', 'delete', 'a', 'b', 'c']);
+    expect(r.code).toBe(3);
+    expect(r.stdout).toBe('vm "a" deleted\nvm "c" is being deleted (its worker removes it)\n');
+    expect(r.stderr).toBe('fleet: vm "b" not found\n');
+    expect(fake.requests.map((q) => `${q.method} ${q.path}`)).toEqual(['DELETE /v1/vms/a', 'DELETE /v1/vms/b', 'DELETE /v1/vms/c']);
+  });
+
+  it('--ignore-missing: exit 0; --json: one result per name', async () => {
+    fake.reply('DELETE', '/v1/vms/a', 204);
+    fake.fail('DELETE', '/v1/vms/b', 404, 'not_found', 'vm "b" not found');
+    const r = await fleet(['vm', 'delete', 'a', 'b', '--ignore-missing', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      results: [
+        { name: 'a', result: 'deleted', vm: null },
+        { name: 'b', result: 'not-found', vm: null },
+      ],
+    });
+  });
+
+  it('--wait: polls until the VM is gone', async () => {
+    fake.reply('DELETE', '/v1/vms/a', 202, vm('a', { state: 'deleting' }));
+    let gets = 0;
+    fake.on('GET', '/v1/vms/a', (_req, res) => {
+      gets += 1;
+      if (gets < 3) sendJson(res, 200, vm('a', { state: 'deleting', reason: 'waiting for the worker' }));
+      else sendJson(res, 404, { error: { code: 'not_found', message: 'vm "a" not found' } });
+    });
+    const r = await fleet(['vm', 'delete', 'a', '--wait']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('vm "a" deleted\n');
+    expect(gets).toBe(3);
+  });
+
+  it('--wait: exit 7 when the VM is still there at the deadline', async () => {
+    fake.reply('DELETE', '/v1/vms/a', 202, vm('a', { state: 'deleting' }));
+    fake.reply('GET', '/v1/vms/a', 200, vm('a', { state: 'deleting', reason: 'waiting for the worker to remove it' }));
+    const r = await fleet(['vm', 'delete', 'a', '--wait', '300ms']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/timed out after 300ms waiting for vm "a" to be deleted; it is deleting: waiting for the worker to remove it/);
+  });
+});
+
+describe('vm logs', () => {
+  it('prints all events oldest first, paging with the cursor', async () => {
+    fake.on('GET', '/v1/vms/web-1/events', (req, res) => {
+      const cursor = req.query.get('cursor');
+      if (!cursor) sendJson(res, 200, { events: [event(1, 'vm.created', 'created'), event(2, 'vm.state', 'pending → scheduled')], nextCursor: 2 });
+      else sendJson(res, 200, { events: [event(3, 'vm.state', 'scheduled → running')], nextCursor: null });
+    });
+    const r = await fleet(['vm', 'logs', 'web-1']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      [
+        '2025-01-01T00:00:01Z  vm.created      created',
+        '2025-01-01T00:00:02Z  vm.state        pending → scheduled',
+        '2025-01-01T00:00:03Z  vm.state        scheduled → running',
+        '',
+      ].join('\n'),
+    );
+    expect(fake.requests.map((q) => Object.fromEntries(q.query))).toEqual([
+      { order: 'asc', limit: '1000' },
+      { order: 'asc', limit: '1000', cursor: '2' },
+    ]);
+  });
+
+  it('--limit N: the last N, still oldest first', async () => {
+    fake.reply('GET', '/v1/vms/web-1/events', 200, { events: [event(9, 'vm.state', 'nine'), event(8, 'vm.state', 'eight')], nextCursor: 8 });
+    const r = await fleet(['vm', 'logs', 'web-1', '--limit', '2']);
+    expect(r.stdout.split('\n').filter(Boolean).map((l) => l.split(/\s+/).at(-1))).toEqual(['eight', 'nine']);
+    expect(Object.fromEntries(fake.requests[0]!.query)).toEqual({ order: 'desc', limit: '2' });
+  });
+
+  it('--follow: polls after the last event and stops when the VM is deleted', async () => {
+    let calls = 0;
+    fake.on('GET', '/v1/vms/web-1/events', (req, res) => {
+      calls += 1;
+      if (calls === 1) return sendJson(res, 200, { events: [event(1, 'vm.created', 'created')], nextCursor: null });
+      expect(req.query.get('cursor')).toBe('1');
+      sendJson(res, 200, { events: [event(2, 'vm.deleted', 'deleted by token:admin')], nextCursor: null });
+    });
+    const r = await fleet(['vm', 'logs', 'web-1', '--follow']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/created\n.*vm\.deleted\s+deleted by token:admin\n$/);
+    expect(r.stderr).toMatch(/was deleted; nothing more to follow/);
+  });
+
+  it('an unknown VM: exit 3', async () => {
+    fake.fail('GET', '/v1/vms/nope/events', 404, 'not_found', 'vm "nope" not found');
+    expect((await fleet(['vm', 'logs', 'nope'])).code).toBe(3);
+  });
+});
+
+describe('vm update', () => {
+  it('merges label edits into the current labels and sends one PATCH', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, vm('web-1', { labels: { team: 'web', old: 'x' } }));
+    fake.on('PATCH', '/v1/vms/web-1', (req, res) => sendJson(res, 200, vm('web-1', { ...(req.body as object), generation: 2 })));
+    const r = await fleet(['vm', 'update', 'web-1', '--label', 'tier=fe', '--label', 'old-', '--priority', '5', '--memory', '8G', '--stop']);
+    expect(r.code).toBe(0);
+    expect(fake.requestsTo('PATCH', '/v1/vms/web-1')[0]!.body).toEqual({
+      labels: { team: 'web', tier: 'fe' },
+      priority: 5,
+      memoryMib: 8192,
+      powerState: 'stopped',
+    });
+    expect(r.stdout).toMatch(/vm "web-1" updated \(.*generation 2\)/);
+  });
+
+  it('a 409 (e.g. resizing a placed VM) is exit 6', async () => {
+    fake.fail('PATCH', '/v1/vms/web-1', 409, 'conflict', 'cannot change CPUs or memory of vm "web-1" while it is placed on a worker');
+    const r = await fleet(['vm', 'update', 'web-1', '--cpus', '8']);
+    expect(r.code).toBe(6);
+    expect(r.stderr).toMatch(/cannot change CPUs or memory/);
+  });
+});
