@@ -9,21 +9,21 @@
  * Frames are built with the package's test frame builder; addresses are bytes only (nothing is sent).
  * Median and p99 are over batches of 4096 decisions (per-frame timing is below timer resolution).
  */
+import { Session } from 'node:inspector/promises';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { type PacketFilter, Verdict, reasonName } from '@fleet/netfilter';
+import { type FilterConfig, type PacketFilter, createFilter } from '@fleet/netfilter';
 import { DHCP, ETHERTYPE, PROTO, TCP_FLAGS, ethernet, ipv4, ipv6Frame, icmp, opt, pad, tcp, tcpFrame, udpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import {
   BCAST_MAC,
   GW,
   PEER_IP,
   PEER_MAC,
-  T0,
   VM_IP,
   VM_MAC,
-  boundFilter,
+  baseConfig,
   hostAddr,
   hostDhcp,
   vmAddr,
@@ -35,6 +35,13 @@ v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
 const FRAMES = Number(process.env.NETFILTER_BENCH_FRAMES ?? 10_000_000);
+/** Epoch-scale milliseconds, like Date.now(): a heap number, not a small integer. */
+const NOW0 = 1_750_000_000_000.5;
+
+/** A filter whose VM holds a lease (seeded, valid for the whole run), DNS at the gateway. */
+function leased(over: Partial<FilterConfig> = {}): PacketFilter {
+  return createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: NOW0 + 1e10, dns: [GW] }, ...over }));
+}
 const BATCH = 4096;
 const RING = 4096; // frames per mix, cycled
 
@@ -83,7 +90,7 @@ interface Mix {
   filter: () => PacketFilter;
 }
 
-function build(name: string, pick: (i: number) => { frame: Uint8Array; host: boolean }, filter: () => PacketFilter = () => boundFilter()): Mix {
+function build(name: string, pick: (i: number) => { frame: Uint8Array; host: boolean }, filter: () => PacketFilter = () => leased()): Mix {
   const frames: Uint8Array[] = [];
   const fromHost = new Uint8Array(RING);
   for (let i = 0; i < RING; i++) {
@@ -100,7 +107,7 @@ const manyRules = (): PacketFilter => {
   for (let i = 0; i < 1000; i++) (i % 2 ? allow : block).push(`${20 + (i % 100)}.${(i * 7) % 256}.${(i * 13) % 256}.0/24`);
   block.push('0.0.0.0/0');
   allow.push(...REMOTES.map((r) => `${r}/32`));
-  return boundFilter({ allow, block });
+  return leased({ allow, block });
 };
 
 const MIXES: Mix[] = [
@@ -172,6 +179,43 @@ function stats(times: Float64Array, count: number): { median: number; p99: numbe
   return { median: s[Math.floor(s.length / 2)]!, p99: s[Math.min(s.length - 1, Math.floor(s.length * 0.99))]! };
 }
 
+interface ProfileNode {
+  callFrame: { functionName: string; url: string };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+/**
+ * Bytes allocated while running `n` decisions, from V8's sampling heap profiler (one sample per
+ * 64 bytes on average): total, and the part whose allocating frame is the filter's own code.
+ */
+async function sampledAllocation(run: () => void): Promise<{ total: number; filter: number }> {
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 64,
+    // Count objects that die young too (by default only survivors are reported).
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  } as never);
+  run();
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as unknown as { profile: { head: ProfileNode } };
+  session.disconnect();
+  let total = 0;
+  let filter = 0;
+  const walk = (node: ProfileNode, inBench: boolean): void => {
+    const url = node.callFrame.url;
+    const here = inBench || url.includes('/bench/netfilter.ts');
+    if (here) {
+      total += node.selfSize;
+      if (url.includes('/packages/netfilter/src/') && !url.includes('/testing/')) filter += node.selfSize;
+    }
+    for (const c of node.children) walk(c, here);
+  };
+  walk(profile.head, false);
+  return { total, filter };
+}
+
 interface Row {
   name: string;
   mfps: number;
@@ -179,7 +223,8 @@ interface Row {
   p99: number;
   baseMedian: number;
   gcs: number;
-  heapDelta: number;
+  allocFilter: number;
+  allocTotal: number;
   verdicts: string;
 }
 
@@ -188,9 +233,9 @@ async function measure(mix: Mix): Promise<Row> {
   const batches = Math.ceil(FRAMES / BATCH);
   const times = new Float64Array(batches);
   const baseTimes = new Float64Array(batches);
-  // Warm-up (JIT) for both loops.
-  runFilter(f, mix.frames, mix.fromHost, 2_000_000, T0 + 1, null);
-  runBaseline(mix.frames, mix.fromHost, 2_000_000, null);
+  // Warm-up (JIT) for both loops, through the same code paths as the measured runs.
+  runFilter(f, mix.frames, mix.fromHost, 2_000_000, NOW0, times);
+  runBaseline(mix.frames, mix.fromHost, 2_000_000, baseTimes);
   const before = f.stats();
 
   runBaseline(mix.frames, mix.fromHost, FRAMES, baseTimes);
@@ -198,11 +243,9 @@ async function measure(mix: Mix): Promise<Row> {
   gc();
   await flush();
   const gcBefore = gcCount;
-  const heapBefore = process.memoryUsage().heapUsed;
   const t0 = performance.now();
-  runFilter(f, mix.frames, mix.fromHost, FRAMES, T0 + 1, times);
+  runFilter(f, mix.frames, mix.fromHost, FRAMES, NOW0, times);
   const elapsed = performance.now() - t0;
-  const heapAfter = process.memoryUsage().heapUsed;
   await flush();
   const gcs = gcCount - gcBefore;
 
@@ -219,29 +262,64 @@ async function measure(mix: Mix): Promise<Row> {
     .slice(0, 4)
     .map(([k, v]) => `${k} ${Math.round((100 * v) / FRAMES)}%`)
     .join(', ');
+  if (after.fromVm.internal_error + after.fromHost.internal_error > 0) throw new Error('internal_error during the benchmark');
+
   const s = stats(times, batches);
   const bs = stats(baseTimes, batches);
-  if (after.fromVm.internal_error + after.fromHost.internal_error > 0) throw new Error('internal_error during the benchmark');
-  return { name: mix.name, mfps: FRAMES / elapsed / 1000, median: s.median, p99: s.p99, baseMedian: bs.median, gcs, heapDelta: heapAfter - heapBefore, verdicts };
+  const ALLOC_N = 2_000_000;
+  const scratch = new Float64Array(Math.ceil(ALLOC_N / BATCH));
+  const alloc = await sampledAllocation(() => runFilter(f, mix.frames, mix.fromHost, ALLOC_N, NOW0, scratch));
+  return {
+    name: mix.name,
+    mfps: FRAMES / elapsed / 1000,
+    median: s.median,
+    p99: s.p99,
+    baseMedian: bs.median,
+    gcs,
+    allocFilter: alloc.filter / ALLOC_N,
+    allocTotal: alloc.total / ALLOC_N,
+    verdicts,
+  };
 }
 
 async function leaseChangeCost(): Promise<string> {
   // ACKs that renew the lease: each builds a Lease object and a LeaseEvent (by design; once per lease period in real life).
-  const f = boundFilter();
+  const f = leased();
   f.onLeaseChange(() => {});
   const req = vmDhcp({ type: DHCP.REQUEST, xid: 0x7000, src: VM_IP, dst: GW, ciaddr: VM_IP, options: [opt.type(DHCP.REQUEST)] });
   const ack = hostDhcp({ type: DHCP.ACK, xid: 0x7000 });
   const n = 200_000;
-  f.fromVm(req, T0 + 1);
-  for (let i = 0; i < 10_000; i++) f.fromHost(ack, T0 + 2);
-  gc();
-  const h0 = process.memoryUsage().heapUsed;
+  f.fromVm(req, NOW0);
+  for (let i = 0; i < 20_000; i++) f.fromHost(ack, NOW0 + 1);
   const t0 = performance.now();
-  for (let i = 0; i < n; i++) f.fromHost(ack, T0 + 2);
+  for (let i = 0; i < n; i++) f.fromHost(ack, NOW0 + 1);
   const el = performance.now() - t0;
-  const h1 = process.memoryUsage().heapUsed;
-  if (f.stats().snoop.renewed < n) throw new Error('renewals not counted');
-  return `lease-changing ACK (renewal + listener): ${((el * 1e6) / n).toFixed(0)} ns/frame, ~${Math.max(0, (h1 - h0) / n).toFixed(0)} B allocated per ACK (Lease + event objects, by design)`;
+  const alloc = await sampledAllocationOf(() => {
+    for (let i = 0; i < n; i++) f.fromHost(ack, NOW0 + 1);
+  });
+  if (f.stats().snoop.renewed < 2 * n) throw new Error('renewals not counted');
+  return `lease-changing ACK (renewal + one listener): ${((el * 1e6) / n).toFixed(0)} ns/frame, ~${(alloc / n).toFixed(0)} B allocated per ACK (new Lease + LeaseEvent, by design)`;
+}
+
+async function sampledAllocationOf(run: () => void): Promise<number> {
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 64,
+    // Count objects that die young too (by default only survivors are reported).
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  } as never);
+  run();
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as unknown as { profile: { head: ProfileNode } };
+  session.disconnect();
+  let total = 0;
+  const walk = (node: ProfileNode): void => {
+    if (node.callFrame.url.includes('/packages/netfilter/src/')) total += node.selfSize;
+    for (const c of node.children) walk(c);
+  };
+  walk(profile.head);
+  return total;
 }
 
 async function main(): Promise<void> {
@@ -251,17 +329,16 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const mix of MIXES) rows.push(await measure(mix));
   const w = Math.max(...rows.map((r) => r.name.length));
-  console.log(`${'mix'.padEnd(w)}  Mdec/s  ns/frame median  p99   baseline  over baseline  GCs  heap Δ     verdicts`);
+  console.log(`${'mix'.padEnd(w)}  Mdec/s  ns/frame median    p99  baseline  over baseline  GCs  B/dec filter  B/dec loop  verdicts`);
   for (const r of rows) {
     console.log(
-      `${r.name.padEnd(w)}  ${r.mfps.toFixed(2).padStart(6)}  ${r.median.toFixed(1).padStart(15)}  ${r.p99.toFixed(1).padStart(5)}  ${r.baseMedian.toFixed(1).padStart(8)}  ${(r.median - r.baseMedian).toFixed(1).padStart(13)}  ${String(r.gcs).padStart(3)}  ${((r.heapDelta / 1024).toFixed(0) + ' KiB').padStart(9)}  ${r.verdicts}`,
+      `${r.name.padEnd(w)}  ${r.mfps.toFixed(2).padStart(6)}  ${r.median.toFixed(1).padStart(15)}  ${r.p99.toFixed(1).padStart(5)}  ${r.baseMedian.toFixed(1).padStart(8)}  ${(r.median - r.baseMedian).toFixed(1).padStart(13)}  ${String(r.gcs).padStart(3)}  ${r.allocFilter.toFixed(3).padStart(12)}  ${r.allocTotal.toFixed(3).padStart(10)}  ${r.verdicts}`,
     );
   }
+  console.log('B/dec filter: bytes allocated per decision by the filter\'s code; B/dec loop: by everything under the benchmark loop (sampling heap profiler, 2M decisions)');
   console.log(`\n${await leaseChangeCost()}`);
   const minRate = Math.min(...rows.map((r) => r.mfps));
   console.log(`\nslowest mix: ${minRate.toFixed(2)} M decisions/s (target >= 4); GCs during measured runs: ${rows.reduce((s, r) => s + r.gcs, 0)}`);
-  void reasonName;
-  void Verdict;
   obs.disconnect();
 }
 

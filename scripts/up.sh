@@ -45,7 +45,10 @@ if [ ! -f "$state/worker/worker.json" ]; then
   bin/fleet-worker enroll --controller "127.0.0.1:$grpc_port" --token "$boot" --name local-worker --data-dir "$state/worker"
 fi
 echo "[up] starting the worker (synthetic driver; logs: .fleet-up/worker.log)"
-bin/fleet-worker run --data-dir "$state/worker" --driver synthetic --labels "fleet.dev/local=true" >"$state/worker.log" 2>&1 &
+# Synthetic VMs use no real CPU or memory, so the local worker declares room for
+# a handful of them instead of this machine's real size.
+bin/fleet-worker run --data-dir "$state/worker" --driver synthetic --labels "fleet.dev/local=true" \
+  --cpus 16 --memory-mib 32768 --vm-slots 8 >"$state/worker.log" 2>&1 &
 pids+=($!)
 
 bin/fleet login "$api" --token "$token" --context local >/dev/null

@@ -99,6 +99,12 @@ class Filter implements PacketFilter {
   readonly counters: FilterCounters;
 
   readonly #lease: LeaseTracker;
+  /**
+   * The current time, written once per frame and read where it is needed. Deep functions read it
+   * from here instead of taking `now` as an argument: an epoch-scale time is not a small integer,
+   * and V8 would box a fresh heap number for every call that passes it.
+   */
+  readonly #clock = new Float64Array(1);
   readonly #ip = new Ipv4Header();
   readonly #dhcp = new DhcpMessage();
   readonly #vmCounts = new Float64Array(VERDICT_COUNT);
@@ -122,7 +128,7 @@ class Filter implements PacketFilter {
 
   constructor(cfg: ResolvedConfig) {
     this.config = cfg;
-    this.#lease = new LeaseTracker(cfg);
+    this.#lease = new LeaseTracker(cfg, this.#clock);
     this.counters = Object.freeze({ fromVm: this.#vmCounts, fromHost: this.#hostCounts, snoop: this.#lease.snoopCounters });
     this.#vmMac = cfg.vmMacBytes;
     this.#hasGwMac = cfg.gatewayMacBytes !== null;
@@ -139,13 +145,16 @@ class Filter implements PacketFilter {
     this.#restricted = cfg.ingress === 'restricted';
     this.#verifyChecksum = cfg.verifyIpChecksum;
     this.#maxFrame = cfg.maxFrame;
-    this.#rate = new TokenBucket(cfg.dhcpRate.perSecond, cfg.dhcpRate.burst);
+    this.#rate = new TokenBucket(cfg.dhcpRate.perSecond, cfg.dhcpRate.burst, this.#clock);
   }
 
   fromVm(frame: Uint8Array, now: number): Verdict {
     let v: Verdict;
     try {
-      v = this.#fromVm(frame, now);
+      this.#clock[0] = now;
+      // Expiry first, so that every decision (even of a runt frame) sees time move on.
+      if (now >= this.#lease.endAt) this.#lease.tick();
+      v = this.#fromVm(frame);
     } catch {
       // Last line of defence only: every read is bounds-checked; fuzzing asserts this never runs.
       v = Verdict.INTERNAL_ERROR;
@@ -158,7 +167,9 @@ class Filter implements PacketFilter {
   fromHost(frame: Uint8Array, now: number): Verdict {
     let v: Verdict;
     try {
-      v = this.#fromHost(frame, now);
+      this.#clock[0] = now;
+      if (now >= this.#lease.endAt) this.#lease.tick();
+      v = this.#fromHost(frame);
     } catch {
       v = Verdict.INTERNAL_ERROR;
     }
@@ -168,12 +179,12 @@ class Filter implements PacketFilter {
   }
 
   lease(now?: number): Lease | null {
-    if (now !== undefined) this.#lease.tick(now);
+    if (now !== undefined) this.tick(now);
     return this.#lease.current;
   }
 
   leaseState(now?: number): LeaseState {
-    if (now !== undefined) this.#lease.tick(now);
+    if (now !== undefined) this.tick(now);
     return this.#lease.state;
   }
 
@@ -186,11 +197,14 @@ class Filter implements PacketFilter {
   }
 
   seedLease(seed: LeaseSeed, now: number): void {
-    this.#lease.seed(resolveLeaseSeed(this.config, seed, 'seed'), now);
+    const resolved = resolveLeaseSeed(this.config, seed, 'seed');
+    this.#clock[0] = now;
+    this.#lease.seed(resolved);
   }
 
   tick(now: number): void {
-    this.#lease.tick(now);
+    this.#clock[0] = now;
+    this.#lease.tick();
   }
 
   stats(): FilterStats {
@@ -208,16 +222,14 @@ class Filter implements PacketFilter {
 
   // ---------------------------------------------------------------- VM -> host
 
-  #fromVm(f: Uint8Array, now: number): Verdict {
+  #fromVm(f: Uint8Array): Verdict {
     const len = f.length;
     if (len < ETH_HEADER_LENGTH) return Verdict.MALFORMED;
     if (len > this.#maxFrame) return Verdict.OVERSIZE;
-    const lease = this.#lease;
-    if (now >= lease.endAt) lease.tick(now);
     if ((f[ETH_SRC]! & 1) !== 0) return Verdict.SRC_MAC_GROUP;
     if (!macAt(f, ETH_SRC, this.#vmMac)) return Verdict.MAC_SPOOF;
     const type = (f[12]! << 8) | f[13]!;
-    if (type === EtherType.IPV4) return this.#vmIpv4(f, len, now);
+    if (type === EtherType.IPV4) return this.#vmIpv4(f, len);
     if (type === EtherType.ARP) return this.#vmArp(f, len);
     return otherEtherType(type);
   }
@@ -242,7 +254,7 @@ class Filter implements PacketFilter {
     return Verdict.PASS;
   }
 
-  #vmIpv4(f: Uint8Array, len: number, now: number): Verdict {
+  #vmIpv4(f: Uint8Array, len: number): Verdict {
     const ip = this.#ip;
     const st = parseIpv4Header(f, ETH_HEADER_LENGTH, len, ip, this.#verifyChecksum);
     if (st !== Ipv4Parse.OK) return st === Ipv4Parse.BAD_CHECKSUM ? Verdict.BAD_CHECKSUM : Verdict.MALFORMED;
@@ -276,7 +288,7 @@ class Filter implements PacketFilter {
         dport = u16(f, l4 + 2);
         // A VM never acts as a DHCP server (Softnet let 0.0.0.0:68 -> 255.255.255.255:68 through).
         if (sport === DHCP_SERVER_PORT || dport === DHCP_CLIENT_PORT) return Verdict.ROGUE_DHCP;
-        if (dport === DHCP_SERVER_PORT) return this.#vmDhcpClient(f, frag, now);
+        if (dport === DHCP_SERVER_PORT) return this.#vmDhcpClient(f, frag);
       } else if (proto === IpProto.ICMP) {
         if (checkIcmp(l4, end) !== IcmpParse.OK) return frag ? Verdict.BAD_FRAGMENT : Verdict.MALFORMED;
       }
@@ -292,7 +304,7 @@ class Filter implements PacketFilter {
     return this.#vmDestination(ip.dst | 0, proto, sport, dport, tcpFlags);
   }
 
-  #vmDhcpClient(f: Uint8Array, frag: boolean, now: number): Verdict {
+  #vmDhcpClient(f: Uint8Array, frag: boolean): Verdict {
     if (frag) return Verdict.DHCP_BAD_CLIENT;
     const ip = this.#ip;
     const lease = this.#lease;
@@ -310,8 +322,8 @@ class Filter implements PacketFilter {
     const fromZero = t === DhcpType.DISCOVER || t === DhcpType.REQUEST || t === DhcpType.DECLINE;
     const ok = src === 0 ? fromZero : fromZero || t === DhcpType.RELEASE || t === DhcpType.INFORM;
     if (!ok) return Verdict.DHCP_BAD_CLIENT;
-    if (!this.#rate.take(now)) return Verdict.RATE_LIMIT;
-    lease.clientMessage(m, now);
+    if (!this.#rate.take()) return Verdict.RATE_LIMIT;
+    lease.clientMessage(m);
     return Verdict.PASS;
   }
 
@@ -351,22 +363,20 @@ class Filter implements PacketFilter {
 
   // ---------------------------------------------------------------- host -> VM
 
-  #fromHost(f: Uint8Array, now: number): Verdict {
+  #fromHost(f: Uint8Array): Verdict {
     const len = f.length;
     if (len < ETH_HEADER_LENGTH) return Verdict.MALFORMED;
     if (len > this.#maxFrame) return Verdict.OVERSIZE;
-    const lease = this.#lease;
-    if (now >= lease.endAt) lease.tick(now);
     const type = (f[12]! << 8) | f[13]!;
     if (type !== EtherType.IPV4 && type !== EtherType.ARP) return otherEtherType(type);
     if (!macAt(f, ETH_DST, this.#vmMac) && !isBroadcastMacAt(f, ETH_DST)) return Verdict.DST_MAC;
     if ((f[ETH_SRC]! & 1) !== 0) return Verdict.SRC_MAC_GROUP;
     if (macAt(f, ETH_SRC, this.#vmMac)) return Verdict.MAC_SPOOF;
     if (type === EtherType.ARP) return checkArp(f, ETH_HEADER_LENGTH, len) === ArpParse.OK ? Verdict.PASS : Verdict.MALFORMED;
-    return this.#hostIpv4(f, len, now);
+    return this.#hostIpv4(f, len);
   }
 
-  #hostIpv4(f: Uint8Array, len: number, now: number): Verdict {
+  #hostIpv4(f: Uint8Array, len: number): Verdict {
     const ip = this.#ip;
     const st = parseIpv4Header(f, ETH_HEADER_LENGTH, len, ip, this.#verifyChecksum);
     if (st !== Ipv4Parse.OK) return st === Ipv4Parse.BAD_CHECKSUM ? Verdict.BAD_CHECKSUM : Verdict.MALFORMED;
@@ -394,7 +404,7 @@ class Filter implements PacketFilter {
         }
         sport = u16(f, l4);
         dport = u16(f, l4 + 2);
-        if (sport === DHCP_SERVER_PORT || dport === DHCP_CLIENT_PORT) return this.#hostDhcp(f, frag, sport, dport, now);
+        if (sport === DHCP_SERVER_PORT || dport === DHCP_CLIENT_PORT) return this.#hostDhcp(f, frag, sport, dport);
       } else if (proto === IpProto.ICMP) {
         if (checkIcmp(l4, end) !== IcmpParse.OK) return frag ? Verdict.BAD_FRAGMENT : Verdict.MALFORMED;
         icmp = f[l4]!;
@@ -410,7 +420,7 @@ class Filter implements PacketFilter {
   }
 
   /** DHCP server traffic towards the VM: only from trusted servers; ACK/NAK are snooped. */
-  #hostDhcp(f: Uint8Array, frag: boolean, sport: number, dport: number, now: number): Verdict {
+  #hostDhcp(f: Uint8Array, frag: boolean, sport: number, dport: number): Verdict {
     const ip = this.#ip;
     if (!this.#isServer(ip.src | 0)) return Verdict.DHCP_UNTRUSTED;
     if (this.#hasGwMac && !macAt(f, ETH_SRC, this.#gwMac)) return Verdict.DHCP_UNTRUSTED;
@@ -422,7 +432,7 @@ class Filter implements PacketFilter {
         const l4 = ip.payloadOffset;
         const m = this.#dhcp;
         if (parseDhcp(f, l4 + UDP_HEADER, l4 + u16(f, l4 + 4), m) !== DhcpParse.OK) lease.countSnoop(Snoop.MALFORMED);
-        else lease.snoopReply(f, m, now);
+        else lease.snoopReply(f, m);
       }
     }
     // A malformed reply from a trusted server still passes: the VM's client judges it; we only refuse to learn from it.

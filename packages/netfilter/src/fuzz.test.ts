@@ -226,16 +226,32 @@ function mutate(frame: Uint8Array, muts: readonly Mutation[]): Uint8Array {
 }
 
 const SOAK = process.env.NETFILTER_FUZZ_MS !== undefined;
-const params = (runs: number): fc.Parameters<unknown> => ({
-  numRuns: SOAK ? 1e9 : runs,
-  interruptAfterTimeLimit: BUDGET_MS,
-  markInterruptAsFailure: false,
-});
+
+/**
+ * Runs a property for BUDGET_MS in chunks of at most 1 s (fresh seed per chunk), yielding to the
+ * event loop between chunks so a long soak does not starve vitest's worker RPC. In CI mode it also
+ * stops after `maxRuns`. Throws fast-check's report (seed, path, counterexample) on failure.
+ */
+async function timeBoxed<Ts>(prop: fc.IProperty<Ts>, maxRuns: number): Promise<number> {
+  const deadline = performance.now() + BUDGET_MS;
+  let runs = 0;
+  while (performance.now() < deadline && (SOAK || runs < maxRuns)) {
+    const details = fc.check(prop, {
+      numRuns: SOAK ? 1e9 : maxRuns - runs,
+      interruptAfterTimeLimit: Math.max(1, Math.min(1000, deadline - performance.now())),
+      markInterruptAsFailure: false,
+    });
+    if (details.failed) throw new Error(fc.defaultReportMessage(details) ?? 'property failed');
+    runs += details.numRuns;
+    await new Promise((r) => setImmediate(r));
+  }
+  return runs;
+}
 
 describe('fuzz: random (fast-check, time-boxed)', () => {
-  it('random multi-byte corruptions of fixtures yield valid verdicts and respect the invariants', () => {
+  it('random multi-byte corruptions of fixtures yield valid verdicts and respect the invariants', async () => {
     const filters = makeFilters();
-    fc.assert(
+    await timeBoxed(
       fc.property(
         fc.nat({ max: FIXTURES.length - 1 }),
         fc.array(mutationArb, { minLength: 1, maxLength: 8 }),
@@ -248,15 +264,15 @@ describe('fuzz: random (fast-check, time-boxed)', () => {
           decide(filters[which]!, frame, dir, T0 + 3);
         },
       ),
-      params(200_000),
+      200_000,
     );
     noInternalErrors(filters);
   });
 
-  it('random bytes, with and without a plausible Ethernet/IPv4 prefix', () => {
+  it('random bytes, with and without a plausible Ethernet/IPv4 prefix', async () => {
     const filters = makeFilters();
     const prefix = FIXTURES.find((x) => x.name === 'tcp data' && x.dir === 'vm')!.frame.subarray(0, 34);
-    fc.assert(
+    await timeBoxed(
       fc.property(fc.uint8Array({ maxLength: 1600 }), fc.nat({ max: 34 }), fc.nat({ max: filters.length - 1 }), (bytes, keep, which) => {
         const frame = new Uint8Array(keep + bytes.length);
         frame.set(prefix.subarray(0, keep));
@@ -264,13 +280,13 @@ describe('fuzz: random (fast-check, time-boxed)', () => {
         decide(filters[which]!, frame, 'vm', T0 + 4);
         decide(filters[which]!, frame, 'host', T0 + 4);
       }),
-      params(100_000),
+      100_000,
     );
     noInternalErrors(filters);
   });
 
-  it('random sequences of (corrupted) frames over time keep the lease sane', () => {
-    fc.assert(
+  it('random sequences of (corrupted) frames over time keep the lease sane', async () => {
+    await timeBoxed(
       fc.property(
         fc.array(
           fc.record({
@@ -294,14 +310,14 @@ describe('fuzz: random (fast-check, time-boxed)', () => {
           noInternalErrors([f]);
         },
       ),
-      params(20_000),
+      20_000,
     );
   });
 
-  it('learns the lease from an uncorrupted exchange inside any random sequence', () => {
+  it('learns the lease from an uncorrupted exchange inside any random sequence', async () => {
     // Liveness: noise before a clean DISCOVER/REQUEST/ACK does not stop the lease from being learned.
     const byName = (n: string, dir: 'vm' | 'host') => FIXTURES.find((x) => x.name === n && x.dir === dir)!.frame;
-    fc.assert(
+    await timeBoxed(
       fc.property(fc.array(fc.record({ fi: fc.nat({ max: FIXTURES.length - 1 }), muts: fc.array(mutationArb, { maxLength: 3 }) }), { maxLength: 20 }), (noise) => {
         const f = newFilter();
         for (const s of noise) decide(f, mutate(FIXTURES[s.fi]!.frame, s.muts), FIXTURES[s.fi]!.dir, T0);
@@ -309,7 +325,7 @@ describe('fuzz: random (fast-check, time-boxed)', () => {
         decide(f, byName('dhcp ack', 'host'), 'host', T0 + 20);
         if (f.lease()?.ipNumber !== ip(VM_IP)) throw new Error(`lease not learned: ${f.leaseState()}`);
       }),
-      params(5_000),
+      5_000,
     );
   });
 

@@ -116,6 +116,8 @@ export class LeaseTracker {
   listenerErrors = 0;
 
   readonly #cfg: ResolvedConfig;
+  /** The filter's current time (ms) in clock[0], written once per frame (see rate-limit.ts). */
+  readonly #clock: Float64Array;
   /** DNS servers of the lease, int32. */
   readonly #dns = new Int32Array(MAX_DNS);
   #dnsCount = 0;
@@ -124,8 +126,9 @@ export class LeaseTracker {
   #xidNext = 0;
   readonly #listeners = new Set<LeaseListener>();
 
-  constructor(cfg: ResolvedConfig) {
+  constructor(cfg: ResolvedConfig, clock: Float64Array) {
     this.#cfg = cfg;
+    this.#clock = clock;
     if (cfg.lease !== null) this.#install(this.#leaseFromSeed(cfg.lease), cfg.lease.dns, 'seed', Number.NaN, false);
   }
 
@@ -136,8 +139,9 @@ export class LeaseTracker {
     };
   }
 
-  /** Applies expiry. One comparison unless the lease just ran out. */
-  tick(now: number): void {
+  /** Applies expiry at the current time. One comparison unless the lease just ran out. */
+  tick(): void {
+    const now = this.#clock[0]!;
     if (now >= this.endAt) this.#end('expired', now);
   }
 
@@ -149,7 +153,8 @@ export class LeaseTracker {
   }
 
   /** Records a DHCP client message the filter let through from the VM. */
-  clientMessage(msg: DhcpMessage, now: number): void {
+  clientMessage(msg: DhcpMessage): void {
+    const now = this.#clock[0]!;
     const type = msg.messageType;
     if (type === DhcpType.DISCOVER || type === DhcpType.REQUEST || type === DhcpType.INFORM) {
       const i = this.#xidNext;
@@ -168,8 +173,8 @@ export class LeaseTracker {
    * Snoops a DHCP server reply from a trusted server, addressed to the VM's MAC or broadcast.
    * `msg` has been parsed successfully from `f`.
    */
-  snoopReply(f: Uint8Array, msg: DhcpMessage, now: number): Snoop {
-    const r = this.#snoop(f, msg, now);
+  snoopReply(f: Uint8Array, msg: DhcpMessage): Snoop {
+    const r = this.#snoop(f, msg);
     this.snoopCounters[r] = this.snoopCounters[r]! + 1;
     return r;
   }
@@ -179,12 +184,13 @@ export class LeaseTracker {
     this.snoopCounters[r] = this.snoopCounters[r]! + 1;
   }
 
-  #snoop(f: Uint8Array, msg: DhcpMessage, now: number): Snoop {
+  #snoop(f: Uint8Array, msg: DhcpMessage): Snoop {
     if (msg.op !== BootpOp.REPLY) return Snoop.MALFORMED;
     const type = msg.messageType;
     if (type !== DhcpType.ACK && type !== DhcpType.NAK) return Snoop.NOT_ACK;
     if (!macAt(f, msg.chaddrOffset, this.#cfg.vmMacBytes)) return Snoop.OTHER_CLIENT;
-    if (!this.#xidKnown(msg, now)) return Snoop.UNKNOWN_XID;
+    if (!this.#xidKnown(msg)) return Snoop.UNKNOWN_XID;
+    const now = this.#clock[0]!;
     if (type === DhcpType.NAK) {
       if (this.current !== null) this.#end('nak', now);
       else if (this.state === 'pending') this.state = 'none';
@@ -200,10 +206,10 @@ export class LeaseTracker {
     return renewed ? Snoop.RENEWED : Snoop.LEARNED;
   }
 
-  /** Installs a seeded lease (validated by the caller) and notifies. */
-  seed(seed: ResolvedLeaseSeed, now: number): void {
-    this.#install(this.#leaseFromSeed(seed), seed.dns, 'seed', now, true);
-    this.tick(now);
+  /** Installs a seeded lease (validated by the caller) at the current time and notifies. */
+  seed(seed: ResolvedLeaseSeed): void {
+    this.#install(this.#leaseFromSeed(seed), seed.dns, 'seed', this.#clock[0]!, true);
+    this.tick();
   }
 
   #leasable(ip: number): boolean {
@@ -215,7 +221,8 @@ export class LeaseTracker {
     return true;
   }
 
-  #xidKnown(msg: DhcpMessage, now: number): boolean {
+  #xidKnown(msg: DhcpMessage): boolean {
+    const now = this.#clock[0]!;
     const xid = msg.xid;
     const x = this.#xids;
     const win = this.#cfg.dhcpTransactionMs;

@@ -1,9 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import { TokenBucket } from './rate-limit.ts';
 
+function bucket(perSecond: number, burst: number): { take(now: number): boolean; readonly tokens: number } {
+  const clock = new Float64Array(1);
+  const b = new TokenBucket(perSecond, burst, clock);
+  return {
+    take(now: number) {
+      clock[0] = now;
+      return b.take();
+    },
+    get tokens() {
+      return b.tokens;
+    },
+  };
+}
+
 describe('TokenBucket', () => {
   it('allows a burst, then refills at the configured rate', () => {
-    const b = new TokenBucket(10, 5);
+    const b = bucket(10, 5);
     for (let i = 0; i < 5; i++) expect(b.take(0)).toBe(true);
     expect(b.take(0)).toBe(false);
     expect(b.take(99)).toBe(false); // 0.99 tokens
@@ -16,7 +30,7 @@ describe('TokenBucket', () => {
   });
 
   it('never refills on time going backwards or a non-finite now', () => {
-    const b = new TokenBucket(10, 1);
+    const b = bucket(10, 1);
     expect(b.take(1000)).toBe(true);
     expect(b.take(500)).toBe(false);
     expect(b.take(Number.NaN)).toBe(false);

@@ -20,6 +20,8 @@ export async function buildApiServer(ctx: ApiContext, log: Logger): Promise<Fast
     loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger,
     disableRequestLogging: true,
     bodyLimit: 1024 * 1024,
+    // Watch streams never end on their own: close them on shutdown instead of waiting forever.
+    forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Query strings and path parameters arrive as text and are coerced ("limit=5");
