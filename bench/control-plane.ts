@@ -97,7 +97,9 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
     const t0 = Date.now();
     const perProc = Math.min(250, workerCount);
     for (let i = 0, k = 0; i < workerCount; i += perProc, k++) {
-      swarms.push(start('bench/support/worker-swarm.ts', [grpc, boot, `w${k}`, String(Math.min(perProc, workerCount - i))]));
+      // Room for every VM plus 20% headroom, spread over the workers.
+      const slots = Math.ceil((vmCount * 1.2) / workerCount);
+      swarms.push(start('bench/support/worker-swarm.ts', [grpc, boot, `w${k}`, String(Math.min(perProc, workerCount - i)), String(slots)]));
     }
     await Promise.all(swarms.map((s) => s.waitFor(/ready (\d+)/, 300_000)));
     const enrollS = (Date.now() - t0) / 1000;

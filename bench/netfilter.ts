@@ -110,7 +110,8 @@ const manyRules = (): PacketFilter => {
   return leased({ allow, block });
 };
 
-const MIXES: Mix[] = [
+const ONLY = process.env.NETFILTER_BENCH_ONLY;
+const ALL_MIXES: Mix[] = [
   build('vm->host TCP data, 1514 B, leased IP -> global', (i) => ({ frame: vmData(i, 1514), host: false })),
   build('host->VM TCP ACKs, 60 B', (i) => ({ frame: hostAck(i), host: true })),
   build('established TCP both ways (1514 B out, 60 B ACK in)', (i) => (i & 1 ? { frame: hostAck(i), host: true } : { frame: vmData(i, 1514), host: false })),
@@ -127,12 +128,17 @@ const MIXES: Mix[] = [
   build('DHCP only (client msgs mostly rate-limited, OFFER, foreign ACK)', (i) => DHCPS[i % DHCPS.length]!),
   build('vm->host TCP with 1009 allow/block CIDR rules', (i) => ({ frame: vmData(i, 1514), host: false }), manyRules),
 ];
+const MIXES = ONLY === undefined ? ALL_MIXES : ALL_MIXES.filter((m) => m.name.includes(ONLY));
 
 // ------------------------------------------------------------------ loops (kept separate so each stays monomorphic)
 
-function runFilter(f: PacketFilter, frames: Uint8Array[], fromHost: Uint8Array, n: number, now: number, times: Float64Array | null): number {
+/**
+ * `now` is constant within a call (a tagged parameter), as in a host loop that reads the clock once
+ * per batch of frames; the caller advances it between chunks.
+ */
+function runFilter(f: PacketFilter, frames: Uint8Array[], fromHost: Uint8Array, n: number, now: number, times: Float64Array, t0Index: number): number {
   let acc = 0;
-  let b = 0;
+  let b = t0Index;
   for (let start = 0; start < n; start += BATCH) {
     const t0 = performance.now();
     const end = Math.min(n, start + BATCH);
@@ -140,17 +146,30 @@ function runFilter(f: PacketFilter, frames: Uint8Array[], fromHost: Uint8Array, 
       const k = i & (RING - 1);
       acc += fromHost[k] === 1 ? f.fromHost(frames[k]!, now) : f.fromVm(frames[k]!, now);
     }
-    if (times !== null) times[b++] = ((performance.now() - t0) * 1e6) / (end - start);
-    now += 1;
+    times[b++] = ((performance.now() - t0) * 1e6) / (end - start);
   }
   return acc;
+}
+
+const CHUNK = 1 << 20;
+
+/** Runs `n` decisions in chunks, advancing time by 1 ms per chunk. */
+function runChunks(f: PacketFilter, mix: Mix, n: number, times: Float64Array): void {
+  let done = 0;
+  let chunk = 0;
+  while (done < n) {
+    const m = Math.min(CHUNK, n - done);
+    runFilter(f, mix.frames, mix.fromHost, m, NOW0 + chunk, times, done / BATCH);
+    done += m;
+    chunk++;
+  }
 }
 
 /** Baseline: the same loop, calling a function that only reads the EtherType. */
 function readType(frame: Uint8Array): number {
   return ((frame[12]! << 8) | frame[13]!) === 0x0800 ? 0 : 1;
 }
-function runBaseline(frames: Uint8Array[], fromHost: Uint8Array, n: number, times: Float64Array | null): number {
+function runBaseline(frames: Uint8Array[], fromHost: Uint8Array, n: number, times: Float64Array): number {
   let acc = 0;
   let b = 0;
   for (let start = 0; start < n; start += BATCH) {
@@ -160,7 +179,7 @@ function runBaseline(frames: Uint8Array[], fromHost: Uint8Array, n: number, time
       const k = i & (RING - 1);
       acc += fromHost[k] === 1 ? readType(frames[k]!) : readType(frames[k]!) + 0;
     }
-    if (times !== null) times[b++] = ((performance.now() - t0) * 1e6) / (end - start);
+    times[b++] = ((performance.now() - t0) * 1e6) / (end - start);
   }
   return acc;
 }
@@ -168,8 +187,14 @@ function runBaseline(frames: Uint8Array[], fromHost: Uint8Array, n: number, time
 // ------------------------------------------------------------------ measurement
 
 let gcCount = 0;
+const gcKinds: Record<string, number> = {};
+const GC_KIND: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
 const obs = new PerformanceObserver((list) => {
-  gcCount += list.getEntries().length;
+  for (const e of list.getEntries()) {
+    gcCount++;
+    const kind = GC_KIND[(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0] ?? 'other';
+    gcKinds[kind] = (gcKinds[kind] ?? 0) + 1;
+  }
 });
 obs.observe({ entryTypes: ['gc'] });
 const flush = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
@@ -234,7 +259,7 @@ async function measure(mix: Mix): Promise<Row> {
   const times = new Float64Array(batches);
   const baseTimes = new Float64Array(batches);
   // Warm-up (JIT) for both loops, through the same code paths as the measured runs.
-  runFilter(f, mix.frames, mix.fromHost, 2_000_000, NOW0, times);
+  runChunks(f, mix, 2_000_000, times);
   runBaseline(mix.frames, mix.fromHost, 2_000_000, baseTimes);
   const before = f.stats();
 
@@ -243,11 +268,13 @@ async function measure(mix: Mix): Promise<Row> {
   gc();
   await flush();
   const gcBefore = gcCount;
+  for (const k of Object.keys(gcKinds)) delete gcKinds[k];
   const t0 = performance.now();
-  runFilter(f, mix.frames, mix.fromHost, FRAMES, NOW0, times);
+  runChunks(f, mix, FRAMES, times);
   const elapsed = performance.now() - t0;
   await flush();
   const gcs = gcCount - gcBefore;
+  if (gcs > 0 && process.env.NETFILTER_BENCH_VERBOSE) console.log(`  ${mix.name}: GCs ${JSON.stringify(gcKinds)}`);
 
   const after = f.stats();
   const diff: Record<string, number> = {};
@@ -268,7 +295,7 @@ async function measure(mix: Mix): Promise<Row> {
   const bs = stats(baseTimes, batches);
   const ALLOC_N = 2_000_000;
   const scratch = new Float64Array(Math.ceil(ALLOC_N / BATCH));
-  const alloc = await sampledAllocation(() => runFilter(f, mix.frames, mix.fromHost, ALLOC_N, NOW0, scratch));
+  const alloc = await sampledAllocation(() => runChunks(f, mix, ALLOC_N, scratch));
   return {
     name: mix.name,
     mfps: FRAMES / elapsed / 1000,

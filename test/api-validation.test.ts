@@ -165,3 +165,39 @@ describe('bad input gets a 4xx with a message, never a 500', () => {
     expect(second.events[0].id).toBeLessThan(first.events[1].id);
   });
 });
+
+describe('watch streams', () => {
+  it('?watch=true streams ADDED for existing VMs, then changes as NDJSON', async () => {
+    const stop = new AbortController();
+    const res = await fetch(`${controller.apiUrl}/v1/vms?watch=true`, { headers: { authorization: `Bearer ${controller.adminToken}` }, signal: stop.signal });
+    expect(res.headers.get('content-type')).toMatch(/application\/x-ndjson/);
+    const lines: { type: string; vm: { name: string; state: string } }[] = [];
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    const readUntil = async (pred: () => boolean) => {
+      while (!pred()) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error('watch stream ended early');
+        buffer += decoder.decode(value, { stream: true });
+        let nl;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+          const line = buffer.slice(0, nl).trim();
+          buffer = buffer.slice(nl + 1);
+          if (line) lines.push(JSON.parse(line));
+        }
+      }
+    };
+    await readUntil(() => lines.some((l) => l.type === 'ADDED' && l.vm.name === 'existing'));
+    await admin.createVm({ name: 'watched', image: 'img' });
+    await readUntil(() => lines.some((l) => l.type === 'ADDED' && l.vm.name === 'watched'));
+    await admin.request('DELETE', '/v1/vms/watched');
+    await readUntil(() => lines.some((l) => l.type === 'DELETED' && l.vm.name === 'watched'));
+    stop.abort();
+  });
+
+  it('a single VM can be watched, and an unknown one is a 404', async () => {
+    expectClientError(await admin.request('GET', '/v1/vms/ghost?watch=true'), 404, /ghost/);
+  });
+});
+

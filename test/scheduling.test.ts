@@ -87,6 +87,30 @@ describe('scheduling across two workers', () => {
     expect(transitions).toEqual(expect.arrayContaining(['vm.created', 'scheduled', 'running']));
   });
 
+  it('spec updates reach the worker: generation, power off and on', async () => {
+    const before = await controller.api.vm('eu-1');
+    expect(before.observedGeneration).toBe(before.generation);
+    const updated = await controller.api.ok('PATCH', '/v1/vms/eu-1', { image: 'synthetic:ok-v2' });
+    expect(updated.generation).toBe(before.generation + 1);
+    await waitUntil(async () => {
+      const vm = await controller.api.vm('eu-1');
+      return vm.observedGeneration === before.generation + 1 && vm.state === 'running';
+    }, 30_000, 'worker applied generation 2');
+
+    await controller.api.ok('PATCH', '/v1/vms/eu-1', { powerState: 'stopped' });
+    await waitUntil(async () => (await controller.api.vm('eu-1')).state === 'stopped', 30_000, 'eu-1 stopped');
+    expect((await controller.api.vm('eu-1')).ip).toBeNull();
+    // A stopped VM keeps its place (and its slot) on the worker.
+    expect((await controller.api.vm('eu-1')).worker).toBe('mac-eu');
+    await controller.api.ok('PATCH', '/v1/vms/eu-1', { powerState: 'running' });
+    await waitUntil(async () => (await controller.api.vm('eu-1')).state === 'running', 30_000, 'eu-1 running again');
+
+    // Resizing a placed VM is refused with a reason rather than silently ignored.
+    const resize = await controller.api.request('PATCH', '/v1/vms/eu-1', { cpus: 4 });
+    expect(resize.status).toBe(409);
+    expect(resize.body.error.message).toMatch(/while it is placed/);
+  });
+
   it('a drained worker keeps its VMs and gets no new ones', async () => {
     await controller.api.ok('POST', '/v1/workers/mac-us/drain');
     await controller.api.createVm({ name: 'after-drain', image: 'synthetic:ok', selector: { region: 'us' } });

@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { enrollWorker, silentLogger, startWorker, type WorkerHandle } from '@fleet/worker';
 
-const [controller, token, prefix, countArg] = process.argv.slice(2);
+const [controller, token, prefix, countArg, slotsArg] = process.argv.slice(2);
+const slots = Number(slotsArg ?? 20);
 const count = Number(countArg);
 if (!controller || !token || !prefix || !Number.isInteger(count) || count < 1) {
   console.error('usage: worker-swarm CONTROLLER TOKEN NAME-PREFIX COUNT');
@@ -29,7 +30,8 @@ for (let i = 0; i < count; i += 25) {
           logger,
           driver: 'synthetic',
           synthetic: { speed: 0, persist: false },
-          capacity: { cpus: 64, memoryMib: 262_144, vmSlots: 20, macosSlots: 0 },
+          // Synthetic VMs cost nothing: declare enough room for the benchmark's VMs.
+          capacity: { cpus: slots * 2, memoryMib: slots * 4096, vmSlots: slots, macosSlots: 0 },
           labels: { swarm: prefix, rack: `r${n % 10}` },
         }),
       );

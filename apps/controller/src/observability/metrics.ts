@@ -10,7 +10,7 @@ export class Metrics {
   readonly placements = new Counter({ name: 'fleet_vm_placements_total', help: 'VMs placed on a worker by the scheduler', registers: [this.registry] });
   readonly schedulingLatency = new Histogram({
     name: 'fleet_scheduling_latency_seconds',
-    help: 'Time from a VM becoming pending to its placement on a worker',
+    help: 'Time from creating a VM to its first placement on a worker',
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });

@@ -112,7 +112,8 @@ export class SchedulerLoop {
 
     this.events.publish(events);
     for (const vm of placedVms) {
-      this.metrics.schedulingLatency.observe((now.getTime() - (vm.restartAt ?? vm.createdAt).getTime()) / 1000);
+      // First placements only: a restarted VM's creation time says nothing about the scheduler.
+      if (vm.attempt === 1) this.metrics.schedulingLatency.observe((now.getTime() - vm.createdAt.getTime()) / 1000);
       this.bus.vmChanged({ type: 'MODIFIED', vm });
     }
     if (this.bus.vmWatchers > 0) {
