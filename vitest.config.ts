@@ -18,9 +18,11 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
           testTimeout: 180_000,
           hookTimeout: 120_000,
-          // E2E suites start several processes each; on 2 cores run them one at a time.
+          // Each file in a fresh process (files must not share module state such as
+          // Prisma's schema-engine wasm instance). scripts/test.sh also runs e2e files
+          // one at a time (--no-file-parallelism): each starts several processes.
           pool: 'forks',
-          poolOptions: { forks: { singleFork: true } },
+          isolate: true,
         },
       },
     ],

@@ -15,5 +15,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 echo "[test] typecheck (tsc)" >&2
 pnpm exec tsc -p tsconfig.json
-echo "[test] vitest (unit + e2e)" >&2
-pnpm exec vitest run "$@"
+echo "[test] unit tests" >&2
+pnpm exec vitest run --project unit "$@"
+# End-to-end files start several real processes each: one file at a time on 2 cores.
+echo "[test] end-to-end tests" >&2
+pnpm exec vitest run --project e2e --no-file-parallelism "$@"

@@ -36,8 +36,17 @@ interface Liveness {
   dirty: boolean;
 }
 
+/** Workers retry with backoff capped at 30 s (apps/worker/src/link/backoff.ts). */
+export const WORKER_MAX_RECONNECT_BACKOFF_MS = 30_000;
+
 export interface WorkerServiceOptions {
   offlineTimeoutMs: number;
+  /**
+   * Extra time a worker that was online before a controller (re)start gets to
+   * reconnect: while the controller was down its backoff grew, so it may take up
+   * to the backoff cap to try again. Default: the workers' backoff cap.
+   */
+  startupGraceMs?: number;
   /** Called when a worker must be disconnected (deleted, or silent too long). */
   disconnect: (workerId: string, reason: string) => void;
 }
@@ -59,10 +68,11 @@ export class WorkerService {
   /** Workers recorded online by a previous controller run are offline until they reconnect. */
   async start(tickMs = 1000): Promise<void> {
     const stale = await this.db.worker.findMany({ where: { OR: [{ status: 'online' }, { connected: true }] } });
-    const now = Date.now();
-    // Give every worker that was online a full timeout to reconnect before its VMs fail.
+    // Give every worker that was online the offline timeout plus its longest
+    // reconnect backoff before its VMs fail: a controller restart must not fail VMs.
+    const seenUntil = Date.now() + (this.opts.startupGraceMs ?? WORKER_MAX_RECONNECT_BACKOFF_MS);
     for (const w of stale) {
-      this.liveness.set(w.id, { name: w.name, lastSeenMs: now, online: true, connected: false, dirty: false });
+      this.liveness.set(w.id, { name: w.name, lastSeenMs: seenUntil, online: true, connected: false, dirty: false });
     }
     await this.db.worker.updateMany({ data: { connected: false } });
     this.timer = setInterval(() => void this.tick().catch((err) => this.log.error({ err }, 'liveness tick failed')), tickMs);
