@@ -78,7 +78,10 @@ export class CredentialStore {
         `this worker is not enrolled (no ${this.paths.workerJson}): run \`fleet-worker enroll --controller HOST:PORT --token <bootstrap token>${this.#dataDirHint()}\` first`,
       );
     }
-    const [keyPem, certPem, caPem] = await Promise.all([this.#readPem(this.paths.key), this.#readPem(this.paths.cert), this.#readPem(this.paths.ca)]);
+    // Read in a fixed order so the first missing file is always the one reported.
+    const keyPem = await this.#readPem(this.paths.key);
+    const certPem = await this.#readPem(this.paths.cert);
+    const caPem = await this.#readPem(this.paths.ca);
     return { identity, keyPem, certPem, caPem };
   }
 
