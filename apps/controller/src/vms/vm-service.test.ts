@@ -1,0 +1,168 @@
+// VmService and WorkerService against a real (temporary) SQLite database: the
+// rules that keep capacity honest and deletes final.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
+import { EventLog } from '../events/event-log.ts';
+import { FleetBus } from '../fleet-bus.ts';
+import { Metrics } from '../observability/metrics.ts';
+import { VmService, type ReportedInstance } from './vm-service.ts';
+import { WorkerService, type HelloInfo } from '../workers/worker-service.ts';
+import { SchedulerLoop } from '../scheduler/scheduler-loop.ts';
+
+let dir: string;
+let db: FleetDb;
+let bus: FleetBus;
+let events: EventLog;
+let vms: VmService;
+let workers: WorkerService;
+let scheduler: SchedulerLoop;
+const log = pino({ level: 'silent' });
+const disconnected: string[] = [];
+
+const HELLO: HelloInfo = {
+  protocolVersion: 1, version: 't', hostname: 'h', machineId: 'm', os: 'darwin', arch: 'arm64',
+  cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 2, labels: {}, drivers: ['synthetic'],
+};
+
+async function services(offlineTimeoutMs = 1000, startupGraceMs = 0) {
+  bus = new FleetBus();
+  events = new EventLog(db);
+  const metrics = new Metrics({ defaultMetrics: false });
+  vms = new VmService(db, events, bus, metrics);
+  workers = new WorkerService(db, events, bus, vms, metrics, log, { offlineTimeoutMs, startupGraceMs, disconnect: (id) => disconnected.push(id) });
+  scheduler = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', workers.isOnline, 60_000);
+  scheduler.stop(); // passes are driven by the tests
+  await workers.start(60_000);
+  workers.stop();
+}
+
+async function onlineWorker(name: string) {
+  const w = await db.worker.create({ data: { id: crypto.randomUUID(), name, machineId: 'm' } });
+  await workers.onHello(w, HELLO);
+  return w;
+}
+
+const report = (vmId: string, attempt: number, phase: ReportedInstance['phase'], extra: Partial<ReportedInstance> = {}): ReportedInstance => ({
+  vmId, attempt, phase, observedGeneration: 1, ip: '', mac: '', message: '', ...extra,
+});
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'fleet-vmsvc-'));
+  const url = `file:${path.join(dir, 'fleet.db')}`;
+  await migrateDatabase(url);
+  db = openDatabase({ url });
+  disconnected.length = 0;
+  await services();
+});
+afterEach(async () => {
+  await db.$disconnect();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('placement and worker reports', () => {
+  it('places a VM with an allocation, follows reports, and frees the slot only on GONE', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'a', image: 'img', cpus: 2, memoryMib: 2048 }, 'test');
+    expect(await scheduler.passOnce()).toBe(1);
+    let row = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
+    expect(row).toMatchObject({ state: 'scheduled', workerId: w.id, attempt: 1 });
+    expect(await db.allocation.count({ where: { workerId: w.id } })).toBe(1);
+
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING', { ip: '192.168.64.5' })]);
+    row = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
+    expect(row).toMatchObject({ state: 'running', ip: '192.168.64.5', observedGeneration: 1 });
+
+    // A report about an older attempt changes nothing.
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 0, 'VM_PHASE_FAILED', { message: 'stale' })]);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('running');
+
+    // Delete: the VM waits for the worker, keeps its slot, then disappears on GONE.
+    expect(await vms.delete('a', 'test')).toMatchObject({ state: 'deleting' });
+    expect(await db.allocation.count()).toBe(1);
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_GONE')]);
+    expect(await db.vm.findUnique({ where: { id: vm.id } })).toBeNull();
+    expect(await db.allocation.count()).toBe(0);
+    const kinds = (await db.event.findMany({ where: { vmId: vm.id }, orderBy: { id: 'asc' } })).map((e) => e.kind);
+    expect(kinds).toEqual(['vm.created', 'vm.state', 'vm.state', 'vm.state', 'vm.deleted']);
+  });
+
+  it('a worker cannot change a VM that is not assigned to it', async () => {
+    const a = await onlineWorker('mac-a');
+    const b = await onlineWorker('mac-b');
+    const vm = await vms.create({ name: 'mine', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await scheduler.passOnce();
+    const owner = (await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).workerId;
+    const other = owner === a.id ? b : a;
+    await vms.applyWorkerReports(other.id, other.name, [report(vm.id, 1, 'VM_PHASE_FAILED'), report(vm.id, 1, 'VM_PHASE_GONE')]);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('scheduled');
+    expect(await db.allocation.count()).toBe(1);
+  });
+
+  it('deleting a VM its connected worker was never told about finishes at once', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'quick', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await scheduler.passOnce();
+    vms.neverDelivered = (workerId, vmId, attempt) => workerId === w.id && vmId === vm.id && attempt === 1;
+    expect(await vms.delete('quick', 'test')).toBeNull();
+    expect(await db.allocation.count()).toBe(0);
+  });
+
+  it('on-failure VMs fail, back off, and return to pending with a new attempt while the old slot stays held', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'r', image: 'img', cpus: 1, memoryMib: 512, restartPolicy: 'on-failure' }, 'test');
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_FAILED', { message: 'kernel panic' })]);
+    const failed = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
+    expect(failed).toMatchObject({ state: 'failed', reason: 'kernel panic' });
+    expect(failed.restartAt!.getTime() - Date.now()).toBeGreaterThan(4000);
+    expect(await vms.requeueRestarts()).toBe(0); // backoff not over yet
+    await db.vm.update({ where: { id: vm.id }, data: { restartAt: new Date(Date.now() - 1) } });
+    expect(await vms.requeueRestarts()).toBe(1);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'pending', workerId: null, restartCount: 1 });
+    expect(await db.allocation.count()).toBe(1); // attempt 1 is still held until the worker says GONE
+    await scheduler.passOnce();
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'scheduled', attempt: 2 });
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_GONE')]);
+    expect(await db.allocation.findMany()).toEqual([expect.objectContaining({ attempt: 2 })]);
+  });
+
+  it('a reconnecting worker frees what it no longer holds and its lost VMs fail', async () => {
+    const w = await onlineWorker('mac-1');
+    const kept = await vms.create({ name: 'kept', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    const lost = await vms.create({ name: 'lost', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(kept.id, 1, 'VM_PHASE_RUNNING'), report(lost.id, 1, 'VM_PHASE_RUNNING')]);
+    await vms.reconcileInventory(w.id, w.name, [report(kept.id, 1, 'VM_PHASE_RUNNING')]);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: kept.id } })).state).toBe('running');
+    expect(await db.vm.findUniqueOrThrow({ where: { id: lost.id } })).toMatchObject({ state: 'failed', reason: expect.stringMatching(/instance lost/) });
+    expect((await db.allocation.findMany()).map((a) => a.vmId)).toEqual([kept.id]);
+  });
+});
+
+describe('worker liveness', () => {
+  it('a silent worker goes offline after the timeout; its VMs fail but keep their slots', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'x', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await scheduler.passOnce();
+    await workers.tick(Date.now() + 500);
+    expect(workers.isOnline(w.id)).toBe(true);
+    await workers.tick(Date.now() + 1500);
+    expect(workers.isOnline(w.id)).toBe(false);
+    expect((await db.worker.findUniqueOrThrow({ where: { id: w.id } })).status).toBe('offline');
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'failed', reason: expect.stringMatching(/went offline/) });
+    expect(await db.allocation.count()).toBe(1);
+  });
+
+  it('after a controller restart, workers that were online get the reconnect grace before their VMs fail', async () => {
+    const w = await onlineWorker('mac-1');
+    await services(1000, 5000); // a "restarted" controller on the same database
+    await workers.tick(Date.now() + 3000);
+    expect(workers.isOnline(w.id)).toBe(true);
+    await workers.tick(Date.now() + 6500);
+    expect(workers.isOnline(w.id)).toBe(false);
+  });
+});
