@@ -3,16 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# PostgreSQL binaries let the @fleet/db tests run against a real throwaway server.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[test] installing Debian's postgresql (for the PostgreSQL database tests)" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
-      || echo "[test] WARNING: could not install postgresql; its tests will skip" >&2
-  else
-    echo "[test] WARNING: postgresql is not installed and this is not a root Debian machine; PostgreSQL tests will skip" >&2
-  fi
-fi
+# Debian packages for the VM runtime tests and the PostgreSQL tests. Tests that
+# need them skip loudly when they are truly absent (not root / not Debian).
+bash scripts/install-system-deps.sh || echo "[test] WARNING: some Debian packages are missing; tests that need them will skip" >&2
 echo "[test] typecheck (tsc)" >&2
 pnpm exec tsc -p tsconfig.json
 echo "[test] unit tests" >&2

@@ -1,0 +1,104 @@
+// Pure checks of the NAT uplink's option validation and generated configuration
+// (no root, no system changes; the real thing is exercised by test/nat-uplink.test.ts).
+import { describe, expect, it } from 'vitest';
+import { broadcastOf, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.ts';
+import { dnsmasqConfig, gatewayMacFor, nftRuleset, resolveNatOptions, validateIfName, type NatNetworkOptions } from './nat-network.ts';
+
+const log = { debug() {}, info() {}, warn() {}, error() {} };
+const base: NatNetworkOptions = { name: 'fleet0', subnet: '192.168.64.0/24', dataDir: '/var/lib/fleet/nat', log };
+
+describe('ipv4', () => {
+  it('parses and formats addresses and CIDRs', () => {
+    expect(formatIpv4(parseIpv4('192.168.64.1'))).toBe('192.168.64.1');
+    expect(formatIpv4(parseIpv4('255.255.255.255'))).toBe('255.255.255.255');
+    for (const bad of ['192.168.64', '192.168.64.256', '01.2.3.4', '1.2.3.4 ', 'a.b.c.d', '']) {
+      expect(() => parseIpv4(bad)).toThrow(/not a dotted-quad/);
+    }
+    const c = parseCidr('192.168.64.0/24');
+    expect(formatCidr(c)).toBe('192.168.64.0/24');
+    expect(formatIpv4(broadcastOf(c))).toBe('192.168.64.255');
+    expect(() => parseCidr('192.168.64.1/24')).toThrow(/did you mean 192\.168\.64\.0\/24/);
+    expect(formatCidr(parseCidr('192.168.64.1/24', 'x', false))).toBe('192.168.64.0/24');
+    expect(() => parseCidr('192.168.64.0/33')).toThrow(/0\.\.32/);
+    expect(() => parseCidr('192.168.64.0')).toThrow(/CIDR form/);
+  });
+  it('computes overlaps', () => {
+    expect(overlaps(parseCidr('192.168.0.0/16'), parseCidr('192.168.64.0/24'))).toBe(true);
+    expect(overlaps(parseCidr('192.168.64.0/24'), parseCidr('192.168.65.0/24'))).toBe(false);
+    expect(overlaps(parseCidr('0.0.0.0/0'), parseCidr('10.0.0.0/8'))).toBe(true);
+  });
+});
+
+describe('resolveNatOptions', () => {
+  it('fills defaults: gateway .1, range .2–.254, 600 s leases, DNS on', () => {
+    const cfg = resolveNatOptions(base);
+    expect(formatIpv4(cfg.gateway)).toBe('192.168.64.1');
+    expect(cfg.dhcpRange.map(formatIpv4)).toEqual(['192.168.64.2', '192.168.64.254']);
+    expect(cfg.leaseSeconds).toBe(600);
+    expect(cfg.table).toBe('fleet_fleet0');
+    expect(cfg.dns).toBe(true);
+  });
+  it('puts the default range on the larger side of a custom gateway', () => {
+    const cfg = resolveNatOptions({ ...base, gateway: '192.168.64.254' });
+    expect(cfg.dhcpRange.map(formatIpv4)).toEqual(['192.168.64.1', '192.168.64.253']);
+  });
+  it.each([
+    [{ name: 'fleet-0' }, /name/],
+    [{ name: 'a234567890123456' }, /name/],
+    [{ subnet: '10.0.0.0/8' }, /\/16 and \/29/],
+    [{ subnet: '192.168.64.0/30' }, /\/16 and \/29/],
+    [{ subnet: 'nonsense' }, /CIDR form/],
+    [{ gateway: '10.0.0.1' }, /outside the subnet/],
+    [{ gateway: '192.168.64.255' }, /broadcast/],
+    [{ dhcpRange: ['192.168.64.1', '192.168.64.9'] }, /contains the gateway/],
+    [{ dhcpRange: ['192.168.64.20', '192.168.64.10'] }, /after its end/],
+    [{ dhcpRange: ['192.168.64.10', '192.168.65.10'] }, /not a host address/],
+    [{ leaseSeconds: 60 }, /at least|between 120/],
+    [{ leaseSeconds: 600.5 }, /integer/],
+    [{ uplinkInterface: 'eth0 ; rm' }, /may only contain/],
+    [{ uplinkInterface: 'averyveryverylongname' }, /at most 15/],
+    [{ netns: 'bad/ns' }, /netns/],
+    [{ dataDir: '' }, /dataDir/],
+  ] as [Partial<NatNetworkOptions>, RegExp][])('rejects %j', (patch, re) => {
+    expect(() => resolveNatOptions({ ...base, ...patch } as NatNetworkOptions)).toThrow(re);
+  });
+  it('validates interface names', () => {
+    expect(validateIfName('tap-vm.1', 'TAP')).toBe('tap-vm.1');
+    expect(() => validateIfName('', 'TAP')).toThrow(/non-empty/);
+    expect(() => validateIfName('x/y', 'TAP')).toThrow(/may only contain/);
+  });
+});
+
+describe('generated configuration', () => {
+  it('derives a stable, locally administered unicast gateway MAC', () => {
+    const mac = gatewayMacFor('fleet0');
+    expect(mac).toBe(gatewayMacFor('fleet0'));
+    expect(mac).not.toBe(gatewayMacFor('fleet1'));
+    const first = parseInt(mac.slice(0, 2), 16);
+    expect(first & 1).toBe(0); // unicast
+    expect(first & 2).toBe(2); // locally administered
+  });
+  it('writes an nft table of its own that is replaced atomically', () => {
+    const rules = nftRuleset({ table: 'fleet_fleet0', bridge: 'fleet0', subnet: parseCidr('192.168.64.0/24'), uplink: 'eth0' });
+    expect(rules.split('\n').slice(0, 3)).toEqual(['table ip fleet_fleet0', 'delete table ip fleet_fleet0', 'table ip fleet_fleet0 {']);
+    expect(rules).toContain('ip saddr 192.168.64.0/24 ip daddr != 192.168.64.0/24 oifname "eth0" masquerade');
+    expect(rules).toContain('iifname "eth0" oifname "fleet0" ct state established,related accept');
+    expect(rules).toContain('iifname "fleet0" drop');
+  });
+  it('binds dnsmasq to the bridge only, with the lease time and files in dataDir', () => {
+    const conf = dnsmasqConfig(resolveNatOptions({ ...base, leaseSeconds: 900, dns: false }));
+    for (const line of [
+      'interface=fleet0',
+      'except-interface=lo',
+      'bind-interfaces',
+      'port=0',
+      'dhcp-range=192.168.64.2,192.168.64.254,255.255.255.0,900s',
+      'dhcp-leasefile=/var/lib/fleet/nat/dnsmasq.leases',
+      'dhcp-authoritative',
+    ]) {
+      expect(conf.split('\n')).toContain(line);
+    }
+    expect(conf).not.toContain('dns-server');
+    expect(dnsmasqConfig(resolveNatOptions(base))).toContain('dhcp-option=option:dns-server,192.168.64.1');
+  });
+});

@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// Install script for @fleet/native-vz: checks the build toolchain, then runs `node-gyp rebuild`.
+// A missing compiler, make, python3 or Node headers fails the install with a message that says
+// what to install, instead of node-gyp's long stack of errors (or an attempt to download headers).
+//
+//   node scripts/build.mjs            (what `pnpm install` runs)
+//   FLEET_NATIVE_VZ_SKIP_BUILD=1 ...  (skip, e.g. in a container that never touches VMs)
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const pkgDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(path.join(pkgDir, 'package.json'));
+const tag = '@fleet/native-vz';
+
+function fail(lines) {
+  console.error(`\n${tag}: cannot build the native addon.\n  ${lines.join('\n  ')}\n`);
+  process.exit(1);
+}
+
+if (process.env.FLEET_NATIVE_VZ_SKIP_BUILD === '1') {
+  console.warn(`${tag}: FLEET_NATIVE_VZ_SKIP_BUILD=1, not building (importing the package will fail).`);
+  process.exit(0);
+}
+
+if (process.platform === 'darwin') {
+  // The macOS half (Virtualization.framework, vmnet) is not written yet: nothing to compile.
+  console.warn(`${tag}: macOS sources are not written yet; skipping the native build on darwin.`);
+  process.exit(0);
+}
+if (process.platform !== 'linux') {
+  console.warn(`${tag}: unsupported platform ${process.platform}; skipping the native build.`);
+  process.exit(0);
+}
+
+function has(cmd, args = ['--version']) {
+  const r = spawnSync(cmd, args, { stdio: 'ignore' });
+  return r.status === 0;
+}
+
+const missing = [];
+const cxx = process.env.CXX || 'g++';
+if (!has(cxx)) missing.push(`a C++17 compiler (${cxx}): apt-get install g++   (or set CXX)`);
+if (!has('make')) missing.push('make: apt-get install make');
+if (!has(process.env.PYTHON || 'python3')) missing.push('python3 (node-gyp needs it): apt-get install python3');
+
+// Node headers: an explicit nodedir, or headers next to this node binary (Debian/NodeSource
+// packages: /usr/include/node), or node-gyp's cache. Without them node-gyp tries to download
+// them, which fails offline with an unhelpful error.
+const nodedirCandidates = [
+  process.env.npm_config_nodedir,
+  process.env.NODEDIR,
+  path.resolve(path.dirname(process.execPath), '..'),
+].filter((d) => typeof d === 'string' && d.length > 0);
+const nodedir = nodedirCandidates.find((d) => existsSync(path.join(d, 'include', 'node', 'node_api.h')));
+const version = process.versions.node;
+const cacheDirs = [
+  process.env.npm_config_devdir,
+  path.join(process.env.HOME ?? '', '.cache', 'node-gyp', version),
+  path.join(process.env.XDG_CACHE_HOME ?? '', 'node-gyp', version),
+].filter((d) => typeof d === 'string' && d.length > 0);
+const cached = cacheDirs.some((d) => existsSync(path.join(d, 'include', 'node', 'node_api.h')));
+if (!nodedir && !cached) {
+  missing.push(
+    `Node.js ${version} headers (node_api.h): install your distribution's Node headers (Debian/NodeSource: they ship in /usr/include/node), ` +
+      `or run \`npx node-gyp install\` once with network access, or set npm_config_nodedir to a Node source/headers tree`,
+  );
+}
+
+let gypBin;
+let addonApi;
+try {
+  gypBin = require.resolve('node-gyp/bin/node-gyp.js');
+} catch {
+  missing.push('the node-gyp package (a dependency of this package): run pnpm install again');
+}
+try {
+  addonApi = require('node-addon-api');
+} catch {
+  missing.push('the node-addon-api package (a dependency of this package): run pnpm install again');
+}
+if (missing.length > 0) fail(['Missing:', ...missing.map((m) => `  - ${m}`)]);
+void addonApi;
+
+const args = [gypBin, 'rebuild'];
+if (nodedir) args.push(`--nodedir=${nodedir}`);
+console.log(`${tag}: node-gyp rebuild${nodedir ? ` (headers from ${nodedir}/include/node)` : ''}`);
+const r = spawnSync(process.execPath, args, { cwd: pkgDir, stdio: 'inherit' });
+if (r.status !== 0) {
+  fail([
+    `node-gyp rebuild exited with ${r.status ?? r.signal}. See the compiler output above.`,
+    'Needs: g++ (C++17), make, python3, Node headers; Linux only.',
+  ]);
+}

@@ -1,0 +1,277 @@
+/**
+ * @fleet/native-vz — Linux half: AF_UNIX/SOCK_DGRAM socketpairs, TAP devices, fd flags and
+ * batched frame I/O (FramePort) integrated with libuv readiness. See README.md for the rules on
+ * receive-buffer lifetime. The macOS half (Virtualization.framework, vmnet) is not written yet.
+ */
+import { createRequire } from 'node:module';
+
+/** Stats of a FramePort; all counters are cumulative since the port was created. */
+export interface FramePortStats {
+  rxFrames: number;
+  rxBytes: number;
+  /** JS callbacks (one per recvmmsg / read loop that returned frames). */
+  rxBatches: number;
+  /** Readability wakeups from libuv. */
+  rxWakeups: number;
+  /** Datagrams larger than frameSize (dropped, never delivered). */
+  rxTruncated: number;
+  rxErrors: number;
+  /** Frames accepted by the kernel. */
+  txFrames: number;
+  txBytes: number;
+  /** sendmmsg calls that sent at least one frame (TAP: write loops that wrote at least one). */
+  txBatches: number;
+  /** send()/sendBatch() calls. */
+  txCalls: number;
+  /** Frames passed to send()/sendBatch() that were not accepted (EAGAIN, ENOBUFS or an error). A caller that retries them sees them counted again. */
+  txDrops: number;
+  /** Send errors other than EAGAIN/ENOBUFS (e.g. ECONNREFUSED: the peer closed its end). */
+  txErrors: number;
+  eagain: number;
+  enobufs: number;
+  /** errno name of the most recent error, or null. */
+  lastError: string | null;
+}
+
+/** One received batch. The same object (and the same memory) is reused for every batch: valid only during the callback. */
+export interface FrameBatch {
+  /** The port's receive area (batch × frameSize bytes). Frame i is buffer[offsets[i] .. offsets[i] + lengths[i]). */
+  readonly buffer: Buffer;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  /** Number of frames in this batch (entries past count are stale). */
+  count: number;
+}
+
+export interface FramePortOptions {
+  /** Frames per recvmmsg / read loop (1..1024). Default 64. */
+  batch?: number;
+  /** Receive slot size; larger datagrams are dropped and counted as rxTruncated. Default 65536. */
+  frameSize?: number;
+  /** Close the fd when the port is closed. Default true. */
+  ownsFd?: boolean;
+  /** Batches delivered per readability wakeup before yielding to the event loop. Default 16. */
+  maxBatchesPerWakeup?: number;
+}
+
+interface NativePort {
+  start(cb: (count: number) => void): void;
+  stop(): void;
+  send(frames: readonly Uint8Array[]): number;
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  waitWritable(cb: () => void): void;
+  stats(): FramePortStats;
+  close(): void;
+  ref(): void;
+  unref(): void;
+  readonly kind: 'dgram' | 'tap';
+  readonly closed: boolean;
+}
+
+export type FdKind = 'dgram' | 'stream' | 'seqpacket' | 'socket' | 'char' | 'file' | 'other';
+
+interface NativeBinding {
+  platform: string;
+  socketpairDgram(sndbuf: number, rcvbuf: number, nonblock: boolean): [number, number];
+  getBufferSizes(fd: number): { sndbuf: number; rcvbuf: number };
+  openTap(name: string, nonblock: boolean): { fd: number; name: string };
+  setCloexec(fd: number, on: boolean): void;
+  setNonBlocking(fd: number, on: boolean): void;
+  fdInfo(fd: number): { cloexec: boolean; nonblock: boolean; kind: FdKind };
+  closeFd(fd: number): void;
+  FramePort: new (
+    fd: number,
+    area: ArrayBuffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    frameSize: number,
+    batch: number,
+    ownsFd: boolean,
+    maxBatches: number,
+  ) => NativePort;
+}
+
+function load(): NativeBinding {
+  if (process.platform !== 'linux') {
+    throw new Error(`@fleet/native-vz: only the Linux half exists so far (platform ${process.platform}); the macOS half is not written yet`);
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    return require('../build/Release/native_vz.node') as NativeBinding;
+  } catch (err) {
+    const e = new Error(
+      '@fleet/native-vz: build/Release/native_vz.node could not be loaded; build it with `pnpm install` ' +
+        '(or `pnpm --filter @fleet/native-vz rebuild`), which needs g++, make, python3 and Node headers',
+    );
+    (e as Error & { cause?: unknown }).cause = err;
+    throw e;
+  }
+}
+
+const native: NativeBinding = load();
+
+/** Tart's sizes: 1 MiB send, 4 MiB receive. */
+export const DEFAULT_SNDBUF = 1 << 20;
+export const DEFAULT_RCVBUF = 4 << 20;
+
+/**
+ * A connected AF_UNIX/SOCK_DGRAM socketpair, close-on-exec on both ends (one Ethernet frame per
+ * datagram, the contract of VZFileHandleNetworkDeviceAttachment and QEMU's `-netdev dgram`).
+ * Buffer sizes are requested with SO_{SND,RCV}BUFFORCE when privileged (else capped at
+ * net.core.{w,r}mem_max); Linux reports twice the requested value — see getBufferSizes().
+ */
+export function socketpairDgram(opts: { sndbuf?: number; rcvbuf?: number; nonblock?: boolean } = {}): [number, number] {
+  const sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
+  const rcvbuf = opts.rcvbuf ?? DEFAULT_RCVBUF;
+  for (const [k, v] of [['sndbuf', sndbuf], ['rcvbuf', rcvbuf]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`socketpairDgram: ${k} must be an integer in 0..2^31-1 (0 = kernel default)`);
+  }
+  return native.socketpairDgram(sndbuf, rcvbuf, opts.nonblock ?? false);
+}
+
+/** The socket buffer sizes the kernel applies (SO_SNDBUF / SO_RCVBUF as read back). */
+export function getBufferSizes(fd: number): { sndbuf: number; rcvbuf: number } {
+  return native.getBufferSizes(fd);
+}
+
+/**
+ * Opens (creating if needed) the TAP device `name` on /dev/net/tun with IFF_TAP|IFF_NO_PI:
+ * one read()/write() = one Ethernet frame, no packet-info header. Close-on-exec; non-blocking
+ * unless `nonblock: false`. The device is not persistent: it disappears when the last fd closes.
+ * An empty name lets the kernel choose (`tap%d`); the chosen name is returned.
+ * Errors: EPERM/EACCES "needs root or CAP_NET_ADMIN", ENOENT "/dev/net/tun is missing", EBUSY.
+ */
+export function openTap(name: string, opts: { nonblock?: boolean } = {}): { fd: number; name: string } {
+  return native.openTap(name, opts.nonblock ?? true);
+}
+
+/** Clears FD_CLOEXEC so the fd survives exec() at the same number (e.g. `qemu ... local.str=<fd>`). */
+export function clearCloexec(fd: number): void {
+  native.setCloexec(fd, false);
+}
+export function setCloexec(fd: number, on = true): void {
+  native.setCloexec(fd, on);
+}
+export function setNonBlocking(fd: number, on = true): void {
+  native.setNonBlocking(fd, on);
+}
+export function fdInfo(fd: number): { cloexec: boolean; nonblock: boolean; kind: FdKind } {
+  return native.fdInfo(fd);
+}
+/** close(2) on a raw fd (one that no FramePort owns). */
+export function closeFd(fd: number): void {
+  native.closeFd(fd);
+}
+
+/**
+ * Batched frame I/O on a SOCK_DGRAM socket (recvmmsg/sendmmsg) or a TAP fd (read/write loops),
+ * driven by a libuv poll handle on the fd: no busy polling, no thread.
+ *
+ * Receive memory is fixed: one preallocated area of batch × frameSize bytes, reused for every
+ * batch. Callbacks see views of it that are valid ONLY during the callback — copy what you keep.
+ * Sending never throws for EAGAIN/ENOBUFS: it returns how many frames (a prefix) were accepted
+ * and counts the rest (stats().txDrops, .eagain, .enobufs).
+ */
+export class FramePort {
+  readonly fd: number;
+  readonly batchSize: number;
+  readonly frameSize: number;
+  private readonly native: NativePort;
+  private readonly batch: FrameBatch;
+
+  constructor(fd: number, opts: FramePortOptions = {}) {
+    const batch = opts.batch ?? 64;
+    const frameSize = opts.frameSize ?? 65536;
+    if (!Number.isInteger(batch) || batch < 1 || batch > 1024) throw new RangeError('FramePort: batch must be 1..1024');
+    if (!Number.isInteger(frameSize) || frameSize < 64 || frameSize > 262144) throw new RangeError('FramePort: frameSize must be 64..262144');
+    const area = new ArrayBuffer(batch * frameSize);
+    const offsets = new Uint32Array(batch);
+    const lengths = new Uint32Array(batch);
+    this.native = new native.FramePort(fd, area, offsets, lengths, frameSize, batch, opts.ownsFd ?? true, opts.maxBatchesPerWakeup ?? 16);
+    this.fd = fd;
+    this.batchSize = batch;
+    this.frameSize = frameSize;
+    this.batch = { buffer: Buffer.from(area), offsets, lengths, count: 0 };
+  }
+
+  /** 'dgram' (a SOCK_DGRAM socket) or 'tap' (any other fd, e.g. from openTap). */
+  get kind(): 'dgram' | 'tap' {
+    return this.native.kind;
+  }
+  get closed(): boolean {
+    return this.native.closed;
+  }
+
+  /**
+   * Starts reading: `cb` runs once per batch with the shared FrameBatch (zero-copy; valid only
+   * during the callback). Replaces a previous onBatch/onFrames callback.
+   */
+  onBatch(cb: (batch: FrameBatch) => void): this {
+    const b = this.batch;
+    this.native.start((count: number) => {
+      b.count = count;
+      cb(b);
+    });
+    return this;
+  }
+
+  /**
+   * Starts reading: `cb` gets an array of frames per batch. By default the frames are views into
+   * the receive area, valid only during the callback; `{ copy: true }` gives owned copies.
+   */
+  onFrames(cb: (frames: Buffer[]) => void, opts: { copy?: boolean } = {}): this {
+    const copy = opts.copy ?? false;
+    return this.onBatch((b) => {
+      const frames = new Array<Buffer>(b.count);
+      for (let i = 0; i < b.count; i++) {
+        const view = b.buffer.subarray(b.offsets[i]!, b.offsets[i]! + b.lengths[i]!);
+        frames[i] = copy ? Buffer.from(view) : view;
+      }
+      cb(frames);
+    });
+  }
+
+  /** Stops reading (the fd stays open; onBatch/onFrames resumes). */
+  pause(): void {
+    this.native.stop();
+  }
+
+  /** Sends frames in one sendmmsg (TAP: a write loop). Returns how many (a prefix) were accepted. */
+  send(frames: readonly Uint8Array[]): number {
+    return this.native.send(frames);
+  }
+
+  /** Sends `count` frames described by offsets/lengths into `buf` (e.g. a received FrameBatch, forwarded without copying). */
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+    return this.native.sendBatch(buf, offsets, lengths, count);
+  }
+
+  /** One-shot: `cb` runs when the fd is writable again (e.g. after send() accepted fewer frames than given). */
+  waitWritable(cb: () => void): void {
+    this.native.waitWritable(cb);
+  }
+  writable(): Promise<void> {
+    return new Promise((resolve) => this.native.waitWritable(resolve));
+  }
+
+  stats(): FramePortStats {
+    return this.native.stats();
+  }
+
+  /** Stops polling and closes the fd (if owned). Idempotent; safe inside a callback. */
+  close(): void {
+    this.native.close();
+  }
+
+  /** Let the process exit while this port is open (like socket.unref()). */
+  unref(): this {
+    this.native.unref();
+    return this;
+  }
+  ref(): this {
+    this.native.ref();
+    return this;
+  }
+}
+
+export const platform: string = native.platform;

@@ -1,0 +1,16 @@
+// @fleet/native-vz, Linux half: module entry point. Context-aware (no global state), so it can be
+// loaded in worker threads too.
+#include "native_vz.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  nvz::InitFdUtil(env, exports);
+  nvz::InitFramePort(env, exports);
+  exports.Set("platform", Napi::String::New(env, "linux"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(native_vz, Init)

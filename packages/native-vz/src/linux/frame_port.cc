@@ -1,0 +1,525 @@
+// @fleet/native-vz, Linux half: FramePort — batched frame I/O on a datagram socket or TAP fd,
+// driven by libuv readiness (one uv_poll_t per port on the JS thread's loop; no threads, no
+// busy polling).
+//
+// Receive: on readability, recvmmsg (sockets) or a read() loop (TAP) fills a fixed, preallocated
+// receive area (batch x frameSize bytes, an ArrayBuffer owned by the JS wrapper) and calls JS once
+// per batch with the frame count; offsets/lengths are written into two Uint32Arrays. The area is
+// reused for the next batch, so JS may only look at it during the callback.
+// Send: sendmmsg (sockets) or a write() loop (TAP), never blocking; EAGAIN/ENOBUFS stop the batch
+// and are counted, never thrown. The return value is how many frames (a prefix) were accepted.
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <memory>
+#include <vector>
+
+#include "native_vz.h"
+
+namespace nvz {
+namespace {
+
+struct Stats {
+  double rxFrames = 0, rxBytes = 0, rxBatches = 0, rxWakeups = 0, rxTruncated = 0, rxErrors = 0;
+  double txFrames = 0, txBytes = 0, txBatches = 0, txCalls = 0, txDrops = 0, txErrors = 0;
+  double eagain = 0, enobufs = 0;
+  int lastErrno = 0;
+};
+
+class FramePort : public Napi::ObjectWrap<FramePort> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "FramePort",
+                       {
+                           InstanceMethod("start", &FramePort::Start),
+                           InstanceMethod("stop", &FramePort::Stop),
+                           InstanceMethod("send", &FramePort::Send),
+                           InstanceMethod("sendBatch", &FramePort::SendBatch),
+                           InstanceMethod("waitWritable", &FramePort::WaitWritable),
+                           InstanceMethod("stats", &FramePort::GetStats),
+                           InstanceMethod("close", &FramePort::Close),
+                           InstanceMethod("ref", &FramePort::RefHandle),
+                           InstanceMethod("unref", &FramePort::UnrefHandle),
+                           InstanceAccessor("kind", &FramePort::Kind, nullptr),
+                           InstanceAccessor("closed", &FramePort::Closed, nullptr),
+                       });
+  }
+
+  // new FramePort(fd, rxArea: ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array,
+  //               frameSize, batch, ownsFd, maxBatchesPerWakeup)
+  explicit FramePort(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FramePort>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 8 || !info[0].IsNumber() || !info[1].IsArrayBuffer() || !info[2].IsTypedArray() ||
+        !info[3].IsTypedArray() || !info[4].IsNumber() || !info[5].IsNumber()) {
+      Napi::TypeError::New(env, "FramePort(fd, rxArea, offsets, lengths, frameSize, batch, ownsFd, maxBatches)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    fd_ = info[0].As<Napi::Number>().Int32Value();
+    Napi::ArrayBuffer area = info[1].As<Napi::ArrayBuffer>();
+    Napi::Uint32Array offs = info[2].As<Napi::Uint32Array>();
+    Napi::Uint32Array lens = info[3].As<Napi::Uint32Array>();
+    frame_size_ = info[4].As<Napi::Number>().Uint32Value();
+    batch_ = info[5].As<Napi::Number>().Uint32Value();
+    owns_fd_ = info[6].ToBoolean().Value();
+    max_batches_ = info[7].IsNumber() ? info[7].As<Napi::Number>().Uint32Value() : 16;
+    if (max_batches_ == 0) max_batches_ = 1;
+    if (fd_ < 0 || frame_size_ == 0 || batch_ == 0 || batch_ > 1024 || area.ByteLength() < frame_size_ * batch_ ||
+        offs.ElementLength() < batch_ || lens.ElementLength() < batch_) {
+      Napi::RangeError::New(env, "FramePort: bad fd, frameSize, batch or receive area").ThrowAsJavaScriptException();
+      return;
+    }
+    struct stat st;
+    if (fstat(fd_, &st) != 0) {
+      ErrnoError(env, errno, "fstat").ThrowAsJavaScriptException();
+      fd_ = -1;
+      return;
+    }
+    is_socket_ = S_ISSOCK(st.st_mode);
+    if (is_socket_) {
+      int type = 0;
+      socklen_t len = sizeof type;
+      if (getsockopt(fd_, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM) {
+        Napi::TypeError::New(env, "FramePort: the socket is not SOCK_DGRAM (one frame = one datagram)")
+            .ThrowAsJavaScriptException();
+        fd_ = -1;
+        return;
+      }
+    } else {
+      // TAP / character device: read()/write() per frame need O_NONBLOCK on the file description.
+      int fl = fcntl(fd_, F_GETFL);
+      if (fl < 0 || fcntl(fd_, F_SETFL, fl | O_NONBLOCK) < 0) {
+        ErrnoError(env, errno, "fcntl O_NONBLOCK").ThrowAsJavaScriptException();
+        fd_ = -1;
+        return;
+      }
+    }
+    rx_area_ = Napi::Persistent(area);
+    rx_offs_ = Napi::Persistent(offs);
+    rx_lens_ = Napi::Persistent(lens);
+    rx_data_ = static_cast<uint8_t*>(area.Data());
+    off_ = offs.Data();
+    len_ = lens.Data();
+
+    rx_msgs_.resize(batch_);
+    rx_iov_.resize(batch_);
+    for (size_t i = 0; i < batch_; i++) {
+      rx_iov_[i].iov_base = rx_data_ + i * frame_size_;
+      rx_iov_[i].iov_len = frame_size_;
+      memset(&rx_msgs_[i], 0, sizeof rx_msgs_[i]);
+      rx_msgs_[i].msg_hdr.msg_iov = &rx_iov_[i];
+      rx_msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      Napi::Error::New(env, "FramePort: no libuv loop").ThrowAsJavaScriptException();
+      return;
+    }
+    poll_ = new uv_poll_t;
+    if (int r = uv_poll_init(loop, poll_, fd_); r != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(r)).ThrowAsJavaScriptException();
+      return;
+    }
+    poll_->data = this;
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &FramePort::CleanupHook, this);
+    hook_ = true;
+    Napi::Object resource = Napi::Object::New(env);
+    async_ = std::make_unique<Napi::AsyncContext>(env, "FLEET_FRAMEPORT", resource);
+  }
+
+  ~FramePort() override {
+    if (hook_) {
+      napi_remove_env_cleanup_hook(env_, &FramePort::CleanupHook, this);
+      hook_ = false;
+    }
+    Shutdown();
+  }
+
+ private:
+  static void CleanupHook(void* arg) {
+    FramePort* self = static_cast<FramePort*>(arg);
+    self->hook_ = false;  // being run: must not be removed
+    self->Shutdown();
+  }
+
+  // Stop polling, close the uv handle (freed in its close callback) and the fd if owned.
+  void Shutdown() {
+    if (closed_) return;
+    closed_ = true;
+    reading_ = false;
+    want_writable_ = false;
+    if (poll_ != nullptr) {
+      uv_poll_stop(poll_);
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (owns_fd_ && fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  void UpdatePoll() {
+    if (closed_ || poll_ == nullptr) return;
+    int events = (reading_ ? UV_READABLE : 0) | (want_writable_ ? UV_WRITABLE : 0);
+    if (events == 0) {
+      uv_poll_stop(poll_);
+    } else if (int r = uv_poll_start(poll_, events, &FramePort::OnPoll); r != 0) {
+      stats_.rxErrors++;
+      stats_.lastErrno = -r;
+    }
+    // Keep the JS object alive while the loop may call into it.
+    bool need = events != 0;
+    if (need && !self_ref_) {
+      Ref();
+      self_ref_ = true;
+    } else if (!need && self_ref_) {
+      self_ref_ = false;
+      Unref();
+    }
+  }
+
+  static void OnPoll(uv_poll_t* handle, int status, int events) {
+    FramePort* self = static_cast<FramePort*>(handle->data);
+    if (self == nullptr || self->closed_) return;
+    Napi::HandleScope scope(self->env_);
+    if (status < 0) {
+      self->stats_.rxErrors++;
+      self->stats_.lastErrno = -status;
+      // e.g. EBADF after the fd was closed behind our back: stop, do not spin.
+      self->reading_ = false;
+      self->want_writable_ = false;
+      self->UpdatePoll();
+      return;
+    }
+    if ((events & UV_WRITABLE) && self->want_writable_) {
+      self->want_writable_ = false;
+      self->UpdatePoll();
+      Napi::FunctionReference cb = std::move(self->on_writable_);
+      if (!cb.IsEmpty()) self->CallJs(cb, {});
+    }
+    if ((events & UV_READABLE) && self->reading_ && !self->closed_) self->HandleReadable();
+  }
+
+  void CallJs(Napi::FunctionReference& cb, const std::initializer_list<napi_value>& args) {
+    cb.MakeCallback(Value(), args, *async_);
+    if (env_.IsExceptionPending()) {
+      Napi::Error e = env_.GetAndClearPendingException();
+      napi_fatal_exception(env_, e.Value());  // -> process 'uncaughtException'
+    }
+  }
+
+  // Fill the receive area; returns the number of frames (0 when drained or on error).
+  size_t ReceiveBatch() {
+    size_t n = 0;
+    if (is_socket_) {
+      int r;
+      do {
+        r = recvmmsg(fd_, rx_msgs_.data(), batch_, MSG_DONTWAIT, nullptr);
+      } while (r < 0 && errno == EINTR);
+      if (r < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          stats_.rxErrors++;
+          stats_.lastErrno = errno;
+        }
+        return 0;
+      }
+      for (int i = 0; i < r; i++) {
+        if (rx_msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) {
+          stats_.rxTruncated++;
+          continue;
+        }
+        off_[n] = static_cast<uint32_t>(i * frame_size_);
+        len_[n] = rx_msgs_[i].msg_len;
+        stats_.rxBytes += rx_msgs_[i].msg_len;
+        n++;
+      }
+      return n;
+    }
+    // TAP: one read() per frame (tun has no recvmmsg), up to a batch.
+    for (size_t i = 0; i < batch_; i++) {
+      ssize_t r = read(fd_, rx_data_ + i * frame_size_, frame_size_);
+      if (r < 0) {
+        if (errno == EINTR) {
+          i--;
+          continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          stats_.rxErrors++;
+          stats_.lastErrno = errno;
+        }
+        break;
+      }
+      if (r == 0) break;
+      off_[n] = static_cast<uint32_t>(i * frame_size_);
+      len_[n] = static_cast<uint32_t>(r);
+      stats_.rxBytes += static_cast<double>(r);
+      n++;
+    }
+    return n;
+  }
+
+  void HandleReadable() {
+    stats_.rxWakeups++;
+    for (uint32_t round = 0; round < max_batches_; round++) {
+      if (closed_ || !reading_) return;
+      size_t n = ReceiveBatch();
+      if (n == 0) return;  // drained (level-triggered poll re-arms if more arrives)
+      stats_.rxFrames += static_cast<double>(n);
+      stats_.rxBatches++;
+      napi_value count = Napi::Number::New(env_, static_cast<double>(n));
+      CallJs(on_frames_, {count});
+      if (n < batch_ && is_socket_) return;  // recvmmsg got fewer than asked: queue empty
+    }
+    // More may be queued: the loop polls again next iteration (fair to other handles).
+  }
+
+  // Sends iovecs [0, count) already in tx_iov_; returns how many were accepted.
+  size_t Transmit(size_t count) {
+    stats_.txCalls++;
+    size_t done = 0;
+    if (is_socket_) {
+      if (tx_msgs_.size() < count) tx_msgs_.resize(count);
+      for (size_t i = 0; i < count; i++) {
+        memset(&tx_msgs_[i], 0, sizeof tx_msgs_[i]);
+        tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
+        tx_msgs_[i].msg_hdr.msg_iovlen = 1;
+      }
+      while (done < count) {
+        size_t chunk = count - done;
+        if (chunk > 1024) chunk = 1024;  // UIO_MAXIOV limits vlen
+        int r = sendmmsg(fd_, &tx_msgs_[done], static_cast<unsigned>(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r > 0) {
+          stats_.txBatches++;
+          for (size_t i = done; i < done + static_cast<size_t>(r); i++) stats_.txBytes += tx_msgs_[i].msg_len;
+          done += static_cast<size_t>(r);
+          continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (!CountTxError(r < 0 ? errno : EAGAIN)) break;
+      }
+    } else {
+      while (done < count) {
+        ssize_t r = write(fd_, tx_iov_[done].iov_base, tx_iov_[done].iov_len);
+        if (r >= 0) {
+          stats_.txBytes += static_cast<double>(r);
+          done++;
+          continue;
+        }
+        if (errno == EINTR) continue;
+        if (!CountTxError(errno)) break;
+      }
+      if (done > 0) stats_.txBatches++;
+    }
+    stats_.txFrames += static_cast<double>(done);
+    stats_.txDrops += static_cast<double>(count - done);
+    return done;
+  }
+
+  // Counts a send error; returns false (stop the batch) — kept as a function for one policy.
+  bool CountTxError(int err) {
+    if (err == EAGAIN || err == EWOULDBLOCK) stats_.eagain++;
+    else if (err == ENOBUFS) stats_.enobufs++;
+    else stats_.txErrors++;
+    stats_.lastErrno = err;
+    return false;
+  }
+
+  bool CheckOpen(Napi::Env env) {
+    if (closed_ || fd_ < 0) {
+      Napi::Error e = Napi::Error::New(env, "FramePort is closed");
+      e.Set("code", Napi::String::New(env, "ERR_FRAMEPORT_CLOSED"));
+      e.ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckOpen(env)) return env.Undefined();
+    if (info.Length() > 0 && info[0].IsFunction()) on_frames_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (on_frames_.IsEmpty()) {
+      Napi::TypeError::New(env, "start(callback)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    reading_ = true;
+    UpdatePoll();
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    reading_ = false;
+    UpdatePoll();
+    return info.Env().Undefined();
+  }
+
+  // send(frames: Uint8Array[]) -> accepted
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckOpen(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsArray()) {
+      Napi::TypeError::New(env, "send(frames: Uint8Array[])").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array arr = info[0].As<Napi::Array>();
+    uint32_t count = arr.Length();
+    if (tx_iov_.size() < count) tx_iov_.resize(count);
+    for (uint32_t i = 0; i < count; i++) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        Napi::TypeError::New(env, "send: frames[" + std::to_string(i) + "] is not a Uint8Array/Buffer")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      Napi::Uint8Array u = v.As<Napi::Uint8Array>();
+      tx_iov_[i].iov_base = u.Data();
+      tx_iov_[i].iov_len = u.ByteLength();
+    }
+    return Napi::Number::New(env, static_cast<double>(Transmit(count)));
+  }
+
+  // sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count) -> accepted
+  Napi::Value SendBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckOpen(env)) return env.Undefined();
+    if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
+        !info[3].IsNumber()) {
+      Napi::TypeError::New(env, "sendBatch(buf, offsets, lengths, count)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+    Napi::Uint32Array offs = info[1].As<Napi::Uint32Array>();
+    Napi::Uint32Array lens = info[2].As<Napi::Uint32Array>();
+    double c = info[3].As<Napi::Number>().DoubleValue();
+    if (!(c >= 0) || c > offs.ElementLength() || c > lens.ElementLength()) {
+      Napi::RangeError::New(env, "sendBatch: count exceeds offsets/lengths").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    size_t count = static_cast<size_t>(c);
+    uint8_t* base = buf.Data();
+    size_t size = buf.ByteLength();
+    const uint32_t* o = offs.Data();
+    const uint32_t* l = lens.Data();
+    if (tx_iov_.size() < count) tx_iov_.resize(count);
+    for (size_t i = 0; i < count; i++) {
+      if (static_cast<uint64_t>(o[i]) + l[i] > size) {
+        Napi::RangeError::New(env, "sendBatch: frame " + std::to_string(i) + " is outside the buffer")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      tx_iov_[i].iov_base = base + o[i];
+      tx_iov_[i].iov_len = l[i];
+    }
+    return Napi::Number::New(env, static_cast<double>(Transmit(count)));
+  }
+
+  // waitWritable(cb): one-shot; cb() when the fd is writable again (after EAGAIN).
+  Napi::Value WaitWritable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckOpen(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "waitWritable(callback)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    on_writable_ = Napi::Persistent(info[0].As<Napi::Function>());
+    want_writable_ = true;
+    UpdatePoll();
+    return env.Undefined();
+  }
+
+  Napi::Value GetStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    auto set = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
+    set("rxFrames", stats_.rxFrames);
+    set("rxBytes", stats_.rxBytes);
+    set("rxBatches", stats_.rxBatches);
+    set("rxWakeups", stats_.rxWakeups);
+    set("rxTruncated", stats_.rxTruncated);
+    set("rxErrors", stats_.rxErrors);
+    set("txFrames", stats_.txFrames);
+    set("txBytes", stats_.txBytes);
+    set("txBatches", stats_.txBatches);
+    set("txCalls", stats_.txCalls);
+    set("txDrops", stats_.txDrops);
+    set("txErrors", stats_.txErrors);
+    set("eagain", stats_.eagain);
+    set("enobufs", stats_.enobufs);
+    o.Set("lastError", stats_.lastErrno != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(stats_.lastErrno)))
+                                             : env.Null());
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) return env.Undefined();
+    if (hook_) {
+      napi_remove_env_cleanup_hook(env_, &FramePort::CleanupHook, this);
+      hook_ = false;
+    }
+    Shutdown();
+    on_writable_.Reset();
+    if (self_ref_) {
+      self_ref_ = false;
+      Unref();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value RefHandle(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+  Napi::Value Kind(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), is_socket_ ? "dgram" : "tap");
+  }
+  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), closed_); }
+
+  Napi::Env env_{nullptr};
+  int fd_ = -1;
+  bool is_socket_ = false;
+  bool owns_fd_ = false;
+  bool closed_ = false;
+  bool reading_ = false;
+  bool want_writable_ = false;
+  bool self_ref_ = false;
+  bool hook_ = false;
+  uint32_t max_batches_ = 16;
+  size_t frame_size_ = 0;
+  size_t batch_ = 0;
+  uv_poll_t* poll_ = nullptr;
+  std::unique_ptr<Napi::AsyncContext> async_;
+  Napi::FunctionReference on_frames_;
+  Napi::FunctionReference on_writable_;
+  Napi::Reference<Napi::ArrayBuffer> rx_area_;
+  Napi::Reference<Napi::Uint32Array> rx_offs_;
+  Napi::Reference<Napi::Uint32Array> rx_lens_;
+  uint8_t* rx_data_ = nullptr;
+  uint32_t* off_ = nullptr;
+  uint32_t* len_ = nullptr;
+  std::vector<mmsghdr> rx_msgs_;
+  std::vector<iovec> rx_iov_;
+  std::vector<mmsghdr> tx_msgs_;
+  std::vector<iovec> tx_iov_;
+  Stats stats_;
+};
+
+}  // namespace
+
+void InitFramePort(Napi::Env env, Napi::Object exports) { exports.Set("FramePort", FramePort::Init(env)); }
+
+}  // namespace nvz

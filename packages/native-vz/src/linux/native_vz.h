@@ -1,0 +1,15 @@
+// @fleet/native-vz, Linux half: shared declarations.
+#pragma once
+#include <napi.h>
+#include <string>
+
+namespace nvz {
+
+// An Error with .code ("EPERM"), .errno and .syscall set, message "<what>: <strerror>[: hint]".
+Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what, const std::string& hint = "");
+const char* ErrnoName(int err);
+
+void InitFdUtil(Napi::Env env, Napi::Object exports);
+void InitFramePort(Napi::Env env, Napi::Object exports);
+
+}  // namespace nvz

@@ -1,0 +1,158 @@
+/**
+ * TAP tests (root only). The TAP lives in a network namespace the test creates, with
+ * 10.231.0.1/24 on it and a static neighbour 10.231.0.2 = our side of the wire; traffic never
+ * leaves that namespace. Skipped loudly without root or /dev/net/tun.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FramePort, fdInfo, openTap } from './index.ts';
+
+const isRoot = process.getuid?.() === 0;
+const hasTun = existsSync('/dev/net/tun');
+const hasIp = spawnSync('ip', ['-V'], { stdio: 'ignore' }).status === 0;
+const skipReason = !isRoot ? 'not running as root' : !hasTun ? '/dev/net/tun is absent' : !hasIp ? 'iproute2 (ip) is missing' : null;
+if (skipReason !== null) console.warn(`\n*** native-vz TAP tests SKIPPED: ${skipReason} ***\n`);
+
+const NS = `fvz-tap-${process.pid}`;
+const TAP = `fvzt${process.pid % 100000}`;
+const TAP_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x01]);
+const OUR_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x02]);
+const TAP_IP = [10, 231, 0, 1];
+const OUR_IP = [10, 231, 0, 2];
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+function nsExec(...args: string[]): string {
+  return execFileSync('ip', ['netns', 'exec', NS, ...args], { encoding: 'utf8' });
+}
+
+function csum(b: Buffer, start: number, end: number): number {
+  let s = 0;
+  for (let i = start; i < end; i += 2) s += (b[i]! << 8) | (i + 1 < end ? b[i + 1]! : 0);
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+/** Ethernet + IPv4 + ICMP echo request, OUR_IP -> TAP_IP. */
+function echoRequest(id: number, seq: number): Buffer {
+  const payload = 56;
+  const f = Buffer.alloc(14 + 20 + 8 + payload);
+  TAP_MAC.copy(f, 0);
+  OUR_MAC.copy(f, 6);
+  f.writeUInt16BE(0x0800, 12);
+  f[14] = 0x45;
+  f.writeUInt16BE(20 + 8 + payload, 16);
+  f.writeUInt16BE(seq, 18);
+  f[22] = 64;
+  f[23] = 1; // ICMP
+  Buffer.from(OUR_IP).copy(f, 26);
+  Buffer.from(TAP_IP).copy(f, 30);
+  f.writeUInt16BE(csum(f, 14, 34), 24);
+  f[34] = 8; // echo request
+  f.writeUInt16BE(id, 38);
+  f.writeUInt16BE(seq, 40);
+  for (let i = 0; i < payload; i++) f[42 + i] = i;
+  f.writeUInt16BE(csum(f, 34, f.length), 36);
+  return f;
+}
+
+describe.skipIf(skipReason !== null)('TAP (root)', () => {
+  let tap: { fd: number; name: string };
+  let port: FramePort;
+  const received: Buffer[] = [];
+  let waiters: Array<() => void> = [];
+
+  beforeAll(() => {
+    ip('netns', 'add', NS);
+    nsExec('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1');
+    nsExec('sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1');
+    tap = openTap(TAP);
+    ip('link', 'set', TAP, 'netns', NS); // the fd stays attached
+    nsExec('ip', 'link', 'set', 'dev', TAP, 'address', '02:00:00:00:00:01');
+    nsExec('ip', 'addr', 'add', '10.231.0.1/24', 'dev', TAP);
+    nsExec('ip', 'link', 'set', TAP, 'up');
+    nsExec('ip', 'neigh', 'replace', '10.231.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', TAP, 'nud', 'permanent');
+    port = new FramePort(tap.fd);
+    port.onFrames(
+      (frames) => {
+        received.push(...frames);
+        const w = waiters;
+        waiters = [];
+        for (const f of w) f();
+      },
+      { copy: true },
+    );
+  });
+
+  afterAll(() => {
+    port?.close(); // a non-persistent TAP disappears with its last fd
+    spawnSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+    spawnSync('ip', ['link', 'del', TAP], { stdio: 'ignore' });
+  });
+
+  async function waitFor(pred: () => boolean, ms = 5000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!pred()) {
+      if (Date.now() > deadline) throw new Error('timeout waiting for frames from the TAP');
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 100);
+      });
+    }
+  }
+
+  it('opens a non-blocking, close-on-exec TAP and wraps it as a tap FramePort', () => {
+    expect(tap.name).toBe(TAP);
+    expect(fdInfo(tap.fd)).toEqual({ cloexec: true, nonblock: true, kind: 'char' });
+    expect(port.kind).toBe('tap');
+    expect(nsExec('ip', '-o', 'link', 'show', TAP)).toContain('02:00:00:00:00:01');
+  });
+
+  it('kernel -> TAP: 100 UDP datagrams sent in the namespace arrive as frames, in batches', async () => {
+    const before = port.stats().rxBatches;
+    nsExec(
+      'python3',
+      '-c',
+      "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(100): s.sendto(b'fleet-%03d' % i, ('10.231.0.2', 9))",
+    );
+    const udp = () => received.filter((f) => f.length >= 42 && f.readUInt16BE(12) === 0x0800 && f[23] === 17 && f.readUInt16BE(36) === 9);
+    await waitFor(() => udp().length >= 100);
+    const frames = udp();
+    expect(frames.map((f) => f.subarray(42).toString())).toEqual(Array.from({ length: 100 }, (_, i) => `fleet-${String(i).padStart(3, '0')}`));
+    expect(frames[0]!.subarray(0, 6).equals(OUR_MAC)).toBe(true);
+    expect(port.stats().rxBatches - before).toBeLessThan(100); // read loop batches frames per callback
+  });
+
+  it('TAP -> kernel -> TAP: a batch of 32 ICMP echo requests written in one send() gets 32 echo replies', async () => {
+    const id = 0x4242;
+    const requests = Array.from({ length: 32 }, (_, seq) => echoRequest(id, seq));
+    expect(port.send(requests)).toBe(32);
+    const replies = () => received.filter((f) => f.length >= 42 && f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id);
+    await waitFor(() => replies().length >= 32);
+    const r = replies();
+    expect(r.map((f) => f.readUInt16BE(40)).sort((a, b) => a - b)).toEqual(Array.from({ length: 32 }, (_, i) => i));
+    expect(r[0]!.subarray(0, 6).equals(OUR_MAC)).toBe(true);
+    expect([...r[0]!.subarray(26, 30)]).toEqual(TAP_IP);
+    const s = port.stats();
+    expect(s.txFrames).toBe(32);
+    expect(s.txErrors + s.eagain + s.enobufs).toBe(0);
+  });
+
+  it('explains EPERM for an unprivileged caller ("needs root or CAP_NET_ADMIN")', () => {
+    const addon = createRequire(import.meta.url).resolve('../build/Release/native_vz.node');
+    const script = `try { require(${JSON.stringify(addon)}).openTap('fvzperm0', true); console.log('opened'); } catch (e) { console.log(e.code + ' ' + e.message); }`;
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, '-e', script], { encoding: 'utf8' });
+    if (r.status !== 0 && r.stdout === '') {
+      console.warn(`*** native-vz: EPERM check skipped (setpriv failed: ${r.stderr.trim()}) ***`);
+      return;
+    }
+    expect(r.stdout).toMatch(/^EPERM .*needs root or CAP_NET_ADMIN/);
+  });
+
+  it('rejects over-long interface names', () => {
+    expect(() => openTap('x'.repeat(16))).toThrow(/longer than 15 bytes/);
+  });
+});

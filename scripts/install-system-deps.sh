@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Debian packages the real VM runtime and its tests use: QEMU (TCG), the guest
+# image's ingredients, the NAT network's tools, and PostgreSQL for the database
+# tests. Idempotent: installs only what is missing. Needs root and apt-get; on
+# other machines it says what is missing and returns non-zero.
+set -euo pipefail
+
+packages=(
+  qemu-system-x86          # the Linux VM runtime (software emulation)
+  linux-image-cloud-amd64  # guest kernel
+  busybox-static           # guest userland, udhcpc
+  dropbear-bin             # guest SSH server
+  cpio                     # initramfs assembly
+  openssh-client           # tests reach guests with the real ssh client
+  iproute2                 # bridges, TAPs, network namespaces
+  nftables                 # NAT masquerade for the worker's VM network
+  dnsmasq-base             # DHCP server on the worker's VM network
+  postgresql               # the @fleet/db PostgreSQL tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system-deps: missing Debian packages: ${missing[*]} (run as root on Debian, or install them yourself)" >&2
+  exit 1
+fi
+echo "[setup] installing Debian packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
