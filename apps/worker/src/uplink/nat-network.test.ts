@@ -2,7 +2,8 @@
 // (no root, no system changes; the real thing is exercised by test/nat-uplink.test.ts).
 import { describe, expect, it } from 'vitest';
 import { broadcastOf, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.ts';
-import { dnsmasqConfig, gatewayMacFor, nftRuleset, resolveNatOptions, validateIfName, type NatNetworkOptions } from './nat-network.ts';
+import { silentLogger } from '../logger.ts';
+import { dnsmasqConfig, gatewayMacFor, nftRuleset, resolveNatOptions, validateIfName, type NatNetworkOptions, type UplinkLog } from './nat-network.ts';
 
 const log = { debug() {}, info() {}, warn() {}, error() {} };
 const base: NatNetworkOptions = { name: 'fleet0', subnet: '192.168.64.0/24', dataDir: '/var/lib/fleet/nat', log };
@@ -59,8 +60,14 @@ describe('resolveNatOptions', () => {
     [{ uplinkInterface: 'averyveryverylongname' }, /at most 15/],
     [{ netns: 'bad/ns' }, /netns/],
     [{ dataDir: '' }, /dataDir/],
+    [{ dataDir: '/var/lib/x\ndhcp-script=/tmp/evil' }, /control characters/],
+    [{ dataDir: '/var/lib/my dir' }, /whitespace/],
   ] as [Partial<NatNetworkOptions>, RegExp][])('rejects %j', (patch, re) => {
     expect(() => resolveNatOptions({ ...base, ...patch } as NatNetworkOptions)).toThrow(re);
+  });
+  it("accepts the worker's pino logger", () => {
+    const pinoLog: UplinkLog = silentLogger();
+    expect(resolveNatOptions({ ...base, log: pinoLog }).name).toBe('fleet0');
   });
   it('validates interface names', () => {
     expect(validateIfName('tap-vm.1', 'TAP')).toBe('tap-vm.1');

@@ -136,6 +136,9 @@ export function resolveNatOptions(opts: NatNetworkOptions): NatNetworkConfig {
   const uplinkInterface = opts.uplinkInterface === undefined ? undefined : validateIfName(opts.uplinkInterface, 'uplinkInterface');
   if (uplinkInterface === name) throw new Error(`uplinkInterface ${uplinkInterface} is the NAT bridge itself`);
   if (typeof opts.dataDir !== 'string' || opts.dataDir.trim() === '') throw new Error('dataDir must be a directory path');
+  if (/[\s,#"'\\\x00-\x1f\x7f]/.test(opts.dataDir)) {
+    throw new Error(`dataDir ${JSON.stringify(opts.dataDir)} must not contain whitespace, quotes, commas, '#', '\\' or control characters (it is written into dnsmasq.conf)`);
+  }
   if (!opts.log || typeof opts.log.info !== 'function') throw new Error('log (a pino-style logger) is required');
   if (opts.dns !== undefined && typeof opts.dns !== 'boolean') throw new Error('dns must be a boolean');
   if (opts.noPing !== undefined && typeof opts.noPing !== 'boolean') throw new Error('noPing must be a boolean');
@@ -330,7 +333,8 @@ export class NatNetwork {
           `(${existing.linkinfo?.info_kind ?? 'device'}); a leftover after a crash is removed by NatNetwork.cleanupStale('${cfg.name}')`,
       );
     }
-    const uplink = cfg.uplinkInterface ?? (await defaultRouteDevice(ns));
+    const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
+    if (uplink === cfg.bridge) throw new Error(`the uplink interface would be the NAT bridge ${uplink} itself`);
     if (!(await linkInfo(uplink, ns))) throw new Error(`uplink interface ${uplink} does not exist${ns ? ` in netns ${ns}` : ''}`);
     await checkSubnetClash(cfg.subnet, ns);
 
