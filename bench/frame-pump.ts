@@ -15,6 +15,8 @@
  *              a global address: every frame passes), survivors forwarded with sendBatch
  *   filter>TAP filter path, written to a TAP (root; in a network namespace this run creates, link up,
  *              no address: the kernel receives and discards the frames)
+ * Then an unloaded latency figure: one frame at a time through socketpair -> pump + netfilter ->
+ * socketpair, all on the main thread (p50/p99 one-way, both hops included).
  * The pump applies backpressure (pause reading, wait for writability, resend the rest of the batch),
  * so nothing is dropped; frames are counted where they end up. Addresses in frames are bytes only.
  */
@@ -22,6 +24,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Verdict, createFilter } from '@fleet/netfilter';
 import { FramePort, type FrameBatch, getBufferSizes, openTap, socketpairDgram } from '../packages/native-vz/src/index.ts';
@@ -110,11 +113,14 @@ class VmThread {
     });
   }
   async stop(): Promise<Snap> {
+    // Listen for 'exit' before asking: Node drains the worker's last messages and emits 'exit' in
+    // one go, before an await continuation could attach the listener.
+    const exited = new Promise((r) => this.worker.once('exit', r));
     const s = await new Promise<Snap>((r) => {
       this.pending.push(r);
       this.worker.postMessage('stop');
     });
-    await new Promise((r) => this.worker.once('exit', r));
+    await exited;
     return s;
   }
 }
@@ -187,14 +193,20 @@ interface Row {
   frames: number;
   seconds: number;
   pumpBatch: number;
+  /** Main-thread (pump) event-loop utilisation over the measured window, 0..1. */
+  elu: number;
   note: string;
 }
 const rows: Row[] = [];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function record(name: string, frames: number, ns: bigint, pumpBatch: number, note = ''): void {
-  rows.push({ name, frames, seconds: Number(ns) / 1e9, pumpBatch, note });
+let elu0 = performance.eventLoopUtilization();
+function markStart(): void {
+  elu0 = performance.eventLoopUtilization();
+}
+function record(name: string, frames: number, ns: bigint, pumpBatch: number, elu: number, note = ''): void {
+  rows.push({ name, frames, seconds: Number(ns) / 1e9, pumpBatch, elu, note });
 }
 
 async function runBaseline(): Promise<void> {
@@ -208,16 +220,16 @@ async function runBaseline(): Promise<void> {
   vm.start();
   await sleep(WARMUP_MS);
   const f0 = frames;
+  markStart();
   const t0 = process.hrtime.bigint();
   await sleep(SECONDS * 1000);
   const f1 = frames;
   const t1 = process.hrtime.bigint();
-  console.error('stopping', f1 - f0);
+  const elu = performance.eventLoopUtilization(elu0).utilization;
   await vm.stop();
-  console.error('stopped');
   const s = port.stats();
   port.close();
-  record('baseline: socketpair -> count per batch (no JS per frame)', f1 - f0, t1 - t0, s.rxFrames / s.rxBatches);
+  record('baseline: socketpair -> count per batch (no JS per frame)', f1 - f0, t1 - t0, s.rxFrames / s.rxBatches, elu);
 }
 
 async function runPump(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
@@ -229,19 +241,19 @@ async function runPump(name: string, start: (input: FramePort, out: FramePort) =
   start(input, out);
   vm.start();
   await sleep(WARMUP_MS);
-  console.error('warm', input.stats(), out.stats());
   const s0 = await vm.snap();
-  console.error('s0', s0);
+  markStart();
   const t0 = process.hrtime.bigint();
   await sleep(SECONDS * 1000);
   const s1 = await vm.snap();
   const t1 = process.hrtime.bigint();
+  const elu = performance.eventLoopUtilization(elu0).utilization;
   await vm.stop();
   const si = input.stats();
   const so = out.stats();
   input.close();
   out.close();
-  record(name, s1.sinkFrames - s0.sinkFrames, t1 - t0, si.rxFrames / si.rxBatches, `pump out: eagain ${so.eagain}, enobufs ${so.enobufs}`);
+  record(name, s1.sinkFrames - s0.sinkFrames, t1 - t0, si.rxFrames / si.rxBatches, elu, `pump out: eagain ${so.eagain}, enobufs ${so.enobufs}`);
 }
 
 async function runTap(): Promise<void> {
@@ -261,20 +273,56 @@ async function runTap(): Promise<void> {
     vm.start();
     await sleep(WARMUP_MS);
     const f0 = out.stats().txFrames;
-    const t0 = process.hrtime.bigint();
+    markStart();
+  const t0 = process.hrtime.bigint();
     await sleep(SECONDS * 1000);
     const f1 = out.stats().txFrames;
     const t1 = process.hrtime.bigint();
+  const elu = performance.eventLoopUtilization(elu0).utilization;
     await vm.stop();
     const si = input.stats();
     const so = out.stats();
+    const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${name}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
     input.close();
     out.close();
-    const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${name}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
-    record('filter > TAP: ... -> netfilter -> TAP write loop', f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, `TAP rx_packets ${rx}, tx errors ${so.txErrors}`);
+    record('filter > TAP: ... -> netfilter -> TAP write loop', f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}`);
   } finally {
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
+}
+
+/**
+ * Latency, unloaded: one frame at a time, all on the main thread: sendmmsg -> libuv wakeup -> pump
+ * callback -> netfilter -> sendmmsg -> libuv wakeup -> sink callback; the next frame is sent from
+ * the sink callback. One-way time through the pump including both socketpair hops.
+ */
+async function runLatency(n = 20_000, warmup = 2_000): Promise<{ p50: number; p99: number; max: number }> {
+  const [a, m1] = socketpairDgram();
+  const [m2, z] = socketpairDgram();
+  const gen = new FramePort(a, { batch: 1, frameSize: 64 });
+  const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
+  const out = new FramePort(m2, { batch: 1, frameSize: 64 });
+  const sink = new FramePort(z, { batch: BATCH, frameSize: 2048 });
+  startFilterPump(input, out);
+  const samples = new Float64Array(n);
+  const frames = [FRAME];
+  let i = -warmup;
+  let t = 0n;
+  await new Promise<void>((resolve) => {
+    sink.onBatch((b) => {
+      if (i >= 0) samples[i] = Number(process.hrtime.bigint() - t) / 1000;
+      i += b.count;
+      if (i >= n) return resolve();
+      t = process.hrtime.bigint();
+      gen.send(frames);
+    });
+    t = process.hrtime.bigint();
+    gen.send(frames);
+  });
+  for (const p of [gen, input, out, sink]) p.close();
+  samples.sort();
+  const q = (x: number) => samples[Math.min(n - 1, Math.floor(x * n))]!;
+  return { p50: q(0.5), p99: q(0.99), max: samples[n - 1]! };
 }
 
 // ------------------------------------------------------------------ main
@@ -288,24 +336,30 @@ console.log(`frame pump: ${FRAME_LEN}-byte frames, batch ${BATCH}, ${SECONDS} s 
 console.log(`${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${os.platform()} ${os.release()}`);
 console.log(`socketpair buffers as reported: sndbuf ${sizes.sndbuf}, rcvbuf ${sizes.rcvbuf}\n`);
 
-console.error("baseline..."); await runBaseline(); console.error("baseline done");
+await runBaseline();
 await runPump('pump: socketpair -> JS batch -> sendBatch -> socketpair', startPlainPump);
 await runPump('pump/frame: ... -> onFrames (Buffer per frame) -> send(frames[])', startPerFramePump);
 await runPump('filter: ... -> netfilter fromVm per frame -> sendBatch', startFilterPump);
 if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) await runTap();
-else rows.push({ name: 'filter > TAP', frames: 0, seconds: 0, pumpBatch: 0, note: 'skipped: needs root and /dev/net/tun' });
+else rows.push({ name: 'filter > TAP', frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root and /dev/net/tun' });
+
+const lat = await runLatency();
 
 const pad = (s: string, n: number) => s.padEnd(n);
 const lpad = (s: string, n: number) => s.padStart(n);
-console.log(`${pad('path', 64)} ${lpad('frames/s', 12)} ${lpad('Gbit/s', 8)} ${lpad('frames/cb', 10)}  notes`);
+console.log(`${pad('path', 64)} ${lpad('frames/s', 12)} ${lpad('Gbit/s', 8)} ${lpad('frames/cb', 10)} ${lpad('pump ELU', 9)}  notes`);
 for (const r of rows) {
   if (r.seconds === 0) {
-    console.log(`${pad(r.name, 64)} ${lpad('-', 12)} ${lpad('-', 8)} ${lpad('-', 10)}  ${r.note}`);
+    console.log(`${pad(r.name, 64)} ${lpad('-', 12)} ${lpad('-', 8)} ${lpad('-', 10)} ${lpad('-', 9)}  ${r.note}`);
     continue;
   }
   const fps = r.frames / r.seconds;
   const gbps = (fps * FRAME_LEN * 8) / 1e9;
-  console.log(`${pad(r.name, 64)} ${lpad(Math.round(fps).toLocaleString('en-US'), 12)} ${lpad(gbps.toFixed(2), 8)} ${lpad(r.pumpBatch.toFixed(1), 10)}  ${r.note}`);
+  console.log(`${pad(r.name, 64)} ${lpad(Math.round(fps).toLocaleString('en-US'), 12)} ${lpad(gbps.toFixed(2), 8)} ${lpad(r.pumpBatch.toFixed(1), 10)} ${lpad(`${Math.round(r.elu * 100)}%`, 9)}  ${r.note}`);
 }
 console.log(`\nGbit/s counts Ethernet frame bytes (${FRAME_LEN} B, no FCS/preamble). frames/cb = frames per JS callback at the pump input.`);
+console.log('pump ELU = main-thread event-loop utilisation; below 100% the pump waited for the worker thread (generator + sink share one thread), so the row is a lower bound for the pump.');
+console.log(
+  `\nlatency, one frame at a time (socketpair -> pump + netfilter -> socketpair, one thread): p50 ${lat.p50.toFixed(1)} µs, p99 ${lat.p99.toFixed(1)} µs, max ${lat.max.toFixed(1)} µs`,
+);
 if (filterDrops > 0) console.log(`netfilter dropped ${filterDrops} frames (expected 0)`);

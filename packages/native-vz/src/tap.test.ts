@@ -152,6 +152,17 @@ describe.skipIf(skipReason !== null)('TAP (root)', () => {
     expect(r.stdout).toMatch(/^EPERM .*needs root or CAP_NET_ADMIN/);
   });
 
+  it('explains a missing /dev/net/tun (private mount namespace with an empty /dev/net)', () => {
+    const addon = createRequire(import.meta.url).resolve('../build/Release/native_vz.node');
+    const script = `try { require(${JSON.stringify(addon)}).openTap('fvzmiss0', true); console.log('opened'); } catch (e) { console.log(e.code + ' ' + e.message); }`;
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs none /dev/net && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8' });
+    if (r.status !== 0 && r.stdout === '') {
+      console.warn(`*** native-vz: missing-/dev/net/tun check skipped (unshare failed: ${r.stderr.trim()}) ***`);
+      return;
+    }
+    expect(r.stdout).toMatch(/^ENOENT .*\/dev\/net\/tun is missing/);
+  });
+
   it('rejects over-long interface names', () => {
     expect(() => openTap('x'.repeat(16))).toThrow(/longer than 15 bytes/);
   });

@@ -10,6 +10,7 @@
 // and are counted, never thrown. The return value is how many frames (a prefix) were accepted.
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -73,6 +74,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     if (fd_ < 0 || frame_size_ == 0 || batch_ == 0 || batch_ > 1024 || area.ByteLength() < frame_size_ * batch_ ||
         offs.ElementLength() < batch_ || lens.ElementLength() < batch_) {
       Napi::RangeError::New(env, "FramePort: bad fd, frameSize, batch or receive area").ThrowAsJavaScriptException();
+      fd_ = -1;  // never close a caller's fd on a failed construction
       return;
     }
     struct stat st;
@@ -120,12 +122,19 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
       Napi::Error::New(env, "FramePort: no libuv loop").ThrowAsJavaScriptException();
+      fd_ = -1;
       return;
     }
-    poll_ = new uv_poll_t;
+    poll_ = static_cast<uv_poll_t*>(malloc(sizeof(uv_poll_t)));  // freed by free() via uv_close
+    if (poll_ == nullptr) {
+      Napi::Error::New(env, "FramePort: out of memory").ThrowAsJavaScriptException();
+      fd_ = -1;
+      return;
+    }
     if (int r = uv_poll_init(loop, poll_, fd_); r != 0) {
-      delete poll_;
+      free(poll_);
       poll_ = nullptr;
+      fd_ = -1;
       Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(r)).ThrowAsJavaScriptException();
       return;
     }
@@ -161,7 +170,10 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     if (poll_ != nullptr) {
       uv_poll_stop(poll_);
       poll_->data = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      // The close callback runs on a later loop iteration. If the JS environment is being torn
+      // down (worker thread exit), Node may have unloaded this addon by then, so the callback must
+      // not be code of ours: the handle is malloc'ed and freed by libc's free() directly.
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
       poll_ = nullptr;
     }
     if (owns_fd_ && fd_ >= 0) close(fd_);
