@@ -1,0 +1,90 @@
+// QemuDriver bookkeeping that needs neither root nor QEMU: run dirs, re-attach from disk,
+// how a dead VM host process is reported, orphan-QEMU safety. Booting real VMs through the
+// driver is covered by test/qemu-vm.test.ts (root).
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DriverError } from './driver.ts';
+import { QemuDriver, killOrphanQemu, tapNameFor, type QemuNat } from './qemu.ts';
+
+const nat: QemuNat = {
+  addTap: async () => {},
+  removeTap: async () => {},
+  gatewayIp: '192.168.64.1',
+  gatewayMac: 'be:d0:74:00:00:64',
+  subnet: '192.168.64.0/24',
+  dhcpServerIp: '192.168.64.1',
+};
+const spec = { image: 'guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 0, labels: {}, username: 'fleet' };
+
+let tmp = '';
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'fleet-qd-'));
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe('QemuDriver (no VM started)', () => {
+  it('names TAPs within 15 bytes, stable per instance and distinct per attempt', () => {
+    const a = tapNameFor({ vmId: 'a-very-long-vm-id-0123456789', attempt: 1 });
+    expect(Buffer.byteLength(a)).toBeLessThanOrEqual(15);
+    expect(tapNameFor({ vmId: 'a-very-long-vm-id-0123456789', attempt: 1 })).toBe(a);
+    expect(tapNameFor({ vmId: 'a-very-long-vm-id-0123456789', attempt: 2 })).not.toBe(a);
+  });
+
+  it('refuses a data dir too long for Unix socket paths', () => {
+    expect(() => new QemuDriver({ dataDir: '/tmp/' + 'x'.repeat(90), nat })).toThrow(DriverError);
+  });
+
+  it('create is idempotent and persisted; a new driver lists it; update; remove', async () => {
+    const dataDir = path.join(tmp, 'a');
+    const d = new QemuDriver({ dataDir, nat });
+    const ref = { vmId: 'vm/1', attempt: 2 };
+    const s = await d.create({ ...ref, name: 'one', generation: '1', spec });
+    expect(s).toMatchObject({ ...ref, name: 'one', state: 'stopped', generation: '1' });
+    expect(s.mac).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
+    expect(await d.create({ ...ref, name: 'one', generation: '1', spec })).toEqual(s);
+    await expect(d.create({ vmId: 'mac', attempt: 1, name: 'm', generation: '1', spec: { ...spec, os: 'macos' } })).rejects.toThrow(/Linux guests only/);
+
+    const d2 = new QemuDriver({ dataDir, nat });
+    expect(await d2.list()).toEqual([s]);
+    expect(await d2.stop(ref)).toMatchObject({ state: 'stopped' });
+    expect(await d2.update({ ...ref, generation: '2', spec: { ...spec, cpus: 2 } })).toMatchObject({ generation: '2' });
+    expect((await new QemuDriver({ dataDir, nat }).list())[0]).toMatchObject({ generation: '2' });
+    await expect(d2.start({ vmId: 'nope', attempt: 1 })).rejects.toThrow(DriverError);
+    await d2.remove(ref);
+    await d2.remove(ref);
+    expect(await d2.list()).toEqual([]);
+    expect(existsSync(path.join(dataDir, 'instances', 'vm%2F1.2'))).toBe(false);
+    await d.close();
+    await d2.close();
+  });
+
+  it('reports an instance whose host process died while running as failed, a powered-off one as stopped', async () => {
+    const dataDir = path.join(tmp, 'b');
+    const d = new QemuDriver({ dataDir, nat });
+    await d.create({ vmId: 'dead', attempt: 1, name: 'dead', generation: '1', spec });
+    await d.create({ vmId: 'off', attempt: 1, name: 'off', generation: '1', spec });
+    const line = (state: string, message?: string): string => JSON.stringify({ at: 1, event: 'state', state, ip: null, message, qemuPid: 999_999_999 }) + '\n';
+    await writeFile(path.join(dataDir, 'instances', 'dead.1', 'status.jsonl'), line('starting') + line('running'));
+    await writeFile(path.join(dataDir, 'instances', 'off.1', 'status.jsonl'), line('running') + line('stopped', 'guest powered off'));
+    const list = await new QemuDriver({ dataDir, nat }).list();
+    expect(list.find((s) => s.vmId === 'dead')).toMatchObject({ state: 'failed', message: expect.stringMatching(/died while the VM was running/) });
+    expect(list.find((s) => s.vmId === 'off')).toMatchObject({ state: 'stopped' });
+  });
+
+  it('never kills a process whose command line does not name the run dir', async () => {
+    const dir = path.join(tmp, 'c');
+    await rm(dir, { recursive: true, force: true });
+    await (await import('node:fs/promises')).mkdir(dir, { recursive: true });
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    await writeFile(path.join(dir, 'status.jsonl'), JSON.stringify({ state: 'running', qemuPid: child.pid }) + '\n');
+    expect(killOrphanQemu(dir)).toBe(false);
+    expect(child.exitCode).toBeNull();
+    child.kill('SIGKILL');
+  });
+});

@@ -1,0 +1,406 @@
+// The QEMU driver (Linux): every instance runs in its own VM host process
+// (src/vm-host/main.ts), started detached so that the VM outlives the worker. The driver keeps
+// one run dir per instance under its data dir:
+//
+//   <dataDir>/instances/<vmId>.<attempt>/
+//     instance.json   what the worker asked for (name, generation, spec, MAC, TAP)   — driver
+//     config.json     the VM host process's config, rewritten on every start         — driver
+//     control.sock    the host process's control socket (exists while it runs)      — host
+//     status.jsonl    one line per state/lease change; the last line survives exit   — host
+//     serial.log, qemu.log, host.log, qmp.sock
+//
+// `list()` re-attaches: a run dir whose control socket answers is a live VM; one whose host
+// process is gone is reported from the last status line (a host that died while its VM was
+// running is "failed"). The NAT network is the worker's; the driver only attaches TAPs to it.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@fleet/guest-image';
+import {
+  DriverError,
+  instanceKey,
+  type CreateInstanceRequest,
+  type Driver,
+  type DriverCapabilities,
+  type InstanceRef,
+  type InstanceSpec,
+  type InstanceState,
+  type InstanceStatus,
+  type InstanceStatusListener,
+  type UpdateInstanceRequest,
+} from './driver.ts';
+import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../vm-host/config.ts';
+import { controlRequest, watchControl, type ControlWatch } from '../vm-host/control-client.ts';
+
+export const QEMU_DRIVER_NAME = 'qemu';
+const LAUNCH = fileURLToPath(new URL('../vm-host/launch.mjs', import.meta.url));
+
+/** What the driver needs from the worker's NAT network (uplink/nat-network.ts NatNetwork). */
+export interface QemuNat {
+  addTap(tap: string): Promise<void>;
+  removeTap(tap: string): Promise<void>;
+  readonly gatewayIp: string;
+  readonly gatewayMac: string;
+  readonly subnet: string;
+  readonly dhcpServerIp: string;
+}
+
+export interface QemuDriverOptions {
+  /** Where run dirs live (e.g. <worker data dir>/qemu). Keep it short: Unix socket paths are limited to 107 bytes. */
+  dataDir: string;
+  nat: QemuNat;
+  /** Run VM host processes inside this network namespace (where the NAT bridge is; tests). */
+  netns?: string;
+  /** The guest image (default: ensureGuestImage()). spec.image is not interpreted yet. */
+  image?: () => Promise<GuestImage>;
+  /** OpenSSH public keys passed to guests on the kernel command line. */
+  authorizedKeys?: string[];
+  accel?: 'tcg' | 'kvm' | 'auto';
+  /** Graceful stop timeout before the host process kills QEMU (default 10 s). */
+  stopTimeoutMs?: number;
+  /** How long start() waits for the host process to report running (default 30 s). */
+  startTimeoutMs?: number;
+  log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+}
+
+interface InstanceRecord {
+  vmId: string;
+  attempt: number;
+  name: string;
+  generation: string;
+  spec: InstanceSpec;
+  mac: string;
+  tap: string;
+}
+
+interface Held {
+  rec: InstanceRecord;
+  dir: string;
+  status: InstanceStatus;
+  watch?: ControlWatch | undefined;
+  /** Set while this driver is stopping/removing it (a host exit is then expected). */
+  stopping?: boolean;
+}
+
+export function tapNameFor(ref: InstanceRef): string {
+  return `fv${createHash('sha256').update(instanceKey(ref)).digest('hex').slice(0, 10)}`;
+}
+
+function dirName(ref: InstanceRef): string {
+  return `${encodeURIComponent(ref.vmId).replace(/\./g, '%2E')}.${ref.attempt}`;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The last line of status.jsonl, or undefined. */
+function lastStatusLine(dir: string): { state: string; ip: string | null; message?: string } | undefined {
+  try {
+    const lines = readFileSync(path.join(dir, STATUS_LOG), 'utf8').trim().split('\n');
+    return JSON.parse(lines.at(-1)!) as { state: string; ip: string | null; message?: string };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A VM host process killed with SIGKILL leaves its QEMU running (with a dead NIC). Kill that
+ * orphan: the pid comes from status.jsonl and is trusted only if the process's command line
+ * still names this run dir (so a reused pid is never killed).
+ */
+export function killOrphanQemu(dir: string): boolean {
+  let pids: number[] = [];
+  try {
+    pids = readFileSync(path.join(dir, STATUS_LOG), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { qemuPid?: number }).qemuPid)
+      .filter((p): p is number => typeof p === 'number');
+  } catch {
+    return false;
+  }
+  const pid = pids.at(-1);
+  if (pid === undefined) return false;
+  try {
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) return false;
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class QemuDriver implements Driver {
+  readonly name = QEMU_DRIVER_NAME;
+  readonly capabilities: DriverCapabilities = { guestOs: ['linux'], maxMacosGuests: 0 };
+  private readonly held = new Map<string, Held>();
+  private readonly listeners = new Set<InstanceStatusListener>();
+  private readonly instancesDir: string;
+  private loaded = false;
+  private closed = false;
+
+  constructor(private readonly opts: QemuDriverOptions) {
+    this.instancesDir = path.join(opts.dataDir, 'instances');
+    if (Buffer.byteLength(path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET)) > 107) {
+      throw new DriverError(`qemu driver data dir ${opts.dataDir} is too long for Unix socket paths (107 bytes); choose a shorter one`);
+    }
+  }
+
+  subscribe(listener: InstanceStatusListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async list(): Promise<InstanceStatus[]> {
+    await this.load();
+    return [...this.held.values()].map((h) => ({ ...h.status }));
+  }
+
+  async create(r: CreateInstanceRequest): Promise<InstanceStatus> {
+    await this.load();
+    const existing = this.held.get(instanceKey(r));
+    if (existing) return { ...existing.status };
+    if (r.spec.os && r.spec.os !== 'linux') throw new DriverError(`the qemu driver runs Linux guests only, not ${JSON.stringify(r.spec.os)}`);
+    const rec: InstanceRecord = {
+      vmId: r.vmId,
+      attempt: r.attempt,
+      name: r.name,
+      generation: r.generation,
+      spec: r.spec,
+      mac: macFromSeed(instanceKey(r)),
+      tap: tapNameFor(r),
+    };
+    const dir = path.join(this.instancesDir, dirName(r));
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.writeRecord(dir, rec);
+    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac } };
+    this.held.set(instanceKey(r), h);
+    return { ...h.status };
+  }
+
+  async start(ref: InstanceRef): Promise<InstanceStatus> {
+    const h = await this.get(ref);
+    if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
+    const { rec, dir } = h;
+    const img = await (this.opts.image ?? (() => ensureGuestImage()))();
+    const cfg: VmHostConfig = {
+      vmId: rec.vmId,
+      attempt: rec.attempt,
+      name: rec.name,
+      cpus: Math.max(1, rec.spec.cpus || 1),
+      memoryMib: Math.max(128, rec.spec.memoryMib || 256),
+      kernel: img.kernel,
+      initrd: img.initrd,
+      cmdline: guestCmdline(img.cmdlineBase, {
+        authorizedKeys: this.opts.authorizedKeys ?? [],
+        hostname: rec.name.replace(/[^A-Za-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'fleet-vm',
+      }),
+      mac: rec.mac,
+      tap: rec.tap,
+      runDir: dir,
+      filter: { gatewayIp: this.opts.nat.gatewayIp, gatewayMac: this.opts.nat.gatewayMac, subnet: this.opts.nat.subnet, dhcpServers: [this.opts.nat.dhcpServerIp] },
+      accel: this.opts.accel ?? 'tcg',
+      stopTimeoutMs: this.opts.stopTimeoutMs ?? 10_000,
+    };
+    await writeFile(path.join(dir, CONFIG_FILE), JSON.stringify(cfg, null, 2));
+    await rm(path.join(dir, CONTROL_SOCKET), { force: true });
+    await rm(path.join(dir, STATUS_LOG), { force: true });
+    const logFd = openSync(path.join(dir, 'host.log'), 'a');
+    const [cmd, args] = this.opts.netns
+      ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, LAUNCH, path.join(dir, CONFIG_FILE)]]
+      : [process.execPath, [LAUNCH, path.join(dir, CONFIG_FILE)]];
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd] });
+    closeSync(logFd);
+    child.unref();
+    h.stopping = false;
+    this.patch(h, { state: 'starting', ip: undefined, message: undefined });
+    let exited = false;
+    child.once('exit', () => (exited = true));
+
+    const sock = path.join(dir, CONTROL_SOCKET);
+    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
+    while (!existsSync(sock)) {
+      if (exited || Date.now() > deadline) {
+        const last = lastStatusLine(dir);
+        const why = last?.message ?? `VM host process ${exited ? 'exited' : 'did not answer'} (see ${path.join(dir, 'host.log')})`;
+        this.patch(h, { state: 'failed', message: why });
+        throw new DriverError(`start ${rec.name}: ${why}`);
+      }
+      await sleep(25);
+    }
+    // The TAP exists once the control socket is up: attach it to the NAT bridge.
+    try {
+      await this.opts.nat.addTap(rec.tap);
+    } catch (e) {
+      await controlRequest(sock, 'kill').catch(() => {});
+      this.patch(h, { state: 'failed', message: `cannot attach ${rec.tap} to the NAT network: ${(e as Error).message}` });
+      throw new DriverError(`start ${rec.name}: ${h.status.message}`);
+    }
+    this.attach(h);
+    return this.waitRunning(h);
+  }
+
+  async stop(ref: InstanceRef): Promise<InstanceStatus> {
+    const h = await this.get(ref);
+    return this.halt(h, 'stop');
+  }
+
+  async update(a: UpdateInstanceRequest): Promise<InstanceStatus> {
+    const h = await this.get(a);
+    if (h.status.state === 'running' || h.status.state === 'starting') {
+      throw new DriverError(`update ${h.rec.name}: the instance must be stopped first (it is ${h.status.state})`);
+    }
+    h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
+    await this.writeRecord(h.dir, h.rec);
+    return this.patch(h, { generation: a.generation });
+  }
+
+  async remove(ref: InstanceRef): Promise<void> {
+    await this.load();
+    const h = this.held.get(instanceKey(ref));
+    if (!h) return;
+    await this.halt(h, 'kill');
+    killOrphanQemu(h.dir);
+    this.held.delete(instanceKey(ref));
+    await rm(h.dir, { recursive: true, force: true });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const h of this.held.values()) h.watch?.close();
+    this.listeners.clear();
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  private async get(ref: InstanceRef): Promise<Held> {
+    await this.load();
+    const h = this.held.get(instanceKey(ref));
+    if (!h) throw new DriverError(`no instance ${instanceKey(ref)} on this worker`);
+    return h;
+  }
+
+  private async writeRecord(dir: string, rec: InstanceRecord): Promise<void> {
+    const tmp = path.join(dir, 'instance.json.tmp');
+    await writeFile(tmp, JSON.stringify(rec, null, 2));
+    await rename(tmp, path.join(dir, 'instance.json'));
+  }
+
+  /** Scans the run dirs once: re-attaches to live host processes, reports dead ones. */
+  private async load(): Promise<void> {
+    if (this.loaded) return;
+    this.loaded = true;
+    let names: string[] = [];
+    try {
+      names = await readdir(this.instancesDir);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const dir = path.join(this.instancesDir, n);
+      let rec: InstanceRecord;
+      try {
+        rec = JSON.parse(await readFile(path.join(dir, 'instance.json'), 'utf8')) as InstanceRecord;
+      } catch {
+        continue;
+      }
+      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac };
+      const h: Held = { rec, dir, status: base };
+      this.held.set(instanceKey(rec), h);
+      const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
+      if (live?.status) {
+        this.fromHost(h, live.status, false);
+        // A re-created NAT network has lost its ports: attach again (idempotent).
+        await this.opts.nat.addTap(rec.tap).catch((e: Error) => this.opts.log?.warn({ tap: rec.tap, err: e.message }, 're-attaching TAP failed'));
+        this.attach(h);
+      } else {
+        this.fromDeadHost(h, false);
+      }
+    }
+  }
+
+  private attach(h: Held): void {
+    h.watch?.close();
+    const w = watchControl(path.join(h.dir, CONTROL_SOCKET), (s) => this.fromHost(h, s, true));
+    h.watch = w;
+    void w.closed.then(() => {
+      if (h.watch !== w || this.closed) return;
+      h.watch = undefined;
+      this.fromDeadHost(h, true);
+    });
+  }
+
+  private fromHost(h: Held, s: VmHostStatus, emit: boolean): void {
+    const state: InstanceState = s.state;
+    this.patch(h, { state, ip: state === 'running' ? s.ip : undefined, mac: s.mac, message: state === 'failed' ? s.message : undefined }, emit);
+  }
+
+  /** The host process is gone: its last status line says how it ended. */
+  private fromDeadHost(h: Held, emit: boolean): void {
+    const last = lastStatusLine(h.dir);
+    let state: InstanceState = 'stopped';
+    let message: string | undefined;
+    if (!last) state = 'stopped';
+    else if (last.state === 'failed') [state, message] = ['failed', last.message];
+    else if (last.state !== 'stopped' && !h.stopping) [state, message] = ['failed', `the VM host process died while the VM was ${last.state}`];
+    if (last && last.state !== 'stopped' && last.state !== 'failed' && killOrphanQemu(h.dir)) {
+      this.opts.log?.warn({ vmId: h.rec.vmId, attempt: h.rec.attempt }, 'killed the QEMU left behind by a dead VM host process');
+    }
+    this.patch(h, { state, ip: undefined, message }, emit);
+  }
+
+  private patch(h: Held, p: Partial<InstanceStatus>, emit = true): InstanceStatus {
+    const before = JSON.stringify(h.status);
+    const next: InstanceStatus = { ...h.status, ...p };
+    for (const k of Object.keys(next) as Array<keyof InstanceStatus>) if (next[k] === undefined) delete next[k];
+    h.status = next;
+    if (emit && JSON.stringify(next) !== before) {
+      for (const l of this.listeners) {
+        try {
+          l({ ...next });
+        } catch {
+          /* a listener's problem */
+        }
+      }
+    }
+    return { ...next };
+  }
+
+  private async waitRunning(h: Held): Promise<InstanceStatus> {
+    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
+    while (h.status.state === 'starting') {
+      if (Date.now() > deadline) throw new DriverError(`start ${h.rec.name}: not running after ${this.opts.startTimeoutMs ?? 30_000} ms`);
+      await sleep(20);
+    }
+    if (h.status.state !== 'running') throw new DriverError(`start ${h.rec.name}: ${h.status.message ?? h.status.state}`);
+    return { ...h.status };
+  }
+
+  private async halt(h: Held, how: 'stop' | 'kill'): Promise<InstanceStatus> {
+    const sock = path.join(h.dir, CONTROL_SOCKET);
+    if (!h.watch) {
+      // Maybe alive but not watched (e.g. start() failed half way): ask directly.
+      if (!(await controlRequest(sock, 'status', 1000).catch(() => undefined))) {
+        if (h.status.state !== 'failed') this.patch(h, { state: 'stopped', ip: undefined, message: undefined });
+        return { ...h.status };
+      }
+      this.attach(h);
+    }
+    h.stopping = true;
+    const w = h.watch!;
+    await controlRequest(sock, how).catch(() => {});
+    const limit = (this.opts.stopTimeoutMs ?? 10_000) + 5000;
+    const timedOut = await Promise.race([w.closed.then(() => false), sleep(limit).then(() => true)]);
+    if (timedOut) {
+      await controlRequest(sock, 'kill').catch(() => {});
+      await Promise.race([w.closed, sleep(5000)]);
+    }
+    await this.opts.nat.removeTap(h.rec.tap).catch(() => {});
+    // The watcher's close handler has recorded how it ended; a requested stop is "stopped".
+    await sleep(0);
+    if (h.status.state !== 'failed' || how === 'stop') this.patch(h, { state: 'stopped', ip: undefined, message: undefined });
+    return { ...h.status };
+  }
+}

@@ -1,0 +1,79 @@
+// The VM host process's configuration: one JSON file per instance, written by the worker
+// (drivers/qemu.ts) into the instance's run dir and passed as the only argument to main.ts.
+import { readFileSync } from 'node:fs';
+
+export interface VmHostFilterConfig {
+  /** The NAT gateway (bridge) address and MAC; DHCP replies must come from them. */
+  gatewayIp: string;
+  gatewayMac: string;
+  /** The NAT subnet, e.g. 192.168.64.0/24. */
+  subnet: string;
+  /** Trusted DHCP servers (default: the gateway). */
+  dhcpServers?: string[];
+  allow?: string[];
+  block?: string[];
+}
+
+export interface VmHostConfig {
+  vmId: string;
+  attempt: number;
+  name: string;
+  cpus: number;
+  memoryMib: number;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  /** The guest NIC's MAC (also the filter's VM MAC). */
+  mac: string;
+  /** TAP device this process opens (≤ 15 bytes) and the worker attaches to its bridge. */
+  tap: string;
+  /** Directory holding control.sock, qmp.sock, serial.log, status.jsonl, host.log. */
+  runDir: string;
+  filter: VmHostFilterConfig;
+  /** 'tcg' | 'kvm' | 'auto' (probe with chooseAccel). Default 'tcg'. */
+  accel?: 'tcg' | 'kvm' | 'auto';
+  /** Graceful stop: QMP system_powerdown, then SIGKILL after this many ms (default 10 s). */
+  stopTimeoutMs?: number;
+  /** QEMU binary (default qemu-system-x86_64). */
+  qemuBinary?: string;
+}
+
+export const CONTROL_SOCKET = 'control.sock';
+export const QMP_SOCKET = 'qmp.sock';
+export const SERIAL_LOG = 'serial.log';
+export const STATUS_LOG = 'status.jsonl';
+export const CONFIG_FILE = 'config.json';
+
+export function readVmHostConfig(file: string): VmHostConfig {
+  const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<VmHostConfig>;
+  const need = ['vmId', 'attempt', 'name', 'cpus', 'memoryMib', 'kernel', 'initrd', 'cmdline', 'mac', 'tap', 'runDir', 'filter'] as const;
+  for (const k of need) {
+    if (c[k] === undefined || c[k] === null) throw new Error(`vm-host config ${file}: missing "${k}"`);
+  }
+  if (Buffer.byteLength(c.tap!) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
+  return c as VmHostConfig;
+}
+
+/** Everything the control socket reports (`status`) and streams (`watch`). */
+export type VmHostState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+
+export interface VmHostStatus {
+  vmId: string;
+  attempt: number;
+  name: string;
+  state: VmHostState;
+  pid: number;
+  qemuPid?: number | undefined;
+  mac: string;
+  tap: string;
+  ip?: string | undefined;
+  /** vCPUs paused through QMP (the state stays "running"). */
+  paused?: boolean | undefined;
+  leaseExpiresAt?: number | undefined;
+  startedAt: number;
+  /** ms from QEMU spawn to the filter learning the lease. */
+  bootToIpMs?: number | undefined;
+  message?: string | undefined;
+  exitCode?: number | null | undefined;
+  counters?: unknown;
+}

@@ -1,0 +1,175 @@
+// The VM host process: one per VM, started detached by the worker (drivers/qemu.ts) as
+//   node --import tsx apps/worker/src/vm-host/main.ts <run-dir>/config.json
+// so that the VM outlives a worker restart. It owns the VM: opens the TAP, creates the
+// socketpair, starts QEMU with the VM end as its NIC, pumps frames through the packet filter,
+// records every state/lease change as a line in <run-dir>/status.jsonl (and on stdout), serves
+// <run-dir>/control.sock, and exits when QEMU exits.
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { openTap, socketpairDgram, closeFd } from '@fleet/native-vz';
+import { createFilter } from '@fleet/netfilter';
+import { chooseAccel, type Accel } from '@fleet/guest-image';
+import { CONTROL_SOCKET, QMP_SOCKET, STATUS_LOG, readVmHostConfig, type VmHostState, type VmHostStatus } from './config.ts';
+import { ControlServer } from './control-server.ts';
+import { FramePump } from './pump.ts';
+import { qmpCommands } from './qmp.ts';
+import { spawnQemu, type QemuProcess } from './qemu-process.ts';
+
+async function main(configFile: string): Promise<number> {
+  const cfg = readVmHostConfig(configFile);
+  mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
+  const statusLog = path.join(cfg.runDir, STATUS_LOG);
+  const startedAt = Date.now();
+  let state: VmHostState = 'starting';
+  let message: string | undefined;
+  let exitCode: number | null | undefined;
+  let qemu: QemuProcess | undefined;
+  let pump: FramePump | undefined;
+  let bootToIpMs: number | undefined;
+  let stopRequested = false;
+  let paused = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  let pressTimer: NodeJS.Timeout | undefined;
+
+  const filter = createFilter({
+    vmMac: cfg.mac,
+    gatewayIp: cfg.filter.gatewayIp,
+    gatewayMac: cfg.filter.gatewayMac,
+    subnet: cfg.filter.subnet,
+    dhcpServers: cfg.filter.dhcpServers ?? [cfg.filter.gatewayIp],
+    ...(cfg.filter.allow ? { allow: cfg.filter.allow } : {}),
+    ...(cfg.filter.block ? { block: cfg.filter.block } : {}),
+  });
+
+  const status = (): VmHostStatus => {
+    const lease = filter.lease(Date.now());
+    return {
+      vmId: cfg.vmId,
+      attempt: cfg.attempt,
+      name: cfg.name,
+      state,
+      pid: process.pid,
+      qemuPid: qemu?.child.pid,
+      mac: cfg.mac,
+      tap: cfg.tap,
+      ip: lease?.ip,
+      paused,
+      leaseExpiresAt: lease?.expiresAt,
+      startedAt,
+      bootToIpMs,
+      message,
+      exitCode,
+      counters: { filter: filter.stats(), pump: pump?.stats() },
+    };
+  };
+  let control: ControlServer | undefined;
+  const record = (event: string): void => {
+    const s = status();
+    const line = JSON.stringify({ at: Date.now(), event, state: s.state, ip: s.ip ?? null, paused: s.paused, pid: s.pid, qemuPid: s.qemuPid, bootToIpMs: s.bootToIpMs, message: s.message, exitCode: s.exitCode }) + '\n';
+    try {
+      appendFileSync(statusLog, line);
+    } catch {
+      /* run dir removed under us: nothing to record into */
+    }
+    process.stdout.write(line);
+    control?.broadcast();
+  };
+  const setState = (s: VmHostState, why?: string): void => {
+    state = s;
+    if (why !== undefined) message = why;
+    record('state');
+  };
+
+  const stop = (): void => {
+    if (!qemu || state === 'stopped' || state === 'failed') return;
+    if (stopRequested) return;
+    stopRequested = true;
+    setState('stopping');
+    // The power button is pressed again every second: a press before the guest's acpid runs
+    // (early boot) is lost otherwise.
+    const press = (): void => {
+      qmpCommands(path.join(cfg.runDir, QMP_SOCKET), [{ execute: 'system_powerdown' }]).catch((e: Error) => {
+        record(`qmp-error ${e.message}`);
+        qemu?.child.kill('SIGKILL');
+      });
+    };
+    press();
+    pressTimer = setInterval(press, 1000);
+    killTimer = setTimeout(() => {
+      message = `guest did not power off within ${cfg.stopTimeoutMs ?? 10_000} ms: killed`;
+      qemu?.child.kill('SIGKILL');
+    }, cfg.stopTimeoutMs ?? 10_000);
+  };
+  const qmpSetRunning = async (run: boolean): Promise<void> => {
+    if (!qemu || state !== 'running') throw new Error(`cannot ${run ? 'resume' : 'pause'}: the VM is ${state}`);
+    const [r] = await qmpCommands(path.join(cfg.runDir, QMP_SOCKET), [{ execute: run ? 'cont' : 'stop' }]);
+    if (r?.error) throw new Error(`QMP ${run ? 'cont' : 'stop'}: ${r.error.desc}`);
+    paused = !run;
+    record(run ? 'resumed' : 'paused');
+  };
+  const kill = (): void => {
+    stopRequested = true;
+    qemu?.child.kill('SIGKILL');
+  };
+
+  let tap: { fd: number; name: string };
+  let pair: [number, number];
+  try {
+    tap = openTap(cfg.tap);
+    pair = socketpairDgram({ nonblock: true });
+  } catch (e) {
+    setState('failed', `cannot set up the VM's network: ${(e as Error).message}`);
+    return 1;
+  }
+  // The TAP exists once the control socket answers: the worker attaches it to its bridge then.
+  control = await ControlServer.listen(path.join(cfg.runDir, CONTROL_SOCKET), { status, stop, kill, pause: () => qmpSetRunning(false), resume: () => qmpSetRunning(true) });
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGHUP', () => {}); // the worker going away is not our business
+
+  filter.onLeaseChange((e) => {
+    if (e.lease && bootToIpMs === undefined && qemu) bootToIpMs = Date.now() - qemu.spawnedAt;
+    record(`lease-${e.cause}`);
+  });
+
+  let accel: Accel;
+  try {
+    accel = cfg.accel === 'auto' ? await chooseAccel() : (cfg.accel ?? 'tcg');
+    pump = new FramePump(pair[0], tap.fd, filter);
+    qemu = spawnQemu(cfg, pair[1], accel);
+  } catch (e) {
+    closeFd(pair[1]);
+    pump?.close();
+    setState('failed', `cannot start QEMU: ${(e as Error).message}`);
+    await control.close();
+    return 1;
+  }
+  pump.start();
+  qemu.child.once('spawn', () => setState('running'));
+  const tick = setInterval(() => filter.tick(Date.now()), 5000);
+
+  const { code, signal } = await qemu.exited;
+  clearInterval(tick);
+  if (killTimer) clearTimeout(killTimer);
+  if (pressTimer) clearInterval(pressTimer);
+  exitCode = code;
+  pump.close();
+  if (code === 0 || stopRequested) setState('stopped', message ?? (stopRequested ? 'stopped' : 'guest powered off'));
+  else setState('failed', `QEMU exited with ${signal ?? `code ${code}`} (see ${path.join(cfg.runDir, 'qemu.log')})`);
+  await control.close();
+  rmSync(path.join(cfg.runDir, CONTROL_SOCKET), { force: true });
+  return (state as VmHostState) === 'stopped' ? 0 : 1;
+}
+
+const file = process.argv[2];
+if (!file) {
+  process.stderr.write('usage: vm-host <config.json>\n');
+  process.exit(2);
+}
+main(file).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`vm-host: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

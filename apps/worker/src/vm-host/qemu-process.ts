@@ -1,0 +1,40 @@
+// Spawns qemu-system-x86_64 with the VM's end of the socketpair as fd 3 (-netdev dgram, fd).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import path from 'node:path';
+import { closeFd } from '@fleet/native-vz';
+import { qemuArgs, type Accel } from '@fleet/guest-image';
+import { QMP_SOCKET, SERIAL_LOG, type VmHostConfig } from './config.ts';
+
+export interface QemuProcess {
+  child: ChildProcess;
+  args: string[];
+  spawnedAt: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts QEMU; `vmEnd` is handed over as fd 3 and closed in this process. */
+export function spawnQemu(cfg: VmHostConfig, vmEnd: number, accel: Accel): QemuProcess {
+  const args = qemuArgs({
+    kernel: cfg.kernel,
+    initrd: cfg.initrd,
+    cmdline: cfg.cmdline,
+    cpus: cfg.cpus,
+    memoryMib: cfg.memoryMib,
+    netFd: 3,
+    mac: cfg.mac,
+    serialLog: path.join(cfg.runDir, SERIAL_LOG),
+    qmpSocket: path.join(cfg.runDir, QMP_SOCKET),
+    accel,
+    name: cfg.name.replace(/[^A-Za-z0-9_.-]/g, '_'),
+  });
+  const errLog = openSync(path.join(cfg.runDir, 'qemu.log'), 'a');
+  const child = spawn(cfg.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['ignore', errLog, errLog, vmEnd] });
+  closeSync(errLog);
+  closeFd(vmEnd);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', () => resolve({ code: null, signal: null }));
+  });
+  return { child, args, spawnedAt: Date.now(), exited };
+}

@@ -1,0 +1,329 @@
+// A real VM through the real data path: QEMU (TCG) ─ socketpair ─ VM host process (FramePump +
+// packet filter) ─ TAP ─ NatNetwork bridge + dnsmasq, everything inside a network namespace
+// this test creates:
+//
+//   netns fleet-qvm-<id>: bridge fq<id> 192.168.64.1/24 + dnsmasq (range .100–.150), nft table,
+//                         TAP fqt<id> (opened by the VM host process, which runs in the namespace)
+//
+// The VM's lease is reported by the filter (DHCP snooping), then the test SSHes into the VM
+// from inside the namespace with a key passed on the kernel command line, checks the filter
+// counters and stops the VM gracefully (QMP system_powerdown). 192.168.64.0/24 exists only
+// inside the namespace; the NAT "uplink" is the namespace's loopback, so nothing can leave it.
+// Needs root, `ip netns`, qemu-system-x86_64, ssh; otherwise skipped with a loud warning.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureGuestImage, guestCmdline, macFromSeed, MARKERS, waitForSerialMarker } from '../guest-image/src/index.ts';
+import { NatNetwork } from '../apps/worker/src/uplink/nat-network.ts';
+import { CONTROL_SOCKET, SERIAL_LOG, type VmHostConfig, type VmHostStatus } from '../apps/worker/src/vm-host/config.ts';
+import { controlRequest, watchControl } from '../apps/worker/src/vm-host/control-client.ts';
+import { QemuDriver } from '../apps/worker/src/drivers/qemu.ts';
+import type { InstanceStatus } from '../apps/worker/src/drivers/driver.ts';
+
+const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const LAUNCH = path.join(REPO_ROOT, 'apps/worker/src/vm-host/launch.mjs');
+const ID = process.pid % 1000;
+const NS = `fleet-qvm-${ID}`;
+const BRIDGE = `fq${ID}`;
+const TAP = `fqt${ID}`;
+const SUBNET = '192.168.64.0/24';
+const RANGE: [string, string] = ['192.168.64.100', '192.168.64.150'];
+
+function has(bin: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+function check(): string {
+  if (process.platform !== 'linux') return 'not Linux';
+  if (process.getuid?.() !== 0) return 'not running as root';
+  for (const b of ['ip', 'qemu-system-x86_64', 'ssh', 'ssh-keygen', 'dnsmasq', 'nft']) if (!has(b)) return `${b} not installed`;
+  if (!existsSync('/dev/net/tun')) return '/dev/net/tun missing';
+  return '';
+}
+const why = check();
+if (why) {
+  console.warn(
+    `\n!!!!!!!! SKIPPING test/qemu-vm.test.ts: ${why}. The VM host process (QEMU + pump + filter + TAP + dnsmasq) ` +
+      'is NOT tested on this machine; run the e2e suite as root on Linux with qemu-system-x86. !!!!!!!!\n',
+  );
+}
+
+const ipToNum = (ip: string): number => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP ↔ NAT bridge', () => {
+  let tmp = '';
+  let nat: NatNetwork | undefined;
+  let host: ChildProcess | undefined;
+  let hostExit: Promise<number | null> | undefined;
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'fleet-qvm-'));
+    execFileSync('ip', ['netns', 'add', NS]);
+    execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    nat = await NatNetwork.create({ name: BRIDGE, subnet: SUBNET, uplinkInterface: 'lo', dhcpRange: RANGE, netns: NS, dataDir: path.join(tmp, 'nat'), log: quiet });
+  });
+
+  afterAll(async () => {
+    if (host && host.exitCode === null && host.signalCode === null) host.kill('SIGKILL');
+    if (hostExit) await Promise.race([hostExit, new Promise((r) => setTimeout(r, 3000))]);
+    // Whatever a failed test left behind (VM host processes, QEMU) runs with our temp dir in its command line.
+    if (tmp) {
+      for (const pid of (await import('node:fs')).readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(tmp) && Number(pid) !== process.pid) process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    await nat?.destroy().catch(() => {});
+    try {
+      execFileSync('ip', ['netns', 'del', NS], { stdio: 'pipe' });
+    } catch {
+      /* already gone */
+    }
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('boots, gets its lease reported by the filter, serves SSH in the namespace, stops gracefully', async () => {
+    const img = await ensureGuestImage();
+    const key = path.join(tmp, 'id_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-test', '-f', key]);
+    const pub = readFileSync(`${key}.pub`, 'utf8').trim();
+    const runDir = path.join(tmp, 'run');
+    const cfg: VmHostConfig = {
+      vmId: 'vm-e2e',
+      attempt: 1,
+      name: 'qvm-e2e',
+      cpus: 1,
+      memoryMib: 256,
+      kernel: img.kernel,
+      initrd: img.initrd,
+      cmdline: guestCmdline(img.cmdlineBase, { authorizedKeys: [pub], hostname: 'qvm-e2e' }),
+      mac: macFromSeed(`qvm-e2e-${ID}`),
+      tap: TAP,
+      runDir,
+      filter: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: SUBNET, dhcpServers: [nat!.dhcpServerIp] },
+      accel: 'tcg',
+      stopTimeoutMs: 15_000,
+    };
+    await (await import('node:fs/promises')).mkdir(runDir, { recursive: true });
+    const cfgFile = path.join(runDir, 'config.json');
+    await writeFile(cfgFile, JSON.stringify(cfg));
+
+    const t0 = Date.now();
+    // The host process runs inside the namespace, so its TAP is created there.
+    host = spawn('ip', ['netns', 'exec', NS, process.execPath, LAUNCH, cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    host.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    host.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    hostExit = new Promise((resolve) => host!.once('exit', (c) => resolve(c)));
+
+    const sock = path.join(runDir, CONTROL_SOCKET);
+    for (let i = 0; !existsSync(sock); i++) {
+      if (i > 200 || host.exitCode !== null) throw new Error(`control socket never appeared; output:\n${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await nat!.addTap(TAP);
+
+    // The lease, the instant the filter snoops the ACK.
+    let last: VmHostStatus | undefined;
+    const leased = new Promise<VmHostStatus>((resolve, reject) => {
+      const w = watchControl(sock, (s) => {
+        last = s;
+        if (s.ip) {
+          w.close();
+          resolve(s);
+        }
+      }, reject);
+      setTimeout(() => reject(new Error(`no lease within 60 s; last status ${JSON.stringify(last)}; output:\n${out}`)), 60_000);
+    });
+    const st = await leased;
+    const leaseAt = Date.now();
+    const ipNum = ipToNum(st.ip!);
+    expect(ipNum).toBeGreaterThanOrEqual(ipToNum(RANGE[0]));
+    expect(ipNum).toBeLessThanOrEqual(ipToNum(RANGE[1]));
+    expect(st.state).toBe('running');
+    console.log(`[qemu-vm] boot-to-IP: ${st.bootToIpMs} ms from QEMU spawn (${leaseAt - t0} ms from host process spawn), ip ${st.ip}`);
+
+    // dnsmasq agrees.
+    const leases = readFileSync(nat!.leaseFile, 'utf8');
+    expect(leases).toContain(cfg.mac);
+    expect(leases).toContain(st.ip!);
+
+    const ready = await waitForSerialMarker(path.join(runDir, SERIAL_LOG), MARKERS.ready, { timeoutMs: 60_000, abort: () => host!.exitCode !== null });
+    expect(ready?.[1]).toBe(st.ip);
+    let ssh = '';
+    for (let i = 0; i < 10; i++) {
+      try {
+        ssh = execFileSync('ip', ['netns', 'exec', NS, 'ssh', '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+          '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR', `fleet@${st.ip}`, 'echo hello-$(id -un)'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
+        break;
+      } catch (e) {
+        if (i === 9) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    console.log(`[qemu-vm] boot-to-SSH: ${Date.now() - t0} ms from host process spawn`);
+    expect(ssh.trim()).toBe('hello-fleet');
+
+    // Pause / resume through QMP (stop / cont).
+    expect((await controlRequest(sock, 'pause')).status).toMatchObject({ state: 'running', paused: true });
+    expect((await controlRequest(sock, 'resume')).status).toMatchObject({ state: 'running', paused: false });
+
+    const after = await controlRequest(sock, 'status');
+    const c = after.status!.counters as { filter: { fromVm: Record<string, number>; fromHost: Record<string, number>; snoop: Record<string, number> }; pump: { vmToHost: { passed: number }; hostToVm: { passed: number } } };
+    expect(c.filter.fromVm.pass).toBeGreaterThan(10);
+    expect(c.filter.fromHost.pass).toBeGreaterThan(10);
+    expect(c.filter.snoop.learned).toBeGreaterThanOrEqual(1);
+    expect(c.pump.vmToHost.passed).toBe(c.filter.fromVm.pass);
+    expect(c.pump.hostToVm.passed).toBe(c.filter.fromHost.pass);
+
+    // Graceful stop: QMP system_powerdown, the guest powers off, QEMU and the host process exit.
+    const tStop = Date.now();
+    const r = await controlRequest(sock, 'stop');
+    expect(r.ok).toBe(true);
+    const code = await Promise.race([hostExit, new Promise<'timeout'>((res) => setTimeout(() => res('timeout'), 20_000))]);
+    expect(code).toBe(0);
+    console.log(`[qemu-vm] stop: ${Date.now() - tStop} ms`);
+    const lines = readFileSync(path.join(runDir, 'status.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { state: string; message?: string });
+    expect(lines.at(-1)!.state).toBe('stopped');
+    expect(lines.at(-1)!.message).toBe('stopped');
+    expect(readFileSync(path.join(runDir, SERIAL_LOG), 'utf8')).toMatch(MARKERS.shutdown);
+    expect(existsSync(sock)).toBe(false);
+  });
+  it('QemuDriver: create/start/list, a new driver object re-attaches, stop/remove; a dead host is failed', async () => {
+    const key = path.join(tmp, 'drv_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-drv', '-f', key]);
+    const pub = readFileSync(`${key}.pub`, 'utf8').trim();
+    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000 };
+    const spec = { image: 'guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 0, labels: {}, username: 'fleet' };
+    const ref = { vmId: 'vm-drv', attempt: 3 };
+    let d = new QemuDriver(opts);
+    const seen: InstanceStatus[] = [];
+    d.subscribe((s) => seen.push(s));
+    const created = await d.create({ ...ref, name: 'drv-vm', generation: '1', spec });
+    expect(created.state).toBe('stopped');
+    expect(await d.create({ ...ref, name: 'drv-vm', generation: '1', spec })).toEqual(created); // idempotent
+    const t0 = Date.now();
+    const started = await d.start(ref);
+    expect(started.state).toBe('running');
+    expect(started.mac).toBe(created.mac);
+    for (let i = 0; !seen.some((s) => s.ip); i++) {
+      if (i > 1200) throw new Error(`no IP via subscribe; seen ${JSON.stringify(seen)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const ip = seen.find((s) => s.ip)!.ip!;
+    console.log(`[qemu-vm] driver start → IP via subscribe: ${Date.now() - t0} ms (${ip})`);
+    expect(ipToNum(ip)).toBeGreaterThanOrEqual(ipToNum(RANGE[0]));
+    expect(await d.start(ref)).toMatchObject({ state: 'running' }); // idempotent
+
+    // The worker goes away (driver object dropped) and comes back: list() re-attaches.
+    await d.close();
+    d = new QemuDriver(opts);
+    const seen2: InstanceStatus[] = [];
+    d.subscribe((s) => seen2.push(s));
+    const listed = await d.list();
+    expect(listed).toHaveLength(1);
+    expect(listed[0]).toMatchObject({ ...ref, name: 'drv-vm', state: 'running', ip, mac: created.mac, generation: '1' });
+
+    const tStop = Date.now();
+    const stopped = await d.stop(ref);
+    console.log(`[qemu-vm] driver stop: ${Date.now() - tStop} ms`);
+    const drvStatus = readFileSync(path.join(tmp, 'drv', 'instances', 'vm-drv.3', 'status.jsonl'), 'utf8').trim().split('\n');
+    expect(JSON.parse(drvStatus.at(-1)!)).toMatchObject({ state: 'stopped', message: 'stopped' }); // powered off, not killed
+    expect(stopped.state).toBe('stopped');
+    expect(stopped.ip).toBeUndefined();
+    expect(seen2.at(-1)?.state).toBe('stopped');
+    expect(await d.stop(ref)).toMatchObject({ state: 'stopped' }); // idempotent
+    expect((await d.update({ ...ref, generation: '2', spec: { ...spec, memoryMib: 300 } })).generation).toBe('2');
+
+    // A VM host process killed under the driver: the instance is reported failed.
+    const tRestart = Date.now();
+    await d.start(ref);
+    console.log(`[qemu-vm] driver start → running: ${Date.now() - tRestart} ms`);
+    const live = await controlRequest(path.join(tmp, 'drv', 'instances', 'vm-drv.3', CONTROL_SOCKET), 'status');
+    const before = seen2.length;
+    const qemuPid = live.status!.qemuPid!;
+    process.kill(live.status!.pid, 'SIGKILL'); // QEMU is left behind with a dead NIC…
+    for (let i = 0; !seen2.slice(before).some((s) => s.state === 'failed'); i++) {
+      if (i > 200) throw new Error(`no failed status; seen ${JSON.stringify(seen2.slice(before))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await d.list())[0]).toMatchObject({ state: 'failed', message: expect.stringMatching(/died/) });
+    // …and the driver killed it (no zombie VM holding a slot).
+    for (let i = 0; existsSync(`/proc/${qemuPid}`) && i < 100; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(existsSync(`/proc/${qemuPid}`)).toBe(false);
+    // …and so is it for a fresh driver (worker restart after the host died).
+    expect((await new QemuDriver(opts).list())[0]).toMatchObject({ state: 'failed' });
+
+    const tRemove = Date.now();
+    await d.remove(ref);
+    console.log(`[qemu-vm] driver remove: ${Date.now() - tRemove} ms`);
+    await d.remove(ref); // idempotent
+    expect(await d.list()).toEqual([]);
+    expect(existsSync(path.join(tmp, 'drv', 'instances', 'vm-drv.3'))).toBe(false);
+    await d.close();
+  });
+  it('a worker killed with SIGKILL leaves its VM running; a new driver adopts it', async () => {
+    const dataDir = path.join(tmp, 'k9');
+    const script = path.join(tmp, 'worker-k9.mts');
+    const driverUrl = pathToFileURL(path.join(REPO_ROOT, 'apps/worker/src/drivers/qemu.ts')).href;
+    // A stand-in worker process: its own QemuDriver; its NAT handle attaches TAPs with the same
+    // `ip` commands as NatNetwork.addTap (the NatNetwork object lives in this test process).
+    await writeFile(script, `
+      import { execFileSync } from 'node:child_process';
+      import { QemuDriver } from ${JSON.stringify(driverUrl)};
+      const p = JSON.parse(process.env.FLEET_K9 ?? '{}');
+      const ipn = (...a) => execFileSync('ip', ['-n', p.netns, ...a]);
+      const nat = { ...p.nat, async addTap(t) { ipn('link', 'set', 'dev', t, 'master', p.bridge); ipn('link', 'set', 'dev', t, 'type', 'bridge_slave', 'isolated', 'on'); ipn('link', 'set', 'dev', t, 'up'); }, async removeTap() {} };
+      const d = new QemuDriver({ dataDir: p.dataDir, nat, netns: p.netns });
+      await d.create({ vmId: 'vm-k9', attempt: 1, name: 'k9', generation: '4', spec: { image: 'g', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 0, labels: {}, username: 'fleet' } });
+      const s = await d.start({ vmId: 'vm-k9', attempt: 1 });
+      process.stdout.write(JSON.stringify(s) + '\\n');
+      setInterval(() => {}, 1 << 30);
+    `);
+    const params = { netns: NS, bridge: BRIDGE, dataDir, nat: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: nat!.subnet, dhcpServerIp: nat!.dhcpServerIp } };
+    const worker = spawn(process.execPath, ['--import', 'tsx', script], { cwd: path.join(REPO_ROOT, 'apps/worker'), env: { ...process.env, FLEET_K9: JSON.stringify(params) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    worker.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const first = await new Promise<InstanceStatus>((resolve, reject) => {
+      let b = '';
+      worker.stdout!.on('data', (d: Buffer) => {
+        b += d.toString();
+        if (b.includes('\n')) resolve(JSON.parse(b.split('\n')[0]!) as InstanceStatus);
+      });
+      worker.once('exit', (c) => reject(new Error(`stand-in worker exited ${c}: ${out}`)));
+      setTimeout(() => reject(new Error(`stand-in worker did not start the VM: ${out}`)), 60_000);
+    });
+    expect(first.state).toBe('running');
+    const exited = new Promise((r) => worker.once('exit', r));
+    worker.kill('SIGKILL');
+    await exited;
+
+    const d = new QemuDriver({ dataDir, nat: nat!, netns: NS });
+    const seen: InstanceStatus[] = [];
+    d.subscribe((s) => seen.push(s));
+    const [adopted] = await d.list();
+    expect(adopted).toMatchObject({ vmId: 'vm-k9', attempt: 1, state: 'running', generation: '4', mac: first.mac });
+    let ip = adopted!.ip;
+    for (let i = 0; !ip && i < 1200; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      ip = seen.find((s) => s.ip)?.ip;
+    }
+    expect(ip).toMatch(/^192\.168\.64\.1[0-5]\d$/);
+    console.log(`[qemu-vm] adopted after worker SIGKILL: ${ip}`);
+    await d.remove({ vmId: 'vm-k9', attempt: 1 });
+    expect(await d.list()).toEqual([]);
+    await d.close();
+  });
+});
