@@ -167,11 +167,12 @@ describe('bad input gets a 4xx with a message, never a 500', () => {
 });
 
 describe('watch streams', () => {
-  it('?watch=true streams ADDED for existing VMs, then changes as NDJSON', async () => {
+  async function openWatch(path: string) {
     const stop = new AbortController();
-    const res = await fetch(`${controller.apiUrl}/v1/vms?watch=true`, { headers: { authorization: `Bearer ${controller.adminToken}` }, signal: stop.signal });
+    const res = await fetch(`${controller.apiUrl}${path}`, { headers: { authorization: `Bearer ${controller.adminToken}` }, signal: stop.signal });
+    expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/application\/x-ndjson/);
-    const lines: { type: string; vm: { name: string; state: string } }[] = [];
+    const lines: { type: string; vm: { name: string; state: string; priority: number } }[] = [];
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
     let buffer = '';
@@ -188,15 +189,31 @@ describe('watch streams', () => {
         }
       }
     };
-    await readUntil(() => lines.some((l) => l.type === 'ADDED' && l.vm.name === 'existing'));
+    return { lines, readUntil, close: () => stop.abort() };
+  }
+
+  it('?watch=true streams ADDED for existing VMs, then changes as NDJSON', async () => {
+    const w = await openWatch('/v1/vms?watch=true');
+    await w.readUntil(() => w.lines.some((l) => l.type === 'ADDED' && l.vm.name === 'existing'));
     await admin.createVm({ name: 'watched', image: 'img' });
-    await readUntil(() => lines.some((l) => l.type === 'ADDED' && l.vm.name === 'watched'));
+    await w.readUntil(() => w.lines.some((l) => l.type === 'ADDED' && l.vm.name === 'watched'));
     await admin.request('DELETE', '/v1/vms/watched');
-    await readUntil(() => lines.some((l) => l.type === 'DELETED' && l.vm.name === 'watched'));
-    stop.abort();
+    await w.readUntil(() => w.lines.some((l) => l.type === 'DELETED' && l.vm.name === 'watched'));
+    w.close();
   });
 
-  it('a single VM can be watched, and an unknown one is a 404', async () => {
+  it('a single VM can be watched: its snapshot, then only its own changes in order; an unknown one is a 404', async () => {
+    await admin.createVm({ name: 'solo', image: 'img' });
+    const w = await openWatch('/v1/vms/solo?watch=true');
+    await w.readUntil(() => w.lines.length >= 1);
+    expect(w.lines[0]).toMatchObject({ type: 'ADDED', vm: { name: 'solo' } });
+    await admin.createVm({ name: 'bystander', image: 'img' });
+    for (const priority of [1, 2, 3]) await admin.ok('PATCH', '/v1/vms/solo', { priority });
+    await w.readUntil(() => w.lines.some((l) => l.vm.priority === 3));
+    expect(w.lines.every((l) => l.vm.name === 'solo')).toBe(true);
+    const priorities = w.lines.filter((l) => l.type === 'MODIFIED').map((l) => l.vm.priority).filter((p) => p > 0);
+    expect(priorities).toEqual([1, 2, 3]);
+    w.close();
     expectClientError(await admin.request('GET', '/v1/vms/ghost?watch=true'), 404, /ghost/);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -193,6 +193,19 @@ describe('synthetic driver', () => {
       // the freed/used pool survives too: a new instance does not get p1's address
       await second.create(req('p3'));
       expect((await second.start(req('p3'))).ip).not.toBe(running.ip);
+    });
+
+    it('skips malformed entries in the state file instead of failing to start', async () => {
+      dir = await mkdtemp(join(tmpdir(), 'fleet-synthetic-'));
+      const stateFile = join(dir, 'synthetic', 'instances.json');
+      const first = new SyntheticDriver({ speed: 0, stateFile, poolSeed: 'w' });
+      await first.create(req('good'));
+      await first.close();
+      const saved = JSON.parse(await readFile(stateFile, 'utf8'));
+      saved.instances.push({ vmId: 'no-spec', attempt: 1, state: 'running' }, null, 'junk', { ...saved.instances[0], vmId: 'bad-state', state: 'exploded' });
+      await writeFile(stateFile, JSON.stringify(saved));
+      const listed = await driver({ speed: 0, stateFile, poolSeed: 'w' }).list();
+      expect(listed.map((s) => s.vmId)).toEqual(['good']);
     });
   });
 });

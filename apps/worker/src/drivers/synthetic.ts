@@ -80,16 +80,22 @@ interface SyntheticInstance {
   cancelDelay?: ((reason: string) => void) | undefined;
 }
 
-interface PersistedInstance {
-  vmId: string;
-  attempt: number;
-  name: string;
-  generation: string;
-  spec: InstanceSpec;
-  state: InstanceState;
-  message?: string | undefined;
-  poolIndex: number;
-  mac: string;
+/** What the state file keeps of an instance: everything but its timers. */
+type PersistedInstance = Omit<SyntheticInstance, 'crashTimer' | 'cancelDelay'>;
+
+const INSTANCE_STATES: ReadonlySet<string> = new Set(['stopped', 'starting', 'running', 'stopping', 'failed']);
+
+/** The state file is ours, but a hand edit or a torn write must not stop the worker. */
+function isPersistedInstance(p: unknown): p is PersistedInstance {
+  if (typeof p !== 'object' || p === null) return false;
+  const r = p as Record<string, unknown>;
+  const spec = r.spec as Record<string, unknown> | null | undefined;
+  return (
+    typeof r.vmId === 'string' && typeof r.attempt === 'number' && typeof r.name === 'string' &&
+    typeof r.generation === 'string' && typeof r.state === 'string' && INSTANCE_STATES.has(r.state) &&
+    typeof r.poolIndex === 'number' && typeof r.mac === 'string' &&
+    typeof spec === 'object' && spec !== null && typeof spec.image === 'string'
+  );
 }
 
 const POOL_HOSTS_PER_SUBNET = 253; // .2 … .254
@@ -391,14 +397,19 @@ export class SyntheticDriver implements Driver {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw error;
     }
-    let parsed: { instances?: PersistedInstance[] };
+    let parsed: { instances?: unknown };
     try {
-      parsed = JSON.parse(text) as { instances?: PersistedInstance[] };
+      parsed = JSON.parse(text) as { instances?: unknown };
     } catch {
       this.#log?.warn({ file: this.#stateFile }, 'synthetic state file is corrupt; starting empty');
       return;
     }
-    for (const p of parsed.instances ?? []) {
+    const entries = Array.isArray(parsed?.instances) ? (parsed.instances as unknown[]) : [];
+    for (const p of entries) {
+      if (!isPersistedInstance(p)) {
+        this.#log?.warn({ file: this.#stateFile }, 'skipped a malformed entry in the synthetic state file');
+        continue;
+      }
       // A VM host process would have finished booting / stopping while the worker was away.
       const state: InstanceState = p.state === 'starting' ? 'running' : p.state === 'stopping' ? 'stopped' : p.state;
       const instance: SyntheticInstance = { ...p, state };
@@ -422,17 +433,7 @@ export class SyntheticDriver implements Driver {
   #persistNow(): Promise<void> {
     const file = this.#stateFile;
     if (!file) return Promise.resolve();
-    const snapshot: PersistedInstance[] = [...this.#instances.values()].map((i) => ({
-      vmId: i.vmId,
-      attempt: i.attempt,
-      name: i.name,
-      generation: i.generation,
-      spec: i.spec,
-      state: i.state,
-      message: i.message,
-      poolIndex: i.poolIndex,
-      mac: i.mac,
-    }));
+    const snapshot: PersistedInstance[] = [...this.#instances.values()].map(({ crashTimer: _t, cancelDelay: _c, ...kept }) => kept);
     const body = `${JSON.stringify({ driver: SYNTHETIC_DRIVER_NAME, version: 1, instances: snapshot }, null, 1)}\n`;
     this.#persistChain = this.#persistChain.catch(() => undefined).then(async () => {
       await mkdir(dirname(file), { recursive: true, mode: 0o700 });

@@ -11,11 +11,32 @@ import { notFound } from '../../errors.ts';
 
 export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
-    const workerNames = async (): Promise<Map<string, string>> =>
-      new Map((await ctx.db.worker.findMany({ select: { id: true, name: true } })).map((w) => [w.id, w.name]));
+    // Worker names never change (there is no rename), so id → name is cached: a
+    // watch stream during a burst of placements must not cost a query per change.
+    const nameCache = new Map<string, string>();
+    const workerNames = async (): Promise<Map<string, string>> => {
+      for (const w of await ctx.db.worker.findMany({ select: { id: true, name: true } })) nameCache.set(w.id, w.name);
+      return nameCache;
+    };
     const view = async (vm: Vm) => {
-      const w = vm.workerId ? await ctx.db.worker.findUnique({ where: { id: vm.workerId }, select: { name: true } }) : null;
-      return toVmObject(vm, w?.name ?? null);
+      if (!vm.workerId) return toVmObject(vm, null);
+      let name = nameCache.get(vm.workerId);
+      if (name === undefined) {
+        name = (await ctx.db.worker.findUnique({ where: { id: vm.workerId }, select: { name: true } }))?.name;
+        if (name !== undefined) nameCache.set(vm.workerId, name);
+      }
+      return toVmObject(vm, name ?? null);
+    };
+    /**
+     * One queue per watch stream: the initial snapshot first, then every change
+     * in the order it happened, even when a name lookup is needed.
+     */
+    const orderedSender = (send: (line: unknown) => void) => {
+      let chain = Promise.resolve();
+      const run = (task: () => Promise<void>) => {
+        chain = chain.then(task).catch(() => undefined);
+      };
+      return { run, change: (type: string, vm: Vm) => run(async () => send({ type, vm: await view(vm) })) };
     };
 
     app.post('/v1/vms', {
@@ -47,13 +68,16 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         return { vms: vms.map((vm) => toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null)) };
       }
       const { sink, stream } = startWatch(req, reply);
-      // Subscribe before listing so no change falls between the two.
+      const out = orderedSender((line) => sink.send(line));
+      // Snapshot queued first, subscription right after: a change during the
+      // snapshot query is sent after it (at worst twice), never lost or early.
+      out.run(async () => {
+        for (const vm of await ctx.vms.list()) if (matches(vm)) sink.send({ type: 'ADDED', vm: toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null) });
+      });
       const off = ctx.bus.onVmChange((c) => {
-        if (!matches(c.vm) && c.type !== 'DELETED') return;
-        void view(c.vm).then((vm) => sink.send({ type: c.type, vm }));
+        if (matches(c.vm) || c.type === 'DELETED') out.change(c.type, c.vm);
       });
       sink.onClose(off);
-      for (const vm of await ctx.vms.list()) if (matches(vm)) sink.send({ type: 'ADDED', vm: toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null) });
       return reply.send(stream as never); // a stream, not the JSON schema's object
     });
 
@@ -64,12 +88,15 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       const vm = await ctx.vms.get(req.params.name);
       if (!req.query.watch) return view(vm);
       const { sink, stream } = startWatch(req, reply);
+      const out = orderedSender((line) => sink.send(line));
+      out.run(async () => {
+        const current = await ctx.db.vm.findUnique({ where: { id: vm.id } });
+        if (current) sink.send({ type: 'ADDED', vm: await view(current) });
+      });
       const off = ctx.bus.onVmChange((c) => {
-        if (c.vm.id !== vm.id) return;
-        void view(c.vm).then((v) => sink.send({ type: c.type, vm: v }));
+        if (c.vm.id === vm.id) out.change(c.type, c.vm);
       });
       sink.onClose(off);
-      sink.send({ type: 'ADDED', vm: await view(await ctx.vms.get(req.params.name)) });
       return reply.send(stream as never); // a stream, not the JSON schema's object
     });
 
