@@ -68,7 +68,7 @@ MODDIR=/lib/modules/$KVER
 # ---------------------------------------------------------------- modules
 # Load order from DESIGN.md, then the extras; each module's deps (modules.dep) go first.
 WANT=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net
-      virtio-rng evdev button)
+      virtio-rng evdev button virtio_blk ext4)
 declare -A DEP_OF=() PATH_OF=() SEEN=()
 while IFS= read -r line; do
   mod=${line%%:*}; deps=${line#*:}

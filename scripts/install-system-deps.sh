@@ -7,6 +7,11 @@ set -euo pipefail
 
 packages=(
   qemu-system-x86          # the Linux VM runtime (software emulation)
+  qemu-utils               # qemu-img: copy-on-write qcow2 disks per VM
+  syslinux                 # tests: turn the guest into a bootable "operator" disk image
+  syslinux-common
+  mtools                   #   (syslinux installs onto a FAT image without mounting it)
+  dosfstools
   linux-image-cloud-amd64  # guest kernel
   busybox-static           # guest userland, udhcpc
   dropbear-bin             # guest SSH server
@@ -16,6 +21,7 @@ packages=(
   nftables                 # NAT masquerade for the worker's VM network
   dnsmasq-base             # DHCP server on the worker's VM network
   postgresql               # the @fleet/db PostgreSQL tests
+  chromium                 # the dashboard's browser tests (playwright-core drives it)
 )
 
 missing=()

@@ -33,3 +33,6 @@ fi
 
 log "generating the Prisma client (offline)"
 pnpm --silent --filter @fleet/db run generate
+
+# The dashboard the controller serves at / (skipped when its sources are unchanged).
+bash apps/dashboard/build.sh

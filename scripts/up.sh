@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Bring up a working fleet on this machine: a controller (SQLite in .fleet-up/),
-# one local worker that enrols itself, and a demo VM. Ctrl-C stops everything;
-# running it again reuses the same data (idempotent).
+# one local worker that enrols itself, and a demo VM. Ctrl-C stops the controller
+# and the worker; running it again reuses the same data and adopts the VMs that
+# kept running (idempotent).
 #
-# The worker uses the *synthetic* driver (in-memory VMs with realistic delays)
-# until the Linux QEMU driver lands; see README.
+# As root (the normal case here) the worker runs real QEMU VMs. It lives in a network
+# namespace of its own ("fleet-up", standing in for a Mac on the LAN) joined to this
+# host by a veth pair: the VMs' NAT traffic stops at this host (it is never forwarded
+# further), and the worker dials the controller at 10.250.0.1. Without root the worker
+# falls back to the synthetic driver (in-memory VMs), loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bash scripts/setup.sh
+driver=qemu
+if [ "$(id -u)" != 0 ] || [ "${FLEET_UP_DRIVER:-}" = synthetic ]; then
+  driver=synthetic
+  echo "[up] WARNING: not root (or FLEET_UP_DRIVER=synthetic): the worker uses the SYNTHETIC driver; nothing really boots" >&2
+else
+  bash scripts/install-system-deps.sh
+fi
 
 state="$root/.fleet-up"
 api_port=${FLEET_API_PORT:-8080}
@@ -31,9 +42,35 @@ wait_http() { # url, seconds
       await new Promise((r) => setTimeout(r, 200)); } })();' "$1" "$2"
 }
 
+grpc_host=127.0.0.1
+in_ns=()
+if [ "$driver" = qemu ]; then
+  echo "[up] preparing the worker's network namespace fleet-up (veth fleetup-h 10.250.0.1 <-> 10.250.0.2)"
+  ip netns add fleet-up 2>/dev/null || true
+  ip link show fleetup-h >/dev/null 2>&1 || ip link add fleetup-h type veth peer name eth0 netns fleet-up
+  ip addr replace 10.250.0.1/30 dev fleetup-h && ip link set fleetup-h up
+  ip -n fleet-up link set lo up
+  ip -n fleet-up addr replace 10.250.0.2/30 dev eth0 && ip -n fleet-up link set eth0 up
+  ip -n fleet-up route replace default via 10.250.0.1
+  # Nothing from the namespace is routed beyond this host.
+  nft -f - <<'NFT'
+table inet fleet_up
+delete table inet fleet_up
+table inet fleet_up {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "fleetup-h" drop
+    oifname "fleetup-h" drop
+  }
+}
+NFT
+  grpc_host=10.250.0.1
+  in_ns=(ip netns exec fleet-up)
+fi
+
 echo "[up] starting the controller (logs: .fleet-up/controller.log)"
 bin/fleet-controller run --data-dir "$state/controller" --listen "127.0.0.1:$api_port" \
-  --grpc-listen "127.0.0.1:$grpc_port" --name 127.0.0.1 >"$state/controller.out" 2>"$state/controller.log" &
+  --grpc-listen "$grpc_host:$grpc_port" --name 127.0.0.1 >"$state/controller.out" 2>"$state/controller.log" &
 pids+=($!)
 wait_http "$api/v1/health" 60 || { cat "$state/controller.log" >&2; exit 1; }
 token=$(tr -d '\n' < "$state/controller/admin.token")
@@ -42,19 +79,28 @@ export FLEET_URL="$api" FLEET_TOKEN="$token"
 if [ ! -f "$state/worker/worker.json" ]; then
   echo "[up] enrolling the local worker"
   boot=$(bin/fleet bootstrap-token create --name "local-$(date +%s)" --uses 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).token))')
-  bin/fleet-worker enroll --controller "127.0.0.1:$grpc_port" --token "$boot" --name local-worker --data-dir "$state/worker"
+  "${in_ns[@]}" bin/fleet-worker enroll --controller "$grpc_host:$grpc_port" --token "$boot" --name local-worker --data-dir "$state/worker"
 fi
-echo "[up] starting the worker (synthetic driver; logs: .fleet-up/worker.log)"
-# Synthetic VMs use no real CPU or memory, so the local worker declares room for
-# a handful of them instead of this machine's real size.
-bin/fleet-worker run --data-dir "$state/worker" --driver synthetic --labels "fleet.dev/local=true" \
-  --cpus 16 --memory-mib 32768 --vm-slots 8 >"$state/worker.log" 2>&1 &
+echo "[up] starting the worker ($driver driver; logs: .fleet-up/worker.log)"
+if [ "$driver" = qemu ]; then
+  # Real VMs under TCG: 2 vCPUs and a few GiB are what this machine can carry.
+  "${in_ns[@]}" bin/fleet-worker run --data-dir "$state/worker" --controller "$grpc_host:$grpc_port" --driver qemu --labels "fleet.dev/local=true" \
+    --vm-slots 4 >"$state/worker.log" 2>&1 &
+  image=fleet-guest
+else
+  # Synthetic VMs use no real CPU or memory, so the local worker declares room for
+  # a handful of them instead of this machine's real size.
+  bin/fleet-worker run --data-dir "$state/worker" --controller "$grpc_host:$grpc_port" --driver synthetic --labels "fleet.dev/local=true" \
+    --cpus 16 --memory-mib 32768 --vm-slots 8 >"$state/worker.log" 2>&1 &
+  image=synthetic:demo
+fi
 pids+=($!)
 
 bin/fleet login "$api" --token "$token" --context local >/dev/null
 if ! bin/fleet vm get demo >/dev/null 2>&1; then
-  bin/fleet vm create demo --image synthetic:demo --cpus 1 --memory 1G --wait 60s
+  bin/fleet vm create demo --image "$image" --cpus 1 --memory 256M --wait 180s
 fi
+bin/fleet ip demo --wait 60s >/dev/null 2>&1 || true
 
 cat <<MSG
 
@@ -66,7 +112,8 @@ Fleet is up.
 Try:
   bin/fleet worker list
   bin/fleet vm list --wide
-  bin/fleet vm create web-1 --image synthetic:web --wait
+  bin/fleet vm create web-1 --image $image --memory 256M --wait
+  bin/fleet ip demo --wait 30s
   bin/fleet vm logs demo
 
 Press Ctrl-C to stop the controller and the worker (state stays in .fleet-up/).

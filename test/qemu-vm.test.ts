@@ -206,7 +206,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-drv', '-f', key]);
     const pub = readFileSync(`${key}.pub`, 'utf8').trim();
     const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000 };
-    const spec = { image: 'guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 0, labels: {}, username: 'fleet' };
+    const spec = { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' };
     const ref = { vmId: 'vm-drv', attempt: 3 };
     let d = new QemuDriver(opts);
     const seen: InstanceStatus[] = [];
@@ -287,7 +287,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
       const ipn = (...a) => execFileSync('ip', ['-n', p.netns, ...a]);
       const nat = { ...p.nat, async addTap(t) { ipn('link', 'set', 'dev', t, 'master', p.bridge); ipn('link', 'set', 'dev', t, 'type', 'bridge_slave', 'isolated', 'on'); ipn('link', 'set', 'dev', t, 'up'); }, async removeTap() {} };
       const d = new QemuDriver({ dataDir: p.dataDir, nat, netns: p.netns });
-      await d.create({ vmId: 'vm-k9', attempt: 1, name: 'k9', generation: '4', spec: { image: 'g', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 0, labels: {}, username: 'fleet' } });
+      await d.create({ vmId: 'vm-k9', attempt: 1, name: 'k9', generation: '4', spec: { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' } });
       const s = await d.start({ vmId: 'vm-k9', attempt: 1 });
       process.stdout.write(JSON.stringify(s) + '\\n');
       setInterval(() => {}, 1 << 30);

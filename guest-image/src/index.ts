@@ -167,9 +167,12 @@ export function guestCmdline(base: string, opts: GuestCmdlineOptions = {}): stri
 export type Accel = 'tcg' | 'kvm';
 
 export interface QemuArgsOptions {
-  kernel: string;
-  initrd: string;
-  cmdline: string;
+  /** Direct kernel boot; without it the firmware boots `disk`. */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** A virtio-blk disk (first in the boot order when there is no kernel). */
+  disk?: { file: string; format: 'qcow2' | 'raw' };
   cpus: number;
   memoryMib: number;
   /**
@@ -240,10 +243,20 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     '-serial', 'chardev:serial0',
     // A guest reboot or panic (panic=-1) ends the QEMU process: the VM host process sees it.
     '-no-reboot',
-    '-kernel', o.kernel,
-    '-initrd', o.initrd,
-    '-append', o.cmdline,
   ];
+  if (o.kernel !== undefined) {
+    if (o.initrd === undefined || o.cmdline === undefined) throw new Error('kernel boot needs initrd and cmdline');
+    args.push('-kernel', o.kernel, '-initrd', o.initrd, '-append', o.cmdline);
+  } else if (!o.disk) {
+    throw new Error('nothing to boot: give a kernel or a disk');
+  }
+  if (o.disk) {
+    args.push(
+      '-drive', `file=${qemuOptValue(o.disk.file)},if=none,id=disk0,format=${o.disk.format},cache=writeback,discard=unmap`,
+      // Direct kernel boot takes boot index 0 itself; a disk-booted VM boots from this disk.
+      '-device', `virtio-blk-pci,drive=disk0${o.kernel === undefined ? ',bootindex=0' : ''}`,
+    );
+  }
   if (o.qmpSocket) {
     args.push('-chardev', `socket,id=qmp0,path=${qemuOptValue(o.qmpSocket)},server=on,wait=off`);
     args.push('-mon', 'chardev=qmp0,mode=control');

@@ -15,7 +15,26 @@
           ]
         }],
         ["OS=='mac'", {
-          "sources": []
+          "sources": [
+            "src/darwin/addon.mm",
+            "src/darwin/util.mm",
+            "src/darwin/vm.mm",
+            "src/darwin/install.mm",
+            "src/darwin/vmnet.mm",
+            "src/darwin/fd_util_darwin.cc",
+            "src/darwin/frame_port_darwin.cc"
+          ],
+          "xcode_settings": {
+            "CLANG_ENABLE_OBJC_ARC": "YES",
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+            "MACOSX_DEPLOYMENT_TARGET": "13.0",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+            "GCC_ENABLE_OBJC_EXCEPTIONS": "YES",
+            "OTHER_CFLAGS": ["-Wall", "-Wno-unused-parameter"]
+          },
+          "link_settings": {
+            "libraries": ["-framework Foundation", "-framework Virtualization", "-framework vmnet"]
+          }
         }]
       ]
     }

@@ -7,9 +7,11 @@ import { registerContextCommands } from './commands/context.ts';
 import { registerEventCommands } from './commands/events.ts';
 import { registerSchedulerCommands } from './commands/scheduler.ts';
 import { registerTokenCommands } from './commands/token.ts';
+import { registerAccountCommands } from './commands/account.ts';
 import { registerVersionCommand } from './commands/version.ts';
 import { registerVmCommands } from './commands/vm.ts';
 import { registerWorkerCommands } from './commands/worker.ts';
+import { registerExecCommand } from './commands/exec.ts';
 import { EXIT_CODES_HELP, ExitCode, ReportedError, describeError } from './errors.ts';
 import type { Io } from './io.ts';
 import { Runtime } from './runtime.ts';
@@ -56,9 +58,11 @@ export function buildProgram(rt: Runtime): Command {
   registerVmCommands(program, rt);
   registerWorkerCommands(program, rt);
   registerTokenCommands(program, rt);
+  registerAccountCommands(program, rt);
   registerBootstrapTokenCommands(program, rt);
   registerEventCommands(program, rt);
   registerSchedulerCommands(program, rt);
+  registerExecCommand(program, rt);
   registerVersionCommand(program, rt);
   return program;
 }

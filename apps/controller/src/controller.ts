@@ -20,6 +20,7 @@ import { SettingsService } from './settings.ts';
 import { SchedulerLoop } from './scheduler/scheduler-loop.ts';
 import { WorkerStreams } from './grpc/worker-streams.ts';
 import { startWorkerGrpcServer } from './grpc/worker-grpc-server.ts';
+import { SessionBroker } from './sessions/session-broker.ts';
 import { buildApiServer } from './api/api-server.ts';
 import { CONTROLLER_VERSION } from './version.ts';
 import type { ApiContext } from './api/context.ts';
@@ -87,8 +88,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const gaugeTimer = setInterval(() => void refreshVmGauges(db, metrics).catch(() => undefined), 5000);
   gaugeTimer.unref();
 
+  const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }) });
   const grpcServer = await startWorkerGrpcServer(
-    { db, identity, tokens, workers, vms, events, streams, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs },
+    { db, identity, tokens, workers, vms, events, streams, sessions, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs },
     opts.grpcHost,
     opts.grpcPort,
   );
@@ -105,6 +107,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     metrics,
     settings,
     grpcAdvertiseAddress: grpcAddress,
+    sessions,
     info: async () => ({
       version: CONTROLLER_VERSION,
       protocolVersion: PROTOCOL_VERSION,
@@ -141,6 +144,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       workers.stop();
       clearInterval(restartTimer);
       clearInterval(gaugeTimer);
+      sessions.closeAll('the controller is shutting down');
       streams.closeAll('controller shutting down');
       grpcServer.server.forceShutdown();
       await api.close();

@@ -1,8 +1,11 @@
 // `fleet-worker` command line: enroll | run.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseCidr } from '@fleet/netfilter';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseLabels } from './config/labels.ts';
 import { NotEnrolledError, CredentialError } from './config/credentials.ts';
-import { AVAILABLE_DRIVERS } from './drivers/registry.ts';
+import { AVAILABLE_DRIVERS, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
 import { enrollWorker, EnrollmentError, type EnrollmentErrorCode } from './enrollment/enroll.ts';
 import { createLogger, LOG_LEVELS } from './logger.ts';
 import { WORKER_VERSION } from './version.ts';
@@ -58,6 +61,35 @@ function labelsOption(value: string): Record<string, string> {
   } catch (error) {
     throw new InvalidArgumentError((error as Error).message);
   }
+}
+
+function cidrList(value: string): string[] {
+  const items = value.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const item of items) {
+    const parsed = parseCidr(item);
+    if (!parsed.ok) throw new InvalidArgumentError(`${item}: ${parsed.error}`);
+  }
+  return items;
+}
+
+/** OpenSSH public keys from a file: one per line, comments and blank lines skipped. */
+export function readAuthorizedKeys(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`--authorized-keys: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  const keys = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+  for (const k of keys) {
+    if (!/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/.test(k)) {
+      throw new Error(`--authorized-keys: ${file} has a line that is not an OpenSSH public key: ${k.slice(0, 40)}...`);
+    }
+  }
+  return keys;
 }
 
 const logLevelOption = (): Option =>
@@ -125,6 +157,13 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         .argParser(nonNegativeNumber)
         .default(1),
     )
+    .option('--nat-subnet <cidr>', `qemu driver: the VMs' NAT subnet (default ${DEFAULT_NAT_SUBNET}; a clash with an existing route is refused)`)
+    .option('--nat-name <name>', `qemu driver: name of the NAT bridge and its nftables table (default ${DEFAULT_NAT_NAME})`)
+    .option('--uplink <ifname>', "qemu driver: masquerade out of this interface (default: the default route's device)")
+    .option('--authorized-keys <file>', 'qemu driver: OpenSSH public keys (one per line) every guest of the built-in image accepts')
+    .option('--global-prefixes <cidr,...>', 'qemu driver: prefixes VMs may reach as if they were public, e.g. a lab network standing in for the Internet', cidrList)
+    .option('--images-dir <dir>', 'qemu driver: where operator disk images named in a VM spec are found (default <data-dir>/images)')
+    .addOption(new Option('--accel <mode>', 'qemu driver: accelerator (auto probes KVM once with a timeout)').choices(['auto', 'tcg', 'kvm']).default('auto'))
     .addOption(logLevelOption())
     .action(
       async (opts: {
@@ -137,15 +176,32 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         macosSlots?: number;
         driver: string;
         syntheticSpeed: number;
+        natSubnet?: string;
+        natName?: string;
+        uplink?: string;
+        authorizedKeys?: string;
+        imagesDir?: string;
+        globalPrefixes?: string[];
+        accel: 'auto' | 'tcg' | 'kvm';
         logLevel: string;
       }) => {
         const logger = createLogger(opts.logLevel);
         let handle;
         try {
+          const keys = opts.authorizedKeys !== undefined ? readAuthorizedKeys(opts.authorizedKeys) : undefined;
           handle = await startWorker({
             logger,
             driver: opts.driver,
             synthetic: { speed: opts.syntheticSpeed },
+            qemu: {
+              accel: opts.accel,
+              ...(opts.natSubnet !== undefined ? { natSubnet: opts.natSubnet } : {}),
+              ...(opts.natName !== undefined ? { natName: opts.natName } : {}),
+              ...(opts.uplink !== undefined ? { uplinkInterface: opts.uplink } : {}),
+              ...(keys !== undefined ? { authorizedKeys: keys } : {}),
+              ...(opts.imagesDir !== undefined ? { imagesDir: path.resolve(opts.imagesDir) } : {}),
+              ...(opts.globalPrefixes !== undefined ? { globalPrefixes: opts.globalPrefixes } : {}),
+            },
             labels: opts.labels ?? {},
             capacity: {
               ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),

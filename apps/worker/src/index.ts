@@ -16,7 +16,7 @@ export {
   type InstanceStatusListener,
 } from './drivers/driver.ts';
 export { SyntheticDriver, SYNTHETIC_DRIVER_NAME, SYNTHETIC_DELAYS_MS, parseSyntheticImage, type SyntheticDriverOptions } from './drivers/synthetic.ts';
-export { createDriver, AVAILABLE_DRIVERS } from './drivers/registry.ts';
+export { openDriver, AVAILABLE_DRIVERS, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET, type QemuRuntimeOptions } from './drivers/registry.ts';
 export { Reconciler, type ReconcilerOptions } from './reconcile/reconciler.ts';
 export { ControllerLink, controllerChannelOptions, CONTROLLER_TLS_NAME, type ControllerLinkOptions, type LinkExit, type LinkHandlers } from './link/link.ts';
 export { Backoff, type BackoffOptions } from './link/backoff.ts';

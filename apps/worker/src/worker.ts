@@ -12,11 +12,13 @@ import { CredentialStore } from './config/credentials.ts';
 import { resolveMachineId } from './config/machine-id.ts';
 import { dataDirLayout, resolveDataDir } from './config/paths.ts';
 import type { Driver } from './drivers/driver.ts';
-import { createDriver } from './drivers/registry.ts';
+import { openDriver, type QemuRuntimeOptions } from './drivers/registry.ts';
 import type { BackoffOptions } from './link/backoff.ts';
 import { ControllerLink, type LinkExit } from './link/link.ts';
 import { defaultLogger } from './logger.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
+import { VmSshPool } from './sessions/vm-ssh-pool.ts';
+import { SessionRunner } from './sessions/session-runner.ts';
 import { WORKER_VERSION } from './version.ts';
 
 export interface StartWorkerOptions {
@@ -47,6 +49,8 @@ export interface StartWorkerOptions {
     /** Persist instances in <data-dir>/synthetic/instances.json (default: true when a data dir is used). */
     persist?: boolean;
   };
+  /** QEMU driver settings (NAT network, guest keys, images). */
+  qemu?: QemuRuntimeOptions;
   /** Shared logger (a child with the worker name is derived). Default: one process-wide stderr logger. */
   logger?: Logger;
   /** Concurrent VM operations (default 8). */
@@ -121,8 +125,10 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   const driver =
     typeof options.driver === 'object'
       ? options.driver
-      : createDriver(options.driver ?? 'synthetic', {
+      : await openDriver(options.driver ?? 'synthetic', {
           logger: log,
+          ...(dataDir !== undefined ? { dataDir } : {}),
+          ...(options.qemu ? { qemu: options.qemu } : {}),
           poolSeed: `${name}/${machineId}`,
           ...(options.synthetic?.speed !== undefined ? { syntheticSpeed: options.synthetic.speed } : {}),
           ...(dataDir && (options.synthetic?.persist ?? true) ? { syntheticStateFile: dataDirLayout(dataDir).syntheticState } : {}),
@@ -147,6 +153,14 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     if (ownsDriver) await driver.close().catch(() => {});
     throw error;
   }
+
+  // Remote access (exec / ssh / port-forward): one pooled SSH connection per VM.
+  const sshPool = new VmSshPool();
+  const sessions = new SessionRunner({
+    pool: sshPool,
+    instance: (vmId, attempt) => reconciler.snapshot().find((s) => s.vmId === vmId && (!attempt || s.attempt === attempt) && s.phase !== 'VM_PHASE_GONE'),
+    log: log.child({ component: 'sessions' }),
+  });
 
   link = new ControllerLink({
     address,
@@ -176,6 +190,8 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       },
       onDesiredState: (state) => reconciler.setDesired(state),
       runningVms: () => reconciler.runningCount(),
+      onSessionOpen: (open, client) => sessions.open(open, client),
+      onSessionCancel: (cancel) => sessions.cancel(cancel.sessionId, cancel.reason || 'cancelled by the controller'),
     },
   });
 
@@ -204,6 +220,8 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     stopping ??= (async () => {
       clearTimeout(resyncTimer);
       resyncTimer = undefined;
+      sessions.closeAll('the worker is stopping');
+      sshPool.close();
       await link.stop();
       await reconciler.close();
       if (ownsDriver) await driver.close();

@@ -25,12 +25,8 @@ if (process.env.FLEET_NATIVE_VZ_SKIP_BUILD === '1') {
   process.exit(0);
 }
 
-if (process.platform === 'darwin') {
-  // The macOS half (Virtualization.framework, vmnet) is not written yet: nothing to compile.
-  console.warn(`${tag}: macOS sources are not written yet; skipping the native build on darwin.`);
-  process.exit(0);
-}
-if (process.platform !== 'linux') {
+const isMac = process.platform === 'darwin';
+if (!isMac && process.platform !== 'linux') {
   console.warn(`${tag}: unsupported platform ${process.platform}; skipping the native build.`);
   process.exit(0);
 }
@@ -41,10 +37,17 @@ function has(cmd, args = ['--version']) {
 }
 
 const missing = [];
-const cxx = process.env.CXX || 'g++';
-if (!has(cxx)) missing.push(`a C++17 compiler (${cxx}): apt-get install g++   (or set CXX)`);
-if (!has('make')) missing.push('make: apt-get install make');
-if (!has(process.env.PYTHON || 'python3')) missing.push('python3 (node-gyp needs it): apt-get install python3');
+if (isMac) {
+  // macOS half: Objective-C++ against the macOS SDK (Virtualization, vmnet) with Apple's clang.
+  if (!has('xcrun', ['--sdk', 'macosx', '--show-sdk-path'])) missing.push('the Xcode Command Line Tools (macOS SDK, clang): xcode-select --install');
+  if (!has('make')) missing.push('make: xcode-select --install');
+  if (!has(process.env.PYTHON || 'python3')) missing.push('python3 (node-gyp needs it): xcode-select --install, or brew install python');
+} else {
+  const cxx = process.env.CXX || 'g++';
+  if (!has(cxx)) missing.push(`a C++17 compiler (${cxx}): apt-get install g++   (or set CXX)`);
+  if (!has('make')) missing.push('make: apt-get install make');
+  if (!has(process.env.PYTHON || 'python3')) missing.push('python3 (node-gyp needs it): apt-get install python3');
+}
 
 // Node headers: an explicit nodedir, or headers next to this node binary (Debian/NodeSource
 // packages: /usr/include/node), or node-gyp's cache. Without them node-gyp tries to download
@@ -91,6 +94,8 @@ const r = spawnSync(process.execPath, args, { cwd: pkgDir, stdio: 'inherit' });
 if (r.status !== 0) {
   fail([
     `node-gyp rebuild exited with ${r.status ?? r.signal}. See the compiler output above.`,
-    'Needs: g++ (C++17), make, python3, Node headers; Linux only.',
+    isMac
+      ? 'Needs: Xcode Command Line Tools (clang, macOS 13+ SDK), make, python3, Node headers. The macOS sources have not been compiled by their authors yet: see docs/macos.md.'
+      : 'Needs: g++ (C++17), make, python3, Node headers.',
   ]);
 }

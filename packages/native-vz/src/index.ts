@@ -1,7 +1,8 @@
 /**
  * @fleet/native-vz — Linux half: AF_UNIX/SOCK_DGRAM socketpairs, TAP devices, fd flags and
  * batched frame I/O (FramePort) integrated with libuv readiness. See README.md for the rules on
- * receive-buffer lifetime. The macOS half (Virtualization.framework, vmnet) is not written yet.
+ * receive-buffer lifetime. On macOS the same module also carries Virtualization.framework and
+ * vmnet (src/vz.ts, interface in src/vz-types.ts; never run on a Mac yet, see docs/macos.md).
  */
 import { createRequire } from 'node:module';
 
@@ -92,8 +93,8 @@ interface NativeBinding {
 }
 
 function load(): NativeBinding {
-  if (process.platform !== 'linux') {
-    throw new Error(`@fleet/native-vz: only the Linux half exists so far (platform ${process.platform}); the macOS half is not written yet`);
+  if (process.platform !== 'linux' && process.platform !== 'darwin') {
+    throw new Error(`@fleet/native-vz: supported on Linux and macOS only (platform ${process.platform})`);
   }
   const require = createRequire(import.meta.url);
   try {

@@ -58,6 +58,12 @@ export interface FilterConfig {
    * answering from port 53, or target an exposed port.
    */
   ingress?: 'open' | 'restricted';
+  /**
+   * Prefixes to treat as global (public) although their address class is not, e.g. a lab
+   * network standing in for the Internet in tests. Checked after allow/block rules, the
+   * gateway and the VM subnet, exactly where the built-in classification is. Default none.
+   */
+  globalPrefixes?: readonly string[];
   /** Port exposure rules; objects or strings "[hostAddress:]hostPort:vmPort[/tcp|/udp]". */
   expose?: readonly (PortExposure | string)[];
   /** Largest frame accepted, without FCS. Default 1514. */
@@ -108,6 +114,9 @@ export interface ResolvedConfig {
   readonly allow: readonly string[];
   readonly block: readonly string[];
   readonly rules: readonly PrefixRule[];
+  readonly globalPrefixes: readonly string[];
+  /** globalPrefixes as ALLOW rules, for a PrefixTable. */
+  readonly globalRules: readonly PrefixRule[];
   readonly hostAccess: boolean;
   readonly blockLocal: boolean;
   readonly ingress: 'open' | 'restricted';
@@ -129,6 +138,7 @@ const KNOWN_KEYS = new Set<string>([
   'dhcpServers',
   'allow',
   'block',
+  'globalPrefixes',
   'hostAccess',
   'blockLocal',
   'ingress',
@@ -279,6 +289,15 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
   };
   const allow = ruleList('allow', RuleAction.ALLOW);
   const block = ruleList('block', RuleAction.BLOCK);
+  const globalRules: PrefixRule[] = [];
+  const globalPrefixes = listOf('globalPrefixes', cfg.globalPrefixes).map((entry, i) => {
+    const field = `globalPrefixes[${i}]`;
+    if (typeof entry !== 'string') fail(field, entry, 'expected a CIDR string or a bare IPv4 address');
+    const p = parseCidr(entry);
+    if (!p.ok) fail(field, entry, p.error);
+    globalRules.push({ cidr: p.cidr, action: RuleAction.ALLOW });
+    return entry;
+  });
 
   const blockLocal = boolOf('blockLocal', cfg.blockLocal, false);
   if (blockLocal && cfg.hostAccess === true) {
@@ -328,6 +347,8 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
     allow,
     block,
     rules,
+    globalPrefixes,
+    globalRules,
     hostAccess,
     blockLocal,
     ingress,

@@ -419,3 +419,32 @@ describe('counters and the last-resort guard', () => {
     void ZERO_MAC;
   });
 });
+
+describe('globalPrefixes: a lab network standing in for the Internet', () => {
+  const LAB = '10.99.0.7';
+
+  it('makes a private prefix reachable like a public one, and nothing else', () => {
+    const plain = boundFilter();
+    expectVerdict(plain.fromVm(vmTcp(LAB, 80), T0 + 1), Verdict.LOCAL_DST);
+    const f = boundFilter({ globalPrefixes: ['10.99.0.0/24'] });
+    expectVerdict(f.fromVm(vmTcp(LAB, 80), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromVm(vmTcp('10.99.1.7', 80), T0 + 1), Verdict.LOCAL_DST);
+    // Other VMs on the NAT subnet stay local even when the lab prefix covers them.
+    const wide = boundFilter({ globalPrefixes: ['192.168.0.0/16'] });
+    expectVerdict(wide.fromVm(vmTcp(PEER_IP, 22), T0 + 1), Verdict.LOCAL_DST);
+  });
+
+  it('block rules still win over it, and restricted ingress treats it as global', () => {
+    const f = boundFilter({ globalPrefixes: ['10.99.0.0/24'], block: ['10.99.0.7'] });
+    expectVerdict(f.fromVm(vmTcp(LAB, 80), T0 + 1), Verdict.BLOCKED);
+    expectVerdict(f.fromVm(vmTcp('10.99.0.8', 80), T0 + 1), Verdict.PASS);
+    const r = boundFilter({ globalPrefixes: ['10.99.0.0/24'], ingress: 'restricted' });
+    expectVerdict(r.fromHost(hostTcp('10.99.0.8', 5000, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.PASS);
+    expectVerdict(r.fromHost(hostTcp('10.98.0.8', 5000, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.LOCAL_SRC);
+  });
+
+  it('rejects a malformed prefix with the field named', () => {
+    expect(() => newFilter({ globalPrefixes: ['10.99.0.0/33'] })).toThrow(NetfilterConfigError);
+    expect(() => newFilter({ globalPrefixes: ['10.99.0.0/33'] })).toThrow(/globalPrefixes\[0\]/);
+  });
+});

@@ -120,6 +120,8 @@ class Filter implements PacketFilter {
   readonly #tcpExposed = new PortSet();
   readonly #udpExposed = new PortSet();
   readonly #hostAccess: boolean;
+  /** Configured extra "global" prefixes (lab networks standing in for the Internet). */
+  readonly #global: PrefixTable;
   readonly #blockLocal: boolean;
   readonly #restricted: boolean;
   readonly #verifyChecksum: boolean;
@@ -139,6 +141,7 @@ class Filter implements PacketFilter {
     this.#subnetMask = cfg.subnetCidr.prefix === 0 ? 0 : 0xffffffff << (32 - cfg.subnetCidr.prefix);
     this.#servers = Int32Array.from(cfg.dhcpServerNumbers, (n) => n | 0);
     this.#rules = new PrefixTable(cfg.rules);
+    this.#global = new PrefixTable(cfg.globalRules);
     for (const e of cfg.expose) (e.protocol === 'tcp' ? this.#tcpExposed : this.#udpExposed).add(e.vmPort);
     this.#hostAccess = cfg.hostAccess && !cfg.blockLocal;
     this.#blockLocal = cfg.blockLocal;
@@ -339,7 +342,7 @@ class Filter implements PacketFilter {
     }
     if (dns) return Verdict.PASS;
     if (this.#inSubnet(dst)) return Verdict.LOCAL_DST;
-    return classifyIpv4(dst) === AddressClass.GLOBAL ? Verdict.PASS : Verdict.LOCAL_DST;
+    return classifyIpv4(dst) === AddressClass.GLOBAL || this.#global.lookup(dst) === RuleAction.ALLOW ? Verdict.PASS : Verdict.LOCAL_DST;
   }
 
   /**
@@ -456,7 +459,7 @@ class Filter implements PacketFilter {
       return Verdict.HOST_BLOCKED;
     }
     if (this.#inSubnet(src)) return Verdict.LOCAL_SRC;
-    return classifyIpv4(src) === AddressClass.GLOBAL ? Verdict.PASS : Verdict.LOCAL_SRC;
+    return classifyIpv4(src) === AddressClass.GLOBAL || this.#global.lookup(src) === RuleAction.ALLOW ? Verdict.PASS : Verdict.LOCAL_SRC;
   }
 
   // ---------------------------------------------------------------- helpers

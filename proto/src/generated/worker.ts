@@ -13,9 +13,13 @@ import type { Platform as _fleet_v1_Platform, Platform__Output as _fleet_v1_Plat
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from './fleet/v1/Pong';
 import type { Resize as _fleet_v1_Resize, Resize__Output as _fleet_v1_Resize__Output } from './fleet/v1/Resize';
 import type { SessionCancel as _fleet_v1_SessionCancel, SessionCancel__Output as _fleet_v1_SessionCancel__Output } from './fleet/v1/SessionCancel';
+import type { SessionError as _fleet_v1_SessionError, SessionError__Output as _fleet_v1_SessionError__Output } from './fleet/v1/SessionError';
+import type { SessionExit as _fleet_v1_SessionExit, SessionExit__Output as _fleet_v1_SessionExit__Output } from './fleet/v1/SessionExit';
 import type { SessionFrame as _fleet_v1_SessionFrame, SessionFrame__Output as _fleet_v1_SessionFrame__Output } from './fleet/v1/SessionFrame';
 import type { SessionOpen as _fleet_v1_SessionOpen, SessionOpen__Output as _fleet_v1_SessionOpen__Output } from './fleet/v1/SessionOpen';
+import type { SessionProgress as _fleet_v1_SessionProgress, SessionProgress__Output as _fleet_v1_SessionProgress__Output } from './fleet/v1/SessionProgress';
 import type { VmAssignment as _fleet_v1_VmAssignment, VmAssignment__Output as _fleet_v1_VmAssignment__Output } from './fleet/v1/VmAssignment';
+import type { VmNetworkPolicy as _fleet_v1_VmNetworkPolicy, VmNetworkPolicy__Output as _fleet_v1_VmNetworkPolicy__Output } from './fleet/v1/VmNetworkPolicy';
 import type { VmSpec as _fleet_v1_VmSpec, VmSpec__Output as _fleet_v1_VmSpec__Output } from './fleet/v1/VmSpec';
 import type { VmStatus as _fleet_v1_VmStatus, VmStatus__Output as _fleet_v1_VmStatus__Output } from './fleet/v1/VmStatus';
 import type { VmStatusReport as _fleet_v1_VmStatusReport, VmStatusReport__Output as _fleet_v1_VmStatusReport__Output } from './fleet/v1/VmStatusReport';
@@ -44,10 +48,14 @@ export interface ProtoGrpcType {
       PowerState: EnumTypeDefinition
       Resize: MessageTypeDefinition<_fleet_v1_Resize, _fleet_v1_Resize__Output>
       SessionCancel: MessageTypeDefinition<_fleet_v1_SessionCancel, _fleet_v1_SessionCancel__Output>
+      SessionError: MessageTypeDefinition<_fleet_v1_SessionError, _fleet_v1_SessionError__Output>
+      SessionExit: MessageTypeDefinition<_fleet_v1_SessionExit, _fleet_v1_SessionExit__Output>
       SessionFrame: MessageTypeDefinition<_fleet_v1_SessionFrame, _fleet_v1_SessionFrame__Output>
       SessionKind: EnumTypeDefinition
       SessionOpen: MessageTypeDefinition<_fleet_v1_SessionOpen, _fleet_v1_SessionOpen__Output>
+      SessionProgress: MessageTypeDefinition<_fleet_v1_SessionProgress, _fleet_v1_SessionProgress__Output>
       VmAssignment: MessageTypeDefinition<_fleet_v1_VmAssignment, _fleet_v1_VmAssignment__Output>
+      VmNetworkPolicy: MessageTypeDefinition<_fleet_v1_VmNetworkPolicy, _fleet_v1_VmNetworkPolicy__Output>
       VmPhase: EnumTypeDefinition
       VmSpec: MessageTypeDefinition<_fleet_v1_VmSpec, _fleet_v1_VmSpec__Output>
       VmStatus: MessageTypeDefinition<_fleet_v1_VmStatus, _fleet_v1_VmStatus__Output>

@@ -349,3 +349,57 @@ describe('vm update', () => {
     expect(r.stderr).toMatch(/cannot change CPUs or memory/);
   });
 });
+
+describe('vm create network policy', () => {
+  it('sends --allow/--block/--block-local as the network policy', async () => {
+    fake.on('POST', '/v1/vms', (req, res) => sendJson(res, 201, vm('web-1', req.body as Partial<VmObject>)));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'fleet-guest', '--allow', '10.0.0.0/8', '--allow', '@host', '--block', '1.2.3.4', '--block-local']);
+    expect(r.code).toBe(0);
+    expect((fake.requests[0]!.body as { network: unknown }).network).toEqual({ allow: ['10.0.0.0/8', '@host'], block: ['1.2.3.4'], blockLocal: true });
+  });
+
+  it('refuses a rule that is not a CIDR before calling the API', async () => {
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'fleet-guest', '--allow', 'example.com']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/invalid --allow "example.com"/);
+    expect(fake.requests).toHaveLength(0);
+  });
+});
+
+describe('ip', () => {
+  const noIp = vm('web-1', { state: 'running', reason: 'running on mac-1', worker: 'mac-1' });
+
+  it('prints the IP of a VM that has one', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, running);
+    const r = await fleet(['ip', 'web-1']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('10.0.0.5\n');
+  });
+
+  it('without --wait: exit 7 and a hint when there is no IP yet', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, noIp);
+    const r = await fleet(['ip', 'web-1']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/has no IP yet .*use --wait/);
+  });
+
+  it('--wait: keeps waiting past the running-without-IP grace until the lease arrives', async () => {
+    fake.on('GET', '/v1/vms/web-1', (req, res) => {
+      if (req.query.get('watch') !== 'true') return sendJson(res, 200, noIp);
+      void streamNdjson(res, [added(noIp), 200, modified(running)], true);
+    });
+    const r = await fleet(['ip', 'web-1', '--wait', '10s', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ name: 'web-1', ip: '10.0.0.5', state: 'running' });
+  });
+
+  it('--wait: exit 7 naming the state when no IP arrives in time', async () => {
+    fake.on('GET', '/v1/vms/web-1', (req, res) => {
+      if (req.query.get('watch') !== 'true') return sendJson(res, 200, pending);
+      void streamNdjson(res, [added(pending)], true);
+    });
+    const r = await fleet(['ip', 'web-1', '--wait', '300ms']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/timed out after 300ms waiting for vm "web-1" to be running; it is pending/);
+  });
+});

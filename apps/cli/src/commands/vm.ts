@@ -76,6 +76,7 @@ function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
     ['Username', dash(vm.username)],
     ['Labels', formatLabels(vm.labels)],
     ['Selector', formatLabels(vm.selector)],
+    ['Network', formatNetwork(vm.network)],
     ['Priority', String(vm.priority)],
     ['Restart policy', `${vm.restartPolicy} (restarts: ${vm.restartCount})`],
     ['Power', `${vm.powerState} (desired)`],
@@ -87,6 +88,14 @@ function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
   if (vm.restartAt) pairs.push(['Restart at', when(vm.restartAt)]);
   pairs.push(['ID', vm.id]);
   return pairs;
+}
+
+function formatNetwork(n: VmObject['network']): string {
+  const parts = ['public addresses'];
+  if (n.allow.length) parts.push(`allow ${n.allow.join(', ')}`);
+  if (n.block.length) parts.push(`block ${n.block.join(', ')}`);
+  if (n.blockLocal) parts.push('no access to the worker (block-local)');
+  return parts.join('; ');
 }
 
 function describe(vm: VmObject): string {
@@ -110,6 +119,7 @@ export async function waitForVm(
   goal: WaitGoal,
   timeoutMs: number,
   progress: (line: string) => void,
+  opts: { requireIp?: boolean } = {},
 ): Promise<VmObject> {
   const deadline = Date.now() + timeoutMs;
   let last: VmObject | null = null;
@@ -142,7 +152,7 @@ export async function waitForVm(
         show(vm);
         if (vm.state === goal) {
           if (goal !== 'running' || vm.ip) return vm;
-          if (!graceStarted) {
+          if (!graceStarted && !opts.requireIp) {
             graceStarted = true;
             clearTimeout(stopTimer);
             stopTimer = setTimeout(() => stop.abort(), Math.max(0, Math.min(IP_GRACE_MS, deadline - Date.now())));
@@ -215,6 +225,9 @@ interface CreateOptions {
   username?: string;
   stopped?: boolean;
   wait?: string | boolean;
+  allow?: string[];
+  block?: string[];
+  blockLocal?: boolean;
 }
 
 interface UpdateOptions {
@@ -245,6 +258,14 @@ export function buildVmCreate(name: string, o: CreateOptions): VmCreate {
   if (o.restart !== undefined) spec.restartPolicy = parseChoice(o.restart, '--restart', ['never', 'on-failure'] as const);
   if (o.username !== undefined) spec.username = validateUsername(o.username);
   if (o.stopped) spec.powerState = 'stopped';
+  if (o.allow || o.block || o.blockLocal) {
+    const rules = (list: string[] | undefined, flag: string): string[] =>
+      (list ?? []).map((r) => {
+        if (!/^(@host|\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?)$/.test(r)) throw new UsageError(`invalid ${flag} "${r}": expected an IPv4 CIDR (10.0.0.0/8), an address, or @host`);
+        return r;
+      });
+    spec.network = { allow: rules(o.allow, '--allow'), block: rules(o.block, '--block'), ...(o.blockLocal ? { blockLocal: true } : {}) };
+  }
   return spec;
 }
 
@@ -265,6 +286,9 @@ export function registerVmCommands(program: Command, rt: Runtime): void {
     .option('--restart <policy>', 'never or on-failure')
     .option('--username <user>', 'login user inside the VM')
     .option('--stopped', 'create it powered off')
+    .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker); repeatable', collect)
+    .option('--block <cidr>', 'network: never let the VM reach this prefix; repeatable', collect)
+    .option('--block-local', 'network: no access to its worker either, except DHCP and DNS')
     .option('--wait [duration]', `wait until it runs (or is stopped, with --stopped) and print its IP; default ${formatAge(DEFAULT_WAIT_MS)}`)
     .description('create a VM')
     .addHelpText(
@@ -334,6 +358,24 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
         rt.out('\nRecent events:');
         for (const e of events) printEventLine(rt, e, '  ');
       }
+    });
+
+  program
+    .command('ip')
+    .argument('<name>', 'VM name')
+    .description("print a VM's IP address (learned from its DHCP lease by the worker's packet filter)")
+    .option('--wait [duration]', 'wait until the VM runs and has an IP (default 5m)')
+    .action(async (name: string, o: { wait?: string | boolean }, cmd: Command) => {
+      validateName(name, 'VM');
+      const client = rt.client(cmd);
+      const wait = waitMs(o.wait);
+      let v = await client.getVm(name);
+      if (!v.ip && wait !== null) {
+        v = await waitForVm(rt, client, name, 'running', wait, rt.isJson(cmd) ? () => {} : (l) => rt.note(l), { requireIp: true });
+      }
+      if (rt.isJson(cmd)) return rt.json({ name: v.name, ip: v.ip ?? null, state: v.state });
+      if (!v.ip) throw new WaitFailedError(`vm "${name}" has no IP yet (it is ${describe(v)}); use --wait to wait for one`, v);
+      rt.out(v.ip);
     });
 
   vm.command('update')

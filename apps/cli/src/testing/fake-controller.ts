@@ -121,6 +121,7 @@ export function vm(name: string, over: Partial<VmObject> = {}): VmObject {
     username: '',
     labels: {},
     selector: {},
+    network: { allow: [], block: [], blockLocal: false },
     priority: 0,
     restartPolicy: 'never',
     restartCount: 0,

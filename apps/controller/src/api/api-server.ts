@@ -13,6 +13,14 @@ import { workerRoutes } from './routes/worker-routes.ts';
 import { eventRoutes } from './routes/event-routes.ts';
 import { tokenRoutes } from './routes/token-routes.ts';
 import { metaRoutes } from './routes/meta-routes.ts';
+import websocket from '@fastify/websocket';
+import { MAX_CLIENT_FRAME, selectSubprotocol, sessionRoutes } from './routes/session-routes.ts';
+import { accountRoutes } from './routes/accounts-routes.ts';
+import { statsRoutes } from './routes/stats-routes.ts';
+import { liveRoutes } from './routes/live-routes.ts';
+import { dashboardRoutes } from './routes/dashboard-routes.ts';
+import { AccountService } from '../accounts/account-service.ts';
+import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
 
 export async function buildApiServer(ctx: ApiContext, log: Logger): Promise<FastifyInstance> {
@@ -61,6 +69,25 @@ export async function buildApiServer(ctx: ApiContext, log: Logger): Promise<Fast
   await app.register(workerRoutes(ctx));
   await app.register(eventRoutes(ctx));
   await app.register(tokenRoutes(ctx));
+  // Sessions (exec / ssh / port-forward) over WebSocket; frames over 1 MiB close the socket with 1009.
+  if (ctx.sessions) {
+    await app.register(websocket, { options: { maxPayload: MAX_CLIENT_FRAME, handleProtocols: selectSubprotocol } });
+    await app.register(sessionRoutes(ctx, ctx.sessions));
+  }
+  // Dashboard: accounts/login, overview + time series for plots, the live stream, the built UI at /.
+  const series = new FleetTimeSeries({
+    listWorkers: () => ctx.workers.list(),
+    countVms: (state) => ctx.db.vm.count({ where: { state } }),
+    startLatency: ctx.metrics.startLatency,
+    vmFailures: ctx.metrics.vmFailures,
+    schedulingLatency: ctx.metrics.schedulingLatency,
+  });
+  series.start((err) => app.log.warn({ err }, 'stats sample failed'));
+  app.addHook('onClose', async () => series.stop());
+  await app.register(accountRoutes(new AccountService(ctx.db, ctx.events, ctx.tokens), ctx.tokens));
+  await app.register(statsRoutes(ctx, series));
+  await app.register(liveRoutes(ctx));
+  await app.register(dashboardRoutes());
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -7,6 +7,7 @@ import type { FleetBus } from '../fleet-bus.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { SettingsService } from '../settings.ts';
 import type { ControllerInfo } from './schemas.ts';
+import type { SessionBroker } from '../sessions/session-broker.ts';
 
 /** What route handlers may use. */
 export interface ApiContext {
@@ -21,4 +22,6 @@ export interface ApiContext {
   info: () => Promise<ControllerInfo>;
   /** The address printed in enroll commands (host:port of the gRPC listener as workers should dial it). */
   grpcAdvertiseAddress: string;
+  /** Remote-access sessions (exec / ssh / port-forward); absent = the session endpoint is not served. */
+  sessions?: SessionBroker;
 }

@@ -33,6 +33,22 @@ const RestartPolicy = Type.Union([Type.Literal('never'), Type.Literal('on-failur
 const PowerState = Type.Union([Type.Literal('running'), Type.Literal('stopped')]);
 const Driver = Type.Union([Type.Literal(''), Type.Literal('synthetic'), Type.Literal('qemu'), Type.Literal('vz')]);
 
+const NetworkRule = Type.String({
+  minLength: 1,
+  maxLength: 43,
+  pattern: '^(@host|[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?)$',
+  description: 'an IPv4 CIDR ("10.0.0.0/8"), a bare IPv4 address, or "@host" (the VM\'s worker)',
+});
+export const VmNetwork = Type.Object(
+  {
+    allow: Type.Optional(Type.Array(NetworkRule, { maxItems: 64, description: 'destinations the VM may reach besides global (public) addresses' })),
+    block: Type.Optional(Type.Array(NetworkRule, { maxItems: 64, description: 'destinations the VM may not reach; the longest prefix wins, block wins a tie' })),
+    blockLocal: Type.Optional(Type.Boolean({ description: 'no access to the worker itself except DHCP and DNS' })),
+  },
+  { additionalProperties: false, $id: 'VmNetwork' },
+);
+export type VmNetwork = Static<typeof VmNetwork>;
+
 export const VmCreate = Type.Object(
   {
     name: Name,
@@ -48,6 +64,7 @@ export const VmCreate = Type.Object(
     priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
     restartPolicy: Type.Optional(RestartPolicy),
     powerState: Type.Optional(PowerState),
+    network: Type.Optional(VmNetwork),
   },
   { additionalProperties: false, $id: 'VmCreate' },
 );
@@ -83,6 +100,7 @@ export const VmObject = Type.Object(
     username: Type.String(),
     labels: Type.Record(Type.String(), Type.String()),
     selector: Type.Record(Type.String(), Type.String()),
+    network: Type.Object({ allow: Type.Array(Type.String()), block: Type.Array(Type.String()), blockLocal: Type.Boolean() }),
     priority: Type.Integer(),
     restartPolicy: RestartPolicy,
     restartCount: Type.Integer(),
@@ -263,3 +281,85 @@ export type SchedulerSettings = Static<typeof SchedulerSettings>;
 
 export const WhoAmI = Type.Object({ name: Type.String(), roles: Type.Array(RoleSchema) });
 export type WhoAmI = Static<typeof WhoAmI>;
+
+// ------------------------------------------------------------------ dashboard: overview, time series, accounts
+
+export const FleetOverview = Type.Object(
+  {
+    at: Type.String(),
+    workers: Type.Object({ total: Type.Integer(), online: Type.Integer(), offline: Type.Integer(), draining: Type.Integer() }),
+    slots: Type.Object({
+      vm: Type.Object({ used: Type.Integer(), total: Type.Integer(), schedulable: Type.Integer({ description: 'free slots on online workers that are not drained' }) }),
+      macos: Type.Object({ used: Type.Integer(), total: Type.Integer(), schedulable: Type.Integer() }),
+    }, { description: 'VM slots of online workers; macOS VMs also take a macOS slot (counted separately)' }),
+    vmsByState: Type.Record(Type.String(), Type.Integer()),
+    pending: Type.Object({
+      count: Type.Integer(),
+      oldestName: Type.Union([Type.String(), Type.Null()]),
+      oldestWaitSeconds: Type.Union([Type.Number(), Type.Null()]),
+      oldestReason: Type.Union([Type.String(), Type.Null()]),
+    }),
+    recentFailures: Type.Array(EventObject),
+  },
+  { $id: 'FleetOverview' },
+);
+export type FleetOverview = Static<typeof FleetOverview>;
+
+export const StatsSample = Type.Object({
+  t: Type.Number({ description: 'unix time, seconds' }),
+  slotsUsed: Type.Integer(),
+  slotsTotal: Type.Integer(),
+  macosSlotsUsed: Type.Integer(),
+  macosSlotsTotal: Type.Integer(),
+  running: Type.Integer(),
+  pending: Type.Integer(),
+  starts: Type.Integer({ description: 'VMs that reached running during the interval' }),
+  failures: Type.Integer({ description: 'VMs that failed during the interval' }),
+  schedulingLatencyMs: Type.Union([Type.Number(), Type.Null()], { description: 'mean create-to-placement time of VMs placed during the interval' }),
+});
+export type StatsSample = Static<typeof StatsSample>;
+
+export const StatsSeries = Type.Object({ intervalSeconds: Type.Number(), samples: Type.Array(StatsSample) }, { $id: 'StatsSeries' });
+export type StatsSeries = Static<typeof StatsSeries>;
+
+const Password = Type.String({ minLength: 8, maxLength: 256, description: 'at least 8 characters' });
+export const Username = Type.String({
+  pattern: NAME_PATTERN,
+  minLength: 1,
+  maxLength: 40,
+  description: 'lower-case letters, digits and dashes; at most 40 characters',
+});
+
+export const AccountCreate = Type.Object(
+  { username: Username, password: Password, roles: Type.Array(RoleSchema, { minItems: 1, uniqueItems: true }) },
+  { additionalProperties: false, $id: 'AccountCreate' },
+);
+export type AccountCreate = Static<typeof AccountCreate>;
+
+export const AccountObject = Type.Object(
+  {
+    id: Type.String(),
+    username: Type.String(),
+    roles: Type.Array(RoleSchema),
+    createdBy: Type.String(),
+    createdAt: Type.String(),
+    lastLoginAt: Type.Union([Type.String(), Type.Null()]),
+    disabledAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { $id: 'Account' },
+);
+export type AccountObject = Static<typeof AccountObject>;
+
+export const LoginRequest = Type.Object(
+  { username: Type.String({ minLength: 1, maxLength: 64 }), password: Type.String({ minLength: 1, maxLength: 256 }) },
+  { additionalProperties: false, $id: 'LoginRequest' },
+);
+export type LoginRequest = Static<typeof LoginRequest>;
+
+export const LoginResponse = Type.Object({
+  token: Type.String({ description: 'an API token (name "login-<username>-<id>") with the account\'s roles; send as "Authorization: Bearer <token>"' }),
+  name: Type.String(),
+  roles: Type.Array(RoleSchema),
+  expiresAt: Type.String(),
+});
+export type LoginResponse = Static<typeof LoginResponse>;

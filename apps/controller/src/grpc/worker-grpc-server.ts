@@ -27,6 +27,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { helloInfo, reportedInstances, workerEvent } from './worker-input.ts';
 import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
+import type { SessionBroker, SessionCall } from '../sessions/session-broker.ts';
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HELLO_TIMEOUT_MS = 15_000;
@@ -39,6 +40,8 @@ export interface WorkerGrpcDeps {
   vms: VmService;
   events: EventLog;
   streams: WorkerStreams;
+  /** Remote-access sessions; absent = Session answers UNIMPLEMENTED. */
+  sessions?: SessionBroker;
   metrics: Metrics;
   log: Logger;
   heartbeatIntervalMs: number;
@@ -131,7 +134,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     return { workerId, workerName: req.name, clientCertificatePem: issued.certPem, caCertificatePem: deps.identity.serverCaPem };
   }
 
-  async function authenticate(call: ConnectCall): Promise<Worker> {
+  async function authenticate(call: ConnectCall | SessionCall): Promise<Worker> {
     const fp = peerFingerprint(call);
     if (!fp) throw grpcError(grpc.status.UNAUTHENTICATED, 'no client certificate: enroll this worker first (fleet-worker enroll)');
     const cred = await db.workerCredential.findUnique({ where: { fingerprint: fp }, include: { worker: true } });
@@ -268,8 +271,14 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     },
     Connect: connect,
     Session(call) {
-      // Remote access sessions (exec / ssh / port-forward) land with their own issue.
-      call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'sessions are not implemented by this controller yet'));
+      // Same client-certificate check as Connect; the broker then checks that the
+      // session id names a session opened on THIS worker.
+      const broker = deps.sessions;
+      if (!broker) return void call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'sessions are not enabled on this controller'));
+      authenticate(call).then(
+        (w) => broker.acceptWorkerCall(call, w.id),
+        (err: unknown) => call.emit('error', (err as Partial<grpc.ServiceError>).code !== undefined ? err : grpcError(grpc.status.INTERNAL, 'session authentication failed')),
+      );
     },
   };
 }

@@ -2,10 +2,13 @@
 import type { FleetDb } from '@fleet/db';
 import type { VmAssignment } from '@fleet/proto';
 import { PLACED_STATES } from './vm-service.ts';
-import { parseLabels } from './vm-view.ts';
+import { parseLabels, parseNetwork } from './vm-view.ts';
+import { ensureVmAccess } from '../sessions/vm-access.ts';
 
 export async function desiredAssignments(db: FleetDb, workerId: string): Promise<VmAssignment[]> {
   const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' } });
+  // Every VM boots with the fleet's per-VM session key authorized (issue 5).
+  const access = await ensureVmAccess(db, vms);
   return vms.map((vm) => ({
     vmId: vm.id,
     name: vm.name,
@@ -21,6 +24,8 @@ export async function desiredAssignments(db: FleetDb, workerId: string): Promise
       labels: parseLabels(vm.labels),
       username: vm.username,
       driver: vm.driver,
+      network: parseNetwork(vm.network),
+      authorizedKeys: access.has(vm.id) ? [access.get(vm.id)!.publicKey] : [],
     },
   }));
 }

@@ -11,6 +11,7 @@ import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import { conflict, isUniqueViolation, notFound } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
+import { normalizeNetwork } from './network-policy.ts';
 import {
   restartDelayMs,
   shouldRestart,
@@ -89,6 +90,7 @@ export class VmService {
             username: spec.username ?? '',
             labels: JSON.stringify(spec.labels ?? {}),
             selector: JSON.stringify(spec.selector ?? {}),
+            network: JSON.stringify(normalizeNetwork(spec.network)),
             priority: spec.priority ?? 0,
             restartPolicy: spec.restartPolicy ?? 'never',
             desiredPower: spec.powerState ?? 'running',

@@ -14,6 +14,23 @@ export function parseLabels(json: string): Record<string, string> {
   return {};
 }
 
+export interface NetworkPolicy {
+  allow: string[];
+  block: string[];
+  blockLocal: boolean;
+}
+
+/** The stored policy with every field present (rows from before the column read as "{}"). */
+export function parseNetwork(json: string): NetworkPolicy {
+  try {
+    const v = JSON.parse(json) as Partial<NetworkPolicy> | null;
+    const strings = (a: unknown): string[] => (Array.isArray(a) ? a.filter((x): x is string => typeof x === 'string') : []);
+    return { allow: strings(v?.allow), block: strings(v?.block), blockLocal: v?.blockLocal === true };
+  } catch {
+    return { allow: [], block: [], blockLocal: false };
+  }
+}
+
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 export function toVmObject(vm: Vm, workerName: string | null): VmObject {
@@ -31,6 +48,7 @@ export function toVmObject(vm: Vm, workerName: string | null): VmObject {
     username: vm.username,
     labels: parseLabels(vm.labels),
     selector: parseLabels(vm.selector),
+    network: parseNetwork(vm.network),
     priority: vm.priority,
     restartPolicy: vm.restartPolicy as VmObject['restartPolicy'],
     restartCount: vm.restartCount,

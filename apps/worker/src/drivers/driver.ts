@@ -29,6 +29,16 @@ export interface InstanceSpec {
   diskGib: number;
   labels: Record<string, string>;
   username: string;
+  /** OpenSSH public keys the guest must authorize (the fleet's per-VM session key). */
+  authorizedKeys?: string[];
+  /** Egress policy enforced by the packet filter (absent = the default: global destinations only). */
+  network?: InstanceNetworkPolicy;
+}
+
+export interface InstanceNetworkPolicy {
+  allow: string[];
+  block: string[];
+  blockLocal: boolean;
 }
 
 /** Identity of one instance. */

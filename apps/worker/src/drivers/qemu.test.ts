@@ -18,7 +18,7 @@ const nat: QemuNat = {
   subnet: '192.168.64.0/24',
   dhcpServerIp: '192.168.64.1',
 };
-const spec = { image: 'guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 0, labels: {}, username: 'fleet' };
+const spec = { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' };
 
 let tmp = '';
 beforeAll(async () => {

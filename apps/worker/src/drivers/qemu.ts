@@ -32,10 +32,12 @@ import {
   type InstanceStatusListener,
   type UpdateInstanceRequest,
 } from './driver.ts';
+import { createInstanceDisk, resolveImage } from './qemu-disk.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../vm-host/config.ts';
 import { controlRequest, watchControl, type ControlWatch } from '../vm-host/control-client.ts';
 
 export const QEMU_DRIVER_NAME = 'qemu';
+const DISK_FILE = 'disk.qcow2';
 const LAUNCH = fileURLToPath(new URL('../vm-host/launch.mjs', import.meta.url));
 
 /** What the driver needs from the worker's NAT network (uplink/nat-network.ts NatNetwork). */
@@ -64,6 +66,12 @@ export interface QemuDriverOptions {
   /** How long start() waits for the host process to report running (default 30 s). */
   startTimeoutMs?: number;
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+  /** Prefixes every VM's filter treats as public (a lab network standing in for the Internet; tests). */
+  globalPrefixes?: string[];
+  /** Operator disk images (qcow2/raw) referenced by name in spec.image live here. */
+  imagesDir?: string;
+  /** Called once by close() (the worker's NAT network is detached there). */
+  onClose?: () => void;
 }
 
 interface InstanceRecord {
@@ -74,6 +82,9 @@ interface InstanceRecord {
   spec: InstanceSpec;
   mac: string;
   tap: string;
+  /** The instance's qcow2 (in its run dir) and how the VM boots: the built-in kernel, or the disk. */
+  disk?: string;
+  boot?: 'kernel' | 'disk';
 }
 
 interface Held {
@@ -172,8 +183,17 @@ export class QemuDriver implements Driver {
       mac: macFromSeed(instanceKey(r)),
       tap: tapNameFor(r),
     };
+    const source = await resolveImage(r.spec.image, this.opts.imagesDir);
     const dir = path.join(this.instancesDir, dirName(r));
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    rec.disk = path.join(dir, DISK_FILE);
+    rec.boot = source.kind === 'builtin' ? 'kernel' : 'disk';
+    try {
+      await createInstanceDisk(rec.disk, source, r.spec.diskGib);
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
     await this.writeRecord(dir, rec);
     const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac } };
     this.held.set(instanceKey(r), h);
@@ -185,22 +205,39 @@ export class QemuDriver implements Driver {
     if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
     const { rec, dir } = h;
     const img = await (this.opts.image ?? (() => ensureGuestImage()))();
+    const keys = [...(this.opts.authorizedKeys ?? []), ...(rec.spec.authorizedKeys ?? [])];
     const cfg: VmHostConfig = {
       vmId: rec.vmId,
       attempt: rec.attempt,
       name: rec.name,
       cpus: Math.max(1, rec.spec.cpus || 1),
       memoryMib: Math.max(128, rec.spec.memoryMib || 256),
-      kernel: img.kernel,
-      initrd: img.initrd,
-      cmdline: guestCmdline(img.cmdlineBase, {
-        authorizedKeys: this.opts.authorizedKeys ?? [],
-        hostname: rec.name.replace(/[^A-Za-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'fleet-vm',
-      }),
+      // An operator image boots its own kernel from its disk; the built-in guest boots directly.
+      ...(rec.boot === 'disk'
+        ? {}
+        : {
+            kernel: img.kernel,
+            initrd: img.initrd,
+            cmdline: guestCmdline(img.cmdlineBase, {
+              // The worker's own keys plus the ones the assignment carries (the fleet's per-VM key).
+              authorizedKeys: keys,
+              hostname: rec.name.replace(/[^A-Za-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'fleet-vm',
+            }),
+          }),
+      ...(rec.disk ? { disk: rec.disk } : {}),
       mac: rec.mac,
       tap: rec.tap,
       runDir: dir,
-      filter: { gatewayIp: this.opts.nat.gatewayIp, gatewayMac: this.opts.nat.gatewayMac, subnet: this.opts.nat.subnet, dhcpServers: [this.opts.nat.dhcpServerIp] },
+      filter: {
+        gatewayIp: this.opts.nat.gatewayIp,
+        gatewayMac: this.opts.nat.gatewayMac,
+        subnet: this.opts.nat.subnet,
+        dhcpServers: [this.opts.nat.dhcpServerIp],
+        allow: rec.spec.network?.allow ?? [],
+        block: rec.spec.network?.block ?? [],
+        blockLocal: rec.spec.network?.blockLocal ?? false,
+        globalPrefixes: this.opts.globalPrefixes ?? [],
+      },
       accel: this.opts.accel ?? 'tcg',
       stopTimeoutMs: this.opts.stopTimeoutMs ?? 10_000,
     };
@@ -252,6 +289,14 @@ export class QemuDriver implements Driver {
     if (h.status.state === 'running' || h.status.state === 'starting') {
       throw new DriverError(`update ${h.rec.name}: the instance must be stopped first (it is ${h.status.state})`);
     }
+    if (a.spec.image !== h.rec.spec.image) {
+      // A new image means a new disk: the old one (and what the VM wrote to it) is replaced.
+      const source = await resolveImage(a.spec.image, this.opts.imagesDir);
+      const disk = path.join(h.dir, DISK_FILE);
+      await rm(disk, { force: true });
+      await createInstanceDisk(disk, source, a.spec.diskGib);
+      h.rec = { ...h.rec, disk, boot: source.kind === 'builtin' ? 'kernel' : 'disk' };
+    }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await this.writeRecord(h.dir, h.rec);
     return this.patch(h, { generation: a.generation });
@@ -268,9 +313,11 @@ export class QemuDriver implements Driver {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     for (const h of this.held.values()) h.watch?.close();
     this.listeners.clear();
+    this.opts.onClose?.();
   }
 
   // ---- internals ----------------------------------------------------------------------

@@ -1,10 +1,35 @@
+import path from 'node:path';
+import { chooseAccel } from '@fleet/guest-image';
 import type { Logger } from 'pino';
 import { DriverError, type Driver } from './driver.ts';
+import { QemuDriver, QEMU_DRIVER_NAME } from './qemu.ts';
 import { SyntheticDriver, SYNTHETIC_DRIVER_NAME } from './synthetic.ts';
+import { NatNetwork } from '../uplink/nat-network.ts';
 
-/** Driver names `fleet-worker run --driver` accepts. QEMU and VZ land in later issues. */
-export const AVAILABLE_DRIVERS = [SYNTHETIC_DRIVER_NAME] as const;
+/** Driver names `fleet-worker run --driver` accepts. */
+export const AVAILABLE_DRIVERS = [SYNTHETIC_DRIVER_NAME, QEMU_DRIVER_NAME] as const;
 export type DriverName = (typeof AVAILABLE_DRIVERS)[number];
+
+export const DEFAULT_NAT_NAME = 'fleet0';
+export const DEFAULT_NAT_SUBNET = '192.168.64.0/24';
+
+export interface QemuRuntimeOptions {
+  /** Bridge / nftables table name of the worker's NAT network (default fleet0). */
+  natName?: string;
+  /** NAT subnet (default 192.168.64.0/24; a clash with an existing route is refused). */
+  natSubnet?: string;
+  /** Masquerade out of this interface (default: the default route's device). */
+  uplinkInterface?: string;
+  /** DHCP lease time in seconds (default 600). */
+  leaseSeconds?: number;
+  /** OpenSSH public keys every guest of the built-in image accepts. */
+  authorizedKeys?: string[];
+  /** Where operator disk images are looked up by name (default <data-dir>/images). */
+  imagesDir?: string;
+  accel?: 'tcg' | 'kvm' | 'auto';
+  /** Prefixes VMs may reach as if they were public (lab networks in tests). */
+  globalPrefixes?: string[];
+}
 
 export interface CreateDriverOptions {
   logger: Logger;
@@ -16,9 +41,13 @@ export interface CreateDriverOptions {
   poolSeed?: string;
   /** Synthetic: macOS guests allowed at once. */
   maxMacosGuests?: number;
+  /** Real runtimes keep their state under <dataDir>/<driver>/ (required for them). */
+  dataDir?: string;
+  qemu?: QemuRuntimeOptions;
 }
 
-export function createDriver(name: string, options: CreateDriverOptions): Driver {
+/** Builds a runtime; real runtimes also bring up what they need on the host (the NAT network). */
+export async function openDriver(name: string, options: CreateDriverOptions): Promise<Driver> {
   switch (name) {
     case SYNTHETIC_DRIVER_NAME:
       return new SyntheticDriver({
@@ -28,7 +57,46 @@ export function createDriver(name: string, options: CreateDriverOptions): Driver
         ...(options.poolSeed !== undefined ? { poolSeed: options.poolSeed } : {}),
         ...(options.maxMacosGuests !== undefined ? { maxMacosGuests: options.maxMacosGuests } : {}),
       });
+    case QEMU_DRIVER_NAME:
+      return openQemuDriver(options);
     default:
       throw new DriverError(`driver ${JSON.stringify(name)} is not available in this build (available: ${AVAILABLE_DRIVERS.join(', ')})`);
+  }
+}
+
+async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
+  if (process.platform !== 'linux') throw new DriverError(`the qemu driver runs on Linux only (this is ${process.platform})`);
+  if (!options.dataDir) throw new DriverError('the qemu driver needs a data dir');
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new DriverError('the qemu driver needs root: it creates a bridge, TAP devices and nftables rules for the NAT network (run fleet-worker as root)');
+  }
+  const q = options.qemu ?? {};
+  const log = options.logger.child({ component: 'qemu' });
+  const base = path.join(options.dataDir, 'qemu');
+  const accel = q.accel === 'auto' || q.accel === undefined ? await chooseAccel() : q.accel;
+  log.info({ accel }, accel === 'kvm' ? 'KVM works here' : 'using TCG (software emulation)');
+  const nat = await NatNetwork.open({
+    name: q.natName ?? DEFAULT_NAT_NAME,
+    subnet: q.natSubnet ?? DEFAULT_NAT_SUBNET,
+    dataDir: path.join(base, 'nat'),
+    outlivesWorker: true,
+    log,
+    ...(q.uplinkInterface !== undefined ? { uplinkInterface: q.uplinkInterface } : {}),
+    ...(q.leaseSeconds !== undefined ? { leaseSeconds: q.leaseSeconds } : {}),
+  });
+  try {
+    return new QemuDriver({
+      dataDir: base,
+      nat,
+      imagesDir: q.imagesDir ?? path.join(options.dataDir, 'images'),
+      authorizedKeys: q.authorizedKeys ?? [],
+      globalPrefixes: q.globalPrefixes ?? [],
+      accel,
+      log,
+      onClose: () => nat.close(),
+    });
+  } catch (e) {
+    nat.close();
+    throw e;
   }
 }

@@ -13,6 +13,8 @@ import {
   type ControllerMessage__Output,
   type DesiredState__Output,
   type Hello,
+  type SessionCancel__Output,
+  type SessionOpen__Output,
   type VmStatus,
   type Welcome__Output,
   type WorkerEvent,
@@ -47,6 +49,13 @@ export interface LinkHandlers {
   onDesiredState(state: DesiredState__Output): void;
   /** Running instances, for heartbeats. */
   runningVms(): number;
+  /**
+   * A remote-access session to open: the handler opens the Session RPC on `client`, the
+   * client of the current Connect stream (same HTTP/2 connection). Without a handler
+   * sessions are refused with an event.
+   */
+  onSessionOpen?(open: SessionOpen__Output, client: WorkerServiceClient): void;
+  onSessionCancel?(cancel: SessionCancel__Output): void;
 }
 
 export interface ControllerLinkOptions {
@@ -247,6 +256,10 @@ export class ControllerLink {
         return;
       case 'sessionOpen': {
         const open = message.sessionOpen!;
+        if (this.#handlers.onSessionOpen) {
+          this.#handlers.onSessionOpen(open, stream.client);
+          return;
+        }
         this.#log.warn({ sessionId: open.sessionId, vmId: open.vmId, kind: open.kind }, 'remote-access sessions are not implemented by this worker yet');
         this.#write({
           event: { vmId: open.vmId, kind: 'session', level: 'error', message: `session ${open.sessionId} (${open.kind}) refused: this worker does not implement sessions yet`, atUnixMs: String(Date.now()) },
@@ -254,6 +267,10 @@ export class ControllerLink {
         return;
       }
       case 'sessionCancel':
+        if (this.#handlers.onSessionCancel) {
+          this.#handlers.onSessionCancel(message.sessionCancel!);
+          return;
+        }
         this.#log.debug({ sessionId: message.sessionCancel!.sessionId }, 'session cancel for an unknown session ignored');
         return;
       default:

@@ -510,6 +510,12 @@ export function toInstanceSpec(want: VmAssignment__Output): InstanceSpec {
     diskGib: spec?.diskGib ?? 0,
     labels: { ...(spec?.labels ?? {}) },
     username: spec?.username ?? '',
+    authorizedKeys: [...(spec?.authorizedKeys ?? [])],
+    network: {
+      allow: [...(spec?.network?.allow ?? [])],
+      block: [...(spec?.network?.block ?? [])],
+      blockLocal: spec?.network?.blockLocal ?? false,
+    },
   };
 }
 

@@ -1,4 +1,5 @@
 // The dnsmasq supervisor against a stand-in executable (no root, no dnsmasq needed).
+import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -91,6 +92,35 @@ describe('DnsmasqSupervisor', () => {
     } finally {
       delete process.env.FAIL_FILE;
       await sup.stop();
+    }
+  });
+
+  it('outputFile: runs detached so it outlives the worker; a new supervisor adopts it and restarts it if it dies', async () => {
+    const log = memoryLog();
+    const outputFile = path.join(dir, 'dnsmasq.log');
+    const first = new DnsmasqSupervisor({ binary: fake, args: [], log, outputFile, minBackoffMs: 20 });
+    let adopted: DnsmasqSupervisor | undefined;
+    try {
+      await first.start();
+      const pid = first.pid!;
+      expect(readFileSync(outputFile, 'utf8')).toMatch(/started, version fake/);
+      first.detach(); // the worker goes away
+      await new Promise((r) => setTimeout(r, 100));
+      expect(isAlive(pid)).toBe(true);
+
+      adopted = new DnsmasqSupervisor({ binary: fake, args: [], log, outputFile, minBackoffMs: 20, adoptedPollMs: 20 });
+      adopted.adopt(pid);
+      expect(adopted.pid).toBe(pid);
+      process.kill(pid, 'SIGKILL');
+      await until(() => adopted!.pid !== undefined && adopted!.pid !== pid && isAlive(adopted!.pid));
+      expect(adopted.restarts).toBe(1);
+      expect(log.entries.some((e) => e.msg === 'adopted dnsmasq died; restarting')).toBe(true);
+      const second = adopted.pid!;
+      await adopted.stop();
+      expect(isAlive(second)).toBe(false);
+    } finally {
+      await first.stop();
+      await adopted?.stop();
     }
   });
 });

@@ -1,8 +1,9 @@
-// Starts dnsmasq in the foreground and keeps it running: its output goes to the logger,
-// and if it dies it is restarted with exponential backoff until stop() is called.
+// Starts dnsmasq in the foreground and keeps it running: its output goes to the logger (or,
+// detached, to a file so that it outlives the worker), and if it dies it is restarted with
+// exponential backoff until stop() or detach() is called.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readdir, readFile, readlink, stat, truncate } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { commandArgv } from './exec.ts';
 
@@ -20,6 +21,12 @@ export interface DnsmasqSupervisorOptions {
   /** Arguments after the binary (the config file path, the marker `--interface=`). */
   args: string[];
   log: UplinkLog;
+  /**
+   * Write dnsmasq's output to this file and run it in its own session, so that it outlives
+   * the worker (running VMs keep renewing their leases while the worker restarts). Without
+   * it, dnsmasq is a plain child whose output goes to the logger.
+   */
+  outputFile?: string;
   /** First restart delay; doubles per quick failure up to maxBackoffMs. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -27,12 +34,18 @@ export interface DnsmasqSupervisorOptions {
   stableAfterMs?: number;
   /** How long start() waits for "started" before giving up. */
   startTimeoutMs?: number;
+  /** How often an adopted dnsmasq (not our child) is checked for liveness. Default 2 s. */
+  adoptedPollMs?: number;
 }
 
 const READY = /^dnsmasq(\[\d+\])?: started, version/;
+/** The output file is cut back when a new dnsmasq starts and it has grown beyond this. */
+const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
 
 export class DnsmasqSupervisor {
   private child: ChildProcess | undefined;
+  private adoptedPid: number | undefined;
+  private adoptedTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private backoff: number;
   private restartTimer: NodeJS.Timeout | undefined;
@@ -45,7 +58,7 @@ export class DnsmasqSupervisor {
   }
 
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.child?.pid ?? this.adoptedPid;
   }
 
   /** Starts dnsmasq and resolves once it reports "started" (rejects with its output if it exits first). */
@@ -54,20 +67,71 @@ export class DnsmasqSupervisor {
     await this.spawnOnce(true);
   }
 
-  private spawnOnce(initial: boolean): Promise<void> {
+  /**
+   * Supervises a dnsmasq that is already running (started by an earlier worker process, found
+   * by findDnsmasqProcesses): polled for liveness, restarted with the usual backoff if it dies.
+   */
+  adopt(pid: number): void {
+    this.stopping = false;
+    this.adoptedPid = pid;
+    const poll = (): void => {
+      this.adoptedTimer = setTimeout(() => {
+        this.adoptedTimer = undefined;
+        if (this.stopping || this.adoptedPid !== pid) return;
+        if (isAlive(pid)) return poll();
+        this.adoptedPid = undefined;
+        this.opts.log.warn({ pid }, 'adopted dnsmasq died; restarting');
+        this.restarts++;
+        this.spawnOnce(false).catch((err: unknown) => this.opts.log.error({ err: String(err) }, 'dnsmasq restart failed'));
+      }, this.opts.adoptedPollMs ?? 2000);
+      this.adoptedTimer.unref();
+    };
+    poll();
+  }
+
+  /** Stops supervising but leaves dnsmasq running (the worker is going away; VMs stay). */
+  detach(): void {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.adoptedTimer) clearTimeout(this.adoptedTimer);
+    this.restartTimer = this.adoptedTimer = undefined;
+    this.child?.unref();
+  }
+
+  private async prepareOutput(): Promise<{ fd: number; offset: number } | undefined> {
+    const file = this.opts.outputFile;
+    if (!file) return undefined;
+    try {
+      if ((await stat(file)).size > MAX_OUTPUT_BYTES) await truncate(file, 0);
+    } catch {
+      /* does not exist yet */
+    }
+    const fd = openSync(file, 'a', 0o600);
+    return { fd, offset: fstatSync(fd).size };
+  }
+
+  private async spawnOnce(initial: boolean): Promise<void> {
     const { log } = this.opts;
     const argv = commandArgv(this.opts.binary ?? 'dnsmasq', this.opts.args, this.opts.netns);
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const output = await this.prepareOutput();
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: output ? ['ignore', output.fd, output.fd] : ['ignore', 'pipe', 'pipe'],
+      detached: output !== undefined,
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    if (output) closeSync(output.fd);
     this.child = child;
     const startedAt = Date.now();
     const recent: string[] = [];
     let ready = false;
     let timedOut = false;
+    let tail: NodeJS.Timeout | undefined;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!ready) {
           ready = true;
           timedOut = true;
+          clearInterval(tail);
           reject(new Error(`dnsmasq did not report "started" within ${this.opts.startTimeoutMs ?? 10_000} ms: ${recent.join(' | ')}`));
           child.kill('SIGKILL');
         }
@@ -80,11 +144,33 @@ export class DnsmasqSupervisor {
         if (!ready && READY.test(line)) {
           ready = true;
           clearTimeout(timer);
+          clearInterval(tail);
           resolve();
         }
       };
-      createInterface({ input: child.stdout! }).on('line', onLine);
-      createInterface({ input: child.stderr! }).on('line', onLine);
+      if (output) {
+        // Read the output file from where this run started until dnsmasq says "started";
+        // afterwards the file is for operators (no per-lease log lines in the worker log).
+        let offset = output.offset;
+        let partial = '';
+        tail = setInterval(() => {
+          try {
+            const fd = openSync(this.opts.outputFile!, 'r');
+            const buf = Buffer.alloc(64 * 1024);
+            const n = readSync(fd, buf, 0, buf.length, offset);
+            closeSync(fd);
+            offset += n;
+            const lines = (partial + buf.subarray(0, n).toString('utf8')).split('\n');
+            partial = lines.pop() ?? '';
+            for (const l of lines) onLine(l);
+          } catch {
+            /* file replaced: next tick */
+          }
+        }, 25);
+      } else {
+        createInterface({ input: child.stdout! }).on('line', onLine);
+        createInterface({ input: child.stderr! }).on('line', onLine);
+      }
       let exitedResolve!: () => void;
       this.exited = new Promise((r) => (exitedResolve = r));
       child.on('error', (err) => {
@@ -92,38 +178,41 @@ export class DnsmasqSupervisor {
         if (!ready) {
           ready = true;
           clearTimeout(timer);
+          clearInterval(tail);
           reject(err);
         }
       });
       child.on('close', (code, signal) => {
-        exitedResolve();
-        if (this.child === child) this.child = undefined;
-        const failedStart = !ready || timedOut;
-        if (!ready) {
-          ready = true;
-          clearTimeout(timer);
-          reject(new Error(`dnsmasq exited during start (${signal ?? `exit ${code}`}): ${recent.join(' | ') || 'no output'}`));
-        }
-        if (this.stopping) {
-          if (!failedStart) log.info({ code, signal }, 'dnsmasq stopped');
-          return;
-        }
-        // The first start reports its failure to the caller; later ones keep retrying.
-        if (failedStart && initial) return;
-        const ranMs = Date.now() - startedAt;
-        if (ranMs > (this.opts.stableAfterMs ?? 60_000)) this.backoff = this.opts.minBackoffMs ?? 250;
-        const delay = this.backoff;
-        this.backoff = Math.min(this.backoff * 2, this.opts.maxBackoffMs ?? 30_000);
-        log.warn({ code, signal, ranMs, restartInMs: delay, lastOutput: recent.slice(-5) }, 'dnsmasq died; restarting');
-        this.restartTimer = setTimeout(() => {
-          this.restartTimer = undefined;
-          if (this.stopping) return;
-          this.restarts++;
-          this.spawnOnce(false).catch((err: unknown) => {
-            // A failed restart also ends in 'close', which schedules the next attempt.
-            log.error({ err: String(err) }, 'dnsmasq restart failed');
-          });
-        }, delay);
+        // Let the tail read the last lines (the reason for a failed start).
+        setTimeout(() => {
+          exitedResolve();
+          if (this.child === child) this.child = undefined;
+          const failedStart = !ready || timedOut;
+          if (!ready) {
+            ready = true;
+            clearTimeout(timer);
+            clearInterval(tail);
+            reject(new Error(`dnsmasq exited during start (${signal ?? `exit ${code}`}): ${recent.join(' | ') || 'no output'}`));
+          }
+          if (this.stopping) {
+            if (!failedStart) log.info({ code, signal }, 'dnsmasq stopped');
+            return;
+          }
+          if (failedStart && initial) return;
+          const ranMs = Date.now() - startedAt;
+          if (ranMs > (this.opts.stableAfterMs ?? 60_000)) this.backoff = this.opts.minBackoffMs ?? 250;
+          const delay = this.backoff;
+          this.backoff = Math.min(this.backoff * 2, this.opts.maxBackoffMs ?? 30_000);
+          log.warn({ code, signal, ranMs, restartInMs: delay, lastOutput: recent.slice(-5) }, 'dnsmasq died; restarting');
+          this.restartTimer = setTimeout(() => {
+            this.restartTimer = undefined;
+            if (this.stopping) return;
+            this.restarts++;
+            this.spawnOnce(false).catch((err: unknown) => {
+              log.error({ err: String(err) }, 'dnsmasq restart failed');
+            });
+          }, delay);
+        }, output ? 60 : 0);
       });
     });
   }
@@ -132,7 +221,13 @@ export class DnsmasqSupervisor {
   async stop(graceMs = 3000): Promise<void> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = undefined;
+    if (this.adoptedTimer) clearTimeout(this.adoptedTimer);
+    this.restartTimer = this.adoptedTimer = undefined;
+    if (this.adoptedPid !== undefined) {
+      const pid = this.adoptedPid;
+      this.adoptedPid = undefined;
+      await killAndWait([pid], graceMs);
+    }
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');

@@ -3,7 +3,7 @@
 // masquerade + forward rules in an nftables table of its own, and a supervised dnsmasq
 // serving DHCP (and optionally DNS) on the bridge only.
 import { createHash } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DnsmasqSupervisor, findDnsmasqProcesses, killAndWait, type UplinkLog } from './dnsmasq.ts';
 import { ipJson, run, tryRun } from './exec.ts';
@@ -45,6 +45,12 @@ export interface NatNetworkOptions {
   noPing?: boolean;
   /** dnsmasq config, lease file and pid file live here (created 0700). */
   dataDir: string;
+  /**
+   * Run dnsmasq detached with its output in <dataDir>/dnsmasq.log, so that DHCP keeps serving
+   * running VMs while the worker is stopped or restarting (what the worker uses). Default false:
+   * dnsmasq is a child whose output goes to the logger.
+   */
+  outlivesWorker?: boolean;
   log: UplinkLog;
 }
 
@@ -339,11 +345,7 @@ export class NatNetwork {
     await checkSubnetClash(cfg.subnet, ns);
 
     const gatewayMac = gatewayMacFor(cfg.name);
-    const supervisor = new DnsmasqSupervisor({
-      netns: ns,
-      args: ['--keep-in-foreground', `--conf-file=${path.join(cfg.dataDir, 'dnsmasq.conf')}`, `--interface=${cfg.bridge}`],
-      log,
-    });
+    const supervisor = NatNetwork.supervisor(cfg, opts);
     const net = new NatNetwork(cfg, uplink, gatewayMac, supervisor, log);
     try {
       await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
@@ -379,6 +381,72 @@ export class NatNetwork {
       'NAT network up',
     );
     return net;
+  }
+
+  /**
+   * The worker's entry point: adopts the network an earlier worker process left up (same name
+   * and gateway address; VM ports stay attached, the nftables table is reloaded, a live dnsmasq
+   * is adopted unless its config changed) or creates it. A bridge of that name with another
+   * address is replaced only when no VM port is attached to it.
+   */
+  static async open(opts: NatNetworkOptions): Promise<NatNetwork> {
+    const cfg = resolveNatOptions(opts);
+    const ns = cfg.netns;
+    const log = opts.log;
+    const existing = await linkInfo(cfg.bridge, ns);
+    if (!existing) return NatNetwork.create(opts);
+    if (existing.linkinfo?.info_kind !== 'bridge') {
+      throw new Error(`interface ${cfg.bridge} exists${ns ? ` in netns ${ns}` : ''} but is not a bridge (${existing.linkinfo?.info_kind ?? 'device'}); choose another --nat-name`);
+    }
+    const ports = (await ipJson<IpLink>(['link', 'show', 'master', cfg.bridge], ns)).map((l) => l.ifname);
+    const addrs = await ipJson<IpAddr>(['-4', 'addr', 'show', 'dev', cfg.bridge], ns);
+    const gatewayIp = formatIpv4(cfg.gateway);
+    const sameAddress = (addrs[0]?.addr_info ?? []).some((a) => a.family === 'inet' && a.local === gatewayIp && a.prefixlen === cfg.subnet.prefix);
+    if (!sameAddress) {
+      if (ports.length) {
+        throw new Error(
+          `NAT bridge ${cfg.bridge} is up with another address while VMs are attached (${ports.join(', ')}); ` +
+            `stop those VMs or keep the previous --nat-subnet`,
+        );
+      }
+      log.warn({ name: cfg.name }, 'NAT bridge exists with another address and no VM ports: recreating it');
+      await NatNetwork.cleanupStale(cfg.name, { netns: ns, dataDir: cfg.dataDir, log });
+      return NatNetwork.create(opts);
+    }
+    const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
+    await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+    const confFile = path.join(cfg.dataDir, 'dnsmasq.conf');
+    const conf = dnsmasqConfig(cfg);
+    const oldConf = await readFile(confFile, 'utf8').catch(() => '');
+    await writeFile(confFile, conf, { mode: 0o600 });
+    await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
+    await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset({ table: cfg.table, bridge: cfg.bridge, subnet: cfg.subnet, uplink }) });
+    const supervisor = NatNetwork.supervisor(cfg, opts);
+    const pids = await findDnsmasqProcesses(cfg.bridge, ns);
+    if (pids.length === 1 && oldConf === conf) {
+      supervisor.adopt(pids[0]!);
+    } else {
+      if (pids.length) await killAndWait(pids);
+      await supervisor.start();
+    }
+    const net = new NatNetwork(cfg, uplink, gatewayMacFor(cfg.name), supervisor, log);
+    for (const p of ports) net.taps.add(p);
+    log.info({ name: cfg.name, netns: ns, subnet: formatCidr(cfg.subnet), ports, dnsmasqPid: supervisor.pid, adoptedDnsmasq: pids.length === 1 && oldConf === conf }, 'NAT network adopted');
+    return net;
+  }
+
+  private static supervisor(cfg: NatNetworkConfig, opts: NatNetworkOptions): DnsmasqSupervisor {
+    return new DnsmasqSupervisor({
+      netns: cfg.netns,
+      args: ['--keep-in-foreground', `--conf-file=${path.join(cfg.dataDir, 'dnsmasq.conf')}`, `--interface=${cfg.bridge}`],
+      log: opts.log,
+      ...(opts.outlivesWorker ? { outputFile: path.join(cfg.dataDir, 'dnsmasq.log') } : {}),
+    });
+  }
+
+  /** Leaves the network (bridge, rules, dnsmasq) up for the VMs and stops managing it. */
+  close(): void {
+    this.dnsmasq.detach();
   }
 
   get name(): string {

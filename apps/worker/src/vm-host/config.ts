@@ -12,6 +12,9 @@ export interface VmHostFilterConfig {
   dhcpServers?: string[];
   allow?: string[];
   block?: string[];
+  blockLocal?: boolean;
+  /** Prefixes treated as public (a lab network standing in for the Internet). */
+  globalPrefixes?: string[];
 }
 
 export interface VmHostConfig {
@@ -20,9 +23,12 @@ export interface VmHostConfig {
   name: string;
   cpus: number;
   memoryMib: number;
-  kernel: string;
-  initrd: string;
-  cmdline: string;
+  /** Direct kernel boot (the built-in guest); absent = boot from `disk` through the firmware. */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** The instance's qcow2 disk (virtio-blk, first boot device). */
+  disk?: string;
   /** The guest NIC's MAC (also the filter's VM MAC). */
   mac: string;
   /** TAP device this process opens (≤ 15 bytes) and the worker attaches to its bridge. */
@@ -46,10 +52,12 @@ export const CONFIG_FILE = 'config.json';
 
 export function readVmHostConfig(file: string): VmHostConfig {
   const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<VmHostConfig>;
-  const need = ['vmId', 'attempt', 'name', 'cpus', 'memoryMib', 'kernel', 'initrd', 'cmdline', 'mac', 'tap', 'runDir', 'filter'] as const;
+  const need = ['vmId', 'attempt', 'name', 'cpus', 'memoryMib', 'mac', 'tap', 'runDir', 'filter'] as const;
   for (const k of need) {
     if (c[k] === undefined || c[k] === null) throw new Error(`vm-host config ${file}: missing "${k}"`);
   }
+  if (c.kernel === undefined && c.disk === undefined) throw new Error(`vm-host config ${file}: neither "kernel" nor "disk" to boot from`);
+  if (c.kernel !== undefined && (c.initrd === undefined || c.cmdline === undefined)) throw new Error(`vm-host config ${file}: "kernel" needs "initrd" and "cmdline"`);
   if (Buffer.byteLength(c.tap!) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
   return c as VmHostConfig;
 }

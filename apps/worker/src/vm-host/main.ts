@@ -39,6 +39,8 @@ async function main(configFile: string): Promise<number> {
     dhcpServers: cfg.filter.dhcpServers ?? [cfg.filter.gatewayIp],
     ...(cfg.filter.allow ? { allow: cfg.filter.allow } : {}),
     ...(cfg.filter.block ? { block: cfg.filter.block } : {}),
+    ...(cfg.filter.blockLocal ? { blockLocal: true } : {}),
+    ...(cfg.filter.globalPrefixes ? { globalPrefixes: cfg.filter.globalPrefixes } : {}),
   });
 
   const status = (): VmHostStatus => {

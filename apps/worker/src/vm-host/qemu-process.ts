@@ -16,9 +16,8 @@ export interface QemuProcess {
 /** Starts QEMU; `vmEnd` is handed over as fd 3 and closed in this process. */
 export function spawnQemu(cfg: VmHostConfig, vmEnd: number, accel: Accel): QemuProcess {
   const args = qemuArgs({
-    kernel: cfg.kernel,
-    initrd: cfg.initrd,
-    cmdline: cfg.cmdline,
+    ...(cfg.kernel !== undefined ? { kernel: cfg.kernel, initrd: cfg.initrd!, cmdline: cfg.cmdline! } : {}),
+    ...(cfg.disk !== undefined ? { disk: { file: cfg.disk, format: 'qcow2' as const } } : {}),
     cpus: cfg.cpus,
     memoryMib: cfg.memoryMib,
     netFd: 3,

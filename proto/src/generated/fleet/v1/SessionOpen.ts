@@ -13,6 +13,13 @@ export interface SessionOpen {
   'tty'?: (boolean);
   'rows'?: (number);
   'cols'?: (number);
+  'username'?: (string);
+  'privateKey'?: (string);
+  'password'?: (string);
+  'hostKey'?: (string);
+  'waitMs'?: (number);
+  'timeoutMs'?: (number);
+  'attempt'?: (number);
 }
 
 export interface SessionOpen__Output {
@@ -26,4 +33,11 @@ export interface SessionOpen__Output {
   'tty': (boolean);
   'rows': (number);
   'cols': (number);
+  'username': (string);
+  'privateKey': (string);
+  'password': (string);
+  'hostKey': (string);
+  'waitMs': (number);
+  'timeoutMs': (number);
+  'attempt': (number);
 }

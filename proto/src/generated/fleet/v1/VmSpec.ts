@@ -1,5 +1,6 @@
 // Original file: fleet/v1/worker.proto
 
+import type { VmNetworkPolicy as _fleet_v1_VmNetworkPolicy, VmNetworkPolicy__Output as _fleet_v1_VmNetworkPolicy__Output } from '../../fleet/v1/VmNetworkPolicy';
 import type { Long } from '@grpc/proto-loader';
 
 export interface VmSpec {
@@ -11,6 +12,8 @@ export interface VmSpec {
   'labels'?: ({[key: string]: string});
   'username'?: (string);
   'driver'?: (string);
+  'network'?: (_fleet_v1_VmNetworkPolicy | null);
+  'authorizedKeys'?: (string)[];
 }
 
 export interface VmSpec__Output {
@@ -22,4 +25,6 @@ export interface VmSpec__Output {
   'labels': ({[key: string]: string});
   'username': (string);
   'driver': (string);
+  'network': (_fleet_v1_VmNetworkPolicy__Output | null);
+  'authorizedKeys': (string)[];
 }

@@ -1,0 +1,248 @@
+// The client end of a session WebSocket (GET /v1/vms/NAME/session; protocol in
+// docs/api.md "Sessions"), shared by exec, ssh, port-forward and cp.
+// Backpressure: stdin is read only while the socket's unsent bytes stay under a
+// bound; output is written to stdout/stderr and the socket is paused while they drain.
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { ApiError, CliError, ExitCode, UnreachableError } from '../errors.ts';
+
+export interface SessionStart {
+  kind: 'exec' | 'ssh' | 'port-forward';
+  command?: string[];
+  tty?: boolean;
+  rows?: number;
+  cols?: number;
+  env?: Record<string, string>;
+  workdir?: string;
+  port?: number;
+  waitMs?: number;
+  timeoutMs?: number;
+  retainMs?: number;
+}
+
+export interface SessionAttach {
+  sessionId: string;
+  stdoutOffset: number;
+  stderrOffset: number;
+}
+
+export type SessionOutcome =
+  | { kind: 'exit'; code: number; signal: string | null }
+  | { kind: 'error'; code: string; message: string; stage?: string };
+
+/** Exit codes of session commands beyond the remote command's own (documented in docs/api.md). */
+export const SESSION_EXIT = {
+  /** The remote command ran longer than --timeout (like timeout(1)). */
+  TIMEOUT: 124,
+  /** The session broke after it started (worker or controller lost, VM gone): like ssh's 255. */
+  BROKEN: 255,
+} as const;
+
+const HIGH_WATER = 1024 * 1024;
+const CH_STDIN = 0;
+const CH_STDOUT = 1;
+const CH_STDERR = 2;
+
+export interface SessionSocketEvents {
+  progress: [stage: string, message: string];
+  started: [sessionId: string, info: { hostKeyFingerprint?: string; replayFrom?: { stdout: number; stderr: number } }];
+  stdout: [data: Buffer];
+  stderr: [data: Buffer];
+  /** Socket-level buffer went under the high-water mark again. */
+  drain: [];
+}
+
+export class SessionSocket extends EventEmitter<SessionSocketEvents> {
+  readonly outcome: Promise<SessionOutcome>;
+  private unsent = 0;
+  private resolveOutcome!: (o: SessionOutcome) => void;
+  private rejectOutcome!: (e: Error) => void;
+  private settled = false;
+  private pausedBy = 0;
+  sessionId = '';
+
+  private constructor(private readonly ws: WebSocket) {
+    super();
+    this.outcome = new Promise((resolve, reject) => {
+      this.resolveOutcome = resolve;
+      this.rejectOutcome = reject;
+    });
+    this.outcome.catch(() => undefined);
+  }
+
+  static open(url: string, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): SessionSocket {
+    const wsUrl = `${url.replace(/\/+$/, '').replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/session`;
+    const ws = new WebSocket(wsUrl, ['fleet.v1'], {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      perMessageDeflate: false,
+      maxPayload: 4 * 1024 * 1024,
+    });
+    const s = new SessionSocket(ws);
+    ws.binaryType = 'nodebuffer';
+    ws.on('open', () => {
+      const first = 'start' in opening ? { type: 'start', ...opening.start } : { type: 'attach', ...opening.attach };
+      ws.send(JSON.stringify(first));
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        let message = `HTTP ${res.statusCode}`;
+        let code = 'http_error';
+        try {
+          const parsed = JSON.parse(body) as { error?: { code?: string; message?: string } };
+          if (parsed.error?.message) message = parsed.error.message;
+          if (parsed.error?.code) code = parsed.error.code;
+        } catch {
+          /* not JSON */
+        }
+        s.fail(new ApiError(message, res.statusCode ?? 0, code));
+      });
+    });
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (s.settled) return;
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT') {
+        s.fail(new UnreachableError(`cannot reach the controller at ${url}: ${err.message}`));
+      } else s.fail(new CliError(`session connection failed: ${err.message}`, ExitCode.ERROR));
+    });
+    ws.on('message', (data: Buffer, isBinary: boolean) => s.onMessage(data, isBinary));
+    ws.on('close', (code: number, reason: Buffer) => {
+      if (s.settled) return;
+      const why = reason.toString() || (code === 1006 ? 'connection lost' : `closed with ${code}`);
+      if (code === 1009) s.settle({ kind: 'error', code: 'too-big', message: 'the controller closed the session: a frame exceeded 1 MiB' });
+      else s.settle({ kind: 'error', code: 'connection-lost', message: `the connection to the controller was lost (${why}); the remote command's outcome is unknown` });
+    });
+    return s;
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (isBinary) {
+      if (data.length < 1) return;
+      const ch = data[0];
+      const payload = data.subarray(1);
+      if (ch === CH_STDOUT) this.emit('stdout', payload);
+      else if (ch === CH_STDERR) this.emit('stderr', payload);
+      return;
+    }
+    let m: { type?: string; [k: string]: unknown };
+    try {
+      m = JSON.parse(data.toString('utf8')) as typeof m;
+    } catch {
+      return;
+    }
+    switch (m.type) {
+      case 'progress':
+        this.emit('progress', String(m.stage ?? ''), String(m.message ?? ''));
+        return;
+      case 'started':
+        this.sessionId = String(m.sessionId ?? '');
+        this.emit('started', this.sessionId, {
+          ...(typeof m.hostKeyFingerprint === 'string' ? { hostKeyFingerprint: m.hostKeyFingerprint } : {}),
+          ...(m.replayFrom ? { replayFrom: m.replayFrom as { stdout: number; stderr: number } } : {}),
+        });
+        return;
+      case 'exit':
+        this.settle({ kind: 'exit', code: Number(m.code ?? 255), signal: typeof m.signal === 'string' ? m.signal : null });
+        return;
+      case 'error':
+        this.settle({ kind: 'error', code: String(m.code ?? 'error'), message: String(m.message ?? ''), ...(typeof m.stage === 'string' ? { stage: m.stage } : {}) });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private settle(o: SessionOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolveOutcome(o);
+  }
+
+  private fail(e: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.rejectOutcome(e);
+    this.ws.terminate();
+  }
+
+  get done(): boolean {
+    return this.settled;
+  }
+
+  /** Sends stdin bytes; false = over the high-water mark, wait for 'drain'. */
+  write(data: Buffer): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return true;
+    for (let off = 0; off < data.length; off += 512 * 1024) {
+      const part = data.subarray(off, off + 512 * 1024);
+      const frame = Buffer.allocUnsafe(part.length + 1);
+      frame[0] = CH_STDIN;
+      part.copy(frame, 1);
+      this.unsent += frame.length;
+      this.ws.send(frame, () => {
+        this.unsent -= frame.length;
+        if (this.unsent < HIGH_WATER / 4 && this.unsent + frame.length >= HIGH_WATER / 4) this.emit('drain');
+      });
+    }
+    return this.unsent < HIGH_WATER;
+  }
+
+  private control(m: object): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
+  }
+
+  eof(): void {
+    this.control({ type: 'eof' });
+  }
+
+  signal(name: string): void {
+    this.control({ type: 'signal', name });
+  }
+
+  resize(rows: number, cols: number): void {
+    this.control({ type: 'resize', rows, cols });
+  }
+
+  /** Output backpressure: stop reading the socket until resume(). Nested calls are counted. */
+  pause(): void {
+    if (this.pausedBy++ === 0) this.ws.pause();
+  }
+
+  resume(): void {
+    if (this.pausedBy > 0 && --this.pausedBy === 0) this.ws.resume();
+  }
+
+  /** Closes the socket (a detach for retained sessions). */
+  close(): void {
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000, 'client closed');
+  }
+}
+
+/** Writes to a Node stream, pausing the session until it drains. */
+export function pipeOutput(session: SessionSocket, which: 'stdout' | 'stderr', out: NodeJS.WritableStream): void {
+  session.on(which, (data) => {
+    if (!out.write(data)) {
+      session.pause();
+      out.once('drain', () => session.resume());
+    }
+  });
+}
+
+/** The CLI exit code for a session outcome. */
+export function exitCodeOf(o: SessionOutcome, started: boolean): number {
+  if (o.kind === 'exit') return o.code;
+  switch (o.code) {
+    case 'not-found':
+      return ExitCode.NOT_FOUND;
+    case 'forbidden':
+      return ExitCode.AUTH;
+    case 'bad-request':
+      return ExitCode.USAGE;
+    case 'not-running':
+      return ExitCode.CONFLICT;
+    case 'timeout':
+      return o.stage ? ExitCode.WAIT_FAILED : SESSION_EXIT.TIMEOUT;
+    default:
+      return started ? SESSION_EXIT.BROKEN : ExitCode.ERROR;
+  }
+}

@@ -1,0 +1,121 @@
+// GET /v1/vms/:name/session, upgraded to a WebSocket: exec / ssh / port-forward
+// sessions (protocol: docs/api.md "Sessions"). Authentication happens before the
+// upgrade so that refusals are ordinary HTTP errors (401/403/404/409): the bearer token
+// comes from the Authorization header, or for browsers (which cannot set headers on a
+// WebSocket) from the subprotocol list ["fleet.v1", "fleet.bearer.<token>"].
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
+import type { ApiContext } from '../context.ts';
+import type { SessionBroker } from '../../sessions/session-broker.ts';
+import { BadRequest, parseOpening } from '../../sessions/client-messages.ts';
+import { TokenRejected } from '../../auth/token-service.ts';
+import { hasRole } from '../../auth/roles.ts';
+import { conflict, forbidden, notFound, unauthorized, badRequest } from '../../errors.ts';
+
+export const SESSION_SUBPROTOCOL = 'fleet.v1';
+const BEARER_SUBPROTOCOL = 'fleet.bearer.';
+/** Largest frame a client may send; bigger ones close the socket with 1009. */
+export const MAX_CLIENT_FRAME = 1024 * 1024;
+const START_TIMEOUT_MS = 10_000;
+const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function bearerOf(req: FastifyRequest): string | null {
+  const header = req.headers.authorization;
+  if (header) {
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!m) throw unauthorized('Authorization header must be "Bearer <token>"');
+    return m[1]!;
+  }
+  const protocols = String(req.headers['sec-websocket-protocol'] ?? '')
+    .split(',')
+    .map((p) => p.trim());
+  const p = protocols.find((x) => x.startsWith(BEARER_SUBPROTOCOL));
+  return p ? p.slice(BEARER_SUBPROTOCOL.length) : null;
+}
+
+/** Picks "fleet.v1" when offered (browsers must get one of their subprotocols back). */
+export function selectSubprotocol(protocols: Set<string>): string | false {
+  return protocols.has(SESSION_SUBPROTOCOL) ? SESSION_SUBPROTOCOL : false;
+}
+
+export function sessionRoutes(ctx: ApiContext, broker: SessionBroker) {
+  return async (app: FastifyInstance): Promise<void> => {
+    app.get<{ Params: { name: string } }>(
+      '/v1/vms/:name/session',
+      {
+        websocket: true,
+        schema: { hide: true },
+        preValidation: async (req) => {
+          if (req.headers.upgrade?.toLowerCase() !== 'websocket') throw badRequest('this endpoint speaks WebSocket only (GET with "Upgrade: websocket")');
+          const token = bearerOf(req);
+          if (!token) throw unauthorized('missing token: send "Authorization: Bearer <token>" or the subprotocol "fleet.bearer.<token>"');
+          try {
+            req.principal = await ctx.tokens.authenticate(token);
+          } catch (err) {
+            if (err instanceof TokenRejected) throw unauthorized(err.message);
+            throw err;
+          }
+          if (!hasRole(req.principal.roles, 'connect')) {
+            throw forbidden(`token "${req.principal.name}" lacks the "connect" role needed for exec / ssh / port-forward (has: ${req.principal.roles.join(', ') || 'none'})`);
+          }
+          const name = req.params.name;
+          if (!NAME.test(name)) throw notFound('vm', name.slice(0, 63));
+          const vm = await ctx.db.vm.findUnique({ where: { name }, select: { state: true, desiredPower: true, reason: true } });
+          if (!vm) throw notFound('vm', name);
+          if (vm.state === 'deleting' || vm.state === 'failed' || vm.desiredPower === 'stopped' || vm.state === 'stopped') {
+            throw conflict(`vm "${name}" is ${vm.state}${vm.desiredPower === 'stopped' ? ' (desired power: stopped)' : ''}; start it first`, { state: vm.state });
+          }
+        },
+      },
+      (socket: WebSocket, req) => {
+        const actor = `token:${req.principal!.name}`;
+        const vmName = req.params.name;
+        socket.on('error', () => undefined); // protocol errors (1009 oversize, bad frames) close the socket; nothing to crash
+        const timer = setTimeout(() => {
+          sendError(socket, 'bad-request', `send the start frame within ${START_TIMEOUT_MS / 1000} s`);
+          socket.close(1008, 'no start frame');
+        }, START_TIMEOUT_MS);
+        const onClose = () => clearTimeout(timer);
+        socket.once('close', onClose);
+        socket.once('message', (data: Buffer, isBinary: boolean) => {
+          clearTimeout(timer);
+          socket.off('close', onClose);
+          // Frames sent right behind the start request (stdin of a pipe) are kept until the broker takes over.
+          const early: Array<[Buffer, boolean]> = [];
+          let earlyBytes = 0;
+          const collect = (d: Buffer, b: boolean) => {
+            early.push([d, b]);
+            earlyBytes += d.length;
+            if (earlyBytes > MAX_CLIENT_FRAME) socket.pause();
+          };
+          socket.on('message', collect);
+          const takeEarly = () => {
+            socket.off('message', collect);
+            if (earlyBytes > MAX_CLIENT_FRAME) socket.resume();
+            return early.splice(0);
+          };
+          try {
+            if (isBinary) throw new BadRequest('the first frame must be the JSON start request (a text frame)');
+            const opening = parseOpening(data.toString('utf8'));
+            if (opening.type === 'attach') broker.attach(socket, vmName, opening, actor, takeEarly);
+            else
+              void broker.start(socket, vmName, opening, actor, takeEarly).catch((err) => {
+                req.log.error({ err }, 'session start failed');
+                sendError(socket, 'internal', 'internal error; see the controller log');
+                socket.close(1011, 'internal error');
+              });
+          } catch (err) {
+            takeEarly();
+            if (!(err instanceof BadRequest)) throw err;
+            sendError(socket, 'bad-request', err.message);
+            socket.close(1008, 'bad request');
+          }
+        });
+      },
+    );
+  };
+}
+
+function sendError(socket: WebSocket, code: string, message: string): void {
+  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'error', code, message }));
+}

@@ -1,0 +1,82 @@
+// How the fleet logs in to its VMs: one ed25519 key pair per VM (generated here, the
+// public half injected into the guest through the assignment, the private half handed to
+// the VM's worker inside each SessionOpen), and the guest's host key recorded on first
+// use for each boot.
+import { createHash } from 'node:crypto';
+import type { FleetDb, VmAccess } from '@fleet/db';
+import ssh2 from 'ssh2';
+
+const sshUtils = ssh2.utils;
+
+export const DEFAULT_GUEST_USER = 'fleet';
+
+export function generateVmKeyPair(vmName: string): { publicKey: string; privateKey: string } {
+  const pair = sshUtils.generateKeyPairSync('ed25519', { comment: `fleet-vm-${vmName}` });
+  return { publicKey: pair.public.trim(), privateKey: pair.private };
+}
+
+/** The VM access rows for these VMs, creating the missing ones (new key pairs). */
+export async function ensureVmAccess(db: FleetDb, vms: ReadonlyArray<{ id: string; name: string; username?: string }>): Promise<Map<string, VmAccess>> {
+  const out = new Map<string, VmAccess>();
+  if (vms.length === 0) return out;
+  const rows = await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } } });
+  for (const r of rows) out.set(r.vmId, r);
+  for (const vm of vms) {
+    if (out.has(vm.id)) continue;
+    const keys = generateVmKeyPair(vm.name);
+    // upsert: two concurrent callers for the same new VM must end with one key pair.
+    const row = await db.vmAccess.upsert({
+      where: { vmId: vm.id },
+      create: { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...keys },
+      update: {},
+    });
+    out.set(vm.id, row);
+  }
+  return out;
+}
+
+/** "SHA256:<base64>" of an OpenSSH public key line ("ssh-ed25519 AAAA... comment"), as ssh-keygen -l prints it. */
+export function hostKeyFingerprint(line: string): string {
+  const blob = line.trim().split(/\s+/)[1] ?? '';
+  return 'SHA256:' + createHash('sha256').update(Buffer.from(blob, 'base64')).digest('base64').replace(/=+$/, '');
+}
+
+/** A valid single-line OpenSSH public key ("<type> <base64>"), normalised without its comment; else null. */
+export function normaliseHostKey(line: string): string | null {
+  if (line.length > 4096) return null;
+  const parts = line.trim().split(/\s+/);
+  if (parts.length < 2) return null;
+  const parsed = sshUtils.parseKey(`${parts[0]} ${parts[1]}`);
+  if (parsed instanceof Error) return null;
+  return `${parts[0]} ${parts[1]}`;
+}
+
+/**
+ * The host key recorded for this attempt of the VM, or null (= first use). The guest
+ * generates its host key at boot, so a new attempt is a new first use, and the session
+ * broker forgets the key whenever it sees the VM stop (a power cycle is a new boot).
+ */
+export function recordedHostKey(access: VmAccess, attempt: number): string | null {
+  if (!access.hostKey || access.hostKeyAttempt !== attempt) return null;
+  return access.hostKey;
+}
+
+/**
+ * Records a host key seen on first use. Returns recorded=false (and records nothing)
+ * when a different key is already recorded for the same boot: that is a mismatch.
+ */
+export async function recordHostKey(db: FleetDb, vmId: string, attempt: number, hostKey: string): Promise<{ recorded: boolean; previous: string | null }> {
+  const access = await db.vmAccess.findUnique({ where: { vmId } });
+  if (!access) return { recorded: false, previous: null };
+  const current = recordedHostKey(access, attempt);
+  if (current && current !== hostKey) return { recorded: false, previous: current };
+  if (current === hostKey) return { recorded: true, previous: current };
+  const now = new Date();
+  await db.vmAccess.update({ where: { vmId }, data: { hostKey, hostKeyAttempt: attempt, hostKeyBootAt: now, hostKeySeenAt: now } });
+  return { recorded: true, previous: access.hostKey };
+}
+
+/** The VM stopped: its next boot has a new host key, so the next contact is a first use again. */
+export async function forgetHostKey(db: FleetDb, vmId: string): Promise<void> {
+  await db.vmAccess.updateMany({ where: { vmId, hostKey: { not: null } }, data: { hostKey: null, hostKeyAttempt: null, hostKeyBootAt: null } });
+}

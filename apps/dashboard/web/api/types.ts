@@ -1,0 +1,28 @@
+// The API's own TypeBox types, shared with the controller (no copies that drift).
+export type {
+  VmObject,
+  VmCreate,
+  WorkerObject,
+  EventObject,
+  EventPage,
+  TokenObject,
+  TokenCreated,
+  BootstrapTokenCreated,
+  AccountObject,
+  LoginResponse,
+  FleetOverview,
+  StatsSeries,
+  StatsSample,
+  WhoAmI,
+  ControllerInfo,
+} from '@fleet/controller/api-schemas';
+
+export type Role = 'read' | 'write' | 'connect' | 'admin';
+export const ROLES: readonly Role[] = ['read', 'write', 'connect', 'admin'];
+
+/** Same rule as the controller's auth/roles.ts: admin implies all, write implies read. */
+export function hasRole(granted: readonly Role[], required: Role): boolean {
+  if (granted.includes('admin')) return true;
+  if (required === 'read') return granted.includes('read') || granted.includes('write');
+  return granted.includes(required);
+}

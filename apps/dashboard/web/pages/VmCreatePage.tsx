@@ -1,0 +1,181 @@
+// The create form validates with the API's own TypeBox schema (VmCreate), so it
+// accepts exactly what POST /v1/vms accepts and says why it would refuse.
+import { useState, type FormEvent, type ReactElement } from 'react';
+import { Value } from '@sinclair/typebox/value';
+import { VmCreate as VmCreateSchema } from '@fleet/controller/api-schemas';
+import type { VmCreate, VmObject } from '../api/types.ts';
+import { useSession } from '../session.tsx';
+import { Link, useRouter } from '../router.tsx';
+
+type Errors = Record<string, string>;
+
+const FIELD_OF: Record<string, string> = { '': 'form' };
+
+/** "k=v, k2=v2" or one pair per line → a label object; null when malformed. */
+export function parsePairs(text: string): Record<string, string> | null {
+  const out: Record<string, string> = {};
+  for (const part of text.split(/[,\n]/).map((s) => s.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) return null;
+    out[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+export function validateVmCreate(body: unknown): Errors {
+  const errors: Errors = {};
+  for (const e of Value.Errors(VmCreateSchema, body)) {
+    const [, field = '', sub = ''] = e.path.split('/');
+    const key = field === 'network' ? (sub === 'allow' ? 'networkAllow' : sub === 'block' ? 'networkBlock' : 'networkBlockLocal') : (FIELD_OF[field] ?? field);
+    if (errors[key]) continue;
+    const description = (e.schema as { description?: string }).description;
+    errors[key] = description && /pattern|match/i.test(e.message) ? `must be ${description}` : e.message;
+  }
+  return errors;
+}
+
+export function VmCreatePage() {
+  const { api, can } = useSession();
+  const { navigate } = useRouter();
+  const [errors, setErrors] = useState<Errors>({});
+  const [busy, setBusy] = useState(false);
+  if (!can('write')) return <p role="alert">Creating VMs needs the write role.</p>;
+
+  const submit = async (e: FormEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    const f = new FormData(e.currentTarget);
+    const str = (k: string) => String(f.get(k) ?? '').trim();
+    const int = (k: string) => (str(k) === '' ? undefined : Number(str(k)));
+    const pre: Errors = {};
+    const labels = parsePairs(str('labels'));
+    const selector = parsePairs(str('selector'));
+    if (!labels) pre.labels = 'write labels as key=value, separated by commas or lines';
+    if (!selector) pre.selector = 'write the selector as key=value, separated by commas or lines';
+    const body: Record<string, unknown> = {
+      name: str('name'),
+      image: str('image'),
+      os: str('os'),
+      ...(str('driver') ? { driver: str('driver') } : {}),
+      cpus: int('cpus'),
+      memoryMib: int('memoryMib'),
+      diskGib: int('diskGib'),
+      ...(str('username') ? { username: str('username') } : {}),
+      ...(labels && Object.keys(labels).length ? { labels } : {}),
+      ...(selector && Object.keys(selector).length ? { selector } : {}),
+      priority: int('priority'),
+      restartPolicy: str('restartPolicy'),
+    };
+    const list = (k: string) => str(k).split(/[\s,]+/).filter(Boolean);
+    const network = {
+      ...(list('networkAllow').length ? { allow: list('networkAllow') } : {}),
+      ...(list('networkBlock').length ? { block: list('networkBlock') } : {}),
+      ...(f.get('networkBlockLocal') ? { blockLocal: true } : {}),
+    };
+    if (Object.keys(network).length) body.network = network;
+    for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+    const found = { ...validateVmCreate(body), ...pre };
+    setErrors(found);
+    if (Object.keys(found).length) {
+      // Focus the first invalid field so keyboard users land on the problem.
+      const first = Object.keys(found)[0];
+      (e.currentTarget.elements.namedItem(first!) as HTMLElement | null)?.focus();
+      return;
+    }
+    setBusy(true);
+    try {
+      const vm = await api.post<VmObject>('/v1/vms', body as VmCreate);
+      navigate(`/vms/${vm.name}`);
+    } catch (err) {
+      setErrors({ form: err instanceof Error ? err.message : String(err) });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const field = (name: string, label: string, input: ReactElement, hint?: string) => (
+    <div className="field">
+      <label htmlFor={`vm-${name}`}>{label}</label>
+      {input}
+      {hint && !errors[name] && <span className="hint" id={`vm-${name}-hint`}>{hint}</span>}
+      {errors[name] && (
+        <span className="field-error" id={`vm-${name}-error`}>
+          {errors[name]}
+        </span>
+      )}
+    </div>
+  );
+  const a11y = (name: string) => ({
+    id: `vm-${name}`,
+    name,
+    'aria-invalid': errors[name] ? true : undefined,
+    'aria-describedby': errors[name] ? `vm-${name}-error` : undefined,
+  });
+
+  return (
+    <section aria-labelledby="create-title">
+      <p>
+        <Link to="/vms">← VMs</Link>
+      </p>
+      <h1 id="create-title">Create a VM</h1>
+      {errors.form && (
+        <p role="alert" className="error">
+          {errors.form}
+        </p>
+      )}
+      {Object.keys(errors).length > 0 && !errors.form && (
+        <p role="alert" className="error">
+          Fix the highlighted fields.
+        </p>
+      )}
+      <form onSubmit={(e) => void submit(e)} noValidate className="form-grid">
+        {field('name', 'Name', <input {...a11y('name')} required autoComplete="off" />, 'lower-case letters, digits and dashes')}
+        {field('image', 'Image', <input {...a11y('image')} required defaultValue="debian-12" />)}
+        {field(
+          'os',
+          'OS',
+          <select {...a11y('os')} defaultValue="linux">
+            <option value="linux">linux</option>
+            <option value="macos">macos</option>
+          </select>,
+        )}
+        {field(
+          'driver',
+          'Driver',
+          <select {...a11y('driver')} defaultValue="">
+            <option value="">any (the worker's default)</option>
+            <option value="qemu">qemu</option>
+            <option value="vz">vz</option>
+            <option value="synthetic">synthetic</option>
+          </select>,
+        )}
+        {field('cpus', 'CPUs', <input {...a11y('cpus')} type="number" defaultValue={1} />)}
+        {field('memoryMib', 'Memory (MiB)', <input {...a11y('memoryMib')} type="number" defaultValue={512} />, 'at least 128')}
+        {field('diskGib', 'Disk (GiB)', <input {...a11y('diskGib')} type="number" defaultValue={10} />)}
+        {field('username', 'SSH user (optional)', <input {...a11y('username')} autoComplete="off" />)}
+        {field('labels', 'Labels (optional)', <input {...a11y('labels')} placeholder="team=ci, purpose=build" />)}
+        {field('selector', 'Worker selector (optional)', <input {...a11y('selector')} placeholder="pool=fast" />, 'place only on workers with these labels')}
+        {field('priority', 'Priority', <input {...a11y('priority')} type="number" defaultValue={0} />, '-1000 to 1000; higher is placed first')}
+        {field('networkAllow', 'Network: also allow (optional)', <input {...a11y('networkAllow')} placeholder="10.0.0.0/8, @host" />, 'CIDRs or addresses besides public ones; @host = the worker')}
+        {field('networkBlock', 'Network: block (optional)', <input {...a11y('networkBlock')} placeholder="203.0.113.0/24" />, 'longest prefix wins; block wins a tie')}
+        <div className="field">
+          <label className="inline">
+            <input type="checkbox" name="networkBlockLocal" /> Block access to the worker (except DHCP and DNS)
+          </label>
+        </div>
+        {field(
+          'restartPolicy',
+          'Restart policy',
+          <select {...a11y('restartPolicy')} defaultValue="never">
+            <option value="never">never</option>
+            <option value="on-failure">on-failure</option>
+          </select>,
+        )}
+        <div>
+          <button type="submit" className="primary" disabled={busy}>
+            Create VM
+          </button>
+        </div>
+      </form>
+    </section>
+  );
+}

@@ -1,0 +1,188 @@
+import { lazy, Suspense, useCallback, useEffect, useState } from 'react';
+import type { EventObject, EventPage, VmObject } from '../api/types.ts';
+import { ApiError } from '../api/client.ts';
+import { useLive } from '../live.tsx';
+import { useSession } from '../session.tsx';
+import { Link, useRouter } from '../router.tsx';
+import { StateBadge } from '../components/Badge.tsx';
+import { ConfirmButton } from '../components/ConfirmButton.tsx';
+import { labels, mib, time } from '../format.ts';
+
+// xterm.js loads only when a VM page with a terminal is opened.
+const Terminal = lazy(() => import('../components/Terminal.tsx').then((m) => ({ default: m.Terminal })));
+
+/**
+ * Filter counters, when the VM view carries them (`network.counters`): passed /
+ * dropped by reason, in whatever nesting the worker reports ({fromVm: {...}, ...}).
+ */
+interface CounterTree {
+  [key: string]: number | CounterTree;
+}
+function networkCounters(vm: VmObject): CounterTree | null {
+  const c = (vm.network as { counters?: unknown } | undefined)?.counters;
+  return c && typeof c === 'object' ? (c as CounterTree) : null;
+}
+
+function flatten(tree: CounterTree, prefix = ''): [string, number][] {
+  const out: [string, number][] = [];
+  for (const [k, v] of Object.entries(tree)) {
+    const name = prefix ? `${prefix} · ${k}` : k;
+    if (typeof v === 'number') out.push([name, v]);
+    else if (v && typeof v === 'object') out.push(...flatten(v, name));
+  }
+  return out;
+}
+
+function networkPolicy(vm: VmObject): string {
+  const n = vm.network;
+  if (!n) return 'default';
+  const parts = [...(n.allow.length ? [`allow ${n.allow.join(', ')}`] : []), ...(n.block.length ? [`block ${n.block.join(', ')}`] : []), ...(n.blockLocal ? ['no access to the worker'] : [])];
+  return parts.join('; ') || 'public destinations only (default)';
+}
+
+export function VmDetailPage({ name }: { name: string }) {
+  const { vms } = useLive();
+  const { api, can } = useSession();
+  const { navigate } = useRouter();
+  const vm = vms?.get(name) ?? null;
+  const [events, setEvents] = useState<EventObject[] | null>(null);
+  const [gone, setGone] = useState(false);
+
+  const loadEvents = useCallback(async () => {
+    try {
+      const page = await api.get<EventPage>(`/v1/vms/${encodeURIComponent(name)}/events?order=desc&limit=100`);
+      setEvents(page.events);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) setGone(true);
+    }
+  }, [api, name]);
+  // Reload the timeline whenever the VM changes (the live VM stream tells us).
+  useEffect(() => {
+    void loadEvents();
+  }, [loadEvents, vm?.updatedAt, vm?.state]);
+
+  if (!vm) {
+    return (
+      <section>
+        <p>
+          <Link to="/vms">← VMs</Link>
+        </p>
+        <h1>{name}</h1>
+        <p>{vms === null ? 'Loading…' : gone ? 'No such VM.' : 'This VM does not exist (any more).'}</p>
+        {events && events.length > 0 && <Timeline events={events} />}
+      </section>
+    );
+  }
+  const counters = networkCounters(vm);
+  const spec: [string, string][] = [
+    ['Image', vm.image],
+    ['OS / driver', `${vm.os} / ${vm.driver || 'any'}`],
+    ['CPUs', String(vm.cpus)],
+    ['Memory', mib(vm.memoryMib)],
+    ['Disk', `${vm.diskGib} GiB`],
+    ['Worker', vm.worker ?? '—'],
+    ['IP', vm.ip ?? '—'],
+    ['MAC', vm.mac ?? '—'],
+    ['Power', vm.powerState],
+    ['Restart policy', `${vm.restartPolicy} (${vm.restartCount} restarts)`],
+    ['Priority', String(vm.priority)],
+    ['Network policy', networkPolicy(vm)],
+    ['Labels', labels(vm.labels) || '—'],
+    ['Selector', labels(vm.selector) || '—'],
+    ['SSH user', vm.username || 'default'],
+    ['Created', `${time(vm.createdAt)} by ${vm.createdBy}`],
+    ['Running since', vm.runningAt ? time(vm.runningAt) : '—'],
+  ];
+  return (
+    <section aria-labelledby="vm-title">
+      <p>
+        <Link to="/vms">← VMs</Link>
+      </p>
+      <div className="page-head">
+        <h1 id="vm-title">
+          {vm.name} <StateBadge state={vm.state} />
+        </h1>
+        {can('write') && (
+          <span className="actions">
+            {vm.powerState === 'running' ? (
+              <ConfirmButton label="Stop" title={`Stop ${vm.name}?`} confirmLabel="Stop VM" onConfirm={() => api.request('PATCH', `/v1/vms/${vm.name}`, { powerState: 'stopped' })}>
+                The VM is shut down; its disk is kept.
+              </ConfirmButton>
+            ) : (
+              <button type="button" onClick={() => void api.request('PATCH', `/v1/vms/${vm.name}`, { powerState: 'running' })}>
+                Start
+              </button>
+            )}
+            <ConfirmButton label="Delete" title={`Delete ${vm.name}?`} confirmLabel="Delete VM" onConfirm={async () => { await api.del(`/v1/vms/${vm.name}`); navigate('/vms'); }}>
+              The VM and its disk are removed. This cannot be undone.
+            </ConfirmButton>
+          </span>
+        )}
+      </div>
+      <p className={vm.state === 'failed' ? 'error' : 'reason'} aria-label="State reason">
+        {vm.state === 'pending' ? 'Pending because: ' : ''}
+        {vm.reason || vm.state}
+      </p>
+      <div className="columns">
+        <div>
+          <h2>Spec</h2>
+          <dl className="spec">
+            {spec.map(([k, v]) => (
+              <div key={k}>
+                <dt>{k}</dt>
+                <dd data-field={k}>{v}</dd>
+              </div>
+            ))}
+          </dl>
+          {counters && (
+            <>
+              <h2>Network filter</h2>
+              <table>
+                <caption>Packets passed and dropped by the VM's network filter</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Counter</th>
+                    <th scope="col" className="num">Value</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {flatten(counters).map(([k, v]) => (
+                    <tr key={k}>
+                      <th scope="row">{k}</th>
+                      <td className="num">{v}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </>
+          )}
+        </div>
+        <div>
+          <h2>Events</h2>
+          {events ? <Timeline events={events} /> : <p className="loading">Loading events…</p>}
+        </div>
+      </div>
+      {can('connect') && (
+        <>
+          <h2>Terminal</h2>
+          <Suspense fallback={<p className="loading">Loading the terminal…</p>}>
+            <Terminal api={api} vm={vm.name} running={vm.state === 'running'} />
+          </Suspense>
+        </>
+      )}
+    </section>
+  );
+}
+
+function Timeline({ events }: { events: EventObject[] }) {
+  if (events.length === 0) return <p className="muted">No events.</p>;
+  return (
+    <ol className="timeline" aria-label="Event timeline, newest first">
+      {events.map((e) => (
+        <li key={e.id} className={`level-${e.level}`}>
+          <time dateTime={e.at}>{time(e.at)}</time> <span className="kind">{e.kind}</span> {e.message} <span className="muted">— {e.actor}</span>
+        </li>
+      ))}
+    </ol>
+  );
+}

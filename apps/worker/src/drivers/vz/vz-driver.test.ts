@@ -1,0 +1,259 @@
+// The vz driver end to end on Linux: driver → run dir → VM host process logic (runVzHost, in this
+// process) → control socket → driver, with the fake addon underneath (real socketpair, real
+// packet filter, fake VZ and vmnet). What the fake cannot show: that the Objective-C works.
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { closeFd, socketpairDgram } from '@fleet/native-vz';
+import { FakeVzHost, type FakeHostOptions } from '@fleet/native-vz/vz-fake';
+import type { InstanceStatus } from '../driver.ts';
+import { readVzHostConfig } from '../../vm-host/darwin/config.ts';
+import { runVzHost } from '../../vm-host/darwin/host.ts';
+import { VzDriver, type VzDriverOptions, type VzHostLauncher } from './vz-driver.ts';
+
+let root: string;
+beforeEach(async () => {
+  root = await mkdtemp(path.join(tmpdir(), 'fvz-'));
+});
+afterEach(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+async function imageBundle(name: string, os: 'darwin' | 'linux'): Promise<void> {
+  const dir = path.join(root, 'images', name);
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      version: 1,
+      os,
+      arch: 'arm64',
+      cpuCountMin: 2,
+      cpuCount: 2,
+      memorySizeMin: 2 * 1024 ** 3,
+      memorySize: 4 * 1024 ** 3,
+      macAddress: '7e:00:00:00:00:01',
+      display: { width: 1024, height: 768 },
+      diskFormat: 'raw',
+      ...(os === 'darwin' ? { hardwareModel: Buffer.from('hw:mac').toString('base64'), ecid: Buffer.from('ecid:img').toString('base64') } : {}),
+    }),
+  );
+  await writeFile(path.join(dir, 'disk.img'), 'DISK');
+  await writeFile(path.join(dir, 'nvram.bin'), 'NVRAM');
+}
+
+/** Runs the VM host logic in this process instead of a detached signed node. */
+function inProcessLauncher(host: FakeVzHost, exits: Promise<number>[]): VzHostLauncher {
+  return (configFile) => {
+    const done = runVzHost(readVzHostConfig(configFile), {
+      addon: host.addon(),
+      socketpairDgram: (o) => socketpairDgram(o),
+      closeFd,
+      gatewayMac: async () => '3e:a6:f6:09:e4:64',
+    });
+    exits.push(done);
+    return { exited: done.then(() => undefined) };
+  };
+}
+
+function driverFor(host: FakeVzHost, exits: Promise<number>[], over: Partial<VzDriverOptions> = {}): VzDriver {
+  return new VzDriver({
+    dataDir: path.join(root, 'd'),
+    imagesDir: path.join(root, 'images'),
+    launcher: inProcessLauncher(host, exits),
+    cloneFile: (a, b) => copyFile(a, b),
+    stopTimeoutMs: 200,
+    startTimeoutMs: 5000,
+    leaseFallbackAfterMs: 20,
+    leasePollMs: 20,
+    leaseFile: path.join(root, 'dhcpd_leases'),
+    ...over,
+  });
+}
+
+const spec = (image: string, os = 'macos') => ({ image, os, cpus: 4, memoryMib: 4096, diskGib: 64, labels: {}, username: 'admin', network: { allow: ['10.9.0.0/16'], block: ['8.8.8.8/32'], blockLocal: true } });
+const req = (vmId: string, image = 'sonoma', os = 'macos') => ({ vmId, attempt: 1, name: vmId, generation: '1', spec: spec(image, os) });
+
+describe('VzDriver', () => {
+  it('clones the image with a fresh MAC, runs the VM, learns its IP from dhcpd_leases, stops it', async () => {
+    await imageBundle('sonoma', 'darwin');
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const d = driverFor(host, exits);
+    const seen: InstanceStatus[] = [];
+    d.subscribe((s) => seen.push(s));
+    const created = await d.create(req('vm-a'));
+    expect(created.state).toBe('stopped');
+    expect(created.mac).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    expect(created.mac).not.toBe('7e:00:00:00:00:01');
+    const mac = created.mac!;
+    const running = await d.start(req('vm-a'));
+    expect(running.state).toBe('running');
+    expect(host.configs[0]).toMatchObject({ guest: 'macos', cpus: 4, memoryBytes: 4096 * 1024 * 1024, network: { mac } });
+    expect(d.slots.holders()).toEqual(['vm-a#1']);
+    // The VM's egress policy reaches its host's packet filter.
+    const hostCfg = JSON.parse(await readFile(path.join(root, 'd', 'instances', 'vm-a.1', 'vz-host.json'), 'utf8')) as { filter: unknown };
+    expect(hostCfg.filter).toEqual({ allow: ['10.9.0.0/16'], block: ['8.8.8.8/32'], blockLocal: true });
+
+    // The filter saw no DHCP (fake VZ): the lease file is the fallback.
+    const octets = mac.split(':').map((o) => parseInt(o, 16).toString(16)).join(':');
+    await writeFile(path.join(root, 'dhcpd_leases'), `{\n\tname=vm-a\n\tip_address=192.168.64.5\n\thw_address=1,${octets}\n\tidentifier=1,${octets}\n\tlease=0x${Math.floor(Date.now() / 1000 + 600).toString(16)}\n}\n`);
+    await expect.poll(() => seen.at(-1)?.ip, { timeout: 2000 }).toBe('192.168.64.5');
+
+    const stopped = await d.stop(req('vm-a'));
+    expect(stopped.state).toBe('stopped');
+    expect(await exits[0]).toBe(0);
+    expect(d.slots.holders()).toEqual([]);
+    expect(host.machines[0]!.calls).toEqual(['start', 'requestStop']);
+    await d.remove(req('vm-a'));
+    expect(await d.list()).toEqual([]);
+    await d.close();
+  });
+
+  it.runIf(process.getuid?.() === 0)('hands the run dir and bundle to the user VM host processes drop to', async () => {
+    await imageBundle('sonoma', 'darwin');
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const d = driverFor(host, exits, { dropPrivileges: { uid: 65534, gid: 65534 } });
+    await d.create(req('owned'));
+    await d.start(req('owned'));
+    for (const f of ['', 'bundle', 'bundle/disk.img', 'bundle/nvram.bin', 'bundle/config.json', 'vz-host.json']) {
+      expect((await stat(path.join(root, 'd', 'instances', 'owned.1', f))).uid, f).toBe(65534);
+    }
+    await d.stop(req('owned'));
+    await d.close();
+  });
+
+  it('never accepts a third macOS VM: no free slot fails at once, clearly', async () => {
+    await imageBundle('sonoma', 'darwin');
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const d = driverFor(host, exits);
+    for (const id of ['m1', 'm2', 'm3']) await d.create(req(id));
+    await d.start(req('m1'));
+    await d.start(req('m2'));
+    await expect(d.start(req('m3'))).rejects.toThrow('start m3: no macOS slot free on this host: all 2 macOS slots of this host are in use (m1#1, m2#1)');
+    expect((await d.list()).find((s) => s.vmId === 'm3')).toMatchObject({ state: 'failed' });
+    expect(host.machines).toHaveLength(2); // m3 never reached the framework
+    await d.stop(req('m1'));
+    expect((await d.start(req('m3'))).state).toBe('running');
+    await d.stop(req('m2'));
+    await d.stop(req('m3'));
+    await d.close();
+  });
+
+  it('VZErrorVirtualMachineLimitExceeded fails the VM and closes the host to macOS VMs until one of ours stops', async () => {
+    await imageBundle('sonoma', 'darwin');
+    await imageBundle('debian', 'linux');
+    const host = new FakeVzHost({ foreignMacosGuests: 1 }); // e.g. a Tart VM outside Fleet
+    const exits: Promise<number>[] = [];
+    const d = driverFor(host, exits);
+    for (const id of ['m1', 'm2', 'm3']) await d.create(req(id));
+    await d.create(req('l1', 'debian', 'linux'));
+    await d.start(req('m1'));
+    await expect(d.start(req('m2'))).rejects.toThrow(/maximum number of macOS VMs .*The maximum supported number of active virtual machines has been reached\./);
+    expect((await d.list()).find((s) => s.vmId === 'm2')).toMatchObject({ state: 'failed' });
+    expect(d.slots.available()).toBe(0);
+    await expect(d.start(req('m3'))).rejects.toThrow(/no macOS slot free on this host: .*maximum number of macOS VMs/);
+    // Linux guests are not covered by the limit.
+    expect((await d.start(req('l1', 'debian', 'linux'))).state).toBe('running');
+    expect(host.configs.at(-1)).toMatchObject({ guest: 'linux', linux: { kind: 'efi', create: false }, disks: [{ caching: 'cached' }] });
+    await d.stop(req('m1'));
+    expect(d.slots.available()).toBe(2);
+    expect((await d.start(req('m3'))).state).toBe('running');
+    await d.stop(req('m3'));
+    await d.stop(req('l1', 'debian', 'linux'));
+    await d.close();
+  });
+
+  it('re-attaches to running VMs after a worker restart, holding their macOS slots', async () => {
+    await imageBundle('sonoma', 'darwin');
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const d1 = driverFor(host, exits);
+    await d1.create(req('keep'));
+    await d1.start(req('keep'));
+    await d1.close(); // the worker goes away; the host "process" keeps running
+    const d2 = driverFor(host, exits);
+    const listed = await d2.list();
+    expect(listed).toMatchObject([{ vmId: 'keep', state: 'running' }]);
+    expect(d2.slots.holders()).toEqual(['keep#1']);
+    // A guest that powers itself off is reported, and frees the slot.
+    const changes: InstanceStatus[] = [];
+    d2.subscribe((s) => changes.push(s));
+    host.machines[0]!.guestPowerOff();
+    await expect.poll(() => changes.at(-1)?.state, { timeout: 2000 }).toBe('stopped');
+    expect(d2.slots.holders()).toEqual([]);
+    await d2.close();
+  });
+
+  it('reports vmnet without root and a missing entitlement as clear start failures', async () => {
+    await imageBundle('sonoma', 'darwin');
+    for (const [opts, re] of [
+      [{ root: false }, /vmnet refused access \(VMNET_INVALID_ACCESS\): starting a vmnet interface needs root/],
+      [{ entitled: false }, /com\.apple\.security\.virtualization.*restart the worker/],
+    ] as Array<[FakeHostOptions, RegExp]>) {
+      await rm(path.join(root, 'd'), { recursive: true, force: true });
+      const host = new FakeVzHost(opts);
+      const exits: Promise<number>[] = [];
+      const d = driverFor(host, exits);
+      await d.create(req('x'));
+      await expect(d.start(req('x'))).rejects.toThrow(re);
+      expect(await exits[0]).toBe(1);
+      expect(d.slots.holders()).toEqual([]);
+      await d.close();
+    }
+  });
+
+  it('fails every start with the exact remedy when the signed node copy cannot be made', async () => {
+    await imageBundle('sonoma', 'darwin');
+    const warned: string[] = [];
+    const remedy = '/d/vm-host-node/node is not signed with the com.apple.security.virtualization entitlement, so Virtualization.framework will refuse to run VMs. Fix: …';
+    const d = new VzDriver({
+      dataDir: path.join(root, 'd'),
+      imagesDir: path.join(root, 'images'),
+      cloneFile: (a, b) => copyFile(a, b),
+      prepareSignedNode: () => Promise.reject(new Error(remedy)),
+      log: { info: () => {}, warn: (o) => warned.push((o as { err: string }).err) },
+    });
+    await d.list(); // worker start: the check runs here
+    await d.create(req('x'));
+    await expect(d.start(req('x'))).rejects.toThrow(`start x: ${remedy}`);
+    expect(warned).toEqual([remedy]);
+    expect((await d.list())[0]).toMatchObject({ state: 'failed', message: remedy });
+    expect(d.slots.holders()).toEqual([]);
+    await d.close();
+  });
+
+  it('installs an IPSW once into the image store, with progress as status messages', async () => {
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    let installs = 0;
+    const d = driverFor(host, exits, {
+      installer: async (r, onEvent) => {
+        installs++;
+        for (const percent of [0, 50, 100]) onEvent({ phase: 'install', percent, message: `installing macOS 14.4.0 (23E214): ${percent}%` });
+        // What installFromIpsw leaves behind (tested on its own in install.test.ts).
+        await imageBundle(path.basename(r.bundleDir), 'darwin');
+      },
+    });
+    const messages: string[] = [];
+    d.subscribe((s) => s.message && messages.push(s.message));
+    const ipsw = '/ipsw/UniversalMac_14.4_23E214_Restore.ipsw';
+    await d.create(req('from-ipsw', ipsw));
+    await d.create(req('again', ipsw));
+    expect(installs).toBe(1);
+    expect(messages).toEqual(['installing macOS 14.4.0 (23E214): 0%', 'installing macOS 14.4.0 (23E214): 50%', 'installing macOS 14.4.0 (23E214): 100%']);
+    expect((await d.list()).map((s) => [s.vmId, s.state, s.message])).toEqual([
+      ['from-ipsw', 'stopped', undefined],
+      ['again', 'stopped', undefined],
+    ]);
+    await expect(d.create(req('rel', 'x.ipsw'))).rejects.toThrow(/IPSW path must be absolute/);
+    await expect(d.create(req('bad', '../etc'))).rejects.toThrow(/bundle name or an absolute path/);
+    await expect(d.create(req('missing', 'nope'))).rejects.toThrow(/is .* a Tart VM bundle\?/);
+    await expect(d.create(req('wrong-os', 'UniversalMac_14.4_23E214_Restore', 'linux'))).rejects.toThrow(/holds a macos guest, but the VM asks for linux/);
+    expect((await d.list()).map((s) => s.vmId)).toEqual(['from-ipsw', 'again']);
+    await d.close();
+  });
+});

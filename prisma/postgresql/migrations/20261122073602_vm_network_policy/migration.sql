@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Vm" ADD COLUMN     "network" TEXT NOT NULL DEFAULT '{}';

@@ -1,0 +1,403 @@
+// The whole fleet on real VMs, in a lab of network namespaces this test creates:
+//
+//   root ns ── veth ─┐
+//   fc  (controller 10.98.0.10) ─┤
+//   fw1 (worker w1  10.98.0.11) ─┤  bridge in the hub namespace: one L2 segment 10.98.0.0/24
+//   fw2 (worker w2  10.98.0.12) ─┤  (the "LAN" the two Macs and the controller share)
+//   fx  ("external" 10.98.0.20) ─┘
+//
+// Each worker runs `fleet-worker run --driver qemu` inside its namespace: its own NAT network
+// (bridge fleet0 192.168.64.1/24 + dnsmasq + nftables masquerade out of eth0) and one VM host
+// process per VM. The workers declare only the external host 10.98.0.20 as "public"
+// (--global-prefixes), as if it were on the Internet. The test checks what operators rely on:
+// VMs boot, get DHCP addresses that the API shows, reach the outside, and cannot reach each
+// other, the other worker, or the controller; an attacking guest (ARP spoofing of the gateway,
+// IP spoofing, a rogue DHCP server) changes nothing for its neighbour and shows up in the filter
+// counters; kill -9 of a worker leaves its VMs running, the restarted worker adopts them, and
+// the controller never counts their slots twice.
+// Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureGuestImage } from '../guest-image/src/index.ts';
+import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
+import { controlRequest } from '../apps/worker/src/vm-host/control-client.ts';
+import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
+
+const run = promisify(execFile);
+const ID = process.pid % 1000;
+const HUB = `fnh${ID}`;
+const NS = { c: `fnc${ID}`, w1: `fnw1-${ID}`, w2: `fnw2-${ID}`, x: `fnx${ID}` } as const;
+const ADDR = { root: '10.98.0.2', c: '10.98.0.10', w1: '10.98.0.11', w2: '10.98.0.12', x: '10.98.0.20' } as const;
+const ROOT_VETH = `fnr${ID}`;
+const API = `http://${ADDR.c}:18080`;
+const ADMIN = 'fleet_e2enetadmin01_' + 'N'.repeat(43);
+const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/bin/fleet-controller.js');
+const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
+
+function has(bin: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+function check(): string {
+  if (process.platform !== 'linux') return 'not Linux';
+  if (process.getuid?.() !== 0) return 'not running as root';
+  for (const b of ['ip', 'qemu-system-x86_64', 'ssh', 'ssh-keygen', 'dnsmasq', 'nft']) if (!has(b)) return `${b} not installed`;
+  if (!existsSync('/dev/net/tun')) return '/dev/net/tun missing';
+  return '';
+}
+const why = check();
+if (why) {
+  console.warn(
+    `\n!!!!!!!! SKIPPING test/fleet-network.test.ts: ${why}. Two-worker isolation, attacking guests and worker ` +
+      'adoption with real VMs are NOT tested on this machine; run the e2e suite as root on Linux with qemu-system-x86. !!!!!!!!\n',
+  );
+}
+
+const ip = (...args: string[]): void => void execFileSync('ip', args, { stdio: 'pipe' });
+const inNs = (ns: string, cmd: string, args: string[]): [string, string[]] => ['ip', ['netns', 'exec', ns, cmd, ...args]];
+
+let tmp = '';
+let key = '';
+const procs: RunningProcess[] = [];
+const api = new ApiClient(API, ADMIN);
+const workers: Record<'w1' | 'w2', RunningProcess | undefined> = { w1: undefined, w2: undefined };
+
+/** Starts `node args…` inside a namespace (`ip netns exec` execs node: the pid is node's). */
+function startIn(ns: string, args: string[], env: Record<string, string> = {}): RunningProcess {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return wrap(child);
+}
+
+function wrap(child: ReturnType<typeof spawn>): RunningProcess {
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const p: RunningProcess = {
+    child,
+    output: () => out,
+    exited,
+    async waitFor(pattern, timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const m = out.match(pattern);
+        if (m) return m;
+        if (child.exitCode !== null) throw new Error(`process exited (${child.exitCode}) before printing ${pattern}:\n${out}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async kill(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+  procs.push(p);
+  return p;
+}
+
+function workerArgs(name: 'w1' | 'w2'): string[] {
+  return [
+    WORKER_MAIN, 'run',
+    '--data-dir', path.join(tmp, name),
+    '--driver', 'qemu',
+    '--accel', 'tcg',
+    '--uplink', 'eth0',
+    '--global-prefixes', `${ADDR.x}/32`,
+    '--authorized-keys', `${key}.pub`,
+    '--labels', `host=${name}`,
+    '--cpus', '3', '--memory-mib', '2048', '--vm-slots', '3',
+  ];
+}
+
+async function startWorker(name: 'w1' | 'w2'): Promise<RunningProcess> {
+  const w = startIn(NS[name], workerArgs(name), { FLEET_LOG_LEVEL: 'info' });
+  workers[name] = w;
+  await waitUntil(async () => (await api.worker(name))?.status === 'online', 90_000, `worker ${name} online`);
+  return w;
+}
+
+/** Runs a shell command in a VM over SSH from inside its worker's namespace. */
+async function vmSh(worker: 'w1' | 'w2', vmIp: string, cmd: string, timeoutMs = 30_000): Promise<{ code: number; out: string }> {
+  const [bin, args] = inNs(NS[worker], 'ssh', [
+    '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+    '-o', 'ConnectTimeout=10', '-o', 'BatchMode=yes', `root@${vmIp}`, cmd,
+  ]);
+  try {
+    const { stdout, stderr } = await run(bin, args, { timeout: timeoutMs });
+    return { code: 0, out: stdout + stderr };
+  } catch (e) {
+    const err = e as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof err.code === 'number' ? err.code : 255, out: (err.stdout ?? '') + (err.stderr ?? '') };
+  }
+}
+
+async function sshReady(worker: 'w1' | 'w2', vmIp: string): Promise<void> {
+  await waitUntil(async () => (await vmSh(worker, vmIp, 'echo ready', 15_000)).out.includes('ready'), 120_000, `ssh to ${vmIp}`, 1000);
+}
+
+interface VmView {
+  id: string;
+  name: string;
+  state: string;
+  ip: string | null;
+  attempt: number;
+  worker: string | null;
+}
+
+async function runningVm(name: string): Promise<VmView> {
+  let vm: VmView | null = null;
+  await waitUntil(async () => {
+    vm = (await api.vm(name)) as VmView | null;
+    return vm?.state === 'running' && !!vm.ip;
+  }, 240_000, `vm ${name} running with an IP`, 250);
+  return vm!;
+}
+
+/** The VM host process's status (filter counters included), through its control socket. */
+async function hostStatus(worker: 'w1' | 'w2', vm: VmView): Promise<{ pid: number; qemuPid: number; ip?: string; counters: { filter: { fromVm: Record<string, number>; fromHost: Record<string, number> } } }> {
+  const dir = path.join(tmp, worker, 'qemu', 'instances', `${encodeURIComponent(vm.id).replace(/\./g, '%2E')}.${vm.attempt}`);
+  const r = await controlRequest(path.join(dir, 'control.sock'), 'status');
+  return r.status as never;
+}
+
+/** A DHCPOFFER (BOOTREPLY, option 53 = 2) for `chaddr` with a router of the attacker's choosing. */
+function dhcpOffer(chaddr: string, yiaddr: string, router: string): Buffer {
+  const b = Buffer.alloc(240);
+  b[0] = 2; // BOOTREPLY
+  b[1] = 1;
+  b[2] = 6;
+  b.writeUInt32BE(0x1badd00d, 4);
+  const ipBytes = (a: string) => a.split('.').map(Number);
+  b.set(ipBytes(yiaddr), 16);
+  b.set(chaddr.split(':').map((h) => parseInt(h, 16)), 28);
+  b.writeUInt32BE(0x63825363, 236);
+  const opts = [53, 1, 2, 54, 4, ...ipBytes(router), 3, 4, ...ipBytes(router), 1, 4, 255, 255, 255, 0, 51, 4, 0, 0, 0x0e, 0x10, 255];
+  return Buffer.concat([b, Buffer.from(opts)]);
+}
+
+describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real VMs', () => {
+  let a: VmView; // on w1
+  let b: VmView; // on w1: a's neighbour, later the attacker
+  let c: VmView; // on w2
+
+  beforeAll(async () => {
+    tmp = await tempDir('net');
+    key = path.join(tmp, 'id_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-e2e-net', '-f', key]);
+    await ensureGuestImage();
+
+    ip('netns', 'add', HUB);
+    ip('-n', HUB, 'link', 'add', 'lan', 'type', 'bridge');
+    ip('-n', HUB, 'link', 'set', 'lan', 'up');
+    for (const [k, ns] of Object.entries(NS)) {
+      ip('netns', 'add', ns);
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('link', 'add', `p${k}`, 'netns', HUB, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+      ip('-n', HUB, 'link', 'set', `p${k}`, 'master', 'lan', 'up');
+      ip('-n', ns, 'addr', 'add', `${ADDR[k as keyof typeof NS]}/24`, 'dev', 'eth0');
+      ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      ip('-n', ns, 'route', 'add', 'default', 'dev', 'eth0');
+    }
+    ip('link', 'add', ROOT_VETH, 'type', 'veth', 'peer', 'name', 'proot', 'netns', HUB);
+    ip('-n', HUB, 'link', 'set', 'proot', 'master', 'lan', 'up');
+    ip('addr', 'add', `${ADDR.root}/24`, 'dev', ROOT_VETH);
+    ip('link', 'set', ROOT_VETH, 'up');
+
+    // The "external" host: answers HTTP on port 8080 with its name.
+    writeFileSync(path.join(tmp, 'external.mjs'), `
+      import http from 'node:http';
+      http.createServer((req, res) => res.end('external-ok ' + req.socket.remoteAddress + '\\n')).listen(8080, '${ADDR.x}');
+    `);
+    const ext = startIn(NS.x, [path.join(tmp, 'external.mjs')]);
+    void ext;
+
+    const controller = startIn(
+      NS.c,
+      [CONTROLLER_MAIN, 'run', '--data-dir', path.join(tmp, 'controller'), '--listen', `${ADDR.c}:18080`, '--grpc-listen', `${ADDR.c}:17443`,
+        '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
+      { FLEET_BOOTSTRAP_ADMIN_TOKEN: ADMIN },
+    );
+    await controller.waitFor(/worker gRPC:\s+(\S+)/, 60_000);
+    for (const name of ['w1', 'w2'] as const) {
+      const { token } = await api.createBootstrapToken();
+      const [bin, args] = inNs(NS[name], process.execPath, [WORKER_MAIN, 'enroll', '--controller', `${ADDR.c}:17443`, '--token', token, '--name', name, '--data-dir', path.join(tmp, name)]);
+      await run(bin, args, { cwd: REPO_ROOT });
+      await startWorker(name);
+    }
+  }, 600_000);
+
+  afterAll(async () => {
+    if (process.env.FLEET_E2E_KEEP_LAB) {
+      console.warn(`FLEET_E2E_KEEP_LAB: leaving the lab up (${tmp}; namespaces ${Object.values(NS).join(' ')} ${HUB})`);
+      return;
+    }
+    for (const p of procs) await Promise.race([p.kill('SIGKILL'), new Promise((r) => setTimeout(r, 3000))]);
+    // VM host processes and QEMU run detached, with our temp dir in their command lines.
+    if (tmp) {
+      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(tmp) && Number(pid) !== process.pid) process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    for (const ns of [...Object.values(NS), HUB]) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        /* never created */
+      }
+    }
+    try {
+      ip('link', 'del', ROOT_VETH);
+    } catch {
+      /* gone with the hub */
+    }
+    if (tmp) await removeDir(tmp);
+  }, 60_000);
+
+  it('boots VMs on both workers; the API shows the DHCP addresses their filters learned', async () => {
+    for (const [name, host] of [['net-a', 'w1'], ['net-b', 'w1'], ['net-c', 'w2']] as const) {
+      await api.createVm({ name, image: 'fleet-guest', cpus: 1, memoryMib: 256, diskGib: 2, selector: { host } });
+    }
+    [a, b, c] = await Promise.all([runningVm('net-a'), runningVm('net-b'), runningVm('net-c')]);
+    expect([a.worker, b.worker, c.worker]).toEqual(['w1', 'w1', 'w2']);
+    for (const vm of [a, b, c]) expect(vm.ip).toMatch(/^192\.168\.64\.\d+$/);
+    expect(a.ip).not.toBe(b.ip);
+    // The filter's lease is the IP the controller shows.
+    expect((await hostStatus('w1', a)).ip).toBe(a.ip);
+    await Promise.all([sshReady('w1', a.ip!), sshReady('w1', b.ip!), sshReady('w2', c.ip!)]);
+    const hostname = await vmSh('w1', a.ip!, 'hostname');
+    expect(hostname.out.trim()).toBe('net-a');
+    // Its own disk (a qcow2 of diskGib made for this VM) was formatted and mounted at /data.
+    const df = await vmSh('w1', a.ip!, 'echo kept > /data/file && sync && cat /data/file && df -k /data | tail -n1');
+    expect(df.out).toContain('kept');
+    const sizeKib = Number(df.out.trim().split('\n').at(-1)!.trim().split(/\s+/)[1]);
+    expect(sizeKib).toBeGreaterThan(1.5 * 1024 * 1024); // diskGib 2
+  }, 400_000);
+
+  it('runs an operator image from the images dir as a copy-on-write clone, and refuses an unknown one clearly', async () => {
+    const imagesDir = path.join(tmp, 'w2', 'images');
+    await run('bash', [path.join(REPO_ROOT, 'guest-image/make-disk.sh'), '--out', path.join(imagesDir, 'opimg.qcow2'), '--authorized-key', `${key}.pub`]);
+    await api.createVm({ name: 'net-d', image: 'opimg', cpus: 1, memoryMib: 256, diskGib: 1, selector: { host: 'w2' } });
+    await api.createVm({ name: 'net-e', image: 'no-such-image', cpus: 1, memoryMib: 256, selector: { host: 'w2' } });
+    const d = await runningVm('net-d');
+    await sshReady('w2', d.ip!);
+    expect((await vmSh('w2', d.ip!, 'hostname')).out.trim()).toBe('operator-image');
+    // The VM's disk is an overlay whose backing file is the operator's image, which stays untouched.
+    const dir = path.join(tmp, 'w2', 'qemu', 'instances', `${d.id}.${d.attempt}`);
+    const info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', path.join(dir, 'disk.qcow2')])).stdout) as { 'backing-filename'?: string };
+    expect(info['backing-filename']).toBe(path.join(imagesDir, 'opimg.qcow2'));
+    await waitUntil(async () => (await api.vm('net-e'))?.state === 'failed', 60_000, 'net-e to fail');
+    expect((await api.vm('net-e')).reason).toMatch(/image "no-such-image" not found on this worker/);
+    await api.ok('DELETE', '/v1/vms/net-e');
+  }, 300_000);
+
+  it('a VM reaches the external host through its worker\'s NAT, and nothing else', async () => {
+    const ext = await vmSh('w1', a.ip!, `timeout 5 wget -q -O - http://${ADDR.x}:8080/`);
+    expect(ext.code).toBe(0);
+    // Masqueraded: the external host sees the worker's address, not the VM's.
+    expect(ext.out.trim()).toBe(`external-ok ${ADDR.w1}`);
+    const fromC = await vmSh('w2', c.ip!, `timeout 5 wget -q -O - http://${ADDR.x}:8080/`);
+    expect(fromC.out.trim()).toBe(`external-ok ${ADDR.w2}`);
+
+    const before = (await hostStatus('w1', a)).counters.filter.fromVm.local_dst ?? 0;
+    // Its neighbour on the same worker, the other worker, the controller, the other worker's VM.
+    for (const target of [b.ip!, ADDR.w2, ADDR.c, c.ip!]) {
+      const r = await vmSh('w1', a.ip!, `ping -c 1 -W 2 ${target} >/dev/null 2>&1 && echo reached || echo unreachable`);
+      expect(`${target}: ${r.out.trim()}`).toBe(`${target}: unreachable`);
+    }
+    const tcp = await vmSh('w1', a.ip!, `timeout 3 wget -q -O - http://${ADDR.c}:18080/v1/health || echo refused`);
+    expect(tcp.out.trim()).toMatch(/refused|timed out|unreachable/i);
+    const after = (await hostStatus('w1', a)).counters.filter.fromVm.local_dst ?? 0;
+    expect(after - before).toBeGreaterThanOrEqual(4);
+  }, 180_000);
+
+  it('an attacking guest (ARP spoofing of the gateway, IP spoofing, rogue DHCP) changes nothing for its neighbour', async () => {
+    const attacker = b;
+    const victim = a;
+    const victimMac = ((await api.vm('net-a')) as { mac: string }).mac;
+    const before = (await hostStatus('w1', attacker)).counters.filter.fromVm;
+    // 1. Claim the gateway's address with unsolicited ARP (busybox arping binds to its source,
+    //    so the attacker first puts the gateway's address on its own NIC).
+    await vmSh('w1', attacker.ip!, 'ip addr add 192.168.64.1/32 dev eth0; arping -c 3 -U -s 192.168.64.1 -I eth0 192.168.64.1 >/dev/null 2>&1; ip addr del 192.168.64.1/32 dev eth0; true');
+    // 2. Send from an address it was not leased (the victim's), towards the gateway and the outside.
+    await vmSh('w1', attacker.ip!, `ip addr add ${victim.ip}/32 dev eth0; ping -c 3 -W 1 -I ${victim.ip} 192.168.64.1 >/dev/null 2>&1; timeout 2 wget -q -O - http://${ADDR.x}:8080/ >/dev/null 2>&1; ip addr del ${victim.ip}/32 dev eth0; true`);
+    // 3. Send the victim a DHCPOFFER for another address with a rogue router, and run a DHCP
+    //    server handing out a rogue gateway while the victim renews its lease.
+    const offer = dhcpOffer(victimMac, '192.168.64.200', '192.168.64.66');
+    //    Its port is isolated, so it would never learn the victim's MAC: it sends through the
+    //    gateway's. (busybox nc has no UDP; tftp sends one datagram to any port.)
+    await vmSh('w1', attacker.ip!, [
+      `echo ${offer.toString('base64')} | base64 -d > /tmp/offer.bin`,
+      `arp -s ${victim.ip} ${gatewayMacFor('fleet0')}`,
+      `timeout 3 tftp -p -l /tmp/offer.bin -r offer ${victim.ip} 68`,
+      `arp -d ${victim.ip}; true`,
+    ].join('; '));
+    await vmSh('w1', attacker.ip!, [
+      'mkdir -p /var/lib/misc',
+      'printf "start 192.168.64.200\\nend 192.168.64.210\\ninterface eth0\\noption router 192.168.64.66\\noption subnet 255.255.255.0\\nlease_file /tmp/udhcpd.leases\\n" > /tmp/udhcpd.conf',
+      'touch /tmp/udhcpd.leases',
+      'udhcpd /tmp/udhcpd.conf',
+      'echo started',
+    ].join('; '));
+    await vmSh('w1', victim.ip!, 'kill -USR1 $(pidof udhcpc) 2>/dev/null; sleep 3; true');
+
+    const after = (await hostStatus('w1', attacker)).counters.filter.fromVm;
+    const delta = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0);
+    const dropped = Object.entries(after).filter(([k]) => k !== 'pass').map(([k, v]) => `${k}=${v - (before[k] ?? 0)}`);
+    // ARP claims for an address that is not its lease, IPv4 from a foreign source, DHCP server messages.
+    expect(delta('arp_ip_spoof'), dropped.join(' ')).toBeGreaterThan(0);
+    expect(delta('ip_spoof'), dropped.join(' ')).toBeGreaterThan(0);
+    expect(delta('rogue_dhcp'), dropped.join(' ')).toBeGreaterThan(0);
+
+    // The victim keeps its address and its route out, and the controller still shows it.
+    const v = await vmSh('w1', victim.ip!, `ip -4 addr show eth0 | grep -o 'inet [0-9.]*'; ip route | grep default; timeout 5 wget -q -O - http://${ADDR.x}:8080/`);
+    expect(v.out).toContain(`inet ${victim.ip}`);
+    expect(v.out).toContain('default via 192.168.64.1');
+    expect(v.out).toContain(`external-ok ${ADDR.w1}`);
+    expect((await api.vm('net-a')).ip).toBe(victim.ip);
+    await vmSh('w1', attacker.ip!, 'killall udhcpd; true');
+  }, 180_000);
+
+  it('kill -9 of a worker: its VMs keep running, the restarted worker adopts them, slots are counted once', async () => {
+    const statusBefore = await hostStatus('w1', a);
+    const usedBefore = (await api.worker('w1')).used;
+    expect(usedBefore).toEqual({ cpus: 2, memoryMib: 512, vms: 2, macosVms: 0 });
+    await workers.w1!.kill('SIGKILL');
+    // The VMs do not notice: the VM host processes and QEMU keep running, SSH still works.
+    expect(() => process.kill(statusBefore.pid, 0)).not.toThrow();
+    expect(() => process.kill(statusBefore.qemuPid, 0)).not.toThrow();
+    expect((await vmSh('w1', a.ip!, 'echo still-here')).out.trim()).toBe('still-here');
+
+    await waitUntil(async () => (await api.worker('w1')).connected === false, 30_000, 'the controller to see w1 disconnect');
+    await startWorker('w1');
+    await waitUntil(async () => (await api.worker('w1')).connected === true, 60_000, 'the restarted w1 to connect');
+    await waitUntil(async () => {
+      const vms = await api.vms();
+      return ['net-a', 'net-b'].every((n) => vms.find((v: VmView) => v.name === n)?.state === 'running');
+    }, 60_000, 'VMs of w1 running after the restart');
+    const statusAfter = await hostStatus('w1', a);
+    expect(statusAfter.pid).toBe(statusBefore.pid); // the same VM host process, adopted
+    expect(statusAfter.qemuPid).toBe(statusBefore.qemuPid);
+    const vmA = (await api.vm('net-a')) as VmView;
+    expect(vmA.attempt).toBe(a.attempt); // not rescheduled
+    expect(vmA.ip).toBe(a.ip);
+    // Counted once: the adopted instances are the same (vm, attempt) allocations as before.
+    expect((await api.worker('w1')).used).toEqual(usedBefore);
+    expect((await vmSh('w1', a.ip!, `timeout 5 wget -q -O - http://${ADDR.x}:8080/`)).out.trim()).toBe(`external-ok ${ADDR.w1}`);
+  }, 240_000);
+});
