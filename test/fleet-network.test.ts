@@ -292,11 +292,20 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
   it('runs an operator image from the images dir as a copy-on-write clone, and refuses an unknown one clearly', async () => {
     const imagesDir = path.join(tmp, 'w2', 'images');
     await run('bash', [path.join(REPO_ROOT, 'guest-image/make-disk.sh'), '--out', path.join(imagesDir, 'opimg.qcow2'), '--authorized-key', `${key}.pub`]);
-    await api.createVm({ name: 'net-d', image: 'opimg', cpus: 1, memoryMib: 256, diskGib: 1, selector: { host: 'w2' } });
+    // Its network policy, from the API to the worker's packet filter: the external host is
+    // blocked, and worker w1's LAN address (private, so normally out of reach) is allowed.
+    await api.createVm({
+      name: 'net-d', image: 'opimg', cpus: 1, memoryMib: 256, diskGib: 1, selector: { host: 'w2' },
+      network: { block: [`${ADDR.x}/32`], allow: [ADDR.w1] },
+    });
     await api.createVm({ name: 'net-e', image: 'no-such-image', cpus: 1, memoryMib: 256, selector: { host: 'w2' } });
     const d = await runningVm('net-d');
     await sshReady('w2', d.ip!);
     expect((await vmSh('w2', d.ip!, 'hostname')).out.trim()).toBe('operator-image');
+    const policy = await vmSh('w2', d.ip!, `ping -c 1 -W 2 ${ADDR.w1} >/dev/null && echo w1-ok; timeout 3 wget -q -O - http://${ADDR.x}:8080/ || echo external-blocked`);
+    expect(policy.out).toContain('w1-ok');
+    expect(policy.out).toContain('external-blocked');
+    expect((await api.vm('net-d')).network).toEqual({ allow: [ADDR.w1], block: [`${ADDR.x}/32`], blockLocal: false });
     // The VM's disk is an overlay whose backing file is the operator's image, which stays untouched.
     const dir = path.join(tmp, 'w2', 'qemu', 'instances', `${d.id}.${d.attempt}`);
     const info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', path.join(dir, 'disk.qcow2')])).stdout) as { 'backing-filename'?: string };
@@ -371,6 +380,11 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     expect(v.out).toContain(`external-ok ${ADDR.w1}`);
     expect((await api.vm('net-a')).ip).toBe(victim.ip);
     await vmSh('w1', attacker.ip!, 'killall udhcpd; true');
+    // The worker reports the attacker's filter counters; operators see the drops in the API.
+    await waitUntil(async () => {
+      const c = (await api.vm('net-b')).networkCounters as { fromVm: Record<string, number> } | null;
+      return !!c && (c.fromVm.rogue_dhcp ?? 0) >= after.rogue_dhcp! && (c.fromVm.ip_spoof ?? 0) >= after.ip_spoof!;
+    }, 30_000, 'the API to show the attacker\'s drops');
   }, 180_000);
 
   it('kill -9 of a worker: its VMs keep running, the restarted worker adopts them, slots are counted once', async () => {

@@ -21,6 +21,7 @@ import { SchedulerLoop } from './scheduler/scheduler-loop.ts';
 import { WorkerStreams } from './grpc/worker-streams.ts';
 import { startWorkerGrpcServer } from './grpc/worker-grpc-server.ts';
 import { SessionBroker } from './sessions/session-broker.ts';
+import { NetworkCounterStore } from './vms/network-counters.ts';
 import { buildApiServer } from './api/api-server.ts';
 import { CONTROLLER_VERSION } from './version.ts';
 import type { ApiContext } from './api/context.ts';
@@ -60,6 +61,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const bus = new FleetBus();
   const events = new EventLog(db);
   const vms = new VmService(db, events, bus, metrics);
+  const networkCounters = new NetworkCounterStore();
   const streams = new WorkerStreams(db, log);
   vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
@@ -90,7 +92,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
 
   const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }) });
   const grpcServer = await startWorkerGrpcServer(
-    { db, identity, tokens, workers, vms, events, streams, sessions, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs },
+    { db, identity, tokens, workers, vms, events, streams, sessions, networkCounters, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs },
     opts.grpcHost,
     opts.grpcPort,
   );
@@ -108,6 +110,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     settings,
     grpcAdvertiseAddress: grpcAddress,
     sessions,
+    networkCounters,
     info: async () => ({
       version: CONTROLLER_VERSION,
       protocolVersion: PROTOCOL_VERSION,

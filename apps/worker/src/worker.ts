@@ -17,6 +17,7 @@ import type { BackoffOptions } from './link/backoff.ts';
 import { ControllerLink, type LinkExit } from './link/link.ts';
 import { defaultLogger } from './logger.ts';
 import { Reconciler } from './reconcile/reconciler.ts';
+import { NetworkCounterSampler } from './telemetry/network-counters.ts';
 import { VmSshPool } from './sessions/vm-ssh-pool.ts';
 import { SessionRunner } from './sessions/session-runner.ts';
 import { WORKER_VERSION } from './version.ts';
@@ -208,6 +209,13 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     resyncTimer.unref();
   };
   armResync();
+  const sampler = new NetworkCounterSampler({
+    driver,
+    instances: () => reconciler.snapshot(),
+    send: (report) => link?.sendNetworkCounters(report),
+    log,
+  });
+  sampler.start();
 
   log.info(
     { controller: address, machineId, driver: driver.name, capacity, labels, instances: reconciler.snapshot().length, dataDir },
@@ -220,6 +228,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     stopping ??= (async () => {
       clearTimeout(resyncTimer);
       resyncTimer = undefined;
+      sampler.stop();
       sessions.closeAll('the worker is stopping');
       sshPool.close();
       await link.stop();

@@ -19,7 +19,9 @@ import type { SessionFrame as _fleet_v1_SessionFrame, SessionFrame__Output as _f
 import type { SessionOpen as _fleet_v1_SessionOpen, SessionOpen__Output as _fleet_v1_SessionOpen__Output } from './fleet/v1/SessionOpen';
 import type { SessionProgress as _fleet_v1_SessionProgress, SessionProgress__Output as _fleet_v1_SessionProgress__Output } from './fleet/v1/SessionProgress';
 import type { VmAssignment as _fleet_v1_VmAssignment, VmAssignment__Output as _fleet_v1_VmAssignment__Output } from './fleet/v1/VmAssignment';
+import type { VmNetworkCounters as _fleet_v1_VmNetworkCounters, VmNetworkCounters__Output as _fleet_v1_VmNetworkCounters__Output } from './fleet/v1/VmNetworkCounters';
 import type { VmNetworkPolicy as _fleet_v1_VmNetworkPolicy, VmNetworkPolicy__Output as _fleet_v1_VmNetworkPolicy__Output } from './fleet/v1/VmNetworkPolicy';
+import type { VmNetworkReport as _fleet_v1_VmNetworkReport, VmNetworkReport__Output as _fleet_v1_VmNetworkReport__Output } from './fleet/v1/VmNetworkReport';
 import type { VmSpec as _fleet_v1_VmSpec, VmSpec__Output as _fleet_v1_VmSpec__Output } from './fleet/v1/VmSpec';
 import type { VmStatus as _fleet_v1_VmStatus, VmStatus__Output as _fleet_v1_VmStatus__Output } from './fleet/v1/VmStatus';
 import type { VmStatusReport as _fleet_v1_VmStatusReport, VmStatusReport__Output as _fleet_v1_VmStatusReport__Output } from './fleet/v1/VmStatusReport';
@@ -55,7 +57,9 @@ export interface ProtoGrpcType {
       SessionOpen: MessageTypeDefinition<_fleet_v1_SessionOpen, _fleet_v1_SessionOpen__Output>
       SessionProgress: MessageTypeDefinition<_fleet_v1_SessionProgress, _fleet_v1_SessionProgress__Output>
       VmAssignment: MessageTypeDefinition<_fleet_v1_VmAssignment, _fleet_v1_VmAssignment__Output>
+      VmNetworkCounters: MessageTypeDefinition<_fleet_v1_VmNetworkCounters, _fleet_v1_VmNetworkCounters__Output>
       VmNetworkPolicy: MessageTypeDefinition<_fleet_v1_VmNetworkPolicy, _fleet_v1_VmNetworkPolicy__Output>
+      VmNetworkReport: MessageTypeDefinition<_fleet_v1_VmNetworkReport, _fleet_v1_VmNetworkReport__Output>
       VmPhase: EnumTypeDefinition
       VmSpec: MessageTypeDefinition<_fleet_v1_VmSpec, _fleet_v1_VmSpec__Output>
       VmStatus: MessageTypeDefinition<_fleet_v1_VmStatus, _fleet_v1_VmStatus__Output>

@@ -10,6 +10,8 @@ import type { ControllerInfo } from './schemas.ts';
 import type { SessionBroker } from '../sessions/session-broker.ts';
 
 /** What route handlers may use. */
+import type { NetworkCounterStore } from '../vms/network-counters.ts';
+
 export interface ApiContext {
   db: FleetDb;
   vms: VmService;
@@ -24,4 +26,6 @@ export interface ApiContext {
   grpcAdvertiseAddress: string;
   /** Remote-access sessions (exec / ssh / port-forward); absent = the session endpoint is not served. */
   sessions?: SessionBroker;
+  /** Packet-filter counters of running VMs (in memory; shown in VM views). */
+  networkCounters?: NetworkCounterStore;
 }

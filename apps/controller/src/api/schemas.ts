@@ -117,6 +117,17 @@ export const VmObject = Type.Object(
     scheduledAt: Type.Union([Type.String(), Type.Null()]),
     runningAt: Type.Union([Type.String(), Type.Null()]),
     restartAt: Type.Union([Type.String(), Type.Null()]),
+    networkCounters: Type.Optional(
+      Type.Union([
+        Type.Object({
+          attempt: Type.Integer(),
+          fromVm: Type.Record(Type.String(), Type.Integer(), { description: 'frames the VM sent, by packet-filter verdict ("pass", "ip_spoof", "local_dst", ...)' }),
+          fromHost: Type.Record(Type.String(), Type.Integer(), { description: 'frames sent to the VM, by verdict' }),
+          sampledAt: Type.String(),
+        }),
+        Type.Null(),
+      ], { description: "the worker's packet-filter counters for the running instance (refreshed every few seconds); null when unknown" }),
+    ),
   },
   { $id: 'Vm' },
 );

@@ -28,6 +28,7 @@ import { helloInfo, reportedInstances, workerEvent } from './worker-input.ts';
 import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
 import type { SessionBroker, SessionCall } from '../sessions/session-broker.ts';
+import type { NetworkCounterStore } from '../vms/network-counters.ts';
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HELLO_TIMEOUT_MS = 15_000;
@@ -42,6 +43,8 @@ export interface WorkerGrpcDeps {
   streams: WorkerStreams;
   /** Remote-access sessions; absent = Session answers UNIMPLEMENTED. */
   sessions?: SessionBroker;
+  /** Packet-filter counters reported by workers (absent = ignored). */
+  networkCounters?: NetworkCounterStore;
   metrics: Metrics;
   log: Logger;
   heartbeatIntervalMs: number;
@@ -228,6 +231,11 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         }
         case 'pong':
           return;
+        case 'vmNetwork': {
+          const r = deps.networkCounters?.record(w.id, msg.vmNetwork?.vms ?? []);
+          if (r?.rejected) log.warn({ worker: w.name, rejected: r.rejected }, 'ignored malformed network counters');
+          return;
+        }
         case 'hello':
           throw grpcError(grpc.status.INVALID_ARGUMENT, 'Hello may only be sent once per stream');
         default:

@@ -76,6 +76,11 @@ export interface InstanceStatus extends InstanceRef {
   message?: string | undefined;
 }
 
+export interface InstanceNetworkCounters {
+  fromVm: Record<string, number>;
+  fromHost: Record<string, number>;
+}
+
 export type InstanceStatusListener = (status: InstanceStatus) => void;
 
 export interface DriverCapabilities {
@@ -104,6 +109,11 @@ export interface Driver {
   remove(ref: InstanceRef): Promise<void>;
   /** Asynchronous status changes; returns an unsubscribe function. */
   subscribe(listener: InstanceStatusListener): () => void;
+  /**
+   * Packet-filter counters of a running instance, by verdict, since its VM host process started.
+   * Optional: runtimes without a filter (synthetic) leave it out; undefined = not running/unknown.
+   */
+  networkCounters?(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined>;
   /** Detaches from the runtime. Does NOT stop instances (they outlive the worker where the runtime allows). */
   close(): Promise<void>;
 }

@@ -25,6 +25,7 @@ import {
   type CreateInstanceRequest,
   type Driver,
   type DriverCapabilities,
+  type InstanceNetworkCounters,
   type InstanceRef,
   type InstanceSpec,
   type InstanceState,
@@ -310,6 +311,16 @@ export class QemuDriver implements Driver {
     killOrphanQemu(h.dir);
     this.held.delete(instanceKey(ref));
     await rm(h.dir, { recursive: true, force: true });
+  }
+
+  async networkCounters(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined> {
+    const h = this.held.get(instanceKey(ref));
+    if (!h || h.status.state !== 'running') return undefined;
+    const r = await controlRequest(path.join(h.dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
+    const filter = (r?.status?.counters as { filter?: { fromVm?: unknown; fromHost?: unknown } } | undefined)?.filter;
+    const numbers = (o: unknown): Record<string, number> =>
+      Object.fromEntries(Object.entries(o && typeof o === 'object' ? o : {}).filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] > 0));
+    return filter ? { fromVm: numbers(filter.fromVm), fromHost: numbers(filter.fromHost) } : undefined;
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,7 @@ import {
   type SessionOpen__Output,
   type VmStatus,
   type Welcome__Output,
+  type VmNetworkReport,
   type WorkerEvent,
   type WorkerMessage,
   type WorkerServiceClient,
@@ -161,6 +162,11 @@ export class ControllerLink {
 
   sendEvent(event: WorkerEvent): void {
     if (this.connected) this.#write({ event });
+  }
+
+  /** Packet-filter counters of running instances; dropped while disconnected. */
+  sendNetworkCounters(report: VmNetworkReport): void {
+    if (this.connected && report.vms?.length) this.#write({ vmNetwork: report });
   }
 
   /** Flushes pending statuses, half-closes the stream and closes the channel. */

@@ -5,6 +5,7 @@ import type { Heartbeat as _fleet_v1_Heartbeat, Heartbeat__Output as _fleet_v1_H
 import type { VmStatusReport as _fleet_v1_VmStatusReport, VmStatusReport__Output as _fleet_v1_VmStatusReport__Output } from '../../fleet/v1/VmStatusReport';
 import type { WorkerEvent as _fleet_v1_WorkerEvent, WorkerEvent__Output as _fleet_v1_WorkerEvent__Output } from '../../fleet/v1/WorkerEvent';
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from '../../fleet/v1/Pong';
+import type { VmNetworkReport as _fleet_v1_VmNetworkReport, VmNetworkReport__Output as _fleet_v1_VmNetworkReport__Output } from '../../fleet/v1/VmNetworkReport';
 
 export interface WorkerMessage {
   'hello'?: (_fleet_v1_Hello | null);
@@ -12,7 +13,8 @@ export interface WorkerMessage {
   'vmStatus'?: (_fleet_v1_VmStatusReport | null);
   'event'?: (_fleet_v1_WorkerEvent | null);
   'pong'?: (_fleet_v1_Pong | null);
-  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong";
+  'vmNetwork'?: (_fleet_v1_VmNetworkReport | null);
+  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork";
 }
 
 export interface WorkerMessage__Output {
@@ -21,5 +23,6 @@ export interface WorkerMessage__Output {
   'vmStatus'?: (_fleet_v1_VmStatusReport__Output | null);
   'event'?: (_fleet_v1_WorkerEvent__Output | null);
   'pong'?: (_fleet_v1_Pong__Output | null);
-  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong";
+  'vmNetwork'?: (_fleet_v1_VmNetworkReport__Output | null);
+  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork";
 }
