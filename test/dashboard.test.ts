@@ -1,9 +1,9 @@
 // The operators' dashboard in a real browser (Debian Chromium via playwright-core)
 // against a real controller process (serving the production build at /) and a
 // real worker process: log in, see the worker, create a VM from the form and watch
-// it reach running with an IP without reloading, the terminal, drain the worker,
-// a read-only user who sees no destructive buttons (and whom the API refuses),
-// revoking that user's token ends their session. Screenshots of every page go to
+// it reach running with an IP without reloading, the terminal and the VM's filter
+// counters, drain the worker, a read-only user who sees no destructive buttons (and
+// whom the API refuses), revoking that user's token ends their session. Screenshots of every page go to
 // test/artifacts/dashboard/ (git-ignored). Accessibility basics are asserted on
 // each page: labelled form controls, captioned tables with scoped headers,
 // keyboard reachability (Tab) and Enter submitting forms.
@@ -27,6 +27,8 @@ if (!why && noQemu) {
 const REAL_VMS = !noQemu;
 
 const SHOTS = 'dashboard';
+// expect.poll's default (1 s) is too short for a page update on two busy shared cores.
+const eventually = <T>(fn: () => T | Promise<T>, opts: { timeout?: number; interval?: number } = {}) => expect.poll(fn, { timeout: 10_000, interval: 100, ...opts });
 const OPS_PASSWORD = 'correct-horse-battery';
 
 async function expectAccessible(page: Page): Promise<void> {
@@ -44,6 +46,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
   let admin: BrowserContext;
   let page: Page;
   let viewerToken = '';
+  const requested = new Set<string>();
 
   beforeAll(async () => {
     ensureDashboardBuilt();
@@ -66,6 +69,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     browser = await launchChromium();
     admin = await browser.newContext({ viewport: { width: 1360, height: 900 } });
     page = await admin.newPage();
+    page.on('request', (r) => requested.add(r.url()));
   });
 
   afterAll(async () => {
@@ -97,7 +101,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByLabel('Username').fill('ops');
     await page.getByLabel('Password').fill('wrong-password');
     await page.getByLabel('Password').press('Enter');
-    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/wrong username or password/);
+    await eventually(() => page.getByRole('alert').textContent()).toMatch(/wrong username or password/);
     // Tab from the username reaches the password, then the Sign in button.
     await page.getByLabel('Username').focus();
     await page.keyboard.press('Tab');
@@ -108,9 +112,9 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByLabel('Password').press('Enter');
     await page.getByRole('heading', { name: 'Overview' }).waitFor();
     const online = page.getByRole('group', { name: 'Workers online' });
-    await expect.poll(() => online.textContent(), { timeout: 10_000 }).toMatch(/Workers online1of 1/);
-    await expect.poll(() => page.getByRole('group', { name: 'VM slots used' }).textContent()).toMatch(/0 \/ 4/);
-    await expect.poll(() => page.getByRole('group', { name: 'macOS slots used' }).textContent()).toMatch(/0 \/ 2/);
+    await eventually(() => online.textContent(), { timeout: 10_000 }).toMatch(/Workers online1of 1/);
+    await eventually(() => page.getByRole('group', { name: 'VM slots used' }).textContent()).toMatch(/0 \/ 4/);
+    await eventually(() => page.getByRole('group', { name: 'macOS slots used' }).textContent()).toMatch(/0 \/ 2/);
     expect(await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Overview' }).getAttribute('aria-current')).toBe('page');
     await screenshot(page, SHOTS, '02-overview');
   });
@@ -119,7 +123,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Workers' }).click();
     const row = page.locator('tr[data-row="mac-1"]');
     await row.waitFor();
-    await expect.poll(() => row.textContent()).toMatch(/online/);
+    await eventually(() => row.textContent()).toMatch(/online/);
     expect(await row.textContent()).toMatch(/pool=ci/);
     expect(await row.textContent()).toMatch(/0 \/ 4/);
     await expectAccessible(page);
@@ -133,7 +137,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     const command = await page.getByLabel('Enroll command').textContent();
     expect(command).toMatch(new RegExp(`^fleet-worker enroll --controller ${controller.grpcAddress.replace(/\./g, '\\.')} --token \\S+ && fleet-worker run$`));
     await page.getByRole('button', { name: 'Copy command' }).click();
-    await expect.poll(() => page.locator('.copy [role=status]').textContent()).toMatch(/Copied|Copy failed/);
+    await eventually(() => page.locator('.copy [role=status]').textContent()).toMatch(/Copied|Copy failed/);
     await expectAccessible(page);
     await screenshot(page, SHOTS, '04-enroll');
   });
@@ -149,7 +153,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByLabel('Memory (MiB)').fill('64');
     await page.getByLabel('Network: also allow (optional)').fill('10.0.0.0/8, nope');
     await page.getByLabel('Name').press('Enter');
-    await expect.poll(() => page.locator('#vm-name-error').textContent()).toMatch(/lower-case letters, digits and dashes/);
+    await eventually(() => page.locator('#vm-name-error').textContent()).toMatch(/lower-case letters, digits and dashes/);
     expect(await page.getByLabel('Name').getAttribute('aria-invalid')).toBe('true');
     expect(await page.locator('#vm-memoryMib-error').textContent()).toMatch(/128/);
     expect(await page.locator('#vm-networkAllow-error').textContent()).toMatch(/IPv4 CIDR/);
@@ -166,7 +170,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByRole('heading', { name: /web-1/ }).waitFor();
     const ip = page.locator('dd[data-field="IP"]');
     try {
-      await expect.poll(() => ip.textContent(), { timeout: 120_000, interval: 250 }).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      await eventually(() => ip.textContent(), { timeout: 120_000, interval: 250 }).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     } catch (err) {
       const vm = await controller.api.vm('web-1');
       const logFile = /see (\S+qemu\.log)/.exec(String(vm?.reason))?.[1];
@@ -179,35 +183,41 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     expect(vm).toMatchObject({ state: 'running', labels: { team: 'ci' }, memoryMib: 256, image: 'fleet-guest', network: { allow: ['10.0.0.0/8'] } });
     expect(await ip.textContent()).toBe(vm.ip);
     // The events timeline shows the VM's history.
-    await expect.poll(() => page.getByRole('list', { name: /Event timeline/ }).textContent()).toMatch(/→ running/);
+    await eventually(() => page.getByRole('list', { name: /Event timeline/ }).textContent()).toMatch(/→ running/);
     await expectAccessible(page);
     await screenshot(page, SHOTS, '06-vm-detail');
   });
 
   it('opens a browser terminal into the VM: the output of a command appears and resizing reaches the guest', async () => {
     const status = page.locator('[data-terminal-status]');
-    await expect.poll(() => status.getAttribute('data-terminal-status')).not.toBe('checking');
+    await eventually(() => status.getAttribute('data-terminal-status')).not.toBe('checking');
     expect(await status.getAttribute('data-terminal-status'), await status.textContent() ?? '').toBe('idle');
     await page.getByRole('button', { name: 'Open terminal' }).click();
     if (!REAL_VMS) {
       // A synthetic VM has no guest: the session must end with a stated reason, not hang.
-      await expect.poll(() => status.getAttribute('data-terminal-status'), { timeout: 30_000 }).toBe('closed');
+      await eventually(() => status.getAttribute('data-terminal-status'), { timeout: 30_000 }).toBe('closed');
       expect(await status.textContent()).toMatch(/Session (error|ended|closed)|Connection/);
       await screenshot(page, SHOTS, '07-terminal');
       return;
     }
-    await expect.poll(() => status.getAttribute('data-terminal-status'), { timeout: 90_000 }).toBe('open');
+    await eventually(() => status.getAttribute('data-terminal-status'), { timeout: 90_000 }).toBe('open');
     const screen = page.locator('.terminal-host .xterm-rows');
     await page.keyboard.type('echo dash-$((6*7))\n');
-    await expect.poll(() => screen.textContent(), { timeout: 20_000 }).toMatch(/dash-42/);
+    await eventually(() => screen.textContent(), { timeout: 20_000 }).toMatch(/dash-42/);
     // Resize: a smaller window refits the terminal; the guest's PTY learns the new size.
     const host = page.locator('.terminal-host');
     const before = await host.getAttribute('data-cols');
     await page.setViewportSize({ width: 900, height: 900 });
-    await expect.poll(() => host.getAttribute('data-cols')).not.toBe(before);
+    await eventually(() => host.getAttribute('data-cols')).not.toBe(before);
     const [rows, cols] = [await host.getAttribute('data-rows'), await host.getAttribute('data-cols')];
     await page.keyboard.type('stty size\n');
-    await expect.poll(() => screen.textContent(), { timeout: 20_000 }).toContain(`${rows} ${cols}`);
+    await eventually(() => screen.textContent(), { timeout: 20_000 }).toContain(`${rows} ${cols}`);
+    // The session's SSH traffic went through the VM's packet filter: its counters show on the page.
+    const passed = page.locator('table.counters tr[data-verdict="pass"] td');
+    await eventually(async () => (await passed.allTextContents()).map(Number), { timeout: 30_000 }).toEqual([expect.any(Number), expect.any(Number)]);
+    const [fromVm, toVm] = (await passed.allTextContents()).map(Number);
+    expect(fromVm).toBeGreaterThan(0);
+    expect(toVm).toBeGreaterThan(0);
     await screenshot(page, SHOTS, '07-terminal');
     await page.setViewportSize({ width: 1360, height: 900 });
   });
@@ -215,19 +225,26 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
   it('VMs table: live, filterable, sortable from the keyboard', async () => {
     // Pending forever (no worker has 64 GiB): shows up live and is cheap on this machine.
     await controller.api.createVm({ name: 'api-2', image: 'fleet-guest', memoryMib: 65536 });
+    // bad-3 fails on the worker (an image it does not have): its error shows in the table.
+    await controller.api.createVm({ name: 'bad-3', image: REAL_VMS ? 'no-such-image' : 'synthetic:fail-create', cpus: 1, memoryMib: 128 });
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'VMs' }).click();
     await page.locator('tr[data-row="api-2"]').waitFor(); // created elsewhere, appears without reload
+    await eventually(() => page.locator('tr[data-row="bad-3"]').textContent(), { timeout: 30_000 }).toMatch(/failed.*(not found|synthetic failure)/);
     const names = () => page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-row')));
-    expect(await names()).toEqual(['api-2', 'web-1']);
+    expect(await names()).toEqual(['api-2', 'bad-3', 'web-1']);
     // Keyboard: Tab reaches the Name sort button; Enter sorts descending.
     await page.getByLabel('Search').focus();
     expect(await tabUntil(page, "el.classList.contains('sort') && el.textContent.startsWith('Name')")).toBeGreaterThan(0);
     await page.keyboard.press('Enter'); // name is the initial sort: Enter flips it
     expect(await page.locator('th', { hasText: 'Name' }).getAttribute('aria-sort')).toBe('descending');
-    expect(await names()).toEqual(['web-1', 'api-2']);
+    expect(await names()).toEqual(['web-1', 'bad-3', 'api-2']);
     await page.getByLabel('Search').fill('team=ci');
-    await expect.poll(names).toEqual(['web-1']);
+    await eventually(names).toEqual(['web-1']);
     await page.getByLabel('Search').fill('');
+    await page.getByLabel('State').selectOption('failed');
+    await eventually(names).toEqual(['bad-3']);
+    expect(page.url()).toMatch(/state=failed/); // filters live in the URL
+    await page.getByLabel('State').selectOption('');
     await expectAccessible(page);
     await screenshot(page, SHOTS, '08-vms');
   });
@@ -239,8 +256,8 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByLabel('VM').fill('web-1');
     await page.getByLabel('Kind').fill('vm.state');
     await page.getByLabel('Kind').press('Enter');
-    await expect.poll(() => page.url()).toMatch(/vm=web-1/);
-    await expect.poll(async () => {
+    await eventually(() => page.url()).toMatch(/vm=web-1/);
+    await eventually(async () => {
       const rows = await page.locator('tbody tr').allTextContents();
       return rows.length > 0 && rows.every((r) => r.includes('web-1') && r.includes('vm.state'));
     }).toBe(true);
@@ -248,26 +265,26 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await page.getByLabel('Kind').fill('');
     await page.getByLabel('Actor').fill('token:admin');
     await page.getByRole('button', { name: 'Apply filters' }).click();
-    await expect.poll(async () => (await page.locator('tbody tr').allTextContents()).join('\n')).toMatch(/account ops/);
+    await eventually(async () => (await page.locator('tbody tr').allTextContents()).join('\n')).toMatch(/account ops/);
     await expectAccessible(page);
     await screenshot(page, SHOTS, '09-events');
     // Paging: Older shows the next (older) page, Newer comes back.
     await page.goto(controller.apiUrl + '/events?limit=3');
     const ids = () => page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.getAttribute('data-row'))));
-    await expect.poll(async () => (await ids()).length).toBe(3);
+    await eventually(async () => (await ids()).length).toBe(3);
     const first = await ids();
     await page.getByRole('button', { name: 'Older →' }).click();
-    await expect.poll(async () => (await ids())[0]).toBeLessThan(Math.min(...first));
+    await eventually(async () => (await ids())[0]).toBeLessThan(Math.min(...first));
     const second = await ids();
     expect(second).toHaveLength(3);
     expect(second).toEqual([...second].sort((a, b) => b - a)); // newest first
     await page.getByRole('button', { name: '← Newer' }).click();
-    await expect.poll(ids).toEqual(first);
+    await eventually(ids).toEqual(first);
   });
 
   it('plots page draws the controller time series', async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Plots' }).click();
-    await expect.poll(() => page.locator('figure.chart canvas').count(), { timeout: 10_000 }).toBe(4);
+    await eventually(() => page.locator('figure.chart canvas').count(), { timeout: 10_000 }).toBe(4);
     const series = await controller.api.ok<{ samples: { slotsTotal: number }[] }>('GET', '/v1/stats/timeseries');
     expect(series.samples.at(-1)?.slotsTotal).toBe(4);
     await screenshot(page, SHOTS, '10-plots');
@@ -275,20 +292,32 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
 
   it('drains the worker after a confirmation and the overview shows it draining', async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Workers' }).click();
-    await page.getByRole('button', { name: 'Drain mac-1' }).click();
     const dialog = page.getByRole('dialog', { name: 'Drain worker mac-1?' });
+    // Keyboard: Tab reaches the row's Drain button, Enter opens the dialog, Escape cancels it.
+    await page.locator('tr[data-row="mac-1"]').waitFor();
+    expect(await tabUntil(page, "el.getAttribute('aria-label') === 'Drain mac-1'")).toBeGreaterThan(0);
+    await page.keyboard.press('Enter');
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
+    expect((await controller.api.worker('mac-1')).paused).toBe(false);
+    await page.getByRole('button', { name: 'Drain mac-1' }).click();
     await dialog.waitFor();
     expect(await page.evaluate<string | null>('document.activeElement?.textContent')).toBe('Cancel'); // safe default
     await screenshot(page, SHOTS, '11-drain-confirm');
     await dialog.getByRole('button', { name: 'Drain' }).click();
-    await expect.poll(() => page.locator('tr[data-row="mac-1"]').textContent()).toMatch(/draining/);
+    await eventually(() => page.locator('tr[data-row="mac-1"]').textContent()).toMatch(/draining/);
     expect((await controller.api.worker('mac-1')).paused).toBe(true);
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Overview' }).click();
-    await expect.poll(() => page.getByRole('group', { name: 'Workers draining' }).textContent()).toMatch(/draining1/);
+    await eventually(() => page.getByRole('group', { name: 'Workers draining' }).textContent()).toMatch(/draining1/);
     // api-2 (64 GiB) cannot be placed: the pending queue, its oldest wait and the reason show.
     expect(await page.getByRole('group', { name: 'Pending VMs' }).textContent()).toMatch(/Pending VMs1oldest waits \d+/);
     expect(await page.getByText('Oldest pending VM:').textContent()).toMatch(/api-2 — \S/);
     expect(await page.getByRole('group', { name: 'VMs running' }).textContent()).toBe('VMs running1');
+    expect(await page.getByRole('group', { name: 'VMs failed' }).textContent()).toBe('VMs failed1');
+    const failures = await page.locator('ul.failures li').allTextContents();
+    expect(failures.length).toBeGreaterThan(0);
+    for (const f of failures) expect(f).toMatch(/bad-3/); // worker-reported events are named too
     await screenshot(page, SHOTS, '12-overview-draining');
   });
 
@@ -318,13 +347,20 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await screenshot(page, SHOTS, '14-tokens-accounts');
     await page.getByRole('button', { name: 'Revoke viewer' }).click();
     await page.getByRole('dialog', { name: 'Revoke token viewer?' }).getByRole('button', { name: 'Revoke token' }).click();
-    await expect.poll(() => page.locator('tr[data-row="viewer"]').count()).toBe(0);
+    await eventually(() => page.locator('tr[data-row="viewer"]').count()).toBe(0);
     // The viewer's open dashboard ends its session by itself.
     await viewer.getByRole('heading', { name: 'Sign in with an account' }).waitFor({ timeout: 10_000 });
     expect(await viewer.getByRole('alert').textContent()).toMatch(/Session ended: token "viewer" was revoked/);
     await screenshot(viewer, SHOTS, '15-session-ended');
     await viewerContext.close();
   });
+  it('works offline: every request the pages made went to the controller itself', () => {
+    const origin = new URL(controller.apiUrl).origin;
+    const foreign = [...requested].filter((u) => !u.startsWith(origin + '/') && !u.startsWith('data:') && !u.startsWith('blob:'));
+    expect(requested.size).toBeGreaterThan(10);
+    expect(foreign).toEqual([]);
+  });
+
   it('accounts API: login yields a session token with the account roles; logout and account deletion revoke sessions', async () => {
     const api = controller.api;
     await api.ok('POST', '/v1/accounts', { username: 'reader', password: 'reader-password', roles: ['read'] });
@@ -343,6 +379,14 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     expect((await reader.request('GET', '/v1/accounts')).status).toBe(403);
     expect((await reader.request('POST', '/v1/logout')).status).toBe(204);
     expect((await reader.request('GET', '/v1/vms')).status).toBe(401);
+    // Disabling the account revokes its open sessions and refuses logins until enabled.
+    const before = api.withToken((await anon.ok<{ token: string }>('POST', '/v1/login', { username: 'reader', password: 'reader-password' })).token);
+    expect((await api.request('POST', '/v1/accounts/reader/disable')).status).toBe(200);
+    expect((await before.request('GET', '/v1/whoami')).status).toBe(401);
+    const refused = await anon.request<{ error: { message: string } }>('POST', '/v1/login', { username: 'reader', password: 'reader-password' });
+    expect(refused.status).toBe(401);
+    expect(refused.body.error.message).toMatch(/disabled/);
+    expect((await api.request('POST', '/v1/accounts/reader/enable')).status).toBe(200);
     // Deleting the account revokes its open sessions.
     const again = api.withToken((await anon.ok<{ token: string }>('POST', '/v1/login', { username: 'reader', password: 'reader-password' })).token);
     expect((await again.request('GET', '/v1/whoami')).status).toBe(200);

@@ -1,4 +1,4 @@
-// `fleet account create|list|delete|passwd`: dashboard accounts (username +
+// `fleet account create|list|passwd|disable|enable|delete`: dashboard accounts (username +
 // password; logging in yields a 12-hour token with the account's roles).
 // Passwords are read from stdin (--password-stdin) so they stay out of shell
 // history and process listings.
@@ -55,7 +55,10 @@ export function registerAccountCommands(program: Command, rt: Runtime): void {
       if (rt.isJson(cmd)) return rt.json({ accounts });
       if (accounts.length === 0) return rt.note('No accounts found.');
       const now = rt.now();
-      rt.table(['USERNAME', 'ROLES', 'LAST LOGIN', 'CREATED BY', 'AGE'], accounts.map((a) => [a.username, a.roles.join(','), relativeTime(a.lastLoginAt, now), a.createdBy, ageOf(a.createdAt, now)]));
+      rt.table(
+        ['USERNAME', 'ROLES', 'STATUS', 'LAST LOGIN', 'CREATED BY', 'AGE'],
+        accounts.map((a) => [a.username, a.roles.join(','), a.disabledAt ? rt.colors.red('disabled') : rt.colors.green('active'), relativeTime(a.lastLoginAt, now), a.createdBy, ageOf(a.createdAt, now)]),
+      );
     });
 
   account
@@ -70,6 +73,19 @@ export function registerAccountCommands(program: Command, rt: Runtime): void {
       if (rt.isJson(cmd)) return rt.json({ updated: username });
       rt.out(`password of "${username}" changed`);
     });
+
+  for (const [action, verb] of [['disable', 'disabled'], ['enable', 'enabled']] as const) {
+    account
+      .command(action)
+      .argument('<username>', 'account name')
+      .description(action === 'disable' ? 'disable an account: no more logins, open sessions revoked' : 'enable a disabled account')
+      .action(async (username: string, _o: unknown, cmd: Command) => {
+        validateName(username, 'account');
+        const { data } = await rt.client(cmd).request<AccountObject>('POST', `/v1/accounts/${encodeURIComponent(username)}/${action}`);
+        if (rt.isJson(cmd)) return rt.json(data);
+        rt.out(`account "${username}" ${verb}`);
+      });
+  }
 
   account
     .command('delete')

@@ -54,9 +54,24 @@ export class AccountService {
     const row = await this.db.account.findUnique({ where: { username } });
     if (!row) throw notFound('account', username);
     await this.db.account.delete({ where: { id: row.id } });
+    await this.revokeSessions(username, actor);
+    await this.events.append([{ kind: 'account.deleted', level: 'warn', message: `account ${username} deleted by ${actor}`, actor }]);
+  }
+
+  /** A disabled account cannot log in and its open sessions are revoked; enabling lets it log in again. */
+  async setDisabled(username: string, disabled: boolean, actor: string): Promise<Account> {
+    const row = await this.db.account.findUnique({ where: { username } });
+    if (!row) throw notFound('account', username);
+    if (Boolean(row.disabledAt) === disabled) return row;
+    const updated = await this.db.account.update({ where: { id: row.id }, data: { disabledAt: disabled ? new Date() : null } });
+    if (disabled) await this.revokeSessions(username, actor);
+    await this.events.append([{ kind: disabled ? 'account.disabled' : 'account.enabled', level: disabled ? 'warn' : 'info', message: `account ${username} ${disabled ? 'disabled' : 'enabled'} by ${actor}`, actor }]);
+    return updated;
+  }
+
+  private async revokeSessions(username: string, actor: string): Promise<void> {
     const sessions = await this.db.apiToken.findMany({ where: { name: { startsWith: `login-${username}-` }, revokedAt: null }, select: { name: true } });
     for (const s of sessions) await this.tokens.revokeApiToken(s.name, actor);
-    await this.events.append([{ kind: 'account.deleted', level: 'warn', message: `account ${username} deleted by ${actor}`, actor }]);
   }
 
   /** Checks the password and issues a session token; throws LoginRejected with a reason that does not reveal which part was wrong. */

@@ -42,6 +42,10 @@ export async function computeOverview(src: OverviewSources): Promise<FleetOvervi
     src.db.vm.count({ where: { state: 'pending' } }),
     src.db.event.findMany({ where: { level: 'error' }, orderBy: { id: 'desc' }, take: RECENT_FAILURES }),
   ]);
+  // Events a worker reported about a VM carry its id only: name them for the reader.
+  const unnamed = [...new Set(failures.filter((e) => !e.vmName && e.vmId).map((e) => e.vmId!))];
+  const names = new Map(unnamed.length ? (await src.db.vm.findMany({ where: { id: { in: unnamed } }, select: { id: true, name: true } })).map((v) => [v.id, v.name]) : []);
+  const recentFailures = failures.map((e) => toEventObject(e.vmName || !e.vmId ? e : { ...e, vmName: names.get(e.vmId) ?? null }));
   const vmsByState: Record<string, number> = {};
   for (const row of byState) vmsByState[row.state] = row._count._all;
   return {
@@ -54,6 +58,6 @@ export async function computeOverview(src: OverviewSources): Promise<FleetOvervi
       oldestWaitSeconds: oldest ? Math.max(0, (now.getTime() - oldest.createdAt.getTime()) / 1000) : null,
       oldestReason: oldest?.reason ?? null,
     },
-    recentFailures: failures.map(toEventObject),
+    recentFailures,
   };
 }

@@ -166,13 +166,25 @@ export function AccessPage() {
             { key: 'username', header: 'Username', cell: (a) => <strong>{a.username}</strong>, sortValue: (a) => a.username },
             { key: 'roles', header: 'Roles', cell: (a) => a.roles.join(', ') },
             { key: 'login', header: 'Last login', cell: (a) => ago(a.lastLoginAt) },
+            { key: 'status', header: 'Status', cell: (a) => (a.disabledAt ? <span className="badge worker-offline">disabled</span> : <span className="badge worker-online">active</span>) },
             {
               key: 'actions',
               header: 'Actions',
               cell: (a) => (
-                <ConfirmButton label="Delete" accessibleLabel={`Delete account ${a.username}`} title={`Delete account ${a.username}?`} confirmLabel="Delete account" onConfirm={() => act(() => api.del(`/v1/accounts/${a.username}`))}>
-                  The account is removed and its open sessions are revoked.
-                </ConfirmButton>
+                <span className="actions">
+                  {a.disabledAt ? (
+                    <button type="button" aria-label={`Enable account ${a.username}`} onClick={() => void act(() => api.post(`/v1/accounts/${a.username}/enable`))}>
+                      Enable
+                    </button>
+                  ) : (
+                    <ConfirmButton label="Disable" accessibleLabel={`Disable account ${a.username}`} title={`Disable account ${a.username}?`} confirmLabel="Disable account" onConfirm={() => act(() => api.post(`/v1/accounts/${a.username}/disable`))}>
+                      {a.username} can no longer sign in, and the open sessions are revoked at once.
+                    </ConfirmButton>
+                  )}
+                  <ConfirmButton label="Delete" accessibleLabel={`Delete account ${a.username}`} title={`Delete account ${a.username}?`} confirmLabel="Delete account" onConfirm={() => act(() => api.del(`/v1/accounts/${a.username}`))}>
+                    The account is removed and its open sessions are revoked.
+                  </ConfirmButton>
+                </span>
               ),
             },
           ]}

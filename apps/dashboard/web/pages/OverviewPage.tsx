@@ -4,7 +4,8 @@ import { duration, time } from '../format.ts';
 import { StateBadge } from '../components/Badge.tsx';
 import { useNow } from '../use-now.ts';
 
-const STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'];
+// "pending" has its own card (queue length and oldest wait).
+const STATES = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'];
 
 function Stat({ label, value, detail, tone }: { label: string; value: string | number; detail?: string; tone?: 'ok' | 'warn' | 'bad' }) {
   return (
@@ -53,7 +54,7 @@ export function OverviewPage() {
         <ul className="failures">
           {recentFailures.map((e) => (
             <li key={e.id}>
-              <time dateTime={e.at}>{time(e.at)}</time> <StateBadge state="failed" /> {e.vm ? <Link to={`/vms/${e.vm}`}>{e.vm}</Link> : null} {e.message}
+              <time dateTime={e.at}>{time(e.at)}</time> <StateBadge state="failed" /> {e.vm ? <Link to={`/vms/${e.vm}`}>{e.vm}</Link> : null} <code>{e.kind}</code> {e.message}
             </li>
           ))}
         </ul>

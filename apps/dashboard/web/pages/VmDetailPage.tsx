@@ -11,26 +11,12 @@ import { labels, mib, time } from '../format.ts';
 // xterm.js loads only when a VM page with a terminal is opened.
 const Terminal = lazy(() => import('../components/Terminal.tsx').then((m) => ({ default: m.Terminal })));
 
-/**
- * Filter counters, when the VM view carries them (`network.counters`): passed /
- * dropped by reason, in whatever nesting the worker reports ({fromVm: {...}, ...}).
- */
-interface CounterTree {
-  [key: string]: number | CounterTree;
-}
-function networkCounters(vm: VmObject): CounterTree | null {
-  const c = (vm.network as { counters?: unknown } | undefined)?.counters;
-  return c && typeof c === 'object' ? (c as CounterTree) : null;
-}
+const COUNTERS_REFRESH_MS = 5000;
 
-function flatten(tree: CounterTree, prefix = ''): [string, number][] {
-  const out: [string, number][] = [];
-  for (const [k, v] of Object.entries(tree)) {
-    const name = prefix ? `${prefix} · ${k}` : k;
-    if (typeof v === 'number') out.push([name, v]);
-    else if (v && typeof v === 'object') out.push(...flatten(v, name));
-  }
-  return out;
+/** The packet filter's verdict counters of the running instance, both directions in one table. */
+function counterRows(c: NonNullable<VmObject['networkCounters']>): { verdict: string; fromVm: number; fromHost: number }[] {
+  const verdicts = [...new Set([...Object.keys(c.fromVm), ...Object.keys(c.fromHost)])].sort((a, b) => (a === 'pass' ? -1 : b === 'pass' ? 1 : a.localeCompare(b)));
+  return verdicts.map((verdict) => ({ verdict, fromVm: c.fromVm[verdict] ?? 0, fromHost: c.fromHost[verdict] ?? 0 }));
 }
 
 function networkPolicy(vm: VmObject): string {
@@ -61,6 +47,20 @@ export function VmDetailPage({ name }: { name: string }) {
     void loadEvents();
   }, [loadEvents, vm?.updatedAt, vm?.state]);
 
+  // Filter counters change every few seconds without a VM change: poll the VM itself while it runs.
+  const [counters, setCounters] = useState<VmObject['networkCounters'] | null>(null);
+  const running = vm?.state === 'running';
+  useEffect(() => {
+    if (!running) {
+      setCounters(null);
+      return;
+    }
+    const load = () => api.get<VmObject>(`/v1/vms/${encodeURIComponent(name)}`).then((v) => setCounters(v.networkCounters ?? null), () => undefined);
+    void load();
+    const t = setInterval(load, COUNTERS_REFRESH_MS);
+    return () => clearInterval(t);
+  }, [api, name, running]);
+
   if (!vm) {
     return (
       <section>
@@ -73,7 +73,6 @@ export function VmDetailPage({ name }: { name: string }) {
       </section>
     );
   }
-  const counters = networkCounters(vm);
   const spec: [string, string][] = [
     ['Image', vm.image],
     ['OS / driver', `${vm.os} / ${vm.driver || 'any'}`],
@@ -137,19 +136,23 @@ export function VmDetailPage({ name }: { name: string }) {
           {counters && (
             <>
               <h2>Network filter</h2>
-              <table>
-                <caption>Packets passed and dropped by the VM's network filter</caption>
+              <table className="counters">
+                <caption>
+                  Frames by packet-filter verdict (attempt {counters.attempt}, sampled <time dateTime={counters.sampledAt}>{time(counters.sampledAt)}</time>)
+                </caption>
                 <thead>
                   <tr>
-                    <th scope="col">Counter</th>
-                    <th scope="col" className="num">Value</th>
+                    <th scope="col">Verdict</th>
+                    <th scope="col" className="num">From the VM</th>
+                    <th scope="col" className="num">To the VM</th>
                   </tr>
                 </thead>
                 <tbody>
-                  {flatten(counters).map(([k, v]) => (
-                    <tr key={k}>
-                      <th scope="row">{k}</th>
-                      <td className="num">{v}</td>
+                  {counterRows(counters).map((r) => (
+                    <tr key={r.verdict} className={r.verdict === 'pass' ? '' : 'dropped'} data-verdict={r.verdict}>
+                      <th scope="row">{r.verdict === 'pass' ? 'passed' : `dropped: ${r.verdict}`}</th>
+                      <td className="num">{r.fromVm}</td>
+                      <td className="num">{r.fromHost}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -64,6 +64,12 @@ export function accountRoutes(accounts: AccountService, tokens: TokenService): F
       await accounts.setPassword(req.params.username, req.body.password, actorOf(req));
       return reply.code(204).send(null);
     });
+    for (const [action, disabled] of [['disable', true], ['enable', false]] as const) {
+      app.post(`/v1/accounts/:username/${action}`, {
+        config: { role: 'admin' },
+        schema: { tags: ['accounts'], summary: disabled ? 'Disable an account (no logins; open sessions revoked)' : 'Enable a disabled account', params: UsernameParam, response: { 200: AccountObject } },
+      }, async (req) => toAccountObject(await accounts.setDisabled(req.params.username, disabled, actorOf(req))));
+    }
     app.delete('/v1/accounts/:username', {
       config: { role: 'admin' },
       schema: { tags: ['accounts'], summary: 'Delete an account and revoke its login sessions', params: UsernameParam, response: { 204: Type.Null() } },
