@@ -105,6 +105,7 @@ bin/fleet ip demo --wait 60s >/dev/null 2>&1 || true
 cat <<MSG
 
 Fleet is up.
+  Dashboard:    $api/   (sign in with the admin token below)
   API:          $api   (OpenAPI: $api/v1/openapi.json, metrics: $api/metrics)
   admin token:  $token
   CLI context:  "local" (bin/fleet talks to this controller)

@@ -24,6 +24,9 @@ export function startWatch(req: FastifyRequest, reply: FastifyReply): { sink: Wa
   const keepalive = setInterval(() => stream.write('\n'), 15_000);
   closers.push(() => clearInterval(keepalive));
   reply.header('content-type', 'application/x-ndjson').header('cache-control', 'no-cache');
+  // A blank keepalive line at once: the response headers go out now, so a client watching an
+  // empty list is not left waiting for them until the first change.
+  stream.write('\n');
   return {
     stream,
     sink: {
