@@ -3,7 +3,7 @@
  * frames moved through AF_UNIX/SOCK_DGRAM socketpairs by FramePort (recvmmsg/sendmmsg, libuv
  * readiness), the way a VM host process moves a VM's frames.
  *
- *   pnpm exec tsx bench/frame-pump.ts            (from the repo root; TAP row needs root)
+ *   pnpm exec tsx bench/frame-pump.ts            (from the repo root; TAP and veth rows need root)
  *   FRAME_PUMP_SECONDS=5 pnpm exec tsx bench/frame-pump.ts
  *
  * Threads: a worker thread is the "VM" (generator, blocking on writability, never dropping) and
@@ -13,17 +13,22 @@
  *   pump/frame same, but onFrames (a Buffer view per frame) + send(frames[])
  *   filter     same as pump, plus @fleet/netfilter fromVm() per frame (VM with a seeded lease, TCP to
  *              a global address: every frame passes), survivors forwarded with sendBatch
- *   filter>TAP filter path, written to a TAP (root; in a network namespace this run creates, link up,
+ *   pump>TAP   pump path, written to a TAP (root; in a network namespace this run creates, link up,
  *              no address: the kernel receives and discards the frames)
+ *   filter>TAP the same with netfilter in the path (the VM host process's VM -> host direction)
+ *   veth       kernel-only baseline: a C program (cc at run time) sendmmsg()s the same frame on an
+ *              AF_PACKET socket into one end of a veth pair in a namespace this run creates; frames
+ *              counted at the peer (rx_packets). No JS, no socketpair hop, one thread.
  * Then an unloaded latency figure: one frame at a time through socketpair -> pump + netfilter ->
  * socketpair, all on the main thread (p50/p99 one-way, both hops included).
  * The pump applies backpressure (pause reading, wait for writability, resend the rest of the batch),
  * so nothing is dropped; frames are counted where they end up. Addresses in frames are bytes only.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Verdict, createFilter } from '@fleet/netfilter';
@@ -256,38 +261,110 @@ async function runPump(name: string, start: (input: FramePort, out: FramePort) =
   record(name, s1.sinkFrames - s0.sinkFrames, t1 - t0, si.rxFrames / si.rxBatches, elu, `pump out: eagain ${so.eagain}, enobufs ${so.enobufs}`);
 }
 
-async function runTap(): Promise<void> {
+/** A TAP in a network namespace this run creates (link up, no address: the kernel receives and discards). */
+async function runTap(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
   const ns = `fvz-bench-${process.pid}`;
-  const name = `fvzb${process.pid % 100000}`;
+  const dev = `fvzb${process.pid % 100000}`;
   execFileSync('ip', ['netns', 'add', ns]);
   try {
-    const tap = openTap(name);
-    execFileSync('ip', ['link', 'set', name, 'netns', ns]);
+    const tap = openTap(dev);
+    execFileSync('ip', ['link', 'set', dev, 'netns', ns]);
     execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
-    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', name, 'up']);
+    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', dev, 'up']);
     const [g, m1] = socketpairDgram();
     const vm = new VmThread(g, -1);
     const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
     const out = new FramePort(tap.fd, { batch: 1, frameSize: 64 });
-    startFilterPump(input, out);
+    start(input, out);
     vm.start();
     await sleep(WARMUP_MS);
     const f0 = out.stats().txFrames;
     markStart();
-  const t0 = process.hrtime.bigint();
+    const t0 = process.hrtime.bigint();
     await sleep(SECONDS * 1000);
     const f1 = out.stats().txFrames;
     const t1 = process.hrtime.bigint();
-  const elu = performance.eventLoopUtilization(elu0).utilization;
+    const elu = performance.eventLoopUtilization(elu0).utilization;
     await vm.stop();
     const si = input.stats();
     const so = out.stats();
-    const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${name}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
+    const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
     input.close();
     out.close();
-    record('filter > TAP: ... -> netfilter -> TAP write loop', f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}`);
+    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}`);
   } finally {
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  }
+}
+
+// The kernel-only baseline: a small C program (compiled here with cc) writes the same frame with
+// sendmmsg (batches of 64) on an AF_PACKET socket bound to one end of a veth pair; the peer end
+// (link up, no address, in the same namespace this run creates) receives and discards it, as the
+// TAP rows' namespace does. One thread, no JavaScript, no socketpair hop: what the kernel alone
+// costs to move a 1514-byte frame from a user-space writer into a receiving interface.
+const VETH_C = String.raw`
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+static long long now_ns(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000000000LL + t.tv_nsec; }
+static long long stat_of(const char *dev, const char *what) {
+  char p[256]; snprintf(p, sizeof p, "/sys/class/net/%s/statistics/%s", dev, what);
+  FILE *f = fopen(p, "r"); long long v = -1; if (f) { if (fscanf(f, "%lld", &v) != 1) v = -1; fclose(f); } return v;
+}
+int main(int argc, char **argv) {
+  if (argc != 6) { fprintf(stderr, "usage: tx-dev rx-dev frame-file warmup-ms measure-ms\n"); return 2; }
+  unsigned char frame[2048]; FILE *f = fopen(argv[3], "rb"); if (!f) { perror("frame"); return 1; }
+  size_t len = fread(frame, 1, sizeof frame, f); fclose(f);
+  int s = socket(AF_PACKET, SOCK_RAW, 0); if (s < 0) { perror("socket"); return 1; }
+  struct sockaddr_ll a; memset(&a, 0, sizeof a); a.sll_family = AF_PACKET; a.sll_ifindex = if_nametoindex(argv[1]);
+  if (!a.sll_ifindex || bind(s, (struct sockaddr *)&a, sizeof a) < 0) { perror("bind"); return 1; }
+  enum { B = 64 }; struct mmsghdr m[B]; struct iovec v[B]; memset(m, 0, sizeof m);
+  for (int i = 0; i < B; i++) { v[i].iov_base = frame; v[i].iov_len = len; m[i].msg_hdr.msg_iov = &v[i]; m[i].msg_hdr.msg_iovlen = 1; }
+  long long warm = atoll(argv[4]) * 1000000LL, dur = atoll(argv[5]) * 1000000LL;
+  long long start = now_ns(), t0 = 0, t1 = 0, sent = 0, sent0 = 0, rx0 = 0, drop0 = 0;
+  for (;;) {
+    int n = sendmmsg(s, m, B, 0); if (n < 0) { perror("sendmmsg"); return 1; }
+    sent += n;
+    long long t = now_ns();
+    if (!t0 && t - start >= warm) { t0 = t; sent0 = sent; rx0 = stat_of(argv[2], "rx_packets"); drop0 = stat_of(argv[2], "rx_dropped"); }
+    if (t0 && t - t0 >= dur) { t1 = t; break; }
+  }
+  printf("{\"ns\":%lld,\"sent\":%lld,\"rx\":%lld,\"rxDropped\":%lld}\n", t1 - t0, sent - sent0, stat_of(argv[2], "rx_packets") - rx0, stat_of(argv[2], "rx_dropped") - drop0);
+  return 0;
+}
+`;
+
+function runVeth(): void {
+  const name = 'kernel veth: C sendmmsg on AF_PACKET -> veth -> peer (no JS)';
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fvz-veth-'));
+  const ns = `fvz-veth-${process.pid}`;
+  try {
+    const bin = path.join(dir, 'veth-send');
+    const cc = spawnSync('cc', ['-O2', '-o', bin, '-x', 'c', '-'], { input: VETH_C, encoding: 'utf8' });
+    if (cc.status !== 0) {
+      rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: `skipped: cc failed: ${(cc.stderr || cc.error?.message || '').trim().split('\n')[0]}` });
+      return;
+    }
+    writeFileSync(path.join(dir, 'frame.bin'), FRAME);
+    execFileSync('ip', ['netns', 'add', ns]);
+    const inNs = (...a: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...a], { encoding: 'utf8' });
+    inNs('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1');
+    inNs('ip', 'link', 'add', 'vbA', 'type', 'veth', 'peer', 'name', 'vbB');
+    inNs('ip', 'link', 'set', 'vbA', 'up');
+    inNs('ip', 'link', 'set', 'vbB', 'up');
+    const out = inNs(bin, 'vbA', 'vbB', path.join(dir, 'frame.bin'), String(WARMUP_MS), String(SECONDS * 1000));
+    const r = JSON.parse(out) as { ns: number; sent: number; rx: number; rxDropped: number };
+    rows.push({ name, frames: r.rx, seconds: r.ns / 1e9, pumpBatch: BATCH, elu: NaN, note: `counted at the peer (rx_packets); sent ${r.sent}, peer rx_dropped ${r.rxDropped}` });
+  } finally {
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -340,8 +417,14 @@ await runBaseline();
 await runPump('pump: socketpair -> JS batch -> sendBatch -> socketpair', startPlainPump);
 await runPump('pump/frame: ... -> onFrames (Buffer per frame) -> send(frames[])', startPerFramePump);
 await runPump('filter: ... -> netfilter fromVm per frame -> sendBatch', startFilterPump);
-if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) await runTap();
-else rows.push({ name: 'filter > TAP', frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root and /dev/net/tun' });
+if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) {
+  await runTap('pump > TAP: socketpair -> JS batch -> TAP write loop', startPlainPump);
+  await runTap('filter > TAP: ... -> netfilter -> TAP write loop', startFilterPump);
+} else {
+  for (const name of ['pump > TAP', 'filter > TAP']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root and /dev/net/tun' });
+}
+if (process.getuid?.() === 0) runVeth();
+else rows.push({ name: 'kernel veth', frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root (namespace, AF_PACKET)' });
 
 const lat = await runLatency();
 
@@ -355,7 +438,7 @@ for (const r of rows) {
   }
   const fps = r.frames / r.seconds;
   const gbps = (fps * FRAME_LEN * 8) / 1e9;
-  console.log(`${pad(r.name, 64)} ${lpad(Math.round(fps).toLocaleString('en-US'), 12)} ${lpad(gbps.toFixed(2), 8)} ${lpad(r.pumpBatch.toFixed(1), 10)} ${lpad(`${Math.round(r.elu * 100)}%`, 9)}  ${r.note}`);
+  console.log(`${pad(r.name, 64)} ${lpad(Math.round(fps).toLocaleString('en-US'), 12)} ${lpad(gbps.toFixed(2), 8)} ${lpad(r.pumpBatch.toFixed(1), 10)} ${lpad(Number.isNaN(r.elu) ? 'n/a' : `${Math.round(r.elu * 100)}%`, 9)}  ${r.note}`);
 }
 console.log(`\nGbit/s counts Ethernet frame bytes (${FRAME_LEN} B, no FCS/preamble). frames/cb = frames per JS callback at the pump input.`);
 console.log('pump ELU = main-thread event-loop utilisation; below 100% the pump waited for the worker thread (generator + sink share one thread), so the row is a lower bound for the pump.');
