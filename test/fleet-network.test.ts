@@ -16,8 +16,8 @@
 // counters; kill -9 of a worker leaves its VMs running, the restarted worker adopts them, and
 // the controller never counts their slots twice.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +25,7 @@ import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
 import { controlRequest } from '../apps/worker/src/vm-host/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
+import { ipCmd, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
 
 const run = promisify(execFile);
 const ID = process.pid % 1000;
@@ -37,30 +38,10 @@ const ADMIN = 'fleet_e2enetadmin01_' + 'N'.repeat(43);
 const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/bin/fleet-controller.js');
 const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 
-function has(bin: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-function check(): string {
-  if (process.platform !== 'linux') return 'not Linux';
-  if (process.getuid?.() !== 0) return 'not running as root';
-  for (const b of ['ip', 'qemu-system-x86_64', 'ssh', 'ssh-keygen', 'dnsmasq', 'nft']) if (!has(b)) return `${b} not installed`;
-  if (!existsSync('/dev/net/tun')) return '/dev/net/tun missing';
-  return '';
-}
-const why = check();
-if (why) {
-  console.warn(
-    `\n!!!!!!!! SKIPPING test/fleet-network.test.ts: ${why}. Two-worker isolation, attacking guests and worker ` +
-      'adoption with real VMs are NOT tested on this machine; run the e2e suite as root on Linux with qemu-system-x86. !!!!!!!!\n',
-  );
-}
+const why = realVmsMissing(['ssh', 'ssh-keygen']);
+if (why) warnSkipped('test/fleet-network.test.ts', why, 'Two-worker isolation, attacking guests, operator images and worker adoption with real VMs are');
 
-const ip = (...args: string[]): void => void execFileSync('ip', args, { stdio: 'pipe' });
+const ip = ipCmd;
 const inNs = (ns: string, cmd: string, args: string[]): [string, string[]] => ['ip', ['netns', 'exec', ns, cmd, ...args]];
 
 let tmp = '';
@@ -69,40 +50,8 @@ const procs: RunningProcess[] = [];
 const api = new ApiClient(API, ADMIN);
 const workers: Record<'w1' | 'w2', RunningProcess | undefined> = { w1: undefined, w2: undefined };
 
-/** Starts `node args…` inside a namespace (`ip netns exec` execs node: the pid is node's). */
 function startIn(ns: string, args: string[], env: Record<string, string> = {}): RunningProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return wrap(child);
-}
-
-function wrap(child: ReturnType<typeof spawn>): RunningProcess {
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const p: RunningProcess = {
-    child,
-    output: () => out,
-    exited,
-    async waitFor(pattern, timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const m = out.match(pattern);
-        if (m) return m;
-        if (child.exitCode !== null) throw new Error(`process exited (${child.exitCode}) before printing ${pattern}:\n${out}`);
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-    async kill(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  const p = startInNetns(ns, args, env);
   procs.push(p);
   return p;
 }
@@ -244,28 +193,8 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
       return;
     }
     for (const p of procs) await Promise.race([p.kill('SIGKILL'), new Promise((r) => setTimeout(r, 3000))]);
-    // VM host processes and QEMU run detached, with our temp dir in their command lines.
-    if (tmp) {
-      for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-        try {
-          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(tmp) && Number(pid) !== process.pid) process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
-    for (const ns of [...Object.values(NS), HUB]) {
-      try {
-        ip('netns', 'del', ns);
-      } catch {
-        /* never created */
-      }
-    }
-    try {
-      ip('link', 'del', ROOT_VETH);
-    } catch {
-      /* gone with the hub */
-    }
+    if (tmp) killProcessesMentioning(tmp);
+    removeNetworks({ namespaces: [...Object.values(NS), HUB], links: [ROOT_VETH] });
     if (tmp) await removeDir(tmp);
   }, 60_000);
 

@@ -11,6 +11,7 @@
 // inside the namespace; the NAT "uplink" is the namespace's loopback, so nothing can leave it.
 // Needs root, `ip netns`, qemu-system-x86_64, ssh; otherwise skipped with a loud warning.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { realVmsMissing, warnSkipped } from './support/lab.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -33,28 +34,8 @@ const TAP = `fqt${ID}`;
 const SUBNET = '192.168.64.0/24';
 const RANGE: [string, string] = ['192.168.64.100', '192.168.64.150'];
 
-function has(bin: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-function check(): string {
-  if (process.platform !== 'linux') return 'not Linux';
-  if (process.getuid?.() !== 0) return 'not running as root';
-  for (const b of ['ip', 'qemu-system-x86_64', 'ssh', 'ssh-keygen', 'dnsmasq', 'nft']) if (!has(b)) return `${b} not installed`;
-  if (!existsSync('/dev/net/tun')) return '/dev/net/tun missing';
-  return '';
-}
-const why = check();
-if (why) {
-  console.warn(
-    `\n!!!!!!!! SKIPPING test/qemu-vm.test.ts: ${why}. The VM host process (QEMU + pump + filter + TAP + dnsmasq) ` +
-      'is NOT tested on this machine; run the e2e suite as root on Linux with qemu-system-x86. !!!!!!!!\n',
-  );
-}
+const why = realVmsMissing(['ssh', 'ssh-keygen']);
+if (why) warnSkipped('test/qemu-vm.test.ts', why, 'The VM host process (QEMU + pump + filter + TAP + dnsmasq) is');
 
 const ipToNum = (ip: string): number => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };

@@ -25,7 +25,11 @@ export interface RunningProcess {
 }
 
 export function startProcess(args: string[], env: Record<string, string> = {}): RunningProcess {
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: { ...process.env, FLEET_LOG_LEVEL: process.env.FLEET_LOG_LEVEL ?? 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return wrapChild(spawn(process.execPath, args, { cwd: REPO_ROOT, env: { ...process.env, FLEET_LOG_LEVEL: process.env.FLEET_LOG_LEVEL ?? 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** A RunningProcess over a child spawned with piped stdout/stderr (collected, matchable). */
+export function wrapChild(child: ChildProcess): RunningProcess {
   let out = '';
   const waiters = new Set<() => void>();
   const onData = (d: Buffer) => {
