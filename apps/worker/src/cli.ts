@@ -8,6 +8,7 @@ import { NotEnrolledError, CredentialError } from './config/credentials.ts';
 import { AVAILABLE_DRIVERS, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
 import { enrollWorker, EnrollmentError, type EnrollmentErrorCode } from './enrollment/enroll.ts';
 import { createLogger, LOG_LEVELS } from './logger.ts';
+import { DEFAULT_LOG_FILE, NotMacOSError, installService, uninstallService } from './macos/service.ts';
 import { WORKER_VERSION } from './version.ts';
 import { startWorker } from './worker.ts';
 
@@ -241,6 +242,35 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         exit(EXIT.ok);
       },
     );
+
+  // macOS: the worker as a launchd daemon (vmnet needs root). Elsewhere: a clear error, exit 2.
+  program
+    .command('install')
+    .description('macOS: install a launchd daemon that runs `fleet-worker run [run-options...]` at boot (sudo; see docs/macos.md)')
+    .argument('[run-options...]', 'options for `fleet-worker run`, e.g. --driver vz --data-dir /var/lib/fleet')
+    .option('--log-file <file>', 'daemon stdout/stderr', DEFAULT_LOG_FILE)
+    .allowUnknownOption()
+    .action(async (runArgs: string[], opts: { logFile: string }) => {
+      try {
+        for (const line of await installService({ runArgs, logFile: path.resolve(opts.logFile) })) io.out(line);
+        exit(EXIT.ok);
+      } catch (error) {
+        io.err(`fleet-worker install: ${(error as Error).message}`);
+        exit(error instanceof NotMacOSError ? EXIT.usage : EXIT.error);
+      }
+    });
+  program
+    .command('uninstall')
+    .description('macOS: remove the launchd daemon installed by `fleet-worker install` (sudo)')
+    .action(async () => {
+      try {
+        for (const line of await uninstallService()) io.out(line);
+        exit(EXIT.ok);
+      } catch (error) {
+        io.err(`fleet-worker uninstall: ${(error as Error).message}`);
+        exit(error instanceof NotMacOSError ? EXIT.usage : EXIT.error);
+      }
+    });
 
   return program;
 }

@@ -4,10 +4,11 @@ import type { Logger } from 'pino';
 import { DriverError, type Driver } from './driver.ts';
 import { QemuDriver, QEMU_DRIVER_NAME } from './qemu.ts';
 import { SyntheticDriver, SYNTHETIC_DRIVER_NAME } from './synthetic.ts';
+import { createVzDriver, VZ_DRIVER_NAME } from './vz/index.ts';
 import { NatNetwork } from '../uplink/nat-network.ts';
 
 /** Driver names `fleet-worker run --driver` accepts. */
-export const AVAILABLE_DRIVERS = [SYNTHETIC_DRIVER_NAME, QEMU_DRIVER_NAME] as const;
+export const AVAILABLE_DRIVERS = [SYNTHETIC_DRIVER_NAME, QEMU_DRIVER_NAME, VZ_DRIVER_NAME] as const;
 export type DriverName = (typeof AVAILABLE_DRIVERS)[number];
 
 export const DEFAULT_NAT_NAME = 'fleet0';
@@ -59,6 +60,8 @@ export async function openDriver(name: string, options: CreateDriverOptions): Pr
       });
     case QEMU_DRIVER_NAME:
       return openQemuDriver(options);
+    case VZ_DRIVER_NAME:
+      return openVzDriver(options);
     default:
       throw new DriverError(`driver ${JSON.stringify(name)} is not available in this build (available: ${AVAILABLE_DRIVERS.join(', ')})`);
   }
@@ -99,4 +102,16 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
     nat.close();
     throw e;
   }
+}
+
+/** Apple Virtualization.framework (macOS only: elsewhere createVzDriver throws a clear DriverError). */
+function openVzDriver(options: CreateDriverOptions): Driver {
+  if (!options.dataDir) throw new DriverError('the vz driver needs a data dir');
+  return createVzDriver({
+    dataDir: options.dataDir,
+    log: options.logger.child({ component: 'vz' }),
+    // --images-dir is shared by the real runtimes (default <data-dir>/images).
+    ...(options.qemu?.imagesDir !== undefined ? { imagesDir: options.qemu.imagesDir } : {}),
+    ...(options.maxMacosGuests !== undefined ? { macosSlots: options.maxMacosGuests } : {}),
+  });
 }

@@ -35,3 +35,18 @@ describe('fleet-worker install / uninstall', () => {
     expect((await uninstallService({ platform: 'darwin', run, dir, isRoot: true }))[0]).toMatch(/^removed /);
   });
 });
+
+describe.runIf(process.platform !== 'darwin')('fleet-worker install / uninstall on a non-macOS host (CLI)', () => {
+  it('print an "only on macOS" error and exit 2', async () => {
+    const { runCli, EXIT } = await import('../cli.ts');
+    for (const argv of [['install', '--driver', 'vz', '--data-dir', '/var/lib/fleet'], ['uninstall']]) {
+      const out: string[] = [];
+      const err: string[] = [];
+      let code = -1;
+      await runCli(['node', 'fleet-worker', ...argv], { out: (l) => out.push(l), err: (l) => err.push(l) }, (c) => (code = c));
+      expect(code).toBe(EXIT.usage);
+      expect(out).toEqual([]);
+      expect(err.join('\n')).toMatch(new RegExp(`^fleet-worker ${argv[0]}: fleet-worker ${argv[0]} is only on macOS`));
+    }
+  });
+});

@@ -83,3 +83,12 @@ describe('createVzDriver', () => {
     );
   });
 });
+
+describe.runIf(process.platform !== 'darwin')('openDriver("vz") off macOS', () => {
+  it('is listed but fails with a clear message', async () => {
+    const { AVAILABLE_DRIVERS, openDriver } = await import('../registry.ts');
+    const { createLogger } = await import('../../logger.ts');
+    expect(AVAILABLE_DRIVERS).toContain('vz');
+    await expect(openDriver('vz', { logger: createLogger('silent'), dataDir: '/tmp/fleet-vz-x' })).rejects.toThrow(/the vz driver runs only on macOS .*this host is linux/);
+  });
+});
