@@ -7,6 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from './generated/worker.ts';
 
 export type * from './generated/fleet/v1/Capacity.ts';
+export type * from './generated/fleet/v1/CapacityUpdate.ts';
 export type * from './generated/fleet/v1/ControllerMessage.ts';
 export type * from './generated/fleet/v1/DesiredState.ts';
 export type * from './generated/fleet/v1/EnrollRequest.ts';

@@ -136,6 +136,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
           ...(options.capacity?.macosSlots !== undefined ? { maxMacosGuests: options.capacity.macosSlots } : {}),
         });
   const capacity = detectCapacity(options.capacity ?? {}, driver.capabilities);
+  const configuredMacosSlots = capacity.macosSlots;
   const platform = detectPlatform();
   const hostname = options.hostname ?? detectHostname();
   const labels = { ...(options.labels ?? {}) };
@@ -209,6 +210,15 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     resyncTimer.unref();
   };
   armResync();
+  // A runtime that learns it can hold fewer macOS guests says so; the controller then stops
+  // placing macOS VMs here instead of sending ones that could never start.
+  const offMacosLimit = driver.onMacosSlotLimit?.((slots, reason) => {
+    const macosSlots = Math.min(slots, configuredMacosSlots);
+    if (macosSlots === capacity.macosSlots) return;
+    capacity.macosSlots = macosSlots;
+    log.warn({ macosSlots, reason }, 'macOS capacity changed');
+    link?.sendCapacity({ capacity, reason });
+  });
   const sampler = new NetworkCounterSampler({
     driver,
     instances: () => reconciler.snapshot(),
@@ -229,6 +239,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       clearTimeout(resyncTimer);
       resyncTimer = undefined;
       sampler.stop();
+      offMacosLimit?.();
       sessions.closeAll('the worker is stopping');
       sshPool.close();
       await link.stop();

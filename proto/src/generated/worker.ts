@@ -2,6 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { Capacity as _fleet_v1_Capacity, Capacity__Output as _fleet_v1_Capacity__Output } from './fleet/v1/Capacity';
+import type { CapacityUpdate as _fleet_v1_CapacityUpdate, CapacityUpdate__Output as _fleet_v1_CapacityUpdate__Output } from './fleet/v1/CapacityUpdate';
 import type { ControllerMessage as _fleet_v1_ControllerMessage, ControllerMessage__Output as _fleet_v1_ControllerMessage__Output } from './fleet/v1/ControllerMessage';
 import type { DesiredState as _fleet_v1_DesiredState, DesiredState__Output as _fleet_v1_DesiredState__Output } from './fleet/v1/DesiredState';
 import type { EnrollRequest as _fleet_v1_EnrollRequest, EnrollRequest__Output as _fleet_v1_EnrollRequest__Output } from './fleet/v1/EnrollRequest';
@@ -38,6 +39,7 @@ export interface ProtoGrpcType {
   fleet: {
     v1: {
       Capacity: MessageTypeDefinition<_fleet_v1_Capacity, _fleet_v1_Capacity__Output>
+      CapacityUpdate: MessageTypeDefinition<_fleet_v1_CapacityUpdate, _fleet_v1_CapacityUpdate__Output>
       ControllerMessage: MessageTypeDefinition<_fleet_v1_ControllerMessage, _fleet_v1_ControllerMessage__Output>
       DesiredState: MessageTypeDefinition<_fleet_v1_DesiredState, _fleet_v1_DesiredState__Output>
       EnrollRequest: MessageTypeDefinition<_fleet_v1_EnrollRequest, _fleet_v1_EnrollRequest__Output>

@@ -24,7 +24,7 @@ import type { WorkerService } from '../workers/worker-service.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import type { EventLog } from '../events/event-log.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { helloInfo, reportedInstances, workerEvent } from './worker-input.ts';
+import { capacityInfo, helloInfo, reportedInstances, workerEvent } from './worker-input.ts';
 import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
 import type { SessionBroker, SessionCall } from '../sessions/session-broker.ts';
@@ -231,6 +231,10 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         }
         case 'pong':
           return;
+        case 'capacityUpdate': {
+          await deps.workers.onCapacityUpdate(w, capacityInfo(msg.capacityUpdate?.capacity), (msg.capacityUpdate?.reason ?? '').slice(0, 500));
+          return;
+        }
         case 'vmNetwork': {
           const r = deps.networkCounters?.record(w.id, msg.vmNetwork?.vms ?? []);
           if (r?.rejected) log.warn({ worker: w.name, rejected: r.rejected }, 'ignored malformed network counters');
@@ -303,5 +307,14 @@ export async function startWorkerGrpcServer(deps: WorkerGrpcDeps, host: string, 
   const bound = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, serverCredentials(deps.identity), (err, p) => (err ? reject(err) : resolve(p)));
   });
+  // grpc-js leaves Nagle on for accepted connections (its client side turns it off):
+  // session frames are small request/response messages that Nagle + delayed ACKs would
+  // hold for ~40 ms each. The listener map is internal to grpc-js, hence the guard.
+  const listeners = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (listeners instanceof Map) {
+    for (const l of listeners.keys()) {
+      if (l && typeof (l as { on?: unknown }).on === 'function') (l as import('node:net').Server).on('connection', (sock: import('node:net').Socket) => sock.setNoDelay(true));
+    }
+  } else deps.log.warn('cannot turn off Nagle on worker connections (grpc-js internals changed); sessions will be slower');
   return { server, port: bound };
 }

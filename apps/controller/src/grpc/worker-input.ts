@@ -1,7 +1,7 @@
 // Everything a worker sends is untrusted input: bound it, type it, and turn it
 // into the controller's own shapes. Invalid reports are dropped with a reason,
 // never allowed to throw inside a stream handler.
-import type { Hello__Output, VmStatus__Output, WorkerEvent__Output } from '@fleet/proto';
+import type { Capacity__Output, Hello__Output, VmStatus__Output, WorkerEvent__Output } from '@fleet/proto';
 import type { HelloInfo } from '../workers/worker-service.ts';
 import type { ReportedInstance } from '../vms/vm-service.ts';
 import type { WorkerPhase } from '../vms/lifecycle.ts';
@@ -41,6 +41,16 @@ export function helloInfo(h: Hello__Output): HelloInfo {
     macosSlots: uint(h.capacity?.macosSlots, 100),
     labels,
     drivers: (h.drivers ?? []).slice(0, 16).map((d) => clip(d, 32)),
+  };
+}
+
+/** A CapacityUpdate, bounded like Hello's capacity. */
+export function capacityInfo(c: Capacity__Output | null | undefined): Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots'> {
+  return {
+    cpus: uint(c?.cpus, 4096),
+    memoryMib: uint(c?.memoryMib, 64 * 1024 * 1024),
+    vmSlots: uint(c?.vmSlots, 100_000),
+    macosSlots: uint(c?.macosSlots, 100),
   };
 }
 

@@ -121,6 +121,21 @@ export class WorkerService {
     this.bus.scheduleRequested();
   }
 
+  /** The worker offers a different capacity now (e.g. its macOS slots are taken by VMs outside Fleet). */
+  async onCapacityUpdate(worker: Worker, capacity: Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots'>, reason: string): Promise<void> {
+    await this.db.worker.update({ where: { id: worker.id }, data: capacity });
+    await this.events.append([
+      {
+        kind: 'worker.capacity',
+        level: 'warn',
+        message: `worker ${worker.name} now offers ${capacity.cpus} CPUs, ${capacity.memoryMib} MiB, ${capacity.vmSlots} VM slots, ${capacity.macosSlots} macOS slots${reason ? `: ${reason}` : ''}`,
+        workerId: worker.id,
+        actor: `worker:${worker.name}`,
+      },
+    ]);
+    this.bus.scheduleRequested();
+  }
+
   onHeartbeat(workerId: string): void {
     const l = this.liveness.get(workerId);
     if (l) {

@@ -114,6 +114,12 @@ export interface Driver {
    * Optional: runtimes without a filter (synthetic) leave it out; undefined = not running/unknown.
    */
   networkCounters?(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined>;
+  /**
+   * Optional: the runtime can take fewer macOS guests than it advertised (the framework refused
+   * one: VMs outside Fleet hold the host's slots). The listener gets how many it can hold now
+   * (running ones included) and why; the worker re-advertises its capacity with that.
+   */
+  onMacosSlotLimit?(listener: (slots: number, reason: string) => void): () => void;
   /** Detaches from the runtime. Does NOT stop instances (they outlive the worker where the runtime allows). */
   close(): Promise<void>;
 }

@@ -10,6 +10,9 @@
 //   synthetic:fail-create        create() rejects
 //   synthetic:fail-start         start() rejects after the boot delay
 //   synthetic:crash-after=<ms>   the instance crashes <ms> after reaching running (not scaled)
+//   synthetic:macos-limit        a macOS guest is refused as if VMs outside Fleet held the host's
+//                                slots (VZErrorVirtualMachineLimitExceeded): the driver then offers
+//                                only the macOS guests it runs, until one of them stops
 //   synthetic:boot-ms=<ms>       boot takes exactly <ms> (not scaled)
 // Anything else (other images, other words such as synthetic:ok or synthetic:macos) boots
 // normally; the guest OS comes from spec.os, not from the image name. macOS guests (spec.os "macos") are limited to
@@ -60,6 +63,7 @@ interface Directives {
   failStart: boolean;
   crashAfterMs?: number;
   bootMs?: number;
+  macosLimit?: boolean;
   /** Words that are not directives (ignored). */
   other: string[];
 }
@@ -122,12 +126,18 @@ export function parseSyntheticImage(image: string): Directives {
     else if (key === 'fail-start' && value === undefined) directives.failStart = true;
     else if (key === 'crash-after' && Number.isFinite(ms) && ms >= 0) directives.crashAfterMs = ms;
     else if (key === 'boot-ms' && Number.isFinite(ms) && ms >= 0) directives.bootMs = ms;
+    else if (key === 'macos-limit' && value === undefined) directives.macosLimit = true;
     else directives.other.push(part);
   }
   return directives;
 }
 
+/** After a macOS limit error, the host is offered for macOS guests again this much later. */
+export const MACOS_LIMIT_RETRY_MS = 300_000;
+
 export class SyntheticDriver implements Driver {
+  #macosBlocked = false;
+  readonly #slotListeners = new Set<(slots: number, reason: string) => void>();
   readonly name = SYNTHETIC_DRIVER_NAME;
   readonly capabilities: DriverCapabilities;
 
@@ -191,6 +201,18 @@ export class SyntheticDriver implements Driver {
       const active = [...this.#instances.values()].filter(
         (i) => i !== instance && i.spec.os === 'macos' && (i.state === 'running' || i.state === 'starting'),
       ).length;
+      if (directives.macosLimit) {
+        this.#setState(instance, 'failed', 'VZErrorVirtualMachineLimitExceeded (synthetic): the host\'s macOS guest slots are taken outside Fleet');
+        this.#macosBlocked = true;
+        this.#emitMacosLimit(active, instance.message!);
+        // Slots held outside Fleet may free up without any sign: probe again later.
+        setTimeout(() => {
+          if (!this.#macosBlocked || this.#closed) return;
+          this.#macosBlocked = false;
+          this.#emitMacosLimit(this.capabilities.maxMacosGuests, 'retrying macOS guests after a limit error');
+        }, this.#scaled(MACOS_LIMIT_RETRY_MS)).unref();
+        throw new DriverError(instance.message);
+      }
       if (active >= this.capabilities.maxMacosGuests) {
         this.#setState(instance, 'failed', `synthetic macOS guest limit reached (${this.capabilities.maxMacosGuests} per host, like VZErrorVirtualMachineLimitExceeded)`);
         throw new DriverError(instance.message);
@@ -296,9 +318,30 @@ export class SyntheticDriver implements Driver {
   }
 
   #setState(instance: SyntheticInstance, state: InstanceState, message: string | undefined): void {
+    const wasActive = instance.state === 'running' || instance.state === 'starting';
     instance.state = state;
     instance.message = message;
     this.#changed(instance);
+    if (wasActive && state !== 'running' && instance.spec.os === 'macos' && this.#macosBlocked) {
+      // One of ours freed a slot: the host can take macOS guests again.
+      this.#macosBlocked = false;
+      this.#emitMacosLimit(this.capabilities.maxMacosGuests, 'macOS slots available again');
+    }
+  }
+
+  onMacosSlotLimit(listener: (slots: number, reason: string) => void): () => void {
+    this.#slotListeners.add(listener);
+    return () => this.#slotListeners.delete(listener);
+  }
+
+  #emitMacosLimit(slots: number, reason: string): void {
+    for (const l of this.#slotListeners) {
+      try {
+        l(slots, reason);
+      } catch {
+        /* a listener's problem */
+      }
+    }
   }
 
   #changed(instance: SyntheticInstance): void {

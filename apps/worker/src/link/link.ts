@@ -17,6 +17,7 @@ import {
   type SessionOpen__Output,
   type VmStatus,
   type Welcome__Output,
+  type CapacityUpdate,
   type VmNetworkReport,
   type WorkerEvent,
   type WorkerMessage,
@@ -162,6 +163,11 @@ export class ControllerLink {
 
   sendEvent(event: WorkerEvent): void {
     if (this.connected) this.#write({ event });
+  }
+
+  /** A changed capacity; dropped while disconnected (the next Hello carries the current one). */
+  sendCapacity(update: CapacityUpdate): void {
+    if (this.connected) this.#write({ capacityUpdate: update });
   }
 
   /** Packet-filter counters of running instances; dropped while disconnected. */

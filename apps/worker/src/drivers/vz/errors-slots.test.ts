@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { VZ_ERROR_DOMAIN, VZErrorCode, VzError } from '@fleet/native-vz/vz';
 import { MACOS_LIMIT_MESSAGE, mapVzError } from './errors.ts';
 import { MacosSlots } from './slots.ts';
@@ -90,5 +90,26 @@ describe.runIf(process.platform !== 'darwin')('openDriver("vz") off macOS', () =
     const { createLogger } = await import('../../logger.ts');
     expect(AVAILABLE_DRIVERS).toContain('vz');
     await expect(openDriver('vz', { logger: createLogger('silent'), dataDir: '/tmp/fleet-vz-x' })).rejects.toThrow(/the vz driver runs only on macOS .*this host is linux/);
+  });
+});
+
+describe('MacosSlots: a limit block is lifted later even when none of ours stops', () => {
+  it('re-opens after retryAfterMs and tells listeners', () => {
+    vi.useFakeTimers();
+    try {
+      const slots = new MacosSlots(2, 1000);
+      const seen: number[] = [];
+      slots.onChange((n) => seen.push(n));
+      expect(slots.acquire('a')).toBe(true);
+      slots.limitExceeded('a', 'VZErrorVirtualMachineLimitExceeded');
+      expect(slots.available()).toBe(0);
+      vi.advanceTimersByTime(999);
+      expect(slots.available()).toBe(0);
+      vi.advanceTimersByTime(1);
+      expect(slots.available()).toBe(2);
+      expect(seen).toEqual([1, 0, 2]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -8,7 +8,13 @@ export class MacosSlots {
   private blockedReason: string | undefined;
   private readonly listeners = new Set<(available: number) => void>();
 
-  constructor(readonly capacity = 2) {
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * `retryAfterMs`: slots held outside Fleet can free up without any sign, so a limit block is
+   * also lifted this long after it was set (the next start probes the framework again).
+   */
+  constructor(readonly capacity = 2, private readonly retryAfterMs = 300_000) {
     if (!Number.isInteger(capacity) || capacity < 0) throw new RangeError(`macOS slot capacity must be a non-negative integer, not ${capacity}`);
   }
 
@@ -55,6 +61,13 @@ export class MacosSlots {
   limitExceeded(key: string, reason: string): void {
     this.held.delete(key);
     this.blockedReason = reason;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (this.blockedReason === undefined) return;
+      this.blockedReason = undefined;
+      this.emit();
+    }, this.retryAfterMs);
+    this.retryTimer.unref();
     this.emit();
   }
 

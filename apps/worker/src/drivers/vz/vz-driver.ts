@@ -308,6 +308,16 @@ export class VzDriver implements Driver {
     await rm(h.dir, { recursive: true, force: true });
   }
 
+  onMacosSlotLimit(listener: (slots: number, reason: string) => void): () => void {
+    return this.slots.onChange((available) => {
+      const held = this.slots.holders().length;
+      const reason = this.slots.unavailableReason();
+      // Blocked by the framework: offer only what runs; otherwise the configured capacity.
+      const blocked = available === 0 && held < this.slots.capacity;
+      listener(blocked ? held : this.slots.capacity, blocked ? (reason ?? 'the framework refused a macOS guest') : 'macOS slots available again');
+    });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const h of this.held.values()) {

@@ -6,6 +6,7 @@ import type { VmStatusReport as _fleet_v1_VmStatusReport, VmStatusReport__Output
 import type { WorkerEvent as _fleet_v1_WorkerEvent, WorkerEvent__Output as _fleet_v1_WorkerEvent__Output } from '../../fleet/v1/WorkerEvent';
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from '../../fleet/v1/Pong';
 import type { VmNetworkReport as _fleet_v1_VmNetworkReport, VmNetworkReport__Output as _fleet_v1_VmNetworkReport__Output } from '../../fleet/v1/VmNetworkReport';
+import type { CapacityUpdate as _fleet_v1_CapacityUpdate, CapacityUpdate__Output as _fleet_v1_CapacityUpdate__Output } from '../../fleet/v1/CapacityUpdate';
 
 export interface WorkerMessage {
   'hello'?: (_fleet_v1_Hello | null);
@@ -14,7 +15,8 @@ export interface WorkerMessage {
   'event'?: (_fleet_v1_WorkerEvent | null);
   'pong'?: (_fleet_v1_Pong | null);
   'vmNetwork'?: (_fleet_v1_VmNetworkReport | null);
-  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork";
+  'capacityUpdate'?: (_fleet_v1_CapacityUpdate | null);
+  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork"|"capacityUpdate";
 }
 
 export interface WorkerMessage__Output {
@@ -24,5 +26,6 @@ export interface WorkerMessage__Output {
   'event'?: (_fleet_v1_WorkerEvent__Output | null);
   'pong'?: (_fleet_v1_Pong__Output | null);
   'vmNetwork'?: (_fleet_v1_VmNetworkReport__Output | null);
-  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork";
+  'capacityUpdate'?: (_fleet_v1_CapacityUpdate__Output | null);
+  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork"|"capacityUpdate";
 }
