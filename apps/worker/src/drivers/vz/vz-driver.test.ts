@@ -240,7 +240,7 @@ describe('VzDriver', () => {
     });
     const messages: string[] = [];
     d.subscribe((s) => s.message && messages.push(s.message));
-    const ipsw = '/ipsw/UniversalMac_14.4_23E214_Restore.ipsw';
+    const ipsw = 'UniversalMac_14.4_23E214_Restore.ipsw';
     await d.create(req('from-ipsw', ipsw));
     await d.create(req('again', ipsw));
     expect(installs).toBe(1);
@@ -249,8 +249,9 @@ describe('VzDriver', () => {
       ['from-ipsw', 'stopped', undefined],
       ['again', 'stopped', undefined],
     ]);
-    await expect(d.create(req('rel', 'x.ipsw'))).rejects.toThrow(/IPSW path must be absolute/);
-    await expect(d.create(req('bad', '../etc'))).rejects.toThrow(/bundle name or an absolute path/);
+    await expect(d.create(req('abs', '/Users/admin/x.ipsw'))).rejects.toThrow(/paths are not accepted/);
+    await expect(d.create(req('bad', '../etc'))).rejects.toThrow(/paths are not accepted/);
+    await expect(d.create(req('abs-bundle', '/etc'))).rejects.toThrow(/paths are not accepted/);
     await expect(d.create(req('missing', 'nope'))).rejects.toThrow(/is .* a Tart VM bundle\?/);
     await expect(d.create(req('wrong-os', 'UniversalMac_14.4_23E214_Restore', 'linux'))).rejects.toThrow(/holds a macos guest, but the VM asks for linux/);
     expect((await d.list()).map((s) => s.vmId)).toEqual(['from-ipsw', 'again']);

@@ -376,19 +376,23 @@ export class VzDriver implements Driver {
     });
   };
 
-  /** The image bundle for a spec: a bundle path/name, or an IPSW installed once into imagesDir. */
+  /**
+   * The image bundle for a spec: a Tart bundle named in imagesDir, or an .ipsw file there that is
+   * installed once into a bundle beside it. Names only: a VM spec (from any API user with the
+   * write role) must never make the worker clone or read other files on the host.
+   */
   private async resolveImage(spec: InstanceSpec, h: Held): Promise<string> {
     const image = spec.image;
-    if (!image.endsWith('.ipsw')) {
-      if (image.includes('..') || (!path.isAbsolute(image) && image.includes('/'))) throw new DriverError(`image ${JSON.stringify(image)} must be a bundle name or an absolute path`);
-      return path.isAbsolute(image) ? image : path.join(this.opts.imagesDir, image);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(image)) {
+      throw new DriverError(`image ${JSON.stringify(image)}: name a Tart bundle or an .ipsw file in the worker's images dir (${this.opts.imagesDir}); paths are not accepted`);
     }
-    if (!path.isAbsolute(image)) throw new DriverError(`IPSW path must be absolute: ${image}`);
+    if (!image.endsWith('.ipsw')) return path.join(this.opts.imagesDir, image);
+    const ipsw = path.join(this.opts.imagesDir, image);
     const bundleDir = path.join(this.opts.imagesDir, path.basename(image, '.ipsw'));
     if (existsSync(path.join(bundleDir, 'config.json'))) return bundleDir;
     let p = this.installs.get(bundleDir);
     if (!p) {
-      const req: InstallRequest = { ipsw: image, bundleDir, cpus: Math.max(4, spec.cpus), memoryMib: Math.max(8192, spec.memoryMib), diskGib: Math.max(64, spec.diskGib) };
+      const req: InstallRequest = { ipsw, bundleDir, cpus: Math.max(4, spec.cpus), memoryMib: Math.max(8192, spec.memoryMib), diskGib: Math.max(64, spec.diskGib) };
       p = (this.opts.installer ?? this.spawnInstaller)(req, (e) => this.patch(h, { message: e.message }));
       this.installs.set(bundleDir, p);
       void p.finally(() => this.installs.delete(bundleDir)).catch(() => {});
