@@ -115,6 +115,8 @@ Try:
   bin/fleet vm list --wide
   bin/fleet vm create web-1 --image $image --memory 256M --wait
   bin/fleet ip demo --wait 30s
+  bin/fleet exec demo -- uname -a
+  bin/fleet ssh demo
   bin/fleet vm logs demo
 
 Press Ctrl-C to stop the controller and the worker (state stays in .fleet-up/).

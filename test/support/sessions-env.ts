@@ -73,8 +73,12 @@ export interface SessionsEnv {
   controller: ControllerProcess;
   worker: Spawned;
   workerName: string;
+  /** SIGKILLs the worker process (its VMs keep running in their detached VM host processes). */
+  killWorker(): void;
   /** Starts the worker again (after a kill). */
   restartWorker(): Promise<void>;
+  /** Stops the controller (SIGTERM) and starts it again on the same data dir and ports. */
+  restartController(): Promise<void>;
   /** Creates a qemu VM and waits until it runs with an IP. */
   createVm(name: string): Promise<{ name: string; ip: string }>;
   /** Runs a command inside the namespace (e.g. direct ssh for the benchmark). */
@@ -111,7 +115,9 @@ export async function startSessionsEnv(opts: { id?: number } = {}): Promise<Sess
   run(['ip', '-n', ns, 'addr', 'add', `${nsIp}/30`, 'dev', vethNs]);
   run(['ip', '-n', ns, 'link', 'set', vethNs, 'up']);
 
-  const controller = await startControllerProcess({ dataDir: await tempDir('ses-ctl'), extraArgs: ['--grpc-listen', `${hostIp}:0`] });
+  // A worker crash must not fail its VMs while it comes back (they keep running in their
+  // host processes and are re-adopted): a realistic offline timeout, not the suite's 3 s.
+  let controller = await startControllerProcess({ dataDir: await tempDir('ses-ctl'), offlineTimeout: '60s', extraArgs: ['--grpc-listen', `${hostIp}:0`] });
   const workerName = `ses-w${id}`;
   const workerData = path.join(tmp, 'w');
   const token = (await controller.api.createBootstrapToken()).token;
@@ -136,7 +142,9 @@ export async function startSessionsEnv(opts: { id?: number } = {}): Promise<Sess
     id,
     ns,
     tmp,
-    controller,
+    get controller() {
+      return controller;
+    },
     get worker() {
       return worker;
     },
@@ -145,6 +153,18 @@ export async function startSessionsEnv(opts: { id?: number } = {}): Promise<Sess
       worker = startWorkerProc();
       await worker.waitFor(/sessions-worker ready/, 60_000);
       await waitUntil(async () => (await controller.api.worker(workerName))?.status === 'online', 30_000, 'worker online again');
+    },
+    killWorker() {
+      // `ip netns exec` execs the worker (same pid). Only the worker dies: its VM host
+      // processes are detached and keep the VMs running, as on a real host.
+      worker.child.kill('SIGKILL');
+    },
+    async restartController() {
+      const apiPort = Number(new URL(controller.apiUrl).port);
+      const grpcPort = Number(controller.grpcAddress.split(':').pop());
+      await controller.kill('SIGTERM');
+      controller = await startControllerProcess({ dataDir: controller.dataDir, apiPort, offlineTimeout: '60s', extraArgs: ['--grpc-listen', `${hostIp}:${grpcPort}`] });
+      await waitUntil(async () => (await controller.api.worker(workerName))?.status === 'online', 60_000, 'worker back online after the controller restart');
     },
     async createVm(name) {
       await controller.api.createVm({ name, image: 'fleet-guest', driver: 'qemu', cpus: 1, memoryMib: 256 });

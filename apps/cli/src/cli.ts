@@ -12,6 +12,9 @@ import { registerVersionCommand } from './commands/version.ts';
 import { registerVmCommands } from './commands/vm.ts';
 import { registerWorkerCommands } from './commands/worker.ts';
 import { registerExecCommand } from './commands/exec.ts';
+import { registerSshCommands } from './commands/ssh.ts';
+import { registerPortForwardCommand } from './commands/port-forward.ts';
+import { registerCpCommand } from './commands/cp.ts';
 import { EXIT_CODES_HELP, ExitCode, ReportedError, describeError } from './errors.ts';
 import type { Io } from './io.ts';
 import { Runtime } from './runtime.ts';
@@ -63,6 +66,9 @@ export function buildProgram(rt: Runtime): Command {
   registerEventCommands(program, rt);
   registerSchedulerCommands(program, rt);
   registerExecCommand(program, rt);
+  registerSshCommands(program, rt);
+  registerPortForwardCommand(program, rt);
+  registerCpCommand(program, rt);
   registerVersionCommand(program, rt);
   return program;
 }

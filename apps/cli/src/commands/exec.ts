@@ -138,7 +138,7 @@ export function registerExecCommand(program: Command, rt: Runtime): void {
     .command('exec')
     .description('run a command in a VM (through the controller; no route to the VM needed)')
     .argument('<vm>', 'VM name')
-    .argument('<command...>', 'the command and its arguments (put them after --)')
+    .argument('[command...]', 'the command and its arguments (put them after --)')
     .option('-t, --tty', 'allocate a pseudo-terminal (interactive programs; stdout and stderr merge)')
     .option('-n, --no-stdin', 'do not forward standard input (the command reads EOF)')
     .option('-e, --env <K=V>', 'set an environment variable (repeatable)', collect, [])

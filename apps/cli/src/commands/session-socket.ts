@@ -59,6 +59,8 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   private rejectOutcome!: (e: Error) => void;
   private settled = false;
   private pausedBy = 0;
+  /** Frames written before the socket opened (stdin of a pipe is often ready first). */
+  private beforeOpen: Array<{ data: Buffer | string; cb?: () => void }> | null = [];
   sessionId = '';
 
   private constructor(private readonly ws: WebSocket) {
@@ -82,6 +84,9 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
     ws.on('open', () => {
       const first = 'start' in opening ? { type: 'start', ...opening.start } : { type: 'attach', ...opening.attach };
       ws.send(JSON.stringify(first));
+      const queued = s.beforeOpen ?? [];
+      s.beforeOpen = null;
+      for (const q of queued) ws.send(q.data, () => q.cb?.());
     });
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
@@ -157,6 +162,10 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
     if (this.settled) return;
     this.settled = true;
     this.resolveOutcome(o);
+    // The session is over: finish the close handshake, but never wait on it for long
+    // (a peer that stopped reading would otherwise hold the process for ws's 30 s timeout).
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000, 'done');
+    setTimeout(() => this.ws.terminate(), 1000).unref();
   }
 
   private fail(e: Error): void {
@@ -170,16 +179,27 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
     return this.settled;
   }
 
+  private send(data: Buffer | string, cb?: () => void): void {
+    if (this.beforeOpen) {
+      this.beforeOpen.push({ data, ...(cb ? { cb } : {}) });
+      return;
+    }
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      cb?.();
+      return;
+    }
+    this.ws.send(data, () => cb?.());
+  }
+
   /** Sends stdin bytes; false = over the high-water mark, wait for 'drain'. */
   write(data: Buffer): boolean {
-    if (this.ws.readyState !== WebSocket.OPEN) return true;
     for (let off = 0; off < data.length; off += 512 * 1024) {
       const part = data.subarray(off, off + 512 * 1024);
       const frame = Buffer.allocUnsafe(part.length + 1);
       frame[0] = CH_STDIN;
       part.copy(frame, 1);
       this.unsent += frame.length;
-      this.ws.send(frame, () => {
+      this.send(frame, () => {
         this.unsent -= frame.length;
         if (this.unsent < HIGH_WATER / 4 && this.unsent + frame.length >= HIGH_WATER / 4) this.emit('drain');
       });
@@ -188,7 +208,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   }
 
   private control(m: object): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
+    this.send(JSON.stringify(m));
   }
 
   eof(): void {

@@ -358,7 +358,15 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
       const client = rt.client(cmd);
       const v = await client.getVm(name);
       if (rt.isJson(cmd)) return rt.json(v);
-      rt.keyValues(vmDetails(rt, v));
+      // The SSH host key recorded on first use (issue 5); a bonus, like the events below.
+      const hostKey: [string, string][] = [];
+      try {
+        const hk = (await client.request<{ fingerprint: string | null; seenAt: string | null }>('GET', `/v1/vms/${encodeURIComponent(name)}/host-key`)).data;
+        if (hk) hostKey.push(['SSH host key', hk.fingerprint ? `${hk.fingerprint} (trusted on first use${hk.seenAt ? ` ${relativeTime(hk.seenAt, rt.now())}` : ''})` : '- (not seen yet this boot)']);
+      } catch (err) {
+        if (isInterrupt(rt, err)) throw err;
+      }
+      rt.keyValues([...vmDetails(rt, v), ...hostKey]);
       let events: EventObject[] = [];
       try {
         events = (await client.vmEvents(name, { order: 'desc', limit: 5 })).events.reverse();

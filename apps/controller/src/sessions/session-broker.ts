@@ -36,13 +36,15 @@ export type SessionCall = grpc.ServerDuplexStream<SessionFrame__Output, SessionF
 /** The part of a `ws` WebSocket the broker uses (tests pass fakes). */
 export interface ClientSocket {
   readonly readyState: number;
+  /** Drops the connection without a close handshake. */
+  terminate?(): void;
   send(data: Buffer | string, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
   pause(): void;
   resume(): void;
   on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): unknown;
   on(event: 'close', listener: () => void): unknown;
-  off(event: string, listener: (...args: never[]) => void): unknown;
+  off(event: string, listener: (...args: unknown[]) => void): unknown;
 }
 
 const OPEN = 1;
@@ -251,6 +253,12 @@ export class SessionBroker {
 
   private detachClient(s: BrokerSession): void {
     for (const c of s.cleanups.splice(0)) c();
+    const client = s.client;
+    if (client && s.inputPausedForWorker) {
+      // Reading must go on, or the close handshake (the peer's close frame) is never seen.
+      s.inputPausedForWorker = false;
+      client.resume();
+    }
     s.client = null;
     s.clientUnflushed = 0;
     this.setPaused(s, 'client-slow', false);
@@ -514,7 +522,7 @@ export class SessionBroker {
   /** Sends exit once everything before it has been flushed, then closes the socket. */
   private finishClient(s: BrokerSession): void {
     const client = s.client!;
-    sendJson(client, { type: 'exit', code: s.exit!.code, signal: s.exit!.signal }, () => client.close(1000, 'exit'));
+    sendJson(client, { type: 'exit', code: s.exit!.code, signal: s.exit!.signal }, () => closeClient(client, 1000, 'exit'));
     this.detachClient(s);
     if (!s.logs) this.forget(s);
     else {
@@ -539,7 +547,7 @@ export class SessionBroker {
     this.audit(s, 'session.failed', `${s.describe()} on ${s.vm.name} by ${s.actor} failed: ${e.code}: ${e.message}`, { code: e.code, stage: e.stage ?? null, durationMs: Date.now() - s.startedAt }, 'warn');
     if (s.client) {
       const client = s.client;
-      sendJson(client, { type: 'error', code: e.code, message: e.message, ...(e.stage ? { stage: e.stage } : {}) }, () => client.close(1000, e.code));
+      sendJson(client, { type: 'error', code: e.code, message: e.message, ...(e.stage ? { stage: e.stage } : {}) }, () => closeClient(client, 1000, e.code));
       this.detachClient(s);
     }
     this.forget(s);
@@ -560,7 +568,7 @@ export class SessionBroker {
     if (s.client) {
       const c = s.client;
       this.detachClient(s);
-      c.close(1001, 'cancelled');
+      closeClient(c, 1001, 'cancelled');
     }
     this.forget(s);
   }
@@ -585,6 +593,16 @@ export class SessionBroker {
       this.cancel(s, reason);
     }
   }
+}
+
+/** Closes a client socket; a peer that does not answer the close handshake is dropped after 2 s. */
+function closeClient(client: ClientSocket, code: number, reason: string): void {
+  try {
+    client.close(code, reason);
+  } catch {
+    /* already closed */
+  }
+  if (client.terminate) setTimeout(() => client.terminate?.(), 2000).unref();
 }
 
 function sendJson(client: ClientSocket, msg: ServerMessage, cb?: () => void): void {

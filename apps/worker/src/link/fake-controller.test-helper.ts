@@ -2,7 +2,7 @@
 // whose Connect streams are driven by the test.
 import * as grpc from '@grpc/grpc-js';
 import { certificateFingerprint, createCertificateAuthority, encodeBootstrapToken, generateSecret, issueServerCertificate, signClientCsr, type KeyAndCert } from '@fleet/pki';
-import { loadFleetProto, type ControllerMessage, type EnrollRequest__Output, type EnrollResponse, type WorkerMessage__Output } from '@fleet/proto';
+import { loadFleetProto, type ControllerMessage, type EnrollRequest__Output, type EnrollResponse, type SessionFrame__Output, type WorkerMessage__Output } from '@fleet/proto';
 
 export class FakeStream {
   readonly received: WorkerMessage__Output[] = [];
@@ -87,6 +87,8 @@ export interface FakeController {
   port: number;
   streams: FakeStream[];
   enrollRequests: EnrollRequest__Output[];
+  /** Session streams the worker opened: their fleet-session-id and the frames received. */
+  sessions: Array<{ id: string; frames: SessionFrame__Output[] }>;
   /** The n-th Connect stream (0-based), waiting for it if needed. */
   stream(n: number, timeoutMs?: number): Promise<FakeStream>;
   close(): Promise<void>;
@@ -97,6 +99,7 @@ export async function startFakeController(options: FakeControllerOptions = {}): 
   const server = new grpc.Server();
   const streams: FakeStream[] = [];
   const enrollRequests: EnrollRequest__Output[] = [];
+  const sessions: Array<{ id: string; frames: SessionFrame__Output[] }> = [];
   const waiters: Array<() => void> = [];
   server.addService(WorkerService.service, {
     Connect: (call: grpc.ServerDuplexStream<WorkerMessage__Output, ControllerMessage>) => {
@@ -116,7 +119,12 @@ export async function startFakeController(options: FakeControllerOptions = {}): 
         (error: Error) => callback({ ...unimplemented, code: grpc.status.INTERNAL, details: error.message }),
       );
     },
-    Session: (call: grpc.ServerDuplexStream<unknown, unknown>) => call.end(),
+    Session: (call: grpc.ServerDuplexStream<SessionFrame__Output, unknown>) => {
+      const session = { id: String(call.metadata.get('fleet-session-id')[0] ?? ''), frames: [] as SessionFrame__Output[] };
+      sessions.push(session);
+      call.on('data', (f: SessionFrame__Output) => session.frames.push(f));
+      call.on('end', () => call.end());
+    },
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', options.credentials ?? grpc.ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))),
@@ -126,6 +134,7 @@ export async function startFakeController(options: FakeControllerOptions = {}): 
     port,
     streams,
     enrollRequests,
+    sessions,
     async stream(n, timeoutMs = 5000) {
       const deadline = Date.now() + timeoutMs;
       while (!streams[n]) {

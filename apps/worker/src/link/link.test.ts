@@ -187,14 +187,17 @@ describe('controller link', () => {
     });
   }
 
-  it('refuses remote-access sessions it cannot serve yet with an event', async () => {
+  it('answers a SessionOpen with a Session stream on the same connection, and says why a VM it does not run cannot be reached', async () => {
     const fake = await controller((s) => s.welcome());
     await worker(fake);
     const stream = await fake.stream(0);
     await stream.hello();
-    stream.send({ sessionOpen: { sessionId: 's-1', vmId: 'a', kind: 'SESSION_KIND_EXEC', command: ['uname'] } });
-    const event = await stream.next((m) => m.payload === 'event');
-    expect(event.event).toMatchObject({ vmId: 'a', kind: 'session', level: 'error' });
+    stream.send({ sessionOpen: { sessionId: 's-1', vmId: 'a', kind: 'SESSION_KIND_EXEC', command: ['uname'], waitMs: 1000 } });
+    await until(() => fake.sessions[0]?.frames.some((f) => f.payload === 'sessionError') === true, 10_000);
+    expect(fake.sessions[0]!.id).toBe('s-1');
+    const frames = fake.sessions[0]!.frames;
+    expect(frames[0]).toMatchObject({ payload: 'progress', progress: { stage: 'waiting-running' } });
+    expect(frames.at(-1)).toMatchObject({ payload: 'sessionError', sessionError: { code: 'timeout', stage: 'waiting-running' } });
   });
 
   it('reports a failed VM with its message and an event', async () => {

@@ -249,9 +249,6 @@ export class SessionRunner {
     aborted: () => string | null,
     log: Logger,
   ): Promise<void> {
-    // waiting-ssh: port 22 accepts (the probe socket is closed at once; ssh2 dials its own).
-    const probe = await this.tcpConnect(ip, 22, deadline, 'waiting-ssh', send, aborted);
-    probe.destroy();
     const target = {
       vmId: open.vmId,
       attempt: open.attempt,
@@ -262,6 +259,12 @@ export class SessionRunner {
       ...(open.password ? { password: open.password } : {}),
       expectedHostKey: open.hostKey,
     };
+    // waiting-ssh: port 22 accepts (the probe socket is closed at once; ssh2 dials its own).
+    // Skipped with a warm pooled connection: a probe costs the guest a fork of its sshd.
+    if (!this.deps.pool.hasReady(target)) {
+      const probe = await this.tcpConnect(ip, 22, deadline, 'waiting-ssh', send, aborted);
+      probe.destroy();
+    }
     const interactive = open.kind === 'SESSION_KIND_SSH' && open.command.length === 0;
     const tty = open.tty || interactive;
     const reportPid = !tty;

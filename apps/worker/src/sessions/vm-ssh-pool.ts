@@ -5,7 +5,7 @@
 // connection carries `maxChannels` channels, another one is opened beside it: sshds
 // limit concurrent sessions per connection (OpenSSH MaxSessions defaults to 10; the
 // guest image's Dropbear 2022.83 refuses a 6th exec and can abort the whole connection
-// on channel races beyond that), so the default is 5. Handshakes to one VM are
+// on channel races near that limit), so the default is 4. Handshakes to one VM are
 // serialised (Dropbear also drops bursts of unauthenticated connections).
 //
 // Host keys: `expectedHostKey` empty = trust on first use (the key seen is returned
@@ -94,7 +94,7 @@ export class VmSshPool {
 
   constructor(opts: VmSshPoolOptions = {}) {
     this.idleMs = opts.idleMs ?? 5 * 60_000;
-    this.maxChannels = opts.maxChannels ?? 5;
+    this.maxChannels = opts.maxChannels ?? 4;
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
   }
 
@@ -182,6 +182,9 @@ export class VmSshPool {
     this.opened++;
     conn.ready = new Promise<void>((resolve, reject) => {
       client.once('ready', () => {
+        // Sessions are request/response over one connection: Nagle would hold each small
+        // packet (channel open, exec request, exit) for a delayed ACK.
+        client.setNoDelay(true);
         conn.isReady = true;
         resolve();
       });
@@ -206,6 +209,9 @@ export class VmSshPool {
       ...(t.privateKey ? { privateKey: t.privateKey } : {}),
       ...(t.password ? { password: t.password } : {}),
       readyTimeout: this.readyTimeoutMs,
+      // AES-GCM runs in OpenSSL (AES-NI); ssh2's chacha20-poly1305 needs its optional native
+      // binding to be fast, and the worker must not depend on a compiler being present.
+      algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes256-ctr', 'chacha20-poly1305@openssh.com'] },
       keepaliveInterval: 15_000,
       keepaliveCountMax: 3,
       hostVerifier: (blob: Buffer) => {
@@ -235,6 +241,11 @@ export class VmSshPool {
     const list = this.conns.get(conn.key)?.filter((c) => c !== conn) ?? [];
     if (list.length) this.conns.set(conn.key, list);
     else this.conns.delete(conn.key);
+  }
+
+  /** True when a handshaken connection to this target exists (no need to probe port 22). */
+  hasReady(t: SshTarget): boolean {
+    return (this.conns.get(this.keyOf(t)) ?? []).some((c) => c.isReady && !c.closed);
   }
 
   /** Connections currently open (all VMs). */
