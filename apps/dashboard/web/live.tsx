@@ -33,13 +33,6 @@ export function LiveProvider({ children }: { children: ReactNode }) {
       },
       (connected, error) => setStatus((s) => ({ ...s, live: connected, error: error ?? null })),
     );
-    // The watch stream's headers arrive with its first line, which for an empty
-    // fleet is the first change: load the list at once so pages don't wait for it.
-    let watching = false;
-    api.get<{ vms: VmObject[] }>('/v1/vms').then(
-      ({ vms: list }) => !watching && setVms(new Map(list.map((vm) => [vm.name, vm]))),
-      () => undefined,
-    );
     const stopVms = api.watch<VmLine>(
       '/v1/vms?watch=true',
       (line) =>
@@ -50,13 +43,10 @@ export function LiveProvider({ children }: { children: ReactNode }) {
           return next;
         }),
       (connected, error) => {
-        // Every (re)connect replays the full list as ADDED lines. After a drop, start
-        // from empty so VMs deleted during the gap disappear; the first time, keep the
-        // prefetched list so pages don't flash empty.
-        if (connected) {
-          if (watching) setVms(new Map());
-          watching = true;
-        }
+        // Every (re)connect replays the full list as ADDED lines (the controller sends the
+        // stream's headers at once): start from empty, so VMs deleted during a gap disappear
+        // and an empty fleet shows as empty rather than loading.
+        if (connected) setVms(new Map());
         setStatus((s) => ({ ...s, vms: connected, error: error ?? s.error }));
       },
     );
@@ -66,7 +56,7 @@ export function LiveProvider({ children }: { children: ReactNode }) {
     };
   }, [api]);
 
-  // "Connected" follows /v1/live, which always answers at once (see above for the VM stream).
+  // "Connected" follows /v1/live, the stream every page needs.
   return <LiveContext.Provider value={{ overview, workers, vms, connected: status.live, error: status.error }}>{children}</LiveContext.Provider>;
 }
 
