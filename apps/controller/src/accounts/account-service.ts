@@ -46,6 +46,8 @@ export class AccountService {
     const row = await this.db.account.findUnique({ where: { username } });
     if (!row) throw notFound('account', username);
     await this.db.account.update({ where: { id: row.id }, data: { passwordHash: await hashPassword(password) } });
+    // A new password ends the old logins too: a stolen login token must not outlive the reset.
+    await this.revokeSessions(username, actor);
     await this.events.append([{ kind: 'account.password-changed', message: `password of account ${username} changed by ${actor}`, actor }]);
   }
 
@@ -70,7 +72,8 @@ export class AccountService {
   }
 
   private async revokeSessions(username: string, actor: string): Promise<void> {
-    const sessions = await this.db.apiToken.findMany({ where: { name: { startsWith: `login-${username}-` }, revokedAt: null }, select: { name: true } });
+    // By creator, not just by name prefix: "login-bob-" is also the prefix of account bob-x's sessions.
+    const sessions = await this.db.apiToken.findMany({ where: { createdBy: `account:${username}`, name: { startsWith: `login-${username}-` }, revokedAt: null }, select: { name: true } });
     for (const s of sessions) await this.tokens.revokeApiToken(s.name, actor);
   }
 

@@ -287,10 +287,20 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       // session id names a session opened on THIS worker.
       const broker = deps.sessions;
       if (!broker) return void call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'sessions are not enabled on this controller'));
-      authenticate(call).then(
-        (w) => broker.acceptWorkerCall(call, w.id),
-        (err: unknown) => call.emit('error', (err as Partial<grpc.ServiceError>).code !== undefined ? err : grpcError(grpc.status.INTERNAL, 'session authentication failed')),
-      );
+      authenticate(call)
+        .then(
+          (w) => broker.acceptWorkerCall(call, w.id),
+          (err: unknown) => call.emit('error', (err as Partial<grpc.ServiceError>).code !== undefined ? err : grpcError(grpc.status.INTERNAL, 'session authentication failed')),
+        )
+        .catch((err: unknown) => {
+          // Nothing awaits this promise: an unhandled rejection would end the controller.
+          log.error({ err }, 'session call failed');
+          try {
+            call.emit('error', grpcError(grpc.status.INTERNAL, 'session failed; see the controller log'));
+          } catch {
+            /* already ended */
+          }
+        });
     },
   };
 }

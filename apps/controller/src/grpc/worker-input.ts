@@ -35,16 +35,13 @@ export function helloInfo(h: Hello__Output): HelloInfo {
     machineId: clip(h.machineId, 128),
     os: clip(h.platform?.os, 32),
     arch: clip(h.platform?.arch, 32),
-    cpus: uint(h.capacity?.cpus, 4096),
-    memoryMib: uint(h.capacity?.memoryMib, 64 * 1024 * 1024),
-    vmSlots: uint(h.capacity?.vmSlots, 100_000),
-    macosSlots: uint(h.capacity?.macosSlots, 100),
+    ...capacityInfo(h.capacity),
     labels,
     drivers: (h.drivers ?? []).slice(0, 16).map((d) => clip(d, 32)),
   };
 }
 
-/** A CapacityUpdate, bounded like Hello's capacity. */
+/** The capacity of a Hello or a CapacityUpdate, bounded. */
 export function capacityInfo(c: Capacity__Output | null | undefined): Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots'> {
   return {
     cpus: uint(c?.cpus, 4096),

@@ -73,24 +73,33 @@ class FakeCall extends EventEmitter {
 
 const VM = { id: 'vm-1', name: 'web-1', state: 'running', desiredPower: 'running', workerId: 'w-1', attempt: 1, reason: '', username: '' };
 
-function world() {
+function world(accessLookup: Promise<void> = Promise.resolve()) {
   const opens: ControllerMessage[] = [];
   const events: NewEvent[] = [];
+  const accessDeleted: string[] = [];
   const access = { vmId: VM.id, username: 'fleet', publicKey: 'ssh-ed25519 AAAA', privateKey: 'PRIVATE', password: null, hostKey: null, hostKeyAttempt: null, hostKeyBootAt: null, hostKeySeenAt: null, createdAt: new Date() };
   const db = {
     vm: { findUnique: async () => ({ ...VM }) },
     vmAccess: {
-      findMany: async () => [access],
+      findMany: async () => {
+        await accessLookup;
+        return [access];
+      },
       findUnique: async () => access,
       update: async () => access,
       updateMany: async () => ({ count: 0 }),
       upsert: async () => access,
+      deleteMany: async ({ where }: { where: { vmId: string } }) => {
+        accessDeleted.push(where.vmId);
+        return { count: 1 };
+      },
     },
   } as unknown as FleetDb;
   const streams = { get: (id: string) => (id === 'w-1' ? { workerId: 'w-1', workerName: 'worker-1', closed: false, send: (m: ControllerMessage) => opens.push(m) } : undefined) } as unknown as WorkerStreams;
   const eventLog = { append: async (e: NewEvent[]) => void events.push(...e) } as unknown as EventLog;
-  const broker = new SessionBroker({ db, streams, bus: new FleetBus(), events: eventLog, log: pino({ level: 'silent' }) });
-  return { broker, opens, events };
+  const bus = new FleetBus();
+  const broker = new SessionBroker({ db, streams, bus, events: eventLog, log: pino({ level: 'silent' }) });
+  return { broker, opens, events, bus, accessDeleted };
 }
 
 const start = (over: object = {}): StartRequest => parseOpening(JSON.stringify({ type: 'start', kind: 'exec', command: ['cat'], ...over })) as StartRequest;
@@ -138,6 +147,40 @@ describe('SessionBroker', () => {
     const unknown = new FakeCall('00000000-0000-0000-0000-000000000000');
     w.broker.acceptWorkerCall(unknown as unknown as SessionCall, 'w-1');
     expect(unknown.errors[0]?.code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it('does not ask the worker to open a session whose client left while the VM key was looked up', async () => {
+    let release = () => {};
+    const w = world(new Promise<void>((r) => (release = r)));
+    const client = new FakeClient();
+    const started = w.broker.start(client, 'web-1', start(), 'token:ci');
+    await tick();
+    client.close(1006);
+    release();
+    await started;
+    expect(w.opens).toEqual([]);
+    expect(w.broker.size).toBe(0);
+    expect(w.events.map((e) => e.kind)).toEqual(['session.cancelled']);
+  });
+
+  it('fails the session at once when the worker stream was cancelled before the broker took it', async () => {
+    const w = world();
+    const client = new FakeClient();
+    await w.broker.start(client, 'web-1', start(), 'token:ci');
+    const call = Object.assign(new FakeCall(w.opens[0]!.sessionOpen!.sessionId!), { cancelled: true });
+    w.broker.acceptWorkerCall(call as unknown as SessionCall, 'w-1');
+    await tick();
+    expect(client.json().at(-1)).toMatchObject({ type: 'error', code: 'worker-disconnected' });
+    expect(client.closed).not.toBeNull();
+    expect(w.broker.size).toBe(0);
+  });
+
+  it("removes a deleted VM's access row (its private key) and keeps those of other changes", async () => {
+    const w = world();
+    w.bus.vmChanged({ type: 'MODIFIED', vm: { ...VM, state: 'stopped' } as never });
+    w.bus.vmChanged({ type: 'DELETED', vm: { ...VM } as never });
+    await tick();
+    expect(w.accessDeleted).toEqual(['vm-1']);
   });
 
   it('pauses the worker stream while the client has more than 1 MiB unflushed, resumes when it drains', async () => {

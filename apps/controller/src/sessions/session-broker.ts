@@ -138,7 +138,10 @@ export class SessionBroker {
   constructor(private readonly deps: SessionBrokerDeps) {
     // A VM that stops boots next time with a new host key: forget the recorded one.
     this.offVm = deps.bus.onVmChange((c) => {
-      if (c.type !== 'DELETED' && (c.vm.state === 'stopped' || c.vm.state === 'failed' || c.vm.state === 'pending')) {
+      if (c.type === 'DELETED') {
+        // The row holds the VM's private key: it must not outlive the VM (no foreign key cascades it).
+        void deps.db.vmAccess.deleteMany({ where: { vmId: c.vm.id } }).catch((err: unknown) => deps.log.error({ err, vmId: c.vm.id }, 'removing the access keys of a deleted VM failed'));
+      } else if (c.vm.state === 'stopped' || c.vm.state === 'failed' || c.vm.state === 'pending') {
         void forgetHostKey(deps.db, c.vm.id).catch(() => undefined);
       }
     });
@@ -175,6 +178,8 @@ export class SessionBroker {
       s.workerId = stream.workerId;
       s.workerName = stream.workerName;
       const access = (await ensureVmAccess(this.deps.db, [vm])).get(vm.id)!;
+      // The client may have gone (and the session been cancelled) during that await.
+      if (s.state !== 'waiting') return;
       const expected = recordedHostKey(access, vm.attempt) ?? '';
       s.hostKey = expected;
       s.state = 'opening';
@@ -342,6 +347,9 @@ export class SessionBroker {
       return endCall(call, grpc.status.PERMISSION_DENIED, 'this session belongs to another worker');
     }
     if (s.state !== 'opening' || s.worker) return endCall(call, grpc.status.FAILED_PRECONDITION, `session ${id} is ${s.state}`);
+    // Cancelled while its certificate was being checked: its close events have already
+    // fired, so listening for them below would leave the client waiting forever.
+    if (call.cancelled) return this.fail(s, new SessionError('worker-disconnected', `worker ${s.workerName} dropped the session stream while opening it`));
     clearTimeout(s.openTimer);
     s.worker = call;
     s.state = 'active';
@@ -395,7 +403,7 @@ export class SessionBroker {
         this.audit(s, 'session.started', `${s.actor} opened ${s.describe()} on ${s.vm.name}`, { command: s.req.command, port: s.req.port, tty: s.req.tty });
         return;
       case 'exit': {
-        s.exit = { code: f.exit?.code ?? -1, signal: f.exit?.signal || null };
+        s.exit = { code: f.exit?.code ?? -1, signal: clip(f.exit?.signal, 40) || null };
         this.finish(s);
         return;
       }
@@ -583,6 +591,18 @@ export class SessionBroker {
     void this.deps.events
       .append([{ kind, level, message, vmId: s.vm.id, vmName: s.vm.name, workerId: s.workerId || null, actor: s.actor, data: { sessionId: s.id, kind: s.req.kind, ...data } }])
       .catch((err) => this.deps.log.error({ err, sessionId: s.id }, 'session audit event not recorded'));
+  }
+
+  /** The actor's token was revoked or expired: end its sessions, attached or kept for re-attach. */
+  endSessionsOf(actor: string, reason: string): number {
+    let ended = 0;
+    for (const s of [...this.sessions.values()]) {
+      if (s.actor !== actor) continue;
+      if (s.client) sendJson(s.client, { type: 'error', code: 'unauthorized', message: reason });
+      this.cancel(s, reason);
+      ended++;
+    }
+    return ended;
   }
 
   /** Controller shutdown: tell every client, end every worker stream. */

@@ -17,6 +17,7 @@ const VM_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
 /** A report about a VM that is not re-sent for this long is dropped (stopped, moved, deleted). */
 const STALE_MS = 5 * 60_000;
 const MAX_ENTRIES = 100_000;
+const MAX_DATE_MS = 8.64e15;
 
 export class NetworkCounterStore {
   private readonly byVm = new Map<string, NetworkCounters & { workerId: string; receivedAt: number }>();
@@ -43,7 +44,8 @@ export class NetworkCounterStore {
         attempt: r.attempt,
         fromVm,
         fromHost,
-        sampledAt: new Date(Number.isFinite(sampled) && sampled > 0 ? sampled : now).toISOString(),
+        // Date's range ends at 8.64e15 ms; past it toISOString() throws (a uint64 from a worker can be anything).
+        sampledAt: new Date(Number.isFinite(sampled) && sampled > 0 && sampled <= MAX_DATE_MS ? sampled : now).toISOString(),
         receivedAt: now,
       });
       accepted++;
@@ -51,10 +53,10 @@ export class NetworkCounterStore {
     return { accepted, rejected };
   }
 
-  /** The latest counters of this VM's current attempt, or null. */
-  get(vmId: string, attempt: number, now = Date.now()): NetworkCounters | null {
+  /** The latest counters of this VM's current attempt, reported by the worker it is placed on, or null. */
+  get(vmId: string, attempt: number, workerId: string | null, now = Date.now()): NetworkCounters | null {
     const c = this.byVm.get(vmId);
-    if (!c || c.attempt !== attempt || now - c.receivedAt > STALE_MS) return null;
+    if (!c || c.attempt !== attempt || c.workerId !== workerId || now - c.receivedAt > STALE_MS) return null;
     return { attempt: c.attempt, fromVm: c.fromVm, fromHost: c.fromHost, sampledAt: c.sampledAt };
   }
 

@@ -29,15 +29,15 @@ export function accountRoutes(accounts: AccountService, tokens: TokenService): F
         reply.header('retry-after', String(wait));
         throw new FleetError(429, 'too_many_attempts', `too many failed logins for "${key.slice(0, 64)}"; try again in ${wait} s`);
       }
+      // Counted as a failure before the password check (a success clears it): otherwise any
+      // number of concurrent guesses would all pass the check above while scrypt runs.
+      throttle.failed(key);
       try {
         const s = await accounts.login(req.body.username, req.body.password);
         throttle.succeeded(key);
         return { token: s.token, name: s.name, roles: s.roles, expiresAt: s.expiresAt.toISOString() };
       } catch (err) {
-        if (err instanceof LoginRejected) {
-          throttle.failed(key);
-          throw unauthorized(err.message);
-        }
+        if (err instanceof LoginRejected) throw unauthorized(err.message);
         throw err;
       }
     });

@@ -19,6 +19,8 @@ const BEARER_SUBPROTOCOL = 'fleet.bearer.';
 /** Largest frame a client may send; bigger ones close the socket with 1009. */
 export const MAX_CLIENT_FRAME = 1024 * 1024;
 const START_TIMEOUT_MS = 10_000;
+/** How often an open session's token is checked again: revoking it ends the session. */
+const TOKEN_RECHECK_MS = 10_000;
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 function bearerOf(req: FastifyRequest): string | null {
@@ -40,7 +42,7 @@ export function selectSubprotocol(protocols: Set<string>): string | false {
   return protocols.has(SESSION_SUBPROTOCOL) ? SESSION_SUBPROTOCOL : false;
 }
 
-export function sessionRoutes(ctx: ApiContext, broker: SessionBroker) {
+export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { tokenRecheckMs?: number } = {}) {
   return async (app: FastifyInstance): Promise<void> => {
     const vmByName = async (name: string) => {
       const vm = NAME.test(name) ? await ctx.db.vm.findUnique({ where: { name } }) : null;
@@ -98,6 +100,22 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker) {
         const actor = `token:${req.principal!.name}`;
         const vmName = req.params.name;
         socket.on('error', () => undefined); // protocol errors (1009 oversize, bad frames) close the socket; nothing to crash
+        // The token was checked once at the upgrade; a shell can stay open for days, so a
+        // revoked or expired token must end it (as it ends GET /v1/live).
+        const token = bearerOf(req)!;
+        const recheck = setInterval(() => {
+          ctx.tokens.authenticate(token).catch((err: unknown) => {
+            if (!(err instanceof TokenRejected)) return; // a database hiccup is not a revocation
+            clearInterval(recheck);
+            const reason = `${err.message}; the session was ended`;
+            if (broker.endSessionsOf(actor, reason) === 0) {
+              sendError(socket, 'unauthorized', reason);
+              socket.close(1008, 'token rejected');
+            }
+          });
+        }, opts.tokenRecheckMs ?? TOKEN_RECHECK_MS);
+        recheck.unref();
+        socket.once('close', () => clearInterval(recheck));
         const timer = setTimeout(() => {
           sendError(socket, 'bad-request', `send the start frame within ${START_TIMEOUT_MS / 1000} s`);
           socket.close(1008, 'no start frame');

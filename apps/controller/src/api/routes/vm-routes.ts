@@ -18,8 +18,9 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       for (const w of await ctx.db.worker.findMany({ select: { id: true, name: true } })) nameCache.set(w.id, w.name);
       return nameCache;
     };
-    const withCounters = (o: VmObject): VmObject => ({ ...o, networkCounters: ctx.networkCounters?.get(o.id, o.attempt) ?? null });
-    const view = async (vm: Vm) => withCounters(await baseView(vm));
+    // Counters count only when reported by the worker the VM is placed on.
+    const withCounters = (vm: Vm, o: VmObject): VmObject => ({ ...o, networkCounters: ctx.networkCounters?.get(o.id, o.attempt, vm.workerId) ?? null });
+    const view = async (vm: Vm) => withCounters(vm, await baseView(vm));
     const baseView = async (vm: Vm) => {
       if (!vm.workerId) return toVmObject(vm, null);
       let name = nameCache.get(vm.workerId);
@@ -67,7 +68,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       const matches = (vm: Vm) => (!req.query.state || vm.state === req.query.state) && (!workerId || vm.workerId === workerId);
       if (!req.query.watch) {
         const vms = await ctx.vms.list({ ...(req.query.state ? { state: req.query.state } : {}), ...(workerId ? { workerId } : {}) });
-        return { vms: vms.map((vm) => withCounters(toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null))) };
+        return { vms: vms.map((vm) => withCounters(vm, toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null))) };
       }
       const { sink, stream } = startWatch(req, reply);
       const out = orderedSender((line) => sink.send(line));
