@@ -99,8 +99,15 @@ pids+=($!)
 bin/fleet login "$api" --token "$token" --context local >/dev/null
 if ! bin/fleet vm get demo >/dev/null 2>&1; then
   bin/fleet vm create demo --image "$image" --cpus 1 --memory 256M --wait 180s
+else
+  # Kept from an earlier run: adopted if it kept running, started again if it failed or stopped.
+  demo_state=$(bin/fleet vm get demo --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).state))')
+  if [ "$demo_state" = failed ] || [ "$demo_state" = stopped ]; then
+    echo "[up] starting the demo VM again (it was $demo_state)"
+    bin/fleet vm update demo --start >/dev/null
+  fi
 fi
-bin/fleet ip demo --wait 60s >/dev/null 2>&1 || true
+bin/fleet ip demo --wait 180s >/dev/null
 
 cat <<MSG
 

@@ -74,7 +74,9 @@ export function registerPortForwardCommand(program: Command, rt: Runtime): void 
       if (!target.url) throw new UsageError('no controller configured: run "fleet login URL --token T", or pass --url / set FLEET_URL');
       const url = target.url;
       let active = 0;
-      const server = net.createServer((sock) => {
+      // allowHalfOpen: a client's FIN (request sent) is passed on as EOF while the reply still
+      // flows back; the local socket is ended once the session is over.
+      const server = net.createServer({ allowHalfOpen: true }, (sock) => {
         active++;
         sock.setNoDelay(true);
         const session = SessionSocket.open(url, target.token, vm, { start: { kind: 'port-forward', port: remote, waitMs } });

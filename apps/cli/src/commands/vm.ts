@@ -407,7 +407,7 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
     .option('--selector <key=value>', 'set a selector entry; key- removes it (repeatable; only while pending)', collect)
     .option('--priority <n>', 'scheduling priority, -1000..1000')
     .option('--restart <policy>', 'never or on-failure')
-    .option('--start', 'power on (desired power state running)')
+    .option('--start', 'power on (desired power state running); a failed VM is started again with a new attempt')
     .option('--stop', 'power off (desired power state stopped)')
     .description("change a VM's spec")
     .action(async (name: string, o: UpdateOptions, cmd: Command) => {

@@ -130,6 +130,22 @@ describe('placement and worker reports', () => {
     expect(await db.allocation.findMany()).toEqual([expect.objectContaining({ attempt: 2 })]);
   });
 
+  it('an operator restarts a failed VM (restart policy never) by asking it to run; it gets a new attempt', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'n', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_FAILED', { message: 'the VM host process died' })]);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'failed', restartAt: null });
+    await vms.update('n', { powerState: 'running' }, 'token:ops');
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'pending', workerId: null, restartCount: 1, reason: 'restart requested by token:ops: waiting for the scheduler' });
+    expect((await db.event.findMany({ where: { kind: 'vm.restart' } })).map((e) => e.message)).toEqual(['failed → pending (restart requested by token:ops)']);
+    await scheduler.passOnce();
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'scheduled', attempt: 2 });
+    // A running VM asked to run again is left alone.
+    await vms.update('n', { powerState: 'running' }, 'token:ops');
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'scheduled', attempt: 2, restartCount: 1 });
+  });
+
   it('a reconnecting worker frees what it no longer holds and its lost VMs fail', async () => {
     const w = await onlineWorker('mac-1');
     const kept = await vms.create({ name: 'kept', image: 'img', cpus: 1, memoryMib: 512 }, 'test');

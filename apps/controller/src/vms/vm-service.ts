@@ -127,7 +127,13 @@ export class VmService {
       (patch.image !== undefined && patch.image !== vm.image) ||
       resized ||
       (patch.powerState !== undefined && patch.powerState !== vm.desiredPower);
+    // Asking a failed VM to run is how an operator restarts it (whatever its restart policy):
+    // back to pending, and the scheduler gives it a new attempt.
+    const restart = vm.state === 'failed' && patch.powerState === 'running';
     const data: Prisma.VmUpdateInput = {
+      ...(restart
+        ? { state: 'pending', worker: { disconnect: true }, ip: null, restartAt: null, restartCount: { increment: 1 }, reason: `restart requested by ${actor}: waiting for the scheduler` }
+        : {}),
       ...(patch.image !== undefined ? { image: patch.image } : {}),
       ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
       ...(patch.memoryMib !== undefined ? { memoryMib: patch.memoryMib } : {}),
@@ -138,13 +144,14 @@ export class VmService {
       ...(patch.powerState !== undefined ? { desiredPower: patch.powerState } : {}),
       ...(specChanged ? { generation: { increment: 1 } } : {}),
     };
-    const event = vmEvent(vm, 'vm.updated', `spec updated by ${actor}: ${Object.keys(patch).join(', ')}`, actor, { patch });
+    const events = [vmEvent(vm, 'vm.updated', `spec updated by ${actor}: ${Object.keys(patch).join(', ')}`, actor, { patch })];
+    if (restart) events.push(vmEvent(vm, 'vm.restart', `failed → pending (restart requested by ${actor})`, actor, { from: 'failed', to: 'pending' }));
     const updated = await this.db.$transaction(async (tx) => {
       const u = await tx.vm.update({ where: { id: vm.id }, data });
-      await this.events.append([event], tx);
+      await this.events.append(events, tx);
       return u;
     });
-    this.publish([{ vm: updated, type: 'MODIFIED' }], [event]);
+    this.publish([{ vm: updated, type: 'MODIFIED' }], events);
     if (updated.workerId && placed) this.bus.desiredStateChanged(updated.workerId);
     if (updated.state === 'pending') this.bus.scheduleRequested();
     return updated;

@@ -3,7 +3,7 @@
 // driver is covered by test/qemu-vm.test.ts (root).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,6 +62,19 @@ describe('QemuDriver (no VM started)', () => {
     expect(existsSync(path.join(dataDir, 'instances', 'vm%2F1.2'))).toBe(false);
     await d.close();
     await d2.close();
+  });
+
+  it('an image change whose new disk cannot be made keeps the old disk (and what the VM wrote to it)', async () => {
+    const dataDir = path.join(tmp, 'disk-swap');
+    const d = new QemuDriver({ dataDir, nat });
+    const ref = { vmId: 'swap', attempt: 1 };
+    await d.create({ ...ref, name: 'swap', generation: '1', spec });
+    const disk = path.join(dataDir, 'instances', 'swap.1', 'disk.qcow2');
+    const before = await readFile(disk);
+    // A size qemu-img refuses for qcow2: the new disk cannot be created.
+    await expect(d.update({ ...ref, generation: '2', spec: { ...spec, image: 'fleet-guest:latest', diskGib: 1e9 } })).rejects.toThrow(DriverError);
+    expect(Buffer.compare(await readFile(disk), before)).toBe(0);
+    await d.close();
   });
 
   it('reports an instance whose host process died while running as failed, a powered-off one as stopped', async () => {

@@ -293,9 +293,12 @@ export class QemuDriver implements Driver {
     if (a.spec.image !== h.rec.spec.image) {
       // A new image means a new disk: the old one (and what the VM wrote to it) is replaced.
       const source = await resolveImage(a.spec.image, this.opts.imagesDir);
+      // Made beside the old one and renamed over it: a failed create keeps the old disk.
       const disk = path.join(h.dir, DISK_FILE);
-      await rm(disk, { force: true });
-      await createInstanceDisk(disk, source, a.spec.diskGib);
+      const next = `${disk}.new`;
+      await rm(next, { force: true });
+      await createInstanceDisk(next, source, a.spec.diskGib);
+      await rename(next, disk);
       h.rec = { ...h.rec, disk, boot: source.kind === 'builtin' ? 'kernel' : 'disk' };
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };

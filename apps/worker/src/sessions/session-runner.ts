@@ -204,6 +204,10 @@ export class SessionRunner {
     aborted: () => string | null,
   ): Promise<void> {
     const sock = await this.tcpConnect(ip, open.port, deadline, 'connecting', send, aborted);
+    if (aborted() !== null) {
+      sock.destroy();
+      throw new StageError('cancelled', aborted()!);
+    }
     sock.setNoDelay(true);
     onAbort.push(() => sock.destroy());
     send({ started: true });
@@ -227,6 +231,8 @@ export class SessionRunner {
       sock.on('error', (e) => finish(1, `connection to port ${open.port} of the VM failed: ${e.message}`));
       call.on('data', (f: SessionFrame__Output) => {
         if (f.payload === 'stdin' && f.stdin) {
+          // After the client's EOF a write would error and end the forward before the reply.
+          if (sock.writableEnded || sock.destroyed) return;
           if (!sock.write(f.stdin)) {
             call.pause();
             sock.once('drain', () => call.resume());
@@ -278,13 +284,18 @@ export class SessionRunner {
         opened = await this.deps.pool.channel(target, command, pty);
         break;
       } catch (err) {
-        if (err instanceof HostKeyMismatch || err instanceof SshAuthFailed || attempt >= 20 || Date.now() >= deadline) throw err;
+        if (err instanceof HostKeyMismatch || err instanceof SshAuthFailed || attempt >= 20 || Date.now() >= deadline || aborted() !== null) throw err;
         // dropbear may accept TCP a moment before it can run sessions.
         if (attempt === 0) send({ progress: { stage: 'connecting', message: `SSH to ${ip} not ready yet (${(err as Error).message}); retrying` } });
         await sleep(250);
       }
     }
     const { channel, hostKey, closed } = opened;
+    // Cancelled while the channel was opening: nothing else would ever close it.
+    if (aborted() !== null) {
+      channel.close();
+      throw new StageError('cancelled', aborted()!);
+    }
     if (!open.hostKey) send({ hostKey });
     const ch: ClientChannel = channel;
     send({ started: true });
@@ -294,7 +305,7 @@ export class SessionRunner {
     const signal = (name: string) => {
       if (tty) {
         const byte = name === 'INT' ? '\x03' : name === 'QUIT' ? '\x1c' : null;
-        if (byte) ch.write(byte);
+        if (byte && !ch.writableEnded && !ch.destroyed) ch.write(byte);
         else ch.close();
         return;
       }
@@ -316,11 +327,12 @@ export class SessionRunner {
       let exit: { code: number; signal: string } | null = null;
       let timedOut = false;
       let timer: NodeJS.Timeout | undefined;
+      let graceTimer: NodeJS.Timeout | undefined;
       if (open.timeoutMs > 0) {
         timer = setTimeout(() => {
           timedOut = true;
           signal('TERM');
-          setTimeout(() => {
+          graceTimer = setTimeout(() => {
             signal('KILL');
             ch.close();
           }, TERM_GRACE_MS).unref();
@@ -334,6 +346,10 @@ export class SessionRunner {
           ch.stderr.resume();
         });
       };
+      // A write after EOF (stdin the client sent after its eof) or a broken channel emits
+      // 'error'; unhandled it would crash the worker. The close that follows ends the session.
+      ch.on('error', (e: Error) => log.debug({ err: e.message }, 'SSH channel error'));
+      ch.stderr.on('error', (e: Error) => log.debug({ err: e.message }, 'SSH channel stderr error'));
       ch.on('data', (d: Buffer) => {
         if (!send({ stdout: d })) pauseVm();
       });
@@ -347,6 +363,8 @@ export class SessionRunner {
       onAbort.push(() => stopWaiting());
       void closed.then(async (status) => {
         clearTimeout(timer);
+        // The command is gone: a late KILL could hit a process that reused its pid.
+        clearTimeout(graceTimer);
         if (status) exit = { code: status.code ?? (status.signal ? 128 + signalNumber(status.signal) : 255), signal: status.code === null ? status.signal : '' };
         // The channel can close while output is still queued in its (paused) readables:
         // the exit status goes out only after every byte before it.
@@ -361,6 +379,9 @@ export class SessionRunner {
       call.on('data', (f: SessionFrame__Output) => {
         switch (f.payload) {
           case 'stdin':
+            // After the client's EOF the write side is closed: a write would error and
+            // destroy the channel, losing the command's output and exit status.
+            if (ch.writableEnded || ch.destroyed) return;
             if (f.stdin && !ch.write(f.stdin)) {
               call.pause();
               ch.once('drain', () => call.resume());
@@ -373,7 +394,9 @@ export class SessionRunner {
             if (tty && f.resize) ch.setWindow(f.resize.rows, f.resize.cols, 0, 0);
             return;
           case 'signal':
-            if (f.signal) signal(f.signal);
+            // Unknown names would throw (killCommand, ssh2's signal()) inside this handler.
+            if (f.signal && signalNumber(f.signal) > 0) signal(f.signal.replace(/^SIG/, ''));
+            else log.warn({ signal: f.signal }, 'unknown signal name from the controller ignored');
             return;
           default:
             return;
@@ -396,7 +419,8 @@ function drained(r: NodeJS.ReadableStream & { readableEnded?: boolean; destroyed
   });
 }
 
-const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, SEGV: 11, USR2: 12, PIPE: 13, ALRM: 14, TERM: 15 };
+/** The signals SSH names (RFC 4254 6.10, exactly ssh2's list) with their Linux numbers. */
+const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, ILL: 4, ABRT: 6, FPE: 8, KILL: 9, USR1: 10, SEGV: 11, USR2: 12, PIPE: 13, ALRM: 14, TERM: 15 };
 function signalNumber(name: string): number {
   return SIGNALS[name.replace(/^SIG/, '')] ?? 0;
 }
