@@ -141,12 +141,17 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   const hostname = options.hostname ?? detectHostname();
   const labels = { ...(options.labels ?? {}) };
 
+  let sshPool: VmSshPool | undefined;
   let link: ControllerLink | undefined;
   const reconciler = new Reconciler({
     driver,
     logger: log,
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
-    onStatus: (status) => link?.reportStatus(status),
+    onStatus: (status) => {
+      link?.reportStatus(status);
+      // A VM that stopped, failed or went away takes its pooled SSH connections with it.
+      if (status.vmId && status.phase !== 'VM_PHASE_RUNNING' && status.phase !== 'VM_PHASE_STARTING') sshPool?.forgetVm(status.vmId);
+    },
     onEvent: (event) => link?.sendEvent(event),
   });
   try {
@@ -157,7 +162,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   }
 
   // Remote access (exec / ssh / port-forward): one pooled SSH connection per VM.
-  const sshPool = new VmSshPool();
+  sshPool = new VmSshPool();
   const sessions = new SessionRunner({
     pool: sshPool,
     instance: (vmId, attempt) => reconciler.snapshot().find((s) => s.vmId === vmId && (!attempt || s.attempt === attempt) && s.phase !== 'VM_PHASE_GONE'),

@@ -83,14 +83,6 @@ export class SessionError extends Error {
 /** Client frames that arrived between the start request and the broker taking over the socket. */
 export type EarlyFrames = () => Array<[Buffer, boolean]>;
 
-export interface SessionSummary {
-  id: string;
-  vm: string;
-  kind: string;
-  actor: string;
-  state: string;
-}
-
 class BrokerSession {
   readonly startedAt = Date.now();
   client: ClientSocket | null = null;
@@ -149,10 +141,6 @@ export class SessionBroker {
 
   get size(): number {
     return this.sessions.size;
-  }
-
-  list(): SessionSummary[] {
-    return [...this.sessions.values()].map((s) => ({ id: s.id, vm: s.vm.name, kind: s.req.kind, actor: s.actor, state: s.state }));
   }
 
   // ------------------------------------------------------------------ client side

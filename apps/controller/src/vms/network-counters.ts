@@ -60,10 +60,6 @@ export class NetworkCounterStore {
     return { attempt: c.attempt, fromVm: c.fromVm, fromHost: c.fromHost, sampledAt: c.sampledAt };
   }
 
-  forget(vmId: string): void {
-    this.byVm.delete(vmId);
-  }
-
   private prune(now: number): void {
     for (const [id, c] of this.byVm) if (now - c.receivedAt > STALE_MS) this.byVm.delete(id);
   }

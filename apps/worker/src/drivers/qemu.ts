@@ -33,6 +33,7 @@ import {
   type InstanceStatusListener,
   type UpdateInstanceRequest,
 } from './driver.ts';
+import { StatusListeners, waitUntilRunning, writeInstanceRecord } from './instance-status.ts';
 import { createInstanceDisk, resolveImage } from './qemu-disk.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../vm-host/config.ts';
 import { controlRequest, watchControl, type ControlWatch } from '../vm-host/control-client.ts';
@@ -148,7 +149,7 @@ export class QemuDriver implements Driver {
   readonly name = QEMU_DRIVER_NAME;
   readonly capabilities: DriverCapabilities = { guestOs: ['linux'], maxMacosGuests: 0 };
   private readonly held = new Map<string, Held>();
-  private readonly listeners = new Set<InstanceStatusListener>();
+  private readonly listeners = new StatusListeners();
   private readonly instancesDir: string;
   private loaded = false;
   private closed = false;
@@ -161,8 +162,7 @@ export class QemuDriver implements Driver {
   }
 
   subscribe(listener: InstanceStatusListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.subscribe(listener);
   }
 
   async list(): Promise<InstanceStatus[]> {
@@ -195,7 +195,7 @@ export class QemuDriver implements Driver {
       await rm(dir, { recursive: true, force: true });
       throw e;
     }
-    await this.writeRecord(dir, rec);
+    await writeInstanceRecord(dir, rec);
     const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac } };
     this.held.set(instanceKey(r), h);
     return { ...h.status };
@@ -302,7 +302,7 @@ export class QemuDriver implements Driver {
       h.rec = { ...h.rec, disk, boot: source.kind === 'builtin' ? 'kernel' : 'disk' };
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
-    await this.writeRecord(h.dir, h.rec);
+    await writeInstanceRecord(h.dir, h.rec);
     return this.patch(h, { generation: a.generation });
   }
 
@@ -341,12 +341,6 @@ export class QemuDriver implements Driver {
     const h = this.held.get(instanceKey(ref));
     if (!h) throw new DriverError(`no instance ${instanceKey(ref)} on this worker`);
     return h;
-  }
-
-  private async writeRecord(dir: string, rec: InstanceRecord): Promise<void> {
-    const tmp = path.join(dir, 'instance.json.tmp');
-    await writeFile(tmp, JSON.stringify(rec, null, 2));
-    await rename(tmp, path.join(dir, 'instance.json'));
   }
 
   /** Scans the run dirs once: re-attaches to live host processes, reports dead ones. */
@@ -413,30 +407,12 @@ export class QemuDriver implements Driver {
   }
 
   private patch(h: Held, p: Partial<InstanceStatus>, emit = true): InstanceStatus {
-    const before = JSON.stringify(h.status);
-    const next: InstanceStatus = { ...h.status, ...p };
-    for (const k of Object.keys(next) as Array<keyof InstanceStatus>) if (next[k] === undefined) delete next[k];
-    h.status = next;
-    if (emit && JSON.stringify(next) !== before) {
-      for (const l of this.listeners) {
-        try {
-          l({ ...next });
-        } catch {
-          /* a listener's problem */
-        }
-      }
-    }
-    return { ...next };
+    h.status = this.listeners.publish(h.status, p, emit);
+    return { ...h.status };
   }
 
-  private async waitRunning(h: Held): Promise<InstanceStatus> {
-    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
-    while (h.status.state === 'starting') {
-      if (Date.now() > deadline) throw new DriverError(`start ${h.rec.name}: not running after ${this.opts.startTimeoutMs ?? 30_000} ms`);
-      await sleep(20);
-    }
-    if (h.status.state !== 'running') throw new DriverError(`start ${h.rec.name}: ${h.status.message ?? h.status.state}`);
-    return { ...h.status };
+  private waitRunning(h: Held): Promise<InstanceStatus> {
+    return waitUntilRunning(() => h.status, h.rec.name, this.opts.startTimeoutMs ?? 30_000);
   }
 
   private async halt(h: Held, how: 'stop' | 'kill'): Promise<InstanceStatus> {

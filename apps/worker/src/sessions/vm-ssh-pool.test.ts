@@ -78,6 +78,21 @@ describe('VmSshPool', () => {
     pool.close();
   });
 
+  it('forgetVm drops the connections of a VM that stopped, and only those', async () => {
+    const pool = new VmSshPool();
+    await run(pool, target(), 'sleep-then-exit 0 0');
+    await run(pool, target({ vmId: 'vm-2' }), 'sleep-then-exit 0 0');
+    expect(pool.size).toBe(2);
+    pool.forgetVm('vm-1');
+    for (let i = 0; i < 100 && pool.size !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(pool.size).toBe(1);
+    // The next session to vm-1 opens a fresh connection.
+    const opened = pool.opened;
+    await run(pool, target(), 'sleep-then-exit 0 0');
+    expect(pool.opened).toBe(opened + 1);
+    pool.close();
+  });
+
   it('captures the exit status of a command that finishes at once (no lost exit)', async () => {
     const pool = new VmSshPool();
     const results = await Promise.all(Array.from({ length: 5 }, (_, i) => run(pool, target(), `sleep-then-exit 0 ${i + 1}`)));

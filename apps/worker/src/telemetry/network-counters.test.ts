@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { VmNetworkReport, VmStatus } from '@fleet/proto';
 import type { Driver, InstanceRef } from '../drivers/driver.ts';
 import { NetworkCounterSampler } from './network-counters.ts';
@@ -31,10 +31,16 @@ describe('NetworkCounterSampler', () => {
 
   it('does nothing for a runtime without a packet filter', async () => {
     const sent: VmNetworkReport[] = [];
-    const sampler = new NetworkCounterSampler({ driver: {} as Driver, instances: () => [status('a', 'VM_PHASE_RUNNING')], send: (r) => sent.push(r), log: pino({ level: 'silent' }) });
-    sampler.start();
-    expect(await sampler.sampleOnce()).toBe(0);
-    sampler.stop();
-    expect(sent).toHaveLength(0);
+    vi.useFakeTimers();
+    try {
+      const sampler = new NetworkCounterSampler({ driver: {} as Driver, instances: () => [status('a', 'VM_PHASE_RUNNING')], send: (r) => sent.push(r), log: pino({ level: 'silent' }) });
+      sampler.start();
+      expect(vi.getTimerCount()).toBe(0); // no timer ticking for nothing
+      expect(await sampler.sampleOnce()).toBe(0);
+      sampler.stop();
+      expect(sent).toHaveLength(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -18,7 +18,7 @@
 // for the MAC).
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -34,6 +34,7 @@ import {
   type InstanceStatusListener,
   type UpdateInstanceRequest,
 } from '../driver.ts';
+import { StatusListeners, waitUntilRunning, writeInstanceRecord } from '../instance-status.ts';
 import { CONTROL_SOCKET, STATUS_LOG } from '../../vm-host/config.ts';
 import { controlRequest, watchControl, type ControlWatch } from '../../vm-host/control-client.ts';
 import type { VzHostConfig, VzHostStatus } from '../../vm-host/darwin/config.ts';
@@ -146,7 +147,7 @@ export class VzDriver implements Driver {
   readonly capabilities: DriverCapabilities;
   readonly slots: MacosSlots;
   private readonly held = new Map<string, Held>();
-  private readonly listeners = new Set<InstanceStatusListener>();
+  private readonly listeners = new StatusListeners();
   private readonly instancesDir: string;
   private readonly installs = new Map<string, Promise<void>>();
   private loaded = false;
@@ -164,8 +165,7 @@ export class VzDriver implements Driver {
   }
 
   subscribe(listener: InstanceStatusListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.subscribe(listener);
   }
 
   async list(): Promise<InstanceStatus[]> {
@@ -201,7 +201,7 @@ export class VzDriver implements Driver {
         ...(guest === 'macos' && this.opts.freshMachineIdentifier && this.opts.newMachineIdentifier ? { newMachineIdentifier: this.opts.newMachineIdentifier } : {}),
       });
       h.rec = { ...h.rec, guest, mac: cloned.config.macAddress };
-      await this.writeRecord(dir, h.rec);
+      await writeInstanceRecord(dir, h.rec);
       return this.patch(h, { mac: h.rec.mac, message: undefined });
     } catch (e) {
       this.held.delete(key);
@@ -292,7 +292,7 @@ export class VzDriver implements Driver {
       throw new DriverError(`update ${h.rec.name}: the instance must be stopped first (it is ${h.status.state})`);
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
-    await this.writeRecord(h.dir, h.rec);
+    await writeInstanceRecord(h.dir, h.rec);
     return this.patch(h, { generation: a.generation });
   }
 
@@ -411,12 +411,6 @@ export class VzDriver implements Driver {
     return h;
   }
 
-  private async writeRecord(dir: string, rec: InstanceRecord): Promise<void> {
-    const tmp = path.join(dir, 'instance.json.tmp');
-    await writeFile(tmp, JSON.stringify(rec, null, 2));
-    await rename(tmp, path.join(dir, 'instance.json'));
-  }
-
   private async load(): Promise<void> {
     if (this.loaded) return;
     this.loaded = true;
@@ -508,30 +502,12 @@ export class VzDriver implements Driver {
   }
 
   private patch(h: Held, p: Partial<InstanceStatus>, emit = true): InstanceStatus {
-    const before = JSON.stringify(h.status);
-    const next: InstanceStatus = { ...h.status, ...p };
-    for (const k of Object.keys(next) as Array<keyof InstanceStatus>) if (next[k] === undefined) delete next[k];
-    h.status = next;
-    if (emit && JSON.stringify(next) !== before) {
-      for (const l of this.listeners) {
-        try {
-          l({ ...next });
-        } catch {
-          /* a listener's problem */
-        }
-      }
-    }
-    return { ...next };
+    h.status = this.listeners.publish(h.status, p, emit);
+    return { ...h.status };
   }
 
-  private async waitRunning(h: Held): Promise<InstanceStatus> {
-    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 60_000);
-    while (h.status.state === 'starting') {
-      if (Date.now() > deadline) throw new DriverError(`start ${h.rec.name}: not running after ${this.opts.startTimeoutMs ?? 60_000} ms`);
-      await sleep(20);
-    }
-    if (h.status.state !== 'running') throw new DriverError(`start ${h.rec.name}: ${h.status.message ?? h.status.state}`);
-    return { ...h.status };
+  private waitRunning(h: Held): Promise<InstanceStatus> {
+    return waitUntilRunning(() => h.status, h.rec.name, this.opts.startTimeoutMs ?? 60_000);
   }
 
   private async halt(h: Held, how: 'stop' | 'kill'): Promise<InstanceStatus> {
