@@ -1,4 +1,4 @@
-// `pnpm --filter @fleet/db generate` (also run by this package's postinstall).
+// `pnpm --filter @fleet/db generate` (run by scripts/setup.sh after pnpm install).
 //
 // Runs `prisma generate` for both clients, offline:
 //   schema.prisma                         -> generated/client             (SQLite)
