@@ -9,7 +9,7 @@ import type { EventLog, NewEvent } from '../events/event-log.ts';
 import { FleetBus } from '../fleet-bus.ts';
 import type { WorkerStreams } from '../grpc/worker-streams.ts';
 import { parseOpening, type StartRequest } from './client-messages.ts';
-import { SessionBroker, type ClientSocket, type SessionCall } from './session-broker.ts';
+import { MAX_RETAINED_PER_ACTOR, SessionBroker, type ClientSocket, type SessionCall } from './session-broker.ts';
 
 class FakeClient extends EventEmitter implements ClientSocket {
   readyState = 1;
@@ -246,5 +246,31 @@ describe('SessionBroker', () => {
     const stranger = new FakeClient();
     w.broker.attach(stranger, 'web-1', { type: 'attach', sessionId: open.sessionId!, stdoutOffset: 0, stderrOffset: 0 }, 'token:other');
     expect(stranger.json()[0]).toMatchObject({ type: 'error' });
+  });
+
+  it('refuses a reconnectable exec beyond the per-token limit, and accepts one again when a session ends', async () => {
+    const w = world();
+    const calls: FakeCall[] = [];
+    for (let i = 0; i < MAX_RETAINED_PER_ACTOR; i++) calls.push((await openSession(w, new FakeClient(), start({ retainMs: 60_000 }))).call);
+    const opensBefore = w.opens.length;
+    const refused = new FakeClient();
+    await w.broker.start(refused, 'web-1', start({ retainMs: 60_000 }), 'token:ci');
+    expect(refused.json()[0]).toMatchObject({ type: 'error', code: 'unavailable' });
+    expect(String(refused.json()[0]!.message)).toContain(`limit is ${MAX_RETAINED_PER_ACTOR}`);
+    expect(refused.closed?.code).toBe(1013);
+    expect(w.opens.length).toBe(opensBefore); // the worker was never asked
+    // Another token, and a plain (not retained) exec of the same token, are not affected.
+    const other = new FakeClient();
+    await w.broker.start(other, 'web-1', start({ retainMs: 60_000 }), 'token:other');
+    expect(other.closed).toBeNull();
+    const plain = new FakeClient();
+    await w.broker.start(plain, 'web-1', start(), 'token:ci');
+    expect(plain.closed).toBeNull();
+    // A retained session that fails frees its place.
+    calls[0]!.emit('error', new Error('Connection dropped'));
+    await tick();
+    const again = new FakeClient();
+    await w.broker.start(again, 'web-1', start({ retainMs: 60_000 }), 'token:ci');
+    expect(again.closed).toBeNull();
   });
 });

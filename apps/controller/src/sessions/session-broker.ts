@@ -58,6 +58,9 @@ const WORKER_OPEN_TIMEOUT_MS = 15_000;
 /** Output kept per channel for re-attach (exec sessions opened with retainMs > 0). */
 const RETAIN_BYTES = 8 * 1024 * 1024;
 const MAX_SESSIONS = 2000;
+/** Reconnectable execs hold up to 2 × 2 × RETAIN_BYTES each: caps keep one token (or all) from pinning gigabytes. */
+export const MAX_RETAINED_PER_ACTOR = 16;
+export const MAX_RETAINED = 64;
 
 const KIND: Record<StartRequest['kind'], SessionKind> = { exec: 'SESSION_KIND_EXEC', ssh: 'SESSION_KIND_SSH', 'port-forward': 'SESSION_KIND_PORT_FORWARD' };
 const NOT_GOING_TO_RUN = new Set(['stopped', 'stopping', 'failed', 'deleting']);
@@ -152,6 +155,14 @@ export class SessionBroker {
       client.close(1013, 'too many sessions');
       return;
     }
+    if (req.retainMs > 0 && req.kind === 'exec' && !req.tty) {
+      const refusal = this.retentionRefusal(actor);
+      if (refusal) {
+        sendJson(client, { type: 'error', code: 'unavailable', message: refusal });
+        client.close(1013, 'too many reconnectable sessions');
+        return;
+      }
+    }
     const vm0 = await this.deps.db.vm.findUnique({ where: { name: vmName } });
     if (!vm0) return this.refuse(client, new SessionError('not-found', `vm "${vmName}" not found`));
     const s = new BrokerSession(randomUUID(), vm0, req, actor);
@@ -198,6 +209,24 @@ export class SessionBroker {
     } catch (err) {
       this.fail(s, err);
     }
+  }
+
+  /** Why a new reconnectable exec may not start now, or null. */
+  private retentionRefusal(actor: string): string | null {
+    let mine = 0;
+    let all = 0;
+    for (const s of this.sessions.values()) {
+      if (!s.logs) continue;
+      all++;
+      if (s.actor === actor) mine++;
+    }
+    if (mine >= MAX_RETAINED_PER_ACTOR) {
+      return `${actor} already holds ${mine} reconnectable sessions (the limit is ${MAX_RETAINED_PER_ACTOR}); wait for one to end or its retention to expire, or run without --retain`;
+    }
+    if (all >= MAX_RETAINED) {
+      return `the controller already keeps ${all} reconnectable sessions (the limit is ${MAX_RETAINED}); try again later or run without --retain`;
+    }
+    return null;
   }
 
   /** Re-attach to a retained exec session: replay from the offsets, then go live. */
