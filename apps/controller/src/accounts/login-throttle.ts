@@ -1,6 +1,6 @@
-// Slows password guessing: after `maxFailures` failed logins for one username
-// within `windowMs`, further attempts for it are refused (HTTP 429) until the
-// window has passed. In memory: a restart forgets, which is fine for a limiter.
+// Slows password guessing: after `maxFailures` failed logins for one key (a username,
+// or a client address and username) within `windowMs`, further attempts for it are
+// refused (HTTP 429) until the window has passed. In memory: a restart forgets, which is fine for a limiter.
 export class LoginThrottle {
   private readonly failures = new Map<string, number[]>();
 

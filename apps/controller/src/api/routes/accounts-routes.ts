@@ -19,22 +19,29 @@ const UsernameParam = Type.Object({ username: Username });
 
 export function accountRoutes(accounts: AccountService, tokens: TokenService): FastifyPluginAsyncTypebox {
   return async (app) => {
-    const throttle = new LoginThrottle();
+    // Two limits, so that a stranger cannot lock a user out everywhere: 5 failures per
+    // (client address, username) lock that pair for 5 minutes; 50 failures per username
+    // from all addresses together stop a distributed guess.
+    const perClient = new LoginThrottle(5);
+    const perUser = new LoginThrottle(50);
     app.post('/v1/login', {
       schema: { tags: ['accounts'], summary: 'Log in with an account: returns a session token (12 h) with the account\'s roles', security: [], body: LoginRequest, response: { 200: LoginResponse } },
     }, async (req, reply) => {
-      const key = req.body.username;
-      const wait = throttle.retryAfter(key);
+      const user = req.body.username;
+      const pair = `${req.ip}\0${user}`;
+      const wait = Math.max(perClient.retryAfter(pair), perUser.retryAfter(user));
       if (wait > 0) {
         reply.header('retry-after', String(wait));
-        throw new FleetError(429, 'too_many_attempts', `too many failed logins for "${key.slice(0, 64)}"; try again in ${wait} s`);
+        throw new FleetError(429, 'too_many_attempts', `too many failed logins for "${user.slice(0, 64)}"; try again in ${wait} s`);
       }
       // Counted as a failure before the password check (a success clears it): otherwise any
       // number of concurrent guesses would all pass the check above while scrypt runs.
-      throttle.failed(key);
+      perClient.failed(pair);
+      perUser.failed(user);
       try {
         const s = await accounts.login(req.body.username, req.body.password);
-        throttle.succeeded(key);
+        perClient.succeeded(pair);
+        perUser.succeeded(user);
         return { token: s.token, name: s.name, roles: s.roles, expiresAt: s.expiresAt.toISOString() };
       } catch (err) {
         if (err instanceof LoginRejected) throw unauthorized(err.message);
