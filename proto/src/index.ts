@@ -17,6 +17,8 @@ export type * from './generated/fleet/v1/Hello.ts';
 export type * from './generated/fleet/v1/Ping.ts';
 export type * from './generated/fleet/v1/Platform.ts';
 export type * from './generated/fleet/v1/Pong.ts';
+export type * from './generated/fleet/v1/RenewCertificateRequest.ts';
+export type * from './generated/fleet/v1/RenewCertificateResponse.ts';
 export type * from './generated/fleet/v1/Resize.ts';
 export type * from './generated/fleet/v1/SessionCancel.ts';
 export type * from './generated/fleet/v1/SessionError.ts';

@@ -21,6 +21,7 @@ import { NetworkCounterSampler } from './telemetry/network-counters.ts';
 import { VmSshPool } from './sessions/vm-ssh-pool.ts';
 import { SessionRunner } from './sessions/session-runner.ts';
 import { WORKER_VERSION } from './version.ts';
+import { CertificateRenewer, type CertificateRenewerOptions } from './enrollment/certificate-renewal.ts';
 
 export interface StartWorkerOptions {
   /** Data dir holding the enrollment (default $FLEET_WORKER_DATA_DIR or ~/.fleet-worker). */
@@ -62,6 +63,8 @@ export interface StartWorkerOptions {
   statusFlushMs?: number;
   backoff?: BackoffOptions;
   welcomeTimeoutMs?: number;
+  /** Client-certificate renewal timing (tests); renewal runs only with stored credentials. */
+  certificateRenewal?: Pick<CertificateRenewerOptions, 'now' | 'checkIntervalMs' | 'retryMs'>;
 }
 
 export type WorkerExit = LinkExit;
@@ -96,6 +99,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   let name: string;
   let machineId: string;
   let workerId: string | undefined;
+  let credentialStore: CredentialStore | undefined;
 
   if (options.credentials) {
     dataDir = options.dataDir !== undefined ? resolveDataDir(options.dataDir) : undefined;
@@ -110,6 +114,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   } else {
     dataDir = resolveDataDir(options.dataDir);
     const store = new CredentialStore(dataDir);
+    credentialStore = store;
     const stored = await store.load();
     for (const warning of await store.audit()) baseLogger.warn({ dataDir }, warning);
     address = options.controller ?? stored.identity.controller;
@@ -191,6 +196,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       }),
       onWelcome: (welcome) => {
         if (welcome.workerId) workerId = welcome.workerId;
+        renewer?.start();
         if (welcome.workerName && welcome.workerName !== name) {
           log.warn({ enrolledAs: name, controllerSays: welcome.workerName }, 'the controller knows this worker under another name');
         }
@@ -201,6 +207,18 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       onSessionCancel: (cancel) => sessions.cancel(cancel.sessionId, cancel.reason || 'cancelled by the controller'),
     },
   });
+
+  // Renews the mTLS certificate well before it expires (started once the controller has
+  // accepted the current one); the link uses the new one from its next connection.
+  const renewer = credentialStore
+    ? new CertificateRenewer({
+        store: credentialStore,
+        address,
+        onRenewed: (creds) => link?.setCredentials(creds),
+        logger: log.child({ component: 'certificates' }),
+        ...options.certificateRenewal,
+      })
+    : undefined;
 
   // Safety net: re-run reconciliation periodically (idempotent), jittered so that many
   // workers in one process do not tick in lockstep.
@@ -244,6 +262,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       clearTimeout(resyncTimer);
       resyncTimer = undefined;
       sampler.stop();
+      renewer?.stop();
       offMacosLimit?.();
       sessions.closeAll('the worker is stopping');
       sshPool.close();

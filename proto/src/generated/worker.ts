@@ -12,6 +12,8 @@ import type { Hello as _fleet_v1_Hello, Hello__Output as _fleet_v1_Hello__Output
 import type { Ping as _fleet_v1_Ping, Ping__Output as _fleet_v1_Ping__Output } from './fleet/v1/Ping';
 import type { Platform as _fleet_v1_Platform, Platform__Output as _fleet_v1_Platform__Output } from './fleet/v1/Platform';
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from './fleet/v1/Pong';
+import type { RenewCertificateRequest as _fleet_v1_RenewCertificateRequest, RenewCertificateRequest__Output as _fleet_v1_RenewCertificateRequest__Output } from './fleet/v1/RenewCertificateRequest';
+import type { RenewCertificateResponse as _fleet_v1_RenewCertificateResponse, RenewCertificateResponse__Output as _fleet_v1_RenewCertificateResponse__Output } from './fleet/v1/RenewCertificateResponse';
 import type { Resize as _fleet_v1_Resize, Resize__Output as _fleet_v1_Resize__Output } from './fleet/v1/Resize';
 import type { SessionCancel as _fleet_v1_SessionCancel, SessionCancel__Output as _fleet_v1_SessionCancel__Output } from './fleet/v1/SessionCancel';
 import type { SessionError as _fleet_v1_SessionError, SessionError__Output as _fleet_v1_SessionError__Output } from './fleet/v1/SessionError';
@@ -50,6 +52,8 @@ export interface ProtoGrpcType {
       Platform: MessageTypeDefinition<_fleet_v1_Platform, _fleet_v1_Platform__Output>
       Pong: MessageTypeDefinition<_fleet_v1_Pong, _fleet_v1_Pong__Output>
       PowerState: EnumTypeDefinition
+      RenewCertificateRequest: MessageTypeDefinition<_fleet_v1_RenewCertificateRequest, _fleet_v1_RenewCertificateRequest__Output>
+      RenewCertificateResponse: MessageTypeDefinition<_fleet_v1_RenewCertificateResponse, _fleet_v1_RenewCertificateResponse__Output>
       Resize: MessageTypeDefinition<_fleet_v1_Resize, _fleet_v1_Resize__Output>
       SessionCancel: MessageTypeDefinition<_fleet_v1_SessionCancel, _fleet_v1_SessionCancel__Output>
       SessionError: MessageTypeDefinition<_fleet_v1_SessionError, _fleet_v1_SessionError__Output>

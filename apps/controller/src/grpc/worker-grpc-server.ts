@@ -3,7 +3,9 @@
 //  - Connect / Session: the worker's client certificate authenticates. TLS asks
 //    every client for a certificate but does not require one (Enroll has none);
 //    Connect then checks the certificate's SHA-256 against the database, so a
-//    credential is revoked by deleting/revoking its row.
+//    credential is revoked by deleting/revoking its row;
+//  - RenewCertificate: the client certificate authenticates; a new one is issued for
+//    a fresh key before the old one expires (see renewCertificate below).
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -12,10 +14,12 @@ import {
   PROTOCOL_VERSION,
   type EnrollRequest__Output,
   type EnrollResponse,
+  type RenewCertificateRequest__Output,
+  type RenewCertificateResponse,
   type WorkerMessage__Output,
   type WorkerServiceHandlers,
 } from '@fleet/proto';
-import type { FleetDb, Worker } from '@fleet/db';
+import type { FleetDb, Worker, WorkerCredential } from '@fleet/db';
 import { signClientCsr, PkiError } from '@fleet/pki';
 import type { Logger } from 'pino';
 import type { ControllerIdentity } from '../identity/controller-identity.ts';
@@ -74,6 +78,8 @@ export function serverCredentials(identity: ControllerIdentity): grpc.ServerCred
   const provider = new StaticCertificateProvider(Buffer.from(identity.ca.certPem), chain, Buffer.from(identity.server.keyPem));
   return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
 }
+
+type RenewCall = grpc.ServerUnaryCall<RenewCertificateRequest__Output, RenewCertificateResponse>;
 
 function grpcError(code: grpc.status, details: string): grpc.ServiceError {
   return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
@@ -137,14 +143,60 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     return { workerId, workerName: req.name, clientCertificatePem: issued.certPem, caCertificatePem: deps.identity.serverCaPem };
   }
 
-  async function authenticate(call: ConnectCall | SessionCall): Promise<Worker> {
+  async function authenticate(call: ConnectCall | SessionCall | RenewCall): Promise<Worker> {
+    return (await authenticateCredential(call)).worker;
+  }
+
+  async function authenticateCredential(call: ConnectCall | SessionCall | RenewCall): Promise<WorkerCredential & { worker: Worker }> {
     const fp = peerFingerprint(call);
     if (!fp) throw grpcError(grpc.status.UNAUTHENTICATED, 'no client certificate: enroll this worker first (fleet-worker enroll)');
     const cred = await db.workerCredential.findUnique({ where: { fingerprint: fp }, include: { worker: true } });
     if (!cred) throw grpcError(grpc.status.UNAUTHENTICATED, 'unknown worker credential: the worker was deleted or never enrolled here; re-enroll with fleet-worker enroll --force');
     if (cred.revokedAt) throw grpcError(grpc.status.UNAUTHENTICATED, `the credential of worker ${cred.worker.name} was revoked; re-enroll with fleet-worker enroll --force`);
     if (cred.notAfter.getTime() <= Date.now()) throw grpcError(grpc.status.UNAUTHENTICATED, `the credential of worker ${cred.worker.name} expired; re-enroll`);
-    return cred.worker;
+    return cred;
+  }
+
+  /**
+   * Issues a new client certificate to an authenticated worker. At most two credentials
+   * stay valid: the one presented and the new one. The presented one is revoked when the
+   * worker first connects with the new one (retireOlderCredentials), not here, so a worker
+   * that dies before saving the new certificate can still connect and renew again.
+   */
+  async function renewCertificate(call: RenewCall): Promise<RenewCertificateResponse> {
+    const cred = await authenticateCredential(call);
+    const csrPem = call.request.csrPem;
+    if (!csrPem || csrPem.length > 16_384) throw grpcError(grpc.status.INVALID_ARGUMENT, 'csr_pem is required (at most 16 KiB)');
+    let issued;
+    try {
+      issued = await signClientCsr(deps.identity.ca, csrPem, { commonName: cred.workerId });
+    } catch (err) {
+      if (err instanceof PkiError) throw grpcError(grpc.status.INVALID_ARGUMENT, err.message);
+      throw err;
+    }
+    await db.$transaction(async (tx) => {
+      await tx.workerCredential.updateMany({ where: { workerId: cred.workerId, revokedAt: null, id: { not: cred.id } }, data: { revokedAt: new Date() } });
+      await tx.workerCredential.create({
+        data: { id: randomUUID(), workerId: cred.workerId, fingerprint: issued.fingerprint, serial: issued.serial, notAfter: issued.notAfter },
+      });
+    });
+    await deps.events.append([
+      {
+        kind: 'worker.certificate-renewed',
+        message: `worker ${cred.worker.name} renewed its client certificate (the old one expired ${cred.notAfter.toISOString()}; the new one expires ${issued.notAfter.toISOString()})`,
+        workerId: cred.workerId,
+        actor: `worker:${cred.worker.name}`,
+        data: { serial: issued.serial, notAfter: issued.notAfter.toISOString() },
+      },
+    ]);
+    log.info({ worker: cred.worker.name, notAfter: issued.notAfter.toISOString() }, 'worker certificate renewed');
+    return { clientCertificatePem: issued.certPem, notAfterUnixMs: String(issued.notAfter.getTime()) };
+  }
+
+  /** A worker connected with its newest credential: the ones issued before it are retired. */
+  async function retireOlderCredentials(cred: WorkerCredential): Promise<void> {
+    const { count } = await db.workerCredential.updateMany({ where: { workerId: cred.workerId, revokedAt: null, createdAt: { lt: cred.createdAt } }, data: { revokedAt: new Date() } });
+    if (count) log.info({ workerId: cred.workerId, retired: count }, 'older worker credentials revoked after the renewed one was used');
   }
 
   function connect(call: ConnectCall): void {
@@ -166,9 +218,11 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     }, HELLO_TIMEOUT_MS);
 
     // Resolves false when refused (the stream is already ended with the reason).
-    const authenticated: Promise<boolean> = authenticate(call).then(
-      (w) => {
-        worker = w;
+    const authenticated: Promise<boolean> = authenticateCredential(call).then(
+      async (cred) => {
+        worker = cred.worker;
+        // Best effort: a database hiccup here must not refuse (or crash) a valid connection.
+        await retireOlderCredentials(cred).catch((err: unknown) => log.warn({ err, workerId: cred.workerId }, 'retiring older worker credentials failed'));
         return true;
       },
       (err: unknown) => {
@@ -282,6 +336,15 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       );
     },
     Connect: connect,
+    RenewCertificate(call, callback) {
+      renewCertificate(call).then(
+        (res) => callback(null, res),
+        (err: unknown) => {
+          if ((err as Partial<grpc.ServiceError>).code === undefined) log.error({ err }, 'certificate renewal failed');
+          callback((err as Partial<grpc.ServiceError>).code !== undefined ? (err as grpc.ServiceError) : grpcError(grpc.status.INTERNAL, 'certificate renewal failed; see the controller log'));
+        },
+      );
+    },
     Session(call) {
       // Same client-certificate check as Connect; the broker then checks that the
       // session id names a session opened on THIS worker.

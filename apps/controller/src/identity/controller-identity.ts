@@ -3,6 +3,7 @@
 // kept in the data dir, or taken from operator-provided PEM files.
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -63,7 +64,9 @@ export async function loadOrCreateIdentity(opts: {
     const namesFile = path.join(dir, 'server-names.json');
     const names = JSON.stringify([...opts.extraNames].sort());
     const namesMatch = existsSync(namesFile) && (await readFile(namesFile, 'utf8')) === names;
-    if (existsSync(serverCert) && existsSync(serverKey) && namesMatch) {
+    // Re-issued when its names changed or it expires within 30 days (workers trust the CA, not
+    // this certificate, so a new one is transparent to them).
+    if (existsSync(serverCert) && existsSync(serverKey) && namesMatch && !expiresSoon(await readFile(serverCert, 'utf8'))) {
       server = { certPem: await readFile(serverCert, 'utf8'), keyPem: await readFile(serverKey, 'utf8') };
     } else {
       const ipAddresses = ['127.0.0.1', '::1', ...opts.extraNames.filter(isIpLiteral)];
@@ -82,4 +85,14 @@ export async function loadOrCreateIdentity(opts: {
 
 function isIpLiteral(name: string): boolean {
   return /^[0-9.]+$/.test(name) || name.includes(':');
+}
+
+const RENEW_SERVER_CERT_BEFORE_MS = 30 * 86_400_000;
+
+function expiresSoon(certPem: string): boolean {
+  try {
+    return new Date(new X509Certificate(certPem).validTo).getTime() - Date.now() < RENEW_SERVER_CERT_BEFORE_MS;
+  } catch {
+    return true; // unreadable: issue a new one
+  }
 }

@@ -64,6 +64,44 @@ describe('CredentialStore', () => {
   });
 });
 
+describe('CredentialStore renewal', () => {
+  const pem = (kind: string, body: string) => `-----BEGIN ${kind}-----\n${body}\n-----END ${kind}-----\n`;
+
+  it('replaces key and certificate together, 0600 key, no files left over', async () => {
+    const store = new CredentialStore(dir);
+    await store.save(creds());
+    await store.saveRenewed(pem('PRIVATE KEY', 'key2'), pem('CERTIFICATE', 'cert2'));
+    const loaded = await store.load();
+    expect(loaded.keyPem).toContain('key2');
+    expect(loaded.certPem).toContain('cert2');
+    expect((await stat(store.paths.key)).mode & 0o777).toBe(0o600);
+    const { readdir } = await import('node:fs/promises');
+    expect((await readdir(dir)).sort()).toEqual(['ca.pem', 'cert.pem', 'key.pem', 'worker.json']);
+  });
+
+  it('completes a renewal interrupted between the two renames, so key and certificate still match', async () => {
+    const store = new CredentialStore(dir);
+    await store.save(creds());
+    // As after a crash: the new key is in place, the new certificate not yet.
+    await writeFile(store.paths.key, pem('PRIVATE KEY', 'key2'), { mode: 0o600 });
+    await writeFile(join(dir, 'cert.next.pem'), pem('CERTIFICATE', 'cert2'));
+    const loaded = await store.load();
+    expect(loaded.keyPem).toContain('key2');
+    expect(loaded.certPem).toContain('cert2');
+  });
+
+  it('drops a renewal whose certificate never arrived, keeping the old pair', async () => {
+    const store = new CredentialStore(dir);
+    await store.save(creds());
+    await writeFile(join(dir, 'key.next.pem'), pem('PRIVATE KEY', 'key2'), { mode: 0o600 });
+    const loaded = await store.load();
+    expect(loaded.keyPem).toBe(creds().keyPem);
+    expect(loaded.certPem).toBe(creds().certPem);
+    const { readdir } = await import('node:fs/promises');
+    expect((await readdir(dir)).sort()).toEqual(['ca.pem', 'cert.pem', 'key.pem', 'worker.json']);
+  });
+});
+
 describe('machine id', () => {
   it('derives a stable id from the platform id and the data dir', async () => {
     await writeFile(join(dir, 'mid'), 'ABCDEF0123456789abcdef0123456789\n');

@@ -6,7 +6,10 @@
 //   ca.pem       the controller CA: the only CA this worker trusts                 0644
 //
 // Writes are atomic per file (temp file + rename) and worker.json is written last, so a
-// half-finished enrollment never looks like a complete one.
+// half-finished enrollment never looks like a complete one. A renewed key and certificate
+// are written as key.next.pem + cert.next.pem first and then renamed, key before cert; a
+// crash between the two renames is completed by the next load(), so key.pem and cert.pem
+// never stay a mismatched pair.
 import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dataDirLayout } from './paths.ts';
 
@@ -78,6 +81,7 @@ export class CredentialStore {
         `this worker is not enrolled (no ${this.paths.workerJson}): run \`fleet-worker enroll --controller HOST:PORT --token <bootstrap token>${this.#dataDirHint()}\` first`,
       );
     }
+    await this.#completeRenewal();
     // Read in a fixed order so the first missing file is always the one reported.
     const keyPem = await this.#readPem(this.paths.key);
     const certPem = await this.#readPem(this.paths.cert);
@@ -107,6 +111,28 @@ export class CredentialStore {
     await atomicWrite(this.paths.workerJson, `${JSON.stringify(credentials.identity, null, 2)}\n`, 0o644);
   }
 
+  /** Replaces key.pem and cert.pem with a renewed pair (crash-safe, see the header). */
+  async saveRenewed(keyPem: string, certPem: string): Promise<void> {
+    const next = renewalPaths(this.paths);
+    await atomicWrite(next.key, keyPem, 0o600);
+    await atomicWrite(next.cert, certPem, 0o644);
+    await this.#completeRenewal();
+  }
+
+  /** Finishes a renewal that was written but not (fully) moved into place. */
+  async #completeRenewal(): Promise<void> {
+    const next = renewalPaths(this.paths);
+    const hasKey = await exists(next.key);
+    const hasCert = await exists(next.cert);
+    if (hasKey && !hasCert) {
+      // The crash came before the certificate was written: the controller's answer is lost.
+      await unlink(next.key);
+      return;
+    }
+    if (hasKey) await rename(next.key, this.paths.key);
+    if (hasCert) await rename(next.cert, this.paths.cert);
+  }
+
   async #readPem(path: string): Promise<string> {
     try {
       return await readFile(path, 'utf8');
@@ -131,6 +157,20 @@ export async function atomicWrite(path: string, content: string, mode: number): 
     await rename(tmp, path);
   } catch (error) {
     await unlink(tmp).catch(() => {});
+    throw error;
+  }
+}
+
+function renewalPaths(paths: { key: string; cert: string }): { key: string; cert: string } {
+  return { key: paths.key.replace(/\.pem$/, '.next.pem'), cert: paths.cert.replace(/\.pem$/, '.next.pem') };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw error;
   }
 }

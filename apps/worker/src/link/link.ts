@@ -101,7 +101,7 @@ interface Stream {
 export class ControllerLink {
   readonly done: Promise<LinkExit>;
   readonly #address: string;
-  readonly #credentials: grpc.ChannelCredentials;
+  #credentials: grpc.ChannelCredentials;
   readonly #channelOptions: grpc.ChannelOptions;
   readonly #handlers: LinkHandlers;
   readonly #log: Logger;
@@ -173,6 +173,11 @@ export class ControllerLink {
   /** Packet-filter counters of running instances; dropped while disconnected. */
   sendNetworkCounters(report: VmNetworkReport): void {
     if (this.connected && report.vms?.length) this.#write({ vmNetwork: report });
+  }
+
+  /** New channel credentials (a renewed certificate): used from the next connection on; the open stream stays. */
+  setCredentials(credentials: grpc.ChannelCredentials): void {
+    this.#credentials = credentials;
   }
 
   /** Flushes pending statuses, half-closes the stream and closes the channel. */
