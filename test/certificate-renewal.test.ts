@@ -2,6 +2,7 @@
 // clock is moved forward) renews it with its current one, stores the new pair, and the
 // controller retires the old credential the first time the new one is used; a raw
 // client holding the old certificate is then refused.
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -61,7 +62,9 @@ describe('worker certificate renewal', () => {
       const creds = await controller.db.workerCredential.findMany({ where: { worker: { name: 'renew-1' } }, orderBy: { createdAt: 'asc' } });
       expect(creds.map((c) => c.fingerprint)).toEqual([certificateFingerprint(oldCert), certificateFingerprint(newCert)]);
       expect(creds.every((c) => c.revokedAt === null)).toBe(true); // the old one stays valid until the new one is used
-      expect((await api.worker('renew-1'))?.status).toBe('online');
+      const view = await api.worker('renew-1');
+      expect(view?.status).toBe('online');
+      expect(view?.certificateExpiresAt).toBe(new Date(new X509Certificate(newCert).validTo).toISOString());
     } finally {
       await worker.stop();
     }

@@ -126,6 +126,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await eventually(() => row.textContent()).toMatch(/online/);
     expect(await row.textContent()).toMatch(/pool=ci/);
     expect(await row.textContent()).toMatch(/0 \/ 4/);
+    expect(await row.textContent()).toMatch(/expires in 36[45]d/); // a fresh 365-day certificate
     await expectAccessible(page);
     await screenshot(page, SHOTS, '03-workers');
   });

@@ -263,6 +263,13 @@ describe('human output', () => {
     expect(lines[2]).toMatch(/^mac-2\s+offline,drained\s+.*never/);
   });
 
+  it('worker get shows when the client certificate expires, or that none is valid', async () => {
+    fake.reply('GET', '/v1/workers/mac-1', 200, worker('mac-1'));
+    expect((await fleet(['worker', 'get', 'mac-1'])).stdout).toMatch(/Certificate:\s+expires 2025-12-01T00:00:00Z \(in .+\); renewed automatically before/);
+    fake.reply('GET', '/v1/workers/mac-2', 200, worker('mac-2', { certificateExpiresAt: null }));
+    expect((await fleet(['worker', 'get', 'mac-2'])).stdout).toMatch(/Certificate:\s+none valid: re-enroll this worker/);
+  });
+
   it('worker drain/resume/delete', async () => {
     fake.reply('POST', '/v1/workers/mac-1/drain', 200, worker('mac-1', { paused: true }));
     fake.reply('POST', '/v1/workers/mac-1/resume', 200, worker('mac-1'));

@@ -52,6 +52,7 @@ function workerDetails(rt: Runtime, w: WorkerObject): [string, string][] {
     ['Memory', `${formatMib(w.used.memoryMib)} of ${formatMib(w.capacity.memoryMib)} in use`],
     ['Last seen', when(w.lastSeenAt)],
     ['Enrolled', when(w.createdAt)],
+    ['Certificate', w.certificateExpiresAt ? `expires ${when(w.certificateExpiresAt)}; renewed automatically before` : 'none valid: re-enroll this worker'],
     ['ID', w.id],
   ];
 }

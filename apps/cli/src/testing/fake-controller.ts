@@ -158,6 +158,7 @@ export function worker(name: string, over: Partial<WorkerObject> = {}): WorkerOb
     capacity: { cpus: 8, memoryMib: 16384, vmSlots: 8, macosSlots: 2 },
     used: { cpus: 2, memoryMib: 4096, vms: 1, macosVms: 0 },
     lastSeenAt: '2025-01-01T00:59:55.000Z',
+    certificateExpiresAt: '2025-12-01T00:00:00.000Z',
     createdAt: '2024-12-31T00:00:00.000Z',
     ...over,
   };

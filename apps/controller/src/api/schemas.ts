@@ -162,6 +162,8 @@ export const WorkerObject = Type.Object(
     used: Type.Object({ cpus: Type.Integer(), memoryMib: Type.Integer(), vms: Type.Integer(), macosVms: Type.Integer() }),
     lastSeenAt: Type.Union([Type.String(), Type.Null()]),
     createdAt: Type.String(),
+    /** When the worker's newest valid client certificate expires (it renews itself well before). */
+    certificateExpiresAt: Type.Union([Type.String(), Type.Null()]),
   },
   { $id: 'Worker' },
 );

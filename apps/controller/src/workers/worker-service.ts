@@ -9,7 +9,7 @@ import type { FleetBus } from '../fleet-bus.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import { notFound } from '../errors.ts';
-import { loadWorkerUse, toWorkerObject } from './worker-views.ts';
+import { loadCertificateExpiry, loadWorkerUse, toWorkerObject } from './worker-views.ts';
 import type { WorkerObject } from '../api/schemas.ts';
 
 export interface HelloInfo {
@@ -195,13 +195,13 @@ export class WorkerService {
   }
 
   async view(w: Worker): Promise<WorkerObject> {
-    const use = await loadWorkerUse(this.db, w.id);
-    return toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id));
+    const [use, expiry] = await Promise.all([loadWorkerUse(this.db, w.id), loadCertificateExpiry(this.db, w.id)]);
+    return toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id), expiry.get(w.id));
   }
 
   async list(): Promise<WorkerObject[]> {
-    const [workers, use] = await Promise.all([this.db.worker.findMany({ orderBy: { name: 'asc' } }), loadWorkerUse(this.db)]);
-    return workers.map((w) => toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id)));
+    const [workers, use, expiry] = await Promise.all([this.db.worker.findMany({ orderBy: { name: 'asc' } }), loadWorkerUse(this.db), loadCertificateExpiry(this.db)]);
+    return workers.map((w) => toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id), expiry.get(w.id)));
   }
 
   async setPaused(name: string, paused: boolean, actor: string): Promise<Worker> {

@@ -56,7 +56,15 @@ export async function loadWorkerViews(db: FleetDb, isOnline: (id: string) => boo
   }));
 }
 
-export function toWorkerObject(w: Worker, use: WorkerUse | undefined, online: boolean, connected: boolean): WorkerObject {
+/** Expiry of each worker's newest unrevoked client certificate. */
+export async function loadCertificateExpiry(db: FleetDb, workerId?: string): Promise<Map<string, Date>> {
+  const rows = await db.workerCredential.groupBy({ by: ['workerId'], where: { revokedAt: null, ...(workerId ? { workerId } : {}) }, _max: { notAfter: true } });
+  const out = new Map<string, Date>();
+  for (const r of rows) if (r._max.notAfter) out.set(r.workerId, r._max.notAfter);
+  return out;
+}
+
+export function toWorkerObject(w: Worker, use: WorkerUse | undefined, online: boolean, connected: boolean, certificateExpiresAt?: Date): WorkerObject {
   return {
     id: w.id,
     name: w.name,
@@ -73,5 +81,6 @@ export function toWorkerObject(w: Worker, use: WorkerUse | undefined, online: bo
     used: use ?? NO_USE,
     lastSeenAt: w.lastSeenAt ? w.lastSeenAt.toISOString() : null,
     createdAt: w.createdAt.toISOString(),
+    certificateExpiresAt: certificateExpiresAt ? certificateExpiresAt.toISOString() : null,
   };
 }

@@ -4,7 +4,7 @@ import { useSession } from '../session.tsx';
 import { Link } from '../router.tsx';
 import { DataTable, type Column } from '../components/DataTable.tsx';
 import { ConfirmButton } from '../components/ConfirmButton.tsx';
-import { ago, labels, mib } from '../format.ts';
+import { ago, duration, labels, mib } from '../format.ts';
 import { useNow } from '../use-now.ts';
 
 function workerState(w: WorkerObject): string {
@@ -26,6 +26,17 @@ export function WorkersPage() {
     { key: 'mem', header: 'Memory', cell: (w) => `${mib(w.used.memoryMib)} / ${mib(w.capacity.memoryMib)}`, sortValue: (w) => w.used.memoryMib },
     { key: 'slots', header: 'VM slots', cell: (w) => `${w.used.vms} / ${w.capacity.vmSlots}`, sortValue: (w) => w.used.vms },
     { key: 'macos', header: 'macOS slots', cell: (w) => `${w.used.macosVms} / ${w.capacity.macosSlots}` },
+    {
+      key: 'cert',
+      header: 'Certificate',
+      cell: (w) => {
+        if (!w.certificateExpiresAt) return <span className="badge worker-offline">none valid</span>;
+        const left = (new Date(w.certificateExpiresAt).getTime() - now) / 1000;
+        // Renewal starts with a third of the lifetime left (~4 months); 30 days left means it is failing.
+        return <span className={left < 30 * 86400 ? 'badge worker-offline' : 'muted'} title={w.certificateExpiresAt}>expires in {duration(left)}</span>;
+      },
+      sortValue: (w) => (w.certificateExpiresAt ? new Date(w.certificateExpiresAt).getTime() : 0),
+    },
     { key: 'vms', header: 'Running VMs', cell: (w) => <Link to={`/vms?worker=${encodeURIComponent(w.name)}`}>{w.used.vms} VMs</Link>, sortValue: (w) => w.used.vms },
   ];
   if (can('write')) {
