@@ -10,7 +10,7 @@
         ["OS=='linux'", {
           "sources": [
             "src/linux/addon.cc",
-            "src/linux/fd_util.cc",
+            "src/posix/fd_util.cc",
             "src/linux/frame_port.cc"
           ]
         }],
@@ -21,7 +21,7 @@
             "src/darwin/vm.mm",
             "src/darwin/install.mm",
             "src/darwin/vmnet.mm",
-            "src/darwin/fd_util_darwin.cc",
+            "src/posix/fd_util.cc",
             "src/darwin/frame_port_darwin.cc"
           ],
           "xcode_settings": {

@@ -52,6 +52,9 @@ describe('binding.gyp keeps the macOS half out of Linux builds', () => {
     const macSources = mac[0]![1].sources ?? [];
     expect(macSources.filter((s) => s.startsWith('src/linux/'))).toEqual([]);
     expect(macSources).toEqual(expect.arrayContaining(['src/darwin/vm.mm', 'src/darwin/vmnet.mm', 'src/darwin/addon.mm']));
+    // The POSIX fd utilities are one file for both builds (their macOS parts are marked __APPLE__).
+    expect(macSources).toContain('src/posix/fd_util.cc');
+    expect(linux[0]![1].sources ?? []).toContain('src/posix/fd_util.cc');
   });
 
   it('names only darwin sources that exist, and builds them with ARC, macOS 13 and the VZ/vmnet frameworks', () => {
@@ -59,27 +62,27 @@ describe('binding.gyp keeps the macOS half out of Linux builds', () => {
     for (const s of mac.sources ?? []) expect(existsSync(path.join(pkgDir, s)), s).toBe(true);
     // Every darwin source file on disk is in the list (nothing silently left out of the Mac build).
     const onDisk = readdirSync(path.join(pkgDir, 'src/darwin')).filter((f) => /\.(mm|cc)$/.test(f)).map((f) => `src/darwin/${f}`);
-    expect([...(mac.sources ?? [])].sort()).toEqual(onDisk.sort());
+    expect([...(mac.sources ?? [])].filter((f) => f.startsWith('src/darwin/')).sort()).toEqual(onDisk.sort());
     expect(mac.xcode_settings).toMatchObject({ CLANG_ENABLE_OBJC_ARC: 'YES', MACOSX_DEPLOYMENT_TARGET: '13.0' });
     expect(mac.link_settings?.libraries).toEqual(expect.arrayContaining(['-framework Virtualization', '-framework vmnet', '-framework Foundation']));
   });
 });
 
 describe.runIf(process.platform === 'linux')('the Linux build that pnpm install produced', () => {
-  it('compiled only src/linux (generated makefile and object files)', () => {
+  it('compiled only src/linux and the shared src/posix (generated makefile and object files)', () => {
     if (!existsSync(path.join(buildDir, 'native_vz.target.mk'))) {
       throw new Error(`no node-gyp build under ${buildDir}: run \`pnpm install\` (or \`pnpm --filter @fleet/native-vz rebuild\`) first`);
     }
     const mk = readFileSync(path.join(buildDir, 'native_vz.target.mk'), 'utf8');
     const objs = [...mk.matchAll(/\$\(obj\)\.target\/\$\(TARGET\)\/(\S+)\.o/g)].map((m) => m[1]!);
     expect(objs.length).toBeGreaterThan(0);
-    expect(objs.every((o) => o.startsWith('src/linux/'))).toBe(true);
+    expect(objs.every((o) => o.startsWith('src/linux/') || o.startsWith('src/posix/'))).toBe(true);
     expect(mk).not.toMatch(/src\/darwin|\.mm\b|-framework/);
 
     const objDir = path.join(buildDir, 'Release', 'obj.target', 'native_vz');
     const built = walk(objDir).map((f) => path.relative(objDir, f)).filter((f) => f.endsWith('.o'));
     expect(built.length).toBeGreaterThan(0);
-    expect(built.filter((f) => !f.startsWith(`src${path.sep}linux${path.sep}`))).toEqual([]);
+    expect(built.filter((f) => !f.startsWith(`src${path.sep}linux${path.sep}`) && !f.startsWith(`src${path.sep}posix${path.sep}`))).toEqual([]);
   });
 
   it('loads as the Linux addon, without any Virtualization.framework export', () => {

@@ -1,19 +1,36 @@
-// @fleet/native-vz, macOS half: socketpairs and fd flags (same JS contract as src/linux/fd_util.cc).
-// Differences from Linux: no SOCK_CLOEXEC/SOCK_NONBLOCK type flags (set with fcntl right after
-// socketpair), no SO_*BUFFORCE (sizes are capped by kern.ipc.maxsockbuf), SO_NOSIGPIPE on every
-// socket, and no TAP devices (openTap throws ENOTSUP: the macOS uplink is vmnet).
+// @fleet/native-vz: socketpairs, TAP devices and fd flags, for both halves (Linux and macOS).
+// Node core has no AF_UNIX/SOCK_DGRAM sockets and no TAP ioctls; these are the few syscalls it lacks.
+// macOS differs in four places, marked __APPLE__: no SOCK_CLOEXEC/SOCK_NONBLOCK type flags (set
+// with fcntl right after socketpair), no SO_*BUFFORCE (sizes are capped by kern.ipc.maxsockbuf),
+// SO_NOSIGPIPE on every socket, and no TAP devices (openTap throws ENOTSUP: the macOS uplink is
+// vmnet). The macOS build of this file has NOT been compiled on a Mac yet (docs/macos.md).
 #include <errno.h>
 #include <fcntl.h>
+#ifndef __APPLE__
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#endif
 #include <string.h>
+#ifndef __APPLE__
+#include <sys/ioctl.h>
+#endif
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vz_darwin.h"
+#ifdef __APPLE__
+#include "../darwin/vz_darwin.h"
+#else
+#include "../linux/native_vz.h"
+#endif
 
 namespace nvz {
 
 const char* ErrnoName(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char* n = strerrorname_np(err);
+  if (n != nullptr) return n;
+#endif
   switch (err) {
     case EPERM: return "EPERM";
     case EACCES: return "EACCES";
@@ -57,6 +74,7 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
   return true;
 }
 
+#ifdef __APPLE__
 int SetFlags(int fd, bool nonblock) {
   int one = 1;
   if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) return -1;
@@ -71,6 +89,18 @@ int SetBuf(int fd, bool send, int bytes) {
   if (bytes <= 0) return 0;
   return setsockopt(fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF, &bytes, sizeof bytes);
 }
+#else
+// Sets a socket buffer size. As root (CAP_NET_ADMIN) the *FORCE variant goes past
+// net.core.{w,r}mem_max; otherwise the kernel caps the value at the sysctl. Linux doubles the
+// value it stores (bookkeeping overhead), which getsockopt reports.
+int SetBuf(int fd, bool send, int bytes) {
+  if (bytes <= 0) return 0;
+  int force = send ? SO_SNDBUFFORCE : SO_RCVBUFFORCE;
+  if (setsockopt(fd, SOL_SOCKET, force, &bytes, sizeof bytes) == 0) return 0;
+  int plain = send ? SO_SNDBUF : SO_RCVBUF;
+  return setsockopt(fd, SOL_SOCKET, plain, &bytes, sizeof bytes);
+}
+#endif
 
 // socketpairDgram(sndbuf, rcvbuf, nonblock) -> [fd0, fd1]
 Napi::Value SocketpairDgram(const Napi::CallbackInfo& info) {
@@ -79,16 +109,28 @@ Napi::Value SocketpairDgram(const Napi::CallbackInfo& info) {
   int rcvbuf = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 4 << 20;
   bool nonblock = info.Length() > 2 && info[2].ToBoolean().Value();
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0) {
+#ifdef __APPLE__
+  const int type = SOCK_DGRAM;
+#else
+  const int type = SOCK_DGRAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0);
+#endif
+  if (socketpair(AF_UNIX, type, 0, sv) != 0) {
     ErrnoError(env, errno, "socketpair").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   for (int fd : sv) {
-    if (SetFlags(fd, nonblock) != 0 || SetBuf(fd, true, sndbuf) != 0 || SetBuf(fd, false, rcvbuf) != 0) {
+#ifdef __APPLE__
+    bool ok = SetFlags(fd, nonblock) == 0 && SetBuf(fd, true, sndbuf) == 0 && SetBuf(fd, false, rcvbuf) == 0;
+    const char* hint = "buffer larger than kern.ipc.maxsockbuf";
+#else
+    bool ok = SetBuf(fd, true, sndbuf) == 0 && SetBuf(fd, false, rcvbuf) == 0;
+    const char* hint = "";
+#endif
+    if (!ok) {
       int e = errno;
       close(sv[0]);
       close(sv[1]);
-      ErrnoError(env, e, "setsockopt", e == ENOBUFS ? "buffer larger than kern.ipc.maxsockbuf" : "").ThrowAsJavaScriptException();
+      ErrnoError(env, e, "setsockopt", e == ENOBUFS ? hint : "").ThrowAsJavaScriptException();
       return env.Undefined();
     }
   }
@@ -98,6 +140,7 @@ Napi::Value SocketpairDgram(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// getBufferSizes(fd) -> { sndbuf, rcvbuf } as the kernel reports them.
 Napi::Value GetBufferSizes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -114,10 +157,50 @@ Napi::Value GetBufferSizes(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// openTap(name, nonblock) -> { fd, name }
 Napi::Value OpenTap(const Napi::CallbackInfo& info) {
+#ifdef __APPLE__
   ErrnoError(info.Env(), ENOTSUP, "openTap", "macOS has no TAP devices; the macOS uplink is vmnet (VmnetInterface)")
       .ThrowAsJavaScriptException();
   return info.Env().Undefined();
+#else
+  Napi::Env env = info.Env();
+  std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  bool nonblock = info.Length() > 1 ? info[1].ToBoolean().Value() : true;
+  if (name.size() >= IFNAMSIZ) {
+    Napi::Error::New(env, "openTap: interface name \"" + name + "\" is longer than " + std::to_string(IFNAMSIZ - 1) + " bytes")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | (nonblock ? O_NONBLOCK : 0));
+  if (fd < 0) {
+    int e = errno;
+    std::string hint;
+    if (e == ENOENT) hint = "/dev/net/tun is missing: load the tun module (modprobe tun) or, in a container, pass the device through";
+    else if (e == EACCES || e == EPERM) hint = "needs root or CAP_NET_ADMIN and access to /dev/net/tun";
+    ErrnoError(env, e, "open /dev/net/tun", hint).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    int e = errno;
+    close(fd);
+    std::string hint;
+    if (e == EPERM || e == EACCES) hint = "needs root or CAP_NET_ADMIN";
+    else if (e == EBUSY) hint = "interface \"" + name + "\" exists and is in use (or is not a TAP device)";
+    else if (e == EINVAL) hint = "bad interface name \"" + name + "\", or an existing interface of another kind";
+    ErrnoError(env, e, "ioctl TUNSETIFF", hint).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", Napi::Number::New(env, fd));
+  ifr.ifr_name[IFNAMSIZ - 1] = 0;
+  o.Set("name", Napi::String::New(env, ifr.ifr_name));
+  return o;
+#endif
 }
 
 Napi::Value SetFdFlag(const Napi::CallbackInfo& info, bool cloexec) {
@@ -131,6 +214,7 @@ Napi::Value SetFdFlag(const Napi::CallbackInfo& info, bool cloexec) {
   int flags = fcntl(fd, getcmd);
   if (flags < 0 || fcntl(fd, setcmd, on ? (flags | bit) : (flags & ~bit)) < 0) {
     ErrnoError(env, errno, "fcntl").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
   return env.Undefined();
 }
@@ -138,6 +222,7 @@ Napi::Value SetFdFlag(const Napi::CallbackInfo& info, bool cloexec) {
 Napi::Value SetCloexec(const Napi::CallbackInfo& info) { return SetFdFlag(info, true); }
 Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) { return SetFdFlag(info, false); }
 
+// fdInfo(fd) -> { cloexec, nonblock, kind: 'dgram' | 'stream' | 'seqpacket' | 'socket' | 'char' | 'file' | 'other' }
 Napi::Value FdInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -175,7 +260,9 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!ArgFd(info, 0, &fd)) return env.Undefined();
-  if (close(fd) != 0 && errno != EINTR) ErrnoError(env, errno, "close").ThrowAsJavaScriptException();
+  if (close(fd) != 0 && errno != EINTR) {
+    ErrnoError(env, errno, "close").ThrowAsJavaScriptException();
+  }
   return env.Undefined();
 }
 
