@@ -125,8 +125,11 @@ export class CertificateRenewer {
       return { renewed: true, nextCheckMs: next.renewAt.getTime() - this.#now().getTime() };
     } catch (error) {
       const e = error as Partial<grpc.ServiceError>;
-      if (e.code === grpc.status.UNIMPLEMENTED) log.warn('the controller cannot renew certificates (older version); re-enroll this worker before its certificate expires');
-      else log.warn({ err: error, retryInMs: retryMs }, 'client certificate renewal failed; will try again');
+      if (e.code === grpc.status.UNIMPLEMENTED) {
+        log.warn('the controller cannot renew certificates (older version); re-enroll this worker before its certificate expires');
+        return { renewed: false, nextCheckMs: this.options.checkIntervalMs ?? 3600_000 };
+      }
+      log.warn({ err: error, retryInMs: retryMs }, 'client certificate renewal failed; will try again');
       return { renewed: false, nextCheckMs: retryMs };
     }
   }
