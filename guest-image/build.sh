@@ -38,7 +38,7 @@ log() { [ "$QUIET" = 1 ] || echo "[guest-image] $*" >&2; }
 die() { echo "[guest-image] ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
-PKGS=(linux-image-cloud-amd64 busybox-static dropbear-bin cpio gzip qemu-system-x86)
+PKGS=(linux-image-cloud-amd64 busybox-static dropbear-bin openssh-sftp-server openssh-client rsync cpio lz4 qemu-system-x86)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
 command -v dpkg-query >/dev/null || die "dpkg-query not found: this script needs Debian (or a derivative)"
@@ -64,6 +64,11 @@ VMLINUZ=/boot/vmlinuz-$KVER
 MODDIR=/lib/modules/$KVER
 [ -r "$VMLINUZ" ] || die "$VMLINUZ missing or unreadable"
 [ -r "$MODDIR/modules.dep" ] || die "$MODDIR/modules.dep missing"
+# The initramfs is lz4-compressed (legacy frame format, the one the kernel reads): under TCG the
+# kernel unpacks it faster than gzip or zstd, and unpacking is on the boot's critical path.
+if [ -r "/boot/config-$KVER" ] && ! grep -q '^CONFIG_RD_LZ4=y' "/boot/config-$KVER"; then
+  die "kernel $KVER cannot unpack an lz4 initramfs (CONFIG_RD_LZ4)"
+fi
 
 # ---------------------------------------------------------------- modules
 # Load order from DESIGN.md, then the extras; each module's deps (modules.dep) go first.
@@ -95,8 +100,17 @@ for m in "${ORDER[@]}"; do case "$m" in *.ko) ;; *) die "compressed module $m no
 DROPBEAR=/usr/sbin/dropbear
 DROPBEARKEY=/usr/bin/dropbearkey
 BUSYBOX=/bin/busybox
+# File transfer over SSH: OpenSSH's sftp-server (what `sftp` and OpenSSH 9's default `scp` talk
+# to), OpenSSH's scp (the remote end of legacy `scp -O`; it links only libc) and rsync.
+SFTP_SERVER=/usr/lib/openssh/sftp-server
+SCP=/usr/bin/scp
+RSYNC=/usr/bin/rsync
+# dropbear runs the "sftp" subsystem from a path compiled into it (Debian: /usr/lib/sftp-server).
+SFTP_PATH=$({ grep -ao '/[A-Za-z0-9_/.-]*sftp-server' "$DROPBEAR" || true; } | head -n1)
+[ -n "$SFTP_PATH" ] || die "cannot find the sftp-server path compiled into $DROPBEAR"
 LIBS=()
-for b in "$DROPBEAR" "$DROPBEARKEY"; do
+for b in "$DROPBEAR" "$DROPBEARKEY" "$SFTP_SERVER" "$SCP" "$RSYNC"; do
+  [ -x "$b" ] || die "$b missing (Debian packages: ${PKGS[*]})"
   while IFS= read -r l; do LIBS+=("$l"); done < <(ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
 done
 mapfile -t LIBS < <(printf '%s\n' "${LIBS[@]}" | sort -u)
@@ -110,13 +124,15 @@ if [ -n "$KEYFILE" ]; then
   KEY_CONTENT=$(grep -v '^[[:space:]]*$' "$KEYFILE" || true)
   grep -Eq '^(ssh-|ecdsa-|sk-)' <<<"$KEY_CONTENT" || die "$KEYFILE does not look like an OpenSSH public key"
 fi
-PKG_VERSIONS=$(dpkg-query -W -f='${Package}=${Version}\n' "linux-image-$KVER" busybox-static dropbear-bin libc6 | sort)
+PKG_VERSIONS=$(dpkg-query -W -f='${Package}=${Version}\n' "linux-image-$KVER" busybox-static dropbear-bin \
+  openssh-sftp-server openssh-client rsync libc6 | sort)
 HASH=$( {
   echo "format=1 kver=$KVER"
   echo "$PKG_VERSIONS"
   sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
   (cd "$HERE/files" && find . -type f | LC_ALL=C sort | xargs sha256sum)
-  sha256sum "$VMLINUZ" "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "${LIBS[@]}" | cut -d' ' -f1
+  sha256sum "$VMLINUZ" "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "$SFTP_SERVER" "$SCP" "$RSYNC" "${LIBS[@]}" | cut -d' ' -f1
+  echo "sftp=$SFTP_PATH"
   (cd "$MODDIR" && sha256sum "${ORDER[@]}")
   echo "key=$KEY_CONTENT"
 } | sha256sum | cut -c1-16)
@@ -139,14 +155,14 @@ prune() {
   for d in "$CACHE_ROOT"/*/; do
     d=${d%/}
     [ "$d" = "$OUT" ] && continue
-    [ -f "$d/manifest.json" ] || [ -f "$d/initramfs.cpio.gz" ] || continue
+    [ -f "$d/manifest.json" ] || compgen -G "$d/initramfs.cpio.*" >/dev/null || continue
     log "pruning old version $d"
     rm -rf "$d" "$d.lock"
   done
 }
 
 if [ "$FORCE" = 0 ] && [ -f "$MANIFEST" ] && grep -q "\"version\": \"$VERSION\"" "$MANIFEST" \
-   && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio.gz" ]; then
+   && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio.lz4" ]; then
   log "up to date: $OUT (version $VERSION)"
   prune
   echo "$MANIFEST"
@@ -173,6 +189,10 @@ done < <("$BUSYBOX" --list-full)
 
 install -m 0755 "$DROPBEAR" "$R/usr/sbin/dropbear"
 install -m 0755 "$DROPBEARKEY" "$R/usr/bin/dropbearkey"
+install -D -m 0755 "$SFTP_SERVER" "$R$SFTP_SERVER"
+[ "$SFTP_PATH" = "$SFTP_SERVER" ] || { mkdir -p "$R$(dirname "$SFTP_PATH")"; ln -s "$SFTP_SERVER" "$R$SFTP_PATH"; }
+install -m 0755 "$SCP" "$R/usr/bin/scp"
+install -m 0755 "$RSYNC" "$R/usr/bin/rsync"
 for l in "${LIBS[@]}"; do
   mkdir -p "$R$(dirname "$l")"
   cp -L "$l" "$R$l"
@@ -224,7 +244,7 @@ printf 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n' >"$R/etc/profile"
 STAGE=$WORK/out
 mkdir -p "$STAGE"
 (cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
-  | gzip -6 -n >"$STAGE/initramfs.cpio.gz"
+  | lz4 -q -l -9 >"$STAGE/initramfs.cpio.lz4"
 cp "$VMLINUZ" "$STAGE/vmlinuz"
 T1=$(date +%s.%N)
 
@@ -233,13 +253,13 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
   echo "{"
   echo "  \"version\": \"$VERSION\","
   echo "  \"kernel\": $(json_str "$OUT/vmlinuz"),"
-  echo "  \"initrd\": $(json_str "$OUT/initramfs.cpio.gz"),"
+  echo "  \"initrd\": $(json_str "$OUT/initramfs.cpio.lz4"),"
   echo "  \"cmdlineBase\": $(json_str "$CMDLINE_BASE"),"
   echo "  \"kernelVersion\": \"$KVER\","
   echo "  \"bakedAuthorizedKey\": $([ -n "$KEY_CONTENT" ] && echo true || echo false),"
   echo "  \"modules\": [$(printf '"%s",' "${ORDER[@]##*/}" | sed 's/,$//')],"
   echo "  \"packages\": [$(printf '"%s",' $PKG_VERSIONS | sed 's/,$//')],"
-  echo "  \"initrdBytes\": $(stat -c %s "$STAGE/initramfs.cpio.gz"),"
+  echo "  \"initrdBytes\": $(stat -c %s "$STAGE/initramfs.cpio.lz4"),"
   echo "  \"buildSeconds\": $(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.2f", b - a }'),"
   echo "  \"builtAt\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\""
   echo "}"
@@ -249,8 +269,8 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
 mkdir -p "$OUT"
 rm -f "$MANIFEST"
 mv -f "$STAGE/vmlinuz" "$OUT/vmlinuz"
-mv -f "$STAGE/initramfs.cpio.gz" "$OUT/initramfs.cpio.gz"
+mv -f "$STAGE/initramfs.cpio.lz4" "$OUT/initramfs.cpio.lz4"
 mv -f "$STAGE/manifest.json" "$MANIFEST"
 prune
-log "done in $(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }') s: $OUT ($(du -h "$OUT/initramfs.cpio.gz" | cut -f1) initramfs)"
+log "done in $(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }') s: $OUT ($(du -h "$OUT/initramfs.cpio.lz4" | cut -f1) initramfs)"
 echo "$MANIFEST"

@@ -37,9 +37,9 @@ raw=$work/disk.raw
 truncate -s 96M "$raw"
 mkfs.vfat -n FLEETBOOT "$raw" >/dev/null
 syslinux --install "$raw"
-printf 'DEFAULT fleet\nPROMPT 0\nTIMEOUT 1\nLABEL fleet\n  KERNEL vmlinuz\n  INITRD initrd.gz\n  APPEND %s\n' "$append" >"$work/syslinux.cfg"
+printf 'DEFAULT fleet\nPROMPT 0\nTIMEOUT 1\nLABEL fleet\n  KERNEL vmlinuz\n  INITRD initrd\n  APPEND %s\n' "$append" >"$work/syslinux.cfg"
 mcopy -i "$raw" "$kernel" ::vmlinuz
-mcopy -i "$raw" "$initrd" ::initrd.gz
+mcopy -i "$raw" "$initrd" ::initrd
 mcopy -i "$raw" "$work/syslinux.cfg" ::syslinux.cfg
 mkdir -p "$(dirname "$out")"
 if [ "$format" = raw ]; then cp "$raw" "$out"; else qemu-img convert -q -f raw -O qcow2 "$raw" "$out"; fi

@@ -15,8 +15,11 @@ packages=(
   linux-image-cloud-amd64  # guest kernel
   busybox-static           # guest userland, udhcpc
   dropbear-bin             # guest SSH server
+  openssh-sftp-server      # guest sftp-server: sftp and scp into VMs
+  rsync                    # guest rsync (also the tests' rsync client)
   cpio                     # initramfs assembly
-  openssh-client           # tests reach guests with the real ssh client
+  lz4                      #   and compression
+  openssh-client           # tests reach guests with the real ssh client; guest scp (scp -O)
   iproute2                 # bridges, TAPs, network namespaces
   nftables                 # NAT masquerade for the worker's VM network
   dnsmasq-base             # DHCP server on the worker's VM network

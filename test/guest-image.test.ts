@@ -1,7 +1,7 @@
 // The guest image: build it from Debian packages, boot it under QEMU (TCG) with user-mode
 // networking (slirp: DHCP inside QEMU, one host forward on 127.0.0.1 to the guest's port 22),
 // and SSH in with the real OpenSSH client. Traffic stays on loopback.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -33,7 +33,7 @@ describe('guest-image helpers', () => {
   it('builds QEMU arguments for a socketpair NIC', () => {
     const args = qemuArgs({
       kernel: '/k/vmlinuz',
-      initrd: '/k/initramfs.cpio.gz',
+      initrd: '/k/initramfs.cpio.lz4',
       cmdline: 'console=ttyS0',
       cpus: 2,
       memoryMib: 512,
@@ -227,6 +227,7 @@ describe.skipIf(!canBoot)('guest image boots under QEMU (TCG) and serves SSH', (
 
   beforeAll(async () => {
     ensureCommand('ssh', 'openssh-client');
+    ensureCommand('sftp', 'openssh-client');
     dir = await mkdtemp(path.join(tmpdir(), 'fleet-guest-image-'));
     dirs.push(dir);
     key = path.join(dir, 'id_ed25519');
@@ -297,6 +298,17 @@ describe.skipIf(!canBoot)('guest image boots under QEMU (TCG) and serves SSH', (
     expect(root.stdout).toMatch(/^0\n/);
     expect(root.stdout).toContain('nameserver 10.0.2.3');
     expect(root.stdout).toContain('default via 10.0.2.2 dev eth0');
+
+    // File transfer tools for scp/sftp/rsync clients: dropbear finds sftp-server for the sftp
+    // subsystem (OpenSSH 9's scp uses it too), and rsync and scp (for `scp -O`) run in the guest.
+    const sftp = spawnSync('sftp', ['-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-P', String(vm.sshPort), '-b', '-', 'fleet@127.0.0.1'], { input: 'pwd\nls /etc/fleet\n', encoding: 'utf8', timeout: 30_000 });
+    expect(sftp.stderr).toBe('');
+    expect(sftp.status).toBe(0);
+    expect(sftp.stdout).toContain('Remote working directory: /home/fleet');
+    expect(sftp.stdout).toMatch(/\bversion\b/);
+    const tools = await ssh(vm.sshPort, key, knownHosts, 'fleet', 'rsync --version | head -n1; command -v scp');
+    expect(tools.code).toBe(0);
+    expect(tools.stdout).toMatch(/^rsync +version \d+\.\d+\.\d+ .*\n\/usr\/bin\/scp\n$/);
 
     // A graceful stop: ACPI power button via QMP; the guest powers off and QEMU exits.
     const t0 = performance.now();

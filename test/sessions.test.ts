@@ -137,23 +137,64 @@ describe.skipIf(why !== '')('sessions through the RPC channel (real QEMU VM)', (
     expect((await execWs(env, ['echo', 'still-alive'])).stdout.toString()).toBe('still-alive\n');
   }, 60_000);
 
-  it('ssh: the real OpenSSH client through ProxyCommand runs a command and copies a file (host key pinned)', async () => {
+  it('ssh: the real OpenSSH ssh, scp, sftp and rsync through ProxyCommand (host key pinned)', async () => {
     const dir = path.join(env.tmp, 'ssh');
     const cfg = await runFleet(env, ['ssh-config', '--dir', dir, VM]);
     expect(cfg.code).toBe(0);
     const config = cfg.stdout.toString();
     expect(config).toContain('StrictHostKeyChecking yes');
-    await writeFile(path.join(dir, 'config'), config.replace(/ProxyCommand (.*) ssh --stdio/, `ProxyCommand $1 --token ${env.controller.adminToken} ssh --stdio`));
-    const ssh = (args: string[], input?: Buffer) =>
-      execFileSync('ssh', ['-F', path.join(dir, 'config'), '-o', 'BatchMode=yes', VM, ...args], { input: input ?? Buffer.alloc(0), timeout: 60_000 });
+    const configFile = path.join(dir, 'config');
+    await writeFile(configFile, config.replace(/ProxyCommand (.*) ssh --stdio/, `ProxyCommand $1 --token ${env.controller.adminToken} ssh --stdio`));
+    const opts = ['-F', configFile, '-o', 'BatchMode=yes'];
+    const tool = (cmd: string, args: string[], input?: Buffer) => execFileSync(cmd, args, { input: input ?? Buffer.alloc(0), timeout: 120_000 });
+    const ssh = (args: string[], input?: Buffer) => tool('ssh', [...opts, VM, ...args], input);
     expect(ssh(['echo', 'via-openssh:$(id -un)']).toString()).toBe('via-openssh:fleet\n');
-    // The guest has no scp/sftp server: copy a file over the same channel and check it.
-    const file = randomBytes(3 * 1024 * 1024);
-    expect(ssh(['cat > /tmp/copied && sha256sum /tmp/copied'], file).toString().split(' ')[0]).toBe(sha(file));
+
+    // scp (OpenSSH 9 speaks SFTP to the guest's sftp-server): a few MB up and back down.
+    const file = randomBytes(4 * 1024 * 1024);
+    const local = path.join(env.tmp, 'scp-up.bin');
+    await writeFile(local, file);
+    tool('scp', ['-q', ...opts, local, `${VM}:/tmp/scp-up.bin`]);
+    expect(ssh(['sha256sum', '/tmp/scp-up.bin']).toString().split(' ')[0]).toBe(sha(file));
+    const down = path.join(env.tmp, 'scp-down.bin');
+    tool('scp', ['-q', ...opts, `${VM}:/tmp/scp-up.bin`, down]);
+    expect(sha(await readFile(down))).toBe(sha(file));
+    // Legacy scp protocol (-O) runs scp in the guest.
+    tool('scp', ['-q', '-O', ...opts, local, `${VM}:/tmp/scp-legacy.bin`]);
+    expect(ssh(['sha256sum', '/tmp/scp-legacy.bin']).toString().split(' ')[0]).toBe(sha(file));
+
+    // sftp in batch mode: list a directory and get a file.
+    const batch = path.join(env.tmp, 'sftp.batch');
+    const got = path.join(env.tmp, 'sftp-got.bin');
+    await writeFile(batch, `cd /tmp\nls -l\nget scp-up.bin ${got}\n`);
+    const listing = tool('sftp', [...opts, '-b', batch, VM]).toString();
+    expect(listing).toMatch(new RegExp(`\\s${file.length}\\s.*scp-up\\.bin`));
+    expect(sha(await readFile(got))).toBe(sha(file));
+
+    // rsync over the same ssh: a small tree up, checked inside the VM; a second run sends only the change.
+    const tree = path.join(env.tmp, 'rsync-src');
+    const files: Record<string, Buffer> = { 'a.bin': randomBytes(300_000), 'nested/deeper/b.txt': Buffer.from('hello rsync\n'), 'with space/c.bin': randomBytes(50_000) };
+    for (const [name, data] of Object.entries(files)) {
+      await mkdir(path.dirname(path.join(tree, name)), { recursive: true });
+      await writeFile(path.join(tree, name), data);
+    }
+    const rsync = () => tool('rsync', ['-a', '-i', '-e', `ssh ${opts.join(' ')}`, `${tree}/`, `${VM}:/tmp/rsync-dst/`]).toString();
+    const remoteSums = () =>
+      ssh(['cd /tmp/rsync-dst && find . -type f -exec sha256sum {} +']).toString().trim().split('\n').map((l) => l.replace(/ {2}\.\//, '  ')).sort();
+    const localSums = () => Object.entries(files).map(([name, data]) => `${sha(data)}  ${name}`).sort();
+    const first = rsync();
+    for (const name of Object.keys(files)) expect(first).toContain(name);
+    expect(remoteSums()).toEqual(localSums());
+    files['nested/deeper/b.txt'] = Buffer.from('hello again, rsync\n');
+    await writeFile(path.join(tree, 'nested/deeper/b.txt'), files['nested/deeper/b.txt']);
+    const second = rsync().trim().split('\n').filter((l) => /^[<>ch]f/.test(l));
+    expect(second).toEqual([expect.stringMatching(/^<f.* nested\/deeper\/b\.txt$/)]);
+    expect(remoteSums()).toEqual(localSums());
+
     // A wrong recorded host key is refused by OpenSSH itself.
     await writeFile(path.join(dir, `${VM}.known_hosts`), `${VM} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKm8n0Wl1uU9b9w7s5o9r4v9Xr0FZzE3R0B1C4sZy6nQ\n`);
     expect(() => ssh(['true'])).toThrow(/Host key verification failed|REMOTE HOST IDENTIFICATION/);
-  }, 90_000);
+  }, 180_000);
 
   it('ssh: an interactive PTY session follows the window size (tmux)', async () => {
     const session = `fses${env.id}`;
