@@ -113,7 +113,7 @@ cat <<MSG
 
 Fleet is up.
   Dashboard:    $api/   (sign in with the admin token below)
-  API:          $api   (OpenAPI: $api/v1/openapi.json, metrics: $api/metrics)
+  API:          $api   (OpenAPI: $api/v1/openapi.json, metrics: $api/metrics with a read token)
   admin token:  $token
   CLI context:  "local" (bin/fleet talks to this controller)
 

@@ -25,6 +25,8 @@ export interface ControllerOptions {
   /** Safety-net scheduler pass period (passes also run on every change). */
   schedulerIntervalMs: number;
   defaultSchedulerProfile: SchedulerProfile;
+  /** Serve /metrics without authentication (default: needs a token with the read role). */
+  metricsPublic?: boolean;
   /** Token to create for the first admin instead of a random one (automation). */
   bootstrapAdminToken?: string;
   logLevel: string;

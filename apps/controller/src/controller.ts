@@ -109,6 +109,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     metrics,
     settings,
     grpcAdvertiseAddress: grpcAddress,
+    ...(opts.metricsPublic ? { metricsPublic: true } : {}),
     sessions,
     networkCounters,
     info: async () => ({

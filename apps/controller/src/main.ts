@@ -39,6 +39,7 @@ program
   .option('--heartbeat-interval <duration>', 'how often workers send heartbeats', ms, 5_000)
   .option('--worker-offline-timeout <duration>', 'silence after which a worker is offline and its VMs fail', ms, 30_000)
   .option('--scheduler-profile <profile>', 'pack or spread (default for a new fleet)', 'pack')
+  .option('--metrics-public', 'serve /metrics without a token (default: needs a token with the read role)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
     const log = createLogger(o.logLevel);
@@ -61,6 +62,7 @@ program
         heartbeatIntervalMs: o.heartbeatInterval,
         workerOfflineTimeoutMs: o.workerOfflineTimeout,
         defaultSchedulerProfile: o.schedulerProfile,
+        ...(o.metricsPublic ? { metricsPublic: true } : {}),
         ...(process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN ? { bootstrapAdminToken: process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN } : {}),
         logLevel: o.logLevel,
       },

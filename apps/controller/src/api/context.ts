@@ -28,4 +28,6 @@ export interface ApiContext {
   sessions?: SessionBroker;
   /** Packet-filter counters of running VMs (in memory; shown in VM views). */
   networkCounters?: NetworkCounterStore;
+  /** Serve /metrics without a token (default: a token with the read role is needed). */
+  metricsPublic?: boolean;
 }

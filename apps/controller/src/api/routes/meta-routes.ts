@@ -19,7 +19,9 @@ export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       ctx.bus.scheduleRequested();
       return { profile: req.body.profile };
     });
-    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    // Counts only, but they describe the fleet (workers, VMs, failures): a read token unless the
+    // operator opened it for a scraper on a trusted network (--metrics-public).
+    app.get('/metrics', { ...(ctx.metricsPublic ? {} : { config: { role: 'read' as const } }), schema: { hide: true } }, async (_req, reply) => {
       const body = await ctx.metrics.registry.metrics();
       return reply.header('content-type', ctx.metrics.registry.contentType).send(body);
     });
