@@ -1,6 +1,6 @@
 // The REST API: fastify with TypeBox validation on every route, an OpenAPI
 // document at /v1/openapi.json, and one error shape: {error: {code, message}}.
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import Ajv from 'ajv';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -26,7 +26,8 @@ import { CONTROLLER_VERSION } from '../version.ts';
 export async function buildApiServer(ctx: ApiContext, log: Logger): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Requests are not logged one by one (sessions and watch streams would flood the log).
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
     // Watch streams never end on their own: close them on shutdown instead of waiting forever.
     forceCloseConnections: true,
