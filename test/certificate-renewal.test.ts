@@ -56,8 +56,9 @@ describe('worker certificate renewal', () => {
     const worker = await startWorker({ dataDir, logger: silentLogger(), certificateRenewal: { now: () => new Date(Date.now() + 300 * DAY) } });
     try {
       await waitUntil(async () => (await api.ok('GET', '/v1/events?kind=worker.certificate-renewed')).events.length === 1, 20_000, 'renewal event');
+      // The controller records the event before it answers; the worker stores the pair after.
+      await waitUntil(async () => (await file('cert.pem')) !== oldCert, 10_000, 'renewed certificate stored');
       const newCert = await file('cert.pem');
-      expect(newCert).not.toBe(oldCert);
       expect(await file('key.pem')).not.toBe(oldKey);
       const creds = await controller.db.workerCredential.findMany({ where: { worker: { name: 'renew-1' } }, orderBy: { createdAt: 'asc' } });
       expect(creds.map((c) => c.fingerprint)).toEqual([certificateFingerprint(oldCert), certificateFingerprint(newCert)]);
