@@ -108,6 +108,9 @@ describe('bad input gets a 4xx with a message, never a 500', () => {
     ['unknown field', { name: 'a', image: 'i', gpus: 2 }, /additional/],
     ['label value not a string', { name: 'a', image: 'i', labels: { k: 1 } }, /labels/],
     ['bad restart policy', { name: 'a', image: 'i', restartPolicy: 'always' }, /restartPolicy/],
+    ['empty password', { name: 'a', image: 'i', password: '' }, /password/],
+    ['password with a newline', { name: 'a', image: 'i', password: 'ab\ncd' }, /password/],
+    ['password over 256 characters', { name: 'a', image: 'i', password: 'p'.repeat(257) }, /password/],
     ['array body', [1, 2], /body/],
     ['null body', null, /body/],
   ];
@@ -215,6 +218,46 @@ describe('watch streams', () => {
     expect(priorities).toEqual([1, 2, 3]);
     w.close();
     expectClientError(await admin.request('GET', '/v1/vms/ghost?watch=true'), 404, /ghost/);
+  });
+});
+
+describe('VM passwords (write-only)', () => {
+  const SECRET = 'Tart-admin: pass wörd';
+  const leaks = (value: unknown) => JSON.stringify(value).includes(SECRET) || JSON.stringify(value).includes('NEWSECRET-2');
+
+  it('is accepted at create, stored for sessions, and never returned by the API or its events', async () => {
+    const created = await writer.ok('POST', '/v1/vms', { name: 'mac-pw', image: 'img', os: 'macos', username: 'admin', password: SECRET });
+    expect(created.passwordSet).toBe(true);
+    expect(leaks(created)).toBe(false);
+    const got = await reader.ok('GET', '/v1/vms/mac-pw');
+    expect(got).toMatchObject({ passwordSet: true, username: 'admin' });
+    expect(leaks(got)).toBe(false);
+    const list = await reader.ok('GET', '/v1/vms');
+    expect(list.vms.find((v: { name: string }) => v.name === 'mac-pw')?.passwordSet).toBe(true);
+    expect(list.vms.find((v: { name: string }) => v.name === 'existing')?.passwordSet).toBe(false);
+    expect(leaks(list)).toBe(false);
+    // What the session broker hands the worker (over mTLS) is the stored password.
+    const vm = await controller.db.vm.findUniqueOrThrow({ where: { name: 'mac-pw' } });
+    expect((await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBe(SECRET);
+
+    const patched = await writer.ok('PATCH', '/v1/vms/mac-pw', { password: 'NEWSECRET-2' });
+    expect(patched.passwordSet).toBe(true);
+    expect(leaks(patched)).toBe(false);
+    expect((await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBe('NEWSECRET-2');
+    const cleared = await writer.ok('PATCH', '/v1/vms/mac-pw', { password: null });
+    expect(cleared.passwordSet).toBe(false);
+    expect((await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBeNull();
+
+    const events = await reader.ok('GET', '/v1/vms/mac-pw/events');
+    expect(leaks(events)).toBe(false);
+    const updates = events.events.filter((e: { kind: string }) => e.kind === 'vm.updated');
+    expect(updates.map((e: { data: { password?: string } }) => e.data.password)).toEqual(['set', 'removed']);
+  });
+
+  it('needs the write role and valid input to change', async () => {
+    expectClientError(await reader.request('PATCH', '/v1/vms/existing', { password: 'x1' }), 403);
+    expectClientError(await writer.request('PATCH', '/v1/vms/existing', { password: '' }), 400, /password/);
+    expectClientError(await writer.request('PATCH', '/v1/vms/existing', { password: 5 }), 400, /password/);
   });
 });
 

@@ -1,6 +1,7 @@
 // `fleet vm …` against a fake controller: request bodies, --wait over the
 // NDJSON watch stream, watch output, multi-name delete, logs paging/follow.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -347,6 +348,41 @@ describe('vm update', () => {
     const r = await fleet(['vm', 'update', 'web-1', '--cpus', '8']);
     expect(r.code).toBe(6);
     expect(r.stderr).toMatch(/cannot change CPUs or memory/);
+  });
+});
+
+describe('vm passwords', () => {
+  const stdinOf = (text: string) => Readable.from([Buffer.from(text)]);
+
+  it('create --password-stdin sends the password without its trailing newline', async () => {
+    fake.on('POST', '/v1/vms', (req, res) => sendJson(res, 201, vm('mac-1', { passwordSet: true })));
+    const r = await runCli(['vm', 'create', 'mac-1', '--image', 'sonoma', '--username', 'admin', '--password-stdin'], { env, stdin: stdinOf('admin pass\n') });
+    expect(r.code, r.stderr).toBe(0);
+    expect(fake.requests[0]!.body).toMatchObject({ name: 'mac-1', username: 'admin', password: 'admin pass' });
+  });
+
+  it('update --password-file sets it, --clear-password removes it; vm get shows only whether one is set', async () => {
+    writeFileSync(join(dir, 'pw'), 'from-file\r\n');
+    fake.on('PATCH', '/v1/vms/mac-1', (req, res) => sendJson(res, 200, vm('mac-1', { passwordSet: (req.body as { password: unknown }).password !== null })));
+    expect((await fleet(['vm', 'update', 'mac-1', '--password-file', join(dir, 'pw')])).code).toBe(0);
+    expect((await fleet(['vm', 'update', 'mac-1', '--clear-password'])).code).toBe(0);
+    expect(fake.requestsTo('PATCH', '/v1/vms/mac-1').map((q) => q.body)).toEqual([{ password: 'from-file' }, { password: null }]);
+    fake.reply('GET', '/v1/vms/mac-1', 200, vm('mac-1', { passwordSet: true }));
+    expect((await fleet(['vm', 'get', 'mac-1'])).stdout).toMatch(/Password:\s+set \(sessions try the fleet key first/);
+  });
+
+  it('refuses bad passwords and conflicting flags before calling the API; there is no flag taking the password itself', async () => {
+    const bad = async (args: string[], stdin: string | null, message: RegExp) => {
+      const r = await runCli(args, { env, ...(stdin !== null ? { stdin: stdinOf(stdin) } : {}) });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(message);
+    };
+    await bad(['vm', 'create', 'm', '--image', 'i', '--password-stdin'], '\n', /password is empty/);
+    await bad(['vm', 'create', 'm', '--image', 'i', '--password-stdin'], 'a\tb', /control character/);
+    await bad(['vm', 'update', 'm', '--password-stdin', '--clear-password'], 'x', /cannot be combined/);
+    await bad(['vm', 'update', 'm', '--password-file', join(dir, 'missing')], null, /cannot read .*ENOENT/);
+    await bad(['vm', 'create', 'm', '--image', 'i', '--password', 'secret'], null, /unknown option '--password'/);
+    expect(fake.requests).toHaveLength(0);
   });
 });
 

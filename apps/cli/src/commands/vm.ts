@@ -20,6 +20,7 @@ import {
   validateUsername,
 } from '../validate.ts';
 import { printEventLine } from './events.ts';
+import { readPassword, type PasswordOptions } from './vm-password.ts';
 
 /** The drivers the API accepts (VmCreate.driver; '' means any). */
 const DRIVERS = ['synthetic', 'qemu', 'vz'] as const;
@@ -74,6 +75,7 @@ function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
     ['Memory', formatMib(vm.memoryMib)],
     ['Disk', formatGib(vm.diskGib)],
     ['Username', dash(vm.username)],
+    ['Password', vm.passwordSet ? 'set (sessions try the fleet key first, then the password)' : 'none (the fleet key only)'],
     ['Labels', formatLabels(vm.labels)],
     ['Selector', formatLabels(vm.selector)],
     ['Network', formatNetwork(vm.network)],
@@ -223,7 +225,7 @@ async function waitForDeletion(rt: Runtime, client: ApiClient, name: string, tim
 
 // ---------------------------------------------------------------- commands
 
-interface CreateOptions {
+interface CreateOptions extends PasswordOptions {
   image: string;
   os?: string;
   driver?: string;
@@ -242,7 +244,8 @@ interface CreateOptions {
   blockLocal?: boolean;
 }
 
-interface UpdateOptions {
+interface UpdateOptions extends PasswordOptions {
+  clearPassword?: boolean;
   image?: string;
   cpus?: string;
   memory?: string;
@@ -297,6 +300,8 @@ export function registerVmCommands(program: Command, rt: Runtime): void {
     .option('--priority <n>', 'scheduling priority, -1000..1000; higher first')
     .option('--restart <policy>', 'never or on-failure')
     .option('--username <user>', 'login user inside the VM')
+    .option('--password-stdin', 'read an SSH password for that user from stdin (for images that cannot take the fleet key, e.g. macOS); never given as an argument, which ps and shell history would show')
+    .option('--password-file <file>', 'read the SSH password from a file (one trailing newline is removed)')
     .option('--stopped', 'create it powered off')
     .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker); repeatable', collect)
     .option('--block <cidr>', 'network: never let the VM reach this prefix; repeatable', collect)
@@ -312,6 +317,8 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
     )
     .action(async (name: string, o: CreateOptions, cmd: Command) => {
       const spec = buildVmCreate(name, o);
+      const password = await readPassword(rt, o);
+      if (password !== undefined) spec.password = password;
       const wait = waitMs(o.wait);
       const json = rt.isJson(cmd);
       const client = rt.client(cmd);
@@ -409,6 +416,9 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
     .option('--restart <policy>', 'never or on-failure')
     .option('--start', 'power on (desired power state running); a failed VM is started again with a new attempt')
     .option('--stop', 'power off (desired power state stopped)')
+    .option('--password-stdin', 'set a new SSH password, read from stdin')
+    .option('--password-file <file>', 'set a new SSH password, read from a file')
+    .option('--clear-password', 'remove the SSH password (sessions use the fleet key only)')
     .description("change a VM's spec")
     .action(async (name: string, o: UpdateOptions, cmd: Command) => {
       validateName(name, 'VM');
@@ -424,10 +434,14 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
       if (o.restart !== undefined) patch.restartPolicy = parseChoice(o.restart, '--restart', ['never', 'on-failure'] as const);
       if (o.start) patch.powerState = 'running';
       if (o.stop) patch.powerState = 'stopped';
+      if (o.clearPassword && (o.passwordStdin || o.passwordFile !== undefined)) throw new UsageError('--clear-password cannot be combined with --password-stdin or --password-file');
+      const password = await readPassword(rt, o);
+      if (password !== undefined) patch.password = password;
+      if (o.clearPassword) patch.password = null;
       const labelEdits = o.label ? parseLabelEdits(o.label, '--label') : null;
       const selectorEdits = o.selector ? parseLabelEdits(o.selector, '--selector') : null;
       if (Object.keys(patch).length === 0 && !labelEdits && !selectorEdits) {
-        throw new UsageError('nothing to update: pass at least one of --image, --cpus, --memory, --label, --selector, --priority, --restart, --start, --stop');
+        throw new UsageError('nothing to update: pass at least one of --image, --cpus, --memory, --label, --selector, --priority, --restart, --start, --stop, --password-stdin, --password-file, --clear-password');
       }
       const client = rt.client(cmd);
       if (labelEdits || selectorEdits) {

@@ -119,6 +119,7 @@ export function vm(name: string, over: Partial<VmObject> = {}): VmObject {
     memoryMib: 4096,
     diskGib: 20,
     username: '',
+    passwordSet: false,
     labels: {},
     selector: {},
     network: { allow: [], block: [], blockLocal: false },

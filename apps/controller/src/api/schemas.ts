@@ -49,6 +49,10 @@ export const VmNetwork = Type.Object(
 );
 export type VmNetwork = Static<typeof VmNetwork>;
 
+// A guest login password for images that cannot take the fleet's key (macOS / Tart images).
+// Write-only: no response, event or log carries it; views show only whether one is set.
+const VmPassword = Type.String({ minLength: 1, maxLength: 256, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'SSH password for the guest user (write-only; never returned)' });
+
 export const VmCreate = Type.Object(
   {
     name: Name,
@@ -59,6 +63,7 @@ export const VmCreate = Type.Object(
     memoryMib: Type.Optional(Type.Integer({ minimum: 128, maximum: 4 * 1024 * 1024 })),
     diskGib: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536 })),
     username: Type.Optional(Type.String({ maxLength: 64, pattern: '^[a-z_][a-z0-9_-]*$|^$' })),
+    password: Type.Optional(VmPassword),
     labels: Type.Optional(Labels),
     selector: Type.Optional(Labels),
     priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
@@ -80,6 +85,7 @@ export const VmUpdate = Type.Object(
     priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
     restartPolicy: Type.Optional(RestartPolicy),
     powerState: Type.Optional(PowerState),
+    password: Type.Optional(Type.Union([VmPassword, Type.Null()], { description: 'a new SSH password for the guest user, or null to remove it (write-only)' })),
   },
   { additionalProperties: false, minProperties: 1, $id: 'VmUpdate' },
 );
@@ -98,6 +104,7 @@ export const VmObject = Type.Object(
     memoryMib: Type.Integer(),
     diskGib: Type.Integer(),
     username: Type.String(),
+    passwordSet: Type.Boolean({ description: 'whether sessions may log in with a password (the password itself is never returned)' }),
     labels: Type.Record(Type.String(), Type.String()),
     selector: Type.Record(Type.String(), Type.String()),
     network: Type.Object({ allow: Type.Array(Type.String()), block: Type.Array(Type.String()), blockLocal: Type.Boolean() }),

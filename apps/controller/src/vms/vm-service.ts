@@ -12,6 +12,7 @@ import type { FleetBus } from '../fleet-bus.ts';
 import { conflict, isUniqueViolation, notFound } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { normalizeNetwork } from './network-policy.ts';
+import { DEFAULT_GUEST_USER, generateVmKeyPair } from '../sessions/vm-access.ts';
 import {
   restartDelayMs,
   shouldRestart,
@@ -97,6 +98,10 @@ export class VmService {
             createdBy: actor,
           },
         });
+        if (spec.password !== undefined) {
+          // The access row (key pair + password) exists from the start, in the same transaction.
+          await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(created.name), password: spec.password } });
+        }
         await this.events.append([vmEvent(created, 'vm.created', `created by ${actor}`, actor)], tx);
         return created;
       });
@@ -144,10 +149,24 @@ export class VmService {
       ...(patch.powerState !== undefined ? { desiredPower: patch.powerState } : {}),
       ...(specChanged ? { generation: { increment: 1 } } : {}),
     };
-    const events = [vmEvent(vm, 'vm.updated', `spec updated by ${actor}: ${Object.keys(patch).join(', ')}`, actor, { patch })];
+    // The password is a secret: events record only that it was set or removed.
+    const { password, ...visible } = patch;
+    const events = [
+      vmEvent(vm, 'vm.updated', `spec updated by ${actor}: ${Object.keys(patch).join(', ')}`, actor, {
+        patch: visible,
+        ...(password !== undefined ? { password: password === null ? 'removed' : 'set' } : {}),
+      }),
+    ];
     if (restart) events.push(vmEvent(vm, 'vm.restart', `failed → pending (restart requested by ${actor})`, actor, { from: 'failed', to: 'pending' }));
     const updated = await this.db.$transaction(async (tx) => {
       const u = await tx.vm.update({ where: { id: vm.id }, data });
+      if (password !== undefined) {
+        await tx.vmAccess.upsert({
+          where: { vmId: vm.id },
+          create: { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(vm.name), password },
+          update: { password },
+        });
+      }
       await this.events.append(events, tx);
       return u;
     });

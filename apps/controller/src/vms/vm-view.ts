@@ -33,7 +33,7 @@ export function parseNetwork(json: string): NetworkPolicy {
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
-export function toVmObject(vm: Vm, workerName: string | null): VmObject {
+export function toVmObject(vm: Vm, workerName: string | null, passwordSet = false): VmObject {
   return {
     id: vm.id,
     name: vm.name,
@@ -46,6 +46,7 @@ export function toVmObject(vm: Vm, workerName: string | null): VmObject {
     memoryMib: vm.memoryMib,
     diskGib: vm.diskGib,
     username: vm.username,
+    passwordSet,
     labels: parseLabels(vm.labels),
     selector: parseLabels(vm.selector),
     network: parseNetwork(vm.network),

@@ -60,6 +60,8 @@ export function VmCreatePage() {
       memoryMib: int('memoryMib'),
       diskGib: int('diskGib'),
       ...(str('username') ? { username: str('username') } : {}),
+      // Not trimmed: spaces may be part of a password.
+      ...(String(f.get('password') ?? '') ? { password: String(f.get('password')) } : {}),
       ...(labels && Object.keys(labels).length ? { labels } : {}),
       ...(selector && Object.keys(selector).length ? { selector } : {}),
       priority: int('priority'),
@@ -152,6 +154,7 @@ export function VmCreatePage() {
         {field('memoryMib', 'Memory (MiB)', <input {...a11y('memoryMib')} type="number" defaultValue={512} />, 'at least 128')}
         {field('diskGib', 'Disk (GiB)', <input {...a11y('diskGib')} type="number" defaultValue={10} />)}
         {field('username', 'SSH user (optional)', <input {...a11y('username')} autoComplete="off" />)}
+        {field('password', 'SSH password (optional)', <input {...a11y('password')} type="password" autoComplete="new-password" />, 'for images that cannot take the fleet key (macOS); never shown again')}
         {field('labels', 'Labels (optional)', <input {...a11y('labels')} placeholder="team=ci, purpose=build" />)}
         {field('selector', 'Worker selector (optional)', <input {...a11y('selector')} placeholder="pool=fast" />, 'place only on workers with these labels')}
         {field('priority', 'Priority', <input {...a11y('priority')} type="number" defaultValue={0} />, '-1000 to 1000; higher is placed first')}

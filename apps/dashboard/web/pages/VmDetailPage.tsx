@@ -89,6 +89,7 @@ export function VmDetailPage({ name }: { name: string }) {
     ['Labels', labels(vm.labels) || '—'],
     ['Selector', labels(vm.selector) || '—'],
     ['SSH user', vm.username || 'default'],
+    ['SSH password', vm.passwordSet ? 'set (tried after the fleet key)' : 'none'],
     ['Created', `${time(vm.createdAt)} by ${vm.createdBy}`],
     ['Running since', vm.runningAt ? time(vm.runningAt) : '—'],
   ];

@@ -14,6 +14,9 @@ const allowed = utils.parseKey(clientKey.public);
 let server: InstanceType<typeof Server>;
 let port = 0;
 let connections = 0;
+/** Authentication methods clients tried, in order (`none` first, as every SSH client does). */
+const authAttempts: string[] = [];
+const GUEST_PASSWORD = 'admin pass: wörd';
 /** Most exec channels one connection carried at once. */
 let maxConcurrentPerConnection = 0;
 
@@ -22,7 +25,9 @@ beforeAll(async () => {
     connections++;
     let active = 0;
     client.on('authentication', (ctx) => {
-      if (ctx.method !== 'publickey' || allowed instanceof Error) return ctx.reject(['publickey']);
+      authAttempts.push(ctx.method);
+      if (ctx.method === 'password') return ctx.password === GUEST_PASSWORD ? ctx.accept() : ctx.reject(['publickey', 'password']);
+      if (ctx.method !== 'publickey' || allowed instanceof Error) return ctx.reject(['publickey', 'password']);
       const ok = ctx.key.algo === allowed.type && Buffer.compare(ctx.key.data, allowed.getPublicSSH() as Buffer) === 0;
       if (ok) ctx.accept();
       else ctx.reject(['publickey']);
@@ -117,6 +122,31 @@ describe('VmSshPool', () => {
     // The right recorded key works.
     const right = hostKey.public.split(' ').slice(0, 2).join(' ');
     expect((await run(pool, target({ expectedHostKey: right }), 'sleep-then-exit 0 0')).exit?.code).toBe(0);
+    pool.close();
+  });
+
+  it('logs in with the password when the VM does not take the fleet key, trying the key first', async () => {
+    const pool = new VmSshPool();
+    authAttempts.length = 0;
+    const r = await run(pool, target({ vmId: 'mac-1', privateKey: otherKey.private, password: GUEST_PASSWORD }), 'sw_vers');
+    expect(r.out).toBe('ran: sw_vers\n');
+    expect(authAttempts.filter((m) => m !== 'none')).toEqual(['publickey', 'password']);
+    pool.close();
+  });
+
+  it('never sends the password when the key is accepted', async () => {
+    const pool = new VmSshPool();
+    authAttempts.length = 0;
+    await run(pool, target({ vmId: 'vm-key', password: GUEST_PASSWORD }), 'true');
+    expect(authAttempts).not.toContain('password');
+    pool.close();
+  });
+
+  it('says the password was rejected when both fail', async () => {
+    const pool = new VmSshPool();
+    const err = await pool.channel(target({ vmId: 'mac-2', privateKey: otherKey.private, password: 'wrong' }), 'x', null).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SshAuthFailed);
+    expect((err as Error).message).toMatch(/refused.*password was rejected/);
     pool.close();
   });
 

@@ -208,6 +208,8 @@ export class VmSshPool {
       username: t.username,
       ...(t.privateKey ? { privateKey: t.privateKey } : {}),
       ...(t.password ? { password: t.password } : {}),
+      // The fleet key first, the password only after it (ssh2's own order is the reverse).
+      authHandler: [...(t.privateKey ? ['publickey' as const] : []), ...(t.password ? ['password' as const] : [])],
       readyTimeout: this.readyTimeoutMs,
       // AES-GCM runs in OpenSSL (AES-NI); ssh2's chacha20-poly1305 needs its optional native
       // binding to be fast, and the worker must not depend on a compiler being present.

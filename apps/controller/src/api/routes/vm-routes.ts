@@ -21,14 +21,18 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     // Counters count only when reported by the worker the VM is placed on.
     const withCounters = (vm: Vm, o: VmObject): VmObject => ({ ...o, networkCounters: ctx.networkCounters?.get(o.id, o.attempt, vm.workerId) ?? null });
     const view = async (vm: Vm) => withCounters(vm, await baseView(vm));
+    // Only whether a password is set ever leaves the database, never the password.
+    const hasPassword = async (vmId: string) => (await ctx.db.vmAccess.count({ where: { vmId, password: { not: null } } })) > 0;
+    const vmsWithPassword = async () => new Set((await ctx.db.vmAccess.findMany({ where: { password: { not: null } }, select: { vmId: true } })).map((a) => a.vmId));
     const baseView = async (vm: Vm) => {
-      if (!vm.workerId) return toVmObject(vm, null);
+      const passwordSet = await hasPassword(vm.id);
+      if (!vm.workerId) return toVmObject(vm, null, passwordSet);
       let name = nameCache.get(vm.workerId);
       if (name === undefined) {
         name = (await ctx.db.worker.findUnique({ where: { id: vm.workerId }, select: { name: true } }))?.name;
         if (name !== undefined) nameCache.set(vm.workerId, name);
       }
-      return toVmObject(vm, name ?? null);
+      return toVmObject(vm, name ?? null, passwordSet);
     };
     /**
      * One queue per watch stream: the initial snapshot first, then every change
@@ -47,7 +51,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       schema: { tags: ['vms'], summary: 'Create a VM', body: VmCreate, response: { 201: VmObject } },
     }, async (req, reply) => {
       const vm = await ctx.vms.create(req.body, actorOf(req));
-      return reply.code(201).send(toVmObject(vm, null));
+      return reply.code(201).send(toVmObject(vm, null, req.body.password !== undefined));
     });
 
     app.get('/v1/vms', {
@@ -67,15 +71,16 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       }
       const matches = (vm: Vm) => (!req.query.state || vm.state === req.query.state) && (!workerId || vm.workerId === workerId);
       if (!req.query.watch) {
-        const vms = await ctx.vms.list({ ...(req.query.state ? { state: req.query.state } : {}), ...(workerId ? { workerId } : {}) });
-        return { vms: vms.map((vm) => withCounters(vm, toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null))) };
+        const [vms, withPassword] = await Promise.all([ctx.vms.list({ ...(req.query.state ? { state: req.query.state } : {}), ...(workerId ? { workerId } : {}) }), vmsWithPassword()]);
+        return { vms: vms.map((vm) => withCounters(vm, toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null, withPassword.has(vm.id)))) };
       }
       const { sink, stream } = startWatch(req, reply);
       const out = orderedSender((line) => sink.send(line));
       // Snapshot queued first, subscription right after: a change during the
       // snapshot query is sent after it (at worst twice), never lost or early.
       out.run(async () => {
-        for (const vm of await ctx.vms.list()) if (matches(vm)) sink.send({ type: 'ADDED', vm: toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null) });
+        const withPassword = await vmsWithPassword();
+        for (const vm of await ctx.vms.list()) if (matches(vm)) sink.send({ type: 'ADDED', vm: toVmObject(vm, vm.workerId ? (names.get(vm.workerId) ?? null) : null, withPassword.has(vm.id)) });
       });
       const off = ctx.bus.onVmChange((c) => {
         if (matches(c.vm) || c.type === 'DELETED') out.change(c.type, c.vm);
