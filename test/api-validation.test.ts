@@ -261,3 +261,23 @@ describe('VM passwords (write-only)', () => {
   });
 });
 
+describe('If-Match on PATCH /v1/vms/{name}', () => {
+  it('applies a change made from the current version, refuses one made from an older version (412), rejects a malformed one (400)', async () => {
+    await writer.ok('POST', '/v1/vms', { name: 'etag-vm', image: 'img', labels: { a: '1' } });
+    const res = await fetch(`${controller.apiUrl}/v1/vms/etag-vm`, { headers: { authorization: `Bearer ${controller.adminToken}` } });
+    const etag = res.headers.get('etag')!;
+    const body = (await res.json()) as { updatedAt: string };
+    expect(etag).toBe(`"${body.updatedAt}"`);
+    const patch = (ifMatch: string, labels: Record<string, string>) =>
+      fetch(`${controller.apiUrl}/v1/vms/etag-vm`, { method: 'PATCH', headers: { authorization: `Bearer ${controller.adminToken}`, 'content-type': 'application/json', 'if-match': ifMatch }, body: JSON.stringify({ labels }) });
+    const first = await patch(etag, { a: '1', b: '2' });
+    expect(first.status).toBe(200);
+    expect(first.headers.get('etag')).not.toBe(etag);
+    const second = await patch(etag, { a: '1', c: '3' }); // made from the old read: it would drop b
+    expect(second.status).toBe(412);
+    expect(((await second.json()) as { error: { message: string } }).error.message).toMatch(/changed since it was read/);
+    expect((await reader.ok('GET', '/v1/vms/etag-vm')).labels).toEqual({ a: '1', b: '2' });
+    expect((await patch('yesterday', { a: '9' })).status).toBe(400);
+  });
+});
+

@@ -105,7 +105,7 @@ export function exitCodeForStatus(status: number): ExitCode {
   if (status === 400 || status === 413 || status === 414 || status === 415 || status === 422) return ExitCode.USAGE;
   if (status === 401 || status === 403) return ExitCode.AUTH;
   if (status === 404) return ExitCode.NOT_FOUND;
-  if (status === 409) return ExitCode.CONFLICT;
+  if (status === 409 || status === 412) return ExitCode.CONFLICT;
   return ExitCode.ERROR;
 }
 

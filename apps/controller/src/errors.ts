@@ -16,6 +16,8 @@ export const notFound = (what: string, name: string) =>
   new FleetError(404, 'not_found', `${what} "${name}" not found`);
 export const conflict = (message: string, details?: Record<string, unknown>) =>
   new FleetError(409, 'conflict', message, details);
+export const preconditionFailed = (message: string, details?: Record<string, unknown>) =>
+  new FleetError(412, 'precondition_failed', message, details);
 export const badRequest = (message: string, details?: Record<string, unknown>) =>
   new FleetError(400, 'bad_request', message, details);
 export const unauthorized = (message: string) => new FleetError(401, 'unauthorized', message);

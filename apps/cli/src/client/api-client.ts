@@ -170,8 +170,9 @@ export class ApiClient {
   getVm(name: string): Promise<VmObject> {
     return this.json('GET', `/v1/vms/${enc(name)}`);
   }
-  updateVm(name: string, patch: VmUpdate): Promise<VmObject> {
-    return this.json('PATCH', `/v1/vms/${enc(name)}`, { body: patch });
+  /** With `ifVersion` (a VM's updatedAt), the controller refuses with 412 if the VM changed since. */
+  updateVm(name: string, patch: VmUpdate, opts: { ifVersion?: string } = {}): Promise<VmObject> {
+    return this.json('PATCH', `/v1/vms/${enc(name)}`, { body: patch, ...(opts.ifVersion ? { headers: { 'if-match': `"${opts.ifVersion}"` } } : {}) });
   }
   /** 202 with the VM (now `deleting`, the worker removes it) or 204 (removed at once: `vm` is null). */
   async deleteVm(name: string): Promise<{ status: 202 | 204; vm: VmObject | null }> {
@@ -217,7 +218,7 @@ export class ApiClient {
 
   // ------------------------------------------------------------------ plumbing
 
-  private async json<T>(method: string, path: string, opts: { query?: Query; body?: unknown } = {}): Promise<T> {
+  private async json<T>(method: string, path: string, opts: { query?: Query; body?: unknown; headers?: Record<string, string> } = {}): Promise<T> {
     const { data } = await this.request<T>(method, path, opts);
     if (data === undefined) throw new CliError(`${method} ${path}: the controller sent an empty response`, ExitCode.ERROR);
     return data;
@@ -240,7 +241,7 @@ export class ApiClient {
   }
 
   /** Sends a request and reads the whole body, all within the timeout. */
-  async request<T>(method: string, path: string, opts: { query?: Query; body?: unknown } = {}): Promise<{ status: number; data: T | undefined }> {
+  async request<T>(method: string, path: string, opts: { query?: Query; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; data: T | undefined }> {
     const ac = new AbortController();
     const onUserAbort = () => ac.abort();
     this.signal?.addEventListener('abort', onUserAbort, { once: true });
@@ -256,7 +257,7 @@ export class ApiClient {
       try {
         res = await fetch(this.urlFor(path, opts.query), {
           method,
-          headers: this.headers(opts.body !== undefined, 'application/json'),
+          headers: { ...this.headers(opts.body !== undefined, 'application/json'), ...opts.headers },
           ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
           signal: ac.signal,
         });

@@ -343,6 +343,32 @@ describe('vm update', () => {
     expect(r.stdout).toMatch(/vm "web-1" updated \(.*generation 2\)/);
   });
 
+  it('sends the version it merged into (If-Match) and, when the VM changed meanwhile (412), reads it again', async () => {
+    let reads = 0;
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => {
+      reads++;
+      // Someone else added team=web between our first read and our PATCH.
+      sendJson(res, 200, vm('web-1', reads === 1 ? { labels: {}, updatedAt: '2025-01-01T00:00:01.000Z' } : { labels: { team: 'web' }, updatedAt: '2025-01-01T00:00:02.000Z' }));
+    });
+    fake.on('PATCH', '/v1/vms/web-1', (req, res) => {
+      if (req.headers['if-match'] !== '"2025-01-01T00:00:02.000Z"') return sendJson(res, 412, { error: { code: 'precondition_failed', message: 'vm "web-1" changed since it was read' } });
+      sendJson(res, 200, vm('web-1', { ...(req.body as object), generation: 3 }));
+    });
+    const r = await fleet(['vm', 'update', 'web-1', '--label', 'tier=fe']);
+    expect(r.code, r.stderr).toBe(0);
+    const patches = fake.requestsTo('PATCH', '/v1/vms/web-1');
+    expect(patches.map((p) => p.headers['if-match'])).toEqual(['"2025-01-01T00:00:01.000Z"', '"2025-01-01T00:00:02.000Z"']);
+    expect(patches[1]!.body).toEqual({ labels: { team: 'web', tier: 'fe' } }); // nobody's label lost
+  });
+
+  it('gives up after 5 changed reads with exit 6', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, vm('web-1'));
+    fake.fail('PATCH', '/v1/vms/web-1', 412, 'precondition_failed', 'vm "web-1" changed since it was read');
+    const r = await fleet(['vm', 'update', 'web-1', '--label', 'a=b']);
+    expect(r.code).toBe(6);
+    expect(fake.requestsTo('PATCH', '/v1/vms/web-1')).toHaveLength(5);
+  });
+
   it('a 409 (e.g. resizing a placed VM) is exit 6', async () => {
     fake.fail('PATCH', '/v1/vms/web-1', 409, 'conflict', 'cannot change CPUs or memory of vm "web-1" while it is placed on a worker');
     const r = await fleet(['vm', 'update', 'web-1', '--cpus', '8']);

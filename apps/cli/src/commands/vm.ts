@@ -444,13 +444,24 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
         throw new UsageError('nothing to update: pass at least one of --image, --cpus, --memory, --label, --selector, --priority, --restart, --start, --stop, --password-stdin, --password-file, --clear-password');
       }
       const client = rt.client(cmd);
+      let updated: VmObject;
       if (labelEdits || selectorEdits) {
-        // The API replaces labels and selector wholesale; merge the edits into the current ones.
-        const current = await client.getVm(name);
-        if (labelEdits) patch.labels = applyLabelEdits(current.labels, labelEdits);
-        if (selectorEdits) patch.selector = applyLabelEdits(current.selector, selectorEdits);
+        // The API replaces labels and selector wholesale: merge the edits into the current ones
+        // and send the version read, so a concurrent change is never overwritten (412: read again).
+        for (let attempt = 1; ; attempt++) {
+          const current = await client.getVm(name);
+          if (labelEdits) patch.labels = applyLabelEdits(current.labels, labelEdits);
+          if (selectorEdits) patch.selector = applyLabelEdits(current.selector, selectorEdits);
+          try {
+            updated = await client.updateVm(name, patch, { ifVersion: current.updatedAt });
+            break;
+          } catch (err) {
+            if (!(err instanceof ApiError && err.status === 412) || attempt >= 5) throw err;
+          }
+        }
+      } else {
+        updated = await client.updateVm(name, patch);
       }
-      const updated = await client.updateVm(name, patch);
       if (rt.isJson(cmd)) return rt.json(updated);
       rt.out(`vm "${updated.name}" updated (${describe(updated)}; generation ${updated.generation})`);
     });

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { FleetDb, Prisma, Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
-import { conflict, isUniqueViolation, notFound } from '../errors.ts';
+import { conflict, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { normalizeNetwork } from './network-policy.ts';
 import { DEFAULT_GUEST_USER, generateVmKeyPair } from '../sessions/vm-access.ts';
@@ -115,8 +115,11 @@ export class VmService {
     return vm;
   }
 
-  async update(name: string, patch: VmUpdate, actor: string): Promise<Vm> {
+  /** `ifVersion`: apply only if the VM is still at that version (its updatedAt), else 412. */
+  async update(name: string, patch: VmUpdate, actor: string, opts: { ifVersion?: Date } = {}): Promise<Vm> {
     const vm = await this.get(name);
+    const stale = () => preconditionFailed(`vm "${name}" changed since it was read (now at version ${vm.updatedAt.toISOString()}); read it again and retry`, { version: vm.updatedAt.toISOString() });
+    if (opts.ifVersion && opts.ifVersion.getTime() !== vm.updatedAt.getTime()) throw stale();
     if (vm.state === 'deleting') throw conflict(`vm "${name}" is being deleted`);
     const placed = PLACED_STATES.includes(vm.state as VmState);
     const resized =
@@ -159,6 +162,12 @@ export class VmService {
     ];
     if (restart) events.push(vmEvent(vm, 'vm.restart', `failed → pending (restart requested by ${actor})`, actor, { from: 'failed', to: 'pending' }));
     const updated = await this.db.$transaction(async (tx) => {
+      if (opts.ifVersion) {
+        // Compare-and-set inside the transaction: a write that landed after the read above
+        // moved updatedAt, and this matches no row.
+        const { count } = await tx.vm.updateMany({ where: { id: vm.id, updatedAt: opts.ifVersion }, data: { updatedAt: new Date() } });
+        if (count === 0) throw stale();
+      }
       const u = await tx.vm.update({ where: { id: vm.id }, data });
       if (password !== undefined) {
         await tx.vmAccess.upsert({

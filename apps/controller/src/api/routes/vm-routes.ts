@@ -7,7 +7,7 @@ import { toVmObject } from '../../vms/vm-view.ts';
 import { actorOf } from '../auth-hook.ts';
 import { startWatch } from '../watch-stream.ts';
 import { toEventObject } from './event-routes.ts';
-import { notFound } from '../../errors.ts';
+import { badRequest, notFound } from '../../errors.ts';
 
 export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
@@ -94,7 +94,11 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       schema: { tags: ['vms'], summary: 'Get a VM; with ?watch=true, stream its changes as NDJSON', params: NameParam, querystring: WatchQuery, response: { 200: VmObject } },
     }, async (req, reply) => {
       const vm = await ctx.vms.get(req.params.name);
-      if (!req.query.watch) return view(vm);
+      if (!req.query.watch) {
+        // The VM's version for a later `PATCH` with If-Match (read-modify-write without lost updates).
+        reply.header('etag', vmEtag(vm));
+        return view(vm);
+      }
       const { sink, stream } = startWatch(req, reply);
       const out = orderedSender((line) => sink.send(line));
       out.run(async () => {
@@ -111,7 +115,14 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     app.patch('/v1/vms/:name', {
       config: { role: 'write' },
       schema: { tags: ['vms'], summary: 'Update a VM (image, power state, labels, priority, restart policy; CPUs/memory only while pending)', params: NameParam, body: VmUpdate, response: { 200: VmObject } },
-    }, async (req) => view(await ctx.vms.update(req.params.name, req.body, actorOf(req))));
+    }, async (req, reply) => {
+      const ifMatch = req.headers['if-match'];
+      const expected = typeof ifMatch === 'string' ? parseVmEtag(ifMatch) : undefined;
+      if (expected === null) throw badRequest(`If-Match must be the ETag of GET /v1/vms/${req.params.name} (a quoted version such as "2025-01-01T00:00:00.000Z"), got ${JSON.stringify(String(ifMatch).slice(0, 80))}`);
+      const vm = await ctx.vms.update(req.params.name, req.body, actorOf(req), expected !== undefined ? { ifVersion: expected } : {});
+      reply.header('etag', vmEtag(vm));
+      return view(vm);
+    });
 
     app.delete('/v1/vms/:name', {
       config: { role: 'write' },
@@ -146,3 +157,17 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     });
   };
 }
+
+/** A VM's version is its updatedAt (every write moves it). */
+export function vmEtag(vm: Vm): string {
+  return `"${vm.updatedAt.toISOString()}"`;
+}
+
+/** The version in an If-Match header, or null when malformed. */
+export function parseVmEtag(header: string): Date | null {
+  const m = /^\s*(?:W\/)?"([^"]{1,40})"\s*$/.exec(header);
+  if (!m) return null;
+  const at = new Date(m[1]!);
+  return Number.isNaN(at.getTime()) ? null : at;
+}
+
