@@ -100,7 +100,7 @@ export async function startControllerProcess(opts: { dataDir: string; adminToken
     ],
     { FLEET_BOOTSTRAP_ADMIN_TOKEN: adminToken },
   );
-  const api = (await proc.waitFor(/API:\s+(http:\/\/\S+)/))[1]!;
+  const api = (await proc.waitFor(/API:\s+(https?:\/\/\S+)/))[1]!;
   const grpcAddress = (await proc.waitFor(/worker gRPC:\s+(\S+)/))[1]!;
   return Object.assign(proc, { apiUrl: api, grpcAddress, adminToken, dataDir: opts.dataDir, api: new ApiClient(api, adminToken) });
 }

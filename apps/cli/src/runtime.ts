@@ -2,6 +2,7 @@
 // the resolved controller target and an API client built from the global flags.
 import type { Command } from 'commander';
 import { ApiClient } from './client/api-client.ts';
+import { pinControllerCa } from './client/controller-trust.ts';
 import { configPath, loadConfig, resolveTarget, saveConfig, type Config, type Target } from './config/contexts.ts';
 import { UsageError } from './errors.ts';
 import { colorEnabled, type Io } from './io.ts';
@@ -86,12 +87,15 @@ export class Runtime {
 
   target(cmd: Command): Target {
     const g = this.globals(cmd);
-    return resolveTarget({
+    const target = resolveTarget({
       flags: { url: g.url, token: g.token, context: g.context },
       env: this.io.env,
       config: this.loadConfig(),
       configPath: this.configPath(),
     });
+    // Every request and session to this URL trusts only the context's pinned CA.
+    if (target.url && target.caPem) pinControllerCa(target.url, target.caPem, target.contextName);
+    return target;
   }
 
   timeoutMs(cmd: Command): number {

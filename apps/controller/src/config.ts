@@ -25,6 +25,16 @@ export interface ControllerOptions {
   /** Safety-net scheduler pass period (passes also run on every change). */
   schedulerIntervalMs: number;
   defaultSchedulerProfile: SchedulerProfile;
+  /**
+   * TLS on the REST API, the WebSockets and the dashboard: `auto` (default) = on unless the
+   * API listens on a loopback address. The certificate is issued by the controller's CA.
+   */
+  apiTls?: 'auto' | 'on' | 'off';
+  /** Extra names/IPs clients use to reach the REST API (added to the controller's certificate). */
+  apiHostnames?: string[];
+  /** Operator-provided certificate (PEM chain) and key for the REST API, instead of one from our CA. */
+  apiCertFile?: string;
+  apiKeyFile?: string;
   /** Serve /metrics without authentication (default: needs a token with the read role). */
   metricsPublic?: boolean;
   /** Token to create for the first admin instead of a random one (automation). */

@@ -23,6 +23,7 @@ import { startWorkerGrpcServer } from './grpc/worker-grpc-server.ts';
 import { SessionBroker } from './sessions/session-broker.ts';
 import { NetworkCounterStore } from './vms/network-counters.ts';
 import { buildApiServer } from './api/api-server.ts';
+import { apiCertificateNames, apiTlsEnabled, apiTlsMaterial, isLoopback } from './api/api-tls.ts';
 import { CONTROLLER_VERSION } from './version.ts';
 import type { ApiContext } from './api/context.ts';
 
@@ -52,7 +53,8 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
 
   const identity = await loadOrCreateIdentity({
     dataDir: opts.dataDir,
-    extraNames: opts.certificateNames,
+    // The API's names go after --name: the first --name is what workers are told to dial.
+    extraNames: [...new Set([...opts.certificateNames, ...apiCertificateNames(opts.apiHost, opts.apiHostnames ?? [])])],
     ...(opts.tlsCertFile ? { certFile: opts.tlsCertFile } : {}),
     ...(opts.tlsKeyFile ? { keyFile: opts.tlsKeyFile } : {}),
     ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
@@ -120,11 +122,15 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       schedulerProfile: await settings.schedulerProfile(),
     }),
   };
-  const api = await buildApiServer(ctx, log);
+  const apiTls = apiTlsEnabled(opts.apiTls ?? 'auto', opts.apiHost);
+  if (!apiTls && !isLoopback(opts.apiHost)) {
+    log.warn({ apiHost: opts.apiHost }, 'THE REST API LISTENS ON A NON-LOOPBACK ADDRESS WITHOUT TLS (--api-tls off): tokens and exec sessions cross the network in clear text');
+  }
+  const api = await buildApiServer(ctx, log, apiTls ? await apiTlsMaterial(identity, opts.apiCertFile, opts.apiKeyFile) : undefined);
   await api.listen({ host: opts.apiHost, port: opts.apiPort });
   const address = api.server.address();
   const apiPort = typeof address === 'object' && address ? address.port : opts.apiPort;
-  const apiUrl = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${apiPort}`;
+  const apiUrl = `${apiTls ? 'https' : 'http'}://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${apiPort}`;
   scheduler.trigger();
   log.info({ apiUrl, grpcAddress, caFingerprint: identity.caFingerprint }, 'controller started');
 

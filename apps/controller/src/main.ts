@@ -1,6 +1,10 @@
 // `fleet-controller run`: starts the controller and prints, on first start,
 // the admin token and a bootstrap token for enrolling workers.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { certificateFingerprint } from '@fleet/pki';
+import { defaultOptions } from './config.ts';
 import { startController } from './controller.ts';
 import { createLogger } from './observability/logger.ts';
 import { enrollCommand } from './api/routes/token-routes.ts';
@@ -39,10 +43,22 @@ program
   .option('--heartbeat-interval <duration>', 'how often workers send heartbeats', ms, 5_000)
   .option('--worker-offline-timeout <duration>', 'silence after which a worker is offline and its VMs fail', ms, 30_000)
   .option('--scheduler-profile <profile>', 'pack or spread (default for a new fleet)', 'pack')
+  .option('--api-tls <mode>', 'TLS on the REST API, WebSockets and dashboard: auto (on unless --listen is a loopback address), on, off', 'auto')
+  .option('--api-hostname <dns-or-ip...>', 'names/IPs clients use to reach the REST API (added to its certificate)')
+  .option('--api-cert <file>', 'operator-provided REST API certificate chain (PEM) instead of one from the controller CA')
+  .option('--api-key <file>', 'key for --api-cert (PEM)')
   .option('--metrics-public', 'serve /metrics without a token (default: needs a token with the read role)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
     const log = createLogger(o.logLevel);
+    if (o.apiTls !== 'auto' && o.apiTls !== 'on' && o.apiTls !== 'off') {
+      console.error('fleet-controller: --api-tls must be auto, on or off');
+      process.exit(2);
+    }
+    if (Boolean(o.apiCert) !== Boolean(o.apiKey)) {
+      console.error('fleet-controller: --api-cert and --api-key go together');
+      process.exit(2);
+    }
     if (o.schedulerProfile !== 'pack' && o.schedulerProfile !== 'spread') {
       console.error('fleet-controller: --scheduler-profile must be pack or spread');
       process.exit(2);
@@ -63,6 +79,9 @@ program
         workerOfflineTimeoutMs: o.workerOfflineTimeout,
         defaultSchedulerProfile: o.schedulerProfile,
         ...(o.metricsPublic ? { metricsPublic: true } : {}),
+        apiTls: o.apiTls,
+        apiHostnames: o.apiHostname ?? [],
+        ...(o.apiCert ? { apiCertFile: o.apiCert, apiKeyFile: o.apiKey } : {}),
         ...(process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN ? { bootstrapAdminToken: process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN } : {}),
         logLevel: o.logLevel,
       },
@@ -75,7 +94,7 @@ program
         '',
         `  admin token (shown once; also saved to the data dir as admin.token):`,
         `    ${c.adminToken}`,
-        `  log in:         fleet login ${c.apiUrl} --token ${c.adminToken}`,
+        `  log in:         fleet login ${c.apiUrl} --token ${c.adminToken}${c.apiUrl.startsWith('https:') ? ` --ca-fingerprint ${c.caFingerprint}` : ''}`,
         '',
         '  enroll a worker (bootstrap token valid 24h):',
         `    ${enrollCommand(c.grpcAddress, boot.token)}`,
@@ -89,6 +108,22 @@ program
     };
     process.once('SIGINT', () => void shutdown('SIGINT'));
     process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  });
+
+program
+  .command('ca-fingerprint')
+  .description("print the SHA-256 fingerprint of the controller's CA (compare it with what `fleet context add` shows)")
+  .option('--data-dir <dir>', 'the controller data dir', process.env.FLEET_DATA_DIR)
+  .action(async (o: { dataDir?: string }) => {
+    const dataDir = o.dataDir ?? defaultOptions({}).dataDir;
+    const file = path.join(dataDir, 'pki', 'ca.pem');
+    let pem: string;
+    try {
+      pem = await readFile(file, 'utf8');
+    } catch (err) {
+      throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); has a controller run with --data-dir ${dataDir}?`);
+    }
+    process.stdout.write(certificateFingerprint(pem) + '\n');
   });
 
 program.parseAsync().catch((err: unknown) => {

@@ -1,5 +1,5 @@
-// A typed client for the controller's REST API (/v1). It uses Node's global
-// fetch with a timeout, maps every failure to a CliError with the exit code
+// A typed client for the controller's REST API (/v1). It uses fetch (with the
+// context's pinned CA for https, see controller-trust.ts) with a timeout, maps every failure to a CliError with the exit code
 // scripts rely on, and reads `?watch=true` NDJSON streams line by line.
 //
 // Only types come from the controller package (`import type`): the CLI never
@@ -24,6 +24,7 @@ import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from
 import { formatDuration } from '../output/durations.ts';
 import { CLI_VERSION } from '../version.ts';
 import { readNdjson } from './ndjson.ts';
+import { fetchFor, isCertificateError, untrustedControllerError } from './controller-trust.ts';
 
 export type VmState = VmObject['state'];
 export type Role = TokenObject['roles'][number];
@@ -255,7 +256,7 @@ export class ApiClient {
       let res: Response;
       let text: string;
       try {
-        res = await fetch(this.urlFor(path, opts.query), {
+        res = await fetchFor(this.url)(this.urlFor(path, opts.query), {
           method,
           headers: { ...this.headers(opts.body !== undefined, 'application/json'), ...opts.headers },
           ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
@@ -294,7 +295,7 @@ export class ApiClient {
       if (stop?.aborted) return;
       let res: Response;
       try {
-        res = await fetch(this.urlFor(path, query), { headers: this.headers(false, 'application/x-ndjson'), signal: ac.signal });
+        res = await fetchFor(this.url)(this.urlFor(path, query), { headers: this.headers(false, 'application/x-ndjson'), signal: ac.signal });
       } catch (err) {
         if (stop?.aborted && !this.signal?.aborted) return;
         throw this.networkError(err, timedOut);
@@ -357,6 +358,8 @@ export class ApiClient {
     if (err instanceof CliError) return err;
     if (this.signal?.aborted) return new InterruptedError();
     if (timedOut) return new UnreachableError(`cannot reach the controller at ${this.url}: no answer within ${formatDuration(this.timeoutMs)}; ${HINT}`);
+    const code = networkCode(err);
+    if (isCertificateError(code)) return untrustedControllerError(this.url, code!);
     return new UnreachableError(`cannot reach the controller at ${this.url}: ${networkReason(err)}; ${HINT}`, { cause: err });
   }
 

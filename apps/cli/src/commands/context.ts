@@ -1,14 +1,24 @@
 // `fleet login` and `fleet context list|use|delete|show`: saved controllers.
 import type { Command } from 'commander';
+import type { Config } from '../config/contexts.ts';
 import { contextNameFor, maskToken, normalizeUrl, validateContextName } from '../config/contexts.ts';
 import { UsageError } from '../errors.ts';
+import { pinControllerCa } from '../client/controller-trust.ts';
+import { establishTrust, terminalPrompt } from '../client/establish-trust.ts';
 import type { Runtime } from '../runtime.ts';
+
+interface TrustOptions {
+  caFingerprint?: string;
+  caFile?: string;
+}
 
 export function registerContextCommands(program: Command, rt: Runtime): void {
   program
     .command('login')
     .argument('<url>', 'controller URL, e.g. http://127.0.0.1:8080')
-    .usage('URL --token TOKEN [--context NAME]')
+    .usage('URL --token TOKEN [--context NAME] [--ca-fingerprint SHA256 | --ca-file PEM]')
+    .option('--ca-fingerprint <sha256>', "https: trust the controller's own CA if its SHA-256 fingerprint is this (from fleet-controller ca-fingerprint)")
+    .option('--ca-file <pem>', 'https: trust this CA (PEM) for the controller, e.g. your company CA')
     .description('check a token against a controller (GET /v1/whoami) and save both as a context, made current')
     .addHelpText(
       'after',
@@ -19,24 +29,30 @@ or after the URL's host and port when --context is not given.
 Example:
   fleet login http://127.0.0.1:8080 --token fleet_abc_s3cr3t --context local`,
     )
-    .action(async (urlArg: string, _opts: unknown, cmd: Command) => {
+    .action(async (urlArg: string, opts: TrustOptions, cmd: Command) => {
       const g = rt.globals(cmd);
       const url = normalizeUrl(urlArg);
       const token = g.token ?? (rt.io.env.FLEET_TOKEN || undefined);
       if (!token) throw new UsageError('missing --token: run "fleet login URL --token T" (or set FLEET_TOKEN)');
       const name = g.context !== undefined ? validateContextName(g.context) : contextNameFor(url);
-      const who = await rt.clientFor(url, token, cmd).whoami();
-      const config = rt.loadConfig();
-      config.contexts[name] = { url, token, user: who.name, roles: who.roles };
-      config.currentContext = name;
-      rt.saveConfig(config);
-      if (rt.isJson(cmd)) {
-        rt.json({ context: name, url, name: who.name, roles: who.roles, configPath: rt.configPath() });
-        return;
-      }
-      rt.out(`logged in to ${url} as "${who.name}" (roles: ${who.roles.join(', ') || 'none'})`);
-      rt.out(`context "${name}" is now current (saved in ${rt.configPath()})`);
+      await saveCheckedContext(rt, cmd, name, url, token, opts);
     });
+
+  async function saveCheckedContext(rtx: Runtime, cmd: Command, name: string, url: string, token: string, opts: TrustOptions): Promise<void> {
+    const caPem = await establishTrust(url, { caFingerprint: opts.caFingerprint, caFile: opts.caFile }, terminalPrompt(rtx.io.stdin, rtx.io.stderr));
+    if (caPem) pinControllerCa(url, caPem, name);
+    const who = await rtx.clientFor(url, token, cmd).whoami();
+    const config: Config = rtx.loadConfig();
+    config.contexts[name] = { url, token, user: who.name, roles: who.roles, ...(caPem ? { caPem } : {}) };
+    config.currentContext = name;
+    rtx.saveConfig(config);
+    if (rtx.isJson(cmd)) {
+      rtx.json({ context: name, url, name: who.name, roles: who.roles, caPinned: caPem !== null, configPath: rtx.configPath() });
+      return;
+    }
+    rtx.out(`logged in to ${url} as "${who.name}" (roles: ${who.roles.join(', ') || 'none'})${caPem ? '; its CA is pinned in the context' : ''}`);
+    rtx.out(`context "${name}" is now current (saved in ${rtx.configPath()})`);
+  }
 
   program
     .command('whoami')
@@ -72,6 +88,38 @@ Example:
         ['CURRENT', 'NAME', 'URL', 'USER', 'ROLES'],
         entries.map(([name, c]) => [name === config.currentContext ? '*' : '', name, c.url, c.user ?? '-', (c.roles ?? []).join(',') || '-']),
       );
+    });
+
+  context
+    .command('add')
+    .argument('<name>', 'context name')
+    .usage('NAME --url URL --token TOKEN [--ca-fingerprint SHA256 | --ca-file PEM]')
+    .description('check a controller URL and token (GET /v1/whoami), pin an https controller\'s CA, and save them as a context, made current')
+    .option('--ca-fingerprint <sha256>', "https: trust the controller's own CA if its SHA-256 fingerprint is this (from fleet-controller ca-fingerprint)")
+    .option('--ca-file <pem>', 'https: trust this CA (PEM) for the controller, e.g. your company CA')
+    .addHelpText(
+      'after',
+      `
+Uses the global --url and --token (or FLEET_URL / FLEET_TOKEN). For an https://
+controller with its own CA, pass the fingerprint it prints at start (or that
+"fleet-controller ca-fingerprint --data-dir DIR" prints on its host): the CLI
+checks the CA the controller presents against it and stores that CA in the
+context. Without --ca-fingerprint, a terminal shows the fingerprint and asks;
+without a terminal (CI) the command refuses. A certificate the system already
+trusts needs neither.
+
+Example:
+  fleet context add prod --url https://fleet.example.com:8080 --token fleet_abc_s3cr3t --ca-fingerprint 3f9a…`,
+    )
+    .action(async (nameArg: string, opts: TrustOptions, cmd: Command) => {
+      const g = rt.globals(cmd);
+      const name = validateContextName(nameArg);
+      const rawUrl = g.url ?? (rt.io.env.FLEET_URL || undefined);
+      if (!rawUrl) throw new UsageError('missing --url: run "fleet context add NAME --url URL --token T"');
+      const url = normalizeUrl(rawUrl, '--url');
+      const token = g.token ?? (rt.io.env.FLEET_TOKEN || undefined);
+      if (!token) throw new UsageError('missing --token: run "fleet context add NAME --url URL --token T" (or set FLEET_TOKEN)');
+      await saveCheckedContext(rt, cmd, name, url, token, opts);
     });
 
   context
@@ -118,6 +166,7 @@ Example:
           urlSource: t.urlSource,
           token: t.token ? maskToken(t.token) : null,
           tokenSource: t.tokenSource,
+          caPinned: t.caPem !== null,
           user,
           configPath: t.configPath,
         });
@@ -128,6 +177,7 @@ Example:
         ['Context', t.contextName ?? '(none)'],
         ['URL', t.url ? `${t.url} (${src(t.urlSource)})` : '(not set: run "fleet login URL --token T")'],
         ['Token', t.token ? `${maskToken(t.token)} (${src(t.tokenSource)})` : '(not set)'],
+        ['TLS trust', t.url?.startsWith('https:') ? (t.caPem ? "the context's pinned CA" : "the system's CAs") : '-'],
         ['User', user ?? '-'],
         ['Config file', t.configPath],
       ]);

@@ -4,6 +4,7 @@
 // bound; output is written to stdout/stderr and the socket is paused while they drain.
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
+import { isCertificateError, untrustedControllerError, wsTlsOptions } from '../client/controller-trust.ts';
 import { ApiError, CliError, ExitCode, UnreachableError } from '../errors.ts';
 
 export interface SessionStart {
@@ -75,6 +76,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   static open(url: string, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): SessionSocket {
     const wsUrl = `${url.replace(/\/+$/, '').replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/session`;
     const ws = new WebSocket(wsUrl, ['fleet.v1'], {
+      ...wsTlsOptions(url.replace(/\/+$/, '')),
       headers: token ? { authorization: `Bearer ${token}` } : {},
       perMessageDeflate: false,
       maxPayload: 4 * 1024 * 1024,
@@ -107,7 +109,8 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {
       if (s.settled) return;
-      if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT') {
+      if (isCertificateError(err.code)) s.fail(untrustedControllerError(url.replace(/\/+$/, ''), err.code!));
+      else if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT') {
         s.fail(new UnreachableError(`cannot reach the controller at ${url}: ${err.message}`));
       } else s.fail(new CliError(`session connection failed: ${err.message}`, ExitCode.ERROR));
     });

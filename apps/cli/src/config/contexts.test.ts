@@ -106,3 +106,15 @@ describe('URLs and names', () => {
     expect(maskToken('short')).toBe('****');
   });
 });
+
+describe('pinned CA in a context', () => {
+  const config: Config = { currentContext: 'prod', contexts: { prod: { url: 'https://prod:8080', token: 'fleet_prod_s', caPem: 'PEM' } } };
+  it('is read back from the file and applies to the context URL only', () => {
+    const path = join(dir, 'c.json');
+    saveConfig(path, config);
+    expect(loadConfig(path).contexts.prod?.caPem).toBe('PEM');
+    expect(resolveTarget({ flags: {}, env: {}, config, configPath: path }).caPem).toBe('PEM');
+    // Another URL (flag) gets neither the context's token nor its CA.
+    expect(resolveTarget({ flags: { url: 'https://other:8080' }, env: {}, config, configPath: path }).caPem).toBeNull();
+  });
+});

@@ -16,6 +16,8 @@ export interface Context {
   /** The token's name at login time (from /v1/whoami), for display only. */
   user?: string;
   roles?: string[];
+  /** PEM of the controller's CA, pinned by `fleet context add` (https controllers with their own CA). */
+  caPem?: string;
 }
 
 export interface Config {
@@ -32,6 +34,8 @@ export interface Target {
   tokenSource: Source;
   /** The context consulted (null when there is none). */
   contextName: string | null;
+  /** The CA pinned for `url` by its context, or null (system trust store / plain http). */
+  caPem: string | null;
   configPath: string;
 }
 
@@ -74,6 +78,7 @@ export function loadConfig(path: string): Config {
           token: c.token,
           ...(typeof c.user === 'string' ? { user: c.user } : {}),
           ...(Array.isArray(c.roles) ? { roles: c.roles.filter((r): r is string => typeof r === 'string') } : {}),
+          ...(typeof c.caPem === 'string' ? { caPem: c.caPem } : {}),
         };
       }
     }
@@ -173,6 +178,8 @@ export function resolveTarget({ flags, env, config, configPath }: TargetInputs):
     urlSource,
     tokenSource,
     contextName: context ? contextName : null,
+    // Like the token, the pinned CA applies only to the context's own URL.
+    caPem: contextTokenApplies ? (context?.caPem ?? null) : null,
     configPath,
   };
 }

@@ -23,8 +23,19 @@ import { AccountService } from '../accounts/account-service.ts';
 import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
 
-export async function buildApiServer(ctx: ApiContext, log: Logger): Promise<FastifyInstance> {
+export interface ApiTlsOptions {
+  /** PEM private key. */
+  key: string;
+  /** PEM chain: the server certificate, then its CA (so clients can find and pin the CA). */
+  cert: string;
+}
+
+export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsOptions): Promise<FastifyInstance> {
+  // With `https`, fastify types the instance on https.Server; the routes do not care, so the
+  // option is spread in untyped and the app is used through the plain (http) instance type.
+  const httpsOption = (tls ? { https: { key: tls.key, cert: tls.cert } } : {}) as Record<string, never>;
   const app = Fastify({
+    ...httpsOption,
     loggerInstance: log.child({ component: 'api' }) as FastifyBaseLogger,
     // Requests are not logged one by one (sessions and watch streams would flood the log).
     logController: new LogController({ disableRequestLogging: true }),
