@@ -5,8 +5,10 @@ import { parseCidr } from '@fleet/netfilter';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseLabels } from './config/labels.ts';
 import { NotEnrolledError, CredentialError } from './config/credentials.ts';
-import { AVAILABLE_DRIVERS, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
+import { AVAILABLE_DRIVERS, DEFAULT_DRIVER, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
 import { enrollWorker, EnrollmentError, type EnrollmentErrorCode } from './enrollment/enroll.ts';
+import { formatReport } from './doctor/check.ts';
+import { runDoctor } from './doctor/doctor.ts';
 import { createLogger, LOG_LEVELS } from './logger.ts';
 import { DEFAULT_LOG_FILE, NotMacOSError, installService, uninstallService } from './macos/service.ts';
 import { WORKER_VERSION } from './version.ts';
@@ -152,7 +154,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .option('--memory-mib <n>', 'memory offered to VMs in MiB (default: total memory)', nonNegativeInt)
     .option('--vm-slots <n>', 'VMs run at once (default: one per logical CPU)', nonNegativeInt)
     .option('--macos-slots <n>', 'macOS guests at once (default: 2 where the driver runs macOS, else 0)', nonNegativeInt)
-    .addOption(new Option('--driver <name>', 'VM runtime').choices(AVAILABLE_DRIVERS).default('synthetic'))
+    .addOption(new Option('--driver <name>', 'VM runtime').choices(AVAILABLE_DRIVERS).default(DEFAULT_DRIVER))
     .addOption(
       new Option('--synthetic-speed <factor>', 'synthetic driver: multiplier on its delays (1 = realistic, 0.1 = 10x faster, 0 = instant)')
         .argParser(nonNegativeNumber)
@@ -242,6 +244,19 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         exit(EXIT.ok);
       },
     );
+
+  program
+    .command('doctor')
+    .description('check this host before `fleet-worker run`: Node.js, enrollment, certificate, controller (TLS), driver prerequisites')
+    .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
+    .addOption(new Option('--driver <name>', 'check the prerequisites of this VM runtime (default: what `run` defaults to)').choices(AVAILABLE_DRIVERS).default(DEFAULT_DRIVER))
+    .option('--json', 'print {ok, checks: [{name, status, detail, fix?}]}', false)
+    .action(async (opts: { dataDir?: string; driver: string; json: boolean }) => {
+      const report = await runDoctor({ driver: opts.driver, ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}) });
+      if (opts.json) io.out(JSON.stringify(report, null, 2));
+      else for (const line of formatReport(report)) io.out(line);
+      exit(report.ok ? EXIT.ok : EXIT.error);
+    });
 
   // macOS: the worker as a launchd daemon (vmnet needs root). Elsewhere: a clear error, exit 2.
   program

@@ -8,6 +8,8 @@ import { createVzDriver, VZ_DRIVER_NAME } from './vz/index.ts';
 import { NatNetwork } from '../uplink/nat-network.ts';
 
 /** Driver names `fleet-worker run --driver` accepts. */
+/** What `fleet-worker run` uses without --driver (and what `doctor` checks by default). */
+export const DEFAULT_DRIVER = 'synthetic';
 export const AVAILABLE_DRIVERS = [SYNTHETIC_DRIVER_NAME, QEMU_DRIVER_NAME, VZ_DRIVER_NAME] as const;
 export type DriverName = (typeof AVAILABLE_DRIVERS)[number];
 
