@@ -396,7 +396,8 @@ async function setUpLab(): Promise<ApiClient> {
 
   const env = { ...process.env, FLEET_LOG_LEVEL: 'warn' };
   const controller = spawn(process.execPath, [path.join(REPO_ROOT, 'apps/controller/bin/fleet-controller.js'), 'run', '--data-dir', path.join(tmp, 'controller'),
-    '--listen', `${ROOT_IP}:${API_PORT}`, '--grpc-listen', `${ROOT_IP}:${GRPC_PORT}`, '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
+    // Plain HTTP: the bench's own API calls do not pin the controller CA.
+    '--listen', `${ROOT_IP}:${API_PORT}`, '--grpc-listen', `${ROOT_IP}:${GRPC_PORT}`, '--api-tls', 'off', '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
     { cwd: REPO_ROOT, env: { ...env, FLEET_BOOTSTRAP_ADMIN_TOKEN: ADMIN }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(controller);
   let cout = '';

@@ -175,7 +175,8 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     const controller = startIn(
       NS.c,
       [CONTROLLER_MAIN, 'run', '--data-dir', path.join(tmp, 'controller'), '--listen', `${ADDR.c}:18080`, '--grpc-listen', `${ADDR.c}:17443`,
-        '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
+        // Plain HTTP on purpose: the lab's API client does not pin CAs (test/api-tls.test.ts covers TLS).
+        '--api-tls', 'off', '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
       { FLEET_BOOTSTRAP_ADMIN_TOKEN: ADMIN },
     );
     await controller.waitFor(/worker gRPC:\s+(\S+)/, 60_000);
