@@ -88,6 +88,11 @@ export interface DriverCapabilities {
   guestOs: readonly string[];
   /** macOS guests allowed at once on this host (Apple's licence: 2); 0 = none. */
   maxMacosGuests: number;
+  /**
+   * VM addresses the runtime's network can hand out (one per instance it holds, reserved from
+   * create() to remove()); undefined where the runtime does not manage addresses (vmnet, synthetic).
+   */
+  natAddresses?: number;
 }
 
 export interface Driver {
