@@ -3,7 +3,7 @@
  * `resolveConfig` is the only code path in the package that throws (NetfilterConfigError).
  */
 import { formatIpv4, formatMac, isGroupMac, parseIpv4, parseMac } from './address.ts';
-import { type Cidr, type PrefixRule, RuleAction, cidrContains, cidrLast, formatCidr, parseCidr } from './cidr.ts';
+import { type Cidr, type PrefixRule, PrefixTable, RuleAction, cidrContains, cidrLast, formatCidr, parseCidr } from './cidr.ts';
 import { NetfilterConfigError } from './errors.ts';
 
 /** A port exposed to the outside (`--expose`-style): connections to hostPort on the host go to vmPort on the VM. */
@@ -43,8 +43,26 @@ export interface FilterConfig {
   allow?: readonly string[];
   /** Destination prefixes the VM may not reach. Longest prefix wins; block wins a tie. */
   block?: readonly string[];
-  /** May the VM reach the gateway/host? Default true (false when blockLocal). */
+  /**
+   * May the VM reach the host's services at the gateway address (any port)? Default false: the
+   * VM reaches the host only for DHCP and DNS. An `allow` rule covering the gateway (`"@host"`)
+   * grants the same. Other addresses of the host (`hostAddresses`) are never reached through this.
+   */
   hostAccess?: boolean;
+  /**
+   * Addresses the host owns besides the gateway (its uplink address, other interfaces, public
+   * addresses): a destination among them is `host_blocked` unless an allow rule names it, even
+   * when the address class would count it as global. Default none.
+   */
+  hostAddresses?: readonly string[];
+  /**
+   * The address reserved for this VM: the only address it may ever hold. When set, the filter
+   * learns no other address from an ACK (`bad_address`) and drops client messages that request,
+   * renew, release or decline any other address (`dhcp_address`). Default: any usable subnet address.
+   */
+  address?: string;
+  /** VM ARP frames: token bucket. Default { perSecond: 20, burst: 50 }. */
+  arpRate?: { perSecond: number; burst: number };
   /**
    * Anka's `block local`: the VM may not reach the host except for DHCP and DNS (and replies from
    * exposed ports); ARP requests only for the gateway or itself; host->VM traffic from local
@@ -118,11 +136,17 @@ export interface ResolvedConfig {
   /** globalPrefixes as ALLOW rules, for a PrefixTable. */
   readonly globalRules: readonly PrefixRule[];
   readonly hostAccess: boolean;
+  readonly hostAddresses: readonly string[];
+  readonly hostAddressNumbers: readonly number[];
+  /** The reserved address, or null when any usable subnet address may be leased. */
+  readonly address: string | null;
+  readonly addressNumber: number | null;
   readonly blockLocal: boolean;
   readonly ingress: 'open' | 'restricted';
   readonly expose: readonly ResolvedExposure[];
   readonly maxFrame: number;
   readonly dhcpRate: { readonly perSecond: number; readonly burst: number };
+  readonly arpRate: { readonly perSecond: number; readonly burst: number };
   readonly dhcpTransactionMs: number;
   readonly leaseSkewMs: number;
   readonly maxLeaseSeconds: number;
@@ -140,6 +164,9 @@ const KNOWN_KEYS = new Set<string>([
   'block',
   'globalPrefixes',
   'hostAccess',
+  'hostAddresses',
+  'address',
+  'arpRate',
   'blockLocal',
   'ingress',
   'expose',
@@ -303,7 +330,13 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
   if (blockLocal && cfg.hostAccess === true) {
     fail('hostAccess', cfg.hostAccess, 'conflicts with blockLocal: true (block-local mode denies host access except DHCP/DNS)');
   }
-  const hostAccess = boolOf('hostAccess', cfg.hostAccess, !blockLocal);
+  const hostAccess = boolOf('hostAccess', cfg.hostAccess, false);
+  const hostAddressNumbers: number[] = [];
+  const hostAddresses = listOf('hostAddresses', cfg.hostAddresses).map((entry, i) => {
+    const n = ipOf(`hostAddresses[${i}]`, entry);
+    if (!hostAddressNumbers.includes(n)) hostAddressNumbers.push(n);
+    return formatIpv4(n);
+  });
   if (cfg.ingress !== undefined && cfg.ingress !== 'open' && cfg.ingress !== 'restricted') {
     fail('ingress', cfg.ingress, 'expected "open" or "restricted"');
   }
@@ -319,14 +352,17 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
   });
 
   const maxFrame = numberOf('maxFrame', cfg.maxFrame, 1514, 64, 65535, true);
-  let dhcpRate = { perSecond: 10, burst: 50 };
-  if (cfg.dhcpRate !== undefined) {
-    if (typeof cfg.dhcpRate !== 'object' || cfg.dhcpRate === null) fail('dhcpRate', cfg.dhcpRate, 'expected { perSecond, burst }');
-    dhcpRate = {
-      perSecond: numberOf('dhcpRate.perSecond', cfg.dhcpRate.perSecond, 10, 0.001, 1e9, false),
-      burst: numberOf('dhcpRate.burst', cfg.dhcpRate.burst, 50, 1, 1e9, true),
+  const rateOf = (field: 'dhcpRate' | 'arpRate', value: unknown, perSecond: number, burst: number): { perSecond: number; burst: number } => {
+    if (value === undefined) return { perSecond, burst };
+    if (typeof value !== 'object' || value === null) fail(field, value, 'expected { perSecond, burst }');
+    const o = value as Record<string, unknown>;
+    return {
+      perSecond: numberOf(`${field}.perSecond`, o.perSecond, perSecond, 0.001, 1e9, false),
+      burst: numberOf(`${field}.burst`, o.burst, burst, 1, 1e9, true),
     };
-  }
+  };
+  const dhcpRate = rateOf('dhcpRate', cfg.dhcpRate, 10, 50);
+  const arpRate = rateOf('arpRate', cfg.arpRate, 20, 50);
   const dhcpTransactionMs = numberOf('dhcpTransactionMs', cfg.dhcpTransactionMs, 60_000, 1, 3_600_000, false);
   const leaseSkewMs = numberOf('leaseSkewMs', cfg.leaseSkewMs, 100, 0, 3_600_000, false);
   const maxLeaseSeconds = numberOf('maxLeaseSeconds', cfg.maxLeaseSeconds, 86_400, 1, 0xffffffff, true);
@@ -350,19 +386,44 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
     globalPrefixes,
     globalRules,
     hostAccess,
+    hostAddresses,
+    hostAddressNumbers,
+    address: null,
+    addressNumber: null,
     blockLocal,
     ingress,
     expose,
     maxFrame,
     dhcpRate,
+    arpRate,
     dhcpTransactionMs,
     leaseSkewMs,
     maxLeaseSeconds,
     verifyIpChecksum,
     lease: null,
   } satisfies ResolvedConfig;
-  const lease = cfg.lease === undefined ? null : resolveLeaseSeed(partial, cfg.lease, 'lease');
-  return Object.freeze({ ...partial, lease });
+  let withAddress: ResolvedConfig = partial;
+  if (cfg.address !== undefined) {
+    const n = ipOf('address', cfg.address);
+    const problem = leaseAddressProblem(partial, n);
+    if (problem !== null) fail('address', cfg.address, problem);
+    withAddress = { ...partial, address: formatIpv4(n), addressNumber: n };
+  }
+  const lease = cfg.lease === undefined ? null : resolveLeaseSeed(withAddress, cfg.lease, 'lease');
+  return Object.freeze({ ...withAddress, lease });
+}
+
+/**
+ * Does this configuration let the VM reach the host's services at the gateway address beyond DHCP
+ * and DNS? True with `hostAccess` or when the allow/block rules allow the gateway (`"@host"`, or
+ * a prefix covering it) — the same decision the filter makes per packet. The worker mirrors it in
+ * the host firewall, so both layers agree.
+ */
+export function grantsHostAccess(cfg: ResolvedConfig): boolean {
+  const rule = new PrefixTable(cfg.rules).lookup(cfg.gatewayIpNumber | 0);
+  if (rule === RuleAction.ALLOW) return true;
+  if (rule === RuleAction.BLOCK) return false;
+  return cfg.hostAccess && !cfg.blockLocal;
 }
 
 /**
@@ -375,6 +436,7 @@ export function leaseAddressProblem(cfg: ResolvedConfig, ip: number): string | n
   if (ip === cfg.subnetBroadcast) return 'is the broadcast address';
   if (ip === cfg.gatewayIpNumber) return 'is the gateway address';
   if (cfg.dhcpServerNumbers.includes(ip)) return 'is a DHCP server address';
+  if (cfg.addressNumber !== null && ip !== cfg.addressNumber) return `is not the VM's reserved address ${cfg.address ?? ''}`;
   return null;
 }
 

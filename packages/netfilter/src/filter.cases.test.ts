@@ -118,11 +118,12 @@ describe('research §5: DHCP server side (host -> VM) and snooping', () => {
     expect(f.leaseState()).toBe('pending');
   });
 
-  it('#7 an ACK from the gateway with chaddr != VM passes but teaches nothing', () => {
+  it('#7 an ACK from the gateway with chaddr != VM teaches nothing and does not reach the VM', () => {
     const f = newFilter();
     expectVerdict(f.fromVm(vmDhcp({ type: DHCP.REQUEST, xid: XID }), T0), Verdict.PASS);
     const ack = hostDhcp({ type: DHCP.ACK, xid: XID, chaddr: PEER_MAC, yiaddr: PEER_IP, dstMac: BCAST_MAC, dst: BCAST });
-    expectVerdict(f.fromHost(ack, T0 + 1), Verdict.PASS);
+    // Another client's broadcast reply would tell this VM its neighbour's MAC and address.
+    expectVerdict(f.fromHost(ack, T0 + 1), Verdict.DHCP_OTHER_CLIENT);
     expect(f.lease()).toBeNull();
     expect(f.counters.snoop[Snoop.OTHER_CLIENT]).toBe(1);
   });
@@ -287,9 +288,11 @@ describe('research §5: malformed and unwanted frames', () => {
     expectVerdict(f.fromVm(vmTcp('192.168.1.20'), T0 + 1), Verdict.LOCAL_DST);
   });
 
-  it('#24 the gateway .64.1 and 8.8.8.8 pass', () => {
+  it('#24 8.8.8.8 passes; the gateway .64.1 only for DNS unless host access is granted', () => {
     const f = boundFilter();
-    expectVerdict(f.fromVm(vmTcp(GW, 22), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromVm(vmTcp(GW, 22), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(boundFilter({ hostAccess: true }).fromVm(vmTcp(GW, 22), T0 + 1), Verdict.PASS);
+    expectVerdict(boundFilter({ allow: ['@host'] }).fromVm(vmTcp(GW, 22), T0 + 1), Verdict.PASS);
     expectVerdict(f.fromVm(vmTcp(NET), T0 + 1), Verdict.PASS);
     expectVerdict(f.fromVm(vmUdp(NET, 53), T0 + 1), Verdict.PASS);
   });

@@ -109,7 +109,7 @@ describe('snooping: what is not learned', () => {
   it('a NAK with an unknown xid or for another client leaves the lease alone', () => {
     const f = boundFilter();
     expectVerdict(f.fromHost(hostDhcp({ type: DHCP.NAK, xid: 0x9999 }), T0 + 1), Verdict.PASS);
-    expectVerdict(f.fromHost(hostDhcp({ type: DHCP.NAK, xid: 0x1000, chaddr: PEER_MAC, dstMac: BCAST_MAC }), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromHost(hostDhcp({ type: DHCP.NAK, xid: 0x1000, chaddr: PEER_MAC, dstMac: BCAST_MAC }), T0 + 1), Verdict.DHCP_OTHER_CLIENT);
     expect(f.lease()?.ip).toBe(VM_IP);
   });
 });
@@ -142,8 +142,8 @@ describe('lease lifecycle', () => {
     const f = boundFilter();
     const causes: string[] = [];
     f.onLeaseChange((e) => causes.push(e.cause));
-    // A RELEASE for another address changes nothing.
-    expectVerdict(f.fromVm(vmDhcp({ type: DHCP.RELEASE, xid: 9, src: VM_IP, dst: GW, ciaddr: PEER_IP }), T0 + 1), Verdict.PASS);
+    // A RELEASE for another address (a neighbour's lease) never reaches the server, and changes nothing.
+    expectVerdict(f.fromVm(vmDhcp({ type: DHCP.RELEASE, xid: 9, src: VM_IP, dst: GW, ciaddr: PEER_IP }), T0 + 1), Verdict.DHCP_ADDRESS);
     expect(f.lease()).not.toBeNull();
     expectVerdict(f.fromVm(vmDhcp({ type: DHCP.RELEASE, xid: 9, src: VM_IP, dst: GW, ciaddr: VM_IP }), T0 + 2), Verdict.PASS);
     expect(f.lease()).toBeNull();
@@ -326,7 +326,7 @@ describe('port exposure', () => {
   });
 
   it('restricted ingress lets exposed ports in from anywhere, and nothing else local', () => {
-    const f = boundFilter({ ingress: 'restricted', expose: ['2222:22'] });
+    const f = boundFilter({ ingress: 'restricted', expose: ['2222:22'], hostAccess: true });
     expectVerdict(f.fromHost(tcpFrame(hostAddr(LAN_CLIENT, VM_IP), { sport: 51000, dport: 22, flags: TCP_FLAGS.SYN }), T0 + 1), Verdict.PASS);
     expectVerdict(f.fromHost(tcpFrame(hostAddr(LAN_CLIENT, VM_IP), { sport: 51000, dport: 80, flags: TCP_FLAGS.SYN }), T0 + 1), Verdict.LOCAL_SRC);
     expectVerdict(f.fromHost(hostTcp(GW, 8080, 40000), T0 + 1), Verdict.PASS); // host access is on

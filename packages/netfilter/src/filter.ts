@@ -18,6 +18,7 @@ import {
   type LeaseState,
   LeaseTracker,
   SNOOP_NAMES,
+  isOwnClientId,
   Snoop,
   type SnoopName,
 } from './lease.ts';
@@ -25,6 +26,7 @@ import { PortSet } from './port-set.ts';
 import { TokenBucket } from './rate-limit.ts';
 import { ARP_OP, ARP_SHA, ARP_SPA, ARP_TPA, ArpOp, ArpParse, checkArp } from './parse/arp.ts';
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, BootpOp, DhcpMessage, DhcpParse, DhcpType, parseDhcp } from './parse/dhcp.ts';
+import { blankDhcpOption } from './rewrite.ts';
 import { ETH_DST, ETH_HEADER_LENGTH, ETH_SRC, EtherClass, EtherType, classifyEtherType } from './parse/ethernet.ts';
 import { IcmpParse, checkIcmp, isIcmpError } from './parse/icmp.ts';
 import { IpProto, Ipv4Header, Ipv4Parse, parseIpv4Header } from './parse/ipv4.ts';
@@ -50,6 +52,11 @@ export interface FilterStats {
   readonly snoop: Readonly<Record<SnoopName, number>>;
   /** Lease listeners that threw (the exception is swallowed so the filter never throws). */
   readonly listenerErrors: number;
+  /**
+   * DHCP client messages passed with their host name (12) or client FQDN (81) option blanked:
+   * DNS names come from the operator, never from the guest.
+   */
+  readonly dhcpNamesStripped: number;
   readonly leaseState: LeaseState;
   readonly lease: Lease | null;
 }
@@ -127,6 +134,13 @@ class Filter implements PacketFilter {
   readonly #verifyChecksum: boolean;
   readonly #maxFrame: number;
   readonly #rate: TokenBucket;
+  readonly #arpRate: TokenBucket;
+  /** The host's other addresses (int32): never reachable unless an allow rule names them. */
+  readonly #hostAddrs: Int32Array;
+  /** The reserved address (int32) when #hasAddress. */
+  readonly #address: number;
+  readonly #hasAddress: boolean;
+  #namesStripped = 0;
 
   constructor(cfg: ResolvedConfig) {
     this.config = cfg;
@@ -149,6 +163,10 @@ class Filter implements PacketFilter {
     this.#verifyChecksum = cfg.verifyIpChecksum;
     this.#maxFrame = cfg.maxFrame;
     this.#rate = new TokenBucket(cfg.dhcpRate.perSecond, cfg.dhcpRate.burst, this.#clock);
+    this.#arpRate = new TokenBucket(cfg.arpRate.perSecond, cfg.arpRate.burst, this.#clock);
+    this.#hostAddrs = Int32Array.from(cfg.hostAddressNumbers, (n) => n | 0);
+    this.#hasAddress = cfg.addressNumber !== null;
+    this.#address = (cfg.addressNumber ?? 0) | 0;
   }
 
   fromVm(frame: Uint8Array, now: number): Verdict {
@@ -218,6 +236,7 @@ class Filter implements PacketFilter {
       fromHost: named(REASON_NAMES, this.#hostCounts),
       snoop: named(SNOOP_NAMES, this.#lease.snoopCounters),
       listenerErrors: this.#lease.listenerErrors,
+      dhcpNamesStripped: this.#namesStripped,
       leaseState: this.#lease.state,
       lease: this.#lease.current,
     };
@@ -245,7 +264,8 @@ class Filter implements PacketFilter {
     const spa = i32(f, a + ARP_SPA);
     if (spa === 0) {
       // RFC 5227 probe: allowed in every lease state (Softnet dropped it after expiry).
-      return op === ArpOp.REQUEST ? Verdict.PASS : Verdict.ARP_IP_SPOOF;
+      if (op !== ArpOp.REQUEST) return Verdict.ARP_IP_SPOOF;
+      return this.#arpRate.take() ? Verdict.PASS : Verdict.ARP_RATE_LIMIT;
     }
     const lease = this.#lease;
     if (!lease.bound) return Verdict.NO_LEASE;
@@ -254,7 +274,8 @@ class Filter implements PacketFilter {
       const tpa = i32(f, a + ARP_TPA);
       if (tpa !== this.#gatewayIp && tpa !== spa) return Verdict.LOCAL_DST;
     }
-    return Verdict.PASS;
+    // Every ARP the VM gets through costs the host a neighbour-table lookup (or an entry): bounded.
+    return this.#arpRate.take() ? Verdict.PASS : Verdict.ARP_RATE_LIMIT;
   }
 
   #vmIpv4(f: Uint8Array, len: number): Verdict {
@@ -321,13 +342,49 @@ class Filter implements PacketFilter {
     if (parseDhcp(f, l4 + UDP_HEADER, l4 + u16(f, l4 + 4), m) !== DhcpParse.OK) return Verdict.DHCP_BAD_CLIENT;
     if (m.op !== BootpOp.REQUEST) return Verdict.ROGUE_DHCP;
     if (!macAt(f, m.chaddrOffset, this.#vmMac)) return Verdict.DHCP_CHADDR;
+    // One identity per VM: its MAC. A relay field or a foreign client identifier would let the
+    // server act for, or send to, another client.
+    if (m.giaddr !== 0 || m.hasRelayInfo) return Verdict.DHCP_RELAY;
+    if (m.clientIdOffset >= 0 && !isOwnClientId(f, m, this.#vmMac)) return Verdict.DHCP_CLIENT_ID;
     const t = m.messageType;
     const fromZero = t === DhcpType.DISCOVER || t === DhcpType.REQUEST || t === DhcpType.DECLINE;
     const ok = src === 0 ? fromZero : fromZero || t === DhcpType.RELEASE || t === DhcpType.INFORM;
     if (!ok) return Verdict.DHCP_BAD_CLIENT;
+    if (!this.#ownAddresses(m, t)) return Verdict.DHCP_ADDRESS;
     if (!this.#rate.take()) return Verdict.RATE_LIMIT;
+    if (m.hostnameOptionOffset >= 0 || m.fqdnOptionOffset >= 0) {
+      // DNS names come from Fleet, not from the guest: blank the options in place (as PAD bytes,
+      // so no length changes) and fix the UDP checksum.
+      const udp = ip.payloadOffset;
+      if (m.hostnameOptionOffset >= 0) blankDhcpOption(f, m.hostnameOptionOffset, udp);
+      if (m.fqdnOptionOffset >= 0) blankDhcpOption(f, m.fqdnOptionOffset, udp);
+      this.#namesStripped++;
+    }
     lease.clientMessage(m);
     return Verdict.PASS;
+  }
+
+  /**
+   * Does every address the client message names belong to this VM? ciaddr must be 0 or its lease
+   * (RELEASE: exactly the lease); the requested address (option 50) must be leasable (its
+   * reservation, when it has one); DECLINE must name the address it was offered, i.e. its own.
+   */
+  #ownAddresses(m: DhcpMessage, t: number): boolean {
+    const lease = this.#lease;
+    const ci = m.ciaddr | 0;
+    const own = (a: number): boolean =>
+      (lease.bound && a === lease.boundIp) || (this.#hasAddress ? a === this.#address : this.#usable(a));
+    if (t === DhcpType.RELEASE) return lease.bound && ci === lease.boundIp;
+    if (ci !== 0 && !own(ci)) return false;
+    if (m.hasRequestedIp && !own(m.requestedIp | 0)) return false;
+    if (t === DhcpType.DECLINE && !m.hasRequestedIp) return false;
+    return true;
+  }
+
+  /** A unicast address of the VM subnet that a VM could lease (int32). */
+  #usable(a: number): boolean {
+    if (!this.#inSubnet(a) || a === this.#subnetBase || a === this.#gatewayIp || a === (this.#subnetBase | ~this.#subnetMask)) return false;
+    return !this.#isServer(a);
   }
 
   #vmDestination(dst: number, proto: number, sport: number, dport: number, tcpFlags: number): Verdict {
@@ -341,6 +398,7 @@ class Filter implements PacketFilter {
       return Verdict.HOST_BLOCKED;
     }
     if (dns) return Verdict.PASS;
+    if (this.#isHostAddress(dst)) return Verdict.HOST_BLOCKED;
     if (this.#inSubnet(dst)) return Verdict.LOCAL_DST;
     return classifyIpv4(dst) === AddressClass.GLOBAL || this.#global.lookup(dst) === RuleAction.ALLOW ? Verdict.PASS : Verdict.LOCAL_DST;
   }
@@ -435,7 +493,11 @@ class Filter implements PacketFilter {
         const l4 = ip.payloadOffset;
         const m = this.#dhcp;
         if (parseDhcp(f, l4 + UDP_HEADER, l4 + u16(f, l4 + 4), m) !== DhcpParse.OK) lease.countSnoop(Snoop.MALFORMED);
-        else lease.snoopReply(f, m);
+        else if (!macAt(f, m.chaddrOffset, this.#vmMac)) {
+          // A broadcast reply to another client: its address and identity are none of this VM's business.
+          lease.countSnoop(Snoop.OTHER_CLIENT);
+          return Verdict.DHCP_OTHER_CLIENT;
+        } else lease.snoopReply(f, m);
       }
     }
     // A malformed reply from a trusted server still passes: the VM's client judges it; we only refuse to learn from it.
@@ -467,6 +529,12 @@ class Filter implements PacketFilter {
   /** `ip` is int32. */
   #inSubnet(ip: number): boolean {
     return (ip & this.#subnetMask) === this.#subnetBase;
+  }
+
+  #isHostAddress(ip: number): boolean {
+    const h = this.#hostAddrs;
+    for (let i = 0; i < h.length; i++) if (h[i] === ip) return true;
+    return false;
   }
 
   #isServer(ip: number): boolean {

@@ -63,6 +63,19 @@ function checkVmPass(f: Uint8Array, leaseIp: number | null): void {
   if (isDhcpClient) {
     if (!macIs(f, 42 + 28, VMMAC)) fail('passed a DHCP message with foreign chaddr', f);
     if (dst !== 0xffffffff && dst !== GW) fail('passed DHCP to an untrusted destination', f);
+    if (u32(f, 42 + 24) !== 0) fail('passed a DHCP message with giaddr set', f);
+    // An independent walk over the options (not the filter's parser).
+    const end = Math.min(f.length, 42 + u16(f, 38) - 8);
+    for (let p = 42 + 240; p < end; ) {
+      const code = f[p]!;
+      if (code === 0) { p++; continue; }
+      if (code === 255 || p + 1 >= end) break;
+      const len = f[p + 1]!;
+      if (code === 82) fail('passed a DHCP message with relay agent information', f);
+      if (code === 12 || code === 81) fail('passed a DHCP message that still names a host', f);
+      if (code === 61 && !(len === 7 && f[p + 2] === 1 && macIs(f, p + 3, VMMAC))) fail('passed a foreign DHCP client identifier', f);
+      p += 2 + len;
+    }
     return;
   }
   if (proto === 17 && fragOff === 0 && (u16(f, 34) === 67 || u16(f, 36) === 68)) fail('passed DHCP server traffic from the VM', f);
@@ -102,7 +115,9 @@ function checkLease(filter: PacketFilter, f: Uint8Array): void {
 
 let decisions = 0;
 
-function decide(filter: PacketFilter, frame: Uint8Array, dir: 'vm' | 'host', now: number): number {
+function decide(filter: PacketFilter, input: Uint8Array, dir: 'vm' | 'host', now: number): number {
+  // The filter may blank DHCP name options in place: judge a copy, so the corpus stays as it is.
+  const frame = input.slice();
   const leaseIp = filter.lease()?.ipNumber ?? null;
   const v = dir === 'vm' ? filter.fromVm(frame, now) : filter.fromHost(frame, now);
   decisions++;

@@ -7,7 +7,7 @@ export type { FilterCounters, FilterStats, PacketFilter } from './filter.ts';
 export { Verdict, REASON_NAMES, VERDICT_COUNT, reasonName, verdictOf, isPass } from './verdict.ts';
 export type { ReasonName } from './verdict.ts';
 export { NetfilterConfigError } from './errors.ts';
-export { resolveConfig, parseExposure } from './config.ts';
+export { resolveConfig, parseExposure, grantsHostAccess } from './config.ts';
 export type { FilterConfig, LeaseSeed, PortExposure, ResolvedConfig, ResolvedExposure, ResolvedLeaseSeed } from './config.ts';
 export { Snoop, SNOOP_NAMES } from './lease.ts';
 export type { Lease, LeaseCause, LeaseEvent, LeaseListener, LeaseState, SnoopName } from './lease.ts';

@@ -9,10 +9,10 @@
  * - it came from a trusted DHCP server (the filter checks the IP source, and the Ethernet source
  *   against the gateway MAC when known, before calling {@link LeaseTracker.snoopReply});
  * - it was sent to the VM's MAC or broadcast (checked by the filter);
- * - BOOTREPLY, chaddr == the VM's MAC;
+ * - BOOTREPLY, chaddr == the VM's MAC, client identifier (if echoed) == 01:<VM MAC>;
  * - its xid is one the VM itself used within `dhcpTransactionMs`;
  * - for an ACK: option 51 present and non-zero; yiaddr inside the subnet and not the network,
- *   broadcast, gateway or a DHCP server address.
+ *   broadcast, gateway or a DHCP server address (and the VM's reserved address, when it has one).
  * The expiry check is one comparison per frame; building a Lease object (and notifying) happens
  * only when the lease changes.
  */
@@ -99,6 +99,11 @@ export const SNOOP_NAMES = [
 export type SnoopName = (typeof SNOOP_NAMES)[number];
 
 const MAX_DNS = 8;
+
+/** Is the message's client identifier (option 61, present) exactly `01:<mac>`: hardware type Ethernet + the VM's MAC? */
+export function isOwnClientId(f: Uint8Array, msg: DhcpMessage, mac: Uint8Array): boolean {
+  return msg.clientIdLength === 7 && f[msg.clientIdOffset] === 1 && macAt(f, msg.clientIdOffset + 1, mac);
+}
 const XID_SLOTS = 8;
 
 export class LeaseTracker {
@@ -189,6 +194,8 @@ export class LeaseTracker {
     const type = msg.messageType;
     if (type !== DhcpType.ACK && type !== DhcpType.NAK) return Snoop.NOT_ACK;
     if (!macAt(f, msg.chaddrOffset, this.#cfg.vmMacBytes)) return Snoop.OTHER_CLIENT;
+    // A server echoes the client identifier (RFC 6842): a reply carrying another identity is not this VM's.
+    if (msg.clientIdOffset >= 0 && !isOwnClientId(f, msg, this.#cfg.vmMacBytes)) return Snoop.OTHER_CLIENT;
     if (!this.#xidKnown(msg)) return Snoop.UNKNOWN_XID;
     const now = this.#clock[0]!;
     if (type === DhcpType.NAK) {
@@ -218,7 +225,8 @@ export class LeaseTracker {
     if (ip === c.subnetCidr.base || ip === c.subnetBroadcast || ip === c.gatewayIpNumber) return false;
     const servers = c.dhcpServerNumbers;
     for (let i = 0; i < servers.length; i++) if (servers[i] === ip) return false;
-    return true;
+    // A reserved address is the only one this VM may hold, whatever a server says.
+    return c.addressNumber === null || ip === c.addressNumber;
   }
 
   #xidKnown(msg: DhcpMessage): boolean {

@@ -60,6 +60,16 @@ export const Verdict = {
   BAD_CHECKSUM: 25,
   /** Last line of defence: an unexpected exception inside the filter (a bug; never seen in fuzzing). */
   INTERNAL_ERROR: 26,
+  /** A VM DHCP client message whose client identifier (option 61) is not `01:<VM MAC>`: another client's identity. */
+  DHCP_CLIENT_ID: 27,
+  /** A VM DHCP client message with relay fields (giaddr set, or option 82): a VM is never a relay agent. */
+  DHCP_RELAY: 28,
+  /** A VM DHCP client message naming an address that is not the VM's (requested IP, ciaddr, RELEASE/DECLINE of another address). */
+  DHCP_ADDRESS: 29,
+  /** VM ARP over the rate limit. */
+  ARP_RATE_LIMIT: 30,
+  /** Host -> VM: a DHCP server reply for another client (chaddr is not the VM's): not the VM's business. */
+  DHCP_OTHER_CLIENT: 31,
 } as const;
 
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
@@ -93,6 +103,11 @@ export const REASON_NAMES = [
   'local_src',
   'bad_checksum',
   'internal_error',
+  'dhcp_client_id',
+  'dhcp_relay',
+  'dhcp_address',
+  'arp_rate_limit',
+  'dhcp_other_client',
 ] as const;
 
 export type ReasonName = (typeof REASON_NAMES)[number];

@@ -40,12 +40,15 @@ export const DhcpOption = {
   SUBNET_MASK: 1,
   ROUTER: 3,
   DNS: 6,
+  HOSTNAME: 12,
   REQUESTED_IP: 50,
   LEASE_TIME: 51,
   OVERLOAD: 52,
   MESSAGE_TYPE: 53,
   SERVER_ID: 54,
   CLIENT_ID: 61,
+  CLIENT_FQDN: 81,
+  RELAY_AGENT_INFO: 82,
   END: 255,
 } as const;
 
@@ -60,7 +63,7 @@ export const DhcpParse = {
   BAD_COOKIE: 4,
   /** An option's length runs past the end of the message. */
   OPTION_OVERRUN: 5,
-  /** A recorded option (53, 51, 54, 6, 1, 3, 50, 61) appears twice. */
+  /** A recorded option (53, 51, 54, 6, 1, 3, 50, 61, 12, 81) appears twice. */
   DUPLICATE_OPTION: 6,
   /** A recorded option has a length its definition does not allow. */
   BAD_OPTION_LENGTH: 7,
@@ -102,6 +105,12 @@ export class DhcpMessage {
   /** Option 61: absolute offset and length of the value. */
   clientIdOffset = -1;
   clientIdLength = 0;
+  /** Option 12 (host name): absolute offset of the option's code byte; -1 = absent. */
+  hostnameOptionOffset = -1;
+  /** Option 81 (client FQDN): absolute offset of the option's code byte; -1 = absent. */
+  fqdnOptionOffset = -1;
+  /** Option 82 (relay agent information) is present: only a relay adds it, never a client. */
+  hasRelayInfo = false;
 
   reset(): void {
     this.offset = 0;
@@ -128,6 +137,9 @@ export class DhcpMessage {
     this.routerCount = 0;
     this.clientIdOffset = -1;
     this.clientIdLength = 0;
+    this.hostnameOptionOffset = -1;
+    this.fqdnOptionOffset = -1;
+    this.hasRelayInfo = false;
   }
 }
 
@@ -208,6 +220,17 @@ export function parseDhcp(f: Uint8Array, off: number, end: number, out: DhcpMess
         if (len < 2) return DhcpParse.BAD_OPTION_LENGTH;
         out.clientIdOffset = v;
         out.clientIdLength = len;
+        break;
+      case DhcpOption.HOSTNAME:
+        if (out.hostnameOptionOffset >= 0) return DhcpParse.DUPLICATE_OPTION;
+        out.hostnameOptionOffset = p;
+        break;
+      case DhcpOption.CLIENT_FQDN:
+        if (out.fqdnOptionOffset >= 0) return DhcpParse.DUPLICATE_OPTION;
+        out.fqdnOptionOffset = p;
+        break;
+      case DhcpOption.RELAY_AGENT_INFO:
+        out.hasRelayInfo = true;
         break;
       case DhcpOption.OVERLOAD:
         return DhcpParse.OVERLOAD;

@@ -56,7 +56,10 @@ export function fixtures(): Fixture[] {
   const host = (name: string, frame: Uint8Array): Fixture => ({ name, dir: 'host', frame });
   return [
     vm('dhcp discover', vmDhcp({ type: DHCP.DISCOVER, xid: 0x1000 })),
-    vm('dhcp request', vmDhcp({ type: DHCP.REQUEST, xid: 0x1000, options: [opt.type(DHCP.REQUEST), opt.requestedIp(VM_IP), opt.serverId(GW), opt.clientId([1, 2, 0, 0, 0, 0, 0, 1])] })),
+    vm('dhcp request', vmDhcp({ type: DHCP.REQUEST, xid: 0x1000, options: [opt.type(DHCP.REQUEST), opt.requestedIp(VM_IP), opt.serverId(GW), opt.clientId([1, 2, 0, 0, 0, 0, 1])] })),
+    vm('dhcp discover named', vmDhcp({ type: DHCP.DISCOVER, xid: 0x1001, options: [opt.type(DHCP.DISCOVER), opt.clientId([1, 2, 0, 0, 0, 0, 1]), opt.raw(12, [0x76, 0x6d]), opt.raw(81, [0, 0, 0, 0x76, 0x6d])] })),
+    vm('dhcp discover foreign clid', vmDhcp({ type: DHCP.DISCOVER, xid: 0x1002, options: [opt.type(DHCP.DISCOVER), opt.clientId([1, 2, 0, 0, 0, 0, 2])] })),
+    vm('dhcp discover relay', vmDhcp({ type: DHCP.DISCOVER, xid: 0x1003, options: [opt.type(DHCP.DISCOVER), opt.raw(82, [1, 2, 0, 1])] })),
     vm('dhcp renew', vmDhcp({ type: DHCP.REQUEST, xid: 0x2000, src: VM_IP, dst: GW, ciaddr: VM_IP })),
     vm('dhcp release', vmDhcp({ type: DHCP.RELEASE, xid: 0x2001, src: VM_IP, dst: GW, ciaddr: VM_IP })),
     vm('dhcp decline', vmDhcp({ type: DHCP.DECLINE, xid: 0x2002, options: [opt.type(DHCP.DECLINE), opt.requestedIp(VM_IP)] })),
