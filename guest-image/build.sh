@@ -6,8 +6,8 @@
 # --prune removes the other versions under the default cache directory after a successful run.
 # Idempotent: the output lives in ${FLEET_CACHE_DIR:-$HOME/.cache/fleet}/guest-image/<version>/
 # (or --out DIR) and is rebuilt only when the inputs change (package versions, the input files'
-# contents, this script and files/*, the baked authorized key). On success the last line on
-# stdout is the path of manifest.json. Everything else goes to stderr.
+# contents, this script, files/* and tools/*, the C compiler, the baked authorized key). On
+# success the last line on stdout is the path of manifest.json. Everything else goes to stderr.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +38,8 @@ log() { [ "$QUIET" = 1 ] || echo "[guest-image] $*" >&2; }
 die() { echo "[guest-image] ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
-PKGS=(linux-image-cloud-amd64 busybox-static dropbear-bin openssh-sftp-server openssh-client rsync cpio lz4 qemu-system-x86)
+PKGS=(linux-image-cloud-amd64 busybox-static dropbear-bin openssh-sftp-server openssh-client rsync cpio lz4 qemu-system-x86
+      gcc libc6-dev)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
 command -v dpkg-query >/dev/null || die "dpkg-query not found: this script needs Debian (or a derivative)"
@@ -116,6 +117,13 @@ done
 mapfile -t LIBS < <(printf '%s\n' "${LIBS[@]}" | sort -u)
 "$BUSYBOX" --list-full >/dev/null 2>&1 || die "$BUSYBOX is not a full busybox (install busybox-static)"
 ldd "$BUSYBOX" >/dev/null 2>&1 && die "$BUSYBOX is dynamically linked; need busybox-static"
+# Our own tools (tools/*.c), compiled with the host's gcc into static binaries.
+CC=gcc
+CFLAGS=(-static -Os -s -std=c11 -Wall -Wextra)
+command -v "$CC" >/dev/null || die "$CC not found (install gcc)"
+LIBC_A=$("$CC" -print-file-name=libc.a)
+[ -r "$LIBC_A" ] || die "static libc.a missing (install libc6-dev)"
+CC_ID="$("$CC" --version | sed -n 1p) $("$CC" -dumpmachine) cflags=${CFLAGS[*]}"
 
 # ---------------------------------------------------------------- version hash
 KEY_CONTENT=""
@@ -131,6 +139,9 @@ HASH=$( {
   echo "$PKG_VERSIONS"
   sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
   (cd "$HERE/files" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+  (cd "$HERE/tools" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+  echo "cc=$CC_ID"
+  sha256sum "$LIBC_A" | cut -d' ' -f1
   sha256sum "$VMLINUZ" "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "$SFTP_SERVER" "$SCP" "$RSYNC" "${LIBS[@]}" | cut -d' ' -f1
   echo "sftp=$SFTP_PATH"
   (cd "$MODDIR" && sha256sum "${ORDER[@]}")
@@ -193,6 +204,10 @@ install -D -m 0755 "$SFTP_SERVER" "$R$SFTP_SERVER"
 [ "$SFTP_PATH" = "$SFTP_SERVER" ] || { mkdir -p "$R$(dirname "$SFTP_PATH")"; ln -s "$SFTP_SERVER" "$R$SFTP_PATH"; }
 install -m 0755 "$SCP" "$R/usr/bin/scp"
 install -m 0755 "$RSYNC" "$R/usr/bin/rsync"
+# fleet-rawsend: sends caller-chosen Ethernet frames (the security e2e tests' forged DHCP, ARP, ...).
+"$CC" "${CFLAGS[@]}" -o "$R/usr/bin/fleet-rawsend" "$HERE/tools/fleet-rawsend.c" \
+  || die "compiling tools/fleet-rawsend.c failed"
+chmod 0755 "$R/usr/bin/fleet-rawsend"
 for l in "${LIBS[@]}"; do
   mkdir -p "$R$(dirname "$l")"
   cp -L "$l" "$R$l"

@@ -19,6 +19,8 @@ packages=(
   rsync                    # guest rsync (also the tests' rsync client)
   cpio                     # initramfs assembly
   lz4                      #   and compression
+  gcc                      # guest tools (guest-image/tools/*.c), built static:
+  libc6-dev                #   libc.a
   openssh-client           # tests reach guests with the real ssh client; guest scp (scp -O)
   iproute2                 # bridges, TAPs, network namespaces
   nftables                 # NAT masquerade for the worker's VM network
