@@ -11,6 +11,7 @@ export const DEBIAN_PACKAGE: Record<string, string> = {
   nft: 'nftables',
   dnsmasq: 'dnsmasq-base',
   sysctl: 'procps',
+  dhcp_release: 'dnsmasq-utils',
 };
 
 const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin'];

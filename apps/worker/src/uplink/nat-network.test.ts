@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { broadcastOf, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.ts';
 import { silentLogger } from '../logger.ts';
-import { dnsmasqConfig, gatewayMacFor, nftRuleset, resolveNatOptions, validateIfName, type NatNetworkOptions, type UplinkLog } from './nat-network.ts';
+import { dnsmasqConfig, gatewayMacFor, nftHostAccessUpdate, nftRuleset, parseLeaseFile, resolveNatOptions, validateIfName, type NatNetworkOptions, type UplinkLog } from './nat-network.ts';
 
 const log = { debug() {}, info() {}, warn() {}, error() {} };
 const base: NatNetworkOptions = { name: 'fleet0', subnet: '192.168.64.0/24', dataDir: '/var/lib/fleet/nat', log };
@@ -85,12 +85,41 @@ describe('generated configuration', () => {
     expect(first & 1).toBe(0); // unicast
     expect(first & 2).toBe(2); // locally administered
   });
-  it('writes an nft table of its own that is replaced atomically', () => {
-    const rules = nftRuleset({ table: 'fleet_fleet0', bridge: 'fleet0', subnet: parseCidr('192.168.64.0/24'), uplink: 'eth0' });
-    expect(rules.split('\n').slice(0, 3)).toEqual(['table ip fleet_fleet0', 'delete table ip fleet_fleet0', 'table ip fleet_fleet0 {']);
-    expect(rules).toContain('ip saddr 192.168.64.0/24 ip daddr != 192.168.64.0/24 oifname "eth0" masquerade');
+  it('writes an inet table of its own that is replaced atomically (and removes the ip table of earlier versions)', () => {
+    const rules = nftRuleset({ table: 'fleet_fleet0', bridge: 'fleet0', subnet: parseCidr('192.168.64.0/24'), uplink: 'eth0', gateway: parseCidr('192.168.64.1/32').network, dns: true, hostAccess: [] });
+    expect(rules.split('\n').slice(0, 5)).toEqual(['table ip fleet_fleet0', 'delete table ip fleet_fleet0', 'table inet fleet_fleet0', 'delete table inet fleet_fleet0', 'table inet fleet_fleet0 {']);
+    expect(rules).toContain('meta nfproto ipv4 ip saddr 192.168.64.0/24 ip daddr != 192.168.64.0/24 oifname "eth0" masquerade');
     expect(rules).toContain('iifname "eth0" oifname "fleet0" ct state established,related accept');
     expect(rules).toContain('iifname "fleet0" drop');
+  });
+  it('guards the host: from the bridge only replies, DHCP, DNS on the gateway, and host access for listed VMs reach it', () => {
+    const gateway = parseCidr('192.168.64.1/32').network;
+    const rules = nftRuleset({ table: 'fleet_fleet0', bridge: 'fleet0', subnet: parseCidr('192.168.64.0/24'), uplink: 'eth0', gateway, dns: true, hostAccess: ['192.168.64.7', '192.168.64.9'] });
+    const input = rules.slice(rules.indexOf('chain input'), rules.indexOf('chain postrouting'));
+    expect(input.trim().split('\n').map((l) => l.trim())).toEqual([
+      'chain input {',
+      'type filter hook input priority filter; policy accept;',
+      'iifname "fleet0" ct state established,related accept',
+      'iifname "fleet0" meta nfproto ipv4 udp sport 68 udp dport 67 accept',
+      'iifname "fleet0" ip daddr 192.168.64.1 udp dport 53 accept',
+      'iifname "fleet0" ip daddr 192.168.64.1 tcp dport 53 accept',
+      'iifname "fleet0" ip daddr 192.168.64.1 ip saddr @host_access accept',
+      'iifname "fleet0" counter drop comment "fleet: VM to host"',
+      '}',
+    ]);
+    expect(rules).toContain('set host_access { type ipv4_addr; elements = { 192.168.64.7, 192.168.64.9 }; }');
+    const noDns = nftRuleset({ table: 't', bridge: 'b', subnet: parseCidr('10.0.0.0/24'), uplink: 'eth0', gateway, dns: false, hostAccess: [] });
+    expect(noDns).not.toContain('dport 53');
+    expect(noDns).toContain('set host_access { type ipv4_addr; }');
+    expect(nftHostAccessUpdate('fleet_fleet0', ['192.168.64.7'])).toBe('flush set inet fleet_fleet0 host_access\nadd element inet fleet_fleet0 host_access { 192.168.64.7 }\n');
+    expect(nftHostAccessUpdate('fleet_fleet0', [])).toBe('flush set inet fleet_fleet0 host_access\n');
+  });
+  it('reads dnsmasq\'s lease file, leaving out expired leases', () => {
+    const text = '1700000100 02:aa:00:00:00:01 192.168.64.5 * 01:02:aa:00:00:00:01\n1600000000 02:aa:00:00:00:02 192.168.64.6 * *\n0 02:AA:00:00:00:03 192.168.64.7 vm *\ngarbage\n\n';
+    expect(parseLeaseFile(text, 1_700_000_000)).toEqual([
+      { ip: '192.168.64.5', mac: '02:aa:00:00:00:01' },
+      { ip: '192.168.64.7', mac: '02:aa:00:00:00:03' },
+    ]);
   });
   it('binds dnsmasq to the bridge only, with the lease time and files in dataDir', () => {
     const conf = dnsmasqConfig(resolveNatOptions({ ...base, leaseSeconds: 900, dns: false }));
@@ -99,13 +128,18 @@ describe('generated configuration', () => {
       'except-interface=lo',
       'bind-interfaces',
       'port=0',
-      'dhcp-range=192.168.64.2,192.168.64.254,255.255.255.0,900s',
+      'dhcp-range=192.168.64.0,static,255.255.255.0,900s',
+      'dhcp-hostsfile=/var/lib/fleet/nat/dhcp-hosts',
+      'dhcp-ignore-clid',
+      'dhcp-ignore-names',
       'dhcp-leasefile=/var/lib/fleet/nat/dnsmasq.leases',
       'dhcp-authoritative',
     ]) {
       expect(conf.split('\n')).toContain(line);
     }
     expect(conf).not.toContain('dns-server');
+    expect(conf).not.toContain('addn-hosts');
+    expect(dnsmasqConfig(resolveNatOptions(base))).toContain('addn-hosts=/var/lib/fleet/nat/dns-hosts');
     expect(dnsmasqConfig(resolveNatOptions(base))).toContain('dhcp-option=option:dns-server,192.168.64.1');
   });
 });

@@ -3,10 +3,11 @@
 // masquerade + forward rules in an nftables table of its own, and a supervised dnsmasq
 // serving DHCP (and optionally DNS) on the bridge only.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { AddressPool, type LiveLease, type Reservation, type ReserveRequest } from './address-pool.ts';
 import { DnsmasqSupervisor, findDnsmasqProcesses, killAndWait, type UplinkLog } from './dnsmasq.ts';
-import { ipJson, run, tryRun } from './exec.ts';
+import { findBinary, ipJson, run, tryRun } from './exec.ts';
 import {
   broadcastOf,
   contains,
@@ -171,30 +172,68 @@ export function gatewayMacFor(name: string): string {
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
-/** The nftables ruleset: one table of our own, replaced atomically. */
-export function nftRuleset(cfg: { table: string; bridge: string; subnet: Cidr; uplink: string }): string {
+export interface NftRulesetConfig {
+  table: string;
+  bridge: string;
+  subnet: Cidr;
+  uplink: string;
+  /** The gateway address (the host as VMs see it). */
+  gateway: number;
+  /** dnsmasq serves DNS on the gateway. */
+  dns: boolean;
+  /** VM addresses whose policy grants host access (the set `host_access`). */
+  hostAccess: readonly string[];
+}
+
+/**
+ * The nftables ruleset: one `inet` table of our own, replaced atomically (with the `ip` table of
+ * earlier versions removed). Besides NAT and forwarding it guards the host itself: a packet from
+ * a VM that is for any address of the host (gateway, uplink, other interfaces, IPv6) is dropped
+ * unless it is DHCP, DNS on the gateway, a reply to a connection the host opened (the worker's
+ * SSH to the VM), or from a VM granted host access, to the gateway.
+ */
+export function nftRuleset(cfg: NftRulesetConfig): string {
   const net = formatCidr(cfg.subnet);
+  const gw = formatIpv4(cfg.gateway);
+  const br = `iifname "${cfg.bridge}"`;
+  const elements = cfg.hostAccess.length ? ` elements = { ${cfg.hostAccess.join(', ')} };` : '';
   return [
     // Declaring then deleting makes the load idempotent: it atomically replaces any leftover table.
     `table ip ${cfg.table}`,
     `delete table ip ${cfg.table}`,
-    `table ip ${cfg.table} {`,
+    `table inet ${cfg.table}`,
+    `delete table inet ${cfg.table}`,
+    `table inet ${cfg.table} {`,
+    `  set host_access { type ipv4_addr;${elements} }`,
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    `    ${br} ct state established,related accept`,
+    `    ${br} meta nfproto ipv4 udp sport 68 udp dport 67 accept`,
+    ...(cfg.dns ? [`    ${br} ip daddr ${gw} udp dport 53 accept`, `    ${br} ip daddr ${gw} tcp dport 53 accept`] : []),
+    `    ${br} ip daddr ${gw} ip saddr @host_access accept`,
+    `    ${br} counter drop comment "fleet: VM to host"`,
+    '  }',
     '  chain postrouting {',
     '    type nat hook postrouting priority srcnat; policy accept;',
-    `    ip saddr ${net} ip daddr != ${net} oifname "${cfg.uplink}" masquerade`,
+    `    meta nfproto ipv4 ip saddr ${net} ip daddr != ${net} oifname "${cfg.uplink}" masquerade`,
     '  }',
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    `    iifname "${cfg.bridge}" oifname "${cfg.uplink}" ip saddr ${net} accept`,
+    `    ${br} oifname "${cfg.uplink}" meta nfproto ipv4 ip saddr ${net} accept`,
     `    iifname "${cfg.uplink}" oifname "${cfg.bridge}" ct state established,related accept`,
     // Anything else routed into or out of the NAT bridge (VM↔VM through the gateway,
-    // other interfaces → VMs, VMs → other interfaces) is dropped.
-    `    iifname "${cfg.bridge}" drop`,
+    // other interfaces → VMs, VMs → other interfaces, IPv6) is dropped.
+    `    ${br} drop`,
     `    oifname "${cfg.bridge}" drop`,
     '  }',
     '}',
     '',
   ].join('\n');
+}
+
+/** Replaces the members of `host_access` in one transaction. */
+export function nftHostAccessUpdate(table: string, ips: readonly string[]): string {
+  return [`flush set inet ${table} host_access`, ...(ips.length ? [`add element inet ${table} host_access { ${ips.join(', ')} }`] : []), ''].join('\n');
 }
 
 /** The dnsmasq config file (`--conf-file`); the marker `--interface=` stays on the command line. */
@@ -208,15 +247,47 @@ export function dnsmasqConfig(cfg: NatNetworkConfig): string {
     cfg.dns ? 'port=53' : 'port=0',
     'no-hosts',
     'log-facility=-',
-    `dhcp-range=${formatIpv4(cfg.dhcpRange[0])},${formatIpv4(cfg.dhcpRange[1])},${formatIpv4(maskFor(cfg.subnet))},${cfg.leaseSeconds}s`,
+    // Static only: an address goes to the MAC it is reserved for (dhcp-hosts, written by the worker)
+    // and to nobody else, so there is no dynamic pool to drain.
+    `dhcp-range=${formatIpv4(cfg.subnet.network)},static,${formatIpv4(maskFor(cfg.subnet))},${cfg.leaseSeconds}s`,
+    `dhcp-hostsfile=${path.join(cfg.dataDir, DHCP_HOSTS_FILE)}`,
+    // A VM's identity is its MAC (which its packet filter pins): a client identifier could name
+    // another VM's lease, and a host name option could take another VM's DNS name.
+    'dhcp-ignore-clid',
+    'dhcp-ignore-names',
     `dhcp-option=option:router,${formatIpv4(cfg.gateway)}`,
     `dhcp-leasefile=${path.join(cfg.dataDir, 'dnsmasq.leases')}`,
     `pid-file=${path.join(cfg.dataDir, 'dnsmasq.pid')}`,
     'dhcp-authoritative',
   ];
-  if (cfg.dns) lines.push(`dhcp-option=option:dns-server,${formatIpv4(cfg.gateway)}`, 'domain-needed', 'bogus-priv');
+  if (cfg.dns) {
+    lines.push(
+      `dhcp-option=option:dns-server,${formatIpv4(cfg.gateway)}`,
+      'domain-needed',
+      'bogus-priv',
+      // VM names, from the reservations (the operator's VM names), never from the guests.
+      `addn-hosts=${path.join(cfg.dataDir, DNS_HOSTS_FILE)}`,
+    );
+  }
   if (cfg.noPing) lines.push('no-ping');
   return lines.join('\n') + '\n';
+}
+
+export const DHCP_HOSTS_FILE = 'dhcp-hosts';
+export const DNS_HOSTS_FILE = 'dns-hosts';
+export const RESERVATIONS_FILE = 'reservations.json';
+
+/** Live leases in a dnsmasq lease file (`<expiry> <mac> <ip> <name> <client-id>` per line); expired ones are left out. */
+export function parseLeaseFile(text: string, nowSeconds: number): LiveLease[] {
+  const out: LiveLease[] = [];
+  for (const line of text.split('\n')) {
+    const [expiry, mac, ip] = line.trim().split(/\s+/);
+    if (!expiry || !mac || !ip || !/^\d+$/.test(expiry)) continue;
+    const e = Number(expiry);
+    if (e !== 0 && e <= nowSeconds) continue; // 0 = infinite
+    out.push({ ip, mac: mac.toLowerCase() });
+  }
+  return out;
 }
 
 function maskFor(c: Cidr): number {
@@ -310,9 +381,61 @@ export interface CleanupReport {
   bridgeRemoved: boolean;
 }
 
+function rulesetConfig(cfg: NatNetworkConfig, uplink: string, pool: AddressPool): NftRulesetConfig {
+  return { table: cfg.table, bridge: cfg.bridge, subnet: cfg.subnet, uplink, gateway: cfg.gateway, dns: cfg.dns, hostAccess: pool.hostAccessIps() };
+}
+
+function signal(pid: number, sig: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The reservation table of a network, as persisted in <dataDir>/reservations.json. */
+async function loadPool(cfg: NatNetworkConfig, log: UplinkLog): Promise<AddressPool> {
+  const pool = new AddressPool(cfg.dhcpRange[0], cfg.dhcpRange[1], formatCidr(cfg.subnet));
+  let entries: unknown[] = [];
+  try {
+    const doc = JSON.parse(await readFile(path.join(cfg.dataDir, RESERVATIONS_FILE), 'utf8')) as { reservations?: unknown };
+    if (Array.isArray(doc.reservations)) entries = doc.reservations;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err: String(e) }, 'VM address reservations unreadable; starting with none');
+  }
+  const skipped = pool.load(entries);
+  if (skipped.length) log.warn({ skipped }, 'VM address reservations that no longer fit this network were dropped');
+  return pool;
+}
+
+/** Writes a file atomically (temp file + rename), so dnsmasq never reads half of it. */
+async function writeAtomic(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await rename(tmp, file);
+}
+
+async function writePoolFiles(dataDir: string, pool: AddressPool): Promise<void> {
+  await writeAtomic(path.join(dataDir, RESERVATIONS_FILE), JSON.stringify({ version: 1, reservations: pool.list() }, null, 2) + '\n');
+  await writeAtomic(path.join(dataDir, DHCP_HOSTS_FILE), pool.dhcpHostsFile());
+  await writeAtomic(path.join(dataDir, DNS_HOSTS_FILE), pool.dnsHostsFile());
+}
+
+export interface AddressUsage {
+  /** Addresses VMs can get (the pool). */
+  size: number;
+  /** Reserved by instances this worker holds. */
+  used: number;
+  free: number;
+}
+
 export class NatNetwork {
   private readonly taps = new Set<string>();
   private destroying: Promise<void> | undefined;
+  /** Reservation changes run one at a time (drivers operate on different VMs in parallel). */
+  private poolQueue: Promise<unknown> = Promise.resolve();
+  private releaseTool: string | null | undefined;
 
   private constructor(
     private readonly cfg: NatNetworkConfig,
@@ -320,6 +443,7 @@ export class NatNetwork {
     readonly gatewayMac: string,
     private readonly dnsmasq: DnsmasqSupervisor,
     private readonly log: UplinkLog,
+    private readonly pool: AddressPool,
   ) {}
 
   static async create(opts: NatNetworkOptions): Promise<NatNetwork> {
@@ -346,9 +470,11 @@ export class NatNetwork {
 
     const gatewayMac = gatewayMacFor(cfg.name);
     const supervisor = NatNetwork.supervisor(cfg, opts);
-    const net = new NatNetwork(cfg, uplink, gatewayMac, supervisor, log);
+    await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+    const pool = await loadPool(cfg, log);
+    const net = new NatNetwork(cfg, uplink, gatewayMac, supervisor, log, pool);
     try {
-      await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+      await writePoolFiles(cfg.dataDir, pool);
       await writeFile(path.join(cfg.dataDir, 'dnsmasq.conf'), dnsmasqConfig(cfg), { mode: 0o600 });
 
       const b = cfg.bridge;
@@ -358,7 +484,7 @@ export class NatNetwork {
       await run('ip', ['addr', 'add', `${formatIpv4(cfg.gateway)}/${cfg.subnet.prefix}`, 'dev', b], { netns: ns });
       await run('ip', ['link', 'set', 'dev', b, 'up'], { netns: ns });
       await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
-      await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset({ table: cfg.table, bridge: b, subnet: cfg.subnet, uplink }) });
+      await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset(rulesetConfig(cfg, uplink, pool)) });
       await supervisor.start();
     } catch (err) {
       log.error({ err: String(err), name: cfg.name }, 'NAT network setup failed; rolling back');
@@ -415,21 +541,25 @@ export class NatNetwork {
     }
     const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
     await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
+    const pool = await loadPool(cfg, log);
+    await writePoolFiles(cfg.dataDir, pool);
     const confFile = path.join(cfg.dataDir, 'dnsmasq.conf');
     const conf = dnsmasqConfig(cfg);
     const oldConf = await readFile(confFile, 'utf8').catch(() => '');
     await writeFile(confFile, conf, { mode: 0o600 });
     await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
-    await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset({ table: cfg.table, bridge: cfg.bridge, subnet: cfg.subnet, uplink }) });
+    await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset(rulesetConfig(cfg, uplink, pool)) });
     const supervisor = NatNetwork.supervisor(cfg, opts);
     const pids = await findDnsmasqProcesses(cfg.bridge, ns);
     if (pids.length === 1 && oldConf === conf) {
       supervisor.adopt(pids[0]!);
+      // The reservation files may have changed while no worker ran: dnsmasq re-reads them on SIGHUP.
+      signal(pids[0]!, 'SIGHUP');
     } else {
       if (pids.length) await killAndWait(pids);
       await supervisor.start();
     }
-    const net = new NatNetwork(cfg, uplink, gatewayMacFor(cfg.name), supervisor, log);
+    const net = new NatNetwork(cfg, uplink, gatewayMacFor(cfg.name), supervisor, log, pool);
     for (const p of ports) net.taps.add(p);
     log.info({ name: cfg.name, netns: ns, subnet: formatCidr(cfg.subnet), ports, dnsmasqPid: supervisor.pid, adoptedDnsmasq: pids.length === 1 && oldConf === conf }, 'NAT network adopted');
     return net;
@@ -497,6 +627,103 @@ export class NatNetwork {
     return [...this.taps];
   }
 
+  /** How many VM addresses the network has, and how many are reserved. */
+  get addresses(): AddressUsage {
+    return { size: this.pool.size, used: this.pool.used, free: this.pool.free };
+  }
+
+  reservations(): Reservation[] {
+    return this.pool.list();
+  }
+
+  /**
+   * Reserves the instance's address (idempotent; an existing reservation keeps its address and
+   * takes the new MAC, name and host access) and applies it: dnsmasq's host files (re-read on
+   * SIGHUP), the host firewall's `host_access` set, and the release of a stale lease another MAC
+   * still holds on that address. Throws AddressPoolFull when no address is free.
+   */
+  reserve(req: ReserveRequest): Promise<Reservation> {
+    return this.serial(async () => {
+      this.assertAlive();
+      const canRelease = this.dhcpReleaseTool() !== null;
+      const leases = await this.liveLeases();
+      const r = this.pool.reserve(req, canRelease ? [] : leases);
+      await this.apply();
+      for (const l of leases) if (l.ip === r.ip && l.mac !== r.mac) await this.releaseLease(l);
+      this.log.debug({ key: r.key, ip: r.ip, mac: r.mac, dnsName: r.dnsName, hostAccess: r.hostAccess }, 'VM address reserved');
+      return r;
+    });
+  }
+
+  /** Frees an instance's address: no DHCP answer, no DNS name, no host access for it from now on. */
+  release(key: string): Promise<void> {
+    return this.serial(async () => {
+      const r = this.pool.release(key);
+      if (!r) return;
+      await this.apply();
+      // Its lease ends now rather than when it would expire, so the address is clean for the next VM.
+      await this.releaseLease({ ip: r.ip, mac: r.mac });
+      this.log.debug({ key, ip: r.ip }, 'VM address released');
+    });
+  }
+
+  /** Releases every reservation whose instance is not in `keep` (after a restart: instances removed meanwhile). */
+  async releaseAllBut(keep: ReadonlySet<string>): Promise<string[]> {
+    const gone = this.pool.list().filter((r) => !keep.has(r.key));
+    for (const r of gone) await this.release(r.key);
+    return gone.map((r) => r.key);
+  }
+
+  /**
+   * The host's own IPv4 addresses in the network's namespace other than the gateway: a VM may
+   * never reach them (its packet filter drops them as host_blocked; the host firewall too).
+   */
+  async hostAddresses(): Promise<string[]> {
+    const addrs = await ipJson<IpAddr>(['-4', 'addr', 'show'], this.cfg.netns);
+    const gw = formatIpv4(this.cfg.gateway);
+    const out = new Set<string>();
+    for (const a of addrs) for (const i of a.addr_info ?? []) if (i.family === 'inet' && i.local !== gw) out.add(i.local);
+    return [...out];
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.poolQueue.then(fn, fn);
+    this.poolQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Writes the reservation files, tells dnsmasq, and brings the host_access set in line. */
+  private async apply(): Promise<void> {
+    await writePoolFiles(this.cfg.dataDir, this.pool);
+    const pid = this.dnsmasq.pid;
+    if (pid !== undefined) signal(pid, 'SIGHUP');
+    await run('nft', ['-f', '-'], { netns: this.cfg.netns, input: nftHostAccessUpdate(this.cfg.table, this.pool.hostAccessIps()) });
+  }
+
+  private async liveLeases(): Promise<LiveLease[]> {
+    const text = await readFile(this.leaseFile, 'utf8').catch(() => '');
+    return parseLeaseFile(text, Math.floor(Date.now() / 1000));
+  }
+
+  private dhcpReleaseTool(): string | null {
+    if (this.releaseTool === undefined) {
+      try {
+        this.releaseTool = findBinary('dhcp_release');
+      } catch {
+        this.releaseTool = null;
+        this.log.warn({}, '`dhcp_release` not found (Debian: dnsmasq-utils): a removed VM\'s lease stays until it expires, and its address is reused last');
+      }
+    }
+    return this.releaseTool;
+  }
+
+  /** Ends a lease in dnsmasq at once (a DHCPRELEASE on its behalf, from the host). Best effort. */
+  private async releaseLease(l: LiveLease): Promise<void> {
+    if (this.dhcpReleaseTool() === null) return;
+    const out = await tryRun('dhcp_release', [this.cfg.bridge, l.ip, l.mac], { netns: this.cfg.netns });
+    if (out === null) this.log.warn({ ip: l.ip, mac: l.mac }, 'dhcp_release failed; the lease ends when it expires');
+  }
+
   /** Attaches an existing TAP (any Ethernet link works) to the bridge as an isolated port and sets it up. */
   async addTap(tapName: string): Promise<void> {
     this.assertAlive();
@@ -552,7 +779,10 @@ export class NatNetwork {
     if (ns !== undefined && !NETNS_RE.test(ns)) throw new Error(`netns ${JSON.stringify(ns)} is not a valid network namespace name`);
     const pids = await findDnsmasqProcesses(name, ns);
     if (pids.length) await killAndWait(pids);
-    const tableRemoved = (await tryRun('nft', ['delete', 'table', 'ip', `fleet_${name}`], { netns: ns })) !== null;
+    const inetRemoved = (await tryRun('nft', ['delete', 'table', 'inet', `fleet_${name}`], { netns: ns })) !== null;
+    // Earlier versions used an `ip` table.
+    const ipRemoved = (await tryRun('nft', ['delete', 'table', 'ip', `fleet_${name}`], { netns: ns })) !== null;
+    const tableRemoved = inetRemoved || ipRemoved;
     let bridgeRemoved = false;
     const link = await linkInfo(name, ns);
     if (link?.linkinfo?.info_kind === 'bridge') {
