@@ -8,16 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DriverError } from './driver.ts';
-import { QemuDriver, killOrphanQemu, tapNameFor, type QemuNat } from './qemu.ts';
+import { fakeNat } from './fake-nat.test-helper.ts';
+import { QemuDriver, killOrphanQemu, tapNameFor } from './qemu.ts';
 
-const nat: QemuNat = {
-  addTap: async () => {},
-  removeTap: async () => {},
-  gatewayIp: '192.168.64.1',
-  gatewayMac: 'be:d0:74:00:00:64',
-  subnet: '192.168.64.0/24',
-  dhcpServerIp: '192.168.64.1',
-};
+const nat = fakeNat();
 const spec = { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' };
 
 let tmp = '';
@@ -99,5 +93,33 @@ describe('QemuDriver (no VM started)', () => {
     expect(killOrphanQemu(dir)).toBe(false);
     expect(child.exitCode).toBeNull();
     child.kill('SIGKILL');
+  });
+
+  it('reserves one address per instance from create to remove, keeps it across a restart, and refuses clearly when the subnet is full', async () => {
+    const dataDir = path.join(tmp, 'addr');
+    const small = fakeNat(['192.168.64.2', '192.168.64.3']);
+    const d = new QemuDriver({ dataDir, nat: small });
+    expect(d.capabilities.natAddresses).toBe(2);
+    await d.create({ vmId: 'a', attempt: 1, name: 'a', generation: '1', spec });
+    await d.create({ vmId: 'b', attempt: 1, name: 'b', generation: '1', spec: { ...spec, network: { allow: ['@host'], block: [], blockLocal: false } } });
+    const ips = small.pool.list().map((r) => r.ip).sort();
+    expect(ips).toEqual(['192.168.64.2', '192.168.64.3']);
+    // The policy decides host access, as the packet filter does for the gateway.
+    expect(small.pool.get('b#1')?.hostAccess).toBe(true);
+    expect(small.pool.list().find((r) => r.vmId === 'a')?.hostAccess).toBe(false);
+    await expect(d.create({ vmId: 'c', attempt: 1, name: 'c', generation: '1', spec })).rejects.toThrow(/create c: no free VM address in NAT subnet 192\.168\.64\.0\/24: all 2 addresses are reserved/);
+    expect(existsSync(path.join(dataDir, 'instances', 'c.1'))).toBe(false);
+    const aIp = small.pool.list().find((r) => r.vmId === 'a')!.ip;
+    // A restarted worker keeps the reservations of the instances it still has, and frees the others.
+    await d.remove({ vmId: 'b', attempt: 1 });
+    small.pool.reserve({ key: 'gone#1', vmId: 'gone', mac: '02:00:00:00:99:99', name: 'gone', hostAccess: false }, []);
+    expect(small.pool.list().map((r) => r.vmId).sort()).toEqual(['a', 'gone']);
+    const d2 = new QemuDriver({ dataDir, nat: small });
+    await d2.list();
+    expect(small.pool.list().map((r) => [r.vmId, r.ip])).toEqual([['a', aIp]]);
+    const rec = JSON.parse(await readFile(path.join(dataDir, 'instances', 'a.1', 'instance.json'), 'utf8')) as { ip: string };
+    expect(rec.ip).toBe(aIp);
+    await d.close();
+    await d2.close();
   });
 });

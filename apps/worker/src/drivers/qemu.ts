@@ -19,6 +19,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@fleet/guest-image';
+import { type FilterConfig, grantsHostAccess, resolveConfig } from '@fleet/netfilter';
 import {
   DriverError,
   instanceKey,
@@ -42,10 +43,24 @@ export const QEMU_DRIVER_NAME = 'qemu';
 const DISK_FILE = 'disk.qcow2';
 const LAUNCH = fileURLToPath(new URL('../vm-host/launch.mjs', import.meta.url));
 
+/** An instance's address on the NAT network (uplink/address-pool.ts Reservation). */
+export interface QemuNatReservation {
+  ip: string;
+  mac: string;
+}
+
 /** What the driver needs from the worker's NAT network (uplink/nat-network.ts NatNetwork). */
 export interface QemuNat {
   addTap(tap: string): Promise<void>;
   removeTap(tap: string): Promise<void>;
+  /** Reserves (idempotently) the instance's one address, bound to its MAC; throws when none is free. */
+  reserve(req: { key: string; vmId: string; mac: string; name: string; hostAccess: boolean; preferredIp?: string | undefined }): Promise<QemuNatReservation>;
+  release(key: string): Promise<void>;
+  /** Frees the reservations of instances that no longer exist (after a restart). */
+  releaseAllBut(keep: ReadonlySet<string>): Promise<string[]>;
+  /** The host's own addresses other than the gateway (never reachable from a VM). */
+  hostAddresses(): Promise<string[]>;
+  readonly addresses: { size: number; used: number; free: number };
   readonly gatewayIp: string;
   readonly gatewayMac: string;
   readonly subnet: string;
@@ -84,6 +99,8 @@ interface InstanceRecord {
   spec: InstanceSpec;
   mac: string;
   tap: string;
+  /** The address reserved for it on the NAT network (absent in records of earlier versions until load()). */
+  ip?: string;
   /** The instance's qcow2 (in its run dir) and how the VM boots: the built-in kernel, or the disk. */
   disk?: string;
   boot?: 'kernel' | 'disk';
@@ -147,15 +164,16 @@ export function killOrphanQemu(dir: string): boolean {
 
 export class QemuDriver implements Driver {
   readonly name = QEMU_DRIVER_NAME;
-  readonly capabilities: DriverCapabilities = { guestOs: ['linux'], maxMacosGuests: 0 };
+  readonly capabilities: DriverCapabilities;
   private readonly held = new Map<string, Held>();
   private readonly listeners = new StatusListeners();
   private readonly instancesDir: string;
-  private loaded = false;
+  private loading: Promise<void> | undefined;
   private closed = false;
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.instancesDir = path.join(opts.dataDir, 'instances');
+    this.capabilities = { guestOs: ['linux'], maxMacosGuests: 0, natAddresses: opts.nat.addresses.size };
     if (Buffer.byteLength(path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET)) > 107) {
       throw new DriverError(`qemu driver data dir ${opts.dataDir} is too long for Unix socket paths (107 bytes); choose a shorter one`);
     }
@@ -185,6 +203,12 @@ export class QemuDriver implements Driver {
       tap: tapNameFor(r),
     };
     const source = await resolveImage(r.spec.image, this.opts.imagesDir);
+    // The instance's one address, held until remove(): a full subnet refuses here, clearly.
+    try {
+      rec.ip = (await this.reserve(rec)).ip;
+    } catch (e) {
+      throw new DriverError(`create ${r.name}: ${(e as Error).message}`);
+    }
     const dir = path.join(this.instancesDir, dirName(r));
     await mkdir(dir, { recursive: true, mode: 0o700 });
     rec.disk = path.join(dir, DISK_FILE);
@@ -193,6 +217,7 @@ export class QemuDriver implements Driver {
       await createInstanceDisk(rec.disk, source, r.spec.diskGib);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
+      await this.opts.nat.release(instanceKey(r)).catch(() => {});
       throw e;
     }
     await writeInstanceRecord(dir, rec);
@@ -205,6 +230,11 @@ export class QemuDriver implements Driver {
     const h = await this.get(ref);
     if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
     const { rec, dir } = h;
+    // Re-applied on every start: the policy may have changed (update) and a record of an earlier
+    // version may have no reservation yet.
+    rec.ip = (await this.reserve(rec)).ip;
+    await writeInstanceRecord(dir, rec);
+    const hostAddresses = await this.opts.nat.hostAddresses().catch(() => []);
     const img = await (this.opts.image ?? (() => ensureGuestImage()))();
     const keys = [...(this.opts.authorizedKeys ?? []), ...(rec.spec.authorizedKeys ?? [])];
     const cfg: VmHostConfig = {
@@ -238,6 +268,8 @@ export class QemuDriver implements Driver {
         block: rec.spec.network?.block ?? [],
         blockLocal: rec.spec.network?.blockLocal ?? false,
         globalPrefixes: this.opts.globalPrefixes ?? [],
+        address: rec.ip,
+        hostAddresses,
       },
       accel: this.opts.accel ?? 'tcg',
       stopTimeoutMs: this.opts.stopTimeoutMs ?? 10_000,
@@ -314,6 +346,8 @@ export class QemuDriver implements Driver {
     killOrphanQemu(h.dir);
     this.held.delete(instanceKey(ref));
     await rm(h.dir, { recursive: true, force: true });
+    // Only once nothing of the instance can send any more: its address, lease and DNS name go.
+    await this.opts.nat.release(instanceKey(ref));
   }
 
   async networkCounters(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined> {
@@ -343,15 +377,18 @@ export class QemuDriver implements Driver {
     return h;
   }
 
-  /** Scans the run dirs once: re-attaches to live host processes, reports dead ones. */
-  private async load(): Promise<void> {
-    if (this.loaded) return;
-    this.loaded = true;
+  /** Scans the run dirs once (concurrent callers share the one scan): re-attaches to live host processes, reports dead ones. */
+  private load(): Promise<void> {
+    this.loading ??= this.scan();
+    return this.loading;
+  }
+
+  private async scan(): Promise<void> {
     let names: string[] = [];
     try {
       names = await readdir(this.instancesDir);
     } catch {
-      return;
+      names = [];
     }
     for (const n of names) {
       const dir = path.join(this.instancesDir, n);
@@ -365,6 +402,17 @@ export class QemuDriver implements Driver {
       const h: Held = { rec, dir, status: base };
       this.held.set(instanceKey(rec), h);
       const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
+      // Every instance keeps (or, from an earlier version, gets) its reservation; a running VM keeps the address it holds.
+      try {
+        const preferred = rec.ip ?? (typeof live?.status?.ip === 'string' ? live.status.ip : undefined);
+        const ipNow = (await this.reserve(rec, preferred)).ip;
+        if (ipNow !== rec.ip) {
+          rec.ip = ipNow;
+          await writeInstanceRecord(dir, rec);
+        }
+      } catch (e) {
+        this.opts.log?.warn({ vmId: rec.vmId, attempt: rec.attempt, err: (e as Error).message }, 'no address reservation for an existing instance');
+      }
       if (live?.status) {
         this.fromHost(h, live.status, false);
         // A re-created NAT network has lost its ports: attach again (idempotent).
@@ -374,6 +422,32 @@ export class QemuDriver implements Driver {
         this.fromDeadHost(h, false);
       }
     }
+    // Addresses of instances removed while no worker ran (or whose run dir is gone) are free again.
+    const freed = await this.opts.nat.releaseAllBut(new Set(this.held.keys())).catch((e: Error) => {
+      this.opts.log?.warn({ err: e.message }, 'releasing stale address reservations failed');
+      return [];
+    });
+    if (freed.length) this.opts.log?.info({ instances: freed }, 'released the addresses of instances that no longer exist');
+  }
+
+  /** The instance's reservation, with host access as its policy grants it (the filter's own decision for the gateway). */
+  private reserve(rec: InstanceRecord, preferredIp?: string): Promise<QemuNatReservation> {
+    const n = rec.spec.network;
+    const policy: FilterConfig = {
+      vmMac: rec.mac,
+      gatewayIp: this.opts.nat.gatewayIp,
+      subnet: this.opts.nat.subnet,
+      allow: n?.allow ?? [],
+      block: n?.block ?? [],
+      blockLocal: n?.blockLocal ?? false,
+    };
+    let hostAccess = false;
+    try {
+      hostAccess = grantsHostAccess(resolveConfig(policy));
+    } catch {
+      /* an invalid policy is refused when the VM host process starts; it grants nothing */
+    }
+    return this.opts.nat.reserve({ key: instanceKey(rec), vmId: rec.vmId, mac: rec.mac, name: rec.name, hostAccess, preferredIp: preferredIp ?? rec.ip });
   }
 
   private attach(h: Held): void {

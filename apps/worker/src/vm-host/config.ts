@@ -15,6 +15,10 @@ export interface VmHostFilterConfig {
   blockLocal?: boolean;
   /** Prefixes treated as public (a lab network standing in for the Internet). */
   globalPrefixes?: string[];
+  /** The address reserved for this VM on the NAT network: the only one it may hold. */
+  address?: string;
+  /** The host's other addresses: never reachable from the VM. */
+  hostAddresses?: string[];
 }
 
 export interface VmHostConfig {

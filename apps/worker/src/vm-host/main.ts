@@ -41,6 +41,8 @@ async function main(configFile: string): Promise<number> {
     ...(cfg.filter.block ? { block: cfg.filter.block } : {}),
     ...(cfg.filter.blockLocal ? { blockLocal: true } : {}),
     ...(cfg.filter.globalPrefixes ? { globalPrefixes: cfg.filter.globalPrefixes } : {}),
+    ...(cfg.filter.address ? { address: cfg.filter.address } : {}),
+    ...(cfg.filter.hostAddresses ? { hostAddresses: cfg.filter.hostAddresses } : {}),
   });
 
   const status = (): VmHostStatus => {
