@@ -25,6 +25,7 @@ packages=(
   iproute2                 # bridges, TAPs, network namespaces
   nftables                 # NAT masquerade for the worker's VM network
   dnsmasq-base             # DHCP server on the worker's VM network
+  dnsmasq-utils            # dhcp_release: a removed VM's lease ends at once, its address is clean for the next
   postgresql               # the @fleet/db PostgreSQL tests
   chromium                 # the dashboard's browser tests (playwright-core drives it)
 )

@@ -192,7 +192,7 @@ let workDir: string;
 let etcNetnsCreated = false;
 
 /** Real DHCP with busybox udhcpc in a namespace; configures the address and default route. */
-async function dhcp(ns: string, ifname: string): Promise<Lease> {
+async function dhcp(ns: string, ifname: string, extra: string[] = []): Promise<Lease> {
   const out = path.join(workDir, `lease-${ns}.env`);
   await rm(out, { force: true });
   const script = path.join(workDir, 'udhcpc.sh');
@@ -215,7 +215,7 @@ esac
   const t0 = performance.now();
   execFileSync(
     findBinary('ip'),
-    ['netns', 'exec', ns, findBinary('busybox'), 'udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', '10', '-T', '1', '-A', '1', '-s', script],
+    ['netns', 'exec', ns, findBinary('busybox'), 'udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', '10', '-T', '1', '-A', '1', '-s', script, ...extra],
     { stdio: 'pipe', timeout: 30_000, env: { ...process.env, LEASE_OUT: out } },
   );
   const ms = performance.now() - t0;
@@ -227,6 +227,19 @@ esac
   ) as Record<string, string>;
   return { ip: kv.ip!, mask: kv.mask!, router: kv.router!, lease: kv.lease!, serverid: kv.serverid!, dns: kv.dns ?? '', ms };
 }
+
+function macOf(ns: string, ifname: string): string {
+  return JSON.parse(ip(['-n', ns, '-j', 'link', 'show', 'dev', ifname]))[0].address as string;
+}
+
+/** Reserves the address of a "VM" namespace's interface, as the QEMU driver does for a VM's MAC. */
+async function reserveFor(network: NatNetwork, key: string, ns: string, ifname: string, over: { name?: string; hostAccess?: boolean } = {}): Promise<string> {
+  const r = await network.reserve({ key, vmId: key, mac: macOf(ns, ifname), name: over.name ?? key, hostAccess: over.hostAccess ?? false });
+  return r.ip;
+}
+
+/** udhcpc's DHCP options in hex: a client identifier `01:<mac>`. */
+const clidOption = (mac: string): string => `0x3d:01${mac.replace(/:/g, '')}`;
 
 function ipToInt(a: string): number {
   return a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
@@ -319,8 +332,8 @@ describe.skipIf(!env.ok)('NAT uplink on Linux (network namespaces)', () => {
     expect(br.address).toBe(net.gatewayMac);
     expect(br.addr_info.some((a: { local: string; prefixlen: number }) => a.local === '192.168.64.1' && a.prefixlen === 24)).toBe(true);
     expect(inNs(NS.host, ['cat', '/proc/sys/net/ipv4/ip_forward']).trim()).toBe('1');
-    expect(nftTables(NS.host)).toContain(`table ip fleet_${IF.bridge}`);
-    const ruleset = inNs(NS.host, [findBinary('nft'), 'list', 'table', 'ip', `fleet_${IF.bridge}`]);
+    expect(nftTables(NS.host)).toContain(`table inet fleet_${IF.bridge}`);
+    const ruleset = inNs(NS.host, [findBinary('nft'), 'list', 'table', 'inet', `fleet_${IF.bridge}`]);
     expect(ruleset).toMatch(/oifname "fu\d+" masquerade/);
     expect(net.dnsmasqPid).toBeGreaterThan(0);
     expect(await findDnsmasqProcesses(IF.bridge, NS.host)).toEqual([net.dnsmasqPid]);
@@ -344,7 +357,9 @@ describe.skipIf(!env.ok)('NAT uplink on Linux (network namespaces)', () => {
   it('gives the VM namespace an address by real DHCP, in range, with the configured lease', async () => {
     await net!.addTap(IF.vmHost);
     expect(linkJson(NS.host, IF.vmHost).linkinfo?.info_slave_data?.isolated).toBe(true);
+    const reserved = await reserveFor(net!, 'vm1', NS.vm, IF.vmGuest);
     vmLease = await dhcp(NS.vm, IF.vmGuest);
+    expect(vmLease.ip).toBe(reserved);
     console.log(`[nat-uplink] DHCP lease for vm-ns: ${vmLease.ip} in ${vmLease.ms.toFixed(0)} ms (udhcpc start → bound)`);
     expect(ipToInt(vmLease.ip)).toBeGreaterThanOrEqual(ipToInt(DHCP_RANGE[0]));
     expect(ipToInt(vmLease.ip)).toBeLessThanOrEqual(ipToInt(DHCP_RANGE[1]));
@@ -370,6 +385,7 @@ describe.skipIf(!env.ok)('NAT uplink on Linux (network namespaces)', () => {
 
   it('isolates VMs from each other on the bridge (the gateway still reaches both)', async () => {
     await net!.addTap(IF.vm2Host);
+    await reserveFor(net!, 'vm2', NS.vm2, IF.vm2Guest);
     vm2Lease = await dhcp(NS.vm2, IF.vm2Guest);
     expect(vm2Lease.ip).not.toBe(vmLease.ip);
     await nodeInNs(NS.vm2, RESPONDER(vm2Lease.ip, 7001));
@@ -409,6 +425,69 @@ describe.skipIf(!env.ok)('NAT uplink on Linux (network namespaces)', () => {
       setIsolation(true);
       if (hasBrNf !== 'none') setBrNf(hasBrNf);
     }
+  });
+
+  it('DHCP identity is the MAC: an unreserved MAC gets nothing; a borrowed client id or fresh ones take nothing', async () => {
+    const vm1Mac = macOf(NS.vm, IF.vmGuest);
+    const vm2Mac = macOf(NS.vm2, IF.vm2Guest);
+    // A MAC without a reservation (a VM that is not Fleet's, or a spoofer past the filter): no address at all.
+    ip(['-n', NS.vm2, 'link', 'set', 'dev', IF.vm2Guest, 'address', '02:66:00:00:00:01']);
+    try {
+      await expect(dhcp(NS.vm2, IF.vm2Guest)).rejects.toThrow();
+    } finally {
+      ip(['-n', NS.vm2, 'link', 'set', 'dev', IF.vm2Guest, 'address', vm2Mac]);
+    }
+    // VM 2 presents VM 1's client identifier (and asks for VM 1's address): it still gets its own.
+    const borrowed = await dhcp(NS.vm2, IF.vm2Guest, ['-x', clidOption(vm1Mac), '-r', vmLease.ip]);
+    expect(borrowed.ip).toBe(vm2Lease.ip);
+    // Fresh client identifiers, one per request, as a pool-exhaustion run would send.
+    for (let i = 0; i < 5; i++) {
+      const l = await dhcp(NS.vm2, IF.vm2Guest, ['-x', `0x3d:ff0000${i.toString(16).padStart(2, '0')}0001`]);
+      expect(l.ip).toBe(vm2Lease.ip);
+    }
+    // dnsmasq holds exactly one lease per reserved MAC; VM 1's is untouched.
+    const live = (await readFile(net!.leaseFile, 'utf8')).trim().split('\n').filter(Boolean).map((l) => l.split(' '));
+    expect(live.map((l) => [l[1], l[2]]).sort()).toEqual([[vm1Mac, vmLease.ip], [vm2Mac, vm2Lease.ip]].sort());
+    expect(net!.addresses).toEqual({ size: 51, used: 2, free: 49 });
+  });
+
+  it('guards the host: from a VM only DHCP and DNS reach it, whichever host address; host access opens the gateway alone', async () => {
+    await nodeInNs(NS.host, RESPONDER('0.0.0.0', 7100));
+    // Control: the service answers from outside (ext-ns → the uplink address).
+    expect(await tcpProbe(NS.ext, UPLINK_IP, 7100, 5000)).toBe(EXT_IP);
+    for (const target of ['192.168.64.1', UPLINK_IP]) {
+      expect(`${target}: ${await tcpProbe(NS.vm, target, 7100, 2500)}`).toMatch(new RegExp(`^${target}: ERROR `));
+    }
+    const dropped = (): number => Number(/counter packets (\d+)[^\n]*fleet: VM to host/.exec(inNs(NS.host, [findBinary('nft'), 'list', 'chain', 'inet', `fleet_${IF.bridge}`, 'input']))?.[1] ?? 0);
+    expect(dropped()).toBeGreaterThan(0);
+    // The worker (host) still reaches the VM: replies to its own connections pass.
+    await nodeInNs(NS.vm, RESPONDER(vmLease.ip, 7101));
+    expect(await tcpProbe(NS.host, vmLease.ip, 7101, 5000)).toBe('192.168.64.1');
+    // Host access (the policy's "@host"): the gateway address answers, the uplink address still not.
+    await reserveFor(net!, 'vm1', NS.vm, IF.vmGuest, { hostAccess: true });
+    expect(await tcpProbe(NS.vm, '192.168.64.1', 7100, 5000)).toBe(vmLease.ip);
+    expect(await tcpProbe(NS.vm, UPLINK_IP, 7100, 2500)).toMatch(/^ERROR /);
+    expect(await tcpProbe(NS.vm2, '192.168.64.1', 7100, 2500)).toMatch(/^ERROR /); // only VM 1 was granted
+    await reserveFor(net!, 'vm1', NS.vm, IF.vmGuest, { hostAccess: false });
+    expect(await tcpProbe(NS.vm, '192.168.64.1', 7100, 2500)).toMatch(/^ERROR /);
+  });
+
+  it('releasing a reservation ends the lease at once and frees the address for the next VM', async () => {
+    const vm1Mac = macOf(NS.vm, IF.vmGuest);
+    await net!.release('vm1');
+    await waitUntil('the released lease to leave the lease file', async () => !(await readFile(net!.leaseFile, 'utf8')).includes(vm1Mac), 10_000);
+    // The next VM (another MAC) on the same address: served at once, not after the old lease expires.
+    ip(['-n', NS.vm, 'link', 'set', 'dev', IF.vmGuest, 'address', '02:66:00:00:00:02']);
+    try {
+      const r = await net!.reserve({ key: 'vm1-next', vmId: 'vm1', mac: '02:66:00:00:00:02', name: 'vm1-next', hostAccess: false });
+      expect(r.ip).toBe(vmLease.ip); // the same VM id prefers the same address
+      expect((await dhcp(NS.vm, IF.vmGuest)).ip).toBe(vmLease.ip);
+      await net!.release('vm1-next');
+    } finally {
+      ip(['-n', NS.vm, 'link', 'set', 'dev', IF.vmGuest, 'address', vm1Mac]);
+    }
+    expect((await reserveFor(net!, 'vm1', NS.vm, IF.vmGuest))).toBe(vmLease.ip);
+    expect((await dhcp(NS.vm, IF.vmGuest)).ip).toBe(vmLease.ip);
   });
 
   it('restarts dnsmasq when it dies, and DHCP keeps working', async () => {
@@ -468,7 +547,18 @@ describe.skipIf(!env.ok)('NAT uplink on Linux (network namespaces)', () => {
     expect(listening).toContain('192.168.64.1:53');
     expect(listening).not.toMatch(/(0\.0\.0\.0|\*|203\.0\.113\.2|127\.0\.0\.1):53/);
     await dnsNet.addTap(IF.vmHost);
-    const lease = await dhcp(NS.vm, IF.vmGuest);
+    await reserveFor(dnsNet, 'alpha', NS.vm, IF.vmGuest, { name: 'alpha' });
+    // The guest asks to be called "beta" (option 12): the name it gets is the one Fleet gave it.
+    const lease = await dhcp(NS.vm, IF.vmGuest, ['-x', 'hostname:beta']);
+    const lookup = (name: string): string => {
+      try {
+        return inNs(NS.vm, [findBinary('busybox'), 'nslookup', name, '192.168.64.1'], 10_000);
+      } catch (e) {
+        return String((e as { stdout?: string }).stdout ?? e);
+      }
+    };
+    expect(lookup('alpha')).toContain(lease.ip);
+    expect(lookup('beta')).not.toContain(lease.ip);
     console.log(`[nat-uplink] DHCP lease with dnsmasq's ping check: ${lease.ip} in ${lease.ms.toFixed(0)} ms`);
     expect(lease.dns.trim()).toBe('192.168.64.1');
     expect(Number(lease.lease)).toBe(600); // the default

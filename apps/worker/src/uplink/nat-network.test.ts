@@ -129,7 +129,6 @@ describe('generated configuration', () => {
       'bind-interfaces',
       'port=0',
       'dhcp-range=192.168.64.0,static,255.255.255.0,900s',
-      'dhcp-hostsfile=/var/lib/fleet/nat/dhcp-hosts',
       'dhcp-ignore-clid',
       'dhcp-ignore-names',
       'dhcp-leasefile=/var/lib/fleet/nat/dnsmasq.leases',
@@ -139,7 +138,11 @@ describe('generated configuration', () => {
     }
     expect(conf).not.toContain('dns-server');
     expect(conf).not.toContain('addn-hosts');
-    expect(dnsmasqConfig(resolveNatOptions(base))).toContain('addn-hosts=/var/lib/fleet/nat/dns-hosts');
+    // What dnsmasq re-reads after dropping root is published where its user can read it.
+    expect(conf).toMatch(/^dhcp-hostsfile=\/run\/fleet\/nat-[0-9a-f]{12}\/dhcp-hosts$/m);
+    expect(dnsmasqConfig(resolveNatOptions(base))).toMatch(/^addn-hosts=\/run\/fleet\/nat-[0-9a-f]{12}\/dns-hosts$/m);
+    expect(dnsmasqConfig(resolveNatOptions({ ...base, runtimeDir: '/run/x' }))).toContain('dhcp-hostsfile=/run/x/dhcp-hosts');
+    expect(resolveNatOptions(base).runtimeDir).not.toBe(resolveNatOptions({ ...base, dataDir: '/var/lib/other' }).runtimeDir);
     expect(dnsmasqConfig(resolveNatOptions(base))).toContain('dhcp-option=option:dns-server,192.168.64.1');
   });
 });

@@ -3,7 +3,7 @@
 // masquerade + forward rules in an nftables table of its own, and a supervised dnsmasq
 // serving DHCP (and optionally DNS) on the bridge only.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AddressPool, type LiveLease, type Reservation, type ReserveRequest } from './address-pool.ts';
 import { DnsmasqSupervisor, findDnsmasqProcesses, killAndWait, type UplinkLog } from './dnsmasq.ts';
@@ -44,8 +44,14 @@ export interface NatNetworkOptions {
   dns?: boolean;
   /** Skip dnsmasq's ICMP probe of an address before offering it (faster first lease). Default true. */
   noPing?: boolean;
-  /** dnsmasq config, lease file and pid file live here (created 0700). */
+  /** dnsmasq config, lease file, pid file and the reservation table live here (created 0700). */
   dataDir: string;
+  /**
+   * Where the files dnsmasq re-reads after it has dropped root (its per-VM DHCP and DNS host
+   * entries) are published, world-readable: a directory dnsmasq's unprivileged user can reach.
+   * Default /run/fleet/nat-<hash of dataDir> (rewritten from the reservation table on every start).
+   */
+  runtimeDir?: string;
   /**
    * Run dnsmasq detached with its output in <dataDir>/dnsmasq.log, so that DHCP keeps serving
    * running VMs while the worker is stopped or restarting (what the worker uses). Default false:
@@ -85,6 +91,7 @@ export interface NatNetworkConfig {
   netns: string | undefined;
   uplinkInterface: string | undefined;
   dataDir: string;
+  runtimeDir: string;
 }
 
 /** Validates every option with a clear message; pure (touches no system state). */
@@ -146,6 +153,9 @@ export function resolveNatOptions(opts: NatNetworkOptions): NatNetworkConfig {
   if (/[\s,#"'\\\x00-\x1f\x7f]/.test(opts.dataDir)) {
     throw new Error(`dataDir ${JSON.stringify(opts.dataDir)} must not contain whitespace, quotes, commas, '#', '\\' or control characters (it is written into dnsmasq.conf)`);
   }
+  const dataDir = path.resolve(opts.dataDir);
+  const runtimeDir = path.resolve(opts.runtimeDir ?? path.join('/run/fleet', `nat-${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}`));
+  if (/[\s,#"'\\\x00-\x1f\x7f]/.test(runtimeDir)) throw new Error(`runtimeDir ${JSON.stringify(opts.runtimeDir)} must not contain whitespace, quotes, commas, '#', '\\' or control characters`);
   if (!opts.log || typeof opts.log.info !== 'function') throw new Error('log (a pino-style logger) is required');
   if (opts.dns !== undefined && typeof opts.dns !== 'boolean') throw new Error('dns must be a boolean');
   if (opts.noPing !== undefined && typeof opts.noPing !== 'boolean') throw new Error('noPing must be a boolean');
@@ -161,7 +171,8 @@ export function resolveNatOptions(opts: NatNetworkOptions): NatNetworkConfig {
     noPing: opts.noPing ?? true,
     netns: opts.netns,
     uplinkInterface,
-    dataDir: path.resolve(opts.dataDir),
+    dataDir,
+    runtimeDir,
   };
 }
 
@@ -250,7 +261,7 @@ export function dnsmasqConfig(cfg: NatNetworkConfig): string {
     // Static only: an address goes to the MAC it is reserved for (dhcp-hosts, written by the worker)
     // and to nobody else, so there is no dynamic pool to drain.
     `dhcp-range=${formatIpv4(cfg.subnet.network)},static,${formatIpv4(maskFor(cfg.subnet))},${cfg.leaseSeconds}s`,
-    `dhcp-hostsfile=${path.join(cfg.dataDir, DHCP_HOSTS_FILE)}`,
+    `dhcp-hostsfile=${path.join(cfg.runtimeDir, DHCP_HOSTS_FILE)}`,
     // A VM's identity is its MAC (which its packet filter pins): a client identifier could name
     // another VM's lease, and a host name option could take another VM's DNS name.
     'dhcp-ignore-clid',
@@ -266,7 +277,7 @@ export function dnsmasqConfig(cfg: NatNetworkConfig): string {
       'domain-needed',
       'bogus-priv',
       // VM names, from the reservations (the operator's VM names), never from the guests.
-      `addn-hosts=${path.join(cfg.dataDir, DNS_HOSTS_FILE)}`,
+      `addn-hosts=${path.join(cfg.runtimeDir, DNS_HOSTS_FILE)}`,
     );
   }
   if (cfg.noPing) lines.push('no-ping');
@@ -410,16 +421,23 @@ async function loadPool(cfg: NatNetworkConfig, log: UplinkLog): Promise<AddressP
 }
 
 /** Writes a file atomically (temp file + rename), so dnsmasq never reads half of it. */
-async function writeAtomic(file: string, text: string): Promise<void> {
+async function writeAtomic(file: string, text: string, mode: number): Promise<void> {
   const tmp = `${file}.tmp`;
-  await writeFile(tmp, text, { mode: 0o600 });
+  await writeFile(tmp, text, { mode });
+  await chmod(tmp, mode); // writeFile's mode is filtered by the umask
   await rename(tmp, file);
 }
 
-async function writePoolFiles(dataDir: string, pool: AddressPool): Promise<void> {
-  await writeAtomic(path.join(dataDir, RESERVATIONS_FILE), JSON.stringify({ version: 1, reservations: pool.list() }, null, 2) + '\n');
-  await writeAtomic(path.join(dataDir, DHCP_HOSTS_FILE), pool.dhcpHostsFile());
-  await writeAtomic(path.join(dataDir, DNS_HOSTS_FILE), pool.dnsHostsFile());
+/**
+ * The reservation table (private, in dataDir) and what dnsmasq reads of it (in runtimeDir,
+ * readable by dnsmasq's unprivileged user: MACs, addresses and VM names, nothing secret).
+ */
+async function writePoolFiles(cfg: NatNetworkConfig, pool: AddressPool): Promise<void> {
+  await writeAtomic(path.join(cfg.dataDir, RESERVATIONS_FILE), JSON.stringify({ version: 1, reservations: pool.list() }, null, 2) + '\n', 0o600);
+  await mkdir(cfg.runtimeDir, { recursive: true, mode: 0o755 });
+  await chmod(cfg.runtimeDir, 0o755);
+  await writeAtomic(path.join(cfg.runtimeDir, DHCP_HOSTS_FILE), pool.dhcpHostsFile(), 0o644);
+  await writeAtomic(path.join(cfg.runtimeDir, DNS_HOSTS_FILE), pool.dnsHostsFile(), 0o644);
 }
 
 export interface AddressUsage {
@@ -474,7 +492,7 @@ export class NatNetwork {
     const pool = await loadPool(cfg, log);
     const net = new NatNetwork(cfg, uplink, gatewayMac, supervisor, log, pool);
     try {
-      await writePoolFiles(cfg.dataDir, pool);
+      await writePoolFiles(cfg, pool);
       await writeFile(path.join(cfg.dataDir, 'dnsmasq.conf'), dnsmasqConfig(cfg), { mode: 0o600 });
 
       const b = cfg.bridge;
@@ -542,7 +560,7 @@ export class NatNetwork {
     const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
     await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
     const pool = await loadPool(cfg, log);
-    await writePoolFiles(cfg.dataDir, pool);
+    await writePoolFiles(cfg, pool);
     const confFile = path.join(cfg.dataDir, 'dnsmasq.conf');
     const conf = dnsmasqConfig(cfg);
     const oldConf = await readFile(confFile, 'utf8').catch(() => '');
@@ -694,7 +712,7 @@ export class NatNetwork {
 
   /** Writes the reservation files, tells dnsmasq, and brings the host_access set in line. */
   private async apply(): Promise<void> {
-    await writePoolFiles(this.cfg.dataDir, this.pool);
+    await writePoolFiles(this.cfg, this.pool);
     const pid = this.dnsmasq.pid;
     if (pid !== undefined) signal(pid, 'SIGHUP');
     await run('nft', ['-f', '-'], { netns: this.cfg.netns, input: nftHostAccessUpdate(this.cfg.table, this.pool.hostAccessIps()) });
@@ -760,6 +778,7 @@ export class NatNetwork {
       await this.dnsmasq.stop();
       const report = await NatNetwork.cleanupStale(this.cfg.name, { netns: this.cfg.netns, dataDir: this.cfg.dataDir, log: this.log });
       this.taps.clear();
+      await rm(this.cfg.runtimeDir, { recursive: true, force: true });
       this.log.info({ name: this.cfg.name, ...report }, 'NAT network destroyed');
     })();
     return this.destroying;
