@@ -117,13 +117,25 @@ export async function enrollWorker(opts: { controller: ControllerProcess; name: 
   return { code, output: p.output() };
 }
 
-export function runWorker(opts: { name: string; dataDir: string; labels?: string; cpus?: number; memoryMib?: number; vmSlots?: number; macosSlots?: number; speed?: number }): WorkerProcess {
+export function runWorker(opts: {
+  name: string;
+  dataDir: string;
+  labels?: string;
+  cpus?: number;
+  memoryMib?: number;
+  vmSlots?: number;
+  macosSlots?: number;
+  speed?: number;
+  /** Size of the synthetic driver's VM address pool. */
+  natAddresses?: number;
+}): WorkerProcess {
   const args = [WORKER_MAIN, 'run', '--data-dir', opts.dataDir, '--driver', 'synthetic', '--synthetic-speed', String(opts.speed ?? 0.05)];
   if (opts.labels) args.push('--labels', opts.labels);
   if (opts.cpus !== undefined) args.push('--cpus', String(opts.cpus));
   if (opts.memoryMib !== undefined) args.push('--memory-mib', String(opts.memoryMib));
   if (opts.vmSlots !== undefined) args.push('--vm-slots', String(opts.vmSlots));
   if (opts.macosSlots !== undefined) args.push('--macos-slots', String(opts.macosSlots));
+  if (opts.natAddresses !== undefined) args.push('--synthetic-addresses', String(opts.natAddresses));
   return Object.assign(startProcess(args), { name: opts.name, dataDir: opts.dataDir });
 }
 

@@ -270,6 +270,16 @@ describe('human output', () => {
     expect((await fleet(['worker', 'get', 'mac-2'])).stdout).toMatch(/Certificate:\s+none valid: re-enroll this worker/);
   });
 
+  it('worker get shows the VM addresses of its NAT network in use', async () => {
+    fake.reply('GET', '/v1/workers/mac-1', 200, worker('mac-1'));
+    expect((await fleet(['worker', 'get', 'mac-1'])).stdout).toMatch(/VM addresses:\s+not limited/);
+    const limited = (vms: number) => worker('lin-1', { capacity: { cpus: 8, memoryMib: 16384, vmSlots: 300, macosSlots: 0, natAddresses: 253 }, used: { cpus: 0, memoryMib: 0, vms, macosVms: 0, natAddresses: vms } });
+    fake.reply('GET', '/v1/workers/lin-1', 200, limited(3));
+    expect((await fleet(['worker', 'get', 'lin-1'])).stdout).toMatch(/VM addresses:\s+3 of 253 in use \(one per VM the worker holds, stopped ones included\)\n/);
+    fake.reply('GET', '/v1/workers/lin-1', 200, limited(253));
+    expect((await fleet(['worker', 'get', 'lin-1'])).stdout).toMatch(/VM addresses:\s+253 of 253 in use .*: none free, no new VMs here until a VM on it is deleted/);
+  });
+
   it('worker drain/resume/delete', async () => {
     fake.reply('POST', '/v1/workers/mac-1/drain', 200, worker('mac-1', { paused: true }));
     fake.reply('POST', '/v1/workers/mac-1/resume', 200, worker('mac-1'));

@@ -160,6 +160,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         .argParser(nonNegativeNumber)
         .default(1),
     )
+    .option('--synthetic-addresses <n>', 'synthetic driver: size of its fake VM address pool (default 129536; one address per VM held)', nonNegativeInt)
     .option('--nat-subnet <cidr>', `qemu driver: the VMs' NAT subnet (default ${DEFAULT_NAT_SUBNET}; a clash with an existing route is refused)`)
     .option('--nat-name <name>', `qemu driver: name of the NAT bridge and its nftables table (default ${DEFAULT_NAT_NAME})`)
     .option('--uplink <ifname>', "qemu driver: masquerade out of this interface (default: the default route's device)")
@@ -179,6 +180,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         macosSlots?: number;
         driver: string;
         syntheticSpeed: number;
+        syntheticAddresses?: number;
         natSubnet?: string;
         natName?: string;
         uplink?: string;
@@ -195,7 +197,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
           handle = await startWorker({
             logger,
             driver: opts.driver,
-            synthetic: { speed: opts.syntheticSpeed },
+            synthetic: { speed: opts.syntheticSpeed, ...(opts.syntheticAddresses !== undefined ? { natAddresses: opts.syntheticAddresses } : {}) },
             qemu: {
               accel: opts.accel,
               ...(opts.natSubnet !== undefined ? { natSubnet: opts.natSubnet } : {}),

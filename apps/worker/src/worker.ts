@@ -50,6 +50,8 @@ export interface StartWorkerOptions {
     speed?: number;
     /** Persist instances in <data-dir>/synthetic/instances.json (default: true when a data dir is used). */
     persist?: boolean;
+    /** Size of the fake VM address pool (default: 129,536; a small one exercises address exhaustion). */
+    natAddresses?: number;
   };
   /** QEMU driver settings (NAT network, guest keys, images). */
   qemu?: QemuRuntimeOptions;
@@ -137,6 +139,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
           ...(options.qemu ? { qemu: options.qemu } : {}),
           poolSeed: `${name}/${machineId}`,
           ...(options.synthetic?.speed !== undefined ? { syntheticSpeed: options.synthetic.speed } : {}),
+          ...(options.synthetic?.natAddresses !== undefined ? { syntheticNatAddresses: options.synthetic.natAddresses } : {}),
           ...(dataDir && (options.synthetic?.persist ?? true) ? { syntheticStateFile: dataDirLayout(dataDir).syntheticState } : {}),
           ...(options.capacity?.macosSlots !== undefined ? { maxMacosGuests: options.capacity.macosSlots } : {}),
         });

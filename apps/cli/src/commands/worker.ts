@@ -34,6 +34,16 @@ export function workerRows(rt: Runtime, workers: WorkerObject[], wide: boolean):
   return { headers, rows };
 }
 
+/** VM addresses of the worker's NAT network: one per VM it holds, in any power state. */
+function addressUse(w: WorkerObject): string {
+  // A controller that predates the field sends neither number.
+  const total = w.capacity.natAddresses ?? 0;
+  const used = w.used.natAddresses ?? w.used.vms;
+  if (total <= 0) return 'not limited (the worker reports no NAT address pool)';
+  const full = used >= total ? ': none free, no new VMs here until a VM on it is deleted' : '';
+  return `${used} of ${total} in use (one per VM the worker holds, stopped ones included)${full}`;
+}
+
 function workerDetails(rt: Runtime, w: WorkerObject): [string, string][] {
   const now = rt.now();
   const when = (iso: string | null) => (iso ? `${formatTimestamp(iso)} (${relativeTime(iso, now)})` : 'never');
@@ -48,6 +58,7 @@ function workerDetails(rt: Runtime, w: WorkerObject): [string, string][] {
     ['Labels', formatLabels(w.labels)],
     ['VMs', `${w.used.vms} of ${w.capacity.vmSlots} slots`],
     ['macOS VMs', `${w.used.macosVms} of ${w.capacity.macosSlots} slots`],
+    ['VM addresses', addressUse(w)],
     ['CPUs', `${w.used.cpus} of ${w.capacity.cpus} in use`],
     ['Memory', `${formatMib(w.used.memoryMib)} of ${formatMib(w.capacity.memoryMib)} in use`],
     ['Last seen', when(w.lastSeenAt)],

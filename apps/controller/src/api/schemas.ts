@@ -165,8 +165,23 @@ export const WorkerObject = Type.Object(
     version: Type.String(),
     labels: Type.Record(Type.String(), Type.String()),
     drivers: Type.Array(Type.String()),
-    capacity: Type.Object({ cpus: Type.Integer(), memoryMib: Type.Integer(), vmSlots: Type.Integer(), macosSlots: Type.Integer() }),
-    used: Type.Object({ cpus: Type.Integer(), memoryMib: Type.Integer(), vms: Type.Integer(), macosVms: Type.Integer() }),
+    capacity: Type.Object({
+      cpus: Type.Integer(),
+      memoryMib: Type.Integer(),
+      vmSlots: Type.Integer(),
+      macosSlots: Type.Integer(),
+      natAddresses: Type.Integer({
+        description:
+          "VM addresses the worker's NAT network can hand out (e.g. 253 for a /24): the worker holds one per VM instance, in any power state, so it takes at most this many VMs. 0 = not limited (or not reported)",
+      }),
+    }),
+    used: Type.Object({
+      cpus: Type.Integer(),
+      memoryMib: Type.Integer(),
+      vms: Type.Integer({ description: 'VMs placed on the worker whose instance it has not yet confirmed gone, in any state (stopped ones included)' }),
+      macosVms: Type.Integer(),
+      natAddresses: Type.Integer({ description: 'VM addresses held: one per VM counted in vms (counted against capacity.natAddresses when that is > 0)' }),
+    }),
     lastSeenAt: Type.Union([Type.String(), Type.Null()]),
     createdAt: Type.String(),
     /** When the worker's newest valid client certificate expires (it renews itself well before). */

@@ -2,7 +2,7 @@
 // into the controller's own shapes. Invalid reports are dropped with a reason,
 // never allowed to throw inside a stream handler.
 import type { Capacity__Output, Hello__Output, VmStatus__Output, WorkerEvent__Output } from '@fleet/proto';
-import type { HelloInfo } from '../workers/worker-service.ts';
+import type { HelloInfo, WorkerCapacity } from '../workers/worker-service.ts';
 import type { ReportedInstance } from '../vms/vm-service.ts';
 import type { WorkerPhase } from '../vms/lifecycle.ts';
 
@@ -42,12 +42,14 @@ export function helloInfo(h: Hello__Output): HelloInfo {
 }
 
 /** The capacity of a Hello or a CapacityUpdate, bounded. */
-export function capacityInfo(c: Capacity__Output | null | undefined): Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots'> {
+export function capacityInfo(c: Capacity__Output | null | undefined): WorkerCapacity {
   return {
     cpus: uint(c?.cpus, 4096),
     memoryMib: uint(c?.memoryMib, 64 * 1024 * 1024),
     vmSlots: uint(c?.vmSlots, 100_000),
     macosSlots: uint(c?.macosSlots, 100),
+    // 0 (or absent, from workers that predate the field) = not limited. At most a /8's worth.
+    natAddresses: uint(c?.natAddresses, 1 << 24),
   };
 }
 

@@ -1,7 +1,9 @@
 // An ordered index over the workers one group of pending VMs may use, kept in
 // the profile's preference order while a plan consumes capacity.
 //
-// Layout: workers are bucketed by free VM slots (a small integer domain). The
+// Layout: workers are bucketed by free VM slots (a small integer domain; a
+// worker with a finite pool of VM addresses has no more free slots than free
+// addresses, see `slotsFree`). The
 // profile's preference is "slot level first, then free memory, then name":
 //   pack:   fewest free slots first, then least free memory, then name;
 //   spread: most free slots first, then most free memory, then name.
@@ -13,8 +15,8 @@
 // so only CPU / macOS-slot misfits are ever stepped over.
 //
 // Membership is pruned as capacity is consumed: a worker that can no longer take
-// the smallest VM of the group (no slot, too little CPU or memory, no macOS slot
-// for a macOS group) leaves the index for the rest of the plan. Capacity only
+// the smallest VM of the group (no slot or VM address, too little CPU or memory,
+// no macOS slot for a macOS group) leaves the index for the rest of the plan. Capacity only
 // shrinks within a plan, so a pruned worker could never have been chosen again.
 // For the same reason a request shape that found nothing fails every later
 // request at least as large at once.
@@ -25,8 +27,17 @@ export interface FreeCapacity {
   readonly memoryMib: Float64Array;
   readonly vmSlots: Float64Array;
   readonly macosSlots: Float64Array;
+  /** Free VM addresses (one per VM instance the worker holds); +Infinity where not limited. */
+  readonly addresses: Float64Array;
   /** Position of each worker in name order (ties by id): the final tie-break of both profiles. */
   readonly rank: Int32Array;
+}
+
+/** VMs a worker can still take as far as slots go: the smaller of free VM slots and free VM addresses. */
+export function slotsFree(free: FreeCapacity, w: number): number {
+  const slots = free.vmSlots[w]!;
+  const addresses = free.addresses[w]!;
+  return addresses < slots ? addresses : slots;
 }
 
 const MAX_REMEMBERED_FAILURES = 16;
@@ -79,7 +90,7 @@ export class CapacityIndex {
   accepts(w: number): boolean {
     const f = this.free;
     return (
-      f.vmSlots[w]! >= 1 &&
+      slotsFree(f, w) >= 1 &&
       f.cpus[w]! >= this.minCpus &&
       f.memoryMib[w]! >= this.minMemoryMib &&
       (!this.macos || f.macosSlots[w]! >= 1)
@@ -91,13 +102,12 @@ export class CapacityIndex {
    * preference order (most preferred first, see `preferenceOrder`). Returns the members.
    */
   build(ordered: readonly number[]): number[] {
-    const slots = this.free.vmSlots;
     const members: number[] = [];
     for (let i = ordered.length - 1; i >= 0; i--) {
       const w = ordered[i]!;
       if (!this.accepts(w)) continue;
       members.push(w);
-      const level = Math.floor(slots[w]!);
+      const level = Math.floor(slotsFree(this.free, w));
       let bucket = this.buckets.get(level);
       if (!bucket) {
         bucket = [];
@@ -133,7 +143,7 @@ export class CapacityIndex {
 
   /** Insert a worker at its current key (the caller checked `accepts`). */
   insert(w: number): void {
-    const level = Math.floor(this.free.vmSlots[w]!);
+    const level = Math.floor(slotsFree(this.free, w));
     const bucket = this.buckets.get(level);
     if (bucket) {
       const i = this.position(bucket, w);
@@ -150,7 +160,7 @@ export class CapacityIndex {
 
   /** Remove a worker, located by its current key. Returns false when it was not a member. */
   remove(w: number): boolean {
-    const level = Math.floor(this.free.vmSlots[w]!);
+    const level = Math.floor(slotsFree(this.free, w));
     const bucket = this.buckets.get(level);
     if (!bucket) return false;
     const i = this.position(bucket, w);

@@ -22,12 +22,16 @@ function randomSet(seed: number) {
     memoryMib: new Float64Array(n),
     vmSlots: new Float64Array(n),
     macosSlots: new Float64Array(n),
+    addresses: new Float64Array(n),
     rank: new Int32Array(n),
   };
   const order = Array.from({ length: n }, (_, i) => i).sort(() => rnd() - 0.5);
   for (let i = 0; i < n; i++) {
-    const cap = { cpus: [2, 4, 8][Math.floor(rnd() * 3)]!, memoryMib: [4096, 8192][Math.floor(rnd() * 2)]!, vmSlots: Math.floor(rnd() * 4), macosSlots: 2 };
+    // A third of the workers limit VM addresses (a small pool, so that some run out).
+    const natAddresses = rnd() < 1 / 3 ? 1 + Math.floor(rnd() * 3) : 0;
+    const cap = { cpus: [2, 4, 8][Math.floor(rnd() * 3)]!, memoryMib: [4096, 8192][Math.floor(rnd() * 2)]!, vmSlots: Math.floor(rnd() * 4), macosSlots: 2, natAddresses };
     caps.push(cap);
+    free.addresses[i] = natAddresses > 0 ? Math.floor(rnd() * (natAddresses + 1)) : Number.POSITIVE_INFINITY;
     free.cpus[i] = Math.floor(rnd() * (cap.cpus + 1));
     free.memoryMib[i] = Math.floor(rnd() * 3) * 2048;
     free.vmSlots[i] = Math.floor(rnd() * (cap.vmSlots + 1));

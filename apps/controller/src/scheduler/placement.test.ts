@@ -239,6 +239,54 @@ describe('macOS slots', () => {
 
 // ---------------------------------------------------------------- ordering
 
+describe('VM addresses (NAT pool)', () => {
+  it('a worker with N addresses holds at most N VMs, even with VM slots to spare', () => {
+    const w = worker('w1', { capacity: { vmSlots: 8, natAddresses: 3 } });
+    const vms = many(5, 'a', { cpus: 1, memoryMib: 1024 });
+    const r = planPlacements(vms, [w], 'pack');
+    expect(countOn(r, w)).toBe(3);
+    expect(r.pending.size).toBe(2);
+  });
+
+  it('counts every VM the worker holds, whatever its power state (used.vms: unreleased allocations)', () => {
+    // 253 allocations on the worker: running, stopped, failed-but-not-yet-removed alike.
+    const w = worker('w1', { capacity: { cpus: 1024, memoryMib: 1 << 22, vmSlots: 300, natAddresses: 253 }, used: { vms: 253 } });
+    const v = vm('v', { cpus: 1, memoryMib: 512 });
+    const r = planPlacements([v], [w], 'pack');
+    expect(r.placements).toEqual([]);
+    expect(reasonOf(r, v)).toBe('waiting for a VM address: the only matching worker (w1) has no free VM address (253 of 253 in its NAT subnet in use)');
+    expect(where(planPlacements([v], [worker('w1', { ...w, used: { vms: 252 } })], 'pack'), v)).toBe(w.id);
+  });
+
+  it('0 (or absent) means not limited', () => {
+    const w = worker('w1', { capacity: { cpus: 64, memoryMib: 1 << 20, vmSlots: 300, natAddresses: 0 }, used: { vms: 299 } });
+    const v = vm('v', { cpus: 1, memoryMib: 512 });
+    expect(where(planPlacements([v], [w], 'pack'), v)).toBe(w.id);
+  });
+
+  it('places on another worker when one is out of addresses', () => {
+    const full = worker('a-full', { capacity: { natAddresses: 2 }, used: { vms: 2, cpus: 2, memoryMib: 2048 } });
+    const other = worker('b-other', { capacity: { natAddresses: 253 } });
+    const v = vm('v', { cpus: 1, memoryMib: 1024 });
+    for (const profile of ['pack', 'spread'] as const) expect(where(planPlacements([v], [full, other], profile), v)).toBe(other.id);
+  });
+
+  it('an over-committed pool (the worker came back with a smaller one) takes nothing', () => {
+    const w = worker('w1', { capacity: { vmSlots: 8, natAddresses: 2 }, used: { vms: 3 } });
+    const v = vm('v', { cpus: 1, memoryMib: 1024 });
+    const r = planPlacements([v], [w], 'pack');
+    expect(reasonOf(r, v)).toBe('waiting for a VM address: the only matching worker (w1) has no free VM address (3 of 2 in its NAT subnet in use)');
+  });
+
+  it('pack counts free addresses as free slots: the worker with fewer left is the busier one', () => {
+    const fewAddresses = worker('z-few', { capacity: { vmSlots: 4, natAddresses: 2 } }); // can take 2 more
+    const idle = worker('a-idle', { capacity: { vmSlots: 3 } }); // can take 3 more
+    const v = vm('v', { cpus: 1, memoryMib: 1024 });
+    expect(where(planPlacements([v], [idle, fewAddresses], 'pack'), v)).toBe(fewAddresses.id);
+    expect(where(planPlacements([v], [idle, fewAddresses], 'spread'), v)).toBe(idle.id);
+  });
+});
+
 describe('priority and FIFO', () => {
   const one = () => worker('only', { capacity: { vmSlots: 1 } });
 
@@ -404,6 +452,35 @@ describe('pending reasons', () => {
     expect(reasonOf(r, vms[2]!)).toContain('(it has 6 CPUs, 14336 MiB, 0 VM slots free)');
   });
 
+  it('waiting for a VM address: every matching worker has its NAT pool in use', () => {
+    const v = vm('v', { cpus: 1, memoryMib: 1024 });
+    const same = [1, 2, 3].map((i) => worker(`w${i}`, { capacity: { vmSlots: 300, natAddresses: 253, cpus: 512, memoryMib: 1 << 20 }, used: { vms: 253 } }));
+    expect(reasonOf(planPlacements([v], same, 'pack'), v)).toBe(
+      'waiting for a VM address: none of the 3 matching workers has a free VM address (253 of 253 in each NAT subnet in use)',
+    );
+    const mixed = [worker('a', { capacity: { natAddresses: 2 }, used: { vms: 2 } }), worker('b', { capacity: { natAddresses: 1 }, used: { vms: 1 } }), worker('c', { paused: true })];
+    expect(reasonOf(planPlacements([v], mixed, 'pack'), v)).toBe(
+      'waiting for a VM address: none of the 2 matching workers has a free VM address (3 of 3 in their NAT subnets in use); 1 paused (draining) matching worker not counted',
+    );
+  });
+
+  it('waiting for capacity counts workers short of VM addresses when others lack something else', () => {
+    const workers = [
+      worker('a', { capacity: { natAddresses: 2 }, used: { vms: 2, cpus: 2, memoryMib: 2048 } }), // out of addresses
+      worker('b', { capacity: { natAddresses: 253 }, used: { vms: 1, cpus: 7, memoryMib: 15872 } }), // 1 CPU, 512 MiB free
+      worker('c', { used: { vms: 1, cpus: 7, memoryMib: 15872 } }), // not limited, 1 CPU, 512 MiB free
+    ];
+    const v = vm('v', { cpus: 2, memoryMib: 1024 });
+    expect(reasonOf(planPlacements([v], workers, 'pack'), v)).toBe(
+      'waiting for capacity: 3 matching workers, none has 2 CPUs, 1024 MiB memory, a VM slot and a VM address free (short of CPUs on 2, memory on 2, VM addresses on 1; best: a has 6 CPUs, 14336 MiB, 2 VM slots, 0 VM addresses (of 2) free)',
+    );
+    // Addresses are not mentioned when no worker is short of them.
+    const plenty = [worker('a', { capacity: { natAddresses: 253 }, used: { vms: 4 } }), worker('b', { capacity: { natAddresses: 253 }, used: { vms: 4 } })];
+    const reason = reasonOf(planPlacements([v], plenty, 'pack'), v);
+    expect(reason).toMatch(/^waiting for capacity/);
+    expect(reason).not.toContain('address');
+  });
+
   it('waiting for a macOS slot', () => {
     const macs = [macHost('mac-1', { used: { vms: 2, macosVms: 2 } }), macHost('mac-2', { used: { vms: 2, macosVms: 2 } })];
     const v = vm('v', { os: 'macos' });
@@ -464,6 +541,8 @@ function randomCase(seed: number): RandomCase {
       memoryMib: pick([4096, 8192, 16384, 32768]),
       vmSlots: pick([0, 1, 2, 3, 4, 8]),
       macosSlots: mac ? 2 : 0,
+      // Often below the VM slots, so that the address pool is what binds.
+      natAddresses: pick([0, 0, 0, 1, 2, 3, 253]),
     };
     workers.push({
       id: `w${i}`,
@@ -479,7 +558,7 @@ function randomCase(seed: number): RandomCase {
       used: {
         cpus: Math.floor(rnd() * cap.cpus),
         memoryMib: Math.floor(rnd() * cap.memoryMib),
-        vms: Math.floor(rnd() * (cap.vmSlots + 1)),
+        vms: Math.floor(rnd() * (Math.max(cap.vmSlots, cap.natAddresses > 0 ? Math.min(cap.natAddresses, 9) : 0) + 1)),
         macosVms: mac ? Math.floor(rnd() * 3) : 0,
       },
     });
@@ -545,6 +624,7 @@ function checkInvariants({ workers, vms }: RandomCase, r: PlanResult): void {
     if (w.used.cpus + l.cpus > w.capacity.cpus) problems.push(`${w.id} over CPUs`);
     if (w.used.memoryMib + l.memoryMib > w.capacity.memoryMib) problems.push(`${w.id} over memory`);
     if (w.used.vms + l.vms > w.capacity.vmSlots) problems.push(`${w.id} over VM slots`);
+    if ((w.capacity.natAddresses ?? 0) > 0 && w.used.vms + l.vms > w.capacity.natAddresses!) problems.push(`${w.id} over VM addresses`);
     if (l.macosVms > 0 && w.used.macosVms + l.macosVms > w.capacity.macosSlots) problems.push(`${w.id} over macOS slots`);
   }
   // Nothing left pending could have been placed on what is left.
@@ -557,6 +637,7 @@ function checkInvariants({ workers, vms }: RandomCase, r: PlanResult): void {
         w.capacity.cpus - w.used.cpus - l.cpus >= v.cpus &&
         w.capacity.memoryMib - w.used.memoryMib - l.memoryMib >= v.memoryMib &&
         w.capacity.vmSlots - w.used.vms - l.vms >= 1 &&
+        (!w.capacity.natAddresses || w.capacity.natAddresses - w.used.vms - l.vms >= 1) &&
         (v.os !== 'macos' || w.capacity.macosSlots - w.used.macosVms - l.macosVms >= 1);
       if (fits) problems.push(`${v.name} left pending although ${w.name} (${w.id}) has room`);
     }

@@ -8,11 +8,19 @@
 //    then id, so the outcome is deterministic.
 //  - A worker is eligible for a VM when it is online, not paused (draining),
 //    carries every selector label, offers the requested driver (or any driver
-//    when none is requested), and has the CPUs, memory, a VM slot and, for a
-//    macOS VM, a macOS slot free.
+//    when none is requested), and has the CPUs, memory, a VM slot, a VM address
+//    (when it reports a finite NAT pool) and, for a macOS VM, a macOS slot free.
+//  - VM addresses: a worker reporting capacity.natAddresses = N > 0 holds one
+//    address per VM instance from creation to removal, whatever its power
+//    state, so it can hold at most N VMs. They are counted like VM slots, from
+//    unreleased allocations (used.vms): every VM placed on the worker counts
+//    from placement until the worker confirms its instance gone — scheduled,
+//    starting, running, stopping, stopped, and failed or deleting ones whose
+//    instance still exists. N = 0 means not limited.
 //  - pack prefers the busiest eligible worker (fewest free VM slots, then least
 //    free memory), spread the least busy (most free slots, then most memory);
-//    both break ties by worker name (then id).
+//    both break ties by worker name (then id). "Free VM slots" here is the
+//    smaller of free slots and free VM addresses (what the worker can still take).
 //  - Placements consume capacity within the plan (on private copies; the
 //    caller's objects are never mutated), so two VMs never take the same slot.
 //  - Backfill, deliberately: when a VM does not fit, VMs after it (lower
@@ -64,8 +72,16 @@ export interface WorkerView {
   /** Host platform: 'darwin' | 'linux', 'arm64' | 'amd64'. */
   os: string;
   arch: string;
-  capacity: { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number };
-  /** From unreleased allocations (a slot stays used until the worker confirms the VM is gone). */
+  /**
+   * natAddresses: VM addresses the worker's NAT network can hand out, one per VM instance it
+   * holds (any power state); 0 or absent = not limited. Counted against `used.vms`.
+   */
+  capacity: { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number; natAddresses?: number };
+  /**
+   * From unreleased allocations (a slot stays used until the worker confirms the VM is gone).
+   * `vms` is also the number of VM addresses in use: each allocation is one instance the worker
+   * holds or is about to create.
+   */
   used: { cpus: number; memoryMib: number; vms: number; macosVms: number };
 }
 
@@ -116,13 +132,22 @@ export function isValidRequest(vm: Resources): boolean {
   return Number.isFinite(vm.cpus) && vm.cpus >= 0 && Number.isFinite(vm.memoryMib) && vm.memoryMib >= 0;
 }
 
-/** Free capacity of a worker as the views report it (may be negative when over-committed). */
-export function freeOf(w: WorkerView): { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number } {
+/** True when the worker reports a finite pool of VM addresses. */
+export function limitsAddresses(capacity: WorkerView['capacity']): boolean {
+  return (capacity.natAddresses ?? 0) >= 1;
+}
+
+/**
+ * Free capacity of a worker as the views report it (may be negative when over-committed).
+ * `addresses` is +Infinity for a worker that does not limit VM addresses.
+ */
+export function freeOf(w: WorkerView): { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number; addresses: number } {
   return {
     cpus: w.capacity.cpus - w.used.cpus,
     memoryMib: w.capacity.memoryMib - w.used.memoryMib,
     vmSlots: Math.floor(w.capacity.vmSlots) - w.used.vms,
     macosSlots: Math.floor(w.capacity.macosSlots) - w.used.macosVms,
+    addresses: limitsAddresses(w.capacity) ? Math.floor(w.capacity.natAddresses!) - w.used.vms : Number.POSITIVE_INFINITY,
   };
 }
 
@@ -199,6 +224,7 @@ class Planner {
     const memoryMib = new Float64Array(n);
     const vmSlots = new Float64Array(n);
     const macosSlots = new Float64Array(n);
+    const addresses = new Float64Array(n);
     const rank = new Int32Array(n);
     for (let i = 0; i < n; i++) {
       const w = workers[i]!;
@@ -207,11 +233,12 @@ class Planner {
       memoryMib[i] = f.memoryMib;
       vmSlots[i] = f.vmSlots;
       macosSlots[i] = f.macosSlots;
+      addresses[i] = f.addresses;
       if (w.online) this.onlineCount++;
     }
     const byName = Array.from({ length: n }, (_, i) => i).sort((a, b) => compareWorkerNames(workers[a]!, workers[b]!));
     for (let r = 0; r < n; r++) rank[byName[r]!] = r;
-    this.free = { cpus, memoryMib, vmSlots, macosSlots, rank };
+    this.free = { cpus, memoryMib, vmSlots, macosSlots, addresses, rank };
   }
 
   plan(input: readonly PendingVmView[]): PlanResult {
@@ -309,7 +336,7 @@ class Planner {
     }
 
     // 3. Place, in queue order, with backfill (see the header).
-    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos } = this.free;
+    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos, addresses: freeAddresses } = this.free;
     const wasMember: boolean[] = [];
     const left: number[] = [];
     for (let i = 0; i < vms.length; i++) {
@@ -336,6 +363,7 @@ class Planner {
       freeCpus[w] = freeCpus[w]! - vm.cpus;
       freeMem[w] = freeMem[w]! - vm.memoryMib;
       freeSlots[w] = freeSlots[w]! - 1;
+      freeAddresses[w] = freeAddresses[w]! - 1; // Infinity stays Infinity
       if (req.macos) freeMacos[w] = freeMacos[w]! - 1;
       for (let j = 0; j < ms.length; j++) {
         const m = ms[j]!;
@@ -506,6 +534,10 @@ class Planner {
     if (summary.macosFull) {
       const { used, total, uniform } = summary.macosFull;
       return reasons.waitingForMacosSlot(summary.matching, firstName, used, total, uniform, extra);
+    }
+    if (summary.addressesFull) {
+      const { used, total, uniform } = summary.addressesFull;
+      return reasons.waitingForAddress(summary.matching, firstName, used, total, uniform, extra);
     }
     const best = summary.best(cpus, memoryMib, (w) => this.workers[w]!.name);
     return reasons.waitingForCapacity(summary.matching, cpus, memoryMib, req.macos, best, summary.shortfall(cpus, memoryMib), extra);

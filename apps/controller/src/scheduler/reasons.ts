@@ -1,7 +1,7 @@
 // The human-readable reasons a VM is still pending. Each names what is missing
 // (no worker at all, none online, none matching the selector or driver, all
-// draining, not enough free capacity, a request that can never fit) with the
-// numbers an operator needs to act on it.
+// draining, not enough free capacity, no free VM address, a request that can
+// never fit) with the numbers an operator needs to act on it.
 
 /** "1 CPU", "2 CPUs", "0.5 CPUs". */
 export function plural(n: number, noun: string, pluralNoun = `${noun}s`): string {
@@ -71,12 +71,28 @@ export function waitingForMacosSlot(matching: number, onlyName: string, used: nu
   return `waiting for a macOS slot: all ${matching} matching workers have ${counts}${extra}`;
 }
 
+/**
+ * Every matching worker has all the VM addresses of its NAT network held by VM instances
+ * (`used` of `total`, summed over the workers; `uniform` when each has the same numbers).
+ */
+export function waitingForAddress(matching: number, onlyName: string, used: number, total: number, uniform: boolean, extra: string): string {
+  if (matching === 1) {
+    return `waiting for a VM address: the only matching worker (${onlyName}) has no free VM address (${fmt(used)} of ${fmt(total)} in its NAT subnet in use)${extra}`;
+  }
+  const counts = uniform
+    ? `${fmt(used / matching)} of ${fmt(total / matching)} in each NAT subnet in use`
+    : `${fmt(used)} of ${fmt(total)} in their NAT subnets in use`;
+  return `waiting for a VM address: none of the ${matching} matching workers has a free VM address (${counts})${extra}`;
+}
+
 export interface BestWorker {
   name: string;
   cpus: number;
   memoryMib: number;
   vmSlots: number;
   macosSlots: number;
+  /** Free and total VM addresses; null when the worker does not limit them. */
+  addresses: { free: number; total: number } | null;
 }
 
 /** How many matching workers lack each resource (a worker can lack several). */
@@ -85,6 +101,8 @@ export interface Shortfall {
   memoryMib: number;
   vmSlots: number;
   macosSlots: number;
+  /** Workers whose VM addresses are all in use. */
+  addresses: number;
 }
 
 export function waitingForCapacity(
@@ -96,14 +114,18 @@ export function waitingForCapacity(
   short: Shortfall,
   extra: string,
 ): string {
-  const need = `${plural(cpus, 'CPU')}, ${fmt(memoryMib)} MiB memory${macos ? ', a macOS slot' : ''} and a VM slot free`;
-  const has = `${plural(best.cpus, 'CPU')}, ${fmt(best.memoryMib)} MiB, ${plural(best.vmSlots, 'VM slot')}${macos ? `, ${plural(best.macosSlots, 'macOS slot')}` : ''} free`;
+  // VM addresses are named only when some matching worker has none free: otherwise they are not the problem.
+  const addresses = short.addresses > 0;
+  const need = `${plural(cpus, 'CPU')}, ${fmt(memoryMib)} MiB memory${macos ? ', a macOS slot' : ''}${addresses ? ', a VM slot and a VM address' : ' and a VM slot'} free`;
+  const bestAddresses = addresses && best.addresses ? `, ${plural(best.addresses.free, 'VM address', 'VM addresses')} (of ${fmt(best.addresses.total)})` : '';
+  const has = `${plural(best.cpus, 'CPU')}, ${fmt(best.memoryMib)} MiB, ${plural(best.vmSlots, 'VM slot')}${macos ? `, ${plural(best.macosSlots, 'macOS slot')}` : ''}${bestAddresses} free`;
   if (matching === 1) return `waiting for capacity: the only matching worker (${best.name}) does not have ${need} (it has ${has})${extra}`;
   const lacking = [
     short.cpus > 0 ? `CPUs on ${short.cpus}` : '',
     short.memoryMib > 0 ? `memory on ${short.memoryMib}` : '',
     short.vmSlots > 0 ? `VM slots on ${short.vmSlots}` : '',
     macos && short.macosSlots > 0 ? `macOS slots on ${short.macosSlots}` : '',
+    addresses ? `VM addresses on ${short.addresses}` : '',
   ].filter(Boolean);
   const summary = lacking.length > 0 ? `short of ${lacking.join(', ')}; ` : '';
   return `waiting for capacity: ${matching} matching workers, none has ${need} (${summary}best: ${best.name} has ${has})${extra}`;

@@ -20,11 +20,15 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
   const placements: PlanResult['placements'] = [];
   const pending = new Map<string, string>();
   const seen = new Set<string>();
+  // What a worker can still take as far as slots go: free VM slots, at most its free VM addresses.
+  const slots = (f: (typeof free)[number]): number => Math.min(f.vmSlots, f.addresses);
   // true when worker a is preferred over worker b
   const better = (a: number, b: number): boolean => {
     const fa = free[a]!;
     const fb = free[b]!;
-    if (fa.vmSlots !== fb.vmSlots) return spread ? fa.vmSlots > fb.vmSlots : fa.vmSlots < fb.vmSlots;
+    const sa = Math.floor(slots(fa));
+    const sb = Math.floor(slots(fb));
+    if (sa !== sb) return spread ? sa > sb : sa < sb;
     if (fa.memoryMib !== fb.memoryMib) return spread ? fa.memoryMib > fb.memoryMib : fa.memoryMib < fb.memoryMib;
     return compareWorkerNames(workers[a]!, workers[b]!) < 0;
   };
@@ -51,7 +55,7 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
         }
       }
       if (!labelsOk) continue;
-      if (f.cpus < vm.cpus || f.memoryMib < vm.memoryMib || f.vmSlots < 1 || (macos && f.macosSlots < 1)) continue;
+      if (f.cpus < vm.cpus || f.memoryMib < vm.memoryMib || f.vmSlots < 1 || f.addresses < 1 || (macos && f.macosSlots < 1)) continue;
       if (best < 0 || better(i, best)) best = i;
     }
     if (best < 0) {
@@ -62,6 +66,7 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
     f.cpus -= vm.cpus;
     f.memoryMib -= vm.memoryMib;
     f.vmSlots -= 1;
+    f.addresses -= 1;
     if (macos) f.macosSlots -= 1;
     placements.push({ vmId: vm.id, workerId: workers[best]!.id });
   }

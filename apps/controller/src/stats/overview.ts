@@ -26,7 +26,9 @@ export function summarizeWorkers(workers: readonly WorkerObject[]): Pick<FleetOv
     macos.used += w.used.macosVms;
     macos.total += w.capacity.macosSlots;
     if (!w.paused) {
-      vm.schedulable += Math.max(0, w.capacity.vmSlots - w.used.vms);
+      // A worker with a finite pool of VM addresses takes no more VMs than it has addresses.
+      const limit = w.capacity.natAddresses > 0 ? Math.min(w.capacity.vmSlots, w.capacity.natAddresses) : w.capacity.vmSlots;
+      vm.schedulable += Math.max(0, limit - w.used.vms);
       macos.schedulable += Math.max(0, w.capacity.macosSlots - w.used.macosVms);
     }
   }

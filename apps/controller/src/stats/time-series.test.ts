@@ -7,7 +7,7 @@ import { summarizeWorkers } from './overview.ts';
 function worker(over: Partial<WorkerObject> & { name: string }): WorkerObject {
   return {
     id: over.name, status: 'online', connected: true, paused: false, hostname: '', os: 'darwin', arch: 'arm64', version: '1', labels: {}, drivers: ['vz'],
-    capacity: { cpus: 8, memoryMib: 16384, vmSlots: 2, macosSlots: 2 }, used: { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0 }, lastSeenAt: null, createdAt: '', certificateExpiresAt: null,
+    capacity: { cpus: 8, memoryMib: 16384, vmSlots: 2, macosSlots: 2, natAddresses: 0 }, used: { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, natAddresses: 0 }, lastSeenAt: null, createdAt: '', certificateExpiresAt: null,
     ...over,
   };
 }
@@ -30,13 +30,21 @@ describe('RingBuffer', () => {
 describe('summarizeWorkers', () => {
   it('counts online/offline/draining and slots of online workers; drained workers offer no schedulable slots', () => {
     const s = summarizeWorkers([
-      worker({ name: 'a', used: { cpus: 2, memoryMib: 0, vms: 1, macosVms: 1 } }),
-      worker({ name: 'b', paused: true, used: { cpus: 0, memoryMib: 0, vms: 2, macosVms: 0 } }),
-      worker({ name: 'c', status: 'offline', used: { cpus: 0, memoryMib: 0, vms: 2, macosVms: 2 } }),
+      worker({ name: 'a', used: { cpus: 2, memoryMib: 0, vms: 1, macosVms: 1, natAddresses: 1 } }),
+      worker({ name: 'b', paused: true, used: { cpus: 0, memoryMib: 0, vms: 2, macosVms: 0, natAddresses: 2 } }),
+      worker({ name: 'c', status: 'offline', used: { cpus: 0, memoryMib: 0, vms: 2, macosVms: 2, natAddresses: 2 } }),
     ]);
     expect(s.workers).toEqual({ total: 3, online: 2, offline: 1, draining: 1 });
     expect(s.slots.vm).toEqual({ used: 3, total: 4, schedulable: 1 });
     expect(s.slots.macos).toEqual({ used: 1, total: 4, schedulable: 1 });
+  });
+
+  it('offers no more schedulable slots than a worker has free VM addresses', () => {
+    const s = summarizeWorkers([
+      worker({ name: 'a', capacity: { cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 0, natAddresses: 2 }, used: { cpus: 1, memoryMib: 0, vms: 1, macosVms: 0, natAddresses: 1 } }),
+      worker({ name: 'b', capacity: { cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 0, natAddresses: 253 }, used: { cpus: 1, memoryMib: 0, vms: 1, macosVms: 0, natAddresses: 1 } }),
+    ]);
+    expect(s.slots.vm).toEqual({ used: 2, total: 8, schedulable: 1 + 3 });
   });
 });
 
@@ -48,7 +56,7 @@ describe('FleetTimeSeries', () => {
     const vmFailures = new Counter({ name: 'f', help: 'f', registers });
     let running = 0;
     const series = new FleetTimeSeries({
-      listWorkers: async () => [worker({ name: 'a', used: { cpus: 1, memoryMib: 0, vms: running, macosVms: 0 } })],
+      listWorkers: async () => [worker({ name: 'a', used: { cpus: 1, memoryMib: 0, vms: running, macosVms: 0, natAddresses: running } })],
       countVms: async (state) => (state === 'running' ? running : 0),
       startLatency, schedulingLatency, vmFailures,
     }, 5000, 10);

@@ -23,9 +23,14 @@ export interface HelloInfo {
   memoryMib: number;
   vmSlots: number;
   macosSlots: number;
+  /** VM addresses the worker's NAT network can hand out (one per instance it holds); 0 = not limited. */
+  natAddresses: number;
   labels: Record<string, string>;
   drivers: string[];
 }
+
+/** The capacity part of a Hello (and of a CapacityUpdate). */
+export type WorkerCapacity = Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots' | 'natAddresses'>;
 
 interface Liveness {
   name: string;
@@ -102,6 +107,7 @@ export class WorkerService {
         memoryMib: hello.memoryMib,
         vmSlots: hello.vmSlots,
         macosSlots: hello.macosSlots,
+        natAddresses: hello.natAddresses,
         labels: JSON.stringify(hello.labels),
         drivers: JSON.stringify(hello.drivers),
         connected: true,
@@ -113,7 +119,7 @@ export class WorkerService {
     await this.events.append([
       {
         kind: wasOnline ? 'worker.connected' : 'worker.online',
-        message: `worker ${worker.name} connected (${hello.os}/${hello.arch}, ${hello.cpus} CPUs, ${hello.memoryMib} MiB, ${hello.vmSlots} VM slots, version ${hello.version || 'unknown'})`,
+        message: `worker ${worker.name} connected (${hello.os}/${hello.arch}, ${hello.cpus} CPUs, ${hello.memoryMib} MiB, ${hello.vmSlots} VM slots${hello.natAddresses > 0 ? `, ${hello.natAddresses} VM addresses` : ''}, version ${hello.version || 'unknown'})`,
         workerId: worker.id,
         actor: `worker:${worker.name}`,
       },
@@ -122,13 +128,13 @@ export class WorkerService {
   }
 
   /** The worker offers a different capacity now (e.g. its macOS slots are taken by VMs outside Fleet). */
-  async onCapacityUpdate(worker: Worker, capacity: Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots'>, reason: string): Promise<void> {
+  async onCapacityUpdate(worker: Worker, capacity: WorkerCapacity, reason: string): Promise<void> {
     await this.db.worker.update({ where: { id: worker.id }, data: capacity });
     await this.events.append([
       {
         kind: 'worker.capacity',
         level: 'warn',
-        message: `worker ${worker.name} now offers ${capacity.cpus} CPUs, ${capacity.memoryMib} MiB, ${capacity.vmSlots} VM slots, ${capacity.macosSlots} macOS slots${reason ? `: ${reason}` : ''}`,
+        message: `worker ${worker.name} now offers ${capacity.cpus} CPUs, ${capacity.memoryMib} MiB, ${capacity.vmSlots} VM slots${capacity.natAddresses > 0 ? `, ${capacity.natAddresses} VM addresses` : ''}, ${capacity.macosSlots} macOS slots${reason ? `: ${reason}` : ''}`,
         workerId: worker.id,
         actor: `worker:${worker.name}`,
       },

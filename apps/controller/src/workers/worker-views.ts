@@ -1,5 +1,7 @@
 // Workers as the scheduler and the API see them: capacity from the last Hello,
 // use from unreleased allocations (so a slot is busy until the worker confirms).
+// One allocation is one VM instance the worker holds (or is about to create), in
+// any power state: it is also one of the worker's VM addresses in use.
 import type { FleetDb, Worker } from '@fleet/db';
 import type { WorkerView } from '../scheduler/placement.ts';
 import type { WorkerObject } from '../api/schemas.ts';
@@ -51,7 +53,7 @@ export async function loadWorkerViews(db: FleetDb, isOnline: (id: string) => boo
     drivers: parseDrivers(w.drivers),
     os: w.os,
     arch: w.arch,
-    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots },
+    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots, natAddresses: w.natAddresses },
     used: use.get(w.id) ?? NO_USE,
   }));
 }
@@ -77,8 +79,8 @@ export function toWorkerObject(w: Worker, use: WorkerUse | undefined, online: bo
     version: w.version,
     labels: parseLabels(w.labels),
     drivers: parseDrivers(w.drivers),
-    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots },
-    used: use ?? NO_USE,
+    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots, natAddresses: w.natAddresses },
+    used: { ...(use ?? NO_USE), natAddresses: (use ?? NO_USE).vms },
     lastSeenAt: w.lastSeenAt ? w.lastSeenAt.toISOString() : null,
     createdAt: w.createdAt.toISOString(),
     certificateExpiresAt: certificateExpiresAt ? certificateExpiresAt.toISOString() : null,

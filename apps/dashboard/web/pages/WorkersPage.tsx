@@ -27,6 +27,20 @@ export function WorkersPage() {
     { key: 'slots', header: 'VM slots', cell: (w) => `${w.used.vms} / ${w.capacity.vmSlots}`, sortValue: (w) => w.used.vms },
     { key: 'macos', header: 'macOS slots', cell: (w) => `${w.used.macosVms} / ${w.capacity.macosSlots}` },
     {
+      // One per VM the worker holds (stopped ones included); 0 = its network does not limit them.
+      key: 'addresses',
+      header: 'VM addresses',
+      cell: (w) =>
+        (w.capacity.natAddresses ?? 0) > 0 ? (
+          <span className={w.used.natAddresses >= w.capacity.natAddresses ? 'badge worker-offline' : undefined} title="NAT addresses held: one per VM on this worker, in any power state">
+            {w.used.natAddresses} / {w.capacity.natAddresses}
+          </span>
+        ) : (
+          <span className="muted">not limited</span>
+        ),
+      sortValue: (w) => ((w.capacity.natAddresses ?? 0) > 0 ? w.capacity.natAddresses - w.used.natAddresses : Number.MAX_SAFE_INTEGER),
+    },
+    {
       key: 'cert',
       header: 'Certificate',
       cell: (w) => {

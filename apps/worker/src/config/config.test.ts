@@ -157,9 +157,18 @@ describe('small parsers', () => {
     expect(detected.memoryMib).toBeGreaterThan(0);
     expect(detected.vmSlots).toBe(detected.cpus);
     expect(detected.macosSlots).toBe(Math.min(2, detected.vmSlots));
-    expect(detectCapacity({ cpus: 8, memoryMib: 16384, vmSlots: 1 }, both)).toEqual({ cpus: 8, memoryMib: 16384, vmSlots: 1, macosSlots: 1 });
+    expect(detectCapacity({ cpus: 8, memoryMib: 16384, vmSlots: 1 }, both)).toEqual({ cpus: 8, memoryMib: 16384, vmSlots: 1, macosSlots: 1, natAddresses: 0 });
     expect(detectCapacity({}, linuxOnly).macosSlots).toBe(0);
     expect(() => detectCapacity({ cpus: -1 }, both)).toThrow(/non-negative integer/);
+  });
+
+  it("reports the driver's VM address pool; an override can only lower it", () => {
+    const nat = { guestOs: ['linux'], maxMacosGuests: 0, natAddresses: 253 };
+    expect(detectCapacity({}, nat).natAddresses).toBe(253);
+    expect(detectCapacity({ natAddresses: 10 }, nat).natAddresses).toBe(10);
+    expect(detectCapacity({ natAddresses: 1000 }, nat).natAddresses).toBe(253);
+    expect(detectCapacity({}, { guestOs: ['linux'], maxMacosGuests: 0 }).natAddresses).toBe(0);
+    expect(() => detectCapacity({ natAddresses: 1.5 }, { guestOs: ['linux'], maxMacosGuests: 0 })).toThrow(/natAddresses/);
   });
 
   it('resolves the data dir', () => {

@@ -90,7 +90,8 @@ export interface DriverCapabilities {
   maxMacosGuests: number;
   /**
    * VM addresses the runtime's network can hand out (one per instance it holds, reserved from
-   * create() to remove()); undefined where the runtime does not manage addresses (vmnet, synthetic).
+   * create() to remove()); undefined where the runtime does not manage addresses (vmnet). The
+   * synthetic driver reports its fake pool.
    */
   natAddresses?: number;
 }

@@ -44,6 +44,8 @@ export interface CreateDriverOptions {
   poolSeed?: string;
   /** Synthetic: macOS guests allowed at once. */
   maxMacosGuests?: number;
+  /** Synthetic: size of the fake VM address pool (default: all of 198.18.0.0/15's hosts). */
+  syntheticNatAddresses?: number;
   /** Real runtimes keep their state under <dataDir>/<driver>/ (required for them). */
   dataDir?: string;
   qemu?: QemuRuntimeOptions;
@@ -59,6 +61,7 @@ export async function openDriver(name: string, options: CreateDriverOptions): Pr
         ...(options.syntheticStateFile !== undefined ? { stateFile: options.syntheticStateFile } : {}),
         ...(options.poolSeed !== undefined ? { poolSeed: options.poolSeed } : {}),
         ...(options.maxMacosGuests !== undefined ? { maxMacosGuests: options.maxMacosGuests } : {}),
+        ...(options.syntheticNatAddresses !== undefined ? { natAddresses: options.syntheticNatAddresses } : {}),
       });
     case QEMU_DRIVER_NAME:
       return openQemuDriver(options);

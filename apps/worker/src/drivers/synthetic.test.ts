@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CreateInstanceRequest, InstanceSpec, InstanceStatus } from './driver.ts';
-import { parseSyntheticImage, SYNTHETIC_DELAYS_MS, SyntheticDriver } from './synthetic.ts';
+import { parseSyntheticImage, SYNTHETIC_DELAYS_MS, SYNTHETIC_POOL_ADDRESSES, SyntheticDriver } from './synthetic.ts';
 
 const spec = (image = 'ubuntu:24.04', os = 'linux'): InstanceSpec => ({ image, os, cpus: 1, memoryMib: 1024, diskGib: 10, labels: {}, username: 'admin' });
 const req = (vmId: string, attempt = 1, image?: string, os?: string): CreateInstanceRequest => ({ vmId, attempt, name: `vm-${vmId}`, generation: '1', spec: spec(image, os) });
@@ -96,6 +96,19 @@ describe('synthetic driver', () => {
     expect((await d.start(req('new'))).ip).toBe(freed);
     const other = driver({ speed: 0, poolSeed: 'worker-2' });
     expect(other.addressFor(0)).not.toBe(d.addressFor(0));
+  });
+
+  it('reports its address pool and refuses to create beyond it (one address per instance, any power state)', async () => {
+    expect(driver({ speed: 0 }).capabilities.natAddresses).toBe(SYNTHETIC_POOL_ADDRESSES);
+    expect(SYNTHETIC_POOL_ADDRESSES).toBe(512 * 253);
+    expect(() => driver({ natAddresses: SYNTHETIC_POOL_ADDRESSES + 1 })).toThrow(/natAddresses/);
+    const d = driver({ speed: 0, natAddresses: 2 });
+    expect(d.capabilities.natAddresses).toBe(2);
+    await d.create(req('a'));
+    await d.create(req('b')); // stopped instances hold their address too
+    await expect(d.create(req('c'))).rejects.toThrow(/no free VM address: all 2 addresses/);
+    await d.remove(req('a'));
+    await expect(d.create(req('c'))).resolves.toMatchObject({ vmId: 'c' });
   });
 
   it('injects failures deterministically through the image name', async () => {

@@ -1,7 +1,10 @@
 // The SYNTHETIC driver: in-memory VMs with realistic delays, for development, tests and
 // load tests. Nothing is booted and no traffic is ever sent: IP and MAC addresses are
 // strings drawn from a fake per-worker pool (198.18.0.0/15, the RFC 2544 benchmarking
-// range, so they can never be mistaken for a real guest).
+// range, so they can never be mistaken for a real guest). Like a real NAT network, each
+// instance holds one address from create() to remove(); the pool (its 512 /24s, .2–.254 of
+// each: 129,536 addresses, or `natAddresses`) is reported as `capabilities.natAddresses`,
+// and create() fails once it is exhausted.
 //
 // Delays (base values, multiplied by `speed`; speed 0 = instant, no timers at all):
 //   create 200 ms · boot 1–3 s (deterministic per vmId/attempt) · stop 500 ms · update 100 ms
@@ -47,6 +50,8 @@ export interface SyntheticDriverOptions {
   stateFile?: string;
   /** macOS guests allowed to run at once (default 2). */
   maxMacosGuests?: number;
+  /** Size of the fake address pool (default and maximum: all of it, `SYNTHETIC_POOL_ADDRESSES`). */
+  natAddresses?: number;
   logger?: Logger;
 }
 
@@ -103,6 +108,9 @@ function isPersistedInstance(p: unknown): p is PersistedInstance {
 }
 
 const POOL_HOSTS_PER_SUBNET = 253; // .2 … .254
+const POOL_SUBNETS = 512; // the /24s of 198.18.0.0/15
+/** Addresses in the synthetic driver's whole fake pool. */
+export const SYNTHETIC_POOL_ADDRESSES = POOL_SUBNETS * POOL_HOSTS_PER_SUBNET;
 
 /** FNV-1a, 32 bit: deterministic pseudo-randomness for delays, pools and MACs. */
 export function fnv1a(text: string): number {
@@ -161,7 +169,11 @@ export class SyntheticDriver implements Driver {
     this.#stateFile = options.stateFile;
     this.#log = options.logger?.child({ driver: SYNTHETIC_DRIVER_NAME });
     const maxMacosGuests = options.maxMacosGuests ?? 2;
-    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests };
+    const natAddresses = options.natAddresses ?? SYNTHETIC_POOL_ADDRESSES;
+    if (!Number.isInteger(natAddresses) || natAddresses < 1 || natAddresses > SYNTHETIC_POOL_ADDRESSES) {
+      throw new DriverError(`synthetic natAddresses must be an integer from 1 to ${SYNTHETIC_POOL_ADDRESSES}, got ${natAddresses}`);
+    }
+    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests, natAddresses };
   }
 
   async list(): Promise<InstanceStatus[]> {
@@ -296,7 +308,7 @@ export class SyntheticDriver implements Driver {
   /** Fake address of pool slot `index`: 198.18.0.0/15 split in /24s, one base /24 per worker seed. */
   addressFor(index: number): string {
     const base = fnv1a(`${this.#seed}/subnet`) % 512;
-    const subnet = (base + Math.floor(index / POOL_HOSTS_PER_SUBNET)) % 512;
+    const subnet = (base + Math.floor(index / POOL_HOSTS_PER_SUBNET)) % POOL_SUBNETS;
     const host = 2 + (index % POOL_HOSTS_PER_SUBNET);
     return `198.${18 + (subnet >> 8)}.${subnet & 0xff}.${host}`;
   }
@@ -411,8 +423,12 @@ export class SyntheticDriver implements Driver {
   }
 
   #allocatePoolIndex(): number {
+    const size = this.capabilities.natAddresses!;
     let index = 0;
     while (this.#usedPool.has(index)) index++;
+    if (index >= size) {
+      throw new DriverError(`no free VM address: all ${size} addresses of the synthetic NAT pool are held by instances on this worker`);
+    }
     this.#usedPool.add(index);
     return index;
   }

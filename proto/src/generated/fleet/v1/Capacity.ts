@@ -7,6 +7,7 @@ export interface Capacity {
   'memoryMib'?: (number | string | Long);
   'vmSlots'?: (number);
   'macosSlots'?: (number);
+  'natAddresses'?: (number);
 }
 
 export interface Capacity__Output {
@@ -14,4 +15,5 @@ export interface Capacity__Output {
   'memoryMib': (string);
   'vmSlots': (number);
   'macosSlots': (number);
+  'natAddresses': (number);
 }
