@@ -81,6 +81,9 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-test', '-f', key]);
     const pub = readFileSync(`${key}.pub`, 'utf8').trim();
     const runDir = path.join(tmp, 'run');
+    const mac = macFromSeed(`qvm-e2e-${ID}`);
+    // dnsmasq serves reserved MACs only: reserve this VM's address, as the QEMU driver does at create().
+    const reserved = await nat!.reserve({ key: 'vm-e2e#1', vmId: 'vm-e2e', mac, name: 'qvm-e2e', hostAccess: false });
     const cfg: VmHostConfig = {
       vmId: 'vm-e2e',
       attempt: 1,
@@ -90,10 +93,10 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
       kernel: img.kernel,
       initrd: img.initrd,
       cmdline: guestCmdline(img.cmdlineBase, { authorizedKeys: [pub], hostname: 'qvm-e2e' }),
-      mac: macFromSeed(`qvm-e2e-${ID}`),
+      mac,
       tap: TAP,
       runDir,
-      filter: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: SUBNET, dhcpServers: [nat!.dhcpServerIp] },
+      filter: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: SUBNET, dhcpServers: [nat!.dhcpServerIp], address: reserved.ip },
       accel: 'tcg',
       stopTimeoutMs: 15_000,
     };
@@ -130,6 +133,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     });
     const st = await leased;
     const leaseAt = Date.now();
+    expect(st.ip).toBe(reserved.ip);
     const ipNum = ipToNum(st.ip!);
     expect(ipNum).toBeGreaterThanOrEqual(ipToNum(RANGE[0]));
     expect(ipNum).toBeLessThanOrEqual(ipToNum(RANGE[1]));
@@ -266,14 +270,17 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
       import { QemuDriver } from ${JSON.stringify(driverUrl)};
       const p = JSON.parse(process.env.FLEET_K9 ?? '{}');
       const ipn = (...a) => execFileSync('ip', ['-n', p.netns, ...a]);
-      const nat = { ...p.nat, async addTap(t) { ipn('link', 'set', 'dev', t, 'master', p.bridge); ipn('link', 'set', 'dev', t, 'type', 'bridge_slave', 'isolated', 'on'); ipn('link', 'set', 'dev', t, 'up'); }, async removeTap() {} };
+      const nat = { ...p.nat, async addTap(t) { ipn('link', 'set', 'dev', t, 'master', p.bridge); ipn('link', 'set', 'dev', t, 'type', 'bridge_slave', 'isolated', 'on'); ipn('link', 'set', 'dev', t, 'up'); }, async removeTap() {},
+        // The reservation was made by the test process, on the real network (the one dnsmasq serves).
+        async reserve() { return p.reservation; }, async release() {}, async releaseAllBut() { return []; }, async hostAddresses() { return []; } };
       const d = new QemuDriver({ dataDir: p.dataDir, nat, netns: p.netns });
       await d.create({ vmId: 'vm-k9', attempt: 1, name: 'k9', generation: '4', spec: { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' } });
       const s = await d.start({ vmId: 'vm-k9', attempt: 1 });
       process.stdout.write(JSON.stringify(s) + '\\n');
       setInterval(() => {}, 1 << 30);
     `);
-    const params = { netns: NS, bridge: BRIDGE, dataDir, nat: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: nat!.subnet, dhcpServerIp: nat!.dhcpServerIp } };
+    const reservation = await nat!.reserve({ key: 'vm-k9#1', vmId: 'vm-k9', mac: macFromSeed('vm-k9#1'), name: 'k9', hostAccess: false });
+    const params = { netns: NS, bridge: BRIDGE, dataDir, reservation, nat: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: nat!.subnet, dhcpServerIp: nat!.dhcpServerIp, addresses: nat!.addresses } };
     const worker = spawn(process.execPath, ['--import', 'tsx', script], { cwd: path.join(REPO_ROOT, 'apps/worker'), env: { ...process.env, FLEET_K9: JSON.stringify(params) }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     worker.stderr!.on('data', (d: Buffer) => (out += d.toString()));

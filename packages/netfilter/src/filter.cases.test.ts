@@ -290,7 +290,7 @@ describe('research §5: malformed and unwanted frames', () => {
 
   it('#24 8.8.8.8 passes; the gateway .64.1 only for DNS unless host access is granted', () => {
     const f = boundFilter();
-    expectVerdict(f.fromVm(vmTcp(GW, 22), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(f.fromVm(vmTcp(GW, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.HOST_BLOCKED);
     expectVerdict(boundFilter({ hostAccess: true }).fromVm(vmTcp(GW, 22), T0 + 1), Verdict.PASS);
     expectVerdict(boundFilter({ allow: ['@host'] }).fromVm(vmTcp(GW, 22), T0 + 1), Verdict.PASS);
     expectVerdict(f.fromVm(vmTcp(NET), T0 + 1), Verdict.PASS);

@@ -6,7 +6,7 @@ import { grantsHostAccess, resolveConfig } from './config.ts';
 import { createFilter } from './filter.ts';
 import { DhcpMessage, DhcpParse, parseDhcp } from './parse/dhcp.ts';
 import { Snoop } from './lease.ts';
-import { DHCP, arpFrame, opt, pad, tcpFrame } from './testing/frames.ts';
+import { DHCP, TCP_FLAGS, arpFrame, icmpFrame, opt, pad, tcpFrame, udpFrame } from './testing/frames.ts';
 import {
   ANY,
   BCAST,
@@ -205,23 +205,34 @@ describe('the host boundary', () => {
   const HOST_PUBLIC = '203.0.113.7';
   const HOST_UPLINK = '100.64.0.2';
 
-  it('by default the gateway is reachable for DNS only', () => {
+  it('by default the VM opens nothing on the host: DNS only, and answers to the host\'s own connections', () => {
     const f = boundFilter({}, [GW]);
-    expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, GW), { sport: 40000, dport: 22 }), T0 + 1), Verdict.HOST_BLOCKED);
+    const syn = (dport: number) => tcpFrame(vmAddr(VM_IP, GW), { sport: 40000, dport, flags: TCP_FLAGS.SYN });
+    expectVerdict(f.fromVm(syn(22), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(f.fromVm(syn(8080), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(f.fromVm(icmpFrame(vmAddr(VM_IP, GW), 8), T0 + 1), Verdict.HOST_BLOCKED); // echo request
+    expectVerdict(f.fromVm(udpFrame(vmAddr(VM_IP, GW), { sport: 40000, dport: 5000, payload: new Uint8Array(8) }), T0 + 1), Verdict.HOST_BLOCKED);
+    // The worker's SSH session into the VM: SYN-ACK and data from port 22 go back to the host.
+    expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, GW), { sport: 22, dport: 51000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK }), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, GW), { sport: 22, dport: 51000, flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH }), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromVm(icmpFrame(vmAddr(VM_IP, GW), 0), T0 + 1), Verdict.PASS); // echo reply
+    expectVerdict(f.fromVm(icmpFrame(vmAddr(VM_IP, GW), 3, 3), T0 + 1), Verdict.PASS); // port unreachable
     expect(grantsHostAccess(resolveConfig(baseConfig()))).toBe(false);
   });
 
   it('every other host address is host_blocked, whatever its class, unless an allow rule names it', () => {
     const f = boundFilter({ hostAddresses: [HOST_PUBLIC, HOST_UPLINK, NET], globalPrefixes: ['203.0.113.0/24'] });
     for (const dst of [HOST_PUBLIC, HOST_UPLINK, NET]) {
-      expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, dst), { sport: 40000, dport: 8080 }), T0 + 1), Verdict.HOST_BLOCKED);
+      expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, dst), { sport: 40000, dport: 8080, flags: TCP_FLAGS.SYN }), T0 + 1), Verdict.HOST_BLOCKED);
+      // Not even a segment that looks like a reply: the host opens nothing to a VM from these addresses.
+      expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, dst), { sport: 40000, dport: 8080, flags: TCP_FLAGS.ACK }), T0 + 1), Verdict.HOST_BLOCKED);
     }
     const g = boundFilter({ hostAddresses: [NET], allow: [`${NET}/32`] });
     expectVerdict(g.fromVm(tcpFrame(vmAddr(VM_IP, NET), { sport: 40000, dport: 8080 }), T0 + 1), Verdict.PASS);
     // @host grants the gateway, not the host's other addresses.
     const h = boundFilter({ hostAddresses: [HOST_UPLINK], allow: ['@host'] });
     expectVerdict(h.fromVm(tcpFrame(vmAddr(VM_IP, GW), { sport: 40000, dport: 8080 }), T0 + 1), Verdict.PASS);
-    expectVerdict(h.fromVm(tcpFrame(vmAddr(VM_IP, HOST_UPLINK), { sport: 40000, dport: 8080 }), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(h.fromVm(tcpFrame(vmAddr(VM_IP, HOST_UPLINK), { sport: 40000, dport: 8080, flags: TCP_FLAGS.SYN }), T0 + 1), Verdict.HOST_BLOCKED);
   });
 
   it('grantsHostAccess mirrors the per-packet decision for the gateway', () => {

@@ -268,7 +268,7 @@ describe('VM DHCP client messages', () => {
 describe('host access and block-local', () => {
   it('hostAccess: false blocks the gateway except DNS and DHCP', () => {
     const f = boundFilter({ hostAccess: false });
-    expectVerdict(f.fromVm(vmTcp(GW, 22), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(f.fromVm(vmTcp(GW, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.HOST_BLOCKED);
     expectVerdict(f.fromVm(vmUdp(GW, 53), T0 + 1), Verdict.PASS); // the gateway is the lease's DNS server
     expectVerdict(f.fromVm(vmUdp(GW, 54), T0 + 1), Verdict.HOST_BLOCKED);
     expectVerdict(f.fromVm(vmDhcp({ type: DHCP.REQUEST, xid: 20, src: VM_IP, dst: GW, ciaddr: VM_IP }), T0 + 1), Verdict.PASS);
@@ -282,7 +282,7 @@ describe('host access and block-local', () => {
 
   it('blockLocal: egress to the host only DHCP/DNS, ARP only for the gateway or itself', () => {
     const f = boundFilter({ blockLocal: true });
-    expectVerdict(f.fromVm(vmTcp(GW, 22), T0 + 1), Verdict.HOST_BLOCKED);
+    expectVerdict(f.fromVm(vmTcp(GW, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.HOST_BLOCKED);
     expectVerdict(f.fromVm(vmUdp(GW, 53), T0 + 1), Verdict.PASS);
     expectVerdict(f.fromVm(vmArp(1, VM_IP, GW), T0 + 1), Verdict.PASS);
     expectVerdict(f.fromVm(vmArp(1, VM_IP, VM_IP), T0 + 1), Verdict.PASS);

@@ -28,7 +28,7 @@ import { ARP_OP, ARP_SHA, ARP_SPA, ARP_TPA, ArpOp, ArpParse, checkArp } from './
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, BootpOp, DhcpMessage, DhcpParse, DhcpType, parseDhcp } from './parse/dhcp.ts';
 import { blankDhcpOption } from './rewrite.ts';
 import { ETH_DST, ETH_HEADER_LENGTH, ETH_SRC, EtherClass, EtherType, classifyEtherType } from './parse/ethernet.ts';
-import { IcmpParse, checkIcmp, isIcmpError } from './parse/icmp.ts';
+import { IcmpParse, IcmpType, checkIcmp, isIcmpError } from './parse/icmp.ts';
 import { IpProto, Ipv4Header, Ipv4Parse, parseIpv4Header } from './parse/ipv4.ts';
 import { TcpParse, checkTcp, isConnectionOpen } from './parse/tcp.ts';
 import { UDP_HEADER, UdpParse, checkUdp } from './parse/udp.ts';
@@ -292,6 +292,7 @@ class Filter implements PacketFilter {
     let sport = -1;
     let dport = -1;
     let tcpFlags = 0;
+    let icmp = -1;
     if (fragOff === 0) {
       // First fragment or whole datagram: the L4 header must be complete (RFC 1858).
       const l4 = ip.payloadOffset;
@@ -315,6 +316,7 @@ class Filter implements PacketFilter {
         if (dport === DHCP_SERVER_PORT) return this.#vmDhcpClient(f, frag);
       } else if (proto === IpProto.ICMP) {
         if (checkIcmp(l4, end) !== IcmpParse.OK) return frag ? Verdict.BAD_FRAGMENT : Verdict.MALFORMED;
+        icmp = f[l4]!;
       }
     }
     const lease = this.#lease;
@@ -324,8 +326,9 @@ class Filter implements PacketFilter {
     if (frag) {
       sport = -1;
       dport = -1;
+      icmp = -1;
     }
-    return this.#vmDestination(ip.dst | 0, proto, sport, dport, tcpFlags);
+    return this.#vmDestination(ip.dst | 0, proto, sport, dport, tcpFlags, icmp);
   }
 
   #vmDhcpClient(f: Uint8Array, frag: boolean): Verdict {
@@ -387,20 +390,32 @@ class Filter implements PacketFilter {
     return !this.#isServer(a);
   }
 
-  #vmDestination(dst: number, proto: number, sport: number, dport: number, tcpFlags: number): Verdict {
+  #vmDestination(dst: number, proto: number, sport: number, dport: number, tcpFlags: number, icmp: number): Verdict {
     const rule = this.#rules.lookup(dst);
     if (rule === RuleAction.ALLOW) return Verdict.PASS;
     if (rule === RuleAction.BLOCK) return Verdict.BLOCKED;
     if (sport >= 0 && this.#isExposedReply(dst, proto, sport, tcpFlags)) return Verdict.PASS;
     const dns = dport === DNS_PORT && (proto === IpProto.UDP || proto === IpProto.TCP) && this.#lease.isDns(dst);
     if (dst === this.#gatewayIp) {
-      if (this.#hostAccess || dns) return Verdict.PASS;
+      if (this.#hostAccess || dns || this.#isReplyToHost(proto, sport, tcpFlags, icmp)) return Verdict.PASS;
       return Verdict.HOST_BLOCKED;
     }
     if (dns) return Verdict.PASS;
     if (this.#isHostAddress(dst)) return Verdict.HOST_BLOCKED;
     if (this.#inSubnet(dst)) return Verdict.LOCAL_DST;
     return classifyIpv4(dst) === AddressClass.GLOBAL || this.#global.lookup(dst) === RuleAction.ALLOW ? Verdict.PASS : Verdict.LOCAL_DST;
+  }
+
+  /**
+   * The VM answering the host (the worker's SSH session, a ping): a TCP segment that does not
+   * open a connection, an echo reply or an ICMP error. Statelessly this cannot prove a connection
+   * exists; it cannot open one either, and the host's firewall (Linux: conntrack, `ct state
+   * established,related`) drops what belongs to no connection of its own.
+   */
+  #isReplyToHost(proto: number, sport: number, tcpFlags: number, icmp: number): boolean {
+    if (proto === IpProto.TCP) return sport >= 0 && !isConnectionOpen(tcpFlags);
+    if (proto === IpProto.ICMP) return icmp === IcmpType.ECHO_REPLY || isIcmpError(icmp);
+    return false;
   }
 
   /**
