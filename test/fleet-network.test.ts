@@ -17,7 +17,7 @@
 // the controller never counts their slots twice.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
 import { execFile, execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,7 @@ import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
 import { controlRequest } from '../apps/worker/src/vm-host/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
 import { ipCmd, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
+import { DHCP, arpFrame, dhcpFrame, ipv6Frame, opt, pad, type DhcpOpt } from '../packages/netfilter/src/testing/frames.ts';
 
 const run = promisify(execFile);
 const ID = process.pid % 1000;
@@ -316,6 +317,88 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
       return !!c && (c.fromVm.rogue_dhcp ?? 0) >= after.rogue_dhcp! && (c.fromVm.ip_spoof ?? 0) >= after.ip_spoof!;
     }, 30_000, 'the API to show the attacker\'s drops');
   }, 180_000);
+
+  it('one identity per VM, from inside a real guest: its neighbour\'s lease, address and name cannot be taken, released or drained; the host is out of reach', async () => {
+    const attacker = b;
+    const victim = a;
+    const victimMac = ((await api.vm('net-a')) as { mac: string }).mac;
+    const attackerMac = ((await api.vm('net-b')) as { mac: string }).mac;
+    const gwMac = gatewayMacFor('fleet0');
+    const GW = '192.168.64.1';
+    const leaseFile = path.join(tmp, 'w1', 'qemu', 'nat', 'dnsmasq.leases');
+    const macBytes = (m: string): number[] => m.split(':').map((h) => parseInt(h, 16));
+    const clid = (m: string): DhcpOpt => opt.clientId([1, ...macBytes(m)]);
+    // A service on every address of the worker (0.0.0.0), and the addresses to try it on.
+    writeFileSync(path.join(tmp, 'host-service.mjs'), "import net from 'node:net'; net.createServer((s) => s.end('host-service\\n')).listen(7200, '0.0.0.0');");
+    startIn(NS.w1, [path.join(tmp, 'host-service.mjs')]);
+    await waitUntil(async () => (await run('ip', ['netns', 'exec', NS.w1, 'ss', '-Hltn', 'sport', '=', ':7200'])).stdout.includes('7200'), 10_000, 'the host service to listen');
+
+    const before = (await hostStatus('w1', attacker)).counters.filter;
+    const hex = (f: Uint8Array): string => Buffer.from(f).toString('hex');
+    const fromZero = (o: { xid: number; options: DhcpOpt[]; giaddr?: string }): Uint8Array =>
+      dhcpFrame({ srcMac: attackerMac, dstMac: 'ff:ff:ff:ff:ff:ff', src: '0.0.0.0', dst: '255.255.255.255' }, 68, 67, { op: 1, xid: o.xid, chaddr: attackerMac, options: o.options, ...(o.giaddr ? { giaddr: o.giaddr } : {}) });
+    const fromOwnIp = (o: { xid: number; options: DhcpOpt[]; ciaddr: string }): Uint8Array =>
+      dhcpFrame({ srcMac: attackerMac, dstMac: gwMac, src: attacker.ip!, dst: GW }, 68, 67, { op: 1, xid: o.xid, chaddr: attackerMac, ciaddr: o.ciaddr, options: o.options });
+    const frames: string[] = [
+      // Take the neighbour's lease: its client identifier, asking for its address.
+      hex(fromZero({ xid: 0x7001, options: [opt.type(DHCP.REQUEST), clid(victimMac), opt.requestedIp(victim.ip!), opt.serverId(GW)] })),
+      // Ask for its address under the own identity (INIT-REBOOT), or decline it so the server shuns it.
+      hex(fromZero({ xid: 0x7002, options: [opt.type(DHCP.REQUEST), opt.requestedIp(victim.ip!)] })),
+      hex(fromZero({ xid: 0x7003, options: [opt.type(DHCP.DECLINE), opt.requestedIp(victim.ip!), opt.serverId(GW)] })),
+      // Release the neighbour's lease, with and without its identity.
+      hex(fromOwnIp({ xid: 0x7004, ciaddr: victim.ip!, options: [opt.type(DHCP.RELEASE), opt.serverId(GW), clid(victimMac)] })),
+      hex(fromOwnIp({ xid: 0x7005, ciaddr: victim.ip!, options: [opt.type(DHCP.RELEASE), opt.serverId(GW)] })),
+      // Pose as a relay agent: replies sent to the neighbour's address, or relay information.
+      hex(fromZero({ xid: 0x7006, giaddr: victim.ip!, options: [opt.type(DHCP.DISCOVER)] })),
+      hex(fromZero({ xid: 0x7007, options: [opt.type(DHCP.DISCOVER), opt.raw(82, [1, 4, 0, 0, 0, 1])] })),
+      // IPv6 towards the host (a router solicitation to all routers).
+      hex(ipv6Frame('33:33:00:00:00:02', attackerMac, 58, new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]))),
+    ];
+    // Drain the pool: a fresh client identifier per DISCOVER, at and beyond the allowed DHCP rate.
+    for (let i = 0; i < 60; i++) frames.push(hex(fromZero({ xid: 0x7100 + i, options: [opt.type(DHCP.DISCOVER), opt.clientId([1, 0x02, 0xee, 0, 0, i >> 8, i & 255])] })));
+    const arpFlood = hex(pad(arpFrame('ff:ff:ff:ff:ff:ff', attackerMac, { op: 1, sha: attackerMac, spa: attacker.ip!, tpa: GW })));
+    const sent = await vmSh('w1', attacker.ip!, [
+      `echo ${Buffer.from(frames.join('\n') + '\n').toString('base64')} | base64 -d > /tmp/frames.hex`,
+      'fleet-rawsend -c -i eth0 < /tmp/frames.hex',
+      `fleet-rawsend -i eth0 -n 400 ${arpFlood}`,
+      // A real DHCP client: the neighbour's identity gets nothing; the neighbour's name is blanked.
+      `udhcpc -i eth0 -n -q -t 2 -T 1 -s /bin/true -x 0x3d:01${victimMac.replace(/:/g, '')} >/dev/null 2>&1 && echo clid-leased || echo clid-refused`,
+      'udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true -x hostname:net-a >/dev/null 2>&1 && echo named-leased || echo named-refused',
+      // The worker's services, on each of its addresses.
+      ...[GW, ADDR.w1].map((h) => `echo | timeout 5 nc -w 3 ${h} 7200 2>/dev/null | grep -q host-service && echo reached-${h} || echo blocked-${h}`),
+    ].join('; '), 120_000);
+    expect(sent.out).toContain(`sent ${frames.length} frames`);
+    expect(sent.out).toContain('sent 400 frames');
+    expect(sent.out).toContain('clid-refused');
+    expect(sent.out).toContain('named-leased'); // its own lease, under its own name
+    for (const h of [GW, ADDR.w1]) expect(sent.out).toContain(`blocked-${h}`);
+
+    const after = (await hostStatus('w1', attacker)).counters.filter as typeof before & { dhcpNamesStripped?: number };
+    const delta = (k: string): number => (after.fromVm[k] ?? 0) - (before.fromVm[k] ?? 0);
+    const seen = Object.keys(after.fromVm).filter((k) => delta(k) > 0).map((k) => `${k}=${delta(k)}`).join(' ');
+    for (const reason of ['dhcp_client_id', 'dhcp_address', 'dhcp_relay', 'ipv6', 'arp_rate_limit', 'host_blocked']) {
+      expect(delta(reason), `${reason} in: ${seen}`).toBeGreaterThan(0);
+    }
+    expect(delta('dhcp_client_id'), seen).toBeGreaterThanOrEqual(60); // the whole exhaustion run, plus the real client's tries
+    expect(after.dhcpNamesStripped ?? 0).toBeGreaterThan((before as { dhcpNamesStripped?: number }).dhcpNamesStripped ?? 0);
+
+    // dnsmasq holds one lease per VM of this worker, each on its own MAC; nothing was drained.
+    const leases = readFileSync(leaseFile, 'utf8').trim().split('\n').map((l) => l.split(' '));
+    expect(leases.map((l) => `${l[1]} ${l[2]}`).sort()).toEqual([`${victimMac} ${victim.ip}`, `${attackerMac} ${attacker.ip}`].sort());
+    // The victim keeps its address, renews it, keeps its route out and its name.
+    const v = await vmSh('w1', victim.ip!, `kill -USR1 $(pidof udhcpc) 2>/dev/null; sleep 3; ip -4 addr show eth0 | grep -o 'inet [0-9.]*'; timeout 5 wget -q -O - http://${ADDR.x}:8080/; nslookup net-a ${GW}; nslookup net-b ${GW}`);
+    expect(v.out).toContain(`inet ${victim.ip}`);
+    expect(v.out).toContain(`external-ok ${ADDR.w1}`);
+    const names = v.out.slice(v.out.indexOf('external-ok'));
+    expect(names).toMatch(new RegExp(`net-a[\\s\\S]*?Address:\\s*${victim.ip!.replace(/\./g, '\\.')}`));
+    expect(names).toMatch(new RegExp(`net-b[\\s\\S]*?Address:\\s*${attacker.ip!.replace(/\./g, '\\.')}`));
+    expect((await api.vm('net-a')).ip).toBe(victim.ip);
+    // Operators see the drops by name.
+    await waitUntil(async () => {
+      const c = (await api.vm('net-b')).networkCounters as { fromVm: Record<string, number> } | null;
+      return !!c && ['dhcp_client_id', 'dhcp_relay', 'dhcp_address', 'arp_rate_limit'].every((k) => (c.fromVm[k] ?? 0) > 0);
+    }, 30_000, 'the API to show the attacker\'s identity drops');
+  }, 300_000);
 
   it('kill -9 of a worker: its VMs keep running, the restarted worker adopts them, slots are counted once', async () => {
     const statusBefore = await hostStatus('w1', a);
