@@ -8,6 +8,7 @@
 //   4. pump: VM ⇄ packages/netfilter ⇄ vmnet (the same FramePump as Linux, vmnet as its uplink)
 //   5. control.sock and status.jsonl exactly as the Linux host (the driver side is shared)
 //   6. start the VZ VM; exit when it stops (0) or fails (1)
+import { networkInterfaces } from 'node:os';
 import { appendFileSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createFilter } from '@fleet/netfilter';
@@ -162,6 +163,9 @@ export async function runVzHost(cfg: VzHostConfig, deps: VzHostDeps): Promise<nu
     ...(cfg.filter?.allow ? { allow: cfg.filter.allow } : {}),
     ...(cfg.filter?.block ? { block: cfg.filter.block } : {}),
     ...(cfg.filter?.blockLocal ? { blockLocal: true } : {}),
+    // There is no host firewall of ours on macOS: the filter alone keeps the VM off the Mac's
+    // other addresses (en0, other vmnet bridges, ...), whatever their address class.
+    hostAddresses: hostIpv4Addresses(gatewayIp),
   });
   filter.onLeaseChange((e) => {
     if (e.lease && bootToIpMs === undefined && vmStartedAt !== undefined) bootToIpMs = Date.now() - vmStartedAt;
@@ -214,4 +218,13 @@ export async function runVzHost(cfg: VzHostConfig, deps: VzHostDeps): Promise<nu
   await control.close();
   rmSync(path.join(cfg.runDir, CONTROL_SOCKET), { force: true });
   return (state as HostState) === 'stopped' ? 0 : 1;
+}
+
+/** The host's IPv4 addresses other than the gateway (read when the VM starts). */
+function hostIpv4Addresses(gatewayIp: string): string[] {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && a.address !== gatewayIp) out.add(a.address);
+  }
+  return [...out];
 }
