@@ -5,6 +5,9 @@
  *
  *   pnpm exec tsx bench/netfilter.ts            (from the repo root)
  *   NETFILTER_BENCH_FRAMES=20000000 pnpm exec tsx bench/netfilter.ts
+ *   NETFILTER_BENCH_IMPL=/other/checkout/packages/netfilter/src/index.ts …   (measure another version
+ *     of the filter with the same frames; bench/netfilter-compare.ts runs both in one go)
+ *   NETFILTER_BENCH_JSON=1 …                    (also print the rows as one JSON line)
  *
  * Frames are built with the package's test frame builder; addresses are bytes only (nothing is sent).
  * Median and p99 are over batches of 4096 decisions (per-frame timing is below timer resolution).
@@ -14,7 +17,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { type FilterConfig, type PacketFilter, createFilter } from '@fleet/netfilter';
+import type { FilterConfig, PacketFilter } from '@fleet/netfilter';
 import { DHCP, ETHERTYPE, PROTO, TCP_FLAGS, ethernet, ipv4, ipv6Frame, icmp, opt, pad, tcp, tcpFrame, udpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import {
   BCAST_MAC,
@@ -31,6 +34,23 @@ import {
   vmDhcp,
 } from '../packages/netfilter/src/testing/scenario.ts';
 
+const IMPL = process.env.NETFILTER_BENCH_IMPL;
+const { createFilter } = (await import(IMPL ?? '@fleet/netfilter')) as { createFilter: (c: FilterConfig) => PacketFilter };
+
+/**
+ * What the worker configures today beyond the policy: the VM's reserved address and the host's
+ * other addresses. An older filter that rejects these options is measured without them.
+ */
+const PRODUCTION_OPTIONS: Partial<FilterConfig> = (() => {
+  const extra = { address: VM_IP, hostAddresses: ['10.98.0.11', '203.0.113.2'] } as Partial<FilterConfig>;
+  try {
+    createFilter(baseConfig(extra));
+    return extra;
+  } catch {
+    return {};
+  }
+})();
+
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
@@ -40,7 +60,7 @@ const NOW0 = 1_750_000_000_000.5;
 
 /** A filter whose VM holds a lease (seeded, valid for the whole run), DNS at the gateway. */
 function leased(over: Partial<FilterConfig> = {}): PacketFilter {
-  return createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: NOW0 + 1e10, dns: [GW] }, ...over }));
+  return createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: NOW0 + 1e10, dns: [GW] }, ...PRODUCTION_OPTIONS, ...over }));
 }
 const BATCH = 4096;
 const RING = 4096; // frames per mix, cycled
@@ -352,7 +372,8 @@ async function sampledAllocationOf(run: () => void): Promise<number> {
 async function main(): Promise<void> {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   console.log(`@fleet/netfilter microbenchmark — Node ${process.version}, ${os.platform()} ${os.arch()}, ${os.cpus().length} cores (${cpu})`);
-  console.log(`${FRAMES.toLocaleString('en-US')} decisions per mix, one core, batches of ${BATCH}; baseline = same loop reading only the EtherType\n`);
+  console.log(`${FRAMES.toLocaleString('en-US')} decisions per mix, one core, batches of ${BATCH}; baseline = same loop reading only the EtherType`);
+  console.log(`filter: ${IMPL ?? '@fleet/netfilter (this checkout)'}; options beyond the policy: ${JSON.stringify(PRODUCTION_OPTIONS)}\n`);
   const rows: Row[] = [];
   for (const mix of MIXES) rows.push(await measure(mix));
   const w = Math.max(...rows.map((r) => r.name.length));
@@ -366,6 +387,7 @@ async function main(): Promise<void> {
   console.log(`\n${await leaseChangeCost()}`);
   const minRate = Math.min(...rows.map((r) => r.mfps));
   console.log(`\nslowest mix: ${minRate.toFixed(2)} M decisions/s (target >= 4); GCs during measured runs: ${rows.reduce((s, r) => s + r.gcs, 0)}`);
+  if (process.env.NETFILTER_BENCH_JSON) console.log(`JSON ${JSON.stringify(rows)}`);
   obs.disconnect();
 }
 

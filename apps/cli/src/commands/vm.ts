@@ -97,7 +97,7 @@ function formatNetwork(n: VmObject['network']): string {
   const parts = ['public addresses'];
   if (n.allow.length) parts.push(`allow ${n.allow.join(', ')}`);
   if (n.block.length) parts.push(`block ${n.block.join(', ')}`);
-  if (n.blockLocal) parts.push('no access to the worker (block-local)');
+  if (n.blockLocal) parts.push('block-local (restricted ingress)');
   return parts.join('; ');
 }
 
@@ -303,9 +303,9 @@ export function registerVmCommands(program: Command, rt: Runtime): void {
     .option('--password-stdin', 'read an SSH password for that user from stdin (for images that cannot take the fleet key, e.g. macOS); never given as an argument, which ps and shell history would show')
     .option('--password-file <file>', 'read the SSH password from a file (one trailing newline is removed)')
     .option('--stopped', 'create it powered off')
-    .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker); repeatable', collect)
+    .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker, i.e. host access, off by default); repeatable', collect)
     .option('--block <cidr>', 'network: never let the VM reach this prefix; repeatable', collect)
-    .option('--block-local', 'network: no access to its worker either, except DHCP and DNS')
+    .option('--block-local', 'network: Anka\'s "block local": ARP only for the gateway, local sources reach the VM only when allowed')
     .option('--wait [duration]', `wait until it runs (or is stopped, with --stopped) and print its IP; default ${formatAge(DEFAULT_WAIT_MS)}`)
     .description('create a VM')
     .addHelpText(

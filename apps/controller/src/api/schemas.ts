@@ -37,13 +37,13 @@ const NetworkRule = Type.String({
   minLength: 1,
   maxLength: 43,
   pattern: '^(@host|[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?)$',
-  description: 'an IPv4 CIDR ("10.0.0.0/8"), a bare IPv4 address, or "@host" (the VM\'s worker)',
+  description: 'an IPv4 CIDR ("10.0.0.0/8"), a bare IPv4 address, or "@host" (the VM\'s worker at its gateway address: allowing it grants host access)',
 });
 export const VmNetwork = Type.Object(
   {
     allow: Type.Optional(Type.Array(NetworkRule, { maxItems: 64, description: 'destinations the VM may reach besides global (public) addresses' })),
     block: Type.Optional(Type.Array(NetworkRule, { maxItems: 64, description: 'destinations the VM may not reach; the longest prefix wins, block wins a tie' })),
-    blockLocal: Type.Optional(Type.Boolean({ description: 'no access to the worker itself except DHCP and DNS' })),
+    blockLocal: Type.Optional(Type.Boolean({ description: 'Anka\'s "block local": ARP only for the gateway, and local sources reach the VM only when allowed (the worker itself is out of reach except DHCP and DNS by default anyway, unless "@host" is allowed)' })),
   },
   { additionalProperties: false, $id: 'VmNetwork' },
 );

@@ -22,7 +22,7 @@ function counterRows(c: NonNullable<VmObject['networkCounters']>): { verdict: st
 function networkPolicy(vm: VmObject): string {
   const n = vm.network;
   if (!n) return 'default';
-  const parts = [...(n.allow.length ? [`allow ${n.allow.join(', ')}`] : []), ...(n.block.length ? [`block ${n.block.join(', ')}`] : []), ...(n.blockLocal ? ['no access to the worker'] : [])];
+  const parts = [...(n.allow.length ? [`allow ${n.allow.join(', ')}`] : []), ...(n.block.length ? [`block ${n.block.join(', ')}`] : []), ...(n.blockLocal ? ['block-local (restricted ingress)'] : [])];
   return parts.join('; ') || 'public destinations only (default)';
 }
 
