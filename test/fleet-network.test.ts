@@ -16,7 +16,7 @@
 // counters; kill -9 of a worker leaves its VMs running, the restarted worker adopts them, and
 // the controller never counts their slots twice.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -91,6 +91,26 @@ async function vmSh(worker: 'w1' | 'w2', vmIp: string, cmd: string, timeoutMs = 
     const err = e as { code?: number; stdout?: string; stderr?: string };
     return { code: typeof err.code === 'number' ? err.code : 255, out: (err.stdout ?? '') + (err.stderr ?? '') };
   }
+}
+
+/** Like vmSh, with `input` on the command's stdin (Dropbear refuses very long command lines). */
+function vmShInput(worker: 'w1' | 'w2', vmIp: string, cmd: string, input: string, timeoutMs = 60_000): Promise<{ code: number; out: string }> {
+  const [bin, args] = inNs(NS[worker], 'ssh', [
+    '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+    '-o', 'ConnectTimeout=10', '-o', 'BatchMode=yes', `root@${vmIp}`, cmd,
+  ]);
+  return new Promise((resolve) => {
+    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 255, out });
+    });
+    child.stdin.end(input);
+  });
 }
 
 async function sshReady(worker: 'w1' | 'w2', vmIp: string): Promise<void> {
@@ -357,16 +377,15 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     // Drain the pool: a fresh client identifier per DISCOVER, at and beyond the allowed DHCP rate.
     for (let i = 0; i < 60; i++) frames.push(hex(fromZero({ xid: 0x7100 + i, options: [opt.type(DHCP.DISCOVER), opt.clientId([1, 0x02, 0xee, 0, 0, i >> 8, i & 255])] })));
     const arpFlood = hex(pad(arpFrame('ff:ff:ff:ff:ff:ff', attackerMac, { op: 1, sha: attackerMac, spa: attacker.ip!, tpa: GW })));
-    const sent = await vmSh('w1', attacker.ip!, [
-      `echo ${Buffer.from(frames.join('\n') + '\n').toString('base64')} | base64 -d > /tmp/frames.hex`,
-      'fleet-rawsend -c -i eth0 < /tmp/frames.hex',
+    const sent = await vmShInput('w1', attacker.ip!, [
+      'fleet-rawsend -c -i eth0',
       `fleet-rawsend -i eth0 -n 400 ${arpFlood}`,
       // A real DHCP client: the neighbour's identity gets nothing; the neighbour's name is blanked.
       `udhcpc -i eth0 -n -q -t 2 -T 1 -s /bin/true -x 0x3d:01${victimMac.replace(/:/g, '')} >/dev/null 2>&1 && echo clid-leased || echo clid-refused`,
       'udhcpc -i eth0 -n -q -t 3 -T 1 -s /bin/true -x hostname:net-a >/dev/null 2>&1 && echo named-leased || echo named-refused',
       // The worker's services, on each of its addresses.
       ...[GW, ADDR.w1].map((h) => `echo | timeout 5 nc -w 3 ${h} 7200 2>/dev/null | grep -q host-service && echo reached-${h} || echo blocked-${h}`),
-    ].join('; '), 120_000);
+    ].join('; '), frames.join('\n') + '\n', 120_000);
     expect(sent.out).toContain(`sent ${frames.length} frames`);
     expect(sent.out).toContain('sent 400 frames');
     expect(sent.out).toContain('clid-refused');
@@ -403,7 +422,7 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
   it('kill -9 of a worker: its VMs keep running, the restarted worker adopts them, slots are counted once', async () => {
     const statusBefore = await hostStatus('w1', a);
     const usedBefore = (await api.worker('w1')).used;
-    expect(usedBefore).toEqual({ cpus: 2, memoryMib: 512, vms: 2, macosVms: 0 });
+    expect(usedBefore).toEqual({ cpus: 2, memoryMib: 512, vms: 2, macosVms: 0, natAddresses: 2 });
     await workers.w1!.kill('SIGKILL');
     // The VMs do not notice: the VM host processes and QEMU keep running, SSH still works.
     expect(() => process.kill(statusBefore.pid, 0)).not.toThrow();
