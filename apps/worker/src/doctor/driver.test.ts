@@ -5,7 +5,7 @@ import type { GuestImage } from '@fleet/guest-image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SignatureError, signedNodePaths } from '../macos/codesign.ts';
 import { runChecks } from './check.ts';
-import { checkGuestImage, checkKvm, checkMacosVersion, checkQemu, checkRoot, checkTool, checkVirtualizationEntitlement, driverChecks } from './driver.ts';
+import { checkGuestImage, checkKvm, checkMacosVersion, checkQemu, checkReleaseTool, checkRoot, checkTool, checkVirtualizationEntitlement, driverChecks } from './driver.ts';
 import { checkNativeAddon } from './native-addon.ts';
 
 let dir: string;
@@ -27,6 +27,9 @@ describe('driver prerequisite checks', () => {
     expect(checkRoot(1000)).toMatchObject({ status: 'fail', fix: expect.stringContaining('as root') });
     expect(checkTool('nft', () => '/usr/sbin/nft')).toEqual({ status: 'ok', detail: '/usr/sbin/nft' });
     expect(checkTool('dnsmasq', notFound)).toMatchObject({ status: 'fail', fix: expect.stringContaining('apt-get install dnsmasq-base') });
+    // Without dhcp_release DHCP still works: a warning that names the package.
+    expect(checkReleaseTool(notFound)).toMatchObject({ status: 'warn', fix: expect.stringContaining('apt-get install dnsmasq-utils') });
+    expect(checkReleaseTool(() => '/usr/bin/dhcp_release')).toEqual({ status: 'ok', detail: '/usr/bin/dhcp_release' });
     expect(await checkQemu(notFound)).toMatchObject({ status: 'fail', fix: expect.stringContaining('apt-get install qemu-system-x86') });
   });
 

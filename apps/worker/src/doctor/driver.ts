@@ -29,6 +29,16 @@ export function checkTool(name: string, find: (name: string) => string = findBin
   }
 }
 
+/**
+ * `dhcp_release` ends a removed VM's lease at once. Without it the network works, but a freed
+ * address stays leased to the old MAC until the lease expires and is handed out again last.
+ */
+export function checkReleaseTool(find: (name: string) => string = findBinary): Finding {
+  const found = checkTool('dhcp_release', find);
+  if (found.status === 'ok') return found;
+  return warn('`dhcp_release` is not installed: a removed VM\'s address stays leased until its lease expires', 'apt-get install dnsmasq-utils   (or: scripts/install-system-deps.sh)');
+}
+
 function commandOutput(file: string, args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(file, args, { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => (error ? reject(error) : resolve(stdout)));
@@ -156,6 +166,7 @@ export function driverChecks(opts: DriverCheckOptions): Check[] {
         { name: 'qemu', run: () => checkQemu() },
         { name: '/dev/net/tun', run: () => checkDeviceReadWrite('/dev/net/tun', 'modprobe tun (and run as root)') },
         ...['nft', 'dnsmasq', 'ip'].map((tool): Check => ({ name: tool, run: async () => checkTool(tool) })),
+        { name: 'dhcp_release', run: async () => checkReleaseTool() },
         {
           name: 'guest image',
           timeoutMs: 30_000,
