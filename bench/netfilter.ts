@@ -42,7 +42,7 @@ const { createFilter } = (await import(IMPL ?? '@fleet/netfilter')) as { createF
  * other addresses. An older filter that rejects these options is measured without them.
  */
 const PRODUCTION_OPTIONS: Partial<FilterConfig> = (() => {
-  const extra = { address: VM_IP, hostAddresses: ['10.98.0.11', '203.0.113.2'] } as Partial<FilterConfig>;
+  const extra = { address: VM_IP, hostAddresses: process.env.NB_NOHOST ? [] : ['10.98.0.11', '203.0.113.2'] } as Partial<FilterConfig>;
   try {
     createFilter(baseConfig(extra));
     return extra;

@@ -235,6 +235,13 @@ describe('the host boundary', () => {
     expectVerdict(h.fromVm(tcpFrame(vmAddr(VM_IP, HOST_UPLINK), { sport: 40000, dport: 8080, flags: TCP_FLAGS.SYN }), T0 + 1), Verdict.HOST_BLOCKED);
   });
 
+  it('a global address that only shares its last octet with a host address still passes', () => {
+    const f = boundFilter({ hostAddresses: ['203.0.113.7', '10.98.0.11'] });
+    for (const dst of ['8.8.8.7', '8.8.8.11', '140.82.112.7']) {
+      expectVerdict(f.fromVm(tcpFrame(vmAddr(VM_IP, dst), { sport: 40000, dport: 443, flags: TCP_FLAGS.SYN }), T0 + 1), Verdict.PASS);
+    }
+  });
+
   it('grantsHostAccess mirrors the per-packet decision for the gateway', () => {
     const g = (over: Parameters<typeof baseConfig>[0]) => grantsHostAccess(resolveConfig(baseConfig(over)));
     expect(g({ hostAccess: true })).toBe(true);

@@ -137,6 +137,8 @@ class Filter implements PacketFilter {
   readonly #arpRate: TokenBucket;
   /** The host's other addresses (int32): never reachable unless an allow rule names them. */
   readonly #hostAddrs: Int32Array;
+  /** Bit (last octet) set for each host address: a cheap first test on the hot path. */
+  readonly #hostLowBits = new Uint32Array(8);
   /** The reserved address (int32) when #hasAddress. */
   readonly #address: number;
   readonly #hasAddress: boolean;
@@ -165,6 +167,10 @@ class Filter implements PacketFilter {
     this.#rate = new TokenBucket(cfg.dhcpRate.perSecond, cfg.dhcpRate.burst, this.#clock);
     this.#arpRate = new TokenBucket(cfg.arpRate.perSecond, cfg.arpRate.burst, this.#clock);
     this.#hostAddrs = Int32Array.from(cfg.hostAddressNumbers, (n) => n | 0);
+    for (const n of cfg.hostAddressNumbers) {
+      const w = (n & 0xff) >>> 5;
+      this.#hostLowBits[w] = this.#hostLowBits[w]! | (1 << (n & 31));
+    }
     this.#hasAddress = cfg.addressNumber !== null;
     this.#address = (cfg.addressNumber ?? 0) | 0;
   }
@@ -375,13 +381,18 @@ class Filter implements PacketFilter {
   #ownAddresses(m: DhcpMessage, t: number): boolean {
     const lease = this.#lease;
     const ci = m.ciaddr | 0;
-    const own = (a: number): boolean =>
-      (lease.bound && a === lease.boundIp) || (this.#hasAddress ? a === this.#address : this.#usable(a));
     if (t === DhcpType.RELEASE) return lease.bound && ci === lease.boundIp;
-    if (ci !== 0 && !own(ci)) return false;
-    if (m.hasRequestedIp && !own(m.requestedIp | 0)) return false;
+    if (ci !== 0 && !this.#own(ci)) return false;
+    if (m.hasRequestedIp && !this.#own(m.requestedIp | 0)) return false;
     if (t === DhcpType.DECLINE && !m.hasRequestedIp) return false;
     return true;
+  }
+
+  /** Is `a` (int32) an address this VM may name: its lease, its reservation, or (without one) a usable subnet address? */
+  #own(a: number): boolean {
+    const lease = this.#lease;
+    if (lease.bound && a === lease.boundIp) return true;
+    return this.#hasAddress ? a === this.#address : this.#usable(a);
   }
 
   /** A unicast address of the VM subnet that a VM could lease (int32). */
@@ -401,7 +412,8 @@ class Filter implements PacketFilter {
       return Verdict.HOST_BLOCKED;
     }
     if (dns) return Verdict.PASS;
-    if (this.#isHostAddress(dst)) return Verdict.HOST_BLOCKED;
+    // A 256-bit filter on the last octet first: the full compare runs only for likely host addresses.
+    if (((this.#hostLowBits[(dst & 0xff) >>> 5]! >>> (dst & 31)) & 1) !== 0 && this.#isHostAddress(dst)) return Verdict.HOST_BLOCKED;
     if (this.#inSubnet(dst)) return Verdict.LOCAL_DST;
     return classifyIpv4(dst) === AddressClass.GLOBAL || this.#global.lookup(dst) === RuleAction.ALLOW ? Verdict.PASS : Verdict.LOCAL_DST;
   }

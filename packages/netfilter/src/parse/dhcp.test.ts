@@ -118,4 +118,18 @@ describe('parseDhcp', () => {
     expect(one(opt.raw(61, [1]))).toBe(DhcpParse.BAD_OPTION_LENGTH);
     expect(one(opt.overload(3))).toBe(DhcpParse.OVERLOAD);
   });
+
+  it('records where the host name (12) and client FQDN (81) options sit, and whether relay information (82) is present', () => {
+    const b = dhcp({ ...ack, options: [opt.type(DHCP.REQUEST), opt.raw(12, [104, 111, 115, 116]), opt.raw(81, [0, 0, 0, 120]), opt.raw(82, [1, 1, 7])] });
+    const [st, m] = parse(b);
+    expect(st).toBe(DhcpParse.OK);
+    expect(b[m.hostnameOptionOffset]).toBe(12);
+    expect(b[m.fqdnOptionOffset]).toBe(81);
+    expect(m.hasRelayInfo).toBe(true);
+    const [, plain] = parse(dhcp(ack));
+    expect([plain.hostnameOptionOffset, plain.fqdnOptionOffset, plain.hasRelayInfo]).toEqual([-1, -1, false]);
+    // Twice is malformed (a second copy would survive blanking the first).
+    expect(parse(dhcp({ ...ack, options: [opt.raw(12, [97]), opt.raw(12, [98])] }))[0]).toBe(DhcpParse.DUPLICATE_OPTION);
+    expect(parse(dhcp({ ...ack, options: [opt.raw(81, [0, 0, 0]), opt.raw(81, [0, 0, 0])] }))[0]).toBe(DhcpParse.DUPLICATE_OPTION);
+  });
 });
