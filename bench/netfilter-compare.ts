@@ -23,14 +23,14 @@ interface Row {
   mfps: number;
 }
 
-function run(impl: string | undefined): Row[] {
+function run(impl: string): Row[] {
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/netfilter.ts')], {
     cwd: ROOT,
     encoding: 'utf8',
-    env: { ...process.env, NETFILTER_BENCH_JSON: '1', ...(impl ? { NETFILTER_BENCH_IMPL: impl } : {}) },
+    env: { ...process.env, NETFILTER_BENCH_JSON: '1', NETFILTER_BENCH_IMPL: impl },
     maxBuffer: 16 * 1024 * 1024,
   });
-  if (r.status !== 0) throw new Error(`bench/netfilter.ts failed (${impl ?? 'current'}): ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`bench/netfilter.ts failed (${impl}): ${r.stderr}`);
   const line = r.stdout.split('\n').find((l) => l.startsWith('JSON '));
   if (!line) throw new Error(`no JSON line in the output:\n${r.stdout}`);
   return JSON.parse(line.slice(5)) as Row[];
@@ -42,7 +42,8 @@ try {
   const baseImpl = path.join(dir, 'packages/netfilter/src/index.ts');
   const best = { base: new Map<string, number>(), now: new Map<string, number>() };
   for (let i = 0; i < rounds; i++) {
-    for (const [which, impl] of [['base', baseImpl], ['now', undefined]] as const) {
+    // Both through a dynamic import of a path, so the two runs share one harness.
+    for (const [which, impl] of [['base', baseImpl], ['now', path.join(ROOT, 'packages/netfilter/src/index.ts')]] as const) {
       for (const row of run(impl)) best[which].set(row.name, Math.max(best[which].get(row.name) ?? 0, row.mfps));
       console.error(`round ${i + 1}/${rounds}: ${which} done`);
     }

@@ -8,6 +8,7 @@
  *   NETFILTER_BENCH_IMPL=/other/checkout/packages/netfilter/src/index.ts …   (measure another version
  *     of the filter with the same frames; bench/netfilter-compare.ts runs both in one go)
  *   NETFILTER_BENCH_JSON=1 …                    (also print the rows as one JSON line)
+ *   NETFILTER_BENCH_NO_HOST_ADDRESSES=1 …       (without the host-address list the worker passes)
  *
  * Frames are built with the package's test frame builder; addresses are bytes only (nothing is sent).
  * Median and p99 are over batches of 4096 decisions (per-frame timing is below timer resolution).
@@ -17,7 +18,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import type { FilterConfig, PacketFilter } from '@fleet/netfilter';
+import { type FilterConfig, type PacketFilter, createFilter as currentCreateFilter } from '@fleet/netfilter';
 import { DHCP, ETHERTYPE, PROTO, TCP_FLAGS, ethernet, ipv4, ipv6Frame, icmp, opt, pad, tcp, tcpFrame, udpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import {
   BCAST_MAC,
@@ -35,14 +36,14 @@ import {
 } from '../packages/netfilter/src/testing/scenario.ts';
 
 const IMPL = process.env.NETFILTER_BENCH_IMPL;
-const { createFilter } = (await import(IMPL ?? '@fleet/netfilter')) as { createFilter: (c: FilterConfig) => PacketFilter };
+const createFilter = IMPL ? ((await import(IMPL)) as { createFilter: (c: FilterConfig) => PacketFilter }).createFilter : currentCreateFilter;
 
 /**
  * What the worker configures today beyond the policy: the VM's reserved address and the host's
  * other addresses. An older filter that rejects these options is measured without them.
  */
 const PRODUCTION_OPTIONS: Partial<FilterConfig> = (() => {
-  const extra = { address: VM_IP, hostAddresses: process.env.NB_NOHOST ? [] : ['10.98.0.11', '203.0.113.2'] } as Partial<FilterConfig>;
+  const extra = { address: VM_IP, hostAddresses: process.env.NETFILTER_BENCH_NO_HOST_ADDRESSES ? [] : ['10.98.0.11', '203.0.113.2'] } as Partial<FilterConfig>;
   try {
     createFilter(baseConfig(extra));
     return extra;
