@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Vm" ADD COLUMN     "disconnectPolicy" TEXT NOT NULL DEFAULT 'reschedule';
