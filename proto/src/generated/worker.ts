@@ -9,6 +9,7 @@ import type { EnrollRequest as _fleet_v1_EnrollRequest, EnrollRequest__Output as
 import type { EnrollResponse as _fleet_v1_EnrollResponse, EnrollResponse__Output as _fleet_v1_EnrollResponse__Output } from './fleet/v1/EnrollResponse';
 import type { Heartbeat as _fleet_v1_Heartbeat, Heartbeat__Output as _fleet_v1_Heartbeat__Output } from './fleet/v1/Heartbeat';
 import type { Hello as _fleet_v1_Hello, Hello__Output as _fleet_v1_Hello__Output } from './fleet/v1/Hello';
+import type { LeaseRenewal as _fleet_v1_LeaseRenewal, LeaseRenewal__Output as _fleet_v1_LeaseRenewal__Output } from './fleet/v1/LeaseRenewal';
 import type { Ping as _fleet_v1_Ping, Ping__Output as _fleet_v1_Ping__Output } from './fleet/v1/Ping';
 import type { Platform as _fleet_v1_Platform, Platform__Output as _fleet_v1_Platform__Output } from './fleet/v1/Platform';
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from './fleet/v1/Pong';
@@ -48,6 +49,7 @@ export interface ProtoGrpcType {
       EnrollResponse: MessageTypeDefinition<_fleet_v1_EnrollResponse, _fleet_v1_EnrollResponse__Output>
       Heartbeat: MessageTypeDefinition<_fleet_v1_Heartbeat, _fleet_v1_Heartbeat__Output>
       Hello: MessageTypeDefinition<_fleet_v1_Hello, _fleet_v1_Hello__Output>
+      LeaseRenewal: MessageTypeDefinition<_fleet_v1_LeaseRenewal, _fleet_v1_LeaseRenewal__Output>
       Ping: MessageTypeDefinition<_fleet_v1_Ping, _fleet_v1_Ping__Output>
       Platform: MessageTypeDefinition<_fleet_v1_Platform, _fleet_v1_Platform__Output>
       Pong: MessageTypeDefinition<_fleet_v1_Pong, _fleet_v1_Pong__Output>

@@ -6,8 +6,9 @@ import { Reconciler } from './reconciler.ts';
 
 type Power = (typeof PowerState)[keyof typeof PowerState];
 
-function vm(vmId: string, opts: { attempt?: number; generation?: number; power?: Power; image?: string; driver?: string; os?: string } = {}): VmAssignment__Output {
+function vm(vmId: string, opts: { attempt?: number; generation?: number; power?: Power; image?: string; driver?: string; os?: string; disconnect?: string } = {}): VmAssignment__Output {
   return {
+    disconnectPolicy: opts.disconnect ?? '',
     vmId,
     name: `name-${vmId}`,
     attempt: opts.attempt ?? 1,

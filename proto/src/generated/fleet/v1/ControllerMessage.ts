@@ -5,6 +5,7 @@ import type { DesiredState as _fleet_v1_DesiredState, DesiredState__Output as _f
 import type { Ping as _fleet_v1_Ping, Ping__Output as _fleet_v1_Ping__Output } from '../../fleet/v1/Ping';
 import type { SessionOpen as _fleet_v1_SessionOpen, SessionOpen__Output as _fleet_v1_SessionOpen__Output } from '../../fleet/v1/SessionOpen';
 import type { SessionCancel as _fleet_v1_SessionCancel, SessionCancel__Output as _fleet_v1_SessionCancel__Output } from '../../fleet/v1/SessionCancel';
+import type { LeaseRenewal as _fleet_v1_LeaseRenewal, LeaseRenewal__Output as _fleet_v1_LeaseRenewal__Output } from '../../fleet/v1/LeaseRenewal';
 
 export interface ControllerMessage {
   'welcome'?: (_fleet_v1_Welcome | null);
@@ -12,7 +13,8 @@ export interface ControllerMessage {
   'ping'?: (_fleet_v1_Ping | null);
   'sessionOpen'?: (_fleet_v1_SessionOpen | null);
   'sessionCancel'?: (_fleet_v1_SessionCancel | null);
-  'payload'?: "welcome"|"desiredState"|"ping"|"sessionOpen"|"sessionCancel";
+  'lease'?: (_fleet_v1_LeaseRenewal | null);
+  'payload'?: "welcome"|"desiredState"|"ping"|"sessionOpen"|"sessionCancel"|"lease";
 }
 
 export interface ControllerMessage__Output {
@@ -21,5 +23,6 @@ export interface ControllerMessage__Output {
   'ping'?: (_fleet_v1_Ping__Output | null);
   'sessionOpen'?: (_fleet_v1_SessionOpen__Output | null);
   'sessionCancel'?: (_fleet_v1_SessionCancel__Output | null);
-  'payload'?: "welcome"|"desiredState"|"ping"|"sessionOpen"|"sessionCancel";
+  'lease'?: (_fleet_v1_LeaseRenewal__Output | null);
+  'payload'?: "welcome"|"desiredState"|"ping"|"sessionOpen"|"sessionCancel"|"lease";
 }

@@ -11,6 +11,7 @@ export interface VmAssignment {
   'generation'?: (number | string | Long);
   'spec'?: (_fleet_v1_VmSpec | null);
   'desiredPower'?: (_fleet_v1_PowerState);
+  'disconnectPolicy'?: (string);
 }
 
 export interface VmAssignment__Output {
@@ -20,4 +21,5 @@ export interface VmAssignment__Output {
   'generation': (string);
   'spec': (_fleet_v1_VmSpec__Output | null);
   'desiredPower': (_fleet_v1_PowerState__Output);
+  'disconnectPolicy': (string);
 }

@@ -7,6 +7,7 @@ export interface Welcome {
   'workerName'?: (string);
   'controllerVersion'?: (string);
   'heartbeatIntervalMs'?: (number);
+  'fenceAfterMs'?: (number);
 }
 
 export interface Welcome__Output {
@@ -15,4 +16,5 @@ export interface Welcome__Output {
   'workerName': (string);
   'controllerVersion': (string);
   'heartbeatIntervalMs': (number);
+  'fenceAfterMs': (number);
 }

@@ -1,0 +1,13 @@
+// Original file: fleet/v1/worker.proto
+
+import type { Long } from '@grpc/proto-loader';
+
+export interface LeaseRenewal {
+  'heartbeatSeq'?: (number | string | Long);
+  'fenceAfterMs'?: (number);
+}
+
+export interface LeaseRenewal__Output {
+  'heartbeatSeq': (string);
+  'fenceAfterMs': (number);
+}
