@@ -23,6 +23,7 @@ import { startWorkerGrpcServer } from './grpc/worker-grpc-server.ts';
 import { SessionBroker } from './sessions/session-broker.ts';
 import { NetworkCounterStore } from './vms/network-counters.ts';
 import { buildApiServer } from './api/api-server.ts';
+import { IdempotencyService } from './idempotency/idempotency-service.ts';
 import { apiCertificateNames, apiTlsEnabled, apiTlsMaterial, isLoopback } from './api/api-tls.ts';
 import { CONTROLLER_VERSION } from './version.ts';
 import type { ApiContext } from './api/context.ts';
@@ -91,6 +92,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   restartTimer.unref();
   const gaugeTimer = setInterval(() => void refreshVmGauges(db, metrics).catch(() => undefined), 5000);
   gaugeTimer.unref();
+  // Idempotency-Key records live 24 h; nothing else in the controller purges old rows, so it has its own timer.
+  const idempotency = new IdempotencyService(db);
+  idempotency.startPurging(10 * 60_000, (err) => log.warn({ err }, 'purging expired idempotency keys failed'));
 
   const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }) });
   const grpcServer = await startWorkerGrpcServer(
@@ -114,6 +118,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     ...(opts.metricsPublic ? { metricsPublic: true } : {}),
     sessions,
     networkCounters,
+    idempotency,
     info: async () => ({
       version: CONTROLLER_VERSION,
       protocolVersion: PROTOCOL_VERSION,
@@ -154,6 +159,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       workers.stop();
       clearInterval(restartTimer);
       clearInterval(gaugeTimer);
+      idempotency.stop();
       sessions.closeAll('the controller is shutting down');
       streams.closeAll('controller shutting down');
       grpcServer.server.forceShutdown();

@@ -7,6 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { ApiContext } from './context.ts';
 import { registerAuth } from './auth-hook.ts';
+import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
 import { vmRoutes } from './routes/vm-routes.ts';
 import { workerRoutes } from './routes/worker-routes.ts';
@@ -76,6 +77,7 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }));
 
   registerAuth(app, ctx.tokens);
+  if (ctx.idempotency) registerIdempotency(app, ctx.idempotency);
   await app.register(metaRoutes(ctx));
   await app.register(vmRoutes(ctx));
   await app.register(workerRoutes(ctx));

@@ -8,6 +8,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { SettingsService } from '../settings.ts';
 import type { ControllerInfo } from './schemas.ts';
 import type { SessionBroker } from '../sessions/session-broker.ts';
+import type { IdempotencyService } from '../idempotency/idempotency-service.ts';
 
 /** What route handlers may use. */
 import type { NetworkCounterStore } from '../vms/network-counters.ts';
@@ -30,4 +31,6 @@ export interface ApiContext {
   networkCounters?: NetworkCounterStore;
   /** Serve /metrics without a token (default: a token with the read role is needed). */
   metricsPublic?: boolean;
+  /** `Idempotency-Key` on the routes that opt in (config.idempotency); absent = the header is ignored. */
+  idempotency?: IdempotencyService;
 }

@@ -63,6 +63,10 @@ export class VmService {
     return vm;
   }
 
+  getById(id: string): Promise<Vm | null> {
+    return this.db.vm.findUnique({ where: { id } });
+  }
+
   list(filter: { state?: string; workerId?: string } = {}): Promise<Vm[]> {
     return this.db.vm.findMany({
       where: { ...(filter.state ? { state: filter.state } : {}), ...(filter.workerId ? { workerId: filter.workerId } : {}) },
@@ -72,7 +76,8 @@ export class VmService {
 
   // ---------------------------------------------------------------- operator requests
 
-  async create(spec: VmCreate, actor: string): Promise<Vm> {
+  /** `inTransaction` runs in the creating transaction (the API links an Idempotency-Key record to the VM there). */
+  async create(spec: VmCreate, actor: string, opts: { inTransaction?: (tx: Tx, vm: Vm) => Promise<unknown> } = {}): Promise<Vm> {
     let vm: Vm;
     try {
       vm = await this.db.$transaction(async (tx) => {
@@ -103,6 +108,7 @@ export class VmService {
           await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(created.name), password: spec.password } });
         }
         await this.events.append([vmEvent(created, 'vm.created', `created by ${actor}`, actor)], tx);
+        await opts.inTransaction?.(tx, created);
         return created;
       });
     } catch (err) {

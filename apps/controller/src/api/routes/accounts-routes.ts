@@ -73,7 +73,7 @@ export function accountRoutes(accounts: AccountService, tokens: TokenService): F
     });
     for (const [action, disabled] of [['disable', true], ['enable', false]] as const) {
       app.post(`/v1/accounts/:username/${action}`, {
-        config: { role: 'admin' },
+        config: { role: 'admin', idempotency: {} },
         schema: { tags: ['accounts'], summary: disabled ? 'Disable an account (no logins; open sessions revoked)' : 'Enable a disabled account', params: UsernameParam, response: { 200: AccountObject } },
       }, async (req) => toAccountObject(await accounts.setDisabled(req.params.username, disabled, actorOf(req))));
     }

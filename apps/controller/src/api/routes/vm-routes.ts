@@ -5,6 +5,7 @@ import type { ApiContext } from '../context.ts';
 import { EventPage, EventQueryString, NameParam, VmCreate, VmListQuery, VmObject, VmUpdate, WatchQuery } from '../schemas.ts';
 import { toVmObject } from '../../vms/vm-view.ts';
 import { actorOf } from '../auth-hook.ts';
+import { idempotencyLink } from '../idempotency.ts';
 import { startWatch } from '../watch-stream.ts';
 import { toEventObject } from './event-routes.ts';
 import { badRequest, notFound } from '../../errors.ts';
@@ -47,10 +48,21 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     };
 
     app.post('/v1/vms', {
-      config: { role: 'write' },
+      config: {
+        role: 'write',
+        // The VM is linked to the request's Idempotency-Key record in its creating transaction;
+        // after a crash before the response was stored, a retry gets the VM as it is now.
+        idempotency: {
+          recover: async (vmId) => {
+            const vm = await ctx.vms.getById(vmId);
+            return vm ? { statusCode: 201, body: JSON.stringify(await view(vm)) } : null;
+          },
+        },
+      },
       schema: { tags: ['vms'], summary: 'Create a VM', body: VmCreate, response: { 201: VmObject } },
     }, async (req, reply) => {
-      const vm = await ctx.vms.create(req.body, actorOf(req));
+      const link = idempotencyLink(req);
+      const vm = await ctx.vms.create(req.body, actorOf(req), link ? { inTransaction: (tx, created) => link(tx, created.id) } : {});
       return reply.code(201).send(toVmObject(vm, null, req.body.password !== undefined));
     });
 

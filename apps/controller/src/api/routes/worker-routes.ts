@@ -17,12 +17,12 @@ export function workerRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     }, async (req) => ctx.workers.view(await ctx.workers.getByName(req.params.name)));
 
     app.post('/v1/workers/:name/drain', {
-      config: { role: 'write' },
+      config: { role: 'write', idempotency: {} },
       schema: { tags: ['workers'], summary: 'Drain (pause): keep running VMs, place nothing new', params: NameParam, response: { 200: WorkerObject } },
     }, async (req) => ctx.workers.view(await ctx.workers.setPaused(req.params.name, true, actorOf(req))));
 
     app.post('/v1/workers/:name/resume', {
-      config: { role: 'write' },
+      config: { role: 'write', idempotency: {} },
       schema: { tags: ['workers'], summary: 'Resume a drained worker', params: NameParam, response: { 200: WorkerObject } },
     }, async (req) => ctx.workers.view(await ctx.workers.setPaused(req.params.name, false, actorOf(req))));
 
