@@ -20,8 +20,13 @@ export interface ControllerOptions {
   tlsCaFile?: string;
   /** Heartbeat cadence the controller asks workers for. */
   heartbeatIntervalMs: number;
-  /** A worker with no heartbeat for this long is offline; its VMs fail. */
+  /**
+   * lostAfter: a worker with no heartbeat for this long is offline; its "reschedule" VMs fail and
+   * are re-placed per their restart policy, its "wait" VMs stay `unknown`.
+   */
   workerOfflineTimeoutMs: number;
+  /** fenceAfter: how long a worker keeps "reschedule" VMs running without the controller (default: derived, failure-timing.ts). */
+  workerFenceAfterMs?: number;
   /** Safety-net scheduler pass period (passes also run on every change). */
   schedulerIntervalMs: number;
   defaultSchedulerProfile: SchedulerProfile;

@@ -1,6 +1,7 @@
 // Composition root: opens the database (migrating it), loads or creates the
 // controller's TLS identity, wires services, and starts the REST API, the
 // worker gRPC server, the scheduler and liveness loops.
+import { failureTimings } from './workers/failure-timing.ts';
 import { mkdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -67,8 +68,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const networkCounters = new NetworkCounterStore();
   const streams = new WorkerStreams(db, log);
   vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
+  const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
-    offlineTimeoutMs: opts.workerOfflineTimeoutMs,
+    timings,
     disconnect: (id, reason) => streams.disconnect(id, grpc.status.UNAVAILABLE, reason),
   });
   const tokens = new TokenService(db, events, identity.caFingerprint);
@@ -98,7 +100,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
 
   const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }) });
   const grpcServer = await startWorkerGrpcServer(
-    { db, identity, tokens, workers, vms, events, streams, sessions, networkCounters, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs },
+    { db, identity, tokens, workers, vms, events, streams, sessions, networkCounters, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs, fenceAfterMs: timings.fenceAfterMs },
     opts.grpcHost,
     opts.grpcPort,
   );

@@ -41,7 +41,8 @@ program
   .option('--tls-key <file>', 'operator-provided server key (PEM)')
   .option('--tls-ca <file>', 'CA that signed --tls-cert (PEM)')
   .option('--heartbeat-interval <duration>', 'how often workers send heartbeats', ms, 5_000)
-  .option('--worker-offline-timeout <duration>', 'silence after which a worker is offline and its VMs fail', ms, 30_000)
+  .option('--worker-offline-timeout <duration>', 'lostAfter: silence after which a worker is offline; its reschedule VMs fail and are re-placed, its wait VMs stay unknown', ms, 30_000)
+  .option('--worker-fence-after <duration>', 'fenceAfter: how long a cut-off worker keeps reschedule VMs running (default: offline timeout minus max(2 s, 2 heartbeats, a quarter of it))', ms)
   .option('--scheduler-profile <profile>', 'pack or spread (default for a new fleet)', 'pack')
   .option('--api-tls <mode>', 'TLS on the REST API, WebSockets and dashboard: auto (on unless --listen is a loopback address), on, off', 'auto')
   .option('--api-hostname <dns-or-ip...>', 'names/IPs clients use to reach the REST API (added to its certificate)')
@@ -77,6 +78,7 @@ program
         ...(o.tlsCa ? { tlsCaFile: o.tlsCa } : {}),
         heartbeatIntervalMs: o.heartbeatInterval,
         workerOfflineTimeoutMs: o.workerOfflineTimeout,
+        ...(o.workerFenceAfter !== undefined ? { workerFenceAfterMs: o.workerFenceAfter } : {}),
         defaultSchedulerProfile: o.schedulerProfile,
         ...(o.metricsPublic ? { metricsPublic: true } : {}),
         apiTls: o.apiTls,

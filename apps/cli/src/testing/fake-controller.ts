@@ -125,6 +125,7 @@ export function vm(name: string, over: Partial<VmObject> = {}): VmObject {
     network: { allow: [], block: [], blockLocal: false },
     priority: 0,
     restartPolicy: 'never',
+    disconnectPolicy: 'reschedule',
     restartCount: 0,
     powerState: 'running',
     generation: 1,

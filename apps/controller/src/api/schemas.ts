@@ -26,10 +26,14 @@ export type ErrorBody = Static<typeof ErrorBody>;
 // ------------------------------------------------------------------ VMs
 
 export const VmStateSchema = Type.Union(
-  ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'].map((s) => Type.Literal(s)),
+  ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'].map((s) => Type.Literal(s)),
 );
 const Os = Type.Union([Type.Literal('linux'), Type.Literal('macos')]);
 const RestartPolicy = Type.Union([Type.Literal('never'), Type.Literal('on-failure')]);
+const DisconnectPolicy = Type.Union([Type.Literal('reschedule'), Type.Literal('wait')], {
+  description:
+    'while its worker is unreachable: "reschedule" (default) — the worker stops the VM after fenceAfter and the controller re-places it per restartPolicy after lostAfter, never both at once; "wait" — it keeps running, nothing is re-placed, and it continues when the worker returns',
+});
 const PowerState = Type.Union([Type.Literal('running'), Type.Literal('stopped')]);
 const Driver = Type.Union([Type.Literal(''), Type.Literal('synthetic'), Type.Literal('qemu'), Type.Literal('vz')]);
 
@@ -68,6 +72,7 @@ export const VmCreate = Type.Object(
     selector: Type.Optional(Labels),
     priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
     restartPolicy: Type.Optional(RestartPolicy),
+    disconnectPolicy: Type.Optional(DisconnectPolicy),
     powerState: Type.Optional(PowerState),
     network: Type.Optional(VmNetwork),
   },
@@ -84,6 +89,7 @@ export const VmUpdate = Type.Object(
     selector: Type.Optional(Labels),
     priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
     restartPolicy: Type.Optional(RestartPolicy),
+    disconnectPolicy: Type.Optional(DisconnectPolicy),
     powerState: Type.Optional(PowerState),
     password: Type.Optional(Type.Union([VmPassword, Type.Null()], { description: 'a new SSH password for the guest user, or null to remove it (write-only)' })),
   },
@@ -110,6 +116,7 @@ export const VmObject = Type.Object(
     network: Type.Object({ allow: Type.Array(Type.String()), block: Type.Array(Type.String()), blockLocal: Type.Boolean() }),
     priority: Type.Integer(),
     restartPolicy: RestartPolicy,
+    disconnectPolicy: DisconnectPolicy,
     restartCount: Type.Integer(),
     powerState: PowerState,
     generation: Type.Integer(),

@@ -52,6 +52,8 @@ export interface WorkerGrpcDeps {
   metrics: Metrics;
   log: Logger;
   heartbeatIntervalMs: number;
+  /** How long a worker keeps "reschedule" VMs running without a lease renewal (Welcome; failure-timing.ts). */
+  fenceAfterMs: number;
 }
 
 class StaticCertificateProvider implements grpc.experimental.CertificateProvider {
@@ -262,6 +264,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
             workerName: w.name,
             controllerVersion: CONTROLLER_VERSION,
             heartbeatIntervalMs: deps.heartbeatIntervalMs,
+            fenceAfterMs: deps.fenceAfterMs,
           },
         });
         await deps.streams.pushDesiredState(stream);
@@ -270,6 +273,9 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       deps.workers.onHeartbeat(w.id); // any message proves liveness
       switch (msg.payload) {
         case 'heartbeat':
+          // The lease: "I heard your heartbeat <seq>". Only these renew the worker's lease, so a
+          // controller that can still send but no longer hears the worker lets it run out.
+          stream!.send({ lease: { heartbeatSeq: msg.heartbeat?.seq ?? '0', fenceAfterMs: deps.fenceAfterMs } });
           return;
         case 'vmStatus': {
           const { instances, rejected } = reportedInstances(msg.vmStatus?.vms ?? []);

@@ -15,6 +15,7 @@ export async function desiredAssignments(db: FleetDb, workerId: string): Promise
     attempt: vm.attempt,
     generation: vm.generation,
     desiredPower: vm.desiredPower === 'stopped' ? 'POWER_STATE_STOPPED' : 'POWER_STATE_RUNNING',
+    disconnectPolicy: vm.disconnectPolicy === 'wait' ? 'wait' : 'reschedule',
     spec: {
       image: vm.image,
       os: vm.os,

@@ -20,16 +20,17 @@ import {
 const EXPECTED: Record<VmState, VmState[]> = {
   pending: ['scheduled', 'failed', 'deleting'],
   scheduled: ['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'],
-  starting: ['running', 'stopping', 'stopped', 'failed', 'deleting'],
-  running: ['starting', 'stopping', 'stopped', 'failed', 'deleting'],
-  stopping: ['stopped', 'starting', 'running', 'failed', 'deleting'],
-  stopped: ['starting', 'running', 'failed', 'deleting'],
+  starting: ['running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'],
+  running: ['starting', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'],
+  stopping: ['stopped', 'starting', 'running', 'unknown', 'failed', 'deleting'],
+  stopped: ['starting', 'running', 'unknown', 'failed', 'deleting'],
+  unknown: ['starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'],
   failed: ['pending', 'deleting'],
   deleting: [],
 };
 
 describe('transition table', () => {
-  it('allows exactly the listed edges (all 64 pairs)', () => {
+  it('allows exactly the listed edges (all 81 pairs)', () => {
     for (const from of VM_STATES) {
       for (const to of VM_STATES) {
         expect(canTransition(from, to), `${from} -> ${to}`).toBe(EXPECTED[from].includes(to));
@@ -201,7 +202,15 @@ describe('state classes', () => {
     expect(VM_STATES.filter(isTerminal)).toEqual(['stopped', 'failed', 'deleting']);
   });
 
-  it('placement is held by scheduled, starting, running, stopping and stopped', () => {
-    expect(VM_STATES.filter(holdsPlacement)).toEqual(['scheduled', 'starting', 'running', 'stopping', 'stopped']);
+  it('placement is held by scheduled, starting, running, stopping, stopped and unknown (its worker may still run it)', () => {
+    expect(VM_STATES.filter(holdsPlacement)).toEqual(['scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown']);
+  });
+
+  it('a worker that reports again moves an unknown VM to what it reports, without a restart', () => {
+    expect(stateFromWorkerPhase('unknown', 'VM_PHASE_RUNNING', 'running')).toEqual({ state: 'running' });
+    expect(stateFromWorkerPhase('unknown', 'VM_PHASE_STOPPED', 'stopped')).toEqual({ state: 'stopped' });
+    expect(stateFromWorkerPhase('unknown', 'VM_PHASE_STOPPED', 'running')?.state).toBe('stopped');
+    expect(stateFromWorkerPhase('unknown', 'VM_PHASE_FAILED', 'running')?.state).toBe('failed');
+    expect(stateFromWorkerPhase('unknown', 'VM_PHASE_GONE', 'running')?.state).toBe('failed');
   });
 });

@@ -10,9 +10,15 @@
 //
 //   deleting: reachable from every state, left by none (the row is removed
 //   once no worker holds the VM). Deletes always win.
+//
+//   unknown: its worker cannot be reached (stream lost, heartbeats missing). The
+//   attempt is still current and may well be running: nothing is re-placed. It
+//   leaves unknown when the worker reports again, or — disconnect policy
+//   "reschedule" only — for failed once the worker is lost (lostAfter), by which
+//   time the worker has stopped it (fenceAfter < lostAfter; docs/architecture.md).
 import { FleetError } from '../errors.ts';
 
-export const VM_STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'] as const;
+export const VM_STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'] as const;
 export type VmState = (typeof VM_STATES)[number];
 
 /**
@@ -28,13 +34,24 @@ export type VmState = (typeof VM_STATES)[number];
 const EDGES: Record<VmState, readonly VmState[]> = {
   pending: ['scheduled', 'failed'],
   scheduled: ['pending', 'starting', 'running', 'stopping', 'stopped', 'failed'],
-  starting: ['running', 'stopping', 'stopped', 'failed'],
-  running: ['starting', 'stopping', 'stopped', 'failed'],
-  stopping: ['stopped', 'starting', 'running', 'failed'],
-  stopped: ['starting', 'running', 'failed'],
+  starting: ['running', 'stopping', 'stopped', 'unknown', 'failed'],
+  running: ['starting', 'stopping', 'stopped', 'unknown', 'failed'],
+  stopping: ['stopped', 'starting', 'running', 'unknown', 'failed'],
+  stopped: ['starting', 'running', 'unknown', 'failed'],
+  unknown: ['starting', 'running', 'stopping', 'stopped', 'failed'],
   failed: ['pending'],
   deleting: [],
 };
+
+/** States whose VM is (or may be) live on its worker: they become `unknown` when the worker cannot be reached. */
+export const SUSPECTABLE_STATES: readonly VmState[] = ['starting', 'running', 'stopping', 'stopped'];
+
+export type DisconnectPolicy = 'reschedule' | 'wait';
+export const DISCONNECT_POLICIES: readonly DisconnectPolicy[] = ['reschedule', 'wait'];
+
+export function disconnectPolicyOf(value: string): DisconnectPolicy {
+  return value === 'wait' ? 'wait' : 'reschedule';
+}
 
 const ALLOWED: ReadonlyMap<VmState, ReadonlySet<VmState>> = new Map(
   VM_STATES.map((from) => [from, new Set<VmState>(from === 'deleting' ? [] : [...EDGES[from], 'deleting'])]),
@@ -149,7 +166,7 @@ export function isTerminal(state: VmState): boolean {
   return state === 'stopped' || state === 'failed' || state === 'deleting';
 }
 
-const HOLDS_PLACEMENT: ReadonlySet<VmState> = new Set<VmState>(['scheduled', 'starting', 'running', 'stopping', 'stopped']);
+const HOLDS_PLACEMENT: ReadonlySet<VmState> = new Set<VmState>(['scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown']);
 
 /** States in which the VM belongs to its worker's desired set (and holds its slot). */
 export function holdsPlacement(state: VmState): boolean {

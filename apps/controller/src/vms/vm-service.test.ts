@@ -33,7 +33,11 @@ async function services(offlineTimeoutMs = 1000, startupGraceMs = 0) {
   events = new EventLog(db);
   const metrics = new Metrics({ defaultMetrics: false });
   vms = new VmService(db, events, bus, metrics);
-  workers = new WorkerService(db, events, bus, vms, metrics, log, { offlineTimeoutMs, startupGraceMs, disconnect: (id) => disconnected.push(id) });
+  workers = new WorkerService(db, events, bus, vms, metrics, log, {
+    timings: { heartbeatIntervalMs: 100, suspectAfterMs: Math.min(250, offlineTimeoutMs - 1), fenceAfterMs: Math.max(1, offlineTimeoutMs - 500), lostAfterMs: offlineTimeoutMs },
+    startupGraceMs,
+    disconnect: (id) => disconnected.push(id),
+  });
   scheduler = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', workers.isOnline, 60_000);
   scheduler.stop(); // passes are driven by the tests
   await workers.start(60_000);
@@ -160,17 +164,66 @@ describe('placement and worker reports', () => {
 });
 
 describe('worker liveness', () => {
-  it('a silent worker goes offline after the timeout; its VMs fail but keep their slots', async () => {
+  it('a silent worker: its VMs turn unknown, then (reschedule) fail at lostAfter keeping their slots until the worker confirms', async () => {
     const w = await onlineWorker('mac-1');
     const vm = await vms.create({ name: 'x', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
     await scheduler.passOnce();
-    await workers.tick(Date.now() + 500);
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
+    await workers.tick(Date.now() + 100);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('running');
+    await workers.tick(Date.now() + 500); // past suspectAfter (250 ms here)
     expect(workers.isOnline(w.id)).toBe(true);
-    await workers.tick(Date.now() + 1500);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'unknown', attempt: 1, reason: expect.stringMatching(/unreachable/) });
+    expect(await scheduler.passOnce()).toBe(0); // nothing is re-placed while unknown
+    await workers.tick(Date.now() + 1500); // past lostAfter
     expect(workers.isOnline(w.id)).toBe(false);
     expect((await db.worker.findUniqueOrThrow({ where: { id: w.id } })).status).toBe('offline');
-    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'failed', reason: expect.stringMatching(/went offline/) });
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'failed', reason: expect.stringMatching(/lost .*lease ran out/) });
     expect(await db.allocation.count()).toBe(1);
+  });
+
+  it('disconnect policy wait: the VM stays unknown through lostAfter, is never re-placed, and continues when the worker returns', async () => {
+    const w = await onlineWorker('mac-1');
+    await onlineWorker('mac-2');
+    const vm = await vms.create({ name: 'w', image: 'img', cpus: 1, memoryMib: 512, restartPolicy: 'on-failure', disconnectPolicy: 'wait' }, 'test');
+    await scheduler.passOnce();
+    const placed = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
+    const home = placed.workerId === w.id ? w : await db.worker.findUniqueOrThrow({ where: { id: placed.workerId! } });
+    await vms.applyWorkerReports(home.id, home.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
+    // Only its worker falls silent: keep the other one fresh.
+    const other = home.id === w.id ? (await db.worker.findFirstOrThrow({ where: { name: 'mac-2' } })).id : w.id;
+    for (const t of [500, 1500, 5000]) {
+      workers.onHeartbeat(other);
+      await workers.tick(Date.now() + t);
+    }
+    expect(workers.isOnline(home.id)).toBe(false);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'unknown', attempt: 1, workerId: home.id, reason: expect.stringMatching(/disconnect policy wait/) });
+    await vms.requeueRestarts();
+    expect(await scheduler.passOnce()).toBe(0);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ attempt: 1, workerId: home.id });
+    // The worker comes back with the VM still running: same attempt, running again, never stopped.
+    await workers.onHello(home as never, HELLO);
+    await vms.reconcileInventory(home.id, home.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'running', attempt: 1, workerId: home.id });
+  });
+
+  it('a liveness write that fails (disk full) is retried by the next tick: the worker is not forgotten half-lost', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'y', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
+    const real = vms.handleLostWorker.bind(vms);
+    let failures = 2;
+    vms.handleLostWorker = async (...args) => {
+      if (failures-- > 0) throw new Error('SQLITE_FULL: database or disk is full');
+      return real(...args);
+    };
+    await workers.tick(Date.now() + 1500);
+    await workers.tick(Date.now() + 1600);
+    expect(workers.isOnline(w.id)).toBe(true); // not recorded as lost: the write did not commit
+    await workers.tick(Date.now() + 1700);
+    expect(workers.isOnline(w.id)).toBe(false);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('failed');
   });
 
   it('after a controller restart, workers that were online get the reconnect grace before their VMs fail', async () => {

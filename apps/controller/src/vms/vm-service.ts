@@ -20,13 +20,15 @@ import {
   type RestartPolicy,
   type VmState,
   type WorkerPhase,
+  SUSPECTABLE_STATES,
+  disconnectPolicyOf,
 } from './lifecycle.ts';
 import type { Metrics } from '../observability/metrics.ts';
 
 type Tx = Prisma.TransactionClient;
 
 /** States in which a VM is part of its worker's desired set. */
-export const PLACED_STATES: VmState[] = ['scheduled', 'starting', 'running', 'stopping', 'stopped'];
+export const PLACED_STATES: VmState[] = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown'];
 
 export interface ReportedInstance {
   vmId: string;
@@ -99,6 +101,7 @@ export class VmService {
             network: JSON.stringify(normalizeNetwork(spec.network)),
             priority: spec.priority ?? 0,
             restartPolicy: spec.restartPolicy ?? 'never',
+            disconnectPolicy: spec.disconnectPolicy ?? 'reschedule',
             desiredPower: spec.powerState ?? 'running',
             createdBy: actor,
           },
@@ -155,6 +158,7 @@ export class VmService {
       ...(patch.selector !== undefined ? { selector: JSON.stringify(patch.selector) } : {}),
       ...(patch.priority !== undefined ? { priority: patch.priority } : {}),
       ...(patch.restartPolicy !== undefined ? { restartPolicy: patch.restartPolicy } : {}),
+      ...(patch.disconnectPolicy !== undefined ? { disconnectPolicy: patch.disconnectPolicy } : {}),
       ...(patch.powerState !== undefined ? { desiredPower: patch.powerState } : {}),
       ...(specChanged ? { generation: { increment: 1 } } : {}),
     };
@@ -322,7 +326,7 @@ export class VmService {
       }
       for (const vm of vms.values()) {
         if (vm.workerId !== workerId || heldKeys.has(`${vm.id}/${vm.attempt}`)) continue;
-        if (['starting', 'running', 'stopping', 'stopped'].includes(vm.state)) {
+        if (['starting', 'running', 'stopping', 'stopped', 'unknown'].includes(vm.state)) {
           const failed = await this.failInTx(tx, vm, `worker ${workerName} reconnected without this VM (instance lost)`, `worker:${workerName}`, events);
           changes.push({ vm: failed, type: 'MODIFIED' });
         }
@@ -335,17 +339,66 @@ export class VmService {
     this.bus.scheduleRequested();
   }
 
-  /** The worker went offline: its VMs fail (and restart elsewhere per policy). Allocations stay until it confirms. */
-  async failVmsOfLostWorker(workerId: string, reason: string): Promise<number> {
+  /**
+   * The worker cannot be reached (stream lost, heartbeats missing): its live VMs become `unknown`.
+   * Nothing is re-placed here — the attempt is current and may well be running. Returns how many changed.
+   */
+  async markWorkerUnreachable(workerId: string, reason: string): Promise<number> {
     const events: NewEvent[] = [];
     const changes: Change[] = [];
     await this.db.$transaction(async (tx) => {
-      const vms = await tx.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } } });
-      for (const vm of vms) changes.push({ vm: await this.failInTx(tx, vm, reason, 'controller', events), type: 'MODIFIED' });
+      const vms = await tx.vm.findMany({ where: { workerId, state: { in: [...SUSPECTABLE_STATES] } } });
+      for (const vm of vms) {
+        const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data: { state: 'unknown', reason } });
+        if (res.count === 0) continue;
+        const e = vmEvent(vm, 'vm.state', `${vm.state} → unknown: ${reason}`, 'controller', { from: vm.state, to: 'unknown' });
+        e.level = 'warn';
+        events.push(e);
+        const updated = await tx.vm.findUnique({ where: { id: vm.id } });
+        if (updated) changes.push({ vm: updated, type: 'MODIFIED' });
+      }
       await this.events.append(events, tx);
     });
     this.publish(changes, events);
     return changes.length;
+  }
+
+  /**
+   * The worker is lost (no contact for lostAfter). Disconnect policy "reschedule": the VM fails
+   * (and is re-placed per its restart policy) — the worker stopped it when its lease ran out
+   * (fenceAfter < lostAfter), so no two attempts run at once. "wait": the VM stays `unknown` and
+   * keeps its placement until the worker returns. Allocations stay until the worker confirms.
+   * Returns how many VMs failed.
+   */
+  async handleLostWorker(workerId: string, workerName: string, silentS: number): Promise<number> {
+    const events: NewEvent[] = [];
+    const changes: Change[] = [];
+    await this.db.$transaction(async (tx) => {
+      const vms = await tx.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } } });
+      for (const vm of vms) {
+        if (disconnectPolicyOf(vm.disconnectPolicy) === 'wait' && vm.state !== 'scheduled') {
+          const reason = `worker ${workerName} lost (no contact for ${silentS}s); disconnect policy wait: not re-placed, continues when the worker returns`;
+          const res = await tx.vm.updateMany({ where: { id: vm.id, attempt: vm.attempt, state: vm.state }, data: { state: 'unknown', reason } });
+          if (res.count === 0) continue;
+          if (vm.state !== 'unknown') {
+            const e = vmEvent(vm, 'vm.state', `${vm.state} → unknown: ${reason}`, 'controller', { from: vm.state, to: 'unknown' });
+            e.level = 'warn';
+            events.push(e);
+          }
+          const updated = await tx.vm.findUnique({ where: { id: vm.id } });
+          if (updated) changes.push({ vm: updated, type: 'MODIFIED' });
+          continue;
+        }
+        const reason =
+          vm.state === 'scheduled'
+            ? `worker ${workerName} lost (no contact for ${silentS}s) before it started the VM`
+            : `worker ${workerName} lost (no contact for ${silentS}s); the worker stopped the VM when its lease ran out (disconnect policy reschedule)`;
+        changes.push({ vm: await this.failInTx(tx, vm, reason, 'controller', events), type: 'MODIFIED' });
+      }
+      await this.events.append(events, tx);
+    });
+    this.publish(changes, events);
+    return changes.filter((c) => c.vm.state === 'failed').length;
   }
 
   /** A deleted worker holds nothing any more: its allocations are gone (cascade); fail its VMs and finish deletes. */

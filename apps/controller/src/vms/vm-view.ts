@@ -1,5 +1,6 @@
 // How a VM row is shown through the API: JSON columns parsed, timestamps as ISO strings.
 import type { Vm } from '@fleet/db';
+import { disconnectPolicyOf } from './lifecycle.ts';
 import type { VmObject } from '../api/schemas.ts';
 
 export function parseLabels(json: string): Record<string, string> {
@@ -52,6 +53,7 @@ export function toVmObject(vm: Vm, workerName: string | null, passwordSet = fals
     network: parseNetwork(vm.network),
     priority: vm.priority,
     restartPolicy: vm.restartPolicy as VmObject['restartPolicy'],
+    disconnectPolicy: disconnectPolicyOf(vm.disconnectPolicy),
     restartCount: vm.restartCount,
     powerState: vm.desiredPower as VmObject['powerState'],
     generation: vm.generation,

@@ -1,7 +1,11 @@
 // Workers: what they told us in their Hello, whether they are alive, and what
 // operators do to them (drain, resume, delete). Liveness is tracked in memory
 // (a heartbeat must not cost a database write); the database gets the
-// online/offline transitions and a periodic lastSeenAt flush.
+// online/offline transitions and a periodic lastSeenAt flush. The timeline of a
+// silent worker (suspect → fenced by itself → lost) is in failure-timing.ts.
+// Every transition is written to the database first and recorded in memory only
+// once the write committed: a failed write (disk full) is simply retried by the
+// next tick, so memory and database never disagree for long.
 import type { FleetDb, Worker } from '@fleet/db';
 import type { Logger } from 'pino';
 import type { EventLog } from '../events/event-log.ts';
@@ -11,6 +15,7 @@ import type { VmService } from '../vms/vm-service.ts';
 import { notFound } from '../errors.ts';
 import { loadCertificateExpiry, loadWorkerUse, toWorkerObject } from './worker-views.ts';
 import type { WorkerObject } from '../api/schemas.ts';
+import type { FailureTimings } from './failure-timing.ts';
 
 export interface HelloInfo {
   protocolVersion: number;
@@ -39,13 +44,16 @@ interface Liveness {
   connected: boolean;
   /** lastSeenMs not yet written to the database */
   dirty: boolean;
+  /** Its live VMs have been marked `unknown` (silent past suspectAfter); cleared by a Hello. */
+  suspect: boolean;
 }
 
 /** Workers retry with backoff capped at 30 s (apps/worker/src/link/backoff.ts). */
 export const WORKER_MAX_RECONNECT_BACKOFF_MS = 30_000;
 
 export interface WorkerServiceOptions {
-  offlineTimeoutMs: number;
+  /** suspectAfter, fenceAfter (told to workers), lostAfter: failure-timing.ts. */
+  timings: FailureTimings;
   /**
    * Extra time a worker that was online before a controller (re)start gets to
    * reconnect: while the controller was down its backoff grew, so it may take up
@@ -77,7 +85,7 @@ export class WorkerService {
     // reconnect backoff before its VMs fail: a controller restart must not fail VMs.
     const seenUntil = Date.now() + (this.opts.startupGraceMs ?? WORKER_MAX_RECONNECT_BACKOFF_MS);
     for (const w of stale) {
-      this.liveness.set(w.id, { name: w.name, lastSeenMs: seenUntil, online: true, connected: false, dirty: false });
+      this.liveness.set(w.id, { name: w.name, lastSeenMs: seenUntil, online: true, connected: false, dirty: false, suspect: false });
     }
     await this.db.worker.updateMany({ data: { connected: false } });
     this.timer = setInterval(() => void this.tick().catch((err) => this.log.error({ err }, 'liveness tick failed')), tickMs);
@@ -115,7 +123,7 @@ export class WorkerService {
         lastSeenAt: new Date(),
       },
     });
-    this.liveness.set(worker.id, { name: worker.name, lastSeenMs: Date.now(), online: true, connected: true, dirty: false });
+    this.liveness.set(worker.id, { name: worker.name, lastSeenMs: Date.now(), online: true, connected: true, dirty: false, suspect: false });
     await this.events.append([
       {
         kind: wasOnline ? 'worker.connected' : 'worker.online',
@@ -159,31 +167,49 @@ export class WorkerService {
     await this.events.append([{ kind: 'worker.disconnected', level: 'warn', message: `worker ${l.name} disconnected`, workerId, actor: 'controller' }]);
   }
 
-  /** Offline detection and lastSeenAt flush. Exposed for tests. */
+  /** Suspect / lost detection and lastSeenAt flush. Exposed for tests. */
   async tick(now = Date.now()): Promise<void> {
-    const seen: { id: string; at: Date }[] = [];
+    const seen: { id: string; at: Date; l: Liveness }[] = [];
+    const t = this.opts.timings;
     for (const [id, l] of this.liveness) {
-      if (l.dirty) {
-        seen.push({ id, at: new Date(l.lastSeenMs) });
-        l.dirty = false;
-      }
-      if (l.online && now - l.lastSeenMs > this.opts.offlineTimeoutMs) {
-        l.online = false;
-        const silentS = Math.round((now - l.lastSeenMs) / 1000);
-        this.log.warn({ worker: l.name, silentS }, 'worker offline');
-        if (l.connected) this.opts.disconnect(id, 'no heartbeat within the offline timeout');
-        await this.db.worker.updateMany({ where: { id }, data: { status: 'offline', connected: false } });
-        await this.events.append([{ kind: 'worker.offline', level: 'warn', message: `worker ${l.name} is offline (no heartbeat for ${silentS}s)`, workerId: id }]);
-        const failed = await this.vms.failVmsOfLostWorker(id, `worker ${l.name} went offline (no heartbeat for ${silentS}s)`);
-        if (failed > 0) this.bus.scheduleRequested();
+      if (l.dirty) seen.push({ id, at: new Date(l.lastSeenMs), l });
+      const silentMs = now - l.lastSeenMs;
+      // One worker's failing write must not hold up the others; it is retried next tick.
+      try {
+        if (l.online && !l.suspect && silentMs > t.suspectAfterMs) {
+          const why = l.connected ? `no heartbeat for ${Math.round(silentMs / 1000)}s` : 'its connection is lost';
+          await this.vms.markWorkerUnreachable(id, `worker ${l.name} unreachable (${why}); the VM may still be running there`);
+          l.suspect = true;
+        }
+        if (l.online && silentMs > t.lostAfterMs) await this.markLost(id, l, silentMs);
+      } catch (err) {
+        this.log.error({ err, worker: l.name }, 'worker liveness transition failed; retrying');
       }
     }
     if (seen.length > 0) {
-      await this.db.$transaction(async (tx) => {
-        for (const s of seen) await tx.worker.updateMany({ where: { id: s.id }, data: { lastSeenAt: s.at } });
-      });
+      try {
+        await this.db.$transaction(async (tx) => {
+          for (const s of seen) await tx.worker.updateMany({ where: { id: s.id }, data: { lastSeenAt: s.at } });
+        });
+        for (const s of seen) if (s.l.lastSeenMs === s.at.getTime()) s.l.dirty = false;
+      } catch (err) {
+        this.log.warn({ err }, 'could not record when workers were last seen; retrying');
+      }
     }
     this.refreshGauges();
+  }
+
+  /** lostAfter passed: offline, and its "reschedule" VMs fail (the worker has fenced them by now). */
+  private async markLost(id: string, l: Liveness, silentMs: number): Promise<void> {
+    const silentS = Math.round(silentMs / 1000);
+    this.log.warn({ worker: l.name, silentS }, 'worker lost');
+    if (l.connected) this.opts.disconnect(id, 'no heartbeat within the offline timeout');
+    await this.db.worker.updateMany({ where: { id }, data: { status: 'offline', connected: false } });
+    const failed = await this.vms.handleLostWorker(id, l.name, silentS);
+    await this.events.append([{ kind: 'worker.offline', level: 'warn', message: `worker ${l.name} is offline (no heartbeat for ${silentS}s)`, workerId: id }]);
+    l.online = false;
+    l.connected = false;
+    if (failed > 0) this.bus.scheduleRequested();
   }
 
   private refreshGauges(): void {
