@@ -43,7 +43,7 @@ describe('vm create', () => {
     const r = await fleet([
       'vm', 'create', 'web-1', '--image', 'ubuntu:24.04', '--os', 'linux', '--driver', 'qemu', '--cpus', '4', '--memory', '4G',
       '--disk', '40G', '--label', 'team=web', '--label', 'tier=fe', '--selector', 'pool=ci', '--priority', '-5',
-      '--restart', 'on-failure', '--username', 'admin', '--stopped',
+      '--restart', 'on-failure', '--on-disconnect', 'wait', '--username', 'admin', '--stopped',
     ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('vm "web-1" created (pending: waiting for the scheduler)\n');
@@ -58,6 +58,7 @@ describe('vm create', () => {
       labels: { team: 'web', tier: 'fe' },
       selector: { pool: 'ci' },
       priority: -5,
+      disconnectPolicy: 'wait',
       restartPolicy: 'on-failure',
       username: 'admin',
       powerState: 'stopped',

@@ -82,6 +82,7 @@ function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
     ...(vm.networkCounters ? ([['Filter', formatCounters(vm.networkCounters)]] as [string, string][]) : []),
     ['Priority', String(vm.priority)],
     ['Restart policy', `${vm.restartPolicy} (restarts: ${vm.restartCount})`],
+    ['On disconnect', vm.disconnectPolicy === 'wait' ? 'wait (keeps running while its worker is unreachable)' : 'reschedule (stopped by its worker, re-placed after the offline timeout)'],
     ['Power', `${vm.powerState} (desired)`],
     ['Generation', `${vm.generation} (observed ${vm.observedGeneration})`],
     ['Created', `${when(vm.createdAt)} by ${vm.createdBy}`],
@@ -236,6 +237,7 @@ interface CreateOptions extends PasswordOptions {
   selector?: string[];
   priority?: string;
   restart?: string;
+  onDisconnect?: string;
   username?: string;
   stopped?: boolean;
   wait?: string | boolean;
@@ -253,6 +255,7 @@ interface UpdateOptions extends PasswordOptions {
   selector?: string[];
   priority?: string;
   restart?: string;
+  onDisconnect?: string;
   start?: boolean;
   stop?: boolean;
 }
@@ -271,6 +274,7 @@ export function buildVmCreate(name: string, o: CreateOptions): VmCreate {
   if (o.selector) spec.selector = parseLabels(o.selector, '--selector');
   if (o.priority !== undefined) spec.priority = parseInteger(o.priority, '--priority', -1000, 1000);
   if (o.restart !== undefined) spec.restartPolicy = parseChoice(o.restart, '--restart', ['never', 'on-failure'] as const);
+  if (o.onDisconnect !== undefined) spec.disconnectPolicy = parseChoice(o.onDisconnect, '--on-disconnect', ['reschedule', 'wait'] as const);
   if (o.username !== undefined) spec.username = validateUsername(o.username);
   if (o.stopped) spec.powerState = 'stopped';
   if (o.allow || o.block || o.blockLocal) {
@@ -299,6 +303,7 @@ export function registerVmCommands(program: Command, rt: Runtime): void {
     .option('--selector <key=value>', 'only place on workers with this label (repeatable)', collect)
     .option('--priority <n>', 'scheduling priority, -1000..1000; higher first')
     .option('--restart <policy>', 'never or on-failure')
+    .option('--on-disconnect <policy>', 'while its worker is unreachable: reschedule (default: the worker stops it, it is re-placed after the offline timeout; never two at once) or wait (keeps running, nothing re-placed)')
     .option('--username <user>', 'login user inside the VM')
     .option('--password-stdin', 'read an SSH password for that user from stdin (for images that cannot take the fleet key, e.g. macOS); never given as an argument, which ps and shell history would show')
     .option('--password-file <file>', 'read the SSH password from a file (one trailing newline is removed)')
@@ -414,6 +419,7 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
     .option('--selector <key=value>', 'set a selector entry; key- removes it (repeatable; only while pending)', collect)
     .option('--priority <n>', 'scheduling priority, -1000..1000')
     .option('--restart <policy>', 'never or on-failure')
+    .option('--on-disconnect <policy>', 'while its worker is unreachable: reschedule (default: the worker stops it, it is re-placed after the offline timeout; never two at once) or wait (keeps running, nothing re-placed)')
     .option('--start', 'power on (desired power state running); a failed VM is started again with a new attempt')
     .option('--stop', 'power off (desired power state stopped)')
     .option('--password-stdin', 'set a new SSH password, read from stdin')
@@ -432,6 +438,7 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
       if (o.memory !== undefined) patch.memoryMib = parseMemoryMib(o.memory);
       if (o.priority !== undefined) patch.priority = parseInteger(o.priority, '--priority', -1000, 1000);
       if (o.restart !== undefined) patch.restartPolicy = parseChoice(o.restart, '--restart', ['never', 'on-failure'] as const);
+      if (o.onDisconnect !== undefined) patch.disconnectPolicy = parseChoice(o.onDisconnect, '--on-disconnect', ['reschedule', 'wait'] as const);
       if (o.start) patch.powerState = 'running';
       if (o.stop) patch.powerState = 'stopped';
       if (o.clearPassword && (o.passwordStdin || o.passwordFile !== undefined)) throw new UsageError('--clear-password cannot be combined with --password-stdin or --password-file');

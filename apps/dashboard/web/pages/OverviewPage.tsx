@@ -5,7 +5,7 @@ import { StateBadge } from '../components/Badge.tsx';
 import { useNow } from '../use-now.ts';
 
 // "pending" has its own card (queue length and oldest wait).
-const STATES = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'];
+const STATES = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'];
 
 function Stat({ label, value, detail, tone }: { label: string; value: string | number; detail?: string; tone?: 'ok' | 'warn' | 'bad' }) {
   return (

@@ -66,6 +66,7 @@ export function VmCreatePage() {
       ...(selector && Object.keys(selector).length ? { selector } : {}),
       priority: int('priority'),
       restartPolicy: str('restartPolicy'),
+      disconnectPolicy: str('disconnectPolicy'),
     };
     const list = (k: string) => str(k).split(/[\s,]+/).filter(Boolean);
     const network = {
@@ -158,11 +159,11 @@ export function VmCreatePage() {
         {field('labels', 'Labels (optional)', <input {...a11y('labels')} placeholder="team=ci, purpose=build" />)}
         {field('selector', 'Worker selector (optional)', <input {...a11y('selector')} placeholder="pool=fast" />, 'place only on workers with these labels')}
         {field('priority', 'Priority', <input {...a11y('priority')} type="number" defaultValue={0} />, '-1000 to 1000; higher is placed first')}
-        {field('networkAllow', 'Network: also allow (optional)', <input {...a11y('networkAllow')} placeholder="10.0.0.0/8, @host" />, 'CIDRs or addresses besides public ones; @host = the worker')}
+        {field('networkAllow', 'Network: also allow (optional)', <input {...a11y('networkAllow')} placeholder="10.0.0.0/8, @host" />, 'CIDRs or addresses besides public ones; @host = the worker (host access)')}
         {field('networkBlock', 'Network: block (optional)', <input {...a11y('networkBlock')} placeholder="203.0.113.0/24" />, 'longest prefix wins; block wins a tie')}
         <div className="field">
           <label className="inline">
-            <input type="checkbox" name="networkBlockLocal" /> Block access to the worker (except DHCP and DNS)
+            <input type="checkbox" name="networkBlockLocal" /> Block local (ARP only for the gateway; local sources reach the VM only when allowed)
           </label>
         </div>
         {field(
@@ -171,6 +172,14 @@ export function VmCreatePage() {
           <select {...a11y('restartPolicy')} defaultValue="never">
             <option value="never">never</option>
             <option value="on-failure">on-failure</option>
+          </select>,
+        )}
+        {field(
+          'disconnectPolicy',
+          'When its worker is unreachable',
+          <select {...a11y('disconnectPolicy')} defaultValue="reschedule">
+            <option value="reschedule">reschedule (stopped there, re-placed after the offline timeout)</option>
+            <option value="wait">wait (keeps running, nothing re-placed)</option>
           </select>,
         )}
         <div>

@@ -84,6 +84,7 @@ export function VmDetailPage({ name }: { name: string }) {
     ['MAC', vm.mac ?? '—'],
     ['Power', vm.powerState],
     ['Restart policy', `${vm.restartPolicy} (${vm.restartCount} restarts)`],
+    ['On disconnect', vm.disconnectPolicy === 'wait' ? 'wait (keeps running while its worker is unreachable)' : 'reschedule (stopped by its worker, re-placed after the offline timeout)'],
     ['Priority', String(vm.priority)],
     ['Network policy', networkPolicy(vm)],
     ['Labels', labels(vm.labels) || '—'],

@@ -8,7 +8,7 @@ import { StateBadge } from '../components/Badge.tsx';
 import { duration } from '../format.ts';
 import { useNow } from '../use-now.ts';
 
-const STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'];
+const STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'];
 
 export function VmsPage() {
   const { vms, workers } = useLive();
