@@ -104,7 +104,11 @@ describe('Connect protocol', () => {
         ],
       },
     });
-    s.call.write({ heartbeat: { sentAtUnixMs: Date.now(), runningVms: 0 } });
+    s.call.write({ heartbeat: { sentAtUnixMs: Date.now(), runningVms: 0, seq: 41 } });
+    // Every heartbeat is answered with a lease renewal that names it (issue 12: client-side fencing).
+    await waitUntil(() => s.received.some((m) => m.payload === 'lease'), 5_000, 'a lease renewal');
+    expect(s.received.find((m) => m.payload === 'lease')).toMatchObject({ lease: { heartbeatSeq: '41', fenceAfterMs: s.received[0]!.welcome!.fenceAfterMs } });
+    expect(s.received[0]!.welcome!.fenceAfterMs).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 500));
     const vm = await api.vm('not-yours');
     expect(vm).toMatchObject({ state: 'pending', ip: null });
