@@ -12,17 +12,27 @@ import { providerOf, sqlitePath } from './providers.ts';
 export const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
 
 /**
+ * SQLite's `synchronous` setting. FULL (Fleet's default): every commit is fsynced to the
+ * WAL before it returns, so an acknowledged write survives a power loss or kernel crash.
+ * NORMAL: commits reach the OS but are fsynced only at checkpoints; a power loss can
+ * drop the last commits (never corrupts). Only benchmarks and tests choose NORMAL.
+ */
+export type SqliteSynchronous = 'FULL' | 'NORMAL';
+export const DEFAULT_SQLITE_SYNCHRONOUS: SqliteSynchronous = 'FULL';
+
+/**
  * Applied to every SQLite connection Fleet opens.
  * - WAL: readers never block the writer and vice versa; persistent in the file.
- * - synchronous=NORMAL: the usual WAL pairing (durable except on power loss, never corrupt).
+ * - synchronous=FULL: a commit is on disk (WAL fsynced) before it is acknowledged.
  * - foreign_keys: onDelete Cascade / SetNull in the schema rely on it.
  * - busy_timeout: wait for a competing writer (another process, a backup) instead of failing.
  */
-export function sqlitePragmas(busyTimeoutMs: number): string {
+export function sqlitePragmas(busyTimeoutMs: number, synchronous: SqliteSynchronous = DEFAULT_SQLITE_SYNCHRONOUS): string {
+  if (synchronous !== 'FULL' && synchronous !== 'NORMAL') throw new Error(`unsupported SQLite synchronous setting ${String(synchronous)}`);
   return [
     `PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))};`,
     'PRAGMA journal_mode = WAL;',
-    'PRAGMA synchronous = NORMAL;',
+    `PRAGMA synchronous = ${synchronous};`,
     'PRAGMA foreign_keys = ON;',
   ].join('\n');
 }
@@ -132,6 +142,8 @@ export interface AdapterOptions {
   forSchemaEngine?: boolean;
   /** SQLite only: busy timeout in ms (default 10 s). */
   busyTimeoutMs?: number;
+  /** SQLite only: `synchronous` (default FULL). */
+  sqliteSynchronous?: SqliteSynchronous;
   /** PostgreSQL only: pool size (default 10). */
   poolSize?: number;
   /** PostgreSQL only: called when an idle pooled connection fails (it is dropped from the pool). */
@@ -191,9 +203,10 @@ export function adapterFactoryFor(url: string, opts: AdapterOptions = {}): Manag
     const busy = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     const file = sqlitePath(url);
     const inner = new PrismaBetterSqlite3({ url: file, timeout: busy });
+    const pragmas = sqlitePragmas(busy, opts.sqliteSynchronous);
     return opts.forSchemaEngine
-      ? new ManagedAdapterFactory(inner, sqlitePragmas(busy))
-      : new SingleSqliteConnectionFactory(inner, sqlitePragmas(busy), file);
+      ? new ManagedAdapterFactory(inner, pragmas)
+      : new SingleSqliteConnectionFactory(inner, pragmas, file);
   }
   if (opts.forSchemaEngine) {
     return new ManagedAdapterFactory(new PrismaPg(schemaEnginePgPool(url), { disposeExternalPool: true }));

@@ -6,7 +6,7 @@ import { PrismaClient } from '../generated/client/client.ts';
 import { PrismaClient as PgPrismaClient } from '../generated/postgresql/client/client.ts';
 import type * as PgClient from '../generated/postgresql/client/client.ts';
 import type * as SqliteClient from '../generated/client/client.ts';
-import { adapterFactoryFor } from './adapters.ts';
+import { adapterFactoryFor, type SqliteSynchronous } from './adapters.ts';
 import { providerOf, type Provider } from './providers.ts';
 
 // Model types (Worker, Vm, ...), the PrismaClient type, and the Prisma namespace
@@ -14,6 +14,14 @@ import { providerOf, type Provider } from './providers.ts';
 export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, type Provider } from './providers.ts';
+export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
+export {
+  classifyStorageError,
+  describeStorageFault,
+  isStorageUnavailable,
+  type StorageFault,
+  type StorageFaultKind,
+} from './storage-errors.ts';
 export {
   migrateDatabase,
   MigrationError,
@@ -30,6 +38,11 @@ export interface OpenDatabaseOptions {
   url: string;
   /** SQLite: how long to wait for a lock held by another connection (default 10 000 ms). */
   busyTimeoutMs?: number;
+  /**
+   * SQLite: `synchronous` (default FULL: an acknowledged commit survives a power loss).
+   * NORMAL is for benchmarks that measure what FULL costs.
+   */
+  sqliteSynchronous?: SqliteSynchronous;
   /** PostgreSQL: connection pool size (default 10). */
   poolSize?: number;
   /** PostgreSQL: told when an idle pooled connection fails (the pool replaces it). */
@@ -40,7 +53,7 @@ export interface OpenDatabaseOptions {
  * A Prisma client for the database at `url`. It connects lazily on the first
  * query. Run `migrateDatabase(url)` first.
  *
- * SQLite connections use WAL, synchronous=NORMAL, foreign keys on and a busy
+ * SQLite connections use WAL, synchronous=FULL, foreign keys on and a busy
  * timeout. Prisma uses one SQLite connection per client and serialises
  * transactions on it, so a single controller never competes with itself.
  */
@@ -48,6 +61,7 @@ export function openDatabase(opts: OpenDatabaseOptions): FleetDb {
   const provider: Provider = providerOf(opts.url);
   const adapter = adapterFactoryFor(opts.url, {
     ...(opts.busyTimeoutMs !== undefined && { busyTimeoutMs: opts.busyTimeoutMs }),
+    ...(opts.sqliteSynchronous !== undefined && { sqliteSynchronous: opts.sqliteSynchronous }),
     ...(opts.poolSize !== undefined && { poolSize: opts.poolSize }),
     ...(opts.onPoolError !== undefined && { onPoolError: opts.onPoolError }),
   });

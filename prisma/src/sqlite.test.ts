@@ -171,6 +171,20 @@ describe('openDatabase (SQLite)', () => {
     expect(Number(busy?.timeout)).toBe(10_000);
   });
 
+  it('commits durably by default (synchronous=FULL); NORMAL only when asked', async () => {
+    const [sync] = await db.$queryRawUnsafe<{ synchronous: bigint | number }[]>('PRAGMA synchronous');
+    expect(Number(sync?.synchronous)).toBe(2); // FULL
+    const otherUrl = freshUrl();
+    await migrateDatabase(otherUrl);
+    const normal = openDatabase({ url: otherUrl, sqliteSynchronous: 'NORMAL' });
+    try {
+      const [s] = await normal.$queryRawUnsafe<{ synchronous: bigint | number }[]>('PRAGMA synchronous');
+      expect(Number(s?.synchronous)).toBe(1); // NORMAL
+    } finally {
+      await normal.$disconnect();
+    }
+  });
+
   it('creates, reads, updates and relates workers and VMs', async () => {
     const worker = await db.worker.create({
       data: { id: 'w-1', name: 'mac-01', machineId: 'm-1', labels: JSON.stringify({ arch: 'arm64' }), vmSlots: 2 },
