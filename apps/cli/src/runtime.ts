@@ -107,7 +107,7 @@ export class Runtime {
   }
 
   clientFor(url: string, token: string | null, cmd: Command): ApiClient {
-    return new ApiClient({ url, token, timeoutMs: this.timeoutMs(cmd), signal: this.signal });
+    return new ApiClient({ url, token, timeoutMs: this.timeoutMs(cmd), signal: this.signal, onRetry: (message) => this.warn(message) });
   }
 
   /** A client for the controller the flags, environment or context point at. */

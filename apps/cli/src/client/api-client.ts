@@ -2,6 +2,13 @@
 // context's pinned CA for https, see controller-trust.ts) with a timeout, maps every failure to a CliError with the exit code
 // scripts rely on, and reads `?watch=true` NDJSON streams line by line.
 //
+// Requests that create or act (`idempotent: true`: VM create, worker drain/resume, account
+// enable/disable) carry a fresh `Idempotency-Key` per call and are retried with the same key and
+// body on connection failures, timeouts, 502/503/504 and 409 idempotency_key_in_flight, with
+// backoff and honouring Retry-After: the controller answers a repeat with the first outcome, so
+// a retry never does the thing twice. Nothing else is retried, and no other 4xx ever.
+import { randomUUID } from 'node:crypto';
+//
 // Only types come from the controller package (`import type`): the CLI never
 // loads server code at runtime.
 import type {
@@ -54,6 +61,43 @@ export interface ApiClientOptions {
   streamIdleMs?: number;
   /** Aborted when the user interrupts. */
   signal?: AbortSignal | undefined;
+  /** Retries of idempotent requests (see the top of the file). */
+  retry?: Partial<RetryPolicy>;
+  /** Told before each retry (the CLI prints it on stderr). */
+  onRetry?: (message: string) => void;
+}
+
+export interface RetryPolicy {
+  /** Attempts in all, the first included. Default 5. */
+  attempts: number;
+  /** The first wait; doubled after each attempt (±20 % jitter). Default 500 ms. */
+  baseDelayMs: number;
+  /** No wait is longer, Retry-After included. Default 10 s. */
+  maxDelayMs: number;
+}
+const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, maxDelayMs: 10_000 };
+
+/** Failures after which the request may not have reached the controller, or its answer was lost. */
+const RETRYABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT']);
+const RETRYABLE_STATUS = new Set([502, 503, 504]);
+
+interface RequestOptions {
+  query?: Query;
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Send a fresh Idempotency-Key and retry safely (only for routes that honour the key). */
+  idempotent?: boolean;
+}
+
+/** One failed attempt: the error to report, and whether (and after how long at least) it may be retried. */
+class AttemptFailure {
+  constructor(
+    readonly error: CliError,
+    /** Short, for the retry note: "connection refused", "HTTP 503". */
+    readonly reason: string,
+    readonly retryable: boolean,
+    readonly retryAfterMs?: number,
+  ) {}
 }
 
 export interface WatchOptions {
@@ -115,6 +159,8 @@ export class ApiClient {
   private readonly timeoutMs: number;
   private readonly streamIdleMs: number;
   private readonly signal: AbortSignal | undefined;
+  private readonly retry: RetryPolicy;
+  private readonly onRetry: ((message: string) => void) | undefined;
 
   constructor(opts: ApiClientOptions) {
     this.url = opts.url.replace(/\/+$/, '');
@@ -122,6 +168,8 @@ export class ApiClient {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.streamIdleMs = opts.streamIdleMs ?? 45_000;
     this.signal = opts.signal;
+    this.retry = { ...DEFAULT_RETRY, ...opts.retry };
+    this.onRetry = opts.onRetry;
   }
 
   // ------------------------------------------------------------------ meta
@@ -151,10 +199,10 @@ export class ApiClient {
     return this.json('GET', `/v1/workers/${enc(name)}`);
   }
   drainWorker(name: string): Promise<WorkerObject> {
-    return this.json('POST', `/v1/workers/${enc(name)}/drain`);
+    return this.json('POST', `/v1/workers/${enc(name)}/drain`, { idempotent: true });
   }
   resumeWorker(name: string): Promise<WorkerObject> {
-    return this.json('POST', `/v1/workers/${enc(name)}/resume`);
+    return this.json('POST', `/v1/workers/${enc(name)}/resume`, { idempotent: true });
   }
   async deleteWorker(name: string): Promise<void> {
     await this.request('DELETE', `/v1/workers/${enc(name)}`);
@@ -162,8 +210,9 @@ export class ApiClient {
 
   // ------------------------------------------------------------------ VMs
 
+  /** Safe to retry: a lost answer is replayed by the controller, never a second VM or a 409 for our own. */
   createVm(spec: VmCreate): Promise<VmObject> {
-    return this.json('POST', '/v1/vms', { body: spec });
+    return this.json('POST', '/v1/vms', { body: spec, idempotent: true });
   }
   listVms(filter: { state?: string | undefined; worker?: string | undefined } = {}): Promise<{ vms: VmObject[] }> {
     return this.json('GET', '/v1/vms', { query: { state: filter.state, worker: filter.worker } });
@@ -219,7 +268,7 @@ export class ApiClient {
 
   // ------------------------------------------------------------------ plumbing
 
-  private async json<T>(method: string, path: string, opts: { query?: Query; body?: unknown; headers?: Record<string, string> } = {}): Promise<T> {
+  private async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const { data } = await this.request<T>(method, path, opts);
     if (data === undefined) throw new CliError(`${method} ${path}: the controller sent an empty response`, ExitCode.ERROR);
     return data;
@@ -241,8 +290,42 @@ export class ApiClient {
     };
   }
 
-  /** Sends a request and reads the whole body, all within the timeout. */
-  async request<T>(method: string, path: string, opts: { query?: Query; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; data: T | undefined }> {
+  /**
+   * Sends a request and reads the whole body, all within the timeout. With `idempotent`, under a
+   * fresh Idempotency-Key, retried (same key, same body) while the failure may be transient.
+   */
+  async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<{ status: number; data: T | undefined }> {
+    const key = opts.idempotent ? randomUUID() : undefined;
+    const headers = { ...opts.headers, ...(key ? { 'idempotency-key': key } : {}) };
+    const body = opts.body !== undefined ? JSON.stringify(opts.body) : undefined;
+    for (let attempt = 1; ; attempt++) {
+      const result = await this.attempt<T>(method, path, opts.query, headers, body);
+      if (!(result instanceof AttemptFailure)) return result;
+      if (!key || !result.retryable || attempt >= this.retry.attempts) throw result.error;
+      const backoff = Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
+      const delay = Math.round(Math.min(this.retry.maxDelayMs, Math.max(backoff, result.retryAfterMs ?? 0)));
+      this.onRetry?.(`${method} ${path}: ${result.reason}; retrying in ${formatDuration(delay)} (attempt ${attempt + 1} of ${this.retry.attempts}, same Idempotency-Key)`);
+      await this.sleep(delay);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.signal?.aborted) return reject(new InterruptedError());
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(new InterruptedError());
+      };
+      const timer = setTimeout(() => {
+        this.signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      this.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** One try: the answer, or the failure with whether a retry could help. */
+  private async attempt<T>(method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
     const ac = new AbortController();
     const onUserAbort = () => ac.abort();
     this.signal?.addEventListener('abort', onUserAbort, { once: true });
@@ -256,17 +339,23 @@ export class ApiClient {
       let res: Response;
       let text: string;
       try {
-        res = await fetchFor(this.url)(this.urlFor(path, opts.query), {
+        res = await fetchFor(this.url)(this.urlFor(path, query), {
           method,
-          headers: { ...this.headers(opts.body !== undefined, 'application/json'), ...opts.headers },
-          ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+          headers: { ...this.headers(body !== undefined, 'application/json'), ...headers },
+          ...(body !== undefined ? { body } : {}),
           signal: ac.signal,
         });
         text = await res.text();
       } catch (err) {
-        throw this.networkError(err, timedOut);
+        const error = this.networkError(err, timedOut);
+        const reason = timedOut ? `no answer within ${formatDuration(this.timeoutMs)}` : networkReason(err);
+        return new AttemptFailure(error, reason, error instanceof UnreachableError && (timedOut || RETRYABLE_NETWORK.has(networkCode(err) ?? '')));
       }
-      if (!res.ok) throw this.httpError(res, text);
+      if (!res.ok) {
+        const error = this.httpError(res, text);
+        const retryable = RETRYABLE_STATUS.has(res.status) || (res.status === 409 && error.code === 'idempotency_key_in_flight');
+        return new AttemptFailure(error, `HTTP ${res.status} ${error.code}`, retryable, parseRetryAfter(res.headers.get('retry-after')));
+      }
       if (res.status === 204 || text === '') return { status: res.status, data: undefined };
       try {
         return { status: res.status, data: JSON.parse(text) as T };
@@ -396,4 +485,12 @@ export class ApiClient {
 
 function enc(name: string): string {
   return encodeURIComponent(name);
+}
+
+/** Retry-After in ms (delta-seconds or an HTTP date), or undefined. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

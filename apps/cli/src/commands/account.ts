@@ -81,7 +81,7 @@ export function registerAccountCommands(program: Command, rt: Runtime): void {
       .description(action === 'disable' ? 'disable an account: no more logins, open sessions revoked' : 'enable a disabled account')
       .action(async (username: string, _o: unknown, cmd: Command) => {
         validateName(username, 'account');
-        const { data } = await rt.client(cmd).request<AccountObject>('POST', `/v1/accounts/${encodeURIComponent(username)}/${action}`);
+        const { data } = await rt.client(cmd).request<AccountObject>('POST', `/v1/accounts/${encodeURIComponent(username)}/${action}`, { idempotent: true });
         if (rt.isJson(cmd)) return rt.json(data);
         rt.out(`account "${username}" ${verb}`);
       });

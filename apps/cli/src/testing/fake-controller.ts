@@ -25,12 +25,12 @@ export class FakeController {
     readonly url: string,
   ) {}
 
-  static async start(): Promise<FakeController> {
+  /** On `port` (default: any free one), e.g. the port of a closed fake, as a restarted controller. */
+  static async start(port = 0): Promise<FakeController> {
     let fake: FakeController | undefined;
     const server = createServer((req, res) => void fake!.handle(req, res));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    fake = new FakeController(server, `http://127.0.0.1:${port}`);
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    fake = new FakeController(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
     return fake;
   }
 
