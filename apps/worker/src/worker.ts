@@ -3,6 +3,7 @@
 // a heartbeat interval while connected, and a slow safety-net reconcile timer — nothing else
 // ticks while idle.
 import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_VERSION, type Hello, type VmStatus } from '@fleet/proto';
 import type { Logger } from 'pino';
@@ -22,6 +23,8 @@ import { VmSshPool } from './sessions/vm-ssh-pool.ts';
 import { SessionRunner } from './sessions/session-runner.ts';
 import { WORKER_VERSION } from './version.ts';
 import { CertificateRenewer, type CertificateRenewerOptions } from './enrollment/certificate-renewal.ts';
+import { LeaseKeeper, type LeaseKeeperOptions } from './fencing/lease.ts';
+import { leaseFilePath } from './fencing/lease-file.ts';
 
 export interface StartWorkerOptions {
   /** Data dir holding the enrollment (default $FLEET_WORKER_DATA_DIR or ~/.fleet-worker). */
@@ -67,6 +70,19 @@ export interface StartWorkerOptions {
   welcomeTimeoutMs?: number;
   /** Client-certificate renewal timing (tests); renewal runs only with stored credentials. */
   certificateRenewal?: Pick<CertificateRenewerOptions, 'now' | 'checkIntervalMs' | 'retryMs'>;
+  /** Lease clocks and timers (tests). */
+  lease?: Pick<LeaseKeeperOptions, 'now' | 'wallNow' | 'setTimer' | 'clearTimer'>;
+}
+
+/** The worker's lease from the controller, as tests and diagnostics see it. */
+export interface WorkerLease {
+  expired: boolean;
+  /** False while unlimited (an older controller: no fencing). */
+  fencing: boolean;
+  validUntilUnixMs: number | null;
+  fenceAfterMs: number;
+  /** <data dir>/lease.json, if the worker has a data dir. */
+  file: string | undefined;
 }
 
 export type WorkerExit = LinkExit;
@@ -89,6 +105,8 @@ export interface WorkerHandle {
   instances(): VmStatus[];
   /** Resolves when no reconcile step is running or queued. */
   idle(): Promise<void>;
+  /** The lease from the controller (client-side fencing). */
+  lease(): WorkerLease;
   /** Disconnects and detaches (VMs are left as they are). Idempotent. */
   stop(): Promise<void>;
 }
@@ -129,13 +147,21 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   const { host, port } = parseHostPort(address); // clear error for a malformed --controller
   address = formatHostPort(host, port);
   const log = baseLogger.child({ worker: name });
+  // The lease first: a restarted worker inherits what is left of its predecessor's (lease.json),
+  // and must not start reschedule VMs on an expired one.
+  const lease = new LeaseKeeper({
+    ...(dataDir !== undefined ? { file: leaseFilePath(dataDir) } : {}),
+    ...(dataDir !== undefined ? leaseFileOwner(dataDir) : {}),
+    log: log.child({ component: 'lease' }),
+    ...options.lease,
+  });
   const ownsDriver = typeof options.driver !== 'object';
   const driver =
     typeof options.driver === 'object'
       ? options.driver
       : await openDriver(options.driver ?? 'synthetic', {
           logger: log,
-          ...(dataDir !== undefined ? { dataDir } : {}),
+          ...(dataDir !== undefined ? { dataDir, fenceLeaseFile: leaseFilePath(dataDir) } : {}),
           ...(options.qemu ? { qemu: options.qemu } : {}),
           poolSeed: `${name}/${machineId}`,
           ...(options.synthetic?.speed !== undefined ? { syntheticSpeed: options.synthetic.speed } : {}),
@@ -154,6 +180,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   const reconciler = new Reconciler({
     driver,
     logger: log,
+    lease,
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     onStatus: (status) => {
       link?.reportStatus(status);
@@ -162,9 +189,12 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     },
     onEvent: (event) => link?.sendEvent(event),
   });
+  lease.onExpired(() => reconciler.leaseChanged());
+  lease.onRenewed(() => reconciler.leaseChanged());
   try {
-    await reconciler.adopt();
+    await reconciler.adopt(); // fences adopted reschedule instances if the inherited lease ran out
   } catch (error) {
+    lease.close();
     if (ownsDriver) await driver.close().catch(() => {});
     throw error;
   }
@@ -208,6 +238,10 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       runningVms: () => reconciler.runningCount(),
       onSessionOpen: (open, client) => sessions.open(open, client),
       onSessionCancel: (cancel) => sessions.cancel(cancel.sessionId, cancel.reason || 'cancelled by the controller'),
+      onLease: (event) => {
+        if (event.kind === 'welcome') lease.welcome(event.fenceAfterMs, event.helloSentAtMonoMs, event.helloSentAtUnixMs);
+        else lease.renew(event.validUntilMonoMs, event.validUntilUnixMs, event.fenceAfterMs);
+      },
     },
   });
 
@@ -270,6 +304,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       sessions.closeAll('the worker is stopping');
       sshPool.close();
       await link.stop();
+      lease.close(); // lease.json stays: VM host processes keep fencing on it
       await reconciler.close();
       if (ownsDriver) await driver.close();
       log.info('worker stopped');
@@ -295,6 +330,18 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     streamsOpened: () => linkRef.streamsOpened,
     instances: () => reconciler.snapshot(),
     idle: () => reconciler.idle(),
+    lease: () => ({ expired: lease.expired, fencing: lease.fencing, validUntilUnixMs: lease.validUntilUnixMs, fenceAfterMs: lease.fenceAfterMs, file: lease.file }),
     stop,
   };
+}
+
+/** A root worker whose data dir belongs to someone else (the macOS daemon) hands lease.json to that user. */
+function leaseFileOwner(dataDir: string): { owner?: { uid: number; gid: number } } {
+  if (process.getuid?.() !== 0) return {};
+  try {
+    const st = statSync(dataDir);
+    return st.uid !== 0 ? { owner: { uid: st.uid, gid: st.gid } } : {};
+  } catch {
+    return {};
+  }
 }

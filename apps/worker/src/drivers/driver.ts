@@ -18,6 +18,11 @@
 //   stopping a stopped one and removing a missing one all succeed.
 // - Asynchronous changes — an IP learned from DHCP, a crash, the guest powering itself
 //   off — arrive through the `subscribe()` listener as a full `InstanceStatus`.
+// - Fencing (issue 12): `kill()` stops an instance at once, without a graceful shutdown, when the
+//   worker's lease from the controller ran out (the controller may start the VM elsewhere a few
+//   seconds later). Runtimes with VM host processes also fence on their own from the lease file
+//   (fencing/lease-file.ts) for instances whose `disconnectPolicy` is "reschedule": a dead worker
+//   cannot kill anything. Such an instance ends "stopped" with a message starting "fenced:".
 
 /** What the reconciler asks a driver to run. Mirrors fleet.v1.VmSpec, driver-neutral. */
 export interface InstanceSpec {
@@ -33,7 +38,22 @@ export interface InstanceSpec {
   authorizedKeys?: string[];
   /** Egress policy enforced by the packet filter (absent = the default: global destinations only). */
   network?: InstanceNetworkPolicy;
+  /**
+   * What happens while the worker is cut off from the controller (VmAssignment.disconnect_policy):
+   * "reschedule" (absent = reschedule) is fenced when the lease runs out; "wait" keeps running.
+   */
+  disconnectPolicy?: DisconnectPolicy;
 }
+
+export type DisconnectPolicy = 'reschedule' | 'wait';
+
+/** The assignment's disconnect_policy: "wait", or reschedule (empty, "reschedule", anything unknown: the safe default). */
+export function disconnectPolicyOf(value: string | undefined | null): DisconnectPolicy {
+  return value === 'wait' ? 'wait' : 'reschedule';
+}
+
+/** Messages of instances stopped by fencing start with this. */
+export const FENCED_PREFIX = 'fenced:';
 
 export interface InstanceNetworkPolicy {
   allow: string[];
@@ -72,8 +92,10 @@ export interface InstanceStatus extends InstanceRef {
   ip?: string | undefined;
   /** Guest NIC MAC address (known from creation on). */
   mac?: string | undefined;
-  /** Human-readable detail, e.g. the failure cause. */
+  /** Human-readable detail, e.g. the failure cause, or why it was fenced ("fenced: …"). */
   message?: string | undefined;
+  /** The disconnect policy of the spec it carries (lets a restarted worker fence adopted instances). */
+  disconnectPolicy?: DisconnectPolicy | undefined;
 }
 
 export interface InstanceNetworkCounters {
@@ -109,6 +131,11 @@ export interface Driver {
   start(ref: InstanceRef): Promise<InstanceStatus>;
   /** Stops the instance (graceful, then forced); resolves once it is stopped. */
   stop(ref: InstanceRef): Promise<InstanceStatus>;
+  /**
+   * Stops the instance at once (forced, no graceful shutdown: fencing); resolves once it is
+   * stopped. `reason` ("fenced: …") is recorded where the runtime keeps a final status.
+   */
+  kill(ref: InstanceRef, reason?: string): Promise<InstanceStatus>;
   /** Applies a new spec to a stopped instance (the reconciler stops and restarts around it). */
   update(request: UpdateInstanceRequest): Promise<InstanceStatus>;
   /** Deletes everything the instance holds (process, disk, leases). Missing = success. */

@@ -12,6 +12,9 @@
 // `list()` re-attaches: a run dir whose control socket answers is a live VM; one whose host
 // process is gone is reported from the last status line (a host that died while its VM was
 // running is "failed"). The NAT network is the worker's; the driver only attaches TAPs to it.
+// Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
+// worker's lease file and kills QEMU when the lease runs out (worker dead or cut off); such an
+// instance ends "stopped" with a "fenced: …" message. `kill()` is the worker's own forced stop.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
@@ -22,6 +25,7 @@ import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@f
 import { type FilterConfig, grantsHostAccess, resolveConfig } from '@fleet/netfilter';
 import {
   DriverError,
+  FENCED_PREFIX,
   instanceKey,
   type CreateInstanceRequest,
   type Driver,
@@ -89,7 +93,16 @@ export interface QemuDriverOptions {
   imagesDir?: string;
   /** Called once by close() (the worker's NAT network is detached there). */
   onClose?: () => void;
+  /**
+   * Client-side fencing: the worker's lease file (<worker data dir>/lease.json). Host processes of
+   * "reschedule" instances read it and kill their VM when the lease ran out, or when no valid lease
+   * was readable for `graceMs` (default 2 s) after they started. Absent = no fencing by host processes.
+   */
+  fence?: { leaseFile: string; graceMs?: number };
 }
+
+/** Default VmHostConfig.fence.graceMs (a missing lease file right after start). */
+export const DEFAULT_FENCE_GRACE_MS = 2000;
 
 interface InstanceRecord {
   vmId: string;
@@ -124,6 +137,11 @@ function dirName(ref: InstanceRef): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A stopped instance's message only when it says it was fenced (other stops carry none). */
+function fencedMessage(message: string | undefined): string | undefined {
+  return message?.startsWith(FENCED_PREFIX) ? message : undefined;
+}
 
 /** The last line of status.jsonl, or undefined. */
 function lastStatusLine(dir: string): { state: string; ip: string | null; message?: string } | undefined {
@@ -221,7 +239,7 @@ export class QemuDriver implements Driver {
       throw e;
     }
     await writeInstanceRecord(dir, rec);
-    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac } };
+    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac, disconnectPolicy: rec.spec.disconnectPolicy ?? 'reschedule' } };
     this.held.set(instanceKey(r), h);
     return { ...h.status };
   }
@@ -273,6 +291,10 @@ export class QemuDriver implements Driver {
       },
       accel: this.opts.accel ?? 'tcg',
       stopTimeoutMs: this.opts.stopTimeoutMs ?? 10_000,
+      // "wait" VMs keep running while the worker is cut off; every other one is fenced.
+      ...(this.opts.fence && rec.spec.disconnectPolicy !== 'wait'
+        ? { fence: { leaseFile: this.opts.fence.leaseFile, graceMs: this.opts.fence.graceMs ?? DEFAULT_FENCE_GRACE_MS } }
+        : {}),
     };
     await writeFile(path.join(dir, CONFIG_FILE), JSON.stringify(cfg, null, 2));
     await rm(path.join(dir, CONTROL_SOCKET), { force: true });
@@ -317,6 +339,12 @@ export class QemuDriver implements Driver {
     return this.halt(h, 'stop');
   }
 
+  /** Forced stop: the host process SIGKILLs QEMU now (no powerdown) and records `reason`. */
+  async kill(ref: InstanceRef, reason?: string): Promise<InstanceStatus> {
+    const h = await this.get(ref);
+    return this.halt(h, 'kill', reason);
+  }
+
   async update(a: UpdateInstanceRequest): Promise<InstanceStatus> {
     const h = await this.get(a);
     if (h.status.state === 'running' || h.status.state === 'starting') {
@@ -335,7 +363,7 @@ export class QemuDriver implements Driver {
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await writeInstanceRecord(h.dir, h.rec);
-    return this.patch(h, { generation: a.generation });
+    return this.patch(h, { generation: a.generation, disconnectPolicy: a.spec.disconnectPolicy ?? 'reschedule' });
   }
 
   async remove(ref: InstanceRef): Promise<void> {
@@ -398,7 +426,7 @@ export class QemuDriver implements Driver {
       } catch {
         continue;
       }
-      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac };
+      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: rec.spec.disconnectPolicy ?? 'reschedule' };
       const h: Held = { rec, dir, status: base };
       this.held.set(instanceKey(rec), h);
       const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
@@ -463,7 +491,8 @@ export class QemuDriver implements Driver {
 
   private fromHost(h: Held, s: VmHostStatus, emit: boolean): void {
     const state: InstanceState = s.state;
-    this.patch(h, { state, ip: state === 'running' ? s.ip : undefined, mac: s.mac, message: state === 'failed' ? s.message : undefined }, emit);
+    const message = state === 'failed' ? s.message : state === 'stopped' ? fencedMessage(s.message) : undefined;
+    this.patch(h, { state, ip: state === 'running' ? s.ip : undefined, mac: s.mac, message }, emit);
   }
 
   /** The host process is gone: its last status line says how it ended. */
@@ -473,6 +502,7 @@ export class QemuDriver implements Driver {
     let message: string | undefined;
     if (!last) state = 'stopped';
     else if (last.state === 'failed') [state, message] = ['failed', last.message];
+    else if (last.state === 'stopped') message = fencedMessage(last.message); // fenced by its host: stopped, not failed
     else if (last.state !== 'stopped' && !h.stopping) [state, message] = ['failed', `the VM host process died while the VM was ${last.state}`];
     if (last && last.state !== 'stopped' && last.state !== 'failed' && killOrphanQemu(h.dir)) {
       this.opts.log?.warn({ vmId: h.rec.vmId, attempt: h.rec.attempt }, 'killed the QEMU left behind by a dead VM host process');
@@ -489,19 +519,19 @@ export class QemuDriver implements Driver {
     return waitUntilRunning(() => h.status, h.rec.name, this.opts.startTimeoutMs ?? 30_000);
   }
 
-  private async halt(h: Held, how: 'stop' | 'kill'): Promise<InstanceStatus> {
+  private async halt(h: Held, how: 'stop' | 'kill', reason?: string): Promise<InstanceStatus> {
     const sock = path.join(h.dir, CONTROL_SOCKET);
     if (!h.watch) {
       // Maybe alive but not watched (e.g. start() failed half way): ask directly.
       if (!(await controlRequest(sock, 'status', 1000).catch(() => undefined))) {
-        if (h.status.state !== 'failed') this.patch(h, { state: 'stopped', ip: undefined, message: undefined });
+        if (h.status.state !== 'failed') this.patch(h, { state: 'stopped', ip: undefined, message: h.status.state === 'stopped' ? h.status.message : undefined });
         return { ...h.status };
       }
       this.attach(h);
     }
     h.stopping = true;
     const w = h.watch!;
-    await controlRequest(sock, how).catch(() => {});
+    await controlRequest(sock, how, 3000, reason ? { reason } : {}).catch(() => {});
     const limit = (this.opts.stopTimeoutMs ?? 10_000) + 5000;
     const timedOut = await Promise.race([w.closed.then(() => false), sleep(limit).then(() => true)]);
     if (timedOut) {
@@ -511,7 +541,7 @@ export class QemuDriver implements Driver {
     await this.opts.nat.removeTap(h.rec.tap).catch(() => {});
     // The watcher's close handler has recorded how it ended; a requested stop is "stopped".
     await sleep(0);
-    if (h.status.state !== 'failed' || how === 'stop') this.patch(h, { state: 'stopped', ip: undefined, message: undefined });
+    if (h.status.state !== 'failed' || how === 'stop' || reason) this.patch(h, { state: 'stopped', ip: undefined, message: fencedMessage(reason) });
     return { ...h.status };
   }
 }

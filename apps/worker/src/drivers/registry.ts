@@ -48,6 +48,8 @@ export interface CreateDriverOptions {
   syntheticNatAddresses?: number;
   /** Real runtimes keep their state under <dataDir>/<driver>/ (required for them). */
   dataDir?: string;
+  /** The worker's lease file (fencing/lease.ts): VM host processes of "reschedule" VMs fence on it. */
+  fenceLeaseFile?: string;
   qemu?: QemuRuntimeOptions;
 }
 
@@ -101,6 +103,7 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
       globalPrefixes: q.globalPrefixes ?? [],
       accel,
       log,
+      ...(options.fenceLeaseFile ? { fence: { leaseFile: options.fenceLeaseFile } } : {}),
       onClose: () => nat.close(),
     });
   } catch (e) {
@@ -118,5 +121,6 @@ function openVzDriver(options: CreateDriverOptions): Driver {
     // --images-dir is shared by the real runtimes (default <data-dir>/images).
     ...(options.qemu?.imagesDir !== undefined ? { imagesDir: options.qemu.imagesDir } : {}),
     ...(options.maxMacosGuests !== undefined ? { macosSlots: options.maxMacosGuests } : {}),
+    ...(options.fenceLeaseFile ? { fenceLeaseFile: options.fenceLeaseFile } : {}),
   });
 }

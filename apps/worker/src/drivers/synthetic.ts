@@ -260,6 +260,16 @@ export class SyntheticDriver implements Driver {
     return this.#status(instance);
   }
 
+  /** Forced stop (fencing): no shutdown delay; the reason stays as the instance's message. */
+  async kill(ref: InstanceRef, reason?: string): Promise<InstanceStatus> {
+    const instance = await this.#get(ref);
+    this.#disarmCrash(instance);
+    instance.cancelDelay?.('killed');
+    if (instance.state === 'stopped' && !reason) return this.#status(instance);
+    if (this.#instances.get(keyOf(ref)) === instance) this.#setState(instance, 'stopped', reason);
+    return this.#status(instance);
+  }
+
   async update(request: UpdateInstanceRequest): Promise<InstanceStatus> {
     const instance = await this.#get(request);
     if (instance.state === 'running' || instance.state === 'starting') {
@@ -326,6 +336,7 @@ export class SyntheticDriver implements Driver {
       ip: instance.state === 'running' ? this.addressFor(instance.poolIndex) : undefined,
       mac: instance.mac,
       message: instance.message,
+      disconnectPolicy: instance.spec.disconnectPolicy ?? 'reschedule',
     };
   }
 

@@ -56,8 +56,18 @@ export class FakeStream {
     this.call.write(message);
   }
 
-  welcome(heartbeatIntervalMs = 60_000): void {
-    this.send({ welcome: { protocolVersion: 1, workerId: 'wrk-1', workerName: 'w1', controllerVersion: 'fake', heartbeatIntervalMs } });
+  /** `fenceAfterMs` 0 = an older controller (no leases, no fencing). */
+  welcome(heartbeatIntervalMs = 60_000, fenceAfterMs = 0): void {
+    this.send({ welcome: { protocolVersion: 1, workerId: 'wrk-1', workerName: 'w1', controllerVersion: 'fake', heartbeatIntervalMs, fenceAfterMs } });
+  }
+
+  /** Answers every heartbeat (already received and future) with a LeaseRenewal echoing its seq, as the controller does. */
+  renewLeases(fenceAfterMs: number): void {
+    const answer = (m: WorkerMessage__Output): void => {
+      if (m.payload === 'heartbeat') this.send({ lease: { heartbeatSeq: m.heartbeat!.seq, fenceAfterMs } });
+    };
+    for (const m of this.received) answer(m);
+    this.call.on('data', answer);
   }
 
   /** Ends the stream with an error status. */

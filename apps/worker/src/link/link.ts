@@ -2,6 +2,10 @@
 //
 // Per stream: send Hello (full state) → receive Welcome (+ heartbeat interval) and
 // DesiredStates → heartbeat, answer pings, push coalesced VmStatus reports and events.
+// Leases (client-side fencing, issue 12): every Heartbeat carries a `seq`; the link remembers
+// when it sent the last few (monotonic and wall clock). A LeaseRenewal echoing a known seq makes
+// the lease valid until that send time + fence_after_ms, reported through `onLease`. Nothing
+// else renews it: a controller that sends desired state but does not hear us must not keep it.
 // When the stream ends for any reason other than a refusal, reconnect with exponential
 // backoff + full jitter and send a fresh, complete Hello (full resync).
 // UNAUTHENTICATED / PERMISSION_DENIED (unknown, revoked or deleted worker) and
@@ -58,7 +62,30 @@ export interface LinkHandlers {
    */
   onSessionOpen?(open: SessionOpen__Output, client: WorkerServiceClient): void;
   onSessionCancel?(cancel: SessionCancel__Output): void;
+  /**
+   * Lease news (fencing/lease.ts LeaseKeeper): `welcome` carries Welcome.fence_after_ms (0 = an
+   * older controller: no fencing) and when the Hello it answers was sent; `renewal` a
+   * LeaseRenewal for one of this stream's heartbeats, already turned into an expiry.
+   */
+  onLease?(event: LeaseEvent): void;
 }
+
+type LeaseRenewal__Output = NonNullable<ControllerMessage__Output['lease']>;
+
+export type LeaseEvent =
+  | { kind: 'welcome'; fenceAfterMs: number; helloSentAtMonoMs: number; helloSentAtUnixMs: number }
+  | {
+      kind: 'renewal';
+      seq: string;
+      fenceAfterMs: number;
+      /** The renewed heartbeat's send time + fence_after_ms, on the monotonic clock (performance.now()). */
+      validUntilMonoMs: number;
+      /** The same on the wall clock (Date.now()). */
+      validUntilUnixMs: number;
+    };
+
+/** Heartbeats whose send time is kept for LeaseRenewals (older echoes are ignored). */
+export const LEASE_SEQ_WINDOW = 32;
 
 export interface ControllerLinkOptions {
   /** Controller gRPC address, host:port. */
@@ -75,6 +102,8 @@ export interface ControllerLinkOptions {
   welcomeTimeoutMs?: number;
   /** Heartbeat interval when Welcome does not name one (default 10 s). */
   defaultHeartbeatIntervalMs?: number;
+  /** Clocks for lease bookkeeping (tests): monotonic (default performance.now) and wall (Date.now). */
+  clock?: { monotonic?: () => number; wall?: () => number };
 }
 
 export type LinkExit =
@@ -96,6 +125,11 @@ interface Stream {
   lastRevision: bigint | undefined;
   heartbeat: NodeJS.Timeout | undefined;
   welcomeTimer: NodeJS.Timeout | undefined;
+  helloSentAt: { mono: number; wall: number };
+  /** Send times of this stream's last LEASE_SEQ_WINDOW heartbeats, by seq. */
+  beats: Map<string, { mono: number; wall: number }>;
+  /** Welcome.fence_after_ms (0 = no fencing). */
+  fenceAfterMs: number;
 }
 
 export class ControllerLink {
@@ -116,6 +150,10 @@ export class ControllerLink {
   #finished = false;
   #streamsOpened = 0;
   #welcome: Welcome__Output | undefined;
+  /** Heartbeat sequence: increases with every heartbeat, across streams too. */
+  #seq = 0;
+  readonly #mono: () => number;
+  readonly #wall: () => number;
 
   constructor(options: ControllerLinkOptions) {
     this.#address = options.address;
@@ -126,6 +164,8 @@ export class ControllerLink {
     this.#backoff = new Backoff(options.backoff);
     this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 60_000;
     this.#defaultHeartbeatMs = options.defaultHeartbeatIntervalMs ?? 10_000;
+    this.#mono = options.clock?.monotonic ?? (() => performance.now());
+    this.#wall = options.clock?.wall ?? Date.now;
     this.#batcher = new StatusBatcher(options.statusFlushMs ?? 50, (vms) => this.#write({ vmStatus: { vms } }));
     this.done = new Promise((resolve) => (this.#resolveDone = resolve));
   }
@@ -210,7 +250,18 @@ export class ControllerLink {
     const { WorkerService } = loadFleetProto();
     const client = new WorkerService(this.#address, this.#credentials, this.#channelOptions);
     const call = client.Connect();
-    const stream: Stream = { call, client, ended: false, welcomedAt: undefined, lastRevision: undefined, heartbeat: undefined, welcomeTimer: undefined };
+    const stream: Stream = {
+      call,
+      client,
+      ended: false,
+      welcomedAt: undefined,
+      lastRevision: undefined,
+      heartbeat: undefined,
+      welcomeTimer: undefined,
+      helloSentAt: { mono: 0, wall: 0 },
+      beats: new Map(),
+      fenceAfterMs: 0,
+    };
     this.#stream = stream;
     this.#streamsOpened++;
 
@@ -233,6 +284,7 @@ export class ControllerLink {
     this.#batcher.clear();
     const hello = this.#handlers.hello();
     this.#log.debug({ address: this.#address, vms: hello.vms?.length ?? 0, stream: this.#streamsOpened }, 'opening Connect stream');
+    stream.helloSentAt = { mono: this.#mono(), wall: this.#wall() };
     this.#write({ hello });
   }
 
@@ -246,17 +298,30 @@ export class ControllerLink {
         stream.welcomedAt = Date.now();
         this.#welcome = welcome;
         const intervalMs = welcome.heartbeatIntervalMs > 0 ? welcome.heartbeatIntervalMs : this.#defaultHeartbeatMs;
+        stream.fenceAfterMs = welcome.fenceAfterMs ?? 0;
         clearInterval(stream.heartbeat);
-        stream.heartbeat = setInterval(() => {
-          this.#write({ heartbeat: { sentAtUnixMs: String(Date.now()), runningVms: this.#handlers.runningVms() } });
-        }, intervalMs);
+        stream.heartbeat = setInterval(() => this.#heartbeat(stream), intervalMs);
         this.#log.info(
-          { workerId: welcome.workerId, workerName: welcome.workerName, controllerVersion: welcome.controllerVersion, protocolVersion: welcome.protocolVersion, heartbeatIntervalMs: intervalMs, reconnects: this.#streamsOpened - 1 },
+          {
+            workerId: welcome.workerId,
+            workerName: welcome.workerName,
+            controllerVersion: welcome.controllerVersion,
+            protocolVersion: welcome.protocolVersion,
+            heartbeatIntervalMs: intervalMs,
+            fenceAfterMs: stream.fenceAfterMs,
+            reconnects: this.#streamsOpened - 1,
+          },
           'connected to controller',
         );
+        this.#handlers.onLease?.({ kind: 'welcome', fenceAfterMs: stream.fenceAfterMs, helloSentAtMonoMs: stream.helloSentAt.mono, helloSentAtUnixMs: stream.helloSentAt.wall });
         this.#handlers.onWelcome?.(welcome);
+        // A first heartbeat at once: its LeaseRenewal is the lease reschedule VMs wait for.
+        this.#heartbeat(stream);
         return;
       }
+      case 'lease':
+        this.#onLeaseRenewal(stream, message.lease!);
+        return;
       case 'desiredState': {
         const state = message.desiredState!;
         const revision = parseRevision(state.revision);
@@ -293,6 +358,35 @@ export class ControllerLink {
       default:
         this.#log.warn('controller message without a known payload ignored (sent by a newer controller?)');
     }
+  }
+
+  #heartbeat(stream: Stream): void {
+    if (stream.ended || this.#stream !== stream) return;
+    const seq = String(++this.#seq);
+    const mono = this.#mono();
+    const wall = this.#wall();
+    stream.beats.set(seq, { mono, wall });
+    // Maps iterate in insertion order: drop the oldest beyond the window.
+    for (const old of stream.beats.keys()) {
+      if (stream.beats.size <= LEASE_SEQ_WINDOW) break;
+      stream.beats.delete(old);
+    }
+    this.#write({ heartbeat: { sentAtUnixMs: String(wall), runningVms: this.#handlers.runningVms(), seq } });
+  }
+
+  #onLeaseRenewal(stream: Stream, renewal: LeaseRenewal__Output): void {
+    const seq = String(renewal.heartbeatSeq ?? '');
+    const sent = stream.beats.get(seq);
+    if (!sent) {
+      this.#log.debug({ seq }, 'lease renewal for a heartbeat this stream did not send (or too old) ignored');
+      return;
+    }
+    const fenceAfterMs = renewal.fenceAfterMs > 0 ? renewal.fenceAfterMs : stream.fenceAfterMs;
+    if (fenceAfterMs <= 0) {
+      this.#log.debug({ seq }, 'lease renewal without fence_after_ms ignored (no fencing)');
+      return;
+    }
+    this.#handlers.onLease?.({ kind: 'renewal', seq, fenceAfterMs, validUntilMonoMs: sent.mono + fenceAfterMs, validUntilUnixMs: sent.wall + fenceAfterMs });
   }
 
   #onStreamEnd(stream: Stream, code: grpc.status, details: string): void {

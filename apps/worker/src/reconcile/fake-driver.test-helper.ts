@@ -12,7 +12,7 @@ import {
   type UpdateInstanceRequest,
 } from '../drivers/driver.ts';
 
-type Op = 'create' | 'start' | 'stop' | 'update' | 'remove';
+type Op = 'create' | 'start' | 'stop' | 'kill' | 'update' | 'remove';
 
 interface FakeInstance {
   vmId: string;
@@ -23,6 +23,7 @@ interface FakeInstance {
   state: InstanceState;
   ip?: string | undefined;
   mac: string;
+  message?: string | undefined;
 }
 
 export class FakeDriver implements Driver {
@@ -63,13 +64,13 @@ export class FakeDriver implements Driver {
   }
 
   /** Pre-existing instance, as a re-attaching driver would find it. */
-  seed(ref: InstanceRef & { state: InstanceState; generation?: string }): void {
+  seed(ref: InstanceRef & { state: InstanceState; generation?: string; disconnectPolicy?: 'reschedule' | 'wait' }): void {
     this.instances.set(key(ref), {
       vmId: ref.vmId,
       attempt: ref.attempt,
       name: ref.vmId,
       generation: ref.generation ?? '1',
-      spec: { image: 'img', os: 'linux', cpus: 1, memoryMib: 512, diskGib: 1, labels: {}, username: '' },
+      spec: { image: 'img', os: 'linux', cpus: 1, memoryMib: 512, diskGib: 1, labels: {}, username: '', ...(ref.disconnectPolicy ? { disconnectPolicy: ref.disconnectPolicy } : {}) },
       state: ref.state,
       ip: ref.state === 'running' ? `10.0.0.${this.#nextIp++}` : undefined,
       mac: '02:00:00:00:00:01',
@@ -96,6 +97,7 @@ export class FakeDriver implements Driver {
     return this.#op('start', ref, (instance) => {
       instance!.state = 'running';
       instance!.ip = `10.0.0.${this.#nextIp++}`;
+      instance!.message = undefined;
       return instance!;
     });
   }
@@ -104,6 +106,17 @@ export class FakeDriver implements Driver {
     return this.#op('stop', ref, (instance) => {
       instance!.state = 'stopped';
       instance!.ip = undefined;
+      instance!.message = undefined;
+      return instance!;
+    });
+  }
+
+  /** Forced stop: no delay of its own (a hold or failNext('kill') still applies); the reason is kept as the message. */
+  async kill(ref: InstanceRef, reason?: string): Promise<InstanceStatus> {
+    return this.#op('kill', ref, (instance) => {
+      instance!.state = 'stopped';
+      instance!.ip = undefined;
+      instance!.message = reason;
       return instance!;
     });
   }
@@ -153,7 +166,7 @@ export class FakeDriver implements Driver {
       if (failure !== undefined) {
         this.#failures.delete(holdKey);
         const instance = this.instances.get(key(ref));
-        if (instance && (op === 'start' || op === 'stop')) instance.state = 'failed';
+        if (instance && (op === 'start' || op === 'stop' || op === 'kill')) instance.state = 'failed';
         throw new DriverError(failure);
       }
       const existing = this.instances.get(key(ref));
@@ -168,7 +181,17 @@ export class FakeDriver implements Driver {
   }
 
   #status(instance: FakeInstance, message?: string): InstanceStatus {
-    return { vmId: instance.vmId, attempt: instance.attempt, name: instance.name, state: instance.state, generation: instance.generation, ip: instance.ip, mac: instance.mac, message };
+    return {
+      vmId: instance.vmId,
+      attempt: instance.attempt,
+      name: instance.name,
+      state: instance.state,
+      generation: instance.generation,
+      ip: instance.ip,
+      mac: instance.mac,
+      message: message ?? instance.message,
+      disconnectPolicy: instance.spec.disconnectPolicy ?? 'reschedule',
+    };
   }
 
   #emit(instance: FakeInstance, message?: string): void {

@@ -15,9 +15,29 @@
 //   (the worker holds nothing for it), so the controller never waits for it.
 // - An instance that crashes or powers off on its own while no operation is in flight is FAILED.
 // - One operation per vmId at a time; different vmIds run in parallel up to `concurrency`.
+// - Fencing (issue 12): while the lease from the controller is expired, every starting/running
+//   instance whose disconnect policy is "reschedule" (empty = reschedule) is killed at once (no
+//   graceful shutdown: the controller re-places it a few seconds later) and reported STOPPED
+//   with "fenced: no lease from the controller for <n>s (disconnect policy reschedule)"; no
+//   reschedule instance is started. "wait" instances are untouched. This holds before the first
+//   desired state too (a restarted worker with an expired lease). Once the lease is renewed the
+//   desired state decides again (e.g. started again). An operation already in flight on a VM
+//   finishes first (VM host processes fence themselves within ~300 ms regardless).
 import { PowerState, VmPhase, type DesiredState__Output, type VmAssignment__Output, type VmStatus, type WorkerEvent } from '@fleet/proto';
 import type { Logger } from 'pino';
-import { instanceKey, type Driver, type InstanceRef, type InstanceSpec, type InstanceState, type InstanceStatus } from '../drivers/driver.ts';
+import {
+  disconnectPolicyOf,
+  FENCED_PREFIX,
+  instanceKey,
+  type DisconnectPolicy,
+  type Driver,
+  type InstanceRef,
+  type InstanceSpec,
+  type InstanceState,
+  type InstanceStatus,
+} from '../drivers/driver.ts';
+import { seconds } from '../fencing/lease-file.ts';
+import type { LeaseView } from '../fencing/lease.ts';
 import { KeyedRunner } from './keyed-runner.ts';
 
 export type Phase = (typeof VmPhase)[keyof typeof VmPhase];
@@ -32,6 +52,8 @@ export interface ReconcilerOptions {
   /** Called for notable happenings (failures) worth a controller-side event. */
   onEvent?: (event: WorkerEvent) => void;
   now?: () => number;
+  /** The worker's lease from the controller (fencing/lease.ts); absent = never fenced. Call leaseChanged() when it expires or is renewed. */
+  lease?: LeaseView;
 }
 
 interface Instance {
@@ -44,6 +66,8 @@ interface Instance {
   mac: string;
   message: string;
   changedAtUnixMs: number;
+  /** From the assignment that created it, or from the driver for adopted instances. */
+  disconnectPolicy: DisconnectPolicy;
 }
 
 interface InstancePatch {
@@ -71,6 +95,7 @@ export class Reconciler {
   readonly #onStatus: (status: VmStatus) => void;
   readonly #onEvent: (event: WorkerEvent) => void;
   readonly #now: () => number;
+  readonly #lease: LeaseView | undefined;
   readonly #runner: KeyedRunner;
   /** vmId → attempt → instance. Usually one attempt per vmId; leftovers are possible after crashes. */
   readonly #instances = new Map<string, Map<number, Instance>>();
@@ -89,6 +114,7 @@ export class Reconciler {
     this.#onStatus = options.onStatus ?? (() => {});
     this.#onEvent = options.onEvent ?? (() => {});
     this.#now = options.now ?? Date.now;
+    this.#lease = options.lease;
     this.#runner = new KeyedRunner({
       concurrency: options.concurrency ?? 8,
       run: (vmId) => this.#reconcileVm(vmId),
@@ -112,9 +138,24 @@ export class Reconciler {
         mac: status.mac ?? '',
         message: status.message ?? '',
         changedAtUnixMs: this.#now(),
+        disconnectPolicy: disconnectPolicyOf(status.disconnectPolicy),
       }, false); // reported by the next Hello
     }
     if (existing.length > 0) this.#log.info({ instances: existing.length, driver: this.#driver.name }, 're-attached to existing VM instances');
+    // A worker restarted after its lease ran out fences what it found, before any desired state.
+    if (this.#leaseExpired()) this.leaseChanged();
+  }
+
+  /**
+   * The lease expired or was renewed: re-runs every VM held or wanted. Expired → reschedule
+   * instances are fenced (even before the first desired state); renewed → the desired state decides.
+   */
+  leaseChanged(): void {
+    if (this.#closed) return;
+    const vmIds = new Set<string>(this.#instances.keys());
+    if (this.#desired) for (const vmId of this.#desired.keys()) vmIds.add(vmId);
+    for (const old of this.#withdrawn.values()) vmIds.add(old.vmId);
+    for (const vmId of vmIds) this.#runner.trigger(vmId);
   }
 
   /** Replaces the desired set (a full DesiredState) and reconciles everything it touches. */
@@ -187,7 +228,16 @@ export class Reconciler {
   // ------------------------------------------------------------------ per-VM step
 
   async #reconcileVm(vmId: string): Promise<void> {
-    if (this.#closed || !this.#desired) return;
+    if (this.#closed) return;
+    if (this.#leaseExpired()) {
+      for (const instance of this.#attemptsOf(vmId)) {
+        if ((instance.phase === VmPhase.VM_PHASE_STARTING || instance.phase === VmPhase.VM_PHASE_RUNNING) && this.#policyOf(instance) === 'reschedule') {
+          await this.#fence(instance);
+          if (this.#closed) return;
+        }
+      }
+    }
+    if (!this.#desired) return;
     const want = this.#desired.get(vmId);
     const wantKey = want && assignmentKey(want);
     const stale = (): boolean => {
@@ -217,7 +267,10 @@ export class Reconciler {
     }
 
     if (want.desiredPower === PowerState.POWER_STATE_RUNNING) {
-      if (instance.phase !== VmPhase.VM_PHASE_RUNNING) await this.#start(instance);
+      if (instance.phase !== VmPhase.VM_PHASE_RUNNING) {
+        if (this.#mayNotStart(want)) this.#heldByFence(instance);
+        else await this.#start(instance);
+      }
     } else if (want.desiredPower === PowerState.POWER_STATE_STOPPED) {
       if (instance.phase !== VmPhase.VM_PHASE_STOPPED) await this.#stop(instance);
     }
@@ -226,7 +279,7 @@ export class Reconciler {
 
   async #create(want: VmAssignment__Output): Promise<Instance | undefined> {
     const ref = { vmId: want.vmId, attempt: want.attempt };
-    const startNow = want.desiredPower === PowerState.POWER_STATE_RUNNING;
+    const startNow = want.desiredPower === PowerState.POWER_STATE_RUNNING && !this.#mayNotStart(want);
     const base: Instance = {
       ...ref,
       name: want.name,
@@ -236,6 +289,7 @@ export class Reconciler {
       mac: '',
       message: '',
       changedAtUnixMs: this.#now(),
+      disconnectPolicy: disconnectPolicyOf(want.disconnectPolicy),
     };
     const problem = this.#validate(want);
     if (problem) {
@@ -286,6 +340,48 @@ export class Reconciler {
       this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
       this.#failedEvent(instance, message);
     }
+  }
+
+  /** Kills a reschedule instance at once because the lease ran out; reported STOPPED "fenced: …". */
+  async #fence(instance: Instance): Promise<void> {
+    const message = this.#fenceMessage();
+    this.#log.warn({ vmId: instance.vmId, attempt: instance.attempt, noLeaseForMs: Math.round(this.#lease?.noLeaseForMs() ?? 0) }, 'fencing VM instance: no lease from the controller');
+    this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPING, message });
+    try {
+      const status = await this.#op(instance, () => this.#driver.kill(instance, message));
+      this.#update(instance, { phase: VmPhase.VM_PHASE_STOPPED, ...network(status), ip: '', message });
+      this.#event(instance, 'vm.fenced', 'warn', message);
+    } catch (error) {
+      const failure = `fencing failed: ${errorMessage(error)}`;
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, ip: '', message: failure });
+      this.#failedEvent(instance, failure);
+    }
+  }
+
+  /** A reschedule VM that should run but may not start while the lease is expired: says why. */
+  #heldByFence(instance: Instance): void {
+    if (instance.phase === VmPhase.VM_PHASE_STOPPED && !instance.message.startsWith(FENCED_PREFIX)) {
+      this.#update(instance, { message: this.#fenceMessage() });
+    }
+  }
+
+  #leaseExpired(): boolean {
+    return this.#lease?.expired ?? false;
+  }
+
+  #mayNotStart(want: VmAssignment__Output): boolean {
+    return this.#leaseExpired() && disconnectPolicyOf(want.disconnectPolicy) === 'reschedule';
+  }
+
+  /** The current assignment's policy for this very attempt, else the one the instance was made with. */
+  #policyOf(instance: Instance): DisconnectPolicy {
+    const want = this.#desired?.get(instance.vmId);
+    if (want && want.attempt === instance.attempt) return disconnectPolicyOf(want.disconnectPolicy);
+    return instance.disconnectPolicy;
+  }
+
+  #fenceMessage(): string {
+    return `${FENCED_PREFIX} no lease from the controller for ${seconds(this.#lease?.noLeaseForMs() ?? 0)}s (disconnect policy reschedule)`;
   }
 
   async #applySpec(instance: Instance, want: VmAssignment__Output): Promise<void> {
@@ -394,9 +490,16 @@ export class Reconciler {
         patch.ip = '';
         patch.message = status.message || 'VM failed';
       } else if (status.state === 'stopped' && (instance.phase === VmPhase.VM_PHASE_RUNNING || instance.phase === VmPhase.VM_PHASE_STARTING)) {
-        patch.phase = VmPhase.VM_PHASE_FAILED;
         patch.ip = '';
-        patch.message = `VM stopped outside Fleet's control${status.message ? `: ${status.message}` : ''}`;
+        if (status.message?.startsWith(FENCED_PREFIX) || (this.#leaseExpired() && this.#policyOf(instance) === 'reschedule')) {
+          // Its VM host process fenced it (the lease file ran out): stopped, as the worker would have.
+          patch.phase = VmPhase.VM_PHASE_STOPPED;
+          patch.message = status.message?.startsWith(FENCED_PREFIX) ? status.message : this.#fenceMessage();
+          this.#event(instance, 'vm.fenced', 'warn', patch.message);
+        } else {
+          patch.phase = VmPhase.VM_PHASE_FAILED;
+          patch.message = `VM stopped outside Fleet's control${status.message ? `: ${status.message}` : ''}`;
+        }
       } else if (status.state === 'running' && instance.phase === VmPhase.VM_PHASE_STOPPED) {
         patch.phase = VmPhase.VM_PHASE_RUNNING;
         this.#runner.trigger(status.vmId); // stop it again if it should be stopped
@@ -462,8 +565,12 @@ export class Reconciler {
   }
 
   #failedEvent(ref: InstanceRef, message: string): void {
+    this.#event(ref, 'vm.failed', 'error', message);
+  }
+
+  #event(ref: InstanceRef, kind: string, level: 'info' | 'warn' | 'error', message: string): void {
     try {
-      this.#onEvent({ vmId: ref.vmId, kind: 'vm.failed', level: 'error', message: `attempt ${ref.attempt}: ${message}`, atUnixMs: String(this.#now()) });
+      this.#onEvent({ vmId: ref.vmId, kind, level, message: `attempt ${ref.attempt}: ${message}`, atUnixMs: String(this.#now()) });
     } catch (error) {
       this.#log.error({ err: error }, 'event listener threw');
     }
@@ -510,6 +617,7 @@ export function toInstanceSpec(want: VmAssignment__Output): InstanceSpec {
     diskGib: spec?.diskGib ?? 0,
     labels: { ...(spec?.labels ?? {}) },
     username: spec?.username ?? '',
+    disconnectPolicy: disconnectPolicyOf(want.disconnectPolicy),
     authorizedKeys: [...(spec?.authorizedKeys ?? [])],
     network: {
       allow: [...(spec?.network?.allow ?? [])],

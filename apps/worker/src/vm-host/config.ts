@@ -46,7 +46,22 @@ export interface VmHostConfig {
   stopTimeoutMs?: number;
   /** QEMU binary (default qemu-system-x86_64). */
   qemuBinary?: string;
+  /**
+   * Client-side fencing (issue 12), set for "reschedule" VMs: the host reads `leaseFile` (the
+   * worker's <data dir>/lease.json) every FENCE_CHECK_MS and kills QEMU at once when the lease ran
+   * out, or when no valid lease was readable for `graceMs` since it started; the VM then ends
+   * "stopped" with a message starting "fenced:". Works with the worker dead (kill -9).
+   */
+  fence?: VmHostFenceConfig;
 }
+
+export interface VmHostFenceConfig {
+  leaseFile: string;
+  graceMs: number;
+}
+
+/** How often a VM host process reads the lease file. */
+export const FENCE_CHECK_MS = 300;
 
 export const CONTROL_SOCKET = 'control.sock';
 export const QMP_SOCKET = 'qmp.sock';
@@ -63,6 +78,9 @@ export function readVmHostConfig(file: string): VmHostConfig {
   if (c.kernel === undefined && c.disk === undefined) throw new Error(`vm-host config ${file}: neither "kernel" nor "disk" to boot from`);
   if (c.kernel !== undefined && (c.initrd === undefined || c.cmdline === undefined)) throw new Error(`vm-host config ${file}: "kernel" needs "initrd" and "cmdline"`);
   if (Buffer.byteLength(c.tap!) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
+  if (c.fence !== undefined && (typeof c.fence?.leaseFile !== 'string' || typeof c.fence.graceMs !== 'number')) {
+    throw new Error(`vm-host config ${file}: "fence" needs "leaseFile" (string) and "graceMs" (number)`);
+  }
   return c as VmHostConfig;
 }
 

@@ -3,7 +3,13 @@ import net from 'node:net';
 import type { VmHostStatus } from './config.ts';
 
 /** One request, one reply line. Rejects if nobody listens (ENOENT/ECONNREFUSED: the host is gone). */
-export function controlRequest(socketPath: string, cmd: 'status' | 'stop' | 'kill' | 'pause' | 'resume', timeoutMs = 3000): Promise<{ ok: boolean; status?: VmHostStatus; error?: string }> {
+export function controlRequest(
+  socketPath: string,
+  cmd: 'status' | 'stop' | 'kill' | 'pause' | 'resume',
+  timeoutMs = 3000,
+  /** Extra request fields, e.g. `{ reason }` for kill (recorded as the final status message). */
+  fields: Record<string, unknown> = {},
+): Promise<{ ok: boolean; status?: VmHostStatus; error?: string }> {
   return new Promise((resolve, reject) => {
     const s = net.connect(socketPath);
     let buf = '';
@@ -12,7 +18,7 @@ export function controlRequest(socketPath: string, cmd: 'status' | 'stop' | 'kil
       reject(new Error(`control socket ${socketPath}: no reply within ${timeoutMs} ms`));
     }, timeoutMs);
     s.setEncoding('utf8');
-    s.on('connect', () => s.write(JSON.stringify({ cmd }) + '\n'));
+    s.on('connect', () => s.write(JSON.stringify({ ...fields, cmd }) + '\n'));
     s.on('error', (e) => {
       clearTimeout(timer);
       reject(e);

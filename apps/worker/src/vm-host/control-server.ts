@@ -1,7 +1,8 @@
 // The VM host process's control socket: a Unix stream socket in the run dir speaking
 // newline-delimited JSON. Requests: {"cmd":"status"} → one status line; {"cmd":"watch"} → the
 // status now and again on every change, until the client hangs up; {"cmd":"stop"} (graceful:
-// QMP powerdown, hard kill after a timeout) and {"cmd":"kill"} → {"ok":true} at once, then the
+// QMP powerdown, hard kill after a timeout) and {"cmd":"kill"} (optional "reason", e.g. "fenced: …",
+// recorded as the final status message) → {"ok":true} at once, then the
 // state changes arrive on watchers. {"cmd":"pause"} / {"cmd":"resume"} (QMP stop / cont) reply
 // once QEMU confirmed, with the status (`paused`). Replies carry the request's "id" if it had one.
 import net from 'node:net';
@@ -11,7 +12,7 @@ import type { VmHostStatus } from './config.ts';
 export interface ControlHandlers {
   status(): VmHostStatus;
   stop(): void;
-  kill(): void;
+  kill(reason?: string): void;
   /** Pause/resume the guest's vCPUs (QMP stop/cont); resolves when QEMU confirmed. */
   pause(): Promise<void>;
   resume(): Promise<void>;
@@ -68,9 +69,9 @@ export class ControlServer {
   }
 
   private onRequest(s: net.Socket, line: string): void {
-    let req: { cmd?: unknown; id?: unknown };
+    let req: { cmd?: unknown; id?: unknown; reason?: unknown };
     try {
-      req = JSON.parse(line) as { cmd?: unknown; id?: unknown };
+      req = JSON.parse(line) as { cmd?: unknown; id?: unknown; reason?: unknown };
     } catch {
       s.write(JSON.stringify({ ok: false, error: 'bad JSON' }) + '\n');
       return;
@@ -86,7 +87,7 @@ export class ControlServer {
         this.h.stop();
         return reply({ ok: true });
       case 'kill':
-        this.h.kill();
+        this.h.kill(typeof req.reason === 'string' && req.reason ? req.reason.slice(0, 1000) : undefined);
         return reply({ ok: true });
       case 'pause':
       case 'resume':

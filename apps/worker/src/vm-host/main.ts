@@ -4,12 +4,17 @@
 // socketpair, starts QEMU with the VM end as its NIC, pumps frames through the packet filter,
 // records every state/lease change as a line in <run-dir>/status.jsonl (and on stdout), serves
 // <run-dir>/control.sock, and exits when QEMU exits.
+// Fencing (issue 12): with `fence` in its config (a "reschedule" VM) it reads the worker's lease
+// file every FENCE_CHECK_MS and kills QEMU at once when the lease ran out — the worker may be
+// dead (kill -9) or cut off; the controller re-places the VM a few seconds later. The VM then
+// ends "stopped" with a "fenced: …" message (never "failed"), in status.jsonl too.
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { openTap, socketpairDgram, closeFd } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
 import { chooseAccel, type Accel } from '@fleet/guest-image';
-import { CONTROL_SOCKET, QMP_SOCKET, STATUS_LOG, readVmHostConfig, type VmHostState, type VmHostStatus } from './config.ts';
+import { watchLeaseFile, type LeaseFileWatch } from '../fencing/lease-file.ts';
+import { CONTROL_SOCKET, FENCE_CHECK_MS, QMP_SOCKET, STATUS_LOG, readVmHostConfig, type VmHostState, type VmHostStatus } from './config.ts';
 import { ControlServer } from './control-server.ts';
 import { FramePump } from './pump.ts';
 import { qmpCommands } from './qmp.ts';
@@ -111,9 +116,18 @@ async function main(configFile: string): Promise<number> {
     paused = !run;
     record(run ? 'resumed' : 'paused');
   };
-  const kill = (): void => {
+  const kill = (reason?: string): void => {
     stopRequested = true;
+    if (reason) message = reason;
     qemu?.child.kill('SIGKILL');
+  };
+  // Fenced before QEMU runs: it never starts. Once it runs: killed at once.
+  let fencedBeforeStart: string | undefined;
+  let fence: LeaseFileWatch | undefined;
+  const onFence = (why: string): void => {
+    record(`fenced ${why}`);
+    if (qemu) kill(why);
+    else fencedBeforeStart = why;
   };
 
   let tap: { fd: number; name: string };
@@ -127,6 +141,10 @@ async function main(configFile: string): Promise<number> {
   }
   // The TAP exists once the control socket answers: the worker attaches it to its bridge then.
   control = await ControlServer.listen(path.join(cfg.runDir, CONTROL_SOCKET), { status, stop, kill, pause: () => qmpSetRunning(false), resume: () => qmpSetRunning(true) });
+  if (cfg.fence) {
+    fence = watchLeaseFile(cfg.fence, onFence, { intervalMs: FENCE_CHECK_MS, startedAt });
+    fence.check();
+  }
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {}); // the worker going away is not our business
@@ -139,20 +157,31 @@ async function main(configFile: string): Promise<number> {
   let accel: Accel;
   try {
     accel = cfg.accel === 'auto' ? await chooseAccel() : (cfg.accel ?? 'tcg');
+    if (fencedBeforeStart !== undefined) throw new FencedError(fencedBeforeStart);
     pump = new FramePump(pair[0], tap.fd, filter);
     qemu = spawnQemu(cfg, pair[1], accel);
   } catch (e) {
+    fence?.stop();
     closeFd(pair[1]);
     pump?.close();
-    setState('failed', `cannot start QEMU: ${(e as Error).message}`);
+    if (e instanceof FencedError) {
+      closeFd(pair[0]);
+      setState('stopped', e.message);
+    } else {
+      setState('failed', `cannot start QEMU: ${(e as Error).message}`);
+    }
     await control.close();
-    return 1;
+    rmSync(path.join(cfg.runDir, CONTROL_SOCKET), { force: true });
+    return (state as VmHostState) === 'stopped' ? 0 : 1;
   }
+  // A kill (or a fence) that came while QEMU was being spawned.
+  if (stopRequested) qemu.child.kill('SIGKILL');
   pump.start();
   qemu.child.once('spawn', () => setState('running'));
   const tick = setInterval(() => filter.tick(Date.now()), 5000);
 
   const { code, signal } = await qemu.exited;
+  fence?.stop();
   clearInterval(tick);
   if (killTimer) clearTimeout(killTimer);
   if (pressTimer) clearInterval(pressTimer);
@@ -164,6 +193,8 @@ async function main(configFile: string): Promise<number> {
   rmSync(path.join(cfg.runDir, CONTROL_SOCKET), { force: true });
   return (state as VmHostState) === 'stopped' ? 0 : 1;
 }
+
+class FencedError extends Error {}
 
 const file = process.argv[2];
 if (!file) {

@@ -21,6 +21,8 @@ export interface CreateVzDriverOptions {
   log?: VzDriverOptions['log'];
   /** The platform (tests); default process.platform. */
   platform?: NodeJS.Platform;
+  /** The worker's lease file: host processes of "reschedule" VMs fence on it. */
+  fenceLeaseFile?: string;
 }
 
 export function createVzDriver(o: CreateVzDriverOptions): VzDriver {
@@ -47,6 +49,7 @@ export function createVzDriver(o: CreateVzDriverOptions): VzDriver {
     ...(o.freshMachineIdentifier ? { freshMachineIdentifier: true, newMachineIdentifier: newMachineIdentifierFromAddon() } : {}),
     ...(dropPrivileges ? { dropPrivileges } : {}),
     ...(o.log ? { log: o.log } : {}),
+    ...(o.fenceLeaseFile ? { fence: { leaseFile: o.fenceLeaseFile } } : {}),
   });
 }
 

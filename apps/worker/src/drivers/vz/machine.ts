@@ -5,7 +5,7 @@
 //   VZErrorVirtualMachineLimitExceeded keeps its kind so the driver can close the macOS slots);
 // - stop: ACPI power-button request (requestStop), then a hard stop after `stopTimeoutMs` if the
 //   guest did not power off (macOS guests may show a dialog and never do);
-// - kill: hard stop now;
+// - kill: hard stop now (with an optional reason, e.g. "fenced: …", as the final message);
 // - guest power-off → stopped ("guest powered off"); didStopWithError → failed.
 import { EventEmitter } from 'node:events';
 import type { VzNativeState, VzVirtualMachine } from '@fleet/native-vz/vz';
@@ -85,12 +85,12 @@ export class VzMachineRunner extends EventEmitter<RunnerEvents> {
     await this.hardStop(this.message ?? 'stopped');
   }
 
-  /** Hard stop now. */
-  async kill(): Promise<void> {
+  /** Hard stop now; `reason` becomes the final message (default "killed"). */
+  async kill(reason = 'killed'): Promise<void> {
     if (this.state === 'stopped' || this.state === 'failed') return;
     this.stopWanted = true;
     this.set('stopping', undefined);
-    await this.hardStop('killed');
+    await this.hardStop(reason);
   }
 
   async pause(): Promise<void> {

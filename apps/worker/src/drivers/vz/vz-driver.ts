@@ -16,6 +16,9 @@
 // to macOS guests until one of ours stops. IP: the host's filter reports the DHCP lease; if none
 // is known a while after the VM runs, /var/db/dhcpd_leases is consulted (newest unexpired lease
 // for the MAC).
+// Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
+// worker's lease file and stops its VM hard when the lease runs out; `kill()` is the worker's own
+// forced stop. A fenced instance ends "stopped" with a "fenced: …" message.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { chown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -23,6 +26,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   DriverError,
+  FENCED_PREFIX,
   instanceKey,
   type CreateInstanceRequest,
   type Driver,
@@ -94,6 +98,8 @@ export interface VzDriverOptions {
   leaseFallbackAfterMs?: number;
   leasePollMs?: number;
   log?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+  /** Client-side fencing: the worker's lease file, read by host processes of "reschedule" instances (graceMs default 2 s). */
+  fence?: { leaseFile: string; graceMs?: number };
 }
 
 export const DEFAULT_VZ_NETWORK: VzNetworkOptions = { startAddress: '192.168.64.1', endAddress: '192.168.64.254', subnetMask: '255.255.255.0', dhcpLeaseSeconds: 600 };
@@ -131,6 +137,11 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
     if (e.isDirectory()) await chownTree(p, uid, gid);
     else await chown(p, uid, gid);
   }
+}
+
+/** A stopped instance's message only when it says it was fenced. */
+function fencedMessage(message: string | undefined): string | undefined {
+  return message?.startsWith(FENCED_PREFIX) ? message : undefined;
 }
 
 function lastStatusLine(dir: string): { state: string; message?: string; failureKind?: string } | undefined {
@@ -186,7 +197,7 @@ export class VzDriver implements Driver {
     const h: Held = {
       rec: { vmId: r.vmId, attempt: r.attempt, name: r.name, generation: r.generation, spec: r.spec, guest: r.spec.os === 'linux' ? 'linux' : 'macos', mac: '' },
       dir,
-      status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation },
+      status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, disconnectPolicy: r.spec.disconnectPolicy ?? 'reschedule' },
     };
     this.held.set(key, h);
     try {
@@ -239,6 +250,8 @@ export class VzDriver implements Driver {
         filter: { allow: h.rec.spec.network?.allow ?? [], block: h.rec.spec.network?.block ?? [], blockLocal: h.rec.spec.network?.blockLocal ?? false },
         ...(this.opts.stopTimeoutMs !== undefined ? { stopTimeoutMs: this.opts.stopTimeoutMs } : {}),
         ...(this.opts.dropPrivileges ? { dropPrivileges: this.opts.dropPrivileges } : {}),
+        // "wait" VMs keep running while the worker is cut off; every other one is fenced.
+        ...(this.opts.fence && h.rec.spec.disconnectPolicy !== 'wait' ? { fence: { leaseFile: this.opts.fence.leaseFile, graceMs: this.opts.fence.graceMs ?? 2000 } } : {}),
       };
     } catch (e) {
       this.slots.release(key);
@@ -286,6 +299,11 @@ export class VzDriver implements Driver {
     return this.halt(await this.get(ref), 'stop');
   }
 
+  /** Forced stop: the host process stops the VM hard now (VZ stop, no ACPI request) and records `reason`. */
+  async kill(ref: InstanceRef, reason?: string): Promise<InstanceStatus> {
+    return this.halt(await this.get(ref), 'kill', reason);
+  }
+
   async update(a: UpdateInstanceRequest): Promise<InstanceStatus> {
     const h = await this.get(a);
     if (h.status.state === 'running' || h.status.state === 'starting') {
@@ -293,7 +311,7 @@ export class VzDriver implements Driver {
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await writeInstanceRecord(h.dir, h.rec);
-    return this.patch(h, { generation: a.generation });
+    return this.patch(h, { generation: a.generation, disconnectPolicy: a.spec.disconnectPolicy ?? 'reschedule' });
   }
 
   async remove(ref: InstanceRef): Promise<void> {
@@ -430,7 +448,7 @@ export class VzDriver implements Driver {
       } catch {
         continue;
       }
-      const h: Held = { rec, dir, status: { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac } };
+      const h: Held = { rec, dir, status: { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: rec.spec.disconnectPolicy ?? 'reschedule' } };
       this.held.set(instanceKey(rec), h);
       const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
       if (live?.status) {
@@ -467,7 +485,7 @@ export class VzDriver implements Driver {
     if (!last) return this.ended(h, 'stopped', undefined, undefined, emit);
     if (last.state === 'failed') return this.ended(h, 'failed', last.message, last.failureKind, emit);
     if (last.state !== 'stopped' && !h.stopping) return this.ended(h, 'failed', `the VM host process died while the VM was ${last.state}`, undefined, emit);
-    this.ended(h, 'stopped', undefined, undefined, emit);
+    this.ended(h, 'stopped', last.state === 'stopped' ? fencedMessage(last.message) : undefined, undefined, emit);
   }
 
   /** An instance ended: frees (or, on the framework's limit error, closes) the macOS slots. */
@@ -484,7 +502,7 @@ export class VzDriver implements Driver {
         this.slots.release(key);
       }
     }
-    this.patch(h, { state, ip: undefined, message: state === 'failed' ? message : undefined }, emit);
+    this.patch(h, { state, ip: undefined, message: state === 'failed' ? message : fencedMessage(message) }, emit);
   }
 
   /** dhcpd_leases fallback while a running VM has no IP from the filter. */
@@ -510,18 +528,18 @@ export class VzDriver implements Driver {
     return waitUntilRunning(() => h.status, h.rec.name, this.opts.startTimeoutMs ?? 60_000);
   }
 
-  private async halt(h: Held, how: 'stop' | 'kill'): Promise<InstanceStatus> {
+  private async halt(h: Held, how: 'stop' | 'kill', reason?: string): Promise<InstanceStatus> {
     const sock = path.join(h.dir, CONTROL_SOCKET);
     if (!h.watch) {
       if (!(await controlRequest(sock, 'status', 1000).catch(() => undefined))) {
-        if (h.status.state !== 'failed') this.ended(h, 'stopped', undefined, undefined);
+        if (h.status.state !== 'failed') this.ended(h, 'stopped', h.status.state === 'stopped' ? h.status.message : undefined, undefined);
         return { ...h.status };
       }
       this.attach(h);
     }
     h.stopping = true;
     const w = h.watch!;
-    await controlRequest(sock, how).catch(() => {});
+    await controlRequest(sock, how, 3000, reason ? { reason } : {}).catch(() => {});
     const limit = (this.opts.stopTimeoutMs ?? 30_000) + 5000;
     const timedOut = await Promise.race([w.closed.then(() => false), sleep(limit).then(() => true)]);
     if (timedOut) {
@@ -529,7 +547,7 @@ export class VzDriver implements Driver {
       await Promise.race([w.closed, sleep(5000)]);
     }
     await sleep(0);
-    if (h.status.state !== 'failed' || how === 'stop') this.ended(h, 'stopped', undefined, undefined);
+    if (h.status.state !== 'failed' || how === 'stop' || reason) this.ended(h, 'stopped', reason, undefined);
     return { ...h.status };
   }
 }

@@ -3,7 +3,7 @@
 // layout are the Linux host's (../config.ts, ../control-server.ts): the driver side is shared.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { VmHostStatus } from '../config.ts';
+import type { VmHostFenceConfig, VmHostStatus } from '../config.ts';
 
 export interface VzHostConfig {
   vmId: string;
@@ -30,6 +30,8 @@ export interface VzHostConfig {
   /** After vmnet is up (root), switch to this user (setgid, then setuid). */
   dropPrivileges?: { uid: number; gid: number };
   recovery?: boolean;
+  /** Client-side fencing, as on Linux (../config.ts VmHostConfig.fence): set for "reschedule" VMs. */
+  fence?: VmHostFenceConfig;
 }
 
 /** Status as the darwin host reports it: the Linux fields plus the failure kind. */

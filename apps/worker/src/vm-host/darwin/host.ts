@@ -8,12 +8,16 @@
 //   4. pump: VM ⇄ packages/netfilter ⇄ vmnet (the same FramePump as Linux, vmnet as its uplink)
 //   5. control.sock and status.jsonl exactly as the Linux host (the driver side is shared)
 //   6. start the VZ VM; exit when it stops (0) or fails (1)
+// Fencing (issue 12): with `fence` (a "reschedule" VM) the lease file is read every FENCE_CHECK_MS
+// from the start; when the lease ran out the VM is stopped hard at once (or never started) and
+// ends "stopped" with a "fenced: …" message, exactly as on Linux.
 import { networkInterfaces } from 'node:os';
 import { appendFileSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createFilter } from '@fleet/netfilter';
 import { VmnetPort, VzVirtualMachine, normalizeMachineConfig, type VzAddon } from '@fleet/native-vz/vz';
-import { CONTROL_SOCKET, STATUS_LOG } from '../config.ts';
+import { CONTROL_SOCKET, FENCE_CHECK_MS, STATUS_LOG } from '../config.ts';
+import { watchLeaseFile, type LeaseFileWatch } from '../../fencing/lease-file.ts';
 import { ControlServer } from '../control-server.ts';
 import { FramePump } from '../pump.ts';
 import { readTartConfig } from '../../drivers/vz/tart-bundle.ts';
@@ -36,6 +40,8 @@ export interface VzHostDeps {
   onListening?(): void;
   /** SIGTERM/SIGINT handlers (the real process only). */
   handleSignals?: boolean;
+  /** Lease file check interval (default FENCE_CHECK_MS; tests). */
+  fenceCheckMs?: number;
 }
 
 export async function runVzHost(cfg: VzHostConfig, deps: VzHostDeps): Promise<number> {
@@ -90,26 +96,46 @@ export async function runVzHost(cfg: VzHostConfig, deps: VzHostDeps): Promise<nu
     if (kind !== undefined) failureKind = kind;
     record('state');
   };
+  let fence: LeaseFileWatch | undefined;
+  /** Set when the lease ran out before the VM was started (it then never starts). */
+  let fenced: string | undefined;
   const fail = async (why: string, kind?: string): Promise<number> => {
-    setState('failed', why, kind ?? 'setup');
+    fence?.stop();
+    if (fenced !== undefined) {
+      // Fenced during setup: the VM never ran; that is a stop, not a failure.
+      why = fenced;
+    }
+    setState(fenced !== undefined ? 'stopped' : 'failed', why, fenced !== undefined ? undefined : (kind ?? 'setup'));
     pump?.close();
     uplink?.close();
     vm?.close();
     await control?.close();
     rmSync(path.join(cfg.runDir, CONTROL_SOCKET), { force: true });
-    return 1;
+    return fenced !== undefined ? 0 : 1;
   };
 
   // Control first, so the driver sees the host at once (and a failure below is reported through it).
   control = await ControlServer.listen(path.join(cfg.runDir, CONTROL_SOCKET), {
     status,
     stop: () => void (runner ? runner.stop() : undefined),
-    kill: () => void (runner ? runner.kill() : undefined),
+    kill: (reason) => void (runner ? runner.kill(reason) : undefined),
     pause: () => (runner ? runner.pause() : Promise.reject(new Error('the VM is not running'))),
     resume: () => (runner ? runner.resume() : Promise.reject(new Error('the VM is not running'))),
   });
   record('listening');
   deps.onListening?.();
+  if (cfg.fence) {
+    fence = watchLeaseFile(
+      cfg.fence,
+      (why) => {
+        fenced = why;
+        record(`fenced ${why}`);
+        void runner?.kill(why);
+      },
+      { intervalMs: deps.fenceCheckMs ?? FENCE_CHECK_MS, startedAt },
+    );
+    fence.check();
+  }
 
   // 1. vmnet (root).
   try {
@@ -207,11 +233,18 @@ export async function runVzHost(cfg: VzHostConfig, deps: VzHostDeps): Promise<nu
     process.on('SIGINT', () => void runner?.stop());
     process.on('SIGHUP', () => {}); // the worker going away is not our business
   }
+  if (fenced !== undefined) {
+    clearInterval(tick);
+    return fail(fenced);
+  }
   vmStartedAt = Date.now();
   await runner.start(cfg.recovery ? { recovery: true } : {}).catch(() => {
     /* recorded as failed by the runner */
   });
+  // Fenced while it was starting: the kill above found nothing to stop yet.
+  if (fenced !== undefined) await runner.kill(fenced);
   await runner.exited();
+  fence?.stop();
   clearInterval(tick);
   pump.close();
   vm.close();
