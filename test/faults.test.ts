@@ -1,5 +1,9 @@
-// Faults across processes: a worker killed with SIGKILL, and a controller
-// restarted under a running fleet.
+// Faults across processes: a worker killed with SIGKILL, a controller restarted
+// under a running fleet, and a controller killed while a client creates VMs.
+//
+// Timings: heartbeat 500 ms, lostAfter 8 s, so fenceAfter is 6 s (failure-timing.ts):
+// a controller restart shorter than that leaves every VM running.
+import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -24,6 +28,7 @@ async function freePort(): Promise<number> {
   });
 }
 
+const OFFLINE = '8s';
 let controller: ControllerProcess;
 let ctlDir: string;
 let apiPort: number;
@@ -35,7 +40,7 @@ beforeAll(async () => {
   ctlDir = await tempDir('ctl-faults');
   dirs.push(ctlDir);
   [apiPort, grpcPort] = [await freePort(), await freePort()];
-  controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: '3s' });
+  controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: OFFLINE });
   for (const name of ['fault-a', 'fault-b']) {
     const w = await enrollAndRunWorker(controller, { name, cpus: 16, memoryMib: 32768, vmSlots: 10 });
     workers.push(w);
@@ -60,9 +65,12 @@ describe('faults', () => {
     const other = workers.find((w) => w.name !== host)!;
     await victim.kill('SIGKILL');
 
-    await waitUntil(async () => (await controller.api.worker(host)).status === 'offline', 15_000, `${host} offline`);
+    // First unknown (the worker may still run them), never failed before the worker is lost.
+    await waitUntil(async () => (await controller.api.vm('no-restart')).state === 'unknown', 10_000, 'no-restart unknown');
+    expect((await controller.api.vm('survivor-0')).attempt).toBe(1);
+    await waitUntil(async () => (await controller.api.worker(host)).status === 'offline', 20_000, `${host} offline`);
     await waitUntil(async () => (await controller.api.vm('no-restart')).state === 'failed', 10_000, 'no-restart failed');
-    expect((await controller.api.vm('no-restart')).reason).toMatch(/offline/);
+    expect((await controller.api.vm('no-restart')).reason).toMatch(/lost/);
     await waitUntil(
       async () => {
         const vms = await Promise.all([0, 1, 2, 3].map((i) => controller.api.vm(`survivor-${i}`)));
@@ -75,7 +83,7 @@ describe('faults', () => {
     expect(survivor.restartCount).toBe(1);
     expect(survivor.attempt).toBe(2);
     const log = await controller.api.ok('GET', '/v1/vms/survivor-0/events');
-    expect(log.events.map((e: { message: string }) => e.message).join('\n')).toMatch(/failed: worker .* went offline[\s\S]*restart 1/);
+    expect(log.events.map((e: { message: string }) => e.message).join('\n')).toMatch(/unknown: worker .* unreachable[\s\S]*failed: worker .* lost[\s\S]*restart 1/);
     // The dead worker's capacity is still held: only the worker can confirm its VMs are gone.
     expect((await controller.api.worker(host)).used.vms).toBe(5);
 
@@ -91,7 +99,7 @@ describe('faults', () => {
     const running = before.filter((v) => v.state === 'running').map((v) => v.name).sort();
     expect(running.length).toBeGreaterThan(0);
     await controller.kill('SIGTERM');
-    controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: '3s' });
+    controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: OFFLINE });
     for (const w of workers) {
       await waitUntil(async () => (await controller.api.worker(w.name))?.connected === true, 40_000, `${w.name} reconnected`);
     }
@@ -103,5 +111,47 @@ describe('faults', () => {
       const onIt = after.filter((v) => v.worker === w.name && v.state === 'running').length;
       expect(w.used.vms).toBe(onIt);
     }
+  });
+
+  it('a controller killed (-9) while a client creates VMs: retried with their Idempotency-Keys, none is lost or duplicated', async () => {
+    const names = Array.from({ length: 12 }, (_, i) => `burst-${i}`);
+    const keys = new Map(names.map((n) => [n, randomUUID()]));
+    const outcome = new Map<string, number>();
+    // The client: creates in order, retrying connection failures and 5xx with the same key and body.
+    const create = async (name: string): Promise<void> => {
+      for (let attempt = 0; attempt < 200; attempt++) {
+        try {
+          const res = await fetch(`${controller.apiUrl}/v1/vms`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${controller.adminToken}`, 'content-type': 'application/json', 'idempotency-key': keys.get(name)! },
+            body: JSON.stringify({ name, image: 'synthetic:ok', cpus: 1, memoryMib: 256 }),
+          });
+          if (res.status < 500 && res.status !== 409) {
+            outcome.set(name, res.status);
+            return;
+          }
+          if (res.status === 409 && ((await res.json()) as { error?: { code?: string } }).error?.code !== 'idempotency_key_in_flight') {
+            outcome.set(name, 409);
+            return;
+          }
+        } catch {
+          /* the controller is down: retry */
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`create ${name} never got through`);
+    };
+    const client = (async () => {
+      for (const n of names) await create(n);
+    })();
+    await waitUntil(() => outcome.size >= 4, 20_000, 'the first creates');
+    await controller.kill('SIGKILL'); // mid-stream: some creates committed, maybe without their answer
+    controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: OFFLINE });
+    await client;
+    // Every create got its 201 (the original one or the replay of it), and each VM exists once.
+    expect([...outcome.entries()].filter(([, code]) => code !== 201)).toEqual([]);
+    const all = (await controller.api.vms()).filter((v) => v.name.startsWith('burst-'));
+    expect(all.map((v) => v.name).sort()).toEqual([...names].sort());
+    await waitUntil(async () => (await controller.api.vms()).filter((v) => v.name.startsWith('burst-') && v.state === 'running').length === names.length, 60_000, 'every burst VM running');
   });
 });
