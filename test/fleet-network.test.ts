@@ -221,8 +221,9 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
   }, 60_000);
 
   it('boots VMs on both workers; the API shows the DHCP addresses their filters learned', async () => {
+    // disconnect policy wait: the kill -9 test below restarts their worker and expects to adopt them running.
     for (const [name, host] of [['net-a', 'w1'], ['net-b', 'w1'], ['net-c', 'w2']] as const) {
-      await api.createVm({ name, image: 'fleet-guest', cpus: 1, memoryMib: 256, diskGib: 2, selector: { host } });
+      await api.createVm({ name, image: 'fleet-guest', cpus: 1, memoryMib: 256, diskGib: 2, selector: { host }, disconnectPolicy: 'wait' });
     }
     [a, b, c] = await Promise.all([runningVm('net-a'), runningVm('net-b'), runningVm('net-c')]);
     expect([a.worker, b.worker, c.worker]).toEqual(['w1', 'w1', 'w2']);
