@@ -272,7 +272,6 @@ describe('OpenAPI and routes without the header', () => {
   it('documents the header and the 409/422 answers on the routes that take it, and only there', async () => {
     const { app } = await controllerProcess();
     const doc = (await app.inject({ url: '/v1/openapi.json' })).json();
-    if (process.env.SHOW_OPENAPI) console.log(JSON.stringify(doc.paths['/v1/vms'].post, null, 1));
     for (const [p, expected] of [
       ['/v1/vms', true],
       ['/v1/workers/{name}/drain', true],
