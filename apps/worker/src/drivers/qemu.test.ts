@@ -82,6 +82,23 @@ describe('QemuDriver (no VM started)', () => {
     const list = await new QemuDriver({ dataDir, nat }).list();
     expect(list.find((s) => s.vmId === 'dead')).toMatchObject({ state: 'failed', message: expect.stringMatching(/died while the VM was running/) });
     expect(list.find((s) => s.vmId === 'off')).toMatchObject({ state: 'stopped' });
+    expect(list.find((s) => s.vmId === 'off')!.message).toBeUndefined();
+  });
+
+  it('reports an instance its host process fenced as stopped with the fenced message (not failed), and records the disconnect policy', async () => {
+    const dataDir = path.join(tmp, 'fenced');
+    const d = new QemuDriver({ dataDir, nat, fence: { leaseFile: path.join(tmp, 'lease.json') } });
+    await d.create({ vmId: 'f', attempt: 1, name: 'f', generation: '1', spec });
+    await d.create({ vmId: 'w', attempt: 1, name: 'w', generation: '1', spec: { ...spec, disconnectPolicy: 'wait' as const } });
+    const why = 'fenced: no lease from the controller for 31s (lease ran out 1s ago; disconnect policy reschedule)';
+    const line = (state: string, message?: string): string => JSON.stringify({ at: 1, event: 'state', state, ip: null, message, qemuPid: 999_999_999 }) + '\n';
+    await writeFile(path.join(dataDir, 'instances', 'f.1', 'status.jsonl'), line('running') + line('running') + line('stopped', why));
+    const list = await new QemuDriver({ dataDir, nat }).list();
+    expect(list.find((s) => s.vmId === 'f')).toMatchObject({ state: 'stopped', message: why, disconnectPolicy: 'reschedule' });
+    expect(list.find((s) => s.vmId === 'w')).toMatchObject({ state: 'stopped', disconnectPolicy: 'wait' });
+    // kill() of an instance without a live host process settles it as stopped.
+    expect(await d.kill({ vmId: 'w', attempt: 1 }, why)).toMatchObject({ state: 'stopped' });
+    await d.close();
   });
 
   it('never kills a process whose command line does not name the run dir', async () => {

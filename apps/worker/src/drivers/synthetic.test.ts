@@ -173,6 +173,17 @@ describe('synthetic driver', () => {
     await expect(d.start(req('i'))).rejects.toThrow(/does not exist/);
   });
 
+  it('kill() stops at once (no stop delay, a boot in progress is cut short) and keeps the reason', async () => {
+    const d = driver({ speed: 1 });
+    await d.create(req('k', 1, 'synthetic:boot-ms=0'));
+    await d.start(req('k'));
+    const t0 = Date.now();
+    const killed = await d.kill(req('k'), 'fenced: no lease from the controller for 31s (disconnect policy reschedule)');
+    expect(Date.now() - t0).toBeLessThan(SYNTHETIC_DELAYS_MS.stop / 2);
+    expect(killed).toMatchObject({ state: 'stopped', ip: undefined, message: 'fenced: no lease from the controller for 31s (disconnect policy reschedule)', disconnectPolicy: 'reschedule' });
+    expect((await d.start(req('k'))).message).toBeUndefined();
+  });
+
   it('applies a new spec only while stopped', async () => {
     const d = driver({ speed: 0 });
     await d.create(req('u'));

@@ -2,11 +2,15 @@
 // injected through startWorker's `credentials`).
 import * as grpc from '@grpc/grpc-js';
 import { PowerState, PROTOCOL_VERSION, VmPhase, type VmAssignment, type VmStatus__Output } from '@fleet/proto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../logger.ts';
 import { WORKER_VERSION } from '../version.ts';
 import { startWorker, type StartWorkerOptions, type WorkerHandle } from '../worker.ts';
 import { startFakeController, type FakeController, type FakeStream } from './fake-controller.test-helper.ts';
+import { ControllerLink, type LeaseEvent } from './link.ts';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -38,7 +42,8 @@ async function worker(fake: { address: string }, extra: Partial<StartWorkerOptio
   return handle;
 }
 
-const vm = (vmId: string, attempt = 1, image = 'ubuntu'): VmAssignment => ({
+const vm = (vmId: string, attempt = 1, image = 'ubuntu', disconnectPolicy = ''): VmAssignment => ({
+  disconnectPolicy,
   vmId,
   name: `vm-${vmId}`,
   attempt,
@@ -211,3 +216,121 @@ describe('controller link', () => {
     expect((await stream.next((m) => m.payload === 'event')).event).toMatchObject({ vmId: 'f', kind: 'vm.failed' });
   });
 });
+
+describe('leases (client-side fencing)', () => {
+  /** A bare link on the fake controller with a clock the test moves. */
+  async function bareLink(fake: FakeController): Promise<{ link: ControllerLink; leases: LeaseEvent[]; clock: { mono: number; wall: number } }> {
+    const clock = { mono: 1000, wall: 1_800_000_000_000 };
+    const leases: LeaseEvent[] = [];
+    const link = new ControllerLink({
+      address: fake.address,
+      credentials: grpc.credentials.createInsecure(),
+      logger: silentLogger(),
+      backoff: { initialMs: 20, maxMs: 100 },
+      clock: { monotonic: () => clock.mono, wall: () => clock.wall },
+      handlers: { hello: () => ({ protocolVersion: PROTOCOL_VERSION, vms: [] }), onDesiredState: () => {}, runningVms: () => 0, onLease: (e) => leases.push(e) },
+    });
+    cleanups.push(() => link.stop());
+    link.start();
+    return { link, leases, clock };
+  }
+
+  it('numbers heartbeats, sends the first at Welcome, and renews only on the echo of a known seq', async () => {
+    const fake = await controller();
+    const { leases, clock } = await bareLink(fake);
+    const stream = await fake.stream(0);
+    await stream.hello();
+    clock.mono = 1500; // the Hello went out at mono 1000
+    stream.welcome(60_000, 8000);
+    const first = (await stream.next((m) => m.payload === 'heartbeat')).heartbeat!;
+    expect(first.seq).toBe('1');
+    expect(first.sentAtUnixMs).toBe(String(clock.wall));
+    await until(() => leases.length === 1);
+    expect(leases[0]).toEqual({ kind: 'welcome', fenceAfterMs: 8000, helloSentAtMonoMs: 1000, helloSentAtUnixMs: 1_800_000_000_000 });
+
+    // Desired state, pings and an echo of a seq never sent renew nothing.
+    clock.mono = 2000;
+    clock.wall += 1000;
+    stream.send({ desiredState: { revision: '1', vms: [] } });
+    stream.send({ ping: { nonce: '1', sentAtUnixMs: '0' } });
+    stream.send({ lease: { heartbeatSeq: '99', fenceAfterMs: 8000 } });
+    stream.send({ ping: { nonce: '2', sentAtUnixMs: '0' } });
+    await stream.next((m) => m.payload === 'pong' && m.pong!.nonce === '2');
+    expect(leases).toHaveLength(1);
+
+    // The echo of seq 1: valid until that heartbeat's send time (mono 1500) + fence_after_ms,
+    // however late the renewal arrives.
+    stream.send({ lease: { heartbeatSeq: '1', fenceAfterMs: 8000 } });
+    await until(() => leases.length === 2);
+    expect(leases[1]).toEqual({ kind: 'renewal', seq: '1', fenceAfterMs: 8000, validUntilMonoMs: 1500 + 8000, validUntilUnixMs: 1_800_000_000_000 + 8000 });
+    // fence_after_ms 0 in a renewal: Welcome's value applies.
+    stream.send({ lease: { heartbeatSeq: '1', fenceAfterMs: 0 } });
+    await until(() => leases.length === 3);
+    expect(leases[2]).toMatchObject({ kind: 'renewal', fenceAfterMs: 8000, validUntilMonoMs: 9500 });
+  });
+
+  it('matches renewals to heartbeats of the same stream only; seq keeps increasing across streams', async () => {
+    const fake = await controller((s) => s.welcome(30));
+    const { leases } = await bareLink(fake);
+    const first = await fake.stream(0);
+    await until(() => first.all('heartbeat').length >= 3);
+    const seqs = first.all('heartbeat').map((h) => Number(h.seq));
+    expect(seqs.slice(0, 3)).toEqual([1, 2, 3]);
+    first.fail(grpc.status.UNAVAILABLE, 'controller restarting');
+    const second = await fake.stream(1);
+    const beat = (await second.next((m) => m.payload === 'heartbeat')).heartbeat!;
+    expect(Number(beat.seq)).toBeGreaterThan(Math.max(...seqs));
+    second.send({ lease: { heartbeatSeq: '1', fenceAfterMs: 5000 } }); // seq 1 went out on the first stream
+    second.send({ lease: { heartbeatSeq: beat.seq, fenceAfterMs: 5000 } });
+    await until(() => leases.some((l) => l.kind === 'renewal'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(leases.filter((l) => l.kind === 'renewal').map((l) => l.kind === 'renewal' && l.seq)).toEqual([beat.seq]);
+  });
+
+  it('a worker fences reschedule VMs when renewals stop, keeps wait VMs, and restarts them when renewals resume', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleet-fence-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    let answering = true;
+    const fake = await controller((s) => {
+      s.welcome(50, 400);
+      s.call.on('data', (m: { payload?: string; heartbeat?: { seq: string } }) => {
+        if (answering && m.payload === 'heartbeat') s.send({ lease: { heartbeatSeq: m.heartbeat!.seq, fenceAfterMs: 400 } });
+      });
+    });
+    const w = await worker(fake, { dataDir, synthetic: { speed: 0, persist: false } });
+    const stream = await fake.stream(0);
+    await stream.hello();
+    stream.send({ desiredState: { revision: '1', vms: [vm('r'), vm('w', 1, 'ubuntu', 'wait')] } });
+    await until(() => reported(stream).get('r#1')?.phase === VmPhase.VM_PHASE_RUNNING && reported(stream).get('w#1')?.phase === VmPhase.VM_PHASE_RUNNING);
+    const lease = JSON.parse(await readFile(path.join(dataDir, 'lease.json'), 'utf8')) as { validUntilUnixMs: number; fenceAfterMs: number };
+    expect(lease.fenceAfterMs).toBe(400);
+    expect(lease.validUntilUnixMs).toBeGreaterThan(Date.now());
+
+    // The controller still sends (desired state, pings) but no longer hears us: no renewals.
+    answering = false;
+    const cutAt = Date.now();
+    stream.send({ desiredState: { revision: '2', vms: [vm('r'), vm('w', 1, 'ubuntu', 'wait')] } });
+    await until(() => reported(stream).get('r#1')?.phase === VmPhase.VM_PHASE_STOPPED, 3000);
+    expect(Date.now() - cutAt).toBeLessThan(1000);
+    expect(reported(stream).get('r#1')!.message).toMatch(/^fenced: no lease from the controller for \d+s \(disconnect policy reschedule\)$/);
+    expect(w.lease().expired).toBe(true);
+    expect(w.instances().find((s) => s.vmId === 'w')?.phase).toBe(VmPhase.VM_PHASE_RUNNING);
+
+    answering = true;
+    await until(() => reported(stream).get('r#1')?.phase === VmPhase.VM_PHASE_RUNNING, 3000);
+    expect(w.lease().expired).toBe(false);
+  });
+
+  it('an older controller (fence_after_ms 0) never fences', async () => {
+    const fake = await controller((s) => s.welcome(30));
+    const w = await worker(fake);
+    const stream = await fake.stream(0);
+    await stream.hello();
+    stream.send({ desiredState: { revision: '1', vms: [vm('r')] } });
+    await until(() => reported(stream).get('r#1')?.phase === VmPhase.VM_PHASE_RUNNING);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(w.lease()).toMatchObject({ expired: false, fencing: false });
+    expect(w.instances()[0]!.phase).toBe(VmPhase.VM_PHASE_RUNNING);
+  });
+});
+

@@ -35,7 +35,16 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((r) => r.close()));
 });
 
-async function harness(opts: { concurrency?: number; driver?: FakeDriver } = {}): Promise<Harness> {
+/** A lease the test flips (fencing/lease.ts LeaseKeeper in the worker). */
+class TestLease {
+  expired = false;
+  silentMs = 0;
+  noLeaseForMs(): number {
+    return this.silentMs;
+  }
+}
+
+async function harness(opts: { concurrency?: number; driver?: FakeDriver; lease?: TestLease } = {}): Promise<Harness> {
   const driver = opts.driver ?? new FakeDriver();
   const statuses: VmStatus[] = [];
   const events: WorkerEvent[] = [];
@@ -45,6 +54,7 @@ async function harness(opts: { concurrency?: number; driver?: FakeDriver } = {})
     onStatus: (s) => statuses.push(s),
     onEvent: (e) => events.push(e),
     ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+    ...(opts.lease ? { lease: opts.lease } : {}),
   });
   open.push(reconciler);
   await reconciler.adopt();
@@ -320,5 +330,149 @@ describe('Reconciler', () => {
     expect(h.driver.ops).toEqual([]);
     expect(h.current('q')).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: expect.stringMatching(/driver "qemu" is not available on this worker/) });
     expect(h.current('w')).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: expect.stringMatching(/cannot run windows guests/) });
+  });
+});
+
+describe('Reconciler fencing (client-side, issue 12)', () => {
+  const FENCED = 'fenced: no lease from the controller for 31s (disconnect policy reschedule)';
+
+  it('kills (forced, not stop) running reschedule instances when the lease expires and reports them STOPPED; wait instances are untouched', async () => {
+    const lease = new TestLease();
+    const h = await harness({ lease });
+    h.reconciler.setDesired(desired(vm('r'), vm('x', { disconnect: 'reschedule' }), vm('w', { disconnect: 'wait' })));
+    await h.reconciler.idle();
+    expect(h.reconciler.runningCount()).toBe(3);
+
+    lease.expired = true;
+    lease.silentMs = 31_200;
+    h.reconciler.leaseChanged();
+    await h.reconciler.idle();
+    for (const id of ['r', 'x']) {
+      expect(h.driver.opsFor(id)).toEqual([`create ${id}#1`, `start ${id}#1`, `kill ${id}#1`]);
+      expect(h.current(id)).toMatchObject({ phase: VmPhase.VM_PHASE_STOPPED, ip: '', message: FENCED });
+      expect(h.phases(id)).toEqual(['1:STARTING', '1:RUNNING', '1:STOPPING', '1:STOPPED']);
+    }
+    expect(h.driver.instances.get('r#1')).toMatchObject({ state: 'stopped', message: FENCED }); // the driver got the reason
+    expect(h.driver.opsFor('w')).toEqual(['create w#1', 'start w#1']);
+    expect(h.current('w')?.phase).toBe(VmPhase.VM_PHASE_RUNNING);
+    expect(h.events.filter((e) => e.kind === 'vm.fenced').map((e) => [e.vmId, e.level, e.message])).toEqual([
+      ['r', 'warn', `attempt 1: ${FENCED}`],
+      ['x', 'warn', `attempt 1: ${FENCED}`],
+    ]);
+
+    // Still expired: the safety net and new desired states start nothing of the reschedule kind.
+    h.reconciler.reconcileAll();
+    h.reconciler.setDesired(desired(vm('r'), vm('x', { disconnect: 'reschedule' }), vm('w', { disconnect: 'wait' })));
+    await h.reconciler.idle();
+    expect(h.driver.opsFor('r')).toHaveLength(3);
+    expect(h.current('r')).toMatchObject({ phase: VmPhase.VM_PHASE_STOPPED, message: FENCED });
+  });
+
+  it('starts no reschedule instance while the lease is expired (created, held STOPPED), but does start wait instances', async () => {
+    const lease = new TestLease();
+    lease.expired = true;
+    lease.silentMs = 31_000;
+    const h = await harness({ lease });
+    h.reconciler.setDesired(desired(vm('r'), vm('w', { disconnect: 'wait' })));
+    await h.reconciler.idle();
+    expect(h.driver.opsFor('r')).toEqual(['create r#1']);
+    expect(h.phases('r')).toEqual(['1:STOPPED']); // never reported STARTING
+    expect(h.current('r')).toMatchObject({ phase: VmPhase.VM_PHASE_STOPPED, message: FENCED });
+    expect(h.driver.opsFor('w')).toEqual(['create w#1', 'start w#1']);
+    expect(h.current('w')?.phase).toBe(VmPhase.VM_PHASE_RUNNING);
+  });
+
+  it('after a renewal the desired state decides: still wanted → started again; withdrawn → removed and GONE', async () => {
+    const lease = new TestLease();
+    const h = await harness({ lease });
+    h.reconciler.setDesired(desired(vm('keep'), vm('moved')));
+    await h.reconciler.idle();
+    lease.expired = true;
+    h.reconciler.leaseChanged();
+    await h.reconciler.idle();
+    expect(h.reconciler.runningCount()).toBe(0);
+
+    // The controller re-placed "moved" elsewhere meanwhile: this worker's desired set drops it.
+    h.reconciler.setDesired(desired(vm('keep')));
+    await h.reconciler.idle();
+    expect(h.phases('moved').at(-1)).toBe('1:GONE');
+    expect(h.driver.opsFor('moved')).toEqual(['create moved#1', 'start moved#1', 'kill moved#1', 'remove moved#1']);
+    expect(h.driver.opsFor('keep')).toEqual(['create keep#1', 'start keep#1', 'kill keep#1']);
+
+    lease.expired = false;
+    h.reconciler.leaseChanged();
+    await h.reconciler.idle();
+    expect(h.driver.opsFor('keep')).toEqual(['create keep#1', 'start keep#1', 'kill keep#1', 'start keep#1']);
+    expect(h.current('keep')).toMatchObject({ phase: VmPhase.VM_PHASE_RUNNING, message: '' });
+  });
+
+  it('fences a start that was in flight when the lease ran out, once it finished', async () => {
+    const lease = new TestLease();
+    const h = await harness({ lease });
+    const release = h.driver.hold('start', 'a');
+    h.reconciler.setDesired(desired(vm('a')));
+    await new Promise((r) => setTimeout(r, 10));
+    lease.expired = true;
+    h.reconciler.leaseChanged();
+    release();
+    await h.reconciler.idle();
+    expect(h.driver.opsFor('a')).toEqual(['create a#1', 'start a#1', 'kill a#1']);
+    expect(h.driver.maxConcurrentPerVm).toBe(1);
+    expect(h.current('a')?.phase).toBe(VmPhase.VM_PHASE_STOPPED);
+  });
+
+  it('a restarted worker whose lease ran out fences adopted reschedule instances before any desired state', async () => {
+    const driver = new FakeDriver();
+    driver.seed({ vmId: 'r', attempt: 2, state: 'running' }); // no policy recorded: reschedule
+    driver.seed({ vmId: 'w', attempt: 1, state: 'running', disconnectPolicy: 'wait' });
+    const lease = new TestLease();
+    lease.expired = true;
+    const h = await harness({ driver, lease });
+    await h.reconciler.idle();
+    expect(driver.ops).toEqual(['kill r#2']);
+    expect(h.current('r')).toMatchObject({ phase: VmPhase.VM_PHASE_STOPPED, message: expect.stringMatching(/^fenced: /) });
+    expect(h.current('w')?.phase).toBe(VmPhase.VM_PHASE_RUNNING);
+  });
+
+  it('the assignment\'s current policy wins over the recorded one', async () => {
+    const driver = new FakeDriver();
+    driver.seed({ vmId: 'p', attempt: 1, state: 'running', disconnectPolicy: 'reschedule' });
+    const lease = new TestLease();
+    const h = await harness({ driver, lease });
+    h.reconciler.setDesired(desired(vm('p', { disconnect: 'wait' })));
+    await h.reconciler.idle();
+    lease.expired = true;
+    h.reconciler.leaseChanged();
+    await h.reconciler.idle();
+    expect(driver.ops).toEqual([]);
+    expect(h.current('p')?.phase).toBe(VmPhase.VM_PHASE_RUNNING);
+  });
+
+  it('a VM its host process fenced is STOPPED with the host\'s message, not FAILED', async () => {
+    const lease = new TestLease();
+    const h = await harness({ lease });
+    h.reconciler.setDesired(desired(vm('a'), vm('b')));
+    await h.reconciler.idle();
+    const hostMessage = 'fenced: no lease from the controller for 12s (lease ran out 2s ago; disconnect policy reschedule)';
+    h.driver.happen({ vmId: 'a', attempt: 1 }, 'stopped', hostMessage); // the host saw the file before the worker's timer
+    expect(h.current('a')).toMatchObject({ phase: VmPhase.VM_PHASE_STOPPED, message: hostMessage });
+    // Without a fenced message, but with the worker's lease expired: also a fence, not a failure.
+    lease.expired = true;
+    h.driver.happen({ vmId: 'b', attempt: 1 }, 'stopped');
+    expect(h.current('b')).toMatchObject({ phase: VmPhase.VM_PHASE_STOPPED, message: expect.stringMatching(/^fenced: /) });
+    expect(h.events.filter((e) => e.kind === 'vm.failed')).toEqual([]);
+    expect(h.events.filter((e) => e.kind === 'vm.fenced').map((e) => e.vmId)).toEqual(['a', 'b']);
+  });
+
+  it('a failed forced stop is reported FAILED with the cause', async () => {
+    const lease = new TestLease();
+    const h = await harness({ lease });
+    h.reconciler.setDesired(desired(vm('a')));
+    await h.reconciler.idle();
+    h.driver.failNext('kill', 'a', 'control socket gone');
+    lease.expired = true;
+    h.reconciler.leaseChanged();
+    await h.reconciler.idle();
+    expect(h.current('a')).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: 'fencing failed: control socket gone' });
   });
 });

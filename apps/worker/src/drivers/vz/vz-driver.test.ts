@@ -1,6 +1,7 @@
 // The vz driver end to end on Linux: driver → run dir → VM host process logic (runVzHost, in this
 // process) → control socket → driver, with the fake addon underneath (real socketpair, real
 // packet filter, fake VZ and vmnet). What the fake cannot show: that the Objective-C works.
+import { readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { closeFd, socketpairDgram } from '@fleet/native-vz';
 import { FakeVzHost, type FakeHostOptions } from '@fleet/native-vz/vz-fake';
 import type { InstanceStatus } from '../driver.ts';
+import { writeLeaseFile } from '../../fencing/lease-file.ts';
 import { readVzHostConfig } from '../../vm-host/darwin/config.ts';
 import { runVzHost } from '../../vm-host/darwin/host.ts';
 import { VzDriver, type VzDriverOptions, type VzHostLauncher } from './vz-driver.ts';
@@ -108,6 +110,50 @@ describe('VzDriver', () => {
     expect(host.machines[0]!.calls).toEqual(['start', 'requestStop']);
     await d.remove(req('vm-a'));
     expect(await d.list()).toEqual([]);
+    await d.close();
+  });
+
+  it('fencing: kill() stops hard at once; host processes of reschedule VMs stop theirs when the lease file runs out, wait VMs keep running', async () => {
+    await imageBundle('sonoma', 'darwin');
+    await imageBundle('linux', 'linux');
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const leaseFile = path.join(root, 'lease.json');
+    writeLeaseFile(leaseFile, { validUntilUnixMs: Date.now() + 60_000, fenceAfterMs: 10_000, renewedAtUnixMs: Date.now() });
+    const d = driverFor(host, exits, { fence: { leaseFile } });
+    const seen: InstanceStatus[] = [];
+    d.subscribe((s) => seen.push(s));
+
+    // The worker's own forced stop: no ACPI request, the reason is the message.
+    await d.create(req('k', 'linux', 'linux'));
+    await d.start(req('k', 'linux', 'linux'));
+    const killed = await d.kill(req('k', 'linux', 'linux'), 'fenced: no lease from the controller for 31s (disconnect policy reschedule)');
+    expect(killed).toMatchObject({ state: 'stopped', message: 'fenced: no lease from the controller for 31s (disconnect policy reschedule)' });
+    expect(host.machines[0]!.calls).toEqual(['start', 'stop']);
+    expect(await exits[0]).toBe(0);
+
+    // The VM host processes on their own (the worker may be dead): the lease runs out.
+    await d.create({ ...req('r'), spec: { ...spec('sonoma'), disconnectPolicy: 'reschedule' as const } });
+    await d.create({ ...req('w', 'linux', 'linux'), spec: { ...spec('linux', 'linux'), disconnectPolicy: 'wait' as const } });
+    await d.start(req('r'));
+    await d.start(req('w', 'linux', 'linux'));
+    const hostCfg = (id: string) => JSON.parse(readFileSync(path.join(root, 'd', 'instances', `${id}.1`, 'vz-host.json'), 'utf8')) as { fence?: unknown };
+    expect(hostCfg('r').fence).toEqual({ leaseFile, graceMs: 2000 });
+    expect(hostCfg('w').fence).toBeUndefined();
+    writeLeaseFile(leaseFile, { validUntilUnixMs: Date.now() - 1, fenceAfterMs: 10_000, renewedAtUnixMs: Date.now() - 10_001 });
+    const t0 = Date.now();
+    expect(await exits[1]).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const r = (await d.list()).find((s) => s.vmId === 'r')!;
+    expect(r).toMatchObject({ state: 'stopped', message: expect.stringMatching(/^fenced: no lease from the controller for 10s/), disconnectPolicy: 'reschedule' });
+    expect(host.machines[1]!.calls).toEqual(['start', 'stop']);
+    expect(d.slots.holders()).toEqual([]);
+    expect((await d.list()).find((s) => s.vmId === 'w')).toMatchObject({ state: 'running', disconnectPolicy: 'wait' });
+    // A new driver (worker restart) sees the fenced one as stopped, not failed.
+    const again = driverFor(host, exits, { fence: { leaseFile } });
+    expect((await again.list()).find((s) => s.vmId === 'r')).toMatchObject({ state: 'stopped', message: expect.stringMatching(/^fenced: /) });
+    await again.close();
+    await d.stop(req('w', 'linux', 'linux'));
     await d.close();
   });
 
