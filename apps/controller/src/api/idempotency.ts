@@ -16,7 +16,6 @@ import type { Prisma } from '@fleet/db';
 import { badRequest, FleetError } from '../errors.ts';
 import { ErrorBody } from './schemas.ts';
 import {
-  IDEMPOTENCY_KEY_PATTERN,
   isValidIdempotencyKey,
   requestHash,
   type IdempotencyScope,
