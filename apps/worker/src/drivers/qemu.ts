@@ -317,7 +317,9 @@ export class QemuDriver implements Driver {
       if (exited || Date.now() > deadline) {
         const last = lastStatusLine(dir);
         const why = last?.message ?? `VM host process ${exited ? 'exited' : 'did not answer'} (see ${path.join(dir, 'host.log')})`;
-        this.patch(h, { state: 'failed', message: why });
+        // Fenced before QEMU ran (the lease file had run out): stopped, not failed.
+        const fenced = last?.state === 'stopped' ? fencedMessage(last.message) : undefined;
+        this.patch(h, { state: fenced ? 'stopped' : 'failed', message: why });
         throw new DriverError(`start ${rec.name}: ${why}`);
       }
       await sleep(25);
