@@ -213,6 +213,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     logger: log,
     ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
     ...(options.backoff ? { backoff: options.backoff } : {}),
+    leaseRemainingMs: () => lease.remainingMs(),
     ...(options.statusFlushMs !== undefined ? { statusFlushMs: options.statusFlushMs } : {}),
     ...(options.welcomeTimeoutMs !== undefined ? { welcomeTimeoutMs: options.welcomeTimeoutMs } : {}),
     handlers: {

@@ -107,6 +107,12 @@ export class LeaseKeeper implements LeaseView {
     return this.#validUntil;
   }
 
+  /** How long the lease still runs on the keeper's clock; null when unlimited or already expired. */
+  remainingMs(): number | null {
+    if (this.#validUntil === null || this.expired) return null;
+    return Math.max(0, this.#validUntil - this.#now());
+  }
+
   /** The same expiry on the wall clock; null = unlimited. */
   get validUntilUnixMs(): number | null {
     return this.#validUntilUnix;

@@ -96,6 +96,13 @@ export interface ControllerLinkOptions {
   handlers: LinkHandlers;
   logger: Logger;
   backoff?: BackoffOptions;
+  /**
+   * How long the worker's lease still runs (ms), or null when it does not matter (no fencing, or
+   * already expired). While a lease runs out, reconnects are not left to the backoff's 30 s cap:
+   * the delay is held to a quarter of what is left (at least 250 ms), so a short controller restart
+   * or network blip does not cost the worker its "reschedule" VMs.
+   */
+  leaseRemainingMs?: () => number | null;
   /** Status coalescing window (default 50 ms). */
   statusFlushMs?: number;
   /** Give up on a stream that has not sent Welcome after this long (default 60 s). */
@@ -140,6 +147,7 @@ export class ControllerLink {
   readonly #handlers: LinkHandlers;
   readonly #log: Logger;
   readonly #backoff: Backoff;
+  readonly #leaseRemainingMs: (() => number | null) | undefined;
   readonly #batcher: StatusBatcher;
   readonly #welcomeTimeoutMs: number;
   readonly #defaultHeartbeatMs: number;
@@ -162,6 +170,7 @@ export class ControllerLink {
     this.#handlers = options.handlers;
     this.#log = options.logger;
     this.#backoff = new Backoff(options.backoff);
+    this.#leaseRemainingMs = options.leaseRemainingMs;
     this.#welcomeTimeoutMs = options.welcomeTimeoutMs ?? 60_000;
     this.#defaultHeartbeatMs = options.defaultHeartbeatIntervalMs ?? 10_000;
     this.#mono = options.clock?.monotonic ?? (() => performance.now());
@@ -418,7 +427,9 @@ export class ControllerLink {
 
     const upForMs = stream.welcomedAt === undefined ? 0 : Date.now() - stream.welcomedAt;
     this.#backoff.connectionEnded(upForMs);
-    const delayMs = this.#backoff.next();
+    const remaining = this.#leaseRemainingMs?.() ?? null;
+    const backoffMs = this.#backoff.next();
+    const delayMs = remaining !== null && remaining > 0 ? Math.min(backoffMs, Math.max(250, Math.floor(remaining / 4))) : backoffMs;
     this.#log.warn({ code: grpc.status[code] ?? code, details, upForMs, retryInMs: delayMs, failures: this.#backoff.failures }, 'controller stream ended; reconnecting');
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
