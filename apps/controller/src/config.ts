@@ -6,6 +6,8 @@ export interface ControllerOptions {
   dataDir: string;
   /** Database URL; default `file:<dataDir>/fleet.db` (SQLite). */
   databaseUrl?: string;
+  /** SQLite `synchronous` (default FULL: acknowledged writes survive a power loss). No CLI flag: benchmarks only. */
+  sqliteSynchronous?: 'FULL' | 'NORMAL';
   /** REST API + dashboard listener. */
   apiHost: string;
   apiPort: number;

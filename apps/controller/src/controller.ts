@@ -24,6 +24,9 @@ import { startWorkerGrpcServer } from './grpc/worker-grpc-server.ts';
 import { SessionBroker } from './sessions/session-broker.ts';
 import { NetworkCounterStore } from './vms/network-counters.ts';
 import { buildApiServer } from './api/api-server.ts';
+import { StorageHealth, settingsRowProbe } from './storage/storage-health.ts';
+import { BackgroundWrites } from './storage/background-writes.ts';
+import { PeriodicTask } from './storage/backoff.ts';
 import { IdempotencyService } from './idempotency/idempotency-service.ts';
 import { apiCertificateNames, apiTlsEnabled, apiTlsMaterial, isLoopback } from './api/api-tls.ts';
 import { CONTROLLER_VERSION } from './version.ts';
@@ -51,7 +54,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const url = databaseUrlFor(opts);
   const migrated = await migrateDatabase(url);
   if (migrated.applied.length) log.info({ applied: migrated.applied }, 'database migrated');
-  const db = openDatabase({ url });
+  const db = openDatabase({ url, ...(opts.sqliteSynchronous ? { sqliteSynchronous: opts.sqliteSynchronous } : {}) });
 
   const identity = await loadOrCreateIdentity({
     dataDir: opts.dataDir,
@@ -62,11 +65,20 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
   });
   const metrics = new Metrics();
+  // Whether the database takes writes: fed by every failure the API and the loops see, probed while failing.
+  const storage = new StorageHealth({
+    probe: settingsRowProbe(db),
+    log: log.child({ component: 'storage' }),
+    onChange: (ok) => metrics.storageAvailable.set(ok ? 1 : 0),
+    onFault: (f) => metrics.storageErrors.inc({ kind: f.kind }),
+  });
+  metrics.storageAvailable.set(1);
+  const writes = new BackgroundWrites({ log: log.child({ component: 'background-writes' }), sink: storage });
   const bus = new FleetBus();
   const events = new EventLog(db);
   const vms = new VmService(db, events, bus, metrics);
   const networkCounters = new NetworkCounterStore();
-  const streams = new WorkerStreams(db, log);
+  const streams = new WorkerStreams(db, log, { sink: storage });
   vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
   const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
@@ -74,6 +86,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     disconnect: (id, reason) => streams.disconnect(id, grpc.status.UNAVAILABLE, reason),
   });
   const tokens = new TokenService(db, events, identity.caFingerprint);
+  tokens.onStorageError = (err) => storage.observe(err);
   const settings = new SettingsService(db, opts.defaultSchedulerProfile);
 
   // First start: create the admin service account and print its token once.
@@ -89,18 +102,27 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
 
   await workers.start();
   bus.onDesiredStateChange((workerId) => streams.markDirty(workerId));
-  const scheduler = new SchedulerLoop(db, events, bus, metrics, log.child({ component: 'scheduler' }), () => settings.schedulerProfile(), workers.isOnline, opts.schedulerIntervalMs);
-  const restartTimer = setInterval(() => void vms.requeueRestarts().catch((err) => log.error({ err }, 'restart requeue failed')), 1000);
-  restartTimer.unref();
-  const gaugeTimer = setInterval(() => void refreshVmGauges(db, metrics).catch(() => undefined), 5000);
-  gaugeTimer.unref();
+  const scheduler = new SchedulerLoop(db, events, bus, metrics, log.child({ component: 'scheduler' }), () => settings.schedulerProfile(), workers.isOnline, opts.schedulerIntervalMs, { sink: storage });
+  // Background loops: a failure is logged, reported and retried with backoff; none of them ever stops.
+  const restarts = new PeriodicTask(() => vms.requeueRestarts(), { name: 'restart requeue', intervalMs: 1000, log, sink: storage }).start();
+  const gauges = new PeriodicTask(() => refreshVmGauges(db, metrics), { name: 'vm gauges', intervalMs: 5000, log, sink: storage }).start();
+  // The storage is back: retry what waits for it now rather than at the end of its backoff.
+  storage.onRecovered(() => {
+    streams.retryNow();
+    scheduler.retryNow();
+    restarts.runNow();
+    writes.retryNow();
+  });
   // Idempotency-Key records live 24 h; nothing else in the controller purges old rows, so it has its own timer.
   const idempotency = new IdempotencyService(db);
-  idempotency.startPurging(10 * 60_000, (err) => log.warn({ err }, 'purging expired idempotency keys failed'));
+  idempotency.startPurging(10 * 60_000, (err) => {
+    storage.observe(err);
+    log.warn({ err }, 'purging expired idempotency keys failed');
+  });
 
-  const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }) });
+  const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }), writes });
   const grpcServer = await startWorkerGrpcServer(
-    { db, identity, tokens, workers, vms, events, streams, sessions, networkCounters, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs, fenceAfterMs: timings.fenceAfterMs },
+    { db, identity, tokens, workers, vms, events, streams, sessions, networkCounters, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs, fenceAfterMs: timings.fenceAfterMs, storage },
     opts.grpcHost,
     opts.grpcPort,
   );
@@ -121,6 +143,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     sessions,
     networkCounters,
     idempotency,
+    storage,
     info: async () => ({
       version: CONTROLLER_VERSION,
       protocolVersion: PROTOCOL_VERSION,
@@ -159,13 +182,15 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       stopped = true;
       scheduler.stop();
       workers.stop();
-      clearInterval(restartTimer);
-      clearInterval(gaugeTimer);
+      restarts.stop();
+      gauges.stop();
+      storage.stop();
       idempotency.stop();
       sessions.closeAll('the controller is shutting down');
       streams.closeAll('controller shutting down');
       grpcServer.server.forceShutdown();
       await api.close();
+      writes.stop();
       await db.$disconnect();
     },
   };

@@ -9,6 +9,7 @@ import type { ApiContext } from './context.ts';
 import { registerAuth } from './auth-hook.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
+import { documentStorageUnavailable, replyIfStorageUnavailable } from './storage-unavailable.ts';
 import { vmRoutes } from './routes/vm-routes.ts';
 import { workerRoutes } from './routes/worker-routes.ts';
 import { eventRoutes } from './routes/event-routes.ts';
@@ -71,10 +72,13 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return reply.code(err.statusCode).send({ error: { code: err.code ?? 'bad_request', message: err.message } });
     }
+    const unavailable = replyIfStorageUnavailable(err, req, reply, ctx.storage);
+    if (unavailable) return unavailable;
     req.log.error({ err, url: req.url, method: req.method }, 'request failed');
     return reply.code(500).send({ error: { code: 'internal', message: 'internal error; see the controller log' } });
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }));
+  app.addHook('onRoute', documentStorageUnavailable);
 
   registerAuth(app, ctx.tokens);
   if (ctx.idempotency) registerIdempotency(app, ctx.idempotency);
@@ -96,7 +100,7 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
     vmFailures: ctx.metrics.vmFailures,
     schedulingLatency: ctx.metrics.schedulingLatency,
   });
-  series.start((err) => app.log.warn({ err }, 'stats sample failed'));
+  series.start(log.child({ component: 'stats' }), ctx.storage);
   app.addHook('onClose', async () => series.stop());
   await app.register(accountRoutes(new AccountService(ctx.db, ctx.events, ctx.tokens), ctx.tokens));
   await app.register(statsRoutes(ctx, series));

@@ -1,4 +1,5 @@
 import type { FleetDb } from '@fleet/db';
+import type { StorageHealth } from '../storage/storage-health.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import type { WorkerService } from '../workers/worker-service.ts';
 import type { TokenService } from '../auth/token-service.ts';
@@ -29,6 +30,8 @@ export interface ApiContext {
   sessions?: SessionBroker;
   /** Packet-filter counters of running VMs (in memory; shown in VM views). */
   networkCounters?: NetworkCounterStore;
+  /** Whether the database takes writes (GET /v1/health; 503 storage_unavailable answers feed it). */
+  storage?: StorageHealth;
   /** Serve /metrics without a token (default: a token with the read role is needed). */
   metricsPublic?: boolean;
   /** `Idempotency-Key` on the routes that opt in (config.idempotency); absent = the header is ignored. */

@@ -1,6 +1,6 @@
 // API tokens (service accounts with roles) and bootstrap tokens (worker
 // enrollment). Secrets are shown once at creation; only SHA-256 hashes are stored.
-import type { FleetDb, ApiToken, BootstrapToken } from '@fleet/db';
+import { isStorageUnavailable, type FleetDb, type ApiToken, type BootstrapToken } from '@fleet/db';
 import {
   encodeApiToken,
   encodeBootstrapToken,
@@ -29,6 +29,8 @@ const HOUR = 3_600_000;
 export class TokenService {
   /** lastUsedAt is written at most once a minute per token. */
   private readonly lastUsedWritten = new Map<string, number>();
+  /** Told when a lastUsedAt write fails on storage (the storage-health tracker). */
+  onStorageError: ((err: unknown) => void) | undefined;
 
   constructor(
     private readonly db: FleetDb,
@@ -76,8 +78,16 @@ export class TokenService {
     if (row.expiresAt && row.expiresAt.getTime() <= Date.now()) throw new TokenRejected(`token "${row.name}" expired at ${row.expiresAt.toISOString()}`);
     const last = this.lastUsedWritten.get(row.id) ?? 0;
     if (Date.now() - last > 60_000) {
-      this.lastUsedWritten.set(row.id, Date.now());
-      await this.db.apiToken.update({ where: { id: row.id }, data: { lastUsedAt: new Date() } });
+      try {
+        await this.db.apiToken.update({ where: { id: row.id }, data: { lastUsedAt: new Date() } });
+        this.lastUsedWritten.set(row.id, Date.now()); // remembered once committed
+      } catch (err) {
+        // Bookkeeping must not refuse a valid token while the storage cannot take writes
+        // (reads keep working on a full disk): try again in 10 s.
+        if (!isStorageUnavailable(err)) throw err;
+        this.lastUsedWritten.set(row.id, Date.now() - 50_000);
+        this.onStorageError?.(err);
+      }
     }
     return { tokenId: row.id, name: row.name, roles: parseRoles(row.roles) };
   }

@@ -19,7 +19,7 @@ import {
   type WorkerMessage__Output,
   type WorkerServiceHandlers,
 } from '@fleet/proto';
-import type { FleetDb, Worker, WorkerCredential } from '@fleet/db';
+import { classifyStorageError, describeStorageFault, type FleetDb, type Worker, type WorkerCredential } from '@fleet/db';
 import { signClientCsr, PkiError } from '@fleet/pki';
 import type { Logger } from 'pino';
 import type { ControllerIdentity } from '../identity/controller-identity.ts';
@@ -33,6 +33,7 @@ import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.
 import { CONTROLLER_VERSION } from '../version.ts';
 import type { SessionBroker, SessionCall } from '../sessions/session-broker.ts';
 import type { NetworkCounterStore } from '../vms/network-counters.ts';
+import type { ErrorSink } from '../storage/backoff.ts';
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HELLO_TIMEOUT_MS = 15_000;
@@ -54,6 +55,8 @@ export interface WorkerGrpcDeps {
   heartbeatIntervalMs: number;
   /** How long a worker keeps "reschedule" VMs running without a lease renewal (Welcome; failure-timing.ts). */
   fenceAfterMs: number;
+  /** Told about errors that end a stream (the storage-health tracker). */
+  storage?: ErrorSink;
 }
 
 class StaticCertificateProvider implements grpc.experimental.CertificateProvider {
@@ -208,10 +211,17 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     // Messages are handled strictly in order; a failure ends the stream with its status.
     let chain: Promise<void> = Promise.resolve();
     const fail = (err: unknown) => {
-      const status = (err as Partial<grpc.ServiceError>).code;
-      const details = (err as Partial<grpc.ServiceError>).details ?? (err instanceof Error ? err.message : String(err));
-      if (status === undefined) log.error({ err, worker: worker?.name }, 'worker stream failed');
-      const code = status ?? grpc.status.INTERNAL;
+      // Only a number is a gRPC status: Prisma errors carry string codes (P2039, ...).
+      const given = (err as Partial<grpc.ServiceError>).code;
+      const status = typeof given === 'number' ? given : undefined;
+      // The database is unavailable: UNAVAILABLE with a short reason; the worker reconnects with backoff and resends.
+      const fault = status === undefined ? classifyStorageError(err) : null;
+      if (fault) deps.storage?.observe(err);
+      const details = fault
+        ? `the controller's database is unavailable: ${describeStorageFault(fault)}`
+        : ((err as Partial<grpc.ServiceError>).details ?? (err instanceof Error ? err.message : String(err)));
+      if (status === undefined) log[fault ? 'warn' : 'error']({ err, ...(fault ? { storage: fault } : {}), worker: worker?.name }, 'worker stream failed');
+      const code = status ?? (fault ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL);
       if (stream) stream.close(code, details);
       else call.emit('error', grpcError(code, details));
     };
@@ -267,7 +277,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
             fenceAfterMs: deps.fenceAfterMs,
           },
         });
-        await deps.streams.pushDesiredState(stream);
+        await deps.streams.pushOrRetry(stream);
         return;
       }
       deps.workers.onHeartbeat(w.id); // any message proves liveness
@@ -331,24 +341,34 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     call.on('close', cleanup);
   }
 
+  /**
+   * A gRPC error for a failed unary call: our own ServiceErrors as they are (numeric code),
+   * storage faults as UNAVAILABLE (the worker retries), anything else INTERNAL.
+   */
+  function unaryError(err: unknown, what: string): grpc.ServiceError {
+    if (typeof (err as Partial<grpc.ServiceError>).code === 'number') return err as grpc.ServiceError;
+    const fault = classifyStorageError(err);
+    if (fault) {
+      deps.storage?.observe(err);
+      log.warn({ err, storage: fault }, `${what} failed: storage unavailable`);
+      return grpcError(grpc.status.UNAVAILABLE, `${what} failed: the controller's database is unavailable (${describeStorageFault(fault)}); retry later`);
+    }
+    log.error({ err }, `${what} failed`);
+    return grpcError(grpc.status.INTERNAL, `${what} failed; see the controller log`);
+  }
+
   return {
     Enroll(call, callback) {
       enroll(call.request).then(
         (res) => callback(null, res),
-        (err) => {
-          if ((err as Partial<grpc.ServiceError>).code === undefined) log.error({ err }, 'enrollment failed');
-          callback((err as Partial<grpc.ServiceError>).code !== undefined ? (err as grpc.ServiceError) : grpcError(grpc.status.INTERNAL, 'enrollment failed; see the controller log'));
-        },
+        (err: unknown) => callback(unaryError(err, 'enrollment')),
       );
     },
     Connect: connect,
     RenewCertificate(call, callback) {
       renewCertificate(call).then(
         (res) => callback(null, res),
-        (err: unknown) => {
-          if ((err as Partial<grpc.ServiceError>).code === undefined) log.error({ err }, 'certificate renewal failed');
-          callback((err as Partial<grpc.ServiceError>).code !== undefined ? (err as grpc.ServiceError) : grpcError(grpc.status.INTERNAL, 'certificate renewal failed; see the controller log'));
-        },
+        (err: unknown) => callback(unaryError(err, 'certificate renewal')),
       );
     },
     Session(call) {
@@ -359,7 +379,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       authenticate(call)
         .then(
           (w) => broker.acceptWorkerCall(call, w.id),
-          (err: unknown) => call.emit('error', (err as Partial<grpc.ServiceError>).code !== undefined ? err : grpcError(grpc.status.INTERNAL, 'session authentication failed')),
+          (err: unknown) => call.emit('error', unaryError(err, 'session authentication')),
         )
         .catch((err: unknown) => {
           // Nothing awaits this promise: an unhandled rejection would end the controller.

@@ -1,11 +1,15 @@
 // Live Connect streams, one per worker (the newest wins), and the push of
 // desired state down them. Pushes are coalesced per worker: a burst of changes
 // (a scheduler pass placing 100 VMs on one worker) becomes one DesiredState.
+// A push that fails (the database is unavailable) is retried for that worker with a
+// capped, jittered backoff until it succeeds or the worker's stream ends: a worker is
+// never left without a change that is already committed.
 import * as grpc from '@grpc/grpc-js';
 import type { ControllerMessage, WorkerMessage__Output } from '@fleet/proto';
 import type { FleetDb } from '@fleet/db';
 import type { Logger } from 'pino';
 import { desiredAssignments } from '../vms/desired-state.ts';
+import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 
 export type ConnectCall = grpc.ServerDuplexStream<WorkerMessage__Output, ControllerMessage>;
 
@@ -36,15 +40,43 @@ export class WorkerStream {
   }
 }
 
+/** Push retries: after 250 ms, 500 ms, 1 s, ... at most 5 s apart (jittered). */
+export const PUSH_RETRY_BACKOFF: BackoffOptions = { baseMs: 250, maxMs: 5000 };
+
+export interface WorkerStreamsOptions {
+  /** Told about every failed push (the storage-health tracker). */
+  sink?: ErrorSink;
+  backoff?: Partial<BackoffOptions>;
+  /** What builds a worker's desired state (tests replace it). */
+  assignments?: typeof desiredAssignments;
+}
+
+interface PushRetry {
+  /** The stream the failed push was for: a retry never goes to a newer or closed stream. */
+  stream: WorkerStream;
+  failures: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
 export class WorkerStreams {
   private readonly streams = new Map<string, WorkerStream>();
   private readonly pending = new Set<string>();
+  private readonly retries = new Map<string, PushRetry>();
+  /** Workers with a push under way, and those marked again meanwhile (pushes to one worker never overlap, so a newer revision never carries older state). */
+  private readonly inFlight = new Set<string>();
+  private readonly again = new Set<string>();
   private flushScheduled = false;
+  private readonly backoff: BackoffOptions;
+  private readonly assignments: typeof desiredAssignments;
 
   constructor(
     private readonly db: FleetDb,
     private readonly log: Logger,
-  ) {}
+    private readonly opts: WorkerStreamsOptions = {},
+  ) {
+    this.backoff = { ...PUSH_RETRY_BACKOFF, ...opts.backoff };
+    this.assignments = opts.assignments ?? desiredAssignments;
+  }
 
   get size(): number {
     return this.streams.size;
@@ -53,6 +85,7 @@ export class WorkerStreams {
   attach(stream: WorkerStream): void {
     const old = this.streams.get(stream.workerId);
     if (old && old !== stream) old.close(grpc.status.ABORTED, 'replaced by a newer connection from the same worker');
+    this.cancelRetry(stream.workerId);
     this.streams.set(stream.workerId, stream);
   }
 
@@ -61,6 +94,7 @@ export class WorkerStreams {
     stream.closed = true;
     if (this.streams.get(stream.workerId) !== stream) return false;
     this.streams.delete(stream.workerId);
+    this.cancelRetry(stream.workerId);
     return true;
   }
 
@@ -69,6 +103,7 @@ export class WorkerStreams {
     if (!s) return;
     s.close(code, reason);
     this.streams.delete(workerId);
+    this.cancelRetry(workerId);
   }
 
   get(workerId: string): WorkerStream | undefined {
@@ -84,20 +119,45 @@ export class WorkerStreams {
     return !!s && !s.closed && !s.delivered.has(`${vmId}/${attempt}`);
   }
 
-  /** Coalesce pushes: every worker marked before the next tick gets one DesiredState. */
+  /**
+   * Coalesce pushes: every worker marked before the next tick gets one DesiredState.
+   * A worker whose last push failed waits for its retry (which sends the state as of then).
+   */
   markDirty(workerId: string): void {
     if (!this.streams.has(workerId)) return;
+    if (this.retries.get(workerId)?.timer) return;
     this.pending.add(workerId);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => void this.flush());
+    this.scheduleFlush();
+  }
+
+  /** Workers whose push is waiting to be retried (for tests and logs). */
+  get retrying(): number {
+    return this.retries.size;
+  }
+
+  /** Retry every failed push now (the storage is back). */
+  retryNow(): void {
+    for (const [id, r] of this.retries) {
+      if (!r.timer) continue;
+      clearTimeout(r.timer);
+      r.timer = undefined;
+      this.pending.add(id);
+    }
+    if (this.pending.size > 0) this.scheduleFlush();
   }
 
   async pushDesiredState(stream: WorkerStream): Promise<void> {
-    const vms = await desiredAssignments(this.db, stream.workerId);
+    const vms = await this.assignments(this.db, stream.workerId);
+    if (stream.closed) return;
     for (const vm of vms) stream.delivered.add(`${vm.vmId}/${vm.attempt}`);
     stream.revision += 1;
     stream.send({ desiredState: { revision: stream.revision, vms } });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => void this.flush());
   }
 
   private async flush(): Promise<void> {
@@ -107,16 +167,81 @@ export class WorkerStreams {
     for (const id of ids) {
       const s = this.streams.get(id);
       if (!s || s.closed) continue;
+      if (this.inFlight.has(id)) {
+        this.again.add(id);
+        continue;
+      }
+      this.inFlight.add(id);
       try {
         await this.pushDesiredState(s);
+        this.pushed(s);
       } catch (err) {
-        this.log.error({ err, worker: s.workerName }, 'failed to push desired state');
+        this.pushFailed(s, err);
+      } finally {
+        this.inFlight.delete(id);
+        if (this.again.delete(id)) this.markDirty(id);
       }
     }
+  }
+
+  /**
+   * The first push on a new stream (after Hello). A failure does not end the stream: the
+   * push is retried like any other.
+   */
+  async pushOrRetry(stream: WorkerStream): Promise<void> {
+    this.inFlight.add(stream.workerId);
+    try {
+      await this.pushDesiredState(stream);
+      this.pushed(stream);
+    } catch (err) {
+      this.pushFailed(stream, err);
+    } finally {
+      this.inFlight.delete(stream.workerId);
+      if (this.again.delete(stream.workerId)) this.markDirty(stream.workerId);
+    }
+  }
+
+  private pushed(s: WorkerStream): void {
+    const r = this.retries.get(s.workerId);
+    if (!r || r.stream !== s) return;
+    this.retries.delete(s.workerId);
+    clearTimeout(r.timer);
+    this.log.info({ worker: s.workerName, failures: r.failures }, 'desired state pushed after failed attempts');
+  }
+
+  private pushFailed(s: WorkerStream, err: unknown): void {
+    if (s.closed || this.streams.get(s.workerId) !== s) return; // the stream ended meanwhile: its successor gets a full push
+    let r = this.retries.get(s.workerId);
+    if (!r || r.stream !== s) {
+      if (r) clearTimeout(r.timer);
+      r = { stream: s, failures: 0, timer: undefined };
+      this.retries.set(s.workerId, r);
+    }
+    r.failures += 1;
+    this.opts.sink?.observe(err);
+    const retryInMs = backoffDelayMs(r.failures, this.backoff);
+    this.log[r.failures === 1 ? 'error' : 'warn']({ ...errorFields(err), worker: s.workerName, failures: r.failures, retryInMs }, 'failed to push desired state; retrying');
+    const retry = r;
+    clearTimeout(retry.timer);
+    retry.timer = setTimeout(() => {
+      retry.timer = undefined;
+      if (this.retries.get(s.workerId) !== retry || s.closed) return;
+      this.pending.add(s.workerId);
+      this.scheduleFlush();
+    }, retryInMs);
+    retry.timer.unref();
+  }
+
+  private cancelRetry(workerId: string): void {
+    const r = this.retries.get(workerId);
+    if (!r) return;
+    clearTimeout(r.timer);
+    this.retries.delete(workerId);
   }
 
   closeAll(reason: string): void {
     for (const s of this.streams.values()) s.close(grpc.status.UNAVAILABLE, reason);
     this.streams.clear();
+    for (const id of [...this.retries.keys()]) this.cancelRetry(id);
   }
 }

@@ -30,6 +30,8 @@ export class Metrics {
   readonly workersByStatus = new Gauge({ name: 'fleet_workers', help: 'Workers by status', labelNames: ['status'] as const, registers: [this.registry] });
   readonly connectedWorkers = new Gauge({ name: 'fleet_worker_streams', help: 'Open worker Connect streams', registers: [this.registry] });
   readonly pendingVms = new Gauge({ name: 'fleet_pending_vms', help: 'VMs waiting for placement', registers: [this.registry] });
+  readonly storageAvailable = new Gauge({ name: 'fleet_storage_available', help: '1 while the database takes writes, 0 while it fails (disk full, I/O error, unreachable, ...)', registers: [this.registry] });
+  readonly storageErrors = new Counter({ name: 'fleet_storage_errors_total', help: 'Storage faults seen (by kind: disk-full, io-error, locked, read-only, unreachable, ...)', labelNames: ['kind'] as const, registers: [this.registry] });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });

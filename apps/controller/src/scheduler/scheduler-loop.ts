@@ -2,6 +2,8 @@
 // workers' free capacity, plans, then commits each placement with a conditional
 // update (only a VM still pending is placed) and its Allocation in one
 // transaction. Passes never overlap; a request during a pass runs one more pass.
+// A failed pass (the database is unavailable) is retried after a capped, jittered
+// backoff; requests meanwhile wait for that retry instead of hammering the database.
 import { randomUUID } from 'node:crypto';
 import type { FleetDb, Vm } from '@fleet/db';
 import type { Logger } from 'pino';
@@ -12,6 +14,16 @@ import type { Metrics } from '../observability/metrics.ts';
 import { vmEvent } from '../vms/vm-service.ts';
 import { parseLabels } from '../vms/vm-view.ts';
 import { loadWorkerViews } from '../workers/worker-views.ts';
+import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
+
+/** Retries of a failed pass: 500 ms, 1 s, 2 s, ... at most 15 s apart (jittered). */
+export const SCHEDULER_RETRY_BACKOFF: BackoffOptions = { baseMs: 500, maxMs: 15_000 };
+
+export interface SchedulerLoopOptions {
+  /** Told about every failed pass (the storage-health tracker). */
+  sink?: ErrorSink;
+  backoff?: Partial<BackoffOptions>;
+}
 
 export class SchedulerLoop {
   private running = false;
@@ -19,6 +31,10 @@ export class SchedulerLoop {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly unsubscribe: () => void;
+  /** Consecutive failed passes, and the timer of the retry after the last one. */
+  failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly backoff: BackoffOptions;
 
   constructor(
     private readonly db: FleetDb,
@@ -29,7 +45,9 @@ export class SchedulerLoop {
     private readonly profile: () => Promise<SchedulerProfile>,
     private readonly isOnline: (workerId: string) => boolean,
     intervalMs: number,
+    private readonly opts: SchedulerLoopOptions = {},
   ) {
+    this.backoff = { ...SCHEDULER_RETRY_BACKOFF, ...opts.backoff };
     this.unsubscribe = bus.onScheduleRequest(() => this.trigger());
     this.timer = setInterval(() => this.trigger(), intervalMs);
     this.timer.unref();
@@ -39,11 +57,14 @@ export class SchedulerLoop {
     this.stopped = true;
     this.unsubscribe();
     clearInterval(this.timer);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** Ask for a pass soon; bursts of requests (e.g. 1,000 creates) coalesce into few passes. */
   trigger(): void {
     if (this.stopped) return;
+    if (this.retryTimer) return; // after a failure: the retry runs the pass
     if (this.running) {
       this.again = true;
       return;
@@ -52,14 +73,34 @@ export class SchedulerLoop {
     setImmediate(() => void this.loop());
   }
 
+  /** Run now even while backing off (the storage is back). */
+  retryNow(): void {
+    if (!this.retryTimer) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.trigger();
+  }
+
   private async loop(): Promise<void> {
     try {
       do {
         this.again = false;
         await this.passOnce();
       } while (this.again && !this.stopped);
+      if (this.failures > 0) this.log.info({ failures: this.failures }, 'scheduler passes work again');
+      this.failures = 0;
     } catch (err) {
-      this.log.error({ err }, 'scheduler pass failed; retrying on the next tick');
+      this.failures += 1;
+      this.opts.sink?.observe(err);
+      const retryInMs = backoffDelayMs(this.failures, this.backoff);
+      this.log[this.failures === 1 ? 'error' : 'warn']({ ...errorFields(err), failures: this.failures, retryInMs }, 'scheduler pass failed; retrying');
+      if (!this.stopped) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.trigger();
+        }, retryInMs);
+        this.retryTimer.unref();
+      }
     } finally {
       this.running = false;
     }
@@ -102,19 +143,24 @@ export class SchedulerLoop {
       await this.events.append(events, tx);
     });
 
-    // Pending reasons are written only when they change (a 10,000-VM queue would otherwise rewrite every row per pass).
-    const reasonUpdates = [...plan.pending].filter(([id, reason]) => byId.get(id)?.reason !== reason);
-    if (reasonUpdates.length > 0) {
-      await this.db.$transaction(async (tx) => {
-        for (const [id, reason] of reasonUpdates) await tx.vm.updateMany({ where: { id, state: 'pending' }, data: { reason } });
-      });
-    }
-
+    // The placements are committed: announce them (watchers, desired-state pushes) before
+    // anything else can fail, so a failure below never leaves a placement no worker hears of.
     this.events.publish(events);
     for (const vm of placedVms) {
       // First placements only: a restarted VM's creation time says nothing about the scheduler.
       if (vm.attempt === 1) this.metrics.schedulingLatency.observe((now.getTime() - vm.createdAt.getTime()) / 1000);
       this.bus.vmChanged({ type: 'MODIFIED', vm });
+    }
+    this.metrics.placements.inc(placedVms.length);
+    for (const w of dirty) this.bus.desiredStateChanged(w);
+
+    // Pending reasons are written only when they change (a 10,000-VM queue would otherwise rewrite every row per pass).
+    // A failure here is retried by the next pass, which compares against the rows again.
+    const reasonUpdates = [...plan.pending].filter(([id, reason]) => byId.get(id)?.reason !== reason);
+    if (reasonUpdates.length > 0) {
+      await this.db.$transaction(async (tx) => {
+        for (const [id, reason] of reasonUpdates) await tx.vm.updateMany({ where: { id, state: 'pending' }, data: { reason } });
+      });
     }
     if (this.bus.vmWatchers > 0) {
       for (const [id, reason] of reasonUpdates) {
@@ -122,8 +168,6 @@ export class SchedulerLoop {
         if (vm) this.bus.vmChanged({ type: 'MODIFIED', vm: { ...vm, reason } });
       }
     }
-    this.metrics.placements.inc(placedVms.length);
-    for (const w of dirty) this.bus.desiredStateChanged(w);
     this.metrics.schedulerPass.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (placedVms.length > 0) this.log.debug({ placed: placedVms.length, pending: plan.pending.size }, 'scheduler pass');
     return placedVms.length;

@@ -29,6 +29,7 @@ import {
   type StartRequest,
 } from './client-messages.ts';
 import { OutputLog } from './output-log.ts';
+import { BackgroundWrites } from '../storage/background-writes.ts';
 import { ensureVmAccess, forgetHostKey, hostKeyFingerprint, normaliseHostKey, recordedHostKey, recordHostKey } from './vm-access.ts';
 
 export type SessionCall = grpc.ServerDuplexStream<SessionFrame__Output, SessionFrame>;
@@ -71,6 +72,8 @@ export interface SessionBrokerDeps {
   bus: FleetBus;
   events: EventLog;
   log: Logger;
+  /** Retries the writes nobody waits for (audit events, key cleanup); default: one of its own. */
+  writes?: BackgroundWrites;
 }
 
 export class SessionError extends Error {
@@ -129,15 +132,22 @@ class BrokerSession {
 export class SessionBroker {
   private readonly sessions = new Map<string, BrokerSession>();
   private readonly offVm: () => void;
+  private readonly writes: BackgroundWrites;
 
   constructor(private readonly deps: SessionBrokerDeps) {
+    this.writes = deps.writes ?? new BackgroundWrites({ log: deps.log });
     // A VM that stops boots next time with a new host key: forget the recorded one.
+    // Both writes are retried until they succeed (BackgroundWrites), never just logged.
     this.offVm = deps.bus.onVmChange((c) => {
       if (c.type === 'DELETED') {
         // The row holds the VM's private key: it must not outlive the VM (no foreign key cascades it).
-        void deps.db.vmAccess.deleteMany({ where: { vmId: c.vm.id } }).catch((err: unknown) => deps.log.error({ err, vmId: c.vm.id }, 'removing the access keys of a deleted VM failed'));
+        const vmId = c.vm.id;
+        this.writes.run('remove the access keys of a deleted VM', () => deps.db.vmAccess.deleteMany({ where: { vmId } }), { vmId });
       } else if (c.vm.state === 'stopped' || c.vm.state === 'failed' || c.vm.state === 'pending') {
-        void forgetHostKey(deps.db, c.vm.id).catch(() => undefined);
+        // Only keys recorded before this change: a retry that runs after the next boot must not forget that boot's key.
+        const vmId = c.vm.id;
+        const before = new Date();
+        this.writes.run('forget the host key of a stopped VM', () => forgetHostKey(deps.db, vmId, before), { vmId });
       }
     });
   }
@@ -605,9 +615,8 @@ export class SessionBroker {
   }
 
   private audit(s: BrokerSession, kind: string, message: string, data: Record<string, unknown> = {}, level: 'info' | 'warn' = 'info'): void {
-    void this.deps.events
-      .append([{ kind, level, message, vmId: s.vm.id, vmName: s.vm.name, workerId: s.workerId || null, actor: s.actor, data: { sessionId: s.id, kind: s.req.kind, ...data } }])
-      .catch((err) => this.deps.log.error({ err, sessionId: s.id }, 'session audit event not recorded'));
+    const event = { kind, level, message, vmId: s.vm.id, vmName: s.vm.name, workerId: s.workerId || null, actor: s.actor, data: { sessionId: s.id, kind: s.req.kind, ...data } };
+    this.writes.run('session audit event', () => this.deps.events.append([event]), { sessionId: s.id, event: kind });
   }
 
   /** The actor's token was revoked or expired: end its sessions, attached or kept for re-attach. */
@@ -629,6 +638,7 @@ export class SessionBroker {
       if (s.client) sendJson(s.client, { type: 'error', code: 'controller-shutdown', message: reason });
       this.cancel(s, reason);
     }
+    if (!this.deps.writes) this.writes.stop();
   }
 }
 

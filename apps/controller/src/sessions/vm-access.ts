@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { FleetDb, VmAccess } from '@fleet/db';
 import ssh2 from 'ssh2';
+import { isUniqueViolation } from '../errors.ts';
 
 const sshUtils = ssh2.utils;
 
@@ -15,24 +16,46 @@ export function generateVmKeyPair(vmName: string): { publicKey: string; privateK
   return { publicKey: pair.public.trim(), privateKey: pair.private };
 }
 
-/** The VM access rows for these VMs, creating the missing ones (new key pairs). */
-export async function ensureVmAccess(db: FleetDb, vms: ReadonlyArray<{ id: string; name: string; username?: string }>): Promise<Map<string, VmAccess>> {
+type AccessVm = { id: string; name: string; username?: string };
+
+/**
+ * The VM access rows for these VMs, creating the missing ones (new key pairs).
+ *
+ * Race-free: concurrent callers (two desired-state pushes, a push and a session) for the
+ * same new VM all end with the one row that was inserted first. (Prisma's `upsert` with an
+ * empty `update` is not a database upsert: it reads, then inserts, and the loser of the
+ * race failed with a unique-constraint error on PostgreSQL.) The missing rows are inserted
+ * in one statement; if another caller inserted one of them meanwhile, each is then created
+ * on its own, and a unique violation means "someone else's row won": read it.
+ */
+export async function ensureVmAccess(db: FleetDb, vms: ReadonlyArray<AccessVm>): Promise<Map<string, VmAccess>> {
   const out = new Map<string, VmAccess>();
   if (vms.length === 0) return out;
   const rows = await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } } });
   for (const r of rows) out.set(r.vmId, r);
-  for (const vm of vms) {
-    if (out.has(vm.id)) continue;
-    const keys = generateVmKeyPair(vm.name);
-    // upsert: two concurrent callers for the same new VM must end with one key pair.
-    const row = await db.vmAccess.upsert({
-      where: { vmId: vm.id },
-      create: { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...keys },
-      update: {},
-    });
-    out.set(vm.id, row);
+  const missing = [...new Map(vms.filter((vm) => !out.has(vm.id)).map((vm) => [vm.id, vm])).values()];
+  if (missing.length === 0) return out;
+  const fresh = missing.map((vm) => ({ vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(vm.name) }));
+  try {
+    for (const row of await db.vmAccess.createManyAndReturn({ data: fresh })) out.set(row.vmId, row);
+    return out;
+  } catch (err) {
+    if (!isUniqueViolation(err)) throw err;
   }
+  for (const data of fresh) out.set(data.vmId, await createVmAccessIfAbsent(db, data));
   return out;
+}
+
+async function createVmAccessIfAbsent(db: FleetDb, data: { vmId: string; username: string; publicKey: string; privateKey: string }): Promise<VmAccess> {
+  try {
+    return await db.vmAccess.create({ data });
+  } catch (err) {
+    if (!isUniqueViolation(err)) throw err;
+    // Inserted by a concurrent caller between our read and our insert: theirs is the VM's key pair.
+    const row = await db.vmAccess.findUnique({ where: { vmId: data.vmId } });
+    if (!row) throw err; // and removed again since (the VM was deleted): let the caller retry
+    return row;
+  }
 }
 
 /** "SHA256:<base64>" of an OpenSSH public key line ("ssh-ed25519 AAAA... comment"), as ssh-keygen -l prints it. */
@@ -76,7 +99,14 @@ export async function recordHostKey(db: FleetDb, vmId: string, attempt: number, 
   return { recorded: true, previous: access.hostKey };
 }
 
-/** The VM stopped: its next boot has a new host key, so the next contact is a first use again. */
-export async function forgetHostKey(db: FleetDb, vmId: string): Promise<void> {
-  await db.vmAccess.updateMany({ where: { vmId, hostKey: { not: null } }, data: { hostKey: null, hostKeyAttempt: null, hostKeyBootAt: null } });
+/**
+ * The VM stopped: its next boot has a new host key, so the next contact is a first use again.
+ * `recordedBefore`: forget only a key recorded before then (a delayed retry must not forget
+ * the key of a boot that came after the stop).
+ */
+export async function forgetHostKey(db: FleetDb, vmId: string, recordedBefore?: Date): Promise<void> {
+  await db.vmAccess.updateMany({
+    where: { vmId, hostKey: { not: null }, ...(recordedBefore ? { hostKeySeenAt: { lte: recordedBefore } } : {}) },
+    data: { hostKey: null, hostKeyAttempt: null, hostKeyBootAt: null },
+  });
 }

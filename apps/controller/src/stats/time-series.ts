@@ -6,6 +6,8 @@
 import type { Histogram, Counter } from 'prom-client';
 import type { StatsSample, WorkerObject } from '../api/schemas.ts';
 import { summarizeWorkers } from './overview.ts';
+import type { Logger } from 'pino';
+import { PeriodicTask, type ErrorSink } from '../storage/backoff.ts';
 
 export interface TimeSeriesSources {
   listWorkers(): Promise<WorkerObject[]>;
@@ -60,7 +62,7 @@ async function counterTotal(c: Counter): Promise<number> {
 export class FleetTimeSeries {
   private readonly buffer: RingBuffer<StatsSample>;
   private last: { starts: number; failures: number; schedCount: number; schedSum: number } | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  private task: PeriodicTask | null = null;
 
   constructor(
     private readonly src: TimeSeriesSources,
@@ -70,14 +72,13 @@ export class FleetTimeSeries {
     this.buffer = new RingBuffer(capacity);
   }
 
-  start(onError: (err: unknown) => void): void {
-    void this.sample().catch(onError);
-    this.timer = setInterval(() => void this.sample().catch(onError), this.intervalMs);
-    this.timer.unref();
+  /** Samples now and every intervalMs; a failed sample is logged and retried with backoff (a gap in the plot). */
+  start(log: Logger, sink?: ErrorSink): void {
+    this.task = new PeriodicTask(() => this.sample(), { name: 'stats sampling', intervalMs: this.intervalMs, log, runAtStart: true, ...(sink ? { sink } : {}) }).start();
   }
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.task?.stop();
+    this.task = null;
   }
 
   samples(): StatsSample[] {

@@ -4,9 +4,36 @@ import type { ApiContext } from '../context.ts';
 import { ControllerInfo, SchedulerSettings, WhoAmI } from '../schemas.ts';
 import { actorOf } from '../auth-hook.ts';
 
+const Health = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+  checks: Type.Object({
+    storage: Type.Object({
+      ok: Type.Boolean(),
+      error: Type.Optional(Type.String({ description: 'what the last failure said' })),
+      code: Type.Optional(Type.String({ description: 'SQLITE_FULL, 53100, P1001, ...' })),
+      since: Type.Optional(Type.String({ format: 'date-time', description: 'when the storage was first seen failing' })),
+      checkedAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the write probe last ran' })),
+    }),
+  }),
+});
+
 export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
-    app.get('/v1/health', { schema: { tags: ['meta'], summary: 'Liveness (no auth)', response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+    app.get(
+      '/v1/health',
+      {
+        schema: {
+          tags: ['meta'],
+          summary: 'Liveness and storage health (no auth): 200 ok; 503 degraded while the database cannot take writes (back to ok by itself)',
+          response: { 200: Health, 503: Health },
+        },
+      },
+      async (_req, reply) => {
+        const storage = ctx.storage?.status() ?? { ok: true };
+        if (storage.ok) return { status: 'ok' as const, checks: { storage } };
+        return reply.code(503).header('retry-after', String(ctx.storage!.retryAfterS)).send({ status: 'degraded' as const, checks: { storage } });
+      },
+    );
     app.get('/v1/info', { config: { role: 'read' }, schema: { tags: ['meta'], response: { 200: ControllerInfo } } }, async () => ctx.info());
     app.get('/v1/whoami', { config: { role: 'any' }, schema: { tags: ['meta'], response: { 200: WhoAmI } } }, async (req) => ({ name: req.principal!.name, roles: req.principal!.roles }));
     app.get('/v1/settings/scheduler', { config: { role: 'read' }, schema: { tags: ['meta'], response: { 200: SchedulerSettings } } }, async () => ({ profile: await ctx.settings.schedulerProfile() }));
