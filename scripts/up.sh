@@ -98,7 +98,8 @@ pids+=($!)
 
 bin/fleet login "$api" --token "$token" --context local >/dev/null
 if ! bin/fleet vm get demo >/dev/null 2>&1; then
-  bin/fleet vm create demo --image "$image" --cpus 1 --memory 256M --wait 180s
+  # wait: it keeps running while the worker is stopped (Ctrl-C) and is adopted by the next up.sh.
+  bin/fleet vm create demo --image "$image" --cpus 1 --memory 256M --on-disconnect wait --wait 180s
 else
   # Kept from an earlier run: adopted if it kept running, started again if it failed or stopped.
   demo_state=$(bin/fleet vm get demo --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).state))')
