@@ -15,6 +15,7 @@ export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, type Provider } from './providers.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
+export { acquireControllerLock, ControllerLockError, type ControllerLock, type ControllerLockOptions } from './controller-lock.ts';
 export {
   classifyStorageError,
   describeStorageFault,

@@ -47,6 +47,8 @@ export interface ControllerOptions {
   /** Token to create for the first admin instead of a random one (automation). */
   bootstrapAdminToken?: string;
   logLevel: string;
+  /** Called after the controller stopped itself for a reason it cannot recover from (the CLI exits 1). */
+  onFatal?: (reason: string) => void;
 }
 
 export function defaultOptions(overrides: Partial<ControllerOptions> = {}): ControllerOptions {

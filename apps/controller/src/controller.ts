@@ -5,7 +5,7 @@ import { failureTimings } from './workers/failure-timing.ts';
 import { mkdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
+import { acquireControllerLock, migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
 import { PROTOCOL_VERSION } from '@fleet/proto';
 import type { Logger } from 'pino';
 import { databaseUrlFor, defaultOptions, type ControllerOptions } from './config.ts';
@@ -52,7 +52,13 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const opts = defaultOptions(partial);
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const url = databaseUrlFor(opts);
-  const migrated = await migrateDatabase(url);
+  // One controller per database, for the life of this process (a second one refuses here, saying why).
+  let onLockLost: (reason: string) => void = () => undefined;
+  const lock = await acquireControllerLock(url, { onLost: (reason) => onLockLost(reason) });
+  const migrated = await migrateDatabase(url).catch(async (err: unknown) => {
+    await lock.release();
+    throw err;
+  });
   if (migrated.applied.length) log.info({ applied: migrated.applied }, 'database migrated');
   const db = openDatabase({ url, ...(opts.sqliteSynchronous ? { sqliteSynchronous: opts.sqliteSynchronous } : {}) });
 
@@ -165,7 +171,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   log.info({ apiUrl, grpcAddress, caFingerprint: identity.caFingerprint }, 'controller started');
 
   let stopped = false;
-  return {
+  const handle: ControllerHandle = {
     apiUrl,
     grpcAddress,
     caFingerprint: identity.caFingerprint,
@@ -192,8 +198,16 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       await api.close();
       writes.stop();
       await db.$disconnect();
+      await lock.release();
     },
   };
+  // PostgreSQL: another controller took the database while this one was cut off from it. This one
+  // is no longer the only controller: it stops rather than act beside the other.
+  onLockLost = (reason) => {
+    log.fatal({ reason }, 'lost the single-controller database lock; stopping');
+    void handle.stop().finally(() => opts.onFatal?.(reason));
+  };
+  return handle;
 }
 
 async function refreshVmGauges(db: FleetDb, metrics: Metrics): Promise<void> {

@@ -86,6 +86,10 @@ program
         ...(o.apiCert ? { apiCertFile: o.apiCert, apiKeyFile: o.apiKey } : {}),
         ...(process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN ? { bootstrapAdminToken: process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN } : {}),
         logLevel: o.logLevel,
+        onFatal: (reason: string) => {
+          console.error(`fleet-controller: ${reason}`);
+          process.exit(1);
+        },
       },
       log,
     );
