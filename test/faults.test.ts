@@ -8,8 +8,10 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   enrollAndRunWorker,
+  REPO_ROOT,
   removeDir,
   runWorker,
+  startProcess,
   startControllerProcess,
   tempDir,
   waitUntil,
@@ -153,5 +155,15 @@ describe('faults', () => {
     const all = (await controller.api.vms()).filter((v) => v.name.startsWith('burst-'));
     expect(all.map((v) => v.name).sort()).toEqual([...names].sort());
     await waitUntil(async () => (await controller.api.vms()).filter((v) => v.name.startsWith('burst-') && v.state === 'running').length === names.length, 60_000, 'every burst VM running');
+  });
+
+  it('a second controller on the same database refuses to start and names the running one', async () => {
+    const second = startProcess([
+      `${REPO_ROOT}/apps/controller/bin/fleet-controller.js`, 'run', '--data-dir', ctlDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0',
+    ]);
+    expect(await second.exited).toBe(1);
+    expect(second.output()).toMatch(/another Fleet controller is running on the database .*fleet\.db \(pid \d+ on .*\)\. One controller per SQLite database/);
+    // The running one did not notice.
+    expect((await controller.api.ok('GET', '/v1/health')).status).toBe('ok');
   });
 });
