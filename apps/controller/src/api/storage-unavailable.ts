@@ -17,7 +17,8 @@ export function replyIfStorageUnavailable(err: unknown, req: FastifyRequest, rep
   const fault: StorageFault | null = health ? health.observe(err) : classifyStorageError(err);
   if (!fault) return undefined;
   const retryAfterS = health?.retryAfterS ?? DEFAULT_RETRY_AFTER_S;
-  req.log.warn({ err, storage: fault, method: req.method, url: req.url }, 'request failed: storage unavailable');
+  // One line per refused request, without the stack: the tracker logs the fault itself (once, at error).
+  req.log.warn({ storage: fault, method: req.method, url: req.url }, 'request refused: storage unavailable');
   return reply
     .code(503)
     .header('retry-after', String(retryAfterS))
