@@ -293,6 +293,16 @@ describe('human output', () => {
     const deleted = await fleet(['worker', 'delete', 'mac-1', '--yes']);
     expect(deleted.code).toBe(0);
     expect(fake.requestsTo('DELETE', '/v1/workers/mac-1')).toHaveLength(1);
+    // A worker that may still run its VMs is refused by the controller; --force says the host is gone.
+    fake.on('DELETE', '/v1/workers/mac-2', (req, res) => {
+      if (req.query.get('force') === 'true') res.writeHead(204).end();
+      else sendJson(res, 409, { error: { code: 'conflict', message: 'worker mac-2 is connected: its VMs may still be running there' } });
+    });
+    const busy = await fleet(['worker', 'delete', 'mac-2', '--yes']);
+    expect(busy.code).not.toBe(0);
+    expect(busy.stderr).toMatch(/may still be running there/);
+    expect((await fleet(['worker', 'delete', 'mac-2', '--yes', '--force'])).code).toBe(0);
+    expect(fake.requestsTo('DELETE', '/v1/workers/mac-2').map((r) => r.query.get('force'))).toEqual([null, 'true']);
   });
 
   it('worker delete asks on a terminal and only deletes on "y"', async () => {

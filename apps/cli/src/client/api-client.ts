@@ -204,8 +204,8 @@ export class ApiClient {
   resumeWorker(name: string): Promise<WorkerObject> {
     return this.json('POST', `/v1/workers/${enc(name)}/resume`, { idempotent: true });
   }
-  async deleteWorker(name: string): Promise<void> {
-    await this.request('DELETE', `/v1/workers/${enc(name)}`);
+  async deleteWorker(name: string, opts: { force?: boolean } = {}): Promise<void> {
+    await this.request('DELETE', `/v1/workers/${enc(name)}${opts.force ? '?force=true' : ''}`);
   }
 
   // ------------------------------------------------------------------ VMs

@@ -150,8 +150,9 @@ export function registerWorkerCommands(program: Command, rt: Runtime): void {
     .alias('rm')
     .argument('<name>', 'worker name')
     .option('-y, --yes', 'do not ask for confirmation (required when stdin is not a terminal)')
+    .option('--force', 'delete even while the worker is not yet offline or holds VMs in state unknown (only when the host is gone for good: its VMs would otherwise run twice)')
     .description("remove a worker: revokes its credential; its VMs fail and are rescheduled per their restart policy")
-    .action(async (name: string, o: { yes?: boolean }, cmd: Command) => {
+    .action(async (name: string, o: { yes?: boolean; force?: boolean }, cmd: Command) => {
       validateName(name, 'worker');
       const client = rt.client(cmd);
       if (!o.yes) {
@@ -161,7 +162,7 @@ export function registerWorkerCommands(program: Command, rt: Runtime): void {
         const ok = await confirm(rt, `Delete worker "${name}"? Its credential is revoked and its VMs fail (and are rescheduled per their restart policy). [y/N] `);
         if (!ok) throw new CliError(`worker "${name}" not deleted`, ExitCode.ERROR);
       }
-      await client.deleteWorker(name);
+      await client.deleteWorker(name, { force: o.force === true });
       if (rt.isJson(cmd)) return rt.json({ deleted: name });
       rt.out(`worker "${name}" deleted; its credential is revoked (re-enroll the host with a bootstrap token to bring it back)`);
     });

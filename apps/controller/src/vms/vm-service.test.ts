@@ -207,6 +207,20 @@ describe('worker liveness', () => {
     expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'running', attempt: 1, workerId: home.id });
   });
 
+  it('deleting a worker whose VMs may still run there is refused unless forced', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'z', image: 'img', cpus: 1, memoryMib: 512, disconnectPolicy: 'wait' }, 'test');
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
+    await expect(workers.delete('mac-1', 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/is connected: its VMs may still be running there/) });
+    await workers.onDisconnect(w.id);
+    await workers.tick(Date.now() + 1500); // lost; the wait VM stays unknown
+    await expect(workers.delete('mac-1', 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/1 VM in state unknown \(disconnect policy wait\)/) });
+    await workers.delete('mac-1', 'test', { force: true });
+    expect(await db.worker.count()).toBe(0);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('failed');
+  });
+
   it('a liveness write that fails (disk full) is retried by the next tick: the worker is not forgotten half-lost', async () => {
     const w = await onlineWorker('mac-1');
     const vm = await vms.create({ name: 'y', image: 'img', cpus: 1, memoryMib: 512 }, 'test');

@@ -401,6 +401,11 @@ export class VmService {
     return changes.filter((c) => c.vm.state === 'failed').length;
   }
 
+  /** VMs of a worker in state unknown (may still run on it). */
+  countUnknownOn(workerId: string): Promise<number> {
+    return this.db.vm.count({ where: { workerId, state: 'unknown' } });
+  }
+
   /** A deleted worker holds nothing any more: its allocations are gone (cascade); fail its VMs and finish deletes. */
   async forgetWorker(workerId: string, workerName: string, actor: string): Promise<void> {
     const events: NewEvent[] = [];

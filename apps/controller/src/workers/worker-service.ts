@@ -12,7 +12,7 @@ import type { EventLog } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { VmService } from '../vms/vm-service.ts';
-import { notFound } from '../errors.ts';
+import { conflict, notFound } from '../errors.ts';
 import { loadCertificateExpiry, loadWorkerUse, toWorkerObject } from './worker-views.ts';
 import type { WorkerObject } from '../api/schemas.ts';
 import type { FailureTimings } from './failure-timing.ts';
@@ -253,9 +253,31 @@ export class WorkerService {
     return updated;
   }
 
-  /** Remove a worker for good: revoke its credential, drop its stream, fail (and reschedule) its VMs. */
-  async delete(name: string, actor: string): Promise<void> {
+  /**
+   * Remove a worker for good: revoke its credential, drop its stream, fail (and reschedule) its
+   * VMs. Re-placing VMs that may still run on the host would run them twice, so without `force`
+   * this is refused while the worker is not yet lost (it may be running them, and a cut-off worker
+   * only fences them at fenceAfter) or while it holds `unknown` VMs (disconnect policy wait).
+   */
+  async delete(name: string, actor: string, opts: { force?: boolean } = {}): Promise<void> {
     const w = await this.getByName(name);
+    if (!opts.force) {
+      if (this.isOnline(w.id)) {
+        throw conflict(
+          `worker ${name} is ${this.isConnected(w.id) ? 'connected' : 'not lost yet'}: its VMs may still be running there and would run twice if re-placed now. ` +
+            'Drain it and delete its VMs first, wait until it is offline, or delete with force=true if the host is gone for good',
+          { worker: name },
+        );
+      }
+      const unknown = await this.vms.countUnknownOn(w.id);
+      if (unknown > 0) {
+        throw conflict(
+          `worker ${name} holds ${unknown} VM${unknown === 1 ? '' : 's'} in state unknown (disconnect policy wait): they may still be running on that host. ` +
+            'Delete with force=true only if the host is gone for good',
+          { worker: name, unknownVms: unknown },
+        );
+      }
+    }
     this.opts.disconnect(w.id, `worker deleted by ${actor}`);
     this.liveness.delete(w.id);
     await this.vms.forgetWorker(w.id, w.name, actor);

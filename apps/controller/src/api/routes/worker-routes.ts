@@ -28,9 +28,18 @@ export function workerRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
 
     app.delete('/v1/workers/:name', {
       config: { role: 'admin' },
-      schema: { tags: ['workers'], summary: 'Delete a worker: revokes its credential; its VMs fail and are rescheduled per restart policy', params: NameParam, response: { 204: Type.Null() } },
+      schema: {
+        tags: ['workers'],
+        summary: 'Delete a worker: revokes its credential; its VMs fail and are rescheduled per restart policy',
+        description:
+          'Refused (409) while the worker is not yet lost (its VMs may still run there and would run twice) or while it holds VMs in state unknown ' +
+          '(disconnect policy wait: they may still run on a cut-off host). force=true deletes anyway: only when the host is known to be gone.',
+        params: NameParam,
+        querystring: Type.Object({ force: Type.Optional(Type.Boolean({ description: 'delete even though its VMs may still run on that host' })) }, { additionalProperties: false }),
+        response: { 204: Type.Null() },
+      },
     }, async (req, reply) => {
-      await ctx.workers.delete(req.params.name, actorOf(req));
+      await ctx.workers.delete(req.params.name, actorOf(req), { force: req.query.force === true });
       return reply.code(204).send(null);
     });
   };
