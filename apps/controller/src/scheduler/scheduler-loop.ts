@@ -130,7 +130,7 @@ export class SchedulerLoop {
         const reason = `placed on ${worker.name}; waiting for the worker to start it`;
         const res = await tx.vm.updateMany({
           where: { id: vm.id, state: 'pending', attempt: vm.attempt },
-          data: { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, reason, ip: null },
+          data: { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, runningAt: null, reason, ip: null },
         });
         if (res.count === 0) continue; // deleted or changed since we loaded it
         allocations.push({ id: randomUUID(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos' });

@@ -190,6 +190,8 @@ describe('worker liveness', () => {
     const placed = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
     const home = placed.workerId === w.id ? w : await db.worker.findUniqueOrThrow({ where: { id: placed.workerId! } });
     await vms.applyWorkerReports(home.id, home.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
+    const runningSince = (await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).runningAt;
+    expect(runningSince).not.toBeNull();
     // Only its worker falls silent: keep the other one fresh.
     const other = home.id === w.id ? (await db.worker.findFirstOrThrow({ where: { name: 'mac-2' } })).id : w.id;
     for (const t of [500, 1500, 5000]) {
@@ -204,7 +206,7 @@ describe('worker liveness', () => {
     // The worker comes back with the VM still running: same attempt, running again, never stopped.
     await workers.onHello(home as never, HELLO);
     await vms.reconcileInventory(home.id, home.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
-    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'running', attempt: 1, workerId: home.id });
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'running', attempt: 1, workerId: home.id, runningAt: runningSince });
   });
 
   it('deleting a worker whose VMs may still run there is refused unless forced', async () => {

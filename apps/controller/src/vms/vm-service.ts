@@ -281,7 +281,9 @@ export class VmService {
         if (next) {
           data.state = next.state;
           data.reason = next.reason ?? describeState(next.state, workerName);
-          if (next.state === 'running' && !vm.runningAt) data.runningAt = this.now();
+          // Running since: the last time it began to run (a restart, a new attempt), not a worker
+          // that reports again after being unreachable — the VM ran all along then.
+          if (next.state === 'running' && (vm.state !== 'unknown' || !vm.runningAt)) data.runningAt = this.now();
           if (next.state !== 'running' && next.state !== 'starting') data.ip = null;
           events.push(
             vmEvent(vm, 'vm.state', `${vm.state} → ${next.state} on ${workerName}${report.message ? `: ${report.message}` : ''}`, `worker:${workerName}`, {
