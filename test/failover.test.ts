@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
-import { ipCmd as ip, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
+import { buildLan, ipCmd as ip, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
 
 const run = promisify(execFile);
 const ID = process.pid % 1000;
@@ -104,26 +104,7 @@ describe.skipIf(why !== '')('failover: never two live attempts, through partitio
   beforeAll(async () => {
     tmp = await tempDir('fo');
     await ensureGuestImage();
-    ip('netns', 'add', HUB);
-    ip('-n', HUB, 'link', 'add', 'lan', 'type', 'bridge');
-    ip('-n', HUB, 'link', 'set', 'lan', 'up');
-    for (const [k, ns] of Object.entries(NS)) {
-      ip('netns', 'add', ns);
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-      ip('link', 'add', `p${k}`, 'netns', HUB, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-      ip('-n', HUB, 'link', 'set', `p${k}`, 'master', 'lan', 'up');
-      ip('-n', ns, 'addr', 'add', `${ADDR[k as keyof typeof NS]}/24`, 'dev', 'eth0');
-      ip('-n', ns, 'link', 'set', 'eth0', 'up');
-      ip('-n', ns, 'route', 'add', 'default', 'dev', 'eth0');
-    }
-    // This process reaches the controller through the hub (the subnet is on this link only).
-    ip('link', 'add', ROOT_VETH, 'type', 'veth', 'peer', 'name', 'proot', 'netns', HUB);
-    ip('-n', HUB, 'link', 'set', 'proot', 'master', 'lan', 'up');
-    ip('addr', 'add', `${ADDR.root}/24`, 'dev', ROOT_VETH);
-    ip('link', 'set', ROOT_VETH, 'up');
-    // Never reach for the lab's addresses through anything but the lab (the network rule).
-    const route = (await run('ip', ['route', 'get', ADDR.c])).stdout;
-    if (!route.includes(`dev ${ROOT_VETH}`)) throw new Error(`the route to the lab's controller does not go through ${ROOT_VETH}: ${route}`);
+    buildLan({ hub: HUB, hosts: Object.fromEntries(Object.entries(NS).map(([k, ns]) => [k, { ns, addr: ADDR[k as keyof typeof NS] }])), rootVeth: ROOT_VETH, rootAddr: ADDR.root });
     const controller = startInNetns(
       NS.c,
       [CONTROLLER_MAIN, 'run', '--data-dir', path.join(tmp, 'controller'), '--listen', `${ADDR.c}:18081`, '--grpc-listen', `${ADDR.c}:17444`,

@@ -25,7 +25,7 @@ import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
 import { controlRequest } from '../apps/worker/src/vm-host/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
-import { ipCmd, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
+import { buildLan, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
 import { DHCP, arpFrame, dhcpFrame, ipv6Frame, opt, pad, type DhcpOpt } from '../packages/netfilter/src/testing/frames.ts';
 
 const run = promisify(execFile);
@@ -42,7 +42,6 @@ const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 const why = realVmsMissing(['ssh', 'ssh-keygen']);
 if (why) warnSkipped('test/fleet-network.test.ts', why, 'Two-worker isolation, attacking guests, operator images and worker adoption with real VMs are');
 
-const ip = ipCmd;
 const inNs = (ns: string, cmd: string, args: string[]): [string, string[]] => ['ip', ['netns', 'exec', ns, cmd, ...args]];
 
 let tmp = '';
@@ -168,22 +167,7 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-e2e-net', '-f', key]);
     await ensureGuestImage();
 
-    ip('netns', 'add', HUB);
-    ip('-n', HUB, 'link', 'add', 'lan', 'type', 'bridge');
-    ip('-n', HUB, 'link', 'set', 'lan', 'up');
-    for (const [k, ns] of Object.entries(NS)) {
-      ip('netns', 'add', ns);
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-      ip('link', 'add', `p${k}`, 'netns', HUB, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-      ip('-n', HUB, 'link', 'set', `p${k}`, 'master', 'lan', 'up');
-      ip('-n', ns, 'addr', 'add', `${ADDR[k as keyof typeof NS]}/24`, 'dev', 'eth0');
-      ip('-n', ns, 'link', 'set', 'eth0', 'up');
-      ip('-n', ns, 'route', 'add', 'default', 'dev', 'eth0');
-    }
-    ip('link', 'add', ROOT_VETH, 'type', 'veth', 'peer', 'name', 'proot', 'netns', HUB);
-    ip('-n', HUB, 'link', 'set', 'proot', 'master', 'lan', 'up');
-    ip('addr', 'add', `${ADDR.root}/24`, 'dev', ROOT_VETH);
-    ip('link', 'set', ROOT_VETH, 'up');
+    buildLan({ hub: HUB, hosts: Object.fromEntries(Object.entries(NS).map(([k, ns]) => [k, { ns, addr: ADDR[k as keyof typeof NS] }])), rootVeth: ROOT_VETH, rootAddr: ADDR.root });
 
     // The "external" host: answers HTTP on port 8080 with its name.
     writeFileSync(path.join(tmp, 'external.mjs'), `

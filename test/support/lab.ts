@@ -67,3 +67,33 @@ export function removeNetworks(opts: { namespaces?: string[]; links?: string[] }
     }
   }
 }
+
+/**
+ * A LAN of network namespaces: a bridge in `hub`, and for each host a namespace joined to it by a
+ * veth (`p<key>` on the hub, `eth0` inside, the given /24 address, default route on eth0). This
+ * process joins the LAN too, through `rootVeth` with `rootAddr`, and it is checked that the lab's
+ * addresses are reached through that link only — never through the machine's own default route.
+ */
+export function buildLan(opts: { hub: string; hosts: Record<string, { ns: string; addr: string }>; rootVeth: string; rootAddr: string }): void {
+  const { hub, hosts, rootVeth, rootAddr } = opts;
+  ipCmd('netns', 'add', hub);
+  ipCmd('-n', hub, 'link', 'add', 'lan', 'type', 'bridge');
+  ipCmd('-n', hub, 'link', 'set', 'lan', 'up');
+  for (const [key, { ns, addr }] of Object.entries(hosts)) {
+    ipCmd('netns', 'add', ns);
+    ipCmd('-n', ns, 'link', 'set', 'lo', 'up');
+    ipCmd('link', 'add', `p${key}`, 'netns', hub, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    ipCmd('-n', hub, 'link', 'set', `p${key}`, 'master', 'lan', 'up');
+    ipCmd('-n', ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
+    ipCmd('-n', ns, 'link', 'set', 'eth0', 'up');
+    ipCmd('-n', ns, 'route', 'add', 'default', 'dev', 'eth0');
+  }
+  ipCmd('link', 'add', rootVeth, 'type', 'veth', 'peer', 'name', 'proot', 'netns', hub);
+  ipCmd('-n', hub, 'link', 'set', 'proot', 'master', 'lan', 'up');
+  ipCmd('addr', 'add', `${rootAddr}/24`, 'dev', rootVeth);
+  ipCmd('link', 'set', rootVeth, 'up');
+  for (const { addr } of Object.values(hosts)) {
+    const route = execFileSync('ip', ['route', 'get', addr], { encoding: 'utf8' });
+    if (!route.includes(`dev ${rootVeth}`)) throw new Error(`the route to the lab's ${addr} does not go through ${rootVeth}: ${route.trim()}`);
+  }
+}
