@@ -19,7 +19,7 @@ import {
 // The whole table, written out: every pair not listed here must be refused.
 const EXPECTED: Record<VmState, VmState[]> = {
   pending: ['scheduled', 'failed', 'deleting'],
-  scheduled: ['pending', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'],
+  scheduled: ['pending', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'],
   starting: ['running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'],
   running: ['starting', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'],
   stopping: ['stopped', 'starting', 'running', 'unknown', 'failed', 'deleting'],

@@ -33,7 +33,7 @@ export type VmState = (typeof VM_STATES)[number];
  */
 const EDGES: Record<VmState, readonly VmState[]> = {
   pending: ['scheduled', 'failed'],
-  scheduled: ['pending', 'starting', 'running', 'stopping', 'stopped', 'failed'],
+  scheduled: ['pending', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed'],
   starting: ['running', 'stopping', 'stopped', 'unknown', 'failed'],
   running: ['starting', 'stopping', 'stopped', 'unknown', 'failed'],
   stopping: ['stopped', 'starting', 'running', 'unknown', 'failed'],

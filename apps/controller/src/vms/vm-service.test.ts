@@ -223,6 +223,18 @@ describe('worker liveness', () => {
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('failed');
   });
 
+  it('a wait VM still scheduled when its worker is lost is not re-placed either (the worker may have started it)', async () => {
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 's', image: 'img', cpus: 1, memoryMib: 512, restartPolicy: 'on-failure', disconnectPolicy: 'wait' }, 'test');
+    await scheduler.passOnce();
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('scheduled');
+    await workers.tick(Date.now() + 1500);
+    expect(workers.isOnline(w.id)).toBe(false);
+    expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'unknown', attempt: 1, workerId: w.id });
+    await vms.requeueRestarts();
+    expect(await scheduler.passOnce()).toBe(0);
+  });
+
   it('a liveness write that fails (disk full) is retried by the next tick: the worker is not forgotten half-lost', async () => {
     const w = await onlineWorker('mac-1');
     const vm = await vms.create({ name: 'y', image: 'img', cpus: 1, memoryMib: 512 }, 'test');

@@ -378,7 +378,9 @@ export class VmService {
     await this.db.$transaction(async (tx) => {
       const vms = await tx.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } } });
       for (const vm of vms) {
-        if (disconnectPolicyOf(vm.disconnectPolicy) === 'wait' && vm.state !== 'scheduled') {
+        // A `wait` VM is never re-placed while its worker may still run it — not even one still
+        // `scheduled`: the worker may have started it just before it was cut off.
+        if (disconnectPolicyOf(vm.disconnectPolicy) === 'wait') {
           const reason = `worker ${workerName} lost (no contact for ${silentS}s); disconnect policy wait: not re-placed, continues when the worker returns`;
           const res = await tx.vm.updateMany({ where: { id: vm.id, attempt: vm.attempt, state: vm.state }, data: { state: 'unknown', reason } });
           if (res.count === 0) continue;
