@@ -44,8 +44,8 @@ export class ApiClient {
     throw new ApiError(res.status, code, message);
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await fetch(this.base + path, { method, headers: this.headers(body !== undefined), ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  async request<T>(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<T> {
+    const res = await fetch(this.base + path, { method, headers: { ...this.headers(body !== undefined), ...extraHeaders }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
     if (!res.ok) return this.fail(res);
     if (res.status === 204) return undefined as T;
     const text = await res.text();
@@ -55,8 +55,9 @@ export class ApiClient {
   get<T>(path: string): Promise<T> {
     return this.request<T>('GET', path);
   }
-  post<T>(path: string, body?: unknown): Promise<T> {
-    return this.request<T>('POST', path, body ?? {});
+  /** `idempotencyKey`: the same key for a retried (or double-submitted) request makes the controller answer it once. */
+  post<T>(path: string, body?: unknown, idempotencyKey?: string): Promise<T> {
+    return this.request<T>('POST', path, body ?? {}, idempotencyKey ? { 'idempotency-key': idempotencyKey } : {});
   }
   del(path: string): Promise<void> {
     return this.request<void>('DELETE', path);

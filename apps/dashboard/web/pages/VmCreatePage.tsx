@@ -1,6 +1,6 @@
 // The create form validates with the API's own TypeBox schema (VmCreate), so it
 // accepts exactly what POST /v1/vms accepts and says why it would refuse.
-import { useState, type FormEvent, type ReactElement } from 'react';
+import { useRef, useState, type FormEvent, type ReactElement } from 'react';
 import { Value } from '@sinclair/typebox/value';
 import { VmCreate as VmCreateSchema } from '@fleet/controller/api-schemas';
 import type { VmCreate, VmObject } from '../api/types.ts';
@@ -41,6 +41,9 @@ export function VmCreatePage() {
   const [busy, setBusy] = useState(false);
   if (!can('write')) return <p role="alert">Creating VMs needs the write role.</p>;
 
+  // One Idempotency-Key per VM being created: a second click, or a retry after a lost answer with
+  // the same form, gets the VM created by the first instead of a conflict; a changed form gets a new key.
+  const attempt = useRef<{ key: string; body: string } | null>(null);
   const submit = async (e: FormEvent<HTMLFormElement>) => {
     e.preventDefault();
     const f = new FormData(e.currentTarget);
@@ -86,7 +89,9 @@ export function VmCreatePage() {
     }
     setBusy(true);
     try {
-      const vm = await api.post<VmObject>('/v1/vms', body as VmCreate);
+      const text = JSON.stringify(body);
+      if (attempt.current?.body !== text) attempt.current = { key: randomKey(), body: text };
+      const vm = await api.post<VmObject>('/v1/vms', body as VmCreate, attempt.current.key);
       navigate(`/vms/${vm.name}`);
     } catch (err) {
       setErrors({ form: err instanceof Error ? err.message : String(err) });
@@ -190,4 +195,10 @@ export function VmCreatePage() {
       </form>
     </section>
   );
+}
+
+/** A random Idempotency-Key (crypto.randomUUID exists only in secure contexts; getRandomValues everywhere). */
+function randomKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
