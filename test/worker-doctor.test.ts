@@ -33,6 +33,8 @@ describe('fleet-worker doctor (end to end)', () => {
       expect(code, doctor.output()).toBe(0);
       expect(report.ok).toBe(true);
       expect(report.checks.find((c) => c.name === 'controller')).toMatchObject({ status: 'ok' });
+      // The running worker holds a lease from the controller (client-side fencing).
+      expect(report.checks.find((c) => c.name === 'controller lease')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^valid for \d+ s more/) });
       expect(report.checks.find((c) => c.name === 'certificate')?.detail).toMatch(/expires in \d+ day/);
       // Doctor only shakes hands over TLS; the worker's Connect stream is untouched.
       await new Promise((r) => setTimeout(r, 500));

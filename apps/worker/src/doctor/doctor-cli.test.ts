@@ -26,7 +26,7 @@ describe('fleet-worker doctor', () => {
     try {
       const r = await cli('doctor', '--data-dir', dataDir, '--driver', 'synthetic', '--json');
       const report = JSON.parse(r.out) as DoctorReport;
-      expect(report.checks.map((c) => c.name)).toEqual(['node', 'data dir', 'enrollment', 'certificate', 'controller', 'native addon', 'driver']);
+      expect(report.checks.map((c) => c.name)).toEqual(['node', 'data dir', 'enrollment', 'certificate', 'controller', 'controller lease', 'native addon', 'driver']);
       for (const c of report.checks) expect(['ok', 'warn', 'fail', 'skip']).toContain(c.status);
       expect(report.checks.find((c) => c.name === 'controller')!.status).toBe('ok');
       expect(report.ok).toBe(true);

@@ -5,6 +5,7 @@ import { runChecks, skip, type Check, type DoctorReport } from './check.ts';
 import { checkController } from './controller.ts';
 import { driverChecks } from './driver.ts';
 import { checkCertificateValidity, checkCredentials, checkDataDir, loadEnrollment, type LoadedEnrollment } from './enrollment.ts';
+import { checkLease } from './lease.ts';
 import { checkNativeAddon } from './native-addon.ts';
 import { checkNodeVersion } from './node-version.ts';
 
@@ -40,6 +41,7 @@ export function doctorChecks(options: DoctorOptions = {}): Check[] {
         });
       },
     },
+    { name: 'controller lease', run: async () => checkLease(dataDir) },
     { name: 'native addon', run: () => checkNativeAddon() },
     ...driverChecks({ driver: options.driver ?? DEFAULT_DRIVER, dataDir }),
   ];
