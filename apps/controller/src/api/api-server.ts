@@ -95,7 +95,7 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   // Dashboard: accounts/login, overview + time series for plots, the live stream, the built UI at /.
   const series = new FleetTimeSeries({
     listWorkers: () => ctx.workers.list(),
-    countVms: (state) => ctx.db.vm.count({ where: { state } }),
+    countVms: (state) => ctx.vms.count(state),
     startLatency: ctx.metrics.startLatency,
     vmFailures: ctx.metrics.vmFailures,
     schedulingLatency: ctx.metrics.schedulingLatency,

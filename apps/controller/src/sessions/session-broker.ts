@@ -159,6 +159,19 @@ export class SessionBroker {
   // ------------------------------------------------------------------ client side
 
   /** A client's start request, after the upgrade. Owns the socket from here on. */
+  /** The VM's host key as recorded on first use for its current boot, or null. */
+  async recordedHostKeyOf(vm: Pick<Vm, 'id' | 'attempt'>): Promise<{ key: string | null; seenAt: Date | null }> {
+    const access = await this.deps.db.vmAccess.findUnique({ where: { vmId: vm.id } });
+    const key = access ? recordedHostKey(access, vm.attempt) : null;
+    return { key, seenAt: key ? (access?.hostKeySeenAt ?? null) : null };
+  }
+
+  /** The VM's login (created on first use) and recorded host key, for OpenSSH through `fleet ssh --stdio`. */
+  async sshAccessOf(vm: Vm): Promise<{ username: string; privateKey: string; hostKey: string | null }> {
+    const access = (await ensureVmAccess(this.deps.db, [vm])).get(vm.id)!;
+    return { username: access.username, privateKey: access.privateKey, hostKey: recordedHostKey(access, vm.attempt) };
+  }
+
   async start(client: ClientSocket, vmName: string, req: StartRequest, actor: string, early: EarlyFrames = () => []): Promise<void> {
     if (this.sessions.size >= MAX_SESSIONS) {
       sendJson(client, { type: 'error', code: 'unavailable', message: `the controller already brokers ${MAX_SESSIONS} sessions; try again later` });

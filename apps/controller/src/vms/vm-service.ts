@@ -69,6 +69,38 @@ export class VmService {
     return this.db.vm.findUnique({ where: { id } });
   }
 
+  /** The VM of that name, or null (no throw: for callers that answer 404 themselves). */
+  findByName(name: string): Promise<Vm | null> {
+    return this.db.vm.findUnique({ where: { name } });
+  }
+
+  /** The id whose events `name` names: the VM's, or — once it is deleted — the last one that had that name. */
+  async idForEvents(name: string): Promise<string | undefined> {
+    const vm = await this.db.vm.findUnique({ where: { name }, select: { id: true } });
+    if (vm) return vm.id;
+    return (await this.db.event.findFirst({ where: { vmName: name }, orderBy: { id: 'desc' }, select: { vmId: true } }))?.vmId ?? undefined;
+  }
+
+  count(state: string): Promise<number> {
+    return this.db.vm.count({ where: { state } });
+  }
+
+  /** Whether sessions may log in with a password (only that ever leaves the database, never the password). */
+  async passwordSet(vmId: string): Promise<boolean> {
+    return (await this.db.vmAccess.count({ where: { vmId, password: { not: null } } })) > 0;
+  }
+
+  /** The VMs that have a password. */
+  async idsWithPassword(): Promise<Set<string>> {
+    return new Set((await this.db.vmAccess.findMany({ where: { password: { not: null } }, select: { vmId: true } })).map((a) => a.vmId));
+  }
+
+  /** Worker id → name, for views. */
+  async workerNames(ids?: readonly string[]): Promise<Map<string, string>> {
+    const rows = await this.db.worker.findMany({ ...(ids ? { where: { id: { in: [...ids] } } } : {}), select: { id: true, name: true } });
+    return new Map(rows.map((w) => [w.id, w.name]));
+  }
+
   list(filter: { state?: string; workerId?: string } = {}): Promise<Vm[]> {
     return this.db.vm.findMany({
       where: { ...(filter.state ? { state: filter.state } : {}), ...(filter.workerId ? { workerId: filter.workerId } : {}) },

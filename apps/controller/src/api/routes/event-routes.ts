@@ -24,13 +24,11 @@ export function eventRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       let vmId: string | undefined;
       let workerId: string | undefined;
       if (q.vm) {
-        vmId = (await ctx.db.vm.findUnique({ where: { name: q.vm }, select: { id: true } }))?.id
-          ?? (await ctx.db.event.findFirst({ where: { vmName: q.vm }, select: { vmId: true } }))?.vmId ?? undefined;
+        vmId = await ctx.vms.idForEvents(q.vm);
         if (!vmId) throw notFound('vm', q.vm);
       }
       if (q.worker) {
-        workerId = (await ctx.db.worker.findUnique({ where: { name: q.worker }, select: { id: true } }))?.id;
-        if (!workerId) throw notFound('worker', q.worker);
+        workerId = (await ctx.workers.getByName(q.worker)).id; // 404 names it
       }
       const page = await ctx.events.query({
         limit: q.limit ?? 100,

@@ -12,7 +12,7 @@ import { TokenRejected } from '../../auth/token-service.ts';
 import { hasRole } from '../../auth/roles.ts';
 import { conflict, forbidden, notFound, unauthorized, badRequest } from '../../errors.ts';
 import { actorOf } from '../auth-hook.ts';
-import { ensureVmAccess, hostKeyFingerprint, recordedHostKey } from '../../sessions/vm-access.ts';
+import { hostKeyFingerprint } from '../../sessions/vm-access.ts';
 
 export const SESSION_SUBPROTOCOL = 'fleet.v1';
 const BEARER_SUBPROTOCOL = 'fleet.bearer.';
@@ -45,7 +45,7 @@ export function selectSubprotocol(protocols: Set<string>): string | false {
 export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { tokenRecheckMs?: number } = {}) {
   return async (app: FastifyInstance): Promise<void> => {
     const vmByName = async (name: string) => {
-      const vm = NAME.test(name) ? await ctx.db.vm.findUnique({ where: { name } }) : null;
+      const vm = NAME.test(name) ? await ctx.vms.findByName(name) : null;
       if (!vm) throw notFound('vm', name.slice(0, 63));
       return vm;
     };
@@ -53,9 +53,8 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
     // The host key the fleet recorded on first contact with this boot of the VM (TOFU).
     app.get<{ Params: { name: string } }>('/v1/vms/:name/host-key', { config: { role: 'read' }, schema: { tags: ['sessions'], summary: "The VM's SSH host key as recorded on first use (null before the first session of this boot)" } }, async (req) => {
       const vm = await vmByName(req.params.name);
-      const access = await ctx.db.vmAccess.findUnique({ where: { vmId: vm.id } });
-      const key = access ? recordedHostKey(access, vm.attempt) : null;
-      return { vm: vm.name, hostKey: key, fingerprint: key ? hostKeyFingerprint(key) : null, seenAt: key && access?.hostKeySeenAt ? access.hostKeySeenAt.toISOString() : null, attempt: vm.attempt };
+      const { key, seenAt } = await broker.recordedHostKeyOf(vm);
+      return { vm: vm.name, hostKey: key, fingerprint: key ? hostKeyFingerprint(key) : null, seenAt: seenAt ? seenAt.toISOString() : null, attempt: vm.attempt };
     });
 
     // What OpenSSH needs to log in through `fleet ssh --stdio` (fleet ssh-config). The
@@ -63,8 +62,8 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
     // VM's key adds no power; it is audited all the same.
     app.get<{ Params: { name: string } }>('/v1/vms/:name/ssh-access', { config: { role: 'connect' }, schema: { tags: ['sessions'], summary: "The VM's login (user, private key) and recorded host key, for OpenSSH via ProxyCommand" } }, async (req) => {
       const vm = await vmByName(req.params.name);
-      const access = (await ensureVmAccess(ctx.db, [vm])).get(vm.id)!;
-      const key = recordedHostKey(access, vm.attempt);
+      const access = await broker.sshAccessOf(vm);
+      const key = access.hostKey;
       await ctx.events.append([{ kind: 'vm.ssh-key-read', message: `${actorOf(req)} fetched the SSH key of ${vm.name}`, vmId: vm.id, vmName: vm.name, actor: actorOf(req) }]);
       return { vm: vm.name, username: access.username, privateKey: access.privateKey, hostKey: key, fingerprint: key ? hostKeyFingerprint(key) : null };
     });
@@ -89,7 +88,7 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
           }
           const name = req.params.name;
           if (!NAME.test(name)) throw notFound('vm', name.slice(0, 63));
-          const vm = await ctx.db.vm.findUnique({ where: { name }, select: { state: true, desiredPower: true, reason: true } });
+          const vm = await ctx.vms.findByName(name);
           if (!vm) throw notFound('vm', name);
           if (vm.state === 'deleting' || vm.state === 'failed' || vm.desiredPower === 'stopped' || vm.state === 'stopped') {
             throw conflict(`vm "${name}" is ${vm.state}${vm.desiredPower === 'stopped' ? ' (desired power: stopped)' : ''}; start it first`, { state: vm.state });

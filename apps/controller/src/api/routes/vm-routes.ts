@@ -16,21 +16,19 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     // watch stream during a burst of placements must not cost a query per change.
     const nameCache = new Map<string, string>();
     const workerNames = async (): Promise<Map<string, string>> => {
-      for (const w of await ctx.db.worker.findMany({ select: { id: true, name: true } })) nameCache.set(w.id, w.name);
+      for (const [id, name] of await ctx.vms.workerNames()) nameCache.set(id, name);
       return nameCache;
     };
     // Counters count only when reported by the worker the VM is placed on.
     const withCounters = (vm: Vm, o: VmObject): VmObject => ({ ...o, networkCounters: ctx.networkCounters?.get(o.id, o.attempt, vm.workerId) ?? null });
     const view = async (vm: Vm) => withCounters(vm, await baseView(vm));
-    // Only whether a password is set ever leaves the database, never the password.
-    const hasPassword = async (vmId: string) => (await ctx.db.vmAccess.count({ where: { vmId, password: { not: null } } })) > 0;
-    const vmsWithPassword = async () => new Set((await ctx.db.vmAccess.findMany({ where: { password: { not: null } }, select: { vmId: true } })).map((a) => a.vmId));
+    const vmsWithPassword = () => ctx.vms.idsWithPassword();
     const baseView = async (vm: Vm) => {
-      const passwordSet = await hasPassword(vm.id);
+      const passwordSet = await ctx.vms.passwordSet(vm.id);
       if (!vm.workerId) return toVmObject(vm, null, passwordSet);
       let name = nameCache.get(vm.workerId);
       if (name === undefined) {
-        name = (await ctx.db.worker.findUnique({ where: { id: vm.workerId }, select: { name: true } }))?.name;
+        name = (await ctx.vms.workerNames([vm.workerId])).get(vm.workerId);
         if (name !== undefined) nameCache.set(vm.workerId, name);
       }
       return toVmObject(vm, name ?? null, passwordSet);
@@ -114,7 +112,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       const { sink, stream } = startWatch(req, reply);
       const out = orderedSender((line) => sink.send(line));
       out.run(async () => {
-        const current = await ctx.db.vm.findUnique({ where: { id: vm.id } });
+        const current = await ctx.vms.getById(vm.id);
         if (current) sink.send({ type: 'ADDED', vm: await view(current) });
       });
       const off = ctx.bus.onVmChange((c) => {
@@ -154,9 +152,8 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       config: { role: 'read' },
       schema: { tags: ['vms', 'events'], summary: "A VM's events (its log), paged", params: NameParam, querystring: EventQueryString, response: { 200: EventPage } },
     }, async (req) => {
-      const vm = await ctx.db.vm.findUnique({ where: { name: req.params.name }, select: { id: true } });
       // A deleted VM's history stays readable by name.
-      const vmId = vm?.id ?? (await ctx.db.event.findFirst({ where: { vmName: req.params.name }, orderBy: { id: 'desc' }, select: { vmId: true } }))?.vmId;
+      const vmId = await ctx.vms.idForEvents(req.params.name);
       if (!vmId) throw notFound('vm', req.params.name);
       const page = await ctx.events.query({
         vmId,
