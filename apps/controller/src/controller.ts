@@ -2,6 +2,8 @@
 // controller's TLS identity, wires services, and starts the REST API, the
 // worker gRPC server, the scheduler and liveness loops.
 import { failureTimings } from './workers/failure-timing.ts';
+import { AccountService } from './accounts/account-service.ts';
+import { computeOverview } from './stats/overview.ts';
 import { mkdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -136,7 +138,6 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const grpcAddress = `${advertiseHost}:${grpcServer.port}`;
 
   const ctx: ApiContext = {
-    db,
     vms,
     workers,
     tokens,
@@ -150,6 +151,8 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     networkCounters,
     idempotency,
     storage,
+    accounts: new AccountService(db, events, tokens),
+    overview: (listed) => computeOverview({ db, listWorkers: async () => listed ?? (await workers.list()) }),
     info: async () => ({
       version: CONTROLLER_VERSION,
       protocolVersion: PROTOCOL_VERSION,

@@ -21,7 +21,6 @@ import { accountRoutes } from './routes/accounts-routes.ts';
 import { statsRoutes } from './routes/stats-routes.ts';
 import { liveRoutes } from './routes/live-routes.ts';
 import { dashboardRoutes } from './routes/dashboard-routes.ts';
-import { AccountService } from '../accounts/account-service.ts';
 import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
 
@@ -102,7 +101,7 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   });
   series.start(log.child({ component: 'stats' }), ctx.storage);
   app.addHook('onClose', async () => series.stop());
-  await app.register(accountRoutes(new AccountService(ctx.db, ctx.events, ctx.tokens), ctx.tokens));
+  await app.register(accountRoutes(ctx.accounts, ctx.tokens));
   await app.register(statsRoutes(ctx, series));
   await app.register(liveRoutes(ctx));
   await app.register(dashboardRoutes());

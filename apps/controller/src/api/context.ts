@@ -1,4 +1,3 @@
-import type { FleetDb } from '@fleet/db';
 import type { StorageHealth } from '../storage/storage-health.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import type { WorkerService } from '../workers/worker-service.ts';
@@ -14,8 +13,11 @@ import type { IdempotencyService } from '../idempotency/idempotency-service.ts';
 /** What route handlers may use. */
 import type { NetworkCounterStore } from '../vms/network-counters.ts';
 
+import type { AccountService } from '../accounts/account-service.ts';
+import type { FleetOverview, WorkerObject } from './schemas.ts';
+
+/** What routes may use: services only — routes never query the database (the layering rule). */
 export interface ApiContext {
-  db: FleetDb;
   vms: VmService;
   workers: WorkerService;
   tokens: TokenService;
@@ -36,4 +38,8 @@ export interface ApiContext {
   metricsPublic?: boolean;
   /** `Idempotency-Key` on the routes that opt in (config.idempotency); absent = the header is ignored. */
   idempotency?: IdempotencyService;
+  /** Accounts (dashboard logins). */
+  accounts: AccountService;
+  /** The fleet at a glance; `workers` when the caller has just listed them. */
+  overview: (workers?: WorkerObject[]) => Promise<FleetOverview>;
 }

@@ -1,6 +1,7 @@
 // Idempotency-Key on the REST API, through the real server (buildApiServer) over a temporary
 // SQLite database: stored and replayed responses, reuse with another body, in-flight requests,
 // 5xx, scoping, expiry, and the crash window between a committed VM and its stored response.
+import { AccountService } from '../accounts/account-service.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -64,6 +65,7 @@ async function controllerProcess(): Promise<{ app: FastifyInstance; idempotency:
   const idempotency = new IdempotencyService(db, { now: () => new Date(clock) });
   const ctx = {
     db, vms, workers, tokens, events, bus, metrics, idempotency,
+    accounts: new AccountService(db, events, tokens),
     settings: { schedulerProfile: async () => 'pack' },
     grpcAdvertiseAddress: '127.0.0.1:7443',
     info: async () => ({}),

@@ -1,6 +1,8 @@
 // The REST API while the database refuses writes (a real SQLITE_READONLY, as on a full
 // disk: reads keep working): writes answer 503 storage_unavailable with Retry-After,
 // reads still answer, /v1/health says degraded and comes back by itself.
+import { AccountService } from '../accounts/account-service.ts';
+import { computeOverview } from '../stats/overview.ts';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildApiServer } from './api-server.ts';
@@ -38,10 +40,12 @@ beforeEach(async () => {
   storage = new StorageHealth({ probe: settingsRowProbe(db), log, probeIntervalMs: 25, retryAfterS: 3 });
   tokens.onStorageError = (err) => storage.observe(err);
   const ctx: ApiContext = {
-    db, vms, workers, tokens, events, bus, metrics,
+    vms, workers, tokens, events, bus, metrics,
     settings: new SettingsService(db, 'pack'),
     grpcAdvertiseAddress: '127.0.0.1:7443',
     storage,
+    accounts: new AccountService(db, events, tokens),
+    overview: () => computeOverview({ db, listWorkers: () => workers.list() }),
     info: async () => { throw new Error('unused'); },
   };
   app = await buildApiServer(ctx, log);

@@ -8,7 +8,6 @@ import type { ApiContext } from '../context.ts';
 import type { FleetOverview, WorkerObject } from '../schemas.ts';
 import type { PassThrough } from 'node:stream';
 import { startWatch, type WatchSink } from '../watch-stream.ts';
-import { computeOverview } from '../../stats/overview.ts';
 import { TokenRejected } from '../../auth/token-service.ts';
 
 interface Subscriber {
@@ -85,7 +84,7 @@ class LiveHub {
   private async compute(): Promise<void> {
     if (this.sinks.size === 0) return;
     const workers = await this.ctx.workers.list();
-    const overview = await computeOverview({ db: this.ctx.db, listWorkers: async () => workers });
+    const overview = await this.ctx.overview(workers);
     const lines: LiveLine[] = [{ type: 'overview', overview }, { type: 'workers', workers }];
     for (const sub of this.sinks) {
       try {

@@ -38,7 +38,7 @@ async function server(isValid: () => boolean) {
   const app = Fastify();
   await app.register(websocket, { options: { maxPayload: MAX_CLIENT_FRAME, handleProtocols: selectSubprotocol } });
   const vms = { findByName: async () => ({ ...VM }) };
-  await app.register(sessionRoutes({ db, tokens, vms } as unknown as ApiContext, broker, { tokenRecheckMs: 50 }));
+  await app.register(sessionRoutes({ tokens, vms } as unknown as ApiContext, broker, { tokenRecheckMs: 50 }));
   await app.listen({ host: '127.0.0.1', port: 0 });
   return { app, opens, broker };
 }
