@@ -119,6 +119,7 @@ describe('faults', () => {
     const names = Array.from({ length: 12 }, (_, i) => `burst-${i}`);
     const keys = new Map(names.map((n) => [n, randomUUID()]));
     const outcome = new Map<string, number>();
+    let refused = 0;
     // The client: creates in order, retrying connection failures and 5xx with the same key and body.
     const create = async (name: string): Promise<void> => {
       for (let attempt = 0; attempt < 200; attempt++) {
@@ -137,7 +138,7 @@ describe('faults', () => {
             return;
           }
         } catch {
-          /* the controller is down: retry */
+          refused++; // the controller is down: retry
         }
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -150,6 +151,7 @@ describe('faults', () => {
     await controller.kill('SIGKILL'); // mid-stream: some creates committed, maybe without their answer
     controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: OFFLINE });
     await client;
+    expect(refused).toBeGreaterThan(0); // the kill did land in the stream of creates
     // Every create got its 201 (the original one or the replay of it), and each VM exists once.
     expect([...outcome.entries()].filter(([, code]) => code !== 201)).toEqual([]);
     const all = (await controller.api.vms()).filter((v) => v.name.startsWith('burst-'));

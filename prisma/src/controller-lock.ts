@@ -16,7 +16,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { providerOf } from './providers.ts';
+import { providerOf, sqlitePath } from './providers.ts';
 
 /** Arbitrary, fixed: `pg_try_advisory_lock` key of "the Fleet controller of this database". */
 const PG_LOCK_KEY = '7361001931001';
@@ -59,7 +59,7 @@ export async function acquireControllerLock(url: string, opts: ControllerLockOpt
 }
 
 function sqliteLock(url: string): ControllerLock {
-  const dbFile = path.resolve(url.replace(/^file:/, '').replace(/\?.*$/, ''));
+  const dbFile = path.resolve(sqlitePath(url)); // the same path the database itself is opened at
   const lockFile = `${dbFile}.controller-lock`;
   const holderFile = `${lockFile}.json`;
   const db = new Database(lockFile, { timeout: 0 });

@@ -205,7 +205,7 @@ export class ApiClient {
     return this.json('POST', `/v1/workers/${enc(name)}/resume`, { idempotent: true });
   }
   async deleteWorker(name: string, opts: { force?: boolean } = {}): Promise<void> {
-    await this.request('DELETE', `/v1/workers/${enc(name)}${opts.force ? '?force=true' : ''}`);
+    await this.request('DELETE', `/v1/workers/${enc(name)}`, { query: { force: opts.force ? 'true' : undefined } });
   }
 
   // ------------------------------------------------------------------ VMs

@@ -167,20 +167,7 @@ export class WorkerStreams {
     for (const id of ids) {
       const s = this.streams.get(id);
       if (!s || s.closed) continue;
-      if (this.inFlight.has(id)) {
-        this.again.add(id);
-        continue;
-      }
-      this.inFlight.add(id);
-      try {
-        await this.pushDesiredState(s);
-        this.pushed(s);
-      } catch (err) {
-        this.pushFailed(s, err);
-      } finally {
-        this.inFlight.delete(id);
-        if (this.again.delete(id)) this.markDirty(id);
-      }
+      await this.pushOne(s);
     }
   }
 
@@ -188,16 +175,26 @@ export class WorkerStreams {
    * The first push on a new stream (after Hello). A failure does not end the stream: the
    * push is retried like any other.
    */
-  async pushOrRetry(stream: WorkerStream): Promise<void> {
-    this.inFlight.add(stream.workerId);
+  pushOrRetry(stream: WorkerStream): Promise<void> {
+    return this.pushOne(stream);
+  }
+
+  /** One push, never overlapping another to the same worker (a second request waits for the first, then runs). */
+  private async pushOne(s: WorkerStream): Promise<void> {
+    const id = s.workerId;
+    if (this.inFlight.has(id)) {
+      this.again.add(id);
+      return;
+    }
+    this.inFlight.add(id);
     try {
-      await this.pushDesiredState(stream);
-      this.pushed(stream);
+      await this.pushDesiredState(s);
+      this.pushed(s);
     } catch (err) {
-      this.pushFailed(stream, err);
+      this.pushFailed(s, err);
     } finally {
-      this.inFlight.delete(stream.workerId);
-      if (this.again.delete(stream.workerId)) this.markDirty(stream.workerId);
+      this.inFlight.delete(id);
+      if (this.again.delete(id)) this.markDirty(id);
     }
   }
 

@@ -55,6 +55,20 @@ export function disconnectPolicyOf(value: string | undefined | null): Disconnect
 /** Messages of instances stopped by fencing start with this. */
 export const FENCED_PREFIX = 'fenced:';
 
+/** A stopped instance's message only when it says it was fenced (other stops carry none). */
+export function fencedMessage(message: string | undefined): string | undefined {
+  return message?.startsWith(FENCED_PREFIX) ? message : undefined;
+}
+
+/** How long a VM host process waits for a readable lease file before it fences anyway. */
+export const DEFAULT_FENCE_GRACE_MS = 2000;
+
+/** The VM host's fence setting for an instance: only "reschedule" VMs are fenced, and only by a worker that fences. */
+export function fenceConfigFor(policy: string | undefined, fence: { leaseFile: string; graceMs?: number } | undefined): { fence?: { leaseFile: string; graceMs: number } } {
+  if (!fence || disconnectPolicyOf(policy) === 'wait') return {};
+  return { fence: { leaseFile: fence.leaseFile, graceMs: fence.graceMs ?? DEFAULT_FENCE_GRACE_MS } };
+}
+
 export interface InstanceNetworkPolicy {
   allow: string[];
   block: string[];

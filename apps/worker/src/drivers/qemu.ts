@@ -25,7 +25,9 @@ import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@f
 import { type FilterConfig, grantsHostAccess, resolveConfig } from '@fleet/netfilter';
 import {
   DriverError,
-  FENCED_PREFIX,
+  fenceConfigFor,
+  fencedMessage,
+  disconnectPolicyOf,
   instanceKey,
   type CreateInstanceRequest,
   type Driver,
@@ -102,7 +104,6 @@ export interface QemuDriverOptions {
 }
 
 /** Default VmHostConfig.fence.graceMs (a missing lease file right after start). */
-export const DEFAULT_FENCE_GRACE_MS = 2000;
 
 interface InstanceRecord {
   vmId: string;
@@ -138,10 +139,6 @@ function dirName(ref: InstanceRef): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A stopped instance's message only when it says it was fenced (other stops carry none). */
-function fencedMessage(message: string | undefined): string | undefined {
-  return message?.startsWith(FENCED_PREFIX) ? message : undefined;
-}
 
 /** The last line of status.jsonl, or undefined. */
 function lastStatusLine(dir: string): { state: string; ip: string | null; message?: string } | undefined {
@@ -239,7 +236,7 @@ export class QemuDriver implements Driver {
       throw e;
     }
     await writeInstanceRecord(dir, rec);
-    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac, disconnectPolicy: rec.spec.disconnectPolicy ?? 'reschedule' } };
+    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) } };
     this.held.set(instanceKey(r), h);
     return { ...h.status };
   }
@@ -292,9 +289,7 @@ export class QemuDriver implements Driver {
       accel: this.opts.accel ?? 'tcg',
       stopTimeoutMs: this.opts.stopTimeoutMs ?? 10_000,
       // "wait" VMs keep running while the worker is cut off; every other one is fenced.
-      ...(this.opts.fence && rec.spec.disconnectPolicy !== 'wait'
-        ? { fence: { leaseFile: this.opts.fence.leaseFile, graceMs: this.opts.fence.graceMs ?? DEFAULT_FENCE_GRACE_MS } }
-        : {}),
+      ...fenceConfigFor(rec.spec.disconnectPolicy, this.opts.fence),
     };
     await writeFile(path.join(dir, CONFIG_FILE), JSON.stringify(cfg, null, 2));
     await rm(path.join(dir, CONTROL_SOCKET), { force: true });
@@ -365,7 +360,7 @@ export class QemuDriver implements Driver {
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await writeInstanceRecord(h.dir, h.rec);
-    return this.patch(h, { generation: a.generation, disconnectPolicy: a.spec.disconnectPolicy ?? 'reschedule' });
+    return this.patch(h, { generation: a.generation, disconnectPolicy: disconnectPolicyOf(a.spec.disconnectPolicy) });
   }
 
   async remove(ref: InstanceRef): Promise<void> {
@@ -428,7 +423,7 @@ export class QemuDriver implements Driver {
       } catch {
         continue;
       }
-      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: rec.spec.disconnectPolicy ?? 'reschedule' };
+      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) };
       const h: Held = { rec, dir, status: base };
       this.held.set(instanceKey(rec), h);
       const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);

@@ -37,6 +37,7 @@ import {
   type InstanceStatus,
   type InstanceStatusListener,
   type UpdateInstanceRequest,
+  disconnectPolicyOf,
 } from './driver.ts';
 
 export const SYNTHETIC_DRIVER_NAME = 'synthetic';
@@ -336,7 +337,7 @@ export class SyntheticDriver implements Driver {
       ip: instance.state === 'running' ? this.addressFor(instance.poolIndex) : undefined,
       mac: instance.mac,
       message: instance.message,
-      disconnectPolicy: instance.spec.disconnectPolicy ?? 'reschedule',
+      disconnectPolicy: disconnectPolicyOf(instance.spec.disconnectPolicy),
     };
   }
 

@@ -39,6 +39,9 @@ export function parseLeaseFile(content: string | undefined): LeaseFile | undefin
   if (validUntilUnixMs !== null && !(typeof validUntilUnixMs === 'number' && Number.isFinite(validUntilUnixMs))) return undefined;
   if (!(typeof fenceAfterMs === 'number' && Number.isFinite(fenceAfterMs) && fenceAfterMs >= 0)) return undefined;
   if (!(typeof renewedAtUnixMs === 'number' && Number.isFinite(renewedAtUnixMs))) return undefined;
+  // A lease never runs longer than fenceAfter past its renewal: a file that says otherwise (corrupt,
+  // hand-edited, written under a clock that was ahead) must not switch fencing off until then.
+  if (validUntilUnixMs !== null && validUntilUnixMs > renewedAtUnixMs + fenceAfterMs) return undefined;
   return { validUntilUnixMs, fenceAfterMs, renewedAtUnixMs };
 }
 

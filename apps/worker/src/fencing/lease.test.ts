@@ -208,11 +208,15 @@ describe('LeaseKeeper', () => {
 });
 
 describe('lease file and the VM host fence decision', () => {
-  const lease = (validUntilUnixMs: number | null, fenceAfterMs = 10_000): string => JSON.stringify({ validUntilUnixMs, fenceAfterMs, renewedAtUnixMs: 1 });
+  // As the worker writes it: valid until one fenceAfter past the renewal.
+  const lease = (validUntilUnixMs: number | null, fenceAfterMs = 10_000): string =>
+    JSON.stringify({ validUntilUnixMs, fenceAfterMs, renewedAtUnixMs: validUntilUnixMs === null ? 1 : validUntilUnixMs - fenceAfterMs });
 
   it('parses only well-formed lease files', () => {
-    expect(parseLeaseFile(lease(5))).toEqual({ validUntilUnixMs: 5, fenceAfterMs: 10_000, renewedAtUnixMs: 1 });
+    expect(parseLeaseFile(lease(5))).toEqual({ validUntilUnixMs: 5, fenceAfterMs: 10_000, renewedAtUnixMs: -9_995 });
     expect(parseLeaseFile(lease(null, 0))).toEqual({ validUntilUnixMs: null, fenceAfterMs: 0, renewedAtUnixMs: 1 });
+    // A validity beyond one fenceAfter past the renewal (corrupt, hand-edited, a clock that was ahead) would switch fencing off until then.
+    expect(parseLeaseFile(JSON.stringify({ validUntilUnixMs: 1e15, fenceAfterMs: 10_000, renewedAtUnixMs: 1_000 }))).toBeUndefined();
     for (const bad of [undefined, '', 'null', '[]', '{}', '{"validUntilUnixMs":"5","fenceAfterMs":1,"renewedAtUnixMs":1}', '{"validUntilUnixMs":5,"fenceAfterMs":-1,"renewedAtUnixMs":1}', '{"validUntilUnixMs":5,"fenceAfterMs":1}']) {
       expect(parseLeaseFile(bad)).toBeUndefined();
     }

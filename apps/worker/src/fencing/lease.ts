@@ -198,7 +198,8 @@ export class LeaseKeeper implements LeaseView {
       this.#validUntilUnix = null;
       return;
     }
-    const remaining = stored.validUntilUnixMs - this.#wallNow();
+    // Never more than one fenceAfter from now, whatever the wall clock did meanwhile.
+    const remaining = Math.min(stored.validUntilUnixMs - this.#wallNow(), stored.fenceAfterMs);
     this.#validUntil = this.#now() + remaining;
     this.#validUntilUnix = stored.validUntilUnixMs;
     this.#basis = this.#validUntil - stored.fenceAfterMs;

@@ -10,6 +10,7 @@ import {
   type InstanceStatus,
   type InstanceStatusListener,
   type UpdateInstanceRequest,
+  disconnectPolicyOf,
 } from '../drivers/driver.ts';
 
 type Op = 'create' | 'start' | 'stop' | 'kill' | 'update' | 'remove';
@@ -190,7 +191,7 @@ export class FakeDriver implements Driver {
       ip: instance.ip,
       mac: instance.mac,
       message: message ?? instance.message,
-      disconnectPolicy: instance.spec.disconnectPolicy ?? 'reschedule',
+      disconnectPolicy: disconnectPolicyOf(instance.spec.disconnectPolicy),
     };
   }
 

@@ -663,9 +663,13 @@ export class NatNetwork {
   reserve(req: ReserveRequest): Promise<Reservation> {
     return this.serial(async () => {
       this.assertAlive();
-      const canRelease = this.dhcpReleaseTool() !== null;
-      const leases = await this.liveLeases();
-      const r = this.pool.reserve(req, canRelease ? [] : leases);
+      const held = this.pool.get(req.key);
+      const before = held ? { ...held } : undefined;
+      // An existing reservation keeps its address: no lease to look at. Unchanged (the driver
+      // re-confirms it at every start and for every instance at start-up): nothing to apply.
+      const leases = before ? [] : await this.liveLeases();
+      const r = this.pool.reserve(req, before || this.dhcpReleaseTool() !== null ? [] : leases);
+      if (before && before.mac === r.mac && before.dnsName === r.dnsName && before.hostAccess === r.hostAccess) return r;
       await this.apply();
       for (const l of leases) if (l.ip === r.ip && l.mac !== r.mac) await this.releaseLease(l);
       this.log.debug({ key: r.key, ip: r.ip, mac: r.mac, dnsName: r.dnsName, hostAccess: r.hostAccess }, 'VM address reserved');

@@ -26,7 +26,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   DriverError,
-  FENCED_PREFIX,
+  fenceConfigFor,
+  fencedMessage,
+  disconnectPolicyOf,
   instanceKey,
   type CreateInstanceRequest,
   type Driver,
@@ -139,10 +141,6 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   }
 }
 
-/** A stopped instance's message only when it says it was fenced. */
-function fencedMessage(message: string | undefined): string | undefined {
-  return message?.startsWith(FENCED_PREFIX) ? message : undefined;
-}
 
 function lastStatusLine(dir: string): { state: string; message?: string; failureKind?: string } | undefined {
   try {
@@ -197,7 +195,7 @@ export class VzDriver implements Driver {
     const h: Held = {
       rec: { vmId: r.vmId, attempt: r.attempt, name: r.name, generation: r.generation, spec: r.spec, guest: r.spec.os === 'linux' ? 'linux' : 'macos', mac: '' },
       dir,
-      status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, disconnectPolicy: r.spec.disconnectPolicy ?? 'reschedule' },
+      status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, disconnectPolicy: disconnectPolicyOf(r.spec.disconnectPolicy) },
     };
     this.held.set(key, h);
     try {
@@ -251,7 +249,7 @@ export class VzDriver implements Driver {
         ...(this.opts.stopTimeoutMs !== undefined ? { stopTimeoutMs: this.opts.stopTimeoutMs } : {}),
         ...(this.opts.dropPrivileges ? { dropPrivileges: this.opts.dropPrivileges } : {}),
         // "wait" VMs keep running while the worker is cut off; every other one is fenced.
-        ...(this.opts.fence && h.rec.spec.disconnectPolicy !== 'wait' ? { fence: { leaseFile: this.opts.fence.leaseFile, graceMs: this.opts.fence.graceMs ?? 2000 } } : {}),
+        ...fenceConfigFor(h.rec.spec.disconnectPolicy, this.opts.fence),
       };
     } catch (e) {
       this.slots.release(key);
@@ -311,7 +309,7 @@ export class VzDriver implements Driver {
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await writeInstanceRecord(h.dir, h.rec);
-    return this.patch(h, { generation: a.generation, disconnectPolicy: a.spec.disconnectPolicy ?? 'reschedule' });
+    return this.patch(h, { generation: a.generation, disconnectPolicy: disconnectPolicyOf(a.spec.disconnectPolicy) });
   }
 
   async remove(ref: InstanceRef): Promise<void> {
@@ -448,7 +446,7 @@ export class VzDriver implements Driver {
       } catch {
         continue;
       }
-      const h: Held = { rec, dir, status: { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: rec.spec.disconnectPolicy ?? 'reschedule' } };
+      const h: Held = { rec, dir, status: { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) } };
       this.held.set(instanceKey(rec), h);
       const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
       if (live?.status) {
