@@ -6,6 +6,7 @@ export interface EnrollResponse {
   'workerName'?: (string);
   'clientCertificatePem'?: (string);
   'caCertificatePem'?: (string);
+  'controllerAddresses'?: (string)[];
 }
 
 export interface EnrollResponse__Output {
@@ -13,4 +14,5 @@ export interface EnrollResponse__Output {
   'workerName': (string);
   'clientCertificatePem': (string);
   'caCertificatePem': (string);
+  'controllerAddresses': (string)[];
 }

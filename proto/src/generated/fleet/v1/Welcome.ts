@@ -8,6 +8,7 @@ export interface Welcome {
   'controllerVersion'?: (string);
   'heartbeatIntervalMs'?: (number);
   'fenceAfterMs'?: (number);
+  'controllerAddresses'?: (string)[];
 }
 
 export interface Welcome__Output {
@@ -17,4 +18,5 @@ export interface Welcome__Output {
   'controllerVersion': (string);
   'heartbeatIntervalMs': (number);
   'fenceAfterMs': (number);
+  'controllerAddresses': (string)[];
 }
