@@ -57,7 +57,19 @@ export interface WorkerGrpcDeps {
   fenceAfterMs: number;
   /** Told about errors that end a stream (the storage-health tracker). */
   storage?: ErrorSink;
+  /**
+   * The gRPC addresses ("host:port") of every live controller of the fleet, this one first, sent in
+   * EnrollResponse and Welcome so a worker can move to another controller when its link drops
+   * (issue 13). Absent, failing or slow = an empty list: the worker keeps the addresses it has.
+   */
+  controllerAddresses?: () => Promise<string[]>;
 }
+
+/** A Welcome waits at most this long for the address list: the first lease must not wait on it. */
+const CONTROLLER_ADDRESSES_TIMEOUT_MS = 2_000;
+/** Bounds on what is sent (the worker validates every entry again). */
+const MAX_CONTROLLER_ADDRESSES = 64;
+const MAX_CONTROLLER_ADDRESS_LENGTH = 262;
 
 class StaticCertificateProvider implements grpc.experimental.CertificateProvider {
   constructor(
@@ -98,6 +110,29 @@ function peerFingerprint(call: { getAuthContext(): { sslPeerCertificate?: { fing
 
 export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
   const { db, log } = deps;
+
+  // Never fails: the list is advice for the worker's failover, not worth refusing an enrollment
+  // or delaying a Welcome (and with it the worker's first lease) for.
+  async function liveControllerAddresses(): Promise<string[]> {
+    const source = deps.controllerAddresses;
+    if (!source) return [];
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${CONTROLLER_ADDRESSES_TIMEOUT_MS} ms`)), CONTROLLER_ADDRESSES_TIMEOUT_MS);
+      });
+      const list = await Promise.race([source(), timeout]);
+      if (!Array.isArray(list)) return [];
+      return list
+        .filter((a): a is string => typeof a === 'string' && a.length > 0 && a.length <= MAX_CONTROLLER_ADDRESS_LENGTH)
+        .slice(0, MAX_CONTROLLER_ADDRESSES);
+    } catch (err) {
+      log.debug({ err }, 'controller addresses unavailable; sending none');
+      return [];
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 
   async function enroll(req: EnrollRequest__Output): Promise<EnrollResponse> {
     if (!NAME.test(req.name)) throw grpcError(grpc.status.INVALID_ARGUMENT, `invalid worker name ${JSON.stringify(req.name.slice(0, 80))}: use lower-case letters, digits and dashes (at most 63)`);
@@ -145,7 +180,13 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       },
     ]);
     log.info({ worker: req.name, workerId }, existing ? 'worker re-enrolled' : 'worker enrolled');
-    return { workerId, workerName: req.name, clientCertificatePem: issued.certPem, caCertificatePem: deps.identity.serverCaPem };
+    return {
+      workerId,
+      workerName: req.name,
+      clientCertificatePem: issued.certPem,
+      caCertificatePem: deps.identity.serverCaPem,
+      controllerAddresses: await liveControllerAddresses(),
+    };
   }
 
   async function authenticate(call: ConnectCall | SessionCall | RenewCall): Promise<Worker> {
@@ -267,6 +308,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         deps.metrics.connectedWorkers.set(deps.streams.size);
         await deps.workers.onHello(w, hello);
         await deps.vms.reconcileInventory(w.id, w.name, instances);
+        const controllerAddresses = await liveControllerAddresses();
         stream.send({
           welcome: {
             protocolVersion: PROTOCOL_VERSION,
@@ -275,6 +317,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
             controllerVersion: CONTROLLER_VERSION,
             heartbeatIntervalMs: deps.heartbeatIntervalMs,
             fenceAfterMs: deps.fenceAfterMs,
+            controllerAddresses,
           },
         });
         await deps.streams.pushOrRetry(stream);
