@@ -2,9 +2,11 @@
 // database) and for tests. Uses the PostgreSQL binaries of Debian's
 // `postgresql` package (or FLEET_PG_BIN). Data lives in a temp directory that
 // is removed on stop(). As root, the server runs as the `postgres` user.
+// Optionally it also listens on other local addresses with trust auth for given
+// subnets (end-to-end labs whose controllers run in network namespaces).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, chown, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,8 +15,12 @@ import { PrismaPg } from '@prisma/adapter-pg';
 export interface ScratchPostgres {
   /** postgresql://fleet@127.0.0.1:<port>/postgres (trust auth, loopback only). */
   readonly url: string;
+  /** The TCP port (the same on every listen address). */
+  readonly port: number;
   /** A URL for another database on the same server. */
   urlFor(database: string): string;
+  /** A URL reaching the server through `host` (one of `listenAddresses`), e.g. from a network namespace. */
+  urlOn(host: string, database: string): string;
   /** CREATE DATABASE (a fresh, empty one) and return its URL. */
   createDatabase(name: string): Promise<string>;
   stop(): Promise<void>;
@@ -73,7 +79,20 @@ async function canQuery(url: string): Promise<boolean> {
   }
 }
 
-export async function startScratchPostgres(opts: { timeoutMs?: number } = {}): Promise<ScratchPostgres> {
+export interface ScratchPostgresOptions {
+  timeoutMs?: number;
+  /**
+   * Addresses to listen on besides 127.0.0.1 (each must already be configured on this host).
+   * Nothing but loopback gets in unless `trustCidrs` admits it.
+   */
+  listenAddresses?: string[];
+  /** Client subnets (CIDR) admitted with trust auth over TCP, besides loopback. */
+  trustCidrs?: string[];
+  /** max_connections (default 50). */
+  maxConnections?: number;
+}
+
+export async function startScratchPostgres(opts: ScratchPostgresOptions = {}): Promise<ScratchPostgres> {
   const bin = findPostgresBin();
   if (!bin) throw new Error('PostgreSQL is not installed (no initdb found; `apt-get install postgresql`, or set FLEET_PG_BIN)');
   const user = postgresUser();
@@ -90,15 +109,27 @@ export async function startScratchPostgres(opts: { timeoutMs?: number } = {}): P
     await rm(dir, { recursive: true, force: true });
     throw new Error(`initdb failed (exit ${init.status}): ${init.stderr || init.stdout}`);
   }
+  for (const cidr of opts.trustCidrs ?? []) {
+    if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(cidr)) {
+      await rm(dir, { recursive: true, force: true });
+      throw new Error(`bad trust CIDR ${cidr}`);
+    }
+  }
+  if (opts.trustCidrs?.length) {
+    // initdb --auth=trust admits only local sockets and loopback; the lab's subnets are added
+    // explicitly so that nothing else on the host's networks can log in.
+    await appendFile(path.join(data, 'pg_hba.conf'), opts.trustCidrs.map((c) => `host all all ${c} trust\n`).join(''));
+  }
+  const listen = ['127.0.0.1', ...(opts.listenAddresses ?? [])].join(',');
   const port = await freePort();
   let output = '';
   const child: ChildProcess = spawn(
     path.join(bin, 'postgres'),
     [
       '-D', data, '-p', String(port), '-k', dir,
-      '-c', 'listen_addresses=127.0.0.1',
+      '-c', `listen_addresses=${listen}`,
       '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
-      '-c', 'max_connections=50',
+      '-c', `max_connections=${opts.maxConnections ?? 50}`,
     ],
     { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], ...ids },
   );
@@ -107,6 +138,7 @@ export async function startScratchPostgres(opts: { timeoutMs?: number } = {}): P
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
   const urlFor = (db: string): string => `postgresql://fleet@127.0.0.1:${port}/${encodeURIComponent(db)}`;
+  const urlOn = (host: string, db: string): string => `postgresql://fleet@${host.includes(':') ? `[${host}]` : host}:${port}/${encodeURIComponent(db)}`;
   const url = urlFor('postgres');
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -129,7 +161,9 @@ export async function startScratchPostgres(opts: { timeoutMs?: number } = {}): P
 
   return {
     url,
+    port,
     urlFor,
+    urlOn,
     async createDatabase(name: string): Promise<string> {
       if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
       const factory = new PrismaPg({ connectionString: url, max: 1 });
