@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseCidr } from '@fleet/netfilter';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { parseControllerList } from './config/address.ts';
 import { parseLabels } from './config/labels.ts';
 import { NotEnrolledError, CredentialError } from './config/credentials.ts';
 import { AVAILABLE_DRIVERS, DEFAULT_DRIVER, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
@@ -58,6 +59,15 @@ function nonNegativeNumber(value: string): number {
   return n;
 }
 
+/** `--controller`, repeatable, each value possibly comma-separated: the addresses in order, checked. */
+function controllersOption(value: string, previous: string[] | undefined): string[] {
+  try {
+    return [...new Set([...(previous ?? []), ...parseControllerList(value)])];
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
 function labelsOption(value: string): Record<string, string> {
   try {
     return parseLabels(value);
@@ -110,14 +120,18 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
   program
     .command('enroll')
     .description('enroll this host with a controller using a bootstrap token; stores an mTLS client certificate in the data dir')
-    .requiredOption('--controller <host:port>', "controller gRPC address (TLS), e.g. fleet.example.com:7443")
+    .requiredOption(
+      '--controller <host:port>',
+      'controller gRPC address (TLS), e.g. fleet.example.com:7443; repeat it or separate with commas for several controllers (tried in order)',
+      controllersOption,
+    )
     .addOption(new Option('--token <token>', 'bootstrap token printed by the controller / `fleet token create`').env('FLEET_BOOTSTRAP_TOKEN').makeOptionMandatory())
     .option('--name <name>', 'worker name, unique in the fleet (default: host name)')
     .addOption(new Option('--data-dir <dir>', 'where the credential is stored (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
     .option('--force', 'replace an existing enrollment in the data dir', false)
     .addOption(new Option('--machine-id <id>', 'override the detected machine id (tests, many workers on one host)').hideHelp())
     .addOption(logLevelOption().default('warn'))
-    .action(async (opts: { controller: string; token: string; name?: string; dataDir?: string; force: boolean; machineId?: string; logLevel: string }) => {
+    .action(async (opts: { controller: string[]; token: string; name?: string; dataDir?: string; force: boolean; machineId?: string; logLevel: string }) => {
       const logger = createLogger(opts.logLevel);
       try {
         const result = await enrollWorker({
@@ -130,6 +144,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
           ...(opts.machineId !== undefined ? { machineId: opts.machineId } : {}),
         });
         io.out(`Enrolled worker "${result.name}" (${result.workerId}) with controller ${result.controller}.`);
+        if (result.controllers.length > 1) io.out(`Controllers known: ${result.controllers.join(', ')}.`);
         io.out(`Credentials stored in ${result.dataDir}.`);
         io.out(`Start it with: fleet-worker run${opts.dataDir !== undefined ? ` --data-dir ${result.dataDir}` : ''}`);
         exit(EXIT.ok);
@@ -148,7 +163,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .command('run')
     .description('connect to the controller and run the VMs it assigns (until SIGINT/SIGTERM)')
     .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
-    .option('--controller <host:port>', 'override the controller address stored at enrollment')
+    .option('--controller <host:port>', 'override the controller addresses stored at enrollment (repeat it or separate with commas for several, dialed in order)', controllersOption)
     .option('--labels <k=v,...>', 'labels the scheduler can select on', labelsOption)
     .option('--cpus <n>', 'CPUs offered to VMs (default: logical CPUs)', nonNegativeInt)
     .option('--memory-mib <n>', 'memory offered to VMs in MiB (default: total memory)', nonNegativeInt)
@@ -172,7 +187,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .action(
       async (opts: {
         dataDir?: string;
-        controller?: string;
+        controller?: string[];
         labels?: Record<string, string>;
         cpus?: number;
         memoryMib?: number;

@@ -7,9 +7,9 @@ import { statSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_VERSION, type Hello, type VmStatus } from '@fleet/proto';
 import type { Logger } from 'pino';
-import { formatHostPort, parseHostPort } from './config/address.ts';
+import { mergeAnnouncedControllers, normalizeHostPort, parseControllerList, sanitizeControllerAddresses } from './config/address.ts';
 import { defaultWorkerName, detectCapacity, detectHostname, detectPlatform, type CapacityConfig } from './config/capacity.ts';
-import { CredentialStore } from './config/credentials.ts';
+import { CredentialStore, type WorkerIdentity } from './config/credentials.ts';
 import { resolveMachineId } from './config/machine-id.ts';
 import { dataDirLayout, resolveDataDir } from './config/paths.ts';
 import type { Driver } from './drivers/driver.ts';
@@ -29,8 +29,11 @@ import { leaseFilePath } from './fencing/lease-file.ts';
 export interface StartWorkerOptions {
   /** Data dir holding the enrollment (default $FLEET_WORKER_DATA_DIR or ~/.fleet-worker). */
   dataDir?: string;
-  /** Controller address override (default: the one stored at enrollment). */
-  controller?: string;
+  /**
+   * Controller address override, host:port; several as an array or comma-separated, dialed in
+   * order (default: the list stored at enrollment). An override is never written to worker.json.
+   */
+  controller?: string | readonly string[];
   /**
    * Transport override (tests: grpc.credentials.createInsecure()). Without it the worker
    * uses the stored mTLS material. With it, the data dir is only read if `dataDir` is given,
@@ -101,6 +104,10 @@ export interface WorkerHandle {
   connected(): boolean;
   /** Streams opened so far (1 + reconnects). */
   streamsOpened(): number;
+  /** The controller addresses the link dials, in order (updated by each Welcome). */
+  controllers(): readonly string[];
+  /** The address the current (or last) stream dialed. */
+  controllerAddress(): string;
   /** Current status of every instance held. */
   instances(): VmStatus[];
   /** Resolves when no reconcile step is running or queued. */
@@ -114,19 +121,23 @@ export interface WorkerHandle {
 export async function startWorker(options: StartWorkerOptions = {}): Promise<WorkerHandle> {
   const baseLogger = options.logger ?? defaultLogger();
   let dataDir: string | undefined;
-  let address: string;
+  let addresses: string[];
   let credentials: grpc.ChannelCredentials;
   let name: string;
   let machineId: string;
   let workerId: string | undefined;
   let credentialStore: CredentialStore | undefined;
+  /** Where a controller list announced in Welcome is saved: the stored enrollment, unless overridden. */
+  let identityStore: CredentialStore | undefined;
 
   if (options.credentials) {
     dataDir = options.dataDir !== undefined ? resolveDataDir(options.dataDir) : undefined;
-    const stored = dataDir ? await new CredentialStore(dataDir).readIdentity() : undefined;
-    const controller = options.controller ?? stored?.controller;
+    const store = dataDir ? new CredentialStore(dataDir) : undefined;
+    const stored = store ? await store.readIdentity() : undefined;
+    const controller = options.controller ?? stored?.controllers;
     if (!controller) throw new Error('startWorker: `controller` is required when credentials are injected and the data dir holds no enrollment');
-    address = controller;
+    addresses = typeof controller === 'string' || options.controller !== undefined ? parseControllerList(controller) : [...controller];
+    if (stored && options.controller === undefined) identityStore = store;
     credentials = options.credentials;
     name = options.name ?? stored?.name ?? defaultWorkerName();
     machineId = options.machineId ?? stored?.machineId ?? (dataDir ? await resolveMachineId(dataDir) : randomUUID());
@@ -137,15 +148,15 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     credentialStore = store;
     const stored = await store.load();
     for (const warning of await store.audit()) baseLogger.warn({ dataDir }, warning);
-    address = options.controller ?? stored.identity.controller;
+    addresses = options.controller !== undefined ? parseControllerList(options.controller) : stored.identity.controllers;
+    if (options.controller === undefined) identityStore = store;
     credentials = grpc.credentials.createSsl(Buffer.from(stored.caPem), Buffer.from(stored.keyPem), Buffer.from(stored.certPem));
     name = stored.identity.name;
     machineId = options.machineId ?? stored.identity.machineId;
     workerId = stored.identity.workerId;
   }
 
-  const { host, port } = parseHostPort(address); // clear error for a malformed --controller
-  address = formatHostPort(host, port);
+  addresses = addresses.map(normalizeHostPort); // clear error for a malformed --controller or worker.json
   const log = baseLogger.child({ worker: name });
   // The lease first: a restarted worker inherits what is left of its predecessor's (lease.json),
   // and must not start reschedule VMs on an expired one.
@@ -207,8 +218,26 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     log: log.child({ component: 'sessions' }),
   });
 
+  // Welcome.controller_addresses replaces the list; saved to worker.json one write at a time.
+  let saving: Promise<void> = Promise.resolve();
+  const learnControllers = (dialed: string, announced: readonly string[]): void => {
+    const current = link!.addresses;
+    const { valid, rejected } = sanitizeControllerAddresses(announced);
+    if (rejected.length) log.warn({ controller: dialed, rejected }, 'ignored malformed controller addresses in Welcome');
+    if (valid.length === 0) return; // an older controller, or nothing usable: keep what we have
+    const list = mergeAnnouncedControllers(dialed, valid, current);
+    if (sameList(list, current)) return;
+    link!.setAddresses(list);
+    log.info({ controllers: list }, 'controller list updated from Welcome');
+    const store = identityStore;
+    if (!store) return;
+    saving = saving.then(() => saveControllerList(store, workerId, list)).catch((error: unknown) => {
+      log.warn({ err: error, dataDir }, 'could not save the controller list in worker.json; it is used until the worker stops');
+    });
+  };
+
   link = new ControllerLink({
-    address,
+    addresses,
     credentials,
     logger: log,
     ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
@@ -228,7 +257,8 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
         drivers: [driver.name],
         vms: reconciler.snapshot(),
       }),
-      onWelcome: (welcome) => {
+      onWelcome: (welcome, dialed) => {
+        learnControllers(dialed, welcome.controllerAddresses ?? []);
         if (welcome.workerId) workerId = welcome.workerId;
         renewer?.start();
         if (welcome.workerName && welcome.workerName !== name) {
@@ -246,12 +276,13 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     },
   });
 
+  const linkRef = link;
   // Renews the mTLS certificate well before it expires (started once the controller has
   // accepted the current one); the link uses the new one from its next connection.
   const renewer = credentialStore
     ? new CertificateRenewer({
         store: credentialStore,
-        address,
+        address: () => linkRef.address,
         onRenewed: (creds) => link?.setCredentials(creds),
         logger: log.child({ component: 'certificates' }),
         ...options.certificateRenewal,
@@ -289,7 +320,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   sampler.start();
 
   log.info(
-    { controller: address, machineId, driver: driver.name, capacity, labels, instances: reconciler.snapshot().length, dataDir },
+    { controllers: addresses, machineId, driver: driver.name, capacity, labels, instances: reconciler.snapshot().length, dataDir },
     driver.name === 'synthetic' ? 'worker starting with the SYNTHETIC driver (in-memory VMs, nothing really boots)' : 'worker starting',
   );
   link.start();
@@ -305,6 +336,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       sessions.closeAll('the worker is stopping');
       sshPool.close();
       await link.stop();
+      await saving;
       lease.close(); // lease.json stays: VM host processes keep fencing on it
       await reconciler.close();
       if (ownsDriver) await driver.close();
@@ -317,7 +349,6 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     if (exit.kind === 'fatal') void stop();
   });
 
-  const linkRef = link;
   return {
     name,
     get workerId() {
@@ -329,11 +360,29 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     done: link.done,
     connected: () => linkRef.welcomed,
     streamsOpened: () => linkRef.streamsOpened,
+    controllers: () => linkRef.addresses,
+    controllerAddress: () => linkRef.address,
     instances: () => reconciler.snapshot(),
     idle: () => reconciler.idle(),
     lease: () => ({ expired: lease.expired, fencing: lease.fencing, validUntilUnixMs: lease.validUntilUnixMs, fenceAfterMs: lease.fenceAfterMs, file: lease.file }),
     stop,
   };
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Writes `controllers` into worker.json, re-read first: only the list changes, and a file that
+ * meanwhile belongs to another enrollment (`enroll --force` while running) is left alone.
+ */
+async function saveControllerList(store: CredentialStore, workerId: string | undefined, controllers: string[]): Promise<void> {
+  const identity = await store.readIdentity();
+  if (!identity || (workerId !== undefined && identity.workerId !== workerId)) return;
+  const next: WorkerIdentity = { ...identity, controller: controllers[0]!, controllers };
+  if (identity.controller === next.controller && sameList(identity.controllers, controllers)) return;
+  await store.saveIdentity(next);
 }
 
 /** A root worker whose data dir belongs to someone else (the macOS daemon) hands lease.json to that user. */

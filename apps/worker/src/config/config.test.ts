@@ -18,7 +18,7 @@ afterEach(async () => {
 });
 
 const creds = (name = 'mac-1'): StoredCredentials => ({
-  identity: { workerId: 'wrk-1', name, controller: 'ctl:7443', machineId: 'm-1', enrolledAt: '2025-01-01T00:00:00.000Z' },
+  identity: { workerId: 'wrk-1', name, controller: 'ctl:7443', controllers: ['ctl:7443'], machineId: 'm-1', enrolledAt: '2025-01-01T00:00:00.000Z' },
   keyPem: '-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n',
   certPem: '-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n',
   caPem: '-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n',

@@ -1,6 +1,7 @@
 // The worker's credential store: its enrollment record and mTLS material in the data dir.
 //
-//   worker.json  {workerId, name, controller: "host:port", machineId, enrolledAt}   0644
+//   worker.json  {workerId, name, controller: "host:port", controllers: ["host:port", ...],
+//                 machineId, enrolledAt}                                          0644
 //   key.pem      private key (never leaves the machine)                            0600
 //   cert.pem     client certificate signed by the controller CA                    0644
 //   ca.pem       the controller CA: the only CA this worker trusts                 0644
@@ -10,14 +11,21 @@
 // are written as key.next.pem + cert.next.pem first and then renamed, key before cert; a
 // crash between the two renames is completed by the next load(), so key.pem and cert.pem
 // never stay a mismatched pair.
+//
+// `controllers` (issue 13) lists every controller the worker knows, `controller` first; the list is
+// replaced by what each controller announces in Welcome. A worker.json written before the list
+// existed has only `controller` and loads as a list of one; older workers ignore the list.
 import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { normalizeHostPort, sanitizeControllerAddresses, uniqueAddresses } from './address.ts';
 import { dataDirLayout } from './paths.ts';
 
 export interface WorkerIdentity {
   workerId: string;
   name: string;
-  /** Controller gRPC address, host:port. */
+  /** Controller gRPC address, host:port: the first of `controllers` (what older workers read). */
   controller: string;
+  /** Every controller address known, host:port, `controller` first; tried in order by the link. */
+  controllers: string[];
   machineId: string;
   /** ISO 8601. */
   enrolledAt: string;
@@ -53,24 +61,35 @@ export class CredentialStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;
     }
-    let parsed: Partial<WorkerIdentity>;
+    let raw: unknown;
     try {
-      parsed = JSON.parse(text) as Partial<WorkerIdentity>;
+      raw = JSON.parse(text);
     } catch {
       throw new CredentialError(`${this.paths.workerJson} is not valid JSON; re-enroll with \`fleet-worker enroll --force ...\``);
     }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      throw new CredentialError(`${this.paths.workerJson} does not hold a JSON object; re-enroll with \`fleet-worker enroll --force ...\``);
+    }
+    const parsed = raw as Record<string, unknown>;
     for (const field of ['workerId', 'name', 'controller', 'machineId'] as const) {
       if (typeof parsed[field] !== 'string' || parsed[field] === '') {
         throw new CredentialError(`${this.paths.workerJson} lacks "${field}"; re-enroll with \`fleet-worker enroll --force ...\``);
       }
     }
+    const controller = parsed.controller as string;
     return {
-      workerId: parsed.workerId!,
-      name: parsed.name!,
-      controller: parsed.controller!,
-      machineId: parsed.machineId!,
+      workerId: parsed.workerId as string,
+      name: parsed.name as string,
+      controller,
+      controllers: storedControllerList(controller, parsed.controllers),
+      machineId: parsed.machineId as string,
       enrolledAt: typeof parsed.enrolledAt === 'string' ? parsed.enrolledAt : '',
     };
+  }
+
+  /** Rewrites worker.json alone (atomically): a new controller list, the rest unchanged. */
+  async saveIdentity(identity: WorkerIdentity): Promise<void> {
+    await atomicWrite(this.paths.workerJson, serializeIdentity(identity), 0o644);
   }
 
   /** Everything needed to connect. Throws NotEnrolledError with the command to run. */
@@ -108,7 +127,7 @@ export class CredentialStore {
     await atomicWrite(this.paths.key, credentials.keyPem, 0o600);
     await atomicWrite(this.paths.cert, credentials.certPem, 0o644);
     await atomicWrite(this.paths.ca, credentials.caPem, 0o644);
-    await atomicWrite(this.paths.workerJson, `${JSON.stringify(credentials.identity, null, 2)}\n`, 0o644);
+    await atomicWrite(this.paths.workerJson, serializeIdentity(credentials.identity), 0o644);
   }
 
   /** Replaces key.pem and cert.pem with a renewed pair (crash-safe, see the header). */
@@ -147,6 +166,29 @@ export class CredentialStore {
   #dataDirHint(): string {
     return ` --data-dir ${this.dataDir}`;
   }
+}
+
+/** worker.json's text: `controller` is always the list's first entry. */
+function serializeIdentity(identity: WorkerIdentity): string {
+  const controllers = uniqueAddresses([identity.controller, ...identity.controllers]);
+  const { workerId, name, controller, machineId, enrolledAt } = identity;
+  return `${JSON.stringify({ workerId, name, controller, controllers, machineId, enrolledAt }, null, 2)}\n`;
+}
+
+/**
+ * The stored list, `controller` first. A file without a list (written before issue 13) gives
+ * `[controller]`; entries that are not HOST:PORT are dropped (the file may have been edited).
+ * `controller` itself is kept as written: `run` reports a malformed one with the fix.
+ */
+function storedControllerList(controller: string, list: unknown): string[] {
+  let primary = controller;
+  try {
+    primary = normalizeHostPort(controller);
+  } catch {
+    // reported when the worker dials it
+  }
+  const { valid } = sanitizeControllerAddresses(Array.isArray(list) ? list : []);
+  return uniqueAddresses([primary, ...valid]);
 }
 
 export async function atomicWrite(path: string, content: string, mode: number): Promise<void> {

@@ -8,7 +8,7 @@ import tls from 'node:tls';
 import { certificateFingerprint } from '@fleet/pki';
 import { parseHostPort } from '../config/address.ts';
 import { CONTROLLER_TLS_NAME } from '../link/link.ts';
-import { fail, ok, type Finding } from './check.ts';
+import { fail, ok, warn, type Finding } from './check.ts';
 
 export interface ControllerCheckInput {
   /** host:port from worker.json. */
@@ -151,4 +151,22 @@ export async function checkController(input: ControllerCheckInput): Promise<Find
       ? 'the controller refused this worker\'s certificate (revoked or from another CA): re-enroll with `fleet-worker enroll --force ...`'
       : CONNECTIVITY_FIX,
   );
+}
+
+/**
+ * Several controllers (issue 13): each is checked (at once, so the check takes as long as the
+ * slowest one). It passes when all answer, warns when at least one does (the link fails over to
+ * it; the others should be fixed), and fails when none does. The detail names every address.
+ */
+export async function checkControllers(input: Omit<ControllerCheckInput, 'address'> & { addresses: readonly string[] }): Promise<Finding> {
+  const { addresses, ...rest } = input;
+  if (addresses.length === 0) return fail('worker.json names no controller', 'pass `fleet-worker run --controller HOST:PORT`, or re-enroll');
+  if (addresses.length === 1) return checkController({ ...rest, address: addresses[0]! });
+  const findings = await Promise.all(addresses.map((address) => checkController({ ...rest, address })));
+  const answering = findings.filter((f) => f.status === 'ok').length;
+  const failing = findings.map((f, i) => ({ f, address: addresses[i]! })).filter(({ f }) => f.status !== 'ok');
+  const detail = `${answering} of ${addresses.length} controllers answer: ${findings.map((f, i) => `${f.status === 'ok' ? 'ok' : 'FAILED'} ${f.status === 'ok' ? f.detail : `${addresses[i]}: ${f.detail}`}`).join('; ')}`;
+  if (failing.length === 0) return ok(detail);
+  const fix = failing.map(({ f, address }) => `${address}: ${f.fix ?? 'see above'}`).join('; ');
+  return answering > 0 ? warn(detail, fix) : fail(detail, fix);
 }

@@ -22,7 +22,7 @@ describe('fleet-worker doctor', () => {
     // Point worker.json at the test controller.
     const store = new CredentialStore(dataDir);
     const creds = await store.load();
-    await store.save({ ...creds, identity: { ...creds.identity, controller: server.address } });
+    await store.save({ ...creds, identity: { ...creds.identity, controller: server.address, controllers: [server.address] } });
     try {
       const r = await cli('doctor', '--data-dir', dataDir, '--driver', 'synthetic', '--json');
       const report = JSON.parse(r.out) as DoctorReport;

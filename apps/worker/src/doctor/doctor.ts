@@ -2,7 +2,7 @@
 import { resolveDataDir } from '../config/paths.ts';
 import { DEFAULT_DRIVER } from '../drivers/registry.ts';
 import { runChecks, skip, type Check, type DoctorReport } from './check.ts';
-import { checkController } from './controller.ts';
+import { checkControllers } from './controller.ts';
 import { driverChecks } from './driver.ts';
 import { checkCertificateValidity, checkCredentials, checkDataDir, loadEnrollment, type LoadedEnrollment } from './enrollment.ts';
 import { checkLease } from './lease.ts';
@@ -32,8 +32,8 @@ export function doctorChecks(options: DoctorOptions = {}): Check[] {
         const l = await loaded();
         if (!l.ok) return skip('no readable enrollment, so no controller address');
         const { identity, caPem, keyPem, certPem } = l.credentials;
-        return checkController({
-          address: identity.controller,
+        return checkControllers({
+          addresses: identity.controllers,
           caPem,
           keyPem,
           certPem,

@@ -40,7 +40,7 @@ export async function loadEnrollment(dataDir: string): Promise<LoadedEnrollment>
   } catch (error) {
     if (error instanceof CredentialError) {
       const identity = await store.readIdentity().catch(() => undefined);
-      return { ok: false, message: error.message, ...(identity ? { controller: identity.controller } : {}) };
+      return { ok: false, message: error.message, ...(identity ? { controller: identity.controllers.join(',') } : {}) };
     }
     return { ok: false, message: `cannot read the credentials in ${dataDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` };
   }
@@ -58,10 +58,10 @@ export function checkCredentials(dataDir: string, loaded: LoadedEnrollment): Fin
   try {
     matches = new X509Certificate(certPem).checkPrivateKey(createPrivateKey(keyPem));
   } catch (error) {
-    return fail(`key.pem or cert.pem is unreadable: ${(error as Error).message}`, reenrollCommand(dataDir, identity.controller));
+    return fail(`key.pem or cert.pem is unreadable: ${(error as Error).message}`, reenrollCommand(dataDir, identity.controllers.join(',')));
   }
-  if (!matches) return fail('cert.pem was not issued for key.pem (the pair does not match)', reenrollCommand(dataDir, identity.controller));
-  const summary = `worker "${identity.name}" (${identity.workerId}), controller ${identity.controller}`;
+  if (!matches) return fail('cert.pem was not issued for key.pem (the pair does not match)', reenrollCommand(dataDir, identity.controllers.join(',')));
+  const summary = `worker "${identity.name}" (${identity.workerId}), ${identity.controllers.length > 1 ? `controllers ${identity.controllers.join(', ')}` : `controller ${identity.controller}`}`;
   if (loaded.warnings.length > 0) {
     // audit() words its own remedy ("run chmod 600 on it"); turn it into the command.
     const chmod = loaded.warnings.map((w) => /^(\S+) is accessible.*run (chmod \d+) on it/.exec(w)).find((m) => m !== null);
@@ -78,11 +78,11 @@ export function checkCertificateValidity(dataDir: string, loaded: LoadedEnrollme
   try {
     schedule = renewalSchedule(certPem);
   } catch (error) {
-    return fail(`cert.pem is not a certificate: ${(error as Error).message}`, reenrollCommand(dataDir, identity.controller));
+    return fail(`cert.pem is not a certificate: ${(error as Error).message}`, reenrollCommand(dataDir, identity.controllers.join(',')));
   }
   const { notBefore, notAfter, renewAt } = schedule;
   if (notAfter.getTime() <= now.getTime()) {
-    return fail(`the client certificate expired on ${notAfter.toISOString()}`, reenrollCommand(dataDir, identity.controller));
+    return fail(`the client certificate expired on ${notAfter.toISOString()}`, reenrollCommand(dataDir, identity.controllers.join(',')));
   }
   if (notBefore.getTime() > now.getTime()) {
     return fail(`the client certificate is not valid before ${notBefore.toISOString()}; this host's clock is behind`, 'fix the system clock (e.g. enable NTP: timedatectl set-ntp true / sntp -sS time.apple.com)');

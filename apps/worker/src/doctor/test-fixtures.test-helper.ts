@@ -8,13 +8,20 @@ import tls from 'node:tls';
 import { createCertificateAuthority, createKeyAndCsr, issueServerCertificate, signClientCsr, type KeyAndCert } from '@fleet/pki';
 import { CredentialStore, type StoredCredentials } from '../config/credentials.ts';
 
-export async function enrolledDataDir(opts: { ca?: KeyAndCert; validDays?: number; controller?: string } = {}): Promise<{ dataDir: string; ca: KeyAndCert; credentials: StoredCredentials }> {
+export async function enrolledDataDir(opts: { ca?: KeyAndCert; validDays?: number; controller?: string; controllers?: string[] } = {}): Promise<{ dataDir: string; ca: KeyAndCert; credentials: StoredCredentials }> {
   const ca = opts.ca ?? (await createCertificateAuthority({ commonName: 'doctor test CA' }));
   const { keyPem, csrPem } = await createKeyAndCsr({ commonName: 'mac-01' });
   const issued = await signClientCsr(ca, csrPem, { commonName: 'mac-01', ...(opts.validDays !== undefined ? { validDays: opts.validDays } : {}) });
   const dataDir = path.join(await mkdtemp(path.join(tmpdir(), 'fleet-doctor-')), 'data');
   const credentials: StoredCredentials = {
-    identity: { workerId: 'wrk-1', name: 'mac-01', controller: opts.controller ?? '127.0.0.1:1', machineId: 'm-1', enrolledAt: new Date().toISOString() },
+    identity: {
+      workerId: 'wrk-1',
+      name: 'mac-01',
+      controller: opts.controllers?.[0] ?? opts.controller ?? '127.0.0.1:1',
+      controllers: opts.controllers ?? [opts.controller ?? '127.0.0.1:1'],
+      machineId: 'm-1',
+      enrolledAt: new Date().toISOString(),
+    },
     keyPem,
     certPem: issued.certPem,
     caPem: ca.certPem,

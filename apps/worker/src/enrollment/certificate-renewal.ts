@@ -43,8 +43,8 @@ export function checkRenewedCertificate(certPem: string, keyPem: string, now = n
 
 export interface CertificateRenewerOptions {
   store: CredentialStore;
-  /** Controller gRPC address, host:port. */
-  address: string;
+  /** Controller gRPC address, host:port; a function gives the one the link is connected to now. */
+  address: string | (() => string);
   /** Called with the new channel credentials once the renewed pair is stored. */
   onRenewed(credentials: grpc.ChannelCredentials, notAfter: Date): void;
   logger: Logger;
@@ -136,7 +136,8 @@ export class CertificateRenewer {
 
   #call(credentials: grpc.ChannelCredentials, csrPem: string): Promise<RenewCertificateResponse__Output> {
     const { WorkerService } = loadFleetProto();
-    const client = new WorkerService(this.options.address, credentials, controllerChannelOptions());
+    const address = typeof this.options.address === 'function' ? this.options.address() : this.options.address;
+    const client = new WorkerService(address, credentials, controllerChannelOptions());
     return new Promise<RenewCertificateResponse__Output>((resolve, reject) => {
       client.RenewCertificate({ csrPem }, { deadline: Date.now() + (this.options.timeoutMs ?? 30_000) }, (error, response) => {
         client.close();

@@ -5,6 +5,12 @@
 //  3. generate a key pair + CSR locally (the key never leaves this machine)
 //  4. Enroll over TLS trusting ONLY the pinned CA
 //  5. store worker.json, key.pem (0600), cert.pem, ca.pem in the data dir
+//
+// Several controllers (issue 13): `--controller` may name several; they are tried in order until
+// one answers (steps 2 and 4; a controller that cannot be reached is skipped, one that presents
+// another CA stops the enrollment: that is an attack or a misconfiguration, not an outage). The
+// stored list is the one that answered, then the others given, then those the controller
+// announced in EnrollResponse.controller_addresses.
 import * as grpc from '@grpc/grpc-js';
 import {
   certificateFingerprint,
@@ -17,7 +23,7 @@ import {
 } from '@fleet/pki';
 import { loadFleetProto, PROTOCOL_VERSION, type EnrollResponse__Output } from '@fleet/proto';
 import type { Logger } from 'pino';
-import { formatHostPort, parseHostPort } from '../config/address.ts';
+import { parseControllerList, parseHostPort, sanitizeControllerAddresses, uniqueAddresses, MAX_CONTROLLER_ADDRESSES } from '../config/address.ts';
 import { CredentialStore, type WorkerIdentity } from '../config/credentials.ts';
 import { defaultWorkerName } from '../config/capacity.ts';
 import { resolveMachineId } from '../config/machine-id.ts';
@@ -26,8 +32,8 @@ import { controllerChannelOptions } from '../link/link.ts';
 import { silentLogger } from '../logger.ts';
 
 export interface EnrollWorkerOptions {
-  /** Controller gRPC address, host:port. */
-  controller: string;
+  /** Controller gRPC address(es), host:port; several as an array or comma-separated, tried in order. */
+  controller: string | readonly string[];
   /** The whole bootstrap token as printed by the controller. */
   token: string;
   /** Worker name (unique in the fleet); default: this host's name, lower-cased, first DNS label. */
@@ -59,12 +65,15 @@ export type EnrollmentErrorCode =
 
 export class EnrollmentError extends Error {
   override readonly name = 'EnrollmentError';
+  /** Nothing reached the controller (or it could not take the request): the next one may be tried. */
+  readonly tryNext: boolean;
   constructor(
     readonly code: EnrollmentErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; tryNext?: boolean },
   ) {
     super(message, options);
+    this.tryNext = options?.tryNext ?? false;
   }
 }
 
@@ -82,14 +91,12 @@ export async function enrollWorker(options: EnrollWorkerOptions): Promise<Enroll
     );
   }
 
-  let host: string;
-  let port: number;
+  let given: string[];
   try {
-    ({ host, port } = parseHostPort(options.controller));
+    given = parseControllerList(options.controller);
   } catch (error) {
     throw new EnrollmentError('invalid', (error as Error).message);
   }
-  const controller = formatHostPort(host, port);
   const name = (options.name ?? defaultWorkerName()).trim();
   if (name === '') throw new EnrollmentError('invalid', 'worker name must not be empty');
 
@@ -100,30 +107,32 @@ export async function enrollWorker(options: EnrollWorkerOptions): Promise<Enroll
     throw new EnrollmentError('bad-token', `the bootstrap token is malformed: ${(error as Error).message}`, { cause: error });
   }
 
-  log.debug({ controller }, 'fetching the controller CA and checking it against the token fingerprint');
-  let caPem: string;
-  try {
-    caPem = await fetchPinnedCaCertificate({ host, port, expectedCaFingerprint: token.caFingerprint, timeoutMs });
-  } catch (error) {
-    if (error instanceof FingerprintMismatchError) {
-      throw new EnrollmentError(
-        'fingerprint-mismatch',
-        `the controller at ${controller} does not present the CA pinned by the bootstrap token (refusing to send the token): ${error.message}`,
-        { cause: error },
-      );
-    }
-    throw new EnrollmentError('unreachable', `cannot reach the controller at ${controller}: ${(error as Error).message}`, { cause: error });
-  }
-
   const machineId = options.machineId ?? existing?.machineId ?? (await resolveMachineId(dataDir));
   const { keyPem, csrPem } = await createKeyAndCsr({ commonName: name });
+  const request = { protocolVersion: PROTOCOL_VERSION, bootstrapToken: options.token.trim(), name, machineId, csrPem };
 
-  const response = await callEnroll({
-    controller,
-    caPem,
-    timeoutMs,
-    request: { protocolVersion: PROTOCOL_VERSION, bootstrapToken: options.token.trim(), name, machineId, csrPem },
-  });
+  // Each controller in turn until one answers. Only "cannot reach it" moves on: a CA mismatch or
+  // a refusal is an answer, and the same token would meet the same verdict elsewhere.
+  const unreachable: EnrollmentError[] = [];
+  let answered: { controller: string; caPem: string; response: EnrollResponse__Output } | undefined;
+  for (const controller of given) {
+    try {
+      const caPem = await pinnedCa(controller, token.caFingerprint, timeoutMs, log);
+      const response = await callEnroll({ controller, caPem, timeoutMs, request });
+      answered = { controller, caPem, response };
+      break;
+    } catch (error) {
+      if (!(error instanceof EnrollmentError) || !error.tryNext) throw error;
+      unreachable.push(error);
+      if (given.length > 1) log.warn({ controller, err: error.message }, 'controller unreachable; trying the next one');
+    }
+  }
+  if (!answered) {
+    const last = unreachable.at(-1)!;
+    if (unreachable.length === 1) throw last;
+    throw new EnrollmentError('unreachable', `cannot reach any of the ${unreachable.length} controllers: ${unreachable.map((e) => e.message).join('; ')}`, { cause: last });
+  }
+  const { controller, caPem, response } = answered;
 
   // The CA we keep must be the pinned one, whatever the response says.
   if (response.caCertificatePem && !sameFingerprint(certificateFingerprint(response.caCertificatePem), token.caFingerprint)) {
@@ -133,16 +142,38 @@ export async function enrollWorker(options: EnrollWorkerOptions): Promise<Enroll
     throw new EnrollmentError('failed', 'the controller answered Enroll without a worker id or client certificate');
   }
 
+  const announced = sanitizeControllerAddresses(response.controllerAddresses ?? []);
+  if (announced.rejected.length) log.warn({ controller, rejected: announced.rejected }, 'ignored malformed controller addresses in the Enroll answer');
   const identity: WorkerIdentity = {
     workerId: response.workerId,
     name: response.workerName || name,
     controller,
+    // The one that answered first: the link dials the list in order.
+    controllers: uniqueAddresses([controller, ...given, ...announced.valid]).slice(0, MAX_CONTROLLER_ADDRESSES),
     machineId,
     enrolledAt: new Date().toISOString(),
   };
   await store.save({ identity, keyPem, certPem: response.clientCertificatePem, caPem });
-  log.info({ workerId: identity.workerId, name: identity.name, controller, dataDir }, 'worker enrolled');
+  log.info({ workerId: identity.workerId, name: identity.name, controller, controllers: identity.controllers, dataDir }, 'worker enrolled');
   return { ...identity, dataDir };
+}
+
+/** Step 2 for one controller: its CA, checked against the token's fingerprint. */
+async function pinnedCa(controller: string, caFingerprint: string, timeoutMs: number, log: Logger): Promise<string> {
+  const { host, port } = parseHostPort(controller);
+  log.debug({ controller }, 'fetching the controller CA and checking it against the token fingerprint');
+  try {
+    return await fetchPinnedCaCertificate({ host, port, expectedCaFingerprint: caFingerprint, timeoutMs });
+  } catch (error) {
+    if (error instanceof FingerprintMismatchError) {
+      throw new EnrollmentError(
+        'fingerprint-mismatch',
+        `the controller at ${controller} does not present the CA pinned by the bootstrap token (refusing to send the token): ${error.message}`,
+        { cause: error },
+      );
+    }
+    throw new EnrollmentError('unreachable', `cannot reach the controller at ${controller}: ${(error as Error).message}`, { cause: error, tryNext: true });
+  }
 }
 
 interface EnrollCall {
@@ -182,7 +213,10 @@ function enrollError(error: grpc.ServiceError, call: EnrollCall): EnrollmentErro
     case grpc.status.FAILED_PRECONDITION:
       return new EnrollmentError('invalid', `the controller does not accept this worker's protocol version ${call.request.protocolVersion}: ${details}`, { cause: error });
     case grpc.status.UNAVAILABLE:
+      return new EnrollmentError('unreachable', `cannot reach the controller at ${call.controller}: ${details}`, { cause: error, tryNext: true });
     case grpc.status.DEADLINE_EXCEEDED:
+      // Not tried elsewhere: this controller may have taken the token (a single-use token would
+      // then be refused by the next one, hiding what happened).
       return new EnrollmentError('unreachable', `cannot reach the controller at ${call.controller}: ${details}`, { cause: error });
     default:
       return new EnrollmentError('failed', `enrollment failed (${grpc.status[error.code] ?? error.code}): ${details}`, { cause: error });

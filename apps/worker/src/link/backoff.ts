@@ -47,6 +47,15 @@ export class Backoff {
     return delay;
   }
 
+  /**
+   * A short delay that counts no failure: uniform in [0, initialMs). For trying another
+   * controller after losing one — soon, but spread so that a fleet of workers that lost the same
+   * controller does not reach the next one in the same instant.
+   */
+  jitter(): number {
+    return Math.floor(this.#random() * this.initialMs);
+  }
+
   reset(): void {
     this.#failures = 0;
   }

@@ -8,6 +8,11 @@
 // else renews it: a controller that sends desired state but does not hear us must not keep it.
 // When the stream ends for any reason other than a refusal, reconnect with exponential
 // backoff + full jitter and send a fresh, complete Hello (full resync).
+// Several controllers (issue 13): the link holds a list of addresses and dials them in turn. A
+// failed connect or a lost stream moves on to the next address; while some address has not been
+// tried since the link was lost, the next one is dialed almost at once (within the backoff's first
+// window), and only a whole round of failures counts as one backoff step. With a single address
+// this is exactly the old behaviour. Every delay stays under the lease rule below.
 // UNAUTHENTICATED / PERMISSION_DENIED (unknown, revoked or deleted worker) and
 // FAILED_PRECONDITION (protocol version unsupported) end the link for good: retrying
 // cannot fix them and would only hammer the controller.
@@ -51,7 +56,8 @@ export function controllerChannelOptions(extra: grpc.ChannelOptions = {}): grpc.
 export interface LinkHandlers {
   /** Builds the Hello for a new stream: must describe EVERY instance held (full resync). */
   hello(): Hello;
-  onWelcome?(welcome: Welcome__Output): void;
+  /** `address`: the controller address this stream dialed (host:port). */
+  onWelcome?(welcome: Welcome__Output, address: string): void;
   onDesiredState(state: DesiredState__Output): void;
   /** Running instances, for heartbeats. */
   runningVms(): number;
@@ -88,8 +94,16 @@ export type LeaseEvent =
 export const LEASE_SEQ_WINDOW = 32;
 
 export interface ControllerLinkOptions {
-  /** Controller gRPC address, host:port. */
-  address: string;
+  /** Controller gRPC address, host:port (one controller; or use `addresses`). */
+  address?: string;
+  /** Controller gRPC addresses, host:port, dialed in this order (issue 13). */
+  addresses?: readonly string[];
+  /**
+   * With several addresses: give up on a connection that is not established (TCP + TLS + HTTP/2)
+   * after this long and try the next address (default 5 s). A controller host that drops packets
+   * would otherwise hold the link for the transport's own connect timeout (20 s), the whole lease.
+   */
+  connectTimeoutMs?: number;
   credentials: grpc.ChannelCredentials;
   /** Merged over controllerChannelOptions(). */
   channelOptions?: grpc.ChannelOptions;
@@ -137,11 +151,24 @@ interface Stream {
   beats: Map<string, { mono: number; wall: number }>;
   /** Welcome.fence_after_ms (0 = no fencing). */
   fenceAfterMs: number;
+  /** The address this stream dialed. */
+  address: string;
 }
+
+/** Default of ControllerLinkOptions.connectTimeoutMs. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 
 export class ControllerLink {
   readonly done: Promise<LinkExit>;
-  readonly #address: string;
+  #addresses: string[];
+  /** Index in #addresses of the address the current (or last) stream dialed; -1 once it left the list. */
+  #dialedIndex = -1;
+  #dialed: string;
+  /** Index the next stream dials. */
+  #nextIndex = 0;
+  /** Streams that failed since the link was last lost (or the last full round). */
+  #roundFailures = 0;
+  readonly #connectTimeoutMs: number;
   #credentials: grpc.ChannelCredentials;
   readonly #channelOptions: grpc.ChannelOptions;
   readonly #handlers: LinkHandlers;
@@ -164,7 +191,11 @@ export class ControllerLink {
   readonly #wall: () => number;
 
   constructor(options: ControllerLinkOptions) {
-    this.#address = options.address;
+    const addresses = [...new Set(options.addresses ?? (options.address !== undefined ? [options.address] : []))];
+    if (addresses.length === 0) throw new Error('ControllerLink needs at least one controller address');
+    this.#addresses = addresses;
+    this.#dialed = addresses[0]!;
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.#credentials = options.credentials;
     this.#channelOptions = controllerChannelOptions(options.channelOptions);
     this.#handlers = options.handlers;
@@ -203,6 +234,33 @@ export class ControllerLink {
   /** Streams opened so far (1 + reconnects). */
   get streamsOpened(): number {
     return this.#streamsOpened;
+  }
+
+  /** The address the current (or last) stream dialed. */
+  get address(): string {
+    return this.#dialed;
+  }
+
+  /** Every address the link dials, in order. */
+  get addresses(): readonly string[] {
+    return this.#addresses;
+  }
+
+  /**
+   * Replaces the list (e.g. from Welcome.controller_addresses; the caller validates it). The
+   * open stream stays; when it ends, the link moves on to the entry after the dialed address in
+   * the new list (to the first if the new list lacks it). An empty list is ignored.
+   */
+  setAddresses(addresses: readonly string[]): void {
+    const list = [...new Set(addresses)];
+    if (list.length === 0) return;
+    const pending = this.#addresses[this.#nextIndex];
+    this.#addresses = list;
+    this.#dialedIndex = list.indexOf(this.#dialed);
+    const pendingIndex = pending === undefined ? -1 : list.indexOf(pending);
+    this.#nextIndex = pendingIndex >= 0 ? pendingIndex : (this.#dialedIndex + 1) % list.length;
+    // A shorter list must not leave the round unfinishable.
+    this.#roundFailures = Math.min(this.#roundFailures, list.length - 1);
   }
 
   /** Queues a status change; dropped while disconnected (the next Hello carries full state). */
@@ -257,9 +315,14 @@ export class ControllerLink {
   #open(): void {
     if (this.#finished) return;
     const { WorkerService } = loadFleetProto();
-    const client = new WorkerService(this.#address, this.#credentials, this.#channelOptions);
+    const index = this.#nextIndex < this.#addresses.length ? this.#nextIndex : 0;
+    const address = this.#addresses[index]!;
+    this.#dialedIndex = index;
+    this.#dialed = address;
+    const client = new WorkerService(address, this.#credentials, this.#channelOptions);
     const call = client.Connect();
     const stream: Stream = {
+      address,
       call,
       client,
       ended: false,
@@ -283,6 +346,15 @@ export class ControllerLink {
     call.on('error', (error: grpc.ServiceError) => end(error.code ?? grpc.status.UNKNOWN, error.details ?? error.message));
     call.on('status', (status: grpc.StatusObject) => end(status.code, status.details));
 
+    // With somewhere else to go, a connection that does not come up is abandoned early.
+    if (this.#addresses.length > 1) {
+      client.waitForReady(Date.now() + this.#connectTimeoutMs, (error) => {
+        if (!error || stream.ended) return;
+        this.#log.warn({ address, timeoutMs: this.#connectTimeoutMs }, 'no connection to the controller in time; trying the next one');
+        call.cancel();
+      });
+    }
+
     stream.welcomeTimer = setTimeout(() => {
       this.#log.warn({ timeoutMs: this.#welcomeTimeoutMs }, 'controller sent no Welcome in time; reconnecting');
       call.cancel();
@@ -292,7 +364,7 @@ export class ControllerLink {
     // are superseded by it.
     this.#batcher.clear();
     const hello = this.#handlers.hello();
-    this.#log.debug({ address: this.#address, vms: hello.vms?.length ?? 0, stream: this.#streamsOpened }, 'opening Connect stream');
+    this.#log.debug({ address, vms: hello.vms?.length ?? 0, stream: this.#streamsOpened }, 'opening Connect stream');
     stream.helloSentAt = { mono: this.#mono(), wall: this.#wall() };
     this.#write({ hello });
   }
@@ -312,6 +384,7 @@ export class ControllerLink {
         stream.heartbeat = setInterval(() => this.#heartbeat(stream), intervalMs);
         this.#log.info(
           {
+            address: stream.address,
             workerId: welcome.workerId,
             workerName: welcome.workerName,
             controllerVersion: welcome.controllerVersion,
@@ -323,7 +396,7 @@ export class ControllerLink {
           'connected to controller',
         );
         this.#handlers.onLease?.({ kind: 'welcome', fenceAfterMs: stream.fenceAfterMs, helloSentAtMonoMs: stream.helloSentAt.mono, helloSentAtUnixMs: stream.helloSentAt.wall });
-        this.#handlers.onWelcome?.(welcome);
+        this.#handlers.onWelcome?.(welcome, stream.address);
         // A first heartbeat at once: its LeaseRenewal is the lease reschedule VMs wait for.
         this.#heartbeat(stream);
         return;
@@ -427,10 +500,24 @@ export class ControllerLink {
 
     const upForMs = stream.welcomedAt === undefined ? 0 : Date.now() - stream.welcomedAt;
     this.#backoff.connectionEnded(upForMs);
+    // A lost link starts a new round, in which the controller just lost counts as tried.
+    this.#roundFailures = stream.welcomedAt !== undefined ? 1 : this.#roundFailures + 1;
+    const count = this.#addresses.length;
+    this.#nextIndex = (this.#dialedIndex + 1) % count;
+    let backoffMs: number;
+    if (this.#roundFailures < count) {
+      backoffMs = this.#backoff.jitter(); // another controller not tried yet: go now
+    } else {
+      this.#roundFailures = 0; // every address failed once: one backoff step, then again from the next
+      backoffMs = this.#backoff.next();
+    }
     const remaining = this.#leaseRemainingMs?.() ?? null;
-    const backoffMs = this.#backoff.next();
     const delayMs = remaining !== null && remaining > 0 ? Math.min(backoffMs, Math.max(250, Math.floor(remaining / 4))) : backoffMs;
-    this.#log.warn({ code: grpc.status[code] ?? code, details, upForMs, retryInMs: delayMs, failures: this.#backoff.failures }, 'controller stream ended; reconnecting');
+    const next = this.#addresses[this.#nextIndex]!;
+    this.#log.warn(
+      { address: stream.address, code: grpc.status[code] ?? code, details, upForMs, retryInMs: delayMs, failures: this.#backoff.failures, ...(count > 1 ? { next } : {}) },
+      count > 1 && next !== stream.address ? 'controller stream ended; trying the next controller' : 'controller stream ended; reconnecting',
+    );
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#open();
