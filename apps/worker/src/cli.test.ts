@@ -57,6 +57,20 @@ function runBin(args: string[]): { exit: Promise<{ code: number | null; stderr: 
 }
 
 describe('fleet-worker CLI', () => {
+  it('enroll: --controller is repeatable and comma-separated; the first that answers is used, a malformed one is a usage error', async () => {
+    const down = await startFakeController();
+    await down.close();
+    const dataDir = join(dir, 'several');
+    const ok = await cli('enroll', '--controller', `${down.address},${fake.address}`, '--controller', down.address, '--token', pki.token, '--name', 'cli-9', '--data-dir', dataDir, '--machine-id', 'm-9');
+    expect(ok.code).toBe(EXIT.ok);
+    expect(ok.out).toContain(`with controller ${fake.address}.`);
+    expect(ok.out).toContain(`Controllers known: ${fake.address}, ${down.address}.`);
+    const bad = await cli('enroll', '--controller', `${fake.address},nope`, '--token', pki.token, '--data-dir', join(dir, 'bad'));
+    expect(bad.code).toBe(EXIT.usage);
+    expect(bad.err).toMatch(/HOST:PORT/);
+    expect((await cli('run', '--controller', 'x:0', '--data-dir', dataDir)).code).toBe(EXIT.usage);
+  });
+
   it('enroll: stores the credential and prints what to run next; refuses to overwrite without --force', async () => {
     const dataDir = join(dir, 'a');
     const ok = await cli('enroll', '--controller', fake.address, '--token', pki.token, '--name', 'cli-1', '--data-dir', dataDir, '--machine-id', 'm-1');

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises'
 import { tmpdir, homedir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { formatHostPort, parseHostPort } from './address.ts';
+import { formatHostPort, mergeAnnouncedControllers, parseControllerList, parseHostPort, sanitizeControllerAddresses } from './address.ts';
 import { defaultWorkerName, detectCapacity } from './capacity.ts';
 import { CredentialError, CredentialStore, NotEnrolledError, type StoredCredentials } from './credentials.ts';
 import { parseLabels } from './labels.ts';
@@ -22,6 +22,51 @@ const creds = (name = 'mac-1'): StoredCredentials => ({
   keyPem: '-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n',
   certPem: '-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n',
   caPem: '-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n',
+});
+
+describe('controller lists (several controllers)', () => {
+  it('an old worker.json without "controllers" loads as a list of one; saving writes both fields', async () => {
+    const store = new CredentialStore(dir);
+    await store.save(creds());
+    const old = { workerId: 'wrk-1', name: 'mac-1', controller: 'ctl:7443', machineId: 'm-1', enrolledAt: '2025-01-01T00:00:00.000Z' };
+    await writeFile(store.paths.workerJson, JSON.stringify(old));
+    const identity = (await store.load()).identity;
+    expect(identity).toEqual({ ...old, controllers: ['ctl:7443'] });
+    await store.saveIdentity({ ...identity, controllers: ['ctl:7443', 'ctl-2:7443'] });
+    expect(JSON.parse(await readFile(store.paths.workerJson, 'utf8'))).toEqual({ ...old, controllers: ['ctl:7443', 'ctl-2:7443'] });
+  });
+
+  it('a stored list keeps "controller" first and drops entries that are not HOST:PORT', async () => {
+    const store = new CredentialStore(dir);
+    await store.save(creds());
+    await writeFile(
+      store.paths.workerJson,
+      JSON.stringify({ workerId: 'wrk-1', name: 'mac-1', controller: 'ctl:7443', controllers: ['b:1', 42, 'nope', 'ctl:7443', 'c:0', null], machineId: 'm-1' }),
+    );
+    expect((await store.readIdentity())!.controllers).toEqual(['ctl:7443', 'b:1']);
+    await writeFile(store.paths.workerJson, JSON.stringify({ workerId: 'wrk-1', name: 'mac-1', controller: 'ctl:7443', controllers: 'b:1', machineId: 'm-1' }));
+    expect((await store.readIdentity())!.controllers).toEqual(['ctl:7443']);
+    await writeFile(store.paths.workerJson, '[]');
+    await expect(store.readIdentity()).rejects.toBeInstanceOf(CredentialError);
+  });
+
+  it('parses operator input: repeated and comma-separated, normalised, de-duplicated, a bad entry refused', () => {
+    expect(parseControllerList(['a.example:7443, b.example:7443', 'a.example:7443', '[::1]:1'])).toEqual(['a.example:7443', 'b.example:7443', '[::1]:1']);
+    expect(parseControllerList('a:1,,b:2,')).toEqual(['a:1', 'b:2']);
+    for (const bad of ['a:1,b', ' , ', 'a b:1', 'a:1;b:2', '300.1.1.1:1', '[nothost]:1', '-a:1']) expect(() => parseControllerList(bad)).toThrow(/HOST:PORT/);
+  });
+
+  it('checks announced addresses one by one and never throws', () => {
+    const r = sanitizeControllerAddresses(['a:1', 'A:1', 'a:1', 'b:65535', 'c:0', 'c:65536', 'c', 'http://c:1', 'c:1/x', 'c :1', 'c\u0000:1', '', 'x'.repeat(300), 7, null, '[::1]:7443', '[::g]:1']);
+    expect(r.valid).toEqual(['a:1', 'A:1', 'b:65535', '[::1]:7443']);
+    expect(r.rejected).toHaveLength(12);
+  });
+
+  it('merges an announcement: the dialed address first, then the announced ones; none announced keeps the list', () => {
+    expect(mergeAnnouncedControllers('lb:7443', ['c1:7443', 'c2:7443'], ['lb:7443'])).toEqual(['lb:7443', 'c1:7443', 'c2:7443']);
+    expect(mergeAnnouncedControllers('c2:7443', ['c2:7443', 'c1:7443'], ['c1:7443', 'c2:7443'])).toEqual(['c2:7443', 'c1:7443']);
+    expect(mergeAnnouncedControllers('c1:7443', [], ['c1:7443', 'c2:7443'])).toEqual(['c1:7443', 'c2:7443']);
+  });
 });
 
 describe('CredentialStore', () => {

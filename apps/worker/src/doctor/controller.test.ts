@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { certificateFingerprint, createCertificateAuthority } from '@fleet/pki';
 import { describe, expect, it } from 'vitest';
-import { checkController } from './controller.ts';
+import { checkController, checkControllers } from './controller.ts';
 import { enrolledDataDir, startTlsController } from './test-fixtures.test-helper.ts';
 
 describe('controller check', () => {
@@ -67,6 +67,37 @@ describe('controller check', () => {
       expect(dns.status).toBe('fail');
       expect(dns.detail).toContain('no-such-host.invalid does not resolve');
     } finally {
+      await rm(path.dirname(dataDir), { recursive: true, force: true });
+    }
+  });
+
+  it('several controllers: ok when all answer, a warning naming the failing one when some do, a failure when none does', async () => {
+    const { dataDir, ca, credentials } = await enrolledDataDir();
+    const server = await startTlsController(ca);
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const down = `127.0.0.1:${(closed.address() as net.AddressInfo).port}`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const pems = { caPem: credentials.caPem, keyPem: credentials.keyPem, certPem: credentials.certPem, stepTimeoutMs: 2000 };
+    try {
+      const second = await startTlsController(ca);
+      try {
+        const all = await checkControllers({ ...pems, addresses: [server.address, second.address] });
+        expect(all.status).toBe('ok');
+        expect(all.detail).toMatch(/^2 of 2 controllers answer: ok /);
+      } finally {
+        await second.close();
+      }
+      const some = await checkControllers({ ...pems, addresses: [down, server.address] });
+      expect(some.status).toBe('warn');
+      expect(some.detail).toContain('1 of 2 controllers answer');
+      expect(some.detail).toContain(`FAILED ${down}: `);
+      expect(some.detail).toContain(`ok ${server.address} (127.0.0.1): TLS handshake ok`);
+      expect(some.fix).toContain(`${down}: `);
+      const none = await checkControllers({ ...pems, addresses: [down] });
+      expect(none.status).toBe('fail');
+    } finally {
+      await server.close();
       await rm(path.dirname(dataDir), { recursive: true, force: true });
     }
   });

@@ -101,6 +101,49 @@ describe('enrollWorker', () => {
     expect(fake.enrollRequests.length).toBe(sent);
   });
 
+  it('with several controllers, skips one that is down, stores the union with the announced ones (bad entries ignored)', async () => {
+    const pki = await createTestPki();
+    const down = await startFakeController();
+    await down.close();
+    const spare = await startFakeController();
+    await spare.close();
+    const up = await startFakeController({
+      credentials: pki.serverCredentials,
+      enroll: async (request) => {
+        const answer = await pki.enroll(request);
+        return 'code' in answer ? answer : { ...answer, controllerAddresses: [up.address, spare.address, 'not an address', 'x:0'] };
+      },
+    });
+    try {
+      const dataDir = join(dir, 'several');
+      const result = await enrollWorker({ controller: [down.address, up.address], token: pki.token, name: 'mac-2', machineId: 'machine-2', dataDir, timeoutMs: 3000, logger: silentLogger() });
+      expect(result.controller).toBe(up.address);
+      expect(result.controllers).toEqual([up.address, down.address, spare.address]);
+      expect(JSON.parse(await readFile(join(dataDir, 'worker.json'), 'utf8'))).toMatchObject({ controller: up.address, controllers: [up.address, down.address, spare.address] });
+      expect(up.enrollRequests).toHaveLength(1);
+
+      // Every one down: one error naming each.
+      const error = await enrollWorker({ controller: `${down.address},${spare.address}`, token: pki.token, name: 'mac-3', machineId: 'm-3', dataDir: join(dir, 'none'), timeoutMs: 3000, logger: silentLogger() }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'unreachable' });
+      expect((error as Error).message).toContain(down.address);
+      expect((error as Error).message).toContain(spare.address);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('does not try the next controller after a refusal (the token would meet the same verdict)', async () => {
+    const other = await createTestPki();
+    const second = await startFakeController({ credentials: other.serverCredentials, enroll: (r) => other.enroll(r) });
+    try {
+      const badSecret = encodeBootstrapToken({ id: 'tok1', secret: generateSecret(), caFingerprint: certificateFingerprint(ca.certPem) });
+      await expect(enrollOk({ dataDir: join(dir, 'refused'), token: badSecret, controller: [fake.address, second.address] })).rejects.toMatchObject({ code: 'refused' });
+      expect(second.enrollRequests).toHaveLength(0);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('explains refusals: bad token, name taken, malformed token, unreachable controller', async () => {
     const badSecret = encodeBootstrapToken({ id: 'tok1', secret: generateSecret(), caFingerprint: certificateFingerprint(ca.certPem) });
     await expect(enrollOk({ dataDir: join(dir, 'c'), token: badSecret })).rejects.toMatchObject({ code: 'refused', message: expect.stringMatching(/expired, revoked or used up/) });
