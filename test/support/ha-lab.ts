@@ -14,6 +14,7 @@
 // Every address the lab dials is one of its own (buildLan checks the routes go through the lab's
 // veth); PostgreSQL's trust rule admits the lab subnet and loopback, nothing else.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
@@ -392,6 +393,15 @@ export class HaLab {
     return at;
   }
 
+  /** Stops a controller the orderly way (SIGTERM: it hands leadership back and closes its streams). */
+  async stop(c: HaController): Promise<void> {
+    if (c.proc && c.proc.child.exitCode === null && c.proc.child.signalCode === null) {
+      const killer = setTimeout(() => c.proc?.child.kill('SIGKILL'), 15_000);
+      await c.proc.kill('SIGTERM');
+      clearTimeout(killer);
+    }
+  }
+
   /** Starts a killed (or stopped) controller again on its data dir and addresses. */
   async restart(c: HaController): Promise<void> {
     if (c.proc && c.proc.child.exitCode === null && c.proc.child.signalCode === null) await c.proc.kill('SIGTERM');
@@ -495,3 +505,46 @@ export function isConnectionError(err: unknown): boolean {
   return e?.name === 'TypeError' || /^(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|EPIPE|UND_ERR_)/.test(code);
 }
 
+
+export interface CreateOutcome {
+  name: string;
+  ok: boolean;
+  status: number;
+  body: any;
+  /** Every try: controller and what came back (status or error code). */
+  tries: string[];
+  replayed: boolean;
+  /** Date.now() when the answer came (accepted or refused). */
+  answeredAt: number;
+}
+
+/**
+ * POST /v1/vms the way a careful client does with several controllers: one Idempotency-Key for the
+ * VM; a connection error (refused, reset, timed out), a 5xx or "the first request with this key is
+ * still running" (409 idempotency_key_in_flight) is retried against the next controller with the
+ * same key. Anything else is the outcome. `startAt` picks the first controller (round-robin).
+ */
+export async function createWithFailover(lab: HaLab, spec: Record<string, unknown>, startAt: number, key: string = randomUUID()): Promise<CreateOutcome> {
+  const tries: string[] = [];
+  const n = lab.controllers.length;
+  for (let i = 0; i < 60; i++) {
+    const c = lab.controllers[(startAt + i) % n]!;
+    let r: HttpResult;
+    try {
+      r = await c.api.request('POST', '/v1/vms', { body: spec, headers: { 'idempotency-key': key }, timeoutMs: 8_000 });
+    } catch (err) {
+      if (!isConnectionError(err)) throw err;
+      tries.push(`${c.name}:${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name}`);
+      await new Promise((res) => setTimeout(res, 50));
+      continue;
+    }
+    tries.push(`${c.name}:${r.status}`);
+    const retryable = r.status >= 500 || (r.status === 409 && r.body?.error?.code === 'idempotency_key_in_flight');
+    if (retryable) {
+      await new Promise((res) => setTimeout(res, 200));
+      continue;
+    }
+    return { name: String(spec.name), ok: r.status === 201, status: r.status, body: r.body, tries, replayed: r.headers.get('idempotent-replayed') === 'true', answeredAt: Date.now() };
+  }
+  return { name: String(spec.name), ok: false, status: 0, body: null, tries, replayed: false, answeredAt: Date.now() };
+}
