@@ -136,7 +136,7 @@ async function createRound(r: number, n: number): Promise<CreateRound> {
       sentAt.set(name, Date.now());
       const res = await createWithFailover(l, spec(name), l.controllers.indexOf(via[i % via.length]!));
       if (!res.ok) throw new Error(`create ${name} failed: ${res.status} ${JSON.stringify(res.body)} (${res.tries.join(',')})`);
-      if (res.tries.length > 1) retried++;
+      if (res.attempts > 1) retried++;
       tLast = Math.max(tLast, res.answeredAt);
     }
   }));
@@ -219,7 +219,7 @@ async function killRound(k: number): Promise<KillRound> {
   const rejoinMs = Date.now() - restartAt;
   const round: KillRound = {
     killed: old.name, wasHoldingStreams, leaderMs: at - killedAt, newLeader: next.name,
-    scheduledMs: t.scheduled - killedAt, runningMs: t.running - killedAt, rejoinMs, probeTries: res.tries.length,
+    scheduledMs: t.scheduled - killedAt, runningMs: t.running - killedAt, rejoinMs, probeTries: res.attempts,
   };
   log(`kill ${k}: ${old.name} (${wasHoldingStreams} worker streams) → ${next.name} leader after ${round.leaderMs} ms; VM scheduled after ${ms(round.scheduledMs)} ms, running after ${ms(round.runningMs)} ms; ${old.name} rejoined ${rejoinMs} ms after its restart`);
   return round;

@@ -137,7 +137,7 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     const probeResult = await probe;
     await leaders.stop();
     console.log(
-      `[ha] kill -9 ${old.name}: new leader ${next.name} after ${leaderAt - killedAt} ms; the VM created after the kill scheduled after ${scheduledAt - killedAt} ms, running after ${runningAt - killedAt} ms (lease ${LEASE_MS} ms); ${results.length} creates, ${results.filter((r) => r.tries.length > 1).length} retried on another controller, ${results.filter((r) => r.replayed).length} answered as replays`,
+      `[ha] kill -9 ${old.name}: new leader ${next.name} after ${leaderAt - killedAt} ms; the VM created after the kill scheduled after ${scheduledAt - killedAt} ms, running after ${runningAt - killedAt} ms (lease ${LEASE_MS} ms); ${results.length} creates, ${results.filter((r) => r.attempts > 1).length} retried on another controller, ${results.filter((r) => r.replayed).length} answered as replays`,
     );
 
     expect(next).not.toBe(old);

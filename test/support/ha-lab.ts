@@ -511,7 +511,9 @@ export interface CreateOutcome {
   ok: boolean;
   status: number;
   body: any;
-  /** Every try: controller and what came back (status or error code). */
+  /** The requests sent (1 = no retry). */
+  attempts: number;
+  /** What each try got, runs collapsed: "c1:ECONNRESET", "c2:ECONNREFUSED×3", "c3:201". */
   tries: string[];
   replayed: boolean;
   /** Date.now() when the answer came (accepted or refused). */
@@ -522,29 +524,39 @@ export interface CreateOutcome {
  * POST /v1/vms the way a careful client does with several controllers: one Idempotency-Key for the
  * VM; a connection error (refused, reset, timed out), a 5xx or "the first request with this key is
  * still running" (409 idempotency_key_in_flight) is retried against the next controller with the
- * same key. Anything else is the outcome. `startAt` picks the first controller (round-robin).
+ * same key, for up to `deadlineMs`. Anything else is the outcome. `startAt` picks the first
+ * controller (round-robin).
  */
-export async function createWithFailover(lab: HaLab, spec: Record<string, unknown>, startAt: number, key: string = randomUUID()): Promise<CreateOutcome> {
+export async function createWithFailover(lab: HaLab, spec: Record<string, unknown>, startAt: number, key: string = randomUUID(), deadlineMs = 30_000): Promise<CreateOutcome> {
   const tries: string[] = [];
+  const note = (t: string) => {
+    const last = tries[tries.length - 1];
+    const m = last ? /^(.*?)(?:×(\d+))?$/.exec(last) : null;
+    if (m && m[1] === t) tries[tries.length - 1] = `${t}×${Number(m[2] ?? 1) + 1}`;
+    else tries.push(t);
+  };
   const n = lab.controllers.length;
-  for (let i = 0; i < 60; i++) {
+  const deadline = Date.now() + deadlineMs;
+  let attempts = 0;
+  for (let i = 0; Date.now() < deadline; i++) {
     const c = lab.controllers[(startAt + i) % n]!;
+    attempts++;
     let r: HttpResult;
     try {
       r = await c.api.request('POST', '/v1/vms', { body: spec, headers: { 'idempotency-key': key }, timeoutMs: 8_000 });
     } catch (err) {
       if (!isConnectionError(err)) throw err;
-      tries.push(`${c.name}:${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name}`);
+      note(`${c.name}:${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name}`);
       await new Promise((res) => setTimeout(res, 50));
       continue;
     }
-    tries.push(`${c.name}:${r.status}`);
+    note(`${c.name}:${r.status}`);
     const retryable = r.status >= 500 || (r.status === 409 && r.body?.error?.code === 'idempotency_key_in_flight');
     if (retryable) {
       await new Promise((res) => setTimeout(res, 200));
       continue;
     }
-    return { name: String(spec.name), ok: r.status === 201, status: r.status, body: r.body, tries, replayed: r.headers.get('idempotent-replayed') === 'true', answeredAt: Date.now() };
+    return { name: String(spec.name), ok: r.status === 201, status: r.status, body: r.body, attempts, tries, replayed: r.headers.get('idempotent-replayed') === 'true', answeredAt: Date.now() };
   }
-  return { name: String(spec.name), ok: false, status: 0, body: null, tries, replayed: false, answeredAt: Date.now() };
+  return { name: String(spec.name), ok: false, status: 0, body: null, attempts, tries, replayed: false, answeredAt: Date.now() };
 }
