@@ -1,25 +1,18 @@
-// One controller per database, enforced for the life of the process (issue 13, point 1).
+// SQLite: one controller per database, enforced for the life of the process (issue 13, point 1).
 //
-// Two controllers on one database each believe they own every worker: the second holds none of
-// the workers' streams, marks them all offline after the timeout and fails every VM. Until
-// several controllers can share a database (leased leadership, issue 13), a second one refuses
-// to start and says why.
+// A SQLite file cannot be shared by controllers on several hosts, and the leader lease
+// (leader-lease.ts) is only built for PostgreSQL; so on SQLite a second controller refuses to
+// start and says why and what to use instead. The lock is an exclusive lock on
+// `<database file>.controller-lock`, a small SQLite database held in an open write transaction by
+// this process. The operating system drops it when the process exits, however it exits, so there
+// is no stale lock to clean up after kill -9.
 //
-// - SQLite: an exclusive lock on `<database file>.controller-lock`, a small SQLite database held
-//   in an open write transaction by this process. The operating system drops the lock when the
-//   process exits, however it exits, so there is no stale lock to clean up after kill -9.
-// - PostgreSQL: a session-level advisory lock on a connection of its own. If that connection is
-//   lost the lock is gone, so the holder tries to take it back at once; if another controller
-//   took it meanwhile, `onLost` is told (the controller then stops: it is no longer the only one).
+// PostgreSQL: several controllers share one database (leader-lease.ts); there is nothing to lock.
 import Database from 'better-sqlite3';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { providerOf, sqlitePath } from './providers.ts';
-
-/** Arbitrary, fixed: `pg_try_advisory_lock` key of "the Fleet controller of this database". */
-const PG_LOCK_KEY = '7361001931001';
 
 export class ControllerLockError extends Error {
   constructor(message: string) {
@@ -32,13 +25,6 @@ export interface ControllerLock {
   /** Where the lock lives (a file path, or "postgresql advisory lock …"). */
   readonly description: string;
   release(): Promise<void>;
-}
-
-export interface ControllerLockOptions {
-  /** PostgreSQL: the lock could not be taken back after its connection was lost. */
-  onLost?: (reason: string) => void;
-  /** PostgreSQL: how often to try again while the lock connection is down (default 1 s). */
-  retryMs?: number;
 }
 
 interface Holder {
@@ -54,8 +40,9 @@ function holderText(h: Holder | undefined): string {
 const me = (): Holder => ({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString() });
 
 /** Takes the lock or throws ControllerLockError naming the other controller and what to do instead. */
-export async function acquireControllerLock(url: string, opts: ControllerLockOptions = {}): Promise<ControllerLock> {
-  return providerOf(url) === 'sqlite' ? sqliteLock(url) : postgresLock(url, opts);
+export async function acquireControllerLock(url: string): Promise<ControllerLock> {
+  if (providerOf(url) === 'sqlite') return sqliteLock(url);
+  return { description: 'none (PostgreSQL: several controllers share the database under a leader lease)', release: async () => undefined };
 }
 
 function sqliteLock(url: string): ControllerLock {
@@ -96,68 +83,6 @@ function sqliteLock(url: string): ControllerLock {
         /* already closed */
       }
       db.close();
-    },
-  };
-}
-
-async function postgresLock(url: string, opts: ControllerLockOptions): Promise<ControllerLock> {
-  let client: pg.Client | undefined;
-  let released = false;
-  let retry: NodeJS.Timeout | undefined;
-
-  /** Who holds it (the application_name a controller connects with), for the refusal message. */
-  let otherHolder = '';
-  const take = async (): Promise<boolean> => {
-    const c = new pg.Client({ connectionString: url, application_name: `fleet-controller ${hostname()} ${process.pid}` });
-    c.on('error', () => undefined); // reported through 'end'
-    await c.connect();
-    const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [PG_LOCK_KEY]);
-    if (!r.rows[0]?.ok) {
-      const who = await c
-        .query<{ application_name: string; client_addr: string | null }>(
-          "SELECT a.application_name, host(a.client_addr) AS client_addr FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'fleet-controller %' LIMIT 1",
-        )
-        .catch(() => undefined);
-      const row = who?.rows[0];
-      otherHolder = row ? ` (${row.application_name}${row.client_addr ? ` from ${row.client_addr}` : ''})` : '';
-      await c.end().catch(() => undefined);
-      return false;
-    }
-    client = c;
-    c.once('end', () => {
-      if (released || client !== c) return;
-      client = undefined;
-      void regain();
-    });
-    return true;
-  };
-
-  // The lock went with its connection: take it back, or give up if another controller has it.
-  const regain = async (): Promise<void> => {
-    if (released) return;
-    try {
-      if (await take()) return;
-      opts.onLost?.('another Fleet controller took the database lock while this one was cut off from PostgreSQL');
-    } catch {
-      retry = setTimeout(() => void regain(), opts.retryMs ?? 1_000);
-      retry.unref();
-    }
-  };
-
-  if (!(await take())) {
-    throw new ControllerLockError(
-      `another Fleet controller is running on this PostgreSQL database${otherHolder}: it holds the controller advisory lock. ` +
-        'Running several controllers on one database (leased leadership) is not supported yet: stop the other one first.',
-    );
-  }
-  return {
-    description: `PostgreSQL advisory lock ${PG_LOCK_KEY}`,
-    async release() {
-      released = true;
-      clearTimeout(retry);
-      const c = client;
-      client = undefined;
-      if (c) await c.end().catch(() => undefined);
     },
   };
 }

@@ -15,7 +15,10 @@ export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, type Provider } from './providers.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
-export { acquireControllerLock, ControllerLockError, type ControllerLock, type ControllerLockOptions } from './controller-lock.ts';
+export { acquireControllerLock, ControllerLockError, type ControllerLock } from './controller-lock.ts';
+export { withMigrationLock } from './migration-lock.ts';
+export { openNotifyChannel, type NotifyChannel, type NotifyChannelOptions } from './notify-channel.ts';
+export { startLeaderLease, NotLeaderError, isNotLeaderError, type LeaderLease, type LeaderLeaseOptions, type LeaderInfo, type FenceClient } from './leader-lease.ts';
 export {
   classifyStorageError,
   describeStorageFault,

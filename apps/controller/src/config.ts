@@ -46,6 +46,12 @@ export interface ControllerOptions {
   metricsPublic?: boolean;
   /** Token to create for the first admin instead of a random one (automation). */
   bootstrapAdminToken?: string;
+  /** This controller's name among several (default: the host name). */
+  controllerName?: string;
+  /** Leader lease length (PostgreSQL, several controllers): failover after a cut-off leader takes about this long. Default 3 s. */
+  leaderLeaseMs?: number;
+  /** How the other controllers reach this one's REST API (sessions are relayed to the controller holding the worker's stream). Default: the API's own URL. */
+  advertiseApiUrl?: string;
   logLevel: string;
   /** Called after the controller stopped itself for a reason it cannot recover from (the CLI exits 1). */
   onFatal?: (reason: string) => void;

@@ -7,7 +7,12 @@ import { computeOverview } from './stats/overview.ts';
 import { mkdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { acquireControllerLock, migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
+import { acquireControllerLock, migrateDatabase, openDatabase, providerOf, startLeaderLease, withMigrationLock, type FleetDb } from '@fleet/db';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Leadership } from './cluster/leadership.ts';
+import { ControllerRegistry } from './cluster/controller-registry.ts';
+import { ClusterBus } from './cluster/cluster-bus.ts';
 import { PROTOCOL_VERSION } from '@fleet/proto';
 import type { Logger } from 'pino';
 import { databaseUrlFor, defaultOptions, type ControllerOptions } from './config.ts';
@@ -50,19 +55,24 @@ export interface ControllerHandle {
   stop(): Promise<void>;
 }
 
-export async function startController(partial: Partial<ControllerOptions> = {}, log: Logger = createLogger(partial.logLevel)): Promise<ControllerHandle> {
+export async function startController(partial: Partial<ControllerOptions> = {}, rootLog: Logger = createLogger(partial.logLevel)): Promise<ControllerHandle> {
+  let log = rootLog;
   const opts = defaultOptions(partial);
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const url = databaseUrlFor(opts);
-  // One controller per database, for the life of this process (a second one refuses here, saying why).
-  let onLockLost: (reason: string) => void = () => undefined;
-  const lock = await acquireControllerLock(url, { onLost: (reason) => onLockLost(reason) });
-  const migrated = await migrateDatabase(url).catch(async (err: unknown) => {
+  const multi = providerOf(url) !== 'sqlite';
+  // SQLite: one controller per database, for the life of this process (a second one refuses here,
+  // saying why). PostgreSQL: any number, one of them the leader (cluster/leadership.ts).
+  const lock = await acquireControllerLock(url);
+  const migrated = await withMigrationLock(url, () => migrateDatabase(url)).catch(async (err: unknown) => {
     await lock.release();
     throw err;
   });
   if (migrated.applied.length) log.info({ applied: migrated.applied }, 'database migrated');
   const db = openDatabase({ url, ...(opts.sqliteSynchronous ? { sqliteSynchronous: opts.sqliteSynchronous } : {}) });
+  const controllerId = `ctl-${randomBytes(6).toString('hex')}`;
+  const controllerName = opts.controllerName ?? hostname();
+  log = log.child({ controller: controllerName });
 
   const identity = await loadOrCreateIdentity({
     dataDir: opts.dataDir,
@@ -72,7 +82,26 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     ...(opts.tlsKeyFile ? { keyFile: opts.tlsKeyFile } : {}),
     ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
   });
+  const settings = new SettingsService(db, opts.defaultSchedulerProfile);
+  await settings.checkFleetCa(identity.caFingerprint, opts.dataDir).catch(async (err: unknown) => {
+    await db.$disconnect();
+    await lock.release();
+    throw err;
+  });
   const metrics = new Metrics();
+  const lease = await startLeaderLease({
+    url,
+    holderId: controllerId,
+    holderName: controllerName,
+    ...(opts.leaderLeaseMs ? { ttlMs: opts.leaderLeaseMs } : {}),
+    onError: (err) => log.debug({ err }, 'leader lease statement failed'),
+    recordSqliteHolder: async (h) => {
+      const now = new Date();
+      const row = { holderId: h.id, holderName: h.name, expiresAt: new Date(8.64e15), backendPid: 0, acquiredAt: now };
+      await db.controllerLease.upsert({ where: { id: 'leader' }, create: { id: 'leader', token: 1, ...row }, update: { ...row, token: { increment: 1 } } });
+    },
+  });
+  const leadership = new Leadership(lease, log.child({ component: 'leadership' }), metrics);
   // Whether the database takes writes: fed by every failure the API and the loops see, probed while failing.
   const storage = new StorageHealth({
     probe: settingsRowProbe(db),
@@ -87,16 +116,20 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const vms = new VmService(db, events, bus, metrics);
   const networkCounters = new NetworkCounterStore();
   const streams = new WorkerStreams(db, log, { sink: storage });
+  let registry: ControllerRegistry | undefined;
   vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
   const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings,
+    controllerId,
     disconnect: (id, reason) => streams.disconnect(id, grpc.status.UNAVAILABLE, reason),
+    fence: leadership.fence,
+    aliveControllers: () => registry?.aliveIds(),
+    sink: storage,
+    onLivenessError: (err) => leadership.observe(err),
   });
   const tokens = new TokenService(db, events, identity.caFingerprint);
   tokens.onStorageError = (err) => storage.observe(err);
-  const settings = new SettingsService(db, opts.defaultSchedulerProfile);
-
   // First start: create the admin service account and print its token once.
   let adminToken: string | null = null;
   if (!(await tokens.hasAnyApiToken())) {
@@ -108,11 +141,17 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     await chmod(file, 0o600);
   }
 
-  await workers.start();
   bus.onDesiredStateChange((workerId) => streams.markDirty(workerId));
-  const scheduler = new SchedulerLoop(db, events, bus, metrics, log.child({ component: 'scheduler' }), () => settings.schedulerProfile(), workers.isOnline, opts.schedulerIntervalMs, { sink: storage });
+  const scheduler = new SchedulerLoop(db, events, bus, metrics, log.child({ component: 'scheduler' }), () => settings.schedulerProfile(), opts.schedulerIntervalMs, {
+    sink: storage,
+    fence: leadership.fence,
+    deposed: (err) => leadership.observe(err),
+    startNow: false,
+  });
   // Background loops: a failure is logged, reported and retried with backoff; none of them ever stops.
-  const restarts = new PeriodicTask(() => vms.requeueRestarts(), { name: 'restart requeue', intervalMs: 1000, log, sink: storage }).start();
+  // A refused fence is not a storage fault: the leadership steps down instead.
+  const leaderSink = { observe: (err: unknown) => void (leadership.observe(err) || storage.observe(err)) };
+  const restarts = new PeriodicTask(() => vms.requeueRestarts(leadership.fence), { name: 'restart requeue', intervalMs: 1000, log, sink: leaderSink });
   const gauges = new PeriodicTask(() => refreshVmGauges(db, metrics), { name: 'vm gauges', intervalMs: 5000, log, sink: storage }).start();
   // The storage is back: retry what waits for it now rather than at the end of its backoff.
   storage.onRecovered(() => {
@@ -123,19 +162,48 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   });
   // Idempotency-Key records live 24 h; nothing else in the controller purges old rows, so it has its own timer.
   const idempotency = new IdempotencyService(db);
-  idempotency.startPurging(10 * 60_000, (err) => {
-    storage.observe(err);
-    log.warn({ err }, 'purging expired idempotency keys failed');
+  // Only the leader runs the singleton loops; they start and stop with the leader lease.
+  leadership.add(workers.liveness);
+  leadership.add(scheduler);
+  leadership.add({ name: 'restart requeue', start: () => void restarts.start(), stop: () => restarts.stop() });
+  leadership.add({
+    name: 'idempotency key retention',
+    start: () =>
+      idempotency.startPurging(10 * 60_000, (err) => {
+        storage.observe(err);
+        log.warn({ err }, 'purging expired idempotency keys failed');
+      }),
+    stop: () => idempotency.stop(),
   });
 
   const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }), writes });
   const grpcServer = await startWorkerGrpcServer(
-    { db, identity, tokens, workers, vms, events, streams, sessions, networkCounters, metrics, log: log.child({ component: 'grpc' }), heartbeatIntervalMs: opts.heartbeatIntervalMs, fenceAfterMs: timings.fenceAfterMs, storage },
+    {
+      db,
+      identity,
+      tokens,
+      workers,
+      vms,
+      events,
+      streams,
+      sessions,
+      networkCounters,
+      metrics,
+      log: log.child({ component: 'grpc' }),
+      heartbeatIntervalMs: opts.heartbeatIntervalMs,
+      fenceAfterMs: timings.fenceAfterMs,
+      storage,
+      isLeader: leadership.isLeader,
+      controllerAddresses: async () => registry?.grpcAddresses() ?? [grpcAddressOf()],
+    },
     opts.grpcHost,
     opts.grpcPort,
   );
   const advertiseHost = opts.grpcHost === '0.0.0.0' || opts.grpcHost === '::' ? (opts.certificateNames[0] ?? '127.0.0.1') : opts.grpcHost;
   const grpcAddress = `${advertiseHost}:${grpcServer.port}`;
+  function grpcAddressOf(): string {
+    return grpcAddress;
+  }
 
   const ctx: ApiContext = {
     vms,
@@ -152,6 +220,13 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     idempotency,
     storage,
     accounts: new AccountService(db, events, tokens),
+    cluster: {
+      id: controllerId,
+      name: controllerName,
+      isLeader: leadership.isLeader,
+      leaderName: () => lease.leader()?.name ?? null,
+      controllers: () => registry?.list(leadership.isLeader() ? controllerId : lease.leader()?.id) ?? [],
+    },
     overview: (listed) => computeOverview({ db, listWorkers: async () => listed ?? (await workers.list()) }),
     info: async () => ({
       version: CONTROLLER_VERSION,
@@ -170,8 +245,52 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const address = api.server.address();
   const apiPort = typeof address === 'object' && address ? address.port : opts.apiPort;
   const apiUrl = `${apiTls ? 'https' : 'http'}://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${apiPort}`;
-  scheduler.trigger();
-  log.info({ apiUrl, grpcAddress, caFingerprint: identity.caFingerprint }, 'controller started');
+
+  // Known to the other controllers (session routing, workers' address lists), then changes from
+  // them (PostgreSQL only), then the singleton loops if this one leads.
+  registry = new ControllerRegistry(db, { id: controllerId, name: controllerName, apiUrl: opts.advertiseApiUrl ?? apiUrl, grpcAddress, version: CONTROLLER_VERSION }, {
+    isLeader: leadership.isLeader,
+    connectedWorkers: () => streams.size,
+    log: log.child({ component: 'registry' }),
+    onError: (err) => storage.observe(err),
+  });
+  await registry.start();
+  const reg = registry;
+  let clusterBus: ClusterBus | undefined;
+  if (multi) {
+    clusterBus = new ClusterBus({
+      url,
+      controllerId,
+      bus,
+      log: log.child({ component: 'cluster-bus' }),
+      metrics,
+      heldHere: (workerId) => streams.get(workerId) !== undefined,
+      isLeader: leadership.isLeader,
+      othersAlive: () => reg.aliveIds().length > 1,
+      resync: () => {
+        streams.markAllDirty();
+        bus.scheduleRequested();
+      },
+      loadVm: (id) => vms.findById(id),
+    });
+    await clusterBus.start();
+    // Cut off from the database: this controller can renew no worker's lease, so its workers must
+    // move to a controller that can (their links fail over at once). Not on SQLite: there is no
+    // other controller, and the workers' leases are renewed from memory meanwhile.
+    let cutOff: NodeJS.Timeout | undefined;
+    storage.onRecovered(() => clearTimeout(cutOff));
+    storage.onFailing(() => {
+      clearTimeout(cutOff);
+      cutOff = setTimeout(() => {
+        if (storage.status().ok) return;
+        log.warn({ streams: streams.size }, 'the database is unreachable: closing worker streams so they move to another controller');
+        streams.closeAll('this controller cannot reach its database: connect to another controller');
+      }, CUT_OFF_GRACE_MS);
+      cutOff.unref();
+    });
+  }
+  leadership.begin();
+  log.info({ apiUrl, grpcAddress, caFingerprint: identity.caFingerprint, controllerId, leader: leadership.isLeader() }, 'controller started');
 
   let stopped = false;
   const handle: ControllerHandle = {
@@ -189,9 +308,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     async stop() {
       if (stopped) return;
       stopped = true;
-      scheduler.stop();
-      workers.stop();
-      restarts.stop();
+      await leadership.stop();
+      await clusterBus?.stop();
+      await reg.stop();
       gauges.stop();
       storage.stop();
       idempotency.stop();
@@ -204,14 +323,11 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       await lock.release();
     },
   };
-  // PostgreSQL: another controller took the database while this one was cut off from it. This one
-  // is no longer the only controller: it stops rather than act beside the other.
-  onLockLost = (reason) => {
-    log.fatal({ reason }, 'lost the single-controller database lock; stopping');
-    void handle.stop().finally(() => opts.onFatal?.(reason));
-  };
   return handle;
 }
+
+/** How long the database may be unreachable before worker streams are sent elsewhere. */
+const CUT_OFF_GRACE_MS = 2_000;
 
 async function refreshVmGauges(db: FleetDb, metrics: Metrics): Promise<void> {
   const rows = await db.vm.groupBy({ by: ['state'], _count: { _all: true } });

@@ -49,6 +49,9 @@ program
   .option('--api-cert <file>', 'operator-provided REST API certificate chain (PEM) instead of one from the controller CA')
   .option('--api-key <file>', 'key for --api-cert (PEM)')
   .option('--metrics-public', 'serve /metrics without a token (default: needs a token with the read role)')
+  .option('--controller-name <name>', 'this controller among several on one PostgreSQL database (default: the host name)')
+  .option('--leader-lease <duration>', 'leader lease (several controllers): a leader cut off from the database is replaced after about this long', ms, 3_000)
+  .option('--advertise-api-url <url>', 'how the other controllers reach this REST API (sessions are relayed to the controller holding the worker stream; default: the API URL)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
     const log = createLogger(o.logLevel);
@@ -58,6 +61,18 @@ program
     }
     if (Boolean(o.apiCert) !== Boolean(o.apiKey)) {
       console.error('fleet-controller: --api-cert and --api-key go together');
+      process.exit(2);
+    }
+    if (!(o.leaderLease >= 600 && o.leaderLease <= 120_000)) {
+      console.error('fleet-controller: --leader-lease must be between 600ms and 2m');
+      process.exit(2);
+    }
+    if (o.advertiseApiUrl !== undefined && !/^https?:\/\/[^\s/]+$/.test(o.advertiseApiUrl)) {
+      console.error('fleet-controller: --advertise-api-url must look like https://host:port (no path)');
+      process.exit(2);
+    }
+    if (o.controllerName !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(o.controllerName)) {
+      console.error('fleet-controller: --controller-name: letters, digits, . _ - (at most 63)');
       process.exit(2);
     }
     if (o.schedulerProfile !== 'pack' && o.schedulerProfile !== 'spread') {
@@ -85,6 +100,9 @@ program
         apiHostnames: o.apiHostname ?? [],
         ...(o.apiCert ? { apiCertFile: o.apiCert, apiKeyFile: o.apiKey } : {}),
         ...(process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN ? { bootstrapAdminToken: process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN } : {}),
+        ...(o.controllerName ? { controllerName: o.controllerName } : {}),
+        leaderLeaseMs: o.leaderLease,
+        ...(o.advertiseApiUrl ? { advertiseApiUrl: o.advertiseApiUrl } : {}),
         logLevel: o.logLevel,
         onFatal: (reason: string) => {
           console.error(`fleet-controller: ${reason}`);

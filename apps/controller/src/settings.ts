@@ -2,8 +2,11 @@
 import type { FleetDb } from '@fleet/db';
 import type { SchedulerProfile } from './scheduler/placement.ts';
 
+/** Several controllers share the settings: a cached value is re-read after this long. */
+const CACHE_MS = 1_000;
+
 export class SettingsService {
-  private profileCache: SchedulerProfile | undefined;
+  private profileCache: { value: SchedulerProfile; at: number } | undefined;
 
   constructor(
     private readonly db: FleetDb,
@@ -11,16 +14,38 @@ export class SettingsService {
   ) {}
 
   async schedulerProfile(): Promise<SchedulerProfile> {
-    if (this.profileCache) return this.profileCache;
+    if (this.profileCache && Date.now() - this.profileCache.at < CACHE_MS) return this.profileCache.value;
     const row = await this.db.setting.findUnique({ where: { key: 'scheduler.profile' } });
     const value = row ? (JSON.parse(row.value) as unknown) : undefined;
-    this.profileCache = value === 'spread' || value === 'pack' ? value : this.defaultProfile;
-    return this.profileCache;
+    const profile = value === 'spread' || value === 'pack' ? value : this.defaultProfile;
+    this.profileCache = { value: profile, at: Date.now() };
+    return profile;
   }
 
   async setSchedulerProfile(profile: SchedulerProfile): Promise<void> {
     const value = JSON.stringify(profile);
     await this.db.setting.upsert({ where: { key: 'scheduler.profile' }, create: { key: 'scheduler.profile', value }, update: { value } });
-    this.profileCache = profile;
+    this.profileCache = { value: profile, at: Date.now() };
+  }
+
+  /**
+   * All controllers of a fleet must share one CA (workers trust only it). The first controller
+   * records its CA's fingerprint; one started with another CA refuses, saying what to copy.
+   */
+  async checkFleetCa(fingerprint: string, dataDir: string): Promise<void> {
+    const key = 'fleet.caFingerprint';
+    const row = await this.db.setting.findUnique({ where: { key } });
+    if (!row) {
+      await this.db.setting.upsert({ where: { key }, create: { key, value: JSON.stringify(fingerprint) }, update: {} });
+      return;
+    }
+    const recorded = JSON.parse(row.value) as unknown;
+    if (recorded !== fingerprint) {
+      throw new Error(
+        `this controller's CA (${fingerprint}) is not the fleet's CA recorded in the database (${String(recorded)}). ` +
+          `Every controller of a fleet must use the same CA: copy pki/ca.pem and pki/ca-key.pem from an existing controller's data dir into ${dataDir}/pki ` +
+          '(or pass --tls-ca/--tls-cert/--tls-key issued by the fleet CA), then start again.',
+      );
+    }
   }
 }

@@ -1,3 +1,4 @@
+import type { ControllerView } from '../cluster/controller-registry.ts';
 import type { StorageHealth } from '../storage/storage-health.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import type { WorkerService } from '../workers/worker-service.ts';
@@ -17,6 +18,16 @@ import type { AccountService } from '../accounts/account-service.ts';
 import type { FleetOverview, WorkerObject } from './schemas.ts';
 
 /** What routes may use: services only — routes never query the database (the layering rule). */
+/** What the API shows of the controllers (several on PostgreSQL, issue 13). */
+export interface ClusterView {
+  id: string;
+  name: string;
+  isLeader(): boolean;
+  /** The leader's name as last seen, or null. */
+  leaderName(): string | null;
+  controllers(): ControllerView[];
+}
+
 export interface ApiContext {
   vms: VmService;
   workers: WorkerService;
@@ -40,6 +51,8 @@ export interface ApiContext {
   idempotency?: IdempotencyService;
   /** Accounts (dashboard logins). */
   accounts: AccountService;
+  /** This controller among the fleet's controllers (GET /v1/health, /v1/controllers). */
+  cluster?: ClusterView;
   /** The fleet at a glance; `workers` when the caller has just listed them. */
   overview: (workers?: WorkerObject[]) => Promise<FleetOverview>;
 }

@@ -315,6 +315,21 @@ export const ControllerInfo = Type.Object({
 });
 export type ControllerInfo = Static<typeof ControllerInfo>;
 
+export const ControllerObject = Type.Object({
+  id: Type.String({ description: 'changes on every start of the controller process' }),
+  name: Type.String(),
+  apiUrl: Type.String({ description: 'how the other controllers reach its REST API' }),
+  grpcAddress: Type.String({ description: 'host:port workers dial' }),
+  version: Type.String(),
+  role: Type.Union([Type.Literal('leader'), Type.Literal('follower')]),
+  alive: Type.Boolean({ description: 'its row kept changing lately (refreshed every 2 s)' }),
+  connectedWorkers: Type.Integer({ description: 'worker streams it holds' }),
+  startedAt: Type.String({ format: 'date-time' }),
+  lastSeenAt: Type.String({ format: 'date-time' }),
+});
+export type ControllerObject = Static<typeof ControllerObject>;
+export const ControllerList = Type.Object({ items: Type.Array(ControllerObject) });
+
 export const SchedulerSettings = Type.Object(
   { profile: Type.Union([Type.Literal('pack'), Type.Literal('spread')]) },
   { additionalProperties: false },

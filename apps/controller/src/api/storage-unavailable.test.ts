@@ -34,6 +34,7 @@ beforeEach(async () => {
   const vms = new VmService(db, events, bus, metrics);
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings: { heartbeatIntervalMs: 100, suspectAfterMs: 200, fenceAfterMs: 500, lostAfterMs: 1000 },
+    controllerId: 'ctl-test',
     disconnect: () => undefined,
   });
   const tokens = new TokenService(db, events, 'f'.repeat(64));

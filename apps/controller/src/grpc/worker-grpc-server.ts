@@ -63,6 +63,8 @@ export interface WorkerGrpcDeps {
    * (issue 13). Absent, failing or slow = an empty list: the worker keeps the addresses it has.
    */
   controllerAddresses?: () => Promise<string[]>;
+  /** Whether this controller is the leader (several controllers; absent = the only one). */
+  isLeader?: () => boolean;
 }
 
 /** A Welcome waits at most this long for the address list: the first lease must not wait on it. */
@@ -323,13 +325,22 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         await deps.streams.pushOrRetry(stream);
         return;
       }
-      deps.workers.onHeartbeat(w.id); // any message proves liveness
+      // Any message proves liveness; recorded in the database for the leader's liveness judgement.
+      const recorded = deps.workers.onHeartbeat(w.id);
+      recorded.catch(() => undefined); // a failed write only withholds the renewal below
       switch (msg.payload) {
-        case 'heartbeat':
+        case 'heartbeat': {
           // The lease: "I heard your heartbeat <seq>". Only these renew the worker's lease, so a
           // controller that can still send but no longer hears the worker lets it run out.
-          stream!.send({ lease: { heartbeatSeq: msg.heartbeat?.seq ?? '0', fenceAfterMs: deps.fenceAfterMs } });
+          // The leader judges liveness itself and renews at once. Any other controller renews only
+          // once the heartbeat is committed where the leader reads it: a controller cut off from
+          // the database must not keep a worker's VMs running that the leader will re-place.
+          const renewal = { lease: { heartbeatSeq: msg.heartbeat?.seq ?? '0', fenceAfterMs: deps.fenceAfterMs } };
+          const s = stream!;
+          if (deps.isLeader?.() ?? true) s.send(renewal);
+          else recorded.then(() => s.send(renewal), () => undefined);
           return;
+        }
         case 'vmStatus': {
           const { instances, rejected } = reportedInstances(msg.vmStatus?.vms ?? []);
           if (rejected.length) log.warn({ worker: w.name, rejected }, 'ignored malformed VM statuses');
@@ -372,7 +383,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       clearTimeout(helloTimer);
       if (stream && deps.streams.detach(stream)) {
         deps.metrics.connectedWorkers.set(deps.streams.size);
-        void deps.workers.onDisconnect(stream.workerId).catch((err) => log.error({ err }, 'disconnect bookkeeping failed'));
+        void deps.workers.onDisconnect({ id: stream.workerId, name: stream.workerName }).catch((err) => log.error({ err }, 'disconnect bookkeeping failed'));
       }
     };
     call.on('end', () => {

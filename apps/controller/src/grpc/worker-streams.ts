@@ -130,6 +130,11 @@ export class WorkerStreams {
     this.scheduleFlush();
   }
 
+  /** Push the full desired state to every worker held here (changes elsewhere may have been missed). */
+  markAllDirty(): void {
+    for (const id of this.streams.keys()) this.markDirty(id);
+  }
+
   /** Workers whose push is waiting to be retried (for tests and logs). */
   get retrying(): number {
     return this.retries.size;

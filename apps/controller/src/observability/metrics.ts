@@ -31,6 +31,10 @@ export class Metrics {
   readonly connectedWorkers = new Gauge({ name: 'fleet_worker_streams', help: 'Open worker Connect streams', registers: [this.registry] });
   readonly pendingVms = new Gauge({ name: 'fleet_pending_vms', help: 'VMs waiting for placement', registers: [this.registry] });
   readonly storageAvailable = new Gauge({ name: 'fleet_storage_available', help: '1 while the database takes writes, 0 while it fails (disk full, I/O error, unreachable, ...)', registers: [this.registry] });
+  readonly controllerLeader = new Gauge({ name: 'fleet_controller_leader', help: '1 while this controller holds the leader lease (runs the scheduler and liveness), 0 otherwise', registers: [this.registry] });
+  readonly leadershipChanges = new Counter({ name: 'fleet_leadership_changes_total', help: 'Times this controller became leader (to="leader") or stopped being one (to="follower")', labelNames: ['to'] as const, registers: [this.registry] });
+  readonly clusterNotifications = new Counter({ name: 'fleet_cluster_notifications_total', help: 'Change notifications between controllers (PostgreSQL NOTIFY), by direction', labelNames: ['direction'] as const, registers: [this.registry] });
+  readonly forwardedSessions = new Counter({ name: 'fleet_forwarded_sessions_total', help: 'Sessions relayed to the controller holding the worker stream', registers: [this.registry] });
   readonly storageErrors = new Counter({ name: 'fleet_storage_errors_total', help: 'Storage faults seen (by kind: disk-full, io-error, locked, read-only, unreachable, ...)', labelNames: ['kind'] as const, registers: [this.registry] });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {

@@ -35,10 +35,9 @@ describe('SchedulerLoop', () => {
     const vms = new VmService(db, events, bus, metrics);
     const workers = new WorkerService(db, events, bus, vms, metrics, log, {
       timings: { heartbeatIntervalMs: 100, suspectAfterMs: 60_000, fenceAfterMs: 60_000, lostAfterMs: 120_000 },
+      controllerId: 'ctl-test',
       disconnect: () => undefined,
     });
-    await workers.start(60_000);
-    workers.stop();
     const w = await db.worker.create({ data: { id: crypto.randomUUID(), name: 'w1', machineId: 'm' } });
     await workers.onHello(w, HELLO);
     await vms.create({ name: 'a', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
@@ -46,7 +45,7 @@ describe('SchedulerLoop', () => {
     const pushed: string[] = [];
     bus.onDesiredStateChange((id) => pushed.push(id));
     const observed: unknown[] = [];
-    scheduler = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', workers.isOnline, 60_000, {
+    scheduler = new SchedulerLoop(db, events, bus, metrics, log, async () => "pack", 60_000, {
       sink: { observe: (e) => observed.push(e) },
       backoff: { baseMs: 10, maxMs: 40 },
     });

@@ -5,7 +5,7 @@
 // A failed pass (the database is unavailable) is retried after a capped, jittered
 // backoff; requests meanwhile wait for that retry instead of hammering the database.
 import { randomUUID } from 'node:crypto';
-import type { FleetDb, Vm } from '@fleet/db';
+import type { FleetDb, Prisma, Vm } from '@fleet/db';
 import type { Logger } from 'pino';
 import { planPlacements, type PendingVmView, type SchedulerProfile, type WorkerView } from './placement.ts';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
@@ -23,6 +23,12 @@ export interface SchedulerLoopOptions {
   /** Told about every failed pass (the storage-health tracker). */
   sink?: ErrorSink;
   backoff?: Partial<BackoffOptions>;
+  /** The leader's fence, checked in every placement transaction (several controllers, issue 13). */
+  fence?: (tx: Prisma.TransactionClient) => Promise<void>;
+  /** false: wait for start() (the controller starts it when it becomes the leader). */
+  startNow?: boolean;
+  /** A pass failed because this controller is no longer the leader: returns true (not retried). */
+  deposed?: (err: unknown) => boolean;
 }
 
 export class SchedulerLoop {
@@ -30,7 +36,7 @@ export class SchedulerLoop {
   private again = false;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private readonly unsubscribe: () => void;
+  private unsubscribe: () => void = () => undefined;
   /** Consecutive failed passes, and the timer of the retry after the last one. */
   failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -43,19 +49,32 @@ export class SchedulerLoop {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly profile: () => Promise<SchedulerProfile>,
-    private readonly isOnline: (workerId: string) => boolean,
-    intervalMs: number,
+    private readonly intervalMs: number,
     private readonly opts: SchedulerLoopOptions = {},
   ) {
     this.backoff = { ...SCHEDULER_RETRY_BACKOFF, ...opts.backoff };
-    this.unsubscribe = bus.onScheduleRequest(() => this.trigger());
-    this.timer = setInterval(() => this.trigger(), intervalMs);
+    if (opts.startNow !== false) this.start();
+    else this.stopped = true;
+  }
+
+  readonly name = 'scheduler';
+
+  /** Runs passes on every request and every intervalMs (again after stop(): leadership regained). */
+  start(): void {
+    this.unsubscribe();
+    clearInterval(this.timer);
+    this.stopped = false;
+    this.failures = 0;
+    this.unsubscribe = this.bus.onScheduleRequest(() => this.trigger());
+    this.timer = setInterval(() => this.trigger(), this.intervalMs);
     this.timer.unref();
+    this.trigger();
   }
 
   stop(): void {
     this.stopped = true;
     this.unsubscribe();
+    this.unsubscribe = () => undefined;
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
@@ -90,6 +109,7 @@ export class SchedulerLoop {
       if (this.failures > 0) this.log.info({ failures: this.failures }, 'scheduler passes work again');
       this.failures = 0;
     } catch (err) {
+      if (this.opts.deposed?.(err)) return;
       this.failures += 1;
       this.opts.sink?.observe(err);
       const retryInMs = backoffDelayMs(this.failures, this.backoff);
@@ -112,7 +132,7 @@ export class SchedulerLoop {
     const pendingRows = await this.db.vm.findMany({ where: { state: 'pending' } });
     this.metrics.pendingVms.set(pendingRows.length);
     if (pendingRows.length === 0) return 0;
-    const workers = await loadWorkerViews(this.db, this.isOnline);
+    const workers = await loadWorkerViews(this.db);
     const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile());
     const byId = new Map(pendingRows.map((v) => [v.id, v]));
     const workerById = new Map(workers.map((w) => [w.id, w]));
@@ -122,6 +142,7 @@ export class SchedulerLoop {
     const dirty = new Set<string>();
 
     await this.db.$transaction(async (tx) => {
+      await this.opts.fence?.(tx);
       const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean }[] = [];
       for (const p of plan.placements) {
         const vm = byId.get(p.vmId)!;

@@ -74,7 +74,9 @@ export class PeriodicTask {
     };
   }
 
+  /** Starts (again, after stop()). */
   start(): this {
+    this.stopped = false;
     this.schedule(this.opts.runAtStart ? 0 : this.opts.intervalMs);
     return this;
   }

@@ -48,6 +48,7 @@ export class StorageHealth {
   private timer: NodeJS.Timeout | undefined;
   private probing = false;
   private stopped = false;
+  private readonly failingListeners = new Set<() => void>();
   private readonly recoveredListeners = new Set<() => void>();
   private readonly now: () => number;
 
@@ -85,7 +86,20 @@ export class StorageHealth {
     this.sinceMs = this.now();
     this.opts.log.error({ storage: fault }, `storage unavailable: ${describeStorageFault(fault)}; probing every ${this.interval()} ms until it takes writes again`);
     this.opts.onChange?.(false, fault);
+    for (const l of [...this.failingListeners]) {
+      try {
+        l();
+      } catch (err) {
+        this.opts.log.error({ err }, 'a storage-failing listener threw');
+      }
+    }
     this.scheduleProbe();
+  }
+
+  /** Called once each time the storage starts failing. Returns an unsubscribe function. */
+  onFailing(listener: () => void): () => void {
+    this.failingListeners.add(listener);
+    return () => this.failingListeners.delete(listener);
   }
 
   status(): StorageStatus {

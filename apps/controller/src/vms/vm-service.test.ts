@@ -36,12 +36,15 @@ async function services(offlineTimeoutMs = 1000, startupGraceMs = 0) {
   workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings: { heartbeatIntervalMs: 100, suspectAfterMs: Math.min(250, offlineTimeoutMs - 1), fenceAfterMs: Math.max(1, offlineTimeoutMs - 500), lostAfterMs: offlineTimeoutMs },
     startupGraceMs,
+    controllerId: 'ctl-test',
     disconnect: (id) => disconnected.push(id),
   });
-  scheduler = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', workers.isOnline, 60_000);
-  scheduler.stop(); // passes are driven by the tests
-  await workers.start(60_000);
-  workers.stop();
+  scheduler = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, { startNow: false }); // passes are driven by the tests
+  workers.liveness.start({ timer: false }); // so are liveness ticks
+}
+
+async function isOnline(workerId: string): Promise<boolean> {
+  return (await db.worker.findUniqueOrThrow({ where: { id: workerId } })).status === 'online';
 }
 
 async function onlineWorker(name: string) {
@@ -169,14 +172,14 @@ describe('worker liveness', () => {
     const vm = await vms.create({ name: 'x', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
     await scheduler.passOnce();
     await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
-    await workers.tick(Date.now() + 100);
+    await workers.liveness.tick(Date.now() + 100);
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('running');
-    await workers.tick(Date.now() + 500); // past suspectAfter (250 ms here)
-    expect(workers.isOnline(w.id)).toBe(true);
+    await workers.liveness.tick(Date.now() + 500); // past suspectAfter (250 ms here)
+    expect(await isOnline(w.id)).toBe(true);
     expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'unknown', attempt: 1, reason: expect.stringMatching(/unreachable/) });
     expect(await scheduler.passOnce()).toBe(0); // nothing is re-placed while unknown
-    await workers.tick(Date.now() + 1500); // past lostAfter
-    expect(workers.isOnline(w.id)).toBe(false);
+    await workers.liveness.tick(Date.now() + 1500); // past lostAfter
+    expect(await isOnline(w.id)).toBe(false);
     expect((await db.worker.findUniqueOrThrow({ where: { id: w.id } })).status).toBe('offline');
     expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'failed', reason: expect.stringMatching(/lost .*lease ran out/) });
     expect(await db.allocation.count()).toBe(1);
@@ -195,10 +198,10 @@ describe('worker liveness', () => {
     // Only its worker falls silent: keep the other one fresh.
     const other = home.id === w.id ? (await db.worker.findFirstOrThrow({ where: { name: 'mac-2' } })).id : w.id;
     for (const t of [500, 1500, 5000]) {
-      workers.onHeartbeat(other);
-      await workers.tick(Date.now() + t);
+      await workers.onHeartbeat(other);
+      await workers.liveness.tick(Date.now() + t);
     }
-    expect(workers.isOnline(home.id)).toBe(false);
+    expect(await isOnline(home.id)).toBe(false);
     expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'unknown', attempt: 1, workerId: home.id, reason: expect.stringMatching(/disconnect policy wait/) });
     await vms.requeueRestarts();
     expect(await scheduler.passOnce()).toBe(0);
@@ -215,8 +218,8 @@ describe('worker liveness', () => {
     await scheduler.passOnce();
     await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING')]);
     await expect(workers.delete('mac-1', 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/is connected: its VMs may still be running there/) });
-    await workers.onDisconnect(w.id);
-    await workers.tick(Date.now() + 1500); // lost; the wait VM stays unknown
+    await workers.onDisconnect(w);
+    await workers.liveness.tick(Date.now() + 1500); // lost; the wait VM stays unknown
     await expect(workers.delete('mac-1', 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/1 VM in state unknown \(disconnect policy wait\)/) });
     await workers.delete('mac-1', 'test', { force: true });
     expect(await db.worker.count()).toBe(0);
@@ -228,8 +231,8 @@ describe('worker liveness', () => {
     const vm = await vms.create({ name: 's', image: 'img', cpus: 1, memoryMib: 512, restartPolicy: 'on-failure', disconnectPolicy: 'wait' }, 'test');
     await scheduler.passOnce();
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('scheduled');
-    await workers.tick(Date.now() + 1500);
-    expect(workers.isOnline(w.id)).toBe(false);
+    await workers.liveness.tick(Date.now() + 1500);
+    expect(await isOnline(w.id)).toBe(false);
     expect(await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).toMatchObject({ state: 'unknown', attempt: 1, workerId: w.id });
     await vms.requeueRestarts();
     expect(await scheduler.passOnce()).toBe(0);
@@ -246,20 +249,20 @@ describe('worker liveness', () => {
       if (failures-- > 0) throw new Error('SQLITE_FULL: database or disk is full');
       return real(...args);
     };
-    await workers.tick(Date.now() + 1500);
-    await workers.tick(Date.now() + 1600);
-    expect(workers.isOnline(w.id)).toBe(true); // not recorded as lost: the write did not commit
-    await workers.tick(Date.now() + 1700);
-    expect(workers.isOnline(w.id)).toBe(false);
+    await workers.liveness.tick(Date.now() + 1500);
+    await workers.liveness.tick(Date.now() + 1600);
+    expect(await isOnline(w.id)).toBe(true); // not recorded as lost: the write did not commit
+    await workers.liveness.tick(Date.now() + 1700);
+    expect(await isOnline(w.id)).toBe(false);
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).state).toBe('failed');
   });
 
   it('after a controller restart, workers that were online get the reconnect grace before their VMs fail', async () => {
     const w = await onlineWorker('mac-1');
     await services(1000, 5000); // a "restarted" controller on the same database
-    await workers.tick(Date.now() + 3000);
-    expect(workers.isOnline(w.id)).toBe(true);
-    await workers.tick(Date.now() + 6500);
-    expect(workers.isOnline(w.id)).toBe(false);
+    await workers.liveness.tick(Date.now() + 3000);
+    expect(await isOnline(w.id)).toBe(true);
+    await workers.liveness.tick(Date.now() + 6500);
+    expect(await isOnline(w.id)).toBe(false);
   });
 });

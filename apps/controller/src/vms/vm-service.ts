@@ -26,6 +26,7 @@ import {
 import type { Metrics } from '../observability/metrics.ts';
 
 type Tx = Prisma.TransactionClient;
+type Fence = (tx: Tx) => Promise<void>;
 
 /** States in which a VM is part of its worker's desired set. */
 export const PLACED_STATES: VmState[] = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown'];
@@ -75,6 +76,10 @@ export class VmService {
   }
 
   /** The id whose events `name` names: the VM's, or — once it is deleted — the last one that had that name. */
+  findById(id: string): Promise<Vm | null> {
+    return this.db.vm.findUnique({ where: { id } });
+  }
+
   async idForEvents(name: string): Promise<string | undefined> {
     const vm = await this.db.vm.findUnique({ where: { name }, select: { id: true } });
     if (vm) return vm.id;
@@ -377,10 +382,11 @@ export class VmService {
    * The worker cannot be reached (stream lost, heartbeats missing): its live VMs become `unknown`.
    * Nothing is re-placed here — the attempt is current and may well be running. Returns how many changed.
    */
-  async markWorkerUnreachable(workerId: string, reason: string): Promise<number> {
+  async markWorkerUnreachable(workerId: string, reason: string, fence?: Fence): Promise<number> {
     const events: NewEvent[] = [];
     const changes: Change[] = [];
     await this.db.$transaction(async (tx) => {
+      await fence?.(tx);
       const vms = await tx.vm.findMany({ where: { workerId, state: { in: [...SUSPECTABLE_STATES] } } });
       for (const vm of vms) {
         const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data: { state: 'unknown', reason } });
@@ -404,10 +410,12 @@ export class VmService {
    * keeps its placement until the worker returns. Allocations stay until the worker confirms.
    * Returns how many VMs failed.
    */
-  async handleLostWorker(workerId: string, workerName: string, silentS: number): Promise<number> {
+  async handleLostWorker(workerId: string, workerName: string, silentS: number, guard?: (tx: Tx) => Promise<boolean>): Promise<number> {
     const events: NewEvent[] = [];
     const changes: Change[] = [];
     await this.db.$transaction(async (tx) => {
+      // The caller's condition (the leader's fence, the worker still silent) in the same transaction.
+      if (guard && !(await guard(tx))) return;
       const vms = await tx.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } } });
       for (const vm of vms) {
         // A `wait` VM is never re-placed while its worker may still run it — not even one still
@@ -460,12 +468,13 @@ export class VmService {
   }
 
   /** Failed on-failure VMs whose backoff has passed go back to pending. */
-  async requeueRestarts(): Promise<number> {
+  async requeueRestarts(fence?: Fence): Promise<number> {
     const due = await this.db.vm.findMany({ where: { state: 'failed', restartAt: { lte: this.now() } } });
     if (due.length === 0) return 0;
     const events: NewEvent[] = [];
     const changes: Change[] = [];
     await this.db.$transaction(async (tx) => {
+      await fence?.(tx);
       for (const vm of due) {
         const res = await tx.vm.updateMany({
           where: { id: vm.id, state: 'failed' },

@@ -1,11 +1,9 @@
 // Workers: what they told us in their Hello, whether they are alive, and what
-// operators do to them (drain, resume, delete). Liveness is tracked in memory
-// (a heartbeat must not cost a database write); the database gets the
-// online/offline transitions and a periodic lastSeenAt flush. The timeline of a
-// silent worker (suspect → fenced by itself → lost) is in failure-timing.ts.
-// Every transition is written to the database first and recorded in memory only
-// once the write committed: a failed write (disk full) is simply retried by the
-// next tick, so memory and database never disagree for long.
+// operators do to them (drain, resume, delete). Every controller records the
+// workers whose streams it holds (Hello, heartbeats, disconnects) in the
+// database; only the leader judges liveness from those rows (liveness-monitor.ts),
+// so leadership changes and controllers on several hosts never disagree about
+// which workers are alive (issue 13).
 import type { FleetDb, Worker } from '@fleet/db';
 import type { Logger } from 'pino';
 import type { EventLog } from '../events/event-log.ts';
@@ -16,7 +14,10 @@ import { conflict, notFound } from '../errors.ts';
 import { loadCertificateExpiry, loadWorkerUse, toWorkerObject } from './worker-views.ts';
 import type { WorkerObject } from '../api/schemas.ts';
 import type { FailureTimings } from './failure-timing.ts';
-
+import type { ErrorSink } from '../storage/backoff.ts';
+import type { Fence } from '../cluster/leadership.ts';
+import { HeartbeatRecorder } from './heartbeat-recorder.ts';
+import { LivenessMonitor } from './liveness-monitor.ts';
 export interface HelloInfo {
   protocolVersion: number;
   version: string;
@@ -37,72 +38,68 @@ export interface HelloInfo {
 /** The capacity part of a Hello (and of a CapacityUpdate). */
 export type WorkerCapacity = Pick<HelloInfo, 'cpus' | 'memoryMib' | 'vmSlots' | 'macosSlots' | 'natAddresses'>;
 
-interface Liveness {
-  name: string;
-  lastSeenMs: number;
-  online: boolean;
-  connected: boolean;
-  /** lastSeenMs not yet written to the database */
-  dirty: boolean;
-  /** Its live VMs have been marked `unknown` (silent past suspectAfter); cleared by a Hello. */
-  suspect: boolean;
-}
-
 /** Workers retry with backoff capped at 30 s (apps/worker/src/link/backoff.ts). */
 export const WORKER_MAX_RECONNECT_BACKOFF_MS = 30_000;
 
 export interface WorkerServiceOptions {
   /** suspectAfter, fenceAfter (told to workers), lostAfter: failure-timing.ts. */
   timings: FailureTimings;
+  /** This controller (Worker.controllerId of the streams it holds). */
+  controllerId: string;
   /**
-   * Extra time a worker that was online before a controller (re)start gets to
-   * reconnect: while the controller was down its backoff grew, so it may take up
-   * to the backoff cap to try again. Default: the workers' backoff cap.
+   * Extra time every online worker gets when a controller becomes the leader (at start, or after
+   * a failover): it cannot know how long they were silent before, and while no controller answered
+   * their reconnect backoff grew up to its cap. Default: the workers' backoff cap.
    */
   startupGraceMs?: number;
   /** Called when a worker must be disconnected (deleted, or silent too long). */
   disconnect: (workerId: string, reason: string) => void;
+  /** The leader's fence for liveness transitions (default: none, a single controller). */
+  fence?: Fence;
+  /** Ids of controllers alive now (several controllers); streams of the others are gone. */
+  aliveControllers?: () => string[] | undefined;
+  sink?: ErrorSink;
+  /** A liveness transition failed (told to the leadership: a fenced write means step down). */
+  onLivenessError?: (err: unknown) => void;
 }
 
 export class WorkerService {
-  private readonly liveness = new Map<string, Liveness>();
-  private timer: NodeJS.Timeout | undefined;
+  readonly heartbeats: HeartbeatRecorder;
+  /** The leader's liveness loop (started and stopped with leadership). */
+  readonly liveness: LivenessMonitor;
 
   constructor(
     private readonly db: FleetDb,
     private readonly events: EventLog,
     private readonly bus: FleetBus,
     private readonly vms: VmService,
-    private readonly metrics: Metrics,
-    private readonly log: Logger,
+    metrics: Metrics,
+    log: Logger,
     private readonly opts: WorkerServiceOptions,
-  ) {}
-
-  /** Workers recorded online by a previous controller run are offline until they reconnect. */
-  async start(tickMs = 1000): Promise<void> {
-    const stale = await this.db.worker.findMany({ where: { OR: [{ status: 'online' }, { connected: true }] } });
-    // Give every worker that was online the offline timeout plus its longest
-    // reconnect backoff before its VMs fail: a controller restart must not fail VMs.
-    const seenUntil = Date.now() + (this.opts.startupGraceMs ?? WORKER_MAX_RECONNECT_BACKOFF_MS);
-    for (const w of stale) {
-      this.liveness.set(w.id, { name: w.name, lastSeenMs: seenUntil, online: true, connected: false, dirty: false, suspect: false });
-    }
-    await this.db.worker.updateMany({ data: { connected: false } });
-    this.timer = setInterval(() => void this.tick().catch((err) => this.log.error({ err }, 'liveness tick failed')), tickMs);
-    this.timer.unref();
+  ) {
+    this.heartbeats = new HeartbeatRecorder(db, opts.controllerId, log.child({ component: 'heartbeats' }), {
+      ...(opts.sink ? { sink: opts.sink } : {}),
+      // Found lost (or deleted) while this controller still held its stream: make it reconnect (its Hello reconciles it).
+      onNotOnline: (id) => opts.disconnect(id, 'the worker was marked offline; reconnect to be reconciled'),
+    });
+    this.liveness = new LivenessMonitor(db, vms, events, bus, metrics, log.child({ component: 'liveness' }), {
+      timings: opts.timings,
+      startupGraceMs: opts.startupGraceMs ?? WORKER_MAX_RECONNECT_BACKOFF_MS,
+      fence: opts.fence ?? (async () => undefined),
+      disconnect: opts.disconnect,
+      ...(opts.aliveControllers ? { aliveControllers: opts.aliveControllers } : {}),
+      onError: (err) => {
+        opts.sink?.observe(err);
+        opts.onLivenessError?.(err);
+      },
+    });
   }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  isOnline = (workerId: string): boolean => this.liveness.get(workerId)?.online ?? false;
-  isConnected = (workerId: string): boolean => this.liveness.get(workerId)?.connected ?? false;
 
   // ---------------------------------------------------------------- stream events
 
   async onHello(worker: Worker, hello: HelloInfo): Promise<void> {
-    const wasOnline = this.isOnline(worker.id);
+    const before = await this.db.worker.findUnique({ where: { id: worker.id }, select: { status: true } });
+    const wasOnline = before?.status === 'online';
     await this.db.worker.update({
       where: { id: worker.id },
       data: {
@@ -119,11 +116,12 @@ export class WorkerService {
         labels: JSON.stringify(hello.labels),
         drivers: JSON.stringify(hello.drivers),
         connected: true,
+        controllerId: this.opts.controllerId,
         status: 'online',
         lastSeenAt: new Date(),
       },
     });
-    this.liveness.set(worker.id, { name: worker.name, lastSeenMs: Date.now(), online: true, connected: true, dirty: false, suspect: false });
+    this.liveness.heardFrom(worker.id, worker.name);
     await this.events.append([
       {
         kind: wasOnline ? 'worker.connected' : 'worker.online',
@@ -150,72 +148,21 @@ export class WorkerService {
     this.bus.scheduleRequested();
   }
 
-  onHeartbeat(workerId: string): void {
-    const l = this.liveness.get(workerId);
-    if (l) {
-      l.lastSeenMs = Date.now();
-      l.dirty = true;
-    }
+  /**
+   * A message from the worker on a stream this controller holds. Resolves once that is recorded
+   * in the database (rejects when it could not be, or the worker is not online there).
+   */
+  onHeartbeat(workerId: string): Promise<void> {
+    this.liveness.heardFrom(workerId);
+    return this.heartbeats.record(workerId);
   }
 
-  async onDisconnect(workerId: string): Promise<void> {
-    const l = this.liveness.get(workerId);
-    if (!l || !l.connected) return;
-    l.connected = false;
-    // Stay "online" until the heartbeat timeout: a network blip must not fail every VM.
-    await this.db.worker.updateMany({ where: { id: workerId }, data: { connected: false } });
-    await this.events.append([{ kind: 'worker.disconnected', level: 'warn', message: `worker ${l.name} disconnected`, workerId, actor: 'controller' }]);
-  }
-
-  /** Suspect / lost detection and lastSeenAt flush. Exposed for tests. */
-  async tick(now = Date.now()): Promise<void> {
-    const seen: { id: string; at: Date; l: Liveness }[] = [];
-    const t = this.opts.timings;
-    for (const [id, l] of this.liveness) {
-      if (l.dirty) seen.push({ id, at: new Date(l.lastSeenMs), l });
-      const silentMs = now - l.lastSeenMs;
-      // One worker's failing write must not hold up the others; it is retried next tick.
-      try {
-        if (l.online && !l.suspect && silentMs > t.suspectAfterMs) {
-          const why = l.connected ? `no heartbeat for ${Math.round(silentMs / 1000)}s` : 'its connection is lost';
-          await this.vms.markWorkerUnreachable(id, `worker ${l.name} unreachable (${why}); the VM may still be running there`);
-          l.suspect = true;
-        }
-        if (l.online && silentMs > t.lostAfterMs) await this.markLost(id, l, silentMs);
-      } catch (err) {
-        this.log.error({ err, worker: l.name }, 'worker liveness transition failed; retrying');
-      }
-    }
-    if (seen.length > 0) {
-      try {
-        await this.db.$transaction(async (tx) => {
-          for (const s of seen) await tx.worker.updateMany({ where: { id: s.id }, data: { lastSeenAt: s.at } });
-        });
-        for (const s of seen) if (s.l.lastSeenMs === s.at.getTime()) s.l.dirty = false;
-      } catch (err) {
-        this.log.warn({ err }, 'could not record when workers were last seen; retrying');
-      }
-    }
-    this.refreshGauges();
-  }
-
-  /** lostAfter passed: offline, and its "reschedule" VMs fail (the worker has fenced them by now). */
-  private async markLost(id: string, l: Liveness, silentMs: number): Promise<void> {
-    const silentS = Math.round(silentMs / 1000);
-    this.log.warn({ worker: l.name, silentS }, 'worker lost');
-    if (l.connected) this.opts.disconnect(id, 'no heartbeat within the offline timeout');
-    await this.db.worker.updateMany({ where: { id }, data: { status: 'offline', connected: false } });
-    const failed = await this.vms.handleLostWorker(id, l.name, silentS);
-    await this.events.append([{ kind: 'worker.offline', level: 'warn', message: `worker ${l.name} is offline (no heartbeat for ${silentS}s)`, workerId: id }]);
-    l.online = false;
-    l.connected = false;
-    if (failed > 0) this.bus.scheduleRequested();
-  }
-
-  private refreshGauges(): void {
-    let online = 0;
-    for (const l of this.liveness.values()) if (l.online) online++;
-    this.metrics.workersByStatus.set({ status: 'online' }, online);
+  /** This controller's stream of the worker ended (a newer stream, here or elsewhere, is left alone). */
+  async onDisconnect(worker: { id: string; name: string }): Promise<void> {
+    const res = await this.db.worker.updateMany({ where: { id: worker.id, controllerId: this.opts.controllerId, connected: true }, data: { connected: false } });
+    if (res.count === 0) return;
+    // Stays "online" until the heartbeat timeout: a network blip must not fail every VM.
+    await this.events.append([{ kind: 'worker.disconnected', level: 'warn', message: `worker ${worker.name} disconnected`, workerId: worker.id, actor: 'controller' }]);
   }
 
   // ---------------------------------------------------------------- operator actions
@@ -228,12 +175,12 @@ export class WorkerService {
 
   async view(w: Worker): Promise<WorkerObject> {
     const [use, expiry] = await Promise.all([loadWorkerUse(this.db, w.id), loadCertificateExpiry(this.db, w.id)]);
-    return toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id), expiry.get(w.id));
+    return toWorkerObject(w, use.get(w.id), expiry.get(w.id));
   }
 
   async list(): Promise<WorkerObject[]> {
     const [workers, use, expiry] = await Promise.all([this.db.worker.findMany({ orderBy: { name: 'asc' } }), loadWorkerUse(this.db), loadCertificateExpiry(this.db)]);
-    return workers.map((w) => toWorkerObject(w, use.get(w.id), this.isOnline(w.id), this.isConnected(w.id), expiry.get(w.id)));
+    return workers.map((w) => toWorkerObject(w, use.get(w.id), expiry.get(w.id)));
   }
 
   async setPaused(name: string, paused: boolean, actor: string): Promise<Worker> {
@@ -262,9 +209,9 @@ export class WorkerService {
   async delete(name: string, actor: string, opts: { force?: boolean } = {}): Promise<void> {
     const w = await this.getByName(name);
     if (!opts.force) {
-      if (this.isOnline(w.id)) {
+      if (w.status === 'online') {
         throw conflict(
-          `worker ${name} is ${this.isConnected(w.id) ? 'connected' : 'not lost yet'}: its VMs may still be running there and would run twice if re-placed now. ` +
+          `worker ${name} is ${w.connected ? 'connected' : 'not lost yet'}: its VMs may still be running there and would run twice if re-placed now. ` +
             'Drain it and delete its VMs first, wait until it is offline, or delete with force=true if the host is gone for good',
           { worker: name },
         );
@@ -279,7 +226,7 @@ export class WorkerService {
       }
     }
     this.opts.disconnect(w.id, `worker deleted by ${actor}`);
-    this.liveness.delete(w.id);
+    this.liveness.forget(w.id);
     await this.vms.forgetWorker(w.id, w.name, actor);
     await this.db.worker.delete({ where: { id: w.id } });
     await this.events.append([{ kind: 'worker.deleted', level: 'warn', message: `worker ${name} deleted by ${actor}; its credential is revoked`, workerId: w.id, actor }]);

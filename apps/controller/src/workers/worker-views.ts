@@ -42,12 +42,12 @@ export function parseDrivers(json: string): string[] {
   }
 }
 
-export async function loadWorkerViews(db: FleetDb, isOnline: (id: string) => boolean): Promise<WorkerView[]> {
+export async function loadWorkerViews(db: FleetDb): Promise<WorkerView[]> {
   const [workers, use] = await Promise.all([db.worker.findMany(), loadWorkerUse(db)]);
   return workers.map((w) => ({
     id: w.id,
     name: w.name,
-    online: isOnline(w.id),
+    online: w.status === 'online',
     paused: w.paused,
     labels: parseLabels(w.labels),
     drivers: parseDrivers(w.drivers),
@@ -66,12 +66,12 @@ export async function loadCertificateExpiry(db: FleetDb, workerId?: string): Pro
   return out;
 }
 
-export function toWorkerObject(w: Worker, use: WorkerUse | undefined, online: boolean, connected: boolean, certificateExpiresAt?: Date): WorkerObject {
+export function toWorkerObject(w: Worker, use: WorkerUse | undefined, certificateExpiresAt?: Date): WorkerObject {
   return {
     id: w.id,
     name: w.name,
-    status: online ? 'online' : 'offline',
-    connected,
+    status: w.status === 'online' ? 'online' : 'offline',
+    connected: w.connected,
     paused: w.paused,
     hostname: w.hostname,
     os: w.os,

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { ApiContext } from '../context.ts';
-import { ControllerInfo, SchedulerSettings, WhoAmI } from '../schemas.ts';
+import { ControllerInfo, ControllerList, SchedulerSettings, WhoAmI } from '../schemas.ts';
 import { actorOf } from '../auth-hook.ts';
 
 const Health = Type.Object({
@@ -15,6 +15,14 @@ const Health = Type.Object({
       checkedAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the write probe last ran' })),
     }),
   }),
+  controller: Type.Optional(
+    Type.Object({
+      id: Type.String(),
+      name: Type.String(),
+      role: Type.Union([Type.Literal('leader'), Type.Literal('follower')], { description: 'leader: runs the scheduler and worker liveness; every controller serves the API and worker streams' }),
+      leader: Type.Union([Type.String(), Type.Null()], { description: "the leader's name as this controller last saw it" }),
+    }),
+  ),
 });
 
 export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
@@ -30,9 +38,16 @@ export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       },
       async (_req, reply) => {
         const storage = ctx.storage?.status() ?? { ok: true };
-        if (storage.ok) return { status: 'ok' as const, checks: { storage } };
-        return reply.code(503).header('retry-after', String(ctx.storage!.retryAfterS)).send({ status: 'degraded' as const, checks: { storage } });
+        const c = ctx.cluster;
+        const controller = c ? { controller: { id: c.id, name: c.name, role: c.isLeader() ? ('leader' as const) : ('follower' as const), leader: c.leaderName() } } : {};
+        if (storage.ok) return { status: 'ok' as const, checks: { storage }, ...controller };
+        return reply.code(503).header('retry-after', String(ctx.storage!.retryAfterS)).send({ status: 'degraded' as const, checks: { storage }, ...controller });
       },
+    );
+    app.get(
+      '/v1/controllers',
+      { config: { role: 'read' }, schema: { tags: ['meta'], summary: "The fleet's controllers as this one sees them: role, liveness, worker streams held", response: { 200: ControllerList } } },
+      async () => ({ items: ctx.cluster?.controllers() ?? [] }),
     );
     app.get('/v1/info', { config: { role: 'read' }, schema: { tags: ['meta'], response: { 200: ControllerInfo } } }, async () => ctx.info());
     app.get('/v1/whoami', { config: { role: 'any' }, schema: { tags: ['meta'], response: { 200: WhoAmI } } }, async (req) => ({ name: req.principal!.name, roles: req.principal!.roles }));

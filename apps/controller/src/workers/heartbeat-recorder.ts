@@ -1,0 +1,88 @@
+// Records that workers are alive, in the database, for whichever controller judges liveness (the
+// leader, maybe another process). Heartbeats arriving together are written in one transaction.
+// `record` resolves only once the write committed: a controller that is not the leader renews a
+// worker's lease only then, so the leader can never see a worker as silent that this controller
+// is still keeping alive (which would let a VM run twice).
+//
+// A worker whose row is no longer `online` (the leader found it lost, or an operator deleted it)
+// is not renewed; `onNotOnline` is told so its stream is closed and the worker reconnects with a
+// Hello, which reconciles it.
+import type { FleetDb } from '@fleet/db';
+import type { Logger } from 'pino';
+import type { ErrorSink } from '../storage/backoff.ts';
+
+/** The worker's row says it is not online: no renewal. */
+export class WorkerNotOnlineError extends Error {
+  constructor(readonly workerId: string) {
+    super(`worker ${workerId} is not online in the database`);
+    this.name = 'WorkerNotOnlineError';
+  }
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+export class HeartbeatRecorder {
+  private batch = new Map<string, { at: Date; waiters: Waiter[] }>();
+  private flushing = false;
+  private scheduled = false;
+
+  constructor(
+    private readonly db: FleetDb,
+    private readonly controllerId: string,
+    private readonly log: Logger,
+    private readonly opts: { sink?: ErrorSink; onNotOnline?: (workerId: string) => void } = {},
+  ) {}
+
+  /** The worker was heard from now. Resolves when that is committed; rejects when it could not be. */
+  record(workerId: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const entry = this.batch.get(workerId);
+      if (entry) {
+        entry.at = new Date();
+        entry.waiters.push({ resolve, reject });
+      } else {
+        this.batch.set(workerId, { at: new Date(), waiters: [{ resolve, reject }] });
+      }
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.flushing) return;
+    this.scheduled = true;
+    setImmediate(() => void this.flush());
+  }
+
+  private async flush(): Promise<void> {
+    this.scheduled = false;
+    if (this.batch.size === 0) return;
+    this.flushing = true;
+    const batch = this.batch;
+    this.batch = new Map();
+    const notOnline: string[] = [];
+    try {
+      await this.db.$transaction(async (tx) => {
+        for (const [id, e] of batch) {
+          // Re-asserting connected/controllerId heals a flag cleared while this controller looked dead.
+          const res = await tx.worker.updateMany({ where: { id, status: 'online' }, data: { lastSeenAt: e.at, connected: true, controllerId: this.controllerId } });
+          if (res.count === 0) notOnline.push(id);
+        }
+      });
+      for (const [id, e] of batch) {
+        if (notOnline.includes(id)) for (const w of e.waiters) w.reject(new WorkerNotOnlineError(id));
+        else for (const w of e.waiters) w.resolve();
+      }
+      for (const id of notOnline) this.opts.onNotOnline?.(id);
+    } catch (err) {
+      this.opts.sink?.observe(err);
+      this.log.warn({ err, workers: batch.size }, 'could not record worker heartbeats; their leases are not renewed by this controller');
+      for (const e of batch.values()) for (const w of e.waiters) w.reject(err);
+    } finally {
+      this.flushing = false;
+      if (this.batch.size > 0) this.schedule();
+    }
+  }
+}
