@@ -14,10 +14,12 @@
 //
 // Timings: heartbeat 1 s, lostAfter 8 s → fenceAfter 6 s; leader lease 2 s (renewed every ~667 ms).
 // Needs root, ip, nft and PostgreSQL's binaries; otherwise the PostgreSQL part is skipped loudly.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { REPO_ROOT, removeDir, startControllerProcess, startProcess, tempDir, waitUntil, type ControllerProcess } from './support/fleet-processes.ts';
 // create(): POST /v1/vms with an Idempotency-Key, retried on another controller on connection errors and 5xx.
-import { createWithFailover as create, haLabMissing, HaLab, LiveInstanceSampler, metricValue, type CreateOutcome, type HaController } from './support/ha-lab.ts';
+import { createWithFailover as create, haLabMissing, HaLab, LiveInstanceSampler, metricValue, type ControllerRow, type CreateOutcome, type HaController } from './support/ha-lab.ts';
 
 const why = haLabMissing();
 if (why) {
@@ -55,6 +57,23 @@ class LeaderSampler {
     this.stopped = true;
     await this.loop;
   }
+}
+
+/**
+ * /v1/controllers once both worker streams are counted and the counts read the same twice, 2 s
+ * apart (each controller refreshes its row every few seconds): who holds which streams right now.
+ */
+async function steadyStreams(via: HaController): Promise<ControllerRow[]> {
+  const counts = (rs: ControllerRow[]) => rs.map((r) => `${r.name}=${r.connectedWorkers}`).sort().join(' ');
+  let rows: ControllerRow[] = [];
+  await waitUntil(async () => {
+    const a = await via.api.controllers();
+    if (a.reduce((n, r) => n + r.connectedWorkers, 0) !== lab.workers.length) return false;
+    await sleep(2_000);
+    rows = await via.api.controllers();
+    return counts(a) === counts(rows);
+  }, 30_000, 'both worker streams counted, steady', 250);
+  return rows;
 }
 
 /** The placements of a VM in its event log ("pending → scheduled on wN (attempt k)"). */
@@ -97,6 +116,17 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     }
     // Both workers are connected (each to some controller), each once.
     await waitUntil(async () => (await leader.api.controllers()).reduce((n, r) => n + r.connectedWorkers, 0) === 2, 15_000, 'two worker streams counted');
+    // Each worker enrolled through c1 alone, and was handed every controller (worker.json, kept up to date by Welcome).
+    const known = (dataDir: string): string[] => {
+      try {
+        return [...(JSON.parse(readFileSync(path.join(dataDir, 'worker.json'), 'utf8')) as { controllers?: string[] }).controllers ?? []].sort();
+      } catch {
+        return [];
+      }
+    };
+    for (const w of lab.workers) {
+      await waitUntil(() => JSON.stringify(known(w.dataDir)) === JSON.stringify(lab.controllers.map((c) => c.grpcAddress).sort()), 15_000, `${w.name} knowing all three controllers (has ${known(w.dataDir).join(', ')})`);
+    }
     // Prometheus: 1 on the leader only.
     for (const c of lab.controllers) expect(metricValue(await c.api.metrics(), 'fleet_controller_leader'), c.name).toBe(c === leader ? 1 : 0);
     expect(metricValue(await leader.api.metrics(), 'fleet_leadership_changes_total')).toBeGreaterThanOrEqual(1);
@@ -196,8 +226,7 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
 
   it('a controller cut off from the database: a new leader within 5 s, it stops leading, its workers go elsewhere, nothing runs twice; healed, it rejoins as a follower', async () => {
     const { leader } = await lab.waitForLeader();
-    await waitUntil(async () => (await leader.api.controllers()).reduce((n, r) => n + r.connectedWorkers, 0) === 2, 20_000, 'both worker streams counted');
-    const rows = await leader.api.controllers();
+    const rows = await steadyStreams(leader);
     const streams = (c: HaController) => rows.find((r) => r.name === c.name)?.connectedWorkers ?? 0;
     // The leader, and when it holds no worker stream also the follower holding the most: the cut-off
     // side then covers both "the leader" and "a controller holding workers".
@@ -274,11 +303,7 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
   it('a change made through one controller reaches a worker whose stream another controller holds', async () => {
     const { leader } = await lab.waitForLeader();
     // Two workers, three controllers: at least one controller holds no stream. Changes go through it.
-    let rows = await leader.api.controllers();
-    await waitUntil(async () => {
-      rows = await leader.api.controllers();
-      return rows.reduce((n, r) => n + r.connectedWorkers, 0) === 2;
-    }, 20_000, 'both worker streams counted');
+    const rows = await steadyStreams(leader);
     const idle = lab.controllers.filter((c) => rows.find((r) => r.name === c.name)?.connectedWorkers === 0);
     expect(idle.length).toBeGreaterThan(0);
     // A follower if possible: the API that takes the change, the scheduler and the stream then all differ.
