@@ -21,7 +21,7 @@ import { Runtime } from './runtime.ts';
 import { CLI_VERSION } from './version.ts';
 
 const ENVIRONMENT_HELP = `Environment:
-  FLEET_URL       controller URL (overrides the context; --url overrides it)
+  FLEET_URL       controller URL, or several separated by commas (overrides the context; --url overrides it)
   FLEET_TOKEN     API token (overrides the context; --token overrides it)
   FLEET_CONTEXT   context to use instead of the current one (--context overrides it)
   FLEET_CONFIG    config file (default $XDG_CONFIG_HOME/fleet/config.json or ~/.config/fleet/config.json)
@@ -42,7 +42,7 @@ export function buildProgram(rt: Runtime): Command {
     .usage('[global options] <command> [options]')
     .option('--json', 'machine-readable output: the API objects as one JSON document (NDJSON for streams)')
     .option('--context <name>', 'use this saved context instead of the current one')
-    .option('--url <url>', 'controller URL (overrides FLEET_URL and the context)')
+    .option('--url <url>', 'controller URL (overrides FLEET_URL and the context); repeat it or separate with commas for several controllers, tried in order', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option('--token <token>', 'API token (overrides FLEET_TOKEN and the context)')
     .option('--request-timeout <duration>', 'give up on a request after this long (default 30s)')
     .helpCommand('help [command]', 'show help for a command')

@@ -2,6 +2,7 @@
 // the resolved controller target and an API client built from the global flags.
 import type { Command } from 'commander';
 import { ApiClient } from './client/api-client.ts';
+import { registerControllerUrls } from './client/controller-endpoints.ts';
 import { pinControllerCa } from './client/controller-trust.ts';
 import { configPath, loadConfig, resolveTarget, saveConfig, type Config, type Target } from './config/contexts.ts';
 import { UsageError } from './errors.ts';
@@ -13,7 +14,8 @@ import { formatKeyValues, formatTable } from './output/table.ts';
 export interface GlobalOptions {
   json?: boolean;
   context?: string;
-  url?: string;
+  /** --url, repeatable (each value may also be a comma-separated list). */
+  url?: string[];
   token?: string;
   requestTimeout?: string;
 }
@@ -93,8 +95,10 @@ export class Runtime {
       config: this.loadConfig(),
       configPath: this.configPath(),
     });
-    // Every request and session to this URL trusts only the context's pinned CA.
-    if (target.url && target.caPem) pinControllerCa(target.url, target.caPem, target.contextName);
+    // Every request and session to these URLs trusts only the context's pinned CA, and a
+    // connection that cannot be made to one moves on to the next.
+    if (target.caPem) for (const url of target.urls) pinControllerCa(url, target.caPem, target.contextName);
+    if (target.urls.length > 0) registerControllerUrls(target.urls);
     return target;
   }
 

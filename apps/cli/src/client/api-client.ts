@@ -7,6 +7,12 @@
 // body on connection failures, timeouts, 502/503/504 and 409 idempotency_key_in_flight, with
 // backoff and honouring Retry-After: the controller answers a repeat with the first outcome, so
 // a retry never does the thing twice. Nothing else is retried, and no other 4xx ever.
+//
+// Several controllers (issue 13): the base URL may belong to a group of URLs (a context with several,
+// see controller-endpoints.ts). When no connection can be made to one (refused, unreachable, a
+// connect timeout; a reset before any answer only where repeating is safe), the same request goes
+// to the next at once, and the first that answers is used for the rest of the process. Any HTTP
+// response is an answer; a certificate that does not verify is reported, never skipped.
 import { randomUUID } from 'node:crypto';
 //
 // Only types come from the controller package (`import type`): the CLI never
@@ -31,6 +37,7 @@ import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from
 import { formatDuration } from '../output/durations.ts';
 import { CLI_VERSION } from '../version.ts';
 import { readNdjson } from './ndjson.ts';
+import { endpointsFor, failoverCode, type ControllerEndpoints } from './controller-endpoints.ts';
 import { fetchFor, isCertificateError, untrustedControllerError } from './controller-trust.ts';
 
 export type VmState = VmObject['state'];
@@ -63,7 +70,7 @@ export interface ApiClientOptions {
   signal?: AbortSignal | undefined;
   /** Retries of idempotent requests (see the top of the file). */
   retry?: Partial<RetryPolicy>;
-  /** Told before each retry (the CLI prints it on stderr). */
+  /** Told before each retry, and when a controller cannot be reached and the next one is tried (the CLI prints it on stderr). */
   onRetry?: (message: string) => void;
 }
 
@@ -97,6 +104,8 @@ class AttemptFailure {
     readonly reason: string,
     readonly retryable: boolean,
     readonly retryAfterMs?: number,
+    /** No connection could be made (nothing reached the controller): another controller may be tried. */
+    readonly failover = false,
   ) {}
 }
 
@@ -154,7 +163,7 @@ function networkReason(err: unknown): string {
 }
 
 export class ApiClient {
-  readonly url: string;
+  private readonly endpoints: ControllerEndpoints;
   private readonly token: string | null;
   private readonly timeoutMs: number;
   private readonly streamIdleMs: number;
@@ -163,13 +172,18 @@ export class ApiClient {
   private readonly onRetry: ((message: string) => void) | undefined;
 
   constructor(opts: ApiClientOptions) {
-    this.url = opts.url.replace(/\/+$/, '');
+    this.endpoints = endpointsFor(opts.url.replace(/\/+$/, ''));
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.streamIdleMs = opts.streamIdleMs ?? 45_000;
     this.signal = opts.signal;
     this.retry = { ...DEFAULT_RETRY, ...opts.retry };
     this.onRetry = opts.onRetry;
+  }
+
+  /** The controller URL in use (the first of its context's that answered). */
+  get url(): string {
+    return this.endpoints.active;
   }
 
   // ------------------------------------------------------------------ meta
@@ -274,11 +288,11 @@ export class ApiClient {
     return data;
   }
 
-  private urlFor(path: string, query?: Query): string {
+  private urlFor(base: string, path: string, query?: Query): string {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== '') params.set(k, String(v));
     const qs = params.toString();
-    return `${this.url}${path}${qs ? `?${qs}` : ''}`;
+    return `${base}${path}${qs ? `?${qs}` : ''}`;
   }
 
   private headers(hasBody: boolean, accept: string): Record<string, string> {
@@ -324,8 +338,34 @@ export class ApiClient {
     });
   }
 
-  /** One try: the answer, or the failure with whether a retry could help. */
+  /**
+   * One try: the answer, or the failure with whether a retry could help. A controller that
+   * cannot be reached hands the request to the next URL of its group at once.
+   */
   private async attempt<T>(method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
+    // A reset before the answer may come after the controller acted: only safe requests move on then.
+    const repeatable = method === 'GET' || method === 'HEAD' || headers['idempotency-key'] !== undefined;
+    const candidates = this.endpoints.candidates();
+    const unreachable: string[] = [];
+    for (let i = 0; ; i++) {
+      const url = candidates[i]!;
+      const result = await this.attemptAt<T>(url, method, path, query, headers, body, repeatable);
+      if (!(result instanceof AttemptFailure) || !result.failover) {
+        this.endpoints.answered(url);
+        return result;
+      }
+      unreachable.push(`${url}: ${result.reason}`);
+      const next = candidates[i + 1];
+      if (next === undefined) {
+        if (unreachable.length === 1) return result;
+        const error = new UnreachableError(`cannot reach any controller of this context (${unreachable.join('; ')}); ${HINT}`, { cause: result.error });
+        return new AttemptFailure(error, `no controller reachable`, result.retryable, result.retryAfterMs, true);
+      }
+      this.onRetry?.(`cannot reach the controller at ${url} (${result.reason}); trying ${next}`);
+    }
+  }
+
+  private async attemptAt<T>(url: string, method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined, repeatable: boolean): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
     const ac = new AbortController();
     const onUserAbort = () => ac.abort();
     this.signal?.addEventListener('abort', onUserAbort, { once: true });
@@ -336,10 +376,10 @@ export class ApiClient {
     }, this.timeoutMs);
     try {
       if (this.signal?.aborted) throw new InterruptedError();
-      let res: Response;
+      let res: Response | undefined;
       let text: string;
       try {
-        res = await fetchFor(this.url)(this.urlFor(path, query), {
+        res = await fetchFor(url)(this.urlFor(url, path, query), {
           method,
           headers: { ...this.headers(body !== undefined, 'application/json'), ...headers },
           ...(body !== undefined ? { body } : {}),
@@ -347,12 +387,14 @@ export class ApiClient {
         });
         text = await res.text();
       } catch (err) {
-        const error = this.networkError(err, timedOut);
+        const error = this.networkError(url, err, timedOut);
         const reason = timedOut ? `no answer within ${formatDuration(this.timeoutMs)}` : networkReason(err);
-        return new AttemptFailure(error, reason, error instanceof UnreachableError && (timedOut || RETRYABLE_NETWORK.has(networkCode(err) ?? '')));
+        // Only when fetch itself failed (no response yet): a body cut off is after the answer.
+        const failover = res === undefined && !timedOut && error instanceof UnreachableError && failoverCode(networkCode(err), repeatable);
+        return new AttemptFailure(error, reason, error instanceof UnreachableError && (timedOut || RETRYABLE_NETWORK.has(networkCode(err) ?? '')), undefined, failover);
       }
       if (!res.ok) {
-        const error = this.httpError(res, text);
+        const error = this.httpError(url, res, text);
         const retryable = RETRYABLE_STATUS.has(res.status) || (res.status === 409 && error.code === 'idempotency_key_in_flight');
         return new AttemptFailure(error, `HTTP ${res.status} ${error.code}`, retryable, parseRetryAfter(res.headers.get('retry-after')));
       }
@@ -360,7 +402,7 @@ export class ApiClient {
       try {
         return { status: res.status, data: JSON.parse(text) as T };
       } catch {
-        throw new CliError(`${this.url} answered ${method} ${path} with something that is not JSON (HTTP ${res.status}); is it a Fleet controller?`, ExitCode.ERROR);
+        throw new CliError(`${url} answered ${method} ${path} with something that is not JSON (HTTP ${res.status}); is it a Fleet controller?`, ExitCode.ERROR);
       }
     } finally {
       clearTimeout(timer);
@@ -382,13 +424,23 @@ export class ApiClient {
     try {
       if (this.signal?.aborted) throw new InterruptedError();
       if (stop?.aborted) return;
-      let res: Response;
-      try {
-        res = await fetchFor(this.url)(this.urlFor(path, query), { headers: this.headers(false, 'application/x-ndjson'), signal: ac.signal });
-      } catch (err) {
-        if (stop?.aborted && !this.signal?.aborted) return;
-        throw this.networkError(err, timedOut);
+      let res: Response | undefined;
+      let url = this.url;
+      // The controllers of the group in turn, within the one timeout, until one answers.
+      const candidates = this.endpoints.candidates();
+      for (let i = 0; res === undefined; i++) {
+        url = candidates[i]!;
+        try {
+          res = await fetchFor(url)(this.urlFor(url, path, query), { headers: this.headers(false, 'application/x-ndjson'), signal: ac.signal });
+        } catch (err) {
+          if (stop?.aborted && !this.signal?.aborted) return;
+          const error = this.networkError(url, err, timedOut);
+          const next = candidates[i + 1];
+          if (next === undefined || timedOut || !(error instanceof UnreachableError) || !failoverCode(networkCode(err), true)) throw error;
+          this.onRetry?.(`cannot reach the controller at ${url} (${networkReason(err)}); trying ${next}`);
+        }
       }
+      this.endpoints.answered(url);
       clearTimeout(timer);
       if (!res.ok) {
         let text = '';
@@ -397,7 +449,7 @@ export class ApiClient {
         } catch {
           // the status says enough
         }
-        throw this.httpError(res, text);
+        throw this.httpError(url, res, text);
       }
       if (!res.body) return;
       const reader = res.body.getReader();
@@ -431,9 +483,9 @@ export class ApiClient {
         if (this.signal?.aborted) throw new InterruptedError();
         if (stop?.aborted) return;
         if (stalled) {
-          throw new UnreachableError(`lost the watch stream from ${this.url}: no data for ${formatDuration(idleMs)} (the controller sends keepalives every 15s)`);
+          throw new UnreachableError(`lost the watch stream from ${url}: no data for ${formatDuration(idleMs)} (the controller sends keepalives every 15s)`);
         }
-        throw new UnreachableError(`lost the watch stream from ${this.url}: ${networkReason(err)}`, { cause: err });
+        throw new UnreachableError(`lost the watch stream from ${url}: ${networkReason(err)}`, { cause: err });
       }
     } finally {
       clearTimeout(timer);
@@ -443,16 +495,16 @@ export class ApiClient {
     }
   }
 
-  private networkError(err: unknown, timedOut: boolean): CliError {
+  private networkError(url: string, err: unknown, timedOut: boolean): CliError {
     if (err instanceof CliError) return err;
     if (this.signal?.aborted) return new InterruptedError();
-    if (timedOut) return new UnreachableError(`cannot reach the controller at ${this.url}: no answer within ${formatDuration(this.timeoutMs)}; ${HINT}`);
+    if (timedOut) return new UnreachableError(`cannot reach the controller at ${url}: no answer within ${formatDuration(this.timeoutMs)}; ${HINT}`);
     const code = networkCode(err);
-    if (isCertificateError(code)) return untrustedControllerError(this.url, code!);
-    return new UnreachableError(`cannot reach the controller at ${this.url}: ${networkReason(err)}; ${HINT}`, { cause: err });
+    if (isCertificateError(code)) return untrustedControllerError(url, code!);
+    return new UnreachableError(`cannot reach the controller at ${url}: ${networkReason(err)}; ${HINT}`, { cause: err });
   }
 
-  private httpError(res: Response, text: string): ApiError {
+  private httpError(url: string, res: Response, text: string): ApiError {
     let code = `http_${res.status}`;
     let message = '';
     let details: unknown;
@@ -466,7 +518,7 @@ export class ApiClient {
     } catch {
       // not our error shape (a proxy?): fall back to the status line
     }
-    if (!message) message = `HTTP ${res.status} ${res.statusText || ''}`.trim() + ` from ${this.url}`;
+    if (!message) message = `HTTP ${res.status} ${res.statusText || ''}`.trim() + ` from ${url}`;
     switch (res.status) {
       case 401:
         message = this.token

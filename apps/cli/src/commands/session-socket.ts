@@ -2,8 +2,12 @@
 // docs/api.md "Sessions"), shared by exec, ssh, port-forward and cp.
 // Backpressure: stdin is read only while the socket's unsent bytes stay under a
 // bound; output is written to stdout/stderr and the socket is paused while they drain.
+// Several controllers (issue 13): a socket that cannot connect to one controller of the URL's
+// group (client/controller-endpoints.ts) is opened on the next at once. That is safe: nothing of
+// the session is sent before the WebSocket is open. Certificate failures are reported, not skipped.
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
+import { endpointsFor, failoverCode, type ControllerEndpoints } from '../client/controller-endpoints.ts';
 import { isCertificateError, untrustedControllerError, wsTlsOptions } from '../client/controller-trust.ts';
 import { ApiError, CliError, ExitCode, UnreachableError } from '../errors.ts';
 
@@ -40,6 +44,8 @@ export const SESSION_EXIT = {
 } as const;
 
 const HIGH_WATER = 1024 * 1024;
+/** With another controller to try: give up on a WebSocket that has not opened (nor been answered) after this long. */
+export const SESSION_CONNECT_TIMEOUT_MS = 10_000;
 const CH_STDIN = 0;
 const CH_STDOUT = 1;
 const CH_STDERR = 2;
@@ -64,7 +70,11 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   private beforeOpen: Array<{ data: Buffer | string; cb?: () => void }> | null = [];
   sessionId = '';
 
-  private constructor(private readonly ws: WebSocket) {
+  private ws!: WebSocket;
+  /** Controllers that could not be reached, for the error when none can. */
+  private readonly unreachable: string[] = [];
+
+  private constructor() {
     super();
     this.outcome = new Promise((resolve, reject) => {
       this.resolveOutcome = resolve;
@@ -74,23 +84,54 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   }
 
   static open(url: string, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): SessionSocket {
-    const wsUrl = `${url.replace(/\/+$/, '').replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/session`;
+    const endpoints = endpointsFor(url.replace(/\/+$/, ''));
+    const s = new SessionSocket();
+    s.dial(endpoints, endpoints.candidates(), 0, token, vm, opening);
+    return s;
+  }
+
+  /** Opens the WebSocket to `candidates[index]`; moves on to the next while none could be connected to. */
+  private dial(endpoints: ControllerEndpoints, candidates: string[], index: number, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): void {
+    const base = candidates[index]!;
+    const wsUrl = `${base.replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/session`;
     const ws = new WebSocket(wsUrl, ['fleet.v1'], {
-      ...wsTlsOptions(url.replace(/\/+$/, '')),
+      ...wsTlsOptions(base),
       headers: token ? { authorization: `Bearer ${token}` } : {},
       perMessageDeflate: false,
       maxPayload: 4 * 1024 * 1024,
     });
-    const s = new SessionSocket(ws);
+    this.ws = ws;
     ws.binaryType = 'nodebuffer';
+    const next = candidates[index + 1];
+    let answered = false;
+    const answer = (): void => {
+      answered = true;
+      clearTimeout(connectTimer);
+      endpoints.answered(base);
+    };
+    // Abandons this socket for the next controller (only before any answer: nothing was sent).
+    const moveOn = (reason: string): boolean => {
+      if (answered || next === undefined || this.settled || this.ws !== ws) return false;
+      clearTimeout(connectTimer);
+      this.unreachable.push(`${base}: ${reason}`);
+      ws.removeAllListeners();
+      ws.on('error', () => {});
+      ws.terminate();
+      this.dial(endpoints, candidates, index + 1, token, vm, opening);
+      return true;
+    };
+    const connectTimer = next === undefined ? undefined : setTimeout(() => moveOn(`no connection within ${SESSION_CONNECT_TIMEOUT_MS / 1000} s`), SESSION_CONNECT_TIMEOUT_MS);
+    connectTimer?.unref();
     ws.on('open', () => {
+      answer();
       const first = 'start' in opening ? { type: 'start', ...opening.start } : { type: 'attach', ...opening.attach };
       ws.send(JSON.stringify(first));
-      const queued = s.beforeOpen ?? [];
-      s.beforeOpen = null;
+      const queued = this.beforeOpen ?? [];
+      this.beforeOpen = null;
       for (const q of queued) ws.send(q.data, () => q.cb?.());
     });
     ws.on('unexpected-response', (_req, res) => {
+      answer();
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
@@ -104,24 +145,30 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
         } catch {
           /* not JSON */
         }
-        s.fail(new ApiError(message, res.statusCode ?? 0, code));
+        this.fail(new ApiError(message, res.statusCode ?? 0, code));
       });
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {
-      if (s.settled) return;
-      if (isCertificateError(err.code)) s.fail(untrustedControllerError(url.replace(/\/+$/, ''), err.code!));
-      else if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT') {
-        s.fail(new UnreachableError(`cannot reach the controller at ${url}: ${err.message}`));
-      } else s.fail(new CliError(`session connection failed: ${err.message}`, ExitCode.ERROR));
+      if (this.settled) return;
+      if (isCertificateError(err.code)) {
+        this.fail(untrustedControllerError(base, err.code!));
+        return;
+      }
+      if (!answered && failoverCode(err.code, true) && moveOn(err.code ?? err.message)) return;
+      clearTimeout(connectTimer);
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT' || err.code === 'ENETUNREACH') {
+        const tried = this.unreachable.length > 0 ? ` (also tried ${this.unreachable.join('; ')})` : '';
+        this.fail(new UnreachableError(`cannot reach the controller at ${base}: ${err.message}${tried}`));
+      } else this.fail(new CliError(`session connection failed: ${err.message}`, ExitCode.ERROR));
     });
-    ws.on('message', (data: Buffer, isBinary: boolean) => s.onMessage(data, isBinary));
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => {
-      if (s.settled) return;
+      clearTimeout(connectTimer);
+      if (this.settled) return;
       const why = reason.toString() || (code === 1006 ? 'connection lost' : `closed with ${code}`);
-      if (code === 1009) s.settle({ kind: 'error', code: 'too-big', message: 'the controller closed the session: a frame exceeded 1 MiB' });
-      else s.settle({ kind: 'error', code: 'connection-lost', message: `the connection to the controller was lost (${why}); the remote command's outcome is unknown` });
+      if (code === 1009) this.settle({ kind: 'error', code: 'too-big', message: 'the controller closed the session: a frame exceeded 1 MiB' });
+      else this.settle({ kind: 'error', code: 'connection-lost', message: `the connection to the controller was lost (${why}); the remote command's outcome is unknown` });
     });
-    return s;
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {

@@ -67,7 +67,7 @@ export function registerSshCommands(program: Command, rt: Runtime): void {
       rt.note(access.fingerprint ? `host key of ${vm} (recorded on first use): ${access.fingerprint}` : `no host key recorded yet for this boot of ${vm}`);
       const self = process.argv[1] ? `${JSON.stringify(process.execPath)} ${JSON.stringify(process.argv[1])}` : 'fleet';
       const g = rt.globals(cmd);
-      const extra = [g.url ? `--url ${g.url}` : '', g.context ? `--context ${g.context}` : ''].filter(Boolean).join(' ');
+      const extra = [...(g.url ?? []).map((u) => `--url ${u}`), g.context ? `--context ${g.context}` : ''].filter(Boolean).join(' ');
       rt.out(
         [
           `Host ${vm}`,

@@ -5,13 +5,20 @@
 // Which controller and token a command uses, highest first:
 //   --url / --token flags  >  FLEET_URL / FLEET_TOKEN  >  the context
 // where the context is --context NAME, else FLEET_CONTEXT, else the current one.
+//
+// Several controllers (issue 13): a context may hold several URLs (`urls`, `url` being the first,
+// which is all an older CLI reads); --url is repeatable and --url / FLEET_URL may be comma-separated.
+// The client tries them in order (client/controller-endpoints.ts).
 import { chmodSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CliError, ExitCode, UsageError } from '../errors.ts';
 
 export interface Context {
+  /** The first URL (older config files have only this). */
   url: string;
+  /** Every URL, `url` first; absent when there is only one. */
+  urls?: string[];
   token: string;
   /** The token's name at login time (from /v1/whoami), for display only. */
   user?: string;
@@ -28,13 +35,16 @@ export interface Config {
 export type Source = 'flag' | 'env' | 'context' | 'none';
 
 export interface Target {
+  /** The first of `urls`, or null. */
   url: string | null;
+  /** Every controller URL, in the order they are tried (empty when none is configured). */
+  urls: string[];
   token: string | null;
   urlSource: Source;
   tokenSource: Source;
   /** The context consulted (null when there is none). */
   contextName: string | null;
-  /** The CA pinned for `url` by its context, or null (system trust store / plain http). */
+  /** The CA pinned for `urls` by their context, or null (system trust store / plain http). */
   caPem: string | null;
   configPath: string;
 }
@@ -73,8 +83,10 @@ export function loadConfig(path: string): Config {
     for (const [name, value] of Object.entries(obj.contexts as Record<string, unknown>)) {
       const c = value as Partial<Context> | null;
       if (c && typeof c.url === 'string' && typeof c.token === 'string') {
+        const urls = storedUrls(c.url, c.urls);
         config.contexts[name] = {
           url: c.url,
+          ...(urls.length > 1 ? { urls } : {}),
           token: c.token,
           ...(typeof c.user === 'string' ? { user: c.user } : {}),
           ...(Array.isArray(c.roles) ? { roles: c.roles.filter((r): r is string => typeof r === 'string') } : {}),
@@ -84,6 +96,33 @@ export function loadConfig(path: string): Config {
     }
   }
   return config;
+}
+
+/** `url` first, then the valid entries of a stored `urls` (a hand-edited file may hold anything). */
+function storedUrls(url: string, urls: unknown): string[] {
+  const list = [url];
+  if (!Array.isArray(urls)) return list;
+  let first: string;
+  try {
+    first = normalizeUrl(url);
+  } catch {
+    return list; // reported when the context is used
+  }
+  for (const entry of urls) {
+    if (typeof entry !== 'string') continue;
+    try {
+      const normalized = normalizeUrl(entry);
+      if (normalized !== first && !list.includes(normalized)) list.push(normalized);
+    } catch {
+      // dropped: not a URL
+    }
+  }
+  return list;
+}
+
+/** Every URL of a context, `url` first. */
+export function contextUrls(context: Context): string[] {
+  return context.urls && context.urls.length > 0 ? context.urls : [context.url];
 }
 
 export function saveConfig(path: string, config: Config): void {
@@ -124,6 +163,20 @@ export function normalizeUrl(input: string, flag = 'URL'): string {
   return `${url.protocol}//${url.host}${path}`;
 }
 
+/**
+ * Several controller URLs: repeated values and comma-separated lists, each normalised (see
+ * normalizeUrl), duplicates dropped, in the order given. All must use one scheme: a context must
+ * not fall back from https to plain http and send its token in the clear.
+ */
+export function normalizeUrlList(input: string | readonly string[], flag = 'URL'): string[] {
+  const items = (typeof input === 'string' ? [input] : input).flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+  if (items.length === 0) throw new UsageError(`invalid ${flag}: no URL given`);
+  const urls = [...new Set(items.map((item) => normalizeUrl(item, flag)))];
+  const schemes = new Set(urls.map((u) => new URL(u).protocol));
+  if (schemes.size > 1) throw new UsageError(`invalid ${flag}: mixes http:// and https:// URLs (${urls.join(', ')}); use one scheme for all controllers`);
+  return urls;
+}
+
 /** A context name derived from a URL: http://127.0.0.1:8080 → 127.0.0.1-8080. */
 export function contextNameFor(url: string): string {
   const u = new URL(url);
@@ -139,7 +192,7 @@ export function validateContextName(name: string): string {
 }
 
 export interface TargetInputs {
-  flags: { url?: string | undefined; token?: string | undefined; context?: string | undefined };
+  flags: { url?: string | readonly string[] | undefined; token?: string | undefined; context?: string | undefined };
   env: Record<string, string | undefined>;
   config: Config;
   configPath: string;
@@ -159,21 +212,31 @@ export function resolveTarget({ flags, env, config, configPath }: TargetInputs):
       contextName = null; // a dangling currentContext is ignored
     }
   }
-  const pick = (flag: string | undefined, envValue: string | undefined, ctxValue: string | undefined): [string | null, Source] => {
+  const pick = <T>(flag: T | undefined, envValue: T | undefined, ctxValue: T | undefined): [T | null, Source] => {
     if (flag) return [flag, 'flag'];
     if (envValue) return [envValue, 'env'];
     if (ctxValue) return [ctxValue, 'context'];
     return [null, 'none'];
   };
-  const [rawUrl, urlSource] = pick(flags.url, env.FLEET_URL, context?.url);
+  const flagUrls = typeof flags.url === 'string' ? [flags.url] : flags.url && flags.url.length > 0 ? [...flags.url] : undefined;
+  const [rawUrls, urlSource] = pick<string[]>(flagUrls, env.FLEET_URL ? [env.FLEET_URL] : undefined, context ? contextUrls(context) : undefined);
   const urlFlag = urlSource === 'flag' ? '--url' : urlSource === 'env' ? 'FLEET_URL' : `the URL of context "${contextName}"`;
-  const url = rawUrl === null ? null : normalizeUrl(rawUrl, urlFlag);
-  // A context's token is only ever sent to that context's controller: never leak
+  const urls = rawUrls === null ? [] : normalizeUrlList(rawUrls, urlFlag);
+  // A context's token is only ever sent to that context's controllers: never leak
   // it to another URL given by --url or FLEET_URL.
-  const contextTokenApplies = context !== undefined && url !== null && url === normalizeUrl(context.url);
+  const ownUrls = new Set<string>();
+  for (const u of context ? contextUrls(context) : []) {
+    try {
+      ownUrls.add(normalizeUrl(u));
+    } catch {
+      // a malformed context URL matches nothing (and is reported when it is the one used)
+    }
+  }
+  const contextTokenApplies = context !== undefined && urls.length > 0 && urls.every((u) => ownUrls.has(u));
   const [token, tokenSource] = pick(flags.token, env.FLEET_TOKEN, contextTokenApplies ? context?.token : undefined);
   return {
-    url,
+    url: urls[0] ?? null,
+    urls,
     token,
     urlSource,
     tokenSource,
