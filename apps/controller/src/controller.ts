@@ -16,7 +16,7 @@ import { ClusterBus } from './cluster/cluster-bus.ts';
 import { PROTOCOL_VERSION } from '@fleet/proto';
 import type { Logger } from 'pino';
 import { databaseUrlFor, defaultOptions, type ControllerOptions } from './config.ts';
-import { loadOrCreateIdentity, type ControllerIdentity } from './identity/controller-identity.ts';
+import { loadOrCreateIdentity, SERVER_NAME, type ControllerIdentity } from './identity/controller-identity.ts';
 import { EventLog } from './events/event-log.ts';
 import { FleetBus } from './fleet-bus.ts';
 import { Metrics } from './observability/metrics.ts';
@@ -226,6 +226,14 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       isLeader: leadership.isLeader,
       leaderName: () => lease.leader()?.name ?? null,
       controllers: () => registry?.list(leadership.isLeader() ? controllerId : lease.leader()?.id) ?? [],
+      sessionTarget: async (workerId) => {
+        if (!workerId || streams.get(workerId) || !registry) return null;
+        const holder = await workers.streamHolder(workerId);
+        if (!holder || holder === controllerId) return null;
+        const c = registry.alive(holder);
+        return c ? { apiUrl: c.apiUrl, name: c.name } : null;
+      },
+      relayTrust: { caPem: identity.serverCaPem, serverName: SERVER_NAME },
     },
     overview: (listed) => computeOverview({ db, listWorkers: async () => listed ?? (await workers.list()) }),
     info: async () => ({

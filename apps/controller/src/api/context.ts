@@ -1,4 +1,5 @@
 import type { ControllerView } from '../cluster/controller-registry.ts';
+import type { RelayTarget } from '../sessions/session-relay.ts';
 import type { StorageHealth } from '../storage/storage-health.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import type { WorkerService } from '../workers/worker-service.ts';
@@ -26,6 +27,10 @@ export interface ClusterView {
   /** The leader's name as last seen, or null. */
   leaderName(): string | null;
   controllers(): ControllerView[];
+  /** Where a session for this worker must be relayed: null when its stream is here (or nowhere known). */
+  sessionTarget?(workerId: string | null): Promise<RelayTarget | null>;
+  /** The fleet CA (PEM) and the name on every controller certificate, for relaying to another controller. */
+  relayTrust?: { caPem: string; serverName: string };
 }
 
 export interface ApiContext {

@@ -165,6 +165,12 @@ export class WorkerService {
     await this.events.append([{ kind: 'worker.disconnected', level: 'warn', message: `worker ${worker.name} disconnected`, workerId: worker.id, actor: 'controller' }]);
   }
 
+  /** The controller holding the worker's stream, as recorded (null: none). */
+  async streamHolder(workerId: string): Promise<string | null> {
+    const w = await this.db.worker.findUnique({ where: { id: workerId }, select: { connected: true, controllerId: true } });
+    return w?.connected ? w.controllerId : null;
+  }
+
   // ---------------------------------------------------------------- operator actions
 
   async getByName(name: string): Promise<Worker> {

@@ -13,6 +13,8 @@ import { hasRole } from '../../auth/roles.ts';
 import { conflict, forbidden, notFound, unauthorized, badRequest } from '../../errors.ts';
 import { actorOf } from '../auth-hook.ts';
 import { hostKeyFingerprint } from '../../sessions/vm-access.ts';
+import { RELAYED_HEADER, relaySession, type RelayTarget } from '../../sessions/session-relay.ts';
+import type { Logger } from 'pino';
 
 export const SESSION_SUBPROTOCOL = 'fleet.v1';
 const BEARER_SUBPROTOCOL = 'fleet.bearer.';
@@ -44,6 +46,8 @@ export function selectSubprotocol(protocols: Set<string>): string | false {
 
 export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { tokenRecheckMs?: number } = {}) {
   return async (app: FastifyInstance): Promise<void> => {
+    /** Upgrades to relay to the controller holding the worker's stream (decided before the upgrade). */
+    const relayTargets = new WeakMap<FastifyRequest, RelayTarget>();
     const vmByName = async (name: string) => {
       const vm = NAME.test(name) ? await ctx.vms.findByName(name) : null;
       if (!vm) throw notFound('vm', name.slice(0, 63));
@@ -93,9 +97,32 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
           if (vm.state === 'deleting' || vm.state === 'failed' || vm.desiredPower === 'stopped' || vm.state === 'stopped') {
             throw conflict(`vm "${name}" is ${vm.state}${vm.desiredPower === 'stopped' ? ' (desired power: stopped)' : ''}; start it first`, { state: vm.state });
           }
+          // Another controller holds the worker's stream: the session runs there (never relayed twice).
+          if (!req.headers[RELAYED_HEADER] && ctx.cluster?.sessionTarget) {
+            const target = await ctx.cluster.sessionTarget(vm.workerId);
+            if (target) relayTargets.set(req, target);
+          }
         },
       },
       (socket: WebSocket, req) => {
+        const relayTo = relayTargets.get(req);
+        if (relayTo && ctx.cluster?.relayTrust) {
+          relayTargets.delete(req);
+          socket.on('error', () => undefined);
+          ctx.metrics.forwardedSessions.inc();
+          relaySession(socket, {
+            target: relayTo,
+            path: `/v1/vms/${encodeURIComponent(req.params.name)}/session`,
+            token: bearerOf(req)!,
+            caPem: ctx.cluster.relayTrust.caPem,
+            serverName: ctx.cluster.relayTrust.serverName,
+            fromController: ctx.cluster.id,
+            maxPayload: MAX_CLIENT_FRAME,
+            log: req.log as unknown as Logger,
+            onError: (s, code, message) => sendError(s, code, message),
+          });
+          return;
+        }
         const actor = `token:${req.principal!.name}`;
         const vmName = req.params.name;
         socket.on('error', () => undefined); // protocol errors (1009 oversize, bad frames) close the socket; nothing to crash
