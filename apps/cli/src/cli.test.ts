@@ -440,6 +440,49 @@ describe('login and contexts', () => {
     expect(JSON.parse((await fleet(['context', 'list', '--json'])).stdout)).toMatchObject({ currentContext: null, contexts: [{ name: 'b' }] });
   });
 
+  it('context add with several --url: saved with every URL, listed and shown; commands fail over from a closed port', async () => {
+    fake.reply('GET', '/v1/whoami', 200, { name: 'admin', roles: ['admin'] });
+    fake.reply('GET', '/v1/vms', 200, { vms: [] });
+    const down = `http://127.0.0.1:${await closedPort()}`;
+    const noEnv = { FLEET_URL: undefined, FLEET_TOKEN: undefined };
+    const add = await fleet(['context', 'add', 'ha', '--url', down, '--url', fake.url, '--token', 'fleet_ha_s3cr3t'], noEnv);
+    expect(add.code).toBe(0);
+    expect(add.stdout).toContain(`logged in to ${fake.url}`);
+    expect(add.stdout).toContain(`tried in order: ${down}, ${fake.url}`);
+    expect(add.stderr).toContain(`cannot reach the controller at ${down} (connection refused); trying ${fake.url}`);
+    expect(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).contexts.ha).toEqual({
+      url: down,
+      urls: [down, fake.url],
+      token: 'fleet_ha_s3cr3t',
+      user: 'admin',
+      roles: ['admin'],
+    });
+    const list = await fleet(['context', 'list'], noEnv);
+    expect(list.stdout).toContain(`${down},${fake.url}`);
+    expect(JSON.parse((await fleet(['context', 'list', '--json'], noEnv)).stdout).contexts[0]).toMatchObject({ name: 'ha', url: down, urls: [down, fake.url] });
+    const show = await fleet(['context', 'show'], noEnv);
+    expect(show.stdout).toMatch(new RegExp(`URLs:\\s+${down}, ${fake.url} \\(from context, tried in order\\)`));
+    expect(JSON.parse((await fleet(['context', 'show', '--json'], noEnv)).stdout)).toMatchObject({ url: down, urls: [down, fake.url], tokenSource: 'context' });
+    // A command with the context: the first URL refuses, the second answers with the context's token.
+    const r = await fleet(['vm', 'list'], noEnv);
+    expect(r.code).toBe(0);
+    expect(fake.requests.at(-1)!.headers.authorization).toBe('Bearer fleet_ha_s3cr3t');
+    // The token stays with the context's URLs: --url naming another one does not get it.
+    const other = `http://127.0.0.1:${await closedPort()}`;
+    expect((await fleet(['context', 'show', '--json', '--url', fake.url, '--url', other], noEnv)).stdout).toMatch(/"token": null/);
+  });
+
+  it('FLEET_URL and --url take comma-separated lists; a single --url keeps working; schemes must not mix', async () => {
+    fake.reply('GET', '/v1/vms', 200, { vms: [] });
+    const down = `http://127.0.0.1:${await closedPort()}`;
+    expect((await fleet(['vm', 'list'], { FLEET_URL: `${down},${fake.url}` })).code).toBe(0);
+    expect((await fleet(['vm', 'list', '--url', `${down}, ${fake.url}`])).code).toBe(0);
+    expect((await fleet(['vm', 'list', '--url', fake.url])).code).toBe(0);
+    const mixed = await fleet(['vm', 'list', '--url', fake.url, '--url', fake.url.replace('http:', 'https:')]);
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toMatch(/mixes http:\/\/ and https:\/\//);
+  });
+
   it('login without a token is a usage error', async () => {
     const r = await fleet(['login', fake.url], { FLEET_TOKEN: undefined });
     expect(r.code).toBe(2);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../errors.ts';
-import { configPath, contextNameFor, emptyConfig, loadConfig, maskToken, normalizeUrl, resolveTarget, saveConfig, type Config } from './contexts.ts';
+import { configPath, contextNameFor, contextUrls, emptyConfig, loadConfig, maskToken, normalizeUrl, normalizeUrlList, resolveTarget, saveConfig, type Config } from './contexts.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -16,6 +16,36 @@ describe('configPath', () => {
     expect(configPath({ FLEET_CONFIG: '/x/c.json', XDG_CONFIG_HOME: '/xdg' }, '/home/u')).toBe('/x/c.json');
     expect(configPath({ XDG_CONFIG_HOME: '/xdg' }, '/home/u')).toBe('/xdg/fleet/config.json');
     expect(configPath({}, '/home/u')).toBe('/home/u/.config/fleet/config.json');
+  });
+});
+
+describe('several controller URLs', () => {
+  it('an old config file with "url" only loads as one URL; a list round-trips; junk entries are dropped', () => {
+    const path = join(dir, 'config.json');
+    writeFileSync(path, JSON.stringify({ currentContext: 'old', contexts: { old: { url: 'http://a:8080', token: 'fleet_a_s' } } }));
+    const old = loadConfig(path);
+    expect(old.contexts.old).toEqual({ url: 'http://a:8080', token: 'fleet_a_s' });
+    expect(contextUrls(old.contexts.old!)).toEqual(['http://a:8080']);
+    const config: Config = { currentContext: 'ha', contexts: { ha: { url: 'http://a:8080', urls: ['http://a:8080', 'http://b:8080'], token: 'fleet_a_s' } } };
+    saveConfig(path, config);
+    expect(loadConfig(path)).toEqual(config);
+    writeFileSync(path, JSON.stringify({ contexts: { ha: { url: 'http://a:8080', urls: ['http://b:8080/', 7, 'ftp://x', 'http://a:8080', 'b:9000'], token: 't' } } }));
+    expect(contextUrls(loadConfig(path).contexts.ha!)).toEqual(['http://a:8080', 'http://b:8080', 'http://b:9000']);
+  });
+
+  it('normalizeUrlList: repeated and comma-separated, normalised, de-duplicated, one scheme', () => {
+    expect(normalizeUrlList(['http://a:1/v1, b:2', 'http://a:1'])).toEqual(['http://a:1', 'http://b:2']);
+    expect(() => normalizeUrlList(['https://a:1', 'http://b:2'], '--url')).toThrow(/mixes http/);
+    expect(() => normalizeUrlList(' , ', '--url')).toThrow(UsageError);
+  });
+
+  it('resolveTarget: the context token and pinned CA apply only when every URL is the context\'s own', () => {
+    const config: Config = { currentContext: 'ha', contexts: { ha: { url: 'http://a:1', urls: ['http://a:1', 'http://b:2'], token: 'fleet_ha_s', caPem: 'PEM' } } };
+    const base = { env: {}, config, configPath: '/c' };
+    expect(resolveTarget({ ...base, flags: {} })).toMatchObject({ url: 'http://a:1', urls: ['http://a:1', 'http://b:2'], token: 'fleet_ha_s', urlSource: 'context', caPem: 'PEM' });
+    expect(resolveTarget({ ...base, flags: { url: ['http://b:2'] } })).toMatchObject({ urls: ['http://b:2'], token: 'fleet_ha_s' });
+    expect(resolveTarget({ ...base, flags: { url: ['http://b:2', 'http://evil:3'] } })).toMatchObject({ token: null, caPem: null });
+    expect(resolveTarget({ ...base, flags: {}, env: { FLEET_URL: 'http://b:2,http://a:1' } })).toMatchObject({ urls: ['http://b:2', 'http://a:1'], urlSource: 'env', token: 'fleet_ha_s' });
   });
 });
 
