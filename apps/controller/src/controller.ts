@@ -130,16 +130,17 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   });
   const tokens = new TokenService(db, events, identity.caFingerprint);
   tokens.onStorageError = (err) => storage.observe(err);
-  // First start: create the admin service account and print its token once.
-  let adminToken: string | null = null;
-  if (!(await tokens.hasAnyApiToken())) {
+  // First start: create the admin service account and print its token once. Controllers starting
+  // together on one PostgreSQL database take turns here, so only the first creates it.
+  const adminToken = await withMigrationLock(url, async () => {
+    if (await tokens.hasAnyApiToken()) return null;
     const preset = opts.bootstrapAdminToken;
     const created = await tokens.createApiToken({ name: 'admin', roles: ['admin'], ...(preset ? { presetToken: preset } : {}) }, 'controller');
-    adminToken = created.token;
     const file = path.join(opts.dataDir, 'admin.token');
-    await writeFile(file, adminToken + '\n', { mode: 0o600 });
+    await writeFile(file, created.token + '\n', { mode: 0o600 });
     await chmod(file, 0o600);
-  }
+    return created.token;
+  });
 
   bus.onDesiredStateChange((workerId) => streams.markDirty(workerId));
   const scheduler = new SchedulerLoop(db, events, bus, metrics, log.child({ component: 'scheduler' }), () => settings.schedulerProfile(), opts.schedulerIntervalMs, {
