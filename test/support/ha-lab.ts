@@ -102,8 +102,13 @@ export class HaApi {
   workers(): Promise<any[]> {
     return this.ok<{ workers?: any[]; items?: any[] }>('GET', '/v1/workers').then((b) => b.workers ?? b.items ?? []);
   }
+  /** /v1/controllers as listed: also incarnations that stopped (a restarted controller has a new id). */
   controllers(): Promise<ControllerRow[]> {
     return this.ok<{ items: ControllerRow[] }>('GET', '/v1/controllers').then((b) => b.items);
+  }
+  /** The controllers running now: rows not marked `alive: false`. */
+  async liveControllers(): Promise<ControllerRow[]> {
+    return (await this.controllers()).filter((r) => r.alive !== false);
   }
   async events(vmName: string): Promise<any[]> {
     return (await this.ok<{ events: any[] }>('GET', `/v1/vms/${vmName}/events?limit=500`)).events;
@@ -124,6 +129,8 @@ export interface ControllerRow {
   lastSeenAt: string;
   connectedWorkers: number;
   version: string;
+  /** Beyond the contract: false for an incarnation no longer refreshing its row. */
+  alive?: boolean;
 }
 
 export interface Health {
@@ -134,10 +141,13 @@ export interface Health {
   controller?: { id: string; name: string; role: 'leader' | 'follower'; leader: string | null };
 }
 
-/** A Prometheus sample value (the first series of that name), or undefined. */
-export function metricValue(text: string, name: string): number | undefined {
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : undefined;
+/** A Prometheus sample value: the first series of that name carrying every given label, or undefined. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{([^}]*)\\})? ([0-9.eE+-]+)$`, 'gm'))) {
+    const have = m[1] ?? '';
+    if (Object.entries(labels).every(([k, v]) => have.split(',').includes(`${k}="${v}"`))) return Number(m[2]);
+  }
+  return undefined;
 }
 
 // ------------------------------------------------------------------ the lab
