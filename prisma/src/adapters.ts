@@ -197,6 +197,9 @@ class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
   }
 }
 
+/** Longest a single PostgreSQL statement of the application may take before it counts as a fault. */
+export const PG_QUERY_TIMEOUT_MS = 10_000;
+
 /** A driver adapter factory for a `file:` (SQLite) or `postgresql://` URL. */
 export function adapterFactoryFor(url: string, opts: AdapterOptions = {}): ManagedAdapterFactory {
   if (providerOf(url) === 'sqlite') {
@@ -213,7 +216,17 @@ export function adapterFactoryFor(url: string, opts: AdapterOptions = {}): Manag
   }
   return new ManagedAdapterFactory(
     new PrismaPg(
-      { connectionString: url, max: opts.poolSize ?? 10 },
+      {
+        connectionString: url,
+        max: opts.poolSize ?? 10,
+        // A server cut off by the network answers nothing and TCP would wait minutes: give up
+        // sooner, so the controller reports the fault, closes its worker streams and the workers
+        // move to a controller that can reach the database.
+        query_timeout: PG_QUERY_TIMEOUT_MS,
+        connectionTimeoutMillis: 5_000,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 5_000,
+      },
       opts.onPoolError ? { onPoolError: opts.onPoolError } : undefined,
     ),
   );

@@ -130,6 +130,7 @@ function messageKind(message: string): StorageFaultKind | undefined {
   if (/^Connection terminated\b/.test(message)) return 'connection-lost';
   if (/^Client (has encountered a connection error|was closed) and is not queryable$/.test(message)) return 'connection-lost';
   if (/^timeout exceeded when trying to connect$/.test(message)) return 'unreachable';
+  if (/^Query read timeout$/.test(message)) return 'timeout'; // query_timeout (adapters.ts): a server that stopped answering
   return undefined;
 }
 
