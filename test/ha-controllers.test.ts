@@ -16,7 +16,7 @@
 // Needs root, ip, nft and PostgreSQL's binaries; otherwise the PostgreSQL part is skipped loudly.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { REPO_ROOT, removeDir, startControllerProcess, startProcess, tempDir, waitUntil, type ControllerProcess } from './support/fleet-processes.ts';
 // create(): POST /v1/vms with an Idempotency-Key, retried on another controller on connection errors and 5xx.
 import { createWithFailover as create, haLabMissing, HaLab, LiveInstanceSampler, metricValue, type ControllerRow, type CreateOutcome, type HaController } from './support/ha-lab.ts';
@@ -137,6 +137,7 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     const { leader: old } = await lab.waitForLeader();
     const survivors = lab.controllers.filter((c) => c !== old);
     const leaders = new LeaderSampler().start();
+    onTestFinished(() => leaders.stop());
     const outcomes: Promise<CreateOutcome>[] = [];
     let stop = false;
     // Three clients, each sending round-robin to all three controllers, 150 ms apart.
@@ -251,6 +252,11 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
 
     const cutAt = Date.now();
     for (const c of cut) lab.partitionFromDatabase(c);
+    // Whatever fails below, the tests after this one get a whole fleet back.
+    onTestFinished(async () => {
+      await leaders.stop();
+      for (const c of cut) if (c.partitioned) lab.heal(c);
+    });
     const { leader: next, at } = await lab.waitForLeader({ among: () => rest, timeoutMs: 20_000, pollMs: 25 });
     console.log(`[ha] ${cut.map((c) => c.name).join('+')} cut off from the database (holding ${cutStreams} worker stream(s)): ${next.name} leader after ${at - cutAt} ms`);
     expect(at - cutAt).toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
