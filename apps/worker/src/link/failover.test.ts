@@ -113,6 +113,32 @@ describe('controller failover (several controllers)', () => {
     expect(a.streams).toHaveLength(1);
   });
 
+  it('leaves a controller that keeps the stream open but renews no lease (cut off from its database) for the next one', async () => {
+    const mute = await controller((s) => s.welcome(50, 5_000)); // never answers a heartbeat with a renewal
+    const good = await controller((s) => {
+      s.welcome(50, 5_000);
+      s.renewLeases(5_000);
+    });
+    const w = await worker({ controller: [mute.address, good.address] });
+    await until(() => w.controllerAddress() === good.address && w.connected(), 5_000);
+    const renewed = await good.stream(0);
+    await renewed.next((m) => m.payload === 'heartbeat');
+    expect(mute.streams.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('stays with a controller that renews', async () => {
+    const good = await controller((s) => {
+      s.welcome(50, 5_000);
+      s.renewLeases(5_000);
+    });
+    const other = await controller((s) => s.welcome(50, 5_000));
+    const w = await worker({ controller: [good.address, other.address] });
+    await until(() => w.connected());
+    await new Promise((r) => setTimeout(r, 600)); // twelve heartbeat intervals
+    expect(w.controllerAddress()).toBe(good.address);
+    expect(other.streams).toHaveLength(0);
+  });
+
   it('a hop to the next controller stays within a quarter of the remaining lease', async () => {
     const refused = await closedPort();
     const fake = await controller((s) => welcome(s));

@@ -153,6 +153,8 @@ interface Stream {
   fenceAfterMs: number;
   /** The address this stream dialed. */
   address: string;
+  /** Monotonic time of the last LeaseRenewal on this stream (or of its Welcome). */
+  renewedAtMono: number;
 }
 
 /** Default of ControllerLinkOptions.connectTimeoutMs. */
@@ -333,6 +335,7 @@ export class ControllerLink {
       helloSentAt: { mono: 0, wall: 0 },
       beats: new Map(),
       fenceAfterMs: 0,
+      renewedAtMono: 0,
     };
     this.#stream = stream;
     this.#streamsOpened++;
@@ -380,8 +383,12 @@ export class ControllerLink {
         this.#welcome = welcome;
         const intervalMs = welcome.heartbeatIntervalMs > 0 ? welcome.heartbeatIntervalMs : this.#defaultHeartbeatMs;
         stream.fenceAfterMs = welcome.fenceAfterMs ?? 0;
+        stream.renewedAtMono = this.#mono();
         clearInterval(stream.heartbeat);
-        stream.heartbeat = setInterval(() => this.#heartbeat(stream), intervalMs);
+        stream.heartbeat = setInterval(() => {
+          if (this.#renewsNothing(stream, intervalMs)) return;
+          this.#heartbeat(stream);
+        }, intervalMs);
         this.#log.info(
           {
             address: stream.address,
@@ -456,6 +463,21 @@ export class ControllerLink {
     this.#write({ heartbeat: { sentAtUnixMs: String(wall), runningVms: this.#handlers.runningVms(), seq } });
   }
 
+  /**
+   * A controller that keeps the stream open but renews nothing (it cannot record our heartbeats:
+   * cut off from its database) would let the lease run out with the link up. After three
+   * heartbeat intervals without a renewal, leave it for the next controller. Returns true when it
+   * ended the stream.
+   */
+  #renewsNothing(stream: Stream, intervalMs: number): boolean {
+    if (stream.ended || this.#stream !== stream || stream.fenceAfterMs <= 0) return false;
+    const silentMs = this.#mono() - stream.renewedAtMono;
+    if (silentMs <= 3 * intervalMs) return false;
+    this.#log.warn({ address: stream.address, silentMs: Math.round(silentMs) }, 'the controller renews no lease on this stream; moving to the next controller');
+    stream.call.cancel();
+    return true;
+  }
+
   #onLeaseRenewal(stream: Stream, renewal: LeaseRenewal__Output): void {
     const seq = String(renewal.heartbeatSeq ?? '');
     const sent = stream.beats.get(seq);
@@ -463,6 +485,7 @@ export class ControllerLink {
       this.#log.debug({ seq }, 'lease renewal for a heartbeat this stream did not send (or too old) ignored');
       return;
     }
+    stream.renewedAtMono = this.#mono();
     const fenceAfterMs = renewal.fenceAfterMs > 0 ? renewal.fenceAfterMs : stream.fenceAfterMs;
     if (fenceAfterMs <= 0) {
       this.#log.debug({ seq }, 'lease renewal without fence_after_ms ignored (no fencing)');
