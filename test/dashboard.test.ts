@@ -119,6 +119,31 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await screenshot(page, SHOTS, '02-overview');
   });
 
+  it('the Controllers panel shows the one (SQLite) controller as the alive leader, and the header names it', async () => {
+    const health = (await (await fetch(controller.apiUrl + '/v1/health')).json()) as { controller?: { id: string; name: string; role: string } };
+    expect(health.controller).toMatchObject({ role: 'leader' });
+    const { id, name } = health.controller!;
+    const panel = page.getByRole('region', { name: 'Controllers' });
+    const table = panel.getByRole('table');
+    await eventually(() => table.locator('tbody tr').count()).toBe(1);
+    const row = table.locator(`tr[data-row="${id}"]`);
+    await eventually(() => row.textContent()).toMatch(/alive/);
+    const text = (await row.textContent()) ?? '';
+    expect(text).toContain(name);
+    expect(text).toMatch(/serving this page/);
+    expect(await row.locator('.badge.role-leader').textContent()).toBe('leader');
+    expect(text).toContain(controller.apiUrl);
+    expect(text).toContain(controller.grpcAddress);
+    expect(text).toMatch(/\d+s ago/);
+    // The worker's gRPC stream is held by this controller.
+    await eventually(() => row.locator('td.num').textContent()).toBe('1');
+    expect(await table.locator('caption').textContent()).toMatch(/^1 controller, 1 alive/);
+    // The header says which controller served the page and that it leads.
+    expect(await page.locator('header .served').textContent()).toBe(`controller ${name} leader`);
+    await expectAccessible(page);
+    await screenshot(page, SHOTS, '02b-controllers');
+  });
+
   it('shows the worker in the workers table with its capacity', async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Workers' }).click();
     const row = page.locator('tr[data-row="mac-1"]');

@@ -3,6 +3,7 @@ import { Link, Router, useRoute } from './router.tsx';
 import { SessionProvider, useSession, useSessionState } from './session.tsx';
 import { LiveProvider, useLive } from './live.tsx';
 import { displayName } from './format.ts';
+import type { ServingController } from './api/types.ts';
 import { LoginPage } from './pages/LoginPage.tsx';
 import { OverviewPage } from './pages/OverviewPage.tsx';
 import { WorkersPage } from './pages/WorkersPage.tsx';
@@ -47,7 +48,7 @@ const NAV: { to: string; label: string; match: string }[] = [
 
 function Shell() {
   const { me, logout } = useSession();
-  const { connected, error } = useLive();
+  const { connected, error, servedBy } = useLive();
   const { segments } = useRoute();
   const section = segments[0] ?? '';
   const main = useRef<HTMLElement>(null);
@@ -71,6 +72,7 @@ function Shell() {
             ))}
           </ul>
         </nav>
+        {servedBy && <ServedBy controller={servedBy} />}
         <span className="who">
           <span className={connected ? 'dot ok' : 'dot bad'} role="status" aria-label={connected ? 'live updates connected' : `live updates disconnected${error ? `: ${error}` : ''}`} title={connected ? 'live' : (error ?? 'connecting')} />
           <span>
@@ -87,6 +89,22 @@ function Shell() {
         </Suspense>
       </main>
     </div>
+  );
+}
+
+/**
+ * Which controller answers this page (every controller serves the dashboard; a load balancer may
+ * pick any) and whether it is the leader, so an operator reading odd numbers knows whom to ask.
+ */
+function ServedBy({ controller: c }: { controller: ServingController }) {
+  // Plain text, no aria-label: a label holding the host name would match pages' own labels
+  // (a controller called "vm" and the Events page's "VM" filter).
+  const detail = c.role === 'leader' ? 'the leader: runs the scheduler and worker liveness' : c.leader ? `a follower; the leader is ${c.leader}` : 'a follower; no leader right now';
+  return (
+    <span className="served" title={`This page is served by controller ${c.name} (${c.id}), ${detail}`}>
+      <span className="muted">controller</span> {c.name} <span className={`badge role-${c.role}`}>{c.role}</span>
+      {c.role === 'follower' && <span className="muted"> leader: {c.leader ?? 'none'}</span>}
+    </span>
   );
 }
 

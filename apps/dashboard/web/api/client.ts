@@ -1,6 +1,8 @@
 // A small REST client for the controller: bearer token on every request, the
 // API's {error:{code,message}} shape turned into ApiError, and NDJSON watch
 // streams read with fetch() (a browser EventSource cannot send headers).
+import type { Health } from './types.ts';
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -50,6 +52,13 @@ export class ApiClient {
     if (res.status === 204) return undefined as T;
     const text = await res.text();
     return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** `/v1/health` needs no token, and its 503 (storage degraded) still carries the report. */
+  async health(): Promise<Health> {
+    const res = await fetch(this.base + '/v1/health');
+    if (!res.ok && res.status !== 503) return this.fail(res);
+    return (await res.json()) as Health;
   }
 
   get<T>(path: string): Promise<T> {

@@ -1,8 +1,10 @@
 import { useLive } from '../live.tsx';
+import { useSession } from '../session.tsx';
 import { Link } from '../router.tsx';
 import { duration, time } from '../format.ts';
 import { StateBadge } from '../components/Badge.tsx';
 import { useNow } from '../use-now.ts';
+import { ControllersPanel } from '../components/ControllersPanel.tsx';
 
 // "pending" has its own card (queue length and oldest wait).
 const STATES = ['scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'];
@@ -19,6 +21,7 @@ function Stat({ label, value, detail, tone }: { label: string; value: string | n
 
 export function OverviewPage() {
   const { overview } = useLive();
+  const { can } = useSession();
   // The oldest pending VM's wait keeps growing between updates: tick locally.
   const now = useNow(1000);
   if (!overview) return <p className="loading">Connecting to the controller…</p>;
@@ -59,6 +62,8 @@ export function OverviewPage() {
           ))}
         </ul>
       )}
+      {/* /v1/controllers needs the read role (a connect-only token has none). */}
+      {can('read') && <ControllersPanel />}
     </section>
   );
 }
