@@ -148,6 +148,7 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
       }
     });
     await sleep(1_500);
+    const streamsBefore = (await old.api.liveControllers()).map((r) => `${r.name}=${r.connectedWorkers}`).sort().join(' ');
     const killedAt = await lab.kill9(old);
 
     // Right after the kill: a VM through a survivor, and how long until the fleet places and runs it.
@@ -168,14 +169,18 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     const results = await Promise.all(outcomes);
     const probeResult = await probe;
     await leaders.stop();
+    const probeVm = await next.api.vm('after-kill');
     console.log(
-      `[ha] kill -9 ${old.name}: new leader ${next.name} after ${leaderAt - killedAt} ms; the VM created after the kill scheduled after ${scheduledAt - killedAt} ms, running after ${runningAt - killedAt} ms (lease ${LEASE_MS} ms); ${results.length} creates, ${results.filter((r) => r.attempts > 1).length} retried on another controller, ${results.filter((r) => r.replayed).length} answered as replays`,
+      `[ha] kill -9 ${old.name} (worker streams before: ${streamsBefore}): new leader ${next.name} after ${leaderAt - killedAt} ms; ` +
+        `the VM created after the kill answered after ${probeResult.answeredAt - killedAt} ms (${probeResult.tries.join(',')}), scheduled after ${scheduledAt - killedAt} ms, ` +
+        `running on ${probeVm?.worker} after ${runningAt - killedAt} ms (lease ${LEASE_MS} ms); ${results.length} creates, ${results.filter((r) => r.attempts > 1).length} retried on another controller, ${results.filter((r) => r.replayed).length} answered as replays`,
     );
 
     expect(next).not.toBe(old);
-    expect(leaderAt - killedAt).toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
     expect(probeResult.ok, JSON.stringify(probeResult)).toBe(true);
-    expect(runningAt - killedAt).toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
+    // The time budgets are soft: a miss is reported along with whatever else went wrong.
+    expect.soft(leaderAt - killedAt, 'kill → new leader in /v1/health (ms)').toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
+    expect.soft(runningAt - killedAt, 'kill → the VM created after it running (ms)').toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
     expect(leaders.overlaps).toEqual([]);
 
     // Every create was accepted: none failed because of the failover.
@@ -202,14 +207,16 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     for (const v of vms) {
       const events = await reader.api.events(v.name);
       expect(placements(events).length, `${v.name}: ${placements(events).map((e) => e.message).join(' | ')}`).toBe(1);
-      expect(events.filter((e) => /→ failed/.test(String(e.message))).map((e) => e.message), v.name).toEqual([]);
+      // Neither failed nor stopped: a worker whose controller died must get its lease renewed by another
+      // before fenceAfter, or it stops (fences) its VMs — an outage the failover was meant to avoid.
+      expect(events.filter((e) => /→ (failed|stopped|stopping)/.test(String(e.message))).map((e) => e.message), v.name).toEqual([]);
       // `unknown` (a worker not heard for 2 heartbeats + 1 s while its stream moves) is allowed, but counted.
       if (events.some((e) => /→ unknown/.test(String(e.message)))) unknownDuringFailover++;
       const at = Date.parse(placements(events)[0].at);
       if (at >= killedAt) firstPlacementAfterKill = Math.min(firstPlacementAfterKill, at);
     }
     console.log(`[ha] first placement after the kill: ${firstPlacementAfterKill - killedAt} ms after it; ${unknownDuringFailover} of ${vms.length} VMs showed unknown meanwhile`);
-    expect(firstPlacementAfterKill - killedAt).toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
+    expect.soft(firstPlacementAfterKill - killedAt, 'kill → first placement (ms)').toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
     // The workers' own view: each VM one instance, attempt 1; never two live at once.
     const held = lab.workers.flatMap((w) => lab.instances(w).filter((i) => names.includes(i.name)).map((i) => ({ ...i, worker: w.name })));
     expect(held.length).toBe(names.length);
@@ -259,7 +266,7 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     });
     const { leader: next, at } = await lab.waitForLeader({ among: () => rest, timeoutMs: 20_000, pollMs: 25 });
     console.log(`[ha] ${cut.map((c) => c.name).join('+')} cut off from the database (holding ${cutStreams} worker stream(s)): ${next.name} leader after ${at - cutAt} ms`);
-    expect(at - cutAt).toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
+    expect.soft(at - cutAt, 'cut → new leader (ms)').toBeLessThanOrEqual(FAILOVER_BUDGET_MS);
     // The cut-off controllers no longer say they lead (follower, or degraded).
     for (const c of cut) {
       await waitUntil(async () => {

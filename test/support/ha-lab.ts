@@ -15,7 +15,7 @@
 // veth); PostgreSQL's trust rule admits the lab subnet and loopback, nothing else.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
 import { REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './fleet-processes.ts';
@@ -469,6 +469,13 @@ export class HaLab {
     this.cleanedUp = true;
     const procs = [...this.controllers.map((c) => c.proc), ...this.workers.map((w) => w.proc)].filter((p): p is RunningProcess => p !== undefined);
     await Promise.all(procs.map((p) => Promise.race([p.kill('SIGKILL'), new Promise((r) => setTimeout(r, 3_000))])));
+    // FLEET_HA_LOGS=<dir>: every process's whole output is kept there for a post-mortem.
+    const keep = process.env['FLEET_HA_LOGS'];
+    if (keep) {
+      mkdirSync(keep, { recursive: true });
+      for (const c of this.controllers) writeFileSync(path.join(keep, `${this.opts.id}-${c.name}.log`), c.pastOutput + (c.proc?.output() ?? ''));
+      for (const w of this.workers) writeFileSync(path.join(keep, `${this.opts.id}-${w.name}.log`), w.proc?.output() ?? '');
+    }
     if (this.built) {
       removeNetworks({ namespaces: [...this.controllers.map((c) => c.ns), ...this.workers.map((w) => w.ns), this.hub], links: [this.rootVeth] });
     }
