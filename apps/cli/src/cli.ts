@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBootstrapTokenCommands } from './commands/bootstrap-token.ts';
 import { registerContextCommands } from './commands/context.ts';
+import { registerControllerCommands } from './commands/controller.ts';
 import { registerEventCommands } from './commands/events.ts';
 import { registerSchedulerCommands } from './commands/scheduler.ts';
 import { registerTokenCommands } from './commands/token.ts';
@@ -60,6 +61,7 @@ export function buildProgram(rt: Runtime): Command {
   registerContextCommands(program, rt);
   registerVmCommands(program, rt);
   registerWorkerCommands(program, rt);
+  registerControllerCommands(program, rt);
   registerTokenCommands(program, rt);
   registerAccountCommands(program, rt);
   registerBootstrapTokenCommands(program, rt);

@@ -22,6 +22,7 @@ import type {
   BootstrapTokenCreated,
   BootstrapTokenObject,
   ControllerInfo,
+  ControllerObject,
   EventPage,
   SchedulerSettings,
   TokenCreate,
@@ -46,6 +47,18 @@ export type Role = TokenObject['roles'][number];
 export interface VmWatchEvent {
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
   vm: VmObject;
+}
+
+/**
+ * `GET /v1/health` (no auth; 503 while the database cannot take writes). The controller declares
+ * this schema beside its route (meta-routes.ts), not in api-schemas, so only what the CLI reads is
+ * spelled out here, with the fields shared with ControllerObject taken from it.
+ */
+export interface HealthReport {
+  status: 'ok' | 'degraded';
+  checks: { storage: { ok: boolean; error?: string; code?: string; since?: string; checkedAt?: string } };
+  /** Which controller answered and whom it takes for the leader; absent from controllers older than issue 13. */
+  controller?: Pick<ControllerObject, 'id' | 'name' | 'role'> & { leader: string | null };
 }
 
 export interface EventQuery {
@@ -94,6 +107,8 @@ interface RequestOptions {
   headers?: Record<string, string>;
   /** Send a fresh Idempotency-Key and retry safely (only for routes that honour the key). */
   idempotent?: boolean;
+  /** Error statuses whose body is the answer (/v1/health's 503 carries the health report). */
+  acceptStatus?: number[];
 }
 
 /** One failed attempt: the error to report, and whether (and after how long at least) it may be retried. */
@@ -188,8 +203,13 @@ export class ApiClient {
 
   // ------------------------------------------------------------------ meta
 
-  health(): Promise<{ status: 'ok' }> {
-    return this.json('GET', '/v1/health');
+  /** Also while degraded (HTTP 503): the report says why. */
+  health(): Promise<HealthReport> {
+    return this.json('GET', '/v1/health', { acceptStatus: [503] });
+  }
+  /** Every controller of the fleet as the one answering sees them (issue 13). */
+  listControllers(): Promise<{ items: ControllerObject[] }> {
+    return this.json('GET', '/v1/controllers');
   }
   info(): Promise<ControllerInfo> {
     return this.json('GET', '/v1/info');
@@ -313,7 +333,7 @@ export class ApiClient {
     const headers = { ...opts.headers, ...(key ? { 'idempotency-key': key } : {}) };
     const body = opts.body !== undefined ? JSON.stringify(opts.body) : undefined;
     for (let attempt = 1; ; attempt++) {
-      const result = await this.attempt<T>(method, path, opts.query, headers, body);
+      const result = await this.attempt<T>(method, path, opts.query, headers, body, opts.acceptStatus);
       if (!(result instanceof AttemptFailure)) return result;
       if (!key || !result.retryable || attempt >= this.retry.attempts) throw result.error;
       const backoff = Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
@@ -342,14 +362,14 @@ export class ApiClient {
    * One try: the answer, or the failure with whether a retry could help. A controller that
    * cannot be reached hands the request to the next URL of its group at once.
    */
-  private async attempt<T>(method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
+  private async attempt<T>(method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined, acceptStatus: number[] = []): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
     // A reset before the answer may come after the controller acted: only safe requests move on then.
     const repeatable = method === 'GET' || method === 'HEAD' || headers['idempotency-key'] !== undefined;
     const candidates = this.endpoints.candidates();
     const unreachable: string[] = [];
     for (let i = 0; ; i++) {
       const url = candidates[i]!;
-      const result = await this.attemptAt<T>(url, method, path, query, headers, body, repeatable);
+      const result = await this.attemptAt<T>(url, method, path, query, headers, body, repeatable, acceptStatus);
       if (!(result instanceof AttemptFailure) || !result.failover) {
         this.endpoints.answered(url);
         return result;
@@ -365,7 +385,7 @@ export class ApiClient {
     }
   }
 
-  private async attemptAt<T>(url: string, method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined, repeatable: boolean): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
+  private async attemptAt<T>(url: string, method: string, path: string, query: Query | undefined, headers: Record<string, string>, body: string | undefined, repeatable: boolean, acceptStatus: number[] = []): Promise<{ status: number; data: T | undefined } | AttemptFailure> {
     const ac = new AbortController();
     const onUserAbort = () => ac.abort();
     this.signal?.addEventListener('abort', onUserAbort, { once: true });
@@ -393,7 +413,7 @@ export class ApiClient {
         const failover = res === undefined && !timedOut && error instanceof UnreachableError && failoverCode(networkCode(err), repeatable);
         return new AttemptFailure(error, reason, error instanceof UnreachableError && (timedOut || RETRYABLE_NETWORK.has(networkCode(err) ?? '')), undefined, failover);
       }
-      if (!res.ok) {
+      if (!res.ok && !acceptStatus.includes(res.status)) {
         const error = this.httpError(url, res, text);
         const retryable = RETRYABLE_STATUS.has(res.status) || (res.status === 409 && error.code === 'idempotency_key_in_flight');
         return new AttemptFailure(error, `HTTP ${res.status} ${error.code}`, retryable, parseRetryAfter(res.headers.get('retry-after')));

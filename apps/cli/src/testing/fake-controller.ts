@@ -3,7 +3,7 @@
 // request it gets. Not shipped behaviour: test support only.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { VmObject, WorkerObject } from '@fleet/controller/api-schemas';
+import type { ControllerObject, VmObject, WorkerObject } from '@fleet/controller/api-schemas';
 
 export interface FakeRequest {
   method: string;
@@ -162,6 +162,22 @@ export function worker(name: string, over: Partial<WorkerObject> = {}): WorkerOb
     lastSeenAt: '2025-01-01T00:59:55.000Z',
     certificateExpiresAt: '2025-12-01T00:00:00.000Z',
     createdAt: '2024-12-31T00:00:00.000Z',
+    ...over,
+  };
+}
+
+export function controllerObject(name: string, over: Partial<ControllerObject> = {}): ControllerObject {
+  return {
+    id: `ctl-${name}`,
+    name,
+    apiUrl: `https://${name}.example:8080`,
+    grpcAddress: `${name}.example:7443`,
+    version: '0.1.0',
+    role: 'follower',
+    alive: true,
+    connectedWorkers: 0,
+    startedAt: '2025-01-01T00:00:00.000Z',
+    lastSeenAt: '2025-01-01T00:59:58.000Z',
     ...over,
   };
 }
