@@ -142,6 +142,14 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     expect(await page.locator('header .served').textContent()).toBe(`controller ${name} leader`);
     await expectAccessible(page);
     await screenshot(page, SHOTS, '02b-controllers');
+    // The CLI reads the same routes of this real controller.
+    const cliEnv = { FLEET_URL: controller.apiUrl, FLEET_TOKEN: controller.adminToken, FLEET_CONFIG: '/nonexistent/fleet-config.json' };
+    const list = await runCli(['controller', 'list', '--json'], { env: cliEnv });
+    expect(list.code, list.stderr).toBe(0);
+    expect(JSON.parse(list.stdout)).toMatchObject({ controllers: [{ id, name, role: 'leader', alive: true, apiUrl: controller.apiUrl, grpcAddress: controller.grpcAddress }] });
+    const status = await runCli(['controller', 'status'], { env: { ...cliEnv, FLEET_TOKEN: undefined } });
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(new RegExp(`^Controller:\\s+${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(leader\\)$`, 'm'));
   });
 
   it('shows the worker in the workers table with its capacity', async () => {
