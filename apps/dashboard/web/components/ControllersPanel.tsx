@@ -30,8 +30,8 @@ export function ControllersPanel() {
           {c.role}
         </span>
       ),
-      // Leader first.
-      sortValue: (c) => (c.role === 'leader' ? 0 : 1),
+      // Leader first, then by name.
+      sortValue: (c) => `${c.role === 'leader' ? 0 : 1} ${c.name}`,
     },
     { key: 'alive', header: 'State', cell: (c) => <span className={`badge ${c.alive ? 'worker-online' : 'worker-offline'}`}>{c.alive ? 'alive' : 'down'}</span>, sortValue: (c) => (c.alive ? 0 : 1) },
     { key: 'streams', header: 'Worker streams', cell: (c) => c.connectedWorkers, sortValue: (c) => c.connectedWorkers, className: 'num' },
