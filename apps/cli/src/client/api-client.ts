@@ -33,6 +33,7 @@ import type {
   VmUpdate,
   WhoAmI,
   WorkerObject,
+  Health,
 } from '@fleet/controller/api-schemas';
 import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from '../errors.ts';
 import { formatDuration } from '../output/durations.ts';
@@ -49,17 +50,8 @@ export interface VmWatchEvent {
   vm: VmObject;
 }
 
-/**
- * `GET /v1/health` (no auth; 503 while the database cannot take writes). The controller declares
- * this schema beside its route (meta-routes.ts), not in api-schemas, so only what the CLI reads is
- * spelled out here, with the fields shared with ControllerObject taken from it.
- */
-export interface HealthReport {
-  status: 'ok' | 'degraded';
-  checks: { storage: { ok: boolean; error?: string; code?: string; since?: string; checkedAt?: string } };
-  /** Which controller answered and whom it takes for the leader; absent from controllers older than issue 13. */
-  controller?: Pick<ControllerObject, 'id' | 'name' | 'role'> & { leader: string | null };
-}
+/** `GET /v1/health` (no auth; 503 while the database cannot take writes). */
+export type HealthReport = Health;
 
 export interface EventQuery {
   limit?: number | undefined;

@@ -330,6 +330,31 @@ export const ControllerObject = Type.Object({
 export type ControllerObject = Static<typeof ControllerObject>;
 export const ControllerList = Type.Object({ items: Type.Array(ControllerObject) });
 
+/** GET /v1/health (no auth): 200 ok, 503 degraded while the database cannot take writes. */
+export const Health = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+  checks: Type.Object({
+    storage: Type.Object({
+      ok: Type.Boolean(),
+      error: Type.Optional(Type.String({ description: 'what the last failure said' })),
+      code: Type.Optional(Type.String({ description: 'SQLITE_FULL, 53100, P1001, ...' })),
+      since: Type.Optional(Type.String({ format: 'date-time', description: 'when the storage was first seen failing' })),
+      checkedAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the write probe last ran' })),
+    }),
+  }),
+  controller: Type.Optional(
+    Type.Object({
+      id: Type.String(),
+      name: Type.String(),
+      role: Type.Union([Type.Literal('leader'), Type.Literal('follower')], { description: 'leader: runs the scheduler and worker liveness; every controller serves the API and worker streams' }),
+      leader: Type.Union([Type.String(), Type.Null()], { description: "the leader's name as this controller last saw it" }),
+    }),
+  ),
+});
+export type Health = Static<typeof Health>;
+export type ServingController = NonNullable<Health['controller']>;
+export type ControllerList = Static<typeof ControllerList>;
+
 export const SchedulerSettings = Type.Object(
   { profile: Type.Union([Type.Literal('pack'), Type.Literal('spread')]) },
   { additionalProperties: false },

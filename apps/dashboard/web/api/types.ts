@@ -19,19 +19,8 @@ export type {
 } from '@fleet/controller/api-schemas';
 import type { ControllerObject } from '@fleet/controller/api-schemas';
 
-/**
- * `GET /v1/health`'s `controller` field: which controller answered and who it takes for the leader.
- * The controller declares the health schema beside its route (meta-routes.ts), not in api-schemas,
- * so the fields it shares with ControllerObject are taken from there and only `leader` is spelled out.
- */
-export type ServingController = Pick<ControllerObject, 'id' | 'name' | 'role'> & { leader: string | null };
-
-/** `GET /v1/health` (no auth; 503 while the database cannot take writes). Only the fields the dashboard reads. */
-export interface Health {
-  status: 'ok' | 'degraded';
-  /** Absent from controllers older than issue 13. */
-  controller?: ServingController;
-}
+/** `GET /v1/health` and its `controller` field (absent from controllers older than issue 13). */
+export type { Health, ServingController } from '@fleet/controller/api-schemas';
 
 export type Role = 'read' | 'write' | 'connect' | 'admin';
 export const ROLES: readonly Role[] = ['read', 'write', 'connect', 'admin'];

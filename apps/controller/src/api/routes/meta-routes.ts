@@ -1,29 +1,7 @@
-import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { ApiContext } from '../context.ts';
-import { ControllerInfo, ControllerList, SchedulerSettings, WhoAmI } from '../schemas.ts';
+import { ControllerInfo, ControllerList, Health, SchedulerSettings, WhoAmI } from '../schemas.ts';
 import { actorOf } from '../auth-hook.ts';
-
-const Health = Type.Object({
-  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
-  checks: Type.Object({
-    storage: Type.Object({
-      ok: Type.Boolean(),
-      error: Type.Optional(Type.String({ description: 'what the last failure said' })),
-      code: Type.Optional(Type.String({ description: 'SQLITE_FULL, 53100, P1001, ...' })),
-      since: Type.Optional(Type.String({ format: 'date-time', description: 'when the storage was first seen failing' })),
-      checkedAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the write probe last ran' })),
-    }),
-  }),
-  controller: Type.Optional(
-    Type.Object({
-      id: Type.String(),
-      name: Type.String(),
-      role: Type.Union([Type.Literal('leader'), Type.Literal('follower')], { description: 'leader: runs the scheduler and worker liveness; every controller serves the API and worker streams' }),
-      leader: Type.Union([Type.String(), Type.Null()], { description: "the leader's name as this controller last saw it" }),
-    }),
-  ),
-});
 
 export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
