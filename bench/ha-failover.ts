@@ -5,17 +5,20 @@
  * each in its own namespace, on one PostgreSQL (a scratch server: fsync off, so the figures are
  * the controllers', not the disk's); two synthetic workers (speed 0.05: create 10 ms, boot 50–150 ms).
  *
- *   pnpm exec tsx bench/ha-failover.ts [--kills 20] [--lease 3s] [--creates 200] [--concurrency 16] [--rounds 2]
- *                                      [--heartbeat 5s] [--offline 30s]
+ *   pnpm exec tsx bench/ha-failover.ts [--kills 20] [--lease 3s] [--creates 200] [--warmup 60] [--concurrency 16]
+ *                                      [--rounds 3] [--heartbeat 5s] [--offline 30s]
  *
  * Needs root (ip netns, nftables) and PostgreSQL's binaries (Debian's postgresql package, or
  * FLEET_PG_BIN). Takes about 5 minutes with the defaults on 2 cores.
  *
  *  1. Creates through 1 controller (the other two stopped) vs 3 (round-robin over all three), in
- *     alternating rounds (1, 3, 1, 3, …): `--creates` VMs at `--concurrency` requests in flight.
+ *     alternating rounds (1, 3, 1, 3, …): `--creates` VMs at `--concurrency` requests in flight,
+ *     after an unmeasured warm-up burst of `--warmup` creates (a controller started for the round
+ *     has not compiled its hot paths yet).
  *     creates/s = creates / (first request sent → last 201). Placement latency per VM: the create
  *     request's send time → its `→ scheduled` event and its `→ running` event (the controllers'
- *     own timestamps; one host, one clock). The VMs are deleted between rounds.
+ *     own timestamps; one host, one clock). CPU time per create of the controllers, PostgreSQL and
+ *     the workers (/proc) from the first request until all run. The VMs are deleted between rounds.
  *  2. Failover, `--kills` times: the leader is killed with SIGKILL at a random point of its
  *     renewal period; right after, a VM is created through a survivor (Idempotency-Key, retried on
  *     another controller on connection errors and 5xx). Measured from the kill: a survivor's
@@ -24,6 +27,8 @@
  *     before the next kill. Baseline from the same run: the same probe VM with no kill, and the
  *     configured lease (the takeover floor when the dead leader's database session is not seen to end).
  */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { waitUntil } from '../test/support/fleet-processes.ts';
@@ -35,7 +40,8 @@ const { values } = parseArgs({
     lease: { type: 'string', default: '3s' },
     creates: { type: 'string', default: '200' },
     concurrency: { type: 'string', default: '16' },
-    rounds: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '60' },
     heartbeat: { type: 'string', default: '5s' },
     offline: { type: 'string', default: '30s' },
   },
@@ -44,9 +50,10 @@ const KILLS = Number(values.kills);
 const CREATES = Number(values.creates);
 const CONCURRENCY = Number(values.concurrency);
 const ROUNDS = Number(values.rounds);
+const WARMUP = Number(values.warmup);
 const leaseMatch = /^(\d+)(ms|s)$/.exec(values.lease);
-if (!(KILLS >= 0) || !(CREATES >= 1) || !(CONCURRENCY >= 1) || !(ROUNDS >= 1) || !leaseMatch || CREATES > 450) {
-  console.error('usage: pnpm exec tsx bench/ha-failover.ts [--kills N] [--lease 3s|2500ms] [--creates N<=450] [--concurrency N] [--rounds N] [--heartbeat 5s] [--offline 30s]');
+if (!(KILLS >= 0) || !(CREATES >= 1) || !(CONCURRENCY >= 1) || !(ROUNDS >= 1) || !(WARMUP >= 0) || !leaseMatch || CREATES + WARMUP > 450) {
+  console.error('usage: pnpm exec tsx bench/ha-failover.ts [--kills N] [--lease 3s|2500ms] [--creates N] [--warmup N] (creates + warmup <= 450) [--concurrency N] [--rounds N] [--heartbeat 5s] [--offline 30s]');
   process.exit(2);
 }
 const LEASE_MS = Number(leaseMatch[1]) * (leaseMatch[2] === 's' ? 1000 : 1);
@@ -117,13 +124,13 @@ interface CreateRound {
   scheduled: number[];
   running: number[];
   retried: number;
+  /** CPU ms per create from the first request until all ran (creating, placing, starting, reporting). */
+  cpuPerCreate: { controllers: number; postgres: number; workers: number };
 }
 
-async function createRound(r: number, n: number): Promise<CreateRound> {
+/** Creates `names` at CONCURRENCY through `via` (round-robin); returns each one's send time and the burst's creates/s. */
+async function burst(via: HaController[], names: string[]): Promise<{ sentAt: Map<string, number>; perSec: number; retried: number }> {
   const l = lab!;
-  const via = await useControllers(n);
-  const prefix = `r${r}c${n}-`;
-  const names = Array.from({ length: CREATES }, (_, i) => `${prefix}${String(i).padStart(3, '0')}`);
   const sentAt = new Map<string, number>();
   let next = 0;
   let retried = 0;
@@ -140,29 +147,114 @@ async function createRound(r: number, n: number): Promise<CreateRound> {
       tLast = Math.max(tLast, res.answeredAt);
     }
   }));
-  const perSec = (CREATES * 1000) / (tLast - t0);
+  return { sentAt, perSec: (names.length * 1000) / (tLast - t0), retried };
+}
+
+/**
+ * Deletes every VM named with `prefix` and waits until the workers confirmed each removal. A VM
+ * still listed after 20 s is an anomaly (its state is noted) and is deleted again; so is capacity
+ * still held once they are gone (the workers' used.vms above the VMs listed).
+ */
+async function deleteAll(via: HaController[], prefix: string): Promise<void> {
+  const left = async () => (await via[0]!.api.vms()).filter((v) => v.name.startsWith(prefix));
+  for (let pass = 1; ; pass++) {
+    const names = (await left()).map((v) => String(v.name));
+    if (names.length === 0) break;
+    if (pass > 4) throw new Error(`${names.length} ${prefix}* VMs not deleted after ${pass - 1} passes`);
+    let di = 0;
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (di < names.length) {
+        const i = di++;
+        const res = await via[i % via.length]!.api.request('DELETE', `/v1/vms/${names[i]}`);
+        if (res.status !== 202 && res.status !== 204) anomalies.push(`delete ${names[i]} (pass ${pass}): ${res.status} ${JSON.stringify(res.body)}`);
+      }
+    }));
+    try {
+      await waitUntil(async () => (await left()).length === 0, 20_000, `${prefix}* deleted`, 250);
+    } catch {
+      const stuck = await left();
+      anomalies.push(`${stuck.length} of ${names.length} ${prefix}* VMs still listed 20 s after their delete (pass ${pass}): ${[...new Set(stuck.map((v) => `${v.state}: ${v.reason}`))].slice(0, 3).join(' | ')}`);
+    }
+  }
+  const [vms, workers] = await Promise.all([via[0]!.api.vms(), via[0]!.api.workers()]);
+  const used = workers.reduce((n, w) => n + w.used.vms, 0);
+  if (used !== vms.length) anomalies.push(`after deleting ${prefix}*: the workers hold ${used} VMs' capacity (used.vms) for ${vms.length} VMs listed`);
+}
+
+// CPU time (user + system) of the lab's processes, from /proc, to show where a create's cost goes.
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+function cpuMsOf(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK; // utime, stime (fields 14 and 15)
+  } catch {
+    return 0;
+  }
+}
+/** PostgreSQL's postmaster and its backends: the processes named postgres listening on the lab's port, and their children. */
+function postgresPids(): number[] {
+  const port = String(lab!.pg!.port);
+  const all = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number);
+  const info = new Map<number, { ppid: number; cmd: string; comm: string }>();
+  for (const pid of all) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      info.set(pid, { ppid, comm, cmd: readFileSync(`/proc/${pid}/cmdline`, 'utf8') });
+    } catch {
+      /* gone */
+    }
+  }
+  const master = [...info].find(([, i]) => i.comm === 'postgres' && i.cmd.split('\0').includes(port))?.[0];
+  return master ? [master, ...[...info].filter(([, i]) => i.ppid === master).map(([p]) => p)] : [];
+}
+interface CpuSnapshot { controllers: number; postgres: Map<number, number>; workers: number }
+function cpuNow(): CpuSnapshot {
+  const l = lab!;
+  return {
+    controllers: l.controllers.reduce((s, c) => s + (l.running().includes(c) ? cpuMsOf(c.proc?.child.pid) : 0), 0),
+    postgres: new Map(postgresPids().map((p) => [p, cpuMsOf(p)])),
+    workers: l.workers.reduce((s, w) => s + cpuMsOf(w.proc?.child.pid), 0),
+  };
+}
+/** CPU ms spent between two snapshots (backends that started in between count from 0). */
+function cpuSpent(a: CpuSnapshot, b: CpuSnapshot): { controllers: number; postgres: number; workers: number } {
+  let pg = 0;
+  for (const [pid, t] of b.postgres) pg += t - (a.postgres.get(pid) ?? 0);
+  return { controllers: b.controllers - a.controllers, postgres: pg, workers: b.workers - a.workers };
+}
+
+async function createRound(r: number, n: number): Promise<CreateRound> {
+  const via = await useControllers(n);
+  // Warm-up: a controller started for this round has not compiled its hot paths yet; the same
+  // unmeasured burst for both configurations, then deleted.
+  const warm = `w${r}c${n}-`;
+  await burst(via, Array.from({ length: WARMUP }, (_, i) => `${warm}${String(i).padStart(3, '0')}`));
+  await waitUntil(async () => (await via[0]!.api.vms()).filter((v) => v.name.startsWith(warm) && v.state === 'running').length === WARMUP, 120_000, `warm-up ${warm}* running`, 250);
+  await deleteAll(via, warm);
+
+  const prefix = `r${r}c${n}-`;
+  const names = Array.from({ length: CREATES }, (_, i) => `${prefix}${String(i).padStart(3, '0')}`);
+  const cpu0 = cpuNow();
+  const { sentAt, perSec, retried } = await burst(via, names);
   const reader = via[0]!;
   await waitUntil(async () => (await reader.api.vms()).filter((v) => v.name.startsWith(prefix) && v.state === 'running').length === CREATES, 120_000, `round ${r}: all ${CREATES} running`, 250);
+  const cpu = cpuSpent(cpu0, cpuNow());
   const scheduled: number[] = [];
   const running: number[] = [];
-  for (const name of names) {
-    const t = await eventTimes(via[names.indexOf(name) % via.length]!, name);
+  for (const [i, name] of names.entries()) {
+    const t = await eventTimes(via[i % via.length]!, name);
     if (t.placements !== 1) anomalies.push(`round ${r} (${n} controllers): ${name} placed ${t.placements} times`);
     scheduled.push(t.scheduled - sentAt.get(name)!);
     running.push(t.running - sentAt.get(name)!);
   }
-  log(`round ${r}, ${n} controller(s): ${perSec.toFixed(0)} creates/s; create → scheduled p50 ${ms(pct(scheduled, 50))} ms, → running p50 ${ms(pct(running, 50))} ms`);
+  log(`round ${r}, ${n} controller(s): ${perSec.toFixed(0)} creates/s; create → scheduled p50 ${ms(pct(scheduled, 50))} ms, → running p50 ${ms(pct(running, 50))} ms; CPU per create: controllers ${(cpu.controllers / CREATES).toFixed(1)} ms, PostgreSQL ${(cpu.postgres / CREATES).toFixed(1)} ms, workers ${(cpu.workers / CREATES).toFixed(1)} ms`);
   // Clean slate for the next round (the workers confirm each removal).
-  let di = 0;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (di < names.length) {
-      const name = names[di++]!;
-      const res = await via[di % via.length]!.api.request('DELETE', `/v1/vms/${name}`);
-      if (res.status !== 202 && res.status !== 204) anomalies.push(`delete ${name}: ${res.status}`);
-    }
-  }));
-  await waitUntil(async () => (await reader.api.vms()).every((v) => !v.name.startsWith(prefix)), 120_000, `round ${r}: VMs deleted`, 250);
-  return { controllers: n, perSec, scheduled, running, retried };
+  await deleteAll(via, prefix);
+  return { controllers: n, perSec, scheduled, running, retried, cpuPerCreate: { controllers: cpu.controllers / CREATES, postgres: cpu.postgres / CREATES, workers: cpu.workers / CREATES } };
 }
 
 // ------------------------------------------------------------------ 2. failover: kill -9 the leader
@@ -250,22 +342,29 @@ async function main(): Promise<void> {
   for (let k = 1; k <= KILLS; k++) kills.push(await killRound(k));
 
   // -------------------------------------------------------------- report
-  console.log(`\n## 1. creates through 1 controller vs 3 (round-robin), ${CREATES} per round at concurrency ${CONCURRENCY}\n`);
-  console.log(table(['round', 'controllers', 'creates/s', 'create → scheduled p50 ms', 'p99 ms', 'create → running p50 ms', 'p99 ms', 'retried'], creates.map((c, i) => [
-    String(i + 1), c.controllers, c.perSec.toFixed(0), ms(pct(c.scheduled, 50)), ms(pct(c.scheduled, 99)), ms(pct(c.running, 50)), ms(pct(c.running, 99)), c.retried,
+  console.log(`\n## 1. creates through 1 controller vs 3 (round-robin), ${CREATES} per round at concurrency ${CONCURRENCY} (after ${WARMUP} unmeasured)\n`);
+  console.log(table(['round', 'controllers', 'creates/s', 'create → scheduled p50 ms', 'p99 ms', 'create → running p50 ms', 'p99 ms', 'CPU ms/create: controllers', 'PostgreSQL', 'workers', 'retried'], creates.map((c, i) => [
+    String(i + 1), c.controllers, c.perSec.toFixed(0), ms(pct(c.scheduled, 50)), ms(pct(c.scheduled, 99)), ms(pct(c.running, 50)), ms(pct(c.running, 99)),
+    c.cpuPerCreate.controllers.toFixed(1), c.cpuPerCreate.postgres.toFixed(1), c.cpuPerCreate.workers.toFixed(1), c.retried,
   ])));
-  const by = (n: number) => creates.filter((c) => c.controllers === n);
+  const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
   const sum = (n: number) => {
-    const rs = by(n);
-    return { perSec: pct(rs.map((c) => c.perSec), 50), sched: rs.flatMap((c) => c.scheduled), run: rs.flatMap((c) => c.running) };
+    const rs = creates.filter((c) => c.controllers === n);
+    const rates = rs.map((c) => c.perSec);
+    return {
+      perSec: mean(rates), range: `${Math.min(...rates).toFixed(0)}–${Math.max(...rates).toFixed(0)}`,
+      sched: rs.flatMap((c) => c.scheduled), run: rs.flatMap((c) => c.running),
+      cpu: mean(rs.map((c) => c.cpuPerCreate.controllers)), pg: mean(rs.map((c) => c.cpuPerCreate.postgres)),
+    };
   };
   const one = sum(1);
   const three = sum(3);
   console.log('\nall rounds:\n');
-  console.log(table(['controllers', 'creates/s (median round)', 'create → scheduled p50 ms', 'p99 ms', 'create → running p50 ms', 'p99 ms'], [
-    ['1 (baseline)', one.perSec.toFixed(0), ms(pct(one.sched, 50)), ms(pct(one.sched, 99)), ms(pct(one.run, 50)), ms(pct(one.run, 99))],
-    ['3', three.perSec.toFixed(0), ms(pct(three.sched, 50)), ms(pct(three.sched, 99)), ms(pct(three.run, 50)), ms(pct(three.run, 99))],
+  console.log(table(['controllers', 'creates/s (mean of rounds)', 'range', 'create → scheduled p50 ms', 'p99 ms', 'create → running p50 ms', 'p99 ms', 'CPU ms/create: controllers', 'PostgreSQL'], [
+    ['1 (baseline)', one.perSec.toFixed(0), one.range, ms(pct(one.sched, 50)), ms(pct(one.sched, 99)), ms(pct(one.run, 50)), ms(pct(one.run, 99)), one.cpu.toFixed(1), one.pg.toFixed(1)],
+    ['3', three.perSec.toFixed(0), three.range, ms(pct(three.sched, 50)), ms(pct(three.sched, 99)), ms(pct(three.run, 50)), ms(pct(three.run, 99)), three.cpu.toFixed(1), three.pg.toFixed(1)],
   ]));
+  console.log(`\nnote: everything shares ${os.cpus().length} CPUs here (three controllers, PostgreSQL, two workers, this client): creates/s is bounded by total CPU, so what a second and third controller add in CPU per create shows up directly as fewer creates/s.`);
 
   if (kills.length) {
     const row = (label: string, xs: number[]) => [label, ms(pct(xs, 50)), ms(pct(xs, 99)), ms(Math.max(...xs)), ms(Math.min(...xs))];
@@ -287,7 +386,7 @@ async function main(): Promise<void> {
     const sched = kills.map((k) => k.scheduledMs);
     console.log(`\nSUMMARY failover: kill -9 → scheduler working (VM scheduled) p50 ${ms(pct(sched, 50))} ms / p99 ${ms(pct(sched, 99))} ms; → running p50 ${ms(pct(kills.map((k) => k.runningMs), 50))} ms / p99 ${ms(pct(kills.map((k) => k.runningMs), 99))} ms; lease ${LEASE_MS} ms; baseline create → scheduled ${ms(pct(baseline.map((b) => b.scheduledMs), 50))} ms`);
   }
-  console.log(`SUMMARY creates: 1 controller ${one.perSec.toFixed(0)}/s, 3 controllers ${three.perSec.toFixed(0)}/s (${(((three.perSec - one.perSec) / one.perSec) * 100).toFixed(1)} %); create → running p50 ${ms(pct(one.run, 50))} vs ${ms(pct(three.run, 50))} ms`);
+  console.log(`SUMMARY creates: 1 controller ${one.perSec.toFixed(0)}/s, 3 controllers ${three.perSec.toFixed(0)}/s (${(((three.perSec - one.perSec) / one.perSec) * 100).toFixed(1)} %); create → scheduled p50 ${ms(pct(one.sched, 50))} vs ${ms(pct(three.sched, 50))} ms, → running p50 ${ms(pct(one.run, 50))} vs ${ms(pct(three.run, 50))} ms; controller CPU per create ${one.cpu.toFixed(1)} vs ${three.cpu.toFixed(1)} ms`);
   console.log(`\nanomalies: ${anomalies.length === 0 ? 'none' : ''}`);
   for (const a of anomalies) console.log(`  - ${a}`);
   console.log(`\ntotal ${((Date.now() - started) / 1000).toFixed(0)} s, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);

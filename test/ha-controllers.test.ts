@@ -367,6 +367,29 @@ describe.skipIf(why !== '')('several controllers on one PostgreSQL database', ()
     console.log(`[ha] delete through ${via.name}: gone after ${Date.now() - t} ms`);
     expect(sampler.current!.violations).toEqual([]);
   });
+
+  it('a VM deleted right after its create, through another controller, disappears and frees its capacity', async () => {
+    const leader = await wholeFleet();
+    const listed = async () => (await leader.api.vms()).length;
+    const used = async () => (await leader.api.workers()).reduce((n, w) => n + w.used.vms, 0);
+    await waitUntil(async () => (await used()) === (await listed()), 15_000, 'capacity in use matching the VMs before');
+    // Created round-robin, each deleted at once through the next controller: the delete races the
+    // placement, the push and the worker's first report, on different controllers.
+    const names = Array.from({ length: 30 }, (_, i) => `quick-${i}`);
+    const created = await Promise.all(names.map((n, i) => create(lab, vmSpec(n), i)));
+    for (const r of created) expect(r.ok, JSON.stringify(r)).toBe(true);
+    const deleted = await Promise.all(names.map((n, i) => lab.controllers[(i + 1) % 3]!.api.request('DELETE', `/v1/vms/${n}`)));
+    expect(deleted.map((r) => r.status).filter((st) => st !== 202 && st !== 204)).toEqual([]);
+    const left = async () => (await leader.api.vms()).filter((v) => names.includes(v.name));
+    // Deletes win (docs/architecture.md): a deleted VM is never left behind, failed or otherwise.
+    await waitUntil(async () => (await left()).length === 0, 20_000, 'every quickly deleted VM gone', 250).catch(() => undefined);
+    expect.soft((await left()).map((v) => `${v.name}: ${v.state} (${v.reason})`), 'deleted VMs still listed').toEqual([]);
+    await waitUntil(() => lab.workers.every((w) => lab.instances(w).every((i) => !names.includes(i.name))), 10_000, 'the workers holding none of them');
+    // No capacity held for them: the workers' used VMs equal the VMs still listed.
+    await waitUntil(async () => (await used()) === (await listed()), 15_000, 'capacity freed').catch(() => undefined);
+    const [u, l] = [await used(), await listed()];
+    expect(u, `the workers' used.vms (${u}) vs the VMs listed (${l})`).toBe(l);
+  });
 });
 
 describe('SQLite: one controller per data dir', () => {
