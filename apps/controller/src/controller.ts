@@ -83,7 +83,13 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
   });
   const settings = new SettingsService(db, opts.defaultSchedulerProfile);
-  await settings.checkFleetCa(identity.caFingerprint, opts.dataDir).catch(async (err: unknown) => {
+  const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
+  await (async () => {
+    await settings.checkFleetCa(identity.caFingerprint, opts.dataDir);
+    // Other controllers running now: their rows were refreshed lately (every 2 s).
+    const othersRunning = multi && (await db.controller.count({ where: { lastSeenAt: { gt: new Date(Date.now() - 10_000) } } })) > 0;
+    await settings.checkFleetTimings(timings, othersRunning);
+  })().catch(async (err: unknown) => {
     await db.$disconnect();
     await lock.release();
     throw err;
@@ -118,7 +124,6 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const streams = new WorkerStreams(db, log, { sink: storage });
   let registry: ControllerRegistry | undefined;
   vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
-  const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings,
     controllerId,

@@ -29,6 +29,32 @@ export class SettingsService {
   }
 
   /**
+   * All controllers of a fleet must use the same failure timings: a worker fenced after one
+   * controller's fenceAfter must be declared lost only after it, by whichever controller leads.
+   * The running controllers' timings are recorded; one started with others refuses while any of
+   * them runs (stop them all to change the timings).
+   */
+  async checkFleetTimings(t: { heartbeatIntervalMs: number; fenceAfterMs: number; lostAfterMs: number }, othersRunning: boolean): Promise<void> {
+    const key = 'fleet.failureTimings';
+    const mine = { heartbeatIntervalMs: t.heartbeatIntervalMs, fenceAfterMs: t.fenceAfterMs, lostAfterMs: t.lostAfterMs };
+    const row = await this.db.setting.findUnique({ where: { key } });
+    if (row && othersRunning) {
+      const recorded = JSON.parse(row.value) as typeof mine;
+      if (recorded.heartbeatIntervalMs !== mine.heartbeatIntervalMs || recorded.fenceAfterMs !== mine.fenceAfterMs || recorded.lostAfterMs !== mine.lostAfterMs) {
+        const show = (x: typeof mine) => `--heartbeat-interval ${x.heartbeatIntervalMs}ms --worker-offline-timeout ${x.lostAfterMs}ms --worker-fence-after ${x.fenceAfterMs}ms`;
+        throw new Error(
+          `the controllers running on this database use ${show(recorded)}; this one was started with ${show(mine)}. ` +
+            'Every controller of a fleet must use the same timings (a worker could otherwise be re-placed before it stopped its VMs): ' +
+            'start this one with the same values, or stop every controller to change them.',
+        );
+      }
+      return;
+    }
+    const value = JSON.stringify(mine);
+    await this.db.setting.upsert({ where: { key }, create: { key, value }, update: { value } });
+  }
+
+  /**
    * All controllers of a fleet must share one CA (workers trust only it). The first controller
    * records its CA's fingerprint; one started with another CA refuses, saying what to copy.
    */

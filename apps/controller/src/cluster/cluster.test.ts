@@ -37,13 +37,13 @@ describe.skipIf(!havePostgres)('controllers sharing a PostgreSQL database', () =
     await rm(root, { recursive: true, force: true });
   });
 
-  async function start(url: string, name: string, caFrom?: string): Promise<ControllerHandle> {
+  async function start(url: string, name: string, caFrom?: string, extra: { workerOfflineTimeoutMs?: number } = {}): Promise<ControllerHandle> {
     const dataDir = path.join(root, `${path.basename(url)}-${name}`);
     if (caFrom) {
       await mkdir(path.join(dataDir, 'pki'), { recursive: true, mode: 0o700 });
       for (const f of ['ca.pem', 'ca-key.pem']) await cp(path.join(caFrom, 'pki', f), path.join(dataDir, 'pki', f));
     }
-    const c = await startController({ dataDir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', controllerName: name, leaderLeaseMs: 1_500, bootstrapAdminToken: token, logLevel: 'silent' });
+    const c = await startController({ dataDir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', controllerName: name, leaderLeaseMs: 1_500, bootstrapAdminToken: token, logLevel: 'silent', ...extra });
     running.push(c);
     return c;
   }
@@ -98,6 +98,10 @@ describe.skipIf(!havePostgres)('controllers sharing a PostgreSQL database', () =
     const url = await pg.createDatabase('cluster_ca');
     const a = await start(url, 'ctl-a');
     await expect(start(url, 'ctl-other')).rejects.toThrow(/not the fleet's CA recorded in the database .*copy pki\/ca.pem and pki\/ca-key.pem/);
+    // Same CA, other failure timings while ctl-a runs: refused (a worker could be re-placed before it fenced).
+    await expect(start(url, 'ctl-slow', path.join(root, 'cluster_ca-ctl-a'), { workerOfflineTimeoutMs: 60_000 })).rejects.toThrow(
+      /the controllers running on this database use .*--worker-offline-timeout 30000ms.*this one was started with .*--worker-offline-timeout 60000ms/,
+    );
     await a.stop();
     running.splice(running.indexOf(a), 1);
   }, 60_000);
