@@ -4,8 +4,10 @@
 //   - killing the leader (kill -9) in the middle of a stream of creates loses nothing, doubles
 //     nothing and fails nothing; a VM created right after the kill runs within 5 s;
 //   - a controller cut off from the database stops leading, a new leader takes over within 5 s, its
-//     workers go elsewhere, no VM runs twice; healed, it comes back as a follower;
+//     workers go elsewhere before their lease runs out, no VM runs twice or stops; healed, it comes
+//     back as a follower;
 //   - a change made through any controller reaches a worker whose stream another controller holds;
+//   - a VM deleted right after its create, through another controller, goes away and frees its capacity;
 //   - on SQLite a second controller on the same data dir refuses to start.
 //
 //   hub bridge ── c1 10.96.0.11 ── c2 .12 ── c3 .13   (REST :8080 plain HTTP, gRPC :7443)
@@ -14,6 +16,9 @@
 //
 // Timings: heartbeat 1 s, lostAfter 8 s → fenceAfter 6 s; leader lease 2 s (renewed every ~667 ms).
 // Needs root, ip, nft and PostgreSQL's binaries; otherwise the PostgreSQL part is skipped loudly.
+// FLEET_HA_LOGS=<dir> keeps every process's whole output (FLEET_LOG_LEVEL=info for more).
+//
+//   pnpm exec vitest run --project e2e test/ha-controllers.test.ts
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
