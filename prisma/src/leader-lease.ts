@@ -138,6 +138,8 @@ class PostgresLeaderLease implements LeaderLease {
   private expiryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private ticking = false;
+  /** The tick under way (stop() waits for it: one statement at a time on the connection). */
+  private inflight: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: LeaderLeaseOptions) {
     this.ttlMs = opts.ttlMs ?? 3_000;
@@ -186,6 +188,7 @@ class PostgresLeaderLease implements LeaderLease {
     clearTimeout(this.expiryTimer);
     const wasLeading = this.leading;
     this.setLeading(false);
+    await this.inflight;
     const c = this.client;
     this.client = undefined;
     if (!c) return;
@@ -245,8 +248,13 @@ class PostgresLeaderLease implements LeaderLease {
     return this.connecting;
   }
 
-  private async tick(): Promise<void> {
-    if (this.stopped || this.ticking) return;
+  private tick(): Promise<void> {
+    if (this.stopped || this.ticking) return this.inflight;
+    this.inflight = this.tickOnce();
+    return this.inflight;
+  }
+
+  private async tickOnce(): Promise<void> {
     this.ticking = true;
     const sentAt = performance.now();
     try {

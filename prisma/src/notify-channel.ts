@@ -66,14 +66,20 @@ export async function openNotifyChannel(opts: NotifyChannelOptions): Promise<Not
   };
 
   await connect();
+  // One statement at a time on the connection (pg warns about, and queues, overlapping ones).
+  let sending: Promise<unknown> = Promise.resolve();
   return {
     get connected() {
       return client !== undefined;
     },
-    async send(payloads) {
-      const c = client;
-      if (!c) throw new Error(`not listening on ${opts.channel} (reconnecting)`);
-      await c.query('SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', [opts.channel, payloads]);
+    send(payloads) {
+      const run = sending.then(async () => {
+        const c = client;
+        if (!c) throw new Error(`not listening on ${opts.channel} (reconnecting)`);
+        await c.query('SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', [opts.channel, payloads]);
+      });
+      sending = run.catch(() => undefined);
+      return run;
     },
     async close() {
       closed = true;

@@ -123,7 +123,6 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const networkCounters = new NetworkCounterStore();
   const streams = new WorkerStreams(db, log, { sink: storage });
   let registry: ControllerRegistry | undefined;
-  vms.neverDelivered = (workerId, vmId, attempt) => streams.neverDelivered(workerId, vmId, attempt);
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings,
     controllerId,
@@ -167,7 +166,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     writes.retryNow();
   });
   // Idempotency-Key records live 24 h; nothing else in the controller purges old rows, so it has its own timer.
-  const idempotency = new IdempotencyService(db);
+  const idempotency = new IdempotencyService(db, { ownerId: controllerId, isOwnerAlive: (owner) => registry?.isAlive(owner) ?? false });
   // Only the leader runs the singleton loops; they start and stop with the leader lease.
   leadership.add(workers.liveness);
   leadership.add(scheduler);

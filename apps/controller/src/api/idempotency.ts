@@ -113,7 +113,7 @@ export function registerIdempotency(app: FastifyInstance, service: IdempotencySe
     if (!ex || ex.finished) return payload;
     ex.finished = true;
     if (typeof payload !== 'string') {
-      service.release(ex.scope); // not a JSON body (no such idempotent route today): nothing to replay
+      service.release(ex.scope, ex.recordId); // not a JSON body (no such idempotent route today): nothing to replay
       return payload;
     }
     try {
@@ -128,7 +128,7 @@ export function registerIdempotency(app: FastifyInstance, service: IdempotencySe
     const ex = req.idempotencyExecution;
     if (ex && !ex.finished) {
       ex.finished = true;
-      service.release(ex.scope);
+      service.release(ex.scope, ex.recordId);
     }
   };
   // (Not onRequestAbort: a client that hangs up does not stop the handler, so its key stays in flight.)

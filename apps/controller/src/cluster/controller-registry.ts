@@ -16,8 +16,8 @@ export interface ControllerSelf {
 
 export type ControllerView = ControllerObject;
 
-/** Rows gone quiet for this long are removed by the leader. */
-const FORGET_AFTER_MS = 24 * 3600_000;
+/** Rows gone quiet for this long are removed by the leader (shown as down until then). */
+const FORGET_AFTER_MS = 3600_000;
 
 export class ControllerRegistry {
   private timer: NodeJS.Timeout | undefined;
@@ -36,6 +36,8 @@ export class ControllerRegistry {
 
   async start(): Promise<void> {
     const now = new Date();
+    // Earlier incarnations of this controller (same name, gone quiet): a restart replaces them.
+    await this.db.controller.deleteMany({ where: { name: this.self.name, lastSeenAt: { lt: new Date(now.getTime() - 5 * this.intervalMs) } } });
     await this.db.controller.create({ data: { ...this.self, role: this.role(), startedAt: now, lastSeenAt: now } });
     await this.refresh();
     this.timer = setInterval(() => void this.refresh().catch((err: unknown) => this.failed(err)), this.intervalMs);

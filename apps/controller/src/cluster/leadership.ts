@@ -28,11 +28,16 @@ export class Leadership {
     private readonly log: Logger,
     private readonly metrics: Metrics,
   ) {
-    this.off = lease.onChange((leader) => {
+    const changed = (leader: boolean) => {
       this.metrics.leadershipChanges.inc({ to: leader ? 'leader' : 'follower' });
       this.log.warn({ leader, token: lease.token() }, leader ? 'this controller is now the leader' : 'this controller is no longer the leader');
+    };
+    this.off = lease.onChange((leader) => {
+      changed(leader);
       this.sync();
     });
+    // Leader from its first statement on (at start): counted like any later change.
+    if (lease.isLeader()) changed(true);
   }
 
   isLeader = (): boolean => this.lease.isLeader();

@@ -34,12 +34,23 @@ beforeEach(async () => {
   await t.db.worker.create({ data: { id: workerId, name: 'w1', machineId: 'm' } });
   // Placed, with no access row yet: building its desired state must write one (a new key pair).
   await t.db.vm.create({ data: { id: vmId, name: 'vm-1', state: 'scheduled', image: 'img', cpus: 1, memoryMib: 512, workerId, attempt: 1 } });
+  await t.db.allocation.create({ data: { id: randomUUID(), vmId, attempt: 1, workerId, cpus: 1, memoryMib: 512 } });
 });
 afterEach(async () => {
   await t.close();
 });
 
 describe('WorkerStreams push retry', () => {
+  it('never sends an attempt whose allocation is gone (deleted before it was ever sent)', async () => {
+    const streams = new WorkerStreams(t.db, log);
+    const { call, sent } = fakeCall();
+    streams.attach(new WorkerStream(workerId, 'w1', call));
+    await t.db.allocation.deleteMany({ where: { vmId } });
+    streams.markDirty(workerId);
+    await until(() => sent.length === 1);
+    expect(sent[0]!.desiredState!.vms).toEqual([]);
+  });
+
   it('retries a push that failed on storage until it succeeds, without any further change', async () => {
     const observed: unknown[] = [];
     const streams = new WorkerStreams(t.db, log, { sink: { observe: (e) => observed.push(e) }, backoff: { baseMs: 10, maxMs: 40 } });
@@ -62,6 +73,8 @@ describe('WorkerStreams push retry', () => {
     expect(vms[0]!.spec!.authorizedKeys![0]).toMatch(/^ssh-ed25519 /);
     expect(stream.delivered.has(`${vmId}/1`)).toBe(true);
     expect(await t.db.vmAccess.count()).toBe(1);
+    // Recorded as delivered in the database (a delete through any controller then waits for the worker).
+    expect((await t.db.allocation.findFirstOrThrow({ where: { vmId } })).deliveredAt).not.toBeNull();
 
     // Nothing more is sent without a change.
     await new Promise((r) => setTimeout(r, 60));

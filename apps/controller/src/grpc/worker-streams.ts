@@ -111,15 +111,6 @@ export class WorkerStreams {
   }
 
   /**
-   * True when the worker is connected and has never been told about this
-   * instance, so it cannot hold it (and will never report it GONE).
-   */
-  neverDelivered(workerId: string, vmId: string, attempt: number): boolean {
-    const s = this.streams.get(workerId);
-    return !!s && !s.closed && !s.delivered.has(`${vmId}/${attempt}`);
-  }
-
-  /**
    * Coalesce pushes: every worker marked before the next tick gets one DesiredState.
    * A worker whose last push failed waits for its retry (which sends the state as of then).
    */
@@ -152,8 +143,22 @@ export class WorkerStreams {
   }
 
   async pushDesiredState(stream: WorkerStream): Promise<void> {
-    const vms = await this.assignments(this.db, stream.workerId);
+    let vms = await this.assignments(this.db, stream.workerId);
     if (stream.closed) return;
+    // Recorded as delivered before it is sent; an attempt whose allocation is gone meanwhile (deleted
+    // before it was ever sent, by any controller) is left out: the worker must never hold it.
+    const fresh = vms.filter((vm) => !stream.delivered.has(`${vm.vmId}/${vm.attempt}`));
+    if (fresh.length > 0) {
+      const keys = fresh.map((vm) => ({ vmId: vm.vmId, attempt: vm.attempt }));
+      const now = new Date();
+      const alive = await this.db.$transaction(async (tx) => {
+        await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, OR: keys }, data: { deliveredAt: now } });
+        return tx.allocation.findMany({ where: { workerId: stream.workerId, OR: keys }, select: { vmId: true, attempt: true } });
+      });
+      const present = new Set(alive.map((a) => `${a.vmId}/${a.attempt}`));
+      vms = vms.filter((vm) => stream.delivered.has(`${vm.vmId}/${vm.attempt}`) || present.has(`${vm.vmId}/${vm.attempt}`));
+      if (stream.closed) return;
+    }
     for (const vm of vms) stream.delivered.add(`${vm.vmId}/${vm.attempt}`);
     stream.revision += 1;
     stream.send({ desiredState: { revision: stream.revision, vms } });

@@ -16,9 +16,11 @@
 //                      disable, which are idempotent themselves); the request executes again.
 // Threading the transaction through VmService.create is one optional callback, so no "in_progress
 // older than a few seconds" guess is needed to tell a crashed request from a slow one: a request
-// is in flight exactly when this process runs it (`running`). That relies on one controller
-// process per database, which Fleet assumes anyway (the scheduler and the workers' streams live in
-// it); a record in_progress in the database but not in `running` belongs to a process that died.
+// is in flight exactly when this process runs it (`running`). With several controllers on one
+// database (issue 13) the record names its owner (the controller's id): a record in_progress owned
+// by another controller that is alive is in flight there (for at most IN_FLIGHT_ELSEWHERE_MAX_MS,
+// far beyond any POST handler), one whose owner is gone (or released it) is taken over — by one
+// controller only, with a conditional update of the owner.
 import { createHash, randomUUID } from 'node:crypto';
 import type { FleetDb, IdempotencyKey, Prisma } from '@fleet/db';
 import { isUniqueViolation } from '../errors.ts';
@@ -28,6 +30,9 @@ export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 /** Printable ASCII, 1..255 characters. */
 export const IDEMPOTENCY_KEY_PATTERN = '^[\\x20-\\x7e]{1,255}$';
 const KEY_RE = new RegExp(IDEMPOTENCY_KEY_PATTERN);
+
+/** A request in flight on another live controller for longer than this is taken to have been abandoned. */
+export const IN_FLIGHT_ELSEWHERE_MAX_MS = 60_000;
 
 export function isValidIdempotencyKey(key: string): boolean {
   return KEY_RE.test(key);
@@ -78,16 +83,18 @@ export function canonicalJson(value: unknown): string {
 }
 
 export class IdempotencyService {
-  /** This process, as recorded in the `owner` of the records it executes (for diagnosis). */
-  readonly instanceId = randomUUID();
+  /** This process (its controller id), as recorded in the `owner` of the records it executes. */
+  readonly instanceId: string;
   /** Requests this process is executing: scope → request hash. */
   private readonly running = new Map<string, string>();
   private purgeTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly db: FleetDb,
-    private readonly opts: { now?: () => Date; ttlMs?: number } = {},
-  ) {}
+    private readonly opts: { now?: () => Date; ttlMs?: number; ownerId?: string; isOwnerAlive?: (owner: string) => boolean } = {},
+  ) {
+    this.instanceId = opts.ownerId ?? randomUUID();
+  }
 
   private now(): Date {
     return this.opts.now?.() ?? new Date();
@@ -134,14 +141,19 @@ export class IdempotencyService {
     if (rec.state === 'completed' && rec.statusCode !== null && rec.responseBody !== null) {
       return { kind: 'replay', response: { statusCode: rec.statusCode, body: rec.responseBody }, recovered: false };
     }
-    // in_progress, and not running here: the process that ran it died (see the top of the file).
+    // in_progress on another controller that is alive: it is running there.
+    if (rec.owner && rec.owner !== this.instanceId && this.opts.isOwnerAlive?.(rec.owner) && this.now().getTime() - rec.createdAt.getTime() < IN_FLIGHT_ELSEWHERE_MAX_MS) {
+      return { kind: 'in_flight' };
+    }
+    // in_progress, and not running anywhere: the process that ran it died (see the top of the file).
     if (rec.resourceId !== null && recover) {
       const response = (await recover(rec.resourceId)) ?? gone(rec.resourceId);
       await this.store(rec.id, response);
       return { kind: 'replay', response, recovered: true };
     }
-    // Nothing committed: execute it again, as this process.
-    await this.db.idempotencyKey.update({ where: { id: rec.id }, data: { owner: this.instanceId } });
+    // Nothing committed: execute it again, as this process — unless another controller took it first.
+    const claimed = await this.db.idempotencyKey.updateMany({ where: { id: rec.id, owner: rec.owner, state: 'in_progress' }, data: { owner: this.instanceId } });
+    if (claimed.count === 0) return { kind: 'in_flight' };
     return { kind: 'execute', recordId: rec.id };
   }
 
@@ -168,8 +180,10 @@ export class IdempotencyService {
   }
 
   /** Ends an execution without storing anything (the request ended without a response). */
-  release(scope: IdempotencyScope): void {
+  release(scope: IdempotencyScope, recordId?: string): void {
     this.running.delete(scopeKey(scope));
+    // No longer running here: another controller may take the record over at once.
+    if (recordId) void this.db.idempotencyKey.updateMany({ where: { id: recordId, state: 'in_progress', owner: this.instanceId }, data: { owner: '' } }).catch(() => undefined);
   }
 
   /** Deletes records older than the TTL; returns how many. */

@@ -109,13 +109,29 @@ describe('placement and worker reports', () => {
     expect(await db.allocation.count()).toBe(1);
   });
 
-  it('deleting a VM its connected worker was never told about finishes at once', async () => {
-    const w = await onlineWorker('mac-1');
-    const vm = await vms.create({ name: 'quick', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+  it('deleting a VM its worker was never sent (by any controller) finishes at once; once sent, it waits for the worker', async () => {
+    await onlineWorker('mac-1');
+    await vms.create({ name: 'quick', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    await vms.create({ name: 'sent', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
     await scheduler.passOnce();
-    vms.neverDelivered = (workerId, vmId, attempt) => workerId === w.id && vmId === vm.id && attempt === 1;
+    const sent = await db.vm.findUniqueOrThrow({ where: { name: 'sent' } });
+    // What the controller holding the stream records before it pushes.
+    await db.allocation.updateMany({ where: { vmId: sent.id }, data: { deliveredAt: new Date() } });
     expect(await vms.delete('quick', 'test')).toBeNull();
-    expect(await db.allocation.count()).toBe(0);
+    expect(await vms.delete('sent', 'test')).toMatchObject({ state: 'deleting' });
+    expect((await db.allocation.findMany()).map((a) => a.vmId)).toEqual([sent.id]);
+  });
+
+  it('a delete racing a placement never leaves a slot held for a VM that is gone', async () => {
+    await onlineWorker('mac-1');
+    for (let i = 0; i < 20; i++) await vms.create({ name: `race-${i}`, image: 'img', cpus: 1, memoryMib: 256 }, 'test');
+    // Deletes and a scheduler pass interleaved (one process, so at every await).
+    await Promise.all([scheduler.passOnce(), ...Array.from({ length: 20 }, (_, i) => vms.delete(`race-${i}`, 'test'))]);
+    const left = await db.vm.findMany();
+    const allocations = await db.allocation.findMany();
+    for (const a of allocations) expect(left.some((v) => v.id === a.vmId)).toBe(true);
+    // What is left is either deleting (sent: waits for the worker) or was never placed.
+    for (const v of left) expect(v.state).toBe('deleting');
   });
 
   it('on-failure VMs fail, back off, and return to pending with a new attempt while the old slot stays held', async () => {

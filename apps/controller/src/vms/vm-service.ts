@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { FleetDb, Prisma, Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
+import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
 import { conflict, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { normalizeNetwork } from './network-policy.ts';
@@ -48,7 +49,6 @@ interface Change {
 
 export class VmService {
   /** Set by the composition root: whether a connected worker was never sent this instance. */
-  neverDelivered: (workerId: string, vmId: string, attempt: number) => boolean = () => false;
 
   constructor(
     private readonly db: FleetDb,
@@ -163,6 +163,10 @@ export class VmService {
 
   /** `ifVersion`: apply only if the VM is still at that version (its updatedAt), else 412. */
   async update(name: string, patch: VmUpdate, actor: string, opts: { ifVersion?: Date } = {}): Promise<Vm> {
+    return retryOnConflict(() => this.updateOnce(name, patch, actor, opts));
+  }
+
+  private async updateOnce(name: string, patch: VmUpdate, actor: string, opts: { ifVersion?: Date }): Promise<Vm> {
     const vm = await this.get(name);
     const stale = () => preconditionFailed(`vm "${name}" changed since it was read (now at version ${vm.updatedAt.toISOString()}); read it again and retry`, { version: vm.updatedAt.toISOString() });
     if (opts.ifVersion && opts.ifVersion.getTime() !== vm.updatedAt.getTime()) throw stale();
@@ -184,9 +188,9 @@ export class VmService {
     // Asking a failed VM to run is how an operator restarts it (whatever its restart policy):
     // back to pending, and the scheduler gives it a new attempt.
     const restart = vm.state === 'failed' && patch.powerState === 'running';
-    const data: Prisma.VmUpdateInput = {
+    const data: Prisma.VmUncheckedUpdateManyInput = {
       ...(restart
-        ? { state: 'pending', worker: { disconnect: true }, ip: null, restartAt: null, restartCount: { increment: 1 }, reason: `restart requested by ${actor}: waiting for the scheduler` }
+        ? { state: 'pending', workerId: null, ip: null, restartAt: null, restartCount: { increment: 1 }, reason: `restart requested by ${actor}: waiting for the scheduler` }
         : {}),
       ...(patch.image !== undefined ? { image: patch.image } : {}),
       ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
@@ -215,7 +219,10 @@ export class VmService {
         const { count } = await tx.vm.updateMany({ where: { id: vm.id, updatedAt: opts.ifVersion }, data: { updatedAt: new Date() } });
         if (count === 0) throw stale();
       }
-      const u = await tx.vm.update({ where: { id: vm.id }, data });
+      // Decided from the VM as read: if its state or attempt moved meanwhile, decide again.
+      const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data });
+      if (res.count === 0) throw new ConcurrentChangeError(`vm ${name}`);
+      const u = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
       if (password !== undefined) {
         await tx.vmAccess.upsert({
           where: { vmId: vm.id },
@@ -237,24 +244,33 @@ export class VmService {
    * (returns null); otherwise it becomes `deleting` until its worker confirms.
    */
   async delete(name: string, actor: string): Promise<Vm | null> {
+    return retryOnConflict(() => this.deleteOnce(name, actor));
+  }
+
+  private async deleteOnce(name: string, actor: string): Promise<Vm | null> {
     const vm = await this.get(name);
     const result = await this.db.$transaction(async (tx) => {
-      if (vm.state === 'scheduled' && vm.workerId && this.neverDelivered(vm.workerId, vm.id, vm.attempt)) {
-        // Placed but never sent to its (connected) worker: nothing to wait for.
-        await tx.allocation.deleteMany({ where: { vmId: vm.id, attempt: vm.attempt, workerId: vm.workerId } });
+      if (vm.state === 'scheduled' && vm.workerId) {
+        // Placed but never sent to its worker (by whichever controller holds its stream): nothing
+        // to wait for. The push marks allocations delivered before sending, so one or the other wins.
+        await tx.allocation.deleteMany({ where: { vmId: vm.id, attempt: vm.attempt, workerId: vm.workerId, deliveredAt: null } });
       }
       const held = await tx.allocation.count({ where: { vmId: vm.id } });
       if (held === 0) {
-        await tx.vm.delete({ where: { id: vm.id } });
+        // Only the VM as read (a placement committed meanwhile matches nothing: decide again).
+        const res = await tx.vm.deleteMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt } });
+        if (res.count === 0) throw new ConcurrentChangeError(`vm ${name}`);
         const e = vmEvent(vm, 'vm.deleted', `deleted by ${actor}`, actor);
         await this.events.append([e], tx);
         return { vm: null, events: [e], changes: [{ vm, type: 'DELETED' as const }] };
       }
       if (vm.state === 'deleting') return { vm, events: [], changes: [] };
-      const u = await tx.vm.update({
-        where: { id: vm.id },
+      const res = await tx.vm.updateMany({
+        where: { id: vm.id, state: vm.state, attempt: vm.attempt },
         data: { state: 'deleting', reason: `delete requested by ${actor}; waiting for the worker to remove it`, deleteRequestedAt: this.now() },
       });
+      if (res.count === 0) throw new ConcurrentChangeError(`vm ${name}`);
+      const u = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
       const e = vmEvent(vm, 'vm.state', `${vm.state} → deleting (requested by ${actor})`, actor, { from: vm.state, to: 'deleting' });
       await this.events.append([e], tx);
       return { vm: u, events: [e], changes: [{ vm: u, type: 'MODIFIED' as const }] };
@@ -269,6 +285,10 @@ export class VmService {
   /** Apply status reports from a worker. Reports about instances the worker no longer should hold are only used to free allocations. */
   async applyWorkerReports(workerId: string, workerName: string, reports: ReportedInstance[]): Promise<void> {
     if (reports.length === 0) return;
+    await retryOnConflict(() => this.applyWorkerReportsOnce(workerId, workerName, reports));
+  }
+
+  private async applyWorkerReportsOnce(workerId: string, workerName: string, reports: ReportedInstance[]): Promise<void> {
     const ids = [...new Set(reports.map((r) => r.vmId))];
     const vms = new Map((await this.db.vm.findMany({ where: { id: { in: ids } } })).map((v) => [v.id, v]));
     const changes: Change[] = [];
@@ -287,7 +307,8 @@ export class VmService {
           if (vm.state === 'deleting') {
             const remaining = await tx.allocation.count({ where: { vmId: vm.id } });
             if (remaining === 0) {
-              await tx.vm.delete({ where: { id: vm.id } });
+              const res = await tx.vm.deleteMany({ where: { id: vm.id, state: 'deleting' } });
+              if (res.count === 0) throw new ConcurrentChangeError(`vm ${vm.name}`);
               events.push(vmEvent(vm, 'vm.deleted', `removed from worker ${workerName}`, `worker:${workerName}`));
               changes.push({ vm, type: 'DELETED' });
               vms.delete(vm.id);
@@ -332,7 +353,9 @@ export class VmService {
           if (next.state === 'running') this.metrics.observeStart(vm, this.now());
         }
         if (Object.keys(data).length === 0) continue;
-        const updated = await tx.vm.update({ where: { id: vm.id }, data });
+        const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data: data as Prisma.VmUpdateManyMutationInput });
+        if (res.count === 0) throw new ConcurrentChangeError(`vm ${vm.name}`);
+        const updated = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
         vms.set(vm.id, updated);
         changes.push({ vm: updated, type: 'MODIFIED' });
       }
@@ -349,6 +372,12 @@ export class VmService {
    * desired state pushed next tells the worker what to stop.
    */
   async reconcileInventory(workerId: string, workerName: string, held: ReportedInstance[]): Promise<void> {
+    await retryOnConflict(() => this.reconcileInventoryOnce(workerId, workerName, held));
+    await this.applyWorkerReports(workerId, workerName, held.filter((h) => h.phase !== 'VM_PHASE_GONE'));
+    this.bus.scheduleRequested();
+  }
+
+  private async reconcileInventoryOnce(workerId: string, workerName: string, held: ReportedInstance[]): Promise<void> {
     const heldKeys = new Set(held.map((h) => `${h.vmId}/${h.attempt}`));
     const events: NewEvent[] = [];
     const changes: Change[] = [];
@@ -361,7 +390,7 @@ export class VmService {
         const vm = vms.get(a.vmId);
         // Placed but not yet started: the desired state will start it; keep the slot.
         if (vm && vm.workerId === workerId && vm.attempt === a.attempt && vm.state === 'scheduled') continue;
-        await tx.allocation.delete({ where: { id: a.id } });
+        await tx.allocation.deleteMany({ where: { id: a.id } });
       }
       for (const vm of vms.values()) {
         if (vm.workerId !== workerId || heldKeys.has(`${vm.id}/${vm.attempt}`)) continue;
@@ -374,8 +403,6 @@ export class VmService {
       await this.events.append(events, tx);
     });
     this.publish(changes, events);
-    await this.applyWorkerReports(workerId, workerName, held.filter((h) => h.phase !== 'VM_PHASE_GONE'));
-    this.bus.scheduleRequested();
   }
 
   /**
@@ -411,6 +438,10 @@ export class VmService {
    * Returns how many VMs failed.
    */
   async handleLostWorker(workerId: string, workerName: string, silentS: number, guard?: (tx: Tx) => Promise<boolean>): Promise<number> {
+    return retryOnConflict(() => this.handleLostWorkerOnce(workerId, workerName, silentS, guard));
+  }
+
+  private async handleLostWorkerOnce(workerId: string, workerName: string, silentS: number, guard?: (tx: Tx) => Promise<boolean>): Promise<number> {
     const events: NewEvent[] = [];
     const changes: Change[] = [];
     await this.db.$transaction(async (tx) => {
@@ -452,6 +483,11 @@ export class VmService {
 
   /** A deleted worker holds nothing any more: its allocations are gone (cascade); fail its VMs and finish deletes. */
   async forgetWorker(workerId: string, workerName: string, actor: string): Promise<void> {
+    await retryOnConflict(() => this.forgetWorkerOnce(workerId, workerName, actor));
+    this.bus.scheduleRequested();
+  }
+
+  private async forgetWorkerOnce(workerId: string, workerName: string, actor: string): Promise<void> {
     const events: NewEvent[] = [];
     const changes: Change[] = [];
     await this.db.$transaction(async (tx) => {
@@ -464,7 +500,6 @@ export class VmService {
       await this.events.append(events, tx);
     });
     this.publish(changes, events);
-    this.bus.scheduleRequested();
   }
 
   /** Failed on-failure VMs whose backoff has passed go back to pending. */
@@ -497,10 +532,13 @@ export class VmService {
   private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}): Promise<Vm> {
     const restart = shouldRestart(vm.restartPolicy as RestartPolicy);
     const restartAt = restart ? new Date(this.now().getTime() + restartDelayMs(vm.restartCount)) : null;
-    const updated = await tx.vm.update({
-      where: { id: vm.id },
-      data: { ...extra, state: 'failed', reason, ip: null, restartAt },
+    // Only the VM as read: if it changed meanwhile, the caller decides again (retryOnConflict).
+    const res = await tx.vm.updateMany({
+      where: { id: vm.id, state: vm.state, attempt: vm.attempt },
+      data: { ...(extra as Prisma.VmUpdateManyMutationInput), state: 'failed', reason, ip: null, restartAt },
     });
+    if (res.count === 0) throw new ConcurrentChangeError(`vm ${vm.name}`);
+    const updated = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
     events.push(
       vmEvent(vm, 'vm.state', `${vm.state} → failed: ${reason}${restartAt ? ` (restart at ${restartAt.toISOString()})` : ''}`, actor, {
         from: vm.state,
@@ -517,7 +555,8 @@ export class VmService {
     const deleting = await tx.vm.findMany({ where: { state: 'deleting' } });
     for (const vm of deleting) {
       if ((await tx.allocation.count({ where: { vmId: vm.id } })) > 0) continue;
-      await tx.vm.delete({ where: { id: vm.id } });
+      const res = await tx.vm.deleteMany({ where: { id: vm.id, state: 'deleting' } });
+      if (res.count === 0) continue; // removed meanwhile
       events.push(vmEvent(vm, 'vm.deleted', 'deleted (no worker holds it any more)', 'controller'));
       changes.push({ vm, type: 'DELETED' });
     }
