@@ -89,7 +89,7 @@ describe('authentication and roles', () => {
 
   it('health and the OpenAPI document need no token', async () => {
     const anon = admin.withToken(null);
-    expect((await anon.request('GET', '/v1/health')).body).toEqual({ status: 'ok', checks: { storage: { ok: true } } });
+    expect((await anon.request('GET', '/v1/health')).body).toEqual({ status: 'ok', checks: { storage: { ok: true } }, controller: { id: expect.stringMatching(/^ctl-/), name: expect.any(String), role: 'leader', leader: expect.any(String) } });
     const doc = (await anon.request('GET', '/v1/openapi.json')).body;
     expect(doc.openapi).toBe('3.1.0');
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/vms', '/v1/vms/{name}', '/v1/workers', '/v1/tokens', '/v1/bootstrap-tokens', '/v1/events']));

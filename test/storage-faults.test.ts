@@ -111,7 +111,7 @@ describe.skipIf(!isRoot)('a full disk under the controller', () => {
 
     free();
     await waitUntil(async () => (await health()).status === 200, 15_000, 'health ok again after freeing space');
-    expect((await health()).body).toEqual({ status: 'ok', checks: { storage: { ok: true } } });
+    expect((await health()).body).toEqual({ status: 'ok', checks: { storage: { ok: true } }, controller: expect.objectContaining({ role: 'leader' }) });
     const after = await createVm('after-full');
     expect(after.status).toBe(201);
     expect(controller!.child.exitCode).toBeNull();

@@ -36,8 +36,9 @@ export class ControllerRegistry {
 
   async start(): Promise<void> {
     const now = new Date();
-    // Earlier incarnations of this controller (same name, gone quiet): a restart replaces them.
-    await this.db.controller.deleteMany({ where: { name: this.self.name, lastSeenAt: { lt: new Date(now.getTime() - 5 * this.intervalMs) } } });
+    // Earlier incarnations of this controller (same name: names are unique in a fleet) are dead now,
+    // however recently they wrote: what they held in flight is taken over at once (Idempotency-Key).
+    await this.db.controller.deleteMany({ where: { name: this.self.name } });
     await this.db.controller.create({ data: { ...this.self, role: this.role(), startedAt: now, lastSeenAt: now } });
     await this.refresh();
     this.timer = setInterval(() => void this.refresh().catch((err: unknown) => this.failed(err)), this.intervalMs);
@@ -60,7 +61,13 @@ export class ControllerRegistry {
 
   /** Write our row, read everyone's. Exposed for tests. */
   async refresh(): Promise<void> {
-    await this.db.controller.updateMany({ where: { id: this.self.id }, data: { lastSeenAt: new Date(), role: this.role(), connectedWorkers: this.opts.connectedWorkers() } });
+    const mine = await this.db.controller.updateMany({ where: { id: this.self.id }, data: { lastSeenAt: new Date(), role: this.role(), connectedWorkers: this.opts.connectedWorkers() } });
+    if (mine.count === 0) {
+      // Removed by a controller that started with our name: two controllers share one name.
+      this.opts.log.error({ name: this.self.name }, 'another controller started with this controller name and replaced its registry row: give each controller its own --controller-name');
+      const now = new Date();
+      await this.db.controller.create({ data: { ...this.self, role: this.role(), startedAt: now, lastSeenAt: now } });
+    }
     const rows = await this.db.controller.findMany({ orderBy: { startedAt: 'asc' } });
     const nowMs = Date.now();
     for (const r of rows) {

@@ -122,6 +122,14 @@ describe('placement and worker reports', () => {
     expect((await db.allocation.findMany()).map((a) => a.vmId)).toEqual([sent.id]);
   });
 
+  it('an update that only sets the password still moves the version and keeps the state', async () => {
+    const vm = await vms.create({ name: 'pw', image: 'img', cpus: 1, memoryMib: 512 }, 'test');
+    const updated = await vms.update('pw', { password: 'correct horse battery' }, 'test');
+    expect(updated.state).toBe('pending');
+    expect(updated.updatedAt.getTime()).toBeGreaterThanOrEqual(vm.updatedAt.getTime());
+    expect((await db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBe('correct horse battery');
+  });
+
   it('a delete racing a placement never leaves a slot held for a VM that is gone', async () => {
     await onlineWorker('mac-1');
     for (let i = 0; i < 20; i++) await vms.create({ name: `race-${i}`, image: 'img', cpus: 1, memoryMib: 256 }, 'test');

@@ -202,6 +202,8 @@ export class VmService {
       ...(patch.disconnectPolicy !== undefined ? { disconnectPolicy: patch.disconnectPolicy } : {}),
       ...(patch.powerState !== undefined ? { desiredPower: patch.powerState } : {}),
       ...(specChanged ? { generation: { increment: 1 } } : {}),
+      // Every update moves the version (a password-only change included: If-Match sees it).
+      updatedAt: new Date(),
     };
     // The password is a secret: events record only that it was set or removed.
     const { password, ...visible } = patch;
