@@ -53,8 +53,6 @@ export interface ControllerOptions {
   /** How the other controllers reach this one's REST API (sessions are relayed to the controller holding the worker's stream). Default: the API's own URL. */
   advertiseApiUrl?: string;
   logLevel: string;
-  /** Called after the controller stopped itself for a reason it cannot recover from (the CLI exits 1). */
-  onFatal?: (reason: string) => void;
 }
 
 export function defaultOptions(overrides: Partial<ControllerOptions> = {}): ControllerOptions {

@@ -199,16 +199,14 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       fenceAfterMs: timings.fenceAfterMs,
       storage,
       isLeader: leadership.isLeader,
-      controllerAddresses: async () => registry?.grpcAddresses() ?? [grpcAddressOf()],
+      // Empty until the registry runs (a worker then keeps the addresses it has).
+      controllerAddresses: async () => registry?.grpcAddresses() ?? [],
     },
     opts.grpcHost,
     opts.grpcPort,
   );
   const advertiseHost = opts.grpcHost === '0.0.0.0' || opts.grpcHost === '::' ? (opts.certificateNames[0] ?? '127.0.0.1') : opts.grpcHost;
   const grpcAddress = `${advertiseHost}:${grpcServer.port}`;
-  function grpcAddressOf(): string {
-    return grpcAddress;
-  }
 
   const ctx: ApiContext = {
     vms,

@@ -104,10 +104,6 @@ program
         leaderLeaseMs: o.leaderLease,
         ...(o.advertiseApiUrl ? { advertiseApiUrl: o.advertiseApiUrl } : {}),
         logLevel: o.logLevel,
-        onFatal: (reason: string) => {
-          console.error(`fleet-controller: ${reason}`);
-          process.exit(1);
-        },
       },
       log,
     );
