@@ -34,6 +34,7 @@ import { parseArgs } from 'node:util';
 import os from 'node:os';
 import { failureTimings, LIVENESS_TICK_MS } from '../apps/controller/src/workers/failure-timing.ts';
 import { restartDelayMs } from '../apps/controller/src/vms/lifecycle.ts';
+import { logLine, markdownTable, percentile } from './support/report.ts';
 import {
   enrollAndRunWorker,
   enrollWorker,
@@ -158,22 +159,13 @@ class VmWatch {
   }
 }
 
-// ------------------------------------------------------------------ stats and output
+// ------------------------------------------------------------------ stats and output (bench/support/report.ts)
 
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
+const pct = percentile;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const sec = (ms: number) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : '–');
-function table(head: string[], rows: (string | number)[][]): string {
-  const cells = [head, ...rows.map((r) => r.map(String))];
-  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => '| ' + r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ') + ' |';
-  return [line(head), '| ' + w.map((n, i) => (i === 0 ? '-'.repeat(n) : '-'.repeat(n - 1) + ':')).join(' | ') + ' |', ...cells.slice(1).map(line)].join('\n');
-}
-const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${s}`);
+const table = markdownTable;
+const log = logLine;
 
 // ------------------------------------------------------------------ the fleet
 

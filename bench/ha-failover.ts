@@ -33,6 +33,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { waitUntil } from '../test/support/fleet-processes.ts';
 import { createWithFailover, haLabMissing, HaLab, type HaController } from '../test/support/ha-lab.ts';
+import { logLine, markdownTable, percentile } from './support/report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -64,21 +65,12 @@ if (why) {
   process.exit(2);
 }
 
-// ------------------------------------------------------------------ stats and output (as bench/failover.ts)
+// ------------------------------------------------------------------ stats and output (bench/support/report.ts)
 
-function pct(xs: number[], p: number): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
+const pct = percentile;
 const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '–');
-function table(head: string[], rows: (string | number)[][]): string {
-  const cells = [head, ...rows.map((r) => r.map(String))];
-  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => '| ' + r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ') + ' |';
-  return [line(head), '| ' + w.map((n, i) => (i === 0 ? '-'.repeat(n) : '-'.repeat(n - 1) + ':')).join(' | ') + ' |', ...cells.slice(1).map(line)].join('\n');
-}
-const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${s}`);
+const table = markdownTable;
+const log = logLine;
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
 
 // ------------------------------------------------------------------ the lab
