@@ -25,6 +25,7 @@ import { VmService } from '../apps/controller/src/vms/vm-service.ts';
 import { EventLog } from '../apps/controller/src/events/event-log.ts';
 import { FleetBus } from '../apps/controller/src/fleet-bus.ts';
 import { Metrics } from '../apps/controller/src/observability/metrics.ts';
+import { VmSecrets } from '../apps/controller/src/secrets/vm-secrets.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -51,7 +52,7 @@ async function serviceCreatesPerSecond(dir: string, mode: Mode, n: number): Prom
   const db = openDatabase({ url, sqliteSynchronous: mode });
   try {
     const metrics = new Metrics({ defaultMetrics: false });
-    const vms = new VmService(db, new EventLog(db), new FleetBus(), metrics);
+    const vms = new VmService(db, new EventLog(db), new FleetBus(), metrics, VmSecrets.ephemeral());
     for (let i = 0; i < 50; i++) await vms.create({ name: `warm-${i}`, image: 'img', cpus: 1, memoryMib: 512 }, 'bench');
     const t0 = performance.now();
     for (let i = 0; i < n; i++) await vms.create({ name: `svc-${i}`, image: 'img', cpus: 1, memoryMib: 512 }, 'bench');

@@ -236,17 +236,24 @@ describe('VM passwords (write-only)', () => {
     expect(list.vms.find((v: { name: string }) => v.name === 'mac-pw')?.passwordSet).toBe(true);
     expect(list.vms.find((v: { name: string }) => v.name === 'existing')?.passwordSet).toBe(false);
     expect(leaks(list)).toBe(false);
-    // What the session broker hands the worker (over mTLS) is the stored password.
+    // What the session broker hands the worker (over mTLS) is the stored password, sealed at rest.
     const vm = await controller.db.vm.findUniqueOrThrow({ where: { name: 'mac-pw' } });
-    expect((await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBe(SECRET);
+    const stored = async () => {
+      const row = await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } });
+      expect(row.password).toBeNull();
+      expect(row.privateKey).toBe('');
+      if (row.passwordSealed) expect(row.passwordSealed).not.toContain('NEWSECRET');
+      return controller.secrets.passwordOf(row);
+    };
+    expect(await stored()).toBe(SECRET);
 
     const patched = await writer.ok('PATCH', '/v1/vms/mac-pw', { password: 'NEWSECRET-2' });
     expect(patched.passwordSet).toBe(true);
     expect(leaks(patched)).toBe(false);
-    expect((await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBe('NEWSECRET-2');
+    expect(await stored()).toBe('NEWSECRET-2');
     const cleared = await writer.ok('PATCH', '/v1/vms/mac-pw', { password: null });
     expect(cleared.passwordSet).toBe(false);
-    expect((await controller.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBeNull();
+    expect(await stored()).toBeNull();
 
     const events = await reader.ok('GET', '/v1/vms/mac-pw/events');
     expect(leaks(events)).toBe(false);

@@ -13,7 +13,7 @@ import { providerOf, type Provider } from './providers.ts';
 // (types, plus values such as Prisma.PrismaClientKnownRequestError).
 export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
-export { providerOf, redactUrl, type Provider } from './providers.ts';
+export { providerOf, redactUrl, sqlitePath, type Provider } from './providers.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
 export { acquireControllerLock, ControllerLockError, type ControllerLock } from './controller-lock.ts';
 export { withMigrationLock } from './migration-lock.ts';

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { SchedulerProfile } from './scheduler/placement.ts';
+import type { KeyProvider } from './secrets/key-provider.ts';
 
 export interface ControllerOptions {
   /** Where the database, CA, certificates and the first admin token live. */
@@ -52,6 +53,12 @@ export interface ControllerOptions {
   leaderLeaseMs?: number;
   /** How the other controllers reach this one's REST API (sessions are relayed to the controller holding the worker's stream). Default: the API's own URL. */
   advertiseApiUrl?: string;
+  /** --secrets-key-file: the key-encryption key in a file outside the data dir (default `<data-dir>/secrets.key`). */
+  secretsKeyFile?: string;
+  /** --secrets-key-command: a command printing the key(s) (KMS-style hook; secrets/key-provider.ts). */
+  secretsKeyCommand?: string;
+  /** A keyring given directly (embedding, tests); wins over the options above and FLEET_SECRETS_KEY. */
+  secretsKeys?: KeyProvider;
   logLevel: string;
 }
 

@@ -7,7 +7,11 @@ import { computeOverview } from './stats/overview.ts';
 import { mkdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { acquireControllerLock, migrateDatabase, openDatabase, providerOf, startLeaderLease, withMigrationLock, type FleetDb } from '@fleet/db';
+import { acquireControllerLock, migrateDatabase, openDatabase, providerOf, sqlitePath, startLeaderLease, withMigrationLock, type FleetDb } from '@fleet/db';
+import { checkDataDirModes, createPrivateFile } from './secrets/file-modes.ts';
+import { loadKeyProvider, type KeyProvider } from './secrets/key-provider.ts';
+import { SecretBox } from './secrets/secret-box.ts';
+import { VmSecrets } from './secrets/vm-secrets.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Leadership } from './cluster/leadership.ts';
@@ -47,6 +51,8 @@ export interface ControllerHandle {
   adminToken: string | null;
   identity: ControllerIdentity;
   db: FleetDb;
+  /** Seals and opens the VM secrets in the database (tests read them through it). */
+  secrets: VmSecrets;
   vms: VmService;
   workers: WorkerService;
   tokens: TokenService;
@@ -61,6 +67,20 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const url = databaseUrlFor(opts);
   const multi = providerOf(url) !== 'sqlite';
+  // The key-encryption key first: without it no secret can be sealed or opened, so a missing or
+  // too-open key stops the start before anything else happens.
+  const keys: KeyProvider =
+    opts.secretsKeys ??
+    (await loadKeyProvider({
+      dataDir: opts.dataDir,
+      ...(opts.secretsKeyFile ? { keyFile: opts.secretsKeyFile } : {}),
+      ...(opts.secretsKeyCommand ? { keyCommand: opts.secretsKeyCommand } : {}),
+      create: true,
+    }));
+  const secrets = new VmSecrets(new SecretBox(keys));
+  const sqliteFile = multi ? undefined : sqlitePath(url);
+  // SQLite would create the file 0644 (umask); create it 0600 first (its -wal and -shm follow it).
+  if (sqliteFile) await createPrivateFile(sqliteFile);
   // SQLite: one controller per database, for the life of this process (a second one refuses here,
   // saying why). PostgreSQL: any number, one of them the leader (cluster/leadership.ts).
   const lock = await acquireControllerLock(url);
@@ -82,9 +102,16 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     ...(opts.tlsKeyFile ? { keyFile: opts.tlsKeyFile } : {}),
     ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
   });
+  const fatalModes: string[] = [];
+  for (const f of await checkDataDirModes(opts.dataDir, sqliteFile ? { sqliteFile } : {})) {
+    if (f.fatal) fatalModes.push(f.message);
+    else log.warn({ file: f.file, mode: f.mode }, f.message);
+  }
   const settings = new SettingsService(db, opts.defaultSchedulerProfile);
   const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
   await (async () => {
+    if (fatalModes.length) throw new Error(fatalModes.join('\n'));
+    await sealSecretsAtStart(db, secrets, keys, sqliteFile !== undefined, log);
     await settings.checkFleetCa(identity.caFingerprint, opts.dataDir);
     // Other controllers running now: their rows were refreshed lately (every 2 s).
     const othersRunning = multi && (await db.controller.count({ where: { lastSeenAt: { gt: new Date(Date.now() - 10_000) } } })) > 0;
@@ -119,9 +146,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const writes = new BackgroundWrites({ log: log.child({ component: 'background-writes' }), sink: storage });
   const bus = new FleetBus();
   const events = new EventLog(db);
-  const vms = new VmService(db, events, bus, metrics);
+  const vms = new VmService(db, events, bus, metrics, secrets);
   const networkCounters = new NetworkCounterStore();
-  const streams = new WorkerStreams(db, log, { sink: storage });
+  const streams = new WorkerStreams(db, log, { sink: storage, secrets });
   let registry: ControllerRegistry | undefined;
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings,
@@ -181,7 +208,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     stop: () => idempotency.stop(),
   });
 
-  const sessions = new SessionBroker({ db, streams, bus, events, log: log.child({ component: 'sessions' }), writes });
+  const sessions = new SessionBroker({ db, streams, bus, events, secrets, log: log.child({ component: 'sessions' }), writes });
   const grpcServer = await startWorkerGrpcServer(
     {
       db,
@@ -311,6 +338,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     adminToken,
     identity,
     db,
+    secrets,
     vms,
     workers,
     tokens,
@@ -335,6 +363,29 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     },
   };
   return handle;
+}
+
+/**
+ * Secrets at rest at every start: plain text left by an older Fleet is sealed (then scrubbed from
+ * the file: SQLite keeps deleted bytes in free pages and the WAL, PostgreSQL in dead tuples), and
+ * envelopes under a key this controller does not hold are reported (they cannot be opened here).
+ * No re-wrap here: with several controllers, only `rotate-key` decides which key is current.
+ */
+async function sealSecretsAtStart(db: FleetDb, secrets: VmSecrets, keys: KeyProvider, sqlite: boolean, log: Logger): Promise<void> {
+  const sealed = await secrets.sealLegacyRows(db);
+  if (sealed > 0) {
+    if (sqlite) {
+      await db.$executeRawUnsafe('VACUUM');
+      await db.$queryRawUnsafe('PRAGMA wal_checkpoint(TRUNCATE)');
+    } else {
+      await db.$executeRawUnsafe('VACUUM FULL "VmAccess"');
+    }
+    log.info({ rows: sealed, key: keys.current().id }, 'sealed VM secrets stored in plain text by an earlier version (private keys, passwords)');
+  }
+  const unknown = [...(await secrets.envelopesByKek(db))].filter(([id]) => !keys.byId(id));
+  for (const [id, count] of unknown) {
+    log.warn({ key: id, secrets: count, source: keys.describe }, `${count} VM secrets are sealed under key ${id}, which this controller does not hold: sessions to those VMs will fail until it gets that key (docs/operations.md, "Secrets at rest")`);
+  }
 }
 
 /** How long the database may be unreachable before worker streams are sent elsewhere. */

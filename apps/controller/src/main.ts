@@ -9,6 +9,7 @@ import { startController } from './controller.ts';
 import { createLogger } from './observability/logger.ts';
 import { enrollCommand } from './api/routes/token-routes.ts';
 import { CONTROLLER_VERSION } from './version.ts';
+import { rotateKey } from './secrets/rotate-key.ts';
 
 function port(value: string): number {
   const n = Number(value);
@@ -52,6 +53,8 @@ program
   .option('--controller-name <name>', 'this controller among several on one PostgreSQL database (default: the host name)')
   .option('--leader-lease <duration>', 'leader lease (several controllers): a leader cut off from the database is replaced after about this long', ms, 3_000)
   .option('--advertise-api-url <url>', 'how the other controllers reach this REST API (sessions are relayed to the controller holding the worker stream; default: the API URL)')
+  .option('--secrets-key-file <file>', 'key-encryption key for the secrets in the database (default: <data-dir>/secrets.key, created on first start; or FLEET_SECRETS_KEY)')
+  .option('--secrets-key-command <command>', 'run through /bin/sh; prints the key-encryption key(s), one per line, current first (KMS-style hook)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
     const log = createLogger(o.logLevel);
@@ -103,6 +106,8 @@ program
         ...(o.controllerName ? { controllerName: o.controllerName } : {}),
         leaderLeaseMs: o.leaderLease,
         ...(o.advertiseApiUrl ? { advertiseApiUrl: o.advertiseApiUrl } : {}),
+        ...(o.secretsKeyFile ? { secretsKeyFile: o.secretsKeyFile } : {}),
+        ...(o.secretsKeyCommand ? { secretsKeyCommand: o.secretsKeyCommand } : {}),
         logLevel: o.logLevel,
       },
       log,
@@ -144,6 +149,42 @@ program
       throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); has a controller run with --data-dir ${dataDir}?`);
     }
     process.stdout.write(certificateFingerprint(pem) + '\n');
+  });
+
+program
+  .command('rotate-key')
+  .description('make a new key-encryption key current and re-wrap every secret in the database under it, online (docs/operations.md, "Secrets at rest")')
+  .option('--data-dir <dir>', 'the controller data dir (holds secrets.key)', process.env.FLEET_DATA_DIR)
+  .option('--database-url <url>', 'database URL (default: SQLite file in the data dir)', process.env.FLEET_DATABASE_URL)
+  .option('--new-key-file <file>', 'the new key (32 bytes: 64 hex digits or base64; mode 0600); default: a new random key')
+  .option('--secrets-key-file <file>', 'the key file the controllers use, if not <data-dir>/secrets.key')
+  .option('--secrets-key-command <command>', 'as for run: the command printing the keys (new key first, old ones after)')
+  .option('--batch-size <n>', 'rows per batch', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new InvalidArgumentError('must be 1-10000');
+    return n;
+  }, 200)
+  .action(async (o: { dataDir?: string; databaseUrl?: string; newKeyFile?: string; secretsKeyFile?: string; secretsKeyCommand?: string; batchSize: number }) => {
+    const dataDir = o.dataDir ?? defaultOptions({}).dataDir;
+    const r = await rotateKey({
+      dataDir,
+      ...(o.databaseUrl ? { databaseUrl: o.databaseUrl } : {}),
+      ...(o.newKeyFile ? { newKeyFile: o.newKeyFile } : {}),
+      ...(o.secretsKeyFile ? { keyFile: o.secretsKeyFile } : {}),
+      ...(o.secretsKeyCommand ? { keyCommand: o.secretsKeyCommand } : {}),
+      batch: o.batchSize,
+      say: (line) => process.stdout.write(line + '\n'),
+    });
+    const left = [...r.byKey].filter(([id]) => id !== r.current);
+    process.stdout.write(
+      [
+        `re-wrapped the secrets of ${r.moved} of ${r.rows} VMs under key ${r.current}${r.previous && r.previous !== r.current ? ` (was ${r.previous})` : ''}`,
+        left.length
+          ? `still under other keys: ${left.map(([id, n]) => `${id}: ${n}`).join(', ')} — run rotate-key again before retiring them`
+          : `every secret is under ${r.current}.${r.previousKeyFile ? ` Once every controller holds the new key, delete ${r.previousKeyFile}.` : ''}`,
+      ].join('\n') + '\n',
+    );
+    if (left.length) process.exitCode = 3;
   });
 
 program.parseAsync().catch((err: unknown) => {

@@ -19,6 +19,7 @@ import type { WorkerObject } from './schemas.ts';
 import { IDEMPOTENCY_TTL_MS, IdempotencyService, canonicalJson, requestHash } from '../idempotency/idempotency-service.ts';
 import { buildApiServer } from './api-server.ts';
 import type { ApiContext } from './context.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const log = pino({ level: 'silent' });
 let dir: string;
@@ -89,7 +90,7 @@ beforeEach(async () => {
   const url = `file:${path.join(dir, 'fleet.db')}`;
   await migrateDatabase(url);
   db = openDatabase({ url });
-  vms = new VmService(db, new EventLog(db), new FleetBus(), new Metrics({ defaultMetrics: false }));
+  vms = new VmService(db, new EventLog(db), new FleetBus(), new Metrics({ defaultMetrics: false }), VmSecrets.ephemeral());
   clock = Date.parse('2026-01-01T00:00:00Z');
   workerCalls.length = 0;
   gate = null;

@@ -17,6 +17,7 @@ import { SettingsService } from '../settings.ts';
 import { StorageHealth, settingsRowProbe } from '../storage/storage-health.ts';
 import { refuseWrites, tempDb, type TempDb } from '../storage/testing.ts';
 import type { FastifyInstance } from 'fastify';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const log = pino({ level: 'silent' });
 let t: TempDb;
@@ -31,7 +32,7 @@ beforeEach(async () => {
   const metrics = new Metrics({ defaultMetrics: false });
   const bus = new FleetBus();
   const events = new EventLog(db);
-  const vms = new VmService(db, events, bus, metrics);
+  const vms = new VmService(db, events, bus, metrics, VmSecrets.ephemeral());
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings: { heartbeatIntervalMs: 100, suspectAfterMs: 200, fenceAfterMs: 500, lostAfterMs: 1000 },
     controllerId: 'ctl-test',

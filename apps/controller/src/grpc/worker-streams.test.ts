@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ControllerMessage } from '@fleet/proto';
 import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.ts';
 import { refuseWrites, tempDb, type TempDb } from '../storage/testing.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const log = pino({ level: 'silent' });
 let t: TempDb;
@@ -42,7 +43,7 @@ afterEach(async () => {
 
 describe('WorkerStreams push retry', () => {
   it('never sends an attempt whose allocation is gone (deleted before it was ever sent)', async () => {
-    const streams = new WorkerStreams(t.db, log);
+    const streams = new WorkerStreams(t.db, log, { secrets: VmSecrets.ephemeral() });
     const { call, sent } = fakeCall();
     streams.attach(new WorkerStream(workerId, 'w1', call));
     await t.db.allocation.deleteMany({ where: { vmId } });
@@ -53,7 +54,7 @@ describe('WorkerStreams push retry', () => {
 
   it('retries a push that failed on storage until it succeeds, without any further change', async () => {
     const observed: unknown[] = [];
-    const streams = new WorkerStreams(t.db, log, { sink: { observe: (e) => observed.push(e) }, backoff: { baseMs: 10, maxMs: 40 } });
+    const streams = new WorkerStreams(t.db, log, { secrets: VmSecrets.ephemeral(), sink: { observe: (e) => observed.push(e) }, backoff: { baseMs: 10, maxMs: 40 } });
     const { call, sent } = fakeCall();
     const stream = new WorkerStream(workerId, 'w1', call);
     streams.attach(stream);
@@ -82,7 +83,7 @@ describe('WorkerStreams push retry', () => {
   });
 
   it('while a retry waits, new changes wait for it; retryNow sends at once', async () => {
-    const streams = new WorkerStreams(t.db, log, { backoff: { baseMs: 60_000, maxMs: 60_000 } });
+    const streams = new WorkerStreams(t.db, log, { secrets: VmSecrets.ephemeral(), backoff: { baseMs: 60_000, maxMs: 60_000 } });
     const { call, sent } = fakeCall();
     streams.attach(new WorkerStream(workerId, 'w1', call));
     await refuseWrites(t.db, true);

@@ -5,10 +5,11 @@
 // capped, jittered backoff until it succeeds or the worker's stream ends: a worker is
 // never left without a change that is already committed.
 import * as grpc from '@grpc/grpc-js';
-import type { ControllerMessage, WorkerMessage__Output } from '@fleet/proto';
+import type { ControllerMessage, VmAssignment, WorkerMessage__Output } from '@fleet/proto';
 import type { FleetDb } from '@fleet/db';
 import type { Logger } from 'pino';
 import { desiredAssignments } from '../vms/desired-state.ts';
+import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 
 export type ConnectCall = grpc.ServerDuplexStream<WorkerMessage__Output, ControllerMessage>;
@@ -48,7 +49,9 @@ export interface WorkerStreamsOptions {
   sink?: ErrorSink;
   backoff?: Partial<BackoffOptions>;
   /** What builds a worker's desired state (tests replace it). */
-  assignments?: typeof desiredAssignments;
+  assignments?: (db: FleetDb, workerId: string) => Promise<VmAssignment[]>;
+  /** Seals the key pairs of VMs assigned for the first time (needed unless `assignments` is given). */
+  secrets?: VmSecrets;
 }
 
 interface PushRetry {
@@ -67,7 +70,7 @@ export class WorkerStreams {
   private readonly again = new Set<string>();
   private flushScheduled = false;
   private readonly backoff: BackoffOptions;
-  private readonly assignments: typeof desiredAssignments;
+  private readonly assignments: (db: FleetDb, workerId: string) => Promise<VmAssignment[]>;
 
   constructor(
     private readonly db: FleetDb,
@@ -75,7 +78,9 @@ export class WorkerStreams {
     private readonly opts: WorkerStreamsOptions = {},
   ) {
     this.backoff = { ...PUSH_RETRY_BACKOFF, ...opts.backoff };
-    this.assignments = opts.assignments ?? desiredAssignments;
+    const secrets = opts.secrets;
+    if (!opts.assignments && !secrets) throw new Error('WorkerStreams: pass the VM secrets (or replace assignments)');
+    this.assignments = opts.assignments ?? ((db, workerId) => desiredAssignments(db, secrets!, workerId));
   }
 
   get size(): number {

@@ -10,6 +10,7 @@ import { VmService } from '../vms/vm-service.ts';
 import { WorkerService, type HelloInfo } from '../workers/worker-service.ts';
 import { SchedulerLoop } from './scheduler-loop.ts';
 import { refuseWrites, tempDb, type TempDb } from '../storage/testing.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const log = pino({ level: 'silent' });
 const HELLO: HelloInfo = {
@@ -32,7 +33,7 @@ describe('SchedulerLoop', () => {
     const metrics = new Metrics({ defaultMetrics: false });
     const bus = new FleetBus();
     const events = new EventLog(db);
-    const vms = new VmService(db, events, bus, metrics);
+    const vms = new VmService(db, events, bus, metrics, VmSecrets.ephemeral());
     const workers = new WorkerService(db, events, bus, vms, metrics, log, {
       timings: { heartbeatIntervalMs: 100, suspectAfterMs: 60_000, fenceAfterMs: 60_000, lostAfterMs: 120_000 },
       controllerId: 'ctl-test',

@@ -10,6 +10,7 @@ import { FleetBus } from '../fleet-bus.ts';
 import type { WorkerStreams } from '../grpc/worker-streams.ts';
 import { parseOpening, type StartRequest } from './client-messages.ts';
 import { MAX_RETAINED_PER_ACTOR, SessionBroker, type ClientSocket, type SessionCall } from './session-broker.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
 
 class FakeClient extends EventEmitter implements ClientSocket {
   readyState = 1;
@@ -98,7 +99,7 @@ function world(accessLookup: Promise<void> = Promise.resolve()) {
   const streams = { get: (id: string) => (id === 'w-1' ? { workerId: 'w-1', workerName: 'worker-1', closed: false, send: (m: ControllerMessage) => opens.push(m) } : undefined) } as unknown as WorkerStreams;
   const eventLog = { append: async (e: NewEvent[]) => void events.push(...e) } as unknown as EventLog;
   const bus = new FleetBus();
-  const broker = new SessionBroker({ db, streams, bus, events: eventLog, log: pino({ level: 'silent' }) });
+  const broker = new SessionBroker({ db, streams, bus, events: eventLog, secrets: VmSecrets.ephemeral(), log: pino({ level: 'silent' }) });
   return { broker, opens, events, bus, accessDeleted };
 }
 

@@ -30,6 +30,7 @@ import {
 } from './client-messages.ts';
 import { OutputLog } from './output-log.ts';
 import { BackgroundWrites } from '../storage/background-writes.ts';
+import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import { ensureVmAccess, forgetHostKey, hostKeyFingerprint, normaliseHostKey, recordedHostKey, recordHostKey } from './vm-access.ts';
 
 export type SessionCall = grpc.ServerDuplexStream<SessionFrame__Output, SessionFrame>;
@@ -68,6 +69,8 @@ const NOT_GOING_TO_RUN = new Set(['stopped', 'stopping', 'failed', 'deleting']);
 
 export interface SessionBrokerDeps {
   db: FleetDb;
+  /** Opens the VM's sealed private key and password for the worker (secrets at rest, issue 14). */
+  secrets: VmSecrets;
   streams: WorkerStreams;
   bus: FleetBus;
   events: EventLog;
@@ -168,8 +171,8 @@ export class SessionBroker {
 
   /** The VM's login (created on first use) and recorded host key, for OpenSSH through `fleet ssh --stdio`. */
   async sshAccessOf(vm: Vm): Promise<{ username: string; privateKey: string; hostKey: string | null }> {
-    const access = (await ensureVmAccess(this.deps.db, [vm])).get(vm.id)!;
-    return { username: access.username, privateKey: access.privateKey, hostKey: recordedHostKey(access, vm.attempt) };
+    const access = (await ensureVmAccess(this.deps.db, this.deps.secrets, [vm])).get(vm.id)!;
+    return { username: access.username, privateKey: await this.deps.secrets.privateKeyOf(access), hostKey: recordedHostKey(access, vm.attempt) };
   }
 
   async start(client: ClientSocket, vmName: string, req: StartRequest, actor: string, early: EarlyFrames = () => []): Promise<void> {
@@ -199,7 +202,10 @@ export class SessionBroker {
       if (!stream || stream.closed) throw new SessionError('worker-offline', `the worker running vm "${vm.name}" is not connected to the controller`);
       s.workerId = stream.workerId;
       s.workerName = stream.workerName;
-      const access = (await ensureVmAccess(this.deps.db, [vm])).get(vm.id)!;
+      const access = (await ensureVmAccess(this.deps.db, this.deps.secrets, [vm])).get(vm.id)!;
+      // Opened here, kept only in this message: the plaintext goes to the VM's worker alone.
+      const privateKey = await this.deps.secrets.privateKeyOf(access);
+      const password = (await this.deps.secrets.passwordOf(access)) ?? '';
       // The client may have gone (and the session been cancelled) during that await.
       if (s.state !== 'waiting') return;
       const expected = recordedHostKey(access, vm.attempt) ?? '';
@@ -222,8 +228,8 @@ export class SessionBroker {
           rows: req.rows,
           cols: req.cols,
           username: access.username,
-          privateKey: access.privateKey,
-          password: access.password ?? '',
+          privateKey,
+          password,
           hostKey: expected,
           waitMs: Math.max(1000, req.waitMs - (Date.now() - s.startedAt)),
           timeoutMs: req.timeoutMs,

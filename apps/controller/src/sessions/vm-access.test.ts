@@ -8,6 +8,9 @@ import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
 import { ensureVmAccess } from './vm-access.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
+
+const secrets = VmSecrets.ephemeral();
 
 const havePostgres = findPostgresBin() !== undefined;
 if (!havePostgres) console.warn('vm-access.test.ts: PostgreSQL is not installed (apt-get install postgresql): skipping its case');
@@ -16,7 +19,7 @@ async function race(db: FleetDb, callers: number): Promise<void> {
   const vms = Array.from({ length: 4 }, (_, i) => ({ id: randomUUID(), name: `vm-${i}` }));
   // Every caller asks for an overlapping subset, in its own order.
   const asks = Array.from({ length: callers }, (_, c) => (c % 3 === 0 ? vms : c % 3 === 1 ? [vms[c % 4]!] : [...vms].reverse()));
-  const results = await Promise.allSettled(asks.map((a) => ensureVmAccess(db, a)));
+  const results = await Promise.allSettled(asks.map((a) => ensureVmAccess(db, secrets, a)));
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   expect(failed.map((f) => String(f.reason))).toEqual([]);
   const rows = await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } } });
@@ -28,7 +31,7 @@ async function race(db: FleetDb, callers: number): Promise<void> {
     for (const [vmId, access] of got) expect(access.publicKey).toBe(key.get(vmId)); // everyone got the stored key pair
   }
   // Existing rows are returned as they are.
-  const again = await ensureVmAccess(db, vms);
+  const again = await ensureVmAccess(db, secrets, vms);
   for (const v of vms) expect(again.get(v.id)!.publicKey).toBe(key.get(v.id));
 }
 

@@ -1,11 +1,12 @@
 // How the fleet logs in to its VMs: one ed25519 key pair per VM (generated here, the
-// public half injected into the guest through the assignment, the private half handed to
-// the VM's worker inside each SessionOpen), and the guest's host key recorded on first
-// use for each boot.
+// public half injected into the guest through the assignment, the private half sealed at
+// rest (secrets/vm-secrets.ts) and handed to the VM's worker inside each SessionOpen), and
+// the guest's host key recorded on first use for each boot.
 import { createHash } from 'node:crypto';
 import type { FleetDb, VmAccess } from '@fleet/db';
 import ssh2 from 'ssh2';
 import { isUniqueViolation } from '../errors.ts';
+import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const sshUtils = ssh2.utils;
 
@@ -28,14 +29,20 @@ type AccessVm = { id: string; name: string; username?: string };
  * in one statement; if another caller inserted one of them meanwhile, each is then created
  * on its own, and a unique violation means "someone else's row won": read it.
  */
-export async function ensureVmAccess(db: FleetDb, vms: ReadonlyArray<AccessVm>): Promise<Map<string, VmAccess>> {
+export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: ReadonlyArray<AccessVm>): Promise<Map<string, VmAccess>> {
   const out = new Map<string, VmAccess>();
   if (vms.length === 0) return out;
   const rows = await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } } });
   for (const r of rows) out.set(r.vmId, r);
   const missing = [...new Map(vms.filter((vm) => !out.has(vm.id)).map((vm) => [vm.id, vm])).values()];
   if (missing.length === 0) return out;
-  const fresh = missing.map((vm) => ({ vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(vm.name) }));
+  // The private key is sealed before it is written (bound to the row's vmId, known up front).
+  const fresh = await Promise.all(
+    missing.map(async (vm) => {
+      const pair = generateVmKeyPair(vm.name);
+      return { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, publicKey: pair.publicKey, ...(await secrets.sealNew(vm.id, pair.privateKey)) };
+    }),
+  );
   try {
     for (const row of await db.vmAccess.createManyAndReturn({ data: fresh })) out.set(row.vmId, row);
     return out;
@@ -46,7 +53,7 @@ export async function ensureVmAccess(db: FleetDb, vms: ReadonlyArray<AccessVm>):
   return out;
 }
 
-async function createVmAccessIfAbsent(db: FleetDb, data: { vmId: string; username: string; publicKey: string; privateKey: string }): Promise<VmAccess> {
+async function createVmAccessIfAbsent(db: FleetDb, data: { vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string }): Promise<VmAccess> {
   try {
     return await db.vmAccess.create({ data });
   } catch (err) {

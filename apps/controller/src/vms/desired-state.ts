@@ -4,11 +4,12 @@ import type { VmAssignment } from '@fleet/proto';
 import { PLACED_STATES } from './vm-service.ts';
 import { parseLabels, parseNetwork } from './vm-view.ts';
 import { ensureVmAccess } from '../sessions/vm-access.ts';
+import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
-export async function desiredAssignments(db: FleetDb, workerId: string): Promise<VmAssignment[]> {
+export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, workerId: string): Promise<VmAssignment[]> {
   const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' } });
   // Every VM boots with the fleet's per-VM session key authorized (issue 5).
-  const access = await ensureVmAccess(db, vms);
+  const access = await ensureVmAccess(db, secrets, vms);
   return vms.map((vm) => ({
     vmId: vm.id,
     name: vm.name,

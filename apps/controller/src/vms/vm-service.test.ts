@@ -12,6 +12,9 @@ import { Metrics } from '../observability/metrics.ts';
 import { VmService, type ReportedInstance } from './vm-service.ts';
 import { WorkerService, type HelloInfo } from '../workers/worker-service.ts';
 import { SchedulerLoop } from '../scheduler/scheduler-loop.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
+
+const secrets = VmSecrets.ephemeral();
 
 let dir: string;
 let db: FleetDb;
@@ -32,7 +35,7 @@ async function services(offlineTimeoutMs = 1000, startupGraceMs = 0) {
   bus = new FleetBus();
   events = new EventLog(db);
   const metrics = new Metrics({ defaultMetrics: false });
-  vms = new VmService(db, events, bus, metrics);
+  vms = new VmService(db, events, bus, metrics, secrets);
   workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings: { heartbeatIntervalMs: 100, suspectAfterMs: Math.min(250, offlineTimeoutMs - 1), fenceAfterMs: Math.max(1, offlineTimeoutMs - 500), lostAfterMs: offlineTimeoutMs },
     startupGraceMs,
@@ -127,7 +130,10 @@ describe('placement and worker reports', () => {
     const updated = await vms.update('pw', { password: 'correct horse battery' }, 'test');
     expect(updated.state).toBe('pending');
     expect(updated.updatedAt.getTime()).toBeGreaterThanOrEqual(vm.updatedAt.getTime());
-    expect((await db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } })).password).toBe('correct horse battery');
+    const row = await db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } });
+    expect(row.password).toBeNull();
+    expect(row.passwordSealed).not.toContain('horse');
+    expect(await secrets.passwordOf(row)).toBe('correct horse battery');
   });
 
   it('a delete racing a placement never leaves a slot held for a VM that is gone', async () => {

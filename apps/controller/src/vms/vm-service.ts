@@ -14,6 +14,7 @@ import { conflict, isUniqueViolation, notFound, preconditionFailed } from '../er
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { normalizeNetwork } from './network-policy.ts';
 import { DEFAULT_GUEST_USER, generateVmKeyPair } from '../sessions/vm-access.ts';
+import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import {
   restartDelayMs,
   shouldRestart,
@@ -55,6 +56,8 @@ export class VmService {
     private readonly events: EventLog,
     private readonly bus: FleetBus,
     private readonly metrics: Metrics,
+    /** Seals VM passwords and key pairs written here (secrets at rest). */
+    private readonly secrets: VmSecrets,
     private readonly now: () => Date = () => new Date(),
   ) {}
 
@@ -92,12 +95,12 @@ export class VmService {
 
   /** Whether sessions may log in with a password (only that ever leaves the database, never the password). */
   async passwordSet(vmId: string): Promise<boolean> {
-    return (await this.db.vmAccess.count({ where: { vmId, password: { not: null } } })) > 0;
+    return (await this.db.vmAccess.count({ where: { vmId, OR: [{ passwordSealed: { not: null } }, { password: { not: null } }] } })) > 0;
   }
 
   /** The VMs that have a password. */
   async idsWithPassword(): Promise<Set<string>> {
-    return new Set((await this.db.vmAccess.findMany({ where: { password: { not: null } }, select: { vmId: true } })).map((a) => a.vmId));
+    return new Set((await this.db.vmAccess.findMany({ where: { OR: [{ passwordSealed: { not: null } }, { password: { not: null } }] }, select: { vmId: true } })).map((a) => a.vmId));
   }
 
   /** Worker id → name, for views. */
@@ -118,11 +121,18 @@ export class VmService {
   /** `inTransaction` runs in the creating transaction (the API links an Idempotency-Key record to the VM there). */
   async create(spec: VmCreate, actor: string, opts: { inTransaction?: (tx: Tx, vm: Vm) => Promise<unknown> } = {}): Promise<Vm> {
     let vm: Vm;
+    const id = randomUUID();
+    // Sealed before the transaction (the row id is the associated data, so it is chosen first).
+    let sealed: { publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>> | undefined;
+    if (spec.password !== undefined) {
+      const pair = generateVmKeyPair(spec.name);
+      sealed = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(id, pair.privateKey, spec.password)) };
+    }
     try {
       vm = await this.db.$transaction(async (tx) => {
         const created = await tx.vm.create({
           data: {
-            id: randomUUID(),
+            id,
             name: spec.name,
             state: 'pending',
             reason: 'waiting for the scheduler',
@@ -143,9 +153,9 @@ export class VmService {
             createdBy: actor,
           },
         });
-        if (spec.password !== undefined) {
+        if (sealed) {
           // The access row (key pair + password) exists from the start, in the same transaction.
-          await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(created.name), password: spec.password } });
+          await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...sealed } });
         }
         await this.events.append([vmEvent(created, 'vm.created', `created by ${actor}`, actor)], tx);
         await opts.inTransaction?.(tx, created);
@@ -214,6 +224,14 @@ export class VmService {
       }),
     ];
     if (restart) events.push(vmEvent(vm, 'vm.restart', `failed → pending (restart requested by ${actor})`, actor, { from: 'failed', to: 'pending' }));
+    // Sealed outside the transaction; a row created here gets a fresh key pair, sealed too.
+    let passwordData: Awaited<ReturnType<VmSecrets['passwordColumns']>> | undefined;
+    let createAccess: ({ publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>>) | undefined;
+    if (password !== undefined) {
+      passwordData = await this.secrets.passwordColumns(vm.id, password);
+      const pair = generateVmKeyPair(vm.name);
+      createAccess = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(vm.id, pair.privateKey, password)) };
+    }
     const updated = await this.db.$transaction(async (tx) => {
       if (opts.ifVersion) {
         // Compare-and-set inside the transaction: a write that landed after the read above
@@ -225,11 +243,11 @@ export class VmService {
       const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data });
       if (res.count === 0) throw new ConcurrentChangeError(`vm ${name}`);
       const u = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
-      if (password !== undefined) {
+      if (passwordData && createAccess) {
         await tx.vmAccess.upsert({
           where: { vmId: vm.id },
-          create: { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...generateVmKeyPair(vm.name), password },
-          update: { password },
+          create: { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, ...createAccess },
+          update: passwordData,
         });
       }
       await this.events.append(events, tx);

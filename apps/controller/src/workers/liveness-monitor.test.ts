@@ -13,6 +13,7 @@ import { Metrics } from '../observability/metrics.ts';
 import { VmService } from '../vms/vm-service.ts';
 import { LivenessMonitor } from './liveness-monitor.ts';
 import { HeartbeatRecorder } from './heartbeat-recorder.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const log = pino({ level: 'silent' });
 const timings = { heartbeatIntervalMs: 100, suspectAfterMs: 250, fenceAfterMs: 500, lostAfterMs: 1000 };
@@ -34,7 +35,7 @@ function monitor(fence: () => Promise<void> = async () => undefined) {
   const bus = new FleetBus();
   const events = new EventLog(db);
   const metrics = new Metrics({ defaultMetrics: false });
-  const vms = new VmService(db, events, bus, metrics);
+  const vms = new VmService(db, events, bus, metrics, VmSecrets.ephemeral());
   const m = new LivenessMonitor(db, vms, events, bus, metrics, log, { timings, startupGraceMs: 0, fence, disconnect: () => undefined });
   m.start({ timer: false });
   return m;

@@ -14,6 +14,7 @@ import type { WorkerStreams } from '../../grpc/worker-streams.ts';
 import { SessionBroker } from '../../sessions/session-broker.ts';
 import type { ApiContext } from '../context.ts';
 import { MAX_CLIENT_FRAME, selectSubprotocol, sessionRoutes } from './session-routes.ts';
+import { VmSecrets } from '../../secrets/vm-secrets.ts';
 
 const VM = { id: 'vm-1', name: 'web-1', state: 'running', desiredPower: 'running', workerId: 'w-1', attempt: 1, reason: '', username: '' };
 const TOKEN = 'fleet_abc_secret';
@@ -27,7 +28,7 @@ async function server(isValid: () => boolean) {
   const opens: ControllerMessage[] = [];
   const streams = { get: () => ({ workerId: 'w-1', workerName: 'worker-1', closed: false, send: (m: ControllerMessage) => opens.push(m) }) } as unknown as WorkerStreams;
   const events = { append: async () => undefined } as unknown as EventLog;
-  const broker = new SessionBroker({ db, streams, bus: new FleetBus(), events, log: pino({ level: 'silent' }) });
+  const broker = new SessionBroker({ db, streams, bus: new FleetBus(), events, secrets: VmSecrets.ephemeral(), log: pino({ level: 'silent' }) });
   const tokens = {
     authenticate: async (t: string) => {
       if (t !== TOKEN) throw new TokenRejected('unknown token');
