@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { openDatabase } from '@fleet/db';
+import { openDatabase, type FleetDb } from '@fleet/db';
 import { DEFAULT_KEY_FILE, FileKeyProvider, kekId, loadKeyProvider, parseKey, writeKeyFile, type KeyProvider } from './key-provider.ts';
 import { tooOpenMessage } from './file-modes.ts';
 import { SecretBox } from './secret-box.ts';
@@ -23,6 +23,8 @@ export interface RotateKeyOptions {
   newKeyFile?: string;
   env?: NodeJS.ProcessEnv;
   batch?: number;
+  /** An open client on the database (tests: one SQLite client per file per process); default: one of its own. */
+  db?: FleetDb;
   /** Progress lines for the operator. */
   say?: (line: string) => void;
 }
@@ -76,7 +78,7 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
     }
     keys = await FileKeyProvider.load(file);
   }
-  const db = openDatabase({ url: o.databaseUrl ?? `file:${path.join(o.dataDir, 'fleet.db')}` });
+  const db = o.db ?? openDatabase({ url: o.databaseUrl ?? `file:${path.join(o.dataDir, 'fleet.db')}` });
   try {
     const secrets = new VmSecrets(new SecretBox(keys));
     const current = keys.current().id;
@@ -94,6 +96,6 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
     }
     return { previous, current, rows, moved, byKey, previousKeyFile };
   } finally {
-    await db.$disconnect();
+    if (!o.db) await db.$disconnect();
   }
 }
