@@ -11,7 +11,8 @@
           "sources": [
             "src/linux/addon.cc",
             "src/posix/fd_util.cc",
-            "src/linux/frame_port.cc"
+            "src/linux/frame_port.cc",
+            "src/linux/process_guard.cc"
           ]
         }],
         ["OS=='mac'", {

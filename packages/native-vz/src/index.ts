@@ -80,6 +80,10 @@ interface NativeBinding {
   setNonBlocking(fd: number, on: boolean): void;
   fdInfo(fd: number): { cloexec: boolean; nonblock: boolean; kind: FdKind };
   closeFd(fd: number): void;
+  /** Linux only (process_guard.cc). */
+  setNonDumpable?(): void;
+  setNoNewPrivs?(): void;
+  processGuard?(): { dumpable: boolean; noNewPrivs: boolean };
   FramePort: new (
     fd: number,
     area: ArrayBuffer,
@@ -162,6 +166,25 @@ export function fdInfo(fd: number): { cloexec: boolean; nonblock: boolean; kind:
 /** close(2) on a raw fd (one that no FramePort owns). */
 export function closeFd(fd: number): void {
   native.closeFd(fd);
+}
+
+/**
+ * prctl(PR_SET_DUMPABLE, 0): no same-uid process may ptrace this one or open its /proc/<pid>/mem
+ * or fd/ (Linux; the VM host process, whose QEMU runs as the same uid). Throws elsewhere.
+ */
+export function setNonDumpable(): void {
+  if (!native.setNonDumpable) throw new Error('setNonDumpable: Linux only');
+  native.setNonDumpable();
+}
+/** prctl(PR_SET_NO_NEW_PRIVS, 1) for this thread and everything it executes (Linux). */
+export function setNoNewPrivs(): void {
+  if (!native.setNoNewPrivs) throw new Error('setNoNewPrivs: Linux only');
+  native.setNoNewPrivs();
+}
+/** This thread's dumpable flag and no_new_privs (Linux). */
+export function processGuard(): { dumpable: boolean; noNewPrivs: boolean } {
+  if (!native.processGuard) throw new Error('processGuard: Linux only');
+  return native.processGuard();
 }
 
 /**

@@ -11,5 +11,6 @@ const char* ErrnoName(int err);
 
 void InitFdUtil(Napi::Env env, Napi::Object exports);
 void InitFramePort(Napi::Env env, Napi::Object exports);
+void InitProcessGuard(Napi::Env env, Napi::Object exports);
 
 }  // namespace nvz
