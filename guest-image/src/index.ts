@@ -199,7 +199,15 @@ export interface QemuArgsOptions {
   extraArgs?: string[];
   /** VM name shown by QEMU (`-name`). */
   name?: string;
+  /**
+   * QEMU's seccomp sandbox (`-sandbox on,…`): obsolete syscalls, setuid/setgid, fork/exec and
+   * scheduler/affinity changes are refused for the life of the process (QEMU_SANDBOX_ARGS).
+   */
+  sandbox?: boolean;
 }
+
+/** `-sandbox` as the Linux VM runtime uses it (QEMU built with libseccomp; Debian's is). */
+export const QEMU_SANDBOX_ARGS = ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny'] as const;
 
 /** Escape a value for QEMU's comma-separated option syntax. */
 export function qemuOptValue(v: string): string {
@@ -243,6 +251,7 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     '-serial', 'chardev:serial0',
     // A guest reboot or panic (panic=-1) ends the QEMU process: the VM host process sees it.
     '-no-reboot',
+    ...(o.sandbox ? QEMU_SANDBOX_ARGS : []),
   ];
   if (o.kernel !== undefined) {
     if (o.initrd === undefined || o.cmdline === undefined) throw new Error('kernel boot needs initrd and cmdline');

@@ -55,13 +55,15 @@ export function readLeaseFileContent(file: string): string | undefined {
 }
 
 /**
- * Replaces the file atomically (temp file + rename, mode 0600): a reader sees the old or the new
- * lease, never half of one. Synchronous on purpose: when it returns, every VM host process reads
+ * Replaces the file atomically (temp file + rename): a reader sees the old or the new lease, never
+ * half of one. Mode 0644: it holds no secret (a validity time), and on Linux the VM host processes
+ * run as unprivileged per-VM users that must read it (the data dir is 0711: they reach this file
+ * by name and nothing else in the dir). Synchronous on purpose: when it returns, every VM host process reads
  * the new lease (the worker starts a VM only after that).
  */
 export function writeLeaseFile(file: string, lease: LeaseFile, owner?: { uid: number; gid: number }): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(lease) + '\n', { mode: 0o600 });
+  writeFileSync(tmp, JSON.stringify(lease) + '\n', { mode: 0o644 });
   // VM host processes that dropped root (macOS) run as the data dir's owner and must read it.
   if (owner) chownSync(tmp, owner.uid, owner.gid);
   renameSync(tmp, file);

@@ -157,7 +157,7 @@ describe('LeaseKeeper', () => {
     keeper.close();
   });
 
-  it('writes lease.json atomically (0600) on every renewal; a new keeper inherits the remaining validity', async () => {
+  it('writes lease.json atomically (0644: no secret; unprivileged VM host processes read it) on every renewal; a new keeper inherits the remaining validity', async () => {
     const dir = await mkdtemp(path.join(tmp, 'rt-'));
     const file = leaseFilePath(dir);
     const t = fakeTime();
@@ -166,7 +166,7 @@ describe('LeaseKeeper', () => {
     keeper.renew(t.mono + 10_000, t.wall() + 10_000, 10_000);
     const stored = JSON.parse(await readFile(file, 'utf8')) as LeaseFile;
     expect(stored).toEqual({ validUntilUnixMs: wallAtRenewal + 10_000, fenceAfterMs: 10_000, renewedAtUnixMs: wallAtRenewal });
-    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect((await stat(file)).mode & 0o777).toBe(0o644);
     keeper.close();
 
     // The worker restarts 4 s later (a new process: a new monotonic origin).
