@@ -69,6 +69,7 @@ try {
     if (caFrom) {
       await mkdir(path.join(dataDir, 'pki'), { recursive: true, mode: 0o700 });
       for (const f of ['ca.pem', 'ca-key.pem']) await cp(path.join(caFrom, 'pki', f), path.join(dataDir, 'pki', f));
+      await cp(path.join(caFrom, 'secrets.key'), path.join(dataDir, 'secrets.key'));
     }
     const c = await startController({ dataDir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', controllerName: name, bootstrapAdminToken: token, logLevel: 'silent' });
     controllers.push(c);

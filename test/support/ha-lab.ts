@@ -316,6 +316,8 @@ export class HaLab {
       if (!existsSync(path.join(from, f))) throw new Error(`${path.join(from, f)} missing: start the first controller before the others`);
       cpSync(path.join(from, f), path.join(to, f));
     }
+    // And the fleet's secrets key (every controller opens every VM's sealed credentials).
+    cpSync(path.join(this.controllers[0]!.dataDir, 'secrets.key'), path.join(c.dataDir, 'secrets.key'));
   }
 
   private async enrollWorker(w: HaWorker, via: HaController): Promise<void> {

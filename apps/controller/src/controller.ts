@@ -111,8 +111,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const timings = failureTimings({ heartbeatIntervalMs: opts.heartbeatIntervalMs, lostAfterMs: opts.workerOfflineTimeoutMs, fenceAfterMs: opts.workerFenceAfterMs });
   await (async () => {
     if (fatalModes.length) throw new Error(fatalModes.join('\n'));
-    await sealSecretsAtStart(db, secrets, keys, sqliteFile !== undefined, log);
     await settings.checkFleetCa(identity.caFingerprint, opts.dataDir);
+    await sealSecretsAtStart(db, secrets, keys, sqliteFile !== undefined, log);
+    await settings.checkFleetSecretsKey(keys, opts.dataDir);
     // Other controllers running now: their rows were refreshed lately (every 2 s).
     const othersRunning = multi && (await db.controller.count({ where: { lastSeenAt: { gt: new Date(Date.now() - 10_000) } } })) > 0;
     await settings.checkFleetTimings(timings, othersRunning);
@@ -382,7 +383,17 @@ async function sealSecretsAtStart(db: FleetDb, secrets: VmSecrets, keys: KeyProv
     }
     log.info({ rows: sealed, key: keys.current().id }, 'sealed VM secrets stored in plain text by an earlier version (private keys, passwords)');
   }
-  const unknown = [...(await secrets.envelopesByKek(db))].filter(([id]) => !keys.byId(id));
+  const byKek = await secrets.envelopesByKek(db);
+  const unknown = [...byKek].filter(([id]) => !keys.byId(id));
+  if (byKek.size > 0 && unknown.length === byKek.size) {
+    // Not one secret opens: the wrong key (typically a controller joining a shared PostgreSQL
+    // database that created its own secrets.key). Running would seal new VMs' secrets under a key
+    // the other controllers do not hold.
+    throw new Error(
+      `the secrets in this database are sealed under key${unknown.length > 1 ? 's' : ''} ${unknown.map(([id]) => id).join(', ')}, but this controller's key (${keys.describe}) is ${keys.current().id}: ` +
+        `give it the fleet's key (copy secrets.key from another controller's data dir, mode 0600, or set the same FLEET_SECRETS_KEY / --secrets-key-command; docs/operations.md, "Secrets at rest")`,
+    );
+  }
   for (const [id, count] of unknown) {
     log.warn({ key: id, secrets: count, source: keys.describe }, `${count} VM secrets are sealed under key ${id}, which this controller does not hold: sessions to those VMs will fail until it gets that key (docs/operations.md, "Secrets at rest")`);
   }

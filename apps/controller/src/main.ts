@@ -157,6 +157,7 @@ program
   .option('--data-dir <dir>', 'the controller data dir (holds secrets.key)', process.env.FLEET_DATA_DIR)
   .option('--database-url <url>', 'database URL (default: SQLite file in the data dir)', process.env.FLEET_DATABASE_URL)
   .option('--new-key-file <file>', 'the new key (32 bytes: 64 hex digits or base64; mode 0600); default: a new random key')
+  .option('--rewrap-only', 'no new key: re-wrap what is still under older keys (finish a rotation)')
   .option('--secrets-key-file <file>', 'the key file the controllers use, if not <data-dir>/secrets.key')
   .option('--secrets-key-command <command>', 'as for run: the command printing the keys (new key first, old ones after)')
   .option('--batch-size <n>', 'rows per batch', (v) => {
@@ -164,12 +165,13 @@ program
     if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new InvalidArgumentError('must be 1-10000');
     return n;
   }, 200)
-  .action(async (o: { dataDir?: string; databaseUrl?: string; newKeyFile?: string; secretsKeyFile?: string; secretsKeyCommand?: string; batchSize: number }) => {
+  .action(async (o: { dataDir?: string; databaseUrl?: string; newKeyFile?: string; rewrapOnly?: boolean; secretsKeyFile?: string; secretsKeyCommand?: string; batchSize: number }) => {
     const dataDir = o.dataDir ?? defaultOptions({}).dataDir;
     const r = await rotateKey({
       dataDir,
       ...(o.databaseUrl ? { databaseUrl: o.databaseUrl } : {}),
       ...(o.newKeyFile ? { newKeyFile: o.newKeyFile } : {}),
+      ...(o.rewrapOnly ? { rewrapOnly: true } : {}),
       ...(o.secretsKeyFile ? { keyFile: o.secretsKeyFile } : {}),
       ...(o.secretsKeyCommand ? { keyCommand: o.secretsKeyCommand } : {}),
       batch: o.batchSize,

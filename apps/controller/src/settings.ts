@@ -74,4 +74,27 @@ export class SettingsService {
       );
     }
   }
+  /**
+   * Every controller of a fleet must hold the fleet's key-encryption key (any of them may seal a
+   * VM's secrets, any may open them for a session). The current key's id is recorded on first
+   * start and by `rotate-key`; a controller whose keyring lacks it refuses to start.
+   */
+  async checkFleetSecretsKey(keys: { current(): { id: string }; byId(id: string): Buffer | undefined; readonly describe: string }, dataDir: string): Promise<void> {
+    const row = await this.db.setting.findUnique({ where: { key: FLEET_SECRETS_KEY_SETTING } });
+    if (!row) {
+      await this.db.setting.upsert({ where: { key: FLEET_SECRETS_KEY_SETTING }, create: { key: FLEET_SECRETS_KEY_SETTING, value: JSON.stringify(keys.current().id) }, update: {} });
+      return;
+    }
+    const recorded = JSON.parse(row.value) as unknown;
+    if (typeof recorded === 'string' && !keys.byId(recorded)) {
+      throw new Error(
+        `this controller's secrets key (${keys.describe}, key ${keys.current().id}) is not the fleet's key ${recorded} recorded in the database. ` +
+          `Every controller of a fleet must hold it: copy secrets.key (mode 0600) from an existing controller's data dir into ${dataDir}, or use the same FLEET_SECRETS_KEY / --secrets-key-command; ` +
+          'see docs/operations.md, "Secrets at rest".',
+      );
+    }
+  }
 }
+
+/** The settings row holding the id of the fleet's current secrets key (secrets/rotate-key.ts moves it). */
+export const FLEET_SECRETS_KEY_SETTING = 'fleet.secretsKeyId';

@@ -37,13 +37,15 @@ describe.skipIf(!havePostgres)('controllers sharing a PostgreSQL database', () =
     await rm(root, { recursive: true, force: true });
   });
 
-  async function start(url: string, name: string, caFrom?: string, extra: { workerOfflineTimeoutMs?: number } = {}): Promise<ControllerHandle> {
+  async function start(url: string, name: string, caFrom?: string, extra: { workerOfflineTimeoutMs?: number; withoutSecretsKey?: boolean } = {}): Promise<ControllerHandle> {
     const dataDir = path.join(root, `${path.basename(url)}-${name}`);
     if (caFrom) {
       await mkdir(path.join(dataDir, 'pki'), { recursive: true, mode: 0o700 });
       for (const f of ['ca.pem', 'ca-key.pem']) await cp(path.join(caFrom, 'pki', f), path.join(dataDir, 'pki', f));
+      if (!extra.withoutSecretsKey) await cp(path.join(caFrom, 'secrets.key'), path.join(dataDir, 'secrets.key'));
     }
-    const c = await startController({ dataDir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', controllerName: name, leaderLeaseMs: 1_500, bootstrapAdminToken: token, logLevel: 'silent', ...extra });
+    const { withoutSecretsKey: _, ...timing } = extra;
+    const c = await startController({ dataDir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', controllerName: name, leaderLeaseMs: 1_500, bootstrapAdminToken: token, logLevel: 'silent', ...timing });
     running.push(c);
     return c;
   }
@@ -101,6 +103,10 @@ describe.skipIf(!havePostgres)('controllers sharing a PostgreSQL database', () =
     // Same CA, other failure timings while ctl-a runs: refused (a worker could be re-placed before it fenced).
     await expect(start(url, 'ctl-slow', path.join(root, 'cluster_ca-ctl-a'), { workerOfflineTimeoutMs: 60_000 })).rejects.toThrow(
       /the controllers running on this database use .*--worker-offline-timeout 30000ms.*this one was started with .*--worker-offline-timeout 60000ms/,
+    );
+    // Same CA, its own secrets key: refused (it would seal VM secrets the others cannot open).
+    await expect(start(url, 'ctl-nokey', path.join(root, 'cluster_ca-ctl-a'), { withoutSecretsKey: true })).rejects.toThrow(
+      /secrets key .* is not the fleet's key [0-9a-f]{16} recorded in the database.*copy secrets.key/,
     );
     await a.stop();
     running.splice(running.indexOf(a), 1);

@@ -14,6 +14,7 @@ import { DEFAULT_KEY_FILE, FileKeyProvider, kekId, loadKeyProvider, parseKey, wr
 import { tooOpenMessage } from './file-modes.ts';
 import { SecretBox } from './secret-box.ts';
 import { VmSecrets } from './vm-secrets.ts';
+import { FLEET_SECRETS_KEY_SETTING } from '../settings.ts';
 
 export interface RotateKeyOptions {
   dataDir: string;
@@ -21,6 +22,8 @@ export interface RotateKeyOptions {
   keyFile?: string;
   keyCommand?: string;
   newKeyFile?: string;
+  /** Only re-wrap under the current key (finish a rotation; no new key). */
+  rewrapOnly?: boolean;
   env?: NodeJS.ProcessEnv;
   batch?: number;
   /** An open client on the database (tests: one SQLite client per file per process); default: one of its own. */
@@ -50,6 +53,9 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
   if (external) {
     if (o.newKeyFile) throw new Error('--new-key-file works with a key file; with FLEET_SECRETS_KEY or --secrets-key-command, make the new key current there (old one kept as an older key) and run rotate-key to re-wrap');
     keys = await loadKeyProvider({ dataDir: o.dataDir, ...(o.keyCommand ? { keyCommand: o.keyCommand } : {}), env });
+  } else if (o.rewrapOnly) {
+    if (o.newKeyFile) throw new Error('--rewrap-only and --new-key-file exclude each other');
+    keys = await FileKeyProvider.load(path.resolve(o.keyFile ?? path.join(o.dataDir, DEFAULT_KEY_FILE)));
   } else {
     const file = path.resolve(o.keyFile ?? path.join(o.dataDir, DEFAULT_KEY_FILE));
     const before = await FileKeyProvider.load(file);
@@ -82,6 +88,8 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
   try {
     const secrets = new VmSecrets(new SecretBox(keys));
     const current = keys.current().id;
+    // The fleet's key from now on: a controller started without it refuses (settings.ts).
+    await db.setting.upsert({ where: { key: FLEET_SECRETS_KEY_SETTING }, create: { key: FLEET_SECRETS_KEY_SETTING, value: JSON.stringify(current) }, update: { value: JSON.stringify(current) } });
     let rows = 0;
     let moved = 0;
     let byKey = new Map<string, number>();

@@ -4,7 +4,7 @@
 // Also: the files the controller creates are 0600 in a 0700 dir, a too-open key stops the start,
 // and plaintext rows left by an older Fleet are sealed and scrubbed from the file at start.
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -121,6 +121,20 @@ describe('secrets at rest (SQLite)', () => {
     } finally {
       await c.stop();
     }
+  });
+});
+
+describe('the wrong key', () => {
+  it('a controller whose key opens none of the stored secrets refuses to start (it would seal under a key no one else holds)', async () => {
+    const dataDir = path.join(root, 'sqlite');
+    const keyFile = path.join(dataDir, 'secrets.key');
+    const kept = path.join(root, 'kept.key');
+    await rename(keyFile, kept);
+    // A fresh secrets.key is created, and the start is refused naming both key ids.
+    await expect(start(dataDir)).rejects.toThrow(/sealed under key [0-9a-f]{16}, but this controller's key .* is [0-9a-f]{16}: give it the fleet's key/);
+    await rename(kept, keyFile);
+    const c = await start(dataDir);
+    await c.stop();
   });
 });
 

@@ -147,6 +147,10 @@ describe('rotateKey (key file source)', () => {
         expect(r2.byKey).toEqual(new Map([[kekId(k3), 14]]));
         const { existsSync } = await import('node:fs');
         expect(existsSync(staged)).toBe(false);
+        // --rewrap-only: no new key, nothing left to move.
+        const r3 = await rotateKey({ dataDir, env: {}, db, rewrapOnly: true });
+        expect(r3.current).toBe(kekId(k3));
+        expect(r3.moved).toBe(0);
       } finally {
         await db.$disconnect();
       }

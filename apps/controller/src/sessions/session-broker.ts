@@ -31,6 +31,7 @@ import {
 import { OutputLog } from './output-log.ts';
 import { BackgroundWrites } from '../storage/background-writes.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
+import { SecretError } from '../secrets/secret-box.ts';
 import { ensureVmAccess, forgetHostKey, hostKeyFingerprint, normaliseHostKey, recordedHostKey, recordHostKey } from './vm-access.ts';
 
 export type SessionCall = grpc.ServerDuplexStream<SessionFrame__Output, SessionFrame>;
@@ -204,8 +205,19 @@ export class SessionBroker {
       s.workerName = stream.workerName;
       const access = (await ensureVmAccess(this.deps.db, this.deps.secrets, [vm])).get(vm.id)!;
       // Opened here, kept only in this message: the plaintext goes to the VM's worker alone.
-      const privateKey = await this.deps.secrets.privateKeyOf(access);
-      const password = (await this.deps.secrets.passwordOf(access)) ?? '';
+      let privateKey: string;
+      let password: string;
+      try {
+        privateKey = await this.deps.secrets.privateKeyOf(access);
+        password = (await this.deps.secrets.passwordOf(access)) ?? '';
+      } catch (err) {
+        // A missing key-encryption key or a damaged envelope: say so (the message names no secret).
+        if (err instanceof SecretError) {
+          this.deps.log.error({ err, vm: vm.name }, 'cannot open the VM credentials');
+          throw new SessionError('internal', `the controller cannot open the credentials of vm "${vm.name}": ${err.message}`);
+        }
+        throw err;
+      }
       // The client may have gone (and the session been cancelled) during that await.
       if (s.state !== 'waiting') return;
       const expected = recordedHostKey(access, vm.attempt) ?? '';
