@@ -80,7 +80,10 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const secrets = new VmSecrets(new SecretBox(keys));
   const sqliteFile = multi ? undefined : sqlitePath(url);
   // SQLite would create the file 0644 (umask); create it 0600 first (its -wal and -shm follow it).
-  if (sqliteFile) await createPrivateFile(sqliteFile);
+  if (sqliteFile) {
+    await mkdir(path.dirname(sqliteFile), { recursive: true, mode: 0o700 });
+    await createPrivateFile(sqliteFile);
+  }
   // SQLite: one controller per database, for the life of this process (a second one refuses here,
   // saying why). PostgreSQL: any number, one of them the leader (cluster/leadership.ts).
   const lock = await acquireControllerLock(url);

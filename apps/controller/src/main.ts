@@ -112,6 +112,9 @@ program
       },
       log,
     );
+    // The key is loaded: keep it out of the environment of anything this process starts.
+    delete process.env.FLEET_SECRETS_KEY;
+    delete process.env.FLEET_SECRETS_OLD_KEYS;
     const lines = [`Fleet controller ${CONTROLLER_VERSION}`, `  API:            ${c.apiUrl}  (OpenAPI: ${c.apiUrl}/v1/openapi.json)`, `  worker gRPC:    ${c.grpcAddress}`, `  CA fingerprint: ${c.caFingerprint}`];
     if (c.adminToken) {
       const boot = await c.tokens.createBootstrapToken({ name: 'initial', expiresInHours: 24 }, 'controller');

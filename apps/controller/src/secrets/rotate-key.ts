@@ -45,6 +45,11 @@ export interface RotateKeyResult {
 
 export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
   const say = o.say ?? (() => {});
+  if (!o.db && !o.databaseUrl) {
+    // Never let SQLite create an empty database here (and the key switch before it fails).
+    const file = path.join(o.dataDir, 'fleet.db');
+    if (!(await stat(file).catch(() => null))) throw new Error(`no database at ${file}: is --data-dir right? (PostgreSQL: pass --database-url)`);
+  }
   const env = o.env ?? process.env;
   const external = Boolean(o.keyCommand || env.FLEET_SECRETS_KEY);
   let keys: KeyProvider;
