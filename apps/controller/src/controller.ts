@@ -115,8 +115,10 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   await (async () => {
     if (fatalModes.length) throw new Error(fatalModes.join('\n'));
     await settings.checkFleetCa(identity.caFingerprint, opts.dataDir);
-    await sealSecretsAtStart(db, secrets, keys, sqliteFile !== undefined, log);
+    // The key checks before anything is sealed: a wrong key must not seal legacy rows.
+    await checkSecretsOpen(db, secrets, keys, log);
     await settings.checkFleetSecretsKey(keys, opts.dataDir);
+    await sealLegacySecrets(db, secrets, keys, sqliteFile !== undefined, log);
     // Other controllers running now: their rows were refreshed lately (every 2 s).
     const othersRunning = multi && (await db.controller.count({ where: { lastSeenAt: { gt: new Date(Date.now() - 10_000) } } })) > 0;
     await settings.checkFleetTimings(timings, othersRunning);
@@ -370,22 +372,10 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
 }
 
 /**
- * Secrets at rest at every start: plain text left by an older Fleet is sealed (then scrubbed from
- * the file: SQLite keeps deleted bytes in free pages and the WAL, PostgreSQL in dead tuples), and
- * envelopes under a key this controller does not hold are reported (they cannot be opened here).
- * No re-wrap here: with several controllers, only `rotate-key` decides which key is current.
+ * Envelopes under a key this controller does not hold are reported (they cannot be opened here);
+ * if it holds none of the keys in use, the start is refused.
  */
-async function sealSecretsAtStart(db: FleetDb, secrets: VmSecrets, keys: KeyProvider, sqlite: boolean, log: Logger): Promise<void> {
-  const sealed = await secrets.sealLegacyRows(db);
-  if (sealed > 0) {
-    if (sqlite) {
-      await db.$executeRawUnsafe('VACUUM');
-      await db.$queryRawUnsafe('PRAGMA wal_checkpoint(TRUNCATE)');
-    } else {
-      await db.$executeRawUnsafe('VACUUM FULL "VmAccess"');
-    }
-    log.info({ rows: sealed, key: keys.current().id }, 'sealed VM secrets stored in plain text by an earlier version (private keys, passwords)');
-  }
+async function checkSecretsOpen(db: FleetDb, secrets: VmSecrets, keys: KeyProvider, log: Logger): Promise<void> {
   const byKek = await secrets.envelopesByKek(db);
   const unknown = [...byKek].filter(([id]) => !keys.byId(id));
   if (byKek.size > 0 && unknown.length === byKek.size) {
@@ -400,6 +390,23 @@ async function sealSecretsAtStart(db: FleetDb, secrets: VmSecrets, keys: KeyProv
   for (const [id, count] of unknown) {
     log.warn({ key: id, secrets: count, source: keys.describe }, `${count} VM secrets are sealed under key ${id}, which this controller does not hold: sessions to those VMs will fail until it gets that key (docs/operations.md, "Secrets at rest")`);
   }
+}
+
+/**
+ * Plain text left by an older Fleet is sealed, then scrubbed from the file (SQLite keeps deleted
+ * bytes in free pages and the WAL, PostgreSQL in dead tuples). No re-wrap at start: with several
+ * controllers, only `rotate-key` decides which key is current.
+ */
+async function sealLegacySecrets(db: FleetDb, secrets: VmSecrets, keys: KeyProvider, sqlite: boolean, log: Logger): Promise<void> {
+  const sealed = await secrets.sealLegacyRows(db);
+  if (sealed === 0) return;
+  if (sqlite) {
+    await db.$executeRawUnsafe('VACUUM');
+    await db.$queryRawUnsafe('PRAGMA wal_checkpoint(TRUNCATE)');
+  } else {
+    await db.$executeRawUnsafe('VACUUM FULL "VmAccess"');
+  }
+  log.info({ rows: sealed, key: keys.current().id }, 'sealed VM secrets stored in plain text by an earlier version (private keys, passwords)');
 }
 
 /** How long the database may be unreachable before worker streams are sent elsewhere. */
