@@ -53,6 +53,6 @@ export async function waitUntilRunning(status: () => InstanceStatus, name: strin
 /** instance.json in a run dir, replaced atomically (a crash never leaves half a record). */
 export async function writeInstanceRecord(dir: string, record: unknown): Promise<void> {
   const tmp = path.join(dir, 'instance.json.tmp');
-  await writeFile(tmp, JSON.stringify(record, null, 2));
+  await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
   await rename(tmp, path.join(dir, 'instance.json'));
 }

@@ -17,8 +17,8 @@
 // instance ends "stopped" with a "fenced: …" message. `kill()` is the worker's own forced stop.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { constants as fsc, existsSync, lstatSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@fleet/guest-image';
@@ -42,6 +42,7 @@ import {
 } from './driver.ts';
 import { StatusListeners, waitUntilRunning, writeInstanceRecord } from './instance-status.ts';
 import { createInstanceDisk, resolveImage } from './qemu-disk.ts';
+import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../vm-host/config.ts';
 import { controlRequest, watchControl, type ControlWatch } from '../vm-host/control-client.ts';
 
@@ -59,6 +60,9 @@ export interface QemuNatReservation {
 export interface QemuNat {
   addTap(tap: string): Promise<void>;
   removeTap(tap: string): Promise<void>;
+  /** A persistent TAP owned by a VM user (needed with `vmUsers`) and its removal. */
+  createTap?(tap: string, owner: { uid: number; gid: number }): Promise<void>;
+  deleteTap?(tap: string): Promise<void>;
   /** Reserves (idempotently) the instance's one address, bound to its MAC; throws when none is free. */
   reserve(req: { key: string; vmId: string; mac: string; name: string; hostAccess: boolean; preferredIp?: string | undefined }): Promise<QemuNatReservation>;
   release(key: string): Promise<void>;
@@ -101,6 +105,11 @@ export interface QemuDriverOptions {
    * was readable for `graceMs` (default 2 s) after they started. Absent = no fencing by host processes.
    */
   fence?: { leaseFile: string; graceMs?: number };
+  /**
+   * Issue 14: run every VM host process and QEMU as the instance's own unprivileged uid from this
+   * range (qemu-users.ts), QEMU under `-sandbox`. Absent = both run as root (tests of earlier issues).
+   */
+  vmUsers?: VmUserRange;
 }
 
 /** Default VmHostConfig.fence.graceMs (a missing lease file right after start). */
@@ -118,6 +127,8 @@ interface InstanceRecord {
   /** The instance's qcow2 (in its run dir) and how the VM boots: the built-in kernel, or the disk. */
   disk?: string;
   boot?: 'kernel' | 'disk';
+  /** Its VM user (uid = gid), with `vmUsers`: kept for its whole life, so adoption keeps it too. */
+  uid?: number;
 }
 
 interface Held {
@@ -140,10 +151,23 @@ function dirName(ref: InstanceRef): string {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 
-/** The last line of status.jsonl, or undefined. */
+/**
+ * A file the VM's user may have written (status.jsonl), read by root without following a symlink
+ * (a VM user could otherwise point it at any file root can read).
+ */
+function readVmFile(file: string): string {
+  const fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  try {
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The last line of status.jsonl (in `dir`, the host's run dir), or undefined. */
 function lastStatusLine(dir: string): { state: string; ip: string | null; message?: string } | undefined {
   try {
-    const lines = readFileSync(path.join(dir, STATUS_LOG), 'utf8').trim().split('\n');
+    const lines = readVmFile(path.join(dir, STATUS_LOG)).trim().split('\n');
     return JSON.parse(lines.at(-1)!) as { state: string; ip: string | null; message?: string };
   } catch {
     return undefined;
@@ -155,10 +179,10 @@ function lastStatusLine(dir: string): { state: string; ip: string | null; messag
  * orphan: the pid comes from status.jsonl and is trusted only if the process's command line
  * still names this run dir (so a reused pid is never killed).
  */
-export function killOrphanQemu(dir: string): boolean {
+export function killOrphanQemu(dir: string, hostDir = dir): boolean {
   let pids: number[] = [];
   try {
-    pids = readFileSync(path.join(dir, STATUS_LOG), 'utf8')
+    pids = readVmFile(path.join(hostDir, STATUS_LOG))
       .trim()
       .split('\n')
       .map((l) => (JSON.parse(l) as { qemuPid?: number }).qemuPid)
@@ -181,6 +205,8 @@ export class QemuDriver implements Driver {
   readonly name = QEMU_DRIVER_NAME;
   readonly capabilities: DriverCapabilities;
   private readonly held = new Map<string, Held>();
+  /** VM uids handed out but maybe not yet in `held` (a create in progress); freed by remove(). */
+  private readonly claimedUids = new Set<number>();
   private readonly listeners = new StatusListeners();
   private readonly instancesDir: string;
   private loading: Promise<void> | undefined;
@@ -192,6 +218,60 @@ export class QemuDriver implements Driver {
     if (Buffer.byteLength(path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET)) > 107) {
       throw new DriverError(`qemu driver data dir ${opts.dataDir} is too long for Unix socket paths (107 bytes); choose a shorter one`);
     }
+    if (opts.vmUsers) {
+      try {
+        validateVmUserRange(opts.vmUsers);
+      } catch (e) {
+        throw new DriverError((e as Error).message);
+      }
+      if (!opts.nat.createTap || !opts.nat.deleteTap) throw new DriverError('VM users need a NAT network that creates TAPs (createTap/deleteTap)');
+    }
+  }
+
+  /** Where the VM host process keeps its sockets, logs and status.jsonl (with a VM user: its own subdir). */
+  private hostDir(h: { dir: string; rec: InstanceRecord }): string {
+    return h.rec.uid !== undefined ? path.join(h.dir, VM_RUN_SUBDIR) : h.dir;
+  }
+
+  private controlSocket(h: { dir: string; rec: InstanceRecord }): string {
+    return path.join(this.hostDir(h), CONTROL_SOCKET);
+  }
+
+  /**
+   * With VM users, the control socket lives in a directory the VM's user owns: root connects to
+   * it only if it is a socket (not a symlink to another VM's socket) owned by that user.
+   */
+  private trustedSocket(h: { dir: string; rec: InstanceRecord }): string | undefined {
+    const sock = this.controlSocket(h);
+    if (h.rec.uid === undefined) return sock;
+    try {
+      const st = lstatSync(sock);
+      return st.isSocket() && st.uid === h.rec.uid ? sock : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The uid for an instance without one (a record from before VM users were on). */
+  private allocateUid(): number {
+    const used = new Set<number>(this.claimedUids);
+    for (const h of this.held.values()) if (h.rec.uid !== undefined) used.add(h.rec.uid);
+    try {
+      const uid = allocateVmUid(this.opts.vmUsers!, used);
+      this.claimedUids.add(uid);
+      return uid;
+    } catch (e) {
+      throw new DriverError((e as Error).message);
+    }
+  }
+
+  /** Checks once that VM users can reach their run dirs (every ancestor o+x). */
+  private async checkTraversable(): Promise<void> {
+    await mkdir(this.instancesDir, { recursive: true, mode: 0o711 });
+    await chmod(this.opts.dataDir, 0o711);
+    await chmod(this.instancesDir, 0o711);
+    const bad = await firstUntraversable(this.instancesDir);
+    if (bad) throw new DriverError(`VM users cannot reach their run dirs: ${bad} is not traversable by others (fix: chmod 0711 ${bad}; its files stay private)`);
   }
 
   subscribe(listener: InstanceStatusListener): () => void {
@@ -225,14 +305,22 @@ export class QemuDriver implements Driver {
       throw new DriverError(`create ${r.name}: ${(e as Error).message}`);
     }
     const dir = path.join(this.instancesDir, dirName(r));
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     rec.disk = path.join(dir, DISK_FILE);
     rec.boot = source.kind === 'builtin' ? 'kernel' : 'disk';
     try {
+      if (this.opts.vmUsers) {
+        await this.checkTraversable();
+        rec.uid = this.allocateUid();
+        await prepareRunDir(dir, rec.uid);
+      } else {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+      }
       await createInstanceDisk(rec.disk, source, r.spec.diskGib);
+      if (rec.uid !== undefined) await giveToVmUser(rec.disk, rec.uid);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       await this.opts.nat.release(instanceKey(r)).catch(() => {});
+      if (rec.uid !== undefined) this.claimedUids.delete(rec.uid);
       throw e;
     }
     await writeInstanceRecord(dir, rec);
@@ -245,12 +333,26 @@ export class QemuDriver implements Driver {
     const h = await this.get(ref);
     if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
     const { rec, dir } = h;
+    if (this.opts.vmUsers || rec.uid !== undefined) {
+      if (!this.opts.nat.createTap) throw new DriverError(`start ${rec.name}: this NAT network cannot create TAPs for VM users`);
+      // A record from before VM users were on gets its uid now; the run dir and disk are
+      // (re)handed to it, and its TAP is created owned by it (the host process cannot).
+      if (rec.uid === undefined) {
+        await this.checkTraversable();
+        rec.uid = this.allocateUid();
+      }
+      await prepareRunDir(dir, rec.uid);
+      if (rec.disk && existsSync(rec.disk)) await giveToVmUser(rec.disk, rec.uid);
+      await this.opts.nat.createTap!(rec.tap, { uid: rec.uid, gid: rec.uid });
+    }
+    const hostDir = this.hostDir(h);
     // Re-applied on every start: the policy may have changed (update) and a record of an earlier
     // version may have no reservation yet.
     rec.ip = (await this.reserve(rec)).ip;
     await writeInstanceRecord(dir, rec);
     const hostAddresses = await this.opts.nat.hostAddresses().catch(() => []);
-    const img = await (this.opts.image ?? (() => ensureGuestImage()))();
+    let img = await (this.opts.image ?? (() => ensureGuestImage()))();
+    if (rec.uid !== undefined) img = { ...img, ...(await publishGuestFiles(path.join(this.opts.dataDir, 'guest'), img)) };
     const keys = [...(this.opts.authorizedKeys ?? []), ...(rec.spec.authorizedKeys ?? [])];
     const cfg: VmHostConfig = {
       vmId: rec.vmId,
@@ -273,7 +375,9 @@ export class QemuDriver implements Driver {
       ...(rec.disk ? { disk: rec.disk } : {}),
       mac: rec.mac,
       tap: rec.tap,
-      runDir: dir,
+      runDir: hostDir,
+      // Unprivileged VMs: QEMU's seccomp sandbox on top of the uid, no capabilities, no_new_privs.
+      ...(rec.uid !== undefined ? { sandbox: true } : {}),
       filter: {
         gatewayIp: this.opts.nat.gatewayIp,
         gatewayMac: this.opts.nat.gatewayMac,
@@ -291,14 +395,27 @@ export class QemuDriver implements Driver {
       // "wait" VMs keep running while the worker is cut off; every other one is fenced.
       ...fenceConfigFor(rec.spec.disconnectPolicy, this.opts.fence),
     };
-    await writeFile(path.join(dir, CONFIG_FILE), JSON.stringify(cfg, null, 2));
-    await rm(path.join(dir, CONTROL_SOCKET), { force: true });
-    await rm(path.join(dir, STATUS_LOG), { force: true });
-    const logFd = openSync(path.join(dir, 'host.log'), 'a');
-    const [cmd, args] = this.opts.netns
-      ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, LAUNCH, path.join(dir, CONFIG_FILE)]]
-      : [process.execPath, [LAUNCH, path.join(dir, CONFIG_FILE)]];
-    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd] });
+    const configFile = path.join(dir, CONFIG_FILE);
+    await writeFile(configFile, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+    if (rec.uid !== undefined) {
+      // Readable by the VM's own host process (its gid) and no other VM; only root writes it.
+      await chown(configFile, 0, rec.uid);
+      await chmod(configFile, 0o640);
+    }
+    await rm(path.join(hostDir, CONTROL_SOCKET), { force: true });
+    await rm(path.join(hostDir, STATUS_LOG), { force: true });
+    // host.log stays in the root-owned run dir: the host writes it through the inherited fd only.
+    const logFd = openSync(path.join(dir, 'host.log'), 'a', 0o600);
+    const [cmd, args]: [string, string[]] =
+      rec.uid !== undefined
+        ? vmHostCommand({ uid: rec.uid, netns: this.opts.netns, node: process.execPath, launch: LAUNCH, configFile })
+        : this.opts.netns
+          ? ['ip', ['netns', 'exec', this.opts.netns, process.execPath, LAUNCH, configFile]]
+          : [process.execPath, [LAUNCH, configFile]];
+    // A VM user's processes get a minimal environment: nothing of the worker's (tokens, proxies)
+    // reaches QEMU, whose environ its own uid can read.
+    const env = rec.uid !== undefined ? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: hostDir, TMPDIR: hostDir, LANG: 'C.UTF-8' } : process.env;
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd], env });
     closeSync(logFd);
     child.unref();
     h.stopping = false;
@@ -306,11 +423,11 @@ export class QemuDriver implements Driver {
     let exited = false;
     child.once('exit', () => (exited = true));
 
-    const sock = path.join(dir, CONTROL_SOCKET);
+    const sock = path.join(hostDir, CONTROL_SOCKET);
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
     while (!existsSync(sock)) {
       if (exited || Date.now() > deadline) {
-        const last = lastStatusLine(dir);
+        const last = lastStatusLine(hostDir);
         const why = last?.message ?? `VM host process ${exited ? 'exited' : 'did not answer'} (see ${path.join(dir, 'host.log')})`;
         // Fenced before QEMU ran (the lease file had run out): stopped, not failed.
         const fenced = last?.state === 'stopped' ? fencedMessage(last.message) : undefined;
@@ -368,9 +485,12 @@ export class QemuDriver implements Driver {
     const h = this.held.get(instanceKey(ref));
     if (!h) return;
     await this.halt(h, 'kill');
-    killOrphanQemu(h.dir);
+    killOrphanQemu(h.dir, this.hostDir(h));
+    if (h.rec.uid !== undefined) await this.opts.nat.deleteTap?.(h.rec.tap).catch(() => {});
     this.held.delete(instanceKey(ref));
     await rm(h.dir, { recursive: true, force: true });
+    // Its uid is free again only once nothing of it is left (its files went with the run dir).
+    if (h.rec.uid !== undefined) this.claimedUids.delete(h.rec.uid);
     // Only once nothing of the instance can send any more: its address, lease and DNS name go.
     await this.opts.nat.release(instanceKey(ref));
   }
@@ -378,7 +498,8 @@ export class QemuDriver implements Driver {
   async networkCounters(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined> {
     const h = this.held.get(instanceKey(ref));
     if (!h || h.status.state !== 'running') return undefined;
-    const r = await controlRequest(path.join(h.dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
+    const sock = this.trustedSocket(h);
+    const r = sock ? await controlRequest(sock, 'status', 2000).catch(() => undefined) : undefined;
     const filter = (r?.status?.counters as { filter?: { fromVm?: unknown; fromHost?: unknown } } | undefined)?.filter;
     const numbers = (o: unknown): Record<string, number> =>
       Object.fromEntries(Object.entries(o && typeof o === 'object' ? o : {}).filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] > 0));
@@ -424,9 +545,22 @@ export class QemuDriver implements Driver {
         continue;
       }
       const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) };
+      if (rec.uid !== undefined) {
+        // A persisted uid is the instance's identity and run-dir layout: never root, never shared.
+        const valid = inVmUserRange({ base: 1000, count: 0xffff_fffe - 1000 }, rec.uid) && rec.uid !== 65534;
+        const shared = [...this.held.values()].some((o) => o.rec.uid === rec.uid);
+        if (!valid || shared) {
+          this.opts.log?.warn({ vmId: rec.vmId, attempt: rec.attempt, uid: rec.uid }, 'instance.json has an invalid or duplicate VM uid: skipped');
+          continue;
+        }
+        if (!this.opts.vmUsers || !inVmUserRange(this.opts.vmUsers, rec.uid)) {
+          this.opts.log?.warn({ vmId: rec.vmId, attempt: rec.attempt, uid: rec.uid }, 'instance keeps its VM uid from outside the configured --vm-uid-base/--vm-uid-count range');
+        }
+      }
       const h: Held = { rec, dir, status: base };
       this.held.set(instanceKey(rec), h);
-      const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
+      const liveSock = this.trustedSocket(h);
+      const live = liveSock ? await controlRequest(liveSock, 'status', 2000).catch(() => undefined) : undefined;
       // Every instance keeps (or, from an earlier version, gets) its reservation; a running VM keeps the address it holds.
       try {
         const preferred = rec.ip ?? (typeof live?.status?.ip === 'string' ? live.status.ip : undefined);
@@ -477,7 +611,7 @@ export class QemuDriver implements Driver {
 
   private attach(h: Held): void {
     h.watch?.close();
-    const w = watchControl(path.join(h.dir, CONTROL_SOCKET), (s) => this.fromHost(h, s, true));
+    const w = watchControl(this.trustedSocket(h) ?? this.controlSocket(h), (s) => this.fromHost(h, s, true));
     h.watch = w;
     void w.closed.then(() => {
       if (h.watch !== w || this.closed) return;
@@ -494,14 +628,14 @@ export class QemuDriver implements Driver {
 
   /** The host process is gone: its last status line says how it ended. */
   private fromDeadHost(h: Held, emit: boolean): void {
-    const last = lastStatusLine(h.dir);
+    const last = lastStatusLine(this.hostDir(h));
     let state: InstanceState = 'stopped';
     let message: string | undefined;
     if (!last) state = 'stopped';
     else if (last.state === 'failed') [state, message] = ['failed', last.message];
     else if (last.state === 'stopped') message = fencedMessage(last.message); // fenced by its host: stopped, not failed
     else if (last.state !== 'stopped' && !h.stopping) [state, message] = ['failed', `the VM host process died while the VM was ${last.state}`];
-    if (last && last.state !== 'stopped' && last.state !== 'failed' && killOrphanQemu(h.dir)) {
+    if (last && last.state !== 'stopped' && last.state !== 'failed' && killOrphanQemu(h.dir, this.hostDir(h))) {
       this.opts.log?.warn({ vmId: h.rec.vmId, attempt: h.rec.attempt }, 'killed the QEMU left behind by a dead VM host process');
     }
     this.patch(h, { state, ip: undefined, message }, emit);
@@ -517,7 +651,7 @@ export class QemuDriver implements Driver {
   }
 
   private async halt(h: Held, how: 'stop' | 'kill', reason?: string): Promise<InstanceStatus> {
-    const sock = path.join(h.dir, CONTROL_SOCKET);
+    const sock = this.trustedSocket(h) ?? this.controlSocket(h);
     if (!h.watch) {
       // Maybe alive but not watched (e.g. start() failed half way): ask directly.
       if (!(await controlRequest(sock, 'status', 1000).catch(() => undefined))) {
@@ -536,6 +670,8 @@ export class QemuDriver implements Driver {
       await Promise.race([w.closed, sleep(5000)]);
     }
     await this.opts.nat.removeTap(h.rec.tap).catch(() => {});
+    // A VM user's TAP is persistent (created by the worker): it goes with the host process.
+    if (h.rec.uid !== undefined) await this.opts.nat.deleteTap?.(h.rec.tap).catch(() => {});
     // The watcher's close handler has recorded how it ended; a requested stop is "stopped".
     await sleep(0);
     if (h.status.state !== 'failed' || how === 'stop' || reason) this.patch(h, { state: 'stopped', ip: undefined, message: fencedMessage(reason) });

@@ -766,6 +766,29 @@ export class NatNetwork {
     this.log.debug({ tap: tapName, bridge: this.cfg.bridge }, 'TAP attached');
   }
 
+  /**
+   * Creates a persistent TAP owned by a VM's unprivileged user, so its VM host process can open it
+   * without any capability (tun_not_capable: the owner may attach). A leftover of the same name
+   * (an earlier run of that instance) is deleted first. The device lives until deleteTap().
+   */
+  async createTap(tapName: string, owner: { uid: number; gid: number }): Promise<void> {
+    this.assertAlive();
+    validateIfName(tapName, 'TAP name');
+    for (const id of [owner.uid, owner.gid]) {
+      if (!Number.isInteger(id) || id <= 0 || id > 0xfffffffe) throw new Error(`invalid TAP owner id ${id}`);
+    }
+    const ns = this.cfg.netns;
+    if (await linkInfo(tapName, ns)) await run('ip', ['link', 'del', 'dev', tapName], { netns: ns });
+    await run('ip', ['tuntap', 'add', 'dev', tapName, 'mode', 'tap', 'user', String(owner.uid), 'group', String(owner.gid)], { netns: ns });
+  }
+
+  /** Deletes a TAP made by createTap (detaching it). Idempotent. */
+  async deleteTap(tapName: string): Promise<void> {
+    validateIfName(tapName, 'TAP name');
+    this.taps.delete(tapName);
+    if (await linkInfo(tapName, this.cfg.netns)) await tryRun('ip', ['link', 'del', 'dev', tapName], { netns: this.cfg.netns });
+  }
+
   /** Detaches a TAP from the bridge (the device itself belongs to the VM host process). Idempotent. */
   async removeTap(tapName: string): Promise<void> {
     validateIfName(tapName, 'TAP name');

@@ -44,6 +44,11 @@ export interface VmHostConfig {
   accel?: 'tcg' | 'kvm' | 'auto';
   /** Graceful stop: QMP system_powerdown, then SIGKILL after this many ms (default 10 s). */
   stopTimeoutMs?: number;
+  /**
+   * QEMU's seccomp sandbox (`-sandbox on,…`); the driver sets it for VMs that run as their own
+   * unprivileged user (issue 14).
+   */
+  sandbox?: boolean;
   /** QEMU binary (default qemu-system-x86_64). */
   qemuBinary?: string;
   /**
@@ -77,6 +82,7 @@ export function readVmHostConfig(file: string): VmHostConfig {
   }
   if (c.kernel === undefined && c.disk === undefined) throw new Error(`vm-host config ${file}: neither "kernel" nor "disk" to boot from`);
   if (c.kernel !== undefined && (c.initrd === undefined || c.cmdline === undefined)) throw new Error(`vm-host config ${file}: "kernel" needs "initrd" and "cmdline"`);
+  if (c.sandbox !== undefined && typeof c.sandbox !== 'boolean') throw new Error(`vm-host config ${file}: "sandbox" must be a boolean`);
   if (Buffer.byteLength(c.tap!) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
   if (c.fence !== undefined && (typeof c.fence?.leaseFile !== 'string' || typeof c.fence.graceMs !== 'number')) {
     throw new Error(`vm-host config ${file}: "fence" needs "leaseFile" (string) and "graceMs" (number)`);

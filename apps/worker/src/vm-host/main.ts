@@ -10,7 +10,7 @@
 // ends "stopped" with a "fenced: …" message (never "failed"), in status.jsonl too.
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { openTap, socketpairDgram, closeFd } from '@fleet/native-vz';
+import { openTap, socketpairDgram, closeFd, setNonDumpable } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
 import { chooseAccel, type Accel } from '@fleet/guest-image';
 import { watchLeaseFile, type LeaseFileWatch } from '../fencing/lease-file.ts';
@@ -21,6 +21,14 @@ import { qmpCommands } from './qmp.ts';
 import { spawnQemu, type QemuProcess } from './qemu-process.ts';
 
 async function main(configFile: string): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    // Started as the VM's own user (setpriv: no capabilities, no_new_privs; issue 14). Its QEMU
+    // runs as the same uid: non-dumpable, so an escaped QEMU can neither ptrace this process nor
+    // open its /proc/<pid>/mem or fd/ — the TAP fd and the packet filter stay out of its reach.
+    // umask 077: the sockets, logs and status this process and QEMU create are the VM user's only.
+    setNonDumpable();
+    process.umask(0o077);
+  }
   const cfg = readVmHostConfig(configFile);
   mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
   const statusLog = path.join(cfg.runDir, STATUS_LOG);

@@ -26,6 +26,7 @@ export function spawnQemu(cfg: VmHostConfig, vmEnd: number, accel: Accel): QemuP
     qmpSocket: path.join(cfg.runDir, QMP_SOCKET),
     accel,
     name: cfg.name.replace(/[^A-Za-z0-9_.-]/g, '_'),
+    ...(cfg.sandbox ? { sandbox: true } : {}),
   });
   const errLog = openSync(path.join(cfg.runDir, 'qemu.log'), 'a');
   const child = spawn(cfg.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['ignore', errLog, errLog, vmEnd] });
