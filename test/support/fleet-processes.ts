@@ -1,7 +1,7 @@
 // Starts real controller and worker processes for end-to-end tests and talks to
 // them the way operators do: the REST API over HTTP, workers over gRPC/TLS.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,11 @@ const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/bin/fleet-controll
 const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 
 export async function tempDir(prefix: string): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), `fleet-e2e-${prefix}-`));
+  const dir = await mkdtemp(path.join(os.tmpdir(), `fleet-e2e-${prefix}-`));
+  // Traverse-only for others (issue 14): a qemu worker's VM users reach their run dirs in a data
+  // dir inside by name; nothing here is listable and the data dirs keep their own modes.
+  await chmod(dir, 0o711);
+  return dir;
 }
 
 export interface RunningProcess {

@@ -7,6 +7,7 @@ import { parseControllerList } from './config/address.ts';
 import { parseLabels } from './config/labels.ts';
 import { NotEnrolledError, CredentialError } from './config/credentials.ts';
 import { AVAILABLE_DRIVERS, DEFAULT_DRIVER, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
+import { DEFAULT_VM_UID_BASE, DEFAULT_VM_UID_COUNT } from './drivers/qemu-users.ts';
 import { enrollWorker, EnrollmentError, type EnrollmentErrorCode } from './enrollment/enroll.ts';
 import { formatReport } from './doctor/check.ts';
 import { runDoctor } from './doctor/doctor.ts';
@@ -183,6 +184,12 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .option('--global-prefixes <cidr,...>', 'qemu driver: prefixes VMs may reach as if they were public, e.g. a lab network standing in for the Internet', cidrList)
     .option('--images-dir <dir>', 'qemu driver: where operator disk images named in a VM spec are found (default <data-dir>/images)')
     .addOption(new Option('--accel <mode>', 'qemu driver: accelerator (auto probes KVM once with a timeout)').choices(['auto', 'tcg', 'kvm']).default('auto'))
+    .option(
+      '--vm-uid-base <uid>',
+      `qemu driver: each VM's host process and QEMU run as their own uid/gid from this base (numeric, no /etc/passwd entry; default ${DEFAULT_VM_UID_BASE}; 0 = run them as root, not recommended)`,
+      nonNegativeInt,
+    )
+    .option('--vm-uid-count <n>', `qemu driver: size of the VM uid range (default ${DEFAULT_VM_UID_COUNT}; one uid per VM instance on this worker)`, nonNegativeInt)
     .addOption(logLevelOption())
     .action(
       async (opts: {
@@ -203,6 +210,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         imagesDir?: string;
         globalPrefixes?: string[];
         accel: 'auto' | 'tcg' | 'kvm';
+        vmUidBase?: number;
+        vmUidCount?: number;
         logLevel: string;
       }) => {
         const logger = createLogger(opts.logLevel);
@@ -221,6 +230,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
               ...(keys !== undefined ? { authorizedKeys: keys } : {}),
               ...(opts.imagesDir !== undefined ? { imagesDir: path.resolve(opts.imagesDir) } : {}),
               ...(opts.globalPrefixes !== undefined ? { globalPrefixes: opts.globalPrefixes } : {}),
+              vmUsers: opts.vmUidBase === 0 ? null : { base: opts.vmUidBase ?? DEFAULT_VM_UID_BASE, count: opts.vmUidCount ?? DEFAULT_VM_UID_COUNT },
             },
             labels: opts.labels ?? {},
             capacity: {

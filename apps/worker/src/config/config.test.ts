@@ -83,6 +83,15 @@ describe('CredentialStore', () => {
     expect(await store.audit()).toEqual([]);
   });
 
+  it('audits the data dir: traverse-only (0711, for VM users) is fine, listable or writable by others is not', async () => {
+    const store = new CredentialStore(join(dir, 'data'));
+    await store.save(creds());
+    await chmod(join(dir, 'data'), 0o711);
+    expect(await store.audit()).toEqual([]);
+    await chmod(join(dir, 'data'), 0o755);
+    expect(await store.audit()).toEqual([expect.stringMatching(/data is accessible by other users \(mode 755\); run chmod 711 on it/)]);
+  });
+
   it('keeps key.pem at 0600 when it replaces an existing enrollment, leaving no temp files', async () => {
     const store = new CredentialStore(dir);
     await store.save(creds('one'));

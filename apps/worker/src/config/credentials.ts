@@ -112,6 +112,16 @@ export class CredentialStore {
   async audit(): Promise<string[]> {
     const warnings: string[] = [];
     try {
+      // The data dir may be traversable (0711: a qemu worker's VM users reach their run dirs by
+      // name) but never listable or writable by others.
+      const { mode } = await stat(this.dataDir);
+      if ((mode & 0o066) !== 0) {
+        warnings.push(`${this.dataDir} is accessible by other users (mode ${(mode & 0o777).toString(8)}); run chmod 711 on it`);
+      }
+    } catch {
+      // load() reports a missing data dir.
+    }
+    try {
       const { mode } = await stat(this.paths.key);
       if ((mode & 0o077) !== 0) {
         warnings.push(`${this.paths.key} is accessible by other users (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`);

@@ -1,8 +1,11 @@
+import { spawnSync } from 'node:child_process';
+import { chmod, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { chooseAccel } from '@fleet/guest-image';
 import type { Logger } from 'pino';
 import { DriverError, type Driver } from './driver.ts';
 import { QemuDriver, QEMU_DRIVER_NAME } from './qemu.ts';
+import { DEFAULT_VM_UID_BASE, DEFAULT_VM_UID_COUNT, firstUntraversable, validateVmUserRange, type VmUserRange } from './qemu-users.ts';
 import { SyntheticDriver, SYNTHETIC_DRIVER_NAME } from './synthetic.ts';
 import { createVzDriver, VZ_DRIVER_NAME } from './vz/index.ts';
 import { NatNetwork } from '../uplink/nat-network.ts';
@@ -32,6 +35,11 @@ export interface QemuRuntimeOptions {
   accel?: 'tcg' | 'kvm' | 'auto';
   /** Prefixes VMs may reach as if they were public (lab networks in tests). */
   globalPrefixes?: string[];
+  /**
+   * Per-VM unprivileged users (issue 14): default on, uids DEFAULT_VM_UID_BASE.. (qemu-users.ts);
+   * null = VM host processes and QEMU run as root (`--vm-uid-base 0`).
+   */
+  vmUsers?: VmUserRange | null;
 }
 
 export interface CreateDriverOptions {
@@ -83,6 +91,27 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
   const q = options.qemu ?? {};
   const log = options.logger.child({ component: 'qemu' });
   const base = path.join(options.dataDir, 'qemu');
+  const vmUsers = q.vmUsers === null ? undefined : (q.vmUsers ?? { base: DEFAULT_VM_UID_BASE, count: DEFAULT_VM_UID_COUNT });
+  if (vmUsers) {
+    try {
+      validateVmUserRange(vmUsers);
+    } catch (e) {
+      throw new DriverError(`--vm-uid-base/--vm-uid-count: ${(e as Error).message}`);
+    }
+    if (!setprivAvailable()) throw new DriverError('VM users need setpriv (util-linux: apt-get install util-linux); or run VMs as root with --vm-uid-base 0 (not recommended)');
+    // VM users reach their run dirs under the data dir by name: it must be traversable (0711),
+    // never listable or readable (its key, credentials and token stay 0600 inside).
+    await allowTraverse(options.dataDir, log);
+    const blocked = await firstUntraversable(options.dataDir);
+    if (blocked) {
+      throw new DriverError(
+        `VM users (uids ${vmUsers.base}..) cannot reach their run dirs under ${options.dataDir}: ${blocked} is not traversable by others. ` +
+          `Fix: chmod o+x ${blocked} (its contents stay unlistable), or use a data dir such as /var/lib/fleet-worker, or --vm-uid-base 0 to run VMs as root (not recommended)`,
+      );
+    }
+  } else {
+    log.warn({}, 'VM host processes and QEMU run as root (--vm-uid-base 0): a guest that escapes QEMU owns this worker');
+  }
   const accel = q.accel === 'auto' || q.accel === undefined ? await chooseAccel() : q.accel;
   log.info({ accel }, accel === 'kvm' ? 'KVM works here' : 'using TCG (software emulation)');
   const nat = await NatNetwork.open({
@@ -104,11 +133,26 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
       accel,
       log,
       ...(options.fenceLeaseFile ? { fence: { leaseFile: options.fenceLeaseFile } } : {}),
+      ...(vmUsers ? { vmUsers } : {}),
       onClose: () => nat.close(),
     });
   } catch (e) {
     nat.close();
     throw e;
+  }
+}
+
+/** True when util-linux's setpriv runs here. */
+export function setprivAvailable(): boolean {
+  return spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Makes a 0700 data dir 0711 (traverse only) for VM users; a group/world-readable one is left to the startup audit. */
+async function allowTraverse(dir: string, log: { info(o: object, m?: string): void }): Promise<void> {
+  const st = await stat(dir);
+  if ((st.mode & 0o777) === 0o700) {
+    await chmod(dir, 0o711);
+    log.info({ dir }, 'data dir is now 0711: VM users may traverse it to their run dirs (nothing in it is listable)');
   }
 }
 
