@@ -9,6 +9,7 @@ import { ensureGuestImage, probeKvm, type GuestImage } from '@fleet/guest-image'
 import { checkSignature, signedNodePaths, VIRTUALIZATION_ENTITLEMENT } from '../macos/codesign.ts';
 import { DEBIAN_PACKAGE, findBinary } from '../uplink/exec.ts';
 import { fail, ok, skip, warn, type Check, type Finding } from './check.ts';
+import { checkQemuSandbox, checkRunningVms, checkVmUsers } from './vm-users.ts';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
@@ -164,6 +165,8 @@ export function driverChecks(opts: DriverCheckOptions): Check[] {
       return [
         { name: 'root', run: async () => checkRoot() },
         { name: 'qemu', run: () => checkQemu() },
+        { name: 'qemu sandbox', timeoutMs: 5_000, run: () => checkQemuSandbox() },
+        { name: 'vm users', run: () => checkVmUsers(opts.dataDir) },
         { name: '/dev/net/tun', run: () => checkDeviceReadWrite('/dev/net/tun', 'modprobe tun (and run as root)') },
         ...['nft', 'dnsmasq', 'ip'].map((tool): Check => ({ name: tool, run: async () => checkTool(tool) })),
         { name: 'dhcp_release', run: async () => checkReleaseTool() },
@@ -177,6 +180,7 @@ export function driverChecks(opts: DriverCheckOptions): Check[] {
           },
         },
         { name: 'kvm', timeoutMs: 15_000, run: () => checkKvm(image) },
+        { name: 'vm processes', run: () => checkRunningVms(path.join(opts.dataDir, 'qemu')) },
       ];
     }
     case 'vz':
