@@ -24,6 +24,7 @@ packages=(
   openssh-client           # tests reach guests with the real ssh client; guest scp (scp -O)
   iproute2                 # bridges, TAPs, network namespaces
   nftables                 # NAT masquerade for the worker's VM network
+  util-linux               # setpriv: VM host processes and QEMU start as per-VM unprivileged users (issue 14)
   dnsmasq-base             # DHCP server on the worker's VM network
   dnsmasq-utils            # dhcp_release: a removed VM's lease ends at once, its address is clean for the next
   postgresql               # the @fleet/db PostgreSQL tests

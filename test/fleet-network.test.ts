@@ -17,7 +17,7 @@
 // the controller never counts their slots twice.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -137,7 +137,9 @@ async function runningVm(name: string): Promise<VmView> {
 /** The VM host process's status (filter counters included), through its control socket. */
 async function hostStatus(worker: 'w1' | 'w2', vm: VmView): Promise<{ pid: number; qemuPid: number; ip?: string; counters: { filter: { fromVm: Record<string, number>; fromHost: Record<string, number> } } }> {
   const dir = path.join(tmp, worker, 'qemu', 'instances', `${encodeURIComponent(vm.id).replace(/\./g, '%2E')}.${vm.attempt}`);
-  const r = await controlRequest(path.join(dir, 'control.sock'), 'status');
+  // With VM users (the worker's default, issue 14) the host process's files are in <dir>/run/.
+  const sock = existsSync(path.join(dir, 'run')) ? path.join(dir, 'run', 'control.sock') : path.join(dir, 'control.sock');
+  const r = await controlRequest(sock, 'status');
   return r.status as never;
 }
 

@@ -12,6 +12,7 @@ export const DEBIAN_PACKAGE: Record<string, string> = {
   dnsmasq: 'dnsmasq-base',
   sysctl: 'procps',
   dhcp_release: 'dnsmasq-utils',
+  setpriv: 'util-linux',
 };
 
 const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin'];
