@@ -9,7 +9,7 @@
 //   netns fleet-ses-N: worker ─ NAT bridge fsbN 192.168.(100+N%50).0/24 ─ VMs
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT, startControllerProcess, tempDir, waitUntil, type ControllerProcess } from './fleet-processes.ts';
@@ -96,6 +96,8 @@ export async function startSessionsEnv(opts: { id?: number } = {}): Promise<Sess
   const third = 100 + (id % 50);
   const subnet = `192.168.${third}.0/24`;
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'fses-'));
+  // The worker's data dir is in here: its VM users (issue 14) must traverse it (nothing is listable).
+  await chmod(tmp, 0o711);
   const run = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: 'pipe' });
   try {
     run(['ip', 'netns', 'del', ns]);
