@@ -9,6 +9,11 @@
 //     status.jsonl    one line per state/lease change; the last line survives exit   — host
 //     serial.log, qemu.log, host.log, qmp.sock
 //
+// With VM users (`vmUsers`, issue 14; qemu-users.ts) the run dir is root's (0711) and the host
+// process's own files (control.sock, status.jsonl, serial.log, qemu.log, qmp.sock) live in
+// <run dir>/run/, owned by the instance's uid (0700); disk.qcow2 is that uid's (0600). The host
+// process and QEMU run as that uid: no capabilities, no_new_privs, QEMU under -sandbox.
+//
 // `list()` re-attaches: a run dir whose control socket answers is a live VM; one whose host
 // process is gone is reported from the last status line (a host that died while its VM was
 // running is "failed"). The NAT network is the worker's; the driver only attaches TAPs to it.
