@@ -36,7 +36,13 @@ describe('enrollment checks', () => {
       await mkdir(missing, { mode: 0o755 });
       await chmod(missing, 0o755);
       const open = await checkDataDir(missing);
-      expect(open).toMatchObject({ status: 'warn', fix: `chmod 700 ${missing}` });
+      // Listable by others: the fix keeps traversal (a qemu worker's VM users need it), nothing more.
+      expect(open).toMatchObject({ status: 'warn', fix: `chmod 711 ${missing}` });
+      await chmod(missing, 0o711);
+      expect(await checkDataDir(missing)).toMatchObject({ status: 'ok', detail: expect.stringContaining('traverse only') });
+      await chmod(missing, 0o770);
+      expect(await checkDataDir(missing)).toMatchObject({ status: 'warn', fix: `chmod 700 ${missing}` });
+      await chmod(missing, 0o755);
       const creds = checkCredentials(missing, await loadEnrollment(missing));
       expect(creds.status).toBe('fail');
       expect(creds.detail).toContain('not enrolled');

@@ -25,8 +25,9 @@ export async function checkDataDir(dataDir: string): Promise<Finding> {
   }
   if (!info.isDirectory()) return fail(`${dataDir} is not a directory`, `move it away and enroll again: ${reenrollCommand(dataDir)}`);
   const mode = info.mode & 0o777;
-  if ((mode & 0o077) !== 0) return warn(`${dataDir} is accessible by other users (mode ${mode.toString(8)})`, `chmod 700 ${dataDir}`);
-  return ok(`${dataDir} (mode ${mode.toString(8)})`);
+  // Traverse-only (0711) is what a qemu worker with VM users needs (issue 14): nothing listable.
+  if ((mode & 0o066) !== 0) return warn(`${dataDir} is accessible by other users (mode ${mode.toString(8)})`, `chmod ${mode & 0o001 ? 711 : 700} ${dataDir}`);
+  return ok(`${dataDir} (mode ${mode.toString(8)}${mode === 0o711 ? ': traverse only, for VM users' : ''})`);
 }
 
 export type LoadedEnrollment = { ok: true; credentials: StoredCredentials; warnings: string[] } | { ok: false; message: string; controller?: string };
