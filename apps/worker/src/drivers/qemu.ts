@@ -626,6 +626,12 @@ export class QemuDriver implements Driver {
   }
 
   private fromHost(h: Held, s: VmHostStatus, emit: boolean): void {
+    // A socket that answers for another instance (a VM user swapped its socket for a link to a
+    // neighbour's) never changes this one's status.
+    if (s.vmId !== h.rec.vmId || s.attempt !== h.rec.attempt) {
+      this.opts.log?.warn({ vmId: h.rec.vmId, attempt: h.rec.attempt, answered: { vmId: s.vmId, attempt: s.attempt } }, 'control socket answered for another instance: ignored');
+      return;
+    }
     const state: InstanceState = s.state;
     const message = state === 'failed' ? s.message : state === 'stopped' ? fencedMessage(s.message) : undefined;
     this.patch(h, { state, ip: state === 'running' ? s.ip : undefined, mac: s.mac, message }, emit);
