@@ -22,6 +22,52 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
+describe.skipIf(process.getuid?.() !== 0)('QemuDriver VM users (root: chown)', () => {
+  it('allocates one uid per instance, persists it, keeps it on re-attach, frees it at remove; run dir modes', async () => {
+    const { chmod, stat } = await import('node:fs/promises');
+    await chmod(tmp, 0o711);
+    const dataDir = path.join(tmp, 'users');
+    const users = { base: 250_000, count: 3 };
+    const natT = { ...fakeNat(), createTap: async () => {}, deleteTap: async () => {} };
+    const d = new QemuDriver({ dataDir, nat: natT, vmUsers: users });
+    const A = { vmId: 'ua', attempt: 1 };
+    const B = { vmId: 'ub', attempt: 1 };
+    await Promise.all([d.create({ ...A, name: 'a', generation: '1', spec }), d.create({ ...B, name: 'b', generation: '1', spec })]);
+    const uidOf = async (n: string): Promise<unknown> => (JSON.parse(await readFile(path.join(dataDir, 'instances', n, 'instance.json'), 'utf8')) as { uid?: unknown }).uid;
+    expect([await uidOf('ua.1'), await uidOf('ub.1')].sort()).toEqual([250_000, 250_001]);
+    const dirA = path.join(dataDir, 'instances', 'ua.1');
+    const uidA = (await uidOf('ua.1')) as number;
+    expect((await stat(dirA)).mode & 0o7777).toBe(0o711);
+    expect(await stat(path.join(dirA, 'run'))).toMatchObject({ uid: uidA, gid: uidA });
+    expect((await stat(path.join(dirA, 'run'))).mode & 0o777).toBe(0o700);
+    expect(await stat(path.join(dirA, 'disk.qcow2'))).toMatchObject({ uid: uidA });
+    expect((await stat(path.join(dirA, 'disk.qcow2'))).mode & 0o777).toBe(0o600);
+    expect((await stat(path.join(dirA, 'instance.json'))).mode & 0o777).toBe(0o600);
+
+    // A tampered record (uid 0) is never adopted; the others keep their uids.
+    const bad = path.join(dataDir, 'instances', 'uc.1');
+    await (await import('node:fs/promises')).mkdir(bad);
+    await writeFile(path.join(bad, 'instance.json'), JSON.stringify({ vmId: 'uc', attempt: 1, name: 'c', generation: '1', spec, mac: '52:54:00:00:00:01', tap: 'fvx', uid: 0 }));
+    const d2 = new QemuDriver({ dataDir, nat: natT, vmUsers: users });
+    expect((await d2.list()).map((s) => s.vmId).sort()).toEqual(['ua', 'ub']);
+    await rm(bad, { recursive: true });
+    await d2.create({ vmId: 'ud', attempt: 1, name: 'd', generation: '1', spec });
+    expect(await uidOf('ud.1')).toBe(250_002);
+    await expect(d2.create({ vmId: 'ue', attempt: 1, name: 'e', generation: '1', spec })).rejects.toThrow(/no free VM uid/);
+    await d2.remove(A);
+    await d2.create({ vmId: 'ue', attempt: 1, name: 'e', generation: '1', spec });
+    expect(await uidOf('ue.1')).toBe(uidA);
+    for (const v of ['ub', 'ud', 'ue']) await d2.remove({ vmId: v, attempt: 1 });
+    await d.close();
+    await d2.close();
+  });
+
+  it('refuses a bad range and a NAT network that cannot create TAPs', () => {
+    expect(() => new QemuDriver({ dataDir: path.join(tmp, 'x'), nat, vmUsers: { base: 10, count: 1 } })).toThrow(/>= 1000/);
+    expect(() => new QemuDriver({ dataDir: path.join(tmp, 'x'), nat, vmUsers: { base: 200_000, count: 1 } })).toThrow(/createTap/);
+  });
+});
+
 describe('QemuDriver (no VM started)', () => {
   it('names TAPs within 15 bytes, stable per instance and distinct per attempt', () => {
     const a = tapNameFor({ vmId: 'a-very-long-vm-id-0123456789', attempt: 1 });
