@@ -4,6 +4,7 @@
 // Also: the files the controller creates are 0600 in a 0700 dir, a too-open key stops the start,
 // and plaintext rows left by an older Fleet are sealed and scrubbed from the file at start.
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +14,8 @@ import { openDatabase } from '@fleet/db';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '../../../../prisma/src/pg-scratch.ts';
 import { startController, type ControllerHandle } from '../controller.ts';
 import { generateVmKeyPair } from '../sessions/vm-access.ts';
+import { kekId, staticKeyProvider } from './key-provider.ts';
+import { rotateKey } from './rotate-key.ts';
 
 const havePostgres = findPostgresBin() !== undefined;
 if (!havePostgres) console.warn('secrets-at-rest.test.ts: PostgreSQL is not installed (apt-get install postgresql): skipping its pg_dump case');
@@ -160,5 +163,41 @@ describe.skipIf(!havePostgres)('secrets at rest (PostgreSQL)', () => {
     expect(stdout.includes(Buffer.from('VmAccess'))).toBe(true);
     expect(stdout.includes(Buffer.from('fsec1.'))).toBe(true);
     expectNoCanary(stdout, canaries, 'pg_dump');
+  }, 60_000);
+
+  it('environment-style keys: a rolling rotation on PostgreSQL (new key current, old kept), rotate-key re-wraps, then the old key can go', async () => {
+    const url = await pg.createDatabase('rotate_env');
+    const k1 = randomBytes(32);
+    const k2 = randomBytes(32);
+    const dir = path.join(root, 'pg-env');
+    const c1 = await startController({ dataDir: dir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', bootstrapAdminToken: TOKEN, logLevel: 'silent', secretsKeys: staticKeyProvider([k1]) });
+    let key: string;
+    try {
+      await api(c1, 'POST', '/v1/vms', { name: 'env-vm', image: 'img', password: PASSWORD_CANARY });
+      key = (await api<{ privateKey: string }>(c1, 'GET', '/v1/vms/env-vm/ssh-access')).privateKey;
+    } finally {
+      await c1.stop();
+    }
+    // Step 1: every controller restarted with the new key current and the old one kept.
+    const c2 = await startController({ dataDir: dir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', bootstrapAdminToken: TOKEN, logLevel: 'silent', secretsKeys: staticKeyProvider([k2, k1]) });
+    try {
+      // Step 2: rotate-key with the same source re-wraps, while this controller runs.
+      const r = await rotateKey({ dataDir: dir, databaseUrl: url, env: { FLEET_SECRETS_KEY: k2.toString('base64'), FLEET_SECRETS_OLD_KEYS: k1.toString('hex') } });
+      expect(r).toMatchObject({ current: kekId(k2), moved: 1, rows: 1, previousKeyFile: null });
+      expect(r.byKey).toEqual(new Map([[kekId(k2), 2]]));
+      expect((await api<{ privateKey: string }>(c2, 'GET', '/v1/vms/env-vm/ssh-access')).privateKey).toBe(key);
+    } finally {
+      await c2.stop();
+    }
+    // Step 3: the old key dropped. A controller with only the old key is refused.
+    await expect(startController({ dataDir: dir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', logLevel: 'silent', secretsKeys: staticKeyProvider([k1]) })).rejects.toThrow(/sealed under key/);
+    const c3 = await startController({ dataDir: dir, databaseUrl: url, apiPort: 0, grpcPort: 0, grpcHost: '127.0.0.1', bootstrapAdminToken: TOKEN, logLevel: 'silent', secretsKeys: staticKeyProvider([k2]) });
+    try {
+      expect((await api<{ privateKey: string }>(c3, 'GET', '/v1/vms/env-vm/ssh-access')).privateKey).toBe(key);
+      const vm = await c3.db.vm.findUniqueOrThrow({ where: { name: 'env-vm' } });
+      expect(await c3.secrets.passwordOf(await c3.db.vmAccess.findUniqueOrThrow({ where: { vmId: vm.id } }))).toBe(PASSWORD_CANARY);
+    } finally {
+      await c3.stop();
+    }
   }, 60_000);
 });
