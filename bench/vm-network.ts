@@ -327,9 +327,15 @@ function instanceDir(vm: VmView): string {
   return path.join(tmp, 'w', 'qemu', 'instances', `${encodeURIComponent(vm.id).replace(/\./g, '%2E')}.${vm.attempt}`);
 }
 
+/** Where the VM host process keeps status.jsonl, control.sock, serial.log: run/ with VM users (issue 14). */
+function hostDir(vm: VmView): string {
+  const dir = instanceDir(vm);
+  return existsSync(path.join(dir, 'run')) ? path.join(dir, 'run') : dir;
+}
+
 function statusLines(vm: VmView): Array<{ at: number; state: string; ip: string | null; bootToIpMs?: number }> {
   try {
-    return readFileSync(path.join(instanceDir(vm), 'status.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as never);
+    return readFileSync(path.join(hostDir(vm), 'status.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as never);
   } catch {
     return [];
   }
@@ -350,14 +356,14 @@ async function bootFleet(api: ApiClient, i: number, keepForTransfers: boolean): 
   const lease = statusLines(v).find((l) => l.ip);
   if (!lease?.bootToIpMs) throw new Error(`${name}: no lease line in status.jsonl`);
   const spawnAt = lease.at - lease.bootToIpMs;
-  const p: Path = { name, ns: NS_W, host: v.ip!, ports: { ssh: 22, http: 8080, nc: 5002 }, controlSock: path.join(instanceDir(v), 'control.sock') };
+  const p: Path = { name, ns: NS_W, host: v.ip!, ports: { ssh: 22, http: 8080, nc: 5002 }, controlSock: path.join(hostDir(v), 'control.sock') };
   const sshAt = await firstSsh(p);
   (results.fleet ??= { boots: [], toVm: [], fromVm: [] }).boots.push({
     bootToIpMs: lease.bootToIpMs,
     bootToSshMs: sshAt - spawnAt,
     leaseToApiMs: apiAt - lease.at,
     createToApiMs: apiAt - t0,
-    guestUptimeAtIpMs: guestUptimeAtIp(path.join(instanceDir(v), 'serial.log')),
+    guestUptimeAtIpMs: guestUptimeAtIp(path.join(hostDir(v), 'serial.log')),
   });
   if (keepForTransfers) return p;
   await deleteFleetVm(api, v);
