@@ -19,7 +19,8 @@ export async function checkVmUsers(dataDir: string, find: (name: string) => stri
     return fail('`setpriv` is not installed: VM host processes and QEMU cannot be started as unprivileged VM users', 'apt-get install util-linux   (or: scripts/install-system-deps.sh)');
   }
   const range = `uids ${DEFAULT_VM_UID_BASE}..${DEFAULT_VM_UID_BASE + DEFAULT_VM_UID_COUNT - 1} (default; --vm-uid-base/--vm-uid-count), one per VM, no capabilities, no_new_privs`;
-  const blocked = await firstUntraversable(dataDir);
+  // The data dir itself is made 0711 by the worker at start; the directories above it are the operator's.
+  const blocked = await firstUntraversable(path.dirname(path.resolve(dataDir)));
   if (blocked) {
     return warn(`${range}; but ${blocked} is not traversable by others, so VM users cannot reach their run dirs under ${dataDir}`, `chmod o+x ${blocked} (contents stay unlistable), or use --data-dir /var/lib/fleet-worker`);
   }
