@@ -76,21 +76,32 @@ wait_http "$api/v1/health" 60 || { cat "$state/controller.log" >&2; exit 1; }
 token=$(tr -d '\n' < "$state/controller/admin.token")
 export FLEET_URL="$api" FLEET_TOKEN="$token"
 
-if [ ! -f "$state/worker/worker.json" ]; then
+# The worker's data dir. With real VMs each VM runs as its own unprivileged user
+# (docs/security.md), which must be able to pass through every directory above it; a
+# checkout under a private home (/root is 0700) cannot offer that, so the worker's data
+# then lives under /var/lib, keyed by this checkout's path (the same on every run).
+worker_dir="$state/worker"
+if [ "$driver" = qemu ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$state" 2>/dev/null; then
+  worker_dir="/var/lib/fleet-up/$(printf %s "$root" | sha256sum | cut -c1-12)/worker"
+  mkdir -p "$(dirname "$worker_dir")" && chmod 0711 /var/lib/fleet-up "$(dirname "$worker_dir")"
+  echo "[up] $state is private to root: the worker's data (VM disks, credential) lives in $worker_dir"
+fi
+
+if [ ! -f "$worker_dir/worker.json" ]; then
   echo "[up] enrolling the local worker"
   boot=$(bin/fleet bootstrap-token create --name "local-$(date +%s)" --uses 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).token))')
-  "${in_ns[@]}" bin/fleet-worker enroll --controller "$grpc_host:$grpc_port" --token "$boot" --name local-worker --data-dir "$state/worker"
+  "${in_ns[@]}" bin/fleet-worker enroll --controller "$grpc_host:$grpc_port" --token "$boot" --name local-worker --data-dir "$worker_dir"
 fi
 echo "[up] starting the worker ($driver driver; logs: .fleet-up/worker.log)"
 if [ "$driver" = qemu ]; then
   # Real VMs under TCG: 2 vCPUs and a few GiB are what this machine can carry.
-  "${in_ns[@]}" bin/fleet-worker run --data-dir "$state/worker" --controller "$grpc_host:$grpc_port" --driver qemu --labels "fleet.dev/local=true" \
+  "${in_ns[@]}" bin/fleet-worker run --data-dir "$worker_dir" --controller "$grpc_host:$grpc_port" --driver qemu --labels "fleet.dev/local=true" \
     --vm-slots 4 >"$state/worker.log" 2>&1 &
   image=fleet-guest
 else
   # Synthetic VMs use no real CPU or memory, so the local worker declares room for
   # a handful of them instead of this machine's real size.
-  bin/fleet-worker run --data-dir "$state/worker" --controller "$grpc_host:$grpc_port" --driver synthetic --labels "fleet.dev/local=true" \
+  bin/fleet-worker run --data-dir "$worker_dir" --controller "$grpc_host:$grpc_port" --driver synthetic --labels "fleet.dev/local=true" \
     --cpus 16 --memory-mib 32768 --vm-slots 8 >"$state/worker.log" 2>&1 &
   image=synthetic:demo
 fi
