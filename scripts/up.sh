@@ -76,15 +76,15 @@ wait_http "$api/v1/health" 60 || { cat "$state/controller.log" >&2; exit 1; }
 token=$(tr -d '\n' < "$state/controller/admin.token")
 export FLEET_URL="$api" FLEET_TOKEN="$token"
 
-# The worker's data dir. With real VMs each VM runs as its own unprivileged user
-# (docs/security.md), which must be able to pass through every directory above it; a
-# checkout under a private home (/root is 0700) cannot offer that, so the worker's data
-# then lives under /var/lib, keyed by this checkout's path (the same on every run).
+# With real VMs each VM runs as its own unprivileged user (docs/security.md), which runs
+# Fleet's VM host code from this checkout: a checkout other users cannot reach (under a
+# 0700 /root, say) cannot do that, so the demo then runs its VMs as root, loudly.
 worker_dir="$state/worker"
-if [ "$driver" = qemu ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$state" 2>/dev/null; then
-  worker_dir="/var/lib/fleet-up/$(printf %s "$root" | sha256sum | cut -c1-12)/worker"
-  mkdir -p "$(dirname "$worker_dir")" && chmod 0711 /var/lib/fleet-up "$(dirname "$worker_dir")"
-  echo "[up] $state is private to root: the worker's data (VM disks, credential) lives in $worker_dir"
+vm_users=()
+if [ "$driver" = qemu ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$root/apps/worker/src/vm-host/launch.mjs" 2>/dev/null; then
+  vm_users=(--vm-uid-base 0)
+  echo "[up] WARNING: $root is not readable by other users, so VMs cannot run as unprivileged users: they run as ROOT." >&2
+  echo "[up]          Clone Fleet somewhere others can read (e.g. /opt/fleet), or chmod o+x the directories above it." >&2
 fi
 
 if [ ! -f "$worker_dir/worker.json" ]; then
@@ -96,7 +96,7 @@ echo "[up] starting the worker ($driver driver; logs: .fleet-up/worker.log)"
 if [ "$driver" = qemu ]; then
   # Real VMs under TCG: 2 vCPUs and a few GiB are what this machine can carry.
   "${in_ns[@]}" bin/fleet-worker run --data-dir "$worker_dir" --controller "$grpc_host:$grpc_port" --driver qemu --labels "fleet.dev/local=true" \
-    --vm-slots 4 >"$state/worker.log" 2>&1 &
+    --vm-slots 4 "${vm_users[@]}" >"$state/worker.log" 2>&1 &
   image=fleet-guest
 else
   # Synthetic VMs use no real CPU or memory, so the local worker declares room for

@@ -277,6 +277,15 @@ export class QemuDriver implements Driver {
     await chmod(this.instancesDir, 0o711);
     const bad = await firstUntraversable(this.instancesDir);
     if (bad) throw new DriverError(`VM users cannot reach their run dirs: ${bad} is not traversable by others (fix: chmod 0711 ${bad}; its files stay private)`);
+    // The VM host process runs Fleet's own code as the VM's user: the installation must be reachable too.
+    const code = await firstUntraversable(path.dirname(LAUNCH));
+    if (code) {
+      throw new DriverError(
+        `VM users cannot run Fleet's VM host process from ${path.dirname(LAUNCH)}: ${code} is not traversable by others. ` +
+          `Install Fleet where other users can read it (e.g. /opt/fleet), or chmod o+x ${code} (lets others pass through, not list it); ` +
+          '--vm-uid-base 0 runs VMs as root instead (not recommended)',
+      );
+    }
   }
 
   subscribe(listener: InstanceStatusListener): () => void {
@@ -445,7 +454,7 @@ export class QemuDriver implements Driver {
     try {
       await this.opts.nat.addTap(rec.tap);
     } catch (e) {
-      await controlRequest(sock, 'kill').catch(() => {});
+      await controlRequest(sock, 'kill', 3000, targetOf(rec)).catch(() => {});
       this.patch(h, { state: 'failed', message: `cannot attach ${rec.tap} to the NAT network: ${(e as Error).message}` });
       throw new DriverError(`start ${rec.name}: ${h.status.message}`);
     }
@@ -504,7 +513,7 @@ export class QemuDriver implements Driver {
     const h = this.held.get(instanceKey(ref));
     if (!h || h.status.state !== 'running') return undefined;
     const sock = this.trustedSocket(h);
-    const r = sock ? await controlRequest(sock, 'status', 2000).catch(() => undefined) : undefined;
+    const r = sock ? await controlRequest(sock, 'status', 2000, targetOf(h.rec)).catch(() => undefined) : undefined;
     const filter = (r?.status?.counters as { filter?: { fromVm?: unknown; fromHost?: unknown } } | undefined)?.filter;
     const numbers = (o: unknown): Record<string, number> =>
       Object.fromEntries(Object.entries(o && typeof o === 'object' ? o : {}).filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] > 0));
@@ -565,7 +574,7 @@ export class QemuDriver implements Driver {
       const h: Held = { rec, dir, status: base };
       this.held.set(instanceKey(rec), h);
       const liveSock = this.trustedSocket(h);
-      const live = liveSock ? await controlRequest(liveSock, 'status', 2000).catch(() => undefined) : undefined;
+      const live = liveSock ? await controlRequest(liveSock, 'status', 2000, targetOf(h.rec)).catch(() => undefined) : undefined;
       // Every instance keeps (or, from an earlier version, gets) its reservation; a running VM keeps the address it holds.
       try {
         const preferred = rec.ip ?? (typeof live?.status?.ip === 'string' ? live.status.ip : undefined);
@@ -616,7 +625,7 @@ export class QemuDriver implements Driver {
 
   private attach(h: Held): void {
     h.watch?.close();
-    const w = watchControl(this.trustedSocket(h) ?? this.controlSocket(h), (s) => this.fromHost(h, s, true));
+    const w = watchControl(this.trustedSocket(h) ?? this.controlSocket(h), (s) => this.fromHost(h, s, true), undefined, targetOf(h.rec));
     h.watch = w;
     void w.closed.then(() => {
       if (h.watch !== w || this.closed) return;
@@ -665,7 +674,7 @@ export class QemuDriver implements Driver {
     const sock = this.trustedSocket(h) ?? this.controlSocket(h);
     if (!h.watch) {
       // Maybe alive but not watched (e.g. start() failed half way): ask directly.
-      if (!(await controlRequest(sock, 'status', 1000).catch(() => undefined))) {
+      if (!(await controlRequest(sock, 'status', 1000, targetOf(h.rec)).catch(() => undefined))) {
         if (h.status.state !== 'failed') this.patch(h, { state: 'stopped', ip: undefined, message: h.status.state === 'stopped' ? h.status.message : undefined });
         return { ...h.status };
       }
@@ -673,11 +682,11 @@ export class QemuDriver implements Driver {
     }
     h.stopping = true;
     const w = h.watch!;
-    await controlRequest(sock, how, 3000, reason ? { reason } : {}).catch(() => {});
+    await controlRequest(sock, how, 3000, { ...targetOf(h.rec), ...(reason ? { reason } : {}) }).catch(() => {});
     const limit = (this.opts.stopTimeoutMs ?? 10_000) + 5000;
     const timedOut = await Promise.race([w.closed.then(() => false), sleep(limit).then(() => true)]);
     if (timedOut) {
-      await controlRequest(sock, 'kill').catch(() => {});
+      await controlRequest(sock, 'kill', 3000, targetOf(h.rec)).catch(() => {});
       await Promise.race([w.closed, sleep(5000)]);
     }
     await this.opts.nat.removeTap(h.rec.tap).catch(() => {});
@@ -688,4 +697,9 @@ export class QemuDriver implements Driver {
     if (h.status.state !== 'failed' || how === 'stop' || reason) this.patch(h, { state: 'stopped', ip: undefined, message: fencedMessage(reason) });
     return { ...h.status };
   }
+}
+
+/** What every control request names, so that only this instance's host process obeys it. */
+function targetOf(rec: { vmId: string; attempt: number }): { vmId: string; attempt: number } {
+  return { vmId: rec.vmId, attempt: rec.attempt };
 }

@@ -2,6 +2,12 @@
 import net from 'node:net';
 import type { VmHostStatus } from './config.ts';
 
+/** The VM a request is meant for: the host process refuses requests that name another. */
+export interface ControlTarget {
+  vmId: string;
+  attempt: number;
+}
+
 /** One request, one reply line. Rejects if nobody listens (ENOENT/ECONNREFUSED: the host is gone). */
 export function controlRequest(
   socketPath: string,
@@ -30,7 +36,10 @@ export function controlRequest(
       clearTimeout(timer);
       s.end();
       try {
-        resolve(JSON.parse(buf.slice(0, nl)) as { ok: boolean; status?: VmHostStatus; error?: string });
+        const r = JSON.parse(buf.slice(0, nl)) as { ok: boolean; code?: string; status?: VmHostStatus; error?: string };
+        // Not the host process of the VM addressed (a swapped path): as if nobody listened.
+        if (r.code === 'wrong-vm') return reject(new Error(`control socket ${socketPath}: ${r.error ?? 'another VM'}`));
+        resolve(r);
       } catch (e) {
         reject(e as Error);
       }
@@ -45,11 +54,11 @@ export interface ControlWatch {
 }
 
 /** Streams status changes (the current status first). */
-export function watchControl(socketPath: string, onStatus: (s: VmHostStatus) => void, onError?: (e: Error) => void): ControlWatch {
+export function watchControl(socketPath: string, onStatus: (s: VmHostStatus) => void, onError?: (e: Error) => void, target?: ControlTarget): ControlWatch {
   const s = net.connect(socketPath);
   let buf = '';
   s.setEncoding('utf8');
-  s.on('connect', () => s.write(JSON.stringify({ cmd: 'watch' }) + '\n'));
+  s.on('connect', () => s.write(JSON.stringify({ ...(target ?? {}), cmd: 'watch' }) + '\n'));
   s.on('error', (e) => onError?.(e));
   s.on('data', (c: string) => {
     buf += c;
@@ -58,7 +67,14 @@ export function watchControl(socketPath: string, onStatus: (s: VmHostStatus) => 
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
       try {
-        const m = JSON.parse(line) as { status?: VmHostStatus };
+        const m = JSON.parse(line) as { status?: VmHostStatus; code?: string; error?: string };
+        // Another VM's host behind a swapped path: it refuses, and its statuses are not this VM's.
+        const foreign = m.code === 'wrong-vm' || (m.status && target && (m.status.vmId !== target.vmId || m.status.attempt !== target.attempt));
+        if (foreign) {
+          s.destroy();
+          onError?.(new Error(`control socket ${socketPath} belongs to another VM: ${m.error ?? `vm ${m.status?.vmId} attempt ${m.status?.attempt}`}`));
+          return;
+        }
         if (m.status) onStatus(m.status);
       } catch {
         /* ignore */

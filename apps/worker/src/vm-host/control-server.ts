@@ -69,14 +69,22 @@ export class ControlServer {
   }
 
   private onRequest(s: net.Socket, line: string): void {
-    let req: { cmd?: unknown; id?: unknown; reason?: unknown };
+    let req: { cmd?: unknown; id?: unknown; reason?: unknown; vmId?: unknown; attempt?: unknown };
     try {
-      req = JSON.parse(line) as { cmd?: unknown; id?: unknown; reason?: unknown };
+      req = JSON.parse(line) as { cmd?: unknown; id?: unknown; reason?: unknown; vmId?: unknown; attempt?: unknown };
     } catch {
       s.write(JSON.stringify({ ok: false, error: 'bad JSON' }) + '\n');
       return;
     }
     const reply = (o: object): void => void s.write(JSON.stringify({ ...(req.id !== undefined ? { id: req.id } : {}), ...o }) + '\n');
+    // A request names the VM it is meant for: a socket path swapped by a VM's user (its run dir is
+    // its own) can lead the worker here, but never make this VM obey a command meant for another.
+    if (req.vmId !== undefined || req.attempt !== undefined) {
+      const own = this.h.status();
+      if (req.vmId !== own.vmId || req.attempt !== own.attempt) {
+        return reply({ ok: false, code: 'wrong-vm', error: `this control socket belongs to vm ${own.vmId} attempt ${own.attempt}, not the one addressed` });
+      }
+    }
     switch (req.cmd) {
       case 'status':
         return reply({ ok: true, status: this.h.status() });

@@ -104,6 +104,15 @@ describe('control socket', () => {
     expect(await controlRequest(sock, 'resume')).toMatchObject({ ok: false, error: 'not paused' });
     expect(calls).toEqual(['stop', 'kill', 'pause']);
 
+    // A request naming another VM (a path swapped by a VM's user) is refused, and obeyed by nobody.
+    await expect(controlRequest(sock, 'kill', 1000, { vmId: 'other', attempt: 1 })).rejects.toThrow(/belongs to vm v attempt 1/);
+    await expect(controlRequest(sock, 'stop', 1000, { vmId: 'v', attempt: 2 })).rejects.toThrow(/belongs to vm v attempt 1/);
+    expect(calls).toEqual(['stop', 'kill', 'pause']);
+    expect((await controlRequest(sock, 'kill', 1000, { vmId: 'v', attempt: 1 })).ok).toBe(true);
+    expect(calls).toEqual(['stop', 'kill', 'pause', 'kill']);
+    const wrongWatch = await new Promise<Error>((resolve) => watchControl(sock, () => undefined, resolve, { vmId: 'other', attempt: 1 }));
+    expect(wrongWatch.message).toMatch(/belongs to another VM: .*vm v attempt 1/);
+
     // Garbage and unknown commands get an error line, not a crash.
     const raw = await new Promise<string>((resolve) => {
       const c = net.connect(sock, () => c.write('nope\n{"cmd":"dance","id":7}\n'));
