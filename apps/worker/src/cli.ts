@@ -128,7 +128,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     )
     .addOption(new Option('--token <token>', 'bootstrap token printed by the controller / `fleet token create`').env('FLEET_BOOTSTRAP_TOKEN').makeOptionMandatory())
     .option('--name <name>', 'worker name, unique in the fleet (default: host name)')
-    .addOption(new Option('--data-dir <dir>', 'where the credential is stored (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
+    .addOption(new Option('--data-dir <dir>', 'where the credential is stored (default ~/.fleet-worker; as root on Linux /var/lib/fleet-worker unless ~/.fleet-worker exists)').env('FLEET_WORKER_DATA_DIR'))
     .option('--force', 'replace an existing enrollment in the data dir', false)
     .addOption(new Option('--machine-id <id>', 'override the detected machine id (tests, many workers on one host)').hideHelp())
     .addOption(logLevelOption().default('warn'))
@@ -163,7 +163,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
   program
     .command('run')
     .description('connect to the controller and run the VMs it assigns (until SIGINT/SIGTERM)')
-    .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
+    .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker; as root on Linux /var/lib/fleet-worker unless ~/.fleet-worker exists)').env('FLEET_WORKER_DATA_DIR'))
     .option('--controller <host:port>', 'override the controller addresses stored at enrollment (repeat it or separate with commas for several, dialed in order)', controllersOption)
     .option('--labels <k=v,...>', 'labels the scheduler can select on', labelsOption)
     .option('--cpus <n>', 'CPUs offered to VMs (default: logical CPUs)', nonNegativeInt)
@@ -275,7 +275,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
   program
     .command('doctor')
     .description('check this host before `fleet-worker run`: Node.js, enrollment, certificate, controller (TLS), driver prerequisites')
-    .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker)').env('FLEET_WORKER_DATA_DIR'))
+    .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker; as root on Linux /var/lib/fleet-worker unless ~/.fleet-worker exists)').env('FLEET_WORKER_DATA_DIR'))
     .addOption(new Option('--driver <name>', 'check the prerequisites of this VM runtime (default: what `run` defaults to)').choices(AVAILABLE_DRIVERS).default(DEFAULT_DRIVER))
     .option('--json', 'print {ok, checks: [{name, status, detail, fix?}]}', false)
     .action(async (opts: { dataDir?: string; driver: string; json: boolean }) => {

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir, homedir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { defaultWorkerName, detectCapacity } from './capacity.ts';
 import { CredentialError, CredentialStore, NotEnrolledError, type StoredCredentials } from './credentials.ts';
 import { parseLabels } from './labels.ts';
 import { resolveMachineId, resolvePlatformId } from './machine-id.ts';
-import { resolveDataDir } from './paths.ts';
+import { defaultDataDir, LINUX_ROOT_DATA_DIR, resolveDataDir } from './paths.ts';
 
 let dir: string;
 beforeEach(async () => {
@@ -229,5 +229,19 @@ describe('small parsers', () => {
     expect(resolveDataDir('~/x')).toBe(join(homedir(), 'x'));
     expect(resolveDataDir('/abs')).toBe('/abs');
     expect(resolveDataDir(undefined)).toMatch(/\.fleet-worker$|./);
+  });
+
+  it.skipIf(process.platform !== 'linux' || process.getuid?.() !== 0)('root on Linux defaults to /var/lib/fleet-worker, unless ~/.fleet-worker already exists', async () => {
+    const home = await mkdtemp(join(tmpdir(), 'fleet-home-'));
+    const saved = process.env['HOME'];
+    process.env['HOME'] = home;
+    try {
+      expect(defaultDataDir()).toBe(LINUX_ROOT_DATA_DIR);
+      await mkdir(join(home, '.fleet-worker'));
+      expect(defaultDataDir()).toBe(join(home, '.fleet-worker'));
+    } finally {
+      process.env['HOME'] = saved;
+      await rm(home, { recursive: true, force: true });
+    }
   });
 });
