@@ -51,7 +51,7 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
   beforeAll(async () => {
     ensureDashboardBuilt();
     controllerDir = await tempDir('dashboard');
-    workerDir = await tempDir('dashboard-worker');
+    workerDir = await tempDir('dash-w') // short: the VMs' socket paths must fit in 107 bytes;
     if (REAL_VMS) {
       lab = createQemuLab();
       controller = await startControllerProcess({ dataDir: controllerDir, extraArgs: ['--grpc-listen', `${lab.controllerAddress}:0`, '--name', lab.controllerAddress] });

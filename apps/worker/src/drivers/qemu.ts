@@ -220,8 +220,10 @@ export class QemuDriver implements Driver {
   constructor(private readonly opts: QemuDriverOptions) {
     this.instancesDir = path.join(opts.dataDir, 'instances');
     this.capabilities = { guestOs: ['linux'], maxMacosGuests: 0, natAddresses: opts.nat.addresses.size };
-    if (Buffer.byteLength(path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET)) > 107) {
-      throw new DriverError(`qemu driver data dir ${opts.dataDir} is too long for Unix socket paths (107 bytes); choose a shorter one`);
+    // The longest socket path an instance gets (with VM users its sockets sit one level deeper).
+    const longest = opts.vmUsers ? path.join(this.instancesDir, 'x'.repeat(40), VM_RUN_SUBDIR, CONTROL_SOCKET) : path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET);
+    if (Buffer.byteLength(longest) > 107) {
+      throw new DriverError(`qemu driver data dir ${opts.dataDir} is too long for Unix socket paths (107 bytes, e.g. ${longest}); choose a shorter one`);
     }
     if (opts.vmUsers) {
       try {
