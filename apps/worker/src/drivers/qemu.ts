@@ -457,6 +457,18 @@ export class QemuDriver implements Driver {
       await this.opts.nat.addTap(rec.tap);
     } catch (e) {
       await controlRequest(sock, 'kill', 3000, targetOf(rec)).catch(() => {});
+      // The host may have fenced itself and exited meanwhile (its TAP went with it): that is the
+      // outcome to report, not the attach that raced it.
+      let last = lastStatusLine(hostDir);
+      for (let i = 0; i < 40 && !exited && last?.state !== 'stopped'; i++) {
+        await sleep(25);
+        last = lastStatusLine(hostDir);
+      }
+      const fenced = last?.state === 'stopped' ? fencedMessage(last.message) : undefined;
+      if (fenced) {
+        this.patch(h, { state: 'stopped', message: last!.message });
+        throw new DriverError(`start ${rec.name}: ${last!.message}`);
+      }
       this.patch(h, { state: 'failed', message: `cannot attach ${rec.tap} to the NAT network: ${(e as Error).message}` });
       throw new DriverError(`start ${rec.name}: ${h.status.message}`);
     }
