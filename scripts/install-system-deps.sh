@@ -28,6 +28,9 @@ packages=(
   dnsmasq-base             # DHCP server on the worker's VM network
   dnsmasq-utils            # dhcp_release: a removed VM's lease ends at once, its address is clean for the next
   postgresql               # the @fleet/db PostgreSQL tests
+  docker-registry          # image tests: the CNCF distribution registry on loopback (issue 15)
+  skopeo                   #   an independent OCI client: push with it, inspect what Fleet pushed
+  apache2-utils            #   htpasswd -B: the registry's basic-auth users
   chromium                 # the dashboard's browser tests (playwright-core drives it)
 )
 
