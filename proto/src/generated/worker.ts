@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { CachedImage as _fleet_v1_CachedImage, CachedImage__Output as _fleet_v1_CachedImage__Output } from './fleet/v1/CachedImage';
 import type { Capacity as _fleet_v1_Capacity, Capacity__Output as _fleet_v1_Capacity__Output } from './fleet/v1/Capacity';
 import type { CapacityUpdate as _fleet_v1_CapacityUpdate, CapacityUpdate__Output as _fleet_v1_CapacityUpdate__Output } from './fleet/v1/CapacityUpdate';
 import type { ControllerMessage as _fleet_v1_ControllerMessage, ControllerMessage__Output as _fleet_v1_ControllerMessage__Output } from './fleet/v1/ControllerMessage';
@@ -9,10 +10,18 @@ import type { EnrollRequest as _fleet_v1_EnrollRequest, EnrollRequest__Output as
 import type { EnrollResponse as _fleet_v1_EnrollResponse, EnrollResponse__Output as _fleet_v1_EnrollResponse__Output } from './fleet/v1/EnrollResponse';
 import type { Heartbeat as _fleet_v1_Heartbeat, Heartbeat__Output as _fleet_v1_Heartbeat__Output } from './fleet/v1/Heartbeat';
 import type { Hello as _fleet_v1_Hello, Hello__Output as _fleet_v1_Hello__Output } from './fleet/v1/Hello';
+import type { ImageDelete as _fleet_v1_ImageDelete, ImageDelete__Output as _fleet_v1_ImageDelete__Output } from './fleet/v1/ImageDelete';
+import type { ImageInventory as _fleet_v1_ImageInventory, ImageInventory__Output as _fleet_v1_ImageInventory__Output } from './fleet/v1/ImageInventory';
+import type { ImageOperation as _fleet_v1_ImageOperation, ImageOperation__Output as _fleet_v1_ImageOperation__Output } from './fleet/v1/ImageOperation';
+import type { ImageOperationStatus as _fleet_v1_ImageOperationStatus, ImageOperationStatus__Output as _fleet_v1_ImageOperationStatus__Output } from './fleet/v1/ImageOperationStatus';
+import type { ImagePrefetch as _fleet_v1_ImagePrefetch, ImagePrefetch__Output as _fleet_v1_ImagePrefetch__Output } from './fleet/v1/ImagePrefetch';
+import type { ImagePull as _fleet_v1_ImagePull, ImagePull__Output as _fleet_v1_ImagePull__Output } from './fleet/v1/ImagePull';
+import type { ImagePush as _fleet_v1_ImagePush, ImagePush__Output as _fleet_v1_ImagePush__Output } from './fleet/v1/ImagePush';
 import type { LeaseRenewal as _fleet_v1_LeaseRenewal, LeaseRenewal__Output as _fleet_v1_LeaseRenewal__Output } from './fleet/v1/LeaseRenewal';
 import type { Ping as _fleet_v1_Ping, Ping__Output as _fleet_v1_Ping__Output } from './fleet/v1/Ping';
 import type { Platform as _fleet_v1_Platform, Platform__Output as _fleet_v1_Platform__Output } from './fleet/v1/Platform';
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from './fleet/v1/Pong';
+import type { RegistryAccess as _fleet_v1_RegistryAccess, RegistryAccess__Output as _fleet_v1_RegistryAccess__Output } from './fleet/v1/RegistryAccess';
 import type { RenewCertificateRequest as _fleet_v1_RenewCertificateRequest, RenewCertificateRequest__Output as _fleet_v1_RenewCertificateRequest__Output } from './fleet/v1/RenewCertificateRequest';
 import type { RenewCertificateResponse as _fleet_v1_RenewCertificateResponse, RenewCertificateResponse__Output as _fleet_v1_RenewCertificateResponse__Output } from './fleet/v1/RenewCertificateResponse';
 import type { Resize as _fleet_v1_Resize, Resize__Output as _fleet_v1_Resize__Output } from './fleet/v1/Resize';
@@ -22,6 +31,7 @@ import type { SessionExit as _fleet_v1_SessionExit, SessionExit__Output as _flee
 import type { SessionFrame as _fleet_v1_SessionFrame, SessionFrame__Output as _fleet_v1_SessionFrame__Output } from './fleet/v1/SessionFrame';
 import type { SessionOpen as _fleet_v1_SessionOpen, SessionOpen__Output as _fleet_v1_SessionOpen__Output } from './fleet/v1/SessionOpen';
 import type { SessionProgress as _fleet_v1_SessionProgress, SessionProgress__Output as _fleet_v1_SessionProgress__Output } from './fleet/v1/SessionProgress';
+import type { TransferProgress as _fleet_v1_TransferProgress, TransferProgress__Output as _fleet_v1_TransferProgress__Output } from './fleet/v1/TransferProgress';
 import type { VmAssignment as _fleet_v1_VmAssignment, VmAssignment__Output as _fleet_v1_VmAssignment__Output } from './fleet/v1/VmAssignment';
 import type { VmNetworkCounters as _fleet_v1_VmNetworkCounters, VmNetworkCounters__Output as _fleet_v1_VmNetworkCounters__Output } from './fleet/v1/VmNetworkCounters';
 import type { VmNetworkPolicy as _fleet_v1_VmNetworkPolicy, VmNetworkPolicy__Output as _fleet_v1_VmNetworkPolicy__Output } from './fleet/v1/VmNetworkPolicy';
@@ -41,6 +51,7 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   fleet: {
     v1: {
+      CachedImage: MessageTypeDefinition<_fleet_v1_CachedImage, _fleet_v1_CachedImage__Output>
       Capacity: MessageTypeDefinition<_fleet_v1_Capacity, _fleet_v1_Capacity__Output>
       CapacityUpdate: MessageTypeDefinition<_fleet_v1_CapacityUpdate, _fleet_v1_CapacityUpdate__Output>
       ControllerMessage: MessageTypeDefinition<_fleet_v1_ControllerMessage, _fleet_v1_ControllerMessage__Output>
@@ -49,11 +60,19 @@ export interface ProtoGrpcType {
       EnrollResponse: MessageTypeDefinition<_fleet_v1_EnrollResponse, _fleet_v1_EnrollResponse__Output>
       Heartbeat: MessageTypeDefinition<_fleet_v1_Heartbeat, _fleet_v1_Heartbeat__Output>
       Hello: MessageTypeDefinition<_fleet_v1_Hello, _fleet_v1_Hello__Output>
+      ImageDelete: MessageTypeDefinition<_fleet_v1_ImageDelete, _fleet_v1_ImageDelete__Output>
+      ImageInventory: MessageTypeDefinition<_fleet_v1_ImageInventory, _fleet_v1_ImageInventory__Output>
+      ImageOperation: MessageTypeDefinition<_fleet_v1_ImageOperation, _fleet_v1_ImageOperation__Output>
+      ImageOperationStatus: MessageTypeDefinition<_fleet_v1_ImageOperationStatus, _fleet_v1_ImageOperationStatus__Output>
+      ImagePrefetch: MessageTypeDefinition<_fleet_v1_ImagePrefetch, _fleet_v1_ImagePrefetch__Output>
+      ImagePull: MessageTypeDefinition<_fleet_v1_ImagePull, _fleet_v1_ImagePull__Output>
+      ImagePush: MessageTypeDefinition<_fleet_v1_ImagePush, _fleet_v1_ImagePush__Output>
       LeaseRenewal: MessageTypeDefinition<_fleet_v1_LeaseRenewal, _fleet_v1_LeaseRenewal__Output>
       Ping: MessageTypeDefinition<_fleet_v1_Ping, _fleet_v1_Ping__Output>
       Platform: MessageTypeDefinition<_fleet_v1_Platform, _fleet_v1_Platform__Output>
       Pong: MessageTypeDefinition<_fleet_v1_Pong, _fleet_v1_Pong__Output>
       PowerState: EnumTypeDefinition
+      RegistryAccess: MessageTypeDefinition<_fleet_v1_RegistryAccess, _fleet_v1_RegistryAccess__Output>
       RenewCertificateRequest: MessageTypeDefinition<_fleet_v1_RenewCertificateRequest, _fleet_v1_RenewCertificateRequest__Output>
       RenewCertificateResponse: MessageTypeDefinition<_fleet_v1_RenewCertificateResponse, _fleet_v1_RenewCertificateResponse__Output>
       Resize: MessageTypeDefinition<_fleet_v1_Resize, _fleet_v1_Resize__Output>
@@ -64,6 +83,7 @@ export interface ProtoGrpcType {
       SessionKind: EnumTypeDefinition
       SessionOpen: MessageTypeDefinition<_fleet_v1_SessionOpen, _fleet_v1_SessionOpen__Output>
       SessionProgress: MessageTypeDefinition<_fleet_v1_SessionProgress, _fleet_v1_SessionProgress__Output>
+      TransferProgress: MessageTypeDefinition<_fleet_v1_TransferProgress, _fleet_v1_TransferProgress__Output>
       VmAssignment: MessageTypeDefinition<_fleet_v1_VmAssignment, _fleet_v1_VmAssignment__Output>
       VmNetworkCounters: MessageTypeDefinition<_fleet_v1_VmNetworkCounters, _fleet_v1_VmNetworkCounters__Output>
       VmNetworkPolicy: MessageTypeDefinition<_fleet_v1_VmNetworkPolicy, _fleet_v1_VmNetworkPolicy__Output>

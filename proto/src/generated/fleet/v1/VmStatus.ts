@@ -1,6 +1,7 @@
 // Original file: fleet/v1/worker.proto
 
 import type { VmPhase as _fleet_v1_VmPhase, VmPhase__Output as _fleet_v1_VmPhase__Output } from '../../fleet/v1/VmPhase';
+import type { TransferProgress as _fleet_v1_TransferProgress, TransferProgress__Output as _fleet_v1_TransferProgress__Output } from '../../fleet/v1/TransferProgress';
 import type { Long } from '@grpc/proto-loader';
 
 export interface VmStatus {
@@ -12,6 +13,7 @@ export interface VmStatus {
   'mac'?: (string);
   'message'?: (string);
   'changedAtUnixMs'?: (number | string | Long);
+  'pull'?: (_fleet_v1_TransferProgress | null);
 }
 
 export interface VmStatus__Output {
@@ -23,4 +25,5 @@ export interface VmStatus__Output {
   'mac': (string);
   'message': (string);
   'changedAtUnixMs': (string);
+  'pull': (_fleet_v1_TransferProgress__Output | null);
 }

@@ -7,6 +7,8 @@ import type { WorkerEvent as _fleet_v1_WorkerEvent, WorkerEvent__Output as _flee
 import type { Pong as _fleet_v1_Pong, Pong__Output as _fleet_v1_Pong__Output } from '../../fleet/v1/Pong';
 import type { VmNetworkReport as _fleet_v1_VmNetworkReport, VmNetworkReport__Output as _fleet_v1_VmNetworkReport__Output } from '../../fleet/v1/VmNetworkReport';
 import type { CapacityUpdate as _fleet_v1_CapacityUpdate, CapacityUpdate__Output as _fleet_v1_CapacityUpdate__Output } from '../../fleet/v1/CapacityUpdate';
+import type { ImageInventory as _fleet_v1_ImageInventory, ImageInventory__Output as _fleet_v1_ImageInventory__Output } from '../../fleet/v1/ImageInventory';
+import type { ImageOperationStatus as _fleet_v1_ImageOperationStatus, ImageOperationStatus__Output as _fleet_v1_ImageOperationStatus__Output } from '../../fleet/v1/ImageOperationStatus';
 
 export interface WorkerMessage {
   'hello'?: (_fleet_v1_Hello | null);
@@ -16,7 +18,9 @@ export interface WorkerMessage {
   'pong'?: (_fleet_v1_Pong | null);
   'vmNetwork'?: (_fleet_v1_VmNetworkReport | null);
   'capacityUpdate'?: (_fleet_v1_CapacityUpdate | null);
-  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork"|"capacityUpdate";
+  'imageInventory'?: (_fleet_v1_ImageInventory | null);
+  'imageOperation'?: (_fleet_v1_ImageOperationStatus | null);
+  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork"|"capacityUpdate"|"imageInventory"|"imageOperation";
 }
 
 export interface WorkerMessage__Output {
@@ -27,5 +31,7 @@ export interface WorkerMessage__Output {
   'pong'?: (_fleet_v1_Pong__Output | null);
   'vmNetwork'?: (_fleet_v1_VmNetworkReport__Output | null);
   'capacityUpdate'?: (_fleet_v1_CapacityUpdate__Output | null);
-  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork"|"capacityUpdate";
+  'imageInventory'?: (_fleet_v1_ImageInventory__Output | null);
+  'imageOperation'?: (_fleet_v1_ImageOperationStatus__Output | null);
+  'payload'?: "hello"|"heartbeat"|"vmStatus"|"event"|"pong"|"vmNetwork"|"capacityUpdate"|"imageInventory"|"imageOperation";
 }
