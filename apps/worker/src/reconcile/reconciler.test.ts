@@ -9,6 +9,7 @@ type Power = (typeof PowerState)[keyof typeof PowerState];
 function vm(vmId: string, opts: { attempt?: number; generation?: number; power?: Power; image?: string; driver?: string; os?: string; disconnect?: string } = {}): VmAssignment__Output {
   return {
     disconnectPolicy: opts.disconnect ?? '',
+    imagePull: null,
     vmId,
     name: `name-${vmId}`,
     attempt: opts.attempt ?? 1,
@@ -19,7 +20,7 @@ function vm(vmId: string, opts: { attempt?: number; generation?: number; power?:
 }
 
 let revision = 0;
-const desired = (...vms: VmAssignment__Output[]): DesiredState__Output => ({ revision: String(++revision), vms });
+const desired = (...vms: VmAssignment__Output[]): DesiredState__Output => ({ revision: String(++revision), vms, imageOperations: [] });
 
 interface Harness {
   driver: FakeDriver;

@@ -1,0 +1,136 @@
+-- CreateTable
+CREATE TABLE "Registry" (
+    "host" TEXT NOT NULL PRIMARY KEY,
+    "username" TEXT NOT NULL DEFAULT '',
+    "passwordSealed" TEXT,
+    "insecure" BOOLEAN NOT NULL DEFAULT false,
+    "caPem" TEXT NOT NULL DEFAULT '',
+    "createdBy" TEXT NOT NULL DEFAULT '',
+    "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt" DATETIME NOT NULL
+);
+
+-- CreateTable
+CREATE TABLE "WorkerImage" (
+    "workerId" TEXT NOT NULL,
+    "digest" TEXT NOT NULL,
+    "reference" TEXT NOT NULL DEFAULT '',
+    "format" TEXT NOT NULL DEFAULT '',
+    "sizeBytes" BIGINT NOT NULL DEFAULT 0,
+    "state" TEXT NOT NULL DEFAULT 'ready',
+    "bytesDone" BIGINT NOT NULL DEFAULT 0,
+    "bytesTotal" BIGINT NOT NULL DEFAULT 0,
+    "error" TEXT NOT NULL DEFAULT '',
+    "inUse" INTEGER NOT NULL DEFAULT 0,
+    "lastUsedAt" DATETIME,
+    "updatedAt" DATETIME NOT NULL,
+
+    PRIMARY KEY ("workerId", "digest"),
+    CONSTRAINT "WorkerImage_workerId_fkey" FOREIGN KEY ("workerId") REFERENCES "Worker" ("id") ON DELETE CASCADE ON UPDATE CASCADE
+);
+
+-- CreateTable
+CREATE TABLE "ImageOperation" (
+    "id" TEXT NOT NULL PRIMARY KEY,
+    "kind" TEXT NOT NULL,
+    "workerId" TEXT NOT NULL,
+    "reference" TEXT NOT NULL DEFAULT '',
+    "digest" TEXT NOT NULL DEFAULT '',
+    "vmId" TEXT,
+    "state" TEXT NOT NULL DEFAULT 'pending',
+    "message" TEXT NOT NULL DEFAULT '',
+    "bytesDone" BIGINT NOT NULL DEFAULT 0,
+    "bytesTotal" BIGINT NOT NULL DEFAULT 0,
+    "createdBy" TEXT NOT NULL DEFAULT '',
+    "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt" DATETIME NOT NULL,
+    CONSTRAINT "ImageOperation_workerId_fkey" FOREIGN KEY ("workerId") REFERENCES "Worker" ("id") ON DELETE CASCADE ON UPDATE CASCADE
+);
+
+-- RedefineTables
+PRAGMA defer_foreign_keys=ON;
+PRAGMA foreign_keys=OFF;
+CREATE TABLE "new_Vm" (
+    "id" TEXT NOT NULL PRIMARY KEY,
+    "name" TEXT NOT NULL,
+    "state" TEXT NOT NULL,
+    "reason" TEXT NOT NULL DEFAULT '',
+    "image" TEXT NOT NULL,
+    "imageDigest" TEXT NOT NULL DEFAULT '',
+    "pullProgress" TEXT NOT NULL DEFAULT '',
+    "os" TEXT NOT NULL DEFAULT 'linux',
+    "driver" TEXT NOT NULL DEFAULT '',
+    "cpus" INTEGER NOT NULL,
+    "memoryMib" INTEGER NOT NULL,
+    "diskGib" INTEGER NOT NULL DEFAULT 20,
+    "username" TEXT NOT NULL DEFAULT '',
+    "labels" TEXT NOT NULL DEFAULT '{}',
+    "selector" TEXT NOT NULL DEFAULT '{}',
+    "network" TEXT NOT NULL DEFAULT '{}',
+    "priority" INTEGER NOT NULL DEFAULT 0,
+    "restartPolicy" TEXT NOT NULL DEFAULT 'never',
+    "disconnectPolicy" TEXT NOT NULL DEFAULT 'reschedule',
+    "restartCount" INTEGER NOT NULL DEFAULT 0,
+    "restartAt" DATETIME,
+    "attempt" INTEGER NOT NULL DEFAULT 0,
+    "generation" INTEGER NOT NULL DEFAULT 1,
+    "observedGeneration" INTEGER NOT NULL DEFAULT 0,
+    "desiredPower" TEXT NOT NULL DEFAULT 'running',
+    "workerId" TEXT,
+    "ip" TEXT,
+    "mac" TEXT,
+    "createdBy" TEXT NOT NULL DEFAULT '',
+    "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt" DATETIME NOT NULL,
+    "scheduledAt" DATETIME,
+    "runningAt" DATETIME,
+    "deleteRequestedAt" DATETIME,
+    CONSTRAINT "Vm_workerId_fkey" FOREIGN KEY ("workerId") REFERENCES "Worker" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
+INSERT INTO "new_Vm" ("attempt", "cpus", "createdAt", "createdBy", "deleteRequestedAt", "desiredPower", "disconnectPolicy", "diskGib", "driver", "generation", "id", "image", "ip", "labels", "mac", "memoryMib", "name", "network", "observedGeneration", "os", "priority", "reason", "restartAt", "restartCount", "restartPolicy", "runningAt", "scheduledAt", "selector", "state", "updatedAt", "username", "workerId") SELECT "attempt", "cpus", "createdAt", "createdBy", "deleteRequestedAt", "desiredPower", "disconnectPolicy", "diskGib", "driver", "generation", "id", "image", "ip", "labels", "mac", "memoryMib", "name", "network", "observedGeneration", "os", "priority", "reason", "restartAt", "restartCount", "restartPolicy", "runningAt", "scheduledAt", "selector", "state", "updatedAt", "username", "workerId" FROM "Vm";
+DROP TABLE "Vm";
+ALTER TABLE "new_Vm" RENAME TO "Vm";
+CREATE UNIQUE INDEX "Vm_name_key" ON "Vm"("name");
+CREATE INDEX "Vm_state_priority_createdAt_idx" ON "Vm"("state", "priority", "createdAt");
+CREATE INDEX "Vm_workerId_idx" ON "Vm"("workerId");
+CREATE TABLE "new_Worker" (
+    "id" TEXT NOT NULL PRIMARY KEY,
+    "name" TEXT NOT NULL,
+    "machineId" TEXT NOT NULL,
+    "hostname" TEXT NOT NULL DEFAULT '',
+    "os" TEXT NOT NULL DEFAULT '',
+    "arch" TEXT NOT NULL DEFAULT '',
+    "version" TEXT NOT NULL DEFAULT '',
+    "protocolVersion" INTEGER NOT NULL DEFAULT 0,
+    "labels" TEXT NOT NULL DEFAULT '{}',
+    "drivers" TEXT NOT NULL DEFAULT '[]',
+    "cpus" INTEGER NOT NULL DEFAULT 0,
+    "memoryMib" INTEGER NOT NULL DEFAULT 0,
+    "vmSlots" INTEGER NOT NULL DEFAULT 0,
+    "macosSlots" INTEGER NOT NULL DEFAULT 0,
+    "natAddresses" INTEGER NOT NULL DEFAULT 0,
+    "paused" BOOLEAN NOT NULL DEFAULT false,
+    "connected" BOOLEAN NOT NULL DEFAULT false,
+    "controllerId" TEXT,
+    "status" TEXT NOT NULL DEFAULT 'offline',
+    "lastSeenAt" DATETIME,
+    "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt" DATETIME NOT NULL,
+    "imageCacheBytes" BIGINT NOT NULL DEFAULT 0,
+    "imageCacheLimit" BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO "new_Worker" ("arch", "connected", "controllerId", "cpus", "createdAt", "drivers", "hostname", "id", "labels", "lastSeenAt", "machineId", "macosSlots", "memoryMib", "name", "natAddresses", "os", "paused", "protocolVersion", "status", "updatedAt", "version", "vmSlots") SELECT "arch", "connected", "controllerId", "cpus", "createdAt", "drivers", "hostname", "id", "labels", "lastSeenAt", "machineId", "macosSlots", "memoryMib", "name", "natAddresses", "os", "paused", "protocolVersion", "status", "updatedAt", "version", "vmSlots" FROM "Worker";
+DROP TABLE "Worker";
+ALTER TABLE "new_Worker" RENAME TO "Worker";
+CREATE UNIQUE INDEX "Worker_name_key" ON "Worker"("name");
+PRAGMA foreign_keys=ON;
+PRAGMA defer_foreign_keys=OFF;
+
+-- CreateIndex
+CREATE INDEX "WorkerImage_digest_idx" ON "WorkerImage"("digest");
+
+-- CreateIndex
+CREATE INDEX "ImageOperation_workerId_state_idx" ON "ImageOperation"("workerId", "state");
+
+-- CreateIndex
+CREATE INDEX "ImageOperation_createdAt_idx" ON "ImageOperation"("createdAt");
