@@ -43,7 +43,34 @@ export interface InstanceSpec {
    * "reschedule" (absent = reschedule) is fenced when the lease runs out; "wait" keeps running.
    */
   disconnectPolicy?: DisconnectPolicy;
+  /**
+   * Issue 15: the registry image `image` names, already in the worker's image cache (absent for
+   * local images). Its files are read-only and shared by every instance of that image.
+   */
+  pulled?: PulledImage;
 }
+
+/** An unpacked image in the worker's image cache (images/image-cache.ts). */
+export interface PulledImage {
+  /** Manifest digest (sha256:…): what instances are pinned to. */
+  digest: string;
+  /** The pinned reference it was pulled as (registry/repository@sha256:…). */
+  reference: string;
+  format: 'tart' | 'fleet-qemu';
+  dir: string;
+  /** fleet-qemu: the base disk (backing file of every instance's overlay), and kernel boot files. */
+  disk?: { path: string; format: 'qcow2' | 'raw'; virtualSize: number };
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** tart: the bundle (config.json, disk.img, nvram.bin) instances are cloned from. */
+  bundleDir?: string;
+}
+
+/** What a stopped instance's disk becomes when it is pushed as an image (ImagePush). */
+export type ExportedImage =
+  | { format: 'fleet-qemu'; disk?: string; diskFormat?: 'qcow2' | 'raw'; kernel?: string; initrd?: string; cmdline?: string; architecture: string; minDiskGib?: number }
+  | { format: 'tart'; bundleDir: string };
 
 export type DisconnectPolicy = 'reschedule' | 'wait';
 
@@ -110,6 +137,8 @@ export interface InstanceStatus extends InstanceRef {
   message?: string | undefined;
   /** The disconnect policy of the spec it carries (lets a restarted worker fence adopted instances). */
   disconnectPolicy?: DisconnectPolicy | undefined;
+  /** The cached image (manifest digest) the instance's files depend on, if it came from a registry. */
+  imageDigest?: string | undefined;
 }
 
 export interface InstanceNetworkCounters {
@@ -167,6 +196,13 @@ export interface Driver {
    * (running ones included) and why; the worker re-advertises its capacity with that.
    */
   onMacosSlotLimit?(listener: (slots: number, reason: string) => void): () => void;
+  /** Image formats this runtime runs from the image cache (issue 15); absent = registry images unsupported. */
+  readonly imageFormats?: readonly ('tart' | 'fleet-qemu')[];
+  /**
+   * Optional (issue 15, ImagePush): files a *stopped* instance's disk becomes as an image, prepared
+   * in `workDir` (e.g. the qcow2 overlay flattened into one standalone file). Refuses a running one.
+   */
+  exportImage?(ref: InstanceRef, workDir: string): Promise<ExportedImage>;
   /** Detaches from the runtime. Does NOT stop instances (they outlive the worker where the runtime allows). */
   close(): Promise<void>;
 }

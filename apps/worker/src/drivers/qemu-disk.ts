@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { DriverError } from './driver.ts';
+import { DriverError, type InstanceSpec } from './driver.ts';
 
 const exec = promisify(execFile);
 
@@ -42,6 +42,30 @@ export async function resolveImage(image: string, imagesDir: string | undefined)
   throw new DriverError(
     `image ${JSON.stringify(image)} not found on this worker: put a qcow2 or raw disk named ${image}, ${image}.qcow2, ${image}.img or ${image}.raw in ${imagesDir}, or use "fleet-guest"`,
   );
+}
+
+/**
+ * Where an instance's disk comes from and how it boots: a pulled registry image (issue 15) when the
+ * spec carries one, else the built-in guest or an operator image from the images dir.
+ */
+export async function resolveSpecImage(spec: InstanceSpec, imagesDir: string | undefined): Promise<{ source: ImageSource; boot: 'kernel' | 'disk' }> {
+  const pulled = spec.pulled;
+  if (!pulled) {
+    const source = await resolveImage(spec.image, imagesDir);
+    return { source, boot: source.kind === 'builtin' ? 'kernel' : 'disk' };
+  }
+  if (pulled.format !== 'fleet-qemu') throw new DriverError(`image ${pulled.reference} is a ${pulled.format} image; the qemu driver runs Fleet qemu images`);
+  if (pulled.kernel && !pulled.initrd) throw new DriverError(`image ${pulled.reference} boots a kernel without an initrd; the qemu driver needs both`);
+  if (!pulled.kernel && !pulled.disk) throw new DriverError(`image ${pulled.reference} has neither a disk nor a kernel: nothing to boot`);
+  let source: ImageSource = { kind: 'builtin' };
+  if (pulled.disk) {
+    // Checked again with qemu-img: a disk from a registry must stand alone (a backing file named
+    // inside it could make QEMU read any file on the host) and be what its config says.
+    const info = await imageInfo(pulled.disk.path);
+    if (info.format !== pulled.disk.format) throw new DriverError(`image ${pulled.reference}: its disk is ${info.format}, its config says ${pulled.disk.format}`);
+    source = { kind: 'disk', path: pulled.disk.path, ...info };
+  }
+  return { source, boot: pulled.kernel ? 'kernel' : 'disk' };
 }
 
 /** Format and size of a disk image, from `qemu-img info` (which also refuses broken files). */

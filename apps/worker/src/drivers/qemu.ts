@@ -20,12 +20,13 @@
 // Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
 // worker's lease file and kills QEMU when the lease runs out (worker dead or cut off); such an
 // instance ends "stopped" with a "fenced: …" message. `kill()` is the worker's own forced stop.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants as fsc, existsSync, lstatSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@fleet/guest-image';
 import { type FilterConfig, grantsHostAccess, resolveConfig } from '@fleet/netfilter';
 import {
@@ -37,6 +38,7 @@ import {
   type CreateInstanceRequest,
   type Driver,
   type DriverCapabilities,
+  type ExportedImage,
   type InstanceNetworkCounters,
   type InstanceRef,
   type InstanceSpec,
@@ -46,7 +48,7 @@ import {
   type UpdateInstanceRequest,
 } from './driver.ts';
 import { StatusListeners, waitUntilRunning, writeInstanceRecord } from './instance-status.ts';
-import { createInstanceDisk, resolveImage } from './qemu-disk.ts';
+import { createInstanceDisk, resolveSpecImage } from './qemu-disk.ts';
 import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../vm-host/config.ts';
 import { controlRequest, watchControl, type ControlWatch } from '../vm-host/control-client.ts';
@@ -145,6 +147,13 @@ interface Held {
   stopping?: boolean;
 }
 
+const execFileAsync = promisify(execFile);
+
+/** The cached image an instance's disk or kernel depends on (never evicted while the instance exists). */
+function imageDigestOf(rec: InstanceRecord): { imageDigest?: string } {
+  return rec.spec.pulled ? { imageDigest: rec.spec.pulled.digest } : {};
+}
+
 export function tapNameFor(ref: InstanceRef): string {
   return `fv${createHash('sha256').update(instanceKey(ref)).digest('hex').slice(0, 10)}`;
 }
@@ -208,6 +217,7 @@ export function killOrphanQemu(dir: string, hostDir = dir): boolean {
 
 export class QemuDriver implements Driver {
   readonly name = QEMU_DRIVER_NAME;
+  readonly imageFormats = ['fleet-qemu'] as const;
   readonly capabilities: DriverCapabilities;
   private readonly held = new Map<string, Held>();
   /** VM uids handed out but maybe not yet in `held` (a create in progress); freed by remove(). */
@@ -313,7 +323,7 @@ export class QemuDriver implements Driver {
       mac: macFromSeed(instanceKey(r)),
       tap: tapNameFor(r),
     };
-    const source = await resolveImage(r.spec.image, this.opts.imagesDir);
+    const { source, boot } = await resolveSpecImage(r.spec, this.opts.imagesDir);
     // The instance's one address, held until remove(): a full subnet refuses here, clearly.
     try {
       rec.ip = (await this.reserve(rec)).ip;
@@ -322,7 +332,7 @@ export class QemuDriver implements Driver {
     }
     const dir = path.join(this.instancesDir, dirName(r));
     rec.disk = path.join(dir, DISK_FILE);
-    rec.boot = source.kind === 'builtin' ? 'kernel' : 'disk';
+    rec.boot = boot;
     try {
       if (this.opts.vmUsers) {
         await this.checkTraversable();
@@ -340,7 +350,7 @@ export class QemuDriver implements Driver {
       throw e;
     }
     await writeInstanceRecord(dir, rec);
-    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) } };
+    const h: Held = { rec, dir, status: { vmId: r.vmId, attempt: r.attempt, name: r.name, state: 'stopped', generation: r.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy), ...imageDigestOf(rec) } };
     this.held.set(instanceKey(r), h);
     return { ...h.status };
   }
@@ -380,9 +390,10 @@ export class QemuDriver implements Driver {
       ...(rec.boot === 'disk'
         ? {}
         : {
-            kernel: img.kernel,
-            initrd: img.initrd,
-            cmdline: guestCmdline(img.cmdlineBase, {
+            // A pulled image that boots its own kernel; else the built-in guest's.
+            kernel: rec.spec.pulled?.kernel ?? img.kernel,
+            initrd: rec.spec.pulled?.kernel ? (rec.spec.pulled.initrd ?? '') : img.initrd,
+            cmdline: guestCmdline(rec.spec.pulled?.kernel ? (rec.spec.pulled.cmdline ?? '') : img.cmdlineBase, {
               // The worker's own keys plus the ones the assignment carries (the fleet's per-VM key).
               authorizedKeys: keys,
               hostname: rec.name.replace(/[^A-Za-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'fleet-vm',
@@ -492,20 +503,47 @@ export class QemuDriver implements Driver {
     if (h.status.state === 'running' || h.status.state === 'starting') {
       throw new DriverError(`update ${h.rec.name}: the instance must be stopped first (it is ${h.status.state})`);
     }
-    if (a.spec.image !== h.rec.spec.image) {
+    if (a.spec.image !== h.rec.spec.image || a.spec.pulled?.digest !== h.rec.spec.pulled?.digest) {
       // A new image means a new disk: the old one (and what the VM wrote to it) is replaced.
-      const source = await resolveImage(a.spec.image, this.opts.imagesDir);
+      const { source, boot } = await resolveSpecImage(a.spec, this.opts.imagesDir);
       // Made beside the old one and renamed over it: a failed create keeps the old disk.
       const disk = path.join(h.dir, DISK_FILE);
       const next = `${disk}.new`;
       await rm(next, { force: true });
       await createInstanceDisk(next, source, a.spec.diskGib);
       await rename(next, disk);
-      h.rec = { ...h.rec, disk, boot: source.kind === 'builtin' ? 'kernel' : 'disk' };
+      h.rec = { ...h.rec, disk, boot };
     }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await writeInstanceRecord(h.dir, h.rec);
-    return this.patch(h, { generation: a.generation, disconnectPolicy: disconnectPolicyOf(a.spec.disconnectPolicy) });
+    return this.patch(h, { generation: a.generation, disconnectPolicy: disconnectPolicyOf(a.spec.disconnectPolicy), ...imageDigestOf(h.rec) });
+  }
+
+  /**
+   * ImagePush: the stopped instance's disk flattened into one standalone compressed qcow2 in
+   * `workDir` (its overlay and the image it was made from, merged), plus the kernel it boots.
+   */
+  async exportImage(ref: InstanceRef, workDir: string): Promise<ExportedImage> {
+    const h = await this.get(ref);
+    if (h.status.state !== 'stopped' && h.status.state !== 'failed') {
+      throw new DriverError(`push ${h.rec.name}: the VM must be stopped first (it is ${h.status.state})`);
+    }
+    if (!h.rec.disk || !existsSync(h.rec.disk)) throw new DriverError(`push ${h.rec.name}: the instance has no disk`);
+    const disk = path.join(workDir, 'disk.qcow2');
+    try {
+      await execFileAsync('qemu-img', ['convert', '-c', '-O', 'qcow2', '-U', h.rec.disk, disk], { timeout: 60 * 60_000 });
+    } catch (e) {
+      const err = e as { stderr?: string; message: string };
+      throw new DriverError(`push ${h.rec.name}: flattening its disk failed: ${(err.stderr ?? err.message).trim()}`);
+    }
+    const minDiskGib = Math.max(1, h.rec.spec.diskGib || 1);
+    if (h.rec.boot !== 'kernel') return { format: 'fleet-qemu', disk, diskFormat: 'qcow2', architecture: 'amd64', minDiskGib };
+    const pulled = h.rec.spec.pulled;
+    if (pulled?.kernel) {
+      return { format: 'fleet-qemu', disk, diskFormat: 'qcow2', kernel: pulled.kernel, ...(pulled.initrd ? { initrd: pulled.initrd } : {}), cmdline: pulled.cmdline ?? '', architecture: 'amd64', minDiskGib };
+    }
+    const img = await (this.opts.image ?? (() => ensureGuestImage()))();
+    return { format: 'fleet-qemu', disk, diskFormat: 'qcow2', kernel: img.kernel, initrd: img.initrd, cmdline: img.cmdlineBase, architecture: 'amd64', minDiskGib };
   }
 
   async remove(ref: InstanceRef): Promise<void> {
@@ -572,7 +610,7 @@ export class QemuDriver implements Driver {
       } catch {
         continue;
       }
-      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) };
+      const base: InstanceStatus = { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy), ...imageDigestOf(rec) };
       if (rec.uid !== undefined) {
         // A persisted uid is the instance's identity and run-dir layout: never root, never shared.
         const valid = inVmUserRange({ base: 1000, count: 0xffff_fffe - 1000 }, rec.uid) && rec.uid !== 65534;

@@ -29,6 +29,8 @@ import {
   type CapacityUpdate,
   type VmNetworkReport,
   type WorkerEvent,
+  type ImageInventory,
+  type ImageOperationStatus,
   type WorkerMessage,
   type WorkerServiceClient,
 } from '@fleet/proto';
@@ -282,6 +284,16 @@ export class ControllerLink {
   /** Packet-filter counters of running instances; dropped while disconnected. */
   sendNetworkCounters(report: VmNetworkReport): void {
     if (this.connected && report.vms?.length) this.#write({ vmNetwork: report });
+  }
+
+  /** The image cache's contents; dropped while disconnected (sent again after every Welcome). */
+  sendImageInventory(inventory: ImageInventory): void {
+    if (this.connected) this.#write({ imageInventory: inventory });
+  }
+
+  /** Progress or outcome of an image operation; dropped while disconnected (the op stays in the desired state and is reported again). */
+  sendImageOperation(status: ImageOperationStatus): void {
+    if (this.connected) this.#write({ imageOperation: status });
   }
 
   /** New channel credentials (a renewed certificate): used from the next connection on; the open stream stays. */

@@ -35,6 +35,7 @@ import {
   type InstanceSpec,
   type InstanceState,
   type InstanceStatus,
+  type PulledImage,
 } from '../drivers/driver.ts';
 import { seconds } from '../fencing/lease-file.ts';
 import type { LeaseView } from '../fencing/lease.ts';
@@ -54,7 +55,19 @@ export interface ReconcilerOptions {
   now?: () => number;
   /** The worker's lease from the controller (fencing/lease.ts); absent = never fenced. Call leaseChanged() when it expires or is renewed. */
   lease?: LeaseView;
+  /** The image cache (issue 15): registry images are pulled through it before their instance is created. */
+  images?: ImageSource;
 }
+
+/** What the reconciler needs of the image cache (images/image-cache.ts). */
+export interface ImageSource {
+  acquire(request: { reference: string; access: RegistryAccessInput }, onProgress?: (p: { bytesDone: number; bytesTotal: number }) => void): Promise<{ image: PulledImage; release: () => void }>;
+}
+
+type RegistryAccessInput = { insecure?: boolean; caPem?: string; username?: string; password?: string };
+
+/** How often a pull's progress is reported at most (the controller shows it as "pulling 37 %"). */
+const PULL_PROGRESS_INTERVAL_MS = 1000;
 
 interface Instance {
   vmId: string;
@@ -68,6 +81,8 @@ interface Instance {
   changedAtUnixMs: number;
   /** From the assignment that created it, or from the driver for adopted instances. */
   disconnectPolicy: DisconnectPolicy;
+  /** While its image is being pulled (before the driver creates it). */
+  pull?: { bytesDone: number; bytesTotal: number } | undefined;
 }
 
 interface InstancePatch {
@@ -96,6 +111,9 @@ export class Reconciler {
   readonly #onEvent: (event: WorkerEvent) => void;
   readonly #now: () => number;
   readonly #lease: LeaseView | undefined;
+  readonly #images: ImageSource | undefined;
+  /** Pulls waited for by a reconcile step, aborted when that VM's assignment changes. */
+  readonly #pullWaits = new Map<string, { key: string; abort: AbortController }>();
   readonly #runner: KeyedRunner;
   /** vmId → attempt → instance. Usually one attempt per vmId; leftovers are possible after crashes. */
   readonly #instances = new Map<string, Map<number, Instance>>();
@@ -115,6 +133,7 @@ export class Reconciler {
     this.#onEvent = options.onEvent ?? (() => {});
     this.#now = options.now ?? Date.now;
     this.#lease = options.lease;
+    this.#images = options.images;
     this.#runner = new KeyedRunner({
       concurrency: options.concurrency ?? 8,
       run: (vmId) => this.#reconcileVm(vmId),
@@ -174,6 +193,11 @@ export class Reconciler {
       }
     }
     for (const assignment of desired.values()) this.#withdrawn.delete(assignmentRef(assignment));
+    // A step waiting for a pull lets go as soon as its VM is withdrawn or changed (the pull goes on for the cache).
+    for (const [vmId, wait] of this.#pullWaits) {
+      const now = desired.get(vmId);
+      if (!now || assignmentKey(now) !== wait.key) wait.abort.abort();
+    }
     this.#desired = desired;
     this.#desiredRevision = state.revision;
     this.#log.debug({ revision: state.revision, vms: desired.size }, 'desired state received');
@@ -298,9 +322,25 @@ export class Reconciler {
       return undefined;
     }
     // Report STARTING at once when the VM will run, so the controller sees it was taken up.
-    if (startNow) this.#put(base);
+    if (startNow || want.imagePull?.reference) this.#put(base);
+    let pulled: { image: PulledImage; release: () => void } | undefined;
     try {
-      const status = await this.#op(ref, () => this.#driver.create({ ...ref, name: want.name, generation: want.generation, spec: toInstanceSpec(want) }));
+      pulled = await this.#pullImage(ref, want);
+    } catch (error) {
+      const instance = this.#get(ref.vmId, ref.attempt);
+      if (error instanceof PullWithdrawn) {
+        if (instance) this.#delete(instance); // nothing was created; the withdrawal is reported GONE
+        return undefined;
+      }
+      const message = `image pull failed: ${errorMessage(error)}`;
+      if (instance) this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
+      else this.#put({ ...base, phase: VmPhase.VM_PHASE_FAILED, message });
+      this.#failedEvent(ref, message);
+      return undefined;
+    }
+    try {
+      const spec = { ...toInstanceSpec(want), ...(pulled ? { pulled: pulled.image } : {}) };
+      const status = await this.#op(ref, () => this.#driver.create({ ...ref, name: want.name, generation: want.generation, spec })).finally(() => pulled?.release());
       const instance = this.#get(ref.vmId, ref.attempt);
       if (instance) {
         this.#update(instance, { mac: status.mac ?? '' });
@@ -396,8 +436,19 @@ export class Reconciler {
       await this.#stop(instance);
       if (phaseOf(instance) !== VmPhase.VM_PHASE_STOPPED) return;
     }
+    let pulled: { image: PulledImage; release: () => void } | undefined;
     try {
-      const status = await this.#op(instance, () => this.#driver.update({ vmId: instance.vmId, attempt: instance.attempt, generation: want.generation, spec: toInstanceSpec(want) }));
+      pulled = await this.#pullImage(instance, want);
+    } catch (error) {
+      if (error instanceof PullWithdrawn) return;
+      const message = `image pull for generation ${want.generation} failed: ${errorMessage(error)}`;
+      this.#update(instance, { phase: VmPhase.VM_PHASE_FAILED, message });
+      this.#failedEvent(instance, message);
+      return;
+    }
+    try {
+      const spec = { ...toInstanceSpec(want), ...(pulled ? { pulled: pulled.image } : {}) };
+      const status = await this.#op(instance, () => this.#driver.update({ vmId: instance.vmId, attempt: instance.attempt, generation: want.generation, spec })).finally(() => pulled?.release());
       this.#update(instance, { observedGeneration: status.generation || want.generation, name: want.name });
     } catch (error) {
       const message = `applying generation ${want.generation} failed: ${errorMessage(error)}`;
@@ -449,6 +500,58 @@ export class Reconciler {
         message: 'withdrawn before the worker created it',
         changedAtUnixMs: String(this.#now()),
       });
+    }
+  }
+
+  /**
+   * The assignment's registry image from the image cache (pulled if needed), pinned until released;
+   * undefined for local images. Progress is reported on the instance. Rejects with PullWithdrawn
+   * when the assignment changes meanwhile.
+   */
+  async #pullImage(ref: InstanceRef, want: VmAssignment__Output): Promise<{ image: PulledImage; release: () => void } | undefined> {
+    const pull = want.imagePull;
+    if (!pull?.reference) return undefined;
+    if (!this.#images || !this.#driver.imageFormats?.length) {
+      throw new Error(`this worker's driver "${this.#driver.name}" cannot run registry images (${pull.reference})`);
+    }
+    const access: RegistryAccessInput = pull.access ?? {};
+    const abort = new AbortController();
+    this.#pullWaits.set(ref.vmId, { key: assignmentKey(want), abort });
+    let last = 0;
+    const report = (p: { bytesDone: number; bytesTotal: number }, force = false): void => {
+      const instance = this.#get(ref.vmId, ref.attempt);
+      if (!instance) return;
+      const now = this.#now();
+      if (!force && now - last < PULL_PROGRESS_INTERVAL_MS) return;
+      last = now;
+      instance.pull = { bytesDone: p.bytesDone, bytesTotal: p.bytesTotal };
+      instance.changedAtUnixMs = now;
+      instance.message = `pulling image ${pull.reference}: ${percentOf(p)} %`;
+      this.#emit(instance);
+    };
+    report({ bytesDone: 0, bytesTotal: 0 }, true);
+    try {
+      const acquiring = this.#images.acquire(
+        { reference: pull.reference, access: { insecure: access.insecure ?? false, caPem: access.caPem ?? '', username: access.username ?? '', password: access.password ?? '' } },
+        (p) => report(p),
+      );
+      const withdrawn = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new PullWithdrawn()), { once: true }));
+      try {
+        return await Promise.race([acquiring, withdrawn]);
+      } catch (error) {
+        // Withdrawn: the pull goes on for the cache; its pin is let go once it ends.
+        if (error instanceof PullWithdrawn) void acquiring.then((got) => got.release(), () => {});
+        throw error;
+      }
+    } finally {
+      if (this.#pullWaits.get(ref.vmId)?.abort === abort) this.#pullWaits.delete(ref.vmId);
+      const instance = this.#get(ref.vmId, ref.attempt);
+      if (instance?.pull) {
+        instance.pull = undefined;
+        if (instance.message.startsWith('pulling image ')) instance.message = '';
+        instance.changedAtUnixMs = this.#now();
+        this.#emit(instance);
+      }
     }
   }
 
@@ -604,7 +707,19 @@ export function toVmStatus(instance: Instance): VmStatus {
     mac: instance.mac,
     message: instance.message,
     changedAtUnixMs: String(instance.changedAtUnixMs),
+    ...(instance.pull ? { pull: { bytesDone: String(instance.pull.bytesDone), bytesTotal: String(instance.pull.bytesTotal) } } : {}),
   };
+}
+
+/** A step stopped waiting for a pull because its VM's assignment changed. */
+class PullWithdrawn extends Error {
+  constructor() {
+    super('the assignment changed while its image was being pulled');
+  }
+}
+
+function percentOf(p: { bytesDone: number; bytesTotal: number }): number {
+  return p.bytesTotal > 0 ? Math.min(100, Math.floor((p.bytesDone / p.bytesTotal) * 100)) : 0;
 }
 
 export function toInstanceSpec(want: VmAssignment__Output): InstanceSpec {
