@@ -4,6 +4,7 @@
 // ticks while idle.
 import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_VERSION, type Hello, type VmStatus } from '@fleet/proto';
 import type { Logger } from 'pino';
@@ -22,6 +23,8 @@ import { NetworkCounterSampler } from './telemetry/network-counters.ts';
 import { VmSshPool } from './sessions/vm-ssh-pool.ts';
 import { SessionRunner } from './sessions/session-runner.ts';
 import { WORKER_VERSION } from './version.ts';
+import { ImageCache } from './images/image-cache.ts';
+import { ImageOperations } from './images/image-operations.ts';
 import { CertificateRenewer, type CertificateRenewerOptions } from './enrollment/certificate-renewal.ts';
 import { LeaseKeeper, type LeaseKeeperOptions } from './fencing/lease.ts';
 import { leaseFilePath } from './fencing/lease-file.ts';
@@ -61,6 +64,13 @@ export interface StartWorkerOptions {
   };
   /** QEMU driver settings (NAT network, guest keys, images). */
   qemu?: QemuRuntimeOptions;
+  /** The registry image cache (issue 15); used when the driver runs registry images. */
+  imageCache?: {
+    /** Default <data dir>/image-cache. */
+    dir?: string;
+    /** Bytes before least-recently-used unused images are evicted (default 0 = no limit). */
+    limitBytes?: number;
+  };
   /** Shared logger (a child with the worker name is derived). Default: one process-wide stderr logger. */
   logger?: Logger;
   /** Concurrent VM operations (default 8). */
@@ -188,10 +198,37 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
 
   let sshPool: VmSshPool | undefined;
   let link: ControllerLink | undefined;
+  // Registry images (issue 15): a content-addressed cache shared by every VM of this worker.
+  const imageCacheDir = options.imageCache?.dir ?? (dataDir !== undefined ? path.join(dataDir, 'image-cache') : undefined);
+  let inventoryTimer: NodeJS.Timeout | undefined;
+  const sendInventory = (): void => {
+    if (!images) return;
+    void images.inventory().then((inventory) => link?.sendImageInventory(inventory), (error: unknown) => log.warn({ err: error }, 'image cache inventory failed'));
+  };
+  const images =
+    driver.imageFormats?.length && imageCacheDir
+      ? new ImageCache({
+          dir: imageCacheDir,
+          limitBytes: options.imageCache?.limitBytes ?? 0,
+          platform: { os: platformOs(driver), architecture: platform.arch === 'arm64' ? 'arm64' : 'amd64' },
+          formats: driver.imageFormats,
+          inUse: async () => new Set((await driver.list()).flatMap((s) => (s.imageDigest ? [s.imageDigest] : []))),
+          log: log.child({ component: 'images' }),
+          // Coalesced: a pull reports progress many times a second.
+          onChange: () => {
+            inventoryTimer ??= setTimeout(() => {
+              inventoryTimer = undefined;
+              sendInventory();
+            }, 1000);
+          },
+        })
+      : undefined;
+  if (images) await images.init();
   const reconciler = new Reconciler({
     driver,
     logger: log,
     lease,
+    ...(images ? { images } : {}),
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     onStatus: (status) => {
       link?.reportStatus(status);
@@ -261,11 +298,15 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
         learnControllers(dialed, welcome.controllerAddresses ?? []);
         if (welcome.workerId) workerId = welcome.workerId;
         renewer?.start();
+        sendInventory();
         if (welcome.workerName && welcome.workerName !== name) {
           log.warn({ enrolledAs: name, controllerSays: welcome.workerName }, 'the controller knows this worker under another name');
         }
       },
-      onDesiredState: (state) => reconciler.setDesired(state),
+      onDesiredState: (state) => {
+        reconciler.setDesired(state);
+        imageOps?.setDesired(state.imageOperations ?? []);
+      },
       runningVms: () => reconciler.runningCount(),
       onSessionOpen: (open, client) => sessions.open(open, client),
       onSessionCancel: (cancel) => sessions.cancel(cancel.sessionId, cancel.reason || 'cancelled by the controller'),
@@ -276,6 +317,10 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     },
   });
 
+  const imageOps =
+    images && imageCacheDir
+      ? new ImageOperations({ cache: images, driver, send: (status) => link?.sendImageOperation(status), workDir: path.join(imageCacheDir, 'tmp'), log: log.child({ component: 'images' }) })
+      : undefined;
   const linkRef = link;
   // Renews the mTLS certificate well before it expires (started once the controller has
   // accepted the current one); the link uses the new one from its next connection.
@@ -330,6 +375,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     stopping ??= (async () => {
       clearTimeout(resyncTimer);
       resyncTimer = undefined;
+      clearTimeout(inventoryTimer);
       sampler.stop();
       renewer?.stop();
       offMacosLimit?.();
@@ -367,6 +413,11 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     lease: () => ({ expired: lease.expired, fencing: lease.fencing, validUntilUnixMs: lease.validUntilUnixMs, fenceAfterMs: lease.fenceAfterMs, file: lease.file }),
     stop,
   };
+}
+
+/** The OS picked from multi-platform image indexes: what this driver's guests are. */
+function platformOs(driver: Driver): string {
+  return driver.imageFormats?.includes('tart') ? 'darwin' : 'linux';
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

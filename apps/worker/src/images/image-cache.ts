@@ -20,7 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { RegistryClient, downloadBlobs, parseImageReference, type Platform, type RegistryAccess } from '@fleet/oci';
+import { RegistryClient, downloadBlobs, parseImageReference, type Platform } from '@fleet/oci';
 import {
   detectFormat,
   imageLayerBytes,
@@ -34,6 +34,7 @@ import {
 import type { CachedImage, ImageInventory } from '@fleet/proto';
 import type { PulledImage } from '../drivers/driver.ts';
 import { describeImageError } from './image-errors.ts';
+import { clientAccess, type AccessFields } from './registry-access.ts';
 
 export interface ImageCacheOptions {
   /** <data dir>/image-cache */
@@ -61,7 +62,7 @@ export interface ImageCacheOptions {
 export interface PullRequest {
   /** Pinned reference: registry/repository@sha256:… */
   reference: string;
-  access: RegistryAccess;
+  access: AccessFields;
 }
 
 export interface PullProgress {
@@ -299,7 +300,7 @@ export class ImageCache {
 
   async #pull(digest: string, request: PullRequest, progress: (p: PullProgress) => void): Promise<ImageMeta> {
     const ref = parseImageReference(request.reference);
-    const client = new RegistryClient({ registry: ref.registry, ...request.access });
+    const client = new RegistryClient({ registry: ref.registry, ...clientAccess(request.access) });
     const started = this.#now();
     try {
       const { manifest: fetched } = await client.getImageManifest(ref.repository, digest, this.#o.platform);
