@@ -189,6 +189,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
       `qemu driver: each VM's host process and QEMU run as their own uid/gid from this base (numeric, no /etc/passwd entry; default ${DEFAULT_VM_UID_BASE}; 0 = run them as root, not recommended)`,
       nonNegativeInt,
     )
+    .option('--image-cache-dir <dir>', 'where images pulled from registries are cached (default <data-dir>/image-cache)')
+    .option('--image-cache-limit <size>', 'evict least-recently-used unused images above this size, e.g. 200GiB, 500G, 0 = no limit (default 0)', byteSize)
     .option('--vm-uid-count <n>', `qemu driver: size of the VM uid range (default ${DEFAULT_VM_UID_COUNT}; one uid per VM instance on this worker)`, nonNegativeInt)
     .addOption(logLevelOption())
     .action(
@@ -212,6 +214,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         accel: 'auto' | 'tcg' | 'kvm';
         vmUidBase?: number;
         vmUidCount?: number;
+        imageCacheDir?: string;
+        imageCacheLimit?: number;
         logLevel: string;
       }) => {
         const logger = createLogger(opts.logLevel);
@@ -231,6 +235,10 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
               ...(opts.imagesDir !== undefined ? { imagesDir: path.resolve(opts.imagesDir) } : {}),
               ...(opts.globalPrefixes !== undefined ? { globalPrefixes: opts.globalPrefixes } : {}),
               vmUsers: opts.vmUidBase === 0 ? null : { base: opts.vmUidBase ?? DEFAULT_VM_UID_BASE, count: opts.vmUidCount ?? DEFAULT_VM_UID_COUNT },
+            },
+            imageCache: {
+              ...(opts.imageCacheDir !== undefined ? { dir: path.resolve(opts.imageCacheDir) } : {}),
+              ...(opts.imageCacheLimit !== undefined ? { limitBytes: opts.imageCacheLimit } : {}),
             },
             labels: opts.labels ?? {},
             capacity: {
@@ -331,4 +339,13 @@ export async function runCli(argv: string[], io: CliIo = defaultIo, exit: (code:
     io.err(`fleet-worker: ${(error as Error).message}`);
     exit(EXIT.error);
   }
+}
+
+/** "200GiB", "500G", "1.5TiB", "1048576": bytes (powers of 1024). */
+export function byteSize(value: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(value);
+  if (!m) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a size (e.g. 200GiB, 500G, 0)`);
+  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  if (!Number.isSafeInteger(Math.round(n))) throw new InvalidArgumentError(`${JSON.stringify(value)} is too large`);
+  return Math.round(n);
 }
