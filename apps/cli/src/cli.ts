@@ -16,6 +16,8 @@ import { registerExecCommand } from './commands/exec.ts';
 import { registerSshCommands } from './commands/ssh.ts';
 import { registerPortForwardCommand } from './commands/port-forward.ts';
 import { registerCpCommand } from './commands/cp.ts';
+import { registerImageCommands } from './commands/image.ts';
+import { registerRegistryCommands } from './commands/registry.ts';
 import { EXIT_CODES_HELP, ExitCode, ReportedError, describeError } from './errors.ts';
 import type { Io } from './io.ts';
 import { Runtime } from './runtime.ts';
@@ -61,6 +63,8 @@ export function buildProgram(rt: Runtime): Command {
   registerContextCommands(program, rt);
   registerVmCommands(program, rt);
   registerWorkerCommands(program, rt);
+  registerImageCommands(program, rt);
+  registerRegistryCommands(program, rt);
   registerControllerCommands(program, rt);
   registerTokenCommands(program, rt);
   registerAccountCommands(program, rt);

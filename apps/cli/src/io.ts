@@ -4,6 +4,8 @@
 export interface OutStream {
   write(chunk: string): unknown;
   isTTY?: boolean;
+  /** A terminal's width (progress bars are cut to it). */
+  columns?: number;
 }
 
 export interface Io {

@@ -36,6 +36,7 @@ import type {
   Health,
 } from '@fleet/controller/api-schemas';
 import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from '../errors.ts';
+import type { FleetImage, ImageOperation, PrefetchResult, RegistryObject, RegistryPut, WorkerImageList } from './image-types.ts';
 import { formatDuration } from '../output/durations.ts';
 import { CLI_VERSION } from '../version.ts';
 import { readNdjson } from './ndjson.ts';
@@ -269,6 +270,44 @@ export class ApiClient {
   /** Streams one VM: ADDED with its current state, then MODIFIED, and DELETED when it is gone. */
   watchVm(name: string, opts: WatchOptions = {}): AsyncGenerator<VmWatchEvent> {
     return this.watch(`/v1/vms/${enc(name)}`, { watch: true }, opts.stop);
+  }
+
+  // ------------------------------------------------------------------ registries and images (issue 15)
+
+  /** Creates or replaces what the controller knows about a registry (credentials are write-only). */
+  putRegistry(host: string, body: RegistryPut): Promise<RegistryObject> {
+    return this.json('PUT', `/v1/registries/${enc(host)}`, { body });
+  }
+  listRegistries(): Promise<{ items: RegistryObject[] }> {
+    return this.json('GET', '/v1/registries');
+  }
+  async deleteRegistry(host: string): Promise<void> {
+    await this.request('DELETE', `/v1/registries/${enc(host)}`);
+  }
+  /** Every image in the fleet's worker caches, with the workers holding it. */
+  listImages(): Promise<{ items: FleetImage[] }> {
+    return this.json('GET', '/v1/images');
+  }
+  listWorkerImages(worker: string): Promise<WorkerImageList> {
+    return this.json('GET', `/v1/workers/${enc(worker)}/images`);
+  }
+  /** 202: the worker removes the image from its cache (refused with 409 while a VM uses it). */
+  deleteWorkerImage(worker: string, digest: string): Promise<ImageOperation> {
+    return this.json('DELETE', `/v1/workers/${enc(worker)}/images/${enc(digest)}`);
+  }
+  /** 202: the reference resolved once, one prefetch per matching worker. Carries an Idempotency-Key. */
+  prefetchImage(body: { reference: string; selector?: Record<string, string> }): Promise<PrefetchResult> {
+    return this.json('POST', '/v1/images/prefetch', { body, idempotent: true });
+  }
+  /** 202: the stopped VM's worker pushes its disk as an image. Carries an Idempotency-Key. */
+  pushVmImage(vm: string, reference: string): Promise<ImageOperation> {
+    return this.json('POST', `/v1/vms/${enc(vm)}/push`, { body: { reference }, idempotent: true });
+  }
+  getImageOperation(id: string): Promise<ImageOperation> {
+    return this.json('GET', `/v1/image-operations/${enc(id)}`);
+  }
+  listImageOperations(filter: { worker?: string | undefined; state?: string | undefined } = {}): Promise<{ items: ImageOperation[] }> {
+    return this.json('GET', '/v1/image-operations', { query: { worker: filter.worker, state: filter.state } });
   }
 
   // ------------------------------------------------------------------ tokens

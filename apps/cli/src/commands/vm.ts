@@ -2,9 +2,11 @@
 import type { Command } from 'commander';
 import type { EventObject, VmCreate, VmObject, VmUpdate } from '@fleet/controller/api-schemas';
 import type { ApiClient, VmWatchEvent } from '../client/api-client.ts';
+import type { TransferProgress, VmWithImage } from '../client/image-types.ts';
 import { ApiError, ExitCode, InterruptedError, ReportedError, UnreachableError, UsageError, WaitFailedError, describeError } from '../errors.ts';
 import { sleep } from '../io.ts';
 import { ageOf, formatAge, formatDuration, formatTimestamp, parseDuration, relativeTime } from '../output/durations.ts';
+import { formatProgressShort, progressDisplayFor, type ProgressDisplay } from '../output/progress.ts';
 import { formatGib, formatMib, parseDiskGib, parseMemoryMib } from '../output/sizes.ts';
 import { dash, formatLabels } from '../output/table.ts';
 import type { Runtime } from '../runtime.ts';
@@ -58,9 +60,16 @@ export function vmRows(rt: Runtime, vms: VmObject[], wide: boolean): { headers: 
   return { headers, rows };
 }
 
+/** The pull in progress on a VM (issue 15): null when none, or from a controller without the field. */
+export function pullOf(vm: VmObject): TransferProgress | null {
+  return (vm as VmWithImage).pull ?? null;
+}
+
 function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
   const now = rt.now();
   const when = (iso: string | null) => (iso ? `${formatTimestamp(iso)} (${relativeTime(iso, now)})` : '-');
+  const digest = (vm as VmWithImage).imageDigest;
+  const pull = pullOf(vm);
   const pairs: [string, string][] = [
     ['Name', vm.name],
     ['State', rt.colors.state(vm.state)],
@@ -69,6 +78,8 @@ function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
     ['IP', dash(vm.ip)],
     ['MAC', dash(vm.mac)],
     ['Image', vm.image],
+    ['Image digest', digest ? `${digest}${vm.image.includes('@') ? '' : ' (the tag as resolved at create; every attempt runs it)'}` : '- (a local image)'],
+    ...(pull ? ([['Pull', `${formatProgressShort(pull)} on ${dash(vm.worker)}`]] as [string, string][]) : []),
     ['OS', vm.os],
     ['Driver', vm.driver || 'any'],
     ['CPUs', String(vm.cpus)],
@@ -134,13 +145,33 @@ export async function waitForVm(
   goal: WaitGoal,
   timeoutMs: number,
   progress: (line: string) => void,
-  opts: { requireIp?: boolean } = {},
+  opts: { requireIp?: boolean; display?: ProgressDisplay | null } = {},
 ): Promise<VmObject> {
   const deadline = Date.now() + timeoutMs;
   let last: VmObject | null = null;
   let shown = '';
   let lostConnection: UnreachableError | null = null;
+  // While the worker pulls the VM's image (issue 15) the reason changes with every percent: the
+  // pull is drawn as a bar (lines every 10 % off a terminal) instead of one line per change.
+  let pulling: { label: string; last: TransferProgress } | null = null;
   const show = (vm: VmObject) => {
+    const pull = pullOf(vm);
+    const display = opts.display;
+    if (pull) {
+      const label = `pulling ${vm.image}`;
+      if (display) display.update([{ key: 'pull', label, progress: pull }]);
+      else if (!pulling) progress(`  ${label}`);
+      pulling = { label, last: pull };
+      shown = '';
+      return;
+    }
+    if (pulling) {
+      // The pull ended: complete when the VM moved on to start, as last seen otherwise.
+      const moved = vm.state === 'starting' || vm.state === 'running';
+      const total = pulling.last.bytesTotal;
+      display?.end(moved && total > 0 ? [{ key: 'pull', label: pulling.label, progress: { bytesDone: total, bytesTotal: total, percent: 100 }, status: 'done' }] : undefined);
+      pulling = null;
+    }
     const line = describe(vm);
     if (line !== shown) progress(`  ${line}`);
     shown = line;
@@ -150,57 +181,66 @@ export async function waitForVm(
       `timed out after ${formatDuration(timeoutMs)} waiting for vm "${name}" to be ${goal}${last ? `; it is ${describe(last)}` : ''}`,
       last,
     );
-  for (;;) {
-    if (Date.now() >= deadline) {
-      if (lostConnection) throw lostConnection;
-      throw timedOut();
-    }
-    const stop = new AbortController();
-    let stopTimer = setTimeout(() => stop.abort(), deadline - Date.now());
-    let graceStarted = false;
-    try {
-      for await (const ev of client.watchVm(name, { stop: stop.signal })) {
-        lostConnection = null;
-        if (ev.type === 'DELETED') throw new WaitFailedError(`vm "${name}" was deleted while waiting for it to be ${goal}`, ev.vm);
-        const vm = ev.vm;
-        last = vm;
-        show(vm);
-        if (vm.state === goal) {
-          if (goal !== 'running' || vm.ip) return vm;
-          if (!graceStarted && !opts.requireIp) {
-            graceStarted = true;
-            clearTimeout(stopTimer);
-            stopTimer = setTimeout(() => stop.abort(), Math.max(0, Math.min(IP_GRACE_MS, deadline - Date.now())));
-          }
-          continue;
-        }
-        if (vm.state === 'failed') {
-          if (vm.restartAt) {
-            progress(`  failed; restarting ${relativeTime(vm.restartAt, Date.now())} (restart policy on-failure)`);
+  try {
+    return await watchUntil();
+  } finally {
+    // A wait that ends mid-pull (failure, timeout, Ctrl-C) leaves the bar as last drawn.
+    if (pulling) opts.display?.end();
+  }
+
+  async function watchUntil(): Promise<VmObject> {
+    for (;;) {
+      if (Date.now() >= deadline) {
+        if (lostConnection) throw lostConnection;
+        throw timedOut();
+      }
+      const stop = new AbortController();
+      let stopTimer = setTimeout(() => stop.abort(), deadline - Date.now());
+      let graceStarted = false;
+      try {
+        for await (const ev of client.watchVm(name, { stop: stop.signal })) {
+          lostConnection = null;
+          if (ev.type === 'DELETED') throw new WaitFailedError(`vm "${name}" was deleted while waiting for it to be ${goal}`, ev.vm);
+          const vm = ev.vm;
+          last = vm;
+          show(vm);
+          if (vm.state === goal) {
+            if (goal !== 'running' || vm.ip) return vm;
+            if (!graceStarted && !opts.requireIp) {
+              graceStarted = true;
+              clearTimeout(stopTimer);
+              stopTimer = setTimeout(() => stop.abort(), Math.max(0, Math.min(IP_GRACE_MS, deadline - Date.now())));
+            }
             continue;
           }
-          throw new WaitFailedError(`vm "${name}" failed: ${vm.reason || 'no reason given'}`, vm);
+          if (vm.state === 'failed') {
+            if (vm.restartAt) {
+              progress(`  failed; restarting ${relativeTime(vm.restartAt, Date.now())} (restart policy on-failure)`);
+              continue;
+            }
+            throw new WaitFailedError(`vm "${name}" failed: ${vm.reason || 'no reason given'}`, vm);
+          }
+          if (vm.state === 'deleting') throw new WaitFailedError(`vm "${name}" is being deleted`, vm);
+          if (goal === 'running' && vm.state === 'stopped' && vm.powerState === 'stopped') {
+            throw new WaitFailedError(`vm "${name}" is stopped and its desired power state is stopped`, vm);
+          }
         }
-        if (vm.state === 'deleting') throw new WaitFailedError(`vm "${name}" is being deleted`, vm);
-        if (goal === 'running' && vm.state === 'stopped' && vm.powerState === 'stopped') {
-          throw new WaitFailedError(`vm "${name}" is stopped and its desired power state is stopped`, vm);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404) {
+          throw new WaitFailedError(`vm "${name}" was deleted while waiting for it to be ${goal}`, last);
         }
+        if (!(err instanceof UnreachableError)) throw err;
+        if (!lostConnection) progress(`  lost the connection to the controller (${err.message}); retrying`);
+        lostConnection = err;
+      } finally {
+        clearTimeout(stopTimer);
       }
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) {
-        throw new WaitFailedError(`vm "${name}" was deleted while waiting for it to be ${goal}`, last);
-      }
-      if (!(err instanceof UnreachableError)) throw err;
-      if (!lostConnection) progress(`  lost the connection to the controller (${err.message}); retrying`);
-      lostConnection = err;
-    } finally {
-      clearTimeout(stopTimer);
+      // The stream ended: a grace period ran out, the deadline passed, or the controller closed it.
+      if (last && last.state === goal && graceStarted) return last;
+      if (!stop.signal.aborted) await sleep(Math.min(1_000, Math.max(0, deadline - Date.now())), rt.signal).catch(() => {
+        throw new InterruptedError();
+      });
     }
-    // The stream ended: a grace period ran out, the deadline passed, or the controller closed it.
-    if (last && last.state === goal && graceStarted) return last;
-    if (!stop.signal.aborted) await sleep(Math.min(1_000, Math.max(0, deadline - Date.now())), rt.signal).catch(() => {
-      throw new InterruptedError();
-    });
   }
 }
 
@@ -335,8 +375,10 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
       }
       const goal: WaitGoal = spec.powerState === 'stopped' ? 'stopped' : 'running';
       if (!json) rt.note(`vm "${created.name}" created; waiting up to ${formatDuration(wait)} for it to be ${goal}`);
+      // Lines through the display, so that a pull's bar on a terminal stays below them.
+      const display = progressDisplayFor(rt.io, json);
       try {
-        const done = await waitForVm(rt, client, created.name, goal, wait, json ? () => {} : (l) => rt.note(l));
+        const done = await waitForVm(rt, client, created.name, goal, wait, json ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { display });
         if (json) rt.json(done);
         else if (goal === 'running' && done.ip) rt.out(done.ip);
         else if (goal === 'running') rt.note(`  vm "${done.name}" is running on ${dash(done.worker)} but reported no IP address`);
@@ -403,7 +445,8 @@ works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times o
       const wait = waitMs(o.wait);
       let v = await client.getVm(name);
       if (!v.ip && wait !== null) {
-        v = await waitForVm(rt, client, name, 'running', wait, rt.isJson(cmd) ? () => {} : (l) => rt.note(l), { requireIp: true });
+        const display = progressDisplayFor(rt.io, rt.isJson(cmd));
+        v = await waitForVm(rt, client, name, 'running', wait, rt.isJson(cmd) ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { requireIp: true, display });
       }
       if (rt.isJson(cmd)) return rt.json({ name: v.name, ip: v.ip ?? null, state: v.state });
       if (!v.ip) throw new WaitFailedError(`vm "${name}" has no IP yet (it is ${describe(v)}); use --wait to wait for one`, v);
