@@ -12,6 +12,11 @@ import { checkDataDirModes, createPrivateFile } from './secrets/file-modes.ts';
 import { loadKeyProvider, type KeyProvider } from './secrets/key-provider.ts';
 import { SecretBox } from './secrets/secret-box.ts';
 import { VmSecrets } from './secrets/vm-secrets.ts';
+import { RegistrySecrets, mergeKekCounts } from './secrets/registry-secrets.ts';
+import { RegistryService } from './images/registry-service.ts';
+import { createImageResolver } from './images/image-resolver.ts';
+import { WorkerImageService } from './images/worker-image-service.ts';
+import { ImageOperationService } from './images/image-operation-service.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Leadership } from './cluster/leadership.ts';
@@ -78,6 +83,8 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       create: true,
     }));
   const secrets = new VmSecrets(new SecretBox(keys));
+  // Registry passwords (issue 15): the same box, bound to their own rows.
+  const registrySecrets = new RegistrySecrets(secrets.box);
   const sqliteFile = multi ? undefined : sqlitePath(url);
   // SQLite would create the file 0644 (umask); create it 0600 first (its -wal and -shm follow it).
   if (sqliteFile) {
@@ -116,7 +123,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     if (fatalModes.length) throw new Error(fatalModes.join('\n'));
     await settings.checkFleetCa(identity.caFingerprint, opts.dataDir);
     // The key checks before anything is sealed: a wrong key must not seal legacy rows.
-    await checkSecretsOpen(db, secrets, keys, log);
+    await checkSecretsOpen(db, secrets, registrySecrets, keys, log);
     await settings.checkFleetSecretsKey(keys, opts.dataDir);
     await sealLegacySecrets(db, secrets, keys, sqliteFile !== undefined, log);
     // Other controllers running now: their rows were refreshed lately (every 2 s).
@@ -152,9 +159,14 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const writes = new BackgroundWrites({ log: log.child({ component: 'background-writes' }), sink: storage });
   const bus = new FleetBus();
   const events = new EventLog(db);
+  // Images (issue 15): registries' credentials, tag → digest resolution, workers' caches, image operations.
+  const registries = new RegistryService(db, registrySecrets, events);
+  const imageResolver = createImageResolver(registries);
+  const workerImages = new WorkerImageService(db);
+  const imageOperations = new ImageOperationService(db, events, bus, registries, imageResolver, workerImages);
   const vms = new VmService(db, events, bus, metrics, secrets);
   const networkCounters = new NetworkCounterStore();
-  const streams = new WorkerStreams(db, log, { sink: storage, secrets });
+  const streams = new WorkerStreams(db, log, { sink: storage, secrets, imageOperations: (workerId) => imageOperations.pendingFor(workerId) });
   let registry: ControllerRegistry | undefined;
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings,
@@ -204,6 +216,9 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   leadership.add(workers.liveness);
   leadership.add(scheduler);
   leadership.add({ name: 'restart requeue', start: () => void restarts.start(), stop: () => restarts.stop() });
+  // Finished image operations are kept 7 days.
+  const imageOperationRetention = new PeriodicTask(() => imageOperations.purgeFinished(), { name: 'image operation retention', intervalMs: 3600_000, log, sink: leaderSink });
+  leadership.add({ name: 'image operation retention', start: () => void imageOperationRetention.start(), stop: () => imageOperationRetention.stop() });
   leadership.add({
     name: 'idempotency key retention',
     start: () =>
@@ -234,6 +249,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       isLeader: leadership.isLeader,
       // Empty until the registry runs (a worker then keeps the addresses it has).
       controllerAddresses: async () => registry?.grpcAddresses() ?? [],
+      images: { inventory: workerImages, operations: imageOperations },
     },
     opts.grpcHost,
     opts.grpcPort,
@@ -256,6 +272,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
     idempotency,
     storage,
     accounts: new AccountService(db, events, tokens),
+    images: { registries, inventory: workerImages, operations: imageOperations },
     cluster: {
       id: controllerId,
       name: controllerName,
@@ -375,8 +392,8 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
  * Envelopes under a key this controller does not hold are reported (they cannot be opened here);
  * if it holds none of the keys in use, the start is refused.
  */
-async function checkSecretsOpen(db: FleetDb, secrets: VmSecrets, keys: KeyProvider, log: Logger): Promise<void> {
-  const byKek = await secrets.envelopesByKek(db);
+async function checkSecretsOpen(db: FleetDb, secrets: VmSecrets, registrySecrets: RegistrySecrets, keys: KeyProvider, log: Logger): Promise<void> {
+  const byKek = mergeKekCounts(await secrets.envelopesByKek(db), await registrySecrets.envelopesByKek(db));
   const unknown = [...byKek].filter(([id]) => !keys.byId(id));
   if (byKek.size > 0 && unknown.length === byKek.size) {
     // Not one secret opens: the wrong key (typically a controller joining a shared PostgreSQL
@@ -388,7 +405,7 @@ async function checkSecretsOpen(db: FleetDb, secrets: VmSecrets, keys: KeyProvid
     );
   }
   for (const [id, count] of unknown) {
-    log.warn({ key: id, secrets: count, source: keys.describe }, `${count} VM secrets are sealed under key ${id}, which this controller does not hold: sessions to those VMs will fail until it gets that key (docs/operations.md, "Secrets at rest")`);
+    log.warn({ key: id, secrets: count, source: keys.describe }, `${count} secrets (VM keys and passwords, registry passwords) are sealed under key ${id}, which this controller does not hold: sessions to those VMs and pulls from those registries will fail until it gets that key (docs/operations.md, "Secrets at rest")`);
   }
 }
 

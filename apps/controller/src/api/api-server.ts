@@ -21,6 +21,8 @@ import { accountRoutes } from './routes/accounts-routes.ts';
 import { statsRoutes } from './routes/stats-routes.ts';
 import { liveRoutes } from './routes/live-routes.ts';
 import { dashboardRoutes } from './routes/dashboard-routes.ts';
+import { registryRoutes } from './routes/registry-routes.ts';
+import { imageRoutes } from './routes/image-routes.ts';
 import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
 
@@ -86,6 +88,10 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   await app.register(workerRoutes(ctx));
   await app.register(eventRoutes(ctx));
   await app.register(tokenRoutes(ctx));
+  if (ctx.images) {
+    await app.register(registryRoutes(ctx.images));
+    await app.register(imageRoutes(ctx.images));
+  }
   // Sessions (exec / ssh / port-forward) over WebSocket; frames over 1 MiB close the socket with 1009.
   if (ctx.sessions) {
     await app.register(websocket, { options: { maxPayload: MAX_CLIENT_FRAME, handleProtocols: selectSubprotocol } });

@@ -16,7 +16,17 @@ import type { IdempotencyService } from '../idempotency/idempotency-service.ts';
 import type { NetworkCounterStore } from '../vms/network-counters.ts';
 
 import type { AccountService } from '../accounts/account-service.ts';
+import type { RegistryService } from '../images/registry-service.ts';
+import type { WorkerImageService } from '../images/worker-image-service.ts';
+import type { ImageOperationService } from '../images/image-operation-service.ts';
 import type { FleetOverview, WorkerObject } from './schemas.ts';
+
+/** Registries, workers' image caches and image operations (issue 15). */
+export interface ImagesApi {
+  registries: RegistryService;
+  inventory: WorkerImageService;
+  operations: ImageOperationService;
+}
 
 /** What routes may use: services only — routes never query the database (the layering rule). */
 /** What the API shows of the controllers (several on PostgreSQL, issue 13). */
@@ -58,6 +68,8 @@ export interface ApiContext {
   accounts: AccountService;
   /** This controller among the fleet's controllers (GET /v1/health, /v1/controllers). */
   cluster?: ClusterView;
+  /** Registries and images (issue 15); absent = those routes are not served. */
+  images?: ImagesApi;
   /** The fleet at a glance; `workers` when the caller has just listed them. */
   overview: (workers?: WorkerObject[]) => Promise<FleetOverview>;
 }

@@ -445,3 +445,153 @@ export const LoginResponse = Type.Object({
   expiresAt: Type.String(),
 });
 export type LoginResponse = Static<typeof LoginResponse>;
+
+// ------------------------------------------------------------------ images and registries (issue 15)
+
+export const RegistryHostParam = Type.Object({
+  host: Type.String({ minLength: 1, maxLength: 262, description: 'host[:port] as in image references (ghcr.io, 127.0.0.1:5000, [::1]:5000); URL-encode it if your client needs to' }),
+});
+export type RegistryHostParam = Static<typeof RegistryHostParam>;
+
+export const RegistryPut = Type.Object(
+  {
+    username: Type.Optional(Type.String({ maxLength: 256, description: 'omitted: keep the stored one' })),
+    password: Type.Optional(
+      Type.Union([Type.String({ minLength: 1, maxLength: 4096 }), Type.Null()], { description: 'write-only (never returned); omitted: keep the stored one; null: remove it (anonymous pulls)' }),
+    ),
+    insecure: Type.Optional(Type.Boolean({ description: 'allow plain HTTP to this registry (default false)' })),
+    caPem: Type.Optional(Type.String({ maxLength: 65536, description: 'extra CA certificate(s), PEM, for its TLS certificate (system CAs always apply); "" removes it' })),
+    verify: Type.Optional(Type.Boolean({ description: 'check the settings against the registry (GET /v2/) before storing them (default true)' })),
+  },
+  { additionalProperties: false, $id: 'RegistryPut' },
+);
+export type RegistryPut = Static<typeof RegistryPut>;
+
+export const RegistryObject = Type.Object(
+  {
+    host: Type.String(),
+    username: Type.String(),
+    passwordSet: Type.Boolean({ description: 'whether a password is stored (it is never returned)' }),
+    insecure: Type.Boolean(),
+    caSet: Type.Boolean({ description: 'whether an extra CA is stored' }),
+    createdBy: Type.String(),
+    createdAt: Type.String(),
+    updatedAt: Type.String(),
+  },
+  { $id: 'Registry' },
+);
+export type RegistryObject = Static<typeof RegistryObject>;
+export const RegistryList = Type.Object({ items: Type.Array(RegistryObject) });
+export type RegistryList = Static<typeof RegistryList>;
+
+export const TransferProgressObject = Type.Object({
+  bytesDone: Type.Number(),
+  bytesTotal: Type.Number({ description: '0 while unknown' }),
+  percent: Type.Integer({ minimum: 0, maximum: 100 }),
+});
+export type TransferProgressObject = Static<typeof TransferProgressObject>;
+
+const ImageDigest = Type.String({ pattern: '^sha256:[a-f0-9]{64}$', description: 'manifest digest, sha256:<64 hex>' });
+
+export const WorkerImageObject = Type.Object(
+  {
+    digest: Type.String(),
+    reference: Type.String({ description: 'the pinned reference it was pulled as (registry/repository@sha256:…)' }),
+    format: Type.String({ description: 'tart | fleet-qemu' }),
+    sizeBytes: Type.Number({ description: 'disk use of the unpacked image' }),
+    state: Type.String({ description: 'ready | pulling | failed' }),
+    progress: Type.Union([TransferProgressObject, Type.Null()], { description: 'while pulling' }),
+    error: Type.String(),
+    inUse: Type.Integer({ description: 'VM instances on the worker whose disks depend on it' }),
+    lastUsedAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { $id: 'WorkerImage' },
+);
+export type WorkerImageObject = Static<typeof WorkerImageObject>;
+
+export const WorkerImageList = Type.Object({
+  worker: Type.String(),
+  usedBytes: Type.Number({ description: "bytes the worker's image cache uses" }),
+  limitBytes: Type.Number({ description: 'the cache limit above which least-recently-used images are collected; 0 = none' }),
+  items: Type.Array(WorkerImageObject),
+});
+export type WorkerImageList = Static<typeof WorkerImageList>;
+
+export const ImageSummaryObject = Type.Object(
+  {
+    digest: Type.String(),
+    reference: Type.String(),
+    format: Type.String(),
+    sizeBytes: Type.Number(),
+    workers: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        state: Type.String(),
+        inUse: Type.Integer(),
+        lastUsedAt: Type.Union([Type.String(), Type.Null()]),
+        progress: Type.Union([TransferProgressObject, Type.Null()]),
+      }),
+    ),
+  },
+  { $id: 'ImageSummary' },
+);
+export const ImageSummaryList = Type.Object({ items: Type.Array(ImageSummaryObject) });
+export type ImageSummaryObject = Static<typeof ImageSummaryObject>;
+export type ImageSummaryList = Static<typeof ImageSummaryList>;
+
+export const ImageOperationStateSchema = Type.Union(['pending', 'running', 'succeeded', 'failed'].map((s) => Type.Literal(s)));
+
+export const ImageOperationObject = Type.Object(
+  {
+    id: Type.String(),
+    kind: Type.String({ description: 'prefetch | delete | push' }),
+    worker: Type.String({ description: 'the worker that carries it out' }),
+    vm: Type.Union([Type.String(), Type.Null()], { description: 'push: the VM whose disk is pushed' }),
+    reference: Type.String({ description: 'prefetch: the pinned reference; push: the target registry/repository:tag; delete: the image deleted' }),
+    digest: Type.String({ description: 'the image digest (push: known once pushed)' }),
+    state: Type.String({ description: 'pending | running | succeeded | failed' }),
+    message: Type.String({ description: 'what happened, or why it failed' }),
+    progress: Type.Union([TransferProgressObject, Type.Null()]),
+    createdBy: Type.String(),
+    createdAt: Type.String(),
+    updatedAt: Type.String(),
+  },
+  { $id: 'ImageOperation' },
+);
+export type ImageOperationObject = Static<typeof ImageOperationObject>;
+export const ImageOperationList = Type.Object({ items: Type.Array(ImageOperationObject) });
+export type ImageOperationList = Static<typeof ImageOperationList>;
+
+export const ImageOperationQuery = Type.Object(
+  {
+    worker: Type.Optional(Name),
+    state: Type.Optional(ImageOperationStateSchema),
+  },
+  { additionalProperties: false },
+);
+
+export const ImagePrefetchRequest = Type.Object(
+  {
+    reference: Type.String({ minLength: 1, maxLength: 1024, description: 'registry/repository[:tag] or …@sha256:…' }),
+    selector: Type.Optional(Labels),
+  },
+  { additionalProperties: false, $id: 'ImagePrefetchRequest' },
+);
+export type ImagePrefetchRequest = Static<typeof ImagePrefetchRequest>;
+
+export const ImagePrefetchResult = Type.Object({
+  reference: Type.String(),
+  digest: Type.String(),
+  format: Type.String({ description: 'tart (vz workers) | fleet-qemu (qemu workers)' }),
+  operations: Type.Array(ImageOperationObject, { description: 'one per eligible worker (a prefetch of the same image still under way there is reused)' }),
+});
+export type ImagePrefetchResult = Static<typeof ImagePrefetchResult>;
+
+export const VmPushRequest = Type.Object(
+  { reference: Type.String({ minLength: 1, maxLength: 1024, description: 'registry/repository:tag to push to' }) },
+  { additionalProperties: false, $id: 'VmPushRequest' },
+);
+export type VmPushRequest = Static<typeof VmPushRequest>;
+
+export const WorkerImageParams = Type.Object({ name: Name, digest: ImageDigest });
+export const ImageOperationIdParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) });

@@ -34,6 +34,9 @@ import { CONTROLLER_VERSION } from '../version.ts';
 import type { SessionBroker, SessionCall } from '../sessions/session-broker.ts';
 import type { NetworkCounterStore } from '../vms/network-counters.ts';
 import type { ErrorSink } from '../storage/backoff.ts';
+import type { WorkerImageService } from '../images/worker-image-service.ts';
+import type { ImageOperationService } from '../images/image-operation-service.ts';
+import { imageInventory, operationReport } from '../images/image-input.ts';
 
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const HELLO_TIMEOUT_MS = 15_000;
@@ -65,6 +68,8 @@ export interface WorkerGrpcDeps {
   controllerAddresses?: () => Promise<string[]>;
   /** Whether this controller is the leader (several controllers; absent = the only one). */
   isLeader?: () => boolean;
+  /** Workers' image caches and image operations (issue 15); absent = those messages are ignored. */
+  images?: { inventory: WorkerImageService; operations: ImageOperationService };
 }
 
 /** A Welcome waits at most this long for the address list: the first lease must not wait on it. */
@@ -362,6 +367,23 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         case 'vmNetwork': {
           const r = deps.networkCounters?.record(w.id, msg.vmNetwork?.vms ?? []);
           if (r?.rejected) log.warn({ worker: w.name, rejected: r.rejected }, 'ignored malformed network counters');
+          return;
+        }
+        case 'imageInventory': {
+          if (!deps.images) return;
+          const { inventory, rejected } = imageInventory(msg.imageInventory);
+          if (rejected.length) log.warn({ worker: w.name, rejected: rejected.slice(0, 20), count: rejected.length }, 'ignored malformed entries of an image inventory');
+          await deps.images.inventory.record(w.id, inventory);
+          return;
+        }
+        case 'imageOperation': {
+          if (!deps.images) return;
+          const report = operationReport(msg.imageOperation);
+          if ('rejected' in report) {
+            log.warn({ worker: w.name, rejected: report.rejected }, 'ignored a malformed image operation status');
+            return;
+          }
+          if (!(await deps.images.operations.report(w.id, report, w.name))) log.debug({ worker: w.name, operation: report.id, state: report.state }, 'ignored a status of an image operation that is unknown, of another worker, or finished');
           return;
         }
         case 'hello':

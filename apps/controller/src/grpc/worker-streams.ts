@@ -5,10 +5,10 @@
 // capped, jittered backoff until it succeeds or the worker's stream ends: a worker is
 // never left without a change that is already committed.
 import * as grpc from '@grpc/grpc-js';
-import type { ControllerMessage, VmAssignment, WorkerMessage__Output } from '@fleet/proto';
+import type { ControllerMessage, ImageOperation, VmAssignment, WorkerMessage__Output } from '@fleet/proto';
 import type { FleetDb } from '@fleet/db';
 import type { Logger } from 'pino';
-import { desiredAssignments } from '../vms/desired-state.ts';
+import { desiredAssignments, type ImagePullsOf } from '../vms/desired-state.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 
@@ -52,6 +52,10 @@ export interface WorkerStreamsOptions {
   assignments?: (db: FleetDb, workerId: string) => Promise<VmAssignment[]>;
   /** Seals the key pairs of VMs assigned for the first time (needed unless `assignments` is given). */
   secrets?: VmSecrets;
+  /** Registry image pulls of a worker's VMs (issue 15; images/image-pulls.ts). Absent: local images only. */
+  imagePulls?: ImagePullsOf;
+  /** The worker's pending and running image operations (issue 15; images/image-operation-service.ts). Absent: none. */
+  imageOperations?: (workerId: string) => Promise<ImageOperation[]>;
 }
 
 interface PushRetry {
@@ -80,7 +84,7 @@ export class WorkerStreams {
     this.backoff = { ...PUSH_RETRY_BACKOFF, ...opts.backoff };
     const secrets = opts.secrets;
     if (!opts.assignments && !secrets) throw new Error('WorkerStreams: pass the VM secrets (or replace assignments)');
-    this.assignments = opts.assignments ?? ((db, workerId) => desiredAssignments(db, secrets!, workerId));
+    this.assignments = opts.assignments ?? ((db, workerId) => desiredAssignments(db, secrets!, workerId, opts.imagePulls));
   }
 
   get size(): number {
@@ -148,7 +152,8 @@ export class WorkerStreams {
   }
 
   async pushDesiredState(stream: WorkerStream): Promise<void> {
-    let vms = await this.assignments(this.db, stream.workerId);
+    const [assigned, imageOperations] = await Promise.all([this.assignments(this.db, stream.workerId), this.opts.imageOperations?.(stream.workerId) ?? Promise.resolve([])]);
+    let vms = assigned;
     if (stream.closed) return;
     // Recorded as delivered before it is sent; an attempt whose allocation is gone meanwhile (deleted
     // before it was ever sent, by any controller) is left out: the worker must never hold it.
@@ -166,7 +171,7 @@ export class WorkerStreams {
     }
     for (const vm of vms) stream.delivered.add(`${vm.vmId}/${vm.attempt}`);
     stream.revision += 1;
-    stream.send({ desiredState: { revision: stream.revision, vms } });
+    stream.send({ desiredState: { revision: stream.revision, vms, imageOperations } });
   }
 
   private scheduleFlush(): void {

@@ -21,6 +21,12 @@
 //    free memory), spread the least busy (most free slots, then most memory);
 //    both break ties by worker name (then id). "Free VM slots" here is the
 //    smaller of free slots and free VM addresses (what the worker can still take).
+//  - Image locality (issue 15): among eligible workers with room and the same
+//    free-slot level (the profile's main key), a worker whose cache holds the
+//    VM's image (`imageDigest`) ready wins, then one still pulling it, before
+//    free memory and the name decide. It never outranks capacity: a worker
+//    without room is never chosen because it has the image, and pack/spread
+//    still decide between slot levels.
 //  - Placements consume capacity within the plan (on private copies; the
 //    caller's objects are never mutated), so two VMs never take the same slot.
 //  - Backfill, deliberately: when a VM does not fit, VMs after it (lower
@@ -49,7 +55,7 @@
 //    signature + shape for capacity, from a summary of the signature's workers
 //    built once (CapacitySummary: frontiers and sorted free capacity), so a
 //    queue with thousands of distinct shapes stays cheap.
-import { CapacityIndex, preferenceOrder, type FreeCapacity } from './capacity-index.ts';
+import { CapacityIndex, preferenceOrder, slotsFree, type FreeCapacity } from './capacity-index.ts';
 import { CapacitySummary } from './capacity-summary.ts';
 import * as reasons from './reasons.ts';
 
@@ -100,6 +106,18 @@ export interface PendingVmView {
   selector: Record<string, string>;
   /** '' = any driver the worker has. */
   driver: string;
+  /** The VM's registry image (manifest digest); '' or absent for local images. */
+  imageDigest?: string;
+}
+
+/** digest → workerId → whether that worker's cache holds the image ready or is pulling it. */
+export type ImageHolders = ReadonlyMap<string, ReadonlyMap<string, 'ready' | 'pulling'>>;
+
+/** How much holding an image counts: ready 2, pulling 1, not held 0. */
+export function imageRank(holders: ImageHolders | undefined, digest: string | undefined, workerId: string): number {
+  if (!digest || !holders) return 0;
+  const s = holders.get(digest)?.get(workerId);
+  return s === 'ready' ? 2 : s === 'pulling' ? 1 : 0;
 }
 
 export interface Placement {
@@ -151,8 +169,8 @@ export function freeOf(w: WorkerView): { cpus: number; memoryMib: number; vmSlot
   };
 }
 
-export function planPlacements(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile): PlanResult {
-  return new Planner(workers, profile).plan(vms);
+export function planPlacements(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile, images?: ImageHolders): PlanResult {
+  return new Planner(workers, profile, images).plan(vms);
 }
 
 // ---------------------------------------------------------------- internals
@@ -213,9 +231,14 @@ class Planner {
   private readonly summaries = new Map<readonly number[], CapacitySummary>();
   private readonly macosSummaries = new Map<readonly number[], CapacitySummary>();
 
+  /** Per digest: the holders as worker positions with their rank (built on first use). */
+  private readonly holderCache = new Map<string, { w: number; rank: number }[]>();
+  private positionOfId: Map<string, number> | undefined;
+
   constructor(
     private readonly workers: readonly WorkerView[],
     profile: SchedulerProfile,
+    private readonly images?: ImageHolders,
   ) {
     const n = workers.length;
     this.n = n;
@@ -348,7 +371,8 @@ class Planner {
         left.push(i);
         continue;
       }
-      const w = index.find(vm.cpus, vm.memoryMib);
+      let w = index.find(vm.cpus, vm.memoryMib);
+      if (w >= 0 && vm.imageDigest && this.images) w = this.preferHolder(w, vm, req.macos, index, memberships);
       index.remaining--;
       if (w < 0) {
         left.push(i);
@@ -391,6 +415,56 @@ class Planner {
       pending.set(vm.id, reason);
     }
     return { placements, pending };
+  }
+
+  /**
+   * `w` is the profile's choice for `vm`. A worker of the same free-slot level that holds the VM's
+   * image (ready before pulling), is a member of the same index and has room wins over it; among
+   * several, free memory and the name decide as usual. O(workers holding the image).
+   */
+  private preferHolder(w: number, vm: PendingVmView, macos: boolean, index: CapacityIndex, memberships: CapacityIndex[][]): number {
+    const holders = this.holdersOf(vm.imageDigest!);
+    if (holders.length === 0) return w;
+    const own = holders.find((h) => h.w === w)?.rank ?? 0;
+    if (own === 2) return w; // already the best: nothing outranks a ready copy on the profile's choice
+    const f = this.free;
+    const level = Math.floor(slotsFree(f, w));
+    let best = -1;
+    let bestRank = own;
+    for (const { w: h, rank } of holders) {
+      if (rank < bestRank || h === w) continue;
+      if (rank === bestRank && (best < 0 || !this.prefers(h, best))) continue;
+      if (!memberships[h]?.includes(index)) continue;
+      if (slotsFree(f, h) < 1 || Math.floor(slotsFree(f, h)) !== level) continue;
+      if (f.cpus[h]! < vm.cpus || f.memoryMib[h]! < vm.memoryMib || (macos && f.macosSlots[h]! < 1)) continue;
+      best = h;
+      bestRank = rank;
+    }
+    return best >= 0 ? best : w;
+  }
+
+  /** Within one slot level: more (spread) or less (pack) free memory, then the name. */
+  private prefers(a: number, b: number): boolean {
+    const ma = this.free.memoryMib[a]!;
+    const mb = this.free.memoryMib[b]!;
+    if (ma !== mb) return this.spread ? ma > mb : ma < mb;
+    return this.free.rank[a]! < this.free.rank[b]!;
+  }
+
+  private holdersOf(digest: string): { w: number; rank: number }[] {
+    let list = this.holderCache.get(digest);
+    if (list) return list;
+    list = [];
+    const m = this.images?.get(digest);
+    if (m && m.size > 0) {
+      this.positionOfId ??= new Map(this.workers.map((wv, i) => [wv.id, i]));
+      for (const [id, state] of m) {
+        const i = this.positionOfId.get(id);
+        if (i !== undefined) list.push({ w: i, rank: state === 'ready' ? 2 : 1 });
+      }
+    }
+    this.holderCache.set(digest, list);
+    return list;
   }
 
   /** Group workers by everything eligibility looks at, projected onto what the pending VMs ask for. */

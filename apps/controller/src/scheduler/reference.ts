@@ -7,14 +7,16 @@ import {
   comparePending,
   compareWorkerNames,
   freeOf,
+  imageRank,
   isValidRequest,
+  type ImageHolders,
   type PendingVmView,
   type PlanResult,
   type SchedulerProfile,
   type WorkerView,
 } from './placement.ts';
 
-export function planPlacementsNaive(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile): PlanResult {
+export function planPlacementsNaive(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile, images?: ImageHolders): PlanResult {
   const free = workers.map(freeOf);
   const spread = profile === 'spread';
   const placements: PlanResult['placements'] = [];
@@ -22,13 +24,16 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
   const seen = new Set<string>();
   // What a worker can still take as far as slots go: free VM slots, at most its free VM addresses.
   const slots = (f: (typeof free)[number]): number => Math.min(f.vmSlots, f.addresses);
-  // true when worker a is preferred over worker b
-  const better = (a: number, b: number): boolean => {
+  // true when worker a is preferred over worker b for a VM of image `digest`
+  const better = (a: number, b: number, digest: string | undefined): boolean => {
     const fa = free[a]!;
     const fb = free[b]!;
     const sa = Math.floor(slots(fa));
     const sb = Math.floor(slots(fb));
     if (sa !== sb) return spread ? sa > sb : sa < sb;
+    const ia = imageRank(images, digest, workers[a]!.id);
+    const ib = imageRank(images, digest, workers[b]!.id);
+    if (ia !== ib) return ia > ib;
     if (fa.memoryMib !== fb.memoryMib) return spread ? fa.memoryMib > fb.memoryMib : fa.memoryMib < fb.memoryMib;
     return compareWorkerNames(workers[a]!, workers[b]!) < 0;
   };
@@ -56,7 +61,7 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
       }
       if (!labelsOk) continue;
       if (f.cpus < vm.cpus || f.memoryMib < vm.memoryMib || f.vmSlots < 1 || f.addresses < 1 || (macos && f.macosSlots < 1)) continue;
-      if (best < 0 || better(i, best)) best = i;
+      if (best < 0 || better(i, best, vm.imageDigest)) best = i;
     }
     if (best < 0) {
       pending.set(vm.id, 'no eligible worker has room');

@@ -14,6 +14,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { vmEvent } from '../vms/vm-service.ts';
 import { parseLabels } from '../vms/vm-view.ts';
 import { loadWorkerViews } from '../workers/worker-views.ts';
+import { loadImageHoldings } from '../images/worker-image-service.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 
 /** Retries of a failed pass: 500 ms, 1 s, 2 s, ... at most 15 s apart (jittered). */
@@ -133,7 +134,11 @@ export class SchedulerLoop {
     this.metrics.pendingVms.set(pendingRows.length);
     if (pendingRows.length === 0) return 0;
     const workers = await loadWorkerViews(this.db);
-    const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile());
+    // Image locality (issue 15): the workers holding the pending VMs' images, one query per pass.
+    const digests = new Set<string>();
+    for (const v of pendingRows) if (v.imageDigest) digests.add(v.imageDigest);
+    const images = digests.size > 0 ? await loadImageHoldings(this.db, digests) : undefined;
+    const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile(), images);
     const byId = new Map(pendingRows.map((v) => [v.id, v]));
     const workerById = new Map(workers.map((w) => [w.id, w]));
     const now = new Date();
@@ -206,6 +211,7 @@ function toPendingView(vm: Vm): PendingVmView {
     os: vm.os === 'macos' ? 'macos' : 'linux',
     selector: parseLabels(vm.selector),
     driver: vm.driver,
+    imageDigest: vm.imageDigest,
   };
 }
 

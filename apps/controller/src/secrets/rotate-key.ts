@@ -14,6 +14,7 @@ import { DEFAULT_KEY_FILE, FileKeyProvider, kekId, loadKeyProvider, parseKey, wr
 import { tooOpenMessage } from './file-modes.ts';
 import { SecretBox } from './secret-box.ts';
 import { VmSecrets } from './vm-secrets.ts';
+import { RegistrySecrets, mergeKekCounts } from './registry-secrets.ts';
 import { FLEET_SECRETS_KEY_SETTING } from '../settings.ts';
 
 export interface RotateKeyOptions {
@@ -37,8 +38,10 @@ export interface RotateKeyResult {
   current: string;
   rows: number;
   moved: number;
-  /** Envelopes per KEK id after the pass: only `current` when done. */
+  /** Envelopes per KEK id after the pass (VM secrets and registry passwords): only `current` when done. */
   byKey: Map<string, number>;
+  /** Registry passwords (issue 15): rows with one, and how many were re-wrapped. */
+  registries: { rows: number; moved: number };
   /** Where the previous key was kept (key file source). */
   previousKeyFile: string | null;
 }
@@ -91,23 +94,30 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
   }
   const db = o.db ?? openDatabase({ url: o.databaseUrl ?? `file:${path.join(o.dataDir, 'fleet.db')}` });
   try {
-    const secrets = new VmSecrets(new SecretBox(keys));
+    const box = new SecretBox(keys);
+    const secrets = new VmSecrets(box);
+    const registrySecrets = new RegistrySecrets(box);
     const current = keys.current().id;
     // The fleet's key from now on: a controller started without it refuses (settings.ts).
     await db.setting.upsert({ where: { key: FLEET_SECRETS_KEY_SETTING }, create: { key: FLEET_SECRETS_KEY_SETTING, value: JSON.stringify(current) }, update: { value: JSON.stringify(current) } });
     let rows = 0;
     let moved = 0;
     let byKey = new Map<string, number>();
+    const registries = { rows: 0, moved: 0 };
     // A controller that sealed with the old key just before it noticed the switch may leave a
     // row behind the pass's cursor: a second pass picks it up.
     for (let pass = 1; pass <= 3; pass++) {
       const r = await secrets.rewrapAll(db, { ...(o.batch ? { batch: o.batch } : {}), onBatch: (m) => say(`  re-wrapped the secrets of ${moved + m} VMs so far`) });
       rows = r.rows;
       moved += r.moved;
-      byKey = await secrets.envelopesByKek(db);
+      const g = await registrySecrets.rewrapAll(db, { ...(o.batch ? { batch: o.batch } : {}) });
+      registries.rows = g.rows;
+      registries.moved += g.moved;
+      if (g.moved > 0) say(`  re-wrapped the passwords of ${registries.moved} registries`);
+      byKey = mergeKekCounts(await secrets.envelopesByKek(db), await registrySecrets.envelopesByKek(db));
       if ([...byKey.keys()].every((id) => id === current)) break;
     }
-    return { previous, current, rows, moved, byKey, previousKeyFile };
+    return { previous, current, rows, moved, byKey, registries, previousKeyFile };
   } finally {
     if (!o.db) await db.$disconnect();
   }
