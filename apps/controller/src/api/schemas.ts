@@ -104,6 +104,10 @@ export const VmObject = Type.Object(
     state: VmStateSchema,
     reason: Type.String({ description: 'why the VM is in this state (e.g. why it is still pending)' }),
     image: Type.String(),
+    imageDigest: Type.Union([Type.String(), Type.Null()], { description: 'registry images: the manifest digest the reference resolved to when the VM was created (every attempt runs it); null for local images' }),
+    pull: Type.Union([Type.Object({ bytesDone: Type.Integer(), bytesTotal: Type.Integer(), percent: Type.Integer({ minimum: 0, maximum: 100 }) }), Type.Null()], {
+      description: "the worker is pulling the VM's image: how far it got (null otherwise)",
+    }),
     os: Os,
     driver: Type.String(),
     cpus: Type.Integer(),

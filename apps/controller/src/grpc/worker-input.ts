@@ -73,10 +73,18 @@ export function reportedInstances(statuses: VmStatus__Output[]): { instances: Re
       ip: IPV4.test(s.ip) ? s.ip : '',
       mac: MAC.test(s.mac) ? s.mac.toLowerCase() : '',
       message: clip(s.message, 1024),
+      pull: pullProgress(s.pull),
     });
   }
   if (statuses.length > MAX_REPORTS_PER_MESSAGE) rejected.push(`${statuses.length - MAX_REPORTS_PER_MESSAGE} statuses over the per-message limit`);
   return { instances, rejected };
+}
+
+/** An image pull's progress as reported (bytes done never above the total); null when none. */
+function pullProgress(p: { bytesDone?: string | number; bytesTotal?: string | number } | null | undefined): { bytesDone: number; bytesTotal: number } | null {
+  if (!p) return null;
+  const bytesTotal = uint(p.bytesTotal);
+  return { bytesDone: Math.min(uint(p.bytesDone), bytesTotal), bytesTotal };
 }
 
 export function workerEvent(e: WorkerEvent__Output): { kind: string; level: 'info' | 'warn' | 'error'; message: string; vmId: string | null } {

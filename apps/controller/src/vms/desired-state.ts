@@ -1,15 +1,18 @@
 // The set of VM instances a worker should hold, built from the database.
-import type { FleetDb } from '@fleet/db';
-import type { VmAssignment } from '@fleet/proto';
+import type { FleetDb, Vm } from '@fleet/db';
+import type { ImagePull, VmAssignment } from '@fleet/proto';
 import { PLACED_STATES } from './vm-service.ts';
 import { parseLabels, parseNetwork } from './vm-view.ts';
 import { ensureVmAccess } from '../sessions/vm-access.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
-export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, workerId: string): Promise<VmAssignment[]> {
+/** Registry images of VMs (issue 15): VM id → what the worker pulls (images/image-pulls.ts); local images absent. */
+export type ImagePullsOf = (vms: readonly Vm[]) => Promise<Map<string, ImagePull>>;
+
+export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, workerId: string, imagePulls?: ImagePullsOf): Promise<VmAssignment[]> {
   const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' } });
   // Every VM boots with the fleet's per-VM session key authorized (issue 5).
-  const access = await ensureVmAccess(db, secrets, vms);
+  const [access, pulls] = await Promise.all([ensureVmAccess(db, secrets, vms), imagePulls ? imagePulls(vms) : Promise.resolve(new Map<string, ImagePull>())]);
   return vms.map((vm) => ({
     vmId: vm.id,
     name: vm.name,
@@ -17,6 +20,7 @@ export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, worker
     generation: vm.generation,
     desiredPower: vm.desiredPower === 'stopped' ? 'POWER_STATE_STOPPED' : 'POWER_STATE_RUNNING',
     disconnectPolicy: vm.disconnectPolicy === 'wait' ? 'wait' : 'reschedule',
+    ...(pulls.has(vm.id) ? { imagePull: pulls.get(vm.id)! } : {}),
     spec: {
       image: vm.image,
       os: vm.os,

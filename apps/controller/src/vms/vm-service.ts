@@ -41,6 +41,8 @@ export interface ReportedInstance {
   ip: string;
   mac: string;
   message: string;
+  /** Issue 15: set while the worker pulls the instance's image. */
+  pull?: { bytesDone: number; bytesTotal: number } | null;
 }
 
 interface Change {
@@ -49,7 +51,11 @@ interface Change {
 }
 
 export class VmService {
-  /** Set by the composition root: whether a connected worker was never sent this instance. */
+  /**
+   * Set by the composition root (issue 15): resolves a registry image's tag to the manifest digest
+   * every attempt of the VM then runs (images/image-resolver.ts); local names resolve to "".
+   */
+  resolveImage: (image: string) => Promise<{ imageDigest: string }> = async () => ({ imageDigest: '' });
 
   constructor(
     private readonly db: FleetDb,
@@ -124,6 +130,8 @@ export class VmService {
     const id = randomUUID();
     // Sealed before the transaction (the row id is the associated data, so it is chosen first).
     let sealed: { publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>> | undefined;
+    // A registry tag is resolved now, once: every attempt of this VM runs exactly this digest.
+    const { imageDigest } = await this.resolveImage(spec.image);
     if (spec.password !== undefined) {
       const pair = generateVmKeyPair(spec.name);
       sealed = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(id, pair.privateKey, spec.password)) };
@@ -137,6 +145,7 @@ export class VmService {
             state: 'pending',
             reason: 'waiting for the scheduler',
             image: spec.image,
+            imageDigest,
             os: spec.os ?? 'linux',
             driver: spec.driver ?? '',
             cpus: spec.cpus ?? 2,
@@ -198,11 +207,14 @@ export class VmService {
     // Asking a failed VM to run is how an operator restarts it (whatever its restart policy):
     // back to pending, and the scheduler gives it a new attempt.
     const restart = vm.state === 'failed' && patch.powerState === 'running';
+    // A new registry image is resolved now, like at create (the old digest stays until it commits).
+    const resolved = patch.image !== undefined && patch.image !== vm.image ? await this.resolveImage(patch.image) : undefined;
     const data: Prisma.VmUncheckedUpdateManyInput = {
       ...(restart
         ? { state: 'pending', workerId: null, ip: null, restartAt: null, restartCount: { increment: 1 }, reason: `restart requested by ${actor}: waiting for the scheduler` }
         : {}),
       ...(patch.image !== undefined ? { image: patch.image } : {}),
+      ...(resolved ? { imageDigest: resolved.imageDigest } : {}),
       ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
       ...(patch.memoryMib !== undefined ? { memoryMib: patch.memoryMib } : {}),
       ...(patch.labels !== undefined ? { labels: JSON.stringify(patch.labels) } : {}),
@@ -350,6 +362,7 @@ export class VmService {
         if (report.mac && report.mac !== vm.mac) data.mac = report.mac;
         if (report.observedGeneration > vm.observedGeneration) data.observedGeneration = report.observedGeneration;
         if (next && next.state === 'failed') {
+          if (vm.pullProgress) data.pullProgress = '';
           const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data);
           vms.set(vm.id, failed);
           changes.push({ vm: failed, type: 'MODIFIED' });
@@ -372,6 +385,11 @@ export class VmService {
           );
           if (next.state === 'running') this.metrics.observeStart(vm, this.now());
         }
+        // Issue 15: while the worker pulls the image, the VM says how far it got ("pulling … 37 %").
+        const pull = report.pull && report.pull.bytesTotal >= 0 ? JSON.stringify({ bytesDone: report.pull.bytesDone, bytesTotal: report.pull.bytesTotal }) : '';
+        if (pull !== vm.pullProgress) data.pullProgress = pull;
+        if (pull && report.message && (data.reason ?? vm.reason) !== report.message) data.reason = report.message;
+        if (!pull && vm.pullProgress && !next && vm.reason.startsWith('pulling image ')) data.reason = describeState(vm.state as VmState, workerName);
         if (Object.keys(data).length === 0) continue;
         const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data: data as Prisma.VmUpdateManyMutationInput });
         if (res.count === 0) throw new ConcurrentChangeError(`vm ${vm.name}`);

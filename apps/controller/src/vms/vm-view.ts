@@ -41,6 +41,8 @@ export function toVmObject(vm: Vm, workerName: string | null, passwordSet = fals
     state: vm.state as VmObject['state'],
     reason: vm.reason,
     image: vm.image,
+    imageDigest: vm.imageDigest || null,
+    pull: pullOf(vm),
     os: vm.os as VmObject['os'],
     driver: vm.driver,
     cpus: vm.cpus,
@@ -69,4 +71,17 @@ export function toVmObject(vm: Vm, workerName: string | null, passwordSet = fals
     runningAt: iso(vm.runningAt),
     restartAt: iso(vm.restartAt),
   };
+}
+
+/** The image pull in progress for the current attempt (shown only while the VM is being started). */
+function pullOf(vm: Vm): VmObject['pull'] {
+  if (!vm.pullProgress || (vm.state !== 'scheduled' && vm.state !== 'starting' && vm.state !== 'stopped')) return null;
+  try {
+    const p = JSON.parse(vm.pullProgress) as { bytesDone?: unknown; bytesTotal?: unknown };
+    const bytesDone = typeof p.bytesDone === 'number' ? p.bytesDone : 0;
+    const bytesTotal = typeof p.bytesTotal === 'number' ? p.bytesTotal : 0;
+    return { bytesDone, bytesTotal, percent: bytesTotal > 0 ? Math.min(100, Math.floor((bytesDone / bytesTotal) * 100)) : 0 };
+  } catch {
+    return null;
+  }
 }
