@@ -183,17 +183,43 @@ function sleep(ms: number, signal: AbortSignal | undefined, what: string): Promi
   });
 }
 
-/** Calls `fn` at most every PROGRESS_INTERVAL_MS, and always for `final` values. */
-function throttle(fn: ((n: number) => void) | undefined): (n: number, final?: boolean) => void {
-  if (!fn) return () => {};
+interface Throttled {
+  (n: number, final?: boolean): void;
+  /** Drops a pending trailing call (the transfer ended). */
+  cancel(): void;
+}
+
+/**
+ * Calls `fn` at most every PROGRESS_INTERVAL_MS. A suppressed value is delivered
+ * later (trailing edge) so a stalled transfer still shows its last position; `final`
+ * values go out at once.
+ */
+export function throttle(fn: ((n: number) => void) | undefined): Throttled {
   let last = 0;
-  return (n, final) => {
-    const now = Date.now();
-    if (final || now - last >= PROGRESS_INTERVAL_MS) {
-      last = now;
-      fn(n);
-    }
+  let pending: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const cancel = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    pending = undefined;
   };
+  const emit = (n: number): void => {
+    cancel();
+    last = Date.now();
+    fn!(n);
+  };
+  const t = ((n: number, final?: boolean) => {
+    if (!fn) return;
+    if (final || Date.now() - last >= PROGRESS_INTERVAL_MS) return emit(n);
+    pending = n;
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      if (pending !== undefined) emit(pending);
+    }, PROGRESS_INTERVAL_MS - (Date.now() - last));
+    timer.unref();
+  }) as Throttled;
+  t.cancel = cancel;
+  return t;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -511,6 +537,7 @@ export class RegistryClient {
       await syncDir(path.dirname(destFile));
       progress(desc.size, true);
     } catch (err) {
+      progress.cancel();
       if (fh) {
         // Keep a partial only if it holds something worth resuming.
         const size = await fh.stat().then((st) => st.size, () => -1);
@@ -556,7 +583,8 @@ export class RegistryClient {
     }
     const progress = throttle(opts.onProgress);
     let sent = 0;
-    await this.upload(
+    try {
+      await this.upload(
       repository,
       desc,
       () => {
@@ -571,8 +599,11 @@ export class RegistryClient {
           },
         };
       },
-      opts.signal,
-    );
+        opts.signal,
+      );
+    } finally {
+      progress.cancel();
+    }
     progress(desc.size, true);
   }
 
@@ -622,7 +653,7 @@ export class RegistryClient {
     fh: FileHandle,
     state: DownloadState,
     restart: () => Promise<void>,
-    progress: (n: number, final?: boolean) => void,
+    progress: Throttled,
     signal: AbortSignal | undefined,
   ): Promise<void> {
     const have = state.have;

@@ -1,10 +1,8 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { Descriptor, RegistryClient, TransferProgress } from './client.ts';
+import { throttle, type Descriptor, type RegistryClient, type TransferProgress } from './client.ts';
 import { OciError } from './errors.ts';
 import { isDigest } from './reference.ts';
-
-const PROGRESS_INTERVAL_MS = 100;
 
 /**
  * Downloads `descs` into `dir` as `sha256-<hex>` files, at most `concurrency` at a
@@ -37,15 +35,15 @@ export async function downloadBlobs(
 
   const bytesTotal = [...unique.values()].reduce((n, d) => n + d.size, 0);
   const done = new Map<string, number>();
-  let lastReport = 0;
+  const sum = (): number => {
+    let n = 0;
+    for (const v of done.values()) n += v;
+    return n;
+  };
+  const progress = throttle(opts.onProgress ? (bytesDone) => opts.onProgress!({ bytesDone, bytesTotal }) : undefined);
   const report = (): void => {
-    if (!opts.onProgress) return;
-    let bytesDone = 0;
-    for (const n of done.values()) bytesDone += n;
-    const now = Date.now();
-    if (bytesDone !== bytesTotal && now - lastReport < PROGRESS_INTERVAL_MS) return;
-    lastReport = now;
-    opts.onProgress({ bytesDone, bytesTotal });
+    const n = sum();
+    progress(n, n === bytesTotal);
   };
 
   // One controller for all downloads: the caller's abort and our own first failure.
@@ -84,6 +82,7 @@ export async function downloadBlobs(
     await Promise.all(Array.from({ length: Math.min(concurrency, unique.size) }, worker));
   } finally {
     opts.signal?.removeEventListener('abort', onOuterAbort);
+    if (firstError !== undefined) progress.cancel();
   }
   if (opts.signal?.aborted && (firstError === undefined || (firstError instanceof OciError && firstError.code === 'aborted'))) {
     throw firstError ?? new OciError('aborted', `download of ${repository} was aborted`);
