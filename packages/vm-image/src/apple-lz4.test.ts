@@ -159,7 +159,7 @@ function xxh32Short(b: Uint8Array): number {
 /** Re-wraps an Apple frame's blocks in a standard LZ4 frame (independent 64 KiB blocks, no checksums). */
 function appleToStandardFrame(apple: Buffer): Buffer {
   const desc = Buffer.from([0x60, 0x40]); // FLG: version 01, independent blocks; BD: 64 KiB max
-  const parts = [Buffer.from([0x04, 0x22, 0x4d, 0x18]), desc, Buffer.from([(xxh32Short(desc) >>> 8) & 0xff])];
+  const parts: Buffer[] = [Buffer.from([0x04, 0x22, 0x4d, 0x18]), desc, Buffer.from([(xxh32Short(desc) >>> 8) & 0xff])];
   let p = 0;
   for (;;) {
     const magic = apple.toString('latin1', p, p + 4);
