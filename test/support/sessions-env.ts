@@ -69,6 +69,8 @@ export function spawnLogged(cmd: string, args: string[], env: Record<string, str
 export interface SessionsEnv {
   id: number;
   ns: string;
+  /** The root namespace's end of the veth: reachable from the controller and from the worker's namespace. */
+  hostIp: string;
   tmp: string;
   controller: ControllerProcess;
   worker: Spawned;
@@ -143,6 +145,7 @@ export async function startSessionsEnv(opts: { id?: number } = {}): Promise<Sess
   const env: SessionsEnv = {
     id,
     ns,
+    hostIp,
     tmp,
     get controller() {
       return controller;

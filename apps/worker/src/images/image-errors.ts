@@ -16,7 +16,7 @@ export function describeImageError(error: unknown, reference: string): { code: I
     case 'not-found':
       return { code: 'not-found', message };
     case 'digest-mismatch':
-      return { code: 'digest-mismatch', message };
+      return { code: 'digest-mismatch', message: /digest/i.test(message) ? message : `digest mismatch: ${message}` };
     case 'network':
     case 'tls':
     case 'insecure-refused':

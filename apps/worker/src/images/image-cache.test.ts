@@ -1,0 +1,202 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { packFleetQemu, type PackedImage } from '@fleet/vm-image';
+import { readFile } from 'node:fs/promises';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ImageCache, ImageCacheError } from './image-cache.ts';
+
+/** A registry in this process (127.0.0.1): serves pushed images by digest and counts blob requests. */
+class FakeRegistry {
+  readonly manifests = new Map<string, { type: string; body: Buffer }>();
+  readonly blobs = new Map<string, Buffer>();
+  blobGets = 0;
+  /** Digests served with one byte flipped (a registry serving corrupted data). */
+  readonly corrupt = new Set<string>();
+  /** Delay before each blob response (to overlap pulls). */
+  delayMs = 0;
+  server = http.createServer((req, res) => void this.handle(req, res));
+  host = '';
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.host = `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  async add(repo: string, image: PackedImage): Promise<string> {
+    for (const blob of [image.config, ...image.layers]) this.blobs.set(blob.descriptor.digest, await readFile(blob.path));
+    this.manifests.set(`${repo}@${image.manifestDigest}`, { type: image.manifest.mediaType, body: image.manifestBytes });
+    return `${this.host}/${repo}@${image.manifestDigest}`;
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = req.url ?? '';
+    if (url === '/v2/') return void res.writeHead(200).end('{}');
+    let m = /^\/v2\/(.+)\/manifests\/(sha256:[a-f0-9]{64})$/.exec(url);
+    if (m) {
+      const found = this.manifests.get(`${m[1]}@${m[2]}`);
+      if (!found) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}');
+      res.writeHead(200, { 'content-type': found.type, 'docker-content-digest': m[2]!, 'content-length': found.body.length });
+      return void res.end(req.method === 'HEAD' ? undefined : found.body);
+    }
+    m = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/.exec(url);
+    if (m) {
+      let body = this.blobs.get(m[2]!);
+      if (!body) return void res.writeHead(404).end();
+      this.blobGets++;
+      if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+      if (this.corrupt.has(m[2]!)) {
+        body = Buffer.from(body);
+        body[Math.floor(body.length / 2)]! ^= 0xff;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+      return void res.end(body);
+    }
+    res.writeHead(404).end();
+  }
+}
+
+const quiet = { info() {}, warn() {} };
+let tmp = '';
+let registry: FakeRegistry;
+
+async function guestLikeImage(name: string, sizeKib: number): Promise<PackedImage> {
+  const dir = path.join(tmp, 'src', name);
+  await mkdir(dir, { recursive: true });
+  const kernel = path.join(dir, 'kernel');
+  const initrd = path.join(dir, 'initrd');
+  await writeFile(kernel, Buffer.alloc(sizeKib * 1024, name));
+  await writeFile(initrd, Buffer.alloc(sizeKib * 512, `${name}-initrd`));
+  return packFleetQemu({ kernel, initrd, cmdline: `console=ttyS0 image=${name}`, architecture: 'amd64' }, path.join(dir, 'packed'));
+}
+
+function cache(opts: { limitBytes?: number; inUse?: Set<string>; reserveBytes?: number; dir?: string } = {}): ImageCache {
+  return new ImageCache({
+    dir: opts.dir ?? path.join(tmp, 'cache'),
+    limitBytes: opts.limitBytes ?? 0,
+    platform: { os: 'linux', architecture: 'amd64' },
+    formats: ['fleet-qemu'],
+    inUse: async () => opts.inUse ?? new Set(),
+    log: quiet,
+    ...(opts.reserveBytes !== undefined ? { reserveBytes: opts.reserveBytes } : { reserveBytes: 0 }),
+  });
+}
+
+const insecure = { insecure: true };
+const digestOf = (ref: string) => ref.slice(ref.indexOf('@') + 1);
+
+beforeAll(async () => {
+  registry = new FakeRegistry();
+  await registry.start();
+});
+afterAll(async () => {
+  await new Promise((r) => registry.server.close(r));
+});
+beforeEach(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'fleet-imgcache-'));
+  registry.blobGets = 0;
+  registry.delayMs = 0;
+  registry.corrupt.clear();
+});
+afterEach(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe('ImageCache', () => {
+  it('pulls an image once for concurrent requests, unpacks it read-only, and reuses it from disk after a restart', async () => {
+    const ref = await registry.add('fleet/guest', await guestLikeImage('a', 64));
+    const c = cache();
+    registry.delayMs = 50;
+    const progress: number[] = [];
+    const [x, y, z] = await Promise.all([c.acquire({ reference: ref, access: insecure }, (p) => progress.push(p.bytesDone)), c.acquire({ reference: ref, access: insecure }), c.acquire({ reference: ref, access: insecure })]);
+    expect(registry.blobGets).toBe(3); // config + kernel + initrd, once
+    expect(x.image.digest).toBe(digestOf(ref));
+    expect(y.image.kernel).toBe(x.image.kernel);
+    expect(z.image.cmdline).toBe('console=ttyS0 image=a');
+    expect((await readFile(x.image.kernel!)).length).toBe(64 * 1024);
+    expect(progress.at(-1)).toBeGreaterThan(0);
+    for (const h of [x, y, z]) h.release();
+    const inv = await c.inventory();
+    expect(inv.images).toEqual([expect.objectContaining({ digest: digestOf(ref), state: 'ready', format: 'fleet-qemu', inUse: 0 })]);
+    expect(Number(inv.usedBytes)).toBeGreaterThan(0);
+
+    // A new process finds it on disk: no download.
+    const again = cache();
+    const h = await again.acquire({ reference: ref, access: insecure });
+    expect(registry.blobGets).toBe(3);
+    expect(h.image.kernel).toBe(x.image.kernel);
+    h.release();
+  });
+
+  it('refuses a reference not pinned to a digest, and an image of a format the driver cannot run', async () => {
+    const c = cache();
+    await expect(c.acquire({ reference: `${registry.host}/fleet/guest:1`, access: insecure })).rejects.toThrow(/not pinned to a digest/);
+    const tart = new ImageCache({ dir: path.join(tmp, 'tart'), limitBytes: 0, platform: { os: 'darwin', architecture: 'arm64' }, formats: ['tart'], inUse: async () => new Set(), log: quiet, reserveBytes: 0 });
+    const ref = await registry.add('fleet/qemu-only', await guestLikeImage('q', 4));
+    await expect(tart.acquire({ reference: ref, access: insecure })).rejects.toThrow(/Fleet qemu image.*this worker runs Tart/);
+  });
+
+  it('a blob whose bytes do not match its digest fails the pull clearly and leaves no image behind', async () => {
+    const image = await guestLikeImage('bad', 32);
+    const ref = await registry.add('fleet/bad', image);
+    registry.corrupt.add(image.layers[0]!.descriptor.digest);
+    const c = cache();
+    const err = await c.acquire({ reference: ref, access: insecure }).catch((e: unknown) => e as ImageCacheError);
+    expect(err).toBeInstanceOf(ImageCacheError);
+    expect((err as Error).message).toMatch(/digest/i);
+    expect(await readdir(path.join(tmp, 'cache', 'images'))).toEqual([]);
+    expect((await readdir(path.join(tmp, 'cache', 'tmp'))).filter((n) => !n.startsWith('deleted-'))).toEqual([]);
+    const inv = await c.inventory();
+    expect(inv.images).toEqual([expect.objectContaining({ digest: digestOf(ref), state: 'failed' })]);
+    // Fixed registry: the next attempt succeeds.
+    registry.corrupt.clear();
+    (await c.acquire({ reference: ref, access: insecure })).release();
+    expect((await c.inventory()).images).toEqual([expect.objectContaining({ digest: digestOf(ref), state: 'ready' })]);
+  });
+
+  it('evicts least-recently-used images above the limit, never one in use or pinned; delete refuses one in use', async () => {
+    const refs = [];
+    for (const n of ['l1', 'l2', 'l3']) refs.push(await registry.add(`fleet/${n}`, await guestLikeImage(n, 256)));
+    const inUse = new Set<string>();
+    let now = 1000;
+    const c = new ImageCache({ dir: path.join(tmp, 'lru'), limitBytes: 0, platform: { os: 'linux', architecture: 'amd64' }, formats: ['fleet-qemu'], inUse: async () => inUse, log: quiet, reserveBytes: 0, now: () => now++ });
+    for (const r of refs) (await c.acquire({ reference: r, access: insecure })).release();
+    const one = c.usedBytes() / 3;
+    inUse.add(digestOf(refs[0]!)); // oldest, but a VM's disk depends on it
+    // Restarted with a limit of 1.5 images; l2 is pinned (an instance is being created from it).
+    const limited = new ImageCache({ dir: path.join(tmp, 'lru'), limitBytes: Math.ceil(one * 1.5), platform: { os: 'linux', architecture: 'amd64' }, formats: ['fleet-qemu'], inUse: async () => inUse, log: quiet, reserveBytes: 0 });
+    const pinned = await limited.acquire({ reference: refs[1]!, access: insecure });
+    expect(registry.blobGets).toBe(9); // from disk, not pulled again
+    await limited.gc();
+    const left = (await limited.inventory()).images.map((i) => i.digest).sort();
+    // l3 was the least recently used image that nobody needs: gone. l1 (in use) and l2 stay, over the limit.
+    expect(left).toEqual([digestOf(refs[0]!), digestOf(refs[1]!)].sort());
+    await expect(limited.delete(digestOf(refs[0]!))).rejects.toThrow(/used by VM instances/);
+    inUse.clear();
+    expect(await limited.delete(digestOf(refs[0]!))).toBe(true);
+    expect(existsSync(path.join(tmp, 'lru', 'images', digestOf(refs[0]!).replace(':', '-')))).toBe(false);
+    pinned.release();
+  });
+
+  it('says how much space a pull needs when the disk cannot hold it', async () => {
+    const ref = await registry.add('fleet/huge', await guestLikeImage('h', 16));
+    const c = cache({ reserveBytes: Number.MAX_SAFE_INTEGER / 2 });
+    await expect(c.acquire({ reference: ref, access: insecure })).rejects.toThrow(/not enough disk space to pull .* needs/);
+    expect(registry.blobGets).toBe(0);
+  });
+
+  it('drops unfinished unpacks and unreadable image dirs at start', async () => {
+    const dir = path.join(tmp, 'restart');
+    await mkdir(path.join(dir, 'tmp', 'half-unpacked'), { recursive: true });
+    await mkdir(path.join(dir, 'images', `sha256-${'0'.repeat(64)}`), { recursive: true });
+    const c = cache({ dir });
+    await c.init();
+    expect(await readdir(path.join(dir, 'tmp'))).toEqual([]);
+    expect(await readdir(path.join(dir, 'images'))).toEqual([]);
+    expect(createHash('sha256')).toBeTruthy();
+  });
+});
