@@ -2,6 +2,7 @@ import { PowerState, VmPhase, type DesiredState__Output, type VmAssignment__Outp
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../logger.ts';
 import { FakeDriver } from './fake-driver.test-helper.ts';
+import type { PulledImage } from '../drivers/driver.ts';
 import { Reconciler } from './reconciler.ts';
 
 type Power = (typeof PowerState)[keyof typeof PowerState];
@@ -45,7 +46,25 @@ class TestLease {
   }
 }
 
-async function harness(opts: { concurrency?: number; driver?: FakeDriver; lease?: TestLease } = {}): Promise<Harness> {
+/** An image cache whose pulls the test finishes by hand. */
+class TestImages {
+  readonly pulls: { reference: string; progress: (p: { bytesDone: number; bytesTotal: number }) => void; resolve: () => void; reject: (e: Error) => void }[] = [];
+  released = 0;
+  acquire(request: { reference: string }, onProgress?: (p: { bytesDone: number; bytesTotal: number }) => void): Promise<{ image: PulledImage; release: () => void }> {
+    return new Promise((resolve, reject) => {
+      this.pulls.push({
+        reference: request.reference,
+        progress: (p) => onProgress?.(p),
+        resolve: () => resolve({ image: { digest: request.reference.split('@')[1]!, reference: request.reference, format: 'fleet-qemu', dir: '/cache/x', kernel: '/cache/x/kernel' }, release: () => this.released++ }),
+        reject,
+      });
+    });
+  }
+}
+
+const PINNED = `127.0.0.1:5000/fleet/guest@sha256:${'a'.repeat(64)}`;
+
+async function harness(opts: { concurrency?: number; driver?: FakeDriver; lease?: TestLease; images?: TestImages } = {}): Promise<Harness> {
   const driver = opts.driver ?? new FakeDriver();
   const statuses: VmStatus[] = [];
   const events: WorkerEvent[] = [];
@@ -56,6 +75,7 @@ async function harness(opts: { concurrency?: number; driver?: FakeDriver; lease?
     onEvent: (e) => events.push(e),
     ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     ...(opts.lease ? { lease: opts.lease } : {}),
+    ...(opts.images ? { images: opts.images } : {}),
   });
   open.push(reconciler);
   await reconciler.adopt();
@@ -72,6 +92,72 @@ async function harness(opts: { concurrency?: number; driver?: FakeDriver; lease?
         .filter((p, i, all) => p !== all[i - 1]),
     current: (vmId) => reconciler.snapshot().find((s) => s.vmId === vmId),
   };
+}
+
+describe('Reconciler: registry images (issue 15)', () => {
+  const pulling = (vmId: string, attempt = 1): VmAssignment__Output => ({ ...vm(vmId, { attempt }), imagePull: { reference: PINNED, access: { insecure: true, caPem: '', username: '', password: '' } } });
+
+  it('pulls before creating, reports progress as STARTING "pulling … %", hands the pulled image to the driver and lets go of its pin', async () => {
+    const images = new TestImages();
+    const driver = Object.assign(new FakeDriver(), { imageFormats: ['fleet-qemu'] as const });
+    const h = await harness({ driver, images });
+    h.reconciler.setDesired(desired(pulling('p')));
+    await waitFor(() => images.pulls.length === 1);
+    images.pulls[0]!.progress({ bytesDone: 37, bytesTotal: 100 });
+    await waitFor(() => h.statuses.some((s) => s.pull?.bytesDone === '37'));
+    const during = h.statuses.filter((s) => s.vmId === 'p').at(-1)!;
+    expect(during).toMatchObject({ phase: VmPhase.VM_PHASE_STARTING, message: `pulling image ${PINNED}: 37 %`, pull: { bytesDone: '37', bytesTotal: '100' } });
+    expect(driver.opsFor('p')).toEqual([]);
+    images.pulls[0]!.resolve();
+    await h.reconciler.idle();
+    expect(driver.opsFor('p')).toEqual(['create p#1', 'start p#1']);
+    expect(driver.instances.get('p#1')!.spec.pulled).toMatchObject({ digest: `sha256:${'a'.repeat(64)}`, kernel: '/cache/x/kernel' });
+    expect(images.released).toBe(1);
+    expect(h.current('p')).toMatchObject({ phase: VmPhase.VM_PHASE_RUNNING, message: '' });
+    expect(h.current('p')!.pull).toBeUndefined();
+  });
+
+  it('a failed pull fails the attempt with the cause, creates nothing, and tells the controller in an event', async () => {
+    const images = new TestImages();
+    const driver = Object.assign(new FakeDriver(), { imageFormats: ['fleet-qemu'] as const });
+    const h = await harness({ driver, images });
+    h.reconciler.setDesired(desired(pulling('f')));
+    await waitFor(() => images.pulls.length === 1);
+    images.pulls[0]!.reject(new Error('blob sha256:abc hashes to sha256:def (digest mismatch)'));
+    await h.reconciler.idle();
+    expect(driver.opsFor('f')).toEqual([]);
+    expect(h.current('f')).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: 'image pull failed: blob sha256:abc hashes to sha256:def (digest mismatch)' });
+    expect(h.events.map((e) => e.message)).toContain('attempt 1: image pull failed: blob sha256:abc hashes to sha256:def (digest mismatch)');
+  });
+
+  it('a VM withdrawn while its image is pulled is reported GONE at once (the pull is not waited for)', async () => {
+    const images = new TestImages();
+    const driver = Object.assign(new FakeDriver(), { imageFormats: ['fleet-qemu'] as const });
+    const h = await harness({ driver, images });
+    h.reconciler.setDesired(desired(pulling('w')));
+    await waitFor(() => images.pulls.length === 1);
+    h.reconciler.setDesired(desired());
+    await h.reconciler.idle();
+    expect(h.statuses.filter((s) => s.vmId === 'w').at(-1)).toMatchObject({ phase: VmPhase.VM_PHASE_GONE });
+    expect(driver.opsFor('w')).toEqual([]);
+    images.pulls[0]!.resolve();
+    await waitFor(() => images.released === 1); // its pin is let go once the pull ends
+  });
+
+  it('a driver without registry images fails such a VM clearly', async () => {
+    const h = await harness({ images: new TestImages() });
+    h.reconciler.setDesired(desired(pulling('n')));
+    await h.reconciler.idle();
+    expect(h.current('n')).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: expect.stringContaining('cannot run registry images') });
+  });
+});
+
+async function waitFor(check: () => boolean, timeoutMs = 2000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 describe('Reconciler', () => {

@@ -518,12 +518,16 @@ export class Reconciler {
     const abort = new AbortController();
     this.#pullWaits.set(ref.vmId, { key: assignmentKey(want), abort });
     let last = 0;
+    let lastPercent = -1;
     const report = (p: { bytesDone: number; bytesTotal: number }, force = false): void => {
       const instance = this.#get(ref.vmId, ref.attempt);
       if (!instance) return;
       const now = this.#now();
-      if (!force && now - last < PULL_PROGRESS_INTERVAL_MS) return;
+      // At most once a second, unless it moved by 10 points (a fast pull still shows its steps).
+      const percent = percentOf(p);
+      if (!force && now - last < PULL_PROGRESS_INTERVAL_MS && percent < lastPercent + 10) return;
       last = now;
+      lastPercent = percent;
       instance.pull = { bytesDone: p.bytesDone, bytesTotal: p.bytesTotal };
       instance.changedAtUnixMs = now;
       instance.message = `pulling image ${pull.reference}: ${percentOf(p)} %`;
