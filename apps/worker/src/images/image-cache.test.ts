@@ -172,7 +172,7 @@ describe('ImageCache', () => {
     const pinned = await limited.acquire({ reference: refs[1]!, access: insecure });
     expect(registry.blobGets).toBe(9); // from disk, not pulled again
     await limited.gc();
-    const left = (await limited.inventory()).images.map((i) => i.digest).sort();
+    const left = (await limited.inventory()).images!.map((i) => i.digest).sort();
     // l3 was the least recently used image that nobody needs: gone. l1 (in use) and l2 stay, over the limit.
     expect(left).toEqual([digestOf(refs[0]!), digestOf(refs[1]!)].sort());
     await expect(limited.delete(digestOf(refs[0]!))).rejects.toThrow(/used by VM instances/);
