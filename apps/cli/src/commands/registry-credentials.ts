@@ -6,8 +6,8 @@ import { Option, type Command } from 'commander';
 import { InterruptedError, UsageError } from '../errors.ts';
 import type { Io } from '../io.ts';
 
-/** Registry tokens can be long (cloud registries hand out JWTs of a few KiB). */
-const MAX_PASSWORD = 16 * 1024;
+/** Registry tokens can be long (cloud registries hand out JWTs of a few KiB); the API takes 4096. */
+const MAX_PASSWORD = 4096;
 const MAX_STDIN = 64 * 1024;
 
 export interface CredentialOptions {

@@ -3,12 +3,14 @@
 // a worker only for a pull or push that needs them.
 import type { Command } from 'commander';
 import type { RegistryPut } from '../client/image-types.ts';
+import { UsageError } from '../errors.ts';
 import { relativeTime } from '../output/durations.ts';
 import { dash } from '../output/table.ts';
 import type { Runtime } from '../runtime.ts';
 import { addCredentialOptions, readCaFile, readRegistryCredentials, validateRegistryHost, type CredentialOptions } from './registry-credentials.ts';
 
 interface LoginOptions extends CredentialOptions {
+  anonymous?: boolean;
   insecure?: boolean;
   caFile?: string;
   verify?: boolean;
@@ -30,12 +32,15 @@ export function registerRegistryCommands(program: Command, rt: Runtime): void {
   login
     .option('--insecure', 'allow plain HTTP to this registry (only on networks you trust)')
     .option('--ca-file <file>', 'PEM file with the CA that signs the registry certificate (besides the system CAs)')
+    .option('--anonymous', 'remove stored credentials: pulls from this registry are anonymous')
     .option('--no-verify', 'store without the controller first trying the credentials against the registry')
     .addHelpText(
       'after',
       `
 The password (or token) is read from stdin with --password-stdin, or asked for when stdin is a
 terminal; never from an argument. The controller keeps it sealed and never returns it.
+Without --username the stored credentials are kept (--anonymous removes them), and so is a
+stored CA without --ca-file; --insecure is set or cleared by every login.
 Examples:
   printf %s "$GHCR_TOKEN" | fleet registry login ghcr.io --username ci --password-stdin
   fleet registry login 127.0.0.1:5000 --insecure
@@ -45,9 +50,11 @@ Examples:
       const host = validateRegistryHost(hostArg);
       const caPem = o.caFile !== undefined ? await readCaFile(o.caFile) : undefined;
       if (o.insecure && caPem !== undefined) rt.warn('--insecure with --ca-file: plain HTTP is allowed; the CA is used when the registry speaks HTTPS');
+      if (o.anonymous && (o.username !== undefined || o.passwordStdin)) throw new UsageError('--anonymous removes the credentials; it cannot be combined with --username or --password-stdin');
       const creds = await readRegistryCredentials(rt.io, o, host);
       const body: RegistryPut = { insecure: o.insecure === true, verify: o.verify !== false };
       if (creds) Object.assign(body, creds);
+      if (o.anonymous) Object.assign(body, { username: '', password: null });
       if (caPem !== undefined) body.caPem = caPem;
       const saved = await rt.client(cmd).putRegistry(host, body);
       if (rt.isJson(cmd)) return rt.json(saved);

@@ -181,6 +181,86 @@ describe('vm create', () => {
   });
 });
 
+describe('vm create --wait with an image pull (issue 15)', () => {
+  const GiB = 1024 ** 3;
+  const DIGEST = `sha256:${'c'.repeat(64)}`;
+  const REF = '127.0.0.1:5000/fleet/guest:1';
+  const pulling = (pct: number) =>
+    ({
+      ...vm('web-1', { state: 'scheduled', worker: 'mac-1', image: REF, reason: `pulling image ${REF}@${DIGEST}: ${pct} %` }),
+      imageDigest: DIGEST,
+      pull: { bytesDone: Math.round((pct / 100) * 3.4 * GiB), bytesTotal: Math.round(3.4 * GiB), percent: pct },
+    }) as VmObject;
+  const starting = { ...vm('web-1', { state: 'starting', worker: 'mac-1', image: REF, reason: 'booting' }), imageDigest: DIGEST, pull: null } as VmObject;
+  const up = { ...running, image: REF, imageDigest: DIGEST, pull: null } as VmObject;
+  const stream = [added(pending), modified(pulling(0)), modified(pulling(3)), modified(pulling(5)), modified(pulling(12)), modified(pulling(37)), modified(pulling(38)), modified(starting), modified(up)];
+
+  it('off a terminal: a progress line per 10 %, not one per change; the IP on stdout', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, stream, true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', REF, '--wait']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('10.0.0.5\n');
+    expect(r.stderr).toBe(
+      [
+        'vm "web-1" created; waiting up to 5m for it to be running',
+        '  pending: no worker has 4 free CPUs',
+        `pulling ${REF}  [          ]   0 %  0/3.4 GiB`,
+        `pulling ${REF}  [#         ]  12 %  0.4/3.4 GiB`,
+        `pulling ${REF}  [####      ]  37 %  1.3/3.4 GiB`,
+        `pulling ${REF}  [##########] 100 %  3.4/3.4 GiB  done`,
+        '  starting: booting',
+        '  running: running on mac-1',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('on a terminal: one bar redrawn in place', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, stream, true));
+    const r = await runCli(['vm', 'create', 'web-1', '--image', REF, '--wait'], { env, stderrTty: true });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`\x1b[2Kpulling ${REF}  [          ]   0 %  0/3.4 GiB\n`);
+    expect(r.stderr).toContain(`\r\x1b[1A\x1b[J\x1b[2Kpulling ${REF}  [####      ]  37 %  1.3/3.4 GiB\n`);
+    // every percent is drawn (the same line rewritten), and the state lines stay below the bar
+    expect(r.stderr.match(/\x1b\[2Kpulling/g)!.length).toBe(7);
+    expect(r.stderr).toMatch(/100 %  3.4\/3.4 GiB  done\n  starting: booting\n  running: running on mac-1\n$/);
+  });
+
+  it('--json: nothing on stderr off a terminal, the VM with its digest on stdout', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, stream, true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', REF, '--wait', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toMatchObject({ name: 'web-1', imageDigest: DIGEST, pull: null });
+  });
+
+  it('a pull that fails: exit 7 with the reason, the bar left as it was', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    const failedPull = { ...vm('web-1', { state: 'failed', worker: 'mac-1', image: REF, reason: `pull of ${REF}@${DIGEST} failed: blob sha256:… does not match its digest` }), imageDigest: DIGEST, pull: null } as VmObject;
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified(pulling(40)), modified(failedPull)], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', REF, '--wait']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).not.toContain('done');
+    expect(r.stderr).toMatch(/fleet: vm "web-1" failed: pull of .* does not match its digest\n$/);
+  });
+
+  it('vm get shows the digest and the pull', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, pulling(37));
+    fake.reply('GET', '/v1/vms/web-1/events', 200, { events: [], nextCursor: null });
+    const r = await fleet(['vm', 'get', 'web-1']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^Image digest:\\s+${DIGEST} \\(the tag as resolved at create; every attempt runs it\\)$`, 'm'));
+    expect(r.stdout).toMatch(/^Pull:\s+37 % \(1.3\/3.4 GiB\) on mac-1$/m);
+    fake.reply('GET', '/v1/vms/web-1', 200, vm('web-1'));
+    const local = await fleet(['vm', 'get', 'web-1']);
+    expect(local.stdout).toMatch(/^Image digest:\s+- \(a local image\)$/m);
+    expect(local.stdout).not.toMatch(/^Pull:/m);
+  });
+});
+
 describe('vm watch', () => {
   it('prints a line per change; the stream ending is exit 5', async () => {
     fake.on('GET', '/v1/vms', (_req, res) =>

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { EventObject, VmCreate, VmObject, VmUpdate } from '@fleet/controller/api-schemas';
 import type { ApiClient, VmWatchEvent } from '../client/api-client.ts';
-import type { TransferProgress, VmWithImage } from '../client/image-types.ts';
+import type { TransferProgress } from '../client/image-types.ts';
 import { ApiError, ExitCode, InterruptedError, ReportedError, UnreachableError, UsageError, WaitFailedError, describeError } from '../errors.ts';
 import { sleep } from '../io.ts';
 import { ageOf, formatAge, formatDuration, formatTimestamp, parseDuration, relativeTime } from '../output/durations.ts';
@@ -62,13 +62,13 @@ export function vmRows(rt: Runtime, vms: VmObject[], wide: boolean): { headers: 
 
 /** The pull in progress on a VM (issue 15): null when none, or from a controller without the field. */
 export function pullOf(vm: VmObject): TransferProgress | null {
-  return (vm as VmWithImage).pull ?? null;
+  return vm.pull ?? null;
 }
 
 function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
   const now = rt.now();
   const when = (iso: string | null) => (iso ? `${formatTimestamp(iso)} (${relativeTime(iso, now)})` : '-');
-  const digest = (vm as VmWithImage).imageDigest;
+  const digest = vm.imageDigest;
   const pull = pullOf(vm);
   const pairs: [string, string][] = [
     ['Name', vm.name],

@@ -37,6 +37,8 @@ export function formatBytes(bytes: number): string {
 export function formatByteProgress(done: number, total: number): string {
   if (!(total > 0)) return formatBytes(done);
   const u = unitFor(Math.max(total, done));
+  // Early on, "0/3.4 GiB" would say nothing: the bytes done in their own unit then.
+  if (done > 0 && done < 0.1 * 1024 ** u) return `${formatBytes(done)}/${formatBytes(total)}`;
   return `${scaled(done, u)}/${scaled(total, u)} ${UNITS[u]}`;
 }
 

@@ -113,6 +113,8 @@ export function vm(name: string, over: Partial<VmObject> = {}): VmObject {
     state: 'pending',
     reason: 'waiting for the scheduler',
     image: 'ubuntu:24.04',
+    imageDigest: null,
+    pull: null,
     os: 'linux',
     driver: '',
     cpus: 2,

@@ -14,7 +14,7 @@ export const NOW = Date.parse('2025-01-01T01:00:00.000Z');
 
 export async function runCli(
   args: string[],
-  opts: { env?: Record<string, string | undefined>; tty?: boolean; signal?: AbortSignal; stdin?: Io['stdin']; onStdout?: (chunk: string) => void } = {},
+  opts: { env?: Record<string, string | undefined>; tty?: boolean; stderrTty?: boolean; signal?: AbortSignal; stdin?: Io['stdin']; onStdout?: (chunk: string) => void } = {},
 ): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
@@ -27,7 +27,7 @@ export async function runCli(
       },
       isTTY: opts.tty ?? false,
     },
-    stderr: { write: (s: string) => (stderr += s), isTTY: false },
+    stderr: { write: (s: string) => (stderr += s), isTTY: opts.stderrTty ?? false, columns: 100 },
     env: opts.env ?? {},
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.stdin ? { stdin: opts.stdin } : {}),
