@@ -113,6 +113,23 @@ describe('VzDriver', () => {
     await d.close();
   });
 
+  it('runs a Tart image pulled from a registry (cloned from the image cache), refuses other formats, and exports a stopped VM for push', async () => {
+    await imageBundle('pulled-bundle', 'darwin');
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const d = driverFor(host, exits);
+    const pulled = { digest: `sha256:${'b'.repeat(64)}`, reference: `ghcr.io/org/macos@sha256:${'b'.repeat(64)}`, format: 'tart' as const, dir: path.join(root, 'images'), bundleDir: path.join(root, 'images', 'pulled-bundle') };
+    const r = { ...req('vm-p', 'ghcr.io/org/macos:latest'), spec: { ...spec('ghcr.io/org/macos:latest'), pulled } };
+    const created = await d.create(r);
+    expect(created.state).toBe('stopped');
+    expect(await readFile(path.join(root, 'd', 'instances', 'vm-p.1', 'bundle', 'disk.img'), 'utf8')).toBe('DISK');
+    expect(await d.exportImage({ vmId: 'vm-p', attempt: 1 })).toEqual({ format: 'tart', bundleDir: path.join(root, 'd', 'instances', 'vm-p.1', 'bundle') });
+    const qemuImage = { ...pulled, format: 'fleet-qemu' as const };
+    await expect(d.create({ ...req('vm-q', 'ghcr.io/org/linux:1'), spec: { ...spec('ghcr.io/org/linux:1'), pulled: qemuImage } })).rejects.toThrow(/vz driver runs Tart images/);
+    await d.remove({ vmId: 'vm-p', attempt: 1 });
+    await d.close();
+  });
+
   it('fencing: kill() stops hard at once; host processes of reschedule VMs stop theirs when the lease file runs out, wait VMs keep running', async () => {
     await imageBundle('sonoma', 'darwin');
     await imageBundle('linux', 'linux');

@@ -34,6 +34,7 @@ import {
   type Driver,
   type DriverCapabilities,
   type InstanceRef,
+  type ExportedImage,
   type InstanceSpec,
   type InstanceState,
   type InstanceStatus,
@@ -153,6 +154,8 @@ function lastStatusLine(dir: string): { state: string; message?: string; failure
 
 export class VzDriver implements Driver {
   readonly name = VZ_DRIVER_NAME;
+  /** Registry images (issue 15): Tart images, cloned (APFS clonefile) from the worker's image cache. */
+  readonly imageFormats = ['tart'] as const;
   readonly capabilities: DriverCapabilities;
   readonly slots: MacosSlots;
   private readonly held = new Map<string, Held>();
@@ -188,7 +191,7 @@ export class VzDriver implements Driver {
     const existing = this.held.get(key);
     if (existing) return { ...existing.status };
     if (r.spec.os && r.spec.os !== 'linux' && r.spec.os !== 'macos') throw new DriverError(`the vz driver runs "linux" and "macos" guests, not ${JSON.stringify(r.spec.os)}`);
-    if (!r.spec.image) throw new DriverError('the vz driver needs spec.image (a Tart bundle name or an .ipsw)');
+    if (!r.spec.image && !r.spec.pulled) throw new DriverError('the vz driver needs spec.image (a Tart bundle name, an .ipsw, or a registry image)');
     const dir = path.join(this.instancesDir, dirName(r));
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // Held from the start, so install progress can be reported as status messages.
@@ -398,6 +401,11 @@ export class VzDriver implements Driver {
    * write role) must never make the worker clone or read other files on the host.
    */
   private async resolveImage(spec: InstanceSpec, h: Held): Promise<string> {
+    if (spec.pulled) {
+      // A registry image the worker pulled into its cache: cloned like a local bundle.
+      if (spec.pulled.format !== 'tart' || !spec.pulled.bundleDir) throw new DriverError(`image ${spec.pulled.reference} is a ${spec.pulled.format} image; the vz driver runs Tart images`);
+      return spec.pulled.bundleDir;
+    }
     const image = spec.image;
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(image)) {
       throw new DriverError(`image ${JSON.stringify(image)}: name a Tart bundle or an .ipsw file in the worker's images dir (${this.opts.imagesDir}); paths are not accepted`);
@@ -417,6 +425,15 @@ export class VzDriver implements Driver {
       throw new DriverError(`installing ${path.basename(image)} failed: ${e.message}`);
     });
     return bundleDir;
+  }
+
+  /** ImagePush: a stopped instance's bundle is pushed as a Tart image (the packer reads it in place). */
+  async exportImage(ref: InstanceRef): Promise<ExportedImage> {
+    const h = await this.get(ref);
+    if (h.status.state !== 'stopped' && h.status.state !== 'failed') throw new DriverError(`push ${h.rec.name}: the VM must be stopped first (it is ${h.status.state})`);
+    const bundleDir = path.join(h.dir, 'bundle');
+    if (!existsSync(path.join(bundleDir, 'config.json'))) throw new DriverError(`push ${h.rec.name}: the instance has no Tart bundle`);
+    return { format: 'tart', bundleDir };
   }
 
   private async get(ref: InstanceRef): Promise<Held> {
