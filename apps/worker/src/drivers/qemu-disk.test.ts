@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DriverError } from './driver.ts';
-import { createInstanceDisk, imageInfo, resolveImage } from './qemu-disk.ts';
+import { createInstanceDisk, imageInfo, resolveImage, resolveSpecImage } from './qemu-disk.ts';
 
 function hasQemuImg(): boolean {
   try {
@@ -73,5 +73,40 @@ describe.skipIf(!present)('instance disks (qemu-img)', () => {
     expect(i['virtual-size']).toBe(20 * 1024 ** 3);
     expect(i['backing-filename']).toBeUndefined();
     expect(Number(i['actual-size'])).toBeLessThan(1024 * 1024);
+  });
+});
+
+describe.skipIf(!present)('resolveSpecImage: pulled registry images (issue 15)', () => {
+  const pulled = (over: Record<string, unknown>) => ({
+    image: '127.0.0.1:5000/fleet/guest:1',
+    os: 'linux',
+    cpus: 1,
+    memoryMib: 256,
+    diskGib: 1,
+    labels: {},
+    username: 'fleet',
+    pulled: { digest: `sha256:${'c'.repeat(64)}`, reference: `127.0.0.1:5000/fleet/guest@sha256:${'c'.repeat(64)}`, format: 'fleet-qemu' as const, dir, ...over },
+  });
+
+  it('a disk image is an overlay base booting from disk; a kernel image boots its kernel', async () => {
+    const base = path.join(dir, 'pulled.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+    expect(await resolveSpecImage(pulled({ disk: { path: base, format: 'qcow2', virtualSize: 64 << 20 } }), undefined)).toEqual({
+      source: { kind: 'disk', path: base, format: 'qcow2', virtualBytes: 64 << 20 },
+      boot: 'disk',
+    });
+    expect(await resolveSpecImage(pulled({ kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' }), undefined)).toEqual({ source: { kind: 'builtin' }, boot: 'kernel' });
+  });
+
+  it('refuses a pulled disk with a backing file (it could read any host file), a mislabelled format, a Tart image and a kernel without initrd', async () => {
+    const base = path.join(dir, 'b.qcow2');
+    const sneaky = path.join(dir, 'sneaky.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '16M']);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', sneaky]);
+    await expect(resolveSpecImage(pulled({ disk: { path: sneaky, format: 'qcow2', virtualSize: 16 << 20 } }), undefined)).rejects.toThrow(/has a backing file/);
+    await expect(resolveSpecImage(pulled({ disk: { path: base, format: 'raw', virtualSize: 16 << 20 } }), undefined)).rejects.toThrow(/its disk is qcow2, its config says raw/);
+    await expect(resolveSpecImage(pulled({ format: 'tart', bundleDir: dir }), undefined)).rejects.toThrow(/runs Fleet qemu images/);
+    await expect(resolveSpecImage(pulled({ kernel: '/k' }), undefined)).rejects.toThrow(/without an initrd/);
+    await expect(resolveSpecImage(pulled({}), undefined)).rejects.toThrow(/nothing to boot/);
   });
 });
