@@ -1044,7 +1044,10 @@ export class RegistryClient {
     const detail = text ? `: ${text}` : '';
     const where = this.where(url);
     const opts = { status };
-    if (status === 400 && url.protocol === 'http:' && /HTTPS server/i.test(body.toString('utf8'))) {
+    // Go's TLS server answers plain HTTP with a bare HTTP/1.0 400 ("Client sent an HTTP
+    // request to an HTTPS server"); for HEAD there is no body to read, so go by the shape.
+    const tlsOnly = /HTTPS server/i.test(body.toString('utf8')) || (op.method === 'HEAD' && res.httpVersion === '1.0' && header(res, 'docker-distribution-api-version') === undefined);
+    if (status === 400 && url.protocol === 'http:' && tlsOnly) {
       return new OciError('tls', `registry ${this.registry} requires HTTPS but was marked insecure (plain HTTP); log in again without --insecure (fleet registry login ${this.registry})`, opts);
     }
     switch (status) {
