@@ -15,6 +15,7 @@ import { VmSecrets } from './secrets/vm-secrets.ts';
 import { RegistrySecrets, mergeKekCounts } from './secrets/registry-secrets.ts';
 import { RegistryService } from './images/registry-service.ts';
 import { createImageResolver } from './images/image-resolver.ts';
+import { imagePullsFor } from './images/image-pulls.ts';
 import { WorkerImageService } from './images/worker-image-service.ts';
 import { ImageOperationService } from './images/image-operation-service.ts';
 import { randomBytes } from 'node:crypto';
@@ -165,8 +166,14 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const workerImages = new WorkerImageService(db);
   const imageOperations = new ImageOperationService(db, events, bus, registries, imageResolver, workerImages);
   const vms = new VmService(db, events, bus, metrics, secrets);
+  vms.resolveImage = (image) => imageResolver.resolve(image);
   const networkCounters = new NetworkCounterStore();
-  const streams = new WorkerStreams(db, log, { sink: storage, secrets, imageOperations: (workerId) => imageOperations.pendingFor(workerId) });
+  const streams = new WorkerStreams(db, log, {
+    sink: storage,
+    secrets,
+    imagePulls: (list) => imagePullsFor(list, registries),
+    imageOperations: (workerId) => imageOperations.pendingFor(workerId),
+  });
   let registry: ControllerRegistry | undefined;
   const workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings,
