@@ -7,6 +7,7 @@ import type { ServingController } from './api/types.ts';
 import { LoginPage } from './pages/LoginPage.tsx';
 import { OverviewPage } from './pages/OverviewPage.tsx';
 import { WorkersPage } from './pages/WorkersPage.tsx';
+import { WorkerDetailPage } from './pages/WorkerDetailPage.tsx';
 import { EnrollPage } from './pages/EnrollPage.tsx';
 import { VmsPage } from './pages/VmsPage.tsx';
 import { VmCreatePage } from './pages/VmCreatePage.tsx';
@@ -112,6 +113,7 @@ function Page({ segments }: { segments: string[] }) {
   const [a, b] = segments;
   if (!a) return <OverviewPage />;
   if (a === 'workers' && b === 'enroll') return <EnrollPage />;
+  if (a === 'workers' && b) return <WorkerDetailPage name={b} />;
   if (a === 'workers') return <WorkersPage />;
   if (a === 'vms' && b === 'new') return <VmCreatePage />;
   if (a === 'vms' && b) return <VmDetailPage name={b} />;

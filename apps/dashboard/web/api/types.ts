@@ -16,6 +16,10 @@ export type {
   WhoAmI,
   ControllerInfo,
   ControllerObject,
+  TransferProgressObject,
+  WorkerImageObject,
+  WorkerImageList,
+  ImageOperationObject,
 } from '@fleet/controller/api-schemas';
 import type { ControllerObject } from '@fleet/controller/api-schemas';
 

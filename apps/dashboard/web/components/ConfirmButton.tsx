@@ -2,7 +2,7 @@
 // trapped and Escape cancels, by the browser) whose default focus is Cancel.
 import { useId, useRef, useState, type ReactNode } from 'react';
 
-export function ConfirmButton({ label, title, children, confirmLabel, onConfirm, danger = true, accessibleLabel }: {
+export function ConfirmButton({ label, title, children, confirmLabel, onConfirm, danger = true, accessibleLabel, disabledReason }: {
   label: string;
   title: string;
   children: ReactNode;
@@ -10,6 +10,11 @@ export function ConfirmButton({ label, title, children, confirmLabel, onConfirm,
   onConfirm: () => Promise<unknown>;
   danger?: boolean;
   accessibleLabel?: string;
+  /**
+   * When set, the button cannot be used and this says why (a tooltip, and the accessible
+   * description). It stays focusable (aria-disabled, not disabled) so keyboard users hear why.
+   */
+  disabledReason?: string | undefined;
 }) {
   const dialog = useRef<HTMLDialogElement>(null);
   const titleId = useId();
@@ -29,7 +34,18 @@ export function ConfirmButton({ label, title, children, confirmLabel, onConfirm,
   };
   return (
     <>
-      <button type="button" className={danger ? 'danger' : ''} aria-label={accessibleLabel} onClick={() => { setError(null); dialog.current?.showModal(); }}>
+      <button
+        type="button"
+        className={danger ? 'danger' : ''}
+        aria-label={accessibleLabel}
+        aria-disabled={disabledReason ? true : undefined}
+        title={disabledReason}
+        onClick={() => {
+          if (disabledReason) return;
+          setError(null);
+          dialog.current?.showModal();
+        }}
+      >
         {label}
       </button>
       <dialog ref={dialog} aria-labelledby={titleId}>

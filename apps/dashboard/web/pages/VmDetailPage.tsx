@@ -6,7 +6,9 @@ import { useSession } from '../session.tsx';
 import { Link, useRouter } from '../router.tsx';
 import { StateBadge } from '../components/Badge.tsx';
 import { ConfirmButton } from '../components/ConfirmButton.tsx';
-import { labels, mib, time } from '../format.ts';
+import { CopyButton } from '../components/CopyButton.tsx';
+import { ProgressBar } from '../components/ProgressBar.tsx';
+import { labels, mib, shortDigest, time } from '../format.ts';
 
 // xterm.js loads only when a VM page with a terminal is opened.
 const Terminal = lazy(() => import('../components/Terminal.tsx').then((m) => ({ default: m.Terminal })));
@@ -124,6 +126,11 @@ export function VmDetailPage({ name }: { name: string }) {
         {vm.state === 'pending' ? 'Pending because: ' : ''}
         {vm.reason || vm.state}
       </p>
+      {vm.pull && (
+        <p className="pull">
+          <ProgressBar progress={vm.pull} label={`Pulling image ${vm.image}`} detail={vm.worker ? `on ${vm.worker}` : undefined} />
+        </p>
+      )}
       <div className="columns">
         <div>
           <h2>Spec</h2>
@@ -132,6 +139,23 @@ export function VmDetailPage({ name }: { name: string }) {
               <div key={k}>
                 <dt>{k}</dt>
                 <dd data-field={k}>{v}</dd>
+                {k === 'Image' && (
+                  <>
+                    <dt>Image digest</dt>
+                    <dd data-field="Image digest">
+                      {vm.imageDigest ? (
+                        <span className="copy">
+                          <code className="digest" title={`${vm.imageDigest}: the digest the reference resolved to when the VM was created; every attempt runs it`}>
+                            {vm.imageDigest}
+                          </code>
+                          <CopyButton text={vm.imageDigest} label={`Copy digest ${shortDigest(vm.imageDigest)}`} />
+                        </span>
+                      ) : (
+                        <span className="muted">— (a local image)</span>
+                      )}
+                    </dd>
+                  </>
+                )}
               </div>
             ))}
           </dl>

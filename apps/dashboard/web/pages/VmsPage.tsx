@@ -5,6 +5,7 @@ import { useSession } from '../session.tsx';
 import { Link, useRoute, useRouter } from '../router.tsx';
 import { DataTable, type Column } from '../components/DataTable.tsx';
 import { StateBadge } from '../components/Badge.tsx';
+import { ProgressBar } from '../components/ProgressBar.tsx';
 import { duration } from '../format.ts';
 import { useNow } from '../use-now.ts';
 
@@ -40,7 +41,20 @@ export function VmsPage() {
   const now = useNow(5000);
   const columns: Column<VmObject>[] = [
     { key: 'name', header: 'Name', cell: (vm) => <Link to={`/vms/${vm.name}`}>{vm.name}</Link>, sortValue: (vm) => vm.name },
-    { key: 'state', header: 'State', cell: (vm) => <StateBadge state={vm.state} />, sortValue: (vm) => vm.state },
+    {
+      key: 'state',
+      header: 'State',
+      cell: (vm) =>
+        vm.pull ? (
+          <span className="image-state">
+            <StateBadge state={vm.state} />
+            <ProgressBar progress={vm.pull} label={`${vm.name}: pulling image`} />
+          </span>
+        ) : (
+          <StateBadge state={vm.state} />
+        ),
+      sortValue: (vm) => vm.state,
+    },
     { key: 'worker', header: 'Worker', cell: (vm) => vm.worker ?? <span className="muted">—</span>, sortValue: (vm) => vm.worker ?? '' },
     { key: 'ip', header: 'IP', cell: (vm) => (vm.ip ? <code>{vm.ip}</code> : <span className="muted">—</span>), sortValue: (vm) => vm.ip ?? '' },
     { key: 'image', header: 'Image', cell: (vm) => vm.image, sortValue: (vm) => vm.image },

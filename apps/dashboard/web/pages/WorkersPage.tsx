@@ -17,7 +17,16 @@ export function WorkersPage() {
   const { api, can } = useSession();
   const now = useNow(1000);
   const columns: Column<WorkerObject>[] = [
-    { key: 'name', header: 'Name', cell: (w) => <strong>{w.name}</strong>, sortValue: (w) => w.name },
+    {
+      key: 'name',
+      header: 'Name',
+      cell: (w) => (
+        <Link to={`/workers/${encodeURIComponent(w.name)}`} title={`${w.name}: details and image cache`}>
+          <strong>{w.name}</strong>
+        </Link>
+      ),
+      sortValue: (w) => w.name,
+    },
     { key: 'state', header: 'State', cell: (w) => <span className={`badge worker-${workerState(w)}`}>{workerState(w)}</span>, sortValue: workerState },
     { key: 'seen', header: 'Last seen', cell: (w) => ago(w.lastSeenAt, now), sortValue: (w) => (w.lastSeenAt ? -new Date(w.lastSeenAt).getTime() : 0) },
     { key: 'version', header: 'Version', cell: (w) => `${w.version} (${w.os}/${w.arch})`, sortValue: (w) => w.version },
