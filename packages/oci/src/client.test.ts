@@ -674,6 +674,30 @@ describe('transport rules', () => {
     expect(err.message).toContain(`fleet registry login ${fake.host} --insecure`);
   });
 
+  it('resends an idempotent request when a reused keep-alive socket turns out closed', async () => {
+    await startFake();
+    const bytes = imageManifest(descOf(Buffer.from('{}')), []);
+    fake.addManifest('fleet/guest', 'v1', bytes, MANIFEST_MEDIA_TYPES.ociManifest);
+    const perSocket = new WeakMap<object, number>();
+    let killed = 0;
+    fake.override = (req) => {
+      const n = (perSocket.get(req.socket) ?? 0) + 1;
+      perSocket.set(req.socket, n);
+      if (n === 2 && killed === 0) {
+        // As if the server had closed the idle connection just before this request.
+        killed++;
+        req.socket.destroy();
+        return true;
+      }
+      return false;
+    };
+    const c = client();
+    expect((await c.getManifest('fleet/guest', 'v1')).digest).toBe(digestOf(bytes));
+    expect((await c.getManifest('fleet/guest', 'v1')).digest).toBe(digestOf(bytes));
+    expect(killed).toBe(1);
+    expect(fake.requests()).toHaveLength(3);
+  });
+
   it('a closed port is a network error', async () => {
     await startFake();
     const port = fake.port;

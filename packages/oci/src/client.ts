@@ -82,8 +82,15 @@ const MAX_ERROR_BODY = 64 * 1024;
 const MAX_TOKEN_BODY = 1024 * 1024;
 const PROGRESS_INTERVAL_MS = 100;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
 
-type Body = { kind: 'buffer'; data: Buffer } | { kind: 'file'; path: string; size: number; onBytes?: (n: number) => void };
+/** Internal: a reused keep-alive socket turned out to be closed. */
+class StaleSocket extends Error {}
+
+type Body =
+  | { kind: 'buffer'; data: Buffer }
+  /** `onSent` gets the bytes sent so far by the current attempt (a resend after a 401 starts at 0). */
+  | { kind: 'file'; path: string; size: number; onSent?: (n: number) => void };
 
 interface Op {
   method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE';
@@ -582,25 +589,8 @@ export class RegistryClient {
       throw new OciError('digest-mismatch', `cannot upload ${file} as ${desc.digest}: the file has ${st.size} bytes, the descriptor says ${desc.size}`);
     }
     const progress = throttle(opts.onProgress);
-    let sent = 0;
     try {
-      await this.upload(
-      repository,
-      desc,
-      () => {
-        sent = 0;
-        return {
-          kind: 'file',
-          path: file,
-          size: desc.size,
-          onBytes: (n) => {
-            sent += n;
-            progress(sent);
-          },
-        };
-      },
-        opts.signal,
-      );
+      await this.upload(repository, desc, () => ({ kind: 'file', path: file, size: desc.size, onSent: (n) => progress(n) }), opts.signal);
     } finally {
       progress.cancel();
     }
@@ -912,7 +902,7 @@ export class RegistryClient {
   }
 
   private where(url: URL): string {
-    return this.isRegistryUrl(url) ? `registry ${this.registry}` : `${url.host} (redirected to by registry ${this.registry})`;
+    return this.isRegistryUrl(url) ? `registry ${this.registry}` : `${url.host} (reached via registry ${this.registry})`;
   }
 
   /**
@@ -956,7 +946,25 @@ export class RegistryClient {
   }
 
   /** One HTTP exchange. Resolves with the response head; the body streams. */
-  private send(url: URL, method: string, headers: Record<string, string>, body: Body | undefined, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
+  private async send(url: URL, method: string, headers: Record<string, string>, body: Body | undefined, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
+    try {
+      return await this.sendOnce(url, method, headers, body, signal, true);
+    } catch (err) {
+      // The server closed an idle keep-alive socket just as we reused it: the request
+      // never reached it, so an idempotent request is safe to send again on a new one.
+      if (err instanceof StaleSocket) return this.sendOnce(url, method, headers, body, signal, false);
+      throw err;
+    }
+  }
+
+  private sendOnce(
+    url: URL,
+    method: string,
+    headers: Record<string, string>,
+    body: Body | undefined,
+    signal: AbortSignal | undefined,
+    mayRetry: boolean,
+  ): Promise<http.IncomingMessage> {
     const where = this.where(url);
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(abortedError(`${method} ${url.pathname} on ${where}`, signal));
@@ -965,6 +973,11 @@ export class RegistryClient {
       let settled = false;
       const req = (secure ? https : http).request(url, { method, headers, agent: secure ? this.httpsAgent : this.httpAgent });
       const fail = (err: unknown): void => {
+        const code = errnoCode(err);
+        if (!settled && mayRetry && req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE') && IDEMPOTENT.has(method)) {
+          settled = true;
+          return reject(new StaleSocket());
+        }
         const e = transportError(err, where, this.registry);
         if (!settled) {
           settled = true;
@@ -995,19 +1008,18 @@ export class RegistryClient {
         req.end();
       } else if (body.kind === 'buffer') {
         req.end(body.data);
+      } else if (body.size === 0) {
+        req.end();
       } else {
         const stream = createReadStream(body.path, { start: 0, end: body.size - 1 });
         stream.on('error', (err) => req.destroy(err));
-        if (body.onBytes) {
-          const onBytes = body.onBytes;
-          stream.on('data', (chunk) => onBytes(chunk.length));
+        req.on('close', () => stream.destroy());
+        if (body.onSent) {
+          const onSent = body.onSent;
+          let sent = 0;
+          stream.on('data', (chunk) => onSent((sent += chunk.length)));
         }
-        if (body.size === 0) {
-          stream.destroy();
-          req.end();
-        } else {
-          stream.pipe(req);
-        }
+        stream.pipe(req);
       }
     });
   }
