@@ -33,7 +33,7 @@ const TERMINAL: ReadonlySet<string> = new Set(['succeeded', 'failed']);
 export const DRIVER_FOR_FORMAT: Record<ImageFormat, string> = { tart: 'vz', 'fleet-qemu': 'qemu' };
 
 /** How many operations one DesiredState carries at most (the oldest first). */
-export const MAX_OPERATIONS_PER_PUSH = 1000;
+export const MAX_OPERATIONS_PER_PUSH = 100;
 /** Finished operations are kept this long (the leader purges older ones). */
 export const FINISHED_RETENTION_MS = 7 * 24 * 3600_000;
 
