@@ -612,6 +612,18 @@ describe('downloadBlob', () => {
     expect((await fsp.readFile(dest)).equals(bytes)).toBe(true);
   });
 
+  it.skipIf(!existsSync('/dev/full'))('a full disk is disk-full, not a network error', async () => {
+    await startFake();
+    const desc = fake.addBlob(randomBytes(10_000));
+    const dest = path.join(tmp, 'blob');
+    // /dev/full fails every write with ENOSPC.
+    await fsp.symlink('/dev/full', dest + '.partial');
+    const err = await rejection(client().downloadBlob('fleet/guest', desc, dest));
+    expect(err.code).toBe('disk-full');
+    expect(err.message).toContain(desc.digest);
+    expect(existsSync(dest)).toBe(false);
+  });
+
   it('an existing destination file is trusted and not fetched again', async () => {
     await startFake();
     const desc = fake.addBlob(randomBytes(100));

@@ -491,8 +491,9 @@ export class RegistryClient {
     try {
       fh = await fsp.open(partial, 'a');
       const file = fh;
-      const state = await hashExisting(partial, (await file.stat()).size, desc.size);
-      if (state.have === 0) await file.truncate(0);
+      const existing = (await file.stat()).size;
+      const state = await hashExisting(partial, existing, desc.size);
+      if (state.have === 0 && existing > 0) await file.truncate(0);
       // Bytes left by an earlier attempt might be damaged (crash before fsync): if the
       // result does not verify, start over once before reporting a mismatch.
       let resumedOldBytes = state.have > 0;
