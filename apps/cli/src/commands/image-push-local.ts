@@ -54,6 +54,14 @@ async function checkPath(file: string, flag: string, kind: 'file' | 'dir'): Prom
   if (kind === 'file' && !st.isFile()) throw new UsageError(`${flag}: ${file} is not a file`);
 }
 
+/** The flags of this command that fix what the registry client's message points at. */
+const LOCAL_HINTS: Partial<Record<string, string>> = {
+  'insecure-refused': 'for a push from this machine: add --insecure',
+  tls: "for a push from this machine: --ca-file FILE with the registry's CA",
+  unauthorized: 'for a push from this machine: --username U --password-stdin',
+  denied: 'for a push from this machine: --username U --password-stdin, with a user allowed to push there',
+};
+
 function describeFailure(err: unknown, what: string): CliError {
   if (err instanceof CliError) return err;
   const message = err instanceof Error ? err.message : String(err);
@@ -64,7 +72,8 @@ function describeFailure(err: unknown, what: string): CliError {
       : err.code === 'network' || err.code === 'tls' ? ExitCode.UNREACHABLE
       : err.code === 'bad-reference' || err.code === 'insecure-refused' ? ExitCode.USAGE
       : ExitCode.ERROR;
-    return new CliError(`${what}: ${message}`, exit, { cause: err });
+    const hint = LOCAL_HINTS[err.code];
+    return new CliError(`${what}: ${message}${hint ? ` (${hint})` : ''}`, exit, { cause: err });
   }
   return new CliError(`${what}: ${message}`, ExitCode.ERROR, { cause: err });
 }
