@@ -686,20 +686,28 @@ export class RegistryClient {
       res.destroy();
       throw new OciError('too-large', `registry ${this.registry} is sending ${state.have + declared} bytes for ${subject}; the descriptor says ${desc.size}`, { status });
     }
+    let writing = false;
     try {
       for await (const chunk of res as AsyncIterable<Buffer>) {
         if (state.have + chunk.length > desc.size) {
           res.destroy();
           throw new OciError('too-large', `registry ${this.registry} sent more than the ${desc.size} bytes the descriptor of ${subject} declares`, { status });
         }
+        writing = true;
         await fh.write(chunk);
+        writing = false;
         state.hash.update(chunk);
         state.have += chunk.length;
         progress(state.have);
       }
     } catch (err) {
       if (err instanceof OciError) throw err;
-      if (errnoCode(err) === 'ENOSPC' || errnoCode(err) === 'EDQUOT') throw transportError(err, `registry ${this.registry}`, this.registry);
+      // Local write failures (a full disk, EIO) are not network errors: downloadBlob maps
+      // them and names the blob.
+      if (writing) {
+        res.destroy();
+        throw err;
+      }
       throw transportError(err, this.where(url), this.registry);
     }
     if (state.have < desc.size) {
