@@ -1,5 +1,5 @@
-// Starts the real CNCF distribution registry (Debian's docker-registry) on 127.0.0.1
-// for tests, optionally with htpasswd auth and TLS from a throwaway CA.
+// Starts the real CNCF distribution registry (Debian's docker-registry) on 127.0.0.1 (or
+// another local address) for tests, optionally with htpasswd auth and TLS from a throwaway CA.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync, promises as fsp } from 'node:fs';
 import http from 'node:http';
@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 const execFileAsync = promisify(execFile);
 
 export interface TestRegistry {
-  /** "127.0.0.1:PORT" */
+  /** "ADDRESS:PORT", e.g. "127.0.0.1:PORT" */
   host: string;
   /** PEM of the CA that signed the server certificate (TLS only). */
   caPem?: string;
@@ -31,6 +31,11 @@ export interface TestRegistryOptions {
   tls?: boolean;
   /** Use (and keep) this directory instead of a fresh temporary one. */
   dir?: string;
+  /**
+   * Local IPv4 address to listen on (default 127.0.0.1), e.g. the host end of a test's veth so
+   * that processes in a network namespace reach the registry too. The TLS certificate names it.
+   */
+  address?: string;
 }
 
 const TOOLS = ['docker-registry', 'skopeo', 'htpasswd', 'openssl'] as const;
@@ -60,11 +65,11 @@ export function registryToolsMissing(): string | undefined {
   return `registry integration tests skipped: ${missing.join(', ')} not installed (run scripts/install-system-deps.sh: packages docker-registry, skopeo, apache2-utils, openssl)`;
 }
 
-async function freePort(): Promise<number> {
+async function freePort(address: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(0, address, () => {
       const { port } = srv.address() as net.AddressInfo;
       srv.close(() => resolve(port));
     });
@@ -81,16 +86,16 @@ async function run(cmd: string, args: string[], cwd: string): Promise<string> {
   }
 }
 
-/** A CA and a server certificate for IP 127.0.0.1 / localhost, made with the openssl CLI. */
-async function makeTls(dir: string): Promise<{ caPem: string; certFile: string; keyFile: string; certDir: string }> {
+/** A CA and a server certificate for IP `address` / localhost, made with the openssl CLI. */
+async function makeTls(dir: string, address: string): Promise<{ caPem: string; certFile: string; keyFile: string; certDir: string }> {
   await fsp.mkdir(dir, { recursive: true });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   await run('openssl', ['req', '-x509', '-new', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=Fleet test registry CA',
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
-  await run('openssl', ['req', '-new', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'], dir);
+  await run('openssl', ['req', '-new', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', `/CN=${address}`], dir);
   await fsp.writeFile(
     path.join(dir, 'server.ext'),
-    'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n',
+    `subjectAltName=IP:${address}${address === '127.0.0.1' ? '' : ',IP:127.0.0.1'},DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n`,
   );
   await run('openssl', ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', '0x' + randomBytes(12).toString('hex'),
     '-days', '2', '-out', 'server.crt', '-extfile', 'server.ext'], dir);
@@ -105,7 +110,7 @@ async function makeTls(dir: string): Promise<{ caPem: string; certFile: string; 
 /** One GET /v2/; resolves with the status, rejects on connection errors. */
 function probe(host: string, caPem: string | undefined): Promise<number> {
   return new Promise((resolve, reject) => {
-    const opts = { host: '127.0.0.1', port: Number(host.split(':')[1]), path: '/v2/', method: 'GET', timeout: 2000, agent: false as const };
+    const opts = { host: host.slice(0, host.lastIndexOf(':')), port: Number(host.slice(host.lastIndexOf(':') + 1)), path: '/v2/', method: 'GET', timeout: 2000, agent: false as const };
     const req = caPem ? https.request({ ...opts, ca: caPem }) : http.request(opts);
     req.on('response', (res) => {
       res.resume();
@@ -127,16 +132,18 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-/** Starts docker-registry on 127.0.0.1 with a free port and waits until /v2/ answers. */
+/** Starts docker-registry on 127.0.0.1 (or `opts.address`) with a free port and waits until /v2/ answers. */
 export async function startTestRegistry(opts: TestRegistryOptions = {}): Promise<TestRegistry> {
   const missing = registryToolsMissing();
   if (missing) throw new Error(missing);
+  const address = opts.address ?? '127.0.0.1';
+  if (!net.isIPv4(address)) throw new Error(`startTestRegistry: address must be an IPv4 address, got ${JSON.stringify(address)}`);
   const dir = opts.dir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'fleet-test-registry-')));
   await fsp.mkdir(dir, { recursive: true });
   const dataDir = path.join(dir, 'data');
   await fsp.mkdir(dataDir, { recursive: true });
   const logFile = path.join(dir, 'registry.log');
-  const tlsFiles = opts.tls ? await makeTls(path.join(dir, 'tls')) : undefined;
+  const tlsFiles = opts.tls ? await makeTls(path.join(dir, 'tls'), address) : undefined;
   let htpasswdFile: string | undefined;
   if (opts.auth) {
     // bcrypt (-B) is the only format the registry accepts.
@@ -148,8 +155,8 @@ export async function startTestRegistry(opts: TestRegistryOptions = {}): Promise
   const registryBin = findExecutable('docker-registry')!;
   // Another process can grab the port between our probe and the registry's bind: retry.
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const host = `127.0.0.1:${port}`;
+    const port = await freePort(address);
+    const host = `${address}:${port}`;
     const q = (s: string): string => JSON.stringify(s); // JSON strings are valid YAML scalars
     const config = [
       'version: 0.1',
