@@ -174,6 +174,8 @@ describe.skipIf(missing !== undefined)('docker-registry over plain HTTP (insecur
 
     // distribution 2.8 cannot DELETE a tag over the API (it answers 400 DIGEST_INVALID),
     // so untag the way garbage-collecting operators do: remove the tag from storage.
+    const untag = await fetch(`http://${reg.host}/v2/fleet/deleted/manifests/v1`, { method: 'DELETE' });
+    expect(untag.status).toBe(400);
     const tagDir = path.join(reg.dataDir, 'docker', 'registry', 'v2', 'repositories', 'fleet', 'deleted', '_manifests', 'tags', 'v1');
     await fsp.rm(tagDir, { recursive: true });
     const byTag = await rejection(c.getManifest('fleet/deleted', 'v1'));
@@ -181,11 +183,14 @@ describe.skipIf(missing !== undefined)('docker-registry over plain HTTP (insecur
     expect(byTag.message).toContain('fleet/deleted:v1');
     expect((await c.getManifest('fleet/deleted', digest)).bytes.equals(manifest)).toBe(true);
 
+    // Deleting by digest (202) removes the manifest and the tags that point at it.
+    expect(await c.putManifest('fleet/deleted', 'v2', manifest, MANIFEST_MEDIA_TYPES.ociManifest)).toBe(digest);
     const res = await fetch(`http://${reg.host}/v2/fleet/deleted/manifests/${digest}`, { method: 'DELETE' });
     expect(res.status).toBe(202);
     const byDigest = await rejection(c.getManifest('fleet/deleted', digest));
     expect(byDigest.code).toBe('not-found');
     expect(byDigest.message).toContain(`fleet/deleted@${digest}`);
+    expect((await rejection(c.resolve('fleet/deleted', 'v2'))).code).toBe('not-found');
   });
 
   it('an HTTPS client refuses this plain-HTTP registry and says how to allow it', async () => {
