@@ -133,6 +133,16 @@ describe('ApiClient retries (Idempotency-Key)', () => {
     fake.requests.length = 0;
     await expect(new ApiClient({ url: fake.url, token: 't', retry: fast }).createVm(spec)).rejects.toMatchObject({ status: 502 });
     expect(fake.requests).toHaveLength(4);
+
+    // The controller's own 502 about an image registry it could not reach: its answer, not retried.
+    fake.fail('POST', '/v1/vms', 502, 'registry_unreachable', 'cannot resolve r.example/x:1: registry r.example is unreachable');
+    fake.requests.length = 0;
+    await expect(new ApiClient({ url: fake.url, token: 't', retry: fast }).createVm(spec)).rejects.toMatchObject({
+      status: 502,
+      code: 'registry_unreachable',
+      message: 'cannot resolve r.example/x:1: registry r.example is unreachable',
+    });
+    expect(fake.requests).toHaveLength(1);
   });
 
   it('a fresh key per call; requests without one (reads, token creation) are never retried', async () => {

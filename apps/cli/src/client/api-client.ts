@@ -93,6 +93,8 @@ const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 500, maxDelayMs: 
 /** Failures after which the request may not have reached the controller, or its answer was lost. */
 const RETRYABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 const RETRYABLE_STATUS = new Set([502, 503, 504]);
+/** 5xx codes with which the controller reports a service behind it (issue 15: image registries). */
+const UPSTREAM_CODES = new Set(['registry_unreachable']);
 
 interface RequestOptions {
   query?: Query;
@@ -446,7 +448,9 @@ export class ApiClient {
       }
       if (!res.ok && !acceptStatus.includes(res.status)) {
         const error = this.httpError(url, res, text);
-        const retryable = RETRYABLE_STATUS.has(res.status) || (res.status === 409 && error.code === 'idempotency_key_in_flight');
+        // The controller's own 502 about a service behind it (an image registry it could not
+        // reach) is an answer, not a proxy's failure: the controller already tried, so no retry.
+        const retryable = (RETRYABLE_STATUS.has(res.status) && !UPSTREAM_CODES.has(error.code)) || (res.status === 409 && error.code === 'idempotency_key_in_flight');
         return new AttemptFailure(error, `HTTP ${res.status} ${error.code}`, retryable, parseRetryAfter(res.headers.get('retry-after')));
       }
       if (res.status === 204 || text === '') return { status: res.status, data: undefined };
@@ -580,7 +584,8 @@ export class ApiClient {
         message = `permission denied: ${message}`;
         break;
       default:
-        if (res.status >= 500) message = `the controller failed (HTTP ${res.status}): ${message}`;
+        // (an upstream code names the service behind the controller that failed, not the controller)
+        if (res.status >= 500 && !UPSTREAM_CODES.has(code)) message = `the controller failed (HTTP ${res.status}): ${message}`;
     }
     return new ApiError(message, res.status, code, details);
   }
