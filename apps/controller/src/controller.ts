@@ -167,6 +167,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const imageOperations = new ImageOperationService(db, events, bus, registries, imageResolver, workerImages);
   const vms = new VmService(db, events, bus, metrics, secrets);
   vms.resolveImage = (image) => imageResolver.resolve(image);
+  vms.pushInProgress = async (vmId) => (await imageOperations.pushInProgress(vmId))?.id ?? null;
   const networkCounters = new NetworkCounterStore();
   const streams = new WorkerStreams(db, log, {
     sink: storage,

@@ -9,6 +9,7 @@ import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
 import { EventLog } from '../events/event-log.ts';
 import { FleetBus } from '../fleet-bus.ts';
 import { Metrics } from '../observability/metrics.ts';
+import { toVmObject } from './vm-view.ts';
 import { VmService, type ReportedInstance } from './vm-service.ts';
 import { WorkerService, type HelloInfo } from '../workers/worker-service.ts';
 import { SchedulerLoop } from '../scheduler/scheduler-loop.ts';
@@ -71,6 +72,46 @@ beforeEach(async () => {
 afterEach(async () => {
   await db.$disconnect();
   await rm(dir, { recursive: true, force: true });
+});
+
+describe('registry images (issue 15)', () => {
+  it('records the digest the image resolved to at create, re-resolves a new image, and shows the pull in progress', async () => {
+    const digest1 = `sha256:${'1'.repeat(64)}`;
+    const digest2 = `sha256:${'2'.repeat(64)}`;
+    const resolved: string[] = [];
+    vms.resolveImage = async (image) => {
+      resolved.push(image);
+      return { imageDigest: image.startsWith('127.0.0.1:5000/') ? (image.endsWith(':2') ? digest2 : digest1) : '' };
+    };
+    const w = await onlineWorker('mac-1');
+    const vm = await vms.create({ name: 'r', image: '127.0.0.1:5000/fleet/guest:1', cpus: 1, memoryMib: 1024 }, 'test');
+    expect(vm.imageDigest).toBe(digest1);
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_STARTING', { message: 'pulling image x: 37 %', pull: { bytesDone: 37, bytesTotal: 100 } })]);
+    let row = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
+    expect(toVmObject(row, 'mac-1')).toMatchObject({ state: 'starting', reason: 'pulling image x: 37 %', imageDigest: digest1, pull: { bytesDone: 37, bytesTotal: 100, percent: 37 } });
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, 1, 'VM_PHASE_RUNNING', { ip: '192.168.64.9' })]);
+    row = await db.vm.findUniqueOrThrow({ where: { id: vm.id } });
+    expect(toVmObject(row, 'mac-1')).toMatchObject({ state: 'running', pull: null });
+    expect(row.reason).not.toMatch(/pulling/);
+    // Local images are not resolved against a registry (the resolver says "" for them).
+    expect((await vms.create({ name: 'local', image: 'fleet-guest', cpus: 1, memoryMib: 1024 }, 'test')).imageDigest).toBe('');
+    // A new image is resolved again; the same one is not.
+    await vms.update('r', { labels: { a: 'b' } }, 'test');
+    expect(resolved.filter((i) => i.endsWith(':1'))).toHaveLength(1);
+    await vms.update('r', { image: '127.0.0.1:5000/fleet/guest:2' }, 'test');
+    expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).imageDigest).toBe(digest2);
+  });
+
+  it('a stopped VM whose disk is being pushed cannot be started until the push ends', async () => {
+    let push: string | null = 'op-1';
+    vms.pushInProgress = async () => push;
+    await onlineWorker('mac-1');
+    await vms.create({ name: 'p', image: 'img', cpus: 1, memoryMib: 1024, powerState: 'stopped' }, 'test');
+    await expect(vms.update('p', { powerState: 'running' }, 'test')).rejects.toThrow(/being pushed as an image \(image operation op-1\)/);
+    push = null;
+    expect(await vms.update('p', { powerState: 'running' }, 'test')).toMatchObject({ desiredPower: 'running' });
+  });
 });
 
 describe('placement and worker reports', () => {

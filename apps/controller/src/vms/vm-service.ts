@@ -56,6 +56,8 @@ export class VmService {
    * every attempt of the VM then runs (images/image-resolver.ts); local names resolve to "".
    */
   resolveImage: (image: string) => Promise<{ imageDigest: string }> = async () => ({ imageDigest: '' });
+  /** Set by the composition root: the push of this VM's disk still pending or running, if any (its id). */
+  pushInProgress: (vmId: string) => Promise<string | null> = async () => null;
 
   constructor(
     private readonly db: FleetDb,
@@ -207,6 +209,11 @@ export class VmService {
     // Asking a failed VM to run is how an operator restarts it (whatever its restart policy):
     // back to pending, and the scheduler gives it a new attempt.
     const restart = vm.state === 'failed' && patch.powerState === 'running';
+    // Its worker is reading the disk for a push: starting the VM now would change it mid-copy.
+    if (patch.powerState === 'running' && vm.desiredPower === 'stopped') {
+      const push = await this.pushInProgress(vm.id);
+      if (push) throw conflict(`vm "${name}" is being pushed as an image (image operation ${push}); start it once the push has finished (fleet image operations)`);
+    }
     // A new registry image is resolved now, like at create (the old digest stays until it commits).
     const resolved = patch.image !== undefined && patch.image !== vm.image ? await this.resolveImage(patch.image) : undefined;
     const data: Prisma.VmUncheckedUpdateManyInput = {
