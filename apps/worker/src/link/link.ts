@@ -51,6 +51,9 @@ export function controllerChannelOptions(extra: grpc.ChannelOptions = {}): grpc.
     // One HTTP/2 connection per worker, never shared with another worker in the same process,
     // and no connection/backoff state inherited from a previous attempt.
     'grpc.use_local_subchannel_pool': 1,
+    // A DesiredState is the worker's whole set in one message; since issue 15 each registry image
+    // and image operation carries its registry's access (an operator CA is a few KiB): beyond 4 MiB.
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
     ...extra,
   };
 }
