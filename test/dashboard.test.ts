@@ -164,6 +164,19 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     await screenshot(page, SHOTS, '03-workers');
   });
 
+  it("the worker's page shows its image cache (issue 15)", async () => {
+    await page.locator('tr[data-row="mac-1"]').getByRole('link', { name: 'mac-1' }).click();
+    await page.getByRole('heading', { name: /mac-1/ }).waitFor();
+    const images = page.getByRole('region', { name: 'Images' });
+    // The worker reports its (empty) cache; the table says how much of it is used.
+    await eventually(() => images.locator('caption').textContent(), { timeout: 15_000 }).toMatch(/^\d+ images?.*; cache .*B/);
+    expect(await images.getByRole('columnheader').allTextContents()).toEqual(expect.arrayContaining([expect.stringMatching(/^Digest/), expect.stringMatching(/^Reference/), expect.stringMatching(/^State/), expect.stringMatching(/^In use/)]));
+    await expectAccessible(page);
+    await screenshot(page, SHOTS, '03b-worker-images');
+    await page.getByRole('link', { name: '← Workers' }).click();
+    await page.locator('tr[data-row="mac-1"]').waitFor();
+  });
+
   it('enrollment page creates a bootstrap token and shows the exact enroll command with a copy button', async () => {
     await page.getByRole('link', { name: 'Enroll a worker' }).click();
     await page.getByLabel('Valid for (hours)').fill('2');

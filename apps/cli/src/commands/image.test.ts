@@ -77,11 +77,14 @@ describe('image list', () => {
   });
 
   it('--worker: that cache, with its use and limit on stderr; --json is the API object', async () => {
-    const list = { worker: 'mac-1', usedBytes: 12 * GiB, limitBytes: 100 * GiB, items: [workerImage({ inUse: 1 }), workerImage({ digest: D2, state: 'failed', error: 'digest mismatch on blob sha256:…', inUse: 0, lastUsedAt: null })] };
+    const list = { worker: 'mac-1', usedBytes: 12 * GiB, limitBytes: 100 * GiB, items: [workerImage({ inUse: 1, reference: `127.0.0.1:5000/fleet/guest@${D1}` }), workerImage({ digest: D2, state: 'failed', error: 'digest mismatch on blob sha256:…', inUse: 0, lastUsedAt: null })] };
     fake.reply('GET', '/v1/workers/mac-1/images', 200, list);
     const r = await fleet(['image', 'list', '--worker', 'mac-1', '--wide']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`mac-1    ${D1}   ${REF}   fleet-qemu   1.5 GiB   ready`);
+    expect(r.stdout).toContain(`mac-1    ${D1}   127.0.0.1:5000/fleet/guest@${D1}   fleet-qemu   1.5 GiB   ready`);
+    // without --wide, a pinned reference loses the digest its row shows already
+    const narrow = await fleet(['image', 'list', '--worker', 'mac-1']);
+    expect(narrow.stdout).toMatch(/^mac-1 +ab12cd34ef56 +127\.0\.0\.1:5000\/fleet\/guest +fleet-qemu/m);
     expect(r.stdout).toContain('failed: digest mismatch on blob sha256:…');
     expect(r.stdout).toMatch(/ready\s+1 VM\s+5m ago/);
     expect(r.stderr).toBe('Cache of mac-1: 12 GiB of 100 GiB used (12 %)\n');

@@ -68,12 +68,18 @@ function inUseText(v: number | boolean): string {
   return typeof v === 'number' ? `${n} VM${n === 1 ? '' : 's'}` : 'yes';
 }
 
+/** A pinned reference without the digest its row shows already (unless --wide). */
+function refText(reference: string, digest: string, wide: boolean): string {
+  if (wide || !reference.endsWith(`@${digest}`)) return dash(reference);
+  return reference.slice(0, -digest.length - 1);
+}
+
 export function workerImageRows(rt: Runtime, worker: string, items: WorkerImage[], wide: boolean): string[][] {
   const now = rt.now();
   return items.map((i) => [
     worker,
     wide ? i.digest : shortDigest(i.digest),
-    dash(i.reference),
+    refText(i.reference, i.digest, wide),
     i.format,
     formatBytes(i.sizeBytes),
     stateText(rt, i.state, i.progress, i.error),
@@ -91,7 +97,7 @@ export function fleetImageRows(rt: Runtime, items: FleetImage[], wide: boolean):
       rows.push([
         w ? w.name : '-',
         wide ? img.digest : shortDigest(img.digest),
-        dash(img.reference),
+        refText(img.reference, img.digest, wide),
         img.format,
         formatBytes(img.sizeBytes),
         w ? stateText(rt, w.state, w.progress) : '-',

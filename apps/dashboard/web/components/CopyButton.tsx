@@ -1,7 +1,7 @@
 import { useState } from 'react';
 
 /** Copies text; falls back to a selection copy where the async clipboard API is unavailable (plain-http origins). */
-export function CopyButton({ text, label = 'Copy' }: { text: string; label?: string }) {
+export function CopyButton({ text, label = 'Copy', accessibleLabel }: { text: string; label?: string; accessibleLabel?: string }) {
   const [status, setStatus] = useState('');
   const copy = async () => {
     try {
@@ -25,7 +25,7 @@ export function CopyButton({ text, label = 'Copy' }: { text: string; label?: str
   };
   return (
     <span className="copy">
-      <button type="button" onClick={() => void copy()}>
+      <button type="button" aria-label={accessibleLabel} title={accessibleLabel} onClick={() => void copy()}>
         {label}
       </button>
       <span role="status" aria-live="polite" className="muted">

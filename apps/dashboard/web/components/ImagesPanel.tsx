@@ -21,6 +21,11 @@ export function cacheUse(used: number, limit: number): string {
   return `${bytes(used)} of ${bytes(limit)} (${Math.round((100 * used) / limit)} %)`;
 }
 
+/** `registry/repo@sha256:…` without the digest the row already shows. */
+export function withoutDigest(reference: string, digest: string): string {
+  return reference.endsWith(`@${digest}`) ? reference.slice(0, -digest.length - 1) : reference;
+}
+
 function inUseText(n: number): string {
   return n > 0 ? `${n} VM${n === 1 ? '' : 's'}` : 'no';
 }
@@ -36,14 +41,27 @@ export function ImagesTable({ list, canDelete, onDelete, now }: { list: WorkerIm
           <code className="digest" title={i.digest}>
             {shortDigest(i.digest)}
           </code>
-          <CopyButton text={i.digest} label={`Copy digest ${shortDigest(i.digest)}`} />
+          <CopyButton text={i.digest} accessibleLabel={`Copy digest ${shortDigest(i.digest)}`} />
         </span>
       ),
       sortValue: (i) => i.digest,
     },
-    { key: 'reference', header: 'Reference', cell: (i) => (i.reference ? <code>{i.reference}</code> : <span className="muted">—</span>), sortValue: (i) => i.reference },
-    { key: 'format', header: 'Format', cell: (i) => i.format, sortValue: (i) => i.format },
-    { key: 'size', header: 'Size', cell: (i) => bytes(i.sizeBytes), sortValue: (i) => i.sizeBytes, className: 'num' },
+    {
+      key: 'reference',
+      header: 'Reference',
+      // The pinned reference repeats the digest of the first column: the repository is enough here.
+      cell: (i) =>
+        i.reference ? (
+          <code className="reference" title={i.reference}>
+            {withoutDigest(i.reference, i.digest)}
+          </code>
+        ) : (
+          <span className="muted">—</span>
+        ),
+      sortValue: (i) => i.reference,
+    },
+    { key: 'format', header: 'Format', cell: (i) => i.format, sortValue: (i) => i.format, className: 'nowrap' },
+    { key: 'size', header: 'Size', cell: (i) => bytes(i.sizeBytes), sortValue: (i) => i.sizeBytes, className: 'num nowrap' },
     {
       key: 'state',
       header: 'State',

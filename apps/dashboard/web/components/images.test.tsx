@@ -73,13 +73,15 @@ describe('ImagesTable', () => {
     expect(html).toContain('<caption>2 images, 1 pulling; cache 12 GiB of 100 GiB (12 %)</caption>');
     const ready = text(row(html, D1));
     expect(ready).toContain('ab12cd34ef56');
-    expect(ready).toContain('Copy digest ab12cd34ef56');
+    expect(row(html, D1)).toContain('aria-label="Copy digest ab12cd34ef56"');
     expect(ready).toContain('fleet-qemu');
     expect(ready).toContain('1.5 GiB');
     expect(ready).toContain('ready');
     expect(ready).toContain('2 VMs');
     expect(ready).toContain('5m 0s ago');
     expect(row(html, D1)).toContain(`title="${D1}"`);
+    // the pinned reference without the digest the row shows already; the whole one as tooltip
+    expect(row(html, D1)).toContain(`<code class="reference" title="127.0.0.1:5000/fleet/guest@${D1}">127.0.0.1:5000/fleet/guest</code>`);
     const pulling = row(html, D2);
     expect(pulling).toContain('<progress aria-label="Pull of 9f1111111111" max="100" value="25"');
     expect(text(pulling)).toContain('25 % · 10 / 40 GiB');

@@ -148,7 +148,7 @@ export function VmDetailPage({ name }: { name: string }) {
                           <code className="digest" title={`${vm.imageDigest}: the digest the reference resolved to when the VM was created; every attempt runs it`}>
                             {vm.imageDigest}
                           </code>
-                          <CopyButton text={vm.imageDigest} label={`Copy digest ${shortDigest(vm.imageDigest)}`} />
+                          <CopyButton text={vm.imageDigest} accessibleLabel={`Copy digest ${shortDigest(vm.imageDigest)}`} />
                         </span>
                       ) : (
                         <span className="muted">— (a local image)</span>
