@@ -15,10 +15,10 @@
 //   with a digest error (event and reason) and leaves no image in the cache; the worker stays online
 //   and its other VM keeps answering.
 // Needs root, ip netns, QEMU, docker-registry and skopeo; otherwise skipped loudly.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage } from '../guest-image/src/index.ts';
@@ -161,6 +161,47 @@ describe.skipIf(why !== '')('VM images from an OCI registry (real registry, skop
     await exec('reg-c', 'pushed-by-fleet');
     await api.request('DELETE', '/v1/vms/reg-c');
   }, 420_000);
+
+  it('a registry with htpasswd auth and TLS from a private CA: wrong credentials are refused at login; the right ones (sealed in the controller) reach the worker only for its pull', async () => {
+    const secure = await startTestRegistry({ address: env.hostIp, auth: { username: 'ci', password: 's3cret-pw' }, tls: true });
+    try {
+      const caFile = path.join(env.tmp, 'registry-ca.pem');
+      await writeFile(caFile, secure.caPem!);
+      const img = await ensureGuestImage();
+      const work = path.join(env.tmp, 'pack-secure');
+      const packed = await packFleetQemu({ kernel: img.kernel, initrd: img.initrd, cmdline: img.cmdlineBase, architecture: 'amd64' }, path.join(work, 'blobs'));
+      await writeOciLayout(packed, path.join(work, 'layout'), 'v');
+      execFileSync('skopeo', ['copy', '--quiet', '--preserve-digests', '--dest-creds', 'ci:s3cret-pw', '--dest-cert-dir', secure.certDir!, `oci:${path.join(work, 'layout')}:v`, `docker://${secure.host}/fleet/private:1`], { stdio: 'pipe', timeout: 120_000 });
+
+      // Without credentials the tag cannot even be resolved: no VM is accepted that could never run.
+      const anon = await api.request('POST', '/v1/vms', { name: 'sec-anon', image: `${secure.host}/fleet/private:1`, driver: 'qemu', cpus: 1, memoryMib: 256 });
+      expect(anon.status, JSON.stringify(anon.body)).toBeGreaterThanOrEqual(400);
+      expect(anon.status).toBeLessThan(600);
+      const wrong = await runFleet(env, ['registry', 'login', secure.host, '--username', 'ci', '--password-stdin', '--ca-file', caFile], { input: 'wrong-pw\n' });
+      expect(wrong.code).not.toBe(0);
+      expect(wrong.stderr).toMatch(/401|unauthori[sz]ed|credentials/i);
+      const right = await runFleet(env, ['registry', 'login', secure.host, '--username', 'ci', '--password-stdin', '--ca-file', caFile], { input: 's3cret-pw\n' });
+      expect(right.code, right.stderr).toBe(0);
+      const listed = await api.request('GET', '/v1/registries');
+      expect(JSON.stringify(listed.body)).not.toContain('s3cret-pw');
+
+      const pre = await api.request('POST', '/v1/images/prefetch', { reference: `${secure.host}/fleet/private:1` });
+      expect(pre.status, JSON.stringify(pre.body)).toBe(202);
+      const body = pre.body as { digest: string; operations: { id: string }[] };
+      expect(body.digest).toBe(packed.manifestDigest);
+      let op: { state: string; message: string } = { state: '', message: '' };
+      await waitUntil(async () => {
+        op = (await api.request('GET', `/v1/image-operations/${body.operations[0]!.id}`)).body as typeof op;
+        return op.state === 'succeeded' || op.state === 'failed';
+      }, 120_000, 'prefetch from the secure registry finished');
+      expect(op.state, op.message).toBe('succeeded');
+      // The password is nowhere on the worker's disk.
+      const onDisk = spawnSync('grep', ['-rl', 's3cret-pw', path.join(env.tmp, 'w')], { encoding: 'utf8' });
+      expect(onDisk.status, onDisk.stdout).toBe(1); // 1 = no file contains it
+    } finally {
+      await secure.stop();
+    }
+  }, 300_000);
 
   it('bad input: an unknown tag is refused at create; a corrupted blob fails the VM clearly, caches nothing, and the worker stays healthy', async () => {
     const unknown = await api.request('POST', '/v1/vms', { name: 'reg-missing', image: `${host}/fleet/guest:nope`, driver: 'qemu', cpus: 1, memoryMib: 256 });
