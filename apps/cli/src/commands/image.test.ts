@@ -204,6 +204,19 @@ describe('image prefetch', () => {
     expect(err.at(-2)).toBe(`fleet: prefetch of ${REF} failed on 1 of 2 worker(s): mac-2 (no space left on device (cache limit 100 GiB))`);
   });
 
+  it('--wait on a terminal: one bar per worker, the block redrawn in place', async () => {
+    fake.reply('POST', '/v1/images/prefetch', 202, result([op(), op({ id: 'op-2', worker: 'mac-22' })]));
+    sequence('/v1/image-operations/op-1', [op({ state: 'running', progress: prog(0.5 * GiB, GiB) }), op({ state: 'succeeded', progress: prog(GiB, GiB) })]);
+    sequence('/v1/image-operations/op-2', [op({ id: 'op-2', worker: 'mac-22', state: 'succeeded', progress: prog(GiB, GiB) })]);
+    const r = await runCli(['image', 'prefetch', REF, '--wait'], { env, stderrTty: true });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`2 of 2 worker(s) have ${REF} (ab12cd34ef56)\n`);
+    // the first block, then redraws of both lines (cursor up 2, clear, two lines)
+    expect(r.stderr).toContain('\x1b[2Kmac-1   pending\n\x1b[2Kmac-22  pending\n');
+    expect(r.stderr).toContain('\r\x1b[2A\x1b[J\x1b[2Kmac-1   [#####     ]  50 %  0.5/1 GiB  running\n\x1b[2Kmac-22  [##########] 100 %  1/1 GiB  succeeded\n');
+    expect(r.stderr).toMatch(/\x1b\[2Kmac-1   \[##########\] 100 %  1\/1 GiB  succeeded\n\x1b\[2Kmac-22  \[##########\] 100 %  1\/1 GiB  succeeded\n$/);
+  });
+
   it('--wait --json: the final operations on stdout, nothing else', async () => {
     fake.reply('POST', '/v1/images/prefetch', 202, result([op()]));
     sequence('/v1/image-operations/op-1', [op({ state: 'succeeded', progress: prog(GiB, GiB) })]);

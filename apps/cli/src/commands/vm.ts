@@ -333,7 +333,7 @@ export function registerVmCommands(program: Command, rt: Runtime): void {
 
   vm.command('create')
     .argument('<name>', 'VM name: lower-case letters, digits and dashes')
-    .requiredOption('--image <image>', 'image to boot')
+    .requiredOption('--image <image>', "image to boot: a worker's local image name, or a registry reference (registry/repository:tag or …@sha256:…; the tag is resolved to a digest now)")
     .option('--os <os>', 'linux or macos (default linux)')
     .option('--driver <driver>', `runtime driver: ${DRIVERS.join(', ')} (default: any the worker has)`)
     .option('--cpus <n>', 'virtual CPUs')
