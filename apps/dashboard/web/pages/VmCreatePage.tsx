@@ -137,7 +137,7 @@ export function VmCreatePage() {
       )}
       <form onSubmit={(e) => void submit(e)} noValidate className="form-grid">
         {field('name', 'Name', <input {...a11y('name')} required autoComplete="off" />, 'lower-case letters, digits and dashes')}
-        {field('image', 'Image', <input {...a11y('image')} required defaultValue="debian-12" />)}
+        {field('image', 'Image', <input {...a11y('image')} required defaultValue="debian-12" />, 'a local image name, or a registry reference (registry/repository:tag): the tag is resolved to a digest at create')}
         {field(
           'os',
           'OS',
