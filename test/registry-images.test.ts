@@ -53,10 +53,15 @@ describe.skipIf(why !== '')('VM images from an OCI registry (real registry, skop
 
   const waitVm = async (name: string, until: (vm: { state: string; ip: string | null; reason: string }) => boolean, what: string, timeoutMs = 180_000) => {
     let last: { state: string; ip: string | null; reason: string } | null = null;
-    await waitUntil(async () => {
-      last = await api.vm(name);
-      return !!last && until(last);
-    }, timeoutMs, `${what} (last: ${JSON.stringify(last)})`, 250);
+    try {
+      await waitUntil(async () => {
+        last = await api.vm(name);
+        return !!last && until(last);
+      }, timeoutMs, what, 250);
+    } catch (error) {
+      // What the VM and the worker said, for whoever reads a failed run.
+      throw new Error(`${(error as Error).message}; last: ${JSON.stringify(last)}; worker log tail:\n${env.worker.output().split('\n').slice(-40).join('\n')}`);
+    }
     return last! as { state: string; ip: string | null; reason: string; imageDigest: string | null };
   };
 
@@ -153,13 +158,16 @@ describe.skipIf(why !== '')('VM images from an OCI registry (real registry, skop
     execFileSync('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${host}/fleet/pushed:1`, `dir:${copyDir}`], { stdio: 'pipe', timeout: 120_000 });
     expect(readdirSync(copyDir).length).toBeGreaterThanOrEqual(manifest.layers.length + 2);
 
-    // The pushed image runs as a VM of its own.
+    // The pushed image runs as a VM of its own (in reg-b's place: the worker has 2 CPUs).
+    expect([202, 204]).toContain((await api.request('DELETE', '/v1/vms/reg-b')).status);
+    await waitUntil(async () => (await api.vm('reg-b')) === null, 60_000, 'reg-b deleted');
     const created = await api.request('POST', '/v1/vms', { name: 'reg-c', image: `${host}/fleet/pushed:1`, driver: 'qemu', cpus: 1, memoryMib: 256 });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const c = await waitVm('reg-c', (v) => v.state === 'failed' || (v.state === 'running' && !!v.ip), 'reg-c running');
     expect(c.state, c.reason).toBe('running');
     await exec('reg-c', 'pushed-by-fleet');
     await api.request('DELETE', '/v1/vms/reg-c');
+    await waitUntil(async () => (await api.vm('reg-c')) === null, 60_000, 'reg-c deleted');
   }, 420_000);
 
   it('a registry with htpasswd auth and TLS from a private CA: wrong credentials are refused at login; the right ones (sealed in the controller) reach the worker only for its pull', async () => {
