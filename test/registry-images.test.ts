@@ -124,9 +124,10 @@ describe.skipIf(why !== '')('VM images from an OCI registry (real registry, skop
       return op.state === 'succeeded';
     }, 120_000, 'prefetch succeeded');
 
-    const created = await api.request('POST', '/v1/vms', { name: 'reg-b', image: `${host}/fleet/guest:1`, driver: 'qemu', cpus: 1, memoryMib: 256 });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    expect((created.body as { imageDigest: string }).imageDigest).toBe(moved);
+    // Through the CLI as a user would: `fleet vm create --wait` returns once it runs.
+    const created = await runFleet(env, ['vm', 'create', 'reg-b', '--image', `${host}/fleet/guest:1`, '--driver', 'qemu', '--cpus', '1', '--memory', '256M', '--wait', '--json'], { timeoutMs: 240_000 });
+    expect(created.code, created.stderr).toBe(0);
+    expect((JSON.parse(created.stdout.toString()) as { imageDigest: string }).imageDigest).toBe(moved);
     expect((await api.vm('reg-a')).imageDigest).toBe(before);
     const b = await waitVm('reg-b', (v) => v.state === 'failed' || (v.state === 'running' && !!v.ip), 'reg-b running');
     expect(b.state, b.reason).toBe('running');
