@@ -166,7 +166,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const workerImages = new WorkerImageService(db);
   const imageOperations = new ImageOperationService(db, events, bus, registries, imageResolver, workerImages);
   const vms = new VmService(db, events, bus, metrics, secrets);
-  vms.resolveImage = (image) => imageResolver.resolve(image);
+  vms.resolveImage = (image) => imageResolver.resolveForVm(image);
   vms.pushInProgress = async (vmId) => (await imageOperations.pushInProgress(vmId))?.id ?? null;
   const networkCounters = new NetworkCounterStore();
   const streams = new WorkerStreams(db, log, {

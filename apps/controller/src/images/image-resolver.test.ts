@@ -189,3 +189,45 @@ describe('image pulls in assignments', () => {
     expect([...many.keys()]).toEqual(['a']);
   });
 });
+
+describe('ImageResolver.resolveForVm: what a VM of the image needs', () => {
+  const tartManifest = {
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: 'sha256:' + '2'.repeat(64), size: 60 },
+    layers: [
+      { mediaType: 'application/vnd.cirruslabs.tart.config.v1', digest: 'sha256:' + '3'.repeat(64), size: 10 },
+      { mediaType: 'application/vnd.cirruslabs.tart.disk.v2', digest: 'sha256:' + '4'.repeat(64), size: 10, annotations: { 'org.cirruslabs.tart.uncompressed-size': '10', 'org.cirruslabs.tart.uncompressed-content-digest': 'sha256:' + '5'.repeat(64) } },
+      { mediaType: 'application/vnd.cirruslabs.tart.nvram.v1', digest: 'sha256:' + '6'.repeat(64), size: 10 },
+    ],
+  };
+  const containerManifest = { ...tartManifest, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: 'sha256:' + '7'.repeat(64), size: 10 }] };
+  const scripted = (json: unknown, configOs: string): ImageResolver =>
+    new ImageResolver(insecure, {
+      clientFactory: (): ManifestSource => ({
+        resolve: async () => ({ mediaType: OCI_MANIFEST, digest: DIGEST, size: 1 }),
+        getManifest: async () => ({ digest: DIGEST, mediaType: OCI_MANIFEST, bytes: Buffer.from(JSON.stringify(json)), json }),
+        getBlob: async () => Buffer.from(JSON.stringify({ architecture: 'arm64', os: configOs })),
+      }),
+    });
+
+  it('a Fleet qemu image runs on qemu as linux', async () => {
+    expect(await new ImageResolver(insecure).resolveForVm(`${registry.host}/fleet/guest:1`)).toMatchObject({ imageDigest: DIGEST, format: 'fleet-qemu', driver: 'qemu', os: 'linux' });
+  });
+
+  it('a Tart image runs on vz, as macOS when its config says darwin (a macOS slot) and as linux when it says linux', async () => {
+    expect(await scripted(tartManifest, 'darwin').resolveForVm('ghcr.io/org/macos:15')).toMatchObject({ format: 'tart', driver: 'vz', os: 'macos' });
+    expect(await scripted(tartManifest, 'linux').resolveForVm('ghcr.io/org/ubuntu:24')).toMatchObject({ format: 'tart', driver: 'vz', os: 'linux' });
+  });
+
+  it('a container image is refused: 422 image_unsupported, naming it a container image', async () => {
+    const err = await rejection(scripted(containerManifest, 'linux').resolveForVm('ghcr.io/org/app:1'));
+    expect(err.statusCode).toBe(422);
+    expect(err.code).toBe('image_unsupported');
+    expect(err.message).toMatch(/container image/);
+  });
+
+  it('local names stay local', async () => {
+    expect(await new ImageResolver(insecure).resolveForVm('fleet-guest')).toEqual({ imageDigest: '', pinned: 'fleet-guest' });
+  });
+});

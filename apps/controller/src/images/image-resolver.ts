@@ -5,6 +5,8 @@ import { isRegistryReference, OciError, parseImageReference, pinnedReference, Re
 import type { RegistryAccess } from '@fleet/proto';
 import type { RegistryService } from './registry-service.ts';
 import { resolveError } from './registry-errors.ts';
+import { detectFormat, parseImageManifest } from '@fleet/vm-image';
+import { FleetError } from '../errors.ts';
 
 export interface ResolvedImage {
   /** sha256:… of the manifest; "" for local images. */
@@ -26,6 +28,18 @@ export interface ResolvedManifest {
 export interface ManifestSource {
   resolve(repository: string, tagOrDigest: string): Promise<{ mediaType: string; digest: string; size: number }>;
   getManifest(repository: string, ref: string): Promise<{ digest: string; mediaType: string; bytes: Uint8Array | Buffer; json: unknown }>;
+  /** Small verified blobs (a Tart image's config, to learn its guest OS). */
+  getBlob?(repository: string, desc: { mediaType: string; digest: string; size: number }, maxBytes: number): Promise<Buffer>;
+}
+
+/** A VM's image as the scheduler must know it: which runtime runs it, and its guest OS. */
+export interface ResolvedVmImage extends ResolvedImage {
+  /** Registry images only. */
+  format?: 'tart' | 'fleet-qemu';
+  /** The driver that runs the format ("vz" for Tart images, "qemu" for Fleet qemu images). */
+  driver?: string;
+  /** The guest OS the image declares ("macos" or "linux"): a macOS guest takes a macOS slot. */
+  os?: 'macos' | 'linux';
 }
 export type ManifestSourceFactory = (opts: { registry: string; insecure: boolean; caPem?: string; username?: string; password?: string; timeoutMs: number }) => ManifestSource;
 
@@ -64,6 +78,39 @@ export class ImageResolver {
     if (!isRegistryReference(image)) return { imageDigest: '', pinned: image };
     const r = await this.resolveRef(image);
     return { imageDigest: r.digest, pinned: r.pinned };
+  }
+
+  /**
+   * `resolve`, plus what the image is (a VM create needs it: a Tart image runs only on vz workers,
+   * and a macOS one takes a macOS slot). A container image or an unknown format is refused with
+   * 422 `image_unsupported`: no VM is accepted that no worker could run.
+   */
+  async resolveForVm(image: string): Promise<ResolvedVmImage> {
+    if (!isRegistryReference(image)) return { imageDigest: '', pinned: image };
+    const m = await this.resolveManifest(image);
+    let format: 'tart' | 'fleet-qemu';
+    try {
+      format = detectFormat(parseImageManifest(m.json));
+    } catch (err) {
+      throw new FleetError(422, 'image_unsupported', `${image} cannot run as a VM: ${err instanceof Error ? err.message : String(err)}`, { reference: image, digest: m.digest });
+    }
+    if (format === 'fleet-qemu') return { imageDigest: m.digest, pinned: m.pinned, format, driver: 'qemu', os: 'linux' };
+    return { imageDigest: m.digest, pinned: m.pinned, format, driver: 'vz', os: await this.tartGuestOs(m) };
+  }
+
+  /** A Tart image's guest OS, from its OCI config's "os" ("darwin" → macos); macOS when unreadable (the safe side: it takes a slot). */
+  private async tartGuestOs(m: ResolvedManifest): Promise<'macos' | 'linux'> {
+    const config = (m.json as { config?: { mediaType?: unknown; digest?: unknown; size?: unknown } }).config;
+    if (!config || typeof config.digest !== 'string' || typeof config.size !== 'number') return 'macos';
+    const { client } = await this.resolveRef(m.pinned);
+    if (!client.getBlob) return 'macos';
+    try {
+      const bytes = await client.getBlob(m.ref.repository, { mediaType: String(config.mediaType ?? ''), digest: config.digest, size: config.size }, 64 * 1024);
+      const os = (JSON.parse(bytes.toString('utf8')) as { os?: unknown }).os;
+      return os === 'linux' ? 'linux' : 'macos';
+    } catch {
+      return 'macos';
+    }
   }
 
   /**

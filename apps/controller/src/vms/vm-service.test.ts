@@ -103,6 +103,16 @@ describe('registry images (issue 15)', () => {
     expect((await db.vm.findUniqueOrThrow({ where: { id: vm.id } })).imageDigest).toBe(digest2);
   });
 
+  it("takes the image's driver and guest OS (a Tart macOS image takes a macOS slot) and refuses a VM the image cannot suit", async () => {
+    vms.resolveImage = async (image) => ({ imageDigest: `sha256:${'3'.repeat(64)}`, ...(image.includes('macos') ? { driver: 'vz', os: 'macos' } : { driver: 'qemu', os: 'linux' }) });
+    expect(await vms.create({ name: 'mac', image: 'ghcr.io/org/macos:15', cpus: 1, memoryMib: 1024 }, 'test')).toMatchObject({ driver: 'vz', os: 'macos' });
+    expect(await vms.create({ name: 'lin', image: '127.0.0.1:5000/fleet/guest:1', cpus: 1, memoryMib: 1024 }, 'test')).toMatchObject({ driver: 'qemu', os: 'linux' });
+    await expect(vms.create({ name: 'bad-os', image: 'ghcr.io/org/macos:15', os: 'linux', cpus: 1, memoryMib: 1024 }, 'test')).rejects.toThrow(/is a macos image, not linux/);
+    await expect(vms.create({ name: 'bad-drv', image: '127.0.0.1:5000/fleet/guest:1', driver: 'synthetic', cpus: 1, memoryMib: 1024 }, 'test')).rejects.toThrow(/runs on the qemu driver, not synthetic/);
+    await expect(vms.update('lin', { image: 'ghcr.io/org/macos:16' }, 'test')).rejects.toThrow(/runs on the vz driver, not qemu/);
+    expect(await db.vm.count({ where: { name: { in: ['bad-os', 'bad-drv'] } } })).toBe(0);
+  });
+
   it('a stopped VM whose disk is being pushed cannot be started until the push ends', async () => {
     let push: string | null = 'op-1';
     vms.pushInProgress = async () => push;

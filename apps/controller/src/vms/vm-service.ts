@@ -10,7 +10,7 @@ import type { FleetDb, Prisma, Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
-import { conflict, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
+import { conflict, FleetError, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { normalizeNetwork } from './network-policy.ts';
 import { DEFAULT_GUEST_USER, generateVmKeyPair } from '../sessions/vm-access.ts';
@@ -50,12 +50,22 @@ interface Change {
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
 }
 
+/** A registry image must suit the VM: its runtime and guest OS (when the image says them). */
+function imageMatches(name: string, image: string, resolved: { driver?: string; os?: string }, vm: { os: string; driver: string }): void {
+  if (resolved.driver && vm.driver && vm.driver !== resolved.driver) {
+    throw new FleetError(422, 'image_mismatch', `vm "${name}": ${image} runs on the ${resolved.driver} driver, not ${vm.driver}`, { image, driver: resolved.driver });
+  }
+  if (resolved.os && vm.os !== resolved.os) {
+    throw new FleetError(422, 'image_mismatch', `vm "${name}": ${image} is a ${resolved.os} image, not ${vm.os} (leave --os out to take the image's)`, { image, os: resolved.os });
+  }
+}
+
 export class VmService {
   /**
    * Set by the composition root (issue 15): resolves a registry image's tag to the manifest digest
    * every attempt of the VM then runs (images/image-resolver.ts); local names resolve to "".
    */
-  resolveImage: (image: string) => Promise<{ imageDigest: string }> = async () => ({ imageDigest: '' });
+  resolveImage: (image: string) => Promise<{ imageDigest: string; driver?: string; os?: string }> = async () => ({ imageDigest: '' });
   /** Set by the composition root: the push of this VM's disk still pending or running, if any (its id). */
   pushInProgress: (vmId: string) => Promise<string | null> = async () => null;
 
@@ -132,8 +142,13 @@ export class VmService {
     const id = randomUUID();
     // Sealed before the transaction (the row id is the associated data, so it is chosen first).
     let sealed: { publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>> | undefined;
-    // A registry tag is resolved now, once: every attempt of this VM runs exactly this digest.
-    const { imageDigest } = await this.resolveImage(spec.image);
+    // A registry tag is resolved now, once: every attempt of this VM runs exactly this digest. The
+    // image also says which runtime runs it and its guest OS (a macOS guest takes a macOS slot).
+    const resolved = await this.resolveImage(spec.image);
+    const { imageDigest } = resolved;
+    const os = spec.os ?? resolved.os ?? 'linux';
+    const driver = spec.driver ?? resolved.driver ?? '';
+    imageMatches(spec.name, spec.image, resolved, { os, driver });
     if (spec.password !== undefined) {
       const pair = generateVmKeyPair(spec.name);
       sealed = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(id, pair.privateKey, spec.password)) };
@@ -148,8 +163,8 @@ export class VmService {
             reason: 'waiting for the scheduler',
             image: spec.image,
             imageDigest,
-            os: spec.os ?? 'linux',
-            driver: spec.driver ?? '',
+            os,
+            driver,
             cpus: spec.cpus ?? 2,
             memoryMib: spec.memoryMib ?? 4096,
             diskGib: spec.diskGib ?? 20,
@@ -216,6 +231,7 @@ export class VmService {
     }
     // A new registry image is resolved now, like at create (the old digest stays until it commits).
     const resolved = patch.image !== undefined && patch.image !== vm.image ? await this.resolveImage(patch.image) : undefined;
+    if (resolved) imageMatches(name, patch.image!, resolved, { os: vm.os, driver: vm.driver });
     const data: Prisma.VmUncheckedUpdateManyInput = {
       ...(restart
         ? { state: 'pending', workerId: null, ip: null, restartAt: null, restartCount: { increment: 1 }, reason: `restart requested by ${actor}: waiting for the scheduler` }
