@@ -19,6 +19,9 @@ class FakeRegistry {
   readonly corrupt = new Set<string>();
   /** Delay before each blob response (to overlap pulls). */
   delayMs = 0;
+  /** Digests whose next response breaks off after half the bytes (a registry that drops mid-pull). */
+  readonly dropOnce = new Set<string>();
+  readonly ranges: string[] = [];
   server = http.createServer((req, res) => void this.handle(req, res));
   host = '';
 
@@ -52,6 +55,19 @@ class FakeRegistry {
       if (this.corrupt.has(m[2]!)) {
         body = Buffer.from(body);
         body[Math.floor(body.length / 2)]! ^= 0xff;
+      }
+      const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+      if (range) {
+        this.ranges.push(`${m[2]} ${range[1]}`);
+        const from = Number(range[1]);
+        res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': body.length - from, 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` });
+        return void res.end(body.subarray(from));
+      }
+      if (this.dropOnce.delete(m[2]!)) {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+        res.write(body.subarray(0, Math.floor(body.length / 2)));
+        await new Promise((r) => setTimeout(r, 20));
+        return void res.destroy();
       }
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
       return void res.end(body);
@@ -101,6 +117,8 @@ beforeEach(async () => {
   registry.blobGets = 0;
   registry.delayMs = 0;
   registry.corrupt.clear();
+  registry.dropOnce.clear();
+  registry.ranges.length = 0;
 });
 afterEach(async () => {
   await rm(tmp, { recursive: true, force: true });
@@ -156,6 +174,30 @@ describe('ImageCache', () => {
     registry.corrupt.clear();
     (await c.acquire({ reference: ref, access: insecure })).release();
     expect((await c.inventory()).images).toEqual([expect.objectContaining({ digest: digestOf(ref), state: 'ready' })]);
+  });
+
+  it('a registry that drops mid-blob: the pull resumes where it broke off (HTTP Range) and the image is whole', async () => {
+    const image = await guestLikeImage('drop', 512);
+    const ref = await registry.add('fleet/drop', image);
+    const kernel = image.layers.find((l) => l.descriptor.mediaType.endsWith('kernel.v1'))!;
+    registry.dropOnce.add(kernel.descriptor.digest);
+    const h = await cache().acquire({ reference: ref, access: insecure });
+    expect(registry.ranges).toHaveLength(1);
+    expect(registry.ranges[0]).toMatch(new RegExp(`^${kernel.descriptor.digest} [1-9]\\d*$`));
+    expect(await readFile(h.image.kernel!)).toEqual(await readFile(kernel.path));
+    h.release();
+  });
+
+  it('a container image (not a VM image) fails the pull with a message saying so', async () => {
+    const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+    const layer = Buffer.from('not really a tarball');
+    const d = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+    registry.blobs.set(d(config), config);
+    registry.blobs.set(d(layer), layer);
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: d(config), size: config.length }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: d(layer), size: layer.length }] }));
+    registry.manifests.set(`library/app@${d(manifest)}`, { type: 'application/vnd.oci.image.manifest.v1+json', body: manifest });
+    await expect(cache().acquire({ reference: `${registry.host}/library/app@${d(manifest)}`, access: insecure })).rejects.toThrow(/container image/);
+    expect(registry.blobGets).toBe(0);
   });
 
   it('evicts least-recently-used images above the limit, never one in use or pinned; delete refuses one in use', async () => {
