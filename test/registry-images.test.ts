@@ -169,6 +169,13 @@ describe.skipIf(why !== '')('VM images from an OCI registry (real registry, skop
     await exec('reg-c', 'pushed-by-fleet');
     await api.request('DELETE', '/v1/vms/reg-c');
     await waitUntil(async () => (await api.vm('reg-c')) === null, 60_000, 'reg-c deleted');
+
+    // No VM uses the pushed image any more: the worker says so soon, and it can be deleted from its cache.
+    const images = async () => ((await api.request('GET', `/v1/workers/${env.workerName}/images`)).body as { items: { digest: string; inUse: number }[] }).items;
+    await waitUntil(async () => (await images()).find((i) => i.digest === op.digest)?.inUse === 0, 15_000, 'the pushed image no longer in use');
+    const del = await api.request('DELETE', `/v1/workers/${env.workerName}/images/${op.digest}`);
+    expect(del.status, JSON.stringify(del.body)).toBe(202);
+    await waitUntil(async () => !(await images()).some((i) => i.digest === op.digest), 30_000, 'the pushed image deleted from the cache');
   }, 420_000);
 
   it('a registry with htpasswd auth and TLS from a private CA: wrong credentials are refused at login; the right ones (sealed in the controller) reach the worker only for its pull', async () => {

@@ -205,6 +205,14 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     if (!images) return;
     void images.inventory().then((inventory) => link?.sendImageInventory(inventory), (error: unknown) => log.warn({ err: error }, 'image cache inventory failed'));
   };
+  // Coalesced: a pull reports progress many times a second, and "in use" changes with instances.
+  const inventoryChanged = (): void => {
+    if (!images || inventoryTimer) return;
+    inventoryTimer = setTimeout(() => {
+      inventoryTimer = undefined;
+      sendInventory();
+    }, 1000);
+  };
   const images =
     driver.imageFormats?.length && imageCacheDir
       ? new ImageCache({
@@ -214,13 +222,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
           formats: driver.imageFormats,
           inUse: async () => new Set((await driver.list()).flatMap((s) => (s.imageDigest ? [s.imageDigest] : []))),
           log: log.child({ component: 'images' }),
-          // Coalesced: a pull reports progress many times a second.
-          onChange: () => {
-            inventoryTimer ??= setTimeout(() => {
-              inventoryTimer = undefined;
-              sendInventory();
-            }, 1000);
-          },
+          onChange: () => inventoryChanged(),
         })
       : undefined;
   if (images) await images.init();
@@ -232,6 +234,8 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
     onStatus: (status) => {
       link?.reportStatus(status);
+      // An instance made or removed changes which cached images are in use (delete and eviction rely on it).
+      if (images && (status.phase === 'VM_PHASE_GONE' || status.phase === 'VM_PHASE_STOPPED' || status.phase === 'VM_PHASE_RUNNING')) inventoryChanged();
       // A VM that stopped, failed or went away takes its pooled SSH connections with it.
       if (status.vmId && status.phase !== 'VM_PHASE_RUNNING' && status.phase !== 'VM_PHASE_STARTING') sshPool?.forgetVm(status.vmId);
     },
