@@ -51,6 +51,8 @@ export interface ControllerOptions {
   controllerName?: string;
   /** Leader lease length (PostgreSQL, several controllers): failover after a cut-off leader takes about this long. Default 3 s. */
   leaderLeaseMs?: number;
+  /** Issue 15: which registries VM images may name ("any", or "known": only those added with `fleet registry login`). */
+  registries?: 'any' | 'known';
   /** How the other controllers reach this one's REST API (sessions are relayed to the controller holding the worker's stream). Default: the API's own URL. */
   advertiseApiUrl?: string;
   /** --secrets-key-file: the key-encryption key in a file outside the data dir (default `<data-dir>/secrets.key`). */

@@ -161,7 +161,7 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   const bus = new FleetBus();
   const events = new EventLog(db);
   // Images (issue 15): registries' credentials, tag → digest resolution, workers' caches, image operations.
-  const registries = new RegistryService(db, registrySecrets, events);
+  const registries = new RegistryService(db, registrySecrets, events, { policy: opts.registries ?? 'any' });
   const imageResolver = createImageResolver(registries);
   const workerImages = new WorkerImageService(db);
   const imageOperations = new ImageOperationService(db, events, bus, registries, imageResolver, workerImages);

@@ -16,6 +16,11 @@ function port(value: string): number {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number 0-65535');
   return n;
 }
+function registriesPolicy(value: string): 'any' | 'known' {
+  if (value !== 'any' && value !== 'known') throw new InvalidArgumentError('must be any or known');
+  return value;
+}
+
 function ms(value: string): number {
   const m = /^(\d+)(ms|s|m)$/.exec(value);
   if (!m) throw new InvalidArgumentError('must be a duration with a unit, like 500ms, 30s or 3m');
@@ -51,6 +56,7 @@ program
   .option('--api-key <file>', 'key for --api-cert (PEM)')
   .option('--metrics-public', 'serve /metrics without a token (default: needs a token with the read role)')
   .option('--controller-name <name>', 'this controller among several on one PostgreSQL database (default: the host name)')
+  .option('--registries <policy>', 'which registries VM images may name: any, or known (only those an admin added with fleet registry login)', registriesPolicy, 'any')
   .option('--leader-lease <duration>', 'leader lease (several controllers): a leader cut off from the database is replaced after about this long', ms, 3_000)
   .option('--advertise-api-url <url>', 'how the other controllers reach this REST API (sessions are relayed to the controller holding the worker stream; default: the API URL)')
   .option('--secrets-key-file <file>', 'key-encryption key for the secrets in the database (default: <data-dir>/secrets.key, created on first start; or FLEET_SECRETS_KEY)')
@@ -105,6 +111,7 @@ program
         ...(process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN ? { bootstrapAdminToken: process.env.FLEET_BOOTSTRAP_ADMIN_TOKEN } : {}),
         ...(o.controllerName ? { controllerName: o.controllerName } : {}),
         leaderLeaseMs: o.leaderLease,
+        registries: o.registries,
         ...(o.advertiseApiUrl ? { advertiseApiUrl: o.advertiseApiUrl } : {}),
         ...(o.secretsKeyFile ? { secretsKeyFile: o.secretsKeyFile } : {}),
         ...(o.secretsKeyCommand ? { secretsKeyCommand: o.secretsKeyCommand } : {}),

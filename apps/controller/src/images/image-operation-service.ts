@@ -62,7 +62,7 @@ export class ImageOperationService {
     private readonly db: FleetDb,
     private readonly events: EventLog,
     private readonly bus: FleetBus,
-    private readonly registries: Pick<RegistryService, 'accessForHosts'>,
+    private readonly registries: Pick<RegistryService, 'accessForHosts'> & Partial<Pick<RegistryService, 'assertAllowed'>>,
     private readonly resolver: Pick<ImageResolver, 'resolveManifest'>,
     private readonly inventory: Pick<WorkerImageService, 'get'>,
     opts: ImageOperationServiceOptions = {},
@@ -169,6 +169,7 @@ export class ImageOperationService {
     }
     if (ref.digest) throw badRequest(`cannot push to ${reference}: a push names a tag (HOST[:PORT]/REPOSITORY:TAG), not a digest; the digest is what the push produces`);
     const target = `${ref.registry}/${ref.repository}:${ref.tag ?? 'latest'}`;
+    await this.registries.assertAllowed?.(ref.registry);
     const vm = await this.db.vm.findUnique({ where: { name: vmName }, include: { worker: { select: { name: true } } } });
     if (!vm) throw notFound('VM', vmName);
     if (!vm.workerId || !vm.worker) {

@@ -56,7 +56,7 @@ export class ImageResolver {
   private readonly clientFactory: ManifestSourceFactory;
 
   constructor(
-    private readonly registries: Pick<RegistryService, 'accessFor'>,
+    private readonly registries: Pick<RegistryService, 'accessFor'> & Partial<Pick<RegistryService, 'assertAllowed'>>,
     opts: ImageResolverOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? RESOLVE_TIMEOUT_MS;
@@ -137,6 +137,7 @@ export class ImageResolver {
     } catch (err) {
       throw resolveError(err, reference, '');
     }
+    await this.registries.assertAllowed?.(ref.registry);
     const access: RegistryAccess = await this.registries.accessFor(ref.registry);
     const client = this.clientFactory({
       registry: ref.registry,
@@ -174,6 +175,6 @@ export function firstPlatformManifest(json: unknown): string | undefined {
 }
 
 /** The resolver the controller uses: registries' credentials from `registries`, 15 s per request. */
-export function createImageResolver(registries: Pick<RegistryService, 'accessFor'>, opts: ImageResolverOptions = {}): ImageResolver {
+export function createImageResolver(registries: Pick<RegistryService, 'accessFor'> & Partial<Pick<RegistryService, 'assertAllowed'>>, opts: ImageResolverOptions = {}): ImageResolver {
   return new ImageResolver(registries, opts);
 }

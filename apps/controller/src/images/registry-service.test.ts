@@ -19,6 +19,7 @@ import { rotateKey } from '../secrets/rotate-key.ts';
 import { SecretBox } from '../secrets/secret-box.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
 import { checkCaPem, normalizeRegistryHost, RegistryService } from './registry-service.ts';
+import { ImageResolver } from './image-resolver.ts';
 
 const PASSWORD = 'canary-registry-PW-3b9d1f';
 
@@ -245,5 +246,19 @@ describe('rotate-key covers registry passwords', () => {
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('registry policy (--registries known)', () => {
+  it('"known" refuses a registry no admin added (403 registry_not_allowed, naming the fix), for resolution too; "any" allows all', async () => {
+    const known = new RegistryService(t.db, secrets, events, { timeoutMs: 5000, policy: 'known' });
+    const err = await known.assertAllowed('ghcr.io').then(() => undefined, (e: unknown) => e as FleetError);
+    expect(err).toMatchObject({ statusCode: 403, code: 'registry_not_allowed' });
+    expect(err!.message).toMatch(/fleet registry login ghcr\.io/);
+    const resolved = await new ImageResolver(known).resolve('ghcr.io/org/macos:15').then(() => undefined, (e: unknown) => e as FleetError);
+    expect(resolved).toMatchObject({ statusCode: 403, code: 'registry_not_allowed' });
+    await known.put('ghcr.io', { verify: false }, 'token:admin'); // anonymous, but known
+    await expect(known.assertAllowed('GHCR.io')).resolves.toBeUndefined();
+    await expect(registries.assertAllowed('anything.example:5000')).resolves.toBeUndefined();
   });
 });

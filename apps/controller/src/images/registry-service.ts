@@ -9,7 +9,7 @@ import type { RegistryAccess } from '@fleet/proto';
 import { RegistryClient } from '@fleet/oci';
 import type { EventLog } from '../events/event-log.ts';
 import type { RegistrySecrets } from '../secrets/registry-secrets.ts';
-import { badRequest, notFound } from '../errors.ts';
+import { badRequest, FleetError, notFound } from '../errors.ts';
 import { loginError } from './registry-errors.ts';
 
 export interface RegistrySettings {
@@ -115,12 +115,20 @@ export function toRegistryView(r: Registry): RegistryView {
 export interface RegistryServiceOptions {
   /** Builds the client `verify` pings (default: @fleet/oci's RegistryClient). */
   clientFactory?: RegistryClientFactory;
+  /**
+   * Which registries VM images, prefetches and pushes may name: "any" (default), or "known": only
+   * hosts an admin added with `fleet registry login` (anonymous ones too) — `--registries known`.
+   */
+  policy?: RegistryPolicy;
   /** Timeout of the verification (default 15 s). */
   timeoutMs?: number;
 }
 
+export type RegistryPolicy = 'any' | 'known';
+
 export class RegistryService {
   private readonly clientFactory: RegistryClientFactory;
+  private readonly policy: RegistryPolicy;
   private readonly timeoutMs: number;
 
   constructor(
@@ -130,6 +138,7 @@ export class RegistryService {
     opts: RegistryServiceOptions = {},
   ) {
     this.clientFactory = opts.clientFactory ?? ((o) => new RegistryClient(o));
+    this.policy = opts.policy ?? 'any';
     this.timeoutMs = opts.timeoutMs ?? 15_000;
   }
 
@@ -195,6 +204,22 @@ export class RegistryService {
 
   async list(): Promise<RegistryView[]> {
     return (await this.db.registry.findMany({ orderBy: { host: 'asc' } })).map(toRegistryView);
+  }
+
+  /**
+   * Refuses a registry the fleet may not use (policy "known" and no `fleet registry login` for it):
+   * 403 `registry_not_allowed`. Every VM image, prefetch and push passes here first.
+   */
+  async assertAllowed(registry: string): Promise<void> {
+    if (this.policy === 'any') return;
+    let host: string;
+    try {
+      host = normalizeRegistryHost(registry);
+    } catch {
+      host = registry;
+    }
+    if ((await this.db.registry.count({ where: { host } })) > 0) return;
+    throw new FleetError(403, 'registry_not_allowed', `registry ${host} is not one this fleet uses: the controller runs with --registries known, so an admin must add it first (fleet registry login ${host}, --anonymous for a public one)`, { registry: host });
   }
 
   /** How a worker (or the controller) reaches `registry`: unknown registries are anonymous over TLS. */
