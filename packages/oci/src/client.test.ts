@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseChallenges } from './auth.ts';
 import { MANIFEST_MEDIA_TYPES, RegistryClient, type Descriptor } from './client.ts';
 import { OciError } from './errors.ts';
-import { downloadBlobs } from './pull.ts';
+import { downloadBlobs, pullBlobs } from './pull.ts';
 
 // ------------------------------------------------------------------ fake registry
 
@@ -824,5 +824,221 @@ describe('downloadBlobs', () => {
     // The slow download was aborted (not left running): its partial survives.
     expect((await fsp.stat(partial)).size).toBe(50_000);
     expect(existsSync(partial.slice(0, -'.partial'.length))).toBe(false);
+  });
+});
+
+describe('downloadBlobInto', () => {
+  /** A file of `size` bytes of 0xee (to see that nothing outside a region is touched). */
+  async function filled(size: number): Promise<{ file: string; fh: fsp.FileHandle }> {
+    const file = path.join(tmp, `disk-${randomBytes(3).toString('hex')}`);
+    await fsp.writeFile(file, Buffer.alloc(size, 0xee));
+    const fh = await fsp.open(file, 'r+');
+    toStop.push({ stop: () => fh.close().catch(() => {}) });
+    return { file, fh };
+  }
+
+  it('resumes with Range into the right offset after the connection drops mid-body', async () => {
+    await startFake();
+    const bytes = randomBytes(1024 * 1024 + 123);
+    const desc = fake.addBlob(bytes);
+    let drops = 2;
+    fake.override = (req, res, route) => {
+      if (route.kind !== 'blobs' || req.method !== 'GET' || drops === 0) return false;
+      drops--;
+      const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+      res.writeHead(start ? 206 : 200, {
+        'content-length': bytes.length - start,
+        ...(start ? { 'content-range': `bytes ${start}-${bytes.length - 1}/${bytes.length}` } : {}),
+      });
+      res.write(bytes.subarray(start, start + 300_000), () => setTimeout(() => res.socket?.destroy(), 20));
+      return true;
+    };
+    const offset = 70_001;
+    const { file, fh } = await filled(offset + bytes.length + 5000);
+    const seen: number[] = [];
+    await client().downloadBlobInto('fleet/guest', desc, fh, offset, { onProgress: (n) => seen.push(n) });
+    const got = await fsp.readFile(file);
+    expect(got.subarray(offset, offset + bytes.length).equals(bytes)).toBe(true);
+    expect(got.subarray(0, offset).every((b) => b === 0xee)).toBe(true);
+    expect(got.subarray(offset + bytes.length).every((b) => b === 0xee)).toBe(true);
+    expect(fake.requests((l) => l.method === 'GET').map((l) => l.headers.range)).toEqual([undefined, 'bytes=300000-', 'bytes=600000-']);
+    expect(seen.at(-1)).toBe(bytes.length);
+  });
+
+  it('bytes that do not hash to the digest are digest-mismatch naming expected and actual', async () => {
+    await startFake();
+    const real = randomBytes(10_000);
+    const desc = descOf(real);
+    const wrong = randomBytes(10_000); // same size, other bytes
+    fake.blobs.set(desc.digest, wrong);
+    const { fh } = await filled(20_000);
+    const err = await rejection(client().downloadBlobInto('fleet/guest', desc, fh, 5000));
+    expect(err.code).toBe('digest-mismatch');
+    expect(err.message).toContain(`expected ${desc.digest}`);
+    expect(err.message).toContain(digestOf(wrong));
+    expect(err.message).toMatch(/digest/);
+  });
+
+  it('fills two regions of one file at once', async () => {
+    await startFake();
+    const a = randomBytes(700_000);
+    const b = randomBytes(500_001);
+    const da = fake.addBlob(a);
+    const db = fake.addBlob(b);
+    let inFlight = 0;
+    let maxInFlight = 0;
+    fake.override = (req, res, route) => {
+      if (route.kind !== 'blobs' || req.method !== 'GET') return false;
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      const bytes = fake.blobs.get(route.ref!)!;
+      res.writeHead(200, { 'content-length': bytes.length });
+      // Dribble out in pieces so both bodies are in flight together.
+      let at = 0;
+      const next = (): void => {
+        if (at >= bytes.length) {
+          inFlight--;
+          return void res.end();
+        }
+        res.write(bytes.subarray(at, (at += 64 * 1024)), () => setTimeout(next, 2));
+      };
+      next();
+      return true;
+    };
+    const { file, fh } = await filled(a.length + b.length);
+    const c = client();
+    await Promise.all([c.downloadBlobInto('fleet/guest', db, fh, a.length), c.downloadBlobInto('fleet/guest', da, fh, 0)]);
+    expect(maxInFlight).toBe(2);
+    expect((await fsp.readFile(file)).equals(Buffer.concat([a, b]))).toBe(true);
+  });
+
+  it('`have` re-hashes what an earlier call wrote and resumes after it; damaged bytes are fetched again', async () => {
+    await startFake();
+    const bytes = randomBytes(100_000);
+    const desc = fake.addBlob(bytes);
+    const offset = 4096;
+    const { file, fh } = await filled(offset + bytes.length);
+    await fh.write(bytes, 0, 40_000, offset);
+    await client().downloadBlobInto('fleet/guest', desc, fh, offset, { have: 40_000 });
+    expect((await fsp.readFile(file)).subarray(offset).equals(bytes)).toBe(true);
+    expect(fake.requests((l) => l.method === 'GET').map((l) => l.headers.range)).toEqual(['bytes=40000-']);
+
+    const second = await filled(offset + bytes.length);
+    await second.fh.write(randomBytes(40_000), 0, 40_000, offset); // not what the blob holds
+    await client().downloadBlobInto('fleet/guest', desc, second.fh, offset, { have: 40_000 });
+    expect((await fsp.readFile(second.file)).subarray(offset).equals(bytes)).toBe(true);
+    expect(fake.requests((l) => l.method === 'GET').map((l) => l.headers.range).slice(1)).toEqual(['bytes=40000-', undefined]);
+  });
+
+  it('sparse: all-zero pieces stay holes, but a restart from byte 0 overwrites what an attempt wrote', async () => {
+    await startFake();
+    const KiB = 1024;
+    // 1 MiB of zeros, then 256 KiB of data, then 1 MiB of zeros.
+    const bytes = Buffer.concat([Buffer.alloc(1024 * KiB), randomBytes(256 * KiB), Buffer.alloc(1024 * KiB)]);
+    const desc = fake.addBlob(bytes);
+    const file = path.join(tmp, 'sparse');
+    const fh = await fsp.open(file, 'w+');
+    toStop.push({ stop: () => fh.close().catch(() => {}) });
+    await fh.truncate(bytes.length);
+    await client().downloadBlobInto('fleet/guest', desc, fh, 0, { sparse: true });
+    await fh.sync();
+    expect((await fsp.readFile(file)).equals(bytes)).toBe(true);
+    const st = await fsp.stat(file);
+    expect(st.blocks * 512).toBeLessThan(bytes.length / 2); // only the data was written
+
+    // First attempt: garbage where the blob has zeros, then a drop; the retry ignores Range and
+    // sends the real blob from 0. The zeros must be written over the garbage.
+    let first = true;
+    fake.override = (req, res, route) => {
+      if (route.kind !== 'blobs' || req.method !== 'GET') return false;
+      res.writeHead(200, { 'content-length': bytes.length });
+      if (first) {
+        first = false;
+        res.write(randomBytes(300 * KiB), () => setTimeout(() => res.socket?.destroy(), 20));
+      } else {
+        res.end(bytes);
+      }
+      return true;
+    };
+    const file2 = path.join(tmp, 'sparse2');
+    const fh2 = await fsp.open(file2, 'w+');
+    toStop.push({ stop: () => fh2.close().catch(() => {}) });
+    await fh2.truncate(bytes.length);
+    await client().downloadBlobInto('fleet/guest', desc, fh2, 0, { sparse: true });
+    expect((await fsp.readFile(file2)).equals(bytes)).toBe(true);
+  });
+
+  it.skipIf(!existsSync('/dev/full'))('a full disk is disk-full', async () => {
+    await startFake();
+    const desc = fake.addBlob(randomBytes(10_000));
+    const fh = await fsp.open('/dev/full', 'r+');
+    toStop.push({ stop: () => fh.close().catch(() => {}) });
+    const err = await rejection(client().downloadBlobInto('fleet/guest', desc, fh, 0));
+    expect(err.code).toBe('disk-full');
+    expect(err.message).toContain(desc.digest);
+  });
+});
+
+describe('pullBlobs', () => {
+  it('regions and files together, N at a time; a digest at several offsets is fetched once and copied', async () => {
+    await startFake();
+    const piece = 300_000;
+    const zero = fake.addBlob(Buffer.alloc(piece));
+    const data = [randomBytes(piece), randomBytes(piece), randomBytes(123_456)];
+    const descs = data.map((d) => fake.addBlob(d));
+    const kernel = fake.addBlob(randomBytes(50_000));
+    let inFlight = 0;
+    let maxInFlight = 0;
+    fake.override = async (req, res, route) => {
+      if (route.kind !== 'blobs' || req.method !== 'GET') return false;
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      res.on('close', () => inFlight--);
+      await new Promise((r) => setTimeout(r, 30));
+      const bytes = fake.blobs.get(route.ref!)!;
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.end(bytes);
+      return true;
+    };
+    // zero, data0, zero, data1, zero, data2
+    const layout = [zero, descs[0]!, zero, descs[1]!, zero, descs[2]!];
+    const expected = Buffer.concat([Buffer.alloc(piece), data[0]!, Buffer.alloc(piece), data[1]!, Buffer.alloc(piece), data[2]!]);
+    const file = path.join(tmp, 'disk');
+    const fh = await fsp.open(file, 'w+');
+    toStop.push({ stop: () => fh.close().catch(() => {}) });
+    await fh.truncate(expected.length);
+    let offset = 0;
+    const jobs = layout.map((desc) => {
+      const job = { desc, fh, offset };
+      offset += desc.size;
+      return job;
+    });
+    const progress: { bytesDone: number; bytesTotal: number }[] = [];
+    await pullBlobs(client(), 'fleet/guest', [{ desc: kernel, file: path.join(tmp, 'kernel') }, ...jobs], { concurrency: 2, sparse: true, onProgress: (p) => progress.push(p) });
+    expect((await fsp.readFile(file)).equals(expected)).toBe(true);
+    expect(digestOf(await fsp.readFile(path.join(tmp, 'kernel')))).toBe(kernel.digest);
+    const gets = fake.requests((l) => l.method === 'GET');
+    expect(gets).toHaveLength(5); // kernel, zero once, 3 data pieces
+    expect(maxInFlight).toBe(2);
+    const total = expected.length + kernel.size;
+    expect(progress.at(-1)).toEqual({ bytesDone: total, bytesTotal: total });
+  });
+
+  it('the first failure aborts the others and returns only once none writes any more; overlapping regions are refused', async () => {
+    await startFake();
+    const slow = fake.addBlob(randomBytes(200_000));
+    const missing = descOf(randomBytes(10));
+    fake.override = async (req, res, route) => {
+      if (route.kind !== 'blobs' || req.method !== 'GET' || route.ref !== slow.digest) return false;
+      res.writeHead(200, { 'content-length': slow.size });
+      res.write(fake.blobs.get(slow.digest)!.subarray(0, 50_000)); // then stall
+      return true;
+    };
+    const fh = await fsp.open(path.join(tmp, 'disk'), 'w+');
+    toStop.push({ stop: () => fh.close().catch(() => {}) });
+    const err = await rejection(pullBlobs(client(), 'fleet/guest', [{ desc: slow, fh, offset: 0 }, { desc: missing, fh, offset: slow.size }], { concurrency: 2 }));
+    expect(err.code).toBe('not-found');
+    expect(err.message).toContain(missing.digest);
+    await expect(pullBlobs(client(), 'fleet/guest', [{ desc: slow, fh, offset: 0 }, { desc: missing, fh, offset: slow.size - 1 }])).rejects.toThrow(/overlap/);
   });
 });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { parseChallenges, type AuthChallenge } from './auth.ts';
 import { OciError, errnoCode, transportError } from './errors.ts';
+import { RegionWriter, hashRegion } from './region.ts';
 import { isDigest, isTag, registryProblem, repositoryProblem } from './reference.ts';
 
 /** How to reach and authenticate to one registry. */
@@ -497,7 +498,6 @@ export class RegistryClient {
       // Bytes left by an earlier attempt might be damaged (crash before fsync): if the
       // result does not verify, start over once before reporting a mismatch.
       let resumedOldBytes = state.have > 0;
-      let failures = 0;
       progress(state.have);
       const restart = async (): Promise<void> => {
         await file.truncate(0);
@@ -505,28 +505,21 @@ export class RegistryClient {
         state.have = 0;
         progress(0, true);
       };
+      // The file is opened for appending: every write lands at its end, which is `state.have`.
+      const sink = async (chunk: Buffer): Promise<void> => void (await file.write(chunk));
       for (;;) {
-        while (state.have < desc.size) {
-          if (opts.signal?.aborted) throw abortedError(`download of ${subject}`, opts.signal);
-          try {
-            await this.fetchBlobInto(repository, desc, subject, file, state, restart, progress, opts.signal);
-          } catch (err) {
-            // Dropped connections, timeouts and 5xx are retried, resuming where we are.
-            if (err instanceof OciError && err.code === 'network' && failures < DOWNLOAD_RETRIES) {
-              failures++;
-              await sleep(200 * 2 ** (failures - 1), opts.signal, `download of ${subject}`);
-              continue;
-            }
-            if (err instanceof OciError && (err.code === 'too-large' || err.code === 'protocol')) {
-              // What we hold came from a registry that breaks its own descriptor: do not keep it.
-              await file.close().catch(() => {});
-              fh = undefined;
-              await fsp.rm(partial, { force: true });
-            }
-            throw err;
+        let actual: string;
+        try {
+          actual = await this.receiveBlob(repository, desc, subject, state, sink, restart, progress, opts.signal);
+        } catch (err) {
+          if (err instanceof OciError && (err.code === 'too-large' || err.code === 'protocol')) {
+            // What we hold came from a registry that breaks its own descriptor: do not keep it.
+            await file.close().catch(() => {});
+            fh = undefined;
+            await fsp.rm(partial, { force: true });
           }
+          throw err;
         }
-        const actual = 'sha256:' + state.hash.digest('hex');
         if (actual === desc.digest) break;
         if (resumedOldBytes) {
           resumedOldBytes = false;
@@ -553,9 +546,75 @@ export class RegistryClient {
         fh = undefined;
         if (size === 0) await fsp.rm(partial, { force: true }).catch(() => {});
       }
-      throw this.localError(err, subject);
+      throw this.localError(err, subject, 'the partial download is kept');
     } finally {
       await fh?.close().catch(() => {});
+    }
+  }
+
+  /**
+   * Downloads a blob straight into `fh` at [offset, offset + desc.size), verifying its sha256
+   * as the bytes arrive: for files assembled from pieces (a fleet-qemu disk), without a
+   * separate blob file. Only positioned writes: several calls may fill different regions of
+   * one file at once. Same HTTP path as downloadBlob (auth, redirects, timeouts, up to 5
+   * retries of dropped connections, each resumed with Range from the bytes this call already
+   * wrote, whose running hash is carried over).
+   *
+   * - `have`: bytes of this region an earlier call already wrote; they are re-hashed from the
+   *   file and the download resumes after them. If the result does not verify (they were
+   *   damaged), the blob is fetched once more from its start before reporting a mismatch.
+   * - `sparse`: the region reads as zeros (a file just truncated to its size): all-zero 64 KiB
+   *   pieces are not written, so they stay holes (not used together with `have`).
+   *
+   * Rejects with `digest-mismatch` (naming both digests) when the bytes do not hash to
+   * `desc.digest`, `too-large`/`protocol` when the registry breaks the descriptor, `disk-full`
+   * on ENOSPC. After a rejection the region's content is undefined: the caller discards the
+   * file (or resumes). The file is not fsynced here: the caller syncs it once when complete.
+   */
+  async downloadBlobInto(
+    repository: string,
+    desc: Descriptor,
+    fh: FileHandle,
+    offset: number,
+    opts: { signal?: AbortSignal; onProgress?: (bytesDone: number) => void; have?: number; sparse?: boolean } = {},
+  ): Promise<void> {
+    this.checkRepository(repository);
+    this.checkDescriptor(desc);
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`downloadBlobInto: offset must be a non-negative integer, got ${offset}`);
+    const have = opts.have ?? 0;
+    if (!Number.isSafeInteger(have) || have < 0 || have > desc.size) throw new RangeError(`downloadBlobInto: have must be an integer from 0 to ${desc.size}, got ${have}`);
+    const subject = `blob ${desc.digest} in ${repository}`;
+    const progress = throttle(opts.onProgress);
+    try {
+      const state: DownloadState = { hash: createHash('sha256'), have: 0 };
+      if (have > 0) state.have = await hashRegion(fh, offset, have, state.hash);
+      // Bytes an earlier call wrote may be anywhere in the region: no zero skipping then.
+      const out = new RegionWriter(fh, offset, opts.sparse === true && have === 0, have > 0 ? desc.size : 0);
+      let resumedOldBytes = state.have > 0;
+      progress(state.have);
+      const restart = async (): Promise<void> => {
+        // Nothing to truncate: the rewrite from byte 0 overwrites the region in place.
+        state.hash = createHash('sha256');
+        state.have = 0;
+        progress(0, true);
+      };
+      for (;;) {
+        const actual = await this.receiveBlob(repository, desc, subject, state, (chunk, at) => out.write(chunk, at), restart, progress, opts.signal);
+        if (actual === desc.digest) break;
+        if (resumedOldBytes) {
+          resumedOldBytes = false;
+          await restart();
+          continue;
+        }
+        throw new OciError(
+          'digest-mismatch',
+          `${subject} from registry ${this.registry} hashes to ${actual}, expected ${desc.digest} (digest mismatch; the ${desc.size} bytes written at offset ${offset} are not used)`,
+        );
+      }
+      progress(desc.size, true);
+    } catch (err) {
+      progress.cancel();
+      throw this.localError(err, subject);
     }
   }
 
@@ -635,13 +694,46 @@ export class RegistryClient {
   // ---------------------------------------------------------------- blobs
 
   /**
-   * One GET of the blob from offset `state.have`: appends to `fh`, updating `state`.
+   * Fetches the blob from `state.have` to its end, retrying dropped connections, timeouts and
+   * 5xx (up to DOWNLOAD_RETRIES times, each resumed with Range from where the bytes stopped).
+   * Every byte goes to `sink` (at its position in the blob) and to `state.hash`. Returns the
+   * sha256 of the whole blob; the caller compares it with the descriptor.
+   */
+  private async receiveBlob(
+    repository: string,
+    desc: Descriptor,
+    subject: string,
+    state: DownloadState,
+    sink: BlobSink,
+    restart: () => Promise<void>,
+    progress: Throttled,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
+    let failures = 0;
+    while (state.have < desc.size) {
+      if (signal?.aborted) throw abortedError(`download of ${subject}`, signal);
+      try {
+        await this.fetchBlobInto(repository, desc, subject, sink, state, restart, progress, signal);
+      } catch (err) {
+        if (err instanceof OciError && err.code === 'network' && failures < DOWNLOAD_RETRIES) {
+          failures++;
+          await sleep(200 * 2 ** (failures - 1), signal, `download of ${subject}`);
+          continue;
+        }
+        throw err;
+      }
+    }
+    return 'sha256:' + state.hash.digest('hex');
+  }
+
+  /**
+   * One GET of the blob from offset `state.have`: hands the bytes to `sink`, updating `state`.
    */
   private async fetchBlobInto(
     repository: string,
     desc: Descriptor,
     subject: string,
-    fh: FileHandle,
+    sink: BlobSink,
     state: DownloadState,
     restart: () => Promise<void>,
     progress: Throttled,
@@ -694,7 +786,7 @@ export class RegistryClient {
           throw new OciError('too-large', `registry ${this.registry} sent more than the ${desc.size} bytes the descriptor of ${subject} declares`, { status });
         }
         writing = true;
-        await fh.write(chunk);
+        await sink(chunk, state.have);
         writing = false;
         state.hash.update(chunk);
         state.have += chunk.length;
@@ -702,8 +794,8 @@ export class RegistryClient {
       }
     } catch (err) {
       if (err instanceof OciError) throw err;
-      // Local write failures (a full disk, EIO) are not network errors: downloadBlob maps
-      // them and names the blob.
+      // Local write failures (a full disk, EIO) are not network errors: downloadBlob(Into)
+      // maps them and names the blob.
       if (writing) {
         res.destroy();
         throw err;
@@ -1043,11 +1135,11 @@ export class RegistryClient {
   }
 
   /** Local file errors: a full disk is an OciError; others (EACCES, …) stay Node errors. */
-  private localError(err: unknown, subject: string): unknown {
+  private localError(err: unknown, subject: string, kept?: string): unknown {
     if (err instanceof OciError) return err;
     const code = errnoCode(err);
     if (code === 'ENOSPC' || code === 'EDQUOT') {
-      return new OciError('disk-full', `no space left on the device while storing ${subject}: free some space and retry (the partial download is kept)`, { cause: err });
+      return new OciError('disk-full', `no space left on the device while storing ${subject}: free some space and retry${kept ? ` (${kept})` : ''}`, { cause: err });
     }
     return err;
   }
@@ -1154,6 +1246,9 @@ async function fileExists(p: string): Promise<boolean> {
     return false;
   }
 }
+
+/** Where the bytes of a blob download go: `at` is the chunk's position in the blob. */
+type BlobSink = (chunk: Buffer, at: number) => Promise<void>;
 
 /** Hashes what an earlier attempt left in the partial file (if it is not too long). */
 interface DownloadState {

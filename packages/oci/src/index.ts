@@ -20,5 +20,5 @@ export {
   type FetchedManifest,
   type TransferProgress,
 } from './client.ts';
-export { downloadBlobs } from './pull.ts';
+export { downloadBlobs, pullBlobs, type BlobJob, type PullBlobsOptions } from './pull.ts';
 export { parseChallenges, type AuthChallenge } from './auth.ts';

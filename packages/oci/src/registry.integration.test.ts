@@ -244,8 +244,9 @@ describe.skipIf(missing !== undefined)('docker-registry with htpasswd auth and T
 
   it('insecure (plain HTTP) against this TLS registry fails clearly', async () => {
     const c = new RegistryClient({ registry: reg.host, insecure: true, username: auth.username, password: auth.password });
-    for (const p of [c.ping(), c.resolve('fleet/secure', 'v1')]) {
-      const err = await rejection(p);
+    // One at a time: a second promise created up front would reject before it is awaited.
+    for (const call of [() => c.ping(), () => c.resolve('fleet/secure', 'v1')]) {
+      const err = await rejection(call());
       expect(err.code).toBe('tls');
       expect(err.message).toContain('requires HTTPS but was marked insecure');
     }

@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VmImageError } from './errors.ts';
-import { inspectDisk, packFleetQemu, parseFleetQemuConfig, unpackFleetQemu, type FleetQemuConfig } from './fleet-qemu.ts';
+import { inspectDisk, packFleetQemu, parseFleetQemuConfig, planFleetQemu, unpackFleetQemu, type FleetQemuConfig } from './fleet-qemu.ts';
 import { ANNOTATIONS, MEDIA_TYPES, detectFormat, parseImageManifest, type ImageManifest } from './manifest.ts';
 import { hasCommand, leftoverTemps, run, sha256, tempDir } from './test-helpers.ts';
 import type { PackedImage } from './types.ts';
@@ -170,6 +170,38 @@ describe('fleet qemu: raw disk', () => {
     expect((await fsp.readFile(out.disk!.path)).equals(data)).toBe(true);
     const st = await fsp.stat(out.disk!.path);
     expect(st.blocks * 512).toBeLessThan(2 * MiB);
+  });
+
+  it('plans where every layer goes without reading a blob, with the same layout checks as unpacking', async () => {
+    const raw = path.join(root, 'plan.raw');
+    await fsp.writeFile(raw, randomBytes(5 * MiB + 17));
+    const kernelFile = path.join(root, 'plan-kernel');
+    await fsp.writeFile(kernelFile, randomBytes(1000));
+    const packed = await packFleetQemu({ disk: raw, kernel: kernelFile, cmdline: 'ro', architecture: 'amd64' }, path.join(root, 'work-plan'), { chunkSize: 2 * MiB });
+    const cfg = await configOf(packed);
+    const plan = planFleetQemu(packed.manifest, cfg);
+    expect(plan.disk).toEqual({
+      file: 'disk.raw',
+      format: 'raw',
+      virtualSize: 5 * MiB + 17,
+      size: 5 * MiB + 17,
+      digest: cfg.disk!.digest,
+      pieces: packed.layers.slice(0, 3).map((l, i) => ({ desc: l.descriptor, offset: i * 2 * MiB })),
+    });
+    expect(plan.kernel).toEqual(packed.layers[3]!.descriptor);
+    expect(plan.initrd).toBeUndefined();
+    expect(plan.cmdline).toBe('ro');
+
+    const swapped: ImageManifest = structuredClone(packed.manifest);
+    [swapped.layers[0], swapped.layers[1]] = [swapped.layers[1]!, swapped.layers[0]!];
+    expect(() => planFleetQemu(swapped, cfg)).toThrow(/disk layer 0 .* starts at offset 2097152, expected 0: disk pieces must be contiguous/);
+    const short: ImageManifest = structuredClone(packed.manifest);
+    short.layers.splice(2, 1);
+    expect(() => planFleetQemu(short, cfg)).toThrow(/disk layers add up to 4194304 bytes, the config says the disk is 5242897/);
+    const noOffset: ImageManifest = structuredClone(packed.manifest);
+    delete noOffset.layers[1]!.annotations;
+    expect(() => planFleetQemu(noOffset, cfg)).toThrow(VmImageError);
+    expect(() => planFleetQemu(packed.manifest, { ...cfg, boot: { kind: 'disk' } })).toThrow(/boots from disk but the manifest has a kernel/);
   });
 
   it('unpacks into an existing empty directory (the worker pre-creates it)', async () => {

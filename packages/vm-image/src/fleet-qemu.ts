@@ -254,18 +254,32 @@ function atMostOne(m: ImageManifest, mediaType: string): Descriptor | undefined 
   return found[0];
 }
 
+/** Where each layer of a fleet-qemu image goes: what a pull needs to write the files directly. */
+export interface FleetQemuPlan {
+  disk?: {
+    /** File name inside the image directory. */
+    file: 'disk.qcow2' | 'disk.raw';
+    format: 'qcow2' | 'raw';
+    virtualSize: number;
+    /** The disk file's size: the pieces cover [0, size) exactly. */
+    size: number;
+    /** sha256 of the whole file (config.disk.digest); implied by the pieces' digests, see docs/images.md. */
+    digest: string;
+    /** The disk layers in file order: each one's bytes go to [offset, offset + desc.size). */
+    pieces: { desc: Descriptor; offset: number }[];
+  };
+  kernel?: Descriptor;
+  initrd?: Descriptor;
+  cmdline?: string;
+}
+
 /**
- * Unpacks a pulled fleet-qemu image into destDir: the disk (pieces concatenated in order, offsets
- * checked contiguous, total size and whole-file sha256 checked against the config, zero regions left
- * as holes) and the kernel/initrd. Built in a temp sibling directory, renamed into place when complete.
+ * Checks a fleet-qemu manifest against its config and returns where every layer goes, without
+ * reading any blob: disk pieces exist exactly when the config describes a disk, their offsets are
+ * contiguous from 0 and in order, their sizes add up to disk.size; kernel and initrd agree with
+ * boot. Anything else is `bad-manifest` (or `unsupported-media-type` for another format).
  */
-export async function unpackFleetQemu(
-  manifest: ImageManifest,
-  config: FleetQemuConfig,
-  blobPath: (digest: string) => string,
-  destDir: string,
-  opts: { onProgress?: (p: UnpackProgress) => void; signal?: AbortSignal } = {},
-): Promise<{ disk?: { path: string; format: 'qcow2' | 'raw'; virtualSize: number }; kernel?: string; initrd?: string; cmdline?: string }> {
+export function planFleetQemu(manifest: ImageManifest, config: FleetQemuConfig): FleetQemuPlan {
   if (detectFormat(manifest) !== 'fleet-qemu') throw new VmImageError('unsupported-media-type', `not a fleet qemu image (config ${manifest.config.mediaType})`);
   const diskLayers = manifest.layers.filter((l) => l.mediaType === MEDIA_TYPES.fleetQemuDisk);
   const kernel = atMostOne(manifest, MEDIA_TYPES.fleetQemuKernel);
@@ -277,18 +291,49 @@ export async function unpackFleetQemu(
   if (config.boot.kind === 'disk' && (kernel || initrd)) throw new VmImageError('bad-manifest', 'the config boots from disk but the manifest has a kernel or initrd layer');
   if (initrd && !kernel) throw new VmImageError('bad-manifest', 'the manifest has an initrd but no kernel');
 
+  const pieces: { desc: Descriptor; offset: number }[] = [];
   let expected = 0;
   for (const [i, l] of diskLayers.entries()) {
     const off = parseOffset(l, i);
     if (off !== expected) throw new VmImageError('bad-manifest', `disk layer ${i} (${l.digest}) starts at offset ${off}, expected ${expected}: disk pieces must be contiguous and in order`);
+    pieces.push({ desc: l, offset: off });
     expected += l.size;
   }
   if (disk && expected !== disk.size) throw new VmImageError('bad-manifest', `disk layers add up to ${expected} bytes, the config says the disk is ${disk.size}`);
 
+  const plan: FleetQemuPlan = {};
+  if (disk) {
+    plan.disk = { file: disk.format === 'qcow2' ? 'disk.qcow2' : 'disk.raw', format: disk.format, virtualSize: disk.virtualSize, size: disk.size, digest: disk.digest, pieces };
+  }
+  if (kernel) plan.kernel = kernel;
+  if (initrd) plan.initrd = initrd;
+  if (config.boot.kind === 'kernel') plan.cmdline = config.boot.cmdline;
+  return plan;
+}
+
+/**
+ * Unpacks a pulled fleet-qemu image into destDir from its blob files: the disk (pieces
+ * concatenated in order, layout checked by planFleetQemu, whole-file sha256 checked against the
+ * config, zero regions left as holes) and the kernel/initrd. Built in a temp sibling directory,
+ * renamed into place when complete. (The worker's image cache does not use this for a pull: it
+ * writes the pieces straight into the disk file as they download, see docs/images.md.)
+ */
+export async function unpackFleetQemu(
+  manifest: ImageManifest,
+  config: FleetQemuConfig,
+  blobPath: (digest: string) => string,
+  destDir: string,
+  opts: { onProgress?: (p: UnpackProgress) => void; signal?: AbortSignal } = {},
+): Promise<{ disk?: { path: string; format: 'qcow2' | 'raw'; virtualSize: number }; kernel?: string; initrd?: string; cmdline?: string }> {
+  const plan = planFleetQemu(manifest, config);
+  const diskLayers = plan.disk?.pieces.map((p) => p.desc) ?? [];
+  const { kernel, initrd } = plan;
+  const disk = config.disk;
+
   const bytesTotal = [...diskLayers, ...(kernel ? [kernel] : []), ...(initrd ? [initrd] : [])].reduce((a, l) => a + l.size, 0);
   let bytesDone = 0;
   const signal = opts.signal;
-  const diskName = disk?.format === 'qcow2' ? 'disk.qcow2' : 'disk.raw';
+  const diskName = plan.disk?.file ?? 'disk.raw';
 
   await buildDirAtomically(destDir, 'unpacking fleet qemu image', async (tmp) => {
     if (disk) {

@@ -18,7 +18,7 @@ export {
 } from './manifest.ts';
 export type { BlobFile, PackedImage, UnpackProgress } from './types.ts';
 export { packTartBundle, unpackTartImage, parseTartConfig, TART_DISK_CHUNK_SIZE } from './tart.ts';
-export { packFleetQemu, unpackFleetQemu, parseFleetQemuConfig, inspectDisk, FLEET_DISK_CHUNK_SIZE, type FleetQemuConfig } from './fleet-qemu.ts';
+export { packFleetQemu, unpackFleetQemu, planFleetQemu, parseFleetQemuConfig, inspectDisk, FLEET_DISK_CHUNK_SIZE, type FleetQemuConfig, type FleetQemuPlan } from './fleet-qemu.ts';
 export { writeOciLayout, readOciLayout } from './oci-layout.ts';
 export { AppleLz4Encoder, AppleLz4Decoder, Lz4FormatError, appleLz4Compress, appleLz4Decompress } from './apple-lz4.ts';
 

@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -89,6 +90,18 @@ async function guestLikeImage(name: string, sizeKib: number): Promise<PackedImag
   await writeFile(initrd, Buffer.alloc(sizeKib * 512, `${name}-initrd`));
   return packFleetQemu({ kernel, initrd, cmdline: `console=ttyS0 image=${name}`, architecture: 'amd64' }, path.join(dir, 'packed'));
 }
+
+/** A Fleet qemu image of a raw disk made of `pieces` (packed in `chunk`-byte layers). */
+async function diskImage(name: string, pieces: Buffer[], chunk: number): Promise<{ image: PackedImage; disk: Buffer }> {
+  const dir = path.join(tmp, 'src', name);
+  await mkdir(dir, { recursive: true });
+  const disk = Buffer.concat(pieces);
+  await writeFile(path.join(dir, 'disk.raw'), disk);
+  const image = await packFleetQemu({ disk: path.join(dir, 'disk.raw'), diskFormat: 'raw', architecture: 'amd64' }, path.join(dir, 'packed'), { chunkSize: chunk });
+  return { image, disk };
+}
+
+const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 function cache(opts: { limitBytes?: number; inUse?: Set<string>; reserveBytes?: number; dir?: string } = {}): ImageCache {
   return new ImageCache({
@@ -186,6 +199,90 @@ describe('ImageCache', () => {
     expect(registry.ranges[0]).toMatch(new RegExp(`^${kernel.descriptor.digest} [1-9]\\d*$`));
     expect(await readFile(h.image.kernel!)).toEqual(await readFile(kernel.path));
     h.release();
+  });
+
+  it('a disk is written straight into its file: every piece verified, a zero piece fetched once, holes kept, a drop resumed', async () => {
+    const K = 256 * 1024;
+    const data = [randomBytes(K), randomBytes(K), randomBytes(100_000)];
+    const { image, disk } = await diskImage('disk', [data[0]!, Buffer.alloc(K), data[1]!, Buffer.alloc(K), Buffer.alloc(K), data[2]!], K);
+    expect(image.layers).toHaveLength(6);
+    const ref = await registry.add('fleet/disk', image);
+    registry.dropOnce.add(sha(data[1]!));
+    const progress: { bytesDone: number; bytesTotal: number }[] = [];
+    const h = await cache().acquire({ reference: ref, access: insecure }, (p) => progress.push(p));
+    const file = h.image.disk!.path;
+    expect(h.image.disk!.format).toBe('raw');
+    expect((await readFile(file)).equals(disk)).toBe(true);
+    // config + 3 data pieces + the zero piece once + the resumed piece's second request
+    expect(registry.blobGets).toBe(6);
+    expect(registry.ranges).toEqual([expect.stringMatching(new RegExp(`^${sha(data[1]!)} [1-9]\\d*$`))]);
+    expect((await stat(file)).blocks * 512).toBeLessThan(disk.length); // the zero pieces are holes
+    expect(await readdir(path.join(tmp, 'cache', 'blobs'))).toEqual([]); // no blob files on the way
+    expect(progress.at(-1)).toEqual({ bytesDone: progress.at(-1)!.bytesTotal, bytesTotal: progress.at(-1)!.bytesTotal });
+    h.release();
+  });
+
+  it('a disk piece whose bytes do not match its digest fails the pull with both digests, and leaves nothing', async () => {
+    const K = 128 * 1024;
+    const { image } = await diskImage('baddisk', [randomBytes(K), randomBytes(K), randomBytes(K)], K);
+    const ref = await registry.add('fleet/baddisk', image);
+    const bad = image.layers[1]!.descriptor.digest;
+    registry.corrupt.add(bad);
+    const c = cache();
+    const err = await c.acquire({ reference: ref, access: insecure }).catch((e: unknown) => e as ImageCacheError);
+    expect(err).toBeInstanceOf(ImageCacheError);
+    expect((err as Error).message).toMatch(/digest/i);
+    expect((err as Error).message).toContain(`expected ${bad}`);
+    expect(await readdir(path.join(tmp, 'cache', 'images'))).toEqual([]);
+    expect((await readdir(path.join(tmp, 'cache', 'tmp'))).filter((n) => !n.startsWith('deleted-'))).toEqual([]);
+    registry.corrupt.clear();
+    const h = await c.acquire({ reference: ref, access: insecure });
+    expect(await readFile(h.image.disk!.path)).toEqual(await readFile(path.join(tmp, 'src', 'baddisk', 'disk.raw')));
+    h.release();
+  });
+
+  it('a disk layout that is not contiguous is refused before any piece is downloaded', async () => {
+    const K = 64 * 1024;
+    const { image } = await diskImage('gap', [randomBytes(K), randomBytes(K)], K);
+    const m = JSON.parse(image.manifestBytes.toString('utf8')) as { layers: { annotations: Record<string, string> }[] };
+    m.layers[1]!.annotations['org.fleet.disk.offset'] = String(K + 512);
+    const body = Buffer.from(JSON.stringify(m));
+    for (const blob of [image.config, ...image.layers]) registry.blobs.set(blob.descriptor.digest, await readFile(blob.path));
+    registry.manifests.set(`fleet/gap@${sha(body)}`, { type: image.manifest.mediaType, body });
+    await expect(cache().acquire({ reference: `${registry.host}/fleet/gap@${sha(body)}`, access: insecure })).rejects.toThrow(/contiguous/);
+    expect(registry.blobGets).toBe(1); // the config only
+    expect((await readdir(path.join(tmp, 'cache', 'tmp'))).filter((n) => !n.startsWith('deleted-'))).toEqual([]);
+  });
+
+  it('a full disk mid-pull (a real ENOSPC on a 4 MiB tmpfs) fails it as disk-full and leaves nothing', async (ctx) => {
+    const mnt = path.join(tmp, 'small');
+    await mkdir(mnt);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt], { stdio: 'ignore' });
+    } catch {
+      console.warn('image cache: cannot mount a small tmpfs here (not root?); skipping the real ENOSPC test');
+      return ctx.skip();
+    }
+    try {
+      const K = 512 * 1024;
+      const { image } = await diskImage('full', [randomBytes(K), randomBytes(K), randomBytes(K), randomBytes(K), randomBytes(K), randomBytes(K)], K);
+      const ref = await registry.add('fleet/full', image);
+      const c = cache({ dir: path.join(mnt, 'cache') });
+      await c.init();
+      registry.delayMs = 200;
+      const pull = c.acquire({ reference: ref, access: insecure }).catch((e: unknown) => e as ImageCacheError);
+      // The space check passed (3 MiB of layers, 4 MiB free): fill the disk once the config is asked for.
+      while (registry.blobGets === 0) await new Promise((r) => setTimeout(r, 5));
+      await writeFile(path.join(mnt, 'filler'), Buffer.alloc(2 * 1024 * 1024, 1));
+      const err = await pull;
+      expect(err).toBeInstanceOf(ImageCacheError);
+      expect((err as ImageCacheError).code).toBe('disk-full');
+      expect((err as Error).message).toMatch(/no space left/);
+      expect(await readdir(path.join(mnt, 'cache', 'images'))).toEqual([]);
+      expect(await readdir(path.join(mnt, 'cache', 'tmp'))).toEqual([]);
+    } finally {
+      execFileSync('umount', [mnt], { stdio: 'ignore' });
+    }
   });
 
   it('a container image (not a VM image) fails the pull with a message saying so', async () => {

@@ -2,13 +2,31 @@
 // manifest digest and shared by every VM that runs them.
 //
 // Layout under <data dir>/image-cache:
-//   images/sha256-<hex>/   one unpacked image: image.json (what it is) + its files (a qcow2 disk,
-//                          kernel, initrd for the qemu driver; a Tart bundle for vz). A directory
-//                          here is complete by construction: it is renamed into place only after
-//                          every blob was verified and unpacked.
-//   blobs/                 downloads in progress (`*.partial` are resumed by the next pull) and
-//                          verified blobs waiting to be unpacked; emptied after each unpack.
-//   tmp/                   unpacks in progress; cleared at start.
+//   images/sha256-<hex>/   one unpacked image: image.json (what it is) + its files (a qcow2 or raw
+//                          disk, kernel, initrd for the qemu driver; a Tart bundle for vz). A
+//                          directory here is complete by construction: it is renamed into place
+//                          only after every blob was verified (and, for Tart, unpacked).
+//   blobs/                 Tart downloads in progress (`*.partial` are resumed by the next pull, also
+//                          after a restart) and verified Tart blobs waiting to be unpacked; emptied
+//                          after each unpack.
+//   tmp/                   images being assembled; cleared at start.
+//
+// How a pull writes:
+// - fleet-qemu (qemu driver): in one pass. planFleetQemu checks the layout first (disk pieces
+//   contiguous from offset 0, adding up to the disk's size; kernel/initrd as the config says).
+//   The disk file is created in a tmp/ work dir at its full size and each piece is downloaded
+//   straight into its region (@fleet/oci pullBlobs → RegistryClient.downloadBlobInto: positioned
+//   writes, up to `downloadConcurrency` pieces at once, each piece's sha256 verified as its bytes
+//   arrive, all-zero 64 KiB pieces left as holes, a digest shared by several pieces fetched once
+//   and copied locally). Kernel and initrd are downloaded as files next to it. One fsync of the
+//   disk at the end; then image.json, and the work dir is renamed into images/. The whole-disk
+//   sha256 of the config is not recomputed: every piece is verified and the pieces tile the file.
+//   Resuming: a connection that drops mid-piece is resumed with HTTP Range from what that piece
+//   already has (up to 5 times per piece). A failed pull deletes its work dir, and a restarted
+//   worker clears tmp/: the next pull of that image starts its disk from zero (pieces are not
+//   journaled, so there is nothing trustworthy to resume from; each costs one download).
+// - tart (vz driver): layers downloaded as blob files into blobs/ (resumable across restarts),
+//   then unpacked (LZ4-decompressed) into tmp/, then renamed into images/.
 //
 // Rules:
 // - One pull per digest at a time: concurrent requests for one image share it (and its progress).
@@ -16,18 +34,19 @@
 //   driver says which digests its instances use, and a pull in progress pins its image until the
 //   instance that asked for it exists.
 // - Above `limitBytes`, least-recently-used images nobody uses are deleted until the cache fits.
-// - Nothing half-written is ever used: a failed pull leaves no image, only resumable partials.
+// - Nothing half-written is ever used: a failed pull leaves no image (only resumable Tart partials).
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { RegistryClient, downloadBlobs, parseImageReference, type Platform } from '@fleet/oci';
+import { RegistryClient, downloadBlobs, parseImageReference, pullBlobs, type BlobJob, type Platform } from '@fleet/oci';
 import {
   detectFormat,
   imageLayerBytes,
   parseFleetQemuConfig,
   parseImageManifest,
-  unpackFleetQemu,
+  planFleetQemu,
   unpackTartImage,
+  type FleetQemuPlan,
   type ImageFormat,
   type ImageManifest,
 } from '@fleet/vm-image';
@@ -314,21 +333,31 @@ export class ImageCache {
       }
       const total = imageLayerBytes(manifest);
       progress({ bytesDone: 0, bytesTotal: total });
-      await this.#ensureSpace(manifest, request.reference);
+      await this.#ensureSpace(manifest, format, request.reference);
       const config = await client.getBlob(ref.repository, manifest.config, 4 * 1024 * 1024);
       const configBytes = manifest.config.size;
-      const blobs = await downloadBlobs(client, ref.repository, manifest.layers, this.#blobsDir, {
-        concurrency: this.#o.downloadConcurrency ?? 4,
-        onProgress: (p) => progress({ bytesDone: Math.min(total, p.bytesDone + configBytes), bytesTotal: total }),
-      });
-      const blobPath = (d: string): string => {
-        const file = blobs.get(d);
-        if (!file) throw new ImageCacheError(`blob ${d} of ${request.reference} was not downloaded`, 'pull-failed');
-        return file;
-      };
+      const onProgress = (p: { bytesDone: number }): void => progress({ bytesDone: Math.min(total, p.bytesDone + configBytes), bytesTotal: total });
       const work = path.join(this.#tmpDir, `${digest.slice(7, 23)}-${randomBytes(4).toString('hex')}`);
-      await mkdir(work, { recursive: true, mode: 0o755 });
-      const files = await this.#unpack(format, manifest, config, blobPath, work);
+      let files: ImageMeta['files'];
+      let blobFiles: string[] = [];
+      if (format === 'fleet-qemu') {
+        // Layout checked before any layer is fetched; then every piece goes straight to its place.
+        const plan = planFleetQemu(manifest, parseFleetQemuConfig(config));
+        await mkdir(work, { recursive: true, mode: 0o755 });
+        files = await this.#pullFleetQemu(client, ref.repository, plan, work, onProgress);
+      } else {
+        const blobs = await downloadBlobs(client, ref.repository, manifest.layers, this.#blobsDir, { concurrency: this.#concurrency, onProgress });
+        blobFiles = [...new Set(blobs.values())];
+        const blobPath = (d: string): string => {
+          const file = blobs.get(d);
+          if (!file) throw new ImageCacheError(`blob ${d} of ${request.reference} was not downloaded`, 'pull-failed');
+          return file;
+        };
+        await mkdir(work, { recursive: true, mode: 0o755 });
+        const bundle = path.join(work, 'bundle');
+        await unpackTartImage(manifest, blobPath, bundle);
+        files = { bundle: 'bundle' };
+      }
       const final = path.join(this.#imagesDir, dirNameOf(digest));
       const meta: ImageMeta = { version: 1, digest, reference: request.reference, format, sizeBytes: 0, pulledAt: this.#now(), lastUsedAt: this.#now(), files };
       meta.sizeBytes = await diskUsage(work);
@@ -336,7 +365,7 @@ export class ImageCache {
       await makeReadable(work);
       await rm(final, { recursive: true, force: true });
       await rename(work, final);
-      for (const file of new Set(blobs.values())) await rm(file, { force: true });
+      for (const file of blobFiles) await rm(file, { force: true });
       this.#images.set(digest, meta);
       progress({ bytesDone: total, bytesTotal: total });
       this.#o.log.info({ reference: request.reference, format, sizeBytes: meta.sizeBytes, ms: this.#now() - started }, 'image pulled');
@@ -353,35 +382,62 @@ export class ImageCache {
       }
       this.#o.log.warn({ reference: request.reference, err: described.message }, 'image pull failed');
       throw new ImageCacheError(described.message, described.code === 'disk-full' ? 'disk-full' : 'pull-failed');
+    } finally {
+      client.close();
     }
   }
 
-  async #unpack(format: ImageFormat, manifest: ImageManifest, config: Buffer, blobPath: (d: string) => string, work: string): Promise<ImageMeta['files']> {
-    if (format === 'tart') {
-      const bundle = path.join(work, 'bundle');
-      await unpackTartImage(manifest, blobPath, bundle);
-      return { bundle: 'bundle' };
+  get #concurrency(): number {
+    return this.#o.downloadConcurrency ?? 4;
+  }
+
+  /**
+   * A fleet-qemu image in one pass: the disk file is created in `work` at its full size and every
+   * disk piece is downloaded straight into its region (positioned writes, sha256 verified as the
+   * bytes arrive, all-zero 64 KiB pieces left as holes), `concurrency` pieces at a time; kernel
+   * and initrd are downloaded as files next to it. The disk is fsynced once, at the end. The
+   * caller renames `work` into images/ only after this resolved, i.e. after every piece verified.
+   */
+  async #pullFleetQemu(client: RegistryClient, repository: string, plan: FleetQemuPlan, work: string, onProgress: (p: { bytesDone: number }) => void): Promise<ImageMeta['files']> {
+    const jobs: BlobJob[] = [];
+    if (plan.kernel) jobs.push({ desc: plan.kernel, file: path.join(work, 'kernel') });
+    if (plan.initrd) jobs.push({ desc: plan.initrd, file: path.join(work, 'initrd') });
+    if (!plan.disk) {
+      await pullBlobs(client, repository, jobs, { concurrency: this.#concurrency, onProgress });
+    } else {
+      // Read + write: a piece that repeats (zeros) is copied from where it was first written.
+      const fh = await open(path.join(work, plan.disk.file), 'wx+', 0o644);
+      try {
+        await fh.truncate(plan.disk.size);
+        for (const piece of plan.disk.pieces) jobs.push({ desc: piece.desc, fh, offset: piece.offset });
+        await pullBlobs(client, repository, jobs, { concurrency: this.#concurrency, onProgress, sparse: true });
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
     }
-    const out = await unpackFleetQemu(manifest, parseFleetQemuConfig(config), blobPath, work);
-    const rel = (p: string): string => path.relative(work, p);
     return {
-      ...(out.disk ? { disk: { file: rel(out.disk.path), format: out.disk.format, virtualSize: out.disk.virtualSize } } : {}),
-      ...(out.kernel ? { kernel: rel(out.kernel) } : {}),
-      ...(out.initrd ? { initrd: rel(out.initrd) } : {}),
-      ...(out.cmdline !== undefined ? { cmdline: out.cmdline } : {}),
+      ...(plan.disk ? { disk: { file: plan.disk.file, format: plan.disk.format, virtualSize: plan.disk.virtualSize } } : {}),
+      ...(plan.kernel ? { kernel: 'kernel' } : {}),
+      ...(plan.initrd ? { initrd: 'initrd' } : {}),
+      ...(plan.cmdline !== undefined ? { cmdline: plan.cmdline } : {}),
     };
   }
 
-  /** Room for the download and the unpacked image, after evicting what may go. */
-  async #ensureSpace(manifest: ImageManifest, reference: string): Promise<void> {
-    const needed = estimateUnpackedBytes(manifest) + imageLayerBytes(manifest) + (this.#o.reserveBytes ?? GIB);
+  /**
+   * Room for the image (and, for Tart, its downloaded blobs, which are unpacked into a second
+   * copy) plus the reserve, after evicting what may go. A fleet-qemu pull writes each byte once.
+   */
+  async #ensureSpace(manifest: ImageManifest, format: ImageFormat, reference: string): Promise<void> {
+    const download = format === 'tart' ? imageLayerBytes(manifest) : 0;
+    const needed = estimateUnpackedBytes(manifest) + download + (this.#o.reserveBytes ?? GIB);
     let free = await freeBytes(this.#o.dir);
     if (free >= needed) return;
     await this.#evict(needed - free);
     free = await freeBytes(this.#o.dir);
     if (free >= needed) return;
     throw new ImageCacheError(
-      `not enough disk space to pull ${reference}: it needs ${gib(needed)} (download + unpacked + ${gib(this.#o.reserveBytes ?? GIB)} reserve) in ${this.#o.dir}, ${gib(free)} is free after evicting unused images`,
+      `not enough disk space to pull ${reference}: it needs ${gib(needed)} (${download > 0 ? 'download + unpacked' : 'the image'} + ${gib(this.#o.reserveBytes ?? GIB)} reserve) in ${this.#o.dir}, ${gib(free)} is free after evicting unused images`,
       'disk-full',
     );
   }
