@@ -1,13 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { packFleetQemu, type PackedImage } from '@fleet/vm-image';
-import { readFile } from 'node:fs/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ImageCache, ImageCacheError } from './image-cache.ts';
 
@@ -332,8 +331,14 @@ describe('ImageCache', () => {
     const dir = path.join(tmp, 'restart');
     await mkdir(path.join(dir, 'tmp', 'half-unpacked'), { recursive: true });
     await mkdir(path.join(dir, 'images', `sha256-${'0'.repeat(64)}`), { recursive: true });
+    await mkdir(path.join(dir, 'blobs'), { recursive: true });
+    await writeFile(path.join(dir, 'blobs', 'sha256-old.partial'), 'x');
+    await writeFile(path.join(dir, 'blobs', 'sha256-new.partial'), 'y');
+    const dayAgo = new Date(Date.now() - 25 * 3600_000);
+    await utimes(path.join(dir, 'blobs', 'sha256-old.partial'), dayAgo, dayAgo);
     const c = cache({ dir });
     await c.init();
+    expect(await readdir(path.join(dir, 'blobs'))).toEqual(['sha256-new.partial']); // a recent partial is kept for resume
     expect(await readdir(path.join(dir, 'tmp'))).toEqual([]);
     expect(await readdir(path.join(dir, 'images'))).toEqual([]);
     expect(createHash('sha256')).toBeTruthy();

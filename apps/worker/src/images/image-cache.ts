@@ -120,6 +120,8 @@ export class ImageCacheError extends Error {
 }
 
 const GIB = 1024 ** 3;
+/** Leftover downloads in blobs/ older than this are deleted at start. */
+const STALE_DOWNLOAD_MS = 24 * 3600_000;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 
 export class ImageCache {
@@ -151,6 +153,14 @@ export class ImageCache {
     this.#initialized ??= (async () => {
       await mkdir(this.#imagesDir, { recursive: true, mode: 0o711 });
       await mkdir(this.#blobsDir, { recursive: true, mode: 0o700 });
+      // Downloads nobody came back for within a day (a VM deleted while its pull kept failing) would
+      // otherwise hold disk space that the cache's accounting does not see.
+      const staleBefore = this.#now() - STALE_DOWNLOAD_MS;
+      for (const name of await readdir(this.#blobsDir)) {
+        const file = path.join(this.#blobsDir, name);
+        const st = await stat(file).catch(() => undefined);
+        if (st && st.mtimeMs < staleBefore) await rm(file, { recursive: true, force: true });
+      }
       await rm(this.#tmpDir, { recursive: true, force: true });
       await mkdir(this.#tmpDir, { recursive: true, mode: 0o711 });
       // VM users read backing files and kernels through these directories.
