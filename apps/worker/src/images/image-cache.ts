@@ -331,9 +331,11 @@ export class ImageCache {
     const ref = parseImageReference(request.reference);
     const client = new RegistryClient({ registry: ref.registry, ...clientAccess(request.access) });
     const started = this.#now();
+    let layerDigests: string[] = [];
     try {
       const { manifest: fetched } = await client.getImageManifest(ref.repository, digest, this.#o.platform);
       const manifest = parseImageManifest(fetched.json);
+      layerDigests = manifest.layers.map((l) => l.digest);
       const format = detectFormat(manifest);
       if (!this.#o.formats.includes(format)) {
         throw new ImageCacheError(
@@ -386,9 +388,12 @@ export class ImageCache {
       await this.#cleanTmp(digest);
       const described = describeImageError(error, request.reference);
       if (described.code === 'disk-full') {
-        // Partials of a pull that ran out of space are worth nothing but the space they take.
-        await rm(this.#blobsDir, { recursive: true, force: true });
-        await mkdir(this.#blobsDir, { recursive: true, mode: 0o700 });
+        // This pull's partials are worth nothing but the space they take (other pulls' stay).
+        for (const d of layerDigests) {
+          const file = path.join(this.#blobsDir, d.replace(':', '-'));
+          await rm(file, { force: true });
+          await rm(`${file}.partial`, { force: true });
+        }
       }
       this.#o.log.warn({ reference: request.reference, err: described.message }, 'image pull failed');
       throw new ImageCacheError(described.message, described.code === 'disk-full' ? 'disk-full' : 'pull-failed');
