@@ -10,7 +10,7 @@ import { registerSchedulerCommands } from './commands/scheduler.ts';
 import { registerTokenCommands } from './commands/token.ts';
 import { registerAccountCommands } from './commands/account.ts';
 import { registerVersionCommand } from './commands/version.ts';
-import { registerVmCommands } from './commands/vm.ts';
+import { registerVmCommands } from './commands/vm/index.ts';
 import { registerWorkerCommands } from './commands/worker.ts';
 import { registerExecCommand } from './commands/exec.ts';
 import { registerSshCommands } from './commands/ssh.ts';

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EventObject, VmObject } from '@fleet/controller/api-schemas';
-import { FakeController, sendJson, streamNdjson, vm } from '../testing/fake-controller.ts';
-import { runCli } from '../testing/run-cli.ts';
+import { FakeController, sendJson, streamNdjson, vm } from '../../testing/fake-controller.ts';
+import { runCli } from '../../testing/run-cli.ts';
 
 let fake: FakeController;
 let dir: string;

@@ -1,0 +1,120 @@
+// `fleet vm create`: a VM from flags (and a spec file), optionally waiting until it runs.
+import type { Command } from 'commander';
+import type { VmCreate } from '@fleet/controller/api-schemas';
+import { UsageError, WaitFailedError } from '../../errors.ts';
+import { formatAge, formatDuration } from '../../output/durations.ts';
+import { progressDisplayFor } from '../../output/progress.ts';
+import { parseDiskGib, parseMemoryMib } from '../../output/sizes.ts';
+import { dash } from '../../output/table.ts';
+import type { Runtime } from '../../runtime.ts';
+import { collect, parseChoice, parseInteger, parseLabels, validateName, validateUsername } from '../../validate.ts';
+import { readPassword, type PasswordOptions } from '../vm-password.ts';
+import { DEFAULT_WAIT_MS, DRIVERS, describe, waitMs } from './shared.ts';
+import { waitForVm, type WaitGoal } from './wait.ts';
+
+export interface CreateOptions extends PasswordOptions {
+  image: string;
+  os?: string;
+  driver?: string;
+  cpus?: string;
+  memory?: string;
+  disk?: string;
+  label?: string[];
+  selector?: string[];
+  priority?: string;
+  restart?: string;
+  onDisconnect?: string;
+  username?: string;
+  stopped?: boolean;
+  wait?: string | boolean;
+  allow?: string[];
+  block?: string[];
+  blockLocal?: boolean;
+}
+
+export function buildVmCreate(name: string, o: CreateOptions): VmCreate {
+  validateName(name, 'VM');
+  if (!o.image.trim()) throw new UsageError('invalid --image "": must not be empty');
+  if (o.image.length > 512) throw new UsageError('invalid --image: at most 512 characters');
+  const spec: VmCreate = { name, image: o.image };
+  if (o.os !== undefined) spec.os = parseChoice(o.os, '--os', ['linux', 'macos'] as const);
+  if (o.driver !== undefined) spec.driver = parseChoice(o.driver, '--driver', DRIVERS);
+  if (o.cpus !== undefined) spec.cpus = parseInteger(o.cpus, '--cpus', 1, 256);
+  if (o.memory !== undefined) spec.memoryMib = parseMemoryMib(o.memory);
+  if (o.disk !== undefined) spec.diskGib = parseDiskGib(o.disk);
+  if (o.label) spec.labels = parseLabels(o.label, '--label');
+  if (o.selector) spec.selector = parseLabels(o.selector, '--selector');
+  if (o.priority !== undefined) spec.priority = parseInteger(o.priority, '--priority', -1000, 1000);
+  if (o.restart !== undefined) spec.restartPolicy = parseChoice(o.restart, '--restart', ['never', 'on-failure'] as const);
+  if (o.onDisconnect !== undefined) spec.disconnectPolicy = parseChoice(o.onDisconnect, '--on-disconnect', ['reschedule', 'wait'] as const);
+  if (o.username !== undefined) spec.username = validateUsername(o.username);
+  if (o.stopped) spec.powerState = 'stopped';
+  if (o.allow || o.block || o.blockLocal) {
+    const rules = (list: string[] | undefined, flag: string): string[] =>
+      (list ?? []).map((r) => {
+        if (!/^(@host|\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?)$/.test(r)) throw new UsageError(`invalid ${flag} "${r}": expected an IPv4 CIDR (10.0.0.0/8), an address, or @host`);
+        return r;
+      });
+    spec.network = { allow: rules(o.allow, '--allow'), block: rules(o.block, '--block'), ...(o.blockLocal ? { blockLocal: true } : {}) };
+  }
+  return spec;
+}
+
+export function registerVmCreate(vm: Command, rt: Runtime): void {
+  vm.command('create')
+    .argument('<name>', 'VM name: lower-case letters, digits and dashes')
+    .requiredOption('--image <image>', "image to boot: a worker's local image name, or a registry reference (registry/repository:tag or …@sha256:…; the tag is resolved to a digest now)")
+    .option('--os <os>', 'linux or macos (default linux)')
+    .option('--driver <driver>', `runtime driver: ${DRIVERS.join(', ')} (default: any the worker has)`)
+    .option('--cpus <n>', 'virtual CPUs')
+    .option('--memory <size>', 'memory: 4G, 4096M or 4096 (MiB)')
+    .option('--disk <size>', 'disk: 20G or 20 (GiB)')
+    .option('--label <key=value>', 'label on the VM (repeatable)', collect)
+    .option('--selector <key=value>', 'only place on workers with this label (repeatable)', collect)
+    .option('--priority <n>', 'scheduling priority, -1000..1000; higher first')
+    .option('--restart <policy>', 'never or on-failure')
+    .option('--on-disconnect <policy>', 'while its worker is unreachable: reschedule (default: the worker stops it, it is re-placed after the offline timeout; never two at once) or wait (keeps running, nothing re-placed)')
+    .option('--username <user>', 'login user inside the VM')
+    .option('--password-stdin', 'read an SSH password for that user from stdin (for images that cannot take the fleet key, e.g. macOS); never given as an argument, which ps and shell history would show')
+    .option('--password-file <file>', 'read the SSH password from a file (one trailing newline is removed)')
+    .option('--stopped', 'create it powered off')
+    .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker, i.e. host access, off by default); repeatable', collect)
+    .option('--block <cidr>', 'network: never let the VM reach this prefix; repeatable', collect)
+    .option('--block-local', 'network: Anka\'s "block local": ARP only for the gateway, local sources reach the VM only when allowed')
+    .option('--wait [duration]', `wait until it runs (or is stopped, with --stopped) and print its IP; default ${formatAge(DEFAULT_WAIT_MS)}`)
+    .description('create a VM')
+    .addHelpText(
+      'after',
+      `
+  With --wait, progress goes to stderr and the IP (if any) to stdout, so
+  ip=$(fleet vm create web-1 --image ubuntu:24.04 --wait 10m)
+  works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times out.`,
+    )
+    .action(async (name: string, o: CreateOptions, cmd: Command) => {
+      const spec = buildVmCreate(name, o);
+      const password = await readPassword(rt, o);
+      if (password !== undefined) spec.password = password;
+      const wait = waitMs(o.wait);
+      const json = rt.isJson(cmd);
+      const client = rt.client(cmd);
+      const created = await client.createVm(spec);
+      if (wait === null) {
+        if (json) rt.json(created);
+        else rt.out(`vm "${created.name}" created (${describe(created)})`);
+        return;
+      }
+      const goal: WaitGoal = spec.powerState === 'stopped' ? 'stopped' : 'running';
+      if (!json) rt.note(`vm "${created.name}" created; waiting up to ${formatDuration(wait)} for it to be ${goal}`);
+      // Lines through the display, so that a pull's bar on a terminal stays below them.
+      const display = progressDisplayFor(rt.io, json);
+      try {
+        const done = await waitForVm(rt, client, created.name, goal, wait, json ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { display });
+        if (json) rt.json(done);
+        else if (goal === 'running' && done.ip) rt.out(done.ip);
+        else if (goal === 'running') rt.note(`  vm "${done.name}" is running on ${dash(done.worker)} but reported no IP address`);
+      } catch (err) {
+        if (json && err instanceof WaitFailedError && err.vm) rt.json(err.vm);
+        throw err;
+      }
+    });
+}
