@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Linux machine: Node check, pnpm, npm packages,
-# the generated Prisma client. Safe to run again; fast when nothing changed.
+# the generated Prisma client, the dashboard and the bundled binaries. Safe to run
+# again; fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,3 +37,8 @@ pnpm --silent --filter @fleet/db run generate
 
 # The dashboard the controller serves at / (skipped when its sources are unchanged).
 bash apps/dashboard/build.sh
+
+# One bundled program per binary (apps/*/dist, esbuild), so fleet, fleet-controller and
+# fleet-worker start without compiling TypeScript at run time. Skipped when every source a
+# bundle was made from is unchanged; the bins fall back to tsx while a bundle is stale.
+node scripts/build.mjs

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `fleet`, the operator CLI: TypeScript run through tsx (no build step).
-import { register } from 'tsx/esm/api';
-register();
-await import('../src/main.ts');
+// `fleet`, the operator CLI: the bundle setup builds (dist/fleet.mjs) when it is up to date
+// with the sources, else src/main.ts through tsx (FLEET_DEV=1 forces that; scripts/bin-launch.mjs).
+import { launch } from '../../../scripts/bin-launch.mjs';
+
+await launch(new URL('../dist/', import.meta.url), new URL('../src/main.ts', import.meta.url));

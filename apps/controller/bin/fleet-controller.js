@@ -1,4 +1,7 @@
 #!/usr/bin/env node
-import { register } from 'tsx/esm/api';
-register();
-await import('../src/main.ts');
+// `fleet-controller`: the bundle setup builds (dist/fleet-controller.mjs) when it is up to date
+// with the sources, else src/main.ts through tsx (FLEET_DEV=1 forces that; scripts/bin-launch.mjs).
+// Either way the program runs in this process, so signals sent to it reach the controller.
+import { launch } from '../../../scripts/bin-launch.mjs';
+
+await launch(new URL('../dist/', import.meta.url), new URL('../src/main.ts', import.meta.url));

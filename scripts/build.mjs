@@ -1,0 +1,195 @@
+#!/usr/bin/env node
+// Builds one bundled ESM program per binary (fleet, fleet-controller, fleet-worker)
+// with esbuild, so the bins start without compiling TypeScript through tsx at run time.
+//
+//   node scripts/build.mjs            build what is stale (nothing when the sources are unchanged)
+//   node scripts/build.mjs --force    build everything
+//
+// Output: apps/<app>/dist/ (ignored by git): <bin>.mjs, its lazily loaded chunks, and
+// .build-stamp.json: every workspace source file the bundle was made from, with its
+// mtime, size and SHA-1. The bin (apps/<app>/bin/*.js, through scripts/bin-launch.mjs)
+// runs the bundle only when every one of those files is unchanged (same mtime and size,
+// or else the same content); otherwise — or with FLEET_DEV=1 — it runs the TypeScript
+// through tsx as before. Editing a source and running the bin without setup therefore
+// never runs stale code; it is just slower until `bash scripts/setup.sh` (or this script).
+//
+// Packages under node_modules are bundled too, except those that load files next to
+// themselves at run time (native addons, wasm, worker threads): those stay external and
+// are imported by absolute path. Workspace sources that use `import.meta.url` to find
+// files next to themselves get their own file's URL (relative to the bundle, so the
+// checkout can move), not the bundle's.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BUILD_VERSION = 1; // bump when this script's output changes for the same inputs
+
+/** esbuild: a dependency of tsx (root devDependency), so no separate install. */
+async function loadEsbuild() {
+  try {
+    return await import('esbuild');
+  } catch {
+    const tsxRequire = createRequire(realpathSync(path.join(ROOT, 'node_modules/tsx/package.json')));
+    return await import(pathToFileURL(tsxRequire.resolve('esbuild')).href);
+  }
+}
+
+// Packages kept out of the bundles: they find files next to themselves at run time
+// (.node addons, wasm, worker-thread scripts) or are large and needed only by a few commands.
+const EXTERNAL = [
+  'better-sqlite3',
+  'bindings',
+  '@prisma/client',
+  '@prisma/adapter-better-sqlite3',
+  '@prisma/adapter-pg',
+  '@prisma/driver-adapter-utils',
+  '@prisma/schema-engine-wasm',
+  '@prisma/client-runtime-utils',
+  'pg',
+  'pino',
+  'thread-stream',
+  'ssh2',
+  'cpu-features',
+  'esbuild',
+  'tsx',
+  'vite',
+];
+
+export const TARGETS = [
+  { app: 'cli', bin: 'fleet', entry: 'apps/cli/src/main.ts' },
+  { app: 'controller', bin: 'fleet-controller', entry: 'apps/controller/src/main.ts' },
+  { app: 'worker', bin: 'fleet-worker', entry: 'apps/worker/src/main.ts' },
+];
+
+function isExternal(spec) {
+  return EXTERNAL.some((name) => spec === name || spec.startsWith(`${name}/`));
+}
+
+function sha1(buf) {
+  return createHash('sha1').update(buf).digest('hex');
+}
+
+/** Is every input recorded in the stamp unchanged? (The same rule the bins apply.) */
+export function stampFresh(outdir) {
+  let stamp;
+  try {
+    stamp = JSON.parse(readFileSync(path.join(outdir, '.build-stamp.json'), 'utf8'));
+  } catch {
+    return false;
+  }
+  if (stamp.version !== BUILD_VERSION) return false;
+  if (!existsSync(path.join(outdir, stamp.main))) return false;
+  const base = path.resolve(outdir, stamp.root);
+  for (const [rel, mtime, size, hash] of stamp.inputs) {
+    let st;
+    try {
+      st = statSync(path.join(base, rel));
+    } catch {
+      return false;
+    }
+    if (st.mtimeMs === mtime && st.size === size) continue;
+    if (st.size !== size || sha1(readFileSync(path.join(base, rel))) !== hash) return false;
+  }
+  return true;
+}
+
+function metaUrlPlugin(outdir) {
+  return {
+    name: 'fleet-workspace',
+    setup(build) {
+      // Keep listed packages external, imported by the absolute path Node would resolve
+      // from the importing file (pnpm's strict layout: a bare name would not resolve from dist/).
+      build.onResolve({ filter: /^[^./]/ }, async (args) => {
+        if (args.path.startsWith('node:') || !isExternal(args.path)) return undefined;
+        if (args.pluginData?.fleetExternal) return undefined;
+        const r = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: { fleetExternal: true } });
+        if (r.errors.length > 0) return { errors: r.errors };
+        return { path: pathToFileURL(r.path).href, external: true };
+      });
+      // Workspace sources: import.meta.url is the source file's own URL, relative to the bundle.
+      build.onLoad({ filter: /\.(ts|mts|js|mjs)$/ }, (args) => {
+        if (args.path.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
+        let text = readFileSync(args.path, 'utf8');
+        if (text.includes('import.meta')) {
+          const rel = path.relative(outdir, args.path).split(path.sep).join('/');
+          const url = `new URL(${JSON.stringify(rel)}, import.meta.url).href`;
+          text = text
+            .replaceAll('import.meta.url', url)
+            .replaceAll('import.meta.dirname', `__fleetPath.dirname(__fleetUrl.fileURLToPath(${url}))`)
+            .replaceAll('import.meta.filename', `__fleetUrl.fileURLToPath(${url})`);
+        }
+        const loader = /\.m?ts$/.test(args.path) ? 'ts' : 'js';
+        return { contents: text, loader };
+      });
+    },
+  };
+}
+
+async function buildTarget(esbuild, target) {
+  const outdir = path.join(ROOT, 'apps', target.app, 'dist');
+  const tmp = `${outdir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  const result = await esbuild.build({
+    absWorkingDir: ROOT,
+    entryPoints: { [target.bin]: path.join(ROOT, target.entry) },
+    outdir: tmp,
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    outExtension: { '.js': '.mjs' },
+    chunkNames: '[name]-[hash]',
+    conditions: ['node', 'import'],
+    mainFields: ['module', 'main'],
+    metafile: true,
+    logLevel: 'warning',
+    logOverride: { 'empty-import-meta': 'silent', 'require-resolve-not-external': 'silent' },
+    legalComments: 'none',
+    // CommonJS packages bundled into ESM call require() for Node built-ins.
+    banner: {
+      js: [
+        "import { createRequire as __fleetCreateRequire } from 'node:module';",
+        "import * as __fleetPath from 'node:path';",
+        "import * as __fleetUrl from 'node:url';",
+        'const require = __fleetCreateRequire(import.meta.url);',
+      ].join('\n'),
+    },
+    plugins: [metaUrlPlugin(outdir)],
+  });
+  const inputs = [];
+  for (const file of Object.keys(result.metafile.inputs)) {
+    if (file.includes('node_modules/') || file.startsWith('(') || file.includes(':')) continue;
+    const abs = path.join(ROOT, file);
+    const st = statSync(abs);
+    inputs.push([file, st.mtimeMs, st.size, sha1(readFileSync(abs))]);
+  }
+  inputs.sort((a, b) => a[0].localeCompare(b[0]));
+  writeFileSync(
+    path.join(tmp, '.build-stamp.json'),
+    JSON.stringify({ version: BUILD_VERSION, main: `${target.bin}.mjs`, root: path.relative(outdir, ROOT) || '.', inputs }),
+  );
+  rmSync(outdir, { recursive: true, force: true });
+  renameSync(tmp, outdir);
+  return inputs.length;
+}
+
+async function main() {
+  const force = process.argv.includes('--force');
+  const todo = TARGETS.filter((t) => force || !stampFresh(path.join(ROOT, 'apps', t.app, 'dist')));
+  if (todo.length === 0) return;
+  const esbuild = await loadEsbuild();
+  const started = Date.now();
+  for (const t of todo) {
+    const n = await buildTarget(esbuild, t);
+    process.stderr.write(`[build] apps/${t.app}/dist/${t.bin}.mjs (${n} workspace sources)\n`);
+  }
+  process.stderr.write(`[build] done in ${Date.now() - started} ms\n`);
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  await main();
+}
