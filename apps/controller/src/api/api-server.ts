@@ -2,7 +2,7 @@
 // document at /v1/openapi.json, and one error shape: {error: {code, message}}.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
-import Ajv from 'ajv';
+import Ajv, { type ErrorObject } from 'ajv';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { ApiContext } from './context.ts';
@@ -25,6 +25,12 @@ import { registryRoutes } from './routes/registry-routes.ts';
 import { imageRoutes } from './routes/image-routes.ts';
 import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
+
+/** Names of a querystring/params object schema's integer properties. */
+function integerProperties(schema: unknown): string[] {
+  const props = (schema as { properties?: Record<string, { type?: unknown }> }).properties ?? {};
+  return Object.entries(props).filter(([, p]) => p.type === 'integer').map(([k]) => k);
+}
 
 export interface ApiTlsOptions {
   /** PEM private key. */
@@ -51,7 +57,31 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   // JSON bodies are validated strictly: a label value 1 is an error, not "1".
   const strict = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false });
   const coercing = new Ajv({ coerceTypes: 'array', removeAdditional: false, useDefaults: true, allErrors: false });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) => {
+    if (httpPart === 'body') return strict.compile(schema);
+    const validate = coercing.compile(schema);
+    // Ajv coerces any text JavaScript reads as a number ("1e400" → Infinity, "0x10", "1e3"):
+    // integers in a query string or path must be plain decimal digits within the safe range.
+    const integers = integerProperties(schema);
+    if (integers.length === 0) return validate;
+    const checked: ((data: unknown) => boolean) & { errors?: ErrorObject[] | null } = (data: unknown): boolean => {
+      if (data && typeof data === 'object') {
+        for (const key of integers) {
+          const v = (data as Record<string, unknown>)[key];
+          if (v === undefined || typeof v === 'number') continue;
+          const text = Array.isArray(v) ? String(v[0]) : String(v);
+          if (!/^-?(0|[1-9][0-9]{0,15})$/.test(text) || !Number.isSafeInteger(Number(text))) {
+            checked.errors = [{ instancePath: `/${key}`, schemaPath: '#/properties/' + key, keyword: 'type', params: {}, message: `must be a decimal integer within the safe range, got ${JSON.stringify(text.slice(0, 40))}` }];
+            return false;
+          }
+        }
+      }
+      const ok = validate(data);
+      checked.errors = validate.errors;
+      return ok;
+    };
+    return checked;
+  });
 
   await app.register(swagger, {
     openapi: {

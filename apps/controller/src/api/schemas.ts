@@ -229,8 +229,8 @@ export type EventPage = Static<typeof EventPage>;
 
 export const EventQueryString = Type.Object(
   {
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
-    cursor: Type.Optional(Type.Integer({ minimum: 0 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'events per page (a decimal integer, 1-1000)' })),
+    cursor: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'an event id: nextCursor of the previous page (a decimal integer)' })),
     order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
     vm: Type.Optional(Name),
     worker: Type.Optional(Name),

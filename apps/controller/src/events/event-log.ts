@@ -30,6 +30,9 @@ export interface EventQuery {
 
 type Tx = Pick<FleetDb, 'event'>;
 
+/** The largest id an event can have (Prisma Int: int4 on PostgreSQL). */
+const MAX_EVENT_ID = 2_147_483_647;
+
 export class EventLog {
   private readonly bus = new EventEmitter();
 
@@ -73,8 +76,10 @@ export class EventLog {
       ...(q.workerId ? { workerId: q.workerId } : {}),
       ...(q.kind ? { kind: q.kind } : {}),
       ...(q.actor ? { actor: q.actor } : {}),
-      ...(q.cursor !== undefined ? { id: q.order === 'desc' ? { lt: q.cursor } : { gt: q.cursor } } : {}),
+      // Event ids are 32-bit (Prisma Int): a larger cursor (the API allows any safe integer) is past every event.
+      ...(q.cursor !== undefined && !(q.order === 'desc' && q.cursor > MAX_EVENT_ID) ? { id: q.order === 'desc' ? { lt: q.cursor } : { gt: q.cursor } } : {}),
     };
+    if (q.cursor !== undefined && q.order === 'asc' && q.cursor >= MAX_EVENT_ID) return { events: [], nextCursor: null };
     const rows = await this.db.event.findMany({ where, orderBy: { id: q.order }, take: q.limit + 1 });
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
