@@ -1,12 +1,12 @@
 // `fleet cp SRC DST` (one side VM:PATH): copies a file or a directory either way as a
 // tar stream through an exec session, then checks every regular file's SHA-256 on both
-// sides. Like `cp -r`: an existing directory DST receives SRC inside it, otherwise SRC is
+// sides, and every symbolic link's target (links are copied as links, never followed). Like `cp -r`: an existing directory DST receives SRC inside it, otherwise SRC is
 // copied AS DST. The copy lands in a temporary directory next to DST and is moved into
 // place only once the stream completed, so a failed copy leaves nothing half-written.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readlink, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { CliError, ExitCode, UsageError } from '../errors.ts';
@@ -29,13 +29,28 @@ export function parseEndpoint(spec: string): Endpoint {
   return { vm: null, path: spec };
 }
 
-/** SHA-256 of every regular file under root (or root itself), keyed by path relative to root's parent. */
+/** What a symbolic link is recorded as in a sums map: its target, never what it points to. */
+const SYMLINK = 'symlink:';
+
+/**
+ * Shell for the VM: lists every symbolic link under "$1"... as two lines, `@symlink PATH`
+ * and its target (what parseSums reads beside sha256sum's lines).
+ */
+const remoteLinks = (where: string) => `find ${where} -type l | while IFS= read -r l; do printf '@symlink %s\n%s\n' "$l" "$(readlink "$l")"; done`;
+
+/**
+ * SHA-256 of every regular file under root (or root itself), and the target of every symbolic
+ * link (as `symlink:TARGET`; links are not followed, as tar does not follow them), keyed by path
+ * relative to root's parent.
+ */
 export async function localSums(root: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const base = path.basename(root);
   const walk = async (abs: string, rel: string): Promise<void> => {
-    const st = await stat(abs);
-    if (st.isDirectory()) {
+    const st = await lstat(abs);
+    if (st.isSymbolicLink()) {
+      out.set(rel, SYMLINK + (await readlink(abs)));
+    } else if (st.isDirectory()) {
       for (const e of await readdir(abs)) await walk(path.join(abs, e), `${rel}/${e}`);
     } else if (st.isFile()) {
       const h = createHash('sha256');
@@ -47,27 +62,50 @@ export async function localSums(root: string): Promise<Map<string, string>> {
   return out;
 }
 
-/** Parses `sha256sum` output ("<hex>  <path>") into a map, renaming the first path component to `base`. */
+/**
+ * Parses `sha256sum` output ("<hex>  <path>") and remoteLinks' records (`@symlink PATH`, then
+ * the target) into a map, renaming the first path component to `base`.
+ */
 export function parseSums(text: string, base: string): Map<string, string> {
   const out = new Map<string, string>();
-  for (const line of text.split('\n')) {
+  const rename = (p: string) => {
+    const parts = p.split('/');
+    parts[0] = base;
+    return parts.join('/');
+  };
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line.startsWith('@symlink ')) {
+      out.set(rename(line.slice('@symlink '.length)), SYMLINK + (lines[++i] ?? ''));
+      continue;
+    }
     const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
     if (!m) continue;
-    const parts = m[2]!.split('/');
-    parts[0] = base;
-    out.set(parts.join('/'), m[1]!);
+    out.set(rename(m[2]!), m[1]!);
   }
   return out;
 }
 
-function compareSums(expected: Map<string, string>, actual: Map<string, string>): string[] {
+export function compareSums(expected: Map<string, string>, actual: Map<string, string>): string[] {
   const problems: string[] = [];
   for (const [f, h] of expected) {
     const a = actual.get(f);
-    if (!a) problems.push(`${f}: missing at the destination`);
+    const link = h.startsWith(SYMLINK);
+    if (a === undefined) problems.push(`${f}: missing at the destination`);
+    else if (link && !a.startsWith(SYMLINK)) problems.push(`${f}: a symbolic link here, not one at the destination`);
+    else if (link && a !== h) problems.push(`${f}: symbolic link to ${JSON.stringify(h.slice(SYMLINK.length))}, at the destination to ${JSON.stringify(a.slice(SYMLINK.length))}`);
+    else if (!link && a.startsWith(SYMLINK)) problems.push(`${f}: a symbolic link at the destination, a file here`);
     else if (a !== h) problems.push(`${f}: checksum mismatch`);
   }
   return problems;
+}
+
+/** "3 file(s)" or "3 file(s) and 1 symbolic link(s)". */
+export function describeCopied(sums: Map<string, string>): string {
+  let links = 0;
+  for (const v of sums.values()) if (v.startsWith(SYMLINK)) links++;
+  return `${sums.size - links} file(s)${links ? ` and ${links} symbolic link(s)` : ''}`;
 }
 
 /** Runs one exec session; stdin from `input` (or none), stdout to `output` (or collected). */
@@ -132,6 +170,7 @@ async function upload(rt: Runtime, url: string, token: string | null, src: strin
     'rm -rf "$final.fleet-old"',
     'cd "$(dirname "$final")"',
     'find "$(basename "$final")" -type f -exec sha256sum {} +',
+    remoteLinks('"$(basename "$final")"'),
   ].join('\n');
   const tar = tarProcess(['-C', path.dirname(path.resolve(src)), '-cf', '-', base]);
   tar.child.stdin!.end();
@@ -139,12 +178,12 @@ async function upload(rt: Runtime, url: string, token: string | null, src: strin
   failOn(r.outcome, `copy to ${dst.vm}:${dst.path}`, r.stderr);
   const problems = compareSums(sums, parseSums(r.stdout, base));
   if (problems.length) throw new CliError(`copy to ${dst.vm}:${dst.path} is corrupt:\n  ${problems.join('\n  ')}`, ExitCode.ERROR);
-  rt.note(`copied ${sums.size} file(s) to ${dst.vm}:${dst.path}, SHA-256 verified`);
+  rt.note(`copied ${describeCopied(sums)} to ${dst.vm}:${dst.path}, SHA-256 verified`);
 }
 
 async function download(rt: Runtime, url: string, token: string | null, src: Endpoint, dst: string): Promise<void> {
   const s = shellQuote(src.path);
-  const sumsRun = await execStream(url, token, src.vm!, `set -e; cd "$(dirname ${s})"; test -e "$(basename ${s})"; find "$(basename ${s})" -type f -exec sha256sum {} +`, null, null);
+  const sumsRun = await execStream(url, token, src.vm!, `set -e; cd "$(dirname ${s})"; test -e "$(basename ${s})" || test -L "$(basename ${s})"; find "$(basename ${s})" -type f -exec sha256sum {} +; ${remoteLinks(`"$(basename ${s})"`)}`, null, null);
   failOn(sumsRun.outcome, `reading ${src.vm}:${src.path}`, sumsRun.stderr);
   const dstAbs = path.resolve(dst);
   const intoDir = existsSync(dstAbs) && statSync(dstAbs).isDirectory();
@@ -161,7 +200,7 @@ async function download(rt: Runtime, url: string, token: string | null, src: End
     if (problems.length) throw new CliError(`copy from ${src.vm}:${src.path} is corrupt:\n  ${problems.join('\n  ')}`, ExitCode.ERROR);
     await rm(final, { recursive: true, force: true });
     await rename(path.join(tmp, remoteBase), final);
-    rt.note(`copied ${expected.size} file(s) from ${src.vm}:${src.path} to ${final}, SHA-256 verified`);
+    rt.note(`copied ${describeCopied(expected)} from ${src.vm}:${src.path} to ${final}, SHA-256 verified`);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
