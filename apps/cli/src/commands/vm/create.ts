@@ -5,7 +5,6 @@ import { UsageError, WaitFailedError } from '../../errors.ts';
 import { formatAge, formatDuration } from '../../output/durations.ts';
 import { progressDisplayFor } from '../../output/progress.ts';
 import { parseDiskGib, parseMemoryMib } from '../../output/sizes.ts';
-import { dash } from '../../output/table.ts';
 import type { Runtime } from '../../runtime.ts';
 import { collect, parseChoice, parseInteger, parseLabels, validateName, validateUsername } from '../../validate.ts';
 import { readPassword, type PasswordOptions } from '../vm-password.ts';
@@ -81,14 +80,14 @@ export function registerVmCreate(vm: Command, rt: Runtime): void {
     .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker, i.e. host access, off by default); repeatable', collect)
     .option('--block <cidr>', 'network: never let the VM reach this prefix; repeatable', collect)
     .option('--block-local', 'network: Anka\'s "block local": ARP only for the gateway, local sources reach the VM only when allowed')
-    .option('--wait [duration]', `wait until it runs (or is stopped, with --stopped) and print its IP; default ${formatAge(DEFAULT_WAIT_MS)}`)
+    .option('--wait [duration]', `wait until it runs and has an IP address (or is stopped, with --stopped), then print the IP; default ${formatAge(DEFAULT_WAIT_MS)}`)
     .description('create a VM')
     .addHelpText(
       'after',
       `
-  With --wait, progress goes to stderr and the IP (if any) to stdout, so
+With --wait, progress goes to stderr and the IP to stdout, so
   ip=$(fleet vm create web-1 --image ubuntu:24.04 --wait 10m)
-  works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times out.`,
+works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times out.`,
     )
     .action(async (name: string, o: CreateOptions, cmd: Command) => {
       const spec = buildVmCreate(name, o);
@@ -111,7 +110,6 @@ export function registerVmCreate(vm: Command, rt: Runtime): void {
         const done = await waitForVm(rt, client, created.name, goal, wait, json ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { display });
         if (json) rt.json(done);
         else if (goal === 'running' && done.ip) rt.out(done.ip);
-        else if (goal === 'running') rt.note(`  vm "${done.name}" is running on ${dash(done.worker)} but reported no IP address`);
       } catch (err) {
         if (json && err instanceof WaitFailedError && err.vm) rt.json(err.vm);
         throw err;

@@ -20,7 +20,7 @@ export function registerVmIp(program: Command, rt: Runtime): void {
       let v = await client.getVm(name);
       if (!v.ip && wait !== null) {
         const display = progressDisplayFor(rt.io, rt.isJson(cmd));
-        v = await waitForVm(rt, client, name, 'running', wait, rt.isJson(cmd) ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { requireIp: true, display });
+        v = await waitForVm(rt, client, name, 'running', wait, rt.isJson(cmd) ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { display });
       }
       if (rt.isJson(cmd)) return rt.json({ name: v.name, ip: v.ip ?? null, state: v.state });
       if (!v.ip) throw new WaitFailedError(`vm "${name}" has no IP yet (it is ${describe(v)}); use --wait to wait for one`, v);

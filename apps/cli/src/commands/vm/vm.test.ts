@@ -127,7 +127,7 @@ describe('vm create', () => {
     const started = Date.now();
     const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '400ms']);
     expect(r.code).toBe(7);
-    expect(r.stderr).toMatch(/fleet: timed out after 400ms waiting for vm "web-1" to be running; it is pending: no worker has 4 free CPUs\n$/);
+    expect(r.stderr).toMatch(/fleet: timed out after 400ms waiting for vm "web-1" to be running with an IP address; it is pending: no worker has 4 free CPUs\n$/);
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
@@ -152,13 +152,31 @@ describe('vm create', () => {
     expect(calls).toBe(2);
   });
 
-  it('--wait: a VM that runs without an IP succeeds after the grace period (bounded by --wait)', async () => {
+  it('--wait: waiting for the IP is part of the wait (running first, the address later)', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added(pending), modified({ ...running, ip: null }), 100, modified(running)], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '10s']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('10.0.0.5\n');
+    expect(r.stderr).toMatch(/running: running on mac-1\n  waiting for it to report an IP address\n/);
+    expect(r.stderr).not.toMatch(/no IP address/);
+  });
+
+  it('--wait: running without an IP until the deadline is a timeout (exit 7) that says it waited for the IP', async () => {
     fake.reply('POST', '/v1/vms', 201, pending);
     fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added({ ...running, ip: null })], true));
     const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '500ms']);
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(7);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/is running on mac-1 but reported no IP address/);
+    expect(r.stderr).toMatch(/fleet: timed out after 500ms waiting for vm "web-1" to report an IP address; it is running on mac-1 but has none yet/);
+  });
+
+  it('--wait --json: a timeout waiting for the IP still prints the VM as last seen', async () => {
+    fake.reply('POST', '/v1/vms', 201, pending);
+    fake.on('GET', '/v1/vms/web-1', (_req, res) => streamNdjson(res, [added({ ...running, ip: null })], true));
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'ubuntu', '--wait', '300ms', '--json']);
+    expect(r.code).toBe(7);
+    expect(JSON.parse(r.stdout)).toMatchObject({ name: 'web-1', state: 'running', ip: null });
   });
 
   it('--stopped --wait: waits for the stopped state', async () => {
@@ -543,6 +561,6 @@ describe('ip', () => {
     });
     const r = await fleet(['ip', 'web-1', '--wait', '300ms']);
     expect(r.code).toBe(7);
-    expect(r.stderr).toMatch(/timed out after 300ms waiting for vm "web-1" to be running; it is pending/);
+    expect(r.stderr).toMatch(/timed out after 300ms waiting for vm "web-1" to be running with an IP address; it is pending/);
   });
 });

@@ -10,14 +10,11 @@ import type { Runtime } from '../../runtime.ts';
 import { describe } from './shared.ts';
 import { pullOf } from './views.ts';
 
-/** After a VM is running without an IP, how long --wait keeps listening for one. */
-const IP_GRACE_MS = 15_000;
-
 export type WaitGoal = 'running' | 'stopped';
 
 /**
- * Watches a VM until it reaches `goal` (for `running`: with an IP, or without
- * one after a short grace period). Fails with WaitFailedError when it fails
+ * Watches a VM until it reaches `goal` (for `running`: running AND with an IP
+ * address, both within `timeoutMs`). Fails with WaitFailedError when it fails
  * without a restart planned, is deleted, or the deadline passes. Reconnects
  * when the stream drops.
  */
@@ -28,12 +25,13 @@ export async function waitForVm(
   goal: WaitGoal,
   timeoutMs: number,
   progress: (line: string) => void,
-  opts: { requireIp?: boolean; display?: ProgressDisplay | null } = {},
+  opts: { display?: ProgressDisplay | null } = {},
 ): Promise<VmObject> {
   const deadline = Date.now() + timeoutMs;
   let last: VmObject | null = null;
   let shown = '';
   let lostConnection: UnreachableError | null = null;
+  let awaitingIp = false;
   // While the worker pulls the VM's image (issue 15) the reason changes with every percent: the
   // pull is drawn as a bar (lines every 10 % off a terminal) instead of one line per change.
   let pulling: { label: string; last: TransferProgress } | null = null;
@@ -59,11 +57,18 @@ export async function waitForVm(
     if (line !== shown) progress(`  ${line}`);
     shown = line;
   };
-  const timedOut = () =>
-    new WaitFailedError(
-      `timed out after ${formatDuration(timeoutMs)} waiting for vm "${name}" to be ${goal}${last ? `; it is ${describe(last)}` : ''}`,
-      last,
-    );
+  // What the wait was still waiting for when it ran out: to run, or (running) for an address.
+  const timedOut = () => {
+    const limit = `timed out after ${formatDuration(timeoutMs)}`;
+    if (goal === 'running' && last?.state === 'running' && !last.ip) {
+      return new WaitFailedError(
+        `${limit} waiting for vm "${name}" to report an IP address; it is running${last.worker ? ` on ${last.worker}` : ''} but has none yet (the worker learns it from the VM's DHCP request: is the guest's network up?)`,
+        last,
+      );
+    }
+    const what = goal === 'running' ? 'to be running with an IP address' : `to be ${goal}`;
+    return new WaitFailedError(`${limit} waiting for vm "${name}" ${what}${last ? `; it is ${describe(last)}` : ''}`, last);
+  };
   try {
     return await watchUntil();
   } finally {
@@ -78,8 +83,7 @@ export async function waitForVm(
         throw timedOut();
       }
       const stop = new AbortController();
-      let stopTimer = setTimeout(() => stop.abort(), deadline - Date.now());
-      let graceStarted = false;
+      const stopTimer = setTimeout(() => stop.abort(), deadline - Date.now());
       try {
         for await (const ev of client.watchVm(name, { stop: stop.signal })) {
           lostConnection = null;
@@ -89,11 +93,9 @@ export async function waitForVm(
           show(vm);
           if (vm.state === goal) {
             if (goal !== 'running' || vm.ip) return vm;
-            if (!graceStarted && !opts.requireIp) {
-              graceStarted = true;
-              clearTimeout(stopTimer);
-              stopTimer = setTimeout(() => stop.abort(), Math.max(0, Math.min(IP_GRACE_MS, deadline - Date.now())));
-            }
+            // Running: the address follows once the guest asks DHCP for one.
+            if (!awaitingIp) progress('  waiting for it to report an IP address');
+            awaitingIp = true;
             continue;
           }
           if (vm.state === 'failed') {
@@ -118,8 +120,7 @@ export async function waitForVm(
       } finally {
         clearTimeout(stopTimer);
       }
-      // The stream ended: a grace period ran out, the deadline passed, or the controller closed it.
-      if (last && last.state === goal && graceStarted) return last;
+      // The stream ended: the deadline passed, or the controller closed it.
       if (!stop.signal.aborted) await sleep(Math.min(1_000, Math.max(0, deadline - Date.now())), rt.signal).catch(() => {
         throw new InterruptedError();
       });
