@@ -113,16 +113,14 @@ describe.skipIf(why !== '')('VM images from an OCI registry (real registry, skop
     const before = (await api.vm('reg-a')).imageDigest as string;
     const moved = await pushGuestWithSkopeo('fleet/guest:1', ' fleet.variant=2');
     expect(moved).not.toBe(before);
-    const pre = await api.request('POST', '/v1/images/prefetch', { reference: `${host}/fleet/guest:1` });
-    expect(pre.status, JSON.stringify(pre.body)).toBe(202);
-    const ops = (pre.body as { digest: string; operations: { id: string }[] });
-    expect(ops.digest).toBe(moved);
-    expect(ops.operations.length).toBe(1);
-    await waitUntil(async () => {
-      const op = (await api.request('GET', `/v1/image-operations/${ops.operations[0]!.id}`)).body as { state: string; message: string };
-      if (op.state === 'failed') throw new Error(`prefetch failed: ${op.message}`);
-      return op.state === 'succeeded';
-    }, 120_000, 'prefetch succeeded');
+    // `fleet image prefetch --wait` returns once every targeted worker holds it.
+    const pre = await runFleet(env, ['image', 'prefetch', `${host}/fleet/guest:1`, '--wait'], { timeoutMs: 180_000 });
+    expect(pre.code, pre.stderr).toBe(0);
+    const cached = async () => ((await api.request('GET', `/v1/workers/${env.workerName}/images`)).body as { items: { digest: string; state: string }[] }).items;
+    await waitUntil(async () => (await cached()).find((i) => i.digest === moved)?.state === 'ready', 5_000, 'the prefetched image listed as ready');
+    const listed = await runFleet(env, ['image', 'list', '--worker', env.workerName]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout.toString()).toContain(moved.slice('sha256:'.length, 'sha256:'.length + 12));
 
     // Through the CLI as a user would: `fleet vm create --wait` returns once it runs.
     const created = await runFleet(env, ['vm', 'create', 'reg-b', '--image', `${host}/fleet/guest:1`, '--driver', 'qemu', '--cpus', '1', '--memory', '256M', '--wait', '--json'], { timeoutMs: 240_000 });

@@ -323,7 +323,22 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
 
   const imageOps =
     images && imageCacheDir
-      ? new ImageOperations({ cache: images, driver, send: (status) => link?.sendImageOperation(status), workDir: path.join(imageCacheDir, 'tmp'), log: log.child({ component: 'images' }) })
+      ? new ImageOperations({
+          cache: images,
+          driver,
+          // A finished operation goes after the inventory it changed: whoever waited for it
+          // (`fleet image prefetch --wait`) then finds the image listed.
+          send: (status) => {
+            if (status.state === 'running') return link?.sendImageOperation(status);
+            void images
+              .inventory()
+              .then((inventory) => link?.sendImageInventory(inventory))
+              .catch((error: unknown) => log.warn({ err: error }, 'image cache inventory failed'))
+              .finally(() => link?.sendImageOperation(status));
+          },
+          workDir: path.join(imageCacheDir, 'tmp'),
+          log: log.child({ component: 'images' }),
+        })
       : undefined;
   const linkRef = link;
   // Renews the mTLS certificate well before it expires (started once the controller has
