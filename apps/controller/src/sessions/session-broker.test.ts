@@ -219,6 +219,41 @@ describe('SessionBroker', () => {
     expect(client.closed).not.toBeNull();
   });
 
+  it('records a started session whose client closed its connection (an OpenSSH ProxyCommand exiting) as session.closed, info', async () => {
+    const w = world();
+    const client = new FakeClient();
+    const { call } = await openSession(w, client, start({ kind: 'port-forward', port: 22, command: undefined }));
+    call.emit('data', { payload: 'started', started: true });
+    client.emit('message', Buffer.from([0, 83, 83, 72]), true);
+    client.close(1006);
+    await tick();
+    expect(call.errors[0]?.code).toBe(grpc.status.CANCELLED);
+    expect(w.events.map((e) => [e.kind, e.level])).toEqual([
+      ['session.started', 'info'],
+      ['session.closed', 'info'],
+    ]);
+    expect(w.events[1]).toMatchObject({ message: expect.stringMatching(/port-forward to port 22 on web-1 by token:ci closed: the client closed the connection/), data: { bytesIn: 3 } });
+    expect(w.broker.size).toBe(0);
+  });
+
+  it('still records a real cancellation (a malformed frame, a client gone before the start) as session.cancelled, warn', async () => {
+    const w = world();
+    const client = new FakeClient();
+    const { call } = await openSession(w, client);
+    call.emit('data', { payload: 'started', started: true });
+    client.emit('message', Buffer.from([7]), true);
+    await tick();
+    expect(w.events.map((e) => [e.kind, e.level])).toEqual([
+      ['session.started', 'info'],
+      ['session.cancelled', 'warn'],
+    ]);
+    const early = new FakeClient();
+    await openSession(w, early);
+    early.close(1006);
+    await tick();
+    expect(w.events.at(-1)).toMatchObject({ kind: 'session.cancelled', level: 'warn', message: expect.stringMatching(/before the session started/) });
+  });
+
   it('closes with 1008 on malformed control frames and cancels the VM side', async () => {
     const w = world();
     const client = new FakeClient();

@@ -345,6 +345,8 @@ export class SessionBroker {
     } catch (err) {
       if (!(err instanceof BadRequest)) throw err;
       sendJson(client, { type: 'error', code: 'bad-request', message: err.message });
+      // Detached first, so that the close below is not taken for the client closing its connection.
+      this.detachClient(s);
       client.close(1008, 'bad request');
       this.cancel(s, `client sent a malformed frame: ${err.message}`);
     }
@@ -368,7 +370,11 @@ export class SessionBroker {
       s.retainTimer = setTimeout(() => this.forget(s), s.req.retainMs);
       return;
     }
-    this.cancel(s, 'the client disconnected');
+    // Once the VM side has started, the client closing its connection is how sessions normally
+    // end (an OpenSSH ProxyCommand when ssh exits, a forwarded connection closed, a shell whose
+    // terminal went away): recorded as session.closed. Before that, the client gave up: cancelled.
+    if (s.started) this.cancel(s, 'the client closed the connection', 'closed');
+    else this.cancel(s, 'the client disconnected before the session started');
   }
 
   private toWorker(s: BrokerSession, frame: SessionFrame): void {
@@ -619,8 +625,12 @@ export class SessionBroker {
     this.forget(s);
   }
 
-  /** Ends a session from the controller's side (client gone, retention over, shutdown). */
-  cancel(s: BrokerSession, reason: string): void {
+  /**
+   * Ends a session from the controller's side (client gone, retention over, shutdown).
+   * `how`: 'cancelled' (a warning: session.cancelled) or 'closed' (a started session whose
+   * client closed its connection, the normal end of a forward or ProxyCommand: session.closed, info).
+   */
+  cancel(s: BrokerSession, reason: string, how: 'cancelled' | 'closed' = 'cancelled'): void {
     if (s.state === 'done') return this.forget(s);
     const wasActive = s.state === 'active' || s.state === 'opening';
     s.state = 'done';
@@ -630,7 +640,9 @@ export class SessionBroker {
     s.worker = null;
     if (w) endCall(w, grpc.status.CANCELLED, reason);
     else if (wasActive) this.deps.streams.get(s.workerId)?.send({ sessionCancel: { sessionId: s.id, reason } });
-    this.audit(s, 'session.cancelled', `${s.describe()} on ${s.vm.name} by ${s.actor} cancelled: ${reason}`, { durationMs: Date.now() - s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut }, 'warn');
+    const data = { durationMs: Date.now() - s.startedAt, bytesIn: s.bytesIn, bytesOut: s.bytesOut };
+    if (how === 'closed') this.audit(s, 'session.closed', `${s.describe()} on ${s.vm.name} by ${s.actor} closed: ${reason}`, data);
+    else this.audit(s, 'session.cancelled', `${s.describe()} on ${s.vm.name} by ${s.actor} cancelled: ${reason}`, data, 'warn');
     if (s.client) {
       const c = s.client;
       this.detachClient(s);
