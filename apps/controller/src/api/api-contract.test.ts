@@ -81,3 +81,57 @@ describe('numeric query parameters are bounded', () => {
     });
   }
 });
+
+describe('every error is Fleet-shaped', () => {
+  it('bad percent-encoding in the path (GET /v1/vms/%ZZ) is a 400 bad_url', async () => {
+    const e = expectFleetError(await app.inject({ url: '/v1/vms/%ZZ', headers: reader }), 400, /percent-encoding/);
+    expect(e.code).toBe('bad_url');
+  });
+
+  it('an over-long path segment is a 414 uri_too_long that says so', async () => {
+    // Up to 2 KiB a long segment reaches the route and fails its validation (400 naming the parameter) ...
+    expectFleetError(await app.inject({ url: `/v1/vms/${'a'.repeat(500)}`, headers: reader }), 400, /params\/name/);
+    expectFleetError(await app.inject({ method: 'POST', url: `/v1/workers/${'a'.repeat(500)}/drain`, headers: admin }), 400, /params\/name/);
+    // ... beyond, the router refuses it whatever the method.
+    const e = expectFleetError(await app.inject({ method: 'POST', url: `/v1/workers/${'a'.repeat(3000)}/drain`, headers: admin }), 414, /too long/);
+    expect(e.code).toBe('uri_too_long');
+  });
+
+  it('a body over 1 MiB is a 413, a non-JSON content type a 415, malformed JSON a 400 invalid_json', async () => {
+    const big = await app.inject({ method: 'POST', url: '/v1/vms', headers: { ...admin, 'content-type': 'application/json' }, payload: JSON.stringify({ name: 'x', image: 'y'.repeat(1024 * 1024 + 10) }) });
+    expect(expectFleetError(big, 413, /1 MiB/).code).toBe('payload_too_large');
+    const xml = await app.inject({ method: 'POST', url: '/v1/vms', headers: { ...admin, 'content-type': 'application/xml' }, payload: '<vm/>' });
+    expect(expectFleetError(xml, 415, /application\/json/).code).toBe('unsupported_media_type');
+    const broken = await app.inject({ method: 'POST', url: '/v1/vms', headers: { ...admin, 'content-type': 'application/json' }, payload: '{"name": "a", ' });
+    expect(expectFleetError(broken, 400, /not valid JSON/).code).toBe('invalid_json');
+    const empty = await app.inject({ method: 'POST', url: '/v1/vms', headers: { ...admin, 'content-type': 'application/json' }, payload: '' });
+    expect(expectFleetError(empty, 400).code).toBe('invalid_json');
+  });
+
+  it('unknown routes are a 404 not_found naming the path', async () => {
+    expect(expectFleetError(await app.inject({ method: 'POST', url: '/v1/nothing-here', headers: admin }), 404, /\/v1\/nothing-here/).code).toBe('not_found');
+    expect(expectFleetError(await app.inject({ url: '/v1/nothing-here', headers: admin }), 404).code).toBe('not_found');
+  });
+
+  it('validation errors are 400 invalid_request; an unknown query parameter is named', async () => {
+    expect(expectFleetError(await app.inject({ url: '/v1/vms?sate=running', headers: reader }), 400, /unknown query parameter "sate"/).code).toBe('invalid_request');
+    expect(expectFleetError(await app.inject({ url: '/v1/events?bogus=1', headers: reader }), 400, /"bogus"/).code).toBe('invalid_request');
+    expectFleetError(await app.inject({ method: 'POST', url: '/v1/vms', headers: admin, payload: { name: 'x', image: 'i', gpus: 2 } }), 400, /unknown property "gpus"/);
+  });
+
+  it('every 401 carries WWW-Authenticate: Bearer realm="fleet"', async () => {
+    for (const headers of [{}, { authorization: 'Basic abc' }, { authorization: 'Bearer fleet_nope' }]) {
+      const r = await app.inject({ url: '/v1/vms', headers });
+      expectFleetError(r, 401);
+      expect(r.headers['www-authenticate']).toBe('Bearer realm="fleet"');
+    }
+    const login = await app.inject({ method: 'POST', url: '/v1/login', payload: { username: 'nobody', password: 'wrong-password' } });
+    expectFleetError(login, 401);
+    expect(login.headers['www-authenticate']).toBe('Bearer realm="fleet"');
+  });
+
+  it('API responses carry X-Content-Type-Options: nosniff', async () => {
+    expect((await app.inject({ url: '/v1/vms', headers: reader })).headers['x-content-type-options']).toBe('nosniff');
+    expect((await app.inject({ url: '/v1/vms' })).headers['x-content-type-options']).toBe('nosniff');
+  });
+});

@@ -9,6 +9,7 @@ import type { ApiContext } from './context.ts';
 import { registerAuth } from './auth-hook.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
+import { clientErrorHandler, fleetCodeOf, frameworkErrors, WWW_AUTHENTICATE } from './framework-errors.ts';
 import { documentStorageUnavailable, replyIfStorageUnavailable } from './storage-unavailable.ts';
 import { vmRoutes } from './routes/vm-routes.ts';
 import { workerRoutes } from './routes/worker-routes.ts';
@@ -25,6 +26,23 @@ import { registryRoutes } from './routes/registry-routes.ts';
 import { imageRoutes } from './routes/image-routes.ts';
 import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
+
+/** A validation error's message, naming the offending property (Ajv's own text does not for unknown ones). */
+function describeValidation(err: FastifyError): string {
+  const first = err.validation?.[0];
+  const extra = (first?.params as { additionalProperty?: unknown } | undefined)?.additionalProperty;
+  if (first && first.keyword === 'additionalProperties' && typeof extra === 'string') {
+    const where = err.validationContext === 'querystring' ? 'query parameter' : 'property';
+    const at = first.instancePath ? ` in ${first.instancePath.slice(1).replace(/\//g, '.')}` : '';
+    return `unknown ${where} "${extra.slice(0, 64)}"${at} (${err.message})`;
+  }
+  return err.message;
+}
+
+/** A snake_case Fleet code for a 4xx fastify raised that fleetCodeOf does not name. */
+function fastifyCode(code: string | undefined): string {
+  return code && /^[a-z_]+$/.test(code) ? code : 'bad_request';
+}
 
 /** Names of a querystring/params object schema's integer properties. */
 function integerProperties(schema: unknown): string[] {
@@ -49,6 +67,12 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
     // Requests are not logged one by one (sessions and watch streams would flood the log).
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
+    // Bad percent-encoding, over-long path segments and malformed HTTP answer in Fleet's error shape too.
+    frameworkErrors,
+    clientErrorHandler,
+    // Long path segments reach their route and fail its validation (a 400 naming the parameter);
+    // only beyond this the router answers 414 uri_too_long.
+    routerOptions: { maxParamLength: 2048 },
     // Watch streams never end on their own: close them on shutdown instead of waiting forever.
     forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -94,14 +118,18 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
 
   app.setErrorHandler((err: FastifyError | FleetError, req, reply) => {
     if (err instanceof FleetError) {
+      if (err.statusCode === 401) reply.header('www-authenticate', WWW_AUTHENTICATE);
       return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } });
     }
     if (err.validation) {
       const where = err.validationContext ?? 'request';
-      return reply.code(400).send({ error: { code: 'invalid_request', message: `invalid ${where}: ${err.message}` } });
+      return reply.code(400).send({ error: { code: 'invalid_request', message: `invalid ${where}: ${describeValidation(err)}` } });
     }
+    const mapped = fleetCodeOf(err);
+    if (mapped && mapped.status < 500) return reply.code(mapped.status).send({ error: { code: mapped.code, message: mapped.message } });
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-      return reply.code(err.statusCode).send({ error: { code: err.code ?? 'bad_request', message: err.message } });
+      if (err.statusCode === 401) reply.header('www-authenticate', WWW_AUTHENTICATE);
+      return reply.code(err.statusCode).send({ error: { code: fastifyCode(err.code), message: err.message } });
     }
     const unavailable = replyIfStorageUnavailable(err, req, reply, ctx.storage);
     if (unavailable) return unavailable;
@@ -110,6 +138,11 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }));
   app.addHook('onRoute', documentStorageUnavailable);
+  // No response is ever sniffed into something else (a JSON error rendered as HTML, say).
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (!reply.hasHeader('x-content-type-options')) reply.header('x-content-type-options', 'nosniff');
+    return payload;
+  });
 
   registerAuth(app, ctx.tokens);
   if (ctx.idempotency) registerIdempotency(app, ctx.idempotency);

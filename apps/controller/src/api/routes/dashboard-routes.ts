@@ -22,7 +22,7 @@ export function dashboardRoutes(root: string = process.env.FLEET_DASHBOARD_DIR |
       try {
         urlPath = decodeURIComponent(req.url.split('?')[0] ?? '/');
       } catch {
-        return reply.code(400).type('text/plain').send('malformed URL');
+        return reply.code(400).send({ error: { code: 'bad_url', message: 'the URL path is not valid percent-encoding' } });
       }
       if (urlPath.startsWith('/v1/') || urlPath === '/v1' || urlPath === '/metrics') {
         return reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${urlPath}` } });
