@@ -43,7 +43,8 @@ export function buildProgram(rt: Runtime): Command {
   program
     .description('Fleet: manage VMs on a fleet of Mac hosts')
     .usage('[global options] <command> [options]')
-    .option('--json', 'machine-readable output: the API objects as one JSON document (NDJSON for streams)')
+    .option('-o, --output <format>', 'output format: json (the API objects; NDJSON for streams), wide (more columns) or name (one name per line, for list and get)')
+    .option('--json', 'the same as -o json')
     .option('--context <name>', 'use this saved context instead of the current one')
     .option('--url <url>', 'controller URL (overrides FLEET_URL and the context); repeat it or separate with commas for several controllers, tried in order', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option('--token <token>', 'API token (overrides FLEET_TOKEN and the context)')

@@ -11,8 +11,26 @@ import { makeColors, type Colors } from './output/color.ts';
 import { parseDuration } from './output/durations.ts';
 import { formatKeyValues, formatTable } from './output/table.ts';
 
+/** `-o`: the default table, JSON (the API objects), wide (more columns), or one name per line. */
+export const OUTPUT_FORMATS = ['json', 'wide', 'name'] as const;
+export type OutputFormat = 'table' | (typeof OUTPUT_FORMATS)[number];
+
+/** What a list or get command can show: `rt.render` picks by -o (or --json / --wide). */
+export interface Rendering<T> {
+  /** The API objects (`-o json` / `--json`). */
+  json: unknown;
+  items: T[];
+  /** `-o name`: one line per item. */
+  name: (item: T) => string;
+  /** The human view; `wide` with `-o wide` or the command's own --wide. */
+  human: (wide: boolean) => void;
+  /** Said on stderr instead of an empty table. */
+  empty?: string;
+}
+
 export interface GlobalOptions {
   json?: boolean;
+  output?: string;
   context?: string;
   /** --url, repeatable (each value may also be a comma-separated list). */
   url?: string[];
@@ -71,8 +89,37 @@ export class Runtime {
     return cmd.optsWithGlobals<GlobalOptions>();
   }
 
+  /** -o json|wide|name (--json is -o json); 'table' when neither is given. */
+  output(cmd: Command): OutputFormat {
+    const g = this.globals(cmd);
+    const o = g.output;
+    if (o === undefined) return g.json === true ? 'json' : 'table';
+    if (!(OUTPUT_FORMATS as readonly string[]).includes(o)) {
+      throw new UsageError(`invalid --output "${o}": expected one of ${OUTPUT_FORMATS.join(', ')}`);
+    }
+    if (g.json === true && o !== 'json') throw new UsageError(`--json and -o ${o} cannot be used together (--json is -o json)`);
+    return o as OutputFormat;
+  }
+
   isJson(cmd: Command): boolean {
-    return this.globals(cmd).json === true;
+    return this.output(cmd) === 'json';
+  }
+
+  /** -o wide, or the command's own --wide. */
+  isWide(cmd: Command): boolean {
+    return this.output(cmd) === 'wide' || (cmd.opts() as { wide?: boolean }).wide === true;
+  }
+
+  /** The one place list and get commands choose their output: JSON, names, or a (wide) table. */
+  render<T>(cmd: Command, r: Rendering<T>): void {
+    const format = this.output(cmd);
+    if (format === 'json') return this.json(r.json);
+    if (format === 'name') {
+      for (const item of r.items) this.out(r.name(item));
+      return;
+    }
+    if (r.items.length === 0 && r.empty !== undefined) return this.note(r.empty);
+    r.human(this.isWide(cmd));
   }
 
   configPath(): string {

@@ -52,13 +52,17 @@ export function registerAccountCommands(program: Command, rt: Runtime): void {
     .action(async (_o: unknown, cmd: Command) => {
       const { data } = await rt.client(cmd).request<{ accounts: AccountObject[] }>('GET', '/v1/accounts');
       const accounts = data?.accounts ?? [];
-      if (rt.isJson(cmd)) return rt.json({ accounts });
-      if (accounts.length === 0) return rt.note('No accounts found.');
       const now = rt.now();
-      rt.table(
+      rt.render(cmd, {
+        json: { accounts },
+        items: accounts,
+        name: (a) => a.username,
+        empty: 'No accounts found.',
+        human: () => rt.table(
         ['USERNAME', 'ROLES', 'STATUS', 'LAST LOGIN', 'CREATED BY', 'AGE'],
         accounts.map((a) => [a.username, a.roles.join(','), a.disabledAt ? rt.colors.red('disabled') : rt.colors.green('active'), relativeTime(a.lastLoginAt, now), a.createdBy, ageOf(a.createdAt, now)]),
-      );
+          ),
+      });
     });
 
   account

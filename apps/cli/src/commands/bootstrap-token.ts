@@ -37,10 +37,13 @@ export function registerBootstrapTokenCommands(program: Command, rt: Runtime): v
     .description('list bootstrap tokens (never their secrets)')
     .action(async (_o: unknown, cmd: Command) => {
       const { tokens } = await rt.client(cmd).listBootstrapTokens();
-      if (rt.isJson(cmd)) return rt.json({ tokens });
-      if (tokens.length === 0) return rt.note('No bootstrap tokens found.');
       const now = rt.now();
-      rt.table(
+      rt.render(cmd, {
+        json: { tokens },
+        items: tokens,
+        name: (t) => t.name,
+        empty: 'No bootstrap tokens found.',
+        human: () => rt.table(
         ['NAME', 'USES LEFT', 'STATUS', 'EXPIRES', 'LAST USED', 'CREATED BY', 'AGE'],
         tokens.map((t) => [
           t.name,
@@ -51,7 +54,8 @@ export function registerBootstrapTokenCommands(program: Command, rt: Runtime): v
           t.createdBy,
           ageOf(t.createdAt, now),
         ]),
-      );
+          ),
+      });
     });
 
   bt.command('revoke')

@@ -96,21 +96,20 @@ Example:
     .action((_opts: unknown, cmd: Command) => {
       const config = rt.loadConfig();
       const entries = Object.entries(config.contexts);
-      if (rt.isJson(cmd)) {
-        rt.json({
+      rt.render(cmd, {
+        json: {
           currentContext: config.currentContext,
           contexts: entries.map(([name, c]) => ({ name, url: c.url, urls: contextUrls(c), user: c.user ?? null, roles: c.roles ?? [], current: name === config.currentContext })),
-        });
-        return;
-      }
-      if (entries.length === 0) {
-        rt.note('No contexts saved; run "fleet login URL --token T".');
-        return;
-      }
-      rt.table(
-        ['CURRENT', 'NAME', 'URL', 'USER', 'ROLES'],
-        entries.map(([name, c]) => [name === config.currentContext ? '*' : '', name, contextUrls(c).join(','), c.user ?? '-', (c.roles ?? []).join(',') || '-']),
-      );
+        },
+        items: entries,
+        name: ([name]) => name,
+        empty: 'No contexts saved; run "fleet login URL --token T".',
+        human: () =>
+          rt.table(
+            ['CURRENT', 'NAME', 'URL', 'USER', 'ROLES'],
+            entries.map(([name, c]) => [name === config.currentContext ? '*' : '', name, contextUrls(c).join(','), c.user ?? '-', (c.roles ?? []).join(',') || '-']),
+          ),
+      });
     });
 
   context

@@ -72,10 +72,16 @@ export function registerControllerCommands(program: Command, rt: Runtime): void 
         }
         throw err;
       }
-      if (rt.isJson(cmd)) return rt.json({ controllers: items });
-      if (items.length === 0) return rt.note('The controller lists no controllers.');
-      const { headers, rows } = controllerRows(rt, items);
-      rt.table(headers, rows);
+      rt.render(cmd, {
+        json: { controllers: items },
+        items,
+        name: (c) => c.name,
+        empty: 'The controller lists no controllers.',
+        human: () => {
+          const { headers, rows } = controllerRows(rt, items);
+          rt.table(headers, rows);
+        },
+      });
     });
 
   controller

@@ -279,24 +279,33 @@ export function registerImageCommands(program: Command, rt: Runtime): void {
     .command('list')
     .alias('ls')
     .option('--worker <name>', "only this worker's cache (with its use and limit)")
-    .option('--wide', 'full digests')
+    .option('--wide', 'full digests (the same as -o wide)')
     .description('images in the workers\' caches: one row per worker and image')
-    .action(async (o: { worker?: string; wide?: boolean }, cmd: Command) => {
+    .action(async (o: { worker?: string }, cmd: Command) => {
       const client = rt.client(cmd);
-      const wide = o.wide === true;
       if (o.worker !== undefined) {
         validateName(o.worker, 'worker');
         const list = await client.listWorkerImages(o.worker);
-        if (rt.isJson(cmd)) return rt.json(list);
-        if (list.items.length === 0) rt.note(`No images in the cache of worker "${list.worker}".`);
-        else rt.table(IMAGE_HEADERS, workerImageRows(rt, list.worker, list.items, wide));
-        rt.note(`Cache of ${list.worker}: ${cacheUse(list.usedBytes, list.limitBytes)}`);
+        rt.render(cmd, {
+          json: list,
+          items: list.items,
+          name: (i) => i.reference || i.digest,
+          human: (wide) => {
+            if (list.items.length === 0) rt.note(`No images in the cache of worker "${list.worker}".`);
+            else rt.table(IMAGE_HEADERS, workerImageRows(rt, list.worker, list.items, wide));
+            rt.note(`Cache of ${list.worker}: ${cacheUse(list.usedBytes, list.limitBytes)}`);
+          },
+        });
         return;
       }
       const { items } = await client.listImages();
-      if (rt.isJson(cmd)) return rt.json({ items });
-      if (items.length === 0) return rt.note('No images in any worker cache.');
-      rt.table(IMAGE_HEADERS, fleetImageRows(rt, items, wide));
+      rt.render(cmd, {
+        json: { items },
+        items,
+        name: (i) => i.reference || i.digest,
+        empty: 'No images in any worker cache.',
+        human: (wide) => rt.table(IMAGE_HEADERS, fleetImageRows(rt, items, wide)),
+      });
     });
 
   image

@@ -80,12 +80,16 @@ Examples:
     .description('registries the controller knows (passwords are never shown, only whether one is set)')
     .action(async (_o: unknown, cmd: Command) => {
       const { items } = await rt.client(cmd).listRegistries();
-      if (rt.isJson(cmd)) return rt.json({ items });
-      if (items.length === 0) return rt.note('No registries configured: pulls are anonymous over HTTPS with the system CAs ("fleet registry login HOST" adds one).');
       const now = rt.now();
-      rt.table(
+      rt.render(cmd, {
+        json: { items },
+        items,
+        name: (r) => r.host,
+        empty: 'No registries configured: pulls are anonymous over HTTPS with the system CAs ("fleet registry login HOST" adds one).',
+        human: () => rt.table(
         ['HOST', 'USERNAME', 'PASSWORD', 'TRANSPORT', 'UPDATED', 'BY'],
         items.map((r) => [r.host, dash(r.username), r.passwordSet ? 'set' : '-', transportOf(r), relativeTime(r.updatedAt, now), dash(r.createdBy)]),
-      );
+          ),
+      });
     });
 }

@@ -47,10 +47,13 @@ export function registerTokenCommands(program: Command, rt: Runtime): void {
     .description('list API tokens (never their secrets)')
     .action(async (_o: unknown, cmd: Command) => {
       const { tokens } = await rt.client(cmd).listTokens();
-      if (rt.isJson(cmd)) return rt.json({ tokens });
-      if (tokens.length === 0) return rt.note('No tokens found.');
       const now = rt.now();
-      rt.table(
+      rt.render(cmd, {
+        json: { tokens },
+        items: tokens,
+        name: (t) => t.name,
+        empty: 'No tokens found.',
+        human: () => rt.table(
         ['NAME', 'ROLES', 'STATUS', 'EXPIRES', 'LAST USED', 'CREATED BY', 'AGE'],
         tokens.map((t) => [
           t.name,
@@ -61,7 +64,8 @@ export function registerTokenCommands(program: Command, rt: Runtime): void {
           t.createdBy,
           ageOf(t.createdAt, now),
         ]),
-      );
+          ),
+      });
     });
 
   token

@@ -91,14 +91,20 @@ export function registerWorkerCommands(program: Command, rt: Runtime): void {
   worker
     .command('list')
     .alias('ls')
-    .option('--wide', 'more columns: hostname, OS, version, drivers, labels')
+    .option('--wide', 'more columns: hostname, OS, version, drivers, labels (the same as -o wide)')
     .description('list workers with their capacity and use')
-    .action(async (o: { wide?: boolean }, cmd: Command) => {
+    .action(async (_o: unknown, cmd: Command) => {
       const { workers } = await rt.client(cmd).listWorkers();
-      if (rt.isJson(cmd)) return rt.json({ workers });
-      if (workers.length === 0) return rt.note('No workers enrolled; create a bootstrap token with "fleet bootstrap-token create".');
-      const { headers, rows } = workerRows(rt, workers, o.wide === true);
-      rt.table(headers, rows);
+      rt.render(cmd, {
+        json: { workers },
+        items: workers,
+        name: (w) => w.name,
+        empty: 'No workers enrolled; create a bootstrap token with "fleet bootstrap-token create".',
+        human: (wide) => {
+          const { headers, rows } = workerRows(rt, workers, wide);
+          rt.table(headers, rows);
+        },
+      });
     });
 
   worker
@@ -109,7 +115,9 @@ export function registerWorkerCommands(program: Command, rt: Runtime): void {
       validateName(name, 'worker');
       const client = rt.client(cmd);
       const w = await client.getWorker(name);
-      if (rt.isJson(cmd)) return rt.json(w);
+      const format = rt.output(cmd);
+      if (format === 'json') return rt.json(w);
+      if (format === 'name') return rt.out(w.name);
       rt.keyValues(workerDetails(rt, w));
       let vms: VmObject[] = [];
       try {

@@ -16,7 +16,9 @@ export function registerVmGet(vm: Command, rt: Runtime): void {
       validateName(name, 'VM');
       const client = rt.client(cmd);
       const v = await client.getVm(name);
-      if (rt.isJson(cmd)) return rt.json(v);
+      const format = rt.output(cmd);
+      if (format === 'json') return rt.json(v);
+      if (format === 'name') return rt.out(v.name);
       // The SSH host key recorded on first use (issue 5); a bonus, like the events below.
       const hostKey: [string, string][] = [];
       try {

@@ -9,15 +9,21 @@ export function registerVmList(vm: Command, rt: Runtime): void {
     .alias('ls')
     .option('--state <state>', `only VMs in this state (${VM_STATES.join(', ')})`)
     .option('--worker <name>', 'only VMs on this worker')
-    .option('--wide', 'more columns, including why a VM is pending')
+    .option('--wide', 'more columns, including why a VM is pending (the same as -o wide)')
     .description('list VMs')
-    .action(async (o: { state?: string; worker?: string; wide?: boolean }, cmd: Command) => {
+    .action(async (o: { state?: string; worker?: string }, cmd: Command) => {
       if (o.state !== undefined) parseChoice(o.state, '--state', VM_STATES);
       if (o.worker !== undefined) validateName(o.worker, 'worker');
       const { vms } = await rt.client(cmd).listVms({ state: o.state, worker: o.worker });
-      if (rt.isJson(cmd)) return rt.json({ vms });
-      if (vms.length === 0) return rt.note('No VMs found.');
-      const { headers, rows } = vmRows(rt, vms, o.wide === true);
-      rt.table(headers, rows);
+      rt.render(cmd, {
+        json: { vms },
+        items: vms,
+        name: (v) => v.name,
+        empty: 'No VMs found.',
+        human: (wide) => {
+          const { headers, rows } = vmRows(rt, vms, wide);
+          rt.table(headers, rows);
+        },
+      });
     });
 }
