@@ -257,6 +257,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     pool: sshPool,
     instance: (vmId, attempt) => reconciler.snapshot().find((s) => s.vmId === vmId && (!attempt || s.attempt === attempt) && s.phase !== 'VM_PHASE_GONE'),
     log: log.child({ component: 'sessions' }),
+    driver: driver.name, // the synthetic driver's sessions are refused, never dialled
   });
 
   // Welcome.controller_addresses replaces the list; saved to worker.json one write at a time.

@@ -4,7 +4,9 @@
 // range, so they can never be mistaken for a real guest). Like a real NAT network, each
 // instance holds one address from create() to remove(); the pool (its 512 /24s, .2–.254 of
 // each: 129,536 addresses, or `natAddresses`) is reported as `capabilities.natAddresses`,
-// and create() fails once it is exhausted.
+// and create() fails once it is exhausted. Nothing may dial these addresses either: the
+// worker refuses exec/ssh/port-forward sessions to synthetic VMs ("not-supported",
+// sessions/session-runner.ts) instead of connecting to them.
 //
 // Delays (base values, multiplied by `speed`; speed 0 = instant, no timers at all):
 //   create 200 ms · boot 1–3 s (deterministic per vmId/attempt) · stop 500 ms · update 100 ms

@@ -8,7 +8,7 @@ import pino from 'pino';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SessionRunner } from './session-runner.ts';
+import { SessionRunner, SYNTHETIC_REFUSAL } from './session-runner.ts';
 import { VmSshPool } from './vm-ssh-pool.ts';
 
 const { Server, utils } = ssh2;
@@ -249,6 +249,36 @@ describe('SessionRunner', () => {
     openSession(runner, call, { command: ['abort-me'] });
     await call.ended;
     expect(call.frames.at(-1)).toEqual({ exit: { code: 134, signal: 'ABRT' } });
+    pool.close();
+  });
+
+  it('refuses every session to a VM of the synthetic driver, and dials nothing (its addresses are made up)', async () => {
+    const dialled: string[] = [];
+    const pool = new VmSshPool();
+    pool.channel = (t) => {
+      dialled.push(`ssh ${t.host}`);
+      throw new Error('must not be reached');
+    };
+    const status = { vmId: 'vm-1', attempt: 1, phase: 'VM_PHASE_RUNNING', ip: '198.18.3.7' } as VmStatus;
+    const runner = new SessionRunner({
+      pool,
+      instance: () => status,
+      log: pino({ level: 'silent' }),
+      driver: 'synthetic',
+      connect: (host, p) => {
+        dialled.push(`tcp ${host}:${p}`);
+        throw new Error('must not be reached');
+      },
+    });
+    for (const [i, kind] of (['SESSION_KIND_EXEC', 'SESSION_KIND_SSH', 'SESSION_KIND_PORT_FORWARD'] as const).entries()) {
+      const call = new FakeCall();
+      openSession(runner, call, { sessionId: `s-${i}`, kind, ...(kind === 'SESSION_KIND_PORT_FORWARD' ? { port: 22 } : {}) });
+      await call.ended;
+      expect(call.frames).toEqual([{ sessionError: { code: 'not-supported', message: SYNTHETIC_REFUSAL, stage: '' } }]);
+    }
+    expect(SYNTHETIC_REFUSAL).toMatch(/synthetic driver runs no real VM.*qemu or vz/);
+    expect(dialled).toEqual([]);
+    expect(runner.size).toBe(0);
     pool.close();
   });
 });

@@ -31,7 +31,15 @@ export interface SessionRunnerDeps {
   log: Logger;
   /** TCP connect to the VM (tests may route it elsewhere). */
   connect?: (host: string, port: number) => net.Socket;
+  /**
+   * The worker's driver name. The synthetic driver runs no real VM: its addresses are made up
+   * (198.18.0.0/15), so its sessions are refused before anything is dialled (SYNTHETIC_REFUSAL).
+   */
+  driver?: string;
 }
+
+/** Why a session to a VM of the synthetic driver is refused (SessionError code "not-supported"). */
+export const SYNTHETIC_REFUSAL = 'the synthetic driver runs no real VM: exec/ssh/port-forward need the qemu or vz driver';
 
 class StageError extends Error {
   constructor(
@@ -108,6 +116,8 @@ export class SessionRunner {
     };
 
     try {
+      // Never dial a synthetic VM's made-up address (it would leave this machine).
+      if (this.deps.driver === 'synthetic') throw new StageError('not-supported', SYNTHETIC_REFUSAL);
       const deadline = Date.now() + Math.max(1000, open.waitMs || 60_000);
       const ip = await this.waitForVm(open, deadline, send, () => aborted);
       if (open.kind === 'SESSION_KIND_PORT_FORWARD') await this.portForward(open, ip, deadline, call, send, end, onAbort, () => aborted);
