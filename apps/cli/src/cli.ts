@@ -10,6 +10,7 @@ import { registerSchedulerCommands } from './commands/scheduler.ts';
 import { registerTokenCommands } from './commands/token.ts';
 import { registerAccountCommands } from './commands/account.ts';
 import { registerVersionCommand } from './commands/version.ts';
+import { registerCompletionCommand } from './commands/completion.ts';
 import { registerVmCommands } from './commands/vm/index.ts';
 import { registerWorkerCommands } from './commands/worker.ts';
 import { registerExecCommand } from './commands/exec.ts';
@@ -77,6 +78,7 @@ export function buildProgram(rt: Runtime): Command {
   registerPortForwardCommand(program, rt);
   registerCpCommand(program, rt);
   registerVersionCommand(program, rt);
+  registerCompletionCommand(program, rt);
   return program;
 }
 
