@@ -49,8 +49,6 @@ const EXTERNAL = [
   '@prisma/schema-engine-wasm',
   '@prisma/client-runtime-utils',
   'pg',
-  'pino',
-  'thread-stream',
   'ssh2',
   'cpu-features',
   'esbuild',

@@ -41,4 +41,4 @@ bash apps/dashboard/build.sh
 # One bundled program per binary (apps/*/dist, esbuild), so fleet, fleet-controller and
 # fleet-worker start without compiling TypeScript at run time. Skipped when every source a
 # bundle was made from is unchanged; the bins fall back to tsx while a bundle is stale.
-node scripts/build.mjs
+node scripts/build.mjs || log "WARNING: building the bundles failed; fleet, fleet-controller and fleet-worker run through tsx (slower start) until it succeeds"

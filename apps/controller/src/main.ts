@@ -3,13 +3,10 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { certificateFingerprint } from '@fleet/pki';
 import { defaultOptions } from './config.ts';
-import { startController } from './controller.ts';
-import { createLogger } from './observability/logger.ts';
-import { enrollCommand } from './api/routes/token-routes.ts';
 import { CONTROLLER_VERSION } from './version.ts';
-import { rotateKey } from './secrets/rotate-key.ts';
+// The controller itself, pino, the PKI and the database are imported by the command that
+// needs them, so `--help` and `--version` start fast (issue 16).
 
 function port(value: string): number {
   const n = Number(value);
@@ -63,6 +60,11 @@ program
   .option('--secrets-key-command <command>', 'run through /bin/sh; prints the key-encryption key(s), one per line, current first (KMS-style hook)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
+    const [{ startController }, { createLogger }, { enrollCommand }] = await Promise.all([
+      import('./controller.ts'),
+      import('./observability/logger.ts'),
+      import('./api/routes/token-routes.ts'),
+    ]);
     const log = createLogger(o.logLevel);
     if (o.apiTls !== 'auto' && o.apiTls !== 'on' && o.apiTls !== 'off') {
       console.error('fleet-controller: --api-tls must be auto, on or off');
@@ -158,6 +160,7 @@ program
     } catch (err) {
       throw new Error(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); has a controller run with --data-dir ${dataDir}?`);
     }
+    const { certificateFingerprint } = await import('@fleet/pki');
     process.stdout.write(certificateFingerprint(pem) + '\n');
   });
 
@@ -177,6 +180,7 @@ program
   }, 200)
   .action(async (o: { dataDir?: string; databaseUrl?: string; newKeyFile?: string; rewrapOnly?: boolean; secretsKeyFile?: string; secretsKeyCommand?: string; batchSize: number }) => {
     const dataDir = o.dataDir ?? defaultOptions({}).dataDir;
+    const { rotateKey } = await import('./secrets/rotate-key.ts');
     const r = await rotateKey({
       dataDir,
       ...(o.databaseUrl ? { databaseUrl: o.databaseUrl } : {}),

@@ -8,13 +8,12 @@ import { parseLabels } from './config/labels.ts';
 import { NotEnrolledError, CredentialError } from './config/credentials.ts';
 import { AVAILABLE_DRIVERS, DEFAULT_DRIVER, DEFAULT_NAT_NAME, DEFAULT_NAT_SUBNET } from './drivers/registry.ts';
 import { DEFAULT_VM_UID_BASE, DEFAULT_VM_UID_COUNT } from './drivers/qemu-users.ts';
-import { enrollWorker, EnrollmentError, type EnrollmentErrorCode } from './enrollment/enroll.ts';
-import { formatReport } from './doctor/check.ts';
-import { runDoctor } from './doctor/doctor.ts';
+import type { EnrollmentErrorCode } from './enrollment/enroll.ts';
 import { createLogger, LOG_LEVELS } from './logger.ts';
 import { DEFAULT_LOG_FILE, NotMacOSError, installService, uninstallService } from './macos/service.ts';
 import { WORKER_VERSION } from './version.ts';
-import { startWorker } from './worker.ts';
+// The worker, enrollment and doctor are imported by the command that runs them, so
+// `--help` and `--version` start fast (issue 16).
 
 /** Exit codes scripts can rely on (see README). */
 export const EXIT = {
@@ -134,6 +133,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .addOption(logLevelOption().default('warn'))
     .action(async (opts: { controller: string[]; token: string; name?: string; dataDir?: string; force: boolean; machineId?: string; logLevel: string }) => {
       const logger = createLogger(opts.logLevel);
+      const { enrollWorker, EnrollmentError } = await import('./enrollment/enroll.ts');
       try {
         const result = await enrollWorker({
           controller: opts.controller,
@@ -222,6 +222,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         let handle;
         try {
           const keys = opts.authorizedKeys !== undefined ? readAuthorizedKeys(opts.authorizedKeys) : undefined;
+          const { startWorker } = await import('./worker.ts');
           handle = await startWorker({
             logger,
             driver: opts.driver,
@@ -287,6 +288,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .addOption(new Option('--driver <name>', 'check the prerequisites of this VM runtime (default: what `run` defaults to)').choices(AVAILABLE_DRIVERS).default(DEFAULT_DRIVER))
     .option('--json', 'print {ok, checks: [{name, status, detail, fix?}]}', false)
     .action(async (opts: { dataDir?: string; driver: string; json: boolean }) => {
+      const [{ runDoctor }, { formatReport }] = await Promise.all([import('./doctor/doctor.ts'), import('./doctor/check.ts')]);
       const report = await runDoctor({ driver: opts.driver, ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}) });
       if (opts.json) io.out(JSON.stringify(report, null, 2));
       else for (const line of formatReport(report)) io.out(line);

@@ -6,7 +6,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as tls from 'node:tls';
-import { Agent, fetch as undiciFetch } from 'undici';
+import type { Agent } from 'undici';
 import { CliError, ExitCode, UnreachableError, UsageError } from '../errors.ts';
 
 const pinned = new Map<string, { caPem: string; contextName: string | null; agent: Agent | null }>();
@@ -39,11 +39,16 @@ export function wsTlsOptions(url: string): { ca: string; checkServerIdentity: ty
 export function fetchFor(url: string): (input: string, init: RequestInit) => Promise<Response> {
   const pin = pinned.get(url);
   if (!pin || !url.startsWith('https:')) return (input, init) => fetch(input, init);
-  pin.agent ??= new Agent({ connect: { ca: pin.caPem, checkServerIdentity: pinnedServerIdentity } });
-  const dispatcher = pin.agent;
-  // Node's global fetch is undici's; the casts only bridge the two packages' type declarations.
-  return (input, init) => undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher }) as unknown as Promise<Response>;
+  return async (input, init) => {
+    // undici is loaded only here (a pinned https controller): it is most of the CLI's code.
+    const { Agent, fetch: undiciFetch } = await (undici ??= import('undici'));
+    pin.agent ??= new Agent({ connect: { ca: pin.caPem, checkServerIdentity: pinnedServerIdentity } });
+    const dispatcher = pin.agent;
+    // Node's global fetch is undici's; the casts only bridge the two packages' type declarations.
+    return undiciFetch(input, { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher }) as unknown as Promise<Response>;
+  };
 }
+let undici: Promise<typeof import('undici')> | undefined;
 
 const CERT_ERRORS = new Set([
   'SELF_SIGNED_CERT_IN_CHAIN',

@@ -6,7 +6,8 @@
 // group (client/controller-endpoints.ts) is opened on the next at once. That is safe: nothing of
 // the session is sent before the WebSocket is open. Certificate failures are reported, not skipped.
 import { EventEmitter } from 'node:events';
-import WebSocket from 'ws';
+import { createRequire } from 'node:module';
+import type WebSocket from 'ws';
 import { endpointsFor, failoverCode, type ControllerEndpoints } from '../client/controller-endpoints.ts';
 import { isCertificateError, untrustedControllerError, wsTlsOptions } from '../client/controller-trust.ts';
 import { ApiError, CliError, ExitCode, UnreachableError } from '../errors.ts';
@@ -42,6 +43,10 @@ export const SESSION_EXIT = {
   /** The session broke after it started (worker or controller lost, VM gone): like ssh's 255. */
   BROKEN: 255,
 } as const;
+
+// ws is loaded by the first session, not at every start of the CLI (issue 16).
+let wsClass: typeof WebSocket | undefined;
+const WS = (): typeof WebSocket => (wsClass ??= createRequire(import.meta.url)('ws') as typeof WebSocket);
 
 const HIGH_WATER = 1024 * 1024;
 /** With another controller to try: give up on a WebSocket that has not opened (nor been answered) after this long. */
@@ -94,7 +99,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   private dial(endpoints: ControllerEndpoints, candidates: string[], index: number, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): void {
     const base = candidates[index]!;
     const wsUrl = `${base.replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/session`;
-    const ws = new WebSocket(wsUrl, ['fleet.v1'], {
+    const ws = new (WS())(wsUrl, ['fleet.v1'], {
       ...wsTlsOptions(base),
       headers: token ? { authorization: `Bearer ${token}` } : {},
       perMessageDeflate: false,
@@ -214,7 +219,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
     this.resolveOutcome(o);
     // The session is over: finish the close handshake, but never wait on it for long
     // (a peer that stopped reading would otherwise hold the process for ws's 30 s timeout).
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000, 'done');
+    if (this.ws.readyState === WS().OPEN) this.ws.close(1000, 'done');
     setTimeout(() => this.ws.terminate(), 1000).unref();
   }
 
@@ -234,7 +239,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
       this.beforeOpen.push({ data, ...(cb ? { cb } : {}) });
       return;
     }
-    if (this.ws.readyState !== WebSocket.OPEN) {
+    if (this.ws.readyState !== WS().OPEN) {
       cb?.();
       return;
     }
@@ -284,7 +289,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
 
   /** Closes the socket (a detach for retained sessions). */
   close(): void {
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000, 'client closed');
+    if (this.ws.readyState === WS().OPEN || this.ws.readyState === WS().CONNECTING) this.ws.close(1000, 'client closed');
   }
 }
 
