@@ -9,10 +9,12 @@ import type { Runtime } from '../../runtime.ts';
 import { collect, parseChoice, parseInteger, parseLabels, validateName, validateUsername } from '../../validate.ts';
 import { readPassword, type PasswordOptions } from '../vm-password.ts';
 import { DEFAULT_WAIT_MS, DRIVERS, describe, waitMs } from './shared.ts';
+import { readSpecFile } from './spec-file.ts';
 import { waitForVm, type WaitGoal } from './wait.ts';
 
 export interface CreateOptions extends PasswordOptions {
-  image: string;
+  file?: string;
+  image?: string;
   os?: string;
   driver?: string;
   cpus?: string;
@@ -31,18 +33,28 @@ export interface CreateOptions extends PasswordOptions {
   blockLocal?: boolean;
 }
 
-export function buildVmCreate(name: string, o: CreateOptions): VmCreate {
-  validateName(name, 'VM');
-  if (!o.image.trim()) throw new UsageError('invalid --image "": must not be empty');
-  if (o.image.length > 512) throw new UsageError('invalid --image: at most 512 characters');
-  const spec: VmCreate = { name, image: o.image };
+/**
+ * The create body: the fields of a -f file (`base`, already checked), then the flags over them.
+ * Labels and selector entries are merged key by key; a network flag replaces that part of the file's.
+ */
+export function buildVmCreate(name: string | undefined, o: CreateOptions, base: Partial<VmCreate> = {}): VmCreate {
+  const finalName = name ?? base.name;
+  if (finalName === undefined) throw new UsageError('missing the VM name: give it as the argument or as "name" in the -f file');
+  validateName(finalName, 'VM');
+  if (o.image !== undefined) {
+    if (!o.image.trim()) throw new UsageError('invalid --image "": must not be empty');
+    if (o.image.length > 512) throw new UsageError('invalid --image: at most 512 characters');
+  }
+  const image = o.image ?? base.image;
+  if (image === undefined) throw new UsageError(`required option '--image <image>' not specified${o.file !== undefined ? ' (nor "image" in the -f file)' : ''}`);
+  const spec: VmCreate = { ...base, name: finalName, image };
   if (o.os !== undefined) spec.os = parseChoice(o.os, '--os', ['linux', 'macos'] as const);
   if (o.driver !== undefined) spec.driver = parseChoice(o.driver, '--driver', DRIVERS);
   if (o.cpus !== undefined) spec.cpus = parseInteger(o.cpus, '--cpus', 1, 256);
   if (o.memory !== undefined) spec.memoryMib = parseMemoryMib(o.memory);
   if (o.disk !== undefined) spec.diskGib = parseDiskGib(o.disk);
-  if (o.label) spec.labels = parseLabels(o.label, '--label');
-  if (o.selector) spec.selector = parseLabels(o.selector, '--selector');
+  if (o.label) spec.labels = { ...base.labels, ...parseLabels(o.label, '--label') };
+  if (o.selector) spec.selector = { ...base.selector, ...parseLabels(o.selector, '--selector') };
   if (o.priority !== undefined) spec.priority = parseInteger(o.priority, '--priority', -1000, 1000);
   if (o.restart !== undefined) spec.restartPolicy = parseChoice(o.restart, '--restart', ['never', 'on-failure'] as const);
   if (o.onDisconnect !== undefined) spec.disconnectPolicy = parseChoice(o.onDisconnect, '--on-disconnect', ['reschedule', 'wait'] as const);
@@ -54,15 +66,21 @@ export function buildVmCreate(name: string, o: CreateOptions): VmCreate {
         if (!/^(@host|\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?)$/.test(r)) throw new UsageError(`invalid ${flag} "${r}": expected an IPv4 CIDR (10.0.0.0/8), an address, or @host`);
         return r;
       });
-    spec.network = { allow: rules(o.allow, '--allow'), block: rules(o.block, '--block'), ...(o.blockLocal ? { blockLocal: true } : {}) };
+    const from = base.network ?? {};
+    spec.network = {
+      allow: o.allow ? rules(o.allow, '--allow') : (from.allow ?? []),
+      block: o.block ? rules(o.block, '--block') : (from.block ?? []),
+      ...(o.blockLocal || from.blockLocal ? { blockLocal: true } : {}),
+    };
   }
   return spec;
 }
 
 export function registerVmCreate(vm: Command, rt: Runtime): void {
   vm.command('create')
-    .argument('<name>', 'VM name: lower-case letters, digits and dashes')
-    .requiredOption('--image <image>', "image to boot: a worker's local image name, or a registry reference (registry/repository:tag or …@sha256:…; the tag is resolved to a digest now)")
+    .argument('[name]', 'VM name: lower-case letters, digits and dashes (may come from the -f file instead)')
+    .option('-f, --file <file>', 'a VM spec (the API\'s VmCreate body: name, image, cpus, memoryMib, labels, …) as YAML or JSON; - reads stdin; flags override its fields')
+    .option('--image <image>', "image to boot (required here or in the -f file): a worker's local image name, or a registry reference (registry/repository:tag or …@sha256:…; the tag is resolved to a digest now)")
     .option('--os <os>', 'linux or macos (default linux)')
     .option('--driver <driver>', `runtime driver: ${DRIVERS.join(', ')} (default: any the worker has)`)
     .option('--cpus <n>', 'virtual CPUs')
@@ -87,10 +105,22 @@ export function registerVmCreate(vm: Command, rt: Runtime): void {
       `
 With --wait, progress goes to stderr and the IP to stdout, so
   ip=$(fleet vm create web-1 --image ubuntu:24.04 --wait 10m)
-works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times out.`,
+works in scripts. Exit code 7 when the VM fails, is deleted, or the wait times out.
+
+A spec file holds the API's VmCreate fields (see docs/api.md); flags override them:
+  # web.yaml
+  name: web-1
+  image: ubuntu:24.04
+  cpus: 2
+  memoryMib: 4096
+  labels: { team: web }
+  fleet vm create -f web.yaml --cpus 4 --wait
+  cat web.json | fleet vm create -f - web-2`,
     )
-    .action(async (name: string, o: CreateOptions, cmd: Command) => {
-      const spec = buildVmCreate(name, o);
+    .action(async (name: string | undefined, o: CreateOptions, cmd: Command) => {
+      if (o.file === '-' && o.passwordStdin) throw new UsageError('-f - and --password-stdin cannot both read stdin; use --password-file');
+      const base = o.file !== undefined ? (await readSpecFile(rt, o.file)).spec : {};
+      const spec = buildVmCreate(name, o, base);
       const password = await readPassword(rt, o);
       if (password !== undefined) spec.password = password;
       const wait = waitMs(o.wait);
