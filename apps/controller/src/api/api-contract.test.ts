@@ -135,3 +135,55 @@ describe('every error is Fleet-shaped', () => {
     expect((await app.inject({ url: '/v1/vms' })).headers['x-content-type-options']).toBe('nosniff');
   });
 });
+
+describe('labels and selectors use Kubernetes label syntax', () => {
+  const create = (extra: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/vms', headers: admin, payload: { name: 'lbl', image: 'img', ...extra } });
+  const bad: [string, Record<string, unknown>][] = [
+    ['a 500 000-character key', { ['k'.repeat(500_000)]: 'v' }],
+    ['a key with a space', { 'a b': 'v' }],
+    ['a key with quotes', { '"k"': 'v' }],
+    ['a <script> key', { '<script>': 'v' }],
+    ['an empty key', { '': 'v' }],
+    ['a 64-character name', { ['k'.repeat(64)]: 'v' }],
+    ['an upper-case prefix', { 'Example.com/k': 'v' }],
+    ['an empty name after the prefix', { 'example.com/': 'v' }],
+    ['a prefix over 253 characters', { [`${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(63)}/k`]: 'v' }],
+    ['a nested object value', { k: { nested: 'x' } }],
+    ['an array value', { k: ['x'] }],
+    ['a number value', { k: 1 }],
+    ['a 64-character value', { k: 'v'.repeat(64) }],
+    ['a value with a space', { k: 'a b' }],
+    ['65 labels', Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']))],
+  ];
+  for (const field of ['labels', 'selector']) {
+    it.each(bad)(`${field} with %s is a 400`, async (_what, value) => {
+      expectFleetError(await create({ [field]: value }), 400, new RegExp(field));
+    });
+  }
+  it('says what is wrong with a key', async () => {
+    expectFleetError(await create({ labels: { 'a b': 'v' } }), 400, /body\/labels: label key "a b" must be an optional DNS-subdomain prefix/);
+    expectFleetError(await create({ selector: { k: 'a b' } }), 400, /body\/selector\/k: label value "a b" must be empty or at most 63/);
+    expectFleetError(await create({ labels: { k: { x: 1 } } }), 400, /body\/labels\/k must be string/);
+  });
+  it('PATCH and image prefetch selectors are checked the same way', async () => {
+    expectFleetError(await app.inject({ method: 'PATCH', url: '/v1/vms/existing', headers: admin, payload: { selector: { 'a b': 'x' } } }), 400, /selector/);
+    expectFleetError(await app.inject({ method: 'PATCH', url: '/v1/vms/existing', headers: admin, payload: { labels: { k: { x: 1 } } } }), 400, /labels/);
+  });
+  it('valid keys and values are accepted: prefixes, dots, dashes, underscores, empty values, 64 labels', async () => {
+    const labels = { 'fleet.example.com/pool': 'ci', 'app.kubernetes.io/name': 'web_1', k: '', ['n'.repeat(63)]: 'v'.repeat(63), 'A-b_c.D': 'X.y-z' };
+    const r = await create({ labels, selector: { 'example.com/arch': 'arm64' } });
+    expect(r.statusCode, r.body).toBe(201);
+    expect(r.json().labels).toEqual(labels);
+    const many = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'v']));
+    expect((await app.inject({ method: 'PATCH', url: '/v1/vms/lbl', headers: admin, payload: { labels: many } })).statusCode).toBe(200);
+  });
+});
+
+describe('free text that reaches a process or a file has no control characters', () => {
+  it.each([['image', { name: 'ctl', image: 'img\u0000x' }], ['image', { name: 'ctl', image: 'img\nx' }], ['image', { name: 'ctl', image: 'img\u007f' }]])('POST /v1/vms with a control character in %s is a 400', async (field, payload) => {
+    expectFleetError(await app.inject({ method: 'POST', url: '/v1/vms', headers: admin, payload }), 400, new RegExp(field));
+  });
+  it('PATCH image too', async () => {
+    expectFleetError(await app.inject({ method: 'PATCH', url: '/v1/vms/existing', headers: admin, payload: { image: 'a\u0000b' } }), 400, /image/);
+  });
+});

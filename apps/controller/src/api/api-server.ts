@@ -9,6 +9,7 @@ import type { ApiContext } from './context.ts';
 import { registerAuth } from './auth-hook.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, labelKeyProblem, labelValueProblem } from './label-syntax.ts';
 import { clientErrorHandler, fleetCodeOf, frameworkErrors, WWW_AUTHENTICATE } from './framework-errors.ts';
 import { documentStorageUnavailable, replyIfStorageUnavailable } from './storage-unavailable.ts';
 import { vmRoutes } from './routes/vm-routes.ts';
@@ -35,6 +36,15 @@ function describeValidation(err: FastifyError): string {
     const where = err.validationContext === 'querystring' ? 'query parameter' : 'property';
     const at = first.instancePath ? ` in ${first.instancePath.slice(1).replace(/\//g, '.')}` : '';
     return `unknown ${where} "${extra.slice(0, 64)}"${at} (${err.message})`;
+  }
+  // Labels and selectors: say what the rule is instead of quoting a regular expression.
+  const path = `${err.validationContext ?? 'body'}${first?.instancePath ?? ''}`;
+  const propertyName = (first as { propertyName?: unknown } | undefined)?.propertyName;
+  if (first && typeof propertyName === 'string' && first.params && (first.params as { pattern?: unknown }).pattern === LABEL_KEY_PATTERN) {
+    return `${path}: ${labelKeyProblem(propertyName) ?? 'invalid label key'}`;
+  }
+  if (first?.keyword === 'pattern' && (first.params as { pattern?: unknown }).pattern === LABEL_VALUE_PATTERN) {
+    return `${path}: ${labelValueProblem((first as { data?: unknown }).data) ?? 'invalid label value'}`;
   }
   return err.message;
 }
@@ -79,7 +89,7 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
 
   // Query strings and path parameters arrive as text and are coerced ("limit=5");
   // JSON bodies are validated strictly: a label value 1 is an error, not "1".
-  const strict = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false });
+  const strict = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false, verbose: true });
   const coercing = new Ajv({ coerceTypes: 'array', removeAdditional: false, useDefaults: true, allErrors: false });
   app.setValidatorCompiler(({ schema, httpPart }) => {
     if (httpPart === 'body') return strict.compile(schema);

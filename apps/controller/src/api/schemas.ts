@@ -1,9 +1,9 @@
 // REST API schemas (TypeBox): fastify validates every request against them, the
 // OpenAPI document is generated from them, and the CLI imports the static types.
 import { Type, type Static } from '@sinclair/typebox';
+import { LABEL_KEY_MAX_LENGTH, LABEL_KEY_PATTERN, LABEL_VALUE_MAX_LENGTH, LABEL_VALUE_PATTERN, MAX_LABELS } from './label-syntax.ts';
 
 const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
-const LABEL_KEY_PATTERN = '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$';
 
 export const Name = Type.String({
   pattern: NAME_PATTERN,
@@ -12,10 +12,19 @@ export const Name = Type.String({
   description: 'lower-case letters, digits and dashes; starts and ends with a letter or digit; at most 63 characters',
 });
 
-export const Labels = Type.Record(Type.String({ pattern: LABEL_KEY_PATTERN }), Type.String({ maxLength: 253 }), {
-  maxProperties: 64,
-  description: 'string key=value pairs',
+/** key=value labels (and selectors) in Kubernetes label syntax; values are strings, never objects. */
+export const Labels = Type.Unsafe<Record<string, string>>({
+  type: 'object',
+  maxProperties: MAX_LABELS,
+  propertyNames: { type: 'string', minLength: 1, maxLength: LABEL_KEY_MAX_LENGTH, pattern: LABEL_KEY_PATTERN },
+  patternProperties: { [LABEL_KEY_PATTERN]: Type.String({ maxLength: LABEL_VALUE_MAX_LENGTH, pattern: LABEL_VALUE_PATTERN }) },
+  additionalProperties: false,
+  description:
+    'key=value string pairs in Kubernetes label syntax: key = optional DNS-subdomain prefix (at most 253 characters) + "/" + a name of 1-63 letters, digits, "-", "_", "." starting and ending with a letter or digit; value = empty or the same as a name; at most 64',
 });
+
+/** Free text that reaches a process or a file (image references, ...): no NUL or other control characters. */
+const NO_CONTROL = '^[^\\u0000-\\u001f\\u007f]*$';
 
 export const ErrorBody = Type.Object(
   { error: Type.Object({ code: Type.String(), message: Type.String(), details: Type.Optional(Type.Unknown()) }) },
@@ -57,10 +66,12 @@ export type VmNetwork = Static<typeof VmNetwork>;
 // Write-only: no response, event or log carries it; views show only whether one is set.
 const VmPassword = Type.String({ minLength: 1, maxLength: 256, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'SSH password for the guest user (write-only; never returned)' });
 
+const ImageRef = Type.String({ minLength: 1, maxLength: 512, pattern: NO_CONTROL, description: 'a local image name or a registry reference (registry/repository[:tag][@sha256:…]); no control characters' });
+
 export const VmCreate = Type.Object(
   {
     name: Name,
-    image: Type.String({ minLength: 1, maxLength: 512 }),
+    image: ImageRef,
     os: Type.Optional(Os),
     driver: Type.Optional(Driver),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
@@ -82,7 +93,7 @@ export type VmCreate = Static<typeof VmCreate>;
 
 export const VmUpdate = Type.Object(
   {
-    image: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+    image: Type.Optional(ImageRef),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
     memoryMib: Type.Optional(Type.Integer({ minimum: 128, maximum: 4 * 1024 * 1024 })),
     labels: Type.Optional(Labels),
@@ -459,7 +470,7 @@ export type RegistryHostParam = Static<typeof RegistryHostParam>;
 
 export const RegistryPut = Type.Object(
   {
-    username: Type.Optional(Type.String({ maxLength: 256, description: 'omitted: keep the stored one' })),
+    username: Type.Optional(Type.String({ maxLength: 256, pattern: NO_CONTROL, description: 'omitted: keep the stored one' })),
     password: Type.Optional(
       Type.Union([Type.String({ minLength: 1, maxLength: 4096 }), Type.Null()], { description: 'write-only (never returned); omitted: keep the stored one; null: remove it (anonymous pulls)' }),
     ),
@@ -576,7 +587,7 @@ export const ImageOperationQuery = Type.Object(
 
 export const ImagePrefetchRequest = Type.Object(
   {
-    reference: Type.String({ minLength: 1, maxLength: 1024, description: 'registry/repository[:tag] or …@sha256:…' }),
+    reference: Type.String({ minLength: 1, maxLength: 1024, pattern: NO_CONTROL, description: 'registry/repository[:tag] or …@sha256:…' }),
     selector: Type.Optional(Labels),
   },
   { additionalProperties: false, $id: 'ImagePrefetchRequest' },
@@ -592,7 +603,7 @@ export const ImagePrefetchResult = Type.Object({
 export type ImagePrefetchResult = Static<typeof ImagePrefetchResult>;
 
 export const VmPushRequest = Type.Object(
-  { reference: Type.String({ minLength: 1, maxLength: 1024, description: 'registry/repository:tag to push to' }) },
+  { reference: Type.String({ minLength: 1, maxLength: 1024, pattern: NO_CONTROL, description: 'registry/repository:tag to push to' }) },
   { additionalProperties: false, $id: 'VmPushRequest' },
 );
 export type VmPushRequest = Static<typeof VmPushRequest>;

@@ -298,7 +298,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         if (msg.payload !== 'hello' || !msg.hello) throw grpcError(grpc.status.INVALID_ARGUMENT, 'the first message on Connect must be a Hello');
         helloSeen = true;
         clearTimeout(helloTimer);
-        const hello = helloInfo(msg.hello);
+        const hello = helloInfo(msg.hello, (key, reason) => log.warn({ worker: w.name, label: key, reason }, 'ignored an invalid worker label'));
         if (hello.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION || hello.protocolVersion > PROTOCOL_VERSION) {
           throw grpcError(
             grpc.status.FAILED_PRECONDITION,

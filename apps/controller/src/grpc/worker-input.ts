@@ -5,6 +5,7 @@ import type { Capacity__Output, Hello__Output, VmStatus__Output, WorkerEvent__Ou
 import type { HelloInfo, WorkerCapacity } from '../workers/worker-service.ts';
 import type { ReportedInstance } from '../vms/vm-service.ts';
 import type { WorkerPhase } from '../vms/lifecycle.ts';
+import { labelKeyProblem, labelValueProblem, MAX_LABELS } from '../api/label-syntax.ts';
 
 export const MAX_REPORTS_PER_MESSAGE = 10_000;
 const PHASES: ReadonlySet<string> = new Set([
@@ -25,9 +26,18 @@ const uint = (v: string | number | undefined, max = Number.MAX_SAFE_INTEGER) => 
   return Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), max) : 0;
 };
 
-export function helloInfo(h: Hello__Output): HelloInfo {
+/**
+ * A Hello, bounded. Labels that break the label syntax (docs/api.md) are dropped, not clipped
+ * (a clipped key could collide with, or turn into, another one): `onRejectedLabel` hears why.
+ */
+export function helloInfo(h: Hello__Output, onRejectedLabel: (key: string, reason: string) => void = () => undefined): HelloInfo {
   const labels: Record<string, string> = {};
-  for (const [k, v] of Object.entries(h.labels ?? {}).slice(0, 64)) labels[clip(k, 63)] = clip(v, 253);
+  for (const [k, v] of Object.entries(h.labels ?? {})) {
+    const problem = labelKeyProblem(k) ?? labelValueProblem(v);
+    if (problem) onRejectedLabel(k.slice(0, 80), problem);
+    else if (Object.keys(labels).length >= MAX_LABELS) onRejectedLabel(k, `more than ${MAX_LABELS} labels`);
+    else labels[k] = v;
+  }
   return {
     protocolVersion: h.protocolVersion,
     version: clip(h.workerVersion, 64),
