@@ -85,7 +85,13 @@ function Shell() {
         </span>
       </header>
       <main id="main" ref={main} tabIndex={-1}>
-        <Suspense fallback={<p className="loading">Loading…</p>}>
+        <Suspense
+          fallback={
+            <p className="loading" role="status" aria-busy="true">
+              <span className="spinner" aria-hidden="true" /> Loading…
+            </p>
+          }
+        >
           <Page segments={segments} />
         </Suspense>
       </main>

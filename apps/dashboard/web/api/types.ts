@@ -20,6 +20,8 @@ export type {
   WorkerImageObject,
   WorkerImageList,
   ImageOperationObject,
+  ImageSummaryObject,
+  ImageSummaryList,
 } from '@fleet/controller/api-schemas';
 import type { ControllerObject } from '@fleet/controller/api-schemas';
 

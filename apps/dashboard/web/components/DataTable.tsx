@@ -10,6 +10,12 @@ export interface Column<T> {
   /** When set, the column is sortable by this value. */
   sortValue?: (row: T) => string | number;
   className?: string;
+  /** Kept in view at the right edge while the table scrolls sideways (row actions). */
+  sticky?: boolean;
+}
+
+function cellClass<T>(c: Column<T>): string | undefined {
+  return [c.className, c.sticky ? 'sticky-end' : ''].filter(Boolean).join(' ') || undefined;
 }
 
 export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSort }: {
@@ -36,6 +42,7 @@ export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSor
   const toggle = (key: string) => setSort((s) => (s?.key === key ? { key, dir: s.dir === 'asc' ? 'desc' : 'asc' } : { key, dir: 'asc' }));
 
   return (
+    // Scrolls sideways inside its card when the columns are wider than the page; sticky columns stay in view.
     <div className="table-wrap">
       <table>
         <caption>{caption}</caption>
@@ -44,7 +51,7 @@ export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSor
             {columns.map((c) => {
               const active = sort?.key === c.key;
               return (
-                <th key={c.key} scope="col" className={c.className} aria-sort={active ? (sort!.dir === 'asc' ? 'ascending' : 'descending') : c.sortValue ? 'none' : undefined}>
+                <th key={c.key} scope="col" className={cellClass(c)} aria-sort={active ? (sort!.dir === 'asc' ? 'ascending' : 'descending') : c.sortValue ? 'none' : undefined}>
                   {c.sortValue ? (
                     <button type="button" className="sort" onClick={() => toggle(c.key)}>
                       {c.header}
@@ -69,7 +76,7 @@ export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSor
             sorted.map((row) => (
               <tr key={rowKey(row)} data-row={rowKey(row)}>
                 {columns.map((c) => (
-                  <td key={c.key} className={c.className}>
+                  <td key={c.key} className={cellClass(c)}>
                     {c.cell(row)}
                   </td>
                 ))}

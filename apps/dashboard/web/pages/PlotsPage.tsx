@@ -63,6 +63,25 @@ function Chart({ title, samples, series, yLabel }: { title: string; samples: Sta
   );
 }
 
+/** What shows instead of the charts while there is nothing to draw: the first load, or no sample yet. */
+export function PlotsStatus({ data, error }: { data: StatsSeries | null; error: string | null }) {
+  if (data === null && error === null) {
+    return (
+      <div className="loading plots-loading" role="status" aria-live="polite" aria-busy="true">
+        <span className="spinner" aria-hidden="true" /> Loading the controller's time series…
+      </div>
+    );
+  }
+  if (data !== null && data.samples.length === 0) {
+    return (
+      <p className="loading" role="status" aria-live="polite">
+        No samples yet: the first arrives within {data.intervalSeconds} s of the controller starting.
+      </p>
+    );
+  }
+  return null;
+}
+
 export function PlotsPage() {
   const { api } = useSession();
   const [data, setData] = useState<StatsSeries | null>(null);
@@ -78,6 +97,7 @@ export function PlotsPage() {
       <h1 id="plots-title">Plots</h1>
       <p className="muted">The controller samples itself every {data?.intervalSeconds ?? 5} s and keeps the last hour in memory (it restarts empty; use Prometheus at /metrics for history).</p>
       {error && <p role="alert" className="error">{error}</p>}
+      <PlotsStatus data={data} error={error} />
       {data && (
         <div className="charts">
           <Chart

@@ -1,9 +1,11 @@
 // The create form validates with the API's own TypeBox schema (VmCreate), so it
 // accepts exactly what POST /v1/vms accepts and says why it would refuse.
-import { useRef, useState, type FormEvent, type ReactElement } from 'react';
+import { useEffect, useMemo, useRef, useState, type FormEvent, type ReactElement } from 'react';
 import { Value } from '@sinclair/typebox/value';
 import { VmCreate as VmCreateSchema } from '@fleet/controller/api-schemas';
-import type { VmCreate, VmObject } from '../api/types.ts';
+import type { ImageSummaryList, ImageSummaryObject, VmCreate, VmObject } from '../api/types.ts';
+import { ImageField, imageChoices, imageHint } from '../components/ImageField.tsx';
+import { useLive } from '../live.tsx';
 import { useSession } from '../session.tsx';
 import { Link, useRouter } from '../router.tsx';
 
@@ -39,6 +41,25 @@ export function VmCreatePage() {
   const { navigate } = useRouter();
   const [errors, setErrors] = useState<Errors>({});
   const [busy, setBusy] = useState(false);
+  // The images the workers hold (their caches, and qemu's built-in guest) are offered for the image field.
+  const { workers } = useLive();
+  const [images, setImages] = useState<ImageSummaryObject[] | null>(null);
+  const [imagesFailed, setImagesFailed] = useState(false);
+  useEffect(() => {
+    let live = true;
+    api.get<ImageSummaryList>('/v1/images').then(
+      (list) => live && setImages(list.items),
+      () => live && setImagesFailed(true),
+    );
+    return () => {
+      live = false;
+    };
+  }, [api]);
+  const choices = useMemo(() => imageChoices(workers, images), [workers, images]);
+  const imagesLoading = (images === null && !imagesFailed) || workers === null;
+  // Pre-filled with the first image a worker holds (never a made-up default); typed text wins.
+  const [typedImage, setTypedImage] = useState<string | null>(null);
+  const image = typedImage ?? (imagesLoading ? '' : (choices[0]?.value ?? ''));
   if (!can('write')) return <p role="alert">Creating VMs needs the write role.</p>;
 
   // One Idempotency-Key per VM being created: a second click, or a retry after a lost answer with
@@ -137,7 +158,7 @@ export function VmCreatePage() {
       )}
       <form onSubmit={(e) => void submit(e)} noValidate className="form-grid">
         {field('name', 'Name', <input {...a11y('name')} required autoComplete="off" />, 'lower-case letters, digits and dashes')}
-        {field('image', 'Image', <input {...a11y('image')} required defaultValue="debian-12" />, 'a local image name, or a registry reference (registry/repository:tag): the tag is resolved to a digest at create')}
+        {field('image', 'Image', <ImageField inputProps={a11y('image')} choices={choices} value={image} onChange={setTypedImage} loading={imagesLoading} />, imageHint(choices, imagesLoading))}
         {field(
           'os',
           'OS',

@@ -66,6 +66,7 @@ export function WorkersPage() {
     columns.push({
       key: 'actions',
       header: 'Actions',
+      sticky: true,
       cell: (w) => (
         <span className="actions">
           {w.paused ? (
