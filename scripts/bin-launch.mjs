@@ -11,7 +11,7 @@ import module from 'node:module';
 import { readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const BUILD_VERSION = 1; // must match scripts/build.mjs
+const BUILD_VERSION = 2; // must match scripts/build.mjs
 
 function bundleIsFresh(distDir) {
   let stamp;

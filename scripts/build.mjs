@@ -25,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BUILD_VERSION = 1; // bump when this script's output changes for the same inputs
+const BUILD_VERSION = 2; // bump when this script's output changes for the same inputs
 
 /** esbuild: a dependency of tsx (root devDependency), so no separate install. */
 async function loadEsbuild() {
@@ -141,8 +141,8 @@ async function buildTarget(esbuild, target) {
     target: 'node20',
     outExtension: { '.js': '.mjs' },
     chunkNames: '[name]-[hash]',
-    conditions: ['node', 'import'],
-    mainFields: ['module', 'main'],
+    conditions: ['node'], // plus import/require by how each module is loaded, as Node does
+    mainFields: ['main', 'module'],
     metafile: true,
     logLevel: 'warning',
     logOverride: { 'empty-import-meta': 'silent', 'require-resolve-not-external': 'silent' },

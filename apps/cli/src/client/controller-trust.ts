@@ -5,9 +5,12 @@
 // the system's trust store; never is a failed verification retried over http.
 import { createHash, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import * as tls from 'node:tls';
+import type * as Tls from 'node:tls';
 import type { Agent } from 'undici';
 import { CliError, ExitCode, UnreachableError, UsageError } from '../errors.ts';
+
+/** node:tls costs more to load than the rest of the CLI: only the commands that use TLS load it (issue 16). */
+const tls = (): typeof Tls => process.getBuiltinModule('node:tls');
 
 const pinned = new Map<string, { caPem: string; contextName: string | null; agent: Agent | null }>();
 
@@ -17,10 +20,10 @@ const pinned = new Map<string, { caPem: string; contextName: string | null; agen
  * certificate's names: the pin already proves whose certificate it is, and controllers are
  * often reached by an address nobody added with --api-hostname.
  */
-export function pinnedServerIdentity(host: string, cert: tls.PeerCertificate): Error | undefined {
-  const err = tls.checkServerIdentity(host, cert);
+export function pinnedServerIdentity(host: string, cert: Tls.PeerCertificate): Error | undefined {
+  const err = tls().checkServerIdentity(host, cert);
   if (!err) return undefined;
-  return tls.checkServerIdentity('fleet-controller', cert) ? err : undefined;
+  return tls().checkServerIdentity('fleet-controller', cert) ? err : undefined;
 }
 
 /** Requests to `url` (a normalised base URL) trust only `caPem` from now on. */
@@ -41,7 +44,7 @@ export function fetchFor(url: string): (input: string, init: RequestInit) => Pro
   if (!pin || !url.startsWith('https:')) return (input, init) => fetch(input, init);
   return async (input, init) => {
     // undici is loaded only here (a pinned https controller): it is most of the CLI's code.
-    const { Agent, fetch: undiciFetch } = await (undici ??= import('undici'));
+    const { Agent, fetch: undiciFetch } = await (undici ??= loadUndici());
     pin.agent ??= new Agent({ connect: { ca: pin.caPem, checkServerIdentity: pinnedServerIdentity } });
     const dispatcher = pin.agent;
     // Node's global fetch is undici's; the casts only bridge the two packages' type declarations.
@@ -49,6 +52,11 @@ export function fetchFor(url: string): (input: string, init: RequestInit) => Pro
   };
 }
 let undici: Promise<typeof import('undici')> | undefined;
+async function loadUndici(): Promise<typeof import('undici')> {
+  const m = await import('undici');
+  // A CommonJS package: bundled (apps/cli/dist), its exports arrive as the default export only.
+  return 'Agent' in m ? m : (m as unknown as { default: typeof m }).default;
+}
 
 const CERT_ERRORS = new Set([
   'SELF_SIGNED_CERT_IN_CHAIN',
@@ -106,9 +114,9 @@ function endpoint(baseUrl: string): { host: string; port: number; servername?: s
   return { host, port: Number(url.port || 443), ...(isIP(host) ? {} : { servername: host }) };
 }
 
-function tlsConnect<T>(baseUrl: string, options: tls.ConnectionOptions, timeoutMs: number, onSecure: (socket: tls.TLSSocket) => T, onError: (err: NodeJS.ErrnoException) => Error): Promise<T> {
+function tlsConnect<T>(baseUrl: string, options: Tls.ConnectionOptions, timeoutMs: number, onSecure: (socket: Tls.TLSSocket) => T, onError: (err: NodeJS.ErrnoException) => Error): Promise<T> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ ...endpoint(baseUrl), ...options, timeout: timeoutMs });
+    const socket = tls().connect({ ...endpoint(baseUrl), ...options, timeout: timeoutMs });
     socket.once('timeout', () => {
       socket.destroy();
       reject(new UnreachableError(`cannot reach the controller at ${baseUrl}: no TLS handshake within ${timeoutMs / 1000} s`));
