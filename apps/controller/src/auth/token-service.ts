@@ -152,6 +152,13 @@ export class TokenService {
    * the last use cannot both enroll). Throws TokenRejected with the reason.
    */
   async consumeBootstrapToken(token: string): Promise<BootstrapToken> {
+    const row = await this.checkBootstrapToken(token);
+    await this.useBootstrapToken(row);
+    return row;
+  }
+
+  /** Check a bootstrap token without using it up (enrollment uses it in its own transaction). Throws TokenRejected. */
+  async checkBootstrapToken(token: string): Promise<BootstrapToken> {
     let parts;
     try {
       parts = parseBootstrapToken(token);
@@ -165,12 +172,21 @@ export class TokenService {
     if (!row || !constantTimeEqualHex(row.secretHash, hashSecret(parts.secret))) throw new TokenRejected('unknown bootstrap token');
     if (row.revokedAt) throw new TokenRejected(`bootstrap token "${row.name}" was revoked`);
     if (row.expiresAt && row.expiresAt.getTime() <= Date.now()) throw new TokenRejected(`bootstrap token "${row.name}" expired at ${row.expiresAt.toISOString()}`);
+    if (row.usesLeft !== null && row.usesLeft <= 0) throw new TokenRejected(`bootstrap token "${row.name}" has no enrollments left`);
+    return row;
+  }
+
+  /**
+   * Use up one enrollment of a checked bootstrap token, atomically (two hosts racing for the
+   * last use cannot both enroll); inside the caller's transaction when one is given, so that
+   * the use counts only if the enrollment commits. Throws TokenRejected when none is left.
+   */
+  async useBootstrapToken(row: BootstrapToken, tx: Pick<FleetDb, 'bootstrapToken'> = this.db): Promise<void> {
     if (row.usesLeft !== null) {
-      const res = await this.db.bootstrapToken.updateMany({ where: { id: row.id, usesLeft: { gt: 0 } }, data: { usesLeft: { decrement: 1 }, lastUsedAt: new Date() } });
+      const res = await tx.bootstrapToken.updateMany({ where: { id: row.id, usesLeft: { gt: 0 }, revokedAt: null }, data: { usesLeft: { decrement: 1 }, lastUsedAt: new Date() } });
       if (res.count === 0) throw new TokenRejected(`bootstrap token "${row.name}" has no enrollments left`);
     } else {
-      await this.db.bootstrapToken.update({ where: { id: row.id }, data: { lastUsedAt: new Date() } });
+      await tx.bootstrapToken.update({ where: { id: row.id }, data: { lastUsedAt: new Date() } });
     }
-    return row;
   }
 }

@@ -28,6 +28,7 @@ import type { WorkerService } from '../workers/worker-service.ts';
 import type { VmService } from '../vms/vm-service.ts';
 import type { EventLog } from '../events/event-log.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { isUniqueViolation } from '../errors.ts';
 import { capacityInfo, helloInfo, reportedInstances, workerEvent } from './worker-input.ts';
 import { WorkerStream, WorkerStreams, type ConnectCall } from './worker-streams.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
@@ -148,17 +149,19 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     if (req.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION || req.protocolVersion > PROTOCOL_VERSION) {
       throw grpcError(grpc.status.FAILED_PRECONDITION, `worker speaks protocol v${req.protocolVersion}; this controller supports v${MIN_SUPPORTED_PROTOCOL_VERSION}..v${PROTOCOL_VERSION}`);
     }
-    const existing = await db.worker.findUnique({ where: { name: req.name } });
-    if (existing && existing.machineId !== req.machineId) {
-      throw grpcError(grpc.status.ALREADY_EXISTS, `worker name "${req.name}" is already enrolled from another machine; pick another --name or delete the old worker first (fleet worker delete ${req.name})`);
-    }
+    // The token first: a caller without a valid one learns nothing (not even whether a name is taken).
     let bootstrap;
     try {
-      bootstrap = await deps.tokens.consumeBootstrapToken(req.bootstrapToken);
+      bootstrap = await deps.tokens.checkBootstrapToken(req.bootstrapToken);
     } catch (err) {
       if (err instanceof TokenRejected) throw grpcError(grpc.status.UNAUTHENTICATED, `enrollment refused: ${err.message}`);
       throw err;
     }
+    const existing = await db.worker.findUnique({ where: { name: req.name } });
+    const nameTaken = () =>
+      grpcError(grpc.status.ALREADY_EXISTS, `worker name "${req.name}" is already enrolled from another machine; pick another --name or delete the old worker first (fleet worker delete ${req.name})`);
+    if (existing && existing.machineId !== req.machineId) throw nameTaken();
+    // The CSR before the token's use: a malformed one must not use up an enrollment.
     const workerId = existing?.id ?? randomUUID();
     let issued;
     try {
@@ -167,17 +170,25 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       if (err instanceof PkiError) throw grpcError(grpc.status.INVALID_ARGUMENT, err.message);
       throw err;
     }
-    await db.$transaction(async (tx) => {
-      if (existing) {
-        // Re-enrolling the same machine replaces its credential.
-        await tx.workerCredential.updateMany({ where: { workerId, revokedAt: null }, data: { revokedAt: new Date() } });
-      } else {
-        await tx.worker.create({ data: { id: workerId, name: req.name, machineId: req.machineId } });
-      }
-      await tx.workerCredential.create({
-        data: { id: randomUUID(), workerId, fingerprint: issued.fingerprint, serial: issued.serial, notAfter: issued.notAfter },
+    // The use of the token counts only together with the worker and its credential.
+    try {
+      await db.$transaction(async (tx) => {
+        await deps.tokens.useBootstrapToken(bootstrap, tx);
+        if (existing) {
+          // Re-enrolling the same machine replaces its credential.
+          await tx.workerCredential.updateMany({ where: { workerId, revokedAt: null }, data: { revokedAt: new Date() } });
+        } else {
+          await tx.worker.create({ data: { id: workerId, name: req.name, machineId: req.machineId } });
+        }
+        await tx.workerCredential.create({
+          data: { id: randomUUID(), workerId, fingerprint: issued.fingerprint, serial: issued.serial, notAfter: issued.notAfter },
+        });
       });
-    });
+    } catch (err) {
+      if (err instanceof TokenRejected) throw grpcError(grpc.status.UNAUTHENTICATED, `enrollment refused: ${err.message}`);
+      if (isUniqueViolation(err)) throw nameTaken(); // another machine enrolled the name meanwhile
+      throw err;
+    }
     await deps.events.append([
       {
         kind: 'worker.enrolled',
