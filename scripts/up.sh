@@ -2,7 +2,8 @@
 # Bring up a working fleet on this machine: a controller (SQLite in .fleet-up/),
 # one local worker that enrols itself, and a demo VM. Ctrl-C stops the controller
 # and the worker; running it again reuses the same data and adopts the VMs that
-# kept running (idempotent).
+# kept running (idempotent). scripts/down.sh takes down everything it made (the VMs,
+# dnsmasq, the namespace, the veth and the nftables table too).
 #
 # As root (the normal case here) the worker runs real QEMU VMs. It lives in a network
 # namespace of its own ("fleet-up", standing in for a Mac on the LAN) joined to this
@@ -28,11 +29,21 @@ api="http://127.0.0.1:$api_port"
 mkdir -p "$state"
 
 pids=()
+up_running=false
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ "$(cat "$state/up.pid" 2>/dev/null)" = $$ ]; then rm -f "$state/up.pid"; fi
+  if $up_running; then
+    echo "[up] stopped the controller and the worker; the demo VM, its network and state stay for the next scripts/up.sh." >&2
+    echo "[up] scripts/down.sh removes all of it (VMs, dnsmasq, namespace, veth, nftables; --purge also .fleet-up/)." >&2
+  fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# scripts/down.sh stops this script through this file.
+echo $$ >"$state/up.pid"
 
 wait_http() { # url, seconds
   node -e '
@@ -90,7 +101,9 @@ fi
 if [ ! -f "$worker_dir/worker.json" ]; then
   echo "[up] enrolling the local worker"
   boot=$(bin/fleet bootstrap-token create --name "local-$(date +%s)" --uses 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).token))')
-  "${in_ns[@]}" bin/fleet-worker enroll --controller "$grpc_host:$grpc_port" --token "$boot" --name local-worker --data-dir "$worker_dir"
+  # Its "Start it with: fleet-worker run" hint is for a manual enrollment: this script starts it below.
+  "${in_ns[@]}" bin/fleet-worker enroll --controller "$grpc_host:$grpc_port" --token "$boot" --name local-worker --data-dir "$worker_dir" |
+    { grep -v '^Start it with: ' || true; }
 fi
 echo "[up] starting the worker ($driver driver; logs: .fleet-up/worker.log)"
 if [ "$driver" = qemu ]; then
@@ -106,6 +119,7 @@ else
   image=synthetic:demo
 fi
 pids+=($!)
+up_running=true
 
 bin/fleet login "$api" --token "$token" --context local >/dev/null
 if ! bin/fleet vm get demo >/dev/null 2>&1; then
@@ -121,6 +135,21 @@ else
 fi
 bin/fleet ip demo --wait 180s >/dev/null
 
+# A "Try" VM that fits what the worker has left once the demo runs (the default 2 CPUs may not).
+try_create=$(bin/fleet worker get local-worker --json | node -e '
+  let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+    const w = JSON.parse(s); const c = w.capacity ?? {}; const u = w.used ?? {};
+    const cpus = (c.cpus ?? 0) - (u.cpus ?? 0), mem = (c.memoryMib ?? 0) - (u.memoryMib ?? 0), slots = (c.vmSlots ?? 0) - (u.vms ?? 0);
+    if (cpus >= 1 && mem >= 256 && slots >= 1) console.log(`bin/fleet vm create web-1 --image ${process.argv[1]} --cpus 1 --memory 256M --wait`);
+    else console.log(`# the worker has no room for another VM (${Math.max(cpus, 0)} CPU, ${Math.max(mem, 0)} MiB, ${Math.max(slots, 0)} slot free): bin/fleet vm delete demo --wait first`);
+  });' "$image" 2>/dev/null) || try_create="bin/fleet vm create web-1 --image $image --cpus 1 --memory 256M --wait"
+
+if [ "$driver" = qemu ]; then
+  try_access=$'bin/fleet exec demo -- uname -a\n  bin/fleet ssh demo'
+else
+  try_access='# exec / ssh / port-forward need a real VM: run scripts/up.sh as root (qemu driver)'
+fi
+
 cat <<MSG
 
 Fleet is up.
@@ -132,13 +161,13 @@ Fleet is up.
 Try:
   bin/fleet worker list
   bin/fleet vm list --wide
-  bin/fleet vm create web-1 --image $image --memory 256M --wait
+  $try_create
   bin/fleet ip demo --wait 30s
-  bin/fleet exec demo -- uname -a
-  bin/fleet ssh demo
+  $try_access
   bin/fleet vm logs demo
 
-Press Ctrl-C to stop the controller and the worker (state stays in .fleet-up/).
+Press Ctrl-C to stop the controller and the worker (the demo VM and state stay for the next run).
+scripts/down.sh (from any terminal) stops everything this started and removes its network.
 MSG
 wait -n "${pids[@]}"
 echo "[up] a process exited; see .fleet-up/*.log" >&2
