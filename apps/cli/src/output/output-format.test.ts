@@ -60,4 +60,11 @@ describe('-o / --output', () => {
     expect(both.code).toBe(2);
     expect(both.stderr).toMatch(/--json and -o name cannot be used together/);
   });
+
+  it('vm create -o name prints the name alone', async () => {
+    fake.reply('POST', '/v1/vms', 201, vm('web-3'));
+    const r = await fleet(['vm', 'create', 'web-3', '--image', 'ubuntu', '-o', 'name']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('web-3\n');
+  });
 });

@@ -125,10 +125,13 @@ A spec file holds the API's VmCreate fields (see docs/api.md); flags override th
       if (password !== undefined) spec.password = password;
       const wait = waitMs(o.wait);
       const json = rt.isJson(cmd);
+      // -o name: the name alone on stdout (after the wait, instead of the IP), as kubectl create -o name.
+      const nameOnly = rt.output(cmd) === 'name';
       const client = rt.client(cmd);
       const created = await client.createVm(spec);
       if (wait === null) {
         if (json) rt.json(created);
+        else if (nameOnly) rt.out(created.name);
         else rt.out(`vm "${created.name}" created (${describe(created)})`);
         return;
       }
@@ -139,6 +142,7 @@ A spec file holds the API's VmCreate fields (see docs/api.md); flags override th
       try {
         const done = await waitForVm(rt, client, created.name, goal, wait, json ? () => {} : (l) => (display ? display.note(l) : rt.note(l)), { display });
         if (json) rt.json(done);
+        else if (nameOnly) rt.out(done.name);
         else if (goal === 'running' && done.ip) rt.out(done.ip);
       } catch (err) {
         if (json && err instanceof WaitFailedError && err.vm) rt.json(err.vm);
