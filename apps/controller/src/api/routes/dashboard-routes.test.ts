@@ -60,6 +60,23 @@ describe('serving the dashboard build', () => {
     expect((await a.inject({ url: '/%E0%A4%A' })).statusCode).toBe(400);
   });
 
+  it('every dashboard answer carries CSP, no framing, nosniff and no referrer', async () => {
+    const a = await app(path.join(dir, 'dist'));
+    for (const url of ['/', '/vms/web-1', '/assets/app-1234.js', '/assets/missing.js', '/v1/nothing']) {
+      const r = await a.inject({ url, headers: { host: 'fleet.example:8080' } });
+      const csp = String(r.headers['content-security-policy']);
+      expect(csp, url).toMatch(/default-src 'self'/);
+      expect(csp).toMatch(/frame-ancestors 'none'/);
+      expect(csp).toMatch(/script-src 'self'(;|$)/); // no inline or remote script
+      expect(csp).toMatch(/connect-src 'self' ws:\/\/fleet\.example:8080 wss:\/\/fleet\.example:8080/);
+      expect(r.headers['x-content-type-options']).toBe('nosniff');
+      expect(r.headers['referrer-policy']).toBe('no-referrer');
+      expect(r.headers['x-frame-options']).toBe('DENY');
+    }
+    const none = await app(path.join(dir, 'no-such-dist'));
+    expect((await none.inject({ url: '/' })).headers['content-security-policy']).toMatch(/frame-ancestors 'none'/);
+  });
+
   it('says how to build it when there is no build', async () => {
     const a = await app(path.join(dir, 'no-such-dist'));
     const r = await a.inject({ url: '/' });

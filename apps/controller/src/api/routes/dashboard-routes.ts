@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync } from 'fastify';
 import fastifyStatic from '@fastify/static';
+import { setDashboardHeaders } from '../browser-security.ts';
 
 export const DEFAULT_DASHBOARD_DIR = fileURLToPath(new URL('../../../../dashboard/dist', import.meta.url));
 
@@ -17,6 +18,8 @@ export function dashboardRoutes(root: string = process.env.FLEET_DASHBOARD_DIR |
   return async (app) => {
     const built = existsSync(path.join(root, 'index.html'));
     await app.register(fastifyStatic, { root, serve: false });
+    // Every answer of the dashboard (pages, assets, its 404s) carries the browser hardening headers.
+    app.addHook('onRequest', async (req, reply) => setDashboardHeaders(req, reply));
     app.get('/*', { schema: { hide: true } }, async (req, reply) => {
       let urlPath: string;
       try {

@@ -12,6 +12,7 @@ import { TokenRejected } from '../../auth/token-service.ts';
 import { hasRole } from '../../auth/roles.ts';
 import { conflict, forbidden, notFound, unauthorized, badRequest } from '../../errors.ts';
 import { actorOf } from '../auth-hook.ts';
+import { checkWebSocketOrigin } from '../browser-security.ts';
 import { hostKeyFingerprint } from '../../sessions/vm-access.ts';
 import { RELAYED_HEADER, relaySession, type RelayTarget } from '../../sessions/session-relay.ts';
 import type { Logger } from 'pino';
@@ -79,6 +80,7 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
         schema: { hide: true },
         preValidation: async (req) => {
           if (req.headers.upgrade?.toLowerCase() !== 'websocket') throw badRequest('this endpoint speaks WebSocket only (GET with "Upgrade: websocket")');
+          checkWebSocketOrigin(req); // before the token: another site's page gets nothing
           const token = bearerOf(req);
           if (!token) throw unauthorized('missing token: send "Authorization: Bearer <token>" or the subprotocol "fleet.bearer.<token>"');
           try {
