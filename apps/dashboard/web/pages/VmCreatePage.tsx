@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useRef, useState, type FormEvent, type ReactElement } from 'react';
 import { Value } from '@sinclair/typebox/value';
 import { VmCreate as VmCreateSchema } from '@fleet/controller/api-schemas';
+import '../api/unsafe-kind.ts';
 import type { ImageSummaryList, ImageSummaryObject, VmCreate, VmObject } from '../api/types.ts';
 import { ImageField, imageChoices, imageHint } from '../components/ImageField.tsx';
 import { useLive } from '../live.tsx';
