@@ -6,10 +6,18 @@
 // a fake controller in this process whose session answers at once, so the difference is
 // the CLI's own start-up.
 //
-//   pnpm exec tsx bench/cli-startup.ts [--runs 10]
+//   pnpm exec tsx bench/cli-startup.ts [--runs 10] [--clean-env] [--force-bundle]
+//
+// The bundles are (re)built first (node scripts/build.mjs). --force-bundle runs them with
+// FLEET_DEV=0 (no freshness check), for a tree whose sources change during the run; without
+// it the bench fails if a bundle went stale meanwhile (the row would have measured tsx).
+//
+// The children get this process's environment (as a user's shell would give them: note that
+// NODE_EXTRA_CA_CERTS alone adds ~35 ms to every Node start, `node -e 0` included); with
+// --clean-env only PATH, HOME and the fake controller's FLEET_URL/FLEET_TOKEN.
 //
 // Goals: CLI start-up within 1.5x of bare node; exec as a process within 100 ms of in process.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
@@ -20,7 +28,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '10' } } });
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '10' }, 'clean-env': { type: 'boolean', default: false }, 'force-bundle': { type: 'boolean', default: false } },
+});
 const RUNS = Number(values.runs);
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error('--runs must be a positive integer');
 
@@ -55,18 +65,20 @@ interface Row {
   samples: number[];
 }
 
-const baseEnv = { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), FLEET_URL: FAKE_URL, FLEET_TOKEN: 't' };
+const inherited = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => v !== undefined && !k.startsWith('FLEET_') && k !== 'NODE_OPTIONS')) as Record<string, string>;
+const baseEnv = { ...(values['clean-env'] ? { PATH: process.env.PATH ?? '' } : inherited), HOME: os.tmpdir(), FLEET_URL: FAKE_URL, FLEET_TOKEN: 't' };
+const B = values['force-bundle'] ? { env: { FLEET_DEV: '0' } } : {};
 const rows: Row[] = [
   { name: 'node -e 0', args: ['-e', '0'], samples: [] },
-  { name: 'fleet version --client', args: [FLEET, 'version', '--client'], samples: [] },
+  { name: 'fleet version --client', args: [FLEET, 'version', '--client'], samples: [], ...B },
   { name: 'fleet version --client (tsx)', args: [FLEET, 'version', '--client'], env: { FLEET_DEV: '1' }, samples: [] },
-  { name: 'fleet --help', args: [FLEET, '--help'], samples: [] },
+  { name: 'fleet --help', args: [FLEET, '--help'], samples: [], ...B },
   { name: 'fleet --help (tsx)', args: [FLEET, '--help'], env: { FLEET_DEV: '1' }, samples: [] },
-  { name: 'fleet exec VM true', args: [FLEET, ...EXEC_ARGS], samples: [] },
+  { name: 'fleet exec VM true', args: [FLEET, ...EXEC_ARGS], samples: [], ...B },
   { name: 'fleet exec VM true (tsx)', args: [FLEET, ...EXEC_ARGS], env: { FLEET_DEV: '1' }, samples: [] },
-  { name: 'fleet-controller --help', args: [CONTROLLER, '--help'], samples: [] },
+  { name: 'fleet-controller --help', args: [CONTROLLER, '--help'], samples: [], ...B },
   { name: 'fleet-controller --help (tsx)', args: [CONTROLLER, '--help'], env: { FLEET_DEV: '1' }, samples: [] },
-  { name: 'fleet-worker --help', args: [WORKER, '--help'], samples: [] },
+  { name: 'fleet-worker --help', args: [WORKER, '--help'], samples: [], ...B },
   { name: 'fleet-worker --help (tsx)', args: [WORKER, '--help'], env: { FLEET_DEV: '1' }, samples: [] },
 ];
 
@@ -93,10 +105,10 @@ const median = (xs: number[]): number => {
 };
 
 // The bundles must be fresh, or the "bundle" rows would silently measure tsx.
+spawnSync(process.execPath, [path.join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
 const { stampFresh } = (await import(path.join(ROOT, 'scripts/build.mjs'))) as { stampFresh: (dir: string) => boolean };
-for (const app of ['cli', 'controller', 'worker']) {
-  if (!stampFresh(path.join(ROOT, 'apps', app, 'dist'))) throw new Error(`apps/${app}/dist is missing or stale: run node scripts/build.mjs first`);
-}
+const staleBundles = () => ['cli', 'controller', 'worker'].filter((app) => !stampFresh(path.join(ROOT, 'apps', app, 'dist')));
+if (staleBundles().length > 0) throw new Error(`stale bundles after the build: ${staleBundles().join(', ')}`);
 
 // In process: the same exec through run(), after one warm-up (modules loaded once, as in a long-lived process).
 const { run } = (await import(path.join(ROOT, 'apps/cli/src/cli.ts'))) as typeof import('../apps/cli/src/cli.ts');
@@ -122,10 +134,11 @@ for (let i = 0; i < RUNS; i++) {
   inProcess.push(await execInProcess());
 }
 const loadAfter = os.loadavg()[0]!.toFixed(2);
+const staleAfter = values['force-bundle'] ? [] : staleBundles();
 
 const nodeMs = median(rows[0]!.samples);
 const pad = (s: string, n: number) => s.padEnd(n);
-console.log(`cli-startup: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load ${load} → ${loadAfter}, ${RUNS} runs each (median, min-max)`);
+console.log(`cli-startup: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load ${load} → ${loadAfter}, ${RUNS} runs each (median, min-max), ${values['clean-env'] ? 'clean environment' : `inherited environment${process.env.NODE_EXTRA_CA_CERTS ? ' (NODE_EXTRA_CA_CERTS set)' : ''}`}`);
 console.log(`${pad('command', 32)} ${pad('median', 9)} ${pad('min-max', 15)} ${pad('vs node', 8)} goal`);
 for (const r of rows) {
   const m = median(r.samples);
@@ -139,5 +152,9 @@ const execMs = median(rows.find((r) => r.name === 'fleet exec VM true')!.samples
 console.log(`${pad('exec in process (run())', 32)} ${pad(`${inMs.toFixed(1)} ms`, 9)} ${pad(`${Math.min(...inProcess).toFixed(1)}-${Math.max(...inProcess).toFixed(1)} ms`, 15)}`);
 console.log(`exec as a process − in process: ${(execMs - inMs).toFixed(0)} ms (goal ≤ 100 ms: ${execMs - inMs <= 100 ? 'met' : 'NOT met'})`);
 
+if (staleAfter.length > 0) {
+  console.log(`INVALID: sources of ${staleAfter.join(', ')} changed during the run, so those rows may have measured tsx; rerun (or use --force-bundle)`);
+  process.exitCode = 1;
+}
 wss.close();
 server.close();

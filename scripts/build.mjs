@@ -147,6 +147,8 @@ async function buildTarget(esbuild, target) {
     logLevel: 'warning',
     logOverride: { 'empty-import-meta': 'silent', 'require-resolve-not-external': 'silent' },
     legalComments: 'none',
+    minifyWhitespace: true,
+    minifySyntax: true,
     // CommonJS packages bundled into ESM call require() for Node built-ins.
     banner: {
       js: [

@@ -6,7 +6,6 @@
 // group (client/controller-endpoints.ts) is opened on the next at once. That is safe: nothing of
 // the session is sent before the WebSocket is open. Certificate failures are reported, not skipped.
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import type WebSocket from 'ws';
 import { endpointsFor, failoverCode, type ControllerEndpoints } from '../client/controller-endpoints.ts';
 import { isCertificateError, untrustedControllerError, wsTlsOptions } from '../client/controller-trust.ts';
@@ -44,9 +43,10 @@ export const SESSION_EXIT = {
   BROKEN: 255,
 } as const;
 
-// ws is loaded by the first session, not at every start of the CLI (issue 16).
-let wsClass: typeof WebSocket | undefined;
-const WS = (): typeof WebSocket => (wsClass ??= createRequire(import.meta.url)('ws') as typeof WebSocket);
+// ws is loaded by the first session, not at every start of the CLI (issue 16): a socket
+// is dialled once it has loaded (writes before then wait in `beforeOpen`, as before the open).
+let wsClass: Promise<typeof WebSocket> | undefined;
+const loadWs = (): Promise<typeof WebSocket> => (wsClass ??= import('ws').then((m) => (m as { default: typeof WebSocket }).default));
 
 const HIGH_WATER = 1024 * 1024;
 /** With another controller to try: give up on a WebSocket that has not opened (nor been answered) after this long. */
@@ -75,7 +75,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   private beforeOpen: Array<{ data: Buffer | string; cb?: () => void }> | null = [];
   sessionId = '';
 
-  private ws!: WebSocket;
+  private ws: WebSocket | undefined;
   /** Controllers that could not be reached, for the error when none can. */
   private readonly unreachable: string[] = [];
 
@@ -91,15 +91,20 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
   static open(url: string, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): SessionSocket {
     const endpoints = endpointsFor(url.replace(/\/+$/, ''));
     const s = new SessionSocket();
-    s.dial(endpoints, endpoints.candidates(), 0, token, vm, opening);
+    loadWs().then(
+      (WS) => {
+        if (!s.settled) s.dial(WS, endpoints, endpoints.candidates(), 0, token, vm, opening);
+      },
+      (err: Error) => s.fail(err),
+    );
     return s;
   }
 
   /** Opens the WebSocket to `candidates[index]`; moves on to the next while none could be connected to. */
-  private dial(endpoints: ControllerEndpoints, candidates: string[], index: number, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): void {
+  private dial(WS: typeof WebSocket, endpoints: ControllerEndpoints, candidates: string[], index: number, token: string | null, vm: string, opening: { start: SessionStart } | { attach: SessionAttach }): void {
     const base = candidates[index]!;
     const wsUrl = `${base.replace(/^http/, 'ws')}/v1/vms/${encodeURIComponent(vm)}/session`;
-    const ws = new (WS())(wsUrl, ['fleet.v1'], {
+    const ws = new WS(wsUrl, ['fleet.v1'], {
       ...wsTlsOptions(base),
       headers: token ? { authorization: `Bearer ${token}` } : {},
       perMessageDeflate: false,
@@ -122,7 +127,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
       ws.removeAllListeners();
       ws.on('error', () => {});
       ws.terminate();
-      this.dial(endpoints, candidates, index + 1, token, vm, opening);
+      this.dial(WS, endpoints, candidates, index + 1, token, vm, opening);
       return true;
     };
     const connectTimer = next === undefined ? undefined : setTimeout(() => moveOn(`no connection within ${SESSION_CONNECT_TIMEOUT_MS / 1000} s`), SESSION_CONNECT_TIMEOUT_MS);
@@ -219,15 +224,17 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
     this.resolveOutcome(o);
     // The session is over: finish the close handshake, but never wait on it for long
     // (a peer that stopped reading would otherwise hold the process for ws's 30 s timeout).
-    if (this.ws.readyState === WS().OPEN) this.ws.close(1000, 'done');
-    setTimeout(() => this.ws.terminate(), 1000).unref();
+    const ws = this.ws;
+    if (!ws) return;
+    if (ws.readyState === ws.OPEN) ws.close(1000, 'done');
+    setTimeout(() => ws.terminate(), 1000).unref();
   }
 
   private fail(e: Error): void {
     if (this.settled) return;
     this.settled = true;
     this.rejectOutcome(e);
-    this.ws.terminate();
+    this.ws?.terminate();
   }
 
   get done(): boolean {
@@ -239,7 +246,7 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
       this.beforeOpen.push({ data, ...(cb ? { cb } : {}) });
       return;
     }
-    if (this.ws.readyState !== WS().OPEN) {
+    if (!this.ws || this.ws.readyState !== this.ws.OPEN) {
       cb?.();
       return;
     }
@@ -280,16 +287,18 @@ export class SessionSocket extends EventEmitter<SessionSocketEvents> {
 
   /** Output backpressure: stop reading the socket until resume(). Nested calls are counted. */
   pause(): void {
-    if (this.pausedBy++ === 0) this.ws.pause();
+    if (this.pausedBy++ === 0) this.ws?.pause();
   }
 
   resume(): void {
-    if (this.pausedBy > 0 && --this.pausedBy === 0) this.ws.resume();
+    if (this.pausedBy > 0 && --this.pausedBy === 0) this.ws?.resume();
   }
 
   /** Closes the socket (a detach for retained sessions). */
   close(): void {
-    if (this.ws.readyState === WS().OPEN || this.ws.readyState === WS().CONNECTING) this.ws.close(1000, 'client closed');
+    const ws = this.ws;
+    if (!ws) this.fail(new CliError('session connection failed: closed before it was opened', ExitCode.ERROR));
+    else if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(1000, 'client closed');
   }
 }
 
