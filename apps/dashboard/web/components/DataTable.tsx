@@ -18,13 +18,15 @@ function cellClass<T>(c: Column<T>): string | undefined {
   return [c.className, c.sticky ? 'sticky-end' : ''].filter(Boolean).join(' ') || undefined;
 }
 
-export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSort }: {
+export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSort, compact }: {
   caption: string;
   columns: Column<T>[];
   rows: T[];
   rowKey: (row: T) => string;
   empty: ReactNode;
   initialSort?: { key: string; dir: 'asc' | 'desc' };
+  /** Tighter cells, for tables with many columns. */
+  compact?: boolean;
 }) {
   const [sort, setSort] = useState(initialSort ?? null);
   const sorted = useMemo(() => {
@@ -43,7 +45,7 @@ export function DataTable<T>({ caption, columns, rows, rowKey, empty, initialSor
 
   return (
     // Scrolls sideways inside its card when the columns are wider than the page; sticky columns stay in view.
-    <div className="table-wrap">
+    <div className={compact ? 'table-wrap compact' : 'table-wrap'}>
       <table>
         <caption>{caption}</caption>
         <thead>

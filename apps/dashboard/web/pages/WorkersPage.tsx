@@ -28,7 +28,7 @@ export function WorkersPage() {
       sortValue: (w) => w.name,
     },
     { key: 'state', header: 'State', cell: (w) => <span className={`badge worker-${workerState(w)}`}>{workerState(w)}</span>, sortValue: workerState },
-    { key: 'seen', header: 'Last seen', cell: (w) => ago(w.lastSeenAt, now), sortValue: (w) => (w.lastSeenAt ? -new Date(w.lastSeenAt).getTime() : 0) },
+    { key: 'seen', header: 'Seen', cell: (w) => ago(w.lastSeenAt, now), sortValue: (w) => (w.lastSeenAt ? -new Date(w.lastSeenAt).getTime() : 0) },
     { key: 'version', header: 'Version', cell: (w) => `${w.version} (${w.os}/${w.arch})`, sortValue: (w) => w.version },
     { key: 'labels', header: 'Labels', cell: (w) => labels(w.labels) || <span className="muted">none</span> },
     { key: 'cpu', header: 'CPU', cell: (w) => `${w.used.cpus} / ${w.capacity.cpus}`, sortValue: (w) => w.used.cpus },
@@ -60,7 +60,7 @@ export function WorkersPage() {
       },
       sortValue: (w) => (w.certificateExpiresAt ? new Date(w.certificateExpiresAt).getTime() : 0),
     },
-    { key: 'vms', header: 'Running VMs', cell: (w) => <Link to={`/vms?worker=${encodeURIComponent(w.name)}`}>{w.used.vms} VMs</Link>, sortValue: (w) => w.used.vms },
+    { key: 'vms', header: 'VMs', cell: (w) => <Link to={`/vms?worker=${encodeURIComponent(w.name)}`}>{w.used.vms} VMs</Link>, sortValue: (w) => w.used.vms },
   ];
   if (can('write')) {
     columns.push({
@@ -100,7 +100,7 @@ export function WorkersPage() {
       {workers === null ? (
         <p className="loading">Loading workers…</p>
       ) : (
-        <DataTable caption={`${workers.length} workers (live)`} columns={columns} rows={workers} rowKey={(w) => w.name} empty="No workers enrolled yet." initialSort={{ key: 'name', dir: 'asc' }} />
+        <DataTable caption={`${workers.length} workers (live)`} columns={columns} rows={workers} rowKey={(w) => w.name} empty="No workers enrolled yet." initialSort={{ key: 'name', dir: 'asc' }} compact />
       )}
     </section>
   );
