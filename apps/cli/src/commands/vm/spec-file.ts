@@ -1,7 +1,7 @@
 // `fleet vm create -f spec.yaml|spec.json|-`: a VmCreate body (the API's field names) from a
 // file or stdin, checked with the same rules as the flags; every error names the file and field.
 import { readFile } from 'node:fs/promises';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import type { YAMLParseError } from 'yaml';
 import type { VmCreate } from '@fleet/controller/api-schemas';
 import { UsageError } from '../../errors.ts';
 import type { Runtime } from '../../runtime.ts';
@@ -64,11 +64,13 @@ export async function readSpecFile(rt: Runtime, path: string): Promise<{ source:
   }
   let doc: unknown;
   const json = /\.json$/i.test(path);
+  // yaml is loaded only here, not at every start of the CLI (issue 16).
+  const yaml = json ? undefined : await import('yaml');
   try {
-    doc = json ? JSON.parse(text) : parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+    doc = yaml ? yaml.parse(text, { prettyErrors: true, uniqueKeys: true }) : JSON.parse(text);
   } catch (error) {
     const what = json ? 'JSON' : 'YAML';
-    const message = error instanceof YAMLParseError ? error.message.split('\n')[0] : (error as Error).message;
+    const message = error instanceof Error && error.name === 'YAMLParseError' ? (error as YAMLParseError).message.split('\n')[0] : (error as Error).message;
     throw new UsageError(`invalid ${source}: not valid ${what}: ${message}`);
   }
   return { source, spec: validateSpec(doc, source) };
