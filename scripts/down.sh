@@ -64,7 +64,7 @@ ours() {
 # 1. A running up.sh: its trap stops the controller and the worker it started.
 if [ -f "$state/up.pid" ]; then
   up=$(cat "$state/up.pid")
-  if [ -n "$up" ] && argv_of "$up" | grep -q 'scripts/up\.sh$\|/up\.sh$'; then
+  if [ -n "$up" ] && argv_of "$up" | grep -q 'up\.sh$'; then
     log "stopping scripts/up.sh (pid $up)"
     kill -TERM "$up" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$up" 2>/dev/null || break; sleep 0.1; done
@@ -132,6 +132,8 @@ if $purge; then
 fi
 if $purge; then
   log "done: nothing scripts/up.sh started is running, and its state is gone"
-else
+elif [ -d "$state" ]; then
   log "done: nothing scripts/up.sh started is running (state kept in .fleet-up/; scripts/down.sh --purge deletes it)"
+else
+  log "done: nothing scripts/up.sh started is running"
 fi

@@ -41,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'up_running=false; exit 143' TERM # scripts/down.sh: it says what it removes
 # scripts/down.sh stops this script through this file.
 echo $$ >"$state/up.pid"
 
