@@ -19,7 +19,7 @@
 // files next to themselves get their own file's URL (relative to the bundle, so the
 // checkout can move), not the bundle's.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -126,6 +126,10 @@ function metaUrlPlugin(outdir) {
   };
 }
 
+function rank(name, target) {
+  return name === '.build-stamp.json' ? 2 : name === `${target.bin}.mjs` ? 1 : 0;
+}
+
 async function buildTarget(esbuild, target) {
   const outdir = path.join(ROOT, 'apps', target.app, 'dist');
   const tmp = `${outdir}.tmp-${process.pid}`;
@@ -172,8 +176,18 @@ async function buildTarget(esbuild, target) {
     path.join(tmp, '.build-stamp.json'),
     JSON.stringify({ version: BUILD_VERSION, main: `${target.bin}.mjs`, root: path.relative(outdir, ROOT) || '.', inputs }),
   );
-  rmSync(outdir, { recursive: true, force: true });
-  renameSync(tmp, outdir);
+  // Into place without removing the previous build at once: a running controller or worker may
+  // still import one of its (content-hashed) chunks lazily. Chunks first, then the entry, then
+  // the stamp; files of older builds are removed after a day.
+  mkdirSync(outdir, { recursive: true });
+  const fresh = new Set(readdirSync(tmp));
+  const order = [...fresh].sort((a, b) => rank(a, target) - rank(b, target));
+  for (const name of order) renameSync(path.join(tmp, name), path.join(outdir, name));
+  rmSync(tmp, { recursive: true, force: true });
+  for (const name of readdirSync(outdir)) {
+    const file = path.join(outdir, name);
+    if (!fresh.has(name) && Date.now() - statSync(file).mtimeMs > 24 * 3600_000) rmSync(file, { force: true });
+  }
   return inputs.length;
 }
 
