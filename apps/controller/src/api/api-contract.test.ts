@@ -17,6 +17,9 @@ import { SettingsService } from '../settings.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
 import type { FastifyInstance } from 'fastify';
 import { VmSecrets } from '../secrets/vm-secrets.ts';
+import Ajv from 'ajv';
+import { SessionBroker } from '../sessions/session-broker.ts';
+import type { WorkerStreams } from '../grpc/worker-streams.ts';
 
 const log = pino({ level: 'silent' });
 let t: TempDb;
@@ -44,6 +47,7 @@ beforeAll(async () => {
     accounts: new AccountService(db, events, tokens),
     overview: () => computeOverview({ db, listWorkers: () => workers.list() }),
     info: async () => { throw new Error('unused'); },
+    sessions: new SessionBroker({ db, streams: {} as unknown as WorkerStreams, bus, events, secrets: VmSecrets.ephemeral(), log }),
   };
   app = await buildApiServer(ctx, log);
   admin = { authorization: `Bearer ${(await tokens.createApiToken({ name: 'admin', roles: ['admin'] }, 'test')).token}` };
@@ -185,5 +189,90 @@ describe('free text that reaches a process or a file has no control characters',
   });
   it('PATCH image too', async () => {
     expectFleetError(await app.inject({ method: 'PATCH', url: '/v1/vms/existing', headers: admin, payload: { image: 'a\u0000b' } }), 400, /image/);
+  });
+});
+
+describe('the OpenAPI document is honest about errors', () => {
+  type Op = { security?: unknown[]; parameters?: { in: string; name: string }[]; requestBody?: unknown; responses: Record<string, { content?: Record<string, { schema: Record<string, unknown> }> }> };
+  let doc: { components: { schemas: Record<string, unknown> }; paths: Record<string, Record<string, Op>> };
+  beforeAll(async () => {
+    doc = (await app.inject({ url: '/v1/openapi.json' })).json();
+  });
+  const operations = () => Object.entries(doc.paths).flatMap(([p, ops]) => Object.entries(ops).map(([method, op]) => ({ p, method, op })));
+  const resolve = (schema: Record<string, unknown>) => (typeof schema['$ref'] === 'string' ? (doc.components.schemas[schema['$ref'].replace('#/components/schemas/', '')] as Record<string, unknown>) : schema);
+
+  it('registers the shared Error schema as a component', () => {
+    expect(doc.components.schemas['Error']).toMatchObject({ type: 'object', required: ['error'], properties: { error: { required: ['code', 'message'] } } });
+  });
+
+  it('every operation documents its error answers with the error schema', () => {
+    expect(operations().length).toBeGreaterThan(20);
+    for (const { p, method, op } of operations()) {
+      const where = `${method.toUpperCase()} ${p}`;
+      const statuses = Object.keys(op.responses);
+      const isPublic = Array.isArray(op.security) && op.security.length === 0;
+      expect(statuses, where).toContain('400');
+      expect(statuses, where).toContain('503');
+      if (!isPublic) expect(statuses, where).toEqual(expect.arrayContaining(['401']));
+      if (p.includes('{')) expect(statuses, where).toEqual(expect.arrayContaining(['404']));
+      if (op.requestBody) expect(statuses, where).toEqual(expect.arrayContaining(['413', '415']));
+      for (const status of statuses.filter((s) => Number(s) >= 400)) {
+        if (p === '/v1/health' && status === '503') continue; // health answers its own body when degraded
+        const schema = op.responses[status]!.content?.['application/json']?.schema;
+        expect(schema, `${where} ${status}`).toBeDefined();
+        expect((resolve(schema!)['properties'] as Record<string, unknown>)['error'], `${where} ${status}`).toBeDefined();
+      }
+    }
+  });
+
+  it('documents health as public, watch streams as NDJSON, and response schemas for live, host-key and ssh-access', () => {
+    expect(doc.paths['/v1/health']!['get']!.security).toEqual([]);
+    for (const p of ['/v1/vms', '/v1/vms/{name}']) expect(Object.keys(doc.paths[p]!['get']!.responses['200']!.content!)).toEqual(['application/json', 'application/x-ndjson']);
+    expect(Object.keys(doc.paths['/v1/live']!['get']!.responses['200']!.content!)).toEqual(['application/x-ndjson']);
+    for (const p of ['/v1/vms/{name}/host-key', '/v1/vms/{name}/ssh-access']) expect(doc.paths[p]!['get']!.responses['200']!.content!['application/json']!.schema).toBeDefined();
+  });
+
+  it('keeps the label-key pattern in the document', () => {
+    const body = doc.paths['/v1/vms']!['post']!.requestBody as { content: Record<string, { schema: Record<string, unknown> }> };
+    const vmCreate = resolve(body.content['application/json']!.schema);
+    const labels = (vmCreate['properties'] as Record<string, Record<string, unknown>>)['labels']!;
+    expect((labels['propertyNames'] as { pattern: string }).pattern).toMatch(/DNS|a-z0-9/);
+    // (OpenAPI output folds patternProperties into additionalProperties: the value rule; propertyNames keeps the key rule)
+    expect((labels['additionalProperties'] as { maxLength: number; pattern: string }).maxLength).toBe(63);
+  });
+
+  it('VM events document only the filters they apply; every query string refuses unknown parameters', async () => {
+    const names = (doc.paths['/v1/vms/{name}/events']!['get']!.parameters ?? []).filter((x) => x.in === 'query').map((x) => x.name).sort();
+    expect(names).toEqual(['actor', 'cursor', 'kind', 'limit', 'order']);
+    for (const url of ['/v1/vms/existing/events?vm=x', '/v1/workers?x=1', '/v1/info?x=1', '/v1/stats/overview?x=1', '/v1/vms/existing?x=1']) {
+      expectFleetError(await app.inject({ url, headers: admin }), 400, /unknown query parameter "(vm|x)"/);
+    }
+  });
+
+  it('real error answers validate against the schema documented for their route and status', async () => {
+    const ajv = new Ajv({ strict: false });
+    const samples: [string, string, string, { method?: 'GET' | 'POST' | 'PATCH' | 'DELETE'; headers?: Record<string, string>; payload?: string | object }][] = [
+      ['/v1/vms', 'get', '/v1/vms?state=exploded', { headers: reader }],
+      ['/v1/vms', 'get', '/v1/vms', {}],
+      ['/v1/vms', 'post', '/v1/vms', { method: 'POST', headers: reader, payload: { name: 'x', image: 'i' } }],
+      ['/v1/vms', 'post', '/v1/vms', { method: 'POST', headers: admin, payload: { name: 'existing', image: 'i' } }],
+      ['/v1/vms', 'post', '/v1/vms', { method: 'POST', headers: { ...admin, 'content-type': 'application/xml' }, payload: '<vm/>' }],
+      ['/v1/vms/{name}', 'get', '/v1/vms/ghost', { headers: reader }],
+      ['/v1/vms/{name}', 'patch', '/v1/vms/existing', { method: 'PATCH', headers: { ...admin, 'if-match': '"2000-01-01T00:00:00.000Z"' }, payload: { priority: 1 } }],
+      ['/v1/events', 'get', '/v1/events?limit=1e400', { headers: reader }],
+      ['/v1/tokens', 'post', '/v1/tokens', { method: 'POST', headers: admin, payload: { name: 'reader', roles: ['read'] } }],
+      ['/v1/login', 'post', '/v1/login', { method: 'POST', payload: { username: 'nobody', password: 'wrong-password' } }],
+    ];
+    const seen = new Set<number>();
+    for (const [p, method, url, opts] of samples) {
+      const r = await app.inject({ url, ...opts });
+      expect(r.statusCode, url).toBeGreaterThanOrEqual(400);
+      seen.add(r.statusCode);
+      const documented = doc.paths[p]![method]!.responses[String(r.statusCode)];
+      expect(documented, `${method} ${p} ${r.statusCode} is documented`).toBeDefined();
+      const validate = ajv.compile(resolve(documented!.content!['application/json']!.schema));
+      expect(validate(r.json()), `${method} ${p} ${r.statusCode}: ${JSON.stringify(validate.errors)}`).toBe(true);
+    }
+    expect([...seen].sort()).toEqual([400, 401, 403, 404, 409, 412, 415]);
   });
 });

@@ -9,6 +9,8 @@ import type { ApiContext } from './context.ts';
 import { registerAuth } from './auth-hook.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
+import { ErrorBody } from './schemas.ts';
+import { documentErrors } from './openapi-errors.ts';
 import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, labelKeyProblem, labelValueProblem } from './label-syntax.ts';
 import { clientErrorHandler, fleetCodeOf, frameworkErrors, WWW_AUTHENTICATE } from './framework-errors.ts';
 import { documentStorageUnavailable, replyIfStorageUnavailable } from './storage-unavailable.ts';
@@ -118,6 +120,8 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
   });
 
   await app.register(swagger, {
+    // Shared schemas keep their $id as their component name (components.schemas.Error).
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
     openapi: {
       openapi: '3.1.0',
       info: { title: 'Fleet controller API', version: CONTROLLER_VERSION, description: 'Manage VMs and workers. Authenticate with "Authorization: Bearer <token>".' },
@@ -156,6 +160,10 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
 
   registerAuth(app, ctx.tokens);
   if (ctx.idempotency) registerIdempotency(app, ctx.idempotency);
+  // The shared error schema (components.schemas.Error) and, on every documented route, the
+  // error answers it can give; routes without query parameters refuse unknown ones.
+  app.addSchema(ErrorBody);
+  app.addHook('onRoute', documentErrors);
   await app.register(metaRoutes(ctx));
   await app.register(vmRoutes(ctx));
   await app.register(workerRoutes(ctx));

@@ -289,7 +289,8 @@ describe('OpenAPI and routes without the header', () => {
       if (!expected) continue;
       expect(header.required).toBeFalsy();
       expect(Object.keys(op.responses)).toEqual(expect.arrayContaining(['409', '422']));
-      const schema = op.responses['422'].content['application/json'].schema;
+      const ref = op.responses['422'].content['application/json'].schema;
+      const schema = ref.$ref ? doc.components.schemas[ref.$ref.replace('#/components/schemas/', '')] : ref;
       expect(schema.properties.error.properties.code).toEqual({ type: 'string' });
     }
   });

@@ -170,7 +170,14 @@ export const VmListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
-export const WatchQuery = Type.Object({ watch: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+export const WatchQuery = Type.Object({ watch: Type.Optional(Type.Boolean({ description: 'stream NDJSON {type: ADDED|MODIFIED|DELETED, vm} lines: the current VM, then its changes' })) }, { additionalProperties: false });
+
+/** One line of a ?watch=true stream (application/x-ndjson; blank lines are keepalives). */
+export const VmWatchLine = Type.Object({
+  type: Type.Union([Type.Literal('ADDED'), Type.Literal('MODIFIED'), Type.Literal('DELETED'), Type.Literal('ERROR')]),
+  vm: Type.Optional(VmObject),
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() }, { description: 'type ERROR: why the stream ends (slow_consumer, unauthorized)' })),
+});
 
 // ------------------------------------------------------------------ workers
 
@@ -252,6 +259,19 @@ export const EventQueryString = Type.Object(
 );
 export type EventQueryString = Static<typeof EventQueryString>;
 
+/** GET /v1/vms/{name}/events: the VM is in the path, so no vm / worker filters. */
+export const VmEventQueryString = Type.Object(
+  {
+    limit: EventQueryString.properties.limit,
+    cursor: EventQueryString.properties.cursor,
+    order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')], { description: 'default asc (oldest first)' })),
+    kind: EventQueryString.properties.kind,
+    actor: EventQueryString.properties.actor,
+  },
+  { additionalProperties: false },
+);
+export type VmEventQueryString = Static<typeof VmEventQueryString>;
+
 // ------------------------------------------------------------------ tokens
 
 export const RoleSchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('connect'), Type.Literal('admin')]);
@@ -320,6 +340,26 @@ export type BootstrapTokenCreated = Static<typeof BootstrapTokenCreated>;
 
 export const NameParam = Type.Object({ name: Name });
 export type NameParam = Static<typeof NameParam>;
+
+// ------------------------------------------------------------------ sessions
+
+export const HostKeyObject = Type.Object({
+  vm: Type.String(),
+  hostKey: Type.Union([Type.String(), Type.Null()], { description: 'OpenSSH public key line; null before the first session of this boot' }),
+  fingerprint: Type.Union([Type.String(), Type.Null()], { description: 'SHA256:… as ssh-keygen -lf prints it' }),
+  seenAt: Type.Union([Type.String(), Type.Null()]),
+  attempt: Type.Integer(),
+});
+export type HostKeyObject = Static<typeof HostKeyObject>;
+
+export const SshAccessObject = Type.Object({
+  vm: Type.String(),
+  username: Type.String(),
+  privateKey: Type.String({ description: 'OpenSSH private key for the guest user (secret)' }),
+  hostKey: Type.Union([Type.String(), Type.Null()]),
+  fingerprint: Type.Union([Type.String(), Type.Null()]),
+});
+export type SshAccessObject = Static<typeof SshAccessObject>;
 
 export const ControllerInfo = Type.Object({
   version: Type.String(),

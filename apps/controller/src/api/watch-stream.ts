@@ -45,3 +45,11 @@ export function startWatch(req: FastifyRequest, reply: FastifyReply): { sink: Wa
     },
   };
 }
+
+/**
+ * The OpenAPI response of a route that answers JSON, or with ?watch=true an NDJSON stream
+ * (application/x-ndjson: one JSON document per line, blank lines are keepalives).
+ */
+export function ndjsonOrJson<J extends object, L extends object>(json: J, line: L, description: string) {
+  return { description, content: { 'application/json': { schema: json }, 'application/x-ndjson': { schema: line } } };
+}

@@ -8,6 +8,7 @@ import { LoginRejected, type AccountService } from '../../accounts/account-servi
 import type { TokenService } from '../../auth/token-service.ts';
 import { FleetError, unauthorized } from '../../errors.ts';
 import { LoginThrottle } from '../../accounts/login-throttle.ts';
+import { errorResponse } from './route-errors.ts';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -25,7 +26,7 @@ export function accountRoutes(accounts: AccountService, tokens: TokenService): F
     const perClient = new LoginThrottle(5);
     const perUser = new LoginThrottle(50);
     app.post('/v1/login', {
-      schema: { tags: ['accounts'], summary: 'Log in with an account: returns a session token (12 h) with the account\'s roles', security: [], body: LoginRequest, response: { 200: LoginResponse } },
+      schema: { tags: ['accounts'], summary: 'Log in with an account: returns a session token (12 h) with the account\'s roles', security: [], body: LoginRequest, response: { 200: LoginResponse } }, // its 401 / 429: openapi-errors.ts
     }, async (req, reply) => {
       const user = req.body.username;
       const pair = `${req.ip}\0${user}`;
@@ -62,7 +63,7 @@ export function accountRoutes(accounts: AccountService, tokens: TokenService): F
     }, async () => ({ accounts: (await accounts.list()).map(toAccountObject) }));
     app.post('/v1/accounts', {
       config: { role: 'admin' },
-      schema: { tags: ['accounts'], summary: 'Create a dashboard account (username + password) with roles', body: AccountCreate, response: { 201: AccountObject } },
+      schema: { tags: ['accounts'], summary: 'Create a dashboard account (username + password) with roles', body: AccountCreate, response: { 201: AccountObject, 409: errorResponse('`conflict`: an account with this username exists') } },
     }, async (req, reply) => reply.code(201).send(toAccountObject(await accounts.create(req.body, actorOf(req)))));
     app.put('/v1/accounts/:username/password', {
       config: { role: 'admin' },

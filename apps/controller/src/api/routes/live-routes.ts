@@ -5,7 +5,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { ApiContext } from '../context.ts';
-import type { FleetOverview, WorkerObject } from '../schemas.ts';
+import { Type } from '@sinclair/typebox';
+import { FleetOverview, WorkerObject } from '../schemas.ts';
 import type { PassThrough } from 'node:stream';
 import { startWatch, type WatchSink } from '../watch-stream.ts';
 import { TokenRejected } from '../../auth/token-service.ts';
@@ -18,6 +19,12 @@ interface Subscriber {
 }
 
 export type LiveLine = { type: 'overview'; overview: FleetOverview } | { type: 'workers'; workers: WorkerObject[] };
+
+const LiveLineSchema = Type.Union([
+  Type.Object({ type: Type.Literal('overview'), overview: FleetOverview }),
+  Type.Object({ type: Type.Literal('workers'), workers: Type.Array(WorkerObject) }),
+  Type.Object({ type: Type.Literal('ERROR'), error: Type.Object({ code: Type.String(), message: Type.String() }) }),
+]);
 
 const TICK_MS = 2000;
 const COALESCE_MS = 150;
@@ -107,7 +114,16 @@ export function liveRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
     app.addHook('onClose', async () => hub.stop());
     app.get('/v1/live', {
       config: { role: 'read' },
-      schema: { tags: ['stats'], summary: 'NDJSON stream of {type:"overview"} and {type:"workers"} lines for live dashboards (on change and every 2 s)' },
+      schema: {
+        tags: ['stats'],
+        summary: 'NDJSON stream of {type:"overview"} and {type:"workers"} lines for live dashboards (on change and every 2 s)',
+        response: {
+          200: {
+            description: 'application/x-ndjson: one line per document (blank lines are keepalives); an ERROR line ends the stream (token revoked or expired, slow consumer)',
+            content: { 'application/x-ndjson': { schema: LiveLineSchema } },
+          },
+        },
+      },
     }, async (req, reply) => {
       const { sink, stream } = startWatch(req, reply);
       // The auth hook accepted this exact header ("Bearer <token>").

@@ -11,6 +11,7 @@ export function metaRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         schema: {
           tags: ['meta'],
           summary: 'Liveness and storage health (no auth): 200 ok; 503 degraded while the database cannot take writes (back to ok by itself)',
+          security: [],
           response: { 200: Health, 503: Health },
         },
       },

@@ -13,6 +13,7 @@ import { hasRole } from '../../auth/roles.ts';
 import { conflict, forbidden, notFound, unauthorized, badRequest } from '../../errors.ts';
 import { actorOf } from '../auth-hook.ts';
 import { checkWebSocketOrigin } from '../browser-security.ts';
+import { HostKeyObject, NameParam, SshAccessObject } from '../schemas.ts';
 import { hostKeyFingerprint } from '../../sessions/vm-access.ts';
 import { RELAYED_HEADER, relaySession, type RelayTarget } from '../../sessions/session-relay.ts';
 import type { Logger } from 'pino';
@@ -56,7 +57,7 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
     };
 
     // The host key the fleet recorded on first contact with this boot of the VM (TOFU).
-    app.get<{ Params: { name: string } }>('/v1/vms/:name/host-key', { config: { role: 'read' }, schema: { tags: ['sessions'], summary: "The VM's SSH host key as recorded on first use (null before the first session of this boot)" } }, async (req) => {
+    app.get<{ Params: { name: string } }>('/v1/vms/:name/host-key', { config: { role: 'read' }, schema: { tags: ['sessions'], summary: "The VM's SSH host key as recorded on first use (null before the first session of this boot)", params: NameParam, response: { 200: HostKeyObject } } }, async (req) => {
       const vm = await vmByName(req.params.name);
       const { key, seenAt } = await broker.recordedHostKeyOf(vm);
       return { vm: vm.name, hostKey: key, fingerprint: key ? hostKeyFingerprint(key) : null, seenAt: seenAt ? seenAt.toISOString() : null, attempt: vm.attempt };
@@ -65,7 +66,7 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
     // What OpenSSH needs to log in through `fleet ssh --stdio` (fleet ssh-config). The
     // connect role already allows running anything as this user, so handing out the
     // VM's key adds no power; it is audited all the same.
-    app.get<{ Params: { name: string } }>('/v1/vms/:name/ssh-access', { config: { role: 'connect' }, schema: { tags: ['sessions'], summary: "The VM's login (user, private key) and recorded host key, for OpenSSH via ProxyCommand" } }, async (req) => {
+    app.get<{ Params: { name: string } }>('/v1/vms/:name/ssh-access', { config: { role: 'connect' }, schema: { tags: ['sessions'], summary: "The VM's login (user, private key) and recorded host key, for OpenSSH via ProxyCommand", params: NameParam, response: { 200: SshAccessObject } } }, async (req) => {
       const vm = await vmByName(req.params.name);
       const access = await broker.sshAccessOf(vm);
       const key = access.hostKey;

@@ -13,6 +13,7 @@ import {
 } from '../schemas.ts';
 import { actorOf } from '../auth-hook.ts';
 import { parseRoles } from '../../auth/roles.ts';
+import { errorResponse } from './route-errors.ts';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -31,7 +32,7 @@ export function tokenRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.post('/v1/tokens', {
       config: { role: 'admin' },
-      schema: { tags: ['tokens'], summary: 'Create an API token (service account); the secret is returned once', body: TokenCreate, response: { 201: TokenCreated } },
+      schema: { tags: ['tokens'], summary: 'Create an API token (service account); the secret is returned once', body: TokenCreate, response: { 201: TokenCreated, 409: errorResponse('`conflict`: a token with this name exists') } },
     }, async (req, reply) => {
       const { token, row } = await ctx.tokens.createApiToken(req.body, actorOf(req));
       return reply.code(201).send({ token, info: toTokenObject(row) });
@@ -50,7 +51,7 @@ export function tokenRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
 
     app.post('/v1/bootstrap-tokens', {
       config: { role: 'admin' },
-      schema: { tags: ['workers'], summary: 'Create a bootstrap token for enrolling workers', body: BootstrapTokenCreate, response: { 201: BootstrapTokenCreated } },
+      schema: { tags: ['workers'], summary: 'Create a bootstrap token for enrolling workers', body: BootstrapTokenCreate, response: { 201: BootstrapTokenCreated, 409: errorResponse('`conflict`: a bootstrap token with this name exists') } },
     }, async (req, reply) => {
       const { token, row } = await ctx.tokens.createBootstrapToken(req.body, actorOf(req));
       return reply.code(201).send({ token, info: toBootstrapObject(row), enrollCommand: enrollCommand(ctx.grpcAdvertiseAddress, token) });

@@ -2,13 +2,15 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Vm } from '@fleet/db';
 import type { ApiContext } from '../context.ts';
-import { EventPage, EventQueryString, NameParam, VmCreate, VmListQuery, VmObject, VmUpdate, WatchQuery } from '../schemas.ts';
+import { EventPage, NameParam, VmCreate, VmEventQueryString, VmListQuery, VmObject, VmUpdate, VmWatchLine, WatchQuery } from '../schemas.ts';
 import { toVmObject } from '../../vms/vm-view.ts';
 import { actorOf } from '../auth-hook.ts';
 import { idempotencyLink } from '../idempotency.ts';
 import { startWatch } from '../watch-stream.ts';
 import { toEventObject } from './event-routes.ts';
 import { badRequest, notFound } from '../../errors.ts';
+import { errorResponse, registryImageErrors } from './route-errors.ts';
+import { ndjsonOrJson } from '../watch-stream.ts';
 
 export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
@@ -57,7 +59,17 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           },
         },
       },
-      schema: { tags: ['vms'], summary: 'Create a VM', body: VmCreate, response: { 201: VmObject } },
+      schema: {
+        tags: ['vms'],
+        summary: 'Create a VM',
+        body: VmCreate,
+        response: {
+          201: VmObject,
+          403: errorResponse('`forbidden`: the token lacks the "write" role; `registry_not_allowed`: the image\'s registry is not one this fleet uses (--registries known)'),
+          409: errorResponse('`conflict`: a VM with this name exists; with Idempotency-Key also `idempotency_key_in_flight`'),
+          ...registryImageErrors,
+        },
+      },
     }, async (req, reply) => {
       const link = idempotencyLink(req);
       const vm = await ctx.vms.create(req.body, actorOf(req), link ? { inTransaction: (tx, created) => link(tx, created.id) } : {});
@@ -70,7 +82,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         tags: ['vms'],
         summary: 'List VMs; with ?watch=true, stream changes as NDJSON',
         querystring: VmListQuery,
-        response: { 200: Type.Object({ vms: Type.Array(VmObject) }) },
+        response: { 200: ndjsonOrJson(Type.Object({ vms: Type.Array(VmObject) }), VmWatchLine, 'the VMs; with ?watch=true an NDJSON stream of watch lines (ADDED for each VM first, then changes)') },
       },
     }, async (req, reply) => {
       const names = await workerNames();
@@ -101,7 +113,13 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
 
     app.get('/v1/vms/:name', {
       config: { role: 'read' },
-      schema: { tags: ['vms'], summary: 'Get a VM; with ?watch=true, stream its changes as NDJSON', params: NameParam, querystring: WatchQuery, response: { 200: VmObject } },
+      schema: {
+        tags: ['vms'],
+        summary: 'Get a VM; with ?watch=true, stream its changes as NDJSON',
+        params: NameParam,
+        querystring: WatchQuery,
+        response: { 200: ndjsonOrJson(VmObject, VmWatchLine, 'the VM (ETag: its version, for If-Match); with ?watch=true an NDJSON stream of watch lines (ADDED first, then its changes)') },
+      },
     }, async (req, reply) => {
       const vm = await ctx.vms.get(req.params.name);
       if (!req.query.watch) {
@@ -124,7 +142,20 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
 
     app.patch('/v1/vms/:name', {
       config: { role: 'write' },
-      schema: { tags: ['vms'], summary: 'Update a VM (image, power state, labels, priority, restart policy; CPUs/memory only while pending)', params: NameParam, body: VmUpdate, response: { 200: VmObject } },
+      schema: {
+        tags: ['vms'],
+        summary: 'Update a VM (image, power state, labels, priority, restart policy; CPUs/memory only while pending)',
+        params: NameParam,
+        body: VmUpdate,
+        headers: Type.Object({ 'if-match': Type.Optional(Type.String({ description: 'the ETag of GET /v1/vms/{name}: refuse the change (412) if the VM changed since' })) }),
+        response: {
+          200: VmObject,
+          403: errorResponse('`forbidden`: the token lacks the "write" role; `registry_not_allowed`: the new image\'s registry is not one this fleet uses'),
+          409: errorResponse('`conflict`: the VM is being deleted or pushed, or CPUs / memory / selector change while it is placed on a worker'),
+          412: errorResponse('`precondition_failed`: If-Match does not match: the VM changed since it was read (read it again and retry)'),
+          ...registryImageErrors,
+        },
+      },
     }, async (req, reply) => {
       const ifMatch = req.headers['if-match'];
       const expected = typeof ifMatch === 'string' ? parseVmEtag(ifMatch) : undefined;
@@ -150,7 +181,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
 
     app.get('/v1/vms/:name/events', {
       config: { role: 'read' },
-      schema: { tags: ['vms', 'events'], summary: "A VM's events (its log), paged", params: NameParam, querystring: EventQueryString, response: { 200: EventPage } },
+      schema: { tags: ['vms', 'events'], summary: "A VM's events (its log), oldest first by default, paged", params: NameParam, querystring: VmEventQueryString, response: { 200: EventPage } },
     }, async (req) => {
       // A deleted VM's history stays readable by name.
       const vmId = await ctx.vms.idForEvents(req.params.name);
@@ -161,6 +192,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         order: req.query.order ?? 'asc',
         ...(req.query.cursor !== undefined ? { cursor: req.query.cursor } : {}),
         ...(req.query.kind ? { kind: req.query.kind } : {}),
+        ...(req.query.actor ? { actor: req.query.actor } : {}),
       });
       return { events: page.events.map(toEventObject), nextCursor: page.nextCursor };
     });

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { ApiContext } from '../context.ts';
 import { NameParam, WorkerObject } from '../schemas.ts';
 import { actorOf } from '../auth-hook.ts';
+import { errorResponse } from './route-errors.ts';
 
 export function workerRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
@@ -36,7 +37,7 @@ export function workerRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
           '(disconnect policy wait: they may still run on a cut-off host). force=true deletes anyway: only when the host is known to be gone.',
         params: NameParam,
         querystring: Type.Object({ force: Type.Optional(Type.Boolean({ description: 'delete even though its VMs may still run on that host' })) }, { additionalProperties: false }),
-        response: { 204: Type.Null() },
+        response: { 204: Type.Null(), 409: errorResponse('`conflict`: the worker is not lost yet, or holds VMs in state unknown (force=true deletes anyway)') },
       },
     }, async (req, reply) => {
       await ctx.workers.delete(req.params.name, actorOf(req), { force: req.query.force === true });
