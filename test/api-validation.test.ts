@@ -288,3 +288,49 @@ describe('If-Match on PATCH /v1/vms/{name}', () => {
   });
 });
 
+
+describe('the API contract over real HTTP (issue 16)', () => {
+  const raw = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(`${controller.apiUrl}${path}`, { ...init, headers: { authorization: `Bearer ${controller.adminToken}`, ...(init.headers as Record<string, string>) } });
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, body: JSON.parse(text) as { error: { code: string; message: string } } };
+  };
+
+  it('out-of-range numbers in query strings are 400s naming the parameter, never 500s', async () => {
+    for (const path of ['/v1/events', '/v1/vms/existing/events']) {
+      for (const q of ['limit=1e400', 'limit=Infinity', 'cursor=99999999999999999999', 'cursor=1e400']) {
+        const r = await raw(`${path}?${q}`);
+        expect(r.status, `${path}?${q}`).toBe(400);
+        expect(r.body.error.message).toMatch(new RegExp(q.split('=')[0]!));
+      }
+    }
+  });
+
+  it('the router and the HTTP parser answer in Fleet\'s error shape too', async () => {
+    const bad = await raw('/v1/vms/%ZZ');
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('bad_url');
+    const long = await raw(`/v1/workers/${'a'.repeat(3000)}/drain`, { method: 'POST' });
+    expect(long.status).toBe(414);
+    expect(long.body.error).toMatchObject({ code: 'uri_too_long', message: expect.stringMatching(/too long/) });
+    const huge = await raw(`/v1/vms/${'a'.repeat(20_000)}`);
+    expect(huge.status).toBe(431);
+    expect(huge.body.error.code).toBe('headers_too_large');
+    const xml = await raw('/v1/vms', { method: 'POST', headers: { 'content-type': 'application/xml' }, body: '<vm/>' });
+    expect(xml.status).toBe(415);
+    expect(xml.body.error.code).toBe('unsupported_media_type');
+  });
+
+  it('401s carry WWW-Authenticate; API answers carry nosniff', async () => {
+    const r = await fetch(`${controller.apiUrl}/v1/vms`);
+    expect(r.status).toBe(401);
+    expect(r.headers.get('www-authenticate')).toBe('Bearer realm="fleet"');
+    expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+  });
+
+  it('labels with keys outside the Kubernetes syntax, nested values or a NUL in image are refused', async () => {
+    expectClientError(await admin.request('POST', '/v1/vms', { name: 'lbl-x', image: 'i', labels: { '<script>': 'x' } }), 400, /label key/);
+    expectClientError(await admin.request('POST', '/v1/vms', { name: 'lbl-x', image: 'i', selector: { k: { nested: 'x' } } }), 400, /selector/);
+    expectClientError(await admin.request('POST', '/v1/vms', { name: 'lbl-x', image: 'img\u0000' }), 400, /image/);
+  });
+});
