@@ -1,6 +1,6 @@
 // Every way `fleet` can fail maps to one exit code scripts can rely on, and to
 // one line on stderr (no stack traces unless FLEET_DEBUG=1).
-import type { VmObject } from '@fleet/controller/api-schemas';
+import type { VmObject } from '@fleet/api';
 
 export const ExitCode = {
   OK: 0,

@@ -13,12 +13,12 @@ describe('validateName', () => {
 });
 
 describe('parseLabels', () => {
-  it('reads key=value pairs; the value may contain "=" and be empty', () => {
-    expect(parseLabels(['team=web', 'expr=a=b', 'empty=', 'example.com/tier=fe'], '--label')).toEqual({
+  it('reads key=value pairs in the API\'s (Kubernetes) label syntax; the value may be empty', () => {
+    expect(parseLabels(['team=web', 'empty=', 'example.com/tier=fe', 'v=1.2_b-c'], '--label')).toEqual({
       team: 'web',
-      expr: 'a=b',
       empty: '',
       'example.com/tier': 'fe',
+      v: '1.2_b-c',
     });
   });
   it('the last value for a key wins', () => {
@@ -26,15 +26,18 @@ describe('parseLabels', () => {
   });
   it.each([
     ['team', /expected key=value/],
-    ['=web', /the key must be/],
-    ['-bad=1', /the key must be/],
-    ['sp ace=1', /the key must be/],
+    ['=web', /label key must not be empty/],
+    ['-bad=1', /label key "-bad" must be/],
+    ['sp ace=1', /label key "sp ace" must be/],
+    ['Example.com/x=1', /label key "Example.com\/x" must be/],
+    ['expr=a=b', /label value "a=b" must be/],
   ])('rejects %j', (item, message) => {
     expect(() => parseLabels([item], '--selector')).toThrow(message);
     expect(() => parseLabels([item], '--selector')).toThrow(/--selector/);
   });
-  it('rejects values over 253 characters', () => {
-    expect(() => parseLabels([`k=${'v'.repeat(254)}`], '--label')).toThrow(/longer than 253/);
+  it('rejects values over 63 characters, as the API does', () => {
+    expect(parseLabels([`k=${'v'.repeat(63)}`], '--label')).toEqual({ k: 'v'.repeat(63) });
+    expect(() => parseLabels([`k=${'v'.repeat(64)}`], '--label')).toThrow(/at most 63/);
   });
 });
 

@@ -1,12 +1,13 @@
 // Client-side checks that mirror the API's schema, so that most mistakes are
 // caught before a request is sent, with a message naming the flag.
+import { labelKeyProblem, labelValueProblem, MAX_LABELS, NAME_PATTERN as API_NAME_PATTERN, VM_STATES as API_VM_STATES } from '@fleet/api/syntax';
 import { UsageError } from './errors.ts';
 
-export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const LABEL_KEY_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$/;
+// The same rules as the API's (@fleet/api), so a mistake is named before the request is sent.
+export const NAME_PATTERN = new RegExp(API_NAME_PATTERN);
 const USERNAME_PATTERN = /^[a-z_][a-z0-9_-]*$/;
 
-export const VM_STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'failed', 'deleting'] as const;
+export const VM_STATES = API_VM_STATES;
 export const ROLES = ['read', 'write', 'connect', 'admin'] as const;
 
 export function validateName(value: string, what: string): string {
@@ -19,11 +20,8 @@ export function validateName(value: string, what: string): string {
 }
 
 function checkLabelKey(key: string, item: string, flag: string): void {
-  if (!LABEL_KEY_PATTERN.test(key)) {
-    throw new UsageError(
-      `invalid ${flag} "${item}": the key must be 1-64 characters of letters, digits, ".", "_", "/" and "-", starting and ending with a letter or digit`,
-    );
-  }
+  const problem = labelKeyProblem(key);
+  if (problem) throw new UsageError(`invalid ${flag} "${item}": ${problem}`);
 }
 
 /** Repeated `k=v` flags → a record. */
@@ -35,10 +33,11 @@ export function parseLabels(items: string[], flag: string): Record<string, strin
     const key = item.slice(0, eq);
     const value = item.slice(eq + 1);
     checkLabelKey(key, item, flag);
-    if (value.length > 253) throw new UsageError(`invalid ${flag} "${item}": the value is longer than 253 characters`);
+    const problem = labelValueProblem(value);
+    if (problem) throw new UsageError(`invalid ${flag} "${item}": ${problem}`);
     out[key] = value;
   }
-  if (Object.keys(out).length > 64) throw new UsageError(`too many ${flag} values: at most 64`);
+  if (Object.keys(out).length > MAX_LABELS) throw new UsageError(`too many ${flag} values: at most ${MAX_LABELS}`);
   return out;
 }
 

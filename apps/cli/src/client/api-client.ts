@@ -34,7 +34,7 @@ import type {
   WhoAmI,
   WorkerObject,
   Health,
-} from '@fleet/controller/api-schemas';
+} from '@fleet/api';
 import { ApiError, CliError, ExitCode, InterruptedError, UnreachableError } from '../errors.ts';
 import type { FleetImage, ImageOperation, PrefetchResult, RegistryObject, RegistryPut, WorkerImageList } from './image-types.ts';
 import { formatDuration } from '../output/durations.ts';

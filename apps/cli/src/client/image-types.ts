@@ -1,14 +1,14 @@
 // The image and registry objects of the REST API (issue 15): the controller's own TypeBox types
-// (`apps/controller/src/api/schemas.ts`), under the names the CLI uses, plus small helpers.
+// (`@fleet/api`, packages/api), under the names the CLI uses, plus small helpers.
 import type {
   ImageOperationObject,
   ImagePrefetchResult,
   ImageSummaryObject,
   TransferProgressObject,
   WorkerImageObject,
-} from '@fleet/controller/api-schemas';
+} from '@fleet/api';
 
-export type { RegistryObject, RegistryPut, WorkerImageList } from '@fleet/controller/api-schemas';
+export type { RegistryObject, RegistryPut, WorkerImageList } from '@fleet/api';
 
 /** Bytes of a pull, a push or a prefetch; `percent` is 0..100 (bytesTotal 0 = not known yet). */
 export type TransferProgress = TransferProgressObject;

@@ -3,7 +3,7 @@
 // Passwords are read from stdin (--password-stdin) so they stay out of shell
 // history and process listings.
 import type { Command } from 'commander';
-import type { AccountCreate, AccountObject } from '@fleet/controller/api-schemas';
+import type { AccountCreate, AccountObject } from '@fleet/api';
 import { UsageError } from '../errors.ts';
 import type { Io } from '../io.ts';
 import { ageOf, relativeTime } from '../output/durations.ts';

@@ -1,6 +1,6 @@
 // `fleet bootstrap-token create|list|revoke`: tokens that enroll new workers.
 import type { Command } from 'commander';
-import type { BootstrapTokenCreate } from '@fleet/controller/api-schemas';
+import type { BootstrapTokenCreate } from '@fleet/api';
 import { ageOf, parseHours, relativeTime } from '../output/durations.ts';
 import type { Runtime } from '../runtime.ts';
 import { parseInteger, validateName } from '../validate.ts';

@@ -3,7 +3,7 @@
 // liveness), every one serves the API and worker streams. A single SQLite controller lists itself,
 // the leader.
 import type { Command } from 'commander';
-import type { ControllerObject } from '@fleet/controller/api-schemas';
+import type { ControllerObject } from '@fleet/api';
 import type { HealthReport } from '../client/api-client.ts';
 import { ApiError, CliError, ExitCode, ReportedError } from '../errors.ts';
 import { formatTimestamp, relativeTime } from '../output/durations.ts';

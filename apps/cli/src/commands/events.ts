@@ -1,6 +1,6 @@
 // `fleet events`: the fleet-wide event log and audit trail.
 import type { Command } from 'commander';
-import type { EventObject } from '@fleet/controller/api-schemas';
+import type { EventObject } from '@fleet/api';
 import { formatTimestamp } from '../output/durations.ts';
 import { dash } from '../output/table.ts';
 import type { Runtime } from '../runtime.ts';

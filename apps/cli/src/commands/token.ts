@@ -1,6 +1,6 @@
 // `fleet token create|list|revoke`: API tokens (service accounts) with roles.
 import type { Command } from 'commander';
-import type { TokenCreate } from '@fleet/controller/api-schemas';
+import type { TokenCreate } from '@fleet/api';
 import { UsageError } from '../errors.ts';
 import { ageOf, parseHours, relativeTime } from '../output/durations.ts';
 import type { Runtime } from '../runtime.ts';

@@ -1,6 +1,6 @@
 // `fleet version`: the CLI's version and, when one is configured, the controller's.
 import type { Command } from 'commander';
-import type { ControllerInfo } from '@fleet/controller/api-schemas';
+import type { ControllerInfo } from '@fleet/api';
 import type { Runtime } from '../runtime.ts';
 import { CLI_VERSION } from '../version.ts';
 

@@ -1,7 +1,7 @@
 // `fleet worker list|get|drain|resume|delete`.
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import type { VmObject, WorkerObject } from '@fleet/controller/api-schemas';
+import type { VmObject, WorkerObject } from '@fleet/api';
 import { CliError, ExitCode, UsageError } from '../errors.ts';
 import { ageOf, formatTimestamp, relativeTime } from '../output/durations.ts';
 import { formatMib } from '../output/sizes.ts';

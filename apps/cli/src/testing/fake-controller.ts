@@ -3,7 +3,7 @@
 // request it gets. Not shipped behaviour: test support only.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ControllerObject, VmObject, WorkerObject } from '@fleet/controller/api-schemas';
+import type { ControllerObject, VmObject, WorkerObject } from '@fleet/api';
 
 export interface FakeRequest {
   method: string;

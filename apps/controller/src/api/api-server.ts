@@ -11,7 +11,7 @@ import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
 import { ErrorBody } from './schemas.ts';
 import { documentErrors } from './openapi-errors.ts';
-import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, labelKeyProblem, labelValueProblem } from './label-syntax.ts';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, labelKeyProblem, labelValueProblem } from '@fleet/api';
 import { clientErrorHandler, fleetCodeOf, frameworkErrors, WWW_AUTHENTICATE } from './framework-errors.ts';
 import { documentStorageUnavailable, replyIfStorageUnavailable } from './storage-unavailable.ts';
 import { vmRoutes } from './routes/vm-routes.ts';

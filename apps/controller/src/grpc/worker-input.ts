@@ -5,7 +5,7 @@ import type { Capacity__Output, Hello__Output, VmStatus__Output, WorkerEvent__Ou
 import type { HelloInfo, WorkerCapacity } from '../workers/worker-service.ts';
 import type { ReportedInstance } from '../vms/vm-service.ts';
 import type { WorkerPhase } from '../vms/lifecycle.ts';
-import { labelKeyProblem, labelValueProblem, MAX_LABELS } from '../api/label-syntax.ts';
+import { labelKeyProblem, labelValueProblem, MAX_LABELS } from '@fleet/api';
 
 export const MAX_REPORTS_PER_MESSAGE = 10_000;
 const PHASES: ReadonlySet<string> = new Set([

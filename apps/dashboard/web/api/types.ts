@@ -22,11 +22,11 @@ export type {
   ImageOperationObject,
   ImageSummaryObject,
   ImageSummaryList,
-} from '@fleet/controller/api-schemas';
-import type { ControllerObject } from '@fleet/controller/api-schemas';
+} from '@fleet/api';
+import type { ControllerObject } from '@fleet/api';
 
 /** `GET /v1/health` and its `controller` field (absent from controllers older than issue 13). */
-export type { Health, ServingController } from '@fleet/controller/api-schemas';
+export type { Health, ServingController } from '@fleet/api';
 
 export type Role = 'read' | 'write' | 'connect' | 'admin';
 export const ROLES: readonly Role[] = ['read', 'write', 'connect', 'admin'];

@@ -2,7 +2,7 @@
 // accepts exactly what POST /v1/vms accepts and says why it would refuse.
 import { useEffect, useMemo, useRef, useState, type FormEvent, type ReactElement } from 'react';
 import { Value } from '@sinclair/typebox/value';
-import { VmCreate as VmCreateSchema } from '@fleet/controller/api-schemas';
+import { VmCreate as VmCreateSchema } from '@fleet/api';
 import '../api/unsafe-kind.ts';
 import type { ImageSummaryList, ImageSummaryObject, VmCreate, VmObject } from '../api/types.ts';
 import { ImageField, imageChoices, imageHint } from '../components/ImageField.tsx';

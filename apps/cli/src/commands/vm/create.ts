@@ -1,6 +1,6 @@
 // `fleet vm create`: a VM from flags (and a spec file), optionally waiting until it runs.
 import type { Command } from 'commander';
-import type { VmCreate } from '@fleet/controller/api-schemas';
+import type { VmCreate } from '@fleet/api';
 import { UsageError, WaitFailedError } from '../../errors.ts';
 import { formatAge, formatDuration } from '../../output/durations.ts';
 import { progressDisplayFor } from '../../output/progress.ts';

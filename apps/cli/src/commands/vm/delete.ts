@@ -1,6 +1,6 @@
 // `fleet vm delete`: one or more VMs, optionally waiting until they are gone.
 import type { Command } from 'commander';
-import type { VmObject } from '@fleet/controller/api-schemas';
+import type { VmObject } from '@fleet/api';
 import { ApiError, ExitCode, ReportedError, describeError } from '../../errors.ts';
 import { formatAge, formatDuration } from '../../output/durations.ts';
 import type { Runtime } from '../../runtime.ts';

@@ -1,6 +1,6 @@
 // `fleet vm get`: a VM, its SSH host key and its latest events.
 import type { Command } from 'commander';
-import type { EventObject } from '@fleet/controller/api-schemas';
+import type { EventObject } from '@fleet/api';
 import { relativeTime } from '../../output/durations.ts';
 import type { Runtime } from '../../runtime.ts';
 import { validateName } from '../../validate.ts';

@@ -1,6 +1,6 @@
 // `fleet vm logs`: a VM's events, optionally followed.
 import type { Command } from 'commander';
-import type { EventObject } from '@fleet/controller/api-schemas';
+import type { EventObject } from '@fleet/api';
 import { UnreachableError } from '../../errors.ts';
 import { sleep } from '../../io.ts';
 import type { Runtime } from '../../runtime.ts';

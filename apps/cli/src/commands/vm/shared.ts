@@ -1,5 +1,5 @@
 // What the `fleet vm` subcommands share: the drivers, the --wait duration, and one-line states.
-import type { VmObject } from '@fleet/controller/api-schemas';
+import type { VmObject } from '@fleet/api';
 import { InterruptedError, UsageError } from '../../errors.ts';
 import { parseDuration } from '../../output/durations.ts';
 import type { Runtime } from '../../runtime.ts';

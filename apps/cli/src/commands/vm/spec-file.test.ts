@@ -80,7 +80,7 @@ describe('vm create -f', () => {
     ['cpus: 300', /invalid .*web\.yaml: cpus "300": must be between 1 and 256/],
     ['cpu: 2', /invalid .*web\.yaml: field "cpu" is not a VM spec field \(expected one of name, image/],
     ['labels:\n  team:\n    nested: x', /field "labels\.team" must be a string, not a mapping/],
-    ['labels:\n  "bad key": x', /web\.yaml: labels "bad key=x": the key must be/],
+    ['labels:\n  "bad key": x', /web\.yaml: labels "bad key=x": label key "bad key" must be/],
     ['os: windows', /web\.yaml: os "windows": expected one of linux, macos/],
     ['network:\n  allow: [nowhere]', /field "network\.allow\[0\]" must be an IPv4 CIDR/],
     ['memoryMib: lots', /web\.yaml: memoryMib "lots": expected a whole number/],

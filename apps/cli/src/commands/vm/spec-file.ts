@@ -2,7 +2,7 @@
 // file or stdin, checked with the same rules as the flags; every error names the file and field.
 import { readFile } from 'node:fs/promises';
 import type { YAMLParseError } from 'yaml';
-import type { VmCreate } from '@fleet/controller/api-schemas';
+import type { VmCreate } from '@fleet/api';
 import { UsageError } from '../../errors.ts';
 import type { Runtime } from '../../runtime.ts';
 import { parseChoice, parseInteger, parseLabels, validateName, validateUsername } from '../../validate.ts';

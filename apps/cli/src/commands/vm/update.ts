@@ -1,6 +1,6 @@
 // `fleet vm update`: a partial change of a VM's spec (labels merged, kubectl style).
 import type { Command } from 'commander';
-import type { VmObject, VmUpdate } from '@fleet/controller/api-schemas';
+import type { VmObject, VmUpdate } from '@fleet/api';
 import { ApiError, UsageError } from '../../errors.ts';
 import { parseMemoryMib } from '../../output/sizes.ts';
 import type { Runtime } from '../../runtime.ts';

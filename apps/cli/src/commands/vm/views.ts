@@ -1,5 +1,5 @@
 // How a VM is shown: table rows (`vm list`) and the details of `vm get`.
-import type { VmObject } from '@fleet/controller/api-schemas';
+import type { VmObject } from '@fleet/api';
 import type { TransferProgress } from '../../client/image-types.ts';
 import { ageOf, formatTimestamp, relativeTime } from '../../output/durations.ts';
 import { formatProgressShort } from '../../output/progress.ts';

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { EventObject, VmObject } from '@fleet/controller/api-schemas';
+import type { EventObject, VmObject } from '@fleet/api';
 import { FakeController, sendJson, streamNdjson, vm } from '../../testing/fake-controller.ts';
 import { runCli } from '../../testing/run-cli.ts';
 

@@ -1,5 +1,5 @@
 // --wait: following a VM until it runs (or stops), and until it is gone.
-import type { VmObject } from '@fleet/controller/api-schemas';
+import type { VmObject } from '@fleet/api';
 import type { ApiClient } from '../../client/api-client.ts';
 import type { TransferProgress } from '../../client/image-types.ts';
 import { ApiError, InterruptedError, UnreachableError, WaitFailedError } from '../../errors.ts';
