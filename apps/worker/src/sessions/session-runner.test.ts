@@ -120,7 +120,8 @@ function openSession(runner: SessionRunner, call: FakeCall, over: Partial<Sessio
     privateKey: clientKey.private,
     password: '',
     hostKey: '',
-    waitMs: 5000,
+    // Generous: under a loaded CI machine the SSH handshake with the in-process server can take seconds.
+    waitMs: 20_000,
     timeoutMs: 0,
     attempt: 1,
     ...over,
@@ -139,12 +140,18 @@ function makeRunner(pool: VmSshPool, tcpPort = port): SessionRunner {
   });
 }
 
+/** Resolves once the session started; a session that ended with an error instead fails at once, saying why. */
 const started = (call: FakeCall) =>
-  new Promise<void>((resolve) => {
+  new Promise<void>((resolve, reject) => {
     const t = setInterval(() => {
       if (call.frames.some((f) => f.started)) {
         clearInterval(t);
         resolve();
+      }
+      const failed = call.frames.find((f) => f.sessionError);
+      if (failed) {
+        clearInterval(t);
+        reject(new Error(`the session did not start: ${JSON.stringify(failed.sessionError)}`));
       }
     }, 10);
   });
