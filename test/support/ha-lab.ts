@@ -271,6 +271,12 @@ export class HaLab {
     await this.startController(first);
     const count = this.opts.startControllers ?? this.controllers.length;
     for (const c of this.controllers.slice(1, count)) await this.startController(c);
+    // Enrollment and Welcome hand a worker the controllers the first one has seen alive in its
+    // registry (refreshed every few seconds): wait until it has seen them all. A worker connected
+    // before a controller joins learns of it only when it reconnects (noted in the issue 16 note).
+    if (this.haFlags) {
+      await waitUntil(async () => (await first.api.liveControllers()).length >= count, 30_000, `${first.name} seeing all ${count} controllers`, 200);
+    }
 
     for (const w of this.workers) await this.enrollWorker(w, first);
     for (const w of this.workers) this.runWorker(w);
