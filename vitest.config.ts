@@ -8,7 +8,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['apps/*/src/**/*.test.ts', 'apps/dashboard/web/**/*.test.tsx', 'packages/*/src/**/*.test.ts', 'proto/src/**/*.test.ts', 'prisma/src/**/*.test.ts'],
+          include: ['apps/*/src/**/*.test.ts', 'apps/dashboard/web/**/*.test.tsx', 'packages/*/src/**/*.test.ts', 'proto/src/**/*.test.ts', 'prisma/src/**/*.test.ts', 'scripts/**/*.test.ts'],
           testTimeout: 30_000,
         },
       },

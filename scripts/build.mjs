@@ -5,19 +5,25 @@
 //   node scripts/build.mjs            build what is stale (nothing when the sources are unchanged)
 //   node scripts/build.mjs --force    build everything
 //
-// Output: apps/<app>/dist/ (ignored by git): <bin>.mjs, its lazily loaded chunks, and
-// .build-stamp.json: every workspace source file the bundle was made from, with its
-// mtime, size and SHA-1. The bin (apps/<app>/bin/*.js, through scripts/bin-launch.mjs)
+// Output: apps/<app>/dist/ (ignored by git): <bin>.mjs and its lazily loaded chunks (or, for
+// the CLI, one CommonJS file <bin>.cjs: see below), and .build-stamp.json: every workspace source file the bundle was made from, with its
+// mtime, size and SHA-1. The bin (apps/<app>/bin/*.js, through scripts/bin-launch.cjs)
 // runs the bundle only when every one of those files is unchanged (same mtime and size,
 // or else the same content); otherwise — or with FLEET_DEV=1 — it runs the TypeScript
 // through tsx as before. Editing a source and running the bin without setup therefore
 // never runs stale code; it is just slower until `bash scripts/setup.sh` (or this script).
+//
+// The CLI is one CommonJS file instead: the launcher runs it through vm.Script with a V8 code
+// cache (<bin>.cjs.<hash>.v8cache, written on its first run), which Node 20 offers only for
+// CommonJS; it also skips the ESM loader and the ESM facades of Node's built-ins (importing
+// node:fs as ESM loads its stream classes). Start-up: bench/cli-startup.ts.
 //
 // Packages under node_modules are bundled too, except those that load files next to
 // themselves at run time (native addons, wasm, worker threads): those stay external and
 // are imported by absolute path. Workspace sources that use `import.meta.url` to find
 // files next to themselves get their own file's URL (relative to the bundle, so the
 // checkout can move), not the bundle's.
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -25,7 +31,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BUILD_VERSION = 2; // bump when this script's output changes for the same inputs
+const BUILD_VERSION = 3; // bump when this script's output changes for the same inputs
 
 /** esbuild: a dependency of tsx (root devDependency), so no separate install. */
 async function loadEsbuild() {
@@ -57,7 +63,7 @@ const EXTERNAL = [
 ];
 
 export const TARGETS = [
-  { app: 'cli', bin: 'fleet', entry: 'apps/cli/src/main.ts' },
+  { app: 'cli', bin: 'fleet', entry: 'apps/cli/src/main.ts', format: 'cjs' },
   { app: 'controller', bin: 'fleet-controller', entry: 'apps/controller/src/main.ts' },
   { app: 'worker', bin: 'fleet-worker', entry: 'apps/worker/src/main.ts' },
 ];
@@ -94,7 +100,9 @@ export function stampFresh(outdir) {
   return true;
 }
 
-function metaUrlPlugin(outdir) {
+function metaUrlPlugin(outdir, format) {
+  // What import.meta.url of the bundle itself is, in its output format.
+  const bundleUrl = format === 'cjs' ? '__fleetBundleUrl' : 'import.meta.url';
   return {
     name: 'fleet-workspace',
     setup(build) {
@@ -105,7 +113,7 @@ function metaUrlPlugin(outdir) {
         if (args.pluginData?.fleetExternal) return undefined;
         const r = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: { fleetExternal: true } });
         if (r.errors.length > 0) return { errors: r.errors };
-        return { path: pathToFileURL(r.path).href, external: true };
+        return { path: format === 'cjs' ? r.path : pathToFileURL(r.path).href, external: true };
       });
       // Workspace sources: import.meta.url is the source file's own URL, relative to the bundle.
       build.onLoad({ filter: /\.(ts|mts|js|mjs)$/ }, (args) => {
@@ -113,7 +121,7 @@ function metaUrlPlugin(outdir) {
         let text = readFileSync(args.path, 'utf8');
         if (text.includes('import.meta')) {
           const rel = path.relative(outdir, args.path).split(path.sep).join('/');
-          const url = `new URL(${JSON.stringify(rel)}, import.meta.url).href`;
+          const url = `new URL(${JSON.stringify(rel)}, ${bundleUrl}).href`;
           text = text
             .replaceAll('import.meta.url', url)
             .replaceAll('import.meta.dirname', `__fleetPath.dirname(__fleetUrl.fileURLToPath(${url}))`)
@@ -126,11 +134,25 @@ function metaUrlPlugin(outdir) {
   };
 }
 
-function rank(name, target) {
-  return name === '.build-stamp.json' ? 2 : name === `${target.bin}.mjs` ? 1 : 0;
+function mainFile(target) {
+  return `${target.bin}.${target.format === 'cjs' ? 'cjs' : 'mjs'}`;
 }
 
+function rank(name, target) {
+  return name === '.build-stamp.json' ? 2 : name === mainFile(target) ? 1 : 0;
+}
+
+const ESM_BANNER = [
+  "import { createRequire as __fleetCreateRequire } from 'node:module';",
+  "import * as __fleetPath from 'node:path';",
+  "import * as __fleetUrl from 'node:url';",
+  'const require = __fleetCreateRequire(import.meta.url);',
+].join('\n');
+// One line, so that line numbers in stack traces stay those of the bundle.
+const CJS_BANNER = "const __fleetPath = require('node:path'), __fleetUrl = require('node:url'), __fleetBundleUrl = __fleetUrl.pathToFileURL(__filename).href;";
+
 async function buildTarget(esbuild, target) {
+  const cjs = target.format === 'cjs';
   const outdir = path.join(ROOT, 'apps', target.app, 'dist');
   const tmp = `${outdir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -139,11 +161,11 @@ async function buildTarget(esbuild, target) {
     entryPoints: { [target.bin]: path.join(ROOT, target.entry) },
     outdir: tmp,
     bundle: true,
-    splitting: true,
-    format: 'esm',
+    splitting: cjs ? false : true,
+    format: cjs ? 'cjs' : 'esm',
     platform: 'node',
     target: 'node20',
-    outExtension: { '.js': '.mjs' },
+    outExtension: { '.js': cjs ? '.cjs' : '.mjs' },
     chunkNames: '[name]-[hash]',
     conditions: ['node'], // plus import/require by how each module is loaded, as Node does
     mainFields: ['main', 'module'],
@@ -154,16 +176,16 @@ async function buildTarget(esbuild, target) {
     minifyWhitespace: true,
     minifySyntax: true,
     // CommonJS packages bundled into ESM call require() for Node built-ins.
-    banner: {
-      js: [
-        "import { createRequire as __fleetCreateRequire } from 'node:module';",
-        "import * as __fleetPath from 'node:path';",
-        "import * as __fleetUrl from 'node:url';",
-        'const require = __fleetCreateRequire(import.meta.url);',
-      ].join('\n'),
-    },
-    plugins: [metaUrlPlugin(outdir)],
+    banner: { js: cjs ? CJS_BANNER : ESM_BANNER },
+    plugins: [metaUrlPlugin(outdir, target.format)],
   });
+  if (cjs) {
+    // Everything is in one file: a dynamic import() left in it would fail under vm.Script.
+    const out = readFileSync(path.join(tmp, mainFile(target)), 'utf8');
+    if (/\bimport\(/.test(out.replace(/"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`/g, '""'))) {
+      throw new Error(`${target.bin}: the CommonJS bundle still contains import(); keep the target ESM or make that import static`);
+    }
+  }
   const inputs = [];
   for (const file of Object.keys(result.metafile.inputs)) {
     if (file.includes('node_modules/') || file.startsWith('(') || file.includes(':')) continue;
@@ -172,9 +194,19 @@ async function buildTarget(esbuild, target) {
     inputs.push([file, st.mtimeMs, st.size, sha1(readFileSync(abs))]);
   }
   inputs.sort((a, b) => a[0].localeCompare(b[0]));
+  const hash = sha1(readFileSync(path.join(tmp, mainFile(target)))).slice(0, 16);
   writeFileSync(
     path.join(tmp, '.build-stamp.json'),
-    JSON.stringify({ version: BUILD_VERSION, main: `${target.bin}.mjs`, root: path.relative(outdir, ROOT) || '.', inputs }),
+    JSON.stringify({
+      version: BUILD_VERSION,
+      main: mainFile(target),
+      format: cjs ? 'cjs' : 'esm',
+      // Names the bundle's V8 code cache, so that a cache never meets another build (V8 checks
+      // only the source's length).
+      hash,
+      root: path.relative(outdir, ROOT) || '.',
+      inputs,
+    }),
   );
   // Into place without removing the previous build at once: a running controller or worker may
   // still import one of its (content-hashed) chunks lazily. Chunks first, then the entry, then
@@ -186,7 +218,15 @@ async function buildTarget(esbuild, target) {
   rmSync(tmp, { recursive: true, force: true });
   for (const name of readdirSync(outdir)) {
     const file = path.join(outdir, name);
-    if (!fresh.has(name) && Date.now() - statSync(file).mtimeMs > 24 * 3600_000) rmSync(file, { force: true });
+    // A code cache is read only at start, so one of an older build can go at once.
+    if (name.endsWith('.v8cache') && !name.includes(hash)) rmSync(file, { force: true });
+    else if (!fresh.has(name) && !name.endsWith('.v8cache') && Date.now() - statSync(file).mtimeMs > 24 * 3600_000) rmSync(file, { force: true });
+  }
+  if (cjs) {
+    // Write the code cache now (the launcher does it on a first run), so that users who may
+    // not write to dist/ get it too.
+    const bin = path.join(ROOT, 'apps', target.app, 'bin', `${target.bin}.js`);
+    spawnSync(process.execPath, [bin, '--help'], { env: { ...process.env, FLEET_DEV: '0' }, stdio: 'ignore', timeout: 30_000 });
   }
   return inputs.length;
 }
@@ -199,7 +239,7 @@ async function main() {
   const started = Date.now();
   for (const t of todo) {
     const n = await buildTarget(esbuild, t);
-    process.stderr.write(`[build] apps/${t.app}/dist/${t.bin}.mjs (${n} workspace sources)\n`);
+    process.stderr.write(`[build] apps/${t.app}/dist/${mainFile(t)} (${n} workspace sources)\n`);
   }
   process.stderr.write(`[build] done in ${Date.now() - started} ms\n`);
 }

@@ -13,10 +13,14 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-process.exitCode = await run(process.argv.slice(2), {
+// No top-level await: the bundle of this program is CommonJS (loaded with a V8 code cache,
+// scripts/bin-launch.cjs), which has none.
+void run(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   stdin: process.stdin,
   env: process.env,
   signal: interrupt.signal,
+}).then((code) => {
+  process.exitCode = code;
 });
