@@ -1,6 +1,9 @@
-// The real binary: `node apps/cli/bin/fleet.js` (tsx-registered) as a separate
+// The real binary: `node apps/cli/bin/fleet.js` (the bundle once setup built it) as a separate
 // process, so the wrapper, the exit codes and stderr are checked end to end.
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeController, vm } from './testing/fake-controller.ts';
@@ -41,6 +44,18 @@ describe('bin/fleet.js', () => {
   it('404: exit 3 and a single line on stderr', async () => {
     const r = await fleet(['vm', 'get', 'nope'], { FLEET_URL: fake.url, FLEET_TOKEN: 't' });
     expect(r).toEqual({ code: 3, stdout: '', stderr: 'fleet: vm "nope" not found\n' });
+  });
+
+  it('a YAML spec file: the YAML parser (loaded only for -f) reports the bad line, exit 2', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'fleet-bin-'));
+    try {
+      writeFileSync(path.join(dir, 'vm.yaml'), 'name: [oops\n');
+      const r = await fleet(['vm', 'create', '-f', path.join(dir, 'vm.yaml')], { FLEET_URL: fake.url, FLEET_TOKEN: 't' });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^fleet: invalid .*vm\.yaml: not valid YAML: .*line 2/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a usage error: exit 2', async () => {
