@@ -47,7 +47,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ensureGuestImage, guestCmdline, macFromSeed, qemuArgs, type GuestImage } from '../guest-image/src/index.ts';
-import { controlRequest } from '../apps/worker/src/vm-host/control-client.ts';
+import { controlRequest } from '../apps/worker/src/host-process/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil } from '../test/support/fleet-processes.ts';
 
 const run = promisify(execFile);

@@ -23,7 +23,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
-import { controlRequest } from '../apps/worker/src/vm-host/control-client.ts';
+import { controlRequest } from '../apps/worker/src/host-process/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
 import { buildLan, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
 import { DHCP, arpFrame, dhcpFrame, ipv6Frame, opt, pad, type DhcpOpt } from '../packages/netfilter/src/testing/frames.ts';

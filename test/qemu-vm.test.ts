@@ -20,8 +20,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage, guestCmdline, macFromSeed, MARKERS, waitForSerialMarker } from '../guest-image/src/index.ts';
 import { NatNetwork } from '../apps/worker/src/uplink/nat-network.ts';
-import { CONTROL_SOCKET, SERIAL_LOG, type VmHostConfig, type VmHostStatus } from '../apps/worker/src/vm-host/config.ts';
-import { controlRequest, watchControl } from '../apps/worker/src/vm-host/control-client.ts';
+import { CONTROL_SOCKET, SERIAL_LOG, type VmHostConfig, type VmHostStatus } from '../apps/worker/src/host-process/qemu-host-config.ts';
+import { controlRequest, watchControl } from '../apps/worker/src/host-process/control-client.ts';
 import { QemuDriver } from '../apps/worker/src/drivers/qemu.ts';
 import type { InstanceStatus } from '../apps/worker/src/drivers/driver.ts';
 

@@ -50,8 +50,8 @@ import {
 import { StatusListeners, waitUntilRunning, writeInstanceRecord } from './instance-status.ts';
 import { createInstanceDisk, resolveSpecImage } from './qemu-disk.ts';
 import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
-import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../vm-host/config.ts';
-import { controlRequest, watchControl, type ControlWatch } from '../vm-host/control-client.ts';
+import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../host-process/qemu-host-config.ts';
+import { controlRequest, watchControl, type ControlWatch } from '../host-process/control-client.ts';
 
 export const QEMU_DRIVER_NAME = 'qemu';
 const DISK_FILE = 'disk.qcow2';

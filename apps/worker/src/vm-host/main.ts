@@ -14,8 +14,8 @@ import { openTap, socketpairDgram, closeFd, setNonDumpable } from '@fleet/native
 import { createFilter } from '@fleet/netfilter';
 import { chooseAccel, type Accel } from '@fleet/guest-image';
 import { watchLeaseFile, type LeaseFileWatch } from '../fencing/lease-file.ts';
-import { CONTROL_SOCKET, FENCE_CHECK_MS, QMP_SOCKET, STATUS_LOG, readVmHostConfig, type VmHostState, type VmHostStatus } from './config.ts';
-import { ControlServer } from './control-server.ts';
+import { CONTROL_SOCKET, FENCE_CHECK_MS, QMP_SOCKET, STATUS_LOG, readVmHostConfig, type VmHostState, type VmHostStatus } from '../host-process/qemu-host-config.ts';
+import { ControlServer } from '../host-process/control-server.ts';
 import { FramePump } from './pump.ts';
 import { qmpCommands } from './qmp.ts';
 import { spawnQemu, type QemuProcess } from './qemu-process.ts';

@@ -4,7 +4,7 @@ import { openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { closeFd } from '@fleet/native-vz';
 import { qemuArgs, type Accel } from '@fleet/guest-image';
-import { QMP_SOCKET, SERIAL_LOG, type VmHostConfig } from './config.ts';
+import { QMP_SOCKET, SERIAL_LOG, type VmHostConfig } from '../host-process/qemu-host-config.ts';
 
 export interface QemuProcess {
   child: ChildProcess;

@@ -7,9 +7,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FramePort, socketpairDgram } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
-import type { VmHostStatus } from './config.ts';
-import { ControlServer } from './control-server.ts';
-import { controlRequest, watchControl } from './control-client.ts';
+import type { VmHostStatus } from '../host-process/qemu-host-config.ts';
+import { ControlServer } from '../host-process/control-server.ts';
+import { controlRequest, watchControl } from '../host-process/control-client.ts';
 import { FramePump } from './pump.ts';
 import { qmpCommands } from './qmp.ts';
 

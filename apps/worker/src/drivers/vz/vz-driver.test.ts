@@ -10,7 +10,7 @@ import { closeFd, socketpairDgram } from '@fleet/native-vz';
 import { FakeVzHost, type FakeHostOptions } from '@fleet/native-vz/vz-fake';
 import type { InstanceStatus } from '../driver.ts';
 import { writeLeaseFile } from '../../fencing/lease-file.ts';
-import { readVzHostConfig } from '../../vm-host/darwin/config.ts';
+import { readVzHostConfig } from '../../host-process/vz-host-config.ts';
 import { runVzHost } from '../../vm-host/darwin/host.ts';
 import { VzDriver, type VzDriverOptions, type VzHostLauncher } from './vz-driver.ts';
 

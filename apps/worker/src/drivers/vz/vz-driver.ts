@@ -42,14 +42,14 @@ import {
   type UpdateInstanceRequest,
 } from '../driver.ts';
 import { StatusListeners, waitUntilRunning, writeInstanceRecord } from '../instance-status.ts';
-import { CONTROL_SOCKET, STATUS_LOG } from '../../vm-host/config.ts';
-import { controlRequest, watchControl, type ControlWatch } from '../../vm-host/control-client.ts';
-import type { VzHostConfig, VzHostStatus } from '../../vm-host/darwin/config.ts';
+import { CONTROL_SOCKET, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
+import { controlRequest, watchControl, type ControlWatch } from '../../host-process/control-client.ts';
+import type { VzHostConfig, VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { leaseForMac } from '../../macos/dhcpd-leases.ts';
-import { cloneBundle, type CloneFile } from './clone.ts';
-import type { InstallEvent, InstallRequest } from './install.ts';
-import { MacosSlots } from './slots.ts';
-import { readTartConfig, resourcesFor } from './tart-bundle.ts';
+import { cloneBundle, type CloneFile } from '../../vz/clone.ts';
+import type { InstallEvent, InstallRequest } from '../../vz/install.ts';
+import { MacosSlots } from '../../vz/slots.ts';
+import { readTartConfig, resourcesFor } from '../../vz/tart-bundle.ts';
 
 export const VZ_DRIVER_NAME = 'vz';
 export const VZ_HOST_CONFIG = 'vz-host.json';

@@ -9,9 +9,9 @@ import { FramePort, closeFd, socketpairDgram } from '@fleet/native-vz';
 import { FakeVzHost } from '@fleet/native-vz/vz-fake';
 import { DHCP } from '../../../../../packages/netfilter/src/testing/frames.ts';
 import { GW_MAC, VM_IP, VM_MAC, hostDhcp, vmDhcp } from '../../../../../packages/netfilter/src/testing/scenario.ts';
-import { CONTROL_SOCKET } from '../config.ts';
-import { controlRequest } from '../control-client.ts';
-import { subnetCidr, type VzHostConfig, type VzHostStatus } from './config.ts';
+import { CONTROL_SOCKET } from '../../host-process/qemu-host-config.ts';
+import { controlRequest } from '../../host-process/control-client.ts';
+import { subnetCidr, type VzHostConfig, type VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { runVzHost } from './host.ts';
 
 let dir: string;
@@ -101,7 +101,7 @@ describe('macOS VM host data path (pump with vmnet as the uplink)', () => {
 describe('VM host config', () => {
   it('maps a Linux bundle to EFI boot on nvram.bin, or a direct kernel boot, with cached disk I/O', async () => {
     const { machineConfigFor } = await import('./machine-config.ts');
-    const { parseTartConfig } = await import('../../drivers/vz/tart-bundle.ts');
+    const { parseTartConfig } = await import('../../vz/tart-bundle.ts');
     const linux = parseTartConfig({ version: 1, os: 'linux', arch: 'arm64', cpuCountMin: 1, cpuCount: 2, memorySizeMin: 2 ** 30, memorySize: 2 ** 31, macAddress: '02:00:00:00:00:01', display: { width: 800, height: 600 } });
     const cfg: VzHostConfig = {
       vmId: 'l', attempt: 1, name: 'l', guest: 'linux', bundleDir: '/b', runDir: '/r', cpus: 2, memoryBytes: 2 ** 31, mac: '02:00:00:00:00:01',
@@ -120,7 +120,7 @@ describe('VM host config', () => {
   });
 
   it('rejects a config file with missing or malformed fields', async () => {
-    const { readVzHostConfig } = await import('./config.ts');
+    const { readVzHostConfig } = await import('../../host-process/vz-host-config.ts');
     const file = path.join(dir, 'vz-host.json');
     const good = { vmId: 'v', attempt: 1, name: 'v', guest: 'macos', bundleDir: '/b', runDir: '/r', cpus: 2, memoryBytes: 1, mac: '02:00:00:00:00:01', network: { startAddress: '192.168.64.1', endAddress: '192.168.64.254', subnetMask: '255.255.255.0' } };
     await writeFile(file, JSON.stringify(good));

@@ -16,14 +16,14 @@ import { appendFileSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createFilter } from '@fleet/netfilter';
 import { VmnetPort, VzVirtualMachine, normalizeMachineConfig, type VzAddon } from '@fleet/native-vz/vz';
-import { CONTROL_SOCKET, FENCE_CHECK_MS, STATUS_LOG } from '../config.ts';
+import { CONTROL_SOCKET, FENCE_CHECK_MS, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
 import { watchLeaseFile, type LeaseFileWatch } from '../../fencing/lease-file.ts';
-import { ControlServer } from '../control-server.ts';
+import { ControlServer } from '../../host-process/control-server.ts';
 import { FramePump } from '../pump.ts';
-import { readTartConfig } from '../../drivers/vz/tart-bundle.ts';
-import { mapVzError } from '../../drivers/vz/errors.ts';
-import { VzMachineRunner, type HostState } from '../../drivers/vz/machine.ts';
-import { subnetCidr, type VzHostConfig, type VzHostStatus } from './config.ts';
+import { readTartConfig } from '../../vz/tart-bundle.ts';
+import { mapVzError } from '../../vz/errors.ts';
+import { VzMachineRunner, type HostState } from '../../vz/machine.ts';
+import { subnetCidr, type VzHostConfig, type VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { machineConfigFor } from './machine-config.ts';
 
 export interface VzHostDeps {

@@ -3,7 +3,7 @@
 // the vz driver turns them into status messages (VM events). Exit 0 = installed.
 //   <signed node> .../install-launch.mjs '{"ipsw":"/abs/x.ipsw","bundleDir":"/abs/dir","cpus":4,"memoryMib":8192,"diskGib":64}'
 import { loadVzAddon } from '@fleet/native-vz/vz';
-import { installFromIpsw, type InstallRequest } from '../../drivers/vz/install.ts';
+import { installFromIpsw, type InstallRequest } from '../../vz/install.ts';
 
 const arg = process.argv[2];
 if (!arg) {

@@ -1,9 +1,9 @@
 // VzHostConfig + the instance's Tart bundle → the addon's VzMachineConfig.
 import path from 'node:path';
 import type { VzMachineConfig } from '@fleet/native-vz/vz';
-import { bundlePaths, macIdentity, type TartConfig } from '../../drivers/vz/tart-bundle.ts';
-import { SERIAL_LOG } from '../config.ts';
-import type { VzHostConfig } from './config.ts';
+import { bundlePaths, macIdentity, type TartConfig } from '../../vz/tart-bundle.ts';
+import { SERIAL_LOG } from '../../host-process/qemu-host-config.ts';
+import type { VzHostConfig } from '../../host-process/vz-host-config.ts';
 
 export function machineConfigFor(cfg: VzHostConfig, bundle: TartConfig, vmFd: number): VzMachineConfig {
   const p = bundlePaths(cfg.bundleDir);

@@ -4,7 +4,7 @@ import { closeFd, socketpairDgram } from '@fleet/native-vz';
 import { loadVzAddon } from '@fleet/native-vz/vz';
 import { ensureLeaseTime } from '../../macos/bootpd.ts';
 import { waitForGateway } from '../../macos/ifconfig.ts';
-import { readVzHostConfig } from './config.ts';
+import { readVzHostConfig } from '../../host-process/vz-host-config.ts';
 import { runVzHost } from './host.ts';
 
 const file = process.argv[2];

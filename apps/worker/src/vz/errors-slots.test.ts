@@ -77,7 +77,7 @@ describe('MacosSlots', () => {
 
 describe('createVzDriver', () => {
   it('refuses to construct anywhere but macOS, saying what to use instead', async () => {
-    const { createVzDriver } = await import('./index.ts');
+    const { createVzDriver } = await import('../drivers/vz/index.ts');
     expect(() => createVzDriver({ dataDir: '/tmp/x', platform: 'linux' })).toThrow(
       'the vz driver runs only on macOS (Apple Virtualization.framework); this host is linux — use --driver qemu here',
     );
@@ -86,8 +86,8 @@ describe('createVzDriver', () => {
 
 describe.runIf(process.platform !== 'darwin')('openDriver("vz") off macOS', () => {
   it('is listed but fails with a clear message', async () => {
-    const { AVAILABLE_DRIVERS, openDriver } = await import('../registry.ts');
-    const { createLogger } = await import('../../logger.ts');
+    const { AVAILABLE_DRIVERS, openDriver } = await import('../drivers/registry.ts');
+    const { createLogger } = await import('../logger.ts');
     expect(AVAILABLE_DRIVERS).toContain('vz');
     await expect(openDriver('vz', { logger: createLogger('silent'), dataDir: '/tmp/fleet-vz-x' })).rejects.toThrow(/the vz driver runs only on macOS .*this host is linux/);
   });

@@ -3,7 +3,7 @@
 // layout are the Linux host's (../config.ts, ../control-server.ts): the driver side is shared.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { VmHostFenceConfig, VmHostStatus } from '../config.ts';
+import type { VmHostFenceConfig, VmHostStatus } from './qemu-host-config.ts';
 
 export interface VzHostConfig {
   vmId: string;

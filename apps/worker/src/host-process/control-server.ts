@@ -7,7 +7,7 @@
 // once QEMU confirmed, with the status (`paused`). Replies carry the request's "id" if it had one.
 import net from 'node:net';
 import { unlinkSync } from 'node:fs';
-import type { VmHostStatus } from './config.ts';
+import type { VmHostStatus } from './qemu-host-config.ts';
 
 export interface ControlHandlers {
   status(): VmHostStatus;

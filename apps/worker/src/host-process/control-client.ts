@@ -1,6 +1,6 @@
 // Client side of the VM host process's control socket (see control-server.ts).
 import net from 'node:net';
-import type { VmHostStatus } from './config.ts';
+import type { VmHostStatus } from './qemu-host-config.ts';
 
 /** The VM a request is meant for: the host process refuses requests that name another. */
 export interface ControlTarget {
