@@ -48,13 +48,24 @@ describe('launchd plist', () => {
     expect((await stat(file)).mode & 0o777).toBe(0o644);
     expect(done).toEqual([
       ['/bin/launchctl', 'bootout', 'system/dev.fleet.worker'],
-      ['/bin/launchctl', 'bootstrap', 'system', file],
+      // enable before bootstrap: launchd will not bootstrap a label marked disabled.
       ['/bin/launchctl', 'enable', 'system/dev.fleet.worker'],
+      ['/bin/launchctl', 'bootstrap', 'system', file],
     ]);
     expect(calls).toEqual(done);
     await uninstallLaunchd({ run, dir, isRoot: true });
     await expect(stat(file)).rejects.toThrow();
     await uninstallLaunchd({ run, dir, isRoot: true }); // idempotent
+  });
+
+  it('stops at a failed enable before bootstrapping', async () => {
+    const calls: string[][] = [];
+    const run: RunCommand = async (cmd, args) => {
+      calls.push([cmd, ...args]);
+      return args[0] === 'enable' ? { code: 1, stdout: '', stderr: 'Operation not permitted' } : { code: 0, stdout: '', stderr: '' };
+    };
+    await expect(installLaunchd(spec(), { run, dir, isRoot: true })).rejects.toThrow('launchctl enable system/dev.fleet.worker failed: Operation not permitted');
+    expect(calls.map((c) => c[1])).toEqual(['bootout', 'enable']);
   });
 
   it('needs root and says so; a failed bootstrap is an error', async () => {

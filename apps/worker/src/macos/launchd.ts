@@ -59,7 +59,12 @@ function needRoot(o: LaunchdOps, what: string): void {
   if (!root) throw new Error(`${what} writes to ${o.dir ?? LAUNCH_DAEMONS_DIR} and talks to the system launchd domain: run it with sudo`);
 }
 
-/** Writes the plist and (re)loads it: bootout (ignored if not loaded), bootstrap, enable. Returns the commands run. */
+/**
+ * Writes the plist and (re)loads it: bootout (ignored if not loaded), enable, bootstrap. `enable`
+ * comes before `bootstrap` because launchd refuses to bootstrap a label that is marked disabled
+ * (e.g. after an earlier `launchctl disable`); enabling an unloaded label is allowed. Returns the
+ * commands run.
+ */
 export async function installLaunchd(s: LaunchdSpec, o: LaunchdOps = {}): Promise<string[][]> {
   needRoot(o, 'fleet-worker install');
   const run = o.run ?? runCommand;
@@ -70,8 +75,8 @@ export async function installLaunchd(s: LaunchdSpec, o: LaunchdOps = {}): Promis
   await writeFile(file, launchdPlist(s), { mode: 0o644 });
   const cmds = [
     ['bootout', `system/${label}`],
-    ['bootstrap', 'system', file],
     ['enable', `system/${label}`],
+    ['bootstrap', 'system', file],
   ];
   const done: string[][] = [];
   for (const [i, args] of cmds.entries()) {
