@@ -11,6 +11,7 @@
           "sources": [
             "src/linux/addon.cc",
             "src/posix/fd_util.cc",
+            "src/posix/unix_socket.cc",
             "src/linux/frame_port.cc",
             "src/linux/process_guard.cc"
           ]
@@ -23,6 +24,7 @@
             "src/darwin/install.mm",
             "src/darwin/vmnet.mm",
             "src/posix/fd_util.cc",
+            "src/posix/unix_socket.cc",
             "src/darwin/frame_port_darwin.cc"
           ],
           "xcode_settings": {

@@ -80,6 +80,12 @@ interface NativeBinding {
   setNonBlocking(fd: number, on: boolean): void;
   fdInfo(fd: number): { cloexec: boolean; nonblock: boolean; kind: FdKind };
   closeFd(fd: number): void;
+  unixListen(path: string, mode: number, backlog: number): number;
+  unixAccept(listenFd: number): number | null;
+  unixConnect(path: string): number;
+  peerCredentials(fd: number): PeerCredentials;
+  sendFds(sock: number, fds: number[], data: Uint8Array): void;
+  recvFds(sock: number, maxFds: number, maxBytes: number): ReceivedFds | null;
   /** Linux only (process_guard.cc). */
   setNonDumpable?(): void;
   setNoNewPrivs?(): void;
@@ -166,6 +172,143 @@ export function fdInfo(fd: number): { cloexec: boolean; nonblock: boolean; kind:
 /** close(2) on a raw fd (one that no FramePort owns). */
 export function closeFd(fd: number): void {
   native.closeFd(fd);
+}
+
+// ---- Handing an fd to another uid: unix stream rendezvous + SCM_RIGHTS (README.md) ----
+
+/** Credentials of the process at the other end of a unix socket, as of its connect()/listen(). */
+export interface PeerCredentials {
+  /** Effective uid. */
+  uid: number;
+  /** Effective gid. */
+  gid: number;
+  /** Absent when the kernel cannot tell (e.g. a peer in another pid namespace). */
+  pid?: number;
+}
+
+/** What one recvFds() call took off the socket. */
+export interface ReceivedFds {
+  data: Buffer;
+  /** Close-on-exec; the caller owns them (closeFd, FramePort, `net.Socket({ fd })`). */
+  fds: number[];
+}
+
+export const MAX_SEND_FDS = 8;
+export const MAX_FD_MESSAGE_BYTES = 64 * 1024;
+
+function checkFd(fn: string, name: string, fd: unknown): asserts fd is number {
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
+    throw argError(TypeError, fn, `${name} must be a non-negative integer fd (got ${describe(fd)})`, 'ERR_INVALID_ARG_TYPE');
+  }
+}
+function checkInt(fn: string, name: string, v: unknown, lo: number, hi: number): asserts v is number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+    throw argError(RangeError, fn, `${name} must be an integer in ${lo}..${hi} (got ${describe(v)})`, 'ERR_OUT_OF_RANGE');
+  }
+}
+function checkPath(fn: string, path: unknown): asserts path is string {
+  if (typeof path !== 'string') throw argError(TypeError, fn, `path must be a string (got ${describe(path)})`, 'ERR_INVALID_ARG_TYPE');
+}
+function describe(v: unknown): string {
+  return typeof v === 'number' || typeof v === 'boolean' ? String(v) : v === null ? 'null' : typeof v;
+}
+function argError(Ctor: typeof TypeError | typeof RangeError, fn: string, msg: string, code: string): Error {
+  const e = new Ctor(`${fn}: ${msg}`) as Error & { code: string };
+  e.code = code;
+  return e;
+}
+
+/**
+ * A listening AF_UNIX stream socket at `path`: non-blocking, close-on-exec. The socket file gets
+ * `mode` (default 0o600) before listen(), so nobody can connect through the umask's mode in
+ * between; give it to another uid with `fs.chownSync(path, uid, gid)` (connect needs write
+ * permission on the file and search permission on every directory above it). The directory must
+ * not be writable by that uid. An existing path is never unlinked: EADDRINUSE. A path that does
+ * not fit sun_path (108 bytes on Linux, 104 on macOS, NUL included) fails with ENAMETOOLONG.
+ * Closing the fd (closeFd) leaves the file behind: unlink it when done.
+ */
+export function unixListen(path: string, opts: { mode?: number; backlog?: number } = {}): number {
+  checkPath('unixListen', path);
+  const mode = opts.mode ?? 0o600;
+  const backlog = opts.backlog ?? 16;
+  checkInt('unixListen', 'mode', mode, 0, 0o777);
+  checkInt('unixListen', 'backlog', backlog, 1, 65535);
+  return native.unixListen(path, mode, backlog);
+}
+
+/**
+ * accept() on a listening fd from unixListen, without blocking: the connected fd, or null when no
+ * connection is pending. The returned fd is close-on-exec and BLOCKING on both systems (macOS
+ * would inherit the listener's O_NONBLOCK; it is cleared), so sendFds writes whole messages;
+ * `new net.Socket({ fd, readable: true, writable: true })` makes it non-blocking itself.
+ */
+export function unixAccept(listenFd: number): number | null {
+  checkFd('unixAccept', 'listenFd', listenFd);
+  return native.unixAccept(listenFd);
+}
+
+/**
+ * Connects to the unix stream socket at `path`; returns a BLOCKING, close-on-exec fd (as
+ * unixAccept). Never waits: a listener with a full backlog fails at once (EAGAIN on Linux,
+ * ECONNREFUSED on macOS); ENOENT/ECONNREFUSED when nobody listens.
+ */
+export function unixConnect(path: string): number {
+  checkPath('unixConnect', path);
+  return native.unixConnect(path);
+}
+
+/**
+ * The peer's effective uid/gid (and pid when known) as of its connect() — or, seen from the
+ * connecting side, the listener's as of listen(). Linux SO_PEERCRED; macOS getpeereid() and
+ * LOCAL_PEERPID. Throws ENOTCONN on an unconnected socket. Authorize by uid, never by pid alone
+ * (a pid can be reused once that process exits).
+ */
+export function peerCredentials(fd: number): PeerCredentials {
+  checkFd('peerCredentials', 'fd', fd);
+  return native.peerCredentials(fd);
+}
+
+/**
+ * Sends `fds` (1..8) with `data` (1 byte..64 KiB) in one sendmsg with one SCM_RIGHTS message. The
+ * receiver gets its own duplicates: close yours when you no longer need them. On a stream socket
+ * the rest of a partly accepted message is written at once, waiting up to 5 s for room (the
+ * connection would be unusable with half a message); EAGAIN before anything was sent is thrown
+ * (nothing sent). No SIGPIPE (MSG_NOSIGNAL / SO_NOSIGPIPE): a closed peer throws EPIPE.
+ */
+export function sendFds(sock: number, fds: readonly number[], data: Uint8Array): void {
+  checkFd('sendFds', 'sock', sock);
+  if (!Array.isArray(fds)) throw argError(TypeError, 'sendFds', `fds must be an array (got ${describe(fds)})`, 'ERR_INVALID_ARG_TYPE');
+  if (fds.length < 1 || fds.length > MAX_SEND_FDS) {
+    throw argError(RangeError, 'sendFds', `fds must hold 1..${MAX_SEND_FDS} descriptors (got ${fds.length})`, 'ERR_OUT_OF_RANGE');
+  }
+  fds.forEach((fd, i) => checkFd('sendFds', `fds[${i}]`, fd));
+  if (!(data instanceof Uint8Array)) throw argError(TypeError, 'sendFds', `data must be a Buffer or Uint8Array (got ${describe(data)})`, 'ERR_INVALID_ARG_TYPE');
+  if (data.byteLength < 1 || data.byteLength > MAX_FD_MESSAGE_BYTES) {
+    throw argError(RangeError, 'sendFds', `data must be 1..${MAX_FD_MESSAGE_BYTES} bytes (got ${data.byteLength})`, 'ERR_OUT_OF_RANGE');
+  }
+  native.sendFds(sock, [...fds], data);
+}
+
+/**
+ * One recvmsg(MSG_DONTWAIT): never blocks; null when nothing is queued. Received fds are
+ * close-on-exec (MSG_CMSG_CLOEXEC on Linux, FD_CLOEXEC right after on macOS).
+ *
+ * - Stream sockets have no message boundaries: `data` is whatever is queued, up to `maxBytes`
+ *   (default 64 KiB) — maybe only the start of what the peer sent with the fds, maybe followed by
+ *   bytes it wrote later. Make the first message self-delimiting (e.g. one JSON line) and hand any
+ *   bytes past it to the socket that takes over (`socket.unshift(rest)`).
+ * - End of stream (the peer closed; nothing and no fds queued) THROWS an Error with
+ *   `code: 'EOF'`. On a datagram socket an empty datagram is returned as `{ data: <empty>, fds: [] }`.
+ * - More fds than `maxFds` (default 8, 0..64; MSG_CTRUNC), or a datagram longer than maxBytes:
+ *   every fd received is closed and EMSGSIZE is thrown (the message is lost).
+ */
+export function recvFds(sock: number, opts: { maxFds?: number; maxBytes?: number } = {}): ReceivedFds | null {
+  checkFd('recvFds', 'sock', sock);
+  const maxFds = opts.maxFds ?? MAX_SEND_FDS;
+  const maxBytes = opts.maxBytes ?? MAX_FD_MESSAGE_BYTES;
+  checkInt('recvFds', 'maxFds', maxFds, 0, 64);
+  checkInt('recvFds', 'maxBytes', maxBytes, 1, MAX_FD_MESSAGE_BYTES);
+  return native.recvFds(sock, maxFds, maxBytes);
 }
 
 /**

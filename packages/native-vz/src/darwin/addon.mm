@@ -9,6 +9,7 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nvz::InitFdUtil(env, exports);
   nvz::InitFramePort(env, exports);
+  nvz::InitUnixSocket(env, exports);
   nvz::InitVirtualMachine(env, exports);
   nvz::InitMacOSInstall(env, exports);
   nvz::InitVmnet(env, exports);

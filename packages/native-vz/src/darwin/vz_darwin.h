@@ -15,6 +15,8 @@ Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what, const st
 const char* ErrnoName(int err);
 void InitFdUtil(Napi::Env env, Napi::Object exports);
 void InitFramePort(Napi::Env env, Napi::Object exports);
+// Unix stream rendezvous, peer credentials, fd passing (src/posix/unix_socket.cc).
+void InitUnixSocket(Napi::Env env, Napi::Object exports);
 
 // Virtualization.framework: VirtualMachine class, capability queries, identifiers, restore images.
 void InitVirtualMachine(Napi::Env env, Napi::Object exports);

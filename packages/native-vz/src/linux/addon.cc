@@ -7,6 +7,7 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nvz::InitFdUtil(env, exports);
   nvz::InitFramePort(env, exports);
+  nvz::InitUnixSocket(env, exports);
   nvz::InitProcessGuard(env, exports);
   exports.Set("platform", Napi::String::New(env, "linux"));
   return exports;

@@ -11,6 +11,8 @@ const char* ErrnoName(int err);
 
 void InitFdUtil(Napi::Env env, Napi::Object exports);
 void InitFramePort(Napi::Env env, Napi::Object exports);
+// Unix stream rendezvous, peer credentials, fd passing (src/posix/unix_socket.cc).
+void InitUnixSocket(Napi::Env env, Napi::Object exports);
 void InitProcessGuard(Napi::Env env, Napi::Object exports);
 
 }  // namespace nvz
