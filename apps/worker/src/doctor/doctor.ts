@@ -12,6 +12,8 @@ import { checkNodeVersion } from './node-version.ts';
 export interface DoctorOptions {
   dataDir?: string;
   driver?: string;
+  /** vz driver: the VM users to check for a GUI login session (names or uids); default: the data dir's owner. */
+  vmUsers?: readonly string[];
   /** Per-step timeout of the controller check (default 3 s). */
   controllerStepTimeoutMs?: number;
 }
@@ -43,7 +45,7 @@ export function doctorChecks(options: DoctorOptions = {}): Check[] {
     },
     { name: 'controller lease', run: async () => checkLease(dataDir) },
     { name: 'native addon', run: () => checkNativeAddon() },
-    ...driverChecks({ driver: options.driver ?? DEFAULT_DRIVER, dataDir }),
+    ...driverChecks({ driver: options.driver ?? DEFAULT_DRIVER, dataDir, ...(options.vmUsers ? { vmUsers: options.vmUsers } : {}) }),
   ];
 }
 

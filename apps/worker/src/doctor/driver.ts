@@ -9,6 +9,7 @@ import { ensureGuestImage, probeKvm, type GuestImage } from '@fleet/guest-image'
 import { checkSignature, signedNodePaths, VIRTUALIZATION_ENTITLEMENT } from '../macos/codesign.ts';
 import { DEBIAN_PACKAGE, findBinary } from '../uplink/exec.ts';
 import { fail, ok, skip, warn, type Check, type Finding } from './check.ts';
+import { checkDataDirPermissions, checkSignedNodePermissions, checkVmUserGuiSessions } from './macos.ts';
 import { checkQemuSandbox, checkRunningVms, checkVmUsers } from './vm-users.ts';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -151,6 +152,8 @@ export interface DriverCheckOptions {
   driver: string;
   dataDir: string;
   platform?: NodeJS.Platform;
+  /** vz: the VM users (names or uids); default: the data dir's owner, as the vz driver does. */
+  vmUsers?: readonly string[];
 }
 
 /** The checks for one driver, in the order an operator would fix them. */
@@ -188,6 +191,10 @@ export function driverChecks(opts: DriverCheckOptions): Check[] {
       return [
         { name: 'macOS', run: async () => checkMacosVersion() },
         { name: 'entitlement', timeoutMs: 10_000, run: () => checkVirtualizationEntitlement(opts.dataDir) },
+        // Darwin only (this branch): macOS guests 15.2+ need the VM user's GUI login session.
+        { name: 'gui session', timeoutMs: 10_000, run: () => checkVmUserGuiSessions({ dataDir: opts.dataDir, ...(opts.vmUsers ? { configured: opts.vmUsers } : {}) }) },
+        { name: 'data dir permissions', run: () => checkDataDirPermissions(opts.dataDir) },
+        { name: 'signed node permissions', run: () => checkSignedNodePermissions(opts.dataDir) },
       ];
     default:
       return [{ name: 'driver', run: async () => fail(`unknown driver ${JSON.stringify(opts.driver)}`, 'use --driver qemu, vz or synthetic') }];
