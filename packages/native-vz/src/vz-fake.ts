@@ -4,7 +4,8 @@
  * events arrive asynchronously (as from the VM's dispatch queue), operations in the wrong state
  * fail with VZErrorInvalidVirtualMachineStateTransition, a third running macOS guest fails with
  * VZErrorVirtualMachineLimitExceeded, a guest powers off a while after requestStop, vmnet refuses
- * to start without root (VMNET_INVALID_ACCESS). It is NOT evidence that the native code works.
+ * to start without root with the generic VMNET_FAILURE (1001) — what vmnet really answers, not
+ * VMNET_INVALID_ACCESS — and the euid. It is NOT evidence that the native code works.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -30,6 +31,10 @@ export interface FakeHostOptions {
   foreignMacosGuests?: number;
   /** Whether the process is root (vmnet). Default true. */
   root?: boolean;
+  /** The euid vmnet errors report when not root. Default 501. */
+  euid?: number;
+  /** Make vmnet_start_interface fail with this vmnet_return_t name (as root too), e.g. "VMNET_SHARING_SERVICE_BUSY". */
+  vmnetStartFailure?: string;
   /** Whether the process has the virtualization entitlement. Default true. */
   entitled?: boolean;
   /** ms from requestStop to the guest powering off; Infinity = the guest ignores it. Default 5. */
@@ -39,9 +44,19 @@ export interface FakeHostOptions {
 }
 
 const vzErr = (code: number, message: string): VzNativeError => ({ domain: VZ_ERROR_DOMAIN, code, message });
+/** vmnet_return_t values (vmnet/vmnet.h). */
+const VMNET_CODES: Record<string, number> = {
+  VMNET_FAILURE: 1001,
+  VMNET_MEM_FAILURE: 1002,
+  VMNET_INVALID_ARGUMENT: 1003,
+  VMNET_SETUP_INCOMPLETE: 1004,
+  VMNET_INVALID_ACCESS: 1005,
+  VMNET_SHARING_SERVICE_BUSY: 1009,
+  VMNET_NOT_AUTHORIZED: 1010,
+};
 
 export class FakeVzHost {
-  readonly opts: Required<Omit<FakeHostOptions, 'restoreImages'>> & { restoreImages: Record<string, VzRestoreImageInfo> };
+  readonly opts: Required<Omit<FakeHostOptions, 'restoreImages' | 'vmnetStartFailure'>> & { restoreImages: Record<string, VzRestoreImageInfo>; vmnetStartFailure?: string };
   readonly machines: FakeVirtualMachine[] = [];
   readonly interfaces: FakeVmnetInterface[] = [];
   /** Every config passed to `new VirtualMachine` (after the TS wrapper validated it). */
@@ -52,6 +67,8 @@ export class FakeVzHost {
       macosLimit: o.macosLimit ?? 2,
       foreignMacosGuests: o.foreignMacosGuests ?? 0,
       root: o.root ?? true,
+      euid: o.euid ?? 501,
+      ...(o.vmnetStartFailure !== undefined ? { vmnetStartFailure: o.vmnetStartFailure } : {}),
       entitled: o.entitled ?? true,
       guestShutdownMs: o.guestShutdownMs ?? 5,
       restoreImages: o.restoreImages ?? {},
@@ -285,9 +302,11 @@ export class FakeVmnetInterface implements NativeVmnetInterface {
     private readonly onEvent: (e: VmnetEvent) => void,
   ) {
     setImmediate(() => {
-      if (!host.opts.root) {
+      const euid = host.opts.root ? 0 : host.opts.euid;
+      const failure = host.opts.vmnetStartFailure ?? (host.opts.root ? undefined : 'VMNET_FAILURE');
+      if (failure !== undefined) {
         this.stopped = true;
-        onEvent({ type: 'error', status: 'VMNET_INVALID_ACCESS', code: 1005 });
+        onEvent({ type: 'error', status: failure, code: VMNET_CODES[failure] ?? 1001, euid });
         return;
       }
       onEvent({

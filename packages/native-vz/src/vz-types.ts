@@ -163,8 +163,13 @@ export interface VmnetStarted {
 
 export type VmnetEvent =
   | { type: 'started'; info: VmnetStarted }
-  /** vmnet_start_interface failed: `status` is the vmnet_return_t name, e.g. "VMNET_INVALID_ACCESS" (not root). */
-  | { type: 'error'; status: string; code: number }
+  /**
+   * vmnet_start_interface failed: `status` is the vmnet_return_t name (e.g. "VMNET_FAILURE"; a
+   * value the addon has no name for is "vmnet_return_t <n>"), `euid` the process's effective uid
+   * when it called vmnet_start_interface. Without root, vmnet answers the generic VMNET_FAILURE
+   * (1001), not VMNET_INVALID_ACCESS, so the uid is what tells the two apart.
+   */
+  | { type: 'error'; status: string; code: number; euid?: number }
   /** VMNET_INTERFACE_PACKETS_AVAILABLE (coalesced: at most one pending at a time). */
   | { type: 'readable' }
   | { type: 'stopped' };

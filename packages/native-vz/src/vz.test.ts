@@ -140,6 +140,13 @@ describe('VmnetPort', () => {
     expect(() => port.sendBatch(buf, Uint32Array.of(0), Uint32Array.of(4), 1)).toThrow(/closed/);
   });
 
+  it('refuses a batch that would read more than vmnet\'s 256 KB per call', async () => {
+    const host = new FakeVzHost();
+    await expect(VmnetPort.start(host.addon(), { mode: 'shared' }, { batch: 64, frameSize: 65536 })).rejects.toThrow(/at most 256 KiB/);
+    await expect(VmnetPort.start(host.addon(), { mode: 'shared' }, { batch: 200, frameSize: 2048 })).rejects.toThrow(/at most 256 KiB/);
+    (await VmnetPort.start(host.addon(), { mode: 'shared' }, { batch: 128, frameSize: 2048 })).close();
+  });
+
   it('keeps frames queued while paused and drains them on resume', async () => {
     const host = new FakeVzHost();
     const port = await VmnetPort.start(host.addon(), { mode: 'shared' }, { batch: 8 });
@@ -154,9 +161,35 @@ describe('VmnetPort', () => {
     expect(n).toBe(2);
   });
 
-  it('fails to start without root with a message saying what to do', async () => {
-    const host = new FakeVzHost({ root: false });
-    await expect(VmnetPort.start(host.addon(), { mode: 'shared' })).rejects.toThrow(/needs root; run the worker as root/);
+  it('fails to start without root (vmnet says VMNET_FAILURE, not VMNET_INVALID_ACCESS) with the root hint', async () => {
+    const host = new FakeVzHost({ root: false, euid: 502 });
+    const err = (await VmnetPort.start(host.addon(), { mode: 'shared' }).catch((e: unknown) => e)) as VzError;
+    expect(err).toBeInstanceOf(VzError);
+    expect(err.code).toBe(1001);
+    expect(err.message).toContain('VMNET_FAILURE) in a process that is not root (euid 502)');
+    expect(err.message).toContain('starting a vmnet interface needs root');
+    expect(err.message).toContain('run the worker as root');
+    expect(err.message).toContain('On macOS 26');
+    expect(err.message).toContain('is reported to work without root');
+  });
+
+  it('explains each vmnet start status, with the root hint only where root is the likely cause', () => {
+    expect(vmnetStartMessage('VMNET_FAILURE', { euid: 501 })).toContain('needs root');
+    // As root, VMNET_FAILURE is something else: no root hint.
+    expect(vmnetStartMessage('VMNET_FAILURE', { euid: 0 })).not.toContain('needs root');
+    expect(vmnetStartMessage('VMNET_FAILURE', { euid: 0 })).toContain('as root');
+    expect(vmnetStartMessage('VMNET_FAILURE')).not.toContain('needs root');
+    expect(vmnetStartMessage('VMNET_INVALID_ACCESS', { euid: 0 })).toContain('needs root');
+    expect(vmnetStartMessage('VMNET_NOT_AUTHORIZED')).toContain('needs root');
+    expect(vmnetStartMessage('VMNET_SHARING_SERVICE_BUSY')).toContain('turn off Internet Sharing');
     expect(vmnetStartMessage('VMNET_SOMETHING')).toBe('vmnet_start_interface failed: VMNET_SOMETHING');
+    expect(vmnetStartMessage('vmnet_return_t 1011', { euid: 501 })).toBe('vmnet_start_interface failed: vmnet_return_t 1011 (not root: euid 501)');
+  });
+
+  it('reports a vmnet start failure as root without the root hint (e.g. Internet Sharing on)', async () => {
+    const host = new FakeVzHost({ vmnetStartFailure: 'VMNET_SHARING_SERVICE_BUSY' });
+    const err = (await VmnetPort.start(host.addon(), { mode: 'shared' }).catch((e: unknown) => e)) as VzError;
+    expect(err.code).toBe(1009);
+    expect(err.message).toMatch(/^start vmnet interface: vmnet cannot start a shared-mode interface .*Internet Sharing/);
   });
 });

@@ -44,7 +44,7 @@ export function loadVzAddon(): VzAddon {
   } catch (err) {
     const e = new Error(
       '@fleet/native-vz: build/Release/native_vz.node could not be loaded; build it with `pnpm install` ' +
-        '(needs the Xcode Command Line Tools and a macOS 13+ SDK; see docs/macos.md)',
+        '(needs Xcode 15 or later with the macOS 14 SDK, or its Command Line Tools; see docs/macos.md)',
     );
     (e as Error & { cause?: unknown }).cause = err;
     throw e;
@@ -269,6 +269,9 @@ export class VzVirtualMachine extends EventEmitter<VzVirtualMachineEvents> {
   }
 }
 
+/** vmnet's documented limit per vmnet_read/vmnet_write call (besides 200 packets). */
+export const VMNET_MAX_BYTES_PER_CALL = 256 * 1024;
+
 /** A batch of frames, the same shape as FramePort's FrameBatch. */
 export interface VmnetBatch {
   readonly buffer: Buffer;
@@ -279,15 +282,33 @@ export interface VmnetBatch {
 
 export type VmnetPortStats = ReturnType<NativeVmnetInterface['stats']>;
 
-/** Explains vmnet start failures in operator terms. */
-export function vmnetStartMessage(status: string): string {
+const VMNET_NEEDS_ROOT =
+  'starting a vmnet interface needs root (or com.apple.vm.networking, which Apple grants only to approved products); ' +
+  'run the worker as root (launchd daemon) so the network half of each VM host starts vmnet as root. ' +
+  'On macOS 26 the newer vmnet network API (vmnet_network_create, VZVmnetNetworkDeviceAttachment) is reported to work without root ' +
+  'for shared and host mode; Fleet does not use it yet (docs/macos.md)';
+
+/**
+ * Explains vmnet start failures in operator terms. `euid` is the effective uid of the process
+ * that called vmnet_start_interface: without root vmnet reports the generic VMNET_FAILURE (1001),
+ * not VMNET_INVALID_ACCESS, so a VMNET_FAILURE from a non-root process gets the root hint too.
+ */
+export function vmnetStartMessage(status: string, o: { euid?: number | undefined } = {}): string {
+  const notRoot = o.euid !== undefined && o.euid !== 0;
   switch (status) {
     case 'VMNET_INVALID_ACCESS':
-      return 'vmnet refused access (VMNET_INVALID_ACCESS): starting a vmnet interface needs root; run the worker as root (launchd daemon) so VM host processes start as root and drop privileges after vmnet is up';
+      return `vmnet refused access (VMNET_INVALID_ACCESS): ${VMNET_NEEDS_ROOT}`;
+    case 'VMNET_NOT_AUTHORIZED':
+      return `vmnet refused: not authorized (VMNET_NOT_AUTHORIZED): ${VMNET_NEEDS_ROOT}`;
+    case 'VMNET_FAILURE':
+      if (notRoot) return `vmnet_start_interface failed (VMNET_FAILURE) in a process that is not root (euid ${o.euid}); vmnet reports a missing privilege this way: ${VMNET_NEEDS_ROOT}`;
+      return `vmnet_start_interface failed (VMNET_FAILURE)${o.euid === 0 ? ' as root' : ''}: a general vmnet failure; check that the address range (start/end address, subnet mask) does not clash with another network, and the system log (Console) at this time`;
+    case 'VMNET_SHARING_SERVICE_BUSY':
+      return 'vmnet cannot start a shared-mode interface while a conflicting sharing service is on (VMNET_SHARING_SERVICE_BUSY): turn off Internet Sharing (System Settings → General → Sharing)';
     case 'VMNET_INVALID_ARGUMENT':
       return 'vmnet rejected the interface description (VMNET_INVALID_ARGUMENT): check the start/end addresses and subnet mask';
     default:
-      return `vmnet_start_interface failed: ${status}`;
+      return `vmnet_start_interface failed: ${status}${notRoot ? ` (not root: euid ${o.euid})` : ''}`;
   }
 }
 
@@ -310,6 +331,9 @@ export class VmnetPort {
   private constructor(addon: Pick<VzAddon, 'VmnetInterface'>, opts: VmnetStartOptions, batch: number, frameSize: number, private readonly maxBatchesPerWakeup: number) {
     if (!Number.isInteger(batch) || batch < 1 || batch > 200) throw new RangeError('VmnetPort: batch must be 1..200 (vmnet reads at most 200 packets per call)');
     if (!Number.isInteger(frameSize) || frameSize < 1518 || frameSize > 65536) throw new RangeError('VmnetPort: frameSize must be 1518..65536');
+    // One vmnet_read fills up to batch × frameSize bytes; vmnet allows 256 KB per call. A smaller
+    // read than asked would also look like "queue empty" to drain() below.
+    if (batch * frameSize > VMNET_MAX_BYTES_PER_CALL) throw new RangeError(`VmnetPort: batch × frameSize must be at most 256 KiB (vmnet's limit per read), not ${batch} × ${frameSize}`);
     const area = new ArrayBuffer(batch * frameSize);
     const offsets = new Uint32Array(batch);
     const lengths = new Uint32Array(batch);
@@ -404,7 +428,8 @@ export class VmnetPort {
         for (const w of this.startWaiters.splice(0)) w.resolve(e.info);
         return;
       case 'error':
-        this.failure = new VzError('start vmnet interface', 'vmnet', e.code, vmnetStartMessage(e.status));
+        // The addon reports the euid it started vmnet with; an older build does not, and then ours is the best guess.
+        this.failure = new VzError('start vmnet interface', 'vmnet', e.code, vmnetStartMessage(e.status, { euid: e.euid ?? process.geteuid?.() }));
         this._closed = true;
         for (const w of this.startWaiters.splice(0)) w.reject(this.failure);
         return;

@@ -7,12 +7,18 @@
 // a private serial queue and reach JS through one thread-safe function. Frame I/O is synchronous
 // on the JS thread: vmnet_read into the caller's fixed receive area (the FramePort contract:
 // offsets/lengths, valid until the next read) and vmnet_write straight from the caller's buffer,
-// at most 200 packets per call (vmnet's documented limit).
+// at most 200 packets and 256 KB per call (vmnet's documented limits: "Each read or write call
+// allows up to 200 packets to be read or written for a maximum of 256KB").
+//
+// Without root, vmnet_start_interface completes with the generic VMNET_FAILURE (1001), not
+// VMNET_INVALID_ACCESS (reported by xhyve, socket_vmnet and others), so the error event carries the
+// euid the interface was started with and src/vz.ts gives the "needs root" hint from that.
 // NOT compiled or run on a Mac by the authors yet (docs/macos.md).
 #import <Foundation/Foundation.h>
 #include <vmnet/vmnet.h>
 
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,9 +32,15 @@ namespace nvz {
 namespace {
 
 constexpr uint32_t kVmnetMaxPackets = 200;
+constexpr size_t kVmnetMaxBytesPerCall = 256 * 1024;
 
-// Names of the vmnet_return_t values documented since macOS 10.10; newer values are reported by number.
+// Names of the vmnet_return_t values. VMNET_SHARING_SERVICE_BUSY (1009) and VMNET_NOT_AUTHORIZED
+// (1010) are compared by number: they are newer than the 10.10 set and the deployment target,
+// and their names need not exist in every SDK's header. Anything else is reported by number.
 std::string StatusName(vmnet_return_t s) {
+  const unsigned n = static_cast<unsigned>(s);
+  if (n == 1009) return "VMNET_SHARING_SERVICE_BUSY";
+  if (n == 1010) return "VMNET_NOT_AUTHORIZED";
   switch (s) {
     case VMNET_SUCCESS: return "VMNET_SUCCESS";
     case VMNET_FAILURE: return "VMNET_FAILURE";
@@ -39,7 +51,7 @@ std::string StatusName(vmnet_return_t s) {
     case VMNET_PACKET_TOO_BIG: return "VMNET_PACKET_TOO_BIG";
     case VMNET_BUFFER_EXHAUSTED: return "VMNET_BUFFER_EXHAUSTED";
     case VMNET_TOO_MANY_PACKETS: return "VMNET_TOO_MANY_PACKETS";
-    default: return "vmnet_return_t " + std::to_string(static_cast<unsigned>(s));
+    default: return "vmnet_return_t " + std::to_string(n);
   }
 }
 
@@ -47,6 +59,7 @@ struct NetEvent {
   std::string type;  // started | error | readable | stopped
   std::string status;
   double code = 0;
+  double euid = -1;  // error: the effective uid vmnet_start_interface ran with
   std::string mac, start, end, mask;
   double mtu = 0, maxPacketSize = 0;
 };
@@ -75,6 +88,7 @@ struct Shared {
         if (ev->type == "error") {
           o.Set("status", ev->status);
           o.Set("code", ev->code);
+          if (ev->euid >= 0) o.Set("euid", ev->euid);
         } else if (ev->type == "started") {
           Napi::Object i = Napi::Object::New(env);
           i.Set("mac", ev->mac);
@@ -140,9 +154,11 @@ class VmnetInterface : public Napi::ObjectWrap<VmnetInterface> {
     Napi::Uint32Array lens = info[3].As<Napi::Uint32Array>();
     frame_size_ = info[4].As<Napi::Number>().Uint32Value();
     batch_ = info[5].As<Napi::Number>().Uint32Value();
-    if (frame_size_ < 64 || batch_ == 0 || batch_ > kVmnetMaxPackets || area.ByteLength() < static_cast<size_t>(frame_size_) * batch_ ||
-        offs.ElementLength() < batch_ || lens.ElementLength() < batch_) {
-      Napi::RangeError::New(env, "VmnetInterface: batch must be 1..200 and the receive area batch x frameSize bytes").ThrowAsJavaScriptException();
+    // batch x frameSize is what one vmnet_read may fill: it must stay within vmnet's 256 KB per call.
+    if (frame_size_ < 64 || batch_ == 0 || batch_ > kVmnetMaxPackets || static_cast<size_t>(frame_size_) * batch_ > kVmnetMaxBytesPerCall ||
+        area.ByteLength() < static_cast<size_t>(frame_size_) * batch_ || offs.ElementLength() < batch_ || lens.ElementLength() < batch_) {
+      Napi::RangeError::New(env, "VmnetInterface: batch must be 1..200, batch x frameSize at most 256 KiB, and the receive area batch x frameSize bytes")
+          .ThrowAsJavaScriptException();
       return;
     }
     rx_area_ = Napi::Persistent(area);
@@ -173,12 +189,14 @@ class VmnetInterface : public Napi::ObjectWrap<VmnetInterface> {
     queue_ = dispatch_queue_create("dev.fleet.native-vz.vmnet", DISPATCH_QUEUE_SERIAL);
     std::shared_ptr<Shared> shared = shared_;
     dispatch_queue_t queue = queue_;
+    const double euid = static_cast<double>(geteuid());
     interface_ref iface = vmnet_start_interface(desc, queue_, ^(vmnet_return_t status, xpc_object_t param) {
       if (status != VMNET_SUCCESS) {
         auto* e = new NetEvent();
         e->type = "error";
         e->status = StatusName(status);
         e->code = static_cast<double>(status);
+        e->euid = euid;
         shared->failed = true;
         shared->Post(e);
         // Nothing more will be posted for an interface that never started.
@@ -287,7 +305,15 @@ class VmnetInterface : public Napi::ObjectWrap<VmnetInterface> {
     }
     uint32_t done = 0;
     while (done < count) {
-      uint32_t chunk = std::min(count - done, kVmnetMaxPackets);
+      // At most 200 packets and 256 KB per vmnet_write (always at least one frame: frames are < 64 KiB).
+      uint32_t chunk = 0;
+      size_t bytes = 0;
+      while (done + chunk < count && chunk < kVmnetMaxPackets) {
+        size_t len = lens[done + chunk];
+        if (chunk > 0 && bytes + len > kVmnetMaxBytesPerCall) break;
+        bytes += len;
+        chunk++;
+      }
       for (uint32_t i = 0; i < chunk; i++) {
         iov_[i].iov_base = buf.Data() + offs[done + i];
         iov_[i].iov_len = lens[done + i];
