@@ -3,11 +3,15 @@
 // worker therefore keeps a private copy of its own node, ad-hoc signed with Node's own
 // entitlements plus that one (never re-signing the system or Homebrew node), re-made whenever the
 // source node changes, and checks the signature before using it.
+// Issue 17: the copy lives in a root-owned directory (assertRootOwned: no VM user can swap it), and
+// its SHA-256 is pinned when it is signed: every VM agent start checks it (root-owned.ts verifyPinned),
+// not only that some valid signature with the entitlement is present.
 import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, readFile, realpath, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { toPlist } from './plist.ts';
 import { runCommand, type RunCommand } from './run-command.ts';
+import { assertRootOwned, sha256File } from './root-owned.ts';
 
 export const VIRTUALIZATION_ENTITLEMENT = 'com.apple.security.virtualization';
 
@@ -89,13 +93,20 @@ interface SourceStamp {
   size: number;
   mtimeMs: number;
   entitlements: string;
+  /** SHA-256 of the signed copy, pinned when it was made. */
+  signedSha256?: string;
+}
+
+export interface SignedNode extends SignedNodePaths {
+  /** The signed copy's SHA-256, checked before every VM agent start. */
+  sha256: string;
 }
 
 /**
  * Makes (or re-uses) the signed copy of `sourceNode` (default: this process's node) under
  * `dataDir`, then checks it. Returns the path VM host processes must be spawned with.
  */
-export async function prepareSignedNode(dataDir: string, opts: { sourceNode?: string; run?: RunCommand } = {}): Promise<SignedNodePaths> {
+export async function prepareSignedNode(dataDir: string, opts: { sourceNode?: string; run?: RunCommand; requireRootOwned?: boolean } = {}): Promise<SignedNode> {
   const run = opts.run ?? runCommand;
   const p = signedNodePaths(dataDir);
   const source = await realpath(opts.sourceNode ?? process.execPath);
@@ -108,9 +119,12 @@ export async function prepareSignedNode(dataDir: string, opts: { sourceNode?: st
   } catch {
     have = undefined;
   }
-  const fresh = have && have.source === want.source && have.size === want.size && have.mtimeMs === want.mtimeMs && have.entitlements === want.entitlements;
+  let fresh = have && have.source === want.source && have.size === want.size && have.mtimeMs === want.mtimeMs && have.entitlements === want.entitlements && have.signedSha256 !== undefined;
+  // A copy whose content is no longer what was pinned is made again (never trusted).
+  if (fresh && have?.signedSha256 !== (await sha256File(p.node).catch(() => ''))) fresh = false;
   if (!fresh) {
     await mkdir(p.dir, { recursive: true, mode: 0o755 });
+    await chmod(p.dir, 0o755);
     await writeFile(p.entitlements, ents);
     const tmp = `${p.node}.tmp-${process.pid}`;
     await copyFile(source, tmp);
@@ -120,8 +134,12 @@ export async function prepareSignedNode(dataDir: string, opts: { sourceNode?: st
     if (signed.code !== 0) {
       throw new SignatureError(`ad-hoc signing ${p.node} failed: ${signed.stderr.trim() || `codesign exit ${signed.code}`}. ${remedyFor(p)}`);
     }
-    await writeFile(p.stamp, JSON.stringify(want, null, 2) + '\n');
+    want.signedSha256 = await sha256File(p.node);
+    await writeFile(p.stamp, JSON.stringify(want, null, 2) + '\n', { mode: 0o644 });
+    have = want;
   }
+  // Root runs nothing a VM user could have replaced: the copy and every directory above it are root's.
+  if (opts.requireRootOwned ?? (typeof process.getuid === 'function' && process.getuid() === 0)) assertRootOwned(p.node);
   await checkSignature(p, run);
-  return p;
+  return { ...p, sha256: have!.signedSha256! };
 }

@@ -1,30 +1,58 @@
-// Entry point of the macOS VM host process (spawned by drivers/vz on the signed node copy):
-//   <signed node> apps/worker/src/vm-host/darwin/launch.mjs <run-dir>/vz-host.json
-import { closeFd, socketpairDgram } from '@fleet/native-vz';
+// Entry point of the macOS VM host's root half (net-host.ts), spawned detached by the vz driver
+// on the worker's own node (it needs root for vmnet, not the virtualization entitlement):
+//   node apps/worker/src/vm-host/darwin/launch.mjs <run-dir>/vz-host.json
+// The VM itself runs in the VM agent, started here as a LaunchAgent in the VM user's GUI session
+// on the signed node copy — after checking that copy is still root-owned and the binary pinned.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { closeFd, peerCredentials, recvFds, sendFds, socketpairDgram, unixAccept, unixConnect, unixListen } from '@fleet/native-vz';
 import { loadVzAddon } from '@fleet/native-vz/vz';
 import { ensureLeaseTime } from '../../macos/bootpd.ts';
 import { waitForGateway } from '../../macos/ifconfig.ts';
+import { startLaunchAgent, stopLaunchAgent, writeLaunchAgentPlist } from '../../macos/launch-agent.ts';
+import { verifyPinned } from '../../macos/root-owned.ts';
 import { readVzHostConfig } from '../../host-process/vz-host-config.ts';
-import { runVzHost } from './host.ts';
+import { runNetHost, type AgentLauncher } from './net-host.ts';
+
+const AGENT_LAUNCH = fileURLToPath(new URL('./agent-launch.mjs', import.meta.url));
 
 const file = process.argv[2];
 if (!file) {
   process.stderr.write('usage: vz-host <vz-host.json>\n');
   process.exit(2);
 }
+
 const run = async (): Promise<number> => {
   const cfg = readVzHostConfig(file);
-  return runVzHost(cfg, {
+  if (!cfg.agentNode) throw new Error(`${file}: agentNode (the signed node copy and its pinned sha256) is missing`);
+  const agentNode = cfg.agentNode;
+  const agent: AgentLauncher = {
+    start: async ({ label, uid, socketPath, logPath }) => {
+      await verifyPinned(agentNode.path, agentNode.sha256);
+      // The plist is root's, in the root-owned run dir; launchd reads it at bootstrap.
+      const plistPath = path.join(cfg.runDir, 'agent.plist');
+      await writeLaunchAgentPlist(plistPath, {
+        label,
+        uid,
+        programArguments: [agentNode.path, AGENT_LAUNCH, socketPath],
+        workingDirectory: path.dirname(logPath),
+        stdoutPath: logPath,
+        stderrPath: logPath,
+        env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin', LANG: 'en_US.UTF-8' },
+      });
+      await startLaunchAgent({ uid, label, plistPath });
+    },
+    stop: async ({ label, uid }) => {
+      await stopLaunchAgent({ uid, label });
+    },
+  };
+  return runNetHost(cfg, {
     addon: loadVzAddon(),
+    fd: { unixListen, unixAccept, unixConnect, peerCredentials, sendFds, recvFds, closeFd },
     socketpairDgram: (o) => socketpairDgram(o),
-    closeFd,
     gatewayMac: async (ip) => (await waitForGateway(ip)).mac!,
     ensureLeaseTime: (s) => ensureLeaseTime(s),
-    dropPrivileges: ({ uid, gid }) => {
-      // Group first: after setuid we could no longer change it.
-      process.setgid!(gid);
-      process.setuid!(uid);
-    },
+    agent,
     handleSignals: true,
   });
 };
