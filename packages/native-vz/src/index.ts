@@ -69,6 +69,13 @@ interface NativePort {
   readonly closed: boolean;
 }
 
+interface NativeFdWatch {
+  /** One-shot: cb(null) once the fd is readable, cb('EBADF' etc.) if polling fails. */
+  wait(cb: (err: string | null) => void): void;
+  close(): void;
+  unref(): void;
+}
+
 export type FdKind = 'dgram' | 'stream' | 'seqpacket' | 'socket' | 'char' | 'file' | 'other';
 
 interface NativeBinding {
@@ -86,6 +93,7 @@ interface NativeBinding {
   peerCredentials(fd: number): PeerCredentials;
   sendFds(sock: number, fds: number[], data: Uint8Array): void;
   recvFds(sock: number, maxFds: number, maxBytes: number): ReceivedFds | null;
+  FdWatch: new (fd: number) => NativeFdWatch;
   /** Linux only (process_guard.cc). */
   setNonDumpable?(): void;
   setNoNewPrivs?(): void;
@@ -309,6 +317,37 @@ export function recvFds(sock: number, opts: { maxFds?: number; maxBytes?: number
   checkInt('recvFds', 'maxFds', maxFds, 0, 64);
   checkInt('recvFds', 'maxBytes', maxBytes, 1, MAX_FD_MESSAGE_BYTES);
   return native.recvFds(sock, maxFds, maxBytes);
+}
+
+/**
+ * Resolves once `fd` is readable — a pending connection on a listening fd (then unixAccept), or
+ * data, fds or EOF on a connected one (then recvFds) — using libuv readiness (no timer, no
+ * thread). Neither reads nor closes the fd. Rejects with the poll error (e.g. EBADF), or with an
+ * AbortError when `signal` aborts. `unref: true` lets the process exit while waiting. Do not use it
+ * on an fd a net.Socket or FramePort is polling (libuv keeps one watcher per fd).
+ */
+export function waitReadable(fd: number, opts: { signal?: AbortSignal; unref?: boolean } = {}): Promise<void> {
+  checkFd('waitReadable', 'fd', fd);
+  const { signal } = opts;
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  return new Promise<void>((resolve, reject) => {
+    const w = new native.FdWatch(fd);
+    const onAbort = (): void => {
+      w.close();
+      reject(abortError(signal!));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.unref) w.unref();
+    w.wait((err) => {
+      signal?.removeEventListener('abort', onAbort);
+      w.close();
+      if (err === null) resolve();
+      else reject(Object.assign(new Error(`waitReadable: poll failed: ${err}`), { code: err, syscall: 'poll' }));
+    });
+  });
+}
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error('waitReadable: aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
 }
 
 /**

@@ -21,8 +21,11 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>  // macOS: also SOL_LOCAL, LOCAL_PEERPID
+#include <stdlib.h>
 #include <unistd.h>
+#include <uv.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -527,6 +530,146 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// FdWatch: one-shot readability of any fd on the JS thread's libuv loop (uv_poll), so JS can
+// wait for a pending connection (listening fd) or for the fd message (recvFds) without a timer.
+// It never reads, accepts or closes the fd. libuv keeps one watcher per fd and loop: do not watch
+// an fd that a net.Socket or FramePort is using at the same time.
+//   new FdWatch(fd); w.wait(cb: (err: string | null) => void); w.close()
+class FdWatch : public Napi::ObjectWrap<FdWatch> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "FdWatch",
+                       {InstanceMethod("wait", &FdWatch::Wait), InstanceMethod("close", &FdWatch::Close),
+                        InstanceMethod("unref", &FdWatch::UnrefHandle)});
+  }
+
+  explicit FdWatch(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdWatch>(info) {
+    Napi::Env env = info.Env();
+    int fd;
+    if (!ArgFd(info, 0, "fd", &fd)) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      ErrnoError(env, errno, "fstat").ThrowAsJavaScriptException();
+      return;
+    }
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      Napi::Error::New(env, "FdWatch: no libuv loop").ThrowAsJavaScriptException();
+      return;
+    }
+    poll_ = static_cast<uv_poll_t*>(malloc(sizeof(uv_poll_t)));  // freed by free() via uv_close
+    if (poll_ == nullptr) {
+      Napi::Error::New(env, "FdWatch: out of memory").ThrowAsJavaScriptException();
+      return;
+    }
+    if (int r = uv_poll_init(loop, poll_, fd); r != 0) {
+      free(poll_);
+      poll_ = nullptr;
+      ErrnoError(env, -r, "uv_poll_init").ThrowAsJavaScriptException();
+      return;
+    }
+    poll_->data = this;
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &FdWatch::CleanupHook, this);
+    hook_ = true;
+    async_ = std::make_unique<Napi::AsyncContext>(env, "FLEET_FDWATCH", Napi::Object::New(env));
+  }
+
+  ~FdWatch() override {
+    if (hook_) {
+      napi_remove_env_cleanup_hook(env_, &FdWatch::CleanupHook, this);
+      hook_ = false;
+    }
+    Shutdown();
+  }
+
+ private:
+  static void CleanupHook(void* arg) {
+    FdWatch* self = static_cast<FdWatch*>(arg);
+    self->hook_ = false;  // being run: must not be removed
+    self->Shutdown();
+  }
+
+  // As FramePort: the close callback is libc's free(), never code of this addon, because Node may
+  // have unloaded the addon by the time it runs (worker thread exit).
+  void Shutdown() {
+    if (poll_ == nullptr) return;
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
+    poll_ = nullptr;
+  }
+
+  void SetWaiting(bool on) {
+    if (on && !self_ref_) {
+      Ref();  // keep the JS object alive while the loop may call into it
+      self_ref_ = true;
+    } else if (!on && self_ref_) {
+      self_ref_ = false;
+      Unref();
+    }
+  }
+
+  Napi::Value Wait(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (poll_ == nullptr) {
+      Napi::Error::New(env, "FdWatch: closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      ThrowType(env, "FdWatch.wait: callback must be a function");
+      return env.Undefined();
+    }
+    if (int r = uv_poll_start(poll_, UV_READABLE, &FdWatch::OnPoll); r != 0) {
+      ErrnoError(env, -r, "uv_poll_start").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    cb_ = Napi::Persistent(info[0].As<Napi::Function>());
+    SetWaiting(true);
+    return env.Undefined();
+  }
+
+  static void OnPoll(uv_poll_t* handle, int status, int events) {
+    FdWatch* self = static_cast<FdWatch*>(handle->data);
+    if (self == nullptr) return;
+    uv_poll_stop(handle);  // one-shot
+    Napi::HandleScope scope(self->env_);
+    Napi::Object recv = self->Value();  // a local handle first: SetWaiting(false) makes the wrapper collectable
+    Napi::FunctionReference cb = std::move(self->cb_);
+    self->SetWaiting(false);
+    if (cb.IsEmpty()) return;
+    Napi::Value arg = status < 0 ? Napi::Value(Napi::String::New(self->env_, ErrnoName(-status))) : self->env_.Null();
+    cb.MakeCallback(recv, {arg}, *self->async_);
+    if (self->env_.IsExceptionPending()) {
+      Napi::Error e = self->env_.GetAndClearPendingException();
+      napi_fatal_exception(self->env_, e.Value());  // -> process 'uncaughtException'
+    }
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (hook_) {
+      napi_remove_env_cleanup_hook(env_, &FdWatch::CleanupHook, this);
+      hook_ = false;
+    }
+    Shutdown();
+    cb_.Reset();
+    SetWaiting(false);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Env env_{nullptr};
+  uv_poll_t* poll_ = nullptr;
+  bool hook_ = false;
+  bool self_ref_ = false;
+  std::unique_ptr<Napi::AsyncContext> async_;
+  Napi::FunctionReference cb_;
+};
+
 }  // namespace
 
 void InitUnixSocket(Napi::Env env, Napi::Object exports) {
@@ -536,6 +679,7 @@ void InitUnixSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
+  exports.Set("FdWatch", FdWatch::Init(env));
 }
 
 }  // namespace nvz
