@@ -83,7 +83,14 @@ export interface VzMachineConfig {
   vsock?: boolean;
   /** Virtio entropy device. Default true; dropped when `suspendable` (Tart does the same). */
   entropy?: boolean;
-  /** Display in pixels (macOS: VZMacGraphicsDeviceConfiguration; Linux: virtio-gpu on 13+). */
+  /**
+   * Display in pixels (macOS: VZMacGraphicsDeviceConfiguration; Linux: virtio-gpu on 13+).
+   * Input devices follow from the guest (no option): macOS guests get a USB keyboard plus the Mac
+   * keyboard (host 14+) and a USB screen-coordinate pointer plus the Mac trackpad, as Tart
+   * attaches them (guests before macOS 13 have drivers for the USB devices only); suspendable
+   * macOS guests get only the Mac keyboard and trackpad. Linux guests with a display get the USB
+   * keyboard and pointer.
+   */
   display?: { width: number; height: number; ppi?: number };
   macos?: VzMacPlatform;
   linux?: VzLinuxBoot;

@@ -20,32 +20,28 @@ struct mmsghdr {
 static inline int recvmmsg(int fd, struct mmsghdr* v, unsigned int n, int flags, struct timespec* timeout) {
   (void)timeout;
   unsigned int i = 0;
-  for (; i < n; i++) {
+  while (i < n) {
     ssize_t r = recvmsg(fd, &v[i].msg_hdr, flags);
     if (r < 0) {
-      if (errno == EINTR) {
-        i--;
-        continue;
-      }
+      if (errno == EINTR) continue;  // retry the same message
       return i == 0 ? -1 : static_cast<int>(i);
     }
     v[i].msg_len = static_cast<unsigned int>(r);
+    i++;
   }
   return static_cast<int>(i);
 }
 
 static inline int sendmmsg(int fd, struct mmsghdr* v, unsigned int n, int flags) {
   unsigned int i = 0;
-  for (; i < n; i++) {
+  while (i < n) {
     ssize_t r = sendmsg(fd, &v[i].msg_hdr, flags);
     if (r < 0) {
-      if (errno == EINTR) {
-        i--;
-        continue;
-      }
+      if (errno == EINTR) continue;  // retry the same message
       return i == 0 ? -1 : static_cast<int>(i);
     }
     v[i].msg_len = static_cast<unsigned int>(r);
+    i++;
   }
   return static_cast<int>(i);
 }

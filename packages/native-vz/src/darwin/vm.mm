@@ -26,9 +26,11 @@
 namespace nvz {
 namespace {
 
+// Nothing here is named `id`: in Objective-C++ that name is the object type, and a variable called
+// `id` would hide it for the rest of its scope.
 struct VmEvent {
   std::string type;
-  double id = -1;
+  double requestId = -1;  // 'done' / 'installProgress': the JS request id
   std::string state;
   double fraction = 0;
   bool hasError = false;
@@ -48,7 +50,7 @@ void FillError(VmEvent* e, NSError* error) {
 Napi::Object EventToJs(Napi::Env env, const VmEvent& e) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("type", e.type);
-  if (e.id >= 0) o.Set("id", e.id);
+  if (e.requestId >= 0) o.Set("id", e.requestId);
   if (e.type == "state") o.Set("state", e.state);
   if (e.type == "installProgress") o.Set("fraction", e.fraction);
   if (e.hasError) {
@@ -154,7 +156,7 @@ static void* const kFleetProgressContext = (void*)&kFleetProgressContext;
     dispatch_async(_queue, ^{
       auto* e = new nvz::VmEvent();
       e->type = "installProgress";
-      e->id = installId;
+      e->requestId = installId;
       e->fraction = fraction;
       bridge->Post(e);
     });
@@ -275,17 +277,25 @@ VZVirtualMachineConfiguration* BuildConfiguration(const Napi::Object& cfg, NSErr
                                                                       heightInPixels:height
                                                                        pixelsPerInch:ppi] ];
     c.graphicsDevices = @[ g ];
-    if (@available(macOS 14.0, *)) {
-      c.keyboards = @[ [[VZMacKeyboardConfiguration alloc] init] ];
-    } else {
-      c.keyboards = @[ [[VZUSBKeyboardConfiguration alloc] init] ];
-    }
+    // Input devices as Tart attaches them: a USB keyboard and pointer for every guest (guests
+    // older than macOS 13 have no driver for the Mac keyboard/trackpad), plus the Mac keyboard
+    // (host 14+) and trackpad (host 13+) for guests that have one. Suspendable VMs get only the
+    // Mac devices, as Tart configures them (it drops the USB input devices for save/restore).
     if (suspendable) {
+      if (@available(macOS 14.0, *)) {
+        c.keyboards = @[ [[VZMacKeyboardConfiguration alloc] init] ];
+      } else {
+        c.keyboards = @[ [[VZUSBKeyboardConfiguration alloc] init] ];  // unreachable in practice: suspendable needs 14 (checked below)
+      }
       c.pointingDevices = @[ [[VZMacTrackpadConfiguration alloc] init] ];
     } else {
-      // Both, so that guests older than macOS 13 (no trackpad driver) still get a pointer.
-      c.pointingDevices = @[ [[VZMacTrackpadConfiguration alloc] init],
-                             [[VZUSBScreenCoordinatePointingDeviceConfiguration alloc] init] ];
+      if (@available(macOS 14.0, *)) {
+        c.keyboards = @[ [[VZUSBKeyboardConfiguration alloc] init], [[VZMacKeyboardConfiguration alloc] init] ];
+      } else {
+        c.keyboards = @[ [[VZUSBKeyboardConfiguration alloc] init] ];
+      }
+      c.pointingDevices = @[ [[VZUSBScreenCoordinatePointingDeviceConfiguration alloc] init],
+                             [[VZMacTrackpadConfiguration alloc] init] ];
     }
 #else
     *error = ConfigError(@"macOS guests need an Apple silicon (arm64) host");
@@ -506,15 +516,15 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
     return true;
   }
 
-  static double Id(const Napi::CallbackInfo& info) {
+  static double RequestId(const Napi::CallbackInfo& info) {
     return info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
   }
 
-  // Posts a 'done' event for request `id` (call on the queue).
-  static void Done(const std::shared_ptr<Bridge>& bridge, double id, NSError* error) {
+  // Posts a 'done' event for request `reqId` (call on the queue).
+  static void Done(const std::shared_ptr<Bridge>& bridge, double reqId, NSError* error) {
     auto* e = new VmEvent();
     e->type = "done";
-    e->id = id;
+    e->requestId = reqId;
     FillError(e, error);
     bridge->Post(e);
   }
@@ -549,12 +559,12 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     bool recovery = info.Length() > 1 && info[1].IsObject() && Bool(info[1].As<Napi::Object>(), "recovery", false);
     VZVirtualMachine* vm = vm_;
     std::shared_ptr<Bridge> bridge = bridge_;
     dispatch_async(queue_, ^{
-      void (^handler)(NSError*) = ^(NSError* error) { Done(bridge, id, error); };
+      void (^handler)(NSError*) = ^(NSError* error) { Done(bridge, reqId, error); };
 #if defined(__arm64__)
       if (recovery) {
         if (@available(macOS 13.0, *)) {
@@ -563,12 +573,12 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
           [vm startWithOptions:opts completionHandler:handler];
           return;
         }
-        Done(bridge, id, ConfigError(@"starting in recovery needs macOS 13 or later on the host"));
+        Done(bridge, reqId, ConfigError(@"starting in recovery needs macOS 13 or later on the host"));
         return;
       }
 #else
       if (recovery) {
-        Done(bridge, id, ConfigError(@"starting in recovery needs an Apple silicon host"));
+        Done(bridge, reqId, ConfigError(@"starting in recovery needs an Apple silicon host"));
         return;
       }
 #endif
@@ -579,53 +589,53 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
 
   Napi::Value Pause(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     VZVirtualMachine* vm = vm_;
     std::shared_ptr<Bridge> bridge = bridge_;
     dispatch_async(queue_, ^{
-      [vm pauseWithCompletionHandler:^(NSError* error) { Done(bridge, id, error); }];
+      [vm pauseWithCompletionHandler:^(NSError* error) { Done(bridge, reqId, error); }];
     });
     return info.Env().Undefined();
   }
 
   Napi::Value Resume(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     VZVirtualMachine* vm = vm_;
     std::shared_ptr<Bridge> bridge = bridge_;
     dispatch_async(queue_, ^{
-      [vm resumeWithCompletionHandler:^(NSError* error) { Done(bridge, id, error); }];
+      [vm resumeWithCompletionHandler:^(NSError* error) { Done(bridge, reqId, error); }];
     });
     return info.Env().Undefined();
   }
 
   Napi::Value Stop(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     VZVirtualMachine* vm = vm_;
     std::shared_ptr<Bridge> bridge = bridge_;
     dispatch_async(queue_, ^{
-      [vm stopWithCompletionHandler:^(NSError* error) { Done(bridge, id, error); }];
+      [vm stopWithCompletionHandler:^(NSError* error) { Done(bridge, reqId, error); }];
     });
     return info.Env().Undefined();
   }
 
   Napi::Value RequestStop(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     VZVirtualMachine* vm = vm_;
     std::shared_ptr<Bridge> bridge = bridge_;
     dispatch_async(queue_, ^{
       NSError* error = nil;
       BOOL ok = [vm requestStopWithError:&error];
-      Done(bridge, id, ok ? nil : (error ?: ConfigError(@"requestStop failed")));
+      Done(bridge, reqId, ok ? nil : (error ?: ConfigError(@"requestStop failed")));
     });
     return info.Env().Undefined();
   }
 
   Napi::Value SaveOrRestore(const Napi::CallbackInfo& info, bool save) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     if (info.Length() < 2 || !info[1].IsString()) {
       Napi::TypeError::New(info.Env(), save ? "saveState(id, path)" : "restoreState(id, path)").ThrowAsJavaScriptException();
       return info.Env().Undefined();
@@ -635,11 +645,11 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
     std::shared_ptr<Bridge> bridge = bridge_;
     dispatch_async(queue_, ^{
       if (@available(macOS 14.0, *)) {
-        void (^handler)(NSError*) = ^(NSError* error) { Done(bridge, id, error); };
+        void (^handler)(NSError*) = ^(NSError* error) { Done(bridge, reqId, error); };
         if (save) [vm saveMachineStateToURL:url completionHandler:handler];
         else [vm restoreMachineStateFromURL:url completionHandler:handler];
       } else {
-        Done(bridge, id, ConfigError(@"saving and restoring VM state needs macOS 14 or later on the host"));
+        Done(bridge, reqId, ConfigError(@"saving and restoring VM state needs macOS 14 or later on the host"));
       }
     });
     return info.Env().Undefined();
@@ -649,7 +659,7 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
 
   Napi::Value Install(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
-    double id = Id(info);
+    double reqId = RequestId(info);
     if (info.Length() < 2 || !info[1].IsString()) {
       Napi::TypeError::New(info.Env(), "install(id, ipswPath)").ThrowAsJavaScriptException();
       return info.Env().Undefined();
@@ -661,12 +671,12 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
     FleetVZObserver* observer = observer_;
     dispatch_async(queue_, ^{
       if (bridge->installer != nil) {
-        Done(bridge, id, ConfigError(@"an installation is already running on this VM"));
+        Done(bridge, reqId, ConfigError(@"an installation is already running on this VM"));
         return;
       }
       VZMacOSInstaller* installer = [[VZMacOSInstaller alloc] initWithVirtualMachine:vm restoreImageURL:url];
       bridge->installer = installer;
-      observer.installId = id;
+      observer.installId = reqId;
       [installer.progress addObserver:observer
                            forKeyPath:@"fractionCompleted"
                               options:NSKeyValueObservingOptionNew
@@ -674,11 +684,11 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
       [installer installWithCompletionHandler:^(NSError* error) {
         [installer.progress removeObserver:observer forKeyPath:@"fractionCompleted" context:kFleetProgressContext];
         bridge->installer = nil;
-        Done(bridge, id, error);
+        Done(bridge, reqId, error);
       }];
     });
 #else
-    dispatch_async(queue_, ^{ Done(bridge, id, ConfigError(@"installing macOS needs an Apple silicon host")); });
+    dispatch_async(queue_, ^{ Done(bridge, reqId, ConfigError(@"installing macOS needs an Apple silicon host")); });
 #endif
     return info.Env().Undefined();
   }
@@ -714,7 +724,8 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
 };
 
 Napi::Value IsSupported(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), VZVirtualMachine.isSupported);
+  // +[VZVirtualMachine isSupported] (the class property `supported`), as a message send.
+  return Napi::Boolean::New(info.Env(), [VZVirtualMachine isSupported]);
 }
 
 Napi::Value Limits(const Napi::CallbackInfo& info) {

@@ -105,17 +105,22 @@ struct Shared {
     });
     if (s != napi_ok) delete e;
   }
-  // On the queue, once both the interface_ref and the start completion are known.
-  void ArmEvents(dispatch_queue_t queue, const std::shared_ptr<Shared>& self) {
+  // On the queue, once both the interface_ref and the start completion are known. `owner` is
+  // this object's own shared_ptr (not named `self`: in Objective-C++ that reads as the receiver).
+  // It is copied into a local first: a block captures a C++ reference variable as a reference,
+  // and the shared_ptr behind `owner` belongs to a block that is gone once it has run, so the
+  // event block must hold its own copy.
+  void ArmEvents(dispatch_queue_t queue, const std::shared_ptr<Shared>& owner) {
     if (callbackSet || !started || iface == nullptr) return;
     callbackSet = true;
+    std::shared_ptr<Shared> keep = owner;
     vmnet_interface_set_event_callback(iface, VMNET_INTERFACE_PACKETS_AVAILABLE, queue,
                                        ^(interface_event_t event, xpc_object_t params) {
                                          // Coalesce: one 'readable' in flight; JS drains with read().
-                                         if (!self->readablePending.exchange(true)) {
+                                         if (!keep->readablePending.exchange(true)) {
                                            auto* e = new NetEvent();
                                            e->type = "readable";
-                                           self->Post(e);
+                                           keep->Post(e);
                                          }
                                        });
   }
