@@ -17,6 +17,7 @@ import {
   peerCredentials,
   recvFds,
   sendFds,
+  setNonBlocking,
   socketpairDgram,
   unixAccept,
   unixConnect,
@@ -311,6 +312,35 @@ describe('sendFds / recvFds in one process', () => {
     expectThrow(() => recvFds(client), { code: 'EOF', syscall: 'recvmsg' }, /peer closed/);
     // The peer is gone: sending now fails with EPIPE (no SIGPIPE kills the process).
     expectThrow(() => sendFds(client, [a], Buffer.from('x')), { code: 'EPIPE', syscall: 'sendmsg' }, /peer closed/);
+  });
+
+  it('on a full non-blocking socket sendFds throws EAGAIN and sends nothing; every accepted message arrives with its fd', async () => {
+    const { server, client } = await connectedPair();
+    setNonBlocking(server);
+    const [a, b] = socketpairDgram({ sndbuf: 0, rcvbuf: 0 });
+    cleanup.push(() => closeFd(a), () => closeFd(b));
+    let sent = 0;
+    let err: unknown = null;
+    while (err === null && sent < 100_000) {
+      try {
+        sendFds(server, [b], Buffer.from([sent & 0xff]));
+        sent++;
+      } catch (e) {
+        err = e;
+      }
+    }
+    expect(err).toMatchObject({ code: 'EAGAIN', syscall: 'sendmsg' });
+    expect((err as Error).message).toMatch(/nothing was sent/);
+    expect(sent).toBeGreaterThan(10);
+    let got = 0;
+    for (let m = recvFds(client); m !== null; m = recvFds(client)) {
+      // Linux ends each read after the chunk that carried fds: one message per call here.
+      expect(m.fds).toHaveLength(1);
+      expect([...m.data]).toEqual([got & 0xff]);
+      closeFd(m.fds[0]!);
+      got++;
+    }
+    expect(got).toBe(sent);
   });
 
   it('MSG_CTRUNC: more fds than maxFds closes every received fd and throws EMSGSIZE', async () => {

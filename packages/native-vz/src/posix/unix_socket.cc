@@ -35,9 +35,12 @@
 #include "../linux/native_vz.h"
 #endif
 
-#ifndef MSG_NOSIGNAL
-// Not in every macOS SDK; macOS sockets get SO_NOSIGPIPE instead (and Node ignores SIGPIPE anyway).
-#define MSG_NOSIGNAL 0
+#ifdef __APPLE__
+// MSG_NOSIGNAL is not part of the documented macOS API; sendFds sets SO_NOSIGPIPE on the socket
+// instead (and Node ignores SIGPIPE anyway).
+constexpr int kSendFlags = 0;
+#else
+constexpr int kSendFlags = MSG_NOSIGNAL;
 #endif
 
 namespace nvz {
@@ -392,7 +395,7 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
 #endif
   ssize_t r;
   do {
-    r = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    r = sendmsg(sock, &msg, kSendFlags);
   } while (r < 0 && errno == EINTR);
   if (r < 0) {
     int e = errno;
@@ -407,7 +410,7 @@ Napi::Value SendFds(const Napi::CallbackInfo& info) {
   size_t sent = static_cast<size_t>(r);
   int remainingMs = kPartialSendTimeoutMs;
   while (sent < dlen) {
-    ssize_t w = send(sock, bytes + sent, dlen - sent, MSG_NOSIGNAL);
+    ssize_t w = send(sock, bytes + sent, dlen - sent, kSendFlags);
     if (w > 0) {
       sent += static_cast<size_t>(w);
       continue;
@@ -433,7 +436,7 @@ void CloseAll(const std::vector<int>& fds) {
 // never blocks: null when nothing is queued (EAGAIN). Received fds are close-on-exec.
 // - A stream socket has no message boundaries: data is what is queued, up to maxBytes — possibly
 //   only the start of what the peer sent with the fds, possibly followed by bytes it wrote later
-//   (Linux stops a read after the chunk that carried fds; macOS does not).
+//   (Linux ends a read after the chunk that carried fds; BSD need not).
 // - EOF (the peer closed, 0 bytes and no fds) on a stream socket THROWS an Error with code 'EOF';
 //   on a datagram socket 0 bytes is an empty datagram and is returned as such.
 // - MSG_CTRUNC (more fds than maxFds, or a process out of fds) closes every fd received and
