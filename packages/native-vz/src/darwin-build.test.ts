@@ -68,6 +68,33 @@ describe('binding.gyp keeps the macOS half out of Linux builds', () => {
   });
 });
 
+describe('macOS toolchain requirement: Xcode 15+ with the macOS 14 SDK (macOS 14 symbols behind @available, deployment target 13)', () => {
+  it('the install script refuses an older SDK with the fix, and accepts 14 and later', async () => {
+    const { macSdkProblem, buildNeeds, MIN_MACOS_SDK } = (await import('../scripts/build.mjs')) as {
+      macSdkProblem: (v: string | null | undefined) => string | null;
+      buildNeeds: (isMac: boolean) => string;
+      MIN_MACOS_SDK: number;
+    };
+    expect(MIN_MACOS_SDK).toBe(14);
+    const old = macSdkProblem('13.3\n');
+    expect(old).toContain('Xcode 15 or later with the macOS 14 SDK');
+    expect(old).toContain('the selected SDK is macOS 13.3');
+    for (const v of ['14.0', '14.5\n', '15.2', '26.0']) expect(macSdkProblem(v), v).toBeNull();
+    // An unreadable version is left to the compiler.
+    for (const v of ['', undefined, null, 'garbage']) expect(macSdkProblem(v)).toBeNull();
+    expect(buildNeeds(true)).toContain('Xcode 15 or later with the macOS 14 SDK');
+    expect(buildNeeds(false)).toBe('Needs: g++ (C++17), make, python3, Node headers.');
+  });
+
+  it('no message or doc in this package claims an older SDK suffices', () => {
+    for (const f of ['scripts/build.mjs', 'README.md', 'src/vz.ts']) {
+      const text = readFileSync(path.join(pkgDir, f), 'utf8');
+      expect(text, f).not.toMatch(/macOS 13\+? SDK|13\+ SDK/);
+    }
+    expect(readFileSync(path.join(pkgDir, 'README.md'), 'utf8')).toContain('Xcode 15 or later with the macOS 14 SDK');
+  });
+});
+
 describe.runIf(process.platform === 'linux')('the Linux build that pnpm install produced', () => {
   it('compiled only src/linux and the shared src/posix (generated makefile and object files)', () => {
     if (!existsSync(path.join(buildDir, 'native_vz.target.mk'))) {
