@@ -89,7 +89,8 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name, int* fd) 
 // cut the path short, or name a Linux abstract socket) and anything that does not fit sun_path
 // with its terminating NUL (ENAMETOOLONG) — the kernel would otherwise truncate or reject it
 // with a less helpful EINVAL.
-bool ArgPath(const Napi::CallbackInfo& info, size_t i, const char* fn, struct sockaddr_un* addr, socklen_t* len, std::string* path) {
+bool ArgPath(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* syscall, struct sockaddr_un* addr, socklen_t* len,
+             std::string* path) {
   Napi::Env env = info.Env();
   if (info.Length() <= i || !info[i].IsString()) {
     ThrowType(env, std::string(fn) + ": path must be a string");
@@ -106,7 +107,7 @@ bool ArgPath(const Napi::CallbackInfo& info, size_t i, const char* fn, struct so
   }
   memset(addr, 0, sizeof *addr);
   if (path->size() >= sizeof addr->sun_path) {
-    ErrnoError(env, ENAMETOOLONG, fn,
+    ErrnoError(env, ENAMETOOLONG, syscall,
                "socket path is " + std::to_string(path->size()) + " bytes; a unix socket path must be shorter than " +
                    std::to_string(sizeof addr->sun_path) + " bytes (sun_path): use a shorter directory")
         .ThrowAsJavaScriptException();
@@ -162,7 +163,7 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   socklen_t len;
   std::string path;
   int mode, backlog;
-  if (!ArgPath(info, 0, "unixListen", &addr, &len, &path) || !ArgInt(info, 1, "mode", 0, 0777, &mode) ||
+  if (!ArgPath(info, 0, "unixListen", "bind", &addr, &len, &path) || !ArgInt(info, 1, "mode", 0, 0777, &mode) ||
       !ArgInt(info, 2, "backlog", 1, 65535, &backlog)) {
     return env.Undefined();
   }
@@ -244,7 +245,7 @@ Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   struct sockaddr_un addr;
   socklen_t len;
   std::string path;
-  if (!ArgPath(info, 0, "unixConnect", &addr, &len, &path)) return env.Undefined();
+  if (!ArgPath(info, 0, "unixConnect", "connect", &addr, &len, &path)) return env.Undefined();
   int fd = NewStreamSocket(true);
   if (fd < 0) {
     ErrnoError(env, errno, "socket").ThrowAsJavaScriptException();
