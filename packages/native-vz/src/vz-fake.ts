@@ -44,6 +44,10 @@ export interface FakeHostOptions {
 }
 
 const vzErr = (code: number, message: string): VzNativeError => ({ domain: VZ_ERROR_DOMAIN, code, message });
+/** The addon throws a TypeError for a path that is not absolute (NSURL fileURLWithPath: raises on ""). */
+function absolute(what: string, p: string): void {
+  if (!p.startsWith('/')) throw new TypeError(`${what} must be absolute`);
+}
 /** vmnet_return_t values (vmnet/vmnet.h). */
 const VMNET_CODES: Record<string, number> = {
   VMNET_FAILURE: 1001,
@@ -201,6 +205,7 @@ export class FakeVirtualMachine implements NativeVirtualMachine {
     });
   }
   saveState(id: number, file: string): void {
+    absolute('saveState(id, path): path', file);
     this.calls.push(`saveState(${file})`);
     this.later(() => {
       if (this.st !== 'paused') return this.done(id, vzErr(VZErrorCode.InvalidVirtualMachineState, 'The virtual machine must be paused to save its state.'));
@@ -210,10 +215,12 @@ export class FakeVirtualMachine implements NativeVirtualMachine {
     });
   }
   restoreState(id: number, file: string): void {
+    absolute('restoreState(id, path): path', file);
     this.calls.push(`restoreState(${file})`);
     this.transition(id, 'stopped', 'restoring', 'paused');
   }
   install(id: number, ipswPath: string): void {
+    absolute('install(id, ipswPath): ipswPath', ipswPath);
     this.calls.push(`install(${ipswPath})`);
     if (this.host.opts.restoreImages[ipswPath] === undefined) {
       this.later(() => this.done(id, vzErr(VZErrorCode.InvalidRestoreImage, 'The restore image is invalid.')));

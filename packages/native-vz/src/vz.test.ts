@@ -106,6 +106,15 @@ describe('VzVirtualMachine over the addon interface', () => {
     await expect(vm.start()).rejects.toThrow(/closed/);
   });
 
+  it('rejects (does not crash on) a relative or empty path for save, restore and install', async () => {
+    const host = new FakeVzHost();
+    const vm = new VzVirtualMachine(host.addon(), macConfig());
+    await expect(vm.saveState('')).rejects.toThrow(/save state: .*path must be absolute/);
+    await expect(vm.restoreState('state.vzvmsave')).rejects.toThrow(/restore state: .*path must be absolute/);
+    await expect(vm.install('x.ipsw', () => {})).rejects.toBeInstanceOf(VzError);
+    expect(host.machines[0]!.calls).toEqual([]);
+  });
+
   it('cancels an install (VZErrorOperationCancelled)', async () => {
     const host = new FakeVzHost({ restoreImages: { '/x.ipsw': { buildVersion: 'b', osVersion: '14.0.0' } } });
     const vm = new VzVirtualMachine(host.addon(), macConfig());

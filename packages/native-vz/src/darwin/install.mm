@@ -16,6 +16,11 @@
 namespace nvz {
 namespace {
 
+// +[NSURL fileURLWithPath:] raises on an empty path; the framework wants local file URLs.
+bool IsAbsolutePath(const Napi::Value& v) {
+  return v.IsString() && v.As<Napi::String>().Utf8Value().rfind('/', 0) == 0;
+}
+
 Napi::Value NotOnIntel(Napi::Env env, const char* what) {
   Napi::Error::New(env, std::string(what) + ": macOS guests need an Apple silicon (arm64) host").ThrowAsJavaScriptException();
   return env.Undefined();
@@ -50,8 +55,8 @@ Napi::Value HardwareModelSupported(const Napi::CallbackInfo& info) {
 
 Napi::Value CreateAuxiliaryStorage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsTypedArray()) {
-    Napi::TypeError::New(env, "createAuxiliaryStorage(path, hardwareModel: Uint8Array)").ThrowAsJavaScriptException();
+  if (info.Length() < 2 || !IsAbsolutePath(info[0]) || !info[1].IsTypedArray()) {
+    Napi::TypeError::New(env, "createAuxiliaryStorage(path: absolute, hardwareModel: Uint8Array)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
 #if defined(__arm64__)
@@ -88,8 +93,8 @@ struct RestoreImageResult {
 // loadRestoreImage(path, cb(error | null, info | null))
 Napi::Value LoadRestoreImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsFunction()) {
-    Napi::TypeError::New(env, "loadRestoreImage(path, cb)").ThrowAsJavaScriptException();
+  if (info.Length() < 2 || !IsAbsolutePath(info[0]) || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "loadRestoreImage(path: absolute, cb)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
 #if defined(__arm64__)
@@ -97,57 +102,64 @@ Napi::Value LoadRestoreImage(const Napi::CallbackInfo& info) {
   Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "fleet-vz-restore-image", 0, 1);
   // VZ rejects symlinked IPSW paths (Tart's finding): resolve them first.
   NSURL* url = [[NSURL fileURLWithPath:ToNSString(info[0])] URLByResolvingSymlinksInPath];
-  [VZMacOSRestoreImage loadFileURL:url
-                 completionHandler:^(VZMacOSRestoreImage* image, NSError* error) {
-                   auto* r = new RestoreImageResult();
-                   if (image == nil) {
-                     r->hasError = true;
-                     r->domain = error.domain.UTF8String ?: "unknown";
-                     r->code = static_cast<double>(error.code);
-                     r->message = error.localizedDescription.UTF8String ?: "cannot load the restore image";
-                     if (error.localizedFailureReason != nil) r->reason = error.localizedFailureReason.UTF8String ?: "";
-                   } else {
-                     r->buildVersion = image.buildVersion.UTF8String ?: "";
-                     NSOperatingSystemVersion v = image.operatingSystemVersion;
-                     r->osVersion = std::to_string(v.majorVersion) + "." + std::to_string(v.minorVersion) + "." + std::to_string(v.patchVersion);
-                     VZMacOSConfigurationRequirements* req = image.mostFeaturefulSupportedConfiguration;
-                     if (req != nil && req.hardwareModel.supported) {
-                       r->supported = true;
-                       NSData* hw = req.hardwareModel.dataRepresentation;
-                       r->hardwareModel.assign(static_cast<const char*>(hw.bytes), hw.length);
-                       r->minCpus = static_cast<double>(req.minimumSupportedCPUCount);
-                       r->minMemory = static_cast<double>(req.minimumSupportedMemorySize);
-                     }
-                   }
-                   napi_status s = tsfn.NonBlockingCall(r, [](Napi::Env env, Napi::Function cb, RestoreImageResult* res) {
-                     if (env != nullptr && !cb.IsEmpty()) {
-                       Napi::HandleScope scope(env);
-                       if (res->hasError) {
-                         Napi::Object err = Napi::Object::New(env);
-                         err.Set("domain", res->domain);
-                         err.Set("code", res->code);
-                         err.Set("message", res->message);
-                         if (!res->reason.empty()) err.Set("reason", res->reason);
-                         cb.Call({err, env.Null()});
-                       } else {
-                         Napi::Object o = Napi::Object::New(env);
-                         o.Set("buildVersion", res->buildVersion);
-                         o.Set("osVersion", res->osVersion);
-                         if (res->supported) {
-                           Napi::Object sup = Napi::Object::New(env);
-                           sup.Set("hardwareModel", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(res->hardwareModel.data()), res->hardwareModel.size()));
-                           sup.Set("minCpus", res->minCpus);
-                           sup.Set("minMemoryBytes", res->minMemory);
-                           o.Set("supported", sup);
-                         }
-                         cb.Call({env.Null(), o});
+  // Apple: "If the fileURL parameter doesn't refer to a local file, the system raises an
+  // exception." An uncaught Objective-C exception would abort node: turn it into a JS error.
+  @try {
+    [VZMacOSRestoreImage loadFileURL:url
+                   completionHandler:^(VZMacOSRestoreImage* image, NSError* error) {
+                     auto* r = new RestoreImageResult();
+                     if (image == nil) {
+                       r->hasError = true;
+                       r->domain = error.domain.UTF8String ?: "unknown";
+                       r->code = static_cast<double>(error.code);
+                       r->message = error.localizedDescription.UTF8String ?: "cannot load the restore image";
+                       if (error.localizedFailureReason != nil) r->reason = error.localizedFailureReason.UTF8String ?: "";
+                     } else {
+                       r->buildVersion = image.buildVersion.UTF8String ?: "";
+                       NSOperatingSystemVersion v = image.operatingSystemVersion;
+                       r->osVersion = std::to_string(v.majorVersion) + "." + std::to_string(v.minorVersion) + "." + std::to_string(v.patchVersion);
+                       VZMacOSConfigurationRequirements* req = image.mostFeaturefulSupportedConfiguration;
+                       if (req != nil && req.hardwareModel.supported) {
+                         r->supported = true;
+                         NSData* hw = req.hardwareModel.dataRepresentation;
+                         r->hardwareModel.assign(static_cast<const char*>(hw.bytes), hw.length);
+                         r->minCpus = static_cast<double>(req.minimumSupportedCPUCount);
+                         r->minMemory = static_cast<double>(req.minimumSupportedMemorySize);
                        }
                      }
-                     delete res;
-                   });
-                   if (s != napi_ok) delete r;
-                   tsfn.Release();
-                 }];
+                     napi_status s = tsfn.NonBlockingCall(r, [](Napi::Env env, Napi::Function cb, RestoreImageResult* res) {
+                       if (env != nullptr && !cb.IsEmpty()) {
+                         Napi::HandleScope scope(env);
+                         if (res->hasError) {
+                           Napi::Object err = Napi::Object::New(env);
+                           err.Set("domain", res->domain);
+                           err.Set("code", res->code);
+                           err.Set("message", res->message);
+                           if (!res->reason.empty()) err.Set("reason", res->reason);
+                           cb.Call({err, env.Null()});
+                         } else {
+                           Napi::Object o = Napi::Object::New(env);
+                           o.Set("buildVersion", res->buildVersion);
+                           o.Set("osVersion", res->osVersion);
+                           if (res->supported) {
+                             Napi::Object sup = Napi::Object::New(env);
+                             sup.Set("hardwareModel", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(res->hardwareModel.data()), res->hardwareModel.size()));
+                             sup.Set("minCpus", res->minCpus);
+                             sup.Set("minMemoryBytes", res->minMemory);
+                             o.Set("supported", sup);
+                           }
+                           cb.Call({env.Null(), o});
+                         }
+                       }
+                       delete res;
+                     });
+                     if (s != napi_ok) delete r;
+                     tsfn.Release();
+                   }];
+  } @catch (NSException* ex) {
+    tsfn.Release();
+    Napi::Error::New(env, std::string("loadRestoreImage: ") + (ex.reason.UTF8String ?: "exception")).ThrowAsJavaScriptException();
+  }
   return env.Undefined();
 #else
   return NotOnIntel(env, "loadRestoreImage");

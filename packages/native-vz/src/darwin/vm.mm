@@ -636,8 +636,9 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
   Napi::Value SaveOrRestore(const Napi::CallbackInfo& info, bool save) {
     if (!Ready(info)) return info.Env().Undefined();
     double reqId = RequestId(info);
-    if (info.Length() < 2 || !info[1].IsString()) {
-      Napi::TypeError::New(info.Env(), save ? "saveState(id, path)" : "restoreState(id, path)").ThrowAsJavaScriptException();
+    // +[NSURL fileURLWithPath:] raises on an empty path, and nothing catches an exception here.
+    if (info.Length() < 2 || !info[1].IsString() || info[1].As<Napi::String>().Utf8Value().rfind('/', 0) != 0) {
+      Napi::TypeError::New(info.Env(), save ? "saveState(id, path): path must be absolute" : "restoreState(id, path): path must be absolute").ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     NSURL* url = FileURL(info[1].As<Napi::String>().Utf8Value());
@@ -660,8 +661,8 @@ class VirtualMachine : public Napi::ObjectWrap<VirtualMachine> {
   Napi::Value Install(const Napi::CallbackInfo& info) {
     if (!Ready(info)) return info.Env().Undefined();
     double reqId = RequestId(info);
-    if (info.Length() < 2 || !info[1].IsString()) {
-      Napi::TypeError::New(info.Env(), "install(id, ipswPath)").ThrowAsJavaScriptException();
+    if (info.Length() < 2 || !info[1].IsString() || info[1].As<Napi::String>().Utf8Value().rfind('/', 0) != 0) {
+      Napi::TypeError::New(info.Env(), "install(id, ipswPath): ipswPath must be absolute").ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     std::shared_ptr<Bridge> bridge = bridge_;
