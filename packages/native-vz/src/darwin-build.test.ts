@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const pkgDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -70,7 +70,9 @@ describe('binding.gyp keeps the macOS half out of Linux builds', () => {
 
 describe('macOS toolchain requirement: Xcode 15+ with the macOS 14 SDK (macOS 14 symbols behind @available, deployment target 13)', () => {
   it('the install script refuses an older SDK with the fix, and accepts 14 and later', async () => {
-    const { macSdkProblem, buildNeeds, MIN_MACOS_SDK } = (await import('../scripts/build.mjs')) as {
+    // Imported by URL: the script has no type declarations (and importing it does not run the build).
+    const script = pathToFileURL(path.join(pkgDir, 'scripts', 'build.mjs')).href;
+    const { macSdkProblem, buildNeeds, MIN_MACOS_SDK } = (await import(script)) as {
       macSdkProblem: (v: string | null | undefined) => string | null;
       buildNeeds: (isMac: boolean) => string;
       MIN_MACOS_SDK: number;
