@@ -1,7 +1,9 @@
 // @fleet/native-vz, macOS half: a vmnet.framework interface (shared or host mode) as the uplink of
 // a VM host process. vmnet_start_interface needs root (or com.apple.vm.networking, which Apple
-// grants only to approved products): the VM host process starts it as root, then drops privileges
-// (docs/macos.md).
+// grants only to approved products): the VM host process starts it as root (docs/macos.md).
+// macOS 26 documents a newer API (vmnet_network_create, vmnet_interface_start_with_network,
+// VZVmnetNetworkDeviceAttachment) that is reported (lima, Code-Hex/vz; not verified here, and
+// Tart still asks for root there) to work without root in shared and host mode. Not used here.
 //
 // Threading: the interface's callbacks (start completion, packets-available events, stop) run on
 // a private serial queue and reach JS through one thread-safe function. Frame I/O is synchronous
