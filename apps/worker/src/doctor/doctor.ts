@@ -12,7 +12,7 @@ import { checkNodeVersion } from './node-version.ts';
 export interface DoctorOptions {
   dataDir?: string;
   driver?: string;
-  /** vz driver: the VM users to check for a GUI login session (names or uids); default: the data dir's owner. */
+  /** vz driver: the VM users to check for a GUI login session (names or uids): `--vm-user` of `fleet-worker run`. */
   vmUsers?: readonly string[];
   /** Per-step timeout of the controller check (default 3 s). */
   controllerStepTimeoutMs?: number;

@@ -152,7 +152,7 @@ export interface DriverCheckOptions {
   driver: string;
   dataDir: string;
   platform?: NodeJS.Platform;
-  /** vz: the VM users (names or uids); default: the data dir's owner, as the vz driver does. */
+  /** vz: the VM users (names or uids), i.e. `--vm-user` of `fleet-worker run`. */
   vmUsers?: readonly string[];
 }
 
@@ -192,7 +192,7 @@ export function driverChecks(opts: DriverCheckOptions): Check[] {
         { name: 'macOS', run: async () => checkMacosVersion() },
         { name: 'entitlement', timeoutMs: 10_000, run: () => checkVirtualizationEntitlement(opts.dataDir) },
         // Darwin only (this branch): macOS guests 15.2+ need the VM user's GUI login session.
-        { name: 'gui session', timeoutMs: 10_000, run: () => checkVmUserGuiSessions({ dataDir: opts.dataDir, ...(opts.vmUsers ? { configured: opts.vmUsers } : {}) }) },
+        { name: 'gui session', timeoutMs: 10_000, run: () => checkVmUserGuiSessions(opts.vmUsers ? { configured: opts.vmUsers } : {}) },
         { name: 'data dir permissions', run: () => checkDataDirPermissions(opts.dataDir) },
         { name: 'signed node permissions', run: () => checkSignedNodePermissions(opts.dataDir) },
       ];

@@ -36,8 +36,6 @@ function fakeMac(o: { loggedIn: number[]; users: Record<string, number>; console
   return { run, calls };
 }
 
-const fixedStat = (uid: number) => async () => ({ uid, mode: 0o40755 });
-
 describe('GUI session of the VM users', () => {
   it('passes for a logged-in user and fails with the automatic-login fix for one without a session', async () => {
     const { run, calls } = fakeMac({ loggedIn: [501], users: { ci: 501, ci2: 502 }, console: 501 });
@@ -58,22 +56,21 @@ describe('GUI session of the VM users', () => {
 
   it('checks every configured VM user (names or uids) and fails if any lacks a session', async () => {
     const { run } = fakeMac({ loggedIn: [501], users: { ci: 501, ci2: 502 } });
-    const f = await checkVmUserGuiSessions({ dataDir: '/nonexistent', configured: ['ci', '502'], run });
+    const f = await checkVmUserGuiSessions({ configured: ['ci', '502'], run });
     expect(f.status).toBe('fail');
-    expect(f.detail).toMatch(/^ci \(uid 501\): gui\/501 exists .*; ci2 \(uid 502\) has no GUI login session: .* \[VM users: configured\]$/);
-    const good = await checkVmUserGuiSessions({ dataDir: '/nonexistent', configured: ['ci'], run });
+    expect(f.detail).toMatch(/^ci \(uid 501\): gui\/501 exists .*; ci2 \(uid 502\) has no GUI login session: .* \[VM users: --vm-user\]$/);
+    expect(f.fix).toContain('Automatically log in as');
+    const good = await checkVmUserGuiSessions({ configured: ['ci'], run });
     expect(good.status).toBe('ok');
-    const unknown = await checkVmUserGuiSessions({ dataDir: '/nonexistent', configured: ['nobody-here'], run });
+    const unknown = await checkVmUserGuiSessions({ configured: ['nobody-here'], run });
     expect(unknown).toMatchObject({ status: 'warn', detail: expect.stringContaining('VM user "nobody-here" does not exist') });
   });
 
-  it('without configured users, uses the data dir owner (what the vz driver does); a root-owned data dir means no VM user', async () => {
-    const { run } = fakeMac({ loggedIn: [], users: { ci: 501 } });
-    expect(await resolveVzVmUsers({ dataDir: '/var/lib/fleet', run, stat: fixedStat(501) })).toEqual({ users: [{ uid: 501, name: 'ci' }], source: 'owner of /var/lib/fleet' });
-    const none = await checkVmUserGuiSessions({ dataDir: '/var/lib/fleet', run, stat: fixedStat(0) });
-    expect(none).toMatchObject({ status: 'warn', detail: expect.stringContaining('no VM user') });
-    const missing = await resolveVzVmUsers({ dataDir: '/nonexistent-fleet-dir', run });
-    expect(missing).toEqual({ none: expect.stringContaining('does not exist yet') });
+  it('without a VM user there is nothing to check: a warning that names --vm-user', async () => {
+    const { run, calls } = fakeMac({ loggedIn: [], users: {} });
+    expect(await resolveVzVmUsers({ run })).toEqual({ none: expect.stringContaining('--vm-user NAME') });
+    expect(await checkVmUserGuiSessions({ run })).toMatchObject({ status: 'warn', fix: expect.stringContaining('--vm-user NAME') });
+    expect(calls).toEqual([]);
   });
 });
 

@@ -33,36 +33,27 @@ async function nameOf(uid: number, run: RunCommand): Promise<string | undefined>
 export type VmUsersResolution = { users: VmUser[]; source: string } | { none: string };
 
 /**
- * The VM users of a vz worker. `configured` (names or uids, e.g. from a future `--vm-user`) wins;
- * otherwise the rule `createVzDriver` applies today: a root worker runs VM hosts as the owner of
- * the data dir when that owner is not root.
+ * The VM users of a vz worker: what `fleet-worker run --vm-user` names (names or uids). There is
+ * no fallback: the vz driver refuses to start without one, and the data dir's owner is root.
  */
-export async function resolveVzVmUsers(o: { dataDir: string; configured?: readonly string[]; run?: RunCommand; stat?: StatFn }): Promise<VmUsersResolution> {
+export async function resolveVzVmUsers(o: { configured?: readonly string[]; run?: RunCommand }): Promise<VmUsersResolution> {
   const run = o.run ?? runCommand;
-  if (o.configured && o.configured.length > 0) {
-    const users: VmUser[] = [];
-    for (const c of o.configured) {
-      if (/^\d+$/.test(c)) {
-        const uid = Number(c);
-        const name = await nameOf(uid, run);
-        users.push(name ? { uid, name } : { uid });
-        continue;
-      }
-      const r = await run('/usr/bin/id', ['-u', c]);
-      if (r.code !== 0 || !/^\d+$/.test(r.stdout.trim())) return { none: `VM user ${JSON.stringify(c)} does not exist (id -u: ${r.stderr.trim() || `exit ${r.code}`})` };
-      users.push({ uid: Number(r.stdout.trim()), name: c });
+  if (!o.configured || o.configured.length === 0) {
+    return { none: 'no VM user given, so no GUI session to check (the vz driver needs `fleet-worker run --vm-user NAME`)' };
+  }
+  const users: VmUser[] = [];
+  for (const c of o.configured) {
+    if (/^\d+$/.test(c)) {
+      const uid = Number(c);
+      const name = await nameOf(uid, run);
+      users.push(name ? { uid, name } : { uid });
+      continue;
     }
-    return { users, source: 'configured' };
+    const r = await run('/usr/bin/id', ['-u', c]);
+    if (r.code !== 0 || !/^\d+$/.test(r.stdout.trim())) return { none: `VM user ${JSON.stringify(c)} does not exist (id -u: ${r.stderr.trim() || `exit ${r.code}`})` };
+    users.push({ uid: Number(r.stdout.trim()), name: c });
   }
-  let owner: number;
-  try {
-    owner = (await (o.stat ?? fsStat)(o.dataDir)).uid;
-  } catch (e) {
-    return { none: `${o.dataDir} does not exist yet (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}), so there is no VM user to check` };
-  }
-  if (owner === 0) return { none: `no VM user: ${o.dataDir} is owned by root, so VM host processes run as root, outside any GUI login session` };
-  const name = await nameOf(owner, run);
-  return { users: [name ? { uid: owner, name } : { uid: owner }], source: `owner of ${o.dataDir}` };
+  return { users, source: '--vm-user' };
 }
 
 /** One VM user's GUI session (`launchctl print gui/<uid>`). */
@@ -74,11 +65,11 @@ export async function checkGuiSession(user: VmUser, run: RunCommand = runCommand
 }
 
 /** Every VM user has a GUI login session. */
-export async function checkVmUserGuiSessions(o: { dataDir: string; configured?: readonly string[]; run?: RunCommand; stat?: StatFn }): Promise<Finding> {
+export async function checkVmUserGuiSessions(o: { configured?: readonly string[]; run?: RunCommand }): Promise<Finding> {
   const run = o.run ?? runCommand;
   const resolved = await resolveVzVmUsers({ ...o, run });
   if ('none' in resolved) {
-    return warn(resolved.none, 'run VM hosts as a non-root user that is logged in graphically (automatic login); see docs/macos.md');
+    return warn(resolved.none, 'fleet-worker doctor --driver vz --vm-user NAME (the user VMs run as, logged in graphically: automatic login; docs/macos.md)');
   }
   const results = await Promise.all(resolved.users.map((u) => checkGuiSession(u, run)));
   const worst = results.find((r) => r.status === 'fail') ?? results.find((r) => r.status === 'warn');
