@@ -189,6 +189,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
       `qemu driver: each VM's host process and QEMU run as their own uid/gid from this base (numeric, no /etc/passwd entry; default ${DEFAULT_VM_UID_BASE}; 0 = run them as root, not recommended)`,
       nonNegativeInt,
     )
+    .option('--vm-user <name>', 'vz driver (macOS): the user every VM and IPSW install runs as, in its GUI login session (enable automatic login for it; docs/macos.md). Required with --driver vz')
     .option('--image-cache-dir <dir>', 'where images pulled from registries are cached (default <data-dir>/image-cache)')
     .option('--image-cache-limit <size>', 'evict least-recently-used unused images above this size, e.g. 200GiB, 500G, 0 = no limit (default 0)', byteSize)
     .option('--vm-uid-count <n>', `qemu driver: size of the VM uid range (default ${DEFAULT_VM_UID_COUNT}; one uid per VM instance on this worker)`, nonNegativeInt)
@@ -214,6 +215,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         accel: 'auto' | 'tcg' | 'kvm';
         vmUidBase?: number;
         vmUidCount?: number;
+        vmUser?: string;
         imageCacheDir?: string;
         imageCacheLimit?: number;
         logLevel: string;
@@ -236,6 +238,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
               ...(opts.imagesDir !== undefined ? { imagesDir: path.resolve(opts.imagesDir) } : {}),
               ...(opts.globalPrefixes !== undefined ? { globalPrefixes: opts.globalPrefixes } : {}),
               vmUsers: opts.vmUidBase === 0 ? null : { base: opts.vmUidBase ?? DEFAULT_VM_UID_BASE, count: opts.vmUidCount ?? DEFAULT_VM_UID_COUNT },
+              ...(opts.vmUser !== undefined ? { vzVmUser: opts.vmUser } : {}),
             },
             imageCache: {
               ...(opts.imageCacheDir !== undefined ? { dir: path.resolve(opts.imageCacheDir) } : {}),

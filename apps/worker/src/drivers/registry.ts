@@ -20,6 +20,8 @@ export const DEFAULT_NAT_NAME = 'fleet0';
 export const DEFAULT_NAT_SUBNET = '192.168.64.0/24';
 
 export interface QemuRuntimeOptions {
+  /** vz driver: the VM user (name or uid) every macOS VM and IPSW install runs as, in its GUI session (issue 17). */
+  vzVmUser?: string;
   /** Bridge / nftables table name of the worker's NAT network (default fleet0). */
   natName?: string;
   /** NAT subnet (default 192.168.64.0/24; a clash with an existing route is refused). */
@@ -166,5 +168,19 @@ function openVzDriver(options: CreateDriverOptions): Driver {
     ...(options.qemu?.imagesDir !== undefined ? { imagesDir: options.qemu.imagesDir } : {}),
     ...(options.maxMacosGuests !== undefined ? { macosSlots: options.maxMacosGuests } : {}),
     ...(options.fenceLeaseFile ? { fenceLeaseFile: options.fenceLeaseFile } : {}),
+    ...(options.qemu?.vzVmUser !== undefined ? { vmUser: resolveUser(options.qemu.vzVmUser) } : {}),
   });
+}
+
+/** A user name or uid → uid and primary gid (`id`), or a clear error. */
+function resolveUser(user: string): { uid: number; gid: number } {
+  const id = (flag: string): number => {
+    const r = spawnSync('/usr/bin/id', [flag, user], { encoding: 'utf8' });
+    const v = r.stdout?.trim() ?? '';
+    if (r.status !== 0 || !/^\d+$/.test(v)) throw new DriverError(`--vm-user ${JSON.stringify(user)}: no such user (${(r.stderr ?? '').trim() || `id exit ${r.status}`})`);
+    return Number(v);
+  };
+  const uid = id('-u');
+  if (uid === 0) throw new DriverError('--vm-user must not be root: VMs run as an unprivileged user');
+  return { uid, gid: id('-g') };
 }

@@ -49,8 +49,9 @@ describe('prepareSignedNode', () => {
     const src = path.join(dir, 'node-src');
     await writeFile(src, 'NODE-BINARY');
     const { run, calls } = fakeCodesign();
-    const p = await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run });
-    expect(p).toEqual(signedNodePaths(path.join(dir, 'data')));
+    const p = await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run, requireRootOwned: false });
+    const { createHash } = await import('node:crypto');
+    expect(p).toEqual({ ...signedNodePaths(path.join(dir, 'data')), sha256: createHash('sha256').update('NODE-BINARY').digest('hex') });
     expect(await readFile(p.node, 'utf8')).toBe('NODE-BINARY');
     expect((await stat(p.node)).mode & 0o777).toBe(0o755);
     expect(await readFile(p.entitlements, 'utf8')).toBe(entitlementsPlist());
@@ -60,19 +61,26 @@ describe('prepareSignedNode', () => {
       ['codesign', '--display', '--entitlements', '-', '--xml', p.node],
     ]);
     calls.length = 0;
-    await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run });
+    await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run, requireRootOwned: false });
     expect(calls.map((c) => c[1])).toEqual(['--verify', '--display']); // no re-sign
     await writeFile(src, 'NODE-BINARY-v2'); // node upgraded: size changes
     calls.length = 0;
-    await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run });
+    await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run, requireRootOwned: false });
     expect(calls[0]).toEqual(['codesign', ...codesignSignArgs(p)]);
+    // Someone swapped the signed copy's content: it no longer matches its pin, so it is made again.
+    await writeFile(p.node, 'EVIL');
+    calls.length = 0;
+    const again = await prepareSignedNode(path.join(dir, 'data'), { sourceNode: src, run, requireRootOwned: false });
+    expect(calls[0]).toEqual(['codesign', ...codesignSignArgs(p)]);
+    expect(await readFile(p.node, 'utf8')).toBe('NODE-BINARY-v2');
+    expect(again.sha256).toBe(createHash('sha256').update('NODE-BINARY-v2').digest('hex'));
   });
 
   it('fails with the exact remedy when signing fails or the entitlement is missing', async () => {
     const src = path.join(dir, 'node-src');
     await writeFile(src, 'NODE');
     const failing = fakeCodesign(GOOD_XML, 1);
-    await expect(prepareSignedNode(path.join(dir, 'd1'), { sourceNode: src, run: failing.run })).rejects.toThrow(/ad-hoc signing .* failed: codesign: failure/);
+    await expect(prepareSignedNode(path.join(dir, 'd1'), { sourceNode: src, run: failing.run, requireRootOwned: false })).rejects.toThrow(/ad-hoc signing .* failed: codesign: failure/);
     const p = signedNodePaths(path.join(dir, 'd2'));
     const stock = fakeCodesign(STOCK_XML);
     const err = (await checkSignature(p, stock.run).then(() => undefined, (e: unknown) => e as Error))!;

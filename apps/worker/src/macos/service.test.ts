@@ -31,7 +31,7 @@ describe('fleet-worker install / uninstall', () => {
     expect(plist).toContain(`<string>/usr/local/bin/node</string>\n\t\t<string>${WORKER_BIN}</string>\n\t\t<string>run</string>\n\t\t<string>--driver</string>\n\t\t<string>vz</string>`);
     expect(plist).toContain(`<key>WorkingDirectory</key>\n\t<string>${path.resolve(path.dirname(WORKER_BIN), '..')}</string>`);
     expect(lines[0]).toMatch(/^installed .*dev\.fleet\.worker\.plist \(starts at boot/);
-    expect(calls.map((c) => c[1])).toEqual(['bootout', 'bootstrap', 'enable']);
+    expect(calls.map((c) => c[1])).toEqual(['bootout', 'enable', 'bootstrap']);
     expect((await uninstallService({ platform: 'darwin', run, dir, isRoot: true }))[0]).toMatch(/^removed /);
   });
 });

@@ -1,9 +1,8 @@
 // The vz driver as the worker constructs it: macOS only. Prepares (lazily, at worker start) the
-// ad-hoc-signed node copy VM host processes run on, and runs VM host processes as the owner of
-// the data dir when the worker runs as root (the launchd daemon), so that only vmnet setup runs
-// as root.
-import { statSync } from 'node:fs';
+// ad-hoc-signed node copy VM agents run on (root-owned, hash pinned); VMs run as `--vm-user` in
+// that user's GUI session, only the network half (vmnet, filter, pump) as root (issue 17).
 import path from 'node:path';
+import { closeFd, peerCredentials, recvFds, sendFds, unixAccept, unixConnect, unixListen } from '@fleet/native-vz';
 import { loadVzAddon } from '@fleet/native-vz/vz';
 import { DriverError } from '../driver.ts';
 import { prepareSignedNode } from '../../macos/codesign.ts';
@@ -23,6 +22,8 @@ export interface CreateVzDriverOptions {
   platform?: NodeJS.Platform;
   /** The worker's lease file: host processes of "reschedule" VMs fence on it. */
   fenceLeaseFile?: string;
+  /** The VM user (`--vm-user`): VMs and IPSW installs run as this user in its GUI session. */
+  vmUser?: { uid: number; gid: number };
 }
 
 export function createVzDriver(o: CreateVzDriverOptions): VzDriver {
@@ -31,23 +32,20 @@ export function createVzDriver(o: CreateVzDriverOptions): VzDriver {
     throw new DriverError(`the vz driver runs only on macOS (Apple Virtualization.framework); this host is ${platform} — use --driver qemu here`);
   }
   const dataDir = path.join(o.dataDir, 'vz');
-  let dropPrivileges: { uid: number; gid: number } | undefined;
-  if (process.getuid?.() === 0) {
-    try {
-      const st = statSync(o.dataDir);
-      if (st.uid !== 0) dropPrivileges = { uid: st.uid, gid: st.gid };
-    } catch {
-      /* created later by the worker; VM hosts stay root then */
-    }
-  }
+  const vmUser = o.vmUser;
+  if (!vmUser) throw new DriverError('the vz driver needs the VM user (fleet-worker run --vm-user NAME): VMs run as that user in its GUI login session, never as root (docs/macos.md)');
   return new VzDriver({
     dataDir,
     imagesDir: o.imagesDir ?? path.join(o.dataDir, 'images'),
-    prepareSignedNode: async () => (await prepareSignedNode(o.dataDir)).node,
+    prepareSignedNode: async () => {
+      const n = await prepareSignedNode(o.dataDir);
+      return { path: n.node, sha256: n.sha256 };
+    },
+    vmUser,
+    fdPassing: { unixListen, unixAccept, unixConnect, peerCredentials, sendFds, recvFds, closeFd },
     ...(o.macosSlots !== undefined ? { macosSlots: o.macosSlots } : {}),
     // VZMacMachineIdentifier needs no entitlement: the worker's own process can make one.
     ...(o.freshMachineIdentifier ? { freshMachineIdentifier: true, newMachineIdentifier: newMachineIdentifierFromAddon() } : {}),
-    ...(dropPrivileges ? { dropPrivileges } : {}),
     ...(o.log ? { log: o.log } : {}),
     ...(o.fenceLeaseFile ? { fence: { leaseFile: o.fenceLeaseFile } } : {}),
   });

@@ -1,17 +1,21 @@
-// The vz driver end to end on Linux: driver → run dir → VM host process logic (runVzHost, in this
-// process) → control socket → driver, with the fake addon underneath (real socketpair, real
-// packet filter, fake VZ and vmnet). What the fake cannot show: that the Objective-C works.
+// The vz driver end to end on Linux: driver → run dir → the root VM host (runNetHost, in this
+// process) → the VM agent (runVmAgent, in this process, joined by a real unix socket and SCM_RIGHTS)
+// → control socket → driver, with the fake addon underneath (real socketpair, real packet filter,
+// fake VZ and vmnet). What the fake cannot show: that the Objective-C and launchd work.
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { closeFd, socketpairDgram } from '@fleet/native-vz';
+import { closeFd, peerCredentials, recvFds, sendFds, socketpairDgram, unixAccept, unixConnect, unixListen } from '@fleet/native-vz';
 import { FakeVzHost, type FakeHostOptions } from '@fleet/native-vz/vz-fake';
 import type { InstanceStatus } from '../driver.ts';
 import { writeLeaseFile } from '../../fencing/lease-file.ts';
-import { readVzHostConfig } from '../../host-process/vz-host-config.ts';
-import { runVzHost } from '../../vm-host/darwin/host.ts';
+import type { VzHostConfig } from '../../host-process/vz-host-config.ts';
+import { receiveJob, type FdPassing } from '../../host-process/agent-link.ts';
+import { parseAgentCommand, type VmJob } from '../../host-process/agent-protocol.ts';
+import { runNetHost } from '../../vm-host/darwin/net-host.ts';
+import { runVmAgent } from '../../vm-host/darwin/vm-agent.ts';
 import { VzDriver, type VzDriverOptions, type VzHostLauncher } from './vz-driver.ts';
 
 let root: string;
@@ -45,14 +49,27 @@ async function imageBundle(name: string, os: 'darwin' | 'linux'): Promise<void> 
   await writeFile(path.join(dir, 'nvram.bin'), 'NVRAM');
 }
 
-/** Runs the VM host logic in this process instead of a detached signed node. */
+const NP: FdPassing = { unixListen, unixAccept, unixConnect, peerCredentials, sendFds, recvFds, closeFd };
+
+/** Runs both halves in this process instead of a detached root host and a LaunchAgent. */
 function inProcessLauncher(host: FakeVzHost, exits: Promise<number>[]): VzHostLauncher {
   return (configFile) => {
-    const done = runVzHost(readVzHostConfig(configFile), {
+    // Parsed directly: readVzHostConfig refuses a root VM user, and this process may be root.
+    const cfg = JSON.parse(readFileSync(configFile, 'utf8')) as VzHostConfig;
+    const done = runNetHost(cfg, {
       addon: host.addon(),
+      fd: NP,
       socketpairDgram: (o) => socketpairDgram(o),
-      closeFd,
       gatewayMac: async () => '3e:a6:f6:09:e4:64',
+      agent: {
+        start: async ({ socketPath }) => {
+          void (async () => {
+            const { job, fds, channel } = await receiveJob(NP, socketPath, parseAgentCommand);
+            await runVmAgent(job as VmJob, fds[0]!, channel, { addon: host.addon(), closeFd });
+          })();
+        },
+        stop: async () => {},
+      },
     });
     exits.push(done);
     return { exited: done.then(() => undefined) };
@@ -174,17 +191,42 @@ describe('VzDriver', () => {
     await d.close();
   });
 
-  it.runIf(process.getuid?.() === 0)('hands the run dir and bundle to the user VM host processes drop to', async () => {
+  it.runIf(process.getuid?.() === 0)('the bundle is the VM user\'s, everything root runs or reads stays root\'s; a hostile user cannot make root read, export or delete anything else', async () => {
     await imageBundle('sonoma', 'darwin');
     const host = new FakeVzHost();
     const exits: Promise<number>[] = [];
-    const d = driverFor(host, exits, { dropPrivileges: { uid: 65534, gid: 65534 } });
+    const d = driverFor(host, exits, { vmUser: { uid: 65534, gid: 65534 } });
+    // As a real data dir must be: traversable (not listable) by the VM user.
+    await (await import('node:fs/promises')).chmod(root, 0o711);
     await d.create(req('owned'));
-    await d.start(req('owned'));
-    for (const f of ['', 'bundle', 'bundle/disk.img', 'bundle/nvram.bin', 'bundle/config.json', 'vz-host.json']) {
-      expect((await stat(path.join(root, 'd', 'instances', 'owned.1', f))).uid, f).toBe(65534);
+    const inst = path.join(root, 'd', 'instances', 'owned.1');
+    expect((await stat(inst)).uid).toBe(0);
+    expect((await stat(inst)).mode & 0o777).toBe(0o711);
+    expect((await stat(path.join(inst, 'instance.json'))).uid).toBe(0);
+    for (const f of ['bundle', 'bundle/disk.img', 'bundle/nvram.bin', 'bundle/config.json']) {
+      expect((await stat(path.join(inst, f))).uid, f).toBe(65534);
     }
-    await d.stop(req('owned'));
+    expect((await stat(path.join(inst, 'bundle'))).mode & 0o777).toBe(0o700);
+
+    // The user swaps the disk for a link to a root-only file, then asks for a push: refused.
+    const secret = path.join(root, 'root-secret');
+    await writeFile(secret, 'root only', { mode: 0o600 });
+    const { symlinkSync, rmSync, lchownSync, existsSync } = await import('node:fs');
+    rmSync(path.join(inst, 'bundle', 'disk.img'));
+    symlinkSync(secret, path.join(inst, 'bundle', 'disk.img'));
+    lchownSync(path.join(inst, 'bundle', 'disk.img'), 65534, 65534);
+    const work = await mkdtemp(path.join(tmpdir(), 'fvz-push-'));
+    await expect(d.exportImage(req('owned'), work)).rejects.toThrow(/symbolic link: refused/);
+
+    // ... and plants a link to a root directory: remove() deletes as the user, so root's files stay.
+    const precious = path.join(root, 'precious');
+    await mkdir(precious);
+    await writeFile(path.join(precious, 'keep'), 'keep');
+    symlinkSync(precious, path.join(inst, 'bundle', 'escape'));
+    await d.remove(req('owned'));
+    expect(existsSync(inst)).toBe(false);
+    expect(await readFile(path.join(precious, 'keep'), 'utf8')).toBe('keep');
+    await rm(work, { recursive: true, force: true });
     await d.close();
   });
 
@@ -254,7 +296,7 @@ describe('VzDriver', () => {
   it('reports vmnet without root and a missing entitlement as clear start failures', async () => {
     await imageBundle('sonoma', 'darwin');
     for (const [opts, re] of [
-      [{ root: false }, /vmnet refused access \(VMNET_INVALID_ACCESS\): starting a vmnet interface needs root/],
+      [{ root: false }, /VMNET_FAILURE\) in a process that is not root.*needs root/],
       [{ entitled: false }, /com\.apple\.security\.virtualization.*restart the worker/],
     ] as Array<[FakeHostOptions, RegExp]>) {
       await rm(path.join(root, 'd'), { recursive: true, force: true });
@@ -278,6 +320,7 @@ describe('VzDriver', () => {
       imagesDir: path.join(root, 'images'),
       cloneFile: (a, b) => copyFile(a, b),
       prepareSignedNode: () => Promise.reject(new Error(remedy)),
+      vmUser: process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : { uid: process.getuid!(), gid: process.getgid!() },
       log: { info: () => {}, warn: (o) => warned.push((o as { err: string }).err) },
     });
     await d.list(); // worker start: the check runs here

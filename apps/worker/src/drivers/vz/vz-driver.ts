@@ -1,13 +1,17 @@
 // The macOS driver (Apple Virtualization.framework). Same shape as the QEMU driver: every instance
-// runs in its own detached VM host process (vm-host/darwin), here on the worker's ad-hoc-signed
-// node copy (macos/codesign.ts), talking through the same control socket and status.jsonl, so a
-// worker restart re-attaches to running VMs. Per instance:
+// runs in its own detached VM host process (vm-host/darwin), talking through the same control
+// socket and status.jsonl, so a worker restart re-attaches to running VMs. Issue 17: that host is
+// the root half (vmnet, the filter, the pump) and runs on the worker's own node; the VM itself runs
+// in an unprivileged agent as the VM user, in that user's GUI session (a LaunchAgent), on the
+// signed node copy (macos/codesign.ts: root-owned, SHA-256 pinned). Per instance:
 //
-//   <dataDir>/instances/<vmId>.<attempt>/
-//     instance.json   what the worker asked for                                  — driver
-//     bundle/         Tart bundle, an APFS clone of the image with a fresh MAC    — driver
-//     vz-host.json    the host process's config, rewritten on every start         — driver
-//     control.sock, status.jsonl, serial.log, host.log                            — host
+//   <dataDir>/instances/<vmId>.<attempt>/        root 0711
+//     instance.json   what the worker asked for                                  — driver (root)
+//     vz-host.json    the host's config, rewritten on every start (0600)          — driver (root)
+//     control.sock, status.jsonl, host.log, agent.sock, <label>.plist             — host (root)
+//     bundle/         Tart bundle (VM user, 0700): a clone of the image made by root before
+//                     it is handed over; afterwards root reads it only by fd (vz/user-files.ts)
+//     logs/           serial.log, agent.log (VM user, 0700)                       — agent
 //
 // Images: spec.image names a Tart bundle under `imagesDir` (or is an absolute bundle path), or an
 // .ipsw, which is installed once into `imagesDir/<name>` with progress reported as status
@@ -20,8 +24,9 @@
 // worker's lease file and stops its VM hard when the lease runs out; `kill()` is the worker's own
 // forced stop. A fenced instance ends "stopped" with a "fenced: …" message.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { chown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, lstatSync, openSync, readFileSync } from 'node:fs';
+import { chmod, lchown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -42,19 +47,30 @@ import {
   type UpdateInstanceRequest,
 } from '../driver.ts';
 import { StatusListeners, waitUntilRunning, writeInstanceRecord } from '../instance-status.ts';
-import { CONTROL_SOCKET, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
+import { CONTROL_SOCKET, SERIAL_LOG, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
 import { controlRequest, watchControl, type ControlWatch } from '../../host-process/control-client.ts';
 import type { VzHostConfig, VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { leaseForMac } from '../../macos/dhcpd-leases.ts';
 import { cloneBundle, type CloneFile } from '../../vz/clone.ts';
+import { copyUserFile, readUserFile, removeAsUser } from '../../vz/user-files.ts';
+import { AgentListener, handOver, type FdPassing } from '../../host-process/agent-link.ts';
+import { parseAgentEvent } from '../../host-process/agent-protocol.ts';
+import type { AgentLauncher } from '../../macos/agent-launcher.ts';
 import type { InstallEvent, InstallRequest } from '../../vz/install.ts';
 import { MacosSlots } from '../../vz/slots.ts';
-import { readTartConfig, resourcesFor } from '../../vz/tart-bundle.ts';
+import { parseTartConfig, readTartConfig, resourcesFor, type TartConfig } from '../../vz/tart-bundle.ts';
 
 export const VZ_DRIVER_NAME = 'vz';
 export const VZ_HOST_CONFIG = 'vz-host.json';
 const HOST_LAUNCH = fileURLToPath(new URL('../../vm-host/darwin/launch.mjs', import.meta.url));
-const INSTALL_LAUNCH = fileURLToPath(new URL('../../vm-host/darwin/install-launch.mjs', import.meta.url));
+/** The agent's entry script, for the LaunchAgent's argv (the driver starts agents for installs). */
+export const AGENT_LAUNCH = fileURLToPath(new URL('../../vm-host/darwin/agent-launch.mjs', import.meta.url));
+/** The instance's VM-user-owned parts. */
+const BUNDLE_DIR = 'bundle';
+const LOGS_DIR = 'logs';
+const AGENT_SOCKET = 'agent.sock';
+/** Files of a Tart bundle that root copies (by fd) when it takes a bundle from a VM user's directory. */
+const BUNDLE_FILES = ['config.json', 'disk.img', 'nvram.bin'];
 
 /** Starts one VM host process for a config file; `exited` resolves when it ends. */
 export type VzHostLauncher = (configFile: string, runDir: string) => { exited: Promise<void> } | Promise<{ exited: Promise<void> }>;
@@ -75,13 +91,13 @@ export interface VzDriverOptions {
   dataDir: string;
   /** Where image bundles live (spec.image is a name in here, or an absolute path). */
   imagesDir: string;
-  /** The ad-hoc-signed node copy (macos/codesign.ts prepareSignedNode). Needed unless `launcher` and `installer` are given. */
-  signedNode?: string;
+  /** The ad-hoc-signed node copy and its pinned SHA-256 (macos/codesign.ts prepareSignedNode). Needed unless `launcher` and `installer` are given. */
+  signedNode?: { path: string; sha256: string };
   /**
    * Makes/checks the signed node copy (prepareSignedNode). Run once when the driver loads (worker
    * start): a failure is logged with its exact remedy and fails every start with it.
    */
-  prepareSignedNode?: () => Promise<string>;
+  prepareSignedNode?: () => Promise<{ path: string; sha256: string }>;
   launcher?: VzHostLauncher;
   installer?: VzInstaller;
   network?: VzNetworkOptions;
@@ -92,8 +108,15 @@ export interface VzDriverOptions {
   /** Needed with freshMachineIdentifier (the addon's newMachineIdentifier; the worker's own node may lack the entitlement, but this call needs none). */
   newMachineIdentifier?: () => Uint8Array;
   cloneFile?: CloneFile;
-  /** VM host processes drop to this user once vmnet is up. */
-  dropPrivileges?: { uid: number; gid: number };
+  /**
+   * The VM user: every VM (and IPSW install) runs as this user in its GUI session, never as root
+   * (issue 17). Needed unless `launcher` (tests) is given.
+   */
+  vmUser?: { uid: number; gid: number };
+  /** Starts agents for IPSW installs (default: LaunchAgents on the signed node copy, macos/agent-launcher.ts). */
+  agentLauncher?: AgentLauncher;
+  /** The native fd-passing calls (@fleet/native-vz), for IPSW installs. */
+  fdPassing?: FdPassing;
   stopTimeoutMs?: number;
   startTimeoutMs?: number;
   /** dhcpd_leases fallback: file, delay after "running" before the first look, poll interval. */
@@ -132,17 +155,6 @@ function dirName(ref: InstanceRef): string {
   return `${encodeURIComponent(ref.vmId).replace(/\./g, '%2E')}.${ref.attempt}`;
 }
 
-/** chown -R: the VM host process drops to this user and must own its run dir and bundle. */
-async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
-  await chown(dir, uid, gid);
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) await chownTree(p, uid, gid);
-    else await chown(p, uid, gid);
-  }
-}
-
-
 function lastStatusLine(dir: string): { state: string; message?: string; failureKind?: string } | undefined {
   try {
     const lines = readFileSync(path.join(dir, STATUS_LOG), 'utf8').trim().split('\n');
@@ -171,6 +183,8 @@ export class VzDriver implements Driver {
       throw new DriverError(`vz driver data dir ${opts.dataDir} is too long for Unix socket paths (103 bytes on macOS); choose a shorter one`);
     }
     if (!opts.launcher && !opts.signedNode && !opts.prepareSignedNode) throw new DriverError('the vz driver needs the signed node copy (signedNode or prepareSignedNode) to run VM host processes');
+    if (!opts.launcher && !opts.vmUser) throw new DriverError('the vz driver needs the VM user (vmUser): VMs never run as root');
+    if (opts.vmUser && (!Number.isInteger(opts.vmUser.uid) || opts.vmUser.uid <= 0)) throw new DriverError(`the VM user must not be root (uid ${opts.vmUser.uid})`);
     if (opts.freshMachineIdentifier && !opts.newMachineIdentifier) throw new DriverError('freshMachineIdentifier needs newMachineIdentifier');
     this.slots = new MacosSlots(opts.macosSlots ?? 2);
     this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests: this.slots.capacity };
@@ -193,7 +207,9 @@ export class VzDriver implements Driver {
     if (r.spec.os && r.spec.os !== 'linux' && r.spec.os !== 'macos') throw new DriverError(`the vz driver runs "linux" and "macos" guests, not ${JSON.stringify(r.spec.os)}`);
     if (!r.spec.image && !r.spec.pulled) throw new DriverError('the vz driver needs spec.image (a Tart bundle name, an .ipsw, or a registry image)');
     const dir = path.join(this.instancesDir, dirName(r));
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdir(this.instancesDir, { recursive: true, mode: 0o711 });
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    await chmod(dir, 0o711);
     // Held from the start, so install progress can be reported as status messages.
     const h: Held = {
       rec: { vmId: r.vmId, attempt: r.attempt, name: r.name, generation: r.generation, spec: r.spec, guest: r.spec.os === 'linux' ? 'linux' : 'macos', mac: '' },
@@ -206,18 +222,20 @@ export class VzDriver implements Driver {
       const base = await readTartConfig(image);
       const guest = base.os === 'darwin' ? 'macos' : 'linux';
       if (r.spec.os && r.spec.os !== guest) throw new DriverError(`image ${r.spec.image} holds a ${guest} guest, but the VM asks for ${r.spec.os}`);
-      // A create interrupted by a crash may have left a partial clone behind.
-      await rm(path.join(dir, 'bundle'), { recursive: true, force: true });
-      const cloned = await cloneBundle(image, path.join(dir, 'bundle'), {
+      // A create interrupted by a crash may have left a partial clone behind (maybe already the user's).
+      await this.removeUserDir(path.join(dir, BUNDLE_DIR));
+      // Cloned while root owns the new directory (nothing of the user's can be in it yet), then handed over.
+      const cloned = await cloneBundle(image, path.join(dir, BUNDLE_DIR), {
         ...(this.opts.cloneFile ? { cloneFile: this.opts.cloneFile } : {}),
         ...(guest === 'macos' && this.opts.freshMachineIdentifier && this.opts.newMachineIdentifier ? { newMachineIdentifier: this.opts.newMachineIdentifier } : {}),
       });
+      await this.handToVmUser(path.join(dir, BUNDLE_DIR));
       h.rec = { ...h.rec, guest, mac: cloned.config.macAddress };
       await writeInstanceRecord(dir, h.rec);
       return this.patch(h, { mac: h.rec.mac, message: undefined });
     } catch (e) {
       this.held.delete(key);
-      await rm(dir, { recursive: true, force: true });
+      await this.removeInstanceDir(dir);
       throw e instanceof DriverError ? e : new DriverError(`create ${r.name}: ${(e as Error).message}`);
     }
   }
@@ -231,10 +249,13 @@ export class VzDriver implements Driver {
       this.patch(h, { state: 'failed', message: why });
       throw new DriverError(`start ${h.rec.name}: ${why}`);
     }
-    const bundleDir = path.join(h.dir, 'bundle');
+    const bundleDir = path.join(h.dir, BUNDLE_DIR);
+    const logsDir = path.join(h.dir, LOGS_DIR);
     let cfg: VzHostConfig;
     try {
-      const bundle = await readTartConfig(bundleDir);
+      const bundle = await this.readBundleConfig(bundleDir);
+      await this.ensureUserDir(logsDir);
+      const node = this.opts.launcher ? { path: '', sha256: '' } : await this.signedNode();
       const res = resourcesFor(bundle, { cpus: h.rec.spec.cpus, memoryMib: h.rec.spec.memoryMib });
       const net = { ...DEFAULT_VZ_NETWORK, ...(this.opts.network ?? {}) };
       cfg = {
@@ -244,13 +265,18 @@ export class VzDriver implements Driver {
         guest: h.rec.guest,
         bundleDir,
         runDir: h.dir,
+        serialLogPath: path.join(logsDir, SERIAL_LOG),
+        vmUser: this.opts.vmUser ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+        agentSocket: path.join(h.dir, AGENT_SOCKET),
+        agentLabel: `dev.fleet.vm.${createHash('sha256').update(dirName(h.rec)).digest('hex').slice(0, 16)}`,
+        agentLog: path.join(logsDir, 'agent.log'),
+        ...(node.path ? { agentNode: node } : {}),
         cpus: res.cpus,
         memoryBytes: res.memoryBytes,
         mac: bundle.macAddress,
         network: net,
         filter: { allow: h.rec.spec.network?.allow ?? [], block: h.rec.spec.network?.block ?? [], blockLocal: h.rec.spec.network?.blockLocal ?? false },
         ...(this.opts.stopTimeoutMs !== undefined ? { stopTimeoutMs: this.opts.stopTimeoutMs } : {}),
-        ...(this.opts.dropPrivileges ? { dropPrivileges: this.opts.dropPrivileges } : {}),
         // "wait" VMs keep running while the worker is cut off; every other one is fenced.
         ...fenceConfigFor(h.rec.spec.disconnectPolicy, this.opts.fence),
       };
@@ -259,17 +285,10 @@ export class VzDriver implements Driver {
       this.patch(h, { state: 'failed', message: (e as Error).message });
       throw new DriverError(`start ${h.rec.name}: ${(e as Error).message}`);
     }
-    await writeFile(path.join(h.dir, VZ_HOST_CONFIG), JSON.stringify(cfg, null, 2));
+    // Root's files in root's directory: the VM user can neither write nor swap them.
+    await writeFile(path.join(h.dir, VZ_HOST_CONFIG), JSON.stringify(cfg, null, 2), { mode: 0o600 });
     await rm(path.join(h.dir, CONTROL_SOCKET), { force: true });
     await rm(path.join(h.dir, STATUS_LOG), { force: true });
-    if (this.opts.dropPrivileges) {
-      try {
-        await chownTree(h.dir, this.opts.dropPrivileges.uid, this.opts.dropPrivileges.gid);
-      } catch (e) {
-        this.ended(h, 'failed', `cannot hand ${h.dir} to uid ${this.opts.dropPrivileges.uid}: ${(e as Error).message}`, 'setup');
-        throw new DriverError(`start ${h.rec.name}: ${h.status.message}`);
-      }
-    }
     h.stopping = false;
     this.patch(h, { state: 'starting', ip: undefined, message: undefined });
     let exited: Promise<void>;
@@ -324,7 +343,7 @@ export class VzDriver implements Driver {
     clearTimeout(h.leaseTimer);
     this.held.delete(key);
     this.slots.release(key);
-    await rm(h.dir, { recursive: true, force: true });
+    await this.removeInstanceDir(h.dir);
   }
 
   onMacosSlotLimit(listener: (slots: number, reason: string) => void): () => void {
@@ -348,52 +367,139 @@ export class VzDriver implements Driver {
 
   // ---- internals ----------------------------------------------------------------------
 
-  private nodeReady: Promise<string> | undefined;
+  private nodeReady: Promise<{ path: string; sha256: string }> | undefined;
 
-  /** The signed node path (prepared and checked once). */
-  private signedNode(): Promise<string> {
+  /** The signed node copy and its pinned hash (prepared and checked once). */
+  private signedNode(): Promise<{ path: string; sha256: string }> {
     if (!this.nodeReady) {
       this.nodeReady = this.opts.prepareSignedNode ? this.opts.prepareSignedNode() : Promise.resolve(this.opts.signedNode!);
-      this.nodeReady.catch((e: Error) => this.opts.log?.warn({ err: e.message }, 'the VM host node copy is not usable: macOS VMs cannot start'));
+      this.nodeReady.catch((e: Error) => this.opts.log?.warn({ err: e.message }, 'the VM agent node copy is not usable: macOS VMs cannot start'));
     }
     return this.nodeReady;
   }
 
+  /** The root half runs on the worker's own node (it needs root for vmnet, no entitlement). */
   private spawnHost: VzHostLauncher = async (configFile, runDir) => {
-    const node = await this.signedNode();
-    const logFd = openSync(path.join(runDir, 'host.log'), 'a');
-    const child = spawn(node, [HOST_LAUNCH, configFile], { detached: true, stdio: ['ignore', logFd, logFd] });
+    const logFd = openSync(path.join(runDir, 'host.log'), 'a', 0o600);
+    const child = spawn(process.execPath, [HOST_LAUNCH, configFile], { detached: true, stdio: ['ignore', logFd, logFd] });
     closeSync(logFd);
     child.unref();
     return { exited: new Promise<void>((r) => child.once('exit', () => r())) };
   };
 
-  private spawnInstaller: VzInstaller = async (req, onEvent) => {
-    const node = await this.signedNode();
-    return new Promise<void>((resolve, reject) => {
-      const child = spawn(node, [INSTALL_LAUNCH, JSON.stringify(req)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let buf = '';
-      let error: string | undefined;
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (c: string) => {
-        buf += c;
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          try {
-            const e = JSON.parse(line) as InstallEvent | { phase: 'error'; message: string };
-            if (e.phase === 'error') error = e.message;
-            else onEvent(e);
-          } catch {
-            /* not ours */
-          }
-        }
+  /** A Tart bundle in a VM user's directory: its config read by fd, never by following the user's links. */
+  private async readBundleConfig(bundleDir: string): Promise<TartConfig> {
+    if (!this.opts.vmUser) return readTartConfig(bundleDir);
+    const raw = await readUserFile(path.join(bundleDir, 'config.json'), this.opts.vmUser.uid);
+    try {
+      return parseTartConfig(JSON.parse(raw.toString('utf8')));
+    } catch (e) {
+      throw new DriverError(`${bundleDir}/config.json: ${(e as Error).message}`);
+    }
+  }
+
+  /** A directory root just filled, handed to the VM user: lchown (never following a link), 0700 at the top. */
+  private async handToVmUser(dir: string): Promise<void> {
+    const u = this.opts.vmUser;
+    if (!u) return;
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) await walk(p);
+        await lchown(p, u.uid, u.gid);
+      }
+    };
+    await walk(dir);
+    await lchown(dir, u.uid, u.gid);
+    await chmod(dir, 0o700);
+  }
+
+  /** A VM-user directory in the (root-owned) instance dir: made by root if absent, then handed over. */
+  private async ensureUserDir(dir: string): Promise<void> {
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) await this.removeUserDir(dir);
+    if (!st || !st.isDirectory()) {
+      await mkdir(dir, { mode: 0o700 });
+      await this.handToVmUser(dir);
+    }
+  }
+
+  /** Deletes a VM-user directory as that user (vz/user-files.ts); without a VM user (tests) as root. */
+  private async removeUserDir(dir: string): Promise<void> {
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    if (!st) return;
+    const u = this.opts.vmUser;
+    if (!u || !st.isDirectory() || st.uid === 0) {
+      // Root's own (a clone that was never handed over), or a plain file/link: removed without following.
+      await rm(dir, { recursive: true, force: true });
+      return;
+    }
+    await removeAsUser(dir, u.uid, u.gid);
+  }
+
+  private async removeInstanceDir(dir: string): Promise<void> {
+    await this.removeUserDir(path.join(dir, BUNDLE_DIR));
+    await this.removeUserDir(path.join(dir, LOGS_DIR));
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /**
+   * IPSW → Tart bundle (issue 17): the installer runs as the VM user in its GUI session (an agent,
+   * like a VM), takes one of the macOS slots while it runs (it runs a macOS VM), and writes into a
+   * staging directory of the user's; root then copies the bundle's files by fd into its images dir.
+   */
+  private agentInstaller: VzInstaller = async (req, onEvent) => {
+    const u = this.opts.vmUser;
+    const np = this.opts.fdPassing;
+    if (!u || !np) throw new Error('IPSW installs need the VM user and the native fd passing');
+    const launcher = this.opts.agentLauncher ?? (await this.defaultAgentLauncher());
+    const slotKey = `install:${req.bundleDir}`;
+    if (!this.slots.acquire(slotKey)) throw new Error(`no macOS slot free for the install: ${this.slots.unavailableReason()}`);
+    const tag = createHash('sha256').update(req.bundleDir).digest('hex').slice(0, 12);
+    const staging = path.join(this.opts.imagesDir, `.install-${tag}`);
+    const label = `dev.fleet.install.${tag}`;
+    const sock = path.join(this.instancesDir, `install-${tag}.sock`);
+    await this.removeInstanceDir(staging);
+    await mkdir(staging, { recursive: true, mode: 0o711 });
+    const userDir = path.join(staging, BUNDLE_DIR);
+    await this.ensureUserDir(userDir);
+    await mkdir(this.instancesDir, { recursive: true, mode: 0o711 });
+    await rm(sock, { force: true });
+    const listener = AgentListener.open(np, sock, u);
+    try {
+      await launcher.start({ label, uid: u.uid, gid: u.gid, socketPath: sock, logPath: path.join(userDir, 'install.log') });
+      const { fd } = await listener.accept(120_000);
+      const link = handOver(np, fd, { kind: 'install', request: { ...req, bundleDir: userDir } }, [], parseAgentEvent);
+      let failed: string | undefined;
+      let done = false;
+      link.onMessage((e) => {
+        if (e.event === 'install') {
+          if (e.done) done = true;
+          onEvent(e.percent !== undefined ? { phase: 'install', percent: e.percent, message: e.message } : { phase: 'load', message: e.message });
+        } else if (e.event === 'install-failed') failed = e.message;
       });
-      child.once('error', reject);
-      child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(error ?? `installer exited with ${code}`))));
-    });
+      await link.closed;
+      if (failed !== undefined || !done) throw new Error(failed ?? 'the installer agent exited before it finished');
+      // Root's copy, taken by fd from the user's files: nothing the user links or changes later reaches it.
+      const tmp = `${req.bundleDir}.tmp-${process.pid}`;
+      await rm(tmp, { recursive: true, force: true });
+      await mkdir(tmp, { mode: 0o755 });
+      for (const f of BUNDLE_FILES) await copyUserFile(path.join(userDir, f), path.join(tmp, f), u.uid);
+      await readTartConfig(tmp); // a bundle that does not parse is not an image
+      await rename(tmp, req.bundleDir);
+    } finally {
+      listener.close();
+      await rm(sock, { force: true });
+      await launcher.stop({ label, uid: u.uid }).catch(() => {});
+      await this.removeInstanceDir(staging).catch(() => {});
+      this.slots.release(slotKey);
+    }
   };
+
+  private async defaultAgentLauncher(): Promise<AgentLauncher> {
+    const { launchdAgentLauncher } = await import('../../macos/agent-launcher.ts');
+    return launchdAgentLauncher(await this.signedNode(), AGENT_LAUNCH, this.instancesDir);
+  }
 
   /**
    * The image bundle for a spec: a Tart bundle named in imagesDir, or an .ipsw file there that is
@@ -417,7 +523,7 @@ export class VzDriver implements Driver {
     let p = this.installs.get(bundleDir);
     if (!p) {
       const req: InstallRequest = { ipsw, bundleDir, cpus: Math.max(4, spec.cpus), memoryMib: Math.max(8192, spec.memoryMib), diskGib: Math.max(64, spec.diskGib) };
-      p = (this.opts.installer ?? this.spawnInstaller)(req, (e) => this.patch(h, { message: e.message }));
+      p = (this.opts.installer ?? this.agentInstaller)(req, (e) => this.patch(h, { message: e.message }));
       this.installs.set(bundleDir, p);
       void p.finally(() => this.installs.delete(bundleDir)).catch(() => {});
     }
@@ -427,13 +533,28 @@ export class VzDriver implements Driver {
     return bundleDir;
   }
 
-  /** ImagePush: a stopped instance's bundle is pushed as a Tart image (the packer reads it in place). */
-  async exportImage(ref: InstanceRef): Promise<ExportedImage> {
+  /**
+   * ImagePush: a stopped instance's bundle is pushed as a Tart image. The bundle is the VM user's,
+   * so root packs a copy it took by fd into `workDir` (vz/user-files.ts), never the user's files.
+   */
+  async exportImage(ref: InstanceRef, workDir?: string): Promise<ExportedImage> {
     const h = await this.get(ref);
     if (h.status.state !== 'stopped' && h.status.state !== 'failed') throw new DriverError(`push ${h.rec.name}: the VM must be stopped first (it is ${h.status.state})`);
-    const bundleDir = path.join(h.dir, 'bundle');
-    if (!existsSync(path.join(bundleDir, 'config.json'))) throw new DriverError(`push ${h.rec.name}: the instance has no Tart bundle`);
-    return { format: 'tart', bundleDir };
+    const bundleDir = path.join(h.dir, BUNDLE_DIR);
+    if (!this.opts.vmUser) {
+      if (!existsSync(path.join(bundleDir, 'config.json'))) throw new DriverError(`push ${h.rec.name}: the instance has no Tart bundle`);
+      return { format: 'tart', bundleDir };
+    }
+    if (!workDir) throw new DriverError(`push ${h.rec.name}: no work directory for a copy of the VM user's bundle`);
+    const copy = path.join(workDir, BUNDLE_DIR);
+    await mkdir(copy, { recursive: true, mode: 0o700 });
+    try {
+      for (const f of BUNDLE_FILES) await copyUserFile(path.join(bundleDir, f), path.join(copy, f), this.opts.vmUser.uid);
+      await readTartConfig(copy);
+    } catch (e) {
+      throw new DriverError(`push ${h.rec.name}: ${(e as Error).message}`);
+    }
+    return { format: 'tart', bundleDir: copy };
   }
 
   private async get(ref: InstanceRef): Promise<Held> {

@@ -3,16 +3,14 @@
 //   node apps/worker/src/vm-host/darwin/launch.mjs <run-dir>/vz-host.json
 // The VM itself runs in the VM agent, started here as a LaunchAgent in the VM user's GUI session
 // on the signed node copy — after checking that copy is still root-owned and the binary pinned.
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { closeFd, peerCredentials, recvFds, sendFds, socketpairDgram, unixAccept, unixConnect, unixListen } from '@fleet/native-vz';
 import { loadVzAddon } from '@fleet/native-vz/vz';
 import { ensureLeaseTime } from '../../macos/bootpd.ts';
 import { waitForGateway } from '../../macos/ifconfig.ts';
-import { startLaunchAgent, stopLaunchAgent, writeLaunchAgentPlist } from '../../macos/launch-agent.ts';
-import { verifyPinned } from '../../macos/root-owned.ts';
+import { launchdAgentLauncher } from '../../macos/agent-launcher.ts';
 import { readVzHostConfig } from '../../host-process/vz-host-config.ts';
-import { runNetHost, type AgentLauncher } from './net-host.ts';
+import { runNetHost } from './net-host.ts';
 
 const AGENT_LAUNCH = fileURLToPath(new URL('./agent-launch.mjs', import.meta.url));
 
@@ -25,27 +23,7 @@ if (!file) {
 const run = async (): Promise<number> => {
   const cfg = readVzHostConfig(file);
   if (!cfg.agentNode) throw new Error(`${file}: agentNode (the signed node copy and its pinned sha256) is missing`);
-  const agentNode = cfg.agentNode;
-  const agent: AgentLauncher = {
-    start: async ({ label, uid, socketPath, logPath }) => {
-      await verifyPinned(agentNode.path, agentNode.sha256);
-      // The plist is root's, in the root-owned run dir; launchd reads it at bootstrap.
-      const plistPath = path.join(cfg.runDir, 'agent.plist');
-      await writeLaunchAgentPlist(plistPath, {
-        label,
-        uid,
-        programArguments: [agentNode.path, AGENT_LAUNCH, socketPath],
-        workingDirectory: path.dirname(logPath),
-        stdoutPath: logPath,
-        stderrPath: logPath,
-        env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin', LANG: 'en_US.UTF-8' },
-      });
-      await startLaunchAgent({ uid, label, plistPath });
-    },
-    stop: async ({ label, uid }) => {
-      await stopLaunchAgent({ uid, label });
-    },
-  };
+  const agent = launchdAgentLauncher(cfg.agentNode, AGENT_LAUNCH, cfg.runDir);
   return runNetHost(cfg, {
     addon: loadVzAddon(),
     fd: { unixListen, unixAccept, unixConnect, peerCredentials, sendFds, recvFds, closeFd },

@@ -28,11 +28,9 @@ import { FramePump } from '../pump.ts';
 import { parseAgentEvent, type AgentEvent, type AgentVmState, type VmJob } from '../../host-process/agent-protocol.ts';
 import { AgentListener, handOver, type FdPassing, type JsonLineChannel } from '../../host-process/agent-link.ts';
 
-/** Starts / stops the agent process for `label` as `uid` (launchd gui/<uid> on a Mac; a spawn in tests). */
-export interface AgentLauncher {
-  start(a: { label: string; uid: number; gid: number; socketPath: string; logPath: string }): Promise<void>;
-  stop(a: { label: string; uid: number }): Promise<void>;
-}
+/** Starts / stops the agent for `label` as `uid` (launchd gui/<uid> on a Mac: macos/agent-launcher.ts; in-process in tests). */
+export type { AgentLauncher } from '../../macos/agent-launcher.ts';
+import type { AgentLauncher } from '../../macos/agent-launcher.ts';
 
 export interface NetHostDeps {
   /** Only its vmnet calls are used here: Virtualization.framework is the agent's. */

@@ -1,0 +1,85 @@
+// Root touching files a VM user controls (issue 17): the user may have replaced any of them with a
+// symlink or a hard link to a file only root may read, or keep changing them. Root therefore
+// - reads such a file only through open(O_NOFOLLOW) and only if fstat says it is a regular file
+//   owned by that user with a single link (a hard link to someone else's file has their uid),
+// - reads it from that fd (never by path again), into a file root creates exclusively,
+// - never deletes inside a user's directory itself: the user's own `rm` does (no symlink race
+//   can point a root `rm -rf` elsewhere); root removes only the then-empty directory.
+import { spawn } from 'node:child_process';
+import { constants as fsc } from 'node:fs';
+import { open, rmdir } from 'node:fs/promises';
+
+export class UserFileError extends Error {
+  override readonly name = 'UserFileError';
+}
+
+/** Copies `src` (in a directory `uid` controls; its parent directories must be root's) to `dst` (a new file). */
+export async function copyUserFile(src: string, dst: string, uid: number, opts: { mode?: number } = {}): Promise<number> {
+  let input;
+  try {
+    input = await open(src, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserFileError(code === 'ELOOP' || code === 'EMLINK' ? `${src} is a symbolic link: refused` : `${src}: ${(e as Error).message}`);
+  }
+  try {
+    const st = await input.stat();
+    if (!st.isFile()) throw new UserFileError(`${src} is not a regular file: refused`);
+    if (st.uid !== uid) throw new UserFileError(`${src} belongs to uid ${st.uid}, not the VM user ${uid}: refused`);
+    if (st.nlink !== 1) throw new UserFileError(`${src} has ${st.nlink} hard links: refused`);
+    const output = await open(dst, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, opts.mode ?? 0o644);
+    try {
+      // Plain reads from the fd: never reopened by path.
+      const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+      let pos = 0;
+      for (;;) {
+        const { bytesRead } = await input.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) break;
+        await output.write(buf, 0, bytesRead, pos);
+        pos += bytesRead;
+      }
+    } finally {
+      await output.close();
+    }
+    return st.size;
+  } finally {
+    await input.close();
+  }
+}
+
+/** Reads a small file of the VM user's (same checks as copyUserFile), at most `maxBytes`. */
+export async function readUserFile(src: string, uid: number, maxBytes = 1024 * 1024): Promise<Buffer> {
+  let input;
+  try {
+    input = await open(src, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserFileError(code === 'ELOOP' || code === 'EMLINK' ? `${src} is a symbolic link: refused` : `${src}: ${(e as Error).message}`);
+  }
+  try {
+    const st = await input.stat();
+    if (!st.isFile() || st.uid !== uid || st.nlink !== 1) throw new UserFileError(`${src} is not a regular file of the VM user ${uid} with one link: refused`);
+    if (st.size > maxBytes) throw new UserFileError(`${src} is larger than ${maxBytes} bytes: refused`);
+    const buf = Buffer.alloc(st.size);
+    const { bytesRead } = await input.read(buf, 0, st.size, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await input.close();
+  }
+}
+
+/**
+ * Removes `dir` (owned by `uid`, in a directory of root's): its contents as that user (find -P
+ * never follows a symlink; -delete goes depth first), then the empty directory as root.
+ */
+export async function removeAsUser(dir: string, uid: number, gid: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('/usr/bin/find', ['-P', dir, '-mindepth', '1', '-delete'], { uid, gid, stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: '/usr/bin:/bin' } });
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new UserFileError(`deleting ${dir} as uid ${uid}: ${err.trim() || `exit ${code}`}`))));
+  });
+  // rmdir: fails (and keeps everything) if the user managed to leave anything behind.
+  await rmdir(dir);
+}
