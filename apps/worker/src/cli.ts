@@ -289,10 +289,11 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     .description('check this host before `fleet-worker run`: Node.js, enrollment, certificate, controller (TLS), driver prerequisites')
     .addOption(new Option('--data-dir <dir>', 'data dir holding the enrollment (default ~/.fleet-worker; as root on Linux /var/lib/fleet-worker unless ~/.fleet-worker exists)').env('FLEET_WORKER_DATA_DIR'))
     .addOption(new Option('--driver <name>', 'check the prerequisites of this VM runtime (default: what `run` defaults to)').choices(AVAILABLE_DRIVERS).default(DEFAULT_DRIVER))
+    .option('--vm-user <name>', 'vz driver (macOS): the VM user `run --vm-user` names; checks its GUI login session')
     .option('--json', 'print {ok, checks: [{name, status, detail, fix?}]}', false)
-    .action(async (opts: { dataDir?: string; driver: string; json: boolean }) => {
+    .action(async (opts: { dataDir?: string; driver: string; vmUser?: string; json: boolean }) => {
       const [{ runDoctor }, { formatReport }] = await Promise.all([import('./doctor/doctor.ts'), import('./doctor/check.ts')]);
-      const report = await runDoctor({ driver: opts.driver, ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}) });
+      const report = await runDoctor({ driver: opts.driver, ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}), ...(opts.vmUser !== undefined ? { vmUsers: [opts.vmUser] } : {}) });
       if (opts.json) io.out(JSON.stringify(report, null, 2));
       else for (const line of formatReport(report)) io.out(line);
       exit(report.ok ? EXIT.ok : EXIT.error);
