@@ -20,9 +20,9 @@
 // Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
 // worker's lease file and kills QEMU when the lease runs out (worker dead or cut off); such an
 // instance ends "stopped" with a "fenced: …" message. `kill()` is the worker's own forced stop.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants as fsc, existsSync, lstatSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,14 +44,14 @@ import {
   type InstanceSpec,
   type InstanceState,
   type InstanceStatus,
-  type InstanceStatusListener,
   type UpdateInstanceRequest,
 } from './driver.ts';
-import { StatusListeners, waitUntilRunning, writeInstanceRecord } from './instance-status.ts';
+import { writeInstanceRecord } from './instance-status.ts';
+import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type HeldInstance } from './host-process-driver.ts';
 import { createInstanceDisk, resolveSpecImage } from './qemu-disk.ts';
 import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../host-process/qemu-host-config.ts';
-import { controlRequest, watchControl, type ControlWatch } from '../host-process/control-client.ts';
+import { controlRequest } from '../host-process/control-client.ts';
 
 export const QEMU_DRIVER_NAME = 'qemu';
 const DISK_FILE = 'disk.qcow2';
@@ -138,14 +138,7 @@ interface InstanceRecord {
   uid?: number;
 }
 
-interface Held {
-  rec: InstanceRecord;
-  dir: string;
-  status: InstanceStatus;
-  watch?: ControlWatch | undefined;
-  /** Set while this driver is stopping/removing it (a host exit is then expected). */
-  stopping?: boolean;
-}
+type Held = HeldInstance<InstanceRecord>;
 
 const execFileAsync = promisify(execFile);
 
@@ -158,35 +151,6 @@ export function tapNameFor(ref: InstanceRef): string {
   return `fv${createHash('sha256').update(instanceKey(ref)).digest('hex').slice(0, 10)}`;
 }
 
-function dirName(ref: InstanceRef): string {
-  return `${encodeURIComponent(ref.vmId).replace(/\./g, '%2E')}.${ref.attempt}`;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-
-/**
- * A file the VM's user may have written (status.jsonl), read by root without following a symlink
- * (a VM user could otherwise point it at any file root can read).
- */
-function readVmFile(file: string): string {
-  const fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-  try {
-    return readFileSync(fd, 'utf8');
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** The last line of status.jsonl (in `dir`, the host's run dir), or undefined. */
-function lastStatusLine(dir: string): { state: string; ip: string | null; message?: string } | undefined {
-  try {
-    const lines = readVmFile(path.join(dir, STATUS_LOG)).trim().split('\n');
-    return JSON.parse(lines.at(-1)!) as { state: string; ip: string | null; message?: string };
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * A VM host process killed with SIGKILL leaves its QEMU running (with a dead NIC). Kill that
@@ -194,17 +158,10 @@ function lastStatusLine(dir: string): { state: string; ip: string | null; messag
  * still names this run dir (so a reused pid is never killed).
  */
 export function killOrphanQemu(dir: string, hostDir = dir): boolean {
-  let pids: number[] = [];
-  try {
-    pids = readVmFile(path.join(hostDir, STATUS_LOG))
-      .trim()
-      .split('\n')
-      .map((l) => (JSON.parse(l) as { qemuPid?: number }).qemuPid)
-      .filter((p): p is number => typeof p === 'number');
-  } catch {
-    return false;
-  }
-  const pid = pids.at(-1);
+  const pid = statusLines(hostDir)
+    .map((l) => l.qemuPid)
+    .filter((p): p is number => typeof p === 'number')
+    .at(-1);
   if (pid === undefined) return false;
   try {
     if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) return false;
@@ -215,19 +172,17 @@ export function killOrphanQemu(dir: string, hostDir = dir): boolean {
   }
 }
 
-export class QemuDriver implements Driver {
+export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implements Driver {
   readonly name = QEMU_DRIVER_NAME;
   readonly imageFormats = ['fleet-qemu'] as const;
   readonly capabilities: DriverCapabilities;
-  private readonly held = new Map<string, Held>();
   /** VM uids handed out but maybe not yet in `held` (a create in progress); freed by remove(). */
   private readonly claimedUids = new Set<number>();
-  private readonly listeners = new StatusListeners();
   private readonly instancesDir: string;
   private loading: Promise<void> | undefined;
-  private closed = false;
 
   constructor(private readonly opts: QemuDriverOptions) {
+    super();
     this.instancesDir = path.join(opts.dataDir, 'instances');
     this.capabilities = { guestOs: ['linux'], maxMacosGuests: 0, natAddresses: opts.nat.addresses.size };
     // The longest socket path an instance gets (with VM users its sockets sit one level deeper).
@@ -250,8 +205,21 @@ export class QemuDriver implements Driver {
     return h.rec.uid !== undefined ? path.join(h.dir, VM_RUN_SUBDIR) : h.dir;
   }
 
-  private controlSocket(h: { dir: string; rec: InstanceRecord }): string {
+  private socketPath(h: { dir: string; rec: InstanceRecord }): string {
     return path.join(this.hostDir(h), CONTROL_SOCKET);
+  }
+
+  /** The control socket, if it can be trusted (see trustedSocket); else where it should be. */
+  protected controlSocket(h: Held): string {
+    return this.trustedSocket(h) ?? this.socketPath(h);
+  }
+
+  protected startTimeoutMs(): number {
+    return this.opts.startTimeoutMs ?? 30_000;
+  }
+
+  protected stopTimeoutMs(): number {
+    return this.opts.stopTimeoutMs ?? 10_000;
   }
 
   /**
@@ -259,7 +227,7 @@ export class QemuDriver implements Driver {
    * it only if it is a socket (not a symlink to another VM's socket) owned by that user.
    */
   private trustedSocket(h: { dir: string; rec: InstanceRecord }): string | undefined {
-    const sock = this.controlSocket(h);
+    const sock = this.socketPath(h);
     if (h.rec.uid === undefined) return sock;
     try {
       const st = lstatSync(sock);
@@ -300,15 +268,6 @@ export class QemuDriver implements Driver {
     }
   }
 
-  subscribe(listener: InstanceStatusListener): () => void {
-    return this.listeners.subscribe(listener);
-  }
-
-  async list(): Promise<InstanceStatus[]> {
-    await this.load();
-    return [...this.held.values()].map((h) => ({ ...h.status }));
-  }
-
   async create(r: CreateInstanceRequest): Promise<InstanceStatus> {
     await this.load();
     const existing = this.held.get(instanceKey(r));
@@ -330,7 +289,7 @@ export class QemuDriver implements Driver {
     } catch (e) {
       throw new DriverError(`create ${r.name}: ${(e as Error).message}`);
     }
-    const dir = path.join(this.instancesDir, dirName(r));
+    const dir = path.join(this.instancesDir, instanceDirName(r));
     rec.disk = path.join(dir, DISK_FILE);
     rec.boot = boot;
     try {
@@ -432,7 +391,6 @@ export class QemuDriver implements Driver {
     await rm(path.join(hostDir, CONTROL_SOCKET), { force: true });
     await rm(path.join(hostDir, STATUS_LOG), { force: true });
     // host.log stays in the root-owned run dir: the host writes it through the inherited fd only.
-    const logFd = openSync(path.join(dir, 'host.log'), 'a', 0o600);
     const [cmd, args]: [string, string[]] =
       rec.uid !== undefined
         ? vmHostCommand({ uid: rec.uid, netns: this.opts.netns, node: process.execPath, launch: LAUNCH, configFile })
@@ -442,27 +400,19 @@ export class QemuDriver implements Driver {
     // A VM user's processes get a minimal environment: nothing of the worker's (tokens, proxies)
     // reaches QEMU, whose environ its own uid can read.
     const env = rec.uid !== undefined ? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: hostDir, TMPDIR: hostDir, LANG: 'C.UTF-8' } : process.env;
-    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd], env });
-    closeSync(logFd);
-    child.unref();
+    const host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env });
     h.stopping = false;
     this.patch(h, { state: 'starting', ip: undefined, message: undefined });
-    let exited = false;
-    child.once('exit', () => (exited = true));
 
     const sock = path.join(hostDir, CONTROL_SOCKET);
-    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 30_000);
-    while (!existsSync(sock)) {
-      if (exited || Date.now() > deadline) {
-        const last = lastStatusLine(hostDir);
-        const why = last?.message ?? `VM host process ${exited ? 'exited' : 'did not answer'} (see ${path.join(dir, 'host.log')})`;
-        // Fenced before QEMU ran (the lease file had run out): stopped, not failed.
-        const fenced = last?.state === 'stopped' ? fencedMessage(last.message) : undefined;
-        this.patch(h, { state: fenced ? 'stopped' : 'failed', message: why });
-        throw new DriverError(`start ${rec.name}: ${why}`);
-      }
-      await sleep(25);
+    const up = await this.waitForControlSocket(sock, host, hostDir, path.join(dir, 'host.log'));
+    if (!up.ok) {
+      // Fenced before QEMU ran (the lease file had run out): stopped, not failed.
+      const fenced = up.last?.state === 'stopped' ? fencedMessage(up.last.message) : undefined;
+      this.patch(h, { state: fenced ? 'stopped' : 'failed', message: up.why });
+      throw new DriverError(`start ${rec.name}: ${up.why}`);
     }
+    const exited = (): boolean => host.hasExited();
     // The TAP exists once the control socket is up: attach it to the NAT bridge.
     try {
       await this.opts.nat.addTap(rec.tap);
@@ -471,7 +421,7 @@ export class QemuDriver implements Driver {
       // The host may have fenced itself and exited meanwhile (its TAP went with it): that is the
       // outcome to report, not the attach that raced it.
       let last = lastStatusLine(hostDir);
-      for (let i = 0; i < 40 && !exited && last?.state !== 'stopped'; i++) {
+      for (let i = 0; i < 40 && !exited() && last?.state !== 'stopped'; i++) {
         await sleep(25);
         last = lastStatusLine(hostDir);
       }
@@ -574,23 +524,14 @@ export class QemuDriver implements Driver {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
-    for (const h of this.held.values()) h.watch?.close();
-    this.listeners.clear();
+    this.detachAll();
     this.opts.onClose?.();
   }
 
   // ---- internals ----------------------------------------------------------------------
 
-  private async get(ref: InstanceRef): Promise<Held> {
-    await this.load();
-    const h = this.held.get(instanceKey(ref));
-    if (!h) throw new DriverError(`no instance ${instanceKey(ref)} on this worker`);
-    return h;
-  }
-
   /** Scans the run dirs once (concurrent callers share the one scan): re-attaches to live host processes, reports dead ones. */
-  private load(): Promise<void> {
+  protected load(): Promise<void> {
     this.loading ??= this.scan();
     return this.loading;
   }
@@ -625,8 +566,7 @@ export class QemuDriver implements Driver {
       }
       const h: Held = { rec, dir, status: base };
       this.held.set(instanceKey(rec), h);
-      const liveSock = this.trustedSocket(h);
-      const live = liveSock ? await controlRequest(liveSock, 'status', 2000, targetOf(h.rec)).catch(() => undefined) : undefined;
+      const live = this.trustedSocket(h) ? { status: await this.probe(h) } : undefined;
       // Every instance keeps (or, from an earlier version, gets) its reservation; a running VM keeps the address it holds.
       try {
         const preferred = rec.ip ?? (typeof live?.status?.ip === 'string' ? live.status.ip : undefined);
@@ -675,18 +615,7 @@ export class QemuDriver implements Driver {
     return this.opts.nat.reserve({ key: instanceKey(rec), vmId: rec.vmId, mac: rec.mac, name: rec.name, hostAccess, preferredIp: preferredIp ?? rec.ip });
   }
 
-  private attach(h: Held): void {
-    h.watch?.close();
-    const w = watchControl(this.trustedSocket(h) ?? this.controlSocket(h), (s) => this.fromHost(h, s, true), undefined, targetOf(h.rec));
-    h.watch = w;
-    void w.closed.then(() => {
-      if (h.watch !== w || this.closed) return;
-      h.watch = undefined;
-      this.fromDeadHost(h, true);
-    });
-  }
-
-  private fromHost(h: Held, s: VmHostStatus, emit: boolean): void {
+  protected fromHost(h: Held, s: VmHostStatus, emit: boolean): void {
     // A socket that answers for another instance (a VM user swapped its socket for a link to a
     // neighbour's) never changes this one's status.
     if (s.vmId !== h.rec.vmId || s.attempt !== h.rec.attempt) {
@@ -699,7 +628,7 @@ export class QemuDriver implements Driver {
   }
 
   /** The host process is gone: its last status line says how it ended. */
-  private fromDeadHost(h: Held, emit: boolean): void {
+  protected fromDeadHost(h: Held, emit: boolean): void {
     const last = lastStatusLine(this.hostDir(h));
     let state: InstanceState = 'stopped';
     let message: string | undefined;
@@ -713,45 +642,9 @@ export class QemuDriver implements Driver {
     this.patch(h, { state, ip: undefined, message }, emit);
   }
 
-  private patch(h: Held, p: Partial<InstanceStatus>, emit = true): InstanceStatus {
-    h.status = this.listeners.publish(h.status, p, emit);
-    return { ...h.status };
-  }
-
-  private waitRunning(h: Held): Promise<InstanceStatus> {
-    return waitUntilRunning(() => h.status, h.rec.name, this.opts.startTimeoutMs ?? 30_000);
-  }
-
-  private async halt(h: Held, how: 'stop' | 'kill', reason?: string): Promise<InstanceStatus> {
-    const sock = this.trustedSocket(h) ?? this.controlSocket(h);
-    if (!h.watch) {
-      // Maybe alive but not watched (e.g. start() failed half way): ask directly.
-      if (!(await controlRequest(sock, 'status', 1000, targetOf(h.rec)).catch(() => undefined))) {
-        if (h.status.state !== 'failed') this.patch(h, { state: 'stopped', ip: undefined, message: h.status.state === 'stopped' ? h.status.message : undefined });
-        return { ...h.status };
-      }
-      this.attach(h);
-    }
-    h.stopping = true;
-    const w = h.watch!;
-    await controlRequest(sock, how, 3000, { ...targetOf(h.rec), ...(reason ? { reason } : {}) }).catch(() => {});
-    const limit = (this.opts.stopTimeoutMs ?? 10_000) + 5000;
-    const timedOut = await Promise.race([w.closed.then(() => false), sleep(limit).then(() => true)]);
-    if (timedOut) {
-      await controlRequest(sock, 'kill', 3000, targetOf(h.rec)).catch(() => {});
-      await Promise.race([w.closed, sleep(5000)]);
-    }
+  /** After a stop or kill: the TAP leaves the bridge; a VM user's (persistent) TAP is deleted. */
+  protected override async afterHalt(h: Held): Promise<void> {
     await this.opts.nat.removeTap(h.rec.tap).catch(() => {});
-    // A VM user's TAP is persistent (created by the worker): it goes with the host process.
     if (h.rec.uid !== undefined) await this.opts.nat.deleteTap?.(h.rec.tap).catch(() => {});
-    // The watcher's close handler has recorded how it ended; a requested stop is "stopped".
-    await sleep(0);
-    if (h.status.state !== 'failed' || how === 'stop' || reason) this.patch(h, { state: 'stopped', ip: undefined, message: fencedMessage(reason) });
-    return { ...h.status };
   }
-}
-
-/** What every control request names, so that only this instance's host process obeys it. */
-function targetOf(rec: { vmId: string; attempt: number }): { vmId: string; attempt: number } {
-  return { vmId: rec.vmId, attempt: rec.attempt };
 }

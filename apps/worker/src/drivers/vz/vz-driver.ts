@@ -23,9 +23,8 @@
 // Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
 // worker's lease file and stops its VM hard when the lease runs out; `kill()` is the worker's own
 // forced stop. A fenced instance ends "stopped" with a "fenced: …" message.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, openSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { chmod, lchown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,12 +42,11 @@ import {
   type InstanceSpec,
   type InstanceState,
   type InstanceStatus,
-  type InstanceStatusListener,
   type UpdateInstanceRequest,
 } from '../driver.ts';
-import { StatusListeners, waitUntilRunning, writeInstanceRecord } from '../instance-status.ts';
+import { writeInstanceRecord } from '../instance-status.ts';
+import { HostProcessDriver, instanceDirName, lastStatusLine, spawnDetachedHost, type HeldInstance } from '../host-process-driver.ts';
 import { CONTROL_SOCKET, SERIAL_LOG, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
-import { controlRequest, watchControl, type ControlWatch } from '../../host-process/control-client.ts';
 import type { VzHostConfig, VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { leaseForMac } from '../../macos/dhcpd-leases.ts';
 import { cloneBundle, type CloneFile } from '../../vz/clone.ts';
@@ -140,44 +138,22 @@ interface InstanceRecord {
   mac: string;
 }
 
-interface Held {
-  rec: InstanceRecord;
-  dir: string;
-  status: InstanceStatus;
-  watch?: ControlWatch | undefined;
-  stopping?: boolean;
+interface Held extends HeldInstance<InstanceRecord> {
   leaseTimer?: NodeJS.Timeout | undefined;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function dirName(ref: InstanceRef): string {
-  return `${encodeURIComponent(ref.vmId).replace(/\./g, '%2E')}.${ref.attempt}`;
-}
-
-function lastStatusLine(dir: string): { state: string; message?: string; failureKind?: string } | undefined {
-  try {
-    const lines = readFileSync(path.join(dir, STATUS_LOG), 'utf8').trim().split('\n');
-    return JSON.parse(lines.at(-1)!) as { state: string; message?: string; failureKind?: string };
-  } catch {
-    return undefined;
-  }
-}
-
-export class VzDriver implements Driver {
+export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements Driver {
   readonly name = VZ_DRIVER_NAME;
   /** Registry images (issue 15): Tart images, cloned (APFS clonefile) from the worker's image cache. */
   readonly imageFormats = ['tart'] as const;
   readonly capabilities: DriverCapabilities;
   readonly slots: MacosSlots;
-  private readonly held = new Map<string, Held>();
-  private readonly listeners = new StatusListeners();
   private readonly instancesDir: string;
   private readonly installs = new Map<string, Promise<void>>();
   private loaded = false;
-  private closed = false;
 
   constructor(private readonly opts: VzDriverOptions) {
+    super();
     this.instancesDir = path.join(opts.dataDir, 'instances');
     if (Buffer.byteLength(path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET)) > 103) {
       throw new DriverError(`vz driver data dir ${opts.dataDir} is too long for Unix socket paths (103 bytes on macOS); choose a shorter one`);
@@ -190,13 +166,16 @@ export class VzDriver implements Driver {
     this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests: this.slots.capacity };
   }
 
-  subscribe(listener: InstanceStatusListener): () => void {
-    return this.listeners.subscribe(listener);
+  protected controlSocket(h: Held): string {
+    return path.join(h.dir, CONTROL_SOCKET);
   }
 
-  async list(): Promise<InstanceStatus[]> {
-    await this.load();
-    return [...this.held.values()].map((h) => ({ ...h.status }));
+  protected startTimeoutMs(): number {
+    return this.opts.startTimeoutMs ?? 60_000;
+  }
+
+  protected stopTimeoutMs(): number {
+    return this.opts.stopTimeoutMs ?? 30_000;
   }
 
   async create(r: CreateInstanceRequest): Promise<InstanceStatus> {
@@ -206,7 +185,7 @@ export class VzDriver implements Driver {
     if (existing) return { ...existing.status };
     if (r.spec.os && r.spec.os !== 'linux' && r.spec.os !== 'macos') throw new DriverError(`the vz driver runs "linux" and "macos" guests, not ${JSON.stringify(r.spec.os)}`);
     if (!r.spec.image && !r.spec.pulled) throw new DriverError('the vz driver needs spec.image (a Tart bundle name, an .ipsw, or a registry image)');
-    const dir = path.join(this.instancesDir, dirName(r));
+    const dir = path.join(this.instancesDir, instanceDirName(r));
     await mkdir(this.instancesDir, { recursive: true, mode: 0o711 });
     await mkdir(dir, { recursive: true, mode: 0o711 });
     await chmod(dir, 0o711);
@@ -268,7 +247,7 @@ export class VzDriver implements Driver {
         serialLogPath: path.join(logsDir, SERIAL_LOG),
         vmUser: this.opts.vmUser ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
         agentSocket: path.join(h.dir, AGENT_SOCKET),
-        agentLabel: `dev.fleet.vm.${createHash('sha256').update(dirName(h.rec)).digest('hex').slice(0, 16)}`,
+        agentLabel: `dev.fleet.vm.${createHash('sha256').update(instanceDirName(h.rec)).digest('hex').slice(0, 16)}`,
         agentLog: path.join(logsDir, 'agent.log'),
         ...(node.path ? { agentNode: node } : {}),
         cpus: res.cpus,
@@ -300,16 +279,10 @@ export class VzDriver implements Driver {
     }
     let gone = false;
     void exited.then(() => (gone = true));
-    const sock = path.join(h.dir, CONTROL_SOCKET);
-    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 60_000);
-    while (!existsSync(sock)) {
-      if (gone || Date.now() > deadline) {
-        const last = lastStatusLine(h.dir);
-        const why = last?.message ?? `VM host process ${gone ? 'exited' : 'did not answer'} (see ${path.join(h.dir, 'host.log')})`;
-        this.ended(h, 'failed', why, last?.failureKind);
-        throw new DriverError(`start ${h.rec.name}: ${why}`);
-      }
-      await sleep(25);
+    const up = await this.waitForControlSocket(this.controlSocket(h), { exited, hasExited: () => gone }, h.dir, path.join(h.dir, 'host.log'));
+    if (!up.ok) {
+      this.ended(h, 'failed', up.why, up.last?.failureKind);
+      throw new DriverError(`start ${h.rec.name}: ${up.why}`);
     }
     this.attach(h);
     return this.waitRunning(h);
@@ -357,12 +330,8 @@ export class VzDriver implements Driver {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    for (const h of this.held.values()) {
-      h.watch?.close();
-      clearTimeout(h.leaseTimer);
-    }
-    this.listeners.clear();
+    for (const h of this.held.values()) clearTimeout(h.leaseTimer);
+    this.detachAll();
   }
 
   // ---- internals ----------------------------------------------------------------------
@@ -379,13 +348,7 @@ export class VzDriver implements Driver {
   }
 
   /** The root half runs on the worker's own node (it needs root for vmnet, no entitlement). */
-  private spawnHost: VzHostLauncher = async (configFile, runDir) => {
-    const logFd = openSync(path.join(runDir, 'host.log'), 'a', 0o600);
-    const child = spawn(process.execPath, [HOST_LAUNCH, configFile], { detached: true, stdio: ['ignore', logFd, logFd] });
-    closeSync(logFd);
-    child.unref();
-    return { exited: new Promise<void>((r) => child.once('exit', () => r())) };
-  };
+  private spawnHost: VzHostLauncher = (configFile, runDir) => spawnDetachedHost(process.execPath, [HOST_LAUNCH, configFile], { logFile: path.join(runDir, 'host.log') });
 
   /** A Tart bundle in a VM user's directory: its config read by fd, never by following the user's links. */
   private async readBundleConfig(bundleDir: string): Promise<TartConfig> {
@@ -557,15 +520,13 @@ export class VzDriver implements Driver {
     return { format: 'tart', bundleDir: copy };
   }
 
-  private async get(ref: InstanceRef): Promise<Held> {
-    await this.load();
-    const h = this.held.get(instanceKey(ref));
-    if (!h) throw new DriverError(`no instance ${instanceKey(ref)} on this worker`);
+  protected override async get(ref: InstanceRef): Promise<Held> {
+    const h = await super.get(ref);
     if (!h.rec.mac) throw new DriverError(`instance ${instanceKey(ref)} is still being created (${h.status.message ?? 'cloning its image'})`);
     return h;
   }
 
-  private async load(): Promise<void> {
+  protected async load(): Promise<void> {
     if (this.loaded) return;
     this.loaded = true;
     // Worker start: make and check the signed node now, so a missing entitlement is reported at once.
@@ -586,10 +547,10 @@ export class VzDriver implements Driver {
       }
       const h: Held = { rec, dir, status: { vmId: rec.vmId, attempt: rec.attempt, name: rec.name, state: 'stopped', generation: rec.generation, mac: rec.mac, disconnectPolicy: disconnectPolicyOf(rec.spec.disconnectPolicy) } };
       this.held.set(instanceKey(rec), h);
-      const live = await controlRequest(path.join(dir, CONTROL_SOCKET), 'status', 2000).catch(() => undefined);
-      if (live?.status) {
-        if (rec.guest === 'macos' && live.status.state !== 'stopped' && live.status.state !== 'failed') this.slots.adopt(instanceKey(rec));
-        this.fromHost(h, live.status, false);
+      const live = await this.probe(h);
+      if (live) {
+        if (rec.guest === 'macos' && live.state !== 'stopped' && live.state !== 'failed') this.slots.adopt(instanceKey(rec));
+        this.fromHost(h, live, false);
         this.attach(h);
       } else {
         this.fromDeadHost(h, false);
@@ -597,18 +558,7 @@ export class VzDriver implements Driver {
     }
   }
 
-  private attach(h: Held): void {
-    h.watch?.close();
-    const w = watchControl(path.join(h.dir, CONTROL_SOCKET), (s) => this.fromHost(h, s, true));
-    h.watch = w;
-    void w.closed.then(() => {
-      if (h.watch !== w || this.closed) return;
-      h.watch = undefined;
-      this.fromDeadHost(h, true);
-    });
-  }
-
-  private fromHost(h: Held, s: VzHostStatus, emit: boolean): void {
+  protected fromHost(h: Held, s: VzHostStatus, emit: boolean): void {
     const state: InstanceState = s.state;
     if (state === 'stopped' || state === 'failed') return this.ended(h, state, s.message, s.failureKind, emit);
     const ip = state === 'running' ? (s.ip ?? (h.status.state === 'running' ? h.status.ip : undefined)) : undefined;
@@ -616,7 +566,7 @@ export class VzDriver implements Driver {
     if (state === 'running' && !ip) this.scheduleLeaseFallback(h);
   }
 
-  private fromDeadHost(h: Held, emit: boolean): void {
+  protected fromDeadHost(h: Held, emit: boolean): void {
     const last = lastStatusLine(h.dir);
     if (!last) return this.ended(h, 'stopped', undefined, undefined, emit);
     if (last.state === 'failed') return this.ended(h, 'failed', last.message, last.failureKind, emit);
@@ -625,7 +575,7 @@ export class VzDriver implements Driver {
   }
 
   /** An instance ended: frees (or, on the framework's limit error, closes) the macOS slots. */
-  private ended(h: Held, state: 'stopped' | 'failed', message: string | undefined, failureKind: string | undefined, emit = true): void {
+  protected override ended(h: Held, state: 'stopped' | 'failed', message: string | undefined, failureKind?: string, emit = true): void {
     const key = instanceKey(h.rec);
     clearTimeout(h.leaseTimer);
     h.leaseTimer = undefined;
@@ -653,37 +603,5 @@ export class VzDriver implements Driver {
       else h.leaseTimer = setTimeout(() => void poll(), this.opts.leasePollMs ?? 2000);
     };
     h.leaseTimer = setTimeout(() => void poll(), this.opts.leaseFallbackAfterMs ?? 10_000);
-  }
-
-  private patch(h: Held, p: Partial<InstanceStatus>, emit = true): InstanceStatus {
-    h.status = this.listeners.publish(h.status, p, emit);
-    return { ...h.status };
-  }
-
-  private waitRunning(h: Held): Promise<InstanceStatus> {
-    return waitUntilRunning(() => h.status, h.rec.name, this.opts.startTimeoutMs ?? 60_000);
-  }
-
-  private async halt(h: Held, how: 'stop' | 'kill', reason?: string): Promise<InstanceStatus> {
-    const sock = path.join(h.dir, CONTROL_SOCKET);
-    if (!h.watch) {
-      if (!(await controlRequest(sock, 'status', 1000).catch(() => undefined))) {
-        if (h.status.state !== 'failed') this.ended(h, 'stopped', h.status.state === 'stopped' ? h.status.message : undefined, undefined);
-        return { ...h.status };
-      }
-      this.attach(h);
-    }
-    h.stopping = true;
-    const w = h.watch!;
-    await controlRequest(sock, how, 3000, reason ? { reason } : {}).catch(() => {});
-    const limit = (this.opts.stopTimeoutMs ?? 30_000) + 5000;
-    const timedOut = await Promise.race([w.closed.then(() => false), sleep(limit).then(() => true)]);
-    if (timedOut) {
-      await controlRequest(sock, 'kill').catch(() => {});
-      await Promise.race([w.closed, sleep(5000)]);
-    }
-    await sleep(0);
-    if (h.status.state !== 'failed' || how === 'stop' || reason) this.ended(h, 'stopped', reason, undefined);
-    return { ...h.status };
   }
 }
