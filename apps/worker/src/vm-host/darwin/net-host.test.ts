@@ -16,8 +16,8 @@ import { GW_MAC, VM_IP, VM_MAC, hostDhcp, vmDhcp } from '../../../../../packages
 import { CONTROL_SOCKET, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
 import { controlRequest } from '../../host-process/control-client.ts';
 import { subnetCidr, type VzHostConfig, type VzHostStatus } from '../../host-process/vz-host-config.ts';
-import { parseAgentCommand, type VmJob } from '../../host-process/agent-protocol.ts';
-import { receiveJob, type FdPassing } from '../../host-process/agent-link.ts';
+import { parseAgentCommand, parseAgentEvent, type AgentEvent, type VmJob } from '../../host-process/agent-protocol.ts';
+import { AgentListener, handOver, receiveJob, type FdPassing } from '../../host-process/agent-link.ts';
 import { runNetHost, type AgentLauncher } from './net-host.ts';
 import { runVmAgent } from './vm-agent.ts';
 
@@ -187,6 +187,30 @@ describe('macOS VM host data path (pump with vmnet as the uplink)', () => {
     expect(lines.some((l) => l.event.startsWith('agent-bad-line'))).toBe(true);
     expect(lines.at(-1)).toMatchObject({ state: 'failed' });
     expect(lines.at(-1)!.message).toMatch(/VM agent \(pid 4242\) exited while the VM was running/);
+  });
+
+  it('the agent stops its VM hard the moment the root host\'s link drops (a VM nobody can fence must not run on)', async () => {
+    const host = new FakeVzHost({ guestShutdownMs: 5 });
+    const sock = path.join(dir, 'agent.sock');
+    const listener = AgentListener.open(NP, sock, { uid: UID, gid: GID });
+    const [ours, vmEnd] = socketpairDgram({ nonblock: false });
+    const agentDone = (async () => {
+      const { job, fds, channel } = await receiveJob(NP, sock, parseAgentCommand);
+      return runVmAgent(job as VmJob, fds[0]!, channel, { addon: host.addon(), closeFd: () => {} });
+    })();
+    const { fd } = await listener.accept(5000);
+    listener.close();
+    const events: AgentEvent[] = [];
+    const job: VmJob = { kind: 'vm', vmId: 'v', attempt: 1, name: 'v', guest: 'macos', bundleDir: await bundle(), cpus: 2, memoryBytes: 2 ** 32, mac: VM_MAC, serialLogPath: path.join(dir, 's.log'), stopTimeoutMs: 5000 };
+    const link = handOver(NP, fd, job, [vmEnd], parseAgentEvent);
+    closeFd(vmEnd);
+    link.onMessage((e) => events.push(e));
+    await expect.poll(() => host.machines[0]?.state(), { timeout: 2000 }).toBe('running');
+    expect(events[0]).toMatchObject({ event: 'accepted', pid: process.pid });
+    link.close(); // the root host is gone (crashed, killed)
+    expect(await agentDone).toBe(0);
+    expect(host.machines[0]!.state()).toBe('stopped');
+    closeFd(ours);
   });
 
   it('only the VM user may connect: a connection from another uid is refused and reported (root only)', async (ctx) => {
