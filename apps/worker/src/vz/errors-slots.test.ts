@@ -39,6 +39,8 @@ describe('mapVzError', () => {
       if (kind !== 'cancelled') expect(f.message).toContain(`framework says ${code}`);
     }
     expect(mapVzError(vzErr(VZErrorCode.InstallationRequiresUpdate, 'x'), 'install').message).toMatch(/update macOS on the host/);
+    // VZErrorDomain code 1 outside a GUI session (macOS 15.2+ guests): the message names the fix.
+    expect(mapVzError(vzErr(VZErrorCode.Internal, 'The virtual machine failed to start.'), 'start').message).toMatch(/VZErrorDomain code 1.*GUI login session.*automatic login.*--vm-user/);
     expect(mapVzError(new Error('plain'), 'op')).toMatchObject({ kind: 'other', message: 'op: plain' });
     expect(mapVzError(new VzError('start vmnet interface', 'vmnet', 1005, 'needs root'), 'op').kind).toBe('other');
   });
