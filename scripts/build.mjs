@@ -164,7 +164,9 @@ async function buildTarget(esbuild, target) {
   const outdir = path.join(ROOT, 'apps', target.app, 'dist');
   const tmp = `${outdir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
-  const result = await esbuild.build({
+  let result;
+  try {
+  result = await esbuild.build({
     absWorkingDir: ROOT,
     entryPoints: { [target.bin]: path.join(ROOT, target.entry) },
     outdir: tmp,
@@ -191,6 +193,11 @@ async function buildTarget(esbuild, target) {
     // vm.Script gives a CommonJS bundle no loader for import(): none may be left in it.
     const out = readFileSync(path.join(tmp, mainFile(target)), 'utf8');
     if (/\bimport\(\s*["'`]/.test(out)) throw new Error(`${target.bin}: the CommonJS bundle still contains an import(): make it a require() (see metaUrlPlugin) or keep the target ESM`);
+  }
+  } catch (e) {
+    // A failed build leaves nothing behind (the previous bundle stays in place).
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
   }
   const inputs = [];
   for (const file of Object.keys(result.metafile.inputs)) {
