@@ -47,7 +47,7 @@ import {
   type UpdateInstanceRequest,
 } from './driver.ts';
 import { writeInstanceRecord } from './instance-status.ts';
-import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type HeldInstance } from './host-process-driver.ts';
+import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type HeldInstance, type InstanceRecordBase } from './host-process-driver.ts';
 import { createInstanceDisk, resolveSpecImage } from './qemu-disk.ts';
 import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../host-process/qemu-host-config.ts';
@@ -121,13 +121,7 @@ export interface QemuDriverOptions {
 
 /** Default VmHostConfig.fence.graceMs (a missing lease file right after start). */
 
-interface InstanceRecord {
-  vmId: string;
-  attempt: number;
-  name: string;
-  generation: string;
-  spec: InstanceSpec;
-  mac: string;
+interface InstanceRecord extends InstanceRecordBase {
   tap: string;
   /** The address reserved for it on the NAT network (absent in records of earlier versions until load()). */
   ip?: string;

@@ -79,16 +79,19 @@ export function mapVzError(err: unknown, operation: string): VzFailure {
     case VZErrorCode.InstallationRequiresUpdate:
       return { ...base, kind: 'install', message: `${operation}: this IPSW needs a newer host: update macOS on the host (${fw})` };
     case VZErrorCode.Internal:
-      // VZErrorDomain code 1 is what a macOS 15.2+ guest answers when its VM runs outside a GUI
-      // login session (no unlocked keychain): the one cause of it we know and can name (issue 17).
-      return {
-        ...base,
-        kind: 'internal',
-        message:
-          `${operation}: Virtualization.framework internal error (VZErrorDomain code 1): ${fw}. ` +
-          "If this is a macOS guest: macOS 15.2 and later guests need the VM user's GUI login session — turn on automatic login for the worker's --vm-user " +
-          '(System Settings → Users & Groups → Automatically log in as), log in once, and check with `fleet-worker doctor --driver vz --vm-user NAME` (docs/macos.md)',
-      };
+      // VZErrorDomain code 1 at start is what a macOS 15.2+ guest answers when its VM runs outside
+      // a GUI login session (no unlocked keychain): the one cause of it we know and can name (issue 17).
+      if (operation === 'start') {
+        return {
+          ...base,
+          kind: 'internal',
+          message:
+            `${operation}: Virtualization.framework internal error (VZErrorDomain code 1): ${fw.replace(/\.$/, '')}. ` +
+            "If this is a macOS guest: macOS 15.2 and later guests need the VM user's GUI login session — turn on automatic login for the worker's --vm-user " +
+            '(System Settings → Users & Groups → Automatically log in as), log in once, and check with `fleet-worker doctor --driver vz --vm-user NAME` (docs/macos.md)',
+        };
+      }
+      return { ...base, kind: 'internal', message: `${operation}: Virtualization.framework internal error: ${fw}` };
     default:
       return { ...base, kind: 'other', message: fw };
   }

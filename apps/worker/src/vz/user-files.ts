@@ -6,16 +6,16 @@
 // - never deletes inside a user's directory itself: the user's own `rm` does (no symlink race
 //   can point a root `rm -rf` elsewhere); root removes only the then-empty directory.
 import { spawn } from 'node:child_process';
-import { constants as fsc } from 'node:fs';
-import { open, rmdir } from 'node:fs/promises';
+import { constants as fsc, type Stats } from 'node:fs';
+import { open, rmdir, type FileHandle } from 'node:fs/promises';
 
 export class UserFileError extends Error {
   override readonly name = 'UserFileError';
 }
 
-/** Copies `src` (in a directory `uid` controls; its parent directories must be root's) to `dst` (a new file). */
-export async function copyUserFile(src: string, dst: string, uid: number, opts: { mode?: number } = {}): Promise<number> {
-  let input;
+/** Opens `src` without following a link; only a regular file of `uid` with one link is accepted. */
+async function openUserFile(src: string, uid: number): Promise<{ input: FileHandle; st: Stats }> {
+  let input: FileHandle;
   try {
     input = await open(src, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   } catch (e) {
@@ -27,6 +27,17 @@ export async function copyUserFile(src: string, dst: string, uid: number, opts: 
     if (!st.isFile()) throw new UserFileError(`${src} is not a regular file: refused`);
     if (st.uid !== uid) throw new UserFileError(`${src} belongs to uid ${st.uid}, not the VM user ${uid}: refused`);
     if (st.nlink !== 1) throw new UserFileError(`${src} has ${st.nlink} hard links: refused`);
+    return { input, st };
+  } catch (e) {
+    await input.close();
+    throw e;
+  }
+}
+
+/** Copies `src` (in a directory `uid` controls; its parent directories must be root's) to `dst` (a new file). */
+export async function copyUserFile(src: string, dst: string, uid: number, opts: { mode?: number } = {}): Promise<number> {
+  const { input, st } = await openUserFile(src, uid);
+  try {
     const output = await open(dst, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, opts.mode ?? 0o644);
     try {
       // Plain reads from the fd: never reopened by path.
@@ -49,16 +60,8 @@ export async function copyUserFile(src: string, dst: string, uid: number, opts: 
 
 /** Reads a small file of the VM user's (same checks as copyUserFile), at most `maxBytes`. */
 export async function readUserFile(src: string, uid: number, maxBytes = 1024 * 1024): Promise<Buffer> {
-  let input;
+  const { input, st } = await openUserFile(src, uid);
   try {
-    input = await open(src, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserFileError(code === 'ELOOP' || code === 'EMLINK' ? `${src} is a symbolic link: refused` : `${src}: ${(e as Error).message}`);
-  }
-  try {
-    const st = await input.stat();
-    if (!st.isFile() || st.uid !== uid || st.nlink !== 1) throw new UserFileError(`${src} is not a regular file of the VM user ${uid} with one link: refused`);
     if (st.size > maxBytes) throw new UserFileError(`${src} is larger than ${maxBytes} bytes: refused`);
     const buf = Buffer.alloc(st.size);
     const { bytesRead } = await input.read(buf, 0, st.size, 0);

@@ -45,7 +45,7 @@ import {
   type UpdateInstanceRequest,
 } from '../driver.ts';
 import { writeInstanceRecord } from '../instance-status.ts';
-import { HostProcessDriver, instanceDirName, lastStatusLine, spawnDetachedHost, type HeldInstance } from '../host-process-driver.ts';
+import { HostProcessDriver, instanceDirName, lastStatusLine, spawnDetachedHost, type HeldInstance, type InstanceRecordBase } from '../host-process-driver.ts';
 import { CONTROL_SOCKET, SERIAL_LOG, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
 import type { VzHostConfig, VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { leaseForMac } from '../../macos/dhcpd-leases.ts';
@@ -128,14 +128,8 @@ export interface VzDriverOptions {
 
 export const DEFAULT_VZ_NETWORK: VzNetworkOptions = { startAddress: '192.168.64.1', endAddress: '192.168.64.254', subnetMask: '255.255.255.0', dhcpLeaseSeconds: 600 };
 
-interface InstanceRecord {
-  vmId: string;
-  attempt: number;
-  name: string;
-  generation: string;
-  spec: InstanceSpec;
+interface InstanceRecord extends InstanceRecordBase {
   guest: 'macos' | 'linux';
-  mac: string;
 }
 
 interface Held extends HeldInstance<InstanceRecord> {
