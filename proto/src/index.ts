@@ -39,6 +39,7 @@ export type * from './generated/fleet/v1/TransferProgress.ts';
 export type * from './generated/fleet/v1/VmAssignment.ts';
 export type * from './generated/fleet/v1/VmNetworkCounters.ts';
 export type * from './generated/fleet/v1/VmNetworkPolicy.ts';
+export type * from './generated/fleet/v1/WorkerNetwork.ts';
 export type * from './generated/fleet/v1/VmNetworkReport.ts';
 export type * from './generated/fleet/v1/VmSpec.ts';
 export type * from './generated/fleet/v1/VmStatus.ts';

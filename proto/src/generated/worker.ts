@@ -42,6 +42,7 @@ import type { VmStatusReport as _fleet_v1_VmStatusReport, VmStatusReport__Output
 import type { Welcome as _fleet_v1_Welcome, Welcome__Output as _fleet_v1_Welcome__Output } from './fleet/v1/Welcome';
 import type { WorkerEvent as _fleet_v1_WorkerEvent, WorkerEvent__Output as _fleet_v1_WorkerEvent__Output } from './fleet/v1/WorkerEvent';
 import type { WorkerMessage as _fleet_v1_WorkerMessage, WorkerMessage__Output as _fleet_v1_WorkerMessage__Output } from './fleet/v1/WorkerMessage';
+import type { WorkerNetwork as _fleet_v1_WorkerNetwork, WorkerNetwork__Output as _fleet_v1_WorkerNetwork__Output } from './fleet/v1/WorkerNetwork';
 import type { WorkerServiceClient as _fleet_v1_WorkerServiceClient, WorkerServiceDefinition as _fleet_v1_WorkerServiceDefinition } from './fleet/v1/WorkerService';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
@@ -95,6 +96,7 @@ export interface ProtoGrpcType {
       Welcome: MessageTypeDefinition<_fleet_v1_Welcome, _fleet_v1_Welcome__Output>
       WorkerEvent: MessageTypeDefinition<_fleet_v1_WorkerEvent, _fleet_v1_WorkerEvent__Output>
       WorkerMessage: MessageTypeDefinition<_fleet_v1_WorkerMessage, _fleet_v1_WorkerMessage__Output>
+      WorkerNetwork: MessageTypeDefinition<_fleet_v1_WorkerNetwork, _fleet_v1_WorkerNetwork__Output>
       WorkerService: SubtypeConstructor<typeof grpc.Client, _fleet_v1_WorkerServiceClient> & { service: _fleet_v1_WorkerServiceDefinition }
     }
   }

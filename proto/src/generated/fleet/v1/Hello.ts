@@ -3,6 +3,7 @@
 import type { Platform as _fleet_v1_Platform, Platform__Output as _fleet_v1_Platform__Output } from '../../fleet/v1/Platform';
 import type { Capacity as _fleet_v1_Capacity, Capacity__Output as _fleet_v1_Capacity__Output } from '../../fleet/v1/Capacity';
 import type { VmStatus as _fleet_v1_VmStatus, VmStatus__Output as _fleet_v1_VmStatus__Output } from '../../fleet/v1/VmStatus';
+import type { WorkerNetwork as _fleet_v1_WorkerNetwork, WorkerNetwork__Output as _fleet_v1_WorkerNetwork__Output } from '../../fleet/v1/WorkerNetwork';
 
 export interface Hello {
   'protocolVersion'?: (number);
@@ -14,6 +15,7 @@ export interface Hello {
   'labels'?: ({[key: string]: string});
   'drivers'?: (string)[];
   'vms'?: (_fleet_v1_VmStatus)[];
+  'networks'?: (_fleet_v1_WorkerNetwork)[];
 }
 
 export interface Hello__Output {
@@ -26,4 +28,5 @@ export interface Hello__Output {
   'labels': ({[key: string]: string});
   'drivers': (string)[];
   'vms': (_fleet_v1_VmStatus__Output)[];
+  'networks': (_fleet_v1_WorkerNetwork__Output)[];
 }

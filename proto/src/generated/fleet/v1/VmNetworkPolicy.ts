@@ -5,10 +5,12 @@ export interface VmNetworkPolicy {
   'allow'?: (string)[];
   'block'?: (string)[];
   'blockLocal'?: (boolean);
+  'mode'?: (string);
 }
 
 export interface VmNetworkPolicy__Output {
   'allow': (string)[];
   'block': (string)[];
   'blockLocal': (boolean);
+  'mode': (string);
 }

@@ -14,6 +14,7 @@ export interface VmSpec {
   'driver'?: (string);
   'network'?: (_fleet_v1_VmNetworkPolicy | null);
   'authorizedKeys'?: (string)[];
+  'mac'?: (string);
 }
 
 export interface VmSpec__Output {
@@ -27,4 +28,5 @@ export interface VmSpec__Output {
   'driver': (string);
   'network': (_fleet_v1_VmNetworkPolicy__Output | null);
   'authorizedKeys': (string)[];
+  'mac': (string);
 }
