@@ -16,7 +16,7 @@ function vm(vmId: string, opts: { attempt?: number; generation?: number; power?:
     attempt: opts.attempt ?? 1,
     generation: String(opts.generation ?? 1),
     desiredPower: opts.power ?? PowerState.POWER_STATE_RUNNING,
-    spec: { image: opts.image ?? 'ubuntu', os: opts.os ?? 'linux', cpus: 1, memoryMib: '1024', diskGib: 10, labels: {}, username: 'admin', driver: opts.driver ?? '', authorizedKeys: [], network: null },
+    spec: { image: opts.image ?? 'ubuntu', os: opts.os ?? 'linux', cpus: 1, memoryMib: '1024', diskGib: 10, labels: {}, username: 'admin', driver: opts.driver ?? '', authorizedKeys: [], mac: '', network: null },
   };
 }
 
