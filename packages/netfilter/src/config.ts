@@ -70,6 +70,13 @@ export interface FilterConfig {
    */
   blockLocal?: boolean;
   /**
+   * Host-only network (issue 18): nothing outside the VM subnet exists for this VM. VM -> host
+   * frames to any address outside the subnet and host -> VM frames from one are dropped as
+   * `beyond_host_only`, before allow/block rules (a rule cannot open the world to a host-only VM).
+   * The gateway (the worker's host-only address) follows the usual host-access rules. Default false.
+   */
+  hostOnly?: boolean;
+  /**
    * Host->VM IPv4 policy. 'open' (default, Softnet parity): anything for the VM's MAC passes once it
    * is well formed and DHCP replies come from trusted servers. 'restricted': local (non-global)
    * sources must be allowed by a rule, be the gateway with host access, be a lease DNS server
@@ -142,6 +149,7 @@ export interface ResolvedConfig {
   readonly address: string | null;
   readonly addressNumber: number | null;
   readonly blockLocal: boolean;
+  readonly hostOnly: boolean;
   readonly ingress: 'open' | 'restricted';
   readonly expose: readonly ResolvedExposure[];
   readonly maxFrame: number;
@@ -168,6 +176,7 @@ const KNOWN_KEYS = new Set<string>([
   'address',
   'arpRate',
   'blockLocal',
+  'hostOnly',
   'ingress',
   'expose',
   'maxFrame',
@@ -327,6 +336,7 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
   });
 
   const blockLocal = boolOf('blockLocal', cfg.blockLocal, false);
+  const hostOnly = boolOf('hostOnly', cfg.hostOnly, false);
   if (blockLocal && cfg.hostAccess === true) {
     fail('hostAccess', cfg.hostAccess, 'conflicts with blockLocal: true (block-local mode denies host access except DHCP/DNS)');
   }
@@ -391,6 +401,7 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
     address: null,
     addressNumber: null,
     blockLocal,
+    hostOnly,
     ingress,
     expose,
     maxFrame,

@@ -448,3 +448,31 @@ describe('globalPrefixes: a lab network standing in for the Internet', () => {
     expect(() => newFilter({ globalPrefixes: ['10.99.0.0/33'] })).toThrow(/globalPrefixes\[0\]/);
   });
 });
+
+describe('hostOnly: the host-only network (issue 18)', () => {
+  it('the VM reaches the gateway (by the host-access rules) and nothing outside its subnet, whatever the rules say', () => {
+    const f = boundFilter({ hostOnly: true, hostAccess: true, allow: ['10.99.0.0/24', '8.8.0.0/16'], globalPrefixes: ['10.99.0.0/24'] });
+    expectVerdict(f.fromVm(vmTcp(GW, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromVm(vmUdp(GW, 53), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromVm(vmTcp(NET), T0 + 1), Verdict.BEYOND_HOST_ONLY);
+    expectVerdict(f.fromVm(vmTcp('10.99.0.7', 80), T0 + 1), Verdict.BEYOND_HOST_ONLY);
+    expectVerdict(f.fromVm(vmUdp('8.8.8.8', 53), T0 + 1), Verdict.BEYOND_HOST_ONLY);
+    // Other VMs stay unreachable, as in every mode.
+    expectVerdict(f.fromVm(vmTcp(PEER_IP, 22), T0 + 1), Verdict.LOCAL_DST);
+    // DHCP still works.
+    expectVerdict(f.fromVm(vmDhcp({ type: DHCP.REQUEST, xid: 20, src: VM_IP, dst: GW, ciaddr: VM_IP }), T0 + 1), Verdict.PASS);
+    expect(REASON_NAMES[Verdict.BEYOND_HOST_ONLY]).toBe('beyond_host_only');
+  });
+
+  it('nothing from outside the subnet reaches the VM; the gateway and DHCP do', () => {
+    const f = boundFilter({ hostOnly: true });
+    expectVerdict(f.fromHost(hostTcp(NET), T0 + 1), Verdict.BEYOND_HOST_ONLY);
+    expectVerdict(f.fromHost(hostTcp(GW, 5000, 22, TCP_FLAGS.SYN), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromHost(hostDhcp({ type: DHCP.OFFER, xid: 1 }), T0 + 1), Verdict.PASS);
+  });
+
+  it('off by default, and a non-boolean is refused', () => {
+    expectVerdict(boundFilter().fromVm(vmTcp(NET), T0 + 1), Verdict.PASS);
+    expect(() => boundFilter({ hostOnly: 'yes' as unknown as boolean })).toThrow(NetfilterConfigError);
+  });
+});

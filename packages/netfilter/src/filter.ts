@@ -130,6 +130,7 @@ class Filter implements PacketFilter {
   /** Configured extra "global" prefixes (lab networks standing in for the Internet). */
   readonly #global: PrefixTable;
   readonly #blockLocal: boolean;
+  readonly #hostOnly: boolean;
   readonly #restricted: boolean;
   readonly #verifyChecksum: boolean;
   readonly #maxFrame: number;
@@ -161,6 +162,7 @@ class Filter implements PacketFilter {
     for (const e of cfg.expose) (e.protocol === 'tcp' ? this.#tcpExposed : this.#udpExposed).add(e.vmPort);
     this.#hostAccess = cfg.hostAccess && !cfg.blockLocal;
     this.#blockLocal = cfg.blockLocal;
+    this.#hostOnly = cfg.hostOnly;
     this.#restricted = cfg.ingress === 'restricted';
     this.#verifyChecksum = cfg.verifyIpChecksum;
     this.#maxFrame = cfg.maxFrame;
@@ -402,6 +404,7 @@ class Filter implements PacketFilter {
   }
 
   #vmDestination(dst: number, proto: number, sport: number, dport: number, tcpFlags: number, icmp: number): Verdict {
+    if (this.#hostOnly && !this.#inSubnet(dst)) return Verdict.BEYOND_HOST_ONLY;
     const rule = this.#rules.lookup(dst);
     if (rule === RuleAction.ALLOW) return Verdict.PASS;
     if (rule === RuleAction.BLOCK) return Verdict.BLOCKED;
@@ -498,6 +501,7 @@ class Filter implements PacketFilter {
         icmp = f[l4]!;
       }
     }
+    if (this.#hostOnly && !this.#inSubnet(ip.src | 0)) return Verdict.BEYOND_HOST_ONLY;
     if (!this.#restricted) return Verdict.PASS;
     if (frag) {
       sport = -1;

@@ -70,6 +70,8 @@ export const Verdict = {
   ARP_RATE_LIMIT: 30,
   /** Host -> VM: a DHCP server reply for another client (chaddr is not the VM's): not the VM's business. */
   DHCP_OTHER_CLIENT: 31,
+  /** Host-only mode (issue 18): a destination (VM -> host) or source (host -> VM) outside the VM subnet. */
+  BEYOND_HOST_ONLY: 32,
 } as const;
 
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
@@ -108,6 +110,7 @@ export const REASON_NAMES = [
   'dhcp_address',
   'arp_rate_limit',
   'dhcp_other_client',
+  'beyond_host_only',
 ] as const;
 
 export type ReasonName = (typeof REASON_NAMES)[number];
