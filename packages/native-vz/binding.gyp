@@ -12,6 +12,7 @@
             "src/linux/addon.cc",
             "src/posix/fd_util.cc",
             "src/posix/unix_socket.cc",
+            "src/posix/copy_file.cc",
             "src/linux/frame_port.cc",
             "src/linux/process_guard.cc"
           ]
@@ -25,6 +26,7 @@
             "src/darwin/vmnet.mm",
             "src/posix/fd_util.cc",
             "src/posix/unix_socket.cc",
+            "src/posix/copy_file.cc",
             "src/darwin/frame_port_darwin.cc"
           ],
           "xcode_settings": {

@@ -94,6 +94,7 @@ interface NativeBinding {
   sendFds(sock: number, fds: number[], data: Uint8Array): void;
   recvFds(sock: number, maxFds: number, maxBytes: number): ReceivedFds | null;
   FdWatch: new (fd: number) => NativeFdWatch;
+  copyFileFromFd(srcFd: number, dstPath: string, mode: number): Promise<CopyFileFromFdResult>;
   /** Linux only (process_guard.cc). */
   setNonDumpable?(): void;
   setNoNewPrivs?(): void;
@@ -348,6 +349,62 @@ export function waitReadable(fd: number, opts: { signal?: AbortSignal; unref?: b
 }
 function abortError(signal: AbortSignal): Error {
   return Object.assign(new Error('waitReadable: aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
+}
+
+// ---- Copying a file root holds open (issue 17: the VM user's Tart bundle) ----
+
+/** How copyFileFromFd copied. */
+export type CopyFileMethod = 'clone' | 'copy_file_range' | 'sparse-copy';
+
+export interface CopyFileFromFdResult {
+  /** Size of the copy in bytes (the source's size when the copy started; holes included). */
+  bytes: number;
+  /**
+   * 'clone': a copy-on-write clone (macOS fclonefileat on APFS; Linux ioctl FICLONE on btrfs/xfs).
+   * 'copy_file_range': Linux, every data extent copied in the kernel. 'sparse-copy': data extents
+   * read and written with pread/pwrite (all-zero 1 MiB chunks left as holes), or nothing to copy.
+   */
+  method: CopyFileMethod;
+}
+
+/**
+ * Copies the regular file open at `srcFd` into a NEW file `dstPath`, keeping holes, on libuv's
+ * threadpool (the event loop is never blocked; one threadpool thread is busy for the length of
+ * the copy). The source is never re-opened by path: the copy reads a dup of `srcFd` (closing
+ * `srcFd` meanwhile is harmless).
+ *
+ * - `dstPath` is created O_CREAT|O_EXCL|O_NOFOLLOW: an existing file, directory or symlink (even a
+ *   dangling one) rejects with EEXIST (or ELOOP) and is left untouched; a link is never followed.
+ *   The new file is the caller's and gets `mode` (default 0o644, 0..0o777) by fchmod at the end,
+ *   whatever the umask (0600 while the copy runs).
+ * - macOS: fclonefileat (APFS clone, CLONE_NOOWNERCOPY so root's copy is root's), falling back to
+ *   the sparse copy when the volume cannot clone (ENOTSUP, EXDEV, ...). Linux: ioctl FICLONE, then
+ *   per data extent (lseek SEEK_DATA/SEEK_HOLE) copy_file_range, falling back to pread/pwrite
+ *   (EXDEV/ENOSYS/EINVAL/EOPNOTSUPP); ftruncate to the size at the end keeps trailing holes.
+ * - The source's file offset (shared with its dups) is moved by SEEK_DATA/SEEK_HOLE while the copy
+ *   runs and restored afterwards: do not read()/write() through it meanwhile (pread is fine).
+ *   The copy is of the file as it is while it runs: stop its writer first.
+ * - On failure after `dstPath` was created it is unlinked (by that path: keep it in a directory
+ *   only root can write), so no partial copy stays.
+ *
+ * Bad arguments THROW (TypeError/RangeError, synchronously); system errors REJECT with an Error
+ * carrying code/errno/syscall (EBADF for a closed fd, EINVAL "not a regular file", EEXIST, ENOSPC,
+ * ...). The macOS branch has not been compiled on a Mac yet (docs/macos.md).
+ */
+export function copyFileFromFd(srcFd: number, dstPath: string, opts: { mode?: number } = {}): Promise<CopyFileFromFdResult> {
+  checkFd('copyFileFromFd', 'srcFd', srcFd);
+  if (typeof dstPath !== 'string') {
+    throw argError(TypeError, 'copyFileFromFd', `dstPath must be a string (got ${describe(dstPath)})`, 'ERR_INVALID_ARG_TYPE');
+  }
+  if (dstPath.length === 0 || dstPath.includes('\0')) {
+    throw argError(RangeError, 'copyFileFromFd', 'dstPath must be a non-empty string without NUL bytes', 'ERR_OUT_OF_RANGE');
+  }
+  if (opts === null || typeof opts !== 'object') {
+    throw argError(TypeError, 'copyFileFromFd', `opts must be an object (got ${describe(opts)})`, 'ERR_INVALID_ARG_TYPE');
+  }
+  const mode = opts.mode ?? 0o644;
+  checkInt('copyFileFromFd', 'mode', mode, 0, 0o777);
+  return native.copyFileFromFd(srcFd, dstPath, mode);
 }
 
 /**

@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nvz::InitFdUtil(env, exports);
   nvz::InitFramePort(env, exports);
   nvz::InitUnixSocket(env, exports);
+  nvz::InitCopyFile(env, exports);
   nvz::InitVirtualMachine(env, exports);
   nvz::InitMacOSInstall(env, exports);
   nvz::InitVmnet(env, exports);

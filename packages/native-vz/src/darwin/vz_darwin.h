@@ -17,6 +17,8 @@ void InitFdUtil(Napi::Env env, Napi::Object exports);
 void InitFramePort(Napi::Env env, Napi::Object exports);
 // Unix stream rendezvous, peer credentials, fd passing (src/posix/unix_socket.cc).
 void InitUnixSocket(Napi::Env env, Napi::Object exports);
+// copyFileFromFd: fclonefileat / sparse copy from an open fd (src/posix/copy_file.cc).
+void InitCopyFile(Napi::Env env, Napi::Object exports);
 
 // Virtualization.framework: VirtualMachine class, capability queries, identifiers, restore images.
 void InitVirtualMachine(Napi::Env env, Napi::Object exports);

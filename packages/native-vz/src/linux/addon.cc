@@ -8,6 +8,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nvz::InitFdUtil(env, exports);
   nvz::InitFramePort(env, exports);
   nvz::InitUnixSocket(env, exports);
+  nvz::InitCopyFile(env, exports);
   nvz::InitProcessGuard(env, exports);
   exports.Set("platform", Napi::String::New(env, "linux"));
   return exports;

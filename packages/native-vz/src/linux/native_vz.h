@@ -13,6 +13,8 @@ void InitFdUtil(Napi::Env env, Napi::Object exports);
 void InitFramePort(Napi::Env env, Napi::Object exports);
 // Unix stream rendezvous, peer credentials, fd passing (src/posix/unix_socket.cc).
 void InitUnixSocket(Napi::Env env, Napi::Object exports);
+// copyFileFromFd: clone / copy_file_range / sparse copy from an open fd (src/posix/copy_file.cc).
+void InitCopyFile(Napi::Env env, Napi::Object exports);
 void InitProcessGuard(Napi::Env env, Napi::Object exports);
 
 }  // namespace nvz

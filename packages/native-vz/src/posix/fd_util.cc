@@ -44,6 +44,17 @@ const char* ErrnoName(int err) {
     case EPIPE: return "EPIPE";
     case EMSGSIZE: return "EMSGSIZE";
     case ENOTSUP: return "ENOTSUP";
+    case EEXIST: return "EEXIST";
+    case ELOOP: return "ELOOP";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOSPC: return "ENOSPC";
+    case EXDEV: return "EXDEV";
+    case EFBIG: return "EFBIG";
+    case EIO: return "EIO";
+    case EROFS: return "EROFS";
+    case EDQUOT: return "EDQUOT";
     default: return "EUNKNOWN";
   }
 }
