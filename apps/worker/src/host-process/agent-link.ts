@@ -2,7 +2,7 @@
 // root listens on a unix socket in a directory it owns, accepts only the VM user's uid (peer
 // credentials, checked on the connection itself, not on any path), hands the job and the NIC fd
 // over with SCM_RIGHTS, then both sides speak JSON lines on the same connection.
-import { chownSync } from 'node:fs';
+import { chownSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { AGENT_PROTOCOL_VERSION, LineSplitter, parseHandover, type AgentHandover, type AgentJob } from './agent-protocol.ts';
 
@@ -134,8 +134,11 @@ export class AgentListener {
  */
 export function handOver<In>(np: FdPassing, fd: number, job: AgentJob, fds: number[], parse: (line: string) => In): JsonLineChannel<In> {
   const msg: AgentHandover = { v: AGENT_PROTOCOL_VERSION, job };
+  const data = Buffer.from(`${JSON.stringify(msg)}\n`);
   try {
-    np.sendFds(fd, fds, Buffer.from(`${JSON.stringify(msg)}\n`));
+    // SCM_RIGHTS needs at least one fd; a job without any (an install) is a plain write.
+    if (fds.length > 0) np.sendFds(fd, fds, data);
+    else if (writeSync(fd, data) !== data.length) throw new Error('short write');
   } catch (e) {
     np.closeFd(fd);
     throw new Error(`cannot hand the job to the VM agent: ${(e as Error).message}`);

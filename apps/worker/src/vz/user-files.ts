@@ -2,10 +2,12 @@
 // symlink or a hard link to a file only root may read, or keep changing them. Root therefore
 // - reads such a file only through open(O_NOFOLLOW) and only if fstat says it is a regular file
 //   owned by that user with a single link (a hard link to someone else's file has their uid),
-// - reads it from that fd (never by path again), into a file root creates exclusively,
+// - reads it from that fd (never by path again; copyFileFromFd clones or copies sparsely), into a
+//   file root creates exclusively,
 // - never deletes inside a user's directory itself: the user's own `rm` does (no symlink race
 //   can point a root `rm -rf` elsewhere); root removes only the then-empty directory.
 import { spawn } from 'node:child_process';
+import { copyFileFromFd } from '@fleet/native-vz';
 import { constants as fsc, type Stats } from 'node:fs';
 import { open, rmdir, type FileHandle } from 'node:fs/promises';
 
@@ -38,20 +40,9 @@ async function openUserFile(src: string, uid: number): Promise<{ input: FileHand
 export async function copyUserFile(src: string, dst: string, uid: number, opts: { mode?: number } = {}): Promise<number> {
   const { input, st } = await openUserFile(src, uid);
   try {
-    const output = await open(dst, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, opts.mode ?? 0o644);
-    try {
-      // Plain reads from the fd: never reopened by path.
-      const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
-      let pos = 0;
-      for (;;) {
-        const { bytesRead } = await input.read(buf, 0, buf.length, pos);
-        if (bytesRead === 0) break;
-        await output.write(buf, 0, bytesRead, pos);
-        pos += bytesRead;
-      }
-    } finally {
-      await output.close();
-    }
+    // From the checked fd, never the path again: an APFS clone (or a hole-keeping copy), into a
+    // new file root creates exclusively (O_EXCL|O_NOFOLLOW).
+    await copyFileFromFd(input.fd, dst, { mode: opts.mode ?? 0o644 });
     return st.size;
   } finally {
     await input.close();

@@ -364,3 +364,59 @@ describe('VzDriver', () => {
     await d.close();
   });
 });
+
+describe('VzDriver IPSW installs through an agent of the VM user (issue 17)', () => {
+  it.runIf(process.getuid?.() === 0)('the installer runs as the VM user, takes a macOS slot while it runs, and root copies the bundle by fd into its image store', async () => {
+    const { spawn } = await import('node:child_process');
+    const { chmod } = await import('node:fs/promises');
+    const { fileURLToPath } = await import('node:url');
+    await chmod(root, 0o711);
+    const helper = fileURLToPath(new URL('./install-agent.test-helper.ts', import.meta.url));
+    const repo = fileURLToPath(new URL('../../../../../', import.meta.url));
+    const host = new FakeVzHost();
+    const exits: Promise<number>[] = [];
+    const agentUids: number[] = [];
+    let slotsDuringInstall: string[] = [];
+    const d = driverFor(host, exits, {
+      // The installed disk is 64 GiB sparse: clone it keeping its holes (APFS clones on a Mac).
+      cloneFile: async (a, b) => {
+        const { open } = await import('node:fs/promises');
+        const { copyFileFromFd } = await import('@fleet/native-vz');
+        const fh = await open(a, 'r');
+        try {
+          await copyFileFromFd(fh.fd, b);
+        } finally {
+          await fh.close();
+        }
+      },
+      vmUser: { uid: 65534, gid: 65534 },
+      fdPassing: { unixListen, unixAccept, unixConnect, peerCredentials, sendFds, recvFds, closeFd },
+      agentLauncher: {
+        start: async ({ uid, gid, socketPath, label }) => {
+          expect(label).toMatch(/^dev\.fleet\.install\.[0-9a-f]{12}$/);
+          agentUids.push(uid);
+          slotsDuringInstall = d.slots.holders();
+          const child = spawn(process.execPath, ['--import', 'tsx', helper, socketPath, path.join(root, 'images', 'UniversalMac_15.1_Restore.ipsw')], { uid, gid, cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
+          child.unref();
+        },
+        stop: async () => {},
+      },
+    });
+    const messages: string[] = [];
+    d.subscribe((s) => s.message && messages.push(s.message));
+    await mkdir(path.join(root, 'images'), { recursive: true });
+    await writeFile(path.join(root, 'images', 'UniversalMac_15.1_Restore.ipsw'), 'IPSW');
+    await d.create(req('inst', 'UniversalMac_15.1_Restore.ipsw'));
+    expect(agentUids).toEqual([65534]);
+    expect(slotsDuringInstall.some((k) => k.startsWith('install:'))).toBe(true);
+    expect(d.slots.holders()).toEqual([]); // given back when the install ended
+    expect(messages.some((m) => /%/.test(m))).toBe(true);
+    // The image is root's (copied by fd), the instance's clone the VM user's.
+    const image = path.join(root, 'images', 'UniversalMac_15.1_Restore');
+    for (const f of ['config.json', 'disk.img', 'nvram.bin']) expect((await stat(path.join(image, f))).uid, f).toBe(0);
+    expect((await stat(path.join(root, 'd', 'instances', 'inst.1', 'bundle', 'disk.img'))).uid).toBe(65534);
+    // No staging left behind.
+    expect((await (await import('node:fs/promises')).readdir(path.join(root, 'images'))).filter((n) => n.startsWith('.install-'))).toEqual([]);
+    await d.close();
+  });
+});
