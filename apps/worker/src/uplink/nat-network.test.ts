@@ -114,6 +114,27 @@ describe('generated configuration', () => {
     expect(nftHostAccessUpdate('fleet_fleet0', ['192.168.64.7'])).toBe('flush set inet fleet_fleet0 host_access\nadd element inet fleet_fleet0 host_access { 192.168.64.7 }\n');
     expect(nftHostAccessUpdate('fleet_fleet0', [])).toBe('flush set inet fleet_fleet0 host_access\n');
   });
+  it('a host-only network (issue 18) has no masquerade and forwards nothing in or out; its DNS has no upstream', () => {
+    const gateway = parseCidr('192.168.128.1/32').network;
+    const rules = nftRuleset({ table: 'fleet_fleet1', bridge: 'fleet1', subnet: parseCidr('192.168.128.0/24'), uplink: undefined, gateway, dns: true, hostAccess: [] });
+    expect(rules).not.toContain('masquerade');
+    expect(rules).not.toContain('chain postrouting');
+    const forward = rules.slice(rules.indexOf('chain forward'));
+    expect(forward.trim().split('\n').map((l) => l.trim()).slice(0, 5)).toEqual([
+      'chain forward {',
+      'type filter hook forward priority filter; policy accept;',
+      'iifname "fleet1" drop',
+      'oifname "fleet1" drop',
+      '}',
+    ]);
+    // The host boundary is the same as NAT's.
+    expect(rules).toContain('iifname "fleet1" counter drop comment "fleet: VM to host"');
+    const conf = dnsmasqConfig(resolveNatOptions({ ...base, name: 'fleet1', subnet: '192.168.128.0/24', mode: 'host-only' }));
+    expect(conf.split('\n')).toContain('no-resolv');
+    expect(dnsmasqConfig(resolveNatOptions(base)).split('\n')).not.toContain('no-resolv');
+    expect(() => resolveNatOptions({ ...base, mode: 'bridged' as 'nat' })).toThrow(/mode must be "nat" or "host-only"/);
+    expect(() => resolveNatOptions({ ...base, mode: 'host-only', uplinkInterface: 'eth0' })).toThrow(/no uplink/);
+  });
   it('reads dnsmasq\'s lease file, leaving out expired leases', () => {
     const text = '1700000100 02:aa:00:00:00:01 192.168.64.5 * 01:02:aa:00:00:00:01\n1600000000 02:aa:00:00:00:02 192.168.64.6 * *\n0 02:AA:00:00:00:03 192.168.64.7 vm *\ngarbage\n\n';
     expect(parseLeaseFile(text, 1_700_000_000)).toEqual([

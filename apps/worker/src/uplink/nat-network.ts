@@ -25,6 +25,12 @@ export type { UplinkLog } from './dnsmasq.ts';
 export interface NatNetworkOptions {
   /** Bridge name, also names the nftables table `fleet_<name>` (letters, digits, `_`; ≤ 15 chars). */
   name: string;
+  /**
+   * 'nat' (default): masqueraded out of the uplink. 'host-only' (issue 18): no uplink at all — no
+   * forwarding in or out, no masquerade, and dnsmasq answers only Fleet's own VM names (no
+   * upstream resolvers): the VMs reach the worker and nothing beyond.
+   */
+  mode?: 'nat' | 'host-only';
   /** The NAT subnet, e.g. '192.168.64.0/24' (host bits zero; prefix 16..29). */
   subnet: string;
   /** Gateway / DHCP server address on the bridge; default: the first host address (.1). */
@@ -88,6 +94,7 @@ export interface NatNetworkConfig {
   leaseSeconds: number;
   dns: boolean;
   noPing: boolean;
+  mode: 'nat' | 'host-only';
   netns: string | undefined;
   uplinkInterface: string | undefined;
   dataDir: string;
@@ -159,6 +166,8 @@ export function resolveNatOptions(opts: NatNetworkOptions): NatNetworkConfig {
   if (!opts.log || typeof opts.log.info !== 'function') throw new Error('log (a pino-style logger) is required');
   if (opts.dns !== undefined && typeof opts.dns !== 'boolean') throw new Error('dns must be a boolean');
   if (opts.noPing !== undefined && typeof opts.noPing !== 'boolean') throw new Error('noPing must be a boolean');
+  if (opts.mode !== undefined && opts.mode !== 'nat' && opts.mode !== 'host-only') throw new Error(`mode must be "nat" or "host-only", not ${JSON.stringify(opts.mode)}`);
+  if (opts.mode === 'host-only' && opts.uplinkInterface !== undefined) throw new Error('a host-only network has no uplink interface');
   return {
     name,
     bridge: name,
@@ -169,6 +178,7 @@ export function resolveNatOptions(opts: NatNetworkOptions): NatNetworkConfig {
     leaseSeconds,
     dns: opts.dns ?? true,
     noPing: opts.noPing ?? true,
+    mode: opts.mode ?? 'nat',
     netns: opts.netns,
     uplinkInterface,
     dataDir,
@@ -187,7 +197,8 @@ export interface NftRulesetConfig {
   table: string;
   bridge: string;
   subnet: Cidr;
-  uplink: string;
+  /** The masquerade uplink; absent for a host-only network (nothing is forwarded). */
+  uplink: string | undefined;
   /** The gateway address (the host as VMs see it). */
   gateway: number;
   /** dnsmasq serves DNS on the gateway. */
@@ -224,14 +235,19 @@ export function nftRuleset(cfg: NftRulesetConfig): string {
     `    ${br} ip daddr ${gw} ip saddr @host_access accept`,
     `    ${br} counter drop comment "fleet: VM to host"`,
     '  }',
-    '  chain postrouting {',
-    '    type nat hook postrouting priority srcnat; policy accept;',
-    `    meta nfproto ipv4 ip saddr ${net} ip daddr != ${net} oifname "${cfg.uplink}" masquerade`,
-    '  }',
+    ...(cfg.uplink !== undefined
+      ? [
+          '  chain postrouting {',
+          '    type nat hook postrouting priority srcnat; policy accept;',
+          `    meta nfproto ipv4 ip saddr ${net} ip daddr != ${net} oifname "${cfg.uplink}" masquerade`,
+          '  }',
+        ]
+      : []),
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    `    ${br} oifname "${cfg.uplink}" meta nfproto ipv4 ip saddr ${net} accept`,
-    `    iifname "${cfg.uplink}" oifname "${cfg.bridge}" ct state established,related accept`,
+    ...(cfg.uplink !== undefined
+      ? [`    ${br} oifname "${cfg.uplink}" meta nfproto ipv4 ip saddr ${net} accept`, `    iifname "${cfg.uplink}" oifname "${cfg.bridge}" ct state established,related accept`]
+      : []),
     // Anything else routed into or out of the NAT bridge (VM↔VM through the gateway,
     // other interfaces → VMs, VMs → other interfaces, IPv6) is dropped.
     `    ${br} drop`,
@@ -276,6 +292,8 @@ export function dnsmasqConfig(cfg: NatNetworkConfig): string {
       `dhcp-option=option:dns-server,${formatIpv4(cfg.gateway)}`,
       'domain-needed',
       'bogus-priv',
+      // Host-only: Fleet's VM names only, no upstream resolvers (DNS is no way out either).
+      ...(cfg.mode === 'host-only' ? ['no-resolv'] : []),
       // VM names, from the reservations (the operator's VM names), never from the guests.
       `addn-hosts=${path.join(cfg.runtimeDir, DNS_HOSTS_FILE)}`,
     );
@@ -342,7 +360,7 @@ function suggestSubnet(taken: Cidr[]): string | undefined {
  * Throws if the subnet overlaps an existing route (main table, default route excluded) or an
  * address on any interface of the namespace.
  */
-export async function checkSubnetClash(subnet: Cidr, netns?: string): Promise<void> {
+export async function checkSubnetClash(subnet: Cidr, netns?: string, flag = '--nat-subnet'): Promise<void> {
   const routes = await ipJson<IpRoute>(['-4', 'route', 'show', 'table', 'main'], netns);
   const addrs = await ipJson<IpAddr>(['-4', 'addr', 'show'], netns);
   const taken: { cidr: Cidr; text: string }[] = [];
@@ -365,8 +383,8 @@ export async function checkSubnetClash(subnet: Cidr, netns?: string): Promise<vo
   if (clash) {
     const suggestion = suggestSubnet(taken.map((t) => t.cidr));
     throw new Error(
-      `NAT subnet ${formatCidr(subnet)} clashes with the existing ${clash.text}${netns ? ` (netns ${netns})` : ''}; ` +
-        `choose another subnet with --nat-subnet${suggestion ? ` (e.g. --nat-subnet ${suggestion})` : ''}`,
+      `${flag === '--nat-subnet' ? 'NAT' : 'host-only'} subnet ${formatCidr(subnet)} clashes with the existing ${clash.text}${netns ? ` (netns ${netns})` : ''}; ` +
+        `choose another subnet with ${flag}${suggestion ? ` (e.g. ${flag} ${suggestion})` : ''}`,
     );
   }
 }
@@ -392,7 +410,17 @@ export interface CleanupReport {
   bridgeRemoved: boolean;
 }
 
-function rulesetConfig(cfg: NatNetworkConfig, uplink: string, pool: AddressPool): NftRulesetConfig {
+/** The masquerade uplink (given, or the default route's device), or undefined for a host-only network. */
+async function resolveUplink(cfg: NatNetworkConfig): Promise<string | undefined> {
+  if (cfg.mode === 'host-only') return undefined;
+  const ns = cfg.netns;
+  const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
+  if (uplink === cfg.bridge) throw new Error(`the uplink interface would be the NAT bridge ${uplink} itself`);
+  if (!(await linkInfo(uplink, ns))) throw new Error(`uplink interface ${uplink} does not exist${ns ? ` in netns ${ns}` : ''}`);
+  return uplink;
+}
+
+function rulesetConfig(cfg: NatNetworkConfig, uplink: string | undefined, pool: AddressPool): NftRulesetConfig {
   return { table: cfg.table, bridge: cfg.bridge, subnet: cfg.subnet, uplink, gateway: cfg.gateway, dns: cfg.dns, hostAccess: pool.hostAccessIps() };
 }
 
@@ -457,7 +485,8 @@ export class NatNetwork {
 
   private constructor(
     private readonly cfg: NatNetworkConfig,
-    readonly uplinkInterface: string,
+    /** Undefined for a host-only network. */
+    readonly uplinkInterface: string | undefined,
     readonly gatewayMac: string,
     private readonly dnsmasq: DnsmasqSupervisor,
     private readonly log: UplinkLog,
@@ -481,10 +510,8 @@ export class NatNetwork {
           `(${existing.linkinfo?.info_kind ?? 'device'}); a leftover after a crash is removed by NatNetwork.cleanupStale('${cfg.name}')`,
       );
     }
-    const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
-    if (uplink === cfg.bridge) throw new Error(`the uplink interface would be the NAT bridge ${uplink} itself`);
-    if (!(await linkInfo(uplink, ns))) throw new Error(`uplink interface ${uplink} does not exist${ns ? ` in netns ${ns}` : ''}`);
-    await checkSubnetClash(cfg.subnet, ns);
+    const uplink = await resolveUplink(cfg);
+    await checkSubnetClash(cfg.subnet, ns, cfg.mode === 'host-only' ? '--host-only-subnet' : '--nat-subnet');
 
     const gatewayMac = gatewayMacFor(cfg.name);
     const supervisor = NatNetwork.supervisor(cfg, opts);
@@ -501,7 +528,7 @@ export class NatNetwork {
       await tryRun('sysctl', ['-q', '-w', `net.ipv6.conf.${b}.disable_ipv6=1`], { netns: ns });
       await run('ip', ['addr', 'add', `${formatIpv4(cfg.gateway)}/${cfg.subnet.prefix}`, 'dev', b], { netns: ns });
       await run('ip', ['link', 'set', 'dev', b, 'up'], { netns: ns });
-      await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
+      if (uplink !== undefined) await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
       await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset(rulesetConfig(cfg, uplink, pool)) });
       await supervisor.start();
     } catch (err) {
@@ -557,7 +584,7 @@ export class NatNetwork {
       await NatNetwork.cleanupStale(cfg.name, { netns: ns, dataDir: cfg.dataDir, log });
       return NatNetwork.create(opts);
     }
-    const uplink = validateIfName(cfg.uplinkInterface ?? (await defaultRouteDevice(ns)), 'uplink interface');
+    const uplink = await resolveUplink(cfg);
     await mkdir(cfg.dataDir, { recursive: true, mode: 0o700 });
     const pool = await loadPool(cfg, log);
     await writePoolFiles(cfg, pool);
@@ -565,7 +592,7 @@ export class NatNetwork {
     const conf = dnsmasqConfig(cfg);
     const oldConf = await readFile(confFile, 'utf8').catch(() => '');
     await writeFile(confFile, conf, { mode: 0o600 });
-    await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
+    if (uplink !== undefined) await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: ns });
     await run('nft', ['-f', '-'], { netns: ns, input: nftRuleset(rulesetConfig(cfg, uplink, pool)) });
     const supervisor = NatNetwork.supervisor(cfg, opts);
     const pids = await findDnsmasqProcesses(cfg.bridge, ns);
