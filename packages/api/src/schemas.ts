@@ -2,7 +2,7 @@
 // OpenAPI document is generated from them, and the CLI imports the static types.
 import { Type, type Static } from '@sinclair/typebox';
 import { LABEL_KEY_MAX_LENGTH, LABEL_KEY_PATTERN, LABEL_VALUE_MAX_LENGTH, LABEL_VALUE_PATTERN, MAX_LABELS } from './label-syntax.ts';
-import { NAME_PATTERN, VM_STATES } from './syntax.ts';
+import { MAC_PATTERN, NAME_PATTERN, VM_STATES } from './syntax.ts';
 
 
 
@@ -51,8 +51,22 @@ const NetworkRule = Type.String({
   pattern: '^(@host|[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?)$',
   description: 'an IPv4 CIDR ("10.0.0.0/8"), a bare IPv4 address, or "@host" (the VM\'s worker at its gateway address: allowing it grants host access)',
 });
+export const NetworkModeSchema = Type.Union([Type.Literal('nat'), Type.Literal('host-only'), Type.Literal('none')], {
+  description:
+    'the worker network the VM\'s NIC joins (issue 18): "nat" (default) — the worker\'s NAT network, out to the world by masquerade; "host-only" — the worker\'s host-only network: the worker and the other VMs on it that the policy allows, never beyond; "none" — no NIC at all (allow, block, blockLocal and mac are refused). A VM is placed only on a worker that offers its mode',
+});
+export const WorkerNetworkModeSchema = Type.Union([Type.Literal('nat'), Type.Literal('host-only')]);
+
+/** A custom MAC: unicast, not all zero, six ":"-separated hex octets (either case; stored lower case). */
+export const MacAddress = Type.String({
+  pattern: MAC_PATTERN,
+  description:
+    'the NIC\'s MAC, chosen by the operator: six two-digit hex octets separated by ":" (upper case accepted, stored and returned lower case), unicast (the least significant bit of the first octet is 0) and not all zero, e.g. "02:00:5e:10:00:01" (02: locally administered). Omitted: the worker derives one per instance. The scheduler never places two VMs with one MAC on a worker',
+});
+
 export const VmNetwork = Type.Object(
   {
+    mode: Type.Optional(NetworkModeSchema),
     allow: Type.Optional(Type.Array(NetworkRule, { maxItems: 64, description: 'destinations the VM may reach besides global (public) addresses' })),
     block: Type.Optional(Type.Array(NetworkRule, { maxItems: 64, description: 'destinations the VM may not reach; the longest prefix wins, block wins a tie' })),
     blockLocal: Type.Optional(Type.Boolean({ description: 'Anka\'s "block local": ARP only for the gateway, and local sources reach the VM only when allowed (the worker itself is out of reach except DHCP and DNS by default anyway, unless "@host" is allowed)' })),
@@ -85,6 +99,7 @@ export const VmCreate = Type.Object(
     disconnectPolicy: Type.Optional(DisconnectPolicy),
     powerState: Type.Optional(PowerState),
     network: Type.Optional(VmNetwork),
+    mac: Type.Optional(MacAddress),
   },
   { additionalProperties: false, $id: 'VmCreate' },
 );
@@ -102,6 +117,18 @@ export const VmUpdate = Type.Object(
     disconnectPolicy: Type.Optional(DisconnectPolicy),
     powerState: Type.Optional(PowerState),
     password: Type.Optional(Type.Union([VmPassword, Type.Null()], { description: 'a new SSH password for the guest user, or null to remove it (write-only)' })),
+    network: Type.Optional(
+      Type.Object(
+        {
+          mode: Type.Optional(NetworkModeSchema),
+          allow: VmNetwork.properties.allow,
+          block: VmNetwork.properties.block,
+          blockLocal: VmNetwork.properties.blockLocal,
+        },
+        { additionalProperties: false, description: 'the fields given replace the stored ones; only while the VM is stopped (state and powerState stopped) or not placed (pending, failed): 409 otherwise' },
+      ),
+    ),
+    mac: Type.Optional(Type.Union([MacAddress, Type.Null()], { description: 'a new custom MAC, or null to let the worker derive one; only while the VM is stopped or not placed (409 otherwise)' })),
   },
   { additionalProperties: false, minProperties: 1, $id: 'VmUpdate' },
 );
@@ -127,7 +154,7 @@ export const VmObject = Type.Object(
     passwordSet: Type.Boolean({ description: 'whether sessions may log in with a password (the password itself is never returned)' }),
     labels: Type.Record(Type.String(), Type.String()),
     selector: Type.Record(Type.String(), Type.String()),
-    network: Type.Object({ allow: Type.Array(Type.String()), block: Type.Array(Type.String()), blockLocal: Type.Boolean() }),
+    network: Type.Object({ mode: NetworkModeSchema, allow: Type.Array(Type.String()), block: Type.Array(Type.String()), blockLocal: Type.Boolean() }),
     priority: Type.Integer(),
     restartPolicy: RestartPolicy,
     disconnectPolicy: DisconnectPolicy,
@@ -138,7 +165,10 @@ export const VmObject = Type.Object(
     attempt: Type.Integer(),
     worker: Type.Union([Type.String(), Type.Null()]),
     ip: Type.Union([Type.String(), Type.Null()]),
-    mac: Type.Union([Type.String(), Type.Null()]),
+    mac: Type.Union([Type.String(), Type.Null()], {
+      description: "the NIC's MAC, lower case: the custom one when the spec sets it (macSource \"custom\"), else the one the worker reported for the instance (\"worker\"); null before that, and for network mode none",
+    }),
+    macSource: Type.Union([Type.Literal('custom'), Type.Literal('worker'), Type.Null()], { description: 'where mac comes from: the spec ("custom"), the worker ("worker"), or nowhere yet (null)' }),
     createdBy: Type.String(),
     createdAt: Type.String(),
     updatedAt: Type.String(),
@@ -180,6 +210,19 @@ export const VmWatchLine = Type.Object({
 
 // ------------------------------------------------------------------ workers
 
+export const WorkerNetworkObject = Type.Object(
+  {
+    mode: WorkerNetworkModeSchema,
+    subnet: Type.String({ description: 'IPv4 CIDR, e.g. "192.168.64.0/24"' }),
+    gateway: Type.String({ description: "the worker's address on it" }),
+    addresses: Type.Integer({ description: 'VM addresses it can hand out (one per VM instance of this mode, any power state); 0 = not limited / not reported' }),
+    interface: Type.String({ description: 'the worker\'s interface for it (a bridge, or "vmnet shared" / "vmnet host" on macOS)' }),
+    used: Type.Integer({ description: 'addresses held: VMs of this mode placed on the worker whose instance it has not confirmed gone' }),
+  },
+  { $id: 'WorkerNetwork' },
+);
+export type WorkerNetworkObject = Static<typeof WorkerNetworkObject>;
+
 export const WorkerObject = Type.Object(
   {
     id: Type.String(),
@@ -208,7 +251,11 @@ export const WorkerObject = Type.Object(
       memoryMib: Type.Integer(),
       vms: Type.Integer({ description: 'VMs placed on the worker whose instance it has not yet confirmed gone, in any state (stopped ones included)' }),
       macosVms: Type.Integer(),
-      natAddresses: Type.Integer({ description: 'VM addresses held: one per VM counted in vms (counted against capacity.natAddresses when that is > 0)' }),
+      natAddresses: Type.Integer({ description: 'NAT addresses held: one per VM in network mode nat counted in vms (counted against capacity.natAddresses when that is > 0); host-only VMs hold an address of the host-only network (networks[].used), mode none VMs none' }),
+    }),
+    networks: Type.Array(WorkerNetworkObject, {
+      description:
+        'the VM networks the worker offers, as its last Hello reported them (issue 18). Empty: not reported (an older worker, or the synthetic driver): it is treated as offering "nat" only, with capacity.natAddresses',
     }),
     lastSeenAt: Type.Union([Type.String(), Type.Null()]),
     createdAt: Type.String(),

@@ -8,3 +8,4 @@ export const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 /** Every state a VM can be in (docs/architecture.md, State model). */
 export const VM_STATES = ['pending', 'scheduled', 'starting', 'running', 'stopping', 'stopped', 'unknown', 'failed', 'deleting'] as const;
 export type VmState = (typeof VM_STATES)[number];
+export * from './network-syntax.ts';

@@ -11,7 +11,7 @@ import { registerIdempotency } from './idempotency.ts';
 import { FleetError } from '../errors.ts';
 import { ErrorBody } from './schemas.ts';
 import { documentErrors } from './openapi-errors.ts';
-import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, labelKeyProblem, labelValueProblem } from '@fleet/api';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, MAC_PATTERN, labelKeyProblem, labelValueProblem, macProblem } from '@fleet/api';
 import { clientErrorHandler, fleetCodeOf, frameworkErrors, WWW_AUTHENTICATE } from './framework-errors.ts';
 import { documentStorageUnavailable, replyIfStorageUnavailable } from './storage-unavailable.ts';
 import { vmRoutes } from './routes/vm-routes.ts';
@@ -47,6 +47,10 @@ function describeValidation(err: FastifyError): string {
   }
   if (first?.keyword === 'pattern' && (first.params as { pattern?: unknown }).pattern === LABEL_VALUE_PATTERN) {
     return `${path}: ${labelValueProblem((first as { data?: unknown }).data) ?? 'invalid label value'}`;
+  }
+  // Custom MACs (issue 18): multicast, broadcast, all-zero, wrong length or separators, in words.
+  if (first?.keyword === 'pattern' && (first.params as { pattern?: unknown }).pattern === MAC_PATTERN) {
+    return `${path}: ${macProblem((first as { data?: unknown }).data) ?? 'invalid MAC address'}`;
   }
   return err.message;
 }

@@ -47,7 +47,7 @@ const workers = {
   view: async (w: { name: string; paused?: boolean }): Promise<WorkerObject> => ({
     id: `id-${w.name}`, name: w.name, status: 'online', connected: true, paused: w.paused ?? false, hostname: 'h', os: 'linux', arch: 'x64',
     version: 't', labels: {}, drivers: ['synthetic'], capacity: { cpus: 4, memoryMib: 4096, vmSlots: 4, macosSlots: 0, natAddresses: 0 },
-    used: { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, natAddresses: 0 }, lastSeenAt: null, createdAt: '2026-01-01T00:00:00.000Z', certificateExpiresAt: null,
+    used: { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, natAddresses: 0 }, networks: [], lastSeenAt: null, createdAt: '2026-01-01T00:00:00.000Z', certificateExpiresAt: null,
   }),
 } as unknown as WorkerService;
 

@@ -309,7 +309,11 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         if (msg.payload !== 'hello' || !msg.hello) throw grpcError(grpc.status.INVALID_ARGUMENT, 'the first message on Connect must be a Hello');
         helloSeen = true;
         clearTimeout(helloTimer);
-        const hello = helloInfo(msg.hello, (key, reason) => log.warn({ worker: w.name, label: key, reason }, 'ignored an invalid worker label'));
+        const hello = helloInfo(
+          msg.hello,
+          (key, reason) => log.warn({ worker: w.name, label: key, reason }, 'ignored an invalid worker label'),
+          (reason) => log.warn({ worker: w.name, reason }, 'ignored an invalid worker network'),
+        );
         if (hello.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION || hello.protocolVersion > PROTOCOL_VERSION) {
           throw grpcError(
             grpc.status.FAILED_PRECONDITION,

@@ -1,7 +1,9 @@
 // Everything a worker sends is untrusted input: bound it, type it, and turn it
 // into the controller's own shapes. Invalid reports are dropped with a reason,
 // never allowed to throw inside a stream handler.
-import type { Capacity__Output, Hello__Output, VmStatus__Output, WorkerEvent__Output } from '@fleet/proto';
+import type { Capacity__Output, Hello__Output, VmStatus__Output, WorkerEvent__Output, WorkerNetwork__Output } from '@fleet/proto';
+import { cidrContains, parseCidr } from '@fleet/netfilter';
+import type { WorkerNetwork } from '../workers/worker-networks.ts';
 import type { HelloInfo, WorkerCapacity } from '../workers/worker-service.ts';
 import type { ReportedInstance } from '../vms/vm-service.ts';
 import type { WorkerPhase } from '../vms/lifecycle.ts';
@@ -30,7 +32,11 @@ const uint = (v: string | number | undefined, max = Number.MAX_SAFE_INTEGER) => 
  * A Hello, bounded. Labels that break the label syntax (docs/api.md) are dropped, not clipped
  * (a clipped key could collide with, or turn into, another one): `onRejectedLabel` hears why.
  */
-export function helloInfo(h: Hello__Output, onRejectedLabel: (key: string, reason: string) => void = () => undefined): HelloInfo {
+export function helloInfo(
+  h: Hello__Output,
+  onRejectedLabel: (key: string, reason: string) => void = () => undefined,
+  onRejectedNetwork: (reason: string) => void = () => undefined,
+): HelloInfo {
   const labels: Record<string, string> = {};
   for (const [k, v] of Object.entries(h.labels ?? {})) {
     const problem = labelKeyProblem(k) ?? labelValueProblem(v);
@@ -38,6 +44,11 @@ export function helloInfo(h: Hello__Output, onRejectedLabel: (key: string, reaso
     else if (Object.keys(labels).length >= MAX_LABELS) onRejectedLabel(k, `more than ${MAX_LABELS} labels`);
     else labels[k] = v;
   }
+  const networks = workerNetworks(h.networks ?? [], onRejectedNetwork);
+  const capacity = capacityInfo(h.capacity);
+  // A worker that states its NAT pool only on the network (not in Capacity) is limited by it too.
+  const nat = networks.find((n) => n.mode === 'nat');
+  if (capacity.natAddresses === 0 && nat && nat.addresses > 0) capacity.natAddresses = nat.addresses;
   return {
     protocolVersion: h.protocolVersion,
     version: clip(h.workerVersion, 64),
@@ -45,10 +56,68 @@ export function helloInfo(h: Hello__Output, onRejectedLabel: (key: string, reaso
     machineId: clip(h.machineId, 128),
     os: clip(h.platform?.os, 32),
     arch: clip(h.platform?.arch, 32),
-    ...capacityInfo(h.capacity),
+    ...capacity,
     labels,
     drivers: (h.drivers ?? []).slice(0, 16).map((d) => clip(d, 32)),
+    networks,
   };
+}
+
+export const MAX_WORKER_NETWORKS = 8;
+const WORKER_NETWORK_MODES: ReadonlySet<string> = new Set(['nat', 'host-only']);
+/** Interface names: a bridge ("fleet0") or vmnet's ("vmnet shared"); printable, no control characters. */
+const INTERFACE = /^[\x20-\x7e]{1,64}$/;
+
+/**
+ * The networks of a Hello (issue 18), bounded: at most 8, one per mode (the first wins), a known
+ * mode, an IPv4 subnet with a prefix of /8 to /30 and no host bits, a gateway inside it, addresses
+ * no more than the subnet holds. Anything else is dropped with a reason (`onRejected`), never
+ * clipped into something the worker did not say.
+ */
+export function workerNetworks(list: readonly WorkerNetwork__Output[], onRejected: (reason: string) => void = () => undefined): WorkerNetwork[] {
+  const out: WorkerNetwork[] = [];
+  if (list.length > MAX_WORKER_NETWORKS) onRejected(`${list.length - MAX_WORKER_NETWORKS} networks over the limit of ${MAX_WORKER_NETWORKS}`);
+  for (const [i, n] of list.slice(0, MAX_WORKER_NETWORKS).entries()) {
+    const at = `network ${i}`;
+    const mode = typeof n.mode === 'string' ? n.mode : '';
+    if (!WORKER_NETWORK_MODES.has(mode)) {
+      onRejected(`${at}: unknown mode ${JSON.stringify(clip(mode, 32))} (nat or host-only)`);
+      continue;
+    }
+    if (out.some((o) => o.mode === mode)) {
+      onRejected(`${at}: a second ${mode} network (only the first counts)`);
+      continue;
+    }
+    const subnetText = clip(n.subnet, 43);
+    const subnet = subnetText.includes('/') ? parseCidr(subnetText) : ({ ok: false, error: 'no prefix length' } as const);
+    if (!subnet.ok) {
+      onRejected(`${at} (${mode}): subnet ${JSON.stringify(subnetText)}: ${subnet.error}`);
+      continue;
+    }
+    if (subnet.cidr.prefix < 8 || subnet.cidr.prefix > 30) {
+      onRejected(`${at} (${mode}): subnet ${subnetText} must be a /8 to /30`);
+      continue;
+    }
+    const gatewayText = clip(n.gateway, 15);
+    const gateway = IPV4.test(gatewayText) ? parseCidr(gatewayText) : ({ ok: false, error: 'not an IPv4 address' } as const);
+    if (!gateway.ok || !cidrContains(subnet.cidr, gateway.cidr.base)) {
+      onRejected(`${at} (${mode}): gateway ${JSON.stringify(gatewayText)} is not an IPv4 address in ${subnetText}`);
+      continue;
+    }
+    const room = 2 ** (32 - subnet.cidr.prefix) - 2; // without the network and broadcast addresses
+    const addresses = uint(n.addresses);
+    if (addresses > room) {
+      onRejected(`${at} (${mode}): ${addresses} addresses do not fit in ${subnetText} (at most ${room})`);
+      continue;
+    }
+    const iface = typeof n.interface === 'string' ? n.interface : '';
+    if (iface !== '' && !INTERFACE.test(iface)) {
+      onRejected(`${at} (${mode}): interface ${JSON.stringify(clip(iface, 64))} is not 1-64 printable characters`);
+      continue;
+    }
+    out.push({ mode: mode as WorkerNetwork['mode'], subnet: subnetText, gateway: gatewayText, addresses, interface: iface });
+  }
+  return out;
 }
 
 /** The capacity of a Hello or a CapacityUpdate, bounded. */

@@ -174,8 +174,11 @@ export class CapacityIndex {
     return true;
   }
 
-  /** The most preferred member with `cpus` CPUs and `memoryMib` MiB (and a macOS slot for a macOS group) free, or -1. */
-  find(cpus: number, memoryMib: number): number {
+  /**
+   * The most preferred member with `cpus` CPUs and `memoryMib` MiB (and a macOS slot for a macOS
+   * group) free, or -1. `exclude`: workers this one VM may not use (they hold its custom MAC).
+   */
+  find(cpus: number, memoryMib: number, exclude?: ReadonlyMap<number, unknown>): number {
     const fl = this.failures;
     for (let i = 0; i < fl.length; i += 2) {
       if (cpus >= fl[i]! && memoryMib >= fl[i + 1]!) return -1;
@@ -203,10 +206,11 @@ export class CapacityIndex {
       for (let i = start; i >= 0; i--) {
         const w = bucket[i]!;
         if (freeMem[w]! < memoryMib) break;
-        if (freeCpus[w]! >= cpus && (!this.macos || macosSlots[w]! >= 1)) return w;
+        if (freeCpus[w]! >= cpus && (!this.macos || macosSlots[w]! >= 1) && !exclude?.has(w)) return w;
       }
     }
-    if (fl.length < MAX_REMEMBERED_FAILURES * 2) fl.push(cpus, memoryMib);
+    // A failure caused by one VM's exclusions says nothing about the shape.
+    if (fl.length < MAX_REMEMBERED_FAILURES * 2 && !(exclude && exclude.size > 0)) fl.push(cpus, memoryMib);
     return -1;
   }
 

@@ -58,6 +58,7 @@
 import { CapacityIndex, preferenceOrder, slotsFree, type FreeCapacity } from './capacity-index.ts';
 import { CapacitySummary } from './capacity-summary.ts';
 import * as reasons from './reasons.ts';
+import type { NetworkMode } from '@fleet/api';
 
 export type SchedulerProfile = 'pack' | 'spread';
 
@@ -82,13 +83,21 @@ export interface WorkerView {
    * natAddresses: VM addresses the worker's NAT network can hand out, one per VM instance it
    * holds (any power state); 0 or absent = not limited. Counted against `used.vms`.
    */
-  capacity: { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number; natAddresses?: number };
+  capacity: { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number; natAddresses?: number; hostOnlyAddresses?: number };
+  /**
+   * Issue 18: the network modes the worker offers ("nat", "host-only"); absent or empty = "nat"
+   * only (a worker that reports no networks). Mode "none" needs none.
+   */
+  networkModes?: readonly string[];
   /**
    * From unreleased allocations (a slot stays used until the worker confirms the VM is gone).
-   * `vms` is also the number of VM addresses in use: each allocation is one instance the worker
-   * holds or is about to create.
+   * Each allocation is one instance the worker holds or is about to create: it holds an address
+   * of its mode's network (natAddresses / hostOnlyAddresses; without natAddresses every VM counts
+   * as a NAT one, as before issue 18).
    */
-  used: { cpus: number; memoryMib: number; vms: number; macosVms: number };
+  used: { cpus: number; memoryMib: number; vms: number; macosVms: number; natAddresses?: number; hostOnlyAddresses?: number };
+  /** Custom MACs held by instances on the worker (any power state) → the VM holding it. */
+  macs?: ReadonlyMap<string, string>;
 }
 
 export interface PendingVmView {
@@ -108,6 +117,10 @@ export interface PendingVmView {
   driver: string;
   /** The VM's registry image (manifest digest); '' or absent for local images. */
   imageDigest?: string;
+  /** Issue 18: the worker network the VM joins (default "nat"); "none" needs no network. */
+  networkMode?: NetworkMode;
+  /** Issue 18: a custom MAC (lower case): never placed where an instance already holds it. */
+  mac?: string;
 }
 
 /** digest → workerId → whether that worker's cache holds the image ready or is pulling it. */
@@ -150,22 +163,36 @@ export function isValidRequest(vm: Resources): boolean {
   return Number.isFinite(vm.cpus) && vm.cpus >= 0 && Number.isFinite(vm.memoryMib) && vm.memoryMib >= 0;
 }
 
-/** True when the worker reports a finite pool of VM addresses. */
+/** True when the worker reports a finite pool of VM addresses (of its NAT network). */
 export function limitsAddresses(capacity: WorkerView['capacity']): boolean {
   return (capacity.natAddresses ?? 0) >= 1;
 }
 
+/** The VM's network mode ("nat" when absent). */
+export function modeOf(vm: Pick<PendingVmView, 'networkMode'>): NetworkMode {
+  return vm.networkMode ?? 'nat';
+}
+
+/** Whether the worker offers the mode: "none" always; a worker without networks offers "nat" only. */
+export function offersMode(w: Pick<WorkerView, 'networkModes'>, mode: NetworkMode): boolean {
+  if (mode === 'none') return true;
+  const modes = w.networkModes;
+  return modes && modes.length > 0 ? modes.includes(mode) : mode === 'nat';
+}
+
 /**
  * Free capacity of a worker as the views report it (may be negative when over-committed).
- * `addresses` is +Infinity for a worker that does not limit VM addresses.
+ * `addresses` (NAT) and `hostOnlyAddresses` are +Infinity where the pool is not limited.
  */
-export function freeOf(w: WorkerView): { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number; addresses: number } {
+export function freeOf(w: WorkerView): { cpus: number; memoryMib: number; vmSlots: number; macosSlots: number; addresses: number; hostOnlyAddresses: number } {
+  const hostOnly = w.capacity.hostOnlyAddresses ?? 0;
   return {
     cpus: w.capacity.cpus - w.used.cpus,
     memoryMib: w.capacity.memoryMib - w.used.memoryMib,
     vmSlots: Math.floor(w.capacity.vmSlots) - w.used.vms,
     macosSlots: Math.floor(w.capacity.macosSlots) - w.used.macosVms,
-    addresses: limitsAddresses(w.capacity) ? Math.floor(w.capacity.natAddresses!) - w.used.vms : Number.POSITIVE_INFINITY,
+    addresses: limitsAddresses(w.capacity) ? Math.floor(w.capacity.natAddresses!) - (w.used.natAddresses ?? w.used.vms) : Number.POSITIVE_INFINITY,
+    hostOnlyAddresses: hostOnly >= 1 ? Math.floor(hostOnly) - (w.used.hostOnlyAddresses ?? 0) : Number.POSITIVE_INFINITY,
   };
 }
 
@@ -186,6 +213,9 @@ interface WorkerClass {
   drivers: ReadonlySet<string>;
   /** Restricted to the label=value pairs some pending VM's selector asks for. */
   labels: ReadonlyMap<string, string>;
+  /** Network modes offered (issue 18). */
+  nat: boolean;
+  hostOnly: boolean;
   workers: number[];
 }
 
@@ -194,6 +224,7 @@ interface Requirement {
   key: string;
   macos: boolean;
   driver: string;
+  mode: NetworkMode;
   selector: [string, string][];
   minCpus: number;
   minMemoryMib: number;
@@ -212,7 +243,8 @@ const PAIR_END = '\u0001';
 
 function requirementKey(vm: PendingVmView): string {
   const sel = vm.selector;
-  let key = (vm.os === 'macos' ? 'm' : 'l') + vm.driver + PAIR_END;
+  const mode = modeOf(vm);
+  let key = (vm.os === 'macos' ? 'm' : 'l') + (mode === 'nat' ? '' : mode === 'host-only' ? 'h' : 'n') + SEP + vm.driver + PAIR_END;
   let keys: string[] | undefined;
   for (const k in sel) if (Object.hasOwn(sel, k)) (keys ??= []).push(k);
   if (keys === undefined) return key; // the common case: no selector, no allocation
@@ -228,8 +260,15 @@ class Planner {
   private onlineCount = 0;
   private classes: WorkerClass[] = [];
   private readonly byPair = new Map<string, WorkerClass[]>();
-  private readonly summaries = new Map<readonly number[], CapacitySummary>();
-  private readonly macosSummaries = new Map<readonly number[], CapacitySummary>();
+  /** Per pool ("nat", "host-only", "none") and os: one summary per eligible set. */
+  private readonly summaries = new Map<string, Map<readonly number[], CapacitySummary>>();
+  /**
+   * The free capacity as a VM of each mode sees it: `addresses` is its network's free addresses
+   * (+Infinity for "none"). The arrays are shared, so a placement updates every view.
+   */
+  private readonly views: Record<NetworkMode, FreeCapacity>;
+  /** Custom MAC → worker position → the VM holding it there (grows as the plan places VMs). */
+  private readonly macHolders = new Map<string, Map<number, string>>();
 
   /** Per digest: the holders as worker positions with their rank (built on first use). */
   private readonly holderCache = new Map<string, { w: number; rank: number }[]>();
@@ -248,6 +287,7 @@ class Planner {
     const vmSlots = new Float64Array(n);
     const macosSlots = new Float64Array(n);
     const addresses = new Float64Array(n);
+    const hostOnlyAddresses = new Float64Array(n);
     const rank = new Int32Array(n);
     for (let i = 0; i < n; i++) {
       const w = workers[i]!;
@@ -257,11 +297,24 @@ class Planner {
       vmSlots[i] = f.vmSlots;
       macosSlots[i] = f.macosSlots;
       addresses[i] = f.addresses;
+      hostOnlyAddresses[i] = f.hostOnlyAddresses;
       if (w.online) this.onlineCount++;
+      if (w.macs) {
+        for (const [mac, vmName] of w.macs) {
+          let m = this.macHolders.get(mac);
+          if (!m) this.macHolders.set(mac, (m = new Map()));
+          m.set(i, vmName);
+        }
+      }
     }
     const byName = Array.from({ length: n }, (_, i) => i).sort((a, b) => compareWorkerNames(workers[a]!, workers[b]!));
     for (let r = 0; r < n; r++) rank[byName[r]!] = r;
     this.free = { cpus, memoryMib, vmSlots, macosSlots, addresses, rank };
+    this.views = {
+      nat: this.free,
+      'host-only': { ...this.free, addresses: hostOnlyAddresses },
+      none: { ...this.free, addresses: new Float64Array(n).fill(Number.POSITIVE_INFINITY) },
+    };
   }
 
   plan(input: readonly PendingVmView[]): PlanResult {
@@ -287,6 +340,7 @@ class Planner {
           key,
           macos: vm.os === 'macos',
           driver: vm.driver,
+          mode: modeOf(vm),
           selector,
           minCpus: Number.POSITIVE_INFINITY,
           minMemoryMib: Number.POSITIVE_INFINITY,
@@ -321,10 +375,11 @@ class Planner {
       }
       req.eligible = eligible;
       if (req.minCpus === Number.POSITIVE_INFINITY) continue; // no valid request: nothing to place
-      const indexKey = (req.macos ? 'm' : 'l') + classKey;
+      // One index per eligible set, os and network mode: each index sees its mode's address pool.
+      const indexKey = (req.macos ? 'm' : 'l') + req.mode + SEP + classKey;
       let entry = indexes.get(indexKey);
       if (!entry) {
-        entry = { index: new CapacityIndex(this.free, req.macos, this.spread), candidates: eligible };
+        entry = { index: new CapacityIndex(this.views[req.mode], req.macos, this.spread), candidates: eligible };
         indexes.set(indexKey, entry);
       }
       const index = entry.index;
@@ -359,9 +414,11 @@ class Planner {
     }
 
     // 3. Place, in queue order, with backfill (see the header).
-    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos, addresses: freeAddresses } = this.free;
+    const { cpus: freeCpus, memoryMib: freeMem, vmSlots: freeSlots, macosSlots: freeMacos } = this.free;
     const wasMember: boolean[] = [];
     const left: number[] = [];
+    /** VMs left pending because of their MAC alone: the reason, decided while planning. */
+    const macReasons = new Map<number, string>();
     for (let i = 0; i < vms.length; i++) {
       const req = reqOf[i];
       if (!req) continue; // duplicate id
@@ -371,10 +428,14 @@ class Planner {
         left.push(i);
         continue;
       }
-      let w = index.find(vm.cpus, vm.memoryMib);
-      if (w >= 0 && vm.imageDigest && this.images) w = this.preferHolder(w, vm, req.macos, index, memberships);
+      // Issue 18: workers where an instance already holds the VM's custom MAC are out for it.
+      const exclude = vm.mac ? this.macHolders.get(vm.mac) : undefined;
+      let w = index.find(vm.cpus, vm.memoryMib, exclude);
+      if (w >= 0 && vm.imageDigest && this.images) w = this.preferHolder(w, vm, req.macos, index, memberships, exclude);
       index.remaining--;
       if (w < 0) {
+        // Room without the MAC rule: the MAC is what keeps it waiting.
+        if (exclude && exclude.size > 0 && index.find(vm.cpus, vm.memoryMib) >= 0) macReasons.set(i, this.macReason(vm, exclude, req.eligible));
         left.push(i);
         continue;
       }
@@ -387,8 +448,14 @@ class Planner {
       freeCpus[w] = freeCpus[w]! - vm.cpus;
       freeMem[w] = freeMem[w]! - vm.memoryMib;
       freeSlots[w] = freeSlots[w]! - 1;
-      freeAddresses[w] = freeAddresses[w]! - 1; // Infinity stays Infinity
+      const pool = this.views[req.mode].addresses;
+      pool[w] = pool[w]! - 1; // Infinity stays Infinity ("none" holds no address)
       if (req.macos) freeMacos[w] = freeMacos[w]! - 1;
+      if (vm.mac) {
+        let m = this.macHolders.get(vm.mac);
+        if (!m) this.macHolders.set(vm.mac, (m = new Map()));
+        m.set(w, vm.name);
+      }
       for (let j = 0; j < ms.length; j++) {
         const m = ms[j]!;
         if (wasMember[j] && m.accepts(w)) m.insert(w);
@@ -403,6 +470,7 @@ class Planner {
       let reason: string;
       if (!isValidRequest(vm)) reason = reasons.invalidRequest(vm.cpus, vm.memoryMib);
       else if (req.structural !== null) reason = req.structural;
+      else if (macReasons.has(i)) reason = macReasons.get(i)!;
       else {
         const key = `${req.key}${SEP}${vm.cpus}${SEP}${vm.memoryMib}`;
         let cached = cache.get(key);
@@ -422,12 +490,12 @@ class Planner {
    * image (ready before pulling), is a member of the same index and has room wins over it; among
    * several, free memory and the name decide as usual. O(workers holding the image).
    */
-  private preferHolder(w: number, vm: PendingVmView, macos: boolean, index: CapacityIndex, memberships: CapacityIndex[][]): number {
+  private preferHolder(w: number, vm: PendingVmView, macos: boolean, index: CapacityIndex, memberships: CapacityIndex[][], exclude?: ReadonlyMap<number, string>): number {
     const holders = this.holdersOf(vm.imageDigest!);
     if (holders.length === 0) return w;
     const own = holders.find((h) => h.w === w)?.rank ?? 0;
     if (own === 2) return w; // already the best: nothing outranks a ready copy on the profile's choice
-    const f = this.free;
+    const f = this.views[modeOf(vm)];
     const level = Math.floor(slotsFree(f, w));
     let best = -1;
     let bestRank = own;
@@ -435,12 +503,24 @@ class Planner {
       if (rank < bestRank || h === w) continue;
       if (rank === bestRank && (best < 0 || !this.prefers(h, best))) continue;
       if (!memberships[h]?.includes(index)) continue;
+      if (exclude?.has(h)) continue;
       if (slotsFree(f, h) < 1 || Math.floor(slotsFree(f, h)) !== level) continue;
       if (f.cpus[h]! < vm.cpus || f.memoryMib[h]! < vm.memoryMib || (macos && f.macosSlots[h]! < 1)) continue;
       best = h;
       bestRank = rank;
     }
     return best >= 0 ? best : w;
+  }
+
+  /** Why a VM with room somewhere waits for its MAC: the instances holding it on the eligible workers. */
+  private macReason(vm: PendingVmView, holders: ReadonlyMap<number, string>, eligible: readonly number[]): string {
+    const clashes: { vm: string; worker: string }[] = [];
+    for (const w of eligible) {
+      const vmName = holders.get(w);
+      // Its own earlier attempt holds the MAC until that worker confirms the instance gone.
+      if (vmName !== undefined) clashes.push({ vm: vmName === vm.name ? `${vmName} (its previous attempt, until the worker removes it)` : vmName, worker: this.workers[w]!.name });
+    }
+    return reasons.macInUse(vm.mac!, clashes);
   }
 
   /** Within one slot level: more (spread) or less (pack) free memory, then the name. */
@@ -504,7 +584,9 @@ class Planner {
       const paused = w.paused === true;
       const macosCapable = w.capacity.macosSlots >= 1;
       const anyDriver = w.drivers.length > 0;
-      let key = `${+online}${+paused}${+macosCapable}${+anyDriver}`;
+      const nat = offersMode(w, 'nat');
+      const hostOnly = offersMode(w, 'host-only');
+      let key = `${+online}${+paused}${+macosCapable}${+anyDriver}${+nat}${+hostOnly}`;
       if (drivers) key += drivers.join(PAIR_END);
       key += SEP;
       if (labels) key += labels.join(PAIR_END);
@@ -515,7 +597,7 @@ class Planner {
           const at = l.indexOf(SEP);
           labelMap.set(l.slice(0, at), l.slice(at + 1));
         }
-        cls = { id: byKey.size, online, paused, macosCapable, anyDriver, drivers: new Set(drivers), labels: labelMap, workers: [] };
+        cls = { id: byKey.size, online, paused, macosCapable, anyDriver, drivers: new Set(drivers), labels: labelMap, nat, hostOnly, workers: [] };
         byKey.set(key, cls);
         for (const l of labels ?? []) {
           const list = this.byPair.get(l);
@@ -580,10 +662,27 @@ class Planner {
       return null;
     }
 
+    // Issue 18: the VM's network mode must be offered ("none" needs no network).
+    const offers = (c: WorkerClass) => (req.mode === 'nat' ? c.nat : req.mode === 'host-only' ? c.hostOnly : true);
+    const networked = req.mode === 'none' ? hosts : hosts.filter(offers);
+    if (!networked.some((c) => c.online)) {
+      const offered = new Set<string>();
+      let considered = 0;
+      for (const c of hosts) {
+        if (!c.online) continue;
+        considered += c.workers.length;
+        if (c.nat) offered.add('nat');
+        if (c.hostOnly) offered.add('host-only');
+      }
+      const offline = networked.reduce((n, c) => n + c.workers.length, 0);
+      req.structural = reasons.noNetworkMode(req.mode, sel, considered, [...offered].sort(), offline);
+      return null;
+    }
+
     const usable: WorkerClass[] = [];
     let paused = 0;
     let pausedName = '';
-    for (const c of hosts) {
+    for (const c of networked) {
       if (!c.online) req.offlineMatching += c.workers.length;
       else if (c.paused) {
         paused += c.workers.length;
@@ -611,7 +710,7 @@ class Planner {
     }
     if (summary.addressesFull) {
       const { used, total, uniform } = summary.addressesFull;
-      return reasons.waitingForAddress(summary.matching, firstName, used, total, uniform, extra);
+      return reasons.waitingForAddress(summary.matching, firstName, used, total, uniform, extra, req.mode === 'host-only' ? 'host-only' : 'NAT');
     }
     const best = summary.best(cpus, memoryMib, (w) => this.workers[w]!.name);
     return reasons.waitingForCapacity(summary.matching, cpus, memoryMib, req.macos, best, summary.shortfall(cpus, memoryMib), extra);
@@ -619,10 +718,19 @@ class Planner {
 
   /** One summary per eligible set (and os), built on first use after the plan. */
   private summaryFor(req: Requirement): CapacitySummary {
-    const cache = req.macos ? this.macosSummaries : this.summaries;
+    const cacheKey = (req.macos ? 'm' : 'l') + req.mode;
+    let cache = this.summaries.get(cacheKey);
+    if (!cache) this.summaries.set(cacheKey, (cache = new Map()));
     let summary = cache.get(req.eligible);
     if (!summary) {
-      summary = new CapacitySummary(req.eligible, this.free, (w) => this.workers[w]!.capacity, req.macos);
+      // The summary reads `natAddresses` as the pool of the VM's network (none for mode "none").
+      const capacityOf =
+        req.mode === 'nat'
+          ? (w: number) => this.workers[w]!.capacity
+          : req.mode === 'host-only'
+            ? (w: number) => ({ ...this.workers[w]!.capacity, natAddresses: this.workers[w]!.capacity.hostOnlyAddresses ?? 0 })
+            : (w: number) => ({ ...this.workers[w]!.capacity, natAddresses: 0 });
+      summary = new CapacitySummary(req.eligible, this.views[req.mode], capacityOf, req.macos);
       cache.set(req.eligible, summary);
     }
     return summary;

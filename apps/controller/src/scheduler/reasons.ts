@@ -40,6 +40,28 @@ export function noDriver(driver: string, selector: string, considered: number, o
   return `${scope} offers driver ${driver} (${details.join('; ')})`;
 }
 
+/** Issue 18: no online worker (matching the selector and driver) offers the VM's network mode. */
+export function noNetworkMode(mode: string, selector: string, considered: number, offered: readonly string[], offeredOffline: number): string {
+  const scope = selector ? `no worker matching selector ${selector}` : 'no worker';
+  const details = [offered.length > 0 ? `${plural(considered, 'eligible online worker')} ${considered === 1 ? 'offers' : 'offer'} ${offered.join(', ')}` : `${plural(considered, 'eligible online worker')} considered`];
+  if (offeredOffline > 0) details.push(`${plural(offeredOffline, 'offline worker')} ${offeredOffline === 1 ? 'does' : 'do'}`);
+  return `${scope} offers network mode ${mode} (${details.join('; ')})`;
+}
+
+/**
+ * Issue 18: the VM's custom MAC is held by an instance on every eligible worker that has room
+ * for it (two VMs with one MAC never share a worker).
+ */
+export function macInUse(mac: string, clashes: readonly { vm: string; worker: string }[]): string {
+  const shown = clashes.slice(0, 3);
+  const more = clashes.length > shown.length ? ` and ${clashes.length - shown.length} more` : '';
+  const vms = new Set(clashes.map((c) => c.vm));
+  if (vms.size === 1) {
+    return `MAC ${mac} is already used by vm ${clashes[0]!.vm} on every eligible worker with room (${shown.map((c) => c.worker).join(', ')}${more}); waiting until it is deleted or moved, or change this VM's MAC`;
+  }
+  return `MAC ${mac} is already used on every eligible worker with room (${shown.map((c) => `by vm ${c.vm} on ${c.worker}`).join(', ')}${more}); waiting until one of them is deleted, or change this VM's MAC`;
+}
+
 export const noMacosHost = (matching: number): string =>
   `no matching worker can run macOS VMs (${matching === 1 ? 'the 1 matching worker has' : `the ${matching} matching workers have`} no macOS slots)`;
 
@@ -75,13 +97,13 @@ export function waitingForMacosSlot(matching: number, onlyName: string, used: nu
  * Every matching worker has all the VM addresses of its NAT network held by VM instances
  * (`used` of `total`, summed over the workers; `uniform` when each has the same numbers).
  */
-export function waitingForAddress(matching: number, onlyName: string, used: number, total: number, uniform: boolean, extra: string): string {
+export function waitingForAddress(matching: number, onlyName: string, used: number, total: number, uniform: boolean, extra: string, network: 'NAT' | 'host-only' = 'NAT'): string {
   if (matching === 1) {
-    return `waiting for a VM address: the only matching worker (${onlyName}) has no free VM address (${fmt(used)} of ${fmt(total)} in its NAT subnet in use)${extra}`;
+    return `waiting for a VM address: the only matching worker (${onlyName}) has no free VM address (${fmt(used)} of ${fmt(total)} in its ${network} subnet in use)${extra}`;
   }
   const counts = uniform
-    ? `${fmt(used / matching)} of ${fmt(total / matching)} in each NAT subnet in use`
-    : `${fmt(used)} of ${fmt(total)} in their NAT subnets in use`;
+    ? `${fmt(used / matching)} of ${fmt(total / matching)} in each ${network} subnet in use`
+    : `${fmt(used)} of ${fmt(total)} in their ${network} subnets in use`;
   return `waiting for a VM address: none of the ${matching} matching workers has a free VM address (${counts})${extra}`;
 }
 

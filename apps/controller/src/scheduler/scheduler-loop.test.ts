@@ -15,7 +15,7 @@ import { VmSecrets } from '../secrets/vm-secrets.ts';
 const log = pino({ level: 'silent' });
 const HELLO: HelloInfo = {
   protocolVersion: 1, version: 't', hostname: 'h', machineId: 'm', os: 'linux', arch: 'x64',
-  cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 0, natAddresses: 0, labels: {}, drivers: ['synthetic'],
+  cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 0, natAddresses: 0, labels: {}, drivers: ['synthetic'], networks: [],
 };
 let t: TempDb;
 let scheduler: SchedulerLoop | undefined;

@@ -12,7 +12,7 @@ import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { vmEvent } from '../vms/vm-service.ts';
-import { parseLabels } from '../vms/vm-view.ts';
+import { networkModeOf, parseLabels } from '../vms/vm-view.ts';
 import { loadWorkerViews } from '../workers/worker-views.ts';
 import { loadImageHoldings } from '../images/worker-image-service.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
@@ -138,6 +138,10 @@ export class SchedulerLoop {
     const digests = new Set<string>();
     for (const v of pendingRows) if (v.imageDigest) digests.add(v.imageDigest);
     const images = digests.size > 0 ? await loadImageHoldings(this.db, digests) : undefined;
+    // Issue 18: where the pending VMs' custom MACs are already held (one query, only when asked).
+    const macs = new Set<string>();
+    for (const v of pendingRows) if (v.customMac && v.networkMode !== 'none') macs.add(v.customMac);
+    if (macs.size > 0) await attachMacHolders(this.db, workers, macs);
     const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile(), images);
     const byId = new Map(pendingRows.map((v) => [v.id, v]));
     const workerById = new Map(workers.map((w) => [w.id, w]));
@@ -148,7 +152,7 @@ export class SchedulerLoop {
 
     await this.db.$transaction(async (tx) => {
       await this.opts.fence?.(tx);
-      const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean }[] = [];
+      const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean; networkMode: string; mac: string }[] = [];
       for (const p of plan.placements) {
         const vm = byId.get(p.vmId)!;
         const worker = workerById.get(p.workerId)!;
@@ -159,7 +163,9 @@ export class SchedulerLoop {
           data: { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, runningAt: null, reason, ip: null },
         });
         if (res.count === 0) continue; // deleted or changed since we loaded it
-        allocations.push({ id: randomUUID(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos' });
+        const networkMode = networkModeOf(vm.networkMode);
+        // The instance holds an address of its mode's network and its custom MAC (none without a NIC).
+        allocations.push({ id: randomUUID(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac: networkMode === 'none' ? '' : vm.customMac });
         const placed = { ...vm, state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, reason, updatedAt: now };
         placedVms.push(placed);
         events.push(vmEvent(placed, 'vm.state', `pending → scheduled on ${worker.name} (attempt ${attempt})`, 'scheduler', { from: 'pending', to: 'scheduled', worker: worker.name }));
@@ -212,7 +218,29 @@ function toPendingView(vm: Vm): PendingVmView {
     selector: parseLabels(vm.selector),
     driver: vm.driver,
     imageDigest: vm.imageDigest,
+    networkMode: networkModeOf(vm.networkMode),
+    ...(vm.customMac && vm.networkMode !== 'none' ? { mac: vm.customMac } : {}),
   };
+}
+
+/**
+ * Sets `macs` on the workers where an instance holds one of `wanted`: every allocation (any
+ * power state, failed and deleting VMs included until the worker confirms the instance gone).
+ */
+async function attachMacHolders(db: FleetDb, workers: WorkerView[], wanted: ReadonlySet<string>): Promise<void> {
+  const held = await db.allocation.findMany({ where: { mac: { in: [...wanted] } }, select: { workerId: true, mac: true, vmId: true } });
+  if (held.length === 0) return;
+  const names = new Map((await db.vm.findMany({ where: { id: { in: [...new Set(held.map((h) => h.vmId))] } }, select: { id: true, name: true } })).map((v) => [v.id, v.name]));
+  const byWorker = new Map<string, Map<string, string>>();
+  for (const h of held) {
+    let m = byWorker.get(h.workerId);
+    if (!m) byWorker.set(h.workerId, (m = new Map()));
+    m.set(h.mac, names.get(h.vmId) ?? h.vmId);
+  }
+  for (let i = 0; i < workers.length; i++) {
+    const m = byWorker.get(workers[i]!.id);
+    if (m) workers[i] = { ...workers[i]!, macs: m };
+  }
 }
 
 export type { WorkerView };

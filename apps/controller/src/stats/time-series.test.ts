@@ -7,7 +7,7 @@ import { summarizeWorkers } from './overview.ts';
 function worker(over: Partial<WorkerObject> & { name: string }): WorkerObject {
   return {
     id: over.name, status: 'online', connected: true, paused: false, hostname: '', os: 'darwin', arch: 'arm64', version: '1', labels: {}, drivers: ['vz'],
-    capacity: { cpus: 8, memoryMib: 16384, vmSlots: 2, macosSlots: 2, natAddresses: 0 }, used: { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, natAddresses: 0 }, lastSeenAt: null, createdAt: '', certificateExpiresAt: null,
+    capacity: { cpus: 8, memoryMib: 16384, vmSlots: 2, macosSlots: 2, natAddresses: 0 }, used: { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, natAddresses: 0 }, networks: [], lastSeenAt: null, createdAt: '', certificateExpiresAt: null,
     ...over,
   };
 }

@@ -2,7 +2,7 @@
 import type { FleetDb, Vm } from '@fleet/db';
 import type { ImagePull, VmAssignment } from '@fleet/proto';
 import { PLACED_STATES } from './vm-service.ts';
-import { parseLabels, parseNetwork } from './vm-view.ts';
+import { networkModeOf, parseLabels, parseNetwork } from './vm-view.ts';
 import { ensureVmAccess } from '../sessions/vm-access.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
@@ -30,7 +30,9 @@ export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, worker
       labels: parseLabels(vm.labels),
       username: vm.username,
       driver: vm.driver,
-      network: parseNetwork(vm.network),
+      // Issue 18: the mode ("nat", "host-only", "none") and the custom MAC ("" = the worker derives one).
+      network: { ...parseNetwork(vm.network), mode: networkModeOf(vm.networkMode) },
+      mac: vm.customMac,
       authorizedKeys: access.has(vm.id) ? [access.get(vm.id)!.publicKey] : [],
     },
   }));

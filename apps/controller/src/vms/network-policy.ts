@@ -2,6 +2,7 @@
 // checks what a pattern cannot (octets ≤ 255, prefix ≤ 32, host bits) with the same parser the
 // worker's packet filter uses, so a policy the controller accepts is one the filter accepts.
 import { parseCidr } from '@fleet/netfilter';
+import { networkModeProblem, type NetworkMode } from '@fleet/api';
 import type { VmNetwork } from '../api/schemas.ts';
 import { badRequest } from '../errors.ts';
 import type { NetworkPolicy } from './vm-view.ts';
@@ -19,4 +20,13 @@ export function normalizeNetwork(network: VmNetwork | undefined): NetworkPolicy 
     return out;
   };
   return { allow: check('allow'), block: check('block'), blockLocal: network?.blockLocal === true };
+}
+
+/**
+ * Mode "none" has no NIC: rules or a MAC given with it are refused (400), never silently dropped.
+ * `field` names where the mode came from in the message's details.
+ */
+export function checkNetworkMode(mode: NetworkMode, policy: NetworkPolicy, mac: string | null | undefined): void {
+  const problem = networkModeProblem(mode, policy, mac);
+  if (problem) throw badRequest(problem, { field: mac && policy.allow.length + policy.block.length === 0 && !policy.blockLocal ? 'mac' : 'network' });
 }

@@ -29,7 +29,7 @@ const disconnected: string[] = [];
 
 const HELLO: HelloInfo = {
   protocolVersion: 1, version: 't', hostname: 'h', machineId: 'm', os: 'darwin', arch: 'arm64',
-  cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 2, natAddresses: 0, labels: {}, drivers: ['synthetic'],
+  cpus: 8, memoryMib: 16384, vmSlots: 4, macosSlots: 2, natAddresses: 0, labels: {}, drivers: ['synthetic'], networks: [],
 };
 
 async function services(offlineTimeoutMs = 1000, startupGraceMs = 0) {

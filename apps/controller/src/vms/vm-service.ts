@@ -12,7 +12,10 @@ import type { FleetBus } from '../fleet-bus.ts';
 import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
 import { conflict, FleetError, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
-import { normalizeNetwork } from './network-policy.ts';
+import { checkNetworkMode, normalizeNetwork } from './network-policy.ts';
+import { networkModeOf, parseNetwork, type NetworkPolicy } from './vm-view.ts';
+import { normalizeMac, type NetworkMode } from '@fleet/api';
+import { offeredModes, offersMode, parseWorkerNetworks, poolOf } from '../workers/worker-networks.ts';
 import { DEFAULT_GUEST_USER, generateVmKeyPair } from '../sessions/vm-access.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import {
@@ -149,6 +152,11 @@ export class VmService {
     const os = spec.os ?? resolved.os ?? 'linux';
     const driver = spec.driver ?? resolved.driver ?? '';
     imageMatches(spec.name, spec.image, resolved, { os, driver });
+    // Issue 18: the mode and the custom MAC (checked for mode "none" before anything is written).
+    const network = normalizeNetwork(spec.network);
+    const networkMode = spec.network?.mode ?? 'nat';
+    const customMac = spec.mac ? normalizeMac(spec.mac) : '';
+    checkNetworkMode(networkMode, network, customMac);
     if (spec.password !== undefined) {
       const pair = generateVmKeyPair(spec.name);
       sealed = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(id, pair.privateKey, spec.password)) };
@@ -171,7 +179,9 @@ export class VmService {
             username: spec.username ?? '',
             labels: JSON.stringify(spec.labels ?? {}),
             selector: JSON.stringify(spec.selector ?? {}),
-            network: JSON.stringify(normalizeNetwork(spec.network)),
+            network: JSON.stringify(network),
+            networkMode,
+            customMac,
             priority: spec.priority ?? 0,
             restartPolicy: spec.restartPolicy ?? 'never',
             disconnectPolicy: spec.disconnectPolicy ?? 'reschedule',
@@ -216,10 +226,21 @@ export class VmService {
     if (patch.selector !== undefined && placed) {
       throw conflict(`cannot change the selector of vm "${name}" while it is placed on a worker`);
     }
+    // Issue 18: network mode, rules and custom MAC change only while the VM is stopped on its
+    // worker (the instance takes them at its next start) or not placed at all.
+    const net = nextNetwork(vm, patch);
+    if (net.changed) {
+      const stoppedThere = vm.state === 'stopped' && vm.desiredPower === 'stopped';
+      if (placed && !stoppedThere) {
+        throw conflict(`cannot change the network mode, rules or MAC of vm "${name}" while it is ${vm.state} on a worker: stop it first (fleet vm stop ${name} --wait), then change it`, { state: vm.state });
+      }
+      if (placed && vm.workerId) await this.checkNetworkOnWorker(vm, vm.workerId, net.mode, net.mac);
+    }
     // Spec fields the worker must apply bump the generation; metadata does not.
     const specChanged =
       (patch.image !== undefined && patch.image !== vm.image) ||
       resized ||
+      net.changed ||
       (patch.powerState !== undefined && patch.powerState !== vm.desiredPower);
     // Asking a failed VM to run is how an operator restarts it (whatever its restart policy):
     // back to pending, and the scheduler gives it a new attempt.
@@ -246,6 +267,7 @@ export class VmService {
       ...(patch.restartPolicy !== undefined ? { restartPolicy: patch.restartPolicy } : {}),
       ...(patch.disconnectPolicy !== undefined ? { disconnectPolicy: patch.disconnectPolicy } : {}),
       ...(patch.powerState !== undefined ? { desiredPower: patch.powerState } : {}),
+      ...(net.changed ? { networkMode: net.mode, network: JSON.stringify(net.policy), customMac: net.mac } : {}),
       ...(specChanged ? { generation: { increment: 1 } } : {}),
       // Every update moves the version (a password-only change included: If-Match sees it).
       updatedAt: new Date(),
@@ -277,6 +299,9 @@ export class VmService {
       // Decided from the VM as read: if its state or attempt moved meanwhile, decide again.
       const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data });
       if (res.count === 0) throw new ConcurrentChangeError(`vm ${name}`);
+      // The instance of the current attempt holds the new mode's address and the new MAC from now on
+      // (the scheduler counts allocations); older attempts' instances keep what they were made with.
+      if (net.changed && placed) await tx.allocation.updateMany({ where: { vmId: vm.id, attempt: vm.attempt }, data: { networkMode: net.mode, mac: net.mac } });
       const u = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
       if (passwordData && createAccess) {
         await tx.vmAccess.upsert({
@@ -590,6 +615,34 @@ export class VmService {
 
   // ---------------------------------------------------------------- helpers
 
+  /**
+   * A stopped VM keeps its worker: a new mode must be offered there, with a free address of that
+   * network, and a new MAC must not be held by another instance on it (409 otherwise).
+   */
+  private async checkNetworkOnWorker(vm: Vm, workerId: string, mode: NetworkMode, mac: string): Promise<void> {
+    const worker = await this.db.worker.findUnique({ where: { id: workerId }, select: { name: true, networks: true, natAddresses: true } });
+    if (!worker) return; // deleted meanwhile: the VM fails and is placed anew
+    const networks = parseWorkerNetworks(worker.networks);
+    const where = `worker ${worker.name}, where vm "${vm.name}" is placed`;
+    if (!offersMode(networks, mode)) {
+      throw conflict(`${where}, does not offer network mode ${mode} (it offers ${offeredModes(networks).join(', ')}); delete the VM and create it again to place it on a worker that does`, { worker: worker.name, mode });
+    }
+    if (mode !== networkModeOf(vm.networkMode)) {
+      const pool = poolOf(networks, mode, worker.natAddresses);
+      if (pool > 0) {
+        const used = await this.db.allocation.count({ where: { workerId, networkMode: mode } });
+        if (used >= pool) throw conflict(`${where}, has no free ${mode === 'nat' ? 'NAT' : mode} address (${used} of ${pool} in use)`, { worker: worker.name, mode });
+      }
+    }
+    if (mac && mac !== vm.customMac) {
+      const holder = await this.db.allocation.findFirst({ where: { workerId, mac, vmId: { not: vm.id } }, select: { vmId: true } });
+      if (holder) {
+        const other = await this.db.vm.findUnique({ where: { id: holder.vmId }, select: { name: true } });
+        throw conflict(`MAC ${mac} is already used by vm "${other?.name ?? holder.vmId}" on ${where}: two VMs with one MAC never share a worker; choose another MAC`, { worker: worker.name, mac });
+      }
+    }
+  }
+
   private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}): Promise<Vm> {
     const restart = shouldRestart(vm.restartPolicy as RestartPolicy);
     const restartAt = restart ? new Date(this.now().getTime() + restartDelayMs(vm.restartCount)) : null;
@@ -646,4 +699,27 @@ function describeState(state: VmState, workerName: string): string {
     default:
       return '';
   }
+}
+
+/** The network a PATCH leaves the VM with, and whether it differs from the stored one (400 for mode "none" with rules or a MAC). */
+function nextNetwork(vm: Vm, patch: VmUpdate): { changed: boolean; mode: NetworkMode; policy: NetworkPolicy; mac: string } {
+  const mode0 = networkModeOf(vm.networkMode);
+  const policy0 = parseNetwork(vm.network);
+  if (patch.network === undefined && patch.mac === undefined) return { changed: false, mode: mode0, policy: policy0, mac: vm.customMac };
+  const n = patch.network ?? {};
+  const mode = n.mode ?? mode0;
+  const policy = normalizeNetwork({ allow: n.allow ?? policy0.allow, block: n.block ?? policy0.block, blockLocal: n.blockLocal ?? policy0.blockLocal });
+  const mac = patch.mac === undefined ? vm.customMac : patch.mac === null ? '' : normalizeMac(patch.mac);
+  const changed = mode !== mode0 || mac !== vm.customMac || JSON.stringify(policy) !== JSON.stringify(policy0);
+  if (changed) {
+    try {
+      checkNetworkMode(mode, policy, mac);
+    } catch (err) {
+      // Stored rules or MAC the patch did not mention: say how to drop them.
+      const kept = (n.allow === undefined && policy0.allow.length > 0) || (n.block === undefined && policy0.block.length > 0) || (n.blockLocal === undefined && policy0.blockLocal) || (patch.mac === undefined && vm.customMac !== '');
+      if (kept && err instanceof FleetError) throw new FleetError(err.statusCode, err.code, `${err.message} (vm "${vm.name}" has them: send network {"mode": "none", "allow": [], "block": [], "blockLocal": false} and "mac": null to drop them)`, err.details);
+      throw err;
+    }
+  }
+  return { changed, mode, policy, mac };
 }

@@ -1,6 +1,7 @@
 // How a VM row is shown through the API: JSON columns parsed, timestamps as ISO strings.
 import type { Vm } from '@fleet/db';
 import { disconnectPolicyOf } from './lifecycle.ts';
+import { isNetworkMode, type NetworkMode } from '@fleet/api';
 import type { VmObject } from '../api/schemas.ts';
 
 export function parseLabels(json: string): Record<string, string> {
@@ -32,6 +33,18 @@ export function parseNetwork(json: string): NetworkPolicy {
   }
 }
 
+/** The stored mode (rows from before issue 18, or anything unknown, read as "nat"). */
+export function networkModeOf(stored: string): NetworkMode {
+  return isNetworkMode(stored) ? stored : 'nat';
+}
+
+/** The NIC's MAC as shown: the custom one, else the one the worker reported; none without a NIC. */
+export function macOf(vm: Pick<Vm, 'networkMode' | 'customMac' | 'mac'>): { mac: string | null; macSource: 'custom' | 'worker' | null } {
+  if (networkModeOf(vm.networkMode) === 'none') return { mac: null, macSource: null };
+  if (vm.customMac) return { mac: vm.customMac, macSource: 'custom' };
+  return vm.mac ? { mac: vm.mac, macSource: 'worker' } : { mac: null, macSource: null };
+}
+
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 export function toVmObject(vm: Vm, workerName: string | null, passwordSet = false): VmObject {
@@ -52,7 +65,7 @@ export function toVmObject(vm: Vm, workerName: string | null, passwordSet = fals
     passwordSet,
     labels: parseLabels(vm.labels),
     selector: parseLabels(vm.selector),
-    network: parseNetwork(vm.network),
+    network: { mode: networkModeOf(vm.networkMode), ...parseNetwork(vm.network) },
     priority: vm.priority,
     restartPolicy: vm.restartPolicy as VmObject['restartPolicy'],
     disconnectPolicy: disconnectPolicyOf(vm.disconnectPolicy),
@@ -63,7 +76,7 @@ export function toVmObject(vm: Vm, workerName: string | null, passwordSet = fals
     attempt: vm.attempt,
     worker: workerName,
     ip: vm.ip,
-    mac: vm.mac,
+    ...macOf(vm),
     createdBy: vm.createdBy,
     createdAt: vm.createdAt.toISOString(),
     updatedAt: vm.updatedAt.toISOString(),

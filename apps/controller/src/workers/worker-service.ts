@@ -17,6 +17,7 @@ import type { FailureTimings } from './failure-timing.ts';
 import type { ErrorSink } from '../storage/backoff.ts';
 import type { Fence } from '../cluster/leadership.ts';
 import { HeartbeatRecorder } from './heartbeat-recorder.ts';
+import type { WorkerNetwork } from './worker-networks.ts';
 import { LivenessMonitor } from './liveness-monitor.ts';
 export interface HelloInfo {
   protocolVersion: number;
@@ -33,6 +34,8 @@ export interface HelloInfo {
   natAddresses: number;
   labels: Record<string, string>;
   drivers: string[];
+  /** The VM networks the worker offers (issue 18), validated (grpc/worker-input.ts); [] = NAT only. */
+  networks: WorkerNetwork[];
 }
 
 /** The capacity part of a Hello (and of a CapacityUpdate). */
@@ -115,6 +118,7 @@ export class WorkerService {
         natAddresses: hello.natAddresses,
         labels: JSON.stringify(hello.labels),
         drivers: JSON.stringify(hello.drivers),
+        networks: JSON.stringify(hello.networks),
         connected: true,
         controllerId: this.opts.controllerId,
         status: 'online',
@@ -125,7 +129,7 @@ export class WorkerService {
     await this.events.append([
       {
         kind: wasOnline ? 'worker.connected' : 'worker.online',
-        message: `worker ${worker.name} connected (${hello.os}/${hello.arch}, ${hello.cpus} CPUs, ${hello.memoryMib} MiB, ${hello.vmSlots} VM slots${hello.natAddresses > 0 ? `, ${hello.natAddresses} VM addresses` : ''}, version ${hello.version || 'unknown'})`,
+        message: `worker ${worker.name} connected (${hello.os}/${hello.arch}, ${hello.cpus} CPUs, ${hello.memoryMib} MiB, ${hello.vmSlots} VM slots${hello.natAddresses > 0 ? `, ${hello.natAddresses} VM addresses` : ''}${hello.networks.length > 0 ? `, networks ${hello.networks.map((n) => `${n.mode} ${n.subnet}`).join(', ')}` : ''}, version ${hello.version || 'unknown'})`,
         workerId: worker.id,
         actor: `worker:${worker.name}`,
       },

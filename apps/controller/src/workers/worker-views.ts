@@ -6,32 +6,43 @@ import type { FleetDb, Worker } from '@fleet/db';
 import type { WorkerView } from '../scheduler/placement.ts';
 import type { WorkerObject } from '../api/schemas.ts';
 import { parseLabels } from '../vms/vm-view.ts';
+import { offeredModes, parseWorkerNetworks, poolOf } from './worker-networks.ts';
 
 export interface WorkerUse {
   cpus: number;
   memoryMib: number;
   vms: number;
   macosVms: number;
+  /** Issue 18: instances by network mode (each holds an address of that network; "none" holds none). */
+  natAddresses: number;
+  hostOnlyAddresses: number;
 }
 
 export async function loadWorkerUse(db: FleetDb, workerId?: string): Promise<Map<string, WorkerUse>> {
   const where = workerId ? { workerId } : {};
-  const [all, macos] = await Promise.all([
+  const [all, macos, modes] = await Promise.all([
     db.allocation.groupBy({ by: ['workerId'], where, _sum: { cpus: true, memoryMib: true }, _count: { _all: true } }),
     db.allocation.groupBy({ by: ['workerId'], where: { ...where, macos: true }, _count: { _all: true } }),
+    db.allocation.groupBy({ by: ['workerId', 'networkMode'], where: { ...where, networkMode: { in: ['nat', 'host-only'] } }, _count: { _all: true } }),
   ]);
   const use = new Map<string, WorkerUse>();
   for (const row of all) {
-    use.set(row.workerId, { cpus: row._sum.cpus ?? 0, memoryMib: row._sum.memoryMib ?? 0, vms: row._count._all, macosVms: 0 });
+    use.set(row.workerId, { cpus: row._sum.cpus ?? 0, memoryMib: row._sum.memoryMib ?? 0, vms: row._count._all, macosVms: 0, natAddresses: 0, hostOnlyAddresses: 0 });
   }
   for (const row of macos) {
     const u = use.get(row.workerId);
     if (u) u.macosVms = row._count._all;
   }
+  for (const row of modes) {
+    const u = use.get(row.workerId);
+    if (!u) continue;
+    if (row.networkMode === 'nat') u.natAddresses = row._count._all;
+    else u.hostOnlyAddresses = row._count._all;
+  }
   return use;
 }
 
-const NO_USE: WorkerUse = { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0 };
+const NO_USE: WorkerUse = { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, natAddresses: 0, hostOnlyAddresses: 0 };
 
 export function parseDrivers(json: string): string[] {
   try {
@@ -44,18 +55,22 @@ export function parseDrivers(json: string): string[] {
 
 export async function loadWorkerViews(db: FleetDb): Promise<WorkerView[]> {
   const [workers, use] = await Promise.all([db.worker.findMany(), loadWorkerUse(db)]);
-  return workers.map((w) => ({
-    id: w.id,
-    name: w.name,
-    online: w.status === 'online',
-    paused: w.paused,
-    labels: parseLabels(w.labels),
-    drivers: parseDrivers(w.drivers),
-    os: w.os,
-    arch: w.arch,
-    capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots, natAddresses: w.natAddresses },
-    used: use.get(w.id) ?? NO_USE,
-  }));
+  return workers.map((w) => {
+    const networks = parseWorkerNetworks(w.networks);
+    return {
+      id: w.id,
+      name: w.name,
+      online: w.status === 'online',
+      paused: w.paused,
+      labels: parseLabels(w.labels),
+      drivers: parseDrivers(w.drivers),
+      os: w.os,
+      arch: w.arch,
+      capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots, natAddresses: w.natAddresses, hostOnlyAddresses: poolOf(networks, 'host-only', 0) },
+      networkModes: offeredModes(networks),
+      used: use.get(w.id) ?? NO_USE,
+    };
+  });
 }
 
 /** Expiry of each worker's newest unrevoked client certificate. */
@@ -67,6 +82,7 @@ export async function loadCertificateExpiry(db: FleetDb, workerId?: string): Pro
 }
 
 export function toWorkerObject(w: Worker, use: WorkerUse | undefined, certificateExpiresAt?: Date): WorkerObject {
+  const u = use ?? NO_USE;
   return {
     id: w.id,
     name: w.name,
@@ -80,7 +96,8 @@ export function toWorkerObject(w: Worker, use: WorkerUse | undefined, certificat
     labels: parseLabels(w.labels),
     drivers: parseDrivers(w.drivers),
     capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots, natAddresses: w.natAddresses },
-    used: { ...(use ?? NO_USE), natAddresses: (use ?? NO_USE).vms },
+    used: { cpus: u.cpus, memoryMib: u.memoryMib, vms: u.vms, macosVms: u.macosVms, natAddresses: u.natAddresses },
+    networks: parseWorkerNetworks(w.networks).map((n) => ({ ...n, used: n.mode === 'nat' ? u.natAddresses : u.hostOnlyAddresses })),
     lastSeenAt: w.lastSeenAt ? w.lastSeenAt.toISOString() : null,
     createdAt: w.createdAt.toISOString(),
     certificateExpiresAt: certificateExpiresAt ? certificateExpiresAt.toISOString() : null,
