@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planPlacements, type PendingVmView, type PlanResult, type SchedulerProfile, type WorkerView } from './placement.ts';
+import { modeOf, offersMode, planPlacements, type PendingVmView, type PlanResult, type SchedulerProfile, type WorkerView } from './placement.ts';
 import { planPlacementsNaive } from './reference.ts';
 
 // ---------------------------------------------------------------- fixtures
@@ -518,12 +518,104 @@ describe('pending reasons', () => {
   });
 });
 
+// ---------------------------------------------------------------- network modes and custom MACs (issue 18)
+
+describe('network modes and custom MACs', () => {
+  const hostOnly = (name: string, init: WorkerInit = {}) => worker(name, { networkModes: ['nat', 'host-only'], ...init });
+
+  it('places a host-only VM only on a worker that offers host-only; a worker without networks offers nat only', () => {
+    const old = worker('a-old'); // reports no networks
+    const natOnly = worker('b-nat', { networkModes: ['nat'] });
+    const both = hostOnly('c-both');
+    const v = vm('h', { networkMode: 'host-only' });
+    const n = vm('n', { networkMode: 'nat' });
+    const r = planPlacements([v, n], [old, natOnly, both], 'pack');
+    expect(where(r, v)).toBe(both.id);
+    expect(where(r, n)).toBeDefined();
+  });
+
+  it('says why a VM waits when no worker offers its mode', () => {
+    const v = vm('h', { networkMode: 'host-only' });
+    const r = planPlacements([v], [worker('w1'), worker('w2', { networkModes: ['nat'] })], 'pack');
+    expect(reasonOf(r, v)).toBe('no worker offers network mode host-only (2 eligible online workers offer nat)');
+    const sel = vm('s', { networkMode: 'host-only', selector: { pool: 'ci' } });
+    const r2 = planPlacements([sel], [worker('w1', { labels: { pool: 'ci' } }), hostOnly('w2', { online: false, labels: { pool: 'ci' } })], 'pack');
+    expect(reasonOf(r2, sel)).toBe('no worker matching selector pool=ci offers network mode host-only (1 eligible online worker offers nat; 1 offline worker does)');
+  });
+
+  it('a worker offering only host-only takes no NAT VM; mode none goes anywhere', () => {
+    const only = worker('w1', { networkModes: ['host-only'] });
+    const n = vm('n');
+    const none = vm('x', { networkMode: 'none' });
+    const r = planPlacements([n, none], [only], 'pack');
+    expect(reasonOf(r, n)).toBe('no worker offers network mode nat (1 eligible online worker offers host-only)');
+    expect(where(r, none)).toBe(only.id);
+  });
+
+  it('host-only VMs count against the host-only network\'s addresses, NAT VMs against natAddresses, none against neither', () => {
+    const w = hostOnly('w1', { capacity: { vmSlots: 10, cpus: 64, memoryMib: 1 << 20, natAddresses: 1, hostOnlyAddresses: 2 }, used: { vms: 1, natAddresses: 0, hostOnlyAddresses: 1 } });
+    const hs = many(3, 'h', { networkMode: 'host-only', cpus: 1, memoryMib: 512 });
+    const ns = many(2, 'n', { cpus: 1, memoryMib: 512 });
+    const xs = many(3, 'x', { networkMode: 'none', cpus: 1, memoryMib: 512 });
+    const r = planPlacements([...hs, ...ns, ...xs], [w], 'pack');
+    expect(hs.filter((v) => where(r, v))).toHaveLength(1); // 1 of 2 held already
+    expect(ns.filter((v) => where(r, v))).toHaveLength(1);
+    expect(xs.filter((v) => where(r, v))).toHaveLength(3);
+    expect(reasonOf(r, hs[2]!)).toBe('waiting for a VM address: the only matching worker (w1) has no free VM address (2 of 2 in its host-only subnet in use)');
+    expect(reasonOf(r, ns[1]!)).toBe('waiting for a VM address: the only matching worker (w1) has no free VM address (1 of 1 in its NAT subnet in use)');
+  });
+
+  it('never places a VM where an instance holds its custom MAC: elsewhere, or pending with the holder named', () => {
+    const mac = '02:aa:bb:cc:dd:ee';
+    const a = worker('a', { macs: new Map([[mac, 'web-1']]) });
+    const b = worker('b');
+    const v = vm('web-2', { mac });
+    const r = planPlacements([v], [a, b], 'pack');
+    expect(where(r, v)).toBe(b.id);
+    const alone = planPlacements([v], [a], 'pack');
+    expect(reasonOf(alone, v)).toBe(`MAC ${mac} is already used by vm web-1 on every eligible worker with room (a); waiting until it is deleted or moved, or change this VM's MAC`);
+  });
+
+  it('two pending VMs with one MAC go to different workers, and the second waits when there is only one', () => {
+    const mac = '02:00:00:00:00:42';
+    const [v1, v2] = [vm('m1', { mac, cpus: 1, memoryMib: 512 }), vm('m2', { mac, cpus: 1, memoryMib: 512 })];
+    const two = planPlacements([v1!, v2!], [worker('a'), worker('b')], 'pack');
+    expect(where(two, v1!)).toBeDefined();
+    expect(where(two, v2!)).toBeDefined();
+    expect(where(two, v1!)).not.toBe(where(two, v2!));
+    const one = planPlacements([v1!, v2!], [worker('a')], 'pack');
+    expect(where(one, v1!)).toBe('id-a');
+    expect(reasonOf(one, v2!)).toMatch(/^MAC 02:00:00:00:00:42 is already used by vm m1 on every eligible worker with room \(a\)/);
+    // A different MAC, or none, shares the worker freely.
+    const other = planPlacements([v1!, vm('m3', { mac: '02:00:00:00:00:43' }), vm('m4')], [worker('a')], 'pack');
+    expect(other.placements).toHaveLength(3);
+  });
+
+  it('a MAC clash on several workers names each holder; capacity problems are still named as such', () => {
+    const mac = '02:00:00:00:00:07';
+    const ws = [worker('a', { macs: new Map([[mac, 'x']]) }), worker('b', { macs: new Map([[mac, 'y']]) })];
+    const v = vm('z', { mac });
+    expect(reasonOf(planPlacements([v], ws, 'spread'), v)).toBe(`MAC ${mac} is already used on every eligible worker with room (by vm x on a, by vm y on b); waiting until one of them is deleted, or change this VM's MAC`);
+    const big = vm('big', { mac, cpus: 64 });
+    expect(reasonOf(planPlacements([big], ws, 'pack'), big)).toMatch(/^requests more than any matching worker has in total/);
+  });
+
+  it('names its own earlier attempt when that still holds the MAC', () => {
+    const mac = '02:00:00:00:00:09';
+    const v = vm('self', { mac });
+    const r = planPlacements([v], [worker('a', { macs: new Map([[mac, 'self']]) })], 'pack');
+    expect(reasonOf(r, v)).toMatch(/by vm self \(its previous attempt, until the worker removes it\)/);
+  });
+});
+
 // ---------------------------------------------------------------- properties
 
 interface RandomCase {
   workers: WorkerView[];
   vms: PendingVmView[];
 }
+
+const MACS = ['02:00:00:00:00:01', '02:00:00:00:00:02', '02:00:00:00:00:03'];
 
 function randomCase(seed: number): RandomCase {
   const rnd = prng(seed);
@@ -543,7 +635,13 @@ function randomCase(seed: number): RandomCase {
       macosSlots: mac ? 2 : 0,
       // Often below the VM slots, so that the address pool is what binds.
       natAddresses: pick([0, 0, 0, 1, 2, 3, 253]),
+      hostOnlyAddresses: pick([0, 0, 1, 2, 5]),
     };
+    const vmsUsed = Math.floor(rnd() * (Math.max(cap.vmSlots, cap.natAddresses > 0 ? Math.min(cap.natAddresses, 9) : 0) + 1));
+    const hostOnlyUsed = Math.floor(rnd() * (vmsUsed + 1));
+    // Issue 18: networks offered, and custom MACs held by instances already there.
+    const networkModes = pick([undefined, [], ['nat'], ['nat', 'host-only'], ['host-only']]);
+    const macs = rnd() < 0.3 ? new Map([[pick(MACS), `holder-${i}`]]) : undefined;
     workers.push({
       id: `w${i}`,
       // Duplicate names on purpose: ties then break by id.
@@ -555,11 +653,15 @@ function randomCase(seed: number): RandomCase {
       os: mac ? 'darwin' : 'linux',
       arch: 'arm64',
       capacity: cap,
+      ...(networkModes ? { networkModes } : {}),
+      ...(macs ? { macs } : {}),
       used: {
         cpus: Math.floor(rnd() * cap.cpus),
         memoryMib: Math.floor(rnd() * cap.memoryMib),
-        vms: Math.floor(rnd() * (Math.max(cap.vmSlots, cap.natAddresses > 0 ? Math.min(cap.natAddresses, 9) : 0) + 1)),
+        vms: vmsUsed,
         macosVms: mac ? Math.floor(rnd() * 3) : 0,
+        // Sometimes absent: every VM then counts as a NAT one (workers from before issue 18).
+        ...(rnd() < 0.7 ? { natAddresses: vmsUsed - hostOnlyUsed, hostOnlyAddresses: hostOnlyUsed } : {}),
       },
     });
   }
@@ -580,6 +682,8 @@ function randomCase(seed: number): RandomCase {
       os: rnd() < 0.2 ? 'macos' : 'linux',
       selector,
       driver: pick(['', '', '', 'qemu', 'vz', 'synthetic']),
+      ...(rnd() < 0.4 ? { networkMode: pick(['nat', 'host-only', 'host-only', 'none'] as const) } : {}),
+      ...(rnd() < 0.25 ? { mac: pick(MACS) } : {}),
     });
   }
   return { workers, vms };
@@ -589,6 +693,7 @@ function eligibleIgnoringCapacity(w: WorkerView, v: PendingVmView): boolean {
   if (!w.online || w.paused) return false;
   if (v.driver ? !w.drivers.includes(v.driver) : w.drivers.length === 0) return false;
   if (v.os === 'macos' && w.capacity.macosSlots < 1) return false;
+  if (!offersMode(w, modeOf(v))) return false;
   return Object.entries(v.selector).every(([k, val]) => Object.hasOwn(w.labels, k) && w.labels[k] === val);
 }
 
@@ -607,7 +712,7 @@ function checkInvariants({ workers, vms }: RandomCase, r: PlanResult): void {
   if (placed.size + r.pending.size !== vmById.size) problems.push(`${placed.size} placed + ${r.pending.size} pending != ${vmById.size} VMs`);
   for (const [id, reason] of r.pending) if (!/\w{3,}/.test(reason)) problems.push(`${id} has no reason`);
   // No worker takes more than it has free; every placement is eligible.
-  const load = new Map(workers.map((w) => [w.id, { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0 }]));
+  const load = new Map(workers.map((w) => [w.id, { cpus: 0, memoryMib: 0, vms: 0, macosVms: 0, nat: 0, hostOnly: 0, macs: new Set(w.macs?.keys() ?? []) }]));
   for (const p of r.placements) {
     const v = vmById.get(p.vmId)!;
     const w = workerById.get(p.workerId)!;
@@ -617,14 +722,23 @@ function checkInvariants({ workers, vms }: RandomCase, r: PlanResult): void {
     l.memoryMib += v.memoryMib;
     l.vms += 1;
     if (v.os === 'macos') l.macosVms += 1;
+    if (modeOf(v) === 'nat') l.nat += 1;
+    if (modeOf(v) === 'host-only') l.hostOnly += 1;
+    if (v.mac) {
+      if (l.macs.has(v.mac)) problems.push(`${v.name} placed on ${w.id} where MAC ${v.mac} is already held`);
+      l.macs.add(v.mac);
+    }
   }
+  const natUsed = (w: WorkerView) => w.used.natAddresses ?? w.used.vms;
+  const hostOnlyUsed = (w: WorkerView) => w.used.hostOnlyAddresses ?? 0;
   for (const w of workers) {
     const l = load.get(w.id)!;
     if (l.vms === 0) continue;
     if (w.used.cpus + l.cpus > w.capacity.cpus) problems.push(`${w.id} over CPUs`);
     if (w.used.memoryMib + l.memoryMib > w.capacity.memoryMib) problems.push(`${w.id} over memory`);
     if (w.used.vms + l.vms > w.capacity.vmSlots) problems.push(`${w.id} over VM slots`);
-    if ((w.capacity.natAddresses ?? 0) > 0 && w.used.vms + l.vms > w.capacity.natAddresses!) problems.push(`${w.id} over VM addresses`);
+    if ((w.capacity.natAddresses ?? 0) > 0 && l.nat > 0 && natUsed(w) + l.nat > w.capacity.natAddresses!) problems.push(`${w.id} over VM addresses`);
+    if ((w.capacity.hostOnlyAddresses ?? 0) > 0 && l.hostOnly > 0 && hostOnlyUsed(w) + l.hostOnly > w.capacity.hostOnlyAddresses!) problems.push(`${w.id} over host-only addresses`);
     if (l.macosVms > 0 && w.used.macosVms + l.macosVms > w.capacity.macosSlots) problems.push(`${w.id} over macOS slots`);
   }
   // Nothing left pending could have been placed on what is left.
@@ -637,7 +751,9 @@ function checkInvariants({ workers, vms }: RandomCase, r: PlanResult): void {
         w.capacity.cpus - w.used.cpus - l.cpus >= v.cpus &&
         w.capacity.memoryMib - w.used.memoryMib - l.memoryMib >= v.memoryMib &&
         w.capacity.vmSlots - w.used.vms - l.vms >= 1 &&
-        (!w.capacity.natAddresses || w.capacity.natAddresses - w.used.vms - l.vms >= 1) &&
+        (modeOf(v) !== 'nat' || !w.capacity.natAddresses || w.capacity.natAddresses - natUsed(w) - l.nat >= 1) &&
+        (modeOf(v) !== 'host-only' || !w.capacity.hostOnlyAddresses || w.capacity.hostOnlyAddresses - hostOnlyUsed(w) - l.hostOnly >= 1) &&
+        !(v.mac && l.macs.has(v.mac)) &&
         (v.os !== 'macos' || w.capacity.macosSlots - w.used.macosVms - l.macosVms >= 1);
       if (fits) problems.push(`${v.name} left pending although ${w.name} (${w.id}) has room`);
     }

@@ -9,6 +9,8 @@ import {
   freeOf,
   imageRank,
   isValidRequest,
+  modeOf,
+  offersMode,
   type ImageHolders,
   type PendingVmView,
   type PlanResult,
@@ -18,18 +20,26 @@ import {
 
 export function planPlacementsNaive(vms: readonly PendingVmView[], workers: readonly WorkerView[], profile: SchedulerProfile, images?: ImageHolders): PlanResult {
   const free = workers.map(freeOf);
+  // Issue 18: the custom MACs each worker's instances hold (grows with the plan).
+  const macs = workers.map((w) => new Set(w.macs?.keys() ?? []));
   const spread = profile === 'spread';
   const placements: PlanResult['placements'] = [];
   const pending = new Map<string, string>();
   const seen = new Set<string>();
+  // Free addresses of the VM's network (mode "none" holds none).
+  const poolFree = (f: (typeof free)[number], vm: PendingVmView): number => {
+    const mode = modeOf(vm);
+    return mode === 'nat' ? f.addresses : mode === 'host-only' ? f.hostOnlyAddresses : Number.POSITIVE_INFINITY;
+  };
   // What a worker can still take as far as slots go: free VM slots, at most its free VM addresses.
-  const slots = (f: (typeof free)[number]): number => Math.min(f.vmSlots, f.addresses);
-  // true when worker a is preferred over worker b for a VM of image `digest`
-  const better = (a: number, b: number, digest: string | undefined): boolean => {
+  const slots = (f: (typeof free)[number], vm: PendingVmView): number => Math.min(f.vmSlots, poolFree(f, vm));
+  // true when worker a is preferred over worker b for `vm` (its network's addresses, its image)
+  const better = (a: number, b: number, vm: PendingVmView): boolean => {
+    const digest = vm.imageDigest;
     const fa = free[a]!;
     const fb = free[b]!;
-    const sa = Math.floor(slots(fa));
-    const sb = Math.floor(slots(fb));
+    const sa = Math.floor(slots(fa, vm));
+    const sb = Math.floor(slots(fb, vm));
     if (sa !== sb) return spread ? sa > sb : sa < sb;
     const ia = imageRank(images, digest, workers[a]!.id);
     const ib = imageRank(images, digest, workers[b]!.id);
@@ -52,6 +62,8 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
       if (!w.online || w.paused) continue;
       if (vm.driver ? !w.drivers.includes(vm.driver) : w.drivers.length === 0) continue;
       if (macos && w.capacity.macosSlots < 1) continue;
+      if (!offersMode(w, modeOf(vm))) continue;
+      if (vm.mac && macs[i]!.has(vm.mac)) continue;
       let labelsOk = true;
       for (const k in vm.selector) {
         if (!Object.hasOwn(w.labels, k) || w.labels[k] !== vm.selector[k]) {
@@ -60,8 +72,8 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
         }
       }
       if (!labelsOk) continue;
-      if (f.cpus < vm.cpus || f.memoryMib < vm.memoryMib || f.vmSlots < 1 || f.addresses < 1 || (macos && f.macosSlots < 1)) continue;
-      if (best < 0 || better(i, best, vm.imageDigest)) best = i;
+      if (f.cpus < vm.cpus || f.memoryMib < vm.memoryMib || f.vmSlots < 1 || poolFree(f, vm) < 1 || (macos && f.macosSlots < 1)) continue;
+      if (best < 0 || better(i, best, vm)) best = i;
     }
     if (best < 0) {
       pending.set(vm.id, 'no eligible worker has room');
@@ -71,8 +83,10 @@ export function planPlacementsNaive(vms: readonly PendingVmView[], workers: read
     f.cpus -= vm.cpus;
     f.memoryMib -= vm.memoryMib;
     f.vmSlots -= 1;
-    f.addresses -= 1;
+    if (modeOf(vm) === 'nat') f.addresses -= 1;
+    else if (modeOf(vm) === 'host-only') f.hostOnlyAddresses -= 1;
     if (macos) f.macosSlots -= 1;
+    if (vm.mac) macs[best]!.add(vm.mac);
     placements.push({ vmId: vm.id, workerId: workers[best]!.id });
   }
   return { placements, pending };
