@@ -14,6 +14,7 @@ import { VmService, type ReportedInstance } from './vm-service.ts';
 import { WorkerService, type HelloInfo } from '../workers/worker-service.ts';
 import { SchedulerLoop } from '../scheduler/scheduler-loop.ts';
 import { VmSecrets } from '../secrets/vm-secrets.ts';
+import { desiredAssignments } from './desired-state.ts';
 
 const secrets = VmSecrets.ephemeral();
 
@@ -121,6 +122,129 @@ describe('registry images (issue 15)', () => {
     await expect(vms.update('p', { powerState: 'running' }, 'test')).rejects.toThrow(/being pushed as an image \(image operation op-1\)/);
     push = null;
     expect(await vms.update('p', { powerState: 'running' }, 'test')).toMatchObject({ desiredPower: 'running' });
+  });
+});
+
+describe('network modes and custom MACs (issue 18)', () => {
+  const NETWORKS: HelloInfo['networks'] = [
+    { mode: 'nat', subnet: '192.168.64.0/24', gateway: '192.168.64.1', addresses: 253, interface: 'fleet0' },
+    { mode: 'host-only', subnet: '192.168.128.0/24', gateway: '192.168.128.1', addresses: 2, interface: 'fleet-ho0' },
+  ];
+  async function worker(name: string, networks: HelloInfo['networks'] = NETWORKS) {
+    const w = await db.worker.create({ data: { id: crypto.randomUUID(), name, machineId: 'm' } });
+    await workers.onHello(w, { ...HELLO, networks });
+    return w;
+  }
+  const row = (id: string) => db.vm.findUniqueOrThrow({ where: { id } });
+  /** Placed and reported stopped (created stopped). */
+  async function stoppedOn(w: { id: string; name: string }, name: string, extra: Record<string, unknown> = {}) {
+    const vm = await vms.create({ name, image: 'img', cpus: 1, memoryMib: 1024, powerState: 'stopped', ...extra }, 'test');
+    await scheduler.passOnce();
+    const placed = await row(vm.id);
+    expect(placed.workerId).toBe(w.id);
+    await vms.applyWorkerReports(w.id, w.name, [report(vm.id, placed.attempt, 'VM_PHASE_STOPPED')]);
+    expect((await row(vm.id)).state).toBe('stopped');
+    return vm;
+  }
+
+  it('stores the mode and the MAC (lower case), shows them, and sends them to the worker in VmSpec', async () => {
+    const w = await worker('w1');
+    const vm = await vms.create({ name: 'ho', image: 'img', cpus: 1, memoryMib: 1024, network: { mode: 'host-only', allow: ['@host'] }, mac: '02:AA:BB:CC:DD:EE' }, 'test');
+    expect(vm).toMatchObject({ networkMode: 'host-only', customMac: '02:aa:bb:cc:dd:ee' });
+    expect(toVmObject(vm, null)).toMatchObject({ network: { mode: 'host-only', allow: ['@host'], block: [], blockLocal: false }, mac: '02:aa:bb:cc:dd:ee', macSource: 'custom' });
+    const plain = await vms.create({ name: 'plain', image: 'img', cpus: 1, memoryMib: 1024 }, 'test');
+    expect(toVmObject(plain, null)).toMatchObject({ network: { mode: 'nat' }, mac: null, macSource: null });
+    await scheduler.passOnce();
+    const specs = new Map((await desiredAssignments(db, secrets, w.id)).map((a) => [a.name, a.spec!]));
+    expect(specs.get('ho')).toMatchObject({ mac: '02:aa:bb:cc:dd:ee', network: { mode: 'host-only', allow: ['@host'] } });
+    expect(specs.get('plain')).toMatchObject({ mac: '', network: { mode: 'nat' } });
+    // The worker's own MAC is shown when the spec sets none.
+    await vms.applyWorkerReports(w.id, w.name, [report(plain.id, 1, 'VM_PHASE_RUNNING', { mac: '52:54:00:00:00:01' })]);
+    expect(toVmObject(await row(plain.id), 'w1')).toMatchObject({ mac: '52:54:00:00:00:01', macSource: 'worker' });
+    // The worker view: its networks with the addresses held.
+    const view = await workers.view(await db.worker.findUniqueOrThrow({ where: { id: w.id } }));
+    expect(view.networks).toEqual([
+      { ...NETWORKS[0], used: 1 },
+      { ...NETWORKS[1], used: 1 },
+    ]);
+    expect(view.used).toMatchObject({ vms: 2, natAddresses: 1 });
+  });
+
+  it('refuses rules or a MAC with mode none, and writes nothing', async () => {
+    await expect(vms.create({ name: 'n1', image: 'img', network: { mode: 'none', allow: ['10.0.0.0/8'] } }, 'test')).rejects.toMatchObject({ statusCode: 400, message: expect.stringMatching(/network mode "none" has no NIC to apply allow to/) });
+    await expect(vms.create({ name: 'n2', image: 'img', network: { mode: 'none', blockLocal: true } }, 'test')).rejects.toThrow(/no NIC to apply blockLocal/);
+    await expect(vms.create({ name: 'n3', image: 'img', network: { mode: 'none' }, mac: '02:00:00:00:00:01' }, 'test')).rejects.toThrow(/no NIC to give a MAC to/);
+    expect(await db.vm.count()).toBe(0);
+    const none = await vms.create({ name: 'n4', image: 'img', network: { mode: 'none', allow: [], blockLocal: false } }, 'test');
+    expect(toVmObject(none, null).network.mode).toBe('none');
+  });
+
+  it('changes mode and MAC only while the VM is stopped or not placed, and checks its worker', async () => {
+    const w = await worker('w1');
+    // Pending (no worker offers host-only... yet any change is fine while not placed).
+    const pend = await vms.create({ name: 'pend', image: 'img', cpus: 1000, memoryMib: 1024 }, 'test');
+    const p2 = await vms.update('pend', { network: { mode: 'host-only' }, mac: '02:00:00:00:00:aa' }, 'test');
+    expect(p2).toMatchObject({ networkMode: 'host-only', customMac: '02:00:00:00:00:aa', generation: pend.generation + 1 });
+
+    const run = await vms.create({ name: 'run', image: 'img', cpus: 1, memoryMib: 1024 }, 'test');
+    await scheduler.passOnce();
+    await vms.applyWorkerReports(w.id, w.name, [report(run.id, 1, 'VM_PHASE_RUNNING')]);
+    await expect(vms.update('run', { network: { mode: 'host-only' } }, 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/while it is running on a worker: stop it first \(fleet vm stop run --wait\)/) });
+    await expect(vms.update('run', { mac: '02:00:00:00:00:01' }, 'test')).rejects.toMatchObject({ statusCode: 409 });
+    // Other fields still change while it runs; the same network again is no change.
+    await vms.update('run', { labels: { a: 'b' }, network: { mode: 'nat' } }, 'test');
+
+    const st = await stoppedOn(w, 'st', { mac: '02:00:00:00:00:01' });
+    const before = await row(st.id);
+    const after = await vms.update('st', { network: { mode: 'host-only' }, mac: '02:00:00:00:00:02' }, 'test');
+    expect(after).toMatchObject({ networkMode: 'host-only', customMac: '02:00:00:00:00:02', generation: before.generation + 1 });
+    // The instance's allocation follows, so the scheduler counts the right network and MAC.
+    expect(await db.allocation.findFirstOrThrow({ where: { vmId: st.id, attempt: before.attempt } })).toMatchObject({ networkMode: 'host-only', mac: '02:00:00:00:00:02' });
+    // Clearing the MAC lets the worker derive one again.
+    expect((await vms.update('st', { mac: null }, 'test')).customMac).toBe('');
+    // Mode none with stored rules: refused, saying how to drop them.
+    await vms.update('st', { network: { allow: ['10.0.0.0/8'] } }, 'test');
+    await expect(vms.update('st', { network: { mode: 'none' } }, 'test')).rejects.toThrow(/no NIC to apply allow to.*send network \{"mode": "none", "allow": \[\]/);
+    expect((await vms.update('st', { network: { mode: 'none', allow: [] } }, 'test')).networkMode).toBe('none');
+  });
+
+  it('a stopped VM cannot take a mode its worker lacks, a full host-only network, or a MAC another instance there holds', async () => {
+    const natOnly = await worker('w-nat', []);
+    const st = await stoppedOn(natOnly, 'st');
+    await expect(vms.update('st', { network: { mode: 'host-only' } }, 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/worker w-nat, where vm "st" is placed, does not offer network mode host-only \(it offers nat\)/) });
+    expect((await vms.update('st', { network: { mode: 'none' } }, 'test')).networkMode).toBe('none'); // needs no network
+    const other = await stoppedOn(natOnly, 'other', { mac: '02:00:00:00:00:05' });
+    await expect(vms.update('st', { network: { mode: 'nat' }, mac: '02:00:00:00:00:05' }, 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/MAC 02:00:00:00:00:05 is already used by vm "other" on worker w-nat/) });
+    expect(other.customMac).toBe('02:00:00:00:00:05');
+  });
+
+  it('the host-only pool of the worker bounds changes too', async () => {
+    const w = await worker('w1'); // host-only: 2 addresses
+    await vms.create({ name: 'h1', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+    await vms.create({ name: 'h2', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+    await scheduler.passOnce();
+    await stoppedOn(w, 'st');
+    await expect(vms.update('st', { network: { mode: 'host-only' } }, 'test')).rejects.toThrow(/has no free host-only address \(2 of 2 in use\)/);
+  });
+
+  it('the scheduler keeps a VM pending while every eligible worker holds its MAC, and says so', async () => {
+    await worker('w1');
+    const mac = '02:00:00:00:00:77';
+    await vms.create({ name: 'first', image: 'img', cpus: 1, memoryMib: 512, mac }, 'test');
+    const second = await vms.create({ name: 'second', image: 'img', cpus: 1, memoryMib: 512, mac: mac.toUpperCase() }, 'test');
+    await scheduler.passOnce();
+    const r = await row(second.id);
+    expect(r.state).toBe('pending');
+    expect(r.reason).toMatch(/^MAC 02:00:00:00:00:77 is already used by vm first on every eligible worker with room \(w1\)/);
+    // A second worker takes it.
+    const w2 = await worker('w2');
+    await scheduler.passOnce();
+    expect((await row(second.id)).workerId).toBe(w2.id);
+    // Host-only VMs wait for a worker that offers host-only.
+    const ho = await vms.create({ name: 'ho', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+    await db.worker.updateMany({ data: { networks: '[]' } });
+    await scheduler.passOnce();
+    expect((await row(ho.id)).reason).toBe('no worker offers network mode host-only (2 eligible online workers offer nat)');
   });
 });
 
