@@ -18,6 +18,7 @@ import { tempDb, type TempDb } from '../storage/testing.ts';
 import type { FastifyInstance } from 'fastify';
 import { VmSecrets } from '../secrets/vm-secrets.ts';
 import Ajv from 'ajv';
+import { MAC_PATTERN } from '@fleet/api';
 import { SessionBroker } from '../sessions/session-broker.ts';
 import type { WorkerStreams } from '../grpc/worker-streams.ts';
 
@@ -189,6 +190,57 @@ describe('free text that reaches a process or a file has no control characters',
   });
   it('PATCH image too', async () => {
     expectFleetError(await app.inject({ method: 'PATCH', url: '/v1/vms/existing', headers: admin, payload: { image: 'a\u0000b' } }), 400, /image/);
+  });
+});
+
+describe('network modes and custom MACs (issue 18)', () => {
+  const create = (name: string, extra: Record<string, unknown>) => app.inject({ method: 'POST', url: '/v1/vms', headers: admin, payload: { name, image: 'img', ...extra } });
+  const badMacs: [string, string, RegExp][] = [
+    ['multicast', '01:00:5e:00:00:01', /multicast/],
+    ['broadcast', 'ff:ff:ff:ff:ff:ff', /broadcast/],
+    ['all zero', '00:00:00:00:00:00', /all zero/],
+    ['too short', '02:00:5e:10:00', /not six two-digit hex octets/],
+    ['too long', '02:00:5e:10:00:01:02', /not six two-digit hex octets/],
+    ['dashes', '02-00-5e-10-00-01', /separate the six octets with ":"/],
+    ['dots', '0200.5e10.0001', /separate the six octets with ":"/],
+    ['a number', 42 as unknown as string, /mac must be string/],
+  ];
+  it.each(badMacs)('POST /v1/vms with a %s MAC is a 400 that says why', async (_what, mac, why) => {
+    const e = expectFleetError(await create('badmac', { mac }), 400, why);
+    expect(e.code).toBe('invalid_request');
+    expect(e.message).toMatch(/mac/);
+  });
+  it('PATCH refuses a bad MAC the same way', async () => {
+    expectFleetError(await app.inject({ method: 'PATCH', url: '/v1/vms/existing', headers: admin, payload: { mac: '03:00:00:00:00:01' } }), 400, /body\/mac: MAC "03:00:00:00:00:01" is a multicast address/);
+  });
+  it('takes an upper-case unicast MAC and returns it lower case; the mode defaults to nat', async () => {
+    const r = await create('goodmac', { mac: '02:AB:CD:EF:00:01' });
+    expect(r.statusCode, r.body).toBe(201);
+    expect(r.json()).toMatchObject({ mac: '02:ab:cd:ef:00:01', macSource: 'custom', network: { mode: 'nat', allow: [], block: [], blockLocal: false } });
+    const got = await app.inject({ url: '/v1/vms/goodmac', headers: admin });
+    expect(got.json()).toMatchObject({ mac: '02:ab:cd:ef:00:01', network: { mode: 'nat' } });
+  });
+  it('knows the modes, and refuses rules or a MAC with mode none', async () => {
+    expectFleetError(await create('m1', { network: { mode: 'bridged' } }), 400, /network\/mode/);
+    expectFleetError(await create('m2', { network: { mode: 'none', allow: ['10.0.0.0/8'] } }), 400, /network mode "none" has no NIC to apply allow to/);
+    expectFleetError(await create('m3', { network: { mode: 'none', block: ['10.0.0.0/8'], blockLocal: true } }), 400, /no NIC to apply block, blockLocal to/);
+    expectFleetError(await create('m4', { network: { mode: 'none' }, mac: '02:00:00:00:00:01' }), 400, /no NIC to give a MAC to/);
+    expect((await app.inject({ url: '/v1/vms/m2', headers: admin })).statusCode).toBe(404); // nothing written
+    const ok = await create('m5', { network: { mode: 'host-only', allow: ['@host'] } });
+    expect(ok.statusCode, ok.body).toBe(201);
+    expect(ok.json().network).toEqual({ mode: 'host-only', allow: ['@host'], block: [], blockLocal: false });
+    const patched = await app.inject({ method: 'PATCH', url: '/v1/vms/m5', headers: admin, payload: { network: { mode: 'none', allow: [] } } });
+    expect(patched.statusCode, patched.body).toBe(200);
+    expect(patched.json()).toMatchObject({ network: { mode: 'none', allow: [] }, mac: null });
+  });
+  it('documents the fields: the MAC rule, the modes, worker networks, the 409s', async () => {
+    const text = (await app.inject({ url: '/v1/openapi.json' })).body;
+    const doc = JSON.parse(text) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    expect(text).toContain(JSON.stringify(MAC_PATTERN).slice(1, -1));
+    expect(text).toMatch(/— the worker's host-only network: the worker and the other VMs/);
+    expect(text).toMatch(/"macSource"/);
+    expect(text).toMatch(/the VM networks the worker offers/);
+    expect(JSON.stringify(doc.paths['/v1/vms/{name}']!['patch']!.responses['409'])).toMatch(/network mode/);
   });
 });
 

@@ -144,14 +144,14 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
       config: { role: 'write' },
       schema: {
         tags: ['vms'],
-        summary: 'Update a VM (image, power state, labels, priority, restart policy; CPUs/memory only while pending)',
+        summary: 'Update a VM (image, power state, labels, priority, restart policy; CPUs/memory only while pending; network mode, rules and MAC only while stopped or pending)',
         params: NameParam,
         body: VmUpdate,
         headers: Type.Object({ 'if-match': Type.Optional(Type.String({ description: 'the ETag of GET /v1/vms/{name}: refuse the change (412) if the VM changed since' })) }),
         response: {
           200: VmObject,
           403: errorResponse('`forbidden`: the token lacks the "write" role; `registry_not_allowed`: the new image\'s registry is not one this fleet uses'),
-          409: errorResponse('`conflict`: the VM is being deleted or pushed, or CPUs / memory / selector change while it is placed on a worker'),
+          409: errorResponse('`conflict`: the VM is being deleted or pushed, or CPUs / memory / selector change while it is placed on a worker, or the network mode, rules or MAC change while it is placed and not stopped; for a stopped VM, its worker does not offer the new network mode, has no free address on that network, or another instance there holds the new MAC'),
           412: errorResponse('`precondition_failed`: If-Match does not match: the VM changed since it was read (read it again and retry)'),
           ...registryImageErrors,
         },
