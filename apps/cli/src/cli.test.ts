@@ -275,9 +275,24 @@ describe('human output', () => {
     expect((await fleet(['worker', 'get', 'mac-1'])).stdout).toMatch(/VM addresses:\s+not limited/);
     const limited = (vms: number) => worker('lin-1', { capacity: { cpus: 8, memoryMib: 16384, vmSlots: 300, macosSlots: 0, natAddresses: 253 }, used: { cpus: 0, memoryMib: 0, vms, macosVms: 0, natAddresses: vms } });
     fake.reply('GET', '/v1/workers/lin-1', 200, limited(3));
-    expect((await fleet(['worker', 'get', 'lin-1'])).stdout).toMatch(/VM addresses:\s+3 of 253 in use \(one per VM the worker holds, stopped ones included\)\n/);
+    expect((await fleet(['worker', 'get', 'lin-1'])).stdout).toMatch(/VM addresses:\s+3 of 253 in use \(one per NAT VM the worker holds, stopped ones included\)\n/);
     fake.reply('GET', '/v1/workers/lin-1', 200, limited(253));
     expect((await fleet(['worker', 'get', 'lin-1'])).stdout).toMatch(/VM addresses:\s+253 of 253 in use .*: none free, no new VMs here until a VM on it is deleted/);
+  });
+
+  it('worker get shows its networks (issue 18), or that it reported none; -o json carries them', async () => {
+    fake.reply('GET', '/v1/workers/mac-1', 200, worker('mac-1'));
+    expect((await fleet(['worker', 'get', 'mac-1'])).stdout).toMatch(/Networks:\s+not reported: NAT only \(an older worker, or the synthetic driver\)/);
+    const networks = [
+      { mode: 'nat' as const, subnet: '192.168.64.0/24', gateway: '192.168.64.1', addresses: 253, interface: 'fleet0', used: 3 },
+      { mode: 'host-only' as const, subnet: '192.168.128.0/24', gateway: '192.168.128.1', addresses: 0, interface: 'vmnet host', used: 1 },
+    ];
+    fake.reply('GET', '/v1/workers/lin-1', 200, worker('lin-1', { networks }));
+    const out = (await fleet(['worker', 'get', 'lin-1'])).stdout;
+    expect(out).toMatch(/Network nat:\s+192\.168\.64\.0\/24, gateway 192\.168\.64\.1 on fleet0; 3 of 253 addresses in use\n/);
+    expect(out).toMatch(/Network host-only:\s+192\.168\.128\.0\/24, gateway 192\.168\.128\.1 on vmnet host; 1 addresses in use \(not limited\)\n/);
+    fake.reply('GET', '/v1/workers/lin-1', 200, worker('lin-1', { networks }));
+    expect(JSON.parse((await fleet(['worker', 'get', 'lin-1', '-o', 'json'])).stdout).networks).toEqual(networks);
   });
 
   it('worker drain/resume/delete', async () => {

@@ -36,6 +36,13 @@ COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length 
       expect(complete('fleet', '--context', 'x', 'vm', 'c')).toEqual(['create']);
       expect(complete('fleet', 'vm', 'list', '-o', '')).toEqual(['json', 'wide', 'name']);
       expect(complete('fleet', 'vm', 'create', 'web-1', '--wa')).toEqual(['--wait']);
+      // Issue 18: the network modes, and the MAC flag.
+      expect(complete('fleet', 'vm', 'create', 'web-1', '--network-mode', '')).toEqual(['nat', 'host-only', 'none']);
+      expect(complete('fleet', 'vm', 'create', 'web-1', '--network-mode', 'h')).toEqual(['host-only']);
+      expect(complete('fleet', 'vm', 'update', 'web-1', '--network-mode', 'n')).toEqual(['nat', 'none']);
+      expect(complete('fleet', 'vm', 'create', 'web-1', '--ma')).toEqual(['--mac']);
+      expect(complete('fleet', 'vm', 'create', 'web-1', '--mac', '')).toEqual([]);
+      expect(complete('fleet', 'vm', 'create', 'web-1', '--on-disconnect', '')).toEqual(['reschedule', 'wait']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -51,6 +58,7 @@ COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length 
     expect(fish.code).toBe(0);
     expect(fish.stdout).toMatch(/complete -c fleet -n '__fleet_at '\\''fleet vm'\\''' -a 'create'/);
     expect(fish.stdout).toMatch(/-a '\(fleet vm list -o name 2>\/dev\/null\)'/);
+    expect(fish.stdout).toMatch(/-l 'network-mode' -r -a 'nat host-only none'/);
   });
 
   it('an unknown shell is a usage error', async () => {

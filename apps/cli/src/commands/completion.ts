@@ -3,10 +3,19 @@
 // without anyone editing a script. VM and worker names are completed by asking
 // the controller (`fleet vm list -o name`), as kubectl and gh do.
 import type { Command } from 'commander';
+import { NETWORK_MODES } from '@fleet/api/syntax';
 import { UsageError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 
 const SHELLS = ['bash', 'zsh', 'fish'] as const;
+
+/** Options whose value is one of a fixed set: completed from it (the same flag means the same everywhere). */
+export const FLAG_CHOICES: Readonly<Record<string, readonly string[]>> = {
+  '--network-mode': NETWORK_MODES,
+  '--os': ['linux', 'macos'],
+  '--restart': ['never', 'on-failure'],
+  '--on-disconnect': ['reschedule', 'wait'],
+};
 
 interface Node {
   /** Every spelling of the path: the names and aliases at each level, e.g. ["fleet vm list", "fleet vm ls"]. */
@@ -106,6 +115,12 @@ ${cases((n) => n.fileFlags.join(' '))}
   esac
 }
 
+_fleet_choices() {
+  case "$1" in
+${Object.entries(FLAG_CHOICES).map(([f, c]) => `    ${f}) echo ${q(c.join(' '))} ;;`).join('\n')}
+  esac
+}
+
 _fleet_dynamic() {
   case "$1" in
 ${cases((n) => n.dynamic ?? '')}
@@ -138,6 +153,9 @@ _fleet() {
     COMPREPLY=($(compgen -f -- "$cur")); return
   fi
   if [[ "$prev" == -* && " $(_fleet_value_flags "$path") " == *" $prev "* ]]; then
+    local choices
+    choices="$(_fleet_choices "$prev")"
+    [[ -n "$choices" ]] && COMPREPLY=($(compgen -W "$choices" -- "$cur"))
     return
   fi
   if [[ "$cur" == -* ]]; then
@@ -226,7 +244,17 @@ export function fishScript(program: Command): string {
       for (const name of [s.name, ...s.aliases]) lines.push(`complete -c fleet -n ${q(at)} -a ${q(name)} -d ${q(s.description.split('\n')[0]!.slice(0, 80))}`);
     }
     for (const f of n.flags) {
-      const takes = f === '-o' || f === '--output' ? " -r -a 'json wide name'" : n.valueFlags.includes(f) ? (n.fileFlags.includes(f) ? ' -r -F' : ' -r') : '';
+      const choices = FLAG_CHOICES[f];
+      const takes =
+        f === '-o' || f === '--output'
+          ? " -r -a 'json wide name'"
+          : n.valueFlags.includes(f)
+            ? n.fileFlags.includes(f)
+              ? ' -r -F'
+              : choices
+                ? ` -r -a ${q(choices.join(' '))}`
+                : ' -r'
+            : '';
       const spec = f.startsWith('--') ? `-l ${q(f.slice(2))}` : `-s ${q(f.slice(1))}`;
       lines.push(`complete -c fleet -n ${q(at)} ${spec}${takes}`);
     }

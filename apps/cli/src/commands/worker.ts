@@ -41,7 +41,18 @@ function addressUse(w: WorkerObject): string {
   const used = w.used.natAddresses ?? w.used.vms;
   if (total <= 0) return 'not limited (the worker reports no NAT address pool)';
   const full = used >= total ? ': none free, no new VMs here until a VM on it is deleted' : '';
-  return `${used} of ${total} in use (one per VM the worker holds, stopped ones included)${full}`;
+  return `${used} of ${total} in use (one per NAT VM the worker holds, stopped ones included)${full}`;
+}
+
+/** Issue 18: one line per network the worker offers; none reported = NAT only (older workers). */
+function networkLines(w: WorkerObject): [string, string][] {
+  // A controller that predates the field sends none.
+  const networks = w.networks ?? [];
+  if (networks.length === 0) return [['Networks', 'not reported: NAT only (an older worker, or the synthetic driver)']];
+  return networks.map((n) => {
+    const pool = n.addresses > 0 ? `${n.used} of ${n.addresses} addresses in use` : `${n.used} addresses in use (not limited)`;
+    return [`Network ${n.mode}`, `${n.subnet}, gateway ${n.gateway}${n.interface ? ` on ${n.interface}` : ''}; ${pool}`];
+  });
 }
 
 function workerDetails(rt: Runtime, w: WorkerObject): [string, string][] {
@@ -59,6 +70,7 @@ function workerDetails(rt: Runtime, w: WorkerObject): [string, string][] {
     ['VMs', `${w.used.vms} of ${w.capacity.vmSlots} slots`],
     ['macOS VMs', `${w.used.macosVms} of ${w.capacity.macosSlots} slots`],
     ['VM addresses', addressUse(w)],
+    ...networkLines(w),
     ['CPUs', `${w.used.cpus} of ${w.capacity.cpus} in use`],
     ['Memory', `${formatMib(w.used.memoryMib)} of ${formatMib(w.capacity.memoryMib)} in use`],
     ['Last seen', when(w.lastSeenAt)],

@@ -1,6 +1,7 @@
 // `fleet vm create`: a VM from flags (and a spec file), optionally waiting until it runs.
 import type { Command } from 'commander';
 import type { VmCreate } from '@fleet/api';
+import { NETWORK_MODES } from '@fleet/api/syntax';
 import { UsageError, WaitFailedError } from '../../errors.ts';
 import { formatAge, formatDuration } from '../../output/durations.ts';
 import { progressDisplayFor } from '../../output/progress.ts';
@@ -9,7 +10,7 @@ import type { Runtime } from '../../runtime.ts';
 import { collect, parseChoice, parseInteger, parseLabels, validateName, validateUsername } from '../../validate.ts';
 import { readPassword, type PasswordOptions } from '../vm-password.ts';
 import { DEFAULT_WAIT_MS, DRIVERS, describe, waitMs } from './shared.ts';
-import { readSpecFile } from './spec-file.ts';
+import { checkModeAndRules, parseMac, readSpecFile } from './spec-file.ts';
 import { waitForVm, type WaitGoal } from './wait.ts';
 
 export interface CreateOptions extends PasswordOptions {
@@ -31,6 +32,8 @@ export interface CreateOptions extends PasswordOptions {
   allow?: string[];
   block?: string[];
   blockLocal?: boolean;
+  networkMode?: string;
+  mac?: string;
 }
 
 /**
@@ -68,11 +71,16 @@ export function buildVmCreate(name: string | undefined, o: CreateOptions, base: 
       });
     const from = base.network ?? {};
     spec.network = {
+      ...(from.mode ? { mode: from.mode } : {}),
       allow: o.allow ? rules(o.allow, '--allow') : (from.allow ?? []),
       block: o.block ? rules(o.block, '--block') : (from.block ?? []),
       ...(o.blockLocal || from.blockLocal ? { blockLocal: true } : {}),
     };
   }
+  if (o.networkMode !== undefined) spec.network = { ...(spec.network ?? {}), mode: parseChoice(o.networkMode, '--network-mode', NETWORK_MODES) };
+  if (o.mac !== undefined) spec.mac = parseMac(o.mac, '--mac');
+  // Mode "none" has no NIC: the controller would refuse rules or a MAC with it; say so before asking.
+  checkModeAndRules(spec.network, spec.mac, 'flags');
   return spec;
 }
 
@@ -98,6 +106,8 @@ export function registerVmCreate(vm: Command, rt: Runtime): void {
     .option('--allow <cidr>', 'network: also let the VM reach this prefix (default: public addresses only; "@host" = its worker, i.e. host access, off by default); repeatable', collect)
     .option('--block <cidr>', 'network: never let the VM reach this prefix; repeatable', collect)
     .option('--block-local', 'network: Anka\'s "block local": ARP only for the gateway, local sources reach the VM only when allowed')
+    .option('--network-mode <mode>', `network: ${NETWORK_MODES.join(', ')} (default nat: the worker's NAT network; host-only: the worker and the VMs on its host-only network, never beyond; none: no NIC)`)
+    .option('--mac <mac>', 'network: the NIC\'s MAC, e.g. 02:00:5e:10:00:01 (unicast; default: the worker derives one). Two VMs with one MAC never run on one worker')
     .option('--wait [duration]', `wait until it runs and has an IP address (or is stopped, with --stopped), then print the IP; default ${formatAge(DEFAULT_WAIT_MS)}`)
     .description('create a VM')
     .addHelpText(
@@ -114,6 +124,8 @@ A spec file holds the API's VmCreate fields (see docs/api.md); flags override th
   cpus: 2
   memoryMib: 4096
   labels: { team: web }
+  network: { mode: host-only, allow: ["@host"] }
+  mac: "02:00:5e:10:00:01"
   fleet vm create -f web.yaml --cpus 4 --wait
   cat web.json | fleet vm create -f - web-2`,
     )

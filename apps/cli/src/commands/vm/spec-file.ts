@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { YAMLParseError } from 'yaml';
 import type { VmCreate } from '@fleet/api';
+import { macProblem, NETWORK_MODES, networkModeProblem, normalizeMac } from '@fleet/api/syntax';
 import { UsageError } from '../../errors.ts';
 import type { Runtime } from '../../runtime.ts';
 import { parseChoice, parseInteger, parseLabels, validateName, validateUsername } from '../../validate.ts';
@@ -29,8 +30,22 @@ export const SPEC_FIELDS = [
   'disconnectPolicy',
   'powerState',
   'network',
+  'mac',
 ] as const;
-const NETWORK_FIELDS = ['allow', 'block', 'blockLocal'] as const;
+const NETWORK_FIELDS = ['mode', 'allow', 'block', 'blockLocal'] as const;
+
+/** A custom MAC checked with the API's own rule (unicast, not all zero, ":"-separated), lower case. */
+export function parseMac(value: string, where: string): string {
+  const problem = macProblem(value);
+  if (problem) throw new UsageError(`invalid ${where}: ${problem}`);
+  return normalizeMac(value);
+}
+
+/** Mode "none" has no NIC: rules or a MAC with it are refused here as the controller would. */
+export function checkModeAndRules(network: VmCreate['network'], mac: string | undefined, where: string): void {
+  const problem = networkModeProblem(network?.mode ?? 'nat', network ?? {}, mac);
+  if (problem) throw new UsageError(`invalid ${where}: ${problem}`);
+}
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const NETWORK_RULE = /^(@host|\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?)$/;
@@ -170,7 +185,7 @@ export function validateSpec(doc: unknown, source: string): Partial<VmCreate> {
         out.powerState = parseChoice(str(key, v), at(key), ['running', 'stopped'] as const);
         break;
       case 'network': {
-        if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(key, `must be a mapping (allow, block, blockLocal), not ${describeType(v)}`);
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(key, `must be a mapping (mode, allow, block, blockLocal), not ${describeType(v)}`);
         const n = v as Record<string, unknown>;
         for (const k of Object.keys(n)) if (!(NETWORK_FIELDS as readonly string[]).includes(k)) fail(`network.${k}`, `is not a network field (expected one of ${NETWORK_FIELDS.join(', ')})`);
         const rules = (field: 'allow' | 'block'): string[] | undefined => {
@@ -184,6 +199,7 @@ export function validateSpec(doc: unknown, source: string): Partial<VmCreate> {
           });
         };
         const network: NonNullable<VmCreate['network']> = {};
+        if (n.mode !== undefined) network.mode = parseChoice(str('network.mode', n.mode), at('network.mode'), NETWORK_MODES);
         const allow = rules('allow');
         const block = rules('block');
         if (allow) network.allow = allow;
@@ -195,8 +211,12 @@ export function validateSpec(doc: unknown, source: string): Partial<VmCreate> {
         out.network = network;
         break;
       }
+      case 'mac':
+        out.mac = parseMac(str(key, v), at(key));
+        break;
     }
   }
+  checkModeAndRules(out.network, out.mac, source);
   return out;
 }
 

@@ -1,12 +1,14 @@
 // `fleet vm update`: a partial change of a VM's spec (labels merged, kubectl style).
 import type { Command } from 'commander';
 import type { VmObject, VmUpdate } from '@fleet/api';
+import { NETWORK_MODES } from '@fleet/api/syntax';
 import { ApiError, UsageError } from '../../errors.ts';
 import { parseMemoryMib } from '../../output/sizes.ts';
 import type { Runtime } from '../../runtime.ts';
 import { applyLabelEdits, collect, parseChoice, parseInteger, parseLabelEdits, validateName } from '../../validate.ts';
 import { readPassword, type PasswordOptions } from '../vm-password.ts';
 import { describe } from './shared.ts';
+import { parseMac } from './spec-file.ts';
 
 interface UpdateOptions extends PasswordOptions {
   clearPassword?: boolean;
@@ -20,6 +22,9 @@ interface UpdateOptions extends PasswordOptions {
   onDisconnect?: string;
   start?: boolean;
   stop?: boolean;
+  networkMode?: string;
+  mac?: string;
+  clearMac?: boolean;
 }
 
 export function registerVmUpdate(vm: Command, rt: Runtime): void {
@@ -35,6 +40,9 @@ export function registerVmUpdate(vm: Command, rt: Runtime): void {
     .option('--on-disconnect <policy>', 'while its worker is unreachable: reschedule (default: the worker stops it, it is re-placed after the offline timeout; never two at once) or wait (keeps running, nothing re-placed)')
     .option('--start', 'power on (desired power state running); a failed VM is started again with a new attempt')
     .option('--stop', 'power off (desired power state stopped)')
+    .option('--network-mode <mode>', `network: ${NETWORK_MODES.join(', ')} (only while the VM is stopped or pending; the worker applies it at the next start)`)
+    .option('--mac <mac>', "network: a new custom MAC, e.g. 02:00:5e:10:00:01 (only while stopped or pending)")
+    .option('--clear-mac', 'network: drop the custom MAC; the worker derives one (only while stopped or pending)')
     .option('--password-stdin', 'set a new SSH password, read from stdin')
     .option('--password-file <file>', 'set a new SSH password, read from a file')
     .option('--clear-password', 'remove the SSH password (sessions use the fleet key only)')
@@ -54,6 +62,10 @@ export function registerVmUpdate(vm: Command, rt: Runtime): void {
       if (o.onDisconnect !== undefined) patch.disconnectPolicy = parseChoice(o.onDisconnect, '--on-disconnect', ['reschedule', 'wait'] as const);
       if (o.start) patch.powerState = 'running';
       if (o.stop) patch.powerState = 'stopped';
+      if (o.mac !== undefined && o.clearMac) throw new UsageError('--mac and --clear-mac cannot be used together');
+      if (o.networkMode !== undefined) patch.network = { mode: parseChoice(o.networkMode, '--network-mode', NETWORK_MODES) };
+      if (o.mac !== undefined) patch.mac = parseMac(o.mac, '--mac');
+      if (o.clearMac) patch.mac = null;
       if (o.clearPassword && (o.passwordStdin || o.passwordFile !== undefined)) throw new UsageError('--clear-password cannot be combined with --password-stdin or --password-file');
       const password = await readPassword(rt, o);
       if (password !== undefined) patch.password = password;
@@ -61,7 +73,7 @@ export function registerVmUpdate(vm: Command, rt: Runtime): void {
       const labelEdits = o.label ? parseLabelEdits(o.label, '--label') : null;
       const selectorEdits = o.selector ? parseLabelEdits(o.selector, '--selector') : null;
       if (Object.keys(patch).length === 0 && !labelEdits && !selectorEdits) {
-        throw new UsageError('nothing to update: pass at least one of --image, --cpus, --memory, --label, --selector, --priority, --restart, --start, --stop, --password-stdin, --password-file, --clear-password');
+        throw new UsageError('nothing to update: pass at least one of --image, --cpus, --memory, --label, --selector, --priority, --restart, --start, --stop, --network-mode, --mac, --clear-mac, --password-stdin, --password-file, --clear-password');
       }
       const client = rt.client(cmd);
       let updated: VmObject;

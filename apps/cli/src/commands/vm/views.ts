@@ -38,7 +38,7 @@ export function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
     ['Reason', dash(vm.reason)],
     ['Worker', dash(vm.worker)],
     ['IP', dash(vm.ip)],
-    ['MAC', dash(vm.mac)],
+    ['MAC', vm.mac ? `${vm.mac}${vm.macSource === 'custom' ? ' (custom)' : vm.macSource === 'worker' ? ' (from the worker)' : ''}` : vm.network.mode === 'none' ? '- (no NIC)' : '-'],
     ['Image', vm.image],
     ['Image digest', digest ? `${digest}${vm.image.includes('@') ? '' : ' (the tag as resolved at create; every attempt runs it)'}` : '- (a local image)'],
     ...(pull ? ([['Pull', `${formatProgressShort(pull)} on ${dash(vm.worker)}`]] as [string, string][]) : []),
@@ -68,7 +68,10 @@ export function vmDetails(rt: Runtime, vm: VmObject): [string, string][] {
 }
 
 function formatNetwork(n: VmObject['network']): string {
-  const parts = ['public addresses'];
+  // Controllers before issue 18 send no mode: NAT.
+  const mode = n.mode ?? 'nat';
+  if (mode === 'none') return 'none (no NIC)';
+  const parts = [mode === 'host-only' ? "host-only: the worker's host-only network, never beyond" : 'nat: public addresses'];
   if (n.allow.length) parts.push(`allow ${n.allow.join(', ')}`);
   if (n.block.length) parts.push(`block ${n.block.join(', ')}`);
   if (n.blockLocal) parts.push('block-local (restricted ingress)');

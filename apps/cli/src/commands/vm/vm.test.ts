@@ -279,6 +279,71 @@ describe('vm create --wait with an image pull (issue 15)', () => {
   });
 });
 
+describe('network mode and custom MAC (issue 18)', () => {
+  const created = () => fake.on('POST', '/v1/vms', (req, res) => sendJson(res, 201, vm('web-1', req.body as Partial<VmObject>)));
+  it('--network-mode and --mac go into the spec (the MAC lower case), merged with the rules', async () => {
+    created();
+    const r = await fleet(['vm', 'create', 'web-1', '--image', 'img', '--network-mode', 'host-only', '--allow', '@host', '--mac', '02:AA:BB:CC:DD:EE']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fake.requests[0]!.body).toEqual({ name: 'web-1', image: 'img', network: { mode: 'host-only', allow: ['@host'], block: [] }, mac: '02:aa:bb:cc:dd:ee' });
+  });
+  it('refuses bad values before asking the controller, in its words', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--network-mode', 'bridged'], /invalid --network-mode "bridged": expected one of nat, host-only, none/],
+      [['--mac', '01:00:5e:00:00:01'], /invalid --mac: MAC "01:00:5e:00:00:01" is a multicast address/],
+      [['--mac', 'ff:ff:ff:ff:ff:ff'], /broadcast/],
+      [['--mac', '00:00:00:00:00:00'], /all zero/],
+      [['--mac', '02-00-5e-10-00-01'], /separate the six octets with ":"/],
+      [['--mac', '02:00:5e:10:00'], /not six two-digit hex octets/],
+      [['--network-mode', 'none', '--allow', '10.0.0.0/8'], /network mode "none" has no NIC to apply allow to/],
+      [['--network-mode', 'none', '--mac', '02:00:00:00:00:01'], /no NIC to give a MAC to/],
+    ];
+    for (const [flags, why] of cases) {
+      const r = await fleet(['vm', 'create', 'web-1', '--image', 'img', ...flags]);
+      expect(r.code, flags.join(' ')).toBe(2);
+      expect(r.stderr, flags.join(' ')).toMatch(why);
+    }
+    expect(fake.requests).toHaveLength(0);
+  });
+  it('takes mode and mac from a spec file, flags overriding', async () => {
+    created();
+    const file = join(dir, 'vm.yaml');
+    writeFileSync(file, 'name: web-1\nimage: img\nnetwork: { mode: none }\n');
+    expect((await fleet(['vm', 'create', '-f', file])).code).toBe(0);
+    expect(fake.requests[0]!.body).toMatchObject({ network: { mode: 'none' } });
+    writeFileSync(file, 'name: web-1\nimage: img\nnetwork: { mode: host-only, block: [10.0.0.0/8] }\nmac: "02:00:00:00:00:0A"\n');
+    expect((await fleet(['vm', 'create', '-f', file, '--network-mode', 'nat'])).code).toBe(0);
+    expect(fake.requests[1]!.body).toMatchObject({ network: { mode: 'nat', block: ['10.0.0.0/8'] }, mac: '02:00:00:00:00:0a' });
+    writeFileSync(file, 'name: web-1\nimage: img\nmac: "ff:ff:ff:ff:ff:ff"\n');
+    const bad = await fleet(['vm', 'create', '-f', file]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/invalid .*vm\.yaml: mac: MAC "ff:ff:ff:ff:ff:ff" is the broadcast address/);
+    writeFileSync(file, 'name: web-1\nimage: img\nnetwork: { mode: none, blockLocal: true }\n');
+    expect((await fleet(['vm', 'create', '-f', file])).stderr).toMatch(/no NIC to apply blockLocal/);
+    writeFileSync(file, 'name: web-1\nimage: img\nnetwork: { mode: shared }\n');
+    expect((await fleet(['vm', 'create', '-f', file])).stderr).toMatch(/network\.mode "shared": expected one of nat, host-only, none/);
+    expect(fake.requests).toHaveLength(2);
+  });
+  it('vm update --network-mode / --mac / --clear-mac send a PATCH', async () => {
+    fake.on('PATCH', '/v1/vms/web-1', (req, res) => sendJson(res, 200, vm('web-1')));
+    expect((await fleet(['vm', 'update', 'web-1', '--network-mode', 'host-only', '--mac', '02:00:00:00:00:01'])).code).toBe(0);
+    expect(fake.requests[0]!.body).toEqual({ network: { mode: 'host-only' }, mac: '02:00:00:00:00:01' });
+    expect((await fleet(['vm', 'update', 'web-1', '--clear-mac'])).code).toBe(0);
+    expect(fake.requests[1]!.body).toEqual({ mac: null });
+    expect((await fleet(['vm', 'update', 'web-1', '--mac', '02:00:00:00:00:01', '--clear-mac'])).code).toBe(2);
+  });
+  it('vm get shows the mode and where the MAC comes from', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, vm('web-1', { network: { mode: 'host-only', allow: ['@host'], block: [], blockLocal: false }, mac: '02:00:00:00:00:01', macSource: 'custom' }));
+    const out = (await fleet(['vm', 'get', 'web-1'])).stdout;
+    expect(out).toMatch(/MAC:\s+02:00:00:00:00:01 \(custom\)/);
+    expect(out).toMatch(/Network:\s+host-only: the worker's host-only network, never beyond; allow @host/);
+    fake.reply('GET', '/v1/vms/web-2', 200, vm('web-2', { network: { mode: 'none', allow: [], block: [], blockLocal: false } }));
+    const none = (await fleet(['vm', 'get', 'web-2'])).stdout;
+    expect(none).toMatch(/MAC:\s+- \(no NIC\)/);
+    expect(none).toMatch(/Network:\s+none \(no NIC\)/);
+  });
+});
+
 describe('vm watch', () => {
   it('prints a line per change; the stream ending is exit 5', async () => {
     fake.on('GET', '/v1/vms', (_req, res) =>
