@@ -189,7 +189,7 @@ describe('network modes and custom MACs (issue 18)', () => {
     const run = await vms.create({ name: 'run', image: 'img', cpus: 1, memoryMib: 1024 }, 'test');
     await scheduler.passOnce();
     await vms.applyWorkerReports(w.id, w.name, [report(run.id, 1, 'VM_PHASE_RUNNING')]);
-    await expect(vms.update('run', { network: { mode: 'host-only' } }, 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/while it is running on a worker: stop it first \(fleet vm stop run --wait\)/) });
+    await expect(vms.update('run', { network: { mode: 'host-only' } }, 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/while it is running on a worker: stop it first \(fleet vm update run --stop, and wait for state stopped\)/) });
     await expect(vms.update('run', { mac: '02:00:00:00:00:01' }, 'test')).rejects.toMatchObject({ statusCode: 409 });
     // Other fields still change while it runs; the same network again is no change.
     await vms.update('run', { labels: { a: 'b' }, network: { mode: 'nat' } }, 'test');

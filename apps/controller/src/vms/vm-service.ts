@@ -232,7 +232,7 @@ export class VmService {
     if (net.changed) {
       const stoppedThere = vm.state === 'stopped' && vm.desiredPower === 'stopped';
       if (placed && !stoppedThere) {
-        throw conflict(`cannot change the network mode, rules or MAC of vm "${name}" while it is ${vm.state} on a worker: stop it first (fleet vm stop ${name} --wait), then change it`, { state: vm.state });
+        throw conflict(`cannot change the network mode, rules or MAC of vm "${name}" while it is ${vm.state} on a worker: stop it first (fleet vm update ${name} --stop, and wait for state stopped), then change it`, { state: vm.state });
       }
       if (placed && vm.workerId) await this.checkNetworkOnWorker(vm, vm.workerId, net.mode, net.mac);
     }
