@@ -178,6 +178,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
     )
     .option('--synthetic-addresses <n>', 'synthetic driver: size of its fake VM address pool (default 129536; one address per VM held)', nonNegativeInt)
     .option('--nat-subnet <cidr>', `qemu driver: the VMs' NAT subnet (default ${DEFAULT_NAT_SUBNET}; a clash with an existing route is refused)`)
+    .option('--host-only-subnet <cidr>', "qemu driver: also offer a host-only network on this subnet (e.g. 192.168.128.0/24): its VMs reach this worker and nothing beyond; off by default (a clash with an existing route is refused)")
+    .option('--host-only-name <name>', 'qemu driver: name of the host-only bridge and its nftables table (default fleet1)')
     .option('--nat-name <name>', `qemu driver: name of the NAT bridge and its nftables table (default ${DEFAULT_NAT_NAME})`)
     .option('--uplink <ifname>', "qemu driver: masquerade out of this interface (default: the default route's device)")
     .option('--authorized-keys <file>', 'qemu driver: OpenSSH public keys (one per line) every guest of the built-in image accepts')
@@ -208,6 +210,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         syntheticAddresses?: number;
         natSubnet?: string;
         natName?: string;
+        hostOnlySubnet?: string;
+        hostOnlyName?: string;
         uplink?: string;
         authorizedKeys?: string;
         imagesDir?: string;
@@ -233,6 +237,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
               accel: opts.accel,
               ...(opts.natSubnet !== undefined ? { natSubnet: opts.natSubnet } : {}),
               ...(opts.natName !== undefined ? { natName: opts.natName } : {}),
+              ...(opts.hostOnlySubnet !== undefined ? { hostOnlySubnet: opts.hostOnlySubnet } : {}),
+              ...(opts.hostOnlyName !== undefined ? { hostOnlyName: opts.hostOnlyName } : {}),
               ...(opts.uplink !== undefined ? { uplinkInterface: opts.uplink } : {}),
               ...(keys !== undefined ? { authorizedKeys: keys } : {}),
               ...(opts.imagesDir !== undefined ? { imagesDir: path.resolve(opts.imagesDir) } : {}),

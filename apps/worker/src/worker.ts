@@ -298,6 +298,8 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
         labels,
         drivers: [driver.name],
         vms: reconciler.snapshot(),
+        // Issue 18: what the controller may place here, by network mode.
+        networks: (driver.capabilities.networks ?? []).map((n) => ({ ...n })),
       }),
       onWelcome: (welcome, dialed) => {
         learnControllers(dialed, welcome.controllerAddresses ?? []);

@@ -48,6 +48,8 @@ export interface InstanceSpec {
    * local images). Its files are read-only and shared by every instance of that image.
    */
   pulled?: PulledImage;
+  /** Issue 18: the NIC's MAC chosen by the operator (lower case); absent = the driver derives one. */
+  mac?: string;
 }
 
 /** An unpacked image in the worker's image cache (images/image-cache.ts). */
@@ -96,10 +98,33 @@ export function fenceConfigFor(policy: string | undefined, fence: { leaseFile: s
   return { fence: { leaseFile: fence.leaseFile, graceMs: fence.graceMs ?? DEFAULT_FENCE_GRACE_MS } };
 }
 
+/** Issue 18: NAT (masqueraded out), host-only (the worker and nothing beyond), or no NIC. */
+export type NetworkMode = 'nat' | 'host-only' | 'none';
+
+export const NETWORK_MODES: readonly NetworkMode[] = ['nat', 'host-only', 'none'];
+
 export interface InstanceNetworkPolicy {
   allow: string[];
   block: string[];
   blockLocal: boolean;
+  /** Absent = "nat". */
+  mode?: NetworkMode;
+}
+
+/** The mode of a spec's network ("nat" when unset or unknown to this worker: never silently more open). */
+export function networkModeOf(spec: { network?: InstanceNetworkPolicy | undefined }): NetworkMode {
+  return spec.network?.mode ?? 'nat';
+}
+
+/** One VM network a worker offers (reported in Hello.networks). */
+export interface WorkerNetworkInfo {
+  mode: 'nat' | 'host-only';
+  subnet: string;
+  gateway: string;
+  /** VM addresses it can hand out (0 = not limited / not reported). */
+  addresses: number;
+  /** The worker's interface for it (a bridge, or "vmnet shared" / "vmnet host"). */
+  interface: string;
 }
 
 /** Identity of one instance. */
@@ -159,6 +184,8 @@ export interface DriverCapabilities {
    * synthetic driver reports its fake pool.
    */
   natAddresses?: number;
+  /** Issue 18: the VM networks this runtime offers (Hello.networks); absent = NAT only, not described. */
+  networks?: readonly WorkerNetworkInfo[];
 }
 
 export interface Driver {

@@ -4,8 +4,11 @@ import { AddressPool } from '../uplink/address-pool.ts';
 import { parseIpv4 } from '../uplink/ipv4.ts';
 import type { QemuNat } from './qemu.ts';
 
-export function fakeNat(range: [string, string] = ['192.168.64.2', '192.168.64.254']): QemuNat & { pool: AddressPool } {
-  const pool = new AddressPool(parseIpv4(range[0]), parseIpv4(range[1]), '192.168.64.0/24');
+export function fakeNat(
+  range: [string, string] = ['192.168.64.2', '192.168.64.254'],
+  net: { subnet: string; gatewayIp: string; name?: string } = { subnet: '192.168.64.0/24', gatewayIp: '192.168.64.1' },
+): QemuNat & { pool: AddressPool } {
+  const pool = new AddressPool(parseIpv4(range[0]), parseIpv4(range[1]), net.subnet);
   return {
     pool,
     addTap: async () => {},
@@ -23,9 +26,10 @@ export function fakeNat(range: [string, string] = ['192.168.64.2', '192.168.64.2
     get addresses() {
       return { size: pool.size, used: pool.used, free: pool.free };
     },
-    gatewayIp: '192.168.64.1',
+    gatewayIp: net.gatewayIp,
     gatewayMac: 'be:d0:74:00:00:64',
-    subnet: '192.168.64.0/24',
-    dhcpServerIp: '192.168.64.1',
+    subnet: net.subnet,
+    dhcpServerIp: net.gatewayIp,
+    name: net.name ?? 'fake0',
   };
 }

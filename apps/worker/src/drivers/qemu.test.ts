@@ -186,3 +186,50 @@ describe('QemuDriver (no VM started)', () => {
     await d2.close();
   });
 });
+
+describe('QemuDriver network modes and MACs (issue 18)', () => {
+  const hostOnly = fakeNat(['192.168.128.2', '192.168.128.254'], { subnet: '192.168.128.0/24', gatewayIp: '192.168.128.1', name: 'fleet1' });
+  const withMode = (mode: 'nat' | 'host-only' | 'none', mac?: string) => ({ ...spec, network: { allow: [], block: [], blockLocal: false, mode }, ...(mac ? { mac } : {}) });
+
+  it('reports its networks; reserves on the network of the VM\'s mode; none holds no address; refuses what it cannot give', async () => {
+    const natN = fakeNat();
+    const d = new QemuDriver({ dataDir: path.join(tmp, 'modes'), nat: natN, hostOnly });
+    expect(d.capabilities.networks).toEqual([
+      { mode: 'nat', subnet: '192.168.64.0/24', gateway: '192.168.64.1', addresses: 253, interface: 'fake0' },
+      { mode: 'host-only', subnet: '192.168.128.0/24', gateway: '192.168.128.1', addresses: 253, interface: 'fleet1' },
+    ]);
+    await d.create({ vmId: 'h', attempt: 1, name: 'h', generation: '1', spec: withMode('host-only') });
+    await d.create({ vmId: 'n', attempt: 1, name: 'n', generation: '1', spec: withMode('nat') });
+    await d.create({ vmId: 'x', attempt: 1, name: 'x', generation: '1', spec: withMode('none') });
+    expect(hostOnly.pool.list().map((r) => r.key)).toEqual(['h#1']);
+    expect(natN.pool.list().map((r) => r.key)).toEqual(['n#1']);
+    expect(hostOnly.pool.list()[0]!.ip).toMatch(/^192\.168\.128\./);
+    // A worker without a host-only network refuses the mode with the flag to set.
+    const plain = new QemuDriver({ dataDir: path.join(tmp, 'plain'), nat: fakeNat() });
+    await expect(plain.create({ vmId: 'h2', attempt: 1, name: 'h2', generation: '1', spec: withMode('host-only') })).rejects.toThrow(/no host-only network \(start it with --host-only-subnet\)/);
+    await expect(plain.create({ vmId: 'b', attempt: 1, name: 'b', generation: '1', spec: { ...spec, network: { allow: [], block: [], blockLocal: false, mode: 'bridged' as 'nat' } } })).rejects.toThrow(/unknown network mode "bridged"/);
+    // Switching mode while stopped moves the reservation at the next start; remove frees it.
+    await d.update({ vmId: 'h', attempt: 1, generation: '2', spec: withMode('nat') });
+    expect(hostOnly.pool.list()).toEqual([]);
+    for (const v of ['h', 'n', 'x']) await d.remove({ vmId: v, attempt: 1 });
+    expect(natN.pool.list()).toEqual([]);
+    await d.close();
+    await plain.close();
+  });
+
+  it('an operator\'s MAC is the instance\'s (and its reservation\'s); a second VM with it is refused on this worker; bad MACs too', async () => {
+    const natN = fakeNat();
+    const d = new QemuDriver({ dataDir: path.join(tmp, 'macs'), nat: natN });
+    const s = await d.create({ vmId: 'm1', attempt: 1, name: 'm1', generation: '1', spec: withMode('nat', '02:aa:bb:cc:dd:ee') });
+    expect(s.mac).toBe('02:aa:bb:cc:dd:ee');
+    expect(natN.pool.list()[0]).toMatchObject({ key: 'm1#1', mac: '02:aa:bb:cc:dd:ee' });
+    await expect(d.create({ vmId: 'm2', attempt: 1, name: 'm2', generation: '1', spec: withMode('nat', '02:aa:bb:cc:dd:ee') })).rejects.toThrow(/MAC 02:aa:bb:cc:dd:ee is already used by m1 on this worker/);
+    // The same VM's next attempt may carry it (its earlier attempt goes away).
+    await d.create({ vmId: 'm1', attempt: 2, name: 'm1', generation: '1', spec: withMode('nat', '02:aa:bb:cc:dd:ee') });
+    for (const bad of ['03:aa:bb:cc:dd:ee', '00:00:00:00:00:00', '02:AA:BB:CC:DD:EE', '02-aa-bb-cc-dd-ee']) {
+      await expect(d.create({ vmId: `b${bad}`, attempt: 1, name: 'b', generation: '1', spec: withMode('nat', bad) })).rejects.toThrow(/not a unicast MAC/);
+    }
+    for (const a of [1, 2]) await d.remove({ vmId: 'm1', attempt: a });
+    await d.close();
+  });
+});

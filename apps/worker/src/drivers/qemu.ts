@@ -35,6 +35,8 @@ import {
   fencedMessage,
   disconnectPolicyOf,
   instanceKey,
+  networkModeOf,
+  NETWORK_MODES,
   type CreateInstanceRequest,
   type Driver,
   type DriverCapabilities,
@@ -44,7 +46,9 @@ import {
   type InstanceSpec,
   type InstanceState,
   type InstanceStatus,
+  type NetworkMode,
   type UpdateInstanceRequest,
+  type WorkerNetworkInfo,
 } from './driver.ts';
 import { writeInstanceRecord } from './instance-status.ts';
 import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type HeldInstance, type InstanceRecordBase } from './host-process-driver.ts';
@@ -82,12 +86,19 @@ export interface QemuNat {
   readonly gatewayMac: string;
   readonly subnet: string;
   readonly dhcpServerIp: string;
+  /** The worker's interface for it (the bridge; reported in Hello.networks). */
+  readonly name?: string;
 }
 
 export interface QemuDriverOptions {
   /** Where run dirs live (e.g. <worker data dir>/qemu). Keep it short: Unix socket paths are limited to 107 bytes. */
   dataDir: string;
   nat: QemuNat;
+  /**
+   * Issue 18: the worker's host-only network (a bridge with no uplink: VMs reach the worker and
+   * nothing beyond). Absent = VMs in mode "host-only" are refused on this worker.
+   */
+  hostOnly?: QemuNat;
   /** Run VM host processes inside this network namespace (where the NAT bridge is; tests). */
   netns?: string;
   /** The guest image (default: ensureGuestImage()). spec.image is not interpreted yet. */
@@ -123,6 +134,8 @@ export interface QemuDriverOptions {
 
 interface InstanceRecord extends InstanceRecordBase {
   tap: string;
+  /** Issue 18: absent in records of earlier versions = "nat". */
+  mode?: NetworkMode;
   /** The address reserved for it on the NAT network (absent in records of earlier versions until load()). */
   ip?: string;
   /** The instance's qcow2 (in its run dir) and how the VM boots: the built-in kernel, or the disk. */
@@ -178,7 +191,9 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
   constructor(private readonly opts: QemuDriverOptions) {
     super();
     this.instancesDir = path.join(opts.dataDir, 'instances');
-    this.capabilities = { guestOs: ['linux'], maxMacosGuests: 0, natAddresses: opts.nat.addresses.size };
+    const networks: WorkerNetworkInfo[] = [networkInfo('nat', opts.nat)];
+    if (opts.hostOnly) networks.push(networkInfo('host-only', opts.hostOnly));
+    this.capabilities = { guestOs: ['linux'], maxMacosGuests: 0, natAddresses: opts.nat.addresses.size, networks };
     // The longest socket path an instance gets (with VM users its sockets sit one level deeper).
     const longest = opts.vmUsers ? path.join(this.instancesDir, 'x'.repeat(40), VM_RUN_SUBDIR, CONTROL_SOCKET) : path.join(this.instancesDir, 'x'.repeat(40), CONTROL_SOCKET);
     if (Buffer.byteLength(longest) > 107) {
@@ -267,19 +282,21 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     const existing = this.held.get(instanceKey(r));
     if (existing) return { ...existing.status };
     if (r.spec.os && r.spec.os !== 'linux') throw new DriverError(`the qemu driver runs Linux guests only, not ${JSON.stringify(r.spec.os)}`);
+    const mode = this.checkNetwork(r.spec, r.vmId);
     const rec: InstanceRecord = {
       vmId: r.vmId,
       attempt: r.attempt,
       name: r.name,
       generation: r.generation,
       spec: r.spec,
-      mac: macFromSeed(instanceKey(r)),
+      mac: r.spec.mac ?? macFromSeed(instanceKey(r)),
       tap: tapNameFor(r),
+      mode,
     };
     const { source, boot } = await resolveSpecImage(r.spec, this.opts.imagesDir);
     // The instance's one address, held until remove(): a full subnet refuses here, clearly.
     try {
-      rec.ip = (await this.reserve(rec)).ip;
+      rec.ip = (await this.reserve(rec))?.ip;
     } catch (e) {
       throw new DriverError(`create ${r.name}: ${(e as Error).message}`);
     }
@@ -298,7 +315,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       if (rec.uid !== undefined) await giveToVmUser(rec.disk, rec.uid);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
-      await this.opts.nat.release(instanceKey(r)).catch(() => {});
+      await this.netOf(rec)?.release(instanceKey(r)).catch(() => {});
       if (rec.uid !== undefined) this.claimedUids.delete(rec.uid);
       throw e;
     }
@@ -312,8 +329,9 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     const h = await this.get(ref);
     if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
     const { rec, dir } = h;
+    const net = this.netOf(rec);
     if (this.opts.vmUsers || rec.uid !== undefined) {
-      if (!this.opts.nat.createTap) throw new DriverError(`start ${rec.name}: this NAT network cannot create TAPs for VM users`);
+      if (net && !net.createTap) throw new DriverError(`start ${rec.name}: this network cannot create TAPs for VM users`);
       // A record from before VM users were on gets its uid now; the run dir and disk are
       // (re)handed to it, and its TAP is created owned by it (the host process cannot).
       if (rec.uid === undefined) {
@@ -322,14 +340,14 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       }
       await prepareRunDir(dir, rec.uid);
       if (rec.disk && existsSync(rec.disk)) await giveToVmUser(rec.disk, rec.uid);
-      await this.opts.nat.createTap!(rec.tap, { uid: rec.uid, gid: rec.uid });
+      if (net) await net.createTap!(rec.tap, { uid: rec.uid, gid: rec.uid });
     }
     const hostDir = this.hostDir(h);
     // Re-applied on every start: the policy may have changed (update) and a record of an earlier
     // version may have no reservation yet.
-    rec.ip = (await this.reserve(rec)).ip;
+    rec.ip = (await this.reserve(rec))?.ip;
     await writeInstanceRecord(dir, rec);
-    const hostAddresses = await this.opts.nat.hostAddresses().catch(() => []);
+    const hostAddresses = net ? await net.hostAddresses().catch(() => []) : [];
     let img = await (this.opts.image ?? (() => ensureGuestImage()))();
     if (rec.uid !== undefined) img = { ...img, ...(await publishGuestFiles(path.join(this.opts.dataDir, 'guest'), img)) };
     const keys = [...(this.opts.authorizedKeys ?? []), ...(rec.spec.authorizedKeys ?? [])];
@@ -354,22 +372,28 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
           }),
       ...(rec.disk ? { disk: rec.disk } : {}),
       mac: rec.mac,
-      tap: rec.tap,
       runDir: hostDir,
       // Unprivileged VMs: QEMU's seccomp sandbox on top of the uid, no capabilities, no_new_privs.
       ...(rec.uid !== undefined ? { sandbox: true } : {}),
-      filter: {
-        gatewayIp: this.opts.nat.gatewayIp,
-        gatewayMac: this.opts.nat.gatewayMac,
-        subnet: this.opts.nat.subnet,
-        dhcpServers: [this.opts.nat.dhcpServerIp],
-        allow: rec.spec.network?.allow ?? [],
-        block: rec.spec.network?.block ?? [],
-        blockLocal: rec.spec.network?.blockLocal ?? false,
-        globalPrefixes: this.opts.globalPrefixes ?? [],
-        address: rec.ip,
-        hostAddresses,
-      },
+      // Mode "none": no TAP, no filter: the VM gets no network device at all.
+      ...(net
+        ? {
+            tap: rec.tap,
+            filter: {
+              gatewayIp: net.gatewayIp,
+              gatewayMac: net.gatewayMac,
+              subnet: net.subnet,
+              dhcpServers: [net.dhcpServerIp],
+              allow: this.allowRules(rec),
+              block: rec.spec.network?.block ?? [],
+              blockLocal: rec.spec.network?.blockLocal ?? false,
+              globalPrefixes: rec.mode === 'host-only' ? [] : (this.opts.globalPrefixes ?? []),
+              ...(rec.ip ? { address: rec.ip } : {}),
+              hostAddresses,
+              ...(rec.mode === 'host-only' ? { hostOnly: true } : {}),
+            },
+          }
+        : {}),
       accel: this.opts.accel ?? 'tcg',
       stopTimeoutMs: this.opts.stopTimeoutMs ?? 10_000,
       // "wait" VMs keep running while the worker is cut off; every other one is fenced.
@@ -409,7 +433,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     const exited = (): boolean => host.hasExited();
     // The TAP exists once the control socket is up: attach it to the NAT bridge.
     try {
-      await this.opts.nat.addTap(rec.tap);
+      if (net) await net.addTap(rec.tap);
     } catch (e) {
       await controlRequest(sock, 'kill', 3000, targetOf(rec)).catch(() => {});
       // The host may have fenced itself and exited meanwhile (its TAP went with it): that is the
@@ -424,7 +448,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
         this.patch(h, { state: 'stopped', message: last!.message });
         throw new DriverError(`start ${rec.name}: ${last!.message}`);
       }
-      this.patch(h, { state: 'failed', message: `cannot attach ${rec.tap} to the NAT network: ${(e as Error).message}` });
+      this.patch(h, { state: 'failed', message: `cannot attach ${rec.tap} to the ${rec.mode === 'host-only' ? 'host-only' : 'NAT'} network: ${(e as Error).message}` });
       throw new DriverError(`start ${rec.name}: ${h.status.message}`);
     }
     this.attach(h);
@@ -458,9 +482,17 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       await rename(next, disk);
       h.rec = { ...h.rec, disk, boot };
     }
+    const mode = this.checkNetwork(a.spec, h.rec.vmId);
+    const mac = a.spec.mac ?? macFromSeed(instanceKey(h.rec));
+    if (mode !== (h.rec.mode ?? 'nat') || mac !== h.rec.mac) {
+      // Another network or MAC: the old address goes now, the new one is reserved at the next start.
+      await this.netOf(h.rec)?.release(instanceKey(h.rec));
+      h.rec = { ...h.rec, mode, mac };
+      delete h.rec.ip;
+    }
     h.rec = { ...h.rec, generation: a.generation, spec: a.spec };
     await writeInstanceRecord(h.dir, h.rec);
-    return this.patch(h, { generation: a.generation, disconnectPolicy: disconnectPolicyOf(a.spec.disconnectPolicy), ...imageDigestOf(h.rec) });
+    return this.patch(h, { generation: a.generation, mac: h.rec.mac, disconnectPolicy: disconnectPolicyOf(a.spec.disconnectPolicy), ...imageDigestOf(h.rec) });
   }
 
   /**
@@ -496,13 +528,13 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (!h) return;
     await this.halt(h, 'kill');
     killOrphanQemu(h.dir, this.hostDir(h));
-    if (h.rec.uid !== undefined) await this.opts.nat.deleteTap?.(h.rec.tap).catch(() => {});
+    if (h.rec.uid !== undefined) await this.netOf(h.rec)?.deleteTap?.(h.rec.tap).catch(() => {});
     this.held.delete(instanceKey(ref));
     await rm(h.dir, { recursive: true, force: true });
     // Its uid is free again only once nothing of it is left (its files went with the run dir).
     if (h.rec.uid !== undefined) this.claimedUids.delete(h.rec.uid);
     // Only once nothing of the instance can send any more: its address, lease and DNS name go.
-    await this.opts.nat.release(instanceKey(ref));
+    await this.netOf(h.rec)?.release(instanceKey(ref));
   }
 
   async networkCounters(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined> {
@@ -564,7 +596,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       // Every instance keeps (or, from an earlier version, gets) its reservation; a running VM keeps the address it holds.
       try {
         const preferred = rec.ip ?? (typeof live?.status?.ip === 'string' ? live.status.ip : undefined);
-        const ipNow = (await this.reserve(rec, preferred)).ip;
+        const ipNow = (await this.reserve(rec, preferred))?.ip;
         if (ipNow !== rec.ip) {
           rec.ip = ipNow;
           await writeInstanceRecord(dir, rec);
@@ -575,28 +607,72 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       if (live?.status) {
         this.fromHost(h, live.status, false);
         // A re-created NAT network has lost its ports: attach again (idempotent).
-        await this.opts.nat.addTap(rec.tap).catch((e: Error) => this.opts.log?.warn({ tap: rec.tap, err: e.message }, 're-attaching TAP failed'));
+        await this.netOf(rec)?.addTap(rec.tap).catch((e: Error) => this.opts.log?.warn({ tap: rec.tap, err: e.message }, 're-attaching TAP failed'));
         this.attach(h);
       } else {
         this.fromDeadHost(h, false);
       }
     }
     // Addresses of instances removed while no worker ran (or whose run dir is gone) are free again.
-    const freed = await this.opts.nat.releaseAllBut(new Set(this.held.keys())).catch((e: Error) => {
-      this.opts.log?.warn({ err: e.message }, 'releasing stale address reservations failed');
-      return [];
-    });
+    const freed: string[] = [];
+    for (const [mode, net] of [['nat', this.opts.nat], ['host-only', this.opts.hostOnly]] as const) {
+      if (!net) continue;
+      const keep = new Set([...this.held.entries()].filter(([, h]) => (h.rec.mode ?? 'nat') === mode).map(([k]) => k));
+      freed.push(
+        ...(await net.releaseAllBut(keep).catch((e: Error) => {
+          this.opts.log?.warn({ err: e.message, network: mode }, 'releasing stale address reservations failed');
+          return [];
+        })),
+      );
+    }
     if (freed.length) this.opts.log?.info({ instances: freed }, 'released the addresses of instances that no longer exist');
   }
 
+  /** The network an instance's NIC is on (undefined: mode "none", no NIC). */
+  private netOf(rec: InstanceRecord): QemuNat | undefined {
+    const mode = rec.mode ?? 'nat';
+    if (mode === 'none') return undefined;
+    if (mode === 'host-only') {
+      if (!this.opts.hostOnly) throw new DriverError(`${rec.name} is in network mode host-only, but this worker has no host-only network (start it with --host-only-subnet)`);
+      return this.opts.hostOnly;
+    }
+    return this.opts.nat;
+  }
+
+  /**
+   * The spec's network mode, if this worker can give it, and its MAC, if free here: no two
+   * instances of different VMs on one worker share a MAC (issue 18; the scheduler avoids it too).
+   */
+  private checkNetwork(spec: InstanceSpec, vmId: string): NetworkMode {
+    const mode = networkModeOf(spec);
+    if (!NETWORK_MODES.includes(mode)) throw new DriverError(`unknown network mode ${JSON.stringify(mode)} (this worker knows ${NETWORK_MODES.join(', ')})`);
+    if (mode === 'host-only' && !this.opts.hostOnly) throw new DriverError('network mode host-only: this worker has no host-only network (start it with --host-only-subnet)');
+    if (spec.mac !== undefined) {
+      if (!isUnicastMac(spec.mac)) throw new DriverError(`MAC ${JSON.stringify(spec.mac)} is not a unicast MAC address (six lower-case hex octets, the first even)`);
+      const other = [...this.held.values()].find((h) => h.rec.vmId !== vmId && h.rec.mac === spec.mac);
+      if (other) throw new DriverError(`MAC ${spec.mac} is already used by ${other.rec.name} on this worker: two VMs with one MAC cannot run together`);
+    }
+    return mode;
+  }
+
+  /** The policy's allow rules; a host-only VM reaches the worker unless block-local says no. */
+  private allowRules(rec: InstanceRecord): string[] {
+    const n = rec.spec.network;
+    const allow = [...(n?.allow ?? [])];
+    if (rec.mode === 'host-only' && !n?.blockLocal && !allow.includes('@host')) allow.push('@host');
+    return allow;
+  }
+
   /** The instance's reservation, with host access as its policy grants it (the filter's own decision for the gateway). */
-  private reserve(rec: InstanceRecord, preferredIp?: string): Promise<QemuNatReservation> {
+  private async reserve(rec: InstanceRecord, preferredIp?: string): Promise<QemuNatReservation | undefined> {
+    const net = this.netOf(rec);
+    if (!net) return undefined;
     const n = rec.spec.network;
     const policy: FilterConfig = {
       vmMac: rec.mac,
-      gatewayIp: this.opts.nat.gatewayIp,
-      subnet: this.opts.nat.subnet,
-      allow: n?.allow ?? [],
+      gatewayIp: net.gatewayIp,
+      subnet: net.subnet,
+      allow: this.allowRules(rec),
       block: n?.block ?? [],
       blockLocal: n?.blockLocal ?? false,
     };
@@ -606,7 +682,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     } catch {
       /* an invalid policy is refused when the VM host process starts; it grants nothing */
     }
-    return this.opts.nat.reserve({ key: instanceKey(rec), vmId: rec.vmId, mac: rec.mac, name: rec.name, hostAccess, preferredIp: preferredIp ?? rec.ip });
+    return net.reserve({ key: instanceKey(rec), vmId: rec.vmId, mac: rec.mac, name: rec.name, hostAccess, preferredIp: preferredIp ?? rec.ip });
   }
 
   protected fromHost(h: Held, s: VmHostStatus, emit: boolean): void {
@@ -638,7 +714,18 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
 
   /** After a stop or kill: the TAP leaves the bridge; a VM user's (persistent) TAP is deleted. */
   protected override async afterHalt(h: Held): Promise<void> {
-    await this.opts.nat.removeTap(h.rec.tap).catch(() => {});
-    if (h.rec.uid !== undefined) await this.opts.nat.deleteTap?.(h.rec.tap).catch(() => {});
+    const net = (h.rec.mode ?? 'nat') === 'none' ? undefined : h.rec.mode === 'host-only' ? this.opts.hostOnly : this.opts.nat;
+    await net?.removeTap(h.rec.tap).catch(() => {});
+    if (h.rec.uid !== undefined) await net?.deleteTap?.(h.rec.tap).catch(() => {});
   }
+}
+
+/** A unicast MAC in Fleet's form: six lower-case hex octets, the first even (not a group address), not all zero. */
+export function isUnicastMac(mac: string): boolean {
+  return /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac) && (parseInt(mac.slice(0, 2), 16) & 1) === 0 && mac !== '00:00:00:00:00:00';
+}
+
+/** A network as the worker reports it (Hello.networks). */
+function networkInfo(mode: 'nat' | 'host-only', net: QemuNat): WorkerNetworkInfo {
+  return { mode, subnet: net.subnet, gateway: net.gatewayIp, addresses: net.addresses.size, interface: net.name ?? '' };
 }

@@ -18,6 +18,7 @@ export type DriverName = (typeof AVAILABLE_DRIVERS)[number];
 
 export const DEFAULT_NAT_NAME = 'fleet0';
 export const DEFAULT_NAT_SUBNET = '192.168.64.0/24';
+export const DEFAULT_HOST_ONLY_NAME = 'fleet1';
 
 export interface QemuRuntimeOptions {
   /** vz driver: the VM user (name or uid) every macOS VM and IPSW install runs as, in its GUI session (issue 17). */
@@ -26,6 +27,13 @@ export interface QemuRuntimeOptions {
   natName?: string;
   /** NAT subnet (default 192.168.64.0/24; a clash with an existing route is refused). */
   natSubnet?: string;
+  /**
+   * Issue 18: the host-only network's subnet (e.g. 192.168.128.0/24, Anka's default); absent = no
+   * host-only network on this worker (VMs in that mode are placed elsewhere).
+   */
+  hostOnlySubnet?: string;
+  /** Bridge / nftables table name of the host-only network (default fleet1). */
+  hostOnlyName?: string;
   /** Masquerade out of this interface (default: the default route's device). */
   uplinkInterface?: string;
   /** DHCP lease time in seconds (default 600). */
@@ -125,10 +133,30 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
     ...(q.uplinkInterface !== undefined ? { uplinkInterface: q.uplinkInterface } : {}),
     ...(q.leaseSeconds !== undefined ? { leaseSeconds: q.leaseSeconds } : {}),
   });
+  let hostOnly: NatNetwork | undefined;
+  try {
+    if (q.hostOnlySubnet !== undefined) {
+      const name = q.hostOnlyName ?? DEFAULT_HOST_ONLY_NAME;
+      if (name === (q.natName ?? DEFAULT_NAT_NAME)) throw new DriverError(`--host-only-name ${name} is the NAT network's name; choose another`);
+      hostOnly = await NatNetwork.open({
+        name,
+        subnet: q.hostOnlySubnet,
+        mode: 'host-only',
+        dataDir: path.join(base, 'host-only'),
+        outlivesWorker: true,
+        log,
+        ...(q.leaseSeconds !== undefined ? { leaseSeconds: q.leaseSeconds } : {}),
+      });
+    }
+  } catch (e) {
+    nat.close();
+    throw e instanceof DriverError ? e : new DriverError(`host-only network: ${(e as Error).message}`);
+  }
   try {
     return new QemuDriver({
       dataDir: base,
       nat,
+      ...(hostOnly ? { hostOnly } : {}),
       imagesDir: q.imagesDir ?? path.join(options.dataDir, 'images'),
       authorizedKeys: q.authorizedKeys ?? [],
       globalPrefixes: q.globalPrefixes ?? [],
@@ -136,10 +164,14 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
       log,
       ...(options.fenceLeaseFile ? { fence: { leaseFile: options.fenceLeaseFile } } : {}),
       ...(vmUsers ? { vmUsers } : {}),
-      onClose: () => nat.close(),
+      onClose: () => {
+        nat.close();
+        hostOnly?.close();
+      },
     });
   } catch (e) {
     nat.close();
+    hostOnly?.close();
     throw e;
   }
 }

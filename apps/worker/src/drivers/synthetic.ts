@@ -40,6 +40,8 @@ import {
   type InstanceStatusListener,
   type UpdateInstanceRequest,
   disconnectPolicyOf,
+  networkModeOf,
+  NETWORK_MODES,
 } from './driver.ts';
 
 export const SYNTHETIC_DRIVER_NAME = 'synthetic';
@@ -176,7 +178,9 @@ export class SyntheticDriver implements Driver {
     if (!Number.isInteger(natAddresses) || natAddresses < 1 || natAddresses > SYNTHETIC_POOL_ADDRESSES) {
       throw new DriverError(`synthetic natAddresses must be an integer from 1 to ${SYNTHETIC_POOL_ADDRESSES}, got ${natAddresses}`);
     }
-    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests, natAddresses };
+    // Issue 18: both modes, on the one fake pool (nothing here touches a network).
+    const networks = (['nat', 'host-only'] as const).map((mode) => ({ mode, subnet: '198.18.0.0/15', gateway: '198.18.0.1', addresses: natAddresses, interface: 'synthetic' }));
+    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests, natAddresses, networks };
   }
 
   async list(): Promise<InstanceStatus[]> {
@@ -190,6 +194,14 @@ export class SyntheticDriver implements Driver {
     const existing = this.#instances.get(key);
     if (existing) return this.#status(existing);
     const directives = parseSyntheticImage(request.spec.image);
+    const mode = networkModeOf(request.spec);
+    if (!NETWORK_MODES.includes(mode)) throw new DriverError(`unknown network mode ${JSON.stringify(mode)}`);
+    const mac = request.spec.mac;
+    if (mac !== undefined) {
+      // As a real runtime: no two VMs with one MAC on a worker (the scheduler avoids it too).
+      const other = [...this.#instances.values()].find((i) => i.vmId !== request.vmId && i.mac === mac);
+      if (other) throw new DriverError(`MAC ${mac} is already used by ${other.name} on this worker: two VMs with one MAC cannot run together`);
+    }
     await this.#delay(this.#scaled(SYNTHETIC_DELAYS_MS.create));
     if (directives.failCreate) throw new DriverError('synthetic failure injected: image synthetic:fail-create cannot be prepared');
     const instance: SyntheticInstance = {
@@ -200,7 +212,7 @@ export class SyntheticDriver implements Driver {
       spec: request.spec,
       state: 'stopped',
       poolIndex: this.#allocatePoolIndex(),
-      mac: this.#macFor(request),
+      mac: mac ?? this.#macFor(request),
     };
     this.#instances.set(key, instance);
     this.#log?.debug({ vmId: request.vmId, attempt: request.attempt }, 'synthetic instance created');
@@ -336,7 +348,7 @@ export class SyntheticDriver implements Driver {
       state: instance.state,
       generation: instance.generation,
       // The fake lease is "handed out" once the guest has booted.
-      ip: instance.state === 'running' ? this.addressFor(instance.poolIndex) : undefined,
+      ip: instance.state === 'running' && networkModeOf(instance.spec) !== 'none' ? this.addressFor(instance.poolIndex) : undefined,
       mac: instance.mac,
       message: instance.message,
       disconnectPolicy: disconnectPolicyOf(instance.spec.disconnectPolicy),

@@ -20,6 +20,8 @@ export type VmJob = Pick<VzHostConfig, 'vmId' | 'attempt' | 'name' | 'guest' | '
   kind: 'vm';
   /** Where the agent writes the guest's serial console (in the VM user's own directory). */
   serialLogPath: string;
+  /** Network mode "none" (issue 18): the VM has no NIC, and no fd comes with the job. */
+  noNetwork?: boolean;
 };
 
 export type InstallJob = { kind: 'install'; request: InstallRequest };

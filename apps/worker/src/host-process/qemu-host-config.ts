@@ -17,6 +17,8 @@ export interface VmHostFilterConfig {
   globalPrefixes?: string[];
   /** The address reserved for this VM on the NAT network: the only one it may hold. */
   address?: string;
+  /** Host-only network (issue 18): nothing outside the subnet, either way (netfilter `hostOnly`). */
+  hostOnly?: boolean;
   /** The host's other addresses: never reachable from the VM. */
   hostAddresses?: string[];
 }
@@ -35,11 +37,14 @@ export interface VmHostConfig {
   disk?: string;
   /** The guest NIC's MAC (also the filter's VM MAC). */
   mac: string;
-  /** TAP device this process opens (≤ 15 bytes) and the worker attaches to its bridge. */
-  tap: string;
+  /**
+   * TAP device this process opens (≤ 15 bytes) and the worker attaches to its bridge. Absent (with
+   * `filter`) for a VM without a NIC (network mode "none", issue 18).
+   */
+  tap?: string;
   /** Directory holding control.sock, qmp.sock, serial.log, status.jsonl, host.log. */
   runDir: string;
-  filter: VmHostFilterConfig;
+  filter?: VmHostFilterConfig;
   /** 'tcg' | 'kvm' | 'auto' (probe with chooseAccel). Default 'tcg'. */
   accel?: 'tcg' | 'kvm' | 'auto';
   /** Graceful stop: QMP system_powerdown, then SIGKILL after this many ms (default 10 s). */
@@ -76,14 +81,15 @@ export const CONFIG_FILE = 'config.json';
 
 export function readVmHostConfig(file: string): VmHostConfig {
   const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<VmHostConfig>;
-  const need = ['vmId', 'attempt', 'name', 'cpus', 'memoryMib', 'mac', 'tap', 'runDir', 'filter'] as const;
+  const need = ['vmId', 'attempt', 'name', 'cpus', 'memoryMib', 'mac', 'runDir'] as const;
   for (const k of need) {
     if (c[k] === undefined || c[k] === null) throw new Error(`vm-host config ${file}: missing "${k}"`);
   }
   if (c.kernel === undefined && c.disk === undefined) throw new Error(`vm-host config ${file}: neither "kernel" nor "disk" to boot from`);
   if (c.kernel !== undefined && (c.initrd === undefined || c.cmdline === undefined)) throw new Error(`vm-host config ${file}: "kernel" needs "initrd" and "cmdline"`);
   if (c.sandbox !== undefined && typeof c.sandbox !== 'boolean') throw new Error(`vm-host config ${file}: "sandbox" must be a boolean`);
-  if (Buffer.byteLength(c.tap!) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
+  if ((c.tap === undefined) !== (c.filter === undefined)) throw new Error(`vm-host config ${file}: "tap" and "filter" go together (both absent = no NIC)`);
+  if (c.tap !== undefined && Buffer.byteLength(c.tap) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
   if (c.fence !== undefined && (typeof c.fence?.leaseFile !== 'string' || typeof c.fence.graceMs !== 'number')) {
     throw new Error(`vm-host config ${file}: "fence" needs "leaseFile" (string) and "graceMs" (number)`);
   }
@@ -101,6 +107,7 @@ export interface VmHostStatus {
   pid: number;
   qemuPid?: number | undefined;
   mac: string;
+  /** The TAP ('' without a NIC; "vmnet:…" on macOS). */
   tap: string;
   ip?: string | undefined;
   /** vCPUs paused through QMP (the state stays "running"). */

@@ -33,7 +33,9 @@ export interface VzHostConfig {
   /** Linux guests: direct kernel boot; absent = EFI with nvram.bin as the variable store. */
   linuxKernel?: { kernelPath: string; initrdPath?: string; cmdline: string };
   display?: { width: number; height: number };
-  /** vmnet shared mode; the gateway is startAddress. */
+  /** Issue 18: "nat" (vmnet shared mode, default), "host-only" (vmnet host mode), "none" (no NIC). */
+  networkMode?: 'nat' | 'host-only' | 'none';
+  /** vmnet's addresses (shared, or host mode for host-only); the gateway is startAddress. */
   network: { startAddress: string; endAddress: string; subnetMask: string; isolation?: boolean; dhcpLeaseSeconds?: number };
   /** Egress policy for the packet filter (InstanceSpec.network). */
   filter?: { allow?: string[]; block?: string[]; blockLocal?: boolean };

@@ -35,6 +35,7 @@ import {
   type InstanceSpec,
   type InstanceState,
   type InstanceStatus,
+  type NetworkMode,
   type PulledImage,
 } from '../drivers/driver.ts';
 import { seconds } from '../fencing/lease-file.ts';
@@ -742,8 +743,16 @@ export function toInstanceSpec(want: VmAssignment__Output): InstanceSpec {
       allow: [...(spec?.network?.allow ?? [])],
       block: [...(spec?.network?.block ?? [])],
       blockLocal: spec?.network?.blockLocal ?? false,
+      ...networkModeField(spec?.network?.mode),
     },
+    ...(spec?.mac ? { mac: spec.mac.toLowerCase() } : {}),
   };
+}
+
+/** The wire's mode ("" = nat); an unknown one is kept as is so the driver refuses it clearly. */
+function networkModeField(mode: string | undefined): { mode?: NetworkMode } {
+  if (!mode || mode === 'nat') return {};
+  return { mode: mode as NetworkMode };
 }
 
 function errorMessage(error: unknown): string {

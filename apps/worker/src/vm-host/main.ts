@@ -44,22 +44,27 @@ async function main(configFile: string): Promise<number> {
   let killTimer: NodeJS.Timeout | undefined;
   let pressTimer: NodeJS.Timeout | undefined;
 
-  const filter = createFilter({
-    vmMac: cfg.mac,
-    gatewayIp: cfg.filter.gatewayIp,
-    gatewayMac: cfg.filter.gatewayMac,
-    subnet: cfg.filter.subnet,
-    dhcpServers: cfg.filter.dhcpServers ?? [cfg.filter.gatewayIp],
-    ...(cfg.filter.allow ? { allow: cfg.filter.allow } : {}),
-    ...(cfg.filter.block ? { block: cfg.filter.block } : {}),
-    ...(cfg.filter.blockLocal ? { blockLocal: true } : {}),
-    ...(cfg.filter.globalPrefixes ? { globalPrefixes: cfg.filter.globalPrefixes } : {}),
-    ...(cfg.filter.address ? { address: cfg.filter.address } : {}),
-    ...(cfg.filter.hostAddresses ? { hostAddresses: cfg.filter.hostAddresses } : {}),
-  });
+  // No NIC (network mode "none"): no filter, no TAP, no pump; QEMU gets no network device.
+  const f = cfg.filter;
+  const filter = f
+    ? createFilter({
+        vmMac: cfg.mac,
+        gatewayIp: f.gatewayIp,
+        gatewayMac: f.gatewayMac,
+        subnet: f.subnet,
+        dhcpServers: f.dhcpServers ?? [f.gatewayIp],
+        ...(f.allow ? { allow: f.allow } : {}),
+        ...(f.block ? { block: f.block } : {}),
+        ...(f.blockLocal ? { blockLocal: true } : {}),
+        ...(f.globalPrefixes ? { globalPrefixes: f.globalPrefixes } : {}),
+        ...(f.address ? { address: f.address } : {}),
+        ...(f.hostAddresses ? { hostAddresses: f.hostAddresses } : {}),
+        ...(f.hostOnly ? { hostOnly: true } : {}),
+      })
+    : undefined;
 
   const status = (): VmHostStatus => {
-    const lease = filter.lease(Date.now());
+    const lease = filter?.lease(Date.now());
     return {
       vmId: cfg.vmId,
       attempt: cfg.attempt,
@@ -68,7 +73,7 @@ async function main(configFile: string): Promise<number> {
       pid: process.pid,
       qemuPid: qemu?.child.pid,
       mac: cfg.mac,
-      tap: cfg.tap,
+      tap: cfg.tap ?? '',
       ip: lease?.ip,
       paused,
       leaseExpiresAt: lease?.expiresAt,
@@ -76,7 +81,7 @@ async function main(configFile: string): Promise<number> {
       bootToIpMs,
       message,
       exitCode,
-      counters: { filter: filter.stats(), pump: pump?.stats() },
+      counters: { filter: filter?.stats(), pump: pump?.stats() },
     };
   };
   let control: ControlServer | undefined;
@@ -138,11 +143,13 @@ async function main(configFile: string): Promise<number> {
     else fencedBeforeStart = why;
   };
 
-  let tap: { fd: number; name: string };
-  let pair: [number, number];
+  let tap: { fd: number; name: string } | undefined;
+  let pair: [number, number] | undefined;
   try {
-    tap = openTap(cfg.tap);
-    pair = socketpairDgram({ nonblock: true });
+    if (cfg.tap !== undefined) {
+      tap = openTap(cfg.tap);
+      pair = socketpairDgram({ nonblock: true });
+    }
   } catch (e) {
     setState('failed', `cannot set up the VM's network: ${(e as Error).message}`);
     return 1;
@@ -157,7 +164,7 @@ async function main(configFile: string): Promise<number> {
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {}); // the worker going away is not our business
 
-  filter.onLeaseChange((e) => {
+  filter?.onLeaseChange((e) => {
     if (e.lease && bootToIpMs === undefined && qemu) bootToIpMs = Date.now() - qemu.spawnedAt;
     record(`lease-${e.cause}`);
   });
@@ -166,14 +173,14 @@ async function main(configFile: string): Promise<number> {
   try {
     accel = cfg.accel === 'auto' ? await chooseAccel() : (cfg.accel ?? 'tcg');
     if (fencedBeforeStart !== undefined) throw new FencedError(fencedBeforeStart);
-    pump = new FramePump(pair[0], tap.fd, filter);
-    qemu = spawnQemu(cfg, pair[1], accel);
+    if (pair && tap && filter) pump = new FramePump(pair[0], tap.fd, filter);
+    qemu = spawnQemu(cfg, pair?.[1], accel);
   } catch (e) {
     fence?.stop();
-    closeFd(pair[1]);
+    if (pair) closeFd(pair[1]);
     pump?.close();
     if (e instanceof FencedError) {
-      closeFd(pair[0]);
+      if (pair) closeFd(pair[0]);
       setState('stopped', e.message);
     } else {
       setState('failed', `cannot start QEMU: ${(e as Error).message}`);
@@ -184,9 +191,9 @@ async function main(configFile: string): Promise<number> {
   }
   // A kill (or a fence) that came while QEMU was being spawned.
   if (stopRequested) qemu.child.kill('SIGKILL');
-  pump.start();
+  pump?.start();
   qemu.child.once('spawn', () => setState('running'));
-  const tick = setInterval(() => filter.tick(Date.now()), 5000);
+  const tick = setInterval(() => filter?.tick(Date.now()), 5000);
 
   const { code, signal } = await qemu.exited;
   fence?.stop();
@@ -194,7 +201,7 @@ async function main(configFile: string): Promise<number> {
   if (killTimer) clearTimeout(killTimer);
   if (pressTimer) clearInterval(pressTimer);
   exitCode = code;
-  pump.close();
+  pump?.close();
   if (code === 0 || stopRequested) setState('stopped', message ?? (stopRequested ? 'stopped' : 'guest powered off'));
   else setState('failed', `QEMU exited with ${signal ?? `code ${code}`} (see ${path.join(cfg.runDir, 'qemu.log')})`);
   await control.close();

@@ -13,15 +13,14 @@ export interface QemuProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts QEMU; `vmEnd` is handed over as fd 3 and closed in this process. */
-export function spawnQemu(cfg: VmHostConfig, vmEnd: number, accel: Accel): QemuProcess {
+/** Starts QEMU; `vmEnd` is handed over as fd 3 and closed in this process (undefined: no NIC at all). */
+export function spawnQemu(cfg: VmHostConfig, vmEnd: number | undefined, accel: Accel): QemuProcess {
   const args = qemuArgs({
     ...(cfg.kernel !== undefined ? { kernel: cfg.kernel, initrd: cfg.initrd!, cmdline: cfg.cmdline! } : {}),
     ...(cfg.disk !== undefined ? { disk: { file: cfg.disk, format: 'qcow2' as const } } : {}),
     cpus: cfg.cpus,
     memoryMib: cfg.memoryMib,
-    netFd: 3,
-    mac: cfg.mac,
+    ...(vmEnd !== undefined ? { netFd: 3, mac: cfg.mac } : {}),
     serialLog: path.join(cfg.runDir, SERIAL_LOG),
     qmpSocket: path.join(cfg.runDir, QMP_SOCKET),
     accel,
@@ -29,9 +28,9 @@ export function spawnQemu(cfg: VmHostConfig, vmEnd: number, accel: Accel): QemuP
     ...(cfg.sandbox ? { sandbox: true } : {}),
   });
   const errLog = openSync(path.join(cfg.runDir, 'qemu.log'), 'a');
-  const child = spawn(cfg.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['ignore', errLog, errLog, vmEnd] });
+  const child = spawn(cfg.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: vmEnd !== undefined ? ['ignore', errLog, errLog, vmEnd] : ['ignore', errLog, errLog] });
   closeSync(errLog);
-  closeFd(vmEnd);
+  if (vmEnd !== undefined) closeFd(vmEnd);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
     child.once('error', () => resolve({ code: null, signal: null }));

@@ -34,6 +34,8 @@ import {
   fencedMessage,
   disconnectPolicyOf,
   instanceKey,
+  networkModeOf,
+  NETWORK_MODES,
   type CreateInstanceRequest,
   type Driver,
   type DriverCapabilities,
@@ -43,11 +45,12 @@ import {
   type InstanceState,
   type InstanceStatus,
   type UpdateInstanceRequest,
+  type WorkerNetworkInfo,
 } from '../driver.ts';
 import { writeInstanceRecord } from '../instance-status.ts';
 import { HostProcessDriver, instanceDirName, lastStatusLine, spawnDetachedHost, type HeldInstance, type InstanceRecordBase } from '../host-process-driver.ts';
 import { CONTROL_SOCKET, SERIAL_LOG, STATUS_LOG } from '../../host-process/qemu-host-config.ts';
-import type { VzHostConfig, VzHostStatus } from '../../host-process/vz-host-config.ts';
+import { subnetCidr, type VzHostConfig, type VzHostStatus } from '../../host-process/vz-host-config.ts';
 import { leaseForMac } from '../../macos/dhcpd-leases.ts';
 import { cloneBundle, type CloneFile } from '../../vz/clone.ts';
 import { copyUserFile, readUserFile, removeAsUser } from '../../vz/user-files.ts';
@@ -99,6 +102,11 @@ export interface VzDriverOptions {
   launcher?: VzHostLauncher;
   installer?: VzInstaller;
   network?: VzNetworkOptions;
+  /**
+   * Issue 18: vmnet host mode for VMs in network mode "host-only" (the Mac and its VMs, no route
+   * out); absent = that mode is refused on this worker.
+   */
+  hostOnlyNetwork?: VzNetworkOptions;
   /** macOS guests at once (Apple's licence: 2). */
   macosSlots?: number;
   /** Give every clone a new machine identifier (ECID) too, not only a new MAC. Default false. */
@@ -125,6 +133,9 @@ export interface VzDriverOptions {
   /** Client-side fencing: the worker's lease file, read by host processes of "reschedule" instances (graceMs default 2 s). */
   fence?: { leaseFile: string; graceMs?: number };
 }
+
+/** Anka's host-only default subnet; vmnet host mode. */
+export const DEFAULT_VZ_HOST_ONLY_NETWORK: VzNetworkOptions = { startAddress: '192.168.128.1', endAddress: '192.168.128.254', subnetMask: '255.255.255.0', dhcpLeaseSeconds: 600 };
 
 export const DEFAULT_VZ_NETWORK: VzNetworkOptions = { startAddress: '192.168.64.1', endAddress: '192.168.64.254', subnetMask: '255.255.255.0', dhcpLeaseSeconds: 600 };
 
@@ -157,7 +168,11 @@ export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements
     if (opts.vmUser && (!Number.isInteger(opts.vmUser.uid) || opts.vmUser.uid <= 0)) throw new DriverError(`the VM user must not be root (uid ${opts.vmUser.uid})`);
     if (opts.freshMachineIdentifier && !opts.newMachineIdentifier) throw new DriverError('freshMachineIdentifier needs newMachineIdentifier');
     this.slots = new MacosSlots(opts.macosSlots ?? 2);
-    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests: this.slots.capacity };
+    // vmnet hands out the addresses itself (no count of ours): 0 = not limited here.
+    const info = (mode: 'nat' | 'host-only', n: VzNetworkOptions, iface: string): WorkerNetworkInfo => ({ mode, subnet: subnetCidr(n.startAddress, n.subnetMask), gateway: n.startAddress, addresses: 0, interface: iface });
+    const networks = [info('nat', { ...DEFAULT_VZ_NETWORK, ...(opts.network ?? {}) }, 'vmnet shared')];
+    if (opts.hostOnlyNetwork) networks.push(info('host-only', { ...DEFAULT_VZ_HOST_ONLY_NETWORK, ...opts.hostOnlyNetwork }, 'vmnet host'));
+    this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests: this.slots.capacity, networks };
   }
 
   protected controlSocket(h: Held): string {
@@ -179,6 +194,13 @@ export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements
     if (existing) return { ...existing.status };
     if (r.spec.os && r.spec.os !== 'linux' && r.spec.os !== 'macos') throw new DriverError(`the vz driver runs "linux" and "macos" guests, not ${JSON.stringify(r.spec.os)}`);
     if (!r.spec.image && !r.spec.pulled) throw new DriverError('the vz driver needs spec.image (a Tart bundle name, an .ipsw, or a registry image)');
+    const mode = networkModeOf(r.spec);
+    if (!NETWORK_MODES.includes(mode)) throw new DriverError(`unknown network mode ${JSON.stringify(mode)}`);
+    if (mode === 'host-only' && !this.opts.hostOnlyNetwork) throw new DriverError('network mode host-only: this worker has no host-only network');
+    if (r.spec.mac) {
+      const other = [...this.held.values()].find((o) => o.rec.vmId !== r.vmId && o.rec.mac === r.spec.mac);
+      if (other) throw new DriverError(`MAC ${r.spec.mac} is already used by ${other.rec.name} on this worker: two VMs with one MAC cannot run together`);
+    }
     const dir = path.join(this.instancesDir, instanceDirName(r));
     await mkdir(this.instancesDir, { recursive: true, mode: 0o711 });
     await mkdir(dir, { recursive: true, mode: 0o711 });
@@ -200,6 +222,8 @@ export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements
       // Cloned while root owns the new directory (nothing of the user's can be in it yet), then handed over.
       const cloned = await cloneBundle(image, path.join(dir, BUNDLE_DIR), {
         ...(this.opts.cloneFile ? { cloneFile: this.opts.cloneFile } : {}),
+        // The operator's MAC (issue 18), else a fresh one.
+        ...(r.spec.mac ? { randomMac: () => r.spec.mac! } : {}),
         ...(guest === 'macos' && this.opts.freshMachineIdentifier && this.opts.newMachineIdentifier ? { newMachineIdentifier: this.opts.newMachineIdentifier } : {}),
       });
       await this.handToVmUser(path.join(dir, BUNDLE_DIR));
@@ -230,7 +254,9 @@ export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements
       await this.ensureUserDir(logsDir);
       const node = this.opts.launcher ? { path: '', sha256: '' } : await this.signedNode();
       const res = resourcesFor(bundle, { cpus: h.rec.spec.cpus, memoryMib: h.rec.spec.memoryMib });
-      const net = { ...DEFAULT_VZ_NETWORK, ...(this.opts.network ?? {}) };
+      const mode = networkModeOf(h.rec.spec);
+      if (mode === 'host-only' && !this.opts.hostOnlyNetwork) throw new DriverError('network mode host-only: this worker has no host-only network');
+      const net = mode === 'host-only' ? { ...DEFAULT_VZ_HOST_ONLY_NETWORK, ...this.opts.hostOnlyNetwork } : { ...DEFAULT_VZ_NETWORK, ...(this.opts.network ?? {}) };
       cfg = {
         vmId: h.rec.vmId,
         attempt: h.rec.attempt,
@@ -248,6 +274,7 @@ export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements
         memoryBytes: res.memoryBytes,
         mac: bundle.macAddress,
         network: net,
+        networkMode: mode,
         filter: { allow: h.rec.spec.network?.allow ?? [], block: h.rec.spec.network?.block ?? [], blockLocal: h.rec.spec.network?.blockLocal ?? false },
         ...(this.opts.stopTimeoutMs !== undefined ? { stopTimeoutMs: this.opts.stopTimeoutMs } : {}),
         // "wait" VMs keep running while the worker is cut off; every other one is fenced.

@@ -30,7 +30,7 @@ const run = async (): Promise<number> => {
   }
   const [nic, ...extra] = fds;
   for (const f of extra) closeFd(f);
-  if (nic === undefined) {
+  if (nic === undefined && !job.noNetwork) {
     channel.send({ event: 'state', state: 'failed', message: 'the host handed over no NIC', failureKind: 'agent' });
     channel.close();
     return 1;

@@ -3,7 +3,8 @@ import type { VzMachineConfig } from '@fleet/native-vz/vz';
 import { bundlePaths, macIdentity, type TartConfig } from '../../vz/tart-bundle.ts';
 import type { VmJob } from '../../host-process/agent-protocol.ts';
 
-export function machineConfigFor(job: VmJob, bundle: TartConfig, vmFd: number): VzMachineConfig {
+/** `vmFd` undefined: no network device at all (network mode "none"). */
+export function machineConfigFor(job: VmJob, bundle: TartConfig, vmFd: number | undefined): VzMachineConfig {
   const p = bundlePaths(job.bundleDir);
   const wantOs = job.guest === 'macos' ? 'darwin' : 'linux';
   if (bundle.os !== wantOs) throw new Error(`bundle ${job.bundleDir} holds a ${bundle.os} guest, not ${job.guest}`);
@@ -13,7 +14,7 @@ export function machineConfigFor(job: VmJob, bundle: TartConfig, vmFd: number): 
     memoryBytes: job.memoryBytes,
     // Tart's finding (PR #675): cached I/O is much faster for Linux guests.
     disks: [{ path: p.disk, readOnly: false, ...(job.guest === 'linux' ? { caching: 'cached' as const } : {}) }],
-    network: { fd: vmFd, mac: job.mac },
+    ...(vmFd !== undefined ? { network: { fd: vmFd, mac: job.mac } } : {}),
     serialLogPath: job.serialLogPath,
     vsock: true,
     entropy: true,

@@ -191,57 +191,70 @@ export async function runNetHost(cfg: VzHostConfig, deps: NetHostDeps): Promise<
     process.on('SIGHUP', () => {}); // the worker going away is not our business
   }
 
-  // 1. vmnet (root).
-  try {
-    uplink = await VmnetPort.start(deps.addon, {
-      mode: 'shared',
-      startAddress: cfg.network.startAddress,
-      endAddress: cfg.network.endAddress,
-      subnetMask: cfg.network.subnetMask,
-      ...(cfg.network.isolation !== undefined ? { isolation: cfg.network.isolation } : {}),
-    });
-  } catch (e) {
-    return endEarly((e as Error).message, 'vmnet');
-  }
-  const info = uplink.info!;
-  const gatewayIp = info.startAddress ?? cfg.network.startAddress;
-  const subnet = subnetCidr(gatewayIp, info.subnetMask ?? cfg.network.subnetMask);
-  let gatewayMac: string;
-  try {
-    gatewayMac = await deps.gatewayMac(gatewayIp);
-  } catch (e) {
-    return endEarly(`cannot find the vmnet gateway's MAC: ${(e as Error).message}`, 'vmnet');
-  }
-  if (deps.ensureLeaseTime && cfg.network.dhcpLeaseSeconds) {
-    await deps.ensureLeaseTime(cfg.network.dhcpLeaseSeconds).catch((e: Error) => record(`lease-time-error ${e.message}`));
-  }
+  const mode = cfg.networkMode ?? 'nat';
+  // Network mode "none" (issue 18): no vmnet, no filter, no NIC; only the VM is handed over.
+  const wired = mode !== 'none';
+  let pair: [number, number] | undefined;
+  if (wired) {
+    // 1. vmnet (root): shared mode (NAT) or host mode (host-only: the Mac and its VMs, no route out).
+    try {
+      uplink = await VmnetPort.start(deps.addon, {
+        mode: mode === 'host-only' ? 'host' : 'shared',
+        startAddress: cfg.network.startAddress,
+        endAddress: cfg.network.endAddress,
+        subnetMask: cfg.network.subnetMask,
+        ...(cfg.network.isolation !== undefined ? { isolation: cfg.network.isolation } : {}),
+      });
+    } catch (e) {
+      return endEarly((e as Error).message, 'vmnet');
+    }
+    const info = uplink.info!;
+    const gatewayIp = info.startAddress ?? cfg.network.startAddress;
+    const subnet = subnetCidr(gatewayIp, info.subnetMask ?? cfg.network.subnetMask);
+    let gatewayMac: string;
+    try {
+      gatewayMac = await deps.gatewayMac(gatewayIp);
+    } catch (e) {
+      return endEarly(`cannot find the vmnet gateway's MAC: ${(e as Error).message}`, 'vmnet');
+    }
+    if (deps.ensureLeaseTime && cfg.network.dhcpLeaseSeconds) {
+      await deps.ensureLeaseTime(cfg.network.dhcpLeaseSeconds).catch((e: Error) => record(`lease-time-error ${e.message}`));
+    }
 
-  // 2. The filter and the NIC socketpair; the VM end goes to the agent.
-  filter = createFilter({
-    vmMac: cfg.mac,
-    gatewayIp,
-    gatewayMac,
-    subnet,
-    dhcpServers: [gatewayIp],
-    ...(cfg.filter?.allow ? { allow: cfg.filter.allow } : {}),
-    ...(cfg.filter?.block ? { block: cfg.filter.block } : {}),
-    ...(cfg.filter?.blockLocal ? { blockLocal: true } : {}),
-    // There is no host firewall of ours on macOS: the filter alone keeps the VM off the Mac's
-    // other addresses (en0, other vmnet bridges, ...), whatever their address class.
-    hostAddresses: hostIpv4Addresses(gatewayIp),
-  });
-  filter.onLeaseChange((e) => {
-    if (e.lease && bootToIpMs === undefined && vmStartedAt !== undefined) bootToIpMs = Date.now() - vmStartedAt;
-    record(`lease-${e.cause}`);
-  });
-  let pair: [number, number];
-  try {
-    // Blocking on both ends: VZ gets a plain blocking socket (as Tart hands it); our FramePort
-    // end needs no O_NONBLOCK because it always uses MSG_DONTWAIT.
-    pair = deps.socketpairDgram({ nonblock: false });
-  } catch (e) {
-    return endEarly(`cannot create the VM's socketpair: ${(e as Error).message}`);
+    // 2. The filter and the NIC socketpair; the VM end goes to the agent.
+    // A host-only VM reaches the Mac unless block-local says no (the point of host-only).
+    const allow = [...(cfg.filter?.allow ?? []), ...(mode === 'host-only' && !cfg.filter?.blockLocal ? ['@host'] : [])];
+    filter = createFilter({
+      vmMac: cfg.mac,
+      gatewayIp,
+      gatewayMac,
+      subnet,
+      dhcpServers: [gatewayIp],
+      ...(mode === 'host-only' ? { hostOnly: true } : {}),
+      ...(allow.length ? { allow } : {}),
+      ...(cfg.filter?.block ? { block: cfg.filter.block } : {}),
+      ...(cfg.filter?.blockLocal ? { blockLocal: true } : {}),
+      // There is no host firewall of ours on macOS: the filter alone keeps the VM off the Mac's
+      // other addresses (en0, other vmnet bridges, ...), whatever their address class.
+      hostAddresses: hostIpv4Addresses(gatewayIp),
+    });
+    filter.onLeaseChange((e) => {
+      if (e.lease && bootToIpMs === undefined && vmStartedAt !== undefined) bootToIpMs = Date.now() - vmStartedAt;
+      record(`lease-${e.cause}`);
+    });
+    try {
+      // Blocking on both ends: VZ gets a plain blocking socket (as Tart hands it); our FramePort
+      // end needs no O_NONBLOCK because it always uses MSG_DONTWAIT.
+      pair = deps.socketpairDgram({ nonblock: false });
+    } catch (e) {
+      return endEarly(`cannot create the VM's socketpair: ${(e as Error).message}`);
+    }
   }
+  const closePair = (): void => {
+    if (!pair) return;
+    deps.fd.closeFd(pair[0]);
+    deps.fd.closeFd(pair[1]);
+  };
 
   // 3. The agent: listen, start it in the VM user's session, accept only that uid, hand over.
   let accepted: { fd: number; pid: number | undefined };
@@ -254,8 +267,7 @@ export async function runNetHost(cfg: VzHostConfig, deps: NetHostDeps): Promise<
       onRefused: (uid) => record(`agent-refused uid ${uid}`),
     });
   } catch (e) {
-    deps.fd.closeFd(pair[0]);
-    deps.fd.closeFd(pair[1]);
+    closePair();
     return endEarly((e as Error).message, 'agent');
   } finally {
     listener?.close();
@@ -264,8 +276,7 @@ export async function runNetHost(cfg: VzHostConfig, deps: NetHostDeps): Promise<
   }
   if (fenced !== undefined || abandoned !== undefined) {
     deps.fd.closeFd(accepted.fd);
-    deps.fd.closeFd(pair[0]);
-    deps.fd.closeFd(pair[1]);
+    closePair();
     return endEarly('not started');
   }
   const job: VmJob = {
@@ -283,22 +294,24 @@ export async function runNetHost(cfg: VzHostConfig, deps: NetHostDeps): Promise<
     ...(cfg.display ? { display: cfg.display } : {}),
     ...(cfg.stopTimeoutMs !== undefined ? { stopTimeoutMs: cfg.stopTimeoutMs } : {}),
     ...(cfg.recovery ? { recovery: true } : {}),
+    ...(pair ? {} : { noNetwork: true }),
   };
   try {
-    link = handOver(deps.fd, accepted.fd, job, [pair[1]], parseAgentEvent);
+    link = handOver(deps.fd, accepted.fd, job, pair ? [pair[1]] : [], parseAgentEvent);
   } catch (e) {
-    deps.fd.closeFd(pair[0]);
-    deps.fd.closeFd(pair[1]);
+    closePair();
     return endEarly((e as Error).message, 'agent');
   }
-  deps.fd.closeFd(pair[1]); // the agent has its own copy now
+  if (pair) deps.fd.closeFd(pair[1]); // the agent has its own copy now
   agentPid = accepted.pid;
   vmStartedAt = Date.now();
 
   // 4. The pump, and the agent's events.
-  pump = new FramePump(pair[0], uplink, filter);
-  pump.start();
-  const tick = setInterval(() => filter!.tick(Date.now()), 5000);
+  if (pair && uplink && filter) {
+    pump = new FramePump(pair[0], uplink, filter);
+    pump.start();
+  }
+  const tick = setInterval(() => filter?.tick(Date.now()), 5000);
   let invalid = 0;
   link.onInvalid((why) => {
     record(`agent-bad-line ${why.slice(0, 200)}`);

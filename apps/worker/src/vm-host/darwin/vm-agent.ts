@@ -23,7 +23,7 @@ export interface VmAgentDeps {
 }
 
 /** Runs one VM until it ends; returns the process exit code (0 stopped, 1 failed). */
-export async function runVmAgent(job: VmJob, nicFd: number, link: JsonLineChannel<AgentCommand>, deps: VmAgentDeps): Promise<number> {
+export async function runVmAgent(job: VmJob, nicFd: number | undefined, link: JsonLineChannel<AgentCommand>, deps: VmAgentDeps): Promise<number> {
   link.send({ event: 'accepted', pid: process.pid });
   const fail = (message: string, failureKind: string): number => {
     link.send({ event: 'state', state: 'failed', message, failureKind });
@@ -37,11 +37,11 @@ export async function runVmAgent(job: VmJob, nicFd: number, link: JsonLineChanne
     for (const a of adjustments) link.send({ event: 'note', text: `adjusted ${a}` });
     vm = new VzVirtualMachine(deps.addon, config);
   } catch (e) {
-    deps.closeFd(nicFd);
+    if (nicFd !== undefined) deps.closeFd(nicFd);
     const f = mapVzError(e, 'configure VM');
     return fail(f.message, f.kind);
   }
-  deps.closeFd(nicFd); // the addon holds its own dup() of the NIC end
+  if (nicFd !== undefined) deps.closeFd(nicFd); // the addon holds its own dup() of the NIC end
   vm.on('networkDisconnected', (e) => link.send({ event: 'note', text: `network-disconnected ${e.message}` }));
 
   const runner = new VzMachineRunner(vm, job.stopTimeoutMs !== undefined ? { stopTimeoutMs: job.stopTimeoutMs } : {});
