@@ -89,3 +89,31 @@ describe('DataTable sticky columns', () => {
     expect(html).toContain('<td class="sticky-end">x</td>');
   });
 });
+
+describe('network mode and custom MAC (issue 18)', () => {
+  it('the create form refuses what the API refuses, in its words', async () => {
+    const { validateVmCreate } = await import('../pages/VmCreatePage.tsx');
+    const base = { name: 'web-1', image: 'img' };
+    expect(validateVmCreate({ ...base, mac: '02:AA:BB:CC:DD:EE', network: { mode: 'host-only', allow: ['@host'] } })).toEqual({});
+    expect(validateVmCreate({ ...base, mac: '01:00:5e:00:00:01' }).mac).toMatch(/multicast/);
+    expect(validateVmCreate({ ...base, mac: 'ff:ff:ff:ff:ff:ff' }).mac).toMatch(/broadcast/);
+    expect(validateVmCreate({ ...base, mac: '02-00-5e-10-00-01' }).mac).toMatch(/separate the six octets with ":"/);
+    expect(validateVmCreate({ ...base, network: { mode: 'none', allow: ['10.0.0.0/8'] } }).networkMode).toMatch(/no NIC to apply allow to/);
+    expect(validateVmCreate({ ...base, network: { mode: 'none' }, mac: '02:00:00:00:00:01' }).networkMode).toMatch(/no NIC to give a MAC to/);
+    expect(validateVmCreate({ ...base, network: { mode: 'bridged' } }).networkMode).toBeDefined();
+  });
+
+  it('the VM page shows the mode and where the MAC comes from; the worker page its networks', async () => {
+    const { macText, networkMode } = await import('../pages/VmDetailPage.tsx');
+    const { workerNetworks } = await import('../pages/WorkerDetailPage.tsx');
+    const vm = (over: Record<string, unknown>) => ({ mac: null, macSource: null, network: { mode: 'nat', allow: [], block: [], blockLocal: false }, ...over }) as never;
+    expect(networkMode(vm({ network: { mode: 'host-only', allow: [], block: [], blockLocal: false } }))).toMatch(/^host-only/);
+    expect(networkMode(vm({ network: { allow: [], block: [], blockLocal: false } }))).toMatch(/^nat/);
+    expect(macText(vm({ mac: '02:00:00:00:00:01', macSource: 'custom' }))).toBe('02:00:00:00:00:01 (custom)');
+    expect(macText(vm({ network: { mode: 'none', allow: [], block: [], blockLocal: false } }))).toBe('— (no NIC)');
+    expect(workerNetworks(worker('w'))).toEqual([['Networks', 'not reported: NAT only (an older worker, or the synthetic driver)']]);
+    expect(workerNetworks(worker('w', { networks: [{ mode: 'host-only', subnet: '192.168.128.0/24', gateway: '192.168.128.1', addresses: 253, interface: 'fleet-ho0', used: 2 }] }))).toEqual([
+      ['Network host-only', '192.168.128.0/24, gateway 192.168.128.1 on fleet-ho0; 2 / 253 addresses in use'],
+    ]);
+  });
+});

@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useRef, useState, type FormEvent, type ReactElement } from 'react';
 import { Value } from '@sinclair/typebox/value';
 import { VmCreate as VmCreateSchema } from '@fleet/api';
+import { macProblem, networkModeProblem, type NetworkMode } from '@fleet/api/syntax';
 import '../api/unsafe-kind.ts';
 import type { ImageSummaryList, ImageSummaryObject, VmCreate, VmObject } from '../api/types.ts';
 import { ImageField, imageChoices, imageHint } from '../components/ImageField.tsx';
@@ -29,10 +30,23 @@ export function validateVmCreate(body: unknown): Errors {
   const errors: Errors = {};
   for (const e of Value.Errors(VmCreateSchema, body)) {
     const [, field = '', sub = ''] = e.path.split('/');
-    const key = field === 'network' ? (sub === 'allow' ? 'networkAllow' : sub === 'block' ? 'networkBlock' : 'networkBlockLocal') : (FIELD_OF[field] ?? field);
+    const key =
+      field === 'network' ? (sub === 'allow' ? 'networkAllow' : sub === 'block' ? 'networkBlock' : sub === 'mode' ? 'networkMode' : 'networkBlockLocal') : (FIELD_OF[field] ?? field);
     if (errors[key]) continue;
+    // A MAC: say what is wrong (multicast, broadcast, separators…), as the API does.
+    if (key === 'mac') {
+      errors[key] = macProblem((body as { mac?: unknown }).mac) ?? e.message;
+      continue;
+    }
     const description = (e.schema as { description?: string }).description;
     errors[key] = description && /pattern|match/i.test(e.message) ? `must be ${description}` : e.message;
+  }
+  // Mode "none" has no NIC: the API refuses rules or a MAC with it.
+  const b = body as { network?: { mode?: NetworkMode; allow?: string[]; block?: string[]; blockLocal?: boolean }; mac?: string };
+  const mode = b.network?.mode;
+  if (mode && !errors.networkMode) {
+    const problem = networkModeProblem(mode, b.network ?? {}, typeof b.mac === 'string' ? b.mac : undefined);
+    if (problem) errors.networkMode = problem;
   }
   return errors;
 }
@@ -94,7 +108,9 @@ export function VmCreatePage() {
       disconnectPolicy: str('disconnectPolicy'),
     };
     const list = (k: string) => str(k).split(/[\s,]+/).filter(Boolean);
+    if (str('mac')) body.mac = str('mac');
     const network = {
+      ...(str('networkMode') && str('networkMode') !== 'nat' ? { mode: str('networkMode') } : {}),
       ...(list('networkAllow').length ? { allow: list('networkAllow') } : {}),
       ...(list('networkBlock').length ? { block: list('networkBlock') } : {}),
       ...(f.get('networkBlockLocal') ? { blockLocal: true } : {}),
@@ -186,6 +202,17 @@ export function VmCreatePage() {
         {field('labels', 'Labels (optional)', <input {...a11y('labels')} placeholder="team=ci, purpose=build" />)}
         {field('selector', 'Worker selector (optional)', <input {...a11y('selector')} placeholder="pool=fast" />, 'place only on workers with these labels')}
         {field('priority', 'Priority', <input {...a11y('priority')} type="number" defaultValue={0} />, '-1000 to 1000; higher is placed first')}
+        {field(
+          'networkMode',
+          'Network mode',
+          <select {...a11y('networkMode')} defaultValue="nat">
+            <option value="nat">nat (the worker's NAT network, out to the world)</option>
+            <option value="host-only">host-only (the worker and VMs on its host-only network, never beyond)</option>
+            <option value="none">none (no NIC)</option>
+          </select>,
+          'placed only on a worker that offers this mode',
+        )}
+        {field('mac', 'MAC address (optional)', <input {...a11y('mac')} autoComplete="off" placeholder="02:00:5e:10:00:01" />, 'unicast, six hex octets with ":"; default: the worker derives one. Two VMs with one MAC never share a worker')}
         {field('networkAllow', 'Network: also allow (optional)', <input {...a11y('networkAllow')} placeholder="10.0.0.0/8, @host" />, 'CIDRs or addresses besides public ones; @host = the worker (host access)')}
         {field('networkBlock', 'Network: block (optional)', <input {...a11y('networkBlock')} placeholder="203.0.113.0/24" />, 'longest prefix wins; block wins a tie')}
         <div className="field">

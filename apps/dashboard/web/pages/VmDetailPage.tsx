@@ -21,6 +21,19 @@ function counterRows(c: NonNullable<VmObject['networkCounters']>): { verdict: st
   return verdicts.map((verdict) => ({ verdict, fromVm: c.fromVm[verdict] ?? 0, fromHost: c.fromHost[verdict] ?? 0 }));
 }
 
+/** Issue 18: the network the NIC joins (a controller from before sends no mode: NAT). */
+export function networkMode(vm: VmObject): string {
+  const mode = vm.network?.mode ?? 'nat';
+  if (mode === 'none') return 'none (no NIC)';
+  return mode === 'host-only' ? "host-only (the worker's host-only network, never beyond)" : "nat (the worker's NAT network)";
+}
+
+/** The MAC and where it comes from. */
+export function macText(vm: VmObject): string {
+  if (!vm.mac) return vm.network?.mode === 'none' ? '— (no NIC)' : '—';
+  return `${vm.mac}${vm.macSource === 'custom' ? ' (custom)' : vm.macSource === 'worker' ? ' (from the worker)' : ''}`;
+}
+
 function networkPolicy(vm: VmObject): string {
   const n = vm.network;
   if (!n) return 'default';
@@ -83,11 +96,12 @@ export function VmDetailPage({ name }: { name: string }) {
     ['Disk', `${vm.diskGib} GiB`],
     ['Worker', vm.worker ?? '—'],
     ['IP', vm.ip ?? '—'],
-    ['MAC', vm.mac ?? '—'],
+    ['MAC', macText(vm)],
     ['Power', vm.powerState],
     ['Restart policy', `${vm.restartPolicy} (${vm.restartCount} restarts)`],
     ['On disconnect', vm.disconnectPolicy === 'wait' ? 'wait (keeps running while its worker is unreachable)' : 'reschedule (stopped by its worker, re-placed after the offline timeout)'],
     ['Priority', String(vm.priority)],
+    ['Network mode', networkMode(vm)],
     ['Network policy', networkPolicy(vm)],
     ['Labels', labels(vm.labels) || '—'],
     ['Selector', labels(vm.selector) || '—'],

@@ -11,6 +11,16 @@ function workerState(w: WorkerObject): string {
   return w.paused ? 'draining' : 'online';
 }
 
+/** Issue 18: the networks the worker offers, one line each; none reported = NAT only. */
+export function workerNetworks(w: WorkerObject): [string, string][] {
+  const networks = w.networks ?? [];
+  if (networks.length === 0) return [['Networks', 'not reported: NAT only (an older worker, or the synthetic driver)']];
+  return networks.map((n) => [
+    `Network ${n.mode}`,
+    `${n.subnet}, gateway ${n.gateway}${n.interface ? ` on ${n.interface}` : ''}; ${n.addresses > 0 ? `${n.used} / ${n.addresses} addresses in use` : `${n.used} addresses in use (not limited)`}`,
+  ]);
+}
+
 export function WorkerDetailPage({ name }: { name: string }) {
   const { workers, vms } = useLive();
   const now = useNow(1000);
@@ -37,6 +47,7 @@ export function WorkerDetailPage({ name }: { name: string }) {
     ['Memory', `${mib(w.used.memoryMib)} / ${mib(w.capacity.memoryMib)}`],
     ['VM slots', `${w.used.vms} / ${w.capacity.vmSlots}`],
     ['macOS slots', `${w.used.macosVms} / ${w.capacity.macosSlots}`],
+    ...workerNetworks(w),
     ['Last seen', w.lastSeenAt ? `${ago(w.lastSeenAt, now)} (${time(w.lastSeenAt)})` : 'never'],
     ['Enrolled', time(w.createdAt)],
   ];
