@@ -111,6 +111,14 @@ describe('bad input gets a 4xx with a message, never a 500', () => {
     ['empty password', { name: 'a', image: 'i', password: '' }, /password/],
     ['password with a newline', { name: 'a', image: 'i', password: 'ab\ncd' }, /password/],
     ['password over 256 characters', { name: 'a', image: 'i', password: 'p'.repeat(257) }, /password/],
+    ['a multicast MAC (issue 18)', { name: 'a', image: 'i', mac: '01:00:5e:00:00:01' }, /body\/mac: MAC "01:00:5e:00:00:01" is a multicast address/],
+    ['the broadcast MAC', { name: 'a', image: 'i', mac: 'ff:ff:ff:ff:ff:ff' }, /broadcast/],
+    ['an all-zero MAC', { name: 'a', image: 'i', mac: '00:00:00:00:00:00' }, /all zero/],
+    ['a MAC with dashes', { name: 'a', image: 'i', mac: '02-00-5e-10-00-01' }, /separate the six octets with ":"/],
+    ['a short MAC', { name: 'a', image: 'i', mac: '02:00:5e:10:00' }, /not six two-digit hex octets/],
+    ['an unknown network mode', { name: 'a', image: 'i', network: { mode: 'bridged' } }, /network\/mode/],
+    ['mode none with rules', { name: 'a', image: 'i', network: { mode: 'none', allow: ['10.0.0.0/8'] } }, /network mode "none" has no NIC to apply allow to/],
+    ['mode none with a MAC', { name: 'a', image: 'i', network: { mode: 'none' }, mac: '02:00:00:00:00:01' }, /no NIC to give a MAC to/],
     ['array body', [1, 2], /body/],
     ['null body', null, /body/],
   ];
@@ -131,6 +139,8 @@ describe('bad input gets a 4xx with a message, never a 500', () => {
     expectClientError(await admin.request('PATCH', '/v1/vms/existing', { cpus: 0 }), 400, /cpus/);
     expectClientError(await admin.request('PATCH', '/v1/vms/existing', { name: 'rename' }), 400);
     expectClientError(await admin.request('PATCH', '/v1/vms/missing-vm', { priority: 3 }), 404, /missing-vm/);
+    expectClientError(await admin.request('PATCH', '/v1/vms/existing', { mac: '03:00:00:00:00:01' }), 400, /multicast/);
+    expectClientError(await admin.request('PATCH', '/v1/vms/existing', { network: { mode: 'shared' } }), 400, /network\/mode/);
   });
 
   it('unknown VMs, workers and tokens are 404 with their name', async () => {

@@ -120,6 +120,48 @@ describe('scheduling across two workers', () => {
     await waitUntil(async () => (await controller.api.vm('after-drain'))?.state === 'running', 30_000, 'after-drain running after resume');
   });
 
+  it('custom MACs never share a worker; a network mode no worker offers waits with the reason (issue 18)', async () => {
+    const mac = '02:00:5e:10:00:42';
+    await controller.api.createVm({ name: 'mac-a', image: 'synthetic:ok', cpus: 1, memoryMib: 512, selector: { region: 'eu' }, mac });
+    await waitUntil(async () => (await controller.api.vm('mac-a'))?.state === 'running', 30_000, 'mac-a running');
+    expect(await controller.api.vm('mac-a')).toMatchObject({ worker: 'mac-eu', mac, macSource: 'custom', network: { mode: 'nat' } });
+    // The same MAC (in upper case) pinned to the same worker waits, naming the VM that holds it.
+    await controller.api.createVm({ name: 'mac-b', image: 'synthetic:ok', cpus: 1, memoryMib: 512, selector: { region: 'eu' }, mac: mac.toUpperCase() });
+    await waitUntil(async () => /already used by vm mac-a/.test((await controller.api.vm('mac-b'))?.reason ?? ''), 20_000, 'mac-b pending for its MAC');
+    expect((await controller.api.vm('mac-b')).reason).toMatch(/^MAC 02:00:5e:10:00:42 is already used by vm mac-a on every eligible worker with room \(mac-eu\)/);
+    // Free to go anywhere, it goes to the other worker.
+    await controller.api.createVm({ name: 'mac-c', image: 'synthetic:ok', cpus: 1, memoryMib: 512, mac });
+    await waitUntil(async () => (await controller.api.vm('mac-c'))?.state === 'running', 30_000, 'mac-c running');
+    expect((await controller.api.vm('mac-c')).worker).toBe('mac-us');
+    // Once mac-a is gone from mac-eu, mac-b takes its place there.
+    await controller.api.request('DELETE', '/v1/vms/mac-a');
+    await waitUntil(async () => (await controller.api.vm('mac-b'))?.state === 'running', 30_000, 'mac-b running after mac-a is deleted');
+    expect((await controller.api.vm('mac-b')).worker).toBe('mac-eu');
+
+    // Host-only: placed on a worker that offers it, or waiting with the reason when none does.
+    await controller.api.createVm({ name: 'ho-1', image: 'synthetic:ok', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } });
+    const workers = (await controller.api.ok('GET', '/v1/workers')).workers as { name: string; networks: { mode: string }[] }[];
+    const offering = workers.filter((w) => w.networks.some((n) => n.mode === 'host-only')).map((w) => w.name);
+    if (offering.length > 0) {
+      await waitUntil(async () => (await controller.api.vm('ho-1'))?.state === 'running', 30_000, 'ho-1 running');
+      expect(offering).toContain((await controller.api.vm('ho-1')).worker);
+    } else {
+      await waitUntil(async () => /network mode host-only/.test((await controller.api.vm('ho-1'))?.reason ?? ''), 20_000, 'ho-1 pending for its mode');
+      expect((await controller.api.vm('ho-1')).reason).toBe('no worker offers network mode host-only (2 eligible online workers offer nat)');
+    }
+    // Mode none needs no network: it runs anywhere, without a MAC.
+    await controller.api.createVm({ name: 'none-1', image: 'synthetic:ok', cpus: 1, memoryMib: 512, network: { mode: 'none' } });
+    await waitUntil(async () => (await controller.api.vm('none-1'))?.state === 'running', 30_000, 'none-1 running');
+    expect(await controller.api.vm('none-1')).toMatchObject({ network: { mode: 'none' }, mac: null });
+    // A running VM's mode cannot change (409); stopped, it can.
+    const change = await controller.api.request('PATCH', '/v1/vms/none-1', { network: { mode: 'nat' } });
+    expect(change.status).toBe(409);
+    expect(change.body.error.message).toMatch(/stop it first/);
+
+    for (const name of ['mac-b', 'mac-c', 'ho-1', 'none-1']) await controller.api.request('DELETE', `/v1/vms/${name}`);
+    await waitUntil(async () => (await controller.api.vms()).every((v) => !['mac-b', 'mac-c', 'ho-1', 'none-1'].includes(v.name)), 30_000, 'issue 18 VMs gone');
+  });
+
   it('deletes during scheduling always win and leave no capacity behind', async () => {
     const before = (await controller.api.worker('mac-eu')).used.vms;
     const names = Array.from({ length: 10 }, (_, i) => `churn-${i}`);
