@@ -26,6 +26,7 @@ import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
 import { controlRequest } from '../apps/worker/src/host-process/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
 import { buildLan, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
+import { dhcpOffer } from './support/vm-lab.ts';
 import { DHCP, arpFrame, dhcpFrame, ipv6Frame, opt, pad, type DhcpOpt } from '../packages/netfilter/src/testing/frames.ts';
 
 const run = promisify(execFile);
@@ -141,21 +142,6 @@ async function hostStatus(worker: 'w1' | 'w2', vm: VmView): Promise<{ pid: numbe
   const sock = existsSync(path.join(dir, 'run')) ? path.join(dir, 'run', 'control.sock') : path.join(dir, 'control.sock');
   const r = await controlRequest(sock, 'status');
   return r.status as never;
-}
-
-/** A DHCPOFFER (BOOTREPLY, option 53 = 2) for `chaddr` with a router of the attacker's choosing. */
-function dhcpOffer(chaddr: string, yiaddr: string, router: string): Buffer {
-  const b = Buffer.alloc(240);
-  b[0] = 2; // BOOTREPLY
-  b[1] = 1;
-  b[2] = 6;
-  b.writeUInt32BE(0x1badd00d, 4);
-  const ipBytes = (a: string) => a.split('.').map(Number);
-  b.set(ipBytes(yiaddr), 16);
-  b.set(chaddr.split(':').map((h) => parseInt(h, 16)), 28);
-  b.writeUInt32BE(0x63825363, 236);
-  const opts = [53, 1, 2, 54, 4, ...ipBytes(router), 3, 4, ...ipBytes(router), 1, 4, 255, 255, 255, 0, 51, 4, 0, 0, 0x0e, 0x10, 255];
-  return Buffer.concat([b, Buffer.from(opts)]);
 }
 
 describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real VMs', () => {
