@@ -69,7 +69,7 @@ function inProcessAgent(vz: FakeVzHost, seen: { nic?: number; exit?: Promise<num
         const { job, fds, channel } = await receiveJob(NP, socketPath, parseAgentCommand);
         seen.nic = fds[0];
         // The fake VZ does not dup() the NIC fd like the addon: keep it open to play the guest.
-        return runVmAgent(job as VmJob, fds[0]!, channel, { addon: vz.addon(), closeFd: () => {} });
+        return runVmAgent(job as VmJob, fds[0], channel, { addon: vz.addon(), closeFd: () => {} });
       })();
     },
     stop: async () => {
@@ -128,6 +128,35 @@ describe('macOS VM host data path (pump with vmnet as the uplink)', () => {
     expect(seen.stops).toBe(1); // the agent's launchd job is booted out when the VM ended
     guest.close(); // closes vmEnd too
     await sleep(0);
+  });
+
+  it('network modes (issue 18): host-only starts vmnet in host mode and drops everything beyond its subnet; none starts no vmnet and hands over no NIC', async () => {
+    const host = new FakeVzHost({ guestShutdownMs: 5 });
+    const cfg = await hostConfig({ networkMode: 'host-only', network: { startAddress: '192.168.128.1', endAddress: '192.168.128.254', subnetMask: '255.255.255.0' } });
+    const seen: { nic?: number; exit?: Promise<number>; starts: number; stops: number } = { starts: 0, stops: 0 };
+    const exit = runNetHost(cfg, { addon: host.addon(), fd: NP, socketpairDgram: (o) => socketpairDgram(o), gatewayMac: async () => GW_MAC, agent: inProcessAgent(host, seen) });
+    await expect.poll(() => host.machines[0]?.state(), { timeout: 2000 }).toBe('running');
+    expect(host.interfaces[0]!.opts.mode).toBe('host');
+    expect(host.machines[0]!.config.network?.fd).toBeGreaterThan(2);
+    const st = (await controlRequest(path.join(cfg.runDir, CONTROL_SOCKET), 'status')).status as VzHostStatus;
+    expect(st.state).toBe('running');
+    await controlRequest(path.join(cfg.runDir, CONTROL_SOCKET), 'stop');
+    expect(await exit).toBe(0);
+    if (seen.nic !== undefined) closeFd(seen.nic);
+
+    const host2 = new FakeVzHost({ guestShutdownMs: 5 });
+    const cfg2 = await hostConfig({ networkMode: 'none', runDir: path.join(dir, 'run-none'), agentSocket: path.join(dir, 'agent-none.sock') });
+    const seen2: { nic?: number; exit?: Promise<number>; starts: number; stops: number } = { starts: 0, stops: 0 };
+    const exit2 = runNetHost(cfg2, { addon: host2.addon(), fd: NP, socketpairDgram: () => { throw new Error('no socketpair for mode none'); }, gatewayMac: async () => GW_MAC, agent: inProcessAgent(host2, seen2) });
+    await expect.poll(() => host2.machines[0]?.state(), { timeout: 2000 }).toBe('running');
+    expect(host2.interfaces).toHaveLength(0);
+    expect(host2.machines[0]!.config.network).toBeUndefined();
+    expect(seen2.nic).toBeUndefined();
+    const st2 = (await controlRequest(path.join(cfg2.runDir, CONTROL_SOCKET), 'status')).status as VzHostStatus;
+    expect(st2).toMatchObject({ state: 'running', tap: '' });
+    expect(st2.ip).toBeUndefined();
+    await controlRequest(path.join(cfg2.runDir, CONTROL_SOCKET), 'stop');
+    expect(await exit2).toBe(0);
   });
 
   it('a fence before the agent connected: the VM never starts and ends stopped, fenced', async () => {

@@ -91,7 +91,7 @@ export async function runNetHost(cfg: VzHostConfig, deps: NetHostDeps): Promise<
       pid: process.pid,
       ...(agentPid !== undefined ? { agentPid } : {}),
       mac: cfg.mac,
-      tap: uplink?.info ? `vmnet:${uplink.info.mac}` : 'vmnet',
+      tap: uplink?.info ? `vmnet:${uplink.info.mac}` : cfg.networkMode === 'none' ? '' : 'vmnet',
       ip: state === 'running' ? lease?.ip : undefined,
       paused,
       leaseExpiresAt: lease?.expiresAt,
