@@ -12,6 +12,10 @@ import { badRequest, notFound } from '../../errors.ts';
 import { errorResponse, registryImageErrors } from './route-errors.ts';
 import { ndjsonOrJson } from '../watch-stream.ts';
 
+/** The body errors every VM write shares (the generic 400 of openapi-errors.ts, with the MAC rule named). */
+const VM_BODY_400 =
+  '`invalid_request`: a parameter or body field failed validation (the message names it; a mac that is not six ":"-separated hex octets, multicast, broadcast or all zero says which); `bad_url`: malformed percent-encoding; `invalid_json`: the body is not JSON';
+
 export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
   return async (app) => {
     // Worker names never change (there is no rename), so id → name is cached: a
@@ -65,6 +69,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         body: VmCreate,
         response: {
           201: VmObject,
+          400: errorResponse(`${VM_BODY_400}; \`bad_request\`: a network rule the packet filter cannot parse, or network mode "none" with rules or a mac (there is no NIC to apply them to)`),
           403: errorResponse('`forbidden`: the token lacks the "write" role; `registry_not_allowed`: the image\'s registry is not one this fleet uses (--registries known)'),
           409: errorResponse('`conflict`: a VM with this name exists; with Idempotency-Key also `idempotency_key_in_flight`'),
           ...registryImageErrors,
@@ -150,6 +155,7 @@ export function vmRoutes(ctx: ApiContext): FastifyPluginAsyncTypebox {
         headers: Type.Object({ 'if-match': Type.Optional(Type.String({ description: 'the ETag of GET /v1/vms/{name}: refuse the change (412) if the VM changed since' })) }),
         response: {
           200: VmObject,
+          400: errorResponse(`${VM_BODY_400}; \`bad_request\`: a network rule the packet filter cannot parse, or network mode "none" with rules or a mac, given or already stored (the message says how to drop them); If-Match that is not an ETag`),
           403: errorResponse('`forbidden`: the token lacks the "write" role; `registry_not_allowed`: the new image\'s registry is not one this fleet uses'),
           409: errorResponse('`conflict`: the VM is being deleted or pushed, or CPUs / memory / selector change while it is placed on a worker, or the network mode, rules or MAC change while it is placed and not stopped; for a stopped VM, its worker does not offer the new network mode, has no free address on that network, or another instance there holds the new MAC'),
           412: errorResponse('`precondition_failed`: If-Match does not match: the VM changed since it was read (read it again and retry)'),
