@@ -229,7 +229,7 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     const policy = await vmSh('w2', d.ip!, `ping -c 1 -W 2 ${ADDR.w1} >/dev/null && echo w1-ok; timeout 3 wget -q -O - http://${ADDR.x}:8080/ || echo external-blocked`);
     expect(policy.out).toContain('w1-ok');
     expect(policy.out).toContain('external-blocked');
-    expect((await api.vm('net-d')).network).toEqual({ allow: [ADDR.w1], block: [`${ADDR.x}/32`], blockLocal: false });
+    expect((await api.vm('net-d')).network).toEqual({ mode: 'nat', allow: [ADDR.w1], block: [`${ADDR.x}/32`], blockLocal: false });
     // The VM's disk is an overlay whose backing file is the operator's image, which stays untouched.
     const dir = path.join(tmp, 'w2', 'qemu', 'instances', `${d.id}.${d.attempt}`);
     const info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', path.join(dir, 'disk.qcow2')])).stdout) as { 'backing-filename'?: string };

@@ -61,7 +61,7 @@ function workerArgs(name: 'w1' | 'w2'): string[] {
     '--global-prefixes', `${ADDR.x}/32`,
     '--authorized-keys', `${key}.pub`,
     '--labels', `host=${name}`,
-    '--cpus', '4', '--memory-mib', '2048', '--vm-slots', '4',
+    '--cpus', '5', '--memory-mib', '2048', '--vm-slots', '5',
   ];
 }
 
@@ -69,6 +69,7 @@ describe.skipIf(why !== '')('network modes and custom MACs (issue 18), real VMs'
   let hoA: VmView; // host-only, w1: the victim
   let hoB: VmView; // host-only, w1: the attacker
   let natA: VmView; // nat, w1, custom MAC
+  let hoC: VmView; // host-only, w1, no rules
 
   beforeAll(async () => {
     tmp = await tempDir('modes');
@@ -114,11 +115,14 @@ describe.skipIf(why !== '')('network modes and custom MACs (issue 18), real VMs'
       ['host-only', '192.168.128.0/24', HOST_ONLY_GW],
     ]);
     const base = { image: 'fleet-guest', cpus: 1, memoryMib: 256, diskGib: 1, disconnectPolicy: 'wait' };
-    await api.createVm({ ...base, name: 'ho-a', selector: { host: 'w1' }, network: { mode: 'host-only' } });
-    await api.createVm({ ...base, name: 'ho-b', selector: { host: 'w1' }, network: { mode: 'host-only' } });
+    // ho-a and ho-b allow each other (their host-only subnet); ho-c allows nothing.
+    const peers = { mode: 'host-only', allow: ['192.168.128.0/24'] };
+    await api.createVm({ ...base, name: 'ho-a', selector: { host: 'w1' }, network: peers });
+    await api.createVm({ ...base, name: 'ho-b', selector: { host: 'w1' }, network: peers });
+    await api.createVm({ ...base, name: 'ho-c', selector: { host: 'w1' }, network: { mode: 'host-only' } });
     await api.createVm({ ...base, name: 'nat-a', selector: { host: 'w1' }, mac: CUSTOM_MAC });
     await api.createVm({ ...base, name: 'no-nic', selector: { host: 'w2' }, network: { mode: 'none' } });
-    [hoA, hoB, natA] = await Promise.all([lab.runningVm('ho-a'), lab.runningVm('ho-b'), lab.runningVm('nat-a')]);
+    [hoA, hoB, natA, hoC] = await Promise.all([lab.runningVm('ho-a'), lab.runningVm('ho-b'), lab.runningVm('nat-a'), lab.runningVm('ho-c')]);
     expect(hoA.ip).toMatch(/^192\.168\.128\.\d+$/);
     expect(hoB.ip).toMatch(/^192\.168\.128\.\d+$/);
     expect(natA.ip).toMatch(/^192\.168\.64\.\d+$/);
@@ -126,6 +130,15 @@ describe.skipIf(why !== '')('network modes and custom MACs (issue 18), real VMs'
     await Promise.all([lab.sshReady('w1', hoA.ip!), lab.sshReady('w1', hoB.ip!), lab.sshReady('w1', natA.ip!)]);
     expect((await lab.vmSh('w1', natA.ip!, 'cat /sys/class/net/eth0/address')).out.trim()).toBe(CUSTOM_MAC);
   }, 420_000);
+
+  it('host-only VMs reach each other only where both policies allow it', async () => {
+    await Promise.all([lab.sshReady('w1', hoC.ip!)]);
+    const ab = await lab.vmSh('w1', hoA.ip!, `ping -c 1 -W 2 ${hoB.ip} >/dev/null 2>&1 && echo b-reached || echo b-unreachable; ping -c 1 -W 2 ${hoC.ip} >/dev/null 2>&1 && echo c-reached || echo c-unreachable`);
+    expect(ab.out).toContain('b-reached');
+    expect(ab.out).toContain('c-unreachable');
+    const c = await lab.hostStatus('w1', hoC);
+    expect(c.counters.filter!.fromVm.local_dst ?? 0).toBeGreaterThan(0); // ho-c's own filter kept its reply in
+  }, 180_000);
 
   it('a host-only VM reaches its worker on the host-only network and nothing beyond', async () => {
     const before = (await lab.hostStatus('w1', hoA)).counters.filter!.fromVm;

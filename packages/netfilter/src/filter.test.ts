@@ -464,6 +464,15 @@ describe('hostOnly: the host-only network (issue 18)', () => {
     expect(REASON_NAMES[Verdict.BEYOND_HOST_ONLY]).toBe('beyond_host_only');
   });
 
+  it('frames straight to another VM\'s MAC pass only on a host-only network, to an allowed address of the subnet', () => {
+    const toPeer = (dstIp: string): Uint8Array => tcpFrame({ srcMac: VM_MAC, dstMac: PEER_MAC, src: VM_IP, dst: dstIp }, { sport: 40000, dport: 22, flags: TCP_FLAGS.SYN });
+    expectVerdict(boundFilter({ hostOnly: true, allow: ['192.168.64.0/24'] }).fromVm(toPeer(PEER_IP), T0 + 1), Verdict.PASS);
+    expectVerdict(boundFilter({ hostOnly: true }).fromVm(toPeer(PEER_IP), T0 + 1), Verdict.LOCAL_DST);
+    expectVerdict(boundFilter({ hostOnly: true, allow: ['192.168.64.0/24'] }).fromVm(toPeer(GW), T0 + 1), Verdict.DST_MAC);
+    expectVerdict(boundFilter({ hostOnly: true, allow: ['192.168.64.0/24'] }).fromVm(toPeer(NET), T0 + 1), Verdict.DST_MAC);
+    expectVerdict(boundFilter({ allow: ['192.168.64.0/24'] }).fromVm(toPeer(PEER_IP), T0 + 1), Verdict.DST_MAC);
+  });
+
   it('nothing from outside the subnet reaches the VM; the gateway and DHCP do', () => {
     const f = boundFilter({ hostOnly: true });
     expectVerdict(f.fromHost(hostTcp(NET), T0 + 1), Verdict.BEYOND_HOST_ONLY);

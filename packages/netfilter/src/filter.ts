@@ -291,8 +291,13 @@ class Filter implements PacketFilter {
     const st = parseIpv4Header(f, ETH_HEADER_LENGTH, len, ip, this.#verifyChecksum);
     if (st !== Ipv4Parse.OK) return st === Ipv4Parse.BAD_CHECKSUM ? Verdict.BAD_CHECKSUM : Verdict.MALFORMED;
     if (ip.headerLength !== 20) return Verdict.IP_OPTIONS;
-    // Unicast IPv4 goes to the gateway only: no L2 shortcut to another VM's MAC.
-    if (this.#hasGwMac && (f[ETH_DST]! & 1) === 0 && !macAt(f, ETH_DST, this.#gwMac)) return Verdict.DST_MAC;
+    // Unicast IPv4 goes to the gateway only: no L2 shortcut to another VM's MAC. On a host-only
+    // network the shortcut is how VMs reach each other: allowed for a destination inside the
+    // subnet other than the gateway, which the destination rules below then judge.
+    if (this.#hasGwMac && (f[ETH_DST]! & 1) === 0 && !macAt(f, ETH_DST, this.#gwMac)) {
+      const dst = ip.dst | 0;
+      if (!this.#hostOnly || !this.#inSubnet(dst) || dst === this.#gatewayIp) return Verdict.DST_MAC;
+    }
     const fragOff = ip.fragmentOffset;
     if (fragOff === 1) return Verdict.BAD_FRAGMENT;
     const frag = fragOff !== 0 || ip.moreFragments;

@@ -120,9 +120,10 @@ describe('generated configuration', () => {
     expect(rules).not.toContain('masquerade');
     expect(rules).not.toContain('chain postrouting');
     const forward = rules.slice(rules.indexOf('chain forward'));
-    expect(forward.trim().split('\n').map((l) => l.trim()).slice(0, 5)).toEqual([
+    expect(forward.trim().split('\n').map((l) => l.trim()).slice(0, 6)).toEqual([
       'chain forward {',
       'type filter hook forward priority filter; policy accept;',
+      'iifname "fleet1" oifname "fleet1" meta nfproto ipv4 ip saddr 192.168.128.0/24 ip daddr 192.168.128.0/24 accept',
       'iifname "fleet1" drop',
       'oifname "fleet1" drop',
       '}',

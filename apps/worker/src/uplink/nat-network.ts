@@ -247,7 +247,9 @@ export function nftRuleset(cfg: NftRulesetConfig): string {
     '    type filter hook forward priority filter; policy accept;',
     ...(cfg.uplink !== undefined
       ? [`    ${br} oifname "${cfg.uplink}" meta nfproto ipv4 ip saddr ${net} accept`, `    iifname "${cfg.uplink}" oifname "${cfg.bridge}" ct state established,related accept`]
-      : []),
+      : // Host-only: VM↔VM frames bridged between its (non-isolated) ports, which br_netfilter
+        // (bridge-nf-call-iptables) shows here; each VM's packet filter is what decides.
+        [`    ${br} oifname "${cfg.bridge}" meta nfproto ipv4 ip saddr ${net} ip daddr ${net} accept`]),
     // Anything else routed into or out of the NAT bridge (VM↔VM through the gateway,
     // other interfaces → VMs, VMs → other interfaces, IPv6) is dropped.
     `    ${br} drop`,
@@ -785,8 +787,11 @@ export class NatNetwork {
       throw new Error(`${tapName} is already a port of ${link.master}`);
     }
     await run('ip', ['link', 'set', 'dev', tapName, 'master', this.cfg.bridge], { netns: ns });
-    // Isolated ports cannot exchange frames with each other, only with the bridge (the gateway).
-    await run('ip', ['link', 'set', 'dev', tapName, 'type', 'bridge_slave', 'isolated', 'on', 'learning', 'on'], { netns: ns });
+    // NAT: isolated ports cannot exchange frames with each other, only with the bridge (the
+    // gateway). Host-only (issue 18): VMs on it may reach each other where both their policies
+    // allow it (each VM's packet filter decides, as Anka's host network lets VMs see each other).
+    const isolated = this.cfg.mode === 'host-only' ? 'off' : 'on';
+    await run('ip', ['link', 'set', 'dev', tapName, 'type', 'bridge_slave', 'isolated', isolated, 'learning', 'on'], { netns: ns });
     await tryRun('sysctl', ['-q', '-w', `net.ipv6.conf.${tapName}.disable_ipv6=1`], { netns: ns });
     await run('ip', ['link', 'set', 'dev', tapName, 'up'], { netns: ns });
     this.taps.add(tapName);
