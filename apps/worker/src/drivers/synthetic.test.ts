@@ -233,3 +233,34 @@ describe('synthetic driver', () => {
     });
   });
 });
+
+describe('synthetic driver: network modes and MACs (issue 18)', () => {
+  const withNet = (vmId: string, mode: 'nat' | 'host-only' | 'none', mac?: string): CreateInstanceRequest => ({
+    ...req(vmId),
+    spec: { ...spec(), network: { allow: [], block: [], blockLocal: false, mode }, ...(mac ? { mac } : {}) },
+  });
+
+  it('reports a NAT and a host-only network with their own pools; none holds no address; one MAC per worker', async () => {
+    const d = driver({ speed: 0, natAddresses: 2 });
+    expect(d.capabilities.networks?.map((n) => [n.mode, n.subnet, n.addresses])).toEqual([
+      ['nat', '198.18.0.0/15', 2],
+      ['host-only', '198.51.100.0/24', 253],
+    ]);
+    for (const [id, mode] of [['n1', 'nat'], ['n2', 'nat'], ['h1', 'host-only'], ['x1', 'none'], ['x2', 'none']] as const) {
+      await d.create(withNet(id, mode));
+      await d.start({ vmId: id, attempt: 1 });
+    }
+    const ips = Object.fromEntries((await d.list()).map((s) => [s.vmId, s.ip]));
+    expect(ips.h1).toBe('198.51.100.2');
+    expect(ips.n1).toMatch(/^198\.1[89]\./);
+    expect(ips.x1).toBeUndefined();
+    // The NAT pool (2) is full; host-only and none VMs do not count against it.
+    await expect(d.create(withNet('n3', 'nat'))).rejects.toThrow(/no free VM address/);
+    await d.create(withNet('m1', 'host-only', '02:00:00:00:18:01'));
+    await expect(d.create(withNet('m2', 'nat', '02:00:00:00:18:01'))).rejects.toThrow(/MAC 02:00:00:00:18:01 is already used by vm-m1/);
+    // Moving a stopped VM to another mode moves its address.
+    await d.stop({ vmId: 'n1', attempt: 1 });
+    await d.update({ vmId: 'n1', attempt: 1, generation: '2', spec: withNet('n1', 'none').spec });
+    await d.create(withNet('n3', 'nat'));
+  });
+});

@@ -86,8 +86,10 @@ interface SyntheticInstance {
   spec: InstanceSpec;
   state: InstanceState;
   message?: string | undefined;
-  /** Index into the fake address pool (kept for the instance's lifetime). */
+  /** Index into the fake address pool of its network (kept while its mode stays); -1 for mode none. */
   poolIndex: number;
+  /** Issue 18: which fake network the index is in (absent in older state files = nat). */
+  network?: 'nat' | 'host-only' | 'none';
   mac: string;
   crashTimer?: NodeJS.Timeout | undefined;
   /** Cancels an in-flight delay (boot/stop) when the instance is stopped or removed meanwhile. */
@@ -116,6 +118,8 @@ const POOL_HOSTS_PER_SUBNET = 253; // .2 … .254
 const POOL_SUBNETS = 512; // the /24s of 198.18.0.0/15
 /** Addresses in the synthetic driver's whole fake pool. */
 export const SYNTHETIC_POOL_ADDRESSES = POOL_SUBNETS * POOL_HOSTS_PER_SUBNET;
+/** The fake host-only network (TEST-NET-2: never routed; nothing here touches a network anyway). */
+export const SYNTHETIC_HOST_ONLY = { subnet: '198.51.100.0/24', gateway: '198.51.100.1', addresses: 253 } as const;
 
 /** FNV-1a, 32 bit: deterministic pseudo-randomness for delays, pools and MACs. */
 export function fnv1a(text: string): number {
@@ -160,6 +164,7 @@ export class SyntheticDriver implements Driver {
   readonly #log: Logger | undefined;
   readonly #instances = new Map<string, SyntheticInstance>();
   readonly #usedPool = new Set<number>();
+  readonly #usedHostOnly = new Set<number>();
   readonly #listeners = new Set<InstanceStatusListener>();
   #loaded: Promise<void> | undefined;
   #persistTimer: NodeJS.Timeout | undefined;
@@ -178,8 +183,11 @@ export class SyntheticDriver implements Driver {
     if (!Number.isInteger(natAddresses) || natAddresses < 1 || natAddresses > SYNTHETIC_POOL_ADDRESSES) {
       throw new DriverError(`synthetic natAddresses must be an integer from 1 to ${SYNTHETIC_POOL_ADDRESSES}, got ${natAddresses}`);
     }
-    // Issue 18: both modes, on the one fake pool (nothing here touches a network).
-    const networks = (['nat', 'host-only'] as const).map((mode) => ({ mode, subnet: '198.18.0.0/15', gateway: '198.18.0.1', addresses: natAddresses, interface: 'synthetic' }));
+    // Issue 18: both modes, each with its own fake pool, counted as the controller counts them.
+    const networks = [
+      { mode: 'nat' as const, subnet: '198.18.0.0/15', gateway: '198.18.0.1', addresses: natAddresses, interface: 'synthetic' },
+      { mode: 'host-only' as const, ...SYNTHETIC_HOST_ONLY, interface: 'synthetic-host-only' },
+    ];
     this.capabilities = { guestOs: ['linux', 'macos'], maxMacosGuests, natAddresses, networks };
   }
 
@@ -211,7 +219,8 @@ export class SyntheticDriver implements Driver {
       generation: request.generation,
       spec: request.spec,
       state: 'stopped',
-      poolIndex: this.#allocatePoolIndex(),
+      poolIndex: this.#allocateFor(mode),
+      network: mode,
       mac: mac ?? this.#macFor(request),
     };
     this.#instances.set(key, instance);
@@ -291,6 +300,15 @@ export class SyntheticDriver implements Driver {
       throw new DriverError('synthetic update refused: stop the instance before applying a new spec');
     }
     await this.#delay(this.#scaled(SYNTHETIC_DELAYS_MS.update));
+    const mode = networkModeOf(request.spec);
+    if (mode !== (instance.network ?? 'nat')) {
+      // Another network: the address moves with it (the next one is held before the old goes).
+      const index = this.#allocateFor(mode);
+      this.#releaseIndex(instance);
+      instance.poolIndex = index;
+      instance.network = mode;
+    }
+    if (request.spec.mac) instance.mac = request.spec.mac;
     instance.spec = request.spec;
     instance.generation = request.generation;
     this.#changed(instance);
@@ -305,7 +323,7 @@ export class SyntheticDriver implements Driver {
     this.#disarmCrash(instance);
     instance.cancelDelay?.('removed');
     this.#instances.delete(key);
-    this.#usedPool.delete(instance.poolIndex);
+    this.#releaseIndex(instance);
     this.#log?.debug({ vmId: ref.vmId, attempt: ref.attempt }, 'synthetic instance removed');
     this.#schedulePersist();
   }
@@ -348,7 +366,7 @@ export class SyntheticDriver implements Driver {
       state: instance.state,
       generation: instance.generation,
       // The fake lease is "handed out" once the guest has booted.
-      ip: instance.state === 'running' && networkModeOf(instance.spec) !== 'none' ? this.addressFor(instance.poolIndex) : undefined,
+      ip: instance.state !== 'running' || instance.network === 'none' ? undefined : instance.network === 'host-only' ? hostOnlyAddress(instance.poolIndex) : this.addressFor(instance.poolIndex),
       mac: instance.mac,
       message: instance.message,
       disconnectPolicy: disconnectPolicyOf(instance.spec.disconnectPolicy),
@@ -448,6 +466,24 @@ export class SyntheticDriver implements Driver {
     });
   }
 
+  /** An address index on the network of `mode` (-1 for none: no NIC, no address). */
+  #allocateFor(mode: 'nat' | 'host-only' | 'none'): number {
+    if (mode === 'none') return -1;
+    if (mode === 'nat') return this.#allocatePoolIndex();
+    let index = 0;
+    while (this.#usedHostOnly.has(index)) index++;
+    if (index >= SYNTHETIC_HOST_ONLY.addresses) {
+      throw new DriverError(`no free VM address: all ${SYNTHETIC_HOST_ONLY.addresses} addresses of the synthetic host-only network are held by instances on this worker`);
+    }
+    this.#usedHostOnly.add(index);
+    return index;
+  }
+
+  #releaseIndex(instance: SyntheticInstance): void {
+    if ((instance.network ?? 'nat') === 'nat') this.#usedPool.delete(instance.poolIndex);
+    else if (instance.network === 'host-only') this.#usedHostOnly.delete(instance.poolIndex);
+  }
+
   #allocatePoolIndex(): number {
     const size = this.capabilities.natAddresses!;
     let index = 0;
@@ -499,7 +535,8 @@ export class SyntheticDriver implements Driver {
       const state: InstanceState = p.state === 'starting' ? 'running' : p.state === 'stopping' ? 'stopped' : p.state;
       const instance: SyntheticInstance = { ...p, state };
       this.#instances.set(keyOf(instance), instance);
-      this.#usedPool.add(instance.poolIndex);
+      if ((instance.network ?? 'nat') === 'nat') this.#usedPool.add(instance.poolIndex);
+      else if (instance.network === 'host-only') this.#usedHostOnly.add(instance.poolIndex);
       const crash = parseSyntheticImage(instance.spec.image).crashAfterMs;
       if (state === 'running' && crash !== undefined) this.#armCrash(instance, crash);
     }
@@ -532,4 +569,9 @@ export class SyntheticDriver implements Driver {
 
 function keyOf(ref: InstanceRef): string {
   return `${ref.vmId}#${ref.attempt}`;
+}
+
+/** The fake host-only address of pool slot `index` (.2 … .254). */
+function hostOnlyAddress(index: number): string {
+  return `198.51.100.${2 + index}`;
 }
