@@ -148,7 +148,9 @@ HASH=$( {
   echo "key=$KEY_CONTENT"
 } | sha256sum | cut -c1-16)
 VERSION=$HASH
-CMDLINE_BASE="console=ttyS0 panic=-1 quiet"
+# tty0 (the VGA console a VNC session shows) first, ttyS0 last: /dev/console, where init and its
+# markers write, stays the serial port.
+CMDLINE_BASE="console=tty0 console=ttyS0 panic=-1 quiet"
 
 CACHE_ROOT=${FLEET_CACHE_DIR:-${HOME:-/root}/.cache/fleet}/guest-image
 [ -n "$OUT" ] || OUT=$CACHE_ROOT/$VERSION

@@ -176,6 +176,12 @@ export interface QemuArgsOptions {
   cpus: number;
   memoryMib: number;
   /**
+   * The VM's screen (issue 19): a standard VGA device whose text console the guest uses
+   * (console=tty0), served by QEMU's VNC server on this Unix socket only (never a TCP port), with
+   * no password: whoever can open the socket is the VM host process's user and the worker.
+   */
+  vncSocket?: string;
+  /**
    * File descriptor number *in the QEMU process* of one end of an AF_UNIX/SOCK_DGRAM socketpair:
    * one Ethernet frame per datagram (`-netdev dgram,local.type=fd`). Pass the fd at that index
    * in spawn's `stdio` array (e.g. stdio: ['ignore', out, err, fd] → netFd: 3).
@@ -283,6 +289,10 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
       netdev += `,hostfwd=tcp:${addr}:${f.hostPort}-:${f.guestPort}`;
     }
     args.push(...nic(netdev));
+  }
+  if (o.vncSocket !== undefined) {
+    // `-display none` stays: no local window; -vnc adds the VNC server on the socket.
+    args.push('-device', 'VGA', '-vnc', `unix:${qemuOptValue(o.vncSocket)}`);
   }
   if (o.rng !== false) {
     args.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0');

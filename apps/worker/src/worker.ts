@@ -258,6 +258,15 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
     instance: (vmId, attempt) => reconciler.snapshot().find((s) => s.vmId === vmId && (!attempt || s.attempt === attempt) && s.phase !== 'VM_PHASE_GONE'),
     log: log.child({ component: 'sessions' }),
     driver: driver.name, // the synthetic driver's sessions are refused, never dialled
+    ...(driver.consoleEndpoint
+      ? {
+          consoleEndpoint: (vmId: string, attempt: number) => {
+            // A session may name no attempt: the instance this worker holds for the VM.
+            const st = reconciler.snapshot().find((s) => s.vmId === vmId && (!attempt || s.attempt === attempt) && s.phase !== 'VM_PHASE_GONE');
+            return st ? driver.consoleEndpoint!({ vmId, attempt: st.attempt ?? attempt }) : Promise.resolve(undefined);
+          },
+        }
+      : {}),
   });
 
   // Welcome.controller_addresses replaces the list; saved to worker.json one write at a time.

@@ -7,6 +7,7 @@ describe('session client messages', () => {
     expect(r).toMatchObject({ type: 'start', kind: 'exec', command: ['sh', '-c', 'echo hi'], tty: false, rows: 24, cols: 80, env: { A_B: 'x' }, workdir: '/tmp', waitMs: 60_000, timeoutMs: 5000, retainMs: 0 });
     expect(parseOpening(JSON.stringify({ type: 'start', kind: 'ssh' }))).toMatchObject({ kind: 'ssh', tty: true, port: 22 });
     expect(parseOpening(JSON.stringify({ type: 'start', kind: 'port-forward', port: 8080 }))).toMatchObject({ kind: 'port-forward', port: 8080 });
+    expect(parseOpening(JSON.stringify({ type: 'start', kind: 'vnc' }))).toMatchObject({ kind: 'vnc', port: 0, tty: false });
   });
 
   it('parses attach requests', () => {

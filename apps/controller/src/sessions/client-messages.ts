@@ -2,7 +2,7 @@
 // JSON text frames a client sends, and the shapes of those the controller sends.
 // Every field is checked; anything else is a bad-request error, never a crash.
 
-export type SessionKindName = 'exec' | 'ssh' | 'port-forward';
+export type SessionKindName = 'exec' | 'ssh' | 'port-forward' | 'vnc';
 
 export interface StartRequest {
   type: 'start';
@@ -80,7 +80,7 @@ export function parseOpening(text: string): StartRequest | AttachRequest {
   }
   if (m.type !== 'start') throw new BadRequest(`the first frame must be {"type":"start",...} or {"type":"attach",...}, not "${String(m.type).slice(0, 40)}"`);
   const kind = m.kind;
-  if (kind !== 'exec' && kind !== 'ssh' && kind !== 'port-forward') throw new BadRequest('"kind" must be "exec", "ssh" or "port-forward"');
+  if (kind !== 'exec' && kind !== 'ssh' && kind !== 'port-forward' && kind !== 'vnc') throw new BadRequest('"kind" must be "exec", "ssh", "port-forward" or "vnc"');
   let command: string[] = [];
   if (m.command !== undefined) {
     if (!Array.isArray(m.command) || m.command.length > MAX_ARGS || !m.command.every((a) => typeof a === 'string')) throw new BadRequest('"command" must be an array of strings');

@@ -65,7 +65,7 @@ const MAX_SESSIONS = 2000;
 export const MAX_RETAINED_PER_ACTOR = 16;
 export const MAX_RETAINED = 64;
 
-const KIND: Record<StartRequest['kind'], SessionKind> = { exec: 'SESSION_KIND_EXEC', ssh: 'SESSION_KIND_SSH', 'port-forward': 'SESSION_KIND_PORT_FORWARD' };
+const KIND: Record<StartRequest['kind'], SessionKind> = { exec: 'SESSION_KIND_EXEC', ssh: 'SESSION_KIND_SSH', 'port-forward': 'SESSION_KIND_PORT_FORWARD', vnc: 'SESSION_KIND_VNC' };
 const NOT_GOING_TO_RUN = new Set(['stopped', 'stopping', 'failed', 'deleting']);
 
 export interface SessionBrokerDeps {
@@ -128,6 +128,7 @@ class BrokerSession {
 
   describe(): string {
     if (this.req.kind === 'port-forward') return `port-forward to port ${this.req.port}`;
+    if (this.req.kind === 'vnc') return 'vnc (the VM console)';
     if (this.req.kind === 'ssh') return this.req.command.length ? `ssh: ${this.req.command.join(' ')}` : 'ssh (interactive shell)';
     return `exec: ${this.req.command.join(' ')}`;
   }
@@ -240,8 +241,9 @@ export class SessionBroker {
           rows: req.rows,
           cols: req.cols,
           username: access.username,
-          privateKey,
-          password,
+          // A console needs no guest credentials: they do not leave the controller for it.
+          privateKey: req.kind === 'vnc' ? '' : privateKey,
+          password: req.kind === 'vnc' ? '' : password,
           hostKey: expected,
           waitMs: Math.max(1000, req.waitMs - (Date.now() - s.startedAt)),
           timeoutMs: req.timeoutMs,

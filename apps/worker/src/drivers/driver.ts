@@ -116,6 +116,12 @@ export function networkModeOf(spec: { network?: InstanceNetworkPolicy | undefine
   return spec.network?.mode ?? 'nat';
 }
 
+/**
+ * Where a VM's screen is served (issue 19): a Unix socket of its VM host process (QEMU's VNC
+ * server), or a TCP port of the guest itself reached at its IP (a guest's own VNC server).
+ */
+export type ConsoleEndpoint = { kind: 'unix'; path: string } | { kind: 'guest-port'; port: number };
+
 /** One VM network a worker offers (reported in Hello.networks). */
 export interface WorkerNetworkInfo {
   mode: 'nat' | 'host-only';
@@ -192,6 +198,9 @@ export interface Driver {
   /** Runtime name as reported in Hello.drivers: "synthetic", "qemu", "vz". */
   readonly name: string;
   readonly capabilities: DriverCapabilities;
+
+  /** The VM's screen (issue 19); absent or undefined = this runtime has none to offer. */
+  consoleEndpoint?(ref: InstanceRef): Promise<ConsoleEndpoint | undefined>;
 
   /** Every instance this driver holds right now (re-attach at startup). */
   list(): Promise<InstanceStatus[]>;

@@ -37,6 +37,7 @@ import {
   instanceKey,
   networkModeOf,
   NETWORK_MODES,
+  type ConsoleEndpoint,
   type CreateInstanceRequest,
   type Driver,
   type DriverCapabilities,
@@ -54,7 +55,7 @@ import { writeInstanceRecord } from './instance-status.ts';
 import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type HeldInstance, type InstanceRecordBase } from './host-process-driver.ts';
 import { createInstanceDisk, resolveSpecImage } from './qemu-disk.ts';
 import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
-import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, type VmHostConfig, type VmHostStatus } from '../host-process/qemu-host-config.ts';
+import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, VNC_SOCKET, type VmHostConfig, type VmHostStatus } from '../host-process/qemu-host-config.ts';
 import { controlRequest } from '../host-process/control-client.ts';
 
 export const QEMU_DRIVER_NAME = 'qemu';
@@ -535,6 +536,23 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (h.rec.uid !== undefined) this.claimedUids.delete(h.rec.uid);
     // Only once nothing of the instance can send any more: its address, lease and DNS name go.
     await this.netOf(h.rec)?.release(instanceKey(ref));
+  }
+
+  /**
+   * The VM's screen: QEMU's VNC server on <host dir>/vnc.sock. With VM users that directory is the
+   * VM user's: root connects only to a socket (not a link to another VM's) owned by that user.
+   */
+  async consoleEndpoint(ref: InstanceRef): Promise<ConsoleEndpoint | undefined> {
+    const h = this.held.get(instanceKey(ref));
+    if (!h) return undefined;
+    const sock = path.join(this.hostDir(h), VNC_SOCKET);
+    try {
+      const st = lstatSync(sock);
+      if (!st.isSocket() || (h.rec.uid !== undefined && st.uid !== h.rec.uid)) return undefined;
+    } catch {
+      return undefined;
+    }
+    return { kind: 'unix', path: sock };
   }
 
   async networkCounters(ref: InstanceRef): Promise<InstanceNetworkCounters | undefined> {

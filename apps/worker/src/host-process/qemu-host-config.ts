@@ -75,6 +75,8 @@ export const FENCE_CHECK_MS = 300;
 
 export const CONTROL_SOCKET = 'control.sock';
 export const QMP_SOCKET = 'qmp.sock';
+/** QEMU's VNC server (issue 19): the VM's screen, for `vnc` sessions only (never a TCP port). */
+export const VNC_SOCKET = 'vnc.sock';
 export const SERIAL_LOG = 'serial.log';
 export const STATUS_LOG = 'status.jsonl';
 export const CONFIG_FILE = 'config.json';

@@ -2,7 +2,9 @@
 // Connect) it opens the Session RPC back to the controller on the same HTTP/2
 // connection, waits for the VM through named stages (running → has IP → port accepts),
 // then connects — SSH (pooled connection, one channel per session) for exec / ssh, a
-// plain TCP socket for port-forward — and pumps bytes both ways with backpressure:
+// plain TCP socket for port-forward, the runtime's VNC console for vnc (issue 19: a Unix
+// socket of the VM host process, or the guest's own port 5900) — and pumps bytes both ways
+// with backpressure:
 //   VM -> controller: grpc write() returning false pauses the SSH channel / socket
 //     until 'drain' (the SSH window then stops the remote command);
 //   controller -> VM: a channel / socket write() returning false pauses the gRPC
@@ -21,6 +23,7 @@ import type { Logger } from 'pino';
 import type { ClientChannel } from 'ssh2';
 import { HostKeyMismatch, SshAuthFailed, type VmSshPool } from './vm-ssh-pool.ts';
 import { killCommand, PidLineParser, remoteCommand } from './remote-command.ts';
+import type { ConsoleEndpoint } from '../drivers/driver.ts';
 
 export type SessionCallClient = grpc.ClientDuplexStream<SessionFrame, SessionFrame__Output>;
 
@@ -31,6 +34,10 @@ export interface SessionRunnerDeps {
   log: Logger;
   /** TCP connect to the VM (tests may route it elsewhere). */
   connect?: (host: string, port: number) => net.Socket;
+  /** Where the VM's screen is served (the driver's consoleEndpoint); absent = no vnc sessions. */
+  consoleEndpoint?(vmId: string, attempt: number): Promise<ConsoleEndpoint | undefined>;
+  /** Unix-socket connect (tests may route it elsewhere). */
+  connectUnix?: (path: string) => net.Socket;
   /**
    * The worker's driver name. The synthetic driver runs no real VM: its addresses are made up
    * (198.18.0.0/15), so its sessions are refused before anything is dialled (SYNTHETIC_REFUSAL).
@@ -119,9 +126,16 @@ export class SessionRunner {
       // Never dial a synthetic VM's made-up address (it would leave this machine).
       if (this.deps.driver === 'synthetic') throw new StageError('not-supported', SYNTHETIC_REFUSAL);
       const deadline = Date.now() + Math.max(1000, open.waitMs || 60_000);
+      if (open.kind === 'SESSION_KIND_VNC') {
+        const sock = await this.consoleSocket(open, deadline, send, () => aborted);
+        await this.pump(sock, 'the VM console', call, send, end, onAbort, () => aborted);
+        return;
+      }
       const ip = await this.waitForVm(open, deadline, send, () => aborted);
-      if (open.kind === 'SESSION_KIND_PORT_FORWARD') await this.portForward(open, ip, deadline, call, send, end, onAbort, () => aborted);
-      else await this.shell(open, ip, deadline, call, send, end, onAbort, () => aborted, log);
+      if (open.kind === 'SESSION_KIND_PORT_FORWARD') {
+        const sock = await this.tcpConnect(ip, open.port, deadline, 'connecting', send, () => aborted);
+        await this.pump(sock, `port ${open.port} of the VM`, call, send, end, onAbort, () => aborted);
+      } else await this.shell(open, ip, deadline, call, send, end, onAbort, () => aborted, log);
     } catch (err) {
       const e =
         err instanceof StageError
@@ -203,17 +217,77 @@ export class SessionRunner {
     }
   }
 
-  private async portForward(
-    open: SessionOpen__Output,
-    ip: string,
-    deadline: number,
+  /**
+   * The VM's console (vnc): waits until it runs, asks the driver where its screen is, and connects
+   * (the VM host's Unix socket appears as QEMU starts: retried until the deadline).
+   */
+  private async consoleSocket(open: SessionOpen__Output, deadline: number, send: (f: SessionFrame) => boolean, aborted: () => string | null): Promise<net.Socket> {
+    if (!this.deps.consoleEndpoint) throw new StageError('not-supported', `the ${this.deps.driver ?? 'worker\'s'} driver offers no VM console`);
+    await this.waitForRunning(open, deadline, send, aborted);
+    let announced = false;
+    for (;;) {
+      if (aborted() !== null) throw new StageError('cancelled', aborted()!);
+      const ep = await this.deps.consoleEndpoint(open.vmId, open.attempt);
+      if (ep?.kind === 'guest-port') {
+        const ip = await this.waitForVm(open, deadline, send, aborted);
+        return this.tcpConnect(ip, ep.port, deadline, 'connecting', send, aborted);
+      }
+      if (ep?.kind === 'unix') {
+        try {
+          return await new Promise<net.Socket>((resolve, reject) => {
+            const sock = this.deps.connectUnix ? this.deps.connectUnix(ep.path) : net.connect({ path: ep.path });
+            sock.once('connect', () => {
+              sock.removeAllListeners('error');
+              resolve(sock);
+            });
+            sock.once('error', (e) => {
+              sock.destroy();
+              reject(e);
+            });
+          });
+        } catch {
+          /* QEMU not listening yet */
+        }
+      }
+      if (Date.now() >= deadline) throw new StageError('timeout', 'the VM console did not open in time (its VM host process serves it once QEMU runs); raise --wait', 'connecting');
+      if (!announced) {
+        announced = true;
+        send({ progress: { stage: 'connecting', message: 'waiting for the VM console' } });
+      }
+      await sleep(200);
+    }
+  }
+
+  /** The instance is running (any address or none). */
+  private async waitForRunning(open: SessionOpen__Output, deadline: number, send: (f: SessionFrame) => boolean, aborted: () => string | null): Promise<void> {
+    let announced = false;
+    for (;;) {
+      if (aborted() !== null) throw new StageError('cancelled', aborted()!);
+      const st = this.deps.instance(open.vmId, open.attempt);
+      const sameAttempt = st && (!open.attempt || st.attempt === open.attempt);
+      if (sameAttempt && st.phase === 'VM_PHASE_RUNNING') return;
+      if (sameAttempt && (st.phase === 'VM_PHASE_FAILED' || st.phase === 'VM_PHASE_STOPPED' || st.phase === 'VM_PHASE_GONE' || st.phase === 'VM_PHASE_STOPPING')) {
+        throw new StageError('not-running', `the VM is ${st.phase.replace('VM_PHASE_', '').toLowerCase()} on this worker${st.message ? ` (${st.message})` : ''}`, 'waiting-running');
+      }
+      if (Date.now() >= deadline) throw new StageError('timeout', 'the VM was not running on the worker in time; raise --wait', 'waiting-running');
+      if (!announced) {
+        announced = true;
+        send({ progress: { stage: 'waiting-running', message: 'waiting for the VM to run on the worker' } });
+      }
+      await sleep(100);
+    }
+  }
+
+  /** Bytes both ways between a connected socket and the session (port-forward, vnc). */
+  private async pump(
+    sock: net.Socket,
+    what: string,
     call: SessionCallClient,
     send: (f: SessionFrame) => boolean,
     end: (last: SessionFrame | null) => void,
     onAbort: Array<(why: string) => void>,
     aborted: () => string | null,
   ): Promise<void> {
-    const sock = await this.tcpConnect(ip, open.port, deadline, 'connecting', send, aborted);
     if (aborted() !== null) {
       sock.destroy();
       throw new StageError('cancelled', aborted()!);
@@ -238,7 +312,7 @@ export class SessionRunner {
       });
       sock.on('end', () => finish(0));
       sock.on('close', () => finish(0));
-      sock.on('error', (e) => finish(1, `connection to port ${open.port} of the VM failed: ${e.message}`));
+      sock.on('error', (e) => finish(1, `connection to ${what} failed: ${e.message}`));
       call.on('data', (f: SessionFrame__Output) => {
         if (f.payload === 'stdin' && f.stdin) {
           // After the client's EOF a write would error and end the forward before the reply.

@@ -4,7 +4,7 @@ import { openSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { closeFd } from '@fleet/native-vz';
 import { qemuArgs, type Accel } from '@fleet/guest-image';
-import { QMP_SOCKET, SERIAL_LOG, type VmHostConfig } from '../host-process/qemu-host-config.ts';
+import { QMP_SOCKET, SERIAL_LOG, VNC_SOCKET, type VmHostConfig } from '../host-process/qemu-host-config.ts';
 
 export interface QemuProcess {
   child: ChildProcess;
@@ -23,6 +23,7 @@ export function spawnQemu(cfg: VmHostConfig, vmEnd: number | undefined, accel: A
     ...(vmEnd !== undefined ? { netFd: 3, mac: cfg.mac } : {}),
     serialLog: path.join(cfg.runDir, SERIAL_LOG),
     qmpSocket: path.join(cfg.runDir, QMP_SOCKET),
+    vncSocket: path.join(cfg.runDir, VNC_SOCKET),
     accel,
     name: cfg.name.replace(/[^A-Za-z0-9_.-]/g, '_'),
     ...(cfg.sandbox ? { sandbox: true } : {}),

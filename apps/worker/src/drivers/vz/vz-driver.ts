@@ -36,6 +36,7 @@ import {
   instanceKey,
   networkModeOf,
   NETWORK_MODES,
+  type ConsoleEndpoint,
   type CreateInstanceRequest,
   type Driver,
   type DriverCapabilities,
@@ -338,6 +339,16 @@ export class VzDriver extends HostProcessDriver<InstanceRecord, Held> implements
     this.held.delete(key);
     this.slots.release(key);
     await this.removeInstanceDir(h.dir);
+  }
+
+  /**
+   * The VM's screen (issue 19): Virtualization.framework draws a guest only into a
+   * VZVirtualMachineView (an app window) and has no API to read a headless VM's framebuffer, so the
+   * console is the guest's own VNC server: macOS Screen Sharing (Remote Management) on port 5900,
+   * reached at the guest's address like port-forward. A Linux guest needs a VNC server of its own.
+   */
+  async consoleEndpoint(ref: InstanceRef): Promise<ConsoleEndpoint | undefined> {
+    return this.held.has(instanceKey(ref)) ? { kind: 'guest-port', port: 5900 } : undefined;
   }
 
   onMacosSlotLimit(listener: (slots: number, reason: string) => void): () => void {

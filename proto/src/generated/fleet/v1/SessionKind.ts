@@ -5,6 +5,7 @@ export const SessionKind = {
   SESSION_KIND_EXEC: 'SESSION_KIND_EXEC',
   SESSION_KIND_SSH: 'SESSION_KIND_SSH',
   SESSION_KIND_PORT_FORWARD: 'SESSION_KIND_PORT_FORWARD',
+  SESSION_KIND_VNC: 'SESSION_KIND_VNC',
 } as const;
 
 export type SessionKind =
@@ -16,5 +17,7 @@ export type SessionKind =
   | 2
   | 'SESSION_KIND_PORT_FORWARD'
   | 3
+  | 'SESSION_KIND_VNC'
+  | 4
 
 export type SessionKind__Output = typeof SessionKind[keyof typeof SessionKind]
