@@ -16,6 +16,7 @@ import { registerWorkerCommands } from './commands/worker.ts';
 import { registerExecCommand } from './commands/exec.ts';
 import { registerSshCommands } from './commands/ssh.ts';
 import { registerPortForwardCommand } from './commands/port-forward.ts';
+import { registerVncCommand } from './commands/vnc.ts';
 import { registerCpCommand } from './commands/cp.ts';
 import { registerImageCommands } from './commands/image.ts';
 import { registerRegistryCommands } from './commands/registry.ts';
@@ -76,6 +77,7 @@ export function buildProgram(rt: Runtime): Command {
   registerExecCommand(program, rt);
   registerSshCommands(program, rt);
   registerPortForwardCommand(program, rt);
+  registerVncCommand(program, rt);
   registerCpCommand(program, rt);
   registerVersionCommand(program, rt);
   registerCompletionCommand(program, rt);

@@ -56,7 +56,7 @@ export function commandTree(program: Command): Node[] {
     let dynamic: Node['dynamic'] = null;
     if (names && parentName === 'vm' && cmd.name() !== 'create') dynamic = 'vm';
     else if (names && parentName === 'worker') dynamic = 'worker';
-    else if (parentName === 'fleet' && ['ip', 'exec', 'ssh', 'port-forward'].includes(cmd.name())) dynamic = 'vm';
+    else if (parentName === 'fleet' && ['ip', 'exec', 'ssh', 'port-forward', 'vnc'].includes(cmd.name())) dynamic = 'vm';
     const subs = cmd.commands.filter((c) => !(c as Command & { _hidden?: boolean })._hidden);
     nodes.push({
       paths,

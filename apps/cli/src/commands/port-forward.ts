@@ -8,7 +8,7 @@ import { ExitCode, ReportedError, UsageError } from '../errors.ts';
 import type { Runtime } from '../runtime.ts';
 import { validateName } from '../validate.ts';
 import { durationMs, streamsOf } from './exec.ts';
-import { exitCodeOf, SessionSocket } from './session-socket.ts';
+import { exitCodeOf, SessionSocket, type SessionStart } from './session-socket.ts';
 
 export function parsePortSpec(spec: string): { local: number; remote: number } {
   const m = /^(?:(\d{1,5}):)?(\d{1,5})$/.exec(spec);
@@ -70,46 +70,62 @@ export function registerPortForwardCommand(program: Command, rt: Runtime): void 
         if (code !== 0) throw new ReportedError(code as ExitCode);
         return;
       }
-      const target = rt.target(cmd);
-      if (!target.url) throw new UsageError('no controller configured: run "fleet login URL --token T", or pass --url / set FLEET_URL');
-      const url = target.url;
-      let active = 0;
-      // allowHalfOpen: a client's FIN (request sent) is passed on as EOF while the reply still
-      // flows back; the local socket is ended once the session is over.
-      const server = net.createServer({ allowHalfOpen: true }, (sock) => {
-        active++;
-        sock.setNoDelay(true);
-        const session = SessionSocket.open(url, target.token, vm, { start: { kind: 'port-forward', port: remote, waitMs } });
-        bridge(session, sock, sock, () => session.eof());
-        let localClosed = false;
-        const closeLocal = () => {
-          localClosed = true;
-          session.close();
-        };
-        sock.on('error', closeLocal);
-        sock.on('close', closeLocal);
-        void session.outcome.then(
-          (o) => {
-            if (o.kind === 'error' && !localClosed) rt.warn(`${vm}:${remote}: ${o.message}`);
-            sock.end();
-          },
-          (err: Error) => {
-            rt.warn(`${vm}:${remote}: ${err.message}`);
-            sock.destroy();
-          },
-        ).finally(() => active--);
-      });
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (e: NodeJS.ErrnoException) => reject(new UsageError(`cannot listen on ${opts.address}:${local}: ${e.message}`)));
-        server.listen(local, opts.address, () => resolve());
-      });
-      const addr = server.address() as net.AddressInfo;
-      rt.note(`Forwarding ${opts.address}:${addr.port} -> ${vm}:${remote} (Ctrl-C to stop)`);
-      await new Promise<void>((resolve) => {
-        if (rt.signal?.aborted) return resolve();
-        rt.signal?.addEventListener('abort', () => resolve(), { once: true });
-      });
-      server.close();
-      if (active > 0) rt.note(`closing ${active} open connection(s)`);
+      await listenAndForward(rt, cmd, vm, { kind: 'port-forward', port: remote, waitMs }, { address: opts.address, port: local, label: `${vm}:${remote}`, onListening: (p) => rt.note(`Forwarding ${opts.address}:${p} -> ${vm}:${remote} (Ctrl-C to stop)`) });
     });
+}
+
+/**
+ * A local TCP listener whose every connection is its own session (port-forward, vnc): its own
+ * WebSocket and HTTP/2 stream to the worker, so one slow connection never holds up another.
+ * Returns when the command is interrupted (Ctrl-C).
+ */
+export async function listenAndForward(
+  rt: Runtime,
+  cmd: Command,
+  vm: string,
+  start: SessionStart,
+  o: { address: string; port: number; label: string; onListening: (port: number) => void },
+): Promise<void> {
+  const target = rt.target(cmd);
+  if (!target.url) throw new UsageError('no controller configured: run "fleet login URL --token T", or pass --url / set FLEET_URL');
+  const url = target.url;
+  let active = 0;
+  // allowHalfOpen: a client's FIN (request sent) is passed on as EOF while the reply still
+  // flows back; the local socket is ended once the session is over.
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    active++;
+    sock.setNoDelay(true);
+    const session = SessionSocket.open(url, target.token, vm, { start });
+    bridge(session, sock, sock, () => session.eof());
+    let localClosed = false;
+    const closeLocal = () => {
+      localClosed = true;
+      session.close();
+    };
+    sock.on('error', closeLocal);
+    sock.on('close', closeLocal);
+    void session.outcome
+      .then(
+        (out) => {
+          if (out.kind === 'error' && !localClosed) rt.warn(`${o.label}: ${out.message}`);
+          sock.end();
+        },
+        (err: Error) => {
+          rt.warn(`${o.label}: ${err.message}`);
+          sock.destroy();
+        },
+      )
+      .finally(() => active--);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) => reject(new UsageError(`cannot listen on ${o.address}:${o.port}: ${e.message}`)));
+    server.listen(o.port, o.address, () => resolve());
+  });
+  o.onListening((server.address() as net.AddressInfo).port);
+  await new Promise<void>((resolve) => {
+    if (rt.signal?.aborted) return resolve();
+    rt.signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
+  server.close();
+  if (active > 0) rt.note(`closing ${active} open connection(s)`);
 }

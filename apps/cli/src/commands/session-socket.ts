@@ -12,7 +12,7 @@ import { isCertificateError, untrustedControllerError, wsTlsOptions } from '../c
 import { ApiError, CliError, ExitCode, UnreachableError } from '../errors.ts';
 
 export interface SessionStart {
-  kind: 'exec' | 'ssh' | 'port-forward';
+  kind: 'exec' | 'ssh' | 'port-forward' | 'vnc';
   command?: string[];
   tty?: boolean;
   rows?: number;
