@@ -32,7 +32,7 @@ COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length 
         expect(r.stderr).toBe('');
         return r.stdout.trim().split(/\s+/).filter(Boolean);
       };
-      expect(complete('fleet', 'v')).toEqual(['vm', 'version']);
+      expect(complete('fleet', 'v')).toEqual(['vm', 'vnc', 'version']);
       expect(complete('fleet', '--context', 'x', 'vm', 'c')).toEqual(['create']);
       expect(complete('fleet', 'vm', 'list', '-o', '')).toEqual(['json', 'wide', 'name']);
       expect(complete('fleet', 'vm', 'create', 'web-1', '--wa')).toEqual(['--wait']);
