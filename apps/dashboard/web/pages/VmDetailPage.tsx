@@ -1,4 +1,4 @@
-import { lazy, Suspense, useCallback, useEffect, useState } from 'react';
+import { lazy, Suspense, useCallback, useEffect, useState, type KeyboardEvent } from 'react';
 import type { EventObject, EventPage, VmObject } from '../api/types.ts';
 import { ApiError } from '../api/client.ts';
 import { useLive } from '../live.tsx';
@@ -12,6 +12,8 @@ import { labels, mib, shortDigest, time } from '../format.ts';
 
 // xterm.js loads only when a VM page with a terminal is opened.
 const Terminal = lazy(() => import('../components/Terminal.tsx').then((m) => ({ default: m.Terminal })));
+// noVNC loads only when the Console tab is opened.
+const Console = lazy(() => import('../console/Console.tsx').then((m) => ({ default: m.Console })));
 
 const COUNTERS_REFRESH_MS = 5000;
 
@@ -205,15 +207,69 @@ export function VmDetailPage({ name }: { name: string }) {
           {events ? <Timeline events={events} /> : <p className="loading">Loading events…</p>}
         </div>
       </div>
-      {can('connect') && (
-        <>
-          <h2>Terminal</h2>
-          <Suspense fallback={<p className="loading">Loading the terminal…</p>}>
-            <Terminal api={api} vm={vm.name} running={vm.state === 'running'} />
-          </Suspense>
-        </>
-      )}
+      <AccessTabs vm={vm} />
     </section>
+  );
+}
+
+type AccessTab = 'terminal' | 'console';
+
+/** Terminal (SSH) and Console (the screen, VNC): both need the `connect` role. */
+function AccessTabs({ vm }: { vm: VmObject }) {
+  const { api, can } = useSession();
+  const [tab, setTab] = useState<AccessTab>('terminal');
+  const [terminalOpened, setTerminalOpened] = useState(tab === 'terminal');
+  const running = vm.state === 'running';
+  const select = (t: AccessTab) => {
+    setTab(t);
+    if (t === 'terminal') setTerminalOpened(true);
+  };
+  // Arrow keys move between tabs (the WAI-ARIA tabs pattern).
+  const onKeyDown = (e: KeyboardEvent) => {
+    if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
+    const next: AccessTab = tab === 'terminal' ? 'console' : 'terminal';
+    select(next);
+    document.getElementById(`tab-${next}`)?.focus();
+  };
+  const tabButton = (t: AccessTab, label: string) => (
+    <button type="button" role="tab" id={`tab-${t}`} aria-selected={tab === t} aria-controls={`panel-${t}`} tabIndex={tab === t ? 0 : -1} className={tab === t ? 'tab selected' : 'tab'} onClick={() => select(t)}>
+      {label}
+    </button>
+  );
+  const noConnect = (what: string) => <p className="muted">{what} needs the <code>connect</code> role, which this session does not have.</p>;
+  return (
+    <>
+      <div role="tablist" aria-label="VM access" className="tabs" onKeyDown={onKeyDown}>
+        {tabButton('terminal', 'Terminal')}
+        {tabButton('console', 'Console')}
+      </div>
+      {/* The terminal stays mounted once opened, so switching tabs keeps its session. */}
+      <div role="tabpanel" id="panel-terminal" aria-labelledby="tab-terminal" hidden={tab !== 'terminal'}>
+        {!can('connect') ? (
+          noConnect('The terminal')
+        ) : (
+          terminalOpened && (
+            <Suspense fallback={<p className="loading">Loading the terminal…</p>}>
+              <Terminal api={api} vm={vm.name} running={running} />
+            </Suspense>
+          )
+        )}
+      </div>
+      {/* The console is mounted only while its tab shows: leaving the tab ends the VNC session. */}
+      <div role="tabpanel" id="panel-console" aria-labelledby="tab-console" hidden={tab !== 'console'}>
+        {tab === 'console' &&
+          (!can('connect') ? (
+            <p className="muted" data-console-status="forbidden">
+              The console needs the <code>connect</code> role. There is no read-only view: the screen shows whatever the guest displays, secrets
+              included, so seeing it is as sensitive as a shell.
+            </p>
+          ) : (
+            <Suspense fallback={<p className="loading">Loading the console…</p>}>
+              <Console api={api} vm={vm.name} running={running} vmState={vm.state} />
+            </Suspense>
+          ))}
+      </div>
+    </>
   );
 }
 
