@@ -16,17 +16,16 @@
 // counters; kill -9 of a worker leaves its VMs running, the restarted worker adopts them, and
 // the controller never counts their slots twice.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
-import { controlRequest } from '../apps/worker/src/host-process/control-client.ts';
 import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
 import { buildLan, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
-import { dhcpOffer } from './support/vm-lab.ts';
+import { dhcpOffer, vmLab, type VmView } from './support/vm-lab.ts';
 import { DHCP, arpFrame, dhcpFrame, ipv6Frame, opt, pad, type DhcpOpt } from '../packages/netfilter/src/testing/frames.ts';
 
 const run = promisify(execFile);
@@ -78,70 +77,12 @@ async function startWorker(name: 'w1' | 'w2'): Promise<RunningProcess> {
   return w;
 }
 
-/** Runs a shell command in a VM over SSH from inside its worker's namespace. */
-async function vmSh(worker: 'w1' | 'w2', vmIp: string, cmd: string, timeoutMs = 30_000): Promise<{ code: number; out: string }> {
-  const [bin, args] = inNs(NS[worker], 'ssh', [
-    '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
-    '-o', 'ConnectTimeout=10', '-o', 'BatchMode=yes', `root@${vmIp}`, cmd,
-  ]);
-  try {
-    const { stdout, stderr } = await run(bin, args, { timeout: timeoutMs });
-    return { code: 0, out: stdout + stderr };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof err.code === 'number' ? err.code : 255, out: (err.stdout ?? '') + (err.stderr ?? '') };
-  }
-}
-
-/** Like vmSh, with `input` on the command's stdin (Dropbear refuses very long command lines). */
-function vmShInput(worker: 'w1' | 'w2', vmIp: string, cmd: string, input: string, timeoutMs = 60_000): Promise<{ code: number; out: string }> {
-  const [bin, args] = inNs(NS[worker], 'ssh', [
-    '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
-    '-o', 'ConnectTimeout=10', '-o', 'BatchMode=yes', `root@${vmIp}`, cmd,
-  ]);
-  return new Promise((resolve) => {
-    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 255, out });
-    });
-    child.stdin.end(input);
-  });
-}
-
-async function sshReady(worker: 'w1' | 'w2', vmIp: string): Promise<void> {
-  await waitUntil(async () => (await vmSh(worker, vmIp, 'echo ready', 15_000)).out.includes('ready'), 120_000, `ssh to ${vmIp}`, 1000);
-}
-
-interface VmView {
-  id: string;
-  name: string;
-  state: string;
-  ip: string | null;
-  attempt: number;
-  worker: string | null;
-}
-
-async function runningVm(name: string): Promise<VmView> {
-  let vm: VmView | null = null;
-  await waitUntil(async () => {
-    vm = (await api.vm(name)) as VmView | null;
-    return vm?.state === 'running' && !!vm.ip;
-  }, 240_000, `vm ${name} running with an IP`, 250);
-  return vm!;
-}
-
-/** The VM host process's status (filter counters included), through its control socket. */
+const lab = vmLab({ api, netnsOf: (w) => NS[w as 'w1' | 'w2'], dataDirOf: (w) => path.join(tmp, w), get key() { return key; } });
+const { vmSh, vmShInput, sshReady, runningVm } = lab;
+/** The VM host process's status, with the filter counters it always has on a NAT VM. */
 async function hostStatus(worker: 'w1' | 'w2', vm: VmView): Promise<{ pid: number; qemuPid: number; ip?: string; counters: { filter: { fromVm: Record<string, number>; fromHost: Record<string, number> } } }> {
-  const dir = path.join(tmp, worker, 'qemu', 'instances', `${encodeURIComponent(vm.id).replace(/\./g, '%2E')}.${vm.attempt}`);
-  // With VM users (the worker's default, issue 14) the host process's files are in <dir>/run/.
-  const sock = existsSync(path.join(dir, 'run')) ? path.join(dir, 'run', 'control.sock') : path.join(dir, 'control.sock');
-  const r = await controlRequest(sock, 'status');
-  return r.status as never;
+  const st = await lab.hostStatus(worker, vm);
+  return { ...st, counters: { filter: st.counters.filter! } };
 }
 
 describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real VMs', () => {
