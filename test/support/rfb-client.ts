@@ -497,6 +497,9 @@ export function openVncSession(apiUrl: string, token: string, vm: string, opts: 
       cb(err);
     },
   });
+  // Failures reach callers through `started` / `closed` (and RfbClient's own listener): a raw
+  // stream nobody listens on must not turn them into uncaught exceptions.
+  stream.on('error', () => undefined);
   let resolveStarted!: (f: Record<string, unknown>) => void;
   let rejectStarted!: (e: Error) => void;
   const started = new Promise<Record<string, unknown>>((res, rej) => {
