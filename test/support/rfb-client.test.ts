@@ -48,6 +48,14 @@ interface Scripted {
 }
 
 const servers: net.Server[] = [];
+
+async function waitFor(cond: () => boolean): Promise<void> {
+  const deadline = Date.now() + 3000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met within 3 s');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 afterEach(() => {
   for (const s of servers.splice(0)) s.close();
 });
@@ -124,6 +132,18 @@ describe('RFB client', () => {
     s.send(Buffer.concat([Buffer.from([0]), updateHeader(1), rectHeader(0, 0, 16, 10, ENCODING.desktopSize)]));
     await resized;
     expect([c.width, c.height, c.fb.length]).toEqual([16, 10, 16 * 10 * 4]);
+    c.close();
+  });
+
+  it('copes with zero-length fields and a stream cut into 1-byte pieces', async () => {
+    const s = await scripted([]);
+    const all = Buffer.concat([Buffer.from('RFB 003.008\n'), Buffer.from([1, 1]), Buffer.alloc(4), serverInit(4, 2, ''), Buffer.from([3, 0, 0, 0, 0, 0, 0, 0]), Buffer.from([0]), updateHeader(1), rectHeader(0, 0, 4, 2, 0), rawPixels(4, 2, [1, 2, 3])]);
+    for (const b of all) s.send(Buffer.from([b]));
+    const c = await s.client;
+    expect(c.name).toBe('');
+    await waitFor(() => c.updates.length === 1);
+    expect(c.serverCutText).toEqual(['']);
+    expect(c.pixel(3, 1)).toEqual([1, 2, 3, 255]);
     c.close();
   });
 

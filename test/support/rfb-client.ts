@@ -183,13 +183,30 @@ class ByteReader {
     }
   }
 
+  /** The first n buffered bytes; copies only when they span chunks (never the whole buffer). */
   private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.length = rest.length;
-    return out;
+    this.length -= n;
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= need) {
+        parts.push(c);
+        this.chunks.shift();
+        need -= c.length;
+      } else {
+        parts.push(c.subarray(0, need));
+        this.chunks[0] = c.subarray(need);
+        need = 0;
+      }
+    }
+    return Buffer.concat(parts, n);
   }
 
   private wake(): void {
@@ -202,6 +219,7 @@ class ByteReader {
 
   read(n: number): Promise<Buffer> {
     if (this.waiter) return Promise.reject(new RfbError('concurrent reads'));
+    if (n === 0) return Promise.resolve(Buffer.alloc(0));
     if (this.length >= n) return Promise.resolve(this.take(n));
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
