@@ -317,16 +317,16 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     const cliEnv = { FLEET_URL: controller.apiUrl, FLEET_TOKEN: controller.adminToken, FLEET_CONFIG: '/nonexistent/fleet-config.json' };
     // `fleet exec` as a process: runCli's in-memory stdout is not the stream a session needs.
     let last = '';
-    const typed = async () => {
+    const typed = async (file = '/tmp/typed') => {
       try {
-        return (await execFileAsync(process.execPath, [path.join(REPO_ROOT, 'apps/cli/bin/fleet.js'), 'exec', '-n', 'web-1', '--', 'cat', '/tmp/typed'], { env: { ...process.env, ...cliEnv }, timeout: 60_000 })).stdout.trim();
+        return (await execFileAsync(process.execPath, [path.join(REPO_ROOT, 'apps/cli/bin/fleet.js'), 'exec', '-n', 'web-1', '--', 'cat', file], { env: { ...process.env, ...cliEnv }, timeout: 60_000 })).stdout.trim();
       } catch (err) {
         last = String((err as { stderr?: string }).stderr ?? err).trim();
         return '';
       }
     };
     try {
-      await eventually(typed, { timeout: 30_000, interval: 1000 }).toBe('console-typed');
+      await eventually(() => typed(), { timeout: 30_000, interval: 1000 }).toBe('console-typed');
     } catch (err) {
       const shot = await screenshot(page, SHOTS, '07b-console-typing-failed');
       throw new Error(`the keys typed on the console did not reach the guest (status ${await statusText()}; the last fleet exec: ${last}; see ${shot})`, { cause: err });
@@ -347,6 +347,10 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     expect(await status.textContent()).not.toMatch(/Retrying/);
     await page.getByRole('button', { name: 'Reconnect' }).click();
     await eventually(() => status.getAttribute('data-console-status'), { timeout: 60_000, interval: 250 }).toBe('connected');
+    // "Type into the VM": the text box typed as key presses, Shift where a US keyboard needs it.
+    await page.getByLabel('Clipboard / text to type').fill('echo Typed-By-Button >/tmp/typed2\n');
+    await page.getByRole('button', { name: 'Type into the VM' }).click();
+    await eventually(() => typed('/tmp/typed2'), { timeout: 30_000, interval: 1000 }).toBe('Typed-By-Button');
     await page.getByRole('tab', { name: 'Terminal' }).click();
   });
 

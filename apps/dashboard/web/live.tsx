@@ -10,6 +10,8 @@ import { useSession } from './session.tsx';
  * without a change; polling at the same pace shows a failover within a few seconds.
  */
 const CONTROLLERS_POLL_MS = 2000;
+const RESYNC_QUIET_MS = 150;
+const RESYNC_MAX_MS = 1500;
 
 type LiveLine = { type: 'overview'; overview: FleetOverview } | { type: 'workers'; workers: WorkerObject[] };
 type VmLine = { type: 'ADDED' | 'MODIFIED' | 'DELETED'; vm: VmObject };
@@ -47,24 +49,55 @@ export function LiveProvider({ children }: { children: ReactNode }) {
       },
       (connected, error) => setStatus((s) => ({ ...s, live: connected, error: error ?? null })),
     );
+    // Every (re)connect replays the full list as ADDED lines (the controller sends the stream's
+    // headers at once). The replay goes into a fresh map that replaces the shown one once the
+    // replay is over (no line for RESYNC_QUIET_MS, at most RESYNC_MAX_MS): VMs deleted during a gap
+    // disappear and an empty fleet shows as empty, yet the pages never see an empty fleet in
+    // between (a VM page would unmount its open terminal or console on every stream reconnect).
+    let fresh: Map<string, VmObject> | null = null;
+    let quiet: ReturnType<typeof setTimeout> | undefined;
+    let deadline: ReturnType<typeof setTimeout> | undefined;
+    const swap = () => {
+      clearTimeout(quiet);
+      clearTimeout(deadline);
+      if (!fresh) return;
+      const next = fresh;
+      fresh = null;
+      setVms(next);
+    };
+    const apply = (map: Map<string, VmObject>, line: VmLine) => {
+      if (line.type === 'DELETED') map.delete(line.vm.name);
+      else map.set(line.vm.name, line.vm);
+    };
     const stopVms = api.watch<VmLine>(
       '/v1/vms?watch=true',
-      (line) =>
+      (line) => {
+        if (fresh) {
+          apply(fresh, line);
+          clearTimeout(quiet);
+          quiet = setTimeout(swap, RESYNC_QUIET_MS);
+          return;
+        }
         setVms((prev) => {
           const next = new Map(prev ?? []);
-          if (line.type === 'DELETED') next.delete(line.vm.name);
-          else next.set(line.vm.name, line.vm);
+          apply(next, line);
           return next;
-        }),
+        });
+      },
       (connected, error) => {
-        // Every (re)connect replays the full list as ADDED lines (the controller sends the
-        // stream's headers at once): start from empty, so VMs deleted during a gap disappear
-        // and an empty fleet shows as empty rather than loading.
-        if (connected) setVms(new Map());
+        if (connected) {
+          fresh = new Map();
+          clearTimeout(quiet);
+          clearTimeout(deadline);
+          quiet = setTimeout(swap, RESYNC_QUIET_MS);
+          deadline = setTimeout(swap, RESYNC_MAX_MS);
+        }
         setStatus((s) => ({ ...s, vms: connected, error: error ?? s.error }));
       },
     );
     return () => {
+      clearTimeout(quiet);
+      clearTimeout(deadline);
       stopLive();
       stopVms();
     };

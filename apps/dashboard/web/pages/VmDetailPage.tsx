@@ -3,7 +3,7 @@ import type { EventObject, EventPage, VmObject } from '../api/types.ts';
 import { ApiError } from '../api/client.ts';
 import { useLive } from '../live.tsx';
 import { useSession } from '../session.tsx';
-import { Link, useRouter } from '../router.tsx';
+import { Link, useRoute, useRouter } from '../router.tsx';
 import { StateBadge } from '../components/Badge.tsx';
 import { ConfirmButton } from '../components/ConfirmButton.tsx';
 import { CopyButton } from '../components/CopyButton.tsx';
@@ -217,11 +217,13 @@ type AccessTab = 'terminal' | 'console';
 /** Terminal (SSH) and Console (the screen, VNC): both need the `connect` role. */
 function AccessTabs({ vm }: { vm: VmObject }) {
   const { api, can } = useSession();
-  const [tab, setTab] = useState<AccessTab>('terminal');
+  const { navigate } = useRouter();
+  // The tab lives in the URL (?tab=console): a link or a reload opens the console directly.
+  const tab: AccessTab = useRoute().query.get('tab') === 'console' ? 'console' : 'terminal';
   const [terminalOpened, setTerminalOpened] = useState(tab === 'terminal');
   const running = vm.state === 'running';
   const select = (t: AccessTab) => {
-    setTab(t);
+    navigate(`/vms/${encodeURIComponent(vm.name)}${t === 'console' ? '?tab=console' : ''}`, { replace: true });
     if (t === 'terminal') setTerminalOpened(true);
   };
   // Arrow keys move between tabs (the WAI-ARIA tabs pattern).
