@@ -16,72 +16,35 @@
 // counters; kill -9 of a worker leaves its VMs running, the restarted worker adopts them, and
 // the controller never counts their slots twice.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
-import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
-import { buildLan, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
-import { dhcpOffer, vmLab, type VmView } from './support/vm-lab.ts';
+import { REPO_ROOT, waitUntil } from './support/fleet-processes.ts';
+import { realVmsMissing, warnSkipped } from './support/lab.ts';
+import { TwoWorkerLab } from './support/two-worker-lab.ts';
+import { dhcpOffer, type VmView } from './support/vm-lab.ts';
 import { DHCP, arpFrame, dhcpFrame, ipv6Frame, opt, pad, type DhcpOpt } from '../packages/netfilter/src/testing/frames.ts';
 
 const run = promisify(execFile);
-const ID = process.pid % 1000;
-const HUB = `fnh${ID}`;
-const NS = { c: `fnc${ID}`, w1: `fnw1-${ID}`, w2: `fnw2-${ID}`, x: `fnx${ID}` } as const;
-const ADDR = { root: '10.98.0.2', c: '10.98.0.10', w1: '10.98.0.11', w2: '10.98.0.12', x: '10.98.0.20' } as const;
-const ROOT_VETH = `fnr${ID}`;
-const API = `http://${ADDR.c}:18080`;
 const ADMIN = 'fleet_e2enetadmin01_' + 'N'.repeat(43);
-const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/bin/fleet-controller.js');
-const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 
 const why = realVmsMissing(['ssh', 'ssh-keygen']);
 if (why) warnSkipped('test/fleet-network.test.ts', why, 'Two-worker isolation, attacking guests, operator images and worker adoption with real VMs are');
 
-const inNs = (ns: string, cmd: string, args: string[]): [string, string[]] => ['ip', ['netns', 'exec', ns, cmd, ...args]];
-
+// Both workers declare only the external host as "public" (--global-prefixes), as if it were on the Internet.
+const L = new TwoWorkerLab('fn', '10.98.0', () => ['--global-prefixes', '10.98.0.20/32', '--cpus', '3', '--memory-mib', '2048', '--vm-slots', '3'], ADMIN);
+const NS = L.ns;
+const ADDR = L.addr;
+const api = L.api;
 let tmp = '';
 let key = '';
-const procs: RunningProcess[] = [];
-const api = new ApiClient(API, ADMIN);
-const workers: Record<'w1' | 'w2', RunningProcess | undefined> = { w1: undefined, w2: undefined };
-
-function startIn(ns: string, args: string[], env: Record<string, string> = {}): RunningProcess {
-  const p = startInNetns(ns, args, env);
-  procs.push(p);
-  return p;
-}
-
-function workerArgs(name: 'w1' | 'w2'): string[] {
-  return [
-    WORKER_MAIN, 'run',
-    '--data-dir', path.join(tmp, name),
-    '--driver', 'qemu',
-    '--accel', 'tcg',
-    '--uplink', 'eth0',
-    '--global-prefixes', `${ADDR.x}/32`,
-    '--authorized-keys', `${key}.pub`,
-    '--labels', `host=${name}`,
-    '--cpus', '3', '--memory-mib', '2048', '--vm-slots', '3',
-  ];
-}
-
-async function startWorker(name: 'w1' | 'w2'): Promise<RunningProcess> {
-  const w = startIn(NS[name], workerArgs(name), { FLEET_LOG_LEVEL: 'info' });
-  workers[name] = w;
-  await waitUntil(async () => (await api.worker(name))?.status === 'online', 90_000, `worker ${name} online`);
-  return w;
-}
-
-const lab = vmLab({ api, netnsOf: (w) => NS[w as 'w1' | 'w2'], dataDirOf: (w) => path.join(tmp, w), get key() { return key; } });
-const { vmSh, vmShInput, sshReady, runningVm } = lab;
+const { vmSh, vmShInput, sshReady, runningVm } = L.vms;
 /** The VM host process's status, with the filter counters it always has on a NAT VM. */
 async function hostStatus(worker: 'w1' | 'w2', vm: VmView): Promise<{ pid: number; qemuPid: number; ip?: string; counters: { filter: { fromVm: Record<string, number>; fromHost: Record<string, number> } } }> {
-  const st = await lab.hostStatus(worker, vm);
+  const st = await L.vms.hostStatus(worker, vm);
   return { ...st, counters: { filter: st.counters.filter! } };
 }
 
@@ -91,46 +54,13 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
   let c: VmView; // on w2
 
   beforeAll(async () => {
-    tmp = await tempDir('net');
-    key = path.join(tmp, 'id_ed25519');
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-e2e-net', '-f', key]);
-    await ensureGuestImage();
-
-    buildLan({ hub: HUB, hosts: Object.fromEntries(Object.entries(NS).map(([k, ns]) => [k, { ns, addr: ADDR[k as keyof typeof NS] }])), rootVeth: ROOT_VETH, rootAddr: ADDR.root });
-
-    // The "external" host: answers HTTP on port 8080 with its name.
-    writeFileSync(path.join(tmp, 'external.mjs'), `
-      import http from 'node:http';
-      http.createServer((req, res) => res.end('external-ok ' + req.socket.remoteAddress + '\\n')).listen(8080, '${ADDR.x}');
-    `);
-    const ext = startIn(NS.x, [path.join(tmp, 'external.mjs')]);
-    void ext;
-
-    const controller = startIn(
-      NS.c,
-      [CONTROLLER_MAIN, 'run', '--data-dir', path.join(tmp, 'controller'), '--listen', `${ADDR.c}:18080`, '--grpc-listen', `${ADDR.c}:17443`,
-        // Plain HTTP on purpose: the lab's API client does not pin CAs (test/api-tls.test.ts covers TLS).
-        '--api-tls', 'off', '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
-      { FLEET_BOOTSTRAP_ADMIN_TOKEN: ADMIN },
-    );
-    await controller.waitFor(/worker gRPC:\s+(\S+)/, 60_000);
-    for (const name of ['w1', 'w2'] as const) {
-      const { token } = await api.createBootstrapToken();
-      const [bin, args] = inNs(NS[name], process.execPath, [WORKER_MAIN, 'enroll', '--controller', `${ADDR.c}:17443`, '--token', token, '--name', name, '--data-dir', path.join(tmp, name)]);
-      await run(bin, args, { cwd: REPO_ROOT });
-      await startWorker(name);
-    }
+    await L.setUp('net');
+    tmp = L.tmp;
+    key = L.key;
   }, 600_000);
 
   afterAll(async () => {
-    if (process.env.FLEET_E2E_KEEP_LAB) {
-      console.warn(`FLEET_E2E_KEEP_LAB: leaving the lab up (${tmp}; namespaces ${Object.values(NS).join(' ')} ${HUB})`);
-      return;
-    }
-    for (const p of procs) await Promise.race([p.kill('SIGKILL'), new Promise((r) => setTimeout(r, 3000))]);
-    if (tmp) killProcessesMentioning(tmp);
-    removeNetworks({ namespaces: [...Object.values(NS), HUB], links: [ROOT_VETH] });
-    if (tmp) await removeDir(tmp);
+    await L.tearDown();
   }, 60_000);
 
   it('boots VMs on both workers; the API shows the DHCP addresses their filters learned', async () => {
@@ -264,7 +194,7 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     const clid = (m: string): DhcpOpt => opt.clientId([1, ...macBytes(m)]);
     // A service on every address of the worker (0.0.0.0), and the addresses to try it on.
     writeFileSync(path.join(tmp, 'host-service.mjs'), "import net from 'node:net'; net.createServer((s) => s.end('host-service\\n')).listen(7200, '0.0.0.0');");
-    startIn(NS.w1, [path.join(tmp, 'host-service.mjs')]);
+    L.startIn(NS.w1, [path.join(tmp, 'host-service.mjs')]);
     await waitUntil(async () => (await run('ip', ['netns', 'exec', NS.w1, 'ss', '-Hltn', 'sport', '=', ':7200'])).stdout.includes('7200'), 10_000, 'the host service to listen');
 
     const before = (await hostStatus('w1', attacker)).counters.filter;
@@ -337,14 +267,14 @@ describe.skipIf(why !== '')('a fleet of two workers in network namespaces, real 
     const statusBefore = await hostStatus('w1', a);
     const usedBefore = (await api.worker('w1')).used;
     expect(usedBefore).toEqual({ cpus: 2, memoryMib: 512, vms: 2, macosVms: 0, natAddresses: 2 });
-    await workers.w1!.kill('SIGKILL');
+    await L.workers.w1!.kill('SIGKILL');
     // The VMs do not notice: the VM host processes and QEMU keep running, SSH still works.
     expect(() => process.kill(statusBefore.pid, 0)).not.toThrow();
     expect(() => process.kill(statusBefore.qemuPid, 0)).not.toThrow();
     expect((await vmSh('w1', a.ip!, 'echo still-here')).out.trim()).toBe('still-here');
 
     await waitUntil(async () => (await api.worker('w1')).connected === false, 30_000, 'the controller to see w1 disconnect');
-    await startWorker('w1');
+    await L.startWorker('w1');
     await waitUntil(async () => (await api.worker('w1')).connected === true, 60_000, 'the restarted w1 to connect');
     await waitUntil(async () => {
       const vms = await api.vms();

@@ -11,59 +11,29 @@
 //   - custom MAC: the guest's NIC has it; a second VM with the same MAC is placed on the other
 //     worker, a third waits with a reason naming the MAC.
 // Needs root, ip netns, qemu-system-x86_64, dnsmasq, nft, ssh; otherwise skipped loudly.
-import { execFile, execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureGuestImage } from '../guest-image/src/index.ts';
 import { gatewayMacFor } from '../apps/worker/src/uplink/nat-network.ts';
-import { ApiClient, REPO_ROOT, removeDir, tempDir, waitUntil, type RunningProcess } from './support/fleet-processes.ts';
-import { buildLan, killProcessesMentioning, realVmsMissing, removeNetworks, startInNetns, warnSkipped } from './support/lab.ts';
-import { dhcpOffer, vmLab, type VmView } from './support/vm-lab.ts';
+import { waitUntil } from './support/fleet-processes.ts';
+import { realVmsMissing, warnSkipped } from './support/lab.ts';
+import { TwoWorkerLab } from './support/two-worker-lab.ts';
+import { dhcpOffer, type VmView } from './support/vm-lab.ts';
 
 const run = promisify(execFile);
-const ID = process.pid % 1000;
-const HUB = `fmh${ID}`;
-const NS = { c: `fmc${ID}`, w1: `fmw1-${ID}`, w2: `fmw2-${ID}`, x: `fmx${ID}` } as const;
-const ADDR = { root: '10.97.0.2', c: '10.97.0.10', w1: '10.97.0.11', w2: '10.97.0.12', x: '10.97.0.20' } as const;
-const ROOT_VETH = `fmr${ID}`;
-const API = `http://${ADDR.c}:18080`;
 const ADMIN = 'fleet_e2emodesadmin1_' + 'M'.repeat(42);
-const CONTROLLER_MAIN = path.join(REPO_ROOT, 'apps/controller/bin/fleet-controller.js');
-const WORKER_MAIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 const HOST_ONLY_GW = '192.168.128.1';
 const CUSTOM_MAC = '02:fe:ed:00:18:01';
 
 const why = realVmsMissing(['ssh', 'ssh-keygen']);
 if (why) warnSkipped('test/network-modes.test.ts', why, 'Network modes (host-only, none) and custom MACs with real VMs are');
 
-let tmp = '';
-let key = '';
-const procs: RunningProcess[] = [];
-const api = new ApiClient(API, ADMIN);
-const lab = vmLab({ api, netnsOf: (w) => NS[w as 'w1' | 'w2'], dataDirOf: (w) => path.join(tmp, w), get key() { return key; } });
-
-function startIn(ns: string, args: string[], env: Record<string, string> = {}): RunningProcess {
-  const p = startInNetns(ns, args, env);
-  procs.push(p);
-  return p;
-}
-
-function workerArgs(name: 'w1' | 'w2'): string[] {
-  return [
-    WORKER_MAIN, 'run',
-    '--data-dir', path.join(tmp, name),
-    '--driver', 'qemu',
-    '--accel', 'tcg',
-    '--uplink', 'eth0',
-    '--host-only-subnet', '192.168.128.0/24',
-    '--global-prefixes', `${ADDR.x}/32`,
-    '--authorized-keys', `${key}.pub`,
-    '--labels', `host=${name}`,
-    '--cpus', '5', '--memory-mib', '2048', '--vm-slots', '5',
-  ];
-}
+const L = new TwoWorkerLab('fm', '10.97.0', () => ['--host-only-subnet', '192.168.128.0/24', '--global-prefixes', '10.97.0.20/32', '--cpus', '5', '--memory-mib', '2048', '--vm-slots', '5'], ADMIN);
+const NS = L.ns;
+const ADDR = L.addr;
+const api = L.api;
+const lab = L.vms;
 
 describe.skipIf(why !== '')('network modes and custom MACs (issue 18), real VMs', () => {
   let hoA: VmView; // host-only, w1: the victim
@@ -72,40 +42,11 @@ describe.skipIf(why !== '')('network modes and custom MACs (issue 18), real VMs'
   let hoC: VmView; // host-only, w1, no rules
 
   beforeAll(async () => {
-    tmp = await tempDir('modes');
-    key = path.join(tmp, 'id_ed25519');
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-e2e-modes', '-f', key]);
-    await ensureGuestImage();
-    buildLan({ hub: HUB, hosts: Object.fromEntries(Object.entries(NS).map(([k, ns]) => [k, { ns, addr: ADDR[k as keyof typeof NS] }])), rootVeth: ROOT_VETH, rootAddr: ADDR.root });
-    writeFileSync(path.join(tmp, 'external.mjs'), `
-      import http from 'node:http';
-      http.createServer((req, res) => res.end('external-ok ' + req.socket.remoteAddress + '\\n')).listen(8080, '${ADDR.x}');
-    `);
-    startIn(NS.x, [path.join(tmp, 'external.mjs')]);
-    const controller = startIn(
-      NS.c,
-      [CONTROLLER_MAIN, 'run', '--data-dir', path.join(tmp, 'controller'), '--listen', `${ADDR.c}:18080`, '--grpc-listen', `${ADDR.c}:17443`,
-        '--api-tls', 'off', '--heartbeat-interval', '500ms', '--worker-offline-timeout', '5s'],
-      { FLEET_BOOTSTRAP_ADMIN_TOKEN: ADMIN },
-    );
-    await controller.waitFor(/worker gRPC:\s+(\S+)/, 60_000);
-    for (const name of ['w1', 'w2'] as const) {
-      const { token } = await api.createBootstrapToken();
-      await run('ip', ['netns', 'exec', NS[name], process.execPath, WORKER_MAIN, 'enroll', '--controller', `${ADDR.c}:17443`, '--token', token, '--name', name, '--data-dir', path.join(tmp, name)], { cwd: REPO_ROOT });
-      startIn(NS[name], workerArgs(name), { FLEET_LOG_LEVEL: 'info' });
-      await waitUntil(async () => (await api.worker(name))?.status === 'online', 90_000, `worker ${name} online`);
-    }
+    await L.setUp('modes');
   }, 600_000);
 
   afterAll(async () => {
-    if (process.env.FLEET_E2E_KEEP_LAB) {
-      console.warn(`FLEET_E2E_KEEP_LAB: leaving the lab up (${tmp}; namespaces ${Object.values(NS).join(' ')} ${HUB})`);
-      return;
-    }
-    for (const p of procs) await Promise.race([p.kill('SIGKILL'), new Promise((r) => setTimeout(r, 3000))]);
-    if (tmp) killProcessesMentioning(tmp);
-    removeNetworks({ namespaces: [...Object.values(NS), HUB], links: [ROOT_VETH] });
-    if (tmp) await removeDir(tmp);
+    await L.tearDown();
   }, 60_000);
 
   it('workers report their networks; VMs of each mode boot; a custom MAC is the guest\'s NIC', async () => {
