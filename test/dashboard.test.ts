@@ -279,9 +279,10 @@ describe.skipIf(why !== '')('dashboard in Chromium', () => {
     const statusText = async () => `${await status.getAttribute('data-console-status')}: ${await status.textContent()}`;
     if (!REAL_VMS) {
       // The synthetic driver has no console: the tab must say why, not hang.
-      console.warn('test/dashboard.test.ts: SKIPPING the console screen and typing checks: the synthetic driver has no VNC console (no QEMU on this machine).');
+      console.warn(`test/dashboard.test.ts: SKIPPING the console screen and typing checks: the synthetic driver has no VNC console (${noQemu}).`);
       await eventually(() => status.getAttribute('data-console-status'), { timeout: 30_000 }).toBe('disconnected');
       expect(await status.textContent()).toMatch(/Disconnected: \S/);
+      expect(await status.textContent(), 'a driver without a console is not retried').not.toMatch(/Retrying/);
       await screenshot(page, SHOTS, '07b-console');
       await page.getByRole('tab', { name: 'Terminal' }).click();
       return;

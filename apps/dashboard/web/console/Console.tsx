@@ -16,6 +16,9 @@ type Status =
   | { kind: 'disconnected'; message: string; retryInMs: number | null };
 
 const WAIT_MS = 60_000;
+
+/** The server's messages come without a full stop; the status line adds one before "Retrying…". */
+const sentence = (text: string) => (/[.!?…]$/.test(text) ? text : `${text}.`);
 export function Console({ api, vm, running, vmState }: { api: ApiClient; vm: string; running: boolean; vmState: string }) {
   const screen = useRef<HTMLDivElement>(null);
   const rfbRef = useRef<RFB | null>(null);
@@ -133,7 +136,7 @@ export function Console({ api, vm, running, vmState }: { api: ApiClient; vm: str
           {status.kind === 'connecting' && 'Connecting…'}
           {status.kind === 'waiting' && `Waiting for the VM: ${status.message}`}
           {status.kind === 'connected' && 'Connected. Click the screen to type into it.'}
-          {status.kind === 'disconnected' && `Disconnected: ${status.message}${status.retryInMs !== null ? ` Retrying in ${Math.round(status.retryInMs / 1000)} s…` : ''}`}
+          {status.kind === 'disconnected' && `Disconnected: ${sentence(status.message)}${status.retryInMs !== null ? ` Retrying in ${Math.round(status.retryInMs / 1000)} s…` : ''}`}
         </span>
         <span className="actions">
           <button type="button" onClick={() => rfbRef.current?.sendCtrlAltDel()} disabled={!connected}>

@@ -133,6 +133,12 @@ describe('FleetRfbChannel', () => {
     expect(refused.closes).toEqual([{ type: 'close', code: 1008, reason: 'token lacks the connect role (forbidden)', wasClean: false }]);
     expect(refused.channel.retryable).toBe(false);
     expect(refused.events).toEqual(['open', 'close']);
+
+    // A driver without a console (the synthetic one) says so; retrying would only repeat it.
+    const unsupported = setup();
+    unsupported.socket.open();
+    unsupported.socket.text({ type: 'error', code: 'not-supported', message: 'the synthetic driver runs no real VM' });
+    expect(unsupported.channel.retryable).toBe(false);
   });
 
   it('an exit frame ends the session (retryable: the console comes back when the VM does)', () => {

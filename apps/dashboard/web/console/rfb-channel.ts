@@ -58,10 +58,10 @@ const CHANNEL_STDOUT = 1;
 
 /**
  * Session error codes after which trying again cannot help: the request itself
- * is wrong or not allowed. Everything else (a network blip, the worker's stream
+ * is wrong, not allowed, or the VM's driver has no console. Everything else (a network blip, the worker's stream
  * broke, a boot wait timed out, the controller restarts) is worth a retry.
  */
-const FINAL_ERRORS = new Set(['bad-request', 'forbidden', 'not-found', 'auth-failed', 'host-key-mismatch']);
+const FINAL_ERRORS = new Set(['bad-request', 'forbidden', 'not-found', 'not-supported', 'auth-failed', 'host-key-mismatch']);
 
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30_000;
