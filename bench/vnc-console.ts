@@ -11,7 +11,8 @@
 //   3. incremental frames: incremental requests, one outstanding, while a loop in the guest's root
 //      shell rewrites a counter on tty1 as fast as it can: updates per second (what a viewer sees);
 //   4. key → echo: a KeyEvent ('x' or BackSpace) typed into the tty1 shell until the first
-//      FramebufferUpdate whose glyph rows changed (the echoed or erased character), p50/p95/max.
+//      FramebufferUpdate whose glyph rows changed (the echoed or erased character), p50/p95/max;
+//      each key after a random 0–60 ms pause, so it lands at a random phase of QEMU's refresh tick.
 //
 //   pnpm exec tsx bench/vnc-console.ts [--rounds 3] [--seconds 8] [--frames 20] [--keys 20]
 import net from 'node:net';
@@ -115,6 +116,11 @@ async function keyLatency(rfb: RfbClient, n: number): Promise<number[]> {
     await new Promise((r) => setTimeout(r, 150));
     await rfb.update(false);
     const before = glyphRows(rfb);
+    // QEMU answers on its display refresh tick (every 30 ms while the screen changes), and the full
+    // update above ended on a tick: without a random pause the key would always land at the same
+    // phase of the tick (a path's latency would then say more about its delay modulo 30 ms than
+    // about the path).
+    await new Promise((r) => setTimeout(r, Math.random() * 60));
     const sym = i % 2 === 0 ? 0x78 /* x */ : KEYSYM.BackSpace;
     const t0 = performance.now();
     rfb.key(sym, true);
