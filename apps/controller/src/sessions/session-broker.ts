@@ -465,7 +465,8 @@ export class SessionBroker {
         return;
       case 'started':
         s.started = true;
-        if (s.client) sendJson(s.client, { type: 'started', sessionId: s.id, ...(s.hostKey ? { hostKeyFingerprint: hostKeyFingerprint(s.hostKey) } : {}) });
+        // A console involves no SSH: no host key to name.
+        if (s.client) sendJson(s.client, { type: 'started', sessionId: s.id, ...(s.hostKey && s.req.kind !== 'vnc' ? { hostKeyFingerprint: hostKeyFingerprint(s.hostKey) } : {}) });
         this.audit(s, 'session.started', `${s.actor} opened ${s.describe()} on ${s.vm.name}`, { command: s.req.command, port: s.req.port, tty: s.req.tty });
         return;
       case 'exit': {

@@ -91,7 +91,7 @@ export function sessionRoutes(ctx: ApiContext, broker: SessionBroker, opts: { to
             throw err;
           }
           if (!hasRole(req.principal.roles, 'connect')) {
-            throw forbidden(`token "${req.principal.name}" lacks the "connect" role needed for exec / ssh / port-forward (has: ${req.principal.roles.join(', ') || 'none'})`);
+            throw forbidden(`token "${req.principal.name}" lacks the "connect" role needed for exec / ssh / port-forward / vnc (has: ${req.principal.roles.join(', ') || 'none'})`);
           }
           const name = req.params.name;
           if (!NAME.test(name)) throw notFound('vm', name.slice(0, 63));
