@@ -272,8 +272,8 @@ export class HaLab {
     const count = this.opts.startControllers ?? this.controllers.length;
     for (const c of this.controllers.slice(1, count)) await this.startController(c);
     // Enrollment and Welcome hand a worker the controllers the first one has seen alive in its
-    // registry (refreshed every few seconds): wait until it has seen them all. A worker connected
-    // before a controller joins learns of it only when it reconnects (noted in the issue 16 note).
+    // registry (refreshed every few seconds): wait until it has seen them all, so every worker
+    // starts with the whole list (one that joins later is announced in lease renewals, within ~5 s).
     if (this.haFlags) {
       await waitUntil(async () => (await first.api.liveControllers()).length >= count, 30_000, `${first.name} seeing all ${count} controllers`, 200);
     }

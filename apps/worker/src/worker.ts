@@ -269,17 +269,18 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
       : {}),
   });
 
-  // Welcome.controller_addresses replaces the list; saved to worker.json one write at a time.
+  // Welcome.controller_addresses (and a renewal announcing a changed list) replaces the list;
+  // saved to worker.json one write at a time.
   let saving: Promise<void> = Promise.resolve();
   const learnControllers = (dialed: string, announced: readonly string[]): void => {
     const current = link!.addresses;
     const { valid, rejected } = sanitizeControllerAddresses(announced);
-    if (rejected.length) log.warn({ controller: dialed, rejected }, 'ignored malformed controller addresses in Welcome');
+    if (rejected.length) log.warn({ controller: dialed, rejected }, 'ignored malformed controller addresses announced by a controller');
     if (valid.length === 0) return; // an older controller, or nothing usable: keep what we have
     const list = mergeAnnouncedControllers(dialed, valid, current);
     if (sameList(list, current)) return;
     link!.setAddresses(list);
-    log.info({ controllers: list }, 'controller list updated from Welcome');
+    log.info({ controllers: list, from: dialed }, 'controller list updated');
     const store = identityStore;
     if (!store) return;
     saving = saving.then(() => saveControllerList(store, workerId, list)).catch((error: unknown) => {
@@ -310,6 +311,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
         // Issue 18: what the controller may place here, by network mode.
         networks: (driver.capabilities.networks ?? []).map((n) => ({ ...n })),
       }),
+      onControllerAddresses: (announced, dialed) => learnControllers(dialed, announced),
       onWelcome: (welcome, dialed) => {
         learnControllers(dialed, welcome.controllerAddresses ?? []);
         if (welcome.workerId) workerId = welcome.workerId;

@@ -6,6 +6,7 @@
 //    credential is revoked by deleting/revoking its row;
 //  - RenewCertificate: the client certificate authenticates; a new one is issued for
 //    a fresh key before the old one expires (see renewCertificate below).
+import { ControllerListAnnouncer } from './controller-announcer.ts';
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -75,6 +76,8 @@ export interface WorkerGrpcDeps {
 
 /** A Welcome waits at most this long for the address list: the first lease must not wait on it. */
 const CONTROLLER_ADDRESSES_TIMEOUT_MS = 2_000;
+/** How often a stream looks again at the fleet's controller list, to announce a change in a renewal. */
+const CONTROLLER_ADDRESSES_REFRESH_MS = 5_000;
 /** Bounds on what is sent (the worker validates every entry again). */
 const MAX_CONTROLLER_ADDRESSES = 64;
 const MAX_CONTROLLER_ADDRESS_LENGTH = 262;
@@ -302,6 +305,9 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       },
     );
 
+    // The controller list this stream last carried (Welcome, renewals); changes ride on renewals.
+    const announcer = new ControllerListAnnouncer(liveControllerAddresses, CONTROLLER_ADDRESSES_REFRESH_MS);
+
     const handle = async (msg: WorkerMessage__Output): Promise<void> => {
       if (!(await authenticated)) return;
       const w = worker!;
@@ -331,6 +337,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         await deps.workers.onHello(w, hello);
         await deps.vms.reconcileInventory(w.id, w.name, instances);
         const controllerAddresses = await liveControllerAddresses();
+        announcer.sent(controllerAddresses);
         stream.send({
           welcome: {
             protocolVersion: PROTOCOL_VERSION,
@@ -355,7 +362,9 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
           // The leader judges liveness itself and renews at once. Any other controller renews only
           // once the heartbeat is committed where the leader reads it: a controller cut off from
           // the database must not keep a worker's VMs running that the leader will re-place.
-          const renewal = { lease: { heartbeatSeq: msg.heartbeat?.seq ?? '0', fenceAfterMs: deps.fenceAfterMs } };
+          // A changed controller list rides along (looked up in the background, never delaying a
+          // renewal): a controller that joined after this worker connected becomes known to it.
+          const renewal = { lease: { heartbeatSeq: msg.heartbeat?.seq ?? '0', fenceAfterMs: deps.fenceAfterMs, controllerAddresses: announcer.forRenewal() } };
           const s = stream!;
           if (deps.isLeader?.() ?? true) s.send(renewal);
           else recorded.then(() => s.send(renewal), () => undefined);
@@ -508,3 +517,4 @@ export async function startWorkerGrpcServer(deps: WorkerGrpcDeps, host: string, 
   } else deps.log.warn('cannot turn off Nagle on worker connections (grpc-js internals changed); sessions will be slower');
   return { server, port: bound };
 }
+

@@ -269,6 +269,28 @@ describe('leases (client-side fencing)', () => {
     expect(leases[2]).toMatchObject({ kind: 'renewal', fenceAfterMs: 8000, validUntilMonoMs: 9500 });
   });
 
+  it('a renewal that announces a changed controller list hands it to the worker (and only then)', async () => {
+    const fake = await controller();
+    const announced: Array<{ list: readonly string[]; from: string }> = [];
+    const link = new ControllerLink({
+      address: fake.address,
+      credentials: grpc.credentials.createInsecure(),
+      logger: silentLogger(),
+      backoff: { initialMs: 20, maxMs: 100 },
+      handlers: { hello: () => ({ protocolVersion: PROTOCOL_VERSION, vms: [] }), onDesiredState: () => {}, runningVms: () => 0, onControllerAddresses: (list, from) => announced.push({ list, from }) },
+    });
+    cleanups.push(() => link.stop());
+    link.start();
+    const stream = await fake.stream(0);
+    await stream.hello();
+    stream.welcome(60_000, 8000);
+    const beat = (await stream.next((m) => m.payload === 'heartbeat')).heartbeat!;
+    stream.send({ lease: { heartbeatSeq: beat.seq, fenceAfterMs: 8000 } });
+    stream.send({ lease: { heartbeatSeq: beat.seq, fenceAfterMs: 8000, controllerAddresses: ['10.0.0.1:7443', '10.0.0.2:7443'] } });
+    await until(() => announced.length === 1);
+    expect(announced[0]).toEqual({ list: ['10.0.0.1:7443', '10.0.0.2:7443'], from: fake.address });
+  });
+
   it('matches renewals to heartbeats of the same stream only; seq keeps increasing across streams', async () => {
     const fake = await controller((s) => s.welcome(30));
     const { leases } = await bareLink(fake);

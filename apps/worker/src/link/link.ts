@@ -63,6 +63,8 @@ export interface LinkHandlers {
   hello(): Hello;
   /** `address`: the controller address this stream dialed (host:port). */
   onWelcome?(welcome: Welcome__Output, address: string): void;
+  /** A lease renewal announced a changed controller list (from the controller at `address`). */
+  onControllerAddresses?(addresses: readonly string[], address: string): void;
   onDesiredState(state: DesiredState__Output): void;
   /** Running instances, for heartbeats. */
   runningVms(): number;
@@ -501,6 +503,7 @@ export class ControllerLink {
       return;
     }
     stream.renewedAtMono = this.#mono();
+    if (renewal.controllerAddresses?.length) this.#handlers.onControllerAddresses?.(renewal.controllerAddresses, stream.address);
     const fenceAfterMs = renewal.fenceAfterMs > 0 ? renewal.fenceAfterMs : stream.fenceAfterMs;
     if (fenceAfterMs <= 0) {
       this.#log.debug({ seq }, 'lease renewal without fence_after_ms ignored (no fencing)');

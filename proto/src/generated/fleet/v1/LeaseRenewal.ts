@@ -5,9 +5,11 @@ import type { Long } from '@grpc/proto-loader';
 export interface LeaseRenewal {
   'heartbeatSeq'?: (number | string | Long);
   'fenceAfterMs'?: (number);
+  'controllerAddresses'?: (string)[];
 }
 
 export interface LeaseRenewal__Output {
   'heartbeatSeq': (string);
   'fenceAfterMs': (number);
+  'controllerAddresses': (string)[];
 }
