@@ -272,12 +272,14 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
   // Welcome.controller_addresses (and a renewal announcing a changed list) replaces the list;
   // saved to worker.json one write at a time.
   let saving: Promise<void> = Promise.resolve();
-  const learnControllers = (dialed: string, announced: readonly string[]): void => {
+  const learnControllers = (dialed: string, announced: readonly string[], addOnly = false): void => {
     const current = link!.addresses;
     const { valid, rejected } = sanitizeControllerAddresses(announced);
     if (rejected.length) log.warn({ controller: dialed, rejected }, 'ignored malformed controller addresses announced by a controller');
     if (valid.length === 0) return; // an older controller, or nothing usable: keep what we have
-    const list = mergeAnnouncedControllers(dialed, valid, current);
+    // A renewal only adds (a controller that joined): one that is down for a moment is dropped
+    // only at the next Welcome, so a second failure meanwhile never leaves a too-short list.
+    const list = addOnly ? mergeAnnouncedControllers(dialed, [...current, ...valid], current) : mergeAnnouncedControllers(dialed, valid, current);
     if (sameList(list, current)) return;
     link!.setAddresses(list);
     log.info({ controllers: list, from: dialed }, 'controller list updated');
@@ -311,7 +313,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Wor
         // Issue 18: what the controller may place here, by network mode.
         networks: (driver.capabilities.networks ?? []).map((n) => ({ ...n })),
       }),
-      onControllerAddresses: (announced, dialed) => learnControllers(dialed, announced),
+      onControllerAddresses: (announced, dialed) => learnControllers(dialed, announced, true),
       onWelcome: (welcome, dialed) => {
         learnControllers(dialed, welcome.controllerAddresses ?? []);
         if (welcome.workerId) workerId = welcome.workerId;

@@ -254,6 +254,19 @@ describe('controller list from Welcome', () => {
     expect(aStreams).toBe(1);
   });
 
+  it('a lease renewal naming a controller that joined adds it; one that is down is not dropped until the next Welcome', async () => {
+    const other = await closedPort();
+    const joined = await closedPort();
+    const a = await controller((s) => {
+      s.send({ welcome: { protocolVersion: 1, workerId: 'wrk-1', workerName: 'w1', controllerVersion: 'fake', heartbeatIntervalMs: 50, fenceAfterMs: 5_000, controllerAddresses: [a.address, other] } });
+      // Renewals announce a changed list: `other` is down right now, `joined` is new.
+      s.renewLeases(5_000, [a.address, joined]);
+    });
+    const w = await worker({ controller: [a.address] });
+    await until(() => w.controllers().includes(joined));
+    expect(w.controllers()).toEqual([a.address, other, joined]);
+  });
+
   it('an empty list (an older controller) or one with only bad entries keeps the stored list', async () => {
     const fake = await controller((s) => welcome(s, ['garbage', 'ctl:0']));
     const other = await closedPort();

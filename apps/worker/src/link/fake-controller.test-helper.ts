@@ -61,10 +61,13 @@ export class FakeStream {
     this.send({ welcome: { protocolVersion: 1, workerId: 'wrk-1', workerName: 'w1', controllerVersion: 'fake', heartbeatIntervalMs, fenceAfterMs } });
   }
 
-  /** Answers every heartbeat (already received and future) with a LeaseRenewal echoing its seq, as the controller does. */
-  renewLeases(fenceAfterMs: number): void {
+  /**
+   * Answers every heartbeat (already received and future) with a LeaseRenewal echoing its seq, as
+   * the controller does; with `controllerAddresses`, each renewal announces that list too.
+   */
+  renewLeases(fenceAfterMs: number, controllerAddresses: string[] = []): void {
     const answer = (m: WorkerMessage__Output): void => {
-      if (m.payload === 'heartbeat') this.send({ lease: { heartbeatSeq: m.heartbeat!.seq, fenceAfterMs } });
+      if (m.payload === 'heartbeat') this.send({ lease: { heartbeatSeq: m.heartbeat!.seq, fenceAfterMs, controllerAddresses } });
     };
     for (const m of this.received) answer(m);
     this.call.on('data', answer);
