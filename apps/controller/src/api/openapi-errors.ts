@@ -5,6 +5,13 @@
 import { Type } from '@sinclair/typebox';
 import type { RouteOptions } from 'fastify';
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route creates what its path names when it is missing (no 404 to document). */
+    upsert?: boolean;
+  }
+}
+
 /** The shared error schema, registered with app.addSchema (a component of the OpenAPI document). */
 export const ERROR_REF = { $ref: 'Error#' } as const;
 
@@ -20,6 +27,8 @@ export function documentErrors(route: RouteOptions): void {
   schema['querystring'] ??= NoQuery;
   const role = (route.config as { role?: string } | undefined)?.role;
   const idempotent = (route.config as { idempotency?: unknown } | undefined)?.idempotency !== undefined;
+  // An upsert by path (PUT /v1/registries/{host}) creates what is missing: it has no 404.
+  const upsert = (route.config as { upsert?: boolean } | undefined)?.upsert === true;
   const methods = Array.isArray(route.method) ? route.method : [route.method];
   const hasBody = schema['body'] !== undefined || methods.some((m) => m === 'POST' || m === 'PUT' || m === 'PATCH');
   const hasParams = route.url.includes(':');
@@ -38,7 +47,7 @@ export function documentErrors(route: RouteOptions): void {
     add(429, '`too_many_attempts`: too many failed logins for this username from this address, or from everywhere (Retry-After: seconds)');
   }
   if (hasParams) {
-    add(404, '`not_found`: no such object (the message names it)');
+    if (!upsert) add(404, '`not_found`: no such object (the message names it)');
     add(414, '`uri_too_long`: a path segment is longer than 2048 characters');
   }
   if (hasBody) {

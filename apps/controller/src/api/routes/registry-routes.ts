@@ -25,7 +25,7 @@ export function registryRoutes(images: ImagesApi): FastifyPluginAsyncTypebox {
     }, async (req) => images.registries.get(req.params.host));
 
     app.put('/v1/registries/:host', {
-      config: { role: 'admin' },
+      config: { role: 'admin', upsert: true },
       schema: {
         tags: ['registries'],
         summary: 'Store credentials / settings for a registry (fleet registry login)',
