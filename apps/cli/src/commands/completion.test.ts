@@ -43,6 +43,15 @@ COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length 
       expect(complete('fleet', 'vm', 'create', 'web-1', '--ma')).toEqual(['--mac']);
       expect(complete('fleet', 'vm', 'create', 'web-1', '--mac', '')).toEqual([]);
       expect(complete('fleet', 'vm', 'create', 'web-1', '--on-disconnect', '')).toEqual(['reschedule', 'wait']);
+      // Saved contexts for `context use` / `context delete`, asked of `fleet context list -o name`.
+      writeFileSync(join(dir, 'fleet'), '#!/bin/sh\n[ "$1 $2 $3 $4" = "context list -o name" ] && printf "prod\\nstaging\\n"\n', { mode: 0o755 });
+      const withStub = (...words: string[]) => {
+        const script = `PATH=${JSON.stringify(dir)}:$PATH; source ${JSON.stringify(join(dir, 'fleet.bash'))}
+COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; COMPREPLY=(); _fleet; echo "\${COMPREPLY[*]}"`;
+        return spawnSync('bash', ['-c', script], { encoding: 'utf8' }).stdout.trim().split(/\s+/).filter(Boolean);
+      };
+      expect(withStub('fleet', 'context', 'use', '')).toEqual(['prod', 'staging']);
+      expect(withStub('fleet', 'context', 'delete', 's')).toEqual(['staging']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

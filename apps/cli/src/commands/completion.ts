@@ -26,7 +26,7 @@ interface Node {
   /** Options that take a value (their next word is not a subcommand). */
   valueFlags: string[];
   /** What the first positional argument names: VMs or workers, when known. */
-  dynamic: 'vm' | 'worker' | null;
+  dynamic: 'vm' | 'worker' | 'context' | null;
   /** The command reads a file argument (-f / --password-file …). */
   fileFlags: string[];
 }
@@ -57,6 +57,8 @@ export function commandTree(program: Command): Node[] {
     if (names && parentName === 'vm' && cmd.name() !== 'create') dynamic = 'vm';
     else if (names && parentName === 'worker') dynamic = 'worker';
     else if (parentName === 'fleet' && ['ip', 'exec', 'ssh', 'port-forward', 'vnc'].includes(cmd.name())) dynamic = 'vm';
+    // Saved contexts, from this machine's config (no request to a controller).
+    else if (parentName === 'context' && ['use', 'delete'].includes(cmd.name())) dynamic = 'context';
     const subs = cmd.commands.filter((c) => !(c as Command & { _hidden?: boolean })._hidden);
     nodes.push({
       paths,
@@ -168,6 +170,7 @@ _fleet() {
   case "$(_fleet_dynamic "$path")" in
     vm) COMPREPLY=($(compgen -W "$(fleet vm list -o name 2>/dev/null)" -- "$cur")) ;;
     worker) COMPREPLY=($(compgen -W "$(fleet worker list -o name 2>/dev/null)" -- "$cur")) ;;
+    context) COMPREPLY=($(compgen -W "$(fleet context list -o name 2>/dev/null)" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -f -- "$cur")) ;;
   esac
 }
