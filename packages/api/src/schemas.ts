@@ -134,6 +134,14 @@ export const VmUpdate = Type.Object(
 );
 export type VmUpdate = Static<typeof VmUpdate>;
 
+/** How far a transfer (an image pull or push) got. */
+export const TransferProgressObject = Type.Object({
+  bytesDone: Type.Number(),
+  bytesTotal: Type.Number({ description: '0 while unknown' }),
+  percent: Type.Integer({ minimum: 0, maximum: 100 }),
+});
+export type TransferProgressObject = Static<typeof TransferProgressObject>;
+
 export const VmObject = Type.Object(
   {
     id: Type.String(),
@@ -142,7 +150,7 @@ export const VmObject = Type.Object(
     reason: Type.String({ description: 'why the VM is in this state (e.g. why it is still pending)' }),
     image: Type.String(),
     imageDigest: Type.Union([Type.String(), Type.Null()], { description: 'registry images: the manifest digest the reference resolved to when the VM was created (every attempt runs it); null for local images' }),
-    pull: Type.Union([Type.Object({ bytesDone: Type.Integer(), bytesTotal: Type.Integer(), percent: Type.Integer({ minimum: 0, maximum: 100 }) }), Type.Null()], {
+    pull: Type.Union([TransferProgressObject, Type.Null()], {
       description: "the worker is pulling the VM's image: how far it got (null otherwise)",
     }),
     os: Os,
@@ -585,12 +593,6 @@ export type RegistryObject = Static<typeof RegistryObject>;
 export const RegistryList = Type.Object({ items: Type.Array(RegistryObject) });
 export type RegistryList = Static<typeof RegistryList>;
 
-export const TransferProgressObject = Type.Object({
-  bytesDone: Type.Number(),
-  bytesTotal: Type.Number({ description: '0 while unknown' }),
-  percent: Type.Integer({ minimum: 0, maximum: 100 }),
-});
-export type TransferProgressObject = Static<typeof TransferProgressObject>;
 
 const ImageDigest = Type.String({ pattern: '^sha256:[a-f0-9]{64}$', description: 'manifest digest, sha256:<64 hex>' });
 

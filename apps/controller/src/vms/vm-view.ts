@@ -3,6 +3,7 @@ import type { Vm } from '@fleet/db';
 import { disconnectPolicyOf } from './lifecycle.ts';
 import { isNetworkMode, type NetworkMode } from '@fleet/api';
 import type { VmObject } from '../api/schemas.ts';
+import { progressView } from '../images/image-views.ts';
 
 export function parseLabels(json: string): Record<string, string> {
   try {
@@ -91,9 +92,8 @@ function pullOf(vm: Vm): VmObject['pull'] {
   if (!vm.pullProgress || (vm.state !== 'scheduled' && vm.state !== 'starting' && vm.state !== 'stopped')) return null;
   try {
     const p = JSON.parse(vm.pullProgress) as { bytesDone?: unknown; bytesTotal?: unknown };
-    const bytesDone = typeof p.bytesDone === 'number' ? p.bytesDone : 0;
-    const bytesTotal = typeof p.bytesTotal === 'number' ? p.bytesTotal : 0;
-    return { bytesDone, bytesTotal, percent: bytesTotal > 0 ? Math.min(100, Math.floor((bytesDone / bytesTotal) * 100)) : 0 };
+    const bytes = (v: unknown): bigint => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? BigInt(Math.floor(v)) : 0n);
+    return progressView(bytes(p.bytesDone), bytes(p.bytesTotal));
   } catch {
     return null;
   }
