@@ -296,8 +296,7 @@ export class ImageCache {
     if (!pull) {
       const progress: PullProgress = { bytesDone: 0, bytesTotal: 0 };
       const listeners = new Set<(p: PullProgress) => void>();
-      const created: Pull = { digest, reference: request.reference, progress, listeners, promise: Promise.resolve(undefined as unknown as ImageMeta) };
-      created.promise = this.#withSlot(() => this.#pull(digest, request, (p) => {
+      const promise = this.#withSlot(() => this.#pull(digest, request, (p) => {
         progress.bytesDone = p.bytesDone;
         progress.bytesTotal = p.bytesTotal;
         for (const listener of listeners) listener(p);
@@ -314,7 +313,8 @@ export class ImageCache {
           this.#pulls.delete(digest);
           this.#changed();
         });
-      pull = created;
+      // Registered before anything can settle (the pull itself starts no sooner than a tick later).
+      pull = { digest, reference: request.reference, progress, listeners, promise };
       this.#pulls.set(digest, pull);
       this.#failed.delete(digest);
       this.#changed();
