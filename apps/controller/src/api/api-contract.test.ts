@@ -7,12 +7,6 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApiServer } from './api-server.ts';
 import type { ApiContext } from './context.ts';
-import { EventLog } from '../events/event-log.ts';
-import { FleetBus } from '../fleet-bus.ts';
-import { Metrics } from '../observability/metrics.ts';
-import { VmService } from '../vms/vm-service.ts';
-import { WorkerService } from '../workers/worker-service.ts';
-import { TokenService } from '../auth/token-service.ts';
 import { SettingsService } from '../settings.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
 import type { FastifyInstance } from 'fastify';
@@ -21,6 +15,7 @@ import Ajv from 'ajv';
 import { MAC_PATTERN } from '@fleet/api';
 import { SessionBroker } from '../sessions/session-broker.ts';
 import type { WorkerStreams } from '../grpc/worker-streams.ts';
+import { coreServices } from './testing.ts';
 
 const log = pino({ level: 'silent' });
 let t: TempDb;
@@ -31,16 +26,7 @@ let reader: { authorization: string };
 beforeAll(async () => {
   t = await tempDb();
   const db = t.db;
-  const metrics = new Metrics({ defaultMetrics: false });
-  const bus = new FleetBus();
-  const events = new EventLog(db);
-  const vms = new VmService(db, events, bus, metrics, VmSecrets.ephemeral());
-  const workers = new WorkerService(db, events, bus, vms, metrics, log, {
-    timings: { heartbeatIntervalMs: 100, suspectAfterMs: 200, fenceAfterMs: 500, lostAfterMs: 1000 },
-    controllerId: 'ctl-test',
-    disconnect: () => undefined,
-  });
-  const tokens = new TokenService(db, events, 'f'.repeat(64));
+  const { metrics, bus, events, vms, workers, tokens } = coreServices(db, log);
   const ctx: ApiContext = {
     vms, workers, tokens, events, bus, metrics,
     settings: new SettingsService(db, 'pack'),

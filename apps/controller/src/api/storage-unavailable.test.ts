@@ -7,17 +7,11 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildApiServer } from './api-server.ts';
 import type { ApiContext } from './context.ts';
-import { EventLog } from '../events/event-log.ts';
-import { FleetBus } from '../fleet-bus.ts';
-import { Metrics } from '../observability/metrics.ts';
-import { VmService } from '../vms/vm-service.ts';
-import { WorkerService } from '../workers/worker-service.ts';
-import { TokenService } from '../auth/token-service.ts';
 import { SettingsService } from '../settings.ts';
 import { StorageHealth, settingsRowProbe } from '../storage/storage-health.ts';
 import { refuseWrites, tempDb, type TempDb } from '../storage/testing.ts';
 import type { FastifyInstance } from 'fastify';
-import { VmSecrets } from '../secrets/vm-secrets.ts';
+import { coreServices } from './testing.ts';
 
 const log = pino({ level: 'silent' });
 let t: TempDb;
@@ -29,16 +23,7 @@ let reader: { authorization: string };
 beforeEach(async () => {
   t = await tempDb();
   const db = t.db;
-  const metrics = new Metrics({ defaultMetrics: false });
-  const bus = new FleetBus();
-  const events = new EventLog(db);
-  const vms = new VmService(db, events, bus, metrics, VmSecrets.ephemeral());
-  const workers = new WorkerService(db, events, bus, vms, metrics, log, {
-    timings: { heartbeatIntervalMs: 100, suspectAfterMs: 200, fenceAfterMs: 500, lostAfterMs: 1000 },
-    controllerId: 'ctl-test',
-    disconnect: () => undefined,
-  });
-  const tokens = new TokenService(db, events, 'f'.repeat(64));
+  const { metrics, bus, events, vms, workers, tokens } = coreServices(db, log);
   storage = new StorageHealth({ probe: settingsRowProbe(db), log, probeIntervalMs: 25, retryAfterS: 3 });
   tokens.onStorageError = (err) => storage.observe(err);
   const ctx: ApiContext = {

@@ -6,24 +6,18 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OciError } from '@fleet/oci';
 import { AccountService } from '../../accounts/account-service.ts';
-import { TokenService } from '../../auth/token-service.ts';
-import { EventLog } from '../../events/event-log.ts';
-import { FleetBus } from '../../fleet-bus.ts';
 import { ImageOperationService } from '../../images/image-operation-service.ts';
 import { RegistryService } from '../../images/registry-service.ts';
 import { WorkerImageService } from '../../images/worker-image-service.ts';
-import { Metrics } from '../../observability/metrics.ts';
 import { staticKeyProvider } from '../../secrets/key-provider.ts';
 import { RegistrySecrets } from '../../secrets/registry-secrets.ts';
 import { SecretBox } from '../../secrets/secret-box.ts';
-import { VmSecrets } from '../../secrets/vm-secrets.ts';
 import { SettingsService } from '../../settings.ts';
 import { computeOverview } from '../../stats/overview.ts';
 import { tempDb, type TempDb } from '../../storage/testing.ts';
-import { VmService } from '../../vms/vm-service.ts';
-import { WorkerService } from '../../workers/worker-service.ts';
 import { buildApiServer } from '../api-server.ts';
 import type { ApiContext } from '../context.ts';
+import { coreServices } from '../testing.ts';
 
 const log = pino({ level: 'silent' });
 const DIGEST = 'sha256:' + 'a'.repeat(64);
@@ -40,16 +34,7 @@ let pinged: { registry: string; username?: string; password?: string }[];
 beforeEach(async () => {
   t = await tempDb();
   const db = t.db;
-  const metrics = new Metrics({ defaultMetrics: false });
-  const bus = new FleetBus();
-  const events = new EventLog(db);
-  const vms = new VmService(db, events, bus, metrics, VmSecrets.ephemeral());
-  const workers = new WorkerService(db, events, bus, vms, metrics, log, {
-    timings: { heartbeatIntervalMs: 100, suspectAfterMs: 200, fenceAfterMs: 500, lostAfterMs: 1000 },
-    controllerId: 'ctl-test',
-    disconnect: () => undefined,
-  });
-  const tokens = new TokenService(db, events, 'f'.repeat(64));
+  const { metrics, bus, events, vms, workers, tokens } = coreServices(db, log);
   pingError = undefined;
   pinged = [];
   const registries = new RegistryService(db, new RegistrySecrets(new SecretBox(staticKeyProvider([randomBytes(32)], 'test'))), events, {
