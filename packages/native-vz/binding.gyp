@@ -14,8 +14,11 @@
             "src/posix/unix_socket.cc",
             "src/posix/copy_file.cc",
             "src/linux/frame_port.cc",
-            "src/linux/process_guard.cc"
-          ]
+            "src/linux/process_guard.cc",
+            "src/linux/packet_socket.cc"
+          ],
+          "ldflags": ["-pthread"],
+          "cflags_cc": ["-pthread"]
         }],
         ["OS=='mac'", {
           "sources": [

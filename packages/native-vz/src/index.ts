@@ -30,6 +30,12 @@ export interface FramePortStats {
   txErrors: number;
   eagain: number;
   enobufs: number;
+  /** AF_PACKET only (0 otherwise): frames the kernel dropped because this socket's receive queue was full (PACKET_STATISTICS tp_drops). */
+  rxQueueDrops: number;
+  /** AF_PACKET only: frames refused because their checksum was not filled in yet (TP_STATUS_CSUMNOTREADY: offloads on the sending device). */
+  rxCsumPartial: number;
+  /** AF_PACKET only: frames refused because the device moved their VLAN tag into metadata (TP_STATUS_VLAN_VALID). */
+  rxVlanStripped: number;
   /** errno name of the most recent error, or null. */
   lastError: string | null;
 }
@@ -65,9 +71,12 @@ interface NativePort {
   close(): void;
   ref(): void;
   unref(): void;
-  readonly kind: 'dgram' | 'tap';
+  readonly kind: FramePortKind;
   readonly closed: boolean;
 }
+
+/** 'dgram': SOCK_DGRAM socket; 'packet': AF_PACKET SOCK_RAW socket (openPacketSocket); 'tap': any other fd (openTap). */
+export type FramePortKind = 'dgram' | 'packet' | 'tap';
 
 interface NativeFdWatch {
   /** One-shot: cb(null) once the fd is readable, cb('EBADF' etc.) if polling fails. */
@@ -99,6 +108,10 @@ interface NativeBinding {
   setNonDumpable?(): void;
   setNoNewPrivs?(): void;
   processGuard?(): { dumpable: boolean; noNewPrivs: boolean };
+  /** Linux only (packet_socket.cc). */
+  openPacketSocket?(nsPath: string, ifname: string, opts: PacketSocketOptions): { fd: number; ifindex: number };
+  linkOffloads?(nsPath: string, ifname: string, disable: boolean): LinkOffloads;
+  packetRebind?(fd: number, ifindex: number): number;
   FramePort: new (
     fd: number,
     area: ArrayBuffer,
@@ -426,6 +439,85 @@ export function processGuard(): { dumpable: boolean; noNewPrivs: boolean } {
   return native.processGuard();
 }
 
+// ---- The veth uplink (issue 20): AF_PACKET sockets in a per-VM network namespace ----
+
+export interface PacketSocketOptions {
+  /** SO_RCVBUF(FORCE) in bytes (0 = kernel default). */
+  rcvbuf?: number;
+  /** SO_SNDBUF(FORCE) in bytes (0 = kernel default). */
+  sndbuf?: number;
+  /** PACKET_QDISC_BYPASS: sent frames skip the device's qdisc (veth has none by default). Default false. */
+  qdiscBypass?: boolean;
+  /** PACKET_IGNORE_OUTGOING: frames this socket sends are not looped back to it. Default true. */
+  ignoreOutgoing?: boolean;
+  /** PACKET_AUXDATA, so FramePort can refuse (and count) frames with a pending checksum or a stripped VLAN tag. Default true. */
+  auxdata?: boolean;
+}
+
+/** Offload switches of a link as read back (legacy ethtool commands). */
+export interface LinkOffloads {
+  txChecksum: boolean;
+  sg: boolean;
+  tso: boolean;
+  gso: boolean;
+  gro: boolean;
+}
+
+function netnsPath(netns: string | undefined): string {
+  if (netns === undefined || netns === '') return '';
+  if (netns.startsWith('/')) return netns;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(netns)) throw new RangeError(`invalid network namespace name ${JSON.stringify(netns)}`);
+  return `/run/netns/${netns}`;
+}
+
+/**
+ * Opens an AF_PACKET SOCK_RAW socket bound (ETH_P_ALL) to interface `ifname` of network namespace
+ * `netns` (an `ip netns` name, an absolute path such as /proc/<pid>/ns/net, or undefined = this
+ * process's namespace). The namespace is entered on a short-lived thread; the socket stays bound
+ * to that namespace for its life, whoever holds it later. Created with protocol 0, so nothing is
+ * queued before bind(). Close-on-exec, non-blocking. Needs CAP_NET_RAW (and CAP_SYS_ADMIN for a
+ * namespace): the worker opens it and hands the fd to the unprivileged VM host process, which
+ * wraps it in a FramePort (kind 'packet'). Linux only.
+ */
+export function openPacketSocket(ifname: string, opts: PacketSocketOptions & { netns?: string } = {}): { fd: number; ifindex: number } {
+  if (!native.openPacketSocket) throw new Error('openPacketSocket: Linux only');
+  const { netns, ...rest } = opts;
+  for (const k of ['rcvbuf', 'sndbuf'] as const) {
+    const v = rest[k];
+    if (v !== undefined) checkInt('openPacketSocket', k, v, 0, 0x7fffffff);
+  }
+  try {
+    return native.openPacketSocket(netnsPath(netns), ifname, rest);
+  } catch (e) {
+    throw Object.assign(e as Error, { message: `${(e as Error).message} (interface ${ifname}${netns ? ` in netns ${netns}` : ''})` });
+  }
+}
+
+/**
+ * Reads a link's offload switches; with `disable: true` first turns TSO, GSO, GRO, SG and tx
+ * checksumming off (SIOCETHTOOL), so that every frame leaving or crossing it is a plain ≤ MTU frame
+ * with its checksum filled in — what QEMU's `-netdev dgram` (no virtio-net header) needs. Linux only.
+ */
+export function linkOffloads(ifname: string, opts: { netns?: string; disable?: boolean } = {}): LinkOffloads {
+  if (!native.linkOffloads) throw new Error('linkOffloads: Linux only');
+  try {
+    return native.linkOffloads(netnsPath(opts.netns), ifname, opts.disable ?? false);
+  } catch (e) {
+    throw Object.assign(e as Error, { message: `${(e as Error).message} (interface ${ifname}${opts.netns ? ` in netns ${opts.netns}` : ''})` });
+  }
+}
+
+/**
+ * bind()s an open packet socket to another ifindex and returns the errno (0 = it worked): what a
+ * compromised holder of the socket could attempt. For tests of the per-VM namespace isolation.
+ */
+export function packetRebind(fd: number, ifindex: number): number {
+  if (!native.packetRebind) throw new Error('packetRebind: Linux only');
+  checkFd('packetRebind', 'fd', fd);
+  checkInt('packetRebind', 'ifindex', ifindex, 0, 0x7fffffff);
+  return native.packetRebind(fd, ifindex);
+}
+
 /**
  * Batched frame I/O on a SOCK_DGRAM socket (recvmmsg/sendmmsg) or a TAP fd (read/write loops),
  * driven by a libuv poll handle on the fd: no busy polling, no thread.
@@ -457,8 +549,8 @@ export class FramePort {
     this.batch = { buffer: Buffer.from(area), offsets, lengths, count: 0 };
   }
 
-  /** 'dgram' (a SOCK_DGRAM socket) or 'tap' (any other fd, e.g. from openTap). */
-  get kind(): 'dgram' | 'tap' {
+  /** 'dgram' (a SOCK_DGRAM socket), 'packet' (AF_PACKET SOCK_RAW) or 'tap' (any other fd, e.g. from openTap). */
+  get kind(): FramePortKind {
     return this.native.kind;
   }
   get closed(): boolean {

@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nvz::InitUnixSocket(env, exports);
   nvz::InitCopyFile(env, exports);
   nvz::InitProcessGuard(env, exports);
+  nvz::InitPacketSocket(env, exports);
   exports.Set("platform", Napi::String::New(env, "linux"));
   return exports;
 }

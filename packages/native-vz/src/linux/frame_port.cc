@@ -2,7 +2,8 @@
 // driven by libuv readiness (one uv_poll_t per port on the JS thread's loop; no threads, no
 // busy polling).
 //
-// Receive: on readability, recvmmsg (sockets) or a read() loop (TAP) fills a fixed, preallocated
+// Receive: on readability, recvmmsg (sockets, including AF_PACKET SOCK_RAW sockets bound to one
+// interface: the veth uplink, packet_socket.cc) or a read() loop (TAP) fills a fixed, preallocated
 // receive area (batch x frameSize bytes, an ArrayBuffer owned by the JS wrapper) and calls JS once
 // per batch with the frame count; offsets/lengths are written into two Uint32Arrays. The area is
 // reused for the next batch, so JS may only look at it during the callback.
@@ -10,6 +11,7 @@
 // and are counted, never thrown. The return value is how many frames (a prefix) were accepted.
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,6 +32,11 @@ struct Stats {
   double rxFrames = 0, rxBytes = 0, rxBatches = 0, rxWakeups = 0, rxTruncated = 0, rxErrors = 0;
   double txFrames = 0, txBytes = 0, txBatches = 0, txCalls = 0, txDrops = 0, txErrors = 0;
   double eagain = 0, enobufs = 0;
+  // AF_PACKET only: frames the kernel dropped because the receive queue was full
+  // (PACKET_STATISTICS tp_drops, accumulated: reading resets the kernel's counter), and frames
+  // refused here because their aux data says the checksum is not filled in or the device stripped
+  // a VLAN tag into metadata (a plain frame consumer such as QEMU's -netdev dgram cannot take them).
+  double rxQueueDrops = 0, rxCsumPartial = 0, rxVlanStripped = 0;
   int lastErrno = 0;
 };
 
@@ -85,14 +92,30 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
     is_socket_ = S_ISSOCK(st.st_mode);
     if (is_socket_) {
-      int type = 0;
-      socklen_t len = sizeof type;
-      if (getsockopt(fd_, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM) {
-        Napi::TypeError::New(env, "FramePort: the socket is not SOCK_DGRAM (one frame = one datagram)")
+      int type = 0, domain = 0;
+      socklen_t len = sizeof type, dlen = sizeof domain;
+      if (getsockopt(fd_, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+          getsockopt(fd_, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) != 0) {
+        ErrnoError(env, errno, "getsockopt SO_TYPE/SO_DOMAIN").ThrowAsJavaScriptException();
+        fd_ = -1;
+        return;
+      }
+      // One frame = one datagram: SOCK_DGRAM, or an AF_PACKET SOCK_RAW socket (whole Ethernet frames).
+      is_packet_ = domain == AF_PACKET && type == SOCK_RAW;
+      if (type != SOCK_DGRAM && !is_packet_) {
+        Napi::TypeError::New(env, "FramePort: the socket is neither SOCK_DGRAM nor AF_PACKET/SOCK_RAW (one frame = one datagram)")
             .ThrowAsJavaScriptException();
         fd_ = -1;
         return;
       }
+      if (is_packet_) {
+        int aux = 0;
+        socklen_t alen = sizeof aux;
+        auxdata_ = getsockopt(fd_, SOL_PACKET, PACKET_AUXDATA, &aux, &alen) == 0 && aux != 0;
+      }
+      // recvmmsg/sendmmsg are called with MSG_DONTWAIT; O_NONBLOCK as well, for any other reader.
+      int fl = fcntl(fd_, F_GETFL);
+      if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
     } else {
       // TAP / character device: read()/write() per frame need O_NONBLOCK on the file description.
       int fl = fcntl(fd_, F_GETFL);
@@ -111,6 +134,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
     rx_msgs_.resize(batch_);
     rx_iov_.resize(batch_);
+    if (auxdata_) rx_cmsg_.assign(batch_ * kCmsgSpace, 0);
     for (size_t i = 0; i < batch_; i++) {
       rx_iov_[i].iov_base = rx_data_ + i * frame_size_;
       rx_iov_[i].iov_len = frame_size_;
@@ -234,6 +258,13 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   size_t ReceiveBatch() {
     size_t n = 0;
     if (is_socket_) {
+      if (auxdata_) {
+        // The kernel shrinks msg_controllen to what it wrote: give every slot its full space back.
+        for (size_t i = 0; i < batch_; i++) {
+          rx_msgs_[i].msg_hdr.msg_control = rx_cmsg_.data() + i * kCmsgSpace;
+          rx_msgs_[i].msg_hdr.msg_controllen = kCmsgSpace;
+        }
+      }
       int r;
       do {
         r = recvmmsg(fd_, rx_msgs_.data(), batch_, MSG_DONTWAIT, nullptr);
@@ -250,6 +281,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
           stats_.rxTruncated++;
           continue;
         }
+        if (auxdata_ && !AuxOk(rx_msgs_[i].msg_hdr)) continue;
         off_[n] = static_cast<uint32_t>(i * frame_size_);
         len_[n] = rx_msgs_[i].msg_len;
         stats_.rxBytes += rx_msgs_[i].msg_len;
@@ -293,6 +325,34 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       if (n < batch_ && is_socket_) return;  // recvmmsg got fewer than asked: queue empty
     }
     // More may be queued: the loop polls again next iteration (fair to other handles).
+  }
+
+  // AF_PACKET aux data: false (frame dropped, counted) for a frame whose checksum is still to be
+  // filled in (CHECKSUM_PARTIAL from a device with tx offloads on) or whose VLAN tag the device
+  // moved into metadata: forwarded as plain bytes, the guest would see a bad checksum or lose the tag.
+  bool AuxOk(const msghdr& h) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(const_cast<msghdr*>(&h)); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+      if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
+      tpacket_auxdata aux;
+      memcpy(&aux, CMSG_DATA(c), sizeof aux);
+      if (aux.tp_status & TP_STATUS_CSUMNOTREADY) {
+        stats_.rxCsumPartial++;
+        return false;
+      }
+      if (aux.tp_status & TP_STATUS_VLAN_VALID) {
+        stats_.rxVlanStripped++;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Adds the kernel's receive-queue drops since the last read (reading resets them).
+  void PollPacketStats() {
+    if (!is_packet_ || fd_ < 0) return;
+    tpacket_stats st;
+    socklen_t len = sizeof st;
+    if (getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) stats_.rxQueueDrops += st.tp_drops;
   }
 
   // Sends iovecs [0, count) already in tx_iov_; returns how many were accepted.
@@ -467,6 +527,10 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     set("txErrors", stats_.txErrors);
     set("eagain", stats_.eagain);
     set("enobufs", stats_.enobufs);
+    PollPacketStats();
+    set("rxQueueDrops", stats_.rxQueueDrops);
+    set("rxCsumPartial", stats_.rxCsumPartial);
+    set("rxVlanStripped", stats_.rxVlanStripped);
     o.Set("lastError", stats_.lastErrno != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(stats_.lastErrno)))
                                              : env.Null());
     return o;
@@ -497,13 +561,16 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     return info.Env().Undefined();
   }
   Napi::Value Kind(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), is_socket_ ? "dgram" : "tap");
+    return Napi::String::New(info.Env(), is_packet_ ? "packet" : is_socket_ ? "dgram" : "tap");
   }
   Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), closed_); }
 
   Napi::Env env_{nullptr};
   int fd_ = -1;
   bool is_socket_ = false;
+  bool is_packet_ = false;  // AF_PACKET SOCK_RAW (the veth uplink)
+  bool auxdata_ = false;    // PACKET_AUXDATA is on: every received frame carries tpacket_auxdata
+  static constexpr size_t kCmsgSpace = CMSG_SPACE(sizeof(tpacket_auxdata));
   bool owns_fd_ = false;
   bool closed_ = false;
   bool reading_ = false;
@@ -525,6 +592,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   uint32_t* len_ = nullptr;
   std::vector<mmsghdr> rx_msgs_;
   std::vector<iovec> rx_iov_;
+  std::vector<uint8_t> rx_cmsg_;
   std::vector<mmsghdr> tx_msgs_;
   std::vector<iovec> tx_iov_;
   Stats stats_;

@@ -16,5 +16,7 @@ void InitUnixSocket(Napi::Env env, Napi::Object exports);
 // copyFileFromFd: clone / copy_file_range / sparse copy from an open fd (src/posix/copy_file.cc).
 void InitCopyFile(Napi::Env env, Napi::Object exports);
 void InitProcessGuard(Napi::Env env, Napi::Object exports);
+// The veth uplink: AF_PACKET sockets opened inside a network namespace, veth offloads (packet_socket.cc).
+void InitPacketSocket(Napi::Env env, Napi::Object exports);
 
 }  // namespace nvz
