@@ -192,13 +192,56 @@ async function transfers(p: Path): Promise<{ toVm: Transfer[]; fromVm: Transfer[
     await waitUntil(async () => /^\d+$/.test((got = (await ssh(p, 'cat /tmp/rx.count 2>/dev/null')).out.trim())), 30_000, `${p.name}: guest byte count`, 200);
     await ssh(p, 'killall sleep 2>/dev/null; true'); // the never-ending stdin of that nc
     if (Number(got) !== bytes) throw new Error(`${p.name}: the guest received ${got} bytes, expected ${bytes}`);
+    const cpuBefore = cpuByProcess();
     const get = await probe(p.ns, 'get', p.host, p.ports.http, '/blob');
+    if (i > 0) addCpu(p.name, cpuBefore, cpuByProcess(), get.ms);
     if (i === 0) continue; // warm-up: TCG translates nc/httpd/TCP code paths on first use
     toVm.push(put);
     fromVm.push(get);
   }
   for (const t of fromVm) if (t.bytes !== bytes) throw new Error(`${p.name}: GET returned ${t.bytes} bytes, expected ${bytes}`);
   return { toVm, fromVm };
+}
+
+// ------------------------------------------------------------------ CPU per process during VM→host
+
+/** utime+stime (clock ticks) of every process, keyed by pid, labelled by what it is. */
+function cpuByProcess(): Map<number, { label: string; ticks: number }> {
+  const out = new Map<number, { label: string; ticks: number }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const comm = stat.slice(stat.indexOf('(') + 1, close);
+      const f = stat.slice(close + 2).split(' ');
+      const ticks = Number(f[11]) + Number(f[12]);
+      let label = comm;
+      if (comm === 'node' || comm.startsWith('node')) {
+        const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+        label = cmd.includes('vm-host') ? 'VM host process (pump)' : cmd.includes('fleet-worker') ? 'worker' : cmd.includes('fleet-controller') ? 'controller' : cmd.includes('probe.mjs') ? 'client (probe)' : 'node (other)';
+      } else if (comm.startsWith('qemu-system')) label = 'qemu';
+      else if (comm.startsWith('ksoftirqd')) label = 'ksoftirqd';
+      out.set(Number(d), { label, ticks });
+    } catch {
+      /* exited */
+    }
+  }
+  // Kernel time not charged to any process (softirq: bridge, netfilter, TCP receive work).
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  out.set(-1, { label: 'softirq+irq (no process)', ticks: (cpu[5] ?? 0) + (cpu[6] ?? 0) });
+  return out;
+}
+/** CPU ms per label over the measured VM→host transfers of each path, and the transfers' wall ms. */
+const cpuUse: Record<string, { wallMs: number; byLabel: Map<string, number> }> = {};
+const TICK_MS = 1000 / 100; // USER_HZ is 100 on Linux
+function addCpu(pathName: string, a: Map<number, { label: string; ticks: number }>, b: Map<number, { label: string; ticks: number }>, wallMs: number): void {
+  const acc = (cpuUse[pathName] ??= { wallMs: 0, byLabel: new Map() });
+  acc.wallMs += wallMs;
+  for (const [pid, v] of b) {
+    const d = v.ticks - (a.get(pid)?.ticks ?? 0);
+    if (d > 0) acc.byLabel.set(v.label, (acc.byLabel.get(v.label) ?? 0) + d * TICK_MS);
+  }
 }
 
 // ------------------------------------------------------------------ results
@@ -477,7 +520,7 @@ async function pumpCounters(sock: string): Promise<Counters> {
 function diffCounters(a: Counters, b: Counters): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(b)) {
-    for (const f of ['rxFrames', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped']) {
+    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped']) {
       if (v[f] === undefined) continue;
       parts.push(`${k}.${f} ${v[f]! - (a[k]?.[f] ?? 0)}`);
     }
@@ -489,7 +532,7 @@ let pumpDelta = '';
 const loadStart = load();
 let failed: Error | undefined;
 try {
-  tmp = await tempDir('vmnet-bench');
+  tmp = await tempDir('vmb');
   key = path.join(tmp, 'id_ed25519');
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-vm-bench', '-f', key]);
   writeFileSync(path.join(tmp, 'probe.mjs'), PROBE);
@@ -544,6 +587,11 @@ try {
   console.log(`${pad('path', 48)} ${pad('TCP host→VM Mbit/s', 32)} TCP VM→host Mbit/s`);
   for (const kind of KINDS) {
     console.log(`${pad(label[kind], 48)} ${pad(rate(results[kind]!.toVm), 32)} ${rate(results[kind]!.fromVm)}`);
+  }
+  console.log('\nCPU during the measured VM→host transfers (% of one core, utime+stime per process; the rest of 200 % is idle or other):');
+  for (const [name, u] of Object.entries(cpuUse)) {
+    const parts = [...u.byLabel].filter(([, ms]) => ms / u.wallMs >= 0.02).sort((x, y) => y[1] - x[1]).map(([l, ms]) => `${l} ${((100 * ms) / u.wallMs).toFixed(0)} %`);
+    console.log(`  ${name}: ${parts.join(', ')}`);
   }
   console.log(`\nfleet pump counters over the fleet transfers (incl. warm-up): ${pumpDelta}`);
   console.log('(vm = the socketpair to QEMU, tap = the TAP; txDrops/eagain = frames the other side refused, dropped like a NIC)');
