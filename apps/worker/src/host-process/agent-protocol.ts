@@ -120,6 +120,22 @@ export function parseAgentCommand(line: string): AgentCommand {
   }
 }
 
+/** The optional machine fields: checked here too, so that a bad job fails at the handover with its field named. */
+function checkOptionalVmFields(job: Record<string, unknown>): void {
+  const lk = job.linuxKernel;
+  if (lk !== undefined) {
+    if (!isRecord(lk) || typeof lk.kernelPath !== 'string' || typeof lk.cmdline !== 'string') throw new Error('vm job: "linuxKernel" needs kernelPath and cmdline strings');
+    if (lk.initrdPath !== undefined && typeof lk.initrdPath !== 'string') throw new Error('vm job: "linuxKernel.initrdPath" must be a string');
+  }
+  const d = job.display;
+  if (d !== undefined) {
+    const dim = (n: unknown): boolean => Number.isInteger(n) && (n as number) > 0 && (n as number) <= 16384;
+    if (!isRecord(d) || !dim(d.width) || !dim(d.height)) throw new Error('vm job: "display" needs width and height in 1..16384');
+  }
+  if (job.stopTimeoutMs !== undefined && (!Number.isInteger(job.stopTimeoutMs) || (job.stopTimeoutMs as number) < 0)) throw new Error('vm job: "stopTimeoutMs" must be a non-negative integer');
+  for (const k of ['recovery', 'noNetwork'] as const) if (job[k] !== undefined && typeof job[k] !== 'boolean') throw new Error(`vm job: "${k}" must be a boolean`);
+}
+
 /** The handover message (what root sends with the fd) → a validated job. */
 export function parseHandover(data: string): AgentHandover {
   const v: unknown = JSON.parse(data);
@@ -129,6 +145,7 @@ export function parseHandover(data: string): AgentHandover {
     for (const k of ['vmId', 'name', 'guest', 'bundleDir', 'mac', 'serialLogPath'] as const) if (typeof job[k] !== 'string') throw new Error(`vm job: "${k}" must be a string`);
     for (const k of ['attempt', 'cpus', 'memoryBytes'] as const) if (!Number.isInteger(job[k]) || (job[k] as number) < 0) throw new Error(`vm job: "${k}" must be a non-negative integer`);
     if (job.guest !== 'macos' && job.guest !== 'linux') throw new Error('vm job: guest must be macos or linux');
+    checkOptionalVmFields(job);
     return { v: AGENT_PROTOCOL_VERSION, job: job as unknown as VmJob };
   }
   if (job.kind === 'install') {
