@@ -193,8 +193,35 @@ class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
       disposed = true;
       await dispose();
     };
+    rollBackFailedCommits(adapter);
     return adapter;
   }
+}
+
+/**
+ * Workaround for Prisma 7.10 with @prisma/adapter-better-sqlite3: when COMMIT fails (a deferred
+ * foreign-key violation, SQLITE_BUSY), SQLite keeps the transaction open, and Prisma then calls
+ * the adapter's rollback(), which only releases its lock without sending ROLLBACK. The
+ * connection stays inside the failed transaction: the next statements run in it and the next
+ * COMMIT would make durable the writes whose callers were told they failed. So rollback() sends
+ * ROLLBACK first; after Prisma's own ROLLBACK (the usual path) SQLite answers "no transaction is
+ * active", which is ignored.
+ */
+function rollBackFailedCommits(adapter: SqlDriverAdapter): void {
+  const startTransaction = adapter.startTransaction.bind(adapter);
+  adapter.startTransaction = async (isolationLevel) => {
+    const tx = await startTransaction(isolationLevel);
+    const rollback = tx.rollback.bind(tx);
+    tx.rollback = async () => {
+      try {
+        await tx.executeRaw({ sql: 'ROLLBACK', args: [], argTypes: [] });
+      } catch {
+        // No transaction active: Prisma rolled it back already.
+      }
+      await rollback();
+    };
+    return tx;
+  };
 }
 
 /** Longest a single PostgreSQL statement of the application may take before it counts as a fault. */
