@@ -5,7 +5,11 @@
 // the same run: GET /v1/health at the same client concurrency (the API's floor).
 //
 //   pnpm exec tsx bench/control-plane.ts [--workers 100,1000] [--vms 10000] [--concurrency 32]
-import { spawn, type ChildProcess } from 'node:child_process';
+//     [--launch bundle|tsx]  bundle (default): the production launch, apps/controller/bin/fleet-controller.js
+//                            running the esbuild bundle (rebuilt first by scripts/build.mjs when stale);
+//                            tsx: src/main.ts through tsx
+//     [--cpu-prof DIR]       write a V8 CPU profile of the controller process into DIR
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,11 +22,16 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '100,1000' },
     vms: { type: 'string', default: '10000' },
     concurrency: { type: 'string', default: '32' },
+    launch: { type: 'string', default: 'bundle' },
+    'cpu-prof': { type: 'string' },
   },
 });
 const workerCounts = values.workers.split(',').map(Number);
 const vmCount = Number(values.vms);
 const concurrency = Number(values.concurrency);
+const launch = values.launch;
+if (launch !== 'bundle' && launch !== 'tsx') throw new Error(`--launch must be bundle or tsx, not ${launch}`);
+const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
 
 interface Proc {
   child: ChildProcess;
@@ -31,8 +40,8 @@ interface Proc {
   stop(): Promise<void>;
 }
 
-function start(script: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function start(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = ['--import', 'tsx']): Proc {
+  const child = spawn(process.execPath, [...nodeArgs, script, ...args], { cwd: ROOT, env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -85,7 +94,11 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 
 async function runOnce(workerCount: number): Promise<Record<string, string | number>> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleet-bench-ctl-'));
-  const ctl = start('apps/controller/src/main.ts', ['run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn']);
+  const profArgs = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [];
+  // FLEET_DEV=0: the bundle built above runs even if a source file was touched since (others edit the tree).
+  const ctl = launch === 'bundle'
+    ? start('apps/controller/bin/fleet-controller.js', ['run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'], { FLEET_DEV: '0' }, profArgs)
+    : start('apps/controller/src/main.ts', ['run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'], {}, ['--import', 'tsx', ...profArgs]);
   const swarms: Proc[] = [];
   try {
     const base = (await ctl.waitFor(/API:\s+(http:\/\/\S+)/, 60_000))[1]!;
@@ -134,6 +147,7 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
       'enroll+connect s': enrollS.toFixed(1),
       'baseline GET /health req/s': Math.round(healthPerS),
       'creates/s': Math.round(vmCount / createS),
+      'creates / health': `${Math.round((100 * vmCount) / createS / healthPerS)} %`,
       'all running after s': allRunningS.toFixed(1),
       'sched p50 ms': pct(lat, 50),
       'sched p99 ms': pct(lat, 99),
@@ -149,7 +163,13 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
   }
 }
 
-console.log(`control-plane benchmark: ${vmCount} VMs, client concurrency ${concurrency}, ${os.cpus().length} CPUs, Node ${process.version}`);
+const loadavg = async () => (await readFile('/proc/loadavg', 'utf8')).trim();
+if (launch === 'bundle') {
+  const built = spawnSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT, stdio: 'inherit' });
+  if (built.status !== 0) throw new Error('scripts/build.mjs failed');
+}
+console.log(`control-plane benchmark: ${vmCount} VMs, client concurrency ${concurrency}, ${os.cpus().length} CPUs, Node ${process.version}, controller launch: ${launch === 'bundle' ? 'bundle (bin/fleet-controller.js, FLEET_DEV=0)' : 'tsx src/main.ts'}`);
+console.log(`${new Date().toISOString()} /proc/loadavg at start: ${await loadavg()}`);
 const rows: Record<string, string | number>[] = [];
 for (const n of workerCounts) {
   console.log(`\n--- ${n} workers ---`);
@@ -160,3 +180,4 @@ for (const n of workerCounts) {
 console.log('\n| ' + Object.keys(rows[0]!).join(' | ') + ' |');
 console.log('|' + Object.keys(rows[0]!).map(() => ' --- |').join(''));
 for (const r of rows) console.log('| ' + Object.values(r).join(' | ') + ' |');
+console.log(`\n${new Date().toISOString()} /proc/loadavg at end: ${await loadavg()}`);

@@ -10,6 +10,15 @@ export interface VmChange {
   vm: Vm;
 }
 
+/**
+ * What a schedule request is about. `created`: only these VMs were added, pending (committed
+ * creates): the scheduler may add them to its in-memory queue instead of reloading everything.
+ * No hint: anything may have changed (capacity freed, a worker came back, a restart is due).
+ */
+export interface ScheduleHint {
+  created?: readonly Vm[];
+}
+
 export class FleetBus {
   private readonly emitter = new EventEmitter();
 
@@ -36,10 +45,10 @@ export class FleetBus {
     return () => this.emitter.off('desired', listener);
   }
 
-  scheduleRequested(): void {
-    this.emitter.emit('schedule');
+  scheduleRequested(hint?: ScheduleHint): void {
+    this.emitter.emit('schedule', hint);
   }
-  onScheduleRequest(listener: () => void): () => void {
+  onScheduleRequest(listener: (hint?: ScheduleHint) => void): () => void {
     this.emitter.on('schedule', listener);
     return () => this.emitter.off('schedule', listener);
   }
