@@ -8,6 +8,7 @@ import { formatMib } from '../output/sizes.ts';
 import { dash, formatLabels } from '../output/table.ts';
 import type { Runtime } from '../runtime.ts';
 import { validateName } from '../validate.ts';
+import { vmRows } from './vm/views.ts';
 
 function status(rt: Runtime, w: WorkerObject): string {
   return rt.colors.state(w.status) + (w.paused ? ',drained' : '');
@@ -122,7 +123,7 @@ export function registerWorkerCommands(program: Command, rt: Runtime): void {
   worker
     .command('get')
     .argument('<name>', 'worker name')
-    .description('show a worker and the VMs placed on it')
+    .description('show a worker and the VMs placed on it (-o wide: the VMs as a table with IP, size and image)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       validateName(name, 'worker');
       const client = rt.client(cmd);
@@ -139,7 +140,10 @@ export function registerWorkerCommands(program: Command, rt: Runtime): void {
       }
       if (vms.length > 0) {
         rt.out(`\nVMs (${vms.length}):`);
-        for (const v of vms) rt.out(`  ${v.name.padEnd(24)} ${rt.colors.state(v.state)}`);
+        if (rt.isWide(cmd)) {
+          const { headers, rows } = vmRows(rt, vms, false);
+          rt.table(headers, rows);
+        } else for (const v of vms) rt.out(`  ${v.name.padEnd(24)} ${rt.colors.state(v.state)}`);
       }
     });
 

@@ -11,7 +11,7 @@ import { vmDetails } from './views.ts';
 export function registerVmGet(vm: Command, rt: Runtime): void {
   vm.command('get')
     .argument('<name>', 'VM name')
-    .description("show a VM, why it is in its state, and its latest events")
+    .description('show a VM, why it is in its state, and its latest events (-o wide: the last 20)')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       validateName(name, 'VM');
       const client = rt.client(cmd);
@@ -30,7 +30,7 @@ export function registerVmGet(vm: Command, rt: Runtime): void {
       rt.keyValues([...vmDetails(rt, v), ...hostKey]);
       let events: EventObject[] = [];
       try {
-        events = (await client.vmEvents(name, { order: 'desc', limit: 5 })).events.reverse();
+        events = (await client.vmEvents(name, { order: 'desc', limit: rt.isWide(cmd) ? 20 : 5 })).events.reverse();
       } catch (err) {
         if (isInterrupt(rt, err)) throw err;
         // the VM itself was shown; its events are a bonus

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EventObject, VmObject } from '@fleet/api';
-import { FakeController, sendJson, streamNdjson, vm } from '../../testing/fake-controller.ts';
+import { FakeController, sendJson, streamNdjson, vm, worker } from '../../testing/fake-controller.ts';
 import { runCli } from '../../testing/run-cli.ts';
 
 let fake: FakeController;
@@ -276,6 +276,25 @@ describe('vm create --wait with an image pull (issue 15)', () => {
     const local = await fleet(['vm', 'get', 'web-1']);
     expect(local.stdout).toMatch(/^Image digest:\s+- \(a local image\)$/m);
     expect(local.stdout).not.toMatch(/^Pull:/m);
+  });
+});
+
+describe('get -o wide', () => {
+  it('vm get -o wide asks for the last 20 events (5 by default); worker get -o wide lists its VMs as a table', async () => {
+    fake.reply('GET', '/v1/vms/web-1', 200, vm('web-1'));
+    fake.reply('GET', '/v1/vms/web-1/events', 200, { events: [], nextCursor: null });
+    expect((await fleet(['vm', 'get', 'web-1'])).code).toBe(0);
+    expect((await fleet(['-o', 'wide', 'vm', 'get', 'web-1'])).code).toBe(0);
+    const limits = fake.requests.filter((r) => r.path === '/v1/vms/web-1/events').map((r) => r.query.get('limit'));
+    expect(limits).toEqual(['5', '20']);
+
+    fake.reply('GET', '/v1/workers/mac-1', 200, worker('mac-1'));
+    fake.reply('GET', '/v1/vms', 200, { vms: [vm('web-1', { worker: 'mac-1', state: 'running', ip: '192.168.64.7' })], nextCursor: null });
+    const narrow = (await fleet(['worker', 'get', 'mac-1'])).stdout;
+    expect(narrow).toMatch(/^VMs \(1\):\n  web-1\s+running$/m);
+    const wide = (await fleet(['-o', 'wide', 'worker', 'get', 'mac-1'])).stdout;
+    expect(wide).toMatch(/^NAME\s+STATE\s+WORKER\s+IP\s+CPUS\s+MEMORY\s+AGE$/m);
+    expect(wide).toMatch(/^web-1\s+running\s+mac-1\s+192\.168\.64\.7\s/m);
   });
 });
 
