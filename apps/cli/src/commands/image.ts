@@ -10,7 +10,8 @@ import { ProgressDisplay, formatBytes, formatProgressShort, progressDisplayFor, 
 import { dash, formatLabels } from '../output/table.ts';
 import type { Runtime } from '../runtime.ts';
 import { collect, parseChoice, parseLabels, validateName } from '../validate.ts';
-import { addCredentialOptions, type CredentialOptions } from './registry-credentials.ts';
+import { addCredentialOptions } from './registry-credentials.ts';
+import type { LocalPushOptions } from './image-push-local.ts';
 
 /** Image pulls of macOS images are tens of GiB: waits are long by default. */
 const DEFAULT_IMAGE_WAIT_MS = 60 * 60_000;
@@ -236,17 +237,9 @@ function failedList(ops: ImageOperation[]): string {
 
 // ---------------------------------------------------------------- commands
 
-interface PushOptions extends CredentialOptions {
+// A type-only import: the local push module itself is loaded only for such a push.
+interface PushOptions extends LocalPushOptions {
   wait?: string | boolean;
-  bundle?: string;
-  disk?: string;
-  kernel?: string;
-  initrd?: string;
-  cmdline?: string;
-  architecture?: string;
-  insecure?: boolean;
-  caFile?: string;
-  workDir?: string;
 }
 
 /** Which push the arguments ask for: a VM's disk by its worker, or a local bundle or disk. */
