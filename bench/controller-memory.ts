@@ -7,7 +7,7 @@
 // 10,000 VMs and 1,000 workers.
 //
 //   pnpm exec tsx bench/controller-memory.ts [--workers 1000] [--vms 10000] [--concurrency 32]
-//                                            [--node-flags "--max-semi-space-size=4"] [--snapshot]
+//                                            [--node-flags="--max-semi-space-size=4"] [--snapshot]
 //
 // The controller preloads bench/support/memory-probe.mjs, which answers SIGUSR2 with
 // process.memoryUsage() and V8's heap statistics (and, with --snapshot, a heap snapshot of the

@@ -82,7 +82,7 @@ export async function probe(pid: number, outPrefix: string, seq: number, timeout
   }
 }
 
-/** A heap snapshot's self sizes summed by constructor (objects, closures) or node type (strings, code, ...). */
+/** A heap snapshot's self sizes summed by constructor (objects, closures), native class, or node type (strings, code, ...). */
 export async function summariseHeapSnapshot(file: string, top = 15): Promise<{ what: string; count: number; bytes: number }[]> {
   interface Snapshot {
     snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] } };
@@ -99,7 +99,7 @@ export async function summariseHeapSnapshot(file: string, top = 15): Promise<{ w
   const by = new Map<string, { count: number; bytes: number }>();
   for (let i = 0; i < s.nodes.length; i += nf) {
     const type = types[s.nodes[i + iType]!]!;
-    const key = type === 'object' || type === 'closure' ? `${type} ${s.strings[s.nodes[i + iName]!]}` : `(${type})`;
+    const key = type === 'object' || type === 'closure' || type === 'native' ? `${type} ${s.strings[s.nodes[i + iName]!]!.slice(0, 50)}` : `(${type})`;
     const e = by.get(key) ?? { count: 0, bytes: 0 };
     e.count++;
     e.bytes += s.nodes[i + iSize]!;

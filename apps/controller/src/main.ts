@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { defaultOptions } from './config.ts';
 import { CONTROLLER_VERSION } from './version.ts';
+import { applyControllerV8Flags } from './v8-flags.ts';
 // The controller itself, pino, the PKI and the database are imported by the command that
 // needs them, so `--help` and `--version` start fast (issue 16).
 
@@ -60,6 +61,8 @@ program
   .option('--secrets-key-command <command>', 'run through /bin/sh; prints the key-encryption key(s), one per line, current first (KMS-style hook)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
+    // Before anything compiles Prisma's WebAssembly (v8-flags.ts says why).
+    applyControllerV8Flags();
     const [{ startController }, { createLogger }, { enrollCommand }] = await Promise.all([
       import('./controller.ts'),
       import('./observability/logger.ts'),
