@@ -78,12 +78,19 @@ function runCommonJs(file, hash) {
 /**
  * @param {string} distDir the app's dist/ folder
  * @param {string} sourceFile the TypeScript entry point (src/main.ts)
+ * @param {string} [entry] another entry point of the same (ESM) build to run instead of its main
+ *   one, e.g. the worker's VM host process (dist/vm-host.mjs); sourceFile is then that entry's source
  */
-async function launch(distDir, sourceFile) {
+async function launch(distDir, sourceFile, entry) {
   // Node >= 22.1: cache compiled code between runs (a no-op when NODE_DISABLE_COMPILE_CACHE is set).
   Module.enableCompileCache?.();
   const dev = process.env.FLEET_DEV;
-  const bundle = dev === '1' ? null : bundleIsFresh(distDir, dev !== '0');
+  let bundle = dev === '1' ? null : bundleIsFresh(distDir, dev !== '0');
+  if (bundle && entry !== undefined) {
+    // The build's stamp covers every entry's sources; a build from before the entry existed lacks its file.
+    const file = `${distDir}/${entry}`;
+    bundle = bundle.format === 'esm' && statSync(file, { throwIfNoEntry: false }) ? { ...bundle, file } : null;
+  }
   if (bundle?.format === 'cjs') {
     runCommonJs(bundle.file, bundle.hash);
     return;

@@ -108,6 +108,19 @@ describe('bin-launch', () => {
     expect(runApp({ FLEET_DEV: '0' }).stdout).toBe('bundle\n');
   });
 
+  it('runs another entry point of the build when asked (the VM host process); without its file, the sources', () => {
+    writeFileSync(path.join(app, 'dist/app.mjs'), "console.log('main bundle');\n");
+    stamp('esm', 'app.mjs');
+    writeFileSync(path.join(app, 'bin/host.mjs'), `import { createRequire } from 'node:module';\nawait createRequire(import.meta.url)(${JSON.stringify(LAUNCHER)}).launch(${JSON.stringify(path.join(app, 'dist'))}, ${JSON.stringify(path.join(app, 'src/main.ts'))}, 'host.mjs');\n`);
+    const runHost = () => spawnSync(process.execPath, [path.join(app, 'bin/host.mjs'), 'c'], { env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8', timeout: 30_000 }).stdout;
+    // A build from before the entry existed: its stamp is fresh, but there is no host.mjs.
+    expect(runHost()).toBe('sources c\n');
+    writeFileSync(path.join(app, 'dist/host.mjs'), "console.log('host bundle', process.argv.slice(2).join(' '));\n");
+    expect(runHost()).toBe('host bundle c\n');
+    writeFileSync(path.join(app, 'src/main.ts'), "console.log('edited');\n");
+    expect(runHost()).toBe('edited\n');
+  });
+
   it('a stamp of another build format runs the sources', () => {
     writeFileSync(path.join(app, 'dist/app.cjs'), "console.log('bundle');\n");
     stamp('cjs', 'app.cjs');

@@ -5,7 +5,8 @@
 //   node scripts/build.mjs            build what is stale (nothing when the sources are unchanged)
 //   node scripts/build.mjs --force    build everything
 //
-// Output: apps/<app>/dist/ (ignored by git): <bin>.mjs and its lazily loaded chunks (or, for
+// Output: apps/<app>/dist/ (ignored by git): <bin>.mjs, any further entry points of the app
+// (<name>.mjs: the worker's VM host process) and their lazily loaded chunks (or, for
 // the CLI, one CommonJS file <bin>.cjs: see below), and .build-stamp.json: every workspace source file the bundle was made from, with its
 // mtime, size and SHA-1. The bin (apps/<app>/bin/*.js, through scripts/bin-launch.cjs)
 // runs the bundle only when every one of those files is unchanged (same mtime and size,
@@ -67,7 +68,9 @@ export const TARGETS = [
   // few commands; kept out of the one-file bundle, every other start reads 0.6 MB less.
   { app: 'cli', bin: 'fleet', entry: 'apps/cli/src/main.ts', format: 'cjs', external: ['undici', 'yaml'] },
   { app: 'controller', bin: 'fleet-controller', entry: 'apps/controller/src/main.ts' },
-  { app: 'worker', bin: 'fleet-worker', entry: 'apps/worker/src/main.ts' },
+  // The VM host process (one per VM, started by the qemu driver through vm-host/launch.mjs) is a
+  // second entry of the worker's build: under tsx each one cost ~60 MiB more (bench/worker-memory.ts).
+  { app: 'worker', bin: 'fleet-worker', entry: 'apps/worker/src/main.ts', entries: { 'vm-host': 'apps/worker/src/vm-host/main.ts' } },
 ];
 
 function isExternal(spec, extra = []) {
@@ -78,8 +81,13 @@ function sha1(buf) {
   return createHash('sha1').update(buf).digest('hex');
 }
 
-/** Is every input recorded in the stamp unchanged? (The same rule the bins apply.) */
-export function stampFresh(outdir) {
+/**
+ * Is every input recorded in the stamp unchanged? (The same rule the bins apply.) With a target,
+ * each of its further entry points must have been built too (a build from before one was added
+ * lacks it).
+ */
+export function stampFresh(outdir, target) {
+  for (const name of Object.keys(target?.entries ?? {})) if (!existsSync(path.join(outdir, `${name}.mjs`))) return false;
   let stamp;
   try {
     stamp = JSON.parse(readFileSync(path.join(outdir, '.build-stamp.json'), 'utf8'));
@@ -168,7 +176,10 @@ async function buildTarget(esbuild, target) {
   try {
   result = await esbuild.build({
     absWorkingDir: ROOT,
-    entryPoints: { [target.bin]: path.join(ROOT, target.entry) },
+    entryPoints: {
+      [target.bin]: path.join(ROOT, target.entry),
+      ...Object.fromEntries(Object.entries(target.entries ?? {}).map(([name, file]) => [name, path.join(ROOT, file)])),
+    },
     outdir: tmp,
     bundle: true,
     splitting: cjs ? false : true,
@@ -246,7 +257,7 @@ async function buildTarget(esbuild, target) {
 
 async function main() {
   const force = process.argv.includes('--force');
-  const todo = TARGETS.filter((t) => force || !stampFresh(path.join(ROOT, 'apps', t.app, 'dist')));
+  const todo = TARGETS.filter((t) => force || !stampFresh(path.join(ROOT, 'apps', t.app, 'dist'), t));
   if (todo.length === 0) return;
   const esbuild = await loadEsbuild();
   const started = Date.now();
