@@ -16,6 +16,16 @@
  *   pump>TAP   pump path, written to a TAP (root; in a network namespace this run creates, link up,
  *              no address: the kernel receives and discards the frames)
  *   filter>TAP the same with netfilter in the path (the VM host process's VM -> host direction)
+ *   pump > AF_PACKET / filter > AF_PACKET   (VM -> host over the veth uplink, issue 20) the pump path
+ *              written with sendmmsg on an AF_PACKET socket bound to the VM end of a veth pair (in
+ *              a per-VM namespace this run creates, offloads off, as the worker sets it up); the
+ *              frames are counted at the peer end (rx_packets, another namespace), as the veth row
+ *   AF_PACKET > filter > socketpair   (host -> VM) a generator thread sendmmsg()s frames from the
+ *              gateway to the VM on an AF_PACKET socket on the peer end; the pump recvmmsg()s them
+ *              on the VM end, runs filter.fromHost and forwards to a socketpair; a sink thread
+ *              counts them. The generator keeps at most a window of frames in flight (it waits on
+ *              the sink's count), so it offers what the pump can take instead of burning a core
+ *              on frames the pump's socket queue would drop (drops would be counted: rxQueueDrops)
  *   veth       kernel-only baseline: a C program (cc at run time) sendmmsg()s the same frame on an
  *              AF_PACKET socket into one end of a veth pair in a namespace this run creates; frames
  *              counted at the peer (rx_packets). No JS, no socketpair hop, one thread.
@@ -25,16 +35,16 @@
  * so nothing is dropped; frames are counted where they end up. Addresses in frames are bytes only.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Verdict, createFilter } from '@fleet/netfilter';
-import { FramePort, type FrameBatch, getBufferSizes, openTap, socketpairDgram } from '../packages/native-vz/src/index.ts';
+import { FramePort, type FrameBatch, closeFd, getBufferSizes, linkOffloads, openPacketSocket, openTap, socketpairDgram } from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
-import { GW, VM_IP, baseConfig, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
+import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
 
 const SECONDS = Number(process.env.FRAME_PUMP_SECONDS ?? 3);
 const WARMUP_MS = 500;
@@ -51,6 +61,14 @@ const FRAME = tcpFrame(vmAddr(VM_IP, '140.82.112.3'), {
   payload: new Uint8Array(FRAME_LEN - 54),
 });
 if (FRAME.length !== FRAME_LEN) throw new Error(`frame is ${FRAME.length} bytes`);
+/** Host -> VM: the reply direction of FRAME (gateway MAC -> VM MAC), which filter.fromHost passes. */
+const HOST_FRAME = tcpFrame(hostAddr('140.82.112.3', VM_IP), {
+  sport: 443,
+  dport: 40000,
+  flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH,
+  payload: new Uint8Array(FRAME_LEN - 54),
+});
+if (HOST_FRAME.length !== FRAME_LEN) throw new Error(`host frame is ${HOST_FRAME.length} bytes`);
 
 // ------------------------------------------------------------------ worker: generator + sink
 
@@ -170,8 +188,9 @@ function startPerFramePump(input: FramePort, out: FramePort): void {
 }
 
 let filterDrops = 0;
-function startFilterPump(input: FramePort, out: FramePort): void {
+function startFilterPump(input: FramePort, out: FramePort, dir: 'vm' | 'host' = 'vm'): void {
   const filter = createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } }));
+  const judge = dir === 'vm' ? filter.fromVm.bind(filter) : filter.fromHost.bind(filter);
   const passOffs = new Uint32Array(input.batchSize);
   const passLens = new Uint32Array(input.batchSize);
   const onBatch = (b: FrameBatch): void => {
@@ -180,7 +199,7 @@ function startFilterPump(input: FramePort, out: FramePort): void {
     for (let i = 0; i < b.count; i++) {
       const off = b.offsets[i]!;
       const len = b.lengths[i]!;
-      if (filter.fromVm(b.buffer.subarray(off, off + len), now) === Verdict.PASS) {
+      if (judge(b.buffer.subarray(off, off + len), now) === Verdict.PASS) {
         passOffs[k] = off;
         passLens[k] = len;
         k++;
@@ -294,6 +313,166 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}`);
   } finally {
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  }
+}
+
+// ------------------------------------------------------------------ the veth uplink (issue 20)
+
+/**
+ * Two namespaces like the worker's: "host" holds the bridge-side end (here the peer that counts or
+ * generates), "vm" holds only the VM end, on which the pump's AF_PACKET socket is bound. Offloads
+ * off on both ends (NatNetwork does the same). Returns the namespaces and a cleanup.
+ */
+function vethUplink(): { hostNs: string; vmNs: string; cleanup: () => void } {
+  const hostNs = `fvz-uph-${process.pid}`;
+  const vmNs = `fvz-upv-${process.pid}`;
+  const cleanup = (): void => {
+    for (const ns of [vmNs, hostNs]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  };
+  try {
+    for (const ns of [hostNs, vmNs]) {
+      execFileSync('ip', ['netns', 'add', ns]);
+      execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+      execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
+    }
+    execFileSync('ip', ['-n', hostNs, 'link', 'add', 'upA', 'type', 'veth', 'peer', 'name', 'upB', 'netns', vmNs]);
+    execFileSync('ip', ['-n', hostNs, 'link', 'set', 'upA', 'up']);
+    execFileSync('ip', ['-n', vmNs, 'link', 'set', 'upB', 'up']);
+    linkOffloads('upA', { netns: hostNs, disable: true });
+    linkOffloads('upB', { netns: vmNs, disable: true });
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+  return { hostNs, vmNs, cleanup };
+}
+const QDISC_BYPASS = process.env.FRAME_PUMP_QDISC_BYPASS === '1';
+const PACKET_BUF = 4 << 20;
+const peerStat = (ns: string, dev: string, what: string): number =>
+  Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/${what}`], { encoding: 'utf8' }).trim());
+
+/** VM -> host: socketpair -> pump (+ filter) -> AF_PACKET sendmmsg -> veth -> peer (counted at rx_packets). */
+async function runPacketOut(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
+  const up = vethUplink();
+  try {
+    const sock = openPacketSocket('upB', { netns: up.vmNs, rcvbuf: PACKET_BUF, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
+    const [g, m1] = socketpairDgram();
+    const vm = new VmThread(g, -1);
+    const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
+    const out = new FramePort(sock.fd, { batch: 1, frameSize: 2048 });
+    out.onBatch(() => {}); // frames towards the VM (none here) are read and ignored
+    start(input, out);
+    vm.start();
+    await sleep(WARMUP_MS);
+    const t0 = process.hrtime.bigint();
+    const f0 = peerStat(up.hostNs, 'upA', 'rx_packets');
+    markStart();
+    await sleep(SECONDS * 1000);
+    const t1 = process.hrtime.bigint();
+    const f1 = peerStat(up.hostNs, 'upA', 'rx_packets');
+    const elu = performance.eventLoopUtilization(elu0).utilization;
+    await vm.stop();
+    const si = input.stats();
+    const so = out.stats();
+    input.close();
+    out.close();
+    const dropped = peerStat(up.hostNs, 'upA', 'rx_dropped');
+    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `counted at the peer (rx_packets); peer rx_dropped ${dropped}; AF_PACKET tx: eagain ${so.eagain}, enobufs ${so.enobufs}, errors ${so.txErrors}`);
+  } finally {
+    up.cleanup();
+  }
+}
+
+// Host -> VM generator and sink, each on its own thread (the pump is the main thread). The sink
+// publishes its count in shared memory; the generator keeps at most WINDOW frames in flight.
+const HV_WORKER = `
+const { workerData, parentPort } = require('node:worker_threads');
+const native = require(workerData.addon);
+const { role, fd, frame, batch, shared, window } = workerData;
+const count = new Int32Array(shared); // [0] frames sunk, [1] window resets (stalls)
+const len = frame.length;
+let running = true, generated = 0, base = 0;
+let port;
+if (role === 'sink') {
+  port = new native.FramePort(fd, new ArrayBuffer(2048 * batch), new Uint32Array(batch), new Uint32Array(batch), 2048, batch, false, 16);
+  port.start((n) => { Atomics.add(count, 0, n); Atomics.notify(count, 0); });
+} else {
+  const buf = Buffer.alloc(len * batch);
+  const offs = new Uint32Array(batch), lens = new Uint32Array(batch);
+  for (let i = 0; i < batch; i++) { Buffer.from(frame).copy(buf, i * len); offs[i] = i * len; lens[i] = len; }
+  port = new native.FramePort(fd, new ArrayBuffer(64), new Uint32Array(1), new Uint32Array(1), 64, 1, false, 1);
+  const pump = () => {
+    for (let k = 0; running && k < 16; k++) {
+      let sunk = Atomics.load(count, 0);
+      if (generated - base - sunk + batch > window) {
+        // Wait for the sink to make room; a frame lost on the way would shrink the window for
+        // good, so after 50 ms without progress the window starts afresh (counted).
+        if (Atomics.wait(count, 0, sunk, 50) === 'timed-out' && Atomics.load(count, 0) === sunk) { base = generated - sunk; Atomics.add(count, 1, 1); }
+        break;
+      }
+      const n = port.sendBatch(buf, offs, lens, batch);
+      generated += n;
+      if (n < batch) { port.waitWritable(pump); return; }
+    }
+    if (running) setImmediate(pump);
+  };
+  parentPort.once('message', () => pump());
+}
+parentPort.on('message', (m) => {
+  if (m === 'stop') { running = false; port.close(); parentPort.postMessage({ generated }); parentPort.close(); }
+});
+`;
+
+/** Host -> VM: AF_PACKET generator on the peer -> veth -> pump recvmmsg (+ filter.fromHost) -> socketpair -> sink. */
+async function runPacketIn(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
+  const up = vethUplink();
+  try {
+    const genSock = openPacketSocket('upA', { netns: up.hostNs, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
+    const vmSock = openPacketSocket('upB', { netns: up.vmNs, rcvbuf: PACKET_BUF, sndbuf: PACKET_BUF });
+    const [m2, sk] = socketpairDgram();
+    const shared = new SharedArrayBuffer(8);
+    const counts = new Int32Array(shared);
+    const mk = (role: 'gen' | 'sink', fd: number): Worker =>
+      new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame: HOST_FRAME, batch: BATCH, shared, window: 2048 } });
+    const sink = mk('sink', sk);
+    const gen = mk('gen', genSock.fd);
+    const input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
+    const out = new FramePort(m2, { batch: 1, frameSize: 64 });
+    start(input, out);
+    gen.postMessage('go');
+    await sleep(WARMUP_MS);
+    const f0 = Atomics.load(counts, 0);
+    markStart();
+    const t0 = process.hrtime.bigint();
+    await sleep(SECONDS * 1000);
+    const f1 = Atomics.load(counts, 0);
+    const t1 = process.hrtime.bigint();
+    const elu = performance.eventLoopUtilization(elu0).utilization;
+    const stop = (w: Worker): Promise<unknown> =>
+      new Promise((r) => {
+        w.once('exit', r);
+        w.postMessage('stop');
+      });
+    await stop(gen);
+    await sleep(100); // let the last frames reach the sink
+    await stop(sink);
+    const si = input.stats();
+    const so = out.stats();
+    input.close();
+    out.close();
+    // The workers' ports do not own their fds.
+    closeFd(genSock.fd);
+    closeFd(sk);
+    record(
+      name,
+      f1 - f0,
+      t1 - t0,
+      si.rxFrames / si.rxBatches,
+      elu,
+      `sink thread count; pump AF_PACKET rx: queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; socketpair eagain ${so.eagain}`,
+    );
+  } finally {
+    up.cleanup();
   }
 }
 
@@ -411,38 +590,59 @@ new FramePort(probeB).close();
 
 console.log(`frame pump: ${FRAME_LEN}-byte frames, batch ${BATCH}, ${SECONDS} s per row (+${WARMUP_MS} ms warm-up)`);
 console.log(`${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${os.platform()} ${os.release()}`);
-console.log(`socketpair buffers as reported: sndbuf ${sizes.sndbuf}, rcvbuf ${sizes.rcvbuf}\n`);
+console.log(`socketpair buffers as reported: sndbuf ${sizes.sndbuf}, rcvbuf ${sizes.rcvbuf}`);
+const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').trim();
+const loadBefore = loadavg();
+console.log(`${new Date().toISOString()}  /proc/loadavg before: ${loadBefore}${QDISC_BYPASS ? '  (PACKET_QDISC_BYPASS on)' : ''}\n`);
 
-await runBaseline();
-await runPump('pump: socketpair -> JS batch -> sendBatch -> socketpair', startPlainPump);
-await runPump('pump/frame: ... -> onFrames (Buffer per frame) -> send(frames[])', startPerFramePump);
-await runPump('filter: ... -> netfilter fromVm per frame -> sendBatch', startFilterPump);
+// FRAME_PUMP_ROWS=uplink: only the TAP, AF_PACKET and kernel rows (the ones compared in BENCHMARKS.md).
+const ONLY_UPLINK = process.env.FRAME_PUMP_ROWS === 'uplink';
+if (!ONLY_UPLINK) {
+  await runBaseline();
+  await runPump('pump: socketpair -> JS batch -> sendBatch -> socketpair', startPlainPump);
+  await runPump('pump/frame: ... -> onFrames (Buffer per frame) -> send(frames[])', startPerFramePump);
+  await runPump('filter: ... -> netfilter fromVm per frame -> sendBatch', startFilterPump);
+}
 if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) {
   await runTap('pump > TAP: socketpair -> JS batch -> TAP write loop', startPlainPump);
   await runTap('filter > TAP: ... -> netfilter -> TAP write loop', startFilterPump);
 } else {
   for (const name of ['pump > TAP', 'filter > TAP']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root and /dev/net/tun' });
 }
-if (process.getuid?.() === 0) runVeth();
-else rows.push({ name: 'kernel veth', frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root (namespace, AF_PACKET)' });
+if (process.getuid?.() === 0) {
+  await runPacketOut('pump > AF_PACKET: socketpair -> JS batch -> sendmmsg -> veth', startPlainPump);
+  await runPacketOut('filter > AF_PACKET (VM -> host): ... -> netfilter fromVm -> veth', startFilterPump);
+  await runPacketIn('AF_PACKET > pump (host -> VM): veth -> recvmmsg -> JS -> socketpair', startPlainPump);
+  await runPacketIn('AF_PACKET > filter (host -> VM): ... -> netfilter fromHost -> socketpair', (i, o) => startFilterPump(i, o, 'host'));
+  runVeth();
+} else {
+  for (const name of ['AF_PACKET rows', 'kernel veth']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root (namespaces, AF_PACKET)' });
+}
 
-const lat = await runLatency();
+const lat = ONLY_UPLINK ? undefined : await runLatency();
+const loadAfter = loadavg();
+const kernel = rows.find((r) => r.name.startsWith('kernel veth') && r.seconds > 0);
+const kernelFps = kernel ? kernel.frames / kernel.seconds : NaN;
 
 const pad = (s: string, n: number) => s.padEnd(n);
 const lpad = (s: string, n: number) => s.padStart(n);
-console.log(`${pad('path', 64)} ${lpad('frames/s', 12)} ${lpad('Gbit/s', 8)} ${lpad('frames/cb', 10)} ${lpad('pump ELU', 9)}  notes`);
+console.log(`${pad('path', 72)} ${lpad('frames/s', 12)} ${lpad('Gbit/s', 8)} ${lpad('% kernel', 9)} ${lpad('frames/cb', 10)} ${lpad('pump ELU', 9)}  notes`);
 for (const r of rows) {
   if (r.seconds === 0) {
-    console.log(`${pad(r.name, 64)} ${lpad('-', 12)} ${lpad('-', 8)} ${lpad('-', 10)} ${lpad('-', 9)}  ${r.note}`);
+    console.log(`${pad(r.name, 72)} ${lpad('-', 12)} ${lpad('-', 8)} ${lpad('-', 9)} ${lpad('-', 10)} ${lpad('-', 9)}  ${r.note}`);
     continue;
   }
   const fps = r.frames / r.seconds;
   const gbps = (fps * FRAME_LEN * 8) / 1e9;
-  console.log(`${pad(r.name, 64)} ${lpad(Math.round(fps).toLocaleString('en-US'), 12)} ${lpad(gbps.toFixed(2), 8)} ${lpad(r.pumpBatch.toFixed(1), 10)} ${lpad(Number.isNaN(r.elu) ? 'n/a' : `${Math.round(r.elu * 100)}%`, 9)}  ${r.note}`);
+  const share = Number.isNaN(kernelFps) ? '-' : `${Math.round((fps / kernelFps) * 100)}%`;
+  console.log(`${pad(r.name, 72)} ${lpad(Math.round(fps).toLocaleString('en-US'), 12)} ${lpad(gbps.toFixed(2), 8)} ${lpad(share, 9)} ${lpad(r.pumpBatch.toFixed(1), 10)} ${lpad(Number.isNaN(r.elu) ? 'n/a' : `${Math.round(r.elu * 100)}%`, 9)}  ${r.note}`);
 }
 console.log(`\nGbit/s counts Ethernet frame bytes (${FRAME_LEN} B, no FCS/preamble). frames/cb = frames per JS callback at the pump input.`);
 console.log('pump ELU = main-thread event-loop utilisation; below 100% the pump waited for the worker thread (generator + sink share one thread), so the row is a lower bound for the pump.');
-console.log(
-  `\nlatency, one frame at a time (socketpair -> pump + netfilter -> socketpair, one thread): p50 ${lat.p50.toFixed(1)} µs, p99 ${lat.p99.toFixed(1)} µs, max ${lat.max.toFixed(1)} µs`,
-);
+if (lat) {
+  console.log(
+    `\nlatency, one frame at a time (socketpair -> pump + netfilter -> socketpair, one thread): p50 ${lat.p50.toFixed(1)} µs, p99 ${lat.p99.toFixed(1)} µs, max ${lat.max.toFixed(1)} µs`,
+  );
+}
+console.log(`\n/proc/loadavg before: ${loadBefore}; after: ${loadAfter}`);
 if (filterDrops > 0) console.log(`netfilter dropped ${filterDrops} frames (expected 0)`);
