@@ -103,6 +103,9 @@ interface Stage {
   jsCode: number;
   anonExec: number;
   outsideHeap: number;
+  gcMs: number;
+  majorGcs: number;
+  cpuS: number;
 }
 
 function stageRow(stage: string, st: Awaited<ReturnType<typeof procStatus>>, sm: Awaited<ReturnType<typeof smapsSummary>>, r: ProbeReport): Stage {
@@ -123,6 +126,9 @@ function stageRow(stage: string, st: Awaited<ReturnType<typeof procStatus>>, sm:
     // Anonymous memory V8's heap does not account for: malloc (wasm compilation zones,
     // better-sqlite3, OpenSSL, nghttp2), wasm code and wasm memories.
     outsideHeap: st.anon - r.heap.total_physical_size,
+    gcMs: r.gc.ms,
+    majorGcs: r.gc.majorCount,
+    cpuS: (r.cpu.user + r.cpu.system) / 1e6,
   };
 }
 
@@ -235,8 +241,8 @@ console.log(`/proc/loadavg at end: ${await loadavg()}`);
 const M = (n: number) => String(mib(n));
 console.log(`\nbaseline: bare node ${mib(bare)} MiB RSS${nodeFlags.length ? `; controller node flags: ${nodeFlags.join(' ')}` : ''}\n`);
 console.log(markdownTable(
-  ['stage', 'RSS MiB', 'peak MiB', 'anon', 'file', 'heap used', 'heap (physical)', 'new space', 'external', 'arrayBuffers', 'JS code+bytecode', 'anon exec (JIT+wasm code)', 'anon outside V8 heap'],
-  stages.map((s) => [s.stage, M(s.rss), M(s.hwm), M(s.anon), M(s.file), M(s.heapUsed), M(s.heapTotal), M(s.newSpace), M(s.external), M(s.arrayBuffers), M(s.jsCode), M(s.anonExec), M(s.outsideHeap)]),
+  ['stage', 'RSS MiB', 'peak MiB', 'anon', 'file', 'heap used', 'heap (physical)', 'new space', 'external', 'arrayBuffers', 'JS code+bytecode', 'anon exec (JIT+wasm code)', 'anon outside V8 heap', 'GC ms (major GCs) so far', 'CPU s so far'],
+  stages.map((s) => [s.stage, M(s.rss), M(s.hwm), M(s.anon), M(s.file), M(s.heapUsed), M(s.heapTotal), M(s.newSpace), M(s.external), M(s.arrayBuffers), M(s.jsCode), M(s.anonExec), M(s.outsideHeap), `${Math.round(s.gcMs)} (${s.majorGcs})`, s.cpuS.toFixed(1)]),
 ));
 if (failed) throw failed;
 const loaded = stages.filter((s) => s.stage !== 'idle');

@@ -60,6 +60,10 @@ export interface ProbeReport {
   heap: { total_physical_size: number; used_heap_size: number; total_heap_size: number; external_memory: number; malloced_memory: number };
   spaces: { space_name: string; space_used_size: number; physical_space_size: number }[];
   code: { code_and_metadata_size: number; bytecode_and_metadata_size: number; external_script_source_size: number };
+  /** GC pauses since the process started (all, and major ones), in ms. */
+  gc: { count: number; ms: number; majorCount: number; majorMs: number };
+  /** process.cpuUsage() (µs). */
+  cpu: { user: number; system: number };
   snapshot?: string;
 }
 

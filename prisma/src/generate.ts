@@ -18,11 +18,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { GENERATED_DIR, LAYOUT, PACKAGE_DIR, PROVIDERS, SCHEMA_PATH, schemaFor } from './providers.ts';
 
 /** Bump when this script's output changes for the same inputs. */
-const GENERATOR_REVISION = 1;
+const GENERATOR_REVISION = 2;
 const STAMP_PATH = path.join(GENERATED_DIR, '.stamp');
 
 const require = createRequire(import.meta.url);
@@ -82,6 +82,39 @@ function runPrismaGenerate(cli: string, schemaPath: string): Promise<void> {
   });
 }
 
+/** The generated client's loader of the query compiler: a base64 string module, decoded at the first query. */
+const BASE64_LOADER =
+  /getQueryCompilerWasmModule: async \(\) => \{\s*const \{ wasm \} = await import\("(@prisma\/client\/runtime\/query_compiler_[a-z_]+\.[a-z]+\.wasm-base64\.mjs)"\)\s*return await decodeBase64AsWasm\(wasm\)\s*\},/;
+export const QUERY_COMPILER_WASM = 'query_compiler.wasm';
+
+/**
+ * Issue 20: the client loads its query compiler (3.3 MB of wasm) from a 4.4 MB base64 string
+ * module. An ES module's source stays in memory for the life of the process, and so does the
+ * exported string: 8.8 MB of the controller's heap, for bytes needed once. Decode it here,
+ * once, into <client>/internal/query_compiler.wasm, and make the client compile that file.
+ * A client whose loader looks different (another Prisma version) is left as generated.
+ */
+async function wasmFromFile(clientDir: string, log: (msg: string) => void): Promise<void> {
+  const classFile = path.join(clientDir, 'internal', 'class.ts');
+  const text = await readFile(classFile, 'utf8');
+  const m = BASE64_LOADER.exec(text);
+  if (!m) {
+    log(`${path.relative(PACKAGE_DIR, classFile)}: the query compiler loader is not the expected base64 import; left as generated`);
+    return;
+  }
+  const clientRequire = createRequire(require.resolve('@prisma/client/package.json'));
+  const { wasm } = (await import(pathToFileURL(clientRequire.resolve(m[1]!)).href)) as { wasm: string };
+  await writeFile(path.join(clientDir, 'internal', QUERY_COMPILER_WASM), Buffer.from(wasm, 'base64'));
+  const loader = [
+    'getQueryCompilerWasmModule: async () => {',
+    `    // Fleet (prisma/src/generate.ts): the bytes of ${m[1]}, decoded at generate time.`,
+    "    const { readFile } = await import('node:fs/promises')",
+    `    return new WebAssembly.Module(await readFile(new URL('./${QUERY_COMPILER_WASM}', import.meta.url)))`,
+    '  },',
+  ].join('\n');
+  await writeFile(classFile, text.replace(BASE64_LOADER, loader));
+}
+
 export async function generate(opts: { force?: boolean; log?: (msg: string) => void } = {}): Promise<GenerateResult> {
   const log = opts.log ?? (() => {});
   const t0 = performance.now();
@@ -97,6 +130,7 @@ export async function generate(opts: { force?: boolean; log?: (msg: string) => v
   await writeFile(pg.schemaPath, schemaFor('postgresql', schema));
   log(`generating Prisma ${version} clients for ${PROVIDERS.join(', ')}`);
   await Promise.all(PROVIDERS.map((p) => runPrismaGenerate(cli, LAYOUT[p].schemaPath)));
+  for (const p of PROVIDERS) await wasmFromFile(LAYOUT[p].clientDir, log);
   await writeFile(STAMP_PATH, hash + '\n');
   return { generated: true, ms: performance.now() - t0 };
 }

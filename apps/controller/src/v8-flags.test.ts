@@ -2,14 +2,21 @@ import { describe, expect, it } from 'vitest';
 import { controllerV8Flags } from './v8-flags.ts';
 
 describe('controllerV8Flags', () => {
-  it('runs wasm on Liftoff code only by default', () => {
-    expect(controllerV8Flags([], undefined)).toEqual(['--liftoff-only']);
-    expect(controllerV8Flags(['--enable-source-maps'], '--max-old-space-size=512')).toEqual(['--liftoff-only']);
+  it('runs wasm on Liftoff code only and grows the old generation 20% past the live size by default', () => {
+    const defaults = ['--liftoff-only', '--heap-growing-percent=20'];
+    expect(controllerV8Flags([], undefined)).toEqual(defaults);
+    expect(controllerV8Flags(['--enable-source-maps'], '--max-old-space-size=512')).toEqual(defaults);
   });
 
   it('keeps a wasm tiering choice made on the command line or in NODE_OPTIONS', () => {
-    expect(controllerV8Flags(['--no-liftoff-only'], undefined)).toEqual([]);
-    expect(controllerV8Flags([], '--max-old-space-size=512 --wasm_tier_up')).toEqual([]);
-    expect(controllerV8Flags(['--wasm-dynamic-tiering=false'], undefined)).toEqual([]);
+    expect(controllerV8Flags(['--no-liftoff-only'], undefined)).toEqual(['--heap-growing-percent=20']);
+    expect(controllerV8Flags([], '--max-old-space-size=512 --wasm_tier_up')).toEqual(['--heap-growing-percent=20']);
+    expect(controllerV8Flags(['--wasm-dynamic-tiering=false'], undefined)).toEqual(['--heap-growing-percent=20']);
+  });
+
+  it('keeps a heap growth choice made on the command line or in NODE_OPTIONS', () => {
+    expect(controllerV8Flags(['--heap-growing-percent=50'], undefined)).toEqual(['--liftoff-only']);
+    expect(controllerV8Flags([], '--no-memory-reducer')).toEqual(['--liftoff-only']);
+    expect(controllerV8Flags(['--optimize_for_size', '--liftoff'], undefined)).toEqual([]);
   });
 });
