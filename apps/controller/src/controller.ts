@@ -389,6 +389,8 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
       grpcServer.server.forceShutdown();
       await api.close();
       writes.stop();
+      // A scheduler pass still running would reopen the database right after $disconnect.
+      await scheduler.settled();
       await db.$disconnect();
       await lock.release();
     },
