@@ -4,12 +4,23 @@
 // transaction. Passes never overlap; a request during a pass runs one more pass.
 // A failed pass (the database is unavailable) is retried after a capped, jittered
 // backoff; requests meanwhile wait for that retry instead of hammering the database.
+//
+// Incremental (issue 20): the pending queue and the workers' views (capacity and use) stay in
+// memory between passes. Committed creates arrive as hints (FleetBus.scheduleRequested with
+// `created`) and are added to the queue; this pass's own placements are applied to the views.
+// Everything else that can change what the planner sees (capacity freed, a worker's Hello, a
+// restart, an update of a pending VM, a request relayed from another controller, a timer tick
+// every intervalMs, leadership regained, a failed pass, a placement that found its VM changed)
+// is a request without a hint, and the next pass reloads both from the database: the in-memory
+// state is only ever a shortcut, never the source of truth. Exactly-once placement does not
+// depend on it: each placement is still a conditional update (state pending, same attempt), in a
+// transaction that also checks the target workers are online and not drained.
 import { randomUUID } from 'node:crypto';
 import type { FleetDb, Prisma, Vm } from '@fleet/db';
 import type { Logger } from 'pino';
 import { planPlacements, type PendingVmView, type SchedulerProfile, type WorkerView } from './placement.ts';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
-import type { FleetBus } from '../fleet-bus.ts';
+import type { FleetBus, ScheduleHint } from '../fleet-bus.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { vmEvent } from '../vms/vm-service.ts';
 import { networkModeOf, parseLabels } from '../vms/vm-view.ts';
@@ -42,6 +53,16 @@ export class SchedulerLoop {
   failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly backoff: BackoffOptions;
+  /** The pending queue as of the last reload plus the hinted creates, by VM id. */
+  private pending = new Map<string, Vm>();
+  /** Workers as of the last reload with this loop's placements since applied; undefined: load. */
+  private workers: WorkerView[] | undefined;
+  /** VMs created (committed) since the last pass, from hints. */
+  private incoming: Vm[] = [];
+  /** The next pass reloads the pending queue and the workers from the database. */
+  private reloadNeeded = true;
+  /** Full reloads and incremental passes so far (tests, logs). */
+  readonly stats = { reloads: 0, incremental: 0 };
 
   constructor(
     private readonly db: FleetDb,
@@ -66,19 +87,44 @@ export class SchedulerLoop {
     clearInterval(this.timer);
     this.stopped = false;
     this.failures = 0;
-    this.unsubscribe = this.bus.onScheduleRequest(() => this.trigger());
-    this.timer = setInterval(() => this.trigger(), this.intervalMs);
+    // Leadership (re)gained: whatever is in memory may be stale.
+    this.forget();
+    this.unsubscribe = this.bus.onScheduleRequest((hint) => this.request(hint));
+    // The periodic pass reloads from the database (a missed hint, a change nobody announced).
+    this.timer = setInterval(() => this.request(), this.intervalMs);
     this.timer.unref();
     this.trigger();
   }
 
   stop(): void {
     this.stopped = true;
+    this.forget();
     this.unsubscribe();
     this.unsubscribe = () => undefined;
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+  }
+
+  /** A schedule request: with only created VMs, they join the queue; otherwise reload everything. */
+  request(hint?: ScheduleHint): void {
+    if (this.stopped) return;
+    if (hint?.created && !hint.created.some((vm) => vm.state !== 'pending')) this.incoming.push(...hint.created);
+    else this.reloadNeeded = true;
+    this.trigger();
+  }
+
+  /** Drop the in-memory queue and views: the next pass reads them from the database. */
+  private forget(): void {
+    this.pending = new Map();
+    this.workers = undefined;
+    this.incoming = [];
+    this.reloadNeeded = true;
+  }
+
+  /** No pass running or waiting (tests). */
+  get idle(): boolean {
+    return !this.running && !this.retryTimer;
   }
 
   /** Ask for a pass soon; bursts of requests (e.g. 1,000 creates) coalesce into few passes. */
@@ -90,7 +136,7 @@ export class SchedulerLoop {
       return;
     }
     this.running = true;
-    setImmediate(() => void this.loop());
+    this.loop();
   }
 
   /** Run now even while backing off (the storage is back). */
@@ -101,8 +147,26 @@ export class SchedulerLoop {
     this.trigger();
   }
 
-  private async loop(): Promise<void> {
+  /** Resolves once no pass is running (after stop(): before the database is closed). */
+  async settled(): Promise<void> {
+    while (this.current) await this.current;
+  }
+
+  private current: Promise<void> | undefined;
+
+  /** Starts the passes on the next turn (requests of this turn coalesce); settled() waits for them. */
+  private loop(): void {
+    const run: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.loopOnce())
+      .finally(() => {
+        if (this.current === run) this.current = undefined;
+      });
+    this.current = run;
+  }
+
+  private async loopOnce(): Promise<void> {
     try {
+      if (this.stopped) return; // stopped before the passes began
       do {
         this.again = false;
         await this.passOnce();
@@ -110,6 +174,8 @@ export class SchedulerLoop {
       if (this.failures > 0) this.log.info({ failures: this.failures }, 'scheduler passes work again');
       this.failures = 0;
     } catch (err) {
+      // Whatever the failed pass did to the in-memory state is not trusted.
+      this.reloadNeeded = true;
       if (this.opts.deposed?.(err)) return;
       this.failures += 1;
       this.opts.sink?.observe(err);
@@ -127,13 +193,38 @@ export class SchedulerLoop {
     }
   }
 
+  /** Reload the pending queue (and, lazily, the workers) from the database, or apply the hints. */
+  private async refresh(): Promise<void> {
+    // Not started (a follower, or a test driving passes itself): no hints arrive, so every pass reads the database.
+    if (this.reloadNeeded || this.stopped) {
+      this.reloadNeeded = false;
+      // Every hint so far was sent after its create committed: the query below sees those VMs.
+      // Hints that arrive while it runs are applied after it (duplicates are skipped).
+      this.incoming = [];
+      this.workers = undefined;
+      const rows = await this.db.vm.findMany({ where: { state: 'pending' } });
+      this.pending = new Map(rows.map((v) => [v.id, v]));
+      this.stats.reloads += 1;
+    } else {
+      this.stats.incremental += 1;
+    }
+    if (this.incoming.length > 0) {
+      for (const vm of this.incoming) if (!this.pending.has(vm.id)) this.pending.set(vm.id, vm);
+      this.incoming = [];
+    }
+    if (this.pending.size > 0 && !this.workers) this.workers = await loadWorkerViews(this.db);
+  }
+
   /** One pass; exported for tests. Returns the number of placements. */
   async passOnce(): Promise<number> {
     const started = process.hrtime.bigint();
-    const pendingRows = await this.db.vm.findMany({ where: { state: 'pending' } });
+    await this.refresh();
+    const pendingRows = [...this.pending.values()];
     this.metrics.pendingVms.set(pendingRows.length);
     if (pendingRows.length === 0) return 0;
-    const workers = await loadWorkerViews(this.db);
+    // The cached views; this pass may replace entries of its copy (MACs) but not the cache's.
+    const cached = this.workers!;
+    const workers = [...cached];
     // Image locality (issue 15): the workers holding the pending VMs' images, one query per pass.
     const digests = new Set<string>();
     for (const v of pendingRows) if (v.imageDigest) digests.add(v.imageDigest);
@@ -143,26 +234,44 @@ export class SchedulerLoop {
     for (const v of pendingRows) if (v.customMac && v.networkMode !== 'none') macs.add(v.customMac);
     if (macs.size > 0) await attachMacHolders(this.db, workers, macs);
     const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile(), images);
-    const byId = new Map(pendingRows.map((v) => [v.id, v]));
-    const workerById = new Map(workers.map((w) => [w.id, w]));
+    const byId = this.pending;
+    const workerById = new Map(cached.map((w) => [w.id, w]));
     const now = new Date();
     const events: NewEvent[] = [];
     const placedVms: Vm[] = [];
     const dirty = new Set<string>();
+    let doubt = false;
 
     await this.db.$transaction(async (tx) => {
       await this.opts.fence?.(tx);
+      // The views may be older than this pass: place only on workers still online and not
+      // drained (a drain or a worker going offline does not announce itself to the scheduler).
+      const targets = [...new Set(plan.placements.map((p) => p.workerId))];
+      const usable = new Set(
+        targets.length === 0
+          ? []
+          : (await tx.worker.findMany({ where: { id: { in: targets } }, select: { id: true, status: true, paused: true } }))
+              .filter((w) => w.status === 'online' && !w.paused)
+              .map((w) => w.id),
+      );
       const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean; networkMode: string; mac: string }[] = [];
       for (const p of plan.placements) {
         const vm = byId.get(p.vmId)!;
         const worker = workerById.get(p.workerId)!;
+        if (!usable.has(worker.id)) {
+          doubt = true; // the views are stale: the next pass reloads them and places the VM elsewhere
+          continue;
+        }
         const attempt = vm.attempt + 1;
         const reason = `placed on ${worker.name}; waiting for the worker to start it`;
         const res = await tx.vm.updateMany({
           where: { id: vm.id, state: 'pending', attempt: vm.attempt },
           data: { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, runningAt: null, reason, ip: null },
         });
-        if (res.count === 0) continue; // deleted or changed since we loaded it
+        if (res.count === 0) {
+          doubt = true; // deleted or changed since we loaded it
+          continue;
+        }
         const networkMode = networkModeOf(vm.networkMode);
         // The instance holds an address of its mode's network and its custom MAC (none without a NIC).
         allocations.push({ id: randomUUID(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac: networkMode === 'none' ? '' : vm.customMac });
@@ -174,6 +283,20 @@ export class SchedulerLoop {
       if (allocations.length > 0) await tx.allocation.createMany({ data: allocations });
       await this.events.append(events, tx);
     });
+
+    // Committed: the queue and the views follow (what a reload would now read).
+    for (const vm of placedVms) {
+      this.pending.delete(vm.id);
+      const w = workerById.get(vm.workerId!);
+      if (w) w.used = addUse(w.used, vm);
+    }
+    if (doubt) {
+      // Changed under us: drop what we cannot trust and reload before the next plan.
+      const placedIds = new Set(placedVms.map((v) => v.id));
+      for (const p of plan.placements) if (!placedIds.has(p.vmId)) this.pending.delete(p.vmId);
+      this.reloadNeeded = true;
+      this.again = true;
+    }
 
     // The placements are committed: announce them (watchers, desired-state pushes) before
     // anything else can fail, so a failure below never leaves a placement no worker hears of.
@@ -194,16 +317,30 @@ export class SchedulerLoop {
         for (const [id, reason] of reasonUpdates) await tx.vm.updateMany({ where: { id, state: 'pending' }, data: { reason } });
       });
     }
-    if (this.bus.vmWatchers > 0) {
-      for (const [id, reason] of reasonUpdates) {
-        const vm = byId.get(id);
-        if (vm) this.bus.vmChanged({ type: 'MODIFIED', vm: { ...vm, reason } });
-      }
+    for (const [id, reason] of reasonUpdates) {
+      const vm = byId.get(id);
+      if (!vm) continue;
+      const updated = { ...vm, reason };
+      this.pending.set(id, updated);
+      if (this.bus.vmWatchers > 0) this.bus.vmChanged({ type: 'MODIFIED', vm: updated });
     }
     this.metrics.schedulerPass.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (placedVms.length > 0) this.log.debug({ placed: placedVms.length, pending: plan.pending.size }, 'scheduler pass');
     return placedVms.length;
   }
+}
+
+/** A worker's use with one more instance of `vm` (what its new Allocation adds; see loadWorkerUse). */
+function addUse(used: WorkerView['used'], vm: Vm): WorkerView['used'] {
+  const mode = networkModeOf(vm.networkMode);
+  return {
+    cpus: used.cpus + vm.cpus,
+    memoryMib: used.memoryMib + vm.memoryMib,
+    vms: used.vms + 1,
+    macosVms: used.macosVms + (vm.os === 'macos' ? 1 : 0),
+    natAddresses: (used.natAddresses ?? 0) + (mode === 'nat' ? 1 : 0),
+    hostOnlyAddresses: (used.hostOnlyAddresses ?? 0) + (mode === 'host-only' ? 1 : 0),
+  };
 }
 
 function toPendingView(vm: Vm): PendingVmView {
