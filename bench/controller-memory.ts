@@ -227,7 +227,7 @@ try {
     await writeFile(`${probeOut}.want-snapshot`, '');
     const report = await probe(ctl.child.pid!, probeOut, seq++, 300_000);
     console.log(`heap snapshot ${report.snapshot}, by constructor and node type:`);
-    console.log(markdownTable(['what', 'count', 'MiB'], (await summariseHeapSnapshot(report.snapshot!)).map((e) => [e.what.slice(0, 60), e.count, (e.bytes / 1048576).toFixed(1)])));
+    console.log(markdownTable(['what', 'count', 'MiB'], (await summariseHeapSnapshot(report.snapshot!, 25)).map((e) => [e.what.slice(0, 60), e.count, (e.bytes / 1048576).toFixed(1)])));
   }
 } catch (err) {
   failed = err;
