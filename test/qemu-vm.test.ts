@@ -10,7 +10,8 @@
 // counters and stops the VM gracefully (QMP system_powerdown). 192.168.64.0/24 exists only
 // inside the namespace; the NAT "uplink" is the namespace's loopback, so nothing can leave it.
 // Needs root, `ip netns`, qemu-system-x86_64, ssh; otherwise skipped with a loud warning.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { realVmsMissing, warnSkipped } from './support/lab.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -19,10 +20,11 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage, guestCmdline, macFromSeed, MARKERS, waitForSerialMarker } from '../guest-image/src/index.ts';
-import { NatNetwork } from '../apps/worker/src/uplink/nat-network.ts';
+import { NatNetwork, VM_UPLINK_IF, vmNetnsFor } from '../apps/worker/src/uplink/nat-network.ts';
+import { linkOffloads } from '../packages/native-vz/src/index.ts';
 import { CONTROL_SOCKET, SERIAL_LOG, type VmHostConfig, type VmHostStatus } from '../apps/worker/src/host-process/qemu-host-config.ts';
 import { controlRequest, watchControl } from '../apps/worker/src/host-process/control-client.ts';
-import { QemuDriver } from '../apps/worker/src/drivers/qemu.ts';
+import { QemuDriver, tapNameFor } from '../apps/worker/src/drivers/qemu.ts';
 import type { InstanceStatus } from '../apps/worker/src/drivers/driver.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -212,6 +214,42 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     expect(ipToNum(ip)).toBeGreaterThanOrEqual(ipToNum(RANGE[0]));
     expect(await d.start(ref)).toMatchObject({ state: 'running' }); // idempotent
 
+    // Issue 20: the uplink is a veth pair. Its bridge-side end is the bridge port (where the TAP
+    // was); the VM's end is alone in the VM's own namespace; offloads are off on both ends.
+    const port = tapNameFor(ref);
+    const vmNs = vmNetnsFor(port);
+    const links = (ns: string, ...dev: string[]): Array<{ ifname: string; master?: string; linkinfo?: { info_kind?: string } }> =>
+      JSON.parse(execFileSync('ip', ['-j', '-d', '-n', ns, 'link', 'show', ...dev], { encoding: 'utf8' })) as Array<{ ifname: string; master?: string; linkinfo?: { info_kind?: string } }>;
+    expect(links(vmNs).map((l) => l.ifname).sort()).toEqual([VM_UPLINK_IF, 'lo'].sort());
+    expect(links(NS, port)[0]).toMatchObject({ master: BRIDGE, linkinfo: { info_kind: 'veth' } });
+    const off = { txChecksum: false, sg: false, tso: false, gso: false, gro: false };
+    expect(linkOffloads(port, { netns: NS })).toEqual(off);
+    expect(linkOffloads(VM_UPLINK_IF, { netns: vmNs })).toEqual(off);
+
+    // A large TCP transfer each way through the real path (host stack → bridge → veth → AF_PACKET
+    // → pump + filter → QEMU, and back): with offloads on, the host's segments would reach the
+    // guest as GSO super-frames or with checksums left undone: refused and counted (rxTruncated,
+    // rxCsumPartial), and the transfer would stall.
+    const sshArgs = ['netns', 'exec', NS, 'ssh', '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR', `fleet@${ip}`];
+    for (let i = 0; ; i++) {
+      const r = spawnSync('ip', [...sshArgs, 'true'], { stdio: 'ignore', timeout: 20_000 });
+      if (r.status === 0) break;
+      if (i === 20) throw new Error('no SSH into the driver\'s VM');
+      await new Promise((r2) => setTimeout(r2, 500));
+    }
+    const blob = randomBytes(4 << 20);
+    const tBig = Date.now();
+    const sum = execFileSync('ip', [...sshArgs, 'md5sum'], { input: blob, encoding: 'utf8', timeout: 120_000 }).split(/\s/)[0];
+    expect(sum).toBe(createHash('md5').update(blob).digest('hex'));
+    const back = execFileSync('ip', [...sshArgs, 'head -c 4194304 /dev/urandom > /tmp/b && md5sum /tmp/b && cat /tmp/b && rm /tmp/b'], { maxBuffer: 8 << 20, timeout: 120_000 });
+    const nl = back.indexOf(10);
+    expect(back.subarray(nl + 1)).toHaveLength(4 << 20);
+    expect(createHash('md5').update(back.subarray(nl + 1)).digest('hex')).toBe(back.subarray(0, nl).toString().split(/\s/)[0]);
+    console.log(`[qemu-vm] 4 MiB host → VM and 4 MiB VM → host over SSH: ${Date.now() - tBig} ms`);
+    const counters = (await controlRequest(path.join(tmp, 'drv', 'instances', 'vm-drv.3', CONTROL_SOCKET), 'status')).status!.counters as { pump?: { tap: Record<string, number> } } | undefined;
+    const pumpStats = counters?.pump;
+    expect(pumpStats?.tap).toMatchObject({ rxTruncated: 0, rxCsumPartial: 0, rxVlanStripped: 0, rxQueueDrops: 0 });
+
     // The worker goes away (driver object dropped) and comes back: list() re-attaches.
     await d.close();
     d = new QemuDriver(opts);
@@ -256,6 +294,9 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     console.log(`[qemu-vm] driver remove: ${Date.now() - tRemove} ms`);
     await d.remove(ref); // idempotent
     expect(await d.list()).toEqual([]);
+    // The veth pair and the VM's namespace went with it.
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(vmNs);
+    expect(spawnSync('ip', ['-n', NS, 'link', 'show', port], { stdio: 'ignore' }).status).not.toBe(0);
     expect(existsSync(path.join(tmp, 'drv', 'instances', 'vm-drv.3'))).toBe(false);
     await d.close();
   });
@@ -263,14 +304,17 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     const dataDir = path.join(tmp, 'k9');
     const script = path.join(tmp, 'worker-k9.mts');
     const driverUrl = pathToFileURL(path.join(REPO_ROOT, 'apps/worker/src/drivers/qemu.ts')).href;
+    const natUrl = pathToFileURL(path.join(REPO_ROOT, 'apps/worker/src/uplink/nat-network.ts')).href;
     // A stand-in worker process: its own QemuDriver; its NAT handle attaches TAPs with the same
     // `ip` commands as NatNetwork.addTap (the NatNetwork object lives in this test process).
     await writeFile(script, `
       import { execFileSync } from 'node:child_process';
       import { QemuDriver } from ${JSON.stringify(driverUrl)};
+      import { createVethUplink, deleteVethUplink } from ${JSON.stringify(natUrl)};
       const p = JSON.parse(process.env.FLEET_K9 ?? '{}');
       const ipn = (...a) => execFileSync('ip', ['-n', p.netns, ...a]);
       const nat = { ...p.nat, async addTap(t) { ipn('link', 'set', 'dev', t, 'master', p.bridge); ipn('link', 'set', 'dev', t, 'type', 'bridge_slave', 'isolated', 'on'); ipn('link', 'set', 'dev', t, 'up'); }, async removeTap() {},
+        createUplink: (port) => createVethUplink(port, p.netns), deleteUplink: (port) => deleteVethUplink(port, p.netns),
         // The reservation was made by the test process, on the real network (the one dnsmasq serves).
         async reserve() { return p.reservation; }, async release() {}, async releaseAllBut() { return []; }, async hostAddresses() { return []; } };
       const d = new QemuDriver({ dataDir: p.dataDir, nat, netns: p.netns });
@@ -310,6 +354,15 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     }
     expect(ip).toMatch(/^192\.168\.64\.1[0-5]\d$/);
     console.log(`[qemu-vm] adopted after worker SIGKILL: ${ip}`);
+    // The adopted VM's host still holds the uplink socket: its veth port is back on the bridge and the VM answers.
+    const k9Port = tapNameFor({ vmId: 'vm-k9', attempt: 1 });
+    expect(JSON.parse(execFileSync('ip', ['-j', '-n', NS, 'link', 'show', k9Port], { encoding: 'utf8' }))[0]).toMatchObject({ master: BRIDGE });
+    let banner = '';
+    for (let i = 0; !banner.startsWith('SSH-2.0') && i < 40; i++) {
+      banner = spawnSync('ip', ['netns', 'exec', NS, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${ip}/22; head -c 7 <&3`], { encoding: 'utf8' }).stdout ?? '';
+      if (!banner.startsWith('SSH-2.0')) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(banner).toBe('SSH-2.0');
     await d.remove({ vmId: 'vm-k9', attempt: 1 });
     expect(await d.list()).toEqual([]);
     await d.close();

@@ -11,16 +11,16 @@
 //     worker's lease file (fencing) and fences its VM when the lease runs out; stop and remove work.
 // Needs root, `ip netns`, qemu-system-x86_64, ssh, setpriv; otherwise skipped with a loud warning.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { realVmsMissing, warnSkipped } from './support/lab.ts';
-import { NatNetwork } from '../apps/worker/src/uplink/nat-network.ts';
+import { NatNetwork, vmNetnsFor } from '../apps/worker/src/uplink/nat-network.ts';
 import { CONTROL_SOCKET, type VmHostStatus } from '../apps/worker/src/host-process/qemu-host-config.ts';
 import { controlRequest } from '../apps/worker/src/host-process/control-client.ts';
-import { QemuDriver, type QemuDriverOptions } from '../apps/worker/src/drivers/qemu.ts';
+import { QemuDriver, tapNameFor, type QemuDriverOptions } from '../apps/worker/src/drivers/qemu.ts';
 import type { InstanceStatus } from '../apps/worker/src/drivers/driver.ts';
 import { writeLeaseFile } from '../apps/worker/src/fencing/lease-file.ts';
 
@@ -105,7 +105,7 @@ describe.skipIf(why !== '')('VM users: per-VM uids, no capabilities, QEMU sandbo
     const keyPem = path.join(workerDir, 'key.pem');
     await writeFile(keyPem, '-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n', { mode: 0o600 });
     const leaseFile = path.join(workerDir, 'lease.json');
-    writeLeaseFile(leaseFile, { validUntilUnixMs: Date.now() + 3_600_000, fenceAfterMs: 10_000, renewedAtUnixMs: Date.now() });
+    writeLeaseFile(leaseFile, { validUntilUnixMs: Date.now() + 3_600_000, fenceAfterMs: 3_600_000, renewedAtUnixMs: Date.now() }); // validity ≤ renewal + fenceAfter (parseLeaseFile)
 
     const key = path.join(tmp, 'id_ed25519');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-vmu', '-f', key]);
@@ -148,7 +148,7 @@ describe.skipIf(why !== '')('VM users: per-VM uids, no capabilities, QEMU sandbo
     const [ipA, ipB] = await Promise.all([ipOf(A), ipOf(B)]);
     console.log(`[vm-users] two unprivileged VMs: IPs ${ipA}, ${ipB} ${Date.now() - t0} ms after start`);
 
-    // The guest still answers (SSH through the filter, TAP and bridge).
+    // The guest still answers (SSH through the filter, the veth uplink and bridge).
     let ssh = '';
     for (let i = 0; i < 20; i++) {
       try {
@@ -207,6 +207,18 @@ describe.skipIf(why !== '')('VM users: per-VM uids, no capabilities, QEMU sandbo
     expect(connectAs(uidA, path.join(dirA, 'run', 'qmp.sock')).status).toBe(0);
     // The worker's lease file is public (no secret in it): A's host reads it.
     expect(asUser(uidA, ['cat', leaseFile]).status).toBe(0);
+    // Issue 20: A's uplink is an AF_PACKET socket in A's own namespace. A's host process holds it;
+    // its QEMU (same uid) never got it (close-on-exec before the spawn), so frames pass the filter.
+    const packetInodes = (ns: string): string[] =>
+      execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/packet'], { encoding: 'utf8' }).trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/).at(-1)!);
+    const socketsOf = (pid: number): string[] =>
+      readdirSync(`/proc/${pid}/fd`).map((f) => { try { return readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ''; } }).filter((l) => l.startsWith('socket:['));
+    const uplinkA = packetInodes(vmNetnsFor(tapNameFor(A)));
+    expect(uplinkA).toHaveLength(1);
+    expect(socketsOf(statusA.pid)).toContain(`socket:[${uplinkA[0]}]`);
+    expect(socketsOf(statusA.qemuPid!)).not.toContain(`socket:[${uplinkA[0]}]`);
+    // B's namespace holds B's socket only; A's holds nothing of B's.
+    expect(packetInodes(vmNetnsFor(tapNameFor(B)))).not.toContain(uplinkA[0]);
 
     // A worker restart: a new driver adopts both with the same uids and controls them.
     await d.close();
@@ -235,8 +247,9 @@ describe.skipIf(why !== '')('VM users: per-VM uids, no capabilities, QEMU sandbo
     await d.remove(B);
     expect(await d.list()).toEqual([]);
     expect(existsSync(dirA) || existsSync(dirB)).toBe(false);
-    // The persistent TAPs went with them.
+    // The uplinks (veth pairs and the VMs' namespaces) went with them.
     expect(execFileSync('ip', ['-n', NS, '-o', 'link', 'show'], { encoding: 'utf8' })).not.toMatch(/: fv[0-9a-f]{10}/);
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(new RegExp(`${vmNetnsFor(tapNameFor(A))}|${vmNetnsFor(tapNameFor(B))}`));
     // Uids are free again: a new instance gets the lowest.
     await d.create({ vmId: 'vm-c', attempt: 1, name: 'vmu-c', generation: '1', spec });
     expect(uidOf(path.join(opts.dataDir, 'instances', 'vm-c.1'))).toBe(UID_BASE);

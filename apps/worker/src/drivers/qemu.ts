@@ -20,14 +20,15 @@
 // Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
 // worker's lease file and kills QEMU when the lease runs out (worker dead or cut off); such an
 // instance ends "stopped" with a "fenced: …" message. `kill()` is the worker's own forced stop.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@fleet/guest-image';
+import { closeFd, openPacketSocket } from '@fleet/native-vz';
 import { type FilterConfig, grantsHostAccess, resolveConfig } from '@fleet/netfilter';
 import {
   DriverError,
@@ -52,7 +53,7 @@ import {
   type WorkerNetworkInfo,
 } from './driver.ts';
 import { writeInstanceRecord } from './instance-status.ts';
-import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type HeldInstance, type InstanceRecordBase } from './host-process-driver.ts';
+import { HostProcessDriver, instanceDirName, lastStatusLine, sleep, spawnDetachedHost, statusLines, targetOf, type DetachedHost, type HeldInstance, type InstanceRecordBase } from './host-process-driver.ts';
 import { createInstanceDisk, resolveSpecImage } from './qemu-disk.ts';
 import { allocateVmUid, firstUntraversable, giveToVmUser, inVmUserRange, prepareRunDir, publishGuestFiles, validateVmUserRange, vmHostCommand, VM_RUN_SUBDIR, type VmUserRange } from './qemu-users.ts';
 import { CONFIG_FILE, CONTROL_SOCKET, STATUS_LOG, VNC_SOCKET, type VmHostConfig, type VmHostStatus } from '../host-process/qemu-host-config.ts';
@@ -75,6 +76,14 @@ export interface QemuNat {
   /** A persistent TAP owned by a VM user (needed with `vmUsers`) and its removal. */
   createTap?(tap: string, owner: { uid: number; gid: number }): Promise<void>;
   deleteTap?(tap: string): Promise<void>;
+  /**
+   * The veth uplink (issue 20; NatNetwork has it): a veth pair whose end `port` becomes the bridge
+   * port (addTap, where a TAP went) and whose other end `ifname` is alone in namespace `netns`.
+   * When present the driver uses it instead of a TAP: it opens an AF_PACKET socket there and hands
+   * it to the VM host process.
+   */
+  createUplink?(port: string): Promise<{ netns: string; ifname: string }>;
+  deleteUplink?(port: string): Promise<void>;
   /** Reserves (idempotently) the instance's one address, bound to its MAC; throws when none is free. */
   reserve(req: { key: string; vmId: string; mac: string; name: string; hostAccess: boolean; preferredIp?: string | undefined }): Promise<QemuNatReservation>;
   release(key: string): Promise<void>;
@@ -153,6 +162,31 @@ const execFileAsync = promisify(execFile);
 /** The cached image an instance's disk or kernel depends on (never evicted while the instance exists). */
 function imageDigestOf(rec: InstanceRecord): { imageDigest?: string } {
   return rec.spec.pulled ? { imageDigest: rec.spec.pulled.digest } : {};
+}
+
+/** The fd number the VM host process finds its AF_PACKET uplink socket at (spawn stdio). */
+export const UPLINK_FD = 3;
+/** Socket buffers of the uplink: a burst of 64-frame batches fits (the kernel doubles these). */
+const UPLINK_RCVBUF = 4 << 20;
+const UPLINK_SNDBUF = 1 << 20;
+
+/**
+ * spawnDetachedHost with the uplink socket as fd UPLINK_FD of the child (through `ip netns exec`
+ * and setpriv, which keep inherited fds). The caller closes its own copy afterwards.
+ */
+function spawnHostWithUplink(cmd: string, args: string[], o: { logFile: string; env: NodeJS.ProcessEnv; uplinkFd: number }): DetachedHost {
+  const logFd = openSync(o.logFile, 'a', 0o600);
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd, o.uplinkFd], env: o.env });
+  closeSync(logFd);
+  child.unref();
+  let gone = false;
+  const exited = new Promise<void>((r) =>
+    child.once('exit', () => {
+      gone = true;
+      r();
+    }),
+  );
+  return { exited, hasExited: () => gone };
 }
 
 export function tapNameFor(ref: InstanceRef): string {
@@ -331,8 +365,10 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
     const { rec, dir } = h;
     const net = this.netOf(rec);
+    // The veth uplink when the network offers it (NatNetwork); a TAP otherwise.
+    const veth = net?.createUplink !== undefined;
     if (this.opts.vmUsers || rec.uid !== undefined) {
-      if (net && !net.createTap) throw new DriverError(`start ${rec.name}: this network cannot create TAPs for VM users`);
+      if (net && !net.createTap && !veth) throw new DriverError(`start ${rec.name}: this network cannot create TAPs for VM users`);
       // A record from before VM users were on gets its uid now; the run dir and disk are
       // (re)handed to it, and its TAP is created owned by it (the host process cannot).
       if (rec.uid === undefined) {
@@ -341,7 +377,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       }
       await prepareRunDir(dir, rec.uid);
       if (rec.disk && existsSync(rec.disk)) await giveToVmUser(rec.disk, rec.uid);
-      if (net) await net.createTap!(rec.tap, { uid: rec.uid, gid: rec.uid });
+      if (net && !veth) await net.createTap!(rec.tap, { uid: rec.uid, gid: rec.uid });
     }
     const hostDir = this.hostDir(h);
     // Re-applied on every start: the policy may have changed (update) and a record of an earlier
@@ -380,6 +416,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       ...(net
         ? {
             tap: rec.tap,
+            ...(veth ? { uplinkFd: UPLINK_FD } : {}),
             filter: {
               gatewayIp: net.gatewayIp,
               gatewayMac: net.gatewayMac,
@@ -419,7 +456,20 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     // A VM user's processes get a minimal environment: nothing of the worker's (tokens, proxies)
     // reaches QEMU, whose environ its own uid can read.
     const env = rec.uid !== undefined ? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: hostDir, TMPDIR: hostDir, LANG: 'C.UTF-8' } : process.env;
-    const host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env });
+    let host: DetachedHost;
+    if (net && veth) {
+      // Root opens the AF_PACKET socket in the VM's own namespace (nothing else is in there, so the
+      // unprivileged holder can bind it to nothing else) and hands it over; it is never reopened.
+      const up = await net.createUplink!(rec.tap);
+      const sock = openPacketSocket(up.ifname, { netns: up.netns, rcvbuf: UPLINK_RCVBUF, sndbuf: UPLINK_SNDBUF });
+      try {
+        host = spawnHostWithUplink(cmd, args, { logFile: path.join(dir, 'host.log'), env, uplinkFd: sock.fd });
+      } finally {
+        closeFd(sock.fd);
+      }
+    } else {
+      host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env });
+    }
     h.stopping = false;
     this.patch(h, { state: 'starting', ip: undefined, message: undefined });
 
@@ -432,7 +482,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       throw new DriverError(`start ${rec.name}: ${up.why}`);
     }
     const exited = (): boolean => host.hasExited();
-    // The TAP exists once the control socket is up: attach it to the NAT bridge.
+    // The TAP exists once the control socket is up (the veth uplink already did): attach it to the bridge.
     try {
       if (net) await net.addTap(rec.tap);
     } catch (e) {
@@ -529,7 +579,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (!h) return;
     await this.halt(h, 'kill');
     killOrphanQemu(h.dir, this.hostDir(h));
-    if (h.rec.uid !== undefined) await this.netOf(h.rec)?.deleteTap?.(h.rec.tap).catch(() => {});
+    await this.deleteUplinkOf(h);
     this.held.delete(instanceKey(ref));
     await rm(h.dir, { recursive: true, force: true });
     // Its uid is free again only once nothing of it is left (its files went with the run dir).
@@ -629,6 +679,8 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
         this.attach(h);
       } else {
         this.fromDeadHost(h, false);
+        // Nobody holds its uplink any more: a veth pair and namespace left behind are deleted.
+        await this.deleteUplinkOf(h);
       }
     }
     // Addresses of instances removed while no worker ran (or whose run dir is gone) are free again.
@@ -730,11 +782,17 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     this.patch(h, { state, ip: undefined, message }, emit);
   }
 
-  /** After a stop or kill: the TAP leaves the bridge; a VM user's (persistent) TAP is deleted. */
+  /** After a stop or kill: the port leaves the bridge; a veth uplink or a VM user's (persistent) TAP is deleted. */
   protected override async afterHalt(h: Held): Promise<void> {
     const net = (h.rec.mode ?? 'nat') === 'none' ? undefined : h.rec.mode === 'host-only' ? this.opts.hostOnly : this.opts.nat;
     await net?.removeTap(h.rec.tap).catch(() => {});
-    if (h.rec.uid !== undefined) await net?.deleteTap?.(h.rec.tap).catch(() => {});
+    await this.deleteUplinkOf(h);
+  }
+
+  private async deleteUplinkOf(h: Held): Promise<void> {
+    const net = (h.rec.mode ?? 'nat') === 'none' ? undefined : h.rec.mode === 'host-only' ? this.opts.hostOnly : this.opts.nat;
+    if (net?.deleteUplink) await net.deleteUplink(h.rec.tap).catch((e: Error) => this.opts.log?.warn({ port: h.rec.tap, err: e.message }, 'deleting the veth uplink failed'));
+    else if (h.rec.uid !== undefined) await net?.deleteTap?.(h.rec.tap).catch(() => {});
   }
 }
 

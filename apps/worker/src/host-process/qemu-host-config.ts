@@ -42,6 +42,12 @@ export interface VmHostConfig {
    * `filter`) for a VM without a NIC (network mode "none", issue 18).
    */
   tap?: string;
+  /**
+   * The veth uplink (issue 20): the AF_PACKET socket the worker opened on the VM's end of its veth
+   * pair (in the VM's own network namespace) is this inherited fd; `tap` is then the name of the
+   * bridge-side end. Absent: the process opens the TAP `tap` itself.
+   */
+  uplinkFd?: number;
   /** Directory holding control.sock, qmp.sock, serial.log, status.jsonl, host.log. */
   runDir: string;
   filter?: VmHostFilterConfig;
@@ -92,6 +98,9 @@ export function readVmHostConfig(file: string): VmHostConfig {
   if (c.sandbox !== undefined && typeof c.sandbox !== 'boolean') throw new Error(`vm-host config ${file}: "sandbox" must be a boolean`);
   if ((c.tap === undefined) !== (c.filter === undefined)) throw new Error(`vm-host config ${file}: "tap" and "filter" go together (both absent = no NIC)`);
   if (c.tap !== undefined && Buffer.byteLength(c.tap) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
+  if (c.uplinkFd !== undefined && (!Number.isInteger(c.uplinkFd) || c.uplinkFd < 3 || c.tap === undefined)) {
+    throw new Error(`vm-host config ${file}: "uplinkFd" must be an inherited fd number ≥ 3, with "tap" (the bridge-side port)`);
+  }
   if (c.fence !== undefined && (typeof c.fence?.leaseFile !== 'string' || typeof c.fence.graceMs !== 'number')) {
     throw new Error(`vm-host config ${file}: "fence" needs "leaseFile" (string) and "graceMs" (number)`);
   }

@@ -1,10 +1,12 @@
 // The worker's NAT network on Linux — the stand-in for vmnet shared mode:
-// a bridge holding the gateway address, one isolated bridge port per VM TAP,
+// a bridge holding the gateway address, one isolated bridge port per VM (the bridge-side end of
+// the VM's veth uplink — issue 20 — or a TAP),
 // masquerade + forward rules in an nftables table of its own, and a supervised dnsmasq
 // serving DHCP (and optionally DNS) on the bridge only.
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { linkOffloads } from '@fleet/native-vz';
 import { AddressPool, type LiveLease, type Reservation, type ReserveRequest } from './address-pool.ts';
 import { DnsmasqSupervisor, findDnsmasqProcesses, killAndWait, type UplinkLog } from './dnsmasq.ts';
 import { findBinary, ipJson, run, tryRun } from './exec.ts';
@@ -72,6 +74,44 @@ const IFNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
 const NETNS_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const DEFAULT_LEASE_SECONDS = 600;
 export const MIN_LEASE_SECONDS = 120;
+
+/**
+ * The veth uplink (issue 20): a VM's bridge port is one end of a veth pair; the other end,
+ * VM_UPLINK_IF, is the only interface of the VM's own network namespace, where the worker opens the
+ * AF_PACKET socket it hands to the VM host process. Namespace names are global (/run/netns).
+ */
+export const VM_UPLINK_IF = 'vm0';
+export function vmNetnsFor(port: string): string {
+  return `fleet-${validateIfName(port, 'uplink port')}`;
+}
+
+/**
+ * NatNetwork.createUplink without the network object (the bridge's namespace is `bridgeNetns`,
+ * undefined = this process's): see there.
+ */
+export async function createVethUplink(port: string, bridgeNetns: string | undefined): Promise<{ netns: string; ifname: string }> {
+  const vmNs = vmNetnsFor(port);
+  await deleteVethUplink(port, bridgeNetns);
+  await run('ip', ['netns', 'add', vmNs]);
+  try {
+    for (const k of ['all', 'default']) await run('sysctl', ['-q', '-w', `net.ipv6.conf.${k}.disable_ipv6=1`], { netns: vmNs });
+    await run('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', VM_UPLINK_IF, 'netns', vmNs], { netns: bridgeNetns });
+    linkOffloads(port, { ...(bridgeNetns ? { netns: bridgeNetns } : {}), disable: true });
+    linkOffloads(VM_UPLINK_IF, { netns: vmNs, disable: true });
+    await run('ip', ['link', 'set', 'dev', VM_UPLINK_IF, 'up'], { netns: vmNs });
+  } catch (e) {
+    await deleteVethUplink(port, bridgeNetns);
+    throw new Error(`creating the veth uplink ${port} (netns ${vmNs}): ${(e as Error).message}`);
+  }
+  return { netns: vmNs, ifname: VM_UPLINK_IF };
+}
+
+/** Deletes a veth uplink (both ends go with either) and the VM's namespace. Idempotent. */
+export async function deleteVethUplink(port: string, bridgeNetns: string | undefined): Promise<void> {
+  const vmNs = vmNetnsFor(port);
+  if (await linkInfo(port, bridgeNetns)) await tryRun('ip', ['link', 'del', 'dev', port], { netns: bridgeNetns });
+  await tryRun('ip', ['netns', 'del', vmNs]);
+}
 
 /** Checks a network interface name: 1..15 chars (IFNAMSIZ-1), letters/digits/`_.-`. */
 export function validateIfName(value: unknown, what: string): string {
@@ -812,6 +852,25 @@ export class NatNetwork {
     const ns = this.cfg.netns;
     if (await linkInfo(tapName, ns)) await run('ip', ['link', 'del', 'dev', tapName], { netns: ns });
     await run('ip', ['tuntap', 'add', 'dev', tapName, 'mode', 'tap', 'user', String(owner.uid), 'group', String(owner.gid)], { netns: ns });
+  }
+
+  /**
+   * Creates a VM's veth uplink (issue 20): namespace vmNetnsFor(port) holding only VM_UPLINK_IF
+   * (IPv6 off, no address, up), and its peer `port` in the bridge's namespace, not yet attached
+   * (addTap attaches it where a TAP went: every rule naming the port still applies). TSO, GSO, GRO,
+   * SG and checksum offloads are turned off on both ends: QEMU's `-netdev dgram` carries plain
+   * frames, so nothing may arrive as a 64 KiB GSO frame or with its checksum left to the hardware.
+   * Leftovers of the same name (an earlier run of the instance) are deleted first.
+   */
+  async createUplink(port: string): Promise<{ netns: string; ifname: string }> {
+    this.assertAlive();
+    return createVethUplink(port, this.cfg.netns);
+  }
+
+  /** Deletes a veth uplink (both ends) and the VM's namespace. Idempotent. */
+  async deleteUplink(port: string): Promise<void> {
+    this.taps.delete(port);
+    await deleteVethUplink(port, this.cfg.netns);
   }
 
   /** Deletes a TAP made by createTap (detaching it). Idempotent. */

@@ -1,6 +1,7 @@
 // The VM host process: one per VM, started detached by the worker (drivers/qemu.ts) as
 //   node --import tsx apps/worker/src/vm-host/main.ts <run-dir>/config.json
-// so that the VM outlives a worker restart. It owns the VM: opens the TAP, creates the
+// so that the VM outlives a worker restart. It owns the VM: takes its uplink (the AF_PACKET socket
+// on its veth, inherited from the worker — issue 20 — or opens a TAP), creates the
 // socketpair, starts QEMU with the VM end as its NIC, pumps frames through the packet filter,
 // records every state/lease change as a line in <run-dir>/status.jsonl (and on stdout), serves
 // <run-dir>/control.sock, and exits when QEMU exits.
@@ -10,7 +11,7 @@
 // ends "stopped" with a "fenced: …" message (never "failed"), in status.jsonl too.
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { openTap, socketpairDgram, closeFd, setNonDumpable } from '@fleet/native-vz';
+import { openTap, socketpairDgram, closeFd, setCloexec, setNonDumpable } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
 import { chooseAccel, type Accel } from '@fleet/guest-image';
 import { watchLeaseFile, type LeaseFileWatch } from '../fencing/lease-file.ts';
@@ -30,6 +31,9 @@ async function main(configFile: string): Promise<number> {
     process.umask(0o077);
   }
   const cfg = readVmHostConfig(configFile);
+  // The uplink socket is inherited without close-on-exec: QEMU (spawned below) must never hold it,
+  // or the guest could send past the packet filter.
+  if (cfg.uplinkFd !== undefined) setCloexec(cfg.uplinkFd);
   mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
   const statusLog = path.join(cfg.runDir, STATUS_LOG);
   const startedAt = Date.now();
@@ -146,7 +150,10 @@ async function main(configFile: string): Promise<number> {
   let tap: { fd: number; name: string } | undefined;
   let pair: [number, number] | undefined;
   try {
-    if (cfg.tap !== undefined) {
+    if (cfg.uplinkFd !== undefined) {
+      tap = { fd: cfg.uplinkFd, name: cfg.tap ?? '' };
+      pair = socketpairDgram({ nonblock: true });
+    } else if (cfg.tap !== undefined) {
       tap = openTap(cfg.tap);
       pair = socketpairDgram({ nonblock: true });
     }

@@ -1,9 +1,10 @@
-// The frame pump: VM (socketpair) → filter.fromVm → TAP and TAP → filter.fromHost → VM, in
-// batches (FramePort: recvmmsg on the socketpair, a read loop on the TAP), zero-copy: the
+// The frame pump: VM (socketpair) → filter.fromVm → uplink and uplink → filter.fromHost → VM, in
+// batches (FramePort: recvmmsg/sendmmsg on the socketpair and on the veth uplink's AF_PACKET
+// socket — issue 20 —, or read/write loops on a TAP), zero-copy: the
 // survivors of a batch are forwarded with one sendBatch over the receive area. Frames the
 // other side cannot take right now (EAGAIN/ENOBUFS) are dropped and counted, like a NIC.
 //
-// The uplink side is a seam: on Linux a TAP fd (wrapped in a FramePort here), on macOS a vmnet
+// The uplink side is a seam: on Linux an AF_PACKET socket or a TAP fd (wrapped in a FramePort here), on macOS a vmnet
 // interface (VmnetPort from @fleet/native-vz/vz) — anything with the FramePort batch contract.
 import { FramePort, type FrameBatch, type FramePortStats } from '@fleet/native-vz';
 import { Verdict, type PacketFilter } from '@fleet/netfilter';
@@ -23,7 +24,7 @@ export interface FrameLink {
 
 export interface PumpStats {
   vm: FramePortStats;
-  /** The uplink's counters (TAP FramePort on Linux, vmnet on macOS); the key keeps its Linux name. */
+  /** The uplink's counters (AF_PACKET or TAP FramePort on Linux, vmnet on macOS); the key keeps its historical name. */
   tap: FrameLinkStats | FramePortStats;
   /** Frames the filter passed/dropped per direction. */
   vmToHost: { passed: number; dropped: number };
@@ -36,10 +37,10 @@ export class FramePump {
   private readonly vmToHost = { passed: 0, dropped: 0 };
   private readonly hostToVm = { passed: 0, dropped: 0 };
 
-  /** `uplink`: a TAP fd (Linux) or an already-open FrameLink such as a VmnetPort (macOS); the pump owns and closes it. */
+  /** `uplink`: an AF_PACKET socket or TAP fd (Linux) or an already-open FrameLink such as a VmnetPort (macOS); the pump owns and closes it. */
   constructor(vmFd: number, uplink: number | FrameLink, private readonly filter: PacketFilter, batch = 64) {
-    // Ethernet frames from virtio-net/TAP are ≤ 1514 bytes (no offloads): 2 KiB slots suffice,
-    // larger datagrams are counted as rxTruncated.
+    // Ethernet frames from virtio-net/the uplink are ≤ 1514 bytes (offloads off on the veth ends):
+    // 2 KiB slots suffice, larger datagrams are counted as rxTruncated.
     this.vm = new FramePort(vmFd, { batch, frameSize: 2048 });
     this.tap = typeof uplink === 'number' ? new FramePort(uplink, { batch, frameSize: 2048 }) : uplink;
   }
