@@ -595,26 +595,39 @@ const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').trim();
 const loadBefore = loadavg();
 console.log(`${new Date().toISOString()}  /proc/loadavg before: ${loadBefore}${QDISC_BYPASS ? '  (PACKET_QDISC_BYPASS on)' : ''}\n`);
 
+// FRAME_PUMP_ONLY=<regex>: only the AF_PACKET/kernel rows whose name matches (e.g. for perf).
+const only = process.env.FRAME_PUMP_ONLY ? new RegExp(process.env.FRAME_PUMP_ONLY) : undefined;
+const want = (name: string): boolean => !only || only.test(name);
 // FRAME_PUMP_ROWS=uplink: only the TAP, AF_PACKET and kernel rows (the ones compared in BENCHMARKS.md).
-const ONLY_UPLINK = process.env.FRAME_PUMP_ROWS === 'uplink';
+const ONLY_UPLINK = process.env.FRAME_PUMP_ROWS === 'uplink' || only !== undefined;
 if (!ONLY_UPLINK) {
   await runBaseline();
   await runPump('pump: socketpair -> JS batch -> sendBatch -> socketpair', startPlainPump);
   await runPump('pump/frame: ... -> onFrames (Buffer per frame) -> send(frames[])', startPerFramePump);
   await runPump('filter: ... -> netfilter fromVm per frame -> sendBatch', startFilterPump);
 }
-if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) {
+if (only) {
+  // only selected AF_PACKET rows
+} else if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) {
   await runTap('pump > TAP: socketpair -> JS batch -> TAP write loop', startPlainPump);
   await runTap('filter > TAP: ... -> netfilter -> TAP write loop', startFilterPump);
 } else {
   for (const name of ['pump > TAP', 'filter > TAP']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root and /dev/net/tun' });
 }
 if (process.getuid?.() === 0) {
-  await runPacketOut('pump > AF_PACKET: socketpair -> JS batch -> sendmmsg -> veth', startPlainPump);
-  await runPacketOut('filter > AF_PACKET (VM -> host): ... -> netfilter fromVm -> veth', startFilterPump);
-  await runPacketIn('AF_PACKET > pump (host -> VM): veth -> recvmmsg -> JS -> socketpair', startPlainPump);
-  await runPacketIn('AF_PACKET > filter (host -> VM): ... -> netfilter fromHost -> socketpair', (i, o) => startFilterPump(i, o, 'host'));
-  runVeth();
+  for (const [name, start] of [
+    ['pump > AF_PACKET: socketpair -> JS batch -> sendmmsg -> veth', startPlainPump],
+    ['filter > AF_PACKET (VM -> host): ... -> netfilter fromVm -> veth', startFilterPump],
+  ] as const) {
+    if (want(name)) await runPacketOut(name, start);
+  }
+  for (const [name, start] of [
+    ['AF_PACKET > pump (host -> VM): veth -> recvmmsg -> JS -> socketpair', startPlainPump],
+    ['AF_PACKET > filter (host -> VM): ... -> netfilter fromHost -> socketpair', (i: FramePort, o: FramePort) => startFilterPump(i, o, 'host')],
+  ] as const) {
+    if (want(name)) await runPacketIn(name, start);
+  }
+  if (want('kernel veth')) runVeth();
 } else {
   for (const name of ['AF_PACKET rows', 'kernel veth']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root (namespaces, AF_PACKET)' });
 }
