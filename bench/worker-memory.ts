@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { REPO_ROOT, removeDir, startControllerProcess, tempDir, waitUntil, type ControllerProcess, type RunningProcess } from '../test/support/fleet-processes.ts';
 import { createQemuLab, qemuMissing, type QemuLab } from '../test/support/qemu-worker.ts';
 import { markdownTable } from './support/report.ts';
-import { mib, procStatus, type ProcStatus } from './support/proc-memory.ts';
+import { mib, procPss, procStatus, type ProcStatus } from './support/proc-memory.ts';
 
 const { values } = parseArgs({
   options: {
@@ -115,27 +115,28 @@ try {
   const hosts = procs.filter((p) => p.cmdline.includes('vm-host/launch.mjs') && p.cmdline.includes(workerDir) && !p.cmdline.startsWith('ip ') && !p.cmdline.startsWith('setpriv'));
   if (hosts.length !== vmCount) throw new Error(`found ${hosts.length} VM host processes for ${vmCount} VMs:\n${hosts.map((h) => `${h.pid} ${h.cmdline}`).join('\n')}`);
   const descendants = (pid: number): ProcInfo[] => procs.filter((p) => p.ppid === pid).flatMap((c) => [c, ...descendants(c.pid)]);
-  const line = (what: string, pid: number | string, s: ProcStatus) => [what, pid, mib(s.rss), mib(s.hwm), mib(s.anon), mib(s.file)];
+  // PSS: the node binary's and QEMU's file pages are shared by every VM host process / QEMU.
+  const line = (what: string, pid: number | string, s: ProcStatus, pss?: number) => [what, pid, mib(s.rss), mib(s.hwm), mib(s.anon), mib(s.file), pss === undefined ? '–' : mib(pss)];
   rows.push(line('baseline: bare node', '–', bareStatus));
   rows.push(line('VM host code, no VM: bundle (now)', '–', hostBundle));
   rows.push(line('VM host code, no VM: tsx (before)', '–', hostTsx));
-  rows.push(line('worker (fleet-worker run)', worker.child.pid!, await procStatus(worker.child.pid!)));
+  rows.push(line('worker (fleet-worker run)', worker.child.pid!, await procStatus(worker.child.pid!), await procPss(worker.child.pid!)));
   let hostSum = 0;
   let qemuSum = 0;
   for (const [i, h] of hosts.entries()) {
     const hs = await procStatus(h.pid);
     hostSum += hs.rss;
-    rows.push(line(`VM host process ${i + 1}`, h.pid, hs));
+    rows.push(line(`VM host process ${i + 1}`, h.pid, hs, await procPss(h.pid)));
     const kids = descendants(h.pid);
     const qemu = kids.find((k) => k.comm.startsWith('qemu-system'));
     if (!qemu) throw new Error(`VM host process ${h.pid} has no QEMU child (children: ${kids.map((k) => k.comm).join(', ') || 'none'})`);
     const qs = await procStatus(qemu.pid);
     qemuSum += qs.rss;
-    rows.push(line(`  its QEMU (${memoryMib} MiB guest)`, qemu.pid, qs));
+    rows.push(line(`  its QEMU (${memoryMib} MiB guest)`, qemu.pid, qs, await procPss(qemu.pid)));
     for (const other of kids.filter((k) => k !== qemu)) rows.push(line(`  its ${other.comm}`, other.pid, await procStatus(other.pid)));
   }
   console.log(`/proc/loadavg at end: ${await loadavg()}\n`);
-  console.log(markdownTable(['process', 'pid', 'RSS MiB', 'peak MiB', 'anon', 'file'], rows));
+  console.log(markdownTable(['process', 'pid', 'RSS MiB', 'peak MiB', 'anon', 'file', 'PSS'], rows));
   console.log(`\nper VM: VM host process ${mib(hostSum / vmCount)} MiB RSS (bare node ${mib(bareStatus.rss)}; its code through tsx instead of the bundle: +${mib(hostTsx.rss - hostBundle.rss)} MiB), QEMU ${mib(qemuSum / vmCount)} MiB RSS (${memoryMib} MiB guest)`);
 } catch (err) {
   failed = err;

@@ -20,6 +20,12 @@ export async function procStatus(pid: number): Promise<ProcStatus> {
   return { rss: kb('VmRSS'), hwm: kb('VmHWM'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
+/** Proportional set size (bytes): RSS with each shared page divided among the processes mapping it. */
+export async function procPss(pid: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+  return Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? NaN) * 1024;
+}
+
 export interface SmapsSummary {
   /** Resident anonymous executable mappings: V8's JIT code and WebAssembly code space. */
   anonExec: number;
