@@ -91,7 +91,7 @@ export class VmService {
   }
 
   /** How creates were grouped so far: transactions and creates (logs, tests). */
-  get createCommits(): { readonly groups: number; readonly writes: number } {
+  get createCommits(): { readonly groups: number; readonly writes: number; readonly retried: number } {
     return this.creates.stats;
   }
 
@@ -175,8 +175,9 @@ export class VmService {
       sealed = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(id, pair.privateKey, spec.password)) };
     }
     try {
-      // Its own savepoint in the next group's transaction: a duplicate name (or a failing
-      // inTransaction) fails this create alone; it resolves only after the group committed.
+      // In the next group's transaction: a duplicate name (or a failing inTransaction) fails this
+      // create alone (the group is retried with a savepoint per create); it resolves only after
+      // the group committed. The callback may run twice (see GroupCommitter.run).
       vm = await this.creates.run(async (tx) => {
         const created = await tx.vm.create({
           data: {
@@ -421,7 +422,8 @@ export class VmService {
         if (!vm || !current) continue; // an orphan: not in the desired set, the worker will remove it
 
         const next = stateFromWorkerPhase(vm.state as VmState, report.phase, vm.desiredPower as 'running' | 'stopped');
-        const data: Prisma.VmUpdateInput = {};
+        // Plain column values only: the updated row is then known without reading it back.
+        const data: Partial<Pick<Vm, 'ip' | 'mac' | 'observedGeneration' | 'state' | 'reason' | 'runningAt' | 'pullProgress' | 'updatedAt'>> = {};
         if (report.ip && report.ip !== vm.ip) data.ip = report.ip;
         if (report.mac && report.mac !== vm.mac) data.mac = report.mac;
         if (report.observedGeneration > vm.observedGeneration) data.observedGeneration = report.observedGeneration;
@@ -455,9 +457,13 @@ export class VmService {
         if (pull && report.message && (data.reason ?? vm.reason) !== report.message) data.reason = report.message;
         if (!pull && vm.pullProgress && !next && vm.reason.startsWith('pulling image ')) data.reason = describeState(vm.state as VmState, workerName);
         if (Object.keys(data).length === 0) continue;
-        const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data: data as Prisma.VmUpdateManyMutationInput });
+        // The version (updatedAt) is set here rather than by Prisma, so the row after the update
+        // is the row as read plus `data`: no read-back per reported VM (issue 20: reports are
+        // one of the per-VM statements on the create-to-running path).
+        data.updatedAt = new Date(); // wall clock, as Prisma's @updatedAt (this.now() may be a test clock)
+        const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data });
         if (res.count === 0) throw new ConcurrentChangeError(`vm ${vm.name}`);
-        const updated = await tx.vm.findUniqueOrThrow({ where: { id: vm.id } });
+        const updated: Vm = { ...vm, ...data };
         vms.set(vm.id, updated);
         changes.push({ vm: updated, type: 'MODIFIED' });
       }
