@@ -2,16 +2,16 @@ import { describe, expect, it } from 'vitest';
 import { controllerV8Flags } from './v8-flags.ts';
 
 describe('controllerV8Flags', () => {
-  it('runs wasm on Liftoff code only and grows the old generation 20% past the live size by default', () => {
-    const defaults = ['--liftoff-only', '--heap-growing-percent=20'];
+  it('runs wasm on Liftoff code only and grows the old generation 50% past the live size by default', () => {
+    const defaults = ['--liftoff-only', '--heap-growing-percent=50'];
     expect(controllerV8Flags([], undefined)).toEqual(defaults);
     expect(controllerV8Flags(['--enable-source-maps'], '--max-old-space-size=512')).toEqual(defaults);
   });
 
   it('keeps a wasm tiering choice made on the command line or in NODE_OPTIONS', () => {
-    expect(controllerV8Flags(['--no-liftoff-only'], undefined)).toEqual(['--heap-growing-percent=20']);
-    expect(controllerV8Flags([], '--max-old-space-size=512 --wasm_tier_up')).toEqual(['--heap-growing-percent=20']);
-    expect(controllerV8Flags(['--wasm-dynamic-tiering=false'], undefined)).toEqual(['--heap-growing-percent=20']);
+    expect(controllerV8Flags(['--no-liftoff-only'], undefined)).toEqual(['--heap-growing-percent=50']);
+    expect(controllerV8Flags([], '--max-old-space-size=512 --wasm_tier_up')).toEqual(['--heap-growing-percent=50']);
+    expect(controllerV8Flags(['--wasm-dynamic-tiering=false'], undefined)).toEqual(['--heap-growing-percent=50']);
   });
 
   it('keeps a heap growth choice made on the command line or in NODE_OPTIONS', () => {

@@ -15,10 +15,22 @@
 // Old-generation growth: after a major GC V8 lets the heap grow by a factor it picks from
 // the GC and allocation speeds, up to 4× the live size for a fast-allocating program. The
 // controller allocates fast (every query, status report and list response is short-lived
-// garbage) while what it keeps is small: with 1,000 workers and 10,000 VMs ~105 MiB live in
-// a 377 MiB heap, 705 MiB RSS. --heap-growing-percent=20 lets the heap grow 1.2× past the
-// live size instead: 176 MiB of heap and 428 MiB RSS in the same benchmark, paid in more
-// frequent major GCs (bench/controller-memory.ts reports GC time and CPU per stage).
+// garbage) while what it keeps is small: with 1,000 workers and 10,000 VMs ~100 MiB live in a
+// 380 MiB heap, 632 MiB RSS. --heap-growing-percent=50 lets the heap grow 1.5× past the live
+// size instead. Measured (bench/controller-memory.ts, same workload, whole run):
+//
+//   growth          RSS settled (peak)   GC pauses (major GCs)   controller CPU
+//   V8's default    632 MiB (632)         7.4 s (18)              95 s
+//   50 % (this)     397 MiB (454)        13.4 s (93)             114 s
+//   20 %            369 MiB (431)        24.6 s (207)            141 s
+//
+// 50 % keeps most of the saving for about a third of 20 %'s extra GC time: a deliberate trade of
+// CPU (GC work, partly on V8's helper thread) for memory, not free.
+//
+// Not here: the young generation (up to 2 × 16 MiB semi-spaces, 32 MiB resident from start-up
+// on). V8 sizes it when the process starts, so only the command line can change it:
+// NODE_OPTIONS=--max-semi-space-size=4 saved another 24–45 MiB in the same benchmark (BENCHMARKS.md,
+// "Memory (issue 20)"); an operator's choice.
 //
 // Both only concern what V8 does after they are set (the controller compiles no wasm
 // before, and the growing factor is read at every GC), and they are set through
@@ -36,7 +48,7 @@ export function controllerV8Flags(execArgv: readonly string[], nodeOptions: stri
   const given = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].map((f) => f.replace(/^--no-/, '--').replaceAll('_', '-'));
   const flags: string[] = [];
   if (!given.some((f) => WASM_TIERING.test(f))) flags.push('--liftoff-only');
-  if (!given.some((f) => HEAP_GROWTH.test(f))) flags.push('--heap-growing-percent=20');
+  if (!given.some((f) => HEAP_GROWTH.test(f))) flags.push('--heap-growing-percent=50');
   return flags;
 }
 
