@@ -9,8 +9,9 @@
 // memory between passes. Committed creates arrive as hints (FleetBus.scheduleRequested with
 // `created`) and are added to the queue; this pass's own placements are applied to the views.
 // Everything else that can change what the planner sees (capacity freed, a worker's Hello, a
-// restart, an update of a pending VM, a request relayed from another controller, a timer tick
-// every intervalMs, leadership regained, a failed pass, a placement that found its VM changed)
+// restart, an update of a pending VM, a request relayed from another controller, a safety-net
+// timer every reloadEveryMs, leadership regained, a failed pass, a placement that found its VM
+// changed)
 // is a request without a hint, and the next pass reloads both from the database: the in-memory
 // state is only ever a shortcut, never the source of truth. Exactly-once placement does not
 // depend on it: each placement is still a conditional update (state pending, same attempt), in a
@@ -39,6 +40,12 @@ export interface SchedulerLoopOptions {
   fence?: (tx: Prisma.TransactionClient) => Promise<void>;
   /** false: wait for start() (the controller starts it when it becomes the leader). */
   startNow?: boolean;
+  /**
+   * Safety net: a pass reloads everything from the database at least this often even when every
+   * change was announced (default 15 × intervalMs). Not every tick: at 1,000 workers a reload is
+   * the costliest part of a pass, and VMs created meanwhile wait for it.
+   */
+  reloadEveryMs?: number;
   /** A pass failed because this controller is no longer the leader: returns true (not retried). */
   deposed?: (err: unknown) => boolean;
 }
@@ -61,6 +68,7 @@ export class SchedulerLoop {
   private incoming: Vm[] = [];
   /** The next pass reloads the pending queue and the workers from the database. */
   private reloadNeeded = true;
+  private lastReload = 0;
   /** Full reloads and incremental passes so far (tests, logs). */
   readonly stats = { reloads: 0, incremental: 0 };
 
@@ -90,8 +98,12 @@ export class SchedulerLoop {
     // Leadership (re)gained: whatever is in memory may be stale.
     this.forget();
     this.unsubscribe = this.bus.onScheduleRequest((hint) => this.request(hint));
-    // The periodic pass reloads from the database (a missed hint, a change nobody announced).
-    this.timer = setInterval(() => this.request(), this.intervalMs);
+    // The periodic pass; every reloadEveryMs it reloads from the database (a missed hint, a change nobody announced).
+    const reloadEveryMs = this.opts.reloadEveryMs ?? 15 * this.intervalMs;
+    this.timer = setInterval(() => {
+      if (Date.now() - this.lastReload >= reloadEveryMs) this.reloadNeeded = true;
+      this.trigger();
+    }, this.intervalMs);
     this.timer.unref();
     this.trigger();
   }
@@ -205,6 +217,7 @@ export class SchedulerLoop {
       const rows = await this.db.vm.findMany({ where: { state: 'pending' } });
       this.pending = new Map(rows.map((v) => [v.id, v]));
       this.stats.reloads += 1;
+      this.lastReload = Date.now();
     } else {
       this.stats.incremental += 1;
     }
