@@ -8,7 +8,7 @@
  * Paths (each booted VM_BENCH_RUNS times, one VM at a time; 1 vCPU, 256 MiB, TCG, a blank 2 GiB
  * qcow2 data disk that the guest formats on boot, before DHCP — on every path, as a fleet VM has):
  *   fleet   controller (root namespace) + `fleet-worker run --driver qemu` in a network namespace
- *           this run creates: VM host process (socketpair -> FramePump + netfilter -> TAP) on the
+ *           this run creates: VM host process (socketpair -> FramePump + netfilter -> AF_PACKET on a veth) on the
  *           worker's NAT bridge fleet0 with dnsmasq, like test/fleet-network.test.ts. VMs are
  *           created and deleted through the REST API.
  *   tap     baseline: QEMU `-netdev tap` on a plain kernel TAP (192.168.77.1/24) in a namespace
@@ -574,7 +574,7 @@ try {
   const pad = (s: string, n: number) => s.padEnd(n);
   console.log(`${pad('path', 48)} ${pad('boot→IP ms', 20)} ${pad('guest uptime at IP', 20)} ${pad('boot→SSH ms', 20)} ${pad('lease→API ms', 16)} ${pad('create→API IP ms', 20)}`);
   const label = {
-    fleet: 'fleet: QEMU -> pump+netfilter -> TAP -> bridge',
+    fleet: 'fleet: QEMU -> pump+netfilter -> veth -> bridge',
     tap: 'baseline: QEMU -netdev tap (vnet_hdr offloads)',
     tapnv: 'baseline: QEMU -netdev tap,vnet_hdr=off',
     user: 'baseline: QEMU user networking (slirp)',
@@ -594,7 +594,7 @@ try {
     console.log(`  ${name}: ${parts.join(', ')}`);
   }
   console.log(`\nfleet pump counters over the fleet transfers (incl. warm-up): ${pumpDelta}`);
-  console.log('(vm = the socketpair to QEMU, tap = the TAP; txDrops/eagain = frames the other side refused, dropped like a NIC)');
+  console.log('(vm = the socketpair to QEMU, tap = the uplink: AF_PACKET on the VM's veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
   console.log(`\nload average at end: ${load()}`);
 } catch (e) {
   failed = e as Error;
