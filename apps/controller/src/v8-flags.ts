@@ -24,8 +24,9 @@
 //   50 % (this)     397 MiB (454)        13.4 s (93)             114 s
 //   20 %            369 MiB (431)        24.6 s (207)            141 s
 //
-// 50 % keeps most of the saving for about a third of 20 %'s extra GC time: a deliberate trade of
-// CPU (GC work, partly on V8's helper thread) for memory, not free.
+// (Those three under a load average of ~4; 50 % again on a quiet machine: 390 MiB (461), 7.1 s
+// (81), 94 s.) 50 % keeps most of the saving for about a third of 20 %'s extra GC time: a
+// deliberate trade of CPU (GC work, partly on V8's helper thread) for memory, not free.
 //
 // Not here: the young generation (up to 2 × 16 MiB semi-spaces, 32 MiB resident from start-up
 // on). V8 sizes it when the process starts, so only the command line can change it:
