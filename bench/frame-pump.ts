@@ -347,6 +347,8 @@ function vethUplink(): { hostNs: string; vmNs: string; cleanup: () => void } {
   return { hostNs, vmNs, cleanup };
 }
 const QDISC_BYPASS = process.env.FRAME_PUMP_QDISC_BYPASS === '1';
+/** Host -> VM: frames the generator keeps in flight (FRAME_PUMP_WINDOW; default 512, below what the pump's socketpair send buffer holds). */
+const WINDOW = Number(process.env.FRAME_PUMP_WINDOW ?? 512);
 const PACKET_BUF = 4 << 20;
 const peerStat = (ns: string, dev: string, what: string): number =>
   Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/${what}`], { encoding: 'utf8' }).trim());
@@ -433,7 +435,7 @@ async function runPacketIn(name: string, start: (input: FramePort, out: FramePor
     const shared = new SharedArrayBuffer(8);
     const counts = new Int32Array(shared);
     const mk = (role: 'gen' | 'sink', fd: number): Worker =>
-      new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame: HOST_FRAME, batch: BATCH, shared, window: 2048 } });
+      new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame: HOST_FRAME, batch: BATCH, shared, window: WINDOW } });
     const sink = mk('sink', sk);
     const gen = mk('gen', genSock.fd);
     const input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
