@@ -1,7 +1,9 @@
 // Group commit of VM creates (issue 20) against a real SQLite database: concurrent creates
 // share one transaction, a failing create fails alone, and nothing is acknowledged before the
 // group's COMMIT returned.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { migrateDatabase, openDatabase } from '@fleet/db';
+import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
 import { EventLog } from '../events/event-log.ts';
 import { FleetBus, type ScheduleHint } from '../fleet-bus.ts';
 import { Metrics } from '../observability/metrics.ts';
@@ -134,4 +136,48 @@ describe('VmService.create: group commit', () => {
     // Nothing failed: no retry with savepoints.
     expect(vms.createCommits).toEqual({ groups: 2, writes: 4, retried: 0 });
   });
+});
+
+// The same path on PostgreSQL, where a failing statement aborts the whole transaction until it is
+// rolled back to a savepoint: the optimistic attempt fails as a whole, the retry isolates the
+// duplicate, the others commit.
+describe.skipIf(findPostgresBin() === undefined)('VmService.create: group commit on PostgreSQL', () => {
+  let pg: ScratchPostgres;
+  beforeAll(async () => {
+    pg = await startScratchPostgres();
+  }, 60_000);
+  afterAll(async () => {
+    await pg?.stop();
+  });
+
+  it('a duplicate name fails alone and the others commit; a failing COMMIT fails the whole group', async () => {
+    const url = await pg.createDatabase('group_commit');
+    await migrateDatabase(url);
+    const db = openDatabase({ url, poolSize: 4 });
+    try {
+      const pgVms = new VmService(db, new EventLog(db), new FleetBus(), new Metrics({ defaultMetrics: false }), VmSecrets.ephemeral());
+      await pgVms.create(spec('taken'), 'test');
+      const results = await Promise.allSettled([pgVms.create(spec('a'), 'test'), pgVms.create(spec('taken'), 'test'), pgVms.create(spec('b'), 'test')]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ statusCode: 409 });
+      expect((await db.vm.findMany({ orderBy: { name: 'asc' } })).map((v) => v.name)).toEqual(['a', 'b', 'taken']);
+      expect(pgVms.createCommits.retried).toBe(1);
+
+      // A deferred constraint violated by one create: PostgreSQL refuses the COMMIT; none of the group exists.
+      await db.$executeRawUnsafe('ALTER TABLE "Allocation" DROP CONSTRAINT IF EXISTS "Allocation_workerId_fkey"');
+      await db.$executeRawUnsafe('ALTER TABLE "Allocation" ADD CONSTRAINT "Allocation_workerId_fkey" FOREIGN KEY ("workerId") REFERENCES "Worker"("id") ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED');
+      const failing = await Promise.allSettled([
+        pgVms.create(spec('c'), 'test'),
+        pgVms.create(spec('d'), 'test', {
+          inTransaction: async (tx, vm) => {
+            await tx.$executeRawUnsafe('INSERT INTO "Allocation" ("id", "vmId", "attempt", "workerId", "cpus", "memoryMib") VALUES ($1, $2, 1, $3, 1, 512)', crypto.randomUUID(), vm.id, 'no-such-worker');
+          },
+        }),
+      ]);
+      expect(failing.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      expect(await db.vm.count({ where: { name: { in: ['c', 'd'] } } })).toBe(0);
+    } finally {
+      await db.$disconnect();
+    }
+  }, 60_000);
 });
