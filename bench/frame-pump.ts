@@ -20,7 +20,7 @@
  *              written with sendmmsg on an AF_PACKET socket bound to the VM end of a veth pair (in
  *              a per-VM namespace this run creates, offloads off, as the worker sets it up); the
  *              frames are counted at the peer end (rx_packets, another namespace), as the veth row
- *   AF_PACKET > filter > socketpair   (host -> VM) a generator thread sendmmsg()s frames from the
+ *   AF_PACKET > filter > socketpair   (host -> VM; "TAP > filter" the same from a TAP) a generator thread sendmmsg()s frames from the
  *              gateway to the VM on an AF_PACKET socket on the peer end; the pump recvmmsg()s them
  *              on the VM end, runs filter.fromHost and forwards to a socketpair; a sink thread
  *              counts them. The generator keeps at most a window of frames in flight (it waits on
@@ -426,11 +426,47 @@ parentPort.on('message', (m) => {
 `;
 
 /** Host -> VM: AF_PACKET generator on the peer -> veth -> pump recvmmsg (+ filter.fromHost) -> socketpair -> sink. */
-async function runPacketIn(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
+/** The veth uplink for runPacketIn: generator on the peer end, the pump's AF_PACKET socket on the VM end. */
+function vethIn(): { genFd: number; vmFd: number; cleanup: () => void } {
   const up = vethUplink();
   try {
     const genSock = openPacketSocket('upA', { netns: up.hostNs, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
     const vmSock = openPacketSocket('upB', { netns: up.vmNs, rcvbuf: PACKET_BUF, sndbuf: PACKET_BUF });
+    return { genFd: genSock.fd, vmFd: vmSock.fd, cleanup: up.cleanup };
+  } catch (e) {
+    up.cleanup();
+    throw e;
+  }
+}
+
+/**
+ * The TAP uplink for the same host -> VM row: the generator sendmmsg()s on an AF_PACKET socket
+ * bound to the TAP inside a namespace (the kernel transmits on the TAP = queues to its fd); the
+ * pump reads the TAP fd (read() loop).
+ */
+function tapIn(): { genFd: number; vmFd: number; cleanup: () => void } {
+  const ns = `fvz-tapin-${process.pid}`;
+  const dev = `fvzi${process.pid % 100000}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  const cleanup = (): void => void spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  try {
+    const tap = openTap(dev);
+    execFileSync('ip', ['link', 'set', dev, 'netns', ns]);
+    execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', dev, 'txqueuelen', '10000', 'up']);
+    const genSock = openPacketSocket(dev, { netns: ns, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
+    return { genFd: genSock.fd, vmFd: tap.fd, cleanup };
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+}
+
+async function runPacketIn(name: string, start: (input: FramePort, out: FramePort) => void, link: () => { genFd: number; vmFd: number; cleanup: () => void } = vethIn): Promise<void> {
+  const up = link();
+  try {
+    const genSock = { fd: up.genFd };
+    const vmSock = { fd: up.vmFd };
     const [m2, sk] = socketpairDgram();
     const shared = new SharedArrayBuffer(8);
     const counts = new Int32Array(shared);
@@ -471,7 +507,7 @@ async function runPacketIn(name: string, start: (input: FramePort, out: FramePor
       t1 - t0,
       si.rxFrames / si.rxBatches,
       elu,
-      `sink thread count; pump AF_PACKET rx: queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; socketpair eagain ${so.eagain}`,
+      `sink thread count; pump rx (${input.kind}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; socketpair eagain ${so.eagain}`,
     );
   } finally {
     up.cleanup();
@@ -622,6 +658,9 @@ if (process.getuid?.() === 0) {
     ['filter > AF_PACKET (VM -> host): ... -> netfilter fromVm -> veth', startFilterPump],
   ] as const) {
     if (want(name)) await runPacketOut(name, start);
+  }
+  if (want('TAP > filter (host -> VM)') && existsSync('/dev/net/tun')) {
+    await runPacketIn('TAP > filter (host -> VM): TAP read loop -> netfilter fromHost -> socketpair', (i: FramePort, o: FramePort) => startFilterPump(i, o, 'host'), tapIn);
   }
   for (const [name, start] of [
     ['AF_PACKET > pump (host -> VM): veth -> recvmmsg -> JS -> socketpair', startPlainPump],
