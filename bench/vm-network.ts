@@ -594,7 +594,7 @@ try {
     console.log(`  ${name}: ${parts.join(', ')}`);
   }
   console.log(`\nfleet pump counters over the fleet transfers (incl. warm-up): ${pumpDelta}`);
-  console.log('(vm = the socketpair to QEMU, tap = the uplink: AF_PACKET on the VM's veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
+  console.log('(vm = the socketpair to QEMU, tap = the uplink: AF_PACKET on the VM veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
   console.log(`\nload average at end: ${load()}`);
 } catch (e) {
   failed = e as Error;
