@@ -20,7 +20,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage, guestCmdline, macFromSeed, MARKERS, waitForSerialMarker } from '../guest-image/src/index.ts';
-import { NatNetwork, VM_UPLINK_IF, vmNetnsFor } from '../apps/worker/src/uplink/nat-network.ts';
+import { NatNetwork, VM_UPLINK_IF, createVethUplink, vmNetnsFor } from '../apps/worker/src/uplink/nat-network.ts';
 import { linkOffloads } from '../packages/native-vz/src/index.ts';
 import { CONTROL_SOCKET, SERIAL_LOG, type VmHostConfig, type VmHostStatus } from '../apps/worker/src/host-process/qemu-host-config.ts';
 import { controlRequest, watchControl } from '../apps/worker/src/host-process/control-client.ts';
@@ -250,14 +250,21 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     const pumpStats = counters?.pump;
     expect(pumpStats?.tap).toMatchObject({ rxTruncated: 0, rxCsumPartial: 0, rxVlanStripped: 0, rxQueueDrops: 0 });
 
-    // The worker goes away (driver object dropped) and comes back: list() re-attaches.
+    // The worker goes away (driver object dropped) and comes back: list() re-attaches. Meanwhile an
+    // instance was removed behind its back: its uplink (no socket held in its namespace) is deleted
+    // at start; the running VM's (its host holds the socket) is kept.
     await d.close();
+    const leftover = 'fv0123456789';
+    await createVethUplink(leftover, NS);
     d = new QemuDriver(opts);
     const seen2: InstanceStatus[] = [];
     d.subscribe((s) => seen2.push(s));
     const listed = await d.list();
     expect(listed).toHaveLength(1);
     expect(listed[0]).toMatchObject({ ...ref, name: 'drv-vm', state: 'running', ip, mac: created.mac, generation: '1' });
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(vmNetnsFor(leftover));
+    expect(spawnSync('ip', ['-n', NS, 'link', 'show', leftover], { stdio: 'ignore' }).status).not.toBe(0);
+    expect(links(vmNs).map((l) => l.ifname).sort()).toEqual([VM_UPLINK_IF, 'lo'].sort());
 
     const tStop = Date.now();
     const stopped = await d.stop(ref);

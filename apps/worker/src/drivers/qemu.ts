@@ -84,6 +84,8 @@ export interface QemuNat {
    */
   createUplink?(port: string): Promise<{ netns: string; ifname: string }>;
   deleteUplink?(port: string): Promise<void>;
+  /** Uplinks no VM host process holds (their VM namespace has no packet socket): leftovers. */
+  unusedUplinks?(): Promise<string[]>;
   /** Reserves (idempotently) the instance's one address, bound to its MAC; throws when none is free. */
   reserve(req: { key: string; vmId: string; mac: string; name: string; hostAccess: boolean; preferredIp?: string | undefined }): Promise<QemuNatReservation>;
   release(key: string): Promise<void>;
@@ -681,6 +683,16 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
         this.fromDeadHost(h, false);
         // Nobody holds its uplink any more: a veth pair and namespace left behind are deleted.
         await this.deleteUplinkOf(h);
+      }
+    }
+    // Uplinks of instances removed while no worker ran (no run dir, so not reconciled above): a
+    // veth whose VM namespace holds no packet socket belongs to no running VM.
+    const ours = new Set([...this.held.values()].map((h) => h.rec.tap));
+    for (const net of [this.opts.nat, this.opts.hostOnly]) {
+      for (const port of (await net?.unusedUplinks?.().catch(() => [] as string[])) ?? []) {
+        if (ours.has(port)) continue;
+        this.opts.log?.info({ port }, 'deleting a veth uplink left behind by a removed instance');
+        await net!.deleteUplink?.(port).catch((e: Error) => this.opts.log?.warn({ port, err: e.message }, 'deleting a stale veth uplink failed'));
       }
     }
     // Addresses of instances removed while no worker ran (or whose run dir is gone) are free again.

@@ -106,6 +106,24 @@ export async function createVethUplink(port: string, bridgeNetns: string | undef
   return { netns: vmNs, ifname: VM_UPLINK_IF };
 }
 
+/**
+ * Veth uplinks in `bridgeNetns` that nobody uses any more: a veth whose per-VM namespace
+ * (vmNetnsFor) exists and holds no AF_PACKET socket (/proc/net/packet read inside it is empty), so
+ * no VM host process can be behind it — left over by an instance removed while no worker ran.
+ * Another worker's running VMs (a shared namespace, as in tests) always hold their socket.
+ */
+export async function unusedVethUplinks(bridgeNetns: string | undefined): Promise<string[]> {
+  const links = await ipJson<IpLink>(['-d', 'link', 'show', 'type', 'veth'], bridgeNetns).catch(() => [] as IpLink[]);
+  const out: string[] = [];
+  for (const l of links) {
+    if (!IFNAME_RE.test(l.ifname)) continue;
+    const vmNs = vmNetnsFor(l.ifname);
+    const packet = await tryRun('cat', ['/proc/net/packet'], { netns: vmNs });
+    if (packet !== null && packet.trim().split('\n').length <= 1) out.push(l.ifname);
+  }
+  return out;
+}
+
 /** Deletes a veth uplink (both ends go with either) and the VM's namespace. Idempotent. */
 export async function deleteVethUplink(port: string, bridgeNetns: string | undefined): Promise<void> {
   const vmNs = vmNetnsFor(port);
@@ -865,6 +883,11 @@ export class NatNetwork {
   async createUplink(port: string): Promise<{ netns: string; ifname: string }> {
     this.assertAlive();
     return createVethUplink(port, this.cfg.netns);
+  }
+
+  /** Veth uplinks of this network's namespace that no VM host process holds (unusedVethUplinks). */
+  unusedUplinks(): Promise<string[]> {
+    return unusedVethUplinks(this.cfg.netns);
   }
 
   /** Deletes a veth uplink (both ends) and the VM's namespace. Idempotent. */
