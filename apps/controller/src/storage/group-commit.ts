@@ -15,15 +15,21 @@ import type { FleetDb, Prisma } from '@fleet/db';
 
 type Tx = Prisma.TransactionClient;
 
-interface Queued<R> {
-  work: (tx: Tx) => Promise<R>;
-  resolve: (value: R) => void;
+interface Queued<V> {
+  work: (tx: Tx) => Promise<V>;
+  resolve: (value: V) => void;
   reject: (err: unknown) => void;
 }
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+type Outcome<V> = { ok: true; value: V } | { ok: false; error: unknown };
 
-export interface GroupCommitOptions {
+export interface GroupCommitOptions<V> {
+  /**
+   * Runs once per group, in its transaction, after every write, with the values of the writes
+   * that succeeded (in order): what they share goes in one statement (e.g. their events in one
+   * multi-row insert). Its failure fails the whole group.
+   */
+  afterWrites?: (tx: Tx, values: V[]) => Promise<void>;
   /** Most writes in one transaction (bounds the transaction's duration and the lock it holds). */
   maxGroup?: number;
   /** Prisma interactive-transaction timeout for a whole group, ms. */
@@ -33,8 +39,8 @@ export interface GroupCommitOptions {
 /** The savepoint each write runs in; reused (released) before the next write of the group. */
 const SAVEPOINT = 'fleet_group_write';
 
-export class GroupCommitter {
-  private queue: Queued<unknown>[] = [];
+export class GroupCommitter<V> {
+  private queue: Queued<V>[] = [];
   private flushing = false;
   private readonly maxGroup: number;
   private readonly timeoutMs: number;
@@ -43,7 +49,7 @@ export class GroupCommitter {
 
   constructor(
     private readonly db: FleetDb,
-    private readonly opts: GroupCommitOptions = {},
+    private readonly opts: GroupCommitOptions<V> = {},
   ) {
     this.maxGroup = opts.maxGroup ?? 256;
     this.timeoutMs = opts.timeoutMs ?? 15_000;
@@ -57,9 +63,9 @@ export class GroupCommitter {
    * effects outside the database must therefore wait for the promise (as they must anyway:
    * nothing is durable before COMMIT).
    */
-  run<R>(work: (tx: Tx) => Promise<R>): Promise<R> {
-    return new Promise<R>((resolve, reject) => {
-      this.queue.push({ work, resolve, reject } as Queued<unknown>);
+  run(work: (tx: Tx) => Promise<V>): Promise<V> {
+    return new Promise<V>((resolve, reject) => {
+      this.queue.push({ work, resolve, reject });
       if (!this.flushing) {
         this.flushing = true;
         // One macrotask of gathering: requests parsed in the same I/O turn join the first group.
@@ -84,10 +90,10 @@ export class GroupCommitter {
     }
   }
 
-  private async commitGroup(group: Queued<unknown>[]): Promise<void> {
+  private async commitGroup(group: Queued<V>[]): Promise<void> {
     this.stats.groups += 1;
     this.stats.writes += group.length;
-    let outcomes: Outcome[];
+    let outcomes: Outcome<V>[];
     try {
       outcomes = await this.optimistic(group);
     } catch (err) {
@@ -120,10 +126,10 @@ export class GroupCommitter {
    * write (SAVEPOINT, RELEASE), which is most of a small write's cost. The first failing write
    * aborts it (rolled back, nothing of it is kept) and the group runs again isolated().
    */
-  private optimistic(group: Queued<unknown>[]): Promise<Outcome[]> {
+  private optimistic(group: Queued<V>[]): Promise<Outcome<V>[]> {
     return this.db.$transaction(
       async (tx) => {
-        const out: Outcome[] = [];
+        const out: Outcome<V>[] = [];
         for (const item of group) {
           try {
             out.push({ ok: true, value: await item.work(tx) });
@@ -131,17 +137,25 @@ export class GroupCommitter {
             throw new WriteFailed(error);
           }
         }
+        await this.afterWrites(tx, out);
         return out;
       },
       { timeout: this.timeoutMs, maxWait: this.timeoutMs },
     );
   }
 
+  private async afterWrites(tx: Tx, out: Outcome<V>[]): Promise<void> {
+    if (!this.opts.afterWrites) return;
+    const values: V[] = [];
+    for (const o of out) if (o.ok) values.push(o.value);
+    if (values.length > 0) await this.opts.afterWrites(tx, values);
+  }
+
   /** Every write of the group in one transaction, each in its own savepoint (a failing one is undone alone). */
-  private isolated(group: Queued<unknown>[]): Promise<Outcome[]> {
+  private isolated(group: Queued<V>[]): Promise<Outcome<V>[]> {
     return this.db.$transaction(
       async (tx) => {
-        const out: Outcome[] = [];
+        const out: Outcome<V>[] = [];
         for (const item of group) {
           await tx.$executeRawUnsafe(`SAVEPOINT ${SAVEPOINT}`);
           try {
@@ -156,6 +170,7 @@ export class GroupCommitter {
             out.push({ ok: false, error });
           }
         }
+        await this.afterWrites(tx, out);
         return out;
       },
       { timeout: this.timeoutMs, maxWait: this.timeoutMs },

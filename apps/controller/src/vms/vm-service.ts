@@ -76,7 +76,7 @@ export class VmService {
    * Creates are group-committed (issue 20): concurrent creates share one transaction (one fsync),
    * each in its own savepoint, and each is acknowledged only after that transaction committed.
    */
-  private readonly creates: GroupCommitter;
+  private readonly creates: GroupCommitter<{ vm: Vm; event: NewEvent }>;
 
   constructor(
     private readonly db: FleetDb,
@@ -87,7 +87,8 @@ export class VmService {
     private readonly secrets: VmSecrets,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.creates = new GroupCommitter(db);
+    // The group's `vm.created` events go in one multi-row insert (one statement per group, not per create).
+    this.creates = new GroupCommitter(db, { afterWrites: (tx, created) => this.events.append(created.map((c) => c.event), tx) });
   }
 
   /** How creates were grouped so far: transactions and creates (logs, tests). */
@@ -172,6 +173,7 @@ export class VmService {
   /** `inTransaction` runs in the creating transaction (the API links an Idempotency-Key record to the VM there). */
   async create(spec: VmCreate, actor: string, opts: { inTransaction?: (tx: Tx, vm: Vm) => Promise<unknown> } = {}): Promise<Vm> {
     let vm: Vm;
+    let event: NewEvent;
     const id = randomUUID();
     // Sealed before the transaction (the row id is the associated data, so it is chosen first).
     let sealed: { publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>> | undefined;
@@ -195,7 +197,7 @@ export class VmService {
       // In the next group's transaction: a duplicate name (or a failing inTransaction) fails this
       // create alone (the group is retried with a savepoint per create); it resolves only after
       // the group committed. The callback may run twice (see GroupCommitter.run).
-      vm = await this.creates.run(async (tx) => {
+      const committed = await this.creates.run(async (tx) => {
         const created = await tx.vm.create({
           data: {
             id,
@@ -226,15 +228,17 @@ export class VmService {
           // The access row (key pair + password) exists from the start, in the same transaction.
           await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...sealed } });
         }
-        await this.events.append([vmEvent(created, 'vm.created', `created by ${actor}`, actor)], tx);
         await opts.inTransaction?.(tx, created);
-        return created;
+        // Its event is appended with the group's (afterWrites), in the same transaction.
+        return { vm: created, event: vmEvent(created, 'vm.created', `created by ${actor}`, actor) };
       });
+      vm = committed.vm;
+      event = committed.event;
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict(`vm "${spec.name}" already exists`);
       throw err;
     }
-    this.publish([{ vm, type: 'ADDED' }], [vmEvent(vm, 'vm.created', `created by ${actor}`, actor)]);
+    this.publish([{ vm, type: 'ADDED' }], [event]);
     this.metrics.vmsCreated.inc();
     // The hint lets the scheduler add this VM to its queue without reloading every pending VM.
     this.bus.scheduleRequested({ created: [vm] });
