@@ -4,7 +4,7 @@
 // masquerade + forward rules in an nftables table of its own, and a supervised dnsmasq
 // serving DHCP (and optionally DNS) on the bridge only.
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { linkOffloads } from '@fleet/native-vz';
 import { AddressPool, type LiveLease, type Reservation, type ReserveRequest } from './address-pool.ts';
@@ -81,8 +81,10 @@ export const MIN_LEASE_SECONDS = 120;
  * AF_PACKET socket it hands to the VM host process. Namespace names are global (/run/netns).
  */
 export const VM_UPLINK_IF = 'vm0';
+/** Per-VM namespaces are `fleetvm-<port>`: a prefix no other namespace of Fleet's (or its tests') uses, since stale ones are swept by name. */
+export const VM_NETNS_PREFIX = 'fleetvm-';
 export function vmNetnsFor(port: string): string {
-  return `fleet-${validateIfName(port, 'uplink port')}`;
+  return `${VM_NETNS_PREFIX}${validateIfName(port, 'uplink port')}`;
 }
 
 /**
@@ -122,6 +124,40 @@ export async function unusedVethUplinks(bridgeNetns: string | undefined): Promis
     if (packet !== null && packet.trim().split('\n').length <= 1) out.push(l.ifname);
   }
   return out;
+}
+
+/**
+ * Per-VM namespaces (vmNetnsFor) whose VM end is gone: the pair dies with the bridge-side end, e.g.
+ * when the bridge's own namespace was deleted (tests) or the port was deleted by hand. Nothing can
+ * use such a namespace any more, whoever made it.
+ */
+export async function orphanVmNamespaces(): Promise<string[]> {
+  const names = (await readdir('/run/netns').catch(() => [] as string[])).filter((n) => n.startsWith(VM_NETNS_PREFIX) && IFNAME_RE.test(n.slice(VM_NETNS_PREFIX.length)));
+  const out: string[] = [];
+  let mountedSomewhere: Set<string> | undefined;
+  for (const ns of names) {
+    const links = await ipJson<IpLink>(['link', 'show'], ns).catch(() => undefined);
+    if (links) {
+      if (!links.some((l) => l.ifname === VM_UPLINK_IF)) out.push(ns);
+      continue;
+    }
+    // Not enterable from here: a bare file whose mount was made in another mount namespace (a worker
+    // started under `ip netns exec` has a private one) — maybe live there. Only a name mounted in no
+    // process's mount namespace is a dead placeholder.
+    mountedSomewhere ??= await netnsMountsOfAllProcesses();
+    if (!mountedSomewhere.has(ns)) out.push(ns);
+  }
+  return out;
+}
+
+async function netnsMountsOfAllProcesses(): Promise<Set<string>> {
+  const seen = new Set<string>();
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const text = await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '');
+    for (const m of text.matchAll(/\/netns\/(fleetvm-[A-Za-z0-9_.-]+)/g)) seen.add(m[1]!);
+  }
+  return seen;
 }
 
 /** Deletes a veth uplink (both ends go with either) and the VM's namespace. Idempotent. */
@@ -885,8 +921,12 @@ export class NatNetwork {
     return createVethUplink(port, this.cfg.netns);
   }
 
-  /** Veth uplinks of this network's namespace that no VM host process holds (unusedVethUplinks). */
-  unusedUplinks(): Promise<string[]> {
+  /**
+   * Veth uplinks of this network's namespace that no VM host process holds (unusedVethUplinks).
+   * Per-VM namespaces left without their VM end (orphanVmNamespaces) are deleted on the way.
+   */
+  async unusedUplinks(): Promise<string[]> {
+    for (const ns of await orphanVmNamespaces()) await tryRun('ip', ['netns', 'del', ns]);
     return unusedVethUplinks(this.cfg.netns);
   }
 
