@@ -8,7 +8,8 @@
  * Paths (each booted VM_BENCH_RUNS times, one VM at a time; 1 vCPU, 256 MiB, TCG, a blank 2 GiB
  * qcow2 data disk that the guest formats on boot, before DHCP — on every path, as a fleet VM has):
  *   fleet   controller (root namespace) + `fleet-worker run --driver qemu` in a network namespace
- *           this run creates: VM host process (socketpair -> FramePump + netfilter -> AF_PACKET on a veth) on the
+ *           this run creates: VM host process (socketpair -> FramePump + netfilter -> TAP, or with
+ *           VM_BENCH_VM_LINK=veth AF_PACKET on a veth) on the
  *           worker's NAT bridge fleet0 with dnsmasq, like test/fleet-network.test.ts. VMs are
  *           created and deleted through the REST API.
  *   tap     baseline: QEMU `-netdev tap` on a plain kernel TAP (192.168.77.1/24) in a namespace
@@ -55,6 +56,8 @@ const RUNS = Number(process.env.VM_BENCH_RUNS ?? 3);
 const MIB = Number(process.env.VM_BENCH_MIB ?? 32);
 const DISK_GIB = 2;
 const REPS = Number(process.env.VM_BENCH_REPS ?? 3); // measured transfers per direction per path, after one warm-up each
+/** How the fleet VM's frames reach the bridge (fleet-worker run --vm-link): tap (the default) or veth. */
+const VM_LINK = process.env.VM_BENCH_VM_LINK === 'veth' ? 'veth' : 'tap';
 const ID = process.pid % 1000;
 const NS_W = `fvnw${ID}`;
 const NS_B = `fvnb${ID}`;
@@ -461,7 +464,7 @@ async function setUpLab(): Promise<ApiClient> {
   await run('ip', ['netns', 'exec', NS_W, process.execPath, path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js'), 'enroll', '--controller', `${ROOT_IP}:${GRPC_PORT}`,
     '--token', token, '--name', 'w', '--data-dir', path.join(tmp, 'w')], { cwd: REPO_ROOT, env });
   const worker = spawn('ip', ['netns', 'exec', NS_W, process.execPath, path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js'), 'run', '--data-dir', path.join(tmp, 'w'),
-    '--driver', 'qemu', '--accel', 'tcg', '--uplink', 'eth0', '--authorized-keys', `${key}.pub`, '--cpus', '2', '--memory-mib', '1024', '--vm-slots', '2'],
+    '--driver', 'qemu', '--accel', 'tcg', '--uplink', 'eth0', '--vm-link', VM_LINK, '--authorized-keys', `${key}.pub`, '--cpus', '2', '--memory-mib', '1024', '--vm-slots', '2'],
     { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(worker);
   let wout = '';
@@ -574,7 +577,7 @@ try {
   const pad = (s: string, n: number) => s.padEnd(n);
   console.log(`${pad('path', 48)} ${pad('boot→IP ms', 20)} ${pad('guest uptime at IP', 20)} ${pad('boot→SSH ms', 20)} ${pad('lease→API ms', 16)} ${pad('create→API IP ms', 20)}`);
   const label = {
-    fleet: 'fleet: QEMU -> pump+netfilter -> veth -> bridge',
+    fleet: `fleet: QEMU -> pump+netfilter -> ${VM_LINK} -> bridge`,
     tap: 'baseline: QEMU -netdev tap (vnet_hdr offloads)',
     tapnv: 'baseline: QEMU -netdev tap,vnet_hdr=off',
     user: 'baseline: QEMU user networking (slirp)',
@@ -594,7 +597,7 @@ try {
     console.log(`  ${name}: ${parts.join(', ')}`);
   }
   console.log(`\nfleet pump counters over the fleet transfers (incl. warm-up): ${pumpDelta}`);
-  console.log('(vm = the socketpair to QEMU, tap = the uplink: AF_PACKET on the VM veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
+  console.log('(vm = the socketpair to QEMU, tap = the bridge port: a TAP, or AF_PACKET on the VM veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
   console.log(`\nload average at end: ${load()}`);
 } catch (e) {
   failed = e as Error;

@@ -192,7 +192,8 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     const key = path.join(tmp, 'drv_ed25519');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-drv', '-f', key]);
     const pub = readFileSync(`${key}.pub`, 'utf8').trim();
-    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000 };
+    // The veth uplink (--vm-link veth); the default TAP is what every fleet-worker e2e suite runs.
+    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000, vmLink: 'veth' as const };
     const spec = { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' };
     const ref = { vmId: 'vm-drv', attempt: 3 };
     let d = new QemuDriver(opts);
@@ -324,7 +325,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
         createUplink: (port) => createVethUplink(port, p.netns), deleteUplink: (port) => deleteVethUplink(port, p.netns),
         // The reservation was made by the test process, on the real network (the one dnsmasq serves).
         async reserve() { return p.reservation; }, async release() {}, async releaseAllBut() { return []; }, async hostAddresses() { return []; } };
-      const d = new QemuDriver({ dataDir: p.dataDir, nat, netns: p.netns });
+      const d = new QemuDriver({ dataDir: p.dataDir, nat, netns: p.netns, vmLink: 'veth' });
       await d.create({ vmId: 'vm-k9', attempt: 1, name: 'k9', generation: '4', spec: { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' } });
       const s = await d.start({ vmId: 'vm-k9', attempt: 1 });
       process.stdout.write(JSON.stringify(s) + '\\n');
@@ -349,7 +350,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     worker.kill('SIGKILL');
     await exited;
 
-    const d = new QemuDriver({ dataDir, nat: nat!, netns: NS });
+    const d = new QemuDriver({ dataDir, nat: nat!, netns: NS, vmLink: 'veth' });
     const seen: InstanceStatus[] = [];
     d.subscribe((s) => seen.push(s));
     const [adopted] = await d.list();

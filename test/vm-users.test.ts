@@ -118,6 +118,9 @@ describe.skipIf(why !== '')('VM users: per-VM uids, no capabilities, QEMU sandbo
       stopTimeoutMs: 15_000,
       vmUsers: { base: UID_BASE, count: 10 },
       fence: { leaseFile, graceMs: 5000 },
+      // The veth uplink: its socket must reach the host process and never QEMU (the TAP path, with
+      // VM users, is what every fleet-worker e2e suite runs).
+      vmLink: 'veth',
     };
     let d = new QemuDriver(opts);
     drivers.push(d);

@@ -111,6 +111,13 @@ export interface QemuDriverOptions {
    * nothing beyond). Absent = VMs in mode "host-only" are refused on this worker.
    */
   hostOnly?: QemuNat;
+  /**
+   * How a VM's frames reach the bridge (issue 20): `tap` (default) — the VM host process writes
+   * them to a TAP, one write per frame; `veth` — sendmmsg/recvmmsg on an AF_PACKET socket bound to
+   * the VM end of a veth pair in a namespace of its own (the network's createUplink). Both carry
+   * the same filter; the TAP measured faster VM → host (one device hop, not two) and equal host → VM.
+   */
+  vmLink?: 'tap' | 'veth';
   /** Run VM host processes inside this network namespace (where the NAT bridge is; tests). */
   netns?: string;
   /** The guest image (default: ensureGuestImage()). spec.image is not interpreted yet. */
@@ -367,8 +374,10 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (h.watch && (h.status.state === 'running' || h.status.state === 'starting')) return this.waitRunning(h);
     const { rec, dir } = h;
     const net = this.netOf(rec);
-    // The veth uplink when the network offers it (NatNetwork); a TAP otherwise.
-    const veth = net?.createUplink !== undefined;
+    // A TAP by default: measured faster than the veth uplink VM → host and equal host → VM
+    // (BENCHMARKS.md, frame pump); the veth uplink only when the worker asks for it.
+    const veth = net !== undefined && this.opts.vmLink === 'veth';
+    if (veth && net.createUplink === undefined) throw new DriverError(`start ${rec.name}: this network offers no veth uplink (--vm-link veth)`);
     if (this.opts.vmUsers || rec.uid !== undefined) {
       if (net && !net.createTap && !veth) throw new DriverError(`start ${rec.name}: this network cannot create TAPs for VM users`);
       // A record from before VM users were on gets its uid now; the run dir and disk are

@@ -32,6 +32,8 @@ export interface QemuRuntimeOptions {
    * host-only network on this worker (VMs in that mode are placed elsewhere).
    */
   hostOnlySubnet?: string;
+  /** How VMs' frames reach the bridge (QemuDriverOptions.vmLink; default tap). */
+  vmLink?: 'tap' | 'veth';
   /** Bridge / nftables table name of the host-only network (default fleet1). */
   hostOnlyName?: string;
   /** Masquerade out of this interface (default: the default route's device). */
@@ -157,6 +159,7 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
       dataDir: base,
       nat,
       ...(hostOnly ? { hostOnly } : {}),
+      ...(q.vmLink !== undefined ? { vmLink: q.vmLink } : {}),
       imagesDir: q.imagesDir ?? path.join(options.dataDir, 'images'),
       authorizedKeys: q.authorizedKeys ?? [],
       globalPrefixes: q.globalPrefixes ?? [],
