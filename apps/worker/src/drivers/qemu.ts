@@ -721,13 +721,15 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
 
   /** The network an instance's NIC is on (undefined: mode "none", no NIC). */
   private netOf(rec: InstanceRecord): QemuNat | undefined {
+    const net = this.networkFor(rec);
+    if (net === undefined && rec.mode === 'host-only') throw new DriverError(`${rec.name} is in network mode host-only, but this worker has no host-only network (start it with --host-only-subnet)`);
+    return net;
+  }
+
+  /** The instance's network, or undefined (mode none, or host-only on a worker without one): for clean-ups, never throws. */
+  private networkFor(rec: InstanceRecord): QemuNat | undefined {
     const mode = rec.mode ?? 'nat';
-    if (mode === 'none') return undefined;
-    if (mode === 'host-only') {
-      if (!this.opts.hostOnly) throw new DriverError(`${rec.name} is in network mode host-only, but this worker has no host-only network (start it with --host-only-subnet)`);
-      return this.opts.hostOnly;
-    }
-    return this.opts.nat;
+    return mode === 'none' ? undefined : mode === 'host-only' ? this.opts.hostOnly : this.opts.nat;
   }
 
   /**
@@ -805,13 +807,13 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
 
   /** After a stop or kill: the port leaves the bridge; a veth uplink or a VM user's (persistent) TAP is deleted. */
   protected override async afterHalt(h: Held): Promise<void> {
-    const net = (h.rec.mode ?? 'nat') === 'none' ? undefined : h.rec.mode === 'host-only' ? this.opts.hostOnly : this.opts.nat;
+    const net = this.networkFor(h.rec);
     await net?.removeTap(h.rec.tap).catch(() => {});
     await this.deleteUplinkOf(h);
   }
 
   private async deleteUplinkOf(h: Held): Promise<void> {
-    const net = (h.rec.mode ?? 'nat') === 'none' ? undefined : h.rec.mode === 'host-only' ? this.opts.hostOnly : this.opts.nat;
+    const net = this.networkFor(h.rec);
     if (net?.deleteUplink) await net.deleteUplink(h.rec.tap).catch((e: Error) => this.opts.log?.warn({ port: h.rec.tap, err: e.message }, 'deleting the veth uplink failed'));
     else if (h.rec.uid !== undefined) await net?.deleteTap?.(h.rec.tap).catch(() => {});
   }
