@@ -480,6 +480,28 @@ describe('hostOnly: the host-only network (issue 18)', () => {
     expectVerdict(f.fromHost(hostDhcp({ type: DHCP.OFFER, xid: 1 }), T0 + 1), Verdict.PASS);
   });
 
+  it("a peer's broadcasts do not reach the VM (ports are not isolated): only its ARP request for the VM's own address", () => {
+    const f = boundFilter({ hostOnly: true, allow: ['192.168.64.0/24'] });
+    const who = (tpa: string, src = PEER_MAC, spa = PEER_IP) => arpFrame(BCAST_MAC, src, { op: 1, sha: src, spa, tpa, tha: ZERO_MAC });
+    // Another VM asking for this VM: needed to talk to it (where both policies allow).
+    expectVerdict(f.fromHost(who(VM_IP), T0 + 1), Verdict.PASS);
+    // Another VM asking for a third VM or the gateway, or announcing itself: not this VM's business.
+    expectVerdict(f.fromHost(who('192.168.64.12'), T0 + 1), Verdict.PEER_BROADCAST);
+    expectVerdict(f.fromHost(who(GW), T0 + 1), Verdict.PEER_BROADCAST);
+    expectVerdict(f.fromHost(who(PEER_IP), T0 + 1), Verdict.PEER_BROADCAST);
+    // A peer's broadcast datagram (inside the subnet, where the rules would allow it).
+    const bcastUdp = udpFrame({ srcMac: PEER_MAC, dstMac: BCAST_MAC, src: PEER_IP, dst: BCAST }, { sport: 5353, dport: 9999, payload: new Uint8Array(8) });
+    expectVerdict(f.fromHost(bcastUdp, T0 + 1), Verdict.PEER_BROADCAST);
+    // The gateway's broadcasts still pass: its ARP requests and DHCP.
+    expectVerdict(f.fromHost(who('192.168.64.12', GW_MAC, GW), T0 + 1), Verdict.PASS);
+    expectVerdict(f.fromHost(hostDhcp({ type: DHCP.OFFER, xid: 1 }), T0 + 1), Verdict.PASS);
+    // Unicast from an allowed peer is unchanged.
+    expectVerdict(f.fromHost(tcpFrame({ srcMac: PEER_MAC, dstMac: VM_MAC, src: PEER_IP, dst: VM_IP }, { sport: 22, dport: 40000, flags: TCP_FLAGS.ACK }), T0 + 1), Verdict.PASS);
+    expect(REASON_NAMES[Verdict.PEER_BROADCAST]).toBe('peer_broadcast');
+    // NAT mode (isolated ports) keeps its old behaviour: the peer's frames never arrive there anyway.
+    expectVerdict(boundFilter().fromHost(who('192.168.64.12'), T0 + 1), Verdict.PASS);
+  });
+
   it('off by default, and a non-boolean is refused', () => {
     expectVerdict(boundFilter().fromVm(vmTcp(NET), T0 + 1), Verdict.PASS);
     expect(() => boundFilter({ hostOnly: 'yes' as unknown as boolean })).toThrow(NetfilterConfigError);

@@ -468,8 +468,25 @@ class Filter implements PacketFilter {
     if (!macAt(f, ETH_DST, this.#vmMac) && !isBroadcastMacAt(f, ETH_DST)) return Verdict.DST_MAC;
     if ((f[ETH_SRC]! & 1) !== 0) return Verdict.SRC_MAC_GROUP;
     if (macAt(f, ETH_SRC, this.#vmMac)) return Verdict.MAC_SPOOF;
-    if (type === EtherType.ARP) return checkArp(f, ETH_HEADER_LENGTH, len) === ArpParse.OK ? Verdict.PASS : Verdict.MALFORMED;
+    if (type === EtherType.ARP) {
+      if (checkArp(f, ETH_HEADER_LENGTH, len) !== ArpParse.OK) return Verdict.MALFORMED;
+      return this.#peerBroadcast(f, true) ? Verdict.PEER_BROADCAST : Verdict.PASS;
+    }
+    if (this.#peerBroadcast(f, false)) return Verdict.PEER_BROADCAST;
     return this.#hostIpv4(f, len);
+  }
+
+  /**
+   * A host-only network's ports are not isolated (issue 18), so another VM's broadcasts reach this
+   * VM's port: only the gateway's broadcasts, and a peer's ARP request for this VM's own leased
+   * address (so an allowed peer can resolve it), are let through. Needs the gateway's MAC to tell
+   * the gateway from a peer. `arp`: a checked ARP frame (its target address is at byte 38).
+   */
+  #peerBroadcast(f: Uint8Array, arp: boolean): boolean {
+    if (!this.#hostOnly || !this.#hasGwMac || !isBroadcastMacAt(f, ETH_DST) || macAt(f, ETH_SRC, this.#gwMac)) return false;
+    if (!arp) return true;
+    const lease = this.#lease;
+    return !(lease.bound && i32(f, ETH_HEADER_LENGTH + ARP_TPA) === lease.boundIp);
   }
 
   #hostIpv4(f: Uint8Array, len: number): Verdict {

@@ -72,6 +72,12 @@ export const Verdict = {
   DHCP_OTHER_CLIENT: 31,
   /** Host-only mode (issue 18): a destination (VM -> host) or source (host -> VM) outside the VM subnet. */
   BEYOND_HOST_ONLY: 32,
+  /**
+   * Host -> VM on a host-only network, whose ports are not isolated: a broadcast from another VM
+   * (not the gateway) that is not an ARP request for this VM's own address — who asks for whom,
+   * or a peer's broadcast datagrams, are none of this VM's business.
+   */
+  PEER_BROADCAST: 33,
 } as const;
 
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
@@ -111,6 +117,7 @@ export const REASON_NAMES = [
   'arp_rate_limit',
   'dhcp_other_client',
   'beyond_host_only',
+  'peer_broadcast',
 ] as const;
 
 export type ReasonName = (typeof REASON_NAMES)[number];
