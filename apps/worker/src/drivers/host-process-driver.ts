@@ -92,10 +92,14 @@ export interface DetachedHost {
   hasExited(): boolean;
 }
 
-/** Spawns a host process detached, its stdout/stderr appended to `logFile` (root's, 0600). */
-export function spawnDetachedHost(cmd: string, args: string[], o: { logFile: string; env?: NodeJS.ProcessEnv }): DetachedHost {
+/**
+ * Spawns a host process detached, its stdout/stderr appended to `logFile` (root's, 0600).
+ * `inheritFd`: an fd the child gets as its fd 3 (the caller closes its own copy afterwards).
+ */
+export function spawnDetachedHost(cmd: string, args: string[], o: { logFile: string; env?: NodeJS.ProcessEnv; inheritFd?: number }): DetachedHost {
   const logFd = openSync(o.logFile, 'a', 0o600);
-  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd], ...(o.env ? { env: o.env } : {}) });
+  const stdio: Array<'ignore' | number> = o.inheritFd !== undefined ? ['ignore', logFd, logFd, o.inheritFd] : ['ignore', logFd, logFd];
+  const child = spawn(cmd, args, { detached: true, stdio, ...(o.env ? { env: o.env } : {}) });
   closeSync(logFd);
   child.unref();
   let gone = false;

@@ -20,9 +20,9 @@
 // Fencing (issue 12): with `fence`, the host process of every "reschedule" instance watches the
 // worker's lease file and kills QEMU when the lease runs out (worker dead or cut off); such an
 // instance ends "stopped" with a "fenced: …" message. `kill()` is the worker's own forced stop.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, openSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -173,30 +173,11 @@ function imageDigestOf(rec: InstanceRecord): { imageDigest?: string } {
   return rec.spec.pulled ? { imageDigest: rec.spec.pulled.digest } : {};
 }
 
-/** The fd number the VM host process finds its AF_PACKET uplink socket at (spawn stdio). */
+/** The fd number the VM host process finds its AF_PACKET uplink socket at (spawnDetachedHost's inheritFd: through `ip netns exec` and setpriv, which keep inherited fds). */
 export const UPLINK_FD = 3;
 /** Socket buffers of the uplink: a burst of 64-frame batches fits (the kernel doubles these). */
 const UPLINK_RCVBUF = 4 << 20;
 const UPLINK_SNDBUF = 1 << 20;
-
-/**
- * spawnDetachedHost with the uplink socket as fd UPLINK_FD of the child (through `ip netns exec`
- * and setpriv, which keep inherited fds). The caller closes its own copy afterwards.
- */
-function spawnHostWithUplink(cmd: string, args: string[], o: { logFile: string; env: NodeJS.ProcessEnv; uplinkFd: number }): DetachedHost {
-  const logFd = openSync(o.logFile, 'a', 0o600);
-  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd, o.uplinkFd], env: o.env });
-  closeSync(logFd);
-  child.unref();
-  let gone = false;
-  const exited = new Promise<void>((r) =>
-    child.once('exit', () => {
-      gone = true;
-      r();
-    }),
-  );
-  return { exited, hasExited: () => gone };
-}
 
 export function tapNameFor(ref: InstanceRef): string {
   return `fv${createHash('sha256').update(instanceKey(ref)).digest('hex').slice(0, 10)}`;
@@ -474,7 +455,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       const up = await net.createUplink!(rec.tap);
       const sock = openPacketSocket(up.ifname, { netns: up.netns, rcvbuf: UPLINK_RCVBUF, sndbuf: UPLINK_SNDBUF });
       try {
-        host = spawnHostWithUplink(cmd, args, { logFile: path.join(dir, 'host.log'), env, uplinkFd: sock.fd });
+        host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env, inheritFd: sock.fd });
       } finally {
         closeFd(sock.fd);
       }
