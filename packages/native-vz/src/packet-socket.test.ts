@@ -9,6 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FramePort, fdInfo, linkOffloads, openPacketSocket, packetRebind } from './index.ts';
+import { csum, echoRequest } from './testing/icmp-frames.ts';
 
 const isRoot = process.getuid?.() === 0;
 const hasIp = spawnSync('ip', ['-V'], { stdio: 'ignore' }).status === 0;
@@ -32,35 +33,7 @@ const ifindex = (ns: string, dev: string): number => Number(inNs(ns, 'cat', `/sy
 const ifindexes = (ns: string): number[] =>
   (JSON.parse(inNs(ns, 'ip', '-j', 'link', 'show')) as Array<{ ifindex: number }>).map((l) => l.ifindex);
 
-function csum(b: Buffer, start: number, end: number): number {
-  let s = 0;
-  for (let i = start; i < end; i += 2) s += (b[i]! << 8) | (i + 1 < end ? b[i + 1]! : 0);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
-
-/** Ethernet + IPv4 + ICMP echo request, VM_IP -> BR_IP. */
-function echoRequest(id: number, seq: number): Buffer {
-  const payload = 56;
-  const f = Buffer.alloc(14 + 20 + 8 + payload);
-  BR_MAC.copy(f, 0);
-  VM_MAC.copy(f, 6);
-  f.writeUInt16BE(0x0800, 12);
-  f[14] = 0x45;
-  f.writeUInt16BE(20 + 8 + payload, 16);
-  f.writeUInt16BE(seq, 18);
-  f[22] = 64;
-  f[23] = 1;
-  Buffer.from(VM_IP).copy(f, 26);
-  Buffer.from(BR_IP).copy(f, 30);
-  f.writeUInt16BE(csum(f, 14, 34), 24);
-  f[34] = 8;
-  f.writeUInt16BE(id, 38);
-  f.writeUInt16BE(seq, 40);
-  for (let i = 0; i < payload; i++) f[42 + i] = i;
-  f.writeUInt16BE(csum(f, 34, f.length), 36);
-  return f;
-}
+const ECHO = { srcMac: VM_MAC, dstMac: BR_MAC, srcIp: VM_IP, dstIp: BR_IP };
 
 /** UDP checksum of an IPv4 frame (pseudo header included); 0 when it verifies. */
 function udpChecksumResidue(f: Buffer): number {
@@ -150,7 +123,7 @@ describe.skipIf(skipReason !== null)('AF_PACKET uplink in a per-VM namespace (ro
 
   it('socket -> veth -> bridge -> host stack: 32 echo requests in one sendmmsg get 32 replies; sent frames are not looped back', async () => {
     const id = 0x5151;
-    expect(port.send(Array.from({ length: 32 }, (_, seq) => echoRequest(id, seq)))).toBe(32);
+    expect(port.send(Array.from({ length: 32 }, (_, seq) => echoRequest(ECHO, id, seq)))).toBe(32);
     const replies = () => received.filter((f) => f.length >= 42 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id);
     await waitFor(() => replies().length >= 32);
     expect(replies().map((f) => f.readUInt16BE(40)).sort((a, b) => a - b)).toEqual(Array.from({ length: 32 }, (_, i) => i));

@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FramePort, fdInfo, openTap } from './index.ts';
+import { echoRequest } from './testing/icmp-frames.ts';
 
 const isRoot = process.getuid?.() === 0;
 const hasTun = existsSync('/dev/net/tun');
@@ -29,35 +30,7 @@ function nsExec(...args: string[]): string {
   return execFileSync('ip', ['netns', 'exec', NS, ...args], { encoding: 'utf8' });
 }
 
-function csum(b: Buffer, start: number, end: number): number {
-  let s = 0;
-  for (let i = start; i < end; i += 2) s += (b[i]! << 8) | (i + 1 < end ? b[i + 1]! : 0);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
-
-/** Ethernet + IPv4 + ICMP echo request, OUR_IP -> TAP_IP. */
-function echoRequest(id: number, seq: number): Buffer {
-  const payload = 56;
-  const f = Buffer.alloc(14 + 20 + 8 + payload);
-  TAP_MAC.copy(f, 0);
-  OUR_MAC.copy(f, 6);
-  f.writeUInt16BE(0x0800, 12);
-  f[14] = 0x45;
-  f.writeUInt16BE(20 + 8 + payload, 16);
-  f.writeUInt16BE(seq, 18);
-  f[22] = 64;
-  f[23] = 1; // ICMP
-  Buffer.from(OUR_IP).copy(f, 26);
-  Buffer.from(TAP_IP).copy(f, 30);
-  f.writeUInt16BE(csum(f, 14, 34), 24);
-  f[34] = 8; // echo request
-  f.writeUInt16BE(id, 38);
-  f.writeUInt16BE(seq, 40);
-  for (let i = 0; i < payload; i++) f[42 + i] = i;
-  f.writeUInt16BE(csum(f, 34, f.length), 36);
-  return f;
-}
+const ECHO = { srcMac: OUR_MAC, dstMac: TAP_MAC, srcIp: OUR_IP, dstIp: TAP_IP };
 
 describe.skipIf(skipReason !== null)('TAP (root)', () => {
   let tap: { fd: number; name: string };
@@ -128,7 +101,7 @@ describe.skipIf(skipReason !== null)('TAP (root)', () => {
 
   it('TAP -> kernel -> TAP: a batch of 32 ICMP echo requests written in one send() gets 32 echo replies', async () => {
     const id = 0x4242;
-    const requests = Array.from({ length: 32 }, (_, seq) => echoRequest(id, seq));
+    const requests = Array.from({ length: 32 }, (_, seq) => echoRequest(ECHO, id, seq));
     expect(port.send(requests)).toBe(32);
     const replies = () => received.filter((f) => f.length >= 42 && f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id);
     await waitFor(() => replies().length >= 32);
