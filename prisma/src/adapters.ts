@@ -7,6 +7,7 @@ import type {
   SqlMigrationAwareDriverAdapterFactory,
 } from '@prisma/driver-adapter-utils';
 import { providerOf, sqlitePath } from './providers.ts';
+import { betterSqliteClientOf, cacheStatements, gateTransactions } from './sqlite-connection.ts';
 
 /** How long a SQLite statement waits for another connection's lock before SQLITE_BUSY. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
@@ -194,6 +195,11 @@ class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
       await dispose();
     };
     rollBackFailedCommits(adapter);
+    // After rollBackFailedCommits: a transaction releases the gate only once its ROLLBACK ran.
+    gateTransactions(adapter);
+    const client = betterSqliteClientOf(adapter);
+    if (!client) throw new Error('the better-sqlite3 adapter no longer exposes its connection: check sqlite-connection.ts against this Prisma version');
+    cacheStatements(client);
     return adapter;
   }
 }

@@ -58,8 +58,9 @@ export interface OpenDatabaseOptions {
  * query. Run `migrateDatabase(url)` first.
  *
  * SQLite connections use WAL, synchronous=FULL, foreign keys on and a busy
- * timeout. Prisma uses one SQLite connection per client and serialises
- * transactions on it, so a single controller never competes with itself.
+ * timeout. Prisma uses one SQLite connection per client; transactions on it run one at a
+ * time and queries outside them wait while one is open (sqlite-connection.ts), so a single
+ * controller never competes with itself.
  */
 export function openDatabase(opts: OpenDatabaseOptions): FleetDb {
   const provider: Provider = providerOf(opts.url);
