@@ -14,6 +14,7 @@ import { providerOf, type Provider } from './providers.ts';
 export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, sqlitePath, type Provider } from './providers.ts';
+export { insertRows, insertStatements, type RawExecutor, type SqlValue } from './insert-rows.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
 export { acquireControllerLock, ControllerLockError, type ControllerLock } from './controller-lock.ts';
 export { withMigrationLock } from './migration-lock.ts';
@@ -70,12 +71,22 @@ export function openDatabase(opts: OpenDatabaseOptions): FleetDb {
     ...(opts.poolSize !== undefined && { poolSize: opts.poolSize }),
     ...(opts.onPoolError !== undefined && { onPoolError: opts.onPoolError }),
   });
-  if (provider === 'sqlite') return new PrismaClient({ adapter });
   // The PostgreSQL client is generated from the same models (see providers.ts);
   // its model types are identical (checked below at compile time). Its query
   // API only adds PostgreSQL-only options, which Fleet code (typed against the
   // SQLite client) cannot use anyway.
-  return new PgPrismaClient({ adapter }) as unknown as FleetDb;
+  const db = provider === 'sqlite' ? new PrismaClient({ adapter }) : (new PgPrismaClient({ adapter }) as unknown as FleetDb);
+  providers.set(db, provider);
+  return db;
+}
+
+const providers = new WeakMap<FleetDb, Provider>();
+
+/** The database engine behind a client from openDatabase (for the few raw statements, see insert-rows.ts). */
+export function providerOfDb(db: FleetDb): Provider {
+  const provider = providers.get(db);
+  if (!provider) throw new Error('not a client made by openDatabase: its database engine is unknown');
+  return provider;
 }
 
 // Compile-time guard for the cast above: the model types of both clients must match.

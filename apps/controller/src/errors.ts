@@ -25,5 +25,8 @@ export const forbidden = (message: string) => new FleetError(403, 'forbidden', m
 
 /** True for Prisma's unique-constraint violation (P2002), without importing Prisma's runtime. */
 export function isUniqueViolation(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'P2002';
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, meta } = err as { code?: unknown; meta?: { driverAdapterError?: { cause?: { kind?: unknown } } } };
+  // P2002 from Prisma's own writes; a raw statement's (insert-rows.ts) is P2010 with the driver's kind.
+  return code === 'P2002' || (code === 'P2010' && meta?.driverAdapterError?.cause?.kind === 'UniqueConstraintViolation');
 }

@@ -2,7 +2,7 @@
 // records). Writes go to the database; listeners (watch streams, metrics) hear
 // about each event in-process right after it is stored.
 import { EventEmitter } from 'node:events';
-import type { FleetDb, Event } from '@fleet/db';
+import { insertRows, providerOfDb, type FleetDb, type Event, type Provider, type RawExecutor } from '@fleet/db';
 
 export type EventLevel = 'info' | 'warn' | 'error';
 
@@ -28,24 +28,30 @@ export interface EventQuery {
   order: 'asc' | 'desc';
 }
 
-type Tx = Pick<FleetDb, 'event'>;
+type Tx = RawExecutor;
 
 /** The largest id an event can have (Prisma Int: int4 on PostgreSQL). */
 const MAX_EVENT_ID = 2_147_483_647;
 
 export class EventLog {
   private readonly bus = new EventEmitter();
+  private readonly provider: Provider;
 
   constructor(private readonly db: FleetDb) {
     this.bus.setMaxListeners(0);
+    this.provider = providerOfDb(db);
   }
 
   /** Append events, inside the caller's transaction when one is given. */
   async append(events: NewEvent[], tx: Tx = this.db): Promise<void> {
     if (events.length === 0) return;
     const at = new Date();
-    await tx.event.createMany({
-      data: events.map((e) => ({
+    // One raw multi-row INSERT: a createMany would run Prisma's query compiler at every call.
+    await insertRows(
+      tx,
+      this.provider,
+      'Event',
+      events.map((e) => ({
         at,
         kind: e.kind,
         level: e.level ?? 'info',
@@ -56,7 +62,7 @@ export class EventLog {
         actor: e.actor ?? 'controller',
         data: JSON.stringify(e.data ?? {}),
       })),
-    });
+    );
     // Listeners hear about it after the caller's transaction commits (see publish()).
     if (tx === this.db) this.publish(events);
   }

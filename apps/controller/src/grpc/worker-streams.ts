@@ -161,9 +161,16 @@ export class WorkerStreams {
     if (fresh.length > 0) {
       const keys = fresh.map((vm) => ({ vmId: vm.vmId, attempt: vm.attempt }));
       const now = new Date();
+      // One statement per key rather than an OR over all keys: Prisma caches the plan of a query
+      // whose shape is fixed, while an OR of n keys is a new shape for every n (compiled each time).
       const alive = await this.db.$transaction(async (tx) => {
-        await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, OR: keys }, data: { deliveredAt: now } });
-        return tx.allocation.findMany({ where: { workerId: stream.workerId, OR: keys }, select: { vmId: true, attempt: true } });
+        const found: Array<{ vmId: string; attempt: number }> = [];
+        for (const key of keys) {
+          await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, vmId: key.vmId, attempt: key.attempt }, data: { deliveredAt: now } });
+          const row = await tx.allocation.findFirst({ where: { workerId: stream.workerId, vmId: key.vmId, attempt: key.attempt }, select: { vmId: true, attempt: true } });
+          if (row) found.push(row);
+        }
+        return found;
       });
       const present = new Set(alive.map((a) => `${a.vmId}/${a.attempt}`));
       vms = vms.filter((vm) => stream.delivered.has(`${vm.vmId}/${vm.attempt}`) || present.has(`${vm.vmId}/${vm.attempt}`));

@@ -3,7 +3,7 @@
 // rest (secrets/vm-secrets.ts) and handed to the VM's worker inside each SessionOpen), and
 // the guest's host key recorded on first use for each boot.
 import { createHash } from 'node:crypto';
-import type { FleetDb, VmAccess } from '@fleet/db';
+import { insertRows, providerOfDb, type FleetDb, type VmAccess } from '@fleet/db';
 import ssh2 from 'ssh2';
 import { isUniqueViolation } from '../errors.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
@@ -44,7 +44,10 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
     }),
   );
   try {
-    for (const row of await db.vmAccess.createManyAndReturn({ data: fresh })) out.set(row.vmId, row);
+    // A raw multi-row INSERT, then a read: createManyAndReturn would run Prisma's query compiler at every call.
+    const createdAt = new Date();
+    await insertRows(db, providerOfDb(db), 'VmAccess', fresh.map((f) => ({ ...f, createdAt })));
+    for (const row of await db.vmAccess.findMany({ where: { vmId: { in: fresh.map((f) => f.vmId) } } })) out.set(row.vmId, row);
     return out;
   } catch (err) {
     if (!isUniqueViolation(err)) throw err;
