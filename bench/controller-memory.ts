@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { markdownTable } from './support/report.ts';
-import { mib, probe, procStatus, smapsSummary, summariseHeapSnapshot, type ProbeReport } from './support/proc-memory.ts';
+import { mib, probe, procPss, procStatus, smapsSummary, summariseHeapSnapshot, type ProbeReport } from './support/proc-memory.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const GOAL_MIB = 256;
@@ -30,12 +30,22 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     'node-flags': { type: 'string', default: '' },
     snapshot: { type: 'boolean', default: false },
+    // NAME=VALUE for the controller's environment (repeatable), e.g. --env MALLOC_ARENA_MAX=2.
+    env: { type: 'string', multiple: true, default: [] },
+    // Keep the controller and its workers up this many seconds after the last stage (its pid is
+    // printed), to look at it from outside (gdb, /proc/<pid>/smaps).
+    hold: { type: 'string', default: '0' },
   },
 });
 const workerCount = Number(values.workers);
 const vmCount = Number(values.vms);
 const concurrency = Number(values.concurrency);
 const nodeFlags = values['node-flags'].split(/\s+/).filter(Boolean);
+const extraEnv = Object.fromEntries(values.env.map((e) => {
+  const i = e.indexOf('=');
+  if (i < 1) throw new Error(`--env ${e}: NAME=VALUE`);
+  return [e.slice(0, i), e.slice(i + 1)];
+}));
 
 interface Proc {
   child: ChildProcess;
@@ -106,9 +116,13 @@ interface Stage {
   gcMs: number;
   majorGcs: number;
   cpuS: number;
+  /** PSS of the controller (shared pages divided among the processes that map them). */
+  pss: number;
+  /** The bin's launcher, when it started the controller as its child (apps/controller/bin/relaunch.cjs). */
+  launcher?: { rss: number; anon: number; pss: number };
 }
 
-function stageRow(stage: string, st: Awaited<ReturnType<typeof procStatus>>, sm: Awaited<ReturnType<typeof smapsSummary>>, r: ProbeReport): Stage {
+function stageRow(stage: string, st: Awaited<ReturnType<typeof procStatus>>, sm: Awaited<ReturnType<typeof smapsSummary>>, r: ProbeReport, pss: number, launcher?: Stage['launcher']): Stage {
   const newSpace = r.spaces.find((s) => s.space_name === 'new_space')?.physical_space_size ?? NaN;
   return {
     stage,
@@ -129,7 +143,22 @@ function stageRow(stage: string, st: Awaited<ReturnType<typeof procStatus>>, sm:
     gcMs: r.gc.ms,
     majorGcs: r.gc.majorCount,
     cpuS: (r.cpu.user + r.cpu.system) / 1e6,
+    pss,
+    ...(launcher ? { launcher } : {}),
   };
+}
+
+/**
+ * The controller's pid: the bin's own process, or its child when the bin's launcher started the
+ * controller again with start-up settings (apps/controller/bin/relaunch.cjs); then also the launcher's.
+ */
+async function controllerPids(pid: number): Promise<{ controller: number; launcher?: number }> {
+  const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean).map(Number);
+  for (const c of children) {
+    const cmdline = await readFile(`/proc/${c}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes('fleet-controller.js')) return { controller: c, launcher: pid };
+  }
+  return { controller: pid };
 }
 
 /** RSS of a bare `node` process that only waits (the runtime's own floor on this machine). */
@@ -156,17 +185,20 @@ const probeOut = path.join(dataDir, 'probe');
 // FLEET_DEV=0: the bundle, without the launcher's freshness check (the build above just ran).
 const ctl = start(
   [...nodeFlags, '--import', './bench/support/memory-probe.mjs', 'apps/controller/bin/fleet-controller.js', 'run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'],
-  { FLEET_DEV: '0', FLEET_MEMPROBE_OUT: probeOut },
+  { FLEET_DEV: '0', FLEET_MEMPROBE_OUT: probeOut, ...extraEnv },
 );
 const swarms: Proc[] = [];
 const stages: Stage[] = [];
 let seq = 0;
+let pids: { controller: number; launcher?: number } | undefined;
 const measure = async (name: string): Promise<Stage> => {
-  const pid = ctl.child.pid!;
+  const pid = pids!.controller;
   const report = await probe(pid, probeOut, seq++);
-  const row = stageRow(name, await procStatus(pid), await smapsSummary(pid), report);
+  const l = pids!.launcher;
+  const launcher = l === undefined ? undefined : { ...(await procStatus(l)), pss: await procPss(l) };
+  const row = stageRow(name, await procStatus(pid), await smapsSummary(pid), report, await procPss(pid), launcher);
   stages.push(row);
-  console.log(`[${new Date().toISOString().slice(11, 19)}] ${name}: RSS ${mib(row.rss)} MiB (peak ${mib(row.hwm)}), heap ${mib(row.heapUsed)}/${mib(row.heapTotal)} MiB, external ${mib(row.external)} MiB, outside V8 heap ${mib(row.outsideHeap)} MiB`);
+  console.log(`[${new Date().toISOString().slice(11, 19)}] ${name}: RSS ${mib(row.rss)} MiB (peak ${mib(row.hwm)}), heap ${mib(row.heapUsed)}/${mib(row.heapTotal)} MiB, external ${mib(row.external)} MiB, outside V8 heap ${mib(row.outsideHeap)} MiB${launcher ? `; launcher RSS ${mib(launcher.rss)} MiB (anon ${mib(launcher.anon)}, PSS ${mib(launcher.pss)})` : ''}`);
   return row;
 };
 let failed: unknown;
@@ -174,6 +206,8 @@ try {
   const base = (await ctl.waitFor(/API:\s+(http:\/\/\S+)/, 60_000))[1]!;
   const grpc = (await ctl.waitFor(/worker gRPC:\s+(\S+)/, 60_000))[1]!;
   const token = (await readFile(path.join(dataDir, 'admin.token'), 'utf8')).trim();
+  pids = await controllerPids(ctl.child.pid!);
+  console.log(pids.launcher === undefined ? `controller pid ${pids.controller} (no launcher process)` : `controller pid ${pids.controller}, started by the bin's launcher, pid ${pids.launcher}`);
   await sleep(3000); // start-up work (migrations, first scheduler pass) settles
   await measure('idle');
 
@@ -222,10 +256,14 @@ try {
   await measure('after 3 full lists');
   await sleep(10_000);
   await measure('settled (+10 s)');
+  if (Number(values.hold) > 0) {
+    console.log(`holding ${values.hold} s: controller pid ${pids.controller}`);
+    await sleep(Number(values.hold) * 1000);
+  }
   if (values.snapshot) {
     // Last: writing a snapshot costs the process memory of its own (it is not a stage).
     await writeFile(`${probeOut}.want-snapshot`, '');
-    const report = await probe(ctl.child.pid!, probeOut, seq++, 300_000);
+    const report = await probe(pids.controller, probeOut, seq++, 300_000);
     console.log(`heap snapshot ${report.snapshot}, by constructor and node type:`);
     console.log(markdownTable(['what', 'count', 'MiB'], (await summariseHeapSnapshot(report.snapshot!, 25)).map((e) => [e.what.slice(0, 60), e.count, (e.bytes / 1048576).toFixed(1)])));
   }
@@ -239,13 +277,15 @@ try {
 console.log(`/proc/loadavg at end: ${await loadavg()}`);
 
 const M = (n: number) => String(mib(n));
-console.log(`\nbaseline: bare node ${mib(bare)} MiB RSS${nodeFlags.length ? `; controller node flags: ${nodeFlags.join(' ')}` : ''}\n`);
+console.log(`\nbaseline: bare node ${mib(bare)} MiB RSS${nodeFlags.length ? `; controller node flags: ${nodeFlags.join(' ')}` : ''}${values.env.length ? `; controller env: ${values.env.join(' ')}` : ''}\n`);
 console.log(markdownTable(
-  ['stage', 'RSS MiB', 'peak MiB', 'anon', 'file', 'heap used', 'heap (physical)', 'new space', 'external', 'arrayBuffers', 'JS code+bytecode', 'anon exec (JIT+wasm code)', 'anon outside V8 heap', 'GC ms (major GCs) so far', 'CPU s so far'],
-  stages.map((s) => [s.stage, M(s.rss), M(s.hwm), M(s.anon), M(s.file), M(s.heapUsed), M(s.heapTotal), M(s.newSpace), M(s.external), M(s.arrayBuffers), M(s.jsCode), M(s.anonExec), M(s.outsideHeap), `${Math.round(s.gcMs)} (${s.majorGcs})`, s.cpuS.toFixed(1)]),
+  ['stage', 'RSS MiB', 'peak MiB', 'anon', 'file', 'PSS', 'heap used', 'heap (physical)', 'new space', 'external', 'arrayBuffers', 'JS code+bytecode', 'anon exec (JIT+wasm code)', 'anon outside V8 heap', 'GC ms (major GCs) so far', 'CPU s so far', 'launcher RSS (anon, PSS)'],
+  stages.map((s) => [s.stage, M(s.rss), M(s.hwm), M(s.anon), M(s.file), M(s.pss), M(s.heapUsed), M(s.heapTotal), M(s.newSpace), M(s.external), M(s.arrayBuffers), M(s.jsCode), M(s.anonExec), M(s.outsideHeap), `${Math.round(s.gcMs)} (${s.majorGcs})`, s.cpuS.toFixed(1), s.launcher ? `${M(s.launcher.rss)} (${M(s.launcher.anon)}, ${M(s.launcher.pss)})` : '–']),
 ));
 if (failed) throw failed;
 const loaded = stages.filter((s) => s.stage !== 'idle');
 const worst = Math.max(...loaded.map((s) => s.rss));
 const peak = Math.max(...stages.map((s) => s.hwm));
+const withLauncher = stages.filter((s) => s.stage !== 'idle' && s.launcher).map((s) => s.pss + s.launcher!.pss);
+if (withLauncher.length) console.log(`\ncontroller + launcher PSS (both processes, shared pages counted once): highest ${mib(Math.max(...withLauncher))} MiB`);
 console.log(`\ngoal: controller RSS < ${GOAL_MIB} MiB with ${vmCount} VMs and ${workerCount} workers: highest RSS at a measured stage ${mib(worst)} MiB → ${worst < GOAL_MIB * 1048576 ? 'met' : 'not met'}; peak (VmHWM) ${mib(peak)} MiB → ${peak < GOAL_MIB * 1048576 ? 'met' : 'not met'} for the peak too`);

@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { defaultOptions } from './config.ts';
 import { CONTROLLER_VERSION } from './version.ts';
 import { applyControllerV8Flags } from './v8-flags.ts';
+import { onShutdownSignals, takeLauncherEnv, watchLauncher } from './launched.ts';
 // The controller itself, pino, the PKI and the database are imported by the command that
 // needs them, so `--help` and `--version` start fast (issue 16).
 
@@ -61,6 +62,10 @@ program
   .option('--secrets-key-command <command>', 'run through /bin/sh; prints the key-encryption key(s), one per line, current first (KMS-style hook)')
   .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.FLEET_LOG_LEVEL ?? 'info')
   .action(async (o) => {
+    // Started by the bin's launcher (bin/relaunch.cjs): its settings stay out of what we start,
+    // and we do not outlive it. It forwards every signal it can catch; gone without a word, it was
+    // killed (-9): the controller ends the same way, as if it had been the one killed.
+    watchLauncher(takeLauncherEnv(process.env), () => process.kill(process.pid, 'SIGKILL'));
     // Before anything compiles Prisma's WebAssembly (v8-flags.ts says why).
     applyControllerV8Flags();
     const [{ startController }, { createLogger }, { enrollCommand }] = await Promise.all([
@@ -146,8 +151,7 @@ program
       await c.stop();
       process.exit(0);
     };
-    process.once('SIGINT', () => void shutdown('SIGINT'));
-    process.once('SIGTERM', () => void shutdown('SIGTERM'));
+    onShutdownSignals((signal) => void shutdown(signal));
   });
 
 program

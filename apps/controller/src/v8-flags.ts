@@ -29,14 +29,15 @@
 // deliberate trade of CPU (GC work, partly on V8's helper thread) for memory, not free.
 //
 // Not here: the young generation (up to 2 × 16 MiB semi-spaces, 32 MiB resident from start-up
-// on). V8 sizes it when the process starts, so only the command line can change it:
-// NODE_OPTIONS=--max-semi-space-size=4 saved another 24–45 MiB in the same benchmark (BENCHMARKS.md,
-// "Memory (issue 20)"); an operator's choice.
+// on) and glibc malloc's settings. V8 sizes the one and glibc reads the other when the process
+// starts, so only the command line and the environment can change them: `fleet-controller run`
+// starts node once more with --max-semi-space-size=2 and malloc settings unless the operator
+// chose them (apps/controller/bin/relaunch.cjs; BENCHMARKS.md, "Memory (issue 20)").
 //
-// Both only concern what V8 does after they are set (the controller compiles no wasm
+// The two flags here only concern what V8 does after they are set (the controller compiles no wasm
 // before, and the growing factor is read at every GC), and they are set through
-// v8.setFlagsFromString because the bin runs the program in its own process
-// (scripts/bin-launch.cjs): there is no command line to add them to.
+// v8.setFlagsFromString so that they hold however the program was started (with the launcher,
+// with FLEET_CONTROLLER_RELAUNCH=0, or through tsx).
 import v8 from 'node:v8';
 
 /** Flags that choose wasm tiering; one given on the command line or in NODE_OPTIONS wins. */
