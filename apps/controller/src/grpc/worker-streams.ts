@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { desiredAssignments, type ImagePullsOf } from '../vms/desired-state.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
+import { GroupCommitter } from '../storage/group-commit.ts';
 
 export type ConnectCall = grpc.ServerDuplexStream<WorkerMessage__Output, ControllerMessage>;
 
@@ -76,12 +77,16 @@ export class WorkerStreams {
   private readonly backoff: BackoffOptions;
   private readonly assignments: (db: FleetDb, workerId: string) => Promise<VmAssignment[]>;
 
+  /** Delivery marks of pushes to several workers share a transaction (one fsync): one per VM otherwise. */
+  private readonly deliveries: GroupCommitter<Array<{ vmId: string; attempt: number }>>;
+
   constructor(
     private readonly db: FleetDb,
     private readonly log: Logger,
     private readonly opts: WorkerStreamsOptions = {},
   ) {
     this.backoff = { ...PUSH_RETRY_BACKOFF, ...opts.backoff };
+    this.deliveries = new GroupCommitter(db);
     const secrets = opts.secrets;
     if (!opts.assignments && !secrets) throw new Error('WorkerStreams: pass the VM secrets (or replace assignments)');
     this.assignments = opts.assignments ?? ((db, workerId) => desiredAssignments(db, secrets!, workerId, opts.imagePulls));
@@ -163,7 +168,8 @@ export class WorkerStreams {
       const now = new Date();
       // One statement per key rather than an OR over all keys: Prisma caches the plan of a query
       // whose shape is fixed, while an OR of n keys is a new shape for every n (compiled each time).
-      const alive = await this.db.$transaction(async (tx) => {
+      // Idempotent, so it may run twice (GroupCommitter.run).
+      const alive = await this.deliveries.run(async (tx) => {
         const found: Array<{ vmId: string; attempt: number }> = [];
         for (const key of keys) {
           await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, vmId: key.vmId, attempt: key.attempt }, data: { deliveredAt: now } });

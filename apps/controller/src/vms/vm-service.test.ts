@@ -75,6 +75,55 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+describe('worker reports: group commit (issue 20)', () => {
+  it('commits several workers’ reports in one transaction; a report that conflicts is decided again alone', async () => {
+    const a = await onlineWorker('mac-a');
+    const b = await onlineWorker('mac-b');
+    const c = await onlineWorker('mac-c');
+    const created = [];
+    for (const name of ['va', 'vb', 'vc']) created.push(await vms.create({ name, image: 'img', cpus: 8, memoryMib: 16384 }, 'test')); // a whole worker each
+    await scheduler.passOnce();
+    const placed = await db.vm.findMany({ orderBy: { name: 'asc' } });
+    expect(new Set(placed.map((v) => v.workerId))).toEqual(new Set([a.id, b.id, c.id]));
+    const byWorker = new Map(placed.map((v) => [v.workerId!, v]));
+    const groups0 = vms.reportCommits.groups;
+    const watched: string[] = [];
+    bus.onVmChange((ch) => watched.push(`${ch.vm.name}:${ch.vm.state}`));
+
+    // The VM of worker c changes between the report's read and its update (a user stops it): that
+    // report fails in the group, is decided again from a fresh read, and the others commit.
+    const vc = byWorker.get(c.id)!;
+    const original = db.vm.findMany.bind(db.vm);
+    let raced = false;
+    (db.vm as { findMany: unknown }).findMany = async (args: unknown) => {
+      const rows = await original(args as never);
+      if (!raced && rows.some((r) => r.id === vc.id)) {
+        raced = true;
+        await db.vm.update({ where: { id: vc.id }, data: { reason: 'changed meanwhile' } }); // bumps updatedAt, same state
+        await db.vm.updateMany({ where: { id: vc.id }, data: { state: 'starting' } });
+      }
+      return rows;
+    };
+    try {
+      await Promise.all(
+        [a, b, c].map((w) => vms.applyWorkerReports(w.id, w.name, [report(byWorker.get(w.id)!.id, byWorker.get(w.id)!.attempt, 'VM_PHASE_RUNNING', { ip: '192.168.64.2' })])),
+      );
+    } finally {
+      (db.vm as { findMany: unknown }).findMany = original;
+    }
+    const after = await db.vm.findMany({ orderBy: { name: 'asc' } });
+    expect(after.map((v) => v.state)).toEqual(['running', 'running', 'running']);
+    // Three reports in one group (plus the retried one in its own): one transaction for the many.
+    expect(vms.reportCommits.writes).toBeGreaterThanOrEqual(4);
+    expect(vms.reportCommits.groups - groups0).toBeLessThanOrEqual(3);
+    expect(vms.reportCommits.retried).toBeGreaterThanOrEqual(1);
+    // Every VM has exactly one event to running, and watchers heard each change once.
+    const toRunning = await db.event.findMany({ where: { kind: 'vm.state', message: { contains: '→ running' } } });
+    expect(toRunning.map((e) => e.vmName).sort()).toEqual(['va', 'vb', 'vc']);
+    expect(watched.filter((w) => w.endsWith(':running')).sort()).toEqual(['va:running', 'vb:running', 'vc:running']);
+  });
+});
+
 describe('registry images (issue 15)', () => {
   it('records the digest the image resolved to at create, re-resolves a new image, and shows the pull in progress', async () => {
     const digest1 = `sha256:${'1'.repeat(64)}`;

@@ -54,6 +54,17 @@ interface Change {
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
 }
 
+/** What one worker's reports changed, applied once their group committed. */
+interface ReportOutcome {
+  changes: Change[];
+  events: NewEvent[];
+  dirtyWorkers: Set<string>;
+  scheduleNeeded: boolean;
+  /** VMs that began to run (start latency metric). */
+  started: Vm[];
+  failures: number;
+}
+
 /** A registry image must suit the VM: its runtime and guest OS (when the image says them). */
 function imageMatches(name: string, image: string, resolved: { driver?: string; os?: string }, vm: { os: string; driver: string }): void {
   if (resolved.driver && vm.driver && vm.driver !== resolved.driver) {
@@ -77,6 +88,8 @@ export class VmService {
    * each in its own savepoint, and each is acknowledged only after that transaction committed.
    */
   private readonly creates: GroupCommitter<{ vm: Vm; event: NewEvent }>;
+  /** Workers' status reports are group-committed too: at scale most transactions are reports. */
+  private readonly reports: GroupCommitter<ReportOutcome>;
 
   constructor(
     private readonly db: FleetDb,
@@ -89,6 +102,12 @@ export class VmService {
   ) {
     // The group's `vm.created` events go in one multi-row insert (one statement per group, not per create).
     this.creates = new GroupCommitter(db, { afterWrites: (tx, created) => this.events.append(created.map((c) => c.event), tx) });
+    this.reports = new GroupCommitter(db, { afterWrites: (tx, outcomes) => this.events.append(outcomes.flatMap((o) => o.events), tx) });
+  }
+
+  /** How workers' reports were grouped so far: transactions and reports (logs, tests). */
+  get reportCommits(): { readonly groups: number; readonly writes: number; readonly retried: number } {
+    return this.reports.stats;
   }
 
   /** How creates were grouped so far: transactions and creates (logs, tests). */
@@ -408,19 +427,20 @@ export class VmService {
 
   private async applyWorkerReportsOnce(workerId: string, workerName: string, reports: ReportedInstance[]): Promise<void> {
     const ids = [...new Set(reports.map((r) => r.vmId))];
-    const vms = new Map((await this.db.vm.findMany({ where: { id: { in: ids } } })).map((v) => [v.id, v]));
-    const changes: Change[] = [];
-    const events: NewEvent[] = [];
-    const dirtyWorkers = new Set<string>();
-    let scheduleNeeded = false;
-
-    await this.db.$transaction(async (tx) => {
+    const read = new Map((await this.db.vm.findMany({ where: { id: { in: ids } } })).map((v) => [v.id, v]));
+    // Group-committed with other workers' reports (one transaction, one fsync for all of them).
+    // The work may run twice (GroupCommitter.run), so it starts from the rows as read each time
+    // and its effects outside the database (watchers, metrics, the bus) wait for the commit.
+    const outcome = await this.reports.run(async (tx) => {
+      const vms = new Map(read);
+      const o: ReportOutcome = { changes: [], events: [], dirtyWorkers: new Set(), scheduleNeeded: false, started: [], failures: 0 };
+      const { changes, events, dirtyWorkers } = o;
       for (const report of reports) {
         const vm = vms.get(report.vmId);
         const current = vm && vm.workerId === workerId && vm.attempt === report.attempt;
         if (report.phase === 'VM_PHASE_GONE') {
           const released = await tx.allocation.deleteMany({ where: { vmId: report.vmId, attempt: report.attempt, workerId } });
-          if (released.count > 0) scheduleNeeded = true;
+          if (released.count > 0) o.scheduleNeeded = true;
           if (!vm) continue;
           if (vm.state === 'deleting') {
             const remaining = await tx.allocation.count({ where: { vmId: vm.id } });
@@ -434,7 +454,8 @@ export class VmService {
             continue;
           }
           if (current && vm.state !== 'failed' && vm.state !== 'pending') {
-            const failed = await this.failInTx(tx, vm, `instance disappeared from worker ${workerName}`, `worker:${workerName}`, events);
+            const failed = await this.failInTx(tx, vm, `instance disappeared from worker ${workerName}`, `worker:${workerName}`, events, {}, false);
+            o.failures += 1;
             vms.set(vm.id, failed);
             changes.push({ vm: failed, type: 'MODIFIED' });
           }
@@ -450,7 +471,8 @@ export class VmService {
         if (report.observedGeneration > vm.observedGeneration) data.observedGeneration = report.observedGeneration;
         if (next && next.state === 'failed') {
           if (vm.pullProgress) data.pullProgress = '';
-          const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data);
+          const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data, false);
+          o.failures += 1;
           vms.set(vm.id, failed);
           changes.push({ vm: failed, type: 'MODIFIED' });
           dirtyWorkers.add(workerId); // drop the failed instance from the worker's desired set
@@ -470,7 +492,7 @@ export class VmService {
               ip: report.ip || undefined,
             }),
           );
-          if (next.state === 'running') this.metrics.observeStart(vm, this.now());
+          if (next.state === 'running') o.started.push(vm);
         }
         // Issue 15: while the worker pulls the image, the VM says how far it got ("pulling … 37 %").
         const pull = report.pull && report.pull.bytesTotal >= 0 ? JSON.stringify({ bytesDone: report.pull.bytesDone, bytesTotal: report.pull.bytesTotal }) : '';
@@ -488,11 +510,14 @@ export class VmService {
         vms.set(vm.id, updated);
         changes.push({ vm: updated, type: 'MODIFIED' });
       }
-      await this.events.append(events, tx);
+      return o;
     });
-    this.publish(changes, events);
-    for (const w of dirtyWorkers) this.bus.desiredStateChanged(w);
-    if (scheduleNeeded) this.bus.scheduleRequested();
+    // Committed.
+    for (const vm of outcome.started) this.metrics.observeStart(vm, this.now());
+    if (outcome.failures > 0) this.metrics.vmFailures.inc(outcome.failures);
+    this.publish(outcome.changes, outcome.events);
+    for (const w of outcome.dirtyWorkers) this.bus.desiredStateChanged(w);
+    if (outcome.scheduleNeeded) this.bus.scheduleRequested();
   }
 
   /**
@@ -686,7 +711,8 @@ export class VmService {
     }
   }
 
-  private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}): Promise<Vm> {
+  /** `countFailure` false: the caller counts it once its transaction committed (work that may run twice). */
+  private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}, countFailure = true): Promise<Vm> {
     const restart = shouldRestart(vm.restartPolicy as RestartPolicy);
     const restartAt = restart ? new Date(this.now().getTime() + restartDelayMs(vm.restartCount)) : null;
     // Only the VM as read: if it changed meanwhile, the caller decides again (retryOnConflict).
@@ -703,7 +729,7 @@ export class VmService {
       }),
     );
     events[events.length - 1]!.level = 'error';
-    this.metrics.vmFailures.inc();
+    if (countFailure) this.metrics.vmFailures.inc();
     return updated;
   }
 
