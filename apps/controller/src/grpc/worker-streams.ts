@@ -164,7 +164,8 @@ export class WorkerStreams {
     // before it was ever sent, by any controller) is left out: the worker must never hold it.
     const fresh = vms.filter((vm) => !stream.delivered.has(`${vm.vmId}/${vm.attempt}`));
     if (fresh.length > 0) {
-      const keys = fresh.map((vm) => ({ vmId: vm.vmId, attempt: vm.attempt }));
+      // (Never undefined, which Prisma would read as "any": '' and -1 match no allocation.)
+      const keys = fresh.map((vm) => ({ vmId: vm.vmId ?? '', attempt: vm.attempt ?? -1 }));
       const now = new Date();
       // One statement per key rather than an OR over all keys: Prisma caches the plan of a query
       // whose shape is fixed, while an OR of n keys is a new shape for every n (compiled each time).
@@ -172,9 +173,10 @@ export class WorkerStreams {
       const alive = await this.deliveries.run(async (tx) => {
         const found: Array<{ vmId: string; attempt: number }> = [];
         for (const key of keys) {
-          await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, vmId: key.vmId, attempt: key.attempt }, data: { deliveredAt: now } });
-          const row = await tx.allocation.findFirst({ where: { workerId: stream.workerId, vmId: key.vmId, attempt: key.attempt }, select: { vmId: true, attempt: true } });
-          if (row) found.push(row);
+          const marked = await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, vmId: key.vmId, attempt: key.attempt }, data: { deliveredAt: now } });
+          // Not marked now: already delivered (by another controller's stream) or gone.
+          const present = marked.count > 0 || (await tx.allocation.count({ where: { workerId: stream.workerId, vmId: key.vmId, attempt: key.attempt } })) > 0;
+          if (present) found.push(key);
         }
         return found;
       });

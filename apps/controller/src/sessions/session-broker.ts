@@ -148,7 +148,8 @@ export class SessionBroker {
         // The row holds the VM's private key: it must not outlive the VM (no foreign key cascades it).
         const vmId = c.vm.id;
         this.writes.run('remove the access keys of a deleted VM', () => deps.db.vmAccess.deleteMany({ where: { vmId } }), { vmId });
-      } else if (c.vm.state === 'stopped' || c.vm.state === 'failed' || c.vm.state === 'pending') {
+      } else if (c.type === 'MODIFIED' && (c.vm.state === 'stopped' || c.vm.state === 'failed' || c.vm.state === 'pending')) {
+        // (Not for a VM just created, ADDED as pending: it never booted, so it has no host key to forget.)
         // Only keys recorded before this change: a retry that runs after the next boot must not forget that boot's key.
         const vmId = c.vm.id;
         const before = new Date();
