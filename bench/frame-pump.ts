@@ -25,7 +25,10 @@
  *              on the VM end, runs filter.fromHost and forwards to a socketpair; a sink thread
  *              counts them. The generator keeps at most a window of frames in flight (it waits on
  *              the sink's count), so it offers what the pump can take instead of burning a core
- *              on frames the pump's socket queue would drop (drops would be counted: rxQueueDrops)
+ *              on frames the pump's socket queue would drop (drops would be counted: rxQueueDrops).
+ *              These two filter rows run the VM host process's own FramePump (apps/worker/src/vm-host/
+ *              pump.ts; what the socketpair refuses is dropped and counted there: txDrops). The
+ *              note gives frames per sink batch: how often the pump's sends wake the sink ("QEMU").
  *   veth       kernel-only baseline: a C program (cc at run time) sendmmsg()s the same frame on an
  *              AF_PACKET socket into one end of a veth pair in a namespace this run creates; frames
  *              counted at the peer (rx_packets). No JS, no socketpair hop, one thread.
@@ -42,9 +45,10 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Verdict, createFilter } from '@fleet/netfilter';
-import { FramePort, type FrameBatch, closeFd, getBufferSizes, linkOffloads, openPacketSocket, openTap, socketpairDgram } from '../packages/native-vz/src/index.ts';
+import { FramePort, type FrameBatch, type FramePortStats, closeFd, getBufferSizes, linkOffloads, openPacketSocket, openTap, socketpairDgram } from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
+import { FramePump } from '../apps/worker/src/vm-host/pump.ts';
 
 const SECONDS = Number(process.env.FRAME_PUMP_SECONDS ?? 3);
 const WARMUP_MS = 500;
@@ -391,13 +395,13 @@ const HV_WORKER = `
 const { workerData, parentPort } = require('node:worker_threads');
 const native = require(workerData.addon);
 const { role, fd, frame, batch, shared, window } = workerData;
-const count = new Int32Array(shared); // [0] frames sunk, [1] window resets (stalls)
+const count = new Int32Array(shared); // [0] frames sunk, [1] window resets (stalls), [2] sink batches (callbacks)
 const len = frame.length;
 let running = true, generated = 0, base = 0;
 let port;
 if (role === 'sink') {
   port = new native.FramePort(fd, new ArrayBuffer(2048 * batch), new Uint32Array(batch), new Uint32Array(batch), 2048, batch, false, 16);
-  port.start((n) => { Atomics.add(count, 0, n); Atomics.notify(count, 0); });
+  port.start((n) => { Atomics.add(count, 0, n); Atomics.notify(count, 0); count[2]++; });
 } else {
   const buf = Buffer.alloc(len * batch);
   const offs = new Uint32Array(batch), lens = new Uint32Array(batch);
@@ -462,28 +466,45 @@ function tapIn(): { genFd: number; vmFd: number; cleanup: () => void } {
   }
 }
 
-async function runPacketIn(name: string, start: (input: FramePort, out: FramePort) => void, link: () => { genFd: number; vmFd: number; cleanup: () => void } = vethIn): Promise<void> {
+/** runPacketIn's `start` for the production path: the VM host process's FramePump (pump.ts) with netfilter, owning both fds. */
+const PRODUCTION = 'FramePump' as const;
+
+async function runPacketIn(
+  name: string,
+  start: ((input: FramePort, out: FramePort) => void) | typeof PRODUCTION,
+  link: () => { genFd: number; vmFd: number; cleanup: () => void } = vethIn,
+): Promise<void> {
   const up = link();
   try {
     const genSock = { fd: up.genFd };
     const vmSock = { fd: up.vmFd };
     const [m2, sk] = socketpairDgram();
-    const shared = new SharedArrayBuffer(8);
+    const shared = new SharedArrayBuffer(12);
     const counts = new Int32Array(shared);
     const mk = (role: 'gen' | 'sink', fd: number): Worker =>
       new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame: HOST_FRAME, batch: BATCH, shared, window: WINDOW } });
     const sink = mk('sink', sk);
     const gen = mk('gen', genSock.fd);
-    const input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
-    const out = new FramePort(m2, { batch: 1, frameSize: 64 });
-    start(input, out);
+    let pump: FramePump | undefined;
+    let input: FramePort | undefined;
+    let out: FramePort | undefined;
+    if (start === PRODUCTION) {
+      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })));
+      pump.start();
+    } else {
+      input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
+      out = new FramePort(m2, { batch: 1, frameSize: 64 });
+      start(input, out);
+    }
     gen.postMessage('go');
     await sleep(WARMUP_MS);
     const f0 = Atomics.load(counts, 0);
+    const w0 = Atomics.load(counts, 2);
     markStart();
     const t0 = process.hrtime.bigint();
     await sleep(SECONDS * 1000);
     const f1 = Atomics.load(counts, 0);
+    const w1 = Atomics.load(counts, 2);
     const t1 = process.hrtime.bigint();
     const elu = performance.eventLoopUtilization(elu0).utilization;
     const stop = (w: Worker): Promise<unknown> =>
@@ -494,10 +515,13 @@ async function runPacketIn(name: string, start: (input: FramePort, out: FramePor
     await stop(gen);
     await sleep(100); // let the last frames reach the sink
     await stop(sink);
-    const si = input.stats();
-    const so = out.stats();
-    input.close();
-    out.close();
+    const ps = pump?.stats();
+    const si = (ps?.tap ?? input!.stats()) as FramePortStats;
+    const so = ps?.vm ?? out!.stats();
+    const kind = pump ? (link === tapIn ? 'tap' : 'packet') : input!.kind;
+    pump?.close();
+    input?.close();
+    out?.close();
     // The workers' ports do not own their fds.
     closeFd(genSock.fd);
     closeFd(sk);
@@ -507,7 +531,7 @@ async function runPacketIn(name: string, start: (input: FramePort, out: FramePor
       t1 - t0,
       si.rxFrames / si.rxBatches,
       elu,
-      `sink thread count; pump rx (${input.kind}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; socketpair eagain ${so.eagain}`,
+      `sink thread count, ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}`,
     );
   } finally {
     up.cleanup();
@@ -660,11 +684,11 @@ if (process.getuid?.() === 0) {
     if (want(name)) await runPacketOut(name, start);
   }
   if (want('TAP > filter (host -> VM)') && existsSync('/dev/net/tun')) {
-    await runPacketIn('TAP > filter (host -> VM): TAP read loop -> netfilter fromHost -> socketpair', (i: FramePort, o: FramePort) => startFilterPump(i, o, 'host'), tapIn);
+    await runPacketIn('TAP > filter (host -> VM): TAP read loop -> FramePump + netfilter -> socketpair', PRODUCTION, tapIn);
   }
   for (const [name, start] of [
     ['AF_PACKET > pump (host -> VM): veth -> recvmmsg -> JS -> socketpair', startPlainPump],
-    ['AF_PACKET > filter (host -> VM): ... -> netfilter fromHost -> socketpair', (i: FramePort, o: FramePort) => startFilterPump(i, o, 'host')],
+    ['AF_PACKET > filter (host -> VM): ... -> FramePump + netfilter -> socketpair', PRODUCTION],
   ] as const) {
     if (want(name)) await runPacketIn(name, start);
   }
