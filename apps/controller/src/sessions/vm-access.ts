@@ -56,6 +56,20 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
   return out;
 }
 
+/**
+ * The session public key of each VM (what a desired-state push needs), creating the missing
+ * access rows. Reads only the public keys: the rest of a row (sealed private key, password, host
+ * key) is not needed there and would be mapped for every VM of the worker at every push.
+ */
+export async function vmPublicKeys(db: FleetDb, secrets: VmSecrets, vms: ReadonlyArray<AccessVm>): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (vms.length === 0) return out;
+  for (const r of await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } }, select: { vmId: true, publicKey: true } })) out.set(r.vmId, r.publicKey);
+  const missing = vms.filter((vm) => !out.has(vm.id));
+  if (missing.length > 0) for (const [vmId, row] of await ensureVmAccess(db, secrets, missing)) out.set(vmId, row.publicKey);
+  return out;
+}
+
 async function createVmAccessIfAbsent(db: FleetDb, data: { vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string }): Promise<VmAccess> {
   try {
     return await db.vmAccess.create({ data });

@@ -1,18 +1,46 @@
 // The set of VM instances a worker should hold, built from the database.
-import type { FleetDb, Vm } from '@fleet/db';
+import type { FleetDb, Prisma } from '@fleet/db';
 import type { ImagePull, VmAssignment } from '@fleet/proto';
 import { PLACED_STATES } from './vm-service.ts';
 import { networkModeOf, parseLabels, parseNetwork } from './vm-view.ts';
-import { ensureVmAccess } from '../sessions/vm-access.ts';
+import { vmPublicKeys } from '../sessions/vm-access.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
+/**
+ * The columns an assignment is built from. Only these are read: a push reads every VM of its
+ * worker (the desired state is the whole set), so at 100 VMs a worker it maps 100 rows per push,
+ * and Prisma's cost grows with the columns mapped (issue 20).
+ */
+const ASSIGNED_VM = {
+  id: true,
+  name: true,
+  attempt: true,
+  generation: true,
+  desiredPower: true,
+  disconnectPolicy: true,
+  image: true,
+  imageDigest: true,
+  os: true,
+  cpus: true,
+  memoryMib: true,
+  diskGib: true,
+  labels: true,
+  username: true,
+  driver: true,
+  network: true,
+  networkMode: true,
+  customMac: true,
+} satisfies Prisma.VmSelect;
+
+export type AssignedVm = Prisma.VmGetPayload<{ select: typeof ASSIGNED_VM }>;
+
 /** Registry images of VMs (issue 15): VM id → what the worker pulls (images/image-pulls.ts); local images absent. */
-export type ImagePullsOf = (vms: readonly Vm[]) => Promise<Map<string, ImagePull>>;
+export type ImagePullsOf = (vms: readonly AssignedVm[]) => Promise<Map<string, ImagePull>>;
 
 export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, workerId: string, imagePulls?: ImagePullsOf): Promise<VmAssignment[]> {
-  const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' } });
+  const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' }, select: ASSIGNED_VM });
   // Every VM boots with the fleet's per-VM session key authorized (issue 5).
-  const [access, pulls] = await Promise.all([ensureVmAccess(db, secrets, vms), imagePulls ? imagePulls(vms) : Promise.resolve(new Map<string, ImagePull>())]);
+  const [access, pulls] = await Promise.all([vmPublicKeys(db, secrets, vms), imagePulls ? imagePulls(vms) : Promise.resolve(new Map<string, ImagePull>())]);
   return vms.map((vm) => ({
     vmId: vm.id,
     name: vm.name,
@@ -33,7 +61,7 @@ export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, worker
       // Issue 18: the mode ("nat", "host-only", "none") and the custom MAC ("" = the worker derives one).
       network: { ...parseNetwork(vm.network), mode: networkModeOf(vm.networkMode) },
       mac: vm.customMac,
-      authorizedKeys: access.has(vm.id) ? [access.get(vm.id)!.publicKey] : [],
+      authorizedKeys: access.has(vm.id) ? [access.get(vm.id)!] : [],
     },
   }));
 }
