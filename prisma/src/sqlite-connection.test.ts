@@ -104,6 +104,7 @@ describe('cacheStatements', () => {
     const bound = select.bind([1]);
     expect(bound.reader).toBe(true);
     expect(bound.columns().map((c) => c.name)).toEqual(['a', 'b']);
+    expect(bound.columns().map((c) => c.name)).toEqual(['a', 'b']); // again, from the cache
     expect(bound.raw().all()).toEqual([[1, 'one'], [2, 'two']]);
     conn.prepare('SELECT 1');
     expect([...cache.keys()]).toEqual(['SELECT a, b FROM t WHERE a >= ? ORDER BY a', 'SELECT 1']);

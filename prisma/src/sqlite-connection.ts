@@ -110,6 +110,8 @@ export const STATEMENT_CACHE_SIZE = 500;
 
 type Statement = BetterSqlite3.Statement<unknown[]>;
 
+const columnsOf = new WeakMap<Statement, BetterSqlite3.ColumnDefinition[]>();
+
 /** What the adapter does with `prepare(sql)`: bind once, then run or read. */
 class CachedStatement {
   #args: unknown[] = [];
@@ -123,7 +125,10 @@ class CachedStatement {
     return this.stmt.reader;
   }
   columns(): BetterSqlite3.ColumnDefinition[] {
-    return this.stmt.columns();
+    // Fixed for a prepared statement (the schema only changes in migrations, before any query).
+    let cols = columnsOf.get(this.stmt);
+    if (!cols) columnsOf.set(this.stmt, (cols = this.stmt.columns()));
+    return cols;
   }
   run(): BetterSqlite3.RunResult {
     return this.stmt.run(this.#args);
