@@ -8,13 +8,15 @@
 //     [--launch bundle|tsx]  bundle (default): the production launch, apps/controller/bin/fleet-controller.js
 //                            running the esbuild bundle (rebuilt first by scripts/build.mjs when stale);
 //                            tsx: src/main.ts through tsx
-//     [--cpu-prof DIR]       write a V8 CPU profile of the controller process into DIR
+//     [--cpu-prof DIR]       write a V8 CPU profile of the controller process into DIR (with the bin's
+//                            launcher, its profile too: the controller's is the larger file)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { controllerPids } from './support/controller-pid.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -141,7 +143,8 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
     const allRunningS = (performance.now() - c0) / 1000;
     const lat = vms.map((v) => Date.parse(v.scheduledAt) - Date.parse(v.createdAt)).sort((a, b) => a - b);
     const startLat = vms.map((v) => Date.parse(v.runningAt) - Date.parse(v.createdAt)).sort((a, b) => a - b);
-    const mem = await rssOf(ctl.child.pid!);
+    // The controller itself, not the bin's launcher (relaunch.cjs) when it started one.
+    const mem = await rssOf((await controllerPids(ctl.child.pid!)).controller);
     return {
       workers: `${online}/${workerCount}`,
       'enroll+connect s': enrollS.toFixed(1),
