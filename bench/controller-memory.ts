@@ -8,6 +8,11 @@
 //
 //   pnpm exec tsx bench/controller-memory.ts [--workers 1000] [--vms 10000] [--concurrency 32]
 //                                            [--node-flags="--max-semi-space-size=4"] [--snapshot]
+//                                            [--env MALLOC_ARENA_MAX=1 ...] [--hold SECONDS]
+//
+// `run` goes through the bin's launcher (apps/controller/bin/relaunch.cjs), which starts the
+// controller as its child with start-up settings unless they are given: the stages then measure
+// that child, and the launcher is reported beside it.
 //
 // The controller preloads bench/support/memory-probe.mjs, which answers SIGUSR2 with
 // process.memoryUsage() and V8's heap statistics (and, with --snapshot, a heap snapshot of the
