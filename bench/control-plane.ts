@@ -8,6 +8,7 @@
 //     [--launch bundle|tsx]  bundle (default): the production launch, apps/controller/bin/fleet-controller.js
 //                            running the esbuild bundle (rebuilt first by scripts/build.mjs when stale);
 //                            tsx: src/main.ts through tsx
+//     [--node-flags="--max-semi-space-size=8"]  node flags for the controller (bundle launch)
 //     [--cpu-prof DIR]       write a V8 CPU profile of the controller process into DIR (with the bin's
 //                            launcher, its profile too: the controller's is the larger file)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -26,6 +27,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     launch: { type: 'string', default: 'bundle' },
     'cpu-prof': { type: 'string' },
+    'node-flags': { type: 'string', default: '' },
   },
 });
 const workerCounts = values.workers.split(',').map(Number);
@@ -34,6 +36,8 @@ const concurrency = Number(values.concurrency);
 const launch = values.launch;
 if (launch !== 'bundle' && launch !== 'tsx') throw new Error(`--launch must be bundle or tsx, not ${launch}`);
 const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
+/** Node flags for the controller (bundle launch), e.g. --max-semi-space-size=8: an operator's flags win over the launcher's. */
+const nodeFlags = values['node-flags'].split(/\s+/).filter(Boolean);
 
 interface Proc {
   child: ChildProcess;
@@ -96,7 +100,7 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 
 async function runOnce(workerCount: number): Promise<Record<string, string | number>> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleet-bench-ctl-'));
-  const profArgs = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [];
+  const profArgs = [...nodeFlags, ...(cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : [])];
   // FLEET_DEV=0: the bundle built above runs even if a source file was touched since (others edit the tree).
   const ctl = launch === 'bundle'
     ? start('apps/controller/bin/fleet-controller.js', ['run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'], { FLEET_DEV: '0' }, profArgs)
