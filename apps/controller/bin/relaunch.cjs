@@ -9,8 +9,8 @@
 // (scripts/bin-launch.cjs), so this launcher starts node again with them and stays as the parent:
 // node 20 has no exec() that would replace it. What the operator chose wins: a setting already
 // given on the command line, in NODE_OPTIONS or in the environment is neither added nor changed,
-// and when there is nothing left to add (or FLEET_CONTROLLER_RELAUNCH=0) the controller runs in
-// this process as before.
+// and when there is nothing left to add (or FLEET_CONTROLLER_RELAUNCH=0, or under --inspect) the
+// controller runs in this process as before.
 //
 // The parent forwards the signals an operator or supervisor sends (SIGTERM, SIGINT, SIGHUP,
 // SIGQUIT, SIGUSR1, SIGUSR2) and exits as the controller did (same code, or killed by the same
@@ -69,6 +69,15 @@ function startupSettings(execArgv, env) {
 }
 
 /**
+ * Whether node was asked to start its inspector.
+ * @param {readonly string[]} execArgv
+ * @param {Record<string, string | undefined>} env
+ */
+function underInspector(execArgv, env) {
+  return [...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)].some((f) => /^--inspect(-brk|-wait)?(=|$)/.test(f.replaceAll('_', '-')));
+}
+
+/**
  * For `run` only (not --help, --version or the other commands, which start fast and stay small):
  * starts the controller again with what startupSettings adds and returns true (this process then
  * only forwards signals and exits with the child); returns false when it should run here.
@@ -77,6 +86,10 @@ function startupSettings(execArgv, env) {
  */
 function relaunch(script, args) {
   if (args[0] !== 'run' || process.env.FLEET_CONTROLLER_RELAUNCH === '0') return false;
+  // Under the inspector (--inspect, --inspect-brk, ... on the command line or in NODE_OPTIONS) this
+  // process already holds the debug port: a child would fail to open it, and the one to debug
+  // would be out of reach. Debugging runs in this process, without the settings.
+  if (underInspector(process.execArgv, process.env)) return false;
   const add = startupSettings(process.execArgv, process.env);
   if (add.flags.length === 0 && Object.keys(add.env).length === 0) return false;
   const { spawn } = require('node:child_process');
@@ -107,4 +120,4 @@ function relaunch(script, args) {
   return true;
 }
 
-module.exports = { startupSettings, relaunch, ADDED_ENV, PARENT_FD_ENV };
+module.exports = { startupSettings, underInspector, relaunch, ADDED_ENV, PARENT_FD_ENV };

@@ -11,8 +11,9 @@ import { ADDED_ENV, onShutdownSignals, PARENT_FD_ENV, takeLauncherEnv, watchLaun
 
 const require = createRequire(import.meta.url);
 const RELAUNCH = require.resolve('../bin/relaunch.cjs');
-const { startupSettings, ADDED_ENV: CJS_ADDED_ENV, PARENT_FD_ENV: CJS_PARENT_FD_ENV } = require(RELAUNCH) as {
+const { startupSettings, underInspector, ADDED_ENV: CJS_ADDED_ENV, PARENT_FD_ENV: CJS_PARENT_FD_ENV } = require(RELAUNCH) as {
   startupSettings(execArgv: string[], env: Record<string, string | undefined>): { flags: string[]; env: Record<string, string> };
+  underInspector(execArgv: string[], env: Record<string, string | undefined>): boolean;
   ADDED_ENV: string;
   PARENT_FD_ENV: string;
 };
@@ -39,6 +40,15 @@ describe('startupSettings', () => {
     expect(startupSettings([], { GLIBC_TUNABLES: 'glibc.malloc.tcache_count=0' }).env).toEqual({ MALLOC_ARENA_MAX: '2', ...threshold });
     expect(startupSettings([], { MALLOC_MMAP_THRESHOLD_: '131072', GLIBC_TUNABLES: 'glibc.malloc.arena_max=1' }).env).toEqual({});
     expect(startupSettings([], { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=65536' }).env).toEqual({ MALLOC_ARENA_MAX: '2' });
+  });
+
+  it('tells when node was asked for its inspector (the launcher then runs the controller in its own process)', () => {
+    for (const f of ['--inspect', '--inspect=0', '--inspect-brk', '--inspect-brk=127.0.0.1:9300', '--inspect-wait']) {
+      expect(underInspector([f], {})).toBe(true);
+      expect(underInspector([], { NODE_OPTIONS: `--max-old-space-size=300 ${f}` })).toBe(true);
+    }
+    expect(underInspector(['--inspect-port=9300'], {})).toBe(false); // only the port: no inspector started
+    expect(underInspector(['--max-semi-space-size=4'], { NODE_OPTIONS: '--enable-source-maps' })).toBe(false);
   });
 
   it('names its variables as launched.ts does', () => {
@@ -99,11 +109,12 @@ if (!relaunch(__filename, process.argv.slice(2))) {
     expect(r.report.newSpaceMiB).toBeLessThanOrEqual(4);
   });
 
-  it('runs other commands, and `run` with everything chosen or FLEET_CONTROLLER_RELAUNCH=0, in its own process', () => {
+  it('runs other commands, and `run` with everything chosen, FLEET_CONTROLLER_RELAUNCH=0 or under --inspect, in its own process', () => {
     for (const [args, extra, nodeArgs] of [
       [['--version'], {}, []],
       [['ca-fingerprint'], {}, []],
       [['run'], { FLEET_CONTROLLER_RELAUNCH: '0' }, []],
+      [['run'], {}, ['--inspect=127.0.0.1:0']],
       [['run'], { MALLOC_ARENA_MAX: '4', MALLOC_MMAP_THRESHOLD_: '65536' }, ['--max-semi-space-size=8']],
       [['run'], { GLIBC_TUNABLES: 'glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=65536', NODE_OPTIONS: '--max-semi-space-size=8' }, []],
     ] as const) {
