@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { controllerPids } from './support/controller-pid.ts';
 import { markdownTable } from './support/report.ts';
 import { mib, probe, procPss, procStatus, smapsSummary, summariseHeapSnapshot, type ProbeReport } from './support/proc-memory.ts';
 
@@ -151,19 +152,6 @@ function stageRow(stage: string, st: Awaited<ReturnType<typeof procStatus>>, sm:
     pss,
     ...(launcher ? { launcher } : {}),
   };
-}
-
-/**
- * The controller's pid: the bin's own process, or its child when the bin's launcher started the
- * controller again with start-up settings (apps/controller/bin/relaunch.cjs); then also the launcher's.
- */
-async function controllerPids(pid: number): Promise<{ controller: number; launcher?: number }> {
-  const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean).map(Number);
-  for (const c of children) {
-    const cmdline = await readFile(`/proc/${c}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes('fleet-controller.js')) return { controller: c, launcher: pid };
-  }
-  return { controller: pid };
 }
 
 /** RSS of a bare `node` process that only waits (the runtime's own floor on this machine). */
