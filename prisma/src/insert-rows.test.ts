@@ -54,29 +54,25 @@ async function roundTrip(db: FleetDb): Promise<void> {
   expect(await db.allocation.count()).toBe(2);
 }
 
+async function roundTripOn(url: string): Promise<void> {
+  await migrateDatabase(url);
+  const db = openDatabase({ url });
+  try {
+    await roundTrip(db);
+  } finally {
+    await db.$disconnect();
+  }
+}
+
 describe('insertRows', () => {
   it('stores on SQLite exactly what createMany stores', async () => {
-    const url = `file:${path.join(tmp, 'sqlite', 'fleet.db')}`;
-    await migrateDatabase(url);
-    const db = openDatabase({ url });
-    try {
-      await roundTrip(db);
-    } finally {
-      await db.$disconnect();
-    }
+    await roundTripOn(`file:${path.join(tmp, 'sqlite', 'fleet.db')}`);
   });
 
   it.skipIf(findPostgresBin() === undefined)('stores on PostgreSQL exactly what createMany stores', async () => {
     const pg = await startScratchPostgres();
     try {
-      const url = await pg.createDatabase('insert_rows');
-      await migrateDatabase(url);
-      const db = openDatabase({ url });
-      try {
-        await roundTrip(db);
-      } finally {
-        await db.$disconnect();
-      }
+      await roundTripOn(await pg.createDatabase('insert_rows'));
     } finally {
       await pg.stop();
     }
