@@ -101,7 +101,7 @@ describe('secrets at rest (SQLite)', () => {
   it('plain text left by an older Fleet is sealed at start and scrubbed from the file', async () => {
     const dataDir = path.join(root, 'sqlite');
     // What an older controller stored: the VM's key and password in plain text.
-    const legacy = await generateVmKeyPair('legacy');
+    const legacy = generateVmKeyPair('legacy');
     const legacyPassword = 'legacy-PW-canary-0b1d';
     const c0 = await start(dataDir);
     await api(c0, 'POST', '/v1/vms', { name: 'legacy-vm', image: 'img' });

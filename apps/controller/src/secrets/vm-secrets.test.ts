@@ -22,7 +22,7 @@ afterEach(async () => {
 });
 
 async function legacyRow(vmId: string, password: string | null): Promise<string> {
-  const pair = await generateVmKeyPair(vmId);
+  const pair = generateVmKeyPair(vmId);
   await t.db.vmAccess.create({ data: { vmId, publicKey: pair.publicKey, privateKey: pair.privateKey, password } });
   return pair.privateKey;
 }

@@ -12,17 +12,9 @@ const sshUtils = ssh2.utils;
 
 export const DEFAULT_GUEST_USER = 'fleet';
 
-/**
- * A new ed25519 key pair in OpenSSH format. Generated on libuv's thread pool, not the event loop:
- * one per VM, and it was 6–7 % of the controller's main thread while creating VMs (issue 20).
- */
-export function generateVmKeyPair(vmName: string): Promise<{ publicKey: string; privateKey: string }> {
-  return new Promise((resolve, reject) => {
-    sshUtils.generateKeyPair('ed25519', { comment: `fleet-vm-${vmName}` }, (err, pair) => {
-      if (err) reject(new Error(`generating the session key pair of VM ${vmName}: ${err.message}`, { cause: err }));
-      else resolve({ publicKey: pair.public.trim(), privateKey: pair.private });
-    });
-  });
+export function generateVmKeyPair(vmName: string): { publicKey: string; privateKey: string } {
+  const pair = sshUtils.generateKeyPairSync('ed25519', { comment: `fleet-vm-${vmName}` });
+  return { publicKey: pair.public.trim(), privateKey: pair.private };
 }
 
 type AccessVm = { id: string; name: string; username?: string };
@@ -47,7 +39,7 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
   // The private key is sealed before it is written (bound to the row's vmId, known up front).
   const fresh = await Promise.all(
     missing.map(async (vm) => {
-      const pair = await generateVmKeyPair(vm.name);
+      const pair = generateVmKeyPair(vm.name);
       return { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, publicKey: pair.publicKey, ...(await secrets.sealNew(vm.id, pair.privateKey)) };
     }),
   );

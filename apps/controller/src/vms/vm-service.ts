@@ -209,7 +209,7 @@ export class VmService {
     const customMac = spec.mac ? normalizeMac(spec.mac) : '';
     checkNetworkMode(networkMode, network, customMac);
     if (spec.password !== undefined) {
-      const pair = await generateVmKeyPair(spec.name);
+      const pair = generateVmKeyPair(spec.name);
       sealed = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(id, pair.privateKey, spec.password)) };
     }
     try {
@@ -343,7 +343,7 @@ export class VmService {
     let createAccess: ({ publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>>) | undefined;
     if (password !== undefined) {
       passwordData = await this.secrets.passwordColumns(vm.id, password);
-      const pair = await generateVmKeyPair(vm.name);
+      const pair = generateVmKeyPair(vm.name);
       createAccess = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(vm.id, pair.privateKey, password)) };
     }
     const updated = await this.db.$transaction(async (tx) => {
