@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
-import { ensureVmAccess } from './vm-access.ts';
+import ssh2 from 'ssh2';
+import { ensureVmAccess, generateVmKeyPair } from './vm-access.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
 import { VmSecrets } from '../secrets/vm-secrets.ts';
 
@@ -64,5 +65,17 @@ describe('ensureVmAccess', () => {
         await db.$disconnect();
       }
     });
+  });
+});
+
+describe('generateVmKeyPair', () => {
+  it('makes a distinct OpenSSH ed25519 pair per call whose halves belong together', () => {
+    const [a, b] = [generateVmKeyPair('vm-a'), generateVmKeyPair('vm-b')];
+    expect(a.publicKey).toMatch(/^ssh-ed25519 \S+ fleet-vm-vm-a$/);
+    expect(a.publicKey).not.toBe(b.publicKey);
+    const parsed = ssh2.utils.parseKey(a.privateKey);
+    if (parsed instanceof Error || Array.isArray(parsed)) throw new Error('the private key does not parse');
+    expect(parsed.type).toBe('ssh-ed25519');
+    expect(parsed.getPublicSSH().toString('base64')).toBe(a.publicKey.split(' ')[1]);
   });
 });

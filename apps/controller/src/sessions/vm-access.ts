@@ -12,6 +12,9 @@ const sshUtils = ssh2.utils;
 
 export const DEFAULT_GUEST_USER = 'fleet';
 
+// Synchronous on purpose: generating on libuv's thread pool (ssh2's async generateKeyPair) took it
+// off the main thread but gave the same creates/s and a 100–200 ms later `running` (p50) in
+// interleaved runs (BENCHMARKS.md, control plane, issue 20).
 export function generateVmKeyPair(vmName: string): { publicKey: string; privateKey: string } {
   const pair = sshUtils.generateKeyPairSync('ed25519', { comment: `fleet-vm-${vmName}` });
   return { publicKey: pair.public.trim(), privateKey: pair.private };
