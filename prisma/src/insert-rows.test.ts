@@ -93,5 +93,6 @@ describe('insertRows', () => {
     expect(insertStatements('sqlite', 'Event', [])).toEqual([]);
     expect(() => insertStatements('sqlite', 'Event"; DROP TABLE x; --', events(1))).toThrow(/identifier/);
     expect(() => insertStatements('sqlite', 'Event', [{ a: 1 }, { b: 2 }])).toThrow(/every row/);
+    expect(() => insertStatements('sqlite', 'Event', [{ a: 1, b: undefined as unknown as null }])).toThrow(/column b has no value/);
   });
 });

@@ -48,7 +48,10 @@ export function insertStatements(provider: Provider, table: string, rows: readon
     const values: SqlValue[] = [];
     const tuples = chunk.map((row) => {
       const marks = columns.map((c) => {
-        values.push(row[c] as SqlValue);
+        const value = row[c];
+        // An optional field left out by a spread: name the column instead of failing in the driver.
+        if (value === undefined) throw new Error(`insert into ${table}: column ${c} has no value (use null)`);
+        values.push(value);
         return provider === 'postgresql' ? `$${values.length}` : '?';
       });
       return `(${marks.join(', ')})`;

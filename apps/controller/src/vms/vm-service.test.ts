@@ -25,6 +25,7 @@ let events: EventLog;
 let vms: VmService;
 let workers: WorkerService;
 let scheduler: SchedulerLoop;
+let metrics: Metrics;
 const log = pino({ level: 'silent' });
 const disconnected: string[] = [];
 
@@ -36,7 +37,7 @@ const HELLO: HelloInfo = {
 async function services(offlineTimeoutMs = 1000, startupGraceMs = 0) {
   bus = new FleetBus();
   events = new EventLog(db);
-  const metrics = new Metrics({ defaultMetrics: false });
+  metrics = new Metrics({ defaultMetrics: false });
   vms = new VmService(db, events, bus, metrics, secrets);
   workers = new WorkerService(db, events, bus, vms, metrics, log, {
     timings: { heartbeatIntervalMs: 100, suspectAfterMs: Math.min(250, offlineTimeoutMs - 1), fenceAfterMs: Math.max(1, offlineTimeoutMs - 500), lostAfterMs: offlineTimeoutMs },
@@ -90,19 +91,18 @@ describe('worker reports: group commit (issue 20)', () => {
     const watched: string[] = [];
     bus.onVmChange((ch) => watched.push(`${ch.vm.name}:${ch.vm.state}`));
 
-    // The VM of worker c changes between the report's read and its update (a user stops it): that
-    // report fails in the group, is decided again from a fresh read, and the others commit.
+    // The VM of worker c changed between its report's read and its update: that report fails in
+    // the group, is decided again from a fresh read, and the others commit.
     const vc = byWorker.get(c.id)!;
+    // Changed now, but its report's first read returns the row as it was (a read just before the change).
+    await db.vm.updateMany({ where: { id: vc.id }, data: { state: 'starting', reason: 'changed meanwhile' } });
     const original = db.vm.findMany.bind(db.vm);
     let raced = false;
     (db.vm as { findMany: unknown }).findMany = async (args: unknown) => {
       const rows = await original(args as never);
-      if (!raced && rows.some((r) => r.id === vc.id)) {
-        raced = true;
-        await db.vm.update({ where: { id: vc.id }, data: { reason: 'changed meanwhile' } }); // bumps updatedAt, same state
-        await db.vm.updateMany({ where: { id: vc.id }, data: { state: 'starting' } });
-      }
-      return rows;
+      if (raced || !rows.some((r) => r.id === vc.id)) return rows;
+      raced = true;
+      return rows.map((r) => (r.id === vc.id ? vc : r));
     };
     try {
       await Promise.all(
@@ -121,6 +121,38 @@ describe('worker reports: group commit (issue 20)', () => {
     const toRunning = await db.event.findMany({ where: { kind: 'vm.state', message: { contains: '→ running' } } });
     expect(toRunning.map((e) => e.vmName).sort()).toEqual(['va', 'vb', 'vc']);
     expect(watched.filter((w) => w.endsWith(':running')).sort()).toEqual(['va:running', 'vb:running', 'vc:running']);
+  });
+
+  it('counts a failure reported in a group once, although the group ran its work twice', async () => {
+    const a = await onlineWorker('mac-a');
+    const b = await onlineWorker('mac-b');
+    for (const name of ['fa', 'fb']) await vms.create({ name, image: 'img', cpus: 8, memoryMib: 16384 }, 'test'); // a whole worker each
+    await scheduler.passOnce();
+    const byWorker = new Map((await db.vm.findMany()).map((v) => [v.workerId!, v]));
+    const vb = byWorker.get(b.id)!;
+    // b's VM changed after its report was read: b's write fails, so the group runs again isolated.
+    await db.vm.updateMany({ where: { id: vb.id }, data: { state: 'starting' } });
+    const original = db.vm.findMany.bind(db.vm);
+    let raced = false;
+    (db.vm as { findMany: unknown }).findMany = async (args: unknown) => {
+      const rows = await original(args as never);
+      if (raced || !rows.some((r) => r.id === vb.id)) return rows;
+      raced = true;
+      return rows.map((r) => (r.id === vb.id ? vb : r)); // the row as it was before the change
+    };
+    const failures0 = (await metrics.vmFailures.get()).values[0]?.value ?? 0;
+    const retried0 = vms.reportCommits.retried;
+    try {
+      await Promise.all([
+        vms.applyWorkerReports(a.id, a.name, [report(byWorker.get(a.id)!.id, 1, 'VM_PHASE_FAILED', { message: 'disk full' })]),
+        vms.applyWorkerReports(b.id, b.name, [report(vb.id, 1, 'VM_PHASE_RUNNING')]),
+      ]);
+    } finally {
+      (db.vm as { findMany: unknown }).findMany = original;
+    }
+    expect(vms.reportCommits.retried).toBeGreaterThan(retried0);
+    expect((await db.vm.findUniqueOrThrow({ where: { id: byWorker.get(a.id)!.id } })).state).toBe('failed');
+    expect(((await metrics.vmFailures.get()).values[0]?.value ?? 0) - failures0).toBe(1);
   });
 });
 

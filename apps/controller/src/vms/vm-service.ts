@@ -62,7 +62,6 @@ interface ReportOutcome {
   scheduleNeeded: boolean;
   /** VMs that began to run (start latency metric). */
   started: Vm[];
-  failures: number;
 }
 
 /** A registry image must suit the VM: its runtime and guest OS (when the image says them). */
@@ -433,7 +432,7 @@ export class VmService {
     // and its effects outside the database (watchers, metrics, the bus) wait for the commit.
     const outcome = await this.reports.run(async (tx) => {
       const vms = new Map(read);
-      const o: ReportOutcome = { changes: [], events: [], dirtyWorkers: new Set(), scheduleNeeded: false, started: [], failures: 0 };
+      const o: ReportOutcome = { changes: [], events: [], dirtyWorkers: new Set(), scheduleNeeded: false, started: [] };
       const { changes, events, dirtyWorkers } = o;
       for (const report of reports) {
         const vm = vms.get(report.vmId);
@@ -454,8 +453,7 @@ export class VmService {
             continue;
           }
           if (current && vm.state !== 'failed' && vm.state !== 'pending') {
-            const failed = await this.failInTx(tx, vm, `instance disappeared from worker ${workerName}`, `worker:${workerName}`, events, {}, false);
-            o.failures += 1;
+            const failed = await this.failInTx(tx, vm, `instance disappeared from worker ${workerName}`, `worker:${workerName}`, events);
             vms.set(vm.id, failed);
             changes.push({ vm: failed, type: 'MODIFIED' });
           }
@@ -471,8 +469,7 @@ export class VmService {
         if (report.observedGeneration > vm.observedGeneration) data.observedGeneration = report.observedGeneration;
         if (next && next.state === 'failed') {
           if (vm.pullProgress) data.pullProgress = '';
-          const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data, false);
-          o.failures += 1;
+          const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data);
           vms.set(vm.id, failed);
           changes.push({ vm: failed, type: 'MODIFIED' });
           dirtyWorkers.add(workerId); // drop the failed instance from the worker's desired set
@@ -514,7 +511,6 @@ export class VmService {
     });
     // Committed.
     for (const vm of outcome.started) this.metrics.observeStart(vm, this.now());
-    if (outcome.failures > 0) this.metrics.vmFailures.inc(outcome.failures);
     this.publish(outcome.changes, outcome.events);
     for (const w of outcome.dirtyWorkers) this.bus.desiredStateChanged(w);
     if (outcome.scheduleNeeded) this.bus.scheduleRequested();
@@ -711,8 +707,8 @@ export class VmService {
     }
   }
 
-  /** `countFailure` false: the caller counts it once its transaction committed (work that may run twice). */
-  private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}, countFailure = true): Promise<Vm> {
+  /** The VM fails (its event goes in `events`; publish() counts the failure once committed). */
+  private async failInTx(tx: Tx, vm: Vm, reason: string, actor: string, events: NewEvent[], extra: Prisma.VmUpdateInput = {}): Promise<Vm> {
     const restart = shouldRestart(vm.restartPolicy as RestartPolicy);
     const restartAt = restart ? new Date(this.now().getTime() + restartDelayMs(vm.restartCount)) : null;
     // Only the VM as read: if it changed meanwhile, the caller decides again (retryOnConflict).
@@ -729,7 +725,6 @@ export class VmService {
       }),
     );
     events[events.length - 1]!.level = 'error';
-    if (countFailure) this.metrics.vmFailures.inc();
     return updated;
   }
 
@@ -745,7 +740,10 @@ export class VmService {
     }
   }
 
+  /** After the commit: watchers, the bus, and the failure count (not in the transaction, which may run again or roll back). */
   private publish(changes: Change[], events: NewEvent[]): void {
+    const failures = events.filter((e) => e.kind === 'vm.state' && e.data?.['to'] === 'failed').length;
+    if (failures > 0) this.metrics.vmFailures.inc(failures);
     this.events.publish(events);
     for (const c of changes) this.bus.vmChanged(c);
   }
