@@ -7,7 +7,7 @@ import type {
   SqlMigrationAwareDriverAdapterFactory,
 } from '@prisma/driver-adapter-utils';
 import { providerOf, sqlitePath } from './providers.ts';
-import { betterSqliteClientOf, cacheStatements, gateTransactions } from './sqlite-connection.ts';
+import { betterSqliteClientOf, cacheStatements, gateTransactions, type SqliteConnection } from './sqlite-connection.ts';
 
 /** How long a SQLite statement waits for another connection's lock before SQLITE_BUSY. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
@@ -162,7 +162,10 @@ export interface AdapterOptions {
  */
 const openSqliteFiles = new Set<string>();
 
-class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
+export class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
+  /** The open connection (direct-sql.ts runs the hot statements on it), once Prisma connected. */
+  connection: SqliteConnection | undefined;
+
   constructor(
     inner: SqlMigrationAwareDriverAdapterFactory,
     setup: string,
@@ -196,10 +199,17 @@ class SingleSqliteConnectionFactory extends ManagedAdapterFactory {
     };
     rollBackFailedCommits(adapter);
     // After rollBackFailedCommits: a transaction releases the gate only once its ROLLBACK ran.
-    gateTransactions(adapter);
+    const gate = gateTransactions(adapter);
     const client = betterSqliteClientOf(adapter);
     if (!client) throw new Error('the better-sqlite3 adapter no longer exposes its connection: check sqlite-connection.ts against this Prisma version');
-    cacheStatements(client);
+    const statements = cacheStatements(client);
+    const connection: SqliteConnection = { client, gate, statements };
+    this.connection = connection;
+    const disposeGated = adapter.dispose.bind(adapter);
+    adapter.dispose = async () => {
+      if (this.connection === connection) this.connection = undefined;
+      await disposeGated();
+    };
     return adapter;
   }
 }

@@ -6,7 +6,8 @@ import { PrismaClient } from '../generated/client/client.ts';
 import { PrismaClient as PgPrismaClient } from '../generated/postgresql/client/client.ts';
 import type * as PgClient from '../generated/postgresql/client/client.ts';
 import type * as SqliteClient from '../generated/client/client.ts';
-import { adapterFactoryFor, type SqliteSynchronous } from './adapters.ts';
+import { adapterFactoryFor, SingleSqliteConnectionFactory, type SqliteSynchronous } from './adapters.ts';
+import { registerDirectSql } from './direct-sql.ts';
 import { providerOf, type Provider } from './providers.ts';
 
 // Model types (Worker, Vm, ...), the PrismaClient type, and the Prisma namespace
@@ -15,6 +16,8 @@ export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, sqlitePath, type Provider } from './providers.ts';
 export { insertRows, insertStatements, type RawExecutor, type SqlValue } from './insert-rows.ts';
+export { directSql, directSqlIn, numberedPlaceholders, type DirectSql, type RawClient } from './direct-sql.ts';
+export { ALLOCATION_COLUMNS, API_TOKEN_COLUMNS, VM_COLUMNS, columnList, rowsOf, type ColumnKind, type ColumnKinds } from './columns.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
 export { acquireControllerLock, ControllerLockError, type ControllerLock } from './controller-lock.ts';
 export { withMigrationLock } from './migration-lock.ts';
@@ -77,6 +80,7 @@ export function openDatabase(opts: OpenDatabaseOptions): FleetDb {
   // SQLite client) cannot use anyway.
   const db = provider === 'sqlite' ? new PrismaClient({ adapter }) : (new PgPrismaClient({ adapter }) as unknown as FleetDb);
   providers.set(db, provider);
+  registerDirectSql(db, { provider, client: db, ...(adapter instanceof SingleSqliteConnectionFactory && { sqlite: adapter }) });
   return db;
 }
 

@@ -24,10 +24,17 @@ import type BetterSqlite3 from 'better-sqlite3';
 /** A first-in first-out lock: transactions hold it from BEGIN to COMMIT or ROLLBACK. */
 export class ConnectionGate {
   #held = false;
+  /** Which acquisition holds the gate (0 = free): lets direct-sql.ts check its transaction is still the open one. */
+  #holder = 0;
+  #acquisitions = 0;
   readonly #waiting: Array<() => void> = [];
 
   get held(): boolean {
     return this.#held;
+  }
+
+  get holder(): number {
+    return this.#holder;
   }
 
   /** Resolves with the release function once the caller holds the gate. */
@@ -41,9 +48,11 @@ export class ConnectionGate {
 
   #releaseOnce(): () => void {
     let released = false;
+    const holder = (this.#holder = ++this.#acquisitions);
     return () => {
       if (released) return;
       released = true;
+      if (this.#holder === holder) this.#holder = 0;
       const next = this.#waiting.shift();
       if (next) next();
       else this.#held = false;
@@ -105,6 +114,14 @@ export function gateTransactions(adapter: SqlDriverAdapter, gate = new Connectio
   return gate;
 }
 
+/** Prisma's one connection to a SQLite file, as direct-sql.ts uses it. */
+export interface SqliteConnection {
+  client: BetterSqlite3.Database;
+  gate: ConnectionGate;
+  /** The prepared statements Prisma's adapter shares (cacheStatements). */
+  statements: Map<string, BetterSqlite3.Statement<unknown[]>>;
+}
+
 /** How many distinct statements a connection keeps prepared (least recently used go first). */
 export const STATEMENT_CACHE_SIZE = 500;
 
@@ -152,7 +169,7 @@ export function betterSqliteClientOf(adapter: object): BetterSqlite3.Database | 
 export function cacheStatements(db: BetterSqlite3.Database, size = STATEMENT_CACHE_SIZE): Map<string, Statement> {
   const prepare = db.prepare.bind(db) as (sql: string) => Statement;
   const cache = new Map<string, Statement>();
-  (db as { prepare: unknown }).prepare = (sql: string) => {
+  const cached = (sql: string): Statement => {
     let stmt = cache.get(sql);
     if (stmt) {
       cache.delete(sql); // re-insert: Map order is the recency order
@@ -161,7 +178,18 @@ export function cacheStatements(db: BetterSqlite3.Database, size = STATEMENT_CAC
       if (cache.size >= size) cache.delete(cache.keys().next().value as string);
     }
     cache.set(sql, stmt);
-    return new CachedStatement(stmt);
+    return stmt;
   };
+  (db as { prepare: unknown }).prepare = (sql: string) => new CachedStatement(cached(sql));
+  cachedPrepare.set(db, cached);
   return cache;
+}
+
+const cachedPrepare = new WeakMap<BetterSqlite3.Database, (sql: string) => Statement>();
+
+/** A prepared statement from the connection's cache (the one Prisma's adapter uses too). */
+export function preparedStatement(db: BetterSqlite3.Database, sql: string): Statement {
+  const cached = cachedPrepare.get(db);
+  if (!cached) throw new Error('preparedStatement: the connection has no statement cache (cacheStatements)');
+  return cached(sql);
 }
