@@ -36,6 +36,14 @@ export interface FramePortStats {
   rxCsumPartial: number;
   /** AF_PACKET only: frames refused because the device moved their VLAN tag into metadata (TP_STATUS_VLAN_VALID). */
   rxVlanStripped: number;
+  /** Stream framing only (0 otherwise): length prefixes beyond QEMU's own limit (64 KiB + 4 KiB); the stream was shut down, since nothing after them can be trusted to be a frame. */
+  rxBadLength: number;
+  /** Stream framing only: the peer closed the stream (reading stopped). */
+  rxEof: number;
+  /** Stream framing only: sends the kernel took only part of a frame of; its rest was kept and written first, later. */
+  txPartial: number;
+  /** Stream framing only: bytes of such a kept frame tail not written yet (at most one frame). */
+  txPendingBytes: number;
   /** errno name of the most recent error, or null. */
   lastError: string | null;
 }
@@ -75,8 +83,12 @@ interface NativePort {
   readonly closed: boolean;
 }
 
-/** 'dgram': SOCK_DGRAM socket; 'packet': AF_PACKET SOCK_RAW socket (openPacketSocket); 'tap': any other fd (openTap). */
-export type FramePortKind = 'dgram' | 'packet' | 'tap';
+/**
+ * 'dgram': SOCK_DGRAM socket; 'packet': AF_PACKET SOCK_RAW socket (openPacketSocket); 'stream':
+ * AF_UNIX SOCK_STREAM socket with QEMU's `-netdev stream` framing (socketpairStream); 'tap': any
+ * other fd (openTap).
+ */
+export type FramePortKind = 'dgram' | 'packet' | 'stream' | 'tap';
 
 interface NativeFdWatch {
   /** One-shot: cb(null) once the fd is readable, cb('EBADF' etc.) if polling fails. */
@@ -90,6 +102,8 @@ export type FdKind = 'dgram' | 'stream' | 'seqpacket' | 'socket' | 'char' | 'fil
 interface NativeBinding {
   platform: string;
   socketpairDgram(sndbuf: number, rcvbuf: number, nonblock: boolean): [number, number];
+  /** Linux only (frame_port.cc). */
+  socketpairStream?(sndbuf: number): [number, number];
   getBufferSizes(fd: number): { sndbuf: number; rcvbuf: number };
   openTap(name: string, nonblock: boolean): { fd: number; name: string };
   setCloexec(fd: number, on: boolean): void;
@@ -160,6 +174,20 @@ export function socketpairDgram(opts: { sndbuf?: number; rcvbuf?: number; nonblo
     if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`socketpairDgram: ${k} must be an integer in 0..2^31-1 (0 = kernel default)`);
   }
   return native.socketpairDgram(sndbuf, rcvbuf, opts.nonblock ?? false);
+}
+
+/**
+ * A connected AF_UNIX/SOCK_STREAM socketpair, close-on-exec and non-blocking on both ends, for
+ * QEMU's `-netdev stream` (`addr.type=fd`): every frame is a 4-byte big-endian length followed by
+ * the frame, so one read or write moves many frames. A FramePort on either end speaks that framing
+ * (kind 'stream'). `sndbuf` bounds the bytes queued by each writer (SO_SNDBUFFORCE when privileged,
+ * else capped at net.core.wmem_max). Linux only.
+ */
+export function socketpairStream(opts: { sndbuf?: number } = {}): [number, number] {
+  if (!native.socketpairStream) throw new Error('socketpairStream: Linux only');
+  const sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
+  if (!Number.isInteger(sndbuf) || sndbuf < 0 || sndbuf > 0x7fffffff) throw new RangeError('socketpairStream: sndbuf must be an integer in 0..2^31-1 (0 = kernel default)');
+  return native.socketpairStream(sndbuf);
 }
 
 /** The socket buffer sizes the kernel applies (SO_SNDBUF / SO_RCVBUF as read back). */
@@ -519,8 +547,16 @@ export function packetRebind(fd: number, ifindex: number): number {
 }
 
 /**
- * Batched frame I/O on a SOCK_DGRAM socket (recvmmsg/sendmmsg) or a TAP fd (read/write loops),
- * driven by a libuv poll handle on the fd: no busy polling, no thread.
+ * Batched frame I/O on a SOCK_DGRAM socket (recvmmsg/sendmmsg), an AF_PACKET socket, a TAP fd
+ * (read/write loops) or an AF_UNIX stream socket with QEMU's length-prefixed framing (one read of
+ * up to the whole receive area, one sendmsg per batch), driven by a libuv poll handle on the fd:
+ * no busy polling, no thread.
+ *
+ * Stream framing: frames longer than frameSize are skipped and counted (rxTruncated), as oversized
+ * datagrams are; a length prefix beyond QEMU's own limit shuts the stream down (rxBadLength); a
+ * send the kernel takes only part of keeps that frame's rest and writes it first when the socket is
+ * writable again (txPartial, txPendingBytes) — frames are never split or interleaved; the frames
+ * after it are not accepted (txDrops, eagain), like a full datagram socket.
  *
  * Receive memory is fixed: one preallocated area of batch × frameSize bytes, reused for every
  * batch. Callbacks see views of it that are valid ONLY during the callback — copy what you keep.
@@ -539,7 +575,8 @@ export class FramePort {
     const frameSize = opts.frameSize ?? 65536;
     if (!Number.isInteger(batch) || batch < 1 || batch > 1024) throw new RangeError('FramePort: batch must be 1..1024');
     if (!Number.isInteger(frameSize) || frameSize < 64 || frameSize > 262144) throw new RangeError('FramePort: frameSize must be 64..262144');
-    const area = new ArrayBuffer(batch * frameSize);
+    // 4 bytes more than the frames: on a stream socket a whole frame of frameSize fits with its prefix.
+    const area = new ArrayBuffer(batch * frameSize + 4);
     const offsets = new Uint32Array(batch);
     const lengths = new Uint32Array(batch);
     this.native = new native.FramePort(fd, area, offsets, lengths, frameSize, batch, opts.ownsFd ?? true, opts.maxBatchesPerWakeup ?? 16);
@@ -549,7 +586,7 @@ export class FramePort {
     this.batch = { buffer: Buffer.from(area), offsets, lengths, count: 0 };
   }
 
-  /** 'dgram' (a SOCK_DGRAM socket), 'packet' (AF_PACKET SOCK_RAW) or 'tap' (any other fd, e.g. from openTap). */
+  /** 'dgram' (a SOCK_DGRAM socket), 'packet' (AF_PACKET SOCK_RAW), 'stream' (AF_UNIX SOCK_STREAM, length-prefixed) or 'tap' (any other fd, e.g. from openTap). */
   get kind(): FramePortKind {
     return this.native.kind;
   }

@@ -9,6 +9,19 @@
 // reused for the next batch, so JS may only look at it during the callback.
 // Send: sendmmsg (sockets) or a write() loop (TAP), never blocking; EAGAIN/ENOBUFS stop the batch
 // and are counted, never thrown. The return value is how many frames (a prefix) were accepted.
+//
+// Stream framing (issue 20): on an AF_UNIX SOCK_STREAM socket each frame is a 4-byte big-endian
+// length followed by the frame — QEMU's `-netdev stream` (and `-netdev socket`) framing — so one
+// read()/sendmsg() moves many frames, in one skb per ~32 KiB instead of one per frame, with one
+// wake-up of the peer. Receive: read() fills the receive area, complete frames are handed to JS
+// in place (offsets past each prefix), the partial tail is moved to the front for the next read.
+// A prefix longer than frameSize but within QEMU's own limit is skipped (counted as rxTruncated,
+// like an oversized datagram: the length says where the next frame starts, nothing desynchronises);
+// a prefix beyond QEMU's limit cannot come from QEMU's framing, so the stream is shut down (both
+// ways) and counted (rxBadLength): resynchronising on garbage could hand the filter forged frames.
+// Send: one sendmsg of [prefix, frame] iovec pairs; if the kernel takes only part of a frame, its
+// rest is kept (at most one frame) and written before anything else, when the socket is writable
+// again — a frame is never split, and frames after it are dropped and counted, like a datagram.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_packet.h>
@@ -37,6 +50,9 @@ struct Stats {
   // refused here because their aux data says the checksum is not filled in or the device stripped
   // a VLAN tag into metadata (a plain frame consumer such as QEMU's -netdev dgram cannot take them).
   double rxQueueDrops = 0, rxCsumPartial = 0, rxVlanStripped = 0;
+  // Stream framing only: prefixes beyond kStreamMaxPrefix (the stream was shut down), end of
+  // stream seen, sends that ended inside a frame (its tail was kept and sent later).
+  double rxBadLength = 0, rxEof = 0, txPartial = 0;
   int lastErrno = 0;
 };
 
@@ -100,13 +116,25 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         fd_ = -1;
         return;
       }
-      // One frame = one datagram: SOCK_DGRAM, or an AF_PACKET SOCK_RAW socket (whole Ethernet frames).
+      // One frame = one datagram: SOCK_DGRAM, or an AF_PACKET SOCK_RAW socket (whole Ethernet frames);
+      // or an AF_UNIX SOCK_STREAM socket with QEMU's length-prefixed framing.
       is_packet_ = domain == AF_PACKET && type == SOCK_RAW;
-      if (type != SOCK_DGRAM && !is_packet_) {
-        Napi::TypeError::New(env, "FramePort: the socket is neither SOCK_DGRAM nor AF_PACKET/SOCK_RAW (one frame = one datagram)")
+      is_stream_ = domain == AF_UNIX && type == SOCK_STREAM;
+      if (type != SOCK_DGRAM && !is_packet_ && !is_stream_) {
+        Napi::TypeError::New(env, "FramePort: the socket is neither SOCK_DGRAM, AF_PACKET/SOCK_RAW nor AF_UNIX/SOCK_STREAM")
             .ThrowAsJavaScriptException();
         fd_ = -1;
         return;
+      }
+      if (is_stream_) {
+        // The area must hold one whole frame with its prefix; larger frames are skipped.
+        area_len_ = area.ByteLength();
+        if (area_len_ < 64 + 4) {
+          Napi::RangeError::New(env, "FramePort: the receive area is too small for stream framing").ThrowAsJavaScriptException();
+          fd_ = -1;
+          return;
+        }
+        stream_max_ = frame_size_ < area_len_ - 4 ? frame_size_ : area_len_ - 4;
       }
       if (is_packet_) {
         int aux = 0;
@@ -206,7 +234,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
   void UpdatePoll() {
     if (closed_ || poll_ == nullptr) return;
-    int events = (reading_ ? UV_READABLE : 0) | (want_writable_ ? UV_WRITABLE : 0);
+    int events = (reading_ ? UV_READABLE : 0) | (want_writable_ || !tx_pend_.empty() ? UV_WRITABLE : 0);
     if (events == 0) {
       uv_poll_stop(poll_);
     } else if (int r = uv_poll_start(poll_, events, &FramePort::OnPoll); r != 0) {
@@ -237,7 +265,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       self->UpdatePoll();
       return;
     }
-    if ((events & UV_WRITABLE) && self->want_writable_) {
+    if ((events & UV_WRITABLE) && !self->tx_pend_.empty()) {
+      // The tail of a frame a previous send could only partly write: it goes first.
+      self->FlushPending();
+      self->UpdatePoll();
+    }
+    if ((events & UV_WRITABLE) && self->want_writable_ && self->tx_pend_.empty()) {
       self->want_writable_ = false;
       self->UpdatePoll();
       Napi::FunctionReference cb = std::move(self->on_writable_);
@@ -314,6 +347,10 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
   void HandleReadable() {
     stats_.rxWakeups++;
+    if (is_stream_) {
+      HandleStreamReadable();
+      return;
+    }
     for (uint32_t round = 0; round < max_batches_; round++) {
       if (closed_ || !reading_) return;
       size_t n = ReceiveBatch();
@@ -325,6 +362,196 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       if (n < batch_ && is_socket_) return;  // recvmmsg got fewer than asked: queue empty
     }
     // More may be queued: the loop polls again next iteration (fair to other handles).
+  }
+
+  // Stream framing: read() into the area after the kept partial frame, hand every complete frame
+  // to JS in place (batches of at most batch_), keep the partial tail for the next read.
+  void HandleStreamReadable() {
+    for (uint32_t round = 0; round < max_batches_; round++) {
+      if (closed_ || !reading_) return;
+      size_t room = area_len_ - rx_fill_;
+      ssize_t r;
+      do {
+        r = read(fd_, rx_data_ + rx_fill_, room);
+      } while (r < 0 && errno == EINTR);
+      if (r < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          stats_.rxErrors++;
+          stats_.lastErrno = errno;
+          StopStream();
+        }
+        return;
+      }
+      if (r == 0) {
+        // The peer closed (QEMU exited): a level-triggered poll would report EOF forever.
+        stats_.rxEof++;
+        if (rx_fill_ > 0 || rx_skip_ > 0) stats_.rxTruncated++;  // a frame cut off by the close
+        rx_fill_ = 0;
+        rx_skip_ = 0;
+        reading_ = false;
+        UpdatePoll();
+        return;
+      }
+      rx_fill_ += static_cast<size_t>(r);
+      size_t pos = 0, n = 0;
+      bool bad = false;
+      while (true) {
+        if (rx_skip_ > 0) {  // the rest of an oversized frame
+          size_t k = rx_fill_ - pos < rx_skip_ ? rx_fill_ - pos : rx_skip_;
+          pos += k;
+          rx_skip_ -= k;
+          if (rx_skip_ > 0) break;
+        }
+        if (rx_fill_ - pos < 4) break;
+        const uint8_t* h = rx_data_ + pos;
+        uint32_t len = (uint32_t(h[0]) << 24) | (uint32_t(h[1]) << 16) | (uint32_t(h[2]) << 8) | uint32_t(h[3]);
+        if (len > kStreamMaxPrefix) {
+          bad = true;
+          break;
+        }
+        if (len > stream_max_) {
+          stats_.rxTruncated++;
+          pos += 4;
+          rx_skip_ = len;
+          continue;
+        }
+        if (rx_fill_ - pos - 4 < len) break;  // partial frame: wait for more
+        if (n == batch_) {
+          if (!DeliverStream(n)) return;
+          n = 0;
+        }
+        off_[n] = static_cast<uint32_t>(pos + 4);
+        len_[n] = len;
+        stats_.rxBytes += len;
+        n++;
+        pos += 4 + len;
+      }
+      if (n > 0 && !DeliverStream(n)) return;
+      if (bad) {
+        stats_.rxBadLength++;
+        StopStream();
+        return;
+      }
+      // Keep the partial frame (at most one prefix + stream_max_ bytes) at the front.
+      if (pos > 0 && pos < rx_fill_) memmove(rx_data_, rx_data_ + pos, rx_fill_ - pos);
+      rx_fill_ -= pos;
+      if (static_cast<size_t>(r) < room) return;  // read less than asked: drained
+    }
+  }
+
+  // Calls JS with n frames of the area; false if the callback closed or stopped the port.
+  bool DeliverStream(size_t n) {
+    stats_.rxFrames += static_cast<double>(n);
+    stats_.rxBatches++;
+    napi_value count = Napi::Number::New(env_, static_cast<double>(n));
+    CallJs(on_frames_, {count});
+    return !closed_ && reading_;
+  }
+
+  // A stream that cannot be trusted or used any more: shut down both ways (the peer sees EOF),
+  // stop reading, drop any kept tail. Later sends fail with EPIPE (counted as txErrors/txDrops).
+  void StopStream() {
+    if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);
+    reading_ = false;
+    rx_fill_ = 0;
+    rx_skip_ = 0;
+    if (!tx_pend_.empty()) {
+      stats_.txDrops++;
+      tx_pend_.clear();
+      tx_pend_off_ = 0;
+    }
+    UpdatePoll();
+  }
+
+  // Writes the kept tail of a partly sent frame; true when nothing is left.
+  bool FlushPending() {
+    while (tx_pend_off_ < tx_pend_.size()) {
+      ssize_t r = send(fd_, tx_pend_.data() + tx_pend_off_, tx_pend_.size() - tx_pend_off_, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (r > 0) {
+        tx_pend_off_ += static_cast<size_t>(r);
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      // The connection is gone: the frame is lost (it was counted as sent when it was started).
+      stats_.txErrors++;
+      stats_.txDrops++;
+      stats_.lastErrno = r < 0 ? errno : EPIPE;
+      tx_pend_.clear();
+      tx_pend_off_ = 0;
+      return true;
+    }
+    tx_pend_.clear();
+    tx_pend_off_ = 0;
+    return true;
+  }
+
+  // Stream framing send of iovecs [0, count) in tx_iov_: one sendmsg per up to 512 frames.
+  size_t TransmitStream(size_t count) {
+    size_t done = 0;
+    if (!tx_pend_.empty() && !FlushPending()) {
+      stats_.eagain++;  // still writing an earlier frame's tail: this batch is dropped whole
+      stats_.lastErrno = EAGAIN;
+      return 0;
+    }
+    if (tx_hdr_.size() < count) tx_hdr_.resize(count);
+    if (tx_siov_.size() < 2 * count) tx_siov_.resize(2 * count);
+    for (size_t i = 0; i < count; i++) {
+      uint32_t l = static_cast<uint32_t>(tx_iov_[i].iov_len);
+      uint8_t* h = tx_hdr_[i].b;
+      h[0] = uint8_t(l >> 24);
+      h[1] = uint8_t(l >> 16);
+      h[2] = uint8_t(l >> 8);
+      h[3] = uint8_t(l);
+      tx_siov_[2 * i] = {h, 4};
+      tx_siov_[2 * i + 1] = tx_iov_[i];
+    }
+    while (done < count) {
+      size_t chunk = count - done;
+      if (chunk > 512) chunk = 512;  // 2 iovecs per frame, UIO_MAXIOV = 1024
+      msghdr m;
+      memset(&m, 0, sizeof m);
+      m.msg_iov = &tx_siov_[2 * done];
+      m.msg_iovlen = 2 * chunk;
+      ssize_t r = sendmsg(fd_, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        CountTxError(errno);
+        break;
+      }
+      stats_.txBatches++;
+      // Walk the frames the kernel took whole; a frame cut in the middle has its rest kept.
+      size_t left = static_cast<size_t>(r);
+      size_t i = done, end = done + chunk;
+      for (; i < end && left >= 4 + tx_iov_[i].iov_len; i++) {
+        left -= 4 + tx_iov_[i].iov_len;
+        stats_.txBytes += static_cast<double>(tx_iov_[i].iov_len);
+      }
+      if (i < end && left > 0) {
+        size_t flen = tx_iov_[i].iov_len;
+        tx_pend_.resize(4 + flen);
+        memcpy(tx_pend_.data(), tx_hdr_[i].b, 4);
+        memcpy(tx_pend_.data() + 4, tx_iov_[i].iov_base, flen);
+        tx_pend_off_ = left;
+        stats_.txBytes += static_cast<double>(flen);
+        stats_.txPartial++;
+        i++;
+        done = i;
+        // Try the tail at once (the socket may have room again); else when writable.
+        if (!FlushPending()) {
+          CountTxError(EAGAIN);
+          UpdatePoll();
+          break;
+        }
+        continue;
+      }
+      done = i;
+      if (i < end) {  // stopped exactly at a frame boundary: the socket is full
+        CountTxError(EAGAIN);
+        break;
+      }
+    }
+    return done;
   }
 
   // AF_PACKET aux data: false (frame dropped, counted) for a frame whose checksum is still to be
@@ -359,7 +586,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   size_t Transmit(size_t count) {
     stats_.txCalls++;
     size_t done = 0;
-    if (is_socket_) {
+    if (is_stream_) {
+      done = TransmitStream(count);
+    } else if (is_socket_) {
       if (tx_msgs_.size() < count) tx_msgs_.resize(count);
       for (size_t i = 0; i < count; i++) {
         memset(&tx_msgs_[i], 0, sizeof tx_msgs_[i]);
@@ -531,6 +760,10 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     set("rxQueueDrops", stats_.rxQueueDrops);
     set("rxCsumPartial", stats_.rxCsumPartial);
     set("rxVlanStripped", stats_.rxVlanStripped);
+    set("rxBadLength", stats_.rxBadLength);
+    set("rxEof", stats_.rxEof);
+    set("txPartial", stats_.txPartial);
+    set("txPendingBytes", static_cast<double>(tx_pend_.size() - tx_pend_off_));
     o.Set("lastError", stats_.lastErrno != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(stats_.lastErrno)))
                                              : env.Null());
     return o;
@@ -561,7 +794,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     return info.Env().Undefined();
   }
   Napi::Value Kind(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), is_packet_ ? "packet" : is_socket_ ? "dgram" : "tap");
+    return Napi::String::New(info.Env(), is_packet_ ? "packet" : is_stream_ ? "stream" : is_socket_ ? "dgram" : "tap");
   }
   Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), closed_); }
 
@@ -570,6 +803,20 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   bool is_socket_ = false;
   bool is_packet_ = false;  // AF_PACKET SOCK_RAW (the veth uplink)
   bool auxdata_ = false;    // PACKET_AUXDATA is on: every received frame carries tpacket_auxdata
+  bool is_stream_ = false;  // AF_UNIX SOCK_STREAM with 4-byte length prefixes (QEMU -netdev stream)
+  // QEMU's own receive buffer (NET_BUFSIZE = 4096 + 65536): its framing never announces more.
+  static constexpr uint32_t kStreamMaxPrefix = 4096 + 65536;
+  size_t area_len_ = 0;     // stream: bytes of the receive area
+  size_t stream_max_ = 0;   // stream: the largest frame delivered (min(frameSize, area - 4))
+  size_t rx_fill_ = 0;      // stream: bytes in the area (a partial frame kept from the last read)
+  size_t rx_skip_ = 0;      // stream: bytes of an oversized frame still to discard
+  struct Hdr {
+    uint8_t b[4];
+  };
+  std::vector<Hdr> tx_hdr_;
+  std::vector<iovec> tx_siov_;
+  std::vector<uint8_t> tx_pend_;  // stream: the rest of a partly written frame (prefix included)
+  size_t tx_pend_off_ = 0;
   static constexpr size_t kCmsgSpace = CMSG_SPACE(sizeof(tpacket_auxdata));
   bool owns_fd_ = false;
   bool closed_ = false;
@@ -600,6 +847,36 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
 }  // namespace
 
-void InitFramePort(Napi::Env env, Napi::Object exports) { exports.Set("FramePort", FramePort::Init(env)); }
+// socketpairStream(sndbuf) -> [fd0, fd1]: AF_UNIX SOCK_STREAM, close-on-exec, non-blocking, for
+// QEMU's `-netdev stream` (stream framing above). Only SO_SNDBUF matters on a unix stream socket
+// (the sender's queued bytes are charged to it); SO_SNDBUFFORCE when privileged.
+Napi::Value SocketpairStream(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sndbuf = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1 << 20;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) {
+    ErrnoError(env, errno, "socketpair").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  for (int fd : sv) {
+    if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) != 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0) {
+      int e = errno;
+      close(sv[0]);
+      close(sv[1]);
+      ErrnoError(env, e, "setsockopt SO_SNDBUF").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(uint32_t(0), Napi::Number::New(env, sv[0]));
+  out.Set(uint32_t(1), Napi::Number::New(env, sv[1]));
+  return out;
+}
+
+void InitFramePort(Napi::Env env, Napi::Object exports) {
+  exports.Set("FramePort", FramePort::Init(env));
+  exports.Set("socketpairStream", Napi::Function::New(env, SocketpairStream, "socketpairStream"));
+}
 
 }  // namespace nvz
