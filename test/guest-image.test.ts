@@ -52,6 +52,9 @@ describe('guest-image helpers', () => {
     expect(args).toContain('socket,id=qmp0,path=/tmp/q.sock,server=on,wait=off');
     expect(args[args.indexOf('-append') + 1]).toBe('console=ttyS0');
     expect(args).not.toContain('-cpu');
+    // Issue 20: a stream socketpair, length-prefixed frames (QEMU's -netdev stream on a connected fd).
+    expect(qemuArgs({ kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMib: 128, serialLog: 's', accel: 'tcg', netFd: 3, netFraming: 'stream' }).join(' '))
+      .toContain('-netdev stream,id=n0,server=off,addr.type=fd,addr.str=3 -device virtio-net-pci,netdev=n0');
     expect(qemuArgs({ kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMib: 128, serialLog: 's', accel: 'kvm' }).join(' '))
       .toContain('-accel kvm -cpu host');
   });

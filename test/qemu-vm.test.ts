@@ -101,6 +101,8 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
       filter: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: SUBNET, dhcpServers: [nat!.dhcpServerIp], address: reserved.ip },
       accel: 'tcg',
       stopTimeoutMs: 15_000,
+      // FLEET_TEST_VM_FRAMING=stream: QEMU's -netdev stream instead of dgram (issue 20).
+      ...(process.env.FLEET_TEST_VM_FRAMING === 'stream' ? { nicFraming: 'stream' as const } : {}),
     };
     await (await import('node:fs/promises')).mkdir(runDir, { recursive: true });
     const cfgFile = path.join(runDir, 'config.json');
@@ -193,7 +195,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-drv', '-f', key]);
     const pub = readFileSync(`${key}.pub`, 'utf8').trim();
     // The veth uplink (--vm-link veth); the default TAP is what every fleet-worker e2e suite runs.
-    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000, vmLink: 'veth' as const };
+    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000, vmLink: 'veth' as const, ...(process.env.FLEET_TEST_VM_FRAMING === 'stream' ? { vmFraming: 'stream' as const } : {}) };
     const spec = { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' };
     const ref = { vmId: 'vm-drv', attempt: 3 };
     let d = new QemuDriver(opts);

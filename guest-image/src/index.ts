@@ -188,6 +188,12 @@ export interface QemuArgsOptions {
    */
   netFd?: number;
   /**
+   * How frames travel on netFd. 'dgram' (default): a SOCK_DGRAM socketpair, one frame per datagram
+   * (`-netdev dgram`). 'stream': a SOCK_STREAM socketpair, each frame a 4-byte big-endian length
+   * then the frame (`-netdev stream,addr.type=fd`, QEMU ≥ 7.2), so one syscall moves many frames.
+   */
+  netFraming?: 'dgram' | 'stream';
+  /**
    * QEMU user-mode (slirp) networking instead of netFd: DHCP on 10.0.2.0/24 inside QEMU,
    * host → guest forwards bound to loopback. For tests; never combine with netFd.
    */
@@ -281,7 +287,14 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     '-device', `virtio-net-pci,netdev=n0${o.mac ? `,mac=${o.mac}` : ''}`,
   ];
   if (o.netFd !== undefined) {
-    args.push(...nic(`dgram,id=n0,local.type=fd,local.str=${o.netFd}`));
+    // stream: server=off, the fd is already connected (QEMU treats it as the client end).
+    args.push(
+      ...nic(
+        o.netFraming === 'stream'
+          ? `stream,id=n0,server=off,addr.type=fd,addr.str=${o.netFd}`
+          : `dgram,id=n0,local.type=fd,local.str=${o.netFd}`,
+      ),
+    );
   } else if (o.userNet) {
     let netdev = 'user,id=n0,ipv6=off';
     for (const f of o.userNet.hostForwards ?? []) {

@@ -187,6 +187,11 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         .choices(['tap', 'veth'])
         .default('tap'),
     )
+    .addOption(
+      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: dgram (one datagram per frame, -netdev dgram) or stream (length-prefixed frames on a stream socket, -netdev stream)")
+        .choices(['dgram', 'stream'])
+        .default('dgram'),
+    )
     .option('--authorized-keys <file>', 'qemu driver: OpenSSH public keys (one per line) every guest of the built-in image accepts')
     .option('--global-prefixes <cidr,...>', 'qemu driver: prefixes VMs may reach as if they were public, e.g. a lab network standing in for the Internet', cidrList)
     .option('--images-dir <dir>', 'qemu driver: where operator disk images named in a VM spec are found (default <data-dir>/images)')
@@ -217,6 +222,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         natName?: string;
         hostOnlySubnet?: string;
         vmLink?: 'tap' | 'veth';
+        vmFraming?: 'dgram' | 'stream';
         hostOnlyName?: string;
         uplink?: string;
         authorizedKeys?: string;
@@ -245,6 +251,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
               ...(opts.natName !== undefined ? { natName: opts.natName } : {}),
               ...(opts.hostOnlySubnet !== undefined ? { hostOnlySubnet: opts.hostOnlySubnet } : {}),
               ...(opts.vmLink !== undefined ? { vmLink: opts.vmLink } : {}),
+              ...(opts.vmFraming !== undefined ? { vmFraming: opts.vmFraming } : {}),
               ...(opts.hostOnlyName !== undefined ? { hostOnlyName: opts.hostOnlyName } : {}),
               ...(opts.uplink !== undefined ? { uplinkInterface: opts.uplink } : {}),
               ...(keys !== undefined ? { authorizedKeys: keys } : {}),

@@ -163,6 +163,23 @@ describe('FramePort stream framing', () => {
     expect(port.stats().rxWakeups).toBe(1);
   });
 
+  it('pause() inside a callback keeps the rest of the read for later: each frame exactly once, in order', async () => {
+    const { port, raw } = portAndRaw({ batch: 4 });
+    const sent = Array.from({ length: 30 }, (_, i) => frame(i, 80));
+    const got: number[] = [];
+    const onFrames = (fs: Buffer[]): void => {
+      got.push(...fs.map((f) => f.readUInt32BE(0)));
+      // Like a pump whose output is full: stop reading, resume a little later.
+      port.pause();
+      setTimeout(() => port.closed || port.onFrames(onFrames), 2);
+    };
+    port.onFrames(onFrames);
+    writeSync(raw, Buffer.concat(sent.map(prefixed))); // one write: one read takes all 30
+    for (let t = 0; t < 100 && got.length < 30; t++) await sleep(5);
+    expect(got).toEqual(sent.map((_, i) => i));
+    expect(port.stats().rxBatches).toBe(8);
+  });
+
   it('skips a frame longer than frameSize (counted as rxTruncated) and stays in step', async () => {
     const { port, raw } = portAndRaw({ frameSize: 2048 });
     const big = frame(7, 9000);

@@ -118,6 +118,12 @@ export interface QemuDriverOptions {
    * the same filter; the TAP measured faster VM → host (one device hop, not two) and equal host → VM.
    */
   vmLink?: 'tap' | 'veth';
+  /**
+   * How frames travel between QEMU and the VM host process (issue 20): `dgram` — one datagram per
+   * frame (`-netdev dgram`); `stream` — length-prefixed frames on a stream socket (`-netdev
+   * stream`), many per syscall. See VmHostConfig.nicFraming and BENCHMARKS.md (frame pump).
+   */
+  vmFraming?: 'dgram' | 'stream';
   /** Run VM host processes inside this network namespace (where the NAT bridge is; tests). */
   netns?: string;
   /** The guest image (default: ensureGuestImage()). spec.image is not interpreted yet. */
@@ -409,6 +415,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
         ? {
             tap: rec.tap,
             ...(veth ? { uplinkFd: UPLINK_FD } : {}),
+            ...(this.opts.vmFraming === 'stream' ? { nicFraming: 'stream' as const } : {}),
             filter: {
               gatewayIp: net.gatewayIp,
               gatewayMac: net.gatewayMac,

@@ -34,6 +34,8 @@ export interface QemuRuntimeOptions {
   hostOnlySubnet?: string;
   /** How VMs' frames reach the bridge (QemuDriverOptions.vmLink; default tap). */
   vmLink?: 'tap' | 'veth';
+  /** How frames travel between QEMU and the VM host process (QemuDriverOptions.vmFraming). */
+  vmFraming?: 'dgram' | 'stream';
   /** Bridge / nftables table name of the host-only network (default fleet1). */
   hostOnlyName?: string;
   /** Masquerade out of this interface (default: the default route's device). */
@@ -160,6 +162,7 @@ async function openQemuDriver(options: CreateDriverOptions): Promise<Driver> {
       nat,
       ...(hostOnly ? { hostOnly } : {}),
       ...(q.vmLink !== undefined ? { vmLink: q.vmLink } : {}),
+      ...(q.vmFraming !== undefined ? { vmFraming: q.vmFraming } : {}),
       imagesDir: q.imagesDir ?? path.join(options.dataDir, 'images'),
       authorizedKeys: q.authorizedKeys ?? [],
       globalPrefixes: q.globalPrefixes ?? [],

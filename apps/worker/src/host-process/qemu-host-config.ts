@@ -48,6 +48,12 @@ export interface VmHostConfig {
    * bridge-side end. Absent: the process opens the TAP `tap` itself.
    */
   uplinkFd?: number;
+  /**
+   * How the VM's frames travel between QEMU and this process: 'dgram' (default) — a SOCK_DGRAM
+   * socketpair, one frame per datagram (`-netdev dgram`); 'stream' — a SOCK_STREAM socketpair with
+   * 4-byte length prefixes (`-netdev stream`), many frames per syscall (issue 20).
+   */
+  nicFraming?: 'dgram' | 'stream';
   /** Directory holding control.sock, qmp.sock, serial.log, status.jsonl, host.log. */
   runDir: string;
   filter?: VmHostFilterConfig;

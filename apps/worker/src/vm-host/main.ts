@@ -11,7 +11,7 @@
 // ends "stopped" with a "fenced: …" message (never "failed"), in status.jsonl too.
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { openTap, socketpairDgram, closeFd, setCloexec, setNonDumpable } from '@fleet/native-vz';
+import { openTap, socketpairDgram, socketpairStream, closeFd, setCloexec, setNonDumpable } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
 import { chooseAccel, type Accel } from '@fleet/guest-image';
 import { watchLeaseFile, type LeaseFileWatch } from '../fencing/lease-file.ts';
@@ -149,13 +149,15 @@ async function main(configFile: string): Promise<number> {
 
   let tap: { fd: number; name: string } | undefined;
   let pair: [number, number] | undefined;
+  // The VM's NIC: a stream socketpair moves many length-prefixed frames per syscall (nicFraming).
+  const nicPair = (): [number, number] => (cfg.nicFraming === 'stream' ? socketpairStream() : socketpairDgram({ nonblock: true }));
   try {
     if (cfg.uplinkFd !== undefined) {
       tap = { fd: cfg.uplinkFd, name: cfg.tap ?? '' };
-      pair = socketpairDgram({ nonblock: true });
+      pair = nicPair();
     } else if (cfg.tap !== undefined) {
       tap = openTap(cfg.tap);
-      pair = socketpairDgram({ nonblock: true });
+      pair = nicPair();
     }
   } catch (e) {
     setState('failed', `cannot set up the VM's network: ${(e as Error).message}`);

@@ -228,6 +228,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       uv_close(reinterpret_cast<uv_handle_t*>(poll_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
       poll_ = nullptr;
     }
+    if (resume_ != nullptr) {
+      uv_timer_stop(resume_);
+      resume_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(resume_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
+      resume_ = nullptr;
+    }
     if (owns_fd_ && fd_ >= 0) close(fd_);
     fd_ = -1;
   }
@@ -365,8 +371,10 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   }
 
   // Stream framing: read() into the area after the kept partial frame, hand every complete frame
-  // to JS in place (batches of at most batch_), keep the partial tail for the next read.
+  // to JS in place (batches of at most batch_), keep the partial tail for the next read. Frames
+  // still in the area from before a pause() are delivered first.
   void HandleStreamReadable() {
+    if (!ParseStream()) return;
     for (uint32_t round = 0; round < max_batches_; round++) {
       if (closed_ || !reading_) return;
       size_t room = area_len_ - rx_fill_;
@@ -387,56 +395,90 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         stats_.rxEof++;
         if (rx_fill_ > 0 || rx_skip_ > 0) stats_.rxTruncated++;  // a frame cut off by the close
         rx_fill_ = 0;
+        rx_pos_ = 0;
         rx_skip_ = 0;
         reading_ = false;
         UpdatePoll();
         return;
       }
       rx_fill_ += static_cast<size_t>(r);
-      size_t pos = 0, n = 0;
-      bool bad = false;
-      while (true) {
-        if (rx_skip_ > 0) {  // the rest of an oversized frame
-          size_t k = rx_fill_ - pos < rx_skip_ ? rx_fill_ - pos : rx_skip_;
-          pos += k;
-          rx_skip_ -= k;
-          if (rx_skip_ > 0) break;
-        }
-        if (rx_fill_ - pos < 4) break;
-        const uint8_t* h = rx_data_ + pos;
-        uint32_t len = (uint32_t(h[0]) << 24) | (uint32_t(h[1]) << 16) | (uint32_t(h[2]) << 8) | uint32_t(h[3]);
-        if (len > kStreamMaxPrefix) {
-          bad = true;
-          break;
-        }
-        if (len > stream_max_) {
-          stats_.rxTruncated++;
-          pos += 4;
-          rx_skip_ = len;
-          continue;
-        }
-        if (rx_fill_ - pos - 4 < len) break;  // partial frame: wait for more
-        if (n == batch_) {
-          if (!DeliverStream(n)) return;
-          n = 0;
-        }
-        off_[n] = static_cast<uint32_t>(pos + 4);
-        len_[n] = len;
-        stats_.rxBytes += len;
-        n++;
-        pos += 4 + len;
-      }
-      if (n > 0 && !DeliverStream(n)) return;
-      if (bad) {
-        stats_.rxBadLength++;
-        StopStream();
-        return;
-      }
-      // Keep the partial frame (at most one prefix + stream_max_ bytes) at the front.
-      if (pos > 0 && pos < rx_fill_) memmove(rx_data_, rx_data_ + pos, rx_fill_ - pos);
-      rx_fill_ -= pos;
+      if (!ParseStream()) return;
       if (static_cast<size_t>(r) < room) return;  // read less than asked: drained
     }
+  }
+
+  // Delivers the complete frames in the area from rx_pos_, then moves the partial tail (at most
+  // one prefix + stream_max_ bytes) to the front. False if delivery stopped: the callback paused
+  // or closed the port (the area is left untouched, rx_pos_ marks what is not delivered yet), or
+  // the stream was shut down for a bad prefix.
+  bool ParseStream() {
+    size_t pos = rx_pos_, n = 0;
+    bool bad = false;
+    while (true) {
+      if (rx_skip_ > 0) {  // the rest of an oversized frame
+        size_t k = rx_fill_ - pos < rx_skip_ ? rx_fill_ - pos : rx_skip_;
+        pos += k;
+        rx_skip_ -= k;
+        if (rx_skip_ > 0) break;
+      }
+      if (rx_fill_ - pos < 4) break;
+      const uint8_t* h = rx_data_ + pos;
+      uint32_t len = (uint32_t(h[0]) << 24) | (uint32_t(h[1]) << 16) | (uint32_t(h[2]) << 8) | uint32_t(h[3]);
+      if (len > kStreamMaxPrefix) {
+        bad = true;
+        break;
+      }
+      if (len > stream_max_) {
+        stats_.rxTruncated++;
+        pos += 4;
+        rx_skip_ = len;
+        continue;
+      }
+      if (rx_fill_ - pos - 4 < len) break;  // partial frame: wait for more
+      if (n == batch_) {
+        rx_pos_ = pos;
+        if (!DeliverStream(n)) return false;
+        n = 0;
+      }
+      off_[n] = static_cast<uint32_t>(pos + 4);
+      len_[n] = len;
+      stats_.rxBytes += len;
+      n++;
+      pos += 4 + len;
+    }
+    rx_pos_ = pos;
+    if (n > 0 && !DeliverStream(n)) return false;
+    if (bad) {
+      stats_.rxBadLength++;
+      StopStream();
+      return false;
+    }
+    if (pos > 0 && pos < rx_fill_) memmove(rx_data_, rx_data_ + pos, rx_fill_ - pos);
+    rx_fill_ -= pos;
+    rx_pos_ = 0;
+    return true;
+  }
+
+  // After a pause(), frames may wait in the area with nothing left in the socket to make it
+  // readable: start() delivers them from a zero-delay timer (not inside the caller's JS frame).
+  void ScheduleStreamResume() {
+    if (closed_ || rx_pos_ >= rx_fill_) return;
+    if (resume_ == nullptr) {
+      uv_loop_t* loop = nullptr;
+      if (napi_get_uv_event_loop(env_, &loop) != napi_ok || loop == nullptr) return;
+      resume_ = static_cast<uv_timer_t*>(malloc(sizeof(uv_timer_t)));  // freed by free() via uv_close
+      if (resume_ == nullptr) return;
+      uv_timer_init(loop, resume_);
+      resume_->data = this;
+    }
+    uv_timer_start(resume_, &FramePort::OnResume, 0, 0);
+  }
+
+  static void OnResume(uv_timer_t* t) {
+    FramePort* self = static_cast<FramePort*>(t->data);
+    if (self == nullptr || self->closed_ || !self->reading_) return;
+    Napi::HandleScope scope(self->env_);
+    self->HandleStreamReadable();
   }
 
   // Calls JS with n frames of the area; false if the callback closed or stopped the port.
@@ -454,6 +496,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);
     reading_ = false;
     rx_fill_ = 0;
+    rx_pos_ = 0;
     rx_skip_ = 0;
     if (!tx_pend_.empty()) {
       stats_.txDrops++;
@@ -655,6 +698,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
     reading_ = true;
     UpdatePoll();
+    if (is_stream_) ScheduleStreamResume();
     return env.Undefined();
   }
 
@@ -809,6 +853,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   size_t area_len_ = 0;     // stream: bytes of the receive area
   size_t stream_max_ = 0;   // stream: the largest frame delivered (min(frameSize, area - 4))
   size_t rx_fill_ = 0;      // stream: bytes in the area (a partial frame kept from the last read)
+  size_t rx_pos_ = 0;       // stream: where the frames not delivered yet start (after a pause)
+  uv_timer_t* resume_ = nullptr;  // stream: delivers frames left in the area when reading resumes
   size_t rx_skip_ = 0;      // stream: bytes of an oversized frame still to discard
   struct Hdr {
     uint8_t b[4];
