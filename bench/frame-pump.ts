@@ -29,6 +29,10 @@
  *              These two filter rows run the VM host process's own FramePump (apps/worker/src/vm-host/
  *              pump.ts; what the socketpair refuses is dropped and counted there: txDrops). The
  *              note gives frames per sink batch: how often the pump's sends wake the sink ("QEMU").
+ *   ..., stream  (issue 20) the same rows with the VM's side on an AF_UNIX SOCK_STREAM socketpair in
+ *              QEMU's -netdev stream framing (4-byte big-endian length, then the frame): the generator
+ *              / sink ("QEMU") and the pump move many frames per read/sendmsg. FRAME_PUMP_FRAMING=
+ *              dgram|stream runs only one kind; by default both run, for a same-run comparison.
  *   veth       kernel-only baseline: a C program (cc at run time) sendmmsg()s the same frame on an
  *              AF_PACKET socket into one end of a veth pair in a namespace this run creates; frames
  *              counted at the peer (rx_packets). No JS, no socketpair hop, one thread.
@@ -45,7 +49,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Verdict, createFilter } from '@fleet/netfilter';
-import { FramePort, type FrameBatch, type FramePortStats, closeFd, getBufferSizes, linkOffloads, openPacketSocket, openTap, socketpairDgram } from '../packages/native-vz/src/index.ts';
+import { FramePort, type FrameBatch, type FramePortStats, closeFd, getBufferSizes, linkOffloads, openPacketSocket, openTap, socketpairDgram, socketpairStream } from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
 import { FramePump } from '../apps/worker/src/vm-host/pump.ts';
@@ -84,7 +88,7 @@ const len = frame.length;
 const buf = Buffer.alloc(len * batch);
 const offs = new Uint32Array(batch), lens = new Uint32Array(batch);
 for (let i = 0; i < batch; i++) { Buffer.from(frame).copy(buf, i * len); offs[i] = i * len; lens[i] = len; }
-const gen = new native.FramePort(genFd, new ArrayBuffer(64), new Uint32Array(1), new Uint32Array(1), 64, 1, false, 1);
+const gen = new native.FramePort(genFd, new ArrayBuffer(2048), new Uint32Array(1), new Uint32Array(1), 64, 1, false, 1); // 2 KiB: a stream port needs room for one prefixed frame
 let sinkFrames = 0, sinkBytes = 0, generated = 0, running = true;
 let sink = null;
 if (sinkFd >= 0) {
@@ -284,8 +288,12 @@ async function runPump(name: string, start: (input: FramePort, out: FramePort) =
   record(name, s1.sinkFrames - s0.sinkFrames, t1 - t0, si.rxFrames / si.rxBatches, elu, `pump out: eagain ${so.eagain}, enobufs ${so.enobufs}`);
 }
 
+/** The VM's side of the pump: one datagram per frame, or QEMU's -netdev stream framing (issue 20). */
+type Framing = 'dgram' | 'stream';
+const vmPair = (framing: Framing): [number, number] => (framing === 'stream' ? socketpairStream() : socketpairDgram());
+
 /** A TAP in a network namespace this run creates (link up, no address: the kernel receives and discards). */
-async function runTap(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
+async function runTap(name: string, start: (input: FramePort, out: FramePort) => void, framing: Framing = 'dgram'): Promise<void> {
   const ns = `fvz-bench-${process.pid}`;
   const dev = `fvzb${process.pid % 100000}`;
   execFileSync('ip', ['netns', 'add', ns]);
@@ -294,7 +302,7 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     execFileSync('ip', ['link', 'set', dev, 'netns', ns]);
     execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', dev, 'up']);
-    const [g, m1] = socketpairDgram();
+    const [g, m1] = vmPair(framing);
     const vm = new VmThread(g, -1);
     const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
     const out = new FramePort(tap.fd, { batch: 1, frameSize: 64 });
@@ -314,7 +322,7 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
     input.close();
     out.close();
-    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}`);
+    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}${framing === 'stream' ? `; stream in: ${si.rxWakeups} wakeups, truncated ${si.rxTruncated}, bad length ${si.rxBadLength}` : ''}`);
   } finally {
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
@@ -473,12 +481,13 @@ async function runPacketIn(
   name: string,
   start: ((input: FramePort, out: FramePort) => void) | typeof PRODUCTION,
   link: () => { genFd: number; vmFd: number; cleanup: () => void } = vethIn,
+  framing: Framing = 'dgram',
 ): Promise<void> {
   const up = link();
   try {
     const genSock = { fd: up.genFd };
     const vmSock = { fd: up.vmFd };
-    const [m2, sk] = socketpairDgram();
+    const [m2, sk] = vmPair(framing);
     const shared = new SharedArrayBuffer(12);
     const counts = new Int32Array(shared);
     const mk = (role: 'gen' | 'sink', fd: number): Worker =>
@@ -531,7 +540,7 @@ async function runPacketIn(
       t1 - t0,
       si.rxFrames / si.rxBatches,
       elu,
-      `sink thread count, ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}`,
+      `sink thread count, ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
     );
   } finally {
     up.cleanup();
@@ -660,6 +669,9 @@ console.log(`${new Date().toISOString()}  /proc/loadavg before: ${loadBefore}${Q
 // FRAME_PUMP_ONLY=<regex>: only the AF_PACKET/kernel rows whose name matches (e.g. for perf).
 const only = process.env.FRAME_PUMP_ONLY ? new RegExp(process.env.FRAME_PUMP_ONLY) : undefined;
 const want = (name: string): boolean => !only || only.test(name);
+// FRAME_PUMP_FRAMING=dgram|stream: only the datagram (-netdev dgram) or stream (-netdev stream) rows of
+// the VM's side where both exist; default both, for a same-run comparison.
+const FRAMINGS: Framing[] = process.env.FRAME_PUMP_FRAMING === 'dgram' ? ['dgram'] : process.env.FRAME_PUMP_FRAMING === 'stream' ? ['stream'] : ['dgram', 'stream'];
 // FRAME_PUMP_ROWS=uplink: only the TAP, AF_PACKET and kernel rows (the ones compared in BENCHMARKS.md).
 const ONLY_UPLINK = process.env.FRAME_PUMP_ROWS === 'uplink' || only !== undefined;
 if (!ONLY_UPLINK) {
@@ -673,6 +685,7 @@ if (only) {
 } else if (process.getuid?.() === 0 && existsSync('/dev/net/tun')) {
   await runTap('pump > TAP: socketpair -> JS batch -> TAP write loop', startPlainPump);
   await runTap('filter > TAP: ... -> netfilter -> TAP write loop', startFilterPump);
+  if (FRAMINGS.includes('stream')) await runTap('filter > TAP, stream: stream socket -> netfilter -> TAP write loop', startFilterPump, 'stream');
 } else {
   for (const name of ['pump > TAP', 'filter > TAP']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root and /dev/net/tun' });
 }
@@ -684,14 +697,17 @@ if (process.getuid?.() === 0) {
     if (want(name)) await runPacketOut(name, start);
   }
   if (want('TAP > filter (host -> VM)') && existsSync('/dev/net/tun')) {
-    await runPacketIn('TAP > filter (host -> VM): TAP read loop -> FramePump + netfilter -> socketpair', PRODUCTION, tapIn);
+    if (FRAMINGS.includes('dgram')) await runPacketIn('TAP > filter (host -> VM): TAP read loop -> FramePump + netfilter -> socketpair', PRODUCTION, tapIn);
+    if (FRAMINGS.includes('stream')) await runPacketIn('TAP > filter (host -> VM), stream: ... -> FramePump + netfilter -> stream socket', PRODUCTION, tapIn, 'stream');
   }
   for (const [name, start] of [
     ['AF_PACKET > pump (host -> VM): veth -> recvmmsg -> JS -> socketpair', startPlainPump],
     ['AF_PACKET > filter (host -> VM): ... -> FramePump + netfilter -> socketpair', PRODUCTION],
   ] as const) {
-    if (want(name)) await runPacketIn(name, start);
+    if (want(name) && FRAMINGS.includes('dgram')) await runPacketIn(name, start);
   }
+  const sName = 'AF_PACKET > filter (host -> VM), stream: ... -> FramePump + netfilter -> stream socket';
+  if (want(sName) && FRAMINGS.includes('stream')) await runPacketIn(sName, PRODUCTION, vethIn, 'stream');
   if (want('kernel veth')) runVeth();
 } else {
   for (const name of ['AF_PACKET rows', 'kernel veth']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root (namespaces, AF_PACKET)' });
