@@ -9,7 +9,8 @@
  * qcow2 data disk that the guest formats on boot, before DHCP — on every path, as a fleet VM has):
  *   fleet   controller (root namespace) + `fleet-worker run --driver qemu` in a network namespace
  *           this run creates: VM host process (socketpair -> FramePump + netfilter -> TAP, or with
- *           VM_BENCH_VM_LINK=veth AF_PACKET on a veth) on the
+ *           VM_BENCH_VM_LINK=veth AF_PACKET on a veth; VM_BENCH_VM_FRAMING=stream|dgram sets
+ *           fleet-worker run --vm-framing: QEMU's -netdev stream or dgram to the pump) on the
  *           worker's NAT bridge fleet0 with dnsmasq, like test/fleet-network.test.ts. VMs are
  *           created and deleted through the REST API.
  *   tap     baseline: QEMU `-netdev tap` on a plain kernel TAP (192.168.77.1/24) in a namespace
@@ -58,6 +59,8 @@ const DISK_GIB = 2;
 const REPS = Number(process.env.VM_BENCH_REPS ?? 3); // measured transfers per direction per path, after one warm-up each
 /** How the fleet VM's frames reach the bridge (fleet-worker run --vm-link): tap (the default) or veth. */
 const VM_LINK = process.env.VM_BENCH_VM_LINK === 'veth' ? 'veth' : 'tap';
+/** How frames travel between the fleet VM's QEMU and its VM host process (fleet-worker run --vm-framing): dgram or stream (issue 20). */
+const VM_FRAMING = process.env.VM_BENCH_VM_FRAMING === 'stream' ? 'stream' : process.env.VM_BENCH_VM_FRAMING === 'dgram' ? 'dgram' : undefined;
 const ID = process.pid % 1000;
 const NS_W = `fvnw${ID}`;
 const NS_B = `fvnb${ID}`;
@@ -464,7 +467,7 @@ async function setUpLab(): Promise<ApiClient> {
   await run('ip', ['netns', 'exec', NS_W, process.execPath, path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js'), 'enroll', '--controller', `${ROOT_IP}:${GRPC_PORT}`,
     '--token', token, '--name', 'w', '--data-dir', path.join(tmp, 'w')], { cwd: REPO_ROOT, env });
   const worker = spawn('ip', ['netns', 'exec', NS_W, process.execPath, path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js'), 'run', '--data-dir', path.join(tmp, 'w'),
-    '--driver', 'qemu', '--accel', 'tcg', '--uplink', 'eth0', '--vm-link', VM_LINK, '--authorized-keys', `${key}.pub`, '--cpus', '2', '--memory-mib', '1024', '--vm-slots', '2'],
+    '--driver', 'qemu', '--accel', 'tcg', '--uplink', 'eth0', '--vm-link', VM_LINK, ...(VM_FRAMING ? ['--vm-framing', VM_FRAMING] : []), '--authorized-keys', `${key}.pub`, '--cpus', '2', '--memory-mib', '1024', '--vm-slots', '2'],
     { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(worker);
   let wout = '';
@@ -577,7 +580,7 @@ try {
   const pad = (s: string, n: number) => s.padEnd(n);
   console.log(`${pad('path', 48)} ${pad('boot→IP ms', 20)} ${pad('guest uptime at IP', 20)} ${pad('boot→SSH ms', 20)} ${pad('lease→API ms', 16)} ${pad('create→API IP ms', 20)}`);
   const label = {
-    fleet: `fleet: QEMU -> pump+netfilter -> ${VM_LINK} -> bridge`,
+    fleet: `fleet: QEMU${VM_FRAMING ? ` (${VM_FRAMING})` : ''} -> pump+netfilter -> ${VM_LINK} -> bridge`,
     tap: 'baseline: QEMU -netdev tap (vnet_hdr offloads)',
     tapnv: 'baseline: QEMU -netdev tap,vnet_hdr=off',
     user: 'baseline: QEMU user networking (slirp)',
