@@ -2,7 +2,7 @@
 // the Prisma model types (a column added to the schema fails to compile here until it is
 // listed, and its kind is forced by its type), and the conversion of a driver's row to the
 // model type (SQLite returns dates as text and booleans as 0/1).
-import type { Allocation, ApiToken, Vm } from '../generated/client/client.ts';
+import type { Allocation, ApiToken, Vm, VmAccess } from '../generated/client/client.ts';
 
 export type ColumnKind = 'text' | 'int' | 'date' | 'bool';
 
@@ -74,6 +74,21 @@ export const API_TOKEN_COLUMNS: ColumnKinds<ApiToken> = {
   expiresAt: 'date',
   lastUsedAt: 'date',
   revokedAt: 'date',
+};
+
+export const VM_ACCESS_COLUMNS: ColumnKinds<VmAccess> = {
+  vmId: 'text',
+  username: 'text',
+  publicKey: 'text',
+  privateKey: 'text',
+  privateKeySealed: 'text',
+  password: 'text',
+  passwordSealed: 'text',
+  hostKey: 'text',
+  hostKeyAttempt: 'int',
+  hostKeyBootAt: 'date',
+  hostKeySeenAt: 'date',
+  createdAt: 'date',
 };
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;

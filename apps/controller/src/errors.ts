@@ -27,6 +27,12 @@ export const forbidden = (message: string) => new FleetError(403, 'forbidden', m
 export function isUniqueViolation(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const { code, meta } = err as { code?: unknown; meta?: { driverAdapterError?: { cause?: { kind?: unknown } } } };
-  // P2002 from Prisma's own writes; a raw statement's (insert-rows.ts) is P2010 with the driver's kind.
-  return code === 'P2002' || (code === 'P2010' && meta?.driverAdapterError?.cause?.kind === 'UniqueConstraintViolation');
+  // P2002 from Prisma's own writes; a raw statement's (insert-rows.ts, direct-sql.ts on PostgreSQL)
+  // is P2010 with the driver's kind; a direct statement on SQLite throws better-sqlite3's own error.
+  return (
+    code === 'P2002' ||
+    (code === 'P2010' && meta?.driverAdapterError?.cause?.kind === 'UniqueConstraintViolation') ||
+    code === 'SQLITE_CONSTRAINT_UNIQUE' ||
+    code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
+  );
 }

@@ -1,6 +1,6 @@
 // API tokens (service accounts with roles) and bootstrap tokens (worker
 // enrollment). Secrets are shown once at creation; only SHA-256 hashes are stored.
-import { isStorageUnavailable, type FleetDb, type ApiToken, type BootstrapToken } from '@fleet/db';
+import { API_TOKEN_COLUMNS, directSql, isStorageUnavailable, type FleetDb, type ApiToken, type BootstrapToken } from '@fleet/db';
 import {
   encodeApiToken,
   encodeBootstrapToken,
@@ -15,6 +15,7 @@ import {
 import type { EventLog } from '../events/event-log.ts';
 import { conflict, isUniqueViolation, notFound } from '../errors.ts';
 import { parseRoles, type Role } from './roles.ts';
+import { rowsByKey } from '../storage/rows-by-key.ts';
 
 export interface Principal {
   tokenId: string;
@@ -72,7 +73,8 @@ export class TokenService {
   async authenticate(token: string): Promise<Principal> {
     const parts = parseApiToken(token);
     if (!parts) throw new TokenRejected('malformed token (expected fleet_<id>_<secret>)');
-    const row = await this.db.apiToken.findUnique({ where: { id: parts.id } });
+    // Plain SQL (@fleet/db direct-sql.ts): every API request runs this lookup (issue 20).
+    const [row] = await rowsByKey(directSql(this.db), 'ApiToken', API_TOKEN_COLUMNS, 'id', [parts.id]);
     if (!row || !constantTimeEqualHex(row.secretHash, hashSecret(parts.secret))) throw new TokenRejected('unknown token');
     if (row.revokedAt) throw new TokenRejected(`token "${row.name}" was revoked`);
     if (row.expiresAt && row.expiresAt.getTime() <= Date.now()) throw new TokenRejected(`token "${row.name}" expired at ${row.expiresAt.toISOString()}`);

@@ -6,12 +6,13 @@
 // never left without a change that is already committed.
 import * as grpc from '@grpc/grpc-js';
 import type { ControllerMessage, ImageOperation, VmAssignment, WorkerMessage__Output } from '@fleet/proto';
-import type { FleetDb } from '@fleet/db';
+import { directSqlIn, type FleetDb } from '@fleet/db';
 import type { Logger } from 'pino';
 import { desiredAssignments, type ImagePullsOf } from '../vms/desired-state.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 import { GroupCommitter } from '../storage/group-commit.ts';
+import { markDelivered } from '../storage/allocation-rows.ts';
 
 export type ConnectCall = grpc.ServerDuplexStream<WorkerMessage__Output, ControllerMessage>;
 
@@ -167,19 +168,8 @@ export class WorkerStreams {
       // (Never undefined, which Prisma would read as "any": '' and -1 match no allocation.)
       const keys = fresh.map((vm) => ({ vmId: vm.vmId ?? '', attempt: vm.attempt ?? -1 }));
       const now = new Date();
-      // One statement per key rather than an OR over all keys: Prisma caches the plan of a query
-      // whose shape is fixed, while an OR of n keys is a new shape for every n (compiled each time).
       // Idempotent, so it may run twice (GroupCommitter.run).
-      const alive = await this.deliveries.run(async (tx) => {
-        const found: Array<{ vmId: string; attempt: number }> = [];
-        for (const key of keys) {
-          const marked = await tx.allocation.updateMany({ where: { workerId: stream.workerId, deliveredAt: null, vmId: key.vmId, attempt: key.attempt }, data: { deliveredAt: now } });
-          // Not marked now: already delivered (by another controller's stream) or gone.
-          const present = marked.count > 0 || (await tx.allocation.count({ where: { workerId: stream.workerId, vmId: key.vmId, attempt: key.attempt } })) > 0;
-          if (present) found.push(key);
-        }
-        return found;
-      });
+      const alive = await this.deliveries.run((tx) => markDelivered(directSqlIn(this.db, tx), stream.workerId, keys, now));
       const present = new Set(alive.map((a) => `${a.vmId}/${a.attempt}`));
       vms = vms.filter((vm) => stream.delivered.has(`${vm.vmId}/${vm.attempt}`) || present.has(`${vm.vmId}/${vm.attempt}`));
       if (stream.closed) return;

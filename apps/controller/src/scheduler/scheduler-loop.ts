@@ -17,7 +17,7 @@
 // depend on it: each placement is still a conditional update (state pending, same attempt), in a
 // transaction that also checks the target workers are online and not drained.
 import { randomUUID } from 'node:crypto';
-import { insertRows, providerOfDb, type FleetDb, type Prisma, type Provider, type Vm } from '@fleet/db';
+import { directSqlIn, insertRows, providerOfDb, type FleetDb, type Prisma, type Provider, type Vm } from '@fleet/db';
 import type { Logger } from 'pino';
 import { planPlacements, type PendingVmView, type SchedulerProfile, type WorkerView } from './placement.ts';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
@@ -28,6 +28,7 @@ import { networkModeOf, parseLabels } from '../vms/vm-view.ts';
 import { loadWorkerViews } from '../workers/worker-views.ts';
 import { loadImageHoldings } from '../images/worker-image-service.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
+import { updateVmIf } from '../storage/vm-rows.ts';
 
 /** Retries of a failed pass: 500 ms, 1 s, 2 s, ... at most 15 s apart (jittered). */
 export const SCHEDULER_RETRY_BACKOFF: BackoffOptions = { baseMs: 500, maxMs: 15_000 };
@@ -279,18 +280,16 @@ export class SchedulerLoop {
         }
         const attempt = vm.attempt + 1;
         const reason = `placed on ${worker.name}; waiting for the worker to start it`;
-        const res = await tx.vm.updateMany({
-          where: { id: vm.id, state: 'pending', attempt: vm.attempt },
-          data: { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, runningAt: null, reason, ip: null },
-        });
-        if (res.count === 0) {
+        // Plain SQL (storage/vm-rows.ts): one of the per-VM statements of issue 20.
+        const change = { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, runningAt: null, reason, ip: null, updatedAt: now };
+        if (!(await updateVmIf(directSqlIn(this.db, tx), { id: vm.id, state: 'pending', attempt: vm.attempt }, change))) {
           doubt = true; // deleted or changed since we loaded it
           continue;
         }
         const networkMode = networkModeOf(vm.networkMode);
         // The instance holds an address of its mode's network and its custom MAC (none without a NIC).
         allocations.push({ id: randomUUID(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac: networkMode === 'none' ? '' : vm.customMac, createdAt: now });
-        const placed = { ...vm, state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, reason, updatedAt: now };
+        const placed: Vm = { ...vm, ...change };
         placedVms.push(placed);
         events.push(vmEvent(placed, 'vm.state', `pending → scheduled on ${worker.name} (attempt ${attempt})`, 'scheduler', { from: 'pending', to: 'scheduled', worker: worker.name }));
         dirty.add(worker.id);

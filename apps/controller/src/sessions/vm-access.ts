@@ -3,7 +3,8 @@
 // rest (secrets/vm-secrets.ts) and handed to the VM's worker inside each SessionOpen), and
 // the guest's host key recorded on first use for each boot.
 import { createHash } from 'node:crypto';
-import { insertRows, providerOfDb, type FleetDb, type VmAccess } from '@fleet/db';
+import { directSql, insertRows, providerOfDb, VM_ACCESS_COLUMNS, type FleetDb, type VmAccess } from '@fleet/db';
+import { rowsByKey } from '../storage/rows-by-key.ts';
 import ssh2 from 'ssh2';
 import { isUniqueViolation } from '../errors.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
@@ -67,7 +68,8 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
 export async function vmPublicKeys(db: FleetDb, secrets: VmSecrets, vms: ReadonlyArray<AccessVm>): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (vms.length === 0) return out;
-  for (const r of await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } }, select: { vmId: true, publicKey: true } })) out.set(r.vmId, r.publicKey);
+  // Plain SQL (storage/rows-by-key.ts): every push reads the keys of all its worker's VMs (issue 20).
+  for (const r of await rowsByKey(directSql(db), 'VmAccess', VM_ACCESS_COLUMNS, 'vmId', vms.map((v) => v.id), ['vmId', 'publicKey'])) out.set(r.vmId, r.publicKey);
   const missing = vms.filter((vm) => !out.has(vm.id));
   if (missing.length > 0) for (const [vmId, row] of await ensureVmAccess(db, secrets, missing)) out.set(vmId, row.publicKey);
   return out;

@@ -1,5 +1,6 @@
 // The set of VM instances a worker should hold, built from the database.
-import type { FleetDb, Prisma } from '@fleet/db';
+import { directSql, type FleetDb, type Vm } from '@fleet/db';
+import { vmsOfWorker } from '../storage/vm-rows.ts';
 import type { ImagePull, VmAssignment } from '@fleet/proto';
 import { PLACED_STATES } from './vm-service.ts';
 import { networkModeOf, parseLabels, parseNetwork } from './vm-view.ts';
@@ -8,37 +9,38 @@ import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
 /**
  * The columns an assignment is built from. Only these are read: a push reads every VM of its
- * worker (the desired state is the whole set), so at 100 VMs a worker it maps 100 rows per push,
- * and Prisma's cost grows with the columns mapped (issue 20).
+ * worker (the desired state is the whole set), so at 100 VMs a worker it maps 100 rows per push
+ * (issue 20).
  */
-const ASSIGNED_VM = {
-  id: true,
-  name: true,
-  attempt: true,
-  generation: true,
-  desiredPower: true,
-  disconnectPolicy: true,
-  image: true,
-  imageDigest: true,
-  os: true,
-  cpus: true,
-  memoryMib: true,
-  diskGib: true,
-  labels: true,
-  username: true,
-  driver: true,
-  network: true,
-  networkMode: true,
-  customMac: true,
-} satisfies Prisma.VmSelect;
+const ASSIGNED_VM = [
+  'id',
+  'name',
+  'attempt',
+  'generation',
+  'desiredPower',
+  'disconnectPolicy',
+  'image',
+  'imageDigest',
+  'os',
+  'cpus',
+  'memoryMib',
+  'diskGib',
+  'labels',
+  'username',
+  'driver',
+  'network',
+  'networkMode',
+  'customMac',
+] as const satisfies ReadonlyArray<keyof Vm>;
 
-export type AssignedVm = Prisma.VmGetPayload<{ select: typeof ASSIGNED_VM }>;
+export type AssignedVm = Pick<Vm, (typeof ASSIGNED_VM)[number]>;
 
 /** Registry images of VMs (issue 15): VM id → what the worker pulls (images/image-pulls.ts); local images absent. */
 export type ImagePullsOf = (vms: readonly AssignedVm[]) => Promise<Map<string, ImagePull>>;
 
 export async function desiredAssignments(db: FleetDb, secrets: VmSecrets, workerId: string, imagePulls?: ImagePullsOf): Promise<VmAssignment[]> {
-  const vms = await db.vm.findMany({ where: { workerId, state: { in: PLACED_STATES } }, orderBy: { createdAt: 'asc' }, select: ASSIGNED_VM });
+  // Plain SQL (storage/vm-rows.ts): at 100 VMs a worker, mapping them through Prisma at every push was one of issue 20's costs.
+  const vms = await vmsOfWorker(directSql(db), workerId, PLACED_STATES, ASSIGNED_VM);
   // Every VM boots with the fleet's per-VM session key authorized (issue 5).
   const [access, pulls] = await Promise.all([vmPublicKeys(db, secrets, vms), imagePulls ? imagePulls(vms) : Promise.resolve(new Map<string, ImagePull>())]);
   return vms.map((vm) => ({

@@ -96,10 +96,10 @@ describe('worker reports: group commit (issue 20)', () => {
     const vc = byWorker.get(c.id)!;
     // Changed now, but its report's first read returns the row as it was (a read just before the change).
     await db.vm.updateMany({ where: { id: vc.id }, data: { state: 'starting', reason: 'changed meanwhile' } });
-    const original = db.vm.findMany.bind(db.vm);
+    const original = vms.readReportedVms;
     let raced = false;
-    (db.vm as { findMany: unknown }).findMany = async (args: unknown) => {
-      const rows = await original(args as never);
+    vms.readReportedVms = async (ids) => {
+      const rows = await original(ids);
       if (raced || !rows.some((r) => r.id === vc.id)) return rows;
       raced = true;
       return rows.map((r) => (r.id === vc.id ? vc : r));
@@ -109,7 +109,7 @@ describe('worker reports: group commit (issue 20)', () => {
         [a, b, c].map((w) => vms.applyWorkerReports(w.id, w.name, [report(byWorker.get(w.id)!.id, byWorker.get(w.id)!.attempt, 'VM_PHASE_RUNNING', { ip: '192.168.64.2' })])),
       );
     } finally {
-      (db.vm as { findMany: unknown }).findMany = original;
+      vms.readReportedVms = original;
     }
     const after = await db.vm.findMany({ orderBy: { name: 'asc' } });
     expect(after.map((v) => v.state)).toEqual(['running', 'running', 'running']);
@@ -132,10 +132,10 @@ describe('worker reports: group commit (issue 20)', () => {
     const vb = byWorker.get(b.id)!;
     // b's VM changed after its report was read: b's write fails, so the group runs again isolated.
     await db.vm.updateMany({ where: { id: vb.id }, data: { state: 'starting' } });
-    const original = db.vm.findMany.bind(db.vm);
+    const original = vms.readReportedVms;
     let raced = false;
-    (db.vm as { findMany: unknown }).findMany = async (args: unknown) => {
-      const rows = await original(args as never);
+    vms.readReportedVms = async (ids) => {
+      const rows = await original(ids);
       if (raced || !rows.some((r) => r.id === vb.id)) return rows;
       raced = true;
       return rows.map((r) => (r.id === vb.id ? vb : r)); // the row as it was before the change
@@ -148,7 +148,7 @@ describe('worker reports: group commit (issue 20)', () => {
         vms.applyWorkerReports(b.id, b.name, [report(vb.id, 1, 'VM_PHASE_RUNNING')]),
       ]);
     } finally {
-      (db.vm as { findMany: unknown }).findMany = original;
+      vms.readReportedVms = original;
     }
     expect(vms.reportCommits.retried).toBeGreaterThan(retried0);
     expect((await db.vm.findUniqueOrThrow({ where: { id: byWorker.get(a.id)!.id } })).state).toBe('failed');

@@ -6,11 +6,12 @@
 //    worker holds anything for it;
 //  - every state transition is written with an event in the same transaction.
 import { randomUUID } from 'node:crypto';
-import type { FleetDb, Prisma, Vm } from '@fleet/db';
+import { directSql, directSqlIn, type FleetDb, type Prisma, type Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
 import { GroupCommitter } from '../storage/group-commit.ts';
+import { insertVm, newVmRow, readVms, updateVmIf } from '../storage/vm-rows.ts';
 import { conflict, FleetError, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { checkNetworkMode, normalizeNetwork } from './network-policy.ts';
@@ -82,6 +83,8 @@ export class VmService {
   resolveImage: (image: string) => Promise<{ imageDigest: string; driver?: string; os?: string }> = async () => ({ imageDigest: '' });
   /** Set by the composition root: the push of this VM's disk still pending or running, if any (its id). */
   pushInProgress: (vmId: string) => Promise<string | null> = async () => null;
+  /** How a worker's report reads the VMs it names (plain SQL, issue 20); tests replace it to stage a read that races a change. */
+  readReportedVms: (ids: readonly string[]) => Promise<Vm[]> = (ids) => readVms(directSql(this.db), ids);
   /**
    * Creates are group-committed (issue 20): concurrent creates share one transaction (one fsync),
    * each in its own savepoint, and each is acknowledged only after that transaction committed.
@@ -216,8 +219,9 @@ export class VmService {
       // create alone (the group is retried with a savepoint per create); it resolves only after
       // the group committed. The callback may run twice (see GroupCommitter.run).
       const committed = await this.creates.run(async (tx) => {
-        const created = await tx.vm.create({
-          data: {
+        // Plain SQL (storage/vm-rows.ts): one of the per-VM statements of issue 20.
+        const created = newVmRow(
+          {
             id,
             name: spec.name,
             state: 'pending',
@@ -241,7 +245,9 @@ export class VmService {
             desiredPower: spec.powerState ?? 'running',
             createdBy: actor,
           },
-        });
+          new Date(), // wall clock, as Prisma's now() and @updatedAt (this.now() may be a test clock)
+        );
+        await insertVm(directSqlIn(this.db, tx), created);
         if (sealed) {
           // The access row (key pair + password) exists from the start, in the same transaction.
           await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...sealed } });
@@ -426,7 +432,7 @@ export class VmService {
 
   private async applyWorkerReportsOnce(workerId: string, workerName: string, reports: ReportedInstance[]): Promise<void> {
     const ids = [...new Set(reports.map((r) => r.vmId))];
-    const read = new Map((await this.db.vm.findMany({ where: { id: { in: ids } } })).map((v) => [v.id, v]));
+    const read = new Map((await this.readReportedVms(ids)).map((v) => [v.id, v]));
     // Group-committed with other workers' reports (one transaction, one fsync for all of them).
     // The work may run twice (GroupCommitter.run), so it starts from the rows as read each time
     // and its effects outside the database (watchers, metrics, the bus) wait for the commit.
@@ -501,8 +507,7 @@ export class VmService {
         // is the row as read plus `data`: no read-back per reported VM (issue 20: reports are
         // one of the per-VM statements on the create-to-running path).
         data.updatedAt = new Date(); // wall clock, as Prisma's @updatedAt (this.now() may be a test clock)
-        const res = await tx.vm.updateMany({ where: { id: vm.id, state: vm.state, attempt: vm.attempt }, data });
-        if (res.count === 0) throw new ConcurrentChangeError(`vm ${vm.name}`);
+        if (!(await updateVmIf(directSqlIn(this.db, tx), vm, data))) throw new ConcurrentChangeError(`vm ${vm.name}`);
         const updated: Vm = { ...vm, ...data };
         vms.set(vm.id, updated);
         changes.push({ vm: updated, type: 'MODIFIED' });
