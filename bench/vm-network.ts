@@ -38,7 +38,8 @@
  *   TCP VM→host  the client GETs a VM_BENCH_MIB MiB file (tmpfs) from busybox httpd in the guest;
  *                timed from connect to the last byte; the body length is checked.
  *   Each direction: one warm-up transfer (TCG translates the code paths on first use), then
- *   VM_BENCH_REPS measured ones, one VM busy at a time.
+ *   VM_BENCH_REPS measured ones, one VM busy at a time, interleaved across the paths (round 1 of
+ *   every path, then round 2, ...) so that load from other jobs spreads over all of them.
  * Under TCG the guest's CPU (emulated virtio-net, TCP stack, nc/httpd) dominates the transfers;
  * the baselines are what the same guest does without our pump, so the difference is the pump's share.
  */
@@ -182,13 +183,17 @@ async function firstSsh(p: Path, deadlineMs = 120_000): Promise<number> {
   }
 }
 
-async function transfers(p: Path): Promise<{ toVm: Transfer[]; fromVm: Transfer[] }> {
-  const bytes = MIB * 1024 * 1024;
+async function transferSetup(p: Path): Promise<void> {
   const setup = await ssh(p, `mkdir -p /tmp/www && dd if=/dev/zero of=/tmp/www/blob bs=64k count=${MIB * 16} 2>/dev/null && httpd -p 8080 -h /tmp/www && echo setup-ok`);
   if (!setup.out.includes('setup-ok')) throw new Error(`${p.name}: guest setup failed: ${setup.out}`);
+}
+
+/** Transfers i .. i + n - 1 of a path (0 is the warm-up); the guest was set up by transferSetup. */
+async function transfers(p: Path, from = 0, n = REPS + 1): Promise<{ toVm: Transfer[]; fromVm: Transfer[] }> {
+  const bytes = MIB * 1024 * 1024;
   const toVm: Transfer[] = [];
   const fromVm: Transfer[] = [];
-  for (let i = 0; i <= REPS; i++) {
+  for (let i = from; i < from + n; i++) {
     // The guest counts what it received: a transfer counts only if every byte arrived. busybox nc
     // gives up on the connection when its stdin ends, so its stdin is a `sleep` that never writes.
     const l = await ssh(p, 'rm -f /tmp/rx.count; (sleep 300 | nc -l -p 5002 | wc -c >/tmp/rx.count) >/dev/null 2>&1 & sleep 0.3; echo listening');
@@ -563,18 +568,20 @@ try {
     }
     process.stderr.write(`boot round ${i + 1}/${RUNS} done (load ${load()})\n`);
   }
-  // Transfers, one VM busy at a time; the other two VMs idle (they were booted last).
-  for (let rep = 0; rep < 1; rep++) {
+  // Transfers, one VM busy at a time; the other VMs idle (they were booted last). Interleaved by
+  // repetition (warm-up of every path, then measured transfer 1 of every path, ...), so that a
+  // burst of load from other jobs falls on all paths rather than on one.
+  for (const kind of KINDS) await transferSetup(kept[kind]!);
+  const before = kept.fleet?.controlSock ? await pumpCounters(kept.fleet.controlSock) : undefined;
+  for (let rep = 0; rep <= REPS; rep++) {
     for (const kind of KINDS) {
-      const p = kept[kind]!;
-      const before = p.controlSock ? await pumpCounters(p.controlSock) : undefined;
-      const t = await transfers(p);
-      if (p.controlSock && before) pumpDelta = diffCounters(before, await pumpCounters(p.controlSock));
+      const t = await transfers(kept[kind]!, rep, 1);
       results[kind]!.toVm.push(...t.toVm);
       results[kind]!.fromVm.push(...t.fromVm);
-      process.stderr.write(`transfers ${kind} done (load ${load()})\n`);
     }
+    process.stderr.write(`transfer round ${rep}/${REPS} done (load ${load()})\n`);
   }
+  if (kept.fleet?.controlSock && before) pumpDelta = diffCounters(before, await pumpCounters(kept.fleet.controlSock));
   for (const q of keptQemu) await killChild(q);
 
   const pad = (s: string, n: number) => s.padEnd(n);
