@@ -62,13 +62,16 @@ describe('key sources', () => {
     await expect(loadKeyProvider({ dataDir: dir, keyCommand: 'true', env: {} })).rejects.toThrow(/printed no key/);
   });
 
-  it('a file keyring notices a rotation made by another process', async () => {
+  it('a file keyring notices a rotation made by another process (looking at most every checkEveryMs)', async () => {
     const file = path.join(dir, 'secrets.key');
-    const p = await FileKeyProvider.load(file, { create: true });
+    const p = await FileKeyProvider.load(file, { create: true, checkEveryMs: 300 });
     const first = p.current();
     const next = randomBytes(32);
     await writeKeyFile(`${file}.${first.id}.old`, first.key);
     await writeKeyFile(file, next);
+    await p.refresh();
+    expect(p.current().id).toBe(first.id); // looked less than checkEveryMs ago (at load)
+    await new Promise((r) => setTimeout(r, 320));
     await p.refresh();
     expect(p.current().id).toBe(kekId(next));
     expect(p.byId(first.id)?.equals(first.key)).toBe(true);

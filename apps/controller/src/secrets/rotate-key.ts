@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { openDatabase, type FleetDb } from '@fleet/db';
-import { DEFAULT_KEY_FILE, FileKeyProvider, kekId, loadKeyProvider, parseKey, writeKeyFile, type KeyProvider } from './key-provider.ts';
+import { DEFAULT_KEY_FILE, FileKeyProvider, KEY_FILE_CHECK_MS, kekId, loadKeyProvider, parseKey, writeKeyFile, type KeyProvider } from './key-provider.ts';
 import { tooOpenMessage } from './file-modes.ts';
 import { SecretBox } from './secret-box.ts';
 import { VmSecrets } from './vm-secrets.ts';
@@ -100,6 +100,11 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
     const current = keys.current().id;
     // The fleet's key from now on: a controller started without it refuses (settings.ts).
     await db.setting.upsert({ where: { key: FLEET_SECRETS_KEY_SETTING }, create: { key: FLEET_SECRETS_KEY_SETTING, value: JSON.stringify(current) }, update: { value: JSON.stringify(current) } });
+    if (keys instanceof FileKeyProvider) {
+      // Running controllers look at their key file at most every KEY_FILE_CHECK_MS before sealing:
+      // let each of them see the switch (and commit what it sealed just before) ahead of the pass.
+      await new Promise((r) => setTimeout(r, KEY_FILE_CHECK_MS + 1000));
+    }
     let rows = 0;
     let moved = 0;
     let byKey = new Map<string, number>();

