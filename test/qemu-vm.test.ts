@@ -35,6 +35,8 @@ const BRIDGE = `fq${ID}`;
 const TAP = `fqt${ID}`;
 const SUBNET = '192.168.64.0/24';
 const RANGE: [string, string] = ['192.168.64.100', '192.168.64.150'];
+/** FLEET_TEST_VM_FRAMING=stream|dgram: the NIC framing of every VM here (default: each API's own default). */
+const FRAMING = process.env.FLEET_TEST_VM_FRAMING === 'stream' ? ('stream' as const) : process.env.FLEET_TEST_VM_FRAMING === 'dgram' ? ('dgram' as const) : undefined;
 
 const why = realVmsMissing(['ssh', 'ssh-keygen']);
 if (why) warnSkipped('test/qemu-vm.test.ts', why, 'The VM host process (QEMU + pump + filter + TAP + dnsmasq) is');
@@ -101,8 +103,9 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
       filter: { gatewayIp: nat!.gatewayIp, gatewayMac: nat!.gatewayMac, subnet: SUBNET, dhcpServers: [nat!.dhcpServerIp], address: reserved.ip },
       accel: 'tcg',
       stopTimeoutMs: 15_000,
-      // FLEET_TEST_VM_FRAMING=stream: QEMU's -netdev stream instead of dgram (issue 20).
-      ...(process.env.FLEET_TEST_VM_FRAMING === 'stream' ? { nicFraming: 'stream' as const } : {}),
+      // No nicFraming: -netdev dgram, the config's default (the driver tests below run the driver's
+      // default, stream). FLEET_TEST_VM_FRAMING=stream|dgram sets both (issue 20).
+      ...(FRAMING ? { nicFraming: FRAMING } : {}),
     };
     await (await import('node:fs/promises')).mkdir(runDir, { recursive: true });
     const cfgFile = path.join(runDir, 'config.json');
@@ -195,7 +198,7 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-drv', '-f', key]);
     const pub = readFileSync(`${key}.pub`, 'utf8').trim();
     // The veth uplink (--vm-link veth); the default TAP is what every fleet-worker e2e suite runs.
-    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000, vmLink: 'veth' as const, ...(process.env.FLEET_TEST_VM_FRAMING === 'stream' ? { vmFraming: 'stream' as const } : {}) };
+    const opts = { dataDir: path.join(tmp, 'drv'), nat: nat!, netns: NS, authorizedKeys: [pub], stopTimeoutMs: 15_000, vmLink: 'veth' as const, ...(FRAMING ? { vmFraming: FRAMING } : {}) };
     const spec = { image: 'fleet-guest', os: 'linux', cpus: 1, memoryMib: 256, diskGib: 1, labels: {}, username: 'fleet' };
     const ref = { vmId: 'vm-drv', attempt: 3 };
     let d = new QemuDriver(opts);
@@ -249,9 +252,13 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     expect(back.subarray(nl + 1)).toHaveLength(4 << 20);
     expect(createHash('md5').update(back.subarray(nl + 1)).digest('hex')).toBe(back.subarray(0, nl).toString().split(/\s/)[0]);
     console.log(`[qemu-vm] 4 MiB host → VM and 4 MiB VM → host over SSH: ${Date.now() - tBig} ms`);
-    const counters = (await controlRequest(path.join(tmp, 'drv', 'instances', 'vm-drv.3', CONTROL_SOCKET), 'status')).status!.counters as { pump?: { tap: Record<string, number> } } | undefined;
-    const pumpStats = counters?.pump;
+    const hostStatus = (await controlRequest(path.join(tmp, 'drv', 'instances', 'vm-drv.3', CONTROL_SOCKET), 'status')).status!;
+    const pumpStats = (hostStatus.counters as { pump?: { tap: Record<string, number>; vm: Record<string, number> } } | undefined)?.pump;
     expect(pumpStats?.tap).toMatchObject({ rxTruncated: 0, rxCsumPartial: 0, rxVlanStripped: 0, rxQueueDrops: 0 });
+    // Issue 20: the driver's default NIC framing is QEMU's -netdev stream; nothing refused or cut on it.
+    const framing = FRAMING ?? 'stream';
+    expect(readFileSync(`/proc/${hostStatus.qemuPid}/cmdline`, 'utf8')).toContain(framing === 'stream' ? 'stream,id=n0,server=off,addr.type=fd,addr.str=3' : 'dgram,id=n0');
+    expect(pumpStats?.vm).toMatchObject({ rxTruncated: 0, rxBadLength: 0, rxEof: 0, txDrops: 0, txErrors: 0 });
 
     // The worker goes away (driver object dropped) and comes back: list() re-attaches. Meanwhile an
     // instance was removed behind its back: its uplink (no socket held in its namespace) is deleted

@@ -188,9 +188,9 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         .default('tap'),
     )
     .addOption(
-      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: dgram (one datagram per frame, -netdev dgram) or stream (length-prefixed frames on a stream socket, -netdev stream)")
-        .choices(['dgram', 'stream'])
-        .default('dgram'),
+      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: stream (length-prefixed frames on a stream socket, -netdev stream; measured fastest) or dgram (one datagram per frame, -netdev dgram)")
+        .choices(['stream', 'dgram'])
+        .default('stream'),
     )
     .option('--authorized-keys <file>', 'qemu driver: OpenSSH public keys (one per line) every guest of the built-in image accepts')
     .option('--global-prefixes <cidr,...>', 'qemu driver: prefixes VMs may reach as if they were public, e.g. a lab network standing in for the Internet', cidrList)

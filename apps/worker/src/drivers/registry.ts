@@ -34,7 +34,7 @@ export interface QemuRuntimeOptions {
   hostOnlySubnet?: string;
   /** How VMs' frames reach the bridge (QemuDriverOptions.vmLink; default tap). */
   vmLink?: 'tap' | 'veth';
-  /** How frames travel between QEMU and the VM host process (QemuDriverOptions.vmFraming). */
+  /** How frames travel between QEMU and the VM host process (QemuDriverOptions.vmFraming; default stream). */
   vmFraming?: 'dgram' | 'stream';
   /** Bridge / nftables table name of the host-only network (default fleet1). */
   hostOnlyName?: string;

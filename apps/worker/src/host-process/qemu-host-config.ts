@@ -49,9 +49,10 @@ export interface VmHostConfig {
    */
   uplinkFd?: number;
   /**
-   * How the VM's frames travel between QEMU and this process: 'dgram' (default) — a SOCK_DGRAM
+   * How the VM's frames travel between QEMU and this process: 'dgram' (when absent) — a SOCK_DGRAM
    * socketpair, one frame per datagram (`-netdev dgram`); 'stream' — a SOCK_STREAM socketpair with
-   * 4-byte length prefixes (`-netdev stream`), many frames per syscall (issue 20).
+   * 4-byte length prefixes (`-netdev stream`), many frames per syscall (issue 20). The QEMU driver
+   * writes it out, 'stream' unless the worker runs with `--vm-framing dgram`.
    */
   nicFraming?: 'dgram' | 'stream';
   /** Directory holding control.sock, qmp.sock, serial.log, status.jsonl, host.log. */
