@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FramePort, socketpairDgram } from '@fleet/native-vz';
+import { FramePort, socketpairDgram, socketpairStream } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
 import type { VmHostStatus } from '../host-process/qemu-host-config.ts';
 import { ControlServer } from '../host-process/control-server.ts';
@@ -35,8 +35,10 @@ afterAll(async () => {
 });
 
 describe('FramePump', () => {
-  it('forwards what the filter passes, both directions, and counts the drops', async () => {
-    const [vmMine, vmPeer] = socketpairDgram({ nonblock: true });
+  // The VM's side as QEMU's -netdev dgram (one datagram per frame) and -netdev stream (length-
+  // prefixed frames on a stream socket, the driver's default): the pump is the same for both.
+  it.each(['dgram', 'stream'] as const)('forwards what the filter passes, both directions, and counts the drops (VM side: %s)', async (framing) => {
+    const [vmMine, vmPeer] = framing === 'stream' ? socketpairStream() : socketpairDgram({ nonblock: true });
     const [tapMine, tapPeer] = socketpairDgram({ nonblock: true });
     const filter = createFilter({ vmMac: VM_MAC, gatewayIp: '192.168.64.1', gatewayMac: GW_MAC, subnet: '192.168.64.0/24' });
     const pump = new FramePump(vmMine, tapMine, filter);
@@ -66,7 +68,9 @@ describe('FramePump', () => {
     expect(f.fromVm.ipv6).toBe(1);
     expect(f.fromHost.ipv6).toBe(1);
     expect(s.vm.rxFrames).toBe(4);
+    expect(s.vm.txFrames).toBe(1);
     expect(s.tap.txFrames).toBe(2);
+    expect(vm.kind).toBe(framing);
     pump.close();
     vm.close();
     tap.close();
