@@ -268,6 +268,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       // e.g. EBADF after the fd was closed behind our back: stop, do not spin.
       self->reading_ = false;
       self->want_writable_ = false;
+      if (!self->tx_pend_.empty()) {  // a kept frame tail cannot be written any more: lost, counted
+        self->stats_.txDrops++;
+        self->tx_pend_.clear();
+        self->tx_pend_off_ = 0;
+      }
       self->UpdatePoll();
       return;
     }
