@@ -898,6 +898,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 
 }  // namespace
 
+#ifndef __APPLE__  // SOCK_CLOEXEC/SOCK_NONBLOCK and SO_SNDBUFFORCE are Linux's; this file is also built for macOS
 // socketpairStream(sndbuf) -> [fd0, fd1]: AF_UNIX SOCK_STREAM, close-on-exec, non-blocking, for
 // QEMU's `-netdev stream` (stream framing above). Only SO_SNDBUF matters on a unix stream socket
 // (the sender's queued bytes are charged to it); SO_SNDBUFFORCE when privileged.
@@ -925,9 +926,13 @@ Napi::Value SocketpairStream(const Napi::CallbackInfo& info) {
   return out;
 }
 
+#endif
+
 void InitFramePort(Napi::Env env, Napi::Object exports) {
   exports.Set("FramePort", FramePort::Init(env));
+#ifndef __APPLE__
   exports.Set("socketpairStream", Napi::Function::New(env, SocketpairStream, "socketpairStream"));
+#endif
 }
 
 }  // namespace nvz
