@@ -1,7 +1,7 @@
 // Control-plane benchmark: one controller process on SQLite, N synthetic workers
 // (spread over a few child processes, real gRPC/TLS, one HTTP/2 connection each)
 // and 10,000 VM creates through the REST API. Prints creates/s, time until all
-// VMs run, p50/p99 scheduling latency and controller RSS. Baseline measured in
+// VMs run, p50/p99 scheduling latency, controller RSS and the controller's CPU per VM. Baseline measured in
 // the same run: GET /v1/health at the same client concurrency (the API's floor).
 //
 //   pnpm exec tsx bench/control-plane.ts [--workers 100,1000] [--vms 10000] [--concurrency 32]
@@ -97,6 +97,8 @@ async function rssOf(pid: number): Promise<{ rssMib: number; peakMib: number }> 
 }
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+/** /proc/<pid>/stat counts CPU time in clock ticks: 100 per second on Linux (getconf CLK_TCK). */
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 async function runOnce(workerCount: number): Promise<Record<string, string | number>> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleet-bench-ctl-'));
@@ -124,13 +126,23 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
     const enrollS = (Date.now() - t0) / 1000;
     const online = (await api(base, token, 'GET', '/v1/workers')).workers.filter((w: any) => w.status === 'online').length;
 
+    // CPU the controller process used (user + system), ms: what a VM costs it, whatever else runs on the machine.
+    const ctlPid = (await controllerPids(ctl.child.pid!)).controller;
+    const cpuMs = async () => {
+      const fields = (await readFile(`/proc/${ctlPid}/stat`, 'utf8')).replace(/^.*\) /, '').split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+    };
+
     // Baseline: the API's own request rate at the same concurrency.
     const baseN = 5000;
+    const hCpu0 = await cpuMs();
     const b0 = performance.now();
     await pool(baseN, concurrency, async () => void (await fetch(`${base}/v1/health`).then((r) => r.text())));
     const healthPerS = baseN / ((performance.now() - b0) / 1000);
+    const healthCpuUs = ((await cpuMs()) - hCpu0) * 1000 / baseN;
 
     // 10,000 creates.
+    const cCpu0 = await cpuMs();
     const c0 = performance.now();
     await pool(vmCount, concurrency, async (i) => {
       await api(base, token, 'POST', '/v1/vms', { name: `vm-${i}`, image: 'synthetic:ok', cpus: 1, memoryMib: 1024, priority: i % 3 });
@@ -145,6 +157,8 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
       await new Promise((r) => setTimeout(r, 1000));
     }
     const allRunningS = (performance.now() - c0) / 1000;
+    // Up to every VM running: creating, placing, pushing and the workers' reports (and the polls above, a few ms).
+    const vmCpuUs = ((await cpuMs()) - cCpu0) * 1000 / vmCount;
     const lat = vms.map((v) => Date.parse(v.scheduledAt) - Date.parse(v.createdAt)).sort((a, b) => a - b);
     const startLat = vms.map((v) => Date.parse(v.runningAt) - Date.parse(v.createdAt)).sort((a, b) => a - b);
     // The controller itself, not the bin's launcher (relaunch.cjs) when it started one.
@@ -160,6 +174,8 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
       'sched p99 ms': pct(lat, 99),
       'create→running p50 ms': pct(startLat, 50),
       'create→running p99 ms': pct(startLat, 99),
+      'controller CPU µs per health req': Math.round(healthCpuUs),
+      'controller CPU µs per VM (create → running)': Math.round(vmCpuUs),
       'controller RSS MiB': mem.rssMib,
       'controller peak RSS MiB': mem.peakMib,
     };
