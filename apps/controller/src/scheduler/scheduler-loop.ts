@@ -16,7 +16,6 @@
 // state is only ever a shortcut, never the source of truth. Exactly-once placement does not
 // depend on it: each placement is still a conditional update (state pending, same attempt), in a
 // transaction that also checks the target workers are online and not drained.
-import { randomUUID } from 'node:crypto';
 import { directSqlIn, insertRows, providerOfDb, type FleetDb, type Prisma, type Provider, type Vm } from '@fleet/db';
 import type { Logger } from 'pino';
 import { planPlacements, type PendingVmView, type SchedulerProfile, type WorkerView } from './placement.ts';
@@ -29,6 +28,7 @@ import { loadWorkerViews } from '../workers/worker-views.ts';
 import { loadImageHoldings } from '../images/worker-image-service.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 import { updateVmIf } from '../storage/vm-rows.ts';
+import { newRowId } from '../storage/row-ids.ts';
 
 /** Retries of a failed pass: 500 ms, 1 s, 2 s, ... at most 15 s apart (jittered). */
 export const SCHEDULER_RETRY_BACKOFF: BackoffOptions = { baseMs: 500, maxMs: 15_000 };
@@ -288,7 +288,7 @@ export class SchedulerLoop {
         }
         const networkMode = networkModeOf(vm.networkMode);
         // The instance holds an address of its mode's network and its custom MAC (none without a NIC).
-        allocations.push({ id: randomUUID(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac: networkMode === 'none' ? '' : vm.customMac, createdAt: now });
+        allocations.push({ id: newRowId(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac: networkMode === 'none' ? '' : vm.customMac, createdAt: now });
         const placed: Vm = { ...vm, ...change };
         placedVms.push(placed);
         events.push(vmEvent(placed, 'vm.state', `pending → scheduled on ${worker.name} (attempt ${attempt})`, 'scheduler', { from: 'pending', to: 'scheduled', worker: worker.name }));

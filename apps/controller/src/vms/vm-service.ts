@@ -5,13 +5,13 @@
 //  - deletes always win: a deleting VM never goes back, and disappears once no
 //    worker holds anything for it;
 //  - every state transition is written with an event in the same transaction.
-import { randomUUID } from 'node:crypto';
 import { directSql, directSqlIn, type FleetDb, type Prisma, type Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
 import { GroupCommitter } from '../storage/group-commit.ts';
 import { insertVm, newVmRow, readVms, updateVmIf } from '../storage/vm-rows.ts';
+import { newRowId } from '../storage/row-ids.ts';
 import { conflict, FleetError, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { checkNetworkMode, normalizeNetwork } from './network-policy.ts';
@@ -195,7 +195,7 @@ export class VmService {
   async create(spec: VmCreate, actor: string, opts: { inTransaction?: (tx: Tx, vm: Vm) => Promise<unknown> } = {}): Promise<Vm> {
     let vm: Vm;
     let event: NewEvent;
-    const id = randomUUID();
+    const id = newRowId(); // time-ordered: storage/row-ids.ts
     // Sealed before the transaction (the row id is the associated data, so it is chosen first).
     let sealed: { publicKey: string } & Awaited<ReturnType<VmSecrets['sealNew']>> | undefined;
     // A registry tag is resolved now, once: every attempt of this VM runs exactly this digest. The
