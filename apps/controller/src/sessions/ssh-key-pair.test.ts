@@ -81,6 +81,17 @@ describe('generateEd25519KeyPair', () => {
     }
   });
 
+  it('never deadlocks the process under frequent garbage collection (a Node 20 hazard of exporting a fresh key as JWK)', () => {
+    // The loop that hung the old form within seconds: keys made back to back in a small young generation.
+    const script = `
+      import { generateEd25519KeyPair } from ${JSON.stringify(new URL('./ssh-key-pair.ts', import.meta.url).href)};
+      const end = Date.now() + 4000; let n = 0; const junk = [];
+      while (Date.now() < end) { generateEd25519KeyPair('k'); junk.push({ s: 'x'.repeat(64) }); if (junk.length > 1000) junk.length = 0; n++; }
+      console.log(n);`;
+    const out = execFileSync(process.execPath, ['--max-semi-space-size=1', '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(Number(out.trim())).toBeGreaterThan(1000);
+  }, 40_000);
+
   it('makes a new key every time', () => {
     const keys = new Set(Array.from({ length: 20 }, () => generateEd25519KeyPair('k').publicKey));
     expect(keys.size).toBe(20);

@@ -2,9 +2,16 @@
 // public line), as ssh-keygen and ssh2's generateKeyPairSync write them.
 //
 // Why not ssh2's generateKeyPairSync: it has Node export the new key as DER and parses that
-// back, ≈ 170 µs a pair on this machine, against ≈ 55 µs for the key itself exported as JWK
+// back, ≈ 170 µs a pair on this machine, against ≈ 58 µs for the key generated with JWK encoding
 // (raw bytes) and the OpenSSH encoding below. The controller makes one pair per VM it creates,
 // on its main thread (issue 20, BENCHMARKS.md control plane).
+//
+// The JWK comes from the key generation itself, never from `keyObject.export({ format: 'jwk' })`
+// on the new key: on Node 20 that export holds the key's mutex while it allocates, a garbage
+// collection then may free the finished key-generation job that shares the mutex, and the main
+// thread deadlocks in that job's destructor (seen: a controller hung in KeyGenJob::~KeyGenJob
+// under ExportJWKEdKey; reproduced in a loop within 40 s with a 2 MiB young generation, while
+// this form ran 679,000 keys in 30 s). ssh-key-pair.test.ts runs the same loop.
 // Format: OpenSSH's PROTOCOL.key; unencrypted ("none" cipher, block size 8).
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
@@ -26,9 +33,10 @@ function uint32(n: number): Buffer {
 }
 
 export function generateEd25519KeyPair(comment: string): { publicKey: string; privateKey: string } {
-  const { privateKey } = generateKeyPairSync('ed25519');
-  const jwk = privateKey.export({ format: 'jwk' });
-  if (typeof jwk.d !== 'string' || typeof jwk.x !== 'string') throw new Error('ed25519 key export gave no raw key bytes');
+  // (@types/node has no overload for JWK encodings here, which Node supports since 15.9.)
+  const generate = generateKeyPairSync as unknown as (type: 'ed25519', opts: object) => { privateKey: { d?: unknown; x?: unknown } };
+  const { privateKey: jwk } = generate('ed25519', { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } });
+  if (typeof jwk.d !== 'string' || typeof jwk.x !== 'string') throw new Error('ed25519 key generation gave no raw key bytes');
   const seed = Buffer.from(jwk.d, 'base64url');
   const pub = Buffer.from(jwk.x, 'base64url');
   if (seed.length !== 32 || pub.length !== 32) throw new Error(`unexpected ed25519 key sizes (${seed.length}, ${pub.length})`);
