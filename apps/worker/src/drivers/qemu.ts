@@ -121,9 +121,10 @@ export interface QemuDriverOptions {
   /**
    * How frames travel between QEMU and the VM host process (issue 20): `stream` (default) —
    * length-prefixed frames on a stream socket (`-netdev stream`), many per syscall; `dgram` — one
-   * datagram per frame (`-netdev dgram`). The frame pump bench measured host → VM 49–61 % of the
-   * kernel row with stream against 29–39 % with dgram in the same runs, and VM → host no worse;
-   * real guests equal (BENCHMARKS.md, frame pump). See VmHostConfig.nicFraming.
+   * datagram per frame (`-netdev dgram`). The frame pump bench measured host → VM 88 % of the
+   * kernel row with stream against 45 % with dgram in the same quiet run (48–51 % vs 26–33 % with
+   * load), VM → host 96 % vs 63 %; real guests the same either way (BENCHMARKS.md, issue 20 third
+   * pass). See VmHostConfig.nicFraming.
    */
   vmFraming?: 'dgram' | 'stream';
   /** Run VM host processes inside this network namespace (where the NAT bridge is; tests). */
