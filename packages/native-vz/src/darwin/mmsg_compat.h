@@ -45,3 +45,28 @@ static inline int sendmmsg(int fd, struct mmsghdr* v, unsigned int n, int flags)
   }
   return static_cast<int>(i);
 }
+
+// macOS has no AF_PACKET (the veth uplink is Linux's). These stand-ins only let the shared
+// FramePort compile: no socket on macOS has this domain, so the packet-socket paths never run.
+#ifndef AF_PACKET
+#include <stdint.h>
+#define AF_PACKET (-1)
+#define SOL_PACKET 263
+#define PACKET_AUXDATA 8
+#define PACKET_STATISTICS 6
+#define TP_STATUS_CSUMNOTREADY (1 << 3)
+#define TP_STATUS_VLAN_VALID (1 << 4)
+struct tpacket_auxdata {
+  uint32_t tp_status;
+  uint32_t tp_len;
+  uint32_t tp_snaplen;
+  uint16_t tp_mac;
+  uint16_t tp_net;
+  uint16_t tp_vlan_tci;
+  uint16_t tp_vlan_tpid;
+};
+struct tpacket_stats {
+  unsigned int tp_packets;
+  unsigned int tp_drops;
+};
+#endif

@@ -24,7 +24,9 @@
 // again — a frame is never split, and frames after it are dropped and counted, like a datagram.
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/if_packet.h>
+#ifdef __linux__
+#include <linux/if_packet.h>  // the veth uplink's AF_PACKET socket; macOS gets stand-ins (darwin/mmsg_compat.h)
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
