@@ -12,6 +12,7 @@
 //     [--cpu-prof DIR]       write a V8 CPU profile of the controller process into DIR (with the bin's
 //                            launcher, its profile too: the controller's is the larger file)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,8 +47,41 @@ interface Proc {
   stop(): Promise<void>;
 }
 
+function childPidsOf(pid: number | undefined): number[] {
+  if (!pid) return [];
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
+}
+
+/** Every child still running, killed if the bench itself is stopped (a `timeout`, Ctrl-C). */
+const running = new Set<ChildProcess>();
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    // SIGKILL: a controller that does not answer SIGTERM must not outlive its benchmark. Its
+    // children too (the bin's launcher's controller): a hung one cannot notice its parent died.
+    for (const c of running) {
+      for (const pid of childPidsOf(c.pid)) killQuietly(pid);
+      c.kill('SIGKILL');
+    }
+    process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGTERM' ? 15 : 1));
+  });
+}
+
 function start(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = ['--import', 'tsx']): Proc {
   const child = spawn(process.execPath, [...nodeArgs, script, ...args], { cwd: ROOT, env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -65,9 +99,16 @@ function start(script: string, args: string[], env: Record<string, string> = {},
       }
     },
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
+      // A child that does not stop within 30 s is killed (and the run says so) rather than left behind.
+      const killer = setTimeout(() => {
+        console.error(`${script} did not exit 30 s after SIGTERM: killing it`);
+        for (const pid of childPidsOf(child.pid)) killQuietly(pid);
+        child.kill('SIGKILL');
+      }, 30_000);
       await new Promise((r) => child.once('exit', r));
+      clearTimeout(killer);
     },
   };
 }
