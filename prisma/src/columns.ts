@@ -93,15 +93,23 @@ export const VM_ACCESS_COLUMNS: ColumnKinds<VmAccess> = {
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** A table or column name, double-quoted for SQL (both engines); anything but a plain identifier is refused. */
+export function quotedIdentifier(name: string): string {
+  if (!IDENTIFIER.test(name)) throw new Error(`not a plain SQL identifier: ${JSON.stringify(name)}`);
+  return `"${name}"`;
+}
+
+/** The quoted names of these columns (all of `kinds` unless `only`), each checked to be one of the model's. */
+export function quotedColumns<M>(kinds: ColumnKinds<M>, only?: ReadonlyArray<keyof M & string>): string[] {
+  return (only ?? (Object.keys(kinds) as Array<keyof M & string>)).map((n) => {
+    if (!(n in kinds)) throw new Error(`not a column: ${JSON.stringify(n)}`);
+    return quotedIdentifier(n);
+  });
+}
+
 /** `"a", "b", …` for a SELECT or INSERT of these columns (names checked: they are written into SQL). */
-export function columnList<M>(kinds: ColumnKinds<M> | Partial<ColumnKinds<M>>, only?: ReadonlyArray<keyof M & string>): string {
-  const names = only ?? (Object.keys(kinds) as Array<keyof M & string>);
-  return names
-    .map((n) => {
-      if (!IDENTIFIER.test(n) || !(n in kinds)) throw new Error(`not a column: ${JSON.stringify(n)}`);
-      return `"${n}"`;
-    })
-    .join(', ');
+export function columnList<M>(kinds: ColumnKinds<M>, only?: ReadonlyArray<keyof M & string>): string {
+  return quotedColumns(kinds, only).join(', ');
 }
 
 function convert(kind: ColumnKind, v: unknown, column: string): unknown {

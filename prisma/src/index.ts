@@ -17,7 +17,7 @@ export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, sqlitePath, type Provider } from './providers.ts';
 export { insertRows, insertStatements, type RawExecutor, type SqlValue } from './insert-rows.ts';
 export { directSql, directSqlIn, numberedPlaceholders, type DirectSql, type RawClient } from './direct-sql.ts';
-export { ALLOCATION_COLUMNS, API_TOKEN_COLUMNS, VM_ACCESS_COLUMNS, VM_COLUMNS, columnList, rowsOf, type ColumnKind, type ColumnKinds } from './columns.ts';
+export { ALLOCATION_COLUMNS, API_TOKEN_COLUMNS, VM_ACCESS_COLUMNS, VM_COLUMNS, columnList, quotedColumns, quotedIdentifier, rowsOf, type ColumnKind, type ColumnKinds } from './columns.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';
 export { acquireControllerLock, ControllerLockError, type ControllerLock } from './controller-lock.ts';
 export { withMigrationLock } from './migration-lock.ts';

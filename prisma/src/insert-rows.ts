@@ -9,6 +9,7 @@
 //
 // The caller supplies every column that has a default computed by Prisma (`now()`, ids): the
 // database's own defaults only cover literal ones.
+import { quotedIdentifier } from './columns.ts';
 import type { Provider } from './providers.ts';
 
 export type SqlValue = string | number | boolean | Date | bigint | null;
@@ -21,12 +22,6 @@ export interface RawExecutor {
 /** At most this many bound values per statement (SQLite allows 32,766, PostgreSQL 65,535). */
 const MAX_VALUES_PER_STATEMENT = 30_000;
 
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function quoted(name: string): string {
-  if (!IDENTIFIER.test(name)) throw new Error(`not a plain SQL identifier: ${JSON.stringify(name)}`);
-  return `"${name}"`;
-}
 
 /** The INSERT statements (SQL and values) for `rows`, split to stay under the bound-value limit. */
 export function insertStatements(provider: Provider, table: string, rows: readonly Record<string, SqlValue>[]): Array<{ sql: string; values: SqlValue[] }> {
@@ -40,7 +35,7 @@ export function insertStatements(provider: Provider, table: string, rows: readon
       throw new Error(`insert into ${table}: every row must have the columns ${columns.join(', ')} in that order`);
     }
   }
-  const head = `INSERT INTO ${quoted(table)} (${columns.map(quoted).join(', ')}) VALUES `;
+  const head = `INSERT INTO ${quotedIdentifier(table)} (${columns.map(quotedIdentifier).join(', ')}) VALUES `;
   const perStatement = Math.max(1, Math.floor(MAX_VALUES_PER_STATEMENT / columns.length));
   const out: Array<{ sql: string; values: SqlValue[] }> = [];
   for (let start = 0; start < rows.length; start += perStatement) {

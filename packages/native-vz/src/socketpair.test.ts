@@ -10,6 +10,7 @@ import {
   getBufferSizes,
   socketpairDgram,
 } from './index.ts';
+import { collect, frame } from './testing/numbered-frames.ts';
 
 const isRoot = process.getuid?.() === 0;
 const cleanup: Array<() => void> = [];
@@ -29,35 +30,6 @@ function pair(opts: { sndbuf?: number; rcvbuf?: number } = {}, portOpts: { batch
   const pb = new FramePort(b, portOpts);
   cleanup.push(() => pa.close(), () => pb.close());
   return [pa, pb];
-}
-
-/** Frame i: length 60..1514, bytes derived from i, first 4 bytes = i. */
-function frame(i: number, len = 60 + ((i * 97) % 1455)): Buffer {
-  const f = Buffer.alloc(len);
-  for (let j = 0; j < len; j++) f[j] = (i * 31 + j) & 0xff;
-  f.writeUInt32BE(i, 0);
-  return f;
-}
-
-/** Collects copies of received frames until `n` have arrived. */
-function collect(port: FramePort, n: number, timeoutMs = 10_000): Promise<{ frames: Buffer[]; batches: number[] }> {
-  return new Promise((resolve, reject) => {
-    const frames: Buffer[] = [];
-    const batches: number[] = [];
-    const t = setTimeout(() => reject(new Error(`timeout: got ${frames.length}/${n} frames`)), timeoutMs);
-    port.onFrames(
-      (fs) => {
-        batches.push(fs.length);
-        frames.push(...fs);
-        if (frames.length >= n) {
-          clearTimeout(t);
-          port.pause();
-          resolve({ frames, batches });
-        }
-      },
-      { copy: true },
-    );
-  });
 }
 
 /** Sends all frames, waiting for writability whenever the kernel takes only part of a batch. */
@@ -103,7 +75,7 @@ describe('FramePort over a socketpair', () => {
     expect(pa.kind).toBe('dgram');
     const N = 2000;
     const sent = Array.from({ length: N }, (_, i) => frame(i));
-    const got = collect(pb, N);
+    const got = collect(pb, N, { pauseWhenDone: true });
     await sendAll(pa, sent, 100);
     const { frames, batches } = await got;
     expect(frames.length).toBe(N);
@@ -131,7 +103,7 @@ describe('FramePort over a socketpair', () => {
     });
     const N = 500;
     const sent = Array.from({ length: N }, (_, i) => frame(i, 1514));
-    const got = collect(sink, N);
+    const got = collect(sink, N, { pauseWhenDone: true });
     await sendAll(src, sent, 64);
     const { frames } = await got;
     expect(forwarded).toBe(N);
@@ -142,7 +114,7 @@ describe('FramePort over a socketpair', () => {
     const [pa, pb] = pair({ sndbuf: 256 * 1024 }, { batch: 256, frameSize: 2048 });
     const N = 4096;
     const sent = Array.from({ length: N }, (_, i) => frame(i, 1514));
-    const got = collect(pb, N, 20_000);
+    const got = collect(pb, N, { timeoutMs: 20_000, pauseWhenDone: true });
     await sendAll(pa, sent, 1024);
     const { frames, batches } = await got;
     expect(frames.length).toBe(N);
@@ -167,7 +139,7 @@ describe('FramePort over a socketpair', () => {
     expect(s.txFrames).toBe(accepted);
     expect(s.txErrors).toBe(0);
     // Everything accepted is delivered once the peer reads.
-    const { frames } = await collect(pb, accepted);
+    const { frames } = await collect(pb, accepted, { pauseWhenDone: true });
     expect(frames.length).toBe(accepted);
     expect(pb.stats().rxFrames).toBe(accepted);
   });
@@ -175,7 +147,7 @@ describe('FramePort over a socketpair', () => {
   it('drops datagrams larger than frameSize (counted as rxTruncated), delivers the rest', async () => {
     const [pa, pb] = pair({}, { frameSize: 1024 });
     pa.send([frame(1, 100), frame(2, 2000), frame(3, 1024)]);
-    const { frames } = await collect(pb, 2);
+    const { frames } = await collect(pb, 2, { pauseWhenDone: true });
     expect(frames.map((f) => f.readUInt32BE(0))).toEqual([1, 3]);
     expect(pb.stats().rxTruncated).toBe(1);
   });
@@ -248,7 +220,7 @@ describe('passing the VM end to a child process', () => {
     const [mine, vm] = socketpairDgram();
     const port = new FramePort(mine);
     cleanup.push(() => port.close());
-    const got = collect(port, 2);
+    const got = collect(port, 2, { pauseWhenDone: true });
     port.send([Buffer.from('hello-from-parent')]);
     const res = await child(['-c', echo('3')], ['ignore', 'pipe', 'pipe', vm]);
     closeFd(vm); // the parent's copy; the child had its own
@@ -267,7 +239,7 @@ describe('passing the VM end to a child process', () => {
     expect(hidden.out).toBe('hidden\n');
     clearCloexec(vm);
     expect(fdInfo(vm).cloexec).toBe(false);
-    const got = collect(port, 2);
+    const got = collect(port, 2, { pauseWhenDone: true });
     port.send([Buffer.from('hi')]);
     const res = await child(['-c', echo(String(vm))], ['ignore', 'pipe', 'pipe']);
     expect(res).toEqual({ code: 0, out: 'ok\n' });

@@ -4,6 +4,7 @@
 import { readSync, writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FramePort, closeFd, fdInfo, socketpairStream } from './index.ts';
+import { collect, frame } from './testing/numbered-frames.ts';
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
@@ -18,14 +19,6 @@ afterEach(() => {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Frame i: length 60..1514 unless given, bytes derived from i, first 4 bytes = i. */
-function frame(i: number, len = 60 + ((i * 97) % 1455)): Buffer {
-  const f = Buffer.alloc(len);
-  for (let j = 0; j < len; j++) f[j] = (i * 31 + j) & 0xff;
-  f.writeUInt32BE(i, 0);
-  return f;
-}
-
 function prefixed(f: Uint8Array): Buffer {
   const h = Buffer.alloc(4);
   h.writeUInt32BE(f.length, 0);
@@ -38,26 +31,6 @@ function portAndRaw(opts: { batch?: number; frameSize?: number; sndbuf?: number 
   const port = new FramePort(a, { batch: opts.batch ?? 64, frameSize: opts.frameSize ?? 2048 });
   cleanup.push(() => port.close(), () => closeFd(b));
   return { port, raw: b };
-}
-
-/** Collects copies of received frames until `n` have arrived. */
-function collect(port: FramePort, n: number, timeoutMs = 10_000): Promise<{ frames: Buffer[]; batches: number[] }> {
-  return new Promise((resolve, reject) => {
-    const frames: Buffer[] = [];
-    const batches: number[] = [];
-    const t = setTimeout(() => reject(new Error(`timeout: got ${frames.length}/${n} frames`)), timeoutMs);
-    port.onFrames(
-      (fs) => {
-        batches.push(fs.length);
-        frames.push(...fs);
-        if (frames.length >= n) {
-          clearTimeout(t);
-          resolve({ frames, batches });
-        }
-      },
-      { copy: true },
-    );
-  });
 }
 
 /** Reads everything queued on a non-blocking fd. */

@@ -260,6 +260,7 @@ export class SchedulerLoop {
 
     await this.db.$transaction(async (tx) => {
       await this.opts.fence?.(tx);
+      const sql = directSqlIn(this.db, tx);
       // The views may be older than this pass: place only on workers still online and not
       // drained (a drain or a worker going offline does not announce itself to the scheduler).
       const targets = [...new Set(plan.placements.map((p) => p.workerId))];
@@ -282,7 +283,7 @@ export class SchedulerLoop {
         const reason = `placed on ${worker.name}; waiting for the worker to start it`;
         // Plain SQL (storage/vm-rows.ts): one of the per-VM statements of issue 20.
         const change = { state: 'scheduled', workerId: worker.id, attempt, scheduledAt: now, runningAt: null, reason, ip: null, updatedAt: now };
-        if (!(await updateVmIf(directSqlIn(this.db, tx), { id: vm.id, state: 'pending', attempt: vm.attempt }, change))) {
+        if (!(await updateVmIf(sql, { id: vm.id, state: 'pending', attempt: vm.attempt }, change))) {
           doubt = true; // deleted or changed since we loaded it
           continue;
         }

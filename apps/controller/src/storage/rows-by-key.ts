@@ -1,5 +1,5 @@
 // Reading rows by a list of keys in plain SQL (@fleet/db direct-sql.ts), typed by the model's columns.
-import { columnList, rowsOf, type ColumnKinds, type DirectSql } from '@fleet/db';
+import { columnList, quotedIdentifier, rowsOf, type ColumnKinds, type DirectSql } from '@fleet/db';
 
 /** At most this many ids per IN list (well under both engines' bound-value limits). */
 const IDS_PER_STATEMENT = 500;
@@ -16,8 +16,7 @@ export async function rowsByKey<M, K extends keyof M & string = keyof M & string
   ids: readonly string[],
   columns?: readonly K[],
 ): Promise<Array<Pick<M, K>>> {
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) throw new Error(`not a table name: ${JSON.stringify(table)}`);
-  const select = `SELECT ${columnList(kinds, columns)} FROM "${table}" WHERE ${columnList(kinds, [key])} IN `;
+  const select = `SELECT ${columnList(kinds, columns)} FROM ${quotedIdentifier(table)} WHERE ${columnList(kinds, [key])} IN `;
   const out: Array<Pick<M, K>> = [];
   for (let i = 0; i < ids.length; i += IDS_PER_STATEMENT) {
     const slice = ids.slice(i, i + IDS_PER_STATEMENT);

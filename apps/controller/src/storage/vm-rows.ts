@@ -2,7 +2,7 @@
 // the worker's reports, the desired-state push), in plain SQL (@fleet/db direct-sql.ts):
 // through the Prisma client they were most of the controller's CPU per VM (issue 20,
 // BENCHMARKS.md control plane). Everything else about VMs stays on the Prisma client.
-import { columnList, rowsOf, VM_COLUMNS, type DirectSql, type SqlValue, type Vm } from '@fleet/db';
+import { columnList, quotedColumns, rowsOf, VM_COLUMNS, type DirectSql, type SqlValue, type Vm } from '@fleet/db';
 import { rowsByKey } from './rows-by-key.ts';
 
 const ALL = Object.keys(VM_COLUMNS) as Array<keyof Vm & string>;
@@ -60,10 +60,7 @@ export function newVmRow(fields: NewVm, now: Date): Vm {
 }
 
 export async function insertVm(sql: DirectSql, vm: Vm): Promise<void> {
-  await sql.execute(
-    INSERT,
-    ALL.map((c) => vm[c]),
-  );
+  await sql.execute(INSERT, ALL.map((c) => vm[c]));
 }
 
 /** The VMs with these ids that exist (in no particular order). */
@@ -88,8 +85,7 @@ export async function updateVmIf(sql: DirectSql, guard: Pick<Vm, 'id' | 'state' 
     if (v === undefined) throw new Error(`updateVmIf: column ${c} has no value (use null)`);
     values.push(v);
   }
-  const set = columnList(VM_COLUMNS, columns)
-    .split(', ')
+  const set = quotedColumns(VM_COLUMNS, columns)
     .map((c) => `${c} = ?`)
     .join(', ');
   const changed = await sql.execute(`UPDATE "Vm" SET ${set} WHERE "id" = ? AND "state" = ? AND "attempt" = ?`, [...values, guard.id, guard.state, guard.attempt]);

@@ -437,6 +437,7 @@ export class VmService {
     // The work may run twice (GroupCommitter.run), so it starts from the rows as read each time
     // and its effects outside the database (watchers, metrics, the bus) wait for the commit.
     const outcome = await this.reports.run(async (tx) => {
+      const sql = directSqlIn(this.db, tx);
       const vms = new Map(read);
       const o: ReportOutcome = { changes: [], events: [], dirtyWorkers: new Set(), scheduleNeeded: false, started: [] };
       const { changes, events, dirtyWorkers } = o;
@@ -507,7 +508,7 @@ export class VmService {
         // is the row as read plus `data`: no read-back per reported VM (issue 20: reports are
         // one of the per-VM statements on the create-to-running path).
         data.updatedAt = new Date(); // wall clock, as Prisma's @updatedAt (this.now() may be a test clock)
-        if (!(await updateVmIf(directSqlIn(this.db, tx), vm, data))) throw new ConcurrentChangeError(`vm ${vm.name}`);
+        if (!(await updateVmIf(sql, vm, data))) throw new ConcurrentChangeError(`vm ${vm.name}`);
         const updated: Vm = { ...vm, ...data };
         vms.set(vm.id, updated);
         changes.push({ vm: updated, type: 'MODIFIED' });
