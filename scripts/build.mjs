@@ -67,7 +67,9 @@ export const TARGETS = [
   // undici (a pinned https controller) and yaml (`vm create -f x.yaml`) are imported lazily by a
   // few commands; kept out of the one-file bundle, every other start reads 0.6 MB less.
   { app: 'cli', bin: 'fleet', entry: 'apps/cli/src/main.ts', format: 'cjs', external: ['undici', 'yaml'] },
-  { app: 'controller', bin: 'fleet-controller', entry: 'apps/controller/src/main.ts' },
+  // The migration child (apps/controller/bin/migrate-database.cjs): the controller migrates in a
+  // short-lived process so that Prisma's schema engine never stays in it (issue 20: memory).
+  { app: 'controller', bin: 'fleet-controller', entry: 'apps/controller/src/main.ts', entries: { 'migrate-database': 'prisma/src/migrate-child.ts' } },
   // The VM host process (one per VM, started by the qemu driver through vm-host/launch.mjs) is a
   // second entry of the worker's build: under tsx each one cost ~60 MiB more (bench/worker-memory.ts).
   { app: 'worker', bin: 'fleet-worker', entry: 'apps/worker/src/main.ts', entries: { 'vm-host': 'apps/worker/src/vm-host/main.ts' } },

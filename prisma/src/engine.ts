@@ -7,10 +7,13 @@
 // (`schema_engine_bg.js`) ourselves, compile the .wasm with the WebAssembly
 // API and hand the instance to the glue. The instance is created once per
 // process and reused.
+//
+// The glue is imported only when an engine is first needed, not with this module: the
+// controller imports @fleet/db (and so this file) but migrates in a child process
+// (migrate-process.ts), and must never load the schema engine itself (issue 20: memory).
 import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
 import type {
   MigrationDirectory,
   MigrationList,
@@ -37,11 +40,17 @@ interface WasmApi {
 }
 const wasmApi = (): WasmApi => (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-let ready: Promise<void> | undefined;
+type Glue = typeof import('@prisma/schema-engine-wasm/schema_engine_bg');
 
-/** Compile and instantiate the schema engine's WebAssembly module (once). */
-export function loadSchemaEngineWasm(): Promise<void> {
+let ready: Promise<Glue> | undefined;
+/** Set once this process has started loading the schema engine (see schemaEngineLoaded). */
+let loaded = false;
+
+/** Compile and instantiate the schema engine's WebAssembly module (once); resolves to its glue. */
+export function loadSchemaEngineWasm(): Promise<Glue> {
   ready ??= (async () => {
+    loaded = true;
+    const glue = await import('@prisma/schema-engine-wasm/schema_engine_bg');
     const gluePath = require.resolve('@prisma/schema-engine-wasm/schema_engine_bg');
     const wasmPath = path.join(path.dirname(gluePath), 'schema_engine_bg.wasm');
     const bytes = await readFile(wasmPath);
@@ -50,11 +59,21 @@ export function loadSchemaEngineWasm(): Promise<void> {
     glue.__wbg_set_wasm(instance.exports);
     const start = instance.exports['__wbindgen_start'];
     if (typeof start === 'function') start();
+    return glue;
   })();
   ready.catch(() => {
     ready = undefined;
   });
   return ready;
+}
+
+/**
+ * Whether this process ever loaded (or began to load) the schema engine. Its wasm instance
+ * cannot be released again (wasm-bindgen's glue keeps views of its memory), so a process that
+ * must stay small, the controller, checks this (tests) after migrating in a child process.
+ */
+export function schemaEngineLoaded(): boolean {
+  return loaded;
 }
 
 /** The engine reports its log lines as JSON strings. */
@@ -69,7 +88,7 @@ export async function startSchemaEngine(opts: {
   adapterFactory: SqlMigrationAwareDriverAdapterFactory;
   log?: EngineLog;
 }): Promise<SchemaEngine> {
-  await loadSchemaEngineWasm();
+  const glue = await loadSchemaEngineWasm();
   const log: EngineLog = opts.log ?? (() => {});
   const bound = bindMigrationAwareSqlAdapterFactory(opts.adapterFactory);
   let engine: SchemaEngine;

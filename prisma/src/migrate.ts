@@ -49,6 +49,24 @@ export interface MigrateOptions {
   logger?: DbLogger;
   /** Override the checked-in migrations folder (tests). */
   migrationsDir?: string;
+  /**
+   * migrateDatabase only: migrate in a short-lived child process (migrate-process.ts), so that
+   * this process never loads Prisma's schema engine, which stays once loaded (the controller:
+   * issue 20, memory). Same result, errors and log lines as in this process.
+   */
+  inChildProcess?: MigrateChildOptions;
+}
+
+export interface MigrateChildOptions {
+  /**
+   * The file node runs as the child (prisma/src/migrate-child.ts or a launcher of its bundled
+   * build, apps/controller/bin/migrate-database.cjs). Default: migrate-child.ts through tsx.
+   */
+  entry?: string | URL;
+  /** The child's node flags. Default: none (with the default entry: tsx's loader). */
+  execArgv?: string[];
+  /** Told the child's pid once it runs. */
+  onSpawn?: (pid: number) => void;
 }
 
 const REPAIR_HINT = 'see prisma/README.md, "When a migration fails"';
@@ -205,6 +223,12 @@ function checkHistory(diag: DiagnoseMigrationHistoryOutput | undefined, s: Sessi
  * migration this build does not know, or an applied migration whose file changed.
  */
 export async function migrateDatabase(url: string, opts: MigrateOptions = {}): Promise<{ applied: string[] }> {
+  if (opts.inChildProcess) {
+    const { inChildProcess, ...inChild } = opts;
+    // Imported here: the child's module is needed only by the processes that use it.
+    const { migrateDatabaseInChild } = await import('./migrate-process.ts');
+    return migrateDatabaseInChild(url, { ...inChild, ...inChildProcess });
+  }
   const log = opts.logger;
   return withSession(url, { ...opts, create: true }, async (s) => {
     const diag = await diagnose(s);

@@ -95,10 +95,23 @@ export async function startController(partial: Partial<ControllerOptions> = {}, 
   // SQLite: one controller per database, for the life of this process (a second one refuses here,
   // saying why). PostgreSQL: any number, one of them the leader (cluster/leadership.ts).
   const lock = await acquireControllerLock(url);
-  const migrated = await withMigrationLock(url, () => migrateDatabase(url)).catch(async (err: unknown) => {
+  // Migrations run in a short-lived child process (apps/controller/bin/migrate-database.cjs), under
+  // the lock this process holds: Prisma's schema engine cannot be released once loaded, and the
+  // controller runs for weeks (issue 20: ~12 MiB RSS). Its warnings reach this log; its
+  // per-migration lines are debug, the summary below is the info line.
+  const migrateLog = log.child({ component: 'migrate' });
+  const migrateStarted = Date.now();
+  let migratePid: number | undefined;
+  const migrated = await withMigrationLock(url, () =>
+    migrateDatabase(url, {
+      logger: { info: (m) => migrateLog.debug(m), warn: (m) => migrateLog.warn(m), debug: (m) => migrateLog.debug(m) },
+      inChildProcess: { entry: new URL('../bin/migrate-database.cjs', import.meta.url), onSpawn: (pid) => (migratePid = pid) },
+    }),
+  ).catch(async (err: unknown) => {
     await lock.release();
     throw err;
   });
+  migrateLog.debug({ pid: migratePid, ms: Date.now() - migrateStarted }, 'migration process done');
   if (migrated.applied.length) log.info({ applied: migrated.applied }, 'database migrated');
   const db = openDatabase({ url, ...(opts.sqliteSynchronous ? { sqliteSynchronous: opts.sqliteSynchronous } : {}) });
   const controllerId = `ctl-${randomBytes(6).toString('hex')}`;
