@@ -169,9 +169,15 @@ export class SchedulerLoop {
 
   private current: Promise<void> | undefined;
 
-  /** Starts the passes on the next turn (requests of this turn coalesce); settled() waits for them. */
+  /**
+   * Starts the passes once the current callback and the promise jobs already queued have run
+   * (process.nextTick), so the hints of one committed group of creates coalesce into one pass;
+   * settled() waits for them. Not setImmediate: under load, the rest of the event loop's turn
+   * (every HTTP request and worker message read in its poll phase) ran first, and that wait was
+   * most of the scheduling latency (31 of 36 ms at p50 with 1,000 workers, issue 20).
+   */
   private loop(): void {
-    const run: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
+    const run: Promise<void> = new Promise<void>((resolve) => process.nextTick(resolve))
       .then(() => this.loopOnce())
       .finally(() => {
         if (this.current === run) this.current = undefined;
