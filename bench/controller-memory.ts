@@ -7,7 +7,7 @@
 // 10,000 VMs and 1,000 workers.
 //
 //   pnpm exec tsx bench/controller-memory.ts [--workers 1000] [--vms 10000] [--concurrency 32]
-//                                            [--node-flags="--max-semi-space-size=4"] [--snapshot]
+//                                            [--node-flags="--max-semi-space-size=4"] [--snapshot [--keep-snapshot FILE]]
 //                                            [--env MALLOC_ARENA_MAX=1 ...] [--hold SECONDS]
 //
 // `run` goes through the bin's launcher (apps/controller/bin/relaunch.cjs), which starts the
@@ -18,7 +18,7 @@
 // process.memoryUsage() and V8's heap statistics (and, with --snapshot, a heap snapshot of the
 // last stage, summarised here by constructor).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,8 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     'node-flags': { type: 'string', default: '' },
     snapshot: { type: 'boolean', default: false },
+    // With --snapshot: keep the heap snapshot at this path (the data dir is removed at the end).
+    'keep-snapshot': { type: 'string', default: '' },
     // NAME=VALUE for the controller's environment (repeatable), e.g. --env MALLOC_ARENA_MAX=2.
     env: { type: 'string', multiple: true, default: [] },
     // Keep the controller and its workers up this many seconds after the last stage (its pid is
@@ -259,6 +261,10 @@ try {
     const report = await probe(pids.controller, probeOut, seq++, 300_000);
     console.log(`heap snapshot ${report.snapshot}, by constructor and node type:`);
     console.log(markdownTable(['what', 'count', 'MiB'], (await summariseHeapSnapshot(report.snapshot!, 25)).map((e) => [e.what.slice(0, 60), e.count, (e.bytes / 1048576).toFixed(1)])));
+    if (values['keep-snapshot']) {
+      await copyFile(report.snapshot!, values['keep-snapshot']);
+      console.log(`heap snapshot kept as ${values['keep-snapshot']}`);
+    }
   }
 } catch (err) {
   failed = err;
