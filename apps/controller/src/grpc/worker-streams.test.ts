@@ -52,6 +52,28 @@ describe('WorkerStreams push retry', () => {
     expect(sent[0]!.desiredState!.vms).toEqual([]);
   });
 
+  it('pushes to several workers marked together side by side: their delivery marks share one commit', async () => {
+    const streams = new WorkerStreams(t.db, log, { secrets: VmSecrets.ephemeral() });
+    const calls = [fakeCall()];
+    streams.attach(new WorkerStream(workerId, 'w1', calls[0]!.call));
+    for (const n of [2, 3]) {
+      const w = randomUUID();
+      const v = randomUUID();
+      await t.db.worker.create({ data: { id: w, name: `w${n}`, machineId: `m${n}` } });
+      await t.db.vm.create({ data: { id: v, name: `vm-${n}`, state: 'scheduled', image: 'img', cpus: 1, memoryMib: 512, workerId: w, attempt: 1 } });
+      await t.db.allocation.create({ data: { id: randomUUID(), vmId: v, attempt: 1, workerId: w, cpus: 1, memoryMib: 512 } });
+      const c = fakeCall();
+      calls.push(c);
+      streams.attach(new WorkerStream(w, `w${n}`, c.call));
+      streams.markDirty(w);
+    }
+    streams.markDirty(workerId);
+    await until(() => calls.every((c) => c.sent.length === 1));
+    expect(calls.map((c) => c.sent[0]!.desiredState!.vms!.length)).toEqual([1, 1, 1]);
+    expect(streams.deliveryStats).toEqual({ groups: 1, writes: 3, retried: 0 });
+    expect(await t.db.allocation.count({ where: { deliveredAt: null } })).toBe(0);
+  });
+
   it('retries a push that failed on storage until it succeeds, without any further change', async () => {
     const observed: unknown[] = [];
     const streams = new WorkerStreams(t.db, log, { secrets: VmSecrets.ephemeral(), sink: { observe: (e) => observed.push(e) }, backoff: { baseMs: 10, maxMs: 40 } });
