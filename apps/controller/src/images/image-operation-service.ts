@@ -8,7 +8,7 @@
 // the worker's stream pushes a fresh DesiredState (the ClusterBus relays the change to the other
 // controllers, so this works from any controller).
 import { randomUUID } from 'node:crypto';
-import type { FleetDb, ImageOperation as ImageOperationRow, Prisma, Worker } from '@fleet/db';
+import { directSql, type FleetDb, type ImageOperation as ImageOperationRow, type Prisma, type Worker } from '@fleet/db';
 import type { ImageOperation as ImageOperationProto, RegistryAccess } from '@fleet/proto';
 import { isRegistryReference, OciError, parseImageReference, type ImageReference } from '@fleet/oci';
 import { detectFormat, parseImageManifest } from '@fleet/vm-image';
@@ -22,6 +22,7 @@ import type { OperationReport } from './image-input.ts';
 import { toImageOperationView, type ImageOperationView } from './image-views.ts';
 import type { RegistryService } from './registry-service.ts';
 import type { WorkerImageService } from './worker-image-service.ts';
+import { hasImageOperationIn } from '../storage/image-operation-rows.ts';
 
 export type ImageFormat = 'tart' | 'fleet-qemu';
 export type OperationKind = 'prefetch' | 'delete' | 'push';
@@ -201,6 +202,8 @@ export class ImageOperationService {
    * registry access they need. One indexed query when there are none.
    */
   async pendingFor(workerId: string): Promise<ImageOperationProto[]> {
+    // Most pushes find none: a cheap probe first (issue 20).
+    if (!(await hasImageOperationIn(directSql(this.db), workerId, ACTIVE_STATES))) return [];
     const ops = await this.db.imageOperation.findMany({
       where: { workerId, state: { in: [...ACTIVE_STATES] } },
       orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],

@@ -1,4 +1,5 @@
-// The plain-SQL VM statements of the create-to-running path must behave exactly like the Prisma
+// The plain-SQL statements of the create-to-running path (VMs, allocations, tokens, worker
+// heartbeats, the image-operation probe of a push) must behave exactly like the Prisma
 // statements they replaced: the same stored row, the same guard, the same reads. On SQLite and,
 // where it is installed, on PostgreSQL.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +8,8 @@ import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fl
 import { insertVm, newVmRow, readVms, updateVmIf, vmsOfWorker, type NewVm } from './vm-rows.ts';
 import { markDelivered } from './allocation-rows.ts';
 import { rowsByKey } from './rows-by-key.ts';
+import { renewWorkerLease } from './worker-rows.ts';
+import { hasImageOperationIn } from './image-operation-rows.ts';
 import { tempDb, type TempDb } from './testing.ts';
 import { API_TOKEN_COLUMNS } from '@fleet/db';
 
@@ -91,6 +94,28 @@ async function behaves(db: FleetDb): Promise<void> {
   const many = Array.from({ length: 1203 }, (_, i) => `t${i}`);
   expect(await rowsByKey(sql, 'ApiToken', API_TOKEN_COLUMNS, 'id', many, ['name', 'expiresAt'])).toEqual([{ name: 'ci', expiresAt: now }]);
   await expect(rowsByKey(sql, 'Api"Token', API_TOKEN_COLUMNS, 'id', ['t1'])).rejects.toThrow(/not a plain SQL identifier/);
+
+  // A heartbeat renews an online worker's row exactly as Prisma's updateMany did; not a lost one.
+  await db.worker.update({ where: { id: 'w1' }, data: { status: 'online', connected: false } });
+  await db.worker.create({ data: { id: 'w2', name: 'w2', machineId: 'm2', status: 'lost' } });
+  const heard = new Date(now.getTime() + 7000);
+  const version = new Date(now.getTime() + 7001);
+  const before = await db.worker.findUniqueOrThrow({ where: { id: 'w1' } });
+  expect(await db.$transaction(async (tx) => renewWorkerLease(directSqlIn(db, tx), 'w1', heard, 'ctl-a', version))).toBe(true);
+  expect(await db.worker.findUniqueOrThrow({ where: { id: 'w1' } })).toEqual({ ...before, lastSeenAt: heard, connected: true, controllerId: 'ctl-a', updatedAt: version });
+  const lost = await db.worker.findUniqueOrThrow({ where: { id: 'w2' } });
+  expect(await renewWorkerLease(sql, 'w2', heard, 'ctl-a', version)).toBe(false);
+  expect(await renewWorkerLease(sql, 'missing', heard, 'ctl-a', version)).toBe(false);
+  expect(await db.worker.findUniqueOrThrow({ where: { id: 'w2' } })).toEqual(lost);
+
+  // The image-operation probe of a push: only the worker's operations in the given states.
+  expect(await hasImageOperationIn(sql, 'w1', ['pending', 'running'])).toBe(false);
+  await db.imageOperation.create({ data: { id: 'op1', kind: 'prefetch', workerId: 'w1', reference: 'r/x:1', state: 'succeeded' } });
+  expect(await hasImageOperationIn(sql, 'w1', ['pending', 'running'])).toBe(false);
+  await db.imageOperation.create({ data: { id: 'op2', kind: 'prefetch', workerId: 'w2', reference: 'r/x:1', state: 'pending' } });
+  expect(await hasImageOperationIn(sql, 'w1', ['pending', 'running'])).toBe(false);
+  expect(await hasImageOperationIn(sql, 'w2', ['pending', 'running'])).toBe(true);
+  expect(await hasImageOperationIn(sql, 'w2', [])).toBe(false);
 }
 
 describe('VM rows in plain SQL', () => {

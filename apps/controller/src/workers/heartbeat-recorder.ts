@@ -7,7 +7,8 @@
 // A worker whose row is no longer `online` (the leader found it lost, or an operator deleted it)
 // is not renewed; `onNotOnline` is told so its stream is closed and the worker reconnects with a
 // Hello, which reconciles it.
-import type { FleetDb } from '@fleet/db';
+import { directSqlIn, type FleetDb } from '@fleet/db';
+import { renewWorkerLease } from '../storage/worker-rows.ts';
 import type { Logger } from 'pino';
 import type { ErrorSink } from '../storage/backoff.ts';
 
@@ -65,11 +66,9 @@ export class HeartbeatRecorder {
     const notOnline: string[] = [];
     try {
       await this.db.$transaction(async (tx) => {
-        for (const [id, e] of batch) {
-          // Re-asserting connected/controllerId heals a flag cleared while this controller looked dead.
-          const res = await tx.worker.updateMany({ where: { id, status: 'online' }, data: { lastSeenAt: e.at, connected: true, controllerId: this.controllerId } });
-          if (res.count === 0) notOnline.push(id);
-        }
+        const sql = directSqlIn(this.db, tx);
+        const now = new Date(); // the rows' version (Prisma's @updatedAt would set it)
+        for (const [id, e] of batch) if (!(await renewWorkerLease(sql, id, e.at, this.controllerId, now))) notOnline.push(id);
       });
       for (const [id, e] of batch) {
         if (notOnline.includes(id)) for (const w of e.waiters) w.reject(new WorkerNotOnlineError(id));
