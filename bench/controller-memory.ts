@@ -186,12 +186,15 @@ const swarms: Proc[] = [];
 const stages: Stage[] = [];
 let seq = 0;
 let pids: { controller: number; launcher?: number } | undefined;
+/** The last stage's probe: its V8 heap spaces are printed at the end (where physical exceeds used). */
+let lastReport: { stage: string; report: ProbeReport } | undefined;
 const measure = async (name: string): Promise<Stage> => {
   const pid = pids!.controller;
   const report = await probe(pid, probeOut, seq++);
   const l = pids!.launcher;
   const launcher = l === undefined ? undefined : { ...(await procStatus(l)), pss: await procPss(l) };
   const row = stageRow(name, await procStatus(pid), await smapsSummary(pid), report, await procPss(pid), launcher);
+  lastReport = { stage: name, report };
   stages.push(row);
   console.log(`[${new Date().toISOString().slice(11, 19)}] ${name}: RSS ${mib(row.rss)} MiB (peak ${mib(row.hwm)}), heap ${mib(row.heapUsed)}/${mib(row.heapTotal)} MiB, external ${mib(row.external)} MiB, outside V8 heap ${mib(row.outsideHeap)} MiB${launcher ? `; launcher RSS ${mib(launcher.rss)} MiB (anon ${mib(launcher.anon)}, PSS ${mib(launcher.pss)})` : ''}`);
   return row;
@@ -281,6 +284,10 @@ console.log(markdownTable(
   ['stage', 'RSS MiB', 'peak MiB', 'anon', 'file', 'PSS', 'heap used', 'heap (physical)', 'new space', 'external', 'arrayBuffers', 'JS code+bytecode', 'anon exec (JIT+wasm code)', 'anon outside V8 heap', 'GC ms (major GCs) so far', 'CPU s so far', 'launcher RSS (anon, PSS)'],
   stages.map((s) => [s.stage, M(s.rss), M(s.hwm), M(s.anon), M(s.file), M(s.pss), M(s.heapUsed), M(s.heapTotal), M(s.newSpace), M(s.external), M(s.arrayBuffers), M(s.jsCode), M(s.anonExec), M(s.outsideHeap), `${Math.round(s.gcMs)} (${s.majorGcs})`, s.cpuS.toFixed(1), s.launcher ? `${M(s.launcher.rss)} (${M(s.launcher.anon)}, ${M(s.launcher.pss)})` : '–']),
 ));
+if (lastReport) {
+  const spaces = lastReport.report.spaces.filter((sp) => sp.physical_space_size > 0).map((sp) => `${sp.space_name} ${M(sp.space_used_size)}/${M(sp.physical_space_size)}`);
+  console.log(`\nV8 heap spaces at "${lastReport.stage}", used/physical MiB: ${spaces.join(', ')}`);
+}
 if (failed) throw failed;
 const loaded = stages.filter((s) => s.stage !== 'idle');
 const worst = Math.max(...loaded.map((s) => s.rss));
