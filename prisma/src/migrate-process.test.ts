@@ -73,10 +73,18 @@ describe('migrateDatabase in a child process (SQLite)', () => {
     expect((await migrateDatabase(url, inChild())).applied).toEqual([]);
   });
 
-  it('through the controller bin launcher too', async () => {
+  it('through the controller bin launcher too, errors included', async () => {
     const url = freshUrl();
     expect((await migrateDatabase(url, inChild({ entry: CONTROLLER_ENTRY }))).applied).toEqual(checkedIn(LAYOUT.sqlite.migrationsDir));
     expect((await migrateDatabase(url, inChild({ entry: pathToFileURL(CONTROLLER_ENTRY) }))).applied).toEqual([]);
+    const dir = copyOfMigrations();
+    const first = checkedIn(dir)[0]!;
+    const file = path.join(dir, first, 'migration.sql');
+    writeFileSync(file, readFileSync(file, 'utf8') + '\n-- edited\n');
+    const err = await failure(migrateDatabase(url, { migrationsDir: dir, ...inChild({ entry: CONTROLLER_ENTRY }) }));
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err).toMatchObject({ code: 'EDITED_MIGRATION', migrations: [first] });
+    expect((err as Error).message).toContain(`sqlite database ${url}: migration(s) ${first} were applied from a different migration.sql`);
   });
 
   it('hands back a MigrationError with its code, migrations and message', async () => {
