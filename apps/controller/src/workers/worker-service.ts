@@ -138,7 +138,7 @@ export class WorkerService {
   }
 
   /** The worker offers a different capacity now (e.g. its macOS slots are taken by VMs outside Fleet). */
-  async onCapacityUpdate(worker: Worker, capacity: WorkerCapacity, reason: string): Promise<void> {
+  async onCapacityUpdate(worker: Pick<Worker, 'id' | 'name'>, capacity: WorkerCapacity, reason: string): Promise<void> {
     await this.db.worker.update({ where: { id: worker.id }, data: capacity });
     await this.events.append([
       {
