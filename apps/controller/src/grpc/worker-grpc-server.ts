@@ -314,7 +314,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       if (!(await authenticated)) return;
       const w = worker!;
       if (!helloSeen) {
-        if (!('machineId' in w)) throw new Error('worker stream: the authenticated row is gone before the Hello');
+        if (!('machineId' in w)) throw new Error('worker stream: internal error, the Hello needs the worker row as authenticated');
         if (msg.payload !== 'hello' || !msg.hello) throw grpcError(grpc.status.INVALID_ARGUMENT, 'the first message on Connect must be a Hello');
         helloSeen = true;
         clearTimeout(helloTimer);

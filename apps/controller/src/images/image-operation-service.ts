@@ -199,7 +199,7 @@ export class ImageOperationService {
 
   /**
    * The operations in the worker's DesiredState: pending and running ones, oldest first, with the
-   * registry access they need. One indexed query when there are none.
+   * registry access they need. One indexed probe in plain SQL when there are none (most pushes).
    */
   async pendingFor(workerId: string): Promise<ImageOperationProto[]> {
     // Most pushes find none: a cheap probe first (issue 20).
