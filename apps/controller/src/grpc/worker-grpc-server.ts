@@ -268,9 +268,10 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
 
   function connect(call: ConnectCall): void {
     let stream: WorkerStream | undefined;
-    /** The worker as authenticated. After its Hello only id and name are kept: the whole row
-     *  stayed in this closure for the stream's life (~2 KiB a worker, issue 20 memory). */
-    let worker: Worker | Pick<Worker, 'id' | 'name'> | undefined;
+    /** The worker as authenticated: what the stream needs for its life. */
+    let worker: Pick<Worker, 'id' | 'name'> | undefined;
+    /** Its whole row, only until the Hello is handled (~2 KiB a worker for the stream's life otherwise, issue 20 memory). */
+    let helloRow: Worker | undefined;
     let helloSeen = false;
     // Messages are handled strictly in order; a failure ends the stream with its status.
     let chain: Promise<void> = Promise.resolve();
@@ -296,7 +297,8 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     // Resolves false when refused (the stream is already ended with the reason).
     const authenticated: Promise<boolean> = authenticateCredential(call).then(
       async (cred) => {
-        worker = cred.worker;
+        worker = { id: cred.worker.id, name: cred.worker.name };
+        helloRow = cred.worker;
         // Best effort: a database hiccup here must not refuse (or crash) a valid connection.
         await retireOlderCredentials(cred).catch((err: unknown) => log.warn({ err, workerId: cred.workerId }, 'retiring older worker credentials failed'));
         return true;
@@ -314,7 +316,8 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
       if (!(await authenticated)) return;
       const w = worker!;
       if (!helloSeen) {
-        if (!('machineId' in w)) throw new Error('worker stream: internal error, the Hello needs the worker row as authenticated');
+        const row = helloRow!;
+        helloRow = undefined;
         if (msg.payload !== 'hello' || !msg.hello) throw grpcError(grpc.status.INVALID_ARGUMENT, 'the first message on Connect must be a Hello');
         helloSeen = true;
         clearTimeout(helloTimer);
@@ -329,7 +332,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
             `worker speaks protocol v${hello.protocolVersion}; this controller (${CONTROLLER_VERSION}) supports v${MIN_SUPPORTED_PROTOCOL_VERSION}..v${PROTOCOL_VERSION}: upgrade the ${hello.protocolVersion < MIN_SUPPORTED_PROTOCOL_VERSION ? 'worker' : 'controller'}`,
           );
         }
-        if (hello.machineId && hello.machineId !== w.machineId) {
+        if (hello.machineId && hello.machineId !== row.machineId) {
           throw grpcError(grpc.status.PERMISSION_DENIED, `worker ${w.name} presented its credential from another machine (${hello.machineId}); re-enroll that machine`);
         }
         const { instances, rejected } = reportedInstances(msg.hello.vms ?? []);
@@ -337,8 +340,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
         stream = new WorkerStream(w.id, w.name, call);
         deps.streams.attach(stream);
         deps.metrics.connectedWorkers.set(deps.streams.size);
-        await deps.workers.onHello(w, hello);
-        worker = { id: w.id, name: w.name };
+        await deps.workers.onHello(row, hello);
         await deps.vms.reconcileInventory(w.id, w.name, instances);
         const controllerAddresses = await liveControllerAddresses();
         announcer.sent(controllerAddresses);
