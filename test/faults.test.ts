@@ -120,6 +120,10 @@ describe('faults', () => {
     const keys = new Map(names.map((n) => [n, randomUUID()]));
     const outcome = new Map<string, number>();
     let refused = 0;
+    // The kill follows the fourth answer at once: polled for, it could come after the client had
+    // sent every create (a create takes a few milliseconds), and then it landed in no stream.
+    let fourAnswered: () => void = () => undefined;
+    const firstFour = new Promise<void>((resolve) => (fourAnswered = resolve));
     // The client: creates in order, retrying connection failures and 5xx with the same key and body.
     const create = async (name: string): Promise<void> => {
       for (let attempt = 0; attempt < 200; attempt++) {
@@ -131,6 +135,7 @@ describe('faults', () => {
           });
           if (res.status < 500 && res.status !== 409) {
             outcome.set(name, res.status);
+            if (outcome.size === 4) fourAnswered();
             return;
           }
           if (res.status === 409 && ((await res.json()) as { error?: { code?: string } }).error?.code !== 'idempotency_key_in_flight') {
@@ -147,7 +152,7 @@ describe('faults', () => {
     const client = (async () => {
       for (const n of names) await create(n);
     })();
-    await waitUntil(() => outcome.size >= 4, 20_000, 'the first creates');
+    await Promise.race([firstFour, new Promise((_, reject) => setTimeout(() => reject(new Error('timed out after 20000 ms waiting for the first creates')), 20_000).unref())]);
     await controller.kill('SIGKILL'); // mid-stream: some creates committed, maybe without their answer
     controller = await startControllerProcess({ dataDir: ctlDir, apiPort, grpcPort, offlineTimeout: OFFLINE });
     await client;
