@@ -9,8 +9,9 @@
  * qcow2 data disk that the guest formats on boot, before DHCP — on every path, as a fleet VM has):
  *   fleet   controller (root namespace) + `fleet-worker run --driver qemu` in a network namespace
  *           this run creates: VM host process (socketpair -> FramePump + netfilter -> TAP, or with
- *           VM_BENCH_VM_LINK=veth AF_PACKET on a veth; VM_BENCH_VM_FRAMING=stream|dgram sets
- *           fleet-worker run --vm-framing: QEMU's -netdev stream or dgram to the pump) on the
+ *           VM_BENCH_VM_LINK=veth AF_PACKET on a veth; VM_BENCH_VM_FRAMING=stream|dgram|vnet sets
+ *           fleet-worker run --vm-framing: QEMU's -netdev stream or dgram to the pump, or vnet:
+ *           QEMU on a TAP with virtio-net headers, read by the pump through AF_PACKET) on the
  *           worker's NAT bridge fleet0 with dnsmasq, like test/fleet-network.test.ts. VMs are
  *           created and deleted through the REST API.
  *   tap     baseline: QEMU `-netdev tap` on a plain kernel TAP (192.168.77.1/24) in a namespace
@@ -60,8 +61,8 @@ const DISK_GIB = 2;
 const REPS = Number(process.env.VM_BENCH_REPS ?? 3); // measured transfers per direction per path, after one warm-up each
 /** How the fleet VM's frames reach the bridge (fleet-worker run --vm-link): tap (the default) or veth. */
 const VM_LINK = process.env.VM_BENCH_VM_LINK === 'veth' ? 'veth' : 'tap';
-/** How frames travel between the fleet VM's QEMU and its VM host process (fleet-worker run --vm-framing): dgram or stream (issue 20). */
-const VM_FRAMING = process.env.VM_BENCH_VM_FRAMING === 'stream' ? 'stream' : process.env.VM_BENCH_VM_FRAMING === 'dgram' ? 'dgram' : undefined;
+/** How frames travel between the fleet VM's QEMU and its VM host process (fleet-worker run --vm-framing): dgram, stream or vnet (issue 20). */
+const VM_FRAMING = (['stream', 'dgram', 'vnet'] as const).find((f) => f === process.env.VM_BENCH_VM_FRAMING);
 const ID = process.pid % 1000;
 const NS_W = `fvnw${ID}`;
 const NS_B = `fvnb${ID}`;

@@ -191,8 +191,10 @@ export interface QemuArgsOptions {
    * How frames travel on netFd. 'dgram' (default): a SOCK_DGRAM socketpair, one frame per datagram
    * (`-netdev dgram`). 'stream': a SOCK_STREAM socketpair, each frame a 4-byte big-endian length
    * then the frame (`-netdev stream,addr.type=fd`, QEMU ≥ 7.2), so one syscall moves many frames.
+   * 'vnet-tap': a TAP opened with IFF_VNET_HDR (`-netdev tap,fd=…`): frames carry a
+   * virtio-net header, so the guest may hand over TSO super-frames and leave checksums to the host.
    */
-  netFraming?: 'dgram' | 'stream';
+  netFraming?: 'dgram' | 'stream' | 'vnet-tap';
   /**
    * QEMU user-mode (slirp) networking instead of netFd: DHCP on 10.0.2.0/24 inside QEMU,
    * host → guest forwards bound to loopback. For tests; never combine with netFd.
@@ -292,7 +294,9 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
       ...nic(
         o.netFraming === 'stream'
           ? `stream,id=n0,server=off,addr.type=fd,addr.str=${o.netFd}`
-          : `dgram,id=n0,local.type=fd,local.str=${o.netFd}`,
+          : o.netFraming === 'vnet-tap'
+            ? `tap,id=n0,fd=${o.netFd}` // QEMU reads IFF_VNET_HDR off the fd (vnet_hdr= is refused with fd=)
+            : `dgram,id=n0,local.type=fd,local.str=${o.netFd}`,
       ),
     );
   } else if (o.userNet) {

@@ -188,8 +188,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         .default('tap'),
     )
     .addOption(
-      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: stream (length-prefixed frames on a stream socket, -netdev stream; measured fastest) or dgram (one datagram per frame, -netdev dgram)")
-        .choices(['stream', 'dgram'])
+      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: stream (length-prefixed frames on a stream socket, -netdev stream; measured fastest) or dgram (one datagram per frame, -netdev dgram), or vnet (QEMU on a TAP with virtio-net headers in a per-VM namespace: TSO and checksum offloads cross the pump; TAP uplink only)")
+        .choices(['stream', 'dgram', 'vnet'])
         .default('stream'),
     )
     .option('--authorized-keys <file>', 'qemu driver: OpenSSH public keys (one per line) every guest of the built-in image accepts')
@@ -222,7 +222,7 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         natName?: string;
         hostOnlySubnet?: string;
         vmLink?: 'tap' | 'veth';
-        vmFraming?: 'dgram' | 'stream';
+        vmFraming?: 'dgram' | 'stream' | 'vnet';
         hostOnlyName?: string;
         uplink?: string;
         authorizedKeys?: string;

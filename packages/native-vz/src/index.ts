@@ -125,6 +125,7 @@ interface NativeBinding {
   /** Linux only (packet_socket.cc). */
   openPacketSocket?(nsPath: string, ifname: string, opts: PacketSocketOptions): { fd: number; ifindex: number };
   linkOffloads?(nsPath: string, ifname: string, disable: boolean): LinkOffloads;
+  openVnetTap?(nsPath: string, ifname: string, offloads: number, up: boolean): { fd: number; name: string; ifindex: number };
   packetRebind?(fd: number, ifindex: number): number;
   FramePort: new (
     fd: number,
@@ -480,7 +481,23 @@ export interface PacketSocketOptions {
   ignoreOutgoing?: boolean;
   /** PACKET_AUXDATA, so FramePort can refuse (and count) frames with a pending checksum or a stripped VLAN tag. Default true. */
   auxdata?: boolean;
+  /**
+   * PACKET_VNET_HDR: every frame read or written starts with a 10-byte `struct virtio_net_hdr`
+   * (VNET_HDR_LEN), so GSO super-frames (up to 64 KiB) and frames whose checksum is still to be
+   * filled in cross whole; FramePort then forwards frames with a pending checksum instead of
+   * refusing them. Default false.
+   */
+  vnetHdr?: boolean;
 }
+
+/** Length of the `struct virtio_net_hdr` that PACKET_VNET_HDR sockets and openVnetTap TAPs put before every frame. */
+export const VNET_HDR_LEN = 10;
+
+/** TUNSETOFFLOAD bits (linux/if_tun.h): what a TAP's reader accepts in a virtio-net header. */
+export const TunOffload = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
+
+/** The largest frame a virtio-net header can carry: an IPv4 datagram of 65,535 bytes in an Ethernet frame. */
+export const VNET_MAX_FRAME = 65535 + 14;
 
 /** Offload switches of a link as read back (legacy ethtool commands). */
 export interface LinkOffloads {
@@ -532,6 +549,26 @@ export function linkOffloads(ifname: string, opts: { netns?: string; disable?: b
     return native.linkOffloads(netnsPath(opts.netns), ifname, opts.disable ?? false);
   } catch (e) {
     throw Object.assign(e as Error, { message: `${(e as Error).message} (interface ${ifname}${opts.netns ? ` in netns ${opts.netns}` : ''})` });
+  }
+}
+
+/**
+ * Opens a TAP with IFF_VNET_HDR (a 10-byte virtio-net header before every frame read or written)
+ * in network namespace `netns` (as openPacketSocket; undefined = this process's), creating it if
+ * it does not exist — then it is not persistent and goes with its last fd. `offloads`
+ * (TunOffload bits, TUNSETOFFLOAD) is what the kernel may hand this fd's reader as GSO
+ * super-frames or with a pending checksum; 0 = plain frames. `up` brings the link up. Close-on-
+ * exec, non-blocking. Creating one, or opening one in another namespace, needs CAP_NET_ADMIN; the
+ * owner of a persistent TAP may open it in its own namespace. Linux only.
+ */
+export function openVnetTap(name: string, opts: { netns?: string; offloads?: number; up?: boolean } = {}): { fd: number; name: string; ifindex: number } {
+  if (!native.openVnetTap) throw new Error('openVnetTap: Linux only');
+  const offloads = opts.offloads ?? 0;
+  checkInt('openVnetTap', 'offloads', offloads, 0, 0x0f);
+  try {
+    return native.openVnetTap(netnsPath(opts.netns), name, offloads, opts.up ?? false);
+  } catch (e) {
+    throw Object.assign(e as Error, { message: `${(e as Error).message} (TAP ${name}${opts.netns ? ` in netns ${opts.netns}` : ''})` });
   }
 }
 

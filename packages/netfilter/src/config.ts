@@ -91,7 +91,10 @@ export interface FilterConfig {
   globalPrefixes?: readonly string[];
   /** Port exposure rules; objects or strings "[hostAddress:]hostPort:vmPort[/tcp|/udp]". */
   expose?: readonly (PortExposure | string)[];
-  /** Largest frame accepted, without FCS. Default 1514. */
+  /**
+   * Largest frame accepted, without FCS. Default 1514. At most 65549: a 65,535-byte IPv4 datagram
+   * in an Ethernet frame, the largest GSO super-frame a virtio-net header can carry (issue 20).
+   */
   maxFrame?: number;
   /** VM DHCP client messages: token bucket. Default { perSecond: 10, burst: 50 }. */
   dhcpRate?: { perSecond: number; burst: number };
@@ -361,7 +364,7 @@ export function resolveConfig(cfg: FilterConfig): ResolvedConfig {
     expose.push(r);
   });
 
-  const maxFrame = numberOf('maxFrame', cfg.maxFrame, 1514, 64, 65535, true);
+  const maxFrame = numberOf('maxFrame', cfg.maxFrame, 1514, 64, 65549, true);
   const rateOf = (field: 'dhcpRate' | 'arpRate', value: unknown, perSecond: number, burst: number): { perSecond: number; burst: number } => {
     if (value === undefined) return { perSecond, burst };
     if (typeof value !== 'object' || value === null) fail(field, value, 'expected { perSecond, burst }');

@@ -94,11 +94,11 @@ export interface DetachedHost {
 
 /**
  * Spawns a host process detached, its stdout/stderr appended to `logFile` (root's, 0600).
- * `inheritFd`: an fd the child gets as its fd 3 (the caller closes its own copy afterwards).
+ * `inheritFds`: fds the child gets as its fds 3, 4, … (the caller closes its own copies afterwards).
  */
-export function spawnDetachedHost(cmd: string, args: string[], o: { logFile: string; env?: NodeJS.ProcessEnv; inheritFd?: number }): DetachedHost {
+export function spawnDetachedHost(cmd: string, args: string[], o: { logFile: string; env?: NodeJS.ProcessEnv; inheritFds?: readonly number[] }): DetachedHost {
   const logFd = openSync(o.logFile, 'a', 0o600);
-  const stdio: Array<'ignore' | number> = o.inheritFd !== undefined ? ['ignore', logFd, logFd, o.inheritFd] : ['ignore', logFd, logFd];
+  const stdio: Array<'ignore' | number> = ['ignore', logFd, logFd, ...(o.inheritFds ?? [])];
   const child = spawn(cmd, args, { detached: true, stdio, ...(o.env ? { env: o.env } : {}) });
   closeSync(logFd);
   child.unref();

@@ -28,7 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ensureGuestImage, guestCmdline, macFromSeed, type GuestImage } from '@fleet/guest-image';
-import { closeFd, openPacketSocket } from '@fleet/native-vz';
+import { closeFd, openPacketSocket, openVnetTap } from '@fleet/native-vz';
 import { type FilterConfig, grantsHostAccess, resolveConfig } from '@fleet/netfilter';
 import {
   DriverError,
@@ -83,6 +83,8 @@ export interface QemuNat {
    * it to the VM host process.
    */
   createUplink?(port: string): Promise<{ netns: string; ifname: string }>;
+  /** The offload path (`vmFraming: 'vnet'`): an empty per-VM namespace and the name QEMU's TAP takes in it; deleteUplink removes it. */
+  createVmNamespace?(port: string): Promise<{ netns: string; ifname: string }>;
   deleteUplink?(port: string): Promise<void>;
   /** Uplinks no VM host process holds (their VM namespace has no packet socket): leftovers. */
   unusedUplinks?(): Promise<string[]>;
@@ -124,9 +126,12 @@ export interface QemuDriverOptions {
    * datagram per frame (`-netdev dgram`). The frame pump bench measured host → VM 88 % of the
    * kernel row with stream against 45 % with dgram in the same quiet run (48–51 % vs 26–33 % with
    * load), VM → host 96 % vs 63 %; real guests the same either way (BENCHMARKS.md, issue 20 third
-   * pass). See VmHostConfig.nicFraming.
+   * pass). `vnet` — the offload path: QEMU's NIC is a TAP with a virtio-net header alone in a
+   * per-VM namespace, read through an AF_PACKET socket, and the uplink TAP carries the header too,
+   * so TSO super-frames and pending checksums cross whole (with `vmLink: 'tap'` only). See
+   * VmHostConfig.nicFraming.
    */
-  vmFraming?: 'dgram' | 'stream';
+  vmFraming?: 'dgram' | 'stream' | 'vnet';
   /** Run VM host processes inside this network namespace (where the NAT bridge is; tests). */
   netns?: string;
   /** The guest image (default: ensureGuestImage()). spec.image is not interpreted yet. */
@@ -184,6 +189,9 @@ function imageDigestOf(rec: InstanceRecord): { imageDigest?: string } {
 
 /** The fd number the VM host process finds its AF_PACKET uplink socket at (spawnDetachedHost's inheritFd: through `ip netns exec` and setpriv, which keep inherited fds). */
 export const UPLINK_FD = 3;
+/** The offload path's fds in the VM host process (VmHostConfig.vnetNic): its packet socket, QEMU's TAP. */
+export const VNET_PUMP_FD = 3;
+export const VNET_QEMU_FD = 4;
 /** Socket buffers of the uplink: a burst of 64-frame batches fits (the kernel doubles these). */
 const UPLINK_RCVBUF = 4 << 20;
 const UPLINK_SNDBUF = 1 << 20;
@@ -368,6 +376,9 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     // (BENCHMARKS.md, frame pump); the veth uplink only when the worker asks for it.
     const veth = net !== undefined && this.opts.vmLink === 'veth';
     if (veth && net.createUplink === undefined) throw new DriverError(`start ${rec.name}: this network offers no veth uplink (--vm-link veth)`);
+    const vnet = net !== undefined && this.opts.vmFraming === 'vnet';
+    if (vnet && veth) throw new DriverError(`start ${rec.name}: --vm-framing vnet works with the TAP uplink only, not --vm-link veth`);
+    if (vnet && net.createVmNamespace === undefined) throw new DriverError(`start ${rec.name}: this network offers no per-VM namespace (--vm-framing vnet)`);
     if (this.opts.vmUsers || rec.uid !== undefined) {
       if (net && !net.createTap && !veth) throw new DriverError(`start ${rec.name}: this network cannot create TAPs for VM users`);
       // A record from before VM users were on gets its uid now; the run dir and disk are
@@ -418,6 +429,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
         ? {
             tap: rec.tap,
             ...(veth ? { uplinkFd: UPLINK_FD } : {}),
+            ...(vnet ? { vnetNic: { pumpFd: VNET_PUMP_FD, qemuFd: VNET_QEMU_FD } } : {}),
             // Written out either way: a config without it means dgram (VmHostConfig.nicFraming).
             nicFraming: this.opts.vmFraming ?? 'stream',
             filter: {
@@ -466,9 +478,24 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
       const up = await net.createUplink!(rec.tap);
       const sock = openPacketSocket(up.ifname, { netns: up.netns, rcvbuf: UPLINK_RCVBUF, sndbuf: UPLINK_SNDBUF });
       try {
-        host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env, inheritFd: sock.fd });
+        host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env, inheritFds: [sock.fd] });
       } finally {
         closeFd(sock.fd);
+      }
+    } else if (net && vnet) {
+      // Root creates QEMU's TAP alone in the VM's own namespace and the packet socket bound to it,
+      // and hands both over; the TAP goes when QEMU and the host process have closed it.
+      const vmNs = await net.createVmNamespace!(rec.tap);
+      const nic = openVnetTap(vmNs.ifname, { netns: vmNs.netns, up: true });
+      try {
+        const sock = openPacketSocket(vmNs.ifname, { netns: vmNs.netns, vnetHdr: true, rcvbuf: UPLINK_RCVBUF, sndbuf: UPLINK_SNDBUF });
+        try {
+          host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env, inheritFds: [sock.fd, nic.fd] });
+        } finally {
+          closeFd(sock.fd);
+        }
+      } finally {
+        closeFd(nic.fd);
       }
     } else {
       host = spawnDetachedHost(cmd, args, { logFile: path.join(dir, 'host.log'), env });

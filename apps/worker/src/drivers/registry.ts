@@ -35,7 +35,7 @@ export interface QemuRuntimeOptions {
   /** How VMs' frames reach the bridge (QemuDriverOptions.vmLink; default tap). */
   vmLink?: 'tap' | 'veth';
   /** How frames travel between QEMU and the VM host process (QemuDriverOptions.vmFraming; default stream). */
-  vmFraming?: 'dgram' | 'stream';
+  vmFraming?: 'dgram' | 'stream' | 'vnet';
   /** Bridge / nftables table name of the host-only network (default fleet1). */
   hostOnlyName?: string;
   /** Masquerade out of this interface (default: the default route's device). */

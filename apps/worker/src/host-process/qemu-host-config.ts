@@ -53,8 +53,15 @@ export interface VmHostConfig {
    * socketpair, one frame per datagram (`-netdev dgram`); 'stream' — a SOCK_STREAM socketpair with
    * 4-byte length prefixes (`-netdev stream`), many frames per syscall (issue 20). The QEMU driver
    * writes it out, 'stream' unless the worker runs with `--vm-framing dgram`.
+   * 'vnet' — the offload path (issue 20, `--vm-framing vnet`): QEMU's NIC is a TAP with a
+   * virtio-net header (`-netdev tap,vnet_hdr=on`) alone in the VM's own network namespace; the
+   * worker hands over that TAP (`vnetNic.qemuFd`, for QEMU) and an AF_PACKET socket with
+   * PACKET_VNET_HDR bound to it (`vnetNic.pumpFd`, the pump's VM side); the uplink TAP `tap` is
+   * opened with IFF_VNET_HDR and checksum/TSO offloads. GSO super-frames cross whole.
    */
-  nicFraming?: 'dgram' | 'stream';
+  nicFraming?: 'dgram' | 'stream' | 'vnet';
+  /** With nicFraming 'vnet': the two inherited fds (see there). */
+  vnetNic?: { pumpFd: number; qemuFd: number };
   /** Directory holding control.sock, qmp.sock, serial.log, status.jsonl, host.log. */
   runDir: string;
   filter?: VmHostFilterConfig;
@@ -107,6 +114,14 @@ export function readVmHostConfig(file: string): VmHostConfig {
   if (c.tap !== undefined && Buffer.byteLength(c.tap) > 15) throw new Error(`vm-host config: tap name "${c.tap}" is longer than 15 bytes`);
   if (c.uplinkFd !== undefined && (!Number.isInteger(c.uplinkFd) || c.uplinkFd < 3 || c.tap === undefined)) {
     throw new Error(`vm-host config ${file}: "uplinkFd" must be an inherited fd number ≥ 3, with "tap" (the bridge-side port)`);
+  }
+  if (c.nicFraming !== undefined && !['dgram', 'stream', 'vnet'].includes(c.nicFraming)) {
+    throw new Error(`vm-host config ${file}: "nicFraming" must be "dgram", "stream" or "vnet"`);
+  }
+  const fdOk = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 3;
+  if ((c.nicFraming === 'vnet') !== (c.vnetNic !== undefined)) throw new Error(`vm-host config ${file}: "vnetNic" goes with nicFraming "vnet" and only with it`);
+  if (c.vnetNic !== undefined && (!fdOk(c.vnetNic.pumpFd) || !fdOk(c.vnetNic.qemuFd) || c.vnetNic.pumpFd === c.vnetNic.qemuFd || c.tap === undefined || c.uplinkFd !== undefined)) {
+    throw new Error(`vm-host config ${file}: "vnetNic" needs two distinct inherited fds ≥ 3 (pumpFd, qemuFd), a "tap" uplink and no "uplinkFd"`);
   }
   if (c.fence !== undefined && (typeof c.fence?.leaseFile !== 'string' || typeof c.fence.graceMs !== 'number')) {
     throw new Error(`vm-host config ${file}: "fence" needs "leaseFile" (string) and "graceMs" (number)`);

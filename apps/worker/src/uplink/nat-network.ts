@@ -94,9 +94,8 @@ export function vmNetnsFor(port: string): string {
 export async function createVethUplink(port: string, bridgeNetns: string | undefined): Promise<{ netns: string; ifname: string }> {
   const vmNs = vmNetnsFor(port);
   await deleteVethUplink(port, bridgeNetns);
-  await run('ip', ['netns', 'add', vmNs]);
+  await addVmNamespace(vmNs);
   try {
-    for (const k of ['all', 'default']) await run('sysctl', ['-q', '-w', `net.ipv6.conf.${k}.disable_ipv6=1`], { netns: vmNs });
     await run('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', VM_UPLINK_IF, 'netns', vmNs], { netns: bridgeNetns });
     linkOffloads(port, { ...(bridgeNetns ? { netns: bridgeNetns } : {}), disable: true });
     linkOffloads(VM_UPLINK_IF, { netns: vmNs, disable: true });
@@ -105,6 +104,35 @@ export async function createVethUplink(port: string, bridgeNetns: string | undef
     await deleteVethUplink(port, bridgeNetns);
     throw new Error(`creating the veth uplink ${port} (netns ${vmNs}): ${(e as Error).message}`);
   }
+  return { netns: vmNs, ifname: VM_UPLINK_IF };
+}
+
+/**
+ * A per-VM namespace where the kernel does nothing with a VM's frames: no IPv6 (no link-local
+ * address, router or multicast chatter of its own), no IPv4 forwarding (a new namespace inherits
+ * the host's setting; the frames are the pump's to judge, never the kernel's to route).
+ */
+async function addVmNamespace(vmNs: string): Promise<void> {
+  await run('ip', ['netns', 'add', vmNs]);
+  try {
+    for (const k of ['all', 'default']) await run('sysctl', ['-q', '-w', `net.ipv6.conf.${k}.disable_ipv6=1`], { netns: vmNs });
+    for (const k of ['all', 'default']) await run('sysctl', ['-q', '-w', `net.ipv4.conf.${k}.forwarding=0`], { netns: vmNs });
+  } catch (e) {
+    await tryRun('ip', ['netns', 'del', vmNs]);
+    throw e;
+  }
+}
+
+/**
+ * The offload path's namespace (issue 20, `--vm-framing vnet`): `vmNetnsFor(port)`, empty, made
+ * afresh (one left behind is deleted first). The driver creates QEMU's TAP there under the name
+ * returned (VM_UPLINK_IF, so the stale-namespace sweep sees it as it sees a veth end) and its
+ * packet socket; the TAP goes with its last fd, deleteVethUplink removes the namespace with the port.
+ */
+export async function createVmNamespace(port: string): Promise<{ netns: string; ifname: string }> {
+  const vmNs = vmNetnsFor(port);
+  await tryRun('ip', ['netns', 'del', vmNs]);
+  await addVmNamespace(vmNs);
   return { netns: vmNs, ifname: VM_UPLINK_IF };
 }
 
@@ -919,6 +947,12 @@ export class NatNetwork {
   async createUplink(port: string): Promise<{ netns: string; ifname: string }> {
     this.assertAlive();
     return createVethUplink(port, this.cfg.netns);
+  }
+
+  /** An empty per-VM namespace for the offload path's TAP (createVmNamespace). */
+  async createVmNamespace(port: string): Promise<{ netns: string; ifname: string }> {
+    this.assertAlive();
+    return createVmNamespace(port);
   }
 
   /**

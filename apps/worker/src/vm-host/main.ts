@@ -11,7 +11,7 @@
 // ends "stopped" with a "fenced: …" message (never "failed"), in status.jsonl too.
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { openTap, socketpairDgram, socketpairStream, closeFd, setCloexec, setNonDumpable } from '@fleet/native-vz';
+import { openTap, openVnetTap, socketpairDgram, socketpairStream, closeFd, setCloexec, setNonDumpable, TunOffload, VNET_MAX_FRAME } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
 import { chooseAccel, type Accel } from '@fleet/guest-image';
 import { watchLeaseFile, type LeaseFileWatch } from '../fencing/lease-file.ts';
@@ -34,6 +34,11 @@ async function main(configFile: string): Promise<number> {
   // The uplink socket is inherited without close-on-exec: QEMU (spawned below) must never hold it,
   // or the guest could send past the packet filter.
   if (cfg.uplinkFd !== undefined) setCloexec(cfg.uplinkFd);
+  // The same for the offload path's packet socket; QEMU's TAP is handed to it explicitly (stdio).
+  if (cfg.vnetNic) {
+    setCloexec(cfg.vnetNic.pumpFd);
+    setCloexec(cfg.vnetNic.qemuFd);
+  }
   mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
   const statusLog = path.join(cfg.runDir, STATUS_LOG);
   const startedAt = Date.now();
@@ -64,6 +69,8 @@ async function main(configFile: string): Promise<number> {
         ...(f.address ? { address: f.address } : {}),
         ...(f.hostAddresses ? { hostAddresses: f.hostAddresses } : {}),
         ...(f.hostOnly ? { hostOnly: true } : {}),
+        // GSO super-frames on the offload path: judged by their headers, whole.
+        ...(cfg.nicFraming === 'vnet' ? { maxFrame: VNET_MAX_FRAME } : {}),
       })
     : undefined;
 
@@ -148,11 +155,17 @@ async function main(configFile: string): Promise<number> {
   };
 
   let tap: { fd: number; name: string } | undefined;
+  // [the pump's end, QEMU's end] of the VM's NIC.
   let pair: [number, number] | undefined;
   // The VM's NIC: a stream socketpair moves many length-prefixed frames per syscall (nicFraming).
   const nicPair = (): [number, number] => (cfg.nicFraming === 'stream' ? socketpairStream() : socketpairDgram({ nonblock: true }));
   try {
-    if (cfg.uplinkFd !== undefined) {
+    if (cfg.vnetNic && cfg.tap !== undefined) {
+      // The offload path: the kernel may hand this process GSO super-frames and frames with a
+      // pending checksum from the bridge, as QEMU's TAP hands them over from the guest.
+      tap = openVnetTap(cfg.tap, { offloads: TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | TunOffload.TSO_ECN });
+      pair = [cfg.vnetNic.pumpFd, cfg.vnetNic.qemuFd];
+    } else if (cfg.uplinkFd !== undefined) {
       tap = { fd: cfg.uplinkFd, name: cfg.tap ?? '' };
       pair = nicPair();
     } else if (cfg.tap !== undefined) {
@@ -182,7 +195,7 @@ async function main(configFile: string): Promise<number> {
   try {
     accel = cfg.accel === 'auto' ? await chooseAccel() : (cfg.accel ?? 'tcg');
     if (fencedBeforeStart !== undefined) throw new FencedError(fencedBeforeStart);
-    if (pair && tap && filter) pump = new FramePump(pair[0], tap.fd, filter);
+    if (pair && tap && filter) pump = new FramePump(pair[0], tap.fd, filter, { vnetHdr: cfg.nicFraming === 'vnet' });
     qemu = spawnQemu(cfg, pair?.[1], accel);
   } catch (e) {
     fence?.stop();

@@ -1,5 +1,5 @@
 // Spawns qemu-system-x86_64 with the VM's end of the socketpair as fd 3 (-netdev dgram, or
-// -netdev stream for a stream socketpair: cfg.nicFraming).
+// -netdev stream for a stream socketpair: cfg.nicFraming), or its TAP (-netdev tap, vnet_hdr=on).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import path from 'node:path';
@@ -21,7 +21,7 @@ export function spawnQemu(cfg: VmHostConfig, vmEnd: number | undefined, accel: A
     ...(cfg.disk !== undefined ? { disk: { file: cfg.disk, format: 'qcow2' as const } } : {}),
     cpus: cfg.cpus,
     memoryMib: cfg.memoryMib,
-    ...(vmEnd !== undefined ? { netFd: 3, mac: cfg.mac, ...(cfg.nicFraming === 'stream' ? { netFraming: 'stream' as const } : {}) } : {}),
+    ...(vmEnd !== undefined ? { netFd: 3, mac: cfg.mac, ...(cfg.nicFraming === 'stream' ? { netFraming: 'stream' as const } : cfg.nicFraming === 'vnet' ? { netFraming: 'vnet-tap' as const } : {}) } : {}),
     serialLog: path.join(cfg.runDir, SERIAL_LOG),
     qmpSocket: path.join(cfg.runDir, QMP_SOCKET),
     vncSocket: path.join(cfg.runDir, VNC_SOCKET),

@@ -142,6 +142,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         int aux = 0;
         socklen_t alen = sizeof aux;
         auxdata_ = getsockopt(fd_, SOL_PACKET, PACKET_AUXDATA, &aux, &alen) == 0 && aux != 0;
+        int vnet = 0;
+        alen = sizeof vnet;
+        vnet_hdr_ = getsockopt(fd_, SOL_PACKET, PACKET_VNET_HDR, &vnet, &alen) == 0 && vnet != 0;
       }
       // recvmmsg/sendmmsg are called with MSG_DONTWAIT; O_NONBLOCK as well, for any other reader.
       int fl = fcntl(fd_, F_GETFL);
@@ -350,6 +353,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         break;
       }
       if (r == 0) break;
+      // tun reports a frame's whole length even when the buffer held only its start.
+      if (static_cast<size_t>(r) > frame_size_) {
+        stats_.rxTruncated++;
+        continue;  // its slot stays unused in this batch
+      }
       off_[n] = static_cast<uint32_t>(i * frame_size_);
       len_[n] = static_cast<uint32_t>(r);
       stats_.rxBytes += static_cast<double>(r);
@@ -612,7 +620,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
       tpacket_auxdata aux;
       memcpy(&aux, CMSG_DATA(c), sizeof aux);
-      if (aux.tp_status & TP_STATUS_CSUMNOTREADY) {
+      // With PACKET_VNET_HDR the frame's virtio-net header says where its checksum goes: fine.
+      if ((aux.tp_status & TP_STATUS_CSUMNOTREADY) && !vnet_hdr_) {
         stats_.rxCsumPartial++;
         return false;
       }
@@ -854,6 +863,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   bool is_socket_ = false;
   bool is_packet_ = false;  // AF_PACKET SOCK_RAW (the veth uplink)
   bool auxdata_ = false;    // PACKET_AUXDATA is on: every received frame carries tpacket_auxdata
+  bool vnet_hdr_ = false;   // PACKET_VNET_HDR is on: every frame starts with a virtio_net_hdr
   bool is_stream_ = false;  // AF_UNIX SOCK_STREAM with 4-byte length prefixes (QEMU -netdev stream)
   // QEMU's own receive buffer (NET_BUFSIZE = 4096 + 65536): its framing never announces more.
   static constexpr uint32_t kStreamMaxPrefix = 4096 + 65536;

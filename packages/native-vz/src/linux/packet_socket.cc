@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_packet.h>
+#include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -98,6 +99,7 @@ Napi::Value OpenPacketSocket(const Napi::CallbackInfo& info) {
   const int rcvbuf = OptInt(o, "rcvbuf", 0), sndbuf = OptInt(o, "sndbuf", 0);
   const bool bypass = OptBool(o, "qdiscBypass", false), ignoreOut = OptBool(o, "ignoreOutgoing", true);
   const bool auxdata = OptBool(o, "auxdata", true);
+  const bool vnetHdr = OptBool(o, "vnetHdr", false);
   int fd = -1;
   unsigned ifindex = 0;
   Failure f = InNetns(ns, [&]() -> Failure {
@@ -119,6 +121,10 @@ Napi::Value OpenPacketSocket(const Napi::CallbackInfo& info) {
     // Aux data tells a frame whose checksum is not filled in yet or whose VLAN tag the device
     // stripped; FramePort drops and counts those (QEMU without a vnet header cannot take them).
     if (auxdata && setsockopt(s, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) != 0) return fail("PACKET_AUXDATA");
+    // Every frame read or written starts with a struct virtio_net_hdr (10 bytes): a GSO
+    // super-frame (up to 64 KiB) or a frame whose checksum is still to be filled in travels as
+    // one, with what the kernel needs to finish it (issue 20, the offload path).
+    if (vnetHdr && setsockopt(s, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0) return fail("PACKET_VNET_HDR");
     if (rcvbuf > 0 && setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0 &&
         setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0)
       return fail("SO_RCVBUF");
@@ -140,6 +146,84 @@ Napi::Value OpenPacketSocket(const Napi::CallbackInfo& info) {
   }
   Napi::Object r = Napi::Object::New(env);
   r.Set("fd", Napi::Number::New(env, fd));
+  r.Set("ifindex", Napi::Number::New(env, ifindex));
+  return r;
+}
+
+// openVnetTap(nsPath ('' = own netns), name, offloads: number (TUN_F_* bits), up: boolean)
+//   -> { fd, name, ifindex }
+// A TAP with IFF_VNET_HDR: every read()/write() carries a struct virtio_net_hdr (10 bytes) before
+// the frame, so GSO super-frames and frames with a pending checksum cross it whole. `offloads`
+// (TUNSETOFFLOAD) says what the kernel may hand to the reader that way; 0 = plain frames only.
+// Created (or, if it exists and the caller may, attached) inside the namespace at nsPath, on a
+// short-lived thread like openPacketSocket; `up` brings the link up there (SIOCSIFFLAGS). Close-on-
+// exec, non-blocking. A TAP that did not exist is not persistent: it goes with the last fd.
+Napi::Value OpenVnetTap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ns, ifname;
+  if (!ArgString(info, 0, &ns, "netns path") || !ArgString(info, 1, &ifname, "ifname")) return env.Undefined();
+  if (!IfNameOk(env, ifname)) return env.Undefined();
+  if (info.Length() < 4 || !info[2].IsNumber() || !info[3].IsBoolean()) {
+    Napi::TypeError::New(env, "openVnetTap(nsPath, ifname, offloads, up)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const unsigned offloads = info[2].As<Napi::Number>().Uint32Value();
+  const unsigned known = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+  if ((offloads & ~known) != 0 || ((offloads & (TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)) != 0 && (offloads & TUN_F_CSUM) == 0)) {
+    Napi::RangeError::New(env, "openVnetTap: offloads must be TUN_F_CSUM|TSO4|TSO6|TSO_ECN bits, segmentation only with TUN_F_CSUM")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const bool up = info[3].As<Napi::Boolean>().Value();
+  int fd = -1;
+  unsigned ifindex = 0;
+  Failure f = InNetns(ns, [&]() -> Failure {
+    int t = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (t < 0) return {errno, "open /dev/net/tun"};
+    auto fail = [&](const std::string& what) -> Failure {
+      Failure r{errno, what};
+      close(t);
+      return r;
+    };
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+    if (ioctl(t, TUNSETIFF, &ifr) != 0) return fail("ioctl TUNSETIFF " + ifname);
+    // The header is struct virtio_net_hdr (10 bytes), the size AF_PACKET's PACKET_VNET_HDR uses.
+    int hdr = 10;
+    if (ioctl(t, TUNSETVNETHDRSZ, &hdr) != 0) return fail("ioctl TUNSETVNETHDRSZ");
+    if (ioctl(t, TUNSETOFFLOAD, static_cast<unsigned long>(offloads)) != 0) return fail("ioctl TUNSETOFFLOAD");
+    ifindex = if_nametoindex(ifname.c_str());
+    if (ifindex == 0) return fail("if_nametoindex " + ifname);
+    if (up) {
+      int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (s < 0) return fail("socket(AF_INET)");
+      struct ifreq fr;
+      memset(&fr, 0, sizeof fr);
+      memcpy(fr.ifr_name, ifname.data(), ifname.size());
+      int r = ioctl(s, SIOCGIFFLAGS, &fr);
+      if (r == 0) {
+        fr.ifr_flags |= IFF_UP;
+        r = ioctl(s, SIOCSIFFLAGS, &fr);
+      }
+      int e = errno;
+      close(s);
+      if (r != 0) {
+        errno = e;
+        return fail("SIOCSIFFLAGS up " + ifname);
+      }
+    }
+    fd = t;
+    return {};
+  });
+  if (f.err != 0) {
+    ErrnoError(env, f.err, f.what, f.err == EPERM ? "needs CAP_NET_ADMIN, or a TAP owned by this user" : "").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("fd", Napi::Number::New(env, fd));
+  r.Set("name", Napi::String::New(env, ifname));
   r.Set("ifindex", Napi::Number::New(env, ifindex));
   return r;
 }
@@ -231,6 +315,7 @@ Napi::Value PacketRebind(const Napi::CallbackInfo& info) {
 void InitPacketSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("openPacketSocket", Napi::Function::New(env, OpenPacketSocket));
   exports.Set("linkOffloads", Napi::Function::New(env, LinkOffloads));
+  exports.Set("openVnetTap", Napi::Function::New(env, OpenVnetTap));
   exports.Set("packetRebind", Napi::Function::New(env, PacketRebind));
 }
 
