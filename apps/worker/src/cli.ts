@@ -188,9 +188,8 @@ export function buildProgram(io: CliIo = defaultIo, exit: (code: number) => void
         .default('tap'),
     )
     .addOption(
-      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: stream (length-prefixed frames on a stream socket, -netdev stream; measured fastest) or dgram (one datagram per frame, -netdev dgram), or vnet (QEMU on a TAP with virtio-net headers in a per-VM namespace: TSO and checksum offloads cross the pump; TAP uplink only)")
-        .choices(['stream', 'dgram', 'vnet'])
-        .default('stream'),
+      new Option('--vm-framing <kind>', "qemu driver: how frames travel between QEMU and the VM host process: vnet (QEMU on a TAP with virtio-net headers alone in a per-VM namespace, so TSO and checksum offloads cross the pump; the default, TAP uplink only), stream (length-prefixed plain frames on a stream socket, -netdev stream; the default with --vm-link veth) or dgram (one datagram per frame, -netdev dgram)")
+        .choices(['vnet', 'stream', 'dgram']),
     )
     .option('--authorized-keys <file>', 'qemu driver: OpenSSH public keys (one per line) every guest of the built-in image accepts')
     .option('--global-prefixes <cidr,...>', 'qemu driver: prefixes VMs may reach as if they were public, e.g. a lab network standing in for the Internet', cidrList)

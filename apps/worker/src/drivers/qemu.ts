@@ -121,14 +121,15 @@ export interface QemuDriverOptions {
    */
   vmLink?: 'tap' | 'veth';
   /**
-   * How frames travel between QEMU and the VM host process (issue 20): `stream` (default) —
-   * length-prefixed frames on a stream socket (`-netdev stream`), many per syscall; `dgram` — one
-   * datagram per frame (`-netdev dgram`). The frame pump bench measured host → VM 88 % of the
-   * kernel row with stream against 45 % with dgram in the same quiet run (48–51 % vs 26–33 % with
-   * load), VM → host 96 % vs 63 %; real guests the same either way (BENCHMARKS.md, issue 20 third
-   * pass). `vnet` — the offload path: QEMU's NIC is a TAP with a virtio-net header alone in a
-   * per-VM namespace, read through an AF_PACKET socket, and the uplink TAP carries the header too,
-   * so TSO super-frames and pending checksums cross whole (with `vmLink: 'tap'` only). See
+   * How frames travel between QEMU and the VM host process (issue 20). `vnet` (the default with
+   * the TAP uplink, when the network has createVmNamespace) — the offload path: QEMU's NIC is a
+   * TAP with a virtio-net header alone in a per-VM namespace, read through an AF_PACKET socket,
+   * and the uplink TAP carries the header too, so TSO super-frames and pending checksums cross
+   * whole; a real guest sends 2–4× what it can in plain frames. `stream` (the default otherwise)
+   * — length-prefixed plain frames on a stream socket (`-netdev stream`), many per syscall;
+   * `dgram` — one datagram per frame (`-netdev dgram`). The frame pump bench measured host → VM
+   * 88 % of the kernel row with stream against 45 % with dgram in the same quiet run, VM → host
+   * 96 % vs 63 %; real guests the same either way (BENCHMARKS.md, issue 20). See
    * VmHostConfig.nicFraming.
    */
   vmFraming?: 'dgram' | 'stream' | 'vnet';
@@ -376,7 +377,10 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     // (BENCHMARKS.md, frame pump); the veth uplink only when the worker asks for it.
     const veth = net !== undefined && this.opts.vmLink === 'veth';
     if (veth && net.createUplink === undefined) throw new DriverError(`start ${rec.name}: this network offers no veth uplink (--vm-link veth)`);
-    const vnet = net !== undefined && this.opts.vmFraming === 'vnet';
+    // The offload path by default (real guests: 2–4× the plain frames VM → host, BENCHMARKS.md);
+    // the stream socket with the veth uplink or a network that has no per-VM namespaces.
+    const framing = this.opts.vmFraming ?? (veth || net?.createVmNamespace === undefined ? 'stream' : 'vnet');
+    const vnet = net !== undefined && framing === 'vnet';
     if (vnet && veth) throw new DriverError(`start ${rec.name}: --vm-framing vnet works with the TAP uplink only, not --vm-link veth`);
     if (vnet && net.createVmNamespace === undefined) throw new DriverError(`start ${rec.name}: this network offers no per-VM namespace (--vm-framing vnet)`);
     if (this.opts.vmUsers || rec.uid !== undefined) {
@@ -431,7 +435,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
             ...(veth ? { uplinkFd: UPLINK_FD } : {}),
             ...(vnet ? { vnetNic: { pumpFd: VNET_PUMP_FD, qemuFd: VNET_QEMU_FD } } : {}),
             // Written out either way: a config without it means dgram (VmHostConfig.nicFraming).
-            nicFraming: this.opts.vmFraming ?? 'stream',
+            nicFraming: framing,
             filter: {
               gatewayIp: net.gatewayIp,
               gatewayMac: net.gatewayMac,
