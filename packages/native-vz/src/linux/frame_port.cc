@@ -151,6 +151,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
     } else {
       // TAP / character device: read()/write() per frame need O_NONBLOCK on the file description.
+      if (area.ByteLength() < frame_size_ * batch_ + 1) {
+        Napi::RangeError::New(env, "FramePort: a TAP's receive area needs one spare byte past its slots").ThrowAsJavaScriptException();
+        fd_ = -1;
+        return;
+      }
       int fl = fcntl(fd_, F_GETFL);
       if (fl < 0 || fcntl(fd_, F_SETFL, fl | O_NONBLOCK) < 0) {
         ErrnoError(env, errno, "fcntl O_NONBLOCK").ThrowAsJavaScriptException();
@@ -338,9 +343,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       }
       return n;
     }
-    // TAP: one read() per frame (tun has no recvmmsg), up to a batch.
+    // TAP: one read() per frame (tun has no recvmmsg), up to a batch. One byte more than a slot is
+    // asked for (it lands in the next slot, read later, or the area's spare bytes), since tun
+    // returns at most what was asked: a read that fills more than the slot is a longer frame.
     for (size_t i = 0; i < batch_; i++) {
-      ssize_t r = read(fd_, rx_data_ + i * frame_size_, frame_size_);
+      ssize_t r = read(fd_, rx_data_ + i * frame_size_, frame_size_ + 1);
       if (r < 0) {
         if (errno == EINTR) {
           i--;
@@ -353,7 +360,6 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         break;
       }
       if (r == 0) break;
-      // tun reports a frame's whole length even when the buffer held only its start.
       if (static_cast<size_t>(r) > frame_size_) {
         stats_.rxTruncated++;
         continue;  // its slot stays unused in this batch
