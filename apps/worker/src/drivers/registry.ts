@@ -34,7 +34,7 @@ export interface QemuRuntimeOptions {
   hostOnlySubnet?: string;
   /** How VMs' frames reach the bridge (QemuDriverOptions.vmLink; default tap). */
   vmLink?: 'tap' | 'veth';
-  /** How frames travel between QEMU and the VM host process (QemuDriverOptions.vmFraming; default stream). */
+  /** How frames travel between QEMU and the VM host process (QemuDriverOptions.vmFraming; default vnet, stream with the veth uplink). */
   vmFraming?: 'dgram' | 'stream' | 'vnet';
   /** Bridge / nftables table name of the host-only network (default fleet1). */
   hostOnlyName?: string;

@@ -52,9 +52,10 @@ export interface VmHostConfig {
    * How the VM's frames travel between QEMU and this process: 'dgram' (when absent) — a SOCK_DGRAM
    * socketpair, one frame per datagram (`-netdev dgram`); 'stream' — a SOCK_STREAM socketpair with
    * 4-byte length prefixes (`-netdev stream`), many frames per syscall (issue 20). The QEMU driver
-   * writes it out, 'stream' unless the worker runs with `--vm-framing dgram`.
-   * 'vnet' — the offload path (issue 20, `--vm-framing vnet`): QEMU's NIC is a TAP with a
-   * virtio-net header (`-netdev tap,vnet_hdr=on`) alone in the VM's own network namespace; the
+   * always writes it out: 'vnet' with the TAP uplink, 'stream' with the veth one, unless the worker
+   * runs with `--vm-framing`.
+   * 'vnet' — the offload path (issue 20): QEMU's NIC is a TAP with a virtio-net header
+   * (`-netdev tap,fd=3`; QEMU reads IFF_VNET_HDR off the fd) alone in the VM's own network namespace; the
    * worker hands over that TAP (`vnetNic.qemuFd`, for QEMU) and an AF_PACKET socket with
    * PACKET_VNET_HDR bound to it (`vnetNic.pumpFd`, the pump's VM side); the uplink TAP `tap` is
    * opened with IFF_VNET_HDR and checksum/TSO offloads. GSO super-frames cross whole.

@@ -2,7 +2,8 @@
 //   node --import tsx apps/worker/src/vm-host/main.ts <run-dir>/config.json
 // so that the VM outlives a worker restart. It owns the VM: takes its uplink (the AF_PACKET socket
 // on its veth, inherited from the worker — issue 20 — or opens a TAP), creates the
-// socketpair, starts QEMU with the VM end as its NIC, pumps frames through the packet filter,
+// socketpair (or, on the offload path, takes QEMU's TAP and the packet socket on it from the
+// worker), starts QEMU with the VM end as its NIC, pumps frames through the packet filter,
 // records every state/lease change as a line in <run-dir>/status.jsonl (and on stdout), serves
 // <run-dir>/control.sock, and exits when QEMU exits.
 // Fencing (issue 12): with `fence` in its config (a "reschedule" VM) it reads the worker's lease
