@@ -5,13 +5,16 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FramePort, socketpairDgram, socketpairStream } from '@fleet/native-vz';
+import { FramePort, socketpairDgram, socketpairStream, VNET_MAX_FRAME } from '@fleet/native-vz';
 import { createFilter } from '@fleet/netfilter';
+import { DHCP, TCP_FLAGS, opt, tcpFrame } from '../../../../packages/netfilter/src/testing/frames.ts';
+import { GW, NET, VM_IP, baseConfig, vmAddr, vmDhcp } from '../../../../packages/netfilter/src/testing/scenario.ts';
 import type { VmHostStatus } from '../host-process/qemu-host-config.ts';
 import { ControlServer } from '../host-process/control-server.ts';
 import { controlRequest, watchControl } from '../host-process/control-client.ts';
 import { FramePump } from './pump.ts';
 import { qmpCommands } from './qmp.ts';
+import { VNET_F_NEEDS_CSUM, VNET_HDR_LEN } from './vnet-header.ts';
 
 const VM_MAC = '52:54:00:aa:bb:cc';
 const GW_MAC = 'be:d0:74:00:00:64';
@@ -71,6 +74,71 @@ describe('FramePump', () => {
     expect(s.vm.txFrames).toBe(1);
     expect(s.tap.txFrames).toBe(2);
     expect(vm.kind).toBe(framing);
+    pump.close();
+    vm.close();
+    tap.close();
+  });
+});
+
+describe('FramePump on the offload path (virtio-net headers)', () => {
+  // Datagram socketpairs stand in for the packet socket on QEMU's TAP and for the uplink TAP: the
+  // pump's contract is the same, a 10-byte virtio-net header before every frame.
+  const hdr = (gsoType: number, flags = 0, csumStart = 0, csumOffset = 0): Buffer => {
+    const h = Buffer.alloc(VNET_HDR_LEN);
+    h[0] = flags;
+    h[1] = gsoType;
+    h.writeUInt16LE(1448, 4);
+    h.writeUInt16LE(csumStart, 6);
+    h.writeUInt16LE(csumOffset, 8);
+    return h;
+  };
+  /** The UDP checksum of an IPv4 frame, from scratch: 0 when the field is right. */
+  const udpResidue = (f: Buffer): number => {
+    const len = f.readUInt16BE(38);
+    const w = Buffer.concat([f.subarray(26, 34), Buffer.from([0, 17]), f.subarray(38, 40), f.subarray(34, 34 + len), Buffer.alloc(len % 2)]);
+    let sum = 0;
+    for (let i = 0; i < w.length; i += 2) sum += w.readUInt16BE(i);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    return ~sum & 0xffff;
+  };
+
+  it('judges the frame behind the header, forwards header and frame unchanged, counts super-frames, completes a DHCP checksum the filter may edit', async () => {
+    const [vmMine, vmPeer] = socketpairDgram({ nonblock: true });
+    const [tapMine, tapPeer] = socketpairDgram({ nonblock: true });
+    const filter = createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] }, maxFrame: VNET_MAX_FRAME }));
+    const pump = new FramePump(vmMine, tapMine, filter, { vnetHdr: true });
+    pump.start();
+    const vm = new FramePort(vmPeer, { frameSize: VNET_HDR_LEN + VNET_MAX_FRAME, batch: 8 });
+    const tap = new FramePort(tapPeer, { frameSize: VNET_HDR_LEN + VNET_MAX_FRAME, batch: 8 });
+    const atTap: Buffer[] = [];
+    tap.onFrames((f) => atTap.push(...f), { copy: true });
+
+    // A TSO super-frame to a public address (passes), the same from a foreign MAC (mac_spoof).
+    const superFrame = Buffer.concat([hdr(1, 1, 34, 16), Buffer.from(tcpFrame(vmAddr(VM_IP, NET), { sport: 40000, dport: 443, flags: TCP_FLAGS.ACK, payload: new Uint8Array(20_000) }))]);
+    const spoofed = Buffer.concat([hdr(1, 1, 34, 16), Buffer.from(tcpFrame(vmAddr(VM_IP, NET, { srcMac: '02:00:00:00:00:99' }), { sport: 40000, dport: 443, flags: TCP_FLAGS.ACK, payload: new Uint8Array(20_000) }))]);
+    // A DISCOVER naming a host (the filter blanks the name and recomputes the UDP checksum), its
+    // checksum left pending as a guest with checksum offload leaves it: the pseudo-header sum only.
+    const discover = Buffer.from(vmDhcp({ type: DHCP.DISCOVER, xid: 7, options: [opt.type(DHCP.DISCOVER), opt.raw(12, [...Buffer.from('evil-name')])] }));
+    let pseudo = 17 + discover.readUInt16BE(38);
+    for (let i = 26; i < 34; i += 2) pseudo += discover.readUInt16BE(i);
+    while (pseudo > 0xffff) pseudo = (pseudo & 0xffff) + (pseudo >>> 16);
+    discover.writeUInt16BE(pseudo, 40);
+    const pendingDiscover = Buffer.concat([hdr(0, VNET_F_NEEDS_CSUM, 34, 6), discover]);
+    const short = Buffer.alloc(VNET_HDR_LEN - 2); // shorter than its header: malformed, dropped
+    expect(vm.send([superFrame, spoofed, pendingDiscover, short])).toBe(4);
+
+    for (let i = 0; i < 100 && atTap.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(atTap).toHaveLength(2);
+    expect(atTap[0]!.equals(superFrame)).toBe(true);
+    const out = atTap[1]!;
+    expect(out[0]! & VNET_F_NEEDS_CSUM).toBe(0); // the checksum is complete now: the kernel must not add to it
+    const frame = out.subarray(VNET_HDR_LEN);
+    expect(frame.includes(Buffer.from('evil-name'))).toBe(false);
+    expect(udpResidue(frame)).toBe(0);
+    expect(pump.stats().vmToHost).toEqual({ passed: 2, dropped: 2, superFrames: 1 });
+    expect(filter.stats().fromVm.mac_spoof).toBe(1);
+    expect(filter.stats().dhcpNamesStripped).toBe(1);
     pump.close();
     vm.close();
     tap.close();
