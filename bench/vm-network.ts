@@ -532,7 +532,7 @@ async function pumpCounters(sock: string): Promise<Counters> {
 function diffCounters(a: Counters, b: Counters): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(b)) {
-    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped']) {
+    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped', 'superFrames']) {
       if (v[f] === undefined) continue;
       parts.push(`${k}.${f} ${v[f]! - (a[k]?.[f] ?? 0)}`);
     }
@@ -540,6 +540,16 @@ function diffCounters(a: Counters, b: Counters): string {
   return parts.join(', ');
 }
 let pumpDelta = '';
+let hostMemory = '';
+
+/** The fleet VM host process's VmRSS / VmHWM (MiB), from its pid in the control socket's status. */
+async function hostProcessMemory(sock: string): Promise<string> {
+  const pid = (await controlRequest(sock, 'status')).status?.pid;
+  if (pid === undefined) return 'unknown';
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN);
+  return `RSS ${(kib('VmRSS') / 1024).toFixed(1)} MiB, peak ${(kib('VmHWM') / 1024).toFixed(1)} MiB`;
+}
 
 const loadStart = load();
 let failed: Error | undefined;
@@ -583,6 +593,7 @@ try {
     process.stderr.write(`transfer round ${rep}/${REPS} done (load ${load()})\n`);
   }
   if (kept.fleet?.controlSock && before) pumpDelta = diffCounters(before, await pumpCounters(kept.fleet.controlSock));
+  if (kept.fleet?.controlSock) hostMemory = await hostProcessMemory(kept.fleet.controlSock).catch((e: Error) => `unknown (${e.message})`);
   for (const q of keptQemu) await killChild(q);
 
   const pad = (s: string, n: number) => s.padEnd(n);
@@ -608,7 +619,8 @@ try {
     console.log(`  ${name}: ${parts.join(', ')}`);
   }
   console.log(`\nfleet pump counters over the fleet transfers (incl. warm-up): ${pumpDelta}`);
-  console.log('(vm = the socketpair to QEMU, tap = the bridge port: a TAP, or AF_PACKET on the VM veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
+  console.log('(vm = QEMU\'s side: the socketpair, or the packet socket on its TAP (vnet); tap = the bridge port: a TAP, or AF_PACKET on the VM veth; txDrops/eagain = frames the other side refused, dropped like a NIC)');
+  console.log(`fleet VM host process after the transfers: ${hostMemory}`);
   console.log(`\nload average at end: ${load()}`);
 } catch (e) {
   failed = e as Error;
