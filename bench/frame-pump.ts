@@ -32,7 +32,17 @@
  *   ..., stream  (issue 20) the same rows with the VM's side on an AF_UNIX SOCK_STREAM socketpair in
  *              QEMU's -netdev stream framing (4-byte big-endian length, then the frame): the generator
  *              / sink ("QEMU") and the pump move many frames per read/sendmsg. FRAME_PUMP_FRAMING=
- *              dgram|stream runs only one kind; by default both run, for a same-run comparison.
+ *              dgram|stream|vnet (or a comma list) runs only those kinds; by default all run, for a
+ *              same-run comparison.
+ *   ..., vnet    (issue 20, the offload path, --vm-framing vnet) plain 1514-byte frames behind a
+ *              10-byte virtio-net header (gso_type NONE, flags 0) through the VM host process's own
+ *              FramePump with { vnetHdr: true }: QEMU's TAP (IFF_VNET_HDR, up) alone in a namespace
+ *              this run creates, the pump's AF_PACKET socket with PACKET_VNET_HDR bound to it, the
+ *              uplink TAP (IFF_VNET_HDR, CSUM|TSO4|TSO6|TSO_ECN, up) in a second namespace.
+ *              VM -> host: a generator thread ("QEMU") write()s header + frame into the VM's TAP;
+ *              counted at the uplink TAP's rx_packets; at most a window of frames in flight on the
+ *              frames the pump's uplink port accepted. Host -> VM: a generator sendmmsg()s on a
+ *              PACKET_VNET_HDR socket bound to the uplink TAP; a sink thread read()s the VM's TAP.
  *   veth       kernel-only baseline: a C program (cc at run time) sendmmsg()s the same frame on an
  *              AF_PACKET socket into one end of a veth pair in a namespace this run creates; frames
  *              counted at the peer (rx_packets). No JS, no socketpair hop, one thread.
@@ -49,7 +59,21 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Verdict, createFilter } from '@fleet/netfilter';
-import { FramePort, type FrameBatch, type FramePortStats, closeFd, getBufferSizes, linkOffloads, openPacketSocket, openTap, socketpairDgram, socketpairStream } from '../packages/native-vz/src/index.ts';
+import {
+  FramePort,
+  type FrameBatch,
+  type FramePortStats,
+  TunOffload,
+  VNET_HDR_LEN,
+  closeFd,
+  getBufferSizes,
+  linkOffloads,
+  openPacketSocket,
+  openTap,
+  openVnetTap,
+  socketpairDgram,
+  socketpairStream,
+} from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
 import { FramePump } from '../apps/worker/src/vm-host/pump.ts';
@@ -408,13 +432,14 @@ const len = frame.length;
 let running = true, generated = 0, base = 0;
 let port;
 if (role === 'sink') {
-  port = new native.FramePort(fd, new ArrayBuffer(2048 * batch), new Uint32Array(batch), new Uint32Array(batch), 2048, batch, false, 16);
+  // + 4: a TAP's receive area needs a spare byte past its slots (the offload path's sink reads a TAP).
+  port = new native.FramePort(fd, new ArrayBuffer(2048 * batch + 4), new Uint32Array(batch), new Uint32Array(batch), 2048, batch, false, 16);
   port.start((n) => { Atomics.add(count, 0, n); Atomics.notify(count, 0); count[2]++; });
 } else {
   const buf = Buffer.alloc(len * batch);
   const offs = new Uint32Array(batch), lens = new Uint32Array(batch);
   for (let i = 0; i < batch; i++) { Buffer.from(frame).copy(buf, i * len); offs[i] = i * len; lens[i] = len; }
-  port = new native.FramePort(fd, new ArrayBuffer(64), new Uint32Array(1), new Uint32Array(1), 64, 1, false, 1);
+  port = new native.FramePort(fd, new ArrayBuffer(64 + 4), new Uint32Array(1), new Uint32Array(1), 64, 1, false, 1);
   const pump = () => {
     for (let k = 0; running && k < 16; k++) {
       let sunk = Atomics.load(count, 0);
@@ -547,6 +572,175 @@ async function runPacketIn(
   }
 }
 
+// ------------------------------------------------------------------ the offload path (issue 20, --vm-framing vnet)
+
+/** virtio_net_hdr for a plain frame: flags 0, gso_type VIRTIO_NET_HDR_GSO_NONE, the rest 0. */
+const withVnetHdr = (frame: Uint8Array): Uint8Array => {
+  const f = new Uint8Array(VNET_HDR_LEN + frame.length);
+  f.set(frame, VNET_HDR_LEN);
+  return f;
+};
+const VNET_FRAME = withVnetHdr(FRAME);
+const VNET_HOST_FRAME = withVnetHdr(HOST_FRAME);
+const UPLINK_OFFLOADS = TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | TunOffload.TSO_ECN;
+
+/**
+ * The offload path as the worker and the VM host process set it up: QEMU's TAP `vm0` (IFF_VNET_HDR,
+ * up) alone in a namespace of its own (IPv6 off), the pump's AF_PACKET socket with PACKET_VNET_HDR
+ * bound to it (4 MiB / 1 MiB, as the QEMU driver opens it), and the uplink TAP `up0` (IFF_VNET_HDR,
+ * CSUM|TSO4|TSO6|TSO_ECN, up) in a second namespace (no address: the kernel receives and discards
+ * what the pump writes, as in the TAP rows). `vm0` keeps openVnetTap's offloads 0 (QEMU sets them
+ * from the guest's features; plain frames need none). Frames never leave the two namespaces.
+ */
+function vnetLinks(): { vmNs: string; upNs: string; vmTapFd: number; upTapFd: number; sockFd: number; cleanup: () => void } {
+  const vmNs = `fvz-vnv-${process.pid}`;
+  const upNs = `fvz-vnu-${process.pid}`;
+  const fds: number[] = [];
+  const cleanup = (): void => {
+    for (const fd of fds.splice(0)) closeFd(fd);
+    for (const ns of [vmNs, upNs]) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  };
+  try {
+    for (const ns of [vmNs, upNs]) {
+      execFileSync('ip', ['netns', 'add', ns]);
+      execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    }
+    const vmTap = openVnetTap('vm0', { netns: vmNs, up: true });
+    fds.push(vmTap.fd);
+    const upTap = openVnetTap('up0', { netns: upNs, offloads: UPLINK_OFFLOADS, up: true });
+    fds.push(upTap.fd);
+    const sock = openPacketSocket('vm0', { netns: vmNs, vnetHdr: true, rcvbuf: PACKET_BUF, sndbuf: 1 << 20 });
+    fds.push(sock.fd);
+    // The pump owns the socket and the uplink TAP once it is built: only vm0 stays ours to close.
+    fds.splice(1);
+    return { vmNs, upNs, vmTapFd: vmTap.fd, upTapFd: upTap.fd, sockFd: sock.fd, cleanup };
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+}
+
+const vnetPump = (l: { sockFd: number; upTapFd: number }): FramePump =>
+  new FramePump(l.sockFd, l.upTapFd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { vnetHdr: true });
+
+const stopWorker = (w: Worker): Promise<unknown> =>
+  new Promise((r) => {
+    w.once('exit', r);
+    w.postMessage('stop');
+  });
+
+/**
+ * VM -> host on the offload path: a generator thread ("QEMU") write()s header + frame into vm0's
+ * fd; the VM host process's FramePump ({ vnetHdr: true }) reads them from the PACKET_VNET_HDR
+ * socket, runs filter.fromVm on the frame behind the header and writes header + frame to the
+ * uplink TAP; counted at up0's rx_packets (as the TAP rows). A TAP write has no backpressure (a
+ * frame the packet socket's full queue cannot take is dropped: rxQueueDrops), so the generator
+ * keeps at most WINDOW frames in flight: the bench wraps the pump's uplink port's sendBatch to
+ * publish the frames it accepted in shared memory (one Atomics.add per batch), on which the
+ * generator waits.
+ */
+async function runVnetOut(name: string): Promise<void> {
+  const l = vnetLinks();
+  try {
+    const shared = new SharedArrayBuffer(12);
+    const counts = new Int32Array(shared);
+    const pump = vnetPump(l);
+    const up = (pump as unknown as { tap: FramePort }).tap;
+    const send = up.sendBatch.bind(up);
+    up.sendBatch = (buf, o, len, n) => {
+      const k = send(buf, o, len, n);
+      Atomics.add(counts, 0, k);
+      Atomics.notify(counts, 0);
+      return k;
+    };
+    pump.start();
+    const gen = new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role: 'gen', fd: l.vmTapFd, frame: VNET_FRAME, batch: BATCH, shared, window: WINDOW } });
+    gen.postMessage('go');
+    await sleep(WARMUP_MS);
+    const t0 = process.hrtime.bigint();
+    const f0 = peerStat(l.upNs, 'up0', 'rx_packets');
+    markStart();
+    await sleep(SECONDS * 1000);
+    const t1 = process.hrtime.bigint();
+    const f1 = peerStat(l.upNs, 'up0', 'rx_packets');
+    const elu = performance.eventLoopUtilization(elu0).utilization;
+    await stopWorker(gen);
+    await sleep(100);
+    const ps = pump.stats();
+    const si = ps.vm;
+    const so = ps.tap as FramePortStats;
+    const vmRxDropped = peerStat(l.vmNs, 'vm0', 'rx_dropped');
+    const upRxDropped = peerStat(l.upNs, 'up0', 'rx_dropped');
+    pump.close();
+    record(
+      name,
+      f1 - f0,
+      t1 - t0,
+      si.rxFrames / si.rxBatches,
+      elu,
+      `counted at up0 rx_packets; FramePump vnet (filter dropped ${ps.vmToHost.dropped}, super-frames ${ps.vmToHost.superFrames}); pump rx (PACKET_VNET_HDR socket): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; vm0 rx_dropped ${vmRxDropped}; window resets ${Atomics.load(counts, 1)}; uplink TAP tx: eagain ${so.eagain}, txDrops ${so.txDrops}, errors ${so.txErrors}; up0 rx_dropped ${upRxDropped}`,
+    );
+  } finally {
+    l.cleanup();
+  }
+}
+
+/**
+ * Host -> VM on the offload path: a generator thread sendmmsg()s header + gateway->VM frame on an
+ * AF_PACKET socket with PACKET_VNET_HDR bound to up0 (the kernel transmits on up0 = queues to its
+ * fd, as the bridge would); the FramePump reads the uplink TAP (read() loop), runs filter.fromHost
+ * and sends header + frame on the PACKET_VNET_HDR socket (vm0 transmits = queues to its fd); a
+ * sink thread ("QEMU") read()s vm0's fd and counts. The generator keeps at most WINDOW frames in
+ * flight on the sink's count, as in the other host -> VM rows. up0's txqueuelen is 10000 as in the
+ * "TAP > filter" row (the generator's side); vm0 keeps its default, as the worker's.
+ */
+async function runVnetIn(name: string): Promise<void> {
+  const l = vnetLinks();
+  try {
+    execFileSync('ip', ['-n', l.upNs, 'link', 'set', 'up0', 'txqueuelen', '10000']);
+    const genSock = openPacketSocket('up0', { netns: l.upNs, vnetHdr: true, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
+    const shared = new SharedArrayBuffer(12);
+    const counts = new Int32Array(shared);
+    const mk = (role: 'gen' | 'sink', fd: number, frame: Uint8Array): Worker =>
+      new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame, batch: BATCH, shared, window: WINDOW } });
+    const sink = mk('sink', l.vmTapFd, VNET_HOST_FRAME);
+    const pump = vnetPump(l);
+    pump.start();
+    const gen = mk('gen', genSock.fd, VNET_HOST_FRAME);
+    gen.postMessage('go');
+    await sleep(WARMUP_MS);
+    const f0 = Atomics.load(counts, 0);
+    const w0 = Atomics.load(counts, 2);
+    markStart();
+    const t0 = process.hrtime.bigint();
+    await sleep(SECONDS * 1000);
+    const f1 = Atomics.load(counts, 0);
+    const w1 = Atomics.load(counts, 2);
+    const t1 = process.hrtime.bigint();
+    const elu = performance.eventLoopUtilization(elu0).utilization;
+    await stopWorker(gen);
+    await sleep(100); // let the last frames reach the sink
+    await stopWorker(sink);
+    const ps = pump.stats();
+    const si = ps.tap as FramePortStats;
+    const so = ps.vm;
+    const upTxDropped = peerStat(l.upNs, 'up0', 'tx_dropped');
+    const vmTxDropped = peerStat(l.vmNs, 'vm0', 'tx_dropped');
+    pump.close();
+    closeFd(genSock.fd); // the workers' ports do not own their fds
+    record(
+      name,
+      f1 - f0,
+      t1 - t0,
+      si.rxFrames / si.rxBatches,
+      elu,
+      `sink thread count (read() on vm0), ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; FramePump vnet (filter dropped ${ps.hostToVm.dropped}, super-frames ${ps.hostToVm.superFrames}); pump rx (uplink TAP): truncated ${si.rxTruncated}, errors ${si.rxErrors}; up0 tx_dropped ${upTxDropped}; window resets ${Atomics.load(counts, 1)}; AF_PACKET vnet tx: eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}, errors ${so.txErrors}; vm0 tx_dropped ${vmTxDropped}`,
+    );
+  } finally {
+    l.cleanup();
+  }
+}
+
 // The kernel-only baseline: a small C program (compiled here with cc) writes the same frame with
 // sendmmsg (batches of 64) on an AF_PACKET socket bound to one end of a veth pair; the peer end
 // (link up, no address, in the same namespace this run creates) receives and discards it, as the
@@ -671,7 +865,9 @@ const only = process.env.FRAME_PUMP_ONLY ? new RegExp(process.env.FRAME_PUMP_ONL
 const want = (name: string): boolean => !only || only.test(name);
 // FRAME_PUMP_FRAMING=dgram|stream: only the datagram (-netdev dgram) or stream (-netdev stream) rows of
 // the VM's side where both exist; default both, for a same-run comparison.
-const FRAMINGS: Framing[] = process.env.FRAME_PUMP_FRAMING === 'dgram' ? ['dgram'] : process.env.FRAME_PUMP_FRAMING === 'stream' ? ['stream'] : ['dgram', 'stream'];
+// FRAME_PUMP_FRAMING=vnet: only the offload path's rows (virtio-net header, --vm-framing vnet); a
+// comma list (e.g. stream,vnet) runs several kinds. Default all three.
+const FRAMINGS: Array<Framing | 'vnet'> = (process.env.FRAME_PUMP_FRAMING ?? 'dgram,stream,vnet').split(',').filter((f): f is Framing | 'vnet' => f === 'dgram' || f === 'stream' || f === 'vnet');
 // FRAME_PUMP_ROWS=uplink: only the TAP, AF_PACKET and kernel rows (the ones compared in BENCHMARKS.md).
 const ONLY_UPLINK = process.env.FRAME_PUMP_ROWS === 'uplink' || only !== undefined;
 if (!ONLY_UPLINK) {
@@ -708,6 +904,12 @@ if (process.getuid?.() === 0) {
   }
   const sName = 'AF_PACKET > filter (host -> VM), stream: ... -> FramePump + netfilter -> stream socket';
   if (want(sName) && FRAMINGS.includes('stream')) await runPacketIn(sName, PRODUCTION, vethIn, 'stream');
+  if (FRAMINGS.includes('vnet') && existsSync('/dev/net/tun')) {
+    const outName = 'filter > TAP, vnet (VM -> host): QEMU TAP -> AF_PACKET vnet -> FramePump -> TAP';
+    const inName = 'TAP > filter (host -> VM), vnet: TAP -> FramePump -> AF_PACKET vnet -> QEMU TAP';
+    if (want(outName)) await runVnetOut(outName);
+    if (want(inName)) await runVnetIn(inName);
+  }
   if (want('kernel veth')) runVeth();
 } else {
   for (const name of ['AF_PACKET rows', 'kernel veth']) rows.push({ name, frames: 0, seconds: 0, pumpBatch: 0, elu: 0, note: 'skipped: needs root (namespaces, AF_PACKET)' });
