@@ -22,11 +22,21 @@ export type SqliteSynchronous = 'FULL' | 'NORMAL';
 export const DEFAULT_SQLITE_SYNCHRONOUS: SqliteSynchronous = 'FULL';
 
 /**
+ * SQLite's page cache per connection, in KiB: SQLite's own default (2 MiB). better-sqlite3 builds
+ * SQLite with 16 MiB instead, and the controller's connection filled it with pages that the
+ * operating system's file cache holds anyway: −15 MiB of the controller's memory outside the V8
+ * heap with 10,000 VMs (BENCHMARKS.md, "Memory (issue 20)", morning pass). Pages beyond it are
+ * read again from that file cache.
+ */
+export const SQLITE_CACHE_KIB = 2000;
+
+/**
  * Applied to every SQLite connection Fleet opens.
  * - WAL: readers never block the writer and vice versa; persistent in the file.
  * - synchronous=FULL: a commit is on disk (WAL fsynced) before it is acknowledged.
  * - foreign_keys: onDelete Cascade / SetNull in the schema rely on it.
  * - busy_timeout: wait for a competing writer (another process, a backup) instead of failing.
+ * - cache_size: SQLITE_CACHE_KIB of page cache.
  */
 export function sqlitePragmas(busyTimeoutMs: number, synchronous: SqliteSynchronous = DEFAULT_SQLITE_SYNCHRONOUS): string {
   if (synchronous !== 'FULL' && synchronous !== 'NORMAL') throw new Error(`unsupported SQLite synchronous setting ${String(synchronous)}`);
@@ -35,6 +45,7 @@ export function sqlitePragmas(busyTimeoutMs: number, synchronous: SqliteSynchron
     'PRAGMA journal_mode = WAL;',
     `PRAGMA synchronous = ${synchronous};`,
     'PRAGMA foreign_keys = ON;',
+    `PRAGMA cache_size = -${SQLITE_CACHE_KIB};`,
   ].join('\n');
 }
 

@@ -29,6 +29,7 @@ import { registryRoutes } from './routes/registry-routes.ts';
 import { imageRoutes } from './routes/image-routes.ts';
 import { FleetTimeSeries } from '../stats/time-series.ts';
 import { CONTROLLER_VERSION } from '../version.ts';
+import { lazySerializerFactory, lazyValidatorCompiler } from './lazy-compilers.ts';
 
 /** A validation error's message, naming the offending property (Ajv's own text does not for unknown ones). */
 function describeValidation(err: FastifyError): string {
@@ -91,13 +92,15 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
     routerOptions: { maxParamLength: 2048 },
     // Watch streams never end on their own: close them on shutdown instead of waiting forever.
     forceCloseConnections: true,
+    // Each response serializer compiled at its first response (lazy-compilers.ts).
+    schemaController: { compilersFactory: { buildSerializer: lazySerializerFactory() } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Query strings and path parameters arrive as text and are coerced ("limit=5");
   // JSON bodies are validated strictly: a label value 1 is an error, not "1".
   const strict = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false, verbose: true });
   const coercing = new Ajv({ coerceTypes: 'array', removeAdditional: false, useDefaults: true, allErrors: false });
-  app.setValidatorCompiler(({ schema, httpPart }) => {
+  const compileValidator = ({ schema, httpPart }: { schema: object; httpPart?: string }) => {
     if (httpPart === 'body') return strict.compile(schema);
     const validate = coercing.compile(schema);
     // Ajv coerces any text JavaScript reads as a number ("1e400" → Infinity, "0x10", "1e3"):
@@ -121,7 +124,9 @@ export async function buildApiServer(ctx: ApiContext, log: Logger, tls?: ApiTlsO
       return ok;
     };
     return checked;
-  });
+  };
+  // Each validator compiled at its route's first request (lazy-compilers.ts).
+  app.setValidatorCompiler(lazyValidatorCompiler(compileValidator));
 
   await app.register(swagger, {
     // Shared schemas keep their $id as their component name (components.schemas.Error).

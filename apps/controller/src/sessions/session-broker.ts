@@ -493,7 +493,7 @@ export class SessionBroker {
   }
 
   private async onHostKey(s: BrokerSession, raw: string): Promise<void> {
-    const key = normaliseHostKey(raw);
+    const key = await normaliseHostKey(raw);
     if (!key) return this.fail(s, new SessionError('host-key-invalid', 'the worker reported an unparseable host key'));
     try {
       const r = await recordHostKey(this.deps.db, s.vm.id, s.vm.attempt, key);
