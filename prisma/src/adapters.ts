@@ -1,13 +1,13 @@
 // Driver adapter factories for the two providers, with Fleet's connection settings.
 import { PrismaBetterSqlite3 } from '@prisma/adapter-better-sqlite3';
-import { PrismaPg } from '@prisma/adapter-pg';
-import pg from 'pg';
+import type pg from 'pg';
 import type {
   SqlDriverAdapter,
   SqlMigrationAwareDriverAdapterFactory,
 } from '@prisma/driver-adapter-utils';
 import { providerOf, sqlitePath } from './providers.ts';
 import { betterSqliteClientOf, cacheStatements, gateTransactions, type SqliteConnection } from './sqlite-connection.ts';
+import { LazyPgAdapterFactory, loadPg, loadPrismaPg } from './pg-driver.ts';
 
 /** How long a SQLite statement waits for another connection's lock before SQLITE_BUSY. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
@@ -137,8 +137,9 @@ const PG_TEXT_OID = 25;
  * Results are relabelled as text, which is what the values are. Prisma
  * clients never see these catalog columns and use plain pools.
  */
-export function schemaEnginePgPool(connectionString: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max: 1 });
+export async function schemaEnginePgPool(connectionString: string): Promise<pg.Pool> {
+  const { Pool } = await loadPg();
+  const pool = new Pool({ connectionString, max: 1 });
   const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<pg.QueryResult>;
   const relabelled = async (...args: unknown[]): Promise<pg.QueryResult> => {
     const result = await query(...args);
@@ -265,23 +266,32 @@ export function adapterFactoryFor(url: string, opts: AdapterOptions = {}): Manag
       ? new ManagedAdapterFactory(inner, pragmas)
       : new SingleSqliteConnectionFactory(inner, pragmas, file);
   }
+  // pg and @prisma/adapter-pg load at the first connection (pg-driver.ts).
   if (opts.forSchemaEngine) {
-    return new ManagedAdapterFactory(new PrismaPg(schemaEnginePgPool(url), { disposeExternalPool: true }));
+    return new ManagedAdapterFactory(
+      new LazyPgAdapterFactory(async () => {
+        const PrismaPg = await loadPrismaPg();
+        return new PrismaPg(await schemaEnginePgPool(url), { disposeExternalPool: true });
+      }),
+    );
   }
   return new ManagedAdapterFactory(
-    new PrismaPg(
-      {
-        connectionString: url,
-        max: opts.poolSize ?? 10,
-        // A server cut off by the network answers nothing and TCP would wait minutes: give up
-        // sooner, so the controller reports the fault, closes its worker streams and the workers
-        // move to a controller that can reach the database.
-        query_timeout: PG_QUERY_TIMEOUT_MS,
-        connectionTimeoutMillis: 5_000,
-        keepAlive: true,
-        keepAliveInitialDelayMillis: 5_000,
-      },
-      opts.onPoolError ? { onPoolError: opts.onPoolError } : undefined,
-    ),
+    new LazyPgAdapterFactory(async () => {
+      const PrismaPg = await loadPrismaPg();
+      return new PrismaPg(
+        {
+          connectionString: url,
+          max: opts.poolSize ?? 10,
+          // A server cut off by the network answers nothing and TCP would wait minutes: give up
+          // sooner, so the controller reports the fault, closes its worker streams and the workers
+          // move to a controller that can reach the database.
+          query_timeout: PG_QUERY_TIMEOUT_MS,
+          connectionTimeoutMillis: 5_000,
+          keepAlive: true,
+          keepAliveInitialDelayMillis: 5_000,
+        },
+        opts.onPoolError ? { onPoolError: opts.onPoolError } : undefined,
+      );
+    }),
   );
 }

@@ -19,7 +19,8 @@
 // that controller is the leader for its whole life and the fence has nothing to check.
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
+import type pg from 'pg';
+import { loadPg } from './pg-driver.ts';
 import { providerOf } from './providers.ts';
 
 const LEASE_ID = 'leader';
@@ -219,7 +220,7 @@ class PostgresLeaderLease implements LeaderLease {
   private async connection(): Promise<pg.Client> {
     if (this.client) return this.client;
     this.connecting ??= (async () => {
-      const c = new pg.Client({
+      const c = new (await loadPg()).Client({
         connectionString: this.opts.url,
         application_name: `fleet-controller-lease ${this.name}`,
         // A statement that hangs (the database is cut off) must not outlive the lease it renews.

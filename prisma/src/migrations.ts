@@ -3,12 +3,12 @@
 // Used by `migrate:new` and by the drift test.
 import { randomUUID } from 'node:crypto';
 import { PrismaBetterSqlite3 } from '@prisma/adapter-better-sqlite3';
-import { PrismaPg } from '@prisma/adapter-pg';
 import type {
   SqlDriverAdapter,
   SqlMigrationAwareDriverAdapterFactory,
 } from '@prisma/driver-adapter-utils';
 import { ManagedAdapterFactory, schemaEnginePgPool } from './adapters.ts';
+import { loadPrismaPg } from './pg-driver.ts';
 import { engineErrorMessage, NO_FILTER, readMigrationsDir, startSchemaEngine } from './engine.ts';
 import { LAYOUT, readSchema, type Provider } from './providers.ts';
 
@@ -23,8 +23,9 @@ class PgShadowFactory implements SqlMigrationAwareDriverAdapterFactory {
   readonly adapterName = '@prisma/adapter-pg';
   constructor(private readonly serverUrl: string) {}
 
-  connect(): Promise<SqlDriverAdapter> {
-    return new PrismaPg(schemaEnginePgPool(this.serverUrl), { disposeExternalPool: true }).connect();
+  async connect(): Promise<SqlDriverAdapter> {
+    const PrismaPg = await loadPrismaPg();
+    return new PrismaPg(await schemaEnginePgPool(this.serverUrl), { disposeExternalPool: true }).connect();
   }
 
   async connectToShadowDb(): Promise<SqlDriverAdapter> {
@@ -38,7 +39,8 @@ class PgShadowFactory implements SqlMigrationAwareDriverAdapterFactory {
     }
     const url = new URL(this.serverUrl);
     url.pathname = `/${name}`;
-    const shadow = await new PrismaPg(schemaEnginePgPool(url.toString()), { disposeExternalPool: true }).connect();
+    const PrismaPg = await loadPrismaPg();
+    const shadow = await new PrismaPg(await schemaEnginePgPool(url.toString()), { disposeExternalPool: true }).connect();
     const dispose = shadow.dispose.bind(shadow);
     shadow.dispose = async () => {
       try {

@@ -1,7 +1,8 @@
 // A PostgreSQL LISTEN/NOTIFY channel on a connection of its own, kept open: reconnects after a
 // drop and says so (`onReconnect`), since notifications sent meanwhile are lost and the listener
 // must catch up from the tables. Used between controllers (apps/controller/src/cluster/cluster-bus.ts).
-import pg from 'pg';
+import type pg from 'pg';
+import { loadPg } from './pg-driver.ts';
 import { providerOf } from './providers.ts';
 
 export interface NotifyChannel {
@@ -39,7 +40,7 @@ export async function openNotifyChannel(opts: NotifyChannelOptions): Promise<Not
   };
 
   const connect = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: opts.url, application_name: 'fleet-controller-bus', keepAlive: true, keepAliveInitialDelayMillis: 1_000 });
+    const c = new (await loadPg()).Client({ connectionString: opts.url, application_name: 'fleet-controller-bus', keepAlive: true, keepAliveInitialDelayMillis: 1_000 });
     c.on('error', (err: Error) => opts.onError?.(err));
     c.on('notification', (n: pg.Notification) => {
       if (n.channel === opts.channel && n.payload) opts.onMessage(n.payload);
