@@ -377,6 +377,24 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     // 4 MiB in far fewer frames than 1,448-byte segments would take.
     expect(c.pump.vm.rxBytes! / c.pump.vm.rxFrames!).toBeGreaterThan(3000);
     for (const side of [c.pump.vm, c.pump.tap]) expect(side).toMatchObject({ rxTruncated: 0, rxQueueDrops: 0, txDrops: 0, txErrors: 0 });
+    const counted = await d.networkCounters(ref);
+    expect(counted?.fromVm.pass).toBeGreaterThan(0);
+    expect(counted?.fromHost.vm_queue_full).toBeUndefined(); // nothing refused so far
+
+    // A paused guest reads nothing: frames for it pass the filter and are dropped at QEMU's TAP
+    // queue in the kernel. The worker's counters (what the API shows) count them.
+    expect((await controlRequest(control, 'pause')).ok).toBe(true);
+    const flood = ['import socket', `s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)`, `s.bind((${JSON.stringify(BRIDGE)}, 0))`,
+      `f = bytes.fromhex('ffffffffffff' + open('/sys/class/net/${BRIDGE}/address').read().strip().replace(':', '') + '0806' + '0001080006040001') + bytes(20)`,
+      'for i in range(3000): s.send(f)'].join('\n');
+    execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', flood]);
+    let dropped: number | undefined;
+    for (let i = 0; i < 50 && !dropped; i++) {
+      dropped = (await d.networkCounters(ref))?.fromHost.vm_queue_full;
+      if (!dropped) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(dropped).toBeGreaterThan(0);
+    expect((await controlRequest(control, 'resume')).ok).toBe(true);
 
     // Removed: the VM's namespace, its TAP and the bridge port go with it.
     await d.remove(ref);

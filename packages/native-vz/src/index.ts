@@ -126,6 +126,7 @@ interface NativeBinding {
   openPacketSocket?(nsPath: string, ifname: string, opts: PacketSocketOptions): { fd: number; ifindex: number };
   linkOffloads?(nsPath: string, ifname: string, disable: boolean): LinkOffloads;
   openVnetTap?(nsPath: string, ifname: string, offloads: number, up: boolean): { fd: number; name: string; ifindex: number };
+  linkStats?(nsPath: string, ifname: string): LinkStats;
   packetRebind?(fd: number, ifindex: number): number;
   FramePort: new (
     fd: number,
@@ -569,6 +570,31 @@ export function openVnetTap(name: string, opts: { netns?: string; offloads?: num
     return native.openVnetTap(netnsPath(opts.netns), name, offloads, opts.up ?? false);
   } catch (e) {
     throw Object.assign(e as Error, { message: `${(e as Error).message} (TAP ${name}${opts.netns ? ` in netns ${opts.netns}` : ''})` });
+  }
+}
+
+/** An interface's kernel counters (IFLA_STATS64). */
+export interface LinkStats {
+  rxPackets: number;
+  rxBytes: number;
+  rxDropped: number;
+  txPackets: number;
+  txBytes: number;
+  /** Frames the kernel dropped on transmit: on a TAP, those its reader (QEMU) did not take in time. */
+  txDropped: number;
+}
+
+/**
+ * The kernel's counters of interface `ifname` in network namespace `netns` (as openPacketSocket),
+ * read over a NETLINK_ROUTE socket opened there on a short-lived thread. Needs CAP_SYS_ADMIN for
+ * another namespace. Linux only.
+ */
+export function linkStats(ifname: string, opts: { netns?: string } = {}): LinkStats {
+  if (!native.linkStats) throw new Error('linkStats: Linux only');
+  try {
+    return native.linkStats(netnsPath(opts.netns), ifname);
+  } catch (e) {
+    throw Object.assign(e as Error, { message: `${(e as Error).message} (interface ${ifname}${opts.netns ? ` in netns ${opts.netns}` : ''})` });
   }
 }
 

@@ -7,7 +7,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readSync, writeSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeFd, fdInfo, FramePort, openPacketSocket, openVnetTap, TunOffload, VNET_HDR_LEN, VNET_MAX_FRAME } from './index.ts';
+import { closeFd, fdInfo, FramePort, linkStats, openPacketSocket, openVnetTap, TunOffload, VNET_HDR_LEN, VNET_MAX_FRAME } from './index.ts';
 import { csum } from './testing/icmp-frames.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -149,6 +149,27 @@ describe.skipIf(skipReason !== null)('virtio-net TAP and PACKET_VNET_HDR socket 
       data = Buffer.concat([data, f.subarray(54)]);
     }
     expect(data.equals(sent.subarray(VNET_HDR_LEN + 54))).toBe(true);
+  });
+
+  it('linkStats reads a TAP\'s kernel counters in its namespace: frames its reader did not take are TX dropped', () => {
+    const idle = openVnetTap('vm5', { netns: NS, up: true }); // nobody reads it: its 1,000-frame queue fills
+    const out = openPacketSocket('vm5', { netns: NS, vnetHdr: true });
+    const sender = new FramePort(out.fd, { batch: 64, frameSize: 2048 });
+    try {
+      const f = Buffer.alloc(VNET_HDR_LEN + 60);
+      f.fill(0xff, VNET_HDR_LEN, VNET_HDR_LEN + 6);
+      f.writeUInt16BE(0x88b5, VNET_HDR_LEN + 12);
+      let sent = 0;
+      for (let i = 0; i < 25; i++) sent += sender.send(Array.from({ length: 64 }, () => f));
+      const st = linkStats('vm5', { netns: NS });
+      expect(sent).toBe(1600); // the socket takes them all: a packet-socket send only queues
+      // tun keeps txqueuelen (1,000) frames for its reader and drops the rest; tx_packets counts reads.
+      expect(st).toMatchObject({ txPackets: 0, txDropped: 600 });
+      expect(() => linkStats('vm9', { netns: NS })).toThrow(/vm9/);
+    } finally {
+      sender.close();
+      closeFd(idle.fd);
+    }
   });
 
   it('a FramePort on a TAP counts a frame longer than its slot as truncated and delivers the next one', async () => {

@@ -85,6 +85,8 @@ export interface QemuNat {
   createUplink?(port: string): Promise<{ netns: string; ifname: string }>;
   /** The offload path (`vmFraming: 'vnet'`): an empty per-VM namespace and the name QEMU's TAP takes in it; deleteUplink removes it. */
   createVmNamespace?(port: string): Promise<{ netns: string; ifname: string }>;
+  /** Frames the kernel dropped sending to the VM end in the VM's namespace (QEMU's TAP on the offload path); undefined without one. */
+  vmEndTxDropped?(port: string): number | undefined;
   deleteUplink?(port: string): Promise<void>;
   /** Uplinks no VM host process holds (their VM namespace has no packet socket): leftovers. */
   unusedUplinks?(): Promise<string[]>;
@@ -177,6 +179,8 @@ interface InstanceRecord extends InstanceRecordBase {
   boot?: 'kernel' | 'disk';
   /** Its VM user (uid = gid), with `vmUsers`: kept for its whole life, so adoption keeps it too. */
   uid?: number;
+  /** How its NIC was set up at its last start (VmHostConfig.nicFraming); absent in records of earlier versions. */
+  nicFraming?: 'dgram' | 'stream' | 'vnet';
 }
 
 type Held = HeldInstance<InstanceRecord>;
@@ -399,6 +403,7 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     // Re-applied on every start: the policy may have changed (update) and a record of an earlier
     // version may have no reservation yet.
     rec.ip = (await this.reserve(rec))?.ip;
+    if (net) rec.nicFraming = framing;
     await writeInstanceRecord(dir, rec);
     const hostAddresses = net ? await net.hostAddresses().catch(() => []) : [];
     let img = await (this.opts.image ?? (() => ensureGuestImage()))();
@@ -644,10 +649,22 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (!h || h.status.state !== 'running') return undefined;
     const sock = this.trustedSocket(h);
     const r = sock ? await controlRequest(sock, 'status', 2000, targetOf(h.rec)).catch(() => undefined) : undefined;
-    const filter = (r?.status?.counters as { filter?: { fromVm?: unknown; fromHost?: unknown } } | undefined)?.filter;
+    const counters = r?.status?.counters as { filter?: { fromVm?: unknown; fromHost?: unknown }; pump?: { vm?: { txDrops?: unknown }; tap?: { txDrops?: unknown } } } | undefined;
+    const filter = counters?.filter;
     const numbers = (o: unknown): Record<string, number> =>
       Object.fromEntries(Object.entries(o && typeof o === 'object' ? o : {}).filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] > 0));
-    return filter ? { fromVm: numbers(filter.fromVm), fromHost: numbers(filter.fromHost) } : undefined;
+    if (!filter) return undefined;
+    const fromVm = numbers(filter.fromVm);
+    const fromHost = numbers(filter.fromHost);
+    // Frames the filter passed that a queue then refused, so that no drop goes uncounted in the
+    // API: the pump's sends (either side), and on the offload path what QEMU's TAP dropped in the
+    // kernel (a packet-socket send only queues there).
+    const n = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0);
+    const toUplink = n(counters?.pump?.tap?.txDrops);
+    const toVm = n(counters?.pump?.vm?.txDrops) + (h.rec.nicFraming === 'vnet' ? n(this.networkFor(h.rec)?.vmEndTxDropped?.(h.rec.tap)) : 0);
+    if (toUplink > 0) fromVm.uplink_queue_full = toUplink;
+    if (toVm > 0) fromHost.vm_queue_full = toVm;
+    return { fromVm, fromHost };
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { linkOffloads } from '@fleet/native-vz';
+import { linkOffloads, linkStats } from '@fleet/native-vz';
 import { AddressPool, type LiveLease, type Reservation, type ReserveRequest } from './address-pool.ts';
 import { DnsmasqSupervisor, findDnsmasqProcesses, killAndWait, type UplinkLog } from './dnsmasq.ts';
 import { findBinary, ipJson, run, tryRun } from './exec.ts';
@@ -947,6 +947,15 @@ export class NatNetwork {
   async createUplink(port: string): Promise<{ netns: string; ifname: string }> {
     this.assertAlive();
     return createVethUplink(port, this.cfg.netns);
+  }
+
+  /** What the kernel dropped sending on the VM end of `port`'s namespace (on the offload path QEMU's TAP: frames QEMU did not take in time); undefined when there is none. */
+  vmEndTxDropped(port: string): number | undefined {
+    try {
+      return linkStats(VM_UPLINK_IF, { netns: vmNetnsFor(port) }).txDropped;
+    } catch {
+      return undefined;
+    }
   }
 
   /** An empty per-VM namespace for the offload path's TAP (createVmNamespace). */

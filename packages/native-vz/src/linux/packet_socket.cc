@@ -12,7 +12,10 @@
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_packet.h>
+#include <linux/if_link.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sockios.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -228,6 +231,74 @@ Napi::Value OpenVnetTap(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// linkStats(nsPath ('' = own netns), ifname) -> { rxPackets, rxBytes, rxDropped, txPackets,
+// txBytes, txDropped } — the kernel's counters of an interface (IFLA_STATS64), read over a
+// NETLINK_ROUTE socket opened inside the namespace on a short-lived thread (sysfs shows only the
+// namespace it was mounted in). Lets the worker report what a VM's TAP dropped in the kernel.
+Napi::Value LinkStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ns, ifname;
+  if (!ArgString(info, 0, &ns, "netns path") || !ArgString(info, 1, &ifname, "ifname")) return env.Undefined();
+  if (!IfNameOk(env, ifname)) return env.Undefined();
+  rtnl_link_stats64 st;
+  memset(&st, 0, sizeof st);
+  Failure f = InNetns(ns, [&]() -> Failure {
+    unsigned ifindex = if_nametoindex(ifname.c_str());
+    if (ifindex == 0) return {errno, "if_nametoindex " + ifname};
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0) return {errno, "socket(AF_NETLINK)"};
+    struct {
+      nlmsghdr nh;
+      ifinfomsg ifi;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifinfomsg));
+    req.nh.nlmsg_type = RTM_GETLINK;
+    req.nh.nlmsg_flags = NLM_F_REQUEST;
+    req.nh.nlmsg_seq = 1;
+    req.ifi.ifi_family = AF_UNSPEC;
+    req.ifi.ifi_index = static_cast<int>(ifindex);
+    if (send(s, &req, req.nh.nlmsg_len, 0) < 0) {
+      Failure r{errno, "send RTM_GETLINK"};
+      close(s);
+      return r;
+    }
+    alignas(nlmsghdr) char buf[16384];
+    ssize_t n = recv(s, buf, sizeof buf, 0);
+    int e = errno;
+    close(s);
+    if (n < 0) return {e, "recv RTM_GETLINK"};
+    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const nlmsgerr* err = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+        return {err->error < 0 ? -err->error : EPROTO, "RTM_GETLINK " + ifname};
+      }
+      if (h->nlmsg_type != RTM_NEWLINK) continue;
+      ifinfomsg* ifi = static_cast<ifinfomsg*>(NLMSG_DATA(h));
+      int len = static_cast<int>(IFLA_PAYLOAD(h));
+      for (rtattr* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == IFLA_STATS64 && RTA_PAYLOAD(a) >= sizeof st) {
+          memcpy(&st, RTA_DATA(a), sizeof st);
+          return {};
+        }
+      }
+    }
+    return {EPROTO, "RTM_GETLINK " + ifname + ": no IFLA_STATS64"};
+  });
+  if (f.err != 0) {
+    ErrnoError(env, f.err, f.what).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("rxPackets", Napi::Number::New(env, static_cast<double>(st.rx_packets)));
+  r.Set("rxBytes", Napi::Number::New(env, static_cast<double>(st.rx_bytes)));
+  r.Set("rxDropped", Napi::Number::New(env, static_cast<double>(st.rx_dropped)));
+  r.Set("txPackets", Napi::Number::New(env, static_cast<double>(st.tx_packets)));
+  r.Set("txBytes", Napi::Number::New(env, static_cast<double>(st.tx_bytes)));
+  r.Set("txDropped", Napi::Number::New(env, static_cast<double>(st.tx_dropped)));
+  return r;
+}
+
 // The legacy per-feature ethtool commands: simple, and enough for what we turn off.
 struct Feature {
   const char* name;
@@ -316,6 +387,7 @@ void InitPacketSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("openPacketSocket", Napi::Function::New(env, OpenPacketSocket));
   exports.Set("linkOffloads", Napi::Function::New(env, LinkOffloads));
   exports.Set("openVnetTap", Napi::Function::New(env, OpenVnetTap));
+  exports.Set("linkStats", Napi::Function::New(env, LinkStats));
   exports.Set("packetRebind", Napi::Function::New(env, PacketRebind));
 }
 
