@@ -3,7 +3,7 @@
 // checks, so revoking a login session is revoking its token.
 import { randomBytes } from 'node:crypto';
 import type { Account, FleetDb } from '@fleet/db';
-import { newId } from '@fleet/pki';
+import { newId } from '@fleet/pki/basics';
 import type { EventLog } from '../events/event-log.ts';
 import type { TokenService } from '../auth/token-service.ts';
 import { parseRoles, type Role } from '../auth/roles.ts';

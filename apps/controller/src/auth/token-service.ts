@@ -11,7 +11,7 @@ import {
   parseBootstrapToken,
   PkiError,
   constantTimeEqualHex,
-} from '@fleet/pki';
+} from '@fleet/pki/basics';
 import type { EventLog } from '../events/event-log.ts';
 import { conflict, isUniqueViolation, notFound } from '../errors.ts';
 import { parseRoles, type Role } from './roles.ts';

@@ -21,7 +21,8 @@ import {
   type WorkerServiceHandlers,
 } from '@fleet/proto';
 import { classifyStorageError, describeStorageFault, type FleetDb, type Worker, type WorkerCredential } from '@fleet/db';
-import { signClientCsr, PkiError } from '@fleet/pki';
+// signClientCsr (and with it @peculiar/x509) is imported at the first enrollment or renewal (issue 20).
+import { PkiError } from '@fleet/pki/basics';
 import type { Logger } from 'pino';
 import type { ControllerIdentity } from '../identity/controller-identity.ts';
 import { TokenRejected, type TokenService } from '../auth/token-service.ts';
@@ -168,6 +169,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     const workerId = existing?.id ?? randomUUID();
     let issued;
     try {
+      const { signClientCsr } = await import('@fleet/pki');
       issued = await signClientCsr(deps.identity.ca, req.csrPem, { commonName: workerId });
     } catch (err) {
       if (err instanceof PkiError) throw grpcError(grpc.status.INVALID_ARGUMENT, err.message);
@@ -236,6 +238,7 @@ export function workerHandlers(deps: WorkerGrpcDeps): WorkerServiceHandlers {
     if (!csrPem || csrPem.length > 16_384) throw grpcError(grpc.status.INVALID_ARGUMENT, 'csr_pem is required (at most 16 KiB)');
     let issued;
     try {
+      const { signClientCsr } = await import('@fleet/pki');
       issued = await signClientCsr(deps.identity.ca, csrPem, { commonName: cred.workerId });
     } catch (err) {
       if (err instanceof PkiError) throw grpcError(grpc.status.INVALID_ARGUMENT, err.message);

@@ -6,12 +6,9 @@ import { existsSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  certificateFingerprint,
-  createCertificateAuthority,
-  issueServerCertificate,
-  type KeyAndCert,
-} from '@fleet/pki';
+// Without @peculiar/x509: the rest of @fleet/pki is imported only to make a certificate (issue 20).
+import { certificateFingerprint } from '@fleet/pki/basics';
+import type { KeyAndCert } from '@fleet/pki';
 
 export interface ControllerIdentity {
   /** The controller's own CA: signs worker client certificates. */
@@ -45,6 +42,7 @@ export async function loadOrCreateIdentity(opts: {
   if (existsSync(caCert) && existsSync(caKey)) {
     ca = { certPem: await readFile(caCert, 'utf8'), keyPem: await readFile(caKey, 'utf8') };
   } else {
+    const { createCertificateAuthority } = await import('@fleet/pki');
     ca = await createCertificateAuthority({ commonName: `Fleet controller CA (${os.hostname()})` });
     await writeSecret(caKey, ca.keyPem);
     await writeFile(caCert, ca.certPem);
@@ -74,6 +72,7 @@ export async function loadOrCreateIdentity(opts: {
       const host = os.hostname().toLowerCase();
       const hostNames = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(host) ? [host] : [];
       const dnsNames = [SERVER_NAME, 'localhost', ...hostNames, ...opts.extraNames.filter((n) => !isIpLiteral(n))];
+      const { issueServerCertificate } = await import('@fleet/pki');
       server = await issueServerCertificate(ca, { commonName: SERVER_NAME, dnsNames, ipAddresses });
       await writeSecret(serverKey, server.keyPem);
       await writeFile(serverCert, server.certPem);
