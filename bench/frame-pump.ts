@@ -76,7 +76,7 @@ import {
 } from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
-import { FramePump } from '../apps/worker/src/vm-host/pump.ts';
+import { FramePump, RX_RING_FRAMES, sendQueueBytes } from '../apps/worker/src/vm-host/pump.ts';
 
 const SECONDS = Number(process.env.FRAME_PUMP_SECONDS ?? 3);
 const WARMUP_MS = 500;
@@ -329,7 +329,7 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     const [g, m1] = vmPair(framing);
     const vm = new VmThread(g, -1);
     const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
-    const out = new FramePort(tap.fd, { batch: 1, frameSize: 64 });
+    const out = new FramePort(tap.fd, { batch: 1, frameSize: 64, sendQueueBytes: SEND_QUEUE });
     start(input, out);
     vm.start();
     await sleep(WARMUP_MS);
@@ -346,7 +346,7 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
     input.close();
     out.close();
-    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}${framing === 'stream' ? `; stream in: ${si.rxWakeups} wakeups, truncated ${si.rxTruncated}, bad length ${si.rxBadLength}` : ''}`);
+    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}, sender thread ${out.sendThread ? 'yes' : 'no'}${framing === 'stream' ? `; stream in: ${si.rxWakeups} wakeups, truncated ${si.rxTruncated}, bad length ${si.rxBadLength}` : ''}`);
   } finally {
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
@@ -383,6 +383,15 @@ function vethUplink(): { hostNs: string; vmNs: string; cleanup: () => void } {
   return { hostNs, vmNs, cleanup };
 }
 const QDISC_BYPASS = process.env.FRAME_PUMP_QDISC_BYPASS === '1';
+/**
+ * The send queue of the VM -> host rows' output port: the production pump's (a sender thread,
+ * `sendQueueBytes` in apps/worker/src/vm-host/pump.ts) unless FRAME_PUMP_SEND_QUEUE says otherwise
+ * (0: send on the pump's thread, as before issue 20's sixth pass).
+ */
+const SEND_QUEUE = process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? Number(process.env.FRAME_PUMP_SEND_QUEUE) : sendQueueBytes(false);
+/** The receive ring of the production pump's AF_PACKET uplink (FRAME_PUMP_RX_RING=0: recvmmsg, as before the sixth pass). */
+const RX_RING = process.env.FRAME_PUMP_RX_RING !== undefined ? Number(process.env.FRAME_PUMP_RX_RING) : RX_RING_FRAMES;
+const SEND_QUEUE_VNET = process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? Number(process.env.FRAME_PUMP_SEND_QUEUE) : sendQueueBytes(true);
 /** Host -> VM: frames the generator keeps in flight (FRAME_PUMP_WINDOW; default 512, below what the pump's socketpair send buffer holds). */
 const WINDOW = Number(process.env.FRAME_PUMP_WINDOW ?? 512);
 const PACKET_BUF = 4 << 20;
@@ -390,14 +399,14 @@ const peerStat = (ns: string, dev: string, what: string): number =>
   Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/${what}`], { encoding: 'utf8' }).trim());
 
 /** VM -> host: socketpair -> pump (+ filter) -> AF_PACKET sendmmsg -> veth -> peer (counted at rx_packets). */
-async function runPacketOut(name: string, start: (input: FramePort, out: FramePort) => void): Promise<void> {
+async function runPacketOut(name: string, start: (input: FramePort, out: FramePort) => void, framing: Framing = 'dgram'): Promise<void> {
   const up = vethUplink();
   try {
     const sock = openPacketSocket('upB', { netns: up.vmNs, rcvbuf: PACKET_BUF, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
-    const [g, m1] = socketpairDgram();
+    const [g, m1] = vmPair(framing);
     const vm = new VmThread(g, -1);
     const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
-    const out = new FramePort(sock.fd, { batch: 1, frameSize: 2048 });
+    const out = new FramePort(sock.fd, { batch: 1, frameSize: 2048, sendQueueBytes: SEND_QUEUE });
     out.onBatch(() => {}); // frames towards the VM (none here) are read and ignored
     start(input, out);
     vm.start();
@@ -415,7 +424,7 @@ async function runPacketOut(name: string, start: (input: FramePort, out: FramePo
     input.close();
     out.close();
     const dropped = peerStat(up.hostNs, 'upA', 'rx_dropped');
-    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `counted at the peer (rx_packets); peer rx_dropped ${dropped}; AF_PACKET tx: eagain ${so.eagain}, enobufs ${so.enobufs}, errors ${so.txErrors}`);
+    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `counted at the peer (rx_packets); peer rx_dropped ${dropped}; AF_PACKET tx: eagain ${so.eagain}, enobufs ${so.enobufs}, errors ${so.txErrors}, sender thread ${out.sendThread ? `yes (queue ${SEND_QUEUE} B, refused ${so.txQueueFull}, drops ${so.txDrops})` : 'no'}`);
   } finally {
     up.cleanup();
   }
@@ -523,7 +532,7 @@ async function runPacketIn(
     let input: FramePort | undefined;
     let out: FramePort | undefined;
     if (start === PRODUCTION) {
-      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })));
+      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { sendQueueBytes: SEND_QUEUE, rxRingFrames: RX_RING });
       pump.start();
     } else {
       input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
@@ -565,7 +574,7 @@ async function runPacketIn(
       t1 - t0,
       si.rxFrames / si.rxBatches,
       elu,
-      `sink thread count, ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
+      `sink thread count, ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}${si.rxRingSlots > 0 ? `, ring ${si.rxRingSlots} slots` : ''}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
     );
   } finally {
     up.cleanup();
@@ -621,7 +630,7 @@ function vnetLinks(): { vmNs: string; upNs: string; vmTapFd: number; upTapFd: nu
 }
 
 const vnetPump = (l: { sockFd: number; upTapFd: number }): FramePump =>
-  new FramePump(l.sockFd, l.upTapFd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { vnetHdr: true });
+  new FramePump(l.sockFd, l.upTapFd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { vnetHdr: true, sendQueueBytes: SEND_QUEUE_VNET });
 
 const stopWorker = (w: Worker): Promise<unknown> =>
   new Promise((r) => {
@@ -890,8 +899,10 @@ if (process.getuid?.() === 0) {
     ['pump > AF_PACKET: socketpair -> JS batch -> sendmmsg -> veth', startPlainPump],
     ['filter > AF_PACKET (VM -> host): ... -> netfilter fromVm -> veth', startFilterPump],
   ] as const) {
-    if (want(name)) await runPacketOut(name, start);
+    if (want(name) && FRAMINGS.includes('dgram')) await runPacketOut(name, start);
   }
+  const oName = 'filter > AF_PACKET (VM -> host), stream: stream socket -> netfilter -> veth';
+  if (want(oName) && FRAMINGS.includes('stream')) await runPacketOut(oName, startFilterPump, 'stream');
   if (want('TAP > filter (host -> VM)') && existsSync('/dev/net/tun')) {
     if (FRAMINGS.includes('dgram')) await runPacketIn('TAP > filter (host -> VM): TAP read loop -> FramePump + netfilter -> socketpair', PRODUCTION, tapIn);
     if (FRAMINGS.includes('stream')) await runPacketIn('TAP > filter (host -> VM), stream: ... -> FramePump + netfilter -> stream socket', PRODUCTION, tapIn, 'stream');

@@ -17,14 +17,14 @@ export interface FramePortStats {
   /** Datagrams larger than frameSize (dropped, never delivered). */
   rxTruncated: number;
   rxErrors: number;
-  /** Frames accepted by the kernel. */
+  /** Frames accepted by the kernel (with a sender thread: frames the thread wrote). */
   txFrames: number;
   txBytes: number;
   /** sendmmsg calls that sent at least one frame (TAP: write loops that wrote at least one). */
   txBatches: number;
   /** send()/sendBatch() calls. */
   txCalls: number;
-  /** Frames passed to send()/sendBatch() that were not accepted (EAGAIN, ENOBUFS or an error). A caller that retries them sees them counted again. */
+  /** Frames passed to send()/sendBatch() that were not accepted (EAGAIN, ENOBUFS or an error). A caller that retries them sees them counted again. With a sender thread: frames its queue had no room for (txQueueFull), plus frames the kernel refused for good or that were queued when the port closed. */
   txDrops: number;
   /** Send errors other than EAGAIN/ENOBUFS (e.g. ECONNREFUSED: the peer closed its end). */
   txErrors: number;
@@ -44,6 +44,13 @@ export interface FramePortStats {
   txPartial: number;
   /** Stream framing only: bytes of such a kept frame tail not written yet (at most one frame). */
   txPendingBytes: number;
+  /** AF_PACKET only: slots of the receive ring (rxRingFrames), 0 when frames are read with recvmmsg. */
+  rxRingSlots: number;
+  /** Sender thread only (0 otherwise): frames send()/sendBatch() refused because the queue was full (also in txDrops). */
+  txQueueFull: number;
+  /** Sender thread only: frames and bytes waiting in the queue now. */
+  txQueuedFrames: number;
+  txQueuedBytes: number;
   /** errno name of the most recent error, or null. */
   lastError: string | null;
 }
@@ -67,6 +74,24 @@ export interface FramePortOptions {
   ownsFd?: boolean;
   /** Batches delivered per readability wakeup before yielding to the event loop. Default 16. */
   maxBatchesPerWakeup?: number;
+  /**
+   * Linux (issue 20): > 0 gives the port a sender thread with a queue of this many bytes.
+   * send()/sendBatch() then copy the frames into the queue and return at once (a prefix that fit;
+   * the rest is dropped and counted as txQueueFull), and the thread writes them — sendmmsg,
+   * or write() per frame on a TAP — waiting for the fd when the peer is slow instead of dropping.
+   * The kernel's share of sending then runs beside the caller's thread. waitWritable() resolves
+   * when the queue is at most half full. 0 (default): send on the calling thread. Ignored on a
+   * stream socket (one sendmsg there moves a whole batch; a thread only adds a copy and a wake-up).
+   */
+  sendQueueBytes?: number;
+  /**
+   * Linux, AF_PACKET sockets without PACKET_VNET_HDR (issue 20): > 0 receives through a ring of
+   * about this many slots shared with the kernel (PACKET_RX_RING, TPACKET_V2) instead of
+   * recvmmsg: the kernel copies each frame in where it receives it, this thread copies it out
+   * without a system call. Same counters (pending checksums, VLAN tags, truncation, queue drops).
+   * Ignored for other kinds. frameSize must be at most 16384. 0 (default): recvmmsg.
+   */
+  rxRingFrames?: number;
 }
 
 interface NativePort {
@@ -81,6 +106,7 @@ interface NativePort {
   unref(): void;
   readonly kind: FramePortKind;
   readonly closed: boolean;
+  readonly sendThread: boolean;
 }
 
 /**
@@ -137,6 +163,8 @@ interface NativeBinding {
     batch: number,
     ownsFd: boolean,
     maxBatches: number,
+    sendQueueBytes: number,
+    rxRingFrames: number,
   ) => NativePort;
 }
 
@@ -642,7 +670,11 @@ export class FramePort {
     const area = new ArrayBuffer(batch * frameSize + 4);
     const offsets = new Uint32Array(batch);
     const lengths = new Uint32Array(batch);
-    this.native = new native.FramePort(fd, area, offsets, lengths, frameSize, batch, opts.ownsFd ?? true, opts.maxBatchesPerWakeup ?? 16);
+    const sendQueueBytes = opts.sendQueueBytes ?? 0;
+    if (!Number.isInteger(sendQueueBytes) || sendQueueBytes < 0 || sendQueueBytes > 2 ** 30) throw new RangeError('FramePort: sendQueueBytes must be 0..1 GiB');
+    const rxRingFrames = opts.rxRingFrames ?? 0;
+    if (!Number.isInteger(rxRingFrames) || rxRingFrames < 0 || rxRingFrames > 65536) throw new RangeError('FramePort: rxRingFrames must be 0..65536');
+    this.native = new native.FramePort(fd, area, offsets, lengths, frameSize, batch, opts.ownsFd ?? true, opts.maxBatchesPerWakeup ?? 16, sendQueueBytes, rxRingFrames);
     this.fd = fd;
     this.batchSize = batch;
     this.frameSize = frameSize;
@@ -655,6 +687,10 @@ export class FramePort {
   }
   get closed(): boolean {
     return this.native.closed;
+  }
+  /** Whether sends go through a sender thread (sendQueueBytes > 0). */
+  get sendThread(): boolean {
+    return this.native.sendThread;
   }
 
   /**
@@ -701,7 +737,7 @@ export class FramePort {
     return this.native.sendBatch(buf, offsets, lengths, count);
   }
 
-  /** One-shot: `cb` runs when the fd is writable again (e.g. after send() accepted fewer frames than given). */
+  /** One-shot: `cb` runs when the fd is writable again (e.g. after send() accepted fewer frames than given); with a sender thread, when its queue is at most half full. */
   waitWritable(cb: () => void): void {
     this.native.waitWritable(cb);
   }

@@ -16,8 +16,14 @@ const hasIp = spawnSync('ip', ['-V'], { stdio: 'ignore' }).status === 0;
 const skipReason = !isRoot ? 'not running as root' : !hasIp ? 'iproute2 (ip) is missing' : null;
 if (skipReason !== null) console.warn(`\n*** native-vz packet socket tests SKIPPED: ${skipReason} ***\n`);
 
-const HOST_NS = `fvz-pkh-${process.pid}`;
-const VM_NS = `fvz-pkv-${process.pid}`;
+/**
+ * Both ways the port can run on this socket: as before issue 20's sixth pass, and as the VM host
+ * process's pump opens it (receive ring, sender thread). Every test below runs in both.
+ */
+const MODES = [
+  { mode: 'recvmmsg, sends on the JS thread', port: {} },
+  { mode: 'receive ring and sender thread (the pump\'s ports)', port: { rxRingFrames: 256, sendQueueBytes: 1 << 20 } },
+] as const;
 const BR = 'pkbr0';
 const VBR = 'pkvbr'; // bridge-side end (the TAP's place)
 const OTHER = 'pkother'; // another VM's port on the same bridge
@@ -46,7 +52,9 @@ function udpChecksumResidue(f: Buffer): number {
   return csum(pseudo, 0, pseudo.length);
 }
 
-describe.skipIf(skipReason !== null)('AF_PACKET uplink in a per-VM namespace (root)', () => {
+describe.skipIf(skipReason !== null).each(MODES.map((m, i) => ({ ...m, i })))('AF_PACKET uplink in a per-VM namespace (root): $mode', ({ port: portOpts, i: modeIndex }) => {
+  const HOST_NS = `fvz-pkh-${process.pid}-${modeIndex}`;
+  const VM_NS = `fvz-pkv-${process.pid}-${modeIndex}`;
   let sock: { fd: number; ifindex: number };
   let port: FramePort;
   const received: Buffer[] = [];
@@ -68,7 +76,7 @@ describe.skipIf(skipReason !== null)('AF_PACKET uplink in a per-VM namespace (ro
     inNs(VM_NS, 'ip', 'link', 'set', VM_IF, 'up');
     inNs(HOST_NS, 'ip', 'neigh', 'replace', '10.232.0.2', 'lladdr', '02:00:00:00:10:02', 'dev', BR, 'nud', 'permanent');
     sock = openPacketSocket(VM_IF, { netns: VM_NS, rcvbuf: 1 << 20, sndbuf: 1 << 20 });
-    port = new FramePort(sock.fd, { frameSize: 2048 });
+    port = new FramePort(sock.fd, { frameSize: 2048, ...portOpts });
     port.onFrames((frames) => received.push(...frames), { copy: true });
   });
 
@@ -95,6 +103,8 @@ describe.skipIf(skipReason !== null)('AF_PACKET uplink in a per-VM namespace (ro
     expect(fdInfo(sock.fd)).toMatchObject({ cloexec: true, nonblock: true });
     expect(sock.ifindex).toBe(ifindex(VM_NS, VM_IF));
     expect(port.kind).toBe('packet');
+    expect(port.stats().rxRingSlots > 0).toBe('rxRingFrames' in portOpts);
+    expect(port.sendThread).toBe('sendQueueBytes' in portOpts);
   });
 
   it('with veth offloads on, frames from the host stack carry a pending checksum: refused and counted, never forwarded', async () => {
@@ -128,8 +138,8 @@ describe.skipIf(skipReason !== null)('AF_PACKET uplink in a per-VM namespace (ro
     await waitFor(() => replies().length >= 32);
     expect(replies().map((f) => f.readUInt16BE(40)).sort((a, b) => a - b)).toEqual(Array.from({ length: 32 }, (_, i) => i));
     expect(received.filter((f) => f.length >= 42 && f[23] === 1 && f[34] === 8 && f.readUInt16BE(38) === id)).toHaveLength(0); // PACKET_IGNORE_OUTGOING
+    await waitFor(() => port.stats().txFrames === 32);
     const s = port.stats();
-    expect(s.txFrames).toBe(32);
     expect(s.txErrors + s.eagain + s.enobufs + s.txDrops).toBe(0);
   });
 

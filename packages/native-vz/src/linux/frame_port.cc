@@ -39,6 +39,8 @@
 #include <vector>
 
 #include "native_vz.h"
+#include "packet_ring.h"
+#include "send_queue.h"
 
 namespace nvz {
 namespace {
@@ -74,11 +76,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
                            InstanceMethod("unref", &FramePort::UnrefHandle),
                            InstanceAccessor("kind", &FramePort::Kind, nullptr),
                            InstanceAccessor("closed", &FramePort::Closed, nullptr),
+                           InstanceAccessor("sendThread", &FramePort::HasSendThread, nullptr),
                        });
   }
 
   // new FramePort(fd, rxArea: ArrayBuffer, offsets: Uint32Array, lengths: Uint32Array,
-  //               frameSize, batch, ownsFd, maxBatchesPerWakeup)
+  //               frameSize, batch, ownsFd, maxBatchesPerWakeup, sendQueueBytes, rxRingFrames)
   explicit FramePort(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FramePort>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 8 || !info[0].IsNumber() || !info[1].IsArrayBuffer() || !info[2].IsTypedArray() ||
@@ -96,6 +99,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     owns_fd_ = info[6].ToBoolean().Value();
     max_batches_ = info[7].IsNumber() ? info[7].As<Napi::Number>().Uint32Value() : 16;
     if (max_batches_ == 0) max_batches_ = 1;
+    double sq_bytes = info.Length() > 8 && info[8].IsNumber() ? info[8].As<Napi::Number>().DoubleValue() : 0;
+    if (!(sq_bytes >= 0) || sq_bytes > double(1u << 30) || (sq_bytes > 0 && sq_bytes < double(frame_size_) + 4)) {
+      Napi::RangeError::New(env, "FramePort: sendQueueBytes must be 0 or hold one frame (at most 1 GiB)").ThrowAsJavaScriptException();
+      fd_ = -1;
+      return;
+    }
     if (fd_ < 0 || frame_size_ == 0 || batch_ == 0 || batch_ > 1024 || area.ByteLength() < frame_size_ * batch_ ||
         offs.ElementLength() < batch_ || lens.ElementLength() < batch_) {
       Napi::RangeError::New(env, "FramePort: bad fd, frameSize, batch or receive area").ThrowAsJavaScriptException();
@@ -206,6 +215,38 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     hook_ = true;
     Napi::Object resource = Napi::Object::New(env);
     async_ = std::make_unique<Napi::AsyncContext>(env, "FLEET_FRAMEPORT", resource);
+#ifdef __linux__
+    // The receive ring: AF_PACKET without a virtio-net header only (ignored for other kinds).
+    double ring_frames = info.Length() > 9 && info[9].IsNumber() ? info[9].As<Napi::Number>().DoubleValue() : 0;
+    if (ring_frames > 0 && is_packet_ && !vnet_hdr_) {
+      if (ring_frames > 65536 || frame_size_ > 16384) {
+        Napi::RangeError::New(env, "FramePort: rxRingFrames must be at most 65536, with frameSize at most 16384").ThrowAsJavaScriptException();
+        fd_ = -1;
+        Shutdown();
+        return;
+      }
+      // Setting up a ring purges the socket's receive queue: what is queued now is read first
+      // and delivered before the ring's frames. (A frame arriving in the microseconds between
+      // this read and the ring's set-up is lost, as by a link that comes up a moment later.)
+      for (bool drained = false; !drained && early_bytes_ < kEarlyMax;) {
+        size_t n = RecvBatch(&drained);
+        if (n == 0 && !drained) break;  // an error: counted by RecvBatch
+        for (size_t i = 0; i < n; i++) {
+          early_.emplace_back(rx_data_ + off_[i], rx_data_ + off_[i] + len_[i]);
+          early_bytes_ += len_[i];
+        }
+      }
+      if (int e = ring_.Setup(fd_, frame_size_, static_cast<size_t>(ring_frames)); e != 0) {
+        ErrnoError(env, e, "FramePort: PACKET_RX_RING").ThrowAsJavaScriptException();
+        fd_ = -1;
+        Shutdown();
+        return;
+      }
+    }
+#endif
+    // Not on a stream socket: one sendmsg there moves a whole batch (~40 frames) in a few skbs,
+    // so a thread would only add a copy and a wake-up (measured: slower, issue 20 sixth pass).
+    if (sq_bytes > 0 && !is_stream_ && !StartSendQueue(env, loop, static_cast<size_t>(sq_bytes))) return;
   }
 
   ~FramePort() override {
@@ -223,12 +264,58 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     self->Shutdown();
   }
 
+  // The sender thread (send_queue.h): sends become copies into its queue. `room_` wakes this
+  // loop when a waitWritable() is pending and the queue has drained to half.
+  bool StartSendQueue(Napi::Env env, uv_loop_t* loop, size_t bytes) {
+    room_ = static_cast<uv_async_t*>(malloc(sizeof(uv_async_t)));  // freed by free() via uv_close
+    if (room_ == nullptr || uv_async_init(loop, room_, &FramePort::OnRoom) != 0) {
+      free(room_);
+      room_ = nullptr;
+      Napi::Error::New(env, "FramePort: uv_async_init failed").ThrowAsJavaScriptException();
+      fd_ = -1;  // never close a caller's fd on a failed construction
+      Shutdown();
+      return false;
+    }
+    room_->data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(room_));  // only a pending waitWritable keeps the loop alive
+    SendQueue::Kind kind = is_socket_ ? SendQueue::Kind::kDatagram : SendQueue::Kind::kTap;
+    uv_async_t* wake = room_;
+    sq_ = std::make_unique<SendQueue>(fd_, kind, bytes, [wake] { uv_async_send(wake); });
+    if (!sq_->Start()) {
+      int e = errno;
+      sq_.reset();
+      ErrnoError(env, e, "FramePort: sender thread pipe").ThrowAsJavaScriptException();
+      fd_ = -1;
+      Shutdown();
+      return false;
+    }
+    return true;
+  }
+
+  static void OnRoom(uv_async_t* handle) {
+    FramePort* self = static_cast<FramePort*>(handle->data);
+    if (self == nullptr || self->closed_ || !self->want_writable_) return;
+    Napi::HandleScope scope(self->env_);
+    self->want_writable_ = false;
+    uv_unref(reinterpret_cast<uv_handle_t*>(handle));
+    self->UpdatePoll();
+    Napi::FunctionReference cb = std::move(self->on_writable_);
+    if (!cb.IsEmpty()) self->CallJs(cb, {});
+  }
+
   // Stop polling, close the uv handle (freed in its close callback) and the fd if owned.
   void Shutdown() {
     if (closed_) return;
     closed_ = true;
     reading_ = false;
     want_writable_ = false;
+    // The sender thread first: it may be writing to the fd, and it wakes room_.
+    if (sq_) sq_->Stop();
+    if (room_ != nullptr) {
+      room_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(room_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
+      room_ = nullptr;
+    }
     if (poll_ != nullptr) {
       uv_poll_stop(poll_);
       poll_->data = nullptr;
@@ -244,13 +331,17 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       uv_close(reinterpret_cast<uv_handle_t*>(resume_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
       resume_ = nullptr;
     }
+#ifdef __linux__
+    ring_.Unmap();
+#endif
     if (owns_fd_ && fd_ >= 0) close(fd_);
     fd_ = -1;
   }
 
   void UpdatePoll() {
     if (closed_ || poll_ == nullptr) return;
-    int events = (reading_ ? UV_READABLE : 0) | (want_writable_ || !tx_pend_.empty() ? UV_WRITABLE : 0);
+    bool poll_writable = !sq_ && (want_writable_ || !tx_pend_.empty());
+    int events = (reading_ ? UV_READABLE : 0) | (poll_writable ? UV_WRITABLE : 0);
     if (events == 0) {
       uv_poll_stop(poll_);
     } else if (int r = uv_poll_start(poll_, events, &FramePort::OnPoll); r != 0) {
@@ -258,7 +349,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       stats_.lastErrno = -r;
     }
     // Keep the JS object alive while the loop may call into it.
-    bool need = events != 0;
+    bool need = events != 0 || (sq_ && want_writable_);
     if (need && !self_ref_) {
       Ref();
       self_ref_ = true;
@@ -308,8 +399,57 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
   }
 
+#ifdef __linux__
+  // The receive ring's ready frames, copied into the area's slots (up to a batch); each slot goes
+  // back to the kernel as soon as it is copied.
+  size_t RingBatch() {
+    size_t n = 0;
+    while (n < batch_ && early_next_ < early_.size()) {  // frames read before the ring existed
+      const std::vector<uint8_t>& f = early_[early_next_++];
+      memcpy(rx_data_ + n * frame_size_, f.data(), f.size());
+      off_[n] = static_cast<uint32_t>(n * frame_size_);
+      len_[n] = static_cast<uint32_t>(f.size());
+      n++;
+    }
+    if (early_next_ == early_.size() && !early_.empty()) {
+      early_.clear();
+      early_.shrink_to_fit();
+      early_next_ = 0;
+    }
+    PacketRing::Verdict v;
+    const uint8_t* data;
+    uint32_t len;
+    while (n < batch_ && ring_.Next(v, data, len)) {
+      if (v == PacketRing::Verdict::kFrame && len <= frame_size_) {
+        memcpy(rx_data_ + n * frame_size_, data, len);
+        off_[n] = static_cast<uint32_t>(n * frame_size_);
+        len_[n] = len;
+        stats_.rxBytes += len;
+        n++;
+      } else if (v == PacketRing::Verdict::kCsumPartial) {
+        stats_.rxCsumPartial++;
+      } else if (v == PacketRing::Verdict::kVlanStripped) {
+        stats_.rxVlanStripped++;
+      } else {
+        stats_.rxTruncated++;
+      }
+      ring_.Release();
+    }
+    return n;
+  }
+#endif
+
   // Fill the receive area; returns the number of frames (0 when drained or on error).
   size_t ReceiveBatch() {
+#ifdef __linux__
+    if (ring_.active()) return RingBatch();
+#endif
+    bool drained = false;
+    return RecvBatch(&drained);
+  }
+
+  // recvmmsg (sockets) or a read() loop (TAP) into the area; *drained when the fd had nothing more.
+  size_t RecvBatch(bool* drained) {
     size_t n = 0;
     if (is_socket_) {
       if (auxdata_) {
@@ -327,6 +467,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
           stats_.rxErrors++;
           stats_.lastErrno = errno;
+        } else {
+          *drained = true;
         }
         return 0;
       }
@@ -480,10 +622,18 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     return true;
   }
 
-  // After a pause(), frames may wait in the area with nothing left in the socket to make it
-  // readable: start() delivers them from a zero-delay timer (not inside the caller's JS frame).
-  void ScheduleStreamResume() {
-    if (closed_ || rx_pos_ >= rx_fill_) return;
+  // Frames held here with nothing left in the fd to make it readable — a stream's area after a
+  // pause(), or what a receive ring's set-up read from the socket's queue — are delivered by
+  // start() from a zero-delay timer (not inside the caller's JS frame).
+  bool HoldsFrames() const {
+#ifdef __linux__
+    if (early_next_ < early_.size()) return true;
+#endif
+    return is_stream_ && rx_pos_ < rx_fill_;
+  }
+
+  void ScheduleResume() {
+    if (closed_ || !HoldsFrames()) return;
     if (resume_ == nullptr) {
       uv_loop_t* loop = nullptr;
       if (napi_get_uv_event_loop(env_, &loop) != napi_ok || loop == nullptr) return;
@@ -499,7 +649,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     FramePort* self = static_cast<FramePort*>(t->data);
     if (self == nullptr || self->closed_ || !self->reading_) return;
     Napi::HandleScope scope(self->env_);
-    self->HandleStreamReadable();
+    if (self->is_stream_) self->HandleStreamReadable();
+    else self->HandleReadable();
   }
 
   // Calls JS with n frames of the area; false if the callback closed or stopped the port.
@@ -691,6 +842,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     return done;
   }
 
+  // Sender-thread mode: copies iovecs [0, count) in tx_iov_ into the queue.
+  size_t Queue(size_t count) {
+    stats_.txCalls++;
+    return sq_->Enqueue(tx_iov_.data(), count);
+  }
+
   // Counts a send error; returns false (stop the batch) — kept as a function for one policy.
   bool CountTxError(int err) {
     if (err == EAGAIN || err == EWOULDBLOCK) stats_.eagain++;
@@ -720,7 +877,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
     reading_ = true;
     UpdatePoll();
-    if (is_stream_) ScheduleStreamResume();
+    ScheduleResume();
     return env.Undefined();
   }
 
@@ -752,7 +909,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       tx_iov_[i].iov_base = u.Data();
       tx_iov_[i].iov_len = u.ByteLength();
     }
-    return Napi::Number::New(env, static_cast<double>(Transmit(count)));
+    return Napi::Number::New(env, static_cast<double>(sq_ ? Queue(count) : Transmit(count)));
   }
 
   // sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count) -> accepted
@@ -787,7 +944,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       tx_iov_[i].iov_base = base + o[i];
       tx_iov_[i].iov_len = l[i];
     }
-    return Napi::Number::New(env, static_cast<double>(Transmit(count)));
+    return Napi::Number::New(env, static_cast<double>(sq_ ? Queue(count) : Transmit(count)));
   }
 
   // waitWritable(cb): one-shot; cb() when the fd is writable again (after EAGAIN).
@@ -800,6 +957,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
     on_writable_ = Napi::Persistent(info[0].As<Napi::Function>());
     want_writable_ = true;
+    if (sq_) {
+      // Room now: the callback still runs from the loop, never inside this call.
+      uv_ref(reinterpret_cast<uv_handle_t*>(room_));
+      if (sq_->WaitForRoom()) uv_async_send(room_);
+    }
     UpdatePoll();
     return env.Undefined();
   }
@@ -814,24 +976,35 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     set("rxWakeups", stats_.rxWakeups);
     set("rxTruncated", stats_.rxTruncated);
     set("rxErrors", stats_.rxErrors);
-    set("txFrames", stats_.txFrames);
-    set("txBytes", stats_.txBytes);
-    set("txBatches", stats_.txBatches);
+    // Sender-thread mode: the send counters are the thread's (frames it wrote; drops include
+    // what the queue refused, txQueueFull).
+    SendQueue::Stats q = sq_ ? sq_->Snapshot() : SendQueue::Stats{};
+    set("txFrames", sq_ ? q.txFrames : stats_.txFrames);
+    set("txBytes", sq_ ? q.txBytes : stats_.txBytes);
+    set("txBatches", sq_ ? q.txBatches : stats_.txBatches);
     set("txCalls", stats_.txCalls);
-    set("txDrops", stats_.txDrops);
-    set("txErrors", stats_.txErrors);
-    set("eagain", stats_.eagain);
-    set("enobufs", stats_.enobufs);
+    set("txDrops", sq_ ? q.txDrops : stats_.txDrops);
+    set("txErrors", sq_ ? q.txErrors : stats_.txErrors);
+    set("eagain", sq_ ? q.eagain : stats_.eagain);
+    set("enobufs", sq_ ? q.enobufs : stats_.enobufs);
+    set("txQueueFull", q.queueFull);
+    set("txQueuedFrames", q.queuedFrames);
+    set("txQueuedBytes", q.queuedBytes);
     PollPacketStats();
     set("rxQueueDrops", stats_.rxQueueDrops);
     set("rxCsumPartial", stats_.rxCsumPartial);
     set("rxVlanStripped", stats_.rxVlanStripped);
+#ifdef __linux__
+    set("rxRingSlots", static_cast<double>(ring_.frames()));
+#else
+    set("rxRingSlots", 0);
+#endif
     set("rxBadLength", stats_.rxBadLength);
     set("rxEof", stats_.rxEof);
     set("txPartial", stats_.txPartial);
     set("txPendingBytes", static_cast<double>(tx_pend_.size() - tx_pend_off_));
-    o.Set("lastError", stats_.lastErrno != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(stats_.lastErrno)))
-                                             : env.Null());
+    int last = q.lastErrno != 0 ? q.lastErrno : stats_.lastErrno;
+    o.Set("lastError", last != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(last))) : env.Null());
     return o;
   }
 
@@ -859,6 +1032,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
     return info.Env().Undefined();
   }
+  Napi::Value HasSendThread(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), sq_ != nullptr); }
   Napi::Value Kind(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), is_packet_ ? "packet" : is_stream_ ? "stream" : is_socket_ ? "dgram" : "tap");
   }
@@ -897,6 +1071,14 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   size_t frame_size_ = 0;
   size_t batch_ = 0;
   uv_poll_t* poll_ = nullptr;
+  uv_async_t* room_ = nullptr;       // sender-thread mode: "the queue has room" from the thread
+  std::unique_ptr<SendQueue> sq_;   // sender-thread mode (sendQueueBytes > 0)
+#ifdef __linux__
+  PacketRing ring_;                 // AF_PACKET receive ring (rxRingFrames > 0)
+  std::vector<std::vector<uint8_t>> early_;  // frames queued before the ring, delivered first
+  size_t early_next_ = 0, early_bytes_ = 0;
+  static constexpr size_t kEarlyMax = 64u << 20;
+#endif
   std::unique_ptr<Napi::AsyncContext> async_;
   Napi::FunctionReference on_frames_;
   Napi::FunctionReference on_writable_;
