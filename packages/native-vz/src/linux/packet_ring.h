@@ -95,6 +95,9 @@ class PacketRing {
     return true;
   }
 
+  // Whether the kernel has handed over the next slot (one load; no system call).
+  bool Ready() const { return (__atomic_load_n(&Header(pos_)->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) != 0; }
+
   // Gives the current slot back to the kernel and moves on.
   void Release() {
     __atomic_store_n(&Header(pos_)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
