@@ -1,4 +1,6 @@
-export { PkiError, FingerprintMismatchError } from './errors.ts';
+// @fleet/pki: everything @fleet/pki/basics offers (errors, tokens, fingerprints; no
+// @peculiar/x509), plus what needs X.509: the CA, certificate requests, issuer checks, pinning.
+export * from './basics.ts';
 export {
   createCertificateAuthority,
   issueServerCertificate,
@@ -8,17 +10,5 @@ export {
   type KeyAndCert,
 } from './ca.ts';
 export { createKeyAndCsr, signClientCsr, type IssuedClientCertificate } from './csr.ts';
-export { certificateFingerprint, fingerprintOfDer, normalizeFingerprint, verifyIssuedBy } from './fingerprint.ts';
-export {
-  generateSecret,
-  hashSecret,
-  constantTimeEqualHex,
-  newId,
-  encodeBootstrapToken,
-  parseBootstrapToken,
-  encodeApiToken,
-  parseApiToken,
-  type BootstrapTokenParts,
-  type ApiTokenParts,
-} from './tokens.ts';
+export { verifyIssuedBy } from './fingerprint.ts';
 export { fetchPinnedCaCertificate } from './pinning.ts';
