@@ -187,7 +187,7 @@ export const VmObject = Type.Object(
       Type.Union([
         Type.Object({
           attempt: Type.Integer(),
-          fromVm: Type.Record(Type.String(), Type.Integer(), { description: 'frames the VM sent, by packet-filter verdict ("pass", "ip_spoof", "local_dst", ...); "uplink_queue_full": passed by the filter, dropped because the bridge side did not take them' }),
+          fromVm: Type.Record(Type.String(), Type.Integer(), { description: 'frames the VM sent, by packet-filter verdict ("pass", "ip_spoof", "local_dst", ...); "uplink_queue_full": passed by the filter, dropped because the bridge side did not take them; "bad_checksum_header": dropped before the filter, a DHCP message whose virtio-net header put its pending checksum outside the frame' }),
           fromHost: Type.Record(Type.String(), Type.Integer(), { description: 'frames sent to the VM, by verdict; "vm_queue_full": passed by the filter, dropped because the VM\'s NIC did not take them in time' }),
           sampledAt: Type.String(),
         }),

@@ -649,7 +649,9 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     if (!h || h.status.state !== 'running') return undefined;
     const sock = this.trustedSocket(h);
     const r = sock ? await controlRequest(sock, 'status', 2000, targetOf(h.rec)).catch(() => undefined) : undefined;
-    const counters = r?.status?.counters as { filter?: { fromVm?: unknown; fromHost?: unknown }; pump?: { vm?: { txDrops?: unknown }; tap?: { txDrops?: unknown } } } | undefined;
+    const counters = r?.status?.counters as
+      | { filter?: { fromVm?: unknown; fromHost?: unknown }; pump?: { vm?: { txDrops?: unknown }; tap?: { txDrops?: unknown }; vmToHost?: { badChecksumHeader?: unknown } } }
+      | undefined;
     const filter = counters?.filter;
     const numbers = (o: unknown): Record<string, number> =>
       Object.fromEntries(Object.entries(o && typeof o === 'object' ? o : {}).filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] > 0));
@@ -663,6 +665,9 @@ export class QemuDriver extends HostProcessDriver<InstanceRecord, Held> implemen
     const toUplink = n(counters?.pump?.tap?.txDrops);
     const toVm = n(counters?.pump?.vm?.txDrops) + (h.rec.nicFraming === 'vnet' ? n(this.networkFor(h.rec)?.vmEndTxDropped?.(h.rec.tap)) : 0);
     if (toUplink > 0) fromVm.uplink_queue_full = toUplink;
+    // Dropped by the pump before the filter judged them (offload path): named, not lost in a total.
+    const badHeader = n(counters?.pump?.vmToHost?.badChecksumHeader);
+    if (badHeader > 0) fromVm.bad_checksum_header = badHeader;
     if (toVm > 0) fromHost.vm_queue_full = toVm;
     return { fromVm, fromHost };
   }
