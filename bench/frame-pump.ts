@@ -508,6 +508,38 @@ function tapIn(): { genFd: number; vmFd: number; cleanup: () => void } {
   }
 }
 
+/** A host -> VM generator or sink thread (HV_WORKER) counting into `shared`. */
+const hvWorker = (role: 'gen' | 'sink', fd: number, frame: Uint8Array, shared: SharedArrayBuffer): Worker =>
+  new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame, batch: BATCH, shared, window: WINDOW } });
+
+const stopWorker = (w: Worker): Promise<unknown> =>
+  new Promise((r) => {
+    w.once('exit', r);
+    w.postMessage('stop');
+  });
+
+/**
+ * Starts the generator, counts what the sink received (counts[0]) and its wake-ups (counts[2])
+ * over SECONDS after the warm-up, then stops the generator and, once the last frames are in, the sink.
+ */
+async function measureSink(gen: Worker, sink: Worker, counts: Int32Array): Promise<{ frames: number; sinkBatches: number; ns: bigint; elu: number }> {
+  gen.postMessage('go');
+  await sleep(WARMUP_MS);
+  const f0 = Atomics.load(counts, 0);
+  const w0 = Atomics.load(counts, 2);
+  markStart();
+  const t0 = process.hrtime.bigint();
+  await sleep(SECONDS * 1000);
+  const f1 = Atomics.load(counts, 0);
+  const w1 = Atomics.load(counts, 2);
+  const t1 = process.hrtime.bigint();
+  const elu = performance.eventLoopUtilization(elu0).utilization;
+  await stopWorker(gen);
+  await sleep(100); // let the last frames reach the sink
+  await stopWorker(sink);
+  return { frames: f1 - f0, sinkBatches: w1 - w0, ns: t1 - t0, elu };
+}
+
 /** runPacketIn's `start` for the production path: the VM host process's FramePump (pump.ts) with netfilter, owning both fds. */
 const PRODUCTION = 'FramePump' as const;
 
@@ -524,10 +556,8 @@ async function runPacketIn(
     const [m2, sk] = vmPair(framing);
     const shared = new SharedArrayBuffer(12);
     const counts = new Int32Array(shared);
-    const mk = (role: 'gen' | 'sink', fd: number): Worker =>
-      new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame: HOST_FRAME, batch: BATCH, shared, window: WINDOW } });
-    const sink = mk('sink', sk);
-    const gen = mk('gen', genSock.fd);
+    const sink = hvWorker('sink', sk, HOST_FRAME, shared);
+    const gen = hvWorker('gen', genSock.fd, HOST_FRAME, shared);
     let pump: FramePump | undefined;
     let input: FramePort | undefined;
     let out: FramePort | undefined;
@@ -539,25 +569,7 @@ async function runPacketIn(
       out = new FramePort(m2, { batch: 1, frameSize: 64 });
       start(input, out);
     }
-    gen.postMessage('go');
-    await sleep(WARMUP_MS);
-    const f0 = Atomics.load(counts, 0);
-    const w0 = Atomics.load(counts, 2);
-    markStart();
-    const t0 = process.hrtime.bigint();
-    await sleep(SECONDS * 1000);
-    const f1 = Atomics.load(counts, 0);
-    const w1 = Atomics.load(counts, 2);
-    const t1 = process.hrtime.bigint();
-    const elu = performance.eventLoopUtilization(elu0).utilization;
-    const stop = (w: Worker): Promise<unknown> =>
-      new Promise((r) => {
-        w.once('exit', r);
-        w.postMessage('stop');
-      });
-    await stop(gen);
-    await sleep(100); // let the last frames reach the sink
-    await stop(sink);
+    const m = await measureSink(gen, sink, counts);
     const ps = pump?.stats();
     const si = (ps?.tap ?? input!.stats()) as FramePortStats;
     const so = ps?.vm ?? out!.stats();
@@ -570,11 +582,11 @@ async function runPacketIn(
     closeFd(sk);
     record(
       name,
-      f1 - f0,
-      t1 - t0,
+      m.frames,
+      m.ns,
       si.rxFrames / si.rxBatches,
-      elu,
-      `sink thread count, ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}${si.rxRingSlots > 0 ? `, ring ${si.rxRingSlots} slots` : ''}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
+      m.elu,
+      `sink thread count, ${(m.frames / Math.max(1, m.sinkBatches)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}${si.rxRingSlots > 0 ? `, ring ${si.rxRingSlots} slots` : ''}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
     );
   } finally {
     up.cleanup();
@@ -632,12 +644,6 @@ function vnetLinks(): { vmNs: string; upNs: string; vmTapFd: number; upTapFd: nu
 const vnetPump = (l: { sockFd: number; upTapFd: number }): FramePump =>
   new FramePump(l.sockFd, l.upTapFd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { vnetHdr: true, sendQueueBytes: SEND_QUEUE_VNET });
 
-const stopWorker = (w: Worker): Promise<unknown> =>
-  new Promise((r) => {
-    w.once('exit', r);
-    w.postMessage('stop');
-  });
-
 /**
  * VM -> host on the offload path: a generator thread ("QEMU") write()s header + frame into vm0's
  * fd; the VM host process's FramePump ({ vnetHdr: true }) reads them from the PACKET_VNET_HDR
@@ -663,7 +669,7 @@ async function runVnetOut(name: string): Promise<void> {
       return k;
     };
     pump.start();
-    const gen = new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role: 'gen', fd: l.vmTapFd, frame: VNET_FRAME, batch: BATCH, shared, window: WINDOW } });
+    const gen = hvWorker('gen', l.vmTapFd, VNET_FRAME, shared);
     gen.postMessage('go');
     await sleep(WARMUP_MS);
     const t0 = process.hrtime.bigint();
@@ -710,26 +716,11 @@ async function runVnetIn(name: string): Promise<void> {
     const genSock = openPacketSocket('up0', { netns: l.upNs, vnetHdr: true, sndbuf: PACKET_BUF, qdiscBypass: QDISC_BYPASS });
     const shared = new SharedArrayBuffer(12);
     const counts = new Int32Array(shared);
-    const mk = (role: 'gen' | 'sink', fd: number, frame: Uint8Array): Worker =>
-      new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame, batch: BATCH, shared, window: WINDOW } });
-    const sink = mk('sink', l.vmTapFd, VNET_HOST_FRAME);
+    const sink = hvWorker('sink', l.vmTapFd, VNET_HOST_FRAME, shared);
     const pump = vnetPump(l);
     pump.start();
-    const gen = mk('gen', genSock.fd, VNET_HOST_FRAME);
-    gen.postMessage('go');
-    await sleep(WARMUP_MS);
-    const f0 = Atomics.load(counts, 0);
-    const w0 = Atomics.load(counts, 2);
-    markStart();
-    const t0 = process.hrtime.bigint();
-    await sleep(SECONDS * 1000);
-    const f1 = Atomics.load(counts, 0);
-    const w1 = Atomics.load(counts, 2);
-    const t1 = process.hrtime.bigint();
-    const elu = performance.eventLoopUtilization(elu0).utilization;
-    await stopWorker(gen);
-    await sleep(100); // let the last frames reach the sink
-    await stopWorker(sink);
+    const gen = hvWorker('gen', genSock.fd, VNET_HOST_FRAME, shared);
+    const m = await measureSink(gen, sink, counts);
     const ps = pump.stats();
     const si = ps.tap as FramePortStats;
     const so = ps.vm;
@@ -739,11 +730,11 @@ async function runVnetIn(name: string): Promise<void> {
     closeFd(genSock.fd); // the workers' ports do not own their fds
     record(
       name,
-      f1 - f0,
-      t1 - t0,
+      m.frames,
+      m.ns,
       si.rxFrames / si.rxBatches,
-      elu,
-      `sink thread count (read() on vm0), ${((f1 - f0) / Math.max(1, w1 - w0)).toFixed(1)} frames per sink batch; FramePump vnet (filter dropped ${ps.hostToVm.dropped}, super-frames ${ps.hostToVm.superFrames}); pump rx (uplink TAP): truncated ${si.rxTruncated}, errors ${si.rxErrors}; up0 tx_dropped ${upTxDropped}; window resets ${Atomics.load(counts, 1)}; AF_PACKET vnet tx: eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}, errors ${so.txErrors}; vm0 tx_dropped ${vmTxDropped}`,
+      m.elu,
+      `sink thread count (read() on vm0), ${(m.frames / Math.max(1, m.sinkBatches)).toFixed(1)} frames per sink batch; FramePump vnet (filter dropped ${ps.hostToVm.dropped}, super-frames ${ps.hostToVm.superFrames}); pump rx (uplink TAP): truncated ${si.rxTruncated}, errors ${si.rxErrors}; up0 tx_dropped ${upTxDropped}; window resets ${Atomics.load(counts, 1)}; AF_PACKET vnet tx: eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}, errors ${so.txErrors}; vm0 tx_dropped ${vmTxDropped}`,
     );
   } finally {
     l.cleanup();
