@@ -123,7 +123,15 @@ describe.skipIf(why !== '')('sessions through the RPC channel (real QEMU VM)', (
     expect(JSON.parse(malformed.got[0]!)).toMatchObject({ type: 'error', code: 'bad-request' });
     const badKind = await frames((ws) => ws.send(JSON.stringify({ type: 'start', kind: 'telnet' })));
     expect(badKind.code).toBe(1008);
-    const oversize = await frames((ws) => ws.send(Buffer.alloc(2 * 1024 * 1024)));
+    // Only the header of a 2 MiB binary frame: the controller must refuse it from the length alone
+    // (1009). Sending the 2 MiB itself raced the refusal: the server could reset the connection
+    // while the client was still writing, and the client then saw 1006 before it read the 1009.
+    const oversizeHeader = Buffer.alloc(14);
+    oversizeHeader[0] = 0x82; // FIN, binary
+    oversizeHeader[1] = 0x80 | 127; // masked (as a client must), 64-bit length
+    oversizeHeader.writeBigUInt64BE(BigInt(2 * 1024 * 1024), 2);
+    oversizeHeader.writeUInt32BE(0x01020304, 10); // the mask key
+    const oversize = await frames((ws) => (ws as unknown as { _socket: import('node:net').Socket })._socket.write(oversizeHeader));
     expect(oversize.code).toBe(1009);
     // Browsers authenticate with a subprotocol.
     const ws = new WebSocket(url, ['fleet.v1', `fleet.bearer.${env.controller.adminToken}`]);
