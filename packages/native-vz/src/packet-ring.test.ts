@@ -135,6 +135,25 @@ describe.skipIf(skipReason !== null)('AF_PACKET receive ring (root)', () => {
     port.close();
   });
 
+  it('close() or pause() inside a callback: no further batch, and the ring is not read after its unmap', async () => {
+    // A short batch (fewer frames than the batch size) is when the port looks at the ring again
+    // for more: it must not after the callback closed the port.
+    for (const stop of ['close', 'pause'] as const) {
+      const port = receiver({ frameSize: 2048, rxRingFrames: 256, batch: 64 }).open();
+      let batches = 0;
+      port.onBatch(() => {
+        batches++;
+        port[stop]();
+      });
+      await inject(Array.from({ length: 5 }, (_, i) => eth(i, 500)));
+      await waitFor(() => batches > 0, `the first batch (${stop})`);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(batches).toBe(1);
+      expect(port.closed).toBe(stop === 'close');
+      port.close();
+    }
+  });
+
   it('refuses a ring with slots too large; ignores the ring on a socket that is not AF_PACKET', () => {
     const r = receiver({ frameSize: 65536, rxRingFrames: 64 });
     try {

@@ -549,6 +549,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       // A ring shows the next frame without a system call: wait for it a little rather than
       // sleep in epoll (under traffic it is microseconds away; a sleeping thread costs a wake-up,
       // in a VM a vCPU halt and wake).
+      if (closed_ || !reading_) return;  // the callback closed (the ring is unmapped) or paused the port
       if (n < batch_ && ring_.active() && !SpinForRing()) return;
       if (n < batch_ && is_socket_ && !ring_.active()) return;  // recvmmsg got fewer than asked: queue empty
 #else
