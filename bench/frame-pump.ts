@@ -76,7 +76,7 @@ import {
 } from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
-import { FramePump, RX_RING_FRAMES, sendQueueBytes } from '../apps/worker/src/vm-host/pump.ts';
+import { FramePump, RX_RING_FRAMES, UPLINK_SEND_QUEUE_BYTES } from '../apps/worker/src/vm-host/pump.ts';
 
 const SECONDS = Number(process.env.FRAME_PUMP_SECONDS ?? 3);
 const WARMUP_MS = 500;
@@ -329,7 +329,7 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     const [g, m1] = vmPair(framing);
     const vm = new VmThread(g, -1);
     const input = new FramePort(m1, { batch: BATCH, frameSize: 2048 });
-    const out = new FramePort(tap.fd, { batch: 1, frameSize: 64, sendQueueBytes: SEND_QUEUE });
+    const out = new FramePort(tap.fd, { batch: 1, frameSize: 64 });
     start(input, out);
     vm.start();
     await sleep(WARMUP_MS);
@@ -346,7 +346,7 @@ async function runTap(name: string, start: (input: FramePort, out: FramePort) =>
     const rx = execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/rx_packets`], { encoding: 'utf8' }).trim();
     input.close();
     out.close();
-    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}, sender thread ${out.sendThread ? 'yes' : 'no'}${framing === 'stream' ? `; stream in: ${si.rxWakeups} wakeups, truncated ${si.rxTruncated}, bad length ${si.rxBadLength}` : ''}`);
+    record(name, f1 - f0, t1 - t0, si.rxFrames / si.rxBatches, elu, `TAP rx_packets ${rx}, tx errors ${so.txErrors}${framing === 'stream' ? `; stream in: ${si.rxWakeups} wakeups, truncated ${si.rxTruncated}, bad length ${si.rxBadLength}` : ''}`);
   } finally {
     spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
@@ -384,14 +384,14 @@ function vethUplink(): { hostNs: string; vmNs: string; cleanup: () => void } {
 }
 const QDISC_BYPASS = process.env.FRAME_PUMP_QDISC_BYPASS === '1';
 /**
- * The send queue of the VM -> host rows' output port: the production pump's (a sender thread,
- * `sendQueueBytes` in apps/worker/src/vm-host/pump.ts) unless FRAME_PUMP_SEND_QUEUE says otherwise
- * (0: send on the pump's thread, as before issue 20's sixth pass).
+ * The veth uplink's send queue in the rows that have one (AF_PACKET out, and the production
+ * pump's uplink): the production pump's (`UPLINK_SEND_QUEUE_BYTES` in apps/worker/src/vm-host/
+ * pump.ts, a sender thread) unless FRAME_PUMP_SEND_QUEUE says otherwise (0: send on the pump's
+ * thread, as before issue 20's sixth pass). TAP rows send on the pump's thread, as production does.
  */
-const SEND_QUEUE = process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? Number(process.env.FRAME_PUMP_SEND_QUEUE) : sendQueueBytes(false);
+const SEND_QUEUE = process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? Number(process.env.FRAME_PUMP_SEND_QUEUE) : UPLINK_SEND_QUEUE_BYTES;
 /** The receive ring of the production pump's AF_PACKET uplink (FRAME_PUMP_RX_RING=0: recvmmsg, as before the sixth pass). */
 const RX_RING = process.env.FRAME_PUMP_RX_RING !== undefined ? Number(process.env.FRAME_PUMP_RX_RING) : RX_RING_FRAMES;
-const SEND_QUEUE_VNET = process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? Number(process.env.FRAME_PUMP_SEND_QUEUE) : sendQueueBytes(true);
 /** Host -> VM: frames the generator keeps in flight (FRAME_PUMP_WINDOW; default 512, below what the pump's socketpair send buffer holds). */
 const WINDOW = Number(process.env.FRAME_PUMP_WINDOW ?? 512);
 const PACKET_BUF = 4 << 20;
@@ -562,7 +562,7 @@ async function runPacketIn(
     let input: FramePort | undefined;
     let out: FramePort | undefined;
     if (start === PRODUCTION) {
-      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { sendQueueBytes: SEND_QUEUE, rxRingFrames: RX_RING });
+      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { rxRingFrames: RX_RING, ...(process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? { sendQueueBytes: SEND_QUEUE } : {}) });
       pump.start();
     } else {
       input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
@@ -642,7 +642,7 @@ function vnetLinks(): { vmNs: string; upNs: string; vmTapFd: number; upTapFd: nu
 }
 
 const vnetPump = (l: { sockFd: number; upTapFd: number }): FramePump =>
-  new FramePump(l.sockFd, l.upTapFd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { vnetHdr: true, sendQueueBytes: SEND_QUEUE_VNET });
+  new FramePump(l.sockFd, l.upTapFd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { vnetHdr: true });
 
 /**
  * VM -> host on the offload path: a generator thread ("QEMU") write()s header + frame into vm0's
@@ -661,13 +661,23 @@ async function runVnetOut(name: string): Promise<void> {
     const counts = new Int32Array(shared);
     const pump = vnetPump(l);
     const up = (pump as unknown as { tap: FramePort }).tap;
+    // The generator's window counts frames the uplink port has written: with a sender thread,
+    // frames it merely queued would let the generator outrun the thread (queue full, drops).
+    const written = (): void => {
+      Atomics.store(counts, 0, up.stats().txFrames);
+      Atomics.notify(counts, 0);
+    };
     const send = up.sendBatch.bind(up);
     up.sendBatch = (buf, o, len, n) => {
       const k = send(buf, o, len, n);
-      Atomics.add(counts, 0, k);
-      Atomics.notify(counts, 0);
+      if (up.sendThread) written();
+      else {
+        Atomics.add(counts, 0, k);
+        Atomics.notify(counts, 0);
+      }
       return k;
     };
+    const refresh = up.sendThread ? setInterval(written, 1) : undefined; // while no batch arrives
     pump.start();
     const gen = hvWorker('gen', l.vmTapFd, VNET_FRAME, shared);
     gen.postMessage('go');
@@ -680,6 +690,7 @@ async function runVnetOut(name: string): Promise<void> {
     const f1 = peerStat(l.upNs, 'up0', 'rx_packets');
     const elu = performance.eventLoopUtilization(elu0).utilization;
     await stopWorker(gen);
+    clearInterval(refresh);
     await sleep(100);
     const ps = pump.stats();
     const si = ps.vm;

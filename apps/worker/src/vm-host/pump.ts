@@ -1,13 +1,14 @@
 // The frame pump: VM (socketpair) → filter.fromVm → uplink and uplink → filter.fromHost → VM, in
 // batches (FramePort: recvmmsg/sendmmsg on the socketpair and on the veth uplink's AF_PACKET
-// socket — issue 20 —, or read/write loops on a TAP). The survivors of a batch are handed to the
-// other port with one sendBatch, which copies them into that port's send queue; the port's sender
-// thread writes them (sendQueueBytes below). Frames a full queue cannot take are dropped and
-// counted, like a NIC whose transmit ring is full.
+// socket — issue 20 —, or read/write loops on a TAP). The survivors of a batch are forwarded
+// with one sendBatch: on the veth uplink into the port's send queue, which its sender thread
+// writes, and it reads through a receive ring (UPLINK_SEND_QUEUE_BYTES, RX_RING_FRAMES below);
+// elsewhere straight to the fd. Frames the other side (or a full queue) cannot take are dropped
+// and counted, like a NIC.
 //
 // The uplink side is a seam: on Linux an AF_PACKET socket or a TAP fd (wrapped in a FramePort here), on macOS a vmnet
 // interface (VmnetPort from @fleet/native-vz/vz) — anything with the FramePort batch contract.
-import { FramePort, VNET_MAX_FRAME, type FrameBatch, type FramePortStats } from '@fleet/native-vz';
+import { FramePort, VNET_MAX_FRAME, fdInfo, type FrameBatch, type FramePortStats } from '@fleet/native-vz';
 import { Verdict, type PacketFilter } from '@fleet/netfilter';
 import { VNET_HDR_LEN, completeUdpChecksum, pendingDhcpChecksum } from './vnet-header.ts';
 
@@ -49,17 +50,17 @@ export interface DirectionStats {
 }
 
 /**
- * The sender thread's queue of each port the pump opens (FramePort `sendQueueBytes`, issue 20):
- * sends copy the frames the filter passed into it and the port's own thread writes them, so the
- * kernel's share of sending (sendmmsg into the veth, a TAP write per frame) runs beside the pump
- * instead of after it. 1 MiB holds ~690 full-size frames (about 8 ms at 1 Gbit/s); on the offload
- * path 2 MiB holds 32 of the largest super-frames. Frames a full queue cannot take are dropped
- * and counted (txDrops, txQueueFull), as before when the socket itself was full. The memory is
- * touched only as far as traffic fills it.
+ * The veth uplink's send queue (FramePort `sendQueueBytes`, issue 20, sixth pass): the pump copies
+ * the frames the filter passed into it and the port's sender thread writes them, so the kernel's
+ * share of a sendmmsg into the veth (the delivery to the peer runs on the sending CPU) runs beside
+ * the pump instead of after it. 1 MiB holds ~690 full-size frames (about 8 ms at 1 Gbit/s).
+ * Frames a full queue cannot take are dropped and counted (txDrops, txQueueFull), as before when
+ * the socket itself was full; its memory is touched only as far as traffic fills it.
+ * Only there: `bench/frame-pump.ts` measured a sender thread on a TAP (a write per frame), on the
+ * offload path's packet socket and on the VM's socketpair as no gain or a loss on two cores, where
+ * the thread competes with the VM's own for the CPU.
  */
-export function sendQueueBytes(vnetHdr: boolean): number {
-  return vnetHdr ? 2 << 20 : 1 << 20;
-}
+export const UPLINK_SEND_QUEUE_BYTES = 1 << 20;
 
 /**
  * Receive-ring slots of an AF_PACKET port without the virtio-net header (the veth uplink;
@@ -81,9 +82,9 @@ export interface FramePumpOptions {
    * checksum is completed first, since the filter may edit that message.
    */
   vnetHdr?: boolean;
-  /** Each port's send queue in bytes (default `sendQueueBytes(vnetHdr)`); 0 sends on the pump's thread (benchmarks compare both). */
+  /** The uplink's send queue in bytes (default UPLINK_SEND_QUEUE_BYTES on the veth uplink, else 0); 0 sends on the pump's thread (benchmarks compare both). */
   sendQueueBytes?: number;
-  /** Receive-ring slots of an AF_PACKET port without the header (default RX_RING_FRAMES); 0 receives with recvmmsg. */
+  /** Receive-ring slots of the veth uplink (default RX_RING_FRAMES); 0 receives with recvmmsg. */
   rxRingFrames?: number;
 }
 
@@ -106,10 +107,14 @@ export class FramePump {
     // ends): 2 KiB slots suffice, larger datagrams are counted as rxTruncated. With the header, a
     // slot holds the largest super-frame it can describe.
     const frameSize = vnet ? VNET_HDR_LEN + VNET_MAX_FRAME : 2048;
-    const queue = opts.sendQueueBytes ?? sendQueueBytes(vnet);
-    const ports = { batch, frameSize, sendQueueBytes: queue, rxRingFrames: opts.rxRingFrames ?? RX_RING_FRAMES };
-    this.vm = new FramePort(vmFd, ports);
-    this.tap = typeof uplink === 'number' ? new FramePort(uplink, ports) : uplink;
+    // The veth uplink is an AF_PACKET socket; a TAP is a character device.
+    const vethUplink = typeof uplink === 'number' && !vnet && fdInfo(uplink).kind !== 'char';
+    const ring = opts.rxRingFrames ?? RX_RING_FRAMES;
+    this.vm = new FramePort(vmFd, { batch, frameSize });
+    this.tap =
+      typeof uplink === 'number'
+        ? new FramePort(uplink, { batch, frameSize, sendQueueBytes: opts.sendQueueBytes ?? (vethUplink ? UPLINK_SEND_QUEUE_BYTES : 0), rxRingFrames: vethUplink ? ring : 0 })
+        : uplink;
   }
 
   start(): void {

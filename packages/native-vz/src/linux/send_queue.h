@@ -228,8 +228,8 @@ class SendQueue {
     }
   }
 
-  // Before sleeping on the condition variable, look for more frames for a short while: under
-  // traffic the next batch is microseconds away, and a sleeping thread costs the producer a
+  // Optionally, before sleeping on the condition variable, look for more frames for a while:
+  // under traffic the next batch is microseconds away, and a sleeping thread costs the producer a
   // futex wake and the machine a CPU wake-up (expensive in a VM, where an idle vCPU halts).
   void SpinForWork() {
     if (spin_ns_ <= 0) return;
@@ -349,7 +349,9 @@ class SendQueue {
   std::condition_variable cv_;
   uint64_t head_ = 0, tail_ = 0;  // descriptor indices; [head_, tail_) is queued
   std::atomic<uint64_t> tail_pub_{0};  // tail_, readable without the lock (SpinForWork)
-  long spin_ns_ = getenv("FLEET_SENDQ_SPIN_NS") ? atol(getenv("FLEET_SENDQ_SPIN_NS")) : 20000;
+  // 0 by default: on two cores a spinning sender took the CPU the threads feeding it needed
+  // (bench/frame-pump.ts, issue 20 sixth pass); kept as a knob for measurements.
+  long spin_ns_ = getenv("FLEET_SENDQ_SPIN_NS") ? atol(getenv("FLEET_SENDQ_SPIN_NS")) : 0;
   size_t queued_bytes_ = 0;
   size_t wpos_ = 0;  // producer only: where the next frame goes
   bool idle_ = false;
