@@ -22,6 +22,7 @@ import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import type { Provider } from './providers.ts';
 import type { SqlValue } from './insert-rows.ts';
 import { preparedStatement, type SqliteConnection } from './sqlite-connection.ts';
+import { CommitCycle } from './sqlite-commit-cycle.ts';
 
 /** What a Prisma client or interactive-transaction client offers for raw statements. */
 export interface RawClient {
@@ -135,6 +136,96 @@ export function directSqlIn(db: object, tx: RawClient): DirectSql {
       return typeof r === 'number' ? r : r.length;
     },
   };
+}
+
+/** A transaction of directTransaction: its statements, and the raw API for code written against Prisma's (fence, insertRows). */
+export interface DirectTx extends DirectSql {
+  readonly raw: RawClient;
+}
+
+/** Options of directTransaction. */
+export interface DirectTransactionOptions {
+  /** PostgreSQL (a Prisma interactive transaction there): its timeout and maxWait, ms. */
+  timeoutMs?: number;
+  /**
+   * SQLite: start the commit cycle right after the current job instead of after this turn's I/O
+   * callbacks (sqlite-commit-cycle.ts), for a transaction whose delay others wait for.
+   */
+  urgent?: boolean;
+}
+
+/**
+ * Runs `work` in a transaction and commits it; rolls back and rethrows if `work` or the COMMIT
+ * fails. For the group commits of the create-to-running path (issue 20).
+ *
+ * SQLite: plain SQL on the connection itself, without Prisma's interactive-transaction machinery
+ * (its transaction manager, the query interpreter running BEGIN and COMMIT, a timer per
+ * transaction), and sharing one COMMIT (one WAL fsync) with every other directTransaction ready
+ * at the same moment (sqlite-commit-cycle.ts: each in its own savepoint, so each stays atomic and
+ * fails alone). It resolves only after that COMMIT returned. It holds the connection's gate, so
+ * Prisma's queries outside a transaction and Prisma's own transactions wait for it, as for one of
+ * Prisma's. `work` must only use the statements it is given and must not wait for anything else
+ * that needs the connection (a Prisma query would wait for this transaction: a deadlock). A
+ * statement after the transaction ended is refused, as with directSqlIn.
+ *
+ * PostgreSQL: a Prisma interactive transaction (its connection is not reachable otherwise) with
+ * the statements through its raw API, as directSqlIn does.
+ */
+export async function directTransaction<T>(db: object, work: (tx: DirectTx) => Promise<T>, opts: DirectTransactionOptions = {}): Promise<T> {
+  const t = targetOf(db);
+  if (t.provider === 'postgresql') {
+    // The registered client is the PrismaClient itself (openDatabase), which has $transaction.
+    const client = t.client as unknown as { $transaction<R>(fn: (tx: RawClient) => Promise<R>, o: { timeout: number; maxWait: number }): Promise<R> };
+    const timeout = opts.timeoutMs ?? 15_000;
+    return client.$transaction((tx) => work({ ...pgSql(tx), raw: tx }), { timeout, maxWait: timeout });
+  }
+  const conn = await sqliteConnection(t);
+  return commitCycleOf(conn).run((live) => {
+    const run = (sql: string, values: readonly SqlValue[], reading: boolean): unknown[] | number => {
+      if (!live() || t.sqlite!.connection !== conn) throw new Error('the transaction has already ended (committed, rolled back or timed out): statement not run');
+      return runOnSqlite(conn, sql, values, reading);
+    };
+    const query = async <R>(sql: string, values: readonly SqlValue[] = []) => run(sql, values, true) as R[];
+    const execute = async (sql: string, values: readonly SqlValue[] = []) => {
+      const r = run(sql, values, false);
+      return typeof r === 'number' ? r : r.length;
+    };
+    const raw: RawClient = {
+      $queryRawUnsafe: async <R>(sql: string, ...values: unknown[]) => run(sql, values as SqlValue[], true) as R,
+      $executeRawUnsafe: (sql: string, ...values: unknown[]) => execute(sql, values as SqlValue[]),
+    };
+    return work({ provider: 'sqlite', query, execute, raw });
+  }, opts.urgent ?? false);
+}
+
+/**
+ * One write statement (or several that need not be atomic) outside any transaction of the
+ * caller's. SQLite: in the commit cycle (it shares the next COMMIT, one WAL fsync, with the other
+ * plain-SQL transactions ready at the same moment, instead of an fsync of its own). PostgreSQL:
+ * on the pool, each statement its own transaction, as before.
+ */
+export async function directWrite<T>(db: object, work: (sql: DirectTx) => Promise<T>): Promise<T> {
+  const t = targetOf(db);
+  if (t.provider === 'postgresql') return work({ ...pgSql(t.client), raw: t.client });
+  return directTransaction(db, work);
+}
+
+const cycles = new WeakMap<SqliteConnection, CommitCycle>();
+
+/** The connection's commit cycle (one per connection: a reopened connection gets a new one). */
+export function commitCycleOf(conn: SqliteConnection): CommitCycle {
+  let cycle = cycles.get(conn);
+  if (!cycle) {
+    cycle = new CommitCycle({ gate: conn.gate, exec: (sql) => void runOnSqlite(conn, sql, [], false), inTransaction: () => conn.client.inTransaction });
+    cycles.set(conn, cycle);
+  }
+  return cycle;
+}
+
+/** The commit cycle of a SQLite client made by openDatabase (tests, measurements); undefined before it connected, and on PostgreSQL. */
+export function sqliteCommitCycle(db: object): CommitCycle | undefined {
+  const conn = targetOf(db).sqlite?.connection;
+  return conn ? commitCycleOf(conn) : undefined;
 }
 
 function pgSql(client: RawClient): DirectSql {

@@ -12,7 +12,7 @@
 // stored, and only hashes of secrets are kept. A key sent to them is ignored.
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
-import type { Prisma } from '@fleet/db';
+import type { DirectSql } from '@fleet/db';
 import { badRequest, FleetError } from '../errors.ts';
 import { ErrorBody } from './schemas.ts';
 import {
@@ -33,7 +33,7 @@ interface Execution {
   recordId: string;
   finished: boolean;
   /** Call inside the effect's transaction with what the request created. */
-  link: (tx: Pick<Prisma.TransactionClient, 'idempotencyKey'>, resourceId: string) => Promise<unknown>;
+  link: (sql: DirectSql, resourceId: string) => Promise<unknown>;
 }
 
 declare module 'fastify' {

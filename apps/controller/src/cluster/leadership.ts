@@ -2,13 +2,17 @@
 // starts/stops the loops that only the leader may run — scheduler, worker liveness, restart
 // requeue, retention — when leadership comes and goes. On SQLite there is one controller, the
 // leader for its whole life.
-import type { FleetDb, LeaderLease, Prisma } from '@fleet/db';
+import type { FenceClient, LeaderLease } from '@fleet/db';
 import { isNotLeaderError } from '@fleet/db';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.ts';
 
-/** Inside a transaction written on the leader's behalf: throws NotLeaderError once deposed. */
-export type Fence = (tx: Prisma.TransactionClient | FleetDb) => Promise<void>;
+/**
+ * Inside a transaction written on the leader's behalf: throws NotLeaderError once deposed. Takes
+ * a Prisma transaction or client, or a plain-SQL transaction's `raw` (directTransaction): the
+ * fence only needs raw queries.
+ */
+export type Fence = (tx: FenceClient) => Promise<void>;
 
 /** A loop only the leader runs. `start` on gaining leadership, `stop` on losing it. */
 export interface SingletonLoop {
@@ -43,7 +47,7 @@ export class Leadership {
   isLeader = (): boolean => this.lease.isLeader();
 
   /** The fence of the current term (see LeaderLease.fence). */
-  fence: Fence = (tx) => this.lease.fence(tx as unknown as Parameters<LeaderLease['fence']>[0]);
+  fence: Fence = (tx) => this.lease.fence(tx);
 
   /** A loop saw its write refused: the lease moved on; stop acting now. */
   observe(err: unknown): boolean {

@@ -70,7 +70,7 @@ describe('WorkerStreams push retry', () => {
     streams.markDirty(workerId);
     await until(() => calls.every((c) => c.sent.length === 1));
     expect(calls.map((c) => c.sent[0]!.desiredState!.vms!.length)).toEqual([1, 1, 1]);
-    expect(streams.deliveryStats).toEqual({ groups: 1, writes: 3, retried: 0 });
+    expect(streams.deliveryStats).toEqual({ groups: 1, writes: 3, retried: 0, prismaGroups: 0 });
     expect(await t.db.allocation.count({ where: { deliveredAt: null } })).toBe(0);
   });
 

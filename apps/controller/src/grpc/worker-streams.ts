@@ -6,7 +6,7 @@
 // never left without a change that is already committed.
 import * as grpc from '@grpc/grpc-js';
 import type { ControllerMessage, ImageOperation, VmAssignment, WorkerMessage__Output } from '@fleet/proto';
-import { directSqlIn, type FleetDb } from '@fleet/db';
+import type { FleetDb } from '@fleet/db';
 import type { Logger } from 'pino';
 import { desiredAssignments, type ImagePullsOf } from '../vms/desired-state.ts';
 import type { VmSecrets } from '../secrets/vm-secrets.ts';
@@ -177,7 +177,7 @@ export class WorkerStreams {
       const keys = fresh.map((vm) => ({ vmId: vm.vmId ?? '', attempt: vm.attempt ?? -1 }));
       const now = new Date();
       // Idempotent, so it may run twice (GroupCommitter.run).
-      const alive = await this.deliveries.run((tx) => markDelivered(directSqlIn(this.db, tx), stream.workerId, keys, now));
+      const alive = await this.deliveries.run((sql) => markDelivered(sql, stream.workerId, keys, now));
       const present = new Set(alive.map((a) => `${a.vmId}/${a.attempt}`));
       vms = vms.filter((vm) => stream.delivered.has(`${vm.vmId}/${vm.attempt}`) || present.has(`${vm.vmId}/${vm.attempt}`));
       if (stream.closed) return;

@@ -22,7 +22,7 @@
 // far beyond any POST handler), one whose owner is gone (or released it) is taken over — by one
 // controller only, with a conditional update of the owner.
 import { createHash, randomUUID } from 'node:crypto';
-import type { FleetDb, IdempotencyKey, Prisma } from '@fleet/db';
+import type { DirectSql, FleetDb, IdempotencyKey } from '@fleet/db';
 import { isUniqueViolation } from '../errors.ts';
 
 /** How long a key is remembered (from its first request). */
@@ -65,7 +65,6 @@ export type BeginResult =
   /** The first request with this key is still running. */
   | { kind: 'in_flight' };
 
-type Tx = Pick<Prisma.TransactionClient, 'idempotencyKey'>;
 
 /** SHA-256 of method, path and the body as canonical JSON (object keys sorted). */
 export function requestHash(method: string, path: string, body: unknown): string {
@@ -161,8 +160,10 @@ export class IdempotencyService {
    * Marks, inside the effect's transaction, what the request created: from then on a retry gets
    * this resource back even if the response is never stored.
    */
-  link(tx: Tx, recordId: string, resourceId: string): Promise<unknown> {
-    return tx.idempotencyKey.updateMany({ where: { id: recordId }, data: { resourceId } });
+  link(sql: DirectSql, recordId: string, resourceId: string): Promise<unknown> {
+    // Plain SQL: it runs in the group transaction of the VM's create (issue 20), which runs
+    // without Prisma. The row has no @updatedAt: this is all Prisma's updateMany wrote.
+    return sql.execute('UPDATE "IdempotencyKey" SET "resourceId" = ? WHERE "id" = ?', [resourceId, recordId]);
   }
 
   /** The handler's response: stored (below 500) or forgotten (5xx: a retry executes again). */

@@ -16,7 +16,7 @@
 // state is only ever a shortcut, never the source of truth. Exactly-once placement does not
 // depend on it: each placement is still a conditional update (state pending, same attempt), in a
 // transaction that also checks the target workers are online and not drained.
-import { directSqlIn, insertRows, providerOfDb, type FleetDb, type Prisma, type Provider, type Vm } from '@fleet/db';
+import { directTransaction, insertRows, providerOfDb, type FenceClient, type FleetDb, type Provider, type Vm } from '@fleet/db';
 import type { Logger } from 'pino';
 import { planPlacements, type PendingVmView, type SchedulerProfile, type WorkerView } from './placement.ts';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
@@ -28,6 +28,7 @@ import { loadWorkerViews } from '../workers/worker-views.ts';
 import { loadImageHoldings } from '../images/worker-image-service.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 import { updateVmIf } from '../storage/vm-rows.ts';
+import { usableWorkers } from '../storage/worker-rows.ts';
 import { newRowId } from '../storage/row-ids.ts';
 
 /** Retries of a failed pass: 500 ms, 1 s, 2 s, ... at most 15 s apart (jittered). */
@@ -38,7 +39,7 @@ export interface SchedulerLoopOptions {
   sink?: ErrorSink;
   backoff?: Partial<BackoffOptions>;
   /** The leader's fence, checked in every placement transaction (several controllers, issue 13). */
-  fence?: (tx: Prisma.TransactionClient) => Promise<void>;
+  fence?: (tx: FenceClient) => Promise<void>;
   /** false: wait for start() (the controller starts it when it becomes the leader). */
   startNow?: boolean;
   /**
@@ -264,19 +265,14 @@ export class SchedulerLoop {
     const dirty = new Set<string>();
     let doubt = false;
 
-    await this.db.$transaction(async (tx) => {
-      await this.opts.fence?.(tx);
-      const sql = directSqlIn(this.db, tx);
+    // One transaction in plain SQL, without Prisma's machinery, sharing its COMMIT with the other
+    // plain-SQL transactions ready at the same moment (issue 20).
+    await directTransaction(this.db, async (sql) => {
+      await this.opts.fence?.(sql.raw);
       // The views may be older than this pass: place only on workers still online and not
       // drained (a drain or a worker going offline does not announce itself to the scheduler).
       const targets = [...new Set(plan.placements.map((p) => p.workerId))];
-      const usable = new Set(
-        targets.length === 0
-          ? []
-          : (await tx.worker.findMany({ where: { id: { in: targets } }, select: { id: true, status: true, paused: true } }))
-              .filter((w) => w.status === 'online' && !w.paused)
-              .map((w) => w.id),
-      );
+      const usable = new Set(targets.length === 0 ? [] : await usableWorkers(sql, targets));
       const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean; networkMode: string; mac: string; createdAt: Date }[] = [];
       for (const p of plan.placements) {
         const vm = byId.get(p.vmId)!;
@@ -302,9 +298,11 @@ export class SchedulerLoop {
         dirty.add(worker.id);
       }
       // Raw multi-row INSERT: createMany would run Prisma's query compiler at every pass.
-      await insertRows(tx, this.provider, 'Allocation', allocations);
-      await this.events.append(events, tx);
-    });
+      await insertRows(sql.raw, this.provider, 'Allocation', allocations);
+      await this.events.append(events, sql.raw);
+      // Urgent: the pass commits right after planning, not after the rest of the event loop's turn
+      // (the VMs waiting for the next pass wait for this one).
+    }, { urgent: true });
 
     // Committed: the queue and the views follow (what a reload would now read).
     for (const vm of placedVms) {

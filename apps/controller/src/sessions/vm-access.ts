@@ -3,7 +3,7 @@
 // rest (secrets/vm-secrets.ts) and handed to the VM's worker inside each SessionOpen), and
 // the guest's host key recorded on first use for each boot.
 import { createHash } from 'node:crypto';
-import { directSql, insertRows, providerOfDb, VM_ACCESS_COLUMNS, type FleetDb, type VmAccess } from '@fleet/db';
+import { directSql, directWrite, insertRows, VM_ACCESS_COLUMNS, type FleetDb, type VmAccess } from '@fleet/db';
 import { rowsByKey } from '../storage/rows-by-key.ts';
 import { isUniqueViolation } from '../errors.ts';
 import { generateEd25519KeyPair } from './ssh-key-pair.ts';
@@ -46,8 +46,10 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
   );
   try {
     // A raw multi-row INSERT, then a read: createManyAndReturn would run Prisma's query compiler at every call.
+    // On SQLite it shares a COMMIT with the other plain-SQL writes of the moment (issue 20: at every
+    // push with new VMs it was an fsync of its own).
     const createdAt = new Date();
-    await insertRows(db, providerOfDb(db), 'VmAccess', fresh.map((f) => ({ ...f, createdAt })));
+    await directWrite(db, (sql) => insertRows(sql.raw, sql.provider, 'VmAccess', fresh.map((f) => ({ ...f, createdAt }))));
     for (const row of await db.vmAccess.findMany({ where: { vmId: { in: fresh.map((f) => f.vmId) } } })) out.set(row.vmId, row);
     return out;
   } catch (err) {

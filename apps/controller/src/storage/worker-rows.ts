@@ -13,3 +13,13 @@ const RENEW = 'UPDATE "Worker" SET "lastSeenAt" = ?, "connected" = ?, "controlle
 export async function renewWorkerLease(sql: DirectSql, workerId: string, at: Date, controllerId: string, now: Date): Promise<boolean> {
   return (await sql.execute(RENEW, [at, true, controllerId, now, workerId, 'online'])) > 0;
 }
+
+/**
+ * Of `ids`, the workers a placement may still use: online and not paused (drained). Plain SQL:
+ * the scheduler's placement transaction runs without Prisma (issue 20).
+ */
+export async function usableWorkers(sql: DirectSql, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const rows = await sql.query<{ id: string }>(`SELECT "id" FROM "Worker" WHERE "id" IN (${ids.map(() => '?').join(', ')}) AND "status" = ? AND "paused" = ?`, [...ids, 'online', false]);
+  return rows.map((r) => r.id);
+}

@@ -91,14 +91,13 @@ describe('VmService.create: group commit', () => {
       track(
         'b',
         vms.create(spec('b'), 'test', {
-          inTransaction: async (tx, vm) => {
-            await tx.$executeRawUnsafe('PRAGMA defer_foreign_keys = ON');
-            await tx.$executeRawUnsafe(
-              'INSERT INTO "Allocation" ("id", "vmId", "attempt", "workerId", "cpus", "memoryMib") VALUES (?, ?, 1, ?, 1, 512)',
+          inTransaction: async (sql, vm) => {
+            await sql.execute('PRAGMA defer_foreign_keys = ON');
+            await sql.execute('INSERT INTO "Allocation" ("id", "vmId", "attempt", "workerId", "cpus", "memoryMib") VALUES (?, ?, 1, ?, 1, 512)', [
               crypto.randomUUID(),
               vm.id,
               'no-such-worker',
-            );
+            ]);
           },
         }),
       ),
@@ -133,8 +132,8 @@ describe('VmService.create: group commit', () => {
     open();
     await first;
     expect((await later).map((v) => v.name)).toEqual(['x', 'y', 'z']);
-    // Nothing failed: no retry with savepoints.
-    expect(vms.createCommits).toEqual({ groups: 2, writes: 4, retried: 0 });
+    // Nothing failed: no retry with savepoints; both groups ran in plain SQL (no Prisma transaction).
+    expect(vms.createCommits).toEqual({ groups: 2, writes: 4, retried: 0, prismaGroups: 0 });
   });
 });
 
@@ -169,8 +168,8 @@ describe.skipIf(findPostgresBin() === undefined)('VmService.create: group commit
       const failing = await Promise.allSettled([
         pgVms.create(spec('c'), 'test'),
         pgVms.create(spec('d'), 'test', {
-          inTransaction: async (tx, vm) => {
-            await tx.$executeRawUnsafe('INSERT INTO "Allocation" ("id", "vmId", "attempt", "workerId", "cpus", "memoryMib") VALUES ($1, $2, 1, $3, 1, 512)', crypto.randomUUID(), vm.id, 'no-such-worker');
+          inTransaction: async (sql, vm) => {
+            await sql.execute('INSERT INTO "Allocation" ("id", "vmId", "attempt", "workerId", "cpus", "memoryMib") VALUES (?, ?, 1, ?, 1, 512)', [crypto.randomUUID(), vm.id, 'no-such-worker']);
           },
         }),
       ]);

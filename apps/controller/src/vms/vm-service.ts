@@ -5,7 +5,7 @@
 //  - deletes always win: a deleting VM never goes back, and disappears once no
 //    worker holds anything for it;
 //  - every state transition is written with an event in the same transaction.
-import { directSql, directSqlIn, type FleetDb, type Prisma, type Vm } from '@fleet/db';
+import { directSql, insertRows, type DirectSql, type DirectTx, type FleetDb, type Prisma, type Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
@@ -103,17 +103,17 @@ export class VmService {
     private readonly now: () => Date = () => new Date(),
   ) {
     // The group's `vm.created` events go in one multi-row insert (one statement per group, not per create).
-    this.creates = new GroupCommitter(db, { afterWrites: (tx, created) => this.events.append(created.map((c) => c.event), tx) });
-    this.reports = new GroupCommitter(db, { afterWrites: (tx, outcomes) => this.events.append(outcomes.flatMap((o) => o.events), tx) });
+    this.creates = new GroupCommitter(db, { afterWrites: (tx, created) => this.events.append(created.map((c) => c.event), tx.raw) });
+    this.reports = new GroupCommitter(db, { afterWrites: (tx, outcomes) => this.events.append(outcomes.flatMap((o) => o.events), tx.raw) });
   }
 
   /** How workers' reports were grouped so far: transactions and reports (logs, tests). */
-  get reportCommits(): { readonly groups: number; readonly writes: number; readonly retried: number } {
+  get reportCommits(): { readonly groups: number; readonly writes: number; readonly retried: number; readonly prismaGroups: number } {
     return this.reports.stats;
   }
 
   /** How creates were grouped so far: transactions and creates (logs, tests). */
-  get createCommits(): { readonly groups: number; readonly writes: number; readonly retried: number } {
+  get createCommits(): { readonly groups: number; readonly writes: number; readonly retried: number; readonly prismaGroups: number } {
     return this.creates.stats;
   }
 
@@ -192,7 +192,7 @@ export class VmService {
   // ---------------------------------------------------------------- operator requests
 
   /** `inTransaction` runs in the creating transaction (the API links an Idempotency-Key record to the VM there). */
-  async create(spec: VmCreate, actor: string, opts: { inTransaction?: (tx: Tx, vm: Vm) => Promise<unknown> } = {}): Promise<Vm> {
+  async create(spec: VmCreate, actor: string, opts: { inTransaction?: (sql: DirectSql, vm: Vm) => Promise<unknown> } = {}): Promise<Vm> {
     let vm: Vm;
     let event: NewEvent;
     const id = newRowId(); // time-ordered: storage/row-ids.ts
@@ -218,8 +218,8 @@ export class VmService {
       // In the next group's transaction: a duplicate name (or a failing inTransaction) fails this
       // create alone (the group is retried with a savepoint per create); it resolves only after
       // the group committed. The callback may run twice (see GroupCommitter.run).
-      const committed = await this.creates.run(async (tx) => {
-        // Plain SQL (storage/vm-rows.ts): one of the per-VM statements of issue 20.
+      const committed = await this.creates.run(async (sql) => {
+        // Plain SQL (storage/vm-rows.ts), the whole group without Prisma (issue 20).
         const created = newVmRow(
           {
             id,
@@ -247,12 +247,12 @@ export class VmService {
           },
           new Date(), // wall clock, as Prisma's now() and @updatedAt (this.now() may be a test clock)
         );
-        await insertVm(directSqlIn(this.db, tx), created);
+        await insertVm(sql, created);
         if (sealed) {
           // The access row (key pair + password) exists from the start, in the same transaction.
-          await tx.vmAccess.create({ data: { vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...sealed } });
+          await insertRows(sql.raw, sql.provider, 'VmAccess', [{ vmId: created.id, username: created.username || DEFAULT_GUEST_USER, ...sealed, createdAt: created.createdAt }]);
         }
-        await opts.inTransaction?.(tx, created);
+        await opts.inTransaction?.(sql, created);
         // Its event is appended with the group's (afterWrites), in the same transaction.
         return { vm: created, event: vmEvent(created, 'vm.created', `created by ${actor}`, actor) };
       });
@@ -436,8 +436,14 @@ export class VmService {
     // Group-committed with other workers' reports (one transaction, one fsync for all of them).
     // The work may run twice (GroupCommitter.run), so it starts from the rows as read each time
     // and its effects outside the database (watchers, metrics, the bus) wait for the commit.
-    const outcome = await this.reports.run(async (tx) => {
-      const sql = directSqlIn(this.db, tx);
+    // Plain SQL (the group without Prisma, issue 20) unless an instance is gone or failed: freeing
+    // its allocation, failing or removing its VM still go through Prisma's models (rare paths).
+    const needsPrisma = reports.some((r) => {
+      if (r.phase === 'VM_PHASE_GONE') return true;
+      const vm = read.get(r.vmId);
+      return vm !== undefined && vm.workerId === workerId && vm.attempt === r.attempt && stateFromWorkerPhase(vm.state as VmState, r.phase, vm.desiredPower as 'running' | 'stopped')?.state === 'failed';
+    });
+    const apply = async (tx: Tx | undefined, sql: DirectTx): Promise<ReportOutcome> => {
       const vms = new Map(read);
       const o: ReportOutcome = { changes: [], events: [], dirtyWorkers: new Set(), scheduleNeeded: false, started: [] };
       const { changes, events, dirtyWorkers } = o;
@@ -445,6 +451,7 @@ export class VmService {
         const vm = vms.get(report.vmId);
         const current = vm && vm.workerId === workerId && vm.attempt === report.attempt;
         if (report.phase === 'VM_PHASE_GONE') {
+          if (!tx) throw new Error('a report of a gone instance needs the Prisma transaction (needsPrisma)');
           const released = await tx.allocation.deleteMany({ where: { vmId: report.vmId, attempt: report.attempt, workerId } });
           if (released.count > 0) o.scheduleNeeded = true;
           if (!vm) continue;
@@ -476,6 +483,7 @@ export class VmService {
         if (report.observedGeneration > vm.observedGeneration) data.observedGeneration = report.observedGeneration;
         if (next && next.state === 'failed') {
           if (vm.pullProgress) data.pullProgress = '';
+          if (!tx) throw new Error('a report of a failed instance needs the Prisma transaction (needsPrisma)');
           const failed = await this.failInTx(tx, vm, report.message || next.reason || `failed on worker ${workerName}`, `worker:${workerName}`, events, data);
           vms.set(vm.id, failed);
           changes.push({ vm: failed, type: 'MODIFIED' });
@@ -514,7 +522,8 @@ export class VmService {
         changes.push({ vm: updated, type: 'MODIFIED' });
       }
       return o;
-    });
+    };
+    const outcome = await (needsPrisma ? this.reports.runWithPrisma((tx, sql) => apply(tx, sql)) : this.reports.run((sql) => apply(undefined, sql)));
     // Committed.
     for (const vm of outcome.started) this.metrics.observeStart(vm, this.now());
     this.publish(outcome.changes, outcome.events);

@@ -7,7 +7,7 @@
 // A worker whose row is no longer `online` (the leader found it lost, or an operator deleted it)
 // is not renewed; `onNotOnline` is told so its stream is closed and the worker reconnects with a
 // Hello, which reconciles it.
-import { directSqlIn, type FleetDb } from '@fleet/db';
+import { directTransaction, type FleetDb } from '@fleet/db';
 import { renewWorkerLease } from '../storage/worker-rows.ts';
 import type { Logger } from 'pino';
 import type { ErrorSink } from '../storage/backoff.ts';
@@ -65,8 +65,9 @@ export class HeartbeatRecorder {
     this.batch = new Map();
     const notOnline: string[] = [];
     try {
-      await this.db.$transaction(async (tx) => {
-        const sql = directSqlIn(this.db, tx);
+      // Plain SQL in a transaction without Prisma's machinery (issue 20: at 1,000 workers these
+      // are a good part of the controller's transactions).
+      await directTransaction(this.db, async (sql) => {
         const now = new Date(); // the rows' version (Prisma's @updatedAt would set it)
         for (const [id, e] of batch) if (!(await renewWorkerLease(sql, id, e.at, this.controllerId, now))) notOnline.push(id);
       });
