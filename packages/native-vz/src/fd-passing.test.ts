@@ -25,6 +25,7 @@ import {
   waitReadable,
   type ReceivedFds,
 } from './index.ts';
+import { closersAfterEach } from './testing/cleanup.ts';
 
 const addonPath = createRequire(import.meta.url).resolve('../build/Release/native_vz.node');
 const isRoot = process.getuid?.() === 0;
@@ -41,17 +42,10 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const cleanup: Array<() => void> = [];
+const cleanup = closersAfterEach();
 /** Raw fds this test still owns; closed after each test unless released. */
 const owned = new Set<number>();
 afterEach(() => {
-  while (cleanup.length > 0) {
-    try {
-      cleanup.pop()!();
-    } catch {
-      /* already closed */
-    }
-  }
   for (const fd of owned) closeFd(fd);
   owned.clear();
 });

@@ -1,20 +1,12 @@
 // FramePort's sender thread (sendQueueBytes, issue 20): sends copy frames into a bounded queue
 // and return at once; the port's own thread writes them, waiting for a slow peer instead of
 // dropping; a full queue refuses (counted), and nothing the queue accepted is lost or reordered.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FramePort, closeFd, socketpairDgram, socketpairStream } from './index.ts';
 import { collect, frame } from './testing/numbered-frames.ts';
+import { closersAfterEach } from './testing/cleanup.ts';
 
-const cleanup: Array<() => void> = [];
-afterEach(() => {
-  while (cleanup.length > 0) {
-    try {
-      cleanup.pop()!();
-    } catch {
-      /* already closed */
-    }
-  }
-});
+const cleanup = closersAfterEach();
 
 const QUEUE = 256 << 10;
 
@@ -124,6 +116,24 @@ describe('FramePort sender thread (sendQueueBytes)', () => {
     expect(s.txFrames + s.txDrops - s.txQueueFull).toBe(accepted); // each accepted frame is sent or counted
     expect(s.txQueuedFrames).toBe(0);
     expect(() => tx.send([frame(0)])).toThrow(/closed/);
+  });
+
+  it('a peer that is gone: every accepted frame is counted as dropped, with one failed system call per batch, not per frame', async () => {
+    const [a, b] = socketpairDgram();
+    const tx = new FramePort(a, { frameSize: 2048, sendQueueBytes: QUEUE });
+    cleanup.push(() => tx.close());
+    closeFd(b);
+    let accepted = 0;
+    for (let i = 0; i < 4; i++) {
+      accepted += tx.send(Array.from({ length: 64 }, (_, j) => frame(64 * i + j, 600)));
+      await until(() => tx.stats().txQueuedFrames === 0, 'the thread to take the batch');
+    }
+    expect(accepted).toBe(256);
+    const s = tx.stats();
+    expect(s.txFrames).toBe(0);
+    expect(s.txDrops).toBe(256);
+    expect(s.txErrors).toBeGreaterThanOrEqual(1);
+    expect(s.txErrors).toBeLessThanOrEqual(4);
   });
 
   it('refuses a queue that cannot hold one frame; a stream socket sends on the caller\'s thread', () => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_RCVBUF,
   DEFAULT_SNDBUF,
@@ -11,18 +11,10 @@ import {
   socketpairDgram,
 } from './index.ts';
 import { collect, frame } from './testing/numbered-frames.ts';
+import { closersAfterEach } from './testing/cleanup.ts';
 
 const isRoot = process.getuid?.() === 0;
-const cleanup: Array<() => void> = [];
-afterEach(() => {
-  while (cleanup.length > 0) {
-    try {
-      cleanup.pop()!();
-    } catch {
-      /* already closed */
-    }
-  }
-});
+const cleanup = closersAfterEach();
 
 function pair(opts: { sndbuf?: number; rcvbuf?: number } = {}, portOpts: { batch?: number; frameSize?: number } = {}): [FramePort, FramePort] {
   const [a, b] = socketpairDgram(opts);

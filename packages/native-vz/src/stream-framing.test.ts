@@ -2,20 +2,12 @@
 // an AF_UNIX SOCK_STREAM socketpair: partial frames across reads, many frames per read, oversized
 // frames and impossible prefixes from the peer, and a send buffer that never splits a frame.
 import { readSync, writeSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FramePort, closeFd, fdInfo, socketpairStream } from './index.ts';
 import { collect, frame } from './testing/numbered-frames.ts';
+import { closersAfterEach } from './testing/cleanup.ts';
 
-const cleanup: Array<() => void> = [];
-afterEach(() => {
-  while (cleanup.length > 0) {
-    try {
-      cleanup.pop()!();
-    } catch {
-      /* already closed */
-    }
-  }
-});
+const cleanup = closersAfterEach();
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

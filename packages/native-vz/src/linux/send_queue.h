@@ -263,11 +263,6 @@ class SendQueue {
     stats_.eagain++;
   }
 
-  bool Stopping() {
-    std::lock_guard<std::mutex> lk(mu_);
-    return stopping_;
-  }
-
   static void Fail(Stats& d, int err) {
     if (err == ENOBUFS) d.enobufs++;
     else d.txErrors++;
@@ -298,12 +293,13 @@ class SendQueue {
         if (WaitWritable()) continue;
         break;  // stopping: the rest is dropped below
       }
-      // Refused for good (ENOBUFS: the device's queue; EMSGSIZE; the peer is gone): this frame
-      // is lost, the next may pass.
+      // Refused: this frame is lost. After ENOBUFS (the device's queue) or EMSGSIZE (this frame
+      // alone) the next may pass; any other error (the device or peer is gone) would refuse every
+      // frame of the chunk in turn, so the rest is dropped below at once.
       Fail(d, err);
       d.txDrops++;
       done++;
-      if (err != ENOBUFS && err != EMSGSIZE && Stopping()) break;
+      if (err != ENOBUFS && err != EMSGSIZE) break;
     }
     d.txDrops += static_cast<double>(n - done);
   }
