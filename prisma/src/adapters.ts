@@ -37,6 +37,11 @@ export const SQLITE_CACHE_KIB = 2000;
  * - foreign_keys: onDelete Cascade / SetNull in the schema rely on it.
  * - busy_timeout: wait for a competing writer (another process, a backup) instead of failing.
  * - cache_size: SQLITE_CACHE_KIB of page cache.
+ * - temp_store=MEMORY: statement and savepoint journals (every transaction of a commit cycle runs
+ *   in a savepoint) stay in memory; by default one past 64 KiB spills into a temporary file that
+ *   SQLite creates, writes and deletes, which made the scheduler's placement UPDATE 60–80 µs
+ *   instead of 22–25 (BENCHMARKS.md, control plane, seventh pass). They live only until their
+ *   transaction ends.
  */
 export function sqlitePragmas(busyTimeoutMs: number, synchronous: SqliteSynchronous = DEFAULT_SQLITE_SYNCHRONOUS): string {
   if (synchronous !== 'FULL' && synchronous !== 'NORMAL') throw new Error(`unsupported SQLite synchronous setting ${String(synchronous)}`);
@@ -46,6 +51,7 @@ export function sqlitePragmas(busyTimeoutMs: number, synchronous: SqliteSynchron
     `PRAGMA synchronous = ${synchronous};`,
     'PRAGMA foreign_keys = ON;',
     `PRAGMA cache_size = -${SQLITE_CACHE_KIB};`,
+    'PRAGMA temp_store = MEMORY;',
   ].join('\n');
 }
 

@@ -1,7 +1,7 @@
 // The commit cycle (issue 20): plain-SQL transactions ready at the same moment share one COMMIT
 // (one WAL fsync), each stays atomic and fails alone, and none is acknowledged before the COMMIT
 // returned.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -128,6 +128,39 @@ describe('commit cycle', () => {
       expect(Number((await db.$queryRawUnsafe<Array<{ synchronous: bigint | number }>>('PRAGMA synchronous'))[0]!.synchronous)).toBe(2); // FULL
       // Read back through Prisma: what Prisma would have stored.
       expect(await db.setting.findUnique({ where: { key: 'd' } })).toEqual({ key: 'd', value: '1', updatedAt: at });
+    });
+  });
+
+  it('on SQLite: a savepoint\'s journal past 64 KiB stays in memory (temp_store=MEMORY): no temporary file is created in a cycle', async () => {
+    if (!existsSync('/proc/self/fd')) {
+      console.warn('\n*** temp-file check SKIPPED: no /proc/self/fd on this system ***\n');
+      return;
+    }
+    // SQLite's temporary files are deleted as soon as they are opened: an fd whose target ends in
+    // "(deleted)" under the temp directory while the transaction runs is one.
+    const deletedTempFds = (): string[] =>
+      readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          const target = readlinkSync(`/proc/self/fd/${fd}`);
+          return target.endsWith('(deleted)') && /etilqs_/.test(target) ? [target] : [];
+        } catch {
+          return [];
+        }
+      });
+    await withSqlite('temp-store', async (db) => {
+      const big = 'x'.repeat(2000);
+      await directTransaction(db, async (sql) => {
+        for (let i = 0; i < 200; i++) await sql.execute(insertSetting, [`seed-${i}`, big, at]);
+      });
+      const seen: string[] = [];
+      // Two transactions in one cycle: each runs in a savepoint, and each rewrites ~400 KiB of pages.
+      await Promise.all([0, 1].map((n) => directTransaction(db, async (sql) => {
+        for (let i = 0; i < 200; i++) await sql.execute('UPDATE "Setting" SET "value" = ? WHERE "key" = ?', [`${n}${big}`, `seed-${i}`]);
+        seen.push(...deletedTempFds());
+      })));
+      expect(sqliteCommitCycle(db)!.stats.cycles).toBeGreaterThan(0);
+      expect(seen).toEqual([]);
+      expect(Number((await db.$queryRawUnsafe<Array<{ temp_store: bigint | number }>>('PRAGMA temp_store'))[0]!.temp_store)).toBe(2); // MEMORY
     });
   });
 
