@@ -16,7 +16,8 @@
 // column, see `secretContext`), so an envelope copied to another row or column — or a wrapped DEK
 // spliced into another envelope — fails to open instead of decrypting to someone else's secret.
 // Rotation re-wraps the DEK under a new KEK and keeps nonce, ciphertext and tag (`rewrap`).
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { randomBytesPooled } from './random-bytes.ts';
 import type { KeyProvider } from './key-provider.ts';
 
 export const ENVELOPE_PREFIX = 'fsec1';
@@ -86,7 +87,7 @@ function formatEnvelope(e: ParsedEnvelope): string {
 }
 
 function gcmSeal(key: Buffer, plaintext: Buffer, aad: string): { nonce: Buffer; ciphertext: Buffer; tag: Buffer } {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = randomBytesPooled(NONCE_BYTES);
   const c = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
   c.setAAD(Buffer.from(aad, 'utf8'));
   const ciphertext = Buffer.concat([c.update(plaintext), c.final()]);
@@ -117,7 +118,7 @@ export class SecretBox {
     if (data.length > MAX_SECRET_BYTES) throw new SecretError('too-large', `secret of ${data.length} bytes is larger than the ${MAX_SECRET_BYTES} allowed`);
     await this.keys.refresh?.();
     const kek = this.keys.current();
-    const dek = randomBytes(KEY_BYTES);
+    const dek = randomBytesPooled(KEY_BYTES);
     try {
       const body = gcmSeal(dek, data, dataAad(aad));
       const w = gcmSeal(kek.key, dek, wrapAad(kek.id, aad));

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
 import ssh2 from 'ssh2';
-import { ensureVmAccess, generateVmKeyPair } from './vm-access.ts';
+import { ensureVmAccess, generateVmKeyPair, vmPublicKeys } from './vm-access.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
 import { VmSecrets } from '../secrets/vm-secrets.ts';
 
@@ -18,9 +18,16 @@ if (!havePostgres) console.warn('vm-access.test.ts: PostgreSQL is not installed 
 
 async function race(db: FleetDb, callers: number): Promise<void> {
   const vms = Array.from({ length: 4 }, (_, i) => ({ id: randomUUID(), name: `vm-${i}` }));
-  // Every caller asks for an overlapping subset, in its own order.
+  // Every caller asks for an overlapping subset, in its own order; half of them the way a
+  // desired-state push asks (public keys only, its own insert path), half the way a session does.
   const asks = Array.from({ length: callers }, (_, c) => (c % 3 === 0 ? vms : c % 3 === 1 ? [vms[c % 4]!] : [...vms].reverse()));
-  const results = await Promise.allSettled(asks.map((a) => ensureVmAccess(db, secrets, a)));
+  const results = await Promise.allSettled(
+    asks.map(async (a, c) =>
+      c % 2 === 0
+        ? ensureVmAccess(db, secrets, a)
+        : new Map([...(await vmPublicKeys(db, secrets, a))].map(([vmId, publicKey]) => [vmId, { publicKey }])),
+    ),
+  );
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   expect(failed.map((f) => String(f.reason))).toEqual([]);
   const rows = await db.vmAccess.findMany({ where: { vmId: { in: vms.map((v) => v.id) } } });

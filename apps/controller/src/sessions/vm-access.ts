@@ -37,13 +37,7 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
   for (const r of rows) out.set(r.vmId, r);
   const missing = [...new Map(vms.filter((vm) => !out.has(vm.id)).map((vm) => [vm.id, vm])).values()];
   if (missing.length === 0) return out;
-  // The private key is sealed before it is written (bound to the row's vmId, known up front).
-  const fresh = await Promise.all(
-    missing.map(async (vm) => {
-      const pair = generateVmKeyPair(vm.name);
-      return { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, publicKey: pair.publicKey, ...(await secrets.sealNew(vm.id, pair.privateKey)) };
-    }),
-  );
+  const fresh = await freshAccessRows(secrets, missing);
   try {
     // A raw multi-row INSERT, then a read: createManyAndReturn would run Prisma's query compiler at every call.
     // On SQLite it shares a COMMIT with the other plain-SQL writes of the moment (issue 20: at every
@@ -69,9 +63,33 @@ export async function vmPublicKeys(db: FleetDb, secrets: VmSecrets, vms: Readonl
   if (vms.length === 0) return out;
   // Plain SQL (storage/rows-by-key.ts): every push reads the keys of all its worker's VMs (issue 20).
   for (const r of await rowsByKey(directSql(db), 'VmAccess', VM_ACCESS_COLUMNS, 'vmId', vms.map((v) => v.id), ['vmId', 'publicKey'])) out.set(r.vmId, r.publicKey);
-  const missing = vms.filter((vm) => !out.has(vm.id));
-  if (missing.length > 0) for (const [vmId, row] of await ensureVmAccess(db, secrets, missing)) out.set(vmId, row.publicKey);
+  const missing = [...new Map(vms.filter((vm) => !out.has(vm.id)).map((vm) => [vm.id, vm])).values()];
+  if (missing.length === 0) return out;
+  // Just read as absent: insert their rows at once and take the public keys from what was
+  // inserted (ensureVmAccess would read them again, twice, through Prisma: at every push with new
+  // VMs, issue 20). If another caller inserted one meanwhile, the insert fails as a whole and
+  // ensureVmAccess settles each VM on the row that won.
+  const fresh = await freshAccessRows(secrets, missing);
+  try {
+    const createdAt = new Date();
+    await directWrite(db, (sql) => insertRows(sql.raw, sql.provider, 'VmAccess', fresh.map((f) => ({ ...f, createdAt }))));
+    for (const f of fresh) out.set(f.vmId, f.publicKey);
+    return out;
+  } catch (err) {
+    if (!isUniqueViolation(err)) throw err;
+  }
+  for (const [vmId, row] of await ensureVmAccess(db, secrets, missing)) out.set(vmId, row.publicKey);
   return out;
+}
+
+/** New key pairs for these VMs, the private half sealed (bound to the row's vmId, known up front). */
+async function freshAccessRows(secrets: VmSecrets, vms: ReadonlyArray<AccessVm>): Promise<Array<{ vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string }>> {
+  return Promise.all(
+    vms.map(async (vm) => {
+      const pair = generateVmKeyPair(vm.name);
+      return { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, publicKey: pair.publicKey, ...(await secrets.sealNew(vm.id, pair.privateKey)) };
+    }),
+  );
 }
 
 async function createVmAccessIfAbsent(db: FleetDb, data: { vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string }): Promise<VmAccess> {
