@@ -11,6 +11,10 @@
 //     [--node-flags="--max-semi-space-size=8"]  node flags for the controller (bundle launch)
 //     [--cpu-prof DIR]       write a V8 CPU profile of the controller process into DIR (with the bin's
 //                            launcher, its profile too: the controller's is the larger file)
+//     [--warmup N]           before the measured phases, N creates (waited for until running) and N
+//                            health requests, so both are measured on a warmed-up JIT: a controller that
+//                            has run a while, not its first seconds (default 0: cold, as before). The N VMs
+//                            stay: the database holds N + --vms VMs at the end; latencies count --vms only.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -29,11 +33,14 @@ const { values } = parseArgs({
     launch: { type: 'string', default: 'bundle' },
     'cpu-prof': { type: 'string' },
     'node-flags': { type: 'string', default: '' },
+    warmup: { type: 'string', default: '0' },
   },
 });
 const workerCounts = values.workers.split(',').map(Number);
 const vmCount = Number(values.vms);
 const concurrency = Number(values.concurrency);
+const warmup = Number(values.warmup);
+if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`--warmup must be a whole number of VMs, not ${values.warmup}`);
 const launch = values.launch;
 if (launch !== 'bundle' && launch !== 'tsx') throw new Error(`--launch must be bundle or tsx, not ${launch}`);
 const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
@@ -160,7 +167,7 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
     const perProc = Math.min(250, workerCount);
     for (let i = 0, k = 0; i < workerCount; i += perProc, k++) {
       // Room for every VM plus 20% headroom, spread over the workers.
-      const slots = Math.ceil((vmCount * 1.2) / workerCount);
+      const slots = Math.ceil(((vmCount + warmup) * 1.2) / workerCount);
       swarms.push(start('bench/support/worker-swarm.ts', [grpc, boot, `w${k}`, String(Math.min(perProc, workerCount - i)), String(slots)]));
     }
     await Promise.all(swarms.map((s) => s.waitFor(/ready (\d+)/, 300_000)));
@@ -173,6 +180,24 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
       const fields = (await readFile(`/proc/${ctlPid}/stat`, 'utf8')).replace(/^.*\) /, '').split(' ');
       return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
     };
+
+    const allRunning = async (what: string): Promise<any[]> => {
+      const from = performance.now();
+      for (;;) {
+        const vms = (await api(base, token, 'GET', '/v1/vms')).vms as any[];
+        if (vms.every((v) => v.state === 'running')) return vms;
+        if ((performance.now() - from) / 1000 > 600) throw new Error(`${what}: not all running after 600 s: ${vms.filter((v) => v.state !== 'running').length} left`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    };
+    if (warmup > 0) {
+      // The same requests as measured below, not counted: the JIT compiles the hot paths here.
+      await pool(warmup, concurrency, async (i) => {
+        await api(base, token, 'POST', '/v1/vms', { name: `warmup-${i}`, image: 'synthetic:ok', cpus: 1, memoryMib: 1024, priority: i % 3 });
+      });
+      await allRunning('warm-up');
+      await pool(warmup, concurrency, async () => void (await fetch(`${base}/v1/health`).then((r) => r.text())));
+    }
 
     // Baseline: the API's own request rate at the same concurrency.
     const baseN = 5000;
@@ -190,13 +215,7 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
     });
     const createS = (performance.now() - c0) / 1000;
 
-    let vms: any[] = [];
-    for (;;) {
-      vms = (await api(base, token, 'GET', '/v1/vms')).vms;
-      if (vms.every((v) => v.state === 'running')) break;
-      if ((performance.now() - c0) / 1000 > 600) throw new Error(`not all running after 600 s: ${vms.filter((v) => v.state !== 'running').length} left`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+    const vms = (await allRunning('measured creates')).filter((v) => !String(v.name).startsWith('warmup-'));
     const allRunningS = (performance.now() - c0) / 1000;
     // Up to every VM running: creating, placing, pushing and the workers' reports (and the polls above, a few ms).
     const vmCpuUs = ((await cpuMs()) - cCpu0) * 1000 / vmCount;
@@ -232,7 +251,7 @@ if (launch === 'bundle') {
   const built = spawnSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT, stdio: 'inherit' });
   if (built.status !== 0) throw new Error('scripts/build.mjs failed');
 }
-console.log(`control-plane benchmark: ${vmCount} VMs, client concurrency ${concurrency}, ${os.cpus().length} CPUs, Node ${process.version}, controller launch: ${launch === 'bundle' ? 'bundle (bin/fleet-controller.js, FLEET_DEV=0)' : 'tsx src/main.ts'}`);
+console.log(`control-plane benchmark: ${vmCount} VMs${warmup > 0 ? ` after a warm-up of ${warmup} creates and ${warmup} health requests` : ' (cold: no warm-up)'}, client concurrency ${concurrency}, ${os.cpus().length} CPUs, Node ${process.version}, controller launch: ${launch === 'bundle' ? 'bundle (bin/fleet-controller.js, FLEET_DEV=0)' : 'tsx src/main.ts'}`);
 console.log(`${new Date().toISOString()} /proc/loadavg at start: ${await loadavg()}`);
 const rows: Record<string, string | number>[] = [];
 for (const n of workerCounts) {
