@@ -37,17 +37,10 @@ export async function ensureVmAccess(db: FleetDb, secrets: VmSecrets, vms: Reado
   for (const r of rows) out.set(r.vmId, r);
   const missing = [...new Map(vms.filter((vm) => !out.has(vm.id)).map((vm) => [vm.id, vm])).values()];
   if (missing.length === 0) return out;
-  const fresh = await freshAccessRows(secrets, missing);
-  try {
-    // A raw multi-row INSERT, then a read: createManyAndReturn would run Prisma's query compiler at every call.
-    // On SQLite it shares a COMMIT with the other plain-SQL writes of the moment (issue 20: at every
-    // push with new VMs it was an fsync of its own).
-    const createdAt = new Date();
-    await directWrite(db, (sql) => insertRows(sql.raw, sql.provider, 'VmAccess', fresh.map((f) => ({ ...f, createdAt }))));
+  const { fresh, inserted } = await insertFreshAccessRows(db, secrets, missing);
+  if (inserted) {
     for (const row of await db.vmAccess.findMany({ where: { vmId: { in: fresh.map((f) => f.vmId) } } })) out.set(row.vmId, row);
     return out;
-  } catch (err) {
-    if (!isUniqueViolation(err)) throw err;
   }
   for (const data of fresh) out.set(data.vmId, await createVmAccessIfAbsent(db, data));
   return out;
@@ -69,30 +62,42 @@ export async function vmPublicKeys(db: FleetDb, secrets: VmSecrets, vms: Readonl
   // inserted (ensureVmAccess would read them again, twice, through Prisma: at every push with new
   // VMs, issue 20). If another caller inserted one meanwhile, the insert fails as a whole and
   // ensureVmAccess settles each VM on the row that won.
-  const fresh = await freshAccessRows(secrets, missing);
-  try {
-    const createdAt = new Date();
-    await directWrite(db, (sql) => insertRows(sql.raw, sql.provider, 'VmAccess', fresh.map((f) => ({ ...f, createdAt }))));
+  const { fresh, inserted } = await insertFreshAccessRows(db, secrets, missing);
+  if (inserted) {
     for (const f of fresh) out.set(f.vmId, f.publicKey);
     return out;
-  } catch (err) {
-    if (!isUniqueViolation(err)) throw err;
   }
   for (const [vmId, row] of await ensureVmAccess(db, secrets, missing)) out.set(vmId, row.publicKey);
   return out;
 }
 
-/** New key pairs for these VMs, the private half sealed (bound to the row's vmId, known up front). */
-async function freshAccessRows(secrets: VmSecrets, vms: ReadonlyArray<AccessVm>): Promise<Array<{ vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string }>> {
-  return Promise.all(
-    vms.map(async (vm) => {
+type FreshAccessRow = { vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string };
+
+/**
+ * New key pairs for these VMs (the private half sealed, bound to the row's vmId), inserted in one
+ * statement; `inserted` is false, and nothing was inserted, if a row for one of them exists already.
+ * A raw multi-row INSERT: createManyAndReturn would run Prisma's query compiler at every call. On
+ * SQLite it shares a COMMIT with the other plain-SQL writes of the moment (issue 20: at every push
+ * with new VMs it was an fsync of its own).
+ */
+async function insertFreshAccessRows(db: FleetDb, secrets: VmSecrets, vms: ReadonlyArray<AccessVm>): Promise<{ fresh: FreshAccessRow[]; inserted: boolean }> {
+  const fresh = await Promise.all(
+    vms.map(async (vm): Promise<FreshAccessRow> => {
       const pair = generateVmKeyPair(vm.name);
       return { vmId: vm.id, username: vm.username || DEFAULT_GUEST_USER, publicKey: pair.publicKey, ...(await secrets.sealNew(vm.id, pair.privateKey)) };
     }),
   );
+  try {
+    const createdAt = new Date();
+    await directWrite(db, (sql) => insertRows(sql.raw, sql.provider, 'VmAccess', fresh.map((f) => ({ ...f, createdAt }))));
+    return { fresh, inserted: true };
+  } catch (err) {
+    if (!isUniqueViolation(err)) throw err;
+    return { fresh, inserted: false };
+  }
 }
 
-async function createVmAccessIfAbsent(db: FleetDb, data: { vmId: string; username: string; publicKey: string; privateKey: string; privateKeySealed: string }): Promise<VmAccess> {
+async function createVmAccessIfAbsent(db: FleetDb, data: FreshAccessRow): Promise<VmAccess> {
   try {
     return await db.vmAccess.create({ data });
   } catch (err) {
