@@ -145,7 +145,10 @@ export interface DirectTx extends DirectSql {
 
 /** Options of directTransaction. */
 export interface DirectTransactionOptions {
-  /** PostgreSQL (a Prisma interactive transaction there): its timeout and maxWait, ms. */
+  /**
+   * PostgreSQL (a Prisma interactive transaction there): its timeout and maxWait, ms. SQLite: how
+   * long `work` may wait for anything but its own statements before the transaction fails.
+   */
   timeoutMs?: number;
   /**
    * SQLite: start the commit cycle right after the current job instead of after this turn's I/O
@@ -165,7 +168,8 @@ export interface DirectTransactionOptions {
  * fails alone). It resolves only after that COMMIT returned. It holds the connection's gate, so
  * Prisma's queries outside a transaction and Prisma's own transactions wait for it, as for one of
  * Prisma's. `work` must only use the statements it is given and must not wait for anything else
- * that needs the connection (a Prisma query would wait for this transaction: a deadlock). A
+ * that needs the connection (a Prisma query would wait for this transaction: a deadlock, which
+ * the time limit, `timeoutMs`, 15 s by default, ends by failing the transaction). A
  * statement after the transaction ended is refused, as with directSqlIn.
  *
  * PostgreSQL: a Prisma interactive transaction (its connection is not reachable otherwise) with
@@ -195,7 +199,7 @@ export async function directTransaction<T>(db: object, work: (tx: DirectTx) => P
       $executeRawUnsafe: (sql: string, ...values: unknown[]) => execute(sql, values as SqlValue[]),
     };
     return work({ provider: 'sqlite', query, execute, raw });
-  }, opts.urgent ?? false);
+  }, opts.urgent ?? false, opts.timeoutMs);
 }
 
 /**

@@ -131,6 +131,39 @@ describe('commit cycle', () => {
     });
   });
 
+  it('on SQLite: a transaction that waits for something else past its time limit fails alone; the cycle commits the rest and the connection stays usable', async () => {
+    await withSqlite('timeout', async (db) => {
+      let lateStatement: Promise<unknown> | undefined;
+      let release!: () => void;
+      const never = new Promise<void>((r) => (release = r));
+      const results = await Promise.allSettled([
+        directTransaction(db, async (sql) => {
+          await sql.execute(insertSetting, ['a', '1', at]);
+        }),
+        directTransaction(
+          db,
+          async (sql) => {
+            await sql.execute(insertSetting, ['hung', '1', at]);
+            await never; // e.g. a Prisma query, which would wait for this very cycle
+            lateStatement = sql.execute(insertSetting, ['late', '1', at]);
+            await lateStatement;
+          },
+          { timeoutMs: 200 },
+        ),
+      ]);
+      expect(results[0]!.status).toBe('fulfilled');
+      expect(results[1]!.status).toBe('rejected');
+      expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/timed out after 200 ms/);
+      // The hung work goes on later: its statements are refused, nothing of it is kept.
+      release();
+      await new Promise((r) => setTimeout(r, 10));
+      await expect(lateStatement).rejects.toThrow(/already ended/);
+      await directWrite(db, (sql) => sql.execute(insertSetting, ['b', '1', at]));
+      const keys = (await directSql(db).query<{ key: string }>('SELECT "key" FROM "Setting" ORDER BY "key"')).map((r) => r.key);
+      expect(keys).toEqual(['a', 'b']);
+    });
+  });
+
   it('on SQLite: a savepoint\'s journal past 64 KiB stays in memory (temp_store=MEMORY): no temporary file is created in a cycle', async () => {
     if (!existsSync('/proc/self/fd')) {
       console.warn('\n*** temp-file check SKIPPED: no /proc/self/fd on this system ***\n');

@@ -31,6 +31,8 @@ export interface CycleConnection {
 interface Unit {
   /** Runs the transaction's statements; `live` tells them whether they may still run. */
   work: (live: () => boolean) => Promise<unknown>;
+  /** How long its work may wait for anything but its own statements before it fails. */
+  timeoutMs: number;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
@@ -38,6 +40,8 @@ interface Unit {
 /** Most transactions in one cycle (bounds how long the gate is held). */
 const MAX_UNITS = 256;
 const SAVEPOINT = 'fleet_cycle_unit';
+/** A transaction's default time limit (Prisma's interactive transactions had one too). */
+export const DEFAULT_CYCLE_TIMEOUT_MS = 15_000;
 
 export class CommitCycle {
   private queue: Unit[] = [];
@@ -52,10 +56,13 @@ export class CommitCycle {
   /**
    * Runs `work` in a cycle: the next one after this turn's I/O callbacks, or with `urgent` the
    * next one after the current job; resolves with its result after that cycle's COMMIT.
+   * Statements are synchronous, so only a `work` that waits for something else (I/O, a timer, a
+   * query that needs the connection this cycle holds: a deadlock) can reach `timeoutMs`: it then
+   * fails alone with a timeout, its statements from then on are refused, and the cycle goes on.
    */
-  run<T>(work: (live: () => boolean) => Promise<T>, urgent = false): Promise<T> {
+  run<T>(work: (live: () => boolean) => Promise<T>, urgent = false, timeoutMs = DEFAULT_CYCLE_TIMEOUT_MS): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ work, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ work, timeoutMs, resolve: resolve as (v: unknown) => void, reject });
       this.schedule(urgent);
     });
   }
@@ -114,7 +121,7 @@ export class CommitCycle {
       const live = () => open && !ended;
       try {
         if (!alone) this.conn.exec(`SAVEPOINT ${SAVEPOINT}`);
-        const value = await unit.work(live);
+        const value = await withTimeout(unit.work(live), unit.timeoutMs);
         if (!alone) this.conn.exec(`RELEASE SAVEPOINT ${SAVEPOINT}`);
         ended = true;
         done.push({ unit, value });
@@ -164,4 +171,14 @@ export class CommitCycle {
       // The connection is broken; the caller's error says why.
     }
   }
+}
+
+/** `p`, or a rejection after `ms` if it has not settled by then (the timer does not keep the process alive). */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`transaction timed out after ${ms} ms waiting for something other than its own statements; rolled back`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
 }
