@@ -12,6 +12,7 @@ import {
   columnList,
   directSql,
   directSqlIn,
+  directTransaction,
   migrateDatabase,
   numberedPlaceholders,
   openDatabase,
@@ -133,6 +134,16 @@ describe('direct SQL', () => {
       await pg.stop();
     }
   }, 120_000);
+
+  it('on SQLite, reads rows as objects also after Prisma read with the same SQL (the shared prepared statement)', async () => {
+    await withDb(`file:${path.join(tmp, 'shared', 'fleet.db')}`, async (db) => {
+      const sql = 'SELECT 7 AS "seven"';
+      // Prisma's adapter reads through the connection's statement cache and switches the statement to arrays.
+      expect((await db.$queryRawUnsafe<Array<{ seven: bigint }>>(sql)).map((r) => Number(r.seven))).toEqual([7]);
+      expect((await directSql(db).query<{ seven: bigint | number }>(sql)).map((r) => Number(r.seven))).toEqual([7]);
+      expect(await directTransaction(db, async (tx) => (await tx.query<{ seven: bigint | number }>(sql)).map((r) => Number(r.seven)))).toEqual([7]);
+    });
+  });
 
   it('on SQLite, a statement outside a transaction waits for the open one and survives its rollback', async () => {
     await withDb(`file:${path.join(tmp, 'gate', 'fleet.db')}`, async (db) => {

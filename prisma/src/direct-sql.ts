@@ -74,7 +74,8 @@ function sqliteValue(v: SqlValue): unknown {
 function runOnSqlite(conn: SqliteConnection, sql: string, values: readonly SqlValue[], reading: boolean): unknown[] | number {
   const stmt = preparedStatement(conn.client, sql);
   const args = values.map(sqliteValue);
-  if (stmt.reader) return stmt.all(args);
+  // As objects: Prisma's adapter leaves a statement it read with in array mode, and the cache shares it.
+  if (stmt.reader) return stmt.raw(false).all(args);
   const { changes } = stmt.run(args);
   return reading ? [] : changes;
 }
