@@ -28,6 +28,7 @@ import { loadWorkerViews } from '../workers/worker-views.ts';
 import { loadImageHoldings } from '../images/worker-image-service.ts';
 import { backoffDelayMs, errorFields, type BackoffOptions, type ErrorSink } from '../storage/backoff.ts';
 import { updateVmIf } from '../storage/vm-rows.ts';
+import { lockWorkerNetworks, macsHeldOn } from '../storage/allocation-rows.ts';
 import { usableWorkers } from '../storage/worker-rows.ts';
 import { newRowId } from '../storage/row-ids.ts';
 
@@ -254,7 +255,7 @@ export class SchedulerLoop {
     const images = digests.size > 0 ? await loadImageHoldings(this.db, digests) : undefined;
     // Issue 18: where the pending VMs' custom MACs are already held (one query, only when asked).
     const macs = new Set<string>();
-    for (const v of pendingRows) if (v.customMac && v.networkMode !== 'none') macs.add(v.customMac);
+    for (const v of pendingRows) if (hasCustomMac(v)) macs.add(v.customMac);
     if (macs.size > 0) await attachMacHolders(this.db, workers, macs);
     const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile(), images);
     const byId = this.pending;
@@ -273,12 +274,26 @@ export class SchedulerLoop {
       // drained (a drain or a worker going offline does not announce itself to the scheduler).
       const targets = [...new Set(plan.placements.map((p) => p.workerId))];
       const usable = new Set(targets.length === 0 ? [] : await usableWorkers(sql, targets));
+      // Custom MACs (issue 18): the holders this plan saw were read before this transaction; a
+      // stopped VM's MAC change may have committed since. Checked again here, under the workers'
+      // network lock, so no worker ever gets two instances with one MAC.
+      const withMac = plan.placements.filter((p) => hasCustomMac(byId.get(p.vmId)!));
+      let held = new Set<string>();
+      if (withMac.length > 0) {
+        const macWorkers = [...new Set(withMac.map((p) => p.workerId))];
+        await lockWorkerNetworks(sql, macWorkers);
+        held = await macsHeldOn(sql, macWorkers, [...new Set(withMac.map((p) => byId.get(p.vmId)!.customMac))]);
+      }
       const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean; networkMode: string; mac: string; createdAt: Date }[] = [];
       for (const p of plan.placements) {
         const vm = byId.get(p.vmId)!;
         const worker = workerById.get(p.workerId)!;
         if (!usable.has(worker.id)) {
           doubt = true; // the views are stale: the next pass reloads them and places the VM elsewhere
+          continue;
+        }
+        if (hasCustomMac(vm) && held.has(`${worker.id}/${vm.customMac}`)) {
+          doubt = true; // taken meanwhile: the next pass reads the holders again
           continue;
         }
         const attempt = vm.attempt + 1;
@@ -348,6 +363,11 @@ export class SchedulerLoop {
     if (placedVms.length > 0) this.log.debug({ placed: placedVms.length, pending: plan.pending.size }, 'scheduler pass');
     return placedVms.length;
   }
+}
+
+/** The VM's instance will hold a MAC chosen by the operator (a NIC with a custom MAC). */
+function hasCustomMac(vm: Pick<Vm, 'customMac' | 'networkMode'>): boolean {
+  return vm.customMac !== '' && networkModeOf(vm.networkMode) !== 'none';
 }
 
 /** A worker's use with one more instance of `vm` (what its new Allocation adds; see loadWorkerUse). */

@@ -27,3 +27,29 @@ export async function markDelivered(sql: DirectSql, workerId: string, keys: read
   }
   return present;
 }
+
+/**
+ * Serialises, until the transaction ends, every transaction that gives an instance on these
+ * workers a network or a MAC: the scheduler's placements of VMs with a custom MAC and the
+ * network changes of stopped VMs (VmService.update). Each checks inside its transaction what the
+ * worker's instances hold, so without this two of them on PostgreSQL (READ COMMITTED, any
+ * controller) could both see the MAC free and both take it. PostgreSQL: one transaction-scoped
+ * advisory lock per worker, taken in id order (no deadlock between two takers). SQLite: nothing to
+ * do, its transactions never overlap (one connection, one controller process per file).
+ */
+export async function lockWorkerNetworks(sql: DirectSql, workerIds: readonly string[]): Promise<void> {
+  if (sql.provider !== 'postgresql') return;
+  for (const id of [...new Set(workerIds)].sort()) {
+    await sql.execute('SELECT pg_advisory_xact_lock(hashtextextended(?, 0))', [`fleet.worker-network:${id}`]);
+  }
+}
+
+/** `workerId/mac` of every instance on these workers that holds one of these MACs (any attempt, any state). */
+export async function macsHeldOn(sql: DirectSql, workerIds: readonly string[], macs: readonly string[]): Promise<Set<string>> {
+  if (workerIds.length === 0 || macs.length === 0) return new Set();
+  const rows = await sql.query<{ workerId: string; mac: string }>(
+    `SELECT "workerId", "mac" FROM "Allocation" WHERE "workerId" IN (${workerIds.map(() => '?').join(', ')}) AND "mac" IN (${macs.map(() => '?').join(', ')})`,
+    [...workerIds, ...macs],
+  );
+  return new Set(rows.map((r) => `${r.workerId}/${r.mac}`));
+}

@@ -3,9 +3,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
+import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
 import { EventLog } from '../events/event-log.ts';
 import { FleetBus } from '../fleet-bus.ts';
 import { Metrics } from '../observability/metrics.ts';
@@ -326,6 +327,81 @@ describe('network modes and custom MACs (issue 18)', () => {
     await db.worker.updateMany({ data: { networks: '[]' } });
     await scheduler.passOnce();
     expect((await row(ho.id)).reason).toBe('no worker offers network mode host-only (2 eligible online workers offer nat)');
+  });
+
+  it('two stopped VMs asking for one MAC on their worker at the same moment: one gets it, the other a 409', async () => {
+    const w = await worker('w1');
+    await stoppedOn(w, 's1');
+    await stoppedOn(w, 's2');
+    const mac = '02:00:00:00:00:31';
+    const results = await Promise.allSettled([vms.update('s1', { mac }, 'test'), vms.update('s2', { mac }, 'test')]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(refused.reason).toMatchObject({ statusCode: 409, message: expect.stringMatching(/^MAC 02:00:00:00:00:31 is already used by vm "s[12]" on worker w1/) });
+    expect(await db.allocation.count({ where: { workerId: w.id, mac } })).toBe(1);
+  });
+
+  it('a MAC still held by an earlier instance of the same VM on its worker is refused too', async () => {
+    const w = await worker('w1');
+    const st = await stoppedOn(w, 'st');
+    const placed = await row(st.id);
+    const mac = '02:00:00:00:00:32';
+    // The worker has not yet confirmed the previous attempt's instance gone.
+    await db.allocation.create({ data: { id: crypto.randomUUID(), vmId: st.id, attempt: placed.attempt - 1, workerId: w.id, cpus: 1, memoryMib: 1024, mac } });
+    await expect(vms.update('st', { mac }, 'test')).rejects.toMatchObject({ statusCode: 409, message: expect.stringMatching(/^MAC 02:00:00:00:00:32 is still held by an earlier instance of vm "st" \(attempt 0\) on worker w1/) });
+  });
+
+  it('the scheduler checks a custom MAC again in its placement transaction: a MAC taken after it planned keeps the VM off that worker', async () => {
+    const w = await worker('w1');
+    const holder = await stoppedOn(w, 'holder');
+    const mac = '02:00:00:00:00:33';
+    const wants = await vms.create({ name: 'wants', image: 'img', cpus: 1, memoryMib: 512, mac }, 'test');
+    // Between the plan (which read no holder of the MAC) and the placement's transaction, the
+    // stopped VM's MAC change commits: played here at the transaction's start (the leader's fence).
+    let raced = false;
+    const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
+      startNow: false,
+      fence: async (tx) => {
+        if (raced) return;
+        raced = true;
+        await (tx as unknown as { $executeRawUnsafe(q: string, ...v: unknown[]): Promise<number> }).$executeRawUnsafe('UPDATE "Allocation" SET "mac" = ? WHERE "vmId" = ?', mac, holder.id);
+      },
+    });
+    expect(await racing.passOnce()).toBe(0);
+    expect(raced).toBe(true);
+    expect((await row(wants.id)).state).toBe('pending');
+    expect(await db.allocation.count({ where: { workerId: w.id, mac } })).toBe(1);
+    // The next pass reads the holders again and says why the VM waits.
+    await racing.passOnce();
+    expect((await row(wants.id)).reason).toMatch(/^MAC 02:00:00:00:00:33 is already used by vm holder on every eligible worker with room \(w1\)/);
+  });
+
+  describe.skipIf(findPostgresBin() === undefined)('on PostgreSQL (concurrent transactions on several connections)', () => {
+    let pg: ScratchPostgres;
+    let databases = 0;
+    beforeAll(async () => {
+      pg = await startScratchPostgres();
+    }, 60_000);
+    afterAll(async () => {
+      await pg?.stop();
+    });
+    beforeEach(async () => {
+      await db.$disconnect(); // the SQLite database of the outer beforeEach
+      const url = await pg.createDatabase(`vm_network_${++databases}`);
+      await migrateDatabase(url);
+      db = openDatabase({ url, poolSize: 4 });
+      await services();
+    });
+
+    it('three stopped VMs asking for one MAC on their worker at the same moment: exactly one gets it', async () => {
+      const w = await worker('w1');
+      for (const name of ['p1', 'p2', 'p3']) await stoppedOn(w, name);
+      const mac = '02:00:00:00:00:34';
+      const results = await Promise.allSettled(['p1', 'p2', 'p3'].map((name) => vms.update(name, { mac }, 'test')));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ statusCode: 409, message: expect.stringMatching(/is already used by vm "p[123]" on worker w1/) });
+      expect(await db.allocation.count({ where: { workerId: w.id, mac } })).toBe(1);
+    }, 60_000);
   });
 });
 

@@ -5,13 +5,14 @@
 //  - deletes always win: a deleting VM never goes back, and disappears once no
 //    worker holds anything for it;
 //  - every state transition is written with an event in the same transaction.
-import { directSql, insertRows, type DirectSql, type DirectTx, type FleetDb, type Prisma, type Vm } from '@fleet/db';
+import { directSql, directSqlIn, insertRows, type DirectSql, type DirectTx, type FleetDb, type Prisma, type Vm } from '@fleet/db';
 import type { EventLog, NewEvent } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
 import { ConcurrentChangeError, retryOnConflict } from '../storage/concurrency.ts';
 import { GroupCommitter } from '../storage/group-commit.ts';
 import { insertVm, newVmRow, readVms, updateVmIf } from '../storage/vm-rows.ts';
 import { newRowId } from '../storage/row-ids.ts';
+import { lockWorkerNetworks } from '../storage/allocation-rows.ts';
 import { conflict, FleetError, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { checkNetworkMode, normalizeNetwork } from './network-policy.ts';
@@ -296,8 +297,8 @@ export class VmService {
       if (placed && !stoppedThere) {
         throw conflict(`cannot change the network mode, rules or MAC of vm "${name}" while it is ${vm.state} on a worker: stop it first (fleet vm update ${name} --stop, and wait for state stopped), then change it`, { state: vm.state });
       }
-      if (placed && vm.workerId) await this.checkNetworkOnWorker(vm, vm.workerId, net.mode, net.mac);
     }
+    // Checked inside the transaction below (the worker's instances may change until then).
     // Spec fields the worker must apply bump the generation; metadata does not.
     const specChanged =
       (patch.image !== undefined && patch.image !== vm.image) ||
@@ -351,7 +352,14 @@ export class VmService {
       const pair = generateVmKeyPair(vm.name);
       createAccess = { publicKey: pair.publicKey, ...(await this.secrets.sealNew(vm.id, pair.privateKey, password)) };
     }
+    const networkOnWorker = net.changed && placed ? vm.workerId : null;
     const updated = await this.db.$transaction(async (tx) => {
+      if (networkOnWorker) {
+        // Against the scheduler's placements and other VMs' changes on that worker (they check
+        // the same rows): serialised by the worker's network lock (PostgreSQL) or the one writer.
+        await lockWorkerNetworks(directSqlIn(this.db, tx), [networkOnWorker]);
+        await this.checkNetworkOnWorker(tx, vm, networkOnWorker, net.mode, net.mac);
+      }
       if (opts.ifVersion) {
         // Compare-and-set inside the transaction: a write that landed after the read above
         // moved updatedAt, and this matches no row.
@@ -377,7 +385,9 @@ export class VmService {
     });
     this.publish([{ vm: updated, type: 'MODIFIED' }], events);
     if (updated.workerId && placed) this.bus.desiredStateChanged(updated.workerId);
-    if (updated.state === 'pending') this.bus.scheduleRequested();
+    // Pending: the scheduler's queue changed. A placed VM's network changed: the address pools
+    // its worker has left changed (the scheduler keeps its views of the workers between passes).
+    if (updated.state === 'pending' || networkOnWorker) this.bus.scheduleRequested();
     return updated;
   }
 
@@ -698,8 +708,8 @@ export class VmService {
    * A stopped VM keeps its worker: a new mode must be offered there, with a free address of that
    * network, and a new MAC must not be held by another instance on it (409 otherwise).
    */
-  private async checkNetworkOnWorker(vm: Vm, workerId: string, mode: NetworkMode, mac: string): Promise<void> {
-    const worker = await this.db.worker.findUnique({ where: { id: workerId }, select: { name: true, networks: true, natAddresses: true } });
+  private async checkNetworkOnWorker(tx: Tx, vm: Vm, workerId: string, mode: NetworkMode, mac: string): Promise<void> {
+    const worker = await tx.worker.findUnique({ where: { id: workerId }, select: { name: true, networks: true, natAddresses: true } });
     if (!worker) return; // deleted meanwhile: the VM fails and is placed anew
     const networks = parseWorkerNetworks(worker.networks);
     const where = `worker ${worker.name}, where vm "${vm.name}" is placed`;
@@ -709,14 +719,19 @@ export class VmService {
     if (mode !== networkModeOf(vm.networkMode)) {
       const pool = poolOf(networks, mode, worker.natAddresses);
       if (pool > 0) {
-        const used = await this.db.allocation.count({ where: { workerId, networkMode: mode } });
+        const used = await tx.allocation.count({ where: { workerId, networkMode: mode } });
         if (used >= pool) throw conflict(`${where}, has no free ${mode === 'nat' ? 'NAT' : mode} address (${used} of ${pool} in use)`, { worker: worker.name, mode });
       }
     }
     if (mac && mac !== vm.customMac) {
-      const holder = await this.db.allocation.findFirst({ where: { workerId, mac, vmId: { not: vm.id } }, select: { vmId: true } });
+      // Any other instance: another VM's, or an earlier attempt of this one that the worker has
+      // not yet confirmed gone (the scheduler keeps a VM off such a worker too).
+      const holder = await tx.allocation.findFirst({ where: { workerId, mac, NOT: { vmId: vm.id, attempt: vm.attempt } }, select: { vmId: true, attempt: true } });
+      if (holder?.vmId === vm.id) {
+        throw conflict(`MAC ${mac} is still held by an earlier instance of vm "${vm.name}" (attempt ${holder.attempt}) on ${where}, which the worker has not yet confirmed gone; retry once it has, or choose another MAC`, { worker: worker.name, mac });
+      }
       if (holder) {
-        const other = await this.db.vm.findUnique({ where: { id: holder.vmId }, select: { name: true } });
+        const other = await tx.vm.findUnique({ where: { id: holder.vmId }, select: { name: true } });
         throw conflict(`MAC ${mac} is already used by vm "${other?.name ?? holder.vmId}" on ${where}: two VMs with one MAC never share a worker; choose another MAC`, { worker: worker.name, mac });
       }
     }
