@@ -15,14 +15,14 @@
 //                            health requests, so both are measured on a warmed-up JIT: a controller that
 //                            has run a while, not its first seconds (default 0: cold, as before). The N VMs
 //                            stay: the database holds N + --vms VMs at the end; latencies count --vms only.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { controllerPids } from './support/controller-pid.ts';
+import { startNode, type BenchChild } from './support/child-processes.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -47,77 +47,9 @@ const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undef
 /** Node flags for the controller (bundle launch), e.g. --max-semi-space-size=8: an operator's flags win over the launcher's. */
 const nodeFlags = values['node-flags'].split(/\s+/).filter(Boolean);
 
-interface Proc {
-  child: ChildProcess;
-  out: () => string;
-  waitFor(re: RegExp, ms: number): Promise<RegExpMatchArray>;
-  stop(): Promise<void>;
-}
-
-function childPidsOf(pid: number | undefined): number[] {
-  if (!pid) return [];
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-function killQuietly(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // gone already
-  }
-}
-
-/** Every child still running, killed if the bench itself is stopped (a `timeout`, Ctrl-C). */
-const running = new Set<ChildProcess>();
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(signal, () => {
-    // SIGKILL: a controller that does not answer SIGTERM must not outlive its benchmark. Its
-    // children too (the bin's launcher's controller): a hung one cannot notice its parent died.
-    for (const c of running) {
-      for (const pid of childPidsOf(c.pid)) killQuietly(pid);
-      c.kill('SIGKILL');
-    }
-    process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGTERM' ? 15 : 1));
-  });
-}
-
-function start(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = ['--import', 'tsx']): Proc {
-  const child = spawn(process.execPath, [...nodeArgs, script, ...args], { cwd: ROOT, env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  child.once('exit', () => running.delete(child));
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  return {
-    child,
-    out: () => out,
-    async waitFor(re, ms) {
-      const end = Date.now() + ms;
-      for (;;) {
-        const m = out.match(re);
-        if (m) return m;
-        if (child.exitCode !== null) throw new Error(`${script} exited ${child.exitCode}:\n${out.slice(-3000)}`);
-        if (Date.now() > end) throw new Error(`timeout waiting for ${re} from ${script}:\n${out.slice(-3000)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      // A child that does not stop within 30 s is killed (and the run says so) rather than left behind.
-      const killer = setTimeout(() => {
-        console.error(`${script} did not exit 30 s after SIGTERM: killing it`);
-        for (const pid of childPidsOf(child.pid)) killQuietly(pid);
-        child.kill('SIGKILL');
-      }, 30_000);
-      await new Promise((r) => child.once('exit', r));
-      clearTimeout(killer);
-    },
-  };
+/** A child started with the test tsx loader unless other node arguments are given. */
+function start(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = ['--import', 'tsx']): BenchChild {
+  return startNode([...nodeArgs, script, ...args], { cwd: ROOT, env });
 }
 
 async function api(base: string, token: string, method: string, p: string, body?: unknown): Promise<any> {
@@ -155,7 +87,7 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
   const ctl = launch === 'bundle'
     ? start('apps/controller/bin/fleet-controller.js', ['run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'], { FLEET_DEV: '0' }, profArgs)
     : start('apps/controller/src/main.ts', ['run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'], {}, ['--import', 'tsx', ...profArgs]);
-  const swarms: Proc[] = [];
+  const swarms: BenchChild[] = [];
   try {
     const base = (await ctl.waitFor(/API:\s+(http:\/\/\S+)/, 60_000))[1]!;
     const grpc = (await ctl.waitFor(/worker gRPC:\s+(\S+)/, 60_000))[1]!;

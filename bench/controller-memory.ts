@@ -17,12 +17,13 @@
 // The controller preloads bench/support/memory-probe.mjs, which answers SIGUSR2 with
 // process.memoryUsage() and V8's heap statistics (and, with --snapshot, a heap snapshot of the
 // last stage, summarised here by constructor).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { startNode, type BenchChild } from './support/child-processes.ts';
 import { controllerPids } from './support/controller-pid.ts';
 import { markdownTable } from './support/report.ts';
 import { mib, probe, procPss, procStatus, smapsSummary, summariseHeapSnapshot, type ProbeReport } from './support/proc-memory.ts';
@@ -55,35 +56,8 @@ const extraEnv = Object.fromEntries(values.env.map((e) => {
   return [e.slice(0, i), e.slice(i + 1)];
 }));
 
-interface Proc {
-  child: ChildProcess;
-  waitFor(re: RegExp, ms: number): Promise<RegExpMatchArray>;
-  stop(): Promise<void>;
-}
-
-function start(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, FLEET_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d) => (out = (out + d).slice(-20_000)));
-  child.stderr!.on('data', (d) => (out = (out + d).slice(-20_000)));
-  return {
-    child,
-    async waitFor(re, ms) {
-      const end = Date.now() + ms;
-      for (;;) {
-        const m = out.match(re);
-        if (m) return m;
-        if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited ${child.exitCode}:\n${out.slice(-3000)}`);
-        if (Date.now() > end) throw new Error(`timeout waiting for ${re} from ${args.join(' ')}:\n${out.slice(-3000)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-    },
-  };
+function start(args: string[], env: Record<string, string> = {}): BenchChild {
+  return startNode(args, { cwd: ROOT, env, keepOutput: 20_000 });
 }
 
 async function api<T>(base: string, token: string, method: string, p: string, body?: unknown): Promise<T> {
@@ -182,7 +156,7 @@ const ctl = start(
   [...nodeFlags, '--import', './bench/support/memory-probe.mjs', 'apps/controller/bin/fleet-controller.js', 'run', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--grpc-listen', '127.0.0.1:0', '--log-level', 'warn'],
   { FLEET_DEV: '0', FLEET_MEMPROBE_OUT: probeOut, ...extraEnv },
 );
-const swarms: Proc[] = [];
+const swarms: BenchChild[] = [];
 const stages: Stage[] = [];
 let seq = 0;
 let pids: { controller: number; launcher?: number } | undefined;
