@@ -9,11 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { schemaEngineLoaded } from './engine.ts';
 import { migrateDatabase, MigrationError, type DbLogger, type MigrateChildOptions } from './migrate.ts';
 import { deserializeError, isMigrateReply, serializeError } from './migrate-process.ts';
-import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from './pg-scratch.ts';
+import { findPostgresBin } from './pg-scratch.ts';
+import { scratchPostgresForSuite } from './testing/scratch-postgres.ts';
 import { withMigrationLock } from './migration-lock.ts';
 import { LAYOUT } from './providers.ts';
 
@@ -239,13 +240,7 @@ const havePostgres = findPostgresBin() !== undefined;
 if (!havePostgres) console.warn('migrate-process.test.ts: PostgreSQL is not installed: skipping its part');
 
 describe.skipIf(!havePostgres)('migrateDatabase in a child process (PostgreSQL)', () => {
-  let pg: ScratchPostgres;
-  beforeAll(async () => {
-    pg = await startScratchPostgres();
-  }, 60_000);
-  afterAll(async () => {
-    await pg?.stop();
-  });
+  const pg = scratchPostgresForSuite();
 
   it('migrates under the migration lock held by this process, once', async () => {
     const url = await pg.createDatabase('fleet_child_1');

@@ -1,10 +1,11 @@
 // PostgreSQL, for real, on a throwaway loopback server started from Debian's
 // `postgresql` binaries. Skipped (with a note) where PostgreSQL is not installed.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { migrateDatabase, MigrationError, openDatabase, Prisma, type FleetDb } from './index.ts';
 import { diffMigrationsToSchema } from './migrations.ts';
-import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from './pg-scratch.ts';
+import { findPostgresBin } from './pg-scratch.ts';
+import { scratchPostgresForSuite } from './testing/scratch-postgres.ts';
 import { LAYOUT } from './providers.ts';
 import { readdirSync } from 'node:fs';
 
@@ -26,14 +27,8 @@ async function sql<T>(url: string, query: string): Promise<T[]> {
 }
 
 describe.skipIf(!havePostgres)('PostgreSQL', () => {
-  let pg: ScratchPostgres;
+  const pg = scratchPostgresForSuite();
   let n = 0;
-  beforeAll(async () => {
-    pg = await startScratchPostgres();
-  }, 60_000);
-  afterAll(async () => {
-    await pg?.stop();
-  });
   const freshUrl = (): Promise<string> => pg.createDatabase(`fleet_test_${++n}`);
 
   it('checked-in migrations build exactly what schema.prisma describes', async () => {

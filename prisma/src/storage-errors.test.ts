@@ -7,9 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { classifyStorageError, describeStorageFault, migrateDatabase, openDatabase, type FleetDb } from './index.ts';
 import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from './pg-scratch.ts';
+import { scratchPostgresForSuite } from './testing/scratch-postgres.ts';
 
 const isRoot = process.getuid?.() === 0;
 const havePostgres = findPostgresBin() !== undefined;
@@ -182,14 +183,8 @@ describe('classifyStorageError: SQLite', () => {
 });
 
 describe.skipIf(!havePostgres)('classifyStorageError: PostgreSQL', () => {
-  let server: ScratchPostgres;
+  const server = scratchPostgresForSuite();
   let m = 0;
-  beforeAll(async () => {
-    server = await startScratchPostgres();
-  }, 60_000);
-  afterAll(async () => {
-    await server?.stop();
-  });
   const freshPg = async (): Promise<string> => {
     const url = await server.createDatabase(`fleet_storage_${++m}`);
     await migrateDatabase(url);

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '@fleet/db';
-import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '../../../../prisma/src/pg-scratch.ts';
+import { findPostgresBin } from '../../../../prisma/src/pg-scratch.ts';
+import { scratchPostgresForSuite } from '../../../../prisma/src/testing/scratch-postgres.ts';
 import { startController, type ControllerHandle } from '../controller.ts';
 import { generateVmKeyPair } from '../sessions/vm-access.ts';
 import { kekId, staticKeyProvider } from './key-provider.ts';
@@ -142,13 +143,7 @@ describe('the wrong key', () => {
 });
 
 describe.skipIf(!havePostgres)('secrets at rest (PostgreSQL)', () => {
-  let pg: ScratchPostgres;
-  beforeAll(async () => {
-    pg = await startScratchPostgres();
-  }, 60_000);
-  afterAll(async () => {
-    await pg?.stop();
-  });
+  const pg = scratchPostgresForSuite();
 
   it('a pg_dump of the database holds no password and no private key', async () => {
     const url = await pg.createDatabase('at_rest');

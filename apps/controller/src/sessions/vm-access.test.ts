@@ -3,9 +3,10 @@
 // it is installed, on PostgreSQL (where Prisma's read-then-insert upsert used to fail with
 // a unique-constraint error on VmAccess).
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
-import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
+import { findPostgresBin } from '@fleet/db/pg-scratch';
+import { scratchPostgresForSuite } from '@fleet/db/testing/scratch-postgres';
 import ssh2 from 'ssh2';
 import { ensureVmAccess, generateVmKeyPair, vmPublicKeys } from './vm-access.ts';
 import { tempDb, type TempDb } from '../storage/testing.ts';
@@ -54,13 +55,7 @@ describe('ensureVmAccess', () => {
   });
 
   describe.skipIf(!havePostgres)('PostgreSQL', () => {
-    let pg: ScratchPostgres;
-    beforeAll(async () => {
-      pg = await startScratchPostgres();
-    }, 60_000);
-    afterAll(async () => {
-      await pg?.stop();
-    });
+    const pg = scratchPostgresForSuite();
 
     it('40 concurrent callers on a pool of 10 connections, one row per VM, no error', async () => {
       const url = await pg.createDatabase('vm_access_race');

@@ -1,9 +1,10 @@
 // Group commit of VM creates (issue 20) against a real SQLite database: concurrent creates
 // share one transaction, a failing create fails alone, and nothing is acknowledged before the
 // group's COMMIT returned.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase } from '@fleet/db';
-import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
+import { findPostgresBin } from '@fleet/db/pg-scratch';
+import { scratchPostgresForSuite } from '@fleet/db/testing/scratch-postgres';
 import { EventLog } from '../events/event-log.ts';
 import { FleetBus, type ScheduleHint } from '../fleet-bus.ts';
 import { Metrics } from '../observability/metrics.ts';
@@ -141,13 +142,7 @@ describe('VmService.create: group commit', () => {
 // rolled back to a savepoint: the optimistic attempt fails as a whole, the retry isolates the
 // duplicate, the others commit.
 describe.skipIf(findPostgresBin() === undefined)('VmService.create: group commit on PostgreSQL', () => {
-  let pg: ScratchPostgres;
-  beforeAll(async () => {
-    pg = await startScratchPostgres();
-  }, 60_000);
-  afterAll(async () => {
-    await pg?.stop();
-  });
+  const pg = scratchPostgresForSuite();
 
   it('a duplicate name fails alone and the others commit; a failing COMMIT fails the whole group', async () => {
     const url = await pg.createDatabase('group_commit');

@@ -3,10 +3,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
-import { findPostgresBin, startScratchPostgres, type ScratchPostgres } from '@fleet/db/pg-scratch';
+import { findPostgresBin } from '@fleet/db/pg-scratch';
+import { scratchPostgresForSuite } from '@fleet/db/testing/scratch-postgres';
 import { EventLog } from '../events/event-log.ts';
 import { FleetBus } from '../fleet-bus.ts';
 import { Metrics } from '../observability/metrics.ts';
@@ -377,14 +378,8 @@ describe('network modes and custom MACs (issue 18)', () => {
   });
 
   describe.skipIf(findPostgresBin() === undefined)('on PostgreSQL (concurrent transactions on several connections)', () => {
-    let pg: ScratchPostgres;
+    const pg = scratchPostgresForSuite();
     let databases = 0;
-    beforeAll(async () => {
-      pg = await startScratchPostgres();
-    }, 60_000);
-    afterAll(async () => {
-      await pg?.stop();
-    });
     beforeEach(async () => {
       await db.$disconnect(); // the SQLite database of the outer beforeEach
       const url = await pg.createDatabase(`vm_network_${++databases}`);
