@@ -255,7 +255,10 @@ export class SchedulerLoop {
     const images = digests.size > 0 ? await loadImageHoldings(this.db, digests) : undefined;
     // Issue 18: where the pending VMs' custom MACs are already held (one query, only when asked).
     const macs = new Set<string>();
-    for (const v of pendingRows) if (hasCustomMac(v)) macs.add(v.customMac);
+    for (const v of pendingRows) {
+      const mac = instanceMac(v);
+      if (mac) macs.add(mac);
+    }
     if (macs.size > 0) await attachMacHolders(this.db, workers, macs);
     const plan = planPlacements(pendingRows.map(toPendingView), workers, await this.profile(), images);
     const byId = this.pending;
@@ -277,12 +280,12 @@ export class SchedulerLoop {
       // Custom MACs (issue 18): the holders this plan saw were read before this transaction; a
       // stopped VM's MAC change may have committed since. Checked again here, under the workers'
       // network lock, so no worker ever gets two instances with one MAC.
-      const withMac = plan.placements.filter((p) => hasCustomMac(byId.get(p.vmId)!));
+      const withMac = plan.placements.filter((p) => instanceMac(byId.get(p.vmId)!));
       let held = new Set<string>();
       if (withMac.length > 0) {
         const macWorkers = [...new Set(withMac.map((p) => p.workerId))];
         await lockWorkerNetworks(sql, macWorkers);
-        held = await macsHeldOn(sql, macWorkers, [...new Set(withMac.map((p) => byId.get(p.vmId)!.customMac))]);
+        held = await macsHeldOn(sql, macWorkers, [...new Set(withMac.map((p) => instanceMac(byId.get(p.vmId)!)))]);
       }
       const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean; networkMode: string; mac: string; createdAt: Date }[] = [];
       for (const p of plan.placements) {
@@ -292,7 +295,8 @@ export class SchedulerLoop {
           doubt = true; // the views are stale: the next pass reloads them and places the VM elsewhere
           continue;
         }
-        if (hasCustomMac(vm) && held.has(`${worker.id}/${vm.customMac}`)) {
+        const mac = instanceMac(vm);
+        if (mac && held.has(`${worker.id}/${mac}`)) {
           doubt = true; // taken meanwhile: the next pass reads the holders again
           continue;
         }
@@ -306,7 +310,7 @@ export class SchedulerLoop {
         }
         const networkMode = networkModeOf(vm.networkMode);
         // The instance holds an address of its mode's network and its custom MAC (none without a NIC).
-        allocations.push({ id: newRowId(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac: networkMode === 'none' ? '' : vm.customMac, createdAt: now });
+        allocations.push({ id: newRowId(), vmId: vm.id, attempt, workerId: worker.id, cpus: vm.cpus, memoryMib: vm.memoryMib, macos: vm.os === 'macos', networkMode, mac, createdAt: now });
         const placed: Vm = { ...vm, ...change };
         placedVms.push(placed);
         events.push(vmEvent(placed, 'vm.state', `pending → scheduled on ${worker.name} (attempt ${attempt})`, 'scheduler', { from: 'pending', to: 'scheduled', worker: worker.name }));
@@ -365,9 +369,9 @@ export class SchedulerLoop {
   }
 }
 
-/** The VM's instance will hold a MAC chosen by the operator (a NIC with a custom MAC). */
-function hasCustomMac(vm: Pick<Vm, 'customMac' | 'networkMode'>): boolean {
-  return vm.customMac !== '' && networkModeOf(vm.networkMode) !== 'none';
+/** The operator's MAC the VM's instance holds on its worker; '' if none (no custom MAC, or no NIC). */
+function instanceMac(vm: Pick<Vm, 'customMac' | 'networkMode'>): string {
+  return networkModeOf(vm.networkMode) === 'none' ? '' : vm.customMac;
 }
 
 /** A worker's use with one more instance of `vm` (what its new Allocation adds; see loadWorkerUse). */
@@ -384,6 +388,7 @@ function addUse(used: WorkerView['used'], vm: Vm): WorkerView['used'] {
 }
 
 function toPendingView(vm: Vm): PendingVmView {
+  const mac = instanceMac(vm);
   return {
     id: vm.id,
     name: vm.name,
@@ -396,7 +401,7 @@ function toPendingView(vm: Vm): PendingVmView {
     driver: vm.driver,
     imageDigest: vm.imageDigest,
     networkMode: networkModeOf(vm.networkMode),
-    ...(vm.customMac && vm.networkMode !== 'none' ? { mac: vm.customMac } : {}),
+    ...(mac ? { mac } : {}),
   };
 }
 
