@@ -96,6 +96,11 @@ export interface WorkerView {
    * as a NAT one, as before issue 18).
    */
   used: { cpus: number; memoryMib: number; vms: number; macosVms: number; natAddresses?: number; hostOnlyAddresses?: number };
+  /**
+   * The worker's `networkVersion` when this view was read (scheduler-loop.ts places nothing on a
+   * worker whose version moved since: its address pools or their use changed). Not used in planning.
+   */
+  networkVersion?: number;
   /** Custom MACs held by instances on the worker (any power state) → the VM holding it. */
   macs?: ReadonlyMap<string, string>;
 }

@@ -274,17 +274,21 @@ export class SchedulerLoop {
     await directTransaction(this.db, async (sql) => {
       await this.opts.fence?.(sql.raw);
       // The views may be older than this pass: place only on workers still online and not
-      // drained (a drain or a worker going offline does not announce itself to the scheduler).
+      // drained (a drain or a worker going offline does not announce itself to the scheduler),
+      // and whose address pools and their use are still those the plan counted: a stopped VM's
+      // network change (or a Hello) committed since moved the worker's networkVersion. Read under
+      // the workers' network lock, which those changes take too, so none commits in between.
       const targets = [...new Set(plan.placements.map((p) => p.workerId))];
-      const usable = new Set(targets.length === 0 ? [] : await usableWorkers(sql, targets));
-      // Custom MACs (issue 18): the holders this plan saw were read before this transaction; a
-      // stopped VM's MAC change may have committed since. Checked again here, under the workers'
-      // network lock, so no worker ever gets two instances with one MAC.
+      await lockWorkerNetworks(sql, targets);
+      const versions = await usableWorkers(sql, targets);
+      const usable = new Set(targets.filter((id) => versions.get(id) === (workerById.get(id)!.networkVersion ?? 0)));
+      // Custom MACs (issue 18): the holders this plan saw were read before this transaction. A
+      // MAC change through the API moves the version above; the holders are read again here all
+      // the same (one query, only for placements with a custom MAC), whoever wrote them.
       const withMac = plan.placements.filter((p) => instanceMac(byId.get(p.vmId)!));
       let held = new Set<string>();
       if (withMac.length > 0) {
         const macWorkers = [...new Set(withMac.map((p) => p.workerId))];
-        await lockWorkerNetworks(sql, macWorkers);
         held = await macsHeldOn(sql, macWorkers, [...new Set(withMac.map((p) => instanceMac(byId.get(p.vmId)!)))]);
       }
       const allocations: { id: string; vmId: string; attempt: number; workerId: string; cpus: number; memoryMib: number; macos: boolean; networkMode: string; mac: string; createdAt: Date }[] = [];
@@ -292,7 +296,7 @@ export class SchedulerLoop {
         const vm = byId.get(p.vmId)!;
         const worker = workerById.get(p.workerId)!;
         if (!usable.has(worker.id)) {
-          doubt = true; // the views are stale: the next pass reloads them and places the VM elsewhere
+          doubt = true; // the views are stale: the next pass reloads them and places the VM where there is room
           continue;
         }
         const mac = instanceMac(vm);

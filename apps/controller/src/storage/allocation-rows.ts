@@ -29,19 +29,26 @@ export async function markDelivered(sql: DirectSql, workerId: string, keys: read
 }
 
 /**
- * Serialises, until the transaction ends, every transaction that gives an instance on these
- * workers a network or a MAC: the scheduler's placements of VMs with a custom MAC and the
- * network changes of stopped VMs (VmService.update). Each checks inside its transaction what the
- * worker's instances hold, so without this two of them on PostgreSQL (READ COMMITTED, any
- * controller) could both see the MAC free and both take it. PostgreSQL: one transaction-scoped
- * advisory lock per worker, taken in id order (no deadlock between two takers). SQLite: nothing to
- * do, its transactions never overlap (one connection, one controller process per file).
+ * Serialises, until the transaction ends, every transaction that hands out or moves an address or
+ * a MAC on these workers: the scheduler's placements, the network changes of stopped VMs
+ * (VmService.update) and a worker's Hello (which may bring other address pools). Each checks inside
+ * its transaction what the worker's instances hold (or, for the scheduler, that the worker's
+ * `networkVersion` is still the one it planned with), so without this two of them on PostgreSQL
+ * (READ COMMITTED, any controller) could both see the last address or a MAC free and both take it.
+ * PostgreSQL: one transaction-scoped advisory lock per worker, taken in id order in one statement
+ * (no deadlock between two takers). SQLite: nothing to do, its transactions never overlap (one
+ * connection, one controller process per file).
  */
 export async function lockWorkerNetworks(sql: DirectSql, workerIds: readonly string[]): Promise<void> {
   if (sql.provider !== 'postgresql') return;
-  for (const id of [...new Set(workerIds)].sort()) {
-    await sql.execute('SELECT pg_advisory_xact_lock(hashtextextended(?, 0))', [`fleet.worker-network:${id}`]);
-  }
+  const ids = [...new Set(workerIds)].sort();
+  if (ids.length === 0) return;
+  // The sorted subquery (OFFSET 0 keeps it a subquery) feeds the locks one by one in that order;
+  // counted, because a void column cannot be read back through Prisma.
+  await sql.query(
+    `SELECT COUNT(pg_advisory_xact_lock(hashtextextended(k, 0))) AS "n" FROM (SELECT k FROM (VALUES ${ids.map(() => '(?)').join(', ')}) AS v(k) ORDER BY k OFFSET 0) AS sorted`,
+    ids.map((id) => `fleet.worker-network:${id}`),
+  );
 }
 
 /** `workerId/mac` of every instance on these workers that holds one of these MACs (any attempt, any state). */

@@ -15,11 +15,20 @@ export async function renewWorkerLease(sql: DirectSql, workerId: string, at: Dat
 }
 
 /**
- * Of `ids`, the workers a placement may still use: online and not paused (drained). Plain SQL:
- * the scheduler's placement transaction runs without Prisma (issue 20).
+ * Of `ids`, the workers a placement may still use (online and not paused, i.e. drained), each with
+ * its `networkVersion` (the scheduler compares it with its view's). Plain SQL: the scheduler's
+ * placement transaction runs without Prisma (issue 20).
  */
-export async function usableWorkers(sql: DirectSql, ids: readonly string[]): Promise<string[]> {
-  if (ids.length === 0) return [];
-  const rows = await sql.query<{ id: string }>(`SELECT "id" FROM "Worker" WHERE "id" IN (${ids.map(() => '?').join(', ')}) AND "status" = ? AND "paused" = ?`, [...ids, 'online', false]);
-  return rows.map((r) => r.id);
+export async function usableWorkers(sql: DirectSql, ids: readonly string[]): Promise<Map<string, number>> {
+  if (ids.length === 0) return new Map();
+  const rows = await sql.query<{ id: string; networkVersion: number | bigint }>(
+    `SELECT "id", "networkVersion" FROM "Worker" WHERE "id" IN (${ids.map(() => '?').join(', ')}) AND "status" = ? AND "paused" = ?`,
+    [...ids, 'online', false],
+  );
+  return new Map(rows.map((r) => [r.id, Number(r.networkVersion)]));
+}
+
+/** Moves the worker's `networkVersion` (see the schema): a placement planned before this transaction leaves that worker alone. */
+export async function bumpNetworkVersion(sql: DirectSql, workerId: string): Promise<void> {
+  await sql.execute('UPDATE "Worker" SET "networkVersion" = "networkVersion" + 1 WHERE "id" = ?', [workerId]);
 }

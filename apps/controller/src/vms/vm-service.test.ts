@@ -377,6 +377,50 @@ describe('network modes and custom MACs (issue 18)', () => {
     expect((await row(wants.id)).reason).toMatch(/^MAC 02:00:00:00:00:33 is already used by vm holder on every eligible worker with room \(w1\)/);
   });
 
+  it('a network change moves the worker\'s networkVersion (so does a Hello)', async () => {
+    const w = await worker('w1');
+    const version = async () => (await db.worker.findUniqueOrThrow({ where: { id: w.id } })).networkVersion;
+    const afterHello = await version();
+    await stoppedOn(w, 'st');
+    expect(await version()).toBe(afterHello); // placements and reports leave it alone
+    await vms.update('st', { network: { mode: 'host-only' } }, 'test');
+    expect(await version()).toBe(afterHello + 1);
+    await vms.update('st', { labels: { a: 'b' } }, 'test');
+    expect(await version()).toBe(afterHello + 1); // no network change
+    await workers.onHello(w, { ...HELLO, networks: NETWORKS });
+    expect(await version()).toBe(afterHello + 2);
+  });
+
+  it('the scheduler places nothing on a worker whose address pools changed after it planned: the last address is not given twice', async () => {
+    const w = await worker('w1'); // host-only: 2 addresses
+    await vms.create({ name: 'h1', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+    await scheduler.passOnce();
+    const st = await stoppedOn(w, 'st'); // NAT
+    const wants = await vms.create({ name: 'h2', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+    // Between the plan (one host-only address free) and the placement's transaction, the stopped
+    // VM's change to host-only commits and takes that address: played at the transaction's start
+    // (the leader's fence) with what VmService.update writes.
+    let raced = false;
+    const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
+      startNow: false,
+      fence: async (tx) => {
+        if (raced) return;
+        raced = true;
+        const raw = tx as unknown as { $executeRawUnsafe(q: string, ...v: unknown[]): Promise<number> };
+        await raw.$executeRawUnsafe('UPDATE "Worker" SET "networkVersion" = "networkVersion" + 1 WHERE "id" = ?', w.id);
+        await raw.$executeRawUnsafe('UPDATE "Allocation" SET "networkMode" = ? WHERE "vmId" = ?', 'host-only', st.id);
+        await raw.$executeRawUnsafe('UPDATE "Vm" SET "networkMode" = ? WHERE "id" = ?', 'host-only', st.id);
+      },
+    });
+    expect(await racing.passOnce()).toBe(0);
+    expect(raced).toBe(true);
+    expect((await row(wants.id)).state).toBe('pending');
+    expect(await db.allocation.count({ where: { workerId: w.id, networkMode: 'host-only' } })).toBe(2);
+    // The next pass reads the worker again and says why the VM waits.
+    expect(await racing.passOnce()).toBe(0);
+    expect((await row(wants.id)).reason).toBe('waiting for a VM address: the only matching worker (w1) has no free VM address (2 of 2 in its host-only subnet in use)');
+  });
+
   describe.skipIf(findPostgresBin() === undefined)('on PostgreSQL (concurrent transactions on several connections)', () => {
     const pg = scratchPostgresForSuite();
     let databases = 0;
@@ -396,6 +440,29 @@ describe('network modes and custom MACs (issue 18)', () => {
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ statusCode: 409, message: expect.stringMatching(/is already used by vm "p[123]" on worker w1/) });
       expect(await db.allocation.count({ where: { workerId: w.id, mac } })).toBe(1);
+    }, 60_000);
+
+    it('a stopped VM\'s change to host-only that commits while a scheduler pass is planning: the pass leaves the last address alone', async () => {
+      const w = await worker('w1'); // host-only: 2 addresses
+      await vms.create({ name: 'h1', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+      await scheduler.passOnce();
+      await stoppedOn(w, 'st');
+      const wants = await vms.create({ name: 'h2', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
+      // The real update, on another connection, committed after the plan and before the
+      // placement's transaction takes the worker's network lock.
+      let changed: Promise<unknown> | undefined;
+      const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
+        startNow: false,
+        fence: async () => {
+          if (changed) return;
+          changed = vms.update('st', { network: { mode: 'host-only' } }, 'test');
+          await changed;
+        },
+      });
+      expect(await racing.passOnce()).toBe(0);
+      await changed;
+      expect((await row(wants.id)).state).toBe('pending');
+      expect(await db.allocation.count({ where: { workerId: w.id, networkMode: 'host-only' } })).toBe(2);
     }, 60_000);
   });
 });

@@ -13,6 +13,7 @@ import { GroupCommitter } from '../storage/group-commit.ts';
 import { insertVm, newVmRow, readVms, updateVmIf } from '../storage/vm-rows.ts';
 import { newRowId } from '../storage/row-ids.ts';
 import { lockWorkerNetworks } from '../storage/allocation-rows.ts';
+import { bumpNetworkVersion } from '../storage/worker-rows.ts';
 import { conflict, FleetError, isUniqueViolation, notFound, preconditionFailed } from '../errors.ts';
 import type { VmCreate, VmUpdate } from '../api/schemas.ts';
 import { checkNetworkMode, normalizeNetwork } from './network-policy.ts';
@@ -357,7 +358,10 @@ export class VmService {
       if (networkOnWorker) {
         // Against the scheduler's placements and other VMs' changes on that worker (they check
         // the same rows): serialised by the worker's network lock (PostgreSQL) or the one writer.
-        await lockWorkerNetworks(directSqlIn(this.db, tx), [networkOnWorker]);
+        const sql = directSqlIn(this.db, tx);
+        await lockWorkerNetworks(sql, [networkOnWorker]);
+        // A scheduler pass that planned with this worker's pools as they were places nothing there.
+        await bumpNetworkVersion(sql, networkOnWorker);
         await this.checkNetworkOnWorker(tx, vm, networkOnWorker, net.mode, net.mac);
       }
       if (opts.ifVersion) {

@@ -4,7 +4,7 @@
 // database; only the leader judges liveness from those rows (liveness-monitor.ts),
 // so leadership changes and controllers on several hosts never disagree about
 // which workers are alive (issue 13).
-import type { FleetDb, Worker } from '@fleet/db';
+import { directSqlIn, type FleetDb, type Worker } from '@fleet/db';
 import type { Logger } from 'pino';
 import type { EventLog } from '../events/event-log.ts';
 import type { FleetBus } from '../fleet-bus.ts';
@@ -17,6 +17,7 @@ import type { FailureTimings } from './failure-timing.ts';
 import type { ErrorSink } from '../storage/backoff.ts';
 import type { Fence } from '../cluster/leadership.ts';
 import { HeartbeatRecorder } from './heartbeat-recorder.ts';
+import { lockWorkerNetworks } from '../storage/allocation-rows.ts';
 import type { WorkerNetwork } from './worker-networks.ts';
 import { LivenessMonitor } from './liveness-monitor.ts';
 export interface HelloInfo {
@@ -103,27 +104,33 @@ export class WorkerService {
   async onHello(worker: Worker, hello: HelloInfo): Promise<void> {
     const before = await this.db.worker.findUnique({ where: { id: worker.id }, select: { status: true } });
     const wasOnline = before?.status === 'online';
-    await this.db.worker.update({
-      where: { id: worker.id },
-      data: {
-        protocolVersion: hello.protocolVersion,
-        version: hello.version,
-        hostname: hello.hostname,
-        os: hello.os,
-        arch: hello.arch,
-        cpus: hello.cpus,
-        memoryMib: hello.memoryMib,
-        vmSlots: hello.vmSlots,
-        macosSlots: hello.macosSlots,
-        natAddresses: hello.natAddresses,
-        labels: JSON.stringify(hello.labels),
-        drivers: JSON.stringify(hello.drivers),
-        networks: JSON.stringify(hello.networks),
-        connected: true,
-        controllerId: this.opts.controllerId,
-        status: 'online',
-        lastSeenAt: new Date(),
-      },
+    // Under the worker's network lock, moving its networkVersion: the Hello may bring other
+    // address pools, and a scheduler pass planned with the old ones places nothing here.
+    await this.db.$transaction(async (tx) => {
+      await lockWorkerNetworks(directSqlIn(this.db, tx), [worker.id]);
+      await tx.worker.update({
+        where: { id: worker.id },
+        data: {
+          networkVersion: { increment: 1 },
+          protocolVersion: hello.protocolVersion,
+          version: hello.version,
+          hostname: hello.hostname,
+          os: hello.os,
+          arch: hello.arch,
+          cpus: hello.cpus,
+          memoryMib: hello.memoryMib,
+          vmSlots: hello.vmSlots,
+          macosSlots: hello.macosSlots,
+          natAddresses: hello.natAddresses,
+          labels: JSON.stringify(hello.labels),
+          drivers: JSON.stringify(hello.drivers),
+          networks: JSON.stringify(hello.networks),
+          connected: true,
+          controllerId: this.opts.controllerId,
+          status: 'online',
+          lastSeenAt: new Date(),
+        },
+      });
     });
     this.liveness.heardFrom(worker.id, worker.name);
     await this.events.append([

@@ -54,7 +54,10 @@ export function parseDrivers(json: string): string[] {
 }
 
 export async function loadWorkerViews(db: FleetDb): Promise<WorkerView[]> {
-  const [workers, use] = await Promise.all([db.worker.findMany(), loadWorkerUse(db)]);
+  // The workers first, then their use: a network change commits its version and its allocations
+  // together, so use read after a version includes every change that version counts.
+  const workers = await db.worker.findMany();
+  const use = await loadWorkerUse(db);
   return workers.map((w) => {
     const networks = parseWorkerNetworks(w.networks);
     return {
@@ -69,6 +72,7 @@ export async function loadWorkerViews(db: FleetDb): Promise<WorkerView[]> {
       capacity: { cpus: w.cpus, memoryMib: w.memoryMib, vmSlots: w.vmSlots, macosSlots: w.macosSlots, natAddresses: w.natAddresses, hostOnlyAddresses: poolOf(networks, 'host-only', 0) },
       networkModes: offeredModes(networks),
       used: use.get(w.id) ?? NO_USE,
+      networkVersion: w.networkVersion,
     };
   });
 }

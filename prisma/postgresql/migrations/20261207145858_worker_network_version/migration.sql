@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Worker" ADD COLUMN     "networkVersion" INTEGER NOT NULL DEFAULT 0;
