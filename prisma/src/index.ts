@@ -16,6 +16,7 @@ export type * from '../generated/client/client.ts';
 export { Prisma } from '../generated/client/client.ts';
 export { providerOf, redactUrl, sqlitePath, type Provider } from './providers.ts';
 export { insertRows, insertStatements, type RawExecutor, type SqlValue } from './insert-rows.ts';
+export { paddedLength, sqlText } from './sql-text.ts';
 export { directSql, directSqlIn, directTransaction, directWrite, numberedPlaceholders, sqliteCommitCycle, type DirectSql, type DirectTransactionOptions, type DirectTx, type RawClient } from './direct-sql.ts';
 export { ALLOCATION_COLUMNS, API_TOKEN_COLUMNS, VM_ACCESS_COLUMNS, VM_COLUMNS, columnList, quotedColumns, quotedIdentifier, rowsOf, type ColumnKind, type ColumnKinds } from './columns.ts';
 export { DEFAULT_SQLITE_SYNCHRONOUS, type SqliteSynchronous } from './adapters.ts';

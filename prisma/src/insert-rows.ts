@@ -10,6 +10,7 @@
 // The caller supplies every column that has a default computed by Prisma (`now()`, ids): the
 // database's own defaults only cover literal ones.
 import { quotedIdentifier } from './columns.ts';
+import { sqlText } from './sql-text.ts';
 import type { Provider } from './providers.ts';
 
 export type SqlValue = string | number | boolean | Date | bigint | null;
@@ -35,25 +36,30 @@ export function insertStatements(provider: Provider, table: string, rows: readon
       throw new Error(`insert into ${table}: every row must have the columns ${columns.join(', ')} in that order`);
     }
   }
-  const head = `INSERT INTO ${quotedIdentifier(table)} (${columns.map(quotedIdentifier).join(', ')}) VALUES `;
   const perStatement = Math.max(1, Math.floor(MAX_VALUES_PER_STATEMENT / columns.length));
+  const columnsKey = columns.join(',');
   const out: Array<{ sql: string; values: SqlValue[] }> = [];
   for (let start = 0; start < rows.length; start += perStatement) {
     const chunk = rows.slice(start, start + perStatement);
     const values: SqlValue[] = [];
-    const tuples = chunk.map((row) => {
-      const marks = columns.map((c) => {
+    for (const row of chunk) {
+      for (const c of columns) {
         const value = row[c];
         // An optional field left out by a spread: name the column instead of failing in the driver.
         if (value === undefined) throw new Error(`insert into ${table}: column ${c} has no value (use null)`);
         values.push(value);
-        return provider === 'postgresql' ? `$${values.length}` : '?';
-      });
-      return `(${marks.join(', ')})`;
-    });
-    out.push({ sql: head + tuples.join(', '), values });
+      }
+    }
+    const sql = sqlText(`insert:${provider}:${table}:${columnsKey}:${chunk.length}`, () => insertText(provider, table, columns, chunk.length));
+    out.push({ sql, values });
   }
   return out;
+}
+
+function insertText(provider: Provider, table: string, columns: readonly string[], rowCount: number): string {
+  let n = 0;
+  const tuples = Array.from({ length: rowCount }, () => `(${columns.map(() => (provider === 'postgresql' ? `$${++n}` : '?')).join(', ')})`);
+  return `INSERT INTO ${quotedIdentifier(table)} (${columns.map(quotedIdentifier).join(', ')}) VALUES ${tuples.join(', ')}`;
 }
 
 /** Inserts `rows` into `table` with as few statements as the bound-value limit allows. Returns the rows inserted. */

@@ -61,6 +61,9 @@ async function behaves(db: FleetDb): Promise<void> {
   expect(await updateVmIf(sql, { id: 'v1', state: 'pending', attempt: 0 }, change)).toBe(true);
   expect(await updateVmIf(sql, { id: 'v1', state: 'pending', attempt: 0 }, change)).toBe(false); // once
   expect(await db.vm.findUniqueOrThrow({ where: { id: 'v1' } })).toEqual({ ...stored, ...change });
+  // Another set of columns on the same row: its own statement (the texts are kept by column set).
+  expect(await updateVmIf(sql, { id: 'v1', state: 'scheduled', attempt: 1 }, { reason: 'again' })).toBe(true);
+  expect(await db.vm.findUniqueOrThrow({ where: { id: 'v1' } })).toEqual({ ...stored, ...change, reason: 'again' });
   await expect(updateVmIf(sql, { id: 'v1', state: 'scheduled', attempt: 1 }, {})).rejects.toThrow(/nothing to change/);
   await expect(updateVmIf(sql, { id: 'v1', state: 'scheduled', attempt: 1 }, { ip: undefined })).rejects.toThrow(/ip has no value/);
 
@@ -94,6 +97,13 @@ async function behaves(db: FleetDb): Promise<void> {
   const many = Array.from({ length: 1203 }, (_, i) => `t${i}`);
   expect(await rowsByKey(sql, 'ApiToken', API_TOKEN_COLUMNS, 'id', many, ['name', 'expiresAt'])).toEqual([{ name: 'ci', expiresAt: now }]);
   await expect(rowsByKey(sql, 'Api"Token', API_TOKEN_COLUMNS, 'id', ['t1'])).rejects.toThrow(/not a plain SQL identifier/);
+  // Lists padded to a power of two (the last id repeated) match each row once, whatever their length.
+  await db.apiToken.create({ data: { id: 't2', name: 'ops', secretHash: 'h2', roles: 'read' } });
+  for (let n = 1; n <= 9; n++) {
+    const ids = ['t2', ...Array.from({ length: n - 1 }, (_, i) => `missing-${i}`)].reverse(); // 't2' last: the one repeated
+    expect((await rowsByKey(sql, 'ApiToken', API_TOKEN_COLUMNS, 'id', ids, ['id'])).map((r) => r.id)).toEqual(['t2']);
+  }
+  expect((await rowsByKey(sql, 'ApiToken', API_TOKEN_COLUMNS, 'id', ['t1', 't2', 't2'], ['id'])).map((r) => r.id).sort()).toEqual(['t1', 't2']);
 
   // A heartbeat renews an online worker's row exactly as Prisma's updateMany did; not a lost one.
   await db.worker.update({ where: { id: 'w1' }, data: { status: 'online', connected: false } });

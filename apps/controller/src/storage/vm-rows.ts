@@ -2,7 +2,7 @@
 // the worker's reports, the desired-state push), in plain SQL (@fleet/db direct-sql.ts):
 // through the Prisma client they were most of the controller's CPU per VM (issue 20,
 // BENCHMARKS.md control plane). Everything else about VMs stays on the Prisma client.
-import { columnList, quotedColumns, rowsOf, VM_COLUMNS, type DirectSql, type SqlValue, type Vm } from '@fleet/db';
+import { columnList, quotedColumns, rowsOf, sqlText, VM_COLUMNS, type DirectSql, type SqlValue, type Vm } from '@fleet/db';
 import { rowsByKey } from './rows-by-key.ts';
 
 const ALL = Object.keys(VM_COLUMNS) as Array<keyof Vm & string>;
@@ -85,18 +85,21 @@ export async function updateVmIf(sql: DirectSql, guard: Pick<Vm, 'id' | 'state' 
     if (v === undefined) throw new Error(`updateVmIf: column ${c} has no value (use null)`);
     values.push(v);
   }
-  const set = quotedColumns(VM_COLUMNS, columns)
-    .map((c) => `${c} = ?`)
-    .join(', ');
-  const changed = await sql.execute(`UPDATE "Vm" SET ${set} WHERE "id" = ? AND "state" = ? AND "attempt" = ?`, [...values, guard.id, guard.state, guard.attempt]);
+  // The text once per set of columns (sql-text.ts): this runs for every VM on the create path.
+  const text = sqlText(`vm-update-if:${columns.join(',')}`, () => {
+    const set = quotedColumns(VM_COLUMNS, columns)
+      .map((c) => `${c} = ?`)
+      .join(', ');
+    return `UPDATE "Vm" SET ${set} WHERE "id" = ? AND "state" = ? AND "attempt" = ?`;
+  });
+  values.push(guard.id, guard.state, guard.attempt);
+  const changed = await sql.execute(text, values);
   return changed > 0;
 }
 
 /** These columns of the worker's VMs in these states, oldest first (a desired-state push reads them at every push). */
 export async function vmsOfWorker<K extends keyof Vm & string>(sql: DirectSql, workerId: string, states: readonly string[], columns: readonly K[]): Promise<Array<Pick<Vm, K>>> {
-  const rows = await sql.query(
-    `SELECT ${columnList(VM_COLUMNS, columns)} FROM "Vm" WHERE "workerId" = ? AND "state" IN (${states.map(() => '?').join(', ')}) ORDER BY "createdAt" ASC, "id" ASC`,
-    [workerId, ...states],
-  );
+  const text = sqlText(`vms-of-worker:${columns.join(',')}:${states.length}`, () => `SELECT ${columnList(VM_COLUMNS, columns)} FROM "Vm" WHERE "workerId" = ? AND "state" IN (${states.map(() => '?').join(', ')}) ORDER BY "createdAt" ASC, "id" ASC`);
+  const rows = await sql.query(text, [workerId, ...states]);
   return rowsOf(VM_COLUMNS, rows, columns);
 }
