@@ -230,6 +230,24 @@ describe('network modes and custom MACs (issue 18)', () => {
     return vm;
   }
 
+  type RawTx = { $executeRawUnsafe(q: string, ...v: unknown[]): Promise<number> };
+  /**
+   * A scheduler whose first placement transaction starts with `race` (at the leader's fence, after
+   * the pass planned): what another request commits between a plan and its placement.
+   */
+  function racingScheduler(race: (tx: RawTx) => Promise<unknown>): { scheduler: SchedulerLoop; raced: () => boolean } {
+    let raced = false;
+    const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
+      startNow: false,
+      fence: async (tx) => {
+        if (raced) return;
+        raced = true;
+        await race(tx as unknown as RawTx);
+      },
+    });
+    return { scheduler: racing, raced: () => raced };
+  }
+
   it('stores the mode and the MAC (lower case), shows them, and sends them to the worker in VmSpec', async () => {
     const w = await worker('w1');
     const vm = await vms.create({ name: 'ho', image: 'img', cpus: 1, memoryMib: 1024, network: { mode: 'host-only', allow: ['@host'] }, mac: '02:AA:BB:CC:DD:EE' }, 'test');
@@ -359,17 +377,9 @@ describe('network modes and custom MACs (issue 18)', () => {
     const wants = await vms.create({ name: 'wants', image: 'img', cpus: 1, memoryMib: 512, mac }, 'test');
     // Between the plan (which read no holder of the MAC) and the placement's transaction, the
     // stopped VM's MAC change commits: played here at the transaction's start (the leader's fence).
-    let raced = false;
-    const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
-      startNow: false,
-      fence: async (tx) => {
-        if (raced) return;
-        raced = true;
-        await (tx as unknown as { $executeRawUnsafe(q: string, ...v: unknown[]): Promise<number> }).$executeRawUnsafe('UPDATE "Allocation" SET "mac" = ? WHERE "vmId" = ?', mac, holder.id);
-      },
-    });
+    const { scheduler: racing, raced } = racingScheduler((tx) => tx.$executeRawUnsafe('UPDATE "Allocation" SET "mac" = ? WHERE "vmId" = ?', mac, holder.id));
     expect(await racing.passOnce()).toBe(0);
-    expect(raced).toBe(true);
+    expect(raced()).toBe(true);
     expect((await row(wants.id)).state).toBe('pending');
     expect(await db.allocation.count({ where: { workerId: w.id, mac } })).toBe(1);
     // The next pass reads the holders again and says why the VM waits.
@@ -400,20 +410,13 @@ describe('network modes and custom MACs (issue 18)', () => {
     // Between the plan (one host-only address free) and the placement's transaction, the stopped
     // VM's change to host-only commits and takes that address: played at the transaction's start
     // (the leader's fence) with what VmService.update writes.
-    let raced = false;
-    const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
-      startNow: false,
-      fence: async (tx) => {
-        if (raced) return;
-        raced = true;
-        const raw = tx as unknown as { $executeRawUnsafe(q: string, ...v: unknown[]): Promise<number> };
-        await raw.$executeRawUnsafe('UPDATE "Worker" SET "networkVersion" = "networkVersion" + 1 WHERE "id" = ?', w.id);
-        await raw.$executeRawUnsafe('UPDATE "Allocation" SET "networkMode" = ? WHERE "vmId" = ?', 'host-only', st.id);
-        await raw.$executeRawUnsafe('UPDATE "Vm" SET "networkMode" = ? WHERE "id" = ?', 'host-only', st.id);
-      },
+    const { scheduler: racing, raced } = racingScheduler(async (tx) => {
+      await tx.$executeRawUnsafe('UPDATE "Worker" SET "networkVersion" = "networkVersion" + 1 WHERE "id" = ?', w.id);
+      await tx.$executeRawUnsafe('UPDATE "Allocation" SET "networkMode" = ? WHERE "vmId" = ?', 'host-only', st.id);
+      await tx.$executeRawUnsafe('UPDATE "Vm" SET "networkMode" = ? WHERE "id" = ?', 'host-only', st.id);
     });
     expect(await racing.passOnce()).toBe(0);
-    expect(raced).toBe(true);
+    expect(raced()).toBe(true);
     expect((await row(wants.id)).state).toBe('pending');
     expect(await db.allocation.count({ where: { workerId: w.id, networkMode: 'host-only' } })).toBe(2);
     // The next pass reads the worker again and says why the VM waits.
@@ -450,17 +453,10 @@ describe('network modes and custom MACs (issue 18)', () => {
       const wants = await vms.create({ name: 'h2', image: 'img', cpus: 1, memoryMib: 512, network: { mode: 'host-only' } }, 'test');
       // The real update, on another connection, committed after the plan and before the
       // placement's transaction takes the worker's network lock.
-      let changed: Promise<unknown> | undefined;
-      const racing = new SchedulerLoop(db, events, bus, metrics, log, async () => 'pack', 60_000, {
-        startNow: false,
-        fence: async () => {
-          if (changed) return;
-          changed = vms.update('st', { network: { mode: 'host-only' } }, 'test');
-          await changed;
-        },
-      });
+      const { scheduler: racing, raced } = racingScheduler(() => vms.update('st', { network: { mode: 'host-only' } }, 'test'));
       expect(await racing.passOnce()).toBe(0);
-      await changed;
+      expect(raced()).toBe(true);
+      expect((await row((await vms.get('st')).id)).networkMode).toBe('host-only');
       expect((await row(wants.id)).state).toBe('pending');
       expect(await db.allocation.count({ where: { workerId: w.id, networkMode: 'host-only' } })).toBe(2);
     }, 60_000);
