@@ -25,6 +25,25 @@ interface Waiter {
   reject(err: unknown): void;
 }
 
+/**
+ * How long heartbeats gather before they are written together: a twentieth of the heartbeat
+ * interval, at most 50 ms. Without a window an idle fleet committed (and fsynced) almost every
+ * heartbeat on its own: ~120 COMMITs a second with 1,000 workers (BENCHMARKS.md, issue 20, ninth
+ * pass). A heartbeat's renewal goes back that much later; nothing about liveness moves: the row
+ * records when the heartbeat was heard, and the lease it renews runs from the heartbeat's send time
+ * (failure-timing.ts).
+ */
+export function heartbeatBatchWindowMs(heartbeatIntervalMs: number): number {
+  return Math.max(0, Math.min(50, Math.floor(heartbeatIntervalMs / 20)));
+}
+
+export interface HeartbeatRecorderOptions {
+  sink?: ErrorSink;
+  onNotOnline?: (workerId: string) => void;
+  /** Heartbeats heard within this many ms share one write (heartbeatBatchWindowMs); 0: those of one event-loop turn. */
+  batchWindowMs?: number;
+}
+
 export class HeartbeatRecorder {
   private batch = new Map<string, { at: Date; waiters: Waiter[] }>();
   private flushing = false;
@@ -34,7 +53,7 @@ export class HeartbeatRecorder {
     private readonly db: FleetDb,
     private readonly controllerId: string,
     private readonly log: Logger,
-    private readonly opts: { sink?: ErrorSink; onNotOnline?: (workerId: string) => void } = {},
+    private readonly opts: HeartbeatRecorderOptions = {},
   ) {}
 
   /** The worker was heard from now. Resolves when that is committed; rejects when it could not be. */
@@ -54,7 +73,9 @@ export class HeartbeatRecorder {
   private schedule(): void {
     if (this.scheduled || this.flushing) return;
     this.scheduled = true;
-    setImmediate(() => void this.flush());
+    const windowMs = this.opts.batchWindowMs ?? 0;
+    if (windowMs > 0) setTimeout(() => void this.flush(), windowMs);
+    else setImmediate(() => void this.flush());
   }
 
   private async flush(): Promise<void> {

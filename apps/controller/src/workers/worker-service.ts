@@ -16,7 +16,7 @@ import type { WorkerObject } from '../api/schemas.ts';
 import type { FailureTimings } from './failure-timing.ts';
 import type { ErrorSink } from '../storage/backoff.ts';
 import type { Fence } from '../cluster/leadership.ts';
-import { HeartbeatRecorder } from './heartbeat-recorder.ts';
+import { HeartbeatRecorder, heartbeatBatchWindowMs } from './heartbeat-recorder.ts';
 import { lockWorkerNetworks } from '../storage/allocation-rows.ts';
 import type { WorkerNetwork } from './worker-networks.ts';
 import { LivenessMonitor } from './liveness-monitor.ts';
@@ -83,6 +83,7 @@ export class WorkerService {
   ) {
     this.heartbeats = new HeartbeatRecorder(db, opts.controllerId, log.child({ component: 'heartbeats' }), {
       ...(opts.sink ? { sink: opts.sink } : {}),
+      batchWindowMs: heartbeatBatchWindowMs(opts.timings.heartbeatIntervalMs),
       // Found lost (or deleted) while this controller still held its stream: make it reconnect (its Hello reconciles it).
       onNotOnline: (id) => opts.disconnect(id, 'the worker was marked offline; reconnect to be reconciled'),
     });
