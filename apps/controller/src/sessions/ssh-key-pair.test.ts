@@ -11,6 +11,18 @@ import { generateEd25519KeyPair } from './ssh-key-pair.ts';
 
 const { parseKey, generateKeyPairSync } = ssh2.utils;
 
+/**
+ * ssh2's own private key text, from a pair ssh2 can read: about one pair in 256 of its ed25519
+ * generator has a public key whose leading zero byte it strips (mscdex/ssh2 issues 1390, 1513), so
+ * its layout is not the reference then.
+ */
+function ssh2PrivateKey(): string {
+  for (;;) {
+    const pair = generateKeyPairSync('ed25519', {});
+    if (!(parseKey(pair.private) instanceof Error)) return pair.private;
+  }
+}
+
 function parsed(text: string): ssh2.ParsedKey {
   const k = parseKey(text);
   if (k instanceof Error) throw k;
@@ -45,7 +57,7 @@ describe('generateEd25519KeyPair', () => {
       expect(lines.slice(1, -2).every((l) => l.length === 64)).toBe(true);
       const body = Buffer.from(lines.slice(1, -1).join(''), 'base64');
       // The header up to the public key bytes is what ssh2 (and ssh-keygen) write.
-      const theirs = generateKeyPairSync('ed25519', {}).private.trimEnd().split('\n');
+      const theirs = ssh2PrivateKey().trimEnd().split('\n');
       expect(body.subarray(0, 62)).toEqual(Buffer.from(theirs.slice(1, -1).join(''), 'base64').subarray(0, 62));
       // The private section: two equal check integers, type, public, seed + public, comment, padding 1, 2, 3 … to 8 bytes.
       const commentBytes = Buffer.byteLength(comment);

@@ -10,10 +10,11 @@ import type { Connection, ServerChannel } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SessionRunner, SYNTHETIC_REFUSAL } from './session-runner.ts';
 import { VmSshPool } from './vm-ssh-pool.ts';
+import { testKeyPair } from './test-keys.ts';
 
-const { Server, utils } = ssh2;
-const hostKey = utils.generateKeyPairSync('ed25519');
-const clientKey = utils.generateKeyPairSync('ed25519');
+const { Server } = ssh2;
+const hostKey = testKeyPair();
+const clientKey = testKeyPair();
 
 let server: InstanceType<typeof Server>;
 let port = 0;

@@ -4,11 +4,12 @@ import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostKeyMismatch, SshAuthFailed, VmSshPool, type SshTarget } from './vm-ssh-pool.ts';
+import { testKeyPair } from './test-keys.ts';
 
 const { Server, utils } = ssh2;
-const hostKey = utils.generateKeyPairSync('ed25519');
-const clientKey = utils.generateKeyPairSync('ed25519');
-const otherKey = utils.generateKeyPairSync('ed25519');
+const hostKey = testKeyPair();
+const clientKey = testKeyPair();
+const otherKey = testKeyPair();
 const allowed = utils.parseKey(clientKey.public);
 
 let server: InstanceType<typeof Server>;
