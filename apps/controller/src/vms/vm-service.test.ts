@@ -456,7 +456,7 @@ describe('network modes and custom MACs (issue 18)', () => {
       const { scheduler: racing, raced } = racingScheduler(() => vms.update('st', { network: { mode: 'host-only' } }, 'test'));
       expect(await racing.passOnce()).toBe(0);
       expect(raced()).toBe(true);
-      expect((await row((await vms.get('st')).id)).networkMode).toBe('host-only');
+      expect((await vms.get('st')).networkMode).toBe('host-only');
       expect((await row(wants.id)).state).toBe('pending');
       expect(await db.allocation.count({ where: { workerId: w.id, networkMode: 'host-only' } })).toBe(2);
     }, 60_000);

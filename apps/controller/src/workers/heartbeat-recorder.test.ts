@@ -1,27 +1,23 @@
 // Heartbeats heard close together share one write; each still records when it was heard.
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { migrateDatabase, openDatabase, type FleetDb } from '@fleet/db';
+import { EventLog } from '../events/event-log.ts';
+import { FleetBus } from '../fleet-bus.ts';
+import { Metrics } from '../observability/metrics.ts';
+import { VmSecrets } from '../secrets/vm-secrets.ts';
+import { tempDb, type TempDb } from '../storage/testing.ts';
+import { VmService } from '../vms/vm-service.ts';
 import { HeartbeatRecorder, heartbeatBatchWindowMs } from './heartbeat-recorder.ts';
+import { WorkerService } from './worker-service.ts';
 
 const log = pino({ level: 'silent' });
-let dir: string;
-let db: FleetDb;
+let t: TempDb;
 
 beforeEach(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'fleet-heartbeats-'));
-  const url = `file:${path.join(dir, 'fleet.db')}`;
-  await migrateDatabase(url);
-  db = openDatabase({ url });
-  await db.worker.createMany({ data: ['w1', 'w2', 'w3'].map((id) => ({ id, name: id, machineId: 'm', status: 'online' })) });
+  t = await tempDb();
+  await t.db.worker.createMany({ data: ['w1', 'w2', 'w3'].map((id) => ({ id, name: id, machineId: 'm', status: 'online' })) });
 });
-afterEach(async () => {
-  await db.$disconnect();
-  await rm(dir, { recursive: true, force: true });
-});
+afterEach(() => t.close());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -33,12 +29,12 @@ async function staggered(recorder: HeartbeatRecorder, gapMs: number) {
     await sleep(gapMs);
   }
   await Promise.all(done);
-  return db.worker.findMany({ where: { id: { in: ['w1', 'w2', 'w3'] } }, orderBy: { id: 'asc' } });
+  return t.db.worker.findMany({ where: { id: { in: ['w1', 'w2', 'w3'] } }, orderBy: { id: 'asc' } });
 }
 
 describe('HeartbeatRecorder', () => {
   it('writes the heartbeats heard within its window in one transaction, each with the time it was heard', async () => {
-    const rows = await staggered(new HeartbeatRecorder(db, 'ctl-a', log, { batchWindowMs: 200 }), 20);
+    const rows = await staggered(new HeartbeatRecorder(t.db, 'ctl-a', log, { batchWindowMs: 200 }), 20);
     // One flush: one version (updatedAt) for all three rows.
     expect(new Set(rows.map((r) => r.updatedAt.getTime())).size).toBe(1);
     const heard = rows.map((r) => r.lastSeenAt!.getTime());
@@ -48,7 +44,7 @@ describe('HeartbeatRecorder', () => {
   });
 
   it('without a window, heartbeats of different event-loop turns are written apart', async () => {
-    const rows = await staggered(new HeartbeatRecorder(db, 'ctl-a', log), 20);
+    const rows = await staggered(new HeartbeatRecorder(t.db, 'ctl-a', log), 20);
     expect(new Set(rows.map((r) => r.updatedAt.getTime())).size).toBe(3);
   });
 
@@ -57,5 +53,17 @@ describe('HeartbeatRecorder', () => {
     expect(heartbeatBatchWindowMs(500)).toBe(25);
     expect(heartbeatBatchWindowMs(100)).toBe(5);
     expect(heartbeatBatchWindowMs(10)).toBe(0);
+  });
+
+  it('the controller\'s WorkerService records with the window its heartbeat interval gives', async () => {
+    const bus = new FleetBus();
+    const events = new EventLog(t.db);
+    const metrics = new Metrics({ defaultMetrics: false });
+    const vms = new VmService(t.db, events, bus, metrics, VmSecrets.ephemeral());
+    const timings = { heartbeatIntervalMs: 5_000, suspectAfterMs: 11_000, fenceAfterMs: 20_000, lostAfterMs: 30_000 };
+    const workers = new WorkerService(t.db, events, bus, vms, metrics, log, { timings, controllerId: 'ctl-a', disconnect: () => undefined });
+    // 50 ms window: three heartbeats 5 ms apart share one write.
+    const rows = await staggered(workers.heartbeats, 5);
+    expect(new Set(rows.map((r) => r.updatedAt.getTime())).size).toBe(1);
   });
 });
