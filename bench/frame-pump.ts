@@ -467,6 +467,8 @@ if (role === 'sink') {
   parentPort.once('message', () => pump());
 }
 parentPort.on('message', (m) => {
+  // This thread's CPU time (ns on a CPU, /proc/thread-self/schedstat), asked for at each end of the window.
+  if (m === 'cpu') parentPort.postMessage({ cpuNs: Number(require('node:fs').readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) });
   if (m === 'stop') { running = false; port.close(); parentPort.postMessage({ generated }); parentPort.close(); }
 });
 `;
@@ -512,6 +514,32 @@ function tapIn(): { genFd: number; vmFd: number; cleanup: () => void } {
 const hvWorker = (role: 'gen' | 'sink', fd: number, frame: Uint8Array, shared: SharedArrayBuffer): Worker =>
   new Worker(HV_WORKER, { eval: true, workerData: { addon: addonPath, role, fd, frame, batch: BATCH, shared, window: WINDOW } });
 
+/** A worker thread's CPU time so far, in ns (its reply to 'cpu'). */
+const workerCpuNs = (w: Worker): Promise<number> =>
+  new Promise((resolve) => {
+    const on = (m: { cpuNs?: number }): void => {
+      if (typeof m.cpuNs !== 'number') return;
+      w.off('message', on);
+      resolve(m.cpuNs);
+    };
+    w.on('message', on);
+    w.postMessage('cpu');
+  });
+/** The calling thread's CPU time so far, in ns. */
+const threadCpuNs = (): number => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+/** The machine's idle time so far (all CPUs, in USER_HZ ticks) and its total, from /proc/stat. */
+const machineTicks = (): { idle: number; total: number } => {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+};
+
+/**
+ * CPU per frame of each thread of a host -> VM row over its window: the generator (the kernel's
+ * side: the kernel row's own send into the veth or TAP, plus the delivery into the pump's socket),
+ * the pump (main thread), the sink ("QEMU"), the rest of this process, and the machine's idle share.
+ */
+type RowCpu = { genNs: number; pumpNs: number; sinkNs: number; otherNs: number; idle: number };
+
 const stopWorker = (w: Worker): Promise<unknown> =>
   new Promise((r) => {
     w.once('exit', r);
@@ -522,9 +550,10 @@ const stopWorker = (w: Worker): Promise<unknown> =>
  * Starts the generator, counts what the sink received (counts[0]) and its wake-ups (counts[2])
  * over SECONDS after the warm-up, then stops the generator and, once the last frames are in, the sink.
  */
-async function measureSink(gen: Worker, sink: Worker, counts: Int32Array): Promise<{ frames: number; sinkBatches: number; ns: bigint; elu: number }> {
+async function measureSink(gen: Worker, sink: Worker, counts: Int32Array): Promise<{ frames: number; sinkBatches: number; ns: bigint; elu: number; cpu: RowCpu }> {
   gen.postMessage('go');
   await sleep(WARMUP_MS);
+  const cpu0 = { gen: await workerCpuNs(gen), sink: await workerCpuNs(sink), pump: threadCpuNs(), proc: process.cpuUsage(), machine: machineTicks() };
   const f0 = Atomics.load(counts, 0);
   const w0 = Atomics.load(counts, 2);
   markStart();
@@ -534,11 +563,26 @@ async function measureSink(gen: Worker, sink: Worker, counts: Int32Array): Promi
   const w1 = Atomics.load(counts, 2);
   const t1 = process.hrtime.bigint();
   const elu = performance.eventLoopUtilization(elu0).utilization;
+  const cpu1 = { gen: await workerCpuNs(gen), sink: await workerCpuNs(sink), pump: threadCpuNs(), proc: process.cpuUsage(cpu0.proc), machine: machineTicks() };
   await stopWorker(gen);
   await sleep(100); // let the last frames reach the sink
   await stopWorker(sink);
-  return { frames: f1 - f0, sinkBatches: w1 - w0, ns: t1 - t0, elu };
+  const frames = Math.max(1, f1 - f0);
+  const genNs = (cpu1.gen - cpu0.gen) / frames;
+  const sinkNs = (cpu1.sink - cpu0.sink) / frames;
+  const pumpNs = (cpu1.pump - cpu0.pump) / frames;
+  // process.cpuUsage() counts every thread of this process (µs): the rest is V8's and libuv's helpers.
+  const otherNs = Math.max(0, ((cpu1.proc.user + cpu1.proc.system) * 1000) / frames - genNs - sinkNs - pumpNs);
+  const idle = (cpu1.machine.idle - cpu0.machine.idle) / Math.max(1, cpu1.machine.total - cpu0.machine.total);
+  return { frames: f1 - f0, sinkBatches: w1 - w0, ns: t1 - t0, elu, cpu: { genNs, pumpNs, sinkNs, otherNs, idle } };
 }
+
+/** The CPU note of a host -> VM row (see RowCpu). */
+const cpuNote = (c: RowCpu): string =>
+  `CPU ns/frame: generator ${Math.round(c.genNs)}, pump ${Math.round(c.pumpNs)}, sink ${Math.round(c.sinkNs)}, other threads ${Math.round(c.otherNs)}; machine idle ${Math.round(c.idle * 100)}%`;
+
+/** Rows whose CPU per frame was measured, for the ceiling printed under the table. */
+const rowCpu = new Map<string, RowCpu>();
 
 /** runPacketIn's `start` for the production path: the VM host process's FramePump (pump.ts) with netfilter, owning both fds. */
 const PRODUCTION = 'FramePump' as const;
@@ -570,6 +614,7 @@ async function runPacketIn(
       start(input, out);
     }
     const m = await measureSink(gen, sink, counts);
+    rowCpu.set(name, m.cpu);
     const ps = pump?.stats();
     const si = (ps?.tap ?? input!.stats()) as FramePortStats;
     const so = ps?.vm ?? out!.stats();
@@ -586,7 +631,7 @@ async function runPacketIn(
       m.ns,
       si.rxFrames / si.rxBatches,
       m.elu,
-      `sink thread count, ${(m.frames / Math.max(1, m.sinkBatches)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}${si.rxRingSlots > 0 ? `, ring ${si.rxRingSlots} slots` : ''}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
+      `${cpuNote(m.cpu)}; sink thread count, ${(m.frames / Math.max(1, m.sinkBatches)).toFixed(1)} frames per sink batch; ${pump ? `FramePump (filter dropped ${ps!.hostToVm.dropped}), ` : ''}pump rx (${kind}${si.rxRingSlots > 0 ? `, ring ${si.rxRingSlots} slots` : ''}): queue drops ${si.rxQueueDrops}, csum-partial ${si.rxCsumPartial}, truncated ${si.rxTruncated}; window resets ${Atomics.load(counts, 1)}; ${framing} socketpair eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}${framing === 'stream' ? `, partial writes ${so.txPartial}, pending bytes ${so.txPendingBytes}` : ''}`,
     );
   } finally {
     up.cleanup();
@@ -723,6 +768,7 @@ async function runVnetIn(name: string): Promise<void> {
     pump.start();
     const gen = hvWorker('gen', genSock.fd, VNET_HOST_FRAME, shared);
     const m = await measureSink(gen, sink, counts);
+    rowCpu.set(name, m.cpu);
     const ps = pump.stats();
     const si = ps.tap as FramePortStats;
     const so = ps.vm;
@@ -736,7 +782,7 @@ async function runVnetIn(name: string): Promise<void> {
       m.ns,
       si.rxFrames / si.rxBatches,
       m.elu,
-      `sink thread count (read() on vm0), ${(m.frames / Math.max(1, m.sinkBatches)).toFixed(1)} frames per sink batch; FramePump vnet (filter dropped ${ps.hostToVm.dropped}, super-frames ${ps.hostToVm.superFrames}); pump rx (uplink TAP): truncated ${si.rxTruncated}, errors ${si.rxErrors}; up0 tx_dropped ${upTxDropped}; window resets ${Atomics.load(counts, 1)}; AF_PACKET vnet tx: eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}, errors ${so.txErrors}; vm0 tx_dropped ${vmTxDropped}`,
+      `${cpuNote(m.cpu)}; sink thread count (read() on vm0), ${(m.frames / Math.max(1, m.sinkBatches)).toFixed(1)} frames per sink batch; FramePump vnet (filter dropped ${ps.hostToVm.dropped}, super-frames ${ps.hostToVm.superFrames}); pump rx (uplink TAP): truncated ${si.rxTruncated}, errors ${si.rxErrors}; up0 tx_dropped ${upTxDropped}; window resets ${Atomics.load(counts, 1)}; AF_PACKET vnet tx: eagain ${so.eagain}, enobufs ${so.enobufs}, txDrops ${so.txDrops}, errors ${so.txErrors}; vm0 tx_dropped ${vmTxDropped}`,
     );
   } finally {
     l.cleanup();
@@ -943,6 +989,20 @@ if (lat) {
   console.log(
     `\nlatency, one frame at a time (socketpair -> pump + netfilter -> socketpair, one thread): p50 ${lat.p50.toFixed(1)} µs, p99 ${lat.p99.toFixed(1)} µs, max ${lat.max.toFixed(1)} µs`,
   );
+}
+if (rowCpu.size > 0) {
+  // What the row's own feeders allow at this CPU per frame, whatever the pump costs: the generator
+  // is one thread, so it alone caps the row at 1 s / its ns per frame; all the row's threads
+  // together cap it at (the machine's CPUs) s / their ns per frame.
+  const cpus = os.cpus().length;
+  console.log(`\nceilings of the host -> VM rows at the CPU per frame measured (${cpus} CPUs), frames/s and % of the kernel row:`);
+  for (const [name, c] of rowCpu) {
+    const share = (fps: number): string => (Number.isNaN(kernelFps) ? '' : ` (${Math.round((fps / kernelFps) * 100)}%)`);
+    const genCap = 1e9 / c.genNs;
+    const allCap = (cpus * 1e9) / (c.genNs + c.pumpNs + c.sinkNs + c.otherNs);
+    const noPumpCap = Math.min(genCap, (cpus * 1e9) / (c.genNs + c.sinkNs));
+    console.log(`  ${name.split(':')[0]}: generator alone ${Math.round(genCap).toLocaleString('en-US')}${share(genCap)}; a pump that cost nothing ${Math.round(noPumpCap).toLocaleString('en-US')}${share(noPumpCap)}; all threads on ${cpus} CPUs ${Math.round(allCap).toLocaleString('en-US')}${share(allCap)}`);
+  }
 }
 console.log(`\n/proc/loadavg before: ${loadBefore}; after: ${loadAfter}`);
 if (filterDrops > 0) console.log(`netfilter dropped ${filterDrops} frames (expected 0)`);

@@ -21,6 +21,7 @@ packages=(
   lz4                      #   and compression
   gcc                      # guest tools (guest-image/tools/*.c), built static:
   libc6-dev                #   libc.a
+  liburing-dev             # native-vz: TAP frames in batches through io_uring (linked statically)
   openssh-client           # tests reach guests with the real ssh client; guest scp (scp -O)
   iproute2                 # bridges, TAPs, network namespaces
   nftables                 # NAT masquerade for the worker's VM network

@@ -32,6 +32,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   mkdir -p node_modules && echo "$want" > "$stamp"
 fi
 
+# The native addon links liburing when it is installed (a TAP's frames in batches through
+# io_uring): rebuild it if liburing appeared after its last build.
+if [ "$(uname -s)" = Linux ] && [ "$(node packages/native-vz/scripts/has-liburing.mjs)" = 1 ] &&
+  [ "$(node -e "try { process.stdout.write(String(require('./packages/native-vz/build/Release/native_vz.node').tapIoUringBuilt === true)) } catch { process.stdout.write('unbuilt') }")" = false ]; then
+  log "rebuilding the native addon with liburing (TAP frames through io_uring)"
+  pnpm --silent --filter @fleet/native-vz run rebuild >/dev/null
+fi
+
 log "generating the Prisma client (offline)"
 pnpm --silent --filter @fleet/db run generate
 

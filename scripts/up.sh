@@ -13,14 +13,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-bash scripts/setup.sh
 driver=qemu
 if [ "$(id -u)" != 0 ] || [ "${FLEET_UP_DRIVER:-}" = synthetic ]; then
   driver=synthetic
   echo "[up] WARNING: not root (or FLEET_UP_DRIVER=synthetic): the worker uses the SYNTHETIC driver; nothing really boots" >&2
 else
+  # Before setup: the native addon's build links liburing when it is there.
   bash scripts/install-system-deps.sh
 fi
+bash scripts/setup.sh
 
 state="$root/.fleet-up"
 api_port=${FLEET_API_PORT:-8080}

@@ -18,7 +18,13 @@
             "src/linux/packet_socket.cc"
           ],
           "ldflags": ["-pthread"],
-          "cflags_cc": ["-pthread"]
+          "cflags_cc": ["-pthread"],
+          "conditions": [
+            ["<!(node scripts/has-liburing.mjs)==1", {
+              "defines": ["FLEET_HAVE_LIBURING"],
+              "libraries": ["-l:liburing.a"]
+            }]
+          ]
         }],
         ["OS=='mac'", {
           "sources": [

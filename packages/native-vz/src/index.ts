@@ -46,6 +46,10 @@ export interface FramePortStats {
   txPendingBytes: number;
   /** AF_PACKET only: slots of the receive ring (rxRingFrames), 0 when frames are read with recvmmsg. */
   rxRingSlots: number;
+  /** TAP on Linux only: 1 while the port reads and writes its frames through io_uring (a batch per system call), 0 with read()/write() loops (no liburing at build time, io_uring refused by the kernel, FLEET_TAP_IO_URING=0, or after a fallback). */
+  tapIoUring: number;
+  /** TAP only: times the port's io_uring failed and the port went back to read()/write() for good (a batch in flight then is counted as dropped). */
+  ioUringFallbacks: number;
   /** Sender thread only (0 otherwise): frames send()/sendBatch() refused because the queue was full (also in txDrops). */
   txQueueFull: number;
   /** Sender thread only: frames and bytes waiting in the queue now. */
@@ -154,6 +158,8 @@ interface NativeBinding {
   openVnetTap?(nsPath: string, ifname: string, offloads: number, up: boolean): { fd: number; name: string; ifindex: number };
   linkStats?(nsPath: string, ifname: string): LinkStats;
   packetRebind?(fd: number, ifindex: number): number;
+  /** Linux only: the addon was built with liburing (TAP ports batch through io_uring when the kernel allows). */
+  tapIoUringBuilt?: boolean;
   FramePort: new (
     fd: number,
     area: ArrayBuffer,
@@ -186,6 +192,13 @@ function load(): NativeBinding {
 }
 
 const native: NativeBinding = load();
+
+/**
+ * Whether this build batches TAP reads and writes through io_uring (Linux, built with liburing:
+ * Debian's liburing-dev, linked statically). Each TAP port then says in `stats().tapIoUring`
+ * whether the kernel let it.
+ */
+export const TAP_IO_URING_BUILT: boolean = native.tapIoUringBuilt === true;
 
 /** Tart's sizes: 1 MiB send, 4 MiB receive. */
 export const DEFAULT_SNDBUF = 1 << 20;

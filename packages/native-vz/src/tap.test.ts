@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FramePort, fdInfo, openTap } from './index.ts';
+import { FramePort, TAP_IO_URING_BUILT, fdInfo, openTap } from './index.ts';
 import { echoRequest } from './testing/icmp-frames.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -16,8 +16,6 @@ const hasIp = spawnSync('ip', ['-V'], { stdio: 'ignore' }).status === 0;
 const skipReason = !isRoot ? 'not running as root' : !hasTun ? '/dev/net/tun is absent' : !hasIp ? 'iproute2 (ip) is missing' : null;
 if (skipReason !== null) console.warn(`\n*** native-vz TAP tests SKIPPED: ${skipReason} ***\n`);
 
-const NS = `fvz-tap-${process.pid}`;
-const TAP = `fvzt${process.pid % 100000}`;
 const TAP_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x01]);
 const OUR_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x02]);
 const TAP_IP = [10, 231, 0, 1];
@@ -26,17 +24,39 @@ const OUR_IP = [10, 231, 0, 2];
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
-function nsExec(...args: string[]): string {
-  return execFileSync('ip', ['netns', 'exec', NS, ...args], { encoding: 'utf8' });
-}
 
 const ECHO = { srcMac: OUR_MAC, dstMac: TAP_MAC, srcIp: OUR_IP, dstIp: TAP_IP };
 
-describe.skipIf(skipReason !== null)('TAP (root)', () => {
+if (skipReason === null && !TAP_IO_URING_BUILT) {
+  console.warn('\n*** native-vz TAP tests: the addon was built without liburing (Debian: liburing-dev); only the read()/write() loops are tested ***\n');
+}
+
+/**
+ * A TAP port in the I/O mode under test: io_uring (the default where the build has liburing) or
+ * the read()/write() loops (FLEET_TAP_IO_URING=0, read when the port is made).
+ */
+function tapPort(fd: number, mode: 'io_uring' | 'loops', opts: ConstructorParameters<typeof FramePort>[1] = {}): FramePort {
+  const saved = process.env.FLEET_TAP_IO_URING;
+  if (mode === 'loops') process.env.FLEET_TAP_IO_URING = '0';
+  else delete process.env.FLEET_TAP_IO_URING;
+  try {
+    return new FramePort(fd, opts);
+  } finally {
+    if (saved === undefined) delete process.env.FLEET_TAP_IO_URING;
+    else process.env.FLEET_TAP_IO_URING = saved;
+  }
+}
+
+const MODES = (TAP_IO_URING_BUILT ? ['io_uring', 'loops'] : ['loops']) as Array<'io_uring' | 'loops'>;
+
+describe.skipIf(skipReason !== null).each(MODES)('TAP (root), %s', (mode) => {
   let tap: { fd: number; name: string };
   let port: FramePort;
   const received: Buffer[] = [];
   let waiters: Array<() => void> = [];
+  const NS = `fvz-tap-${process.pid}-${mode === 'loops' ? 'l' : 'u'}`;
+  const TAP = `fvzt${mode === 'loops' ? 'l' : 'u'}${process.pid % 100000}`;
+  const nsExec = (...args: string[]): string => execFileSync('ip', ['netns', 'exec', NS, ...args], { encoding: 'utf8' });
 
   beforeAll(() => {
     ip('netns', 'add', NS);
@@ -48,7 +68,7 @@ describe.skipIf(skipReason !== null)('TAP (root)', () => {
     nsExec('ip', 'addr', 'add', '10.231.0.1/24', 'dev', TAP);
     nsExec('ip', 'link', 'set', TAP, 'up');
     nsExec('ip', 'neigh', 'replace', '10.231.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', TAP, 'nud', 'permanent');
-    port = new FramePort(tap.fd);
+    port = tapPort(tap.fd, mode);
     port.onFrames(
       (frames) => {
         received.push(...frames);
@@ -112,6 +132,70 @@ describe.skipIf(skipReason !== null)('TAP (root)', () => {
     const s = port.stats();
     expect(s.txFrames).toBe(32);
     expect(s.txErrors + s.eagain + s.enobufs).toBe(0);
+  });
+
+  it(mode === 'io_uring' ? 'batches its reads and writes through io_uring' : 'uses read()/write() loops when FLEET_TAP_IO_URING=0', () => {
+    const s = port.stats();
+    expect(s.tapIoUring).toBe(mode === 'io_uring' ? 1 : 0);
+    expect(s.ioUringFallbacks).toBe(0);
+  });
+
+  it('TAP -> kernel -> TAP: 300 echo requests in one send() (more than a ring holds) get 300 replies; TAP -> us keeps their order', async () => {
+    const id = 0x4343;
+    const requests = Array.from({ length: 300 }, (_, seq) => echoRequest(ECHO, id, seq));
+    const before = port.stats();
+    expect(port.send(requests)).toBe(300);
+    const replies = () => received.filter((f) => f.length >= 42 && f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id);
+    await waitFor(() => replies().length >= 300);
+    // The kernel answers each request as it is written, in order; the port delivers them in that order.
+    expect(replies().map((f) => f.readUInt16BE(40))).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    const s = port.stats();
+    expect(s.txFrames - before.txFrames).toBe(300);
+    expect(s.txDrops - before.txDrops).toBe(0);
+    expect(s.ioUringFallbacks).toBe(0);
+  });
+
+  it('a frame longer than the slot is counted and skipped; the frame after it arrives whole', async () => {
+    // A second TAP with 128-byte slots, on its own subnet in the same namespace.
+    const name = `${TAP}s`;
+    const small = openTap(name);
+    ip('link', 'set', name, 'netns', NS);
+    nsExec('ip', 'link', 'set', 'dev', name, 'address', '02:00:00:00:01:01');
+    nsExec('ip', 'addr', 'add', '10.232.0.1/24', 'dev', name);
+    nsExec('ip', 'link', 'set', name, 'up');
+    nsExec('ip', 'neigh', 'replace', '10.232.0.2', 'lladdr', '02:00:00:00:01:02', 'dev', name, 'nud', 'permanent');
+    const p = tapPort(small.fd, mode, { frameSize: 128, batch: 8 });
+    const got: Buffer[] = [];
+    p.onFrames((frames) => got.push(...frames.filter((f) => f.length >= 42 && f[23] === 17 && f.readUInt16BE(36) === 9)), { copy: true });
+    try {
+      // 42 bytes of headers: a 120-byte payload makes a 162-byte frame (too long), 15 bytes a 57-byte one.
+      nsExec('python3', '-c', "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(20): s.sendto((b'L%02d' % i) * 40 if i % 2 == 0 else (b's%02d' % i) * 5, ('10.232.0.2', 9))");
+      const deadline = Date.now() + 5000;
+      while (got.length < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(got.map((f) => f.subarray(42).toString())).toEqual(Array.from({ length: 10 }, (_, k) => `s${String(2 * k + 1).padStart(2, '0')}`.repeat(5)));
+      expect(p.stats().rxTruncated).toBe(10);
+      expect(p.stats().tapIoUring).toBe(mode === 'io_uring' ? 1 : 0);
+    } finally {
+      p.close();
+    }
+  });
+
+  it('a TAP that is down refuses a batch as a whole: nothing accepted, one error counted, every frame dropped', () => {
+    const name = `${TAP}d`;
+    const down = openTap(name); // never set up: tun answers EIO to writes
+    ip('link', 'set', name, 'netns', NS);
+    const p = tapPort(down.fd, mode);
+    try {
+      const frames = Array.from({ length: 5 }, (_, seq) => echoRequest(ECHO, 0x4444, seq));
+      expect(p.send(frames)).toBe(0);
+      const s = p.stats();
+      expect(s.txFrames).toBe(0);
+      expect(s.txDrops).toBe(5);
+      expect(s.txErrors).toBe(1); // the first write's EIO; the rest were not attempted (loops) or cancelled (io_uring)
+      expect(s.lastError).toBe('EIO');
+    } finally {
+      p.close();
+    }
   });
 
   it('explains EPERM for an unprivileged caller ("needs root or CAP_NET_ADMIN")', () => {

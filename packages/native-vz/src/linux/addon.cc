@@ -12,6 +12,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nvz::InitProcessGuard(env, exports);
   nvz::InitPacketSocket(env, exports);
   exports.Set("platform", Napi::String::New(env, "linux"));
+#ifdef FLEET_HAVE_LIBURING
+  exports.Set("tapIoUringBuilt", Napi::Boolean::New(env, true));  // TAP ports batch through io_uring (tap_uring.h)
+#else
+  exports.Set("tapIoUringBuilt", Napi::Boolean::New(env, false));
+#endif
   return exports;
 }
 

@@ -9,6 +9,8 @@
 // reused for the next batch, so JS may only look at it during the callback.
 // Send: sendmmsg (sockets) or a write() loop (TAP), never blocking; EAGAIN/ENOBUFS stop the batch
 // and are counted, never thrown. The return value is how many frames (a prefix) were accepted.
+// TAP on Linux: the reads and writes of a batch go through io_uring, one system call per batch
+// (tap_uring.h), when the kernel allows it; otherwise the read()/write() loops.
 //
 // Stream framing (issue 20): on an AF_UNIX SOCK_STREAM socket each frame is a 4-byte big-endian
 // length followed by the frame — QEMU's `-netdev stream` (and `-netdev socket`) framing — so one
@@ -42,6 +44,7 @@
 #include "native_vz.h"
 #include "packet_ring.h"
 #include "send_queue.h"
+#include "tap_uring.h"
 
 namespace nvz {
 namespace {
@@ -58,6 +61,8 @@ struct Stats {
   // Stream framing only: prefixes beyond kStreamMaxPrefix (the stream was shut down), end of
   // stream seen, sends that ended inside a frame (its tail was kept and sent later).
   double rxBadLength = 0, rxEof = 0, txPartial = 0;
+  // TAP only: times the port's io_uring failed and it went back to read()/write() for good.
+  double ioUringFallbacks = 0;
   int lastErrno = 0;
 };
 
@@ -172,6 +177,16 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         fd_ = -1;
         return;
       }
+#ifdef __linux__
+      // FLEET_TAP_IO_URING=0 keeps the read()/write() loops (for measurements).
+      const char* uring = getenv("FLEET_TAP_IO_URING");
+      // Sends are not bounded by the receive batch (a send-only port may read one frame at a
+      // time): at least kTapUringMin requests per system call.
+      unsigned entries = static_cast<unsigned>(batch_ > kTapUringMin ? batch_ : kTapUringMin);
+      if ((uring == nullptr || strcmp(uring, "0") != 0) && tap_uring_.Setup(entries)) {
+        uring_res_.assign(tap_uring_.capacity(), 0);
+      }
+#endif
     }
     rx_area_ = Napi::Persistent(area);
     rx_offs_ = Napi::Persistent(offs);
@@ -335,6 +350,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 #ifdef __linux__
     ring_.Unmap();
 #endif
+#ifdef __linux__
+    tap_uring_.Close();
+#endif
     if (owns_fd_ && fd_ >= 0) close(fd_);
     fd_ = -1;
   }
@@ -456,13 +474,13 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   }
 #endif
 
-  // Fill the receive area; returns the number of frames (0 when drained or on error).
-  size_t ReceiveBatch() {
+  // Fill the receive area; returns the number of frames (0 when drained or on error). *drained
+  // when the fd said it had nothing more (recvmmsg/read EAGAIN; never set for a ring).
+  size_t ReceiveBatch(bool* drained) {
 #ifdef __linux__
     if (ring_.active()) return RingBatch();
 #endif
-    bool drained = false;
-    return RecvBatch(&drained);
+    return RecvBatch(drained);
   }
 
   // recvmmsg (sockets) or a read() loop (TAP) into the area; *drained when the fd had nothing more.
@@ -502,6 +520,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       }
       return n;
     }
+#ifdef __linux__
+    if (tap_uring_.active()) return RecvBatchUring(drained);
+#endif
     // TAP: one read() per frame (tun has no recvmmsg), up to a batch. One byte more than a slot is
     // asked for (it lands in the next slot, read later, or the area's spare bytes), since tun
     // returns at most what was asked: a read that fills more than the slot is a longer frame.
@@ -515,6 +536,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
           stats_.rxErrors++;
           stats_.lastErrno = errno;
+        } else {
+          *drained = true;
         }
         break;
       }
@@ -531,6 +554,93 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     return n;
   }
 
+#ifdef __linux__
+  // The TAP's frames through io_uring: rounds of reads into consecutive slots until the TAP answers
+  // EAGAIN or the batch is full. A round asks for twice what the last one got (at least
+  // kMinTapReads): one read per frame plus a few that find the TAP empty, in one system call.
+  size_t RecvBatchUring(bool* drained) {
+    size_t n = 0;
+    size_t slot = 0;
+    while (slot < batch_) {
+      size_t want = tap_rx_hint_ * 2;
+      if (want < kMinTapReads) want = kMinTapReads;
+      if (want > batch_ - slot) want = batch_ - slot;
+      if (want > tap_uring_.capacity()) want = tap_uring_.capacity();
+      // As in the read() loop, one byte more than a slot: the reads run one after another, in
+      // slot order, so a stray byte in the next slot is overwritten by that slot's own read.
+      if (!tap_uring_.Read(fd_, rx_data_ + slot * frame_size_, frame_size_, frame_size_ + 1, want, uring_res_.data())) {
+        stats_.ioUringFallbacks++;
+        return n;  // the next batch uses read(); frames of this round, if any, are still in the TAP or lost with the ring
+      }
+      size_t got = 0;
+      bool empty = false;
+      for (size_t i = 0; i < want; i++) {
+        int32_t r = uring_res_[i];
+        if (r < 0) {
+          if (r == -EAGAIN || r == -EWOULDBLOCK) {
+            empty = true;
+          } else if (r != -EINTR) {
+            stats_.rxErrors++;
+            stats_.lastErrno = -r;
+            empty = true;  // as the read() loop: stop at an error, poll again
+          }
+          continue;
+        }
+        if (r == 0) {
+          empty = true;
+          continue;
+        }
+        if (static_cast<size_t>(r) > frame_size_) {
+          stats_.rxTruncated++;
+          continue;
+        }
+        off_[n] = static_cast<uint32_t>((slot + i) * frame_size_);
+        len_[n] = static_cast<uint32_t>(r);
+        stats_.rxBytes += static_cast<double>(r);
+        n++;
+        got++;
+      }
+      tap_rx_hint_ = got;
+      slot += want;
+      if (empty) {
+        *drained = true;
+        break;
+      }
+    }
+    return n;
+  }
+
+  // A TAP's send through io_uring, in chunks of the ring's size; a prefix is accepted, as with
+  // write(): the writes are linked, so the first failure cancels the rest (-ECANCELED, not counted
+  // again). Returns how many were written. *broken if the ring failed: the chunk then in flight is
+  // not counted as accepted (whether it went out is unknown), nor is anything after it.
+  size_t TransmitUring(size_t count, bool* broken) {
+    size_t done = 0;
+    while (done < count) {
+      size_t chunk = count - done;
+      if (chunk > tap_uring_.capacity()) chunk = tap_uring_.capacity();
+      if (!tap_uring_.Write(fd_, &tx_iov_[done], chunk, uring_res_.data())) {
+        // Which of this chunk were written is unknown: none is counted as accepted.
+        stats_.ioUringFallbacks++;
+        *broken = true;
+        return done;
+      }
+      size_t ok = 0;
+      for (; ok < chunk; ok++) {
+        int32_t r = uring_res_[ok];
+        if (r < 0) {
+          CountTxError(-r);
+          break;
+        }
+        stats_.txBytes += static_cast<double>(r);
+      }
+      done += ok;
+      if (ok < chunk) break;
+    }
+    return done;
+  }
+#endif
+
   void HandleReadable() {
     stats_.rxWakeups++;
     if (is_stream_) {
@@ -539,7 +649,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
     for (uint32_t round = 0; round < max_batches_; round++) {
       if (closed_ || !reading_) return;
-      size_t n = ReceiveBatch();
+      bool drained = false;
+      size_t n = ReceiveBatch(&drained);
       if (n == 0) return;  // drained (level-triggered poll re-arms if more arrives)
       stats_.rxFrames += static_cast<double>(n);
       stats_.rxBatches++;
@@ -552,6 +663,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       if (closed_ || !reading_) return;  // the callback closed (the ring is unmapped) or paused the port
       if (n < batch_ && ring_.active() && !SpinForRing()) return;
       if (n < batch_ && is_socket_ && !ring_.active()) return;  // recvmmsg got fewer than asked: queue empty
+      if (!is_socket_ && drained) return;  // the TAP answered EAGAIN: nothing more queued
 #else
       if (n < batch_ && is_socket_) return;  // recvmmsg got fewer than asked: queue empty
 #endif
@@ -851,7 +963,17 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         if (!CountTxError(r < 0 ? errno : EAGAIN)) break;
       }
     } else {
-      while (done < count) {
+      bool via_uring = false;
+#ifdef __linux__
+      if (tap_uring_.active()) {
+        // After a ring failure TransmitUring stops there (the rest of the batch is not accepted)
+        // and the ring is closed: the next send uses write().
+        bool broken = false;
+        done = TransmitUring(count, &broken);
+        via_uring = true;
+      }
+#endif
+      while (!via_uring && done < count) {
         ssize_t r = write(fd_, tx_iov_[done].iov_base, tx_iov_[done].iov_len);
         if (r >= 0) {
           stats_.txBytes += static_cast<double>(r);
@@ -1022,9 +1144,12 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     set("rxVlanStripped", stats_.rxVlanStripped);
 #ifdef __linux__
     set("rxRingSlots", static_cast<double>(ring_.frames()));
+    set("tapIoUring", tap_uring_.active() ? 1 : 0);
 #else
     set("rxRingSlots", 0);
+    set("tapIoUring", 0);
 #endif
+    set("ioUringFallbacks", stats_.ioUringFallbacks);
     set("rxBadLength", stats_.rxBadLength);
     set("rxEof", stats_.rxEof);
     set("txPartial", stats_.txPartial);
@@ -1108,6 +1233,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   // on the veth, 11 interleaved runs: 4-5 % more frames/s without it; issue 20 seventh pass), as
   // the sender thread's did. Kept as a knob for measurements.
   const long kRingSpinNs = getenv("FLEET_RING_SPIN_NS") ? atol(getenv("FLEET_RING_SPIN_NS")) : 0;
+  TapUring tap_uring_;              // TAP: batched read()/write() through io_uring (tap_uring.h)
+  std::vector<int32_t> uring_res_;  // TAP: each request's result, by slot
+  size_t tap_rx_hint_ = 0;          // TAP: frames the last io_uring read round got
+  static constexpr size_t kMinTapReads = 4;
+  static constexpr size_t kTapUringMin = 64;
 #endif
   std::unique_ptr<Napi::AsyncContext> async_;
   Napi::FunctionReference on_frames_;
