@@ -532,10 +532,12 @@ async function pumpCounters(sock: string): Promise<Counters> {
 function diffCounters(a: Counters, b: Counters): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(b)) {
-    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped', 'superFrames']) {
+    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped', 'superFrames', 'ioUringFallbacks']) {
       if (v[f] === undefined) continue;
       parts.push(`${k}.${f} ${v[f]! - (a[k]?.[f] ?? 0)}`);
     }
+    // A state, not a count: whether the TAP port batched through io_uring at the end.
+    if (v.tapIoUring !== undefined && k === 'tap') parts.push(`${k}.tapIoUring ${v.tapIoUring}`);
   }
   return parts.join(', ');
 }

@@ -180,6 +180,25 @@ describe.skipIf(skipReason !== null).each(MODES)('TAP (root), %s', (mode) => {
     }
   });
 
+  it('a frame the TAP refuses in the middle of a batch ends it there: the frames before it accepted, one error, the rest dropped and not written', async () => {
+    const id = 0x4545;
+    const batch = [0, 1, 2, 3, 4].map((seq) => echoRequest(ECHO, id, seq));
+    batch[2] = Buffer.alloc(10); // shorter than an Ethernet header: tun answers EINVAL
+    const before = port.stats();
+    expect(port.send(batch)).toBe(2);
+    const s = port.stats();
+    expect(s.txFrames - before.txFrames).toBe(2);
+    expect(s.txDrops - before.txDrops).toBe(3);
+    expect(s.txErrors - before.txErrors).toBe(1);
+    expect(s.lastError).toBe('EINVAL');
+    expect(s.tapIoUring).toBe(mode === 'io_uring' ? 1 : 0);
+    // Only the two accepted requests reached the kernel: two replies, and none for 3 and 4.
+    const replies = () => received.filter((f) => f.length >= 42 && f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id);
+    await waitFor(() => replies().length >= 2);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(replies().map((f) => f.readUInt16BE(40))).toEqual([0, 1]);
+  });
+
   it('a TAP that is down refuses a batch as a whole: nothing accepted, one error counted, every frame dropped', () => {
     const name = `${TAP}d`;
     const down = openTap(name); // never set up: tun answers EIO to writes

@@ -574,10 +574,13 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       }
       size_t got = 0;
       bool empty = false;
+      bool unsupported = false;
       for (size_t i = 0; i < want; i++) {
         int32_t r = uring_res_[i];
         if (r < 0) {
-          if (r == -EAGAIN || r == -EWOULDBLOCK) {
+          if (r == -EOPNOTSUPP) {
+            unsupported = true;  // this fd refuses RWF_NOWAIT: nothing was read into the slot
+          } else if (r == -EAGAIN || r == -EWOULDBLOCK) {
             empty = true;
           } else if (r != -EINTR) {
             stats_.rxErrors++;
@@ -602,6 +605,13 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       }
       tap_rx_hint_ = got;
       slot += want;
+      if (unsupported) {
+        // A kernel (or fd) without RWF_NOWAIT for it: the read() loop from now on. What is still
+        // queued makes the fd readable again.
+        tap_uring_.Close();
+        stats_.ioUringFallbacks++;
+        break;
+      }
       if (empty) {
         *drained = true;
         break;
@@ -614,7 +624,9 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
   // write(): the writes are linked, so the first failure cancels the rest (-ECANCELED, not counted
   // again). Returns how many were written. *broken if the ring failed: the chunk then in flight is
   // not counted as accepted (whether it went out is unknown), nor is anything after it.
-  size_t TransmitUring(size_t count, bool* broken) {
+  // *unsupported if the fd refuses RWF_NOWAIT (EOPNOTSUPP: nothing from the returned count on was
+  // written): the ring is closed and the caller writes the rest with write().
+  size_t TransmitUring(size_t count, bool* broken, bool* unsupported) {
     size_t done = 0;
     while (done < count) {
       size_t chunk = count - done;
@@ -629,7 +641,13 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
       for (; ok < chunk; ok++) {
         int32_t r = uring_res_[ok];
         if (r < 0) {
-          CountTxError(-r);
+          if (r == -EOPNOTSUPP) {
+            tap_uring_.Close();
+            stats_.ioUringFallbacks++;
+            *unsupported = true;
+          } else {
+            CountTxError(-r);
+          }
           break;
         }
         stats_.txBytes += static_cast<double>(r);
@@ -967,10 +985,11 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
 #ifdef __linux__
       if (tap_uring_.active()) {
         // After a ring failure TransmitUring stops there (the rest of the batch is not accepted)
-        // and the ring is closed: the next send uses write().
-        bool broken = false;
-        done = TransmitUring(count, &broken);
-        via_uring = true;
+        // and the ring is closed: the next send uses write(). An fd that refuses RWF_NOWAIT
+        // (EOPNOTSUPP, nothing written from `done` on) gets the rest through write() now.
+        bool broken = false, unsupported = false;
+        done = TransmitUring(count, &broken, &unsupported);
+        via_uring = !unsupported;
       }
 #endif
       while (!via_uring && done < count) {
