@@ -21,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGuestImage, guestCmdline, macFromSeed, MARKERS, waitForSerialMarker } from '../guest-image/src/index.ts';
 import { NatNetwork, VM_UPLINK_IF, createVethUplink, vmNetnsFor } from '../apps/worker/src/uplink/nat-network.ts';
-import { linkOffloads } from '../packages/native-vz/src/index.ts';
+import { TAP_IO_URING_BUILT, linkOffloads } from '../packages/native-vz/src/index.ts';
 import { CONTROL_SOCKET, SERIAL_LOG, type VmHostConfig, type VmHostStatus } from '../apps/worker/src/host-process/qemu-host-config.ts';
 import { controlRequest, watchControl } from '../apps/worker/src/host-process/control-client.ts';
 import { QemuDriver, tapNameFor } from '../apps/worker/src/drivers/qemu.ts';
@@ -377,6 +377,8 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     // 4 MiB in far fewer frames than 1,448-byte segments would take.
     expect(c.pump.vm.rxBytes! / c.pump.vm.rxFrames!).toBeGreaterThan(3000);
     for (const side of [c.pump.vm, c.pump.tap]) expect(side).toMatchObject({ rxTruncated: 0, rxQueueDrops: 0, txDrops: 0, txErrors: 0 });
+    // Issue 20: the VM host process moves the uplink TAP's frames through io_uring.
+    expect(c.pump.tap).toMatchObject({ tapIoUring: TAP_IO_URING_BUILT ? 1 : 0, ioUringFallbacks: 0 });
     const counted = await d.networkCounters(ref);
     expect(counted?.fromVm.pass).toBeGreaterThan(0);
     expect(counted?.fromHost.vm_queue_full).toBeUndefined(); // nothing refused so far
