@@ -5,6 +5,7 @@
  * vmnet (src/vz.ts, interface in src/vz-types.ts; never run on a Mac yet, see docs/macos.md).
  */
 import { createRequire } from 'node:module';
+import os from 'node:os';
 
 /** Stats of a FramePort; all counters are cumulative since the port was created. */
 export interface FramePortStats {
@@ -160,6 +161,8 @@ interface NativeBinding {
   packetRebind?(fd: number, ifindex: number): number;
   /** Linux only: the addon was built with liburing (TAP ports batch through io_uring when the kernel allows). */
   tapIoUringBuilt?: boolean;
+  /** Linux only: 0 if this process can set up an io_uring now, else the errno (ENOSYS without liburing). */
+  tapIoUringProbe?(): number;
   FramePort: new (
     fd: number,
     area: ArrayBuffer,
@@ -199,6 +202,19 @@ const native: NativeBinding = load();
  * whether the kernel let it.
  */
 export const TAP_IO_URING_BUILT: boolean = native.tapIoUringBuilt === true;
+
+/**
+ * Whether a TAP port made now in this process would batch through io_uring: `ok`, or why not
+ * (`built: false`: no liburing at build time; else the errno name io_uring_setup answered, e.g.
+ * EPERM with kernel.io_uring_disabled set). A check for operators (fleet-worker doctor).
+ */
+export function tapIoUringStatus(): { ok: boolean; built: boolean; error: string | null } {
+  if (!TAP_IO_URING_BUILT || !native.tapIoUringProbe) return { ok: false, built: false, error: null };
+  const e = native.tapIoUringProbe();
+  if (e === 0) return { ok: true, built: true, error: null };
+  const name = Object.entries(os.constants.errno).find(([, v]) => v === e)?.[0];
+  return { ok: false, built: true, error: name ?? `errno ${e}` };
+}
 
 /** Tart's sizes: 1 MiB send, 4 MiB receive. */
 export const DEFAULT_SNDBUF = 1 << 20;

@@ -11,6 +11,7 @@ import { DEBIAN_PACKAGE, findBinary } from '../uplink/exec.ts';
 import { fail, ok, skip, warn, type Check, type Finding } from './check.ts';
 import { checkDataDirPermissions, checkSignedNodePermissions, checkVmUserGuiSessions } from './macos.ts';
 import { checkQemuSandbox, checkRunningVms, checkVmUsers } from './vm-users.ts';
+import { checkTapIo } from './tap-io.ts';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
@@ -171,6 +172,7 @@ export function driverChecks(opts: DriverCheckOptions): Check[] {
         { name: 'qemu sandbox', timeoutMs: 5_000, run: () => checkQemuSandbox() },
         { name: 'vm users', run: () => checkVmUsers(opts.dataDir) },
         { name: '/dev/net/tun', run: () => checkDeviceReadWrite('/dev/net/tun', 'modprobe tun (and run as root)') },
+        { name: 'tap io', run: () => checkTapIo() },
         ...['nft', 'dnsmasq', 'ip'].map((tool): Check => ({ name: tool, run: async () => checkTool(tool) })),
         { name: 'dhcp_release', run: async () => checkReleaseTool() },
         {

@@ -1307,8 +1307,18 @@ Napi::Value SocketpairStream(const Napi::CallbackInfo& info) {
 
 #endif
 
+#ifdef __linux__
+// tapIoUringProbe() -> 0 or errno: whether a TAP port made now in this process gets its io_uring.
+Napi::Value TapIoUringProbe(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), TapUring::Probe());
+}
+#endif
+
 void InitFramePort(Napi::Env env, Napi::Object exports) {
   exports.Set("FramePort", FramePort::Init(env));
+#ifdef __linux__
+  exports.Set("tapIoUringProbe", Napi::Function::New(env, TapIoUringProbe, "tapIoUringProbe"));
+#endif
 #ifndef __APPLE__
   exports.Set("socketpairStream", Napi::Function::New(env, SocketpairStream, "socketpairStream"));
 #endif

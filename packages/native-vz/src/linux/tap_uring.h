@@ -57,6 +57,20 @@ class TapUring {
 #endif
   }
 
+  // Whether this process may set up a ring now: 0, or the errno io_uring_setup answered (ENOSYS
+  // when built without liburing).
+  static int Probe() {
+#ifdef FLEET_HAVE_LIBURING
+    io_uring ring;
+    int r = io_uring_queue_init(2, &ring, 0);
+    if (r != 0) return -r;
+    io_uring_queue_exit(&ring);
+    return 0;
+#else
+    return ENOSYS;
+#endif
+  }
+
   bool active() const { return active_; }
   unsigned capacity() const { return entries_; }
   // The ring stopped behaving (a request did not complete at once): callers fall back for good.
