@@ -349,8 +349,6 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     }
 #ifdef __linux__
     ring_.Unmap();
-#endif
-#ifdef __linux__
     tap_uring_.Close();
 #endif
     if (owns_fd_ && fd_ >= 0) close(fd_);

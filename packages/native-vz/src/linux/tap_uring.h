@@ -12,7 +12,7 @@
 //   leaving the read armed (without it io_uring waits for the next frame, O_NONBLOCK or not);
 // - the call waits for exactly the completions it submitted, with a timeout; if they do not all
 //   come (a kernel that would punt them to a worker), everything still in flight on the ring is
-//   cancelled and waited for, and the port goes back to read()/write() for good (Broken()).
+//   cancelled and waited for, the ring is closed, and the port goes back to read()/write() for good.
 // Ordering: requests are issued inline in submission order, so slot i gets the i-th frame the
 // TAP had queued. Writes are linked (IOSQE_IO_LINK): one that fails cancels those after it, so a
 // batch is accepted as a prefix, as with the write() loop it replaces.
@@ -73,8 +73,6 @@ class TapUring {
 
   bool active() const { return active_; }
   unsigned capacity() const { return entries_; }
-  // The ring stopped behaving (a request did not complete at once): callers fall back for good.
-  bool broken() const { return broken_; }
 
   void Close() {
 #ifdef FLEET_HAVE_LIBURING
@@ -163,13 +161,14 @@ class TapUring {
   // Cancels whatever is still in flight and waits for it (its buffers must not be reused while the
   // kernel may still write them), then closes the ring: the port falls back for good.
   bool Fail() {
-    broken_ = true;
     io_uring_sqe* e = io_uring_get_sqe(&ring_);
     if (e != nullptr) {
       io_uring_prep_cancel64(e, 0, IORING_ASYNC_CANCEL_ANY);
       e->user_data = kCancelTag;
-      io_uring_submit(&ring_);
     }
+    // Anything prepared but not submitted goes in first (then counts as in flight), the cancel last.
+    int s = io_uring_submit(&ring_);
+    if (s > 0) inflight_ += static_cast<size_t>(s) - (e != nullptr ? 1 : 0);
     for (int i = 0; i < 50 && inflight_ > 0; i++) {
       io_uring_cqe* cqe;
       __kernel_timespec ts{0, 100 * 1000 * 1000};
@@ -183,7 +182,6 @@ class TapUring {
   io_uring ring_{};
 #endif
   bool active_ = false;
-  bool broken_ = false;
   unsigned entries_ = 0;
 };
 
