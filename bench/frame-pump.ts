@@ -48,6 +48,11 @@
  *              counted at the peer (rx_packets). No JS, no socketpair hop, one thread.
  * Then an unloaded latency figure: one frame at a time through socketpair -> pump + netfilter ->
  * socketpair, all on the main thread (p50/p99 one-way, both hops included).
+ * Host -> VM rows also note each thread's CPU per frame over the window (/proc/thread-self/schedstat:
+ * generator, pump, sink; the rest of the process; the machine's idle share), and under the table
+ * the ceilings that CPU allows: the generator alone (one thread: 1 s / its ns per frame), a pump that
+ * cost nothing, and all the row's threads on the machine's CPUs (issue 20 tenth pass).
+ * TAP ports use io_uring where the addon has it (FLEET_TAP_IO_URING=0: the read()/write() loops).
  * The pump applies backpressure (pause reading, wait for writability, resend the rest of the batch),
  * so nothing is dropped; frames are counted where they end up. Addresses in frames are bytes only.
  */
