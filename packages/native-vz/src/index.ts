@@ -49,7 +49,7 @@ export interface FramePortStats {
   rxRingSlots: number;
   /** TAP on Linux only: 1 while the port reads and writes its frames through io_uring (a batch per system call), 0 with read()/write() loops (no liburing at build time, io_uring refused by the kernel, FLEET_TAP_IO_URING=0, or after a fallback). */
   tapIoUring: number;
-  /** TAP only: times the port's io_uring failed and the port went back to read()/write() for good (a batch in flight then is counted as dropped). */
+  /** TAP only: times the port went back to read()/write() for good: the fd refused RWF_NOWAIT (EOPNOTSUPP; nothing lost, the batch went out with write()), or a request did not complete at once (cancelled; that batch counted as dropped). */
   ioUringFallbacks: number;
   /** Sender thread only (0 otherwise): frames send()/sendBatch() refused because the queue was full (also in txDrops). */
   txQueueFull: number;
