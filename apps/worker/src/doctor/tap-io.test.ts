@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TAP_IO_URING_BUILT } from '@fleet/native-vz';
+import { driverChecks } from './driver.ts';
 import { checkTapIo, type TapIoProbe } from './tap-io.ts';
 
 const probe = (status: Awaited<ReturnType<TapIoProbe['status']>>, disabled?: number): TapIoProbe => ({
@@ -26,6 +27,10 @@ describe('doctor: tap io (the qemu driver\'s TAP uplinks)', () => {
 
   it('warns when only privileged processes get io_uring: the VM host processes run as VM users', async () => {
     expect(await checkTapIo(probe({ ok: true, built: true, error: null }, 1))).toMatchObject({ status: 'warn', detail: expect.stringContaining('VM users') });
+  });
+
+  it('is one of the qemu driver\'s checks', () => {
+    expect(driverChecks({ driver: 'qemu', dataDir: '/x', platform: 'linux' }).map((c) => c.name)).toContain('tap io');
   });
 
   it('on this machine: ok exactly when the addon was built with liburing (the kernel allows io_uring here)', async () => {
