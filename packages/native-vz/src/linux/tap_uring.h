@@ -4,7 +4,7 @@
 // Why: tun has no recvmmsg/sendmmsg, so a TAP costs one read() or write() per frame, and on this
 // project's machines (paravirtualised guests) the system call itself is most of that cost:
 // measured with a C program, a write() loop took ~1.5 µs of CPU per 1514-byte frame, the same
-// writes submitted 64 at a time ~0.25–0.33 µs; reads ~1.9 → ~0.9 µs with the generator's share.
+// writes submitted 64 at a time ~0.25–0.33 µs; reads ~1.9 → ~0.9 µs (the reader's own CPU).
 // One io_uring_enter now carries a batch.
 //
 // Never blocking the JS thread:
