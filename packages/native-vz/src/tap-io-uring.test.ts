@@ -9,31 +9,20 @@ import { closeSync, mkdtempSync, openSync, constants, readSync, rmSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FramePort, TAP_IO_URING_BUILT } from './index.ts';
+import { TAP_IO_URING_BUILT, type FramePort } from './index.ts';
+import { TAP_IO_MODES, portInMode, type TapIoMode } from './testing/tap-io-modes.ts';
 
 const hasMkfifo = spawnSync('mkfifo', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!hasMkfifo) console.warn('\n*** native-vz io_uring send tests SKIPPED: mkfifo is missing ***\n');
 if (hasMkfifo && !TAP_IO_URING_BUILT) console.warn('\n*** native-vz: built without liburing; the io_uring fallback is not tested here ***\n');
 
-const MODES = (TAP_IO_URING_BUILT ? ['io_uring', 'loops'] : ['loops']) as Array<'io_uring' | 'loops'>;
-
-/** A port on `fd` in this mode (FLEET_TAP_IO_URING is read when the port is made). */
-function port(fd: number, mode: 'io_uring' | 'loops'): FramePort {
-  const saved = process.env.FLEET_TAP_IO_URING;
-  if (mode === 'loops') process.env.FLEET_TAP_IO_URING = '0';
-  else delete process.env.FLEET_TAP_IO_URING;
-  try {
-    return new FramePort(fd, { ownsFd: false, frameSize: 2048, batch: 8 });
-  } finally {
-    if (saved === undefined) delete process.env.FLEET_TAP_IO_URING;
-    else process.env.FLEET_TAP_IO_URING = saved;
-  }
-}
+/** A port on `fd` in this mode, not owning it. */
+const port = (fd: number, mode: TapIoMode): FramePort => portInMode(fd, mode, { ownsFd: false, frameSize: 2048, batch: 8 });
 
 /** Frame i: 1514 bytes, each byte (i % 251). */
 const frame = (i: number): Buffer => Buffer.alloc(1514, i % 251);
 
-describe.skipIf(!hasMkfifo).each(MODES)('a FIFO port (no RWF_NOWAIT), %s', (mode) => {
+describe.skipIf(!hasMkfifo).each(TAP_IO_MODES)('a FIFO port (no RWF_NOWAIT), %s', (mode) => {
   const cleanups: Array<() => void> = [];
   afterEach(() => {
     for (const c of cleanups.splice(0).reverse()) c();
@@ -90,7 +79,7 @@ describe.skipIf(!hasMkfifo).each(MODES)('a FIFO port (no RWF_NOWAIT), %s', (mode
   });
 
   it('accepts the same prefix as the other mode (the write() loop is the reference)', () => {
-    const counts = (['io_uring', 'loops'] as const).filter((m) => MODES.includes(m)).map((m) => {
+    const counts = (['io_uring', 'loops'] as const).filter((m) => TAP_IO_MODES.includes(m)).map((m) => {
       const fd = fifo();
       const p = port(fd, m);
       cleanups.push(() => p.close());

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FramePort, TAP_IO_URING_BUILT, fdInfo, openTap } from './index.ts';
 import { echoRequest } from './testing/icmp-frames.ts';
+import { TAP_IO_MODES, portInMode } from './testing/tap-io-modes.ts';
 
 const isRoot = process.getuid?.() === 0;
 const hasTun = existsSync('/dev/net/tun');
@@ -31,25 +32,8 @@ if (skipReason === null && !TAP_IO_URING_BUILT) {
   console.warn('\n*** native-vz TAP tests: the addon was built without liburing (Debian: liburing-dev); only the read()/write() loops are tested ***\n');
 }
 
-/**
- * A TAP port in the I/O mode under test: io_uring (the default where the build has liburing) or
- * the read()/write() loops (FLEET_TAP_IO_URING=0, read when the port is made).
- */
-function tapPort(fd: number, mode: 'io_uring' | 'loops', opts: ConstructorParameters<typeof FramePort>[1] = {}): FramePort {
-  const saved = process.env.FLEET_TAP_IO_URING;
-  if (mode === 'loops') process.env.FLEET_TAP_IO_URING = '0';
-  else delete process.env.FLEET_TAP_IO_URING;
-  try {
-    return new FramePort(fd, opts);
-  } finally {
-    if (saved === undefined) delete process.env.FLEET_TAP_IO_URING;
-    else process.env.FLEET_TAP_IO_URING = saved;
-  }
-}
 
-const MODES = (TAP_IO_URING_BUILT ? ['io_uring', 'loops'] : ['loops']) as Array<'io_uring' | 'loops'>;
-
-describe.skipIf(skipReason !== null).each(MODES)('TAP (root), %s', (mode) => {
+describe.skipIf(skipReason !== null).each(TAP_IO_MODES)('TAP (root), %s', (mode) => {
   let tap: { fd: number; name: string };
   let port: FramePort;
   const received: Buffer[] = [];
@@ -68,7 +52,7 @@ describe.skipIf(skipReason !== null).each(MODES)('TAP (root), %s', (mode) => {
     nsExec('ip', 'addr', 'add', '10.231.0.1/24', 'dev', TAP);
     nsExec('ip', 'link', 'set', TAP, 'up');
     nsExec('ip', 'neigh', 'replace', '10.231.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', TAP, 'nud', 'permanent');
-    port = tapPort(tap.fd, mode);
+    port = portInMode(tap.fd, mode);
     port.onFrames(
       (frames) => {
         received.push(...frames);
@@ -164,7 +148,7 @@ describe.skipIf(skipReason !== null).each(MODES)('TAP (root), %s', (mode) => {
     nsExec('ip', 'addr', 'add', '10.232.0.1/24', 'dev', name);
     nsExec('ip', 'link', 'set', name, 'up');
     nsExec('ip', 'neigh', 'replace', '10.232.0.2', 'lladdr', '02:00:00:00:01:02', 'dev', name, 'nud', 'permanent');
-    const p = tapPort(small.fd, mode, { frameSize: 128, batch: 8 });
+    const p = portInMode(small.fd, mode, { frameSize: 128, batch: 8 });
     const got: Buffer[] = [];
     p.onFrames((frames) => got.push(...frames.filter((f) => f.length >= 42 && f[23] === 17 && f.readUInt16BE(36) === 9)), { copy: true });
     try {
@@ -203,7 +187,7 @@ describe.skipIf(skipReason !== null).each(MODES)('TAP (root), %s', (mode) => {
     const name = `${TAP}d`;
     const down = openTap(name); // never set up: tun answers EIO to writes
     ip('link', 'set', name, 'netns', NS);
-    const p = tapPort(down.fd, mode);
+    const p = portInMode(down.fd, mode);
     try {
       const frames = Array.from({ length: 5 }, (_, seq) => echoRequest(ECHO, 0x4444, seq));
       expect(p.send(frames)).toBe(0);

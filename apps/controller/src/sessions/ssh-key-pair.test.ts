@@ -17,10 +17,11 @@ const { parseKey, generateKeyPairSync } = ssh2.utils;
  * its layout is not the reference then.
  */
 function ssh2PrivateKey(): string {
-  for (;;) {
+  for (let i = 0; i < 64; i++) {
     const pair = generateKeyPairSync('ed25519', {});
     if (!(parseKey(pair.private) instanceof Error)) return pair.private;
   }
+  throw new Error('ssh2 made no readable ed25519 key pair in 64 tries');
 }
 
 function parsed(text: string): ssh2.ParsedKey {
