@@ -532,7 +532,7 @@ async function pumpCounters(sock: string): Promise<Counters> {
 function diffCounters(a: Counters, b: Counters): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(b)) {
-    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped', 'superFrames', 'ioUringFallbacks']) {
+    for (const f of ['rxFrames', 'rxWakeups', 'txFrames', 'txDrops', 'eagain', 'enobufs', 'txErrors', 'passed', 'dropped', 'superFrames', 'ioUringFallbacks', 'ioUringRxCalls', 'ioUringTxCalls']) {
       if (v[f] === undefined) continue;
       parts.push(`${k}.${f} ${v[f]! - (a[k]?.[f] ?? 0)}`);
     }

@@ -379,6 +379,11 @@ describe.skipIf(why !== '')('VM host process: QEMU ↔ pump ↔ filter ↔ TAP �
     for (const side of [c.pump.vm, c.pump.tap]) expect(side).toMatchObject({ rxTruncated: 0, rxQueueDrops: 0, txDrops: 0, txErrors: 0 });
     // Issue 20: the VM host process moves the uplink TAP's frames through io_uring.
     expect(c.pump.tap).toMatchObject({ tapIoUring: TAP_IO_URING_BUILT ? 1 : 0, ioUringFallbacks: 0 });
+    // ... and the 4 MiB each way went through the ring's calls, not past them.
+    if (TAP_IO_URING_BUILT) {
+      expect(c.pump.tap.ioUringRxCalls).toBeGreaterThan(0);
+      expect(c.pump.tap.ioUringTxCalls).toBeGreaterThan(0);
+    }
     const counted = await d.networkCounters(ref);
     expect(counted?.fromVm.pass).toBeGreaterThan(0);
     expect(counted?.fromHost.vm_queue_full).toBeUndefined(); // nothing refused so far

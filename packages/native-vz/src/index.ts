@@ -51,6 +51,10 @@ export interface FramePortStats {
   tapIoUring: number;
   /** TAP only: times the port went back to read()/write() for good: the fd refused RWF_NOWAIT (EOPNOTSUPP; nothing lost, the batch went out with write()), or a request did not complete at once (cancelled; that batch counted as dropped). */
   ioUringFallbacks: number;
+  /** TAP through io_uring only (0 otherwise): system calls that each read a round of frames (up to a batch, until the TAP was empty). */
+  ioUringRxCalls: number;
+  /** TAP through io_uring only (0 otherwise): system calls that each wrote a chunk of up to 64 frames of one send. */
+  ioUringTxCalls: number;
   /** Sender thread only (0 otherwise): frames send()/sendBatch() refused because the queue was full (also in txDrops). */
   txQueueFull: number;
   /** Sender thread only: frames and bytes waiting in the queue now. */

@@ -122,6 +122,14 @@ describe.skipIf(skipReason !== null).each(TAP_IO_MODES)('TAP (root), %s', (mode)
     const s = port.stats();
     expect(s.tapIoUring).toBe(mode === 'io_uring' ? 1 : 0);
     expect(s.ioUringFallbacks).toBe(0);
+    // The frames of the tests above really went that way: through the ring's calls, or none of them.
+    if (mode === 'io_uring') {
+      expect(s.ioUringRxCalls).toBeGreaterThan(0);
+      expect(s.ioUringTxCalls).toBeGreaterThan(0);
+    } else {
+      expect(s.ioUringRxCalls).toBe(0);
+      expect(s.ioUringTxCalls).toBe(0);
+    }
   });
 
   it('TAP -> kernel -> TAP: 300 echo requests in one send() (more than a ring holds) get 300 replies; TAP -> us keeps their order', async () => {
@@ -137,6 +145,15 @@ describe.skipIf(skipReason !== null).each(TAP_IO_MODES)('TAP (root), %s', (mode)
     expect(s.txFrames - before.txFrames).toBe(300);
     expect(s.txDrops - before.txDrops).toBe(0);
     expect(s.ioUringFallbacks).toBe(0);
+    const txCalls = s.ioUringTxCalls - before.ioUringTxCalls;
+    if (mode === 'io_uring') {
+      // Written in chunks of the ring's size (at least 64 a call here), not a call per frame.
+      expect(txCalls).toBeGreaterThanOrEqual(1);
+      expect(txCalls).toBeLessThanOrEqual(Math.ceil(300 / 64));
+      expect(s.ioUringRxCalls - before.ioUringRxCalls).toBeGreaterThan(0);
+    } else {
+      expect(txCalls).toBe(0);
+    }
   });
 
   it('a frame longer than the slot is counted and skipped; the frame after it arrives whole', async () => {

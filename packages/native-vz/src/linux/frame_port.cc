@@ -61,8 +61,10 @@ struct Stats {
   // Stream framing only: prefixes beyond kStreamMaxPrefix (the stream was shut down), end of
   // stream seen, sends that ended inside a frame (its tail was kept and sent later).
   double rxBadLength = 0, rxEof = 0, txPartial = 0;
-  // TAP only: times the port's io_uring failed and it went back to read()/write() for good.
-  double ioUringFallbacks = 0;
+  // TAP only: times the port's io_uring failed and it went back to read()/write() for good; and
+  // the system calls that read a round of frames / wrote a chunk of frames through it (so that a
+  // test and an operator can see the frames really went that way, and how many per call).
+  double ioUringFallbacks = 0, ioUringRxCalls = 0, ioUringTxCalls = 0;
   int lastErrno = 0;
 };
 
@@ -570,6 +572,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         stats_.ioUringFallbacks++;
         return n;  // the next batch uses read(); frames of this round, if any, are still in the TAP or lost with the ring
       }
+      stats_.ioUringRxCalls++;
       size_t got = 0;
       bool empty = false;
       bool unsupported = false;
@@ -635,6 +638,7 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
         *broken = true;
         return done;
       }
+      stats_.ioUringTxCalls++;
       size_t ok = 0;
       for (; ok < chunk; ok++) {
         int32_t r = uring_res_[ok];
@@ -1167,6 +1171,8 @@ class FramePort : public Napi::ObjectWrap<FramePort> {
     set("tapIoUring", 0);
 #endif
     set("ioUringFallbacks", stats_.ioUringFallbacks);
+    set("ioUringRxCalls", stats_.ioUringRxCalls);
+    set("ioUringTxCalls", stats_.ioUringTxCalls);
     set("rxBadLength", stats_.rxBadLength);
     set("rxEof", stats_.rxEof);
     set("txPartial", stats_.txPartial);
