@@ -81,7 +81,7 @@ import {
 } from '../packages/native-vz/src/index.ts';
 import { TCP_FLAGS, tcpFrame } from '../packages/netfilter/src/testing/frames.ts';
 import { GW, VM_IP, baseConfig, hostAddr, vmAddr } from '../packages/netfilter/src/testing/scenario.ts';
-import { FramePump, RX_RING_FRAMES, UPLINK_SEND_QUEUE_BYTES } from '../apps/worker/src/vm-host/pump.ts';
+import { FramePump, PLAIN_FRAME_BATCH, RX_RING_FRAMES, UPLINK_SEND_QUEUE_BYTES } from '../apps/worker/src/vm-host/pump.ts';
 
 const SECONDS = Number(process.env.FRAME_PUMP_SECONDS ?? 3);
 const WARMUP_MS = 500;
@@ -591,6 +591,9 @@ const rowCpu = new Map<string, RowCpu>();
 
 /** runPacketIn's `start` for the production path: the VM host process's FramePump (pump.ts) with netfilter, owning both fds. */
 const PRODUCTION = 'FramePump' as const;
+/** FRAME_PUMP_PUMP_BATCH=<n>: the plain-frame rows' FramePump batch instead of its default (pump.ts PLAIN_FRAME_BATCH), to compare; the harness's own ports keep BATCH, the vnet rows their 32. */
+const PUMP_BATCH = process.env.FRAME_PUMP_PUMP_BATCH !== undefined ? Number(process.env.FRAME_PUMP_PUMP_BATCH) : undefined;
+if (PUMP_BATCH !== undefined && (!Number.isInteger(PUMP_BATCH) || PUMP_BATCH < 1 || PUMP_BATCH > 1024)) throw new Error('FRAME_PUMP_PUMP_BATCH must be a whole number from 1 to 1024');
 
 async function runPacketIn(
   name: string,
@@ -611,7 +614,7 @@ async function runPacketIn(
     let input: FramePort | undefined;
     let out: FramePort | undefined;
     if (start === PRODUCTION) {
-      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { rxRingFrames: RX_RING, ...(process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? { sendQueueBytes: SEND_QUEUE } : {}) });
+      pump = new FramePump(m2, vmSock.fd, createFilter(baseConfig({ lease: { ip: VM_IP, expiresAt: Date.now() + 1e9, dns: [GW] } })), { rxRingFrames: RX_RING, ...(process.env.FRAME_PUMP_SEND_QUEUE !== undefined ? { sendQueueBytes: SEND_QUEUE } : {}), ...(PUMP_BATCH !== undefined ? { batch: PUMP_BATCH } : {}) });
       pump.start();
     } else {
       input = new FramePort(vmSock.fd, { batch: BATCH, frameSize: 2048 });
@@ -906,7 +909,7 @@ const sizes = getBufferSizes(probeA);
 new FramePort(probeA).close();
 new FramePort(probeB).close();
 
-console.log(`frame pump: ${FRAME_LEN}-byte frames, batch ${BATCH}, ${SECONDS} s per row (+${WARMUP_MS} ms warm-up)`);
+console.log(`frame pump: ${FRAME_LEN}-byte frames, batch ${BATCH} (the plain-frame FramePump rows: ${PUMP_BATCH ?? PLAIN_FRAME_BATCH}), ${SECONDS} s per row (+${WARMUP_MS} ms warm-up)`);
 console.log(`${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${os.platform()} ${os.release()}`);
 console.log(`socketpair buffers as reported: sndbuf ${sizes.sndbuf}, rcvbuf ${sizes.rcvbuf}`);
 const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').trim();
