@@ -53,7 +53,7 @@ export interface FramePortStats {
   ioUringFallbacks: number;
   /** TAP through io_uring only (0 otherwise): system calls that each read a round of frames (up to a batch, until the TAP was empty). */
   ioUringRxCalls: number;
-  /** TAP through io_uring only (0 otherwise): system calls that each wrote a chunk of up to 64 frames of one send. */
+  /** TAP through io_uring only (0 otherwise): system calls that each wrote a chunk of one send (up to the ring's size: the port's batch, at least 64). */
   ioUringTxCalls: number;
   /** Sender thread only (0 otherwise): frames send()/sendBatch() refused because the queue was full (also in txDrops). */
   txQueueFull: number;

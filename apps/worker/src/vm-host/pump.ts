@@ -78,8 +78,9 @@ export const RX_RING_FRAMES = 1024;
  * stream socket one sendmsg, so one wake-up of QEMU, per 256 frames instead of 64: host → VM TAP →
  * stream 7–70 % more frames/s than 64 in 10 of 11 back-to-back pairs (BENCHMARKS.md, frame pump,
  * eleventh pass), QEMU's side ("sink") up to a third less CPU per frame; the veth uplink the same
- * or better, the datagram framing the same within the noise. Cost: 512 KiB of receive area per port (2 KiB slots) instead
- * of 128, touched only as far as batches fill.
+ * or better, the datagram framing the same within the noise. Cost: 512 KiB of receive area per
+ * port (2 KiB slots) instead of 128, touched only as far as batches fill (the VM host process's RSS
+ * after transfers with real guests: 50.0 MiB against 49.6).
  */
 export const PLAIN_FRAME_BATCH = 256;
 
