@@ -4,8 +4,9 @@
 #   - the controller and the worker it started (found by their --data-dir in .fleet-up/),
 #   - as root: every process in the network namespace "fleet-up" (the worker's dnsmasq, the VM
 #     host processes and their QEMUs), the VM processes of .fleet-up/worker outside it, the
-#     namespace itself (its bridge, TAPs and nftables go with it), the veth fleetup-h and the
-#     host's nftables table "inet fleet_up".
+#     namespace itself (its bridge, TAPs and nftables go with it), the veth fleetup-h, the
+#     host's nftables table "inet fleet_up" and the names of per-VM namespaces (fleetvm-*) that no
+#     process has mounted any more.
 # State stays in .fleet-up/ (database, CA, VM disks): the next scripts/up.sh starts from it, and
 # adopts or starts the demo VM again. --purge deletes .fleet-up/ too (and the CLI context "local").
 # Idempotent: running it again (or with nothing up) does nothing and exits 0.
@@ -18,7 +19,7 @@ for a in "$@"; do
   case "$a" in
     --purge) purge=true ;;
     -h | --help)
-      sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -119,6 +120,19 @@ if $is_root; then
     log "deleting the nftables table inet fleet_up"
     nft delete table inet fleet_up
   fi
+  # The worker runs under `ip netns exec fleet-up`, so in a mount namespace of its own: the per-VM
+  # namespaces it made (fleetvm-<port>: the offload path's, or --vm-link veth) were mounted there
+  # only, and what is left of them in /run/netns once it is gone is a bare name. Remove those that
+  # no process has mounted (the worker's own start-up sweep uses the same rule); a live one of
+  # another worker on this host is mounted somewhere and stays.
+  for f in /run/netns/fleetvm-*; do
+    [ -e "$f" ] || continue
+    name=${f##*/}
+    if ! grep -qs -- "/netns/$name " /proc/[0-9]*/mountinfo; then
+      log "deleting the dead VM namespace name $name"
+      ip netns del "$name" 2>/dev/null || rm -f "$f"
+    fi
+  done
 elif ns_exists; then
   log "the network namespace fleet-up exists: run scripts/down.sh as root to remove it" >&2
 fi
