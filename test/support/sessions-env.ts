@@ -8,11 +8,12 @@
 //     │ veth fsrN ⇄ fsnN
 //   netns fleet-ses-N: worker ─ NAT bridge fsbN 192.168.(100+N%50).0/24 ─ VMs
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT, startControllerProcess, tempDir, waitUntil, type ControllerProcess } from './fleet-processes.ts';
+import { orphanVmNamespaces } from '../../apps/worker/src/uplink/nat-network.ts';
 
 const WORKER_BIN = path.join(REPO_ROOT, 'apps/worker/bin/fleet-worker.js');
 const SESSIONS_WORKER = path.join(REPO_ROOT, 'test/support/sessions-worker.mjs');
@@ -217,6 +218,16 @@ export async function startSessionsEnv(opts: { id?: number } = {}): Promise<Sess
         run(['ip', 'netns', 'del', ns]);
       } catch {
         /* gone */
+      }
+      // The worker ran under `ip netns exec`, in a mount namespace of its own: the per-VM namespaces
+      // it made (the offload path's fleetvm-*) were mounted only there and are bare names in
+      // /run/netns now. Remove those no process mounts (the worker's own start-up rule).
+      for (const name of await orphanVmNamespaces()) {
+        try {
+          run(['ip', 'netns', 'del', name]);
+        } catch {
+          rmSync(`/run/netns/${name}`, { force: true });
+        }
       }
       await rm(tmp, { recursive: true, force: true });
       await rm(controller.dataDir, { recursive: true, force: true });
