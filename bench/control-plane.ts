@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { controllerPids } from './support/controller-pid.ts';
 import { startNode, type BenchChild } from './support/child-processes.ts';
+import { pool, processCpuMs } from './support/request-load.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -63,13 +64,6 @@ async function api(base: string, token: string, method: string, p: string, body?
   return text ? JSON.parse(text) : null;
 }
 
-async function pool(n: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < n) await task(next++);
-  }));
-}
-
 async function rssOf(pid: number): Promise<{ rssMib: number; peakMib: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
@@ -77,8 +71,6 @@ async function rssOf(pid: number): Promise<{ rssMib: number; peakMib: number }> 
 }
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-/** /proc/<pid>/stat counts CPU time in clock ticks: 100 per second on Linux (getconf CLK_TCK). */
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 async function runOnce(workerCount: number): Promise<Record<string, string | number>> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleet-bench-ctl-'));
@@ -108,10 +100,7 @@ async function runOnce(workerCount: number): Promise<Record<string, string | num
 
     // CPU the controller process used (user + system), ms: what a VM costs it, whatever else runs on the machine.
     const ctlPid = (await controllerPids(ctl.child.pid!)).controller;
-    const cpuMs = async () => {
-      const fields = (await readFile(`/proc/${ctlPid}/stat`, 'utf8')).replace(/^.*\) /, '').split(' ');
-      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-    };
+    const cpuMs = () => processCpuMs(ctlPid);
 
     const allRunning = async (what: string): Promise<any[]> => {
       const from = performance.now();

@@ -27,6 +27,7 @@ import { startNode, type BenchChild } from './support/child-processes.ts';
 import { controllerPids } from './support/controller-pid.ts';
 import { markdownTable } from './support/report.ts';
 import { mib, probe, procPss, procStatus, smapsSummary, summariseHeapSnapshot, type ProbeReport } from './support/proc-memory.ts';
+import { pool } from './support/request-load.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const GOAL_MIB = 256;
@@ -69,13 +70,6 @@ async function api<T>(base: string, token: string, method: string, p: string, bo
   const text = await res.text();
   if (res.status >= 300) throw new Error(`${method} ${p} → ${res.status} ${text.slice(0, 500)}`);
   return (text ? JSON.parse(text) : null) as T;
-}
-
-async function pool(n: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < n) await task(next++);
-  }));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { pool, processCpuMs } from './support/request-load.ts';
 
 const { values } = parseArgs({
   options: {
@@ -34,8 +35,6 @@ const { values } = parseArgs({
     serve: { type: 'string' },
   },
 });
-
-const CLOCK_TICKS = 100;
 
 type Reply = { code(status: number): { send(body: unknown): unknown } };
 type Handler = (req: { body: unknown }, reply: Reply) => Promise<unknown>;
@@ -125,18 +124,6 @@ async function serve(dir: string): Promise<void> {
   console.log(`listening ${address}`);
 }
 
-async function pool(n: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < n) await task(next++);
-  }));
-}
-
-async function cpuMsOf(pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /, '').split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-}
-
 async function round(n: number, width: number, warmup: number, tag: string): Promise<Record<string, string | number>> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'fleet-create-floor-'));
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--serve', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -161,15 +148,15 @@ async function round(n: number, width: number, warmup: number, tag: string): Pro
       await pool(warmup, width, health);
     }
     const pid = child.pid!;
-    const hc0 = await cpuMsOf(pid);
+    const hc0 = await processCpuMs(pid);
     const h0 = performance.now();
     await pool(5000, width, health);
     const healthS = (performance.now() - h0) / 1000;
-    const hc1 = await cpuMsOf(pid);
+    const hc1 = await processCpuMs(pid);
     const c0 = performance.now();
     await pool(n, width, create('vm'));
     const createS = (performance.now() - c0) / 1000;
-    const cc1 = await cpuMsOf(pid);
+    const cc1 = await processCpuMs(pid);
     const healthPerS = 5000 / healthS;
     const createsPerS = n / createS;
     return {

@@ -26,6 +26,7 @@ import { EventLog } from '../apps/controller/src/events/event-log.ts';
 import { FleetBus } from '../apps/controller/src/fleet-bus.ts';
 import { Metrics } from '../apps/controller/src/observability/metrics.ts';
 import { VmSecrets } from '../apps/controller/src/secrets/vm-secrets.ts';
+import { pool } from './support/request-load.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -105,13 +106,6 @@ async function stop(child: ChildProcess): Promise<void> {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;
-}
-
-async function pool(n: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < n) await task(next++);
-  }));
 }
 
 async function createsPerSecond(base: string, token: string, n: number, width: number, prefix: string): Promise<number> {
